@@ -1,0 +1,17 @@
+#pragma once
+// One function per subcommand. Each returns the process exit code and prints its own errors.
+#include "cli/options.hpp"
+#include "runtime/config.hpp"
+
+namespace troupe::cli {
+
+int run_serve(const Config& config);
+int run_head(const Config& config);
+int run_worker(const Config& config);
+int run_generate(const Config& config, const GenerateOptions& options);
+int run_bench(const Config& config);
+
+// Prints "troupe: error: MESSAGE" on one line to stderr; returns the exit code for it.
+int report_error(const Error& error);
+
+}  // namespace troupe::cli

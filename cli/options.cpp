@@ -1,0 +1,90 @@
+#include "cli/options.hpp"
+
+#include <CLI/CLI.hpp>
+
+namespace troupe::cli {
+
+void add_common_options(CLI::App& app, Config& config) {
+  // A flag given by the config file and again on the command line: the command line wins.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  // Read by expand_config_file() before parsing; declared here for --help and validation.
+  app.add_option("--config", config.config_file, "TOML config file; keys are the long flag names (flags override it)");
+  app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+}
+
+void add_engine_options(CLI::App& app, Config& config) {
+  app.add_option("--model", config.model, "Hugging Face model folder (config.json + safetensors)");
+  app.add_option("--served-model-name", config.served_model_name,
+                 "name clients use as `model` (default: the model folder's name)");
+  app.add_option("--load-format", config.load_format, "auto or dummy (random weights)")->capture_default_str();
+  app.add_option("--device", config.device, "auto, cpu or cuda")->capture_default_str();
+  app.add_option("--max-model-len", config.max_model_len, "context length (0: the model's)");
+  app.add_option("--max-num-seqs", config.max_num_seqs, "sequences per engine step")->capture_default_str();
+  app.add_option("--max-num-batched-tokens", config.max_num_batched_tokens, "prefill tokens per engine step")
+      ->capture_default_str();
+  app.add_option("--block-size", config.block_size, "tokens per KV-cache block")->capture_default_str();
+  app.add_option("--num-kv-blocks", config.num_kv_blocks, "KV-cache blocks (0: sized from memory)");
+  app.add_option("--gpu-memory-utilization", config.gpu_memory_utilization, "fraction of GPU memory to use")
+      ->capture_default_str();
+  app.add_option("--cpu-kv-cache-mb", config.cpu_kv_cache_mb, "KV-cache size on the CPU backend")
+      ->capture_default_str();
+  app.add_option("--num-threads", config.num_threads, "CPU backend threads (0: all cores)");
+  app.add_flag("--enforce-eager", config.enforce_eager, "no CUDA graphs");
+}
+
+void add_http_options(CLI::App& app, Config& config, const std::string& port_flag) {
+  app.add_option("--host", config.host, "address to listen on")->capture_default_str();
+  app.add_option(port_flag, config.http_port, "HTTP port")->capture_default_str();
+  app.add_option("--api-key", config.api_key, "require `Authorization: Bearer KEY`")->envname("TROUPE_API_KEY");
+  app.add_option("--reasoning-parser", config.reasoning_parser, "deepseek_r1: split <think> into reasoning_content");
+  app.add_option("--max-body-bytes", config.max_body_bytes, "largest request body")->capture_default_str();
+}
+
+void add_cluster_options(CLI::App& app, Config& config) {
+  app.add_option("--tensor-parallel-size,--tp", config.tensor_parallel_size, "GPUs per stage")->capture_default_str();
+  app.add_option("--pipeline-parallel-size,--pp", config.pipeline_parallel_size, "stages per group")
+      ->capture_default_str();
+  app.add_option("--replicas", config.replicas, "groups serving the model")->capture_default_str();
+  app.add_option("--token", config.token, "shared join token")->envname("TROUPE_TOKEN");
+}
+
+void add_generate_options(CLI::App& app, GenerateOptions& o) {
+  app.add_option("--prompt", o.prompt, "prompt text (needs the model's tokenizer)");
+  app.add_option("--prompt-ids", o.prompt_ids, "prompt as token ids, e.g. 1,2,3");
+  app.add_option("--max-tokens", o.max_tokens, "tokens to generate")->capture_default_str();
+  app.add_option("--temperature", o.temperature, "0: greedy")->capture_default_str();
+  app.add_option("--top-p", o.top_p)->capture_default_str();
+  app.add_option("--top-k", o.top_k, "-1: off")->capture_default_str();
+  app.add_option("--min-p", o.min_p)->capture_default_str();
+  app.add_option("--repetition-penalty", o.repetition_penalty)->capture_default_str();
+  app.add_option("--presence-penalty", o.presence_penalty)->capture_default_str();
+  app.add_option("--frequency-penalty", o.frequency_penalty)->capture_default_str();
+  app.add_option("--seed", o.seed, "per-request seed (-1: random)");
+  app.add_flag("--ignore-eos", o.ignore_eos, "do not stop at end-of-sequence tokens");
+  app.add_flag("--json", o.json, "print one JSON object with token_ids instead of streaming text");
+}
+
+Result<std::vector<int64_t>> parse_id_list(const std::string& text) {
+  std::vector<int64_t> ids;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    std::string item = text.substr(start, end - start);
+    size_t used = 0;
+    long long value = -1;
+    try {
+      value = std::stoll(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || value < 0)
+      return make_error(ErrorCode::invalid_argument, "--prompt-ids: '" + item + "' is not a token id");
+    ids.push_back(value);
+    start = end + 1;
+  }
+  return ids;
+}
+
+}  // namespace troupe::cli

@@ -1,0 +1,44 @@
+#pragma once
+// Binds Config fields to command-line flags (and config-file keys, which are the flag names).
+#include <string>
+#include <vector>
+
+#include "runtime/config.hpp"
+
+namespace CLI {
+class App;
+}
+
+namespace troupe::cli {
+
+// Flags every subcommand takes: --config, --log-level.
+void add_common_options(CLI::App& app, Config& config);
+// Model and engine flags: --model, --served-model-name, --max-num-seqs, ...
+void add_engine_options(CLI::App& app, Config& config);
+// HTTP flags; `port_flag` is "--port" for serve and "--http-port" for head.
+void add_http_options(CLI::App& app, Config& config, const std::string& port_flag);
+// Cluster flags: parallel sizes, replicas, token.
+void add_cluster_options(CLI::App& app, Config& config);
+
+// Per-request flags of `troupe generate`.
+struct GenerateOptions {
+  std::string prompt;
+  std::string prompt_ids;  // "1,2,3"
+  int64_t max_tokens = 64;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int64_t top_k = -1;
+  double min_p = 0.0;
+  double repetition_penalty = 1.0;
+  double presence_penalty = 0.0;
+  double frequency_penalty = 0.0;
+  int64_t seed = -1;
+  bool ignore_eos = false;
+  bool json = false;
+};
+void add_generate_options(CLI::App& app, GenerateOptions& options);
+
+// "1,2,3" -> {1,2,3}; an error names the bad item.
+Result<std::vector<int64_t>> parse_id_list(const std::string& text);
+
+}  // namespace troupe::cli

@@ -1,0 +1,22 @@
+# CUDA is optional: with nvcc the build compiles the kernels for Hopper (sm_90a) so CI catches
+# CUDA compile errors; without it `troupe` is CPU-only.
+set(TROUPE_HAVE_CUDA OFF)
+if(TROUPE_CUDA)
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    set(CMAKE_CUDA_ARCHITECTURES 90a)
+    set(CMAKE_CUDA_STANDARD 17)  # CMake 3.25 knows no CUDA20 dialect for nvcc
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
+    set(TROUPE_HAVE_CUDA ON)
+    message(STATUS "troupe: CUDA ${CUDAToolkit_VERSION} found, kernels built for sm_90a")
+  else()
+    message(STATUS "troupe: nvcc not found, building the CPU-only troupe")
+  endif()
+endif()
