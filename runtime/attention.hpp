@@ -1,0 +1,56 @@
+#pragma once
+// Attention layers behind one small interface, so a model can mix kinds (Llama/Qwen2 multi-head
+// attention with GQA now; DeepSeek's MLA with a latent cache later).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/attention_metadata.hpp"
+#include "runtime/backend.hpp"
+#include "runtime/kv_cache.hpp"
+#include "runtime/model.hpp"
+#include "runtime/model_config.hpp"
+
+namespace troupe {
+
+class AttentionLayer {
+ public:
+  virtual ~AttentionLayer() = default;
+  // The cache entries one token needs in each layer.
+  virtual std::vector<KvComponentSpec> kv_components() const = 0;
+  // x: [num_tokens, hidden] (normed) -> out: [num_tokens, hidden]. Writes this step's K/V into
+  // layer `cache_layer` of `cache`, then attends.
+  virtual void forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
+                       Tensor out) = 0;
+};
+
+// Llama / Qwen2 self-attention: q/k/v projections (optional bias), neox rotary, paged causal
+// attention with GQA, o projection. Cache components "k" and "v", [num_kv_heads, head_dim] each.
+class LlamaAttention final : public AttentionLayer {
+ public:
+  // prefix: "model.layers.N.self_attn."; inv_freq: [head_dim / 2] on the backend.
+  static Result<std::unique_ptr<LlamaAttention>> load(const ModelConfig& config, const std::string& prefix,
+                                                      const WeightLoader& weights, Backend& backend, Tensor inv_freq);
+
+  std::vector<KvComponentSpec> kv_components() const override;
+  void forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
+               Tensor out) override;
+
+ private:
+  explicit LlamaAttention(Backend& backend) : backend_(backend) {}
+
+  Backend& backend_;
+  int64_t num_heads_ = 0;
+  int64_t num_kv_heads_ = 0;
+  int64_t head_dim_ = 0;
+  float scale_ = 1.0f;
+  Tensor q_weight_, k_weight_, v_weight_, o_weight_;  // [out, in]
+  Tensor q_bias_, k_bias_, v_bias_, o_bias_;          // [out] or undefined
+  Tensor inv_freq_;                                   // [head_dim / 2]
+};
+
+// Loads one weight of `shape` and moves it to the backend; errors name the tensor.
+Result<Tensor> load_weight(const WeightLoader& weights, Backend& backend, const std::string& name,
+                           const std::vector<int64_t>& shape);
+
+}  // namespace troupe

@@ -1,0 +1,68 @@
+#pragma once
+// The ops a decoder layer needs, implemented per device (CpuBackend here; a CUDA backend later).
+// Tensors are passed as handles: outputs are preallocated by the caller (Backend::empty) and
+// written in place. Shapes are checked by the model at load time and by build_attention_metadata
+// per step, so ops assume consistent shapes. All float tensors are the backend's compute dtype
+// (fp32 on the CPU); index tensors are i32.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/attention_metadata.hpp"
+#include "runtime/kv_cache.hpp"
+#include "runtime/result.hpp"
+#include "runtime/tensor.hpp"
+
+namespace troupe {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+
+  // Memory.
+  virtual Tensor empty(DType dtype, std::vector<int64_t> shape) = 0;
+  // A host tensor (any float dtype) as a weight on this device, converted to the compute dtype.
+  virtual Result<Tensor> upload_weight(const Tensor& host) = 0;
+  virtual Result<KvCache> create_kv_cache(const KvCacheSpec& spec) = 0;
+  // Metadata built on the host, moved where the ops read it (CPU: as is).
+  virtual AttentionMetadata upload_metadata(AttentionMetadata host) { return host; }
+  virtual Tensor to_host(const Tensor& t) = 0;
+
+  // out[t, :] = table[ids[t], :]. ids: [n] i32; table: [vocab, hidden]; out: [n, hidden].
+  virtual void embedding(const Tensor& ids, const Tensor& table, Tensor out) = 0;
+  // out = x / sqrt(mean(x^2) + eps) * weight, per row. x, out: [n, hidden]; out may alias x.
+  virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;
+  // Fused residual add: residual += x, then out = rmsnorm(residual). residual, x, out: [n, hidden].
+  virtual void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;
+  // out = x @ weight^T (+ bias). x: [n, in]; weight: [out_features, in]; bias: [out_features] or
+  // undefined; out: [n, out_features].
+  virtual void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) = 0;
+  // Rotary embedding in place, neox style (rotate_half: pairs (i, i + rotary_dim/2)) on the first
+  // rotary_dim = 2 * inv_freq.size dims of each head. q: [n, num_heads, head_dim];
+  // k: [n, num_kv_heads, head_dim]; positions: [n] i32; inv_freq: [rotary_dim / 2] fp32.
+  virtual void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) = 0;
+  // cache_component[slot_mapping[t]] = x[t] for each token. x: [n, num_heads, head_dim] matching the
+  // component's [num_blocks, block_size, num_heads, head_dim].
+  virtual void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) = 0;
+  // Causal paged attention over a batch: query token t of sequence s at position p attends to the
+  // sequence's cached tokens [0, p] (its new K/V must already be written). GQA: query head h reads
+  // kv head h / (num_heads / num_kv_heads). q, out: [n, num_heads, head_dim]; k_cache, v_cache:
+  // [num_blocks, block_size, num_kv_heads, head_dim].
+  virtual void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                               const AttentionMetadata& meta, float scale, Tensor out) = 0;
+  // out = silu(gate) * up. gate, up, out: [n, intermediate].
+  virtual void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) = 0;
+  // out = a + b, elementwise, same shapes; out may alias a or b.
+  virtual void add(const Tensor& a, const Tensor& b, Tensor out) = 0;
+  // out[i, :] = x[rows[i], :]. x: [n, d]; out: [rows.size(), d].
+  virtual void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) = 0;
+  // logits = hidden @ weight^T. hidden: [n, hidden]; weight: [vocab, hidden]; logits: [n, vocab] fp32.
+  virtual void lm_head(const Tensor& hidden, const Tensor& weight, Tensor logits) { linear(hidden, weight, Tensor(), logits); }
+  // Per row, the index of the largest value (the first on ties). logits: [n, vocab].
+  virtual std::vector<int32_t> argmax(const Tensor& logits) = 0;
+};
+
+}  // namespace troupe

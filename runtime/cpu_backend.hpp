@@ -1,0 +1,42 @@
+#pragma once
+// The CPU backend: fp32 compute and accumulation, OpenBLAS sgemm for linear layers, a small thread
+// pool for the other ops. OpenBLAS is given the same number of threads; the two never run at once.
+#include <memory>
+
+#include "runtime/backend.hpp"
+#include "runtime/thread_pool.hpp"
+
+namespace troupe {
+
+class CpuBackend final : public Backend {
+ public:
+  // num_threads <= 0: all hardware threads (Config::num_threads).
+  explicit CpuBackend(int64_t num_threads = 0);
+
+  Device device() const override { return Device::cpu; }
+  std::string name() const override { return "cpu"; }
+  int64_t num_threads() const { return pool_.num_threads(); }
+
+  Tensor empty(DType dtype, std::vector<int64_t> shape) override;
+  Result<Tensor> upload_weight(const Tensor& host) override;
+  Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override;
+  Tensor to_host(const Tensor& t) override { return t; }
+
+  void embedding(const Tensor& ids, const Tensor& table, Tensor out) override;
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
+  void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
+  void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) override;
+  void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
+  void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
+                       float scale, Tensor out) override;
+  void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
+  void add(const Tensor& a, const Tensor& b, Tensor out) override;
+  void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;
+  std::vector<int32_t> argmax(const Tensor& logits) override;
+
+ private:
+  ThreadPool pool_;
+};
+
+}  // namespace troupe

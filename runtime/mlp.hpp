@@ -1,0 +1,36 @@
+#pragma once
+// Feed-forward layers behind one small interface (dense SwiGLU now; MoE later).
+#include <memory>
+#include <string>
+
+#include "runtime/backend.hpp"
+#include "runtime/model.hpp"
+#include "runtime/model_config.hpp"
+
+namespace troupe {
+
+class MlpLayer {
+ public:
+  virtual ~MlpLayer() = default;
+  // x: [num_tokens, hidden] (normed) -> out: [num_tokens, hidden].
+  virtual void forward(const Tensor& x, Tensor out) = 0;
+};
+
+// Llama / Qwen2 SwiGLU: down(silu(gate(x)) * up(x)); biases when config.mlp_bias.
+class LlamaMlp final : public MlpLayer {
+ public:
+  // prefix: "model.layers.N.mlp."
+  static Result<std::unique_ptr<LlamaMlp>> load(const ModelConfig& config, const std::string& prefix,
+                                                const WeightLoader& weights, Backend& backend);
+  void forward(const Tensor& x, Tensor out) override;
+
+ private:
+  explicit LlamaMlp(Backend& backend) : backend_(backend) {}
+
+  Backend& backend_;
+  int64_t intermediate_ = 0;
+  Tensor gate_weight_, up_weight_, down_weight_;  // [out, in]
+  Tensor gate_bias_, up_bias_, down_bias_;        // [out] or undefined
+};
+
+}  // namespace troupe

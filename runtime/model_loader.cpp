@@ -1,0 +1,38 @@
+#include "runtime/model_loader.hpp"
+
+#include <cstring>
+
+#include "runtime/llama_model.hpp"
+#include "runtime/weight_store.hpp"
+
+namespace troupe {
+
+WeightLoader weight_store_loader(const WeightStore& store) {
+  return [&store](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
+    auto view = store.get(name, shape);
+    if (!view.ok()) return view.error();
+    Tensor host = Tensor::empty(view->dtype, view->shape);
+    std::memcpy(host.raw(), view->data, view->nbytes);
+    return host;
+  };
+}
+
+Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightStore& store, Backend& backend,
+                                          LayerRange range) {
+  if (config.architecture == "LlamaForCausalLM" || config.architecture == "Qwen2ForCausalLM") {
+    auto model = LlamaModel::load(config, backend, range, weight_store_loader(store));
+    if (!model.ok()) return model.error();
+    return std::unique_ptr<Model>(std::move(model.value()));
+  }
+  return make_error(ErrorCode::unsupported, "no model implementation for architecture '" + config.architecture + "'");
+}
+
+Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backend, LayerRange range) {
+  auto config = ModelConfig::load(dir);
+  if (!config.ok()) return config.error();
+  auto store = WeightStore::open(dir);
+  if (!store.ok()) return store.error();
+  return load_model(config.value(), store.value(), backend, range);
+}
+
+}  // namespace troupe

@@ -1,0 +1,76 @@
+#pragma once
+// An owning tensor: dtype, shape, device and shared storage. Views (reshape, row slices) share the
+// storage of the tensor they come from. fp32 is the CPU backend's compute dtype.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/dtype.hpp"
+
+namespace troupe {
+
+enum class Device : uint8_t { cpu, cuda };
+
+// Raw bytes on one device. The CPU storage owns host memory; a CUDA backend supplies its own
+// allocate/free through `deleter`.
+struct Storage {
+  void* data = nullptr;
+  size_t nbytes = 0;
+  Device device = Device::cpu;
+  void (*deleter)(void*) = nullptr;
+
+  Storage() = default;
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+
+  // Uninitialized host tensor.
+  static Tensor empty(DType dtype, std::vector<int64_t> shape);
+  static Tensor zeros(DType dtype, std::vector<int64_t> shape);
+  static Tensor from_f32(const std::vector<float>& values, std::vector<int64_t> shape);
+  static Tensor from_i32(const std::vector<int32_t>& values, std::vector<int64_t> shape);
+  // Wraps storage made elsewhere (a device allocation).
+  static Tensor wrap(std::shared_ptr<Storage> storage, DType dtype, std::vector<int64_t> shape);
+
+  bool defined() const { return storage_ != nullptr; }
+  DType dtype() const { return dtype_; }
+  Device device() const { return storage_ ? storage_->device : Device::cpu; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t dim() const { return int64_t(shape_.size()); }
+  int64_t size(int64_t axis) const { return shape_[size_t(axis < 0 ? axis + dim() : axis)]; }
+  int64_t numel() const;
+  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
+
+  void* raw() { return static_cast<char*>(storage_->data) + offset_; }
+  const void* raw() const { return static_cast<const char*>(storage_->data) + offset_; }
+  template <class T>
+  T* data() { return static_cast<T*>(raw()); }
+  template <class T>
+  const T* data() const { return static_cast<const T*>(raw()); }
+
+  // Same storage, new shape with the same element count (-1 in one axis is inferred).
+  Tensor reshape(std::vector<int64_t> shape) const;
+  // Rows [begin, begin + count) of axis 0; shares storage.
+  Tensor rows(int64_t begin, int64_t count) const;
+  // A deep copy on the host.
+  Tensor clone() const;
+  // Host copy of an fp32 tensor's values (for tests and logits).
+  std::vector<float> to_f32_vector() const;
+
+ private:
+  std::shared_ptr<Storage> storage_;
+  size_t offset_ = 0;  // bytes
+  DType dtype_ = DType::f32;
+  std::vector<int64_t> shape_;
+};
+
+int64_t numel_of(const std::vector<int64_t>& shape);
+
+}  // namespace troupe
