@@ -18,21 +18,22 @@ WeightLoader weight_store_loader(const WeightStore& store) {
 }
 
 Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightStore& store, Backend& backend,
-                                          LayerRange range) {
+                                          LayerRange range, const ModelLoadOptions& options) {
   if (config.architecture == "LlamaForCausalLM" || config.architecture == "Qwen2ForCausalLM") {
-    auto model = LlamaModel::load(config, backend, range, weight_store_loader(store));
+    auto model = LlamaModel::load(config, backend, range, weight_store_loader(store), options);
     if (!model.ok()) return model.error();
     return std::unique_ptr<Model>(std::move(model.value()));
   }
   return make_error(ErrorCode::unsupported, "no model implementation for architecture '" + config.architecture + "'");
 }
 
-Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backend, LayerRange range) {
+Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backend, LayerRange range,
+                                          const ModelLoadOptions& options) {
   auto config = ModelConfig::load(dir);
   if (!config.ok()) return config.error();
   auto store = WeightStore::open(dir);
   if (!store.ok()) return store.error();
-  return load_model(config.value(), store.value(), backend, range);
+  return load_model(config.value(), store.value(), backend, range, options);
 }
 
 }  // namespace troupe

@@ -13,11 +13,12 @@ class WeightStore;
 
 // Loads the stage `range` of the model in `dir`: only that stage's tensors are read (first stage:
 // embeddings; last stage: final norm + LM head). Errors name the file, field or tensor.
-Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backend, LayerRange range = {});
+Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backend, LayerRange range = {},
+                                          const ModelLoadOptions& options = {});
 
 // The same from an already parsed config and an open store (the store may be dropped afterwards).
 Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightStore& store, Backend& backend,
-                                          LayerRange range = {});
+                                          LayerRange range = {}, const ModelLoadOptions& options = {});
 
 // A WeightLoader over a WeightStore: copies each tensor to an owned host tensor in its dtype.
 WeightLoader weight_store_loader(const WeightStore& store);

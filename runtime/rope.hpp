@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/dtype.hpp"
 #include "runtime/model_config.hpp"
 
 namespace troupe {
@@ -14,5 +15,8 @@ namespace troupe {
 //   smooth = (original_max / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor):
 //   (1 - smooth) * inv_freq / factor + smooth * inv_freq.
 std::vector<float> rope_inv_freq(int64_t rotary_dim, double theta, const RopeScaling& scaling);
+
+// Rounds each value through `dtype` (f16 or bf16; f32 leaves them as they are).
+void round_through(DType dtype, std::vector<float>& values);
 
 }  // namespace troupe
