@@ -121,7 +121,7 @@ void CpuBackend::rope(Tensor q, Tensor k, const Tensor& positions, const Tensor&
       for (int64_t h = 0; h < num_q_heads; ++h) rotate(qp + (t * num_q_heads + h) * head_dim);
       for (int64_t h = 0; h < num_k_heads; ++h) rotate(kp + (t * num_k_heads + h) * head_dim);
     }
-  }, 4);
+  }, min_rows((num_q_heads + num_k_heads) * head_dim + 8 * half));
 }
 
 void CpuBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) {
@@ -181,7 +181,7 @@ void CpuBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const T
       float* oh = op + (t * num_heads + h) * head_dim;
       for (int64_t d = 0; d < head_dim; ++d) oh[d] = float(acc[size_t(d)] / denom);
     }
-  }, 1);
+  }, min_rows(2 * meta.max_context_len * head_dim));
 }
 
 void CpuBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) {

@@ -1,0 +1,152 @@
+// Greedy generation throughput of the CPU backend at batch 1 and 16 (prefill 32 tokens per
+// sequence, then decode steps), on a model folder (default: the llama-tiny fixture).
+// usage: cpu_generate_bench [MODEL_DIR] [--threads N] [--decode-steps N]
+// Run from the repository root. Prints a table and writes bench/results/cpu_generate_<date>.json.
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/cpu_backend.hpp"
+#include "runtime/model_loader.hpp"
+
+namespace {
+
+using troupe::ForwardBatch;
+
+std::string shell_line(const char* command) {
+  std::string out;
+  if (FILE* pipe = popen(command, "r")) {
+    char buffer[256];
+    if (fgets(buffer, sizeof buffer, pipe) != nullptr) out = buffer;
+    pclose(pipe);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+std::string cpu_name() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown cpu";
+}
+
+struct Run {
+  double prefill_tokens_per_s = 0;
+  double decode_tokens_per_s = 0;
+};
+
+// `batch` sequences: prefill `prompt_len` tokens each (one step), then `decode_steps` decode steps.
+troupe::Result<Run> run(troupe::Model& model, troupe::Backend& backend, int64_t batch, int64_t prompt_len,
+                        int64_t decode_steps) {
+  const int64_t block_size = 16, blocks_per_seq = (prompt_len + decode_steps + block_size - 1) / block_size;
+  auto cache = backend.create_kv_cache(model.kv_cache_spec(batch * blocks_per_seq, block_size));
+  if (!cache.ok()) return cache.error();
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch));
+  for (int64_t s = 0; s < batch; ++s) {
+    for (int64_t b = 0; b < blocks_per_seq; ++b) tables[size_t(s)].push_back(int32_t(b * batch + s));  // interleaved
+  }
+  const int64_t vocab = model.config().vocab_size;
+  ForwardBatch step;
+  for (int64_t s = 0; s < batch; ++s) {
+    for (int64_t p = 0; p < prompt_len; ++p) {
+      step.token_ids.push_back(int32_t((s * 31 + p * 7) % vocab));
+      step.positions.push_back(int32_t(p));
+    }
+    step.seqs.push_back({int32_t(prompt_len), int32_t(prompt_len), &tables[size_t(s)], true});
+  }
+  using clock = std::chrono::steady_clock;
+  auto start = clock::now();
+  auto logits = model.forward(step, cache.value(), troupe::LogitsMode::last_token);
+  if (!logits.ok()) return logits.error();
+  Run result;
+  result.prefill_tokens_per_s = double(batch * prompt_len) / std::chrono::duration<double>(clock::now() - start).count();
+  start = clock::now();
+  for (int64_t i = 0; i < decode_steps; ++i) {
+    const auto next = backend.argmax(logits.value());
+    step.token_ids.assign(next.begin(), next.end());
+    step.positions.assign(size_t(batch), int32_t(prompt_len + i));
+    for (auto& seq : step.seqs) {
+      seq.num_new_tokens = 1;
+      seq.context_len = int32_t(prompt_len + i + 1);
+    }
+    logits = model.forward(step, cache.value(), troupe::LogitsMode::last_token);
+    if (!logits.ok()) return logits.error();
+  }
+  result.decode_tokens_per_s = double(batch * decode_steps) / std::chrono::duration<double>(clock::now() - start).count();
+  return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_dir = "tests/fixtures/models/llama-tiny";
+  int64_t num_threads = 0, decode_steps = 128;
+  const int64_t prompt_len = 32;
+  std::string command = argv[0];
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    command += " " + arg;
+    if (arg == "--threads" && i + 1 < argc) {
+      num_threads = std::stoll(argv[++i]);
+      command += std::string(" ") + argv[i];
+    } else if (arg == "--decode-steps" && i + 1 < argc) {
+      decode_steps = std::stoll(argv[++i]);
+      command += std::string(" ") + argv[i];
+    } else {
+      model_dir = arg;
+    }
+  }
+  troupe::CpuBackend backend(num_threads);
+  auto model = troupe::load_model(model_dir, backend);
+  if (!model.ok()) {
+    std::fprintf(stderr, "cpu_generate_bench: %s\n", model.error().message.c_str());
+    return 1;
+  }
+  const std::time_t now = std::time(nullptr);
+  char date[32];
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  const std::string device = cpu_name() + ", " + std::to_string(backend.num_threads()) + " threads";
+  const std::string commit = shell_line("git rev-parse --short HEAD 2>/dev/null");
+
+  nlohmann::json results = nlohmann::json::array();
+  std::printf("%-6s %-22s %-22s\n", "batch", "prefill tokens/s", "decode tokens/s");
+  for (int64_t batch : {1, 16}) {
+    run(*model.value(), backend, batch, prompt_len, 4);  // warm-up
+    auto r = run(*model.value(), backend, batch, prompt_len, decode_steps);
+    if (!r.ok()) {
+      std::fprintf(stderr, "cpu_generate_bench: %s\n", r.error().message.c_str());
+      return 1;
+    }
+    std::printf("%-6lld %-22.1f %-22.1f\n", static_cast<long long>(batch), r->prefill_tokens_per_s,
+                r->decode_tokens_per_s);
+    for (const auto& [name, value] : {std::pair{"decode", r->decode_tokens_per_s}, {"prefill", r->prefill_tokens_per_s}}) {
+      results.push_back({{"metric", std::string("cpu_") + name + "_tokens_per_s_batch" + std::to_string(batch)},
+                         {"value", value},
+                         {"unit", "tokens/s"},
+                         {"device", device},
+                         {"date", date},
+                         {"commit", commit},
+                         {"command", command},
+                         {"model", model_dir},
+                         {"prompt_len", prompt_len},
+                         {"decode_steps", decode_steps}});
+    }
+  }
+  const std::filesystem::path out_dir = std::filesystem::path("bench/results");
+  std::filesystem::create_directories(out_dir);
+  const auto out_path = out_dir / ("cpu_generate_" + std::string(date) + ".json");
+  std::ofstream(out_path) << results.dump(2) << "\n";
+  std::printf("wrote %s\n", out_path.string().c_str());
+  return 0;
+}
