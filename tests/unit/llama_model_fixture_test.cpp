@@ -107,5 +107,47 @@ TEST(LlamaModelFixture, LogitsAndGreedyMatchTransformers) { check_fixtures(true,
 
 TEST(LlamaModelFixture, Fp32RopeKeepsEveryArgmaxAndGreedyToken) { check_fixtures(false, 2e-2f); }
 
+// Two stages loaded from the (sharded) files, hidden states handed over, give the oracle's logits.
+TEST(LlamaModelFixture, TwoStagesFromFilesMatchTheOracle) {
+  const auto dirs = fixture_dirs();
+  if (dirs.empty()) GTEST_SKIP() << "no fixtures under tests/fixtures/models";
+  CpuBackend backend(2);
+  for (const auto& dir : dirs) {
+    SCOPED_TRACE(dir);
+    auto config = ModelConfig::load(dir);
+    ASSERT_TRUE(config.ok());
+    ModelLoadOptions options;
+    options.rope_inv_freq_dtype = checkpoint_dtype(config->torch_dtype);
+    auto first = load_model(dir, backend, LayerRange{0, 1}, options);
+    auto last = load_model(dir, backend, LayerRange{1, -1}, options);
+    ASSERT_TRUE(first.ok() && last.ok());
+    auto first_cache = backend.create_kv_cache(first.value()->kv_cache_spec(4, 16));
+    auto last_cache = backend.create_kv_cache(last.value()->kv_cache_spec(4, 16));
+    ASSERT_TRUE(first_cache.ok() && last_cache.ok());
+    const Oracle oracle = read_oracle(dir);
+    const auto& prompt = oracle.prompts.back();
+    std::vector<int32_t> table = {3, 1, 0, 2};
+    ForwardBatch batch;
+    batch.token_ids = prompt;
+    for (size_t i = 0; i < prompt.size(); ++i) batch.positions.push_back(int32_t(i));
+    batch.seqs.push_back({int32_t(prompt.size()), int32_t(prompt.size()), &table, true});
+    auto hidden = first.value()->forward(batch, first_cache.value(), LogitsMode::all_tokens);
+    ASSERT_TRUE(hidden.ok());
+    batch.hidden_states = hidden.value();
+    auto logits = last.value()->forward(batch, last_cache.value(), LogitsMode::all_tokens);
+    ASSERT_TRUE(logits.ok()) << logits.error().message;
+    auto file = SafetensorsFile::open(dir + "/oracle_logits.safetensors");
+    ASSERT_TRUE(file.ok());
+    const TensorView* want = file.value()->find("logits." + std::to_string(oracle.prompts.size() - 1));
+    ASSERT_NE(want, nullptr);
+    ASSERT_EQ(logits->numel(), want->numel());
+    float max_diff = 0.0f;
+    for (int64_t i = 0; i < want->numel(); ++i) {
+      max_diff = std::max(max_diff, std::abs(logits->data<float>()[i] - static_cast<const float*>(want->data)[i]));
+    }
+    EXPECT_LE(max_diff, 1e-3f);
+  }
+}
+
 }  // namespace
 }  // namespace troupe
