@@ -150,6 +150,39 @@ TEST_F(SafetensorsTest, TruncatedFileFailsAtEveryCutPoint) {
   }
 }
 
+TEST_F(SafetensorsTest, RandomByteFlipsNeverCrash) {
+  const std::string good = path("good.safetensors");
+  ASSERT_TRUE(write_safetensors(good, {make_named_tensor("a", DType::f32, {3}, {1, 2, 3}),
+                                       make_named_tensor("b", DType::f16, {2, 2}, {1, 2, 3, 4})})
+                  .ok());
+  const auto bytes = read_bytes(good);
+  uint64_t header_size = 0;
+  std::memcpy(&header_size, bytes.data(), 8);
+  uint32_t state = 12345;  // fixed-seed LCG: the same corruptions every run
+  auto next = [&state] { return state = state * 1664525u + 1013904223u; };
+  int num_rejected = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    auto corrupted = bytes;
+    const int num_flips = 1 + int(next() % 3);
+    for (int f = 0; f < num_flips; ++f) corrupted[next() % (8 + header_size)] = uint8_t(next() >> 24);
+    const std::string file = path("flip.safetensors");
+    write_bytes(file, corrupted);
+    auto opened = SafetensorsFile::open(file);
+    if (opened.ok()) {
+      for (const TensorView& view : (*opened)->tensors()) {  // accepted views are consistent and readable
+        EXPECT_EQ(size_t(view.numel()) * dtype_size(view.dtype), view.nbytes);
+        EXPECT_LE(view.nbytes, (*opened)->file_size());
+        std::vector<float> values(size_t(view.numel()));
+        (void)convert_to_f32(view.dtype, view.data, values.size(), values.data());
+      }
+    } else {
+      ++num_rejected;
+      EXPECT_NE(opened.error().message.find(file), std::string::npos) << opened.error().message;
+    }
+  }
+  EXPECT_GT(num_rejected, 0);
+}
+
 TEST_F(SafetensorsTest, HeaderLengthLargerThanFile) {
   const std::string header = R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
   expect_error(write_raw("long.safetensors", header, 4, header.size() + 5), ErrorCode::corrupt_data,

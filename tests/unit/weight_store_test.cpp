@@ -135,7 +135,7 @@ TEST_F(WeightStoreTest, MissingShard) {
   write_text("model.safetensors.index.json", kIndex);
   fs::remove(path("model-00002-of-00002.safetensors"));
   expect_open_error(ErrorCode::not_found,
-                    {"model.safetensors.index.json", path("model-00002-of-00002.safetensors")});
+                    {"model.safetensors.index.json", path("model-00002-of-00002.safetensors"), "'norm'"});
 }
 
 TEST_F(WeightStoreTest, TensorListedInIndexButAbsentFromShard) {
