@@ -91,8 +91,14 @@ Result<WeightStore> WeightStore::open(const std::string& model_dir) {
     auto weight_map = read_weight_map(index_path);
     if (!weight_map.ok()) return weight_map.error();
     std::map<std::string, std::string> shard_paths;  // shard name -> path
-    for (const auto& [tensor, shard] : *weight_map) shard_paths[shard] = (dir / shard).string();
-    for (const auto& [shard, path] : shard_paths) TROUPE_TRY(add_file(path, index_path));
+    std::map<std::string, std::string> first_tensor;  // shard name -> a tensor it holds (for errors)
+    for (const auto& [tensor, shard] : *weight_map) {
+      shard_paths[shard] = (dir / shard).string();
+      first_tensor.emplace(shard, tensor);
+    }
+    for (const auto& [shard, path] : shard_paths) {
+      TROUPE_TRY(add_file(path, index_path + " for tensor '" + first_tensor[shard] + "'"));
+    }
     for (const auto& [tensor, shard] : *weight_map) {
       auto it = store.tensors_.find(tensor);
       const std::string& shard_path = shard_paths[shard];
@@ -105,7 +111,11 @@ Result<WeightStore> WeightStore::open(const std::string& model_dir) {
     TROUPE_TRY(add_file(single_path, ""));
   } else {
     std::string message = "no model.safetensors or model.safetensors.index.json in " + model_dir;
-    if (!fs::is_directory(dir, ec)) message += " (not a directory)";
+    if (!fs::exists(dir, ec)) {
+      message += " (no such directory)";
+    } else if (!fs::is_directory(dir, ec)) {
+      message += " (not a directory)";
+    }
     return make_error(ErrorCode::not_found, message);
   }
   return store;
