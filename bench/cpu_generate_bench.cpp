@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   nlohmann::json results = nlohmann::json::array();
   std::printf("%-6s %-22s %-22s\n", "batch", "prefill tokens/s", "decode tokens/s");
   for (int64_t batch : {1, 16}) {
-    run(*model.value(), backend, batch, prompt_len, 4);  // warm-up
+    if (!run(*model.value(), backend, batch, prompt_len, 4).ok()) return 1;  // warm-up
     auto r = run(*model.value(), backend, batch, prompt_len, decode_steps);
     if (!r.ok()) {
       std::fprintf(stderr, "cpu_generate_bench: %s\n", r.error().message.c_str());
