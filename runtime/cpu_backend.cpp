@@ -22,7 +22,8 @@ void rmsnorm_row(const float* x, const float* w, float eps, int64_t hidden, floa
 }
 }  // namespace
 
-CpuBackend::CpuBackend(int64_t num_threads) : pool_(num_threads) {
+CpuBackend::CpuBackend(int64_t num_threads, bool keep_bf16_weights)
+    : pool_(num_threads), keep_bf16_weights_(keep_bf16_weights) {
   openblas_set_num_threads(int(pool_.num_threads()));
 }
 
@@ -31,6 +32,7 @@ Tensor CpuBackend::empty(DType dtype, std::vector<int64_t> shape) { return Tenso
 Result<Tensor> CpuBackend::upload_weight(const Tensor& host) {
   if (host.device() != Device::cpu) return make_error(ErrorCode::unsupported, "cpu backend: weight not on the host");
   if (host.dtype() == DType::f32) return host;
+  if (host.dtype() == DType::bf16 && keep_bf16_weights_ && host.dim() == 2) return host;
   Tensor out = Tensor::empty(DType::f32, host.shape());
   if (!convert_to_f32(host.dtype(), host.raw(), size_t(host.numel()), out.data<float>())) {
     return make_error(ErrorCode::unsupported,
@@ -47,8 +49,13 @@ Result<KvCache> CpuBackend::create_kv_cache(const KvCacheSpec& spec) {
 void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor out) {
   const int64_t n = ids.numel(), hidden = table.size(1);
   const int32_t* id = ids.data<int32_t>();
-  const float* src = table.data<float>();
   float* dst = out.data<float>();
+  if (table.dtype() == DType::bf16) {
+    const uint16_t* src = table.data<uint16_t>();
+    for (int64_t t = 0; t < n; ++t) convert_to_f32(DType::bf16, src + int64_t(id[t]) * hidden, size_t(hidden), dst + t * hidden);
+    return;
+  }
+  const float* src = table.data<float>();
   for (int64_t t = 0; t < n; ++t) std::memcpy(dst + t * hidden, src + int64_t(id[t]) * hidden, size_t(hidden) * 4);
 }
 
@@ -80,7 +87,21 @@ void CpuBackend::add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& wei
 void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) {
   const int64_t in = weight.size(1), out_features = weight.size(0), n = x.numel() / in;
   float* o = out.data<float>();
-  if (n == 1) {
+  if (weight.dtype() == DType::bf16) {
+    // Widen kRowsPerBlock weight rows at a time (in parallel), then one sgemm per block into the
+    // block's output columns.
+    constexpr int64_t kRowsPerBlock = 256;
+    std::vector<float> block(static_cast<size_t>(std::min(kRowsPerBlock, out_features) * in));
+    const uint16_t* w = weight.data<uint16_t>();
+    for (int64_t r0 = 0; r0 < out_features; r0 += kRowsPerBlock) {
+      const int64_t rows = std::min(kRowsPerBlock, out_features - r0);
+      pool_.parallel_for(rows, [&](int64_t b, int64_t e) {
+        convert_to_f32(DType::bf16, w + (r0 + b) * in, size_t((e - b) * in), block.data() + b * in);
+      }, min_rows(in));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(rows), int(in), 1.0f, x.data<float>(), int(in),
+                  block.data(), int(in), 0.0f, o + r0, int(out_features));
+    }
+  } else if (n == 1) {
     // A matrix-vector product: sgemv reads the weight once.
     cblas_sgemv(CblasRowMajor, CblasNoTrans, int(out_features), int(in), 1.0f, weight.data<float>(), int(in),
                 x.data<float>(), 1, 0.0f, o, 1);

@@ -10,8 +10,10 @@ namespace troupe {
 
 class CpuBackend final : public Backend {
  public:
-  // num_threads <= 0: all hardware threads (Config::num_threads).
-  explicit CpuBackend(int64_t num_threads = 0);
+  // num_threads <= 0: all hardware threads (Config::num_threads). keep_bf16_weights: bf16 matrices
+  // stay bf16 in memory (half the size) and are widened to fp32 block by block inside linear and
+  // embedding; everything else is fp32.
+  explicit CpuBackend(int64_t num_threads = 0, bool keep_bf16_weights = false);
 
   Device device() const override { return Device::cpu; }
   std::string name() const override { return "cpu"; }
@@ -37,6 +39,7 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  bool keep_bf16_weights_ = false;
 };
 
 }  // namespace troupe

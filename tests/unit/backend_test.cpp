@@ -283,3 +283,35 @@ TEST(BackendCpu, ThreadPoolCoversEveryIndexOnce) {
 
 }  // namespace
 }  // namespace troupe
+
+namespace troupe {
+namespace {
+
+// bf16 weights kept as bf16 give what their fp32 widening gives, in linear and embedding.
+TEST(BackendCpu, KeptBf16WeightsMatchWidenedWeights) {
+  CpuBackend f32_backend(2), bf16_backend(2, /*keep_bf16_weights=*/true);
+  for (int64_t out_features : {1, 300, 517}) {
+    const int64_t n = 3, in = 37;
+    auto w = randn(size_t(out_features * in), 50);
+    Tensor bf = Tensor::empty(DType::bf16, {out_features, in});
+    for (size_t i = 0; i < w.size(); ++i) bf.data<uint16_t>()[i] = f32_to_bf16(w[i]);
+    auto kept = bf16_backend.upload_weight(bf);
+    auto widened = f32_backend.upload_weight(bf);
+    ASSERT_TRUE(kept.ok() && widened.ok());
+    EXPECT_EQ(kept->dtype(), DType::bf16);
+    EXPECT_EQ(widened->dtype(), DType::f32);
+    Tensor x = Tensor::from_f32(randn(size_t(n * in), 51), {n, in});
+    Tensor a = Tensor::empty(DType::f32, {n, out_features}), b = Tensor::empty(DType::f32, {n, out_features});
+    bf16_backend.linear(x, kept.value(), Tensor(), a);
+    f32_backend.linear(x, widened.value(), Tensor(), b);
+    EXPECT_LE(max_diff(a.data<float>(), b.to_f32_vector()), 1e-5f) << out_features;
+    Tensor ids = Tensor::from_i32({int32_t(out_features - 1), 0}, {2});
+    Tensor ea = Tensor::empty(DType::f32, {2, in}), eb = Tensor::empty(DType::f32, {2, in});
+    bf16_backend.embedding(ids, kept.value(), ea);
+    f32_backend.embedding(ids, widened.value(), eb);
+    EXPECT_EQ(ea.to_f32_vector(), eb.to_f32_vector());
+  }
+}
+
+}  // namespace
+}  // namespace troupe

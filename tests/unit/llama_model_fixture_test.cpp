@@ -59,10 +59,10 @@ DType checkpoint_dtype(const std::string& torch_dtype) {
   return DType::f32;
 }
 
-void check_fixtures(bool emulate_oracle_rope, float tolerance) {
+void check_fixtures(bool emulate_oracle_rope, float tolerance, bool keep_bf16_weights = false) {
   const auto dirs = fixture_dirs();
   if (dirs.empty()) GTEST_SKIP() << "no fixtures under tests/fixtures/models";
-  CpuBackend backend(2);
+  CpuBackend backend(2, keep_bf16_weights);
   for (const auto& dir : dirs) {
     SCOPED_TRACE(dir);
     auto config = ModelConfig::load(dir);
@@ -106,6 +106,8 @@ void check_fixtures(bool emulate_oracle_rope, float tolerance) {
 TEST(LlamaModelFixture, LogitsAndGreedyMatchTransformers) { check_fixtures(true, 1e-3f); }
 
 TEST(LlamaModelFixture, Fp32RopeKeepsEveryArgmaxAndGreedyToken) { check_fixtures(false, 2e-2f); }
+
+TEST(LlamaModelFixture, KeptBf16WeightsMatchTransformers) { check_fixtures(true, 1e-3f, true); }
 
 // Two stages loaded from the (sharded) files, hidden states handed over, give the oracle's logits.
 TEST(LlamaModelFixture, TwoStagesFromFilesMatchTheOracle) {
