@@ -55,6 +55,8 @@ class Backend {
                                const AttentionMetadata& meta, float scale, Tensor out) = 0;
   // out = silu(gate) * up. gate, up, out: [n, intermediate].
   virtual void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) = 0;
+  // dst = src (same shape and dtype).
+  virtual void copy(const Tensor& src, Tensor dst) = 0;
   // out = a + b, elementwise, same shapes; out may alias a or b.
   virtual void add(const Tensor& a, const Tensor& b, Tensor out) = 0;
   // out[i, :] = x[rows[i], :]. x: [n, d]; out: [rows.size(), d].

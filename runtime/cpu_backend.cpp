@@ -215,6 +215,8 @@ void CpuBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) 
   }, 16384);
 }
 
+void CpuBackend::copy(const Tensor& src, Tensor dst) { std::memcpy(dst.raw(), src.raw(), src.nbytes()); }
+
 void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor out) {
   const int64_t total = a.numel();
   const float* ap = a.data<float>();

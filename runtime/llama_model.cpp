@@ -120,7 +120,7 @@ Result<Tensor> LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, Lo
       return make_error(ErrorCode::invalid_argument, "forward batch: hidden_states must be [" + std::to_string(n) +
                                                          ", " + std::to_string(hidden) + "] on a non-first stage");
     }
-    backend_.add(in, Tensor::zeros(DType::f32, {n, hidden}), h);  // copy: h is updated in place
+    backend_.copy(in, h);  // h is updated in place; the caller's tensor stays as it was
   }
 
   Tensor normed = backend_.empty(DType::f32, {n, hidden});

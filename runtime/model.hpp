@@ -55,7 +55,8 @@ class Model {
   //   last stage: fp32 logits, [num seqs needing logits, vocab] or [num_tokens, vocab] (mode);
   //   other stages: the hidden states [num_tokens, hidden] for the next stage's
   //   ForwardBatch::hidden_states. A non-first stage reads batch.hidden_states instead of token ids.
-  // Errors (invalid_argument) name the bad field of the batch.
+  // Errors (invalid_argument) name the bad field of the batch. One forward at a time per model
+  // (the backend's thread pool is not reentrant).
   virtual Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache,
                                  LogitsMode mode = LogitsMode::last_token) = 0;
 };
