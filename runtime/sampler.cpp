@@ -22,12 +22,6 @@ Status check_ids(const std::vector<int32_t>* ids, const char* what, int64_t voca
   return Status::success();
 }
 
-// log(sum(exp(x))) in double, stable.
-float log_sum_exp(const std::vector<float>& x, float max_value) {
-  double sum = 0.0;
-  for (float v : x) sum += std::exp(static_cast<double>(v) - max_value);
-  return static_cast<float>(max_value + std::log(sum));
-}
 
 }  // namespace
 
@@ -85,26 +79,38 @@ Status Sampler::apply_penalties(const SamplerRow& row, int64_t vocab_size) {
   return Status::success();
 }
 
-// Picks a token from work_ (already divided by the temperature) with top-k, top-p and min-p.
-int32_t Sampler::pick(const SamplingParams& params, double uniform) {
+// Puts the best `mid - begin` ids of [begin, end) first, sorted best-first: O(n + m log m).
+template <class It, class Better>
+void sort_prefix(It begin, It mid, It end, Better better) {
+  if (mid < end) std::nth_element(begin, mid, end, better);
+  std::sort(begin, mid, better);
+}
+
+// Picks a token with top-k, top-p and min-p. work_ holds unscaled logits (the order does not
+// depend on the temperature); exp_[i] = exp((work_[i] - max_value) / T), full_sum their sum.
+int32_t Sampler::pick(const SamplingParams& params, double uniform, float max_value, double full_sum) {
   const int64_t vocab_size = static_cast<int64_t>(work_.size());
   const float* x = work_.data();
-  const float max_value = *std::max_element(work_.begin(), work_.end());
+  const float* e = exp_.data();
   const double log_min_p = params.min_p > 0.0 ? std::log(params.min_p) : -std::numeric_limits<double>::infinity();
+  // min-p relative to the best token: p_i >= min_p * p_max  <=>  x_i >= max + T * log(min_p).
+  const double threshold = max_value + params.temperature * log_min_p;
   const bool top_k_on = params.top_k >= 1 && params.top_k < vocab_size;
 
-  // Fast path: no sorting. Candidates are every id with x >= max + log(min_p), in id order.
+  // Fast path, no sorting: candidates are the ids with x >= threshold, walked in id order.
   if (!top_k_on && params.top_p >= 1.0) {
-    const double threshold = max_value + log_min_p;
-    double total = 0.0;
-    for (int64_t i = 0; i < vocab_size; ++i)
-      if (x[i] >= threshold) total += std::exp(static_cast<double>(x[i]) - max_value);
+    double total = full_sum;
+    if (params.min_p > 0.0) {
+      total = 0.0;
+      for (int64_t i = 0; i < vocab_size; ++i)
+        if (x[i] >= threshold) total += e[i];
+    }
     const double target = uniform * total;
     double acc = 0.0;
     int32_t last = -1;
     for (int64_t i = 0; i < vocab_size; ++i) {
       if (!(x[i] >= threshold)) continue;
-      acc += std::exp(static_cast<double>(x[i]) - max_value);
+      acc += e[i];
       last = static_cast<int32_t>(i);
       if (acc > target) return last;
     }
@@ -113,50 +119,46 @@ int32_t Sampler::pick(const SamplingParams& params, double uniform) {
 
   auto better = [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
   order_.resize(vocab_size);
-  // Normalizer of the distribution top-p sees: over the top-k when it is on, else over all ids.
-  int64_t num_sorted = top_k_on ? params.top_k : std::min(vocab_size, kFirstPrefix);
   std::iota(order_.begin(), order_.end(), 0);
-  std::partial_sort(order_.begin(), order_.begin() + num_sorted, order_.end(), better);
-  double norm = 0.0;
+  int64_t num_sorted = top_k_on ? params.top_k : std::min(vocab_size, kFirstPrefix);
+  sort_prefix(order_.begin(), order_.begin() + num_sorted, order_.end(), better);
+  // The distribution top-p sees: renormalized over the top-k when it is on.
+  double norm = full_sum;
   if (top_k_on) {
-    for (int64_t i = 0; i < num_sorted; ++i) norm += std::exp(static_cast<double>(x[order_[i]]) - max_value);
-  } else {
-    for (int64_t i = 0; i < vocab_size; ++i) norm += std::exp(static_cast<double>(x[i]) - max_value);
+    norm = 0.0;
+    for (int64_t i = 0; i < num_sorted; ++i) norm += e[order_[i]];
   }
   int64_t num_keep = num_sorted;
   if (params.top_p < 1.0) {
-    // Keep the smallest best-first prefix whose mass reaches top_p (at least one token).
+    // Smallest best-first prefix whose mass reaches top_p (at least one token); sort more of the
+    // vocabulary only when the sorted prefix falls short.
+    const double goal = params.top_p * norm;
+    double cum = 0.0;
+    int64_t i = 0;
     while (true) {
-      double cum = 0.0;
-      int64_t i = 0;
-      for (; i < num_sorted && cum < params.top_p * norm; ++i)
-        cum += std::exp(static_cast<double>(x[order_[i]]) - max_value);
-      if (cum >= params.top_p * norm || num_sorted == vocab_size || top_k_on) {
-        num_keep = std::max<int64_t>(i, 1);
-        break;
-      }
+      for (; i < num_sorted && cum < goal; ++i) cum += e[order_[i]];
+      if (cum >= goal || num_sorted == vocab_size || top_k_on) break;
       const int64_t grown = std::min(vocab_size, num_sorted * 8);
-      std::partial_sort(order_.begin() + num_sorted, order_.begin() + grown, order_.end(), better);
+      sort_prefix(order_.begin() + num_sorted, order_.begin() + grown, order_.end(), better);
       num_sorted = grown;
     }
+    num_keep = std::max<int64_t>(i, 1);
   }
-  // min-p relative to the best kept token (order_[0] holds the maximum).
-  const double threshold = max_value + log_min_p;
   double total = 0.0;
   int64_t num_candidates = 0;
   for (; num_candidates < num_keep && x[order_[num_candidates]] >= threshold; ++num_candidates)
-    total += std::exp(static_cast<double>(x[order_[num_candidates]]) - max_value);
+    total += e[order_[num_candidates]];
   num_candidates = std::max<int64_t>(num_candidates, 1);
   const double target = uniform * total;
   double acc = 0.0;
   for (int64_t i = 0; i < num_candidates; ++i) {
-    acc += std::exp(static_cast<double>(x[order_[i]]) - max_value);
+    acc += e[order_[i]];
     if (acc > target) return order_[i];
   }
   return order_[num_candidates - 1];
 }
 
-void Sampler::fill_top_logprobs(int64_t n, float log_norm, SampledToken& out) {
+void Sampler::fill_top_logprobs(int64_t n, const Softmax& softmax, SampledToken& out) {
   const int64_t vocab_size = static_cast<int64_t>(work_.size());
   n = std::min(n, vocab_size);
   if (n <= 0) return;
@@ -166,7 +168,7 @@ void Sampler::fill_top_logprobs(int64_t n, float log_norm, SampledToken& out) {
   std::partial_sort(order_.begin(), order_.begin() + n, order_.end(),
                     [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
   out.top_logprobs.reserve(n);
-  for (int64_t i = 0; i < n; ++i) out.top_logprobs.emplace_back(order_[i], x[order_[i]] - log_norm);
+  for (int64_t i = 0; i < n; ++i) out.top_logprobs.emplace_back(order_[i], softmax.logprob(x[order_[i]]));
 }
 
 Result<SampledToken> Sampler::sample_row(const float* logits, int64_t vocab_size, const SamplerRow& row) {
@@ -175,25 +177,38 @@ Result<SampledToken> Sampler::sample_row(const float* logits, int64_t vocab_size
   const SamplingParams& params = *row.params;
   if (!params.is_greedy() && row.rng == nullptr) return bad_row("sampling row has no RNG state");
   work_.assign(logits, logits + vocab_size);
-  for (float v : work_)
-    if (std::isnan(v)) return bad_row("logits contain NaN");
   TROUPE_TRY(apply_penalties(row, vocab_size));
-  float max_value = *std::max_element(work_.begin(), work_.end());
+  // One pass: NaN check, maximum and its lowest index.
+  bool has_nan = false;
+  float max_value = -std::numeric_limits<float>::infinity();
+  int64_t argmax = 0;
+  for (int64_t i = 0; i < vocab_size; ++i) {
+    const float v = work_[i];
+    has_nan |= v != v;
+    if (v > max_value) {
+      max_value = v;
+      argmax = i;
+    }
+  }
+  if (has_nan) return bad_row("logits contain NaN");
   if (!std::isfinite(max_value)) return bad_row("logits have no finite maximum");
 
   SampledToken out;
-  if (params.is_greedy()) {
-    out.token_id = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
-  } else {
-    const float inv_t = static_cast<float>(1.0 / params.temperature);
-    for (float& v : work_) v *= inv_t;
-    max_value = *std::max_element(work_.begin(), work_.end());
-    if (!std::isfinite(max_value)) return bad_row("logits overflow at temperature " + std::to_string(params.temperature));
-    out.token_id = pick(params, row.rng->next_uniform());
+  out.token_id = static_cast<int32_t>(argmax);
+  if (params.is_greedy() && params.logprobs < 0) return out;  // nothing needs the softmax
+  // work_ stays unscaled; the temperature enters through Softmax. One exp pass feeds both the
+  // normalizer (logprobs) and the draw.
+  Softmax softmax{max_value, params.is_greedy() ? 1.0f : static_cast<float>(1.0 / params.temperature), 0.0f};
+  exp_.resize(vocab_size);
+  double full_sum = 0.0;
+  for (int64_t i = 0; i < vocab_size; ++i) {
+    exp_[i] = std::exp((work_[i] - max_value) * softmax.inv_temperature);
+    full_sum += exp_[i];
   }
-  const float log_norm = log_sum_exp(work_, max_value);
-  out.logprob = work_[out.token_id] - log_norm;
-  if (params.logprobs > 0) fill_top_logprobs(params.logprobs, log_norm, out);
+  softmax.log_sum = static_cast<float>(std::log(full_sum));
+  if (!params.is_greedy()) out.token_id = pick(params, row.rng->next_uniform(), max_value, full_sum);
+  out.logprob = softmax.logprob(work_[out.token_id]);
+  if (params.logprobs > 0) fill_top_logprobs(params.logprobs, softmax, out);
   return out;
 }
 

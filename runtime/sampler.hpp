@@ -33,7 +33,8 @@ struct SamplerRow {
 struct SampledToken {
   int32_t token_id = -1;
   // log-softmax of the processed logits (after penalties, divided by the temperature when it is
-  // > 0), taken before the top-k / top-p / min-p truncation.
+  // > 0), taken before the top-k / top-p / min-p truncation. Left 0 for a greedy row that asks
+  // no logprobs (params.logprobs == -1), which then skips the softmax.
   float logprob = 0.0f;
   std::vector<std::pair<int32_t, float>> top_logprobs;  // params.logprobs entries, best first
 };
@@ -50,10 +51,17 @@ class Sampler {
 
  private:
   Status apply_penalties(const SamplerRow& row, int64_t vocab_size);
-  int32_t pick(const SamplingParams& params, double uniform);
-  void fill_top_logprobs(int64_t n, float log_norm, SampledToken& out);
+  int32_t pick(const SamplingParams& params, double uniform, float max_value, double full_sum);
+  struct Softmax {
+    float max_value;
+    float inv_temperature;
+    float log_sum;  // log(sum(exp((x - max_value) * inv_temperature)))
+    float logprob(float x) const { return (x - max_value) * inv_temperature - log_sum; }
+  };
+  void fill_top_logprobs(int64_t n, const Softmax& softmax, SampledToken& out);
 
   std::vector<float> work_;        // [vocab] processed logits
+  std::vector<float> exp_;         // [vocab] exp(work_ - max)
   std::vector<int32_t> counts_;    // [vocab] output-token counts, zero between rows
   std::vector<uint8_t> seen_;      // [vocab] seen in prompt or output, zero between rows
   std::vector<int32_t> order_;     // candidate ids

@@ -228,6 +228,7 @@ TEST(Sampler, PenaltiesFollowTheFormulas) {
   // Presence / frequency look at the output only: a prompt-only token keeps its logit.
   SamplingParams only_presence;
   only_presence.temperature = 0.0;
+  only_presence.logprobs = 0;
   only_presence.presence_penalty = 2.0;
   const std::vector<float> flat = {1.0f, 1.0f, 0.0f};
   const std::vector<int32_t> prompt0 = {0};
