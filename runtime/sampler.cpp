@@ -79,18 +79,39 @@ Status Sampler::apply_penalties(const SamplerRow& row, int64_t vocab_size) {
   return Status::success();
 }
 
-// Puts the best `mid - begin` ids of [begin, end) first, sorted best-first: O(n + m log m).
-template <class It, class Better>
-void sort_prefix(It begin, It mid, It end, Better better) {
-  if (mid < end) std::nth_element(begin, mid, end, better);
-  std::sort(begin, mid, better);
+// order_ = the best k ids of x_ (higher logit, then lower id), sorted best-first.
+void Sampler::select_top(int64_t k) {
+  const float* x = x_;
+  auto better = [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
+  k = std::min(k, vocab_size_);
+  if (k * 64 > vocab_size_) {  // large k: O(V) selection, then sort k
+    order_.resize(vocab_size_);
+    std::iota(order_.begin(), order_.end(), 0);
+    if (k < vocab_size_) std::nth_element(order_.begin(), order_.begin() + k, order_.end(), better);
+    order_.resize(k);
+  } else {
+    // One pass with a heap of the k best so far; its top is the worst kept. Ids come in
+    // increasing order, so a later id must beat the worst kept strictly.
+    order_.clear();
+    for (int32_t i = 0; i < vocab_size_; ++i) {
+      if (static_cast<int64_t>(order_.size()) < k) {
+        order_.push_back(i);
+        std::push_heap(order_.begin(), order_.end(), better);
+      } else if (x[i] > x[order_.front()]) {
+        std::pop_heap(order_.begin(), order_.end(), better);
+        order_.back() = i;
+        std::push_heap(order_.begin(), order_.end(), better);
+      }
+    }
+  }
+  std::sort(order_.begin(), order_.end(), better);
 }
 
-// Picks a token with top-k, top-p and min-p. work_ holds unscaled logits (the order does not
-// depend on the temperature); exp_[i] = exp((work_[i] - max_value) / T), full_sum their sum.
+// Picks a token with top-k, top-p and min-p. x_ holds unscaled logits (the order does not
+// depend on the temperature); exp_[i] = exp((x_[i] - max_value) / T), full_sum their sum.
 int32_t Sampler::pick(const SamplingParams& params, double uniform, float max_value, double full_sum) {
-  const int64_t vocab_size = static_cast<int64_t>(work_.size());
-  const float* x = work_.data();
+  const int64_t vocab_size = vocab_size_;
+  const float* x = x_;
   const float* e = exp_.data();
   const double log_min_p = params.min_p > 0.0 ? std::log(params.min_p) : -std::numeric_limits<double>::infinity();
   // min-p relative to the best token: p_i >= min_p * p_max  <=>  x_i >= max + T * log(min_p).
@@ -117,11 +138,8 @@ int32_t Sampler::pick(const SamplingParams& params, double uniform, float max_va
     return last;
   }
 
-  auto better = [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
-  order_.resize(vocab_size);
-  std::iota(order_.begin(), order_.end(), 0);
   int64_t num_sorted = top_k_on ? params.top_k : std::min(vocab_size, kFirstPrefix);
-  sort_prefix(order_.begin(), order_.begin() + num_sorted, order_.end(), better);
+  select_top(num_sorted);
   // The distribution top-p sees: renormalized over the top-k when it is on.
   double norm = full_sum;
   if (top_k_on) {
@@ -138,9 +156,8 @@ int32_t Sampler::pick(const SamplingParams& params, double uniform, float max_va
     while (true) {
       for (; i < num_sorted && cum < goal; ++i) cum += e[order_[i]];
       if (cum >= goal || num_sorted == vocab_size || top_k_on) break;
-      const int64_t grown = std::min(vocab_size, num_sorted * 8);
-      sort_prefix(order_.begin() + num_sorted, order_.begin() + grown, order_.end(), better);
-      num_sorted = grown;
+      num_sorted = std::min(vocab_size, num_sorted * 8);
+      select_top(num_sorted);  // the old prefix stays a prefix: same order, more ids after it
     }
     num_keep = std::max<int64_t>(i, 1);
   }
@@ -159,16 +176,10 @@ int32_t Sampler::pick(const SamplingParams& params, double uniform, float max_va
 }
 
 void Sampler::fill_top_logprobs(int64_t n, const Softmax& softmax, SampledToken& out) {
-  const int64_t vocab_size = static_cast<int64_t>(work_.size());
-  n = std::min(n, vocab_size);
   if (n <= 0) return;
-  const float* x = work_.data();
-  order_.resize(vocab_size);
-  std::iota(order_.begin(), order_.end(), 0);
-  std::partial_sort(order_.begin(), order_.begin() + n, order_.end(),
-                    [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
-  out.top_logprobs.reserve(n);
-  for (int64_t i = 0; i < n; ++i) out.top_logprobs.emplace_back(order_[i], softmax.logprob(x[order_[i]]));
+  select_top(n);
+  out.top_logprobs.reserve(order_.size());
+  for (int32_t id : order_) out.top_logprobs.emplace_back(id, softmax.logprob(x_[id]));
 }
 
 Result<SampledToken> Sampler::sample_row(const float* logits, int64_t vocab_size, const SamplerRow& row) {
@@ -176,14 +187,25 @@ Result<SampledToken> Sampler::sample_row(const float* logits, int64_t vocab_size
   if (row.params == nullptr) return bad_row("row has no SamplingParams");
   const SamplingParams& params = *row.params;
   if (!params.is_greedy() && row.rng == nullptr) return bad_row("sampling row has no RNG state");
-  work_.assign(logits, logits + vocab_size);
-  TROUPE_TRY(apply_penalties(row, vocab_size));
+  vocab_size_ = vocab_size;
+  x_ = logits;
+  const bool has_penalties = params.repetition_penalty != 1.0 || params.presence_penalty != 0.0 ||
+                             params.frequency_penalty != 0.0;
+  if (has_penalties) {  // copy only when the logits change
+    work_.assign(logits, logits + vocab_size);
+    TROUPE_TRY(apply_penalties(row, vocab_size));
+    x_ = work_.data();
+  } else {
+    TROUPE_TRY(check_ids(row.prompt_ids, "prompt", vocab_size));
+    TROUPE_TRY(check_ids(row.output_ids, "output", vocab_size));
+  }
+  const float* x = x_;
   // One pass: NaN check, maximum and its lowest index.
   bool has_nan = false;
   float max_value = -std::numeric_limits<float>::infinity();
   int64_t argmax = 0;
   for (int64_t i = 0; i < vocab_size; ++i) {
-    const float v = work_[i];
+    const float v = x[i];
     has_nan |= v != v;
     if (v > max_value) {
       max_value = v;
@@ -196,18 +218,18 @@ Result<SampledToken> Sampler::sample_row(const float* logits, int64_t vocab_size
   SampledToken out;
   out.token_id = static_cast<int32_t>(argmax);
   if (params.is_greedy() && params.logprobs < 0) return out;  // nothing needs the softmax
-  // work_ stays unscaled; the temperature enters through Softmax. One exp pass feeds both the
+  // x stays unscaled; the temperature enters through Softmax. One exp pass feeds both the
   // normalizer (logprobs) and the draw.
   Softmax softmax{max_value, params.is_greedy() ? 1.0f : static_cast<float>(1.0 / params.temperature), 0.0f};
   exp_.resize(vocab_size);
   double full_sum = 0.0;
   for (int64_t i = 0; i < vocab_size; ++i) {
-    exp_[i] = std::exp((work_[i] - max_value) * softmax.inv_temperature);
+    exp_[i] = std::exp((x[i] - max_value) * softmax.inv_temperature);
     full_sum += exp_[i];
   }
   softmax.log_sum = static_cast<float>(std::log(full_sum));
   if (!params.is_greedy()) out.token_id = pick(params, row.rng->next_uniform(), max_value, full_sum);
-  out.logprob = softmax.logprob(work_[out.token_id]);
+  out.logprob = softmax.logprob(x[out.token_id]);
   if (params.logprobs > 0) fill_top_logprobs(params.logprobs, softmax, out);
   return out;
 }

@@ -59,9 +59,12 @@ class Sampler {
     float logprob(float x) const { return (x - max_value) * inv_temperature - log_sum; }
   };
   void fill_top_logprobs(int64_t n, const Softmax& softmax, SampledToken& out);
+  void select_top(int64_t k);
 
-  std::vector<float> work_;        // [vocab] processed logits
-  std::vector<float> exp_;         // [vocab] exp(work_ - max)
+  const float* x_ = nullptr;       // [vocab] current row: the input, or work_ after penalties
+  int64_t vocab_size_ = 0;
+  std::vector<float> work_;        // [vocab] penalized copy of the logits
+  std::vector<float> exp_;         // [vocab] exp((x_ - max) / T)
   std::vector<int32_t> counts_;    // [vocab] output-token counts, zero between rows
   std::vector<uint8_t> seen_;      // [vocab] seen in prompt or output, zero between rows
   std::vector<int32_t> order_;     // candidate ids

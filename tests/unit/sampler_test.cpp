@@ -153,12 +153,12 @@ TEST(Sampler, TopPOverLargeVocabSortsBeyondTheFirstPrefix) {
   Sampler sampler;
   SequenceRng rng(3);
   int32_t max_id = 0;
-  for (int i = 0; i < 2000; ++i) {
+  for (int i = 0; i < 500; ++i) {
     const int32_t id = sample_one(sampler, logits, p, rng);
     ASSERT_LT(id, 2500);
     max_id = std::max(max_id, id);
   }
-  EXPECT_GT(max_id, 2000);  // P(all 2000 draws below 2000) = 0.8^2000
+  EXPECT_GT(max_id, 2000);  // P(all 500 draws below 2000) = 0.8^500
 }
 
 TEST(Sampler, SeededDrawsDoNotDependOnTheBatch) {
