@@ -1,0 +1,165 @@
+// The weights of a checkpoint folder: one `model.safetensors` or shards listed by an index.
+#include "runtime/weight_store.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/safetensors_file.hpp"
+
+namespace troupe {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kSingleFile = "model.safetensors";
+constexpr const char* kIndexFile = "model.safetensors.index.json";
+
+// The shard names of `weight_map` must stay inside the model folder.
+bool is_safe_shard_name(const std::string& name) {
+  if (name.empty()) return false;
+  const fs::path path(name);
+  if (path.is_absolute()) return false;
+  for (const auto& part : path) {
+    if (part == "..") return false;
+  }
+  return true;
+}
+
+// Reads the index's weight_map: tensor name -> shard file name.
+Result<std::map<std::string, std::string>> read_weight_map(const std::string& index_path) {
+  std::ifstream in(index_path, std::ios::binary);
+  if (!in) return make_error(ErrorCode::not_found, "cannot read " + index_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  const auto root = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded() || !root.is_object()) {
+    return make_error(ErrorCode::corrupt_data, index_path + ": not a valid JSON object");
+  }
+  auto map_it = root.find("weight_map");
+  if (map_it == root.end() || !map_it->is_object()) {
+    return make_error(ErrorCode::corrupt_data, index_path + ": missing object 'weight_map'");
+  }
+  std::map<std::string, std::string> weight_map;
+  for (auto it = map_it->begin(); it != map_it->end(); ++it) {
+    if (!it.value().is_string() || !is_safe_shard_name(it.value().get<std::string>())) {
+      return make_error(ErrorCode::corrupt_data, index_path + ": weight_map entry for tensor '" + it.key() +
+                                                     "' is not a file name inside the model folder");
+    }
+    weight_map[it.key()] = it.value().get<std::string>();
+  }
+  return weight_map;
+}
+
+}  // namespace
+
+WeightStore::WeightStore() = default;
+WeightStore::WeightStore(WeightStore&&) noexcept = default;
+WeightStore& WeightStore::operator=(WeightStore&&) noexcept = default;
+WeightStore::~WeightStore() = default;
+
+Result<WeightStore> WeightStore::open(const std::string& model_dir) {
+  WeightStore store;
+  store.model_dir_ = model_dir;
+  const fs::path dir(model_dir);
+  const std::string index_path = (dir / kIndexFile).string();
+  const std::string single_path = (dir / kSingleFile).string();
+  std::error_code ec;
+
+  // Each shard once, in name order; tensors from every shard, each name in exactly one file.
+  auto add_file = [&store](const std::string& path, const std::string& listed_by) -> Status {
+    auto file = SafetensorsFile::open(path);
+    if (!file.ok()) {
+      Error error = file.error();
+      if (!listed_by.empty()) error.message = "shard listed in " + listed_by + ": " + error.message;
+      return error;
+    }
+    for (const TensorView& view : (*file)->tensors()) {
+      auto [it, inserted] = store.tensors_.emplace(view.name, view);
+      if (!inserted) {
+        return make_error(ErrorCode::corrupt_data, "tensor '" + view.name + "' appears in both " + it->second.file +
+                                                       " and " + view.file);
+      }
+    }
+    store.files_.push_back(std::move(file.value()));
+    return Status::success();
+  };
+
+  if (fs::exists(index_path, ec)) {
+    auto weight_map = read_weight_map(index_path);
+    if (!weight_map.ok()) return weight_map.error();
+    std::map<std::string, std::string> shard_paths;  // shard name -> path
+    std::map<std::string, std::string> first_tensor;  // shard name -> a tensor it holds (for errors)
+    for (const auto& [tensor, shard] : *weight_map) {
+      shard_paths[shard] = (dir / shard).string();
+      first_tensor.emplace(shard, tensor);
+    }
+    for (const auto& [shard, path] : shard_paths) {
+      TROUPE_TRY(add_file(path, index_path + " for tensor '" + first_tensor[shard] + "'"));
+    }
+    for (const auto& [tensor, shard] : *weight_map) {
+      auto it = store.tensors_.find(tensor);
+      const std::string& shard_path = shard_paths[shard];
+      if (it == store.tensors_.end() || it->second.file != shard_path) {
+        return make_error(ErrorCode::corrupt_data, "tensor '" + tensor + "' listed in " + index_path +
+                                                       " is missing from its shard " + shard_path);
+      }
+    }
+  } else if (fs::exists(single_path, ec)) {
+    TROUPE_TRY(add_file(single_path, ""));
+  } else {
+    std::string message = "no model.safetensors or model.safetensors.index.json in " + model_dir;
+    if (!fs::exists(dir, ec)) {
+      message += " (no such directory)";
+    } else if (!fs::is_directory(dir, ec)) {
+      message += " (not a directory)";
+    }
+    return make_error(ErrorCode::not_found, message);
+  }
+  return store;
+}
+
+bool WeightStore::has(const std::string& name) const { return tensors_.count(name) != 0; }
+
+std::vector<std::string> WeightStore::names() const {
+  std::vector<std::string> out;
+  out.reserve(tensors_.size());
+  for (const auto& [name, view] : tensors_) out.push_back(name);
+  return out;
+}
+
+Result<TensorView> WeightStore::get(const std::string& name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) {
+    return make_error(ErrorCode::not_found, "tensor '" + name + "' not found in " + model_dir_);
+  }
+  return it->second;
+}
+
+Result<TensorView> WeightStore::get(const std::string& name, const std::vector<int64_t>& expected_shape) const {
+  auto view = get(name);
+  if (!view.ok()) return view;
+  if (view->shape != expected_shape) {
+    return make_error(ErrorCode::corrupt_data, "tensor '" + name + "' in " + view->file + " has shape " +
+                                                   shape_to_string(view->shape) + ", expected " +
+                                                   shape_to_string(expected_shape));
+  }
+  return view;
+}
+
+Result<std::vector<float>> WeightStore::read_f32(const std::string& name,
+                                                 const std::vector<int64_t>& expected_shape) const {
+  auto view = expected_shape.empty() ? get(name) : get(name, expected_shape);
+  if (!view.ok()) return view.error();
+  std::vector<float> out(size_t(view->numel()));
+  if (!convert_to_f32(view->dtype, view->data, out.size(), out.data())) {
+    return make_error(ErrorCode::unsupported, "tensor '" + name + "' in " + view->file + " has dtype " +
+                                                  std::string(dtype_name(view->dtype)) +
+                                                  ", which cannot be read as fp32");
+  }
+  return out;
+}
+
+}  // namespace troupe
