@@ -126,5 +126,24 @@ TEST(ClusterMembership, AStoppedWorkerIsDetectedByHeartbeatTimeoutAndRejoinsWhen
   EXPECT_EQ((*node_at(cluster.status(), 0, 0))["pid"], pid) << "the resumed process itself rejoined";
 }
 
+TEST(ClusterMembership, SigtermStopsASupervisedWorkerAndTheHeadCleanly) {
+  Cluster cluster("sigterm");
+  const pid_t head = cluster.start_head(1, 1, kToken);
+  const pid_t worker = cluster.start_worker("worker", kToken);
+  ASSERT_TRUE(wait_until([&] { return group_is(cluster.status(), 0, "ready", 1); }, milliseconds(12000)))
+      << cluster.status().dump() << "\nworker log:\n" << cluster.log("worker");
+  const pid_t child = (*node_at(cluster.status(), 0, 0))["pid"].get<pid_t>();
+  ASSERT_NE(child, worker) << "a supervised worker runs its node in a child process";
+  // The supervisor forwards SIGTERM; the child leaves, the supervisor does not restart it.
+  ASSERT_EQ(::kill(worker, SIGTERM), 0);
+  EXPECT_EQ(Cluster::wait_exit(worker, milliseconds(8000)), 0) << cluster.log("worker");
+  EXPECT_NE(::kill(child, 0), 0) << "the node process outlived its supervisor";
+  EXPECT_EQ(cluster.log("worker").find("restarting in"), std::string::npos) << cluster.log("worker");
+  EXPECT_TRUE(wait_until([&] { return num_active(cluster.status()) == 0; }, milliseconds(5000)))
+      << cluster.log("head");
+  ASSERT_EQ(::kill(head, SIGTERM), 0);
+  EXPECT_EQ(Cluster::wait_exit(head, milliseconds(8000)), 0) << cluster.log("head");
+}
+
 }  // namespace
 }  // namespace troupe::testing_cluster
