@@ -3,9 +3,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <csignal>
 #include <cstdlib>
-#include <ctime>
 #include <thread>
 
 #include <caf/all.hpp>
@@ -42,8 +42,9 @@ Timing timing_from_env() {
   return timing;
 }
 
+// One line, like the CLI's own errors.
 int fail(ErrorCode code, const std::string& message) {
-  log::get("cluster")->error("{}", message);
+  std::fprintf(stderr, "troupe: error: %s\n", message.c_str());
   return code == ErrorCode::invalid_argument ? cluster::kPermanentExitCode : 1;
 }
 
@@ -135,7 +136,10 @@ int run_head_node(const Config& config) {
   options.heartbeat_interval = timing.interval;
   options.heartbeat_timeout = timing.timeout;
   if (const char* path = std::getenv("TROUPE_CLUSTER_STATUS_FILE")) options.status_file = path;
-  options.head_epoch = static_cast<uint64_t>(std::time(nullptr));
+  // Microseconds since 1970: a restarted head on the same address gets a different epoch.
+  options.head_epoch = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                 std::chrono::system_clock::now().time_since_epoch())
+                                                 .count());
   caf::actor head = spawn_head(system, options);
   auto port = system.middleman().publish(head, static_cast<uint16_t>(config.cluster_port), nullptr, true);
   if (!port) {

@@ -75,6 +75,12 @@ void lose_node(HeadActor* self, NodeId node_id, const std::string& why) {
       if (auto agent = s.agents.find(other); agent != s.agents.end())
         self->send(agent->second, stop_group{loss->group_id, loss->old_epoch, reason});
   }
+  if (loss->spare != 0) {
+    const cluster::NodeInfo* spare = s.membership->node(loss->spare);
+    s.logger->info("spare node {} takes group {} stage {}", loss->spare, spare->group_id, spare->stage_index);
+    if (loss->group_formed)
+      self->send(self, form_atom::value, spare->group_id, s.membership->group(spare->group_id).epoch);
+  }
   publish_status(self);
 }
 

@@ -36,7 +36,8 @@ using AgentActor = caf::stateful_actor<AgentState>;
 
 void stop_work(AgentActor* self, const std::string& why) {
   auto& a = self->state.assignment;
-  if (a.running) self->state.logger->warn("stopping stage {} of group {}, epoch {}: {}", a.stage_index, a.group_id, a.epoch, why);
+  if (a.running)
+    self->state.logger->warn("stopping stage {} of group {}, epoch {}: {}", a.stage_index, a.group_id, a.epoch, why);
   a.running = false;
 }
 
@@ -125,8 +126,11 @@ void beat(AgentActor* self, uint64_t session) {
           [self, session](const heartbeat_ack& ack) {
             auto& st = self->state;
             if (session != st.session) return;
-            if (!ack.known) {
-              st.logger->warn("the head declared node {} lost; joining again", st.node_id);
+            if (!ack.known || ack.head_epoch != st.head_epoch) {
+              if (ack.known)
+                st.logger->warn("the head restarted (epoch {} -> {}); joining again", st.head_epoch, ack.head_epoch);
+              else
+                st.logger->warn("the head declared node {} lost; joining again", st.node_id);
               stop_work(self, "declared lost");
               st.assignment = Assignment{};
               st.node_id = 0;

@@ -104,11 +104,7 @@ Result<LossResult> Membership::mark_lost(NodeId node_id, Clock::time_point now) 
   node.group_id = -1;
   node.stage_index = -1;
   // A group that never formed loses nothing that needs a restart; it just has a free slot again.
-  if (group.state == GroupState::forming) {
-    result.new_state = GroupState::forming;
-    return result;
-  }
-  if (group.state != GroupState::failed) {
+  if (group.state != GroupState::forming && group.state != GroupState::failed) {
     group.restart_times.push_back(now);
     while (!group.restart_times.empty() && now - group.restart_times.front() > intensity_.window)
       group.restart_times.pop_front();
@@ -118,6 +114,16 @@ Result<LossResult> Membership::mark_lost(NodeId node_id, Clock::time_point now) 
                       : GroupState::restarting;
   }
   result.new_state = group.state;
+  if (group.state == GroupState::failed) return result;
+  for (auto& [id, spare] : nodes_) {
+    if (spare.state != NodeState::active || spare.group_id >= 0) continue;
+    JoinResult placed;
+    place(spare, placed);
+    result.spare = id;
+    result.group_formed = placed.group_formed;
+    result.new_state = group.state;
+    break;
+  }
   return result;
 }
 

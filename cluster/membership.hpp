@@ -11,7 +11,8 @@
 //      +----(lost slot filled: epoch+1)---- restarting --(over R restarts in T)--> failed
 //
 // one_for_all: losing one member restarts the whole group; the others keep their slots and are
-// told to stop their work of the old epoch, then start again with the new one.
+// told to stop their work of the old epoch, then start again with the new one. Nodes that joined
+// while every group was full wait as spares and take the first slot that frees up.
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -80,6 +81,8 @@ struct LossResult {
   uint64_t old_epoch = 0;        // the epoch whose work must stop
   std::vector<NodeId> to_stop;   // the group's other members (one_for_all)
   GroupState new_state = GroupState::restarting;
+  NodeId spare = 0;            // a waiting node that took the freed slot at once, or 0
+  bool group_formed = false;   // the spare filled the group: a new epoch starts now
 };
 
 class Membership {
@@ -93,8 +96,8 @@ class Membership {
   Status heartbeat(NodeId node_id, Clock::time_point now);
   // Active nodes whose last heartbeat is older than `timeout`.
   std::vector<NodeId> expired(Clock::time_point now, std::chrono::milliseconds timeout) const;
-  // Marks a node lost, frees its slot and restarts its group (one_for_all). Unknown or already
-  // lost nodes give not_found.
+  // Marks a node lost, frees its slot and restarts its group (one_for_all); a waiting spare takes
+  // the slot at once. Unknown or already lost nodes give not_found.
   Result<LossResult> mark_lost(NodeId node_id, Clock::time_point now);
   // A member finished loading `epoch`; returns true when this made the group ready.
   Result<bool> mark_loaded(NodeId node_id, uint64_t epoch);

@@ -104,10 +104,13 @@ class Cluster {
   }
 
   pid_t start_head(int64_t pipeline_parallel_size, int64_t replicas, const std::string& token) {
-    return start("head", {"head", "--port", std::to_string(port_), "--pp", std::to_string(pipeline_parallel_size),
-                          "--replicas", std::to_string(replicas)},
-                 token);
+    head_pid_ = start("head",
+                      {"head", "--port", std::to_string(port_), "--pp", std::to_string(pipeline_parallel_size),
+                       "--replicas", std::to_string(replicas)},
+                      token);
+    return head_pid_;
   }
+  pid_t head_pid() const { return head_pid_; }
   pid_t start_worker(const std::string& name, const std::string& token, bool supervise = true) {
     std::vector<std::string> args = {"worker", "--join", join()};
     if (!supervise) args.push_back("--no-supervise");
@@ -134,6 +137,7 @@ class Cluster {
   std::string dir_;
   int port_;
   std::vector<pid_t> pids_;
+  pid_t head_pid_ = 0;
 };
 
 // Status helpers.

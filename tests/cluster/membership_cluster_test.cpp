@@ -126,6 +126,24 @@ TEST(ClusterMembership, AStoppedWorkerIsDetectedByHeartbeatTimeoutAndRejoinsWhen
   EXPECT_EQ((*node_at(cluster.status(), 0, 0))["pid"], pid) << "the resumed process itself rejoined";
 }
 
+TEST(ClusterMembership, WorkersRejoinAHeadThatRestartedOnTheSameAddress) {
+  Cluster cluster("head_restart");
+  ASSERT_NO_FATAL_FAILURE(start_ready_pair(cluster));
+  const uint64_t first_epoch = cluster.status()["head_epoch"].get<uint64_t>();
+  ASSERT_EQ(::kill(cluster.head_pid(), SIGKILL), 0);
+  ASSERT_EQ(Cluster::wait_exit(cluster.head_pid(), milliseconds(5000)), 128 + SIGKILL);
+  std::remove(cluster.status_path().c_str());
+  std::this_thread::sleep_for(milliseconds(500));
+  const auto restarted = Clock::now();
+  cluster.start_head(2, 1, kToken);
+  ASSERT_TRUE(wait_until([&] { return group_is(cluster.status(), 0, "ready", 1) && num_active(cluster.status()) == 2; },
+                         milliseconds(12000)))
+      << cluster.status().dump() << "\nworker log:\n" << cluster.log("worker_a");
+  std::printf("[ cluster ] both workers rejoined %.2f s after the head restarted\n", seconds_since(restarted));
+  EXPECT_NE(cluster.status()["head_epoch"].get<uint64_t>(), first_epoch);
+  EXPECT_NE(cluster.log("worker_a").find("head lost"), std::string::npos) << cluster.log("worker_a");
+}
+
 TEST(ClusterMembership, SigtermStopsASupervisedWorkerAndTheHeadCleanly) {
   Cluster cluster("sigterm");
   const pid_t head = cluster.start_head(1, 1, kToken);

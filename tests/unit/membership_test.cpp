@@ -69,6 +69,24 @@ TEST(Membership, LosingAMemberRestartsTheWholeGroupWithANewEpoch) {
   EXPECT_TRUE(*m.mark_loaded(c, 2));
 }
 
+TEST(Membership, AWaitingSpareTakesAFreedSlotAtOnce) {
+  Membership m(1, 2);
+  NodeId a = join(m).node_id, b = join(m).node_id;
+  JoinResult spare = join(m);
+  ASSERT_EQ(spare.group_id, -1);
+  auto loss = m.mark_lost(a, t0);
+  ASSERT_TRUE(loss.ok());
+  EXPECT_EQ(loss->spare, spare.node_id);
+  EXPECT_TRUE(loss->group_formed);
+  EXPECT_EQ(loss->to_stop, (std::vector<NodeId>{b}));
+  EXPECT_EQ(loss->old_epoch, 1u);
+  EXPECT_EQ(m.group(0).epoch, 2u);
+  EXPECT_EQ(m.group(0).state, GroupState::loading);
+  EXPECT_EQ(m.group(0).members, (std::vector<NodeId>{spare.node_id, b}));
+  EXPECT_EQ(m.node(spare.node_id)->stage_index, 0);
+  EXPECT_EQ(m.group(0).num_restarts, 1);
+}
+
 TEST(Membership, LosingAMemberOfAFormingGroupIsNoRestart) {
   Membership m(1, 3);
   NodeId a = join(m).node_id;
