@@ -1,14 +1,8 @@
-// Subcommands whose engines land with later issues (#3 generate, #5 bench, #6 head/worker).
+// Subcommands whose engines land with later issues (#3 generate, #5 bench).
 #include "cli/commands.hpp"
 
 namespace troupe::cli {
 
-int run_head(const Config&) {
-  return report_error(make_error(ErrorCode::unsupported, "`troupe head` needs the actor cluster (issue #6)"));
-}
-int run_worker(const Config&) {
-  return report_error(make_error(ErrorCode::unsupported, "`troupe worker` needs the actor cluster (issue #6)"));
-}
 int run_generate(const Config&, const GenerateOptions&) {
   return report_error(make_error(ErrorCode::unsupported, "`troupe generate` needs the CPU engine (issue #3)"));
 }

@@ -1,0 +1,176 @@
+#include "actors/cluster_main.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <csignal>
+#include <cstdlib>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "actors/head_actor.hpp"
+#include "actors/messages.hpp"
+#include "actors/node_agent.hpp"
+#include "cluster/address.hpp"
+#include "cluster/process_supervisor.hpp"
+#include "runtime/logging.hpp"
+
+namespace troupe {
+namespace {
+
+struct Timing {
+  std::chrono::milliseconds interval{1000};
+  std::chrono::milliseconds timeout{5000};
+};
+
+int64_t env_ms(const char* name, int64_t fallback) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return fallback;
+  char* end = nullptr;
+  const long long value = std::strtoll(text, &end, 10);
+  return (*end == '\0' && value > 0) ? value : fallback;
+}
+
+Timing timing_from_env() {
+  Timing timing;
+  timing.interval = std::chrono::milliseconds(env_ms("TROUPE_HEARTBEAT_MS", 1000));
+  timing.timeout = std::chrono::milliseconds(env_ms("TROUPE_HEARTBEAT_TIMEOUT_MS", 5000));
+  if (timing.timeout < 2 * timing.interval) timing.timeout = 2 * timing.interval;
+  return timing;
+}
+
+// One line, like the CLI's own errors.
+int fail(ErrorCode code, const std::string& message) {
+  std::fprintf(stderr, "troupe: error: %s\n", message.c_str());
+  return code == ErrorCode::invalid_argument ? cluster::kPermanentExitCode : 1;
+}
+
+// CAF settings shared by head and worker. NOTE: BASP heartbeats are off by default in CAF 0.17;
+// without them a hung peer (SIGSTOP) keeps its connection open forever.
+void configure(caf::actor_system_config& cfg, const Timing& timing) {
+  cfg.load<caf::io::middleman>();
+  cfg.add_message_types<caf::id_block::troupe>();
+  cfg.set("middleman.heartbeat-interval", caf::timespan{timing.interval});
+  cfg.set("middleman.connection-timeout", caf::timespan{timing.timeout});
+  cfg.set("scheduler.max-threads", 2);
+  cfg.set("logger.console", caf::atom("none"));
+  cfg.set("logger.file-verbosity", caf::atom("quiet"));
+}
+
+// Signals go to the thread that waits for them; call before the actor system starts its threads.
+sigset_t block_stop_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+// Waits for SIGINT/SIGTERM or `done`; returns the signal number or 0.
+int wait_for_stop(const sigset_t& signals, const std::atomic<bool>& done) {
+  timespec step{0, 100 * 1000 * 1000};
+  while (!done.load()) {
+    const int signal = sigtimedwait(&signals, nullptr, &step);
+    if (signal > 0) return signal;
+  }
+  return 0;
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
+}
+
+cluster::NodeResources local_resources() {
+  cluster::NodeResources resources;
+  resources.cpu_cores = std::thread::hardware_concurrency();
+  resources.memory_bytes = static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE);
+  resources.num_gpus = 0;  // the GPU worker fills this in once it lands
+  return resources;
+}
+
+int run_worker_process(const Config& config, const cluster::HostPort& head, const Timing& timing) {
+  const sigset_t signals = block_stop_signals();
+  caf::actor_system_config cfg;
+  configure(cfg, timing);
+  caf::actor_system system{cfg};
+  AgentOptions options;
+  options.head = head;
+  options.token = config.token;
+  options.host = host_name();
+  options.worker_index = config.worker_index;
+  options.resources = local_resources();
+  options.heartbeat_interval = timing.interval;
+  options.heartbeat_timeout = timing.timeout;
+  auto exit_code = options.exit_code;
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  caf::actor agent = spawn_node_agent(system, std::move(options));
+  agent->attach_functor([done] { done->store(true); });
+  log::get("cluster")->info("worker pid {} joining the head at {}", ::getpid(), head.to_string());
+  const int signal = wait_for_stop(signals, *done);
+  if (signal != 0) log::get("cluster")->info("signal {}: leaving the cluster", signal);
+  caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
+  agent = nullptr;
+  return exit_code->load();
+}
+
+}  // namespace
+
+int run_head_node(const Config& config) {
+  if (config.token.empty())
+    return fail(ErrorCode::invalid_argument, "--token (or TROUPE_TOKEN) is required: workers join with it");
+  const Timing timing = timing_from_env();
+  const sigset_t signals = block_stop_signals();
+  caf::actor_system_config cfg;
+  configure(cfg, timing);
+  caf::actor_system system{cfg};
+  HeadOptions options;
+  options.token = config.token;
+  options.num_groups = config.replicas;
+  options.group_size = config.pipeline_parallel_size;
+  options.heartbeat_interval = timing.interval;
+  options.heartbeat_timeout = timing.timeout;
+  if (const char* path = std::getenv("TROUPE_CLUSTER_STATUS_FILE")) options.status_file = path;
+  // Microseconds since 1970: a restarted head on the same address gets a different epoch.
+  options.head_epoch = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                 std::chrono::system_clock::now().time_since_epoch())
+                                                 .count());
+  caf::actor head = spawn_head(system, options);
+  auto port = system.middleman().publish(head, static_cast<uint16_t>(config.cluster_port), nullptr, true);
+  if (!port) {
+    caf::anon_send_exit(head, caf::exit_reason::user_shutdown);
+    return fail(ErrorCode::unavailable, "cannot listen on cluster port " + std::to_string(config.cluster_port) +
+                                            ": " + system.render(port.error()));
+  }
+  log::get("cluster")->info("head listening on port {}: {} group(s) of {} stage(s), heartbeat {} ms, timeout {} ms",
+                            *port, config.replicas, config.pipeline_parallel_size, timing.interval.count(),
+                            timing.timeout.count());
+  std::atomic<bool> never{false};
+  const int signal = wait_for_stop(signals, never);
+  log::get("cluster")->info("signal {}: head stopping", signal);
+  caf::anon_send_exit(head, caf::exit_reason::user_shutdown);
+  return 0;
+}
+
+int run_worker_node(const Config& config) {
+  std::string join = config.join;
+  if (join.empty()) join = cluster::lws_join_address(cluster::process_env(), config.cluster_port).value_or("");
+  if (join.empty())
+    return fail(ErrorCode::invalid_argument, "--join HOST:PORT (or $LWS_LEADER_ADDRESS) is required");
+  auto head = cluster::parse_host_port(join);
+  if (!head.ok()) return fail(ErrorCode::invalid_argument, "--join: " + head.error().message);
+  if (config.token.empty())
+    return fail(ErrorCode::invalid_argument, "--token (or TROUPE_TOKEN) is required to join");
+  const Timing timing = timing_from_env();
+  if (!config.supervise) return run_worker_process(config, *head, timing);
+  cluster::SupervisorReport report =
+      cluster::supervise_process([&] { return run_worker_process(config, *head, timing); }, {});
+  return report.exit_code;
+}
+
+}  // namespace troupe

@@ -1,0 +1,31 @@
+#pragma once
+// The head node's actor: registry of nodes and groups, one_for_all supervisor of each group.
+//
+//   join_request --(token ok)--> registered, monitored --(group full)--> start_group (new epoch)
+//   down_msg / no heartbeat for heartbeat_timeout --> node lost --> stop_group(old epoch) to the
+//   group's other members --> the group waits in `restarting` for a node to fill the free slot.
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <caf/fwd.hpp>
+
+#include "cluster/membership.hpp"
+
+namespace troupe {
+
+struct HeadOptions {
+  std::string token;
+  int64_t num_groups = 1;  // --replicas
+  int64_t group_size = 1;  // --pipeline-parallel-size
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::chrono::milliseconds heartbeat_timeout{5000};
+  cluster::RestartIntensity intensity;
+  std::string status_file;  // written on every change when not empty
+  uint64_t head_epoch = 0;  // this head's incarnation (start time), sent to every node
+};
+
+// Spawns the head actor. It answers `status_atom` with the membership as JSON.
+caf::actor spawn_head(caf::actor_system& system, HeadOptions options);
+
+}  // namespace troupe

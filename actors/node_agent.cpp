@@ -1,0 +1,185 @@
+#include "actors/node_agent.hpp"
+
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "actors/messages.hpp"
+#include "cluster/process_supervisor.hpp"
+#include "runtime/logging.hpp"
+
+namespace troupe {
+namespace {
+
+struct Assignment {
+  int64_t group_id = -1;
+  int64_t stage_index = -1;
+  uint64_t epoch = 0;
+  bool running = false;
+};
+
+struct AgentState {
+  AgentOptions options;
+  std::unique_ptr<cluster::Backoff> backoff;
+  caf::actor head;
+  uint64_t node_id = 0;
+  uint64_t head_epoch = 0;
+  uint64_t session = 0;  // +1 on every connection loss or rejoin; stale timers carry old values
+  int64_t num_failed_connects = 0;
+  Assignment assignment;
+  std::shared_ptr<spdlog::logger> logger = log::get("cluster");
+  static inline const char* name = "troupe.node_agent";
+};
+
+using AgentActor = caf::stateful_actor<AgentState>;
+
+void stop_work(AgentActor* self, const std::string& why) {
+  auto& a = self->state.assignment;
+  if (a.running)
+    self->state.logger->warn("stopping stage {} of group {}, epoch {}: {}", a.stage_index, a.group_id, a.epoch, why);
+  a.running = false;
+}
+
+void retry_connect(AgentActor* self) {
+  const auto delay = self->state.backoff->next();
+  self->delayed_send(self, delay, connect_now_atom::value, self->state.session);
+}
+
+void lose_head(AgentActor* self, const std::string& why) {
+  auto& s = self->state;
+  if (!s.head) return;
+  s.logger->warn("head lost ({}); reconnecting", why);
+  stop_work(self, "head lost");
+  s.assignment = Assignment{};  // a new head counts epochs afresh
+  self->demonitor(s.head);
+  s.head = nullptr;
+  s.node_id = 0;
+  ++s.session;
+  retry_connect(self);
+}
+
+void send_join(AgentActor* self) {
+  auto& s = self->state;
+  join_request request{s.options.token, s.options.host, static_cast<int64_t>(::getpid()), s.options.resources,
+                       s.options.worker_index};
+  const uint64_t session = s.session;
+  self->request(s.head, s.options.heartbeat_timeout, std::move(request))
+      .then(
+          [self, session](join_reply& reply) {
+            auto& st = self->state;
+            if (session != st.session) return;
+            if (!reply.accepted) {
+              st.logger->error("the head refused this node: {}", reply.reason);
+              st.options.exit_code->store(cluster::kPermanentExitCode);
+              self->quit();
+              return;
+            }
+            st.node_id = reply.node_id;
+            st.head_epoch = reply.head_epoch;
+            st.backoff->reset();
+            st.logger->info("joined as node {}: group {} stage {} (head epoch {})", reply.node_id, reply.group_id,
+                            reply.stage_index, reply.head_epoch);
+            self->delayed_send(self, st.options.heartbeat_interval, beat_atom::value, session);
+          },
+          [self, session](caf::error& error) {
+            if (session == self->state.session) lose_head(self, "join failed: " + self->system().render(error));
+          });
+}
+
+void connect(AgentActor* self) {
+  auto& s = self->state;
+  const uint64_t session = s.session;
+  auto middleman = self->system().middleman().actor_handle();
+  self->request(middleman, s.options.heartbeat_timeout, caf::connect_atom::value, s.options.head.host,
+                s.options.head.port)
+      .then(
+          [self, session](const caf::node_id&, caf::strong_actor_ptr& remote, const std::set<std::string>&) {
+            auto& st = self->state;
+            if (session != st.session || st.head) return;
+            if (!remote) {
+              st.logger->warn("nothing published at {}; retrying", st.options.head.to_string());
+              retry_connect(self);
+              return;
+            }
+            st.head = caf::actor_cast<caf::actor>(remote);
+            self->monitor(st.head);
+            st.num_failed_connects = 0;
+            st.logger->info("connected to the head at {}", st.options.head.to_string());
+            send_join(self);
+          },
+          [self, session](caf::error& error) {
+            auto& st = self->state;
+            if (session != st.session) return;
+            if (st.num_failed_connects++ % 10 == 0)
+              st.logger->info("head at {} not reachable yet ({}); retrying", st.options.head.to_string(),
+                              self->system().render(error));
+            retry_connect(self);
+          });
+}
+
+void beat(AgentActor* self, uint64_t session) {
+  auto& s = self->state;
+  if (session != s.session || !s.head || s.node_id == 0) return;
+  self->request(s.head, s.options.heartbeat_timeout, heartbeat{s.node_id})
+      .then(
+          [self, session](const heartbeat_ack& ack) {
+            auto& st = self->state;
+            if (session != st.session) return;
+            if (!ack.known || ack.head_epoch != st.head_epoch) {
+              if (ack.known)
+                st.logger->warn("the head restarted (epoch {} -> {}); joining again", st.head_epoch, ack.head_epoch);
+              else
+                st.logger->warn("the head declared node {} lost; joining again", st.node_id);
+              stop_work(self, "declared lost");
+              st.assignment = Assignment{};
+              st.node_id = 0;
+              ++st.session;
+              send_join(self);
+              return;
+            }
+            self->delayed_send(self, st.options.heartbeat_interval, beat_atom::value, session);
+          },
+          [self, session](caf::error& error) {
+            if (session == self->state.session)
+              lose_head(self, "heartbeat unanswered: " + self->system().render(error));
+          });
+}
+
+caf::behavior agent_behavior(AgentActor* self, AgentOptions options) {
+  auto& s = self->state;
+  s.options = std::move(options);
+  s.backoff = std::make_unique<cluster::Backoff>(s.options.reconnect);
+  self->set_down_handler([self](caf::down_msg& down) {
+    if (self->state.head && down.source == self->state.head.address())
+      lose_head(self, "connection lost: " + self->system().render(down.reason));
+  });
+  self->send(self, connect_now_atom::value, s.session);
+  return {
+      [self](connect_now_atom, uint64_t session) {
+        if (session == self->state.session && !self->state.head) connect(self);
+      },
+      [self](beat_atom, uint64_t session) { beat(self, session); },
+      [self](const start_group& start) {
+        auto& st = self->state;
+        if (st.node_id == 0 || (start.group_id == st.assignment.group_id && start.epoch <= st.assignment.epoch))
+          return;
+        st.assignment = Assignment{start.group_id, start.stage_index, start.epoch, true};
+        st.logger->info("starting stage {} of group {}, epoch {}", start.stage_index, start.group_id, start.epoch);
+        if (st.head) self->send(st.head, group_loaded{st.node_id, start.group_id, start.epoch});
+      },
+      [self](const stop_group& stop) {
+        auto& a = self->state.assignment;
+        if (stop.group_id != a.group_id || stop.epoch != a.epoch) return;  // stale
+        stop_work(self, stop.reason);
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_node_agent(caf::actor_system& system, AgentOptions options) {
+  return system.spawn(agent_behavior, std::move(options));
+}
+
+}  // namespace troupe

@@ -1,0 +1,154 @@
+#pragma once
+// Real `troupe head` / `troupe worker` processes on 127.0.0.1 for the cluster tests. Every process
+// runs in its own process group; the harness SIGKILLs all of them (supervisor and child) at the end.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace troupe::testing_cluster {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// A port that was free a moment ago (bind to 0, read it back, close).
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+// Polls `done` every 50 ms until it holds or `timeout` passes; returns whether it held.
+inline bool wait_until(const std::function<bool()>& done, milliseconds timeout) {
+  const auto until = Clock::now() + timeout;
+  while (Clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  return done();
+}
+
+class Cluster {
+ public:
+  explicit Cluster(std::string name)
+      : dir_(::testing::TempDir() + "/troupe_cluster_" + name + "_" + std::to_string(::getpid())),
+        port_(free_port()) {
+    std::filesystem::create_directories(dir_);
+  }
+  ~Cluster() {
+    for (pid_t pid : pids_) ::kill(-pid, SIGKILL);
+    for (pid_t pid : pids_) ::waitpid(pid, nullptr, 0);
+  }
+
+  int port() const { return port_; }
+  std::string join() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string status_path() const { return dir_ + "/status.json"; }
+  std::string log_path(const std::string& name) const { return dir_ + "/" + name + ".log"; }
+  std::string log(const std::string& name) const { return read_file(log_path(name)); }
+
+  // Starts `troupe ARGS...` with stdout+stderr in log_path(name); returns its pid.
+  pid_t start(const std::string& name, std::vector<std::string> args, const std::string& token) {
+    const std::string log = log_path(name);
+    const std::string status = status_path();
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setpgid(0, 0);
+      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::setenv("TROUPE_TOKEN", token.c_str(), 1);
+      ::setenv("TROUPE_HEARTBEAT_MS", "200", 1);
+      ::setenv("TROUPE_HEARTBEAT_TIMEOUT_MS", "1500", 1);
+      ::setenv("TROUPE_CLUSTER_STATUS_FILE", status.c_str(), 1);
+      std::vector<char*> argv;
+      std::string binary = TROUPE_BINARY;
+      argv.push_back(binary.data());
+      for (std::string& arg : args) argv.push_back(arg.data());
+      argv.push_back(nullptr);
+      ::execv(binary.c_str(), argv.data());
+      ::_exit(127);
+    }
+    ::setpgid(pid, pid);
+    pids_.push_back(pid);
+    return pid;
+  }
+
+  pid_t start_head(int64_t pipeline_parallel_size, int64_t replicas, const std::string& token) {
+    head_pid_ = start("head",
+                      {"head", "--port", std::to_string(port_), "--pp", std::to_string(pipeline_parallel_size),
+                       "--replicas", std::to_string(replicas)},
+                      token);
+    return head_pid_;
+  }
+  pid_t head_pid() const { return head_pid_; }
+  pid_t start_worker(const std::string& name, const std::string& token, bool supervise = true) {
+    std::vector<std::string> args = {"worker", "--join", join()};
+    if (!supervise) args.push_back("--no-supervise");
+    return start(name, args, token);
+  }
+
+  // The head's status JSON, or null while it has not been written.
+  nlohmann::json status() const {
+    std::string text = read_file(status_path());
+    if (text.empty()) return nullptr;
+    return nlohmann::json::parse(text, nullptr, false);
+  }
+
+  // Waits up to `timeout` for `pid` to exit; returns its exit code, or -1 when it did not exit.
+  static int wait_exit(pid_t pid, milliseconds timeout) {
+    int status = 0;
+    pid_t done = 0;
+    wait_until([&] { return (done = ::waitpid(pid, &status, WNOHANG)) == pid; }, timeout);
+    if (done != pid) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+ private:
+  std::string dir_;
+  int port_;
+  std::vector<pid_t> pids_;
+  pid_t head_pid_ = 0;
+};
+
+// Status helpers.
+inline int64_t num_active(const nlohmann::json& s) { return s.is_object() ? s["num_active_nodes"].get<int64_t>() : 0; }
+inline bool group_is(const nlohmann::json& s, int group, const std::string& state, uint64_t epoch) {
+  return s.is_object() && s["groups"][group]["state"] == state && s["groups"][group]["epoch"] == epoch;
+}
+inline const nlohmann::json* node_at(const nlohmann::json& s, int group, int stage) {
+  for (const auto& node : s["nodes"])
+    if (node["state"] == "active" && node["group_id"] == group && node["stage_index"] == stage) return &node;
+  return nullptr;
+}
+
+}  // namespace troupe::testing_cluster

@@ -1,0 +1,329 @@
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <set>
+
+#include "runtime/scheduler.hpp"
+
+namespace troupe {
+namespace {
+
+constexpr int32_t kEos = 2;
+
+SchedulerConfig make_config(int64_t num_blocks, int64_t block_size, int64_t budget, int64_t max_seqs = 8) {
+  SchedulerConfig c;
+  c.num_blocks = num_blocks;
+  c.block_size = block_size;
+  c.max_num_batched_tokens = budget;
+  c.max_num_seqs = max_seqs;
+  c.eos_token_ids = {kEos};
+  return c;
+}
+
+Sequence make_seq(const std::string& id, int64_t prompt_len, int64_t max_tokens, int32_t first = 100) {
+  std::vector<int32_t> prompt;
+  for (int64_t i = 0; i < prompt_len; ++i) prompt.push_back(first + static_cast<int32_t>(i % 50));
+  SamplingParams p;
+  p.max_tokens = max_tokens;
+  return Sequence(id, std::move(prompt), p);
+}
+
+// Deterministic fake model: the next token depends only on the sequence's tokens; never EOS unless
+// eos_every > 0 and the hash says so.
+int32_t fake_next(const Sequence& seq, int eos_every = 0) {
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t i = 0; i < seq.num_tokens(); ++i) h = (h ^ static_cast<uint64_t>(seq.token_at(i))) * 1099511628211ull;
+  if (eos_every > 0 && h % eos_every == 0) return kEos;
+  return 10 + static_cast<int32_t>(h % 1000);
+}
+
+std::vector<int32_t> fake_sample(const ScheduledBatch& batch, int eos_every = 0) {
+  std::vector<int32_t> out;
+  for (const auto& e : batch.entries)
+    if (e.produces_token) out.push_back(fake_next(*e.seq, eos_every));
+  return out;
+}
+
+// One engine step with the fake model; returns the finished sequences.
+std::vector<std::unique_ptr<Sequence>> step(Scheduler& s, ScheduledBatch& batch, int eos_every = 0) {
+  batch = s.schedule();
+  EXPECT_TRUE(s.check_invariants().ok()) << s.check_invariants().error().message;
+  auto done = s.postprocess(batch, fake_sample(batch, eos_every));
+  EXPECT_TRUE(done.ok()) << done.error().message;
+  EXPECT_TRUE(s.check_invariants().ok()) << s.check_invariants().error().message;
+  for (auto& f : batch.finished) done->push_back(std::move(f));
+  return std::move(done.value());
+}
+
+TEST(Scheduler, MixesPrefillAndDecodeInOneStep) {
+  Scheduler s(make_config(100, 4, 64));
+  ASSERT_TRUE(s.add(make_seq("a", 10, 5)).ok());
+  ScheduledBatch batch;
+  step(s, batch);
+  ASSERT_EQ(batch.entries.size(), 1u);
+  EXPECT_EQ(batch.entries[0].num_new_tokens, 10);
+  EXPECT_TRUE(batch.entries[0].produces_token);
+  ASSERT_TRUE(s.add(make_seq("b", 20, 5)).ok());
+  step(s, batch);
+  ASSERT_EQ(batch.entries.size(), 2u);
+  EXPECT_EQ(batch.entries[0].seq->request_id, "a");
+  EXPECT_EQ(batch.entries[0].start_position, 10);
+  EXPECT_EQ(batch.entries[0].num_new_tokens, 1);
+  EXPECT_EQ(batch.entries[1].seq->request_id, "b");
+  EXPECT_EQ(batch.entries[1].start_position, 0);
+  EXPECT_EQ(batch.entries[1].num_new_tokens, 20);
+  EXPECT_EQ(batch.num_batched_tokens, 21);
+  EXPECT_EQ(s.find("a")->num_output_tokens(), 2);
+}
+
+TEST(Scheduler, ChunksLongPromptsWithinTheTokenBudget) {
+  Scheduler s(make_config(100, 4, 16));
+  ASSERT_TRUE(s.add(make_seq("long", 40, 3)).ok());
+  ASSERT_TRUE(s.add(make_seq("short", 5, 3)).ok());
+  ScheduledBatch batch;
+  step(s, batch);
+  ASSERT_EQ(batch.entries.size(), 1u);  // the budget went to the first chunk
+  EXPECT_EQ(batch.entries[0].num_new_tokens, 16);
+  EXPECT_FALSE(batch.entries[0].produces_token);
+  EXPECT_EQ(s.find("long")->num_output_tokens(), 0);
+  step(s, batch);
+  EXPECT_EQ(batch.entries[0].start_position, 16);
+  EXPECT_EQ(batch.num_batched_tokens, 16);
+  step(s, batch);
+  ASSERT_EQ(batch.entries.size(), 2u);  // last chunk of 8 + the short prompt
+  EXPECT_EQ(batch.entries[0].num_new_tokens, 8);
+  EXPECT_TRUE(batch.entries[0].produces_token);
+  EXPECT_EQ(batch.entries[1].num_new_tokens, 5);
+  EXPECT_EQ(s.find("long")->num_output_tokens(), 1);
+  EXPECT_EQ(s.find("short")->num_output_tokens(), 1);
+}
+
+TEST(Scheduler, RespectsMaxNumSeqs) {
+  Scheduler s(make_config(100, 4, 1000, 2));
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(s.add(make_seq("r" + std::to_string(i), 3, 4)).ok());
+  ScheduledBatch batch;
+  step(s, batch);
+  EXPECT_EQ(batch.entries.size(), 2u);
+  EXPECT_EQ(s.num_running(), 2);
+  EXPECT_EQ(s.num_waiting(), 2);
+}
+
+TEST(Scheduler, PreemptsTheNewestAndFinishesItLater) {
+  Scheduler s(make_config(4, 4, 64));  // 16 token slots
+  ASSERT_TRUE(s.add(make_seq("old", 7, 6)).ok());
+  ASSERT_TRUE(s.add(make_seq("new", 7, 6)).ok());
+  ScheduledBatch batch;
+  step(s, batch);  // both prefill: 2 + 2 blocks, 8 tokens each after sampling
+  EXPECT_EQ(s.block_manager().num_free_blocks(), 0);
+  step(s, batch);  // decode position 7 fits in block 1
+  EXPECT_TRUE(batch.preempted.empty());
+  step(s, batch);  // decode position 8 needs a third block: "new" goes
+  ASSERT_EQ(batch.preempted.size(), 1u);
+  EXPECT_EQ(batch.preempted[0]->request_id, "new");
+  ASSERT_EQ(batch.entries.size(), 1u);
+  EXPECT_EQ(batch.entries[0].seq->request_id, "old");
+  const Sequence* preempted = s.find("new");
+  EXPECT_EQ(preempted->status, SequenceStatus::waiting);
+  EXPECT_EQ(preempted->num_computed_tokens, 0);
+  EXPECT_EQ(preempted->num_output_tokens(), 2);
+  EXPECT_EQ(s.num_preemptions_total(), 1);
+  std::map<std::string, std::unique_ptr<Sequence>> done;
+  for (int i = 0; i < 50 && s.has_unfinished(); ++i)
+    for (auto& f : step(s, batch)) done[f->request_id] = std::move(f);
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
+  for (auto& [id, seq] : done) {
+    EXPECT_EQ(seq->finish_reason, "length") << id;
+    EXPECT_EQ(seq->num_output_tokens(), 6) << id;
+    // The recompute gives the same tokens as an uninterrupted run of the fake model.
+    Sequence replay = make_seq(id, 7, 6);
+    for (int k = 0; k < 6; ++k) replay.output_ids.push_back(fake_next(replay));
+    EXPECT_EQ(seq->output_ids, replay.output_ids) << id;
+  }
+  EXPECT_EQ(done["new"]->num_preemptions, 1);
+}
+
+TEST(Scheduler, StopConditionsFreeBlocksAtOnce) {
+  Scheduler s(make_config(20, 4, 64));
+  Sequence eos = make_seq("eos", 5, 10);
+  Sequence stop = make_seq("stop", 5, 10, 200);
+  Sequence ignore = make_seq("ignore", 5, 2, 300);
+  ignore.params.ignore_eos = true;
+  ASSERT_TRUE(s.add(std::move(eos)).ok());
+  ASSERT_TRUE(s.add(std::move(stop)).ok());
+  ASSERT_TRUE(s.add(std::move(ignore)).ok());
+  s.find("stop")->params.stop_token_ids = {77};
+  ScheduledBatch batch = s.schedule();
+  ASSERT_EQ(batch.entries.size(), 3u);
+  auto done = s.postprocess(batch, {kEos, 77, kEos});
+  ASSERT_TRUE(done.ok());
+  ASSERT_EQ(done->size(), 2u);
+  EXPECT_EQ((*done)[0]->finish_reason, "stop");
+  EXPECT_EQ((*done)[1]->finish_reason, "stop");
+  EXPECT_EQ((*done)[1]->output_ids, std::vector<int32_t>{77});
+  EXPECT_EQ(s.block_manager().num_used_blocks(), 2);  // "ignore" only
+  batch = s.schedule();
+  done = s.postprocess(batch, {kEos});
+  ASSERT_TRUE(done.ok());
+  ASSERT_EQ(done->size(), 1u);
+  EXPECT_EQ((*done)[0]->finish_reason, "length");
+  EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
+  EXPECT_FALSE(s.has_unfinished());
+}
+
+TEST(Scheduler, AbortFreesBlocksAtOnce) {
+  Scheduler s(make_config(20, 4, 64, 1));
+  ASSERT_TRUE(s.add(make_seq("run", 9, 10)).ok());
+  ASSERT_TRUE(s.add(make_seq("wait", 9, 10)).ok());
+  ScheduledBatch batch;
+  step(s, batch);
+  EXPECT_EQ(s.block_manager().num_used_blocks(), 3);
+  auto aborted = s.abort("run");
+  ASSERT_NE(aborted, nullptr);
+  EXPECT_EQ(aborted->finish_reason, "abort");
+  EXPECT_EQ(aborted->status, SequenceStatus::finished);
+  EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
+  EXPECT_EQ(s.abort("run"), nullptr);
+  EXPECT_EQ(s.abort("nobody"), nullptr);
+  ASSERT_NE(s.abort("wait"), nullptr);
+  EXPECT_FALSE(s.has_unfinished());
+  EXPECT_TRUE(s.check_invariants().ok());
+  // An abort between schedule() and postprocess() drops that entry's token.
+  ASSERT_TRUE(s.add(make_seq("late", 3, 10)).ok());
+  batch = s.schedule();
+  ASSERT_NE(s.abort("late"), nullptr);
+  auto done = s.postprocess(batch, {11});
+  ASSERT_TRUE(done.ok());
+  EXPECT_TRUE(done->empty());
+  EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
+}
+
+TEST(Scheduler, RejectsBadRequests) {
+  SchedulerConfig config = make_config(2, 4, 64);
+  config.max_model_len = 6;
+  Scheduler s(config);
+  auto too_long = s.add(make_seq("big", 7, 1));
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(too_long.error().code, ErrorCode::invalid_argument);
+  EXPECT_NE(too_long.error().message.find("max_model_len"), std::string::npos);
+  Scheduler small(make_config(2, 4, 64));
+  auto over_cache = small.add(make_seq("big", 9, 1));
+  ASSERT_FALSE(over_cache.ok());
+  EXPECT_NE(over_cache.error().message.find("KV cache"), std::string::npos) << over_cache.error().message;
+  EXPECT_FALSE(small.add(make_seq("empty", 0, 1)).ok());
+  Sequence bad = make_seq("bad", 3, 1);
+  bad.params.top_p = 0.0;
+  auto bad_params = small.add(std::move(bad));
+  ASSERT_FALSE(bad_params.ok());
+  EXPECT_NE(bad_params.error().message.find("top_p"), std::string::npos);
+  ASSERT_TRUE(small.add(make_seq("x", 3, 1)).ok());
+  EXPECT_FALSE(small.add(make_seq("x", 3, 1)).ok());  // duplicate live id
+  ScheduledBatch batch = small.schedule();
+  EXPECT_FALSE(small.postprocess(batch, {}).ok());
+  EXPECT_FALSE(small.postprocess(batch, {-5}).ok());
+  EXPECT_TRUE(small.postprocess(batch, {11}).ok());
+  SchedulerConfig zero = make_config(2, 4, 0);
+  EXPECT_FALSE(zero.validate().ok());
+}
+
+TEST(Scheduler, OutgrowingTheWholeCacheEndsWithLengthNotAHang) {
+  Scheduler s(make_config(2, 4, 64));  // 8 token slots
+  ASSERT_TRUE(s.add(make_seq("grow", 6, 100)).ok());
+  ScheduledBatch batch;
+  std::vector<std::unique_ptr<Sequence>> done;
+  for (int i = 0; i < 20 && s.has_unfinished(); ++i)
+    for (auto& f : step(s, batch)) done.push_back(std::move(f));
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0]->finish_reason, "length");
+  EXPECT_EQ(done[0]->num_tokens(), 9);  // KV for 8 positions, plus the last sampled token
+  EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
+
+  SchedulerConfig capped = make_config(100, 4, 64);
+  capped.max_model_len = 10;
+  Scheduler t(capped);
+  ASSERT_TRUE(t.add(make_seq("cap", 6, 100)).ok());
+  done.clear();
+  for (int i = 0; i < 20 && t.has_unfinished(); ++i)
+    for (auto& f : step(t, batch)) done.push_back(std::move(f));
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0]->finish_reason, "length");
+  EXPECT_EQ(done[0]->num_tokens(), 10);
+}
+
+// Randomized bounded simulation: arrivals, EOS, aborts and preemptions under a tight cache.
+TEST(Scheduler, RandomizedSimulationKeepsInvariants) {
+  int64_t num_preemptions = 0;
+  for (uint64_t trial = 0; trial < 6; ++trial) {
+    std::mt19937_64 gen(trial);
+    auto uniform = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
+    const int64_t block_size = int64_t{1} << uniform(0, 3);
+    const int64_t num_blocks = uniform(6, 40);
+    const int64_t budget = uniform(4, 64);
+    Scheduler s(make_config(num_blocks, block_size, budget, uniform(1, 8)));
+    const int64_t capacity = num_blocks * block_size;
+    int64_t num_added = 0, num_done = 0;
+    std::set<std::string> live;
+    for (int step_no = 0; step_no < 5000; ++step_no) {  // arrivals for 300 steps, then drain
+      if (step_no < 300 && uniform(0, 2) == 0) {
+        const std::string id = "t" + std::to_string(trial) + "-" + std::to_string(num_added);
+        Sequence seq = make_seq(id, uniform(1, std::min<int64_t>(capacity, 40)), uniform(1, 25),
+                                static_cast<int32_t>(uniform(100, 900)));
+        ASSERT_TRUE(s.add(std::move(seq)).ok());
+        live.insert(id);
+        ++num_added;
+      }
+      if (!live.empty() && uniform(0, 15) == 0) {
+        auto it = std::next(live.begin(), uniform(0, static_cast<int64_t>(live.size()) - 1));
+        ASSERT_NE(s.abort(*it), nullptr);
+        live.erase(it);
+        ++num_done;
+      }
+      ScheduledBatch batch = s.schedule();
+      ASSERT_TRUE(s.check_invariants().ok()) << s.check_invariants().error().message;
+      ASSERT_LE(batch.num_batched_tokens, budget);
+      std::set<int64_t> ids;
+      int64_t sum = 0;
+      for (const auto& e : batch.entries) {
+        ASSERT_TRUE(ids.insert(e.seq_id).second) << "sequence scheduled twice";
+        ASSERT_GE(e.num_new_tokens, 1);
+        // The block table covers exactly what this step writes.
+        ASSERT_EQ(s.block_manager().num_tokens(e.seq_id), e.start_position + e.num_new_tokens);
+        ASSERT_GE(static_cast<int64_t>(s.block_manager().block_table(e.seq_id).size()) * block_size,
+                  e.start_position + e.num_new_tokens);
+        sum += e.num_new_tokens;
+      }
+      ASSERT_EQ(sum, batch.num_batched_tokens);
+      if (s.has_unfinished()) {
+        ASSERT_TRUE(!batch.empty() || !batch.finished.empty()) << "stalled at step " << step_no;
+      }
+      auto done = s.postprocess(batch, fake_sample(batch, 23));
+      ASSERT_TRUE(done.ok()) << done.error().message;
+      ASSERT_TRUE(s.check_invariants().ok()) << s.check_invariants().error().message;
+      for (auto& f : batch.finished) done->push_back(std::move(f));
+      for (auto& f : *done) {
+        ASSERT_EQ(live.erase(f->request_id), 1u);
+        ++num_done;
+        // Tokens match an uninterrupted run, whatever preemptions happened.
+        Sequence replay(f->request_id, f->prompt_ids, f->params);
+        for (int64_t k = 0; k < f->num_output_tokens(); ++k) replay.output_ids.push_back(fake_next(replay, 23));
+        ASSERT_EQ(f->output_ids, replay.output_ids);
+        if (f->finish_reason == "stop") {
+          ASSERT_EQ(f->output_ids.back(), kEos);
+        } else {
+          ASSERT_EQ(f->finish_reason, "length");
+          ASSERT_TRUE(f->num_output_tokens() == f->params.max_tokens || f->num_tokens() == capacity + 1);
+        }
+      }
+      if (step_no >= 300 && !s.has_unfinished()) break;
+    }
+    EXPECT_FALSE(s.has_unfinished()) << "trial " << trial << " did not drain";
+    EXPECT_EQ(num_done, num_added);
+    EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
+    num_preemptions += s.num_preemptions_total();
+  }
+  EXPECT_GT(num_preemptions, 0) << "the simulation never exercised preemption";
+}
+
+}  // namespace
+}  // namespace troupe
