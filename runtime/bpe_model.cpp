@@ -4,8 +4,6 @@
 #include <climits>
 #include <cstdio>
 #include <functional>
-#include <queue>
-#include <tuple>
 
 #include "runtime/byte_level.hpp"
 #include "runtime/utf8.hpp"
@@ -14,8 +12,7 @@ namespace troupe {
 namespace {
 
 constexpr uint64_t kEmptyKey = ~uint64_t{0};
-constexpr size_t kMaxCachedPieceBytes = 256;
-constexpr size_t kMaxCacheEntries = 1 << 18;
+constexpr size_t kMaxCachedPieceBytes = 1024;
 constexpr size_t kHeapThreshold = 64;  // words with more symbols use the priority queue
 
 inline uint64_t mix(uint64_t key) {
@@ -172,26 +169,40 @@ void BpeModel::merge(std::vector<Symbol>& symbols) const {
 }
 
 void BpeModel::merge_with_heap(std::vector<Symbol>& symbols) const {
-  using Entry = std::tuple<int32_t, int32_t, int32_t>;  // rank, left position, merged id
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> queue;
+  // Min-heap on (rank, left position); each entry remembers the pair it was made for, so a stale
+  // one (a side already merged away) is recognised without another lookup.
+  struct Entry {
+    uint64_t order;  // rank << 32 | left position
+    uint64_t pair;   // left id << 32 | right id
+    int32_t merged;
+  };
+  const auto later = [](const Entry& a, const Entry& b) { return a.order > b.order; };
+  thread_local std::vector<Entry> heap;
+  heap.clear();
   const auto n = static_cast<int32_t>(symbols.size());
   for (int32_t i = 0; i < n; ++i) symbols[i].next = i + 1 < n ? i + 1 : -1;
+  const auto pair_key = [](int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  };
   const auto push_pair = [&](int32_t left) {
     const int32_t right = symbols[left].next;
     if (right < 0) return;
     const auto [rank, merged] = lookup_merge(symbols[left].id, symbols[right].id);
-    if (rank >= 0) queue.emplace(rank, left, merged);
+    if (rank < 0) return;
+    heap.push_back({(static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(left),
+                    pair_key(symbols[left].id, symbols[right].id), merged});
+    std::push_heap(heap.begin(), heap.end(), later);
   };
   for (int32_t i = 0; i + 1 < n; ++i) push_pair(i);
-  while (!queue.empty()) {
-    const auto [rank, left, merged] = queue.top();
-    queue.pop();
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), later);
+    const Entry top = heap.back();
+    heap.pop_back();
+    const auto left = static_cast<int32_t>(top.order & 0xFFFFFFFFu);
     Symbol& l = symbols[left];
-    if (l.id < 0 || l.next < 0) continue;
-    const auto [current_rank, current_merged] = lookup_merge(l.id, symbols[l.next].id);
-    if (current_rank != rank || current_merged != merged) continue;  // stale entry
+    if (l.id < 0 || l.next < 0 || pair_key(l.id, symbols[l.next].id) != top.pair) continue;  // stale
     Symbol& r = symbols[l.next];
-    l.id = merged;
+    l.id = top.merged;
     r.id = -1;  // removed
     l.next = r.next;
     if (r.next >= 0) symbols[r.next].prev = left;
@@ -208,12 +219,7 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out, b
   if (piece.empty()) return;
   use_cache = use_cache && piece.size() <= kMaxCachedPieceBytes;
   if (use_cache) {
-    const auto it = cache_.find(piece);
-    if (it != cache_.end()) {
-      const auto [offset, count] = it->second;
-      out.insert(out.end(), cache_ids_.begin() + offset, cache_ids_.begin() + offset + count);
-      return;
-    }
+    if (cache_.find(piece, out)) return;
   }
   const size_t start = out.size();
   bool done = false;
@@ -240,13 +246,7 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out, b
     for (const Symbol& s : symbols) out.push_back(s.id);
   }
   if (use_cache) {
-    if (cache_.size() >= kMaxCacheEntries) {
-      cache_.clear();
-      cache_ids_.clear();
-    }
-    const auto offset = static_cast<uint32_t>(cache_ids_.size());
-    cache_ids_.insert(cache_ids_.end(), out.begin() + static_cast<std::ptrdiff_t>(start), out.end());
-    cache_.emplace(std::string(piece), std::make_pair(offset, static_cast<uint32_t>(out.size() - start)));
+    cache_.insert(piece, out.data() + start, out.size() - start);
   }
 }
 

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/bpe_cache.hpp"
 #include "runtime/result.hpp"
 
 namespace troupe {
@@ -62,10 +63,8 @@ class BpeModel {
   std::vector<uint64_t> merge_values_;  // rank << 32 | merged id
   uint64_t merge_mask_ = 0;
 
-  // Cache: piece -> [offset, count) in cache_ids_.
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::pair<uint32_t, uint32_t>, StringHash, std::equal_to<>> cache_;
-  mutable std::vector<int32_t> cache_ids_;
+  mutable std::mutex cache_mutex_;  // held by the encode that uses cache_
+  mutable BpeCache cache_;
 };
 
 }  // namespace troupe

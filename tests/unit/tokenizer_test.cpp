@@ -130,3 +130,30 @@ INSTANTIATE_TEST_SUITE_P(All, RealTokenizerTest, ::testing::ValuesIn(kTokenizerN
 
 }  // namespace
 }  // namespace troupe
+
+#include <thread>
+
+namespace troupe {
+namespace {
+
+TEST(RealTokenizer, ConcurrentEncodesAgreeWithSerialOnes) {
+  const Tokenizer* tokenizer = testing::real_tokenizer("qwen3");
+  ASSERT_NE(tokenizer, nullptr);
+  const auto& texts = testing::corpus();
+  std::vector<std::vector<int32_t>> expected;
+  for (const auto& text : texts) expected.push_back(tokenizer->encode(text));
+  // Threads race for the piece cache; the ones that lose encode without it: same ids either way.
+  std::vector<int> num_wrong(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 5; ++round)
+        for (size_t i = 0; i < texts.size(); ++i) num_wrong[t] += tokenizer->encode(texts[i]) != expected[i];
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int t = 0; t < 4; ++t) EXPECT_EQ(num_wrong[t], 0) << "thread " << t;
+}
+
+}  // namespace
+}  // namespace troupe
