@@ -66,6 +66,24 @@ TEST(TokenizerFormats, SentencepieceByteFallback) {
   EXPECT_EQ(tokenizer->vocab_size(), 264);
 }
 
+TEST(TokenizerFormats, MetaspacePreTokenizerAndDecoder) {
+  json root = sentencepiece_json();
+  root["normalizer"] = nullptr;
+  root["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", kSpace}, {"prepend_scheme", "first"}, {"split", true}};
+  root["decoder"] = {{"type", "Metaspace"}, {"replacement", kSpace}, {"prepend_scheme", "first"}};
+  auto tokenizer = Tokenizer::from_json(root.dump(), "");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.error().message;
+  // "ab ab" -> "▁ab▁ab" -> pieces "▁ab", "▁ab".
+  EXPECT_EQ(tokenizer->encode("ab ab"), (std::vector<int32_t>{263, 263}));
+  EXPECT_EQ(tokenizer->decode({263, 263}), "ab ab");
+  // prepend_scheme "first": only the text at the start of the input gets "▁".
+  EXPECT_EQ(tokenizer->encode("ab<s>ab"), (std::vector<int32_t>{263, 1, 262}));
+  root["pre_tokenizer"]["prepend_scheme"] = "always";
+  auto always = Tokenizer::from_json(root.dump(), "");
+  ASSERT_TRUE(always.ok());
+  EXPECT_EQ(always->encode("ab<s>ab"), (std::vector<int32_t>{263, 1, 263}));
+}
+
 TEST(TokenizerFormats, UnknownModelTypeIsUnsupported) {
   json root = sentencepiece_json();
   root["model"] = {{"type", "WordPiece"}, {"vocab", {{"a", 0}}}};
