@@ -1,6 +1,7 @@
 #pragma once
 // One function per subcommand. Each returns the process exit code and prints its own errors.
 #include "cli/options.hpp"
+#include "cli/serving_benchmark.hpp"
 #include "runtime/config.hpp"
 
 namespace troupe::cli {
@@ -9,7 +10,8 @@ int run_serve(const Config& config);
 int run_head(const Config& config);
 int run_worker(const Config& config);
 int run_generate(const Config& config, const GenerateOptions& options);
-int run_bench(const Config& config);
+int run_bench(const Config& config, const ServingBenchmarkOptions& options);
+int run_tokenize(const Config& config, const TokenizeOptions& options);
 
 // Prints "troupe: error: MESSAGE" on one line to stderr; returns the exit code for it.
 int report_error(const Error& error);

@@ -66,9 +66,25 @@ int run(int argc, char** argv) {
   add_engine_options(*generate, config);
   add_generate_options(*generate, generate_options);
 
+  TokenizeOptions tokenize_options;
+  auto* tokenize = app.add_subcommand("tokenize", "encode text, or render and encode a chat, with the model's tokenizer");
+  add_common_options(*tokenize, config);
+  tokenize->add_option("--model", config.model, "Hugging Face model folder (tokenizer.json, tokenizer_config.json)");
+  add_tokenize_options(*tokenize, tokenize_options);
+
   auto* bench = app.add_subcommand("bench", "drive a running server's HTTP API and report latency");
   add_common_options(*bench, config);
   add_http_options(*bench, config, "--port");
+  ServingBenchmarkOptions bench_options;
+  bench->add_option("--served-model-name", bench_options.model, "model name to send (default: the server's first)");
+  bench->add_option("--num-prompts", bench_options.num_prompts, "requests in all")->capture_default_str();
+  bench->add_option("--max-concurrency", bench_options.max_concurrency, "concurrent streams")->capture_default_str();
+  bench->add_option("--input-len", bench_options.input_len, "prompt tokens")->capture_default_str();
+  bench->add_option("--output-len", bench_options.output_len, "generated tokens")->capture_default_str();
+  bench->add_option("--vocab-limit", bench_options.vocab_limit, "prompt ids drawn below this")->capture_default_str();
+  bench->add_option("--timeout", bench_options.timeout_s, "seconds for one request")->capture_default_str();
+  bench->add_option("--result-file", bench_options.out, "JSON output (default bench/results/serving_DATE.json)");
+  bench->add_option("--device-label", bench_options.device_label, "what served the requests, for the JSON");
 
   if (argc > 1 && argv[1][0] != '-' && !is_subcommand(app, argv[1]))
     return report_error(make_error(ErrorCode::invalid_argument,
@@ -97,7 +113,8 @@ int run(int argc, char** argv) {
   if (head->parsed()) return run_head(config);
   if (worker->parsed()) return run_worker(config);
   if (generate->parsed()) return run_generate(config, generate_options);
-  return run_bench(config);
+  if (tokenize->parsed()) return run_tokenize(config, tokenize_options);
+  return run_bench(config, bench_options);
 }
 
 }  // namespace

@@ -65,6 +65,13 @@ void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_flag("--json", o.json, "print one JSON object with token_ids instead of streaming text");
 }
 
+void add_tokenize_options(CLI::App& app, TokenizeOptions& o) {
+  app.add_option("--text", o.text, "text to encode");
+  app.add_option("--messages-json", o.messages_json, "JSON file with the chat messages to render and encode");
+  app.add_flag("--add-generation-prompt", o.add_generation_prompt, "end the rendered prompt with the assistant header");
+  app.add_flag("--no-special-tokens", o.no_special_tokens, "with --text: do not add BOS/EOS as the model's post-processor would");
+}
+
 Result<std::vector<int64_t>> parse_id_list(const std::string& text) {
   std::vector<int64_t> ids;
   size_t start = 0;

@@ -1,5 +1,6 @@
 #pragma once
 // Binds Config fields to command-line flags (and config-file keys, which are the flag names).
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,15 @@ struct GenerateOptions {
   bool json = false;
 };
 void add_generate_options(CLI::App& app, GenerateOptions& options);
+
+// Flags of `troupe tokenize`.
+struct TokenizeOptions {
+  std::optional<std::string> text;
+  std::string messages_json;  // a file: a messages array, or {"messages": [...], "tools": [...]}
+  bool add_generation_prompt = false;
+  bool no_special_tokens = false;
+};
+void add_tokenize_options(CLI::App& app, TokenizeOptions& options);
 
 // "1,2,3" -> {1,2,3}; an error names the bad item.
 Result<std::vector<int64_t>> parse_id_list(const std::string& text);

@@ -30,6 +30,12 @@ class Backend {
   // Metadata built on the host, moved where the ops read it (CPU: as is).
   virtual AttentionMetadata upload_metadata(AttentionMetadata host) { return host; }
   virtual Tensor to_host(const Tensor& t) = 0;
+  // Free and total bytes of device memory; false for host memory (the CPU backend).
+  virtual bool memory_info(size_t* free_bytes, size_t* total_bytes) const {
+    (void)free_bytes;
+    (void)total_bytes;
+    return false;
+  }
 
   // out[t, :] = table[ids[t], :]. ids: [n] i32; table: [vocab, hidden]; out: [n, hidden].
   virtual void embedding(const Tensor& ids, const Tensor& table, Tensor out) = 0;

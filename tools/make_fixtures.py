@@ -110,8 +110,9 @@ def build(name, spec, tok, out_dir, device):
                    "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.max_position_embeddings},
                   f, indent=2)
 
-    # The oracle runs the saved weights in fp32.
-    model = model.to(torch.float32).to(device).eval()
+    # The oracle is transformers loading the saved checkpoint in fp32 (buffers such as RoPE's
+    # inv_freq are then computed in fp32, as a user's fp32 load would).
+    model = cls_model.from_pretrained(path, dtype=torch.float32).to(device).eval()
     prompts = [torch.randint(0, VOCAB, (n,), generator=generator).tolist() for n in PROMPT_LENGTHS]
     logits, greedy = {}, []
     with torch.no_grad():

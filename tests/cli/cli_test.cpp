@@ -31,7 +31,7 @@ size_t count_lines(const std::string& text) {
 }
 
 TEST(Cli, HelpOnEverySubcommand) {
-  for (std::string sub : {"", "serve", "head", "worker", "generate", "bench"}) {
+  for (std::string sub : {"", "serve", "head", "worker", "generate", "bench", "tokenize"}) {
     CliRun run = run_troupe(sub + " --help");
     EXPECT_EQ(run.exit_code, 0) << sub << ": " << run.output;
     EXPECT_NE(run.output.find("Usage:"), std::string::npos) << sub;
@@ -50,6 +50,9 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
       {"worker --join nohostport", "--join"},
       {"frobnicate", "frobnicate"},
       {"", "subcommand"},
+      {"generate --model /nonexistent/model --prompt-ids 1,2", "/nonexistent/model"},
+      {"generate --model /nonexistent/model --prompt-ids 1,x", "x"},
+      {"tokenize --model /nonexistent/model --text hi", "/nonexistent/model"},
   };
   for (const auto& c : cases) {
     CliRun run = run_troupe(c[0]);
