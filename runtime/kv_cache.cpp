@@ -19,6 +19,13 @@ int64_t KvCacheSpec::blocks_for_bytes(const KvCacheSpec& shape_only, int64_t byt
   return per_block <= 0 ? 0 : bytes / per_block;
 }
 
+KvCache KvCache::wrap(const KvCacheSpec& spec, std::vector<Tensor> tensors) {
+  KvCache cache;
+  cache.spec_ = spec;
+  cache.tensors_ = std::move(tensors);
+  return cache;
+}
+
 Result<KvCache> KvCache::create(const KvCacheSpec& spec) {
   if (spec.num_layers <= 0 || spec.num_blocks <= 0 || spec.block_size <= 0 || spec.components.empty()) {
     return make_error(ErrorCode::invalid_argument,

@@ -41,6 +41,8 @@ class KvCache {
  public:
   // Allocates zeroed host memory for every layer and component. Errors on a non-positive size.
   static Result<KvCache> create(const KvCacheSpec& spec);
+  // Adopts tensors allocated by a backend (device memory), ordered [layer][component].
+  static KvCache wrap(const KvCacheSpec& spec, std::vector<Tensor> tensors);
 
   const KvCacheSpec& spec() const { return spec_; }
   int64_t num_blocks() const { return spec_.num_blocks; }

@@ -2,6 +2,9 @@
 // GPU tests skip (ctest shows "Skipped") with the reason when no CUDA device is usable.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "kernels/device_info.hpp"
 
 #define TROUPE_REQUIRE_GPU()                                                    \
@@ -9,3 +12,10 @@
     const auto troupe_devices_ = troupe::kernels::query_devices();             \
     if (troupe_devices_.num_devices == 0) GTEST_SKIP() << troupe_devices_.why_none; \
   } while (0)
+
+// The source tree: $TROUPE_SOURCE_DIR when set (the GPU bundle runs far from where it was built),
+// else the tree this binary was built from.
+inline std::string troupe_source_dir() {
+  const char* env = std::getenv("TROUPE_SOURCE_DIR");
+  return env && *env ? env : TROUPE_SOURCE_DIR;
+}

@@ -1,0 +1,221 @@
+#include "kernels/cuda_backend.hpp"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+
+#include "kernels/cuda_ops.hpp"
+#include "kernels/rmsnorm.hpp"
+#include "runtime/logging.hpp"
+
+namespace troupe::kernels {
+namespace {
+
+void free_device(void* p) { cudaFree(p); }
+
+cublasHandle_t handle(void* p) { return static_cast<cublasHandle_t>(p); }
+
+}  // namespace
+
+Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
+    return make_error(ErrorCode::unavailable, "--device cuda: no usable CUDA device");
+  if (device_index < 0 || device_index >= count)
+    return make_error(ErrorCode::invalid_argument, "CUDA device " + std::to_string(device_index) + " does not exist (" +
+                                                       std::to_string(count) + " present)");
+  if (cudaError_t err = cudaSetDevice(device_index); err != cudaSuccess)
+    return make_error(ErrorCode::unavailable, std::string("cudaSetDevice: ") + cudaGetErrorString(err));
+  std::unique_ptr<CudaBackend> backend(new CudaBackend());
+  backend->device_index_ = device_index;
+  cublasHandle_t h = nullptr;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return make_error(ErrorCode::unavailable, "cublasCreate failed");
+  // Exact fp32 products: no TF32 (the CPU reference and the oracle are fp32).
+  cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH);
+  backend->cublas_ = h;
+  return backend;
+}
+
+CudaBackend::~CudaBackend() {
+  if (cublas_) cublasDestroy(handle(cublas_));
+}
+
+void CudaBackend::check(int status, const char* what) {
+  if (status != 0 && error_.empty()) {
+    error_ = std::string(what) + " failed: " + cudaGetErrorString(cudaError_t(status));
+    log::get("cuda")->error("{}", error_);
+  }
+}
+
+std::string CudaBackend::take_error() {
+  std::string e;
+  std::swap(e, error_);
+  return e;
+}
+
+void CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) const { cudaMemGetInfo(free_bytes, total_bytes); }
+
+Tensor CudaBackend::empty(DType dtype, std::vector<int64_t> shape) {
+  auto storage = std::make_shared<Storage>();
+  storage->nbytes = size_t(numel_of(shape)) * dtype_size(dtype);
+  storage->device = Device::cuda;
+  if (cudaMalloc(&storage->data, storage->nbytes == 0 ? 16 : storage->nbytes) != cudaSuccess) {
+    check(cudaErrorMemoryAllocation, "cudaMalloc");
+    throw std::bad_alloc();
+  }
+  storage->deleter = free_device;
+  return Tensor::wrap(std::move(storage), dtype, std::move(shape));
+}
+
+Tensor CudaBackend::on_device(const Tensor& t) {
+  if (!t.defined() || t.device() == Device::cuda) return t;
+  Tensor d = empty(t.dtype(), t.shape());
+  check(cudaMemcpy(d.raw(), t.raw(), t.nbytes(), cudaMemcpyHostToDevice), "upload");
+  return d;
+}
+
+Result<Tensor> CudaBackend::upload_weight(const Tensor& host) {
+  Tensor source = host.device() == Device::cuda ? to_host(host) : host;
+  std::vector<float> values(size_t(source.numel()));
+  if (!convert_to_f32(source.dtype(), source.raw(), values.size(), values.data()))
+    return make_error(ErrorCode::unsupported, std::string("weights of dtype ") + std::string(dtype_name(source.dtype())) +
+                                                  " cannot be computed in fp32");
+  Tensor d = empty(DType::f32, source.shape());
+  if (cudaMemcpy(d.raw(), values.data(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
+    return make_error(ErrorCode::out_of_resources, "uploading a weight to the GPU failed");
+  return d;
+}
+
+Result<KvCache> CudaBackend::create_kv_cache(const KvCacheSpec& spec) {
+  if (spec.num_blocks <= 0 || spec.block_size <= 0 || spec.num_layers <= 0)
+    return make_error(ErrorCode::invalid_argument, "KV cache: blocks, block size and layers must be positive");
+  std::vector<Tensor> tensors;
+  for (int64_t layer = 0; layer < spec.num_layers; ++layer) {
+    for (const auto& c : spec.components) {
+      Tensor t = empty(DType::f32, {spec.num_blocks, spec.block_size, c.num_heads, c.head_dim});
+      cudaMemset(t.raw(), 0, t.nbytes());
+      tensors.push_back(std::move(t));
+    }
+  }
+  return KvCache::wrap(spec, std::move(tensors));
+}
+
+AttentionMetadata CudaBackend::upload_metadata(AttentionMetadata host) {
+  std::vector<int32_t> seq_of_token(size_t(host.num_tokens));
+  const int32_t* starts = host.query_start.data<int32_t>();
+  for (int64_t s = 0; s < host.num_seqs; ++s)
+    for (int32_t t = starts[s]; t < starts[s + 1]; ++t) seq_of_token[size_t(t)] = int32_t(s);
+  seq_of_token_ = on_device(Tensor::from_i32(seq_of_token, {host.num_tokens}));
+  host.positions = on_device(host.positions);
+  host.slot_mapping = on_device(host.slot_mapping);
+  host.query_start = on_device(host.query_start);
+  host.context_lens = on_device(host.context_lens);
+  host.block_tables = on_device(host.block_tables);
+  return host;
+}
+
+Tensor CudaBackend::to_host(const Tensor& t) {
+  if (!t.defined() || t.device() == Device::cpu) return t;
+  Tensor h = Tensor::empty(t.dtype(), t.shape());
+  check(cudaMemcpy(h.raw(), t.raw(), t.nbytes(), cudaMemcpyDeviceToHost), "download");
+  return h;
+}
+
+void CudaBackend::embedding(const Tensor& ids, const Tensor& table, Tensor out) {
+  Tensor d_ids = on_device(ids);
+  check(launch_embedding_f32(d_ids.data<int32_t>(), table.data<float>(), out.data<float>(), ids.numel(),
+                             table.size(1), nullptr),
+        "embedding");
+}
+
+void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) {
+  Tensor dx = on_device(x);
+  const int64_t hidden = weight.numel();
+  check(launch_rmsnorm_f32(dx.data<float>(), weight.data<float>(), out.data<float>(), dx.numel() / hidden, hidden,
+                           eps, nullptr),
+        "rmsnorm");
+}
+
+void CudaBackend::add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) {
+  Tensor dx = on_device(x);
+  const int64_t hidden = weight.numel();
+  check(launch_add_rmsnorm_f32(residual.data<float>(), dx.data<float>(), weight.data<float>(), out.data<float>(),
+                               residual.numel() / hidden, hidden, eps, nullptr),
+        "add_rmsnorm");
+}
+
+void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) {
+  Tensor dx = on_device(x);
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const int64_t n = dx.numel() / in_features;
+  if (n == 0) return;
+  const float alpha = 1.0f, beta = 0.0f;
+  // Row-major out[n, out] = x[n, in] @ W[out, in]^T is column-major out^T = W^T(op T) x^T.
+  cublasStatus_t st = cublasSgemm(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n),
+                                  int(in_features), &alpha, weight.data<float>(), int(in_features),
+                                  dx.data<float>(), int(in_features), &beta, out.data<float>(), int(out_features));
+  if (st != CUBLAS_STATUS_SUCCESS && error_.empty()) {
+    error_ = "cublasSgemm failed with status " + std::to_string(int(st));
+    log::get("cuda")->error("{}", error_);
+  }
+  if (bias.defined())
+    check(launch_add_bias_f32(out.data<float>(), bias.data<float>(), n, out_features, nullptr), "add_bias");
+}
+
+void CudaBackend::rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) {
+  Tensor d_pos = on_device(positions);
+  const int64_t n = positions.numel(), head_dim = q.size(-1);
+  check(launch_rope_f32(q.data<float>(), k.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(), n,
+                        q.numel() / (n * head_dim), k.numel() / (n * head_dim), head_dim, inv_freq.numel(), nullptr),
+        "rope");
+}
+
+void CudaBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) {
+  Tensor d_slots = on_device(slot_mapping);
+  const int64_t n = slot_mapping.numel();
+  if (n == 0) return;
+  check(launch_write_kv_f32(cache_component.data<float>(), x.data<float>(), d_slots.data<int32_t>(), n, x.numel() / n,
+                            nullptr),
+        "write_kv");
+}
+
+void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                  const AttentionMetadata& meta, float scale, Tensor out) {
+  const int64_t n = meta.num_tokens, head_dim = q.size(-1);
+  check(launch_paged_attention_f32(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
+                                   meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
+                                   meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size, n,
+                                   q.numel() / (n * head_dim), k_cache.size(2), head_dim, scale, out.data<float>(),
+                                   nullptr),
+        "paged_attention");
+}
+
+void CudaBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) {
+  check(launch_silu_and_mul_f32(gate.data<float>(), up.data<float>(), out.data<float>(), out.numel(), nullptr),
+        "silu_and_mul");
+}
+
+void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor out) {
+  Tensor da = on_device(a), db = on_device(b);
+  check(launch_add_f32(da.data<float>(), db.data<float>(), out.data<float>(), out.numel(), nullptr), "add");
+}
+
+void CudaBackend::gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) {
+  if (rows.empty()) return;
+  Tensor d_rows = on_device(Tensor::from_i32(rows, {int64_t(rows.size())}));
+  check(launch_gather_rows_f32(x.data<float>(), d_rows.data<int32_t>(), out.data<float>(), int64_t(rows.size()),
+                               x.size(-1), nullptr),
+        "gather_rows");
+}
+
+std::vector<int32_t> CudaBackend::argmax(const Tensor& logits) {
+  Tensor d_logits = on_device(logits);
+  const int64_t rows = d_logits.size(0), vocab = d_logits.size(1);
+  Tensor d_out = empty(DType::i32, {rows});
+  check(launch_argmax_f32(d_logits.data<float>(), d_out.data<int32_t>(), rows, vocab, nullptr), "argmax");
+  Tensor h = to_host(d_out);
+  return std::vector<int32_t>(h.data<int32_t>(), h.data<int32_t>() + rows);
+}
+
+}  // namespace troupe::kernels

@@ -1,0 +1,56 @@
+#pragma once
+// The CUDA backend: the Backend ops on one GPU, fp32 compute (exact against the CPU reference;
+// bf16 compute is the next step), cuBLAS for matrix products, kernels from cuda_ops.cu. Inputs
+// that arrive in host memory (token ids, hidden states from another stage) are uploaded on use.
+#include <memory>
+#include <string>
+
+#include "runtime/backend.hpp"
+
+namespace troupe::kernels {
+
+class CudaBackend final : public Backend {
+ public:
+  // Binds `device_index`; errors when no usable GPU is present.
+  static Result<std::unique_ptr<CudaBackend>> create(int device_index = 0);
+  ~CudaBackend() override;
+
+  Device device() const override { return Device::cuda; }
+  std::string name() const override { return "cuda"; }
+
+  Tensor empty(DType dtype, std::vector<int64_t> shape) override;
+  Result<Tensor> upload_weight(const Tensor& host) override;
+  Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override;
+  AttentionMetadata upload_metadata(AttentionMetadata host) override;
+  Tensor to_host(const Tensor& t) override;
+
+  void embedding(const Tensor& ids, const Tensor& table, Tensor out) override;
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
+  void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
+  void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) override;
+  void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
+  void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
+                       float scale, Tensor out) override;
+  void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
+  void add(const Tensor& a, const Tensor& b, Tensor out) override;
+  void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;
+  std::vector<int32_t> argmax(const Tensor& logits) override;
+
+  // The first CUDA or cuBLAS error since the last call, then cleared ("" when none).
+  std::string take_error();
+  // Bytes free / total on the device.
+  void memory_info(size_t* free_bytes, size_t* total_bytes) const;
+
+ private:
+  CudaBackend() = default;
+  Tensor on_device(const Tensor& t);  // t itself when already on the GPU, else an uploaded copy
+  void check(int status, const char* what);
+
+  void* cublas_ = nullptr;  // cublasHandle_t
+  int device_index_ = 0;
+  Tensor seq_of_token_;     // [num_tokens] i32 of the current step's metadata
+  std::string error_;
+};
+
+}  // namespace troupe::kernels

@@ -1,0 +1,258 @@
+#include <cfloat>
+
+#include "kernels/cuda_ops.hpp"
+
+namespace troupe::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t count) { return unsigned((count + kThreads - 1) / kThreads); }
+
+__device__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ float block_sum(float v) {
+  __shared__ float partial[kThreads / 32];
+  __shared__ float total;
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = threadIdx.x < kThreads / 32 ? partial[threadIdx.x] : 0.0f;
+  if (threadIdx.x < 32) v = warp_sum(v);
+  if (threadIdx.x == 0) total = v;
+  __syncthreads();
+  return total;
+}
+
+__global__ void embedding_kernel(const int32_t* ids, const float* table, float* out, int64_t hidden) {
+  const float* row = table + int64_t(ids[blockIdx.x]) * hidden;
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[blockIdx.x * hidden + i] = row[i];
+}
+
+__global__ void add_rmsnorm_kernel(float* residual, const float* x, const float* weight, float* out, int64_t hidden,
+                                   float eps) {
+  float* r = residual + blockIdx.x * hidden;
+  const float* xr = x + blockIdx.x * hidden;
+  float sum_sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < hidden; i += kThreads) {
+    const float v = r[i] + xr[i];
+    r[i] = v;
+    sum_sq += v * v;
+  }
+  const float scale = rsqrtf(block_sum(sum_sq) / float(hidden) + eps);
+  for (int64_t i = threadIdx.x; i < hidden; i += kThreads) out[blockIdx.x * hidden + i] = r[i] * scale * weight[i];
+}
+
+__global__ void add_bias_kernel(float* out, const float* bias, int64_t rows, int64_t cols) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < rows * cols) out[i] += bias[i % cols];
+}
+
+// One block per token; threads over (head, i) pairs of q and k.
+__global__ void rope_kernel(float* q, float* k, const int32_t* positions, const float* inv_freq, int64_t num_q_heads,
+                            int64_t num_k_heads, int64_t head_dim, int64_t half) {
+  const int64_t t = blockIdx.x;
+  const float pos = float(positions[t]);
+  const int64_t total = (num_q_heads + num_k_heads) * half;
+  for (int64_t j = threadIdx.x; j < total; j += blockDim.x) {
+    const int64_t head = j / half, i = j % half;
+    float* base = head < num_q_heads ? q + (t * num_q_heads + head) * head_dim
+                                     : k + (t * num_k_heads + (head - num_q_heads)) * head_dim;
+    const float angle = pos * inv_freq[i];
+    const float c = float(cos(double(angle))), s = float(sin(double(angle)));
+    const float x1 = base[i], x2 = base[i + half];
+    base[i] = x1 * c - x2 * s;
+    base[i + half] = x2 * c + x1 * s;
+  }
+}
+
+__global__ void write_kv_kernel(float* cache, const float* x, const int32_t* slot_mapping, int64_t entry) {
+  const int64_t slot = slot_mapping[blockIdx.x];
+  for (int64_t i = threadIdx.x; i < entry; i += blockDim.x) cache[slot * entry + i] = x[blockIdx.x * entry + i];
+}
+
+// One warp per (token, head): lanes split head_dim; positions are walked with an online softmax.
+constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
+
+__global__ void paged_attention_kernel(const float* q, const float* k_cache, const float* v_cache,
+                                       const int32_t* positions, const int32_t* seq_of_token,
+                                       const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                       int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                       float scale, float* out) {
+  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= n * num_heads) return;
+  const int64_t t = warp / num_heads, h = warp % num_heads;
+  const int64_t kv_h = h / (num_heads / num_kv_heads);
+  const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
+  const float* qh = q + (t * num_heads + h) * head_dim;
+  float qv[kMaxDimsPerLane], acc[kMaxDimsPerLane];
+  for (int d = 0; d < kMaxDimsPerLane; ++d) {
+    const int64_t dim = lane + 32 * d;
+    qv[d] = dim < head_dim ? qh[dim] : 0.0f;
+    acc[d] = 0.0f;
+  }
+  float running_max = -FLT_MAX, running_sum = 0.0f;
+  const int64_t last = positions[t];
+  for (int64_t j = 0; j <= last; ++j) {
+    const int64_t slot = int64_t(table[j / block_size]) * block_size + j % block_size;
+    const float* kj = k_cache + (slot * num_kv_heads + kv_h) * head_dim;
+    const float* vj = v_cache + (slot * num_kv_heads + kv_h) * head_dim;
+    float dot = 0.0f;
+    for (int d = 0; d < kMaxDimsPerLane; ++d) {
+      const int64_t dim = lane + 32 * d;
+      if (dim < head_dim) dot += qv[d] * kj[dim];
+    }
+    const float score = warp_sum(dot) * scale;
+    const float new_max = fmaxf(running_max, score);
+    const float correction = __expf(running_max - new_max);
+    const float p = __expf(score - new_max);
+    running_sum = running_sum * correction + p;
+    for (int d = 0; d < kMaxDimsPerLane; ++d) {
+      const int64_t dim = lane + 32 * d;
+      acc[d] = acc[d] * correction + (dim < head_dim ? p * vj[dim] : 0.0f);
+    }
+    running_max = new_max;
+  }
+  float* oh = out + (t * num_heads + h) * head_dim;
+  for (int d = 0; d < kMaxDimsPerLane; ++d) {
+    const int64_t dim = lane + 32 * d;
+    if (dim < head_dim) oh[dim] = acc[d] / running_sum;
+  }
+}
+
+__global__ void silu_and_mul_kernel(const float* gate, const float* up, float* out, int64_t count) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void add_kernel(const float* a, const float* b, float* out, int64_t count) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) out[i] = a[i] + b[i];
+}
+
+__global__ void gather_rows_kernel(const float* x, const int32_t* rows, float* out, int64_t dim) {
+  const float* src = x + int64_t(rows[blockIdx.x]) * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[blockIdx.x * dim + i] = src[i];
+}
+
+__global__ void argmax_kernel(const float* logits, int32_t* out, int64_t vocab) {
+  __shared__ float best_value[kThreads];
+  __shared__ int32_t best_index[kThreads];
+  const float* row = logits + blockIdx.x * vocab;
+  float value = -FLT_MAX;
+  int32_t index = 0x7fffffff;
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    if (row[i] > value) {
+      value = row[i];
+      index = int32_t(i);
+    }
+  }
+  best_value[threadIdx.x] = value;
+  best_index[threadIdx.x] = index;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      const float other = best_value[threadIdx.x + stride];
+      const int32_t other_index = best_index[threadIdx.x + stride];
+      if (other > best_value[threadIdx.x] || (other == best_value[threadIdx.x] && other_index < best_index[threadIdx.x])) {
+        best_value[threadIdx.x] = other;
+        best_index[threadIdx.x] = other_index;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = best_index[0];
+}
+
+bool bad_rows(int64_t rows) { return rows < 0 || rows > INT32_MAX; }
+
+}  // namespace
+
+cudaError_t launch_embedding_f32(const int32_t* ids, const float* table, float* out, int64_t n, int64_t hidden,
+                                 cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (bad_rows(n) || hidden <= 0) return cudaErrorInvalidValue;
+  embedding_kernel<<<unsigned(n), kThreads, 0, stream>>>(ids, table, out, hidden);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add_rmsnorm_f32(float* residual, const float* x, const float* weight, float* out, int64_t n,
+                                   int64_t hidden, float eps, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (bad_rows(n) || hidden <= 0) return cudaErrorInvalidValue;
+  add_rmsnorm_kernel<<<unsigned(n), kThreads, 0, stream>>>(residual, x, weight, out, hidden, eps);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add_bias_f32(float* out, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
+  if (rows * cols == 0) return cudaSuccess;
+  add_bias_kernel<<<blocks_for(rows * cols), kThreads, 0, stream>>>(out, bias, rows, cols);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_rope_f32(float* q, float* k, const int32_t* positions, const float* inv_freq, int64_t n,
+                            int64_t num_q_heads, int64_t num_k_heads, int64_t head_dim, int64_t half,
+                            cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (bad_rows(n) || 2 * half > head_dim) return cudaErrorInvalidValue;
+  rope_kernel<<<unsigned(n), kThreads, 0, stream>>>(q, k, positions, inv_freq, num_q_heads, num_k_heads, head_dim, half);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_write_kv_f32(float* cache, const float* x, const int32_t* slot_mapping, int64_t n, int64_t entry,
+                                cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (bad_rows(n) || entry <= 0) return cudaErrorInvalidValue;
+  write_kv_kernel<<<unsigned(n), kThreads, 0, stream>>>(cache, x, slot_mapping, entry);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_paged_attention_f32(const float* q, const float* k_cache, const float* v_cache,
+                                       const int32_t* positions, const int32_t* seq_of_token,
+                                       const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                       int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                       float scale, float* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (head_dim > 32 * kMaxDimsPerLane || num_kv_heads <= 0 || num_heads % num_kv_heads != 0) return cudaErrorInvalidValue;
+  const int64_t threads = n * num_heads * 32;
+  paged_attention_kernel<<<blocks_for(threads), kThreads, 0, stream>>>(q, k_cache, v_cache, positions, seq_of_token,
+                                                                       block_tables, max_blocks, block_size, n,
+                                                                       num_heads, num_kv_heads, head_dim, scale, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_silu_and_mul_f32(const float* gate, const float* up, float* out, int64_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  silu_and_mul_kernel<<<blocks_for(count), kThreads, 0, stream>>>(gate, up, out, count);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add_f32(const float* a, const float* b, float* out, int64_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  add_kernel<<<blocks_for(count), kThreads, 0, stream>>>(a, b, out, count);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_gather_rows_f32(const float* x, const int32_t* rows, float* out, int64_t num_rows, int64_t dim,
+                                   cudaStream_t stream) {
+  if (num_rows == 0) return cudaSuccess;
+  if (bad_rows(num_rows)) return cudaErrorInvalidValue;
+  gather_rows_kernel<<<unsigned(num_rows), kThreads, 0, stream>>>(x, rows, out, dim);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_argmax_f32(const float* logits, int32_t* out, int64_t rows, int64_t vocab, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (bad_rows(rows) || vocab <= 0) return cudaErrorInvalidValue;
+  argmax_kernel<<<unsigned(rows), kThreads, 0, stream>>>(logits, out, vocab);
+  return cudaGetLastError();
+}
+
+}  // namespace troupe::kernels

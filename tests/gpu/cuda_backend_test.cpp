@@ -1,0 +1,205 @@
+// The CUDA backend against the CPU backend op by op (awkward sizes, fresh random inputs, poisoned
+// outputs), and whole models against the transformers oracle fixtures.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "kernels/cuda_backend.hpp"
+#include "runtime/cpu_backend.hpp"
+#include "runtime/model_loader.hpp"
+#include "runtime/model_runner.hpp"
+#include "runtime/safetensors_file.hpp"
+#include "tests/gpu/gpu_test_support.hpp"
+
+namespace troupe::kernels {
+namespace {
+
+namespace fs = std::filesystem;
+
+Tensor random_tensor(std::vector<int64_t> shape, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> values(size_t(numel_of(shape)));
+  for (auto& v : values) v = normal(rng);
+  return Tensor::from_f32(values, std::move(shape));
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  const auto va = a.to_f32_vector(), vb = b.to_f32_vector();
+  EXPECT_EQ(va.size(), vb.size());
+  double m = 0;
+  for (size_t i = 0; i < va.size() && i < vb.size(); ++i) {
+    if (std::isnan(va[i]) || std::isnan(vb[i])) return INFINITY;
+    m = std::max(m, double(std::fabs(va[i] - vb[i])));
+  }
+  return m;
+}
+
+class CudaBackendOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TROUPE_REQUIRE_GPU();
+    auto created = CudaBackend::create(0);
+    ASSERT_TRUE(created.ok()) << created.error().message;
+    gpu_ = std::move(created.value());
+  }
+  // A device tensor filled with NaN, so an op that skips elements shows.
+  Tensor poisoned(std::vector<int64_t> shape) {
+    std::vector<float> nan(size_t(numel_of(shape)), NAN);
+    return gpu_->upload_weight(Tensor::from_f32(nan, shape)).value();
+  }
+  Tensor up(const Tensor& t) { return gpu_->upload_weight(t).value(); }
+  Tensor down(const Tensor& t) { return gpu_->to_host(t); }
+
+  CpuBackend cpu_{2};
+  std::unique_ptr<CudaBackend> gpu_;
+  std::mt19937 rng_{1234};
+};
+
+// fp32 on both sides; differences come from summation order only.
+constexpr double kTolerance = 2e-4;
+
+TEST_F(CudaBackendOps, ElementwiseAndNormsOnAwkwardSizes) {
+  for (int64_t n : {1, 19, 99, 989}) {
+    for (int64_t hidden : {111, 500}) {
+      Tensor x = random_tensor({n, hidden}, rng_), y = random_tensor({n, hidden}, rng_);
+      Tensor w = random_tensor({hidden}, rng_);
+      // rmsnorm
+      Tensor ref = Tensor::empty(DType::f32, {n, hidden});
+      cpu_.rmsnorm(x, w, 1e-5f, ref);
+      Tensor out = poisoned({n, hidden});
+      gpu_->rmsnorm(up(x), up(w), 1e-5f, out);
+      EXPECT_LT(max_abs_diff(down(out), ref), kTolerance) << "rmsnorm n=" << n << " hidden=" << hidden;
+      // add_rmsnorm (residual updated in place)
+      Tensor residual_ref = x.clone();
+      cpu_.add_rmsnorm(residual_ref, y, w, 1e-5f, ref);
+      Tensor residual = up(x);
+      out = poisoned({n, hidden});
+      gpu_->add_rmsnorm(residual, up(y), up(w), 1e-5f, out);
+      EXPECT_LT(max_abs_diff(down(out), ref), kTolerance) << "add_rmsnorm n=" << n;
+      EXPECT_LT(max_abs_diff(down(residual), residual_ref), kTolerance) << "add_rmsnorm residual n=" << n;
+      // silu_and_mul, add
+      cpu_.silu_and_mul(x, y, ref);
+      out = poisoned({n, hidden});
+      gpu_->silu_and_mul(up(x), up(y), out);
+      EXPECT_LT(max_abs_diff(down(out), ref), kTolerance) << "silu_and_mul n=" << n;
+      cpu_.add(x, y, ref);
+      out = poisoned({n, hidden});
+      gpu_->add(up(x), up(y), out);
+      EXPECT_LT(max_abs_diff(down(out), ref), kTolerance) << "add n=" << n;
+    }
+  }
+}
+
+TEST_F(CudaBackendOps, LinearEmbeddingGatherArgmax) {
+  for (int64_t n : {1, 19, 99, 989}) {
+    const int64_t in = 111, out_features = 500, vocab = 333;
+    Tensor x = random_tensor({n, in}, rng_), w = random_tensor({out_features, in}, rng_);
+    Tensor b = random_tensor({out_features}, rng_);
+    Tensor ref = Tensor::empty(DType::f32, {n, out_features});
+    cpu_.linear(x, w, b, ref);
+    Tensor out = poisoned({n, out_features});
+    gpu_->linear(up(x), up(w), up(b), out);
+    EXPECT_LT(max_abs_diff(down(out), ref), 1e-3) << "linear n=" << n;  // sums of 111 products
+
+    std::vector<int32_t> ids(static_cast<size_t>(n));
+    for (auto& id : ids) id = int32_t(rng_() % vocab);
+    Tensor table = random_tensor({vocab, in}, rng_);
+    Tensor ids_t = Tensor::from_i32(ids, {n});
+    Tensor emb_ref = Tensor::empty(DType::f32, {n, in});
+    cpu_.embedding(ids_t, table, emb_ref);
+    Tensor emb = poisoned({n, in});
+    gpu_->embedding(ids_t, up(table), emb);
+    EXPECT_EQ(max_abs_diff(down(emb), emb_ref), 0.0) << "embedding n=" << n;
+
+    std::vector<int32_t> rows;
+    for (int64_t i = n - 1; i >= 0; i -= 3) rows.push_back(int32_t(i));
+    Tensor g_ref = Tensor::empty(DType::f32, {int64_t(rows.size()), in});
+    cpu_.gather_rows(x, rows, g_ref);
+    Tensor g = poisoned({int64_t(rows.size()), in});
+    gpu_->gather_rows(up(x), rows, g);
+    EXPECT_EQ(max_abs_diff(down(g), g_ref), 0.0) << "gather_rows n=" << n;
+
+    Tensor logits = random_tensor({n, vocab}, rng_);
+    EXPECT_EQ(gpu_->argmax(up(logits)), cpu_.argmax(logits)) << "argmax n=" << n;
+  }
+}
+
+TEST_F(CudaBackendOps, RopeOnOddHeadCounts) {
+  for (int64_t n : {1, 19, 99, 989}) {
+    const int64_t heads = 7, kv_heads = 1, head_dim = 48;
+    Tensor q = random_tensor({n, heads, head_dim}, rng_), k = random_tensor({n, kv_heads, head_dim}, rng_);
+    std::vector<int32_t> pos(static_cast<size_t>(n));
+    for (auto& p : pos) p = int32_t(rng_() % 4096);
+    std::vector<float> inv_freq(head_dim / 2);
+    for (size_t i = 0; i < inv_freq.size(); ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * float(i) / head_dim);
+    Tensor positions = Tensor::from_i32(pos, {n}), freq = Tensor::from_f32(inv_freq, {head_dim / 2});
+    Tensor q_ref = q.clone(), k_ref = k.clone();
+    cpu_.rope(q_ref, k_ref, positions, freq);
+    Tensor dq = up(q), dk = up(k);
+    gpu_->rope(dq, dk, positions, up(freq));
+    EXPECT_LT(max_abs_diff(down(dq), q_ref), 1e-3) << "rope q n=" << n;  // angles up to 4096 rad
+    EXPECT_LT(max_abs_diff(down(dk), k_ref), 1e-3) << "rope k n=" << n;
+  }
+}
+
+// Whole models: logits vs transformers (fp32) and 32 greedy tokens, on every fixture.
+std::vector<std::string> fixture_dirs() {
+  std::vector<std::string> dirs;
+  for (const auto& e : fs::directory_iterator(fs::path(troupe_source_dir()) / "tests/fixtures/models"))
+    if (fs::exists(e.path() / "oracle.json")) dirs.push_back(e.path().string());
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+TEST(CudaBackendModels, FixturesMatchTransformers) {
+  TROUPE_REQUIRE_GPU();
+  auto gpu = CudaBackend::create(0);
+  ASSERT_TRUE(gpu.ok()) << gpu.error().message;
+  const auto dirs = fixture_dirs();
+  ASSERT_FALSE(dirs.empty());
+  for (const auto& dir : dirs) {
+    std::ifstream in(dir + "/oracle.json");
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto oracle = nlohmann::json::parse(text.str());
+    auto logits_file = SafetensorsFile::open(dir + "/oracle_logits.safetensors");
+    ASSERT_TRUE(logits_file.ok()) << logits_file.error().message;
+    auto model = load_model(dir, **gpu);
+    ASSERT_TRUE(model.ok()) << dir << ": " << model.error().message;
+    const auto prompts = oracle.at("prompts").get<std::vector<std::vector<int32_t>>>();
+    const auto greedy = oracle.at("greedy").get<std::vector<std::vector<int32_t>>>();
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      auto result = greedy_generate(**model, **gpu, prompts[i], int64_t(greedy[i].size()), 16, true);
+      ASSERT_TRUE(result.ok()) << result.error().message;
+      EXPECT_EQ((*gpu)->take_error(), "");
+      EXPECT_EQ(result->tokens, greedy[i]) << dir << " prompt " << i;
+      const TensorView* view = (*logits_file)->find("logits." + std::to_string(i));
+      ASSERT_NE(view, nullptr);
+      std::vector<float> expected_values(size_t(view->numel()));
+      ASSERT_TRUE(convert_to_f32(view->dtype, view->data, expected_values.size(), expected_values.data()));
+      const std::vector<float>* expected = &expected_values;
+      const int64_t vocab = int64_t(expected->size() / prompts[i].size());
+      double max_diff = 0;
+      for (size_t t = 0; t < prompts[i].size(); ++t) {
+        const auto& row = result->prompt_logits[t];
+        const float* want = expected->data() + t * size_t(vocab);
+        for (int64_t v = 0; v < vocab; ++v) max_diff = std::max(max_diff, double(std::fabs(row[size_t(v)] - want[v])));
+        EXPECT_EQ(std::max_element(row.begin(), row.end()) - row.begin(), std::max_element(want, want + vocab) - want)
+            << dir << " prompt " << i << " position " << t;
+      }
+      EXPECT_LE(max_diff, 1e-3) << dir << " prompt " << i;
+      std::printf("%s prompt %zu: max |logit diff| %.2e\n", fs::path(dir).filename().c_str(), i, max_diff);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace troupe::kernels
