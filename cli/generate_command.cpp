@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "kernels/backend_factory.hpp"
 #include "runtime/llm_engine.hpp"
 #include "runtime/tokenizer.hpp"
 
@@ -49,7 +50,9 @@ int run_generate(const Config& config, const GenerateOptions& options) {
   p.seed = options.seed;
   p.ignore_eos = options.ignore_eos;
 
-  auto engine = LlmEngine::create(config);
+  auto backend = kernels::make_backend(config);
+  if (!backend.ok()) return report_error(backend.error());
+  auto engine = LlmEngine::create(config, std::move(backend.value()));
   if (!engine.ok()) return report_error(engine.error());
   (*engine)->start();
 

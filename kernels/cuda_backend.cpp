@@ -54,7 +54,9 @@ std::string CudaBackend::take_error() {
   return e;
 }
 
-void CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) const { cudaMemGetInfo(free_bytes, total_bytes); }
+bool CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) const {
+  return cudaMemGetInfo(free_bytes, total_bytes) == cudaSuccess;
+}
 
 Tensor CudaBackend::empty(DType dtype, std::vector<int64_t> shape) {
   auto storage = std::make_shared<Storage>();
@@ -194,6 +196,11 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
 void CudaBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) {
   check(launch_silu_and_mul_f32(gate.data<float>(), up.data<float>(), out.data<float>(), out.numel(), nullptr),
         "silu_and_mul");
+}
+
+void CudaBackend::copy(const Tensor& src, Tensor dst) {
+  const cudaMemcpyKind kind = src.device() == Device::cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+  check(cudaMemcpy(dst.raw(), src.raw(), src.nbytes(), kind), "copy");
 }
 
 void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor out) {

@@ -33,14 +33,14 @@ class CudaBackend final : public Backend {
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
                        float scale, Tensor out) override;
   void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
+  void copy(const Tensor& src, Tensor dst) override;
   void add(const Tensor& a, const Tensor& b, Tensor out) override;
   void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;
   std::vector<int32_t> argmax(const Tensor& logits) override;
 
   // The first CUDA or cuBLAS error since the last call, then cleared ("" when none).
   std::string take_error();
-  // Bytes free / total on the device.
-  void memory_info(size_t* free_bytes, size_t* total_bytes) const;
+  bool memory_info(size_t* free_bytes, size_t* total_bytes) const override;
 
  private:
   CudaBackend() = default;

@@ -1,0 +1,29 @@
+#include "kernels/backend_factory.hpp"
+
+#include "kernels/device_info.hpp"
+#include "runtime/cpu_backend.hpp"
+#include "runtime/logging.hpp"
+#ifdef TROUPE_HAVE_CUDA
+#include "kernels/cuda_backend.hpp"
+#endif
+
+namespace troupe::kernels {
+
+Result<std::unique_ptr<Backend>> make_backend(const Config& config) {
+  const DeviceInfo devices = config.device == "cpu" ? DeviceInfo{} : query_devices();
+  if (config.device == "cuda" && devices.num_devices == 0)
+    return make_error(ErrorCode::unavailable, "--device cuda: " + devices.why_none);
+#ifdef TROUPE_HAVE_CUDA
+  if (devices.num_devices > 0) {
+    auto cuda = CudaBackend::create(0);
+    if (!cuda.ok()) return cuda.error();
+    log::get("engine")->info("backend: cuda ({})", devices.name);
+    return std::unique_ptr<Backend>(std::move(cuda.value()));
+  }
+#endif
+  auto cpu = std::make_unique<CpuBackend>(config.num_threads);
+  log::get("engine")->info("backend: cpu ({} threads)", cpu->num_threads());
+  return std::unique_ptr<Backend>(std::move(cpu));
+}
+
+}  // namespace troupe::kernels
