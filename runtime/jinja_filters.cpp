@@ -168,9 +168,6 @@ Value apply_filter(const std::string& name, const Value& value, const CallArgs& 
     }
     return Value(out);
   }
-  if (value.is_undefined() && name != "sort" && name != "unique" && name != "sum" && name != "min" && name != "max") {
-    value.require_defined();
-  }
   if (name == "trim") return Value(python_strip(value.str(), arg(a, 0, "chars"), true, true));
   if (name == "upper" || name == "lower") return Value(ascii_case(value.str(), name == "upper"));
   if (name == "capitalize" || name == "title") return get_method(Value(value.str()), name).as_callable()(CallArgs{});
