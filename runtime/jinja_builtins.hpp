@@ -8,6 +8,9 @@
 
 namespace troupe::jinja {
 
+// Names apply_filter / apply_test handle: the parser rejects others at load time.
+bool is_known_filter(const std::string& name);
+bool is_known_test(const std::string& name);
 Value apply_filter(const std::string& name, const Value& value, const CallArgs& args);
 bool apply_test(const std::string& name, const Value& value, const CallArgs& args);
 // A bound method such as "abc".startswith, or undefined when `obj` has no such method.

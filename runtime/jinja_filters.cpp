@@ -122,6 +122,24 @@ Value filter_indent(const Value& value, const CallArgs& a) {
 
 }  // namespace
 
+bool is_known_filter(const std::string& name) {
+  static const char* const names[] = {
+      "default", "d", "string", "safe", "tojson", "length", "count", "list", "items", "selectattr",
+      "rejectattr", "select", "reject", "map", "first", "last", "reverse", "join", "trim", "upper",
+      "lower", "capitalize", "title", "replace", "indent", "int", "float", "abs", "round", "sort",
+      "unique", "min", "max", "sum", "dictsort"};
+  return std::find(std::begin(names), std::end(names), name) != std::end(names);
+}
+
+bool is_known_test(const std::string& name) {
+  static const char* const names[] = {
+      "defined", "undefined", "none", "boolean", "true", "false", "integer", "float", "number",
+      "string", "mapping", "iterable", "sequence", "callable", "lower", "upper", "even", "odd",
+      "divisibleby", "eq", "equalto", "==", "ne", "!=", "lt", "lessthan", "<", "le", "<=", "gt",
+      "greaterthan", ">", "ge", ">=", "in", "sameas"};
+  return std::find(std::begin(names), std::end(names), name) != std::end(names);
+}
+
 Value apply_filter(const std::string& name, const Value& value, const CallArgs& a) {
   if (name == "default" || name == "d") {
     bool boolean = flag(a, 1, "boolean", false);

@@ -364,11 +364,42 @@ class Renderer {
   std::string out_;
 };
 
+// Jinja resolves filter and test names when it compiles a template: so do we.
+void check_names(const std::string& src, const Expr& e) {
+  if (e.kind == Expr::Kind::filter && !is_known_filter(e.name)) {
+    fail("unsupported filter '" + e.name + "' at " + describe_position(src, e.pos), ErrorCode::unsupported);
+  }
+  if (e.kind == Expr::Kind::test && !is_known_test(e.name)) {
+    fail("unsupported test '" + e.name + "' at " + describe_position(src, e.pos), ErrorCode::unsupported);
+  }
+  for (const auto& a : e.args) {
+    if (a) check_names(src, *a);
+  }
+  for (const auto& [k, v] : e.kwargs) check_names(src, *v);
+}
+
+void check_names(const std::string& src, const NodeList& nodes) {
+  for (const auto& n : nodes) {
+    if (n->expr) check_names(src, *n->expr);
+    if (n->filter) check_names(src, *n->filter);
+    for (const auto& [k, v] : n->params) {
+      if (v) check_names(src, *v);
+    }
+    check_names(src, n->body);
+    check_names(src, n->else_body);
+  }
+}
+
 }  // namespace
 
 Result<std::shared_ptr<const Template>> Template::parse(const std::string& source) {
   auto nodes = parse_template(source);
   if (!nodes.ok()) return nodes.error();
+  try {
+    check_names(source, nodes.value());
+  } catch (const Failure& f) {
+    return make_error(f.code, "chat template: " + f.message);
+  }
   auto t = std::make_shared<Template>();
   t->source_ = source;
   t->nodes_ = std::move(nodes.value());

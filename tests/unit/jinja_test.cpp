@@ -200,10 +200,18 @@ TEST(Jinja, UnsupportedConstructsFailAtParseNamingThem) {
   }
 }
 
-TEST(Jinja, UnknownFilterIsUnsupportedAtRender) {
-  auto out = render("{{ 'x'|no_such_filter }}");
-  ASSERT_FALSE(out.ok());
-  EXPECT_NE(out.error().message.find("no_such_filter"), std::string::npos);
+TEST(Jinja, UnknownFilterOrTestIsUnsupportedAtParse) {
+  auto filter = Template::parse("ok\n{% if x %}{{ 'x'|no_such_filter }}{% endif %}");
+  ASSERT_FALSE(filter.ok());
+  EXPECT_EQ(filter.error().code, ErrorCode::unsupported);
+  EXPECT_NE(filter.error().message.find("filter 'no_such_filter' at line 2"), std::string::npos) << filter.error().message;
+  auto test = Template::parse("{% for m in xs if m is no_such_test %}{% endfor %}");
+  ASSERT_FALSE(test.ok());
+  EXPECT_NE(test.error().message.find("test 'no_such_test'"), std::string::npos) << test.error().message;
+  // A test named inside selectattr is only known at render time.
+  auto late = render("{{ messages|selectattr('role', 'no_such_test')|list }}");
+  ASSERT_FALSE(late.ok());
+  EXPECT_NE(late.error().message.find("no_such_test"), std::string::npos);
 }
 
 TEST(Jinja, PythonFloatRepr) {
