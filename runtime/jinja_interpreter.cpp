@@ -45,6 +45,7 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     const Value* count = seq == &a ? &b : &a;
     if (seq && count->kind() == Value::Kind::integer) {
       int64_t n = std::max<int64_t>(0, count->as_int());
+      if (n > (int64_t{1} << 26) / std::max<int64_t>(1, python_length(*seq))) fail("repetition result too large");
       if (seq->is_string()) {
         std::string out;
         for (int64_t i = 0; i < n; ++i) out += seq->as_string();
@@ -228,6 +229,7 @@ class Renderer {
   Value make_macro(const Node& n) {
     const Node* macro = &n;
     return Value::function(n.text, [this, macro](const CallArgs& args) {
+      if (macro_depth_ >= kMaxMacroDepth) fail("macro '" + macro->text + "' nested deeper than " + std::to_string(kMaxMacroDepth));
       Frame locals;
       for (size_t i = 0; i < macro->params.size(); ++i) {
         const auto& [name, def] = macro->params[i];
@@ -239,7 +241,9 @@ class Renderer {
       std::swap(saved_frames, frames_);
       std::string saved_out = std::move(out_);
       out_.clear();
+      ++macro_depth_;
       exec(macro->body);
+      --macro_depth_;
       std::string result = std::move(out_);
       out_ = std::move(saved_out);
       std::swap(saved_frames, frames_);
@@ -359,9 +363,11 @@ class Renderer {
     fail("'" + target.type_name() + "' object is not subscriptable");
   }
 
+  static constexpr int kMaxMacroDepth = 100;
   const std::string& src_;
   std::vector<Frame> frames_;
   std::string out_;
+  int macro_depth_ = 0;
 };
 
 // Jinja resolves filter and test names when it compiles a template: so do we.

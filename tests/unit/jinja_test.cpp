@@ -214,6 +214,18 @@ TEST(Jinja, UnknownFilterOrTestIsUnsupportedAtParse) {
   EXPECT_NE(late.error().message.find("no_such_test"), std::string::npos);
 }
 
+TEST(Jinja, RunawayTemplatesFailInsteadOfCrashing) {
+  auto recursive = render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
+  ASSERT_FALSE(recursive.ok());
+  EXPECT_NE(recursive.error().message.find("nested deeper"), std::string::npos) << recursive.error().message;
+  auto huge = render("{{ 'abc' * 100000000000 }}");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.error().message.find("too large"), std::string::npos) << huge.error().message;
+  auto recursive_ok = render("{% macro count(n) %}{{ n }}{% if n > 0 %}{{ count(n - 1) }}{% endif %}{% endmacro %}{{ count(3) }}");
+  ASSERT_TRUE(recursive_ok.ok()) << recursive_ok.error().message;
+  EXPECT_EQ(recursive_ok.value(), "3210");
+}
+
 TEST(Jinja, PythonFloatRepr) {
   // Python repr(float) for these values.
   EXPECT_EQ(python_float_repr(1.0), "1.0");
