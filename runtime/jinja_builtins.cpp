@@ -8,7 +8,7 @@
 namespace troupe::jinja {
 namespace {
 
-bool is_python_space(uint32_t cp) {
+bool python_is_space(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 ||
          cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
          cp == 0x202f || cp == 0x205f || cp == 0x3000;
@@ -32,7 +32,7 @@ std::string python_strip(const std::string& s, const Value* chars, bool left, bo
     set = utf8_decode(chars->as_string());
   }
   auto strip_it = [&](uint32_t cp) {
-    return whitespace ? is_python_space(cp) : std::find(set.begin(), set.end(), cp) != set.end();
+    return whitespace ? python_is_space(cp) : std::find(set.begin(), set.end(), cp) != set.end();
   };
   size_t begin = 0, end = cps.size();
   if (left) while (begin < end && strip_it(cps[begin])) ++begin;
@@ -46,16 +46,16 @@ std::vector<std::string> python_split(const std::string& s, const Value* sep, in
     std::vector<uint32_t> cps = utf8_decode(s);
     size_t i = 0;
     while (i < cps.size()) {
-      while (i < cps.size() && is_python_space(cps[i])) ++i;
+      while (i < cps.size() && python_is_space(cps[i])) ++i;
       if (i >= cps.size()) break;
       if (maxsplit >= 0 && static_cast<int64_t>(out.size()) == maxsplit) {
         size_t end = cps.size();
-        while (end > i && is_python_space(cps[end - 1])) --end;
+        while (end > i && python_is_space(cps[end - 1])) --end;
         out.push_back(utf8_encode(cps, i, end));
         break;
       }
       size_t j = i;
-      while (j < cps.size() && !is_python_space(cps[j])) ++j;
+      while (j < cps.size() && !python_is_space(cps[j])) ++j;
       out.push_back(utf8_encode(cps, i, j));
       i = j;
     }
@@ -75,11 +75,84 @@ std::vector<std::string> python_split(const std::string& s, const Value* sep, in
   return out;
 }
 
+// Simple case mapping for ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic (what chat
+// templates meet in practice); other code points are left as they are.
+static uint32_t map_case(uint32_t c, bool upper) {
+  if (upper) {
+    if ((c >= 'a' && c <= 'z') || (c >= 0xe0 && c <= 0xfe && c != 0xf7) || (c >= 0x3b1 && c <= 0x3cb && c != 0x3c2) ||
+        (c >= 0x430 && c <= 0x44f)) {
+      return c - 32;
+    }
+    if (c == 0x3c2) return 0x3a3;
+    if (c == 0xff) return 0x178;
+    if (c == 0xb5) return 0x39c;
+    if (c >= 0x450 && c <= 0x45f) return c - 80;
+    if (c >= 0x100 && c <= 0x17f && c != 0x131 && c != 0x138 && c != 0x149 && c != 0x17f) {
+      bool odd_is_lower = (c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e);
+      if (odd_is_lower ? (c % 2 == 0) : (c % 2 == 1)) return c - 1;
+    }
+    return c;
+  }
+  if ((c >= 'A' && c <= 'Z') || (c >= 0xc0 && c <= 0xde && c != 0xd7) || (c >= 0x391 && c <= 0x3ab && c != 0x3a2) ||
+      (c >= 0x410 && c <= 0x42f)) {
+    return c + 32;
+  }
+  if (c == 0x178) return 0xff;
+  if (c >= 0x400 && c <= 0x40f) return c + 80;
+  if (c >= 0x100 && c <= 0x17f && c != 0x130 && c != 0x138 && c != 0x149 && c != 0x178) {
+    bool odd_is_lower = (c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e);
+    if (odd_is_lower ? (c % 2 == 1) : (c % 2 == 0)) return c + 1;
+  }
+  return c;
+}
+
 std::string ascii_case(const std::string& s, bool upper) {
-  std::string out = s;
-  for (char& c : out) {
-    if (upper && c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
-    if (!upper && c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  if (ascii) {
+    std::string out = s;
+    for (char& c : out) c = static_cast<char>(map_case(static_cast<unsigned char>(c), upper));
+    return out;
+  }
+  std::string out;
+  for (uint32_t cp : utf8_decode(s)) {
+    if (upper && cp == 0xdf) {
+      out += "SS";  // Python: 'ß'.upper() == 'SS'
+      continue;
+    }
+    utf8_append(out, map_case(cp, upper));
+  }
+  return out;
+}
+
+bool is_cased_letter(uint32_t cp) { return map_case(cp, true) != cp || map_case(cp, false) != cp || cp == 0xdf; }
+
+std::string python_title(const std::string& s, bool capitalize_only) {
+  std::string out;
+  bool word_start = true;
+  bool first = true;
+  for (uint32_t cp : utf8_decode(s)) {
+    bool letter = is_cased_letter(cp);
+    bool start = capitalize_only ? first : word_start;
+    utf8_append(out, map_case(cp, start && letter));
+    if (capitalize_only) first = false;
+    else word_start = !letter;
+  }
+  return out;
+}
+
+std::string jinja_title(const std::string& s) {
+  // Jinja's title filter: split before runs of [-\s({\[<]; each chunk's first char upper, the rest lower.
+  std::string out;
+  bool chunk_start = true;
+  for (uint32_t cp : utf8_decode(s)) {
+    bool boundary = cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<' || python_is_space(cp);
+    if (boundary) {
+      utf8_append(out, cp);
+      chunk_start = true;
+      continue;
+    }
+    utf8_append(out, map_case(cp, chunk_start));
+    chunk_start = false;
   }
   return out;
 }
@@ -269,16 +342,7 @@ Value get_method(const Value& obj, const std::string& name) {
     }
     if (name == "title" || name == "capitalize") {
       return bind([](const Value& self, const std::string& m, const CallArgs&) {
-        std::string s = self.as_string();
-        bool word_start = true;
-        for (size_t i = 0; i < s.size(); ++i) {
-          char& c = s[i];
-          bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-          bool start = m == "title" ? word_start : i == 0;
-          if (letter) c = static_cast<char>(start ? (c >= 'a' && c <= 'z' ? c - 32 : c) : (c >= 'A' && c <= 'Z' ? c + 32 : c));
-          word_start = !letter && !(static_cast<unsigned char>(c) >= 0x80);
-        }
-        return Value(s);
+        return Value(python_title(self.as_string(), m == "capitalize"));
       });
     }
     if (name == "isdigit" || name == "isspace" || name == "isalpha" || name == "isalnum") {

@@ -29,7 +29,9 @@ Value get_item(const Value& obj, const Value& key);              // obj[key]
 // whitespace; maxsplit -1: all), ASCII upper/lower, replace (count -1: all).
 std::string python_strip(const std::string& s, const Value* chars, bool left, bool right);
 std::vector<std::string> python_split(const std::string& s, const Value* sep, int64_t maxsplit);
-std::string ascii_case(const std::string& s, bool upper);
+std::string ascii_case(const std::string& s, bool upper);  // upper()/lower(), see map_case
+std::string python_title(const std::string& s, bool capitalize_only);  // str.title()/capitalize()
+std::string jinja_title(const std::string& s);                         // the |title filter
 std::string python_replace(const std::string& s, const std::string& from, const std::string& to, int64_t count);
 
 }  // namespace troupe::jinja

@@ -188,7 +188,8 @@ Value apply_filter(const std::string& name, const Value& value, const CallArgs& 
   }
   if (name == "trim") return Value(python_strip(value.str(), arg(a, 0, "chars"), true, true));
   if (name == "upper" || name == "lower") return Value(ascii_case(value.str(), name == "upper"));
-  if (name == "capitalize" || name == "title") return get_method(Value(value.str()), name).as_callable()(CallArgs{});
+  if (name == "capitalize") return Value(python_title(value.str(), true));
+  if (name == "title") return Value(jinja_title(value.str()));
   if (name == "replace") {
     const Value* from = arg(a, 0, "old");
     const Value* to = arg(a, 1, "new");
@@ -199,6 +200,7 @@ Value apply_filter(const std::string& name, const Value& value, const CallArgs& 
   if (name == "indent") return filter_indent(value, a);
   if (name == "int" || name == "float") {
     const Value* def = arg(a, 0, "default");
+    value.require_defined();  // int(Undefined) raises in Jinja
     Value fallback = def ? *def : (name == "int" ? Value(0) : Value(0.0));
     double d;
     if (value.is_number()) {
@@ -302,11 +304,16 @@ bool apply_test(const std::string& name, const Value& v, const CallArgs& a) {
   if (name == "iterable") return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined();
   if (name == "sequence") return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined();
   if (name == "callable") return v.is_callable();
-  if (name == "lower") return v.is_string() && ascii_case(v.as_string(), false) == v.as_string();
-  if (name == "upper") return v.is_string() && ascii_case(v.as_string(), true) == v.as_string();
+  if (name == "lower" || name == "upper") {
+    // Python str.islower()/isupper(): some cased character and none of the other case.
+    std::string text = v.str();
+    bool upper = name == "upper";
+    return ascii_case(text, !upper) != text && ascii_case(text, upper) == text;
+  }
   if (name == "even" || name == "odd") {
+    v.require_defined();
     if (!v.is_number()) fail("'" + name + "' test needs a number");
-    int64_t r = ((v.as_int() % 2) + 2) % 2;
+    double r = std::fmod(std::fmod(v.as_double(), 2.0) + 2.0, 2.0);  // Python value % 2
     return name == "even" ? r == 0 : r == 1;
   }
   const Value* other = a.get(0, name == "divisibleby" ? "num" : "other");

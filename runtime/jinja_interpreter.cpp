@@ -43,7 +43,7 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     if (both_numbers) return any_float ? Value(a.as_double() * b.as_double()) : Value(a.as_int() * b.as_int());
     const Value* seq = a.is_string() || a.is_list() ? &a : (b.is_string() || b.is_list()) ? &b : nullptr;
     const Value* count = seq == &a ? &b : &a;
-    if (seq && count->kind() == Value::Kind::integer) {
+    if (seq && (count->kind() == Value::Kind::integer || count->kind() == Value::Kind::boolean)) {
       int64_t n = std::max<int64_t>(0, count->as_int());
       if (n > (int64_t{1} << 26) / std::max<int64_t>(1, python_length(*seq))) fail("repetition result too large");
       if (seq->is_string()) {

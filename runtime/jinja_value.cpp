@@ -233,7 +233,7 @@ bool equals(const Value& a, const Value& b) {
     case K::list: {
       const auto& x = a.as_list();
       const auto& y = b.as_list();
-      if (x.size() != y.size()) return false;
+      if (x.size() != y.size() || a.is_tuple() != b.is_tuple()) return false;
       for (size_t i = 0; i < x.size(); ++i) {
         if (!equals(x[i], y[i])) return false;
       }
@@ -263,7 +263,7 @@ int compare(const Value& a, const Value& b) {
     int c = a.as_string().compare(b.as_string());
     return c < 0 ? -1 : (c > 0 ? 1 : 0);
   }
-  if (a.is_list() && b.is_list()) {
+  if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
     const auto& x = a.as_list();
     const auto& y = b.as_list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
