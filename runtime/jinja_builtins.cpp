@@ -106,6 +106,8 @@ static uint32_t map_case(uint32_t c, bool upper) {
   return c;
 }
 
+bool is_cased_letter(uint32_t cp);
+
 std::string ascii_case(const std::string& s, bool upper) {
   bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
   if (ascii) {
@@ -114,9 +116,18 @@ std::string ascii_case(const std::string& s, bool upper) {
     return out;
   }
   std::string out;
-  for (uint32_t cp : utf8_decode(s)) {
+  std::vector<uint32_t> cps = utf8_decode(s);
+  for (size_t i = 0; i < cps.size(); ++i) {
+    uint32_t cp = cps[i];
     if (upper && cp == 0xdf) {
       out += "SS";  // Python: 'ß'.upper() == 'SS'
+      continue;
+    }
+    if (!upper && cp == 0x3a3) {
+      // Final sigma: after a cased letter and not before one.
+      bool after = i > 0 && is_cased_letter(cps[i - 1]);
+      bool before = i + 1 < cps.size() && is_cased_letter(cps[i + 1]);
+      utf8_append(out, after && !before ? 0x3c2 : 0x3c3);
       continue;
     }
     utf8_append(out, map_case(cp, upper));

@@ -131,6 +131,12 @@ const Case kCases[] = {
      "210"},
     {"{{ n ~ f }}|{{ n * f }}|{{ n - 10 }}|{{ -n }}|{{ n // 2.0 }}|{{ n % 2.5 }}|{{ 10 / 4 }}",
      "72.5|17.5|-3|-7|3.0|2.0|2.5"},
+    {"{{ 'héllo wörld ß'|upper }}|{{ 'ÀÉÎ ΣΑΣ Привет'|lower }}|{{ 'straße'.upper() }}|{{ 'émile zola'.title() }}|{{ 'émile'|capitalize }}",
+     "HÉLLO WÖRLD SS|àéî σας привет|STRASSE|Émile Zola|Émile"},
+    {"{{ \"{'a': b-c (d [e <f\"|title }}|{{ 'hello2world'.title() }}|{{ 2.5 is even }}|{{ 4.0 is even }}|{{ -3 is odd }}",
+     "{'a': B-C (D [E <F|Hello2World|False|True|True"},
+    {"{{ (1, 2) == [1, 2] }}|{{ (1, 2) == (1, 2) }}|{{ [] is upper }}|{{ 'AB1' is upper }}|{{ 'ab' is lower }}|{{ true * 'ab' }}",
+     "False|True|False|True|True|ab"},
 };
 
 TEST(Jinja, RendersLikeJinja2) {
