@@ -124,7 +124,9 @@ class Parser {
       if (accept_name("if")) n->filter = parse_expr(true);
       if (is_name("recursive")) unsupported("recursive for loop", peek());
       expect(T::block_end, "'%}'");
+      ++loop_depth_;
       n->body = parse_until({"else", "endfor"}, which);
+      --loop_depth_;
       if (which == "else") {
         expect(T::block_end, "'%}'");
         n->else_body = parse_until({"endfor"}, which);
@@ -164,12 +166,16 @@ class Parser {
         if (!is_op(")")) expect_op(",");
       }
       expect(T::block_end, "'%}'");
+      int saved_depth = loop_depth_;
+      loop_depth_ = 0;
       n->body = parse_until({"endmacro"}, which);
+      loop_depth_ = saved_depth;
       if (peek().type == T::name) next();  // {% endmacro name %}
       expect(T::block_end, "'%}'");
       return n;
     }
     if (keyword == "break" || keyword == "continue") {
+      if (loop_depth_ == 0) unsupported("'" + keyword + "' outside a for loop", t);
       n->kind = keyword == "break" ? Node::Kind::break_ : Node::Kind::continue_;
       expect(T::block_end, "'%}'");
       return n;
@@ -540,6 +546,7 @@ class Parser {
   const std::string& src_;
   std::vector<Token> tokens_;
   size_t pos_ = 0;
+  int loop_depth_ = 0;  // enclosing for loops (break/continue need one)
 };
 
 }  // namespace

@@ -197,6 +197,7 @@ TEST(Jinja, UnsupportedConstructsFailAtParseNamingThem) {
       {"{% for x in xs recursive %}{% endfor %}", "recursive"},
       {"{{ (a }}", "unbalanced"},
       {"{# never closed", "unclosed comment"},
+      {"{% if x %}{% break %}{% endif %}", "'break' outside a for loop"},
   };
   for (const Bad& b : bad) {
     auto t = Template::parse(b.source);
