@@ -52,17 +52,24 @@ def render_all(folder, conversations):
             kwargs[field] = token
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tokenizers.Tokenizer.from_file(os.path.join(folder, "tokenizer.json")), **kwargs)
+
+    def render(messages, tools, add_generation_prompt):
+        prompt = tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False,
+            return_dict=False, chat_template=template)
+        if not isinstance(prompt, str):
+            raise TypeError("apply_chat_template returned %s, not str" % type(prompt).__name__)
+        return prompt
+
+    # Outside the per-conversation try: a broken setup (API change, bad kwarg) must stop the
+    # oracle instead of being recorded as "the template raised" for every conversation.
+    render([{"role": "user", "content": "hi"}], None, True)
     results = []
     for index, conversation in enumerate(conversations):
         for add_generation_prompt in (True, False):
             entry = {"conversation": index, "add_generation_prompt": add_generation_prompt}
             try:
-                prompt = tokenizer.apply_chat_template(
-                    conversation["messages"], tools=conversation.get("tools"),
-                    add_generation_prompt=add_generation_prompt, tokenize=False, chat_template=template)
-                if not isinstance(prompt, str):
-                    raise TypeError("apply_chat_template returned %s, not str" % type(prompt).__name__)
-                entry["prompt"] = prompt
+                entry["prompt"] = render(conversation["messages"], conversation.get("tools"), add_generation_prompt)
             except Exception as error:  # the template raised: the renderer must fail too
                 entry["error"] = "%s: %s" % (type(error).__name__, error)
             results.append(entry)
