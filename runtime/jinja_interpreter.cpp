@@ -1,6 +1,7 @@
 #include "runtime/jinja_interpreter.hpp"
 
 #include <cmath>
+#include <exception>
 #include <unordered_map>
 
 #include "runtime/jinja_builtins.hpp"
@@ -418,6 +419,8 @@ Result<std::string> Template::render(const ValueDict& variables) const {
   } catch (const Failure& f) {
     if (f.from_template) return make_error(f.code, f.message);
     return make_error(f.code, "chat template: " + f.message);
+  } catch (const std::exception& e) {  // e.g. std::out_of_range, bad_alloc: never past here
+    return make_error(ErrorCode::internal, std::string("chat template: render failed: ") + e.what());
   }
 }
 

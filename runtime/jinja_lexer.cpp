@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <exception>
 
 #include "runtime/jinja_value.hpp"
 
@@ -269,6 +270,8 @@ Result<std::vector<Token>> lex(const std::string& source, const LexOptions& opti
     return Lexer(src, options).run();
   } catch (const Failure& f) {
     return make_error(f.code, "chat template: " + f.message);
+  } catch (const std::exception& e) {
+    return make_error(ErrorCode::internal, std::string("chat template: lexing failed: ") + e.what());
   }
 }
 

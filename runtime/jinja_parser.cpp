@@ -1,6 +1,7 @@
 #include "runtime/jinja_parser.hpp"
 
 #include <algorithm>
+#include <exception>
 #include <initializer_list>
 
 namespace troupe::jinja {
@@ -558,6 +559,8 @@ Result<NodeList> parse_template(const std::string& source, const LexOptions& opt
     return Parser(source, std::move(tokens.value())).parse();
   } catch (const Failure& f) {
     return make_error(f.code, "chat template: " + f.message);
+  } catch (const std::exception& e) {
+    return make_error(ErrorCode::internal, std::string("chat template: parse failed: ") + e.what());
   }
 }
 
