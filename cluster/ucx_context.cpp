@@ -1,0 +1,88 @@
+#include "cluster/ucx_context.hpp"
+
+#include <thread>
+
+namespace troupe {
+
+ErrorCode ucx_error_code(ucs_status_t status) {
+  switch (status) {
+    case UCS_ERR_TIMED_OUT:
+    case UCS_ERR_ENDPOINT_TIMEOUT:
+      return ErrorCode::timeout;
+    case UCS_ERR_UNREACHABLE:
+    case UCS_ERR_CONNECTION_RESET:
+    case UCS_ERR_NOT_CONNECTED:
+    case UCS_ERR_REJECTED:
+    case UCS_ERR_CANCELED:
+    case UCS_ERR_IO_ERROR:
+    case UCS_ERR_SOME_CONNECTS_FAILED:
+      return ErrorCode::unavailable;
+    case UCS_ERR_NO_MEMORY:
+    case UCS_ERR_NO_RESOURCE:
+    case UCS_ERR_EXCEEDS_LIMIT:
+      return ErrorCode::out_of_resources;
+    case UCS_ERR_INVALID_PARAM:
+    case UCS_ERR_INVALID_ADDR:
+      return ErrorCode::invalid_argument;
+    case UCS_ERR_UNSUPPORTED:
+      return ErrorCode::unsupported;
+    default:
+      return ErrorCode::internal;
+  }
+}
+
+Error ucx_error(const std::string& what, ucs_status_t status) {
+  return make_error(ucx_error_code(status), what + ": " + ucs_status_string(status));
+}
+
+Result<std::shared_ptr<UcxContext>> UcxContext::create(const UcxOptions& options) {
+  ucp_config_t* config = nullptr;
+  ucs_status_t status = ucp_config_read(nullptr, nullptr, &config);
+  if (status != UCS_OK) return ucx_error("ucp_config_read", status);
+  if (!options.transports.empty()) {
+    status = ucp_config_modify(config, "TLS", options.transports.c_str());
+    if (status != UCS_OK) {
+      ucp_config_release(config);
+      return ucx_error("ucp_config_modify TLS=" + options.transports, status);
+    }
+  }
+
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_TAG;
+  std::shared_ptr<UcxContext> self(new UcxContext());
+  status = ucp_init(&params, config, &self->context_);
+  ucp_config_release(config);
+  if (status != UCS_OK) return ucx_error("ucp_init", status);
+
+  ucp_worker_params_t worker_params{};
+  worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;
+  status = ucp_worker_create(self->context_, &worker_params, &self->worker_);
+  if (status != UCS_OK) return ucx_error("ucp_worker_create", status);
+  return self;
+}
+
+UcxContext::~UcxContext() {
+  if (worker_ != nullptr) ucp_worker_destroy(worker_);
+  if (context_ != nullptr) ucp_cleanup(context_);
+}
+
+ucs_status_t UcxContext::wait(void* request, Clock::time_point deadline, bool (*should_abort)(void*),
+                              void* abort_arg) {
+  if (request == nullptr) return UCS_OK;
+  if (UCS_PTR_IS_ERR(request)) return UCS_PTR_STATUS(request);
+  // Spin first: hand-offs between pipeline stages are latency bound. Back off after that.
+  const auto spin_until = Clock::now() + std::chrono::milliseconds(2);
+  while (true) {
+    progress();
+    const ucs_status_t status = ucp_request_check_status(request);
+    if (status != UCS_INPROGRESS) return status;
+    if (should_abort != nullptr && should_abort(abort_arg)) return UCS_ERR_CANCELED;
+    const auto now = Clock::now();
+    if (now >= deadline) return UCS_ERR_TIMED_OUT;
+    if (now > spin_until) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+}  // namespace troupe
