@@ -23,6 +23,7 @@ constexpr uint64_t kHandshakeTag = ~uint64_t{0};  // header space, user tag 2^63
 constexpr uint64_t kFullMask = ~uint64_t{0};
 constexpr uint64_t kMagic = 0x31534E4554505254ull;  // "TRPTENS1"
 constexpr milliseconds kCloseGrace{1000};
+constexpr milliseconds kDestructorFlush{100};
 
 struct Header {
   uint64_t magic = kMagic;
@@ -71,25 +72,72 @@ struct TensorChannel::Impl {
   std::string closed_reason;  // why the channel is closed, when it is
   uint64_t max_chunk_bytes = uint64_t{1} << 30;
   std::map<uint64_t, std::deque<uint64_t>> pending_sizes;  // headers received, payload not yet
+  // After the handshake a receive stays posted on kHandshakeTag: the peer's goodbye (close()).
+  void* goodbye_request = nullptr;
+  Header goodbye{};
 
   static void on_error(void* arg, ucp_ep_h, ucs_status_t status) {
     auto* self = static_cast<Impl*>(arg);
     if (self->peer_status == UCS_OK) self->peer_status = status;
   }
 
-  // NOTE: a graceful close waits for the peer's worker to progress, which a peer stage may not
-  // do for a while; flush our sends (local transport completion) and then close by force.
   ~Impl() {
-    if (ep == nullptr) return;
-    if (peer_status == UCS_OK && closed_reason.empty()) {
-      ucp_request_param_t param{};
-      void* request = ucp_ep_flush_nbx(ep, &param);
-      if (request != nullptr && !UCS_PTR_IS_ERR(request)) {
-        ucx->wait(request, Clock::now() + kCloseGrace);
-        ucp_request_free(request);
-      }
+    (void)close(kDestructorFlush);
+    stop_goodbye_watch();
+  }
+
+  // Graceful close: flushes our sends and tells the peer (its calls then fail with unavailable).
+  // Completion needs the peer to progress; after `timeout` the close goes on in the background
+  // until this worker is destroyed.
+  Status close(milliseconds timeout) {
+    if (ep == nullptr) return Status::success();
+    check_goodbye();
+    if (peer_status != UCS_OK || !closed_reason.empty()) {
+      close_endpoint(UCP_EP_CLOSE_FLAG_FORCE);
+      stop_goodbye_watch();
+      return Status::success();
     }
-    close_endpoint(UCP_EP_CLOSE_FLAG_FORCE);
+    // Goodbye first: an eager message needs no progress on the peer's side to leave, whereas
+    // UCX's own disconnect notice waits for the peer to acknowledge our flush.
+    const auto deadline = Clock::now() + timeout;
+    Status said_goodbye = send_header(kHandshakeTag, 0, "close", timeout);
+    closed_reason = "closed by this side";
+    if (ep == nullptr) return said_goodbye;  // the goodbye failed and closed the endpoint
+    ucp_request_param_t param{};
+    void* request = ucp_ep_close_nbx(ep, &param);
+    ep = nullptr;
+    ucx->wait(request, std::max(deadline, Clock::now() + milliseconds(1)));
+    if (request != nullptr && !UCS_PTR_IS_ERR(request)) ucp_request_free(request);
+    stop_goodbye_watch();
+    return said_goodbye;
+  }
+
+  void watch_goodbye() {
+    ucp_request_param_t param{};
+    goodbye_request = ucp_tag_recv_nbx(ucx->worker(), &goodbye, sizeof(goodbye), kHandshakeTag,
+                                       kFullMask, &param);
+    if (UCS_PTR_IS_ERR(goodbye_request)) goodbye_request = nullptr;
+  }
+
+  // True once the peer said goodbye (then peer_status reports a closed connection).
+  void check_goodbye() {
+    if (goodbye_request == nullptr || ucp_request_check_status(goodbye_request) == UCS_INPROGRESS) {
+      return;
+    }
+    ucp_request_free(goodbye_request);
+    goodbye_request = nullptr;
+    if (peer_status == UCS_OK) {
+      peer_status = UCS_ERR_CONNECTION_RESET;
+      closed_reason = "the peer closed the channel";
+    }
+  }
+
+  void stop_goodbye_watch() {
+    if (goodbye_request == nullptr) return;
+    ucp_request_cancel(ucx->worker(), goodbye_request);
+    ucx->wait(goodbye_request, Clock::now() + kCloseGrace);
+    ucp_request_free(goodbye_request);
+    goodbye_request = nullptr;
   }
 
   // Adds this channel's endpoint parameters: peer failure reporting instead of hangs.
@@ -118,7 +166,8 @@ struct TensorChannel::Impl {
     if (ep != nullptr) close_endpoint(UCP_EP_CLOSE_FLAG_FORCE);
   }
 
-  Status check_open() const {
+  Status check_open() {
+    check_goodbye();
     if (peer_status != UCS_OK) {
       return make_error(ErrorCode::unavailable, "tensor channel to " + peer + ": peer is gone (" +
                                                     ucs_status_string(peer_status) + ")");
@@ -229,15 +278,21 @@ struct TensorChannel::Impl {
 };
 
 namespace {
-bool peer_failed(void* arg) { return static_cast<TensorChannel::Impl*>(arg)->peer_status != UCS_OK; }
+bool peer_failed(void* arg) {
+  auto* impl = static_cast<TensorChannel::Impl*>(arg);
+  impl->check_goodbye();
+  return impl->peer_status != UCS_OK;
+}
 
-Status check_tag(uint64_t tag) {
+Status check_usable(const std::unique_ptr<TensorChannel::Impl>& impl, uint64_t tag) {
+  if (!impl) return make_error(ErrorCode::unavailable, "tensor channel was moved from");
   if (tag > TensorChannel::kMaxTag) {
     return make_error(ErrorCode::invalid_argument,
                       tag_name(tag) + " is reserved (tags must be <= 2^63 - 2)");
   }
   return Status::success();
 }
+
 }  // namespace
 
 TensorChannel::TensorChannel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -245,8 +300,16 @@ TensorChannel::TensorChannel(TensorChannel&& other) noexcept = default;
 TensorChannel& TensorChannel::operator=(TensorChannel&& other) noexcept = default;
 TensorChannel::~TensorChannel() = default;
 
+Status TensorChannel::close(milliseconds timeout) {
+  if (!impl_) return Status::success();
+  return impl_->close(timeout);
+}
+
 bool TensorChannel::is_open() const { return impl_ && impl_->check_open().ok(); }
-const std::string& TensorChannel::peer() const { return impl_->peer; }
+const std::string& TensorChannel::peer() const {
+  static const std::string none = "(moved-from channel)";
+  return impl_ ? impl_->peer : none;
+}
 
 Result<TensorChannel> TensorChannel::connect(const std::string& host, uint16_t port,
                                              milliseconds timeout,
@@ -276,11 +339,12 @@ Result<TensorChannel> TensorChannel::connect(const std::string& host, uint16_t p
   const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
   auto ack = impl->recv_header(kHandshakeTag, what, std::max(left, milliseconds(0)));
   if (!ack.ok()) return ack.error();
+  impl->watch_goodbye();
   return TensorChannel(std::move(impl));
 }
 
 Status TensorChannel::send(uint64_t tag, const void* data, uint64_t bytes, milliseconds timeout) {
-  TROUPE_TRY(check_tag(tag));
+  TROUPE_TRY(check_usable(impl_, tag));
   TROUPE_TRY(impl_->check_open());
   if (data == nullptr && bytes > 0) {
     return make_error(ErrorCode::invalid_argument, "send " + tag_name(tag) + ": null data");
@@ -304,7 +368,7 @@ Status TensorChannel::send(uint64_t tag, const void* data, uint64_t bytes, milli
 }
 
 Result<uint64_t> TensorChannel::probe(uint64_t tag, milliseconds timeout) {
-  TROUPE_TRY(check_tag(tag));
+  TROUPE_TRY(check_usable(impl_, tag));
   auto& sizes = impl_->pending_sizes[tag];
   if (!sizes.empty()) return sizes.front();
   TROUPE_TRY(impl_->check_open());
@@ -425,7 +489,7 @@ Result<TensorChannel> TensorListener::accept(milliseconds timeout) {
                                                 std::to_string(impl_->port) + " within " +
                                                 std::to_string(timeout.count()) + " ms");
     }
-    if (now > spin_until) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (now > spin_until) impl_->ucx->idle(deadline);
   }
 
   auto channel = std::make_unique<TensorChannel::Impl>();
@@ -458,6 +522,7 @@ Result<TensorChannel> TensorListener::accept(milliseconds timeout) {
   auto hello = channel->recv_header(kHandshakeTag, what, left());
   if (!hello.ok()) return hello.error();
   TROUPE_TRY(channel->send_header(kHandshakeTag, 0, what, left()));
+  channel->watch_goodbye();
   return TensorChannel(std::move(channel));
 }
 

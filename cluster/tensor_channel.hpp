@@ -57,7 +57,13 @@ class TensorChannel {
 
   TensorChannel(TensorChannel&& other) noexcept;
   TensorChannel& operator=(TensorChannel&& other) noexcept;
-  ~TensorChannel();  // closes the endpoint (flushes pending sends for up to one second)
+  ~TensorChannel();  // close(100 ms) when still open, then releases the UCP worker
+
+  // Closes gracefully: flushes sends and tells the peer, whose calls then fail with unavailable.
+  // Waiting for the peer's acknowledgement needs the peer to progress (be inside a call); after
+  // `timeout` this returns ErrorCode::timeout and the close finishes in the background (at the
+  // latest when the channel is destroyed, which closes its sockets).
+  Status close(std::chrono::milliseconds timeout);
 
   // Sends `bytes` bytes from `data` under `tag`; returns once the buffer may be reused.
   Status send(uint64_t tag, const void* data, uint64_t bytes, std::chrono::milliseconds timeout);

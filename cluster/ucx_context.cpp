@@ -1,5 +1,8 @@
 #include "cluster/ucx_context.hpp"
 
+#include <poll.h>
+
+#include <algorithm>
 #include <thread>
 
 namespace troupe {
@@ -49,7 +52,7 @@ Result<std::shared_ptr<UcxContext>> UcxContext::create(const UcxOptions& options
 
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_TAG;
+  params.features = UCP_FEATURE_TAG | (options.use_wakeup ? UCP_FEATURE_WAKEUP : 0);
   std::shared_ptr<UcxContext> self(new UcxContext());
   status = ucp_init(&params, config, &self->context_);
   ucp_config_release(config);
@@ -60,6 +63,9 @@ Result<std::shared_ptr<UcxContext>> UcxContext::create(const UcxOptions& options
   worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;
   status = ucp_worker_create(self->context_, &worker_params, &self->worker_);
   if (status != UCS_OK) return ucx_error("ucp_worker_create", status);
+  if (options.use_wakeup && ucp_worker_get_efd(self->worker_, &self->event_fd_) != UCS_OK) {
+    self->event_fd_ = -1;  // no event support: idle() falls back to short sleeps
+  }
   return self;
 }
 
@@ -68,20 +74,41 @@ UcxContext::~UcxContext() {
   if (context_ != nullptr) ucp_cleanup(context_);
 }
 
+void UcxContext::idle(Clock::time_point deadline) {
+  const auto now = Clock::now();
+  if (now >= deadline) return;
+  if (event_fd_ < 0) {
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    return;
+  }
+  // Arm, then sleep on the worker's event fd until something arrives (or 5 ms pass, so callers
+  // can poll their abort conditions). UCS_ERR_BUSY: events are already pending, go progress.
+  if (ucp_worker_arm(worker_) != UCS_OK) return;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+  pollfd entry{event_fd_, POLLIN, 0};
+  poll(&entry, 1, static_cast<int>(std::clamp<int64_t>(left, 1, 5)));
+}
+
 ucs_status_t UcxContext::wait(void* request, Clock::time_point deadline, bool (*should_abort)(void*),
                               void* abort_arg) {
   if (request == nullptr) return UCS_OK;
   if (UCS_PTR_IS_ERR(request)) return UCS_PTR_STATUS(request);
-  // Spin first: hand-offs between pipeline stages are latency bound. Back off after that.
-  const auto spin_until = Clock::now() + std::chrono::milliseconds(2);
+  // Spin while the worker makes progress (hand-offs are latency bound, bulk transfers want full
+  // speed); after kSpin without progress, block on the event fd instead of burning a core.
+  constexpr auto kSpin = std::chrono::microseconds(200);
+  auto spin_until = Clock::now() + kSpin;
   while (true) {
-    progress();
+    const bool moved = progress();
     const ucs_status_t status = ucp_request_check_status(request);
     if (status != UCS_INPROGRESS) return status;
     if (should_abort != nullptr && should_abort(abort_arg)) return UCS_ERR_CANCELED;
     const auto now = Clock::now();
     if (now >= deadline) return UCS_ERR_TIMED_OUT;
-    if (now > spin_until) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (moved) {
+      spin_until = now + kSpin;
+    } else if (now > spin_until) {
+      idle(deadline);
+    }
   }
 }
 

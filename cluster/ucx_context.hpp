@@ -19,6 +19,9 @@ struct UcxOptions {
   // Transports, as UCX_TLS spells them ("tcp", "tcp,sysv,posix"). Empty: UCX_TLS from the
   // environment, else UCX's default choice.
   std::string transports;
+  // Block on the worker's event fd when idle instead of sleeping in short steps; keeps waiting
+  // stages off the CPU on oversubscribed hosts.
+  bool use_wakeup = true;
 };
 
 class UcxContext {
@@ -35,18 +38,23 @@ class UcxContext {
   bool progress() { return ucp_worker_progress(worker_) != 0; }
 
   // Progresses until `request` (a value returned by a *_nbx call) completes or `deadline`
-  // passes. Spins for a short while, then backs off with short sleeps so idle waits cost
-  // little CPU. Returns UCS_OK / the request's error / UCS_ERR_TIMED_OUT (request still live).
+  // passes. Spins while there is progress, then blocks on the worker's event fd (at most 5 ms
+  // per step) so idle waits cost little CPU. Returns UCS_OK / the request's error / UCS_ERR_TIMED_OUT (request still live).
   // `should_abort` is polled between progress calls (may be null); when it returns true the
   // wait stops with UCS_ERR_CANCELED (request still live).
   using Clock = std::chrono::steady_clock;
   ucs_status_t wait(void* request, Clock::time_point deadline, bool (*should_abort)(void*) = nullptr,
                     void* abort_arg = nullptr);
 
+  // Waits a little for worker events (event fd, else a 50 us sleep), never past `deadline`.
+  // Call progress() afterwards.
+  void idle(Clock::time_point deadline);
+
  private:
   UcxContext() = default;
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
+  int event_fd_ = -1;
 };
 
 // "<what>: <UCX status string>" as an Error; codes: timeouts -> timeout, unreachable peer,

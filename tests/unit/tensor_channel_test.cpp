@@ -88,6 +88,30 @@ TEST(TensorChannel, RoundTripSizesAreByteExact) { round_trip(tcp_options()); }
 
 TEST(TensorChannel, RoundTripInSmallChunks) { round_trip(tcp_options(/*max_chunk_bytes=*/1000)); }
 
+// Shared memory beside tcp (tcp still carries the connection setup); also runs where sysv or
+// posix is missing, UCX then keeps what it has.
+TEST(TensorChannel, RoundTripWithSharedMemoryTransports) {
+  TensorChannelOptions options = tcp_options();
+  options.ucx.transports = "tcp,sysv,posix";
+  round_trip(options);
+}
+
+TEST(TensorChannel, ClosedPeerMakesRecvUnavailable) {
+  ChannelPair pair = make_pair(tcp_options());
+  ASSERT_TRUE(pair.client && pair.server);
+  (void)pair.client->close(100ms);  // the flush may time out: the server is not progressing
+  EXPECT_FALSE(pair.client->is_open());
+  uint8_t byte = 0;
+  const auto start = Clock::now();
+  auto got = pair.server->recv(1, &byte, 1, 5s);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.error().code, ErrorCode::unavailable) << got.error().message;
+  EXPECT_LT(Clock::now() - start, 3s);
+  const Status sent = pair.client->send(1, &byte, 1, 1s);
+  ASSERT_FALSE(sent.ok());
+  EXPECT_EQ(sent.error().code, ErrorCode::unavailable);
+}
+
 TEST(TensorChannel, SeveralTagsInFlightReceivedOutOfOrder) {
   ChannelPair pair = make_pair(tcp_options());
   ASSERT_TRUE(pair.client && pair.server);
