@@ -24,6 +24,7 @@ constexpr uint64_t kFullMask = ~uint64_t{0};
 constexpr uint64_t kMagic = 0x31534E4554505254ull;  // "TRPTENS1"
 constexpr milliseconds kCloseGrace{1000};
 constexpr milliseconds kDestructorFlush{100};
+constexpr milliseconds kGoodbyeTimeout{100};
 
 struct Header {
   uint64_t magic = kMagic;
@@ -161,7 +162,11 @@ struct TensorChannel::Impl {
   }
 
   // Closes the channel for good after an unrecoverable error (timed-out send, broken payload).
+  // Tells a live peer goodbye (briefly) so its calls fail instead of waiting for their timeouts.
   void close_for_good(const std::string& reason) {
+    if (ep != nullptr && peer_status == UCS_OK && closed_reason.empty()) {
+      (void)send_header(kHandshakeTag, 0, "goodbye", kGoodbyeTimeout);
+    }
     if (closed_reason.empty()) closed_reason = reason;
     if (ep != nullptr) close_endpoint(UCP_EP_CLOSE_FLAG_FORCE);
   }

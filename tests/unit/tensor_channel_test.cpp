@@ -112,6 +112,23 @@ TEST(TensorChannel, ClosedPeerMakesRecvUnavailable) {
   EXPECT_EQ(sent.error().code, ErrorCode::unavailable);
 }
 
+TEST(TensorChannel, SendTimeoutClosesChannelAndTellsThePeer) {
+  ChannelPair pair = make_pair(tcp_options());
+  ASSERT_TRUE(pair.client && pair.server);
+  // 16 MiB goes by rendezvous: it can not complete while the server posts no receive.
+  const std::vector<uint8_t> data(uint64_t{16} << 20, 1);
+  const auto start = Clock::now();
+  const Status sent = pair.client->send(5, data.data(), data.size(), 200ms);
+  ASSERT_FALSE(sent.ok());
+  EXPECT_EQ(sent.error().code, ErrorCode::timeout) << sent.error().message;
+  EXPECT_LT(Clock::now() - start, 2s);
+  EXPECT_FALSE(pair.client->is_open());
+  uint8_t byte = 0;
+  auto got = pair.server->recv(6, &byte, 1, 5s);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.error().code, ErrorCode::unavailable) << got.error().message;
+}
+
 TEST(TensorChannel, SeveralTagsInFlightReceivedOutOfOrder) {
   ChannelPair pair = make_pair(tcp_options());
   ASSERT_TRUE(pair.client && pair.server);
