@@ -7,6 +7,7 @@
 //                                   [--out bench/results/ucx_handoff_<date>.json]
 // Writes {metric, value, unit, device, date, commit, command} records (median and p90 in ms,
 // GB/s at the median) and prints a table.
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,8 +101,16 @@ std::string json_escape(const std::string& text) {
   for (size_t c = 0; c < cases().size(); ++c) {
     for (int i = 0; i < total; ++i) {
       const uint64_t tag = c * 1000000 + i;
-      if (!channel->recv(tag, buffer.data(), buffer.size(), 30s).ok()) _exit(3);
-      if (!channel->send(tag, nullptr, 0, 30s).ok()) _exit(4);
+      auto got = channel->recv(tag, buffer.data(), buffer.size(), 30s);
+      if (!got.ok()) {
+        std::fprintf(stderr, "receiver: %s\n", got.error().message.c_str());
+        _exit(3);
+      }
+      const Status sent = channel->send(tag, nullptr, 0, 30s);
+      if (!sent.ok()) {
+        std::fprintf(stderr, "receiver: %s\n", sent.error().message.c_str());
+        _exit(4);
+      }
     }
   }
   (void)channel->close(5s);
@@ -112,6 +121,16 @@ double percentile(std::vector<double> values, double q) {
   std::sort(values.begin(), values.end());
   const size_t index = std::min(values.size() - 1, static_cast<size_t>(q * (values.size() - 1) + 0.5));
   return values[index];
+}
+
+// Reports how the receiver ended, after a failure on the sender's side.
+int fail(pid_t pid) {
+  int status = 0;
+  kill(pid, SIGTERM);
+  waitpid(pid, &status, 0);
+  if (WIFSIGNALED(status)) std::fprintf(stderr, "receiver died of signal %d\n", WTERMSIG(status));
+  if (WIFEXITED(status)) std::fprintf(stderr, "receiver exited with %d\n", WEXITSTATUS(status));
+  return 1;
 }
 
 int run(const Args& args) {
@@ -164,13 +183,13 @@ int run(const Args& args) {
       const auto start = Clock::now();
       Status sent = channel->send(tag, payload.data(), all[c].bytes(), 30s);
       if (!sent.ok()) {
-        std::fprintf(stderr, "send: %s\n", sent.error().message.c_str());
-        return 1;
+        std::fprintf(stderr, "%s: send %d: %s\n", all[c].name().c_str(), i, sent.error().message.c_str());
+        return fail(pid);
       }
       auto ack = channel->recv(tag, nullptr, 0, 30s);
       if (!ack.ok()) {
-        std::fprintf(stderr, "ack: %s\n", ack.error().message.c_str());
-        return 1;
+        std::fprintf(stderr, "%s: ack %d: %s\n", all[c].name().c_str(), i, ack.error().message.c_str());
+        return fail(pid);
       }
       if (i >= args.warmup) {
         times_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());

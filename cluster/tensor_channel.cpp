@@ -70,7 +70,8 @@ struct TensorChannel::Impl {
   ucp_ep_h ep = nullptr;
   ucs_status_t peer_status = UCS_OK;  // set by the endpoint error callback
   std::string peer;
-  std::string closed_reason;  // why the channel is closed, when it is
+  std::string closed_reason;  // why this side closed the channel, when it did
+  bool peer_said_goodbye = false;
   uint64_t max_chunk_bytes = uint64_t{1} << 30;
   std::map<uint64_t, std::deque<uint64_t>> pending_sizes;  // headers received, payload not yet
   // After the handshake a receive stays posted on kHandshakeTag: the peer's goodbye (close()).
@@ -129,7 +130,7 @@ struct TensorChannel::Impl {
     goodbye_request = nullptr;
     if (peer_status == UCS_OK) {
       peer_status = UCS_ERR_CONNECTION_RESET;
-      closed_reason = "the peer closed the channel";
+      peer_said_goodbye = true;
     }
   }
 
@@ -171,12 +172,23 @@ struct TensorChannel::Impl {
     if (ep != nullptr) close_endpoint(UCP_EP_CLOSE_FLAG_FORCE);
   }
 
+  std::string peer_gone() const {
+    if (peer_said_goodbye) return "the peer closed the channel";
+    return std::string("peer is gone (") + ucs_status_string(peer_status) + ")";
+  }
+
+  // Sending needs a live peer.
   Status check_open() {
     check_goodbye();
     if (peer_status != UCS_OK) {
-      return make_error(ErrorCode::unavailable, "tensor channel to " + peer + ": peer is gone (" +
-                                                    ucs_status_string(peer_status) + ")");
+      return make_error(ErrorCode::unavailable, "tensor channel to " + peer + ": " + peer_gone());
     }
+    return check_receivable();
+  }
+
+  // Receiving works until this side closes: messages a dead peer sent before may still be
+  // queued here (a wait for more then fails with unavailable).
+  Status check_receivable() const {
     if (!closed_reason.empty() || ep == nullptr) {
       return make_error(ErrorCode::unavailable,
                         "tensor channel to " + peer + " is closed: " + closed_reason);
@@ -191,9 +203,7 @@ struct TensorChannel::Impl {
                                                 std::to_string(timeout.count()) + " ms");
     }
     if (peer_status != UCS_OK) {
-      return make_error(ErrorCode::unavailable, what + " on channel to " + peer +
-                                                    ": peer is gone (" +
-                                                    ucs_status_string(peer_status) + ")");
+      return make_error(ErrorCode::unavailable, what + " on channel to " + peer + ": " + peer_gone());
     }
     return ucx_error(what + " on channel to " + peer, status);
   }
@@ -376,7 +386,7 @@ Result<uint64_t> TensorChannel::probe(uint64_t tag, milliseconds timeout) {
   TROUPE_TRY(check_usable(impl_, tag));
   auto& sizes = impl_->pending_sizes[tag];
   if (!sizes.empty()) return sizes.front();
-  TROUPE_TRY(impl_->check_open());
+  TROUPE_TRY(impl_->check_receivable());
   auto size = impl_->recv_header(tag | kHeaderBit, "probe " + tag_name(tag), timeout);
   if (!size.ok()) return size.error();
   sizes.push_back(*size);
@@ -399,7 +409,7 @@ Result<uint64_t> TensorChannel::recv(uint64_t tag, void* data, uint64_t capacity
     return make_error(ErrorCode::invalid_argument, what + ": null buffer");
   }
   impl_->pending_sizes[tag].pop_front();
-  TROUPE_TRY(impl_->check_open());
+  TROUPE_TRY(impl_->check_receivable());
   ucp_request_param_t param{};
   std::vector<void*> requests;
   auto* bytes_out = static_cast<uint8_t*>(data);

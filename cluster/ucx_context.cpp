@@ -101,7 +101,15 @@ ucs_status_t UcxContext::wait(void* request, Clock::time_point deadline, bool (*
     const bool moved = progress();
     const ucs_status_t status = ucp_request_check_status(request);
     if (status != UCS_INPROGRESS) return status;
-    if (should_abort != nullptr && should_abort(abort_arg)) return UCS_ERR_CANCELED;
+    if (should_abort != nullptr && should_abort(abort_arg)) {
+      // NOTE: a peer's failure may overtake messages it sent before (say, an error seen on the
+      // tcp lane while a message still sits in a shared-memory queue): drain those first.
+      const auto drain_until = std::min(deadline, Clock::now() + std::chrono::milliseconds(50));
+      while (progress() && Clock::now() < drain_until) {
+      }
+      const ucs_status_t drained = ucp_request_check_status(request);
+      return drained != UCS_INPROGRESS ? drained : UCS_ERR_CANCELED;
+    }
     const auto now = Clock::now();
     if (now >= deadline) return UCS_ERR_TIMED_OUT;
     if (moved) {

@@ -96,12 +96,17 @@ TEST(TensorChannel, RoundTripWithSharedMemoryTransports) {
   round_trip(options);
 }
 
-TEST(TensorChannel, ClosedPeerMakesRecvUnavailable) {
+TEST(TensorChannel, ClosedPeerMakesRecvUnavailableAfterItsLastMessage) {
   ChannelPair pair = make_pair(tcp_options());
   ASSERT_TRUE(pair.client && pair.server);
+  const uint8_t last = 7;
+  ASSERT_TRUE(pair.client->send(3, &last, 1, 1s).ok());
   (void)pair.client->close(100ms);  // the flush may time out: the server is not progressing
   EXPECT_FALSE(pair.client->is_open());
   uint8_t byte = 0;
+  auto before_close = pair.server->recv(3, &byte, 1, 2s);  // sent before the goodbye: arrives
+  ASSERT_TRUE(before_close.ok()) << before_close.error().message;
+  EXPECT_EQ(byte, last);
   const auto start = Clock::now();
   auto got = pair.server->recv(1, &byte, 1, 5s);
   ASSERT_FALSE(got.ok());
