@@ -4,10 +4,14 @@
 // the way back; the 0x0 row measures that empty round trip alone.
 //
 //   ./build/bench/ucx_handoff_bench [--iterations N] [--warmup N] [--transports tcp,sysv,posix]
-//                                   [--out bench/results/ucx_handoff_<date>.json]
+//                                   [--no-wakeup] [--out bench/results/ucx_handoff_<date>.json]
 // Writes {metric, value, unit, device, date, commit, command} records (median and p90 in ms,
-// GB/s at the median) and prints a table.
+// GB/s at the median) and prints a table; a plain TCP socket doing the same hand-off between two
+// threads is the roofline.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/tensor_channel.hpp"
@@ -53,6 +58,7 @@ struct Args {
   int iterations = 200;
   int warmup = 20;
   std::string transports;
+  bool use_wakeup = true;
   std::string out;
   std::string command;
 };
@@ -123,6 +129,63 @@ double percentile(std::vector<double> values, double q) {
   return values[index];
 }
 
+// Roofline: the same hand-off (payload, then a 1-byte answer) over a plain TCP loopback socket
+// between two threads. Returns per-iteration milliseconds (empty on a socket error).
+std::vector<double> socket_handoff_ms(uint64_t bytes, int warmup, int iterations) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      listen(listener, 1) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    close(listener);
+    return {};
+  }
+  const int total = warmup + iterations;
+  std::thread receiver([&] {
+    const int fd = accept(listener, nullptr, nullptr);
+    std::vector<uint8_t> buffer(std::max<uint64_t>(bytes, 1));
+    for (int i = 0; i < total && fd >= 0; ++i) {
+      for (uint64_t got = 0; got < bytes;) {
+        const ssize_t n = read(fd, buffer.data() + got, bytes - got);
+        if (n <= 0) break;
+        got += n;
+      }
+      const uint8_t ack = 1;
+      if (write(fd, &ack, 1) != 1) break;
+    }
+    if (fd >= 0) close(fd);
+  });
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  std::vector<double> times_ms;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+    std::vector<uint8_t> payload(std::max<uint64_t>(bytes, 1), 3);
+    for (int i = 0; i < total; ++i) {
+      const auto start = Clock::now();
+      bool ok = true;
+      for (uint64_t sent = 0; sent < bytes && ok;) {
+        const ssize_t n = write(fd, payload.data() + sent, bytes - sent);
+        ok = n > 0;
+        if (ok) sent += n;
+      }
+      uint8_t ack = 0;
+      if (!ok || read(fd, &ack, 1) != 1) {
+        times_ms.clear();
+        break;
+      }
+      if (i >= warmup) {
+        times_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+      }
+    }
+  }
+  close(fd);
+  receiver.join();
+  close(listener);
+  return times_ms;
+}
+
 // Reports how the receiver ended, after a failure on the sender's side.
 int fail(pid_t pid) {
   int status = 0;
@@ -136,6 +199,7 @@ int fail(pid_t pid) {
 int run(const Args& args) {
   TensorChannelOptions options;
   options.ucx.transports = args.transports;
+  options.ucx.use_wakeup = args.use_wakeup;
   int fds[2];
   if (pipe(fds) != 0) return 1;
   const pid_t pid = fork();
@@ -158,8 +222,11 @@ int run(const Args& args) {
 
   const char* env_tls = std::getenv("UCX_TLS");
   const std::string tls = !args.transports.empty() ? args.transports : env_tls ? env_tls : "default";
+  // The load average matters on shared hosts: a waiting stage blocks in poll() and its wake-up
+  // latency grows with the run queue.
   const std::string device = "CPU loopback, 2 processes, " + shell("nproc") + " cores, host " +
-                             shell("hostname") + ", UCX_TLS=" + tls;
+                             shell("hostname") + ", load " + shell("cut -d' ' -f1-3 /proc/loadavg") +
+                             ", UCX_TLS=" + tls;
   const std::string date = utc_now("%Y-%m-%dT%H:%M:%SZ");
   const std::string commit = shell("git rev-parse --short HEAD 2>/dev/null");
   std::vector<std::string> records;
@@ -200,7 +267,7 @@ int run(const Args& args) {
     const double gbps = all[c].bytes() / (median * 1e-3) / 1e9;
     std::printf("%-16s %12llu %12.4f %12.4f %10.3f\n", all[c].name().c_str(),
                 static_cast<unsigned long long>(all[c].bytes()), median, p90, gbps);
-    const std::string prefix = "ucx_handoff/" + all[c].name();
+    const std::string prefix = "ucx_handoff/" + tls + "/" + all[c].name();
     add(prefix + "/median", median, "ms");
     add(prefix + "/p90", p90, "ms");
     if (all[c].bytes() > 0) add(prefix + "/bandwidth_at_median", gbps, "GB/s");
@@ -208,6 +275,20 @@ int run(const Args& args) {
   (void)channel->close(5s);
   int status = 0;
   waitpid(pid, &status, 0);
+
+  std::printf("roofline: plain TCP loopback socket, same hand-off\n");
+  for (const Case& c : all) {
+    if (c.bytes() == 0) continue;
+    const auto times_ms = socket_handoff_ms(c.bytes(), args.warmup, args.iterations);
+    if (times_ms.empty()) continue;
+    const double median = percentile(times_ms, 0.5);
+    std::printf("%-16s %12llu %12.4f %12.4f %10.3f\n", c.name().c_str(),
+                static_cast<unsigned long long>(c.bytes()), median, percentile(times_ms, 0.9),
+                c.bytes() / (median * 1e-3) / 1e9);
+    add("tcp_socket_roofline/" + c.name() + "/median", median, "ms");
+    add("tcp_socket_roofline/" + c.name() + "/bandwidth_at_median", c.bytes() / (median * 1e-3) / 1e9,
+        "GB/s");
+  }
 
   const std::string out =
       !args.out.empty() ? args.out : "bench/results/ucx_handoff_" + utc_now("%Y-%m-%d") + ".json";
@@ -242,10 +323,12 @@ int main(int argc, char** argv) {
       args.warmup = std::max(0, std::atoi(argv[++i]));
     } else if (flag == "--transports" && has_value) {
       args.transports = argv[++i];
+    } else if (flag == "--no-wakeup") {
+      args.use_wakeup = false;
     } else if (flag == "--out" && has_value) {
       args.out = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--iterations N] [--warmup N] [--transports TLS] [--out PATH]\n",
+      std::fprintf(stderr, "usage: %s [--iterations N] [--warmup N] [--transports TLS] [--no-wakeup] [--out PATH]\n",
                    argv[0]);
       return 2;
     }

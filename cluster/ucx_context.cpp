@@ -116,6 +116,10 @@ ucs_status_t UcxContext::wait(void* request, Clock::time_point deadline, bool (*
       spin_until = now + kSpin;
     } else if (now > spin_until) {
       idle(deadline);
+    } else {
+      // NOTE: lets a peer that shares this core run (on an oversubscribed host a plain spin
+      // holds it off for the whole spin window).
+      std::this_thread::yield();
     }
   }
 }
