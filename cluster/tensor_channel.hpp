@@ -8,13 +8,16 @@
 //   send(tag = micro-batch id, bytes)  ---->  recv(tag, buffer, capacity)
 //
 // Wire format of one message on user tag T (T <= kMaxTag):
-//   header  {magic, num_bytes} (16 bytes) on UCP tag T | 2^63
+//   header  {magic, num_bytes} (16 bytes) on UCP tag T | 2^63 (hello/ack/goodbye: all-ones tag)
 //   payload in ceil(num_bytes / max_chunk_bytes) UCP messages on UCP tag T, in order.
 // UCP matches messages of one tag from one endpoint in send order, so several micro-batches may
 // be in flight and received in any tag order. Sizes are 64-bit (> 4 GiB is fine).
 //
-// Failure model: endpoints use UCP_ERR_HANDLING_MODE_PEER, so a dead or closed peer turns every
-// pending and later send/recv into ErrorCode::unavailable (with tcp this takes milliseconds).
+// Failure model: endpoints use UCP_ERR_HANDLING_MODE_PEER, so a dead peer turns every pending
+// and later send/recv into ErrorCode::unavailable (with tcp this takes milliseconds; shared
+// memory alone notices only through UCX keepalive). close() sends a goodbye on the reserved tag,
+// so a peer that closes is noticed at once too. Messages that arrived before the death or the
+// goodbye can still be received.
 // Every call takes a timeout and returns ErrorCode::timeout when it passes. A recv that times out
 // before a message arrived leaves the channel usable; a send that times out, or a recv that times
 // out mid-payload, closes the channel (UCX can not take back a half-sent message), and later
