@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <exception>
 
 #include "http/auth.hpp"
@@ -60,7 +61,12 @@ void Server::register_routes() {
   s.Post("/tokenize", guarded(&Routes::tokenize, true));
   s.Post("/detokenize", guarded(&Routes::detokenize, true));
 
+  // NOTE: a streaming request holds one HTTP thread for its whole life; httplib's default pool
+  // (8 threads) would queue the 9th stream, so size the pool from the engine's batch limit.
+  size_t num_threads = size_t(std::clamp<int64_t>(config_.max_num_seqs + 16, 32, 1024));
+  s.new_task_queue = [num_threads] { return new httplib::ThreadPool(num_threads); };
   s.set_payload_max_length(size_t(config_.max_body_bytes));
+  s.set_tcp_nodelay(true);  // SSE chunks are small: no Nagle delay per token
   // Statuses set by httplib itself (no route, body too large, bad request line) get a JSON body.
   s.set_error_handler(httplib::Server::HandlerWithResponse([config](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;

@@ -52,6 +52,11 @@ void FakeEngine::step(Live& live, GenerationOutput& out) {
   out.num_prompt_tokens = int64_t(live.request.prompt_ids.size());
   for (int t = 0; t < options_.tokens_per_step; ++t) {
     int64_t i = live.num_generated;
+    if (options_.fail_after >= 0 && i >= options_.fail_after) {
+      out.finish_reason = "error";
+      out.error_message = "fake engine failure";
+      break;
+    }
     if (!script.empty() && i >= int64_t(script.size()) && !p.ignore_eos) {
       out.finish_reason = "stop";
       break;

@@ -23,6 +23,7 @@ struct FakeEngineOptions {
   int64_t max_model_len = 256;
   int64_t block_size = 4;
   int64_t num_kv_blocks_total = 4096;
+  int64_t fail_after = -1;  // >= 0: a request ends with finish_reason "error" after this many tokens
 };
 
 class FakeEngine final : public ServingEngine {

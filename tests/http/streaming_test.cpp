@@ -1,6 +1,7 @@
 // SSE streaming: chunk shapes, include_usage, stop strings and reasoning across chunk boundaries,
 // n > 1, and a client that leaves mid-stream (its request is cancelled, its KV blocks freed).
 #include <atomic>
+#include <thread>
 
 #include "tests/http/test_server.hpp"
 
@@ -183,6 +184,76 @@ TEST(HttpStreaming, ClientDisconnectCancelsAndFreesBlocks) {
   EXPECT_LT(server.engine().stats().num_generation_tokens_total, 150);
   auto c = server.client();
   EXPECT_EQ(c.Get("/health")->status, 200);
+}
+
+}  // namespace
+}  // namespace troupe::testing
+
+namespace troupe::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(HttpStreaming, ManyConcurrentStreamsEachGetTheirOwnTokens) {
+  TestServer server({.step_delay = 2ms});
+  constexpr int kNumClients = 24;  // more than httplib's default pool of 8 threads
+  std::vector<std::thread> threads;
+  std::vector<std::string> texts(kNumClients);
+  std::vector<int> statuses(kNumClients, 0);
+  for (int i = 0; i < kNumClients; ++i) {
+    threads.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", server.port());
+      c.set_read_timeout(20, 0);
+      json body = chat_stream_body(20, false);
+      body["seed"] = i;
+      auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
+      if (!res) return;
+      statuses[i] = res->status;
+      for (const json& e : sse_events(res->body))
+        if (e != "[DONE]") texts[i] += e["choices"][0]["delta"].value("content", "");
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kNumClients; ++i) {
+    EXPECT_EQ(statuses[i], 200) << i;
+    std::string expected;
+    for (int k = 0; k < 20; ++k) expected += char(FakeEngine::letter(i, k));
+    EXPECT_EQ(texts[i], expected) << i;
+  }
+  EXPECT_TRUE(server.engine().wait_until_idle(5s));
+}
+
+TEST(HttpStreaming, EngineErrorsBecomeErrors) {
+  TestServer server({.fail_after = 2});
+  auto c = server.client();
+  json plain = chat_stream_body(10, false);
+  plain["stream"] = false;
+  expect_error_shape(post_json(c, "/v1/chat/completions", plain), 500);
+  auto res = c.Post("/v1/chat/completions", chat_stream_body(10, false).dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::vector<json> events = sse_events(res->body);
+  bool saw_error = false;
+  for (const json& e : events) saw_error |= e.is_object() && e.contains("error");
+  EXPECT_TRUE(saw_error) << res->body;
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_EQ(c.Get("/health")->status, 200);
+}
+
+TEST(HttpStreaming, StoppingTheServerEndsStreamsAndCancels) {
+  auto server = std::make_unique<TestServer>(FakeEngineOptions{.step_delay = 10ms});
+  int port = server->port();
+  std::thread client([port] {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(20, 0);
+    c.Post("/v1/chat/completions", chat_stream_body(200, false).dump(), "application/json");
+  });
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(server->engine().stats().num_running, 1);
+  auto started = std::chrono::steady_clock::now();
+  server.reset();  // stops the HTTP server, then the engine
+  client.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
 }
 
 }  // namespace

@@ -50,6 +50,7 @@ class TestServer {
     httplib::Client c("127.0.0.1", server_.port());
     c.set_read_timeout(10, 0);
     c.set_connection_timeout(5, 0);
+    c.set_tcp_nodelay(true);
     if (!config_.api_key.empty()) c.set_bearer_token_auth(config_.api_key.c_str());
     return c;
   }
