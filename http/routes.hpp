@@ -2,6 +2,7 @@
 // The handlers behind each route. server.cpp registers them one per line; errors leave here as
 // ApiError and are written in the OpenAI error shape by one function.
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -34,7 +35,8 @@ class Routes {
   void tokenize(const httplib::Request& req, httplib::Response& res);
   void detokenize(const httplib::Request& req, httplib::Response& res);
 
-  // Ends streams and waits: called before the HTTP server stops.
+  // Makes open streams and waiting requests end (their engine requests are cancelled); called
+  // before the HTTP server stops.
   void stop() { stopping_ = true; }
 
  private:
