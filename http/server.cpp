@@ -2,60 +2,112 @@
 
 #include <httplib.h>
 
-#include <nlohmann/json.hpp>
+#include <algorithm>
+#include <exception>
 
+#include "http/auth.hpp"
+#include "http/routes.hpp"
+#include "http/text_codec.hpp"
 #include "runtime/logging.hpp"
-#include "runtime/version.hpp"
 
 namespace troupe::http {
 namespace {
 
-using nlohmann::json;
+using Handler = void (Routes::*)(const httplib::Request&, httplib::Response&);
 
-void send_json(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(), "application/json");
+bool authorized(const Config& config, const httplib::Request& req) {
+  return is_authorized(req.get_header_value("Authorization"), config.api_key);
 }
 
-json error_body(const std::string& message, const std::string& type, int code) {
-  return json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}};
-}
+ApiError unauthorized() { return ApiError{401, "missing or wrong API key (Authorization: Bearer <key>)", ""}; }
 
 }  // namespace
 
-Server::Server(Config config) : config_(std::move(config)), server_(std::make_unique<httplib::Server>()) {
+Server::Server(Config config) : Server(std::move(config), nullptr, nullptr) {}
+
+Server::Server(Config config, ServingEngine* engine, std::shared_ptr<const TextCodec> codec)
+    : config_(std::move(config)),
+      routes_(std::make_unique<Routes>(config_, engine, std::move(codec))),
+      server_(std::make_unique<httplib::Server>()) {
   register_routes();
 }
 
-Server::~Server() = default;
+Server::~Server() {
+  routes_->stop();
+  server_->stop();
+}
 
 void Server::register_routes() {
   auto& s = *server_;
-  s.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.status = 200; });
-  s.Get("/version", [](const httplib::Request&, httplib::Response& res) {
-    send_json(res, 200, json{{"version", kVersion}});
-  });
-  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    json model{{"id", config_.served_model_name}, {"object", "model"}, {"owned_by", "troupe"}};
-    send_json(res, 200, json{{"object", "list"}, {"data", json::array({model})}});
-  });
-  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (res.status == 404) send_json(res, 404, error_body("route not found: " + req.path, "NotFoundError", 404));
+  Routes* routes = routes_.get();
+  const Config* config = &config_;
+  // Every route but /health checks the API key; handlers never let an exception out.
+  auto guarded = [routes, config](Handler handler, bool needs_auth) {
+    return [routes, config, handler, needs_auth](const httplib::Request& req, httplib::Response& res) {
+      if (needs_auth && !authorized(*config, req)) return send_error(res, unauthorized());
+      try {
+        (routes->*handler)(req, res);
+      } catch (const std::exception& e) {
+        send_error(res, ApiError{500, std::string("internal error: ") + e.what(), ""});
+      }
+    };
+  };
+  s.Get("/health", guarded(&Routes::health, false));
+  s.Get("/version", guarded(&Routes::version, true));
+  s.Get("/v1/models", guarded(&Routes::models, true));
+  s.Get("/metrics", guarded(&Routes::metrics, true));
+  s.Post("/v1/chat/completions", guarded(&Routes::chat_completions, true));
+  s.Post("/v1/completions", guarded(&Routes::completions, true));
+  s.Post("/tokenize", guarded(&Routes::tokenize, true));
+  s.Post("/detokenize", guarded(&Routes::detokenize, true));
+
+  // NOTE: a streaming request holds one HTTP thread for its whole life; httplib's default pool
+  // (8 threads) would queue the 9th stream, so size the pool from the engine's batch limit.
+  size_t num_threads = size_t(std::clamp<int64_t>(config_.max_num_seqs + 16, 32, 1024));
+  s.new_task_queue = [num_threads] { return new httplib::ThreadPool(num_threads); };
+  s.set_payload_max_length(size_t(config_.max_body_bytes));
+  s.set_tcp_nodelay(true);  // SSE chunks are small: no Nagle delay per token
+  // Statuses set by httplib itself (no route, body too large, bad request line) get a JSON body.
+  s.set_error_handler(httplib::Server::HandlerWithResponse([config](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    if (res.status == 404 && !authorized(*config, req)) {
+      send_error(res, unauthorized());
+    } else if (res.status == 404) {
+      send_error(res, ApiError{404, "route not found: " + req.method + " " + req.path, ""});
+    } else if (res.status == 413) {
+      send_error(res, ApiError{413, "request body larger than " + std::to_string(config->max_body_bytes) + " bytes", ""});
+    } else {
+      send_error(res, ApiError{res.status, "request failed with HTTP status " + std::to_string(res.status), ""});
+    }
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+    send_error(res, ApiError{500, "internal error", ""});
   });
 }
 
 Status Server::bind() {
-  if (!server_->bind_to_port(config_.host, int(config_.http_port)))
-    return make_error(ErrorCode::unavailable,
-                      "cannot listen on " + config_.host + ":" + std::to_string(config_.http_port) +
-                          " (address in use or not permitted)");
-  port_ = int(config_.http_port);
+  bool ok = false;
+  if (config_.http_port == 0) {
+    port_ = server_->bind_to_any_port(config_.host);
+    ok = port_ > 0;
+  } else {
+    ok = server_->bind_to_port(config_.host, int(config_.http_port));
+    port_ = int(config_.http_port);
+  }
+  if (!ok)
+    return make_error(ErrorCode::unavailable, "cannot listen on " + config_.host + ":" +
+                                                  std::to_string(config_.http_port) +
+                                                  " (address in use or not permitted)");
   log::get("http")->info("listening on http://{}:{}", config_.host, port_);
   return Status::success();
 }
 
 void Server::listen() { server_->listen_after_bind(); }
 
-void Server::stop() { server_->stop(); }
+void Server::stop() {
+  routes_->stop();
+  server_->stop();
+}
 
 }  // namespace troupe::http

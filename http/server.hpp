@@ -1,12 +1,12 @@
 #pragma once
 // The OpenAI-compatible HTTP server (cpp-httplib). Routes are registered one per line in
 // server.cpp; every handler's errors are mapped to the OpenAI error shape in one place.
-#include <atomic>
 #include <memory>
 #include <string>
 
 #include "runtime/config.hpp"
 #include "runtime/result.hpp"
+#include "runtime/serving_engine.hpp"
 
 namespace httplib {
 class Server;
@@ -14,12 +14,19 @@ class Server;
 
 namespace troupe::http {
 
+class Routes;
+class TextCodec;
+
 class Server {
  public:
+  // No engine: /health and generation answer 503 (for `troupe serve` before the engine is wired).
   explicit Server(Config config);
+  // engine: must outlive the server. codec: the model's tokenizer + chat template
+  // (HfTextCodec::load(model_dir) in http/hf_text_codec.hpp).
+  Server(Config config, ServingEngine* engine, std::shared_ptr<const TextCodec> codec);
   ~Server();
 
-  // Binds host:port; an error names the address when it is taken.
+  // Binds host:http_port (0: an ephemeral port, see port()); an error names the address.
   Status bind();
   // Serves until stop() is called (from another thread or a signal handler).
   void listen();
@@ -30,6 +37,7 @@ class Server {
   void register_routes();
 
   Config config_;
+  std::unique_ptr<Routes> routes_;
   std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
 };

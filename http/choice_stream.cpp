@@ -1,0 +1,71 @@
+#include "http/choice_stream.hpp"
+
+namespace troupe::http {
+
+ChoiceStream::ChoiceStream(int index, const TextCodec& codec, std::vector<std::string> stop_strings,
+                           std::unique_ptr<ReasoningParser> reasoning_parser, bool want_logprobs)
+    : index_(index),
+      codec_(&codec),
+      detokenizer_(codec.make_detokenizer()),
+      stop_(std::move(stop_strings)),
+      reasoning_parser_(std::move(reasoning_parser)),
+      want_logprobs_(want_logprobs) {}
+
+void ChoiceStream::emit(const std::string& text, ChoiceDelta& delta) {
+  if (text.empty()) return;
+  if (!reasoning_parser_) {
+    delta.content += text;
+    content_ += text;
+    return;
+  }
+  ReasoningDelta split = reasoning_parser_->push(text);
+  delta.content += split.content;
+  delta.reasoning += split.reasoning;
+  content_ += split.content;
+  reasoning_ += split.reasoning;
+}
+
+ChoiceDelta ChoiceStream::push(const GenerationOutput& output) {
+  ChoiceDelta delta;
+  if (is_finished()) return delta;
+  num_prompt_tokens_ = output.num_prompt_tokens;
+  for (size_t i = 0; i < output.new_token_ids.size() && !stop_.is_stopped(); ++i) {
+    int32_t id = output.new_token_ids[i];
+    ++num_completion_tokens_;
+    if (want_logprobs_) {
+      TokenLogprob lp;
+      lp.id = id;
+      lp.token = codec_->decode({id});
+      lp.logprob = i < output.logprobs.size() ? output.logprobs[i] : 0.0f;
+      if (i < output.top_logprobs.size())
+        for (const auto& [top_id, top_lp] : output.top_logprobs[i]) lp.top.emplace_back(codec_->decode({top_id}), top_lp);
+      delta.logprobs.push_back(lp);
+      logprobs_.push_back(std::move(lp));
+    }
+    StopStringMatcher::Step step = stop_.push(detokenizer_->push(id));
+    emit(step.text, delta);
+  }
+  bool done = stop_.is_stopped() || !output.finish_reason.empty();
+  if (!done) return delta;
+  if (stop_.is_stopped()) {
+    stopped_by_string_ = output.finish_reason.empty();
+    finish_reason_ = "stop";
+  } else {
+    StopStringMatcher::Step step = stop_.push(detokenizer_->flush());
+    emit(step.text, delta);
+    if (!step.stopped) emit(stop_.flush(), delta);
+    finish_reason_ = step.stopped ? "stop" : output.finish_reason;
+    delta.error_message = output.error_message;
+  }
+  if (reasoning_parser_) {
+    ReasoningDelta rest = reasoning_parser_->flush();
+    delta.content += rest.content;
+    delta.reasoning += rest.reasoning;
+    content_ += rest.content;
+    reasoning_ += rest.reasoning;
+  }
+  delta.finish_reason = finish_reason_;
+  return delta;
+}
+
+}  // namespace troupe::http

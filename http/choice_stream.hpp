@@ -1,0 +1,69 @@
+#pragma once
+// One choice's text pipeline: engine token ids -> detokenizer -> stop strings -> reasoning split.
+// Fed on the HTTP thread with the engine's outputs in order; yields the deltas to send.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "http/reasoning_parser.hpp"
+#include "http/stop_strings.hpp"
+#include "http/text_codec.hpp"
+#include "runtime/serving_engine.hpp"
+
+namespace troupe::http {
+
+struct TokenLogprob {
+  int32_t id = 0;
+  std::string token;
+  float logprob = 0.0f;
+  std::vector<std::pair<std::string, float>> top;  // [top_logprobs]
+};
+
+struct ChoiceDelta {
+  std::string content;
+  std::string reasoning;
+  std::vector<TokenLogprob> logprobs;  // of the tokens consumed by this step
+  std::string finish_reason;           // set on the last delta
+  std::string error_message;           // with finish_reason "error"
+};
+
+class ChoiceStream {
+ public:
+  ChoiceStream(int index, const TextCodec& codec, std::vector<std::string> stop_strings,
+               std::unique_ptr<ReasoningParser> reasoning_parser, bool want_logprobs);
+
+  ChoiceDelta push(const GenerationOutput& output);
+
+  int index() const { return index_; }
+  bool is_finished() const { return !finish_reason_.empty(); }
+  // A stop string ended the choice while the engine still runs it: the caller cancels it.
+  bool needs_cancel() const { return stopped_by_string_; }
+  int64_t num_completion_tokens() const { return num_completion_tokens_; }
+  int64_t num_prompt_tokens() const { return num_prompt_tokens_; }
+  const std::string& finish_reason() const { return finish_reason_; }
+  const std::string& content() const { return content_; }
+  const std::string& reasoning() const { return reasoning_; }
+  const std::vector<TokenLogprob>& logprobs() const { return logprobs_; }
+  bool has_reasoning_parser() const { return reasoning_parser_ != nullptr; }
+
+ private:
+  void emit(const std::string& text, ChoiceDelta& delta);
+
+  int index_;
+  const TextCodec* codec_;
+  std::unique_ptr<TextDetokenizer> detokenizer_;
+  StopStringMatcher stop_;
+  std::unique_ptr<ReasoningParser> reasoning_parser_;
+  bool want_logprobs_;
+  bool stopped_by_string_ = false;
+  std::string finish_reason_;
+  int64_t num_completion_tokens_ = 0;
+  int64_t num_prompt_tokens_ = 0;
+  std::string content_;
+  std::string reasoning_;
+  std::vector<TokenLogprob> logprobs_;
+};
+
+}  // namespace troupe::http

@@ -1,0 +1,111 @@
+#include "http/generation_job.hpp"
+
+namespace troupe::http {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+}  // namespace
+
+GenerationJob::GenerationJob(ServingEngine& engine, Metrics& metrics, const TextCodec& codec, JobSpec spec)
+    : engine_(&engine),
+      metrics_(&metrics),
+      spec_(std::move(spec)),
+      queue_(std::make_shared<OutputQueue>()),
+      started_at_(Clock::now()) {
+  size_t n = size_t(spec_.request.n);
+  for (size_t i = 0; i < n; ++i)
+    choices_.push_back(std::make_unique<ChoiceStream>(
+        int(i), codec, spec_.request.stop, ReasoningParser::create(spec_.reasoning_parser, spec_.prompt_text),
+        spec_.request.logprobs));
+  submitted_.assign(n, false);
+  last_output_at_.assign(n, started_at_);
+  got_first_token_.assign(n, false);
+}
+
+GenerationJob::~GenerationJob() { cancel(); }
+
+Status GenerationJob::submit() {
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    GenerationRequest request;
+    request.request_id = engine_id(i);
+    request.prompt_ids = spec_.prompt_ids;
+    request.params = spec_.request.params;
+    // n > 1: choice i gets seed + i so choices differ yet stay reproducible.
+    if (request.params.seed >= 0) request.params.seed += int64_t(i);
+    std::shared_ptr<OutputQueue> queue = queue_;
+    int choice = int(i);
+    Status status = engine_->submit(std::move(request),
+                                    [queue, choice](const GenerationOutput& out) { queue->push(choice, out); });
+    if (!status.ok()) {
+      cancel();
+      return status;
+    }
+    submitted_[i] = true;
+  }
+  return Status::success();
+}
+
+void GenerationJob::observe(size_t choice, const QueuedOutput& item) {
+  size_t num_new = item.output.new_token_ids.size();
+  if (num_new > 0) {
+    if (!got_first_token_[choice]) {
+      metrics_->observe_time_to_first_token(seconds_between(started_at_, item.at));
+      got_first_token_[choice] = true;
+      num_new -= 1;  // the first token has no inter-token latency
+    }
+    double per_token = num_new > 0 ? seconds_between(last_output_at_[choice], item.at) / double(num_new) : 0.0;
+    for (size_t t = 0; t < num_new; ++t) metrics_->observe_inter_token_latency(per_token);
+    last_output_at_[choice] = item.at;
+  }
+}
+
+std::vector<std::pair<int, ChoiceDelta>> GenerationJob::poll(std::chrono::milliseconds timeout) {
+  std::vector<std::pair<int, ChoiceDelta>> deltas;
+  std::deque<QueuedOutput> items;
+  if (!queue_->pop_all(items, timeout)) return deltas;
+  for (const QueuedOutput& item : items) {
+    size_t c = size_t(item.choice);
+    if (c >= choices_.size() || choices_[c]->is_finished()) continue;
+    observe(c, item);
+    ChoiceDelta delta = choices_[c]->push(item.output);
+    if (choices_[c]->is_finished()) {
+      if (choices_[c]->needs_cancel()) engine_->cancel(engine_id(c));
+      metrics_->observe_e2e_latency(seconds_between(started_at_, item.at));
+      metrics_->count_request(choices_[c]->finish_reason() != "error");
+    }
+    deltas.emplace_back(int(c), std::move(delta));
+  }
+  return deltas;
+}
+
+bool GenerationJob::is_finished() const {
+  for (const auto& c : choices_)
+    if (!c->is_finished()) return false;
+  return true;
+}
+
+void GenerationJob::cancel() {
+  for (size_t i = 0; i < choices_.size(); ++i)
+    if (submitted_[i] && !choices_[i]->is_finished()) {
+      engine_->cancel(engine_id(i));
+      submitted_[i] = false;
+    }
+}
+
+std::vector<const ChoiceStream*> GenerationJob::choices() const {
+  std::vector<const ChoiceStream*> out;
+  for (const auto& c : choices_) out.push_back(c.get());
+  return out;
+}
+
+int64_t GenerationJob::num_completion_tokens() const {
+  int64_t total = 0;
+  for (const auto& c : choices_) total += c->num_completion_tokens();
+  return total;
+}
+
+}  // namespace troupe::http

@@ -1,0 +1,108 @@
+#include "http/metrics.hpp"
+
+#include <cstdio>
+
+namespace troupe::http {
+namespace {
+
+std::string number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  return buf;
+}
+
+void header(std::string& out, const std::string& name, const char* type, const char* help) {
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+void sample(std::string& out, const std::string& name, const std::string& labels, double value) {
+  out += name + "{" + labels + "} " + number(value) + "\n";
+}
+
+}  // namespace
+
+Histogram::Histogram(std::vector<double> upper_bounds)
+    : upper_bounds_(std::move(upper_bounds)), counts_(upper_bounds_.size() + 1, 0) {}
+
+void Histogram::observe(double value) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_t i = 0;
+  while (i < upper_bounds_.size() && value > upper_bounds_[i]) ++i;
+  ++counts_[i];
+  sum_ += value;
+  ++count_;
+}
+
+void Histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= upper_bounds_.size(); ++i) {
+    cumulative += counts_[i];
+    std::string le = i < upper_bounds_.size() ? number(upper_bounds_[i]) : "+Inf";
+    sample(out, name + "_bucket", labels + ",le=\"" + le + "\"", double(cumulative));
+  }
+  sample(out, name + "_sum", labels, sum_);
+  sample(out, name + "_count", labels, double(count_));
+}
+
+Metrics::Metrics()
+    : time_to_first_token_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+                            2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0}),
+      inter_token_latency_({0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+                            5.0, 7.5, 10.0, 20.0, 40.0, 80.0}),
+      e2e_request_latency_({0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
+                            50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0}) {}
+
+void Metrics::count_request(bool success) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++(success ? num_requests_success_ : num_requests_failed_);
+}
+
+std::string Metrics::render(const EngineStats& stats, const std::string& model_name) const {
+  // NOTE: model names come from the config; quote and backslash are escaped for the label.
+  std::string escaped;
+  for (char c : model_name) {
+    if (c == '"' || c == '\\') escaped += '\\';
+    if (c == '\n') {
+      escaped += "\\n";
+      continue;
+    }
+    escaped += c;
+  }
+  const std::string labels = "model_name=\"" + escaped + "\"";
+  std::string out;
+  auto gauge = [&](const std::string& name, const char* help, double v) {
+    header(out, name, "gauge", help);
+    sample(out, name, labels, v);
+  };
+  auto counter = [&](const std::string& name, const char* help, double v) {
+    header(out, name, "counter", help);
+    sample(out, name, labels, v);
+  };
+  gauge("troupe:num_requests_running", "Requests in the running batch.", double(stats.num_running));
+  gauge("troupe:num_requests_waiting", "Requests waiting to be scheduled.", double(stats.num_waiting));
+  double usage = stats.num_kv_blocks_total > 0
+                     ? double(stats.num_kv_blocks_used) / double(stats.num_kv_blocks_total)
+                     : 0.0;
+  gauge("troupe:kv_cache_usage_perc", "KV-cache usage, 1 means 100 percent.", usage);
+  counter("troupe:prompt_tokens_total", "Prefill tokens processed.", double(stats.num_prompt_tokens_total));
+  counter("troupe:generation_tokens_total", "Generated tokens.", double(stats.num_generation_tokens_total));
+  counter("troupe:num_preemptions_total", "Preempted requests.", double(stats.num_preemptions_total));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    header(out, "troupe:request_success_total", "counter", "Requests finished, by outcome.");
+    sample(out, "troupe:request_success_total", labels + ",finished_reason=\"ok\"",
+           double(num_requests_success_));
+    sample(out, "troupe:request_success_total", labels + ",finished_reason=\"error\"",
+           double(num_requests_failed_));
+  }
+  header(out, "troupe:time_to_first_token_seconds", "histogram", "Time to first token in seconds.");
+  time_to_first_token_.render(out, "troupe:time_to_first_token_seconds", labels);
+  header(out, "troupe:inter_token_latency_seconds", "histogram", "Time between output chunks in seconds.");
+  inter_token_latency_.render(out, "troupe:inter_token_latency_seconds", labels);
+  header(out, "troupe:e2e_request_latency_seconds", "histogram", "Request latency in seconds.");
+  e2e_request_latency_.render(out, "troupe:e2e_request_latency_seconds", labels);
+  return out;
+}
+
+}  // namespace troupe::http

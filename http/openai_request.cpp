@@ -1,0 +1,256 @@
+#include "http/openai_request.hpp"
+
+#include <cmath>
+#include <limits>
+
+namespace troupe::http {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kMaxDepth = 64;
+constexpr int64_t kMaxN = 128;
+constexpr int64_t kMaxTopLogprobs = 20;
+
+Error bad(std::string& param, const std::string& name, const std::string& what) {
+  param = name;
+  return make_error(ErrorCode::invalid_argument, "'" + name + "' " + what);
+}
+
+std::string shown(const json& v) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.size() > 64 ? s.substr(0, 61) + "..." : s;
+}
+
+bool present(const json& body, const char* key) { return body.contains(key) && !body[key].is_null(); }
+
+// Reads an optional number in [lo, hi]; leaves `out` alone when absent or null.
+Status read_double(const json& body, const char* key, double lo, double hi, double& out, std::string& param) {
+  if (!present(body, key)) return Status::success();
+  const json& v = body[key];
+  if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < lo || v.get<double>() > hi)
+    return bad(param, key, "must be a number in [" + shown(lo) + ", " + shown(hi) + "], got " + shown(v));
+  out = v.get<double>();
+  return Status::success();
+}
+
+Status read_int(const json& body, const char* key, int64_t lo, int64_t hi, int64_t& out, std::string& param) {
+  if (!present(body, key)) return Status::success();
+  const json& v = body[key];
+  bool ok = false;
+  if (v.is_number_unsigned()) {
+    ok = v.get<uint64_t>() <= uint64_t(std::numeric_limits<int64_t>::max()) && v.get<int64_t>() >= lo &&
+         v.get<int64_t>() <= hi;
+  } else if (v.is_number_integer()) {
+    ok = v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+  }
+  if (!ok) return bad(param, key, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                                      "], got " + shown(v));
+  out = v.get<int64_t>();
+  return Status::success();
+}
+
+Status read_bool(const json& body, const char* key, bool& out, std::string& param) {
+  if (!present(body, key)) return Status::success();
+  if (!body[key].is_boolean()) return bad(param, key, "must be a boolean, got " + shown(body[key]));
+  out = body[key].get<bool>();
+  return Status::success();
+}
+
+Result<std::vector<int32_t>> read_token_ids(const json& v, const char* key, std::string& param) {
+  std::vector<int32_t> ids;
+  for (const json& id : v) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > std::numeric_limits<int32_t>::max())
+      return bad(param, key, "token ids must be integers >= 0, got " + shown(id));
+    ids.push_back(int32_t(id.get<int64_t>()));
+  }
+  return ids;
+}
+
+// Fields shared by chat and completions.
+Status read_common(const json& body, OpenAIRequest& r, std::string& param) {
+  if (!body.contains("model") || !body["model"].is_string())
+    return bad(param, "model", "is required and must be a string");
+  r.model = body["model"].get<std::string>();
+  SamplingParams& p = r.params;
+  TROUPE_TRY(read_double(body, "temperature", 0.0, 100.0, p.temperature, param));
+  TROUPE_TRY(read_double(body, "top_p", 1e-9, 1.0, p.top_p, param));
+  TROUPE_TRY(read_int(body, "top_k", -1, std::numeric_limits<int32_t>::max(), p.top_k, param));
+  TROUPE_TRY(read_double(body, "min_p", 0.0, 1.0, p.min_p, param));
+  TROUPE_TRY(read_double(body, "presence_penalty", -2.0, 2.0, p.presence_penalty, param));
+  TROUPE_TRY(read_double(body, "frequency_penalty", -2.0, 2.0, p.frequency_penalty, param));
+  TROUPE_TRY(read_double(body, "repetition_penalty", 1e-6, 100.0, p.repetition_penalty, param));
+  TROUPE_TRY(read_int(body, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
+                      p.seed, param));
+  TROUPE_TRY(read_bool(body, "ignore_eos", p.ignore_eos, param));
+  int64_t max_tokens = -1;
+  TROUPE_TRY(read_int(body, "max_tokens", 1, std::numeric_limits<int32_t>::max(), max_tokens, param));
+  TROUPE_TRY(read_int(body, "max_completion_tokens", 1, std::numeric_limits<int32_t>::max(), max_tokens, param));
+  if (max_tokens > 0) {
+    p.max_tokens = max_tokens;
+    r.max_tokens_given = true;
+  }
+  TROUPE_TRY(read_int(body, "n", 1, kMaxN, r.n, param));
+  TROUPE_TRY(read_bool(body, "stream", r.stream, param));
+  if (present(body, "stream_options")) {
+    const json& so = body["stream_options"];
+    if (!so.is_object()) return bad(param, "stream_options", "must be an object");
+    TROUPE_TRY(read_bool(so, "include_usage", r.include_usage, param));
+  }
+  if (present(body, "stop")) {
+    const json& stop = body["stop"];
+    if (stop.is_string()) {
+      r.stop.push_back(stop.get<std::string>());
+    } else if (stop.is_array()) {
+      for (const json& s : stop) {
+        if (!s.is_string()) return bad(param, "stop", "must be a string or a list of strings");
+        r.stop.push_back(s.get<std::string>());
+      }
+    } else {
+      return bad(param, "stop", "must be a string or a list of strings");
+    }
+  }
+  if (present(body, "stop_token_ids")) {
+    if (!body["stop_token_ids"].is_array()) return bad(param, "stop_token_ids", "must be a list of token ids");
+    Result<std::vector<int32_t>> ids = read_token_ids(body["stop_token_ids"], "stop_token_ids", param);
+    if (!ids.ok()) return ids.error();
+    for (int32_t id : ids.value()) p.stop_token_ids.push_back(id);
+  }
+  return Status::success();
+}
+
+Result<std::string> message_content(const json& message, size_t index, std::string& param) {
+  const std::string name = "messages[" + std::to_string(index) + "].content";
+  if (!message.contains("content") || message["content"].is_null()) return std::string();
+  const json& content = message["content"];
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) return bad(param, name, "must be a string or a list of content parts");
+  std::string text;
+  for (const json& part : content) {
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
+        !part["text"].is_string())
+      return bad(param, name, "parts must be {\"type\": \"text\", \"text\": string}");
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+Result<json> read_messages(const json& body, std::string& param) {
+  if (!body.contains("messages") || !body["messages"].is_array() || body["messages"].empty())
+    return bad(param, "messages", "is required and must be a non-empty list");
+  json messages = json::array();
+  size_t i = 0;
+  for (const json& m : body["messages"]) {
+    std::string name = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) return bad(param, name, "must be an object");
+    if (!m.contains("role") || !m["role"].is_string()) return bad(param, name + ".role", "is required");
+    std::string role = m["role"].get<std::string>();
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool" && role != "developer")
+      return bad(param, name + ".role", "must be system, user, assistant, tool or developer, got " + shown(role));
+    Result<std::string> content = message_content(m, i, param);
+    if (!content.ok()) return content.error();
+    json copy = m;
+    copy["content"] = content.value();
+    messages.push_back(std::move(copy));
+    ++i;
+  }
+  return messages;
+}
+
+}  // namespace
+
+Result<json> parse_json_body(const std::string& body) {
+  // NOTE: bound the nesting before parsing so deep junk cannot exhaust the stack anywhere later.
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < body.size(); ++i) {
+    char c = body[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxDepth) return make_error(ErrorCode::invalid_argument, "JSON nested too deeply");
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) return make_error(ErrorCode::invalid_argument, "request body is not valid JSON");
+  if (!parsed.is_object()) return make_error(ErrorCode::invalid_argument, "request body must be a JSON object");
+  return parsed;
+}
+
+Result<OpenAIRequest> parse_chat_request(const json& body, std::string& param) {
+  OpenAIRequest r;
+  r.endpoint = Endpoint::chat;
+  Result<json> messages = read_messages(body, param);
+  if (!messages.ok()) return messages.error();
+  r.messages = std::move(messages).value();
+  if (present(body, "tools")) {
+    if (!body["tools"].is_array()) return bad(param, "tools", "must be a list");
+    r.tools = body["tools"];
+  }
+  TROUPE_TRY(read_common(body, r, param));
+  TROUPE_TRY(read_bool(body, "add_generation_prompt", r.add_generation_prompt, param));
+  TROUPE_TRY(read_bool(body, "logprobs", r.logprobs, param));
+  if (present(body, "top_logprobs")) {
+    TROUPE_TRY(read_int(body, "top_logprobs", 0, kMaxTopLogprobs, r.top_logprobs, param));
+    if (!r.logprobs) return bad(param, "top_logprobs", "needs 'logprobs': true");
+  }
+  r.params.logprobs = r.logprobs ? r.top_logprobs : -1;
+  return r;
+}
+
+Result<OpenAIRequest> parse_completion_request(const json& body, std::string& param) {
+  OpenAIRequest r;
+  r.endpoint = Endpoint::completion;
+  if (!body.contains("prompt")) return bad(param, "prompt", "is required");
+  const json& prompt = body["prompt"];
+  if (prompt.is_string()) {
+    r.prompt_text = prompt.get<std::string>();
+  } else if (prompt.is_array() && prompt.size() == 1 && prompt[0].is_string()) {
+    r.prompt_text = prompt[0].get<std::string>();
+  } else if (prompt.is_array() && !prompt.empty()) {
+    Result<std::vector<int32_t>> ids = read_token_ids(prompt, "prompt", param);
+    if (!ids.ok()) return ids.error();
+    r.prompt_is_ids = true;
+    r.prompt_ids = std::move(ids).value();
+  } else {
+    return bad(param, "prompt", "must be a string or a non-empty list of token ids");
+  }
+  TROUPE_TRY(read_common(body, r, param));
+  if (present(body, "logprobs")) {
+    TROUPE_TRY(read_int(body, "logprobs", 0, kMaxTopLogprobs, r.top_logprobs, param));
+    r.logprobs = true;
+  }
+  r.params.logprobs = r.logprobs ? r.top_logprobs : -1;
+  return r;
+}
+
+Result<TokenizeRequest> parse_tokenize_request(const json& body, std::string& param) {
+  TokenizeRequest r;
+  if (body.contains("messages")) {
+    Result<json> messages = read_messages(body, param);
+    if (!messages.ok()) return messages.error();
+    r.is_chat = true;
+    r.messages = std::move(messages).value();
+    r.add_special_tokens = false;
+    TROUPE_TRY(read_bool(body, "add_generation_prompt", r.add_generation_prompt, param));
+  } else if (body.contains("prompt") && body["prompt"].is_string()) {
+    r.prompt = body["prompt"].get<std::string>();
+  } else {
+    return bad(param, "prompt", "is required (a string), or 'messages'");
+  }
+  TROUPE_TRY(read_bool(body, "add_special_tokens", r.add_special_tokens, param));
+  return r;
+}
+
+Result<std::vector<int32_t>> parse_detokenize_request(const json& body, std::string& param) {
+  if (!body.contains("tokens") || !body["tokens"].is_array())
+    return bad(param, "tokens", "is required and must be a list of token ids");
+  return read_token_ids(body["tokens"], "tokens", param);
+}
+
+}  // namespace troupe::http

@@ -1,0 +1,56 @@
+#pragma once
+// Parsing and validation of OpenAI request bodies (/v1/chat/completions, /v1/completions,
+// /tokenize, /detokenize). Every bad field gives invalid_argument naming the field; `param`
+// receives the field name for the error body.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/result.hpp"
+#include "runtime/sampling_params.hpp"
+
+namespace troupe::http {
+
+enum class Endpoint { chat, completion };
+
+struct OpenAIRequest {
+  Endpoint endpoint = Endpoint::chat;
+  std::string model;
+  // Chat: validated messages (content parts joined into one string), tools or null.
+  nlohmann::json messages;
+  nlohmann::json tools;
+  bool add_generation_prompt = true;
+  // Completion: a text prompt, or token ids when prompt_is_ids.
+  std::string prompt_text;
+  bool prompt_is_ids = false;
+  std::vector<int32_t> prompt_ids;
+
+  SamplingParams params;
+  bool max_tokens_given = false;
+  std::vector<std::string> stop;
+  int64_t n = 1;
+  bool stream = false;
+  bool include_usage = false;
+  bool logprobs = false;      // chat: logprobs; completion: logprobs != null
+  int64_t top_logprobs = 0;   // chat: top_logprobs; completion: the logprobs integer
+};
+
+struct TokenizeRequest {
+  bool is_chat = false;
+  std::string prompt;
+  nlohmann::json messages;
+  bool add_generation_prompt = true;
+  bool add_special_tokens = true;
+};
+
+// The body as JSON: invalid_argument for invalid JSON, nesting deeper than 64, or a non-object.
+Result<nlohmann::json> parse_json_body(const std::string& body);
+
+Result<OpenAIRequest> parse_chat_request(const nlohmann::json& body, std::string& param);
+Result<OpenAIRequest> parse_completion_request(const nlohmann::json& body, std::string& param);
+Result<TokenizeRequest> parse_tokenize_request(const nlohmann::json& body, std::string& param);
+Result<std::vector<int32_t>> parse_detokenize_request(const nlohmann::json& body, std::string& param);
+
+}  // namespace troupe::http

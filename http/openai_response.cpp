@@ -1,0 +1,114 @@
+#include "http/openai_response.hpp"
+
+namespace troupe::http {
+
+using nlohmann::json;
+
+namespace {
+
+json bytes_of(const std::string& s) {
+  json bytes = json::array();
+  for (unsigned char c : s) bytes.push_back(int(c));
+  return bytes;
+}
+
+json reason_or_null(const std::string& finish_reason) {
+  return finish_reason.empty() ? json(nullptr) : json(finish_reason);
+}
+
+}  // namespace
+
+std::string dump_json(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string sse_event(const json& value) { return "data: " + dump_json(value) + "\n\n"; }
+
+json usage_json(int64_t num_prompt_tokens, int64_t num_completion_tokens) {
+  return json{{"prompt_tokens", num_prompt_tokens},
+              {"completion_tokens", num_completion_tokens},
+              {"total_tokens", num_prompt_tokens + num_completion_tokens}};
+}
+
+json chat_logprobs_json(const std::vector<TokenLogprob>& logprobs) {
+  json content = json::array();
+  for (const TokenLogprob& lp : logprobs) {
+    json top = json::array();
+    for (const auto& [token, value] : lp.top)
+      top.push_back(json{{"token", token}, {"logprob", value}, {"bytes", bytes_of(token)}});
+    content.push_back(
+        json{{"token", lp.token}, {"logprob", lp.logprob}, {"bytes", bytes_of(lp.token)}, {"top_logprobs", top}});
+  }
+  return json{{"content", content}};
+}
+
+json completion_logprobs_json(const std::vector<TokenLogprob>& logprobs, int64_t text_offset) {
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
+  for (const TokenLogprob& lp : logprobs) {
+    tokens.push_back(lp.token);
+    token_logprobs.push_back(lp.logprob);
+    json entry = json::object();
+    for (const auto& [token, value] : lp.top) entry[token] = value;
+    top.push_back(entry);
+    offsets.push_back(text_offset);
+    text_offset += int64_t(lp.token.size());
+  }
+  return json{{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top}, {"text_offset", offsets}};
+}
+
+json chat_completion_json(const ResponseHeader& header, const std::vector<const ChoiceStream*>& choices,
+                          bool want_logprobs, const json& usage) {
+  json out_choices = json::array();
+  for (const ChoiceStream* c : choices) {
+    json message{{"role", "assistant"}, {"content", c->content()}};
+    if (c->has_reasoning_parser())
+      message["reasoning_content"] = c->reasoning().empty() ? json(nullptr) : json(c->reasoning());
+    message["tool_calls"] = json::array();
+    out_choices.push_back(json{{"index", c->index()},
+                               {"message", message},
+                               {"logprobs", want_logprobs ? chat_logprobs_json(c->logprobs()) : json(nullptr)},
+                               {"finish_reason", reason_or_null(c->finish_reason())}});
+  }
+  return json{{"id", header.id},       {"object", "chat.completion"}, {"created", header.created},
+              {"model", header.model}, {"choices", out_choices},      {"usage", usage}};
+}
+
+json completion_json(const ResponseHeader& header, const std::vector<const ChoiceStream*>& choices,
+                     bool want_logprobs, const json& usage) {
+  json out_choices = json::array();
+  for (const ChoiceStream* c : choices) {
+    out_choices.push_back(json{{"index", c->index()},
+                               {"text", c->content()},
+                               {"logprobs", want_logprobs ? completion_logprobs_json(c->logprobs(), 0) : json(nullptr)},
+                               {"finish_reason", reason_or_null(c->finish_reason())}});
+  }
+  return json{{"id", header.id},       {"object", "text_completion"}, {"created", header.created},
+              {"model", header.model}, {"choices", out_choices},      {"usage", usage}};
+}
+
+json chat_chunk_json(const ResponseHeader& header, int index, const json& delta, const json& logprobs,
+                     const std::string& finish_reason, bool include_usage) {
+  json choice{{"index", index}, {"delta", delta}, {"logprobs", logprobs}, {"finish_reason", reason_or_null(finish_reason)}};
+  json chunk{{"id", header.id},       {"object", "chat.completion.chunk"}, {"created", header.created},
+             {"model", header.model}, {"choices", json::array({choice})}};
+  if (include_usage) chunk["usage"] = nullptr;
+  return chunk;
+}
+
+json completion_chunk_json(const ResponseHeader& header, int index, const std::string& text, const json& logprobs,
+                           const std::string& finish_reason, bool include_usage) {
+  json choice{{"index", index}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", reason_or_null(finish_reason)}};
+  json chunk{{"id", header.id},       {"object", "text_completion"}, {"created", header.created},
+             {"model", header.model}, {"choices", json::array({choice})}};
+  if (include_usage) chunk["usage"] = nullptr;
+  return chunk;
+}
+
+json usage_chunk_json(const ResponseHeader& header, bool is_chat, const json& usage) {
+  return json{{"id", header.id},
+              {"object", is_chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", header.created},
+              {"model", header.model},
+              {"choices", json::array()},
+              {"usage", usage}};
+}
+
+}  // namespace troupe::http

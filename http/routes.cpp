@@ -1,0 +1,253 @@
+#include "http/routes.hpp"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "http/generation_job.hpp"
+#include "http/openai_request.hpp"
+#include "http/openai_response.hpp"
+#include "runtime/version.hpp"
+
+namespace troupe::http {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(dump_json(body), "application/json");
+}
+
+ApiError bad_request(const Error& error, const std::string& param) { return api_error_of(error, param); }
+
+ApiError not_ready() { return ApiError{503, "the engine is not ready yet; retry shortly", ""}; }
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Chat deltas for one choice: reasoning and content in one delta when both are there.
+json chat_delta(const ChoiceDelta& d) {
+  json delta = json::object();
+  if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
+  if (!d.content.empty()) delta["content"] = d.content;
+  return delta;
+}
+
+}  // namespace
+
+void send_error(httplib::Response& res, const ApiError& error) {
+  res.status = error.status;
+  if (error.status == 503) res.set_header("Retry-After", "1");
+  res.set_content(error_body(error), "application/json");
+}
+
+Routes::Routes(const Config& config, ServingEngine* engine, std::shared_ptr<const TextCodec> codec)
+    : config_(config), engine_(engine), codec_(std::move(codec)), id_salt_(std::random_device{}()) {}
+
+int64_t Routes::max_model_len() const { return engine_ ? engine_->max_model_len() : config_.max_model_len; }
+
+std::string Routes::next_id(const char* prefix) {
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%s-%08llx%08llx", prefix, static_cast<unsigned long long>(id_salt_ & 0xffffffffu),
+                static_cast<unsigned long long>(next_id_.fetch_add(1)));
+  return buf;
+}
+
+void Routes::health(const httplib::Request&, httplib::Response& res) {
+  if (!engine_ || !engine_->is_ready()) return send_error(res, not_ready());
+  send_json(res, 200, json::object());
+}
+
+void Routes::version(const httplib::Request&, httplib::Response& res) {
+  send_json(res, 200, json{{"version", kVersion}});
+}
+
+void Routes::models(const httplib::Request&, httplib::Response& res) {
+  json model{{"id", config_.served_model_name},
+             {"object", "model"},
+             {"created", unix_now()},
+             {"owned_by", "troupe"},
+             {"root", config_.model},
+             {"max_model_len", max_model_len()}};
+  send_json(res, 200, json{{"object", "list"}, {"data", json::array({model})}});
+}
+
+void Routes::metrics(const httplib::Request&, httplib::Response& res) {
+  EngineStats stats = engine_ ? engine_->stats() : EngineStats{};
+  res.status = 200;
+  res.set_content(metrics_.render(stats, config_.served_model_name), "text/plain; version=0.0.4");
+}
+
+void Routes::chat_completions(const httplib::Request& req, httplib::Response& res) { generate(req, res, true); }
+
+void Routes::completions(const httplib::Request& req, httplib::Response& res) { generate(req, res, false); }
+
+void Routes::generate(const httplib::Request& req, httplib::Response& res, bool is_chat) {
+  Result<json> body = parse_json_body(req.body);
+  if (!body.ok()) return send_error(res, bad_request(body.error(), ""));
+  std::string param;
+  Result<OpenAIRequest> parsed =
+      is_chat ? parse_chat_request(body.value(), param) : parse_completion_request(body.value(), param);
+  if (!parsed.ok()) return send_error(res, bad_request(parsed.error(), param));
+  OpenAIRequest& request = parsed.value();
+  if (request.model != config_.served_model_name)
+    return send_error(res, ApiError{404, "the model '" + request.model + "' does not exist", "model"});
+  if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
+
+  // Prompt -> ids.
+  JobSpec spec;
+  if (is_chat) {
+    Result<std::string> rendered = codec_->render_chat(request.messages, request.tools, request.add_generation_prompt);
+    if (!rendered.ok()) return send_error(res, bad_request(rendered.error(), "messages"));
+    spec.prompt_text = std::move(rendered).value();
+    spec.prompt_ids = codec_->encode(spec.prompt_text, /*add_special_tokens=*/false);
+  } else if (request.prompt_is_ids) {
+    for (int32_t id : request.prompt_ids)
+      if (id >= codec_->vocab_size())
+        return send_error(res, ApiError{400, "prompt token id " + std::to_string(id) + " is out of the vocabulary (" +
+                                                 std::to_string(codec_->vocab_size()) + ")",
+                                        "prompt"});
+    spec.prompt_ids = request.prompt_ids;
+  } else {
+    spec.prompt_text = request.prompt_text;
+    spec.prompt_ids = codec_->encode(spec.prompt_text, /*add_special_tokens=*/true);
+  }
+  int64_t num_prompt = int64_t(spec.prompt_ids.size());
+  int64_t limit = max_model_len();
+  if (num_prompt == 0) return send_error(res, ApiError{400, "the prompt is empty", is_chat ? "messages" : "prompt"});
+  if (limit > 0 && num_prompt >= limit)
+    return send_error(res, ApiError{400, "the prompt has " + std::to_string(num_prompt) +
+                                             " tokens; this model's maximum context length is " +
+                                             std::to_string(limit) + " tokens",
+                                    is_chat ? "messages" : "prompt"});
+  if (limit > 0 && request.max_tokens_given && num_prompt + request.params.max_tokens > limit)
+    return send_error(res, ApiError{400, "this model's maximum context length is " + std::to_string(limit) +
+                                             " tokens; you requested " +
+                                             std::to_string(num_prompt + request.params.max_tokens) + " (" +
+                                             std::to_string(num_prompt) + " in the prompt, " +
+                                             std::to_string(request.params.max_tokens) + " to generate)",
+                                    "max_tokens"});
+  if (!request.max_tokens_given) {
+    int64_t room = limit > 0 ? limit - num_prompt : int64_t(1) << 30;
+    request.params.max_tokens = is_chat ? room : std::min<int64_t>(16, room);
+  }
+
+  spec.id = next_id(is_chat ? "chatcmpl" : "cmpl");
+  spec.request = request;
+  spec.reasoning_parser = is_chat ? config_.reasoning_parser : "";
+  auto job = std::make_shared<GenerationJob>(*engine_, metrics_, *codec_, std::move(spec));
+  if (Status status = job->submit(); !status.ok()) return send_error(res, api_error_of(status.error()));
+  ResponseHeader header{job->spec().id, unix_now(), config_.served_model_name};
+
+  if (!request.stream) {
+    while (!job->is_finished() && !stopping_) job->poll(100ms);
+    if (!job->is_finished()) return send_error(res, ApiError{503, "the server is shutting down", ""});
+    for (const ChoiceStream* c : job->choices())
+      if (c->finish_reason() == "error") return send_error(res, ApiError{500, "generation failed", ""});
+    json usage = usage_json(job->num_prompt_tokens(), job->num_completion_tokens());
+    json out = is_chat ? chat_completion_json(header, job->choices(), request.logprobs, usage)
+                       : completion_json(header, job->choices(), request.logprobs, usage);
+    return send_json(res, 200, out);
+  }
+
+  // Streaming: the provider runs on this HTTP thread until every choice ended or the client left.
+  using Clock = std::chrono::steady_clock;
+  struct StreamState {
+    bool sent_roles = false;
+    int64_t text_offset = 0;
+    Clock::time_point last_write = Clock::now();
+  };
+  auto state = std::make_shared<StreamState>();
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, job, state, header, is_chat, request](size_t, httplib::DataSink& sink) {
+        auto write = [&](const std::string& s) {
+          state->last_write = Clock::now();
+          return sink.write(s.data(), s.size());
+        };
+        if (stopping_) return false;
+        if (is_chat && !state->sent_roles) {
+          state->sent_roles = true;
+          for (int i = 0; i < int(request.n); ++i)
+            if (!write(sse_event(chat_chunk_json(header, i, json{{"role", "assistant"}, {"content", ""}}, nullptr, "",
+                                                 request.include_usage))))
+              return false;
+        }
+        auto deltas = job->poll(50ms);
+        for (const auto& [index, d] : deltas) {
+          if (d.finish_reason == "error") {
+            ApiError error{500, d.error_message.empty() ? "generation failed" : d.error_message, ""};
+            if (!write("data: " + error_body(error) + "\n\n")) return false;
+            continue;
+          }
+          bool has_text = !d.content.empty() || !d.reasoning.empty();
+          if (!has_text && d.finish_reason.empty() && d.logprobs.empty()) continue;
+          json lp = nullptr;
+          if (request.logprobs && !d.logprobs.empty())
+            lp = is_chat ? chat_logprobs_json(d.logprobs) : completion_logprobs_json(d.logprobs, state->text_offset);
+          json chunk = is_chat ? chat_chunk_json(header, index, chat_delta(d), lp, d.finish_reason, request.include_usage)
+                               : completion_chunk_json(header, index, d.content, lp, d.finish_reason,
+                                                       request.include_usage);
+          state->text_offset += int64_t(d.content.size());
+          if (!write(sse_event(chunk))) return false;
+        }
+        if (job->is_finished()) {
+          if (request.include_usage &&
+              !write(sse_event(usage_chunk_json(header, is_chat,
+                                                usage_json(job->num_prompt_tokens(), job->num_completion_tokens())))))
+            return false;
+          if (!write(sse_done())) return false;
+          sink.done();
+          return true;
+        }
+        // NOTE: an SSE comment now and then finds a client that left while nothing was generated.
+        if (Clock::now() - state->last_write > 2s && !write(": keep-alive\n\n")) return false;
+        return sink.is_writable ? sink.is_writable() : true;
+      },
+      [job](bool) { job->cancel(); });
+}
+
+void Routes::tokenize(const httplib::Request& req, httplib::Response& res) {
+  Result<json> body = parse_json_body(req.body);
+  if (!body.ok()) return send_error(res, bad_request(body.error(), ""));
+  if (body->contains("model") && (*body)["model"] != config_.served_model_name)
+    return send_error(res, ApiError{404, "the model does not exist", "model"});
+  std::string param;
+  Result<TokenizeRequest> parsed = parse_tokenize_request(body.value(), param);
+  if (!parsed.ok()) return send_error(res, bad_request(parsed.error(), param));
+  if (!codec_) return send_error(res, not_ready());
+  std::string text = parsed->prompt;
+  if (parsed->is_chat) {
+    Result<std::string> rendered = codec_->render_chat(parsed->messages, nullptr, parsed->add_generation_prompt);
+    if (!rendered.ok()) return send_error(res, bad_request(rendered.error(), "messages"));
+    text = std::move(rendered).value();
+  }
+  std::vector<int32_t> ids = codec_->encode(text, parsed->add_special_tokens);
+  send_json(res, 200, json{{"count", ids.size()}, {"max_model_len", max_model_len()}, {"tokens", ids}});
+}
+
+void Routes::detokenize(const httplib::Request& req, httplib::Response& res) {
+  Result<json> body = parse_json_body(req.body);
+  if (!body.ok()) return send_error(res, bad_request(body.error(), ""));
+  if (body->contains("model") && (*body)["model"] != config_.served_model_name)
+    return send_error(res, ApiError{404, "the model does not exist", "model"});
+  std::string param;
+  Result<std::vector<int32_t>> ids = parse_detokenize_request(body.value(), param);
+  if (!ids.ok()) return send_error(res, bad_request(ids.error(), param));
+  if (!codec_) return send_error(res, not_ready());
+  for (int32_t id : ids.value())
+    if (id >= codec_->vocab_size())
+      return send_error(res, ApiError{400, "token id " + std::to_string(id) + " is out of the vocabulary", "tokens"});
+  send_json(res, 200, json{{"prompt", codec_->decode(ids.value())}});
+}
+
+}  // namespace troupe::http

@@ -1,0 +1,56 @@
+#pragma once
+// The handlers behind each route. server.cpp registers them one per line; errors leave here as
+// ApiError and are written in the OpenAI error shape by one function.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "http/error.hpp"
+#include "http/metrics.hpp"
+#include "http/text_codec.hpp"
+#include "runtime/config.hpp"
+#include "runtime/serving_engine.hpp"
+
+namespace httplib {
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace troupe::http {
+
+void send_error(httplib::Response& res, const ApiError& error);
+
+class Routes {
+ public:
+  // engine and codec may be null: generation and tokenizer routes then answer 503.
+  Routes(const Config& config, ServingEngine* engine, std::shared_ptr<const TextCodec> codec);
+
+  void health(const httplib::Request& req, httplib::Response& res);
+  void version(const httplib::Request& req, httplib::Response& res);
+  void models(const httplib::Request& req, httplib::Response& res);
+  void metrics(const httplib::Request& req, httplib::Response& res);
+  void chat_completions(const httplib::Request& req, httplib::Response& res);
+  void completions(const httplib::Request& req, httplib::Response& res);
+  void tokenize(const httplib::Request& req, httplib::Response& res);
+  void detokenize(const httplib::Request& req, httplib::Response& res);
+
+  // Makes open streams and waiting requests end (their engine requests are cancelled); called
+  // before the HTTP server stops.
+  void stop() { stopping_ = true; }
+
+ private:
+  void generate(const httplib::Request& req, httplib::Response& res, bool is_chat);
+  int64_t max_model_len() const;
+  std::string next_id(const char* prefix);
+
+  const Config& config_;
+  ServingEngine* engine_;
+  std::shared_ptr<const TextCodec> codec_;
+  Metrics metrics_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> next_id_{0};
+  uint64_t id_salt_;
+};
+
+}  // namespace troupe::http
