@@ -1,8 +1,12 @@
+// `troupe serve`: the engine and the OpenAI-compatible HTTP API in one process.
 #include <csignal>
 #include <filesystem>
 
 #include "cli/commands.hpp"
+#include "http/hf_text_codec.hpp"
 #include "http/server.hpp"
+#include "kernels/backend_factory.hpp"
+#include "runtime/llm_engine.hpp"
 #include "runtime/logging.hpp"
 
 namespace troupe::cli {
@@ -18,16 +22,28 @@ void on_signal(int) {
 
 int run_serve(const Config& given) {
   Config config = given;
+  if (config.model.empty()) return report_error(make_error(ErrorCode::invalid_argument, "--model is required"));
   if (config.served_model_name.empty())
-    config.served_model_name =
-        config.model.empty() ? "troupe" : std::filesystem::path(config.model).filename().string();
-  http::Server server(config);
+    config.served_model_name = std::filesystem::path(config.model).filename().string();
+
+  auto codec = http::HfTextCodec::load(config.model);
+  if (!codec.ok()) return report_error(codec.error());
+  auto backend = kernels::make_backend(config);
+  if (!backend.ok()) return report_error(backend.error());
+  auto engine = LlmEngine::create(config, std::move(backend.value()));
+  if (!engine.ok()) return report_error(engine.error());
+  config.max_model_len = (*engine)->max_model_len();
+  (*engine)->start();
+
+  http::Server server(config, engine->get(), codec.value());
   if (Status status = server.bind(); !status.ok()) return report_error(status.error());
   g_server = &server;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  log::get("http")->info("serving {} as '{}'", config.model, config.served_model_name);
   server.listen();
   g_server = nullptr;
+  (*engine)->stop();
   log::get("http")->info("stopped");
   return 0;
 }

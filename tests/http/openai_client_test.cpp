@@ -12,9 +12,9 @@ namespace {
 TEST(HttpOpenAIClient, OfficialNodeClientPassesAgainstFakeEngine) {
   const std::string root = TROUPE_SOURCE_DIR;
   const std::string modules = root + "/.cache/npm/node_modules";
-  if (std::system("command -v node >/dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed";
-  if (!std::filesystem::exists(modules + "/openai/package.json"))
-    GTEST_SKIP() << "no openai npm package in " << modules << " (run tools/openai-client-test once)";
+  ASSERT_EQ(std::system("command -v node >/dev/null 2>&1"), 0) << "node is not installed (tools/bootstrap installs it)";
+  ASSERT_TRUE(std::filesystem::exists(modules + "/openai/package.json"))
+      << "no openai npm package in " << modules << " (tools/test-setup installs it)";
   TestServer server;
   std::string command = "TROUPE_URL=http://127.0.0.1:" + std::to_string(server.port()) +
                         " TROUPE_MODEL=tiny TROUPE_NODE_MODULES=" + modules + " timeout 120 node --test " + root +
