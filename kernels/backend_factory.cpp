@@ -17,12 +17,12 @@ Result<std::unique_ptr<Backend>> make_backend(const Config& config) {
   if (devices.num_devices > 0) {
     auto cuda = CudaBackend::create(0);
     if (!cuda.ok()) return cuda.error();
-    log::get("engine")->info("backend: cuda ({})", devices.name);
+    log::get("engine")->debug("backend: cuda ({})", devices.name);
     return std::unique_ptr<Backend>(std::move(cuda.value()));
   }
 #endif
   auto cpu = std::make_unique<CpuBackend>(config.num_threads);
-  log::get("engine")->info("backend: cpu ({} threads)", cpu->num_threads());
+  log::get("engine")->debug("backend: cpu ({} threads)", cpu->num_threads());
   return std::unique_ptr<Backend>(std::move(cpu));
 }
 

@@ -70,7 +70,8 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
   for (int64_t id : model_config->eos_token_ids) sched.eos_token_ids.push_back(int32_t(id));
   TROUPE_TRY(sched.validate());
   engine->scheduler_ = std::make_unique<Scheduler>(sched);
-  log::get("engine")->info("{}: {} layers, {} KV blocks of {} tokens, max_model_len {}", model_config->architecture,
+  log::get("engine")->info("{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}",
+                           model_config->architecture, engine->backend_->name(),
                            model_config->num_hidden_layers, engine->num_kv_blocks_, config.block_size,
                            engine->max_model_len_);
   return engine;

@@ -31,7 +31,7 @@ enum class LogitsMode {
 struct ModelLoadOptions {
   // The dtype the RoPE frequencies are rounded through (f32: none, as transformers'
   // from_pretrained keeps them). f16/bf16 reproduce transformers after `model.to(dtype)` and back,
-  // which rounds the inv_freq buffer: the tests/fixtures oracles were made that way.
+  // which rounds the inv_freq buffer.
   DType rope_inv_freq_dtype = DType::f32;
 };
 

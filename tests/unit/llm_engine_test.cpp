@@ -101,6 +101,10 @@ void expect_concurrent_matches_alone(int64_t num_kv_blocks, int64_t token_budget
     EXPECT_EQ(c.finish[id], "length") << id;
     EXPECT_EQ(c.tokens[id], alone[i]) << id;
   }
+  // Stats are published after the step whose callbacks ended the last request.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (engine->stats().num_running != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   const EngineStats stats = engine->stats();
   EXPECT_EQ(stats.num_kv_blocks_used, 0);
   EXPECT_EQ(stats.num_running, 0);
