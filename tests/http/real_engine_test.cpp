@@ -1,0 +1,165 @@
+// The HTTP server over the real engine (CPU backend) and the fixture model's real tokenizer:
+// 64 concurrent greedy streams give exactly what each gives alone, and clients that hang up
+// mid-stream leave no KV blocks behind (as /metrics shows).
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "http/hf_text_codec.hpp"
+#include "http/server.hpp"
+#include "runtime/llm_engine.hpp"
+#include "tests/http/test_server.hpp"
+
+namespace troupe::testing {
+namespace {
+
+const std::string kModel = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny";
+
+class RealEngineServer {
+ public:
+  RealEngineServer() {
+    config_.model = kModel;
+    config_.served_model_name = "tiny";
+    config_.http_port = 0;
+    config_.num_threads = 2;
+    config_.num_kv_blocks = 512;
+    config_.max_num_seqs = 64;
+    auto engine = LlmEngine::create(config_);
+    EXPECT_TRUE(engine.ok()) << engine.error().message;
+    engine_ = std::move(engine.value());
+    engine_->start();
+    config_.max_model_len = engine_->max_model_len();
+    auto codec = http::HfTextCodec::load(kModel);
+    EXPECT_TRUE(codec.ok()) << codec.error().message;
+    server_ = std::make_unique<http::Server>(config_, engine_.get(), codec.value());
+    EXPECT_TRUE(server_->bind().ok());
+    thread_ = std::thread([this] { server_->listen(); });
+    client().Get("/health");
+  }
+  ~RealEngineServer() {
+    server_->stop();
+    thread_.join();
+    engine_->stop();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(120, 0);
+    c.set_tcp_nodelay(true);
+    return c;
+  }
+  LlmEngine& engine() { return *engine_; }
+
+ private:
+  Config config_;
+  std::unique_ptr<LlmEngine> engine_;
+  std::unique_ptr<http::Server> server_;
+  std::thread thread_;
+};
+
+json chat_body(int i, bool stream) {
+  return json{{"model", "tiny"},
+              {"messages", json::array({json{{"role", "user"}, {"content", "Question number " + std::to_string(i)}}})},
+              {"max_tokens", 12},
+              {"temperature", 0},
+              {"ignore_eos", true},
+              {"stream", stream}};
+}
+
+// The streamed text of one chat completion.
+std::string stream_text(httplib::Client& c, const json& body) {
+  auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
+  if (!res || res->status != 200) return "<failed>";
+  std::string text;
+  for (const json& event : sse_events(res->body)) {
+    if (!event.contains("choices") || event["choices"].empty()) continue;
+    const json& delta = event["choices"][0]["delta"];
+    if (delta.contains("content") && delta["content"].is_string()) text += delta["content"].get<std::string>();
+  }
+  return text;
+}
+
+double metric(httplib::Client& c, const std::string& name) {
+  auto res = c.Get("/metrics");
+  if (!res) return -1;
+  const std::string& body = res->body;
+  size_t at = body.find("\n" + name);
+  if (at == std::string::npos) return -1;
+  size_t end = body.find('\n', at + 1);
+  std::string line = body.substr(at + 1, end - at - 1);
+  return std::stod(line.substr(line.rfind(' ') + 1));
+}
+
+TEST(HttpRealEngine, SixtyFourConcurrentStreamsMatchEachAlone) {
+  RealEngineServer server;
+  constexpr int kStreams = 64;
+  std::vector<std::string> alone(kStreams), together(kStreams);
+  for (int i = 0; i < kStreams; ++i) {
+    auto c = server.client();
+    alone[size_t(i)] = stream_text(c, chat_body(i, true));
+  }
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kStreams; ++i) {
+    clients.emplace_back([&, i] {
+      auto c = server.client();
+      together[size_t(i)] = stream_text(c, chat_body(i, true));
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < kStreams; ++i) {
+    EXPECT_NE(alone[size_t(i)], "<failed>");
+    EXPECT_EQ(together[size_t(i)], alone[size_t(i)]) << "stream " << i;
+  }
+  // The non-streaming answer is the same text too.
+  auto c = server.client();
+  JsonReply plain = post_json(c, "/v1/chat/completions", chat_body(3, false));
+  ASSERT_EQ(plain.status, 200) << plain.raw;
+  EXPECT_EQ(plain.body["choices"][0]["message"]["content"].get<std::string>(), alone[3]);
+}
+
+TEST(HttpRealEngine, ClientsHangingUpMidStreamLeakNoKvBlocks) {
+  RealEngineServer server;
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      auto c = server.client();
+      json body = chat_body(i, true);
+      body["max_tokens"] = 480;
+      std::atomic<int> chunks{0};
+      // Returning false from the receiver closes the connection after a few chunks.
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/chat/completions";
+      req.body = body.dump();
+      req.set_header("Content-Type", "application/json");
+      req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 3; };
+      httplib::Response res;
+      httplib::Error err;
+      c.send(req, res, err);
+    });
+  }
+  for (auto& t : clients) t.join();
+  auto c = server.client();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  double usage = -1, running = -1;
+  while (std::chrono::steady_clock::now() < deadline) {
+    usage = metric(c, "troupe:kv_cache_usage_perc");
+    running = metric(c, "troupe:num_requests_running");
+    if (usage == 0 && running == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(usage, 0.0);
+  EXPECT_EQ(running, 0.0);
+  EXPECT_EQ(server.engine().stats().num_kv_blocks_used, 0);
+  // They were cut short, not run to their 480 tokens.
+  EXPECT_LT(server.engine().stats().num_generation_tokens_total, 8 * 480 / 2);
+}
+
+}  // namespace
+}  // namespace troupe::testing
