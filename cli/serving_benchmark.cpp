@@ -49,12 +49,13 @@ RequestRecord run_one(const ServingBenchmarkOptions& options, const std::string&
   request.headers = auth_headers(options);
   request.set_header("Content-Type", "application/json");
   request.body = body.dump();
-  std::string buffer;
+  std::string buffer, raw;
   const Clock::time_point start = Clock::now();
   Clock::time_point last = start;
   bool first = true;
   request.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
     buffer.append(data, size);
+    if (raw.size() < 512) raw.append(data, std::min<size_t>(size, 512));
     size_t end;
     while ((end = buffer.find("\n\n")) != std::string::npos) {
       std::string event = buffer.substr(0, end);
@@ -85,7 +86,7 @@ RequestRecord run_one(const ServingBenchmarkOptions& options, const std::string&
   if (!sent) {
     record.error = "connection: " + httplib::to_string(error);
   } else if (response.status != 200) {
-    record.error = "HTTP " + std::to_string(response.status) + ": " + response.body.substr(0, 200);
+    record.error = "HTTP " + std::to_string(response.status) + ": " + raw.substr(0, 200);
   } else {
     record.ok = !first;
     if (first) record.error = "no tokens streamed";

@@ -19,7 +19,7 @@ struct ServingBenchmarkOptions {
   int64_t max_concurrency = 64;
   int64_t input_len = 64;  // prompt token ids (random, within the vocabulary of any model)
   int64_t output_len = 64;
-  int64_t vocab_limit = 500;  // prompt ids are drawn from [5, vocab_limit)
+  int64_t vocab_limit = 256;  // prompt ids are drawn from [5, vocab_limit): byte tokens in any byte-level BPE
   int64_t seed = 0;
   int64_t timeout_s = 600;  // for the whole run
   std::string out;          // JSON file; "" => bench/results/serving_<date>.json
