@@ -1,0 +1,94 @@
+// --load-format dummy: random weights from config.json alone, deterministic, usable for a forward.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "runtime/cpu_backend.hpp"
+#include "runtime/dummy_weights.hpp"
+#include "runtime/model_loader.hpp"
+
+namespace troupe {
+namespace {
+
+const std::string kTinyDir = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny";
+
+// Last-token logits of a 5-token prompt through a fresh dummy load of llama-tiny.
+std::vector<float> dummy_logits(CpuBackend& backend) {
+  auto model = load_model_with_format(kTinyDir, "dummy", backend);
+  EXPECT_TRUE(model.ok()) << (model.ok() ? "" : model.error().message);
+  if (!model.ok()) return {};
+  const int64_t block_size = 4;
+  auto cache = backend.create_kv_cache(model.value()->kv_cache_spec(2, block_size));
+  EXPECT_TRUE(cache.ok());
+  std::vector<int32_t> table = {0, 1};
+  ForwardBatch batch;
+  batch.token_ids = {3, 17, 250, 9, 511};
+  batch.positions = {0, 1, 2, 3, 4};
+  batch.seqs.push_back({5, 5, &table, true});
+  auto logits = model.value()->forward(batch, cache.value(), LogitsMode::last_token);
+  EXPECT_TRUE(logits.ok()) << (logits.ok() ? "" : logits.error().message);
+  if (!logits.ok()) return {};
+  return backend.to_host(logits.value()).to_f32_vector();
+}
+
+TEST(DummyWeights, TinyLlamaForwardGivesFiniteLogitsAndRepeats) {
+  CpuBackend backend(1);
+  const std::vector<float> first = dummy_logits(backend);
+  ASSERT_EQ(first.size(), 512u);  // vocab_size of the fixture's config.json
+  float spread = 0;
+  for (float v : first) {
+    ASSERT_TRUE(std::isfinite(v));
+    spread = std::max(spread, std::fabs(v - first[0]));
+  }
+  EXPECT_GT(spread, 0.0f);  // not a constant row: the weights are not all equal
+  const std::vector<float> second = dummy_logits(backend);
+  ASSERT_EQ(second.size(), first.size());
+  for (size_t i = 0; i < first.size(); ++i) ASSERT_EQ(first[i], second[i]) << "logit " << i;
+}
+
+TEST(DummyWeights, LoaderIsDeterministicAcrossThreadCountsAndInRange) {
+  const std::vector<int64_t> shape = {300, 7000};  // 2.1 M values: several fill threads
+  auto one = dummy_weight_loader({0, 0.02f, 1})("model.layers.0.mlp.up_proj.weight", shape);
+  auto many = dummy_weight_loader({0, 0.02f, 8})("model.layers.0.mlp.up_proj.weight", shape);
+  auto other = dummy_weight_loader({0, 0.02f, 8})("model.layers.1.mlp.up_proj.weight", shape);
+  ASSERT_TRUE(one.ok() && many.ok() && other.ok());
+  ASSERT_EQ(one->shape(), shape);
+  const float* a = one->data<float>();
+  const float* b = many->data<float>();
+  const float* c = other->data<float>();
+  double sum = 0;
+  int64_t same_as_other = 0;
+  for (int64_t i = 0; i < one->numel(); ++i) {
+    ASSERT_EQ(a[i], b[i]) << "index " << i;
+    ASSERT_LE(std::fabs(a[i]), 0.02f);
+    sum += a[i];
+    same_as_other += a[i] == c[i];
+  }
+  // Uniform on [-0.02, 0.02]: std 0.0115, so the mean of 2.1 M values is within 5e-5 (> 6 sigma).
+  EXPECT_LT(std::fabs(sum / double(one->numel())), 5e-5);
+  EXPECT_LT(same_as_other, one->numel() / 1000);  // another name gives other values
+}
+
+TEST(DummyWeights, NormWeightsAreNearOne) {
+  auto norm = dummy_weight_loader()("model.layers.3.input_layernorm.weight", {4096});
+  ASSERT_TRUE(norm.ok());
+  for (float v : norm->to_f32_vector()) {
+    ASSERT_GE(v, 0.98f);
+    ASSERT_LE(v, 1.02f);
+  }
+}
+
+TEST(DummyWeights, BadFormatAndMissingConfigAreErrors) {
+  CpuBackend backend(1);
+  auto bad = load_model_with_format(kTinyDir, "pt", backend);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("pt"), std::string::npos);
+  auto missing = load_model_with_format(kTinyDir + "/no-such-dir", "dummy", backend);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("config.json"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace troupe
