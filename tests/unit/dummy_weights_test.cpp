@@ -2,11 +2,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include "runtime/cpu_backend.hpp"
+#include "runtime/config.hpp"
 #include "runtime/dummy_weights.hpp"
+#include "runtime/llm_engine.hpp"
 #include "runtime/model_loader.hpp"
 
 namespace troupe {
@@ -88,6 +92,24 @@ TEST(DummyWeights, BadFormatAndMissingConfigAreErrors) {
   auto missing = load_model_with_format(kTinyDir + "/no-such-dir", "dummy", backend);
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.error().message.find("config.json"), std::string::npos);
+}
+
+TEST(DummyWeights, EngineLoadsAFolderWithOnlyConfigJson) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("troupe-dummy-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::copy_file(fs::path(kTinyDir) / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+  Config config;
+  config.model = dir.string();
+  config.num_threads = 1;
+  config.num_kv_blocks = 8;
+  config.block_size = 4;
+  config.load_format = "auto";
+  EXPECT_FALSE(LlmEngine::create(config).ok());  // no safetensors in the folder
+  config.load_format = "dummy";
+  auto engine = LlmEngine::create(config);
+  EXPECT_TRUE(engine.ok()) << (engine.ok() ? "" : engine.error().message);
+  fs::remove_all(dir);
 }
 
 }  // namespace
