@@ -313,6 +313,47 @@ StepTimes run_steps(Model& model, kernels::CudaBackend& backend, int64_t num_seq
   return out;
 }
 
+// The decode step's linear layers alone at batch 1 (one weight of each shape, zeroed, timed with
+// CUDA events through backend.linear): milliseconds per step they account for, or 0 on failure.
+double linear_ms_per_step(kernels::CudaBackend& backend, const ModelConfig& c, double bw_gbs) {
+  const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+  const int64_t inter = c.intermediate_size;
+  struct Op {
+    const char* name;
+    int64_t out, in, per_step;  // per_step: how often it runs in one step
+  };
+  const std::vector<Op> ops = {{"q_proj", q, h, c.num_hidden_layers},         {"k_proj", kv, h, c.num_hidden_layers},
+                               {"v_proj", kv, h, c.num_hidden_layers},        {"o_proj", h, q, c.num_hidden_layers},
+                               {"gate_proj", inter, h, c.num_hidden_layers},  {"up_proj", inter, h, c.num_hidden_layers},
+                               {"down_proj", h, inter, c.num_hidden_layers},  {"lm_head", c.vocab_size, h, 1}};
+  double total = 0;
+  try {
+    for (const Op& op : ops) {
+      Tensor w = backend.empty(DType::f32, {op.out, op.in});
+      Tensor x = backend.empty(DType::f32, {1, op.in});
+      Tensor y = backend.empty(DType::f32, {1, op.out});
+      cudaMemset(w.raw(), 0, w.nbytes());
+      cudaMemset(x.raw(), 0, x.nbytes());
+      const double ms = time_events_ms(20, [&] { backend.linear(x, w, Tensor(), y); });
+      const std::string err = backend.take_error();
+      if (!err.empty()) {
+        say("  linear %s failed: %s", op.name, err.c_str());
+        return 0;
+      }
+      const double gbs = double(w.nbytes()) / (ms * 1e-3) / 1e9;
+      say("  %-10s [%6lld x %6lld] %8.4f ms  %7.1f GB/s (%4.0f%% of HBM)  x %lld per step = %8.3f ms", op.name,
+          (long long)op.out, (long long)op.in, ms, gbs, bw_gbs > 0 ? 100 * gbs / bw_gbs : 0.0, (long long)op.per_step,
+          ms * double(op.per_step));
+      total += ms * double(op.per_step);
+    }
+  } catch (const std::bad_alloc&) {
+    say("  out of GPU memory");
+    backend.take_error();
+    return 0;
+  }
+  return total;
+}
+
 std::string metric_suffix(const std::string& dir) {
   std::string name = dir;
   while (!name.empty() && name.back() == '/') name.pop_back();
@@ -325,7 +366,10 @@ std::string metric_suffix(const std::string& dir) {
 }
 
 bool parse_args(int argc, char** argv, Args& a) {
-  for (int i = 0; i < argc; ++i) a.command += (i ? " " : "") + std::string(argv[i]);
+  for (int i = 0; i < argc; ++i) {
+    if (i) a.command += ' ';
+    a.command += argv[i];
+  }
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     auto value = [&](std::string& v) {
@@ -428,6 +472,19 @@ int run(int argc, char** argv) {
     if (roof_fp32 > 0) {
       add_record({"decode_b1_" + suffix + "_fp32_roofline", decode_b1_ms, "ms/token", roof_fp32, roof_fp32 / decode_b1_ms,
                   "the same step against fp32 weight + KV bytes / measured bandwidth"});
+    }
+  }
+
+  // Per-op share of the batch-1 step: the linear layers timed alone.
+  if (decode_b1_ms > 0 && remaining_s() > 90) {
+    say("linear layers of one batch-1 decode step, each timed alone (median of 20):");
+    const double linear_ms = linear_ms_per_step(*backend.value(), c, bw_gbs);
+    if (linear_ms > 0) {
+      say("  linear layers %.3f ms of the %.3f ms step; the rest (attention, norms, RoPE, allocation, host work) %.3f ms",
+          linear_ms, decode_b1_ms, decode_b1_ms - linear_ms);
+      add_record({"decode_b1_linear_share", linear_ms / decode_b1_ms, "fraction", {}, {},
+                  "fp32 linear layers timed alone per step (" + std::to_string(linear_ms) + " ms) / measured step (" +
+                      std::to_string(decode_b1_ms) + " ms), " + suffix});
     }
   }
 
