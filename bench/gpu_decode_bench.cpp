@@ -25,6 +25,8 @@
 
 #include "kernels/cuda_backend.hpp"
 #include "runtime/bench_record.hpp"
+#include "runtime/cpu_backend.hpp"
+#include "runtime/dummy_weights.hpp"
 #include "runtime/model_config.hpp"
 #include "runtime/model_loader.hpp"
 
@@ -41,6 +43,7 @@ struct Args {
   int64_t prefill_tokens = 4096;
   std::vector<int64_t> batches = {1, 8, 32, 64};
   double time_limit_s = 290;
+  bool cpu_check = false;  // run the step logic on the CPU backend (a small model), no GPU
   std::string command;
 };
 
@@ -226,6 +229,11 @@ ParamCount count_params(const ModelConfig& c) {
   return p;
 }
 
+std::string take_backend_error(Backend& backend) {
+  auto* cuda = dynamic_cast<kernels::CudaBackend*>(&backend);
+  return cuda ? cuda->take_error() : std::string();
+}
+
 // Sequences of one decode/prefill batch with their own blocks in one cache.
 struct Batch {
   std::vector<std::vector<int32_t>> tables;
@@ -252,7 +260,7 @@ struct StepTimes {
 
 // Creates a cache for `num_seqs` sequences of up to `max_context` tokens, then runs `warm` + `steps`
 // steps of `num_new` tokens per sequence, the context growing from `context`. Stops early past `budget_s`.
-StepTimes run_steps(Model& model, kernels::CudaBackend& backend, int64_t num_seqs, int64_t num_new, int64_t context,
+StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t num_new, int64_t context,
                     int64_t warm, int64_t steps, double budget_s) {
   StepTimes out;
   const int64_t block_size = 16;
@@ -260,11 +268,11 @@ StepTimes run_steps(Model& model, kernels::CudaBackend& backend, int64_t num_seq
   const int64_t per_seq = (max_context + block_size - 1) / block_size;
   KvCacheSpec spec = model.kv_cache_spec(num_seqs * per_seq, block_size);
   size_t free_bytes = 0, total_bytes = 0;
-  backend.memory_info(&free_bytes, &total_bytes);
+  const bool known = backend.memory_info(&free_bytes, &total_bytes);  // false on the CPU
   const ModelConfig& c = model.config();
   const int64_t activations =
       num_seqs * num_new * (6 * c.hidden_size + 4 * c.intermediate_size + c.vocab_size) * 4 + (int64_t(1) << 30);
-  if (spec.total_bytes() + activations > int64_t(free_bytes)) {
+  if (known && spec.total_bytes() + activations > int64_t(free_bytes)) {
     say("  skipped: needs %.1f GiB (KV %.1f GiB), %.1f GiB free", double(spec.total_bytes() + activations) / (1 << 30),
         double(spec.total_bytes()) / (1 << 30), double(free_bytes) / (1 << 30));
     out.ok = false;
@@ -286,9 +294,9 @@ StepTimes run_steps(Model& model, kernels::CudaBackend& backend, int64_t num_seq
       fill_batch(b, num_seqs, num_new, context + step, c.vocab_size);
       const Clock::time_point t0 = Clock::now();
       auto logits = model.forward(b.fb, cache.value(), LogitsMode::last_token);
-      cudaDeviceSynchronize();
+      if (backend.device() == Device::cuda) cudaDeviceSynchronize();
       const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-      const std::string err = backend.take_error();
+      const std::string err = take_backend_error(backend);
       if (!logits.ok() || !err.empty()) {
         say("  step %lld failed: %s", (long long)step, logits.ok() ? err.c_str() : logits.error().message.c_str());
         out.ok = false;
@@ -307,7 +315,7 @@ StepTimes run_steps(Model& model, kernels::CudaBackend& backend, int64_t num_seq
     }
   } catch (const std::bad_alloc&) {
     say("  out of GPU memory");
-    backend.take_error();
+    take_backend_error(backend);
     out.ok = false;
   }
   return out;
@@ -384,6 +392,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--decode-steps" && value(v)) a.decode_steps = std::atoll(v.c_str());
     else if (k == "--prefill-tokens" && value(v)) a.prefill_tokens = std::atoll(v.c_str());
     else if (k == "--time-limit" && value(v)) a.time_limit_s = std::atof(v.c_str());
+    else if (k == "--cpu-check") a.cpu_check = true;
     else if (k == "--batches" && value(v)) {
       a.batches.clear();
       std::stringstream ss(v);
@@ -398,9 +407,32 @@ bool parse_args(int argc, char** argv, Args& a) {
   return a.context > 0 && a.decode_steps > 0 && a.prefill_tokens > 0;
 }
 
+// --cpu-check: the decode and prefill steps of this program on the CPU backend (for a tiny model
+// such as tests/fixtures/models/llama-tiny), to check the batch building without a GPU.
+int cpu_check() {
+  CpuBackend backend(2);
+  auto model = load_model_with_format(g_args.model, "dummy", backend);
+  if (!model.ok()) {
+    say("load: %s", model.error().message.c_str());
+    return 1;
+  }
+  bool ok = true;
+  for (int64_t batch : g_args.batches) {
+    StepTimes t = run_steps(*model.value(), backend, batch, 1, g_args.context, 2, g_args.decode_steps, 30);
+    say("cpu decode batch %lld: %s, %zu steps, median %.3f ms, finite %d", (long long)batch, t.ok ? "ok" : "FAILED",
+        t.ms.size(), median(t.ms), int(t.finite));
+    ok = ok && t.ok && t.finite;
+  }
+  StepTimes pf = run_steps(*model.value(), backend, 1, g_args.prefill_tokens, g_args.prefill_tokens, 0, 1, 30);
+  say("cpu prefill %lld: %s, %.3f ms, finite %d", (long long)g_args.prefill_tokens, pf.ok ? "ok" : "FAILED",
+      median(pf.ms), int(pf.finite));
+  return ok && pf.ok && pf.finite ? 0 : 1;
+}
+
 int run(int argc, char** argv) {
   if (!parse_args(argc, argv, g_args)) return 2;
   start_watchdog();
+  if (g_args.cpu_check) return cpu_check();
   cudaDeviceProp prop{};
   if (!cuda_ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties")) return 1;
   g_device = prop.name;
@@ -431,7 +463,19 @@ int run(int argc, char** argv) {
       double(params.total) * 4 / 1e9);
   std::unique_ptr<Model> model;
   try {
-    auto loaded = load_model_with_format(g_args.model, "dummy", *backend.value());
+    // The dummy loader, printing progress every few layers.
+    WeightLoader dummy = dummy_weight_loader();
+    const int64_t num_layers = config->num_hidden_layers;
+    WeightLoader loader = [&](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
+      const std::string tag = ".input_layernorm.weight";
+      if (name.size() > tag.size() && name.compare(name.size() - tag.size(), tag.size(), tag) == 0) {
+        const size_t dot = name.find('.', 13);  // "model.layers.<i>."
+        const int64_t layer = std::atoll(name.substr(13, dot - 13).c_str());
+        if (layer % 4 == 0) say("  loading layer %lld / %lld", (long long)layer, (long long)num_layers);
+      }
+      return dummy(name, shape);
+    };
+    auto loaded = load_model(config.value(), loader, *backend.value());
     if (!loaded.ok()) {
       say("load: %s", loaded.error().message.c_str());
       return 1;

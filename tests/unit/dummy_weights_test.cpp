@@ -11,6 +11,7 @@
 #include "runtime/config.hpp"
 #include "runtime/dummy_weights.hpp"
 #include "runtime/llm_engine.hpp"
+#include "runtime/model_config.hpp"
 #include "runtime/model_loader.hpp"
 
 namespace troupe {
@@ -110,6 +111,31 @@ TEST(DummyWeights, EngineLoadsAFolderWithOnlyConfigJson) {
   auto engine = LlmEngine::create(config);
   EXPECT_TRUE(engine.ok()) << (engine.ok() ? "" : engine.error().message);
   fs::remove_all(dir);
+}
+
+// The benchmark's config-only model folders parse to the published shapes of the two models.
+TEST(DummyWeights, BenchModelConfigsParse) {
+  const std::string root = std::string(TROUPE_SOURCE_DIR) + "/bench/models/";
+  auto llama = ModelConfig::load(root + "llama3-8b");
+  ASSERT_TRUE(llama.ok()) << (llama.ok() ? "" : llama.error().message);
+  EXPECT_EQ(llama->architecture, "LlamaForCausalLM");
+  EXPECT_EQ(llama->hidden_size, 4096);
+  EXPECT_EQ(llama->intermediate_size, 14336);
+  EXPECT_EQ(llama->num_hidden_layers, 32);
+  EXPECT_EQ(llama->num_key_value_heads, 8);
+  EXPECT_EQ(llama->head_dim, 128);
+  EXPECT_EQ(llama->vocab_size, 128256);
+  EXPECT_EQ(llama->rope_scaling.type, "llama3");
+  EXPECT_EQ(llama->rope_scaling.factor, 8.0);
+  EXPECT_FALSE(llama->tie_word_embeddings);
+  auto qwen = ModelConfig::load(root + "qwen2.5-7b");
+  ASSERT_TRUE(qwen.ok()) << (qwen.ok() ? "" : qwen.error().message);
+  EXPECT_EQ(qwen->architecture, "Qwen2ForCausalLM");
+  EXPECT_EQ(qwen->head_dim, 3584 / 28);
+  EXPECT_EQ(qwen->num_key_value_heads, 4);
+  EXPECT_EQ(qwen->vocab_size, 152064);
+  EXPECT_EQ(qwen->rope_theta, 1e6);
+  EXPECT_FALSE(qwen->tie_word_embeddings);
 }
 
 }  // namespace
