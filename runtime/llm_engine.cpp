@@ -38,7 +38,7 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
 
   std::unique_ptr<LlmEngine> engine(new LlmEngine());
   engine->backend_ = backend ? std::move(backend) : std::make_unique<CpuBackend>(config.num_threads);
-  auto model = load_model(config.model, *engine->backend_);
+  auto model = load_model_with_format(config.model, config.load_format, *engine->backend_);
   if (!model.ok()) return model.error();
   engine->model_ = std::move(model.value());
   engine->vocab_size_ = model_config->vocab_size;

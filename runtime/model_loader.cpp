@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "runtime/dummy_weights.hpp"
 #include "runtime/llama_model.hpp"
 #include "runtime/weight_store.hpp"
 
@@ -19,8 +20,13 @@ WeightLoader weight_store_loader(const WeightStore& store) {
 
 Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightStore& store, Backend& backend,
                                           LayerRange range, const ModelLoadOptions& options) {
+  return load_model(config, weight_store_loader(store), backend, range, options);
+}
+
+Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightLoader& weights, Backend& backend,
+                                          LayerRange range, const ModelLoadOptions& options) {
   if (config.architecture == "LlamaForCausalLM" || config.architecture == "Qwen2ForCausalLM") {
-    auto model = LlamaModel::load(config, backend, range, weight_store_loader(store), options);
+    auto model = LlamaModel::load(config, backend, range, weights, options);
     if (!model.ok()) return model.error();
     return std::unique_ptr<Model>(std::move(model.value()));
   }
@@ -34,6 +40,18 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backe
   auto store = WeightStore::open(dir);
   if (!store.ok()) return store.error();
   return load_model(config.value(), store.value(), backend, range, options);
+}
+
+Result<std::unique_ptr<Model>> load_model_with_format(const std::string& dir, const std::string& load_format,
+                                                      Backend& backend, LayerRange range,
+                                                      const ModelLoadOptions& options) {
+  if (load_format == "auto") return load_model(dir, backend, range, options);
+  if (load_format != "dummy") {
+    return make_error(ErrorCode::invalid_argument, "load format must be auto or dummy, got '" + load_format + "'");
+  }
+  auto config = ModelConfig::load(dir);
+  if (!config.ok()) return config.error();
+  return load_model(config.value(), dummy_weight_loader(), backend, range, options);
 }
 
 }  // namespace troupe

@@ -20,6 +20,16 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backe
 Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightStore& store, Backend& backend,
                                           LayerRange range = {}, const ModelLoadOptions& options = {});
 
+// The same over any WeightLoader (a store, dummy weights, tensors in memory).
+Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightLoader& weights, Backend& backend,
+                                          LayerRange range = {}, const ModelLoadOptions& options = {});
+
+// `load_format` "auto": the safetensors of `dir`; "dummy": random weights from config.json alone
+// (see runtime/dummy_weights.hpp). Other formats are an invalid_argument error.
+Result<std::unique_ptr<Model>> load_model_with_format(const std::string& dir, const std::string& load_format,
+                                                      Backend& backend, LayerRange range = {},
+                                                      const ModelLoadOptions& options = {});
+
 // A WeightLoader over a WeightStore: copies each tensor to an owned host tensor in its dtype.
 WeightLoader weight_store_loader(const WeightStore& store);
 
