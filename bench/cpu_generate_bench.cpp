@@ -1,45 +1,21 @@
 // Greedy generation throughput of the CPU backend at batch 1 and 16 (prefill 32 tokens per
 // sequence, then decode steps), on a model folder (default: the llama-tiny fixture).
-// usage: cpu_generate_bench [MODEL_DIR] [--threads N] [--decode-steps N]
-// Run from the repository root. Prints a table and writes bench/results/cpu_generate_<date>.json.
+// usage: cpu_generate_bench [MODEL_DIR] [--threads N] [--decode-steps N] [--out PATH]
+// Run from the repository root. Prints a table and writes bench/results/cpu_generate_<date>.json
+// (or PATH).
 #include <chrono>
 #include <cstdio>
-#include <ctime>
-#include <filesystem>
-#include <fstream>
-#include <memory>
 #include <string>
-#include <thread>
+#include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "runtime/bench_record.hpp"
 #include "runtime/cpu_backend.hpp"
 #include "runtime/model_loader.hpp"
 
 namespace {
 
 using troupe::ForwardBatch;
-
-std::string shell_line(const char* command) {
-  std::string out;
-  if (FILE* pipe = popen(command, "r")) {
-    char buffer[256];
-    if (fgets(buffer, sizeof buffer, pipe) != nullptr) out = buffer;
-    pclose(pipe);
-  }
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-  return out;
-}
-
-std::string cpu_name() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown cpu";
-}
 
 struct Run {
   double prefill_tokens_per_s = 0;
@@ -91,6 +67,7 @@ troupe::Result<Run> run(troupe::Model& model, troupe::Backend& backend, int64_t 
 
 int main(int argc, char** argv) {
   std::string model_dir = "tests/fixtures/models/llama-tiny";
+  std::string out_path;
   int64_t num_threads = 0, decode_steps = 128;
   const int64_t prompt_len = 32;
   std::string command = argv[0];
@@ -103,6 +80,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--decode-steps" && i + 1 < argc) {
       decode_steps = std::stoll(argv[++i]);
       command += std::string(" ") + argv[i];
+    } else if (arg == "--out" && i + 1 < argc) {
+      out_path = argv[++i];
+      command += std::string(" ") + argv[i];
     } else {
       model_dir = arg;
     }
@@ -113,13 +93,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cpu_generate_bench: %s\n", model.error().message.c_str());
     return 1;
   }
-  const std::time_t now = std::time(nullptr);
-  char date[32];
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
-  const std::string device = cpu_name() + ", " + std::to_string(backend.num_threads()) + " threads";
-  const std::string commit = shell_line("git rev-parse --short HEAD 2>/dev/null");
+  const std::string device = troupe::host_device_name() + ", " + std::to_string(backend.num_threads()) +
+                             " compute threads";
 
-  nlohmann::json results = nlohmann::json::array();
+  std::vector<troupe::BenchRecord> records;
   std::printf("%-6s %-22s %-22s\n", "batch", "prefill tokens/s", "decode tokens/s");
   for (int64_t batch : {1, 16}) {
     if (!run(*model.value(), backend, batch, prompt_len, 4).ok()) return 1;  // warm-up
@@ -131,22 +108,20 @@ int main(int argc, char** argv) {
     std::printf("%-6lld %-22.1f %-22.1f\n", static_cast<long long>(batch), r->prefill_tokens_per_s,
                 r->decode_tokens_per_s);
     for (const auto& [name, value] : {std::pair{"decode", r->decode_tokens_per_s}, {"prefill", r->prefill_tokens_per_s}}) {
-      results.push_back({{"metric", std::string("cpu_") + name + "_tokens_per_s_batch" + std::to_string(batch)},
-                         {"value", value},
-                         {"unit", "tokens/s"},
-                         {"device", device},
-                         {"date", date},
-                         {"commit", commit},
-                         {"command", command},
-                         {"model", model_dir},
-                         {"prompt_len", prompt_len},
-                         {"decode_steps", decode_steps}});
+      troupe::BenchRecord record;
+      record.metric = std::string("cpu_") + name + "_tokens_per_s_batch" + std::to_string(batch);
+      record.value = value;
+      record.unit = "tokens/s";
+      record.note = "model " + model_dir;
+      record.extra = {{"prompt_len", double(prompt_len)}, {"decode_steps", double(decode_steps)}};
+      records.push_back(record);
     }
   }
-  const std::filesystem::path out_dir = std::filesystem::path("bench/results");
-  std::filesystem::create_directories(out_dir);
-  const auto out_path = out_dir / ("cpu_generate_" + std::string(date) + ".json");
-  std::ofstream(out_path) << results.dump(2) << "\n";
-  std::printf("wrote %s\n", out_path.string().c_str());
+  auto written = troupe::write_bench_records(records, "cpu_generate", out_path, command, device);
+  if (!written.ok()) {
+    std::fprintf(stderr, "cpu_generate_bench: %s\n", written.error().message.c_str());
+    return 1;
+  }
+  std::printf("wrote %s\n", written.value().c_str());
   return 0;
 }

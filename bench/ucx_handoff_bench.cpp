@@ -5,9 +5,9 @@
 //
 //   ./build/bench/ucx_handoff_bench [--iterations N] [--warmup N] [--transports tcp,sysv,posix]
 //                                   [--no-wakeup] [--out bench/results/ucx_handoff_<date>.json]
-// Writes {metric, value, unit, device, date, commit, command} records (median and p90 in ms,
-// GB/s at the median) and prints a table; a plain TCP socket doing the same hand-off between two
-// threads is the roofline.
+// Writes BenchRecords (median and p90 in ms, GB/s at the median) through write_bench_records
+// and prints a table; a plain TCP socket doing the same hand-off between two threads is the
+// roofline.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -19,14 +19,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
-#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cluster/tensor_channel.hpp"
+#include "runtime/bench_record.hpp"
 
 namespace {
 
@@ -63,33 +62,17 @@ struct Args {
   std::string command;
 };
 
-std::string shell(const char* command) {
-  std::string text;
-  if (FILE* pipe = popen(command, "r")) {
-    char line[256];
-    while (fgets(line, sizeof(line), pipe) != nullptr) text += line;
-    pclose(pipe);
-  }
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  return text.empty() ? "unknown" : text;
+// "0.52 0.48 0.40" from /proc/loadavg, or "unknown".
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string one, five, fifteen;
+  if (!(in >> one >> five >> fifteen)) return "unknown";
+  return one + " " + five + " " + fifteen;
 }
 
-std::string utc_now(const char* format) {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char text[64];
-  std::strftime(text, sizeof(text), format, &tm);
-  return text;
-}
-
-std::string json_escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
+std::string host_name() {
+  char name[256] = {};
+  return gethostname(name, sizeof(name) - 1) == 0 ? name : "unknown";
 }
 
 // Child: accepts the parent, then for every case and iteration receives a payload and answers.
@@ -224,19 +207,16 @@ int run(const Args& args) {
   const std::string tls = !args.transports.empty() ? args.transports : env_tls ? env_tls : "default";
   // The load average matters on shared hosts: a waiting stage blocks in poll() and its wake-up
   // latency grows with the run queue.
-  const std::string device = "CPU loopback, 2 processes, " + shell("nproc") + " cores, host " +
-                             shell("hostname") + ", load " + shell("cut -d' ' -f1-3 /proc/loadavg") +
-                             ", UCX_TLS=" + tls;
-  const std::string date = utc_now("%Y-%m-%dT%H:%M:%SZ");
-  const std::string commit = shell("git rev-parse --short HEAD 2>/dev/null");
-  std::vector<std::string> records;
+  const std::string device = "CPU loopback, 2 processes, " +
+                             std::to_string(std::thread::hardware_concurrency()) + " cores, host " +
+                             host_name() + ", load " + load_average() + ", UCX_TLS=" + tls;
+  std::vector<BenchRecord> records;
   auto add = [&](const std::string& metric, double value, const char* unit) {
-    char number[64];
-    std::snprintf(number, sizeof(number), "%.6g", value);
-    records.push_back("  {\"metric\": \"" + metric + "\", \"value\": " + number + ", \"unit\": \"" +
-                      unit + "\", \"device\": \"" + json_escape(device) + "\", \"date\": \"" + date +
-                      "\", \"commit\": \"" + commit + "\", \"command\": \"" +
-                      json_escape(args.command) + "\"}");
+    BenchRecord record;
+    record.metric = metric;
+    record.value = value;
+    record.unit = unit;
+    records.push_back(record);
   };
 
   std::printf("%-16s %12s %12s %12s %10s\n", "case", "bytes", "median ms", "p90 ms", "GB/s");
@@ -290,19 +270,12 @@ int run(const Args& args) {
         "GB/s");
   }
 
-  const std::string out =
-      !args.out.empty() ? args.out : "bench/results/ucx_handoff_" + utc_now("%Y-%m-%d") + ".json";
-  std::error_code error;
-  std::filesystem::create_directories(std::filesystem::path(out).parent_path(), error);
-  std::ofstream file(out);
-  file << "[\n";
-  for (size_t i = 0; i < records.size(); ++i) file << records[i] << (i + 1 < records.size() ? ",\n" : "\n");
-  file << "]\n";
-  if (!file) {
-    std::fprintf(stderr, "cannot write %s\n", out.c_str());
+  auto written = write_bench_records(records, "ucx_handoff", args.out, args.command, device);
+  if (!written.ok()) {
+    std::fprintf(stderr, "%s\n", written.error().message.c_str());
     return 1;
   }
-  std::printf("wrote %s (%zu records)\n", out.c_str(), records.size());
+  std::printf("wrote %s (%zu records)\n", written.value().c_str(), records.size());
   return 0;
 }
 

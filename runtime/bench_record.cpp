@@ -1,6 +1,7 @@
 #include "runtime/bench_record.hpp"
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -62,6 +63,10 @@ Result<std::string> write_bench_records(const std::vector<BenchRecord>& records,
                      {"fraction_of_limit", r.fraction_of_limit ? nlohmann::json(*r.fraction_of_limit) : nlohmann::json()},
                      {"device", device_name}, {"date", date}, {"commit", commit}, {"command", command}};
     if (!r.note.empty()) j["note"] = r.note;
+    for (const auto& [key, value] : r.extra) {  // whole numbers as JSON integers
+      const bool whole = std::floor(value) == value && std::fabs(value) < 9e15;
+      j[key] = whole ? nlohmann::json(static_cast<int64_t>(value)) : nlohmann::json(value);
+    }
     out.push_back(j);
   }
   std::error_code ec;
@@ -69,6 +74,7 @@ Result<std::string> write_bench_records(const std::vector<BenchRecord>& records,
   std::ofstream stream(file);
   if (!stream) return make_error(ErrorCode::not_found, "cannot write " + file);
   stream << nlohmann::json{{"records", out}}.dump(2) << "\n";
+  if (!stream) return make_error(ErrorCode::internal, "failed writing " + file);
   return file;
 }
 

@@ -3,6 +3,7 @@
 // commit, command}, written under bench/results/. One writer for every benchmark program.
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/result.hpp"
@@ -16,6 +17,7 @@ struct BenchRecord {
   std::optional<double> limit;              // the physical limit compared against, same unit
   std::optional<double> fraction_of_limit;  // as the metric defines it (e.g. roofline / measured)
   std::string note;                         // what the limit is, how it was measured
+  std::vector<std::pair<std::string, double>> extra = {};  // further numeric keys, e.g. {"threads", 1}
 };
 
 // "Intel(R) Xeon(R) ... (2 cores)" or the GPU name when the caller passes one.
