@@ -1,5 +1,9 @@
 #include "http/server.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <httplib.h>
 
 #include <algorithm>
@@ -86,6 +90,27 @@ void Server::register_routes() {
   });
 }
 
+namespace {
+
+// Debian's cpp-httplib is a compiled library whose listen backlog is fixed at 5, so a burst of
+// new connections (64 clients at once) overflows the accept queue and some are dropped. Linux
+// lets listen() be called again on a listening socket to raise the backlog: find ours by port.
+void widen_listen_backlog(int port) {
+  for (int fd = 3; fd < 4096; ++fd) {
+    int accepting = 0;
+    socklen_t len = sizeof accepting;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || !accepting) continue;
+    sockaddr_storage addr{};
+    socklen_t addr_len = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addr_len) != 0) continue;
+    const int bound = addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
+                                                 : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    if (bound == port) ::listen(fd, 4096);
+  }
+}
+
+}  // namespace
+
 Status Server::bind() {
   bool ok = false;
   if (config_.http_port == 0) {
@@ -99,6 +124,7 @@ Status Server::bind() {
     return make_error(ErrorCode::unavailable, "cannot listen on " + config_.host + ":" +
                                                   std::to_string(config_.http_port) +
                                                   " (address in use or not permitted)");
+  widen_listen_backlog(port_);
   log::get("http")->info("listening on http://{}:{}", config_.host, port_);
   return Status::success();
 }
