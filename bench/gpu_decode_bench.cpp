@@ -38,6 +38,7 @@ using Clock = std::chrono::steady_clock;
 struct Args {
   std::string model = "bench/models/llama3-8b";  // relative: run from the repo root
   std::string out;  // "" => bench/results/gpu_decode_<date>.json
+  bool bf16_weights = true;  // --weights bf16|fp32: the CUDA backend keeps matrices in bf16
   int64_t context = 1024;
   int64_t decode_steps = 20;
   int64_t prefill_tokens = 4096;
@@ -393,6 +394,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--prefill-tokens" && value(v)) a.prefill_tokens = std::atoll(v.c_str());
     else if (k == "--time-limit" && value(v)) a.time_limit_s = std::atof(v.c_str());
     else if (k == "--cpu-check") a.cpu_check = true;
+    else if (k == "--weights" && value(v)) a.bf16_weights = v == "bf16";
     else if (k == "--batches" && value(v)) {
       a.batches.clear();
       std::stringstream ss(v);
@@ -447,7 +449,8 @@ int run(int argc, char** argv) {
   if (bf16_tf > 0) add_record({"matmul_bf16_tflops", bf16_tf, "TFLOP/s", {}, {}, "cublasGemmEx bf16 in/out 8192^3, CUBLAS_COMPUTE_32F, median of 10"});
 
   // (c) The model, dummy weights.
-  auto backend = kernels::CudaBackend::create(0);
+  say("weights in %s (--weights bf16|fp32)", g_args.bf16_weights ? "bf16" : "fp32");
+  auto backend = kernels::CudaBackend::create(0, g_args.bf16_weights ? DType::bf16 : DType::f32);
   if (!backend.ok()) {
     say("CudaBackend: %s", backend.error().message.c_str());
     return 1;

@@ -19,6 +19,8 @@ void add_engine_options(CLI::App& app, Config& config) {
                  "name clients use as `model` (default: the model folder's name)");
   app.add_option("--load-format", config.load_format, "auto or dummy (random weights)")->capture_default_str();
   app.add_option("--device", config.device, "auto, cpu or cuda")->capture_default_str();
+  app.add_option("--dtype", config.dtype, "GPU weights: auto (bfloat16 for bf16 checkpoints), float32 or bfloat16")
+      ->capture_default_str();
   app.add_option("--max-model-len", config.max_model_len, "context length (0: the model's)");
   app.add_option("--max-num-seqs", config.max_num_seqs, "sequences per engine step")->capture_default_str();
   app.add_option("--max-num-batched-tokens", config.max_num_batched_tokens, "prefill tokens per engine step")

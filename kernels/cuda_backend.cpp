@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "runtime/dtype.hpp"
+
 #include "kernels/cuda_ops.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "runtime/logging.hpp"
@@ -20,7 +22,9 @@ cublasHandle_t handle(void* p) { return static_cast<cublasHandle_t>(p); }
 
 }  // namespace
 
-Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index) {
+Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType weight_dtype) {
+  if (weight_dtype != DType::f32 && weight_dtype != DType::bf16)
+    return make_error(ErrorCode::unsupported, "the CUDA backend keeps weights in float32 or bfloat16");
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
     return make_error(ErrorCode::unavailable, "--device cuda: no usable CUDA device");
@@ -31,10 +35,12 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index) {
     return make_error(ErrorCode::unavailable, std::string("cudaSetDevice: ") + cudaGetErrorString(err));
   std::unique_ptr<CudaBackend> backend(new CudaBackend());
   backend->device_index_ = device_index;
+  backend->weight_dtype_ = weight_dtype;
   cublasHandle_t h = nullptr;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return make_error(ErrorCode::unavailable, "cublasCreate failed");
-  // Exact fp32 products: no TF32 (the CPU reference and the oracle are fp32).
-  cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH);
+  // fp32 weights: exact fp32 products, no TF32 (the CPU reference and the oracle are fp32).
+  // bf16 weights: the default mode, which uses tensor cores for bf16 inputs.
+  cublasSetMathMode(h, weight_dtype == DType::bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH);
   backend->cublas_ = h;
   // Keep freed memory in the pool instead of returning it at every synchronization.
   cudaMemPool_t pool = nullptr;
@@ -91,6 +97,14 @@ Result<Tensor> CudaBackend::upload_weight(const Tensor& host) {
   if (!convert_to_f32(source.dtype(), source.raw(), values.size(), values.data()))
     return make_error(ErrorCode::unsupported, std::string("weights of dtype ") + std::string(dtype_name(source.dtype())) +
                                                   " cannot be computed in fp32");
+  if (weight_dtype_ == DType::bf16 && source.dim() == 2) {
+    std::vector<uint16_t> bits(values.size());
+    for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
+    Tensor d = empty(DType::bf16, source.shape());
+    if (cudaMemcpy(d.raw(), bits.data(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
+      return make_error(ErrorCode::out_of_resources, "uploading a weight to the GPU failed");
+    return d;
+  }
   Tensor d = empty(DType::f32, source.shape());
   if (cudaMemcpy(d.raw(), values.data(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
     return make_error(ErrorCode::out_of_resources, "uploading a weight to the GPU failed");
@@ -134,6 +148,12 @@ Tensor CudaBackend::to_host(const Tensor& t) {
 
 void CudaBackend::embedding(const Tensor& ids, const Tensor& table, Tensor out) {
   Tensor d_ids = on_device(ids);
+  if (table.dtype() == DType::bf16) {
+    check(launch_embedding_bf16(d_ids.data<int32_t>(), table.data<uint16_t>(), out.data<float>(), ids.numel(),
+                                table.size(1), nullptr),
+          "embedding");
+    return;
+  }
   check(launch_embedding_f32(d_ids.data<int32_t>(), table.data<float>(), out.data<float>(), ids.numel(),
                              table.size(1), nullptr),
         "embedding");
@@ -161,12 +181,22 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bi
   const int64_t n = dx.numel() / in_features;
   if (n == 0) return;
   const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st;
+  if (weight.dtype() == DType::bf16) {
+    // bf16 x bf16 -> fp32 with fp32 accumulation; the activations are rounded to bf16 first.
+    Tensor x16 = empty(DType::bf16, {n, in_features});
+    check(launch_f32_to_bf16(dx.data<float>(), x16.data<uint16_t>(), n * in_features, nullptr), "f32_to_bf16");
+    st = cublasGemmEx(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n), int(in_features), &alpha,
+                      weight.raw(), CUDA_R_16BF, int(in_features), x16.raw(), CUDA_R_16BF, int(in_features), &beta,
+                      out.raw(), CUDA_R_32F, int(out_features), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  } else {
   // Row-major out[n, out] = x[n, in] @ W[out, in]^T is column-major out^T = W^T(op T) x^T.
-  cublasStatus_t st = cublasSgemm(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n),
+  st = cublasSgemm(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n),
                                   int(in_features), &alpha, weight.data<float>(), int(in_features),
                                   dx.data<float>(), int(in_features), &beta, out.data<float>(), int(out_features));
+  }
   if (st != CUBLAS_STATUS_SUCCESS && error_.empty()) {
-    error_ = "cublasSgemm failed with status " + std::to_string(int(st));
+    error_ = "cuBLAS GEMM failed with status " + std::to_string(int(st));
     log::get("cuda")->error("{}", error_);
   }
   if (bias.defined())

@@ -11,8 +11,10 @@ namespace troupe::kernels {
 
 class CudaBackend final : public Backend {
  public:
-  // Binds `device_index`; errors when no usable GPU is present.
-  static Result<std::unique_ptr<CudaBackend>> create(int device_index = 0);
+  // Binds `device_index`; errors when no usable GPU is present. weight_dtype bf16 keeps matrices
+  // (linear and embedding weights) in bf16: products run in cuBLAS with bf16 inputs and fp32
+  // accumulation and output; activations, norms and the KV cache stay fp32.
+  static Result<std::unique_ptr<CudaBackend>> create(int device_index = 0, DType weight_dtype = DType::f32);
   ~CudaBackend() override;
 
   Device device() const override { return Device::cuda; }
@@ -49,6 +51,7 @@ class CudaBackend final : public Backend {
 
   void* cublas_ = nullptr;  // cublasHandle_t
   int device_index_ = 0;
+  DType weight_dtype_ = DType::f32;
   Tensor seq_of_token_;     // [num_tokens] i32 of the current step's metadata
   std::string error_;
 };

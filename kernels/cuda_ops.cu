@@ -1,3 +1,5 @@
+#include <cuda_bf16.h>
+
 #include <cfloat>
 
 #include "kernels/cuda_ops.hpp"
@@ -30,6 +32,16 @@ __device__ float block_sum(float v) {
 __global__ void embedding_kernel(const int32_t* ids, const float* table, float* out, int64_t hidden) {
   const float* row = table + int64_t(ids[blockIdx.x]) * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[blockIdx.x * hidden + i] = row[i];
+}
+
+__global__ void f32_to_bf16_kernel(const float* x, __nv_bfloat16* out, int64_t count) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) out[i] = __float2bfloat16_rn(x[i]);
+}
+
+__global__ void embedding_bf16_kernel(const int32_t* ids, const __nv_bfloat16* table, float* out, int64_t hidden) {
+  const __nv_bfloat16* row = table + int64_t(ids[blockIdx.x]) * hidden;
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[blockIdx.x * hidden + i] = __bfloat162float(row[i]);
 }
 
 __global__ void add_rmsnorm_kernel(float* residual, const float* x, const float* weight, float* out, int64_t hidden,
@@ -194,6 +206,21 @@ cudaError_t launch_embedding_f32(const int32_t* ids, const float* table, float* 
   if (n == 0) return cudaSuccess;
   if (bad_rows(n) || hidden <= 0) return cudaErrorInvalidValue;
   embedding_kernel<<<unsigned(n), kThreads, 0, stream>>>(ids, table, out, hidden);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_f32_to_bf16(const float* x, uint16_t* out, int64_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  f32_to_bf16_kernel<<<blocks_for(count), kThreads, 0, stream>>>(x, reinterpret_cast<__nv_bfloat16*>(out), count);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_embedding_bf16(const int32_t* ids, const uint16_t* table, float* out, int64_t n, int64_t hidden,
+                                  cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (bad_rows(n) || hidden <= 0) return cudaErrorInvalidValue;
+  embedding_bf16_kernel<<<unsigned(n), kThreads, 0, stream>>>(ids, reinterpret_cast<const __nv_bfloat16*>(table), out,
+                                                              hidden);
   return cudaGetLastError();
 }
 

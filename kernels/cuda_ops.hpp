@@ -37,6 +37,11 @@ cudaError_t launch_add_f32(const float* a, const float* b, float* out, int64_t c
 // out[i, :] = x[rows[i], :].
 cudaError_t launch_gather_rows_f32(const float* x, const int32_t* rows, float* out, int64_t num_rows, int64_t dim,
                                    cudaStream_t stream);
+// out[i] = bf16(x[i]), round to nearest even.
+cudaError_t launch_f32_to_bf16(const float* x, uint16_t* out, int64_t count, cudaStream_t stream);
+// Embedding from a bf16 table into fp32 rows.
+cudaError_t launch_embedding_bf16(const int32_t* ids, const uint16_t* table, float* out, int64_t n, int64_t hidden,
+                                  cudaStream_t stream);
 // out[r] = argmax over logits[r, :] (first index on ties).
 cudaError_t launch_argmax_f32(const float* logits, int32_t* out, int64_t rows, int64_t vocab, cudaStream_t stream);
 

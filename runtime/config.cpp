@@ -24,6 +24,8 @@ Status Config::validate() const {
     return bad("load-format", "must be auto or dummy, got '" + load_format + "'");
   if (!one_of(device, {"auto", "cpu", "cuda"}))
     return bad("device", "must be auto, cpu or cuda, got '" + device + "'");
+  if (!one_of(dtype, {"auto", "float32", "bfloat16"}))
+    return bad("dtype", "must be auto, float32 or bfloat16, got '" + dtype + "'");
   if (max_model_len < 0) return bad("max-model-len", "must be >= 0");
   if (max_num_seqs < 1) return bad("max-num-seqs", "must be >= 1");
   if (max_num_batched_tokens < 1) return bad("max-num-batched-tokens", "must be >= 1");

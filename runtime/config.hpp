@@ -14,6 +14,7 @@ struct Config {
   std::string served_model_name;     // name clients send as `model`; defaults to the folder name
   std::string load_format = "auto";  // auto | dummy (random weights from config.json)
   std::string device = "auto";       // auto | cpu | cuda
+  std::string dtype = "auto";        // GPU weights: auto (bfloat16 for bf16 checkpoints) | float32 | bfloat16
   int64_t max_model_len = 0;         // 0: the model's max_position_embeddings
 
   // Engine and scheduler.

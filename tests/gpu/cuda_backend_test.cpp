@@ -159,9 +159,8 @@ std::vector<std::string> fixture_dirs() {
   return dirs;
 }
 
-TEST(CudaBackendModels, FixturesMatchTransformers) {
-  TROUPE_REQUIRE_GPU();
-  auto gpu = CudaBackend::create(0);
+void check_fixtures(DType weight_dtype, double tolerance, bool require_greedy) {
+  auto gpu = CudaBackend::create(0, weight_dtype);
   ASSERT_TRUE(gpu.ok()) << gpu.error().message;
   const auto dirs = fixture_dirs();
   ASSERT_FALSE(dirs.empty());
@@ -180,7 +179,7 @@ TEST(CudaBackendModels, FixturesMatchTransformers) {
       auto result = greedy_generate(**model, **gpu, prompts[i], int64_t(greedy[i].size()), 16, true);
       ASSERT_TRUE(result.ok()) << result.error().message;
       EXPECT_EQ((*gpu)->take_error(), "");
-      EXPECT_EQ(result->tokens, greedy[i]) << dir << " prompt " << i;
+      if (require_greedy) EXPECT_EQ(result->tokens, greedy[i]) << dir << " prompt " << i;
       const TensorView* view = (*logits_file)->find("logits." + std::to_string(i));
       ASSERT_NE(view, nullptr);
       std::vector<float> expected_values(size_t(view->numel()));
@@ -192,13 +191,28 @@ TEST(CudaBackendModels, FixturesMatchTransformers) {
         const auto& row = result->prompt_logits[t];
         const float* want = expected->data() + t * size_t(vocab);
         for (int64_t v = 0; v < vocab; ++v) max_diff = std::max(max_diff, double(std::fabs(row[size_t(v)] - want[v])));
-        EXPECT_EQ(std::max_element(row.begin(), row.end()) - row.begin(), std::max_element(want, want + vocab) - want)
-            << dir << " prompt " << i << " position " << t;
+        if (require_greedy)
+          EXPECT_EQ(std::max_element(row.begin(), row.end()) - row.begin(), std::max_element(want, want + vocab) - want)
+              << dir << " prompt " << i << " position " << t;
       }
-      EXPECT_LE(max_diff, 1e-3) << dir << " prompt " << i;
-      std::printf("%s prompt %zu: max |logit diff| %.2e\n", fs::path(dir).filename().c_str(), i, max_diff);
+      EXPECT_LE(max_diff, tolerance) << dir << " prompt " << i;
+      std::printf("%s %s prompt %zu: max |logit diff| %.2e\n", std::string(dtype_name(weight_dtype)).c_str(),
+                  fs::path(dir).filename().c_str(), i, max_diff);
     }
   }
+}
+
+TEST(CudaBackendModels, FixturesMatchTransformers) {
+  TROUPE_REQUIRE_GPU();
+  check_fixtures(DType::f32, 1e-3, true);
+}
+
+// bf16 weights (bf16 inputs to the products, fp32 accumulation): logits within 0.1 of the fp32
+// oracle on these O(1)-logit random models (bf16 keeps 8 mantissa bits: ~0.4% per weight,
+// averaging down over 64-176-term sums). Random tiny models have near-ties, so tokens may differ.
+TEST(CudaBackendModels, Bf16WeightsStayNearTransformers) {
+  TROUPE_REQUIRE_GPU();
+  check_fixtures(DType::bf16, 0.1, false);
 }
 
 }  // namespace
