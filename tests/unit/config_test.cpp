@@ -20,6 +20,7 @@ TEST(Config, RejectsEachBadValueNamingTheFlag) {
       {[](Config& c) { c.max_num_seqs = 0; }, "--max-num-seqs"},
       {[](Config& c) { c.load_format = "pt"; }, "--load-format"},
       {[](Config& c) { c.device = "tpu"; }, "--device"},
+      {[](Config& c) { c.dtype = "float8"; }, "--dtype"},
       {[](Config& c) { c.join = "nohostport"; }, "--join"},
       {[](Config& c) { c.log_level = "loud"; }, "--log-level"},
       {[](Config& c) { c.reasoning_parser = "qwq"; }, "--reasoning-parser"},
