@@ -338,7 +338,7 @@ double linear_ms_per_step(kernels::CudaBackend& backend, const ModelConfig& c, d
   double total = 0;
   try {
     for (const Op& op : ops) {
-      Tensor w = backend.empty(DType::f32, {op.out, op.in});
+      Tensor w = backend.empty(backend.weight_dtype(), {op.out, op.in});
       Tensor x = backend.empty(DType::f32, {1, op.in});
       Tensor y = backend.empty(DType::f32, {1, op.out});
       cudaMemset(w.raw(), 0, w.nbytes());
@@ -530,7 +530,7 @@ int run(int argc, char** argv) {
       say("  linear layers %.3f ms of the %.3f ms step; the rest (attention, norms, RoPE, allocation, host work) %.3f ms",
           linear_ms, decode_b1_ms, decode_b1_ms - linear_ms);
       add_record({"decode_b1_linear_share", linear_ms / decode_b1_ms, "fraction", {}, {},
-                  "fp32 linear layers timed alone per step (" + std::to_string(linear_ms) + " ms) / measured step (" +
+                  std::string(dtype_name(backend.value()->weight_dtype())) + " linear layers timed alone per step (" + std::to_string(linear_ms) + " ms) / measured step (" +
                       std::to_string(decode_b1_ms) + " ms), " + suffix});
     }
   }

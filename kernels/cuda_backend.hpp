@@ -19,6 +19,7 @@ class CudaBackend final : public Backend {
 
   Device device() const override { return Device::cuda; }
   std::string name() const override { return "cuda"; }
+  DType weight_dtype() const { return weight_dtype_; }
 
   Tensor empty(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> upload_weight(const Tensor& host) override;

@@ -6,7 +6,7 @@
 namespace troupe {
 
 Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelConfig& config, Backend& backend, LayerRange range,
-                                                     const WeightLoader& weights, const ModelLoadOptions& options) {
+                                                     const WeightLoader& weights) {
   if (config.architecture != "LlamaForCausalLM" && config.architecture != "Qwen2ForCausalLM") {
     return make_error(ErrorCode::unsupported, "LlamaModel: unsupported architecture '" + config.architecture + "'");
   }
@@ -30,7 +30,6 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelConfig& config, 
     model->embed_tokens_ = std::move(w.value());
   }
   auto inv_freq_host = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling);
-  round_through(options.rope_inv_freq_dtype, inv_freq_host);
   auto inv_freq = backend.upload_weight(Tensor::from_f32(inv_freq_host, {int64_t(inv_freq_host.size())}));
   if (!inv_freq.ok()) return inv_freq.error();
   for (int64_t i = range.begin; i < range.end; ++i) {

@@ -23,8 +23,7 @@ class LlamaModel final : public Model {
   // Loads the weights of `range` only. Errors: unsupported architecture, bad range, and any
   // missing or mis-shaped tensor (named).
   static Result<std::unique_ptr<LlamaModel>> load(const ModelConfig& config, Backend& backend, LayerRange range,
-                                                  const WeightLoader& weights,
-                                                  const ModelLoadOptions& options = {});
+                                                  const WeightLoader& weights);
 
   const ModelConfig& config() const override { return config_; }
   LayerRange layer_range() const override { return range_; }

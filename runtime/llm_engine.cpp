@@ -114,7 +114,7 @@ Status LlmEngine::submit(GenerationRequest request, OutputCallback on_output) {
     if (stopping_) return make_error(ErrorCode::unavailable, "the engine is stopping");
     if (pending_ids_.count(request.request_id))
       return make_error(ErrorCode::invalid_argument, "request id '" + request.request_id + "' is already live");
-    pending_ids_[request.request_id] = true;
+    pending_ids_.insert(request.request_id);
     inbox_.added.emplace_back(Sequence(request.request_id, std::move(request.prompt_ids), request.params),
                               std::move(on_output));
   }

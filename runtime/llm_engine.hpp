@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "runtime/backend.hpp"
@@ -71,7 +72,7 @@ class LlmEngine final : public ServingEngine {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   Inbox inbox_;
-  std::unordered_map<std::string, bool> pending_ids_;  // submitted, not finished (for duplicates)
+  std::unordered_set<std::string> pending_ids_;  // submitted, not finished (for duplicates)
   bool stopping_ = false;
   std::atomic<bool> running_{false};
   std::thread thread_;

@@ -27,13 +27,6 @@ enum class LogitsMode {
   all_tokens,  // [num_tokens, vocab]: tests against an oracle, prompt logprobs
 };
 
-// How a model is built beyond its config.
-struct ModelLoadOptions {
-  // The dtype the RoPE frequencies are rounded through (f32: none, as transformers'
-  // from_pretrained keeps them). f16/bf16 reproduce transformers after `model.to(dtype)` and back,
-  // which rounds the inv_freq buffer.
-  DType rope_inv_freq_dtype = DType::f32;
-};
 
 // A host tensor of checkpoint weights by HF name, checked against `shape`. The model loader wraps
 // a WeightStore in one; tests can serve weights from memory.

@@ -32,11 +32,5 @@ std::vector<float> rope_inv_freq(int64_t rotary_dim, double theta, const RopeSca
   return inv_freq;
 }
 
-void round_through(DType dtype, std::vector<float>& values) {
-  for (float& v : values) {
-    if (dtype == DType::bf16) v = bf16_to_f32(f32_to_bf16(v));
-    if (dtype == DType::f16) v = f16_to_f32(f32_to_f16(v));
-  }
-}
 
 }  // namespace troupe

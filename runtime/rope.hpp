@@ -16,7 +16,4 @@ namespace troupe {
 //   (1 - smooth) * inv_freq / factor + smooth * inv_freq.
 std::vector<float> rope_inv_freq(int64_t rotary_dim, double theta, const RopeScaling& scaling);
 
-// Rounds each value through `dtype` (f16 or bf16; f32 leaves them as they are).
-void round_through(DType dtype, std::vector<float>& values);
-
 }  // namespace troupe
