@@ -16,7 +16,10 @@
 #include "actors/node_agent.hpp"
 #include "cluster/address.hpp"
 #include "cluster/process_supervisor.hpp"
+#include "cluster/cluster_engine.hpp"
+#include "cluster/stage_plan.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/model_config.hpp"
 
 namespace troupe {
 namespace {
@@ -94,7 +97,17 @@ cluster::NodeResources local_resources() {
   return resources;
 }
 
-int run_worker_process(const Config& config, const cluster::HostPort& head, const Timing& timing) {
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1" || host == "[::1]";
+}
+
+std::string advertise_host(const cluster::HostPort& head) {
+  if (const char* given = std::getenv("TROUPE_ADVERTISE_HOST"); given != nullptr && *given != '\0') return given;
+  return is_loopback(head.host) ? "127.0.0.1" : host_name();
+}
+
+int run_worker_process(const Config& config, const cluster::HostPort& head, const Timing& timing,
+                       const cluster::BackendFactory& make_backend) {
   const sigset_t signals = block_stop_signals();
   caf::actor_system_config cfg;
   configure(cfg, timing);
@@ -107,6 +120,9 @@ int run_worker_process(const Config& config, const cluster::HostPort& head, cons
   options.resources = local_resources();
   options.heartbeat_interval = timing.interval;
   options.heartbeat_timeout = timing.timeout;
+  options.local = config;
+  options.make_backend = make_backend;
+  options.advertise_host = advertise_host(head);
   auto exit_code = options.exit_code;
   auto done = std::make_shared<std::atomic<bool>>(false);
   caf::actor agent = spawn_node_agent(system, std::move(options));
@@ -119,11 +135,39 @@ int run_worker_process(const Config& config, const cluster::HostPort& head, cons
   return exit_code->load();
 }
 
+// The per-stage specs and the request limits of config.model (nothing without a model).
+struct ServedModel {
+  std::vector<cluster::StageSpec> specs;
+  int64_t vocab_size = 0;
+  int64_t max_model_len = 0;
+};
+
+Result<ServedModel> plan_model(const Config& config) {
+  ServedModel served;
+  if (config.model.empty()) return served;
+  auto model = ModelConfig::load(config.model);
+  if (!model.ok()) return model.error();
+  auto specs = cluster::plan_stages(config, model->num_hidden_layers);
+  if (!specs.ok()) return specs.error();
+  served.specs = std::move(specs.value());
+  served.vocab_size = model->vocab_size;
+  served.max_model_len = config.max_model_len > 0 ? config.max_model_len : model->max_position_embeddings;
+  if (model->max_position_embeddings > 0 && served.max_model_len > model->max_position_embeddings)
+    return make_error(ErrorCode::invalid_argument, "--max-model-len " + std::to_string(config.max_model_len) +
+                                                       " exceeds the model's max_position_embeddings " +
+                                                       std::to_string(model->max_position_embeddings));
+  return served;
+}
+
+int64_t router_wait_ms() { return env_ms("TROUPE_REQUEST_WAIT_MS", 60000); }
+
 }  // namespace
 
-int run_head_node(const Config& config) {
+int run_head_node(const Config& config, const HeadServices& services) {
   if (config.token.empty())
     return fail(ErrorCode::invalid_argument, "--token (or TROUPE_TOKEN) is required: workers join with it");
+  auto served = plan_model(config);
+  if (!served.ok()) return fail(served.error().code, served.error().message);
   const Timing timing = timing_from_env();
   const sigset_t signals = block_stop_signals();
   caf::actor_system_config cfg;
@@ -136,11 +180,24 @@ int run_head_node(const Config& config) {
   options.heartbeat_interval = timing.interval;
   options.heartbeat_timeout = timing.timeout;
   if (const char* path = std::getenv("TROUPE_CLUSTER_STATUS_FILE")) options.status_file = path;
+  options.stage_specs = served->specs;
+  options.router.max_wait = std::chrono::milliseconds(router_wait_ms());
+  // The engine the HTTP server talks to; the head actor is its only other user.
+  std::shared_ptr<caf::actor> head_handle = std::make_shared<caf::actor>();
+  std::unique_ptr<cluster::ClusterEngine> frontend;
+  if (!served->specs.empty()) {
+    cluster::ClusterEngineHooks hooks;
+    hooks.route = [head_handle](GenerationRequest request) { caf::anon_send(*head_handle, std::move(request)); };
+    hooks.cancel = [head_handle](const std::string& id) { caf::anon_send(*head_handle, cancel_atom::value, id); };
+    frontend = std::make_unique<cluster::ClusterEngine>(served->vocab_size, served->max_model_len, std::move(hooks));
+    options.frontend = frontend.get();
+  }
   // Microseconds since 1970: a restarted head on the same address gets a different epoch.
   options.head_epoch = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                                  std::chrono::system_clock::now().time_since_epoch())
                                                  .count());
   caf::actor head = spawn_head(system, options);
+  *head_handle = head;
   auto port = system.middleman().publish(head, static_cast<uint16_t>(config.cluster_port), nullptr, true);
   if (!port) {
     caf::anon_send_exit(head, caf::exit_reason::user_shutdown);
@@ -150,14 +207,26 @@ int run_head_node(const Config& config) {
   log::get("cluster")->info("head listening on port {}: {} group(s) of {} stage(s), heartbeat {} ms, timeout {} ms",
                             *port, config.replicas, config.pipeline_parallel_size, timing.interval.count(),
                             timing.timeout.count());
+  if (frontend && services.start) {
+    Status started = services.start(*frontend);
+    if (!started.ok()) {
+      caf::anon_send_exit(head, caf::exit_reason::user_shutdown);
+      return fail(started.error().code, started.error().message);
+    }
+  }
   std::atomic<bool> never{false};
   const int signal = wait_for_stop(signals, never);
   log::get("cluster")->info("signal {}: head stopping", signal);
+  if (frontend && services.stop) services.stop();
   caf::anon_send_exit(head, caf::exit_reason::user_shutdown);
+  head = nullptr;
+  *head_handle = nullptr;
+  system.await_all_actors_done();
+  if (frontend) frontend->fail_all("the head stopped");
   return 0;
 }
 
-int run_worker_node(const Config& config) {
+int run_worker_node(const Config& config, const cluster::BackendFactory& make_backend) {
   std::string join = config.join;
   if (join.empty()) join = cluster::lws_join_address(cluster::process_env(), config.cluster_port).value_or("");
   if (join.empty())
@@ -167,9 +236,9 @@ int run_worker_node(const Config& config) {
   if (config.token.empty())
     return fail(ErrorCode::invalid_argument, "--token (or TROUPE_TOKEN) is required to join");
   const Timing timing = timing_from_env();
-  if (!config.supervise) return run_worker_process(config, *head, timing);
+  if (!config.supervise) return run_worker_process(config, *head, timing, make_backend);
   cluster::SupervisorReport report =
-      cluster::supervise_process([&] { return run_worker_process(config, *head, timing); }, {});
+      cluster::supervise_process([&] { return run_worker_process(config, *head, timing, make_backend); }, {});
   return report.exit_code;
 }
 

@@ -15,9 +15,19 @@ namespace {
 using cluster::Clock;
 using cluster::NodeId;
 
+// One group epoch's progress through prepare and wire.
+struct Wiring {
+  uint64_t epoch = 0;
+  std::vector<std::string> addresses;  // [group_size]
+  std::vector<int64_t> max_kv_blocks;  // [group_size], 0 = not prepared yet
+  bool wired_sent = false;
+};
+
 struct HeadState {
   HeadOptions options;
   std::unique_ptr<cluster::Membership> membership;
+  std::unique_ptr<cluster::RequestRouter> router;
+  std::map<int64_t, Wiring> wiring;  // by group
   std::map<NodeId, caf::actor> agents;
   std::map<caf::actor_addr, NodeId> node_of;
   std::shared_ptr<spdlog::logger> logger = log::get("cluster");
@@ -26,8 +36,28 @@ struct HeadState {
 
 using HeadActor = caf::stateful_actor<HeadState>;
 
+ClusterStats cluster_stats(const HeadState& s) {
+  ClusterStats stats;
+  stats.enabled = true;
+  stats.num_nodes = s.membership->num_active_nodes();
+  stats.num_requests_resumed_total = s.router->num_resumed_total();
+  for (const auto& group : s.membership->groups()) {
+    GroupStats g;
+    g.group_id = group.group_id;
+    g.state = cluster::to_string(group.state);
+    g.epoch = group.epoch;
+    g.num_restarts = group.num_restarts;
+    for (NodeId id : group.members) g.num_members += id != 0 ? 1 : 0;
+    g.num_running = s.router->num_running_on(group.group_id);
+    stats.num_groups_ready += group.state == cluster::GroupState::ready ? 1 : 0;
+    stats.groups.push_back(g);
+  }
+  return stats;
+}
+
 void publish_status(HeadActor* self) {
   auto& s = self->state;
+  if (s.options.frontend) s.options.frontend->publish(cluster_stats(s), s.router->num_waiting());
   if (s.options.status_file.empty()) return;
   Status written = cluster::write_file_atomically(s.options.status_file,
                                                   cluster::membership_to_json(*s.membership, s.options.head_epoch));
@@ -43,8 +73,72 @@ void send_start(HeadActor* self, int64_t group_id) {
   for (size_t stage = 0; stage < group.members.size(); ++stage) {
     auto agent = s.agents.find(group.members[stage]);
     if (agent == s.agents.end()) continue;
-    self->send(agent->second, start_group{group_id, group.epoch, static_cast<int64_t>(stage), group.members});
+    start_group start{group_id, group.epoch, static_cast<int64_t>(stage), group.members, {}};
+    if (!s.options.stage_specs.empty()) start.spec = s.options.stage_specs[stage];
+    self->send(agent->second, std::move(start));
   }
+  Wiring& wiring = s.wiring[group_id];
+  wiring = Wiring{};
+  wiring.epoch = group.epoch;
+  wiring.addresses.assign(group.members.size(), "");
+  wiring.max_kv_blocks.assign(group.members.size(), 0);
+}
+
+void lose_node(HeadActor* self, NodeId node_id, const std::string& why);
+
+// Carries out what the router decided: restart broken groups, cancel, dispatch, deliver.
+void apply(HeadActor* self, cluster::RouterActions actions) {
+  auto& s = self->state;
+  for (int64_t group_id : actions.broken_groups) {
+    const cluster::GroupInfo& group = s.membership->group(group_id);
+    if (group.state != cluster::GroupState::ready || group.members.empty() || group.members[0] == 0) continue;
+    lose_node(self, group.members[0], "its engine failed a request: restarting group " + std::to_string(group_id));
+  }
+  auto leader_of = [&](int64_t group_id) -> caf::actor {
+    const cluster::GroupInfo& group = s.membership->group(group_id);
+    if (group.members.empty()) return nullptr;
+    auto agent = s.agents.find(group.members[0]);
+    return agent == s.agents.end() ? nullptr : agent->second;
+  };
+  for (auto& cancel : actions.cancellations)
+    if (auto leader = leader_of(cancel.group_id))
+      self->send(leader, cancel_generate{cancel.group_id, s.membership->group(cancel.group_id).epoch,
+                                         cancel.engine_request_id});
+  for (auto& dispatch : actions.dispatches) {
+    auto leader = leader_of(dispatch.group_id);
+    if (!leader) {
+      // Cannot happen while the group is ready; the request fails over like a failed attempt.
+      GenerationOutput failed;
+      failed.finish_reason = "error";
+      failed.error_message = "group " + std::to_string(dispatch.group_id) + " has no leader";
+      self->send(self, generate_output{dispatch.request.request_id, failed});
+      continue;
+    }
+    self->send(leader, generate_request{dispatch.group_id, s.membership->group(dispatch.group_id).epoch,
+                                        std::move(dispatch.request)});
+  }
+  if (s.options.frontend)
+    for (auto& delivery : actions.deliveries) s.options.frontend->deliver(delivery.request_id, delivery.output);
+}
+
+// Every member prepared: tell each the chain's addresses and the group's KV block count.
+void maybe_wire(HeadActor* self, int64_t group_id) {
+  auto& s = self->state;
+  const cluster::GroupInfo& group = s.membership->group(group_id);
+  auto it = s.wiring.find(group_id);
+  if (it == s.wiring.end() || it->second.epoch != group.epoch || it->second.wired_sent) return;
+  Wiring& wiring = it->second;
+  int64_t blocks = 0;
+  for (int64_t b : wiring.max_kv_blocks) {
+    if (b <= 0) return;
+    blocks = blocks == 0 ? b : std::min(blocks, b);
+  }
+  wiring.wired_sent = true;
+  s.logger->info("group {} epoch {}: every stage prepared; wiring the pipeline with {} KV blocks", group_id,
+                 group.epoch, blocks);
+  for (NodeId member : group.members)
+    if (auto agent = s.agents.find(member); agent != s.agents.end())
+      self->send(agent->second, wire_group{group_id, group.epoch, wiring.addresses, blocks});
 }
 
 // one_for_all: the lost node's group stops everywhere and waits for the slot to be filled again.
@@ -75,6 +169,9 @@ void lose_node(HeadActor* self, NodeId node_id, const std::string& why) {
       if (auto agent = s.agents.find(other); agent != s.agents.end())
         self->send(agent->second, stop_group{loss->group_id, loss->old_epoch, reason});
   }
+  if (loss->group_id >= 0)
+    apply(self, s.router->group_lost(loss->group_id, "node " + std::to_string(node_id) + " lost (" + why + ")",
+                                     Clock::now()));
   if (loss->spare != 0) {
     const cluster::NodeInfo* spare = s.membership->node(loss->spare);
     s.logger->info("spare node {} takes group {} stage {}", loss->spare, spare->group_id, spare->stage_index);
@@ -126,6 +223,7 @@ caf::behavior head_behavior(HeadActor* self, HeadOptions options) {
   s.options = std::move(options);
   s.membership = std::make_unique<cluster::Membership>(s.options.num_groups, s.options.group_size,
                                                        s.options.intensity);
+  s.router = std::make_unique<cluster::RequestRouter>(s.options.router);
   self->set_down_handler([self](caf::down_msg& down) {
     auto it = self->state.node_of.find(down.source);
     if (it == self->state.node_of.end()) return;
@@ -139,12 +237,46 @@ caf::behavior head_behavior(HeadActor* self, HeadOptions options) {
         Status known = self->state.membership->heartbeat(beat.node_id, Clock::now());
         return heartbeat_ack{known.ok(), self->state.options.head_epoch};
       },
+      [self](const stage_prepared& prepared) {
+        auto& st = self->state;
+        const cluster::NodeInfo* node = st.membership->node(prepared.node_id);
+        if (node == nullptr || node->group_id != prepared.group_id ||
+            st.membership->group(prepared.group_id).epoch != prepared.epoch)
+          return;  // stale
+        if (!prepared.error.empty()) {
+          lose_node(self, prepared.node_id, "stage failed to load: " + prepared.error);
+          return;
+        }
+        auto it = st.wiring.find(prepared.group_id);
+        if (it == st.wiring.end() || it->second.epoch != prepared.epoch) return;
+        it->second.addresses[size_t(node->stage_index)] = prepared.data_address;
+        it->second.max_kv_blocks[size_t(node->stage_index)] = prepared.max_kv_blocks;
+        maybe_wire(self, prepared.group_id);
+      },
       [self](const group_loaded& loaded) {
-        auto ready = self->state.membership->mark_loaded(loaded.node_id, loaded.epoch);
+        auto& st = self->state;
+        if (!loaded.error.empty()) {
+          const cluster::NodeInfo* node = st.membership->node(loaded.node_id);
+          if (node != nullptr && node->group_id == loaded.group_id &&
+              st.membership->group(loaded.group_id).epoch == loaded.epoch)
+            lose_node(self, loaded.node_id, "stage failed to wire: " + loaded.error);
+          return;
+        }
+        auto ready = st.membership->mark_loaded(loaded.node_id, loaded.epoch);
         if (ready.ok() && *ready) {
-          self->state.logger->info("group {} ready: epoch {}", loaded.group_id, loaded.epoch);
+          st.logger->info("group {} ready: epoch {}", loaded.group_id, loaded.epoch);
+          apply(self, st.router->group_ready(loaded.group_id, Clock::now()));
           publish_status(self);
         }
+      },
+      [self](GenerationRequest& request) {
+        auto& st = self->state;
+        apply(self, st.router->submit(std::move(request), Clock::now()));
+      },
+      [self](cancel_atom, const std::string& request_id) { apply(self, self->state.router->cancel(request_id)); },
+      [self](generate_output& out) {
+        auto& st = self->state;
+        apply(self, st.router->on_output(out.engine_request_id, out.output, Clock::now()));
       },
       [self](form_atom, int64_t group_id, uint64_t epoch) {
         const cluster::GroupInfo& group = self->state.membership->group(group_id);
@@ -154,6 +286,8 @@ caf::behavior head_behavior(HeadActor* self, HeadOptions options) {
         auto& st = self->state;
         for (NodeId id : st.membership->expired(Clock::now(), st.options.heartbeat_timeout))
           lose_node(self, id, "no heartbeat for " + std::to_string(st.options.heartbeat_timeout.count()) + " ms");
+        apply(self, st.router->expire(Clock::now()));
+        if (st.options.frontend) st.options.frontend->publish(cluster_stats(st), st.router->num_waiting());
         self->delayed_send(self, st.options.heartbeat_interval / 2, tick_atom::value);
       },
       [self](status_atom) {

@@ -4,13 +4,21 @@
 //   join_request --(token ok)--> registered, monitored --(group full)--> start_group (new epoch)
 //   down_msg / no heartbeat for heartbeat_timeout --> node lost --> stop_group(old epoch) to the
 //   group's other members --> the group waits in `restarting` for a node to fill the free slot.
+//
+// With a model (stage_specs not empty) a started group loads in two phases: every member
+// prepares its stage (stage_prepared: layers loaded, listener open), then the head sends every
+// member the chain's addresses (wire_group); once all are wired the group is ready and the
+// head's RequestRouter sends it requests. A lost group's requests resume on another group.
 #include <chrono>
 #include <cstdint>
 #include <string>
 
 #include <caf/fwd.hpp>
 
+#include "cluster/cluster_engine.hpp"
 #include "cluster/membership.hpp"
+#include "cluster/request_router.hpp"
+#include "cluster/stage_plan.hpp"
 
 namespace troupe {
 
@@ -23,6 +31,10 @@ struct HeadOptions {
   cluster::RestartIntensity intensity;
   std::string status_file;  // written on every change when not empty
   uint64_t head_epoch = 0;  // this head's incarnation (start time), sent to every node
+  std::vector<cluster::StageSpec> stage_specs;  // [group_size]; empty: membership only, no model
+  cluster::RouterOptions router;
+  std::chrono::milliseconds wire_timeout{30000};
+  cluster::ClusterEngine* frontend = nullptr;  // receives outputs and cluster state; outlives the actor
 };
 
 // Spawns the head actor. It answers `status_atom` with the membership as JSON.

@@ -7,9 +7,18 @@
 //      |<-- join_reply{node_id, group, stage} -----|
 //      |--- heartbeat{node_id} (request) --------->|  every heartbeat interval
 //      |<-- heartbeat_ack{known} ------------------|  known=false: declared lost, join again
-//      |<-- start_group{group, epoch, stage} ------|  the group is full: a new epoch
-//      |--- group_loaded{node_id, group, epoch} -->|  all loaded: the group is ready
+//      |<-- start_group{group, epoch, spec} -------|  the group is full: a new epoch
+//      |--- stage_prepared{address, kv blocks} --->|  layers loaded, tensor listener open
+//      |<-- wire_group{addresses, kv blocks} ------|  every stage prepared: connect the chain
+//      |--- group_loaded{node_id, group, epoch} -->|  all wired: the group is ready
 //      |<-- stop_group{group, epoch, reason} ------|  a member was lost (one_for_all)
+//
+//   head                                        group leader (stage 0's agent)
+//      |--- generate_request{group, epoch, req} -->|  engine.submit("<id>#<attempt>")
+//      |<-- generate_output{engine id, output} ----|  one per engine output (anon_send)
+//      |--- cancel_generate{group, epoch, id} ---->|
+//
+//   ClusterEngine (HTTP thread) --GenerationRequest / (cancel_atom, id)--> head (same process)
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -19,8 +28,17 @@
 #include <caf/type_id.hpp>
 
 #include "cluster/membership.hpp"
+#include "cluster/stage_plan.hpp"
+#include "runtime/serving_engine.hpp"
 
 namespace troupe::cluster {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, StageSpec& x) {
+  return f(caf::meta::type_name("troupe.stage_spec"), x.model, x.load_format, x.dtype, x.max_model_len,
+           x.max_num_seqs, x.max_num_batched_tokens, x.block_size, x.num_kv_blocks, x.cpu_kv_cache_mb,
+           x.gpu_memory_utilization, x.seed, x.stage_index, x.num_stages, x.layer_begin, x.layer_end);
+}
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NodeResources& x) {
@@ -31,12 +49,31 @@ typename Inspector::result_type inspect(Inspector& f, NodeResources& x) {
 
 namespace troupe {
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, SamplingParams& x) {
+  return f(caf::meta::type_name("troupe.sampling_params"), x.temperature, x.top_p, x.top_k, x.min_p,
+           x.repetition_penalty, x.presence_penalty, x.frequency_penalty, x.seed, x.max_tokens, x.stop_token_ids,
+           x.ignore_eos, x.logprobs);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, GenerationRequest& x) {
+  return f(caf::meta::type_name("troupe.generation_request"), x.request_id, x.prompt_ids, x.params);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, GenerationOutput& x) {
+  return f(caf::meta::type_name("troupe.generation_output"), x.new_token_ids, x.logprobs, x.top_logprobs,
+           x.finish_reason, x.error_message, x.num_prompt_tokens, x.num_generated_tokens);
+}
+
 // Atoms for timers and queries (at most 10 characters each).
 using tick_atom = caf::atom_constant<caf::atom("tr_tick")>;        // head: check heartbeats
 using connect_now_atom = caf::atom_constant<caf::atom("tr_conn")>;  // agent: (re)connect
 using beat_atom = caf::atom_constant<caf::atom("tr_beat")>;        // agent: send a heartbeat
 using form_atom = caf::atom_constant<caf::atom("tr_form")>;        // head: start a formed group
 using status_atom = caf::atom_constant<caf::atom("tr_status")>;    // head: membership as JSON
+using cancel_atom = caf::atom_constant<caf::atom("tr_cancel")>;    // head: a client cancelled
+using prepared_atom = caf::atom_constant<caf::atom("tr_prep")>;    // agent: a stage host prepared
+using wired_atom = caf::atom_constant<caf::atom("tr_wired")>;      // agent: a stage host wired
 
 struct join_request {
   std::string token;  // never logged
@@ -71,12 +108,47 @@ struct start_group {
   uint64_t epoch = 0;
   int64_t stage_index = -1;
   std::vector<uint64_t> members;  // [group_size] node ids, by stage
+  cluster::StageSpec spec;        // what this member loads and runs
+};
+
+struct stage_prepared {
+  uint64_t node_id = 0;
+  int64_t group_id = -1;
+  uint64_t epoch = 0;
+  std::string data_address;  // the stage's tensor listener, "host:port" ("" with one stage)
+  int64_t max_kv_blocks = 0;
+  std::string error;  // not empty: loading failed
+};
+
+struct wire_group {
+  int64_t group_id = -1;
+  uint64_t epoch = 0;
+  std::vector<std::string> data_addresses;  // [group_size], by stage
+  int64_t num_kv_blocks = 0;                // the minimum every stage can hold
 };
 
 struct group_loaded {
   uint64_t node_id = 0;
   int64_t group_id = -1;
   uint64_t epoch = 0;
+  std::string error;  // not empty: wiring failed
+};
+
+struct generate_request {
+  int64_t group_id = -1;
+  uint64_t epoch = 0;
+  GenerationRequest request;  // request_id "<id>#<attempt>"
+};
+
+struct generate_output {
+  std::string engine_request_id;
+  GenerationOutput output;
+};
+
+struct cancel_generate {
+  int64_t group_id = -1;
+  uint64_t epoch = 0;
+  std::string engine_request_id;
 };
 
 struct stop_group {
@@ -104,11 +176,32 @@ typename Inspector::result_type inspect(Inspector& f, heartbeat_ack& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, start_group& x) {
-  return f(caf::meta::type_name("troupe.start_group"), x.group_id, x.epoch, x.stage_index, x.members);
+  return f(caf::meta::type_name("troupe.start_group"), x.group_id, x.epoch, x.stage_index, x.members, x.spec);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, group_loaded& x) {
-  return f(caf::meta::type_name("troupe.group_loaded"), x.node_id, x.group_id, x.epoch);
+  return f(caf::meta::type_name("troupe.group_loaded"), x.node_id, x.group_id, x.epoch, x.error);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stage_prepared& x) {
+  return f(caf::meta::type_name("troupe.stage_prepared"), x.node_id, x.group_id, x.epoch, x.data_address,
+           x.max_kv_blocks, x.error);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, wire_group& x) {
+  return f(caf::meta::type_name("troupe.wire_group"), x.group_id, x.epoch, x.data_addresses, x.num_kv_blocks);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, generate_request& x) {
+  return f(caf::meta::type_name("troupe.generate_request"), x.group_id, x.epoch, x.request);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, generate_output& x) {
+  return f(caf::meta::type_name("troupe.generate_output"), x.engine_request_id, x.output);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cancel_generate& x) {
+  return f(caf::meta::type_name("troupe.cancel_generate"), x.group_id, x.epoch, x.engine_request_id);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stop_group& x) {
@@ -126,4 +219,10 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::start_group))
   CAF_ADD_TYPE_ID(troupe, (troupe::group_loaded))
   CAF_ADD_TYPE_ID(troupe, (troupe::stop_group))
+  CAF_ADD_TYPE_ID(troupe, (troupe::stage_prepared))
+  CAF_ADD_TYPE_ID(troupe, (troupe::wire_group))
+  CAF_ADD_TYPE_ID(troupe, (troupe::generate_request))
+  CAF_ADD_TYPE_ID(troupe, (troupe::generate_output))
+  CAF_ADD_TYPE_ID(troupe, (troupe::cancel_generate))
+  CAF_ADD_TYPE_ID(troupe, (troupe::GenerationRequest))
 CAF_END_TYPE_ID_BLOCK(troupe)

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <thread>
+
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
@@ -19,6 +21,11 @@ struct Assignment {
   bool running = false;
 };
 
+// The stage host of the current assignment; helper threads fill `host` before they message us.
+struct StageBox {
+  std::shared_ptr<cluster::StageHost> host;
+};
+
 struct AgentState {
   AgentOptions options;
   std::unique_ptr<cluster::Backoff> backoff;
@@ -28,17 +35,111 @@ struct AgentState {
   uint64_t session = 0;  // +1 on every connection loss or rejoin; stale timers carry old values
   int64_t num_failed_connects = 0;
   Assignment assignment;
+  std::shared_ptr<StageBox> box;             // of assignment.epoch, when a stage is prepared
+  std::shared_ptr<cluster::StageHost> host;  // prepared (and maybe wired) stage of assignment.epoch
+  bool wired = false;
   std::shared_ptr<spdlog::logger> logger = log::get("cluster");
   static inline const char* name = "troupe.node_agent";
 };
 
 using AgentActor = caf::stateful_actor<AgentState>;
 
+// Tears the stage down on a helper thread: a pipeline step may wait on a hung peer a while.
+void release_stage(AgentActor* self, const std::string& why) {
+  auto& s = self->state;
+  std::shared_ptr<cluster::StageHost> host = std::move(s.host);
+  s.host = nullptr;
+  s.box = nullptr;
+  s.wired = false;
+  if (!host) return;
+  host->abort(why);
+  std::thread([host = std::move(host)]() mutable { host.reset(); }).detach();
+}
+
 void stop_work(AgentActor* self, const std::string& why) {
   auto& a = self->state.assignment;
   if (a.running)
     self->state.logger->warn("stopping stage {} of group {}, epoch {}: {}", a.stage_index, a.group_id, a.epoch, why);
   a.running = false;
+  release_stage(self, why);
+}
+
+void start_stage(AgentActor* self, const start_group& start) {
+  auto& s = self->state;
+  release_stage(self, "a new epoch starts");
+  if (start.spec.model.empty()) {  // membership only: nothing to load
+    if (s.head) self->send(s.head, group_loaded{s.node_id, start.group_id, start.epoch, ""});
+    return;
+  }
+  auto box = std::make_shared<StageBox>();
+  s.box = box;
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  std::thread([me, box, spec = start.spec, local = s.options.local, make_backend = s.options.make_backend,
+               advertise = s.options.advertise_host, epoch = start.epoch] {
+    auto host = cluster::StageHost::prepare(spec, local, make_backend, advertise);
+    std::string error;
+    if (host.ok()) box->host = std::move(host.value());
+    else error = host.error().message;
+    caf::anon_send(me, prepared_atom::value, epoch, error);
+  }).detach();
+}
+
+void on_prepared(AgentActor* self, uint64_t epoch, const std::string& error) {
+  auto& s = self->state;
+  if (!s.assignment.running || epoch != s.assignment.epoch || !s.box) return;  // stale
+  stage_prepared reply{s.node_id, s.assignment.group_id, epoch, "", 0, error};
+  if (error.empty()) {
+    s.host = s.box->host;
+    reply.data_address = s.host->preparation().data_address;
+    reply.max_kv_blocks = s.host->preparation().max_kv_blocks;
+  } else {
+    s.logger->error("stage {} of group {} failed to load: {}", s.assignment.stage_index, s.assignment.group_id, error);
+  }
+  if (s.head) self->send(s.head, std::move(reply));
+}
+
+void wire_stage(AgentActor* self, const wire_group& wire) {
+  auto& s = self->state;
+  if (!s.assignment.running || wire.group_id != s.assignment.group_id || wire.epoch != s.assignment.epoch ||
+      !s.host || s.wired)
+    return;
+  s.wired = true;
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  std::thread([me, host = s.host, wire, timeout = s.options.wire_timeout] {
+    Status wired = host->wire(wire.data_addresses, wire.num_kv_blocks, timeout);
+    caf::anon_send(me, wired_atom::value, wire.epoch, wired.ok() ? std::string() : wired.error().message);
+  }).detach();
+}
+
+void on_wired(AgentActor* self, uint64_t epoch, const std::string& error) {
+  auto& s = self->state;
+  if (!s.assignment.running || epoch != s.assignment.epoch) return;
+  if (!error.empty())
+    s.logger->error("stage {} of group {} failed to wire: {}", s.assignment.stage_index, s.assignment.group_id, error);
+  else
+    s.logger->info("stage {} of group {} epoch {} wired", s.assignment.stage_index, s.assignment.group_id, epoch);
+  if (s.head) self->send(s.head, group_loaded{s.node_id, s.assignment.group_id, epoch, error});
+}
+
+// As the group's leader: run the request on the stage's engine; outputs go straight to the head.
+void generate(AgentActor* self, generate_request& request) {
+  auto& s = self->state;
+  caf::actor head = s.head;
+  const std::string id = request.request.request_id;
+  auto reply_error = [&](const std::string& message) {
+    GenerationOutput failed;
+    failed.finish_reason = "error";
+    failed.error_message = message;
+    if (head) self->send(head, generate_output{id, failed});
+  };
+  if (request.group_id != s.assignment.group_id || request.epoch != s.assignment.epoch || !s.host ||
+      s.host->engine() == nullptr)
+    return reply_error("this node does not lead group " + std::to_string(request.group_id) + " epoch " +
+                       std::to_string(request.epoch));
+  Status submitted = s.host->engine()->submit(std::move(request.request), [head, id](const GenerationOutput& out) {
+    caf::anon_send(head, generate_output{id, out});
+  });
+  if (!submitted.ok()) reply_error(submitted.error().message);
 }
 
 void retry_connect(AgentActor* self) {
@@ -166,7 +267,17 @@ caf::behavior agent_behavior(AgentActor* self, AgentOptions options) {
           return;
         st.assignment = Assignment{start.group_id, start.stage_index, start.epoch, true};
         st.logger->info("starting stage {} of group {}, epoch {}", start.stage_index, start.group_id, start.epoch);
-        if (st.head) self->send(st.head, group_loaded{st.node_id, start.group_id, start.epoch});
+        start_stage(self, start);
+      },
+      [self](prepared_atom, uint64_t epoch, const std::string& error) { on_prepared(self, epoch, error); },
+      [self](const wire_group& wire) { wire_stage(self, wire); },
+      [self](wired_atom, uint64_t epoch, const std::string& error) { on_wired(self, epoch, error); },
+      [self](generate_request& request) { generate(self, request); },
+      [self](const cancel_generate& cancel) {
+        auto& st = self->state;
+        if (cancel.group_id == st.assignment.group_id && cancel.epoch == st.assignment.epoch && st.host &&
+            st.host->engine() != nullptr)
+          st.host->engine()->cancel(cancel.engine_request_id);
       },
       [self](const stop_group& stop) {
         auto& a = self->state.assignment;

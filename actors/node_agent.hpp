@@ -1,6 +1,9 @@
 #pragma once
 // One node agent per worker process: connects to the head, joins, heartbeats, holds this node's
-// stage assignment and obeys start/stop. Stages and GPU workers will hang off it later.
+// stage assignment and obeys start/stop. For each group epoch it runs a cluster::StageHost
+// (prepare on start_group, wire on wire_group, destroyed on stop_group) on helper threads, so
+// the actor never blocks; as a group's leader it feeds generate_requests to the stage's engine
+// and sends each output straight back to the head.
 //
 //   connecting --(remote_actor ok)--> joining --(accepted)--> joined --(start_group)--> running
 //       ^   |                            |                      |  ^                      |
@@ -18,6 +21,8 @@
 #include "cluster/address.hpp"
 #include "cluster/backoff.hpp"
 #include "cluster/membership.hpp"
+#include "cluster/stage_host.hpp"
+#include "runtime/config.hpp"
 
 namespace troupe {
 
@@ -30,6 +35,10 @@ struct AgentOptions {
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{5000};
   cluster::BackoffPolicy reconnect{std::chrono::milliseconds(200), std::chrono::milliseconds(3000), 2.0, 0.2};
+  Config local;                         // this worker's own settings (--device, --num-threads)
+  cluster::BackendFactory make_backend;  // builds the backend a stage runs on
+  std::string advertise_host = "127.0.0.1";
+  std::chrono::milliseconds wire_timeout{30000};  // how other workers reach this one's tensor listener
   // Set before the agent quits on its own: kPermanentExitCode when the head refused the join.
   std::shared_ptr<std::atomic<int>> exit_code = std::make_shared<std::atomic<int>>(0);
 };

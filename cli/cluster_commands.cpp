@@ -1,15 +1,52 @@
 // `troupe head` and `troupe worker`: the actor cluster when troupe_actors is built, else an error.
+// The head serves the OpenAI API (cluster mode) on --http-port when --model is given.
 #include "cli/commands.hpp"
 
 #ifdef TROUPE_HAVE_ACTORS
+#include <filesystem>
+#include <memory>
+#include <thread>
+
 #include "actors/cluster_main.hpp"
+#include "http/hf_text_codec.hpp"
+#include "http/server.hpp"
+#include "kernels/backend_factory.hpp"
+#include "runtime/logging.hpp"
 #endif
 
 namespace troupe::cli {
 
 #ifdef TROUPE_HAVE_ACTORS
-int run_head(const Config& config) { return run_head_node(config); }
-int run_worker(const Config& config) { return run_worker_node(config); }
+int run_head(const Config& given) {
+  Config config = given;
+  if (!config.model.empty() && config.served_model_name.empty())
+    config.served_model_name = std::filesystem::path(config.model).filename().string();
+  std::shared_ptr<http::HfTextCodec> codec;
+  if (!config.model.empty()) {
+    auto loaded = http::HfTextCodec::load(config.model);
+    if (!loaded.ok()) return report_error(loaded.error());
+    codec = std::move(loaded.value());
+  }
+  std::unique_ptr<http::Server> server;
+  std::thread listener;
+  HeadServices services;
+  services.start = [&](ServingEngine& engine) -> Status {
+    Config http_config = config;
+    http_config.max_model_len = engine.max_model_len();
+    server = std::make_unique<http::Server>(http_config, &engine, codec);
+    TROUPE_TRY(server->bind());
+    log::get("http")->info("serving {} as '{}' through the cluster", config.model, config.served_model_name);
+    listener = std::thread([&] { server->listen(); });
+    return Status::success();
+  };
+  services.stop = [&] {
+    if (server) server->stop();
+    if (listener.joinable()) listener.join();
+  };
+  return run_head_node(config, services);
+}
+
+int run_worker(const Config& config) { return run_worker_node(config, kernels::make_backend); }
 #else
 int run_head(const Config&) {
   return report_error(make_error(ErrorCode::unsupported, "`troupe head`: this build has no actor cluster"));

@@ -88,6 +88,25 @@ std::string Metrics::render(const EngineStats& stats, const std::string& model_n
   counter("troupe:prompt_tokens_total", "Prefill tokens processed.", double(stats.num_prompt_tokens_total));
   counter("troupe:generation_tokens_total", "Generated tokens.", double(stats.num_generation_tokens_total));
   counter("troupe:num_preemptions_total", "Preempted requests.", double(stats.num_preemptions_total));
+  if (stats.cluster.enabled) {
+    const ClusterStats& c = stats.cluster;
+    gauge("troupe:cluster_nodes", "Worker nodes joined and alive.", double(c.num_nodes));
+    gauge("troupe:cluster_groups_ready", "Serving groups ready for requests.", double(c.num_groups_ready));
+    counter("troupe:cluster_requests_resumed_total", "Requests moved to another group after a loss.",
+            double(c.num_requests_resumed_total));
+    header(out, "troupe:cluster_group_epoch", "gauge", "Each group's epoch (+1 on every restart).");
+    for (const auto& g : c.groups)
+      sample(out, "troupe:cluster_group_epoch", labels + ",group=\"" + std::to_string(g.group_id) + "\"",
+             double(g.epoch));
+    header(out, "troupe:cluster_group_restarts_total", "counter", "Each group's restarts.");
+    for (const auto& g : c.groups)
+      sample(out, "troupe:cluster_group_restarts_total", labels + ",group=\"" + std::to_string(g.group_id) + "\"",
+             double(g.num_restarts));
+    header(out, "troupe:cluster_group_ready", "gauge", "1 when the group is ready.");
+    for (const auto& g : c.groups)
+      sample(out, "troupe:cluster_group_ready", labels + ",group=\"" + std::to_string(g.group_id) + "\"",
+             g.state == "ready" ? 1.0 : 0.0);
+  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
     header(out, "troupe:request_success_total", "counter", "Requests finished, by outcome.");

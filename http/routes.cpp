@@ -63,7 +63,22 @@ std::string Routes::next_id(const char* prefix) {
 
 void Routes::health(const httplib::Request&, httplib::Response& res) {
   if (!engine_ || !engine_->is_ready()) return send_error(res, not_ready());
-  send_json(res, 200, json::object());
+  const EngineStats stats = engine_->stats();
+  if (!stats.cluster.enabled) return send_json(res, 200, json::object());
+  // Cluster mode: who serves. 200 while at least one group is ready.
+  json groups = json::array();
+  for (const auto& g : stats.cluster.groups)
+    groups.push_back(json{{"group_id", g.group_id},
+                          {"state", g.state},
+                          {"epoch", g.epoch},
+                          {"restarts", g.num_restarts},
+                          {"members", g.num_members},
+                          {"running", g.num_running}});
+  send_json(res, 200,
+            json{{"cluster", json{{"num_nodes", stats.cluster.num_nodes},
+                                  {"num_groups_ready", stats.cluster.num_groups_ready},
+                                  {"requests_resumed", stats.cluster.num_requests_resumed_total},
+                                  {"groups", groups}}}});
 }
 
 void Routes::version(const httplib::Request&, httplib::Response& res) {

@@ -3,60 +3,41 @@
 #include <algorithm>
 
 #include "runtime/cpu_backend.hpp"
+#include "runtime/kv_cache_sizing.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/model_config.hpp"
 #include "runtime/model_loader.hpp"
 
 namespace troupe {
-namespace {
-
-// Bytes the KV cache may take. CPU: --cpu-kv-cache-mb. GPU: --gpu-memory-utilization of the
-// device minus what is in use after loading the weights, minus an estimate of one step's
-// activations (a warm-up measurement would be better; see docs/ARCHITECTURE.md).
-Result<int64_t> kv_cache_budget_bytes(const Config& config, Backend& backend, const ModelConfig& model) {
-  size_t free_bytes = 0, total_bytes = 0;
-  if (!backend.memory_info(&free_bytes, &total_bytes)) return config.cpu_kv_cache_mb << 20;
-  const int64_t used = int64_t(total_bytes) - int64_t(free_bytes);
-  const int64_t activations = config.max_num_batched_tokens *
-                                  (6 * model.hidden_size + 3 * model.intermediate_size) * int64_t(sizeof(float)) +
-                              (int64_t(512) << 20);
-  const int64_t budget = int64_t(config.gpu_memory_utilization * double(total_bytes)) - used - activations;
-  if (budget <= 0)
-    return make_error(ErrorCode::out_of_resources,
-                      "--gpu-memory-utilization " + std::to_string(config.gpu_memory_utilization) +
-                          " leaves no room for the KV cache after the weights (" + std::to_string(used >> 20) +
-                          " MiB in use)");
-  return budget;
-}
-
-}  // namespace
 
 Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::unique_ptr<Backend> backend) {
   if (config.model.empty()) return make_error(ErrorCode::invalid_argument, "--model: a model folder is required");
-  auto model_config = ModelConfig::load(config.model);
-  if (!model_config.ok()) return model_config.error();
-
-  std::unique_ptr<LlmEngine> engine(new LlmEngine());
-  engine->backend_ = backend ? std::move(backend) : std::make_unique<CpuBackend>(config.num_threads);
-  auto model = load_model_with_format(config.model, config.load_format, *engine->backend_);
+  if (!backend) backend = std::make_unique<CpuBackend>(config.num_threads);
+  auto model = load_model_with_format(config.model, config.load_format, *backend);
   if (!model.ok()) return model.error();
-  engine->model_ = std::move(model.value());
-  engine->vocab_size_ = model_config->vocab_size;
+  auto num_blocks = kv_blocks_that_fit(config, *backend, *model.value());
+  if (!num_blocks.ok()) return num_blocks.error();
+  return create_with_model(config, std::move(backend), std::move(model.value()), num_blocks.value());
+}
 
-  const int64_t model_len = model_config->max_position_embeddings;
+Result<std::unique_ptr<LlmEngine>> LlmEngine::create_with_model(const Config& config, std::unique_ptr<Backend> backend,
+                                                                std::unique_ptr<Model> model, int64_t num_kv_blocks) {
+  if (!backend || !model) return make_error(ErrorCode::invalid_argument, "the engine needs a backend and a model");
+  if (num_kv_blocks < 1) return make_error(ErrorCode::out_of_resources, "no memory is left for even one KV-cache block");
+  std::unique_ptr<LlmEngine> engine(new LlmEngine());
+  engine->backend_ = std::move(backend);
+  engine->model_ = std::move(model);
+  const ModelConfig& model_config = engine->model_->config();
+  engine->vocab_size_ = model_config.vocab_size;
+
+  const int64_t model_len = model_config.max_position_embeddings;
   engine->max_model_len_ = config.max_model_len > 0 ? config.max_model_len : model_len;
   if (model_len > 0 && engine->max_model_len_ > model_len)
     return make_error(ErrorCode::invalid_argument,
                       "--max-model-len " + std::to_string(config.max_model_len) +
                           " exceeds the model's max_position_embeddings " + std::to_string(model_len));
 
-  KvCacheSpec shape = engine->model_->kv_cache_spec(1, config.block_size);
-  auto budget = kv_cache_budget_bytes(config, *engine->backend_, model_config.value());
-  if (!budget.ok()) return budget.error();
-  engine->num_kv_blocks_ = config.num_kv_blocks > 0 ? config.num_kv_blocks
-                                                    : KvCacheSpec::blocks_for_bytes(shape, budget.value());
-  if (engine->num_kv_blocks_ < 1)
-    return make_error(ErrorCode::out_of_resources, "no memory is left for even one KV-cache block");
+  engine->num_kv_blocks_ = num_kv_blocks;
   auto cache = engine->backend_->create_kv_cache(engine->model_->kv_cache_spec(engine->num_kv_blocks_, config.block_size));
   if (!cache.ok()) return cache.error();
   engine->cache_ = std::make_unique<KvCache>(std::move(cache.value()));
@@ -67,13 +48,12 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
   sched.num_blocks = engine->num_kv_blocks_;
   sched.block_size = config.block_size;
   sched.max_model_len = engine->max_model_len_;
-  for (int64_t id : model_config->eos_token_ids) sched.eos_token_ids.push_back(int32_t(id));
+  for (int64_t id : model_config.eos_token_ids) sched.eos_token_ids.push_back(int32_t(id));
   TROUPE_TRY(sched.validate());
   engine->scheduler_ = std::make_unique<Scheduler>(sched);
   log::get("engine")->info("{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}",
-                           model_config->architecture, engine->backend_->name(),
-                           model_config->num_hidden_layers, engine->num_kv_blocks_, config.block_size,
-                           engine->max_model_len_);
+                           model_config.architecture, engine->backend_->name(), model_config.num_hidden_layers,
+                           engine->num_kv_blocks_, config.block_size, engine->max_model_len_);
   return engine;
 }
 
@@ -97,18 +77,7 @@ void LlmEngine::stop() {
 
 Status LlmEngine::submit(GenerationRequest request, OutputCallback on_output) {
   if (!running_) return make_error(ErrorCode::unavailable, "the engine is not running");
-  if (request.prompt_ids.empty()) return make_error(ErrorCode::invalid_argument, "the prompt is empty");
-  TROUPE_TRY(request.params.validate());
-  for (int32_t id : request.prompt_ids)
-    if (id < 0 || id >= vocab_size_)
-      return make_error(ErrorCode::invalid_argument, "prompt token id " + std::to_string(id) +
-                                                         " is outside the vocabulary [0, " +
-                                                         std::to_string(vocab_size_) + ")");
-  const int64_t num_prompt = int64_t(request.prompt_ids.size());
-  if (num_prompt >= max_model_len_)
-    return make_error(ErrorCode::invalid_argument,
-                      "the prompt has " + std::to_string(num_prompt) + " tokens, but this model's context is " +
-                          std::to_string(max_model_len_) + " tokens (prompt + at least one generated token)");
+  TROUPE_TRY(validate_generation_request(request, vocab_size_, max_model_len_));
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return make_error(ErrorCode::unavailable, "the engine is stopping");

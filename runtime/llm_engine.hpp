@@ -28,6 +28,10 @@ class LlmEngine final : public ServingEngine {
   // Loads config.model on `backend` (nullptr: the CPU backend) and sizes the KV cache
   // (--num-kv-blocks, else from memory). Errors name the file, tensor or flag.
   static Result<std::unique_ptr<LlmEngine>> create(const Config& config, std::unique_ptr<Backend> backend = nullptr);
+  // The same over an already built model (a pipeline's first stage wraps the others) with a KV
+  // cache of `num_kv_blocks` blocks (the group agrees on one count: see kv_blocks_that_fit).
+  static Result<std::unique_ptr<LlmEngine>> create_with_model(const Config& config, std::unique_ptr<Backend> backend,
+                                                              std::unique_ptr<Model> model, int64_t num_kv_blocks);
   ~LlmEngine() override;
 
   void start();  // starts the loop thread

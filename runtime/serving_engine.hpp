@@ -32,6 +32,24 @@ struct GenerationOutput {
 // Called on the engine's thread; must be quick and must not call back into the engine.
 using OutputCallback = std::function<void(const GenerationOutput&)>;
 
+// One serving group of a cluster, as /health and /metrics show it.
+struct GroupStats {
+  int64_t group_id = 0;
+  std::string state;  // forming | loading | ready | restarting | failed
+  uint64_t epoch = 0;
+  int64_t num_restarts = 0;
+  int64_t num_members = 0;  // slots filled
+  int64_t num_running = 0;  // requests routed to it now
+};
+
+struct ClusterStats {
+  bool enabled = false;  // false: one process (`troupe serve`)
+  int64_t num_nodes = 0;
+  int64_t num_groups_ready = 0;
+  int64_t num_requests_resumed_total = 0;  // moved to another group after a loss
+  std::vector<GroupStats> groups;
+};
+
 struct EngineStats {
   int64_t num_running = 0;
   int64_t num_waiting = 0;
@@ -40,7 +58,12 @@ struct EngineStats {
   int64_t num_prompt_tokens_total = 0;
   int64_t num_generation_tokens_total = 0;
   int64_t num_preemptions_total = 0;
+  ClusterStats cluster;
 };
+
+// The checks every engine makes at submit: a non-empty prompt of ids inside the vocabulary that
+// leaves room for one generated token, valid sampling parameters. Errors are invalid_argument.
+Status validate_generation_request(const GenerationRequest& request, int64_t vocab_size, int64_t max_model_len);
 
 class ServingEngine {
  public:

@@ -111,10 +111,22 @@ class Cluster {
     return head_pid_;
   }
   pid_t head_pid() const { return head_pid_; }
-  pid_t start_worker(const std::string& name, const std::string& token, bool supervise = true) {
+  pid_t start_worker(const std::string& name, const std::string& token, bool supervise = true,
+                     std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {"worker", "--join", join()};
     if (!supervise) args.push_back("--no-supervise");
+    for (auto& arg : extra) args.push_back(std::move(arg));
     return start(name, args, token);
+  }
+  // A head that serves `model` over HTTP on `http_port` with `replicas` groups of `pp` stages.
+  pid_t start_serving_head(const std::string& model, int64_t pp, int64_t replicas, int http_port,
+                           const std::string& token, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"head", "--port", std::to_string(port_), "--http-port",
+                                     std::to_string(http_port), "--model", model, "--pp", std::to_string(pp),
+                                     "--replicas", std::to_string(replicas)};
+    for (auto& arg : extra) args.push_back(std::move(arg));
+    head_pid_ = start("head", args, token);
+    return head_pid_;
   }
 
   // The head's status JSON, or null while it has not been written.
