@@ -201,7 +201,8 @@ TEST(PipelineServing, TwoStagesAcrossTwoWorkersMatchTheSingleProcessEngine) {
 
 // Two replicas of PP=2 under streaming load; one worker is lost while every stream is running.
 void lose_a_worker_under_load(const std::string& name, int signal) {
-  Cluster cluster(name);
+  // name: "kill -9" or "SIGSTOP"
+  Cluster cluster(signal == SIGKILL ? "kill9" : "sigstop");
   const auto ps = prompts(12);
   constexpr int kMaxTokens = 300;
   const std::vector<std::string> want = reference_texts(cluster, ps, kMaxTokens);
@@ -217,39 +218,43 @@ void lose_a_worker_under_load(const std::string& name, int signal) {
 
   json victim;
   Clock::time_point hit;
+  double detected_s = -1, ready_again_s = -1;
+  std::thread watcher;
   auto results = stream_all(http, ps, kMaxTokens, [&] {
     victim = *node_at(cluster.status(), 1, 1);  // the last stage of group 1
     hit = Clock::now();
     ASSERT_EQ(::kill(victim["pid"].get<pid_t>(), signal), 0);
+    // Times the head's view: the victim no longer active, then group 1 ready at epoch 2.
+    watcher = std::thread([&] {
+      auto victim_active = [&] {
+        const json status = cluster.status();
+        if (!status.is_object()) return true;  // not readable this instant: ask again
+        for (const auto& node : status["nodes"])
+          if (node["node_id"] == victim["node_id"]) return node["state"] == "active";
+        return false;
+      };
+      if (wait_until([&] { return !victim_active(); }, milliseconds(20000))) detected_s = seconds_since(hit);
+      if (signal == SIGSTOP) ::kill(victim["pid"].get<pid_t>(), SIGCONT);
+      if (wait_until([&] { return group_is(cluster.status(), 1, "ready", 2); }, milliseconds(30000)))
+        ready_again_s = seconds_since(hit);
+    });
   });
+  if (watcher.joinable()) watcher.join();
   ASSERT_TRUE(victim.is_object());
-  // Detection: the head marks the node lost.
-  auto lost_at = [&] {
-    for (const auto& node : cluster.status()["nodes"])
-      if (node["node_id"] == victim["node_id"]) return node["state"] == "lost";
-    return false;
-  };
-  ASSERT_TRUE(wait_until(lost_at, milliseconds(10000))) << cluster.log("head");
   expect_same(results, want, cluster);
   EXPECT_GT(metric(http, "troupe:cluster_requests_resumed_total"), 0) << "the loss hit no running request";
-  const double detected = seconds_since(hit);  // upper bound once the streams are done
-  if (signal == SIGSTOP) ::kill(victim["pid"].get<pid_t>(), SIGCONT);
-  // The group serves again with a new epoch (the supervisor restarts a killed child; a resumed
-  // one finds itself declared lost and joins again).
-  ASSERT_TRUE(wait_until([&] { return group_is(cluster.status(), 1, "ready", 2); }, milliseconds(30000)))
-      << cluster.status().dump() << "\nhead log:\n" << cluster.log("head");
-  const double serving_again = seconds_since(hit);
-  const std::string head_log = cluster.log("head");
-  std::printf("[ cluster ] %s: node lost within %.2f s (streams done), group 1 ready again at epoch 2 after %.2f s\n",
-              name.c_str(), detected, serving_again);
+  std::printf("[ cluster ] %s of a worker: detected after %.3f s, its group ready again (epoch 2) after %.3f s\n",
+              name.c_str(), detected_s, ready_again_s);
+  EXPECT_GT(detected_s, 0) << "the head never noticed\n" << cluster.log("head");
+  EXPECT_GT(ready_again_s, 0) << cluster.status().dump() << "\nhead log:\n" << cluster.log("head");
   // And the restarted group answers like the others.
   EXPECT_EQ(stream_completion(http, completion_body(ps[0], kMaxTokens, true)).text, want[0]);
 }
 
-TEST(PipelineServing, KillNineOfAWorkerUnderLoadLosesNoRequest) { lose_a_worker_under_load("kill9", SIGKILL); }
+TEST(PipelineServing, KillNineOfAWorkerUnderLoadLosesNoRequest) { lose_a_worker_under_load("kill -9", SIGKILL); }
 
 TEST(PipelineServing, AHungWorkerIsDetectedByHeartbeatAndLosesNoRequest) {
-  lose_a_worker_under_load("sigstop", SIGSTOP);
+  lose_a_worker_under_load("SIGSTOP", SIGSTOP);
 }
 
 }  // namespace
