@@ -1,0 +1,329 @@
+// Pipeline parallel pieces without actors: the stage plan, the step wire format, the head's
+// request router, and two in-process stage hosts over loopback UCX against the whole model.
+#include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
+
+#include "cluster/request_router.hpp"
+#include "cluster/stage_host.hpp"
+#include "cluster/stage_plan.hpp"
+#include "cluster/step_codec.hpp"
+#include "runtime/cpu_backend.hpp"
+#include "runtime/llm_engine.hpp"
+
+namespace troupe::cluster {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::string kTinyModel = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny";
+
+TEST(StagePlan, SplitsLayersEvenlyWithEarlierStagesTakingTheRest) {
+  auto ranges = split_layers(7, 3);
+  ASSERT_TRUE(ranges.ok());
+  ASSERT_EQ(ranges->size(), 3u);
+  EXPECT_EQ((*ranges)[0].begin, 0);
+  EXPECT_EQ((*ranges)[0].end, 3);
+  EXPECT_EQ((*ranges)[1].begin, 3);
+  EXPECT_EQ((*ranges)[1].end, 5);
+  EXPECT_EQ((*ranges)[2].begin, 5);
+  EXPECT_EQ((*ranges)[2].end, 7);
+  EXPECT_FALSE(split_layers(2, 3).ok());
+  EXPECT_NE(split_layers(2, 3).error().message.find("exceeds the model's 2 layers"), std::string::npos);
+  EXPECT_FALSE(split_layers(4, 0).ok());
+}
+
+TEST(StagePlan, SpecsCarryTheHeadsLimitsAndKeepTheWorkersOwnSettings) {
+  Config head;
+  head.model = "/models/x";
+  head.pipeline_parallel_size = 2;
+  head.block_size = 32;
+  head.num_kv_blocks = 99;
+  head.max_model_len = 1000;
+  head.num_threads = 7;
+  auto specs = plan_stages(head, 5);
+  ASSERT_TRUE(specs.ok());
+  ASSERT_EQ(specs->size(), 2u);
+  EXPECT_TRUE((*specs)[0].is_first());
+  EXPECT_TRUE((*specs)[1].is_last());
+  EXPECT_EQ((*specs)[1].layer_begin, 3);
+  EXPECT_EQ((*specs)[1].layer_end, 5);
+  Config local;
+  local.num_threads = 1;
+  local.device = "cpu";
+  Config stage = stage_config((*specs)[1], local);
+  EXPECT_EQ(stage.model, "/models/x");
+  EXPECT_EQ(stage.block_size, 32);
+  EXPECT_EQ(stage.num_kv_blocks, 99);
+  EXPECT_EQ(stage.max_model_len, 1000);
+  EXPECT_EQ(stage.num_threads, 1);  // the worker's, not the head's
+  EXPECT_EQ(stage.device, "cpu");
+}
+
+ForwardBatch sample_batch(std::vector<std::vector<int32_t>>& tables) {
+  tables = {{3, 1}, {7}, {2, 5, 9}};
+  ForwardBatch batch;
+  const int32_t news[3] = {3, 1, 2}, contexts[3] = {20, 9, 40};
+  for (int s = 0; s < 3; ++s) {
+    for (int i = 0; i < news[s]; ++i) {
+      batch.token_ids.push_back(100 + s);
+      batch.positions.push_back(contexts[s] - news[s] + i);
+    }
+    SequenceSlice slice;
+    slice.num_new_tokens = news[s];
+    slice.context_len = contexts[s];
+    slice.block_table = &tables[size_t(s)];
+    slice.needs_logits = s != 1;
+    batch.seqs.push_back(slice);
+  }
+  return batch;
+}
+
+TEST(StepCodec, RoundTripsTheBatchTablesAndHiddenStates) {
+  std::vector<std::vector<int32_t>> tables;
+  ForwardBatch batch = sample_batch(tables);
+  std::vector<float> values(6 * 4);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = float(i) * 0.5f - 3.0f;
+  Tensor hidden = Tensor::from_f32(values, {6, 4});
+  auto bytes = encode_step(42, batch, LogitsMode::all_tokens, hidden);
+  auto step = decode_step(bytes);
+  ASSERT_TRUE(step.ok()) << step.error().message;
+  EXPECT_EQ(step->step_id, 42u);
+  EXPECT_EQ(step->mode, LogitsMode::all_tokens);
+  EXPECT_EQ(step->batch.positions, batch.positions);
+  ASSERT_EQ(step->batch.seqs.size(), 3u);
+  for (size_t s = 0; s < 3; ++s) {
+    EXPECT_EQ(step->batch.seqs[s].num_new_tokens, batch.seqs[s].num_new_tokens);
+    EXPECT_EQ(step->batch.seqs[s].context_len, batch.seqs[s].context_len);
+    EXPECT_EQ(step->batch.seqs[s].needs_logits, batch.seqs[s].needs_logits);
+    EXPECT_EQ(*step->batch.seqs[s].block_table, tables[s]);
+  }
+  // Moving the decoded step keeps its block-table pointers valid.
+  DecodedStep moved = std::move(step.value());
+  EXPECT_EQ(*moved.batch.seqs[2].block_table, tables[2]);
+  ASSERT_EQ(moved.batch.hidden_states.shape(), (std::vector<int64_t>{6, 4}));
+  for (size_t i = 0; i < values.size(); ++i) EXPECT_EQ(moved.batch.hidden_states.data<float>()[i], values[i]);
+}
+
+TEST(StepCodec, TruncatedOrForeignBytesAreErrorsNotCrashes) {
+  std::vector<std::vector<int32_t>> tables;
+  ForwardBatch batch = sample_batch(tables);
+  Tensor hidden = Tensor::zeros(DType::f32, {6, 4});
+  const auto bytes = encode_step(1, batch, LogitsMode::last_token, hidden);
+  for (size_t cut = 0; cut < bytes.size(); cut += 7) {
+    std::vector<uint8_t> part(bytes.begin(), bytes.begin() + long(cut));
+    auto step = decode_step(part);
+    ASSERT_FALSE(step.ok()) << "cut at " << cut;
+    EXPECT_EQ(step.error().code, ErrorCode::corrupt_data);
+  }
+  std::vector<uint8_t> foreign = bytes;
+  foreign[0] ^= 0xff;
+  EXPECT_FALSE(decode_step(foreign).ok());
+  Tensor logits = Tensor::from_f32({1, 2, 3, 4, 5, 6}, {2, 3});
+  const auto logit_bytes = encode_logits(9, logits);
+  auto back = decode_logits(logit_bytes, 9);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->data<float>()[5], 6.0f);
+  EXPECT_EQ(decode_logits(logit_bytes, 10).error().code, ErrorCode::internal);
+}
+
+GenerationRequest request(const std::string& id, std::vector<int32_t> prompt, int64_t max_tokens) {
+  GenerationRequest r;
+  r.request_id = id;
+  r.prompt_ids = std::move(prompt);
+  r.params.temperature = 0;
+  r.params.max_tokens = max_tokens;
+  return r;
+}
+
+GenerationOutput tokens(std::vector<int32_t> ids, std::string finish = "") {
+  GenerationOutput out;
+  out.new_token_ids = std::move(ids);
+  out.finish_reason = std::move(finish);
+  return out;
+}
+
+const RouterClock::time_point t0{};
+
+TEST(RequestRouter, WaitsForAReadyGroupThenPicksTheLeastLoaded) {
+  RequestRouter router;
+  auto parked = router.submit(request("a", {1, 2}, 4), t0);
+  EXPECT_TRUE(parked.dispatches.empty());
+  EXPECT_EQ(router.num_waiting(), 1);
+  auto started = router.group_ready(0, t0);
+  ASSERT_EQ(started.dispatches.size(), 1u);
+  EXPECT_EQ(started.dispatches[0].group_id, 0);
+  EXPECT_EQ(started.dispatches[0].request.request_id, "a#1");
+  router.group_ready(1, t0);
+  auto second = router.submit(request("b", {3}, 4), t0);
+  ASSERT_EQ(second.dispatches.size(), 1u);
+  EXPECT_EQ(second.dispatches[0].group_id, 1) << "group 0 already runs one request";
+}
+
+TEST(RequestRouter, ALostGroupsRequestsResumeElsewhereFromWhatWasSent) {
+  RequestRouter router;
+  router.group_ready(0, t0);
+  router.group_ready(1, t0);
+  auto first = router.submit(request("a", {1, 2}, 5), t0);
+  ASSERT_EQ(first.dispatches.size(), 1u);
+  const int64_t group = first.dispatches[0].group_id;
+  auto out1 = router.on_output("a#1", tokens({10, 11}), t0);
+  ASSERT_EQ(out1.deliveries.size(), 1u);
+  EXPECT_EQ(out1.deliveries[0].output.num_prompt_tokens, 2);
+  EXPECT_EQ(out1.deliveries[0].output.num_generated_tokens, 2);
+
+  auto moved = router.group_lost(group, "killed", t0);
+  ASSERT_EQ(moved.dispatches.size(), 1u);
+  const Dispatch& again = moved.dispatches[0];
+  EXPECT_NE(again.group_id, group);
+  EXPECT_EQ(again.request.request_id, "a#2");
+  EXPECT_EQ(again.request.prompt_ids, (std::vector<int32_t>{1, 2, 10, 11}));
+  EXPECT_EQ(again.request.params.max_tokens, 3);
+  EXPECT_EQ(router.num_resumed_total(), 1);
+
+  // The old attempt's late outputs are dropped: nothing is sent twice.
+  EXPECT_TRUE(router.on_output("a#1", tokens({12}), t0).deliveries.empty());
+  auto rest = router.on_output("a#2", tokens({12, 13, 14}, "length"), t0);
+  ASSERT_EQ(rest.deliveries.size(), 1u);
+  EXPECT_EQ(rest.deliveries[0].output.finish_reason, "length");
+  EXPECT_EQ(rest.deliveries[0].output.num_prompt_tokens, 2);
+  EXPECT_EQ(rest.deliveries[0].output.num_generated_tokens, 5);
+  EXPECT_EQ(router.num_live(), 0);
+}
+
+TEST(RequestRouter, AnEngineErrorMarksTheGroupBrokenAndMovesAllItsRequests) {
+  RequestRouter router;
+  router.group_ready(0, t0);
+  router.submit(request("a", {1}, 4), t0);
+  router.submit(request("b", {2}, 4), t0);
+  router.group_ready(1, t0);
+  GenerationOutput failed;
+  failed.finish_reason = "error";
+  failed.error_message = "pipeline broken";
+  auto actions = router.on_output("a#1", failed, t0);
+  EXPECT_EQ(actions.broken_groups, (std::vector<int64_t>{0}));
+  ASSERT_EQ(actions.dispatches.size(), 2u);
+  for (const auto& d : actions.dispatches) EXPECT_EQ(d.group_id, 1);
+  EXPECT_TRUE(actions.deliveries.empty()) << "the client sees no error";
+}
+
+TEST(RequestRouter, WaitingIsBoundedAndAttemptsAreLimited) {
+  RouterOptions options;
+  options.max_wait = 1000ms;
+  options.max_attempts = 2;
+  RequestRouter router(options);
+  router.submit(request("a", {1}, 4), t0);
+  EXPECT_TRUE(router.expire(t0 + 500ms).deliveries.empty());
+  auto expired = router.expire(t0 + 1500ms);
+  ASSERT_EQ(expired.deliveries.size(), 1u);
+  EXPECT_EQ(expired.deliveries[0].output.finish_reason, "error");
+  EXPECT_NE(expired.deliveries[0].output.error_message.find("no serving group"), std::string::npos);
+
+  router.group_ready(0, t0);
+  router.submit(request("b", {1}, 4), t0);  // attempt 1
+  router.group_lost(0, "x", t0);
+  EXPECT_EQ(router.group_ready(0, t0).dispatches.size(), 1u);  // attempt 2
+  auto last = router.group_lost(0, "y", t0);
+  EXPECT_TRUE(last.dispatches.empty()) << "a third attempt is not made";
+  ASSERT_EQ(last.deliveries.size(), 1u);
+  EXPECT_EQ(last.deliveries[0].output.finish_reason, "error");
+  EXPECT_NE(last.deliveries[0].output.error_message.find("y"), std::string::npos);
+  EXPECT_EQ(router.num_live(), 0);
+}
+
+TEST(RequestRouter, CancelAndFinishedBeforeTheLossNeedNoNewAttempt) {
+  RequestRouter router;
+  router.group_ready(0, t0);
+  router.group_ready(1, t0);
+  router.submit(request("a", {1}, 2), t0);
+  auto cancelled = router.cancel("a");
+  ASSERT_EQ(cancelled.cancellations.size(), 1u);
+  EXPECT_EQ(cancelled.cancellations[0].engine_request_id, "a#1");
+  ASSERT_EQ(cancelled.deliveries.size(), 1u);
+  EXPECT_EQ(cancelled.deliveries[0].output.finish_reason, "abort");
+
+  auto b = router.submit(request("b", {1}, 2), t0);
+  router.on_output("b#1", tokens({5, 6}), t0);  // every token sent, the finish lost with the group
+  auto moved = router.group_lost(b.dispatches[0].group_id, "killed", t0);
+  EXPECT_TRUE(moved.dispatches.empty());
+  ASSERT_EQ(moved.deliveries.size(), 1u);
+  EXPECT_EQ(moved.deliveries[0].output.finish_reason, "length");
+  EXPECT_EQ(moved.deliveries[0].output.num_generated_tokens, 2);
+}
+
+Result<std::unique_ptr<Backend>> cpu_backend(const Config& config) {
+  return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(config.num_threads));
+}
+
+// Greedy ids of `prompt` from `engine`.
+std::vector<int32_t> greedy(ServingEngine& engine, const std::string& id, std::vector<int32_t> prompt, int n) {
+  std::promise<std::vector<int32_t>> done;
+  std::vector<int32_t> ids;
+  GenerationRequest r = request(id, std::move(prompt), n);
+  r.params.ignore_eos = true;
+  Status submitted = engine.submit(r, [&](const GenerationOutput& out) {
+    ids.insert(ids.end(), out.new_token_ids.begin(), out.new_token_ids.end());
+    if (!out.finish_reason.empty()) done.set_value(ids);
+  });
+  EXPECT_TRUE(submitted.ok()) << submitted.error().message;
+  return done.get_future().get();
+}
+
+TEST(StageHosts, TwoStagesOverLoopbackUcxGenerateWhatTheWholeModelDoes) {
+  Config local;
+  local.num_threads = 1;
+  local.num_kv_blocks = 64;
+  local.model = kTinyModel;
+  auto whole = LlmEngine::create(local);
+  ASSERT_TRUE(whole.ok()) << whole.error().message;
+  (*whole)->start();
+
+  local.pipeline_parallel_size = 2;
+  auto specs = plan_stages(local, 2);
+  ASSERT_TRUE(specs.ok());
+  std::vector<std::unique_ptr<StageHost>> hosts;
+  std::vector<std::string> addresses;
+  for (const auto& spec : *specs) {
+    auto host = StageHost::prepare(spec, local, cpu_backend, "127.0.0.1");
+    ASSERT_TRUE(host.ok()) << host.error().message;
+    EXPECT_EQ(host.value()->preparation().max_kv_blocks, 64);
+    addresses.push_back(host.value()->preparation().data_address);
+    hosts.push_back(std::move(host.value()));
+  }
+  auto later = std::async(std::launch::async, [&] { return hosts[1]->wire(addresses, 64, 10s); });
+  Status first = hosts[0]->wire(addresses, 64, 10s);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  ASSERT_TRUE(later.get().ok());
+  ASSERT_NE(hosts[0]->engine(), nullptr);
+  EXPECT_EQ(hosts[1]->engine(), nullptr);
+
+  const std::vector<std::vector<int32_t>> prompts = {{200}, {109, 138, 192, 176, 84}, {5, 6, 7}};
+  // One at a time, then concurrently (steps of several sequences in two micro-batches).
+  std::vector<std::vector<int32_t>> want;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    want.push_back(greedy(**whole, "w" + std::to_string(i), prompts[i], 24));
+    EXPECT_EQ(greedy(*hosts[0]->engine(), "p" + std::to_string(i), prompts[i], 24), want[i]) << "prompt " << i;
+  }
+  std::vector<std::future<std::vector<int32_t>>> together;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    together.push_back(std::async(std::launch::async, [&, i] {
+      return greedy(*hosts[0]->engine(), "c" + std::to_string(i), prompts[i], 24);
+    }));
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i].get(), want[i]) << "prompt " << i;
+
+  // Losing the last stage breaks the pipeline: requests end with an error instead of hanging.
+  hosts[1].reset();
+  GenerationRequest r = request("after", {1, 2, 3}, 8);
+  std::promise<GenerationOutput> end;
+  ASSERT_TRUE(hosts[0]->engine()->submit(r, [&](const GenerationOutput& out) {
+    if (!out.finish_reason.empty()) end.set_value(out);
+  }).ok());
+  auto future = end.get_future();
+  ASSERT_EQ(future.wait_for(30s), std::future_status::ready) << "a request hung after its stage went away";
+  EXPECT_EQ(future.get().finish_reason, "error");
+  (*whole)->stop();
+}
+
+}  // namespace
+}  // namespace troupe::cluster
