@@ -8,8 +8,8 @@
 //     (two float4 per token) feeds kRowsPerWarp rows;
 //   - the 32 lanes of a warp cover 256 consecutive elements of in_features (a "chunk"), lane l the
 //     8 elements at 8 l; a warp keeps kUnroll chunks (kUnroll * kRowsPerWarp loads per lane) in
-//     flight (kUnroll 2, or 1 at n >= 6, where 4 x n sums and 32 converted weights fill the
-//     128 registers a thread may use);
+//     flight (kUnroll 2, or 1 at n >= 5, where 4 x n sums and 32 converted weights fill the
+//     128 registers a thread may use; ptxas also hoists the next step's predicated loads);
 //   - when there are few row groups (k/v_proj: 1024 rows), `splits` warps share one row group and
 //     take every splits-th chunk; their partial sums meet in shared memory;
 //   - a block is 4 warps (8 when splits == 8): groups_per_block row groups x splits warps.
@@ -18,8 +18,8 @@ namespace troupe::kernels {
 namespace {
 
 constexpr int kRowsPerWarp = 4;
-// Chunks a warp loads before using them; one at 6-8 tokens, whose sums fill the registers.
-__host__ __device__ constexpr int unroll_for(int num_tokens) { return num_tokens <= 5 ? 2 : 1; }
+// Chunks a warp loads before using them; one at 5-8 tokens, whose sums fill the registers.
+__host__ __device__ constexpr int unroll_for(int num_tokens) { return num_tokens <= 4 ? 2 : 1; }
 constexpr int kMaxWarps = 8;
 constexpr int kChunkVec = 256;    // elements a warp covers per step, 16-byte path
 constexpr int kChunkScalar = 32;  // elements a warp covers per step, scalar path
@@ -27,12 +27,17 @@ constexpr unsigned kFullMask = 0xffffffffu;
 
 __host__ __device__ constexpr int next_pow2(int v) { return v <= 1 ? 1 : 2 * next_pow2((v + 1) / 2); }
 
-// 16 bytes of W: read once, so not kept in L1 (which holds x).
-__device__ __forceinline__ uint4 load_weights(const uint16_t* p) {
+// 16 bytes of W when `valid` (else the result is unspecified and must not be used): read once,
+// so not kept in L1 (which holds x). Predicated, so a step's loads issue back to back.
+__device__ __forceinline__ uint4 load_weights(const uint16_t* p, bool valid) {
   uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+  asm("{\n"
+      "  .reg .pred p;\n"
+      "  setp.ne.b32 p, %5, 0;\n"
+      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+      "}\n"
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
+      : "l"(p), "r"(int(valid)));
   return v;
 }
 
@@ -102,20 +107,20 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
     for (int t = 0; t < NT; ++t) acc[r][t] = 0.0f;
 
   if constexpr (VEC) {
-    const int64_t num_vecs = in_features / 8;  // 8-element (16-byte) pieces of a row
-    const int64_t num_chunks = (num_vecs + 31) / 32;
-    for (int64_t c0 = split; c0 < num_chunks; c0 += int64_t(splits) * kUnroll) {
+    const int num_vecs = int(in_features / 8);  // 8-element (16-byte) pieces of a row
+    const int num_chunks = (num_vecs + 31) / 32;
+    for (int c0 = split; c0 < num_chunks; c0 += splits * kUnroll) {
       uint4 wv[kUnroll][kRowsPerWarp];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const int64_t v = (c0 + int64_t(u) * splits) * 32 + lane;
+        const int v = (c0 + u * splits) * 32 + lane;
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r)
-          wv[u][r] = (v < num_vecs && row_ok[r]) ? load_weights(rows[r] + v * 8) : make_uint4(0, 0, 0, 0);
+          wv[u][r] = load_weights(rows[r] + v * 8, v < num_vecs);  // rows past the end read row 0
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const int64_t v = (c0 + int64_t(u) * splits) * 32 + lane;
+        const int v = (c0 + u * splits) * 32 + lane;
         if (v >= num_vecs) continue;
         float wf[kRowsPerWarp][8];
 #pragma unroll
@@ -140,7 +145,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
       }
     }
   } else {
-    for (int64_t i = int64_t(split) * kChunkScalar + lane; i < in_features; i += int64_t(splits) * kChunkScalar) {
+    for (int i = split * kChunkScalar + lane; i < int(in_features); i += splits * kChunkScalar) {
       float wf[kRowsPerWarp];
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r) wf[r] = row_ok[r] ? __uint_as_float(uint32_t(rows[r][i]) << 16) : 0.0f;
@@ -194,6 +199,7 @@ cudaError_t launch_gemv_bf16(const float* x, const uint16_t* weight, const float
   if (n == 0) return cudaSuccess;
   if (n < 0 || n > kGemvMaxTokens || out_features <= 0 || in_features <= 0 || !x || !weight || !out)
     return cudaErrorInvalidValue;
+  if (in_features > INT32_MAX - 8 * kChunkVec) return cudaErrorInvalidValue;  // 32-bit column indices
   const bool vec = in_features % 8 == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(x) % 16 == 0;
 
