@@ -1,9 +1,10 @@
 // GPU decode benchmark on device 0 through CudaBackend, with dummy weights (no checkpoint needed):
 //   (a) HBM bandwidth (device-to-device cudaMemcpy), (b) SGEMM fp32 (pedantic, as the backend)
 //   and bf16 GemmEx (fp32 accumulation) rates, (b2) the bf16 GEMV kernel alone on the model's
-//   linear shapes at one token vs the bandwidth roofline, (c) batch-1 decode at a 1024-token context vs the
-//   bandwidth roofline, (d) one 4096-token prefill vs the bf16 matmul rate, (e) decode throughput
-//   at several batch sizes. Prints a table as it goes; writes JSON records after every phase.
+//   linear shapes at one token vs the bandwidth roofline, (c) batch-1 decode at a 1024-token
+//   context vs the bandwidth roofline, (d) one 4096-token prefill vs the bf16 matmul rate,
+//   (e) decode throughput at several batch sizes. Prints a table as it goes; writes JSON records
+//   after every phase.
 // A watchdog writes what was measured and exits when --time-limit (default 290 s) is reached.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

@@ -171,6 +171,7 @@ std::vector<uint16_t> to_bf16_bits(const std::vector<float>& values) {
 // max over the outputs of |actual - ref| / (sum |x * w| + |bias|); NaN (a skipped output) gives inf.
 double max_relative_error(const std::vector<float>& actual, const std::vector<double>& ref,
                           const std::vector<double>& abs_sum) {
+  if (actual.size() != ref.size() || abs_sum.size() != ref.size()) return INFINITY;
   double worst = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     if (!std::isfinite(actual[i])) return INFINITY;
