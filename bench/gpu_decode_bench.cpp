@@ -1,8 +1,10 @@
 // GPU decode benchmark on device 0 through CudaBackend, with dummy weights (no checkpoint needed):
 //   (a) HBM bandwidth (device-to-device cudaMemcpy), (b) SGEMM fp32 (pedantic, as the backend)
-//   and bf16 GemmEx (fp32 accumulation) rates, (c) batch-1 decode at a 1024-token context vs the
-//   bandwidth roofline, (d) one 4096-token prefill vs the bf16 matmul rate, (e) decode throughput
-//   at several batch sizes. Prints a table as it goes; writes JSON records after every phase.
+//   and bf16 GemmEx (fp32 accumulation) rates, (b2) the bf16 GEMV kernel alone on the model's
+//   linear shapes at one token vs the bandwidth roofline, (c) batch-1 decode at a 1024-token
+//   context vs the bandwidth roofline, (d) one 4096-token prefill vs the bf16 matmul rate,
+//   (e) decode throughput at several batch sizes. Prints a table as it goes; writes JSON records
+//   after every phase.
 // A watchdog writes what was measured and exits when --time-limit (default 290 s) is reached.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "kernels/cuda_backend.hpp"
+#include "kernels/gemv.hpp"
 #include "runtime/bench_record.hpp"
 #include "runtime/cpu_backend.hpp"
 #include "runtime/dummy_weights.hpp"
@@ -206,6 +209,85 @@ std::pair<double, double> measure_matmul() {
   cudaFree(ch);
   cublasDestroy(h);
   return {fp32, bf16};
+}
+
+// (b2) The bf16 GEMV kernel (what CudaBackend::linear runs for <= 8 tokens) alone at one token on
+// each linear shape of the model. Each shape gets enough weight copies to span 4x the L2 cache,
+// used in turn, so every timed launch reads its weights from HBM; three untimed launches before
+// each timed one keep the GPU busy while the host enqueues it (no launch gap inside the events).
+void measure_gemv(const ModelConfig& c, double bw_gbs, int64_t l2_bytes) {
+  const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+  struct Shape {
+    const char* name;
+    int64_t out, in;
+  };
+  const std::vector<Shape> shapes = {{"q_proj", q, h},
+                                     {"k_proj", kv, h},
+                                     {"v_proj", kv, h},
+                                     {"o_proj", h, q},
+                                     {"gate_proj", c.intermediate_size, h},
+                                     {"up_proj", c.intermediate_size, h},
+                                     {"down_proj", h, c.intermediate_size},
+                                     {"lm_head", c.vocab_size, h}};
+  constexpr int kReps = 25, kPadding = 3;
+  for (const Shape& s : shapes) {
+    if (remaining_s() < 120) {
+      say("  gemv %s skipped: %.0f s left", s.name, remaining_s());
+      return;
+    }
+    const int64_t weight_bytes = s.out * s.in * 2;
+    const int64_t copies = std::clamp<int64_t>((4 * l2_bytes + weight_bytes - 1) / weight_bytes, 1, 64);
+    std::vector<uint16_t*> weights(size_t(copies), nullptr);
+    float *x = nullptr, *y = nullptr;
+    bool ok = cuda_ok(cudaMalloc(&x, size_t(s.in) * 4), "cudaMalloc x") &&
+              cuda_ok(cudaMalloc(&y, size_t(s.out) * 4), "cudaMalloc y");
+    for (auto& w : weights) ok = ok && cuda_ok(cudaMalloc(&w, size_t(weight_bytes)), "cudaMalloc weights");
+    std::vector<cudaEvent_t> events(2 * kReps, nullptr);
+    for (auto& e : events) cudaEventCreate(&e);
+    double ms = 0;
+    if (ok) {
+      cudaMemset(x, 0x3c, size_t(s.in) * 4);  // small finite values: 0x3c3c3c3c ~ 0.0115
+      for (auto* w : weights) cudaMemset(w, 0x3c, size_t(weight_bytes));
+      int64_t next = 0;
+      auto launch = [&] {
+        const cudaError_t e = kernels::launch_gemv_bf16(x, weights[size_t(next)], nullptr, y, 1, s.out, s.in, nullptr);
+        next = (next + 1) % copies;
+        return e;
+      };
+      cudaError_t err = cudaSuccess;
+      for (int64_t i = 0; i < copies + kPadding; ++i) err = err != cudaSuccess ? err : launch();  // warm-up
+      for (int rep = 0; rep < kReps; ++rep) {
+        for (int p = 0; p < kPadding; ++p) err = err != cudaSuccess ? err : launch();
+        cudaEventRecord(events[size_t(2 * rep)]);
+        err = err != cudaSuccess ? err : launch();
+        cudaEventRecord(events[size_t(2 * rep + 1)]);
+      }
+      ok = cuda_ok(err, "launch_gemv_bf16") && cuda_ok(cudaDeviceSynchronize(), "gemv");
+      std::vector<double> times;
+      for (int rep = 0; ok && rep < kReps; ++rep) {
+        float t = 0;
+        cudaEventElapsedTime(&t, events[size_t(2 * rep)], events[size_t(2 * rep + 1)]);
+        times.push_back(t);
+      }
+      ms = median(times);
+    }
+    for (auto& e : events) cudaEventDestroy(e);
+    for (auto* w : weights) cudaFree(w);
+    cudaFree(x);
+    cudaFree(y);
+    if (!ok || ms <= 0) continue;
+    const double gbs = double(weight_bytes) / (ms * 1e-3) / 1e9;
+    std::ostringstream note;
+    note << "launch_gemv_bf16 at 1 token, W [" << s.out << " x " << s.in << "] bf16 (" << double(weight_bytes) / 1e6
+         << " MB) from HBM (" << copies << " copies in turn), median of " << kReps << " CUDA-event timings; " << gbs
+         << " GB/s; limit = weight bytes / measured HBM bandwidth";
+    BenchRecord r{std::string("gemv_b1_") + s.name, ms, "ms", {}, {}, note.str(), {{"gb_per_s", gbs}}};
+    if (bw_gbs > 0) {
+      r.limit = double(weight_bytes) / (bw_gbs * 1e9) * 1e3;
+      r.fraction_of_limit = *r.limit / ms;
+    }
+    add_record(r);
+  }
 }
 
 struct ParamCount {
@@ -447,6 +529,14 @@ int run(int argc, char** argv) {
   const auto [fp32_tf, bf16_tf] = measure_matmul();
   if (fp32_tf > 0) add_record({"matmul_fp32_tflops", fp32_tf, "TFLOP/s", {}, {}, "cublasSgemm 8192^3, pedantic fp32 (no TF32), median of 10"});
   if (bf16_tf > 0) add_record({"matmul_bf16_tflops", bf16_tf, "TFLOP/s", {}, {}, "cublasGemmEx bf16 in/out 8192^3, CUBLAS_COMPUTE_32F, median of 10"});
+
+  // (b2) The GEMV kernel alone on the model's linear shapes.
+  if (auto gemv_config = ModelConfig::load(g_args.model); !gemv_config.ok()) {
+    say("model config: %s", gemv_config.error().message.c_str());
+  } else if (remaining_s() > 120) {
+    say("bf16 GEMV alone at 1 token (median of 25 timed launches per shape):");
+    measure_gemv(gemv_config.value(), bw_gbs, int64_t(prop.l2CacheSize));
+  }
 
   // (c) The model, dummy weights.
   say("weights in %s (--weights bf16|fp32)", g_args.bf16_weights ? "bf16" : "fp32");

@@ -8,6 +8,7 @@
 #include "runtime/dtype.hpp"
 
 #include "kernels/cuda_ops.hpp"
+#include "kernels/gemv.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "runtime/logging.hpp"
 
@@ -180,6 +181,13 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bi
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
   const int64_t n = dx.numel() / in_features;
   if (n == 0) return;
+  if (weight.dtype() == DType::bf16 && n <= kGemvMaxTokens) {
+    // Decode-sized batches: one pass over the bf16 weights, fp32 activations, bias fused.
+    check(launch_gemv_bf16(dx.data<float>(), weight.data<uint16_t>(), bias.defined() ? bias.data<float>() : nullptr,
+                           out.data<float>(), n, out_features, in_features, nullptr),
+          "gemv_bf16");
+    return;
+  }
   const float alpha = 1.0f, beta = 0.0f;
   cublasStatus_t st;
   if (weight.dtype() == DType::bf16) {

@@ -12,8 +12,9 @@ namespace troupe::kernels {
 class CudaBackend final : public Backend {
  public:
   // Binds `device_index`; errors when no usable GPU is present. weight_dtype bf16 keeps matrices
-  // (linear and embedding weights) in bf16: products run in cuBLAS with bf16 inputs and fp32
-  // accumulation and output; activations, norms and the KV cache stay fp32.
+  // (linear and embedding weights) in bf16: products of up to 8 tokens run in the GEMV kernel
+  // (kernels/gemv.hpp: fp32 activations, one pass over the weights), larger ones in cuBLAS with
+  // bf16 inputs; both accumulate and output in fp32. Activations, norms and the KV cache stay fp32.
   static Result<std::unique_ptr<CudaBackend>> create(int device_index = 0, DType weight_dtype = DType::f32);
   ~CudaBackend() override;
 

@@ -1,5 +1,6 @@
 // The CUDA backend against the CPU backend op by op (awkward sizes, fresh random inputs, poisoned
 // outputs), and whole models against the transformers oracle fixtures.
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/cuda_backend.hpp"
+#include "kernels/gemv.hpp"
 #include "runtime/cpu_backend.hpp"
 #include "runtime/model_loader.hpp"
 #include "runtime/model_runner.hpp"
@@ -150,6 +152,172 @@ TEST_F(CudaBackendOps, RopeOnOddHeadCounts) {
   }
 }
 
+// ---- bf16 products at decode batch sizes: the GEMV kernel (n <= 8) and cuBLAS (n > 8) ----
+
+// Normal values rounded to bf16, so the upload (which rounds to bf16) keeps them exactly.
+std::vector<float> random_bf16_values(int64_t count, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> values(static_cast<size_t>(count));
+  for (auto& v : values) v = bf16_to_f32(f32_to_bf16(normal(rng)));
+  return values;
+}
+
+std::vector<uint16_t> to_bf16_bits(const std::vector<float>& values) {
+  std::vector<uint16_t> bits(values.size());
+  for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
+  return bits;
+}
+
+// max over the outputs of |actual - ref| / (sum |x * w| + |bias|); NaN (a skipped output) gives inf.
+double max_relative_error(const std::vector<float>& actual, const std::vector<double>& ref,
+                          const std::vector<double>& abs_sum) {
+  if (actual.size() != ref.size() || abs_sum.size() != ref.size()) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(actual[i])) return INFINITY;
+    worst = std::max(worst, std::fabs(double(actual[i]) - ref[i]) / std::max(abs_sum[i], 1e-30));
+  }
+  return worst;
+}
+
+// GEMV: fp32 activations, fp32 accumulation. Against an fp64 sum of the same bf16 weights the
+// error is summation rounding only, bounded by (terms a lane adds in sequence + tree levels) x
+// 2^-24 of the row's sum |x * w|: a lane adds <= in_features / 32 terms (<= 129 here, 448 for a
+// 14336-wide row), then <= 5 shuffle levels, 3 levels across warps and the bias: under 3e-5.
+constexpr double kGemvTolerance = 1e-4;
+// cuBLAS rounds the activations to bf16 first: each product is off by <= 2^-9 of |x * w|, so
+// results stay within 2^-8 of sum |x * w| (the same bound holds between the two paths).
+constexpr double kCublasTolerance = 1.0 / 256;
+
+class CudaBackendGemv : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TROUPE_REQUIRE_GPU();
+    auto created = CudaBackend::create(0, DType::bf16);
+    ASSERT_TRUE(created.ok()) << created.error().message;
+    gpu_ = std::move(created.value());
+  }
+  // backend.linear on host x (uploaded as fp32) into an output poisoned with NaN.
+  std::vector<float> linear(const std::vector<float>& x, const Tensor& w, const Tensor& bias, int64_t n) {
+    const int64_t out_features = w.size(0), in_features = w.size(1);
+    Tensor out = gpu_->empty(DType::f32, {n, out_features});
+    cudaMemset(out.raw(), 0xff, out.nbytes());  // all-ones bits: NaN
+    gpu_->linear(Tensor::from_f32(x, {n, in_features}), w, bias, out);
+    EXPECT_EQ(gpu_->take_error(), "");
+    return gpu_->to_host(out).to_f32_vector();
+  }
+
+  std::unique_ptr<CudaBackend> gpu_;
+  std::mt19937 rng_{4321};
+};
+
+TEST_F(CudaBackendGemv, MatchesFp64ReferenceOnAwkwardSizes) {
+  for (int64_t n : {1, 2, 3, 5, 8}) {
+    for (int64_t in_features : {19, 64, 99, 4096 + 8, 1000}) {
+      for (int64_t out_features : {1, 7, 130, 989}) {
+        for (bool with_bias : {false, true}) {
+          const auto x = random_tensor({n, in_features}, rng_).to_f32_vector();
+          const auto w = random_bf16_values(out_features * in_features, rng_);
+          const auto b = random_tensor({out_features}, rng_).to_f32_vector();
+          std::vector<double> ref(size_t(n * out_features)), abs_sum(ref.size());
+          gemv_bf16_ref(x.data(), to_bf16_bits(w).data(), with_bias ? b.data() : nullptr, ref.data(), abs_sum.data(),
+                        n, out_features, in_features);
+          Tensor dw = gpu_->upload_weight(Tensor::from_f32(w, {out_features, in_features})).value();
+          ASSERT_EQ(dw.dtype(), DType::bf16);
+          Tensor db = with_bias ? gpu_->upload_weight(Tensor::from_f32(b, {out_features})).value() : Tensor();
+          const auto actual = linear(x, dw, db, n);
+          EXPECT_LE(max_relative_error(actual, ref, abs_sum), kGemvTolerance)
+              << "n=" << n << " in=" << in_features << " out=" << out_features << " bias=" << with_bias;
+        }
+      }
+    }
+  }
+}
+
+// n = 9 goes through cuBLAS; its first 8 rows must agree with the GEMV on the same 8 rows.
+TEST_F(CudaBackendGemv, CublasPathAgreesAtNine) {
+  const int64_t n = 9;
+  for (int64_t in_features : {19, 99, 4096 + 8}) {
+    for (int64_t out_features : {7, 989}) {
+      const auto x = random_tensor({n, in_features}, rng_).to_f32_vector();
+      const auto w = random_bf16_values(out_features * in_features, rng_);
+      const auto b = random_tensor({out_features}, rng_).to_f32_vector();
+      std::vector<double> ref(size_t(n * out_features)), abs_sum(ref.size());
+      gemv_bf16_ref(x.data(), to_bf16_bits(w).data(), b.data(), ref.data(), abs_sum.data(), n, out_features,
+                    in_features);
+      Tensor dw = gpu_->upload_weight(Tensor::from_f32(w, {out_features, in_features})).value();
+      Tensor db = gpu_->upload_weight(Tensor::from_f32(b, {out_features})).value();
+      const auto cublas = linear(x, dw, db, n);
+      EXPECT_LE(max_relative_error(cublas, ref, abs_sum), kCublasTolerance)
+          << "cuBLAS in=" << in_features << " out=" << out_features;
+
+      const std::vector<float> x8(x.begin(), x.begin() + 8 * in_features);
+      const auto gemv = linear(x8, dw, db, 8);
+      const std::vector<double> ref8(ref.begin(), ref.begin() + 8 * out_features);
+      const std::vector<double> abs8(abs_sum.begin(), abs_sum.begin() + 8 * out_features);
+      EXPECT_LE(max_relative_error(gemv, ref8, abs8), kGemvTolerance)
+          << "GEMV in=" << in_features << " out=" << out_features;
+      const std::vector<double> cublas8(cublas.begin(), cublas.begin() + 8 * out_features);
+      EXPECT_LE(max_relative_error(gemv, cublas8, abs8), kCublasTolerance)
+          << "GEMV vs cuBLAS in=" << in_features << " out=" << out_features;
+    }
+  }
+}
+
+// The launcher itself: decode shapes (many blocks, every split of in_features across warps),
+// weight and activation pointers off 16-byte alignment (the scalar path), and bad sizes.
+TEST(GemvKernel, DecodeShapesMisalignedPointersAndBadSizes) {
+  TROUPE_REQUIRE_GPU();
+  std::mt19937 rng(99);
+  struct Case {
+    int64_t n, out_features, in_features, weight_shift, x_shift;  // shifts in elements
+  };
+  const std::vector<Case> cases = {
+      {1, 1024, 4096, 0, 0},  {8, 1024, 4096, 0, 0}, {1, 4096, 4096, 0, 0},  {4, 4090, 512, 0, 0},
+      {8, 128256, 64, 0, 0},  {2, 130, 14336, 0, 0}, {3, 130, 1024, 1, 0},   {5, 989, 1024, 0, 1},
+      {8, 7, 4096 + 8, 4, 2}, {1, 33, 72, 8, 4},
+  };
+  for (const Case& c : cases) {
+    const auto x = random_tensor({c.n, c.in_features}, rng).to_f32_vector();  // full fp32 values
+    const auto w = to_bf16_bits(random_bf16_values(c.out_features * c.in_features, rng));
+    const auto b = random_bf16_values(c.out_features, rng);
+    std::vector<double> ref(size_t(c.n * c.out_features)), abs_sum(ref.size());
+    gemv_bf16_ref(x.data(), w.data(), b.data(), ref.data(), abs_sum.data(), c.n, c.out_features, c.in_features);
+
+    float *dx = nullptr, *db = nullptr, *dout = nullptr;
+    uint16_t* dw = nullptr;
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dx), (x.size() + 8) * 4), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dw), (w.size() + 8) * 2), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&db), b.size() * 4), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dout), ref.size() * 4), cudaSuccess);
+    cudaMemcpy(dx + c.x_shift, x.data(), x.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(dw + c.weight_shift, w.data(), w.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(db, b.data(), b.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemset(dout, 0xff, ref.size() * 4);  // NaN poison
+    EXPECT_EQ(launch_gemv_bf16(dx + c.x_shift, dw + c.weight_shift, db, dout, c.n, c.out_features, c.in_features,
+                               nullptr),
+              cudaSuccess);
+    std::vector<float> actual(ref.size());
+    EXPECT_EQ(cudaMemcpy(actual.data(), dout, actual.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    cudaFree(dx);
+    cudaFree(dw);
+    cudaFree(db);
+    cudaFree(dout);
+    EXPECT_LE(max_relative_error(actual, ref, abs_sum), kGemvTolerance)
+        << "n=" << c.n << " out=" << c.out_features << " in=" << c.in_features << " weight shift " << c.weight_shift
+        << " x shift " << c.x_shift;
+  }
+  float* some = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&some), 1024), cudaSuccess);
+  const uint16_t* w16 = reinterpret_cast<const uint16_t*>(some);
+  EXPECT_EQ(launch_gemv_bf16(some, w16, nullptr, some, 0, 4, 4, nullptr), cudaSuccess);  // nothing to do
+  EXPECT_EQ(launch_gemv_bf16(some, w16, nullptr, some, 9, 4, 4, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_gemv_bf16(some, w16, nullptr, some, 1, 0, 4, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_gemv_bf16(some, w16, nullptr, some, 1, 4, 0, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_gemv_bf16(nullptr, w16, nullptr, some, 1, 4, 4, nullptr), cudaErrorInvalidValue);
+  cudaFree(some);
+}
+
 // Whole models: logits vs transformers (fp32) and 32 greedy tokens, on every fixture.
 std::vector<std::string> fixture_dirs() {
   std::vector<std::string> dirs;
@@ -179,7 +347,9 @@ void check_fixtures(DType weight_dtype, double tolerance, bool require_greedy) {
       auto result = greedy_generate(**model, **gpu, prompts[i], int64_t(greedy[i].size()), 16, true);
       ASSERT_TRUE(result.ok()) << result.error().message;
       EXPECT_EQ((*gpu)->take_error(), "");
-      if (require_greedy) EXPECT_EQ(result->tokens, greedy[i]) << dir << " prompt " << i;
+      if (require_greedy) {
+        EXPECT_EQ(result->tokens, greedy[i]) << dir << " prompt " << i;
+      }
       const TensorView* view = (*logits_file)->find("logits." + std::to_string(i));
       ASSERT_NE(view, nullptr);
       std::vector<float> expected_values(size_t(view->numel()));
@@ -191,9 +361,10 @@ void check_fixtures(DType weight_dtype, double tolerance, bool require_greedy) {
         const auto& row = result->prompt_logits[t];
         const float* want = expected->data() + t * size_t(vocab);
         for (int64_t v = 0; v < vocab; ++v) max_diff = std::max(max_diff, double(std::fabs(row[size_t(v)] - want[v])));
-        if (require_greedy)
+        if (require_greedy) {
           EXPECT_EQ(std::max_element(row.begin(), row.end()) - row.begin(), std::max_element(want, want + vocab) - want)
               << dir << " prompt " << i << " position " << t;
+        }
       }
       EXPECT_LE(max_diff, tolerance) << dir << " prompt " << i;
       std::printf("%s %s prompt %zu: max |logit diff| %.2e\n", std::string(dtype_name(weight_dtype)).c_str(),

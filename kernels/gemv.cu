@@ -1,0 +1,243 @@
+#include <algorithm>
+
+#include "kernels/gemv.hpp"
+
+// Layout of one launch (see launch_gemv_bf16 for how the numbers are picked):
+//   - a warp owns kRowsPerWarp consecutive weight rows (a "row group") and accumulates all n tokens
+//     for them, so each 16-byte load of W (8 bf16) feeds 8 * n FMAs per row and each x load
+//     (two float4 per token) feeds kRowsPerWarp rows;
+//   - the 32 lanes of a warp cover 256 consecutive elements of in_features (a "chunk"), lane l the
+//     8 elements at 8 l; a warp keeps kUnroll chunks (kUnroll * kRowsPerWarp loads per lane) in
+//     flight (kUnroll 2, or 1 at n >= 5, where 4 x n sums and 32 converted weights fill the
+//     128 registers a thread may use; ptxas also hoists the next step's predicated loads);
+//   - when there are few row groups (k/v_proj: 1024 rows), `splits` warps share one row group and
+//     take every splits-th chunk; their partial sums meet in shared memory;
+//   - a block is 4 warps (8 when splits == 8): groups_per_block row groups x splits warps.
+// The sums of a warp leave through a reduce-scatter over the lanes (31 shuffles for 32 values).
+namespace troupe::kernels {
+namespace {
+
+constexpr int kRowsPerWarp = 4;
+// Chunks a warp loads before using them; one at 5-8 tokens, whose sums fill the registers.
+__host__ __device__ constexpr int unroll_for(int num_tokens) { return num_tokens <= 4 ? 2 : 1; }
+constexpr int kMaxWarps = 8;
+constexpr int kChunkVec = 256;    // elements a warp covers per step, 16-byte path
+constexpr int kChunkScalar = 32;  // elements a warp covers per step, scalar path
+constexpr unsigned kFullMask = 0xffffffffu;
+
+__host__ __device__ constexpr int next_pow2(int v) { return v <= 1 ? 1 : 2 * next_pow2((v + 1) / 2); }
+
+// 16 bytes of W when `valid` (else the result is unspecified and must not be used): read once,
+// so not kept in L1 (which holds x). Predicated, so a step's loads issue back to back.
+__device__ __forceinline__ uint4 load_weights(const uint16_t* p, bool valid) {
+  uint4 v;
+  asm("{\n"
+      "  .reg .pred p;\n"
+      "  setp.ne.b32 p, %5, 0;\n"
+      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+      "}\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "r"(int(valid)));
+  return v;
+}
+
+// A 32-bit word holds two bf16: the lower address (element 2i) in the low half.
+__device__ __forceinline__ float bf16_lo(uint32_t word) { return __uint_as_float(word << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t word) { return __uint_as_float(word & 0xffff0000u); }
+
+// Sums v[i] over the 32 lanes for every i < C (a power of two <= 32). Afterwards v[0] of lane l
+// holds the total of index l / (32 / C): each stage halves the values a lane keeps, trading the
+// other half with its partner lane ^ OFFSET, so C values cost C - 1 + (5 - log2 C) shuffles
+// instead of 5 C. Templates keep every index a compile-time constant (registers, no local memory).
+template <int HALF, int OFFSET, int C>
+__device__ __forceinline__ void reduce_scatter(float (&v)[C], int lane) {
+  if constexpr (HALF >= 1) {
+    const bool upper = (lane & OFFSET) != 0;
+#pragma unroll
+    for (int j = 0; j < HALF; ++j) {
+      const float send = upper ? v[j] : v[j + HALF];
+      const float keep = upper ? v[j + HALF] : v[j];
+      v[j] = keep + __shfl_xor_sync(kFullMask, send, OFFSET);
+    }
+    reduce_scatter<HALF / 2, OFFSET / 2>(v, lane);
+  } else if constexpr (OFFSET >= 1) {
+    v[0] += __shfl_xor_sync(kFullMask, v[0], OFFSET);
+    reduce_scatter<0, OFFSET / 2>(v, lane);
+  }
+}
+
+// out[t, row] = sum + bias[row] for value index = r * NT + t of the row group starting at row0.
+template <int NT>
+__device__ __forceinline__ void store_value(float* out, const float* bias, int64_t out_features, int64_t row0,
+                                            int index, float sum) {
+  const int64_t row = row0 + index / NT;
+  const int t = index % NT;
+  if (row < out_features) out[t * out_features + row] = sum + (bias ? bias[row] : 0.0f);
+}
+
+// x: [NT, in]; w: [out, in]; out: [NT, out]. VEC: the 16-byte path (in % 8 == 0, x and w
+// 16-byte aligned); else one element per lane per step.
+template <int NT, bool VEC>
+__global__ void __launch_bounds__(kMaxWarps * 32, 2)
+    gemv_bf16_kernel(const float* __restrict__ x, const uint16_t* __restrict__ w, const float* __restrict__ bias,
+                     float* __restrict__ out, int64_t out_features, int64_t in_features, int splits) {
+  constexpr int kValues = kRowsPerWarp * NT;  // sums a warp produces
+  constexpr int kPadded = next_pow2(kValues);
+  constexpr int kUnroll = unroll_for(NT);
+  static_assert(kValues <= 32, "one value per lane at most");
+  __shared__ float partial[kMaxWarps][32];  // [warp][value], splits > 1 only
+
+  const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32);
+  const int groups_per_block = int(blockDim.x / 32) / splits;
+  const int group = warp / splits, split = warp % splits;
+  const int64_t row0 = (int64_t(blockIdx.x) * groups_per_block + group) * kRowsPerWarp;
+
+  const uint16_t* rows[kRowsPerWarp];
+  bool row_ok[kRowsPerWarp];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    row_ok[r] = row0 + r < out_features;
+    rows[r] = w + (row_ok[r] ? row0 + r : 0) * in_features;
+  }
+
+  float acc[kRowsPerWarp][NT];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[r][t] = 0.0f;
+
+  if constexpr (VEC) {
+    const int num_vecs = int(in_features / 8);  // 8-element (16-byte) pieces of a row
+    const int num_chunks = (num_vecs + 31) / 32;
+    for (int c0 = split; c0 < num_chunks; c0 += splits * kUnroll) {
+      uint4 wv[kUnroll][kRowsPerWarp];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int v = (c0 + u * splits) * 32 + lane;
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r)
+          wv[u][r] = load_weights(rows[r] + v * 8, v < num_vecs);  // rows past the end read row 0
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int v = (c0 + u * splits) * 32 + lane;
+        if (v >= num_vecs) continue;
+        float wf[kRowsPerWarp][8];
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r) {
+          const uint32_t words[4] = {wv[u][r].x, wv[u][r].y, wv[u][r].z, wv[u][r].w};
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            wf[r][2 * k] = bf16_lo(words[k]);
+            wf[r][2 * k + 1] = bf16_hi(words[k]);
+          }
+        }
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          const float4* xp = reinterpret_cast<const float4*>(x + t * in_features + v * 8);
+          const float4 a = __ldg(xp), b = __ldg(xp + 1);
+          const float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+          for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+            for (int k = 0; k < 8; ++k) acc[r][t] = fmaf(xs[k], wf[r][k], acc[r][t]);
+        }
+      }
+    }
+  } else {
+    for (int i = split * kChunkScalar + lane; i < int(in_features); i += splits * kChunkScalar) {
+      float wf[kRowsPerWarp];
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) wf[r] = row_ok[r] ? __uint_as_float(uint32_t(rows[r][i]) << 16) : 0.0f;
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const float xv = x[t * in_features + i];
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r) acc[r][t] = fmaf(xv, wf[r], acc[r][t]);
+      }
+    }
+  }
+
+  float values[kPadded];
+#pragma unroll
+  for (int i = 0; i < kPadded; ++i) values[i] = i < kValues ? acc[i / NT][i % NT] : 0.0f;
+  static_assert((kPadded & (kPadded - 1)) == 0 && kPadded <= 32, "a power of two <= 32");
+  reduce_scatter<kPadded / 2, 16>(values, lane);
+  const float sum = values[0];
+  const int index = lane / (32 / kPadded);
+  const bool writer = lane % (32 / kPadded) == 0 && index < kValues;
+  if (splits == 1) {  // uniform over the launch
+    if (writer) store_value<NT>(out, bias, out_features, row0, index, sum);
+    return;
+  }
+  if (writer) partial[warp][index] = sum;
+  __syncthreads();
+  for (int i = int(threadIdx.x); i < groups_per_block * kValues; i += int(blockDim.x)) {
+    const int g = i / kValues, value = i % kValues;
+    float total = 0.0f;
+    for (int s = 0; s < splits; ++s) total += partial[g * splits + s][value];
+    store_value<NT>(out, bias, out_features, (int64_t(blockIdx.x) * groups_per_block + g) * kRowsPerWarp, value,
+                    total);
+  }
+}
+
+template <int NT>
+cudaError_t launch_tokens(bool vec, dim3 grid, dim3 block, int splits, const float* x, const uint16_t* weight,
+                          const float* bias, float* out, int64_t out_features, int64_t in_features,
+                          cudaStream_t stream) {
+  if (vec)
+    gemv_bf16_kernel<NT, true><<<grid, block, 0, stream>>>(x, weight, bias, out, out_features, in_features, splits);
+  else
+    gemv_bf16_kernel<NT, false><<<grid, block, 0, stream>>>(x, weight, bias, out, out_features, in_features, splits);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_gemv_bf16(const float* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
+                             int64_t out_features, int64_t in_features, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (n < 0 || n > kGemvMaxTokens || out_features <= 0 || in_features <= 0 || !x || !weight || !out)
+    return cudaErrorInvalidValue;
+  if (in_features > INT32_MAX - 8 * kChunkVec) return cudaErrorInvalidValue;  // 32-bit column indices
+  const bool vec = in_features % 8 == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(x) % 16 == 0;
+
+  // Up to ~16 warps per SM, one wave that stays resident (<= 128 registers a thread) and keeps
+  // 16 x 32 lanes x kUnroll x kRowsPerWarp x 16 B = 32-64 KiB of W in flight per SM, where ~25 KiB
+  // covers HBM latency: when the row groups alone give fewer warps, split each row group's chunks
+  // over 2, 4 or 8 warps while the total stays within that wave and every warp gets a chunk.
+  // Llama-3-8B on 132 SMs: k/v_proj (256 row groups) 8 ways, q/o/down_proj (1024) 2 ways,
+  // gate/up (3584) and lm_head (32064) not split.
+  int device = 0;
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
+  thread_local int cached_device = -1, num_sms = 0;  // per host thread: no locking
+  if (device != cached_device) {
+    if (cudaError_t err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device); err != cudaSuccess)
+      return err;
+    cached_device = device;
+  }
+  const int64_t target_warps = 16 * int64_t(std::max(num_sms, 1));
+  const int64_t row_groups = (out_features + kRowsPerWarp - 1) / kRowsPerWarp;
+  const int64_t chunk = vec ? kChunkVec : kChunkScalar;
+  const int64_t num_chunks = (in_features + chunk - 1) / chunk;
+  int splits = 1;
+  while (splits < kMaxWarps && row_groups * splits * 2 <= target_warps && num_chunks >= 2 * splits) splits *= 2;
+  const int groups_per_block = std::max(1, 4 / splits);
+  const int64_t num_blocks = (row_groups + groups_per_block - 1) / groups_per_block;
+  if (num_blocks > INT32_MAX) return cudaErrorInvalidValue;
+  const dim3 grid{unsigned(num_blocks)}, block{unsigned(groups_per_block * splits * 32)};
+
+  switch (n) {
+    case 1: return launch_tokens<1>(vec, grid, block, splits, x, weight, bias, out, out_features, in_features, stream);
+    case 2: return launch_tokens<2>(vec, grid, block, splits, x, weight, bias, out, out_features, in_features, stream);
+    case 3: return launch_tokens<3>(vec, grid, block, splits, x, weight, bias, out, out_features, in_features, stream);
+    case 4: return launch_tokens<4>(vec, grid, block, splits, x, weight, bias, out, out_features, in_features, stream);
+    case 5: return launch_tokens<5>(vec, grid, block, splits, x, weight, bias, out, out_features, in_features, stream);
+    case 6: return launch_tokens<6>(vec, grid, block, splits, x, weight, bias, out, out_features, in_features, stream);
+    case 7: return launch_tokens<7>(vec, grid, block, splits, x, weight, bias, out, out_features, in_features, stream);
+    default: return launch_tokens<8>(vec, grid, block, splits, x, weight, bias, out, out_features, in_features, stream);
+  }
+}
+
+}  // namespace troupe::kernels
