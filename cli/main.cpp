@@ -45,6 +45,9 @@ int run(int argc, char** argv) {
   add_common_options(*serve, config);
   add_engine_options(*serve, config);
   add_http_options(*serve, config, "--port");
+  serve->add_option("--pipeline-parallel-size,--pp", config.pipeline_parallel_size,
+                    "stages, all in this process (over loopback UCX)")
+      ->capture_default_str();
 
   auto* head = app.add_subcommand("head", "start a head node: registry, supervisor, router, HTTP API");
   add_common_options(*head, config);

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "cli/commands.hpp"
+#include "cluster/local_pipeline.hpp"
 #include "http/hf_text_codec.hpp"
 #include "http/server.hpp"
 #include "kernels/backend_factory.hpp"
@@ -28,14 +29,27 @@ int run_serve(const Config& given) {
 
   auto codec = http::HfTextCodec::load(config.model);
   if (!codec.ok()) return report_error(codec.error());
-  auto backend = kernels::make_backend(config);
-  if (!backend.ok()) return report_error(backend.error());
-  auto engine = LlmEngine::create(config, std::move(backend.value()));
-  if (!engine.ok()) return report_error(engine.error());
-  config.max_model_len = (*engine)->max_model_len();
-  (*engine)->start();
+  // --pipeline-parallel-size N: N stages in this process, wired over loopback UCX.
+  std::unique_ptr<cluster::LocalPipeline> pipeline;
+  std::unique_ptr<LlmEngine> single;
+  LlmEngine* engine = nullptr;
+  if (config.pipeline_parallel_size > 1) {
+    auto started = cluster::LocalPipeline::start(config, kernels::make_backend);
+    if (!started.ok()) return report_error(started.error());
+    pipeline = std::move(started.value());
+    engine = &pipeline->engine();
+  } else {
+    auto backend = kernels::make_backend(config);
+    if (!backend.ok()) return report_error(backend.error());
+    auto created = LlmEngine::create(config, std::move(backend.value()));
+    if (!created.ok()) return report_error(created.error());
+    single = std::move(created.value());
+    single->start();
+    engine = single.get();
+  }
+  config.max_model_len = engine->max_model_len();
 
-  http::Server server(config, engine->get(), codec.value());
+  http::Server server(config, engine, codec.value());
   if (Status status = server.bind(); !status.ok()) return report_error(status.error());
   g_server = &server;
   std::signal(SIGINT, on_signal);
@@ -43,7 +57,7 @@ int run_serve(const Config& given) {
   log::get("http")->info("serving {} as '{}'", config.model, config.served_model_name);
   server.listen();
   g_server = nullptr;
-  (*engine)->stop();
+  engine->stop();
   log::get("http")->info("stopped");
   return 0;
 }
