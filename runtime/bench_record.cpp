@@ -1,5 +1,7 @@
 #include "runtime/bench_record.hpp"
 
+#include <cstdlib>
+
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -39,6 +41,8 @@ std::string host_device_name() {
 }
 
 std::string source_commit() {
+  // A bundle run on another machine has no checkout there: the caller says which commit it is.
+  if (const char* given = std::getenv("TROUPE_COMMIT"); given != nullptr && *given != '\0') return given;
   std::string commit = command_output("git -C '" TROUPE_SOURCE_DIR "' rev-parse --short HEAD 2>/dev/null");
   return commit.empty() ? "unknown" : commit;
 }
