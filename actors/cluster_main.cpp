@@ -107,7 +107,7 @@ std::string advertise_host(const cluster::HostPort& head) {
 }
 
 int run_worker_process(const Config& config, const cluster::HostPort& head, const Timing& timing,
-                       const cluster::BackendFactory& make_backend) {
+                       const cluster::BackendFactory& make_backend, const cluster::ModelFactory& make_model) {
   const sigset_t signals = block_stop_signals();
   caf::actor_system_config cfg;
   configure(cfg, timing);
@@ -122,6 +122,7 @@ int run_worker_process(const Config& config, const cluster::HostPort& head, cons
   options.heartbeat_timeout = timing.timeout;
   options.local = config;
   options.make_backend = make_backend;
+  options.make_model = make_model;
   options.advertise_host = advertise_host(head);
   auto exit_code = options.exit_code;
   auto done = std::make_shared<std::atomic<bool>>(false);
@@ -226,7 +227,8 @@ int run_head_node(const Config& config, const HeadServices& services) {
   return 0;
 }
 
-int run_worker_node(const Config& config, const cluster::BackendFactory& make_backend) {
+int run_worker_node(const Config& config, const cluster::BackendFactory& make_backend,
+                    const cluster::ModelFactory& make_model) {
   std::string join = config.join;
   if (join.empty()) join = cluster::lws_join_address(cluster::process_env(), config.cluster_port).value_or("");
   if (join.empty())
@@ -236,9 +238,9 @@ int run_worker_node(const Config& config, const cluster::BackendFactory& make_ba
   if (config.token.empty())
     return fail(ErrorCode::invalid_argument, "--token (or TROUPE_TOKEN) is required to join");
   const Timing timing = timing_from_env();
-  if (!config.supervise) return run_worker_process(config, *head, timing, make_backend);
+  if (!config.supervise) return run_worker_process(config, *head, timing, make_backend, make_model);
   cluster::SupervisorReport report =
-      cluster::supervise_process([&] { return run_worker_process(config, *head, timing, make_backend); }, {});
+      cluster::supervise_process([&] { return run_worker_process(config, *head, timing, make_backend, make_model); }, {});
   return report.exit_code;
 }
 

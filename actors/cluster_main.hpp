@@ -30,6 +30,7 @@ int run_head_node(const Config& config, const HeadServices& services = {});
 
 // Joins the head at config.join. With config.supervise, a parent process restarts the node
 // process when it crashes and forwards SIGINT/SIGTERM to it. Stages run on `make_backend`'s backend.
-int run_worker_node(const Config& config, const cluster::BackendFactory& make_backend);
+int run_worker_node(const Config& config, const cluster::BackendFactory& make_backend,
+                    const cluster::ModelFactory& make_model = cluster::load_single_rank_model);
 
 }  // namespace troupe

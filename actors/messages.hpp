@@ -37,7 +37,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, StageSpec& x) {
   return f(caf::meta::type_name("troupe.stage_spec"), x.model, x.load_format, x.dtype, x.max_model_len,
            x.max_num_seqs, x.max_num_batched_tokens, x.block_size, x.num_kv_blocks, x.cpu_kv_cache_mb,
-           x.gpu_memory_utilization, x.seed, x.stage_index, x.num_stages, x.layer_begin, x.layer_end);
+           x.gpu_memory_utilization, x.seed, x.tensor_parallel_size, x.stage_index, x.num_stages, x.layer_begin, x.layer_end);
 }
 
 template <class Inspector>

@@ -75,8 +75,8 @@ void start_stage(AgentActor* self, const start_group& start) {
   s.box = box;
   caf::actor me = caf::actor_cast<caf::actor>(self);
   std::thread([me, box, spec = start.spec, local = s.options.local, make_backend = s.options.make_backend,
-               advertise = s.options.advertise_host, epoch = start.epoch] {
-    auto host = cluster::StageHost::prepare(spec, local, make_backend, advertise);
+               make_model = s.options.make_model, advertise = s.options.advertise_host, epoch = start.epoch] {
+    auto host = cluster::StageHost::prepare(spec, local, make_backend, advertise, make_model);
     std::string error;
     if (host.ok()) box->host = std::move(host.value());
     else error = host.error().message;

@@ -37,6 +37,7 @@ struct AgentOptions {
   cluster::BackoffPolicy reconnect{std::chrono::milliseconds(200), std::chrono::milliseconds(3000), 2.0, 0.2};
   Config local;                         // this worker's own settings (--device, --num-threads)
   cluster::BackendFactory make_backend;  // builds the backend a stage runs on
+  cluster::ModelFactory make_model = cluster::load_single_rank_model;  // its layers (TP ranks too)
   std::string advertise_host = "127.0.0.1";
   std::chrono::milliseconds wire_timeout{30000};  // how other workers reach this one's tensor listener
   // Set before the agent quits on its own: kPermanentExitCode when the head refused the join.

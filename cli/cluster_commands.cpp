@@ -11,6 +11,7 @@
 #include "http/hf_text_codec.hpp"
 #include "http/server.hpp"
 #include "kernels/backend_factory.hpp"
+#include "kernels/stage_model_factory.hpp"
 #include "runtime/logging.hpp"
 #endif
 
@@ -46,7 +47,10 @@ int run_head(const Config& given) {
   return run_head_node(config, services);
 }
 
-int run_worker(const Config& config) { return run_worker_node(config, kernels::make_backend); }
+int run_worker(const Config& config) {
+  return run_worker_node(
+      config, [](const Config& c) { return kernels::make_backend(c); }, kernels::load_stage_model);
+}
 #else
 int run_head(const Config&) {
   return report_error(make_error(ErrorCode::unsupported, "`troupe head`: this build has no actor cluster"));

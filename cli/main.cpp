@@ -48,6 +48,9 @@ int run(int argc, char** argv) {
   serve->add_option("--pipeline-parallel-size,--pp", config.pipeline_parallel_size,
                     "stages, all in this process (over loopback UCX)")
       ->capture_default_str();
+  serve->add_option("--tensor-parallel-size,--tp", config.tensor_parallel_size,
+                    "devices per stage (GPUs over NCCL; on the CPU, thread ranks)")
+      ->capture_default_str();
 
   auto* head = app.add_subcommand("head", "start a head node: registry, supervisor, router, HTTP API");
   add_common_options(*head, config);

@@ -7,6 +7,8 @@
 #include "http/hf_text_codec.hpp"
 #include "http/server.hpp"
 #include "kernels/backend_factory.hpp"
+#include "kernels/stage_model_factory.hpp"
+#include "runtime/kv_cache_sizing.hpp"
 #include "runtime/llm_engine.hpp"
 #include "runtime/logging.hpp"
 
@@ -34,14 +36,20 @@ int run_serve(const Config& given) {
   std::unique_ptr<LlmEngine> single;
   LlmEngine* engine = nullptr;
   if (config.pipeline_parallel_size > 1) {
-    auto started = cluster::LocalPipeline::start(config, kernels::make_backend);
+    auto started = cluster::LocalPipeline::start(
+        config, [](const Config& c) { return kernels::make_backend(c); }, kernels::load_stage_model);
     if (!started.ok()) return report_error(started.error());
     pipeline = std::move(started.value());
     engine = &pipeline->engine();
   } else {
     auto backend = kernels::make_backend(config);
     if (!backend.ok()) return report_error(backend.error());
-    auto created = LlmEngine::create(config, std::move(backend.value()));
+    auto model = kernels::load_stage_model(config, *backend.value());  // --tensor-parallel-size ranks
+    if (!model.ok()) return report_error(model.error());
+    auto blocks = kv_blocks_that_fit(config, *backend.value(), *model.value());
+    if (!blocks.ok()) return report_error(blocks.error());
+    auto created = LlmEngine::create_with_model(config, std::move(backend.value()), std::move(model.value()),
+                                                blocks.value());
     if (!created.ok()) return report_error(created.error());
     single = std::move(created.value());
     single->start();

@@ -7,7 +7,8 @@
 
 namespace troupe::cluster {
 
-Result<std::unique_ptr<LocalPipeline>> LocalPipeline::start(const Config& config, const BackendFactory& make_backend) {
+Result<std::unique_ptr<LocalPipeline>> LocalPipeline::start(const Config& config, const BackendFactory& make_backend,
+                                                           const ModelFactory& make_model) {
   auto model = ModelConfig::load(config.model);
   if (!model.ok()) return model.error();
   auto specs = plan_stages(config, model->num_hidden_layers);
@@ -16,7 +17,9 @@ Result<std::unique_ptr<LocalPipeline>> LocalPipeline::start(const Config& config
   std::vector<std::string> addresses;
   int64_t num_blocks = 0;
   for (const StageSpec& spec : specs.value()) {
-    auto host = StageHost::prepare(spec, config, make_backend, "127.0.0.1");
+    Config placed = config;
+    placed.first_device = config.first_device + spec.stage_index * std::max<int64_t>(1, config.tensor_parallel_size);
+    auto host = StageHost::prepare(spec, placed, make_backend, "127.0.0.1", make_model);
     if (!host.ok()) return host.error();
     addresses.push_back(host.value()->preparation().data_address);
     const int64_t fit = host.value()->preparation().max_kv_blocks;

@@ -1,7 +1,7 @@
 #pragma once
 // Every pipeline stage in this one process (`troupe serve --pipeline-parallel-size N`): the same
 // StageHosts the workers of a cluster run, wired over loopback UCX. Useful on one machine with
-// several GPUs, and the baseline the actor cluster is measured against (same stages, no actors).
+// several GPUs (stage k computes on devices k*TP .. k*TP+TP-1), and the baseline the actor cluster is measured against (same stages, no actors).
 #include <memory>
 #include <vector>
 
@@ -14,7 +14,8 @@ class LocalPipeline {
  public:
   // Loads config.model split into config.pipeline_parallel_size stages and starts the first
   // stage's engine; the group takes the smallest KV block count any stage can hold.
-  static Result<std::unique_ptr<LocalPipeline>> start(const Config& config, const BackendFactory& make_backend);
+  static Result<std::unique_ptr<LocalPipeline>> start(const Config& config, const BackendFactory& make_backend,
+                                                      const ModelFactory& make_model = load_single_rank_model);
   ~LocalPipeline();
 
   LlmEngine& engine() { return *hosts_.front()->engine(); }

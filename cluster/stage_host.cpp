@@ -18,16 +18,23 @@ Result<TensorChannel> connect_to(const std::string& address, std::chrono::millis
 
 }  // namespace
 
+Result<std::unique_ptr<Model>> load_single_rank_model(const Config& config, Backend& backend, LayerRange range) {
+  if (config.tensor_parallel_size > 1)
+    return make_error(ErrorCode::unsupported, "this worker cannot run tensor-parallel stages");
+  return load_model_with_format(config.model, config.load_format, backend, range);
+}
+
 Result<std::unique_ptr<StageHost>> StageHost::prepare(const StageSpec& spec, const Config& local,
                                                       const BackendFactory& make_backend,
-                                                      const std::string& advertise_host) {
+                                                      const std::string& advertise_host,
+                                                      const ModelFactory& make_model) {
   std::unique_ptr<StageHost> host(new StageHost());
   host->spec_ = spec;
   host->config_ = stage_config(spec, local);
   auto backend = make_backend(host->config_);
   if (!backend.ok()) return backend.error();
   host->backend_ = std::move(backend.value());
-  auto model = load_model_with_format(spec.model, spec.load_format, *host->backend_, spec.layers());
+  auto model = make_model(host->config_, *host->backend_, spec.layers());
   if (!model.ok()) return model.error();
   host->model_ = std::move(model.value());
   auto blocks = kv_blocks_that_fit(host->config_, *host->backend_, *host->model_);

@@ -29,6 +29,9 @@
 namespace troupe::cluster {
 
 using BackendFactory = std::function<Result<std::unique_ptr<Backend>>(const Config&)>;
+// Builds a stage's layers on a backend (tensor parallel ranks included); default: one rank.
+using ModelFactory = std::function<Result<std::unique_ptr<Model>>(const Config&, Backend&, LayerRange)>;
+Result<std::unique_ptr<Model>> load_single_rank_model(const Config& config, Backend& backend, LayerRange range);
 
 struct StagePreparation {
   std::string data_address;  // "host:port" of this stage's listener ("" with one stage)
@@ -40,7 +43,8 @@ class StageHost {
   // `advertise_host`: the name other workers reach this one by (the listener binds all interfaces).
   static Result<std::unique_ptr<StageHost>> prepare(const StageSpec& spec, const Config& local,
                                                    const BackendFactory& make_backend,
-                                                   const std::string& advertise_host);
+                                                   const std::string& advertise_host,
+                                                   const ModelFactory& make_model = load_single_rank_model);
   ~StageHost();
 
   const StagePreparation& preparation() const { return preparation_; }

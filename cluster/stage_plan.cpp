@@ -36,6 +36,7 @@ Result<std::vector<StageSpec>> plan_stages(const Config& head_config, int64_t nu
     spec.cpu_kv_cache_mb = head_config.cpu_kv_cache_mb;
     spec.gpu_memory_utilization = head_config.gpu_memory_utilization;
     spec.seed = head_config.seed;
+    spec.tensor_parallel_size = head_config.tensor_parallel_size;
     spec.stage_index = int64_t(stage);
     spec.num_stages = int64_t(ranges->size());
     spec.layer_begin = (*ranges)[stage].begin;
@@ -58,6 +59,7 @@ Config stage_config(const StageSpec& spec, const Config& local) {
   config.cpu_kv_cache_mb = spec.cpu_kv_cache_mb;
   config.gpu_memory_utilization = spec.gpu_memory_utilization;
   config.seed = spec.seed;
+  config.tensor_parallel_size = spec.tensor_parallel_size;
   config.pipeline_parallel_size = spec.num_stages;
   return config;
 }

@@ -24,6 +24,7 @@ struct StageSpec {
   int64_t cpu_kv_cache_mb = 512;
   double gpu_memory_utilization = 0.9;
   int64_t seed = 0;
+  int64_t tensor_parallel_size = 1;  // devices this stage spans (one worker process drives them)
   int64_t stage_index = 0;
   int64_t num_stages = 1;
   int64_t layer_begin = 0;

@@ -1,5 +1,8 @@
 #include "kernels/backend_factory.hpp"
 
+#include <algorithm>
+#include <thread>
+
 #include "kernels/device_info.hpp"
 #include "runtime/cpu_backend.hpp"
 #include "runtime/logging.hpp"
@@ -10,7 +13,9 @@
 
 namespace troupe::kernels {
 
-Result<std::unique_ptr<Backend>> make_backend(const Config& config) {
+Result<std::unique_ptr<Backend>> make_backend(const Config& config) { return make_backend(config, 0, 1); }
+
+Result<std::unique_ptr<Backend>> make_backend(const Config& config, int64_t rank, int64_t num_ranks) {
   const DeviceInfo devices = config.device == "cpu" ? DeviceInfo{} : query_devices();
   if (config.device == "cuda" && devices.num_devices == 0)
     return make_error(ErrorCode::unavailable, "--device cuda: " + devices.why_none);
@@ -21,13 +26,23 @@ Result<std::unique_ptr<Backend>> make_backend(const Config& config) {
       auto model = ModelConfig::load(config.model);
       if (model.ok() && model->torch_dtype == "bfloat16") weight_dtype = DType::bf16;
     }
-    auto cuda = CudaBackend::create(0, weight_dtype);
+    const int64_t device = config.first_device + rank;
+    if (device >= devices.num_devices)
+      return make_error(ErrorCode::unavailable, "--tensor-parallel-size " + std::to_string(num_ranks) + " needs " +
+                                                    std::to_string(num_ranks) + " GPUs from GPU " + std::to_string(config.first_device) + "; this machine has " +
+                                                    std::to_string(devices.num_devices));
+    auto cuda = CudaBackend::create(int(device), weight_dtype);
     if (!cuda.ok()) return cuda.error();
     log::get("engine")->debug("backend: cuda ({})", devices.name);
     return std::unique_ptr<Backend>(std::move(cuda.value()));
   }
 #endif
-  auto cpu = std::make_unique<CpuBackend>(config.num_threads);
+  int64_t threads = config.num_threads;
+  if (num_ranks > 1) {
+    const int64_t all = threads > 0 ? threads : int64_t(std::thread::hardware_concurrency());
+    threads = std::max<int64_t>(1, all / num_ranks);
+  }
+  auto cpu = std::make_unique<CpuBackend>(threads);
   log::get("engine")->debug("backend: cpu ({} threads)", cpu->num_threads());
   return std::unique_ptr<Backend>(std::move(cpu));
 }

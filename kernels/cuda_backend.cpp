@@ -140,6 +140,8 @@ AttentionMetadata CudaBackend::upload_metadata(AttentionMetadata host) {
   return host;
 }
 
+void CudaBackend::bind_thread() { check(cudaSetDevice(device_index_), "cudaSetDevice"); }
+
 Tensor CudaBackend::to_host(const Tensor& t) {
   if (!t.defined() || t.device() == Device::cpu) return t;
   Tensor h = Tensor::empty(t.dtype(), t.shape());

@@ -19,6 +19,8 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override;
 
   Device device() const override { return Device::cuda; }
+  void bind_thread() override;
+  int device_index() const { return device_index_; }
   std::string name() const override { return "cuda"; }
   DType weight_dtype() const { return weight_dtype_; }
 

@@ -20,6 +20,8 @@ class Backend {
   virtual ~Backend() = default;
 
   virtual Device device() const = 0;
+  // Makes the calling thread compute on this backend's device (a tensor-parallel rank's thread).
+  virtual void bind_thread() {}
   virtual std::string name() const = 0;
 
   // Memory.

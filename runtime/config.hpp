@@ -43,6 +43,7 @@ struct Config {
   int64_t pipeline_parallel_size = 1;
   int64_t replicas = 1;
   int64_t worker_index = -1;  // LWS_WORKER_INDEX
+  int64_t first_device = 0;   // GPU of tensor-parallel rank 0 (set per stage by `serve --pp`)
   bool supervise = true;      // `troupe worker` restarts its crashed child process
 
   std::string log_level = "info";

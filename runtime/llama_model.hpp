@@ -29,6 +29,7 @@ class LlamaModel final : public Model {
   LayerRange layer_range() const override { return range_; }
   KvCacheSpec kv_cache_spec(int64_t num_blocks, int64_t block_size) const override;
   Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) override;
+  Status set_tensor_parallel(Collective* collective) override;
 
  private:
   LlamaModel(const ModelConfig& config, Backend& backend, LayerRange range)
@@ -42,6 +43,7 @@ class LlamaModel final : public Model {
   Tensor final_norm_;    // [hidden], last stage
   Tensor lm_head_;       // [vocab, hidden], last stage (shares embed_tokens_ when tied)
   std::vector<DecoderLayer> layers_;
+  Collective* collective_ = nullptr;  // tensor parallel: sums the row-parallel outputs
 };
 
 }  // namespace troupe

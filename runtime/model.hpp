@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/collective.hpp"
 #include "runtime/forward_batch.hpp"
 #include "runtime/kv_cache.hpp"
 #include "runtime/model_config.hpp"
@@ -52,6 +53,13 @@ class Model {
   // (the backend's thread pool is not reentrant).
   virtual Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache,
                                  LogitsMode mode = LogitsMode::last_token) = 0;
+
+  // Makes this model one rank of a tensor-parallel group (its weights are that rank's shard; see
+  // runtime/tensor_parallel.hpp): forward sums the row-parallel outputs through `collective`.
+  virtual Status set_tensor_parallel(Collective* collective) {
+    (void)collective;
+    return make_error(ErrorCode::unsupported, "this model does not support tensor parallelism");
+  }
 };
 
 }  // namespace troupe

@@ -15,40 +15,11 @@
 #include "runtime/model_loader.hpp"
 #include "runtime/model_runner.hpp"
 #include "runtime/safetensors_file.hpp"
+#include "tests/unit/fixture_oracle.hpp"
 
 namespace troupe {
 namespace {
 
-namespace fs = std::filesystem;
-
-std::vector<std::string> fixture_dirs() {
-  std::vector<std::string> dirs;
-  const fs::path root = fs::path(TROUPE_SOURCE_DIR) / "tests/fixtures/models";
-  if (!fs::exists(root)) return dirs;
-  for (const auto& entry : fs::directory_iterator(root)) {
-    if (fs::exists(entry.path() / "oracle.json")) dirs.push_back(entry.path().string());
-  }
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
-
-struct Oracle {
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<std::vector<int32_t>> greedy;
-  int64_t max_new_tokens = 0;
-};
-
-Oracle read_oracle(const std::string& dir) {
-  std::ifstream in(dir + "/oracle.json");
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto json = nlohmann::json::parse(text.str());
-  Oracle oracle;
-  oracle.prompts = json.at("prompts").get<std::vector<std::vector<int32_t>>>();
-  oracle.greedy = json.at("greedy").get<std::vector<std::vector<int32_t>>>();
-  oracle.max_new_tokens = json.at("max_new_tokens").get<int64_t>();
-  return oracle;
-}
 
 void check_fixtures(float tolerance, bool keep_bf16_weights = false) {
   const auto dirs = fixture_dirs();
