@@ -67,7 +67,7 @@ struct Pipeline::Impl {
     if (input) (void)input->close(milliseconds(100));
     // The stages close in turn; wait (briefly) for the last one's goodbye so that our end of the
     // channel has nothing in flight when it goes.
-    if (input && output) (void)output->probe(next_tag, milliseconds(300));
+    if (input && output) (void)output->probe(next_tag, milliseconds(200));
     for (size_t i = 0; i < hosts.size(); ++i)
       if (hosts[i] && stage_ids[i] != 0) caf::anon_send(hosts[i], detail::api_stop_stage{stage_ids[i]});
     input.reset();
@@ -83,7 +83,9 @@ struct Pipeline::Impl {
       std::this_thread::sleep_for(milliseconds(20));
       lost = watch->get();
     }
-    broken = "pipeline broken " + during + ": " + (lost.empty() ? error.message : lost + " (" + error.message + ")");
+    std::string why = error.message;
+    if (!lost.empty()) why = lost == error.message ? lost : lost + " (" + error.message + ")";
+    broken = "pipeline broken " + during + ": " + why;
     input.reset();
     output.reset();
     return make_error(ErrorCode::unavailable, broken);
@@ -108,7 +110,7 @@ Status Pipeline::Impl::setup(const PipelineOptions& options) {
     const std::string label = labels.back();
     std::weak_ptr<HostWatch> weak = watch;
     (*host)->attach_functor([weak, label](const caf::error& reason) {
-      if (auto w = weak.lock()) w->set("stage host of " + label + " is gone (" + caf::to_string(reason) + ")");
+      if (auto w = weak.lock()) w->set("stage host of " + label + " was lost (" + caf::to_string(reason) + ")");
     });
     addresses.push_back(*address);
     hosts.push_back(*host);
