@@ -11,7 +11,9 @@
 //     for (float& v : out.data) v *= 2;
 //     return out;
 //   });
-//   return troupe::api::run_stage_host({.port = 7500});
+//   troupe::api::StageHostOptions options;
+//   options.port = 7500;
+//   return troupe::api::run_stage_host(options);
 //
 // A stage function may return an Error (or throw): the coordinator's run() then returns that
 // error, prefixed with the stage that raised it; the pipeline keeps running later inputs.
