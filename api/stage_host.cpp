@@ -85,7 +85,10 @@ struct StageHost::Impl {
     if (!actor) return;
     auto& system = runtime->system();
     (void)system.middleman().unpublish(actor, port);
-    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    // Synchronous: the actor's state (every stage runner) is gone when this returns.
+    caf::scoped_actor self{system};
+    self->send_exit(actor, caf::exit_reason::user_shutdown);
+    self->wait_for(actor);
     actor = nullptr;
   }
 };
