@@ -192,7 +192,7 @@ Result<Tensor> Pipeline::run(const Tensor& input, milliseconds timeout) {
     const milliseconds left = left_until(deadline);
     if (left <= milliseconds(0))
       return make_error(ErrorCode::timeout, "pipeline run timed out after " + std::to_string(timeout.count()) +
-                                                " ms waiting for " + p.labels.back() + " (no stage host was lost)");
+                                                " ms waiting for " + p.labels.back() + " (no stage host reported lost)");
     size = p.output->probe(tag, std::min(left, kPollStep));
     if (size.ok()) break;
     if (size.error().code != ErrorCode::timeout)
