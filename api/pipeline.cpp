@@ -60,6 +60,7 @@ struct Pipeline::Impl {
   std::optional<TensorChannel> input;   // to stage 0
   std::optional<TensorChannel> output;  // from the last stage
   uint64_t next_tag = 0;
+  std::vector<uint64_t> abandoned_tags;  // runs that timed out: their late results are dropped
   mutable std::mutex mutex;
   std::string broken;
 
@@ -92,6 +93,21 @@ struct Pipeline::Impl {
   }
 
   Status setup(const PipelineOptions& options);
+
+  // Receives and drops the late results of timed-out runs that have arrived by now.
+  void drop_late_results() {
+    std::vector<uint8_t> scratch;
+    for (auto it = abandoned_tags.begin(); it != abandoned_tags.end();) {
+      auto size = output->probe(*it, milliseconds(0));
+      if (!size.ok()) {
+        ++it;
+        continue;
+      }
+      scratch.resize(*size);
+      (void)output->recv(*it, scratch.data(), scratch.size(), milliseconds(100));
+      it = abandoned_tags.erase(it);
+    }
+  }
 };
 
 Status Pipeline::Impl::setup(const PipelineOptions& options) {
@@ -190,9 +206,12 @@ Result<Tensor> Pipeline::run(const Tensor& input, milliseconds timeout) {
     const std::string lost = p.watch->get();
     if (!lost.empty()) return p.break_with(make_error(ErrorCode::unavailable, lost), "during a run", deadline);
     const milliseconds left = left_until(deadline);
-    if (left <= milliseconds(0))
+    if (left <= milliseconds(0)) {
+      p.abandoned_tags.push_back(tag);
       return make_error(ErrorCode::timeout, "pipeline run timed out after " + std::to_string(timeout.count()) +
                                                 " ms waiting for " + p.labels.back() + " (no stage host reported lost)");
+    }
+    if (!p.abandoned_tags.empty()) p.drop_late_results();
     size = p.output->probe(tag, std::min(left, kPollStep));
     if (size.ok()) break;
     if (size.error().code != ErrorCode::timeout)
@@ -201,6 +220,7 @@ Result<Tensor> Pipeline::run(const Tensor& input, milliseconds timeout) {
   std::vector<uint8_t> buffer(*size);
   auto received = p.output->recv(tag, buffer.data(), buffer.size(), std::max(left_until(deadline), milliseconds(1)));
   if (!received.ok()) return p.break_with(received.error(), "receiving from " + p.labels.back(), deadline);
+  if (!p.abandoned_tags.empty()) p.drop_late_results();
   return detail::decode_frame(buffer.data(), *received);
 }
 
