@@ -176,6 +176,7 @@ TEST(PipelineServing, TwoStagesAcrossTwoWorkersMatchTheSingleProcessEngine) {
   ASSERT_EQ(want.size(), ps.size());
   const int http = free_port();
   cluster.start_serving_head(kModel, 2, 1, http, kToken, kEngineFlags);
+  // (the PP=2 x TP=2 variant is below)
   cluster.start_worker("worker_a", kToken, true, {"--num-threads", "1"});
   cluster.start_worker("worker_b", kToken, true, {"--num-threads", "1"});
   ASSERT_TRUE(wait_healthy(http, milliseconds(30000))) << cluster.log("head");
@@ -197,6 +198,31 @@ TEST(PipelineServing, TwoStagesAcrossTwoWorkersMatchTheSingleProcessEngine) {
   EXPECT_EQ(state["cluster"]["groups"][0]["epoch"], 1);
   EXPECT_EQ(metric(http, "troupe:cluster_groups_ready"), 1);
   EXPECT_EQ(metric(http, "troupe:cluster_nodes"), 2);
+}
+
+TEST(PipelineServing, TwoStagesOfTwoTensorParallelRanksMatchTheSingleProcessEngine) {
+  Cluster cluster("pp2tp2");
+  const std::string model = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama2-sharded";
+  const auto ps = prompts(6);
+  const int ref_port = free_port();
+  const pid_t serve = cluster.start(
+      "serve", with_engine_flags({"serve", "--model", model, "--port", std::to_string(ref_port)}), kToken);
+  ASSERT_TRUE(wait_healthy(ref_port, milliseconds(30000))) << cluster.log("serve");
+  auto body = [&](const std::vector<int>& p) {
+    json b = completion_body(p, 32, true);
+    b["model"] = "llama2-sharded";
+    return b;
+  };
+  std::vector<std::string> want;
+  for (const auto& p : ps) want.push_back(stream_completion(ref_port, body(p)).text);
+  ::kill(serve, SIGTERM);
+  const int http = free_port();
+  cluster.start_serving_head(model, 2, 1, http, kToken, with_engine_flags({"--tensor-parallel-size", "2"}));
+  cluster.start_worker("worker_a", kToken, true, {"--num-threads", "2"});
+  cluster.start_worker("worker_b", kToken, true, {"--num-threads", "2"});
+  ASSERT_TRUE(wait_healthy(http, milliseconds(30000))) << cluster.log("head") << cluster.log("worker_a");
+  EXPECT_NE(cluster.log("worker_a").find("tensor parallel: 2 ranks"), std::string::npos) << cluster.log("worker_a");
+  for (size_t i = 0; i < ps.size(); ++i) EXPECT_EQ(stream_completion(http, body(ps[i])).text, want[i]) << "prompt " << i;
 }
 
 // Two replicas of PP=2 under streaming load; one worker is lost while every stream is running.
