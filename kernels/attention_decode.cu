@@ -9,6 +9,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kUnroll = 4;  // keys in flight per lane group
 
 // Lanes per key: head_dim / 4 float4 loads spread over kLanes lanes (at most a warp); a warp
 // works on 32 / kLanes keys at once.
@@ -55,40 +56,55 @@ __global__ void __launch_bounds__(kThreads)
     acc[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   }
   float m = -INFINITY, l = 0.0f;
-  // Warp-uniform trip count (the shuffles need every lane); a group past `end` skips its update.
-  for (int base = begin + warp * S::kKeysPerWarp; base < end; base += S::kGroups) {
-    const int j = base + lane / S::kLanes;
-    const bool valid = j < end;
-    const float* kj = k_cache;
-    const float* vj = v_cache;
-    if (valid) {
-      const int64_t slot = int64_t(table[j / block_size]) * block_size + j % block_size;
-      const int64_t offset = (slot * num_kv_heads + kv_head) * D;
-      kj += offset;
-      vj += offset;
-    }
-    float dot = 0.0f;
-    float4 vv[S::kVecs];
+  // kUnroll keys per group and step, loaded before any is used so their loads overlap. The trip
+  // count is warp-uniform (the shuffles need every lane); keys past `end` get p = 0.
+  for (int base = begin + warp * S::kKeysPerWarp; base < end; base += S::kGroups * kUnroll) {
+    float dot[kUnroll];
+    float4 vv[kUnroll][S::kVecs];
 #pragma unroll
-    for (int v = 0; v < S::kVecs; ++v) {
-      const int c = (sub + S::kLanes * v) * 4;
-      if (valid) {
-        const float4 k4 = __ldg(reinterpret_cast<const float4*>(kj + c));
-        vv[v] = __ldg(reinterpret_cast<const float4*>(vj + c));
-        dot += qv[v].x * k4.x + qv[v].y * k4.y + qv[v].z * k4.z + qv[v].w * k4.w;
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = base + u * S::kGroups + lane / S::kLanes;
+      dot[u] = -INFINITY;
+      if (j < end) {
+        const int64_t slot = int64_t(table[j / block_size]) * block_size + j % block_size;
+        const int64_t offset = (slot * num_kv_heads + kv_head) * D;
+        float partial = 0.0f;
+#pragma unroll
+        for (int v = 0; v < S::kVecs; ++v) {
+          const int c = (sub + S::kLanes * v) * 4;
+          const float4 k4 = __ldg(reinterpret_cast<const float4*>(k_cache + offset + c));
+          vv[u][v] = __ldg(reinterpret_cast<const float4*>(v_cache + offset + c));
+          partial += qv[v].x * k4.x + qv[v].y * k4.y + qv[v].z * k4.z + qv[v].w * k4.w;
+        }
+        dot[u] = partial;
+      } else {
+#pragma unroll
+        for (int v = 0; v < S::kVecs; ++v) vv[u][v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
     }
+    float step_max = -INFINITY;
 #pragma unroll
-    for (int o = S::kLanes / 2; o > 0; o /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    if (valid) {
-      const float m_new = fmaxf(m, dot);
-      const float correction = exp2f(m - m_new);  // 0 on the first key (m = -inf)
-      const float p = exp2f(dot - m_new);
-      l = l * correction + p;
+    for (int u = 0; u < kUnroll; ++u) {
+      // Sum over the group's lanes; -inf (a key past the end) stays -inf.
 #pragma unroll
-      for (int v = 0; v < S::kVecs; ++v) acc[v] = fma4(acc[v], correction, p, vv[v]);
-      m = m_new;
+      for (int o = S::kLanes / 2; o > 0; o /= 2) dot[u] += __shfl_xor_sync(0xffffffffu, dot[u], o);
+      step_max = fmaxf(step_max, dot[u]);
     }
+    if (step_max == -INFINITY) continue;  // this group has no key in this step
+    const float m_new = fmaxf(m, step_max);
+    const float correction = exp2f(m - m_new);  // 0 on the group's first keys (m = -inf)
+    l *= correction;
+#pragma unroll
+    for (int v = 0; v < S::kVecs; ++v)
+      acc[v] = make_float4(acc[v].x * correction, acc[v].y * correction, acc[v].z * correction, acc[v].w * correction);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const float p = exp2f(dot[u] - m_new);  // 0 for keys past the end
+      l += p;
+#pragma unroll
+      for (int v = 0; v < S::kVecs; ++v) acc[v] = fma4(acc[v], 1.0f, p, vv[u][v]);
+    }
+    m = m_new;
   }
   if (sub == 0) {
     m_s[g] = m;
