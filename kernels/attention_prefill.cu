@@ -11,28 +11,36 @@ namespace {
 
 using namespace nvcuda;
 
-constexpr int kRows = int(kPrefillTileRows);
 constexpr int kKeys = int(kPrefillTileKeys);
-constexpr int kWarps = kRows / 16;  // each warp owns 16 query rows
-constexpr int kThreads = 32 * kWarps;
 constexpr float kLog2e = 1.4426950408889634f;
+
+// Query rows per tile: 128 (8 warps), 64 (4 warps) for head_dim 256 so shared memory fits.
+constexpr int tile_rows(int64_t head_dim) { return head_dim > 128 ? 64 : 128; }
 
 // Shared memory of one block, byte offsets (all multiples of 128). Leading dimensions are padded
 // off multiples of 32 banks; WMMA wants bf16 ld % 8 == 0, fp32 ld % 4 == 0, 32-byte aligned tiles.
 template <int D>
 struct PrefillSmem {
+  static constexpr int kRows = tile_rows(D);
+  static constexpr int kWarps = kRows / 16;  // each warp owns 16 query rows
+  static constexpr int kThreads = 32 * kWarps;
   static constexpr int kLdKv = D + 8;     // bf16 K / V / staged Q rows
   static constexpr int kLdS = kKeys + 4;  // fp32 scores
   static constexpr int kLdP = kKeys + 8;  // bf16 probabilities
   static constexpr int kLdO = D + 4;      // fp32 output accumulator
-  static constexpr size_t kK = 0;         // [kKeys, kLdKv] bf16; holds Q [kRows, kLdKv] at the start
+  static constexpr size_t kK = 0;         // [kKeys, kLdKv] bf16; K and V hold Q [kRows, kLdKv] at the start
   static constexpr size_t kV = kK + size_t(kKeys) * kLdKv * 2;
   static constexpr size_t kS = kV + size_t(kKeys) * kLdKv * 2;  // [kRows, kLdS] f32
   static constexpr size_t kP = kS + size_t(kRows) * kLdS * 4;   // [kRows, kLdP] bf16
   static constexpr size_t kO = kP + size_t(kRows) * kLdP * 2;   // [kRows, kLdO] f32
   static constexpr size_t kBytes = kO + size_t(kRows) * kLdO * 4;
-  static_assert(kRows == kKeys, "Q is staged in the K buffer");
+  static_assert(kRows <= 2 * kKeys, "Q is staged in the K and V buffers");
   static_assert(kK % 128 == 0 && kV % 128 == 0 && kS % 128 == 0 && kP % 128 == 0 && kO % 128 == 0);
+  static_assert(kBytes <= 227 * 1024, "more shared memory than one block may have");
+  // float4 loads per thread for one K (or V) tile; prefetched into registers when few enough.
+  static constexpr int kLoadIters = kKeys * (D / 4) / kThreads;
+  static constexpr bool kPrefetch = kLoadIters <= 8;
+  static_assert(kKeys * (D / 4) % kThreads == 0 && kRows * (D / 4) % kThreads == 0);
 };
 
 // Four floats as bf16 into shared memory (8-byte aligned destination).
@@ -44,8 +52,36 @@ __device__ __forceinline__ void store_bf16x4(__nv_bfloat16* dst, float4 v) {
   *reinterpret_cast<uint2*>(dst) = bits;
 }
 
+// One K/V tile's float4s of this thread: key (i / (D / 4)), column (i % (D / 4)) * 4 for
+// i = threadIdx.x + it * kThreads; zero past num_keys.
 template <int D>
-__global__ void __launch_bounds__(kThreads)
+__device__ __forceinline__ void load_kv(const float* __restrict__ k_cache, const float* __restrict__ v_cache,
+                                        const int32_t* __restrict__ table, int block_size, int num_kv_heads,
+                                        int kv_head, int kv0, int num_keys, int it, float4& k, float4& v) {
+  using L = PrefillSmem<D>;
+  const int i = threadIdx.x + it * L::kThreads;
+  const int key = i / (D / 4), c = (i % (D / 4)) * 4, j = kv0 + key;
+  k = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  v = k;
+  if (j < num_keys) {
+    const int64_t slot = int64_t(table[j / block_size]) * block_size + j % block_size;
+    const int64_t offset = (slot * num_kv_heads + kv_head) * D + c;
+    k = __ldg(reinterpret_cast<const float4*>(k_cache + offset));
+    v = __ldg(reinterpret_cast<const float4*>(v_cache + offset));
+  }
+}
+
+template <int D>
+__device__ __forceinline__ void store_kv(__nv_bfloat16* k_s, __nv_bfloat16* v_s, int it, float4 k, float4 v) {
+  using L = PrefillSmem<D>;
+  const int i = threadIdx.x + it * L::kThreads;
+  const int key = i / (D / 4), c = (i % (D / 4)) * 4;
+  store_bf16x4(k_s + key * L::kLdKv + c, k);
+  store_bf16x4(v_s + key * L::kLdKv + c, v);
+}
+
+template <int D>
+__global__ void __launch_bounds__(PrefillSmem<D>::kThreads)
     prefill_attention_kernel(const float* __restrict__ q, const float* __restrict__ k_cache,
                              const float* __restrict__ v_cache, const int32_t* __restrict__ positions,
                              const int32_t* __restrict__ tiles, const int32_t* __restrict__ block_tables,
@@ -53,6 +89,7 @@ __global__ void __launch_bounds__(kThreads)
                              float* __restrict__ out) {
   using L = PrefillSmem<D>;
   constexpr int kVecs = D / 4;  // float4 per row
+  constexpr int kRows = L::kRows, kThreads = L::kThreads;
   extern __shared__ __align__(128) unsigned char smem[];
   __nv_bfloat16* k_s = reinterpret_cast<__nv_bfloat16*>(smem + L::kK);
   __nv_bfloat16* v_s = reinterpret_cast<__nv_bfloat16*>(smem + L::kV);
@@ -67,8 +104,16 @@ __global__ void __launch_bounds__(kThreads)
   const int num_rows = (token_end - token_begin) * group;  // <= kRows
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
-  // Q tile, rounded to bf16, staged in the K buffer; padding rows are zero.
-  static_assert(kRows * kVecs % kThreads == 0 && kKeys * kVecs % kThreads == 0);
+  const int num_keys = positions[token_end - 1] + 1;  // the last token sees the most keys
+  // The first K/V tile's loads start before the Q staging.
+  float4 k_next[L::kPrefetch ? L::kLoadIters : 1], v_next[L::kPrefetch ? L::kLoadIters : 1];
+  if constexpr (L::kPrefetch) {
+#pragma unroll
+    for (int it = 0; it < L::kLoadIters; ++it)
+      load_kv<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, 0, num_keys, it, k_next[it], v_next[it]);
+  }
+
+  // Q tile, rounded to bf16, staged in the K and V buffers; padding rows are zero.
 #pragma unroll 8
   for (int it = 0; it < kRows * kVecs / kThreads; ++it) {
     const int i = threadIdx.x + it * kThreads;
@@ -95,22 +140,25 @@ __global__ void __launch_bounds__(kThreads)
   float* o_row = o_s + row * L::kLdO;
   for (int c = half; c < D; c += 2) o_row[c] = 0.0f;
 
-  const int num_keys = positions[token_end - 1] + 1;  // the last token sees the most keys
   for (int kv0 = 0; kv0 < num_keys; kv0 += kKeys) {
     __syncthreads();  // the previous tile's K/V (and the staged Q) are no longer read
-#pragma unroll 8
-    for (int it = 0; it < kKeys * kVecs / kThreads; ++it) {
-      const int i = threadIdx.x + it * kThreads;
-      const int key = i / kVecs, c = (i % kVecs) * 4, j = kv0 + key;
-      float4 kv = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vv = kv;
-      if (j < num_keys) {
-        const int64_t slot = int64_t(table[j / block_size]) * block_size + j % block_size;
-        const int64_t offset = (slot * num_kv_heads + kv_head) * D + c;
-        kv = __ldg(reinterpret_cast<const float4*>(k_cache + offset));
-        vv = __ldg(reinterpret_cast<const float4*>(v_cache + offset));
+    if constexpr (L::kPrefetch) {
+      // Store the prefetched tile, then start loading the next one: its loads fly during the math.
+#pragma unroll
+      for (int it = 0; it < L::kLoadIters; ++it) store_kv<D>(k_s, v_s, it, k_next[it], v_next[it]);
+      if (kv0 + kKeys < num_keys) {
+#pragma unroll
+        for (int it = 0; it < L::kLoadIters; ++it)
+          load_kv<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, kv0 + kKeys, num_keys, it,
+                     k_next[it], v_next[it]);
       }
-      store_bf16x4(k_s + key * L::kLdKv + c, kv);
-      store_bf16x4(v_s + key * L::kLdKv + c, vv);
+    } else {
+#pragma unroll 8
+      for (int it = 0; it < L::kLoadIters; ++it) {
+        float4 k, v;
+        load_kv<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, kv0, num_keys, it, k, v);
+        store_kv<D>(k_s, v_s, it, k, v);
+      }
     }
     __syncthreads();
     if (warp_pos < kv0) continue;  // every row of this warp is masked for this tile (no barrier below)
@@ -202,6 +250,7 @@ cudaError_t launch(const float* q, const float* k_cache, const float* v_cache, c
                    int64_t block_size, int64_t num_heads, int64_t num_kv_heads, float scale, float* out,
                    cudaStream_t stream) {
   constexpr size_t kSmem = PrefillSmem<D>::kBytes;
+  constexpr int kThreads = PrefillSmem<D>::kThreads;
   // Opt in to more than 48 KiB of dynamic shared memory (per device, so on every launch).
   if (cudaError_t err = cudaFuncSetAttribute(prefill_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              int(kSmem));
@@ -218,16 +267,20 @@ cudaError_t launch(const float* q, const float* k_cache, const float* v_cache, c
 
 bool prefill_attention_supports(int64_t head_dim, int64_t group) {
   const bool dim_ok = head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
-  return dim_ok && group >= 1 && group <= kPrefillTileRows;
+  return dim_ok && group >= 1 && group <= tile_rows(head_dim);
+}
+
+int64_t prefill_tokens_per_tile(int64_t head_dim, int64_t group) {
+  return std::max<int64_t>(1, tile_rows(head_dim) / std::max<int64_t>(1, group));
 }
 
 std::vector<int32_t> build_prefill_tiles(const int32_t* query_start, const int32_t* context_lens, int64_t num_seqs,
-                                         int64_t group) {
+                                         int64_t tokens_per_tile_in) {
   struct Tile {
     int32_t begin, end, seq, last_pos;
   };
   std::vector<Tile> found;
-  const int32_t tokens_per_tile = int32_t(std::max<int64_t>(1, kPrefillTileRows / std::max<int64_t>(1, group)));
+  const int32_t tokens_per_tile = int32_t(std::max<int64_t>(1, tokens_per_tile_in));
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int32_t begin = query_start[s], end = query_start[s + 1];
     if (end - begin <= 1) continue;  // decode tokens go elsewhere

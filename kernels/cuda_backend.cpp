@@ -141,7 +141,7 @@ AttentionMetadata CudaBackend::upload_metadata(AttentionMetadata host) {
   query_start_host_.assign(starts, starts + host.num_seqs + 1);
   const int32_t* context_lens = host.context_lens.data<int32_t>();
   context_lens_host_.assign(context_lens, context_lens + host.num_seqs);
-  plan_group_ = 0;
+  plan_tokens_per_tile_ = 0;
   host.positions = on_device(host.positions);
   host.slot_mapping = on_device(host.slot_mapping);
   host.query_start = on_device(host.query_start);
@@ -238,9 +238,9 @@ void CudaBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor
         "write_kv");
 }
 
-void CudaBackend::build_attention_plan(int64_t group) {
+void CudaBackend::build_attention_plan(int64_t tokens_per_tile) {
   const int64_t num_seqs = int64_t(context_lens_host_.size());
-  std::vector<int32_t> plan = build_prefill_tiles(query_start_host_.data(), context_lens_host_.data(), num_seqs, group);
+  std::vector<int32_t> plan = build_prefill_tiles(query_start_host_.data(), context_lens_host_.data(), num_seqs, tokens_per_tile);
   plan_tiles_ = int64_t(plan.size() / 3);
   plan_decode_context_ = 0;
   for (int64_t s = 0; s < num_seqs; ++s) {
@@ -250,7 +250,7 @@ void CudaBackend::build_attention_plan(int64_t group) {
   }
   plan_decode_tokens_ = int64_t(plan.size()) - 3 * plan_tiles_;
   plan_ = on_device(Tensor::from_i32(plan, {int64_t(plan.size())}));
-  plan_group_ = group;
+  plan_tokens_per_tile_ = tokens_per_tile;
 }
 
 void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
@@ -288,7 +288,8 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
   }
   const int64_t group = num_heads / num_kv_heads;
   if (tensor_core_attention_ && prefill_attention_supports(head_dim, group)) {
-    if (plan_group_ != group) build_attention_plan(group);
+    const int64_t tokens_per_tile = prefill_tokens_per_tile(head_dim, group);
+    if (plan_tokens_per_tile_ != tokens_per_tile) build_attention_plan(tokens_per_tile);
     const int32_t* plan = plan_.data<int32_t>();
     check(launch_prefill_attention_bf16(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
                                         meta.positions.data<int32_t>(), plan, plan_tiles_,

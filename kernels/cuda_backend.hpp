@@ -54,8 +54,8 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   Tensor on_device(const Tensor& t);  // t itself when already on the GPU, else an uploaded copy
   void check(int status, const char* what);
-  // The step's prefill tiles and decode tokens for GQA group `group`, uploaded into plan_.
-  void build_attention_plan(int64_t group);
+  // The step's prefill tiles of `tokens_per_tile` tokens and its decode tokens, uploaded into plan_.
+  void build_attention_plan(int64_t tokens_per_tile);
   // Split-KV fp32 attention for `num_tokens` tokens (indices in `tokens` on the device, or all
   // tokens when nullptr) whose contexts are at most max_context long.
   void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
@@ -69,7 +69,7 @@ class CudaBackend final : public Backend {
   bool tensor_core_attention_ = false;  // prefill attention on bf16 tensor cores (bf16 weights)
   // The current step's attention work, from upload_metadata's host arrays.
   std::vector<int32_t> query_start_host_, context_lens_host_;
-  int64_t plan_group_ = 0;  // the GQA group plan_ holds tiles for; 0: none yet this step
+  int64_t plan_tokens_per_tile_ = 0;  // the tile size plan_ was built for; 0: none yet this step
   Tensor plan_;             // device i32: prefill tiles [plan_tiles_, 3], then decode token indices
   int64_t plan_tiles_ = 0, plan_decode_tokens_ = 0, plan_decode_context_ = 0;
   std::string error_;

@@ -328,7 +328,7 @@ struct AttentionCase {
   int64_t num_heads, num_kv_heads, head_dim, block_size;
 };
 
-// Sequences of 1, 19, 99, 989 new tokens, chunks starting mid-sequence, GQA 1/3/4/8/64 with odd
+// Sequences of 1, 19, 99, 989 new tokens, chunks starting mid-sequence, GQA 1/3/4/8/64/128 with odd
 // head counts, every supported head_dim plus one the new kernels reject (48), block sizes 8-32,
 // prefill and decode sequences in one batch, and decode contexts long enough to split.
 const std::vector<AttentionCase>& attention_cases() {
@@ -343,7 +343,8 @@ const std::vector<AttentionCase>& attention_cases() {
       {{{1200, 1}, {150, 99}, {19, 19}, {1030, 1}, {69, 5}}, 12, 3, 64, 8},
       {{{77, 77}, {40, 2}, {3, 3}}, 4, 2, 16, 32},
       {{{70, 70}, {530, 1}}, 4, 4, 256, 16},
-      {{{33, 17}, {200, 130}}, 64, 1, 32, 16},  // group 64: one token per query tile
+      {{{33, 17}, {200, 130}}, 64, 1, 32, 16},  // group 64: two tokens per query tile
+      {{{45, 45}}, 128, 1, 16, 16},             // group 128: one token per query tile
       {{{50, 50}, {90, 1}}, 6, 2, 48, 16},      // head_dim 48: the reference kernel
   };
   return cases;
@@ -512,7 +513,7 @@ TEST(CudaAttention, PartitionCountsAgreeAndBadShapesAreRefused) {
   EXPECT_EQ(launch_prefill_attention_bf16(f, f, f, i32, i32, 1, i32, 1, 16, 8, 2, 48, 0.1f, o, nullptr),
             cudaErrorInvalidValue);
   EXPECT_EQ(launch_prefill_attention_bf16(f, f, f, i32, i32, 1, i32, 1, 16, 130, 1, 64, 0.1f, o, nullptr),
-            cudaErrorInvalidValue);  // group of 130 > 64 rows per tile
+            cudaErrorInvalidValue);  // group of 130 > 128 rows per tile
   EXPECT_EQ(launch_prefill_attention_bf16(f, f, f, i32, i32, 0, i32, 1, 16, 8, 2, 64, 0.1f, o, nullptr), cudaSuccess);
   EXPECT_EQ(gpu.take_error(), "");
 }
@@ -521,7 +522,11 @@ TEST(CudaAttention, PartitionCountsAgreeAndBadShapesAreRefused) {
 TEST(CudaAttention, PrefillTilesCoverPrefillTokensOnly) {
   const std::vector<int32_t> query_start = {0, 1, 41, 42, 50};
   const std::vector<int32_t> context_lens = {10, 40, 7, 108};
-  const auto tiles = build_prefill_tiles(query_start.data(), context_lens.data(), 4, 4);  // 16 tokens per tile
+  const int64_t tokens_per_tile = prefill_tokens_per_tile(128, 8);
+  ASSERT_EQ(tokens_per_tile, 16);  // 128 rows per tile over a group of 8
+  EXPECT_EQ(prefill_tokens_per_tile(256, 4), 16);  // 64 rows at head_dim 256
+  EXPECT_EQ(prefill_tokens_per_tile(64, 128), 1);
+  const auto tiles = build_prefill_tiles(query_start.data(), context_lens.data(), 4, tokens_per_tile);
   std::vector<int32_t> covered(50, 0);
   int32_t previous_last = INT32_MAX;
   ASSERT_EQ(tiles.size() % 3, 0u);
