@@ -3,10 +3,13 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "runtime/dtype.hpp"
 
+#include "kernels/attention_decode.hpp"
+#include "kernels/attention_prefill.hpp"
 #include "kernels/cuda_ops.hpp"
 #include "kernels/gemv.hpp"
 #include "kernels/rmsnorm.hpp"
@@ -37,6 +40,9 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType
   std::unique_ptr<CudaBackend> backend(new CudaBackend());
   backend->device_index_ = device_index;
   backend->weight_dtype_ = weight_dtype;
+  backend->tensor_core_attention_ = weight_dtype == DType::bf16;
+  if (cudaDeviceGetAttribute(&backend->num_sms_, cudaDevAttrMultiProcessorCount, device_index) != cudaSuccess)
+    backend->num_sms_ = 1;
   cublasHandle_t h = nullptr;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return make_error(ErrorCode::unavailable, "cublasCreate failed");
   // fp32 weights: exact fp32 products, no TF32 (the CPU reference and the oracle are fp32).
@@ -132,6 +138,10 @@ AttentionMetadata CudaBackend::upload_metadata(AttentionMetadata host) {
   for (int64_t s = 0; s < host.num_seqs; ++s)
     for (int32_t t = starts[s]; t < starts[s + 1]; ++t) seq_of_token[size_t(t)] = int32_t(s);
   seq_of_token_ = on_device(Tensor::from_i32(seq_of_token, {host.num_tokens}));
+  query_start_host_.assign(starts, starts + host.num_seqs + 1);
+  const int32_t* context_lens = host.context_lens.data<int32_t>();
+  context_lens_host_.assign(context_lens, context_lens + host.num_seqs);
+  plan_tokens_per_tile_ = 0;
   host.positions = on_device(host.positions);
   host.slot_mapping = on_device(host.slot_mapping);
   host.query_start = on_device(host.query_start);
@@ -230,15 +240,69 @@ void CudaBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor
         "write_kv");
 }
 
+void CudaBackend::build_attention_plan(int64_t tokens_per_tile) {
+  const int64_t num_seqs = int64_t(context_lens_host_.size());
+  std::vector<int32_t> plan = build_prefill_tiles(query_start_host_.data(), context_lens_host_.data(), num_seqs, tokens_per_tile);
+  plan_tiles_ = int64_t(plan.size() / 3);
+  plan_decode_context_ = 0;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    if (query_start_host_[size_t(s + 1)] - query_start_host_[size_t(s)] != 1) continue;
+    plan.push_back(query_start_host_[size_t(s)]);
+    plan_decode_context_ = std::max<int64_t>(plan_decode_context_, context_lens_host_[size_t(s)]);
+  }
+  plan_decode_tokens_ = int64_t(plan.size()) - 3 * plan_tiles_;
+  plan_ = on_device(Tensor::from_i32(plan, {int64_t(plan.size())}));
+  plan_tokens_per_tile_ = tokens_per_tile;
+}
+
+void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                   const AttentionMetadata& meta, float scale, const int32_t* tokens,
+                                   int64_t num_tokens, int64_t max_context, Tensor out) {
+  if (num_tokens == 0) return;
+  const int64_t head_dim = q.size(-1), num_heads = q.numel() / (meta.num_tokens * head_dim);
+  const int64_t parts = decode_num_partitions(num_tokens, num_heads, max_context, num_sms_);
+  const int64_t floats = decode_workspace_floats(num_tokens, num_heads, head_dim, parts);
+  Tensor workspace = floats > 0 ? empty(DType::f32, {floats}) : Tensor();  // freed stream-ordered
+  check(launch_decode_attention_f32(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
+                                    meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(), tokens,
+                                    num_tokens, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
+                                    meta.block_size, num_heads, k_cache.size(2), head_dim, scale, parts,
+                                    decode_partition_keys(max_context, parts),
+                                    floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), nullptr),
+        "decode_attention");
+}
+
+// Prefill chunks (sequences with more than one new token) on tensor cores when the weights are
+// bf16, single tokens in the split-KV kernel; shapes neither supports in the reference kernel.
 void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                   const AttentionMetadata& meta, float scale, Tensor out) {
   const int64_t n = meta.num_tokens, head_dim = q.size(-1);
-  check(launch_paged_attention_f32(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
-                                   meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
-                                   meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size, n,
-                                   q.numel() / (n * head_dim), k_cache.size(2), head_dim, scale, out.data<float>(),
-                                   nullptr),
-        "paged_attention");
+  if (n == 0) return;
+  const int64_t num_heads = q.numel() / (n * head_dim), num_kv_heads = k_cache.size(2);
+  const bool grouped = num_kv_heads > 0 && num_heads % num_kv_heads == 0;
+  if (!grouped || !decode_attention_supports(head_dim) || int64_t(context_lens_host_.size()) != meta.num_seqs) {
+    check(launch_paged_attention_f32(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
+                                     meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
+                                     meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size, n,
+                                     num_heads, num_kv_heads, head_dim, scale, out.data<float>(), nullptr),
+          "paged_attention");
+    return;
+  }
+  const int64_t group = num_heads / num_kv_heads;
+  if (tensor_core_attention_ && prefill_attention_supports(head_dim, group)) {
+    const int64_t tokens_per_tile = prefill_tokens_per_tile(head_dim, group);
+    if (plan_tokens_per_tile_ != tokens_per_tile) build_attention_plan(tokens_per_tile);
+    const int32_t* plan = plan_.data<int32_t>();
+    check(launch_prefill_attention_bf16(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
+                                        meta.positions.data<int32_t>(), plan, plan_tiles_,
+                                        meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size,
+                                        num_heads, num_kv_heads, head_dim, scale, out.data<float>(), nullptr),
+          "prefill_attention");
+    decode_attention(q, k_cache, v_cache, meta, scale, plan + 3 * plan_tiles_, plan_decode_tokens_,
+                     plan_decode_context_, out);
+    return;
+  }
+  decode_attention(q, k_cache, v_cache, meta, scale, nullptr, n, meta.max_context_len, out);
 }
 
 void CudaBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) {

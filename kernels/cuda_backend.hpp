@@ -4,6 +4,7 @@
 // that arrive in host memory (token ids, hidden states from another stage) are uploaded on use.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/backend.hpp"
 
@@ -15,6 +16,9 @@ class CudaBackend final : public Backend {
   // (linear and embedding weights) in bf16: products of up to 8 tokens run in the GEMV kernel
   // (kernels/gemv.hpp: fp32 activations, one pass over the weights), larger ones in cuBLAS with
   // bf16 inputs; both accumulate and output in fp32. Activations, norms and the KV cache stay fp32.
+  // Attention: sequences with one new token run the fp32 split-KV kernel (attention_decode.hpp);
+  // with bf16 weights, prefill chunks run the tensor-core kernel (attention_prefill.hpp, bf16
+  // inputs, fp32 accumulation), with fp32 weights the fp32 kernel too (exact against the CPU).
   static Result<std::unique_ptr<CudaBackend>> create(int device_index = 0, DType weight_dtype = DType::f32);
   ~CudaBackend() override;
 
@@ -52,11 +56,24 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   Tensor on_device(const Tensor& t);  // t itself when already on the GPU, else an uploaded copy
   void check(int status, const char* what);
+  // The step's prefill tiles of `tokens_per_tile` tokens and its decode tokens, uploaded into plan_.
+  void build_attention_plan(int64_t tokens_per_tile);
+  // Split-KV fp32 attention for `num_tokens` tokens (indices in `tokens` on the device, or all
+  // tokens when nullptr) whose contexts are at most max_context long.
+  void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
+                        float scale, const int32_t* tokens, int64_t num_tokens, int64_t max_context, Tensor out);
 
   void* cublas_ = nullptr;  // cublasHandle_t
   int device_index_ = 0;
   DType weight_dtype_ = DType::f32;
   Tensor seq_of_token_;     // [num_tokens] i32 of the current step's metadata
+  int num_sms_ = 1;
+  bool tensor_core_attention_ = false;  // prefill attention on bf16 tensor cores (bf16 weights)
+  // The current step's attention work, from upload_metadata's host arrays.
+  std::vector<int32_t> query_start_host_, context_lens_host_;
+  int64_t plan_tokens_per_tile_ = 0;  // the tile size plan_ was built for; 0: none yet this step
+  Tensor plan_;             // device i32: prefill tiles [plan_tiles_, 3], then decode token indices
+  int64_t plan_tiles_ = 0, plan_decode_tokens_ = 0, plan_decode_context_ = 0;
   std::string error_;
 };
 

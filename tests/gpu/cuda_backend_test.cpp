@@ -13,8 +13,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/attention_decode.hpp"
+#include "kernels/attention_prefill.hpp"
 #include "kernels/cuda_backend.hpp"
 #include "kernels/gemv.hpp"
+#include "runtime/attention_metadata.hpp"
 #include "runtime/cpu_backend.hpp"
 #include "runtime/model_loader.hpp"
 #include "runtime/model_runner.hpp"
@@ -316,6 +319,229 @@ TEST(GemvKernel, DecodeShapesMisalignedPointersAndBadSizes) {
   EXPECT_EQ(launch_gemv_bf16(some, w16, nullptr, some, 1, 4, 0, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_gemv_bf16(nullptr, w16, nullptr, some, 1, 4, 4, nullptr), cudaErrorInvalidValue);
   cudaFree(some);
+}
+
+// ---- paged attention: tensor-core prefill and split-KV decode kernels vs the CPU backend ----
+
+struct AttentionCase {
+  std::vector<std::pair<int32_t, int32_t>> seqs;  // {context_len, num_new_tokens}
+  int64_t num_heads, num_kv_heads, head_dim, block_size;
+};
+
+// Sequences of 1, 19, 99, 989 new tokens, chunks starting mid-sequence, GQA 1/3/4/8/64/128 with odd
+// head counts, every supported head_dim plus one the new kernels reject (48), block sizes 8-32,
+// prefill and decode sequences in one batch, and decode contexts long enough to split.
+const std::vector<AttentionCase>& attention_cases() {
+  static const std::vector<AttentionCase> cases = {
+      {{{1, 1}}, 7, 7, 64, 16},
+      {{{19, 19}}, 12, 3, 128, 16},
+      {{{99, 99}}, 8, 1, 64, 16},
+      {{{989, 989}}, 8, 2, 128, 16},
+      {{{300, 45}}, 7, 7, 128, 16},    // chunk starting at position 255
+      {{{1030, 1}}, 32, 8, 128, 16},   // batch-1 decode: split into partitions
+      {{{2500, 1}, {700, 1}, {129, 1}}, 12, 3, 128, 16},  // partitions empty for the shorter ones
+      {{{1200, 1}, {150, 99}, {19, 19}, {1030, 1}, {69, 5}}, 12, 3, 64, 8},
+      {{{77, 77}, {40, 2}, {3, 3}}, 4, 2, 16, 32},
+      {{{70, 70}, {530, 1}}, 4, 4, 256, 16},
+      {{{33, 17}, {200, 130}}, 64, 1, 32, 16},  // group 64: two tokens per query tile
+      {{{45, 45}}, 128, 1, 16, 16},             // group 128: one token per query tile
+      {{{50, 50}, {90, 1}}, 6, 2, 48, 16},      // head_dim 48: the reference kernel
+  };
+  return cases;
+}
+
+struct AttentionInputs {
+  Tensor q, k_cache, v_cache;  // host
+  AttentionMetadata meta;      // host
+  std::vector<std::vector<int32_t>> tables;
+};
+
+// Random q and K/V for every cached position; slots no sequence owns hold NaN, so a kernel that
+// reads past a context (or through a -1 table entry) shows. Blocks are shuffled over the cache.
+AttentionInputs make_attention_inputs(const AttentionCase& c, std::mt19937& rng) {
+  AttentionInputs in;
+  int64_t blocks_needed = 0, num_tokens = 0;
+  for (const auto& [context, num_new] : c.seqs) {
+    blocks_needed += (context + c.block_size - 1) / c.block_size;
+    num_tokens += num_new;
+  }
+  const int64_t num_blocks = blocks_needed + 5;
+  std::vector<int32_t> ids(static_cast<size_t>(num_blocks));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  const int64_t entry = c.num_kv_heads * c.head_dim;
+  std::vector<float> k(size_t(num_blocks * c.block_size * entry), NAN), v(k.size(), NAN);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  ForwardBatch batch;
+  size_t next = 0;
+  for (const auto& [context, num_new] : c.seqs) {
+    std::vector<int32_t> table;
+    for (int64_t b = 0; b < (context + c.block_size - 1) / c.block_size; ++b) table.push_back(ids[next++]);
+    for (int32_t p = 0; p < context; ++p) {
+      const int64_t slot = int64_t(table[size_t(p / c.block_size)]) * c.block_size + p % c.block_size;
+      for (int64_t i = 0; i < entry; ++i) {
+        k[size_t(slot * entry + i)] = normal(rng);
+        v[size_t(slot * entry + i)] = normal(rng);
+      }
+    }
+    for (int32_t i = 0; i < num_new; ++i) {
+      batch.positions.push_back(context - num_new + i);
+      batch.token_ids.push_back(0);
+    }
+    in.tables.push_back(std::move(table));
+  }
+  for (size_t s = 0; s < c.seqs.size(); ++s)
+    batch.seqs.push_back({c.seqs[s].second, c.seqs[s].first, &in.tables[s], true});
+  auto meta = build_attention_metadata(batch, c.block_size, num_blocks);
+  EXPECT_TRUE(meta.ok()) << meta.error().message;
+  in.meta = std::move(meta.value());
+  in.q = random_tensor({num_tokens, c.num_heads, c.head_dim}, rng);
+  in.k_cache = Tensor::from_f32(k, {num_blocks, c.block_size, c.num_kv_heads, c.head_dim});
+  in.v_cache = Tensor::from_f32(v, {num_blocks, c.block_size, c.num_kv_heads, c.head_dim});
+  return in;
+}
+
+Tensor copy_to_gpu(CudaBackend& gpu, const Tensor& host) {
+  Tensor d = gpu.empty(host.dtype(), host.shape());
+  EXPECT_EQ(cudaMemcpy(d.raw(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
+  return d;
+}
+
+// max |gpu - ref| / (1 + |ref|); NaN (an output left unwritten, or a poisoned slot read) gives inf.
+double attention_error(const Tensor& actual, const Tensor& ref) {
+  const auto a = actual.to_f32_vector(), r = ref.to_f32_vector();
+  if (a.size() != r.size()) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    worst = std::max(worst, std::fabs(double(a[i]) - r[i]) / (1.0 + std::fabs(r[i])));
+  }
+  return worst;
+}
+
+// fp32 weights: every kernel computes in fp32; differences are summation order only (outputs are
+// convex combinations of O(1) values).
+constexpr double kAttentionF32Tolerance = 1e-4;
+// bf16 weights: the prefill kernel rounds q, k, v and the probabilities to bf16 (relative error
+// <= 2^-9 each): scores move by ~2^-9 * |q||k| * scale, outputs by a few 2^-9 of their scale.
+constexpr double kAttentionBf16Tolerance = 2e-2;
+
+TEST(CudaAttention, MatchesCpuOnAwkwardBatches) {
+  TROUPE_REQUIRE_GPU();
+  CpuBackend cpu(2);
+  std::mt19937 rng(777);
+  for (DType weights : {DType::f32, DType::bf16}) {
+    auto created = CudaBackend::create(0, weights);
+    ASSERT_TRUE(created.ok()) << created.error().message;
+    CudaBackend& gpu = **created;
+    const double tolerance = weights == DType::f32 ? kAttentionF32Tolerance : kAttentionBf16Tolerance;
+    for (size_t i = 0; i < attention_cases().size(); ++i) {
+      const AttentionCase& c = attention_cases()[i];
+      AttentionInputs in = make_attention_inputs(c, rng);
+      const float scale = 1.0f / std::sqrt(float(c.head_dim));
+      Tensor ref = Tensor::empty(DType::f32, in.q.shape());
+      cpu.paged_attention(in.q, in.k_cache, in.v_cache, in.meta, scale, ref);
+
+      const AttentionMetadata meta = gpu.upload_metadata(in.meta);
+      Tensor out = gpu.empty(DType::f32, in.q.shape());
+      cudaMemset(out.raw(), 0xff, out.nbytes());  // NaN poison
+      Tensor k_cache = copy_to_gpu(gpu, in.k_cache), v_cache = copy_to_gpu(gpu, in.v_cache);
+      Tensor q = copy_to_gpu(gpu, in.q);
+      gpu.paged_attention(q, k_cache, v_cache, meta, scale, out);
+      // Twice: the second call reuses the step's plan (as every layer after the first does).
+      gpu.paged_attention(q, k_cache, v_cache, meta, scale, out);
+      EXPECT_EQ(gpu.take_error(), "") << "case " << i;
+      const double error = attention_error(gpu.to_host(out), ref);
+      EXPECT_LE(error, tolerance) << "case " << i << " weights " << dtype_name(weights) << " heads " << c.num_heads
+                                  << "/" << c.num_kv_heads << " head_dim " << c.head_dim;
+      std::printf("attention case %zu %s: max error %.2e\n", i, std::string(dtype_name(weights)).c_str(), error);
+    }
+  }
+}
+
+// The launchers directly: forced partition counts agree with one partition, and bad shapes are
+// refused with cudaErrorInvalidValue instead of launching.
+TEST(CudaAttention, PartitionCountsAgreeAndBadShapesAreRefused) {
+  TROUPE_REQUIRE_GPU();
+  auto created = CudaBackend::create(0);
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  CudaBackend& gpu = **created;
+  std::mt19937 rng(31);
+  const AttentionCase c{{{1500, 1}, {20, 1}, {600, 1}}, 8, 2, 128, 16};
+  AttentionInputs in = make_attention_inputs(c, rng);
+  const AttentionMetadata meta = gpu.upload_metadata(in.meta);
+  Tensor k_cache = copy_to_gpu(gpu, in.k_cache), v_cache = copy_to_gpu(gpu, in.v_cache), q = copy_to_gpu(gpu, in.q);
+  std::vector<int32_t> seq_of_token = {0, 1, 2};
+  Tensor d_seq = copy_to_gpu(gpu, Tensor::from_i32(seq_of_token, {3}));
+  const int64_t n = 3, max_context = 1500;
+  auto run = [&](int64_t parts) {
+    const int64_t floats = decode_workspace_floats(n, c.num_heads, c.head_dim, parts);
+    Tensor workspace = gpu.empty(DType::f32, {std::max<int64_t>(1, floats)});
+    Tensor out = gpu.empty(DType::f32, in.q.shape());
+    cudaMemset(out.raw(), 0xff, out.nbytes());
+    EXPECT_EQ(launch_decode_attention_f32(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
+                                          meta.positions.data<int32_t>(), d_seq.data<int32_t>(), nullptr, n,
+                                          meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, c.block_size,
+                                          c.num_heads, c.num_kv_heads, c.head_dim, 0.1f, parts,
+                                          decode_partition_keys(max_context, parts),
+                                          floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), nullptr),
+              cudaSuccess);
+    return gpu.to_host(out);
+  };
+  const Tensor one = run(1);
+  ASSERT_LT(attention_error(one, one), 1.0);  // finite
+  for (int64_t parts : std::vector<int64_t>{2, 5, 12, kDecodeMaxPartitions})
+    EXPECT_LE(attention_error(run(parts), one), kAttentionF32Tolerance) << parts << " partitions";
+
+  EXPECT_EQ(decode_num_partitions(1, 32, 1024, 132), 8);   // batch-1 decode: 256 blocks
+  EXPECT_EQ(decode_num_partitions(64, 32, 4096, 132), 1);  // enough blocks already
+  EXPECT_EQ(decode_num_partitions(1, 32, 100, 132), 1);    // short context
+  EXPECT_EQ(decode_workspace_floats(3, 8, 128, 1), 0);
+
+  const float* f = q.data<float>();
+  const int32_t* i32 = d_seq.data<int32_t>();
+  float* o = k_cache.data<float>();
+  EXPECT_EQ(launch_decode_attention_f32(f, f, f, i32, i32, nullptr, 1, i32, 1, 16, 8, 2, 48, 0.1f, 1, 16, nullptr, o,
+                                        nullptr),
+            cudaErrorInvalidValue);  // head_dim 48
+  EXPECT_EQ(launch_decode_attention_f32(f, f, f, i32, i32, nullptr, 1, i32, 1, 16, 8, 3, 64, 0.1f, 1, 16, nullptr, o,
+                                        nullptr),
+            cudaErrorInvalidValue);  // 8 heads over 3 kv heads
+  EXPECT_EQ(launch_decode_attention_f32(f, f, f, i32, i32, nullptr, 1, i32, 1, 16, 8, 2, 64, 0.1f, 4, 16, nullptr, o,
+                                        nullptr),
+            cudaErrorInvalidValue);  // partitions without a workspace
+  EXPECT_EQ(launch_prefill_attention_bf16(f, f, f, i32, i32, 1, i32, 1, 16, 8, 2, 48, 0.1f, o, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(launch_prefill_attention_bf16(f, f, f, i32, i32, 1, i32, 1, 16, 130, 1, 64, 0.1f, o, nullptr),
+            cudaErrorInvalidValue);  // group of 130 > 128 rows per tile
+  EXPECT_EQ(launch_prefill_attention_bf16(f, f, f, i32, i32, 0, i32, 1, 16, 8, 2, 64, 0.1f, o, nullptr), cudaSuccess);
+  EXPECT_EQ(gpu.take_error(), "");
+}
+
+// Tiles: prefill sequences only, group-sized token counts, most keys first.
+TEST(CudaAttention, PrefillTilesCoverPrefillTokensOnly) {
+  const std::vector<int32_t> query_start = {0, 1, 41, 42, 50};
+  const std::vector<int32_t> context_lens = {10, 40, 7, 108};
+  const int64_t tokens_per_tile = prefill_tokens_per_tile(128, 8);
+  ASSERT_EQ(tokens_per_tile, 16);  // 128 rows per tile over a group of 8
+  EXPECT_EQ(prefill_tokens_per_tile(256, 4), 16);  // 64 rows at head_dim 256
+  EXPECT_EQ(prefill_tokens_per_tile(64, 128), 1);
+  const auto tiles = build_prefill_tiles(query_start.data(), context_lens.data(), 4, tokens_per_tile);
+  std::vector<int32_t> covered(50, 0);
+  int32_t previous_last = INT32_MAX;
+  ASSERT_EQ(tiles.size() % 3, 0u);
+  for (size_t i = 0; i < tiles.size(); i += 3) {
+    const int32_t begin = tiles[i], end = tiles[i + 1], seq = tiles[i + 2];
+    EXPECT_LE(end - begin, 16);
+    EXPECT_TRUE(seq == 1 || seq == 3);
+    EXPECT_GE(begin, query_start[size_t(seq)]);
+    EXPECT_LE(end, query_start[size_t(seq) + 1]);
+    const int32_t last = context_lens[size_t(seq)] - (query_start[size_t(seq) + 1] - end) - 1;
+    EXPECT_LE(last, previous_last);
+    previous_last = last;
+    for (int32_t t = begin; t < end; ++t) ++covered[size_t(t)];
+  }
+  for (int32_t t = 0; t < 50; ++t) EXPECT_EQ(covered[size_t(t)], (t == 0 || t == 41) ? 0 : 1) << "token " << t;
 }
 
 // Whole models: logits vs transformers (fp32) and 32 greedy tokens, on every fixture.

@@ -1,0 +1,52 @@
+#pragma once
+// Prefill attention on tensor cores: causal, GQA, K/V read from the paged fp32 cache
+// (runtime/kv_cache.hpp layout), flash-style tiles with an online softmax, no [seq x seq] matrix.
+//
+// Work unit: one block per (query tile, kv head). A tile holds 128 rows (64 for head_dim 256),
+// each row one (token, q head of the kv head's group) pair, heads fastest: row r is token
+// first + r / group, head kv_head * group + r % group, so a K/V tile staged in shared memory
+// serves the whole GQA group. One warp per 16 rows. Q, K, V are rounded to bf16 in shared memory;
+// S = Q K^T and O += P V run on WMMA (bf16 inputs, fp32 accumulation); the online softmax and the
+// O rescaling work on fp32 copies of S and O in shared memory. The next K/V tile's global loads
+// are in flight (in registers) while the current tile is multiplied. Tokens of a tile belong to
+// one sequence and may start at any position (chunked prefill): a query at position p sees keys
+// [0, p] of its sequence, which must already be cached.
+#include <cstdint>
+#include <vector>
+
+#ifdef TROUPE_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace troupe::kernels {
+
+constexpr int64_t kPrefillTileKeys = 64;  // keys per K/V tile
+
+#ifdef TROUPE_HAVE_CUDA
+// head_dim 16, 32, 64, 128 or 256 and a GQA group (num_heads / num_kv_heads) no larger than a
+// tile's rows.
+bool prefill_attention_supports(int64_t head_dim, int64_t group);
+// Tokens per query tile: the tile's rows (128, or 64 at head_dim 256) / group.
+int64_t prefill_tokens_per_tile(int64_t head_dim, int64_t group);
+
+// The query tiles of the sequences with more than one new token: [num_tiles, 3] i32 rows of
+// {first token, end token (exclusive), sequence}, at most tokens_per_tile tokens each, the tiles
+// that see the most keys first (load balance). query_start: [num_seqs + 1]; context_lens:
+// [num_seqs] (host arrays of AttentionMetadata).
+std::vector<int32_t> build_prefill_tiles(const int32_t* query_start, const int32_t* context_lens, int64_t num_seqs,
+                                         int64_t tokens_per_tile);
+
+// Device pointers. q, out: [num_tokens, num_heads, head_dim] fp32 (only the rows of the tiles'
+// tokens are written); k_cache, v_cache: [num_blocks, block_size, num_kv_heads, head_dim] fp32;
+// positions: [num_tokens] i32; tiles: from build_prefill_tiles with prefill_tokens_per_tile, on
+// the device;
+// block_tables: [num_seqs, max_blocks] i32. scale multiplies q.k. Unsupported shapes give
+// cudaErrorInvalidValue; num_tiles == 0 does nothing.
+cudaError_t launch_prefill_attention_bf16(const float* q, const float* k_cache, const float* v_cache,
+                                          const int32_t* positions, const int32_t* tiles, int64_t num_tiles,
+                                          const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                          int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                                          float* out, cudaStream_t stream);
+#endif
+
+}  // namespace troupe::kernels
