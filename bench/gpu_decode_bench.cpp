@@ -386,7 +386,7 @@ StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t nu
       fill_batch(b, num_seqs, num_new, context + step, c.vocab_size);
       const bool profiled = profiler != nullptr && step + 1 == warm + steps;
       if (profiled) {
-        cudaDeviceSynchronize();
+        if (backend.device() == Device::cuda) cudaDeviceSynchronize();
         profiler->start();
       }
       const Clock::time_point t0 = Clock::now();
@@ -566,7 +566,8 @@ bool parse_args(int argc, char** argv, Args& a) {
 // --cpu-check: the decode and prefill steps of this program on the CPU backend (for a tiny model
 // such as tests/fixtures/models/llama-tiny), to check the batch building without a GPU.
 int cpu_check() {
-  CpuBackend backend(2);
+  CpuBackend cpu(2);
+  bench::ProfilingBackend backend(cpu);  // as on the GPU; its events stay unused without one
   auto model = load_model_with_format(g_args.model, "dummy", backend);
   if (!model.ok()) {
     say("load: %s", model.error().message.c_str());
@@ -579,6 +580,18 @@ int cpu_check() {
         t.ms.size(), median(t.ms), int(t.finite));
     ok = ok && t.ok && t.finite;
   }
+  // The profiled step's bookkeeping: one fused q/k/v, o, gate/up and down product per layer.
+  std::vector<bench::OpProfile> ops;
+  StepTimes prof = run_steps(*model.value(), backend, 1, 1, g_args.context, 1, 1, 30, &backend, &ops);
+  int64_t linear_calls = 0;
+  for (const auto& op : ops) {
+    say("  cpu profile: %-22s %4lld calls, %.3f ms host", op.name.c_str(), (long long)op.calls, op.host_ms);
+    if (op.name.rfind("linear ", 0) == 0) linear_calls += op.calls;
+  }
+  const int64_t want = 4 * model.value()->layer_range().num_layers();
+  say("cpu profile: %s, %lld linear calls (want %lld)", prof.ok ? "ok" : "FAILED", (long long)linear_calls,
+      (long long)want);
+  ok = ok && prof.ok && linear_calls == want;
   StepTimes pf = run_steps(*model.value(), backend, 1, g_args.prefill_tokens, g_args.prefill_tokens, 0, 1, 30);
   say("cpu prefill %lld: %s, %.3f ms, finite %d", (long long)g_args.prefill_tokens, pf.ok ? "ok" : "FAILED",
       median(pf.ms), int(pf.finite));

@@ -30,7 +30,7 @@ void ProfilingBackend::start() {
 
 std::vector<OpProfile> ProfilingBackend::stop() {
   recording_ = false;
-  cudaDeviceSynchronize();
+  if (inner_.device() == Device::cuda) cudaDeviceSynchronize();
   std::vector<OpProfile> ops(names_.size());
   for (size_t i = 0; i < names_.size(); ++i) ops[i].name = names_[i];
   for (const Call& c : calls_) {
