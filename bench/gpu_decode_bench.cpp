@@ -2,9 +2,9 @@
 //   (a) HBM bandwidth (device-to-device cudaMemcpy), (b) SGEMM fp32 (pedantic, as the backend)
 //   and bf16 GemmEx (fp32 accumulation) rates, (b2) the bf16 GEMV kernel alone on the model's
 //   linear shapes at one token vs the bandwidth roofline, (c) batch-1 decode at a 1024-token
-//   context vs the bandwidth roofline, (d) one 4096-token prefill vs the bf16 matmul rate,
-//   (e) decode throughput at several batch sizes, (c2) a per-op profile of one batch-1 decode step
-//   (bench/profiling_backend.hpp: CUDA events around every backend op). Prints a table as it goes; writes JSON records
+//   context vs the bandwidth roofline, (c2) one such step op by op (bench/profiling_backend.hpp:
+//   CUDA events around every backend call), (d) one 4096-token prefill vs the bf16 matmul rate,
+//   (e) decode throughput at several batch sizes. Prints a table as it goes; writes JSON records
 //   after every phase.
 // A watchdog writes what was measured and exits when --time-limit (default 290 s) is reached.
 #include <cublas_v2.h>
@@ -420,8 +420,9 @@ StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t nu
   return out;
 }
 
-// The decode step's linear layers (fused as the model runs them) alone at batch 1 (one weight of each shape, zeroed, timed with
-// CUDA events through backend.linear): milliseconds per step they account for, or 0 on failure.
+// The decode step's linear layers alone at batch 1, fused as the model runs them (one weight of
+// each shape, zeroed, timed with CUDA events through backend.linear): milliseconds per step they
+// account for, or 0 on failure.
 double linear_ms_per_step(kernels::CudaBackend& backend, const ModelConfig& c, double bw_gbs) {
   const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
   const int64_t inter = c.intermediate_size;
