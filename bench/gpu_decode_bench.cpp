@@ -2,7 +2,8 @@
 //   (a) HBM bandwidth (device-to-device cudaMemcpy), (b) SGEMM fp32 (pedantic, as the backend)
 //   and bf16 GemmEx (fp32 accumulation) rates, (b2) the bf16 GEMV kernel alone on the model's
 //   linear shapes at one token vs the bandwidth roofline, (c) batch-1 decode at a 1024-token
-//   context vs the bandwidth roofline, (d) one 4096-token prefill vs the bf16 matmul rate,
+//   context vs the bandwidth roofline, (c2) one such step op by op (bench/profiling_backend.hpp:
+//   CUDA events around every backend call), (d) one 4096-token prefill vs the bf16 matmul rate,
 //   (e) decode throughput at several batch sizes. Prints a table as it goes; writes JSON records
 //   after every phase.
 // A watchdog writes what was measured and exits when --time-limit (default 290 s) is reached.
@@ -25,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/profiling_backend.hpp"
 #include "kernels/cuda_backend.hpp"
 #include "kernels/gemv.hpp"
 #include "runtime/bench_record.hpp"
@@ -228,7 +230,10 @@ void measure_gemv(const ModelConfig& c, double bw_gbs, int64_t l2_bytes) {
                                      {"gate_proj", c.intermediate_size, h},
                                      {"up_proj", c.intermediate_size, h},
                                      {"down_proj", h, c.intermediate_size},
-                                     {"lm_head", c.vocab_size, h}};
+                                     {"lm_head", c.vocab_size, h},
+                                     // The fused shapes the model runs (runtime/attention.hpp, mlp.hpp).
+                                     {"qkv_proj", q + 2 * kv, h},
+                                     {"gate_up_proj", 2 * c.intermediate_size, h}};
   constexpr int kReps = 25, kPadding = 3;
   for (const Shape& s : shapes) {
     if (remaining_s() < 120) {
@@ -313,6 +318,7 @@ ParamCount count_params(const ModelConfig& c) {
 }
 
 std::string take_backend_error(Backend& backend) {
+  if (auto* profiling = dynamic_cast<bench::ProfilingBackend*>(&backend)) return take_backend_error(profiling->inner());
   auto* cuda = dynamic_cast<kernels::CudaBackend*>(&backend);
   return cuda ? cuda->take_error() : std::string();
 }
@@ -343,8 +349,11 @@ struct StepTimes {
 
 // Creates a cache for `num_seqs` sequences of up to `max_context` tokens, then runs `warm` + `steps`
 // steps of `num_new` tokens per sequence, the context growing from `context`. Stops early past `budget_s`.
+// With `profiler` (the backend the model runs on), the last step is recorded, with a greedy argmax
+// of its logits as an engine step does; its ops land in `*profile`.
 StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t num_new, int64_t context,
-                    int64_t warm, int64_t steps, double budget_s) {
+                    int64_t warm, int64_t steps, double budget_s, bench::ProfilingBackend* profiler = nullptr,
+                    std::vector<bench::OpProfile>* profile = nullptr) {
   StepTimes out;
   const int64_t block_size = 16;
   const int64_t max_context = context + warm + steps;
@@ -375,10 +384,17 @@ StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t nu
     const Clock::time_point begin = Clock::now();
     for (int64_t step = 0; step < warm + steps; ++step) {
       fill_batch(b, num_seqs, num_new, context + step, c.vocab_size);
+      const bool profiled = profiler != nullptr && step + 1 == warm + steps;
+      if (profiled) {
+        if (backend.device() == Device::cuda) cudaDeviceSynchronize();
+        profiler->start();
+      }
       const Clock::time_point t0 = Clock::now();
       auto logits = model.forward(b.fb, cache.value(), LogitsMode::last_token);
+      if (profiled && logits.ok()) profiler->argmax(logits.value());
       if (backend.device() == Device::cuda) cudaDeviceSynchronize();
       const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      if (profiled) *profile = profiler->stop();
       const std::string err = take_backend_error(backend);
       if (!logits.ok() || !err.empty()) {
         say("  step %lld failed: %s", (long long)step, logits.ok() ? err.c_str() : logits.error().message.c_str());
@@ -404,8 +420,9 @@ StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t nu
   return out;
 }
 
-// The decode step's linear layers alone at batch 1 (one weight of each shape, zeroed, timed with
-// CUDA events through backend.linear): milliseconds per step they account for, or 0 on failure.
+// The decode step's linear layers alone at batch 1, fused as the model runs them (one weight of
+// each shape, zeroed, timed with CUDA events through backend.linear): milliseconds per step they
+// account for, or 0 on failure.
 double linear_ms_per_step(kernels::CudaBackend& backend, const ModelConfig& c, double bw_gbs) {
   const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
   const int64_t inter = c.intermediate_size;
@@ -413,10 +430,12 @@ double linear_ms_per_step(kernels::CudaBackend& backend, const ModelConfig& c, d
     const char* name;
     int64_t out, in, per_step;  // per_step: how often it runs in one step
   };
-  const std::vector<Op> ops = {{"q_proj", q, h, c.num_hidden_layers},         {"k_proj", kv, h, c.num_hidden_layers},
-                               {"v_proj", kv, h, c.num_hidden_layers},        {"o_proj", h, q, c.num_hidden_layers},
-                               {"gate_proj", inter, h, c.num_hidden_layers},  {"up_proj", inter, h, c.num_hidden_layers},
-                               {"down_proj", h, inter, c.num_hidden_layers},  {"lm_head", c.vocab_size, h, 1}};
+  // The model's products at one token: q/k/v and gate/up run fused (runtime/attention.hpp, mlp.hpp).
+  const std::vector<Op> ops = {{"qkv_proj", q + 2 * kv, h, c.num_hidden_layers},
+                               {"o_proj", h, q, c.num_hidden_layers},
+                               {"gate_up_proj", 2 * inter, h, c.num_hidden_layers},
+                               {"down_proj", h, inter, c.num_hidden_layers},
+                               {"lm_head", c.vocab_size, h, 1}};
   double total = 0;
   try {
     for (const Op& op : ops) {
@@ -432,7 +451,7 @@ double linear_ms_per_step(kernels::CudaBackend& backend, const ModelConfig& c, d
         return 0;
       }
       const double gbs = double(w.nbytes()) / (ms * 1e-3) / 1e9;
-      say("  %-10s [%6lld x %6lld] %8.4f ms  %7.1f GB/s (%4.0f%% of HBM)  x %lld per step = %8.3f ms", op.name,
+      say("  %-12s [%6lld x %6lld] %8.4f ms  %7.1f GB/s (%4.0f%% of HBM)  x %lld per step = %8.3f ms", op.name,
           (long long)op.out, (long long)op.in, ms, gbs, bw_gbs > 0 ? 100 * gbs / bw_gbs : 0.0, (long long)op.per_step,
           ms * double(op.per_step));
       total += ms * double(op.per_step);
@@ -443,6 +462,60 @@ double linear_ms_per_step(kernels::CudaBackend& backend, const ModelConfig& c, d
     return 0;
   }
   return total;
+}
+
+// "linear 6144x4096" -> "linear_6144x4096".
+std::string metric_name(std::string op) {
+  for (char& ch : op)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return op;
+}
+
+// (c2) Runs 3 warm batch-1 steps at the bench context, then records one step (forward + argmax)
+// through `profiler` and writes one record per op: its CUDA-event time summed over the step,
+// against the profiled step's wall time; plus the time no op accounts for.
+void profile_decode_step(Model& model, bench::ProfilingBackend& profiler, double unprofiled_ms) {
+  say("one batch-1 decode step at context %lld, op by op (CUDA events around every backend call):",
+      (long long)g_args.context);
+  std::vector<bench::OpProfile> ops;
+  StepTimes t = run_steps(model, profiler, 1, 1, g_args.context, 3, 1, 30, &profiler, &ops);
+  if (!t.ok || t.ms.empty() || ops.empty()) {
+    say("  profile failed");
+    return;
+  }
+  const double step_ms = t.ms.back();
+  std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.gpu_ms > b.gpu_ms; });
+  double sum_ms = 0, host_ms = 0;
+  int64_t calls = 0;
+  for (const auto& op : ops) {
+    sum_ms += op.gpu_ms;
+    host_ms += op.host_ms;
+    calls += op.calls;
+  }
+  const std::string context = "one batch-1 decode step (forward + argmax) at context " + std::to_string(g_args.context);
+  const std::string limit_note = "limit = the profiled step's wall time, " + std::to_string(step_ms) +
+                                 " ms (the unprofiled median step: " + std::to_string(unprofiled_ms) + " ms)";
+  for (const auto& op : ops) {
+    say("  %-24s %5lld calls %9.4f ms GPU (%5.1f%%)  %8.4f ms host inside the calls", op.name.c_str(),
+        (long long)op.calls, op.gpu_ms, 100 * op.gpu_ms / step_ms, op.host_ms);
+    add_record({"decode_b1_share_" + metric_name(op.name), op.gpu_ms, "ms", step_ms, op.gpu_ms / step_ms,
+                op.name + ": CUDA-event time of its " + std::to_string(op.calls) + " calls summed over " + context +
+                    "; " + limit_note,
+                {{"calls", double(op.calls)}, {"host_ms", op.host_ms}}});
+  }
+  const double rest = step_ms - sum_ms;
+  say("  ops %.3f ms of the %.3f ms step (%lld calls); unaccounted %.3f ms; host between calls %.3f ms", sum_ms,
+      step_ms, (long long)calls, rest, profiler.host_gap_ms());
+  add_record({"decode_b1_share_unaccounted", rest, "ms", step_ms, rest / step_ms,
+              "step wall time minus the summed op times (" + std::to_string(sum_ms) + " ms over " +
+                  std::to_string(calls) + " calls): launch gaps, host work, synchronization, event overhead; " +
+                  context + "; " + limit_note,
+              {{"ops_ms", sum_ms}, {"calls", double(calls)}, {"unprofiled_step_ms", unprofiled_ms}}});
+  add_record({"decode_b1_share_host_gap", profiler.host_gap_ms(), "ms", step_ms, profiler.host_gap_ms() / step_ms,
+              "host time between backend calls (the model's own work: metadata, checks, tensor handles); it "
+              "overlaps GPU work while the GPU is behind, so it is not part of the sum; host time inside the calls " +
+                  std::to_string(host_ms) + " ms; " + context + "; " + limit_note,
+              {{"host_inside_calls_ms", host_ms}}});
 }
 
 std::string metric_suffix(const std::string& dir) {
@@ -494,7 +567,8 @@ bool parse_args(int argc, char** argv, Args& a) {
 // --cpu-check: the decode and prefill steps of this program on the CPU backend (for a tiny model
 // such as tests/fixtures/models/llama-tiny), to check the batch building without a GPU.
 int cpu_check() {
-  CpuBackend backend(2);
+  CpuBackend cpu(2);
+  bench::ProfilingBackend backend(cpu);  // as on the GPU; its events stay unused without one
   auto model = load_model_with_format(g_args.model, "dummy", backend);
   if (!model.ok()) {
     say("load: %s", model.error().message.c_str());
@@ -507,6 +581,18 @@ int cpu_check() {
         t.ms.size(), median(t.ms), int(t.finite));
     ok = ok && t.ok && t.finite;
   }
+  // The profiled step's bookkeeping: one fused q/k/v, o, gate/up and down product per layer.
+  std::vector<bench::OpProfile> ops;
+  StepTimes prof = run_steps(*model.value(), backend, 1, 1, g_args.context, 1, 1, 30, &backend, &ops);
+  int64_t linear_calls = 0;
+  for (const auto& op : ops) {
+    say("  cpu profile: %-22s %4lld calls, %.3f ms host", op.name.c_str(), (long long)op.calls, op.host_ms);
+    if (op.name.rfind("linear ", 0) == 0) linear_calls += op.calls;
+  }
+  const int64_t want = 4 * model.value()->layer_range().num_layers();
+  say("cpu profile: %s, %lld linear calls (want %lld)", prof.ok ? "ok" : "FAILED", (long long)linear_calls,
+      (long long)want);
+  ok = ok && prof.ok && linear_calls == want;
   StepTimes pf = run_steps(*model.value(), backend, 1, g_args.prefill_tokens, g_args.prefill_tokens, 0, 1, 30);
   say("cpu prefill %lld: %s, %.3f ms, finite %d", (long long)g_args.prefill_tokens, pf.ok ? "ok" : "FAILED",
       median(pf.ms), int(pf.finite));
@@ -554,6 +640,8 @@ int run(int argc, char** argv) {
   const std::string suffix = metric_suffix(g_args.model);
   say("loading %s with dummy weights: %.3f B parameters (%.1f GB in fp32)", suffix.c_str(), double(params.total) / 1e9,
       double(params.total) * 4 / 1e9);
+  // The model runs on a pass-through ProfilingBackend, so one step can be profiled op by op (c2).
+  bench::ProfilingBackend profiler(*backend.value());
   std::unique_ptr<Model> model;
   try {
     // The dummy loader, printing progress every few layers.
@@ -568,7 +656,7 @@ int run(int argc, char** argv) {
       }
       return dummy(name, shape);
     };
-    auto loaded = load_model(config.value(), loader, *backend.value());
+    auto loaded = load_model(config.value(), loader, profiler);
     if (!loaded.ok()) {
       say("load: %s", loaded.error().message.c_str());
       return 1;
@@ -591,7 +679,7 @@ int run(int argc, char** argv) {
   const double bytes_fp32 = 4.0 * (double(read_params) + kv_elems);
   double decode_b1_ms = 0;
   say("decode batch 1, context %lld, %lld timed steps", (long long)g_args.context, (long long)g_args.decode_steps);
-  StepTimes b1 = run_steps(*model, *backend.value(), 1, 1, g_args.context, 3, g_args.decode_steps, 60);
+  StepTimes b1 = run_steps(*model, profiler, 1, 1, g_args.context, 3, g_args.decode_steps, 60);
   if (b1.ok && !b1.ms.empty()) {
     decode_b1_ms = median(b1.ms);
     const double roof_bf16 = bw_gbs > 0 ? bytes_bf16 / (bw_gbs * 1e9) * 1e3 : 0;
@@ -625,14 +713,17 @@ int run(int argc, char** argv) {
     }
   }
 
+  // (c2) One warm batch-1 decode step, op by op.
+  if (decode_b1_ms > 0 && remaining_s() > 75) profile_decode_step(*model, profiler, decode_b1_ms);
+
   // (d) Prefill of one sequence.
   if (remaining_s() > 60) {
     const int64_t n = g_args.prefill_tokens;
     say("prefill of %lld tokens (one warm-up, then one timed forward)", (long long)n);
-    StepTimes pf = run_steps(*model, *backend.value(), 1, n, n, 0, 1, 60);
+    StepTimes pf = run_steps(*model, profiler, 1, n, n, 0, 1, 60);
     if (pf.ok && !pf.ms.empty() && pf.ms[0] < 20000) {
       say("  first (warm-up) prefill %.1f ms", pf.ms[0]);
-      StepTimes again = run_steps(*model, *backend.value(), 1, n, n, 0, 1, 60);
+      StepTimes again = run_steps(*model, profiler, 1, n, n, 0, 1, 60);
       if (again.ok && !again.ms.empty()) pf.ms[0] = std::min(pf.ms[0], again.ms[0]);
     }
     if (pf.ok && !pf.ms.empty()) {
@@ -661,7 +752,7 @@ int run(int argc, char** argv) {
       continue;
     }
     say("decode throughput, batch %lld, context %lld", (long long)batch, (long long)g_args.context);
-    StepTimes t = (batch == 1 && decode_b1_ms > 0) ? b1 : run_steps(*model, *backend.value(), batch, 1, g_args.context, 2, 10, 60);
+    StepTimes t = (batch == 1 && decode_b1_ms > 0) ? b1 : run_steps(*model, profiler, batch, 1, g_args.context, 2, 10, 60);
     if (!t.ok || t.ms.empty()) continue;
     const double ms = median(t.ms);
     add_record({"decode_throughput_b" + std::to_string(batch), double(batch) * 1e3 / ms, "tokens/s", {}, {},

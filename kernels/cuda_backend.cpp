@@ -310,6 +310,13 @@ void CudaBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out)
         "silu_and_mul");
 }
 
+void CudaBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
+  const int64_t inter = out.size(-1);
+  if (inter == 0) return;
+  check(launch_silu_and_mul_packed_f32(gate_up.data<float>(), out.data<float>(), out.numel() / inter, inter, nullptr),
+        "silu_and_mul_packed");
+}
+
 void CudaBackend::copy(const Tensor& src, Tensor dst) {
   const cudaMemcpyKind kind = src.device() == Device::cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
   check(cudaMemcpy(dst.raw(), src.raw(), src.nbytes(), kind), "copy");

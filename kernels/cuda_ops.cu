@@ -158,6 +158,16 @@ __global__ void silu_and_mul_kernel(const float* gate, const float* up, float* o
   }
 }
 
+// gate_up: [n, 2 * inter] (gate, then up, per row); out: [n, inter]. One thread per output.
+__global__ void silu_and_mul_packed_kernel(const float* gate_up, float* out, int64_t inter, int64_t count) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) {
+    const int64_t t = i / inter, c = i - t * inter;
+    const float g = gate_up[t * 2 * inter + c];
+    out[i] = g / (1.0f + expf(-g)) * gate_up[t * 2 * inter + inter + c];
+  }
+}
+
 __global__ void add_kernel(const float* a, const float* b, float* out, int64_t count) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < count) out[i] = a[i] + b[i];
@@ -273,6 +283,14 @@ cudaError_t launch_paged_attention_f32(const float* q, const float* k_cache, con
 cudaError_t launch_silu_and_mul_f32(const float* gate, const float* up, float* out, int64_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   silu_and_mul_kernel<<<blocks_for(count), kThreads, 0, stream>>>(gate, up, out, count);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_silu_and_mul_packed_f32(const float* gate_up, float* out, int64_t n, int64_t inter,
+                                           cudaStream_t stream) {
+  if (n == 0 || inter == 0) return cudaSuccess;
+  if (n < 0 || inter < 0) return cudaErrorInvalidValue;
+  silu_and_mul_packed_kernel<<<blocks_for(n * inter), kThreads, 0, stream>>>(gate_up, out, inter, n * inter);
   return cudaGetLastError();
 }
 

@@ -34,6 +34,9 @@ cudaError_t launch_paged_attention_f32(const float* q, const float* k_cache, con
 // out = silu(gate) * up; out = a + b. Elementwise over `count` floats.
 cudaError_t launch_silu_and_mul_f32(const float* gate, const float* up, float* out, int64_t count, cudaStream_t stream);
 cudaError_t launch_add_f32(const float* a, const float* b, float* out, int64_t count, cudaStream_t stream);
+// out[t, i] = silu(gate_up[t, i]) * gate_up[t, inter + i]. gate_up: [n, 2 * inter]; out: [n, inter].
+cudaError_t launch_silu_and_mul_packed_f32(const float* gate_up, float* out, int64_t n, int64_t inter,
+                                           cudaStream_t stream);
 // out[i, :] = x[rows[i], :].
 cudaError_t launch_gather_rows_f32(const float* x, const int32_t* rows, float* out, int64_t num_rows, int64_t dim,
                                    cudaStream_t stream);

@@ -1,6 +1,10 @@
 #include "runtime/attention.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+
+#include "runtime/tensor_view.hpp"
 
 namespace troupe {
 
@@ -10,6 +14,70 @@ Result<Tensor> load_weight(const WeightLoader& weights, Backend& backend, const 
   if (!host.ok()) return host.error();
   auto uploaded = backend.upload_weight(host.value());
   if (!uploaded.ok()) return make_error(uploaded.error().code, name + ": " + uploaded.error().message);
+  return uploaded;
+}
+
+namespace {
+
+// Host tensor `t` widened to fp32 (same shape); false for a non-float dtype.
+bool widen_to_f32(const Tensor& t, Tensor* out) {
+  Tensor wide = Tensor::empty(DType::f32, t.shape());
+  if (!convert_to_f32(t.dtype(), t.raw(), size_t(t.numel()), wide.data<float>())) return false;
+  *out = std::move(wide);
+  return true;
+}
+
+std::string joined_names(const std::vector<WeightPart>& parts) {
+  std::string names;
+  for (const auto& p : parts) names += (names.empty() ? "" : " + ") + p.name;
+  return names;
+}
+
+}  // namespace
+
+Result<Tensor> load_fused_weight(const WeightLoader& weights, Backend& backend, const std::vector<WeightPart>& parts) {
+  if (parts.empty()) return make_error(ErrorCode::invalid_argument, "load_fused_weight: no parts");
+  std::vector<int64_t> shape = parts[0].shape;
+  int64_t total_rows = 0;
+  for (const auto& p : parts) {
+    if (p.shape.empty() || p.shape.size() != shape.size() ||
+        !std::equal(p.shape.begin() + 1, p.shape.end(), shape.begin() + 1))
+      return make_error(ErrorCode::invalid_argument, p.name + ": shape " + shape_to_string(p.shape) +
+                                                         " cannot be concatenated with " + parts[0].name + "'s " +
+                                                         shape_to_string(shape));
+    total_rows += p.shape[0];
+  }
+  shape[0] = total_rows;
+  Tensor fused;  // [total_rows, ...] on the host, the first part's dtype (fp32 once widened)
+  size_t offset = 0;  // bytes written so far
+  for (const auto& p : parts) {
+    auto host = weights(p.name, p.shape);
+    if (!host.ok()) return host.error();
+    Tensor part = std::move(host.value());
+    if (part.device() != Device::cpu) return make_error(ErrorCode::invalid_argument, p.name + ": not a host tensor");
+    if (part.shape() != p.shape)
+      return make_error(ErrorCode::invalid_argument, p.name + ": expected shape " + shape_to_string(p.shape) +
+                                                         ", got " + shape_to_string(part.shape()));
+    if (!fused.defined()) fused = Tensor::empty(part.dtype(), shape);
+    if (part.dtype() != fused.dtype()) {
+      // Mixed dtypes: widen what is there and this part to fp32.
+      Tensor wide;
+      if ((fused.dtype() != DType::f32 && !widen_to_f32(fused, &wide)) ||
+          (part.dtype() != DType::f32 && !widen_to_f32(part, &part)))
+        return make_error(ErrorCode::unsupported, p.name + ": dtype " + std::string(dtype_name(part.dtype())) +
+                                                      " cannot be fused with " + parts[0].name + "'s " +
+                                                      std::string(dtype_name(fused.dtype())));
+      if (wide.defined()) {
+        offset = offset / dtype_size(fused.dtype()) * sizeof(float);
+        fused = std::move(wide);
+      }
+    }
+    std::memcpy(static_cast<char*>(fused.raw()) + offset, part.raw(), part.nbytes());
+    offset += part.nbytes();
+  }
+  auto uploaded = backend.upload_weight(fused);
+  if (!uploaded.ok())
+    return make_error(uploaded.error().code, joined_names(parts) + ": " + uploaded.error().message);
   return uploaded;
 }
 
@@ -27,29 +95,25 @@ Result<std::unique_ptr<LlamaAttention>> LlamaAttention::load(const ModelConfig& 
   const bool is_qwen2 = config.model_type == "qwen2" || config.architecture == "Qwen2ForCausalLM";
   const bool qkv_bias = config.attention_bias || is_qwen2;
   const bool o_bias = config.attention_bias && !is_qwen2;  // Qwen2's o_proj never has a bias
-  struct Spec {
-    const char* name;
-    int64_t out;
-    int64_t in;
-    bool bias;
-    Tensor* weight;
-    Tensor* bias_tensor;
-  };
-  const Spec specs[] = {
-      {"q_proj", q_dim, hidden, qkv_bias, &layer->q_weight_, &layer->q_bias_},
-      {"k_proj", kv_dim, hidden, qkv_bias, &layer->k_weight_, &layer->k_bias_},
-      {"v_proj", kv_dim, hidden, qkv_bias, &layer->v_weight_, &layer->v_bias_},
-      {"o_proj", hidden, q_dim, o_bias, &layer->o_weight_, &layer->o_bias_},
-  };
-  for (const auto& s : specs) {
-    auto w = load_weight(weights, backend, prefix + s.name + ".weight", {s.out, s.in});
-    if (!w.ok()) return w.error();
-    *s.weight = std::move(w.value());
-    if (s.bias) {
-      auto b = load_weight(weights, backend, prefix + s.name + ".bias", {s.out});
-      if (!b.ok()) return b.error();
-      *s.bias_tensor = std::move(b.value());
-    }
+  const std::string q = prefix + "q_proj.", k = prefix + "k_proj.", v = prefix + "v_proj.";
+  auto qkv = load_fused_weight(
+      weights, backend,
+      {{q + "weight", {q_dim, hidden}}, {k + "weight", {kv_dim, hidden}}, {v + "weight", {kv_dim, hidden}}});
+  if (!qkv.ok()) return qkv.error();
+  layer->qkv_weight_ = std::move(qkv.value());
+  if (qkv_bias) {
+    auto b =
+        load_fused_weight(weights, backend, {{q + "bias", {q_dim}}, {k + "bias", {kv_dim}}, {v + "bias", {kv_dim}}});
+    if (!b.ok()) return b.error();
+    layer->qkv_bias_ = std::move(b.value());
+  }
+  auto o = load_weight(weights, backend, prefix + "o_proj.weight", {hidden, q_dim});
+  if (!o.ok()) return o.error();
+  layer->o_weight_ = std::move(o.value());
+  if (o_bias) {
+    auto b = load_weight(weights, backend, prefix + "o_proj.bias", {hidden});
+    if (!b.ok()) return b.error();
+    layer->o_bias_ = std::move(b.value());
   }
   return layer;
 }
@@ -60,13 +124,27 @@ std::vector<KvComponentSpec> LlamaAttention::kv_components() const {
 
 void LlamaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
                              Tensor out) {
-  const int64_t n = meta.num_tokens;
-  Tensor q = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
-  Tensor k = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
-  Tensor v = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
-  backend_.linear(x, q_weight_, q_bias_, q);
-  backend_.linear(x, k_weight_, k_bias_, k);
-  backend_.linear(x, v_weight_, v_bias_, v);
+  const int64_t n = meta.num_tokens, q_dim = num_heads_ * head_dim_, kv_dim = num_kv_heads_ * head_dim_;
+  Tensor q, k, v;
+  if (n == 1) {
+    // One fused projection; q, k and v are consecutive slices of the single output row.
+    Tensor qkv = backend_.empty(DType::f32, {q_dim + 2 * kv_dim});
+    backend_.linear(x, qkv_weight_, qkv_bias_, qkv.reshape({1, q_dim + 2 * kv_dim}));
+    q = qkv.rows(0, q_dim).reshape({1, num_heads_, head_dim_});
+    k = qkv.rows(q_dim, kv_dim).reshape({1, num_kv_heads_, head_dim_});
+    v = qkv.rows(q_dim + kv_dim, kv_dim).reshape({1, num_kv_heads_, head_dim_});
+  } else {
+    // Row-major [n, q + k + v] would interleave tokens; three products on slices of the weight.
+    q = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
+    k = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
+    v = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
+    const int64_t begin[] = {0, q_dim, q_dim + kv_dim}, count[] = {q_dim, kv_dim, kv_dim};
+    Tensor* outs[] = {&q, &k, &v};
+    for (int i = 0; i < 3; ++i) {
+      const Tensor bias = qkv_bias_.defined() ? qkv_bias_.rows(begin[i], count[i]) : Tensor();
+      backend_.linear(x, qkv_weight_.rows(begin[i], count[i]), bias, *outs[i]);
+    }
+  }
   backend_.rope(q, k, meta.positions, inv_freq_);
   Tensor& k_cache = cache.component(cache_layer, 0);
   Tensor& v_cache = cache.component(cache_layer, 1);

@@ -26,6 +26,9 @@ class AttentionLayer {
 
 // Llama / Qwen2 self-attention: q/k/v projections (optional bias), neox rotary, paged causal
 // attention with GQA, o projection. Cache components "k" and "v", [num_kv_heads, head_dim] each.
+// q/k/v are fused at load time into one [q_dim + 2 * kv_dim, hidden] weight: one linear per layer
+// for a single token (q, k, v are then contiguous slices of its output row); larger batches run
+// three linears on row slices of the fused weight, since the ops read q, k, v as dense tensors.
 class LlamaAttention final : public AttentionLayer {
  public:
   // prefix: "model.layers.N.self_attn."; inv_freq: [head_dim / 2] on the backend.
@@ -44,13 +47,24 @@ class LlamaAttention final : public AttentionLayer {
   int64_t num_kv_heads_ = 0;
   int64_t head_dim_ = 0;
   float scale_ = 1.0f;
-  Tensor q_weight_, k_weight_, v_weight_, o_weight_;  // [out, in]
-  Tensor q_bias_, k_bias_, v_bias_, o_bias_;          // [out] or undefined
+  Tensor qkv_weight_, o_weight_;  // [q_dim + 2 * kv_dim, hidden] (q, k, v rows), [hidden, q_dim]
+  Tensor qkv_bias_, o_bias_;      // [q_dim + 2 * kv_dim], [hidden] or undefined
   Tensor inv_freq_;                                   // [head_dim / 2]
 };
 
 // Loads one weight of `shape` and moves it to the backend; errors name the tensor.
 Result<Tensor> load_weight(const WeightLoader& weights, Backend& backend, const std::string& name,
                            const std::vector<int64_t>& shape);
+
+// One checkpoint tensor to concatenate: its HF name and shape.
+struct WeightPart {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// Loads `parts` (same shape past axis 0), concatenates them along axis 0 on the host and moves
+// the result to the backend as one weight (a fused projection). Parts of one dtype keep it;
+// mixed float dtypes are widened to fp32 first. Errors name the tensor.
+Result<Tensor> load_fused_weight(const WeightLoader& weights, Backend& backend, const std::vector<WeightPart>& parts);
 
 }  // namespace troupe

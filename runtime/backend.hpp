@@ -63,6 +63,16 @@ class Backend {
                                const AttentionMetadata& meta, float scale, Tensor out) = 0;
   // out = silu(gate) * up. gate, up, out: [n, intermediate].
   virtual void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) = 0;
+  // The same over a fused gate/up projection: out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i].
+  // gate_up: [n, 2 * I] (gate columns first); out: [n, I]. The default runs silu_and_mul per row
+  // on views; backends override it with one kernel.
+  virtual void silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
+    const int64_t n = out.size(0), inter = out.size(-1);
+    for (int64_t t = 0; t < n; ++t) {
+      const Tensor row = gate_up.rows(t, 1).reshape({2 * inter});
+      silu_and_mul(row.rows(0, inter), row.rows(inter, inter), out.rows(t, 1).reshape({inter}));
+    }
+  }
   // dst = src (same shape and dtype).
   virtual void copy(const Tensor& src, Tensor dst) = 0;
   // out = a + b, elementwise, same shapes; out may alias a or b.

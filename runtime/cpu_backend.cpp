@@ -215,6 +215,19 @@ void CpuBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) 
   }, 16384);
 }
 
+void CpuBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
+  const int64_t inter = out.size(-1), n = out.numel() / inter;
+  const float* gu = gate_up.data<float>();
+  float* o = out.data<float>();
+  pool_.parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const float* g = gu + t * 2 * inter;
+      const float* u = g + inter;
+      for (int64_t i = 0; i < inter; ++i) o[t * inter + i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
+  }, min_rows(inter));
+}
+
 void CpuBackend::copy(const Tensor& src, Tensor dst) { std::memcpy(dst.raw(), src.raw(), src.nbytes()); }
 
 void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor out) {

@@ -33,6 +33,7 @@ class CpuBackend final : public Backend {
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
                        float scale, Tensor out) override;
   void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
+  void silu_and_mul_packed(const Tensor& gate_up, Tensor out) override;
   void copy(const Tensor& src, Tensor dst) override;
   void add(const Tensor& a, const Tensor& b, Tensor out) override;
   void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;

@@ -9,39 +9,32 @@ Result<std::unique_ptr<LlamaMlp>> LlamaMlp::load(const ModelConfig& config, cons
   std::unique_ptr<LlamaMlp> mlp(new LlamaMlp(backend));
   const int64_t hidden = config.hidden_size, inter = config.intermediate_size;
   mlp->intermediate_ = inter;
-  struct Spec {
-    const char* name;
-    int64_t out;
-    int64_t in;
-    Tensor* weight;
-    Tensor* bias;
-  };
-  const Spec specs[] = {
-      {"gate_proj", inter, hidden, &mlp->gate_weight_, &mlp->gate_bias_},
-      {"up_proj", inter, hidden, &mlp->up_weight_, &mlp->up_bias_},
-      {"down_proj", hidden, inter, &mlp->down_weight_, &mlp->down_bias_},
-  };
-  for (const auto& s : specs) {
-    auto w = load_weight(weights, backend, prefix + s.name + ".weight", {s.out, s.in});
-    if (!w.ok()) return w.error();
-    *s.weight = std::move(w.value());
-    if (config.mlp_bias) {
-      auto b = load_weight(weights, backend, prefix + s.name + ".bias", {s.out});
-      if (!b.ok()) return b.error();
-      *s.bias = std::move(b.value());
-    }
+  const std::string gate = prefix + "gate_proj.", up = prefix + "up_proj.", down = prefix + "down_proj.";
+  auto gate_up =
+      load_fused_weight(weights, backend, {{gate + "weight", {inter, hidden}}, {up + "weight", {inter, hidden}}});
+  if (!gate_up.ok()) return gate_up.error();
+  mlp->gate_up_weight_ = std::move(gate_up.value());
+  auto down_weight = load_weight(weights, backend, down + "weight", {hidden, inter});
+  if (!down_weight.ok()) return down_weight.error();
+  mlp->down_weight_ = std::move(down_weight.value());
+  if (config.mlp_bias) {
+    auto gate_up_bias = load_fused_weight(weights, backend, {{gate + "bias", {inter}}, {up + "bias", {inter}}});
+    if (!gate_up_bias.ok()) return gate_up_bias.error();
+    mlp->gate_up_bias_ = std::move(gate_up_bias.value());
+    auto down_bias = load_weight(weights, backend, down + "bias", {hidden});
+    if (!down_bias.ok()) return down_bias.error();
+    mlp->down_bias_ = std::move(down_bias.value());
   }
   return mlp;
 }
 
 void LlamaMlp::forward(const Tensor& x, Tensor out) {
   const int64_t n = x.size(0);
-  Tensor gate = backend_.empty(DType::f32, {n, intermediate_});
-  Tensor up = backend_.empty(DType::f32, {n, intermediate_});
-  backend_.linear(x, gate_weight_, gate_bias_, gate);
-  backend_.linear(x, up_weight_, up_bias_, up);
-  backend_.silu_and_mul(gate, up, gate);
-  backend_.linear(gate, down_weight_, down_bias_, out);
+  Tensor gate_up = backend_.empty(DType::f32, {n, 2 * intermediate_});  // [n, gate | up]
+  backend_.linear(x, gate_up_weight_, gate_up_bias_, gate_up);
+  Tensor act = backend_.empty(DType::f32, {n, intermediate_});
+  backend_.silu_and_mul_packed(gate_up, act);
+  backend_.linear(act, down_weight_, down_bias_, out);
 }
 
 }  // namespace troupe

@@ -16,7 +16,8 @@ class MlpLayer {
   virtual void forward(const Tensor& x, Tensor out) = 0;
 };
 
-// Llama / Qwen2 SwiGLU: down(silu(gate(x)) * up(x)); biases when config.mlp_bias.
+// Llama / Qwen2 SwiGLU: down(silu(gate(x)) * up(x)); biases when config.mlp_bias. gate and up are
+// fused at load time into one weight: one product, then Backend::silu_and_mul_packed.
 class LlamaMlp final : public MlpLayer {
  public:
   // prefix: "model.layers.N.mlp."
@@ -29,8 +30,9 @@ class LlamaMlp final : public MlpLayer {
 
   Backend& backend_;
   int64_t intermediate_ = 0;
-  Tensor gate_weight_, up_weight_, down_weight_;  // [out, in]
-  Tensor gate_bias_, up_bias_, down_bias_;        // [out] or undefined
+  Tensor gate_up_weight_;  // [2 * intermediate, hidden]: gate rows, then up rows
+  Tensor down_weight_;     // [hidden, intermediate]
+  Tensor gate_up_bias_, down_bias_;  // [2 * intermediate], [hidden] or undefined
 };
 
 }  // namespace troupe

@@ -95,6 +95,12 @@ TEST_F(CudaBackendOps, ElementwiseAndNormsOnAwkwardSizes) {
       out = poisoned({n, hidden});
       gpu_->silu_and_mul(up(x), up(y), out);
       EXPECT_LT(max_abs_diff(down(out), ref), kTolerance) << "silu_and_mul n=" << n;
+      // silu_and_mul_packed over a fused [n, 2 * hidden] gate/up input
+      Tensor gate_up = random_tensor({n, 2 * hidden}, rng_);
+      cpu_.silu_and_mul_packed(gate_up, ref);
+      out = poisoned({n, hidden});
+      gpu_->silu_and_mul_packed(up(gate_up), out);
+      EXPECT_LT(max_abs_diff(down(out), ref), kTolerance) << "silu_and_mul_packed n=" << n;
       cpu_.add(x, y, ref);
       out = poisoned({n, hidden});
       gpu_->add(up(x), up(y), out);

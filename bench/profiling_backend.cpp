@@ -1,0 +1,161 @@
+#include "bench/profiling_backend.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include <utility>
+
+namespace troupe::bench {
+namespace {
+
+double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+cudaEvent_t event(void* e) { return static_cast<cudaEvent_t>(e); }
+
+}  // namespace
+
+ProfilingBackend::~ProfilingBackend() {
+  for (void* e : events_) cudaEventDestroy(event(e));
+}
+
+void ProfilingBackend::start() {
+  recording_ = true;
+  next_event_ = 0;
+  calls_.clear();
+  names_.clear();
+  host_gap_ms_ = 0;
+  last_return_ = Clock::now();
+}
+
+std::vector<OpProfile> ProfilingBackend::stop() {
+  recording_ = false;
+  if (inner_.device() == Device::cuda) cudaDeviceSynchronize();
+  std::vector<OpProfile> ops(names_.size());
+  for (size_t i = 0; i < names_.size(); ++i) ops[i].name = names_[i];
+  for (const Call& c : calls_) {
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, event(events_[c.begin_event]), event(events_[c.begin_event + 1])) != cudaSuccess) ms = 0;
+    OpProfile& op = ops[c.op];
+    op.calls += 1;
+    op.gpu_ms += double(ms);
+    op.host_ms += c.host_ms;
+  }
+  cudaGetLastError();  // an unusable event pair counts as 0 ms, not as a backend error
+  return ops;
+}
+
+size_t ProfilingBackend::op_index(const std::string& name) {
+  for (size_t i = 0; i < names_.size(); ++i)
+    if (names_[i] == name) return i;
+  names_.push_back(name);
+  return names_.size() - 1;
+}
+
+template <class Fn>
+decltype(auto) ProfilingBackend::record(const std::string& name, Fn&& fn) {
+  if (!recording_) return fn();
+  const Clock::time_point enter = Clock::now();
+  host_gap_ms_ += ms_between(last_return_, enter);
+  while (events_.size() < next_event_ + 2) {
+    cudaEvent_t e = nullptr;
+    if (cudaEventCreate(&e) != cudaSuccess) cudaGetLastError();
+    events_.push_back(e);
+  }
+  const size_t begin = next_event_;
+  next_event_ += 2;
+  if (cudaEventRecord(event(events_[begin]), nullptr) != cudaSuccess) cudaGetLastError();  // keep it from the ops
+  // Records the end event and the call once `fn` has returned (whatever it returns).
+  struct Finish {
+    ProfilingBackend& self;
+    size_t op, begin;
+    Clock::time_point enter;
+    ~Finish() {
+      if (cudaEventRecord(event(self.events_[begin + 1]), nullptr) != cudaSuccess) cudaGetLastError();
+      self.last_return_ = Clock::now();
+      self.calls_.push_back({op, begin, ms_between(enter, self.last_return_)});
+    }
+  } finish{*this, op_index(name), begin, enter};
+  return fn();
+}
+
+Tensor ProfilingBackend::empty(DType dtype, std::vector<int64_t> shape) {
+  return record("empty", [&] { return inner_.empty(dtype, std::move(shape)); });
+}
+
+Result<Tensor> ProfilingBackend::upload_weight(const Tensor& host) {
+  return record("upload_weight", [&] { return inner_.upload_weight(host); });
+}
+
+Result<KvCache> ProfilingBackend::create_kv_cache(const KvCacheSpec& spec) {
+  return record("create_kv_cache", [&] { return inner_.create_kv_cache(spec); });
+}
+
+AttentionMetadata ProfilingBackend::upload_metadata(AttentionMetadata host) {
+  return record("upload_metadata", [&] { return inner_.upload_metadata(std::move(host)); });
+}
+
+Tensor ProfilingBackend::to_host(const Tensor& t) {
+  return record("to_host", [&] { return inner_.to_host(t); });
+}
+
+void ProfilingBackend::embedding(const Tensor& ids, const Tensor& table, Tensor out) {
+  record("embedding", [&] { inner_.embedding(ids, table, out); });
+}
+
+void ProfilingBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) {
+  record("rmsnorm", [&] { inner_.rmsnorm(x, weight, eps, out); });
+}
+
+void ProfilingBackend::add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) {
+  record("add_rmsnorm", [&] { inner_.add_rmsnorm(residual, x, weight, eps, out); });
+}
+
+void ProfilingBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) {
+  if (!recording_) return inner_.linear(x, weight, bias, out);
+  const std::string name = "linear " + std::to_string(weight.size(0)) + "x" + std::to_string(weight.size(1));
+  record(name, [&] { inner_.linear(x, weight, bias, out); });
+}
+
+void ProfilingBackend::rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) {
+  record("rope", [&] { inner_.rope(q, k, positions, inv_freq); });
+}
+
+void ProfilingBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) {
+  record("write_kv", [&] { inner_.write_kv(cache_component, x, slot_mapping); });
+}
+
+void ProfilingBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                       const AttentionMetadata& meta, float scale, Tensor out) {
+  record("paged_attention", [&] { inner_.paged_attention(q, k_cache, v_cache, meta, scale, out); });
+}
+
+void ProfilingBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) {
+  record("silu_and_mul", [&] { inner_.silu_and_mul(gate, up, out); });
+}
+
+void ProfilingBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
+  record("silu_and_mul", [&] { inner_.silu_and_mul_packed(gate_up, out); });
+}
+
+void ProfilingBackend::copy(const Tensor& src, Tensor dst) {
+  record("copy", [&] { inner_.copy(src, dst); });
+}
+
+void ProfilingBackend::add(const Tensor& a, const Tensor& b, Tensor out) {
+  record("add", [&] { inner_.add(a, b, out); });
+}
+
+void ProfilingBackend::gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) {
+  record("gather_rows", [&] { inner_.gather_rows(x, rows, out); });
+}
+
+void ProfilingBackend::lm_head(const Tensor& hidden, const Tensor& weight, Tensor logits) {
+  record("lm_head", [&] { inner_.lm_head(hidden, weight, logits); });
+}
+
+std::vector<int32_t> ProfilingBackend::argmax(const Tensor& logits) {
+  return record("argmax", [&] { return inner_.argmax(logits); });
+}
+
+}  // namespace troupe::bench

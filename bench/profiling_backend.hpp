@@ -1,0 +1,86 @@
+#pragma once
+// A Backend decorator for profiling a step (gpu_decode_bench only): every op is forwarded to the
+// inner backend; while recording, each call is bracketed by a pair of CUDA events on the default
+// stream (the stream the CUDA backend uses) and keyed by op name, linear products by weight shape
+// ("linear 6144x4096"). Host time inside the calls and between them (the model's own work) is
+// kept too. Not recording, it is a plain pass-through.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/backend.hpp"
+
+namespace troupe::bench {
+
+struct OpProfile {
+  std::string name;     // "rmsnorm", "linear 6144x4096", ...
+  int64_t calls = 0;
+  double gpu_ms = 0;    // CUDA-event intervals, summed
+  double host_ms = 0;   // host time inside the calls (launches, allocation, synchronous copies)
+};
+
+class ProfilingBackend final : public Backend {
+ public:
+  explicit ProfilingBackend(Backend& inner) : inner_(inner) {}
+  ~ProfilingBackend() override;
+
+  Backend& inner() { return inner_; }
+  // Starts recording; clears the previous recording.
+  void start();
+  // Stops recording, waits for the GPU and sums the intervals per op (in first-call order).
+  std::vector<OpProfile> stop();
+  // Host time from start() to the first call and between consecutive calls of the last recording.
+  double host_gap_ms() const { return host_gap_ms_; }
+
+  Device device() const override { return inner_.device(); }
+  std::string name() const override { return "profiling(" + inner_.name() + ")"; }
+  bool memory_info(size_t* free_bytes, size_t* total_bytes) const override {
+    return inner_.memory_info(free_bytes, total_bytes);
+  }
+
+  Tensor empty(DType dtype, std::vector<int64_t> shape) override;
+  Result<Tensor> upload_weight(const Tensor& host) override;
+  Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override;
+  AttentionMetadata upload_metadata(AttentionMetadata host) override;
+  Tensor to_host(const Tensor& t) override;
+
+  void embedding(const Tensor& ids, const Tensor& table, Tensor out) override;
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
+  void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
+  void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) override;
+  void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
+  void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
+                       float scale, Tensor out) override;
+  void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
+  void silu_and_mul_packed(const Tensor& gate_up, Tensor out) override;
+  void copy(const Tensor& src, Tensor dst) override;
+  void add(const Tensor& a, const Tensor& b, Tensor out) override;
+  void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;
+  void lm_head(const Tensor& hidden, const Tensor& weight, Tensor logits) override;
+  std::vector<int32_t> argmax(const Tensor& logits) override;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Call {
+    size_t op;           // index into names_
+    size_t begin_event;  // index into events_; the end event is begin_event + 1
+    double host_ms;
+  };
+  // Runs `fn` as op `name`, bracketed by events while recording.
+  template <class Fn>
+  decltype(auto) record(const std::string& name, Fn&& fn);
+  size_t op_index(const std::string& name);
+
+  Backend& inner_;
+  bool recording_ = false;
+  std::vector<void*> events_;  // cudaEvent_t, reused across recordings
+  size_t next_event_ = 0;
+  std::vector<std::string> names_;
+  std::vector<Call> calls_;
+  Clock::time_point last_return_;
+  double host_gap_ms_ = 0;
+};
+
+}  // namespace troupe::bench
