@@ -34,6 +34,7 @@ class ProfilingBackend final : public Backend {
   double host_gap_ms() const { return host_gap_ms_; }
 
   Device device() const override { return inner_.device(); }
+  void bind_thread() override { inner_.bind_thread(); }
   std::string name() const override { return "profiling(" + inner_.name() + ")"; }
   bool memory_info(size_t* free_bytes, size_t* total_bytes) const override {
     return inner_.memory_info(free_bytes, total_bytes);

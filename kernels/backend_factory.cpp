@@ -26,10 +26,14 @@ Result<std::unique_ptr<Backend>> make_backend(const Config& config, int64_t rank
       auto model = ModelConfig::load(config.model);
       if (model.ok() && model->torch_dtype == "bfloat16") weight_dtype = DType::bf16;
     }
-    const int64_t device = config.first_device + rank;
+    // Stages placed past the last GPU share GPUs from the first again (one GPU, several stages).
+    const int64_t base = config.first_device % devices.num_devices;
+    if (base != config.first_device && rank == 0)
+      log::get("engine")->warn("GPU {} does not exist: this stage shares GPU {}", config.first_device, base);
+    const int64_t device = base + rank;
     if (device >= devices.num_devices)
       return make_error(ErrorCode::unavailable, "--tensor-parallel-size " + std::to_string(num_ranks) + " needs " +
-                                                    std::to_string(num_ranks) + " GPUs from GPU " + std::to_string(config.first_device) + "; this machine has " +
+                                                    std::to_string(num_ranks) + " GPUs from GPU " + std::to_string(base) + "; this machine has " +
                                                     std::to_string(devices.num_devices));
     auto cuda = CudaBackend::create(int(device), weight_dtype);
     if (!cuda.ok()) return cuda.error();
