@@ -1,6 +1,8 @@
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cfloat>
+#include <cstdint>
 
 #include "kernels/cuda_ops.hpp"
 
@@ -58,19 +60,67 @@ __global__ void add_rmsnorm_kernel(float* residual, const float* x, const float*
   for (int64_t i = threadIdx.x; i < hidden; i += kThreads) out[blockIdx.x * hidden + i] = r[i] * scale * weight[i];
 }
 
+// The same for hidden % 4 == 0 and hidden <= 4 * 4 * kWideThreads: 1024 threads, float4 loads, each
+// thread keeping its (at most 4) vectors of the new residual in registers between the two passes.
+constexpr int kWideThreads = 1024;
+constexpr int kWideVectors = 4;
+
+__device__ float wide_block_sum(float v) {
+  __shared__ float partial[kWideThreads / 32];
+  __shared__ float total;
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = threadIdx.x < kWideThreads / 32 ? partial[threadIdx.x] : 0.0f;
+  if (threadIdx.x < 32) v = warp_sum(v);
+  if (threadIdx.x == 0) total = v;
+  __syncthreads();
+  return total;
+}
+
+__global__ void __launch_bounds__(kWideThreads) add_rmsnorm_wide_kernel(float* residual, const float* x,
+                                                                        const float* weight, float* out,
+                                                                        int64_t hidden, float eps) {
+  const int64_t row = blockIdx.x, vectors = hidden / 4;
+  float4* r = reinterpret_cast<float4*>(residual + row * hidden);
+  const float4* xr = reinterpret_cast<const float4*>(x + row * hidden);
+  float4 kept[kWideVectors];
+  float sum_sq = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kWideVectors; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * kWideThreads;
+    if (i < vectors) {
+      const float4 a = r[i], b = xr[i];
+      const float4 v = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+      r[i] = v;
+      kept[j] = v;
+      sum_sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+  }
+  const float scale = rsqrtf(wide_block_sum(sum_sq) / float(hidden) + eps);
+  const float4* w = reinterpret_cast<const float4*>(weight);
+  float4* o = reinterpret_cast<float4*>(out + row * hidden);
+#pragma unroll
+  for (int j = 0; j < kWideVectors; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * kWideThreads;
+    if (i < vectors) {
+      const float4 v = kept[j], g = w[i];
+      o[i] = make_float4(v.x * scale * g.x, v.y * scale * g.y, v.z * scale * g.z, v.w * scale * g.w);
+    }
+  }
+}
+
 __global__ void add_bias_kernel(float* out, const float* bias, int64_t rows, int64_t cols) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < rows * cols) out[i] += bias[i % cols];
 }
 
-// One block per token; threads over (head, i) pairs of q and k.
+// One block per (token, head of q then k); threads over the rotated pairs (i, i + half).
 __global__ void rope_kernel(float* q, float* k, const int32_t* positions, const float* inv_freq, int64_t num_q_heads,
                             int64_t num_k_heads, int64_t head_dim, int64_t half) {
-  const int64_t t = blockIdx.x;
+  const int64_t t = blockIdx.x, head = blockIdx.y;
   const float pos = float(positions[t]);
-  const int64_t total = (num_q_heads + num_k_heads) * half;
-  for (int64_t j = threadIdx.x; j < total; j += blockDim.x) {
-    const int64_t head = j / half, i = j % half;
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
     float* base = head < num_q_heads ? q + (t * num_q_heads + head) * head_dim
                                      : k + (t * num_k_heads + (head - num_q_heads)) * head_dim;
     const float angle = pos * inv_freq[i];
@@ -238,7 +288,12 @@ cudaError_t launch_add_rmsnorm_f32(float* residual, const float* x, const float*
                                    int64_t hidden, float eps, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (bad_rows(n) || hidden <= 0) return cudaErrorInvalidValue;
-  add_rmsnorm_kernel<<<unsigned(n), kThreads, 0, stream>>>(residual, x, weight, out, hidden, eps);
+  const bool aligned = (reinterpret_cast<uintptr_t>(residual) | reinterpret_cast<uintptr_t>(x) |
+                        reinterpret_cast<uintptr_t>(weight) | reinterpret_cast<uintptr_t>(out)) % 16 == 0;
+  if (aligned && hidden % 4 == 0 && hidden / 4 <= int64_t(kWideVectors) * kWideThreads && hidden >= 1024)
+    add_rmsnorm_wide_kernel<<<unsigned(n), kWideThreads, 0, stream>>>(residual, x, weight, out, hidden, eps);
+  else
+    add_rmsnorm_kernel<<<unsigned(n), kThreads, 0, stream>>>(residual, x, weight, out, hidden, eps);
   return cudaGetLastError();
 }
 
@@ -253,7 +308,10 @@ cudaError_t launch_rope_f32(float* q, float* k, const int32_t* positions, const 
                             cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (bad_rows(n) || 2 * half > head_dim) return cudaErrorInvalidValue;
-  rope_kernel<<<unsigned(n), kThreads, 0, stream>>>(q, k, positions, inv_freq, num_q_heads, num_k_heads, head_dim, half);
+  if (num_q_heads + num_k_heads > 65535) return cudaErrorInvalidValue;
+  const dim3 grid(unsigned(n), unsigned(num_q_heads + num_k_heads));
+  const unsigned threads = unsigned(std::min<int64_t>(std::max<int64_t>(32, (half + 31) / 32 * 32), kThreads));
+  rope_kernel<<<grid, threads, 0, stream>>>(q, k, positions, inv_freq, num_q_heads, num_k_heads, head_dim, half);
   return cudaGetLastError();
 }
 
