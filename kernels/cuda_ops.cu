@@ -18,13 +18,15 @@ __device__ float warp_sum(float v) {
   return v;
 }
 
+// Sum over a block of kBlockThreads threads; every thread gets the total.
+template <int kBlockThreads = kThreads>
 __device__ float block_sum(float v) {
-  __shared__ float partial[kThreads / 32];
+  __shared__ float partial[kBlockThreads / 32];
   __shared__ float total;
   v = warp_sum(v);
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
   __syncthreads();
-  v = threadIdx.x < kThreads / 32 ? partial[threadIdx.x] : 0.0f;
+  v = threadIdx.x < kBlockThreads / 32 ? partial[threadIdx.x] : 0.0f;
   if (threadIdx.x < 32) v = warp_sum(v);
   if (threadIdx.x == 0) total = v;
   __syncthreads();
@@ -65,19 +67,6 @@ __global__ void add_rmsnorm_kernel(float* residual, const float* x, const float*
 constexpr int kWideThreads = 1024;
 constexpr int kWideVectors = 4;
 
-__device__ float wide_block_sum(float v) {
-  __shared__ float partial[kWideThreads / 32];
-  __shared__ float total;
-  v = warp_sum(v);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-  __syncthreads();
-  v = threadIdx.x < kWideThreads / 32 ? partial[threadIdx.x] : 0.0f;
-  if (threadIdx.x < 32) v = warp_sum(v);
-  if (threadIdx.x == 0) total = v;
-  __syncthreads();
-  return total;
-}
-
 __global__ void __launch_bounds__(kWideThreads) add_rmsnorm_wide_kernel(float* residual, const float* x,
                                                                         const float* weight, float* out,
                                                                         int64_t hidden, float eps) {
@@ -97,7 +86,7 @@ __global__ void __launch_bounds__(kWideThreads) add_rmsnorm_wide_kernel(float* r
       sum_sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
   }
-  const float scale = rsqrtf(wide_block_sum(sum_sq) / float(hidden) + eps);
+  const float scale = rsqrtf(block_sum<kWideThreads>(sum_sq) / float(hidden) + eps);
   const float4* w = reinterpret_cast<const float4*>(weight);
   float4* o = reinterpret_cast<float4*>(out + row * hidden);
 #pragma unroll
