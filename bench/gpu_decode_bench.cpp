@@ -474,11 +474,13 @@ std::string metric_name(std::string op) {
 // (c2) Runs 3 warm batch-1 steps at the bench context, then records one step (forward + argmax)
 // through `profiler` and writes one record per op: its CUDA-event time summed over the step,
 // against the profiled step's wall time; plus the time no op accounts for.
-void profile_decode_step(Model& model, bench::ProfilingBackend& profiler, double unprofiled_ms) {
-  say("one batch-1 decode step at context %lld, op by op (CUDA events around every backend call):",
-      (long long)g_args.context);
+// `prefix`: the records' metric prefix ("decode_b1_share_", "prefill_4096_share_"); one sequence of
+// `num_new` tokens at `context`, after `warm` unprofiled steps.
+void profile_step(Model& model, bench::ProfilingBackend& profiler, int64_t num_new, int64_t context, int64_t warm,
+                  const std::string& prefix, const std::string& what, double unprofiled_ms) {
+  say("%s, op by op (CUDA events around every backend call):", what.c_str());
   std::vector<bench::OpProfile> ops;
-  StepTimes t = run_steps(model, profiler, 1, 1, g_args.context, 3, 1, 30, &profiler, &ops);
+  StepTimes t = run_steps(model, profiler, 1, num_new, context, warm, 1, 30, &profiler, &ops);
   if (!t.ok || t.ms.empty() || ops.empty()) {
     say("  profile failed");
     return;
@@ -492,29 +494,29 @@ void profile_decode_step(Model& model, bench::ProfilingBackend& profiler, double
     host_ms += op.host_ms;
     calls += op.calls;
   }
-  const std::string context = "one batch-1 decode step (forward + argmax) at context " + std::to_string(g_args.context);
+  const std::string& step_kind = what;
   const std::string limit_note = "limit = the profiled step's wall time, " + std::to_string(step_ms) +
                                  " ms (the unprofiled median step: " + std::to_string(unprofiled_ms) + " ms)";
   for (const auto& op : ops) {
     say("  %-24s %5lld calls %9.4f ms GPU (%5.1f%%)  %8.4f ms host inside the calls", op.name.c_str(),
         (long long)op.calls, op.gpu_ms, 100 * op.gpu_ms / step_ms, op.host_ms);
-    add_record({"decode_b1_share_" + metric_name(op.name), op.gpu_ms, "ms", step_ms, op.gpu_ms / step_ms,
-                op.name + ": CUDA-event time of its " + std::to_string(op.calls) + " calls summed over " + context +
+    add_record({prefix + metric_name(op.name), op.gpu_ms, "ms", step_ms, op.gpu_ms / step_ms,
+                op.name + ": CUDA-event time of its " + std::to_string(op.calls) + " calls summed over " + step_kind +
                     "; " + limit_note,
                 {{"calls", double(op.calls)}, {"host_ms", op.host_ms}}});
   }
   const double rest = step_ms - sum_ms;
   say("  ops %.3f ms of the %.3f ms step (%lld calls); unaccounted %.3f ms; host between calls %.3f ms", sum_ms,
       step_ms, (long long)calls, rest, profiler.host_gap_ms());
-  add_record({"decode_b1_share_unaccounted", rest, "ms", step_ms, rest / step_ms,
+  add_record({prefix + "unaccounted", rest, "ms", step_ms, rest / step_ms,
               "step wall time minus the summed op times (" + std::to_string(sum_ms) + " ms over " +
                   std::to_string(calls) + " calls): launch gaps, host work, synchronization, event overhead; " +
-                  context + "; " + limit_note,
+                  step_kind + "; " + limit_note,
               {{"ops_ms", sum_ms}, {"calls", double(calls)}, {"unprofiled_step_ms", unprofiled_ms}}});
-  add_record({"decode_b1_share_host_gap", profiler.host_gap_ms(), "ms", step_ms, profiler.host_gap_ms() / step_ms,
+  add_record({prefix + "host_gap", profiler.host_gap_ms(), "ms", step_ms, profiler.host_gap_ms() / step_ms,
               "host time between backend calls (the model's own work: metadata, checks, tensor handles); it "
               "overlaps GPU work while the GPU is behind, so it is not part of the sum; host time inside the calls " +
-                  std::to_string(host_ms) + " ms; " + context + "; " + limit_note,
+                  std::to_string(host_ms) + " ms; " + step_kind + "; " + limit_note,
               {{"host_inside_calls_ms", host_ms}}});
 }
 
@@ -714,7 +716,10 @@ int run(int argc, char** argv) {
   }
 
   // (c2) One warm batch-1 decode step, op by op.
-  if (decode_b1_ms > 0 && remaining_s() > 75) profile_decode_step(*model, profiler, decode_b1_ms);
+  if (decode_b1_ms > 0 && remaining_s() > 75)
+    profile_step(*model, profiler, 1, g_args.context, 3, "decode_b1_share_",
+                 "one batch-1 decode step (forward + argmax) at context " + std::to_string(g_args.context),
+                 decode_b1_ms);
 
   // (d) Prefill of one sequence.
   if (remaining_s() > 60) {
@@ -740,6 +745,10 @@ int run(int argc, char** argv) {
         r.fraction_of_limit = tflops / bf16_tf;
       }
       add_record(r);
+      // (d2) The same prefill, op by op.
+      if (remaining_s() > 45)
+        profile_step(*model, profiler, n, n, 0, "prefill_" + std::to_string(n) + "_share_",
+                     "one prefill of " + std::to_string(n) + " tokens (forward + argmax)", pf.ms[0]);
     }
   } else {
     say("prefill skipped: %.0f s left", remaining_s());
