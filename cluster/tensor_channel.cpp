@@ -222,7 +222,9 @@ struct TensorChannel::Impl {
       const ucs_status_t status = result == UCS_OK ? ucx->wait(request, deadline, &peer_failed, this)
                                                    : ucp_request_check_status(request);
       if (status == UCS_INPROGRESS || status == UCS_ERR_TIMED_OUT || status == UCS_ERR_CANCELED) {
-        if (result == UCS_OK) result = status == UCS_ERR_CANCELED ? peer_status : status;
+        // A request cancelled by UCX itself (its endpoint closed) while the peer is still known
+        // good must fail too: never report success with a request left live.
+        if (result == UCS_OK) result = (status == UCS_ERR_CANCELED && peer_status != UCS_OK) ? peer_status : status;
         continue;  // still live: handled below
       }
       if (status != UCS_OK && result == UCS_OK) result = status;
