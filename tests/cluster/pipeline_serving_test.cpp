@@ -198,6 +198,21 @@ TEST(PipelineServing, TwoStagesAcrossTwoWorkersMatchTheSingleProcessEngine) {
   EXPECT_EQ(state["cluster"]["groups"][0]["epoch"], 1);
   EXPECT_EQ(metric(http, "troupe:cluster_groups_ready"), 1);
   EXPECT_EQ(metric(http, "troupe:cluster_nodes"), 2);
+
+  // A client that hangs up mid-stream: the request is cancelled on its group, nothing stays live.
+  {
+    httplib::Client hangup("127.0.0.1", http);
+    httplib::Request request;
+    request.method = "POST";
+    request.path = "/v1/completions";
+    request.headers = {{"Content-Type", "application/json"}};
+    request.body = completion_body(ps[0], 400, true).dump();
+    request.content_receiver = [](const char*, size_t, uint64_t, uint64_t) { return false; };
+    hangup.send(request);
+  }
+  EXPECT_TRUE(wait_until([&] { return metric(http, "troupe:num_requests_running") == 0; }, milliseconds(10000)))
+      << "a cancelled request stayed live";
+  EXPECT_EQ(stream_completion(http, completion_body(ps[1], 48, true)).text, want[1]) << "serving after a hang-up";
 }
 
 TEST(PipelineServing, TwoStagesOfTwoTensorParallelRanksMatchTheSingleProcessEngine) {
