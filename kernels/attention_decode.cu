@@ -216,29 +216,32 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
       for (int hq = 0; hq < G; ++hq)
 #pragma unroll
         for (int o = S::kLanes / 2; o > 0; o /= 2) dot[u][hq] += __shfl_xor_sync(0xffffffffu, dot[u][hq], o);
-    // The group's first key of this step (u = 0) is its smallest: none valid means no key here.
-    if (base + lane / S::kLanes >= end) continue;
+    // The group's first key of this step (u = 0) is its smallest: if it is past the end, the
+    // group has no key in this step. (An if, not a continue: the warp reconverges before the
+    // next step's shuffles.)
+    if (base + lane / S::kLanes < end) {
 #pragma unroll
-    for (int hq = 0; hq < G; ++hq) {
-      float step_max = dot[0][hq];
+      for (int hq = 0; hq < G; ++hq) {
+        float step_max = dot[0][hq];
 #pragma unroll
-      for (int u = 1; u < kUnroll; ++u) step_max = fmaxf(step_max, dot[u][hq]);
-      const float m_new = fmaxf(m[hq], step_max);      // finite: key u = 0 is valid
-      const float correction = exp2f(m[hq] - m_new);  // 0 on the group's first keys (m = -inf)
-      float sum = l[hq] * correction;
+        for (int u = 1; u < kUnroll; ++u) step_max = fmaxf(step_max, dot[u][hq]);
+        const float m_new = fmaxf(m[hq], step_max);  // finite: key u = 0 is valid
+        const float correction = exp2f(m[hq] - m_new);  // 0 on the group's first keys (m = -inf)
+        float sum = l[hq] * correction;
 #pragma unroll
-      for (int v = 0; v < S::kVecs; ++v)
-        acc[hq][v] = make_float4(acc[hq][v].x * correction, acc[hq][v].y * correction, acc[hq][v].z * correction,
-                                 acc[hq][v].w * correction);
+        for (int v = 0; v < S::kVecs; ++v)
+          acc[hq][v] = make_float4(acc[hq][v].x * correction, acc[hq][v].y * correction, acc[hq][v].z * correction,
+                                   acc[hq][v].w * correction);
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const float p = exp2f(dot[u][hq] - m_new);  // 0 for keys past the end
-        sum += p;
+        for (int u = 0; u < kUnroll; ++u) {
+          const float p = exp2f(dot[u][hq] - m_new);  // 0 for keys past the end
+          sum += p;
 #pragma unroll
-        for (int v = 0; v < S::kVecs; ++v) acc[hq][v] = fma4(acc[hq][v], 1.0f, p, vv[u][v]);
+          for (int v = 0; v < S::kVecs; ++v) acc[hq][v] = fma4(acc[hq][v], 1.0f, p, vv[u][v]);
+        }
+        l[hq] = sum;
+        m[hq] = m_new;
       }
-      l[hq] = sum;
-      m[hq] = m_new;
     }
   }
 #pragma unroll
