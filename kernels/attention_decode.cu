@@ -138,10 +138,165 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Grouped variant: one block per (query i, kv head, partition) computes all G q heads sharing that
+// kv head, so each K/V row is read once per block instead of once per q head. Lane group g streams
+// keys as above; per key it takes G dot products and keeps G online softmaxes. Then the block
+// merges its groups per q head. acc_s holds kGroups * G * D floats (32 KiB at G * D = 1024).
+template <int D, int G>
+__global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 : 1)
+    decode_group_attention_kernel(const float* __restrict__ q, const float* __restrict__ k_cache,
+                                  const float* __restrict__ v_cache, const int32_t* __restrict__ positions,
+                                  const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
+                                  const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
+                                  int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
+                                  float* __restrict__ workspace, float* __restrict__ out) {
+  using S = DecodeShape<D>;
+  __shared__ float m_s[G][S::kGroups], l_s[G][S::kGroups], w_s[G][S::kGroups];
+  __shared__ float max_s[G], total_s[G];
+  __shared__ __align__(16) float acc_s[S::kGroups][G][D];
+  const int i = blockIdx.x, kv_head = blockIdx.y, part = blockIdx.z, num_partitions = gridDim.z;
+  const int64_t t = tokens ? tokens[i] : i;
+  const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
+  const int context = positions[t] + 1;
+  const int begin = part * partition_keys, end = min(context, begin + partition_keys);
+  const int h0 = kv_head * G;  // q heads h0 .. h0 + G - 1 share kv_head
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = warp * S::kKeysPerWarp + lane / S::kLanes, sub = lane % S::kLanes;
+
+  float4 qv[G][S::kVecs], acc[G][S::kVecs];
+  float m[G], l[G];
+#pragma unroll
+  for (int hq = 0; hq < G; ++hq) {
+    const float* qh = q + (t * num_heads + h0 + hq) * D;
+#pragma unroll
+    for (int v = 0; v < S::kVecs; ++v) {
+      const float4 x = __ldg(reinterpret_cast<const float4*>(qh + (sub + S::kLanes * v) * 4));
+      qv[hq][v] = make_float4(x.x * scale_log2, x.y * scale_log2, x.z * scale_log2, x.w * scale_log2);
+      acc[hq][v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    m[hq] = -INFINITY;
+    l[hq] = 0.0f;
+  }
+  // Warp-uniform trip count (the shuffles need every lane); keys past `end` get p = 0.
+  for (int base = begin + warp * S::kKeysPerWarp; base < end; base += S::kGroups * kUnroll) {
+    float dot[kUnroll][G];
+    float4 vv[kUnroll][S::kVecs];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = base + u * S::kGroups + lane / S::kLanes;
+      if (j < end) {
+        const int64_t slot = int64_t(table[j / block_size]) * block_size + j % block_size;
+        const int64_t offset = (slot * num_kv_heads + kv_head) * D;
+        float4 k4[S::kVecs];
+#pragma unroll
+        for (int v = 0; v < S::kVecs; ++v) {
+          const int c = (sub + S::kLanes * v) * 4;
+          k4[v] = __ldg(reinterpret_cast<const float4*>(k_cache + offset + c));
+          vv[u][v] = __ldg(reinterpret_cast<const float4*>(v_cache + offset + c));
+        }
+#pragma unroll
+        for (int hq = 0; hq < G; ++hq) {
+          float partial = 0.0f;
+#pragma unroll
+          for (int v = 0; v < S::kVecs; ++v)
+            partial += qv[hq][v].x * k4[v].x + qv[hq][v].y * k4[v].y + qv[hq][v].z * k4[v].z + qv[hq][v].w * k4[v].w;
+          dot[u][hq] = partial;
+        }
+      } else {
+#pragma unroll
+        for (int hq = 0; hq < G; ++hq) dot[u][hq] = -INFINITY;
+#pragma unroll
+        for (int v = 0; v < S::kVecs; ++v) vv[u][v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+    }
+    // Sums over the group's lanes; -inf (a key past the end) stays -inf.
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int hq = 0; hq < G; ++hq)
+#pragma unroll
+        for (int o = S::kLanes / 2; o > 0; o /= 2) dot[u][hq] += __shfl_xor_sync(0xffffffffu, dot[u][hq], o);
+    // The group's first key of this step (u = 0) is its smallest: if it is past the end, the
+    // group has no key in this step. (An if, not a continue: the warp reconverges before the
+    // next step's shuffles.)
+    if (base + lane / S::kLanes < end) {
+#pragma unroll
+      for (int hq = 0; hq < G; ++hq) {
+        float step_max = dot[0][hq];
+#pragma unroll
+        for (int u = 1; u < kUnroll; ++u) step_max = fmaxf(step_max, dot[u][hq]);
+        const float m_new = fmaxf(m[hq], step_max);  // finite: key u = 0 is valid
+        const float correction = exp2f(m[hq] - m_new);  // 0 on the group's first keys (m = -inf)
+        float sum = l[hq] * correction;
+#pragma unroll
+        for (int v = 0; v < S::kVecs; ++v)
+          acc[hq][v] = make_float4(acc[hq][v].x * correction, acc[hq][v].y * correction, acc[hq][v].z * correction,
+                                   acc[hq][v].w * correction);
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const float p = exp2f(dot[u][hq] - m_new);  // 0 for keys past the end
+          sum += p;
+#pragma unroll
+          for (int v = 0; v < S::kVecs; ++v) acc[hq][v] = fma4(acc[hq][v], 1.0f, p, vv[u][v]);
+        }
+        l[hq] = sum;
+        m[hq] = m_new;
+      }
+    }
+  }
+#pragma unroll
+  for (int hq = 0; hq < G; ++hq) {
+    if (sub == 0) {
+      m_s[hq][g] = m[hq];
+      l_s[hq][g] = l[hq];
+    }
+#pragma unroll
+    for (int v = 0; v < S::kVecs; ++v)
+      *reinterpret_cast<float4*>(&acc_s[g][hq][(sub + S::kLanes * v) * 4]) = acc[hq][v];
+  }
+  __syncthreads();
+  if (threadIdx.x < G) {
+    float block_max = -INFINITY;
+    for (int k = 0; k < S::kGroups; ++k) block_max = fmaxf(block_max, m_s[threadIdx.x][k]);
+    max_s[threadIdx.x] = block_max;
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * S::kGroups; idx += kThreads) {
+    const int hq = idx / S::kGroups, k = idx % S::kGroups;
+    const float max_use = max_s[hq] == -INFINITY ? 0.0f : max_s[hq];  // empty partition: all weights 0
+    w_s[hq][k] = exp2f(m_s[hq][k] - max_use);
+  }
+  __syncthreads();
+  if (threadIdx.x < G) {
+    float total = 0.0f;
+    for (int k = 0; k < S::kGroups; ++k) total += l_s[threadIdx.x][k] * w_s[threadIdx.x][k];
+    total_s[threadIdx.x] = total;
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * D; idx += kThreads) {
+    const int hq = idx / D, c = idx % D;
+    float value = 0.0f;
+    for (int k = 0; k < S::kGroups; ++k) value += acc_s[k][hq][c] * w_s[hq][k];
+    const int64_t h = h0 + hq;
+    if (num_partitions == 1) {
+      out[(t * num_heads + h) * D + c] = value / total_s[hq];
+    } else {
+      workspace[((int64_t(i) * num_heads + h) * num_partitions + part) * D + c] = value;
+    }
+  }
+  if (num_partitions > 1 && threadIdx.x < G) {
+    const int64_t item = int64_t(i) * num_heads + h0 + threadIdx.x;
+    const int64_t stats = int64_t(gridDim.x) * num_heads * num_partitions;
+    float* maxima = workspace + stats * D;
+    maxima[item * num_partitions + part] = max_s[threadIdx.x];
+    maxima[stats + item * num_partitions + part] = total_s[threadIdx.x];
+  }
+}
+
 // One block per (query i, q head): merges the partitions' partial results.
 __global__ void decode_reduce_kernel(const int32_t* __restrict__ tokens, int num_heads, int head_dim,
                                      int num_partitions, const float* __restrict__ workspace, float* __restrict__ out) {
-  __shared__ float w_s[kDecodeMaxPartitions];
+  __shared__ float m_s[kDecodeMaxPartitions], w_s[kDecodeMaxPartitions];
   __shared__ float total_s;
   const int i = blockIdx.x, h = blockIdx.y;
   const int64_t t = tokens ? tokens[i] : i;
@@ -149,14 +304,21 @@ __global__ void decode_reduce_kernel(const int32_t* __restrict__ tokens, int num
   const int64_t stats = int64_t(gridDim.x) * num_heads * num_partitions;
   const float* maxima = workspace + stats * head_dim + item * num_partitions;
   const float* sums = maxima + stats;
+  // Stats loaded by all threads at once (one round trip), then combined by thread 0 from shared.
+  for (int p = threadIdx.x; p < num_partitions; p += blockDim.x) {
+    m_s[p] = maxima[p];
+    w_s[p] = sums[p];
+  }
+  __syncthreads();
   if (threadIdx.x == 0) {
     float block_max = -INFINITY;
-    for (int p = 0; p < num_partitions; ++p) block_max = fmaxf(block_max, maxima[p]);
+    for (int p = 0; p < num_partitions; ++p) block_max = fmaxf(block_max, m_s[p]);
     const float max_use = block_max == -INFINITY ? 0.0f : block_max;
     float total = 0.0f;
     for (int p = 0; p < num_partitions; ++p) {
-      w_s[p] = exp2f(maxima[p] - max_use);
-      total += sums[p] * w_s[p];
+      const float w = exp2f(m_s[p] - max_use);
+      total += w_s[p] * w;
+      w_s[p] = w;
     }
     total_s = total;
   }
@@ -165,6 +327,7 @@ __global__ void decode_reduce_kernel(const int32_t* __restrict__ tokens, int num
   const float* partial = workspace + item * num_partitions * head_dim;
   for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
     float value = 0.0f;
+#pragma unroll 8
     for (int p = 0; p < num_partitions; ++p) value += partial[int64_t(p) * head_dim + c] * w_s[p];
     out[(t * num_heads + h) * head_dim + c] = value * inv;
   }
@@ -180,6 +343,53 @@ void launch(dim3 grid, cudaStream_t stream, const float* q, const float* k_cache
       int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
 }
 
+template <int D, int G>
+void launch_group(dim3 grid, cudaStream_t stream, const float* q, const float* k_cache, const float* v_cache,
+                  const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
+                  const int32_t* block_tables, int64_t max_blocks, int64_t block_size, int64_t num_heads,
+                  int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace, float* out) {
+  decode_group_attention_kernel<D, G><<<grid, kThreads, 0, stream>>>(
+      q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, int(max_blocks), int(block_size),
+      int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
+}
+
+template <int D>
+void launch_group_d(int64_t group, dim3 grid, cudaStream_t stream, const float* q, const float* k_cache,
+                    const float* v_cache, const int32_t* positions, const int32_t* seq_of_token,
+                    const int32_t* tokens, const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                    int64_t num_heads, int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace,
+                    float* out) {
+  if (group == 2) {
+    launch_group<D, 2>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables,
+                       max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+  } else if (group == 4) {
+    launch_group<D, 4>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables,
+                       max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+  } else if constexpr (D <= 128) {  // group 8 (decode_group_supported keeps G * D <= 1024)
+    launch_group<D, 8>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables,
+                       max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+  }
+}
+
+// Whether the grouped kernel handles this shape: groups of 2, 4 or 8 q heads per kv head, with
+// group * head_dim <= 1024 (shared memory and registers).
+bool decode_group_supported(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim) {
+  if (num_kv_heads <= 0 || num_heads % num_kv_heads != 0 || !decode_attention_supports(head_dim)) return false;
+  const int64_t group = num_heads / num_kv_heads;
+  return (group == 2 || group == 4 || group == 8) && group * head_dim <= 1024;
+}
+
+// Partitions so that `items` blocks per partition fill the GPU (about two blocks per SM), none
+// shorter than min_keys, none empty for the longest context.
+int64_t partitions_for(int64_t items, int64_t max_context, int64_t num_sms, int64_t min_keys) {
+  if (items <= 0 || max_context <= min_keys) return 1;
+  const int64_t wanted = (2 * std::max<int64_t>(1, num_sms) + items - 1) / items;
+  const int64_t by_length = (max_context + min_keys - 1) / min_keys;
+  const int64_t parts = std::clamp<int64_t>(std::min(wanted, by_length), 1, kDecodeMaxPartitions);
+  const int64_t keys = decode_partition_keys(max_context, parts);
+  return (max_context + keys - 1) / keys;
+}
+
 }  // namespace
 
 bool decode_attention_supports(int64_t head_dim) {
@@ -187,14 +397,14 @@ bool decode_attention_supports(int64_t head_dim) {
 }
 
 int64_t decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t max_context, int64_t num_sms) {
-  const int64_t items = num_tokens * num_heads;
-  if (items <= 0 || max_context <= kDecodeMinPartitionKeys) return 1;
-  const int64_t wanted = (2 * std::max<int64_t>(1, num_sms) + items - 1) / items;
-  const int64_t by_length = (max_context + kDecodeMinPartitionKeys - 1) / kDecodeMinPartitionKeys;
-  const int64_t parts = std::clamp<int64_t>(std::min(wanted, by_length), 1, kDecodeMaxPartitions);
-  // Drop partitions that would be empty for the longest context.
-  const int64_t keys = decode_partition_keys(max_context, parts);
-  return (max_context + keys - 1) / keys;
+  return partitions_for(num_tokens * num_heads, max_context, num_sms, kDecodeMinPartitionKeys);
+}
+
+int64_t decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                              int64_t max_context, int64_t num_sms) {
+  if (!decode_group_supported(num_heads, num_kv_heads, head_dim))
+    return decode_num_partitions(num_tokens, num_heads, max_context, num_sms);
+  return partitions_for(num_tokens * num_kv_heads, max_context, num_sms, kDecodeMinGroupPartitionKeys);
 }
 
 int64_t decode_partition_keys(int64_t max_context, int64_t num_partitions) {
@@ -221,27 +431,60 @@ cudaError_t launch_decode_attention_f32(const float* q, const float* k_cache, co
     return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads),
                   static_cast<unsigned>(num_partitions));
-  switch (head_dim) {
-    case 16:
-      launch<16>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                 block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
-      break;
-    case 32:
-      launch<32>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                 block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
-      break;
-    case 64:
-      launch<64>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                 block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
-      break;
-    case 128:
-      launch<128>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                  block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
-      break;
-    default:
-      launch<256>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                  block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
-      break;
+  if (decode_group_supported(num_heads, num_kv_heads, head_dim)) {
+    const int64_t group = num_heads / num_kv_heads;
+    const dim3 group_grid(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_kv_heads),
+                          static_cast<unsigned>(num_partitions));
+    switch (head_dim) {
+      case 16:
+        launch_group_d<16>(group, group_grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens,
+                           block_tables, max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys,
+                           workspace, out);
+        break;
+      case 32:
+        launch_group_d<32>(group, group_grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens,
+                           block_tables, max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys,
+                           workspace, out);
+        break;
+      case 64:
+        launch_group_d<64>(group, group_grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens,
+                           block_tables, max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys,
+                           workspace, out);
+        break;
+      case 128:
+        launch_group_d<128>(group, group_grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens,
+                            block_tables, max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys,
+                            workspace, out);
+        break;
+      default:
+        launch_group_d<256>(group, group_grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens,
+                            block_tables, max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys,
+                            workspace, out);
+        break;
+    }
+  } else {
+    switch (head_dim) {
+      case 16:
+        launch<16>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
+                   block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+        break;
+      case 32:
+        launch<32>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
+                   block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+        break;
+      case 64:
+        launch<64>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
+                   block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+        break;
+      case 128:
+        launch<128>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
+                    block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+        break;
+      default:
+        launch<256>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
+                    block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+        break;
+    }
   }
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess || num_partitions == 1) return err;
   decode_reduce_kernel<<<dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads)), 128, 0, stream>>>(

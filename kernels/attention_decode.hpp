@@ -6,6 +6,9 @@
 // Works for any query token: token t (sequence seq_of_token[t], position positions[t]) attends to
 // its sequence's cached keys [0, positions[t]]. The cache layout is runtime/kv_cache.hpp's.
 // Within a block, 8 warps split the partition's keys; lanes split head_dim (float4 loads).
+// GQA groups of 2, 4 or 8 q heads (group * head_dim <= 1024) take one block per (query token, kv
+// head, partition) computing the whole group, so K/V are read once per group; other shapes take
+// one block per (query token, q head, partition).
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA
@@ -15,6 +18,7 @@
 namespace troupe::kernels {
 
 constexpr int64_t kDecodeMinPartitionKeys = 128;  // no partition is split below this many keys
+constexpr int64_t kDecodeMinGroupPartitionKeys = 32;  // the same for the grouped kernel (below)
 constexpr int64_t kDecodeMaxPartitions = 128;
 
 #ifdef TROUPE_HAVE_CUDA
@@ -23,7 +27,13 @@ bool decode_attention_supports(int64_t head_dim);
 
 // How many partitions to split each query's keys into so that num_tokens * num_heads * partitions
 // blocks fill the GPU (about two per SM), no partition shorter than kDecodeMinPartitionKeys.
+// (One block per (token, q head, partition).)
 int64_t decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t max_context, int64_t num_sms);
+// The same for the kernel launch_decode_attention_f32 picks for these heads: with the grouped
+// kernel, num_tokens * num_kv_heads * partitions blocks and partitions down to
+// kDecodeMinGroupPartitionKeys keys. Any partition count is correct; this one is the fast one.
+int64_t decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                              int64_t max_context, int64_t num_sms);
 // Keys per partition: partition p covers keys [p * partition_keys, (p + 1) * partition_keys).
 int64_t decode_partition_keys(int64_t max_context, int64_t num_partitions);
 // Floats of workspace launch_decode_attention_f32 needs (0 for one partition):

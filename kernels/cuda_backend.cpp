@@ -260,7 +260,7 @@ void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const
                                    int64_t num_tokens, int64_t max_context, Tensor out) {
   if (num_tokens == 0) return;
   const int64_t head_dim = q.size(-1), num_heads = q.numel() / (meta.num_tokens * head_dim);
-  const int64_t parts = decode_num_partitions(num_tokens, num_heads, max_context, num_sms_);
+  const int64_t parts = decode_num_partitions(num_tokens, num_heads, k_cache.size(2), head_dim, max_context, num_sms_);
   const int64_t floats = decode_workspace_floats(num_tokens, num_heads, head_dim, parts);
   Tensor workspace = floats > 0 ? empty(DType::f32, {floats}) : Tensor();  // freed stream-ordered
   check(launch_decode_attention_f32(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
