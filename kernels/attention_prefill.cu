@@ -244,22 +244,245 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads)
   }
 }
 
+// ---- Register-resident kernel (head_dim 32, 64, 128): S, P and O never leave registers ----
+// mma.sync m16n8k16 (bf16 in, fp32 accumulate) fragments, PTX ISA layouts; g = lane / 4,
+// c = lane % 4. A (16x16): a[0] = (row g, cols 2c..2c+1), a[1] = (g + 8, 2c..), a[2] = (g, 2c + 8..),
+// a[3] = (g + 8, 2c + 8..). B (16x8): b[0] = (k 2c..2c+1, col g), b[1] = (k 2c + 8.., g).
+// C (16x8 f32): c[0..1] = (row g, cols 2c, 2c + 1), c[2..3] = (row g + 8, same cols).
+// The C fragments of two adjacent n8 tiles of S, rounded to bf16, are the A fragment of P for the
+// matching 16 keys, so P goes straight from the softmax into O += P V.
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Four 8x8 bf16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, register i gets
+// (row lane / 4, cols 2 (lane % 4)..+1) of it, or with .trans (rows 2 (lane % 4)..+1, col lane / 4).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address)
+               : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address)
+               : "memory");
+}
+
+// c += a b for one 16x8x16 step.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as one bf16x2 register, lo in the low half (the lower column of a fragment).
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// Same work unit, tile rows, K/V staging and Q staging as prefill_attention_kernel; only K and V
+// stay in shared memory (34 KiB at head_dim 128). Each warp holds its Q rows as A fragments, its
+// S tile (16 x kKeys) and its O rows (16 x D) as fp32 C fragments; the running max and sum are per
+// (thread, row), the sum a partial over the thread's columns, reduced over the quad at the end.
+template <int D>
+__global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
+    prefill_attention_mma_kernel(const float* __restrict__ q, const float* __restrict__ k_cache,
+                                 const float* __restrict__ v_cache, const int32_t* __restrict__ positions,
+                                 const int32_t* __restrict__ tiles, const int32_t* __restrict__ block_tables,
+                                 int max_blocks, int block_size, int num_heads, int num_kv_heads, float scale_log2,
+                                 float* __restrict__ out) {
+  using L = PrefillSmem<D>;
+  static_assert(L::kRows == 128 && L::kThreads == 256 && D % 32 == 0, "8 warps of 16 rows, D in 32-column steps");
+  constexpr int kVecs = D / 4;         // float4 per row
+  constexpr int kSTiles = kKeys / 8;   // n8 tiles of S
+  constexpr int kOTiles = D / 8;       // n8 tiles of O
+  constexpr int kRows = L::kRows, kThreads = L::kThreads;
+  extern __shared__ __align__(128) unsigned char smem[];
+  __nv_bfloat16* k_s = reinterpret_cast<__nv_bfloat16*>(smem + L::kK);
+  __nv_bfloat16* v_s = reinterpret_cast<__nv_bfloat16*>(smem + L::kV);
+
+  const int group = num_heads / num_kv_heads;
+  const int kv_head = blockIdx.y;
+  const int token_begin = tiles[3 * blockIdx.x], token_end = tiles[3 * blockIdx.x + 1];
+  const int32_t* table = block_tables + int64_t(tiles[3 * blockIdx.x + 2]) * max_blocks;
+  const int num_rows = (token_end - token_begin) * group;  // <= kRows
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, c = lane % 4;
+
+  const int num_keys = positions[token_end - 1] + 1;  // the last token sees the most keys
+  float4 k_next[L::kLoadIters], v_next[L::kLoadIters];
+  static_assert(L::kPrefetch, "the whole next K/V tile fits in registers");
+#pragma unroll
+  for (int it = 0; it < L::kLoadIters; ++it)
+    load_kv<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, 0, num_keys, it, k_next[it], v_next[it]);
+
+  // Q tile, rounded to bf16, staged in the K and V buffers; padding rows are zero.
+#pragma unroll 8
+  for (int it = 0; it < kRows * kVecs / kThreads; ++it) {
+    const int i = threadIdx.x + it * kThreads;
+    const int r = i / kVecs, col = (i % kVecs) * 4;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (r < num_rows) {
+      const int64_t t = token_begin + r / group;
+      const int64_t h = int64_t(kv_head) * group + r % group;
+      v = __ldg(reinterpret_cast<const float4*>(q + (t * num_heads + h) * D + col));
+    }
+    store_bf16x4(k_s + r * L::kLdKv + col, v);
+  }
+  __syncthreads();
+  // A fragments of the warp's 16 rows: lane l addresses row l % 16, column 8 (l / 16) of each step.
+  uint32_t q_frag[D / 16][4];
+  const uint32_t q_base = smem_address(k_s + (warp * 16 + lane % 16) * L::kLdKv + 8 * (lane / 16));
+#pragma unroll
+  for (int d = 0; d < D / 16; ++d) ldmatrix_x4(q_frag[d], q_base + d * 16 * 2);
+
+  // Rows g and g + 8 of the warp; position -1 marks a padding row (every key masked).
+  int row_pos[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = warp * 16 + g + 8 * i;
+    row_pos[i] = r < num_rows ? positions[token_begin + r / group] : -1;
+  }
+  int warp_max = max(row_pos[0], row_pos[1]), warp_min = min(row_pos[0], row_pos[1]);
+  for (int o = 16; o > 0; o /= 2) {
+    warp_max = max(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, o));
+    warp_min = min(warp_min, __shfl_xor_sync(0xffffffffu, warp_min, o));
+  }
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // running max (log2 domain), partial sum
+  float o_acc[kOTiles][4];
+#pragma unroll
+  for (int j = 0; j < kOTiles; ++j) o_acc[j][0] = o_acc[j][1] = o_acc[j][2] = o_acc[j][3] = 0.0f;
+
+  // K (B of S = Q K^T, keys as columns): lane l addresses key l % 8, column 8 (l / 8), so one x4
+  // covers 8 keys x 32 columns = two k16 steps. V (B of O += P V, .trans): lane l addresses key
+  // l % 8 + 8 ((l / 8) % 2), column 8 (l / 16), so one x4 covers 16 keys x 16 columns = two n8 tiles.
+  const uint32_t k_base = smem_address(k_s + (lane % 8) * L::kLdKv + 8 * (lane / 8));
+  const uint32_t v_base = smem_address(v_s + (lane % 8 + 8 * ((lane / 8) % 2)) * L::kLdKv + 8 * (lane / 16));
+
+  for (int kv0 = 0; kv0 < num_keys; kv0 += kKeys) {
+    __syncthreads();  // the previous tile's K/V (and the staged Q) are no longer read
+#pragma unroll
+    for (int it = 0; it < L::kLoadIters; ++it) store_kv<D>(k_s, v_s, it, k_next[it], v_next[it]);
+    if (kv0 + kKeys < num_keys) {
+#pragma unroll
+      for (int it = 0; it < L::kLoadIters; ++it)
+        load_kv<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, kv0 + kKeys, num_keys, it,
+                   k_next[it], v_next[it]);
+    }
+    __syncthreads();
+    if (warp_max < kv0) continue;  // every row of this warp is masked for this tile (no barrier below)
+
+    // S = Q K^T: [16, kKeys] in C fragments.
+    float s[kSTiles][4];
+#pragma unroll
+    for (int n = 0; n < kSTiles; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+      for (int d = 0; d < D / 32; ++d) {
+        uint32_t kf[4];
+        ldmatrix_x4(kf, k_base + (n * 8 * L::kLdKv + d * 32) * 2);
+        mma_bf16(s[n], q_frag[2 * d], kf[0], kf[1]);
+        mma_bf16(s[n], q_frag[2 * d + 1], kf[2], kf[3]);
+      }
+    }
+
+    // Scale to the log2 domain; mask key > position only on tiles that reach past a row's position.
+    const bool masked = kv0 + kKeys - 1 > warp_min;
+#pragma unroll
+    for (int n = 0; n < kSTiles; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = kv0 + n * 8 + 2 * c + (e & 1);
+        s[n][e] = masked && key > row_pos[e / 2] ? -INFINITY : s[n][e] * scale_log2;
+      }
+    }
+    // Online softmax per row: the quad (lanes 4g..4g+3) holds the row's kKeys scores.
+    float m_use[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float mx = m[i];
+#pragma unroll
+      for (int n = 0; n < kSTiles; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      m_use[i] = mx == -INFINITY ? 0.0f : mx;  // fully masked so far: p = 0, no NaN
+      const float alpha = exp2f(m[i] - m_use[i]);
+      m[i] = mx;
+      l[i] *= alpha;
+#pragma unroll
+      for (int j = 0; j < kOTiles; ++j) {
+        o_acc[j][2 * i] *= alpha;
+        o_acc[j][2 * i + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kSTiles; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[n][e] = exp2f(s[n][e] - m_use[e / 2]);
+        l[e / 2] += s[n][e];
+      }
+    }
+
+    // O += P V, 16 keys per step; P's A fragment comes from S tiles 2 kk and 2 kk + 1.
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      const uint32_t p_frag[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                                  pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                  pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int j = 0; j < D / 16; ++j) {
+        uint32_t vf[4];
+        ldmatrix_x4_trans(vf, v_base + (kk * 16 * L::kLdKv + j * 16) * 2);
+        mma_bf16(o_acc[2 * j], p_frag, vf[0], vf[1]);
+        mma_bf16(o_acc[2 * j + 1], p_frag, vf[2], vf[3]);
+      }
+    }
+  }
+
+  // out = O / l: the quad's partial sums add up to the row's; float2 stores of the C fragments.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float row_sum = l[i];
+    row_sum += __shfl_xor_sync(0xffffffffu, row_sum, 1);
+    row_sum += __shfl_xor_sync(0xffffffffu, row_sum, 2);
+    const int r = warp * 16 + g + 8 * i;
+    if (r >= num_rows) continue;
+    const int64_t t = token_begin + r / group;
+    const int64_t h = int64_t(kv_head) * group + r % group;
+    const float inv = 1.0f / row_sum;
+    float* dst = out + (t * num_heads + h) * D + 2 * c;
+#pragma unroll
+    for (int j = 0; j < kOTiles; ++j)
+      *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o_acc[j][2 * i] * inv, o_acc[j][2 * i + 1] * inv);
+  }
+}
+
 template <int D>
 cudaError_t launch(const float* q, const float* k_cache, const float* v_cache, const int32_t* positions,
                    const int32_t* tiles, int64_t num_tiles, const int32_t* block_tables, int64_t max_blocks,
                    int64_t block_size, int64_t num_heads, int64_t num_kv_heads, float scale, float* out,
                    cudaStream_t stream) {
-  constexpr size_t kSmem = PrefillSmem<D>::kBytes;
+  // Register-resident kernel where its fragments fit (K and V only in shared memory), else the
+  // shared-memory WMMA kernel.
+  constexpr bool kMma = D == 32 || D == 64 || D == 128;
+  constexpr size_t kSmem = kMma ? PrefillSmem<D>::kS : PrefillSmem<D>::kBytes;
   constexpr int kThreads = PrefillSmem<D>::kThreads;
+  auto* kernel = prefill_attention_kernel<D>;
+  if constexpr (kMma) kernel = prefill_attention_mma_kernel<D>;
   // Opt in to more than 48 KiB of dynamic shared memory (per device, so on every launch).
-  if (cudaError_t err = cudaFuncSetAttribute(prefill_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             int(kSmem));
+  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem));
       err != cudaSuccess)
     return err;
   const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>(num_kv_heads));
-  prefill_attention_kernel<D><<<grid, kThreads, kSmem, stream>>>(q, k_cache, v_cache, positions, tiles, block_tables,
-                                                                  int(max_blocks), int(block_size), int(num_heads),
-                                                                  int(num_kv_heads), scale * kLog2e, out);
+  kernel<<<grid, kThreads, kSmem, stream>>>(q, k_cache, v_cache, positions, tiles, block_tables, int(max_blocks),
+                                            int(block_size), int(num_heads), int(num_kv_heads), scale * kLog2e, out);
   return cudaGetLastError();
 }
 

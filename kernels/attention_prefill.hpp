@@ -5,12 +5,16 @@
 // Work unit: one block per (query tile, kv head). A tile holds 128 rows (64 for head_dim 256),
 // each row one (token, q head of the kv head's group) pair, heads fastest: row r is token
 // first + r / group, head kv_head * group + r % group, so a K/V tile staged in shared memory
-// serves the whole GQA group. One warp per 16 rows. Q, K, V are rounded to bf16 in shared memory;
-// S = Q K^T and O += P V run on WMMA (bf16 inputs, fp32 accumulation); the online softmax and the
-// O rescaling work on fp32 copies of S and O in shared memory. The next K/V tile's global loads
-// are in flight (in registers) while the current tile is multiplied. Tokens of a tile belong to
-// one sequence and may start at any position (chunked prefill): a query at position p sees keys
-// [0, p] of its sequence, which must already be cached.
+// serves the whole GQA group. One warp per 16 rows. Q, K, V are rounded to bf16 in shared memory.
+// head_dim 32, 64, 128: S = Q K^T and O += P V run on mma.sync m16n8k16 (bf16 inputs, fp32
+// accumulation) with Q, S, P and O held in register fragments; only K and V live in shared memory
+// (34 KiB at head_dim 128), the online softmax runs on the S fragments, P is repacked to bf16 in
+// registers. head_dim 16 and 256: WMMA with S and O round-tripped through fp32 shared memory. The
+// next K/V tile's global loads are in flight (in registers) while the current tile is multiplied;
+// tiles past a warp's last position are skipped and the causal mask is applied only on tiles that
+// cross a row's position. Tokens of a tile belong to one sequence and may start at any position
+// (chunked prefill): a query at position p sees keys [0, p] of its sequence, which must already be
+// cached.
 #include <cstdint>
 #include <vector>
 
