@@ -240,7 +240,8 @@ Result<SampledToken> Sampler::sample_row_impl(const float* logits, int64_t vocab
     full_sum += exp_[i];
   }
   softmax.log_sum = static_cast<float>(std::log(full_sum));
-  if (!params.is_greedy()) out.token_id = pick(params, uniform ? *uniform : row.rng->next_uniform(), max_value, full_sum);
+  if (!params.is_greedy())
+    out.token_id = pick(params, uniform ? *uniform : row.rng->next_uniform(), max_value, full_sum);
   out.logprob = softmax.logprob(x[out.token_id]);
   if (params.logprobs > 0) fill_top_logprobs(params.logprobs, softmax, out);
   return out;
