@@ -13,6 +13,7 @@
 #include "kernels/cuda_ops.hpp"
 #include "kernels/gemv.hpp"
 #include "kernels/rmsnorm.hpp"
+#include "kernels/sampling.hpp"
 #include "runtime/logging.hpp"
 
 namespace troupe::kernels {
@@ -342,6 +343,36 @@ std::vector<int32_t> CudaBackend::argmax(const Tensor& logits) {
   check(launch_argmax_f32(d_logits.data<float>(), d_out.data<int32_t>(), rows, vocab, nullptr), "argmax");
   Tensor h = to_host(d_out);
   return std::vector<int32_t>(h.data<int32_t>(), h.data<int32_t>() + rows);
+}
+
+bool CudaBackend::sample_on_device(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
+                                   std::vector<int32_t>* ids) {
+  if (ids == nullptr || !logits.defined() || logits.device() != Device::cuda || logits.dtype() != DType::f32 ||
+      logits.dim() != 2 || logits.size(0) != int64_t(rows.size()))
+    return false;
+  cudaPointerAttributes where{};
+  if (cudaPointerGetAttributes(&where, logits.raw()) != cudaSuccess || where.device != device_index_) {
+    cudaGetLastError();  // not this GPU's memory: leave it to the host sampler
+    return false;
+  }
+  const int64_t num_rows = logits.size(0), vocab = logits.size(1);
+  ids->clear();
+  if (num_rows == 0) return true;
+  const size_t bytes = sample_workspace_bytes(rows.data(), num_rows, vocab);
+  if (bytes == 0) return false;
+  Tensor workspace = empty(DType::u8, {int64_t(bytes)});  // freed stream-ordered
+  Tensor d_out = empty(DType::i32, {num_rows});
+  const cudaError_t err = launch_sample_f32(logits.data<float>(), rows.data(), num_rows, vocab,
+                                            d_out.data<int32_t>(), workspace.raw(), bytes, nullptr);
+  if (err != cudaSuccess) {
+    check(err, "sample");
+    return false;
+  }
+  Tensor h = to_host(d_out);
+  ids->assign(h.data<int32_t>(), h.data<int32_t>() + num_rows);
+  for (int32_t id : *ids)
+    if (id < 0 || id >= vocab) return false;
+  return true;
 }
 
 }  // namespace troupe::kernels

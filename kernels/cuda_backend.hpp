@@ -48,6 +48,10 @@ class CudaBackend final : public Backend {
   void add(const Tensor& a, const Tensor& b, Tensor out) override;
   void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;
   std::vector<int32_t> argmax(const Tensor& logits) override;
+  // kernels/sampling.hpp on logits already on this GPU (fp32 [rows.size(), vocab]); false otherwise,
+  // and for a row with a NaN or no finite maximum (the host sampler then reports it).
+  bool sample_on_device(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
+                        std::vector<int32_t>* ids) override;
 
   // The first CUDA or cuBLAS error since the last call, then cleared ("" when none).
   std::string take_error();

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/attention_metadata.hpp"
+#include "runtime/device_sampling.hpp"
 #include "runtime/kv_cache.hpp"
 #include "runtime/result.hpp"
 #include "runtime/tensor.hpp"
@@ -83,6 +84,16 @@ class Backend {
   virtual void lm_head(const Tensor& hidden, const Tensor& weight, Tensor logits) { linear(hidden, weight, Tensor(), logits); }
   // Per row, the index of the largest value (the first on ties). logits: [n, vocab].
   virtual std::vector<int32_t> argmax(const Tensor& logits) = 0;
+  // Samples one token per row on the device, so the logits stay there: ids[r] is the token
+  // Sampler::sample_row picks for rows[r] (temperature, top-k, top-p, min-p, rows[r].uniform).
+  // logits: [rows.size(), vocab] fp32. False when not supported (the caller samples on the host).
+  virtual bool sample_on_device(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
+                                std::vector<int32_t>* ids) {
+    (void)logits;
+    (void)rows;
+    (void)ids;
+    return false;
+  }
 };
 
 }  // namespace troupe

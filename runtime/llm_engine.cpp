@@ -181,7 +181,39 @@ void LlmEngine::step() {
   auto logits = model_->forward(forward, *cache_, LogitsMode::last_token);
   if (!logits.ok()) return fail_all("model forward failed: " + logits.error().message);
   std::vector<SampledToken> sampled;
-  if (!rows.empty()) {
+  // Rows without penalties and logprobs sample on the device when the backend can, so the logits
+  // stay there. Each non-greedy row draws its uniform here as the host Sampler would (once per
+  // token); when the device declines, the drawn RNGs are restored and the host samples instead.
+  bool device_ok = !rows.empty() && backend_->device() != Device::cpu && logits.value().dim() == 2 &&
+                   logits.value().size(1) == vocab_size_;
+  for (const SamplerRow& row : rows) {
+    const SamplingParams& p = *row.params;
+    device_ok = device_ok && !has_penalties(p) && p.logprobs < 0 && (p.is_greedy() || row.rng != nullptr);
+  }
+  if (device_ok) {
+    std::vector<DeviceSampleRow> device_rows;
+    std::vector<SequenceRng> saved;  // the drawn rows' RNGs before the draw
+    device_rows.reserve(rows.size());
+    for (const SamplerRow& row : rows) {
+      const SamplingParams& p = *row.params;
+      DeviceSampleRow d{p.temperature, p.top_k, p.top_p, p.min_p, 0.0};
+      if (!p.is_greedy()) {
+        saved.push_back(*row.rng);
+        d.uniform = row.rng->next_uniform();
+      }
+      device_rows.push_back(d);
+    }
+    std::vector<int32_t> device_ids;
+    if (backend_->sample_on_device(logits.value(), device_rows, &device_ids) && device_ids.size() == rows.size()) {
+      sampled.resize(rows.size());
+      for (size_t k = 0; k < rows.size(); ++k) sampled[k].token_id = device_ids[k];
+    } else {
+      size_t next = 0;
+      for (const SamplerRow& row : rows)
+        if (!row.params->is_greedy()) *row.rng = saved[next++];
+    }
+  }
+  if (!rows.empty() && sampled.empty()) {
     const Tensor host_logits = backend_->to_host(logits.value());
     auto result = sampler_.sample(host_logits.data<float>(), int64_t(rows.size()), vocab_size_, rows);
     if (!result.ok()) return fail_all("sampling failed: " + result.error().message);

@@ -182,16 +182,28 @@ void Sampler::fill_top_logprobs(int64_t n, const Softmax& softmax, SampledToken&
   for (int32_t id : order_) out.top_logprobs.emplace_back(id, softmax.logprob(x_[id]));
 }
 
+bool has_penalties(const SamplingParams& params) {
+  return params.repetition_penalty != 1.0 || params.presence_penalty != 0.0 || params.frequency_penalty != 0.0;
+}
+
 Result<SampledToken> Sampler::sample_row(const float* logits, int64_t vocab_size, const SamplerRow& row) {
+  return sample_row_impl(logits, vocab_size, row, nullptr);
+}
+
+Result<SampledToken> Sampler::sample_row_with_uniform(const float* logits, int64_t vocab_size, const SamplerRow& row,
+                                                      double uniform) {
+  return sample_row_impl(logits, vocab_size, row, &uniform);
+}
+
+Result<SampledToken> Sampler::sample_row_impl(const float* logits, int64_t vocab_size, const SamplerRow& row,
+                                              const double* uniform) {
   if (logits == nullptr || vocab_size < 1) return bad_row("logits row is empty");
   if (row.params == nullptr) return bad_row("row has no SamplingParams");
   const SamplingParams& params = *row.params;
-  if (!params.is_greedy() && row.rng == nullptr) return bad_row("sampling row has no RNG state");
+  if (!params.is_greedy() && row.rng == nullptr && uniform == nullptr) return bad_row("sampling row has no RNG state");
   vocab_size_ = vocab_size;
   x_ = logits;
-  const bool has_penalties = params.repetition_penalty != 1.0 || params.presence_penalty != 0.0 ||
-                             params.frequency_penalty != 0.0;
-  if (has_penalties) {  // copy only when the logits change
+  if (has_penalties(params)) {  // copy only when the logits change
     work_.assign(logits, logits + vocab_size);
     TROUPE_TRY(apply_penalties(row, vocab_size));
     x_ = work_.data();
@@ -228,7 +240,8 @@ Result<SampledToken> Sampler::sample_row(const float* logits, int64_t vocab_size
     full_sum += exp_[i];
   }
   softmax.log_sum = static_cast<float>(std::log(full_sum));
-  if (!params.is_greedy()) out.token_id = pick(params, row.rng->next_uniform(), max_value, full_sum);
+  if (!params.is_greedy())
+    out.token_id = pick(params, uniform ? *uniform : row.rng->next_uniform(), max_value, full_sum);
   out.logprob = softmax.logprob(x[out.token_id]);
   if (params.logprobs > 0) fill_top_logprobs(params.logprobs, softmax, out);
   return out;

@@ -48,8 +48,14 @@ class Sampler {
 
   // One row; logits: [vocab_size].
   Result<SampledToken> sample_row(const float* logits, int64_t vocab_size, const SamplerRow& row);
+  // The same with `uniform` in place of the row's next RNG draw (row.rng is neither needed nor
+  // advanced): what a device sampler must reproduce for that uniform.
+  Result<SampledToken> sample_row_with_uniform(const float* logits, int64_t vocab_size, const SamplerRow& row,
+                                               double uniform);
 
  private:
+  Result<SampledToken> sample_row_impl(const float* logits, int64_t vocab_size, const SamplerRow& row,
+                                       const double* uniform);
   Status apply_penalties(const SamplerRow& row, int64_t vocab_size);
   int32_t pick(const SamplingParams& params, double uniform, float max_value, double full_sum);
   struct Softmax {
@@ -69,6 +75,9 @@ class Sampler {
   std::vector<uint8_t> seen_;      // [vocab] seen in prompt or output, zero between rows
   std::vector<int32_t> order_;     // candidate ids
 };
+
+// True when the row's logits are changed by repetition, presence or frequency penalties.
+bool has_penalties(const SamplingParams& params);
 
 // True when `token_id` ends generation: one of params.stop_token_ids, or an EOS id unless
 // params.ignore_eos.

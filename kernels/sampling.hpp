@@ -1,0 +1,24 @@
+#pragma once
+// Token sampling on the GPU (Backend::sample_on_device): per row greedy argmax, or the host
+// Sampler's temperature -> top-k -> top-p -> min-p filter and inverse-CDF pick for the row's
+// uniform, in the same candidate order (id order without top-k / top-p, else best-first by logit,
+// then lower id), so a row picks the token Sampler::sample_row picks except at rounding boundaries.
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "runtime/device_sampling.hpp"
+
+namespace troupe::kernels {
+
+// Device workspace bytes launch_sample_f32 needs for these rows (host array) over `vocab` logits.
+size_t sample_workspace_bytes(const DeviceSampleRow* rows, int64_t num_rows, int64_t vocab);
+
+// out[r] = the sampled token of row r, or -1 when the row has a NaN or no finite maximum.
+// logits: [num_rows, vocab] fp32 on the device; rows: [num_rows] in host memory; out: [num_rows]
+// on the device; workspace: at least sample_workspace_bytes(rows, num_rows, vocab) device bytes.
+cudaError_t launch_sample_f32(const float* logits, const DeviceSampleRow* rows, int64_t num_rows, int64_t vocab,
+                              int32_t* out, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+}  // namespace troupe::kernels

@@ -1,0 +1,18 @@
+#pragma once
+// One row of a batch sampled on the device (Backend::sample_on_device): the filters of a row that
+// needs neither penalties nor logprobs, and the uniform the host drew from the row's SequenceRng
+// (ignored for greedy rows). The fields stay double where SamplingParams is double so the device
+// applies the same thresholds as the host Sampler.
+#include <cstdint>
+
+namespace troupe {
+
+struct DeviceSampleRow {
+  double temperature = 1.0;  // 0: greedy (argmax, first index on ties)
+  int64_t top_k = -1;        // -1 or 0: off
+  double top_p = 1.0;        // (0, 1]
+  double min_p = 0.0;        // [0, 1]
+  double uniform = 0.0;      // [0, 1): picks the token as Sampler::sample_row does
+};
+
+}  // namespace troupe
