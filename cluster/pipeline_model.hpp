@@ -4,7 +4,9 @@
 // receives the logits back from the last stage. The engine on the first stage (scheduler, block
 // manager, sampler) drives it like any model.
 //
-//   forward(batch): split by sequences into micro-batches m1..mM
+//   forward(batch): split by sequences into micro-batches m1..mM (only steps of at least
+//   min_tokens_to_split tokens: each micro-batch reads the stage's weights again, which a
+//   memory-bound decode step can not afford; a compute-bound prefill gains the overlap)
 //     local(m1) -> send m1 | local(m2) -> send m2 | ...        (stage 1 works on m1 meanwhile)
 //     a receiver thread takes logits m1..mM from the last stage; rows are concatenated in order
 //
@@ -25,6 +27,7 @@ namespace troupe::cluster {
 
 struct PipelineOptions {
   int64_t max_micro_batches = 2;                   // per step; never more than the step's sequences
+  int64_t min_tokens_to_split = 256;               // smaller steps travel as one micro-batch
   std::chrono::milliseconds step_timeout{120000};  // one micro-batch's round trip
 };
 

@@ -11,6 +11,7 @@
 #include "cluster/step_codec.hpp"
 #include "runtime/cpu_backend.hpp"
 #include "runtime/llm_engine.hpp"
+#include "runtime/model_loader.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -323,6 +324,74 @@ TEST(StageHosts, TwoStagesOverLoopbackUcxGenerateWhatTheWholeModelDoes) {
   ASSERT_EQ(future.wait_for(30s), std::future_status::ready) << "a request hung after its stage went away";
   EXPECT_EQ(future.get().finish_reason, "error");
   (*whole)->stop();
+}
+
+// A PipelineModel over a StageRunner, split into micro-batches from the first token on: the logits
+// of a three-sequence prefill and of the decode step after it equal the whole model's.
+TEST(PipelineModelSplit, MicroBatchedStepsMatchTheWholeModel) {
+  CpuBackend whole_backend(1);
+  auto whole = load_model(kTinyModel, whole_backend, LayerRange{});
+  ASSERT_TRUE(whole.ok());
+  auto first_backend = std::make_unique<CpuBackend>(1);
+  auto last_backend = std::make_unique<CpuBackend>(1);
+  auto first = load_model(kTinyModel, *first_backend, LayerRange{0, 1});
+  auto last = load_model(kTinyModel, *last_backend, LayerRange{1, -1});
+  ASSERT_TRUE(first.ok() && last.ok());
+
+  auto into_last = TensorListener::listen("127.0.0.1", 0);
+  auto back_to_first = TensorListener::listen("127.0.0.1", 0);
+  ASSERT_TRUE(into_last.ok() && back_to_first.ok());
+  auto accepted_last = std::async(std::launch::async, [&] { return into_last->accept(10s); });
+  auto to_last = TensorChannel::connect("127.0.0.1", into_last->port(), 10s);
+  auto accepted_first = std::async(std::launch::async, [&] { return back_to_first->accept(10s); });
+  auto from_last_side = TensorChannel::connect("127.0.0.1", back_to_first->port(), 10s);
+  auto from_first = accepted_last.get();
+  auto from_last = accepted_first.get();
+  ASSERT_TRUE(to_last.ok() && from_last_side.ok() && from_first.ok() && from_last.ok());
+
+  const int64_t num_blocks = 32, block_size = 16;
+  auto last_cache = last_backend->create_kv_cache(last.value()->kv_cache_spec(num_blocks, block_size));
+  ASSERT_TRUE(last_cache.ok());
+  StageRunner runner(std::move(last_backend), std::move(last.value()), std::move(last_cache.value()),
+                     std::move(from_first.value()), std::move(from_last_side.value()), 10s);
+  runner.start();
+  PipelineOptions options;
+  options.max_micro_batches = 2;
+  options.min_tokens_to_split = 1;  // split every step, decode too
+  CpuBackend& first_ref = *first_backend;
+  PipelineModel pipeline(std::move(first.value()), first_ref, std::move(to_last.value()), std::move(from_last.value()),
+                         options);
+  auto cache = first_ref.create_kv_cache(pipeline.kv_cache_spec(num_blocks, block_size));
+  auto whole_cache = whole_backend.create_kv_cache(whole.value()->kv_cache_spec(num_blocks, block_size));
+  ASSERT_TRUE(cache.ok() && whole_cache.ok());
+
+  std::vector<std::vector<int32_t>> tables = {{0, 1}, {2}, {3, 4}};
+  const std::vector<std::vector<int32_t>> prompts = {{200, 7, 9}, {109, 138}, {5, 6, 7, 8, 9}};
+  auto step = [&](bool prefill) {
+    ForwardBatch batch;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      const int32_t n = prefill ? int32_t(prompts[s].size()) : 1;
+      const int32_t start = prefill ? 0 : int32_t(prompts[s].size());
+      for (int32_t i = 0; i < n; ++i) {
+        batch.token_ids.push_back(prefill ? prompts[s][size_t(i)] : 42);
+        batch.positions.push_back(start + i);
+      }
+      batch.seqs.push_back(SequenceSlice{n, start + n, &tables[s], true});
+    }
+    auto got = pipeline.forward(batch, cache.value(), LogitsMode::last_token);
+    auto want = whole.value()->forward(batch, whole_cache.value(), LogitsMode::last_token);
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    ASSERT_TRUE(want.ok());
+    ASSERT_EQ(got->shape(), want->shape());
+    float max_diff = 0;
+    for (int64_t i = 0; i < got->numel(); ++i)
+      max_diff = std::max(max_diff, std::abs(got->data<float>()[i] - want->data<float>()[i]));
+    EXPECT_LE(max_diff, 1e-5f) << (prefill ? "prefill" : "decode");
+  };
+  step(true);
+  step(false);
+  EXPECT_EQ(runner.num_steps(), 4) << "two micro-batches per step";
+  runner.stop();
 }
 
 }  // namespace
