@@ -15,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -27,8 +28,24 @@ namespace troupe::testing_cluster {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// A port that was free a moment ago (bind to 0, read it back, close).
+// A port that was free a moment ago, drawn from below Linux's ephemeral range (32768+): ports
+// that bind(0) hands out (UCX listeners, client sockets, other tests' servers) come from that
+// range, so a port chosen here is not taken by them between this call and the server's bind.
 inline int free_port() {
+  static std::mt19937 rng{std::random_device{}()};
+  std::uniform_int_distribution<int> pick(20000, 32000);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int port = pick(rng);
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(uint16_t(port));
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    ::close(fd);
+    if (ok) return port;
+  }
+  // Everything tried was busy: fall back to one the kernel picks.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
