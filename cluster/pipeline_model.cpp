@@ -79,9 +79,11 @@ Result<Tensor> PipelineModel::forward(const ForwardBatch& batch, KvCache& cache,
   const uint64_t first_step = next_step_id_;
   next_step_id_ += num_parts;
 
-  // Receives the parts' logits while this thread computes and sends.
+  // The parts' logits. With several parts a receiver thread takes them while this thread computes
+  // and sends the rest (the last stage blocks sending part 1's logits until someone receives
+  // them); a single part is received here once it is sent, with no thread per step.
   std::vector<Result<Tensor>> received(num_parts, make_error(ErrorCode::internal, "not received"));
-  std::thread receiver([&] {
+  auto receive_all = [&] {
     for (size_t part = 0; part < num_parts; ++part) {
       auto bytes = receive_message(from_last_, first_step + part, options_.step_timeout, aborted_);
       if (!bytes.ok()) {
@@ -91,12 +93,15 @@ Result<Tensor> PipelineModel::forward(const ForwardBatch& batch, KvCache& cache,
       received[part] = decode_logits(bytes.value(), first_step + part);
       if (!received[part].ok()) return;
     }
-  });
+  };
+  std::thread receiver;
+  if (num_parts > 1) receiver = std::thread(receive_all);
 
   Status sent = Status::success();
   for (size_t part = 0; part < num_parts && sent.ok(); ++part) {
-    const size_t begin = num_seqs * part / num_parts, end = num_seqs * (part + 1) / num_parts;
-    ForwardBatch piece = slice_batch(batch, begin, end);
+    ForwardBatch sliced;
+    if (num_parts > 1) sliced = slice_batch(batch, num_seqs * part / num_parts, num_seqs * (part + 1) / num_parts);
+    const ForwardBatch& piece = num_parts > 1 ? sliced : batch;
     auto hidden = first_->forward(piece, cache, mode);
     if (!hidden.ok()) {
       sent = hidden.error();
@@ -106,8 +111,9 @@ Result<Tensor> PipelineModel::forward(const ForwardBatch& batch, KvCache& cache,
     const std::vector<uint8_t> bytes = encode_step(first_step + part, piece, mode, host);
     sent = to_next_.send(first_step + part, bytes.data(), bytes.size(), options_.step_timeout);
   }
-  if (!sent.ok()) aborted_.store(true);  // the receiver must not wait for logits that never come
-  receiver.join();
+  if (!sent.ok()) aborted_.store(true);  // no one may wait for logits that never come
+  if (receiver.joinable()) receiver.join();
+  else if (sent.ok()) receive_all();
   if (!sent.ok()) return fail("sending to " + to_next_.peer() + ": " + sent.error().message);
 
   int64_t rows = 0, vocab = 0;

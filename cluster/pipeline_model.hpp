@@ -8,7 +8,8 @@
 //   min_tokens_to_split tokens: each micro-batch reads the stage's weights again, which a
 //   memory-bound decode step can not afford; a compute-bound prefill gains the overlap)
 //     local(m1) -> send m1 | local(m2) -> send m2 | ...        (stage 1 works on m1 meanwhile)
-//     a receiver thread takes logits m1..mM from the last stage; rows are concatenated in order
+//     logits m1..mM come back from the last stage (a receiver thread takes them when M > 1);
+//     rows are concatenated in order
 //
 // Once a step fails (peer gone, timeout, abort) the pipeline is broken: this and every later
 // forward return unavailable, and the group must be restarted (the stages' step counters and
