@@ -32,6 +32,7 @@
 #include "runtime/bench_record.hpp"
 #include "runtime/cpu_backend.hpp"
 #include "runtime/dummy_weights.hpp"
+#include "runtime/graphed_model.hpp"
 #include "runtime/model_config.hpp"
 #include "runtime/model_loader.hpp"
 
@@ -50,6 +51,7 @@ struct Args {
   std::vector<int64_t> batches = {1, 8, 32, 64};
   double time_limit_s = 290;
   bool cpu_check = false;  // run the step logic on the CPU backend (a small model), no GPU
+  bool enforce_eager = false;  // decode without CUDA graphs
   std::string command;
 };
 
@@ -551,6 +553,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--prefill-tokens" && value(v)) a.prefill_tokens = std::atoll(v.c_str());
     else if (k == "--time-limit" && value(v)) a.time_limit_s = std::atof(v.c_str());
     else if (k == "--cpu-check") a.cpu_check = true;
+    else if (k == "--enforce-eager") a.enforce_eager = true;
     else if (k == "--weights" && value(v)) a.bf16_weights = v == "bf16";
     else if (k == "--batches" && value(v)) {
       a.batches.clear();
@@ -559,7 +562,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     } else {
       std::fprintf(stderr,
                    "usage: gpu_decode_bench [--model DIR] [--out PATH] [--context 1024] [--decode-steps 20]\n"
-                   "       [--prefill-tokens 4096] [--batches 1,8,32,64] [--time-limit 290]\n");
+                   "       [--prefill-tokens 4096] [--batches 1,8,32,64] [--time-limit 290] [--enforce-eager]\n");
       return false;
     }
   }
@@ -671,6 +674,14 @@ int run(int argc, char** argv) {
   size_t free_bytes = 0, total_bytes = 0;
   backend.value()->memory_info(&free_bytes, &total_bytes);
   say("loaded; %.1f GiB of GPU memory free", double(free_bytes) / (1 << 30));
+  // Decode steps run as step graphs (CUDA graphs), as `troupe serve` runs them; prefills and the
+  // profiled steps run the model eagerly.
+  StepGraphOptions graph_options;
+  graph_options.max_batch = 256;
+  graph_options.max_model_len = std::max(g_args.context, g_args.prefill_tokens) + 512;
+  GraphedModel graphed(std::move(model), profiler, graph_options);
+  Model& eager = graphed.inner();
+  Model& decoder = g_args.enforce_eager ? eager : static_cast<Model&>(graphed);
 
   // Bytes one decode step must read: every weight but the embedding table (one row per token),
   // plus the KV cache of the context (2 x layers x kv_heads x head_dim per token).
@@ -681,13 +692,14 @@ int run(int argc, char** argv) {
   const double bytes_fp32 = 4.0 * (double(read_params) + kv_elems);
   double decode_b1_ms = 0;
   say("decode batch 1, context %lld, %lld timed steps", (long long)g_args.context, (long long)g_args.decode_steps);
-  StepTimes b1 = run_steps(*model, profiler, 1, 1, g_args.context, 3, g_args.decode_steps, 60);
+  StepTimes b1 = run_steps(decoder, profiler, 1, 1, g_args.context, 3, g_args.decode_steps, 60);
   if (b1.ok && !b1.ms.empty()) {
     decode_b1_ms = median(b1.ms);
     const double roof_bf16 = bw_gbs > 0 ? bytes_bf16 / (bw_gbs * 1e9) * 1e3 : 0;
     const double roof_fp32 = bw_gbs > 0 ? bytes_fp32 / (bw_gbs * 1e9) * 1e3 : 0;
     std::ostringstream note;
     note << "median of " << b1.ms.size() << " steps at context " << g_args.context
+         << (g_args.enforce_eager ? ", eager (--enforce-eager)" : ", CUDA graphs")
          << "; limit = bf16 (checkpoint dtype) weights except the embedding table + bf16 KV reads / measured HBM bandwidth ("
          << bytes_bf16 / 1e9 << " GB); fp32 roofline (what the fp32 backend reads) " << roof_fp32 << " ms";
     BenchRecord r{"decode_b1_" + suffix, decode_b1_ms, "ms/token", {}, {}, note.str()};
@@ -701,6 +713,16 @@ int run(int argc, char** argv) {
                   "the same step against fp32 weight + KV bytes / measured bandwidth"});
     }
   }
+
+  if (!g_args.enforce_eager && decode_b1_ms > 0 && remaining_s() > 100) {
+    StepTimes e1 = run_steps(eager, profiler, 1, 1, g_args.context, 3, g_args.decode_steps, 60);
+    if (e1.ok && !e1.ms.empty())
+      add_record({"decode_b1_" + suffix + "_eager", median(e1.ms), "ms/token", {}, {},
+                  "the same batch-1 step without CUDA graphs (--enforce-eager), median of " +
+                      std::to_string(e1.ms.size()) + " steps"});
+  }
+  say("step graphs: %lld recorded, %lld steps replayed, %lld buckets dropped", (long long)graphed.num_recorded(),
+      (long long)graphed.num_replayed(), (long long)graphed.num_dropped());
 
   // Per-op share of the batch-1 step: the linear layers timed alone.
   if (decode_b1_ms > 0 && remaining_s() > 90) {
@@ -717,7 +739,7 @@ int run(int argc, char** argv) {
 
   // (c2) One warm batch-1 decode step, op by op.
   if (decode_b1_ms > 0 && remaining_s() > 75)
-    profile_step(*model, profiler, 1, g_args.context, 3, "decode_b1_share_",
+    profile_step(eager, profiler, 1, g_args.context, 3, "decode_b1_share_",
                  "one batch-1 decode step (forward + argmax) at context " + std::to_string(g_args.context),
                  decode_b1_ms);
 
@@ -725,10 +747,10 @@ int run(int argc, char** argv) {
   if (remaining_s() > 60) {
     const int64_t n = g_args.prefill_tokens;
     say("prefill of %lld tokens (one warm-up, then one timed forward)", (long long)n);
-    StepTimes pf = run_steps(*model, profiler, 1, n, n, 0, 1, 60);
+    StepTimes pf = run_steps(eager, profiler, 1, n, n, 0, 1, 60);
     if (pf.ok && !pf.ms.empty() && pf.ms[0] < 20000) {
       say("  first (warm-up) prefill %.1f ms", pf.ms[0]);
-      StepTimes again = run_steps(*model, profiler, 1, n, n, 0, 1, 60);
+      StepTimes again = run_steps(eager, profiler, 1, n, n, 0, 1, 60);
       if (again.ok && !again.ms.empty()) pf.ms[0] = std::min(pf.ms[0], again.ms[0]);
     }
     if (pf.ok && !pf.ms.empty()) {
@@ -747,7 +769,7 @@ int run(int argc, char** argv) {
       add_record(r);
       // (d2) The same prefill, op by op.
       if (remaining_s() > 45)
-        profile_step(*model, profiler, n, n, 0, "prefill_" + std::to_string(n) + "_share_",
+        profile_step(eager, profiler, n, n, 0, "prefill_" + std::to_string(n) + "_share_",
                      "one prefill of " + std::to_string(n) + " tokens (forward + argmax)", pf.ms[0]);
     }
   } else {
@@ -761,13 +783,16 @@ int run(int argc, char** argv) {
       continue;
     }
     say("decode throughput, batch %lld, context %lld", (long long)batch, (long long)g_args.context);
-    StepTimes t = (batch == 1 && decode_b1_ms > 0) ? b1 : run_steps(*model, profiler, batch, 1, g_args.context, 2, 10, 60);
+    StepTimes t = (batch == 1 && decode_b1_ms > 0) ? b1 : run_steps(decoder, profiler, batch, 1, g_args.context, 2, 10, 60);
     if (!t.ok || t.ms.empty()) continue;
     const double ms = median(t.ms);
     add_record({"decode_throughput_b" + std::to_string(batch), double(batch) * 1e3 / ms, "tokens/s", {}, {},
                 "median step " + std::to_string(ms) + " ms over " + std::to_string(t.ms.size()) + " steps, context " +
-                    std::to_string(g_args.context) + ", " + suffix + " dummy weights"});
+                    std::to_string(g_args.context) + ", " + suffix + " dummy weights" +
+                    (g_args.enforce_eager ? ", eager" : ", CUDA graphs")});
   }
+  say("step graphs: %lld recorded, %lld steps replayed, %lld buckets dropped", (long long)graphed.num_recorded(),
+      (long long)graphed.num_replayed(), (long long)graphed.num_dropped());
   say("done in %.1f s", elapsed_s());
   std::lock_guard<std::mutex> lock(g_mutex);
   std::fflush(stdout);

@@ -1,7 +1,7 @@
 #pragma once
 // A Backend decorator for profiling a step (gpu_decode_bench only): every op is forwarded to the
-// inner backend; while recording, each call is bracketed by a pair of CUDA events on the default
-// stream (the stream the CUDA backend uses) and keyed by op name, linear products by weight shape
+// inner backend; while recording, each call is bracketed by a pair of CUDA events on the legacy
+// default stream (ordered with the CUDA backend's blocking stream) and keyed by op name, linear products by weight shape
 // ("linear 6144x4096"). Host time inside the calls and between them (the model's own work) is
 // kept too. Not recording, it is a plain pass-through.
 #include <chrono>
@@ -39,6 +39,11 @@ class ProfilingBackend final : public Backend {
   bool memory_info(size_t* free_bytes, size_t* total_bytes) const override {
     return inner_.memory_info(free_bytes, total_bytes);
   }
+
+  // Step graphs pass through (record a step eagerly to profile it: events can't join a graph).
+  bool supports_graphs() const override { return inner_.supports_graphs(); }
+  Result<GraphPhase> begin_graph(int64_t key) override { return inner_.begin_graph(key); }
+  Status end_graph(bool launch) override { return inner_.end_graph(launch); }
 
   Tensor empty(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> upload_weight(const Tensor& host) override;

@@ -42,7 +42,8 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t t = tokens ? tokens[i] : i;
   const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int begin = part * partition_keys, end = min(context, begin + partition_keys);
+  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
+  const int begin = part * keys, end = min(context, begin + keys);
   const int kv_head = h / (num_heads / num_kv_heads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = warp * S::kKeysPerWarp + lane / S::kLanes, sub = lane % S::kLanes;
@@ -158,7 +159,8 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
   const int64_t t = tokens ? tokens[i] : i;
   const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int begin = part * partition_keys, end = min(context, begin + partition_keys);
+  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
+  const int begin = part * keys, end = min(context, begin + keys);
   const int h0 = kv_head * G;  // q heads h0 .. h0 + G - 1 share kv_head
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = warp * S::kKeysPerWarp + lane / S::kLanes, sub = lane % S::kLanes;
@@ -426,7 +428,7 @@ cudaError_t launch_decode_attention_f32(const float* q, const float* k_cache, co
   if (num_tokens == 0) return cudaSuccess;
   if (num_tokens < 0 || num_tokens > INT32_MAX || num_heads <= 0 || num_heads > 65535 || num_kv_heads <= 0 ||
       num_heads % num_kv_heads != 0 || block_size <= 0 || max_blocks <= 0 || !decode_attention_supports(head_dim) ||
-      num_partitions < 1 || num_partitions > kDecodeMaxPartitions || partition_keys < 1 ||
+      num_partitions < 1 || num_partitions > kDecodeMaxPartitions || partition_keys < 0 ||
       partition_keys * num_partitions > INT32_MAX || (num_partitions > 1 && workspace == nullptr))
     return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads),

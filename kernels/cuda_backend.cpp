@@ -50,6 +50,17 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType
   // bf16 weights: the default mode, which uses tensor cores for bf16 inputs.
   cublasSetMathMode(h, weight_dtype == DType::bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH);
   backend->cublas_ = h;
+  cudaStream_t stream = nullptr;
+  if (cudaStreamCreate(&stream) != cudaSuccess) return make_error(ErrorCode::unavailable, "cudaStreamCreate failed");
+  backend->stream_ = stream;
+  cublasSetStream(h, stream);
+  constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+  if (cudaMalloc(&backend->cublas_workspace_, kCublasWorkspaceBytes) == cudaSuccess) {
+    cublasSetWorkspace(h, backend->cublas_workspace_, kCublasWorkspaceBytes);
+  } else {
+    cudaGetLastError();
+    backend->cublas_workspace_ = nullptr;
+  }
   // Keep freed memory in the pool instead of returning it at every synchronization.
   cudaMemPool_t pool = nullptr;
   if (cudaDeviceGetDefaultMemPool(&pool, device_index) == cudaSuccess) {
@@ -60,10 +71,25 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType
 }
 
 CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamSynchronize(stream_);
   if (cublas_) cublasDestroy(handle(cublas_));
+  if (cublas_workspace_) cudaFree(cublas_workspace_);
+  if (stream_) cudaStreamDestroy(stream_);
 }
 
+Result<GraphPhase> CudaBackend::begin_graph(int64_t key) {
+  if (!error_.empty()) return make_error(ErrorCode::unavailable, "step graph: an earlier CUDA error is pending");
+  return graphs_.begin(key, stream_);
+}
+
+Status CudaBackend::end_graph(bool launch) { return graphs_.end(launch, stream_); }
+
 void CudaBackend::check(int status, const char* what) {
+  if (status != 0 && in_graph()) {
+    cudaGetLastError();
+    graphs_.fail(std::string(what) + " failed: " + cudaGetErrorString(cudaError_t(status)));
+    return;
+  }
   if (status != 0 && error_.empty()) {
     error_ = std::string(what) + " failed: " + cudaGetErrorString(cudaError_t(status));
     log::get("cuda")->error("{}", error_);
@@ -81,6 +107,16 @@ bool CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) const {
 }
 
 Tensor CudaBackend::empty(DType dtype, std::vector<int64_t> shape) {
+  if (in_graph()) return graphs_.forward_tensor(dtype, std::move(shape));
+  return device_tensor(dtype, std::move(shape));
+}
+
+Tensor CudaBackend::scratch(DType dtype, std::vector<int64_t> shape) {
+  if (in_graph()) return graphs_.op_tensor(dtype, std::move(shape));
+  return device_tensor(dtype, std::move(shape));
+}
+
+Tensor CudaBackend::device_tensor(DType dtype, std::vector<int64_t> shape) {
   auto storage = std::make_shared<Storage>();
   storage->nbytes = size_t(numel_of(shape)) * dtype_size(dtype);
   storage->device = Device::cuda;
@@ -94,8 +130,10 @@ Tensor CudaBackend::empty(DType dtype, std::vector<int64_t> shape) {
 
 Tensor CudaBackend::on_device(const Tensor& t) {
   if (!t.defined() || t.device() == Device::cuda) return t;
-  Tensor d = empty(t.dtype(), t.shape());
-  check(cudaMemcpy(d.raw(), t.raw(), t.nbytes(), cudaMemcpyHostToDevice), "upload");
+  if (in_graph()) return graphs_.upload(t, stream_);
+  Tensor d = device_tensor(t.dtype(), t.shape());
+  // From pageable memory: returns once the bytes are staged, so `t` may go right after.
+  check(cudaMemcpyAsync(d.raw(), t.raw(), t.nbytes(), cudaMemcpyHostToDevice, stream_), "upload");
   return d;
 }
 
@@ -108,12 +146,12 @@ Result<Tensor> CudaBackend::upload_weight(const Tensor& host) {
   if (weight_dtype_ == DType::bf16 && source.dim() == 2) {
     std::vector<uint16_t> bits(values.size());
     for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
-    Tensor d = empty(DType::bf16, source.shape());
+    Tensor d = device_tensor(DType::bf16, source.shape());
     if (cudaMemcpy(d.raw(), bits.data(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
       return make_error(ErrorCode::out_of_resources, "uploading a weight to the GPU failed");
     return d;
   }
-  Tensor d = empty(DType::f32, source.shape());
+  Tensor d = device_tensor(DType::f32, source.shape());
   if (cudaMemcpy(d.raw(), values.data(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
     return make_error(ErrorCode::out_of_resources, "uploading a weight to the GPU failed");
   return d;
@@ -125,7 +163,7 @@ Result<KvCache> CudaBackend::create_kv_cache(const KvCacheSpec& spec) {
   std::vector<Tensor> tensors;
   for (int64_t layer = 0; layer < spec.num_layers; ++layer) {
     for (const auto& c : spec.components) {
-      Tensor t = empty(DType::f32, {spec.num_blocks, spec.block_size, c.num_heads, c.head_dim});
+      Tensor t = device_tensor(DType::f32, {spec.num_blocks, spec.block_size, c.num_heads, c.head_dim});
       cudaMemset(t.raw(), 0, t.nbytes());
       tensors.push_back(std::move(t));
     }
@@ -162,42 +200,46 @@ Tensor CudaBackend::to_host(const Tensor& t) {
 
 void CudaBackend::embedding(const Tensor& ids, const Tensor& table, Tensor out) {
   Tensor d_ids = on_device(ids);
+  if (replaying()) return;
   if (table.dtype() == DType::bf16) {
     check(launch_embedding_bf16(d_ids.data<int32_t>(), table.data<uint16_t>(), out.data<float>(), ids.numel(),
-                                table.size(1), nullptr),
+                                table.size(1), stream()),
           "embedding");
     return;
   }
   check(launch_embedding_f32(d_ids.data<int32_t>(), table.data<float>(), out.data<float>(), ids.numel(),
-                             table.size(1), nullptr),
+                             table.size(1), stream()),
         "embedding");
 }
 
 void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) {
   Tensor dx = on_device(x);
+  if (replaying()) return;
   const int64_t hidden = weight.numel();
   check(launch_rmsnorm_f32(dx.data<float>(), weight.data<float>(), out.data<float>(), dx.numel() / hidden, hidden,
-                           eps, nullptr),
+                           eps, stream()),
         "rmsnorm");
 }
 
 void CudaBackend::add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) {
   Tensor dx = on_device(x);
+  if (replaying()) return;
   const int64_t hidden = weight.numel();
   check(launch_add_rmsnorm_f32(residual.data<float>(), dx.data<float>(), weight.data<float>(), out.data<float>(),
-                               residual.numel() / hidden, hidden, eps, nullptr),
+                               residual.numel() / hidden, hidden, eps, stream()),
         "add_rmsnorm");
 }
 
 void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) {
   Tensor dx = on_device(x);
+  if (replaying()) return;
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
   const int64_t n = dx.numel() / in_features;
   if (n == 0) return;
   if (weight.dtype() == DType::bf16 && n <= kGemvMaxTokens) {
     // Decode-sized batches: one pass over the bf16 weights, fp32 activations, bias fused.
     check(launch_gemv_bf16(dx.data<float>(), weight.data<uint16_t>(), bias.defined() ? bias.data<float>() : nullptr,
-                           out.data<float>(), n, out_features, in_features, nullptr),
+                           out.data<float>(), n, out_features, in_features, stream()),
           "gemv_bf16");
     return;
   }
@@ -205,8 +247,8 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bi
   cublasStatus_t st;
   if (weight.dtype() == DType::bf16) {
     // bf16 x bf16 -> fp32 with fp32 accumulation; the activations are rounded to bf16 first.
-    Tensor x16 = empty(DType::bf16, {n, in_features});
-    check(launch_f32_to_bf16(dx.data<float>(), x16.data<uint16_t>(), n * in_features, nullptr), "f32_to_bf16");
+    Tensor x16 = scratch(DType::bf16, {n, in_features});
+    check(launch_f32_to_bf16(dx.data<float>(), x16.data<uint16_t>(), n * in_features, stream()), "f32_to_bf16");
     st = cublasGemmEx(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n), int(in_features), &alpha,
                       weight.raw(), CUDA_R_16BF, int(in_features), x16.raw(), CUDA_R_16BF, int(in_features), &beta,
                       out.raw(), CUDA_R_32F, int(out_features), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
@@ -216,28 +258,32 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bi
                                   int(in_features), &alpha, weight.data<float>(), int(in_features),
                                   dx.data<float>(), int(in_features), &beta, out.data<float>(), int(out_features));
   }
-  if (st != CUBLAS_STATUS_SUCCESS && error_.empty()) {
+  if (st != CUBLAS_STATUS_SUCCESS && in_graph()) {
+    graphs_.fail("cuBLAS GEMM failed with status " + std::to_string(int(st)));
+  } else if (st != CUBLAS_STATUS_SUCCESS && error_.empty()) {
     error_ = "cuBLAS GEMM failed with status " + std::to_string(int(st));
     log::get("cuda")->error("{}", error_);
   }
   if (bias.defined())
-    check(launch_add_bias_f32(out.data<float>(), bias.data<float>(), n, out_features, nullptr), "add_bias");
+    check(launch_add_bias_f32(out.data<float>(), bias.data<float>(), n, out_features, stream()), "add_bias");
 }
 
 void CudaBackend::rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) {
   Tensor d_pos = on_device(positions);
+  if (replaying()) return;
   const int64_t n = positions.numel(), head_dim = q.size(-1);
   check(launch_rope_f32(q.data<float>(), k.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(), n,
-                        q.numel() / (n * head_dim), k.numel() / (n * head_dim), head_dim, inv_freq.numel(), nullptr),
+                        q.numel() / (n * head_dim), k.numel() / (n * head_dim), head_dim, inv_freq.numel(), stream()),
         "rope");
 }
 
 void CudaBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) {
   Tensor d_slots = on_device(slot_mapping);
+  if (replaying()) return;
   const int64_t n = slot_mapping.numel();
   if (n == 0) return;
   check(launch_write_kv_f32(cache_component.data<float>(), x.data<float>(), d_slots.data<int32_t>(), n, x.numel() / n,
-                            nullptr),
+                            stream()),
         "write_kv");
 }
 
@@ -258,18 +304,19 @@ void CudaBackend::build_attention_plan(int64_t tokens_per_tile) {
 
 void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                    const AttentionMetadata& meta, float scale, const int32_t* tokens,
-                                   int64_t num_tokens, int64_t max_context, Tensor out) {
+                                   int64_t num_tokens, int64_t max_context, Tensor out,
+                                   bool per_token_partitions) {
   if (num_tokens == 0) return;
   const int64_t head_dim = q.size(-1), num_heads = q.numel() / (meta.num_tokens * head_dim);
   const int64_t parts = decode_num_partitions(num_tokens, num_heads, k_cache.size(2), head_dim, max_context, num_sms_);
   const int64_t floats = decode_workspace_floats(num_tokens, num_heads, head_dim, parts);
-  Tensor workspace = floats > 0 ? empty(DType::f32, {floats}) : Tensor();  // freed stream-ordered
+  Tensor workspace = floats > 0 ? scratch(DType::f32, {floats}) : Tensor();  // freed stream-ordered
   check(launch_decode_attention_f32(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
                                     meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(), tokens,
                                     num_tokens, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
                                     meta.block_size, num_heads, k_cache.size(2), head_dim, scale, parts,
-                                    decode_partition_keys(max_context, parts),
-                                    floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), nullptr),
+                                    per_token_partitions ? 0 : decode_partition_keys(max_context, parts),
+                                    floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
         "decode_attention");
 }
 
@@ -278,14 +325,23 @@ void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const
 void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                   const AttentionMetadata& meta, float scale, Tensor out) {
   const int64_t n = meta.num_tokens, head_dim = q.size(-1);
-  if (n == 0) return;
+  if (n == 0 || replaying()) return;
   const int64_t num_heads = q.numel() / (n * head_dim), num_kv_heads = k_cache.size(2);
   const bool grouped = num_kv_heads > 0 && num_heads % num_kv_heads == 0;
+  if (in_graph() && grouped && decode_attention_supports(head_dim)) {
+    // A recorded step holds only decode tokens (runtime/graphed_model.hpp); its launch may not
+    // depend on this step's contexts, only on the block tables' width.
+    for (size_t s = 0; s + 1 < query_start_host_.size(); ++s)
+      if (query_start_host_[s + 1] - query_start_host_[s] != 1) graphs_.fail("a recorded step holds a prefill");
+    decode_attention(q, k_cache, v_cache, meta, scale, nullptr, n, meta.max_blocks_per_seq * meta.block_size, out,
+                     /*per_token_partitions=*/true);
+    return;
+  }
   if (!grouped || !decode_attention_supports(head_dim) || int64_t(context_lens_host_.size()) != meta.num_seqs) {
     check(launch_paged_attention_f32(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
                                      meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
                                      meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size, n,
-                                     num_heads, num_kv_heads, head_dim, scale, out.data<float>(), nullptr),
+                                     num_heads, num_kv_heads, head_dim, scale, out.data<float>(), stream()),
           "paged_attention");
     return;
   }
@@ -297,7 +353,7 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
     check(launch_prefill_attention_bf16(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
                                         meta.positions.data<int32_t>(), plan, plan_tiles_,
                                         meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size,
-                                        num_heads, num_kv_heads, head_dim, scale, out.data<float>(), nullptr),
+                                        num_heads, num_kv_heads, head_dim, scale, out.data<float>(), stream()),
           "prefill_attention");
     decode_attention(q, k_cache, v_cache, meta, scale, plan + 3 * plan_tiles_, plan_decode_tokens_,
                      plan_decode_context_, out);
@@ -307,40 +363,45 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
 }
 
 void CudaBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) {
-  check(launch_silu_and_mul_f32(gate.data<float>(), up.data<float>(), out.data<float>(), out.numel(), nullptr),
+  if (replaying()) return;
+  check(launch_silu_and_mul_f32(gate.data<float>(), up.data<float>(), out.data<float>(), out.numel(), stream()),
         "silu_and_mul");
 }
 
 void CudaBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
   const int64_t inter = out.size(-1);
-  if (inter == 0) return;
-  check(launch_silu_and_mul_packed_f32(gate_up.data<float>(), out.data<float>(), out.numel() / inter, inter, nullptr),
+  if (inter == 0 || replaying()) return;
+  check(launch_silu_and_mul_packed_f32(gate_up.data<float>(), out.data<float>(), out.numel() / inter, inter, stream()),
         "silu_and_mul_packed");
 }
 
 void CudaBackend::copy(const Tensor& src, Tensor dst) {
-  const cudaMemcpyKind kind = src.device() == Device::cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
-  check(cudaMemcpy(dst.raw(), src.raw(), src.nbytes(), kind), "copy");
+  const Tensor from = in_graph() ? on_device(src) : src;  // host sources go through the staging
+  if (replaying()) return;
+  const cudaMemcpyKind kind = from.device() == Device::cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+  check(cudaMemcpyAsync(dst.raw(), from.raw(), from.nbytes(), kind, stream_), "copy");
 }
 
 void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor out) {
   Tensor da = on_device(a), db = on_device(b);
-  check(launch_add_f32(da.data<float>(), db.data<float>(), out.data<float>(), out.numel(), nullptr), "add");
+  if (replaying()) return;
+  check(launch_add_f32(da.data<float>(), db.data<float>(), out.data<float>(), out.numel(), stream()), "add");
 }
 
 void CudaBackend::gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) {
   if (rows.empty()) return;
   Tensor d_rows = on_device(Tensor::from_i32(rows, {int64_t(rows.size())}));
+  if (replaying()) return;
   check(launch_gather_rows_f32(x.data<float>(), d_rows.data<int32_t>(), out.data<float>(), int64_t(rows.size()),
-                               x.size(-1), nullptr),
+                               x.size(-1), stream()),
         "gather_rows");
 }
 
 std::vector<int32_t> CudaBackend::argmax(const Tensor& logits) {
   Tensor d_logits = on_device(logits);
   const int64_t rows = d_logits.size(0), vocab = d_logits.size(1);
-  Tensor d_out = empty(DType::i32, {rows});
-  check(launch_argmax_f32(d_logits.data<float>(), d_out.data<int32_t>(), rows, vocab, nullptr), "argmax");
+  Tensor d_out = scratch(DType::i32, {rows});
+  check(launch_argmax_f32(d_logits.data<float>(), d_out.data<int32_t>(), rows, vocab, stream()), "argmax");
   Tensor h = to_host(d_out);
   return std::vector<int32_t>(h.data<int32_t>(), h.data<int32_t>() + rows);
 }
@@ -360,10 +421,10 @@ bool CudaBackend::sample_on_device(const Tensor& logits, const std::vector<Devic
   if (num_rows == 0) return true;
   const size_t bytes = sample_workspace_bytes(rows.data(), num_rows, vocab);
   if (bytes == 0) return false;
-  Tensor workspace = empty(DType::u8, {int64_t(bytes)});  // freed stream-ordered
-  Tensor d_out = empty(DType::i32, {num_rows});
+  Tensor workspace = scratch(DType::u8, {int64_t(bytes)});  // freed stream-ordered
+  Tensor d_out = scratch(DType::i32, {num_rows});
   const cudaError_t err = launch_sample_f32(logits.data<float>(), rows.data(), num_rows, vocab,
-                                            d_out.data<int32_t>(), workspace.raw(), bytes, nullptr);
+                                            d_out.data<int32_t>(), workspace.raw(), bytes, stream());
   if (err != cudaSuccess) {
     check(err, "sample");
     return false;

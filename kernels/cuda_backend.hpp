@@ -2,11 +2,18 @@
 // The CUDA backend: the Backend ops on one GPU, fp32 compute (exact against the CPU reference;
 // bf16 compute is the next step), cuBLAS for matrix products, kernels from cuda_ops.cu. Inputs
 // that arrive in host memory (token ids, hidden states from another stage) are uploaded on use.
+// The ops run on the backend's own stream (a blocking one, so work other code puts on the legacy
+// default stream stays ordered with them); decode steps can run as CUDA graphs
+// (kernels/cuda_step_graphs.hpp).
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "runtime/backend.hpp"
+
+#include "kernels/cuda_step_graphs.hpp"
+
+struct CUstream_st;  // cudaStream_t is CUstream_st*
 
 namespace troupe::kernels {
 
@@ -53,6 +60,12 @@ class CudaBackend final : public Backend {
   bool sample_on_device(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
                         std::vector<int32_t>* ids) override;
 
+  bool supports_graphs() const override { return true; }
+  Result<GraphPhase> begin_graph(int64_t key) override;
+  Status end_graph(bool launch) override;
+  int64_t num_step_graphs() const { return graphs_.num_graphs(); }
+  CUstream_st* stream() const { return stream_; }
+
   // The first CUDA or cuBLAS error since the last call, then cleared ("" when none).
   std::string take_error();
   bool memory_info(size_t* free_bytes, size_t* total_bytes) const override;
@@ -60,15 +73,25 @@ class CudaBackend final : public Backend {
  private:
   CudaBackend() = default;
   Tensor on_device(const Tensor& t);  // t itself when already on the GPU, else an uploaded copy
+  Tensor scratch(DType dtype, std::vector<int64_t> shape);  // an op's own temporary
+  Tensor device_tensor(DType dtype, std::vector<int64_t> shape);  // stream-ordered from the pool
+  bool in_graph() const { return graphs_.mode() != StepGraphs::Mode::eager; }
+  bool replaying() const { return graphs_.replaying(); }
   void check(int status, const char* what);
   // The step's prefill tiles of `tokens_per_tile` tokens and its decode tokens, uploaded into plan_.
   void build_attention_plan(int64_t tokens_per_tile);
   // Split-KV fp32 attention for `num_tokens` tokens (indices in `tokens` on the device, or all
   // tokens when nullptr) whose contexts are at most max_context long.
+  // per_token_partitions: each token's own context is split into the partitions (the kernel reads
+  // it on the device), so the launch does not depend on the step's contexts (step graphs).
   void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
-                        float scale, const int32_t* tokens, int64_t num_tokens, int64_t max_context, Tensor out);
+                        float scale, const int32_t* tokens, int64_t num_tokens, int64_t max_context, Tensor out,
+                        bool per_token_partitions = false);
 
   void* cublas_ = nullptr;  // cublasHandle_t
+  void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records
+  CUstream_st* stream_ = nullptr;
+  StepGraphs graphs_;
   int device_index_ = 0;
   DType weight_dtype_ = DType::f32;
   Tensor seq_of_token_;     // [num_tokens] i32 of the current step's metadata

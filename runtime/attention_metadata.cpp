@@ -28,6 +28,12 @@ Result<AttentionMetadata> build_attention_metadata(const ForwardBatch& batch, in
     meta.max_context_len = std::max<int64_t>(meta.max_context_len, seq.context_len);
   }
   meta.max_blocks_per_seq = std::max<int64_t>(1, meta.max_blocks_per_seq);
+  if (batch.block_table_width > 0) {
+    if (meta.max_blocks_per_seq > batch.block_table_width)
+      return bad_batch("a context needs " + std::to_string(meta.max_blocks_per_seq) + " blocks, the block tables hold " +
+                       std::to_string(batch.block_table_width));
+    meta.max_blocks_per_seq = batch.block_table_width;
+  }
   std::vector<int32_t> slots(static_cast<size_t>(num_tokens));
   std::vector<int32_t> query_start(static_cast<size_t>(num_seqs + 1));
   std::vector<int32_t> context_lens(static_cast<size_t>(num_seqs));

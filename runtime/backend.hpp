@@ -16,6 +16,13 @@
 
 namespace troupe {
 
+// What the ops of a forward do between Backend::begin_graph and end_graph.
+enum class GraphPhase {
+  capture,  // run for real and recorded; end_graph instantiates the recording and launches it
+  replay,   // nothing runs: the host inputs are staged where the recording reads them, and
+            // end_graph launches the recording
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -93,6 +100,23 @@ class Backend {
     (void)rows;
     (void)ids;
     return false;
+  }
+
+  // Step graphs (CUDA graphs): the device work of one forward recorded once per `key` and replayed
+  // with new inputs, so a decode step costs one launch. Between begin_graph and end_graph the
+  // forward must make the same calls with the same shapes as the one recorded under that key, and
+  // read no result on the host; tensors it allocates are valid until the next begin_graph.
+  // end_graph(true) launches the recording; end_graph(false) (the forward failed) discards a
+  // capture and launches nothing. Errors (the recording failed or the calls differed) leave the
+  // backend eager and drop the key; the caller then runs the forward again without a graph.
+  virtual bool supports_graphs() const { return false; }
+  virtual Result<GraphPhase> begin_graph(int64_t key) {
+    (void)key;
+    return make_error(ErrorCode::unsupported, name() + " backend has no step graphs");
+  }
+  virtual Status end_graph(bool launch) {
+    (void)launch;
+    return make_error(ErrorCode::unsupported, name() + " backend has no step graphs");
   }
 };
 

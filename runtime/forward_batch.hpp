@@ -25,6 +25,9 @@ struct ForwardBatch {
   // Non-first pipeline stages: the previous stage's output hidden states [num_tokens, hidden];
   // token_ids are then ignored except for their count.
   Tensor hidden_states;
+  // Blocks per row of the step's block tables: 0 sizes them to the longest context; a step graph
+  // sets the width its recording was made with (every context must fit).
+  int64_t block_table_width = 0;
 
   int64_t num_tokens() const { return int64_t(positions.size()); }
   int64_t num_seqs() const { return int64_t(seqs.size()); }

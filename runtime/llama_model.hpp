@@ -30,6 +30,7 @@ class LlamaModel final : public Model {
   KvCacheSpec kv_cache_spec(int64_t num_blocks, int64_t block_size) const override;
   Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) override;
   Status set_tensor_parallel(Collective* collective) override;
+  bool supports_step_graphs() const override { return collective_ == nullptr; }
 
  private:
   LlamaModel(const ModelConfig& config, Backend& backend, LayerRange range)

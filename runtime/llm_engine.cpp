@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "runtime/cpu_backend.hpp"
+#include "runtime/graphed_model.hpp"
 #include "runtime/kv_cache_sizing.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/model_config.hpp"
@@ -37,6 +38,14 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create_with_model(const Config& co
                       "--max-model-len " + std::to_string(config.max_model_len) +
                           " exceeds the model's max_position_embeddings " + std::to_string(model_len));
 
+  if (!config.enforce_eager && engine->backend_->supports_graphs() && engine->model_->supports_step_graphs()) {
+    StepGraphOptions graphs;
+    graphs.max_batch = std::min<int64_t>(config.max_num_seqs, 256);
+    graphs.max_model_len = engine->max_model_len_;
+    engine->model_ = std::make_unique<GraphedModel>(std::move(engine->model_), *engine->backend_, graphs);
+    log::get("engine")->info("decode steps of up to {} sequences run as step graphs (--enforce-eager: never)",
+                             graphs.max_batch);
+  }
   engine->num_kv_blocks_ = num_kv_blocks;
   auto cache = engine->backend_->create_kv_cache(engine->model_->kv_cache_spec(engine->num_kv_blocks_, config.block_size));
   if (!cache.ok()) return cache.error();
