@@ -21,7 +21,7 @@ namespace {
 
 // Stream-ordered allocation on the default stream: the driver's memory pool caches freed blocks,
 // so the many per-step temporaries neither synchronize nor go back to the driver.
-void free_device(void* p) { cudaFreeAsync(p, nullptr); }
+void free_device(void* p) { free_pool_bytes(p); }
 
 cublasHandle_t handle(void* p) { return static_cast<cublasHandle_t>(p); }
 

@@ -33,6 +33,26 @@ void release_arena_bytes(void* p) {
 
 void keep_bytes(void*) {}
 
+// Recordings in progress (any backend) and the pool frees waiting for them to end.
+std::mutex g_frees_mutex;
+int g_recordings = 0;
+std::vector<void*> g_deferred_frees;
+
+void recording_started() {
+  std::lock_guard lock(g_frees_mutex);
+  ++g_recordings;
+}
+
+void recording_ended() {
+  std::vector<void*> frees;
+  {
+    std::lock_guard lock(g_frees_mutex);
+    if (--g_recordings > 0) return;
+    frees.swap(g_deferred_frees);
+  }
+  for (void* p : frees) cudaFreeAsync(p, nullptr);
+}
+
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
 Tensor wrap_device(void* data, size_t nbytes, void (*deleter)(void*), DType dtype, std::vector<int64_t> shape) {
@@ -48,6 +68,17 @@ Error graph_error(const std::string& what) { return make_error(ErrorCode::unavai
 
 }  // namespace
 
+void free_pool_bytes(void* p) {
+  {
+    std::lock_guard lock(g_frees_mutex);
+    if (g_recordings > 0) {
+      g_deferred_frees.push_back(p);
+      return;
+    }
+  }
+  cudaFreeAsync(p, nullptr);
+}
+
 struct StepGraphs::Graph {
   struct Slot {
     void* data;
@@ -56,6 +87,7 @@ struct StepGraphs::Graph {
   };
   struct Upload {
     size_t offset, nbytes;
+    void* device;  // where the recorded copy puts it
   };
   cudaGraphExec_t exec = nullptr;
   std::vector<Slot> tensors;  // the forward's tensors, in the order it allocated them
@@ -143,6 +175,7 @@ Result<GraphPhase> StepGraphs::begin(int64_t key, void* stream) {
     return graph_error(std::string("cudaStreamBeginCapture: ") + cudaGetErrorString(err));
   }
   mode_ = Mode::capture;
+  recording_started();
   return GraphPhase::capture;
 }
 
@@ -155,6 +188,7 @@ Status StepGraphs::end(bool launch, void* stream) {
     std::unique_ptr<Graph> recorded = std::move(pending_);
     cudaGraph_t captured = nullptr;
     cudaError_t err = cudaStreamEndCapture(as_stream(stream), &captured);
+    recording_ended();
     if (err == cudaSuccess && launch && failure_.empty() && captured != nullptr)
       err = cudaGraphInstantiate(&recorded->exec, captured, 0);
     if (captured) cudaGraphDestroy(captured);
@@ -237,8 +271,10 @@ Tensor StepGraphs::upload(const Tensor& host, void* stream) {
       fail("the step's inputs differ in size from the recording's");
       return host;
     }
-    std::memcpy(static_cast<char*>(staging_) + current_->uploads[next_upload_++].offset, host.raw(), nbytes);
-    return host;
+    const Graph::Upload& u = current_->uploads[next_upload_++];
+    std::memcpy(static_cast<char*>(staging_) + u.offset, host.raw(), nbytes);
+    // The recorded device copy, so ops that get it later don't stage it again.
+    return wrap_device(u.device, nbytes, keep_bytes, host.dtype(), host.shape());
   }
   const size_t offset = (staging_used_ + 255) / 256 * 256;
   if (offset + nbytes > staging_bytes_) {
@@ -247,13 +283,16 @@ Tensor StepGraphs::upload(const Tensor& host, void* stream) {
   }
   std::memcpy(static_cast<char*>(staging_) + offset, host.raw(), nbytes);
   Tensor d = arena_tensor(host.dtype(), host.shape());
-  if (nbytes > 0 && cudaMemcpyAsync(d.raw(), static_cast<char*>(staging_) + offset, nbytes, cudaMemcpyHostToDevice,
-                                    as_stream(stream)) != cudaSuccess) {
-    cudaGetLastError();
-    fail("recording an input copy failed");
+  if (nbytes > 0) {
+    const cudaError_t err = cudaMemcpyAsync(d.raw(), static_cast<char*>(staging_) + offset, nbytes,
+                                            cudaMemcpyHostToDevice, as_stream(stream));
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      fail(std::string("recording an input copy failed: ") + cudaGetErrorString(err));
+    }
   }
   staging_used_ = offset + nbytes;
-  current_->uploads.push_back({offset, nbytes});
+  current_->uploads.push_back({offset, nbytes, d.raw()});
   return d;
 }
 

@@ -19,6 +19,11 @@
 
 namespace troupe::kernels {
 
+// Frees stream-ordered pool memory (the CUDA backend's tensors' deleter). While any graph is being
+// recorded the free is deferred to the end of the recording: a free on the legacy stream would
+// join the recording stream's work and invalidate the recording.
+void free_pool_bytes(void* p);
+
 class StepGraphs {
  public:
   enum class Mode { eager, capture, replay };
@@ -42,7 +47,7 @@ class StepGraphs {
   // A temporary of an op while recording (ops launch nothing while replaying).
   Tensor op_tensor(DType dtype, std::vector<int64_t> shape);
   // `host` on the device: recording, through pinned staging and a recorded copy; replaying, only
-  // written to the staging (the returned tensor is `host` itself, for ops that launch nothing).
+  // written to the staging (the tensor returned is the recorded copy's, filled at the launch).
   Tensor upload(const Tensor& host, void* stream);
   // The recording or replay can't be used (an op failed, a shape differed): end() errors.
   void fail(const std::string& why);
