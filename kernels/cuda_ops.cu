@@ -33,6 +33,20 @@ __device__ float block_sum(float v) {
   return total;
 }
 
+// Output stores: fp32 as is, bf16 rounded to nearest even (runtime/dtype.hpp's f32_to_bf16 for
+// every non-NaN value).
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+// Four values at p[4 i .. 4 i + 3]: one 16-byte (fp32) or 8-byte (bf16) store.
+__device__ __forceinline__ void store4(float* p, int64_t i, float4 v) { reinterpret_cast<float4*>(p)[i] = v; }
+__device__ __forceinline__ void store4(__nv_bfloat16* p, int64_t i, float4 v) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  uint2 bits;
+  bits.x = *reinterpret_cast<const uint32_t*>(&lo);
+  bits.y = *reinterpret_cast<const uint32_t*>(&hi);
+  reinterpret_cast<uint2*>(p)[i] = bits;
+}
+
 __global__ void embedding_kernel(const int32_t* ids, const float* table, float* out, int64_t hidden) {
   const float* row = table + int64_t(ids[blockIdx.x]) * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[blockIdx.x * hidden + i] = row[i];
@@ -48,7 +62,8 @@ __global__ void embedding_bf16_kernel(const int32_t* ids, const __nv_bfloat16* t
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[blockIdx.x * hidden + i] = __bfloat162float(row[i]);
 }
 
-__global__ void add_rmsnorm_kernel(float* residual, const float* x, const float* weight, float* out, int64_t hidden,
+template <typename OutT>
+__global__ void add_rmsnorm_kernel(float* residual, const float* x, const float* weight, OutT* out, int64_t hidden,
                                    float eps) {
   float* r = residual + blockIdx.x * hidden;
   const float* xr = x + blockIdx.x * hidden;
@@ -59,16 +74,19 @@ __global__ void add_rmsnorm_kernel(float* residual, const float* x, const float*
     sum_sq += v * v;
   }
   const float scale = rsqrtf(block_sum(sum_sq) / float(hidden) + eps);
-  for (int64_t i = threadIdx.x; i < hidden; i += kThreads) out[blockIdx.x * hidden + i] = r[i] * scale * weight[i];
+  for (int64_t i = threadIdx.x; i < hidden; i += kThreads)
+    store(out + blockIdx.x * hidden + i, r[i] * scale * weight[i]);
 }
 
 // The same for hidden % 4 == 0 and hidden <= 4 * 4 * kWideThreads: 1024 threads, float4 loads, each
-// thread keeping its (at most 4) vectors of the new residual in registers between the two passes.
+// thread keeping its (at most 4) vectors of the new residual in registers between the two passes;
+// out stores 4 values at once (16 bytes fp32, 8 bytes bf16).
 constexpr int kWideThreads = 1024;
 constexpr int kWideVectors = 4;
 
+template <typename OutT>
 __global__ void __launch_bounds__(kWideThreads) add_rmsnorm_wide_kernel(float* residual, const float* x,
-                                                                        const float* weight, float* out,
+                                                                        const float* weight, OutT* out,
                                                                         int64_t hidden, float eps) {
   const int64_t row = blockIdx.x, vectors = hidden / 4;
   float4* r = reinterpret_cast<float4*>(residual + row * hidden);
@@ -88,13 +106,13 @@ __global__ void __launch_bounds__(kWideThreads) add_rmsnorm_wide_kernel(float* r
   }
   const float scale = rsqrtf(block_sum<kWideThreads>(sum_sq) / float(hidden) + eps);
   const float4* w = reinterpret_cast<const float4*>(weight);
-  float4* o = reinterpret_cast<float4*>(out + row * hidden);
+  OutT* o = out + row * hidden;
 #pragma unroll
   for (int j = 0; j < kWideVectors; ++j) {
     const int64_t i = threadIdx.x + int64_t(j) * kWideThreads;
     if (i < vectors) {
       const float4 v = kept[j], g = w[i];
-      o[i] = make_float4(v.x * scale * g.x, v.y * scale * g.y, v.z * scale * g.z, v.w * scale * g.w);
+      store4(o, i, make_float4(v.x * scale * g.x, v.y * scale * g.y, v.z * scale * g.z, v.w * scale * g.w));
     }
   }
 }
@@ -198,12 +216,13 @@ __global__ void silu_and_mul_kernel(const float* gate, const float* up, float* o
 }
 
 // gate_up: [n, 2 * inter] (gate, then up, per row); out: [n, inter]. One thread per output.
-__global__ void silu_and_mul_packed_kernel(const float* gate_up, float* out, int64_t inter, int64_t count) {
+template <typename OutT>
+__global__ void silu_and_mul_packed_kernel(const float* gate_up, OutT* out, int64_t inter, int64_t count) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < count) {
     const int64_t t = i / inter, c = i - t * inter;
     const float g = gate_up[t * 2 * inter + c];
-    out[i] = g / (1.0f + expf(-g)) * gate_up[t * 2 * inter + inter + c];
+    store(out + i, g / (1.0f + expf(-g)) * gate_up[t * 2 * inter + inter + c]);
   }
 }
 
@@ -212,8 +231,10 @@ __global__ void add_kernel(const float* a, const float* b, float* out, int64_t c
   if (i < count) out[i] = a[i] + b[i];
 }
 
-__global__ void gather_rows_kernel(const float* x, const int32_t* rows, float* out, int64_t dim) {
-  const float* src = x + int64_t(rows[blockIdx.x]) * dim;
+// T: float or uint16_t (bf16 bits, copied as they are).
+template <typename T>
+__global__ void gather_rows_kernel(const T* x, const int32_t* rows, T* out, int64_t dim) {
+  const T* src = x + int64_t(rows[blockIdx.x]) * dim;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[blockIdx.x * dim + i] = src[i];
 }
 
@@ -273,8 +294,11 @@ cudaError_t launch_embedding_bf16(const int32_t* ids, const uint16_t* table, flo
   return cudaGetLastError();
 }
 
-cudaError_t launch_add_rmsnorm_f32(float* residual, const float* x, const float* weight, float* out, int64_t n,
-                                   int64_t hidden, float eps, cudaStream_t stream) {
+namespace {
+
+template <typename OutT>
+cudaError_t launch_add_rmsnorm(float* residual, const float* x, const float* weight, OutT* out, int64_t n,
+                               int64_t hidden, float eps, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (bad_rows(n) || hidden <= 0) return cudaErrorInvalidValue;
   const bool aligned = (reinterpret_cast<uintptr_t>(residual) | reinterpret_cast<uintptr_t>(x) |
@@ -284,6 +308,18 @@ cudaError_t launch_add_rmsnorm_f32(float* residual, const float* x, const float*
   else
     add_rmsnorm_kernel<<<unsigned(n), kThreads, 0, stream>>>(residual, x, weight, out, hidden, eps);
   return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_add_rmsnorm_f32(float* residual, const float* x, const float* weight, float* out, int64_t n,
+                                   int64_t hidden, float eps, cudaStream_t stream) {
+  return launch_add_rmsnorm(residual, x, weight, out, n, hidden, eps, stream);
+}
+
+cudaError_t launch_add_rmsnorm_f32_to_bf16(float* residual, const float* x, const float* weight, uint16_t* out,
+                                           int64_t n, int64_t hidden, float eps, cudaStream_t stream) {
+  return launch_add_rmsnorm(residual, x, weight, reinterpret_cast<__nv_bfloat16*>(out), n, hidden, eps, stream);
 }
 
 cudaError_t launch_add_bias_f32(float* out, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
@@ -341,6 +377,15 @@ cudaError_t launch_silu_and_mul_packed_f32(const float* gate_up, float* out, int
   return cudaGetLastError();
 }
 
+cudaError_t launch_silu_and_mul_packed_f32_to_bf16(const float* gate_up, uint16_t* out, int64_t n, int64_t inter,
+                                                   cudaStream_t stream) {
+  if (n == 0 || inter == 0) return cudaSuccess;
+  if (n < 0 || inter < 0) return cudaErrorInvalidValue;
+  silu_and_mul_packed_kernel<<<blocks_for(n * inter), kThreads, 0, stream>>>(
+      gate_up, reinterpret_cast<__nv_bfloat16*>(out), inter, n * inter);
+  return cudaGetLastError();
+}
+
 cudaError_t launch_add_f32(const float* a, const float* b, float* out, int64_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   add_kernel<<<blocks_for(count), kThreads, 0, stream>>>(a, b, out, count);
@@ -349,6 +394,14 @@ cudaError_t launch_add_f32(const float* a, const float* b, float* out, int64_t c
 
 cudaError_t launch_gather_rows_f32(const float* x, const int32_t* rows, float* out, int64_t num_rows, int64_t dim,
                                    cudaStream_t stream) {
+  if (num_rows == 0) return cudaSuccess;
+  if (bad_rows(num_rows)) return cudaErrorInvalidValue;
+  gather_rows_kernel<<<unsigned(num_rows), kThreads, 0, stream>>>(x, rows, out, dim);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_gather_rows_bf16(const uint16_t* x, const int32_t* rows, uint16_t* out, int64_t num_rows,
+                                    int64_t dim, cudaStream_t stream) {
   if (num_rows == 0) return cudaSuccess;
   if (bad_rows(num_rows)) return cudaErrorInvalidValue;
   gather_rows_kernel<<<unsigned(num_rows), kThreads, 0, stream>>>(x, rows, out, dim);
