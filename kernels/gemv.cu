@@ -202,10 +202,8 @@ template <int NT, typename XT>
 cudaError_t launch_tokens(bool vec, dim3 grid, dim3 block, int splits, const XT* x, const uint16_t* weight,
                           const float* bias, float* out, int64_t out_features, int64_t in_features,
                           cudaStream_t stream) {
-  if (vec)
-    gemv_bf16_kernel<NT, true, XT><<<grid, block, 0, stream>>>(x, weight, bias, out, out_features, in_features, splits);
-  else
-    gemv_bf16_kernel<NT, false, XT><<<grid, block, 0, stream>>>(x, weight, bias, out, out_features, in_features, splits);
+  const auto kernel = vec ? gemv_bf16_kernel<NT, true, XT> : gemv_bf16_kernel<NT, false, XT>;
+  kernel<<<grid, block, 0, stream>>>(x, weight, bias, out, out_features, in_features, splits);
   return cudaGetLastError();
 }
 

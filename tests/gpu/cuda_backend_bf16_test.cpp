@@ -106,7 +106,8 @@ TEST_F(CudaBackendBf16Inputs, DtypeFollowsTheWeights) {
 
 // 4096 and 4100 take add_rmsnorm's wide float4 kernel (8-byte bf16 stores), 1000 and 1001 the
 // general one; the shifted output (row 1 of a bigger tensor, 8-byte aligned at 4100) forces the
-// general kernel at 4100 too.
+// general kernel at 4100 too. silu_and_mul_packed: 1001 runs the one-output-a-thread kernel, the
+// others the float4 one.
 TEST_F(CudaBackendBf16Inputs, NormsAndActivationWriteBf16OnAwkwardSizes) {
   for (int64_t n : {1, 19, 99, 989}) {
     for (int64_t hidden : {1000, 1001, 4096, 4100}) {
