@@ -36,6 +36,7 @@ class ProfilingBackend final : public Backend {
   Device device() const override { return inner_.device(); }
   void bind_thread() override { inner_.bind_thread(); }
   std::string name() const override { return "profiling(" + inner_.name() + ")"; }
+  DType matmul_input_dtype() const override { return inner_.matmul_input_dtype(); }
   bool memory_info(size_t* free_bytes, size_t* total_bytes) const override {
     return inner_.memory_info(free_bytes, total_bytes);
   }

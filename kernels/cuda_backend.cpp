@@ -216,6 +216,12 @@ void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tens
   Tensor dx = on_device(x);
   if (replaying()) return;
   const int64_t hidden = weight.numel();
+  if (out.dtype() == DType::bf16) {
+    check(launch_rmsnorm_f32_to_bf16(dx.data<float>(), weight.data<float>(), out.data<uint16_t>(), dx.numel() / hidden,
+                                     hidden, eps, stream()),
+          "rmsnorm");
+    return;
+  }
   check(launch_rmsnorm_f32(dx.data<float>(), weight.data<float>(), out.data<float>(), dx.numel() / hidden, hidden,
                            eps, stream()),
         "rmsnorm");
@@ -225,6 +231,12 @@ void CudaBackend::add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& we
   Tensor dx = on_device(x);
   if (replaying()) return;
   const int64_t hidden = weight.numel();
+  if (out.dtype() == DType::bf16) {
+    check(launch_add_rmsnorm_f32_to_bf16(residual.data<float>(), dx.data<float>(), weight.data<float>(),
+                                         out.data<uint16_t>(), residual.numel() / hidden, hidden, eps, stream()),
+          "add_rmsnorm");
+    return;
+  }
   check(launch_add_rmsnorm_f32(residual.data<float>(), dx.data<float>(), weight.data<float>(), out.data<float>(),
                                residual.numel() / hidden, hidden, eps, stream()),
         "add_rmsnorm");
@@ -236,6 +248,10 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bi
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
   const int64_t n = dx.numel() / in_features;
   if (n == 0) return;
+  if (dx.dtype() == DType::bf16) {
+    linear_bf16_x(dx, weight, bias, out);
+    return;
+  }
   if (weight.dtype() == DType::bf16 && n <= kGemvMaxTokens) {
     // Decode-sized batches: one pass over the bf16 weights, fp32 activations, bias fused.
     check(launch_gemv_bf16(dx.data<float>(), weight.data<uint16_t>(), bias.defined() ? bias.data<float>() : nullptr,
@@ -258,6 +274,39 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bi
                                   int(in_features), &alpha, weight.data<float>(), int(in_features),
                                   dx.data<float>(), int(in_features), &beta, out.data<float>(), int(out_features));
   }
+  if (st != CUBLAS_STATUS_SUCCESS && in_graph()) {
+    graphs_.fail("cuBLAS GEMM failed with status " + std::to_string(int(st)));
+  } else if (st != CUBLAS_STATUS_SUCCESS && error_.empty()) {
+    error_ = "cuBLAS GEMM failed with status " + std::to_string(int(st));
+    log::get("cuda")->error("{}", error_);
+  }
+  if (bias.defined())
+    check(launch_add_bias_f32(out.data<float>(), bias.data<float>(), n, out_features, stream()), "add_bias");
+}
+
+// x already bf16 (matmul_input_dtype): the GEMV reads it directly, cuBLAS takes it as is.
+void CudaBackend::linear_bf16_x(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) {
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const int64_t n = x.numel() / in_features;
+  if (weight.dtype() != DType::bf16) {
+    if (error_.empty()) {
+      error_ = "linear: bf16 activations need a bf16 weight, not " + std::string(dtype_name(weight.dtype()));
+      log::get("cuda")->error("{}", error_);
+    }
+    return;
+  }
+  if (n <= kGemvMaxTokens) {
+    const float* b = bias.defined() ? bias.data<float>() : nullptr;
+    check(launch_gemv_bf16_x16(x.data<uint16_t>(), weight.data<uint16_t>(), b, out.data<float>(), n, out_features,
+                               in_features, stream()),
+          "gemv_bf16");
+    return;
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  const cublasStatus_t st = cublasGemmEx(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n),
+                                         int(in_features), &alpha, weight.raw(), CUDA_R_16BF, int(in_features), x.raw(),
+                                         CUDA_R_16BF, int(in_features), &beta, out.raw(), CUDA_R_32F,
+                                         int(out_features), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (st != CUBLAS_STATUS_SUCCESS && in_graph()) {
     graphs_.fail("cuBLAS GEMM failed with status " + std::to_string(int(st)));
   } else if (st != CUBLAS_STATUS_SUCCESS && error_.empty()) {
@@ -371,6 +420,12 @@ void CudaBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out)
 void CudaBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
   const int64_t inter = out.size(-1);
   if (inter == 0 || replaying()) return;
+  if (out.dtype() == DType::bf16) {
+    check(launch_silu_and_mul_packed_f32_to_bf16(gate_up.data<float>(), out.data<uint16_t>(), out.numel() / inter,
+                                                 inter, stream()),
+          "silu_and_mul_packed");
+    return;
+  }
   check(launch_silu_and_mul_packed_f32(gate_up.data<float>(), out.data<float>(), out.numel() / inter, inter, stream()),
         "silu_and_mul_packed");
 }
@@ -392,6 +447,12 @@ void CudaBackend::gather_rows(const Tensor& x, const std::vector<int32_t>& rows,
   if (rows.empty()) return;
   Tensor d_rows = on_device(Tensor::from_i32(rows, {int64_t(rows.size())}));
   if (replaying()) return;
+  if (x.dtype() == DType::bf16) {
+    check(launch_gather_rows_bf16(x.data<uint16_t>(), d_rows.data<int32_t>(), out.data<uint16_t>(),
+                                  int64_t(rows.size()), x.size(-1), stream()),
+          "gather_rows");
+    return;
+  }
   check(launch_gather_rows_f32(x.data<float>(), d_rows.data<int32_t>(), out.data<float>(), int64_t(rows.size()),
                                x.size(-1), stream()),
         "gather_rows");

@@ -21,8 +21,11 @@ class CudaBackend final : public Backend {
  public:
   // Binds `device_index`; errors when no usable GPU is present. weight_dtype bf16 keeps matrices
   // (linear and embedding weights) in bf16: products of up to 8 tokens run in the GEMV kernel
-  // (kernels/gemv.hpp: fp32 activations, one pass over the weights), larger ones in cuBLAS with
-  // bf16 inputs; both accumulate and output in fp32. Activations, norms and the KV cache stay fp32.
+  // (kernels/gemv.hpp: fp32 or bf16 activations, one pass over the weights), larger ones in cuBLAS with
+  // bf16 inputs; both accumulate and output in fp32. With bf16 weights the products' inputs (the
+  // normed hidden states, the MLP activation) are bf16 too (matmul_input_dtype): rmsnorm,
+  // add_rmsnorm and silu_and_mul_packed round once when writing them, so no product converts its
+  // x. The residual stream, q/k/v, attention and the KV cache stay fp32.
   // Attention: sequences with one new token run the fp32 split-KV kernel (attention_decode.hpp);
   // with bf16 weights, prefill chunks run the tensor-core kernel (attention_prefill.hpp, bf16
   // inputs, fp32 accumulation), with fp32 weights the fp32 kernel too (exact against the CPU).
@@ -34,6 +37,7 @@ class CudaBackend final : public Backend {
   int device_index() const { return device_index_; }
   std::string name() const override { return "cuda"; }
   DType weight_dtype() const { return weight_dtype_; }
+  DType matmul_input_dtype() const override { return weight_dtype_ == DType::bf16 ? DType::bf16 : DType::f32; }
 
   Tensor empty(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> upload_weight(const Tensor& host) override;
@@ -78,6 +82,8 @@ class CudaBackend final : public Backend {
   bool in_graph() const { return graphs_.mode() != StepGraphs::Mode::eager; }
   bool replaying() const { return graphs_.replaying(); }
   void check(int status, const char* what);
+  // linear with x already bf16 on the device: GEMV (n <= kGemvMaxTokens) or cuBLAS, no conversion.
+  void linear_bf16_x(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out);
   // The step's prefill tiles of `tokens_per_tile` tokens and its decode tokens, uploaded into plan_.
   void build_attention_plan(int64_t tokens_per_tile);
   // Split-KV fp32 attention for `num_tokens` tokens (indices in `tokens` on the device, or all

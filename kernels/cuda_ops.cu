@@ -33,6 +33,20 @@ __device__ float block_sum(float v) {
   return total;
 }
 
+// Output stores: fp32 as is, bf16 rounded to nearest even (runtime/dtype.hpp's f32_to_bf16 for
+// every non-NaN value).
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+// Four values at p[4 i .. 4 i + 3]: one 16-byte (fp32) or 8-byte (bf16) store.
+__device__ __forceinline__ void store4(float* p, int64_t i, float4 v) { reinterpret_cast<float4*>(p)[i] = v; }
+__device__ __forceinline__ void store4(__nv_bfloat16* p, int64_t i, float4 v) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  uint2 bits;
+  bits.x = *reinterpret_cast<const uint32_t*>(&lo);
+  bits.y = *reinterpret_cast<const uint32_t*>(&hi);
+  reinterpret_cast<uint2*>(p)[i] = bits;
+}
+
 __global__ void embedding_kernel(const int32_t* ids, const float* table, float* out, int64_t hidden) {
   const float* row = table + int64_t(ids[blockIdx.x]) * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[blockIdx.x * hidden + i] = row[i];
@@ -48,7 +62,8 @@ __global__ void embedding_bf16_kernel(const int32_t* ids, const __nv_bfloat16* t
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[blockIdx.x * hidden + i] = __bfloat162float(row[i]);
 }
 
-__global__ void add_rmsnorm_kernel(float* residual, const float* x, const float* weight, float* out, int64_t hidden,
+template <typename OutT>
+__global__ void add_rmsnorm_kernel(float* residual, const float* x, const float* weight, OutT* out, int64_t hidden,
                                    float eps) {
   float* r = residual + blockIdx.x * hidden;
   const float* xr = x + blockIdx.x * hidden;
@@ -59,16 +74,19 @@ __global__ void add_rmsnorm_kernel(float* residual, const float* x, const float*
     sum_sq += v * v;
   }
   const float scale = rsqrtf(block_sum(sum_sq) / float(hidden) + eps);
-  for (int64_t i = threadIdx.x; i < hidden; i += kThreads) out[blockIdx.x * hidden + i] = r[i] * scale * weight[i];
+  for (int64_t i = threadIdx.x; i < hidden; i += kThreads)
+    store(out + blockIdx.x * hidden + i, r[i] * scale * weight[i]);
 }
 
 // The same for hidden % 4 == 0 and hidden <= 4 * 4 * kWideThreads: 1024 threads, float4 loads, each
-// thread keeping its (at most 4) vectors of the new residual in registers between the two passes.
+// thread keeping its (at most 4) vectors of the new residual in registers between the two passes;
+// out stores 4 values at once (16 bytes fp32, 8 bytes bf16).
 constexpr int kWideThreads = 1024;
 constexpr int kWideVectors = 4;
 
+template <typename OutT>
 __global__ void __launch_bounds__(kWideThreads) add_rmsnorm_wide_kernel(float* residual, const float* x,
-                                                                        const float* weight, float* out,
+                                                                        const float* weight, OutT* out,
                                                                         int64_t hidden, float eps) {
   const int64_t row = blockIdx.x, vectors = hidden / 4;
   float4* r = reinterpret_cast<float4*>(residual + row * hidden);
@@ -88,13 +106,13 @@ __global__ void __launch_bounds__(kWideThreads) add_rmsnorm_wide_kernel(float* r
   }
   const float scale = rsqrtf(block_sum<kWideThreads>(sum_sq) / float(hidden) + eps);
   const float4* w = reinterpret_cast<const float4*>(weight);
-  float4* o = reinterpret_cast<float4*>(out + row * hidden);
+  OutT* o = out + row * hidden;
 #pragma unroll
   for (int j = 0; j < kWideVectors; ++j) {
     const int64_t i = threadIdx.x + int64_t(j) * kWideThreads;
     if (i < vectors) {
       const float4 v = kept[j], g = w[i];
-      o[i] = make_float4(v.x * scale * g.x, v.y * scale * g.y, v.z * scale * g.z, v.w * scale * g.w);
+      store4(o, i, make_float4(v.x * scale * g.x, v.y * scale * g.y, v.z * scale * g.z, v.w * scale * g.w));
     }
   }
 }
@@ -197,14 +215,28 @@ __global__ void silu_and_mul_kernel(const float* gate, const float* up, float* o
   }
 }
 
+__device__ __forceinline__ float silu_mul(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
+
 // gate_up: [n, 2 * inter] (gate, then up, per row); out: [n, inter]. One thread per output.
-__global__ void silu_and_mul_packed_kernel(const float* gate_up, float* out, int64_t inter, int64_t count) {
+template <typename OutT>
+__global__ void silu_and_mul_packed_kernel(const float* gate_up, OutT* out, int64_t inter, int64_t count) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < count) {
     const int64_t t = i / inter, c = i - t * inter;
-    const float g = gate_up[t * 2 * inter + c];
-    out[i] = g / (1.0f + expf(-g)) * gate_up[t * 2 * inter + inter + c];
+    store(out + i, silu_mul(gate_up[t * 2 * inter + c], gate_up[t * 2 * inter + inter + c]));
   }
+}
+
+// The same for inter % 4 == 0 and aligned rows: block row blockIdx.x (a token), 4 outputs a thread
+// from two float4 loads, no 64-bit division.
+template <typename OutT>
+__global__ void silu_and_mul_packed_vec_kernel(const float* gate_up, OutT* out, int64_t inter) {
+  const int64_t vectors = inter / 4, v = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (v >= vectors) return;
+  const float4* row = reinterpret_cast<const float4*>(gate_up + int64_t(blockIdx.x) * 2 * inter);
+  const float4 g = row[v], u = row[vectors + v];
+  store4(out + int64_t(blockIdx.x) * inter, v,
+         make_float4(silu_mul(g.x, u.x), silu_mul(g.y, u.y), silu_mul(g.z, u.z), silu_mul(g.w, u.w)));
 }
 
 __global__ void add_kernel(const float* a, const float* b, float* out, int64_t count) {
@@ -212,8 +244,10 @@ __global__ void add_kernel(const float* a, const float* b, float* out, int64_t c
   if (i < count) out[i] = a[i] + b[i];
 }
 
-__global__ void gather_rows_kernel(const float* x, const int32_t* rows, float* out, int64_t dim) {
-  const float* src = x + int64_t(rows[blockIdx.x]) * dim;
+// T: float or uint16_t (bf16 bits, copied as they are).
+template <typename T>
+__global__ void gather_rows_kernel(const T* x, const int32_t* rows, T* out, int64_t dim) {
+  const T* src = x + int64_t(rows[blockIdx.x]) * dim;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[blockIdx.x * dim + i] = src[i];
 }
 
@@ -273,8 +307,11 @@ cudaError_t launch_embedding_bf16(const int32_t* ids, const uint16_t* table, flo
   return cudaGetLastError();
 }
 
-cudaError_t launch_add_rmsnorm_f32(float* residual, const float* x, const float* weight, float* out, int64_t n,
-                                   int64_t hidden, float eps, cudaStream_t stream) {
+namespace {
+
+template <typename OutT>
+cudaError_t launch_add_rmsnorm(float* residual, const float* x, const float* weight, OutT* out, int64_t n,
+                               int64_t hidden, float eps, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (bad_rows(n) || hidden <= 0) return cudaErrorInvalidValue;
   const bool aligned = (reinterpret_cast<uintptr_t>(residual) | reinterpret_cast<uintptr_t>(x) |
@@ -284,6 +321,18 @@ cudaError_t launch_add_rmsnorm_f32(float* residual, const float* x, const float*
   else
     add_rmsnorm_kernel<<<unsigned(n), kThreads, 0, stream>>>(residual, x, weight, out, hidden, eps);
   return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_add_rmsnorm_f32(float* residual, const float* x, const float* weight, float* out, int64_t n,
+                                   int64_t hidden, float eps, cudaStream_t stream) {
+  return launch_add_rmsnorm(residual, x, weight, out, n, hidden, eps, stream);
+}
+
+cudaError_t launch_add_rmsnorm_f32_to_bf16(float* residual, const float* x, const float* weight, uint16_t* out,
+                                           int64_t n, int64_t hidden, float eps, cudaStream_t stream) {
+  return launch_add_rmsnorm(residual, x, weight, reinterpret_cast<__nv_bfloat16*>(out), n, hidden, eps, stream);
 }
 
 cudaError_t launch_add_bias_f32(float* out, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
@@ -333,12 +382,35 @@ cudaError_t launch_silu_and_mul_f32(const float* gate, const float* up, float* o
   return cudaGetLastError();
 }
 
-cudaError_t launch_silu_and_mul_packed_f32(const float* gate_up, float* out, int64_t n, int64_t inter,
-                                           cudaStream_t stream) {
+namespace {
+
+template <typename OutT>
+cudaError_t launch_silu_and_mul_packed(const float* gate_up, OutT* out, int64_t n, int64_t inter,
+                                       cudaStream_t stream) {
   if (n == 0 || inter == 0) return cudaSuccess;
   if (n < 0 || inter < 0) return cudaErrorInvalidValue;
-  silu_and_mul_packed_kernel<<<blocks_for(n * inter), kThreads, 0, stream>>>(gate_up, out, inter, n * inter);
+  const int64_t column_blocks = (inter / 4 + kThreads - 1) / kThreads;
+  const bool aligned = reinterpret_cast<uintptr_t>(gate_up) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(out) % (4 * sizeof(OutT)) == 0;
+  if (aligned && inter % 4 == 0 && !bad_rows(n) && column_blocks <= 65535) {
+    const dim3 grid{unsigned(n), unsigned(column_blocks)};
+    silu_and_mul_packed_vec_kernel<<<grid, kThreads, 0, stream>>>(gate_up, out, inter);
+  } else {
+    silu_and_mul_packed_kernel<<<blocks_for(n * inter), kThreads, 0, stream>>>(gate_up, out, inter, n * inter);
+  }
   return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_silu_and_mul_packed_f32(const float* gate_up, float* out, int64_t n, int64_t inter,
+                                           cudaStream_t stream) {
+  return launch_silu_and_mul_packed(gate_up, out, n, inter, stream);
+}
+
+cudaError_t launch_silu_and_mul_packed_f32_to_bf16(const float* gate_up, uint16_t* out, int64_t n, int64_t inter,
+                                                   cudaStream_t stream) {
+  return launch_silu_and_mul_packed(gate_up, reinterpret_cast<__nv_bfloat16*>(out), n, inter, stream);
 }
 
 cudaError_t launch_add_f32(const float* a, const float* b, float* out, int64_t count, cudaStream_t stream) {
@@ -349,6 +421,14 @@ cudaError_t launch_add_f32(const float* a, const float* b, float* out, int64_t c
 
 cudaError_t launch_gather_rows_f32(const float* x, const int32_t* rows, float* out, int64_t num_rows, int64_t dim,
                                    cudaStream_t stream) {
+  if (num_rows == 0) return cudaSuccess;
+  if (bad_rows(num_rows)) return cudaErrorInvalidValue;
+  gather_rows_kernel<<<unsigned(num_rows), kThreads, 0, stream>>>(x, rows, out, dim);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_gather_rows_bf16(const uint16_t* x, const int32_t* rows, uint16_t* out, int64_t num_rows,
+                                    int64_t dim, cudaStream_t stream) {
   if (num_rows == 0) return cudaSuccess;
   if (bad_rows(num_rows)) return cudaErrorInvalidValue;
   gather_rows_kernel<<<unsigned(num_rows), kThreads, 0, stream>>>(x, rows, out, dim);

@@ -14,6 +14,10 @@ cudaError_t launch_embedding_f32(const int32_t* ids, const float* table, float* 
 // residual += x; out = rmsnorm(residual) * weight. All [n, hidden]; weight [hidden].
 cudaError_t launch_add_rmsnorm_f32(float* residual, const float* x, const float* weight, float* out, int64_t n,
                                    int64_t hidden, float eps, cudaStream_t stream);
+// The same with out bf16 bits (rounded to nearest even; must not overlap residual). The wide
+// kernel needs residual, x, weight and out 16-byte aligned, hidden % 4 == 0 and 1024 <= hidden <= 16384.
+cudaError_t launch_add_rmsnorm_f32_to_bf16(float* residual, const float* x, const float* weight, uint16_t* out,
+                                           int64_t n, int64_t hidden, float eps, cudaStream_t stream);
 // out[r, c] += bias[c]. out: [rows, cols].
 cudaError_t launch_add_bias_f32(float* out, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 // Neox rotary embedding in place on the first 2 * half dims of each head.
@@ -37,9 +41,15 @@ cudaError_t launch_add_f32(const float* a, const float* b, float* out, int64_t c
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, inter + i]. gate_up: [n, 2 * inter]; out: [n, inter].
 cudaError_t launch_silu_and_mul_packed_f32(const float* gate_up, float* out, int64_t n, int64_t inter,
                                            cudaStream_t stream);
+// The same with out bf16 bits (rounded to nearest even), the input of the down projection.
+cudaError_t launch_silu_and_mul_packed_f32_to_bf16(const float* gate_up, uint16_t* out, int64_t n, int64_t inter,
+                                                   cudaStream_t stream);
 // out[i, :] = x[rows[i], :].
 cudaError_t launch_gather_rows_f32(const float* x, const int32_t* rows, float* out, int64_t num_rows, int64_t dim,
                                    cudaStream_t stream);
+// The same over bf16 rows (bits copied as they are).
+cudaError_t launch_gather_rows_bf16(const uint16_t* x, const int32_t* rows, uint16_t* out, int64_t num_rows,
+                                    int64_t dim, cudaStream_t stream);
 // out[i] = bf16(x[i]), round to nearest even.
 cudaError_t launch_f32_to_bf16(const float* x, uint16_t* out, int64_t count, cudaStream_t stream);
 // Embedding from a bf16 table into fp32 rows.

@@ -66,6 +66,24 @@ __device__ __forceinline__ void reduce_scatter(float (&v)[C], int lane) {
   }
 }
 
+// Eight activations x[0..7] (16-byte aligned) as fp32: two float4 loads, or one 16-byte load of bf16.
+__device__ __forceinline__ void load_x8(const float* x, float (&xs)[8]) {
+  const float4* p = reinterpret_cast<const float4*>(x);
+  const float4 a = __ldg(p), b = __ldg(p + 1);
+  xs[0] = a.x, xs[1] = a.y, xs[2] = a.z, xs[3] = a.w, xs[4] = b.x, xs[5] = b.y, xs[6] = b.z, xs[7] = b.w;
+}
+__device__ __forceinline__ void load_x8(const uint16_t* x, float (&xs)[8]) {
+  const uint4 v = __ldg(reinterpret_cast<const uint4*>(x));
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    xs[2 * k] = bf16_lo(words[k]);
+    xs[2 * k + 1] = bf16_hi(words[k]);
+  }
+}
+__device__ __forceinline__ float load_x(const float* x) { return *x; }
+__device__ __forceinline__ float load_x(const uint16_t* x) { return __uint_as_float(uint32_t(*x) << 16); }
+
 // out[t, row] = sum + bias[row] for value index = r * NT + t of the row group starting at row0.
 template <int NT>
 __device__ __forceinline__ void store_value(float* out, const float* bias, int64_t out_features, int64_t row0,
@@ -75,11 +93,11 @@ __device__ __forceinline__ void store_value(float* out, const float* bias, int64
   if (row < out_features) out[t * out_features + row] = sum + (bias ? bias[row] : 0.0f);
 }
 
-// x: [NT, in]; w: [out, in]; out: [NT, out]. VEC: the 16-byte path (in % 8 == 0, x and w
-// 16-byte aligned); else one element per lane per step.
-template <int NT, bool VEC>
+// x: [NT, in] fp32 or bf16 bits (XT float or uint16_t); w: [out, in]; out: [NT, out]. VEC: the
+// 16-byte path (in % 8 == 0, x and w 16-byte aligned); else one element per lane per step.
+template <int NT, bool VEC, typename XT>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2)
-    gemv_bf16_kernel(const float* __restrict__ x, const uint16_t* __restrict__ w, const float* __restrict__ bias,
+    gemv_bf16_kernel(const XT* __restrict__ x, const uint16_t* __restrict__ w, const float* __restrict__ bias,
                      float* __restrict__ out, int64_t out_features, int64_t in_features, int splits) {
   constexpr int kValues = kRowsPerWarp * NT;  // sums a warp produces
   constexpr int kPadded = next_pow2(kValues);
@@ -134,9 +152,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
         }
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
-          const float4* xp = reinterpret_cast<const float4*>(x + t * in_features + v * 8);
-          const float4 a = __ldg(xp), b = __ldg(xp + 1);
-          const float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+          float xs[8];
+          load_x8(x + t * in_features + v * 8, xs);
 #pragma unroll
           for (int r = 0; r < kRowsPerWarp; ++r)
 #pragma unroll
@@ -151,7 +168,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
       for (int r = 0; r < kRowsPerWarp; ++r) wf[r] = row_ok[r] ? __uint_as_float(uint32_t(rows[r][i]) << 16) : 0.0f;
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
-        const float xv = x[t * in_features + i];
+        const float xv = load_x(x + t * in_features + i);
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r) acc[r][t] = fmaf(xv, wf[r], acc[r][t]);
       }
@@ -181,21 +198,18 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
   }
 }
 
-template <int NT>
-cudaError_t launch_tokens(bool vec, dim3 grid, dim3 block, int splits, const float* x, const uint16_t* weight,
+template <int NT, typename XT>
+cudaError_t launch_tokens(bool vec, dim3 grid, dim3 block, int splits, const XT* x, const uint16_t* weight,
                           const float* bias, float* out, int64_t out_features, int64_t in_features,
                           cudaStream_t stream) {
-  if (vec)
-    gemv_bf16_kernel<NT, true><<<grid, block, 0, stream>>>(x, weight, bias, out, out_features, in_features, splits);
-  else
-    gemv_bf16_kernel<NT, false><<<grid, block, 0, stream>>>(x, weight, bias, out, out_features, in_features, splits);
+  const auto kernel = vec ? gemv_bf16_kernel<NT, true, XT> : gemv_bf16_kernel<NT, false, XT>;
+  kernel<<<grid, block, 0, stream>>>(x, weight, bias, out, out_features, in_features, splits);
   return cudaGetLastError();
 }
 
-}  // namespace
-
-cudaError_t launch_gemv_bf16(const float* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
-                             int64_t out_features, int64_t in_features, cudaStream_t stream) {
+template <typename XT>
+cudaError_t launch_gemv(const XT* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
+                        int64_t out_features, int64_t in_features, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (n < 0 || n > kGemvMaxTokens || out_features <= 0 || in_features <= 0 || !x || !weight || !out)
     return cudaErrorInvalidValue;
@@ -238,6 +252,18 @@ cudaError_t launch_gemv_bf16(const float* x, const uint16_t* weight, const float
     case 7: return launch_tokens<7>(vec, grid, block, splits, x, weight, bias, out, out_features, in_features, stream);
     default: return launch_tokens<8>(vec, grid, block, splits, x, weight, bias, out, out_features, in_features, stream);
   }
+}
+
+}  // namespace
+
+cudaError_t launch_gemv_bf16(const float* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
+                             int64_t out_features, int64_t in_features, cudaStream_t stream) {
+  return launch_gemv(x, weight, bias, out, n, out_features, in_features, stream);
+}
+
+cudaError_t launch_gemv_bf16_x16(const uint16_t* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
+                                 int64_t out_features, int64_t in_features, cudaStream_t stream) {
+  return launch_gemv(x, weight, bias, out, n, out_features, in_features, stream);
 }
 
 }  // namespace troupe::kernels

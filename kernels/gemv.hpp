@@ -1,7 +1,8 @@
 #pragma once
 // Small-batch products with bf16 weights, the decode step's matrix work:
 //   out[t, o] = sum_i x[t, i] * W[o, i] (+ bias[o]),  t < n <= 8,
-// x and out fp32, W bf16 in the checkpoint layout [out_features, in_features], fp32 accumulation.
+// x fp32 or bf16 (launch_gemv_bf16_x16), out fp32, W bf16 in the checkpoint layout
+// [out_features, in_features], fp32 accumulation.
 // At n <= 8 the product is bound by reading W once, so the kernel (gemv.cu) streams each weight
 // row exactly once for all n tokens with 16-byte loads; cuBLAS handles larger n. Three layers:
 // the __global__ kernel, this raw-pointer launcher, and the CPU reference (gemv_ref.cpp).
@@ -30,6 +31,10 @@ void gemv_bf16_ref(const float* x, const uint16_t* weight, const float* bias, do
 // cudaErrorInvalidValue.
 cudaError_t launch_gemv_bf16(const float* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
                              int64_t out_features, int64_t in_features, cudaStream_t stream);
+// The same with bf16 activations (x: [n, in_features] bf16 bits, e.g. a bf16 rmsnorm output): one
+// 16-byte load per 8 activations instead of two; the same weight stream, speed and fp32 sums.
+cudaError_t launch_gemv_bf16_x16(const uint16_t* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
+                                 int64_t out_features, int64_t in_features, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

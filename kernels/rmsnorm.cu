@@ -1,3 +1,5 @@
+#include <cuda_bf16.h>
+
 #include "kernels/rmsnorm.hpp"
 
 namespace troupe::kernels {
@@ -20,15 +22,20 @@ __device__ float block_sum(float value) {
   return total;
 }
 
-// One block per token row.
-__global__ void rmsnorm_f32_kernel(const float* __restrict__ x, const float* __restrict__ weight,
-                                   float* out, int64_t hidden, float eps) {
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+// Round to nearest even (runtime/dtype.hpp's f32_to_bf16 for every non-NaN value).
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// One block per token row; OutT float or __nv_bfloat16.
+template <typename OutT>
+__global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ weight, OutT* out,
+                               int64_t hidden, float eps) {
   const float* row = x + blockIdx.x * hidden;
   float sum_sq = 0.0f;
   for (int64_t i = threadIdx.x; i < hidden; i += kThreads) sum_sq += row[i] * row[i];
   const float scale = rsqrtf(block_sum(sum_sq) / float(hidden) + eps);
   for (int64_t i = threadIdx.x; i < hidden; i += kThreads)
-    out[blockIdx.x * hidden + i] = row[i] * scale * weight[i];
+    store(out + blockIdx.x * hidden + i, row[i] * scale * weight[i]);
 }
 
 }  // namespace
@@ -37,7 +44,16 @@ cudaError_t launch_rmsnorm_f32(const float* x, const float* weight, float* out, 
                                int64_t hidden, float eps, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
   if (num_tokens < 0 || hidden <= 0 || num_tokens > INT32_MAX) return cudaErrorInvalidValue;
-  rmsnorm_f32_kernel<<<unsigned(num_tokens), kThreads, 0, stream>>>(x, weight, out, hidden, eps);
+  rmsnorm_kernel<<<unsigned(num_tokens), kThreads, 0, stream>>>(x, weight, out, hidden, eps);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_rmsnorm_f32_to_bf16(const float* x, const float* weight, uint16_t* out, int64_t num_tokens,
+                                       int64_t hidden, float eps, cudaStream_t stream) {
+  if (num_tokens == 0) return cudaSuccess;
+  if (num_tokens < 0 || hidden <= 0 || num_tokens > INT32_MAX) return cudaErrorInvalidValue;
+  rmsnorm_kernel<<<unsigned(num_tokens), kThreads, 0, stream>>>(x, weight, reinterpret_cast<__nv_bfloat16*>(out),
+                                                                hidden, eps);
   return cudaGetLastError();
 }
 

@@ -18,6 +18,9 @@ void rmsnorm_ref(const float* x, const float* weight, float* out, int64_t num_to
 // Device pointers; out may alias x.
 cudaError_t launch_rmsnorm_f32(const float* x, const float* weight, float* out, int64_t num_tokens,
                                int64_t hidden, float eps, cudaStream_t stream);
+// The same with out bf16 bits (rounded to nearest even), the input of a bf16 product.
+cudaError_t launch_rmsnorm_f32_to_bf16(const float* x, const float* weight, uint16_t* out, int64_t num_tokens,
+                                       int64_t hidden, float eps, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -2,8 +2,8 @@
 // The ops a decoder layer needs, implemented per device (CpuBackend here; a CUDA backend later).
 // Tensors are passed as handles: outputs are preallocated by the caller (Backend::empty) and
 // written in place. Shapes are checked by the model at load time and by build_attention_metadata
-// per step, so ops assume consistent shapes. All float tensors are the backend's compute dtype
-// (fp32 on the CPU); index tensors are i32.
+// per step, so ops assume consistent shapes. Float tensors are fp32, except those the model
+// allocates with matmul_input_dtype() (inputs of products only); index tensors are i32.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -47,14 +47,23 @@ class Backend {
     return false;
   }
 
+  // The dtype of tensors whose only consumers are linear, lm_head and gather_rows: the normed
+  // hidden states and the MLP activation. rmsnorm, add_rmsnorm and silu_and_mul_packed write
+  // their `out` in it, gather_rows copies it, linear and lm_head read it as x; every other tensor
+  // stays fp32. A backend whose products take bf16 inputs returns bf16, so its producers round
+  // once instead of every product converting x again. fp32 here (and on every backend by default).
+  virtual DType matmul_input_dtype() const { return DType::f32; }
+
   // out[t, :] = table[ids[t], :]. ids: [n] i32; table: [vocab, hidden]; out: [n, hidden].
   virtual void embedding(const Tensor& ids, const Tensor& table, Tensor out) = 0;
-  // out = x / sqrt(mean(x^2) + eps) * weight, per row. x, out: [n, hidden]; out may alias x.
+  // out = x / sqrt(mean(x^2) + eps) * weight, per row. x, out: [n, hidden]; out may alias x
+  // (fp32 out) or be matmul_input_dtype(). x, residual, weight: fp32.
   virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;
-  // Fused residual add: residual += x, then out = rmsnorm(residual). residual, x, out: [n, hidden].
+  // Fused residual add: residual += x, then out = rmsnorm(residual). residual, x, out: [n, hidden];
+  // out fp32 or matmul_input_dtype() (then it does not alias residual).
   virtual void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;
   // out = x @ weight^T (+ bias). x: [n, in]; weight: [out_features, in]; bias: [out_features] or
-  // undefined; out: [n, out_features].
+  // undefined; out: [n, out_features] fp32. x fp32 or matmul_input_dtype().
   virtual void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) = 0;
   // Rotary embedding in place, neox style (rotate_half: pairs (i, i + rotary_dim/2)) on the first
   // rotary_dim = 2 * inv_freq.size dims of each head. q: [n, num_heads, head_dim];
@@ -72,8 +81,8 @@ class Backend {
   // out = silu(gate) * up. gate, up, out: [n, intermediate].
   virtual void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) = 0;
   // The same over a fused gate/up projection: out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i].
-  // gate_up: [n, 2 * I] (gate columns first); out: [n, I]. The default runs silu_and_mul per row
-  // on views; backends override it with one kernel.
+  // gate_up: [n, 2 * I] fp32 (gate columns first); out: [n, I] fp32 or matmul_input_dtype(). The
+  // default runs silu_and_mul per row on views (fp32 only); backends override it with one kernel.
   virtual void silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
     const int64_t n = out.size(0), inter = out.size(-1);
     for (int64_t t = 0; t < n; ++t) {
@@ -85,7 +94,8 @@ class Backend {
   virtual void copy(const Tensor& src, Tensor dst) = 0;
   // out = a + b, elementwise, same shapes; out may alias a or b.
   virtual void add(const Tensor& a, const Tensor& b, Tensor out) = 0;
-  // out[i, :] = x[rows[i], :]. x: [n, d]; out: [rows.size(), d].
+  // out[i, :] = x[rows[i], :]. x: [n, d]; out: [rows.size(), d], both of the same dtype (fp32 or
+  // matmul_input_dtype()).
   virtual void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) = 0;
   // logits = hidden @ weight^T. hidden: [n, hidden]; weight: [vocab, hidden]; logits: [n, vocab] fp32.
   virtual void lm_head(const Tensor& hidden, const Tensor& weight, Tensor logits) { linear(hidden, weight, Tensor(), logits); }

@@ -127,7 +127,8 @@ Result<Tensor> LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, Lo
     backend_.copy(in, h);  // h is updated in place; the caller's tensor stays as it was
   }
 
-  Tensor normed = backend_.empty(DType::f32, {n, hidden});
+  // The sublayers' input, read only by products: bf16 where the backend's products take bf16.
+  Tensor normed = backend_.empty(backend_.matmul_input_dtype(), {n, hidden});
   Tensor delta = backend_.empty(DType::f32, {n, hidden});  // a sublayer's output, added to h lazily
   bool pending = false;
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -162,7 +163,7 @@ Result<Tensor> LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, Lo
   const int64_t num_rows = int64_t(meta.logits_rows.size());
   Tensor logits = backend_.empty(DType::f32, {num_rows, vocab});
   if (num_rows == 0) return logits;
-  Tensor selected = backend_.empty(DType::f32, {num_rows, hidden});
+  Tensor selected = backend_.empty(normed.dtype(), {num_rows, hidden});
   backend_.gather_rows(normed, meta.logits_rows, selected);
   backend_.lm_head(selected, lm_head_, logits);
   return logits;
