@@ -125,6 +125,12 @@ void ProfilingBackend::write_kv(Tensor cache_component, const Tensor& x, const T
   record("write_kv", [&] { inner_.write_kv(cache_component, x, slot_mapping); });
 }
 
+void ProfilingBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
+                                         const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) {
+  record("qkv_rope_write_kv",
+         [&] { inner_.qkv_rope_write_kv(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out); });
+}
+
 void ProfilingBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                        const AttentionMetadata& meta, float scale, Tensor out) {
   record("paged_attention", [&] { inner_.paged_attention(q, k_cache, v_cache, meta, scale, out); });

@@ -12,6 +12,7 @@
 #include "kernels/attention_prefill.hpp"
 #include "kernels/cuda_ops.hpp"
 #include "kernels/gemv.hpp"
+#include "kernels/qkv_rope.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "kernels/sampling.hpp"
 #include "runtime/logging.hpp"
@@ -334,6 +335,18 @@ void CudaBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor
   check(launch_write_kv_f32(cache_component.data<float>(), x.data<float>(), d_slots.data<int32_t>(), n, x.numel() / n,
                             stream()),
         "write_kv");
+}
+
+void CudaBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
+                                    const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) {
+  const int64_t n = q_out.size(0);
+  if (n == 0) return;
+  Tensor d_pos = on_device(positions), d_slots = on_device(slot_mapping);
+  check(launch_qkv_rope_write_kv_f32(qkv.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(),
+                                     d_slots.data<int32_t>(), k_cache.data<float>(), v_cache.data<float>(),
+                                     q_out.data<float>(), n, q_out.size(1), k_cache.size(2), q_out.size(2),
+                                     inv_freq.numel(), nullptr),
+        "qkv_rope_write_kv");
 }
 
 void CudaBackend::build_attention_plan(int64_t tokens_per_tile) {

@@ -124,32 +124,13 @@ std::vector<KvComponentSpec> LlamaAttention::kv_components() const {
 
 void LlamaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
                              Tensor out) {
-  const int64_t n = meta.num_tokens, q_dim = num_heads_ * head_dim_, kv_dim = num_kv_heads_ * head_dim_;
-  Tensor q, k, v;
-  if (n == 1) {
-    // One fused projection; q, k and v are consecutive slices of the single output row.
-    Tensor qkv = backend_.empty(DType::f32, {q_dim + 2 * kv_dim});
-    backend_.linear(x, qkv_weight_, qkv_bias_, qkv.reshape({1, q_dim + 2 * kv_dim}));
-    q = qkv.rows(0, q_dim).reshape({1, num_heads_, head_dim_});
-    k = qkv.rows(q_dim, kv_dim).reshape({1, num_kv_heads_, head_dim_});
-    v = qkv.rows(q_dim + kv_dim, kv_dim).reshape({1, num_kv_heads_, head_dim_});
-  } else {
-    // Row-major [n, q + k + v] would interleave tokens; three products on slices of the weight.
-    q = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
-    k = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
-    v = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
-    const int64_t begin[] = {0, q_dim, q_dim + kv_dim}, count[] = {q_dim, kv_dim, kv_dim};
-    Tensor* outs[] = {&q, &k, &v};
-    for (int i = 0; i < 3; ++i) {
-      const Tensor bias = qkv_bias_.defined() ? qkv_bias_.rows(begin[i], count[i]) : Tensor();
-      backend_.linear(x, qkv_weight_.rows(begin[i], count[i]), bias, *outs[i]);
-    }
-  }
-  backend_.rope(q, k, meta.positions, inv_freq_);
+  const int64_t n = meta.num_tokens, qkv_dim = (num_heads_ + 2 * num_kv_heads_) * head_dim_;
+  Tensor qkv = backend_.empty(DType::f32, {n, qkv_dim});  // one product; rows [q heads | k heads | v heads]
+  backend_.linear(x, qkv_weight_, qkv_bias_, qkv);
   Tensor& k_cache = cache.component(cache_layer, 0);
   Tensor& v_cache = cache.component(cache_layer, 1);
-  backend_.write_kv(k_cache, k, meta.slot_mapping);
-  backend_.write_kv(v_cache, v, meta.slot_mapping);
+  Tensor q = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
+  backend_.qkv_rope_write_kv(qkv, meta.positions, inv_freq_, meta.slot_mapping, k_cache, v_cache, q);
   Tensor attn = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
   backend_.paged_attention(q, k_cache, v_cache, meta, scale_, attn);
   backend_.linear(attn.reshape({n, num_heads_ * head_dim_}), o_weight_, o_bias_, out);

@@ -27,8 +27,8 @@ class AttentionLayer {
 // Llama / Qwen2 self-attention: q/k/v projections (optional bias), neox rotary, paged causal
 // attention with GQA, o projection. Cache components "k" and "v", [num_kv_heads, head_dim] each.
 // q/k/v are fused at load time into one [q_dim + 2 * kv_dim, hidden] weight: one linear per layer
-// for a single token (q, k, v are then contiguous slices of its output row); larger batches run
-// three linears on row slices of the fused weight, since the ops read q, k, v as dense tensors.
+// gives [n, q_dim + 2 * kv_dim], then one qkv_rope_write_kv op ropes q into a dense [n, heads,
+// head_dim] tensor and writes rope(k) and v straight into the cache.
 class LlamaAttention final : public AttentionLayer {
  public:
   // prefix: "model.layers.N.self_attn."; inv_freq: [head_dim / 2] on the backend.

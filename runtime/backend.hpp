@@ -72,6 +72,34 @@ class Backend {
   // cache_component[slot_mapping[t]] = x[t] for each token. x: [n, num_heads, head_dim] matching the
   // component's [num_blocks, block_size, num_heads, head_dim].
   virtual void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) = 0;
+  // After the fused q/k/v projection: q_out = rope(q), k_cache[slot_mapping[t]] = rope(k_t),
+  // v_cache[slot_mapping[t]] = v_t; rope and the writes exactly as rope and write_kv do.
+  // qkv: [n, (num_heads + 2 * num_kv_heads) * head_dim] (per row: q heads, k heads, v heads, the
+  // fused weight's row order); q_out: [n, num_heads, head_dim]; k_cache, v_cache:
+  // [num_blocks, block_size, num_kv_heads, head_dim]; positions, slot_mapping: [n] i32;
+  // inv_freq: [rotary_dim / 2] fp32. The default splits qkv with gather_rows, then runs rope and
+  // write_kv; backends override it with one kernel.
+  virtual void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
+                                 const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) {
+    const int64_t n = q_out.size(0), num_heads = q_out.size(1), head_dim = q_out.size(2);
+    const int64_t num_kv_heads = k_cache.size(2), per_token = num_heads + 2 * num_kv_heads;
+    if (n == 0) return;
+    std::vector<int32_t> q_rows, k_rows, v_rows;  // rows of qkv seen as [n * per_token, head_dim]
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t h = 0; h < per_token; ++h) {
+        auto& rows = h < num_heads ? q_rows : h < num_heads + num_kv_heads ? k_rows : v_rows;
+        rows.push_back(int32_t(t * per_token + h));
+      }
+    }
+    const Tensor heads = qkv.reshape({n * per_token, head_dim});
+    Tensor k = empty(q_out.dtype(), {n, num_kv_heads, head_dim}), v = empty(q_out.dtype(), {n, num_kv_heads, head_dim});
+    gather_rows(heads, q_rows, q_out.reshape({n * num_heads, head_dim}));
+    gather_rows(heads, k_rows, k.reshape({n * num_kv_heads, head_dim}));
+    gather_rows(heads, v_rows, v.reshape({n * num_kv_heads, head_dim}));
+    rope(q_out, k, positions, inv_freq);
+    write_kv(k_cache, k, slot_mapping);
+    write_kv(v_cache, v, slot_mapping);
+  }
   // Causal paged attention over a batch: query token t of sequence s at position p attends to the
   // sequence's cached tokens [0, p] (its new K/V must already be written). GQA: query head h reads
   // kv head h / (num_heads / num_kv_heads). q, out: [n, num_heads, head_dim]; k_cache, v_cache:

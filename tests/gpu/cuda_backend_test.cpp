@@ -747,5 +747,88 @@ TEST_F(CudaBackendOps, SampleOnDeviceMatchesHostSampler) {
       << "host logits are not the device's";
 }
 
+// ---- qkv_rope_write_kv: the fused kernel against CpuBackend's one-pass op ----
+
+struct QkvRopeCase {
+  int64_t num_heads, num_kv_heads, head_dim, rotary_dim;
+};
+
+// float4 (head_dim 128, 64), float2 (head_dim 10, rotary 4) and scalar (head_dim 6, rotary 2)
+// accesses; GQA, MQA and MHA; full and partial rotary dims.
+const QkvRopeCase kQkvRopeCases[] = {
+    {32, 8, 128, 128}, {7, 1, 64, 64}, {5, 5, 128, 64}, {3, 1, 10, 4}, {3, 3, 6, 2},
+};
+
+// |a - b| <= tolerance * (1 + |b|) everywhere, and NaN (an untouched poisoned entry) in exactly
+// the same places; returns the worst |a - b| / (1 + |b|), or inf on a NaN mismatch.
+double max_rel_diff_same_nans(const Tensor& a, const Tensor& b) {
+  const auto va = a.to_f32_vector(), vb = b.to_f32_vector();
+  if (va.size() != vb.size()) return INFINITY;
+  double m = 0;
+  for (size_t i = 0; i < va.size(); ++i) {
+    if (std::isnan(va[i]) != std::isnan(vb[i])) return INFINITY;
+    if (!std::isnan(va[i])) m = std::max(m, double(std::fabs(va[i] - vb[i])) / (1.0 + std::fabs(vb[i])));
+  }
+  return m;
+}
+
+// Both sides compute cos/sin in double from the same fp32 angle and round to fp32, so the tables
+// agree; the GPU contracts the rotation into FMAs, a few ulp of difference. Relative to (1 + |ref|).
+constexpr double kQkvRopeTolerance = 1e-5;
+
+TEST_F(CudaBackendOps, QkvRopeWriteKvMatchesCpu) {
+  constexpr int64_t block_size = 16;
+  for (int64_t n : {1, 19, 99, 989}) {
+    for (const QkvRopeCase& c : kQkvRopeCases) {
+      for (bool misaligned : {false, true}) {  // qkv one float off: the scalar path
+        const std::string what = "n=" + std::to_string(n) + " heads=" + std::to_string(c.num_heads) + "/" +
+                                 std::to_string(c.num_kv_heads) + " head_dim=" + std::to_string(c.head_dim) +
+                                 " rotary=" + std::to_string(c.rotary_dim) + (misaligned ? " misaligned" : "");
+        const int64_t row = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+        Tensor qkv = random_tensor({n, row}, rng_);
+        std::vector<int32_t> pos(static_cast<size_t>(n));
+        for (auto& p : pos) p = int32_t(rng_() % 8192);
+        std::vector<float> inv_freq(size_t(c.rotary_dim / 2));
+        for (size_t i = 0; i < inv_freq.size(); ++i)
+          inv_freq[i] = std::pow(10000.0f, -2.0f * float(i) / float(c.rotary_dim));
+        // Distinct slots over a cache twice the batch; the rest must stay NaN.
+        const int64_t num_blocks = (2 * n + block_size - 1) / block_size + 1;
+        std::vector<int32_t> slots(size_t(num_blocks * block_size));
+        for (size_t i = 0; i < slots.size(); ++i) slots[i] = int32_t(i);
+        std::shuffle(slots.begin(), slots.end(), rng_);
+        slots.resize(size_t(n));
+        Tensor positions = Tensor::from_i32(pos, {n}), slot_mapping = Tensor::from_i32(slots, {n});
+        Tensor freq = Tensor::from_f32(inv_freq, {int64_t(inv_freq.size())});
+        const std::vector<int64_t> cache_shape = {num_blocks, block_size, c.num_kv_heads, c.head_dim};
+        const std::vector<int64_t> q_shape = {n, c.num_heads, c.head_dim};
+        std::vector<float> nan_cache(size_t(numel_of(cache_shape)), NAN), nan_q(size_t(numel_of(q_shape)), NAN);
+        Tensor k_ref = Tensor::from_f32(nan_cache, cache_shape), v_ref = Tensor::from_f32(nan_cache, cache_shape);
+        Tensor q_ref = Tensor::from_f32(nan_q, q_shape);
+        cpu_.qkv_rope_write_kv(qkv, positions, freq, slot_mapping, k_ref, v_ref, q_ref);
+
+        Tensor d_qkv = up(qkv);
+        if (misaligned) {
+          std::vector<float> shifted(size_t(n * row + 1), 0.0f);
+          const auto values = qkv.to_f32_vector();
+          std::copy(values.begin(), values.end(), shifted.begin() + 1);
+          d_qkv = up(Tensor::from_f32(shifted, {n * row + 1})).rows(1, n * row).reshape({n, row});
+        }
+        Tensor k_cache = poisoned(cache_shape), v_cache = poisoned(cache_shape), q = poisoned(q_shape);
+        gpu_->qkv_rope_write_kv(d_qkv, positions, up(freq), slot_mapping, k_cache, v_cache, q);
+        EXPECT_EQ(gpu_->take_error(), "") << what;
+        EXPECT_LT(max_rel_diff_same_nans(down(q), q_ref), kQkvRopeTolerance) << "q " << what;
+        EXPECT_LT(max_rel_diff_same_nans(down(k_cache), k_ref), kQkvRopeTolerance) << "k cache " << what;
+        EXPECT_EQ(max_rel_diff_same_nans(down(v_cache), v_ref), 0.0) << "v cache (copied) " << what;
+      }
+    }
+  }
+  // A rotary part wider than the head is refused with an error, not run.
+  Tensor q = poisoned({1, 1, 8}), cache = poisoned({1, 16, 1, 8});
+  gpu_->qkv_rope_write_kv(up(random_tensor({1, 24}, rng_)), Tensor::from_i32({0}, {1}),
+                          up(Tensor::from_f32(std::vector<float>(8, 1.0f), {8})), Tensor::from_i32({0}, {1}), cache,
+                          cache, q);
+  EXPECT_NE(gpu_->take_error(), "");
+}
+
 }  // namespace
 }  // namespace troupe::kernels

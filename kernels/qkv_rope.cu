@@ -1,0 +1,135 @@
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/qkv_rope.hpp"
+
+namespace troupe::kernels {
+namespace {
+
+constexpr int kMaxThreads = 256;
+constexpr int64_t kMaxHalf = 4096;  // the cos/sin table of a token lives in shared memory (32 KiB)
+
+// V consecutive floats, loaded and stored as one float, float2 or float4 access.
+template <int V>
+struct alignas(4 * V) Pack {
+  float v[V];
+};
+
+template <int V>
+__device__ Pack<V> load(const float* p) {
+  return *reinterpret_cast<const Pack<V>*>(p);
+}
+
+template <int V>
+__device__ void store(float* p, const Pack<V>& x) {
+  *reinterpret_cast<Pack<V>*>(p) = x;
+}
+
+// Grid (n, head groups): block (t, g) handles heads [g * heads_per_block, ...) of token t, counted
+// over the fused row (q heads, then k heads, then v heads). A q or k head is (head_dim - half) / V
+// items: item j < half / V rotates dims [jV, jV + V) with their partners at + half, the others copy
+// the dims past the rotary part. A v head is head_dim / V plain copies. Consecutive threads take
+// consecutive items of a head, so every access is coalesced.
+template <int V>
+__global__ void qkv_rope_write_kv_kernel(const float* __restrict__ qkv, const int32_t* __restrict__ positions,
+                                         const float* __restrict__ inv_freq, const int32_t* __restrict__ slot_mapping,
+                                         float* k_cache, float* v_cache, float* q_out, int num_heads,
+                                         int num_kv_heads, int head_dim, int half, int heads_per_block) {
+  extern __shared__ float4 table_storage[];
+  float* cos_table = reinterpret_cast<float*>(table_storage);  // [half], then sin [half]
+  float* sin_table = cos_table + half;
+  const int64_t t = blockIdx.x;
+  const int rope_heads = num_heads + num_kv_heads, total_heads = rope_heads + num_kv_heads;
+  const int h0 = int(blockIdx.y) * heads_per_block, h1 = min(total_heads, h0 + heads_per_block);
+  const int64_t slot = slot_mapping[t];
+  const float* row = qkv + t * total_heads * head_dim;
+
+  if (h0 < rope_heads) {  // uniform over the block
+    // The same formula as CpuBackend::rope: an fp32 angle, cos/sin in double, rounded to fp32.
+    const float pos = float(positions[t]);
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+      const float angle = pos * inv_freq[i];
+      cos_table[i] = float(cos(double(angle)));
+      sin_table[i] = float(sin(double(angle)));
+    }
+    __syncthreads();
+    const int items = (head_dim - half) / V, r_end = min(h1, rope_heads);
+    for (int idx = threadIdx.x; idx < (r_end - h0) * items; idx += blockDim.x) {
+      const int h = h0 + idx / items, i = (idx % items) * V;
+      const float* src = row + int64_t(h) * head_dim;
+      float* dst = h < num_heads ? q_out + (t * num_heads + h) * head_dim
+                                 : k_cache + (slot * num_kv_heads + (h - num_heads)) * head_dim;
+      if (i < half) {
+        const Pack<V> x1 = load<V>(src + i), x2 = load<V>(src + i + half);
+        const Pack<V> c = load<V>(cos_table + i), s = load<V>(sin_table + i);
+        Pack<V> o1, o2;
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          o1.v[e] = x1.v[e] * c.v[e] - x2.v[e] * s.v[e];
+          o2.v[e] = x2.v[e] * c.v[e] + x1.v[e] * s.v[e];
+        }
+        store<V>(dst + i, o1);
+        store<V>(dst + i + half, o2);
+      } else {
+        store<V>(dst + half + i, load<V>(src + half + i));  // past the rotary dims
+      }
+    }
+  }
+  const int v_begin = max(h0, rope_heads), items = head_dim / V;
+  for (int idx = threadIdx.x; idx < (h1 - v_begin) * items; idx += blockDim.x) {
+    const int h = v_begin + idx / items, i = (idx % items) * V;
+    float* dst = v_cache + (slot * num_kv_heads + (h - rope_heads)) * head_dim;
+    store<V>(dst + i, load<V>(row + int64_t(h) * head_dim + i));
+  }
+}
+
+bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+template <int V>
+cudaError_t launch(const float* qkv, const int32_t* positions, const float* inv_freq, const int32_t* slot_mapping,
+                   float* k_cache, float* v_cache, float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
+                   int64_t head_dim, int64_t half, cudaStream_t stream) {
+  const int64_t total_heads = num_heads + 2 * num_kv_heads;
+  // Few tokens (decode): a token's heads are split over several blocks, so even one token spreads
+  // over SMs. Many tokens (prefill): one block per token, which computes its cos/sin table once.
+  const int64_t wanted_groups = std::clamp<int64_t>(256 / n, 1, total_heads);
+  const int64_t heads_per_block = (total_heads + wanted_groups - 1) / wanted_groups;
+  const int64_t groups = (total_heads + heads_per_block - 1) / heads_per_block;
+  const int64_t items = heads_per_block * head_dim / V;  // the most one block has (all v heads)
+  const int threads = int(std::clamp<int64_t>((items + 31) / 32 * 32, 64, kMaxThreads));
+  const dim3 grid{unsigned(n), unsigned(groups)};
+  const size_t table_bytes = size_t(2 * half) * sizeof(float);
+  qkv_rope_write_kv_kernel<V><<<grid, threads, table_bytes, stream>>>(
+      qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, int(num_heads), int(num_kv_heads),
+      int(head_dim), int(half), int(heads_per_block));
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positions, const float* inv_freq,
+                                         const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out,
+                                         int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                         int64_t half, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (n < 0 || n > INT32_MAX || num_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0 || half < 0 ||
+      2 * half > head_dim || half > kMaxHalf)
+    return cudaErrorInvalidValue;
+  if ((num_heads + 2 * num_kv_heads) * head_dim > INT32_MAX) return cudaErrorInvalidValue;
+  if (!qkv || !positions || !slot_mapping || !k_cache || !v_cache || !q_out || (half > 0 && !inv_freq))
+    return cudaErrorInvalidValue;
+  // The widest access every row start allows (row starts are multiples of head_dim floats).
+  auto all_aligned = [&](uintptr_t bytes) {
+    return aligned(qkv, bytes) && aligned(k_cache, bytes) && aligned(v_cache, bytes) && aligned(q_out, bytes);
+  };
+  if (head_dim % 4 == 0 && half % 4 == 0 && all_aligned(16))
+    return launch<4>(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads,
+                     head_dim, half, stream);
+  if (head_dim % 2 == 0 && half % 2 == 0 && all_aligned(8))
+    return launch<2>(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads,
+                     head_dim, half, stream);
+  return launch<1>(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads,
+                   head_dim, half, stream);
+}
+
+}  // namespace troupe::kernels

@@ -1,0 +1,26 @@
+#pragma once
+// One kernel after the fused QKV projection: rotary embedding of q and k, and the K/V cache
+// writes. Replaces rope + write_kv(k) + write_kv(v) (three launches, and a q/k/v split before
+// them). The CPU reference is CpuBackend::qkv_rope_write_kv (runtime/cpu_backend.cpp), with the
+// same formula as CpuBackend::rope; tests/gpu/cuda_backend_test.cpp compares the two.
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace troupe::kernels {
+
+// For each token t (all pointers on the device):
+//   q_out[t, h]                          = rope(qkv[t, h]),                 h < num_heads
+//   k_cache[slot_mapping[t], h]          = rope(qkv[t, num_heads + h]),     h < num_kv_heads
+//   v_cache[slot_mapping[t], h]          = qkv[t, num_heads + num_kv_heads + h]
+// qkv: [n, (num_heads + 2 * num_kv_heads) * head_dim]; q_out: [n, num_heads, head_dim];
+// caches: [num_slots, num_kv_heads, head_dim] (num_blocks * block_size slots); positions,
+// slot_mapping: [n] i32; inv_freq: [half] with 2 * half <= head_dim (neox rotate_half on the first
+// 2 * half dims, the rest copied). Slots are written as given, like launch_write_kv_f32.
+// Bad sizes give cudaErrorInvalidValue; n == 0 launches nothing.
+cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positions, const float* inv_freq,
+                                         const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out,
+                                         int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                         int64_t half, cudaStream_t stream);
+
+}  // namespace troupe::kernels
