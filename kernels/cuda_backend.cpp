@@ -342,10 +342,11 @@ void CudaBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, 
   const int64_t n = q_out.size(0);
   if (n == 0) return;
   Tensor d_pos = on_device(positions), d_slots = on_device(slot_mapping);
+  if (replaying()) return;
   check(launch_qkv_rope_write_kv_f32(qkv.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(),
                                      d_slots.data<int32_t>(), k_cache.data<float>(), v_cache.data<float>(),
                                      q_out.data<float>(), n, q_out.size(1), k_cache.size(2), q_out.size(2),
-                                     inv_freq.numel(), nullptr),
+                                     inv_freq.numel(), stream()),
         "qkv_rope_write_kv");
 }
 
