@@ -586,18 +586,19 @@ int cpu_check() {
         t.ms.size(), median(t.ms), int(t.finite));
     ok = ok && t.ok && t.finite;
   }
-  // The profiled step's bookkeeping: one fused q/k/v, o, gate/up and down product per layer.
+  // The profiled step's bookkeeping: one fused q/k/v and one o product and one MLP per layer.
   std::vector<bench::OpProfile> ops;
   StepTimes prof = run_steps(*model.value(), backend, 1, 1, g_args.context, 1, 1, 30, &backend, &ops);
-  int64_t linear_calls = 0;
+  int64_t linear_calls = 0, mlp_calls = 0;
   for (const auto& op : ops) {
     say("  cpu profile: %-22s %4lld calls, %.3f ms host", op.name.c_str(), (long long)op.calls, op.host_ms);
     if (op.name.rfind("linear ", 0) == 0) linear_calls += op.calls;
+    if (op.name == "mlp") mlp_calls += op.calls;
   }
-  const int64_t want = 4 * model.value()->layer_range().num_layers();
-  say("cpu profile: %s, %lld linear calls (want %lld)", prof.ok ? "ok" : "FAILED", (long long)linear_calls,
-      (long long)want);
-  ok = ok && prof.ok && linear_calls == want;
+  const int64_t layers = model.value()->layer_range().num_layers();
+  say("cpu profile: %s, %lld linear calls (want %lld), %lld mlp calls (want %lld)", prof.ok ? "ok" : "FAILED",
+      (long long)linear_calls, (long long)(2 * layers), (long long)mlp_calls, (long long)layers);
+  ok = ok && prof.ok && linear_calls == 2 * layers && mlp_calls == layers;
   StepTimes pf = run_steps(*model.value(), backend, 1, g_args.prefill_tokens, g_args.prefill_tokens, 0, 1, 30);
   say("cpu prefill %lld: %s, %.3f ms, finite %d", (long long)g_args.prefill_tokens, pf.ok ? "ok" : "FAILED",
       median(pf.ms), int(pf.finite));

@@ -144,6 +144,12 @@ void ProfilingBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
   record("silu_and_mul", [&] { inner_.silu_and_mul_packed(gate_up, out); });
 }
 
+// The whole MLP as one op ("mlp"): the backend may fuse its products and activation.
+void ProfilingBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
+                           const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
+  record("mlp", [&] { inner_.mlp(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out); });
+}
+
 void ProfilingBackend::copy(const Tensor& src, Tensor dst) {
   record("copy", [&] { inner_.copy(src, dst); });
 }

@@ -64,6 +64,8 @@ class ProfilingBackend final : public Backend {
                        float scale, Tensor out) override;
   void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
   void silu_and_mul_packed(const Tensor& gate_up, Tensor out) override;
+  void mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias, const Tensor& down_weight,
+           const Tensor& down_bias, Tensor out) override;
   void copy(const Tensor& src, Tensor dst) override;
   void add(const Tensor& a, const Tensor& b, Tensor out) override;
   void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;

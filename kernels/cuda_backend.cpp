@@ -12,6 +12,7 @@
 #include "kernels/attention_prefill.hpp"
 #include "kernels/cuda_ops.hpp"
 #include "kernels/gemv.hpp"
+#include "kernels/mlp_activation.hpp"
 #include "kernels/qkv_rope.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "kernels/sampling.hpp"
@@ -442,6 +443,49 @@ void CudaBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
   }
   check(launch_silu_and_mul_packed_f32(gate_up.data<float>(), out.data<float>(), out.numel() / inter, inter, stream()),
         "silu_and_mul_packed");
+}
+
+void CudaBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
+                      const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
+  const int64_t n = out.size(0), hidden = down_weight.size(0), inter = down_weight.size(1);
+  if (gate_up_weight.dtype() != DType::bf16 || down_weight.dtype() != DType::bf16 || gate_up_bias.defined()) {
+    Backend::mlp(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out);
+    return;
+  }
+  Tensor dx = on_device(x);
+  if (n == 0 || replaying()) return;
+  const float* bias = down_bias.defined() ? down_bias.data<float>() : nullptr;
+  if (n <= kGemvMaxTokens) {
+    Tensor gate_up = scratch(DType::f32, {n, 2 * inter});
+    linear(dx, gate_up_weight, Tensor(), gate_up);
+    check(launch_gemv_bf16_silu(gate_up.data<float>(), down_weight.data<uint16_t>(), bias, out.data<float>(), n, hidden,
+                                inter, stream()),
+          "gemv_bf16_silu");
+    return;
+  }
+  Tensor x16 = dx;
+  if (dx.dtype() != DType::bf16) {
+    x16 = scratch(DType::bf16, {n, dx.size(-1)});
+    check(launch_f32_to_bf16(dx.data<float>(), x16.data<uint16_t>(), dx.numel(), stream()), "f32_to_bf16");
+  }
+  // [n, 2I] = x [n, hidden] @ W_gu^T, written in bf16 (fp32 accumulation).
+  Tensor gate_up = scratch(DType::bf16, {n, 2 * inter});
+  const float alpha = 1.0f, beta = 0.0f;
+  const int64_t in_features = gate_up_weight.size(1);
+  const cublasStatus_t st =
+      cublasGemmEx(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(2 * inter), int(n), int(in_features), &alpha,
+                   gate_up_weight.raw(), CUDA_R_16BF, int(in_features), x16.raw(), CUDA_R_16BF, int(in_features), &beta,
+                   gate_up.raw(), CUDA_R_16BF, int(2 * inter), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (st != CUBLAS_STATUS_SUCCESS && in_graph()) {
+    graphs_.fail("cuBLAS GEMM failed with status " + std::to_string(int(st)));
+  } else if (st != CUBLAS_STATUS_SUCCESS && error_.empty()) {
+    error_ = "cuBLAS GEMM failed with status " + std::to_string(int(st));
+    log::get("cuda")->error("{}", error_);
+  }
+  Tensor act = scratch(DType::bf16, {n, inter});
+  check(launch_silu_and_mul_packed_bf16(gate_up.data<uint16_t>(), act.data<uint16_t>(), n, inter, stream()),
+        "silu_and_mul_packed");
+  linear(act, down_weight, down_bias, out);
 }
 
 void CudaBackend::copy(const Tensor& src, Tensor dst) {

@@ -118,6 +118,21 @@ class Backend {
       silu_and_mul(row.rows(0, inter), row.rows(inter, inter), out.rows(t, 1).reshape({inter}));
     }
   }
+  // The gated MLP: out = (silu(g) * u) @ down_weight^T (+ down_bias), where [g | u] = x @
+  // gate_up_weight^T (+ gate_up_bias). x: [n, hidden] (fp32 or matmul_input_dtype());
+  // gate_up_weight: [2 * I, hidden] (gate rows first); down_weight: [hidden, I]; out: [n, hidden]
+  // fp32. The default runs linear, silu_and_mul_packed and linear with the gate/up product in fp32
+  // and the activation in matmul_input_dtype(); a backend may pick other intermediate dtypes or
+  // fuse the steps.
+  virtual void mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias, const Tensor& down_weight,
+                   const Tensor& down_bias, Tensor out) {
+    const int64_t n = out.size(0), inter = down_weight.size(1);
+    Tensor gate_up = empty(DType::f32, {n, 2 * inter});
+    linear(x, gate_up_weight, gate_up_bias, gate_up);
+    Tensor act = empty(matmul_input_dtype(), {n, inter});  // read by the down projection only
+    silu_and_mul_packed(gate_up, act);
+    linear(act, down_weight, down_bias, out);
+  }
   // dst = src (same shape and dtype).
   virtual void copy(const Tensor& src, Tensor dst) = 0;
   // out = a + b, elementwise, same shapes; out may alias a or b.

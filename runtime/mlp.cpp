@@ -29,12 +29,7 @@ Result<std::unique_ptr<LlamaMlp>> LlamaMlp::load(const ModelConfig& config, cons
 }
 
 void LlamaMlp::forward(const Tensor& x, Tensor out) {
-  const int64_t n = x.size(0);
-  Tensor gate_up = backend_.empty(DType::f32, {n, 2 * intermediate_});  // [n, gate | up]
-  backend_.linear(x, gate_up_weight_, gate_up_bias_, gate_up);
-  Tensor act = backend_.empty(backend_.matmul_input_dtype(), {n, intermediate_});  // read by down_proj only
-  backend_.silu_and_mul_packed(gate_up, act);
-  backend_.linear(act, down_weight_, down_bias_, out);
+  backend_.mlp(x, gate_up_weight_, gate_up_bias_, down_weight_, down_bias_, out);
 }
 
 }  // namespace troupe
