@@ -45,6 +45,7 @@ class ProfilingBackend final : public Backend {
   bool supports_graphs() const override { return inner_.supports_graphs(); }
   Result<GraphPhase> begin_graph(int64_t key) override { return inner_.begin_graph(key); }
   Status end_graph(bool launch) override { return inner_.end_graph(launch); }
+  void drop_graphs() override { inner_.drop_graphs(); }
 
   Tensor empty(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> upload_weight(const Tensor& host) override;

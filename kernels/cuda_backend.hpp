@@ -57,9 +57,9 @@ class CudaBackend final : public Backend {
                        float scale, Tensor out) override;
   void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
   void silu_and_mul_packed(const Tensor& gate_up, Tensor out) override;
-  // bf16 weights, no gate/up bias: up to kGemvMaxTokens tokens, the gate/up GEMV then the down GEMV
-  // computing silu(g) * u as it reads its input (no activation tensor); more tokens, the gate/up
-  // product and the activation in bf16 (half the bytes of the default's fp32), then the down GEMM.
+  // bf16 weights, no gate/up bias, more than kGemvMaxTokens tokens: the gate/up product and the
+  // activation in bf16 (half the bytes of the default's fp32), then the down GEMM. Otherwise the
+  // default.
   void mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias, const Tensor& down_weight,
            const Tensor& down_bias, Tensor out) override;
   void copy(const Tensor& src, Tensor dst) override;
@@ -74,6 +74,7 @@ class CudaBackend final : public Backend {
   bool supports_graphs() const override { return true; }
   Result<GraphPhase> begin_graph(int64_t key) override;
   Status end_graph(bool launch) override;
+  void drop_graphs() override { graphs_.clear(); }
   int64_t num_step_graphs() const { return graphs_.num_graphs(); }
   CUstream_st* stream() const { return stream_; }
 

@@ -218,6 +218,10 @@ Status StepGraphs::end(bool launch, void* stream) {
   return Status::success();
 }
 
+void StepGraphs::clear() {
+  if (mode_ == Mode::eager) graphs_.clear();
+}
+
 void StepGraphs::fail(const std::string& why) {
   if (failure_.empty()) failure_ = why;
 }

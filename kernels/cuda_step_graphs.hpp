@@ -53,6 +53,8 @@ class StepGraphs {
   void fail(const std::string& why);
 
   int64_t num_graphs() const { return int64_t(graphs_.size()); }
+  // Drops every recording (not while one is open).
+  void clear();
 
  private:
   struct Graph;

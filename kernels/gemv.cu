@@ -17,11 +17,6 @@
 namespace troupe::kernels {
 namespace {
 
-// The down projection's input computed on the fly from the fused gate/up product [n, 2 * in].
-struct SiluMulX {
-  const float* gate_up;
-};
-
 constexpr int kRowsPerWarp = 4;
 // Chunks a warp loads before using them; one at 5-8 tokens, whose sums fill the registers.
 __host__ __device__ constexpr int unroll_for(int num_tokens) { return num_tokens <= 4 ? 2 : 1; }
@@ -89,36 +84,6 @@ __device__ __forceinline__ void load_x8(const uint16_t* x, float (&xs)[8]) {
 __device__ __forceinline__ float load_x(const float* x) { return *x; }
 __device__ __forceinline__ float load_x(const uint16_t* x) { return __uint_as_float(uint32_t(*x) << 16); }
 
-// silu(gate) * up, as the silu_and_mul kernels compute it (kernels/cuda_ops.cu).
-__device__ __forceinline__ float silu_times(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
-
-// Activations x[t, i] of token t at column i: read from a [n, in] matrix (fp32 or bf16 bits), or
-// computed as silu(gate_up[t, i]) * gate_up[t, in + i] from a fused gate/up product (SiluMulX).
-__device__ __forceinline__ void load_x8_at(const float* x, int64_t t, int64_t in, int64_t i, float (&xs)[8]) {
-  load_x8(x + t * in + i, xs);
-}
-__device__ __forceinline__ void load_x8_at(const uint16_t* x, int64_t t, int64_t in, int64_t i, float (&xs)[8]) {
-  load_x8(x + t * in + i, xs);
-}
-__device__ __forceinline__ void load_x8_at(SiluMulX x, int64_t t, int64_t in, int64_t i, float (&xs)[8]) {
-  const float* gate = x.gate_up + t * 2 * in + i;
-  float up[8];
-  load_x8(gate, xs);
-  load_x8(gate + in, up);
-#pragma unroll
-  for (int k = 0; k < 8; ++k) xs[k] = silu_times(xs[k], up[k]);
-}
-__device__ __forceinline__ float load_x_at(const float* x, int64_t t, int64_t in, int64_t i) {
-  return load_x(x + t * in + i);
-}
-__device__ __forceinline__ float load_x_at(const uint16_t* x, int64_t t, int64_t in, int64_t i) {
-  return load_x(x + t * in + i);
-}
-__device__ __forceinline__ float load_x_at(SiluMulX x, int64_t t, int64_t in, int64_t i) {
-  const float* gate = x.gate_up + t * 2 * in + i;
-  return silu_times(gate[0], gate[in]);
-}
-
 // out[t, row] = sum + bias[row] for value index = r * NT + t of the row group starting at row0.
 template <int NT>
 __device__ __forceinline__ void store_value(float* out, const float* bias, int64_t out_features, int64_t row0,
@@ -128,12 +93,11 @@ __device__ __forceinline__ void store_value(float* out, const float* bias, int64
   if (row < out_features) out[t * out_features + row] = sum + (bias ? bias[row] : 0.0f);
 }
 
-// x: [NT, in] fp32 or bf16 bits (XT const float* or const uint16_t*), or SiluMulX; w: [out, in];
-// out: [NT, out]. VEC: the 16-byte path (in % 8 == 0, x and w 16-byte aligned); else one element
-// per lane per step.
+// x: [NT, in] fp32 or bf16 bits (XT float or uint16_t); w: [out, in]; out: [NT, out]. VEC: the
+// 16-byte path (in % 8 == 0, x and w 16-byte aligned); else one element per lane per step.
 template <int NT, bool VEC, typename XT>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2)
-    gemv_bf16_kernel(XT x, const uint16_t* __restrict__ w, const float* __restrict__ bias,
+    gemv_bf16_kernel(const XT* __restrict__ x, const uint16_t* __restrict__ w, const float* __restrict__ bias,
                      float* __restrict__ out, int64_t out_features, int64_t in_features, int splits) {
   constexpr int kValues = kRowsPerWarp * NT;  // sums a warp produces
   constexpr int kPadded = next_pow2(kValues);
@@ -189,7 +153,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
           float xs[8];
-          load_x8_at(x, t, in_features, int64_t(v) * 8, xs);
+          load_x8(x + t * in_features + v * 8, xs);
 #pragma unroll
           for (int r = 0; r < kRowsPerWarp; ++r)
 #pragma unroll
@@ -204,7 +168,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
       for (int r = 0; r < kRowsPerWarp; ++r) wf[r] = row_ok[r] ? __uint_as_float(uint32_t(rows[r][i]) << 16) : 0.0f;
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
-        const float xv = load_x_at(x, t, in_features, i);
+        const float xv = load_x(x + t * in_features + i);
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r) acc[r][t] = fmaf(xv, wf[r], acc[r][t]);
       }
@@ -235,7 +199,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
 }
 
 template <int NT, typename XT>
-cudaError_t launch_tokens(bool vec, dim3 grid, dim3 block, int splits, XT x, const uint16_t* weight,
+cudaError_t launch_tokens(bool vec, dim3 grid, dim3 block, int splits, const XT* x, const uint16_t* weight,
                           const float* bias, float* out, int64_t out_features, int64_t in_features,
                           cudaStream_t stream) {
   const auto kernel = vec ? gemv_bf16_kernel<NT, true, XT> : gemv_bf16_kernel<NT, false, XT>;
@@ -243,16 +207,15 @@ cudaError_t launch_tokens(bool vec, dim3 grid, dim3 block, int splits, XT x, con
   return cudaGetLastError();
 }
 
-// XT: const float*, const uint16_t* or SiluMulX; `x_address` its first byte (alignment, null check).
 template <typename XT>
-cudaError_t launch_gemv(XT x, const void* x_address, const uint16_t* weight, const float* bias, float* out, int64_t n,
+cudaError_t launch_gemv(const XT* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
                         int64_t out_features, int64_t in_features, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  if (n < 0 || n > kGemvMaxTokens || out_features <= 0 || in_features <= 0 || !x_address || !weight || !out)
+  if (n < 0 || n > kGemvMaxTokens || out_features <= 0 || in_features <= 0 || !x || !weight || !out)
     return cudaErrorInvalidValue;
   if (in_features > INT32_MAX - 8 * kChunkVec) return cudaErrorInvalidValue;  // 32-bit column indices
   const bool vec = in_features % 8 == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(x_address) % 16 == 0;
+                   reinterpret_cast<uintptr_t>(x) % 16 == 0;
 
   // Up to ~16 warps per SM, one wave that stays resident (<= 128 registers a thread) and keeps
   // 16 x 32 lanes x kUnroll x kRowsPerWarp x 16 B = 32-64 KiB of W in flight per SM, where ~25 KiB
@@ -295,17 +258,12 @@ cudaError_t launch_gemv(XT x, const void* x_address, const uint16_t* weight, con
 
 cudaError_t launch_gemv_bf16(const float* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
                              int64_t out_features, int64_t in_features, cudaStream_t stream) {
-  return launch_gemv(x, x, weight, bias, out, n, out_features, in_features, stream);
-}
-
-cudaError_t launch_gemv_bf16_silu(const float* gate_up, const uint16_t* weight, const float* bias, float* out,
-                                  int64_t n, int64_t out_features, int64_t in_features, cudaStream_t stream) {
-  return launch_gemv(SiluMulX{gate_up}, gate_up, weight, bias, out, n, out_features, in_features, stream);
+  return launch_gemv(x, weight, bias, out, n, out_features, in_features, stream);
 }
 
 cudaError_t launch_gemv_bf16_x16(const uint16_t* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
                                  int64_t out_features, int64_t in_features, cudaStream_t stream) {
-  return launch_gemv(x, x, weight, bias, out, n, out_features, in_features, stream);
+  return launch_gemv(x, weight, bias, out, n, out_features, in_features, stream);
 }
 
 }  // namespace troupe::kernels

@@ -35,11 +35,6 @@ cudaError_t launch_gemv_bf16(const float* x, const uint16_t* weight, const float
 // 16-byte load per 8 activations instead of two; the same weight stream, speed and fp32 sums.
 cudaError_t launch_gemv_bf16_x16(const uint16_t* x, const uint16_t* weight, const float* bias, float* out, int64_t n,
                                  int64_t out_features, int64_t in_features, cudaStream_t stream);
-// The MLP's down projection fed straight from the fused gate/up product: x[t, i] =
-// silu(gate_up[t, i]) * gate_up[t, in_features + i] in fp32 (gate_up: [n, 2 * in_features] fp32),
-// so the activation never goes to memory and needs no kernel of its own.
-cudaError_t launch_gemv_bf16_silu(const float* gate_up, const uint16_t* weight, const float* bias, float* out,
-                                  int64_t n, int64_t out_features, int64_t in_features, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -1,8 +1,7 @@
 #pragma once
 // The gated MLP's activation on bf16 intermediates (prefill-sized steps): out[t, i] =
 // silu(gate_up[t, i]) * gate_up[t, inter + i], read and written in bf16, computed in fp32. The
-// fp32-input versions live in cuda_ops.hpp; decode-sized steps fuse the activation into the down
-// projection's GEMV (gemv.hpp, launch_gemv_bf16_silu).
+// fp32-input versions (decode-sized steps) live in cuda_ops.hpp.
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA

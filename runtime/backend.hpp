@@ -167,6 +167,8 @@ class Backend {
     (void)key;
     return make_error(ErrorCode::unsupported, name() + " backend has no step graphs");
   }
+  // Forgets every recording (they hold the addresses of the KV cache they were made with).
+  virtual void drop_graphs() {}
   virtual Status end_graph(bool launch) {
     (void)launch;
     return make_error(ErrorCode::unsupported, name() + " backend has no step graphs");

@@ -1,6 +1,7 @@
 #include "runtime/graphed_model.hpp"
 
 #include <algorithm>
+#include <atomic>
 
 #include "runtime/logging.hpp"
 
@@ -15,7 +16,10 @@ std::vector<int64_t> GraphedModel::buckets(int64_t max_batch) {
 }
 
 GraphedModel::GraphedModel(std::unique_ptr<Model> inner, Backend& backend, StepGraphOptions options)
-    : inner_(std::move(inner)), backend_(backend), options_(options), buckets_(buckets(options.max_batch)) {}
+    : inner_(std::move(inner)), backend_(backend), options_(options), buckets_(buckets(options.max_batch)) {
+  static std::atomic<int64_t> instances{0};
+  instance_ = ++instances;
+}
 
 KvCacheSpec GraphedModel::kv_cache_spec(int64_t num_blocks, int64_t block_size) const {
   return inner_->kv_cache_spec(num_blocks + 1, block_size);
@@ -36,6 +40,12 @@ int64_t GraphedModel::bucket_for(const ForwardBatch& batch, LogitsMode mode) con
 Result<Tensor> GraphedModel::forward(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) {
   const int64_t bucket = bucket_for(batch, mode);
   if (bucket == 0 || cache.num_blocks() < 2) return inner_->forward(batch, cache, mode);
+  const void* cache_bytes = cache.num_layers() > 0 ? cache.component(0, 0).raw() : nullptr;
+  if (cache_bytes != cache_) {  // recordings hold the old cache's addresses
+    if (!recorded_.empty()) backend_.drop_graphs();
+    recorded_.clear();
+    cache_ = cache_bytes;
+  }
   const int64_t n = batch.num_seqs(), block_size = cache.block_size();
   ForwardBatch padded = batch;
   padded.block_table_width = (options_.max_model_len + block_size - 1) / block_size;
@@ -45,7 +55,8 @@ Result<Tensor> GraphedModel::forward(const ForwardBatch& batch, KvCache& cache, 
     padded.positions.push_back(0);
     padded.seqs.push_back({1, 1, &scratch_table_, true});
   }
-  auto phase = backend_.begin_graph(bucket);
+  const int64_t key = (instance_ << 32) | bucket;
+  auto phase = backend_.begin_graph(key);
   if (!phase.ok()) {
     dropped_.insert(bucket);
     return inner_->forward(batch, cache, mode);

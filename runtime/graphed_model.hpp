@@ -7,7 +7,8 @@
 // Padding rows are sequences of one token at position 0 whose block table is the scratch block:
 // the last block of the KV cache, which this model adds to the wrapped model's spec, so the block
 // manager never hands it out. Block tables of recorded steps are padded to a fixed width (the
-// blocks of max_model_len), so a recording holds for any context.
+// blocks of max_model_len), so a recording holds for any context; a step on another KV cache drops
+// the recordings and records again.
 #include <cstdint>
 #include <memory>
 #include <set>
@@ -52,6 +53,8 @@ class GraphedModel final : public Model {
   StepGraphOptions options_;
   std::vector<int64_t> buckets_;
   std::set<int64_t> recorded_, dropped_;
+  int64_t instance_ = 0;              // distinguishes this model's recordings from others' on the backend
+  const void* cache_ = nullptr;       // the KV cache the recordings write (its first tensor's bytes)
   std::vector<int32_t> scratch_table_;  // {scratch block id}
   int64_t num_replayed_ = 0;
 };

@@ -1,7 +1,6 @@
-// CudaBackend::mlp against an fp64 reference from the same bf16 weights: the fused decode path
-// (gate/up GEMV, then the down GEMV computing silu(g) * u as it reads) and the prefill path (bf16
-// gate/up product and activation, cuBLAS), on awkward sizes, with the eager and default paths'
-// agreement checked too.
+// CudaBackend::mlp against an fp64 reference from the same bf16 weights: the decode path (gate/up
+// GEMV, bf16 activation, down GEMV) and the prefill path (bf16 gate/up product and activation,
+// cuBLAS), on awkward sizes, and the default path's agreement too.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +8,6 @@
 #include <vector>
 
 #include "kernels/cuda_backend.hpp"
-#include "kernels/gemv.hpp"
 #include "runtime/dtype.hpp"
 #include "tests/gpu/gpu_test_support.hpp"
 
@@ -60,9 +58,8 @@ Reference mlp_reference(const std::vector<float>& x, const std::vector<float>& g
   return r;
 }
 
-// Decode sizes (n <= 8) keep the product and the activation in fp32: only summation order
-// differs, within 1e-4 of the scale. Larger n round the gate/up product and the activation to
-// bf16 (2^-9 relative each, silu's slope stays below 1.1): within 1e-2 of the scale.
+// Both paths round the activation to bf16 (2^-9 relative), the prefill path the gate/up product
+// too (silu's slope stays below 1.1): within 1e-2 of the scale (sum of |terms|).
 TEST(CudaMlp, FusedAndBf16PathsMatchAnFp64Reference) {
   TROUPE_REQUIRE_GPU();
   auto created = CudaBackend::create(0, DType::bf16);
@@ -100,7 +97,7 @@ TEST(CudaMlp, FusedAndBf16PathsMatchAnFp64Reference) {
     const std::vector<float> got = gpu.to_host(out).to_f32_vector();
     const std::vector<float> unfused = gpu.to_host(fallback).to_f32_vector();
     const Reference ref = mlp_reference(x, gate_up_w, down_w, down_b, c.n, c.hidden, c.inter);
-    const double tolerance = c.n <= kGemvMaxTokens ? 1e-4 : 1e-2;
+    const double tolerance = 1e-2;
     double worst = 0, worst_unfused = 0;
     for (size_t i = 0; i < got.size(); ++i) {
       ASSERT_TRUE(std::isfinite(got[i])) << "n " << c.n << " element " << i;

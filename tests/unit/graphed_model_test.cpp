@@ -53,9 +53,13 @@ class GraphClaimingBackend final : public Backend {
   bool supports_graphs() const override { return true; }
   Result<GraphPhase> begin_graph(int64_t key) override {
     if (open_) return make_error(ErrorCode::unavailable, "nested");
-    begins.push_back(key);
+    begins.push_back(key & 0xffffffff);  // the bucket (the model's instance is in the high bits)
     open_ = true;
     return recorded_.insert(key).second ? GraphPhase::capture : GraphPhase::replay;
+  }
+  void drop_graphs() override {
+    recorded_.clear();
+    ++drops;
   }
   Status end_graph(bool launch) override {
     open_ = false;
@@ -67,7 +71,7 @@ class GraphClaimingBackend final : public Backend {
   }
 
   std::vector<int64_t> begins;
-  int fail_ends = 0;
+  int fail_ends = 0, drops = 0;
 
  private:
   CpuBackend cpu_{1};
@@ -183,6 +187,24 @@ TEST_F(GraphedModelTest, PaddedDecodeStepsGiveTheWrappedModelsLogits) {
       EXPECT_LE(max_abs_diff(backend_, want, got), 1e-5) << "layer " << layer;
     }
   }
+}
+
+TEST_F(GraphedModelTest, AnotherCacheDropsTheRecordingsAndRecordsAgain) {
+  Sequences a;
+  step_difference(prefill(a, {5}));
+  ASSERT_TRUE(graphed_->forward(decode(a, 1), *graphed_cache_).ok());
+  ASSERT_TRUE(graphed_->forward(decode(a, 2), *graphed_cache_).ok());
+  EXPECT_EQ(graphed_->num_replayed(), 1);
+  EXPECT_EQ(backend_.drops, 0);
+  auto other = backend_.create_kv_cache(graphed_->kv_cache_spec(kBlocks, 16));
+  ASSERT_TRUE(other.ok());
+  Sequences b;
+  ASSERT_TRUE(graphed_->forward(prefill(b, {5}), other.value()).ok());
+  auto out = graphed_->forward(decode(b, 1), other.value());
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(backend_.drops, 1);
+  EXPECT_EQ(graphed_->num_recorded(), 1);
+  EXPECT_EQ(graphed_->num_replayed(), 1) << "recorded again, not replayed with the old cache";
 }
 
 TEST_F(GraphedModelTest, OtherStepsRunTheWrappedModelAsTheyAre) {
