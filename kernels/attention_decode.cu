@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/dependent_launch.cuh"
 #include "kernels/attention_decode.hpp"
 
 namespace troupe::kernels {
@@ -35,6 +36,7 @@ __global__ void __launch_bounds__(kThreads)
                             const int32_t* __restrict__ block_tables, int max_blocks, int block_size, int num_heads,
                             int num_kv_heads, float scale_log2, int partition_keys, float* __restrict__ workspace,
                             float* __restrict__ out) {
+  allow_dependents();  // the GEMV after this kernel may start loading weights
   using S = DecodeShape<D>;
   __shared__ float m_s[S::kGroups], l_s[S::kGroups], w_s[S::kGroups];
   __shared__ __align__(16) float acc_s[S::kGroups][D];
@@ -151,6 +153,7 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
                                   const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
                                   int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
                                   float* __restrict__ workspace, float* __restrict__ out) {
+  allow_dependents();  // the GEMV after this kernel may start loading weights
   using S = DecodeShape<D>;
   __shared__ float m_s[G][S::kGroups], l_s[G][S::kGroups], w_s[G][S::kGroups];
   __shared__ float max_s[G], total_s[G];
@@ -298,6 +301,7 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
 // One block per (query i, q head): merges the partitions' partial results.
 __global__ void decode_reduce_kernel(const int32_t* __restrict__ tokens, int num_heads, int head_dim,
                                      int num_partitions, const float* __restrict__ workspace, float* __restrict__ out) {
+  allow_dependents();  // the GEMV after this kernel may start loading weights
   __shared__ float m_s[kDecodeMaxPartitions], w_s[kDecodeMaxPartitions];
   __shared__ float total_s;
   const int i = blockIdx.x, h = blockIdx.y;

@@ -1,5 +1,7 @@
 #include <algorithm>
+#include <utility>
 
+#include "kernels/dependent_launch.cuh"
 #include "kernels/gemv.hpp"
 
 // Layout of one launch (see launch_gemv_bf16 for how the numbers are picked):
@@ -12,7 +14,9 @@
 //     128 registers a thread may use; ptxas also hoists the next step's predicated loads);
 //   - when there are few row groups (k/v_proj: 1024 rows), `splits` warps share one row group and
 //     take every splits-th chunk; their partial sums meet in shared memory;
-//   - a block is 4 warps (8 when splits == 8): groups_per_block row groups x splits warps.
+//   - a block is 4 warps (8 when splits == 8): groups_per_block row groups x splits warps;
+//   - launched as a programmatic dependent (dependent_launch.cuh): the first weights are loaded
+//     before waiting for the kernel that writes x, so the weight stream starts while it finishes.
 // The sums of a warp leave through a reduce-scatter over the lanes (31 shuffles for 32 values).
 namespace troupe::kernels {
 namespace {
@@ -124,6 +128,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[r][t] = 0.0f;
 
+  bool waited = false;  // for the kernels before this one (x, and out may still be read)
   if constexpr (VEC) {
     const int num_vecs = int(in_features / 8);  // 8-element (16-byte) pieces of a row
     const int num_chunks = (num_vecs + 31) / 32;
@@ -135,6 +140,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r)
           wv[u][r] = load_weights(rows[r] + v * 8, v < num_vecs);  // rows past the end read row 0
+      }
+      if (!waited) {
+        wait_for_prerequisites();
+        waited = true;
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -162,6 +171,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
       }
     }
   } else {
+    wait_for_prerequisites();
+    waited = true;
     for (int i = split * kChunkScalar + lane; i < int(in_features); i += splits * kChunkScalar) {
       float wf[kRowsPerWarp];
 #pragma unroll
@@ -175,6 +186,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
     }
   }
 
+  if (!waited) wait_for_prerequisites();  // a warp without chunks
   float values[kPadded];
 #pragma unroll
   for (int i = 0; i < kPadded; ++i) values[i] = i < kValues ? acc[i / NT][i % NT] : 0.0f;
@@ -203,8 +215,7 @@ cudaError_t launch_tokens(bool vec, dim3 grid, dim3 block, int splits, const XT*
                           const float* bias, float* out, int64_t out_features, int64_t in_features,
                           cudaStream_t stream) {
   const auto kernel = vec ? gemv_bf16_kernel<NT, true, XT> : gemv_bf16_kernel<NT, false, XT>;
-  kernel<<<grid, block, 0, stream>>>(x, weight, bias, out, out_features, in_features, splits);
-  return cudaGetLastError();
+  return launch_dependent(kernel, grid, block, stream, x, weight, bias, out, out_features, in_features, splits);
 }
 
 template <typename XT>

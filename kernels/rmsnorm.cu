@@ -1,5 +1,6 @@
 #include <cuda_bf16.h>
 
+#include "kernels/dependent_launch.cuh"
 #include "kernels/rmsnorm.hpp"
 
 namespace troupe::kernels {
@@ -30,6 +31,7 @@ __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2
 template <typename OutT>
 __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ weight, OutT* out,
                                int64_t hidden, float eps) {
+  allow_dependents();  // the GEMV after this kernel may start loading weights
   const float* row = x + blockIdx.x * hidden;
   float sum_sq = 0.0f;
   for (int64_t i = threadIdx.x; i < hidden; i += kThreads) sum_sq += row[i] * row[i];
