@@ -38,6 +38,9 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   DType weight_dtype() const { return weight_dtype_; }
   DType matmul_input_dtype() const override { return weight_dtype_ == DType::bf16 ? DType::bf16 : DType::f32; }
+  // bf16 with bf16 weights (half the bytes per decode step's K/V reads), fp32 with fp32 weights
+  // (exact against the CPU). Every cache op dispatches on the cache tensor's dtype.
+  DType kv_cache_dtype() const override { return weight_dtype_ == DType::bf16 ? DType::bf16 : DType::f32; }
 
   Tensor empty(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> upload_weight(const Tensor& host) override;
