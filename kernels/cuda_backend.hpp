@@ -25,7 +25,8 @@ class CudaBackend final : public Backend {
   // bf16 inputs; both accumulate and output in fp32. With bf16 weights the products' inputs (the
   // normed hidden states, the MLP activation) are bf16 too (matmul_input_dtype): rmsnorm,
   // add_rmsnorm and silu_and_mul_packed round once when writing them, so no product converts its
-  // x. The residual stream, q/k/v, attention and the KV cache stay fp32.
+  // x. The residual stream, q/k/v and attention math stay fp32; the KV cache is bf16
+  // (kv_cache_dtype), written rounded to nearest even and widened exactly when read.
   // Attention: sequences with one new token run the fp32 split-KV kernel (attention_decode.hpp);
   // with bf16 weights, prefill chunks run the tensor-core kernel (attention_prefill.hpp, bf16
   // inputs, fp32 accumulation), with fp32 weights the fp32 kernel too (exact against the CPU).
