@@ -352,6 +352,10 @@ void CudaBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, 
   if (n == 0) return;
   Tensor d_pos = on_device(positions), d_slots = on_device(slot_mapping);
   if (replaying()) return;
+  if (k_cache.dtype() != v_cache.dtype() || (k_cache.dtype() != DType::f32 && k_cache.dtype() != DType::bf16)) {
+    check(cudaErrorInvalidValue, "qkv_rope_write_kv (K and V caches must both be f32 or both bf16)");
+    return;
+  }
   auto run = [&](auto* k, auto* v) {
     check(launch_qkv_rope_write_kv_f32(qkv.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(),
                                        d_slots.data<int32_t>(), k, v, q_out.data<float>(), n, q_out.size(1),
@@ -411,6 +415,10 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
                                   const AttentionMetadata& meta, float scale, Tensor out) {
   const int64_t n = meta.num_tokens, head_dim = q.size(-1);
   if (n == 0 || replaying()) return;
+  if (k_cache.dtype() != v_cache.dtype() || (k_cache.dtype() != DType::f32 && k_cache.dtype() != DType::bf16)) {
+    check(cudaErrorInvalidValue, "paged_attention (K and V caches must both be f32 or both bf16)");
+    return;
+  }
   const int64_t num_heads = q.numel() / (n * head_dim), num_kv_heads = k_cache.size(2);
   const bool grouped = num_kv_heads > 0 && num_heads % num_kv_heads == 0;
   if (in_graph() && grouped && decode_attention_supports(head_dim)) {

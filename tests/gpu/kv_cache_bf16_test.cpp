@@ -334,6 +334,16 @@ TEST(KvCacheBf16, AttentionMatchesCpuOnRoundedCache) {
                   std::string(dtype_name(weights)).c_str(), error);
     }
   }
+  // K and V caches of different dtypes are refused with an error naming the op, not misread.
+  auto gpu = make_gpu(DType::bf16);
+  ASSERT_TRUE(gpu);
+  Bf16AttentionInputs in = make_inputs(bf16_attention_cases()[1], rng);
+  const AttentionMetadata meta = gpu->upload_metadata(in.meta);
+  Tensor out = gpu->empty(DType::f32, in.q.shape());
+  gpu->paged_attention(copy_to_gpu(*gpu, in.q), copy_to_gpu(*gpu, in.k_bf16), copy_to_gpu(*gpu, in.v_rounded), meta,
+                       0.1f, out);
+  const std::string error = gpu->take_error();
+  EXPECT_NE(error.find("paged_attention"), std::string::npos) << error;
 }
 
 }  // namespace
