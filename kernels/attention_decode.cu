@@ -1,3 +1,5 @@
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -22,16 +24,25 @@ struct DecodeShape {
   static constexpr int kGroups = kWarps * kKeysPerWarp;  // lane groups of a block, one key each
 };
 
+// Four cache elements as fp32: one 16-byte load (fp32 cache) or one 8-byte load (bf16 cache,
+// widened exactly: a bf16 is the high half of its fp32).
+__device__ __forceinline__ float4 load4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+__device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
+  const uint2 bits = __ldg(reinterpret_cast<const uint2*>(p));
+  return make_float4(__uint_as_float(bits.x << 16), __uint_as_float(bits.x & 0xffff0000u),
+                     __uint_as_float(bits.y << 16), __uint_as_float(bits.y & 0xffff0000u));
+}
+
 __device__ __forceinline__ float4 fma4(float4 acc, float c, float p, float4 v) {
   return make_float4(acc.x * c + p * v.x, acc.y * c + p * v.y, acc.z * c + p * v.z, acc.w * c + p * v.w);
 }
 
 // One block per (query i, q head, partition). Lane group g takes keys begin + g, begin + g +
 // kGroups, ... with its own online softmax (log2 domain); the block then merges its groups.
-template <int D>
+template <int D, typename CacheT>
 __global__ void __launch_bounds__(kThreads)
-    decode_attention_kernel(const float* __restrict__ q, const float* __restrict__ k_cache,
-                            const float* __restrict__ v_cache, const int32_t* __restrict__ positions,
+    decode_attention_kernel(const float* __restrict__ q, const CacheT* __restrict__ k_cache,
+                            const CacheT* __restrict__ v_cache, const int32_t* __restrict__ positions,
                             const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                             const int32_t* __restrict__ block_tables, int max_blocks, int block_size, int num_heads,
                             int num_kv_heads, float scale_log2, int partition_keys, float* __restrict__ workspace,
@@ -75,8 +86,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int v = 0; v < S::kVecs; ++v) {
           const int c = (sub + S::kLanes * v) * 4;
-          const float4 k4 = __ldg(reinterpret_cast<const float4*>(k_cache + offset + c));
-          vv[u][v] = __ldg(reinterpret_cast<const float4*>(v_cache + offset + c));
+          const float4 k4 = load4(k_cache + offset + c);
+          vv[u][v] = load4(v_cache + offset + c);
           partial += qv[v].x * k4.x + qv[v].y * k4.y + qv[v].z * k4.z + qv[v].w * k4.w;
         }
         dot[u] = partial;
@@ -145,10 +156,10 @@ __global__ void __launch_bounds__(kThreads)
 // kv head, so each K/V row is read once per block instead of once per q head. Lane group g streams
 // keys as above; per key it takes G dot products and keeps G online softmaxes. Then the block
 // merges its groups per q head. acc_s holds kGroups * G * D floats (32 KiB at G * D = 1024).
-template <int D, int G>
+template <int D, int G, typename CacheT>
 __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 : 1)
-    decode_group_attention_kernel(const float* __restrict__ q, const float* __restrict__ k_cache,
-                                  const float* __restrict__ v_cache, const int32_t* __restrict__ positions,
+    decode_group_attention_kernel(const float* __restrict__ q, const CacheT* __restrict__ k_cache,
+                                  const CacheT* __restrict__ v_cache, const int32_t* __restrict__ positions,
                                   const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                                   const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
                                   int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
@@ -196,8 +207,8 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
 #pragma unroll
         for (int v = 0; v < S::kVecs; ++v) {
           const int c = (sub + S::kLanes * v) * 4;
-          k4[v] = __ldg(reinterpret_cast<const float4*>(k_cache + offset + c));
-          vv[u][v] = __ldg(reinterpret_cast<const float4*>(v_cache + offset + c));
+          k4[v] = load4(k_cache + offset + c);
+          vv[u][v] = load4(v_cache + offset + c);
         }
 #pragma unroll
         for (int hq = 0; hq < G; ++hq) {
@@ -339,29 +350,29 @@ __global__ void decode_reduce_kernel(const int32_t* __restrict__ tokens, int num
   }
 }
 
-template <int D>
-void launch(dim3 grid, cudaStream_t stream, const float* q, const float* k_cache, const float* v_cache,
+template <int D, typename CacheT>
+void launch(dim3 grid, cudaStream_t stream, const float* q, const CacheT* k_cache, const CacheT* v_cache,
             const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens, const int32_t* block_tables,
             int64_t max_blocks, int64_t block_size, int64_t num_heads, int64_t num_kv_heads, float scale,
             int64_t partition_keys, float* workspace, float* out) {
-  decode_attention_kernel<D><<<grid, kThreads, 0, stream>>>(
+  decode_attention_kernel<D, CacheT><<<grid, kThreads, 0, stream>>>(
       q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, int(max_blocks), int(block_size),
       int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
 }
 
-template <int D, int G>
-void launch_group(dim3 grid, cudaStream_t stream, const float* q, const float* k_cache, const float* v_cache,
+template <int D, int G, typename CacheT>
+void launch_group(dim3 grid, cudaStream_t stream, const float* q, const CacheT* k_cache, const CacheT* v_cache,
                   const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
                   const int32_t* block_tables, int64_t max_blocks, int64_t block_size, int64_t num_heads,
                   int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace, float* out) {
-  decode_group_attention_kernel<D, G><<<grid, kThreads, 0, stream>>>(
+  decode_group_attention_kernel<D, G, CacheT><<<grid, kThreads, 0, stream>>>(
       q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, int(max_blocks), int(block_size),
       int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
 }
 
-template <int D>
-void launch_group_d(int64_t group, dim3 grid, cudaStream_t stream, const float* q, const float* k_cache,
-                    const float* v_cache, const int32_t* positions, const int32_t* seq_of_token,
+template <int D, typename CacheT>
+void launch_group_d(int64_t group, dim3 grid, cudaStream_t stream, const float* q, const CacheT* k_cache,
+                    const CacheT* v_cache, const int32_t* positions, const int32_t* seq_of_token,
                     const int32_t* tokens, const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                     int64_t num_heads, int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace,
                     float* out) {
@@ -423,12 +434,14 @@ int64_t decode_workspace_floats(int64_t num_tokens, int64_t num_heads, int64_t h
   return num_tokens * num_heads * num_partitions * (head_dim + 2);
 }
 
-cudaError_t launch_decode_attention_f32(const float* q, const float* k_cache, const float* v_cache,
-                                        const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
-                                        int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
-                                        int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
-                                        int64_t head_dim, float scale, int64_t num_partitions,
-                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream) {
+namespace {
+
+template <typename CacheT>
+cudaError_t launch_decode(const float* q, const CacheT* k_cache, const CacheT* v_cache, const int32_t* positions,
+                          const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
+                          const int32_t* block_tables, int64_t max_blocks, int64_t block_size, int64_t num_heads,
+                          int64_t num_kv_heads, int64_t head_dim, float scale, int64_t num_partitions,
+                          int64_t partition_keys, float* workspace, float* out, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
   if (num_tokens < 0 || num_tokens > INT32_MAX || num_heads <= 0 || num_heads > 65535 || num_kv_heads <= 0 ||
       num_heads % num_kv_heads != 0 || block_size <= 0 || max_blocks <= 0 || !decode_attention_supports(head_dim) ||
@@ -496,6 +509,31 @@ cudaError_t launch_decode_attention_f32(const float* q, const float* k_cache, co
   decode_reduce_kernel<<<dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads)), 128, 0, stream>>>(
       tokens, int(num_heads), int(head_dim), int(num_partitions), workspace, out);
   return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_decode_attention_f32(const float* q, const float* k_cache, const float* v_cache,
+                                        const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
+                                        int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
+                                        int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
+                                        int64_t head_dim, float scale, int64_t num_partitions,
+                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream) {
+  return launch_decode(q, k_cache, v_cache, positions, seq_of_token, tokens, num_tokens, block_tables, max_blocks,
+                       block_size, num_heads, num_kv_heads, head_dim, scale, num_partitions, partition_keys, workspace,
+                       out, stream);
+}
+
+cudaError_t launch_decode_attention_f32(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                                        const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
+                                        int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
+                                        int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
+                                        int64_t head_dim, float scale, int64_t num_partitions,
+                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream) {
+  return launch_decode(q, reinterpret_cast<const __nv_bfloat16*>(k_cache),
+                       reinterpret_cast<const __nv_bfloat16*>(v_cache), positions, seq_of_token, tokens, num_tokens,
+                       block_tables, max_blocks, block_size, num_heads, num_kv_heads, head_dim, scale, num_partitions,
+                       partition_keys, workspace, out, stream);
 }
 
 }  // namespace troupe::kernels

@@ -5,7 +5,8 @@
 // kernel merges them. With one partition the blocks write the output directly (no workspace).
 // Works for any query token: token t (sequence seq_of_token[t], position positions[t]) attends to
 // its sequence's cached keys [0, positions[t]]. The cache layout is runtime/kv_cache.hpp's.
-// Within a block, 8 warps split the partition's keys; lanes split head_dim (float4 loads).
+// Within a block, 8 warps split the partition's keys; lanes split head_dim (float4 loads, or 8-byte
+// loads of 4 bf16 from a bf16 cache).
 // GQA groups of 2, 4 or 8 q heads (group * head_dim <= 1024) take one block per (query token, kv
 // head, partition) computing the whole group, so K/V are read once per group; other shapes take
 // one block per (query token, q head, partition).
@@ -49,6 +50,14 @@ int64_t decode_workspace_floats(int64_t num_tokens, int64_t num_heads, int64_t h
 // decode_workspace_floats floats (nullptr when that is 0). Unsupported shapes give
 // cudaErrorInvalidValue; num_tokens == 0 does nothing.
 cudaError_t launch_decode_attention_f32(const float* q, const float* k_cache, const float* v_cache,
+                                        const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
+                                        int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
+                                        int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
+                                        int64_t head_dim, float scale, int64_t num_partitions,
+                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream);
+// The same over a bf16 cache (bf16 bits, 8-byte loads of 4 elements, widened to fp32); q, the
+// workspace and out stay fp32.
+cudaError_t launch_decode_attention_f32(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                                         const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
                                         int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
                                         int64_t block_size, int64_t num_heads, int64_t num_kv_heads,

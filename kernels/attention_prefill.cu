@@ -52,38 +52,97 @@ __device__ __forceinline__ void store_bf16x4(__nv_bfloat16* dst, float4 v) {
   *reinterpret_cast<uint2*>(dst) = bits;
 }
 
-// One K/V tile's float4s of this thread: key (i / (D / 4)), column (i % (D / 4)) * 4 for
+// Four cache elements in registers on their way to shared memory: fp32 (rounded to bf16 when
+// stored) or bf16 bits (copied as they are).
+template <typename CacheT>
+struct KvChunk;
+template <>
+struct KvChunk<float> {
+  using Type = float4;
+};
+template <>
+struct KvChunk<__nv_bfloat16> {
+  using Type = uint2;
+};
+
+__device__ __forceinline__ float4 load_chunk(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+__device__ __forceinline__ uint2 load_chunk(const __nv_bfloat16* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
+__device__ __forceinline__ void store_chunk(__nv_bfloat16* dst, float4 v) { store_bf16x4(dst, v); }
+__device__ __forceinline__ void store_chunk(__nv_bfloat16* dst, uint2 v) { *reinterpret_cast<uint2*>(dst) = v; }
+
+// One K/V tile's chunks of this thread: key (i / (D / 4)), column (i % (D / 4)) * 4 for
 // i = threadIdx.x + it * kThreads; zero past num_keys.
-template <int D>
-__device__ __forceinline__ void load_kv(const float* __restrict__ k_cache, const float* __restrict__ v_cache,
+template <int D, typename CacheT, typename Chunk = typename KvChunk<CacheT>::Type>
+__device__ __forceinline__ void load_kv(const CacheT* __restrict__ k_cache, const CacheT* __restrict__ v_cache,
                                         const int32_t* __restrict__ table, int block_size, int num_kv_heads,
-                                        int kv_head, int kv0, int num_keys, int it, float4& k, float4& v) {
+                                        int kv_head, int kv0, int num_keys, int it, Chunk& k, Chunk& v) {
   using L = PrefillSmem<D>;
   const int i = threadIdx.x + it * L::kThreads;
   const int key = i / (D / 4), c = (i % (D / 4)) * 4, j = kv0 + key;
-  k = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  v = k;
+  k = Chunk{};
+  v = Chunk{};
   if (j < num_keys) {
     const int64_t slot = int64_t(table[j / block_size]) * block_size + j % block_size;
     const int64_t offset = (slot * num_kv_heads + kv_head) * D + c;
-    k = __ldg(reinterpret_cast<const float4*>(k_cache + offset));
-    v = __ldg(reinterpret_cast<const float4*>(v_cache + offset));
+    k = load_chunk(k_cache + offset);
+    v = load_chunk(v_cache + offset);
   }
 }
 
-template <int D>
-__device__ __forceinline__ void store_kv(__nv_bfloat16* k_s, __nv_bfloat16* v_s, int it, float4 k, float4 v) {
+template <int D, typename Chunk>
+__device__ __forceinline__ void store_kv(__nv_bfloat16* k_s, __nv_bfloat16* v_s, int it, Chunk k, Chunk v) {
   using L = PrefillSmem<D>;
   const int i = threadIdx.x + it * L::kThreads;
   const int key = i / (D / 4), c = (i % (D / 4)) * 4;
-  store_bf16x4(k_s + key * L::kLdKv + c, k);
-  store_bf16x4(v_s + key * L::kLdKv + c, v);
+  store_chunk(k_s + key * L::kLdKv + c, k);
+  store_chunk(v_s + key * L::kLdKv + c, v);
 }
 
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// cp.async (sm_80+): 16 bytes global -> shared without registers; src_bytes 0 writes zeros.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Starts copying one K/V tile from a bf16 cache into k_s / v_s: 16-byte chunks (8 elements),
+// chunk i = threadIdx.x + it * kThreads is key i / (D / 8), column (i % (D / 8)) * 8; keys past
+// num_keys are zero-filled. Needs 16-byte aligned cache rows (D % 8 == 0, 16-byte aligned bases).
 template <int D>
+__device__ __forceinline__ void copy_kv_async(const __nv_bfloat16* __restrict__ k_cache,
+                                              const __nv_bfloat16* __restrict__ v_cache,
+                                              const int32_t* __restrict__ table, int block_size, int num_kv_heads,
+                                              int kv_head, int kv0, int num_keys, __nv_bfloat16* k_s,
+                                              __nv_bfloat16* v_s) {
+  using L = PrefillSmem<D>;
+  constexpr int kChunks = D / 8;  // per row
+  static_assert(kKeys * kChunks % L::kThreads == 0);
+#pragma unroll
+  for (int it = 0; it < kKeys * kChunks / L::kThreads; ++it) {
+    const int i = threadIdx.x + it * L::kThreads;
+    const int key = i / kChunks, c = (i % kChunks) * 8, j = kv0 + key;
+    int64_t offset = 0;  // a valid address even when nothing is read
+    if (j < num_keys) {
+      const int64_t slot = int64_t(table[j / block_size]) * block_size + j % block_size;
+      offset = (slot * num_kv_heads + kv_head) * D + c;
+    }
+    const int bytes = j < num_keys ? 16 : 0;
+    cp_async16(smem_address(k_s + key * L::kLdKv + c), k_cache + offset, bytes);
+    cp_async16(smem_address(v_s + key * L::kLdKv + c), v_cache + offset, bytes);
+  }
+}
+
+template <int D, typename CacheT>
 __global__ void __launch_bounds__(PrefillSmem<D>::kThreads)
-    prefill_attention_kernel(const float* __restrict__ q, const float* __restrict__ k_cache,
-                             const float* __restrict__ v_cache, const int32_t* __restrict__ positions,
+    prefill_attention_kernel(const float* __restrict__ q, const CacheT* __restrict__ k_cache,
+                             const CacheT* __restrict__ v_cache, const int32_t* __restrict__ positions,
                              const int32_t* __restrict__ tiles, const int32_t* __restrict__ block_tables,
                              int max_blocks, int block_size, int num_heads, int num_kv_heads, float scale_log2,
                              float* __restrict__ out) {
@@ -106,7 +165,8 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads)
 
   const int num_keys = positions[token_end - 1] + 1;  // the last token sees the most keys
   // The first K/V tile's loads start before the Q staging.
-  float4 k_next[L::kPrefetch ? L::kLoadIters : 1], v_next[L::kPrefetch ? L::kLoadIters : 1];
+  using Chunk = typename KvChunk<CacheT>::Type;
+  Chunk k_next[L::kPrefetch ? L::kLoadIters : 1], v_next[L::kPrefetch ? L::kLoadIters : 1];
   if constexpr (L::kPrefetch) {
 #pragma unroll
     for (int it = 0; it < L::kLoadIters; ++it)
@@ -155,7 +215,7 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads)
     } else {
 #pragma unroll 8
       for (int it = 0; it < L::kLoadIters; ++it) {
-        float4 k, v;
+        Chunk k, v;
         load_kv<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, kv0, num_keys, it, k, v);
         store_kv<D>(k_s, v_s, it, k, v);
       }
@@ -252,10 +312,6 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads)
 // The C fragments of two adjacent n8 tiles of S, rounded to bf16, are the A fragment of P for the
 // matching 16 keys, so P goes straight from the softmax into O += P V.
 
-__device__ __forceinline__ uint32_t smem_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
 // Four 8x8 bf16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, register i gets
 // (row lane / 4, cols 2 (lane % 4)..+1) of it, or with .trans (rows 2 (lane % 4)..+1, col lane / 4).
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
@@ -287,13 +343,16 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 }
 
 // Same work unit, tile rows, K/V staging and Q staging as prefill_attention_kernel; only K and V
-// stay in shared memory (34 KiB at head_dim 128). Each warp holds its Q rows as A fragments, its
+// stay in shared memory (34 KiB at head_dim 128). With a bf16 cache the K/V tiles are double
+// buffered (68 KiB at head_dim 128) and filled by cp.async: tile i + 1 is copied while tile i is
+// multiplied, and Q is staged in the second buffer. With an fp32 cache the next tile waits in
+// registers (rounded to bf16 when stored). Each warp holds its Q rows as A fragments, its
 // S tile (16 x kKeys) and its O rows (16 x D) as fp32 C fragments; the running max and sum are per
 // (thread, row), the sum a partial over the thread's columns, reduced over the quad at the end.
-template <int D>
+template <int D, typename CacheT>
 __global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
-    prefill_attention_mma_kernel(const float* __restrict__ q, const float* __restrict__ k_cache,
-                                 const float* __restrict__ v_cache, const int32_t* __restrict__ positions,
+    prefill_attention_mma_kernel(const float* __restrict__ q, const CacheT* __restrict__ k_cache,
+                                 const CacheT* __restrict__ v_cache, const int32_t* __restrict__ positions,
                                  const int32_t* __restrict__ tiles, const int32_t* __restrict__ block_tables,
                                  int max_blocks, int block_size, int num_heads, int num_kv_heads, float scale_log2,
                                  float* __restrict__ out) {
@@ -315,14 +374,24 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, c = lane % 4;
 
+  constexpr bool kAsync = sizeof(CacheT) == 2;        // bf16 cache: cp.async into two K/V buffers
+  constexpr uint32_t kBufferBytes = uint32_t(L::kS);  // one K + V buffer
   const int num_keys = positions[token_end - 1] + 1;  // the last token sees the most keys
-  float4 k_next[L::kLoadIters], v_next[L::kLoadIters];
+  using Chunk = typename KvChunk<CacheT>::Type;
+  Chunk k_next[kAsync ? 1 : L::kLoadIters], v_next[kAsync ? 1 : L::kLoadIters];
   static_assert(L::kPrefetch, "the whole next K/V tile fits in registers");
+  if constexpr (kAsync) {
+    copy_kv_async<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, 0, num_keys, k_s, v_s);
+    cp_async_commit();
+  } else {
 #pragma unroll
-  for (int it = 0; it < L::kLoadIters; ++it)
-    load_kv<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, 0, num_keys, it, k_next[it], v_next[it]);
+    for (int it = 0; it < L::kLoadIters; ++it)
+      load_kv<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, 0, num_keys, it, k_next[it], v_next[it]);
+  }
 
-  // Q tile, rounded to bf16, staged in the K and V buffers; padding rows are zero.
+  // Q tile, rounded to bf16, staged in a K and V buffer (the second one while cp.async fills the
+  // first); padding rows are zero.
+  __nv_bfloat16* q_s = reinterpret_cast<__nv_bfloat16*>(smem + (kAsync ? kBufferBytes : 0));
 #pragma unroll 8
   for (int it = 0; it < kRows * kVecs / kThreads; ++it) {
     const int i = threadIdx.x + it * kThreads;
@@ -333,12 +402,12 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
       const int64_t h = int64_t(kv_head) * group + r % group;
       v = __ldg(reinterpret_cast<const float4*>(q + (t * num_heads + h) * D + col));
     }
-    store_bf16x4(k_s + r * L::kLdKv + col, v);
+    store_bf16x4(q_s + r * L::kLdKv + col, v);
   }
   __syncthreads();
   // A fragments of the warp's 16 rows: lane l addresses row l % 16, column 8 (l / 16) of each step.
   uint32_t q_frag[D / 16][4];
-  const uint32_t q_base = smem_address(k_s + (warp * 16 + lane % 16) * L::kLdKv + 8 * (lane / 16));
+  const uint32_t q_base = smem_address(q_s + (warp * 16 + lane % 16) * L::kLdKv + 8 * (lane / 16));
 #pragma unroll
   for (int d = 0; d < D / 16; ++d) ldmatrix_x4(q_frag[d], q_base + d * 16 * 2);
 
@@ -365,17 +434,31 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
   const uint32_t k_base = smem_address(k_s + (lane % 8) * L::kLdKv + 8 * (lane / 8));
   const uint32_t v_base = smem_address(v_s + (lane % 8 + 8 * ((lane / 8) % 2)) * L::kLdKv + 8 * (lane / 16));
 
+  uint32_t buffer = 0;  // byte offset of the K/V buffer holding the current tile
   for (int kv0 = 0; kv0 < num_keys; kv0 += kKeys) {
     __syncthreads();  // the previous tile's K/V (and the staged Q) are no longer read
+    if constexpr (kAsync) {
+      // Start the next tile into the other buffer, then wait for this tile's copies.
+      const uint32_t next = kBufferBytes - buffer;
+      if (kv0 + kKeys < num_keys)
+        copy_kv_async<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, kv0 + kKeys, num_keys,
+                         reinterpret_cast<__nv_bfloat16*>(smem + next + L::kK),
+                         reinterpret_cast<__nv_bfloat16*>(smem + next + L::kV));
+      cp_async_commit();  // possibly empty: the wait leaves only the newest group in flight
+      cp_async_wait<1>();
+    } else {
 #pragma unroll
-    for (int it = 0; it < L::kLoadIters; ++it) store_kv<D>(k_s, v_s, it, k_next[it], v_next[it]);
-    if (kv0 + kKeys < num_keys) {
+      for (int it = 0; it < L::kLoadIters; ++it) store_kv<D>(k_s, v_s, it, k_next[it], v_next[it]);
+      if (kv0 + kKeys < num_keys) {
 #pragma unroll
-      for (int it = 0; it < L::kLoadIters; ++it)
-        load_kv<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, kv0 + kKeys, num_keys, it,
-                   k_next[it], v_next[it]);
+        for (int it = 0; it < L::kLoadIters; ++it)
+          load_kv<D>(k_cache, v_cache, table, block_size, num_kv_heads, kv_head, kv0 + kKeys, num_keys, it,
+                     k_next[it], v_next[it]);
+      }
     }
     __syncthreads();
+    const uint32_t tile_k = k_base + buffer, tile_v = v_base + buffer;
+    if constexpr (kAsync) buffer = kBufferBytes - buffer;
     if (warp_max < kv0) continue;  // every row of this warp is masked for this tile (no barrier below)
 
     // S = Q K^T: [16, kKeys] in C fragments.
@@ -386,7 +469,7 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
 #pragma unroll
       for (int d = 0; d < D / 32; ++d) {
         uint32_t kf[4];
-        ldmatrix_x4(kf, k_base + (n * 8 * L::kLdKv + d * 32) * 2);
+        ldmatrix_x4(kf, tile_k + (n * 8 * L::kLdKv + d * 32) * 2);
         mma_bf16(s[n], q_frag[2 * d], kf[0], kf[1]);
         mma_bf16(s[n], q_frag[2 * d + 1], kf[2], kf[3]);
       }
@@ -439,13 +522,14 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
 #pragma unroll
       for (int j = 0; j < D / 16; ++j) {
         uint32_t vf[4];
-        ldmatrix_x4_trans(vf, v_base + (kk * 16 * L::kLdKv + j * 16) * 2);
+        ldmatrix_x4_trans(vf, tile_v + (kk * 16 * L::kLdKv + j * 16) * 2);
         mma_bf16(o_acc[2 * j], p_frag, vf[0], vf[1]);
         mma_bf16(o_acc[2 * j + 1], p_frag, vf[2], vf[3]);
       }
     }
   }
 
+  if constexpr (kAsync) cp_async_wait<0>();  // only the last, empty group can be pending
   // out = O / l: the quad's partial sums add up to the row's; float2 stores of the C fragments.
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -464,18 +548,20 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
   }
 }
 
-template <int D>
-cudaError_t launch(const float* q, const float* k_cache, const float* v_cache, const int32_t* positions,
+template <int D, typename CacheT>
+cudaError_t launch(const float* q, const CacheT* k_cache, const CacheT* v_cache, const int32_t* positions,
                    const int32_t* tiles, int64_t num_tiles, const int32_t* block_tables, int64_t max_blocks,
                    int64_t block_size, int64_t num_heads, int64_t num_kv_heads, float scale, float* out,
                    cudaStream_t stream) {
-  // Register-resident kernel where its fragments fit (K and V only in shared memory), else the
-  // shared-memory WMMA kernel.
+  // Register-resident kernel where its fragments fit (K and V only in shared memory; two buffers of
+  // them with a bf16 cache), else the shared-memory WMMA kernel.
   constexpr bool kMma = D == 32 || D == 64 || D == 128;
-  constexpr size_t kSmem = kMma ? PrefillSmem<D>::kS : PrefillSmem<D>::kBytes;
+  constexpr size_t kKvBuffers = sizeof(CacheT) == 2 ? 2 : 1;
+  constexpr size_t kSmem = kMma ? kKvBuffers * PrefillSmem<D>::kS : PrefillSmem<D>::kBytes;
+  static_assert(kSmem <= 227 * 1024, "more shared memory than one block may have");
   constexpr int kThreads = PrefillSmem<D>::kThreads;
-  auto* kernel = prefill_attention_kernel<D>;
-  if constexpr (kMma) kernel = prefill_attention_mma_kernel<D>;
+  auto* kernel = prefill_attention_kernel<D, CacheT>;
+  if constexpr (kMma) kernel = prefill_attention_mma_kernel<D, CacheT>;
   // Opt in to more than 48 KiB of dynamic shared memory (per device, so on every launch).
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem));
       err != cudaSuccess)
@@ -484,6 +570,38 @@ cudaError_t launch(const float* q, const float* k_cache, const float* v_cache, c
   kernel<<<grid, kThreads, kSmem, stream>>>(q, k_cache, v_cache, positions, tiles, block_tables, int(max_blocks),
                                             int(block_size), int(num_heads), int(num_kv_heads), scale * kLog2e, out);
   return cudaGetLastError();
+}
+
+template <typename CacheT>
+cudaError_t launch_any(const float* q, const CacheT* k_cache, const CacheT* v_cache, const int32_t* positions,
+                       const int32_t* tiles, int64_t num_tiles, const int32_t* block_tables, int64_t max_blocks,
+                       int64_t block_size, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                       float* out, cudaStream_t stream) {
+  if (num_tiles == 0) return cudaSuccess;
+  if (num_tiles < 0 || num_tiles > INT32_MAX || num_kv_heads <= 0 || num_kv_heads > 65535 ||
+      num_heads % num_kv_heads != 0 || block_size <= 0 || max_blocks <= 0 ||
+      !prefill_attention_supports(head_dim, num_heads / num_kv_heads))
+    return cudaErrorInvalidValue;
+  // The vector loads and cp.async need 16-byte aligned cache bases (cudaMalloc gives 256 bytes).
+  if (reinterpret_cast<uintptr_t>(k_cache) % 16 != 0 || reinterpret_cast<uintptr_t>(v_cache) % 16 != 0)
+    return cudaErrorInvalidValue;
+  switch (head_dim) {
+    case 16:
+      return launch<16>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
+                        num_heads, num_kv_heads, scale, out, stream);
+    case 32:
+      return launch<32>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
+                        num_heads, num_kv_heads, scale, out, stream);
+    case 64:
+      return launch<64>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
+                        num_heads, num_kv_heads, scale, out, stream);
+    case 128:
+      return launch<128>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
+                         num_heads, num_kv_heads, scale, out, stream);
+    default:
+      return launch<256>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
+                         num_heads, num_kv_heads, scale, out, stream);
+  }
 }
 
 }  // namespace
@@ -529,28 +647,18 @@ cudaError_t launch_prefill_attention_bf16(const float* q, const float* k_cache, 
                                           const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
                                           float* out, cudaStream_t stream) {
-  if (num_tiles == 0) return cudaSuccess;
-  if (num_tiles < 0 || num_tiles > INT32_MAX || num_kv_heads <= 0 || num_kv_heads > 65535 ||
-      num_heads % num_kv_heads != 0 || block_size <= 0 || max_blocks <= 0 ||
-      !prefill_attention_supports(head_dim, num_heads / num_kv_heads))
-    return cudaErrorInvalidValue;
-  switch (head_dim) {
-    case 16:
-      return launch<16>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
-                        num_heads, num_kv_heads, scale, out, stream);
-    case 32:
-      return launch<32>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
-                        num_heads, num_kv_heads, scale, out, stream);
-    case 64:
-      return launch<64>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
-                        num_heads, num_kv_heads, scale, out, stream);
-    case 128:
-      return launch<128>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
-                         num_heads, num_kv_heads, scale, out, stream);
-    default:
-      return launch<256>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
-                         num_heads, num_kv_heads, scale, out, stream);
-  }
+  return launch_any(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size, num_heads,
+                    num_kv_heads, head_dim, scale, out, stream);
+}
+
+cudaError_t launch_prefill_attention_bf16(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                                          const int32_t* positions, const int32_t* tiles, int64_t num_tiles,
+                                          const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                          int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                                          float* out, cudaStream_t stream) {
+  return launch_any(q, reinterpret_cast<const __nv_bfloat16*>(k_cache),
+                    reinterpret_cast<const __nv_bfloat16*>(v_cache), positions, tiles, num_tiles, block_tables,
+                    max_blocks, block_size, num_heads, num_kv_heads, head_dim, scale, out, stream);
 }
 
 }  // namespace troupe::kernels

@@ -1,5 +1,5 @@
 #pragma once
-// Prefill attention on tensor cores: causal, GQA, K/V read from the paged fp32 cache
+// Prefill attention on tensor cores: causal, GQA, K/V read from the paged fp32 or bf16 cache
 // (runtime/kv_cache.hpp layout), flash-style tiles with an online softmax, no [seq x seq] matrix.
 //
 // Work unit: one block per (query tile, kv head). A tile holds 128 rows (64 for head_dim 256),
@@ -10,7 +10,8 @@
 // accumulation) with Q, S, P and O held in register fragments; only K and V live in shared memory
 // (34 KiB at head_dim 128), the online softmax runs on the S fragments, P is repacked to bf16 in
 // registers. head_dim 16 and 256: WMMA with S and O round-tripped through fp32 shared memory. The
-// next K/V tile's global loads are in flight (in registers) while the current tile is multiplied;
+// next K/V tile's global loads are in flight (in registers; with a bf16 cache and head_dim 32,
+// 64, 128 as cp.async copies into a second shared buffer) while the current tile is multiplied;
 // tiles past a warp's last position are skipped and the causal mask is applied only on tiles that
 // cross a row's position. Tokens of a tile belong to one sequence and may start at any position
 // (chunked prefill): a query at position p sees keys [0, p] of its sequence, which must already be
@@ -47,6 +48,13 @@ std::vector<int32_t> build_prefill_tiles(const int32_t* query_start, const int32
 // block_tables: [num_seqs, max_blocks] i32. scale multiplies q.k. Unsupported shapes give
 // cudaErrorInvalidValue; num_tiles == 0 does nothing.
 cudaError_t launch_prefill_attention_bf16(const float* q, const float* k_cache, const float* v_cache,
+                                          const int32_t* positions, const int32_t* tiles, int64_t num_tiles,
+                                          const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                          int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                                          float* out, cudaStream_t stream);
+// The same over a bf16 cache (bf16 bits, copied into shared memory as they are). Cache bases must
+// be 16-byte aligned (cudaErrorInvalidValue otherwise; fp32 caches too).
+cudaError_t launch_prefill_attention_bf16(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                                           const int32_t* positions, const int32_t* tiles, int64_t num_tiles,
                                           const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,

@@ -162,10 +162,13 @@ Result<Tensor> CudaBackend::upload_weight(const Tensor& host) {
 Result<KvCache> CudaBackend::create_kv_cache(const KvCacheSpec& spec) {
   if (spec.num_blocks <= 0 || spec.block_size <= 0 || spec.num_layers <= 0)
     return make_error(ErrorCode::invalid_argument, "KV cache: blocks, block size and layers must be positive");
+  if (spec.dtype != DType::f32 && spec.dtype != DType::bf16)
+    return make_error(ErrorCode::invalid_argument, "KV cache: dtype " + std::string(dtype_name(spec.dtype)) +
+                                                       " is not supported on CUDA (f32 or bf16)");
   std::vector<Tensor> tensors;
   for (int64_t layer = 0; layer < spec.num_layers; ++layer) {
     for (const auto& c : spec.components) {
-      Tensor t = device_tensor(DType::f32, {spec.num_blocks, spec.block_size, c.num_heads, c.head_dim});
+      Tensor t = device_tensor(spec.dtype, {spec.num_blocks, spec.block_size, c.num_heads, c.head_dim});
       cudaMemset(t.raw(), 0, t.nbytes());
       tensors.push_back(std::move(t));
     }
@@ -333,6 +336,12 @@ void CudaBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor
   if (replaying()) return;
   const int64_t n = slot_mapping.numel();
   if (n == 0) return;
+  if (cache_component.dtype() == DType::bf16) {
+    check(launch_write_kv_f32(cache_component.data<uint16_t>(), x.data<float>(), d_slots.data<int32_t>(), n,
+                              x.numel() / n, stream()),
+          "write_kv");
+    return;
+  }
   check(launch_write_kv_f32(cache_component.data<float>(), x.data<float>(), d_slots.data<int32_t>(), n, x.numel() / n,
                             stream()),
         "write_kv");
@@ -344,11 +353,21 @@ void CudaBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, 
   if (n == 0) return;
   Tensor d_pos = on_device(positions), d_slots = on_device(slot_mapping);
   if (replaying()) return;
-  check(launch_qkv_rope_write_kv_f32(qkv.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(),
-                                     d_slots.data<int32_t>(), k_cache.data<float>(), v_cache.data<float>(),
-                                     q_out.data<float>(), n, q_out.size(1), k_cache.size(2), q_out.size(2),
-                                     inv_freq.numel(), stream()),
-        "qkv_rope_write_kv");
+  if (k_cache.dtype() != v_cache.dtype() || (k_cache.dtype() != DType::f32 && k_cache.dtype() != DType::bf16)) {
+    check(cudaErrorInvalidValue, "qkv_rope_write_kv (K and V caches must both be f32 or both bf16)");
+    return;
+  }
+  auto run = [&](auto* k, auto* v) {
+    check(launch_qkv_rope_write_kv_f32(qkv.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(),
+                                       d_slots.data<int32_t>(), k, v, q_out.data<float>(), n, q_out.size(1),
+                                       k_cache.size(2), q_out.size(2), inv_freq.numel(), stream()),
+          "qkv_rope_write_kv");
+  };
+  if (k_cache.dtype() == DType::bf16) {
+    run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
+  } else {
+    run(k_cache.data<float>(), v_cache.data<float>());
+  }
 }
 
 void CudaBackend::build_attention_plan(int64_t tokens_per_tile) {
@@ -375,13 +394,20 @@ void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const
   const int64_t parts = decode_num_partitions(num_tokens, num_heads, k_cache.size(2), head_dim, max_context, num_sms_);
   const int64_t floats = decode_workspace_floats(num_tokens, num_heads, head_dim, parts);
   Tensor workspace = floats > 0 ? scratch(DType::f32, {floats}) : Tensor();  // freed stream-ordered
-  check(launch_decode_attention_f32(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
-                                    meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(), tokens,
-                                    num_tokens, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
-                                    meta.block_size, num_heads, k_cache.size(2), head_dim, scale, parts,
-                                    per_token_partitions ? 0 : decode_partition_keys(max_context, parts),
-                                    floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
-        "decode_attention");
+  auto run = [&](const auto* k, const auto* v) {
+    check(launch_decode_attention_f32(q.data<float>(), k, v, meta.positions.data<int32_t>(),
+                                      seq_of_token_.data<int32_t>(), tokens, num_tokens,
+                                      meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size,
+                                      num_heads, k_cache.size(2), head_dim, scale, parts,
+                                      per_token_partitions ? 0 : decode_partition_keys(max_context, parts),
+                                      floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
+          "decode_attention");
+  };
+  if (k_cache.dtype() == DType::bf16) {
+    run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
+  } else {
+    run(k_cache.data<float>(), v_cache.data<float>());
+  }
 }
 
 // Prefill chunks (sequences with more than one new token) on tensor cores when the weights are
@@ -390,6 +416,10 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
                                   const AttentionMetadata& meta, float scale, Tensor out) {
   const int64_t n = meta.num_tokens, head_dim = q.size(-1);
   if (n == 0 || replaying()) return;
+  if (k_cache.dtype() != v_cache.dtype() || (k_cache.dtype() != DType::f32 && k_cache.dtype() != DType::bf16)) {
+    check(cudaErrorInvalidValue, "paged_attention (K and V caches must both be f32 or both bf16)");
+    return;
+  }
   const int64_t num_heads = q.numel() / (n * head_dim), num_kv_heads = k_cache.size(2);
   const bool grouped = num_kv_heads > 0 && num_heads % num_kv_heads == 0;
   if (in_graph() && grouped && decode_attention_supports(head_dim)) {
@@ -402,11 +432,18 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
     return;
   }
   if (!grouped || !decode_attention_supports(head_dim) || int64_t(context_lens_host_.size()) != meta.num_seqs) {
-    check(launch_paged_attention_f32(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
-                                     meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
-                                     meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size, n,
-                                     num_heads, num_kv_heads, head_dim, scale, out.data<float>(), stream()),
-          "paged_attention");
+    auto run = [&](const auto* k, const auto* v) {
+      check(launch_paged_attention_f32(q.data<float>(), k, v, meta.positions.data<int32_t>(),
+                                       seq_of_token_.data<int32_t>(), meta.block_tables.data<int32_t>(),
+                                       meta.max_blocks_per_seq, meta.block_size, n, num_heads, num_kv_heads, head_dim,
+                                       scale, out.data<float>(), stream()),
+            "paged_attention");
+    };
+    if (k_cache.dtype() == DType::bf16) {
+      run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
+    } else {
+      run(k_cache.data<float>(), v_cache.data<float>());
+    }
     return;
   }
   const int64_t group = num_heads / num_kv_heads;
@@ -414,11 +451,18 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
     const int64_t tokens_per_tile = prefill_tokens_per_tile(head_dim, group);
     if (plan_tokens_per_tile_ != tokens_per_tile) build_attention_plan(tokens_per_tile);
     const int32_t* plan = plan_.data<int32_t>();
-    check(launch_prefill_attention_bf16(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
-                                        meta.positions.data<int32_t>(), plan, plan_tiles_,
-                                        meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size,
-                                        num_heads, num_kv_heads, head_dim, scale, out.data<float>(), stream()),
-          "prefill_attention");
+    auto run = [&](const auto* k, const auto* v) {
+      check(launch_prefill_attention_bf16(q.data<float>(), k, v, meta.positions.data<int32_t>(), plan, plan_tiles_,
+                                          meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
+                                          meta.block_size, num_heads, num_kv_heads, head_dim, scale,
+                                          out.data<float>(), stream()),
+            "prefill_attention");
+    };
+    if (k_cache.dtype() == DType::bf16) {
+      run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
+    } else {
+      run(k_cache.data<float>(), v_cache.data<float>());
+    }
     decode_attention(q, k_cache, v_cache, meta, scale, plan + 3 * plan_tiles_, plan_decode_tokens_,
                      plan_decode_context_, out);
     return;

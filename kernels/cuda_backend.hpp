@@ -25,7 +25,8 @@ class CudaBackend final : public Backend {
   // bf16 inputs; both accumulate and output in fp32. With bf16 weights the products' inputs (the
   // normed hidden states, the MLP activation) are bf16 too (matmul_input_dtype): rmsnorm,
   // add_rmsnorm and silu_and_mul_packed round once when writing them, so no product converts its
-  // x. The residual stream, q/k/v, attention and the KV cache stay fp32.
+  // x. The residual stream, q/k/v and attention math stay fp32; the KV cache is bf16
+  // (kv_cache_dtype), written rounded to nearest even and widened exactly when read.
   // Attention: sequences with one new token run the fp32 split-KV kernel (attention_decode.hpp);
   // with bf16 weights, prefill chunks run the tensor-core kernel (attention_prefill.hpp, bf16
   // inputs, fp32 accumulation), with fp32 weights the fp32 kernel too (exact against the CPU).
@@ -38,6 +39,9 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   DType weight_dtype() const { return weight_dtype_; }
   DType matmul_input_dtype() const override { return weight_dtype_ == DType::bf16 ? DType::bf16 : DType::f32; }
+  // bf16 with bf16 weights (half the bytes per decode step's K/V reads), fp32 with fp32 weights
+  // (exact against the CPU). Every cache op dispatches on the cache tensor's dtype.
+  DType kv_cache_dtype() const override { return weight_dtype_ == DType::bf16 ? DType::bf16 : DType::f32; }
 
   Tensor empty(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> upload_weight(const Tensor& host) override;

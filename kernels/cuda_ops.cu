@@ -141,10 +141,16 @@ __global__ void rope_kernel(float* q, float* k, const int32_t* positions, const 
   }
 }
 
-__global__ void write_kv_kernel(float* cache, const float* x, const int32_t* slot_mapping, int64_t entry) {
+// Cache entries are fp32 or bf16 (rounded to nearest even by store()).
+template <typename CacheT>
+__global__ void write_kv_kernel(CacheT* cache, const float* x, const int32_t* slot_mapping, int64_t entry) {
   const int64_t slot = slot_mapping[blockIdx.x];
-  for (int64_t i = threadIdx.x; i < entry; i += blockDim.x) cache[slot * entry + i] = x[blockIdx.x * entry + i];
+  for (int64_t i = threadIdx.x; i < entry; i += blockDim.x) store(cache + slot * entry + i, x[blockIdx.x * entry + i]);
 }
+
+// A cache element as fp32 (bf16 widens exactly).
+__device__ __forceinline__ float load(const float* p) { return *p; }
+__device__ __forceinline__ float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
 
 // One block per (token, head); its 8 warps split the context (warp w takes positions w, w + 8, ...),
 // each keeping an online softmax with lanes splitting head_dim; the block then merges the 8
@@ -152,7 +158,8 @@ __global__ void write_kv_kernel(float* cache, const float* x, const int32_t* slo
 constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
 constexpr int kAttentionWarps = kThreads / 32;
 
-__global__ void paged_attention_kernel(const float* q, const float* k_cache, const float* v_cache,
+template <typename CacheT>
+__global__ void paged_attention_kernel(const float* q, const CacheT* k_cache, const CacheT* v_cache,
                                        const int32_t* positions, const int32_t* seq_of_token,
                                        const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                        int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
@@ -175,12 +182,12 @@ __global__ void paged_attention_kernel(const float* q, const float* k_cache, con
   const int64_t last = positions[t];
   for (int64_t j = warp; j <= last; j += kAttentionWarps) {
     const int64_t slot = int64_t(table[j / block_size]) * block_size + j % block_size;
-    const float* kj = k_cache + (slot * num_kv_heads + kv_h) * head_dim;
-    const float* vj = v_cache + (slot * num_kv_heads + kv_h) * head_dim;
+    const CacheT* kj = k_cache + (slot * num_kv_heads + kv_h) * head_dim;
+    const CacheT* vj = v_cache + (slot * num_kv_heads + kv_h) * head_dim;
     float dot = 0.0f;
     for (int d = 0; d < kMaxDimsPerLane; ++d) {
       const int64_t dim = lane + 32 * d;
-      if (dim < head_dim) dot += qv[d] * kj[dim];
+      if (dim < head_dim) dot += qv[d] * load(kj + dim);
     }
     const float score = warp_sum(dot) * scale;
     const float new_max = fmaxf(running_max, score);
@@ -189,7 +196,7 @@ __global__ void paged_attention_kernel(const float* q, const float* k_cache, con
     running_sum = running_sum * correction + p;
     for (int d = 0; d < kMaxDimsPerLane; ++d) {
       const int64_t dim = lane + 32 * d;
-      acc[d] = acc[d] * correction + (dim < head_dim ? p * vj[dim] : 0.0f);
+      acc[d] = acc[d] * correction + (dim < head_dim ? p * load(vj + dim) : 0.0f);
     }
     running_max = new_max;
   }
@@ -360,19 +367,23 @@ cudaError_t launch_rope_f32(float* q, float* k, const int32_t* positions, const 
   return cudaGetLastError();
 }
 
-cudaError_t launch_write_kv_f32(float* cache, const float* x, const int32_t* slot_mapping, int64_t n, int64_t entry,
-                                cudaStream_t stream) {
+namespace {
+
+template <typename CacheT>
+cudaError_t launch_write_kv(CacheT* cache, const float* x, const int32_t* slot_mapping, int64_t n, int64_t entry,
+                            cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (bad_rows(n) || entry <= 0) return cudaErrorInvalidValue;
   write_kv_kernel<<<unsigned(n), kThreads, 0, stream>>>(cache, x, slot_mapping, entry);
   return cudaGetLastError();
 }
 
-cudaError_t launch_paged_attention_f32(const float* q, const float* k_cache, const float* v_cache,
-                                       const int32_t* positions, const int32_t* seq_of_token,
-                                       const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
-                                       int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
-                                       float scale, float* out, cudaStream_t stream) {
+template <typename CacheT>
+cudaError_t launch_paged_attention(const float* q, const CacheT* k_cache, const CacheT* v_cache,
+                                   const int32_t* positions, const int32_t* seq_of_token, const int32_t* block_tables,
+                                   int64_t max_blocks, int64_t block_size, int64_t n, int64_t num_heads,
+                                   int64_t num_kv_heads, int64_t head_dim, float scale, float* out,
+                                   cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (head_dim > 32 * kMaxDimsPerLane || num_kv_heads <= 0 || num_heads % num_kv_heads != 0) return cudaErrorInvalidValue;
   const int64_t num_blocks = n * num_heads;
@@ -381,6 +392,37 @@ cudaError_t launch_paged_attention_f32(const float* q, const float* k_cache, con
                                                                         block_tables, max_blocks, block_size, num_heads,
                                                                         num_kv_heads, head_dim, scale, out);
   return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_write_kv_f32(float* cache, const float* x, const int32_t* slot_mapping, int64_t n, int64_t entry,
+                                cudaStream_t stream) {
+  return launch_write_kv(cache, x, slot_mapping, n, entry, stream);
+}
+
+cudaError_t launch_write_kv_f32(uint16_t* cache, const float* x, const int32_t* slot_mapping, int64_t n, int64_t entry,
+                                cudaStream_t stream) {
+  return launch_write_kv(reinterpret_cast<__nv_bfloat16*>(cache), x, slot_mapping, n, entry, stream);
+}
+
+cudaError_t launch_paged_attention_f32(const float* q, const float* k_cache, const float* v_cache,
+                                       const int32_t* positions, const int32_t* seq_of_token,
+                                       const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                       int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                       float scale, float* out, cudaStream_t stream) {
+  return launch_paged_attention(q, k_cache, v_cache, positions, seq_of_token, block_tables, max_blocks, block_size, n,
+                                num_heads, num_kv_heads, head_dim, scale, out, stream);
+}
+
+cudaError_t launch_paged_attention_f32(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                                       const int32_t* positions, const int32_t* seq_of_token,
+                                       const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                       int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                       float scale, float* out, cudaStream_t stream) {
+  return launch_paged_attention(q, reinterpret_cast<const __nv_bfloat16*>(k_cache),
+                                reinterpret_cast<const __nv_bfloat16*>(v_cache), positions, seq_of_token, block_tables,
+                                max_blocks, block_size, n, num_heads, num_kv_heads, head_dim, scale, out, stream);
 }
 
 cudaError_t launch_silu_and_mul_f32(const float* gate, const float* up, float* out, int64_t count, cudaStream_t stream) {

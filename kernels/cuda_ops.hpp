@@ -24,13 +24,22 @@ cudaError_t launch_add_bias_f32(float* out, const float* bias, int64_t rows, int
 cudaError_t launch_rope_f32(float* q, float* k, const int32_t* positions, const float* inv_freq, int64_t n,
                             int64_t num_q_heads, int64_t num_k_heads, int64_t head_dim, int64_t half,
                             cudaStream_t stream);
-// cache[slot_mapping[t], :] = x[t, :]; rows of `entry` floats.
+// cache[slot_mapping[t], :] = x[t, :]; rows of `entry` elements. The uint16_t overload writes a
+// bf16 cache (bf16 bits, rounded to nearest even), the cache dtype with bf16 weights.
 cudaError_t launch_write_kv_f32(float* cache, const float* x, const int32_t* slot_mapping, int64_t n, int64_t entry,
+                                cudaStream_t stream);
+cudaError_t launch_write_kv_f32(uint16_t* cache, const float* x, const int32_t* slot_mapping, int64_t n, int64_t entry,
                                 cudaStream_t stream);
 // Causal paged attention: token t (position positions[t], sequence seq_of_token[t]) attends to
 // its sequence's cached positions [0, positions[t]]. q, out: [n, num_heads, head_dim]; caches:
 // [num_blocks, block_size, num_kv_heads, head_dim]; block_tables: [num_seqs, max_blocks].
 cudaError_t launch_paged_attention_f32(const float* q, const float* k_cache, const float* v_cache,
+                                       const int32_t* positions, const int32_t* seq_of_token,
+                                       const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                       int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                       float scale, float* out, cudaStream_t stream);
+// The same over a bf16 cache (bf16 bits); q and out stay fp32.
+cudaError_t launch_paged_attention_f32(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                                        const int32_t* positions, const int32_t* seq_of_token,
                                        const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                        int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,

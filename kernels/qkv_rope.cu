@@ -1,3 +1,5 @@
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -25,15 +27,49 @@ __device__ void store(float* p, const Pack<V>& x) {
   *reinterpret_cast<Pack<V>*>(p) = x;
 }
 
+// V consecutive bf16 (a bf16 cache), rounded to nearest even, as one 2, 4 or 8-byte store.
+template <int V>
+struct alignas(2 * V) Bf16Pack {
+  __nv_bfloat16 v[V];
+};
+
+template <int V>
+__device__ void store(__nv_bfloat16* p, const Pack<V>& x) {
+  Bf16Pack<V> y;
+#pragma unroll
+  for (int e = 0; e < V; ++e) y.v[e] = __float2bfloat16_rn(x.v[e]);
+  *reinterpret_cast<Bf16Pack<V>*>(p) = y;
+}
+
+// Item i of a q or k head: i < half rotates dims [i, i + V) with their partners at + half; the
+// others copy dims [half + i, half + i + V) (past the rotary part).
+template <int V, typename T>
+__device__ void rope_item(const float* src, T* dst, int i, int half, const float* cos_table, const float* sin_table) {
+  if (i < half) {
+    const Pack<V> x1 = load<V>(src + i), x2 = load<V>(src + i + half);
+    const Pack<V> c = load<V>(cos_table + i), s = load<V>(sin_table + i);
+    Pack<V> o1, o2;
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      o1.v[e] = x1.v[e] * c.v[e] - x2.v[e] * s.v[e];
+      o2.v[e] = x2.v[e] * c.v[e] + x1.v[e] * s.v[e];
+    }
+    store<V>(dst + i, o1);
+    store<V>(dst + i + half, o2);
+  } else {
+    store<V>(dst + half + i, load<V>(src + half + i));
+  }
+}
+
 // Grid (n, head groups): block (t, g) handles heads [g * heads_per_block, ...) of token t, counted
 // over the fused row (q heads, then k heads, then v heads). A q or k head is (head_dim - half) / V
 // items: item j < half / V rotates dims [jV, jV + V) with their partners at + half, the others copy
 // the dims past the rotary part. A v head is head_dim / V plain copies. Consecutive threads take
-// consecutive items of a head, so every access is coalesced.
-template <int V>
+// consecutive items of a head, so every access is coalesced. CacheT: float or bf16 (a bf16 cache).
+template <int V, typename CacheT>
 __global__ void qkv_rope_write_kv_kernel(const float* __restrict__ qkv, const int32_t* __restrict__ positions,
                                          const float* __restrict__ inv_freq, const int32_t* __restrict__ slot_mapping,
-                                         float* k_cache, float* v_cache, float* q_out, int num_heads,
+                                         CacheT* k_cache, CacheT* v_cache, float* q_out, int num_heads,
                                          int num_kv_heads, int head_dim, int half, int heads_per_block) {
   extern __shared__ float4 table_storage[];
   float* cos_table = reinterpret_cast<float*>(table_storage);  // [half], then sin [half]
@@ -57,37 +93,27 @@ __global__ void qkv_rope_write_kv_kernel(const float* __restrict__ qkv, const in
     for (int idx = threadIdx.x; idx < (r_end - h0) * items; idx += blockDim.x) {
       const int h = h0 + idx / items, i = (idx % items) * V;
       const float* src = row + int64_t(h) * head_dim;
-      float* dst = h < num_heads ? q_out + (t * num_heads + h) * head_dim
-                                 : k_cache + (slot * num_kv_heads + (h - num_heads)) * head_dim;
-      if (i < half) {
-        const Pack<V> x1 = load<V>(src + i), x2 = load<V>(src + i + half);
-        const Pack<V> c = load<V>(cos_table + i), s = load<V>(sin_table + i);
-        Pack<V> o1, o2;
-#pragma unroll
-        for (int e = 0; e < V; ++e) {
-          o1.v[e] = x1.v[e] * c.v[e] - x2.v[e] * s.v[e];
-          o2.v[e] = x2.v[e] * c.v[e] + x1.v[e] * s.v[e];
-        }
-        store<V>(dst + i, o1);
-        store<V>(dst + i + half, o2);
+      if (h < num_heads) {
+        rope_item<V>(src, q_out + (t * num_heads + h) * head_dim, i, half, cos_table, sin_table);
       } else {
-        store<V>(dst + half + i, load<V>(src + half + i));  // past the rotary dims
+        rope_item<V>(src, k_cache + (slot * num_kv_heads + (h - num_heads)) * head_dim, i, half, cos_table,
+                     sin_table);
       }
     }
   }
   const int v_begin = max(h0, rope_heads), items = head_dim / V;
   for (int idx = threadIdx.x; idx < (h1 - v_begin) * items; idx += blockDim.x) {
     const int h = v_begin + idx / items, i = (idx % items) * V;
-    float* dst = v_cache + (slot * num_kv_heads + (h - rope_heads)) * head_dim;
+    CacheT* dst = v_cache + (slot * num_kv_heads + (h - rope_heads)) * head_dim;
     store<V>(dst + i, load<V>(row + int64_t(h) * head_dim + i));
   }
 }
 
 bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-template <int V>
+template <int V, typename CacheT>
 cudaError_t launch(const float* qkv, const int32_t* positions, const float* inv_freq, const int32_t* slot_mapping,
-                   float* k_cache, float* v_cache, float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
+                   CacheT* k_cache, CacheT* v_cache, float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
                    int64_t head_dim, int64_t half, cudaStream_t stream) {
   const int64_t total_heads = num_heads + 2 * num_kv_heads;
   // Few tokens (decode): a token's heads are split over several blocks, so even one token spreads
@@ -99,18 +125,16 @@ cudaError_t launch(const float* qkv, const int32_t* positions, const float* inv_
   const int threads = int(std::clamp<int64_t>((items + 31) / 32 * 32, 64, kMaxThreads));
   const dim3 grid{unsigned(n), unsigned(groups)};
   const size_t table_bytes = size_t(2 * half) * sizeof(float);
-  qkv_rope_write_kv_kernel<V><<<grid, threads, table_bytes, stream>>>(
+  qkv_rope_write_kv_kernel<V, CacheT><<<grid, threads, table_bytes, stream>>>(
       qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, int(num_heads), int(num_kv_heads),
       int(head_dim), int(half), int(heads_per_block));
   return cudaGetLastError();
 }
 
-}  // namespace
-
-cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positions, const float* inv_freq,
-                                         const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out,
-                                         int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
-                                         int64_t half, cudaStream_t stream) {
+template <typename CacheT>
+cudaError_t launch_any(const float* qkv, const int32_t* positions, const float* inv_freq, const int32_t* slot_mapping,
+                       CacheT* k_cache, CacheT* v_cache, float* q_out, int64_t n, int64_t num_heads,
+                       int64_t num_kv_heads, int64_t head_dim, int64_t half, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (n < 0 || n > INT32_MAX || num_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0 || half < 0 ||
       2 * half > head_dim || half > kMaxHalf)
@@ -130,6 +154,25 @@ cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positi
                      head_dim, half, stream);
   return launch<1>(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads,
                    head_dim, half, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positions, const float* inv_freq,
+                                         const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out,
+                                         int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                         int64_t half, cudaStream_t stream) {
+  return launch_any(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads,
+                    head_dim, half, stream);
+}
+
+cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positions, const float* inv_freq,
+                                         const int32_t* slot_mapping, uint16_t* k_cache, uint16_t* v_cache,
+                                         float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
+                                         int64_t head_dim, int64_t half, cudaStream_t stream) {
+  return launch_any(qkv, positions, inv_freq, slot_mapping, reinterpret_cast<__nv_bfloat16*>(k_cache),
+                    reinterpret_cast<__nv_bfloat16*>(v_cache), q_out, n, num_heads, num_kv_heads, head_dim, half,
+                    stream);
 }
 
 }  // namespace troupe::kernels

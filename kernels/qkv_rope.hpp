@@ -22,5 +22,11 @@ cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positi
                                          const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out,
                                          int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
                                          int64_t half, cudaStream_t stream);
+// The same into a bf16 cache (bf16 bits): rope(k) and v computed in fp32, then rounded to nearest
+// even; q_out stays fp32.
+cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positions, const float* inv_freq,
+                                         const int32_t* slot_mapping, uint16_t* k_cache, uint16_t* v_cache,
+                                         float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
+                                         int64_t head_dim, int64_t half, cudaStream_t stream);
 
 }  // namespace troupe::kernels

@@ -53,6 +53,11 @@ class Backend {
   // stays fp32. A backend whose products take bf16 inputs returns bf16, so its producers round
   // once instead of every product converting x again. fp32 here (and on every backend by default).
   virtual DType matmul_input_dtype() const { return DType::f32; }
+  // The element type of the KV cache this backend allocates and its attention ops read (the
+  // models' kv_cache_spec asks here, so KV sizing counts its bytes). The cache ops' inputs and
+  // outputs other than the cache stay fp32. A backend with bf16 weights keeps a bf16 cache
+  // (written rounded to nearest even); fp32 here (and on every backend by default).
+  virtual DType kv_cache_dtype() const { return DType::f32; }
 
   // out[t, :] = table[ids[t], :]. ids: [n] i32; table: [vocab, hidden]; out: [n, hidden].
   virtual void embedding(const Tensor& ids, const Tensor& table, Tensor out) = 0;

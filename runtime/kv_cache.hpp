@@ -6,7 +6,8 @@
 // p % block_size; the flat slot index is block_id * block_size + p % block_size.
 // Each layer holds one tensor per component of the spec (Llama: "k" and "v"; an MLA model: one
 // "latent" with num_heads 1), each contiguous, row-major:
-//     [num_blocks, block_size, num_heads, head_dim]   (fp32 on the CPU backend)
+//     [num_blocks, block_size, num_heads, head_dim]   (spec.dtype: Backend::kv_cache_dtype, fp32
+//                                                      on the CPU backend, bf16 on CUDA with bf16 weights)
 // so one token's entry of one component is num_heads * head_dim contiguous elements.
 // Block ids and tables are owned by the block manager; this class only holds the memory.
 #include <cstdint>

@@ -69,7 +69,7 @@ KvCacheSpec LlamaModel::kv_cache_spec(int64_t num_blocks, int64_t block_size) co
   spec.num_layers = range_.num_layers();
   spec.num_blocks = num_blocks;
   spec.block_size = block_size;
-  spec.dtype = DType::f32;
+  spec.dtype = backend_.kv_cache_dtype();
   spec.components = {{"k", config_.num_key_value_heads, config_.head_dim},
                      {"v", config_.num_key_value_heads, config_.head_dim}};
   return spec;
