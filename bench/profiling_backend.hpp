@@ -42,6 +42,7 @@ class ProfilingBackend final : public Backend {
   }
 
   // Step graphs pass through (record a step eagerly to profile it: events can't join a graph).
+  DType kv_cache_dtype() const override { return inner_.kv_cache_dtype(); }
   bool supports_graphs() const override { return inner_.supports_graphs(); }
   Result<GraphPhase> begin_graph(int64_t key) override { return inner_.begin_graph(key); }
   Status end_graph(bool launch) override { return inner_.end_graph(launch); }

@@ -40,11 +40,16 @@ int64_t GraphedModel::bucket_for(const ForwardBatch& batch, LogitsMode mode) con
 Result<Tensor> GraphedModel::forward(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) {
   const int64_t bucket = bucket_for(batch, mode);
   if (bucket == 0 || cache.num_blocks() < 2) return inner_->forward(batch, cache, mode);
-  const void* cache_bytes = cache.num_layers() > 0 ? cache.component(0, 0).raw() : nullptr;
-  if (cache_bytes != cache_) {  // recordings hold the old cache's addresses
+  // Recordings hold the cache's addresses: on another cache (even one reusing some of the old
+  // one's memory) they are dropped.
+  std::vector<const void*> addresses;
+  addresses.reserve(size_t(cache.num_layers()) * cache.spec().components.size());
+  for (int64_t layer = 0; layer < cache.num_layers(); ++layer)
+    for (size_t c = 0; c < cache.spec().components.size(); ++c) addresses.push_back(cache.component(layer, int64_t(c)).raw());
+  if (addresses != cache_) {
     if (!recorded_.empty()) backend_.drop_graphs();
     recorded_.clear();
-    cache_ = cache_bytes;
+    cache_ = std::move(addresses);
   }
   const int64_t n = batch.num_seqs(), block_size = cache.block_size();
   ForwardBatch padded = batch;

@@ -54,7 +54,7 @@ class GraphedModel final : public Model {
   std::vector<int64_t> buckets_;
   std::set<int64_t> recorded_, dropped_;
   int64_t instance_ = 0;              // distinguishes this model's recordings from others' on the backend
-  const void* cache_ = nullptr;       // the KV cache the recordings write (its first tensor's bytes)
+  std::vector<const void*> cache_;    // the KV cache the recordings use: every tensor's address
   std::vector<int32_t> scratch_table_;  // {scratch block id}
   int64_t num_replayed_ = 0;
 };
