@@ -48,6 +48,7 @@ struct Args {
   int64_t context = 1024;
   int64_t decode_steps = 20;
   int64_t prefill_tokens = 4096;
+  std::vector<int64_t> prefill_sweep = {512, 1024, 2048, 8192};  // also measured, not profiled
   std::vector<int64_t> batches = {1, 8, 32, 64};
   double time_limit_s = 290;
   bool cpu_check = false;  // run the step logic on the CPU backend (a small model), no GPU
@@ -555,14 +556,19 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--cpu-check") a.cpu_check = true;
     else if (k == "--enforce-eager") a.enforce_eager = true;
     else if (k == "--weights" && value(v)) a.bf16_weights = v == "bf16";
-    else if (k == "--batches" && value(v)) {
+    else if (k == "--prefill-sweep" && value(v)) {
+      a.prefill_sweep.clear();
+      std::stringstream ss(v);
+      for (std::string item; std::getline(ss, item, ',');) a.prefill_sweep.push_back(std::atoll(item.c_str()));
+    } else if (k == "--batches" && value(v)) {
       a.batches.clear();
       std::stringstream ss(v);
       for (std::string item; std::getline(ss, item, ',');) a.batches.push_back(std::atoll(item.c_str()));
     } else {
       std::fprintf(stderr,
                    "usage: gpu_decode_bench [--model DIR] [--out PATH] [--context 1024] [--decode-steps 20]\n"
-                   "       [--prefill-tokens 4096] [--batches 1,8,32,64] [--time-limit 290] [--enforce-eager]\n");
+                   "       [--prefill-tokens 4096] [--batches 1,8,32,64] [--time-limit 290] [--enforce-eager]\n"
+                   "       [--prefill-sweep 512,1024,2048,8192]\n");
       return false;
     }
   }
@@ -679,7 +685,7 @@ int run(int argc, char** argv) {
   // profiled steps run the model eagerly.
   StepGraphOptions graph_options;
   graph_options.max_batch = 256;
-  graph_options.max_model_len = std::max(g_args.context, g_args.prefill_tokens) + 512;
+  graph_options.max_model_len = g_args.context + 512;  // decode contexts only
   GraphedModel graphed(std::move(model), profiler, graph_options);
   Model& eager = graphed.inner();
   Model& decoder = g_args.enforce_eager ? eager : static_cast<Model&>(graphed);
@@ -744,9 +750,9 @@ int run(int argc, char** argv) {
                  "one batch-1 decode step (forward + argmax) at context " + std::to_string(g_args.context),
                  decode_b1_ms);
 
-  // (d) Prefill of one sequence.
-  if (remaining_s() > 60) {
-    const int64_t n = g_args.prefill_tokens;
+  // (d) Prefill of one sequence: the headline size (profiled op by op), then the sweep.
+  // Linear layers only: 2 x (layer parameters) per token, plus the LM head for the one last token.
+  auto prefill = [&](int64_t n, bool profile) {
     say("prefill of %lld tokens (one warm-up, then one timed forward)", (long long)n);
     StepTimes pf = run_steps(eager, profiler, 1, n, n, 0, 1, 60);
     if (pf.ok && !pf.ms.empty() && pf.ms[0] < 20000) {
@@ -754,27 +760,36 @@ int run(int argc, char** argv) {
       StepTimes again = run_steps(eager, profiler, 1, n, n, 0, 1, 60);
       if (again.ok && !again.ms.empty()) pf.ms[0] = std::min(pf.ms[0], again.ms[0]);
     }
-    if (pf.ok && !pf.ms.empty()) {
-      // Linear layers only: 2 x (layer parameters) per token, plus the LM head for the one last token.
-      const double flops = 2.0 * double(params.layers) * double(n) + 2.0 * double(params.lm_head + params.embedding * c.tie_word_embeddings);
-      const double tflops = flops / (pf.ms[0] * 1e-3) / 1e12;
-      std::ostringstream note;
-      note << "one forward of " << n << " tokens in " << pf.ms[0]
-           << " ms; FLOPs = 2 x decoder-layer params x tokens + LM head for the last token (attention FLOPs ignored); "
-              "limit = measured bf16 GemmEx rate";
-      BenchRecord r{"prefill_" + std::to_string(n) + "_" + suffix, tflops, "TFLOP/s", {}, {}, note.str()};
-      if (bf16_tf > 0) {
-        r.limit = bf16_tf;
-        r.fraction_of_limit = tflops / bf16_tf;
-      }
-      add_record(r);
-      // (d2) The same prefill, op by op.
-      if (remaining_s() > 45)
-        profile_step(eager, profiler, n, n, 0, "prefill_" + std::to_string(n) + "_share_",
-                     "one prefill of " + std::to_string(n) + " tokens (forward + argmax)", pf.ms[0]);
+    if (!pf.ok || pf.ms.empty()) return;
+    const double flops = 2.0 * double(params.layers) * double(n) + 2.0 * double(params.lm_head + params.embedding * c.tie_word_embeddings);
+    const double tflops = flops / (pf.ms[0] * 1e-3) / 1e12;
+    std::ostringstream note;
+    note << "one forward of " << n << " tokens in " << pf.ms[0]
+         << " ms (the faster of two); FLOPs = 2 x decoder-layer params x tokens + LM head for the last token "
+            "(attention FLOPs ignored); limit = measured bf16 GemmEx rate";
+    BenchRecord r{"prefill_" + std::to_string(n) + "_" + suffix, tflops, "TFLOP/s", {}, {}, note.str()};
+    if (bf16_tf > 0) {
+      r.limit = bf16_tf;
+      r.fraction_of_limit = tflops / bf16_tf;
     }
+    add_record(r);
+    // (d2) The same prefill, op by op.
+    if (profile && remaining_s() > 45)
+      profile_step(eager, profiler, n, n, 0, "prefill_" + std::to_string(n) + "_share_",
+                   "one prefill of " + std::to_string(n) + " tokens (forward + argmax)", pf.ms[0]);
+  };
+  if (remaining_s() > 60) {
+    prefill(g_args.prefill_tokens, true);
   } else {
     say("prefill skipped: %.0f s left", remaining_s());
+  }
+  for (int64_t n : g_args.prefill_sweep) {
+    if (n == g_args.prefill_tokens) continue;
+    if (remaining_s() < 45) {
+      say("prefill %lld skipped: %.0f s left", (long long)n, remaining_s());
+      continue;
+    }
+    prefill(n, false);
   }
 
   // (e) Throughput at several batch sizes.

@@ -47,7 +47,8 @@ __global__ void __launch_bounds__(kThreads)
                             const int32_t* __restrict__ block_tables, int max_blocks, int block_size, int num_heads,
                             int num_kv_heads, float scale_log2, int partition_keys, float* __restrict__ workspace,
                             float* __restrict__ out) {
-  allow_dependents();  // the GEMV after this kernel may start loading weights
+  allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
+  wait_for_prerequisites();
   using S = DecodeShape<D>;
   __shared__ float m_s[S::kGroups], l_s[S::kGroups], w_s[S::kGroups];
   __shared__ __align__(16) float acc_s[S::kGroups][D];
@@ -164,7 +165,8 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
                                   const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
                                   int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
                                   float* __restrict__ workspace, float* __restrict__ out) {
-  allow_dependents();  // the GEMV after this kernel may start loading weights
+  allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
+  wait_for_prerequisites();
   using S = DecodeShape<D>;
   __shared__ float m_s[G][S::kGroups], l_s[G][S::kGroups], w_s[G][S::kGroups];
   __shared__ float max_s[G], total_s[G];
@@ -312,7 +314,8 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
 // One block per (query i, q head): merges the partitions' partial results.
 __global__ void decode_reduce_kernel(const int32_t* __restrict__ tokens, int num_heads, int head_dim,
                                      int num_partitions, const float* __restrict__ workspace, float* __restrict__ out) {
-  allow_dependents();  // the GEMV after this kernel may start loading weights
+  allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
+  wait_for_prerequisites();
   __shared__ float m_s[kDecodeMaxPartitions], w_s[kDecodeMaxPartitions];
   __shared__ float total_s;
   const int i = blockIdx.x, h = blockIdx.y;
@@ -355,7 +358,7 @@ void launch(dim3 grid, cudaStream_t stream, const float* q, const CacheT* k_cach
             const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens, const int32_t* block_tables,
             int64_t max_blocks, int64_t block_size, int64_t num_heads, int64_t num_kv_heads, float scale,
             int64_t partition_keys, float* workspace, float* out) {
-  decode_attention_kernel<D, CacheT><<<grid, kThreads, 0, stream>>>(
+  launch_dependent(decode_attention_kernel<D, CacheT>, grid, dim3(kThreads), 0, stream,
       q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, int(max_blocks), int(block_size),
       int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
 }
@@ -365,7 +368,7 @@ void launch_group(dim3 grid, cudaStream_t stream, const float* q, const CacheT* 
                   const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
                   const int32_t* block_tables, int64_t max_blocks, int64_t block_size, int64_t num_heads,
                   int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace, float* out) {
-  decode_group_attention_kernel<D, G, CacheT><<<grid, kThreads, 0, stream>>>(
+  launch_dependent(decode_group_attention_kernel<D, G, CacheT>, grid, dim3(kThreads), 0, stream,
       q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, int(max_blocks), int(block_size),
       int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
 }
@@ -506,9 +509,9 @@ cudaError_t launch_decode(const float* q, const CacheT* k_cache, const CacheT* v
     }
   }
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess || num_partitions == 1) return err;
-  decode_reduce_kernel<<<dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads)), 128, 0, stream>>>(
-      tokens, int(num_heads), int(head_dim), int(num_partitions), workspace, out);
-  return cudaGetLastError();
+  return launch_dependent(decode_reduce_kernel,
+                          dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads)), dim3(128), 0,
+                          stream, tokens, int(num_heads), int(head_dim), int(num_partitions), workspace, out);
 }
 
 }  // namespace

@@ -66,7 +66,8 @@ __global__ void embedding_bf16_kernel(const int32_t* ids, const __nv_bfloat16* t
 template <typename OutT>
 __global__ void add_rmsnorm_kernel(float* residual, const float* x, const float* weight, OutT* out, int64_t hidden,
                                    float eps) {
-  allow_dependents();  // the GEMV after this kernel may start loading weights
+  allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
+  wait_for_prerequisites();
   float* r = residual + blockIdx.x * hidden;
   const float* xr = x + blockIdx.x * hidden;
   float sum_sq = 0.0f;
@@ -90,7 +91,8 @@ template <typename OutT>
 __global__ void __launch_bounds__(kWideThreads) add_rmsnorm_wide_kernel(float* residual, const float* x,
                                                                         const float* weight, OutT* out,
                                                                         int64_t hidden, float eps) {
-  allow_dependents();  // the GEMV after this kernel may start loading weights
+  allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
+  wait_for_prerequisites();
   const int64_t row = blockIdx.x, vectors = hidden / 4;
   float4* r = reinterpret_cast<float4*>(residual + row * hidden);
   const float4* xr = reinterpret_cast<const float4*>(x + row * hidden);
@@ -164,7 +166,8 @@ __global__ void paged_attention_kernel(const float* q, const CacheT* k_cache, co
                                        const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                        int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
                                        float* out) {
-  allow_dependents();  // the GEMV after this kernel may start loading weights
+  allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
+  wait_for_prerequisites();
   __shared__ float part_max[kAttentionWarps], part_sum[kAttentionWarps];
   __shared__ float warp_acc[kAttentionWarps][32 * kMaxDimsPerLane];
   const int64_t t = blockIdx.x / num_heads, h = blockIdx.x % num_heads;
@@ -231,7 +234,8 @@ __device__ __forceinline__ float silu_mul(float gate, float up) { return gate / 
 // gate_up: [n, 2 * inter] (gate, then up, per row); out: [n, inter]. One thread per output.
 template <typename OutT>
 __global__ void silu_and_mul_packed_kernel(const float* gate_up, OutT* out, int64_t inter, int64_t count) {
-  allow_dependents();  // the GEMV after this kernel may start loading weights
+  allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
+  wait_for_prerequisites();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < count) {
     const int64_t t = i / inter, c = i - t * inter;
@@ -243,7 +247,8 @@ __global__ void silu_and_mul_packed_kernel(const float* gate_up, OutT* out, int6
 // from two float4 loads, no 64-bit division.
 template <typename OutT>
 __global__ void silu_and_mul_packed_vec_kernel(const float* gate_up, OutT* out, int64_t inter) {
-  allow_dependents();  // the GEMV after this kernel may start loading weights
+  allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
+  wait_for_prerequisites();
   const int64_t vectors = inter / 4, v = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
   if (v >= vectors) return;
   const float4* row = reinterpret_cast<const float4*>(gate_up + int64_t(blockIdx.x) * 2 * inter);
@@ -260,7 +265,8 @@ __global__ void add_kernel(const float* a, const float* b, float* out, int64_t c
 // T: float or uint16_t (bf16 bits, copied as they are).
 template <typename T>
 __global__ void gather_rows_kernel(const T* x, const int32_t* rows, T* out, int64_t dim) {
-  allow_dependents();  // the GEMV after this kernel may start loading weights
+  allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
+  wait_for_prerequisites();
   const T* src = x + int64_t(rows[blockIdx.x]) * dim;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[blockIdx.x * dim + i] = src[i];
 }
@@ -331,10 +337,10 @@ cudaError_t launch_add_rmsnorm(float* residual, const float* x, const float* wei
   const bool aligned = (reinterpret_cast<uintptr_t>(residual) | reinterpret_cast<uintptr_t>(x) |
                         reinterpret_cast<uintptr_t>(weight) | reinterpret_cast<uintptr_t>(out)) % 16 == 0;
   if (aligned && hidden % 4 == 0 && hidden / 4 <= int64_t(kWideVectors) * kWideThreads && hidden >= 1024)
-    add_rmsnorm_wide_kernel<<<unsigned(n), kWideThreads, 0, stream>>>(residual, x, weight, out, hidden, eps);
-  else
-    add_rmsnorm_kernel<<<unsigned(n), kThreads, 0, stream>>>(residual, x, weight, out, hidden, eps);
-  return cudaGetLastError();
+    return launch_dependent(add_rmsnorm_wide_kernel<OutT>, dim3(unsigned(n)), dim3(kWideThreads), 0, stream, residual,
+                            x, weight, out, hidden, eps);
+  return launch_dependent(add_rmsnorm_kernel<OutT>, dim3(unsigned(n)), dim3(kThreads), 0, stream, residual, x, weight,
+                          out, hidden, eps);
 }
 
 }  // namespace
@@ -443,11 +449,10 @@ cudaError_t launch_silu_and_mul_packed(const float* gate_up, OutT* out, int64_t 
                        reinterpret_cast<uintptr_t>(out) % (4 * sizeof(OutT)) == 0;
   if (aligned && inter % 4 == 0 && !bad_rows(n) && column_blocks <= 65535) {
     const dim3 grid{unsigned(n), unsigned(column_blocks)};
-    silu_and_mul_packed_vec_kernel<<<grid, kThreads, 0, stream>>>(gate_up, out, inter);
-  } else {
-    silu_and_mul_packed_kernel<<<blocks_for(n * inter), kThreads, 0, stream>>>(gate_up, out, inter, n * inter);
+    return launch_dependent(silu_and_mul_packed_vec_kernel<OutT>, grid, dim3(kThreads), 0, stream, gate_up, out, inter);
   }
-  return cudaGetLastError();
+  return launch_dependent(silu_and_mul_packed_kernel<OutT>, dim3(blocks_for(n * inter)), dim3(kThreads), 0, stream,
+                          gate_up, out, inter, n * inter);
 }
 
 }  // namespace

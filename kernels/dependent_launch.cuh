@@ -4,7 +4,8 @@
 // allow_dependents() (or exited). It must call wait_for_prerequisites() before it reads anything
 // the earlier kernels wrote or writes anything they read; until then it may only read data no
 // kernel of the stream writes (weights). The decode step's GEMVs use this to start streaming
-// weights while the norm or attention kernel before them finishes.
+// weights while the norm or attention kernel before them finishes; the step's other kernels (norms,
+// rope, attention, activation) call both first thing, so each is resident when its predecessor ends.
 #include <cuda_runtime.h>
 
 #include <utility>
@@ -23,14 +24,15 @@ __device__ __forceinline__ void wait_for_prerequisites() {
 #endif
 }
 
-// Launches kernel<<<grid, block, 0, stream>>>(args...) as a programmatic dependent of the work
-// before it in `stream`.
+// Launches kernel<<<grid, block, smem_bytes, stream>>>(args...) as a programmatic dependent of the
+// work before it in `stream`.
 template <typename... Params, typename... Args>
-cudaError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
+cudaError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                             Args&&... args) {
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
-  config.dynamicSmemBytes = 0;
+  config.dynamicSmemBytes = smem_bytes;
   config.stream = stream;
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;

@@ -108,6 +108,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
   constexpr int kUnroll = unroll_for(NT);
   static_assert(kValues <= 32, "one value per lane at most");
   __shared__ float partial[kMaxWarps][32];  // [warp][value], splits > 1 only
+  allow_dependents();
 
   const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32);
   const int groups_per_block = int(blockDim.x / 32) / splits;
@@ -215,7 +216,7 @@ cudaError_t launch_tokens(bool vec, dim3 grid, dim3 block, int splits, const XT*
                           const float* bias, float* out, int64_t out_features, int64_t in_features,
                           cudaStream_t stream) {
   const auto kernel = vec ? gemv_bf16_kernel<NT, true, XT> : gemv_bf16_kernel<NT, false, XT>;
-  return launch_dependent(kernel, grid, block, stream, x, weight, bias, out, out_features, in_features, splits);
+  return launch_dependent(kernel, grid, block, 0, stream, x, weight, bias, out, out_features, in_features, splits);
 }
 
 template <typename XT>

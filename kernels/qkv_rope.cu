@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/dependent_launch.cuh"
 #include "kernels/qkv_rope.hpp"
 
 namespace troupe::kernels {
@@ -71,6 +72,8 @@ __global__ void qkv_rope_write_kv_kernel(const float* __restrict__ qkv, const in
                                          const float* __restrict__ inv_freq, const int32_t* __restrict__ slot_mapping,
                                          CacheT* k_cache, CacheT* v_cache, float* q_out, int num_heads,
                                          int num_kv_heads, int head_dim, int half, int heads_per_block) {
+  allow_dependents();
+  wait_for_prerequisites();
   extern __shared__ float4 table_storage[];
   float* cos_table = reinterpret_cast<float*>(table_storage);  // [half], then sin [half]
   float* sin_table = cos_table + half;
@@ -125,10 +128,9 @@ cudaError_t launch(const float* qkv, const int32_t* positions, const float* inv_
   const int threads = int(std::clamp<int64_t>((items + 31) / 32 * 32, 64, kMaxThreads));
   const dim3 grid{unsigned(n), unsigned(groups)};
   const size_t table_bytes = size_t(2 * half) * sizeof(float);
-  qkv_rope_write_kv_kernel<V, CacheT><<<grid, threads, table_bytes, stream>>>(
-      qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, int(num_heads), int(num_kv_heads),
-      int(head_dim), int(half), int(heads_per_block));
-  return cudaGetLastError();
+  return launch_dependent(qkv_rope_write_kv_kernel<V, CacheT>, grid, dim3(unsigned(threads)), table_bytes, stream,
+                          qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, int(num_heads),
+                          int(num_kv_heads), int(head_dim), int(half), int(heads_per_block));
 }
 
 template <typename CacheT>

@@ -31,7 +31,8 @@ __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2
 template <typename OutT>
 __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ weight, OutT* out,
                                int64_t hidden, float eps) {
-  allow_dependents();  // the GEMV after this kernel may start loading weights
+  allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
+  wait_for_prerequisites();
   const float* row = x + blockIdx.x * hidden;
   float sum_sq = 0.0f;
   for (int64_t i = threadIdx.x; i < hidden; i += kThreads) sum_sq += row[i] * row[i];
@@ -46,17 +47,16 @@ cudaError_t launch_rmsnorm_f32(const float* x, const float* weight, float* out, 
                                int64_t hidden, float eps, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
   if (num_tokens < 0 || hidden <= 0 || num_tokens > INT32_MAX) return cudaErrorInvalidValue;
-  rmsnorm_kernel<<<unsigned(num_tokens), kThreads, 0, stream>>>(x, weight, out, hidden, eps);
-  return cudaGetLastError();
+  return launch_dependent(rmsnorm_kernel<float>, dim3(unsigned(num_tokens)), dim3(kThreads), 0, stream, x, weight, out,
+                          hidden, eps);
 }
 
 cudaError_t launch_rmsnorm_f32_to_bf16(const float* x, const float* weight, uint16_t* out, int64_t num_tokens,
                                        int64_t hidden, float eps, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
   if (num_tokens < 0 || hidden <= 0 || num_tokens > INT32_MAX) return cudaErrorInvalidValue;
-  rmsnorm_kernel<<<unsigned(num_tokens), kThreads, 0, stream>>>(x, weight, reinterpret_cast<__nv_bfloat16*>(out),
-                                                                hidden, eps);
-  return cudaGetLastError();
+  return launch_dependent(rmsnorm_kernel<__nv_bfloat16>, dim3(unsigned(num_tokens)), dim3(kThreads), 0, stream, x,
+                          weight, reinterpret_cast<__nv_bfloat16*>(out), hidden, eps);
 }
 
 }  // namespace troupe::kernels
