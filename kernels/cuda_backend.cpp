@@ -98,6 +98,17 @@ void CudaBackend::check(int status, const char* what) {
   }
 }
 
+void CudaBackend::check_cublas(int status) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  const std::string what = "cuBLAS GEMM failed with status " + std::to_string(status);
+  if (in_graph()) {
+    graphs_.fail(what);
+  } else if (error_.empty()) {
+    error_ = what;
+    log::get("cuda")->error("{}", error_);
+  }
+}
+
 std::string CudaBackend::take_error() {
   std::string e;
   std::swap(e, error_);
@@ -279,12 +290,7 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bi
                                   int(in_features), &alpha, weight.data<float>(), int(in_features),
                                   dx.data<float>(), int(in_features), &beta, out.data<float>(), int(out_features));
   }
-  if (st != CUBLAS_STATUS_SUCCESS && in_graph()) {
-    graphs_.fail("cuBLAS GEMM failed with status " + std::to_string(int(st)));
-  } else if (st != CUBLAS_STATUS_SUCCESS && error_.empty()) {
-    error_ = "cuBLAS GEMM failed with status " + std::to_string(int(st));
-    log::get("cuda")->error("{}", error_);
-  }
+  check_cublas(int(st));
   if (bias.defined())
     check(launch_add_bias_f32(out.data<float>(), bias.data<float>(), n, out_features, stream()), "add_bias");
 }
@@ -312,12 +318,7 @@ void CudaBackend::linear_bf16_x(const Tensor& x, const Tensor& weight, const Ten
                                          int(in_features), &alpha, weight.raw(), CUDA_R_16BF, int(in_features), x.raw(),
                                          CUDA_R_16BF, int(in_features), &beta, out.raw(), CUDA_R_32F,
                                          int(out_features), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (st != CUBLAS_STATUS_SUCCESS && in_graph()) {
-    graphs_.fail("cuBLAS GEMM failed with status " + std::to_string(int(st)));
-  } else if (st != CUBLAS_STATUS_SUCCESS && error_.empty()) {
-    error_ = "cuBLAS GEMM failed with status " + std::to_string(int(st));
-    log::get("cuda")->error("{}", error_);
-  }
+  check_cublas(int(st));
   if (bias.defined())
     check(launch_add_bias_f32(out.data<float>(), bias.data<float>(), n, out_features, stream()), "add_bias");
 }
@@ -514,12 +515,7 @@ void CudaBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tenso
       cublasGemmEx(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(2 * inter), int(n), int(in_features), &alpha,
                    gate_up_weight.raw(), CUDA_R_16BF, int(in_features), x16.raw(), CUDA_R_16BF, int(in_features), &beta,
                    gate_up.raw(), CUDA_R_16BF, int(2 * inter), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (st != CUBLAS_STATUS_SUCCESS && in_graph()) {
-    graphs_.fail("cuBLAS GEMM failed with status " + std::to_string(int(st)));
-  } else if (st != CUBLAS_STATUS_SUCCESS && error_.empty()) {
-    error_ = "cuBLAS GEMM failed with status " + std::to_string(int(st));
-    log::get("cuda")->error("{}", error_);
-  }
+  check_cublas(int(st));
   Tensor act = scratch(DType::bf16, {n, inter});
   check(launch_silu_and_mul_packed_bf16(gate_up.data<uint16_t>(), act.data<uint16_t>(), n, inter, stream()),
         "silu_and_mul_packed");

@@ -94,6 +94,7 @@ class CudaBackend final : public Backend {
   bool in_graph() const { return graphs_.mode() != StepGraphs::Mode::eager; }
   bool replaying() const { return graphs_.replaying(); }
   void check(int status, const char* what);
+  void check_cublas(int status);  // a cublasStatus_t
   // linear with x already bf16 on the device: GEMV (n <= kGemvMaxTokens) or cuBLAS, no conversion.
   void linear_bf16_x(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out);
   // The step's prefill tiles of `tokens_per_tile` tokens and its decode tokens, uploaded into plan_.

@@ -24,6 +24,7 @@
 #include "runtime/safetensors_file.hpp"
 #include "runtime/sampler.hpp"
 #include "tests/gpu/gpu_test_support.hpp"
+#include "tests/gpu/paged_kv_inputs.hpp"
 
 namespace troupe::kernels {
 namespace {
@@ -365,48 +366,14 @@ struct AttentionInputs {
   std::vector<std::vector<int32_t>> tables;
 };
 
-// Random q and K/V for every cached position; slots no sequence owns hold NaN, so a kernel that
-// reads past a context (or through a -1 table entry) shows. Blocks are shuffled over the cache.
 AttentionInputs make_attention_inputs(const AttentionCase& c, std::mt19937& rng) {
+  PagedKv kv = make_paged_kv(c.seqs, c.num_kv_heads, c.head_dim, c.block_size, rng);
   AttentionInputs in;
-  int64_t blocks_needed = 0, num_tokens = 0;
-  for (const auto& [context, num_new] : c.seqs) {
-    blocks_needed += (context + c.block_size - 1) / c.block_size;
-    num_tokens += num_new;
-  }
-  const int64_t num_blocks = blocks_needed + 5;
-  std::vector<int32_t> ids(static_cast<size_t>(num_blocks));
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
-  std::shuffle(ids.begin(), ids.end(), rng);
-  const int64_t entry = c.num_kv_heads * c.head_dim;
-  std::vector<float> k(size_t(num_blocks * c.block_size * entry), NAN), v(k.size(), NAN);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  ForwardBatch batch;
-  size_t next = 0;
-  for (const auto& [context, num_new] : c.seqs) {
-    std::vector<int32_t> table;
-    for (int64_t b = 0; b < (context + c.block_size - 1) / c.block_size; ++b) table.push_back(ids[next++]);
-    for (int32_t p = 0; p < context; ++p) {
-      const int64_t slot = int64_t(table[size_t(p / c.block_size)]) * c.block_size + p % c.block_size;
-      for (int64_t i = 0; i < entry; ++i) {
-        k[size_t(slot * entry + i)] = normal(rng);
-        v[size_t(slot * entry + i)] = normal(rng);
-      }
-    }
-    for (int32_t i = 0; i < num_new; ++i) {
-      batch.positions.push_back(context - num_new + i);
-      batch.token_ids.push_back(0);
-    }
-    in.tables.push_back(std::move(table));
-  }
-  for (size_t s = 0; s < c.seqs.size(); ++s)
-    batch.seqs.push_back({c.seqs[s].second, c.seqs[s].first, &in.tables[s], true});
-  auto meta = build_attention_metadata(batch, c.block_size, num_blocks);
-  EXPECT_TRUE(meta.ok()) << meta.error().message;
-  in.meta = std::move(meta.value());
-  in.q = random_tensor({num_tokens, c.num_heads, c.head_dim}, rng);
-  in.k_cache = Tensor::from_f32(k, {num_blocks, c.block_size, c.num_kv_heads, c.head_dim});
-  in.v_cache = Tensor::from_f32(v, {num_blocks, c.block_size, c.num_kv_heads, c.head_dim});
+  in.meta = std::move(kv.meta);
+  in.tables = std::move(kv.tables);
+  in.q = random_tensor({kv.num_tokens, c.num_heads, c.head_dim}, rng);
+  in.k_cache = Tensor::from_f32(kv.k, kv.shape);
+  in.v_cache = Tensor::from_f32(kv.v, kv.shape);
   return in;
 }
 

@@ -60,7 +60,7 @@ Reference mlp_reference(const std::vector<float>& x, const std::vector<float>& g
 
 // Both paths round the activation to bf16 (2^-9 relative), the prefill path the gate/up product
 // too (silu's slope stays below 1.1): within 1e-2 of the scale (sum of |terms|).
-TEST(CudaMlp, FusedAndBf16PathsMatchAnFp64Reference) {
+TEST(CudaMlp, DecodeAndPrefillPathsMatchAnFp64Reference) {
   TROUPE_REQUIRE_GPU();
   auto created = CudaBackend::create(0, DType::bf16);
   ASSERT_TRUE(created.ok()) << created.error().message;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "runtime/llm_engine.hpp"
+#include "tests/unit/graph_claiming_backend.hpp"
 
 namespace troupe {
 namespace {
@@ -38,14 +39,15 @@ struct Collector {
   }
 };
 
-std::unique_ptr<LlmEngine> make_engine(int64_t num_kv_blocks, int64_t max_num_batched_tokens = 8192) {
+std::unique_ptr<LlmEngine> make_engine(int64_t num_kv_blocks, int64_t max_num_batched_tokens = 8192,
+                                       std::unique_ptr<Backend> backend = nullptr) {
   Config config;
   config.model = kModel;
   config.num_threads = 2;
   config.num_kv_blocks = num_kv_blocks;
   config.block_size = 4;
   config.max_num_batched_tokens = max_num_batched_tokens;
-  auto engine = LlmEngine::create(config);
+  auto engine = LlmEngine::create(config, std::move(backend));
   EXPECT_TRUE(engine.ok()) << engine.error().message;
   (*engine)->start();
   return std::move(engine.value());
@@ -84,12 +86,16 @@ std::vector<std::vector<int32_t>> run_alone(const std::vector<std::vector<int32_
   return out;
 }
 
-void expect_concurrent_matches_alone(int64_t num_kv_blocks, int64_t token_budget) {
+// `graphs`: the engine runs on a backend claiming step graphs (its ops still run eagerly), so decode
+// steps go through GraphedModel's padding and scratch block.
+void expect_concurrent_matches_alone(int64_t num_kv_blocks, int64_t token_budget, bool graphs = false) {
   const auto prompts = random_prompts(24, 11);
   const int64_t max_tokens = 12;
   const auto alone = run_alone(prompts, max_tokens);
 
-  auto engine = make_engine(num_kv_blocks, token_budget);
+  auto claiming = graphs ? std::make_unique<GraphClaimingBackend>() : nullptr;
+  GraphClaimingBackend* claimed = claiming.get();
+  auto engine = make_engine(num_kv_blocks, token_budget, std::move(claiming));
   Collector c;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const std::string id = "req-" + std::to_string(i);
@@ -109,6 +115,7 @@ void expect_concurrent_matches_alone(int64_t num_kv_blocks, int64_t token_budget
   EXPECT_EQ(stats.num_kv_blocks_used, 0);
   EXPECT_EQ(stats.num_running, 0);
   EXPECT_EQ(stats.num_generation_tokens_total, int64_t(prompts.size()) * max_tokens);
+  if (claimed != nullptr) EXPECT_FALSE(claimed->begins.empty()) << "no decode step went through a step graph";
 }
 
 TEST(LlmEngine, ConcurrentRequestsMatchEachAlone) { expect_concurrent_matches_alone(256, 64); }
@@ -116,6 +123,11 @@ TEST(LlmEngine, ConcurrentRequestsMatchEachAlone) { expect_concurrent_matches_al
 TEST(LlmEngine, PreemptionUnderASmallCacheStillMatches) {
   // 24 requests of up to 42 tokens in 40 blocks of 4 tokens: the scheduler must preempt.
   expect_concurrent_matches_alone(40, 64);
+}
+
+TEST(LlmEngine, StepGraphsWithPreemptionStillMatch) {
+  // The same through GraphedModel: padded decode steps, one scratch block the scheduler never sees.
+  expect_concurrent_matches_alone(40, 64, /*graphs=*/true);
 }
 
 TEST(LlmEngine, CancelFreesBlocksAtOnce) {
