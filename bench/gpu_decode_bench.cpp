@@ -346,6 +346,7 @@ void fill_batch(Batch& b, int64_t num_seqs, int64_t num_new, int64_t context, in
 
 struct StepTimes {
   std::vector<double> ms;
+  std::vector<double> host_ms;  // until forward returned (host work and launches), per timed step
   bool ok = true;
   bool finite = true;
 };
@@ -394,6 +395,7 @@ StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t nu
       }
       const Clock::time_point t0 = Clock::now();
       auto logits = model.forward(b.fb, cache.value(), LogitsMode::last_token);
+      const double host_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
       if (profiled && logits.ok()) profiler->argmax(logits.value());
       if (backend.device() == Device::cuda) cudaDeviceSynchronize();
       const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -408,7 +410,10 @@ StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t nu
         for (float v : backend.to_host(logits.value()).to_f32_vector()) out.finite = out.finite && std::isfinite(v);
         if (!out.finite) say("  warning: non-finite logits");
       }
-      if (step >= warm) out.ms.push_back(ms);
+      if (step >= warm) {
+        out.ms.push_back(ms);
+        out.host_ms.push_back(host_ms);
+      }
       const double spent = std::chrono::duration<double>(Clock::now() - begin).count();
       if (spent > budget_s || remaining_s() < 10) {
         say("  stopping after %lld steps (%.1f s spent)", (long long)(step + 1), spent);
@@ -715,6 +720,9 @@ int run(int argc, char** argv) {
       r.fraction_of_limit = roof_bf16 / decode_b1_ms;
     }
     add_record(r);
+    add_record({"decode_b1_" + suffix + "_host", median(b1.host_ms), "ms", decode_b1_ms, median(b1.host_ms) / decode_b1_ms,
+                "host time until forward returns (the model's host code, staging and the launch), median; the GPU "
+                "waits for it at each step since the step's inputs come after the previous step's sync"});
     if (roof_fp32 > 0) {
       add_record({"decode_b1_" + suffix + "_fp32_roofline", decode_b1_ms, "ms/token", roof_fp32, roof_fp32 / decode_b1_ms,
                   "the same step against fp32 weight + KV bytes / measured bandwidth"});

@@ -84,10 +84,12 @@ struct StepGraphs::Graph {
     void* data;
     DType dtype;
     std::vector<int64_t> shape;
+    Tensor replayed;  // the handle replays hand out (made once: a replay allocates nothing)
   };
   struct Upload {
     size_t offset, nbytes;
     void* device;  // where the recorded copy puts it
+    Tensor replayed;
   };
   cudaGraphExec_t exec = nullptr;
   std::vector<Slot> tensors;  // the forward's tensors, in the order it allocated them
@@ -158,6 +160,7 @@ Result<GraphPhase> StepGraphs::begin(int64_t key, void* stream) {
   TROUPE_TRY(prepare());
   cudaEventSynchronize(static_cast<cudaEvent_t>(done_));  // the last launch no longer reads the staging
   failure_.clear();
+  launched_ = false;
   next_tensor_ = next_upload_ = 0;
   key_ = key;
   if (auto it = graphs_.find(key); it != graphs_.end()) {
@@ -209,13 +212,27 @@ Status StepGraphs::end(bool launch, void* stream) {
       return graph_error(failure_);
     }
   }
-  if (cudaError_t err = cudaGraphLaunch(graph->exec, as_stream(stream)); err != cudaSuccess) {
-    cudaGetLastError();
+  if (!launched_) {
+    current_ = graph;
+    launch_current(stream);
+    current_ = nullptr;
+  }
+  launched_ = false;
+  if (!failure_.empty()) {
     graphs_.erase(key_);
-    return graph_error(std::string("cudaGraphLaunch: ") + cudaGetErrorString(err));
+    return graph_error(failure_);
+  }
+  return Status::success();
+}
+
+void StepGraphs::launch_current(void* stream) {
+  launched_ = true;
+  if (cudaError_t err = cudaGraphLaunch(current_->exec, as_stream(stream)); err != cudaSuccess) {
+    cudaGetLastError();
+    fail(std::string("cudaGraphLaunch: ") + cudaGetErrorString(err));
+    return;
   }
   cudaEventRecord(static_cast<cudaEvent_t>(done_), as_stream(stream));
-  return Status::success();
 }
 
 void StepGraphs::clear() {
@@ -248,19 +265,21 @@ Tensor StepGraphs::arena_tensor(DType dtype, std::vector<int64_t> shape) {
 Tensor StepGraphs::forward_tensor(DType dtype, std::vector<int64_t> shape) {
   if (mode_ == Mode::capture) {
     Tensor t = arena_tensor(dtype, shape);
-    current_->tensors.push_back({t.raw(), dtype, std::move(shape)});
+    current_->tensors.push_back({t.raw(), dtype, std::move(shape), Tensor()});
     return t;
   }
   if (next_tensor_ >= current_->tensors.size()) {
     fail("the step allocates more tensors than its recording");
     return placeholder(dtype, std::move(shape));
   }
-  const Graph::Slot& slot = current_->tensors[next_tensor_++];
+  Graph::Slot& slot = current_->tensors[next_tensor_++];
   if (slot.dtype != dtype || slot.shape != shape) {
     fail("a tensor's shape differs from the recording's");
     return placeholder(dtype, std::move(shape));
   }
-  return wrap_device(slot.data, size_t(numel_of(shape)) * dtype_size(dtype), keep_bytes, dtype, std::move(shape));
+  if (!slot.replayed.defined())
+    slot.replayed = wrap_device(slot.data, size_t(numel_of(shape)) * dtype_size(dtype), keep_bytes, dtype, shape);
+  return slot.replayed;
 }
 
 Tensor StepGraphs::op_tensor(DType dtype, std::vector<int64_t> shape) {
@@ -275,10 +294,15 @@ Tensor StepGraphs::upload(const Tensor& host, void* stream) {
       fail("the step's inputs differ in size from the recording's");
       return host;
     }
-    const Graph::Upload& u = current_->uploads[next_upload_++];
+    Graph::Upload& u = current_->uploads[next_upload_++];
     std::memcpy(static_cast<char*>(staging_) + u.offset, host.raw(), nbytes);
+    // Every input is staged: launch now, and let the rest of the host replay (which launches
+    // nothing) overlap the step. end() still checks the calls; a mismatch drops the recording and
+    // the step runs again eagerly, rewriting whatever this launch wrote.
+    if (next_upload_ == current_->uploads.size() && failure_.empty()) launch_current(stream);
     // The recorded device copy, so ops that get it later don't stage it again.
-    return wrap_device(u.device, nbytes, keep_bytes, host.dtype(), host.shape());
+    if (!u.replayed.defined()) u.replayed = wrap_device(u.device, nbytes, keep_bytes, host.dtype(), host.shape());
+    return u.replayed;
   }
   const size_t offset = (staging_used_ + 255) / 256 * 256;
   if (offset + nbytes > staging_bytes_) {
@@ -296,7 +320,7 @@ Tensor StepGraphs::upload(const Tensor& host, void* stream) {
     }
   }
   staging_used_ = offset + nbytes;
-  current_->uploads.push_back({offset, nbytes, d.raw()});
+  current_->uploads.push_back({offset, nbytes, d.raw(), Tensor()});
   return d;
 }
 

@@ -7,8 +7,9 @@
 // the forward allocates are remembered in order and handed out again, at the same addresses, when
 // the same forward runs in replay. Host inputs (token ids, positions, block tables) reach the GPU
 // by a copy from pinned staging memory that is part of the recording: at replay they are written
-// there and the graph's copy picks them up. All graphs share the arena and the staging memory:
-// they never run at once, and a new one starts only after the last finished.
+// there and the graph's copy picks them up; the graph is launched as soon as the last input is
+// staged, so the rest of the replayed host code overlaps the step. All graphs share the arena and
+// the staging memory: they never run at once, and a new one starts only after the last finished.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -60,6 +61,7 @@ class StepGraphs {
   struct Graph;
   struct Arena;
   Status prepare();           // arena and staging, on first use
+  void launch_current(void* stream);  // current_'s graph; a failure goes to fail()
   Tensor arena_tensor(DType dtype, std::vector<int64_t> shape);
   Tensor placeholder(DType dtype, std::vector<int64_t> shape);  // for calls that must not fail
 
@@ -70,6 +72,7 @@ class StepGraphs {
   int64_t key_ = 0;
   size_t next_tensor_ = 0, next_upload_ = 0, staging_used_ = 0;
   std::string failure_;
+  bool launched_ = false;  // this replay's graph is already launched (all inputs were staged)
   std::unique_ptr<Arena> arena_;
   void* staging_ = nullptr;      // pinned host bytes
   size_t staging_bytes_ = 0;

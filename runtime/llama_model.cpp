@@ -163,6 +163,12 @@ Result<Tensor> LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, Lo
   const int64_t num_rows = int64_t(meta.logits_rows.size());
   Tensor logits = backend_.empty(DType::f32, {num_rows, vocab});
   if (num_rows == 0) return logits;
+  bool every_token = num_rows == n;  // a decode step sampling every sequence: no rows to pick
+  for (int64_t i = 0; every_token && i < num_rows; ++i) every_token = meta.logits_rows[size_t(i)] == i;
+  if (every_token) {
+    backend_.lm_head(normed, lm_head_, logits);
+    return logits;
+  }
   Tensor selected = backend_.empty(normed.dtype(), {num_rows, hidden});
   backend_.gather_rows(normed, meta.logits_rows, selected);
   backend_.lm_head(selected, lm_head_, logits);
