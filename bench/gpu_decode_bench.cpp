@@ -7,28 +7,25 @@
 //   (e) decode throughput at several batch sizes. Prints a table as it goes; writes JSON records
 //   after every phase.
 // A watchdog writes what was measured and exits when --time-limit (default 290 s) is reached.
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cctype>
 #include <cmath>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <new>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "bench/bench_log.hpp"
+#include "bench/decode_steps.hpp"
+#include "bench/device_ceilings.hpp"
 #include "bench/profiling_backend.hpp"
 #include "kernels/cuda_backend.hpp"
-#include "kernels/gemv.hpp"
 #include "runtime/bench_record.hpp"
 #include "runtime/cpu_backend.hpp"
 #include "runtime/dummy_weights.hpp"
@@ -39,7 +36,14 @@
 namespace troupe {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using bench::add_record;
+using bench::cuda_ok;
+using bench::elapsed_s;
+using bench::median;
+using bench::remaining_s;
+using bench::run_steps;
+using bench::say;
+using bench::StepTimes;
 
 struct Args {
   std::string model = "bench/models/llama3-8b";  // relative: run from the repo root
@@ -56,247 +60,8 @@ struct Args {
   std::string command;
 };
 
-// Shared between the phases and the watchdog.
-std::mutex g_mutex;
-std::vector<BenchRecord> g_records;
 Args g_args;
-std::string g_device;
-const Clock::time_point g_start = Clock::now();
 
-double elapsed_s() { return std::chrono::duration<double>(Clock::now() - g_start).count(); }
-double remaining_s() { return g_args.time_limit_s - elapsed_s(); }
-
-void say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-void say(const char* fmt, ...) {
-  std::printf("[%6.1fs] ", elapsed_s());
-  va_list ap;
-  va_start(ap, fmt);
-  std::vprintf(fmt, ap);
-  va_end(ap);
-  std::printf("\n");
-  std::fflush(stdout);
-}
-
-void write_records_locked() {
-  auto path = write_bench_records(g_records, "gpu_decode", g_args.out, g_args.command, g_device);
-  if (path.ok()) say("records written to %s", path->c_str());
-  else say("could not write records: %s", path.error().message.c_str());
-}
-
-void add_record(BenchRecord r) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  say("RESULT %-32s %12.4f %-10s limit %s fraction %s  (%s)", r.metric.c_str(), r.value, r.unit.c_str(),
-      r.limit ? std::to_string(*r.limit).c_str() : "-",
-      r.fraction_of_limit ? std::to_string(*r.fraction_of_limit).c_str() : "-", r.note.c_str());
-  g_records.push_back(std::move(r));
-  write_records_locked();
-}
-
-void start_watchdog() {
-  std::thread([] {
-    while (remaining_s() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    std::lock_guard<std::mutex> lock(g_mutex);
-    say("time limit of %.0f s reached: writing what was measured and exiting", g_args.time_limit_s);
-    write_records_locked();
-    std::fflush(stdout);
-    std::_Exit(3);
-  }).detach();
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-bool cuda_ok(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return true;
-  say("CUDA error in %s: %s", what, cudaGetErrorString(e));
-  return false;
-}
-
-// Median milliseconds of `reps` runs of `fn` (after one warm-up), timed with CUDA events.
-template <class Fn>
-double time_events_ms(int reps, Fn fn) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  fn();
-  cudaDeviceSynchronize();
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    cudaEventRecord(a);
-    fn();
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float t = 0;
-    cudaEventElapsedTime(&t, a, b);
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return median(ms);
-}
-
-// (a) Device-to-device copy of 2 GiB: bytes read + written per second, GB/s.
-double measure_bandwidth() {
-  const size_t bytes = size_t(2) << 30;
-  void *src = nullptr, *dst = nullptr;
-  if (!cuda_ok(cudaMalloc(&src, bytes), "cudaMalloc src") || !cuda_ok(cudaMalloc(&dst, bytes), "cudaMalloc dst")) {
-    cudaFree(src);
-    return 0;
-  }
-  cudaMemset(src, 1, bytes);
-  const double ms = time_events_ms(10, [&] { cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice); });
-  cudaFree(src);
-  cudaFree(dst);
-  if (!cuda_ok(cudaGetLastError(), "bandwidth copy") || ms <= 0) return 0;
-  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
-}
-
-// (b) 8192^3 products: fp32 SGEMM in pedantic math (the backend's mode) and bf16 GemmEx with fp32
-// accumulation. Returns {fp32, bf16} TFLOP/s.
-std::pair<double, double> measure_matmul() {
-  const int n = 8192;
-  const size_t count = size_t(n) * n;
-  std::vector<float> host(count);
-  for (size_t i = 0; i < count; ++i) host[i] = float(int((i * 2654435761u) % 2001) - 1000) * 1e-3f;
-  std::vector<uint16_t> host_bf16(count);
-  for (size_t i = 0; i < count; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, &host[i], 4);
-    host_bf16[i] = uint16_t(bits >> 16);
-  }
-  float *a = nullptr, *b = nullptr, *c = nullptr;
-  uint16_t *ah = nullptr, *bh = nullptr, *ch = nullptr;
-  double fp32 = 0, bf16 = 0;
-  cublasHandle_t h = nullptr;
-  const double flops = 2.0 * double(n) * n * n;
-  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
-    say("cublasCreate failed");
-    return {0, 0};
-  }
-  const float alpha = 1.0f, beta = 0.0f;
-  if (cuda_ok(cudaMalloc(&a, count * 4), "malloc") && cuda_ok(cudaMalloc(&b, count * 4), "malloc") &&
-      cuda_ok(cudaMalloc(&c, count * 4), "malloc")) {
-    cudaMemcpy(a, host.data(), count * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(b, host.data(), count * 4, cudaMemcpyHostToDevice);
-    cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH);
-    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-    const double ms = time_events_ms(10, [&] {
-      cublasStatus_t s = cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a, n, b, n, &beta, c, n);
-      if (s != CUBLAS_STATUS_SUCCESS) st = s;
-    });
-    if (st == CUBLAS_STATUS_SUCCESS && cuda_ok(cudaGetLastError(), "sgemm") && ms > 0) fp32 = flops / (ms * 1e-3) / 1e12;
-    else say("cublasSgemm failed (status %d)", int(st));
-  }
-  cudaFree(a);
-  cudaFree(b);
-  cudaFree(c);
-  if (cuda_ok(cudaMalloc(&ah, count * 2), "malloc") && cuda_ok(cudaMalloc(&bh, count * 2), "malloc") &&
-      cuda_ok(cudaMalloc(&ch, count * 2), "malloc")) {
-    cudaMemcpy(ah, host_bf16.data(), count * 2, cudaMemcpyHostToDevice);
-    cudaMemcpy(bh, host_bf16.data(), count * 2, cudaMemcpyHostToDevice);
-    cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
-    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-    const double ms = time_events_ms(10, [&] {
-      cublasStatus_t s = cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, ah, CUDA_R_16BF, n, bh,
-                                      CUDA_R_16BF, n, &beta, ch, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
-                                      CUBLAS_GEMM_DEFAULT);
-      if (s != CUBLAS_STATUS_SUCCESS) st = s;
-    });
-    if (st == CUBLAS_STATUS_SUCCESS && cuda_ok(cudaGetLastError(), "gemmex") && ms > 0) bf16 = flops / (ms * 1e-3) / 1e12;
-    else say("cublasGemmEx bf16 failed (status %d)", int(st));
-  }
-  cudaFree(ah);
-  cudaFree(bh);
-  cudaFree(ch);
-  cublasDestroy(h);
-  return {fp32, bf16};
-}
-
-// (b2) The bf16 GEMV kernel (what CudaBackend::linear runs for <= 8 tokens) alone at one token on
-// each linear shape of the model. Each shape gets enough weight copies to span 4x the L2 cache,
-// used in turn, so every timed launch reads its weights from HBM; three untimed launches before
-// each timed one keep the GPU busy while the host enqueues it (no launch gap inside the events).
-void measure_gemv(const ModelConfig& c, double bw_gbs, int64_t l2_bytes) {
-  const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
-  struct Shape {
-    const char* name;
-    int64_t out, in;
-  };
-  const std::vector<Shape> shapes = {{"q_proj", q, h},
-                                     {"k_proj", kv, h},
-                                     {"v_proj", kv, h},
-                                     {"o_proj", h, q},
-                                     {"gate_proj", c.intermediate_size, h},
-                                     {"up_proj", c.intermediate_size, h},
-                                     {"down_proj", h, c.intermediate_size},
-                                     {"lm_head", c.vocab_size, h},
-                                     // The fused shapes the model runs (runtime/attention.hpp, mlp.hpp).
-                                     {"qkv_proj", q + 2 * kv, h},
-                                     {"gate_up_proj", 2 * c.intermediate_size, h}};
-  constexpr int kReps = 25, kPadding = 3;
-  for (const Shape& s : shapes) {
-    if (remaining_s() < 120) {
-      say("  gemv %s skipped: %.0f s left", s.name, remaining_s());
-      return;
-    }
-    const int64_t weight_bytes = s.out * s.in * 2;
-    const int64_t copies = std::clamp<int64_t>((4 * l2_bytes + weight_bytes - 1) / weight_bytes, 1, 64);
-    std::vector<uint16_t*> weights(size_t(copies), nullptr);
-    float *x = nullptr, *y = nullptr;
-    bool ok = cuda_ok(cudaMalloc(&x, size_t(s.in) * 4), "cudaMalloc x") &&
-              cuda_ok(cudaMalloc(&y, size_t(s.out) * 4), "cudaMalloc y");
-    for (auto& w : weights) ok = ok && cuda_ok(cudaMalloc(&w, size_t(weight_bytes)), "cudaMalloc weights");
-    std::vector<cudaEvent_t> events(2 * kReps, nullptr);
-    for (auto& e : events) cudaEventCreate(&e);
-    double ms = 0;
-    if (ok) {
-      cudaMemset(x, 0x3c, size_t(s.in) * 4);  // small finite values: 0x3c3c3c3c ~ 0.0115
-      for (auto* w : weights) cudaMemset(w, 0x3c, size_t(weight_bytes));
-      int64_t next = 0;
-      auto launch = [&] {
-        const cudaError_t e = kernels::launch_gemv_bf16(x, weights[size_t(next)], nullptr, y, 1, s.out, s.in, nullptr);
-        next = (next + 1) % copies;
-        return e;
-      };
-      cudaError_t err = cudaSuccess;
-      for (int64_t i = 0; i < copies + kPadding; ++i) err = err != cudaSuccess ? err : launch();  // warm-up
-      for (int rep = 0; rep < kReps; ++rep) {
-        for (int p = 0; p < kPadding; ++p) err = err != cudaSuccess ? err : launch();
-        cudaEventRecord(events[size_t(2 * rep)]);
-        err = err != cudaSuccess ? err : launch();
-        cudaEventRecord(events[size_t(2 * rep + 1)]);
-      }
-      ok = cuda_ok(err, "launch_gemv_bf16") && cuda_ok(cudaDeviceSynchronize(), "gemv");
-      std::vector<double> times;
-      for (int rep = 0; ok && rep < kReps; ++rep) {
-        float t = 0;
-        cudaEventElapsedTime(&t, events[size_t(2 * rep)], events[size_t(2 * rep + 1)]);
-        times.push_back(t);
-      }
-      ms = median(times);
-    }
-    for (auto& e : events) cudaEventDestroy(e);
-    for (auto* w : weights) cudaFree(w);
-    cudaFree(x);
-    cudaFree(y);
-    if (!ok || ms <= 0) continue;
-    const double gbs = double(weight_bytes) / (ms * 1e-3) / 1e9;
-    std::ostringstream note;
-    note << "launch_gemv_bf16 at 1 token, W [" << s.out << " x " << s.in << "] bf16 (" << double(weight_bytes) / 1e6
-         << " MB) from HBM (" << copies << " copies in turn), median of " << kReps << " CUDA-event timings; " << gbs
-         << " GB/s; limit = weight bytes / measured HBM bandwidth";
-    BenchRecord r{std::string("gemv_b1_") + s.name, ms, "ms", {}, {}, note.str(), {{"gb_per_s", gbs}}};
-    if (bw_gbs > 0) {
-      r.limit = double(weight_bytes) / (bw_gbs * 1e9) * 1e3;
-      r.fraction_of_limit = *r.limit / ms;
-    }
-    add_record(r);
-  }
-}
 
 struct ParamCount {
   int64_t total = 0;      // every parameter of the checkpoint
@@ -320,213 +85,6 @@ ParamCount count_params(const ModelConfig& c) {
   return p;
 }
 
-std::string take_backend_error(Backend& backend) {
-  if (auto* profiling = dynamic_cast<bench::ProfilingBackend*>(&backend)) return take_backend_error(profiling->inner());
-  auto* cuda = dynamic_cast<kernels::CudaBackend*>(&backend);
-  return cuda ? cuda->take_error() : std::string();
-}
-
-// Sequences of one decode/prefill batch with their own blocks in one cache.
-struct Batch {
-  std::vector<std::vector<int32_t>> tables;
-  ForwardBatch fb;
-};
-
-// `num_seqs` sequences of `num_new` tokens each, ending at context `context`.
-void fill_batch(Batch& b, int64_t num_seqs, int64_t num_new, int64_t context, int64_t vocab) {
-  b.fb = ForwardBatch();
-  for (int64_t s = 0; s < num_seqs; ++s) {
-    for (int64_t i = 0; i < num_new; ++i) {
-      b.fb.token_ids.push_back(int32_t((s * 7919 + (context - num_new + i) * 104729) % vocab));
-      b.fb.positions.push_back(int32_t(context - num_new + i));
-    }
-    b.fb.seqs.push_back({int32_t(num_new), int32_t(context), &b.tables[size_t(s)], true});
-  }
-}
-
-struct StepTimes {
-  std::vector<double> ms;
-  std::vector<double> host_ms;  // until forward returned (host work and launches), per timed step
-  bool ok = true;
-  bool finite = true;
-};
-
-// Creates a cache for `num_seqs` sequences of up to `max_context` tokens, then runs `warm` + `steps`
-// steps of `num_new` tokens per sequence, the context growing from `context`. Stops early past `budget_s`.
-// With `profiler` (the backend the model runs on), the last step is recorded, with a greedy argmax
-// of its logits as an engine step does; its ops land in `*profile`.
-StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t num_new, int64_t context,
-                    int64_t warm, int64_t steps, double budget_s, bench::ProfilingBackend* profiler = nullptr,
-                    std::vector<bench::OpProfile>* profile = nullptr) {
-  StepTimes out;
-  const int64_t block_size = 16;
-  const int64_t max_context = context + warm + steps;
-  const int64_t per_seq = (max_context + block_size - 1) / block_size;
-  KvCacheSpec spec = model.kv_cache_spec(num_seqs * per_seq, block_size);
-  size_t free_bytes = 0, total_bytes = 0;
-  const bool known = backend.memory_info(&free_bytes, &total_bytes);  // false on the CPU
-  const ModelConfig& c = model.config();
-  const int64_t activations =
-      num_seqs * num_new * (6 * c.hidden_size + 4 * c.intermediate_size + c.vocab_size) * 4 + (int64_t(1) << 30);
-  if (known && spec.total_bytes() + activations > int64_t(free_bytes)) {
-    say("  skipped: needs %.1f GiB (KV %.1f GiB), %.1f GiB free", double(spec.total_bytes() + activations) / (1 << 30),
-        double(spec.total_bytes()) / (1 << 30), double(free_bytes) / (1 << 30));
-    out.ok = false;
-    return out;
-  }
-  try {
-    auto cache = backend.create_kv_cache(spec);
-    if (!cache.ok()) {
-      say("  KV cache: %s", cache.error().message.c_str());
-      out.ok = false;
-      return out;
-    }
-    Batch b;
-    b.tables.resize(size_t(num_seqs));
-    for (int64_t s = 0; s < num_seqs; ++s)
-      for (int64_t i = 0; i < per_seq; ++i) b.tables[size_t(s)].push_back(int32_t(s * per_seq + i));
-    const Clock::time_point begin = Clock::now();
-    for (int64_t step = 0; step < warm + steps; ++step) {
-      fill_batch(b, num_seqs, num_new, context + step, c.vocab_size);
-      const bool profiled = profiler != nullptr && step + 1 == warm + steps;
-      if (profiled) {
-        if (backend.device() == Device::cuda) cudaDeviceSynchronize();
-        profiler->start();
-      }
-      const Clock::time_point t0 = Clock::now();
-      auto logits = model.forward(b.fb, cache.value(), LogitsMode::last_token);
-      const double host_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-      if (profiled && logits.ok()) profiler->argmax(logits.value());
-      if (backend.device() == Device::cuda) cudaDeviceSynchronize();
-      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-      if (profiled) *profile = profiler->stop();
-      const std::string err = take_backend_error(backend);
-      if (!logits.ok() || !err.empty()) {
-        say("  step %lld failed: %s", (long long)step, logits.ok() ? err.c_str() : logits.error().message.c_str());
-        out.ok = false;
-        return out;
-      }
-      if (step == 0) {
-        for (float v : backend.to_host(logits.value()).to_f32_vector()) out.finite = out.finite && std::isfinite(v);
-        if (!out.finite) say("  warning: non-finite logits");
-      }
-      if (step >= warm) {
-        out.ms.push_back(ms);
-        out.host_ms.push_back(host_ms);
-      }
-      const double spent = std::chrono::duration<double>(Clock::now() - begin).count();
-      if (spent > budget_s || remaining_s() < 10) {
-        say("  stopping after %lld steps (%.1f s spent)", (long long)(step + 1), spent);
-        break;
-      }
-    }
-  } catch (const std::bad_alloc&) {
-    say("  out of GPU memory");
-    take_backend_error(backend);
-    out.ok = false;
-  }
-  return out;
-}
-
-// The decode step's linear layers alone at batch 1, fused as the model runs them (one weight of
-// each shape, zeroed, timed with CUDA events through backend.linear): milliseconds per step they
-// account for, or 0 on failure.
-double linear_ms_per_step(kernels::CudaBackend& backend, const ModelConfig& c, double bw_gbs) {
-  const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
-  const int64_t inter = c.intermediate_size;
-  struct Op {
-    const char* name;
-    int64_t out, in, per_step;  // per_step: how often it runs in one step
-  };
-  // The model's products at one token: q/k/v and gate/up run fused (runtime/attention.hpp, mlp.hpp).
-  const std::vector<Op> ops = {{"qkv_proj", q + 2 * kv, h, c.num_hidden_layers},
-                               {"o_proj", h, q, c.num_hidden_layers},
-                               {"gate_up_proj", 2 * inter, h, c.num_hidden_layers},
-                               {"down_proj", h, inter, c.num_hidden_layers},
-                               {"lm_head", c.vocab_size, h, 1}};
-  double total = 0;
-  try {
-    for (const Op& op : ops) {
-      Tensor w = backend.empty(backend.weight_dtype(), {op.out, op.in});
-      Tensor x = backend.empty(DType::f32, {1, op.in});
-      Tensor y = backend.empty(DType::f32, {1, op.out});
-      cudaMemset(w.raw(), 0, w.nbytes());
-      cudaMemset(x.raw(), 0, x.nbytes());
-      const double ms = time_events_ms(20, [&] { backend.linear(x, w, Tensor(), y); });
-      const std::string err = backend.take_error();
-      if (!err.empty()) {
-        say("  linear %s failed: %s", op.name, err.c_str());
-        return 0;
-      }
-      const double gbs = double(w.nbytes()) / (ms * 1e-3) / 1e9;
-      say("  %-12s [%6lld x %6lld] %8.4f ms  %7.1f GB/s (%4.0f%% of HBM)  x %lld per step = %8.3f ms", op.name,
-          (long long)op.out, (long long)op.in, ms, gbs, bw_gbs > 0 ? 100 * gbs / bw_gbs : 0.0, (long long)op.per_step,
-          ms * double(op.per_step));
-      total += ms * double(op.per_step);
-    }
-  } catch (const std::bad_alloc&) {
-    say("  out of GPU memory");
-    backend.take_error();
-    return 0;
-  }
-  return total;
-}
-
-// "linear 6144x4096" -> "linear_6144x4096".
-std::string metric_name(std::string op) {
-  for (char& ch : op)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return op;
-}
-
-// (c2) Runs 3 warm batch-1 steps at the bench context, then records one step (forward + argmax)
-// through `profiler` and writes one record per op: its CUDA-event time summed over the step,
-// against the profiled step's wall time; plus the time no op accounts for.
-// `prefix`: the records' metric prefix ("decode_b1_share_", "prefill_4096_share_"); one sequence of
-// `num_new` tokens at `context`, after `warm` unprofiled steps.
-void profile_step(Model& model, bench::ProfilingBackend& profiler, int64_t num_new, int64_t context, int64_t warm,
-                  const std::string& prefix, const std::string& what, double unprofiled_ms) {
-  say("%s, op by op (CUDA events around every backend call):", what.c_str());
-  std::vector<bench::OpProfile> ops;
-  StepTimes t = run_steps(model, profiler, 1, num_new, context, warm, 1, 30, &profiler, &ops);
-  if (!t.ok || t.ms.empty() || ops.empty()) {
-    say("  profile failed");
-    return;
-  }
-  const double step_ms = t.ms.back();
-  std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.gpu_ms > b.gpu_ms; });
-  double sum_ms = 0, host_ms = 0;
-  int64_t calls = 0;
-  for (const auto& op : ops) {
-    sum_ms += op.gpu_ms;
-    host_ms += op.host_ms;
-    calls += op.calls;
-  }
-  const std::string& step_kind = what;
-  const std::string limit_note = "limit = the profiled step's wall time, " + std::to_string(step_ms) +
-                                 " ms (the unprofiled median step: " + std::to_string(unprofiled_ms) + " ms)";
-  for (const auto& op : ops) {
-    say("  %-24s %5lld calls %9.4f ms GPU (%5.1f%%)  %8.4f ms host inside the calls", op.name.c_str(),
-        (long long)op.calls, op.gpu_ms, 100 * op.gpu_ms / step_ms, op.host_ms);
-    add_record({prefix + metric_name(op.name), op.gpu_ms, "ms", step_ms, op.gpu_ms / step_ms,
-                op.name + ": CUDA-event time of its " + std::to_string(op.calls) + " calls summed over " + step_kind +
-                    "; " + limit_note,
-                {{"calls", double(op.calls)}, {"host_ms", op.host_ms}}});
-  }
-  const double rest = step_ms - sum_ms;
-  say("  ops %.3f ms of the %.3f ms step (%lld calls); unaccounted %.3f ms; host between calls %.3f ms", sum_ms,
-      step_ms, (long long)calls, rest, profiler.host_gap_ms());
-  add_record({prefix + "unaccounted", rest, "ms", step_ms, rest / step_ms,
-              "step wall time minus the summed op times (" + std::to_string(sum_ms) + " ms over " +
-                  std::to_string(calls) + " calls): launch gaps, host work, synchronization, event overhead; " +
-                  step_kind + "; " + limit_note,
-              {{"ops_ms", sum_ms}, {"calls", double(calls)}, {"unprofiled_step_ms", unprofiled_ms}}});
-  add_record({prefix + "host_gap", profiler.host_gap_ms(), "ms", step_ms, profiler.host_gap_ms() / step_ms,
-              "host time between backend calls (the model's own work: metadata, checks, tensor handles); it "
-              "overlaps GPU work while the GPU is behind, so it is not part of the sum; host time inside the calls " +
-                  std::to_string(host_ms) + " ms; " + step_kind + "; " + limit_note,
-              {{"host_inside_calls_ms", host_ms}}});
-}
 
 std::string metric_suffix(const std::string& dir) {
   std::string name = dir;
@@ -618,18 +176,19 @@ int cpu_check() {
 
 int run(int argc, char** argv) {
   if (!parse_args(argc, argv, g_args)) return 2;
-  start_watchdog();
+  bench::init_log("gpu_decode", g_args.out, g_args.command, g_args.time_limit_s);
+  bench::start_watchdog();
   if (g_args.cpu_check) return cpu_check();
   cudaDeviceProp prop{};
   if (!cuda_ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties")) return 1;
-  g_device = prop.name;
+  bench::set_log_device(prop.name);
   say("device %s, %.1f GiB; model %s; time limit %.0f s", prop.name, double(prop.totalGlobalMem) / (1 << 30),
       g_args.model.c_str(), g_args.time_limit_s);
 
   // (a) + (b) before the model takes the memory.
-  const double bw_gbs = measure_bandwidth();
+  const double bw_gbs = bench::measure_bandwidth();
   if (bw_gbs > 0) add_record({"hbm_bandwidth", bw_gbs, "GB/s", {}, {}, "cudaMemcpy D2D of 2 GiB, (read+write)/time, median of 10"});
-  const auto [fp32_tf, bf16_tf] = measure_matmul();
+  const auto [fp32_tf, bf16_tf] = bench::measure_matmul();
   if (fp32_tf > 0) add_record({"matmul_fp32_tflops", fp32_tf, "TFLOP/s", {}, {}, "cublasSgemm 8192^3, pedantic fp32 (no TF32), median of 10"});
   if (bf16_tf > 0) add_record({"matmul_bf16_tflops", bf16_tf, "TFLOP/s", {}, {}, "cublasGemmEx bf16 in/out 8192^3, CUBLAS_COMPUTE_32F, median of 10"});
 
@@ -638,7 +197,7 @@ int run(int argc, char** argv) {
     say("model config: %s", gemv_config.error().message.c_str());
   } else if (remaining_s() > 120) {
     say("bf16 GEMV alone at 1 token (median of 25 timed launches per shape):");
-    measure_gemv(gemv_config.value(), bw_gbs, int64_t(prop.l2CacheSize));
+    bench::measure_gemv(gemv_config.value(), bw_gbs, int64_t(prop.l2CacheSize));
   }
 
   // (c) The model, dummy weights.
@@ -742,7 +301,7 @@ int run(int argc, char** argv) {
   // Per-op share of the batch-1 step: the linear layers timed alone.
   if (decode_b1_ms > 0 && remaining_s() > 90) {
     say("linear layers of one batch-1 decode step, each timed alone (median of 20):");
-    const double linear_ms = linear_ms_per_step(*backend.value(), c, bw_gbs);
+    const double linear_ms = bench::linear_ms_per_step(*backend.value(), c, bw_gbs);
     if (linear_ms > 0) {
       say("  linear layers %.3f ms of the %.3f ms step; the rest (attention, norms, RoPE, allocation, host work) %.3f ms",
           linear_ms, decode_b1_ms, decode_b1_ms - linear_ms);
@@ -754,7 +313,7 @@ int run(int argc, char** argv) {
 
   // (c2) One warm batch-1 decode step, op by op.
   if (decode_b1_ms > 0 && remaining_s() > 75)
-    profile_step(eager, profiler, 1, g_args.context, 3, "decode_b1_share_",
+    bench::profile_step(eager, profiler, 1, g_args.context, 3, "decode_b1_share_",
                  "one batch-1 decode step (forward + argmax) at context " + std::to_string(g_args.context),
                  decode_b1_ms);
 
@@ -783,7 +342,7 @@ int run(int argc, char** argv) {
     add_record(r);
     // (d2) The same prefill, op by op.
     if (profile && remaining_s() > 45)
-      profile_step(eager, profiler, n, n, 0, "prefill_" + std::to_string(n) + "_share_",
+      bench::profile_step(eager, profiler, n, n, 0, "prefill_" + std::to_string(n) + "_share_",
                    "one prefill of " + std::to_string(n) + " tokens (forward + argmax)", pf.ms[0]);
   };
   if (remaining_s() > 60) {
@@ -818,16 +377,12 @@ int run(int argc, char** argv) {
   say("step graphs: %lld recorded, %lld steps replayed, %lld buckets dropped", (long long)graphed.num_recorded(),
       (long long)graphed.num_replayed(), (long long)graphed.num_dropped());
   say("done in %.1f s", elapsed_s());
-  std::lock_guard<std::mutex> lock(g_mutex);
-  std::fflush(stdout);
-  std::_Exit(0);  // skip freeing ~40 GB of device tensors one by one
+  bench::finish(0);  // skips freeing ~40 GB of device tensors one by one
 }
 
 }  // namespace
 }  // namespace troupe
 
 int main(int argc, char** argv) {
-  const int code = troupe::run(argc, argv);
-  std::fflush(stdout);
-  std::_Exit(code);  // the watchdog thread may still be sleeping
+  troupe::bench::finish(troupe::run(argc, argv));
 }

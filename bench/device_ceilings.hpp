@@ -1,0 +1,62 @@
+#pragma once
+// The physical limits the GPU benchmark compares against, measured on the device it runs on:
+// HBM bandwidth, matmul rates, and the bf16 GEMV kernel alone on a model's linear shapes; plus the
+// CUDA-event timing they share with the step benchmarks.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "bench/bench_log.hpp"
+#include "runtime/model_config.hpp"
+
+namespace troupe::bench {
+
+inline double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+inline bool cuda_ok(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return true;
+  say("CUDA error in %s: %s", what, cudaGetErrorString(e));
+  return false;
+}
+
+// Median milliseconds of `reps` runs of `fn` (after one warm-up), timed with CUDA events.
+template <class Fn>
+double time_events_ms(int reps, Fn fn) {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  fn();
+  cudaDeviceSynchronize();
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    cudaEventRecord(a);
+    fn();
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float t = 0;
+    cudaEventElapsedTime(&t, a, b);
+    ms.push_back(t);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return median(ms);
+}
+
+// (a) Device-to-device copy of 2 GiB: bytes read + written per second, GB/s (0 on failure).
+double measure_bandwidth();
+// (b) 8192^3 products: fp32 SGEMM in pedantic math and bf16 GemmEx with fp32 accumulation.
+// Returns {fp32, bf16} TFLOP/s.
+std::pair<double, double> measure_matmul();
+// (b2) The bf16 GEMV kernel alone at one token on each linear shape of `c`, one record per shape
+// against `bw_gbs`; weights span 4x `l2_bytes` so every launch reads HBM.
+void measure_gemv(const ModelConfig& c, double bw_gbs, int64_t l2_bytes);
+
+}  // namespace troupe::bench
