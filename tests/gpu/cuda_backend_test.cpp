@@ -383,25 +383,6 @@ Tensor copy_to_gpu(CudaBackend& gpu, const Tensor& host) {
   return d;
 }
 
-// max |gpu - ref| / (1 + |ref|); NaN (an output left unwritten, or a poisoned slot read) gives inf.
-double attention_error(const Tensor& actual, const Tensor& ref) {
-  const auto a = actual.to_f32_vector(), r = ref.to_f32_vector();
-  if (a.size() != r.size()) return INFINITY;
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    worst = std::max(worst, std::fabs(double(a[i]) - r[i]) / (1.0 + std::fabs(r[i])));
-  }
-  return worst;
-}
-
-// fp32 weights: every kernel computes in fp32; differences are summation order only (outputs are
-// convex combinations of O(1) values).
-constexpr double kAttentionF32Tolerance = 1e-4;
-// bf16 weights: the prefill kernel rounds q, k, v and the probabilities to bf16 (relative error
-// <= 2^-9 each): scores move by ~2^-9 * |q||k| * scale, outputs by a few 2^-9 of their scale.
-constexpr double kAttentionBf16Tolerance = 2e-2;
-
 TEST(CudaAttention, MatchesCpuOnAwkwardBatches) {
   TROUPE_REQUIRE_GPU();
   CpuBackend cpu(2);

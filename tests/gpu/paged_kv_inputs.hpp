@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "runtime/attention_metadata.hpp"
+#include "runtime/tensor.hpp"
 
 namespace troupe::kernels {
 
@@ -64,5 +65,25 @@ inline PagedKv make_paged_kv(const std::vector<std::pair<int32_t, int32_t>>& seq
   in.shape = {num_blocks, block_size, num_kv_heads, head_dim};
   return in;
 }
+
+// max |gpu - ref| / (1 + |ref|); NaN (an output left unwritten, or a poisoned slot read) gives inf.
+inline double attention_error(const Tensor& actual, const Tensor& ref) {
+  const auto a = actual.to_f32_vector(), r = ref.to_f32_vector();
+  if (a.size() != r.size()) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    worst = std::max(worst, std::fabs(double(a[i]) - r[i]) / (1.0 + std::fabs(r[i])));
+  }
+  return worst;
+}
+
+// fp32 weights (any cache dtype; a bf16 cache is widened exactly): every kernel computes in fp32,
+// so against the CPU on the same K/V values only the summation order differs (outputs are convex
+// combinations of O(1) values).
+constexpr double kAttentionF32Tolerance = 1e-4;
+// bf16 weights: the prefill kernel rounds q, k, v and the probabilities to bf16 (relative error
+// <= 2^-9 each): scores move by ~2^-9 * |q||k| * scale, outputs by a few 2^-9 of their scale.
+constexpr double kAttentionBf16Tolerance = 2e-2;
 
 }  // namespace troupe::kernels
