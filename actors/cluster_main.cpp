@@ -17,7 +17,7 @@
 #include "cluster/address.hpp"
 #include "cluster/process_supervisor.hpp"
 #include "cluster/cluster_engine.hpp"
-#include "cluster/stage_plan.hpp"
+#include "pipeline/stage_plan.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/model_config.hpp"
 

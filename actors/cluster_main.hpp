@@ -10,9 +10,9 @@
 //                                (default: 127.0.0.1 when the head is on loopback, else hostname)
 #include <functional>
 
-#include "cluster/stage_host.hpp"
+#include "pipeline/stage_host.hpp"
 #include "runtime/config.hpp"
-#include "runtime/serving_engine.hpp"
+#include "engine/serving_engine.hpp"
 
 namespace troupe {
 

@@ -18,7 +18,7 @@
 #include "cluster/cluster_engine.hpp"
 #include "cluster/membership.hpp"
 #include "cluster/request_router.hpp"
-#include "cluster/stage_plan.hpp"
+#include "pipeline/stage_plan.hpp"
 
 namespace troupe {
 

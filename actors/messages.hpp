@@ -28,8 +28,8 @@
 #include <caf/type_id.hpp>
 
 #include "cluster/membership.hpp"
-#include "cluster/stage_plan.hpp"
-#include "runtime/serving_engine.hpp"
+#include "pipeline/stage_plan.hpp"
+#include "engine/serving_engine.hpp"
 
 namespace troupe::cluster {
 

@@ -21,7 +21,7 @@
 #include "cluster/address.hpp"
 #include "cluster/backoff.hpp"
 #include "cluster/membership.hpp"
-#include "cluster/stage_host.hpp"
+#include "pipeline/stage_host.hpp"
 #include "runtime/config.hpp"
 
 namespace troupe {

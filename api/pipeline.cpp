@@ -11,7 +11,7 @@
 #include "api/caf_runtime.hpp"
 #include "api/tensor_frame.hpp"
 #include "cluster/address.hpp"
-#include "cluster/tensor_channel.hpp"
+#include "pipeline/tensor_channel.hpp"
 
 namespace troupe::api {
 namespace {

@@ -17,7 +17,7 @@
 #include <string>
 #include <thread>
 
-#include "cluster/tensor_channel.hpp"
+#include "pipeline/tensor_channel.hpp"
 #include "troupe/stage.hpp"
 
 namespace troupe::api::detail {

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "runtime/bench_record.hpp"
-#include "runtime/cpu_backend.hpp"
-#include "runtime/model_loader.hpp"
+#include "backends/cpu_backend.hpp"
+#include "models/model_loader.hpp"
 
 namespace {
 

@@ -19,7 +19,7 @@ namespace {
 
 std::string take_backend_error(Backend& backend) {
   if (auto* profiling = dynamic_cast<ProfilingBackend*>(&backend)) return take_backend_error(profiling->inner());
-  auto* cuda = dynamic_cast<kernels::CudaBackend*>(&backend);
+  auto* cuda = dynamic_cast<cuda::CudaBackend*>(&backend);
   return cuda ? cuda->take_error() : std::string();
 }
 
@@ -117,14 +117,14 @@ StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t nu
   return out;
 }
 
-double linear_ms_per_step(kernels::CudaBackend& backend, const ModelConfig& c, double bw_gbs) {
+double linear_ms_per_step(cuda::CudaBackend& backend, const ModelConfig& c, double bw_gbs) {
   const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
   const int64_t inter = c.intermediate_size;
   struct Op {
     const char* name;
     int64_t out, in, per_step;  // per_step: how often it runs in one step
   };
-  // The model's products at one token: q/k/v and gate/up run fused (runtime/attention.hpp, mlp.hpp).
+  // The model's products at one token: q/k/v and gate/up run fused (models/attention.hpp, mlp.hpp).
   const std::vector<Op> ops = {{"qkv_proj", q + 2 * kv, h, c.num_hidden_layers},
                                {"o_proj", h, q, c.num_hidden_layers},
                                {"gate_up_proj", 2 * inter, h, c.num_hidden_layers},

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "bench/profiling_backend.hpp"
-#include "kernels/cuda_backend.hpp"
+#include "backends/cuda/cuda_backend.hpp"
 #include "runtime/model.hpp"
 
 namespace troupe::bench {
@@ -29,7 +29,7 @@ StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t nu
 // The decode step's linear layers alone at batch 1, fused as the model runs them (one weight of
 // each shape, zeroed, timed with CUDA events through backend.linear): milliseconds per step they
 // account for, or 0 on failure.
-double linear_ms_per_step(kernels::CudaBackend& backend, const ModelConfig& c, double bw_gbs);
+double linear_ms_per_step(cuda::CudaBackend& backend, const ModelConfig& c, double bw_gbs);
 
 // (c2) Runs `warm` unprofiled steps of one sequence of `num_new` tokens at `context`, then records
 // one step (forward + argmax) through `profiler` and writes one record per op (`prefix` + op name):

@@ -108,7 +108,7 @@ void measure_gemv(const ModelConfig& c, double bw_gbs, int64_t l2_bytes) {
                                      {"up_proj", c.intermediate_size, h},
                                      {"down_proj", h, c.intermediate_size},
                                      {"lm_head", c.vocab_size, h},
-                                     // The fused shapes the model runs (runtime/attention.hpp, mlp.hpp).
+                                     // The fused shapes the model runs (models/attention.hpp, mlp.hpp).
                                      {"qkv_proj", q + 2 * kv, h},
                                      {"gate_up_proj", 2 * c.intermediate_size, h}};
   constexpr int kReps = 25, kPadding = 3;

@@ -25,13 +25,13 @@
 #include "bench/decode_steps.hpp"
 #include "bench/device_ceilings.hpp"
 #include "bench/profiling_backend.hpp"
-#include "kernels/cuda_backend.hpp"
+#include "backends/cuda/cuda_backend.hpp"
 #include "runtime/bench_record.hpp"
-#include "runtime/cpu_backend.hpp"
-#include "runtime/dummy_weights.hpp"
-#include "runtime/graphed_model.hpp"
+#include "backends/cpu_backend.hpp"
+#include "models/dummy_weights.hpp"
+#include "backends/graphed_model.hpp"
 #include "runtime/model_config.hpp"
-#include "runtime/model_loader.hpp"
+#include "models/model_loader.hpp"
 
 namespace troupe {
 namespace {
@@ -202,7 +202,7 @@ int run(int argc, char** argv) {
 
   // (c) The model, dummy weights.
   say("weights in %s (--weights bf16|fp32)", g_args.bf16_weights ? "bf16" : "fp32");
-  auto backend = kernels::CudaBackend::create(0, g_args.bf16_weights ? DType::bf16 : DType::f32);
+  auto backend = cuda::CudaBackend::create(0, g_args.bf16_weights ? DType::bf16 : DType::f32);
   if (!backend.ok()) {
     say("CudaBackend: %s", backend.error().message.c_str());
     return 1;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "runtime/bench_record.hpp"
-#include "runtime/tokenizer.hpp"
+#include "text/tokenizer.hpp"
 
 namespace {
 

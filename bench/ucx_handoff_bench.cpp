@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "cluster/tensor_channel.hpp"
+#include "pipeline/tensor_channel.hpp"
 #include "runtime/bench_record.hpp"
 
 namespace {

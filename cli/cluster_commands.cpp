@@ -10,8 +10,8 @@
 #include "actors/cluster_main.hpp"
 #include "http/hf_text_codec.hpp"
 #include "http/server.hpp"
-#include "kernels/backend_factory.hpp"
-#include "kernels/stage_model_factory.hpp"
+#include "backends/backend_factory.hpp"
+#include "backends/stage_model_factory.hpp"
 #include "runtime/logging.hpp"
 #endif
 
@@ -49,7 +49,7 @@ int run_head(const Config& given) {
 
 int run_worker(const Config& config) {
   return run_worker_node(
-      config, [](const Config& c) { return kernels::make_backend(c); }, kernels::load_stage_model);
+      config, [](const Config& c) { return backends::make_backend(c); }, backends::load_stage_model);
 }
 #else
 int run_head(const Config&) {

@@ -8,9 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
-#include "kernels/backend_factory.hpp"
-#include "runtime/llm_engine.hpp"
-#include "runtime/tokenizer.hpp"
+#include "backends/build_engine.hpp"
+#include "engine/llm_engine.hpp"
+#include "text/tokenizer.hpp"
 
 namespace troupe::cli {
 
@@ -50,9 +50,7 @@ int run_generate(const Config& config, const GenerateOptions& options) {
   p.seed = options.seed;
   p.ignore_eos = options.ignore_eos;
 
-  auto backend = kernels::make_backend(config);
-  if (!backend.ok()) return report_error(backend.error());
-  auto engine = LlmEngine::create(config, std::move(backend.value()));
+  auto engine = backends::build_engine(config);  // --tensor-parallel-size ranks too
   if (!engine.ok()) return report_error(engine.error());
   (*engine)->start();
 

@@ -3,13 +3,13 @@
 #include <filesystem>
 
 #include "cli/commands.hpp"
-#include "cluster/local_pipeline.hpp"
+#include "pipeline/local_pipeline.hpp"
 #include "http/hf_text_codec.hpp"
 #include "http/server.hpp"
-#include "kernels/backend_factory.hpp"
-#include "kernels/stage_model_factory.hpp"
-#include "runtime/kv_cache_sizing.hpp"
-#include "runtime/llm_engine.hpp"
+#include "backends/backend_factory.hpp"
+#include "backends/build_engine.hpp"
+#include "backends/stage_model_factory.hpp"
+#include "engine/llm_engine.hpp"
 #include "runtime/logging.hpp"
 
 namespace troupe::cli {
@@ -37,19 +37,12 @@ int run_serve(const Config& given) {
   LlmEngine* engine = nullptr;
   if (config.pipeline_parallel_size > 1) {
     auto started = cluster::LocalPipeline::start(
-        config, [](const Config& c) { return kernels::make_backend(c); }, kernels::load_stage_model);
+        config, [](const Config& c) { return backends::make_backend(c); }, backends::load_stage_model);
     if (!started.ok()) return report_error(started.error());
     pipeline = std::move(started.value());
     engine = &pipeline->engine();
   } else {
-    auto backend = kernels::make_backend(config);
-    if (!backend.ok()) return report_error(backend.error());
-    auto model = kernels::load_stage_model(config, *backend.value());  // --tensor-parallel-size ranks
-    if (!model.ok()) return report_error(model.error());
-    auto blocks = kv_blocks_that_fit(config, *backend.value(), *model.value());
-    if (!blocks.ok()) return report_error(blocks.error());
-    auto created = LlmEngine::create_with_model(config, std::move(backend.value()), std::move(model.value()),
-                                                blocks.value());
+    auto created = backends::build_engine(config);
     if (!created.ok()) return report_error(created.error());
     single = std::move(created.value());
     single->start();

@@ -12,7 +12,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "runtime/serving_engine.hpp"
+#include "engine/serving_engine.hpp"
 
 namespace troupe::cluster {
 

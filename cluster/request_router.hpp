@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/serving_engine.hpp"
+#include "engine/serving_engine.hpp"
 
 namespace troupe::cluster {
 

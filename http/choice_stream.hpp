@@ -10,7 +10,7 @@
 #include "http/reasoning_parser.hpp"
 #include "http/stop_strings.hpp"
 #include "http/text_codec.hpp"
-#include "runtime/serving_engine.hpp"
+#include "engine/serving_engine.hpp"
 
 namespace troupe::http {
 

@@ -1,8 +1,8 @@
 #pragma once
 // TextCodec over a Hugging Face tokenizer and the model's chat template.
 #include "http/text_codec.hpp"
-#include "runtime/chat_template.hpp"
-#include "runtime/tokenizer.hpp"
+#include "text/chat_template.hpp"
+#include "text/tokenizer.hpp"
 
 namespace troupe::http {
 

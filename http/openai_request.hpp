@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/result.hpp"
-#include "runtime/sampling_params.hpp"
+#include "engine/sampling_params.hpp"
 
 namespace troupe::http {
 

@@ -6,7 +6,7 @@
 #include <deque>
 #include <mutex>
 
-#include "runtime/serving_engine.hpp"
+#include "engine/serving_engine.hpp"
 
 namespace troupe::http {
 

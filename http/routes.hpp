@@ -10,7 +10,7 @@
 #include "http/metrics.hpp"
 #include "http/text_codec.hpp"
 #include "runtime/config.hpp"
-#include "runtime/serving_engine.hpp"
+#include "engine/serving_engine.hpp"
 
 namespace httplib {
 struct Request;

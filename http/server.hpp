@@ -6,7 +6,7 @@
 
 #include "runtime/config.hpp"
 #include "runtime/result.hpp"
-#include "runtime/serving_engine.hpp"
+#include "engine/serving_engine.hpp"
 
 namespace httplib {
 class Server;

@@ -1,6 +1,6 @@
 #pragma once
 // Launchers of the CUDA backend's fp32 kernels (cuda_ops.cu). Raw device pointers, sizes and a
-// stream in; cudaError_t out. The CPU references are CpuBackend's ops (runtime/cpu_backend.cpp),
+// stream in; cudaError_t out. The CPU references are CpuBackend's ops (backends/cpu_backend.cpp),
 // which tests/gpu/cuda_backend_ops_test.cpp compares against op by op.
 #include <cstdint>
 

@@ -1,7 +1,7 @@
 #include <cmath>
 
 #include "kernels/gemv.hpp"
-#include "runtime/dtype.hpp"
+#include "kernels/host_bf16.hpp"
 
 namespace troupe::kernels {
 
@@ -14,7 +14,7 @@ void gemv_bf16_ref(const float* x, const uint16_t* weight, const float* bias, do
       double sum = bias ? double(bias[o]) : 0.0;
       double mag = bias ? std::fabs(double(bias[o])) : 0.0;
       for (int64_t i = 0; i < in_features; ++i) {
-        const double p = double(xt[i]) * double(bf16_to_f32(w[i]));
+        const double p = double(xt[i]) * double(host_bf16_to_f32(w[i]));
         sum += p;
         mag += std::fabs(p);
       }

@@ -1,7 +1,7 @@
 #pragma once
 // One kernel after the fused QKV projection: rotary embedding of q and k, and the K/V cache
 // writes. Replaces rope + write_kv(k) + write_kv(v) (three launches, and a q/k/v split before
-// them). The CPU reference is CpuBackend::qkv_rope_write_kv (runtime/cpu_backend.cpp), with the
+// them). The CPU reference is CpuBackend::qkv_rope_write_kv (backends/cpu_backend.cpp), with the
 // same formula as CpuBackend::rope; tests/gpu/cuda_backend_test.cpp compares the two.
 #include <cstdint>
 

@@ -26,7 +26,7 @@ constexpr size_t kAlign = 256;
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 // A row needs the best-first order when top-k or top-p is on (as Sampler::pick's sorted path).
-__host__ __device__ bool needs_sort(const DeviceSampleRow& r, int64_t vocab) {
+__host__ __device__ bool needs_sort(const SampleRow& r, int64_t vocab) {
   if (r.temperature == 0.0) return false;
   return (r.top_k >= 1 && r.top_k < vocab) || r.top_p < 1.0;
 }
@@ -98,12 +98,12 @@ __device__ int64_t find_crossing(int64_t n, const Weight& weight, double goal, b
 // logits: [rows, vocab]; params: [rows] (device); sorted: [rows, vocab] best-first ids, or null
 // when no row needs them; out: [rows].
 __global__ void __launch_bounds__(kThreads)
-    sample_kernel(const float* logits, int64_t vocab, const DeviceSampleRow* params, const int32_t* sorted,
+    sample_kernel(const float* logits, int64_t vocab, const SampleRow* params, const int32_t* sorted,
                   int32_t* out) {
   __shared__ Shared sh;
   const int64_t row = blockIdx.x;
   const float* x = logits + row * vocab;
-  const DeviceSampleRow p = params[row];
+  const SampleRow p = params[row];
 
   // The maximum and its lowest index (the host's argmax), and the NaN check.
   MaxAt mine{-INFINITY, INT_MAX};
@@ -207,7 +207,7 @@ struct SortPlan {
   size_t temp_bytes = 0;
 };
 
-SortPlan plan_sort(const DeviceSampleRow* rows, int64_t num_rows, int64_t vocab) {
+SortPlan plan_sort(const SampleRow* rows, int64_t num_rows, int64_t vocab) {
   SortPlan plan;
   for (int64_t r = 0; r < num_rows && !plan.any; ++r) plan.any = needs_sort(rows[r], vocab);
   if (!plan.any) return plan;
@@ -222,7 +222,7 @@ SortPlan plan_sort(const DeviceSampleRow* rows, int64_t num_rows, int64_t vocab)
 }
 
 struct Workspace {
-  DeviceSampleRow* params;
+  SampleRow* params;
   uint64_t* keys[2];
   int32_t* ids[2];
   void* temp;
@@ -234,8 +234,8 @@ Workspace carve(uintptr_t base, int64_t num_rows, int64_t vocab, const SortPlan&
   const uintptr_t p = base;
   Workspace w{};
   size_t at = 0;
-  w.params = reinterpret_cast<DeviceSampleRow*>(p + at);
-  at += align_up(size_t(num_rows) * sizeof(DeviceSampleRow));
+  w.params = reinterpret_cast<SampleRow*>(p + at);
+  at += align_up(size_t(num_rows) * sizeof(SampleRow));
   if (plan.any) {
     const size_t n = size_t(plan.chunk_rows * vocab);
     for (auto& k : w.keys) {
@@ -259,12 +259,12 @@ bool bad_sizes(int64_t num_rows, int64_t vocab) {
 
 }  // namespace
 
-size_t sample_workspace_bytes(const DeviceSampleRow* rows, int64_t num_rows, int64_t vocab) {
+size_t sample_workspace_bytes(const SampleRow* rows, int64_t num_rows, int64_t vocab) {
   if (bad_sizes(num_rows, vocab)) return 0;
   return carve(0, num_rows, vocab, plan_sort(rows, num_rows, vocab)).bytes;
 }
 
-cudaError_t launch_sample_f32(const float* logits, const DeviceSampleRow* rows, int64_t num_rows, int64_t vocab,
+cudaError_t launch_sample_f32(const float* logits, const SampleRow* rows, int64_t num_rows, int64_t vocab,
                               int32_t* out, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (num_rows == 0) return cudaSuccess;
   if (bad_sizes(num_rows, vocab) || rows == nullptr || workspace == nullptr) return cudaErrorInvalidValue;
@@ -272,7 +272,7 @@ cudaError_t launch_sample_f32(const float* logits, const DeviceSampleRow* rows, 
   if (plan.any && plan.temp_bytes == 0) return cudaErrorInvalidValue;
   const Workspace w = carve(reinterpret_cast<uintptr_t>(workspace), num_rows, vocab, plan);
   if (workspace_bytes < w.bytes) return cudaErrorInvalidValue;
-  cudaError_t err = cudaMemcpyAsync(w.params, rows, size_t(num_rows) * sizeof(DeviceSampleRow),
+  cudaError_t err = cudaMemcpyAsync(w.params, rows, size_t(num_rows) * sizeof(SampleRow),
                                     cudaMemcpyHostToDevice, stream);
   if (err != cudaSuccess) return err;
   if (!plan.any) {

@@ -8,17 +8,25 @@
 
 #include <cuda_runtime_api.h>
 
-#include "runtime/device_sampling.hpp"
-
 namespace troupe::kernels {
 
+// One row's filters and the uniform the host drew for it (the fields of the engine's
+// SampleRow, which the backend copies into this struct).
+struct SampleRow {
+  double temperature = 1.0;  // 0: greedy (argmax, first index on ties)
+  int64_t top_k = -1;        // -1 or 0: off
+  double top_p = 1.0;        // (0, 1]
+  double min_p = 0.0;        // [0, 1]
+  double uniform = 0.0;      // [0, 1): picks the token by inverse CDF
+};
+
 // Device workspace bytes launch_sample_f32 needs for these rows (host array) over `vocab` logits.
-size_t sample_workspace_bytes(const DeviceSampleRow* rows, int64_t num_rows, int64_t vocab);
+size_t sample_workspace_bytes(const SampleRow* rows, int64_t num_rows, int64_t vocab);
 
 // out[r] = the sampled token of row r, or -1 when the row has a NaN or no finite maximum.
 // logits: [num_rows, vocab] fp32 on the device; rows: [num_rows] in host memory; out: [num_rows]
 // on the device; workspace: at least sample_workspace_bytes(rows, num_rows, vocab) device bytes.
-cudaError_t launch_sample_f32(const float* logits, const DeviceSampleRow* rows, int64_t num_rows, int64_t vocab,
+cudaError_t launch_sample_f32(const float* logits, const SampleRow* rows, int64_t num_rows, int64_t vocab,
                               int32_t* out, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace troupe::kernels

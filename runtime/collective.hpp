@@ -2,7 +2,7 @@
 // The ranks of one tensor-parallel group summing partial results: after a row-parallel linear
 // (o_proj, down_proj) each rank holds a partial [num_tokens, hidden] that all must add up.
 // Implementations: ThreadCollective (ranks are threads of one process, host memory; the CPU
-// backend and tests) and kernels::NcclCollective (one GPU per rank, NCCL all-reduce).
+// backend and tests) and cuda::NcclCollective (one GPU per rank, NCCL all-reduce).
 #include <cstdint>
 #include <string>
 

@@ -55,11 +55,11 @@ class Model {
                                  LogitsMode mode = LogitsMode::last_token) = 0;
 
   // Whether a step of this model may be recorded and replayed as a step graph
-  // (runtime/graphed_model.hpp): its forward touches only its backend, no other process or thread.
+  // (backends/graphed_model.hpp): its forward touches only its backend, no other process or thread.
   virtual bool supports_step_graphs() const { return false; }
 
   // Makes this model one rank of a tensor-parallel group (its weights are that rank's shard; see
-  // runtime/tensor_parallel.hpp): forward sums the row-parallel outputs through `collective`.
+  // models/tensor_parallel.hpp): forward sums the row-parallel outputs through `collective`.
   virtual Status set_tensor_parallel(Collective* collective) {
     (void)collective;
     return make_error(ErrorCode::unsupported, "this model does not support tensor parallelism");

@@ -10,13 +10,14 @@
 #include <cstring>
 #include <random>
 
-#include "kernels/cuda_backend.hpp"
+#include "backends/cuda/cuda_backend.hpp"
 #include "kernels/gemv.hpp"
-#include "runtime/cpu_backend.hpp"
+#include "backends/cpu_backend.hpp"
 #include "runtime/dtype.hpp"
 #include "tests/gpu/gpu_test_support.hpp"
 
-namespace troupe::kernels {
+namespace troupe::cuda {
+using namespace kernels;
 namespace {
 
 // bf16 keeps 8 significant bits: one unit in the last place of v is 2^(floor(log2 |v|) - 7), between
@@ -279,4 +280,4 @@ TEST(GemvKernelBf16X, DecodeShapesMisalignedActivationsAndBadSizes) {
 }
 
 }  // namespace
-}  // namespace troupe::kernels
+}  // namespace troupe::cuda

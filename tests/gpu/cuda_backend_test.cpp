@@ -15,18 +15,19 @@
 
 #include "kernels/attention_decode.hpp"
 #include "kernels/attention_prefill.hpp"
-#include "kernels/cuda_backend.hpp"
+#include "backends/cuda/cuda_backend.hpp"
 #include "kernels/gemv.hpp"
 #include "runtime/attention_metadata.hpp"
-#include "runtime/cpu_backend.hpp"
-#include "runtime/model_loader.hpp"
-#include "runtime/model_runner.hpp"
+#include "backends/cpu_backend.hpp"
+#include "models/model_loader.hpp"
+#include "engine/model_runner.hpp"
 #include "runtime/safetensors_file.hpp"
-#include "runtime/sampler.hpp"
+#include "engine/sampler.hpp"
 #include "tests/gpu/gpu_test_support.hpp"
 #include "tests/gpu/paged_kv_inputs.hpp"
 
-namespace troupe::kernels {
+namespace troupe::cuda {
+using namespace kernels;
 namespace {
 
 namespace fs = std::filesystem;
@@ -779,4 +780,4 @@ TEST_F(CudaBackendOps, QkvRopeWriteKvMatchesCpu) {
 }
 
 }  // namespace
-}  // namespace troupe::kernels
+}  // namespace troupe::cuda

@@ -5,11 +5,11 @@
 #include <cstdlib>
 #include <string>
 
-#include "kernels/device_info.hpp"
+#include "backends/cuda/device_info.hpp"
 
 #define TROUPE_REQUIRE_GPU()                                                    \
   do {                                                                          \
-    const auto troupe_devices_ = troupe::kernels::query_devices();             \
+    const auto troupe_devices_ = troupe::cuda::query_devices();             \
     if (troupe_devices_.num_devices == 0) GTEST_SKIP() << troupe_devices_.why_none; \
   } while (0)
 

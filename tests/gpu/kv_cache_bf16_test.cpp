@@ -10,16 +10,16 @@
 #include <cstring>
 #include <random>
 
-#include "kernels/cuda_backend.hpp"
+#include "backends/cuda/cuda_backend.hpp"
 #include "runtime/attention_metadata.hpp"
-#include "runtime/cpu_backend.hpp"
+#include "backends/cpu_backend.hpp"
 #include "runtime/dtype.hpp"
 #include "runtime/forward_batch.hpp"
 #include "runtime/kv_cache.hpp"
 #include "tests/gpu/gpu_test_support.hpp"
 #include "tests/gpu/paged_kv_inputs.hpp"
 
-namespace troupe::kernels {
+namespace troupe::cuda {
 namespace {
 
 std::unique_ptr<CudaBackend> make_gpu(DType weights) {
@@ -294,4 +294,4 @@ TEST(KvCacheBf16, AttentionMatchesCpuOnRoundedCache) {
 }
 
 }  // namespace
-}  // namespace troupe::kernels
+}  // namespace troupe::cuda

@@ -7,11 +7,11 @@
 #include <random>
 #include <vector>
 
-#include "kernels/cuda_backend.hpp"
+#include "backends/cuda/cuda_backend.hpp"
 #include "runtime/dtype.hpp"
 #include "tests/gpu/gpu_test_support.hpp"
 
-namespace troupe::kernels {
+namespace troupe::cuda {
 namespace {
 
 float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
@@ -112,4 +112,4 @@ TEST(CudaMlp, DecodeAndPrefillPathsMatchAnFp64Reference) {
 }
 
 }  // namespace
-}  // namespace troupe::kernels
+}  // namespace troupe::cuda

@@ -14,7 +14,7 @@
 #include "runtime/attention_metadata.hpp"
 #include "runtime/tensor.hpp"
 
-namespace troupe::kernels {
+namespace troupe::cuda {
 
 struct PagedKv {
   std::vector<float> k, v;                // [num_blocks, block_size, num_kv_heads, head_dim]
@@ -86,4 +86,4 @@ constexpr double kAttentionF32Tolerance = 1e-4;
 // <= 2^-9 each): scores move by ~2^-9 * |q||k| * scale, outputs by a few 2^-9 of their scale.
 constexpr double kAttentionBf16Tolerance = 2e-2;
 
-}  // namespace troupe::kernels
+}  // namespace troupe::cuda

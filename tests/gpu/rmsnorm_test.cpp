@@ -7,7 +7,8 @@
 #include "kernels/rmsnorm.hpp"
 #include "tests/gpu/gpu_test_support.hpp"
 
-namespace troupe::kernels {
+namespace troupe::cuda {
+using namespace kernels;
 namespace {
 
 // The kernel against its CPU reference on awkward sizes; outputs are poisoned with NaN first.
@@ -50,4 +51,4 @@ TEST(RmsNormKernel, RejectsBadSizes) {
 }
 
 }  // namespace
-}  // namespace troupe::kernels
+}  // namespace troupe::cuda

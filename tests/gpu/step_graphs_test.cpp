@@ -9,13 +9,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/cuda_backend.hpp"
-#include "runtime/graphed_model.hpp"
-#include "runtime/model_loader.hpp"
-#include "runtime/model_runner.hpp"
+#include "backends/cuda/cuda_backend.hpp"
+#include "backends/graphed_model.hpp"
+#include "models/model_loader.hpp"
+#include "engine/model_runner.hpp"
 #include "tests/gpu/gpu_test_support.hpp"
 
-namespace troupe::kernels {
+namespace troupe::cuda {
 namespace {
 
 namespace fs = std::filesystem;
@@ -130,4 +130,4 @@ TEST(StepGraphs, GreedyTokensThroughGraphsMatchTransformers) {
 }
 
 }  // namespace
-}  // namespace troupe::kernels
+}  // namespace troupe::cuda

@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/serving_engine.hpp"
+#include "engine/serving_engine.hpp"
 
 namespace troupe::testing {
 

@@ -14,7 +14,8 @@
 
 #include "http/hf_text_codec.hpp"
 #include "http/server.hpp"
-#include "runtime/llm_engine.hpp"
+#include "backends/build_engine.hpp"
+#include "engine/llm_engine.hpp"
 #include "tests/http/test_server.hpp"
 
 namespace troupe::testing {
@@ -31,7 +32,7 @@ class RealEngineServer {
     config_.num_threads = 2;
     config_.num_kv_blocks = 512;
     config_.max_num_seqs = 64;
-    auto engine = LlmEngine::create(config_);
+    auto engine = backends::build_engine(config_);
     EXPECT_TRUE(engine.ok()) << engine.error().message;
     engine_ = std::move(engine.value());
     engine_->start();

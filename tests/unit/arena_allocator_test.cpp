@@ -1,11 +1,11 @@
-#include "kernels/arena_allocator.hpp"
+#include "backends/cuda/arena_allocator.hpp"
 
 #include <gtest/gtest.h>
 
 #include <random>
 #include <vector>
 
-namespace troupe::kernels {
+namespace troupe::cuda {
 namespace {
 
 constexpr size_t kA = ArenaAllocator::kAlignment;
@@ -66,4 +66,4 @@ TEST(ArenaAllocator, RandomTrafficNeverOverlapsAndAccountsExactly) {
 }
 
 }  // namespace
-}  // namespace troupe::kernels
+}  // namespace troupe::cuda

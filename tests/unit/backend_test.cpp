@@ -5,8 +5,8 @@
 #include <numbers>
 #include <random>
 
-#include "runtime/cpu_backend.hpp"
-#include "runtime/rope.hpp"
+#include "backends/cpu_backend.hpp"
+#include "models/rope.hpp"
 
 namespace troupe {
 namespace {

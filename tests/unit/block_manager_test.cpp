@@ -2,7 +2,7 @@
 
 #include <set>
 
-#include "runtime/block_manager.hpp"
+#include "engine/block_manager.hpp"
 
 namespace troupe {
 namespace {

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/chat_template.hpp"
+#include "text/chat_template.hpp"
 
 namespace troupe {
 namespace {

@@ -7,12 +7,13 @@
 #include <unistd.h>
 #include <vector>
 
-#include "runtime/cpu_backend.hpp"
+#include "backends/cpu_backend.hpp"
 #include "runtime/config.hpp"
-#include "runtime/dummy_weights.hpp"
-#include "runtime/llm_engine.hpp"
+#include "models/dummy_weights.hpp"
+#include "backends/build_engine.hpp"
+#include "engine/llm_engine.hpp"
 #include "runtime/model_config.hpp"
-#include "runtime/model_loader.hpp"
+#include "models/model_loader.hpp"
 
 namespace troupe {
 namespace {
@@ -106,9 +107,9 @@ TEST(DummyWeights, EngineLoadsAFolderWithOnlyConfigJson) {
   config.num_kv_blocks = 8;
   config.block_size = 4;
   config.load_format = "auto";
-  EXPECT_FALSE(LlmEngine::create(config).ok());  // no safetensors in the folder
+  EXPECT_FALSE(backends::build_engine(config).ok());  // no safetensors in the folder
   config.load_format = "dummy";
-  auto engine = LlmEngine::create(config);
+  auto engine = backends::build_engine(config);
   EXPECT_TRUE(engine.ok()) << (engine.ok() ? "" : engine.error().message);
   fs::remove_all(dir);
 }

@@ -7,8 +7,8 @@
 #include <map>
 #include <random>
 
-#include "runtime/attention.hpp"
-#include "runtime/cpu_backend.hpp"
+#include "models/attention.hpp"
+#include "backends/cpu_backend.hpp"
 #include "tests/unit/tiny_model_support.hpp"
 
 namespace troupe {

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "runtime/backend.hpp"
-#include "runtime/cpu_backend.hpp"
+#include "backends/cpu_backend.hpp"
 
 namespace troupe {
 

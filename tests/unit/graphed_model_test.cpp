@@ -1,7 +1,7 @@
 // GraphedModel on the CPU: a backend that claims step graphs (and runs every op eagerly) shows
 // that padded decode steps give the wrapped model's logits, which steps get a graph, and that a
 // failed recording falls back to an eager step.
-#include "runtime/graphed_model.hpp"
+#include "backends/graphed_model.hpp"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include <set>
 
 #include "runtime/attention_metadata.hpp"
-#include "runtime/model_loader.hpp"
+#include "models/model_loader.hpp"
 #include "tests/unit/graph_claiming_backend.hpp"
 
 namespace troupe {

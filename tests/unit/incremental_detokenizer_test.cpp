@@ -4,8 +4,8 @@
 
 #include <random>
 
-#include "runtime/byte_level.hpp"
-#include "runtime/utf8.hpp"
+#include "text/byte_level.hpp"
+#include "text/utf8.hpp"
 #include "tokenizer_test_support.hpp"
 
 namespace troupe {

@@ -5,7 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/jinja_interpreter.hpp"
+#include "text/jinja_interpreter.hpp"
 
 namespace troupe::jinja {
 namespace {

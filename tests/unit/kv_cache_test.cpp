@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/attention_metadata.hpp"
-#include "runtime/cpu_backend.hpp"
+#include "backends/cpu_backend.hpp"
 #include "runtime/kv_cache.hpp"
 
 namespace troupe {

@@ -11,9 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/cpu_backend.hpp"
-#include "runtime/model_loader.hpp"
-#include "runtime/model_runner.hpp"
+#include "backends/cpu_backend.hpp"
+#include "models/model_loader.hpp"
+#include "engine/model_runner.hpp"
 #include "runtime/safetensors_file.hpp"
 #include "tests/unit/fixture_oracle.hpp"
 

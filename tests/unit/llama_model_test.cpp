@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "runtime/cpu_backend.hpp"
-#include "runtime/llama_model.hpp"
+#include "backends/cpu_backend.hpp"
+#include "models/llama_model.hpp"
 #include "tests/unit/tiny_model_support.hpp"
 
 namespace troupe {

@@ -9,7 +9,8 @@
 #include <random>
 #include <thread>
 
-#include "runtime/llm_engine.hpp"
+#include "backends/build_engine.hpp"
+#include "engine/llm_engine.hpp"
 #include "tests/unit/graph_claiming_backend.hpp"
 
 namespace troupe {
@@ -47,7 +48,7 @@ std::unique_ptr<LlmEngine> make_engine(int64_t num_kv_blocks, int64_t max_num_ba
   config.num_kv_blocks = num_kv_blocks;
   config.block_size = 4;
   config.max_num_batched_tokens = max_num_batched_tokens;
-  auto engine = LlmEngine::create(config, std::move(backend));
+  auto engine = backends::build_engine(config, std::move(backend));
   EXPECT_TRUE(engine.ok()) << engine.error().message;
   (*engine)->start();
   return std::move(engine.value());

@@ -6,12 +6,13 @@
 #include <thread>
 
 #include "cluster/request_router.hpp"
-#include "cluster/stage_host.hpp"
-#include "cluster/stage_plan.hpp"
-#include "cluster/step_codec.hpp"
-#include "runtime/cpu_backend.hpp"
-#include "runtime/llm_engine.hpp"
-#include "runtime/model_loader.hpp"
+#include "pipeline/stage_host.hpp"
+#include "pipeline/stage_plan.hpp"
+#include "pipeline/step_codec.hpp"
+#include "backends/cpu_backend.hpp"
+#include "backends/build_engine.hpp"
+#include "engine/llm_engine.hpp"
+#include "models/model_loader.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -276,7 +277,7 @@ TEST(StageHosts, TwoStagesOverLoopbackUcxGenerateWhatTheWholeModelDoes) {
   local.num_threads = 1;
   local.num_kv_blocks = 64;
   local.model = kTinyModel;
-  auto whole = LlmEngine::create(local);
+  auto whole = backends::build_engine(local);
   ASSERT_TRUE(whole.ok()) << whole.error().message;
   (*whole)->start();
 

@@ -9,8 +9,8 @@
 #include <numeric>
 #include <random>
 
-#include "runtime/cpu_backend.hpp"
-#include "runtime/rope.hpp"
+#include "backends/cpu_backend.hpp"
+#include "models/rope.hpp"
 
 namespace troupe {
 namespace {

@@ -5,7 +5,7 @@
 #include <random>
 #include <vector>
 
-#include "runtime/sampler.hpp"
+#include "engine/sampler.hpp"
 
 namespace troupe {
 namespace {

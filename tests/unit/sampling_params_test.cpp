@@ -3,7 +3,7 @@
 #include <cmath>
 #include <limits>
 
-#include "runtime/sampling_params.hpp"
+#include "engine/sampling_params.hpp"
 
 namespace troupe {
 namespace {

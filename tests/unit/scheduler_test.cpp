@@ -4,7 +4,7 @@
 #include <random>
 #include <set>
 
-#include "runtime/scheduler.hpp"
+#include "engine/scheduler.hpp"
 
 namespace troupe {
 namespace {

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "cluster/tensor_channel.hpp"
+#include "pipeline/tensor_channel.hpp"
 
 namespace troupe {
 namespace {

@@ -6,12 +6,12 @@
 #include <cstdio>
 #include <thread>
 
-#include "kernels/stage_model_factory.hpp"
-#include "runtime/cpu_backend.hpp"
+#include "backends/stage_model_factory.hpp"
+#include "backends/cpu_backend.hpp"
 #include "runtime/model_config.hpp"
-#include "runtime/model_runner.hpp"
+#include "engine/model_runner.hpp"
 #include "runtime/safetensors_file.hpp"
-#include "runtime/tensor_parallel.hpp"
+#include "models/tensor_parallel.hpp"
 #include "runtime/thread_collective.hpp"
 #include "tests/unit/fixture_oracle.hpp"
 
@@ -35,7 +35,7 @@ TEST(TensorParallel, ShardsMatchTheTransformersOracle) {
       config.num_threads = size;
       config.device = "cpu";
       CpuBackend rank0(1);
-      auto model = kernels::load_stage_model(config, rank0);
+      auto model = backends::load_stage_model(config, rank0);
       ASSERT_TRUE(model.ok()) << model.error().message;
       const int64_t vocab = full->vocab_size;
       float max_diff = 0.0f;

@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/tokenizer.hpp"
+#include "text/tokenizer.hpp"
 
 namespace troupe {
 namespace {

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/tokenizer.hpp"
+#include "text/tokenizer.hpp"
 
 namespace troupe::testing {
 

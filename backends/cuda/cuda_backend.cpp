@@ -1,0 +1,596 @@
+#include "backends/cuda/cuda_backend.hpp"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/dtype.hpp"
+
+#include "kernels/attention_decode.hpp"
+#include "kernels/attention_prefill.hpp"
+#include "kernels/cuda_ops.hpp"
+#include "kernels/gemv.hpp"
+#include "kernels/mlp_activation.hpp"
+#include "kernels/qkv_rope.hpp"
+#include "kernels/rmsnorm.hpp"
+#include "kernels/sampling.hpp"
+#include "runtime/logging.hpp"
+
+namespace troupe::cuda {
+using namespace kernels;  // the launchers this room wraps
+namespace {
+
+// Stream-ordered allocation on the default stream: the driver's memory pool caches freed blocks,
+// so the many per-step temporaries neither synchronize nor go back to the driver.
+void free_device(void* p) { free_pool_bytes(p); }
+
+cublasHandle_t handle(void* p) { return static_cast<cublasHandle_t>(p); }
+
+}  // namespace
+
+Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType weight_dtype) {
+  if (weight_dtype != DType::f32 && weight_dtype != DType::bf16)
+    return make_error(ErrorCode::unsupported, "the CUDA backend keeps weights in float32 or bfloat16");
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
+    return make_error(ErrorCode::unavailable, "--device cuda: no usable CUDA device");
+  if (device_index < 0 || device_index >= count)
+    return make_error(ErrorCode::invalid_argument, "CUDA device " + std::to_string(device_index) + " does not exist (" +
+                                                       std::to_string(count) + " present)");
+  if (cudaError_t err = cudaSetDevice(device_index); err != cudaSuccess)
+    return make_error(ErrorCode::unavailable, std::string("cudaSetDevice: ") + cudaGetErrorString(err));
+  std::unique_ptr<CudaBackend> backend(new CudaBackend());
+  backend->device_index_ = device_index;
+  backend->weight_dtype_ = weight_dtype;
+  backend->tensor_core_attention_ = weight_dtype == DType::bf16;
+  if (cudaDeviceGetAttribute(&backend->num_sms_, cudaDevAttrMultiProcessorCount, device_index) != cudaSuccess)
+    backend->num_sms_ = 1;
+  cublasHandle_t h = nullptr;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return make_error(ErrorCode::unavailable, "cublasCreate failed");
+  // fp32 weights: exact fp32 products, no TF32 (the CPU reference and the oracle are fp32).
+  // bf16 weights: the default mode, which uses tensor cores for bf16 inputs.
+  cublasSetMathMode(h, weight_dtype == DType::bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH);
+  backend->cublas_ = h;
+  cudaStream_t stream = nullptr;
+  if (cudaStreamCreate(&stream) != cudaSuccess) return make_error(ErrorCode::unavailable, "cudaStreamCreate failed");
+  backend->stream_ = stream;
+  cublasSetStream(h, stream);
+  constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+  if (cudaMalloc(&backend->cublas_workspace_, kCublasWorkspaceBytes) == cudaSuccess) {
+    cublasSetWorkspace(h, backend->cublas_workspace_, kCublasWorkspaceBytes);
+  } else {
+    cudaGetLastError();
+    backend->cublas_workspace_ = nullptr;
+  }
+  // Keep freed memory in the pool instead of returning it at every synchronization.
+  cudaMemPool_t pool = nullptr;
+  if (cudaDeviceGetDefaultMemPool(&pool, device_index) == cudaSuccess) {
+    uint64_t threshold = UINT64_MAX;
+    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold);
+  }
+  return backend;
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (cublas_) cublasDestroy(handle(cublas_));
+  if (cublas_workspace_) cudaFree(cublas_workspace_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+Result<GraphPhase> CudaBackend::begin_graph(int64_t key) {
+  if (!error_.empty()) return make_error(ErrorCode::unavailable, "step graph: an earlier CUDA error is pending");
+  return graphs_.begin(key, stream_);
+}
+
+Status CudaBackend::end_graph(bool launch) { return graphs_.end(launch, stream_); }
+
+void CudaBackend::check(int status, const char* what) {
+  if (status != 0 && in_graph()) {
+    cudaGetLastError();
+    graphs_.fail(std::string(what) + " failed: " + cudaGetErrorString(cudaError_t(status)));
+    return;
+  }
+  if (status != 0 && error_.empty()) {
+    error_ = std::string(what) + " failed: " + cudaGetErrorString(cudaError_t(status));
+    log::get("cuda")->error("{}", error_);
+  }
+}
+
+void CudaBackend::check_cublas(int status) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  const std::string what = "cuBLAS GEMM failed with status " + std::to_string(status);
+  if (in_graph()) {
+    graphs_.fail(what);
+  } else if (error_.empty()) {
+    error_ = what;
+    log::get("cuda")->error("{}", error_);
+  }
+}
+
+std::string CudaBackend::take_error() {
+  std::string e;
+  std::swap(e, error_);
+  return e;
+}
+
+bool CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) const {
+  return cudaMemGetInfo(free_bytes, total_bytes) == cudaSuccess;
+}
+
+Tensor CudaBackend::empty(DType dtype, std::vector<int64_t> shape) {
+  if (in_graph()) return graphs_.forward_tensor(dtype, std::move(shape));
+  return device_tensor(dtype, std::move(shape));
+}
+
+Tensor CudaBackend::scratch(DType dtype, std::vector<int64_t> shape) {
+  if (in_graph()) return graphs_.op_tensor(dtype, std::move(shape));
+  return device_tensor(dtype, std::move(shape));
+}
+
+Tensor CudaBackend::device_tensor(DType dtype, std::vector<int64_t> shape) {
+  auto storage = std::make_shared<Storage>();
+  storage->nbytes = size_t(numel_of(shape)) * dtype_size(dtype);
+  storage->device = Device::cuda;
+  if (cudaMallocAsync(&storage->data, storage->nbytes == 0 ? 16 : storage->nbytes, nullptr) != cudaSuccess) {
+    check(cudaErrorMemoryAllocation, "cudaMalloc");
+    throw std::bad_alloc();
+  }
+  storage->deleter = free_device;
+  return Tensor::wrap(std::move(storage), dtype, std::move(shape));
+}
+
+Tensor CudaBackend::on_device(const Tensor& t) {
+  if (!t.defined() || t.device() == Device::cuda) return t;
+  if (in_graph()) return graphs_.upload(t, stream_);
+  Tensor d = device_tensor(t.dtype(), t.shape());
+  // From pageable memory: returns once the bytes are staged, so `t` may go right after.
+  check(cudaMemcpyAsync(d.raw(), t.raw(), t.nbytes(), cudaMemcpyHostToDevice, stream_), "upload");
+  return d;
+}
+
+Result<Tensor> CudaBackend::upload_weight(const Tensor& host) {
+  Tensor source = host.device() == Device::cuda ? to_host(host) : host;
+  std::vector<float> values(size_t(source.numel()));
+  if (!convert_to_f32(source.dtype(), source.raw(), values.size(), values.data()))
+    return make_error(ErrorCode::unsupported, std::string("weights of dtype ") + std::string(dtype_name(source.dtype())) +
+                                                  " cannot be computed in fp32");
+  if (weight_dtype_ == DType::bf16 && source.dim() == 2) {
+    std::vector<uint16_t> bits(values.size());
+    for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
+    Tensor d = device_tensor(DType::bf16, source.shape());
+    if (cudaMemcpy(d.raw(), bits.data(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
+      return make_error(ErrorCode::out_of_resources, "uploading a weight to the GPU failed");
+    return d;
+  }
+  Tensor d = device_tensor(DType::f32, source.shape());
+  if (cudaMemcpy(d.raw(), values.data(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
+    return make_error(ErrorCode::out_of_resources, "uploading a weight to the GPU failed");
+  return d;
+}
+
+Result<KvCache> CudaBackend::create_kv_cache(const KvCacheSpec& spec) {
+  if (spec.num_blocks <= 0 || spec.block_size <= 0 || spec.num_layers <= 0)
+    return make_error(ErrorCode::invalid_argument, "KV cache: blocks, block size and layers must be positive");
+  if (spec.dtype != DType::f32 && spec.dtype != DType::bf16)
+    return make_error(ErrorCode::invalid_argument, "KV cache: dtype " + std::string(dtype_name(spec.dtype)) +
+                                                       " is not supported on CUDA (f32 or bf16)");
+  std::vector<Tensor> tensors;
+  for (int64_t layer = 0; layer < spec.num_layers; ++layer) {
+    for (const auto& c : spec.components) {
+      Tensor t = device_tensor(spec.dtype, {spec.num_blocks, spec.block_size, c.num_heads, c.head_dim});
+      cudaMemset(t.raw(), 0, t.nbytes());
+      tensors.push_back(std::move(t));
+    }
+  }
+  return KvCache::wrap(spec, std::move(tensors));
+}
+
+AttentionMetadata CudaBackend::upload_metadata(AttentionMetadata host) {
+  std::vector<int32_t> seq_of_token(size_t(host.num_tokens));
+  const int32_t* starts = host.query_start.data<int32_t>();
+  for (int64_t s = 0; s < host.num_seqs; ++s)
+    for (int32_t t = starts[s]; t < starts[s + 1]; ++t) seq_of_token[size_t(t)] = int32_t(s);
+  seq_of_token_ = on_device(Tensor::from_i32(seq_of_token, {host.num_tokens}));
+  query_start_host_.assign(starts, starts + host.num_seqs + 1);
+  const int32_t* context_lens = host.context_lens.data<int32_t>();
+  context_lens_host_.assign(context_lens, context_lens + host.num_seqs);
+  plan_tokens_per_tile_ = 0;
+  host.positions = on_device(host.positions);
+  host.slot_mapping = on_device(host.slot_mapping);
+  host.query_start = on_device(host.query_start);
+  host.context_lens = on_device(host.context_lens);
+  host.block_tables = on_device(host.block_tables);
+  return host;
+}
+
+void CudaBackend::bind_thread() { check(cudaSetDevice(device_index_), "cudaSetDevice"); }
+
+Tensor CudaBackend::to_host(const Tensor& t) {
+  if (!t.defined() || t.device() == Device::cpu) return t;
+  Tensor h = Tensor::empty(t.dtype(), t.shape());
+  check(cudaMemcpy(h.raw(), t.raw(), t.nbytes(), cudaMemcpyDeviceToHost), "download");
+  return h;
+}
+
+void CudaBackend::embedding(const Tensor& ids, const Tensor& table, Tensor out) {
+  Tensor d_ids = on_device(ids);
+  if (replaying()) return;
+  if (table.dtype() == DType::bf16) {
+    check(launch_embedding_bf16(d_ids.data<int32_t>(), table.data<uint16_t>(), out.data<float>(), ids.numel(),
+                                table.size(1), stream()),
+          "embedding");
+    return;
+  }
+  check(launch_embedding_f32(d_ids.data<int32_t>(), table.data<float>(), out.data<float>(), ids.numel(),
+                             table.size(1), stream()),
+        "embedding");
+}
+
+void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) {
+  Tensor dx = on_device(x);
+  if (replaying()) return;
+  const int64_t hidden = weight.numel();
+  if (out.dtype() == DType::bf16) {
+    check(launch_rmsnorm_f32_to_bf16(dx.data<float>(), weight.data<float>(), out.data<uint16_t>(), dx.numel() / hidden,
+                                     hidden, eps, stream()),
+          "rmsnorm");
+    return;
+  }
+  check(launch_rmsnorm_f32(dx.data<float>(), weight.data<float>(), out.data<float>(), dx.numel() / hidden, hidden,
+                           eps, stream()),
+        "rmsnorm");
+}
+
+void CudaBackend::add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) {
+  Tensor dx = on_device(x);
+  if (replaying()) return;
+  const int64_t hidden = weight.numel();
+  if (out.dtype() == DType::bf16) {
+    check(launch_add_rmsnorm_f32_to_bf16(residual.data<float>(), dx.data<float>(), weight.data<float>(),
+                                         out.data<uint16_t>(), residual.numel() / hidden, hidden, eps, stream()),
+          "add_rmsnorm");
+    return;
+  }
+  check(launch_add_rmsnorm_f32(residual.data<float>(), dx.data<float>(), weight.data<float>(), out.data<float>(),
+                               residual.numel() / hidden, hidden, eps, stream()),
+        "add_rmsnorm");
+}
+
+void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) {
+  Tensor dx = on_device(x);
+  if (replaying()) return;
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const int64_t n = dx.numel() / in_features;
+  if (n == 0) return;
+  if (dx.dtype() == DType::bf16) {
+    linear_bf16_x(dx, weight, bias, out);
+    return;
+  }
+  if (weight.dtype() == DType::bf16 && n <= kGemvMaxTokens) {
+    // Decode-sized batches: one pass over the bf16 weights, fp32 activations, bias fused.
+    check(launch_gemv_bf16(dx.data<float>(), weight.data<uint16_t>(), bias.defined() ? bias.data<float>() : nullptr,
+                           out.data<float>(), n, out_features, in_features, stream()),
+          "gemv_bf16");
+    return;
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st;
+  if (weight.dtype() == DType::bf16) {
+    // bf16 x bf16 -> fp32 with fp32 accumulation; the activations are rounded to bf16 first.
+    Tensor x16 = scratch(DType::bf16, {n, in_features});
+    check(launch_f32_to_bf16(dx.data<float>(), x16.data<uint16_t>(), n * in_features, stream()), "f32_to_bf16");
+    st = cublasGemmEx(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n), int(in_features), &alpha,
+                      weight.raw(), CUDA_R_16BF, int(in_features), x16.raw(), CUDA_R_16BF, int(in_features), &beta,
+                      out.raw(), CUDA_R_32F, int(out_features), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  } else {
+  // Row-major out[n, out] = x[n, in] @ W[out, in]^T is column-major out^T = W^T(op T) x^T.
+  st = cublasSgemm(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n),
+                                  int(in_features), &alpha, weight.data<float>(), int(in_features),
+                                  dx.data<float>(), int(in_features), &beta, out.data<float>(), int(out_features));
+  }
+  check_cublas(int(st));
+  if (bias.defined())
+    check(launch_add_bias_f32(out.data<float>(), bias.data<float>(), n, out_features, stream()), "add_bias");
+}
+
+// x already bf16 (matmul_input_dtype): the GEMV reads it directly, cuBLAS takes it as is.
+void CudaBackend::linear_bf16_x(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) {
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const int64_t n = x.numel() / in_features;
+  if (weight.dtype() != DType::bf16) {
+    if (error_.empty()) {
+      error_ = "linear: bf16 activations need a bf16 weight, not " + std::string(dtype_name(weight.dtype()));
+      log::get("cuda")->error("{}", error_);
+    }
+    return;
+  }
+  if (n <= kGemvMaxTokens) {
+    const float* b = bias.defined() ? bias.data<float>() : nullptr;
+    check(launch_gemv_bf16_x16(x.data<uint16_t>(), weight.data<uint16_t>(), b, out.data<float>(), n, out_features,
+                               in_features, stream()),
+          "gemv_bf16");
+    return;
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  const cublasStatus_t st = cublasGemmEx(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n),
+                                         int(in_features), &alpha, weight.raw(), CUDA_R_16BF, int(in_features), x.raw(),
+                                         CUDA_R_16BF, int(in_features), &beta, out.raw(), CUDA_R_32F,
+                                         int(out_features), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  check_cublas(int(st));
+  if (bias.defined())
+    check(launch_add_bias_f32(out.data<float>(), bias.data<float>(), n, out_features, stream()), "add_bias");
+}
+
+void CudaBackend::rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) {
+  Tensor d_pos = on_device(positions);
+  if (replaying()) return;
+  const int64_t n = positions.numel(), head_dim = q.size(-1);
+  check(launch_rope_f32(q.data<float>(), k.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(), n,
+                        q.numel() / (n * head_dim), k.numel() / (n * head_dim), head_dim, inv_freq.numel(), stream()),
+        "rope");
+}
+
+void CudaBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) {
+  Tensor d_slots = on_device(slot_mapping);
+  if (replaying()) return;
+  const int64_t n = slot_mapping.numel();
+  if (n == 0) return;
+  if (cache_component.dtype() == DType::bf16) {
+    check(launch_write_kv_f32(cache_component.data<uint16_t>(), x.data<float>(), d_slots.data<int32_t>(), n,
+                              x.numel() / n, stream()),
+          "write_kv");
+    return;
+  }
+  check(launch_write_kv_f32(cache_component.data<float>(), x.data<float>(), d_slots.data<int32_t>(), n, x.numel() / n,
+                            stream()),
+        "write_kv");
+}
+
+void CudaBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
+                                    const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) {
+  const int64_t n = q_out.size(0);
+  if (n == 0) return;
+  Tensor d_pos = on_device(positions), d_slots = on_device(slot_mapping);
+  if (replaying()) return;
+  if (k_cache.dtype() != v_cache.dtype() || (k_cache.dtype() != DType::f32 && k_cache.dtype() != DType::bf16)) {
+    check(cudaErrorInvalidValue, "qkv_rope_write_kv (K and V caches must both be f32 or both bf16)");
+    return;
+  }
+  auto run = [&](auto* k, auto* v) {
+    check(launch_qkv_rope_write_kv_f32(qkv.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(),
+                                       d_slots.data<int32_t>(), k, v, q_out.data<float>(), n, q_out.size(1),
+                                       k_cache.size(2), q_out.size(2), inv_freq.numel(), stream()),
+          "qkv_rope_write_kv");
+  };
+  if (k_cache.dtype() == DType::bf16) {
+    run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
+  } else {
+    run(k_cache.data<float>(), v_cache.data<float>());
+  }
+}
+
+void CudaBackend::build_attention_plan(int64_t tokens_per_tile) {
+  const int64_t num_seqs = int64_t(context_lens_host_.size());
+  std::vector<int32_t> plan = build_prefill_tiles(query_start_host_.data(), context_lens_host_.data(), num_seqs, tokens_per_tile);
+  plan_tiles_ = int64_t(plan.size() / 3);
+  plan_decode_context_ = 0;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    if (query_start_host_[size_t(s + 1)] - query_start_host_[size_t(s)] != 1) continue;
+    plan.push_back(query_start_host_[size_t(s)]);
+    plan_decode_context_ = std::max<int64_t>(plan_decode_context_, context_lens_host_[size_t(s)]);
+  }
+  plan_decode_tokens_ = int64_t(plan.size()) - 3 * plan_tiles_;
+  plan_ = on_device(Tensor::from_i32(plan, {int64_t(plan.size())}));
+  plan_tokens_per_tile_ = tokens_per_tile;
+}
+
+void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                   const AttentionMetadata& meta, float scale, const int32_t* tokens,
+                                   int64_t num_tokens, int64_t max_context, Tensor out,
+                                   bool per_token_partitions) {
+  if (num_tokens == 0) return;
+  const int64_t head_dim = q.size(-1), num_heads = q.numel() / (meta.num_tokens * head_dim);
+  const int64_t parts = decode_num_partitions(num_tokens, num_heads, k_cache.size(2), head_dim, max_context, num_sms_);
+  const int64_t floats = decode_workspace_floats(num_tokens, num_heads, head_dim, parts);
+  Tensor workspace = floats > 0 ? scratch(DType::f32, {floats}) : Tensor();  // freed stream-ordered
+  auto run = [&](const auto* k, const auto* v) {
+    check(launch_decode_attention_f32(q.data<float>(), k, v, meta.positions.data<int32_t>(),
+                                      seq_of_token_.data<int32_t>(), tokens, num_tokens,
+                                      meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size,
+                                      num_heads, k_cache.size(2), head_dim, scale, parts,
+                                      per_token_partitions ? 0 : decode_partition_keys(max_context, parts),
+                                      floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
+          "decode_attention");
+  };
+  if (k_cache.dtype() == DType::bf16) {
+    run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
+  } else {
+    run(k_cache.data<float>(), v_cache.data<float>());
+  }
+}
+
+// Prefill chunks (sequences with more than one new token) on tensor cores when the weights are
+// bf16, single tokens in the split-KV kernel; shapes neither supports in the reference kernel.
+void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                  const AttentionMetadata& meta, float scale, Tensor out) {
+  const int64_t n = meta.num_tokens, head_dim = q.size(-1);
+  if (n == 0 || replaying()) return;
+  if (k_cache.dtype() != v_cache.dtype() || (k_cache.dtype() != DType::f32 && k_cache.dtype() != DType::bf16)) {
+    check(cudaErrorInvalidValue, "paged_attention (K and V caches must both be f32 or both bf16)");
+    return;
+  }
+  const int64_t num_heads = q.numel() / (n * head_dim), num_kv_heads = k_cache.size(2);
+  const bool grouped = num_kv_heads > 0 && num_heads % num_kv_heads == 0;
+  if (in_graph() && grouped && decode_attention_supports(head_dim)) {
+    // A recorded step holds only decode tokens (backends/graphed_model.hpp); its launch may not
+    // depend on this step's contexts, only on the block tables' width.
+    for (size_t s = 0; s + 1 < query_start_host_.size(); ++s)
+      if (query_start_host_[s + 1] - query_start_host_[s] != 1) graphs_.fail("a recorded step holds a prefill");
+    decode_attention(q, k_cache, v_cache, meta, scale, nullptr, n, meta.max_blocks_per_seq * meta.block_size, out,
+                     /*per_token_partitions=*/true);
+    return;
+  }
+  if (!grouped || !decode_attention_supports(head_dim) || int64_t(context_lens_host_.size()) != meta.num_seqs) {
+    auto run = [&](const auto* k, const auto* v) {
+      check(launch_paged_attention_f32(q.data<float>(), k, v, meta.positions.data<int32_t>(),
+                                       seq_of_token_.data<int32_t>(), meta.block_tables.data<int32_t>(),
+                                       meta.max_blocks_per_seq, meta.block_size, n, num_heads, num_kv_heads, head_dim,
+                                       scale, out.data<float>(), stream()),
+            "paged_attention");
+    };
+    if (k_cache.dtype() == DType::bf16) {
+      run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
+    } else {
+      run(k_cache.data<float>(), v_cache.data<float>());
+    }
+    return;
+  }
+  const int64_t group = num_heads / num_kv_heads;
+  if (tensor_core_attention_ && prefill_attention_supports(head_dim, group)) {
+    const int64_t tokens_per_tile = prefill_tokens_per_tile(head_dim, group);
+    if (plan_tokens_per_tile_ != tokens_per_tile) build_attention_plan(tokens_per_tile);
+    const int32_t* plan = plan_.data<int32_t>();
+    auto run = [&](const auto* k, const auto* v) {
+      check(launch_prefill_attention_bf16(q.data<float>(), k, v, meta.positions.data<int32_t>(), plan, plan_tiles_,
+                                          meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
+                                          meta.block_size, num_heads, num_kv_heads, head_dim, scale,
+                                          out.data<float>(), stream()),
+            "prefill_attention");
+    };
+    if (k_cache.dtype() == DType::bf16) {
+      run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
+    } else {
+      run(k_cache.data<float>(), v_cache.data<float>());
+    }
+    decode_attention(q, k_cache, v_cache, meta, scale, plan + 3 * plan_tiles_, plan_decode_tokens_,
+                     plan_decode_context_, out);
+    return;
+  }
+  decode_attention(q, k_cache, v_cache, meta, scale, nullptr, n, meta.max_context_len, out);
+}
+
+void CudaBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) {
+  if (replaying()) return;
+  check(launch_silu_and_mul_f32(gate.data<float>(), up.data<float>(), out.data<float>(), out.numel(), stream()),
+        "silu_and_mul");
+}
+
+void CudaBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
+  const int64_t inter = out.size(-1);
+  if (inter == 0 || replaying()) return;
+  if (out.dtype() == DType::bf16) {
+    check(launch_silu_and_mul_packed_f32_to_bf16(gate_up.data<float>(), out.data<uint16_t>(), out.numel() / inter,
+                                                 inter, stream()),
+          "silu_and_mul_packed");
+    return;
+  }
+  check(launch_silu_and_mul_packed_f32(gate_up.data<float>(), out.data<float>(), out.numel() / inter, inter, stream()),
+        "silu_and_mul_packed");
+}
+
+void CudaBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
+                      const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
+  const int64_t n = out.size(0), inter = down_weight.size(1);
+  // Decode sizes: the default's GEMVs with the bf16 activation between them (a down GEMV computing
+  // silu(g) * u itself reads 8x the activation bytes and was slower on the H100).
+  if (n <= kGemvMaxTokens || gate_up_weight.dtype() != DType::bf16 || down_weight.dtype() != DType::bf16 ||
+      gate_up_bias.defined()) {
+    Backend::mlp(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out);
+    return;
+  }
+  Tensor dx = on_device(x);
+  if (n == 0 || replaying()) return;
+  Tensor x16 = dx;
+  if (dx.dtype() != DType::bf16) {
+    x16 = scratch(DType::bf16, {n, dx.size(-1)});
+    check(launch_f32_to_bf16(dx.data<float>(), x16.data<uint16_t>(), dx.numel(), stream()), "f32_to_bf16");
+  }
+  // [n, 2I] = x [n, hidden] @ W_gu^T, written in bf16 (fp32 accumulation).
+  Tensor gate_up = scratch(DType::bf16, {n, 2 * inter});
+  const float alpha = 1.0f, beta = 0.0f;
+  const int64_t in_features = gate_up_weight.size(1);
+  const cublasStatus_t st =
+      cublasGemmEx(handle(cublas_), CUBLAS_OP_T, CUBLAS_OP_N, int(2 * inter), int(n), int(in_features), &alpha,
+                   gate_up_weight.raw(), CUDA_R_16BF, int(in_features), x16.raw(), CUDA_R_16BF, int(in_features), &beta,
+                   gate_up.raw(), CUDA_R_16BF, int(2 * inter), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  check_cublas(int(st));
+  Tensor act = scratch(DType::bf16, {n, inter});
+  check(launch_silu_and_mul_packed_bf16(gate_up.data<uint16_t>(), act.data<uint16_t>(), n, inter, stream()),
+        "silu_and_mul_packed");
+  linear(act, down_weight, down_bias, out);
+}
+
+void CudaBackend::copy(const Tensor& src, Tensor dst) {
+  const Tensor from = in_graph() ? on_device(src) : src;  // host sources go through the staging
+  if (replaying()) return;
+  const cudaMemcpyKind kind = from.device() == Device::cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+  check(cudaMemcpyAsync(dst.raw(), from.raw(), from.nbytes(), kind, stream_), "copy");
+}
+
+void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor out) {
+  Tensor da = on_device(a), db = on_device(b);
+  if (replaying()) return;
+  check(launch_add_f32(da.data<float>(), db.data<float>(), out.data<float>(), out.numel(), stream()), "add");
+}
+
+void CudaBackend::gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) {
+  if (rows.empty()) return;
+  Tensor d_rows = on_device(Tensor::from_i32(rows, {int64_t(rows.size())}));
+  if (replaying()) return;
+  if (x.dtype() == DType::bf16) {
+    check(launch_gather_rows_bf16(x.data<uint16_t>(), d_rows.data<int32_t>(), out.data<uint16_t>(),
+                                  int64_t(rows.size()), x.size(-1), stream()),
+          "gather_rows");
+    return;
+  }
+  check(launch_gather_rows_f32(x.data<float>(), d_rows.data<int32_t>(), out.data<float>(), int64_t(rows.size()),
+                               x.size(-1), stream()),
+        "gather_rows");
+}
+
+std::vector<int32_t> CudaBackend::argmax(const Tensor& logits) {
+  Tensor d_logits = on_device(logits);
+  const int64_t rows = d_logits.size(0), vocab = d_logits.size(1);
+  Tensor d_out = scratch(DType::i32, {rows});
+  check(launch_argmax_f32(d_logits.data<float>(), d_out.data<int32_t>(), rows, vocab, stream()), "argmax");
+  Tensor h = to_host(d_out);
+  return std::vector<int32_t>(h.data<int32_t>(), h.data<int32_t>() + rows);
+}
+
+bool CudaBackend::sample_on_device(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
+                                   std::vector<int32_t>* ids) {
+  if (ids == nullptr || !logits.defined() || logits.device() != Device::cuda || logits.dtype() != DType::f32 ||
+      logits.dim() != 2 || logits.size(0) != int64_t(rows.size()))
+    return false;
+  cudaPointerAttributes where{};
+  if (cudaPointerGetAttributes(&where, logits.raw()) != cudaSuccess || where.device != device_index_) {
+    cudaGetLastError();  // not this GPU's memory: leave it to the host sampler
+    return false;
+  }
+  const int64_t num_rows = logits.size(0), vocab = logits.size(1);
+  ids->clear();
+  if (num_rows == 0) return true;
+  std::vector<SampleRow> kernel_rows;
+  kernel_rows.reserve(rows.size());
+  for (const DeviceSampleRow& r : rows) kernel_rows.push_back(SampleRow{r.temperature, r.top_k, r.top_p, r.min_p, r.uniform});
+  const size_t bytes = sample_workspace_bytes(kernel_rows.data(), num_rows, vocab);
+  if (bytes == 0) return false;
+  Tensor workspace = scratch(DType::u8, {int64_t(bytes)});  // freed stream-ordered
+  Tensor d_out = scratch(DType::i32, {num_rows});
+  const cudaError_t err = launch_sample_f32(logits.data<float>(), kernel_rows.data(), num_rows, vocab,
+                                            d_out.data<int32_t>(), workspace.raw(), bytes, stream());
+  if (err != cudaSuccess) {
+    check(err, "sample");
+    return false;
+  }
+  Tensor h = to_host(d_out);
+  ids->assign(h.data<int32_t>(), h.data<int32_t>() + num_rows);
+  for (int32_t id : *ids)
+    if (id < 0 || id >= vocab) return false;
+  return true;
+}
+
+}  // namespace troupe::cuda

@@ -1,0 +1,127 @@
+#pragma once
+// The CUDA backend: the Backend ops on one GPU, fp32 compute (exact against the CPU reference;
+// bf16 compute is the next step), cuBLAS for matrix products, kernels from cuda_ops.cu. Inputs
+// that arrive in host memory (token ids, hidden states from another stage) are uploaded on use.
+// The ops run on the backend's own stream (a blocking one, so work other code puts on the legacy
+// default stream stays ordered with them); decode steps can run as CUDA graphs
+// (backends/cuda/cuda_step_graphs.hpp).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/backend.hpp"
+
+#include "backends/cuda/cuda_step_graphs.hpp"
+
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+
+namespace troupe::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  // Binds `device_index`; errors when no usable GPU is present. weight_dtype bf16 keeps matrices
+  // (linear and embedding weights) in bf16: products of up to 8 tokens run in the GEMV kernel
+  // (kernels/gemv.hpp: fp32 or bf16 activations, one pass over the weights), larger ones in cuBLAS with
+  // bf16 inputs; both accumulate and output in fp32. With bf16 weights the products' inputs (the
+  // normed hidden states, the MLP activation) are bf16 too (matmul_input_dtype): rmsnorm,
+  // add_rmsnorm and silu_and_mul_packed round once when writing them, so no product converts its
+  // x. The residual stream, q/k/v and attention math stay fp32; the KV cache is bf16
+  // (kv_cache_dtype), written rounded to nearest even and widened exactly when read.
+  // Attention: sequences with one new token run the fp32 split-KV kernel (attention_decode.hpp);
+  // with bf16 weights, prefill chunks run the tensor-core kernel (attention_prefill.hpp, bf16
+  // inputs, fp32 accumulation), with fp32 weights the fp32 kernel too (exact against the CPU).
+  static Result<std::unique_ptr<CudaBackend>> create(int device_index = 0, DType weight_dtype = DType::f32);
+  ~CudaBackend() override;
+
+  Device device() const override { return Device::cuda; }
+  void bind_thread() override;
+  int device_index() const { return device_index_; }
+  std::string name() const override { return "cuda"; }
+  DType weight_dtype() const { return weight_dtype_; }
+  DType matmul_input_dtype() const override { return weight_dtype_ == DType::bf16 ? DType::bf16 : DType::f32; }
+  // bf16 with bf16 weights (half the bytes per decode step's K/V reads), fp32 with fp32 weights
+  // (exact against the CPU). Every cache op dispatches on the cache tensor's dtype.
+  DType kv_cache_dtype() const override { return weight_dtype_ == DType::bf16 ? DType::bf16 : DType::f32; }
+
+  Tensor empty(DType dtype, std::vector<int64_t> shape) override;
+  Result<Tensor> upload_weight(const Tensor& host) override;
+  Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override;
+  AttentionMetadata upload_metadata(AttentionMetadata host) override;
+  Tensor to_host(const Tensor& t) override;
+
+  void embedding(const Tensor& ids, const Tensor& table, Tensor out) override;
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
+  void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
+  void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) override;
+  void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
+  void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
+  void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
+                         const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) override;
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
+                       float scale, Tensor out) override;
+  void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
+  void silu_and_mul_packed(const Tensor& gate_up, Tensor out) override;
+  // bf16 weights, no gate/up bias, more than kGemvMaxTokens tokens: the gate/up product and the
+  // activation in bf16 (half the bytes of the default's fp32), then the down GEMM. Otherwise the
+  // default.
+  void mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias, const Tensor& down_weight,
+           const Tensor& down_bias, Tensor out) override;
+  void copy(const Tensor& src, Tensor dst) override;
+  void add(const Tensor& a, const Tensor& b, Tensor out) override;
+  void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;
+  std::vector<int32_t> argmax(const Tensor& logits) override;
+  // kernels/sampling.hpp on logits already on this GPU (fp32 [rows.size(), vocab]); false otherwise,
+  // and for a row with a NaN or no finite maximum (the host sampler then reports it).
+  bool sample_on_device(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
+                        std::vector<int32_t>* ids) override;
+
+  bool supports_graphs() const override { return true; }
+  Result<GraphPhase> begin_graph(int64_t key) override;
+  Status end_graph(bool launch) override;
+  void drop_graphs() override { graphs_.clear(); }
+  int64_t num_step_graphs() const { return graphs_.num_graphs(); }
+  CUstream_st* stream() const { return stream_; }
+
+  // The first CUDA or cuBLAS error since the last call, then cleared ("" when none).
+  std::string take_error();
+  bool memory_info(size_t* free_bytes, size_t* total_bytes) const override;
+
+ private:
+  CudaBackend() = default;
+  Tensor on_device(const Tensor& t);  // t itself when already on the GPU, else an uploaded copy
+  Tensor scratch(DType dtype, std::vector<int64_t> shape);  // an op's own temporary
+  Tensor device_tensor(DType dtype, std::vector<int64_t> shape);  // stream-ordered from the pool
+  bool in_graph() const { return graphs_.mode() != StepGraphs::Mode::eager; }
+  bool replaying() const { return graphs_.replaying(); }
+  void check(int status, const char* what);
+  void check_cublas(int status);  // a cublasStatus_t
+  // linear with x already bf16 on the device: GEMV (n <= kGemvMaxTokens) or cuBLAS, no conversion.
+  void linear_bf16_x(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out);
+  // The step's prefill tiles of `tokens_per_tile` tokens and its decode tokens, uploaded into plan_.
+  void build_attention_plan(int64_t tokens_per_tile);
+  // Split-KV fp32 attention for `num_tokens` tokens (indices in `tokens` on the device, or all
+  // tokens when nullptr) whose contexts are at most max_context long.
+  // per_token_partitions: each token's own context is split into the partitions (the kernel reads
+  // it on the device), so the launch does not depend on the step's contexts (step graphs).
+  void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
+                        float scale, const int32_t* tokens, int64_t num_tokens, int64_t max_context, Tensor out,
+                        bool per_token_partitions = false);
+
+  void* cublas_ = nullptr;  // cublasHandle_t
+  void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records
+  CUstream_st* stream_ = nullptr;
+  StepGraphs graphs_;
+  int device_index_ = 0;
+  DType weight_dtype_ = DType::f32;
+  Tensor seq_of_token_;     // [num_tokens] i32 of the current step's metadata
+  int num_sms_ = 1;
+  bool tensor_core_attention_ = false;  // prefill attention on bf16 tensor cores (bf16 weights)
+  // The current step's attention work, from upload_metadata's host arrays.
+  std::vector<int32_t> query_start_host_, context_lens_host_;
+  int64_t plan_tokens_per_tile_ = 0;  // the tile size plan_ was built for; 0: none yet this step
+  Tensor plan_;             // device i32: prefill tiles [plan_tiles_, 3], then decode token indices
+  int64_t plan_tiles_ = 0, plan_decode_tokens_ = 0, plan_decode_context_ = 0;
+  std::string error_;
+};
+
+}  // namespace troupe::cuda

@@ -1,0 +1,89 @@
+#pragma once
+// The engine of one process: model + paged KV cache + scheduler + sampler, driven by one loop
+// thread. Each step is schedule() -> model forward -> sample -> postprocess(); outputs go to each
+// request's callback. Implements the ServingEngine front door (thread-safe submit/cancel/stats).
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "runtime/backend.hpp"
+#include "runtime/config.hpp"
+#include "runtime/kv_cache.hpp"
+#include "runtime/model.hpp"
+#include "engine/sampler.hpp"
+#include "engine/scheduler.hpp"
+#include "engine/serving_engine.hpp"
+
+namespace troupe {
+
+// --max-model-len, or the model's max_position_embeddings when it is 0; an error when larger.
+Result<int64_t> resolve_max_model_len(const Config& config, const ModelConfig& model_config);
+
+class LlmEngine final : public ServingEngine {
+ public:
+  // An engine over a built model (build_engine in backends/ assembles one; a pipeline's first stage
+  // wraps the others) with a KV cache of `num_kv_blocks` blocks (the group agrees on one count: see
+  // kv_blocks_that_fit). Errors name the flag.
+  static Result<std::unique_ptr<LlmEngine>> create(const Config& config, std::unique_ptr<Backend> backend,
+                                                   std::unique_ptr<Model> model, int64_t num_kv_blocks);
+  ~LlmEngine() override;
+
+  void start();  // starts the loop thread
+  void stop();   // aborts what is left, joins the thread
+
+  Status submit(GenerationRequest request, OutputCallback on_output) override;
+  void cancel(const std::string& request_id) override;
+  EngineStats stats() const override;
+  int64_t max_model_len() const override { return max_model_len_; }
+  bool is_ready() const override { return running_.load(); }
+
+  const ModelConfig& model_config() const { return model_->config(); }
+  int64_t num_kv_blocks() const { return num_kv_blocks_; }
+
+ private:
+  struct Inbox {
+    std::vector<std::pair<Sequence, OutputCallback>> added;
+    std::vector<std::string> cancelled;
+  };
+  struct Live {
+    OutputCallback on_output;
+  };
+
+  LlmEngine() = default;
+  void loop();
+  void take_inbox();
+  void step();
+  void emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vector<SampledToken>* sampled);
+  void fail_all(const std::string& message);
+  void publish_stats();
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<Scheduler> scheduler_;
+  Sampler sampler_;
+  int64_t max_model_len_ = 0;
+  int64_t num_kv_blocks_ = 0;
+  int64_t vocab_size_ = 0;
+  std::unordered_map<std::string, Live> live_;  // engine thread only
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  Inbox inbox_;
+  std::unordered_set<std::string> pending_ids_;  // submitted, not finished (for duplicates)
+  bool stopping_ = false;
+  std::atomic<bool> running_{false};
+  std::thread thread_;
+  EngineStats stats_;  // under mutex_
+  int64_t num_prompt_tokens_total_ = 0;
+  int64_t num_generation_tokens_total_ = 0;
+};
+
+}  // namespace troupe

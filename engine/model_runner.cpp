@@ -1,0 +1,46 @@
+#include "engine/model_runner.hpp"
+
+namespace troupe {
+
+Result<GreedyResult> greedy_generate(Model& model, Backend& backend, const std::vector<int32_t>& prompt,
+                                     int64_t max_new_tokens, int64_t block_size, bool want_prompt_logits) {
+  if (prompt.empty()) return make_error(ErrorCode::invalid_argument, "greedy_generate: empty prompt");
+  if (!model.is_first_stage() || !model.is_last_stage()) {
+    return make_error(ErrorCode::invalid_argument, "greedy_generate: needs a model holding every layer");
+  }
+  const int64_t total = int64_t(prompt.size()) + max_new_tokens;
+  const int64_t num_blocks = (total + block_size - 1) / block_size;
+  auto cache = backend.create_kv_cache(model.kv_cache_spec(num_blocks, block_size));
+  if (!cache.ok()) return cache.error();
+  std::vector<int32_t> block_table(static_cast<size_t>(num_blocks));
+  for (int64_t i = 0; i < num_blocks; ++i) block_table[size_t(i)] = int32_t(i);
+
+  GreedyResult result;
+  ForwardBatch batch;
+  batch.token_ids = prompt;
+  for (size_t i = 0; i < prompt.size(); ++i) batch.positions.push_back(int32_t(i));
+  batch.seqs.push_back({int32_t(prompt.size()), int32_t(prompt.size()), &block_table, true});
+  int32_t context_len = int32_t(prompt.size());
+  for (int64_t step = 0; step < max_new_tokens; ++step) {
+    const bool all = step == 0 && want_prompt_logits;
+    auto logits = model.forward(batch, cache.value(), all ? LogitsMode::all_tokens : LogitsMode::last_token);
+    if (!logits.ok()) return logits.error();
+    Tensor host = backend.to_host(logits.value());
+    if (all) {
+      const int64_t vocab = host.size(1);
+      const float* p = host.data<float>();
+      for (int64_t t = 0; t < host.size(0); ++t) result.prompt_logits.emplace_back(p + t * vocab, p + (t + 1) * vocab);
+      host = host.rows(host.size(0) - 1, 1);
+    }
+    const int32_t next = backend.argmax(host)[0];
+    result.tokens.push_back(next);
+    batch.token_ids = {next};
+    batch.positions = {context_len};
+    ++context_len;
+    batch.seqs[0].num_new_tokens = 1;
+    batch.seqs[0].context_len = context_len;
+  }
+  return result;
+}
+
+}  // namespace troupe

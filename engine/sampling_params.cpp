@@ -1,0 +1,40 @@
+#include "engine/sampling_params.hpp"
+
+#include <cmath>
+#include <sstream>
+#include <string>
+
+namespace troupe {
+namespace {
+
+template <class T>
+Status bad(const char* param, const char* why, T value) {
+  std::ostringstream out;
+  out << param << ": " << why << ", got " << value;
+  return make_error(ErrorCode::invalid_argument, out.str());
+}
+
+}  // namespace
+
+Status SamplingParams::validate() const {
+  if (!std::isfinite(temperature) || temperature < 0.0)
+    return bad("temperature", "must be a finite number >= 0", temperature);
+  if (!std::isfinite(top_p) || !(top_p > 0.0 && top_p <= 1.0))
+    return bad("top_p", "must be in (0, 1]", top_p);
+  if (top_k < -1) return bad("top_k", "must be -1 or 0 (off) or >= 1", top_k);
+  if (!std::isfinite(min_p) || !(min_p >= 0.0 && min_p <= 1.0))
+    return bad("min_p", "must be in [0, 1]", min_p);
+  if (!std::isfinite(repetition_penalty) || !(repetition_penalty > 0.0))
+    return bad("repetition_penalty", "must be a finite number > 0", repetition_penalty);
+  if (!std::isfinite(presence_penalty) || !(presence_penalty >= -2.0 && presence_penalty <= 2.0))
+    return bad("presence_penalty", "must be in [-2, 2]", presence_penalty);
+  if (!std::isfinite(frequency_penalty) || !(frequency_penalty >= -2.0 && frequency_penalty <= 2.0))
+    return bad("frequency_penalty", "must be in [-2, 2]", frequency_penalty);
+  if (max_tokens < 1) return bad("max_tokens", "must be >= 1", max_tokens);
+  if (logprobs < -1 || logprobs > 20) return bad("logprobs", "must be -1 (none) or in [0, 20]", logprobs);
+  for (int64_t id : stop_token_ids)
+    if (id < 0) return bad("stop_token_ids", "ids must be >= 0", id);
+  return Status::success();
+}
+
+}  // namespace troupe

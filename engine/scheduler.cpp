@@ -1,0 +1,218 @@
+#include "engine/scheduler.hpp"
+
+#include <algorithm>
+#include <utility>
+
+namespace troupe {
+namespace {
+
+Error bad(const std::string& why) { return make_error(ErrorCode::invalid_argument, "scheduler: " + why); }
+
+}  // namespace
+
+Status SchedulerConfig::validate() const {
+  if (max_num_seqs < 1) return bad("max_num_seqs must be >= 1");
+  if (max_num_batched_tokens < 1) return bad("max_num_batched_tokens must be >= 1");
+  if (num_blocks < 0) return bad("num_blocks must be >= 0");
+  if (block_size < 1) return bad("block_size must be >= 1");
+  if (max_model_len < 0) return bad("max_model_len must be >= 0");
+  return Status::success();
+}
+
+int64_t ScheduledBatch::num_sampled() const {
+  return std::count_if(entries.begin(), entries.end(), [](const ScheduledEntry& e) { return e.produces_token; });
+}
+
+Scheduler::Scheduler(SchedulerConfig config)
+    : config_(std::move(config)), blocks_(config_.num_blocks, config_.block_size) {
+  config_.max_num_seqs = std::max<int64_t>(config_.max_num_seqs, 1);
+  config_.max_num_batched_tokens = std::max<int64_t>(config_.max_num_batched_tokens, 1);
+}
+
+Result<int64_t> Scheduler::add(Sequence seq) {
+  const std::string who = "request '" + seq.request_id + "': ";
+  if (seq.prompt_ids.empty()) return bad(who + "prompt is empty");
+  if (Status s = seq.params.validate(); !s.ok())
+    return make_error(s.error().code, who + s.error().message);
+  if (by_request_.count(seq.request_id)) return bad(who + "request_id is already live");
+  const int64_t num_prompt = seq.num_prompt_tokens();
+  if (config_.max_model_len > 0 && num_prompt > config_.max_model_len)
+    return bad(who + "prompt has " + std::to_string(num_prompt) + " tokens, max_model_len is " +
+               std::to_string(config_.max_model_len));
+  const int64_t capacity = blocks_.num_blocks() * blocks_.block_size();
+  if (num_prompt > capacity)
+    return bad(who + "prompt has " + std::to_string(num_prompt) + " tokens, the whole KV cache holds " +
+               std::to_string(capacity));
+  auto owned = std::make_unique<Sequence>(std::move(seq));
+  owned->id = next_id_;
+  owned->arrival = next_id_++;
+  owned->status = SequenceStatus::waiting;
+  owned->num_computed_tokens = 0;
+  owned->finish_reason.clear();
+  by_request_[owned->request_id] = owned.get();
+  by_id_[owned->id] = owned.get();
+  const int64_t id = owned->id;
+  waiting_.push_back(std::move(owned));
+  return id;
+}
+
+Sequence* Scheduler::find(const std::string& request_id) {
+  auto it = by_request_.find(request_id);
+  return it == by_request_.end() ? nullptr : it->second;
+}
+
+std::unique_ptr<Sequence> Scheduler::take(int64_t seq_id) {
+  std::unique_ptr<Sequence> out;
+  auto in_running = std::find_if(running_.begin(), running_.end(), [&](const auto& s) { return s->id == seq_id; });
+  if (in_running != running_.end()) {
+    out = std::move(*in_running);
+    running_.erase(in_running);
+  } else {
+    auto in_waiting = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& s) { return s->id == seq_id; });
+    if (in_waiting == waiting_.end()) return nullptr;
+    out = std::move(*in_waiting);
+    waiting_.erase(in_waiting);
+  }
+  by_request_.erase(out->request_id);
+  by_id_.erase(out->id);
+  return out;
+}
+
+std::unique_ptr<Sequence> Scheduler::finish(std::unique_ptr<Sequence> seq, const char* reason) {
+  if (blocks_.has(seq->id)) (void)blocks_.free(seq->id);
+  seq->status = SequenceStatus::finished;
+  seq->finish_reason = reason;
+  return seq;
+}
+
+std::unique_ptr<Sequence> Scheduler::abort(const std::string& request_id) {
+  Sequence* seq = find(request_id);
+  if (seq == nullptr) return nullptr;
+  return finish(take(seq->id), "abort");
+}
+
+void Scheduler::preempt(std::unique_ptr<Sequence> seq, ScheduledBatch& batch) {
+  (void)blocks_.free(seq->id);
+  seq->num_computed_tokens = 0;
+  seq->status = SequenceStatus::waiting;
+  ++seq->num_preemptions;
+  ++num_preemptions_total_;
+  batch.preempted.push_back(seq.get());
+  waiting_.push_front(std::move(seq));
+}
+
+ScheduledBatch Scheduler::schedule() {
+  ScheduledBatch batch;
+  int64_t budget = config_.max_num_batched_tokens;
+
+  // 1. Running sequences, oldest first: a decode token or the next prefill chunk each. When blocks
+  //    run out, the newest running sequence is preempted (possibly the current one).
+  size_t i = 0;
+  while (i < running_.size() && budget > 0) {
+    Sequence* seq = running_[i].get();
+    const int64_t num_new = std::min(seq->num_uncomputed_tokens(), budget);
+    if (num_new <= 0) {
+      ++i;
+      continue;
+    }
+    const int64_t target = seq->num_computed_tokens + num_new;
+    bool scheduled = true;
+    while (!blocks_.can_append(seq->id, target)) {
+      if (running_.size() == 1) {
+        // Alone and still short: it outgrew the whole KV cache.
+        batch.finished.push_back(finish(take(seq->id), "length"));
+        scheduled = false;
+        break;
+      }
+      std::unique_ptr<Sequence> newest = std::move(running_.back());
+      running_.pop_back();
+      const bool is_self = newest.get() == seq;
+      preempt(std::move(newest), batch);
+      if (is_self) {
+        scheduled = false;
+        break;
+      }
+    }
+    if (!scheduled) break;  // seq was the newest, so nothing after it is left
+    (void)blocks_.append_slot(seq->id, target);
+    batch.entries.push_back({seq, seq->id, seq->num_computed_tokens, num_new, target == seq->num_tokens()});
+    budget -= num_new;
+    ++i;
+  }
+
+  // 2. Waiting sequences in order, unless this step had to preempt.
+  while (batch.preempted.empty() && !waiting_.empty() && budget > 0 &&
+         static_cast<int64_t>(running_.size()) < config_.max_num_seqs) {
+    Sequence* seq = waiting_.front().get();
+    int64_t num_new = std::min(seq->num_uncomputed_tokens(), budget);
+    if (!blocks_.can_allocate(num_new)) {
+      // Admit a smaller chunk only when nothing runs, so an oversized recompute still progresses.
+      if (!running_.empty()) break;
+      num_new = std::min(num_new, blocks_.num_free_blocks() * blocks_.block_size());
+      if (num_new <= 0) break;
+    }
+    (void)blocks_.allocate(seq->id, num_new);
+    seq->status = SequenceStatus::running;
+    batch.entries.push_back({seq, seq->id, 0, num_new, num_new == seq->num_tokens()});
+    budget -= num_new;
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  batch.num_batched_tokens = config_.max_num_batched_tokens - budget;
+  return batch;
+}
+
+Result<std::vector<std::unique_ptr<Sequence>>> Scheduler::postprocess(const ScheduledBatch& batch,
+                                                                      const std::vector<int32_t>& sampled_token_ids) {
+  if (static_cast<int64_t>(sampled_token_ids.size()) != batch.num_sampled())
+    return bad("postprocess got " + std::to_string(sampled_token_ids.size()) + " sampled ids for " +
+               std::to_string(batch.num_sampled()) + " sampling entries");
+  for (int32_t id : sampled_token_ids)
+    if (id < 0) return bad("postprocess got negative token id " + std::to_string(id));
+
+  std::vector<std::unique_ptr<Sequence>> finished;
+  size_t k = 0;
+  for (const ScheduledEntry& entry : batch.entries) {
+    const int32_t token = entry.produces_token ? sampled_token_ids[k++] : -1;
+    auto live = by_id_.find(entry.seq_id);
+    if (live == by_id_.end()) continue;  // aborted since schedule()
+    Sequence* seq = live->second;
+    if (seq->status != SequenceStatus::running || seq->num_computed_tokens != entry.start_position) continue;
+    seq->num_computed_tokens += entry.num_new_tokens;
+    if (!entry.produces_token) continue;
+    seq->output_ids.push_back(token);
+    const char* reason = nullptr;
+    if (is_stop_token(token, seq->params, config_.eos_token_ids)) {
+      reason = "stop";
+    } else if (seq->num_output_tokens() >= seq->params.max_tokens ||
+               (config_.max_model_len > 0 && seq->num_tokens() >= config_.max_model_len)) {
+      reason = "length";
+    }
+    if (reason != nullptr) finished.push_back(finish(take(seq->id), reason));
+  }
+  return finished;
+}
+
+Status Scheduler::check_invariants() const {
+  TROUPE_TRY(blocks_.check_invariants());
+  auto broken = [](const std::string& why) { return make_error(ErrorCode::internal, "scheduler: " + why); };
+  if (static_cast<int64_t>(running_.size()) > config_.max_num_seqs) return broken("too many running sequences");
+  if (blocks_.num_sequences() != static_cast<int64_t>(running_.size()))
+    return broken("block tables for " + std::to_string(blocks_.num_sequences()) + " sequences, " +
+                  std::to_string(running_.size()) + " running");
+  for (const auto& seq : running_) {
+    if (seq->status != SequenceStatus::running) return broken("running sequence has another status");
+    if (!blocks_.has(seq->id)) return broken("running sequence " + std::to_string(seq->id) + " has no blocks");
+    if (blocks_.num_tokens(seq->id) < seq->num_computed_tokens || seq->num_computed_tokens > seq->num_tokens())
+      return broken("sequence " + std::to_string(seq->id) + " computed more than its blocks or tokens");
+  }
+  for (const auto& seq : waiting_) {
+    if (seq->status != SequenceStatus::waiting || seq->num_computed_tokens != 0 || blocks_.has(seq->id))
+      return broken("waiting sequence " + std::to_string(seq->id) + " holds state");
+  }
+  if (by_id_.size() != running_.size() + waiting_.size() || by_request_.size() != by_id_.size())
+    return broken("lookup maps out of sync");
+  return Status::success();
+}
+
+}  // namespace troupe

@@ -1,0 +1,97 @@
+#pragma once
+// Continuous-batching scheduler with chunked prefill (nano-vllm / vLLM v1 policy, no model).
+// The engine step is: batch = schedule(); run the model on batch.entries; sample one token per
+// entry with produces_token; finished = postprocess(batch, sampled_ids).
+//
+// NOTE: Sequence* in a ScheduledBatch stay valid until the next schedule(), or until abort() of
+// that sequence; call abort() between steps, not between schedule() and postprocess().
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/block_manager.hpp"
+#include "runtime/result.hpp"
+#include "engine/sequence.hpp"
+
+namespace troupe {
+
+struct SchedulerConfig {
+  int64_t max_num_seqs = 256;               // running sequences at most
+  int64_t max_num_batched_tokens = 8192;    // tokens (prefill chunks + decodes) per step
+  int64_t num_blocks = 0;                   // KV-cache blocks
+  int64_t block_size = 16;                  // tokens per block
+  int64_t max_model_len = 0;                // prompt + output; 0: only the KV cache limits
+  std::vector<int32_t> eos_token_ids;
+
+  Status validate() const;
+};
+
+struct ScheduledEntry {
+  Sequence* seq = nullptr;
+  int64_t seq_id = -1;
+  int64_t start_position = 0;   // == seq->num_computed_tokens before this step
+  int64_t num_new_tokens = 0;   // prefill chunk length, or 1 for a decode
+  bool produces_token = false;  // last prefill chunk or decode: its last position is sampled
+};
+
+struct ScheduledBatch {
+  std::vector<ScheduledEntry> entries;  // running decodes/partial prefills first, then admissions
+  std::vector<Sequence*> preempted;     // moved back to the front of the waiting queue this step
+  // Ended while scheduling because they outgrew the whole KV cache (finish_reason "length").
+  std::vector<std::unique_ptr<Sequence>> finished;
+  int64_t num_batched_tokens = 0;
+
+  bool empty() const { return entries.empty(); }
+  int64_t num_sampled() const;  // entries with produces_token
+};
+
+class Scheduler {
+ public:
+  // Call config.validate() first; bad sizes are clamped, not trusted.
+  explicit Scheduler(SchedulerConfig config);
+
+  // Queues a sequence (status waiting); assigns seq.id and seq.arrival, returns the id.
+  // invalid_argument: empty prompt, bad params, duplicate live request_id, prompt longer than
+  // max_model_len or than the whole KV cache.
+  Result<int64_t> add(Sequence seq);
+  // Removes a live request, frees its blocks at once; finish_reason "abort". nullptr if unknown.
+  std::unique_ptr<Sequence> abort(const std::string& request_id);
+
+  ScheduledBatch schedule();
+  // sampled_token_ids: one per entry with produces_token, in entry order. Advances
+  // num_computed_tokens, appends tokens, checks stop conditions ("stop": EOS / stop ids,
+  // "length": max_tokens or max_model_len), frees finished sequences' blocks at once and returns
+  // them (ownership moves to the caller).
+  Result<std::vector<std::unique_ptr<Sequence>>> postprocess(const ScheduledBatch& batch,
+                                                              const std::vector<int32_t>& sampled_token_ids);
+
+  int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
+  int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
+  bool has_unfinished() const { return !waiting_.empty() || !running_.empty(); }
+  int64_t num_preemptions_total() const { return num_preemptions_total_; }
+  const BlockManager& block_manager() const { return blocks_; }
+  const SchedulerConfig& config() const { return config_; }
+  Sequence* find(const std::string& request_id);
+
+  // For tests: block invariants, and each live sequence's blocks match its computed tokens.
+  Status check_invariants() const;
+
+ private:
+  void preempt(std::unique_ptr<Sequence> seq, ScheduledBatch& batch);
+  std::unique_ptr<Sequence> finish(std::unique_ptr<Sequence> seq, const char* reason);
+  std::unique_ptr<Sequence> take(int64_t seq_id);
+
+  SchedulerConfig config_;
+  BlockManager blocks_;
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;  // oldest admission first
+  std::unordered_map<std::string, Sequence*> by_request_;
+  std::unordered_map<int64_t, Sequence*> by_id_;
+  int64_t next_id_ = 0;
+  int64_t num_preemptions_total_ = 0;
+};
+
+}  // namespace troupe

@@ -1,0 +1,57 @@
+#pragma once
+// One request's generation state inside the scheduler: prompt, output so far, KV progress, RNG.
+//
+//   waiting --schedule--> running --stop / length--> finished
+//      ^                     |   \--abort----------> finished
+//      +------preempt--------+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/sampler.hpp"
+#include "engine/sampling_params.hpp"
+
+namespace troupe {
+
+enum class SequenceStatus { waiting, running, finished };
+
+struct Sequence {
+  int64_t id = -1;          // assigned by Scheduler::add
+  std::string request_id;
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> output_ids;
+  SamplingParams params;
+  SequenceStatus status = SequenceStatus::waiting;
+  // Tokens whose KV is in the cache. Reset to 0 on preemption (prompt + output are recomputed).
+  int64_t num_computed_tokens = 0;
+  SequenceRng rng;
+  int64_t arrival = -1;     // admission order, assigned by Scheduler::add
+  int64_t num_preemptions = 0;
+  std::string finish_reason;  // "" until finished; "stop" | "length" | "abort"
+
+  Sequence() = default;
+  Sequence(std::string request_id_, std::vector<int32_t> prompt_ids_, SamplingParams params_)
+      : request_id(std::move(request_id_)),
+        prompt_ids(std::move(prompt_ids_)),
+        params(std::move(params_)),
+        rng(params.seed) {}
+
+  int64_t num_prompt_tokens() const { return static_cast<int64_t>(prompt_ids.size()); }
+  int64_t num_output_tokens() const { return static_cast<int64_t>(output_ids.size()); }
+  int64_t num_tokens() const { return num_prompt_tokens() + num_output_tokens(); }
+  // Tokens still to be run through the model before the next token can be sampled.
+  int64_t num_uncomputed_tokens() const { return num_tokens() - num_computed_tokens; }
+  // True while more than one token is uncomputed (a prompt, or a recompute after preemption).
+  bool is_prefill() const { return num_uncomputed_tokens() > 1; }
+  bool is_finished() const { return status == SequenceStatus::finished; }
+  // Token at position pos in prompt + output; pos must be in [0, num_tokens()).
+  int32_t token_at(int64_t pos) const {
+    return pos < num_prompt_tokens() ? prompt_ids[pos] : output_ids[pos - num_prompt_tokens()];
+  }
+  int32_t last_token_id() const { return token_at(num_tokens() - 1); }
+  // Sampler row borrowing this sequence's params, token history and RNG.
+  SamplerRow sampler_row() { return SamplerRow{&params, &prompt_ids, &output_ids, &rng}; }
+};
+
+}  // namespace troupe

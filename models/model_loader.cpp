@@ -1,0 +1,55 @@
+#include "models/model_loader.hpp"
+
+#include <cstring>
+
+#include "models/dummy_weights.hpp"
+#include "models/llama_model.hpp"
+#include "runtime/weight_store.hpp"
+
+namespace troupe {
+
+WeightLoader weight_store_loader(const WeightStore& store) {
+  return [&store](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
+    auto view = store.get(name, shape);
+    if (!view.ok()) return view.error();
+    Tensor host = Tensor::empty(view->dtype, view->shape);
+    std::memcpy(host.raw(), view->data, view->nbytes);
+    return host;
+  };
+}
+
+Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightStore& store, Backend& backend,
+                                          LayerRange range) {
+  return load_model(config, weight_store_loader(store), backend, range);
+}
+
+Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightLoader& weights, Backend& backend,
+                                          LayerRange range) {
+  if (config.architecture == "LlamaForCausalLM" || config.architecture == "Qwen2ForCausalLM") {
+    auto model = LlamaModel::load(config, backend, range, weights);
+    if (!model.ok()) return model.error();
+    return std::unique_ptr<Model>(std::move(model.value()));
+  }
+  return make_error(ErrorCode::unsupported, "no model implementation for architecture '" + config.architecture + "'");
+}
+
+Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backend, LayerRange range) {
+  auto config = ModelConfig::load(dir);
+  if (!config.ok()) return config.error();
+  auto store = WeightStore::open(dir);
+  if (!store.ok()) return store.error();
+  return load_model(config.value(), store.value(), backend, range);
+}
+
+Result<std::unique_ptr<Model>> load_model_with_format(const std::string& dir, const std::string& load_format,
+                                                      Backend& backend, LayerRange range) {
+  if (load_format == "auto") return load_model(dir, backend, range);
+  if (load_format != "dummy") {
+    return make_error(ErrorCode::invalid_argument, "load format must be auto or dummy, got '" + load_format + "'");
+  }
+  auto config = ModelConfig::load(dir);
+  if (!config.ok()) return config.error();
+  return load_model(config.value(), dummy_weight_loader(), backend, range);
+}
+
+}  // namespace troupe

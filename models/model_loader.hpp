@@ -1,0 +1,34 @@
+#pragma once
+// Builds the Model of a Hugging Face folder (config.json + safetensors) on a backend.
+#include <memory>
+#include <string>
+
+#include "runtime/backend.hpp"
+#include "runtime/model.hpp"
+#include "runtime/result.hpp"
+
+namespace troupe {
+
+class WeightStore;
+
+// Loads the stage `range` of the model in `dir`: only that stage's tensors are read (first stage:
+// embeddings; last stage: final norm + LM head). Errors name the file, field or tensor.
+Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backend, LayerRange range = {});
+
+// The same from an already parsed config and an open store (the store may be dropped afterwards).
+Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightStore& store, Backend& backend,
+                                          LayerRange range = {});
+
+// The same over any WeightLoader (a store, dummy weights, tensors in memory).
+Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightLoader& weights, Backend& backend,
+                                          LayerRange range = {});
+
+// `load_format` "auto": the safetensors of `dir`; "dummy": random weights from config.json alone
+// (see models/dummy_weights.hpp). Other formats are an invalid_argument error.
+Result<std::unique_ptr<Model>> load_model_with_format(const std::string& dir, const std::string& load_format,
+                                                      Backend& backend, LayerRange range = {});
+
+// A WeightLoader over a WeightStore: copies each tensor to an owned host tensor in its dtype.
+WeightLoader weight_store_loader(const WeightStore& store);
+
+}  // namespace troupe

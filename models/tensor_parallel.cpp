@@ -1,0 +1,122 @@
+#include "models/tensor_parallel.hpp"
+
+#include <cstring>
+
+#include "runtime/dtype.hpp"
+#include "models/dummy_weights.hpp"
+#include "models/model_loader.hpp"
+#include "runtime/weight_store.hpp"
+
+namespace troupe {
+namespace {
+
+enum class Split { rows, cols, rank0_only, none };
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const size_t n = std::strlen(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+Split split_of(const std::string& name) {
+  for (const char* p : {"q_proj.", "k_proj.", "v_proj.", "gate_proj.", "up_proj."})
+    if (name.find(p) != std::string::npos) return Split::rows;
+  for (const char* p : {"o_proj.", "down_proj."})
+    if (name.find(p) != std::string::npos) return ends_with(name, ".bias") ? Split::rank0_only : Split::cols;
+  return Split::none;
+}
+
+// Rows [r * rows / size, (r + 1) * rows / size) of a host tensor (any dtype; 1-D: elements).
+Tensor slice_rows(const Tensor& full, int64_t rank, int64_t size) {
+  const int64_t rows = full.size(0), part = rows / size;
+  std::vector<int64_t> shape = full.shape();
+  shape[0] = part;
+  Tensor out = Tensor::empty(full.dtype(), shape);
+  const size_t row_bytes = full.nbytes() / size_t(rows);
+  std::memcpy(out.raw(), static_cast<const char*>(full.raw()) + size_t(rank * part) * row_bytes,
+              size_t(part) * row_bytes);
+  return out;
+}
+
+// Columns block `rank` of a 2-D host tensor.
+Tensor slice_cols(const Tensor& full, int64_t rank, int64_t size) {
+  const int64_t rows = full.size(0), cols = full.size(1), part = cols / size;
+  Tensor out = Tensor::empty(full.dtype(), {rows, part});
+  const size_t elem = dtype_size(full.dtype());
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(static_cast<char*>(out.raw()) + size_t(r * part) * elem,
+                static_cast<const char*>(full.raw()) + size_t(r * cols + rank * part) * elem, size_t(part) * elem);
+  return out;
+}
+
+}  // namespace
+
+Result<ModelConfig> tensor_parallel_config(const ModelConfig& full, int64_t size) {
+  if (size < 1) return make_error(ErrorCode::invalid_argument, "--tensor-parallel-size must be at least 1");
+  auto check = [&](int64_t value, const char* what) -> Status {
+    if (value % size == 0) return Status::success();
+    return make_error(ErrorCode::invalid_argument, "--tensor-parallel-size " + std::to_string(size) +
+                                                       " does not divide the model's " + what + " (" +
+                                                       std::to_string(value) + ")");
+  };
+  TROUPE_TRY(check(full.num_attention_heads, "num_attention_heads"));
+  TROUPE_TRY(check(full.num_key_value_heads, "num_key_value_heads"));
+  TROUPE_TRY(check(full.intermediate_size, "intermediate_size"));
+  ModelConfig local = full;
+  local.num_attention_heads /= size;
+  local.num_key_value_heads /= size;
+  local.intermediate_size /= size;
+  return local;
+}
+
+WeightLoader tensor_parallel_loader(WeightLoader full, int64_t rank, int64_t size) {
+  return [full = std::move(full), rank, size](const std::string& name,
+                                              const std::vector<int64_t>& shape) -> Result<Tensor> {
+    const Split split = split_of(name);
+    if (split == Split::none || size == 1) return full(name, shape);
+    std::vector<int64_t> whole = shape;
+    if (split == Split::rows) whole[0] *= size;
+    if (split == Split::cols) {
+      if (whole.size() != 2) return make_error(ErrorCode::internal, name + ": row-parallel weights are 2-D");
+      whole[1] *= size;
+    }
+    auto tensor = full(name, whole);
+    if (!tensor.ok()) return tensor.error();
+    switch (split) {
+      case Split::rows: return slice_rows(tensor.value(), rank, size);
+      case Split::cols: return slice_cols(tensor.value(), rank, size);
+      case Split::rank0_only:
+        // Added once after the sum: the other ranks add zeros.
+        if (rank == 0) return tensor;
+        return Tensor::zeros(tensor->dtype(), tensor->shape());
+      case Split::none: break;
+    }
+    return tensor;
+  };
+}
+
+Result<std::unique_ptr<Model>> load_model_shard(const std::string& dir, const std::string& load_format,
+                                                Backend& backend, LayerRange range, Collective& collective) {
+  if (load_format != "auto" && load_format != "dummy")
+    return make_error(ErrorCode::invalid_argument, "load format must be auto or dummy, got '" + load_format + "'");
+  auto full = ModelConfig::load(dir);
+  if (!full.ok()) return full.error();
+  auto local = tensor_parallel_config(full.value(), collective.size());
+  if (!local.ok()) return local.error();
+  std::unique_ptr<WeightStore> store;
+  WeightLoader weights;
+  if (load_format == "dummy") {
+    weights = dummy_weight_loader();
+  } else {
+    auto opened = WeightStore::open(dir);
+    if (!opened.ok()) return opened.error();
+    store = std::make_unique<WeightStore>(std::move(opened.value()));
+    weights = weight_store_loader(*store);
+  }
+  auto model = load_model(local.value(), tensor_parallel_loader(weights, collective.rank(), collective.size()),
+                          backend, range);
+  if (!model.ok()) return model.error();
+  TROUPE_TRY(model.value()->set_tensor_parallel(&collective));
+  return model;
+}
+
+}  // namespace troupe

@@ -1,0 +1,29 @@
+#pragma once
+// Every pipeline stage in this one process (`troupe serve --pipeline-parallel-size N`): the same
+// StageHosts the workers of a cluster run, wired over loopback UCX. Useful on one machine with
+// several GPUs (stage k computes on devices k*TP .. k*TP+TP-1), and the baseline the actor cluster is measured against (same stages, no actors).
+#include <memory>
+#include <vector>
+
+#include "pipeline/stage_host.hpp"
+#include "runtime/config.hpp"
+
+namespace troupe::cluster {
+
+class LocalPipeline {
+ public:
+  // Loads config.model split into config.pipeline_parallel_size stages and starts the first
+  // stage's engine; the group takes the smallest KV block count any stage can hold.
+  static Result<std::unique_ptr<LocalPipeline>> start(const Config& config, const BackendFactory& make_backend,
+                                                      const ModelFactory& make_model = load_single_rank_model);
+  ~LocalPipeline();
+
+  LlmEngine& engine() { return *hosts_.front()->engine(); }
+  int64_t num_stages() const { return int64_t(hosts_.size()); }
+
+ private:
+  LocalPipeline() = default;
+  std::vector<std::unique_ptr<StageHost>> hosts_;
+};
+
+}  // namespace troupe::cluster

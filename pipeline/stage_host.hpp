@@ -1,0 +1,82 @@
+#pragma once
+// One worker process's part of one group epoch, in two phases the head drives:
+//
+//   prepare(spec): load this stage's layers, open the tensor listener the previous stage (or, on
+//                  the first stage, the last one) will connect to, and say how many KV blocks fit
+//   wire(addresses, num_kv_blocks): connect to the next stage, accept the previous one, allocate
+//                  the KV cache; the first stage starts the engine (scheduler + sampler) over a
+//                  PipelineModel, the others start a StageRunner
+//
+// With one stage there is no channel: the first stage is a plain engine. Destroying the host
+// stops the engine or runner; abort() (thread-safe) first breaks a pipeline step in progress.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pipeline/pipeline_model.hpp"
+#include "pipeline/stage_plan.hpp"
+#include "pipeline/stage_runner.hpp"
+#include "pipeline/tensor_channel.hpp"
+#include "runtime/backend.hpp"
+#include "runtime/config.hpp"
+#include "engine/llm_engine.hpp"
+
+namespace troupe::cluster {
+
+using BackendFactory = std::function<Result<std::unique_ptr<Backend>>(const Config&)>;
+// Builds a stage's layers on a backend (tensor parallel ranks included); default: one rank.
+using ModelFactory = std::function<Result<std::unique_ptr<Model>>(const Config&, Backend&, LayerRange)>;
+Result<std::unique_ptr<Model>> load_single_rank_model(const Config& config, Backend& backend, LayerRange range);
+
+struct StagePreparation {
+  std::string data_address;  // "host:port" of this stage's listener ("" with one stage)
+  int64_t max_kv_blocks = 0;  // what fits beside this stage's layers
+};
+
+class StageHost {
+ public:
+  // `advertise_host`: the name other workers reach this one by (the listener binds all interfaces).
+  static Result<std::unique_ptr<StageHost>> prepare(const StageSpec& spec, const Config& local,
+                                                   const BackendFactory& make_backend,
+                                                   const std::string& advertise_host,
+                                                   const ModelFactory& make_model = load_single_rank_model);
+  ~StageHost();
+
+  const StagePreparation& preparation() const { return preparation_; }
+  const StageSpec& spec() const { return spec_; }
+
+  // `data_addresses[k]`: stage k's preparation().data_address. Every stage of the group calls
+  // this at about the same time; it returns once this stage's channels are up.
+  Status wire(const std::vector<std::string>& data_addresses, int64_t num_kv_blocks,
+              std::chrono::milliseconds timeout);
+
+  // The first stage's engine once wired, else nullptr.
+  LlmEngine* engine() { return engine_.get(); }
+  // Thread-safe: a pipeline step in progress fails at once; the engine then ends its requests.
+  void abort(const std::string& why);
+
+ private:
+  StageHost() = default;
+  Status wire_first(const std::vector<std::string>& addresses, int64_t num_kv_blocks,
+                    std::chrono::milliseconds timeout);
+  Status wire_later(const std::vector<std::string>& addresses, int64_t num_kv_blocks,
+                    std::chrono::milliseconds timeout);
+
+  StageSpec spec_;
+  Config config_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Model> model_;
+  std::optional<TensorListener> listener_;
+  StagePreparation preparation_;
+  std::unique_ptr<LlmEngine> engine_;
+  std::unique_ptr<StageRunner> runner_;
+  std::mutex pipeline_mutex_;
+  PipelineModel* pipeline_ = nullptr;  // owned by engine_
+};
+
+}  // namespace troupe::cluster

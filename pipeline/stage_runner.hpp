@@ -1,0 +1,54 @@
+#pragma once
+// A later pipeline stage (1 .. N-1) of one group epoch: a thread that takes each micro-batch from
+// the previous stage, runs this stage's layers over its own paged KV cache, and sends the hidden
+// states on to the next stage, or, on the last stage, the logits back to the first.
+//
+//   from_prev --step k--> forward(layers [b, e)) --step k (hidden) or logits k--> to_next
+//
+// Steps are numbered 1, 2, ... in the order the first stage sends them. Any channel or model
+// error ends the loop (the group is restarted by the head); stop() ends it within ~50 ms.
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "pipeline/tensor_channel.hpp"
+#include "runtime/backend.hpp"
+#include "runtime/kv_cache.hpp"
+#include "runtime/model.hpp"
+
+namespace troupe::cluster {
+
+class StageRunner {
+ public:
+  StageRunner(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, KvCache cache, TensorChannel from_prev,
+              TensorChannel to_next, std::chrono::milliseconds send_timeout);
+  ~StageRunner();  // stop()
+
+  void start();
+  void stop();
+  bool is_running() const { return running_.load(); }
+  std::string error() const;  // why the loop ended, "" while running or after stop()
+  int64_t num_steps() const { return num_steps_.load(); }
+
+ private:
+  void loop();
+  Status run_step(uint64_t step_id, const std::vector<uint8_t>& bytes);
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Model> model_;
+  KvCache cache_;
+  TensorChannel from_prev_;
+  TensorChannel to_next_;
+  std::chrono::milliseconds send_timeout_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> running_{false};
+  std::atomic<int64_t> num_steps_{0};
+  mutable std::mutex mutex_;
+  std::string error_;
+  std::thread thread_;
+};
+
+}  // namespace troupe::cluster
