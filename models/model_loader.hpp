@@ -5,6 +5,7 @@
 
 #include "runtime/backend.hpp"
 #include "runtime/model.hpp"
+#include "runtime/model_config.hpp"
 #include "runtime/result.hpp"
 
 namespace troupe {
@@ -28,7 +29,8 @@ Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const Weigh
 Result<std::unique_ptr<Model>> load_model_with_format(const std::string& dir, const std::string& load_format,
                                                       Backend& backend, LayerRange range = {});
 
-// A WeightLoader over a WeightStore: copies each tensor to an owned host tensor in its dtype.
-WeightLoader weight_store_loader(const WeightStore& store);
+// A WeightLoader over a WeightStore: copies each tensor to an owned host tensor in its dtype; an
+// F8_E4M3 weight of an fp8 checkpoint comes back dequantized to fp32 with its `_scale_inv` blocks.
+WeightLoader weight_store_loader(const WeightStore& store, const QuantizationConfig& quantization = {});
 
 }  // namespace troupe

@@ -110,7 +110,7 @@ Result<std::unique_ptr<Model>> load_model_shard(const std::string& dir, const st
     auto opened = WeightStore::open(dir);
     if (!opened.ok()) return opened.error();
     store = std::make_unique<WeightStore>(std::move(opened.value()));
-    weights = weight_store_loader(*store);
+    weights = weight_store_loader(*store, full->quantization);
   }
   auto model = load_model(local.value(), tensor_parallel_loader(weights, collective.rank(), collective.size()),
                           backend, range);

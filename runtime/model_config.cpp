@@ -8,10 +8,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/json_fields.hpp"
+#include "runtime/model_config_sections.hpp"
+
 namespace troupe {
 namespace {
 
 using json = nlohmann::json;
+using detail::FieldReader;
 
 struct Architecture {
   const char* name;
@@ -22,6 +26,8 @@ struct Architecture {
 constexpr Architecture kArchitectures[] = {
     {"LlamaForCausalLM", "llama", false},
     {"Qwen2ForCausalLM", "qwen2", true},
+    {"Qwen3ForCausalLM", "qwen3", false},
+    {"DeepseekV3ForCausalLM", "deepseek_v3", false},
 };
 
 std::string supported_list() {
@@ -29,83 +35,6 @@ std::string supported_list() {
   for (const auto& arch : kArchitectures) out += std::string(out.empty() ? "" : ", ") + arch.name;
   return out;
 }
-
-// Typed access to one JSON object; errors name the source file and the field. A null value reads
-// as absent (Hugging Face writes `"head_dim": null`, `"rope_scaling": null`).
-class FieldReader {
- public:
-  FieldReader(const json& object, std::string source, std::string prefix = "")
-      : object_(object), source_(std::move(source)), prefix_(std::move(prefix)) {}
-
-  const json* find(const char* key) const {
-    auto it = object_.find(key);
-    return it == object_.end() || it->is_null() ? nullptr : &*it;
-  }
-  bool has(const char* key) const { return find(key) != nullptr; }
-
-  Error error(const char* key, const std::string& what) const {
-    return make_error(ErrorCode::corrupt_data, source_ + ": field '" + prefix_ + key + "' " + what);
-  }
-
-  // Integer field (an integral float such as 4096.0 is accepted); `required` or keeps *out.
-  Status read_int(const char* key, int64_t* out, bool required = false) const {
-    const json* value = find(key);
-    if (!value) return required ? Status(error(key, "is missing")) : Status::success();
-    if (value->is_number_integer()) {
-      *out = value->get<int64_t>();
-    } else if (value->is_number_float() && std::nearbyint(value->get<double>()) == value->get<double>()) {
-      *out = int64_t(value->get<double>());
-    } else {
-      return error(key, "must be an integer, got " + value->dump());
-    }
-    return Status::success();
-  }
-  Status read_double(const char* key, double* out, bool required = false) const {
-    const json* value = find(key);
-    if (!value) return required ? Status(error(key, "is missing")) : Status::success();
-    if (!value->is_number()) return error(key, "must be a number, got " + value->dump());
-    *out = value->get<double>();
-    return Status::success();
-  }
-  Status read_bool(const char* key, bool* out) const {
-    const json* value = find(key);
-    if (!value) return Status::success();
-    if (!value->is_boolean()) return error(key, "must be true or false, got " + value->dump());
-    *out = value->get<bool>();
-    return Status::success();
-  }
-  Status read_string(const char* key, std::string* out) const {
-    const json* value = find(key);
-    if (!value) return Status::success();
-    if (!value->is_string()) return error(key, "must be a string, got " + value->dump());
-    *out = value->get<std::string>();
-    return Status::success();
-  }
-  // An int or a list of ints (eos_token_id); true in *found when present.
-  Status read_int_list(const char* key, std::vector<int64_t>* out, bool* found) const {
-    const json* value = find(key);
-    *found = value != nullptr;
-    if (!value) return Status::success();
-    std::vector<int64_t> ids;
-    if (value->is_number_integer()) {
-      ids.push_back(value->get<int64_t>());
-    } else if (value->is_array()) {
-      for (const json& item : *value) {
-        if (!item.is_number_integer()) return error(key, "must be an integer or a list of integers");
-        ids.push_back(item.get<int64_t>());
-      }
-    } else {
-      return error(key, "must be an integer or a list of integers, got " + value->dump());
-    }
-    *out = std::move(ids);
-    return Status::success();
-  }
-
- private:
-  const json& object_;
-  std::string source_;
-  std::string prefix_;
-};
 
 // rope_scaling, or the rope-type part of transformers' newer `rope_parameters`.
 Status parse_rope_scaling(const FieldReader& rope, const std::string& source, const std::string& field,
@@ -117,9 +46,9 @@ Status parse_rope_scaling(const FieldReader& rope, const std::string& source, co
     *out = RopeScaling{};
     return Status::success();
   }
-  if (type != "llama3" && type != "linear") {
+  if (type != "llama3" && type != "linear" && type != "yarn") {
     return make_error(ErrorCode::unsupported, source + ": " + field + " type '" + type +
-                                                  "' is not supported (supported: default, linear, llama3)");
+                                                  "' is not supported (supported: default, linear, llama3, yarn)");
   }
   out->type = type;
   TROUPE_TRY(rope.read_double("factor", &out->factor, /*required=*/true));
@@ -135,6 +64,7 @@ Status parse_rope_scaling(const FieldReader& rope, const std::string& source, co
       return rope.error("original_max_position_embeddings", "must be > 0");
     }
   }
+  if (type == "yarn") TROUPE_TRY(detail::parse_yarn(rope, out));
   return Status::success();
 }
 
@@ -232,6 +162,7 @@ Result<ModelConfig> ModelConfig::parse(const std::string& config_json, const std
   TROUPE_TRY(field.read_bool("attention_bias", &config.attention_bias));
   if (arch->attention_bias) config.attention_bias = true;
   TROUPE_TRY(field.read_bool("mlp_bias", &config.mlp_bias));
+  config.qk_norm = config.model_type == "qwen3" || config.architecture == "Qwen3ForCausalLM";
   TROUPE_TRY(field.read_string("torch_dtype", &config.torch_dtype));
   if (!field.has("torch_dtype")) TROUPE_TRY(field.read_string("dtype", &config.torch_dtype));  // transformers v5
 
@@ -250,6 +181,13 @@ Result<ModelConfig> ModelConfig::parse(const std::string& config_json, const std
   }
   if (!(config.rope_theta > 0)) return field.error("rope_theta", "must be > 0");
 
+  if (config.architecture == "DeepseekV3ForCausalLM") TROUPE_TRY(detail::parse_deepseek_v3(field, &config));
+  // YaRN also scales cos/sin (mscale), which only the DeepSeek model applies.
+  if (config.rope_scaling.type == "yarn" && config.architecture != "DeepseekV3ForCausalLM")
+    return make_error(ErrorCode::unsupported, source_name + ": rope_scaling type 'yarn' is supported for "
+                                              "DeepseekV3ForCausalLM only, not " + config.architecture);
+  TROUPE_TRY(detail::parse_quantization(field, &config.quantization));
+
   bool found = false;
   TROUPE_TRY(field.read_int("bos_token_id", &config.bos_token_id));
   TROUPE_TRY(field.read_int_list("eos_token_id", &config.eos_token_ids, &found));
@@ -265,6 +203,7 @@ Result<ModelConfig> ModelConfig::parse(const std::string& config_json, const std
     std::vector<int64_t> eos;
     TROUPE_TRY(gen.read_int_list("eos_token_id", &eos, &found));
     if (found) config.eos_token_ids = std::move(eos);
+    TROUPE_TRY(detail::parse_generation_defaults(gen, &config.generation_defaults));
   }
   return config;
 }

@@ -9,16 +9,78 @@
 namespace troupe {
 
 struct RopeScaling {
-  std::string type;  // "" (none) | "llama3" | "linear" ("default" reads as none)
+  std::string type;  // "" (none) | "llama3" | "linear" | "yarn" ("default" reads as none)
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
+  // YaRN (DeepSeek-V3): frequency interpolation between the beta_fast / beta_slow correction range;
+  // cos/sin scaled by yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim).
+  double mscale = 1.0;
+  double mscale_all_dim = 0.0;
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+};
+
+// Multi-head latent attention (DeepSeek-V2/V3). kv_lora_rank 0: not an MLA model.
+struct MlaConfig {
+  int64_t q_lora_rank = 0;  // 0 (config null): a plain q_proj, as in V2-Lite
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t qk_rope_head_dim = 0;
+  int64_t v_head_dim = 0;
+  bool enabled() const { return kv_lora_rank > 0; }
+  int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+  // Values an MLA layer caches per token: the normed latent and the roped k_pe (576 for R1).
+  int64_t cache_entry() const { return kv_lora_rank + qk_rope_head_dim; }
+};
+
+// Routed mixture of experts (DeepSeek-V3: sigmoid scores, noaux_tc group-limited top-k).
+// n_routed_experts 0: every layer is dense.
+struct MoeConfig {
+  int64_t n_routed_experts = 0;
+  int64_t n_shared_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  int64_t moe_intermediate_size = 0;
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  std::string topk_method = "noaux_tc";
+  std::string scoring_func = "sigmoid";
+  double routed_scaling_factor = 1.0;
+  bool norm_topk_prob = true;
+  int64_t first_k_dense_replace = 0;  // layers [0, k) use the dense MLP
+  int64_t moe_layer_freq = 1;         // then every moe_layer_freq-th layer is MoE
+  bool enabled() const { return n_routed_experts > 0; }
+  bool is_moe_layer(int64_t layer) const {
+    return enabled() && layer >= first_k_dense_replace && layer % moe_layer_freq == 0;
+  }
+};
+
+// `quantization_config` of an FP8 block checkpoint (DeepSeek-V3/R1, Qwen3-FP8): each quantized
+// linear weight W [out, in] is F8_E4M3 with W_scale_inv F32 [ceil(out/bn), ceil(in/bk)]; the
+// weight is fp8 * scale_inv. method "": not quantized.
+struct QuantizationConfig {
+  std::string method;  // "" | "fp8"
+  std::string fmt = "e4m3";
+  int64_t block_n = 128;  // weight_block_size [block_n, block_k]
+  int64_t block_k = 128;
+  std::string activation_scheme = "dynamic";
+  bool is_fp8() const { return method == "fp8"; }
+};
+
+// generation_config.json's sampling defaults; a request that leaves a field out gets these, as
+// vLLM applies them (R1 ships temperature 0.6, top_p 0.95). Absent: < 0.
+struct GenerationDefaults {
+  double temperature = -1.0;
+  double top_p = -1.0;
+  int64_t top_k = -1;
+  bool any() const { return temperature >= 0 || top_p >= 0 || top_k >= 0; }
 };
 
 struct ModelConfig {
-  std::string architecture;  // "LlamaForCausalLM" | "Qwen2ForCausalLM" (more to come: DeepseekV3ForCausalLM)
-  std::string model_type;    // "llama" | "qwen2"
+  // "LlamaForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM" | "DeepseekV3ForCausalLM"
+  std::string architecture;
+  std::string model_type;  // "llama" | "qwen2" | "qwen3" | "deepseek_v3"
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -34,6 +96,13 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2: always)
   bool mlp_bias = false;
   std::string torch_dtype = "bfloat16";  // the checkpoint's compute dtype
+  bool qk_norm = false;  // RMSNorm per head on q and k before RoPE (Qwen3)
+
+  MlaConfig mla;                    // DeepSeek-V3
+  MoeConfig moe;                    // DeepSeek-V3
+  int64_t num_nextn_predict_layers = 0;  // MTP layers stored after the last decoder layer (unused)
+  QuantizationConfig quantization;
+  GenerationDefaults generation_defaults;
 
   // Token ids (config.json, overridden by generation_config.json when present).
   int64_t bos_token_id = -1;

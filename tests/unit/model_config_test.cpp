@@ -125,8 +125,11 @@ TEST(ModelConfig, LinearAndDefaultRopeScalingAndUnsupportedTypes) {
   source["rope_scaling"] = json::parse(R"({"rope_type": "default"})");
   EXPECT_EQ(parse(source)->rope_scaling.type, "");
 
-  source["rope_scaling"] = json::parse(R"({"rope_type": "yarn", "factor": 4.0})");
-  expect_error(source, ErrorCode::unsupported, {"yarn", "llama3", "/models/x/config.json"});
+  source["rope_scaling"] = json::parse(R"({"rope_type": "dynamic", "factor": 4.0})");
+  expect_error(source, ErrorCode::unsupported, {"dynamic", "llama3", "yarn", "/models/x/config.json"});
+  // YaRN parses, but only DeepSeek-V3 applies its cos/sin scale.
+  source["rope_scaling"] = json::parse(R"({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})");
+  expect_error(source, ErrorCode::unsupported, {"yarn", "DeepseekV3ForCausalLM only", "LlamaForCausalLM"});
   source["rope_scaling"] = json::parse(R"({"rope_type": "linear", "factor": 0})");
   expect_error(source, ErrorCode::corrupt_data, {"rope_scaling.factor"});
 }
