@@ -107,6 +107,15 @@ Result<std::unique_ptr<LlamaAttention>> LlamaAttention::load(const ModelConfig& 
     if (!b.ok()) return b.error();
     layer->qkv_bias_ = std::move(b.value());
   }
+  if (config.qk_norm) {
+    auto q_norm = load_weight(weights, backend, prefix + "q_norm.weight", {config.head_dim});
+    if (!q_norm.ok()) return q_norm.error();
+    auto k_norm = load_weight(weights, backend, prefix + "k_norm.weight", {config.head_dim});
+    if (!k_norm.ok()) return k_norm.error();
+    layer->q_norm_ = std::move(q_norm.value());
+    layer->k_norm_ = std::move(k_norm.value());
+    layer->norm_eps_ = float(config.rms_norm_eps);
+  }
   auto o = load_weight(weights, backend, prefix + "o_proj.weight", {hidden, q_dim});
   if (!o.ok()) return o.error();
   layer->o_weight_ = std::move(o.value());
@@ -130,10 +139,39 @@ void LlamaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvC
   Tensor& k_cache = cache.component(cache_layer, 0);
   Tensor& v_cache = cache.component(cache_layer, 1);
   Tensor q = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
-  backend_.qkv_rope_write_kv(qkv, meta.positions, inv_freq_, meta.slot_mapping, k_cache, v_cache, q);
+  if (q_norm_.defined()) {
+    normed_qk_rope_write_kv(qkv, meta, k_cache, v_cache, q);
+  } else {
+    backend_.qkv_rope_write_kv(qkv, meta.positions, inv_freq_, meta.slot_mapping, k_cache, v_cache, q);
+  }
   Tensor attn = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
   backend_.paged_attention(q, k_cache, v_cache, meta, scale_, attn);
   backend_.linear(attn.reshape({n, num_heads_ * head_dim_}), o_weight_, o_bias_, out);
+}
+
+void LlamaAttention::normed_qk_rope_write_kv(const Tensor& qkv, const AttentionMetadata& meta, Tensor k_cache,
+                                             Tensor v_cache, Tensor q_out) {
+  const int64_t n = meta.num_tokens, per_token = num_heads_ + 2 * num_kv_heads_;
+  std::vector<int32_t> q_rows, k_rows, v_rows;  // rows of qkv seen as [n * per_token, head_dim]
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t h = 0; h < per_token; ++h) {
+      auto& rows = h < num_heads_ ? q_rows : h < num_heads_ + num_kv_heads_ ? k_rows : v_rows;
+      rows.push_back(int32_t(t * per_token + h));
+    }
+  }
+  const Tensor heads = qkv.reshape({n * per_token, head_dim_});
+  Tensor q_flat = q_out.reshape({n * num_heads_, head_dim_});
+  Tensor k = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
+  Tensor v = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
+  Tensor k_flat = k.reshape({n * num_kv_heads_, head_dim_});
+  backend_.gather_rows(heads, q_rows, q_flat);
+  backend_.gather_rows(heads, k_rows, k_flat);
+  backend_.gather_rows(heads, v_rows, v.reshape({n * num_kv_heads_, head_dim_}));
+  backend_.rmsnorm(q_flat, q_norm_, norm_eps_, q_flat);  // per head: rows of head_dim
+  backend_.rmsnorm(k_flat, k_norm_, norm_eps_, k_flat);
+  backend_.rope(q_out, k, meta.positions, inv_freq_);
+  backend_.write_kv(k_cache, k, meta.slot_mapping);
+  backend_.write_kv(v_cache, v, meta.slot_mapping);
 }
 
 }  // namespace troupe

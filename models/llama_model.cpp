@@ -7,7 +7,8 @@ namespace troupe {
 
 Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelConfig& config, Backend& backend, LayerRange range,
                                                      const WeightLoader& weights) {
-  if (config.architecture != "LlamaForCausalLM" && config.architecture != "Qwen2ForCausalLM") {
+  if (config.architecture != "LlamaForCausalLM" && config.architecture != "Qwen2ForCausalLM" &&
+      config.architecture != "Qwen3ForCausalLM") {
     return make_error(ErrorCode::unsupported, "LlamaModel: unsupported architecture '" + config.architecture + "'");
   }
   if (range.end < 0) range.end = config.num_hidden_layers;

@@ -1,5 +1,5 @@
 #pragma once
-// LlamaForCausalLM and Qwen2ForCausalLM (one stage of them): embeddings on the first stage,
+// LlamaForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM (one stage of them): embeddings on the first stage,
 // decoder layers (attention + MLP, each behind its interface), final norm + LM head on the last.
 #include <memory>
 #include <vector>

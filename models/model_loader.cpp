@@ -38,7 +38,8 @@ Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const Weigh
 
 Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightLoader& weights, Backend& backend,
                                           LayerRange range) {
-  if (config.architecture == "LlamaForCausalLM" || config.architecture == "Qwen2ForCausalLM") {
+  if (config.architecture == "LlamaForCausalLM" || config.architecture == "Qwen2ForCausalLM" ||
+      config.architecture == "Qwen3ForCausalLM") {
     auto model = LlamaModel::load(config, backend, range, weights);
     if (!model.ok()) return model.error();
     return std::unique_ptr<Model>(std::move(model.value()));
@@ -46,7 +47,7 @@ Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const Weigh
   // DeepSeek-V3's config, FP8 scales and MTP layout load; its MLA + MoE layers are the next step.
   return make_error(ErrorCode::unsupported, "architecture " + config.architecture +
                                                 " is parsed but has no model implementation yet (served: "
-                                                "LlamaForCausalLM, Qwen2ForCausalLM)");
+                                                "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
 }
 
 Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backend, LayerRange range) {

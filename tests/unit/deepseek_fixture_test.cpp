@@ -1,0 +1,117 @@
+// The DeepSeek-V3 fixtures made by transformers (tools/make_deepseek_fixtures.py) load: config.json
+// in both spellings (rope_parameters as transformers writes it, rope_scaling + quantization_config
+// as R1 ships), every tensor the model will ask for (FP8 ones dequantized with their 128x128
+// scales), the MTP layer stored past the last decoder layer left unread; and the model loader
+// refuses the architecture in one line until MLA + MoE land.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "backends/cpu_backend.hpp"
+#include "models/model_loader.hpp"
+#include "runtime/model_config.hpp"
+#include "runtime/weight_store.hpp"
+#include "tests/unit/fixture_oracle.hpp"
+
+namespace troupe {
+namespace {
+
+TEST(DeepseekFixture, ConfigsParseInBothSpellings) {
+  const auto dirs = fixture_dirs(/*deepseek=*/true);
+  ASSERT_EQ(dirs.size(), 3u) << "deepseek-v3-tiny, deepseek-v3-lite-tiny and deepseek-v3-fp8-tiny";
+  for (const auto& dir : dirs) {
+    SCOPED_TRACE(dir);
+    auto config = ModelConfig::load(dir);
+    ASSERT_TRUE(config.ok()) << config.error().message;
+    EXPECT_EQ(config->architecture, "DeepseekV3ForCausalLM");
+    EXPECT_EQ(config->rope_scaling.type, "yarn");
+    EXPECT_DOUBLE_EQ(config->rope_scaling.factor, 4.0);
+    EXPECT_DOUBLE_EQ(config->rope_scaling.mscale_all_dim, 0.707);
+    EXPECT_TRUE(config->mla.enabled());
+    EXPECT_TRUE(config->moe.enabled());
+    EXPECT_EQ(config->moe.n_routed_experts, 8);
+    EXPECT_EQ(config->head_dim, config->mla.qk_nope_head_dim + config->mla.qk_rope_head_dim);
+    const bool lite = dir.find("lite") != std::string::npos, fp8 = dir.find("fp8") != std::string::npos;
+    EXPECT_EQ(config->mla.q_lora_rank == 0, lite);
+    EXPECT_EQ(config->quantization.is_fp8(), fp8);
+    EXPECT_EQ(config->num_nextn_predict_layers, 1);  // transformers writes 1; R1 has 1
+  }
+}
+
+// The names a DeepSeek-V3 layer reads (per-expert names, as transformers saves them).
+std::vector<std::string> layer_tensors(const ModelConfig& c, int64_t layer) {
+  const std::string p = "model.layers." + std::to_string(layer) + ".";
+  std::vector<std::string> names = {p + "input_layernorm.weight", p + "post_attention_layernorm.weight",
+                                    p + "self_attn.kv_a_proj_with_mqa.weight", p + "self_attn.kv_a_layernorm.weight",
+                                    p + "self_attn.kv_b_proj.weight", p + "self_attn.o_proj.weight"};
+  if (c.mla.q_lora_rank > 0) {
+    for (const char* n : {"q_a_proj.weight", "q_a_layernorm.weight", "q_b_proj.weight"}) names.push_back(p + "self_attn." + n);
+  } else {
+    names.push_back(p + "self_attn.q_proj.weight");
+  }
+  const char* projections[] = {"gate_proj.weight", "up_proj.weight", "down_proj.weight"};
+  if (!c.moe.is_moe_layer(layer)) {
+    for (const char* n : projections) names.push_back(p + "mlp." + n);
+    return names;
+  }
+  names.push_back(p + "mlp.gate.weight");
+  names.push_back(p + "mlp.gate.e_score_correction_bias");
+  for (int64_t e = 0; e < c.moe.n_routed_experts; ++e)
+    for (const char* n : projections) names.push_back(p + "mlp.experts." + std::to_string(e) + "." + n);
+  for (const char* n : projections) names.push_back(p + "mlp.shared_experts." + n);
+  return names;
+}
+
+TEST(DeepseekFixture, EveryTensorLoadsAndFp8OnesDequantize) {
+  for (const auto& dir : fixture_dirs(/*deepseek=*/true)) {
+    SCOPED_TRACE(dir);
+    auto config = ModelConfig::load(dir);
+    ASSERT_TRUE(config.ok()) << config.error().message;
+    auto store = WeightStore::open(dir);
+    ASSERT_TRUE(store.ok()) << store.error().message;
+    const WeightLoader load = weight_store_loader(store.value(), config->quantization);
+    std::vector<std::string> names = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"};
+    for (int64_t l = 0; l < config->num_hidden_layers; ++l) {
+      auto more = layer_tensors(config.value(), l);
+      names.insert(names.end(), more.begin(), more.end());
+    }
+    int64_t num_fp8 = 0;
+    for (const auto& name : names) {
+      auto view = store->get(name);
+      ASSERT_TRUE(view.ok()) << view.error().message;
+      auto tensor = load(name, view->shape);
+      ASSERT_TRUE(tensor.ok()) << tensor.error().message;
+      if (view->dtype != DType::f8_e4m3) continue;
+      ++num_fp8;
+      ASSERT_EQ(tensor->dtype(), DType::f32) << name;
+      // Dequantized values are finite and the block scale (amax / 448) bounds them.
+      const float* w = tensor->data<float>();
+      for (int64_t i = 0; i < tensor->numel(); ++i) ASSERT_TRUE(std::isfinite(w[i])) << name << " at " << i;
+    }
+    const bool fp8 = config->quantization.is_fp8();
+    EXPECT_EQ(num_fp8 > 0, fp8);
+    if (fp8) {
+      // The MTP layer sits at index num_hidden_layers and is listed in the index but never read.
+      EXPECT_TRUE(store->has("model.layers." + std::to_string(config->num_hidden_layers) + ".eh_proj.weight"));
+      // kv_b_proj [4 x 64, 136] spans 2 x 2 blocks with partial edges.
+      auto scale = store->get("model.layers.0.self_attn.kv_b_proj.weight_scale_inv");
+      ASSERT_TRUE(scale.ok());
+      EXPECT_EQ(scale->shape, (std::vector<int64_t>{2, 2}));
+    }
+  }
+}
+
+TEST(DeepseekFixture, TheModelLoaderRefusesTheArchitectureInOneLine) {
+  CpuBackend backend(1);
+  for (const auto& dir : fixture_dirs(/*deepseek=*/true)) {
+    auto model = load_model(dir, backend);
+    ASSERT_FALSE(model.ok());
+    EXPECT_EQ(model.error().code, ErrorCode::unsupported);
+    EXPECT_NE(model.error().message.find("DeepseekV3ForCausalLM"), std::string::npos) << model.error().message;
+    EXPECT_EQ(model.error().message.find('\n'), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace troupe
