@@ -10,6 +10,8 @@
 // GQA groups of 2, 4 or 8 q heads (group * head_dim <= 1024) take one block per (query token, kv
 // head, partition) computing the whole group, so K/V are read once per group; other shapes take
 // one block per (query token, q head, partition).
+// Three layers: the __global__ kernels (attention_decode.cu), these launchers, and the CPU
+// reference shared by every attention kernel, paged_attention_ref (paged_attention.hpp).
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA

@@ -16,6 +16,9 @@
 // cross a row's position. Tokens of a tile belong to one sequence and may start at any position
 // (chunked prefill): a query at position p sees keys [0, p] of its sequence, which must already be
 // cached.
+// Three layers: the __global__ kernels (attention_prefill.cu), these launchers, and the CPU
+// reference shared by every attention kernel, paged_attention_ref (paged_attention.hpp), which
+// computes in fp32/fp64 (this kernel's bf16 roundings are its only departure from it).
 #include <cstdint>
 #include <vector>
 

@@ -1,7 +1,9 @@
 #pragma once
 // The gated MLP's activation on bf16 intermediates (prefill-sized steps): out[t, i] =
 // silu(gate_up[t, i]) * gate_up[t, inter + i], read and written in bf16, computed in fp32. The
-// fp32-input versions (decode-sized steps) live in cuda_ops.hpp.
+// fp32-input versions (decode-sized steps) live in elementwise.hpp. Three layers: the __global__
+// kernels (mlp_activation.cu), this raw-pointer launcher, and the CPU reference with the same
+// formula (mlp_activation_ref.cpp).
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA
@@ -9,6 +11,10 @@
 #endif
 
 namespace troupe::kernels {
+
+// CPU reference, bf16 bits in and out: silu(g) * u = g / (1 + exp(-g)) * u in fp32 from the widened
+// inputs, rounded to nearest even. gate_up: [n, 2 * inter]; out: [n, inter].
+void silu_and_mul_packed_bf16_ref(const uint16_t* gate_up, uint16_t* out, int64_t n, int64_t inter);
 
 #ifdef TROUPE_HAVE_CUDA
 // Device pointers, bf16 bits. gate_up: [n, 2 * inter]; out: [n, inter]. Rounds to nearest even.

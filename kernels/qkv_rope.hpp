@@ -1,14 +1,26 @@
 #pragma once
 // One kernel after the fused QKV projection: rotary embedding of q and k, and the K/V cache
 // writes. Replaces rope + write_kv(k) + write_kv(v) (three launches, and a q/k/v split before
-// them). The CPU reference is CpuBackend::qkv_rope_write_kv (backends/cpu_backend.cpp), with the
-// same formula as CpuBackend::rope; tests/gpu/cuda_backend_test.cpp compares the two.
+// them). Three layers: the __global__ kernel (qkv_rope.cu), these raw-pointer launchers, and the
+// CPU reference with the same formula as rope.hpp's (qkv_rope_ref.cpp).
 #include <cstdint>
 
+#ifdef TROUPE_HAVE_CUDA
 #include <cuda_runtime_api.h>
+#endif
 
 namespace troupe::kernels {
 
+// CPU reference, shapes as the launchers below (host pointers). The uint16_t overload writes a
+// bf16 cache: rope(k) and v computed in fp32, then rounded to nearest even.
+void qkv_rope_write_kv_ref(const float* qkv, const int32_t* positions, const float* inv_freq,
+                           const int32_t* slot_mapping, float* k_cache, float* v_cache, float* q_out, int64_t n,
+                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t half);
+void qkv_rope_write_kv_ref(const float* qkv, const int32_t* positions, const float* inv_freq,
+                           const int32_t* slot_mapping, uint16_t* k_cache, uint16_t* v_cache, float* q_out, int64_t n,
+                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t half);
+
+#ifdef TROUPE_HAVE_CUDA
 // For each token t (all pointers on the device):
 //   q_out[t, h]                          = rope(qkv[t, h]),                 h < num_heads
 //   k_cache[slot_mapping[t], h]          = rope(qkv[t, num_heads + h]),     h < num_kv_heads
@@ -28,5 +40,6 @@ cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positi
                                          const int32_t* slot_mapping, uint16_t* k_cache, uint16_t* v_cache,
                                          float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
                                          int64_t head_dim, int64_t half, cudaStream_t stream);
+#endif
 
 }  // namespace troupe::kernels

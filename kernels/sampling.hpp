@@ -3,10 +3,14 @@
 // Sampler's temperature -> top-k -> top-p -> min-p filter and inverse-CDF pick for the row's
 // uniform, in the same candidate order (id order without top-k / top-p, else best-first by logit,
 // then lower id), so a row picks the token Sampler::sample_row picks except at rounding boundaries.
+// The CPU reference of the greedy rows is sample_greedy_ref (sampling_ref.cpp); the filtered rows
+// are checked against the host Sampler itself (tests/gpu/device_sampling_test.cpp).
 #include <cstddef>
 #include <cstdint>
 
+#ifdef TROUPE_HAVE_CUDA
 #include <cuda_runtime_api.h>
+#endif
 
 namespace troupe::kernels {
 
@@ -20,6 +24,11 @@ struct SampleRow {
   double uniform = 0.0;      // [0, 1): picks the token by inverse CDF
 };
 
+// CPU reference of a greedy row (temperature 0): out[r] = the first index of the row's maximum, or
+// -1 when the row has a NaN or its maximum is not finite. logits: [num_rows, vocab]; out: [num_rows].
+void sample_greedy_ref(const float* logits, int32_t* out, int64_t num_rows, int64_t vocab);
+
+#ifdef TROUPE_HAVE_CUDA
 // Device workspace bytes launch_sample_f32 needs for these rows (host array) over `vocab` logits.
 size_t sample_workspace_bytes(const SampleRow* rows, int64_t num_rows, int64_t vocab);
 
@@ -28,5 +37,6 @@ size_t sample_workspace_bytes(const SampleRow* rows, int64_t num_rows, int64_t v
 // on the device; workspace: at least sample_workspace_bytes(rows, num_rows, vocab) device bytes.
 cudaError_t launch_sample_f32(const float* logits, const SampleRow* rows, int64_t num_rows, int64_t vocab,
                               int32_t* out, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+#endif
 
 }  // namespace troupe::kernels

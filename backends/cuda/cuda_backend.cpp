@@ -8,13 +8,19 @@
 
 #include "runtime/dtype.hpp"
 
+#include "kernels/argmax.hpp"
 #include "kernels/attention_decode.hpp"
 #include "kernels/attention_prefill.hpp"
-#include "kernels/cuda_ops.hpp"
+#include "kernels/elementwise.hpp"
+#include "kernels/embedding.hpp"
+#include "kernels/gather_rows.hpp"
 #include "kernels/gemv.hpp"
+#include "kernels/kv_write.hpp"
 #include "kernels/mlp_activation.hpp"
+#include "kernels/paged_attention.hpp"
 #include "kernels/qkv_rope.hpp"
 #include "kernels/rmsnorm.hpp"
+#include "kernels/rope.hpp"
 #include "kernels/sampling.hpp"
 #include "runtime/logging.hpp"
 

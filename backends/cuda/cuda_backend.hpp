@@ -1,7 +1,8 @@
 #pragma once
 // The CUDA backend: the Backend ops on one GPU, fp32 compute (exact against the CPU reference;
-// bf16 compute is the next step), cuBLAS for matrix products, kernels from cuda_ops.cu. Inputs
-// that arrive in host memory (token ids, hidden states from another stage) are uploaded on use.
+// bf16 compute is the next step), cuBLAS for matrix products, kernels from kernels/ (one header
+// per family). Inputs that arrive in host memory (token ids, hidden states from another stage) are
+// uploaded on use.
 // The ops run on the backend's own stream (a blocking one, so work other code puts on the legacy
 // default stream stays ordered with them); decode steps can run as CUDA graphs
 // (backends/cuda/cuda_step_graphs.hpp).

@@ -1,0 +1,271 @@
+// Op table rows: the three attention kernels (the paged_attention fallback, split-KV decode,
+// tensor-core prefill) over fp32 and bf16 caches, all against paged_attention_ref.
+// Each row builds a random paged cache: sequences of {context_len, num_new_tokens}, their blocks
+// shuffled over a cache with 5 spare blocks, every cached position filled with N(0, 1) values and
+// every slot no sequence owns NaN (so a kernel reading past a context shows); block tables padded
+// with -1 (as runtime/attention_metadata.cpp does).
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <type_traits>
+#include <utility>
+
+#include "kernels/attention_decode.hpp"
+#include "kernels/attention_prefill.hpp"
+#include "kernels/host_bf16.hpp"
+#include "kernels/paged_attention.hpp"
+#include "tests/gpu/backend_ops_table.hpp"
+
+namespace troupe::backend_ops {
+using namespace kernels;
+namespace {
+
+// fp32 kernels against the fp32-dot / fp64-softmax reference: summation order over up to 2500 keys
+// and __expf (a few ulp): NMSE ~1e-12.
+constexpr double kAttentionF32Tolerance = 1e-9;
+
+struct AttentionShape {
+  std::vector<std::pair<int32_t, int32_t>> seqs;  // {context_len, num_new_tokens}
+  int64_t num_heads, num_kv_heads, head_dim, block_size;
+};
+
+enum class Kernel { fallback, decode, decode_per_token_split, prefill };
+
+// Host and device inputs of one batch.
+template <class CacheT>
+struct Batch {
+  int64_t n = 0, num_seqs = 0, max_blocks = 0, max_context = 0;
+  float* q = nullptr;
+  CacheT *k = nullptr, *v = nullptr;
+  int32_t *positions = nullptr, *seq_of_token = nullptr, *tables = nullptr;
+  std::vector<int32_t> query_start, context_lens;
+  size_t cache_count = 0;
+  const float* d_q = nullptr;
+  const CacheT *d_k = nullptr, *d_v = nullptr;
+  const int32_t *d_positions = nullptr, *d_seq_of_token = nullptr, *d_tables = nullptr;
+};
+
+template <class CacheT>
+Batch<CacheT> make_batch(OpRun& r, const AttentionShape& c, std::mt19937& rng) {
+  Batch<CacheT> b;
+  b.num_seqs = int64_t(c.seqs.size());
+  int64_t blocks_needed = 0;
+  for (const auto& [context, num_new] : c.seqs) {
+    const int64_t blocks = (context + c.block_size - 1) / c.block_size;
+    blocks_needed += blocks;
+    b.max_blocks = std::max(b.max_blocks, blocks);
+    b.max_context = std::max<int64_t>(b.max_context, context);
+    b.n += num_new;
+  }
+  const int64_t num_blocks = blocks_needed + 5, entry = c.num_kv_heads * c.head_dim;
+  std::vector<int32_t> ids(static_cast<size_t>(num_blocks));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  b.cache_count = size_t(num_blocks * c.block_size * entry);
+  std::vector<float> k(b.cache_count, NAN), v(b.cache_count, NAN);
+  b.tables = r.host<int32_t>(size_t(b.num_seqs * b.max_blocks), -1);
+  b.positions = r.host<int32_t>(size_t(b.n));
+  b.seq_of_token = r.host<int32_t>(size_t(b.n));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  size_t next = 0;
+  int64_t token = 0;
+  b.query_start.push_back(0);
+  for (int64_t s = 0; s < b.num_seqs; ++s) {
+    const auto [context, num_new] = c.seqs[size_t(s)];
+    int32_t* table = b.tables + s * b.max_blocks;
+    for (int64_t i = 0; i < (context + c.block_size - 1) / c.block_size; ++i) table[i] = ids[next++];
+    for (int32_t p = 0; p < context; ++p) {
+      const int64_t slot = int64_t(table[p / c.block_size]) * c.block_size + p % c.block_size;
+      for (int64_t i = 0; i < entry; ++i) {
+        k[size_t(slot * entry + i)] = normal(rng);
+        v[size_t(slot * entry + i)] = normal(rng);
+      }
+    }
+    for (int32_t i = 0; i < num_new; ++i, ++token) {
+      b.positions[token] = context - num_new + i;
+      b.seq_of_token[token] = int32_t(s);
+    }
+    b.query_start.push_back(int32_t(token));
+    b.context_lens.push_back(context);
+  }
+  b.k = r.host<CacheT>(b.cache_count);
+  b.v = r.host<CacheT>(b.cache_count);
+  for (size_t i = 0; i < b.cache_count; ++i) {
+    if constexpr (std::is_same_v<CacheT, float>) {
+      b.k[i] = k[i];
+      b.v[i] = v[i];
+    } else {
+      b.k[i] = host_f32_to_bf16(k[i]);
+      b.v[i] = host_f32_to_bf16(v[i]);
+    }
+  }
+  const size_t q_count = size_t(b.n * c.num_heads * c.head_dim);
+  b.q = r.host<float>(q_count);
+  fill_normal(b.q, q_count, rng);
+  b.d_q = r.device(b.q, q_count);
+  b.d_k = r.device(b.k, b.cache_count);
+  b.d_v = r.device(b.v, b.cache_count);
+  b.d_positions = r.device(b.positions, size_t(b.n));
+  b.d_seq_of_token = r.device(b.seq_of_token, size_t(b.n));
+  b.d_tables = r.device(b.tables, size_t(b.num_seqs * b.max_blocks));
+  return b;
+}
+
+int num_sms() {
+  int sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess || sms <= 0) sms = 132;
+  return sms;
+}
+
+bool supports(Kernel kernel, const AttentionShape& c) {
+  const int64_t group = c.num_heads / c.num_kv_heads;
+  switch (kernel) {
+    case Kernel::fallback: return c.head_dim <= 256;
+    case Kernel::decode:
+    case Kernel::decode_per_token_split: return decode_attention_supports(c.head_dim);
+    case Kernel::prefill:
+      return prefill_attention_supports(c.head_dim, group) &&
+             std::any_of(c.seqs.begin(), c.seqs.end(), [](const auto& s) { return s.second > 1; });
+  }
+  return false;
+}
+
+std::string shape_name(const AttentionShape& c) {
+  std::string s = "seqs=";
+  for (size_t i = 0; i < c.seqs.size(); ++i)
+    s += (i ? "," : "") + std::to_string(c.seqs[i].first) + "/" + std::to_string(c.seqs[i].second);
+  return s + " " +
+         sizes({{"heads", c.num_heads}, {"kv_heads", c.num_kv_heads}, {"head_dim", c.head_dim},
+                {"block", c.block_size}});
+}
+
+template <class CacheT>
+OpCase attention_case(Kernel kernel, AttentionShape c) {
+  const char* op = kernel == Kernel::fallback ? "paged_attention"
+                   : kernel == Kernel::prefill ? "attention_prefill"
+                                               : "attention_decode";
+  std::string dims = shape_name(c);
+  if (kernel == Kernel::decode_per_token_split) dims += " split=per-token";
+  const char* variant = std::is_same_v<CacheT, float> ? "f32 cache" : "bf16 cache";
+  return {op, variant, dims, [=](std::mt19937& rng) {
+            OpRun r;
+            const Batch<CacheT> b = make_batch<CacheT>(r, c, rng);
+            const size_t out_count = size_t(b.n * c.num_heads * c.head_dim);
+            const float scale = 1.0f / std::sqrt(float(c.head_dim));
+            float* out = r.poisoned<float>(out_count);
+            float* ref = r.host<float>(out_count);
+            const int64_t H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim, bs = c.block_size;
+            double tolerance = kAttentionF32Tolerance;
+            std::vector<bool> written(static_cast<size_t>(b.n), true);
+            if (kernel == Kernel::fallback) {
+              r.launch = [=](cudaStream_t s) {
+                return launch_paged_attention_f32(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, b.d_tables,
+                                                  b.max_blocks, bs, b.n, H, KV, D, scale, out, s);
+              };
+            } else if (kernel == Kernel::prefill) {
+              const std::vector<int32_t> tiles = build_prefill_tiles(
+                  b.query_start.data(), b.context_lens.data(), b.num_seqs, prefill_tokens_per_tile(D, H / KV));
+              int32_t* h_tiles = r.host<int32_t>(tiles.size());
+              std::copy(tiles.begin(), tiles.end(), h_tiles);
+              const int32_t* d_tiles = r.device(h_tiles, tiles.size());
+              const int64_t num_tiles = int64_t(tiles.size() / 3);
+              std::fill(written.begin(), written.end(), false);
+              for (size_t i = 0; i < tiles.size(); i += 3)
+                for (int32_t t = tiles[i]; t < tiles[i + 1]; ++t) written[size_t(t)] = true;
+              tolerance = kPrefillTolerance;
+              r.launch = [=](cudaStream_t s) {
+                return launch_prefill_attention_bf16(b.d_q, b.d_k, b.d_v, b.d_positions, d_tiles, num_tiles,
+                                                     b.d_tables, b.max_blocks, bs, H, KV, D, scale, out, s);
+              };
+            } else {
+              // Partitions as the backend picks them: by the longest context, or (as a recorded
+              // graph does) by the table width with each token's own context split evenly.
+              const bool per_token = kernel == Kernel::decode_per_token_split;
+              const int64_t context = per_token ? b.max_blocks * bs : b.max_context;
+              const int64_t parts = decode_num_partitions(b.n, H, KV, D, context, num_sms());
+              const int64_t keys = per_token ? 0 : decode_partition_keys(context, parts);
+              const int64_t floats = decode_workspace_floats(b.n, H, D, parts);
+              float* workspace = floats > 0 ? r.poisoned<float>(size_t(floats)) : nullptr;
+              r.launch = [=](cudaStream_t s) {
+                return launch_decode_attention_f32(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, nullptr, b.n,
+                                                   b.d_tables, b.max_blocks, bs, H, KV, D, scale, parts, keys,
+                                                   workspace, out, s);
+              };
+            }
+            r.reference = [=] {
+              paged_attention_ref(b.q, b.k, b.v, b.positions, b.seq_of_token, b.tables, b.max_blocks, bs, b.n, H, KV,
+                                  D, scale, ref);
+              for (int64_t t = 0; t < b.n; ++t)  // rows the kernel must leave alone stay poisoned
+                if (!written[size_t(t)]) std::fill(ref + t * H * D, ref + (t + 1) * H * D, NAN);
+            };
+            r.expect("out", Elem::f32, out, ref, Elem::f32, out_count, tolerance);
+            // Bytes: q and out once, K and V of every (token, kv head) once (what a GQA-grouped
+            // kernel reads at best).
+            double kv_bytes = 0;
+            for (int64_t t = 0; t < b.n; ++t) kv_bytes += double(b.positions[t] + 1) * KV * D * 2 * sizeof(CacheT);
+            r.bytes = double(out_count) * 8 + kv_bytes;
+            return r;
+          }};
+}
+
+// Sequences of 1, 19, 99, 989 new tokens, chunks starting mid-sequence, GQA groups 1/3/4/8/64/128
+// with odd head counts, head_dim 16/32/64/128/256 and 48 (only the fallback takes it), block sizes
+// 8-32, prefill and decode sequences in one batch, decode contexts long enough to split.
+const std::vector<AttentionShape>& f32_cache_shapes() {
+  static const std::vector<AttentionShape> shapes = {
+      {{{1, 1}}, 7, 7, 64, 16},
+      {{{19, 19}}, 12, 3, 128, 16},
+      {{{99, 99}}, 8, 1, 64, 16},
+      {{{989, 989}}, 8, 2, 128, 16},
+      {{{300, 45}}, 7, 7, 128, 16},    // a chunk starting at position 255
+      {{{1030, 1}}, 32, 8, 128, 16},   // batch-1 decode: split into partitions
+      {{{2500, 1}, {700, 1}, {129, 1}}, 12, 3, 128, 16},  // partitions empty for the shorter ones
+      {{{1200, 1}, {150, 99}, {19, 19}, {1030, 1}, {69, 5}}, 12, 3, 64, 8},
+      {{{77, 77}, {40, 2}, {3, 3}}, 4, 2, 16, 32},
+      {{{70, 70}, {530, 1}}, 4, 4, 256, 16},
+      {{{33, 17}, {200, 130}}, 64, 1, 32, 16},  // group 64: two tokens per query tile
+      {{{45, 45}}, 128, 1, 16, 16},             // group 128: one token per query tile
+      {{{50, 50}, {90, 1}}, 6, 2, 48, 16},      // head_dim 48: the fallback only
+  };
+  return shapes;
+}
+
+const std::vector<AttentionShape>& bf16_cache_shapes() {
+  static const std::vector<AttentionShape> shapes = {
+      {{{1, 1}}, 8, 8, 64, 16},
+      {{{19, 19}}, 16, 4, 128, 16},
+      {{{99, 99}}, 32, 4, 64, 16},
+      {{{989, 989}}, 8, 1, 128, 16},
+      {{{300, 45}, {1030, 1}}, 8, 2, 128, 16},
+      {{{70, 70}, {530, 1}}, 4, 4, 256, 16},
+      {{{129, 19}, {40, 1}}, 16, 2, 256, 16},
+      {{{45, 45}, {17, 1}}, 4, 1, 16, 8},
+      {{{33, 17}, {200, 130}}, 8, 2, 32, 32},
+      {{{2500, 1}, {700, 1}, {129, 1}}, 12, 3, 128, 16},
+      {{{1200, 1}, {150, 99}, {19, 19}, {1030, 1}, {69, 5}}, 32, 4, 64, 8},
+      {{{50, 50}, {90, 1}}, 6, 2, 48, 16},
+  };
+  return shapes;
+}
+
+}  // namespace
+
+void add_attention_cases(std::vector<OpCase>& t) {
+  // decode_attention_supports and prefill_attention_supports are host functions: listing the
+  // table needs no GPU.
+  // The per-token split (a recorded graph's launch) only on decode-only batches, as graphs hold.
+  auto wanted = [](Kernel kernel, const AttentionShape& c) {
+    const bool decode_only = std::all_of(c.seqs.begin(), c.seqs.end(), [](const auto& s) { return s.second == 1; });
+    return supports(kernel, c) && (kernel != Kernel::decode_per_token_split || decode_only);
+  };
+  for (Kernel kernel : {Kernel::fallback, Kernel::decode, Kernel::decode_per_token_split, Kernel::prefill}) {
+    for (const AttentionShape& c : f32_cache_shapes())
+      if (wanted(kernel, c)) t.push_back(attention_case<float>(kernel, c));
+    for (const AttentionShape& c : bf16_cache_shapes())
+      if (wanted(kernel, c)) t.push_back(attention_case<uint16_t>(kernel, c));
+  }
+}
+
+}  // namespace troupe::backend_ops
