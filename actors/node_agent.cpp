@@ -23,7 +23,7 @@ struct Assignment {
 
 // The stage host of the current assignment; helper threads fill `host` before they message us.
 struct StageBox {
-  std::shared_ptr<cluster::StageHost> host;
+  std::shared_ptr<cluster::ModelStage> host;
 };
 
 struct AgentState {
@@ -36,7 +36,7 @@ struct AgentState {
   int64_t num_failed_connects = 0;
   Assignment assignment;
   std::shared_ptr<StageBox> box;             // of assignment.epoch, when a stage is prepared
-  std::shared_ptr<cluster::StageHost> host;  // prepared (and maybe wired) stage of assignment.epoch
+  std::shared_ptr<cluster::ModelStage> host;  // prepared (and maybe wired) stage of assignment.epoch
   bool wired = false;
   std::shared_ptr<spdlog::logger> logger = log::get("cluster");
   static inline const char* name = "troupe.node_agent";
@@ -47,7 +47,7 @@ using AgentActor = caf::stateful_actor<AgentState>;
 // Tears the stage down on a helper thread: a pipeline step may wait on a hung peer a while.
 void release_stage(AgentActor* self, const std::string& why) {
   auto& s = self->state;
-  std::shared_ptr<cluster::StageHost> host = std::move(s.host);
+  std::shared_ptr<cluster::ModelStage> host = std::move(s.host);
   s.host = nullptr;
   s.box = nullptr;
   s.wired = false;
@@ -67,7 +67,7 @@ void stop_work(AgentActor* self, const std::string& why) {
 void start_stage(AgentActor* self, const start_group& start) {
   auto& s = self->state;
   release_stage(self, "a new epoch starts");
-  if (start.spec.model.empty()) {  // membership only: nothing to load
+  if (start.spec.engine.model.empty()) {  // membership only: nothing to load
     if (s.head) self->send(s.head, group_loaded{s.node_id, start.group_id, start.epoch, ""});
     return;
   }
@@ -76,7 +76,7 @@ void start_stage(AgentActor* self, const start_group& start) {
   caf::actor me = caf::actor_cast<caf::actor>(self);
   std::thread([me, box, spec = start.spec, local = s.options.local, make_backend = s.options.make_backend,
                make_model = s.options.make_model, advertise = s.options.advertise_host, epoch = start.epoch] {
-    auto host = cluster::StageHost::prepare(spec, local, make_backend, advertise, make_model);
+    auto host = cluster::ModelStage::prepare(spec, local, make_backend, advertise, make_model);
     std::string error;
     if (host.ok()) box->host = std::move(host.value());
     else error = host.error().message;

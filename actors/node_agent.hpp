@@ -1,6 +1,6 @@
 #pragma once
 // One node agent per worker process: connects to the head, joins, heartbeats, holds this node's
-// stage assignment and obeys start/stop. For each group epoch it runs a cluster::StageHost
+// stage assignment and obeys start/stop. For each group epoch it runs a cluster::ModelStage
 // (prepare on start_group, wire on wire_group, destroyed on stop_group) on helper threads, so
 // the actor never blocks; as a group's leader it feeds generate_requests to the stage's engine
 // and sends each output straight back to the head.
@@ -21,7 +21,7 @@
 #include "cluster/address.hpp"
 #include "cluster/backoff.hpp"
 #include "cluster/membership.hpp"
-#include "pipeline/stage_host.hpp"
+#include "pipeline/model_stage.hpp"
 #include "runtime/config.hpp"
 
 namespace troupe {

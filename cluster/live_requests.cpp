@@ -1,43 +1,23 @@
-#include "cluster/cluster_engine.hpp"
-
-#include <vector>
+#include "cluster/live_requests.hpp"
 
 namespace troupe::cluster {
 
-ClusterEngine::ClusterEngine(int64_t vocab_size, int64_t max_model_len, ClusterEngineHooks hooks)
-    : vocab_size_(vocab_size), max_model_len_(max_model_len), hooks_(std::move(hooks)) {
-  stats_.cluster.enabled = true;
-}
-
-Status ClusterEngine::submit(GenerationRequest request, OutputCallback on_output) {
-  TROUPE_TRY(validate_generation_request(request, vocab_size_, max_model_len_));
-  if (request.request_id.find('#') != std::string::npos)
-    return make_error(ErrorCode::invalid_argument, "request ids may not contain '#'");
-  {
-    std::lock_guard lock(mutex_);
-    if (live_.count(request.request_id))
-      return make_error(ErrorCode::invalid_argument, "request id '" + request.request_id + "' is already live");
-    live_[request.request_id] = std::move(on_output);
-    stats_.num_prompt_tokens_total += int64_t(request.prompt_ids.size());
-  }
-  hooks_.route(std::move(request));
+Status LiveRequests::add(const std::string& request_id, int64_t num_prompt_tokens,
+                         OutputCallback on_output) {
+  std::lock_guard lock(mutex_);
+  if (live_.count(request_id))
+    return make_error(ErrorCode::invalid_argument, "request id '" + request_id + "' is already live");
+  live_[request_id] = std::move(on_output);
+  stats_.num_prompt_tokens_total += num_prompt_tokens;
   return Status::success();
 }
 
-void ClusterEngine::cancel(const std::string& request_id) {
-  {
-    std::lock_guard lock(mutex_);
-    if (!live_.count(request_id)) return;
-  }
-  hooks_.cancel(request_id);
-}
-
-EngineStats ClusterEngine::stats() const {
+bool LiveRequests::is_live(const std::string& request_id) const {
   std::lock_guard lock(mutex_);
-  return stats_;
+  return live_.count(request_id) > 0;
 }
 
-void ClusterEngine::deliver(const std::string& request_id, const GenerationOutput& output) {
+void LiveRequests::deliver(const std::string& request_id, const GenerationOutput& output) {
   OutputCallback callback;
   {
     std::lock_guard lock(mutex_);
@@ -54,7 +34,7 @@ void ClusterEngine::deliver(const std::string& request_id, const GenerationOutpu
   callback(output);
 }
 
-void ClusterEngine::publish(const ClusterStats& cluster, int64_t num_waiting) {
+void LiveRequests::publish(const ClusterStats& cluster, int64_t num_waiting) {
   ready_.store(cluster.num_groups_ready > 0);
   std::lock_guard lock(mutex_);
   stats_.cluster = cluster;
@@ -63,7 +43,7 @@ void ClusterEngine::publish(const ClusterStats& cluster, int64_t num_waiting) {
   stats_.num_running = int64_t(live_.size()) - num_waiting;
 }
 
-void ClusterEngine::fail_all(const std::string& message) {
+void LiveRequests::fail_all(const std::string& message) {
   std::unordered_map<std::string, OutputCallback> live;
   {
     std::lock_guard lock(mutex_);
@@ -75,6 +55,11 @@ void ClusterEngine::fail_all(const std::string& message) {
     out.error_message = message;
     callback(out);
   }
+}
+
+EngineStats LiveRequests::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
 }
 
 }  // namespace troupe::cluster

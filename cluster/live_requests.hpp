@@ -1,13 +1,11 @@
 #pragma once
-// The head's ServingEngine: what the HTTP server submits to when groups of workers serve the
-// model. It checks each request, keeps its callback, and hands it to the head (through `route`,
-// which the actor layer wires to the head actor); the head routes it to a group and calls
-// deliver() with each output, and publish() with the cluster's state.
+// The head front door's book: the live requests' output callbacks and the engine stats the HTTP
+// server reads. Thread-safe: HTTP threads add requests and read stats; the front door's mailbox
+// actor (actors/head_front_door) delivers outputs and publishes the cluster's state. No CAF here.
 //
-//   http thread --submit--> check, remember callback --route--> head actor --> group leader
-//   head actor --deliver(id, output)--> callback (erased once finished)
+//   add(id, callback) --deliver(id, output)*--> callback(output) ... finish_reason set: erased
+//   fail_all(message): every live callback gets one error output (the head stopped)
 #include <atomic>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -16,32 +14,23 @@
 
 namespace troupe::cluster {
 
-struct ClusterEngineHooks {
-  std::function<void(GenerationRequest)> route;
-  std::function<void(const std::string& request_id)> cancel;
-};
-
-class ClusterEngine final : public ServingEngine {
+class LiveRequests {
  public:
-  ClusterEngine(int64_t vocab_size, int64_t max_model_len, ClusterEngineHooks hooks);
+  LiveRequests() { stats_.cluster.enabled = true; }
 
-  Status submit(GenerationRequest request, OutputCallback on_output) override;
-  void cancel(const std::string& request_id) override;
-  EngineStats stats() const override;
-  int64_t max_model_len() const override { return max_model_len_; }
-  // True while at least one group is ready (requests submitted meanwhile wait for one, bounded).
-  bool is_ready() const override { return ready_.load(); }
-
-  // From the head's thread.
+  // invalid_argument when `request_id` is already live.
+  Status add(const std::string& request_id, int64_t num_prompt_tokens, OutputCallback on_output);
+  bool is_live(const std::string& request_id) const;
+  // Calls the request's callback (outside the lock); unknown ids are ignored.
   void deliver(const std::string& request_id, const GenerationOutput& output);
   void publish(const ClusterStats& cluster, int64_t num_waiting);
-  // Ends every live request with `message` (the head is stopping).
   void fail_all(const std::string& message);
 
+  EngineStats stats() const;
+  // True while at least one group is ready.
+  bool is_ready() const { return ready_.load(); }
+
  private:
-  int64_t vocab_size_;
-  int64_t max_model_len_;
-  ClusterEngineHooks hooks_;
   std::atomic<bool> ready_{false};
   mutable std::mutex mutex_;
   std::unordered_map<std::string, OutputCallback> live_;
