@@ -118,7 +118,11 @@ int run_worker_process(const Config& config, const cluster::HostPort& head, cons
   auto exit_code = options.exit_code;
   auto done = std::make_shared<std::atomic<bool>>(false);
   caf::actor agent = spawn_node_agent(system, std::move(options));
-  agent->attach_functor([done] { done->store(true); });
+  agent->attach_functor([done, &system](const caf::error& reason) {
+    if (reason && reason != caf::exit_reason::user_shutdown)
+      log::get("cluster")->error("the node agent stopped: {}", system.render(reason));
+    done->store(true);
+  });
   log::get("cluster")->info("worker pid {} joining the head at {}", ::getpid(), head.to_string());
   const int signal = wait_for_stop(signals, *done);
   if (signal != 0) log::get("cluster")->info("signal {}: leaving the cluster", signal);

@@ -5,11 +5,19 @@
 // the actor never blocks; as a group's leader it feeds generate_requests to the stage's engine
 // and sends each output straight back to the head.
 //
-//   connecting --(remote_actor ok)--> joining --(accepted)--> joined --(start_group)--> running
-//       ^   |                            |                      |  ^                      |
-//       |   +--(error: retry, backoff)   +--(refused: exit 2)   |  +------(stop_group)----+
-//       +-------(head down / heartbeat unanswered for heartbeat_timeout)--------------------+
-//   heartbeat_ack{known=false} (the head declared us lost): joining again.
+// Four named behaviours (node_agent.cpp: connecting, joining, joined, running), switched with
+// become(); each also takes what may arrive late from an earlier state (stale timers, stage
+// replies, messages in flight) and ignores it.
+//
+//   connecting --connected--> joining --accepted--> joined --start_group--> running
+//     ^    |                    ^   |                  ^                     |   |
+//     |    +-- unreachable:     |   +-- refused:       +------stop_group-----+   +-- start_group
+//     |        retry, backoff   |       quit (exit 2)                                (new epoch):
+//     |                         +-- heartbeat_ack{known=false} or a new head        running again
+//     |                             epoch, from joined or running
+//     +-- head lost (down, join or heartbeat unanswered), from joining, joined or running
+//
+// joined and running heartbeat every interval; leaving running releases the stage.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
