@@ -94,6 +94,12 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   bench->add_option("--result-file", bench_options.out, "JSON output (default bench/results/serving_DATE.json)");
   bench->add_option("--device-label", bench_options.device_label, "what served the requests, for the JSON");
 
+  // NOTE: subcommands share Config's fields, and CLI11 reads an option's environment variable
+  // for every subcommand without a parse-complete callback, used or not: `troupe serve --api-key
+  // K` would end with $TROUPE_API_KEY from head's --api-key. With a callback, only the subcommand
+  // given reads the environment.
+  for (CLI::App* sub : {serve, head, worker, generate, tokenize, bench}) sub->parse_complete_callback([] {});
+
   if (argv.size() > 1 && argv[1][0] != '-' && !is_subcommand(app, argv[1])) {
     parsed.exit_code = report_error(
         make_error(ErrorCode::invalid_argument, "unknown subcommand '" + argv[1] + "' (see --help)"));
