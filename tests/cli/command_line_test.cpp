@@ -52,7 +52,7 @@ std::vector<EnvSetting> settings() {
   };
 }
 
-class CommandLine : public ::testing::Test {
+class CommandLineParse : public ::testing::Test {
  protected:
   void SetUp() override {
     for (const EnvSetting& s : settings()) ::unsetenv(s.env);
@@ -72,7 +72,7 @@ class CommandLine : public ::testing::Test {
   }
 };
 
-TEST_F(CommandLine, EachSettingIsAFlagAndATomlKeyAndItsEnvironmentVariableIsTheDefault) {
+TEST_F(CommandLineParse, EachSettingIsAFlagAndATomlKeyAndItsEnvironmentVariableIsTheDefault) {
   for (const EnvSetting& s : settings()) {
     SCOPED_TRACE(s.flag);
     const std::string flag = std::string("--") + s.flag;
@@ -90,7 +90,7 @@ TEST_F(CommandLine, EachSettingIsAFlagAndATomlKeyAndItsEnvironmentVariableIsTheD
   }
 }
 
-TEST_F(CommandLine, SubcommandAndEngineArgsParse) {
+TEST_F(CommandLineParse, SubcommandAndEngineArgsParse) {
   ParsedCommandLine parsed =
       parse_command_line({"troupe", "generate", "--model", "/m", "--tp", "2", "--block-size", "32", "--prompt-ids", "1"});
   ASSERT_FALSE(parsed.exit_code.has_value());
@@ -100,7 +100,7 @@ TEST_F(CommandLine, SubcommandAndEngineArgsParse) {
   EXPECT_EQ(parsed.command.generate.prompt_ids, "1");
 }
 
-TEST_F(CommandLine, BadValuesExitWithTwo) {
+TEST_F(CommandLineParse, BadValuesExitWithTwo) {
   EXPECT_EQ(parse_command_line({"troupe", "head", "--heartbeat-ms", "0"}).exit_code, 2);
   EXPECT_EQ(parse_command_line({"troupe", "head", "--request-wait-ms", "x"}).exit_code, 2);
   ::setenv("LWS_WORKER_INDEX", "x1", 1);
