@@ -5,18 +5,17 @@
 #include <atomic>
 #include <cstdio>
 #include <csignal>
-#include <cstdlib>
 #include <thread>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
 #include "actors/head_actor.hpp"
+#include "actors/head_front_door.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_agent.hpp"
 #include "cluster/address.hpp"
 #include "cluster/process_supervisor.hpp"
-#include "cluster/cluster_engine.hpp"
 #include "pipeline/stage_plan.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/model_config.hpp"
@@ -29,19 +28,11 @@ struct Timing {
   std::chrono::milliseconds timeout{5000};
 };
 
-int64_t env_ms(const char* name, int64_t fallback) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return fallback;
-  char* end = nullptr;
-  const long long value = std::strtoll(text, &end, 10);
-  return (*end == '\0' && value > 0) ? value : fallback;
-}
-
-Timing timing_from_env() {
+// The heartbeat timeout is at least two intervals, so one late beat is not a loss.
+Timing timing_of(const Config& config) {
   Timing timing;
-  timing.interval = std::chrono::milliseconds(env_ms("TROUPE_HEARTBEAT_MS", 1000));
-  timing.timeout = std::chrono::milliseconds(env_ms("TROUPE_HEARTBEAT_TIMEOUT_MS", 5000));
-  if (timing.timeout < 2 * timing.interval) timing.timeout = 2 * timing.interval;
+  timing.interval = std::chrono::milliseconds(config.heartbeat_ms);
+  timing.timeout = std::max(std::chrono::milliseconds(config.heartbeat_timeout_ms), 2 * timing.interval);
   return timing;
 }
 
@@ -101,8 +92,8 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1" || host == "[::1]";
 }
 
-std::string advertise_host(const cluster::HostPort& head) {
-  if (const char* given = std::getenv("TROUPE_ADVERTISE_HOST"); given != nullptr && *given != '\0') return given;
+std::string advertise_host(const Config& config, const cluster::HostPort& head) {
+  if (!config.advertise_host.empty()) return config.advertise_host;
   return is_loopback(head.host) ? "127.0.0.1" : host_name();
 }
 
@@ -123,11 +114,15 @@ int run_worker_process(const Config& config, const cluster::HostPort& head, cons
   options.local = config;
   options.make_backend = make_backend;
   options.make_model = make_model;
-  options.advertise_host = advertise_host(head);
+  options.advertise_host = advertise_host(config, head);
   auto exit_code = options.exit_code;
   auto done = std::make_shared<std::atomic<bool>>(false);
   caf::actor agent = spawn_node_agent(system, std::move(options));
-  agent->attach_functor([done] { done->store(true); });
+  agent->attach_functor([done, &system](const caf::error& reason) {
+    if (reason && reason != caf::exit_reason::user_shutdown)
+      log::get("cluster")->error("the node agent stopped: {}", system.render(reason));
+    done->store(true);
+  });
   log::get("cluster")->info("worker pid {} joining the head at {}", ::getpid(), head.to_string());
   const int signal = wait_for_stop(signals, *done);
   if (signal != 0) log::get("cluster")->info("signal {}: leaving the cluster", signal);
@@ -138,7 +133,7 @@ int run_worker_process(const Config& config, const cluster::HostPort& head, cons
 
 // The per-stage specs and the request limits of config.model (nothing without a model).
 struct ServedModel {
-  std::vector<cluster::StageSpec> specs;
+  std::vector<cluster::ModelStageSpec> specs;
   int64_t vocab_size = 0;
   int64_t max_model_len = 0;
 };
@@ -160,8 +155,6 @@ Result<ServedModel> plan_model(const Config& config) {
   return served;
 }
 
-int64_t router_wait_ms() { return env_ms("TROUPE_REQUEST_WAIT_MS", 60000); }
-
 }  // namespace
 
 int run_head_node(const Config& config, const HeadServices& services) {
@@ -169,7 +162,7 @@ int run_head_node(const Config& config, const HeadServices& services) {
     return fail(ErrorCode::invalid_argument, "--token (or TROUPE_TOKEN) is required: workers join with it");
   auto served = plan_model(config);
   if (!served.ok()) return fail(served.error().code, served.error().message);
-  const Timing timing = timing_from_env();
+  const Timing timing = timing_of(config);
   const sigset_t signals = block_stop_signals();
   caf::actor_system_config cfg;
   configure(cfg, timing);
@@ -180,28 +173,28 @@ int run_head_node(const Config& config, const HeadServices& services) {
   options.group_size = config.pipeline_parallel_size;
   options.heartbeat_interval = timing.interval;
   options.heartbeat_timeout = timing.timeout;
-  if (const char* path = std::getenv("TROUPE_CLUSTER_STATUS_FILE")) options.status_file = path;
+  options.status_file = config.status_file;
   options.stage_specs = served->specs;
-  options.router.max_wait = std::chrono::milliseconds(router_wait_ms());
-  // The engine the HTTP server talks to; the head actor is its only other user.
-  std::shared_ptr<caf::actor> head_handle = std::make_shared<caf::actor>();
-  std::unique_ptr<cluster::ClusterEngine> frontend;
-  if (!served->specs.empty()) {
-    cluster::ClusterEngineHooks hooks;
-    hooks.route = [head_handle](GenerationRequest request) { caf::anon_send(*head_handle, std::move(request)); };
-    hooks.cancel = [head_handle](const std::string& id) { caf::anon_send(*head_handle, cancel_atom::value, id); };
-    frontend = std::make_unique<cluster::ClusterEngine>(served->vocab_size, served->max_model_len, std::move(hooks));
-    options.frontend = frontend.get();
-  }
+  options.router.max_wait = std::chrono::milliseconds(config.request_wait_ms);
+  // With a model, the HTTP server's engine is the front door: it and the head talk by messages.
+  auto book = std::make_shared<cluster::LiveRequests>();
+  if (!served->specs.empty()) options.front_door = spawn_front_door_mailbox(system, book);
   // Microseconds since 1970: a restarted head on the same address gets a different epoch.
   options.head_epoch = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                                  std::chrono::system_clock::now().time_since_epoch())
                                                  .count());
-  caf::actor head = spawn_head(system, options);
-  *head_handle = head;
+  caf::actor front_door_mailbox = options.front_door;
+  caf::actor head = spawn_head(system, std::move(options));
+  auto stop_actors = [&] {
+    caf::anon_send_exit(head, caf::exit_reason::user_shutdown);
+    if (front_door_mailbox) caf::anon_send_exit(front_door_mailbox, caf::exit_reason::user_shutdown);
+  };
+  std::unique_ptr<HeadFrontDoor> frontend;
+  if (front_door_mailbox)
+    frontend = std::make_unique<HeadFrontDoor>(served->vocab_size, served->max_model_len, head, book);
   auto port = system.middleman().publish(head, static_cast<uint16_t>(config.cluster_port), nullptr, true);
   if (!port) {
-    caf::anon_send_exit(head, caf::exit_reason::user_shutdown);
+    stop_actors();
     return fail(ErrorCode::unavailable, "cannot listen on cluster port " + std::to_string(config.cluster_port) +
                                             ": " + system.render(port.error()));
   }
@@ -211,7 +204,7 @@ int run_head_node(const Config& config, const HeadServices& services) {
   if (frontend && services.start) {
     Status started = services.start(*frontend);
     if (!started.ok()) {
-      caf::anon_send_exit(head, caf::exit_reason::user_shutdown);
+      stop_actors();
       return fail(started.error().code, started.error().message);
     }
   }
@@ -219,11 +212,12 @@ int run_head_node(const Config& config, const HeadServices& services) {
   const int signal = wait_for_stop(signals, never);
   log::get("cluster")->info("signal {}: head stopping", signal);
   if (frontend && services.stop) services.stop();
-  caf::anon_send_exit(head, caf::exit_reason::user_shutdown);
+  stop_actors();
   head = nullptr;
-  *head_handle = nullptr;
+  front_door_mailbox = nullptr;
   system.await_all_actors_done();
-  if (frontend) frontend->fail_all("the head stopped");
+  // NOTE: after the mailbox is gone, so no output reaches a callback while it is failed.
+  if (frontend) frontend->close("the head stopped");
   return 0;
 }
 
@@ -237,7 +231,7 @@ int run_worker_node(const Config& config, const cluster::BackendFactory& make_ba
   if (!head.ok()) return fail(ErrorCode::invalid_argument, "--join: " + head.error().message);
   if (config.token.empty())
     return fail(ErrorCode::invalid_argument, "--token (or TROUPE_TOKEN) is required to join");
-  const Timing timing = timing_from_env();
+  const Timing timing = timing_of(config);
   if (!config.supervise) return run_worker_process(config, *head, timing, make_backend, make_model);
   cluster::SupervisorReport report =
       cluster::supervise_process([&] { return run_worker_process(config, *head, timing, make_backend, make_model); }, {});

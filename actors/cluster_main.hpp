@@ -1,16 +1,12 @@
 #pragma once
 // `troupe head` and `troupe worker` as plain functions (no CAF in this header). Each returns the
 // process exit code and prints its own errors.
-//
-// Tuning by environment (tests use short values):
-//   TROUPE_HEARTBEAT_MS          heartbeat interval (default 1000)
-//   TROUPE_HEARTBEAT_TIMEOUT_MS  a node or head silent this long is lost (default 5000)
-//   TROUPE_CLUSTER_STATUS_FILE   `troupe head` writes its membership JSON here on every change
-//   TROUPE_ADVERTISE_HOST        the name other workers reach this worker's tensor listener by
-//                                (default: 127.0.0.1 when the head is on loopback, else hostname)
+// Timing, the status file and the advertised host come from Config (--heartbeat-ms,
+// --heartbeat-timeout-ms, --request-wait-ms, --status-file, --advertise-host; each flag's
+// environment variable is its default, see cli/options.cpp).
 #include <functional>
 
-#include "pipeline/stage_host.hpp"
+#include "pipeline/model_stage.hpp"
 #include "runtime/config.hpp"
 #include "engine/serving_engine.hpp"
 

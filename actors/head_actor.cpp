@@ -55,9 +55,14 @@ ClusterStats cluster_stats(const HeadState& s) {
   return stats;
 }
 
+void publish_to_front_door(HeadActor* self) {
+  auto& s = self->state;
+  if (s.options.front_door) self->send(s.options.front_door, publish_cluster{cluster_stats(s), s.router->num_waiting()});
+}
+
 void publish_status(HeadActor* self) {
   auto& s = self->state;
-  if (s.options.frontend) s.options.frontend->publish(cluster_stats(s), s.router->num_waiting());
+  publish_to_front_door(self);
   if (s.options.status_file.empty()) return;
   Status written = cluster::write_file_atomically(s.options.status_file,
                                                   cluster::membership_to_json(*s.membership, s.options.head_epoch));
@@ -117,8 +122,9 @@ void apply(HeadActor* self, cluster::RouterActions actions) {
     self->send(leader, generate_request{dispatch.group_id, s.membership->group(dispatch.group_id).epoch,
                                         std::move(dispatch.request)});
   }
-  if (s.options.frontend)
-    for (auto& delivery : actions.deliveries) s.options.frontend->deliver(delivery.request_id, delivery.output);
+  if (s.options.front_door)
+    for (auto& delivery : actions.deliveries)
+      self->send(s.options.front_door, deliver_output{std::move(delivery.request_id), std::move(delivery.output)});
 }
 
 // Every member prepared: tell each the chain's addresses and the group's KV block count.
@@ -269,11 +275,8 @@ caf::behavior head_behavior(HeadActor* self, HeadOptions options) {
           publish_status(self);
         }
       },
-      [self](GenerationRequest& request) {
-        auto& st = self->state;
-        apply(self, st.router->submit(std::move(request), Clock::now()));
-      },
-      [self](cancel_atom, const std::string& request_id) { apply(self, self->state.router->cancel(request_id)); },
+      [self](route_request& route) { apply(self, self->state.router->submit(std::move(route.request), Clock::now())); },
+      [self](const cancel_request& cancel) { apply(self, self->state.router->cancel(cancel.request_id)); },
       [self](generate_output& out) {
         auto& st = self->state;
         apply(self, st.router->on_output(out.engine_request_id, out.output, Clock::now()));
@@ -287,7 +290,7 @@ caf::behavior head_behavior(HeadActor* self, HeadOptions options) {
         for (NodeId id : st.membership->expired(Clock::now(), st.options.heartbeat_timeout))
           lose_node(self, id, "no heartbeat for " + std::to_string(st.options.heartbeat_timeout.count()) + " ms");
         apply(self, st.router->expire(Clock::now()));
-        if (st.options.frontend) st.options.frontend->publish(cluster_stats(st), st.router->num_waiting());
+        publish_to_front_door(self);
         self->delayed_send(self, st.options.heartbeat_interval / 2, tick_atom::value);
       },
       [self](status_atom) {

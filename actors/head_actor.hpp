@@ -9,13 +9,15 @@
 // prepares its stage (stage_prepared: layers loaded, listener open), then the head sends every
 // member the chain's addresses (wire_group); once all are wired the group is ready and the
 // head's RequestRouter sends it requests. A lost group's requests resume on another group.
+// Requests arrive from the front door (actors/head_front_door.hpp) as messages; outputs and the
+// cluster's state go back to the front door's mailbox as messages.
 #include <chrono>
 #include <cstdint>
 #include <string>
 
+#include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
-#include "cluster/cluster_engine.hpp"
 #include "cluster/membership.hpp"
 #include "cluster/request_router.hpp"
 #include "pipeline/stage_plan.hpp"
@@ -31,10 +33,12 @@ struct HeadOptions {
   cluster::RestartIntensity intensity;
   std::string status_file;  // written on every change when not empty
   uint64_t head_epoch = 0;  // this head's incarnation (start time), sent to every node
-  std::vector<cluster::StageSpec> stage_specs;  // [group_size]; empty: membership only, no model
+  std::vector<cluster::ModelStageSpec> stage_specs;  // [group_size]; empty: membership only, no model
   cluster::RouterOptions router;
   std::chrono::milliseconds wire_timeout{30000};
-  cluster::ClusterEngine* frontend = nullptr;  // receives outputs and cluster state; outlives the actor
+  // The front door's mailbox (spawn_front_door_mailbox): gets deliver_output and publish_cluster.
+  // Null: membership only. Requests come in as route_request / cancel_request.
+  caf::actor front_door;
 };
 
 // Spawns the head actor. It answers `status_atom` with the membership as JSON.

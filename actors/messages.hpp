@@ -18,7 +18,11 @@
 //      |<-- generate_output{engine id, output} ----|  one per engine output (anon_send)
 //      |--- cancel_generate{group, epoch, id} ---->|
 //
-//   ClusterEngine (HTTP thread) --GenerationRequest / (cancel_atom, id)--> head (same process)
+//   HeadFrontDoor (HTTP threads)                head (same process)            front door's mailbox
+//      |--- route_request{request} ------------->|                                    |
+//      |--- cancel_request{id} ----------------->|                                    |
+//                                                |--- deliver_output{id, output} ---->|  to the request's callback
+//                                                |--- publish_cluster{stats} -------->|  on every change and tick
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,14 +34,26 @@
 #include "cluster/membership.hpp"
 #include "pipeline/stage_plan.hpp"
 #include "engine/serving_engine.hpp"
+#include "runtime/engine_args.hpp"
+
+namespace troupe {
+
+// The one list of EngineArgs' fields on the wire (a new field goes here too).
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, EngineArgs& x) {
+  return f(caf::meta::type_name("troupe.engine_args"), x.model, x.load_format, x.dtype, x.max_model_len,
+           x.max_num_seqs, x.max_num_batched_tokens, x.block_size, x.num_kv_blocks, x.gpu_memory_utilization,
+           x.cpu_kv_cache_mb, x.seed, x.tensor_parallel_size);
+}
+
+}  // namespace troupe
 
 namespace troupe::cluster {
 
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, StageSpec& x) {
-  return f(caf::meta::type_name("troupe.stage_spec"), x.model, x.load_format, x.dtype, x.max_model_len,
-           x.max_num_seqs, x.max_num_batched_tokens, x.block_size, x.num_kv_blocks, x.cpu_kv_cache_mb,
-           x.gpu_memory_utilization, x.seed, x.tensor_parallel_size, x.stage_index, x.num_stages, x.layer_begin, x.layer_end);
+typename Inspector::result_type inspect(Inspector& f, ModelStageSpec& x) {
+  return f(caf::meta::type_name("troupe.model_stage_spec"), x.engine, x.stage_index, x.num_stages, x.layer_begin,
+           x.layer_end);
 }
 
 template <class Inspector>
@@ -60,6 +76,16 @@ typename Inspector::result_type inspect(Inspector& f, GenerationRequest& x) {
   return f(caf::meta::type_name("troupe.generation_request"), x.request_id, x.prompt_ids, x.params);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, GroupStats& x) {
+  return f(caf::meta::type_name("troupe.group_stats"), x.group_id, x.state, x.epoch, x.num_restarts, x.num_members,
+           x.num_running);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ClusterStats& x) {
+  return f(caf::meta::type_name("troupe.cluster_stats"), x.enabled, x.num_nodes, x.num_groups_ready,
+           x.num_requests_resumed_total, x.groups);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GenerationOutput& x) {
   return f(caf::meta::type_name("troupe.generation_output"), x.new_token_ids, x.logprobs, x.top_logprobs,
            x.finish_reason, x.error_message, x.num_prompt_tokens, x.num_generated_tokens);
@@ -71,7 +97,6 @@ using connect_now_atom = caf::atom_constant<caf::atom("tr_conn")>;  // agent: (r
 using beat_atom = caf::atom_constant<caf::atom("tr_beat")>;        // agent: send a heartbeat
 using form_atom = caf::atom_constant<caf::atom("tr_form")>;        // head: start a formed group
 using status_atom = caf::atom_constant<caf::atom("tr_status")>;    // head: membership as JSON
-using cancel_atom = caf::atom_constant<caf::atom("tr_cancel")>;    // head: a client cancelled
 using prepared_atom = caf::atom_constant<caf::atom("tr_prep")>;    // agent: a stage host prepared
 using wired_atom = caf::atom_constant<caf::atom("tr_wired")>;      // agent: a stage host wired
 
@@ -108,7 +133,7 @@ struct start_group {
   uint64_t epoch = 0;
   int64_t stage_index = -1;
   std::vector<uint64_t> members;  // [group_size] node ids, by stage
-  cluster::StageSpec spec;        // what this member loads and runs
+  cluster::ModelStageSpec spec;        // what this member loads and runs
 };
 
 struct stage_prepared {
@@ -149,6 +174,25 @@ struct cancel_generate {
   int64_t group_id = -1;
   uint64_t epoch = 0;
   std::string engine_request_id;
+};
+
+// Between the head and its front door (one process; see actors/head_front_door.hpp).
+struct route_request {
+  GenerationRequest request;  // the client's id; the router adds "#<attempt>"
+};
+
+struct cancel_request {
+  std::string request_id;
+};
+
+struct deliver_output {
+  std::string request_id;
+  GenerationOutput output;
+};
+
+struct publish_cluster {
+  ClusterStats cluster;
+  int64_t num_waiting = 0;  // requests waiting for a ready group
 };
 
 struct stop_group {
@@ -204,6 +248,22 @@ typename Inspector::result_type inspect(Inspector& f, cancel_generate& x) {
   return f(caf::meta::type_name("troupe.cancel_generate"), x.group_id, x.epoch, x.engine_request_id);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, route_request& x) {
+  return f(caf::meta::type_name("troupe.route_request"), x.request);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cancel_request& x) {
+  return f(caf::meta::type_name("troupe.cancel_request"), x.request_id);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, deliver_output& x) {
+  return f(caf::meta::type_name("troupe.deliver_output"), x.request_id, x.output);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, publish_cluster& x) {
+  return f(caf::meta::type_name("troupe.publish_cluster"), x.cluster, x.num_waiting);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stop_group& x) {
   return f(caf::meta::type_name("troupe.stop_group"), x.group_id, x.epoch, x.reason);
 }
@@ -225,4 +285,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::generate_output))
   CAF_ADD_TYPE_ID(troupe, (troupe::cancel_generate))
   CAF_ADD_TYPE_ID(troupe, (troupe::GenerationRequest))
+  CAF_ADD_TYPE_ID(troupe, (troupe::route_request))
+  CAF_ADD_TYPE_ID(troupe, (troupe::cancel_request))
+  CAF_ADD_TYPE_ID(troupe, (troupe::deliver_output))
+  CAF_ADD_TYPE_ID(troupe, (troupe::publish_cluster))
 CAF_END_TYPE_ID_BLOCK(troupe)

@@ -23,7 +23,7 @@ struct Assignment {
 
 // The stage host of the current assignment; helper threads fill `host` before they message us.
 struct StageBox {
-  std::shared_ptr<cluster::StageHost> host;
+  std::shared_ptr<cluster::ModelStage> host;
 };
 
 struct AgentState {
@@ -36,7 +36,7 @@ struct AgentState {
   int64_t num_failed_connects = 0;
   Assignment assignment;
   std::shared_ptr<StageBox> box;             // of assignment.epoch, when a stage is prepared
-  std::shared_ptr<cluster::StageHost> host;  // prepared (and maybe wired) stage of assignment.epoch
+  std::shared_ptr<cluster::ModelStage> host;  // prepared (and maybe wired) stage of assignment.epoch
   bool wired = false;
   std::shared_ptr<spdlog::logger> logger = log::get("cluster");
   static inline const char* name = "troupe.node_agent";
@@ -44,10 +44,16 @@ struct AgentState {
 
 using AgentActor = caf::stateful_actor<AgentState>;
 
+// The four states of the header's diagram, one behaviour each; each ends with late_messages().
+caf::behavior connecting(AgentActor* self);
+caf::behavior joining(AgentActor* self);
+caf::behavior joined(AgentActor* self);
+caf::behavior running(AgentActor* self);
+
 // Tears the stage down on a helper thread: a pipeline step may wait on a hung peer a while.
 void release_stage(AgentActor* self, const std::string& why) {
   auto& s = self->state;
-  std::shared_ptr<cluster::StageHost> host = std::move(s.host);
+  std::shared_ptr<cluster::ModelStage> host = std::move(s.host);
   s.host = nullptr;
   s.box = nullptr;
   s.wired = false;
@@ -67,7 +73,7 @@ void stop_work(AgentActor* self, const std::string& why) {
 void start_stage(AgentActor* self, const start_group& start) {
   auto& s = self->state;
   release_stage(self, "a new epoch starts");
-  if (start.spec.model.empty()) {  // membership only: nothing to load
+  if (start.spec.engine.model.empty()) {  // membership only: nothing to load
     if (s.head) self->send(s.head, group_loaded{s.node_id, start.group_id, start.epoch, ""});
     return;
   }
@@ -76,7 +82,7 @@ void start_stage(AgentActor* self, const start_group& start) {
   caf::actor me = caf::actor_cast<caf::actor>(self);
   std::thread([me, box, spec = start.spec, local = s.options.local, make_backend = s.options.make_backend,
                make_model = s.options.make_model, advertise = s.options.advertise_host, epoch = start.epoch] {
-    auto host = cluster::StageHost::prepare(spec, local, make_backend, advertise, make_model);
+    auto host = cluster::ModelStage::prepare(spec, local, make_backend, advertise, make_model);
     std::string error;
     if (host.ok()) box->host = std::move(host.value());
     else error = host.error().message;
@@ -158,6 +164,7 @@ void lose_head(AgentActor* self, const std::string& why) {
   s.node_id = 0;
   ++s.session;
   retry_connect(self);
+  self->become(connecting(self));
 }
 
 void send_join(AgentActor* self) {
@@ -182,10 +189,12 @@ void send_join(AgentActor* self) {
             st.logger->info("joined as node {}: group {} stage {} (head epoch {})", reply.node_id, reply.group_id,
                             reply.stage_index, reply.head_epoch);
             self->delayed_send(self, st.options.heartbeat_interval, beat_atom::value, session);
+            self->become(joined(self));
           },
           [self, session](caf::error& error) {
             if (session == self->state.session) lose_head(self, "join failed: " + self->system().render(error));
           });
+  self->become(joining(self));
 }
 
 void connect(AgentActor* self) {
@@ -247,28 +256,59 @@ void beat(AgentActor* self, uint64_t session) {
           });
 }
 
-caf::behavior agent_behavior(AgentActor* self, AgentOptions options) {
+// joined / running: a new group epoch for this node starts (or restarts) its stage.
+void on_start_group(AgentActor* self, const start_group& start) {
   auto& s = self->state;
-  s.options = std::move(options);
-  s.backoff = std::make_unique<cluster::Backoff>(s.options.reconnect);
-  self->set_down_handler([self](caf::down_msg& down) {
-    if (self->state.head && down.source == self->state.head.address())
-      lose_head(self, "connection lost: " + self->system().render(down.reason));
-  });
-  self->send(self, connect_now_atom::value, s.session);
+  if (s.node_id == 0 || (start.group_id == s.assignment.group_id && start.epoch <= s.assignment.epoch)) return;
+  s.assignment = Assignment{start.group_id, start.stage_index, start.epoch, true};
+  s.logger->info("starting stage {} of group {}, epoch {}", start.stage_index, start.group_id, start.epoch);
+  start_stage(self, start);
+  self->become(running(self));
+}
+
+// What may still arrive from an earlier state or session (timers, stage helpers, the head's
+// messages in flight): ignored, or for a request, answered with an error. NOTE: handled, not left
+// to a default handler: CAF 0.17 answers an unhandled message with an error, and one from this
+// actor's own timer would stop it.
+caf::message_handler late_messages(AgentActor* self) {
   return {
+      [](connect_now_atom, uint64_t) {},
+      [](beat_atom, uint64_t) {},
+      [](const start_group&) {},
+      [](prepared_atom, uint64_t, const std::string&) {},
+      [](const wire_group&) {},
+      [](wired_atom, uint64_t, const std::string&) {},
+      [self](generate_request& request) { generate(self, request); },  // answers "does not lead"
+      [](const cancel_generate&) {},
+      [](const stop_group&) {},
+  };
+}
+
+caf::behavior connecting(AgentActor* self) {
+  caf::message_handler own{
       [self](connect_now_atom, uint64_t session) {
         if (session == self->state.session && !self->state.head) connect(self);
       },
+  };
+  return own.or_else(late_messages(self));
+}
+
+// The join request is in flight; its reply handler moves on (joined, connecting, or quits).
+// The head sends start_group only after its join reply, so nothing of this state's own arrives.
+caf::behavior joining(AgentActor* self) { return late_messages(self); }
+
+caf::behavior joined(AgentActor* self) {
+  caf::message_handler own{
       [self](beat_atom, uint64_t session) { beat(self, session); },
-      [self](const start_group& start) {
-        auto& st = self->state;
-        if (st.node_id == 0 || (start.group_id == st.assignment.group_id && start.epoch <= st.assignment.epoch))
-          return;
-        st.assignment = Assignment{start.group_id, start.stage_index, start.epoch, true};
-        st.logger->info("starting stage {} of group {}, epoch {}", start.stage_index, start.group_id, start.epoch);
-        start_stage(self, start);
-      },
+      [self](const start_group& start) { on_start_group(self, start); },
+  };
+  return own.or_else(late_messages(self));
+}
+
+caf::behavior running(AgentActor* self) {
+  caf::message_handler own{
+      [self](beat_atom, uint64_t session) { beat(self, session); },
+      [self](const start_group& start) { on_start_group(self, start); },
       [self](prepared_atom, uint64_t epoch, const std::string& error) { on_prepared(self, epoch, error); },
       [self](const wire_group& wire) { wire_stage(self, wire); },
       [self](wired_atom, uint64_t epoch, const std::string& error) { on_wired(self, epoch, error); },
@@ -283,8 +323,22 @@ caf::behavior agent_behavior(AgentActor* self, AgentOptions options) {
         auto& a = self->state.assignment;
         if (stop.group_id != a.group_id || stop.epoch != a.epoch) return;  // stale
         stop_work(self, stop.reason);
+        self->become(joined(self));
       },
   };
+  return own.or_else(late_messages(self));
+}
+
+caf::behavior agent_behavior(AgentActor* self, AgentOptions options) {
+  auto& s = self->state;
+  s.options = std::move(options);
+  s.backoff = std::make_unique<cluster::Backoff>(s.options.reconnect);
+  self->set_down_handler([self](caf::down_msg& down) {
+    if (self->state.head && down.source == self->state.head.address())
+      lose_head(self, "connection lost: " + self->system().render(down.reason));
+  });
+  self->send(self, connect_now_atom::value, s.session);
+  return connecting(self);
 }
 
 }  // namespace

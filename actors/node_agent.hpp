@@ -1,15 +1,23 @@
 #pragma once
 // One node agent per worker process: connects to the head, joins, heartbeats, holds this node's
-// stage assignment and obeys start/stop. For each group epoch it runs a cluster::StageHost
+// stage assignment and obeys start/stop. For each group epoch it runs a cluster::ModelStage
 // (prepare on start_group, wire on wire_group, destroyed on stop_group) on helper threads, so
 // the actor never blocks; as a group's leader it feeds generate_requests to the stage's engine
 // and sends each output straight back to the head.
 //
-//   connecting --(remote_actor ok)--> joining --(accepted)--> joined --(start_group)--> running
-//       ^   |                            |                      |  ^                      |
-//       |   +--(error: retry, backoff)   +--(refused: exit 2)   |  +------(stop_group)----+
-//       +-------(head down / heartbeat unanswered for heartbeat_timeout)--------------------+
-//   heartbeat_ack{known=false} (the head declared us lost): joining again.
+// Four named behaviours (node_agent.cpp: connecting, joining, joined, running), switched with
+// become(); each also takes what may arrive late from an earlier state (stale timers, stage
+// replies, messages in flight) and ignores it.
+//
+//   connecting --connected--> joining --accepted--> joined --start_group--> running
+//     ^    |                    ^   |                  ^                     |   |
+//     |    +-- unreachable:     |   +-- refused:       +------stop_group-----+   +-- start_group
+//     |        retry, backoff   |       quit (exit 2)                                (new epoch):
+//     |                         +-- heartbeat_ack{known=false} or a new head        running again
+//     |                             epoch, from joined or running
+//     +-- head lost (down, join or heartbeat unanswered), from joining, joined or running
+//
+// joined and running heartbeat every interval; leaving running releases the stage.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -21,7 +29,7 @@
 #include "cluster/address.hpp"
 #include "cluster/backoff.hpp"
 #include "cluster/membership.hpp"
-#include "pipeline/stage_host.hpp"
+#include "pipeline/model_stage.hpp"
 #include "runtime/config.hpp"
 
 namespace troupe {

@@ -1,4 +1,4 @@
-// The stage host: a published actor that starts StageRunners on a coordinator's request.
+// The stage host: a published actor that starts FunctionRunners on a coordinator's request.
 #include <signal.h>
 
 #include <cstdio>
@@ -7,7 +7,7 @@
 #include "api/api_messages.hpp"
 #include "api/caf_runtime.hpp"
 #include "api/stage_registry.hpp"
-#include "api/stage_runner.hpp"
+#include "api/function_runner.hpp"
 #include "troupe/stage.hpp"
 
 namespace troupe::api {
@@ -17,7 +17,7 @@ namespace {
 struct HostState {
   StageHostOptions options;
   uint64_t next_stage_id = 1;
-  std::map<uint64_t, std::unique_ptr<StageRunner>> stages;
+  std::map<uint64_t, std::unique_ptr<FunctionRunner>> stages;
   static inline const char* name = "troupe.api_stage_host";
 
   // Joins the threads of stages that ended (their pipeline closed or failed).
@@ -37,13 +37,13 @@ api_stage_spawned spawn_stage(HostState& state, const api_spawn_stage& request) 
   state.reap();
   auto function = find_stage(request.function);
   if (!function.ok()) return {false, request.label + ": " + function.error().message, 0, 0};
-  StageRunnerOptions options;
+  FunctionRunnerOptions options;
   options.label = request.label;
   options.bind_host = state.options.bind_host;
   options.setup_timeout = std::chrono::milliseconds(std::max<int64_t>(request.setup_timeout_ms, 1));
   options.io_timeout = state.options.io_timeout;
   options.ucx_transports = state.options.ucx_transports;
-  auto runner = StageRunner::start(std::move(*function), std::move(options));
+  auto runner = FunctionRunner::start(std::move(*function), std::move(options));
   if (!runner.ok()) return {false, runner.error().message, 0, 0};
   const uint64_t id = state.next_stage_id++;
   const int64_t port = (*runner)->input_port();

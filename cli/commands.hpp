@@ -1,5 +1,6 @@
 #pragma once
 // One function per subcommand. Each returns the process exit code and prints its own errors.
+#include "cli/command_line.hpp"
 #include "cli/options.hpp"
 #include "cli/serving_benchmark.hpp"
 #include "runtime/config.hpp"
@@ -12,8 +13,5 @@ int run_worker(const Config& config);
 int run_generate(const Config& config, const GenerateOptions& options);
 int run_bench(const Config& config, const ServingBenchmarkOptions& options);
 int run_tokenize(const Config& config, const TokenizeOptions& options);
-
-// Prints "troupe: error: MESSAGE" on one line to stderr; returns the exit code for it.
-int report_error(const Error& error);
 
 }  // namespace troupe::cli

@@ -17,8 +17,7 @@ std::string config_path(const std::vector<std::string>& args) {
 
 }  // namespace
 
-Result<std::vector<std::string>> expand_config_file(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
+Result<std::vector<std::string>> expand_config_file(std::vector<std::string> args) {
   const std::string path = config_path(args);
   if (path.empty()) return args;
   std::error_code ec;

@@ -9,6 +9,6 @@
 namespace troupe::cli {
 
 // argv with the config file's entries spliced in after the subcommand. Errors name the file.
-Result<std::vector<std::string>> expand_config_file(int argc, char** argv);
+Result<std::vector<std::string>> expand_config_file(std::vector<std::string> args);
 
 }  // namespace troupe::cli

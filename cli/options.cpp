@@ -51,6 +51,36 @@ void add_cluster_options(CLI::App& app, Config& config) {
   app.add_option("--token", config.token, "shared join token")->envname("TROUPE_TOKEN");
 }
 
+void add_heartbeat_options(CLI::App& app, Config& config) {
+  app.add_option("--heartbeat-ms", config.heartbeat_ms, "heartbeat interval")
+      ->envname("TROUPE_HEARTBEAT_MS")
+      ->capture_default_str();
+  app.add_option("--heartbeat-timeout-ms", config.heartbeat_timeout_ms,
+                 "a node or head silent this long is lost (at least two heartbeats)")
+      ->envname("TROUPE_HEARTBEAT_TIMEOUT_MS")
+      ->capture_default_str();
+}
+
+void add_head_options(CLI::App& app, Config& config) {
+  app.add_option("--port", config.cluster_port, "cluster port workers join")->capture_default_str();
+  app.add_option("--request-wait-ms", config.request_wait_ms, "longest wait of a request for a ready group")
+      ->envname("TROUPE_REQUEST_WAIT_MS")
+      ->capture_default_str();
+  app.add_option("--status-file", config.status_file, "write the membership as JSON here on every change")
+      ->envname("TROUPE_CLUSTER_STATUS_FILE");
+}
+
+void add_worker_options(CLI::App& app, Config& config) {
+  app.add_option("--join", config.join, "the head's HOST:PORT (default: $LWS_LEADER_ADDRESS:7400)");
+  app.add_option("--token", config.token, "shared join token")->envname("TROUPE_TOKEN");
+  app.add_option("--worker-index", config.worker_index, "this worker's index")->envname("LWS_WORKER_INDEX");
+  app.add_option("--advertise-host", config.advertise_host,
+                 "the name other workers reach this one by (default: 127.0.0.1 with a loopback head, "
+                 "else the host name)")
+      ->envname("TROUPE_ADVERTISE_HOST");
+  app.add_flag("!--no-supervise", config.supervise, "do not restart the worker process when it crashes");
+}
+
 void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--prompt", o.prompt, "prompt text (needs the model's tokenizer)");
   app.add_option("--prompt-ids", o.prompt_ids, "prompt as token ids, e.g. 1,2,3");

@@ -1,5 +1,7 @@
 #pragma once
 // Binds Config fields to command-line flags (and config-file keys, which are the flag names).
+// Where a flag names an environment variable, that variable is its default: the command line
+// (and the config file, which becomes flags) beats the environment, which beats the default.
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +22,12 @@ void add_engine_options(CLI::App& app, Config& config);
 void add_http_options(CLI::App& app, Config& config, const std::string& port_flag);
 // Cluster flags: parallel sizes, replicas, token.
 void add_cluster_options(CLI::App& app, Config& config);
+// --heartbeat-ms, --heartbeat-timeout-ms (head and worker).
+void add_heartbeat_options(CLI::App& app, Config& config);
+// `troupe head`: --port, --request-wait-ms, --status-file.
+void add_head_options(CLI::App& app, Config& config);
+// `troupe worker`: --join, --token, --worker-index, --advertise-host, --no-supervise.
+void add_worker_options(CLI::App& app, Config& config);
 
 // Per-request flags of `troupe generate`.
 struct GenerateOptions {

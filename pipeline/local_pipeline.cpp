@@ -16,10 +16,10 @@ Result<std::unique_ptr<LocalPipeline>> LocalPipeline::start(const Config& config
   std::unique_ptr<LocalPipeline> pipeline(new LocalPipeline());
   std::vector<std::string> addresses;
   int64_t num_blocks = 0;
-  for (const StageSpec& spec : specs.value()) {
+  for (const ModelStageSpec& spec : specs.value()) {
     Config placed = config;
     placed.first_device = config.first_device + spec.stage_index * std::max<int64_t>(1, config.tensor_parallel_size);
-    auto host = StageHost::prepare(spec, placed, make_backend, "127.0.0.1", make_model);
+    auto host = ModelStage::prepare(spec, placed, make_backend, "127.0.0.1", make_model);
     if (!host.ok()) return host.error();
     addresses.push_back(host.value()->preparation().data_address);
     const int64_t fit = host.value()->preparation().max_kv_blocks;

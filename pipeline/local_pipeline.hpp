@@ -1,11 +1,11 @@
 #pragma once
 // Every pipeline stage in this one process (`troupe serve --pipeline-parallel-size N`): the same
-// StageHosts the workers of a cluster run, wired over loopback UCX. Useful on one machine with
+// ModelStages the workers of a cluster run, wired over loopback UCX. Useful on one machine with
 // several GPUs (stage k computes on devices k*TP .. k*TP+TP-1), and the baseline the actor cluster is measured against (same stages, no actors).
 #include <memory>
 #include <vector>
 
-#include "pipeline/stage_host.hpp"
+#include "pipeline/model_stage.hpp"
 #include "runtime/config.hpp"
 
 namespace troupe::cluster {
@@ -23,7 +23,7 @@ class LocalPipeline {
 
  private:
   LocalPipeline() = default;
-  std::vector<std::unique_ptr<StageHost>> hosts_;
+  std::vector<std::unique_ptr<ModelStage>> hosts_;
 };
 
 }  // namespace troupe::cluster

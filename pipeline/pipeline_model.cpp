@@ -48,7 +48,7 @@ Result<std::vector<uint8_t>> receive_message(TensorChannel& channel, uint64_t ta
 }
 
 PipelineModel::PipelineModel(std::unique_ptr<Model> first, Backend& backend, TensorChannel to_next,
-                             TensorChannel from_last, PipelineOptions options)
+                             TensorChannel from_last, PipelineModelOptions options)
     : first_(std::move(first)),
       backend_(backend),
       to_next_(std::move(to_next)),

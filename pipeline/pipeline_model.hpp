@@ -26,7 +26,7 @@
 
 namespace troupe::cluster {
 
-struct PipelineOptions {
+struct PipelineModelOptions {
   int64_t max_micro_batches = 2;                   // per step; never more than the step's sequences
   int64_t min_tokens_to_split = 256;               // smaller steps travel as one micro-batch
   std::chrono::milliseconds step_timeout{120000};  // one micro-batch's round trip
@@ -37,7 +37,7 @@ class PipelineModel final : public Model {
   // `first` holds layers [0, k) (not the last stage); `to_next` reaches stage 1, `from_last`
   // comes from the last stage (for two stages, the same peer on its second channel).
   PipelineModel(std::unique_ptr<Model> first, Backend& backend, TensorChannel to_next, TensorChannel from_last,
-                PipelineOptions options = {});
+                PipelineModelOptions options = {});
   ~PipelineModel() override;
 
   const ModelConfig& config() const override { return first_->config(); }
@@ -59,7 +59,7 @@ class PipelineModel final : public Model {
   Backend& backend_;
   TensorChannel to_next_;
   TensorChannel from_last_;
-  PipelineOptions options_;
+  PipelineModelOptions options_;
   uint64_t next_step_id_ = 1;
   std::atomic<bool> broken_{false};
   std::atomic<bool> aborted_{false};

@@ -83,4 +83,24 @@ TEST(Cli, ConfigFileKeysAreFlagsAndTheCommandLineWins) {
   EXPECT_NE(unknown.output.find("no-such-key"), std::string::npos) << unknown.output;
 }
 
+// The "token_ids":[...] of a `generate --json` line ("" when absent).
+std::string token_ids_of(const std::string& output) {
+  const size_t begin = output.find("\"token_ids\":[");
+  if (begin == std::string::npos) return "";
+  return output.substr(begin, output.find(']', begin) - begin + 1);
+}
+
+TEST(Cli, GenerateWithTwoTensorParallelRanksMatchesOne) {
+  const std::string base = std::string("generate --model ") + TROUPE_SOURCE_DIR +
+                           "/tests/fixtures/models/llama-tiny --prompt-ids 1,2,3,4 --max-tokens 12 --temperature 0 "
+                           "--ignore-eos --json --device cpu";
+  CliRun one = run_troupe(base + " --tp 1");
+  CliRun two = run_troupe(base + " --tp 2");
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  EXPECT_NE(two.output.find("tensor parallel: 2 ranks"), std::string::npos) << "--tp 2 was ignored:\n" << two.output;
+  ASSERT_FALSE(token_ids_of(one.output).empty()) << one.output;
+  EXPECT_EQ(token_ids_of(two.output), token_ids_of(one.output));
+}
+
 }  // namespace

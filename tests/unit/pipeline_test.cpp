@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "cluster/request_router.hpp"
-#include "pipeline/stage_host.hpp"
+#include "pipeline/model_stage.hpp"
 #include "pipeline/stage_plan.hpp"
 #include "pipeline/step_codec.hpp"
 #include "backends/cpu_backend.hpp"
@@ -272,7 +272,7 @@ std::vector<int32_t> greedy(ServingEngine& engine, const std::string& id, std::v
   return done.get_future().get();
 }
 
-TEST(StageHosts, TwoStagesOverLoopbackUcxGenerateWhatTheWholeModelDoes) {
+TEST(ModelStages, TwoStagesOverLoopbackUcxGenerateWhatTheWholeModelDoes) {
   Config local;
   local.num_threads = 1;
   local.num_kv_blocks = 64;
@@ -284,10 +284,10 @@ TEST(StageHosts, TwoStagesOverLoopbackUcxGenerateWhatTheWholeModelDoes) {
   local.pipeline_parallel_size = 2;
   auto specs = plan_stages(local, 2);
   ASSERT_TRUE(specs.ok());
-  std::vector<std::unique_ptr<StageHost>> hosts;
+  std::vector<std::unique_ptr<ModelStage>> hosts;
   std::vector<std::string> addresses;
   for (const auto& spec : *specs) {
-    auto host = StageHost::prepare(spec, local, cpu_backend, "127.0.0.1");
+    auto host = ModelStage::prepare(spec, local, cpu_backend, "127.0.0.1");
     ASSERT_TRUE(host.ok()) << host.error().message;
     EXPECT_EQ(host.value()->preparation().max_kv_blocks, 64);
     addresses.push_back(host.value()->preparation().data_address);
@@ -356,7 +356,7 @@ TEST(PipelineModelSplit, MicroBatchedStepsMatchTheWholeModel) {
   StageRunner runner(std::move(last_backend), std::move(last.value()), std::move(last_cache.value()),
                      std::move(from_first.value()), std::move(from_last_side.value()), 10s);
   runner.start();
-  PipelineOptions options;
+  PipelineModelOptions options;
   options.max_micro_batches = 2;
   options.min_tokens_to_split = 1;  // split every step, decode too
   CpuBackend& first_ref = *first_backend;

@@ -1,4 +1,4 @@
-#include "api/stage_runner.hpp"
+#include "api/function_runner.hpp"
 
 #include <cstdio>
 #include <exception>
@@ -36,23 +36,23 @@ Result<Tensor> apply(const StageFunction& function, const Tensor& input, const s
 
 }  // namespace
 
-Result<std::unique_ptr<StageRunner>> StageRunner::start(StageFunction function, StageRunnerOptions options) {
+Result<std::unique_ptr<FunctionRunner>> FunctionRunner::start(StageFunction function, FunctionRunnerOptions options) {
   auto listener = TensorListener::listen(options.bind_host, 0, channel_options(options.ucx_transports));
   if (!listener.ok())
     return make_error(listener.error().code, options.label + ": cannot open its input: " + listener.error().message);
-  std::unique_ptr<StageRunner> runner(new StageRunner(std::move(function), std::move(options), std::move(*listener)));
+  std::unique_ptr<FunctionRunner> runner(new FunctionRunner(std::move(function), std::move(options), std::move(*listener)));
   runner->thread_ = std::thread([r = runner.get()] { r->loop(); });
   return runner;
 }
 
-StageRunner::StageRunner(StageFunction function, StageRunnerOptions options, TensorListener listener)
+FunctionRunner::FunctionRunner(StageFunction function, FunctionRunnerOptions options, TensorListener listener)
     : function_(std::move(function)), options_(std::move(options)), listener_(std::move(listener)) {
   input_port_ = listener_->port();
 }
 
-StageRunner::~StageRunner() { stop(); }
+FunctionRunner::~FunctionRunner() { stop(); }
 
-void StageRunner::set_output(std::string host, uint16_t port) {
+void FunctionRunner::set_output(std::string host, uint16_t port) {
   {
     std::lock_guard lock(mutex_);
     output_ = std::make_pair(std::move(host), port);
@@ -60,13 +60,13 @@ void StageRunner::set_output(std::string host, uint16_t port) {
   output_set_.notify_all();
 }
 
-void StageRunner::stop() {
+void FunctionRunner::stop() {
   stop_.store(true);
   output_set_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
-Result<TensorChannel> StageRunner::accept_input() {
+Result<TensorChannel> FunctionRunner::accept_input() {
   const auto deadline = Clock::now() + options_.setup_timeout;
   while (!stop_.load()) {
     const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
@@ -78,7 +78,7 @@ Result<TensorChannel> StageRunner::accept_input() {
                                             std::to_string(options_.setup_timeout.count()) + " ms");
 }
 
-Result<TensorChannel> StageRunner::connect_output() {
+Result<TensorChannel> FunctionRunner::connect_output() {
   std::pair<std::string, uint16_t> output;
   {
     std::unique_lock lock(mutex_);
@@ -92,7 +92,7 @@ Result<TensorChannel> StageRunner::connect_output() {
                                 channel_options(options_.ucx_transports));
 }
 
-Status StageRunner::serve(TensorChannel& input, TensorChannel& output) {
+Status FunctionRunner::serve(TensorChannel& input, TensorChannel& output) {
   std::vector<uint8_t> buffer;
   for (uint64_t tag = 0; !stop_.load(); ++tag) {
     Result<uint64_t> size = make_error(ErrorCode::timeout, "");
@@ -118,7 +118,7 @@ Status StageRunner::serve(TensorChannel& input, TensorChannel& output) {
   return Status::success();
 }
 
-void StageRunner::loop() {
+void FunctionRunner::loop() {
   auto input = accept_input();
   listener_.reset();
   Status status = Status::success();

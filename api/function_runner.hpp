@@ -22,7 +22,7 @@
 
 namespace troupe::api::detail {
 
-struct StageRunnerOptions {
+struct FunctionRunnerOptions {
   std::string label;       // "stage 1 'square' on HOST:PORT", prefixes errors and logs
   std::string bind_host;   // where the input listener listens
   std::chrono::milliseconds setup_timeout{5000};
@@ -30,11 +30,11 @@ struct StageRunnerOptions {
   std::string ucx_transports;
 };
 
-class StageRunner {
+class FunctionRunner {
  public:
   // Opens the input listener (an ephemeral port) and starts the thread.
-  static Result<std::unique_ptr<StageRunner>> start(StageFunction function, StageRunnerOptions options);
-  ~StageRunner();  // stop()
+  static Result<std::unique_ptr<FunctionRunner>> start(StageFunction function, FunctionRunnerOptions options);
+  ~FunctionRunner();  // stop()
 
   uint16_t input_port() const { return input_port_; }
   // Where to send outputs; the thread connects once its input is accepted.
@@ -44,14 +44,14 @@ class StageRunner {
   bool is_done() const { return done_.load(); }
 
  private:
-  StageRunner(StageFunction function, StageRunnerOptions options, TensorListener listener);
+  FunctionRunner(StageFunction function, FunctionRunnerOptions options, TensorListener listener);
   void loop();
   Result<TensorChannel> accept_input();
   Result<TensorChannel> connect_output();
   Status serve(TensorChannel& input, TensorChannel& output);
 
   StageFunction function_;
-  StageRunnerOptions options_;
+  FunctionRunnerOptions options_;
   std::optional<TensorListener> listener_;
   uint16_t input_port_ = 0;
   std::mutex mutex_;

@@ -1,4 +1,4 @@
-#include "pipeline/stage_host.hpp"
+#include "pipeline/model_stage.hpp"
 
 #include <future>
 
@@ -24,11 +24,11 @@ Result<std::unique_ptr<Model>> load_single_rank_model(const Config& config, Back
   return load_model_with_format(config.model, config.load_format, backend, range);
 }
 
-Result<std::unique_ptr<StageHost>> StageHost::prepare(const StageSpec& spec, const Config& local,
+Result<std::unique_ptr<ModelStage>> ModelStage::prepare(const ModelStageSpec& spec, const Config& local,
                                                       const BackendFactory& make_backend,
                                                       const std::string& advertise_host,
                                                       const ModelFactory& make_model) {
-  std::unique_ptr<StageHost> host(new StageHost());
+  std::unique_ptr<ModelStage> host(new ModelStage());
   host->spec_ = spec;
   host->config_ = stage_config(spec, local);
   auto backend = make_backend(host->config_);
@@ -48,24 +48,24 @@ Result<std::unique_ptr<StageHost>> StageHost::prepare(const StageSpec& spec, con
   }
   const LayerRange range = host->model_->layer_range();
   log::get("cluster")->info("stage {}/{} loaded layers [{}, {}) of {} on {}; {} KV blocks fit{}{}", spec.stage_index,
-                            spec.num_stages, range.begin, range.end, spec.model, host->backend_->name(),
+                            spec.num_stages, range.begin, range.end, spec.engine.model, host->backend_->name(),
                             blocks.value(), host->preparation_.data_address.empty() ? "" : "; data at ",
                             host->preparation_.data_address);
   return host;
 }
 
-StageHost::~StageHost() {
+ModelStage::~ModelStage() {
   abort("the stage is stopping");
   if (engine_) engine_->stop();
   if (runner_) runner_->stop();
 }
 
-void StageHost::abort(const std::string& why) {
+void ModelStage::abort(const std::string& why) {
   std::lock_guard lock(pipeline_mutex_);
   if (pipeline_) pipeline_->abort(why);
 }
 
-Status StageHost::wire(const std::vector<std::string>& data_addresses, int64_t num_kv_blocks,
+Status ModelStage::wire(const std::vector<std::string>& data_addresses, int64_t num_kv_blocks,
                        std::chrono::milliseconds timeout) {
   if (int64_t(data_addresses.size()) != spec_.num_stages)
     return make_error(ErrorCode::internal, "wiring with " + std::to_string(data_addresses.size()) +
@@ -79,7 +79,7 @@ Status StageHost::wire(const std::vector<std::string>& data_addresses, int64_t n
                           : wire_later(data_addresses, num_kv_blocks, timeout);
 }
 
-Status StageHost::wire_first(const std::vector<std::string>& addresses, int64_t num_kv_blocks,
+Status ModelStage::wire_first(const std::vector<std::string>& addresses, int64_t num_kv_blocks,
                              std::chrono::milliseconds timeout) {
   std::unique_ptr<Model> model = std::move(model_);
   if (spec_.num_stages > 1) {
@@ -106,7 +106,7 @@ Status StageHost::wire_first(const std::vector<std::string>& addresses, int64_t 
   return Status::success();
 }
 
-Status StageHost::wire_later(const std::vector<std::string>& addresses, int64_t num_kv_blocks,
+Status ModelStage::wire_later(const std::vector<std::string>& addresses, int64_t num_kv_blocks,
                              std::chrono::milliseconds timeout) {
   auto from_prev = std::async(std::launch::async, [&] { return listener_->accept(timeout); });
   const size_t next = size_t((spec_.stage_index + 1) % spec_.num_stages);

@@ -38,17 +38,17 @@ struct StagePreparation {
   int64_t max_kv_blocks = 0;  // what fits beside this stage's layers
 };
 
-class StageHost {
+class ModelStage {
  public:
   // `advertise_host`: the name other workers reach this one by (the listener binds all interfaces).
-  static Result<std::unique_ptr<StageHost>> prepare(const StageSpec& spec, const Config& local,
+  static Result<std::unique_ptr<ModelStage>> prepare(const ModelStageSpec& spec, const Config& local,
                                                    const BackendFactory& make_backend,
                                                    const std::string& advertise_host,
                                                    const ModelFactory& make_model = load_single_rank_model);
-  ~StageHost();
+  ~ModelStage();
 
   const StagePreparation& preparation() const { return preparation_; }
-  const StageSpec& spec() const { return spec_; }
+  const ModelStageSpec& spec() const { return spec_; }
 
   // `data_addresses[k]`: stage k's preparation().data_address. Every stage of the group calls
   // this at about the same time; it returns once this stage's channels are up.
@@ -61,13 +61,13 @@ class StageHost {
   void abort(const std::string& why);
 
  private:
-  StageHost() = default;
+  ModelStage() = default;
   Status wire_first(const std::vector<std::string>& addresses, int64_t num_kv_blocks,
                     std::chrono::milliseconds timeout);
   Status wire_later(const std::vector<std::string>& addresses, int64_t num_kv_blocks,
                     std::chrono::milliseconds timeout);
 
-  StageSpec spec_;
+  ModelStageSpec spec_;
   Config config_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Model> model_;

@@ -1,0 +1,65 @@
+#include "cluster/live_requests.hpp"
+
+namespace troupe::cluster {
+
+Status LiveRequests::add(const std::string& request_id, int64_t num_prompt_tokens,
+                         OutputCallback on_output) {
+  std::lock_guard lock(mutex_);
+  if (live_.count(request_id))
+    return make_error(ErrorCode::invalid_argument, "request id '" + request_id + "' is already live");
+  live_[request_id] = std::move(on_output);
+  stats_.num_prompt_tokens_total += num_prompt_tokens;
+  return Status::success();
+}
+
+bool LiveRequests::is_live(const std::string& request_id) const {
+  std::lock_guard lock(mutex_);
+  return live_.count(request_id) > 0;
+}
+
+void LiveRequests::deliver(const std::string& request_id, const GenerationOutput& output) {
+  OutputCallback callback;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = live_.find(request_id);
+    if (it == live_.end()) return;
+    stats_.num_generation_tokens_total += int64_t(output.new_token_ids.size());
+    if (output.finish_reason.empty()) {
+      callback = it->second;
+    } else {
+      callback = std::move(it->second);
+      live_.erase(it);
+    }
+  }
+  callback(output);
+}
+
+void LiveRequests::publish(const ClusterStats& cluster, int64_t num_waiting) {
+  ready_.store(cluster.num_groups_ready > 0);
+  std::lock_guard lock(mutex_);
+  stats_.cluster = cluster;
+  stats_.cluster.enabled = true;
+  stats_.num_waiting = num_waiting;
+  stats_.num_running = int64_t(live_.size()) - num_waiting;
+}
+
+void LiveRequests::fail_all(const std::string& message) {
+  std::unordered_map<std::string, OutputCallback> live;
+  {
+    std::lock_guard lock(mutex_);
+    std::swap(live, live_);
+  }
+  for (auto& [id, callback] : live) {
+    GenerationOutput out;
+    out.finish_reason = "error";
+    out.error_message = message;
+    callback(out);
+  }
+}
+
+EngineStats LiveRequests::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+}  // namespace troupe::cluster

@@ -1,0 +1,30 @@
+#include "runtime/engine_args.hpp"
+
+namespace troupe {
+namespace {
+
+Status bad(const std::string& flag, const std::string& why) {
+  return make_error(ErrorCode::invalid_argument, "--" + flag + ": " + why);
+}
+
+}  // namespace
+
+Status EngineArgs::validate() const {
+  if (load_format != "auto" && load_format != "dummy")
+    return bad("load-format", "must be auto or dummy, got '" + load_format + "'");
+  if (dtype != "auto" && dtype != "float32" && dtype != "bfloat16")
+    return bad("dtype", "must be auto, float32 or bfloat16, got '" + dtype + "'");
+  if (max_model_len < 0) return bad("max-model-len", "must be >= 0");
+  if (max_num_seqs < 1) return bad("max-num-seqs", "must be >= 1");
+  if (max_num_batched_tokens < 1) return bad("max-num-batched-tokens", "must be >= 1");
+  if (block_size < 1 || block_size > 1024 || (block_size & (block_size - 1)) != 0)
+    return bad("block-size", "must be a power of two in [1, 1024], got " + std::to_string(block_size));
+  if (num_kv_blocks < 0) return bad("num-kv-blocks", "must be >= 0");
+  if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0))
+    return bad("gpu-memory-utilization", "must be in (0, 1]");
+  if (cpu_kv_cache_mb < 1) return bad("cpu-kv-cache-mb", "must be >= 1");
+  if (tensor_parallel_size < 1) return bad("tensor-parallel-size", "must be >= 1");
+  return Status::success();
+}
+
+}  // namespace troupe

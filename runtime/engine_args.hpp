@@ -1,0 +1,37 @@
+#pragma once
+// The engine settings every stage of a group must agree on, in one struct that travels whole:
+//
+//   Config (is an EngineArgs) --plan_stages--> ModelStageSpec::engine --start_group (CAF, one
+//   inspect overload)--> worker: stage_config() = its own Config with these fields replaced
+//
+// Machine-local settings (device, threads, first GPU, CUDA graphs) stay in Config: each worker
+// keeps its own. Adding an engine setting: a field here, a check in validate(), its flag in
+// cli/options.cpp and its name in the inspect overload in actors/messages.hpp.
+#include <cstdint>
+#include <string>
+
+#include "runtime/result.hpp"
+
+namespace troupe {
+
+struct EngineArgs {
+  std::string model;                 // Hugging Face model folder (the same path on every worker)
+  std::string load_format = "auto";  // auto | dummy (random weights from config.json)
+  std::string dtype = "auto";        // GPU weights: auto (bfloat16 for bf16 checkpoints) | float32 | bfloat16
+  int64_t max_model_len = 0;         // 0: the model's max_position_embeddings
+  int64_t max_num_seqs = 256;             // sequences in one engine step
+  int64_t max_num_batched_tokens = 8192;  // prefill token budget of one step
+  int64_t block_size = 16;                // tokens per KV-cache block
+  int64_t num_kv_blocks = 0;              // 0: sized from memory (see gpu_memory_utilization)
+  double gpu_memory_utilization = 0.9;    // fraction of GPU memory troupe may use
+  int64_t cpu_kv_cache_mb = 512;          // KV-cache size on the CPU backend
+  int64_t seed = 0;
+  int64_t tensor_parallel_size = 1;       // devices per stage
+
+  // Checks every field; the error names the flag and the bad value.
+  Status validate() const;
+
+  bool operator==(const EngineArgs&) const = default;
+};
+
+}  // namespace troupe

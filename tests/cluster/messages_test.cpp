@@ -1,0 +1,85 @@
+// The cluster's CAF messages survive serialization (what a remote worker receives) unchanged:
+// EngineArgs travels inside start_group whole, through its one inspect overload.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "actors/messages.hpp"
+
+namespace troupe {
+namespace {
+
+template <class T>
+T round_trip(T value) {
+  std::vector<char> buffer;
+  caf::binary_serializer sink{nullptr, buffer};
+  EXPECT_FALSE(sink(value));
+  T copy;
+  caf::binary_deserializer source{nullptr, buffer};
+  EXPECT_FALSE(source(copy));
+  return copy;
+}
+
+EngineArgs unusual_engine_args() {
+  EngineArgs args;
+  args.model = "/models/deepseek";
+  args.load_format = "dummy";
+  args.dtype = "bfloat16";
+  args.max_model_len = 4096;
+  args.max_num_seqs = 7;
+  args.max_num_batched_tokens = 333;
+  args.block_size = 64;
+  args.num_kv_blocks = 99;
+  args.gpu_memory_utilization = 0.55;
+  args.cpu_kv_cache_mb = 77;
+  args.seed = 1234;
+  args.tensor_parallel_size = 8;
+  return args;
+}
+
+TEST(ClusterMessages, EngineArgsRoundTripsThroughInspect) {
+  EXPECT_EQ(round_trip(unusual_engine_args()), unusual_engine_args());
+  EXPECT_EQ(round_trip(EngineArgs{}), EngineArgs{});
+}
+
+TEST(ClusterMessages, StartGroupCarriesTheStageSpecWhole) {
+  start_group start;
+  start.group_id = 3;
+  start.epoch = 17;
+  start.stage_index = 1;
+  start.members = {4, 5};
+  start.spec.engine = unusual_engine_args();
+  start.spec.stage_index = 1;
+  start.spec.num_stages = 2;
+  start.spec.layer_begin = 30;
+  start.spec.layer_end = 61;
+  start_group copy = round_trip(start);
+  EXPECT_EQ(copy.spec, start.spec);
+  EXPECT_EQ(copy.spec.engine, unusual_engine_args());
+  EXPECT_EQ(copy.members, start.members);
+  EXPECT_EQ(copy.epoch, 17u);
+}
+
+TEST(ClusterMessages, FrontDoorMessagesRoundTrip) {
+  publish_cluster state;
+  state.cluster.enabled = true;
+  state.cluster.num_nodes = 4;
+  state.cluster.groups.push_back(GroupStats{1, "ready", 2, 1, 2, 5});
+  state.num_waiting = 3;
+  publish_cluster copy = round_trip(state);
+  EXPECT_EQ(copy.cluster.num_nodes, 4);
+  ASSERT_EQ(copy.cluster.groups.size(), 1u);
+  EXPECT_EQ(copy.cluster.groups[0].state, "ready");
+  EXPECT_EQ(copy.cluster.groups[0].num_running, 5);
+  EXPECT_EQ(copy.num_waiting, 3);
+
+  route_request route;
+  route.request.request_id = "r1";
+  route.request.prompt_ids = {1, 2, 3};
+  EXPECT_EQ(round_trip(route).request.prompt_ids, route.request.prompt_ids);
+}
+
+}  // namespace
+}  // namespace troupe

@@ -1,0 +1,70 @@
+// EngineArgs: one validate(), and it travels Config -> ModelStageSpec -> the worker's Config whole.
+#include <gtest/gtest.h>
+
+#include "pipeline/stage_plan.hpp"
+#include "runtime/config.hpp"
+#include "runtime/engine_args.hpp"
+
+namespace troupe {
+namespace {
+
+// Every field away from its default, so a field left behind anywhere shows.
+EngineArgs unusual_engine_args() {
+  EngineArgs args;
+  args.model = "/models/deepseek";
+  args.load_format = "dummy";
+  args.dtype = "bfloat16";
+  args.max_model_len = 4096;
+  args.max_num_seqs = 7;
+  args.max_num_batched_tokens = 333;
+  args.block_size = 64;
+  args.num_kv_blocks = 99;
+  args.gpu_memory_utilization = 0.55;
+  args.cpu_kv_cache_mb = 77;
+  args.seed = 1234;
+  args.tensor_parallel_size = 8;
+  return args;
+}
+
+TEST(EngineArgs, DefaultsAndUnusualValuesAreValid) {
+  EXPECT_TRUE(EngineArgs{}.validate().ok());
+  EXPECT_TRUE(unusual_engine_args().validate().ok());
+  EXPECT_FALSE(unusual_engine_args() == EngineArgs{});
+}
+
+TEST(EngineArgs, ValidateNamesTheFlag) {
+  EngineArgs args;
+  args.block_size = 3;
+  EXPECT_NE(args.validate().error().message.find("--block-size"), std::string::npos);
+  args = EngineArgs{};
+  args.tensor_parallel_size = 0;
+  EXPECT_NE(args.validate().error().message.find("--tensor-parallel-size"), std::string::npos);
+  Config config;
+  config.dtype = "float8";  // Config::validate checks its engine section too
+  EXPECT_NE(config.validate().error().message.find("--dtype"), std::string::npos);
+}
+
+TEST(EngineArgs, TravelsThroughModelStageSpecUnchanged) {
+  Config head;
+  head.engine() = unusual_engine_args();
+  head.pipeline_parallel_size = 2;
+  head.num_threads = 16;  // machine-local: stays on the head
+  auto specs = cluster::plan_stages(head, 5);
+  ASSERT_TRUE(specs.ok()) << specs.error().message;
+  Config local;
+  local.num_threads = 3;
+  local.device = "cpu";
+  local.enforce_eager = true;
+  for (const cluster::ModelStageSpec& spec : *specs) {
+    EXPECT_EQ(spec.engine, unusual_engine_args());
+    const Config stage = cluster::stage_config(spec, local);
+    EXPECT_EQ(stage.engine(), unusual_engine_args());
+    EXPECT_EQ(stage.pipeline_parallel_size, 2);
+    EXPECT_EQ(stage.num_threads, 3);  // the worker's own
+    EXPECT_EQ(stage.device, "cpu");
+    EXPECT_TRUE(stage.enforce_eager);
+  }
+}
+
+}  // namespace
+}  // namespace troupe
