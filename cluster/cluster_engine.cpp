@@ -10,7 +10,7 @@ ClusterEngine::ClusterEngine(int64_t vocab_size, int64_t max_model_len, ClusterE
 }
 
 Status ClusterEngine::submit(GenerationRequest request, OutputCallback on_output) {
-  TROUPE_TRY(validate_generation_request(request, vocab_size_, max_model_len_));
+  TROUPE_TRY(validate_generation_request(request, RequestLimits{vocab_size_, max_model_len_}));
   if (request.request_id.find('#') != std::string::npos)
     return make_error(ErrorCode::invalid_argument, "request ids may not contain '#'");
   {
@@ -44,7 +44,7 @@ void ClusterEngine::deliver(const std::string& request_id, const GenerationOutpu
     auto it = live_.find(request_id);
     if (it == live_.end()) return;
     stats_.num_generation_tokens_total += int64_t(output.new_token_ids.size());
-    if (output.finish_reason.empty()) {
+    if (output.finish_reason == FinishReason::none) {
       callback = it->second;
     } else {
       callback = std::move(it->second);
@@ -71,7 +71,7 @@ void ClusterEngine::fail_all(const std::string& message) {
   }
   for (auto& [id, callback] : live) {
     GenerationOutput out;
-    out.finish_reason = "error";
+    out.finish_reason = FinishReason::error;
     out.error_message = message;
     callback(out);
   }
