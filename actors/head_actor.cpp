@@ -114,7 +114,7 @@ void apply(HeadActor* self, cluster::RouterActions actions) {
     if (!leader) {
       // Cannot happen while the group is ready; the request fails over like a failed attempt.
       GenerationOutput failed;
-      failed.finish_reason = "error";
+      failed.finish_reason = FinishReason::error;
       failed.error_message = "group " + std::to_string(dispatch.group_id) + " has no leader";
       self->send(self, generate_output{dispatch.request.request_id, failed});
       continue;

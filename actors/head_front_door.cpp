@@ -31,7 +31,7 @@ HeadFrontDoor::HeadFrontDoor(int64_t vocab_size, int64_t max_model_len, caf::act
     : vocab_size_(vocab_size), max_model_len_(max_model_len), head_(std::move(head)), book_(std::move(book)) {}
 
 Status HeadFrontDoor::submit(GenerationRequest request, OutputCallback on_output) {
-  TROUPE_TRY(validate_generation_request(request, vocab_size_, max_model_len_));
+  TROUPE_TRY(validate_generation_request(request, RequestLimits{vocab_size_, max_model_len_}));
   if (request.request_id.find('#') != std::string::npos)
     return make_error(ErrorCode::invalid_argument, "request ids may not contain '#'");
   TROUPE_TRY(book_->add(request.request_id, int64_t(request.prompt_ids.size()), std::move(on_output)));

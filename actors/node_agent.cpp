@@ -96,6 +96,14 @@ void on_prepared(AgentActor* self, uint64_t epoch, const std::string& error) {
   stage_prepared reply{s.node_id, s.assignment.group_id, epoch, "", 0, error};
   if (error.empty()) {
     s.host = s.box->host;
+    // The stage's device failed: leave with exit code 1, so the process supervisor starts a fresh
+    // worker and the head, seeing this node gone, restarts the group (one_for_all).
+    caf::actor me = caf::actor_cast<caf::actor>(self);
+    s.host->set_on_failure([me, exit_code = s.options.exit_code, logger = s.logger](const std::string& why) {
+      logger->error("the stage's device failed ({}); restarting this worker", why);
+      exit_code->store(1);
+      caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
+    });
     reply.data_address = s.host->preparation().data_address;
     reply.max_kv_blocks = s.host->preparation().max_kv_blocks;
   } else {
@@ -134,7 +142,7 @@ void generate(AgentActor* self, generate_request& request) {
   const std::string id = request.request.request_id;
   auto reply_error = [&](const std::string& message) {
     GenerationOutput failed;
-    failed.finish_reason = "error";
+    failed.finish_reason = FinishReason::error;
     failed.error_message = message;
     if (head) self->send(head, generate_output{id, failed});
   };

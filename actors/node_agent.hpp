@@ -48,7 +48,8 @@ struct AgentOptions {
   cluster::ModelFactory make_model = cluster::load_single_rank_model;  // its layers (TP ranks too)
   std::string advertise_host = "127.0.0.1";
   std::chrono::milliseconds wire_timeout{30000};  // how other workers reach this one's tensor listener
-  // Set before the agent quits on its own: kPermanentExitCode when the head refused the join.
+  // Set before the agent quits on its own: kPermanentExitCode when the head refused the join, 1
+  // when its stage's device failed (a fresh process may serve again).
   std::shared_ptr<std::atomic<int>> exit_code = std::make_shared<std::atomic<int>>(0);
 };
 

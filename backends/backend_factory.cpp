@@ -1,9 +1,11 @@
 #include "backends/backend_factory.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 
 #include "backends/cuda/device_info.hpp"
+#include "backends/fault_injecting_backend.hpp"
 #include "backends/cpu_backend.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/model_config.hpp"
@@ -13,9 +15,29 @@
 
 namespace troupe::backends {
 
+namespace {
+
+Result<std::unique_ptr<Backend>> make_device_backend(const Config& config, int64_t rank, int64_t num_ranks);
+
+}  // namespace
+
 Result<std::unique_ptr<Backend>> make_backend(const Config& config) { return make_backend(config, 0, 1); }
 
 Result<std::unique_ptr<Backend>> make_backend(const Config& config, int64_t rank, int64_t num_ranks) {
+  auto backend = make_device_backend(config, rank, num_ranks);
+  if (!backend.ok()) return backend;
+  // Tests only: a device that fails on cue (backends/fault_injecting_backend.hpp).
+  const char* inject = std::getenv("TROUPE_INJECT_FAULT");
+  auto spec = parse_fault_spec(inject == nullptr ? "" : inject);
+  if (!spec.ok()) return spec.error();
+  if (spec->kind == FaultSpec::Kind::none) return backend;
+  log::get("engine")->warn("TROUPE_INJECT_FAULT={}: this backend will fail on cue", inject);
+  return std::unique_ptr<Backend>(std::make_unique<FaultInjectingBackend>(std::move(backend.value()), spec.value()));
+}
+
+namespace {
+
+Result<std::unique_ptr<Backend>> make_device_backend(const Config& config, int64_t rank, int64_t num_ranks) {
   const cuda::DeviceInfo devices = config.device == "cpu" ? cuda::DeviceInfo{} : cuda::query_devices();
   if (config.device == "cuda" && devices.num_devices == 0)
     return make_error(ErrorCode::unavailable, "--device cuda: " + devices.why_none);
@@ -50,5 +72,7 @@ Result<std::unique_ptr<Backend>> make_backend(const Config& config, int64_t rank
   log::get("engine")->debug("backend: cpu ({} threads)", cpu->num_threads());
   return std::unique_ptr<Backend>(std::move(cpu));
 }
+
+}  // namespace
 
 }  // namespace troupe::backends

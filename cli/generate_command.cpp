@@ -71,7 +71,7 @@ int run_generate(const Config& config, const GenerateOptions& options) {
       token_ids.push_back(id);
       if (detokenizer) std::cout << detokenizer->push(id) << std::flush;
     }
-    if (!out.finish_reason.empty()) {
+    if (out.finish_reason != FinishReason::none) {
       last = out;
       done = true;
       done_cv.notify_all();
@@ -84,13 +84,13 @@ int run_generate(const Config& config, const GenerateOptions& options) {
   }
   const auto end = std::chrono::steady_clock::now();
   (*engine)->stop();
-  if (last.finish_reason == "error") return report_error(make_error(ErrorCode::internal, last.error_message));
+  if (last.finish_reason == FinishReason::error) return report_error(make_error(ErrorCode::internal, last.error_message));
 
   const double seconds = std::chrono::duration<double>(end - start).count();
   const double decode_seconds = std::chrono::duration<double>(end - first_token).count();
   if (options.json) {
     nlohmann::json result{{"token_ids", token_ids},
-                          {"finish_reason", last.finish_reason},
+                          {"finish_reason", to_string(last.finish_reason)},
                           {"num_prompt_tokens", last.num_prompt_tokens},
                           {"seconds", seconds}};
     if (tokenizer) result["text"] = tokenizer->decode(token_ids, /*skip_special_tokens=*/true);
@@ -103,7 +103,7 @@ int run_generate(const Config& config, const GenerateOptions& options) {
   std::cout << "\n";
   std::cerr << token_ids.size() << " tokens in " << seconds << " s; "
             << (token_ids.size() > 1 ? double(token_ids.size() - 1) / decode_seconds : 0.0)
-            << " tokens/s after the first (" << last.finish_reason << ")\n";
+            << " tokens/s after the first (" << to_string(last.finish_reason) << ")\n";
   return 0;
 }
 

@@ -24,7 +24,7 @@ void LiveRequests::deliver(const std::string& request_id, const GenerationOutput
     auto it = live_.find(request_id);
     if (it == live_.end()) return;
     stats_.num_generation_tokens_total += int64_t(output.new_token_ids.size());
-    if (output.finish_reason.empty()) {
+    if (output.finish_reason == FinishReason::none) {
       callback = it->second;
     } else {
       callback = std::move(it->second);
@@ -51,7 +51,7 @@ void LiveRequests::fail_all(const std::string& message) {
   }
   for (auto& [id, callback] : live) {
     GenerationOutput out;
-    out.finish_reason = "error";
+    out.finish_reason = FinishReason::error;
     out.error_message = message;
     callback(out);
   }

@@ -44,12 +44,12 @@ void RequestRouter::place(const std::string& request_id, Live& live, RouterClock
   const int64_t remaining = live.original.params.max_tokens - int64_t(live.sent_ids.size());
   if (remaining <= 0) {
     GenerationOutput out;
-    out.finish_reason = "length";
+    out.finish_reason = FinishReason::length;
     return finish(request_id, std::move(out), actions);
   }
   if (live.num_attempts >= options_.max_attempts) {
     GenerationOutput out;
-    out.finish_reason = "error";
+    out.finish_reason = FinishReason::error;
     out.error_message = "the request failed on " + std::to_string(live.num_attempts) +
                         " group(s); last: " + live.last_failure;
     return finish(request_id, std::move(out), actions);
@@ -85,7 +85,7 @@ RouterActions RequestRouter::submit(GenerationRequest request, RouterClock::time
   const std::string id = request.request_id;
   if (requests_.count(id)) {
     GenerationOutput out;
-    out.finish_reason = "error";
+    out.finish_reason = FinishReason::error;
     out.error_message = "request id '" + id + "' is already live";
     actions.deliveries.push_back(Delivery{id, std::move(out)});
     return actions;
@@ -119,7 +119,7 @@ RouterActions RequestRouter::on_output(const std::string& engine_request_id, con
   auto it = requests_.find(id);
   if (it == requests_.end() || it->second.group_id < 0 || it->second.attempt != attempt) return actions;  // stale
   Live& live = it->second;
-  if (output.finish_reason == "error") {
+  if (output.finish_reason == FinishReason::error) {
     const int64_t group = live.group_id;
     if (ready_.erase(group)) actions.broken_groups.push_back(group);
     // Every request of the broken group moves, not only this one.
@@ -134,7 +134,7 @@ RouterActions RequestRouter::on_output(const std::string& engine_request_id, con
   GenerationOutput out = output;
   out.num_prompt_tokens = int64_t(live.original.prompt_ids.size());
   out.num_generated_tokens = int64_t(live.sent_ids.size());
-  if (!out.finish_reason.empty()) {
+  if (out.finish_reason != FinishReason::none) {
     finish(id, std::move(out), actions);
   } else {
     actions.deliveries.push_back(Delivery{id, std::move(out)});
@@ -150,7 +150,7 @@ RouterActions RequestRouter::cancel(const std::string& request_id) {
     actions.cancellations.push_back(
         Cancellation{it->second.group_id, engine_request_id(request_id, it->second.attempt)});
   GenerationOutput out;
-  out.finish_reason = "abort";
+  out.finish_reason = FinishReason::abort;
   finish(request_id, std::move(out), actions);
   return actions;
 }
@@ -184,7 +184,7 @@ RouterActions RequestRouter::expire(RouterClock::time_point now) {
   for (const auto& id : expired) {
     const Live& live = requests_.at(id);
     GenerationOutput out;
-    out.finish_reason = "error";
+    out.finish_reason = FinishReason::error;
     out.error_message = "no serving group became ready within " + std::to_string(options_.max_wait.count()) + " ms" +
                         (live.last_failure.empty() ? std::string() : " (last failure: " + live.last_failure + ")");
     finish(id, std::move(out), actions);

@@ -43,6 +43,8 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
   for (int64_t id : model_config.eos_token_ids) sched.eos_token_ids.push_back(int32_t(id));
   TROUPE_TRY(sched.validate());
   engine->scheduler_ = std::make_unique<Scheduler>(sched);
+  engine->runner_ = std::make_unique<ModelRunner>(*engine->model_, *engine->cache_);
+  engine->sampling_ = std::make_unique<SamplingStep>(*engine->backend_, engine->vocab_size_);
   log::get("engine")->info("{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}",
                            model_config.architecture, engine->backend_->name(), model_config.num_hidden_layers,
                            engine->num_kv_blocks_, config.block_size, engine->max_model_len_);
@@ -68,8 +70,9 @@ void LlmEngine::stop() {
 }
 
 Status LlmEngine::submit(GenerationRequest request, OutputCallback on_output) {
+  if (failed_) return make_error(ErrorCode::unavailable, "the engine failed: " + failure());
   if (!running_) return make_error(ErrorCode::unavailable, "the engine is not running");
-  TROUPE_TRY(validate_generation_request(request, vocab_size_, max_model_len_));
+  TROUPE_TRY(validate_generation_request(request, RequestLimits{vocab_size_, max_model_len_}));
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return make_error(ErrorCode::unavailable, "the engine is stopping");
@@ -96,6 +99,11 @@ EngineStats LlmEngine::stats() const {
   return stats_;
 }
 
+std::string LlmEngine::failure() const {
+  std::lock_guard lock(mutex_);
+  return failure_;
+}
+
 void LlmEngine::loop() {
   for (;;) {
     {
@@ -105,13 +113,45 @@ void LlmEngine::loop() {
       });
       if (stopping_) break;
     }
-    take_inbox();
-    if (scheduler_->has_unfinished()) step();
+    // NOTE: nothing may throw past this thread: an exception (std::bad_alloc from a device
+    // allocation) fails the engine like a device fault.
+    Status stepped = Status::success();
+    try {
+      take_inbox();
+      if (scheduler_->has_unfinished()) stepped = step();
+    } catch (const std::exception& e) {
+      stepped = check_device("before an exception");
+      if (stepped.ok()) stepped = make_error(ErrorCode::internal, std::string("exception on the engine thread: ") + e.what());
+    }
+    if (!stepped.ok()) {
+      fail_engine(stepped.error().message);
+      break;
+    }
     publish_stats();
   }
-  take_inbox();
-  fail_all("the engine stopped");
+  try {
+    take_inbox();
+  } catch (const std::exception&) {  // a failed engine's inbox; its requests end below
+  }
+  fail_all(failed_ ? "the engine failed: " + failure() : "the engine stopped");
   publish_stats();
+  running_ = false;
+  if (failed_ && on_failure_) on_failure_(failure());
+}
+
+void LlmEngine::fail_engine(const std::string& why) {
+  log::get("engine")->error("the engine failed: {}", why);
+  {
+    std::lock_guard lock(mutex_);
+    failure_ = why;
+  }
+  failed_ = true;
+}
+
+Status LlmEngine::check_device(const char* during) const {
+  Status status = backend_->status();
+  if (status.ok()) return status;
+  return make_error(status.error().code, backend_->name() + " device fault " + during + ": " + status.error().message);
 }
 
 void LlmEngine::take_inbox() {
@@ -126,7 +166,7 @@ void LlmEngine::take_inbox() {
     auto added = scheduler_->add(std::move(seq));
     if (!added.ok()) {
       GenerationOutput out;
-      out.finish_reason = "error";
+      out.finish_reason = FinishReason::error;
       out.error_message = added.error().message;
       out.num_prompt_tokens = num_prompt;
       callback(out);
@@ -143,88 +183,44 @@ void LlmEngine::take_inbox() {
   }
 }
 
-void LlmEngine::step() {
+Status LlmEngine::step() {
   ScheduledBatch batch = scheduler_->schedule();
   for (auto& seq : batch.finished) emit(*seq, {}, nullptr);
-  if (batch.empty()) return;
+  if (batch.empty()) return Status::success();
+  auto output = runner_->run(batch, scheduler_->block_manager());
+  TROUPE_TRY(check_device("in the forward"));
+  if (!output.ok()) {
+    fail_all("model forward failed: " + output.error().message);
+    return Status::success();
+  }
+  auto sampled = sampling_->sample(output->logits, output->rows);
+  TROUPE_TRY(check_device("while sampling"));
+  if (!sampled.ok()) {
+    fail_all("sampling failed: " + sampled.error().message);
+    return Status::success();
+  }
+  return postprocess(batch, output.value(), sampled.value());
+}
 
-  ForwardBatch forward;
-  forward.token_ids.reserve(size_t(batch.num_batched_tokens));
-  forward.positions.reserve(size_t(batch.num_batched_tokens));
-  std::vector<SamplerRow> rows;
-  std::vector<Sequence*> sampled_seqs;
-  for (const ScheduledEntry& entry : batch.entries) {
-    for (int64_t i = 0; i < entry.num_new_tokens; ++i) {
-      forward.token_ids.push_back(entry.seq->token_at(entry.start_position + i));
-      forward.positions.push_back(int32_t(entry.start_position + i));
-    }
-    SequenceSlice slice;
-    slice.num_new_tokens = int32_t(entry.num_new_tokens);
-    slice.context_len = int32_t(entry.start_position + entry.num_new_tokens);
-    slice.block_table = &scheduler_->block_manager().block_table(entry.seq_id);
-    slice.needs_logits = entry.produces_token;
-    forward.seqs.push_back(slice);
-    if (entry.produces_token) {
-      rows.push_back(entry.seq->sampler_row());
-      sampled_seqs.push_back(entry.seq);
-    }
-  }
-
-  auto logits = model_->forward(forward, *cache_, LogitsMode::last_token);
-  if (!logits.ok()) return fail_all("model forward failed: " + logits.error().message);
-  std::vector<SampledToken> sampled;
-  // Rows without penalties and logprobs sample on the device when the backend can, so the logits
-  // stay there. Each non-greedy row draws its uniform here as the host Sampler would (once per
-  // token); when the device declines, the drawn RNGs are restored and the host samples instead.
-  bool device_ok = !rows.empty() && backend_->device() != Device::cpu && logits.value().dim() == 2 &&
-                   logits.value().size(1) == vocab_size_;
-  for (const SamplerRow& row : rows) {
-    const SamplingParams& p = *row.params;
-    device_ok = device_ok && !has_penalties(p) && p.logprobs < 0 && (p.is_greedy() || row.rng != nullptr);
-  }
-  if (device_ok) {
-    std::vector<DeviceSampleRow> device_rows;
-    std::vector<SequenceRng> saved;  // the drawn rows' RNGs before the draw
-    device_rows.reserve(rows.size());
-    for (const SamplerRow& row : rows) {
-      const SamplingParams& p = *row.params;
-      DeviceSampleRow d{p.temperature, p.top_k, p.top_p, p.min_p, 0.0};
-      if (!p.is_greedy()) {
-        saved.push_back(*row.rng);
-        d.uniform = row.rng->next_uniform();
-      }
-      device_rows.push_back(d);
-    }
-    std::vector<int32_t> device_ids;
-    if (backend_->sample_on_device(logits.value(), device_rows, &device_ids) && device_ids.size() == rows.size()) {
-      sampled.resize(rows.size());
-      for (size_t k = 0; k < rows.size(); ++k) sampled[k].token_id = device_ids[k];
-    } else {
-      size_t next = 0;
-      for (const SamplerRow& row : rows)
-        if (!row.params->is_greedy()) *row.rng = saved[next++];
-    }
-  }
-  if (!rows.empty() && sampled.empty()) {
-    const Tensor host_logits = backend_->to_host(logits.value());
-    auto result = sampler_.sample(host_logits.data<float>(), int64_t(rows.size()), vocab_size_, rows);
-    if (!result.ok()) return fail_all("sampling failed: " + result.error().message);
-    sampled = std::move(result.value());
-  }
+Status LlmEngine::postprocess(const ScheduledBatch& batch, const ModelOutput& output,
+                              const std::vector<SampledToken>& sampled) {
   std::vector<int32_t> ids;
   for (const auto& s : sampled) ids.push_back(s.token_id);
-
   auto finished = scheduler_->postprocess(batch, ids);
-  if (!finished.ok()) return fail_all("scheduler failed: " + finished.error().message);
+  if (!finished.ok()) {
+    fail_all("scheduler failed: " + finished.error().message);
+    return Status::success();
+  }
   {
     std::lock_guard lock(mutex_);
     num_generation_tokens_total_ += int64_t(ids.size());
   }
   // Sequences that finished this step are owned by `finished` now; their pointers stay valid.
-  for (size_t k = 0; k < sampled_seqs.size(); ++k) {
+  for (size_t k = 0; k < output.sequences.size(); ++k) {
     std::vector<SampledToken> one{sampled[k]};
-    emit(*sampled_seqs[k], {ids[k]}, &one);
+    emit(*output.sequences[k], {ids[k]}, &one);
   }
+  return Status::success();
 }
 
 void LlmEngine::emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vector<SampledToken>* sampled) {
@@ -238,11 +234,11 @@ void LlmEngine::emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vec
       out.top_logprobs.push_back(s.top_logprobs);
     }
   }
-  out.finish_reason = seq.is_finished() ? seq.finish_reason : "";
+  out.finish_reason = seq.is_finished() ? seq.finish_reason : FinishReason::none;
   out.num_prompt_tokens = seq.num_prompt_tokens();
   out.num_generated_tokens = seq.num_output_tokens();
   it->second.on_output(out);
-  if (!out.finish_reason.empty()) {
+  if (out.finish_reason != FinishReason::none) {
     live_.erase(it);
     std::lock_guard lock(mutex_);
     pending_ids_.erase(seq.request_id);
@@ -256,7 +252,7 @@ void LlmEngine::fail_all(const std::string& message) {
   for (const auto& id : ids) {
     auto seq = scheduler_->abort(id);
     GenerationOutput out;
-    out.finish_reason = "error";
+    out.finish_reason = FinishReason::error;
     out.error_message = message;
     if (seq) {
       out.num_prompt_tokens = seq->num_prompt_tokens();
@@ -278,6 +274,7 @@ void LlmEngine::publish_stats() {
   stats_.num_prompt_tokens_total = num_prompt_tokens_total_;
   stats_.num_generation_tokens_total = num_generation_tokens_total_;
   stats_.num_preemptions_total = scheduler_->num_preemptions_total();
+  stats_.failure = failure_;
 }
 
 }  // namespace troupe

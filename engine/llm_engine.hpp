@@ -1,10 +1,22 @@
 #pragma once
 // The engine of one process: model + paged KV cache + scheduler + sampler, driven by one loop
-// thread. Each step is schedule() -> model forward -> sample -> postprocess(); outputs go to each
-// request's callback. Implements the ServingEngine front door (thread-safe submit/cancel/stats).
+// thread. Each step is Scheduler::schedule -> ModelRunner::run -> SamplingStep::sample ->
+// postprocess; outputs go to each request's callback. Implements the ServingEngine front door
+// (thread-safe submit/cancel/stats).
+//
+// The error boundary: after the forward and after sampling the engine reads Backend::status();
+// a device fault there, or an exception on the loop thread (std::bad_alloc from a device
+// allocation), fails every live request (FinishReason::error, the message naming the op), marks
+// the engine failed (failure(), not ready, submits refused as unavailable), calls on_failure and
+// ends the loop thread. A forward that returns an error with the device healthy (a pipeline peer
+// gone) fails the live requests only; the engine keeps serving.
+//
+//   running --device fault / exception--> failed (thread ended; the process must restart)
+//      \--stop()--> stopped
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,7 +29,8 @@
 #include "runtime/config.hpp"
 #include "runtime/kv_cache.hpp"
 #include "runtime/model.hpp"
-#include "engine/sampler.hpp"
+#include "engine/model_runner.hpp"
+#include "engine/sampling_step.hpp"
 #include "engine/scheduler.hpp"
 #include "engine/serving_engine.hpp"
 
@@ -35,6 +48,8 @@ class LlmEngine final : public ServingEngine {
                                                    std::unique_ptr<Model> model, int64_t num_kv_blocks);
   ~LlmEngine() override;
 
+  // Called once, on the loop thread, when the engine fails (see above); set before start().
+  void set_on_failure(std::function<void(const std::string& why)> on_failure) { on_failure_ = std::move(on_failure); }
   void start();  // starts the loop thread
   void stop();   // aborts what is left, joins the thread
 
@@ -42,7 +57,8 @@ class LlmEngine final : public ServingEngine {
   void cancel(const std::string& request_id) override;
   EngineStats stats() const override;
   int64_t max_model_len() const override { return max_model_len_; }
-  bool is_ready() const override { return running_.load(); }
+  bool is_ready() const override { return running_.load() && !failed_.load(); }
+  std::string failure() const override;
 
   const ModelConfig& model_config() const { return model_->config(); }
   int64_t num_kv_blocks() const { return num_kv_blocks_; }
@@ -59,7 +75,11 @@ class LlmEngine final : public ServingEngine {
   LlmEngine() = default;
   void loop();
   void take_inbox();
-  void step();
+  // The four calls of a step. An error is fatal: the device failed.
+  Status step();
+  Status postprocess(const ScheduledBatch& batch, const ModelOutput& output, const std::vector<SampledToken>& sampled);
+  Status check_device(const char* during) const;
+  void fail_engine(const std::string& why);
   void emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vector<SampledToken>* sampled);
   void fail_all(const std::string& message);
   void publish_stats();
@@ -68,7 +88,9 @@ class LlmEngine final : public ServingEngine {
   std::unique_ptr<Model> model_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<Scheduler> scheduler_;
-  Sampler sampler_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<SamplingStep> sampling_;
+  std::function<void(const std::string&)> on_failure_;
   int64_t max_model_len_ = 0;
   int64_t num_kv_blocks_ = 0;
   int64_t vocab_size_ = 0;
@@ -80,6 +102,8 @@ class LlmEngine final : public ServingEngine {
   std::unordered_set<std::string> pending_ids_;  // submitted, not finished (for duplicates)
   bool stopping_ = false;
   std::atomic<bool> running_{false};
+  std::atomic<bool> failed_{false};
+  std::string failure_;  // under mutex_
   std::thread thread_;
   EngineStats stats_;  // under mutex_
   int64_t num_prompt_tokens_total_ = 0;

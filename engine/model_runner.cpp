@@ -2,6 +2,33 @@
 
 namespace troupe {
 
+Result<ModelOutput> ModelRunner::run(const ScheduledBatch& batch, const BlockManager& blocks) {
+  ModelOutput out;
+  ForwardBatch forward;
+  forward.token_ids.reserve(size_t(batch.num_batched_tokens));
+  forward.positions.reserve(size_t(batch.num_batched_tokens));
+  for (const ScheduledEntry& entry : batch.entries) {
+    for (int64_t i = 0; i < entry.num_new_tokens; ++i) {
+      forward.token_ids.push_back(entry.seq->token_at(entry.start_position + i));
+      forward.positions.push_back(int32_t(entry.start_position + i));
+    }
+    SequenceSlice slice;
+    slice.num_new_tokens = int32_t(entry.num_new_tokens);
+    slice.context_len = int32_t(entry.start_position + entry.num_new_tokens);
+    slice.block_table = &blocks.block_table(entry.seq_id);
+    slice.needs_logits = entry.produces_token;
+    forward.seqs.push_back(slice);
+    if (entry.produces_token) {
+      out.rows.push_back(entry.seq->sampler_row());
+      out.sequences.push_back(entry.seq);
+    }
+  }
+  auto logits = model_->forward(forward, *cache_, LogitsMode::last_token);
+  if (!logits.ok()) return logits.error();
+  out.logits = std::move(logits.value());
+  return out;
+}
+
 Result<GreedyResult> greedy_generate(Model& model, Backend& backend, const std::vector<int32_t>& prompt,
                                      int64_t max_new_tokens, int64_t block_size, bool want_prompt_logits) {
   if (prompt.empty()) return make_error(ErrorCode::invalid_argument, "greedy_generate: empty prompt");

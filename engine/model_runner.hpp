@@ -1,5 +1,9 @@
 #pragma once
-// A minimal single-sequence greedy generator over a whole model (one stage): prefill the prompt,
+// ModelRunner: the engine step's `run`: builds the ForwardBatch of a scheduled batch (tokens,
+// positions, block tables) and runs the model over the engine's KV cache, returning the logits of
+// the rows to sample with their sequences.
+//
+// greedy_generate: a minimal single-sequence greedy generator over a whole model (one stage): prefill the prompt,
 // then decode one token per step, with the sequence's blocks allocated in order from a private
 // paged cache. For tests, benches and `troupe generate`; serving goes through the scheduler.
 #include <cstdint>
@@ -7,8 +11,28 @@
 
 #include "runtime/backend.hpp"
 #include "runtime/model.hpp"
+#include "engine/scheduler.hpp"
 
 namespace troupe {
+
+// What one forward gives the sampler: the rows to sample, in batch order.
+struct ModelOutput {
+  Tensor logits;                     // [rows.size(), vocab] fp32, on the model's device
+  std::vector<SamplerRow> rows;      // borrow each sequence's params, history and RNG
+  std::vector<Sequence*> sequences;  // rows[k] belongs to sequences[k]
+};
+
+class ModelRunner {
+ public:
+  ModelRunner(Model& model, KvCache& cache) : model_(&model), cache_(&cache) {}
+
+  // The batch's new tokens through the model. Errors are the model's (forward failed).
+  Result<ModelOutput> run(const ScheduledBatch& batch, const BlockManager& blocks);
+
+ private:
+  Model* model_;
+  KvCache* cache_;
+};
 
 struct GreedyResult {
   std::vector<int32_t> tokens;                    // generated ids (no prompt), max_new_tokens of them

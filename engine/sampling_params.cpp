@@ -11,7 +11,9 @@ template <class T>
 Status bad(const char* param, const char* why, T value) {
   std::ostringstream out;
   out << param << ": " << why << ", got " << value;
-  return make_error(ErrorCode::invalid_argument, out.str());
+  Error error = make_error(ErrorCode::invalid_argument, out.str());
+  error.param = param;
+  return error;
 }
 
 }  // namespace

@@ -48,7 +48,7 @@ Result<int64_t> Scheduler::add(Sequence seq) {
   owned->arrival = next_id_++;
   owned->status = SequenceStatus::waiting;
   owned->num_computed_tokens = 0;
-  owned->finish_reason.clear();
+  owned->finish_reason = FinishReason::none;
   by_request_[owned->request_id] = owned.get();
   by_id_[owned->id] = owned.get();
   const int64_t id = owned->id;
@@ -78,7 +78,7 @@ std::unique_ptr<Sequence> Scheduler::take(int64_t seq_id) {
   return out;
 }
 
-std::unique_ptr<Sequence> Scheduler::finish(std::unique_ptr<Sequence> seq, const char* reason) {
+std::unique_ptr<Sequence> Scheduler::finish(std::unique_ptr<Sequence> seq, FinishReason reason) {
   if (blocks_.has(seq->id)) (void)blocks_.free(seq->id);
   seq->status = SequenceStatus::finished;
   seq->finish_reason = reason;
@@ -88,7 +88,7 @@ std::unique_ptr<Sequence> Scheduler::finish(std::unique_ptr<Sequence> seq, const
 std::unique_ptr<Sequence> Scheduler::abort(const std::string& request_id) {
   Sequence* seq = find(request_id);
   if (seq == nullptr) return nullptr;
-  return finish(take(seq->id), "abort");
+  return finish(take(seq->id), FinishReason::abort);
 }
 
 void Scheduler::preempt(std::unique_ptr<Sequence> seq, ScheduledBatch& batch) {
@@ -120,7 +120,7 @@ ScheduledBatch Scheduler::schedule() {
     while (!blocks_.can_append(seq->id, target)) {
       if (running_.size() == 1) {
         // Alone and still short: it outgrew the whole KV cache.
-        batch.finished.push_back(finish(take(seq->id), "length"));
+        batch.finished.push_back(finish(take(seq->id), FinishReason::length));
         scheduled = false;
         break;
       }
@@ -181,14 +181,14 @@ Result<std::vector<std::unique_ptr<Sequence>>> Scheduler::postprocess(const Sche
     seq->num_computed_tokens += entry.num_new_tokens;
     if (!entry.produces_token) continue;
     seq->output_ids.push_back(token);
-    const char* reason = nullptr;
+    FinishReason reason = FinishReason::none;
     if (is_stop_token(token, seq->params, config_.eos_token_ids)) {
-      reason = "stop";
+      reason = FinishReason::stop;
     } else if (seq->num_output_tokens() >= seq->params.max_tokens ||
                (config_.max_model_len > 0 && seq->num_tokens() >= config_.max_model_len)) {
-      reason = "length";
+      reason = FinishReason::length;
     }
-    if (reason != nullptr) finished.push_back(finish(take(seq->id), reason));
+    if (reason != FinishReason::none) finished.push_back(finish(take(seq->id), reason));
   }
   return finished;
 }

@@ -40,7 +40,7 @@ struct ScheduledEntry {
 struct ScheduledBatch {
   std::vector<ScheduledEntry> entries;  // running decodes/partial prefills first, then admissions
   std::vector<Sequence*> preempted;     // moved back to the front of the waiting queue this step
-  // Ended while scheduling because they outgrew the whole KV cache (finish_reason "length").
+  // Ended while scheduling because they outgrew the whole KV cache (FinishReason::length).
   std::vector<std::unique_ptr<Sequence>> finished;
   int64_t num_batched_tokens = 0;
 
@@ -57,7 +57,7 @@ class Scheduler {
   // invalid_argument: empty prompt, bad params, duplicate live request_id, prompt longer than
   // max_model_len or than the whole KV cache.
   Result<int64_t> add(Sequence seq);
-  // Removes a live request, frees its blocks at once; finish_reason "abort". nullptr if unknown.
+  // Removes a live request, frees its blocks at once; FinishReason::abort. nullptr if unknown.
   std::unique_ptr<Sequence> abort(const std::string& request_id);
 
   ScheduledBatch schedule();
@@ -81,7 +81,7 @@ class Scheduler {
 
  private:
   void preempt(std::unique_ptr<Sequence> seq, ScheduledBatch& batch);
-  std::unique_ptr<Sequence> finish(std::unique_ptr<Sequence> seq, const char* reason);
+  std::unique_ptr<Sequence> finish(std::unique_ptr<Sequence> seq, FinishReason reason);
   std::unique_ptr<Sequence> take(int64_t seq_id);
 
   SchedulerConfig config_;

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/finish_reason.hpp"
 #include "engine/sampler.hpp"
 #include "engine/sampling_params.hpp"
 
@@ -28,7 +29,7 @@ struct Sequence {
   SequenceRng rng;
   int64_t arrival = -1;     // admission order, assigned by Scheduler::add
   int64_t num_preemptions = 0;
-  std::string finish_reason;  // "" until finished; "stop" | "length" | "abort"
+  FinishReason finish_reason = FinishReason::none;  // none until finished; stop | length | abort
 
   Sequence() = default;
   Sequence(std::string request_id_, std::vector<int32_t> prompt_ids_, SamplingParams params_)

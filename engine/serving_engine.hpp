@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "runtime/result.hpp"
+#include "engine/finish_reason.hpp"
 #include "engine/sampling_params.hpp"
 
 namespace troupe {
@@ -16,6 +17,10 @@ struct GenerationRequest {
   std::string request_id;  // unique among live requests
   std::vector<int32_t> prompt_ids;
   SamplingParams params;
+  // OpenAI's rule at the HTTP front door: prompt + max_tokens past max_model_len is an error. Off,
+  // generation ends at the context with FinishReason::length. Checked where the request enters;
+  // it does not travel further (not in the cluster's messages).
+  bool max_tokens_must_fit = false;
 };
 
 // One event per engine step that advanced the request, and a last one with finish_reason set.
@@ -23,8 +28,8 @@ struct GenerationOutput {
   std::vector<int32_t> new_token_ids;
   std::vector<float> logprobs;                                    // per new token, when asked
   std::vector<std::vector<std::pair<int32_t, float>>> top_logprobs;  // per new token, when asked
-  std::string finish_reason;  // "" while running; "stop" | "length" | "abort" | "error"
-  std::string error_message;  // with finish_reason "error"
+  FinishReason finish_reason = FinishReason::none;  // none while running
+  std::string error_message;                        // with FinishReason::error
   int64_t num_prompt_tokens = 0;
   int64_t num_generated_tokens = 0;  // so far, including new_token_ids
 };
@@ -58,23 +63,37 @@ struct EngineStats {
   int64_t num_prompt_tokens_total = 0;
   int64_t num_generation_tokens_total = 0;
   int64_t num_preemptions_total = 0;
+  std::string failure;  // ServingEngine::failure()
   ClusterStats cluster;
 };
 
-// The checks every engine makes at submit: a non-empty prompt of ids inside the vocabulary that
-// leaves room for one generated token, valid sampling parameters. Errors are invalid_argument.
-Status validate_generation_request(const GenerationRequest& request, int64_t vocab_size, int64_t max_model_len);
+// What a request is checked against.
+struct RequestLimits {
+  int64_t vocab_size = 0;     // prompt ids in [0, vocab_size)
+  int64_t max_model_len = 0;  // prompt + at least one generated token
+};
+
+// The one check of a request, made once where it enters: ServingEngine::submit (LlmEngine,
+// ClusterEngine; http reaches them through it and only maps the error). A non-empty prompt of ids
+// inside the vocabulary that leaves room for one generated token, valid sampling parameters, and
+// with max_tokens_must_fit a max_tokens that fits. Errors are invalid_argument; Error::param names
+// the OpenAI field ("prompt", "max_tokens", "temperature", ...).
+Status validate_generation_request(const GenerationRequest& request, const RequestLimits& limits);
 
 class ServingEngine {
  public:
   virtual ~ServingEngine() = default;
-  // invalid_argument: prompt empty or longer than max_model_len, bad params; unavailable: not ready.
+  // invalid_argument: validate_generation_request failed; unavailable: not ready, or failed().
   virtual Status submit(GenerationRequest request, OutputCallback on_output) = 0;
-  // Ends the request with finish_reason "abort" and frees its KV blocks; unknown ids are ignored.
+  // Ends the request with FinishReason::abort and frees its KV blocks; unknown ids are ignored.
   virtual void cancel(const std::string& request_id) = 0;
   virtual EngineStats stats() const = 0;
   virtual int64_t max_model_len() const = 0;
   virtual bool is_ready() const = 0;
+  // "" while the engine can serve; else why it stopped for good (a device fault, an exception on
+  // its thread). A failed engine is not ready, refuses submits and stays failed: its process must be
+  // restarted (a supervised worker exits non-zero; `troupe serve` answers /health with 503).
+  virtual std::string failure() const { return ""; }
 };
 
 }  // namespace troupe

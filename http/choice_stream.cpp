@@ -45,16 +45,16 @@ ChoiceDelta ChoiceStream::push(const GenerationOutput& output) {
     StopStringMatcher::Step step = stop_.push(detokenizer_->push(id));
     emit(step.text, delta);
   }
-  bool done = stop_.is_stopped() || !output.finish_reason.empty();
+  bool done = stop_.is_stopped() || output.finish_reason != FinishReason::none;
   if (!done) return delta;
   if (stop_.is_stopped()) {
-    stopped_by_string_ = output.finish_reason.empty();
-    finish_reason_ = "stop";
+    stopped_by_string_ = output.finish_reason == FinishReason::none;
+    finish_reason_ = FinishReason::stop;
   } else {
     StopStringMatcher::Step step = stop_.push(detokenizer_->flush());
     emit(step.text, delta);
     if (!step.stopped) emit(stop_.flush(), delta);
-    finish_reason_ = step.stopped ? "stop" : output.finish_reason;
+    finish_reason_ = step.stopped ? FinishReason::stop : output.finish_reason;
     delta.error_message = output.error_message;
   }
   if (reasoning_parser_) {

@@ -25,8 +25,8 @@ struct ChoiceDelta {
   std::string content;
   std::string reasoning;
   std::vector<TokenLogprob> logprobs;  // of the tokens consumed by this step
-  std::string finish_reason;           // set on the last delta
-  std::string error_message;           // with finish_reason "error"
+  FinishReason finish_reason = FinishReason::none;  // set on the last delta
+  std::string error_message;                        // with FinishReason::error
 };
 
 class ChoiceStream {
@@ -37,12 +37,12 @@ class ChoiceStream {
   ChoiceDelta push(const GenerationOutput& output);
 
   int index() const { return index_; }
-  bool is_finished() const { return !finish_reason_.empty(); }
+  bool is_finished() const { return finish_reason_ != FinishReason::none; }
   // A stop string ended the choice while the engine still runs it: the caller cancels it.
   bool needs_cancel() const { return stopped_by_string_; }
   int64_t num_completion_tokens() const { return num_completion_tokens_; }
   int64_t num_prompt_tokens() const { return num_prompt_tokens_; }
-  const std::string& finish_reason() const { return finish_reason_; }
+  FinishReason finish_reason() const { return finish_reason_; }
   const std::string& content() const { return content_; }
   const std::string& reasoning() const { return reasoning_; }
   const std::vector<TokenLogprob>& logprobs() const { return logprobs_; }
@@ -58,7 +58,7 @@ class ChoiceStream {
   std::unique_ptr<ReasoningParser> reasoning_parser_;
   bool want_logprobs_;
   bool stopped_by_string_ = false;
-  std::string finish_reason_;
+  FinishReason finish_reason_ = FinishReason::none;
   int64_t num_completion_tokens_ = 0;
   int64_t num_prompt_tokens_ = 0;
   std::string content_;

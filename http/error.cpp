@@ -19,6 +19,7 @@ int http_status_of(ErrorCode code) {
 }
 
 ApiError api_error_of(const Error& error, std::string param) {
+  if (param.empty()) param = error.param;
   return ApiError{http_status_of(error.code), error.message, std::move(param)};
 }
 

@@ -14,6 +14,7 @@ struct ApiError {
 };
 
 int http_status_of(ErrorCode code);
+// `param` "": the error's own (Error::param).
 ApiError api_error_of(const Error& error, std::string param = "");
 // "BadRequestError", "NotFoundError", ... by status.
 const char* error_type_of(int status);

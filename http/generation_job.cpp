@@ -34,6 +34,7 @@ Status GenerationJob::submit() {
     request.request_id = engine_id(i);
     request.prompt_ids = spec_.prompt_ids;
     request.params = spec_.request.params;
+    request.max_tokens_must_fit = spec_.request.max_tokens_given;
     // n > 1: choice i gets seed + i so choices differ yet stay reproducible.
     if (request.params.seed >= 0) request.params.seed += int64_t(i);
     std::shared_ptr<OutputQueue> queue = queue_;
@@ -75,7 +76,7 @@ std::vector<std::pair<int, ChoiceDelta>> GenerationJob::poll(std::chrono::millis
     if (choices_[c]->is_finished()) {
       if (choices_[c]->needs_cancel()) engine_->cancel(engine_id(c));
       metrics_->observe_e2e_latency(seconds_between(started_at_, item.at));
-      metrics_->count_request(choices_[c]->finish_reason() != "error");
+      metrics_->count_request(choices_[c]->finish_reason() != FinishReason::error);
     }
     deltas.emplace_back(int(c), std::move(delta));
   }

@@ -88,6 +88,8 @@ std::string Metrics::render(const EngineStats& stats, const std::string& model_n
   counter("troupe:prompt_tokens_total", "Prefill tokens processed.", double(stats.num_prompt_tokens_total));
   counter("troupe:generation_tokens_total", "Generated tokens.", double(stats.num_generation_tokens_total));
   counter("troupe:num_preemptions_total", "Preempted requests.", double(stats.num_preemptions_total));
+  gauge("troupe:engine_failed", "1 when the engine failed for good (a device fault); /health says why.",
+        stats.failure.empty() ? 0.0 : 1.0);
   if (stats.cluster.enabled) {
     const ClusterStats& c = stats.cluster;
     gauge("troupe:cluster_nodes", "Worker nodes joined and alive.", double(c.num_nodes));

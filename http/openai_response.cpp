@@ -12,8 +12,9 @@ json bytes_of(const std::string& s) {
   return bytes;
 }
 
-json reason_or_null(const std::string& finish_reason) {
-  return finish_reason.empty() ? json(nullptr) : json(finish_reason);
+// The one place a finish reason becomes OpenAI JSON.
+json reason_or_null(FinishReason finish_reason) {
+  return finish_reason == FinishReason::none ? json(nullptr) : json(to_string(finish_reason));
 }
 
 }  // namespace
@@ -85,7 +86,7 @@ json completion_json(const ResponseHeader& header, const std::vector<const Choic
 }
 
 json chat_chunk_json(const ResponseHeader& header, int index, const json& delta, const json& logprobs,
-                     const std::string& finish_reason, bool include_usage) {
+                     FinishReason finish_reason, bool include_usage) {
   json choice{{"index", index}, {"delta", delta}, {"logprobs", logprobs}, {"finish_reason", reason_or_null(finish_reason)}};
   json chunk{{"id", header.id},       {"object", "chat.completion.chunk"}, {"created", header.created},
              {"model", header.model}, {"choices", json::array({choice})}};
@@ -94,7 +95,7 @@ json chat_chunk_json(const ResponseHeader& header, int index, const json& delta,
 }
 
 json completion_chunk_json(const ResponseHeader& header, int index, const std::string& text, const json& logprobs,
-                           const std::string& finish_reason, bool include_usage) {
+                           FinishReason finish_reason, bool include_usage) {
   json choice{{"index", index}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", reason_or_null(finish_reason)}};
   json chunk{{"id", header.id},       {"object", "text_completion"}, {"created", header.created},
              {"model", header.model}, {"choices", json::array({choice})}};

@@ -32,12 +32,11 @@ nlohmann::json chat_completion_json(const ResponseHeader& header, const std::vec
 nlohmann::json completion_json(const ResponseHeader& header, const std::vector<const ChoiceStream*>& choices,
                                bool want_logprobs, const nlohmann::json& usage);
 
-// Streaming chunks; finish_reason "" gives null. include_usage adds "usage": null.
+// Streaming chunks; FinishReason::none gives null. include_usage adds "usage": null.
 nlohmann::json chat_chunk_json(const ResponseHeader& header, int index, const nlohmann::json& delta,
-                               const nlohmann::json& logprobs, const std::string& finish_reason,
-                               bool include_usage);
+                               const nlohmann::json& logprobs, FinishReason finish_reason, bool include_usage);
 nlohmann::json completion_chunk_json(const ResponseHeader& header, int index, const std::string& text,
-                                     const nlohmann::json& logprobs, const std::string& finish_reason,
+                                     const nlohmann::json& logprobs, FinishReason finish_reason,
                                      bool include_usage);
 // The last chunk with include_usage: empty choices and the usage.
 nlohmann::json usage_chunk_json(const ResponseHeader& header, bool is_chat, const nlohmann::json& usage);

@@ -62,6 +62,11 @@ std::string Routes::next_id(const char* prefix) {
 }
 
 void Routes::health(const httplib::Request&, httplib::Response& res) {
+  if (engine_) {
+    // A failed engine stays failed: 503 with why, so an orchestrator restarts this process.
+    if (std::string failure = engine_->failure(); !failure.empty())
+      return send_error(res, ApiError{503, "the engine failed: " + failure, ""});
+  }
   if (!engine_ || !engine_->is_ready()) return send_error(res, not_ready());
   const EngineStats stats = engine_->stats();
   if (!stats.cluster.enabled) return send_json(res, 200, json::object());
@@ -115,6 +120,8 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   OpenAIRequest& request = parsed.value();
   if (request.model != config_.served_model_name)
     return send_error(res, ApiError{404, "the model '" + request.model + "' does not exist", "model"});
+  if (engine_ && !engine_->failure().empty())
+    return send_error(res, ApiError{503, "the engine failed: " + engine_->failure(), ""});
   if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
 
   // Prompt -> ids.
@@ -125,48 +132,35 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
     spec.prompt_text = std::move(rendered).value();
     spec.prompt_ids = codec_->encode(spec.prompt_text, /*add_special_tokens=*/false);
   } else if (request.prompt_is_ids) {
-    for (int32_t id : request.prompt_ids)
-      if (id >= codec_->vocab_size())
-        return send_error(res, ApiError{400, "prompt token id " + std::to_string(id) + " is out of the vocabulary (" +
-                                                 std::to_string(codec_->vocab_size()) + ")",
-                                        "prompt"});
     spec.prompt_ids = request.prompt_ids;
   } else {
     spec.prompt_text = request.prompt_text;
     spec.prompt_ids = codec_->encode(spec.prompt_text, /*add_special_tokens=*/true);
   }
-  int64_t num_prompt = int64_t(spec.prompt_ids.size());
-  int64_t limit = max_model_len();
-  if (num_prompt == 0) return send_error(res, ApiError{400, "the prompt is empty", is_chat ? "messages" : "prompt"});
-  if (limit > 0 && num_prompt >= limit)
-    return send_error(res, ApiError{400, "the prompt has " + std::to_string(num_prompt) +
-                                             " tokens; this model's maximum context length is " +
-                                             std::to_string(limit) + " tokens",
-                                    is_chat ? "messages" : "prompt"});
-  if (limit > 0 && request.max_tokens_given && num_prompt + request.params.max_tokens > limit)
-    return send_error(res, ApiError{400, "this model's maximum context length is " + std::to_string(limit) +
-                                             " tokens; you requested " +
-                                             std::to_string(num_prompt + request.params.max_tokens) + " (" +
-                                             std::to_string(num_prompt) + " in the prompt, " +
-                                             std::to_string(request.params.max_tokens) + " to generate)",
-                                    "max_tokens"});
+  // The prompt, max_tokens and sampling parameters are checked once, by the engine's submit
+  // (validate_generation_request); here only the OpenAI defaults are filled in.
   if (!request.max_tokens_given) {
+    const int64_t limit = max_model_len(), num_prompt = int64_t(spec.prompt_ids.size());
     int64_t room = limit > 0 ? limit - num_prompt : int64_t(1) << 30;
-    request.params.max_tokens = is_chat ? room : std::min<int64_t>(16, room);
+    request.params.max_tokens = std::max<int64_t>(1, is_chat ? room : std::min<int64_t>(16, room));
   }
 
   spec.id = next_id(is_chat ? "chatcmpl" : "cmpl");
   spec.request = request;
   spec.reasoning_parser = is_chat ? config_.reasoning_parser : "";
   auto job = std::make_shared<GenerationJob>(*engine_, metrics_, *codec_, std::move(spec));
-  if (Status status = job->submit(); !status.ok()) return send_error(res, api_error_of(status.error()));
+  if (Status status = job->submit(); !status.ok()) {
+    ApiError error = api_error_of(status.error());
+    if (is_chat && error.param == "prompt") error.param = "messages";
+    return send_error(res, error);
+  }
   ResponseHeader header{job->spec().id, unix_now(), config_.served_model_name};
 
   if (!request.stream) {
     while (!job->is_finished() && !stopping_) job->poll(100ms);
     if (!job->is_finished()) return send_error(res, ApiError{503, "the server is shutting down", ""});
     for (const ChoiceStream* c : job->choices())
-      if (c->finish_reason() == "error") return send_error(res, ApiError{500, "generation failed", ""});
+      if (c->finish_reason() == FinishReason::error) return send_error(res, ApiError{500, "generation failed", ""});
     json usage = usage_json(job->num_prompt_tokens(), job->num_completion_tokens());
     json out = is_chat ? chat_completion_json(header, job->choices(), request.logprobs, usage)
                        : completion_json(header, job->choices(), request.logprobs, usage);
@@ -193,19 +187,19 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
         if (is_chat && !state->sent_roles) {
           state->sent_roles = true;
           for (int i = 0; i < int(request.n); ++i)
-            if (!write(sse_event(chat_chunk_json(header, i, json{{"role", "assistant"}, {"content", ""}}, nullptr, "",
-                                                 request.include_usage))))
+            if (!write(sse_event(chat_chunk_json(header, i, json{{"role", "assistant"}, {"content", ""}}, nullptr,
+                                                 FinishReason::none, request.include_usage))))
               return false;
         }
         auto deltas = job->poll(50ms);
         for (const auto& [index, d] : deltas) {
-          if (d.finish_reason == "error") {
+          if (d.finish_reason == FinishReason::error) {
             ApiError error{500, d.error_message.empty() ? "generation failed" : d.error_message, ""};
             if (!write("data: " + error_body(error) + "\n\n")) return false;
             continue;
           }
           bool has_text = !d.content.empty() || !d.reasoning.empty();
-          if (!has_text && d.finish_reason.empty() && d.logprobs.empty()) continue;
+          if (!has_text && d.finish_reason == FinishReason::none && d.logprobs.empty()) continue;
           json lp = nullptr;
           if (request.logprobs && !d.logprobs.empty())
             lp = is_chat ? chat_logprobs_json(d.logprobs) : completion_logprobs_json(d.logprobs, state->text_offset);

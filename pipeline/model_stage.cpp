@@ -28,6 +28,17 @@ Result<std::unique_ptr<ModelStage>> ModelStage::prepare(const ModelStageSpec& sp
                                                       const BackendFactory& make_backend,
                                                       const std::string& advertise_host,
                                                       const ModelFactory& make_model) {
+  try {
+    return prepare_unguarded(spec, local, make_backend, advertise_host, make_model);
+  } catch (const std::exception& e) {
+    return make_error(ErrorCode::internal, std::string("preparing the stage: exception: ") + e.what());
+  }
+}
+
+Result<std::unique_ptr<ModelStage>> ModelStage::prepare_unguarded(const ModelStageSpec& spec, const Config& local,
+                                                                const BackendFactory& make_backend,
+                                                                const std::string& advertise_host,
+                                                                const ModelFactory& make_model) {
   std::unique_ptr<ModelStage> host(new ModelStage());
   host->spec_ = spec;
   host->config_ = stage_config(spec, local);
@@ -67,6 +78,15 @@ void ModelStage::abort(const std::string& why) {
 
 Status ModelStage::wire(const std::vector<std::string>& data_addresses, int64_t num_kv_blocks,
                        std::chrono::milliseconds timeout) {
+  try {
+    return wire_unguarded(data_addresses, num_kv_blocks, timeout);
+  } catch (const std::exception& e) {
+    return make_error(ErrorCode::internal, std::string("wiring the stage: exception: ") + e.what());
+  }
+}
+
+Status ModelStage::wire_unguarded(const std::vector<std::string>& data_addresses, int64_t num_kv_blocks,
+                                 std::chrono::milliseconds timeout) {
   if (int64_t(data_addresses.size()) != spec_.num_stages)
     return make_error(ErrorCode::internal, "wiring with " + std::to_string(data_addresses.size()) +
                                                " addresses for " + std::to_string(spec_.num_stages) + " stages");
@@ -102,6 +122,7 @@ Status ModelStage::wire_first(const std::vector<std::string>& addresses, int64_t
     return engine.error();
   }
   engine_ = std::move(engine.value());
+  engine_->set_on_failure(on_failure_);
   engine_->start();
   return Status::success();
 }
@@ -120,6 +141,7 @@ Status ModelStage::wire_later(const std::vector<std::string>& addresses, int64_t
   runner_ = std::make_unique<StageRunner>(std::move(backend_), std::move(model_), std::move(cache.value()),
                                           std::move(prev.value()), std::move(to_next.value()),
                                           std::chrono::milliseconds(30000));
+  runner_->set_on_failure(on_failure_);
   runner_->start();
   return Status::success();
 }

@@ -9,6 +9,9 @@
 //
 // With one stage there is no channel: the first stage is a plain engine. Destroying the host
 // stops the engine or runner; abort() (thread-safe) first breaks a pipeline step in progress.
+// When the stage's device fails (LlmEngine or StageRunner: a sticky fault or an exception on
+// their thread), on_failure is called from that thread; the node agent then exits the worker
+// process non-zero so its supervisor restarts it and the head restarts the group.
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -55,6 +58,9 @@ class ModelStage {
   Status wire(const std::vector<std::string>& data_addresses, int64_t num_kv_blocks,
               std::chrono::milliseconds timeout);
 
+  // Set before wire(): called at most once, from the engine's or runner's thread.
+  void set_on_failure(std::function<void(const std::string& why)> on_failure) { on_failure_ = std::move(on_failure); }
+
   // The first stage's engine once wired, else nullptr.
   LlmEngine* engine() { return engine_.get(); }
   // Thread-safe: a pipeline step in progress fails at once; the engine then ends its requests.
@@ -62,6 +68,13 @@ class ModelStage {
 
  private:
   ModelStage() = default;
+  // prepare and wire without the catch that turns an exception (std::bad_alloc) into an error.
+  static Result<std::unique_ptr<ModelStage>> prepare_unguarded(const ModelStageSpec& spec, const Config& local,
+                                                             const BackendFactory& make_backend,
+                                                             const std::string& advertise_host,
+                                                             const ModelFactory& make_model);
+  Status wire_unguarded(const std::vector<std::string>& data_addresses, int64_t num_kv_blocks,
+                        std::chrono::milliseconds timeout);
   Status wire_first(const std::vector<std::string>& addresses, int64_t num_kv_blocks,
                     std::chrono::milliseconds timeout);
   Status wire_later(const std::vector<std::string>& addresses, int64_t num_kv_blocks,
@@ -77,6 +90,7 @@ class ModelStage {
   std::unique_ptr<StageRunner> runner_;
   std::mutex pipeline_mutex_;
   PipelineModel* pipeline_ = nullptr;  // owned by engine_
+  std::function<void(const std::string&)> on_failure_;
 };
 
 }  // namespace troupe::cluster

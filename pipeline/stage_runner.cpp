@@ -48,12 +48,28 @@ Status StageRunner::run_step(uint64_t step_id, const std::vector<uint8_t>& bytes
   return to_next_.send(step_id, reply.data(), reply.size(), send_timeout_);
 }
 
+Status StageRunner::run_step_guarded(uint64_t step_id, const std::vector<uint8_t>& bytes, bool* device_failed) {
+  Status done = Status::success();
+  try {
+    done = run_step(step_id, bytes);
+  } catch (const std::exception& e) {
+    done = make_error(ErrorCode::internal, std::string("exception: ") + e.what());
+    *device_failed = true;
+  }
+  if (Status device = backend_->status(); !device.ok()) {
+    *device_failed = true;
+    return make_error(device.error().code, backend_->name() + " device fault: " + device.error().message);
+  }
+  return done;
+}
+
 void StageRunner::loop() {
   auto logger = log::get("cluster");
   const LayerRange range = model_->layer_range();
   logger->info("stage with layers [{}, {}) running: from {} to {}", range.begin, range.end, from_prev_.peer(),
                to_next_.peer());
   std::string why;
+  bool device_failed = false;
   for (uint64_t step_id = 1; !stopping_.load(); ++step_id) {
     // Waits as long as it takes: an idle pipeline sends nothing. A dead peer ends the wait.
     auto bytes = receive_message(from_prev_, step_id, std::chrono::hours(24 * 365), stopping_);
@@ -61,7 +77,7 @@ void StageRunner::loop() {
       if (!stopping_.load()) why = "receiving step " + std::to_string(step_id) + ": " + bytes.error().message;
       break;
     }
-    Status done = run_step(step_id, bytes.value());
+    Status done = run_step_guarded(step_id, bytes.value(), &device_failed);
     if (!done.ok()) {
       why = "step " + std::to_string(step_id) + ": " + done.error().message;
       break;
@@ -74,6 +90,7 @@ void StageRunner::loop() {
     error_ = why;
   }
   running_ = false;
+  if (device_failed && on_failure_) on_failure_(why);
 }
 
 }  // namespace troupe::cluster

@@ -6,9 +6,12 @@
 //   from_prev --step k--> forward(layers [b, e)) --step k (hidden) or logits k--> to_next
 //
 // Steps are numbered 1, 2, ... in the order the first stage sends them. Any channel or model
-// error ends the loop (the group is restarted by the head); stop() ends it within ~50 ms.
+// error ends the loop (the group is restarted by the head); stop() ends it within ~50 ms. A
+// device fault (Backend::status() after a step) or an exception on the loop (std::bad_alloc from
+// a device allocation) also ends it, and calls on_failure: this process must restart.
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,6 +30,8 @@ class StageRunner {
               TensorChannel to_next, std::chrono::milliseconds send_timeout);
   ~StageRunner();  // stop()
 
+  // Called once, on the loop thread, when the device failed; set before start().
+  void set_on_failure(std::function<void(const std::string& why)> on_failure) { on_failure_ = std::move(on_failure); }
   void start();
   void stop();
   bool is_running() const { return running_.load(); }
@@ -36,6 +41,8 @@ class StageRunner {
  private:
   void loop();
   Status run_step(uint64_t step_id, const std::vector<uint8_t>& bytes);
+  // run_step, with exceptions and device faults as errors; *device_failed says which.
+  Status run_step_guarded(uint64_t step_id, const std::vector<uint8_t>& bytes, bool* device_failed);
 
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Model> model_;
@@ -43,6 +50,7 @@ class StageRunner {
   TensorChannel from_prev_;
   TensorChannel to_next_;
   std::chrono::milliseconds send_timeout_;
+  std::function<void(const std::string&)> on_failure_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> running_{false};
   std::atomic<int64_t> num_steps_{0};

@@ -31,6 +31,11 @@ class Backend {
   // Makes the calling thread compute on this backend's device (a tensor-parallel rank's thread).
   virtual void bind_thread() {}
   virtual std::string name() const = 0;
+  // The device's health: the first fault (a failed op, launch or allocation), naming the op and
+  // the device's error ("rmsnorm failed: an illegal memory access was encountered"). Sticky: once
+  // set it stays, since results after a fault are garbage. The engine reads it after every
+  // forward and sampling step and fails for good when it is set. Host-only backends never fault.
+  virtual Status status() const { return Status::success(); }
 
   // Memory.
   virtual Tensor empty(DType dtype, std::vector<int64_t> shape) = 0;

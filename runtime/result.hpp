@@ -21,9 +21,10 @@ enum class ErrorCode {
 struct Error {
   ErrorCode code = ErrorCode::internal;
   std::string message;
+  std::string param;  // the request field at fault, for invalid_argument from a request check
 };
 
-inline Error make_error(ErrorCode code, std::string message) { return Error{code, std::move(message)}; }
+inline Error make_error(ErrorCode code, std::string message) { return Error{code, std::move(message), {}}; }
 
 template <class T>
 class [[nodiscard]] Result {

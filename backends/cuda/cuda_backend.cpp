@@ -99,10 +99,20 @@ void CudaBackend::check(int status, const char* what) {
     graphs_.fail(std::string(what) + " failed: " + cudaGetErrorString(cudaError_t(status)));
     return;
   }
-  if (status != 0 && error_.empty()) {
-    error_ = std::string(what) + " failed: " + cudaGetErrorString(cudaError_t(status));
+  if (status != 0) record_fault(std::string(what) + " failed: " + cudaGetErrorString(cudaError_t(status)));
+}
+
+void CudaBackend::record_fault(const std::string& what) {
+  if (error_.empty()) {
+    error_ = what;
     log::get("cuda")->error("{}", error_);
   }
+  if (fault_.empty()) fault_ = what;
+}
+
+Status CudaBackend::status() const {
+  if (fault_.empty()) return Status::success();
+  return make_error(ErrorCode::internal, fault_);
 }
 
 void CudaBackend::check_cublas(int status) {
@@ -110,9 +120,8 @@ void CudaBackend::check_cublas(int status) {
   const std::string what = "cuBLAS GEMM failed with status " + std::to_string(status);
   if (in_graph()) {
     graphs_.fail(what);
-  } else if (error_.empty()) {
-    error_ = what;
-    log::get("cuda")->error("{}", error_);
+  } else {
+    record_fault(what);
   }
 }
 
@@ -141,7 +150,11 @@ Tensor CudaBackend::device_tensor(DType dtype, std::vector<int64_t> shape) {
   storage->nbytes = size_t(numel_of(shape)) * dtype_size(dtype);
   storage->device = Device::cuda;
   if (cudaMallocAsync(&storage->data, storage->nbytes == 0 ? 16 : storage->nbytes, nullptr) != cudaSuccess) {
-    check(cudaErrorMemoryAllocation, "cudaMalloc");
+    cudaGetLastError();  // an allocation failure is not sticky; status() keeps it
+    record_fault("cudaMalloc of " + std::to_string(storage->nbytes) + " bytes failed: " +
+                 cudaGetErrorString(cudaErrorMemoryAllocation));
+    // NOTE: the one exception the backend throws, caught at the engine's (and stage runner's)
+    // loop; ops cannot return errors, and an undefined tensor would fault the next kernel.
     throw std::bad_alloc();
   }
   storage->deleter = free_device;
@@ -158,6 +171,14 @@ Tensor CudaBackend::on_device(const Tensor& t) {
 }
 
 Result<Tensor> CudaBackend::upload_weight(const Tensor& host) {
+  try {
+    return upload_weight_or_throw(host);
+  } catch (const std::bad_alloc&) {
+    return make_error(ErrorCode::out_of_resources, "uploading a weight to the GPU: " + fault_);
+  }
+}
+
+Result<Tensor> CudaBackend::upload_weight_or_throw(const Tensor& host) {
   Tensor source = host.device() == Device::cuda ? to_host(host) : host;
   std::vector<float> values(size_t(source.numel()));
   if (!convert_to_f32(source.dtype(), source.raw(), values.size(), values.data()))
@@ -184,12 +205,16 @@ Result<KvCache> CudaBackend::create_kv_cache(const KvCacheSpec& spec) {
     return make_error(ErrorCode::invalid_argument, "KV cache: dtype " + std::string(dtype_name(spec.dtype)) +
                                                        " is not supported on CUDA (f32 or bf16)");
   std::vector<Tensor> tensors;
-  for (int64_t layer = 0; layer < spec.num_layers; ++layer) {
-    for (const auto& c : spec.components) {
-      Tensor t = device_tensor(spec.dtype, {spec.num_blocks, spec.block_size, c.num_heads, c.head_dim});
-      cudaMemset(t.raw(), 0, t.nbytes());
-      tensors.push_back(std::move(t));
+  try {
+    for (int64_t layer = 0; layer < spec.num_layers; ++layer) {
+      for (const auto& c : spec.components) {
+        Tensor t = device_tensor(spec.dtype, {spec.num_blocks, spec.block_size, c.num_heads, c.head_dim});
+        cudaMemset(t.raw(), 0, t.nbytes());
+        tensors.push_back(std::move(t));
+      }
     }
+  } catch (const std::bad_alloc&) {
+    return make_error(ErrorCode::out_of_resources, "KV cache of " + std::to_string(spec.num_blocks) + " blocks: " + fault_);
   }
   return KvCache::wrap(spec, std::move(tensors));
 }
@@ -307,10 +332,7 @@ void CudaBackend::linear_bf16_x(const Tensor& x, const Tensor& weight, const Ten
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
   const int64_t n = x.numel() / in_features;
   if (weight.dtype() != DType::bf16) {
-    if (error_.empty()) {
-      error_ = "linear: bf16 activations need a bf16 weight, not " + std::string(dtype_name(weight.dtype()));
-      log::get("cuda")->error("{}", error_);
-    }
+    record_fault("linear: bf16 activations need a bf16 weight, not " + std::string(dtype_name(weight.dtype())));
     return;
   }
   if (n <= kGemvMaxTokens) {

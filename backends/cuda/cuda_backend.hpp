@@ -85,6 +85,10 @@ class CudaBackend final : public Backend {
 
   // The first CUDA or cuBLAS error since the last call, then cleared ("" when none).
   std::string take_error();
+  // The first error ever (take_error does not clear it): a failed op, launch or cudaMalloc. A
+  // failed device allocation records it here, then throws std::bad_alloc out of the op (ops return
+  // nothing); the engine's loop catches it. upload_weight and create_kv_cache return it instead.
+  Status status() const override;
   bool memory_info(size_t* free_bytes, size_t* total_bytes) const override;
 
  private:
@@ -95,6 +99,8 @@ class CudaBackend final : public Backend {
   bool in_graph() const { return graphs_.mode() != StepGraphs::Mode::eager; }
   bool replaying() const { return graphs_.replaying(); }
   void check(int status, const char* what);
+  void record_fault(const std::string& what);  // sets error_ and fault_ when empty
+  Result<Tensor> upload_weight_or_throw(const Tensor& host);
   void check_cublas(int status);  // a cublasStatus_t
   // linear with x already bf16 on the device: GEMV (n <= kGemvMaxTokens) or cuBLAS, no conversion.
   void linear_bf16_x(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out);
@@ -123,6 +129,7 @@ class CudaBackend final : public Backend {
   Tensor plan_;             // device i32: prefill tiles [plan_tiles_, 3], then decode token indices
   int64_t plan_tiles_ = 0, plan_decode_tokens_ = 0, plan_decode_context_ = 0;
   std::string error_;
+  std::string fault_;  // sticky: status()
 };
 
 }  // namespace troupe::cuda

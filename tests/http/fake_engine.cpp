@@ -21,10 +21,8 @@ int64_t FakeEngine::blocks_for(int64_t num_tokens) const {
 
 Status FakeEngine::submit(GenerationRequest request, OutputCallback on_output) {
   if (!ready_) return make_error(ErrorCode::unavailable, "fake engine not ready");
-  if (request.prompt_ids.empty()) return make_error(ErrorCode::invalid_argument, "prompt is empty");
-  if (int64_t(request.prompt_ids.size()) > options_.max_model_len)
-    return make_error(ErrorCode::invalid_argument, "prompt longer than max_model_len");
-  if (request.params.max_tokens < 1) return make_error(ErrorCode::invalid_argument, "max_tokens < 1");
+  // The front door's one request check, as every ServingEngine makes it.
+  TROUPE_TRY(validate_generation_request(request, RequestLimits{options_.vocab_size, options_.max_model_len}));
   std::lock_guard<std::mutex> lock(mutex_);
   if (live_.count(request.request_id)) return make_error(ErrorCode::invalid_argument, "duplicate request id");
   submitted_.push_back(request);
@@ -53,12 +51,12 @@ void FakeEngine::step(Live& live, GenerationOutput& out) {
   for (int t = 0; t < options_.tokens_per_step; ++t) {
     int64_t i = live.num_generated;
     if (options_.fail_after >= 0 && i >= options_.fail_after) {
-      out.finish_reason = "error";
+      out.finish_reason = FinishReason::error;
       out.error_message = "fake engine failure";
       break;
     }
     if (!script.empty() && i >= int64_t(script.size()) && !p.ignore_eos) {
-      out.finish_reason = "stop";
+      out.finish_reason = FinishReason::stop;
       break;
     }
     int32_t id = script.empty() ? letter(p.seed, i) : int32_t(static_cast<unsigned char>(script[i % script.size()]));
@@ -72,12 +70,12 @@ void FakeEngine::step(Live& live, GenerationOutput& out) {
     ++live.num_generated;
     ++totals_.num_generation_tokens_total;
     if (live.num_generated >= p.max_tokens) {
-      out.finish_reason = "length";
+      out.finish_reason = FinishReason::length;
       break;
     }
   }
-  if (!script.empty() && out.finish_reason.empty() && live.num_generated >= int64_t(script.size()) && !p.ignore_eos)
-    out.finish_reason = "stop";
+  if (!script.empty() && out.finish_reason == FinishReason::none && live.num_generated >= int64_t(script.size()) && !p.ignore_eos)
+    out.finish_reason = FinishReason::stop;
   out.num_generated_tokens = live.num_generated;
   live.num_blocks = blocks_for(out.num_prompt_tokens + live.num_generated);
 }
@@ -91,14 +89,14 @@ void FakeEngine::run() {
       Live& live = it->second;
       GenerationOutput out;
       if (live.cancelled) {
-        out.finish_reason = "abort";
+        out.finish_reason = FinishReason::abort;
         out.num_prompt_tokens = int64_t(live.request.prompt_ids.size());
         out.num_generated_tokens = live.num_generated;
       } else {
         step(live, out);
       }
       live.on_output(out);
-      it = out.finish_reason.empty() ? std::next(it) : live_.erase(it);
+      it = out.finish_reason == FinishReason::none ? std::next(it) : live_.erase(it);
     }
     if (options_.step_delay.count() > 0) wake_.wait_for(lock, options_.step_delay, [&] { return stopping_; });
   }

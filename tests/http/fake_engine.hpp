@@ -21,9 +21,10 @@ struct FakeEngineOptions {
   int tokens_per_step = 1;
   std::chrono::milliseconds step_delay{0};
   int64_t max_model_len = 256;
+  int64_t vocab_size = 256;  // FakeTextCodec's
   int64_t block_size = 4;
   int64_t num_kv_blocks_total = 4096;
-  int64_t fail_after = -1;  // >= 0: a request ends with finish_reason "error" after this many tokens
+  int64_t fail_after = -1;  // >= 0: a request ends with FinishReason::error after this many tokens
 };
 
 class FakeEngine final : public ServingEngine {

@@ -28,8 +28,8 @@ struct Collector {
     return [this, id](const GenerationOutput& out) {
       std::lock_guard lock(mutex);
       for (int32_t t : out.new_token_ids) tokens[id].push_back(t);
-      if (!out.finish_reason.empty()) {
-        finish[id] = out.finish_reason;
+      if (out.finish_reason != FinishReason::none) {
+        finish[id] = to_string(out.finish_reason);
         cv.notify_all();
       }
     };

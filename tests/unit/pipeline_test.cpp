@@ -139,10 +139,10 @@ GenerationRequest request(const std::string& id, std::vector<int32_t> prompt, in
   return r;
 }
 
-GenerationOutput tokens(std::vector<int32_t> ids, std::string finish = "") {
+GenerationOutput tokens(std::vector<int32_t> ids, FinishReason finish = FinishReason::none) {
   GenerationOutput out;
   out.new_token_ids = std::move(ids);
-  out.finish_reason = std::move(finish);
+  out.finish_reason = finish;
   return out;
 }
 
@@ -186,9 +186,9 @@ TEST(RequestRouter, ALostGroupsRequestsResumeElsewhereFromWhatWasSent) {
 
   // The old attempt's late outputs are dropped: nothing is sent twice.
   EXPECT_TRUE(router.on_output("a#1", tokens({12}), t0).deliveries.empty());
-  auto rest = router.on_output("a#2", tokens({12, 13, 14}, "length"), t0);
+  auto rest = router.on_output("a#2", tokens({12, 13, 14}, FinishReason::length), t0);
   ASSERT_EQ(rest.deliveries.size(), 1u);
-  EXPECT_EQ(rest.deliveries[0].output.finish_reason, "length");
+  EXPECT_EQ(rest.deliveries[0].output.finish_reason, FinishReason::length);
   EXPECT_EQ(rest.deliveries[0].output.num_prompt_tokens, 2);
   EXPECT_EQ(rest.deliveries[0].output.num_generated_tokens, 5);
   EXPECT_EQ(router.num_live(), 0);
@@ -201,7 +201,7 @@ TEST(RequestRouter, AnEngineErrorMarksTheGroupBrokenAndMovesAllItsRequests) {
   router.submit(request("b", {2}, 4), t0);
   router.group_ready(1, t0);
   GenerationOutput failed;
-  failed.finish_reason = "error";
+  failed.finish_reason = FinishReason::error;
   failed.error_message = "pipeline broken";
   auto actions = router.on_output("a#1", failed, t0);
   EXPECT_EQ(actions.broken_groups, (std::vector<int64_t>{0}));
@@ -219,7 +219,7 @@ TEST(RequestRouter, WaitingIsBoundedAndAttemptsAreLimited) {
   EXPECT_TRUE(router.expire(t0 + 500ms).deliveries.empty());
   auto expired = router.expire(t0 + 1500ms);
   ASSERT_EQ(expired.deliveries.size(), 1u);
-  EXPECT_EQ(expired.deliveries[0].output.finish_reason, "error");
+  EXPECT_EQ(expired.deliveries[0].output.finish_reason, FinishReason::error);
   EXPECT_NE(expired.deliveries[0].output.error_message.find("no serving group"), std::string::npos);
 
   router.group_ready(0, t0);
@@ -229,7 +229,7 @@ TEST(RequestRouter, WaitingIsBoundedAndAttemptsAreLimited) {
   auto last = router.group_lost(0, "y", t0);
   EXPECT_TRUE(last.dispatches.empty()) << "a third attempt is not made";
   ASSERT_EQ(last.deliveries.size(), 1u);
-  EXPECT_EQ(last.deliveries[0].output.finish_reason, "error");
+  EXPECT_EQ(last.deliveries[0].output.finish_reason, FinishReason::error);
   EXPECT_NE(last.deliveries[0].output.error_message.find("y"), std::string::npos);
   EXPECT_EQ(router.num_live(), 0);
 }
@@ -243,14 +243,14 @@ TEST(RequestRouter, CancelAndFinishedBeforeTheLossNeedNoNewAttempt) {
   ASSERT_EQ(cancelled.cancellations.size(), 1u);
   EXPECT_EQ(cancelled.cancellations[0].engine_request_id, "a#1");
   ASSERT_EQ(cancelled.deliveries.size(), 1u);
-  EXPECT_EQ(cancelled.deliveries[0].output.finish_reason, "abort");
+  EXPECT_EQ(cancelled.deliveries[0].output.finish_reason, FinishReason::abort);
 
   auto b = router.submit(request("b", {1}, 2), t0);
   router.on_output("b#1", tokens({5, 6}), t0);  // every token sent, the finish lost with the group
   auto moved = router.group_lost(b.dispatches[0].group_id, "killed", t0);
   EXPECT_TRUE(moved.dispatches.empty());
   ASSERT_EQ(moved.deliveries.size(), 1u);
-  EXPECT_EQ(moved.deliveries[0].output.finish_reason, "length");
+  EXPECT_EQ(moved.deliveries[0].output.finish_reason, FinishReason::length);
   EXPECT_EQ(moved.deliveries[0].output.num_generated_tokens, 2);
 }
 
@@ -266,7 +266,7 @@ std::vector<int32_t> greedy(ServingEngine& engine, const std::string& id, std::v
   r.params.ignore_eos = true;
   Status submitted = engine.submit(r, [&](const GenerationOutput& out) {
     ids.insert(ids.end(), out.new_token_ids.begin(), out.new_token_ids.end());
-    if (!out.finish_reason.empty()) done.set_value(ids);
+    if (out.finish_reason != FinishReason::none) done.set_value(ids);
   });
   EXPECT_TRUE(submitted.ok()) << submitted.error().message;
   return done.get_future().get();
@@ -319,11 +319,11 @@ TEST(ModelStages, TwoStagesOverLoopbackUcxGenerateWhatTheWholeModelDoes) {
   GenerationRequest r = request("after", {1, 2, 3}, 8);
   std::promise<GenerationOutput> end;
   ASSERT_TRUE(hosts[0]->engine()->submit(r, [&](const GenerationOutput& out) {
-    if (!out.finish_reason.empty()) end.set_value(out);
+    if (out.finish_reason != FinishReason::none) end.set_value(out);
   }).ok());
   auto future = end.get_future();
   ASSERT_EQ(future.wait_for(30s), std::future_status::ready) << "a request hung after its stage went away";
-  EXPECT_EQ(future.get().finish_reason, "error");
+  EXPECT_EQ(future.get().finish_reason, FinishReason::error);
   (*whole)->stop();
 }
 

@@ -134,7 +134,7 @@ TEST(Scheduler, PreemptsTheNewestAndFinishesItLater) {
   ASSERT_EQ(done.size(), 2u);
   EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
   for (auto& [id, seq] : done) {
-    EXPECT_EQ(seq->finish_reason, "length") << id;
+    EXPECT_EQ(seq->finish_reason, FinishReason::length) << id;
     EXPECT_EQ(seq->num_output_tokens(), 6) << id;
     // The recompute gives the same tokens as an uninterrupted run of the fake model.
     Sequence replay = make_seq(id, 7, 6);
@@ -159,15 +159,15 @@ TEST(Scheduler, StopConditionsFreeBlocksAtOnce) {
   auto done = s.postprocess(batch, {kEos, 77, kEos});
   ASSERT_TRUE(done.ok());
   ASSERT_EQ(done->size(), 2u);
-  EXPECT_EQ((*done)[0]->finish_reason, "stop");
-  EXPECT_EQ((*done)[1]->finish_reason, "stop");
+  EXPECT_EQ((*done)[0]->finish_reason, FinishReason::stop);
+  EXPECT_EQ((*done)[1]->finish_reason, FinishReason::stop);
   EXPECT_EQ((*done)[1]->output_ids, std::vector<int32_t>{77});
   EXPECT_EQ(s.block_manager().num_used_blocks(), 2);  // "ignore" only
   batch = s.schedule();
   done = s.postprocess(batch, {kEos});
   ASSERT_TRUE(done.ok());
   ASSERT_EQ(done->size(), 1u);
-  EXPECT_EQ((*done)[0]->finish_reason, "length");
+  EXPECT_EQ((*done)[0]->finish_reason, FinishReason::length);
   EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
   EXPECT_FALSE(s.has_unfinished());
 }
@@ -181,7 +181,7 @@ TEST(Scheduler, AbortFreesBlocksAtOnce) {
   EXPECT_EQ(s.block_manager().num_used_blocks(), 3);
   auto aborted = s.abort("run");
   ASSERT_NE(aborted, nullptr);
-  EXPECT_EQ(aborted->finish_reason, "abort");
+  EXPECT_EQ(aborted->finish_reason, FinishReason::abort);
   EXPECT_EQ(aborted->status, SequenceStatus::finished);
   EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
   EXPECT_EQ(s.abort("run"), nullptr);
@@ -235,7 +235,7 @@ TEST(Scheduler, OutgrowingTheWholeCacheEndsWithLengthNotAHang) {
   for (int i = 0; i < 20 && s.has_unfinished(); ++i)
     for (auto& f : step(s, batch)) done.push_back(std::move(f));
   ASSERT_EQ(done.size(), 1u);
-  EXPECT_EQ(done[0]->finish_reason, "length");
+  EXPECT_EQ(done[0]->finish_reason, FinishReason::length);
   EXPECT_EQ(done[0]->num_tokens(), 9);  // KV for 8 positions, plus the last sampled token
   EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
 
@@ -247,7 +247,7 @@ TEST(Scheduler, OutgrowingTheWholeCacheEndsWithLengthNotAHang) {
   for (int i = 0; i < 20 && t.has_unfinished(); ++i)
     for (auto& f : step(t, batch)) done.push_back(std::move(f));
   ASSERT_EQ(done.size(), 1u);
-  EXPECT_EQ(done[0]->finish_reason, "length");
+  EXPECT_EQ(done[0]->finish_reason, FinishReason::length);
   EXPECT_EQ(done[0]->num_tokens(), 10);
 }
 
@@ -308,10 +308,10 @@ TEST(Scheduler, RandomizedSimulationKeepsInvariants) {
         Sequence replay(f->request_id, f->prompt_ids, f->params);
         for (int64_t k = 0; k < f->num_output_tokens(); ++k) replay.output_ids.push_back(fake_next(replay, 23));
         ASSERT_EQ(f->output_ids, replay.output_ids);
-        if (f->finish_reason == "stop") {
+        if (f->finish_reason == FinishReason::stop) {
           ASSERT_EQ(f->output_ids.back(), kEos);
         } else {
-          ASSERT_EQ(f->finish_reason, "length");
+          ASSERT_EQ(f->finish_reason, FinishReason::length);
           ASSERT_TRUE(f->num_output_tokens() == f->params.max_tokens || f->num_tokens() == capacity + 1);
         }
       }
