@@ -68,11 +68,14 @@ Result<std::vector<int32_t>> read_token_ids(const json& v, const char* key, std:
 }
 
 // Fields shared by chat and completions.
-Status read_common(const json& body, OpenAIRequest& r, std::string& param) {
+Status read_common(const json& body, OpenAIRequest& r, std::string& param, const GenerationDefaults& defaults) {
   if (!body.contains("model") || !body["model"].is_string())
     return bad(param, "model", "is required and must be a string");
   r.model = body["model"].get<std::string>();
   SamplingParams& p = r.params;
+  if (defaults.temperature >= 0) p.temperature = defaults.temperature;
+  if (defaults.top_p >= 0) p.top_p = defaults.top_p;
+  if (defaults.top_k >= 0) p.top_k = defaults.top_k == 0 ? -1 : defaults.top_k;  // 0: off, as in transformers
   TROUPE_TRY(read_double(body, "temperature", 0.0, 100.0, p.temperature, param));
   TROUPE_TRY(read_double(body, "top_p", 1e-9, 1.0, p.top_p, param));
   TROUPE_TRY(read_int(body, "top_k", -1, std::numeric_limits<int32_t>::max(), p.top_k, param));
@@ -182,7 +185,7 @@ Result<json> parse_json_body(const std::string& body) {
   return parsed;
 }
 
-Result<OpenAIRequest> parse_chat_request(const json& body, std::string& param) {
+Result<OpenAIRequest> parse_chat_request(const json& body, std::string& param, const GenerationDefaults& defaults) {
   OpenAIRequest r;
   r.endpoint = Endpoint::chat;
   Result<json> messages = read_messages(body, param);
@@ -192,7 +195,7 @@ Result<OpenAIRequest> parse_chat_request(const json& body, std::string& param) {
     if (!body["tools"].is_array()) return bad(param, "tools", "must be a list");
     r.tools = body["tools"];
   }
-  TROUPE_TRY(read_common(body, r, param));
+  TROUPE_TRY(read_common(body, r, param, defaults));
   TROUPE_TRY(read_bool(body, "add_generation_prompt", r.add_generation_prompt, param));
   TROUPE_TRY(read_bool(body, "logprobs", r.logprobs, param));
   if (present(body, "top_logprobs")) {
@@ -203,7 +206,8 @@ Result<OpenAIRequest> parse_chat_request(const json& body, std::string& param) {
   return r;
 }
 
-Result<OpenAIRequest> parse_completion_request(const json& body, std::string& param) {
+Result<OpenAIRequest> parse_completion_request(const json& body, std::string& param,
+                                               const GenerationDefaults& defaults) {
   OpenAIRequest r;
   r.endpoint = Endpoint::completion;
   if (!body.contains("prompt")) return bad(param, "prompt", "is required");
@@ -220,7 +224,7 @@ Result<OpenAIRequest> parse_completion_request(const json& body, std::string& pa
   } else {
     return bad(param, "prompt", "must be a string or a non-empty list of token ids");
   }
-  TROUPE_TRY(read_common(body, r, param));
+  TROUPE_TRY(read_common(body, r, param, defaults));
   if (present(body, "logprobs")) {
     TROUPE_TRY(read_int(body, "logprobs", 0, kMaxTopLogprobs, r.top_logprobs, param));
     r.logprobs = true;

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/model_config.hpp"
+
 #include "runtime/result.hpp"
 #include "engine/sampling_params.hpp"
 
@@ -48,8 +50,12 @@ struct TokenizeRequest {
 // The body as JSON: invalid_argument for invalid JSON, nesting deeper than 64, or a non-object.
 Result<nlohmann::json> parse_json_body(const std::string& body);
 
-Result<OpenAIRequest> parse_chat_request(const nlohmann::json& body, std::string& param);
-Result<OpenAIRequest> parse_completion_request(const nlohmann::json& body, std::string& param);
+// `defaults`: the model's generation_config.json sampling defaults (temperature, top_p, top_k),
+// which a request that leaves a field out gets, as vLLM applies them; absent ones keep OpenAI's.
+Result<OpenAIRequest> parse_chat_request(const nlohmann::json& body, std::string& param,
+                                         const GenerationDefaults& defaults = {});
+Result<OpenAIRequest> parse_completion_request(const nlohmann::json& body, std::string& param,
+                                               const GenerationDefaults& defaults = {});
 Result<TokenizeRequest> parse_tokenize_request(const nlohmann::json& body, std::string& param);
 Result<std::vector<int32_t>> parse_detokenize_request(const nlohmann::json& body, std::string& param);
 

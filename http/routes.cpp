@@ -50,7 +50,13 @@ void send_error(httplib::Response& res, const ApiError& error) {
 }
 
 Routes::Routes(const Config& config, ServingEngine* engine, std::shared_ptr<const TextCodec> codec)
-    : config_(config), engine_(engine), codec_(std::move(codec)), id_salt_(std::random_device{}()) {}
+    : config_(config), engine_(engine), codec_(std::move(codec)), id_salt_(std::random_device{}()) {
+  // A folder the engine loaded parses; a server without one (tests, a head before its model is
+  // known) keeps OpenAI's defaults.
+  if (!config_.model.empty()) {
+    if (auto model = ModelConfig::load(config_.model); model.ok()) generation_defaults_ = model->generation_defaults;
+  }
+}
 
 int64_t Routes::max_model_len() const { return engine_ ? engine_->max_model_len() : config_.max_model_len; }
 
@@ -115,7 +121,8 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   if (!body.ok()) return send_error(res, bad_request(body.error(), ""));
   std::string param;
   Result<OpenAIRequest> parsed =
-      is_chat ? parse_chat_request(body.value(), param) : parse_completion_request(body.value(), param);
+      is_chat ? parse_chat_request(body.value(), param, generation_defaults_)
+              : parse_completion_request(body.value(), param, generation_defaults_);
   if (!parsed.ok()) return send_error(res, bad_request(parsed.error(), param));
   OpenAIRequest& request = parsed.value();
   if (request.model != config_.served_model_name)

@@ -10,6 +10,7 @@
 #include "http/metrics.hpp"
 #include "http/text_codec.hpp"
 #include "runtime/config.hpp"
+#include "runtime/model_config.hpp"
 #include "engine/serving_engine.hpp"
 
 namespace httplib {
@@ -47,6 +48,7 @@ class Routes {
   const Config& config_;
   ServingEngine* engine_;
   std::shared_ptr<const TextCodec> codec_;
+  GenerationDefaults generation_defaults_;  // the model's generation_config.json sampling defaults
   Metrics metrics_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_id_{0};
