@@ -174,6 +174,11 @@ inline int64_t num_active(const nlohmann::json& s) { return s.is_object() ? s["n
 inline bool group_is(const nlohmann::json& s, int group, const std::string& state, uint64_t epoch) {
   return s.is_object() && s["groups"][group]["state"] == state && s["groups"][group]["epoch"] == epoch;
 }
+// Ready again at `min_epoch` or later.
+inline bool group_ready_since(const nlohmann::json& s, int group, uint64_t min_epoch) {
+  return s.is_object() && s["groups"][group]["state"] == "ready" && s["groups"][group]["epoch"].is_number_unsigned() &&
+         s["groups"][group]["epoch"].get<uint64_t>() >= min_epoch;
+}
 inline const nlohmann::json* node_at(const nlohmann::json& s, int group, int stage) {
   for (const auto& node : s["nodes"])
     if (node["state"] == "active" && node["group_id"] == group && node["stage_index"] == stage) return &node;
