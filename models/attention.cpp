@@ -151,22 +151,12 @@ void LlamaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvC
 
 void LlamaAttention::normed_qk_rope_write_kv(const Tensor& qkv, const AttentionMetadata& meta, Tensor k_cache,
                                              Tensor v_cache, Tensor q_out) {
-  const int64_t n = meta.num_tokens, per_token = num_heads_ + 2 * num_kv_heads_;
-  std::vector<int32_t> q_rows, k_rows, v_rows;  // rows of qkv seen as [n * per_token, head_dim]
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t h = 0; h < per_token; ++h) {
-      auto& rows = h < num_heads_ ? q_rows : h < num_heads_ + num_kv_heads_ ? k_rows : v_rows;
-      rows.push_back(int32_t(t * per_token + h));
-    }
-  }
-  const Tensor heads = qkv.reshape({n * per_token, head_dim_});
-  Tensor q_flat = q_out.reshape({n * num_heads_, head_dim_});
+  const int64_t n = meta.num_tokens;
   Tensor k = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
   Tensor v = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
+  backend_.split_qkv(qkv, q_out, k, v);
+  Tensor q_flat = q_out.reshape({n * num_heads_, head_dim_});
   Tensor k_flat = k.reshape({n * num_kv_heads_, head_dim_});
-  backend_.gather_rows(heads, q_rows, q_flat);
-  backend_.gather_rows(heads, k_rows, k_flat);
-  backend_.gather_rows(heads, v_rows, v.reshape({n * num_kv_heads_, head_dim_}));
   backend_.rmsnorm(q_flat, q_norm_, norm_eps_, q_flat);  // per head: rows of head_dim
   backend_.rmsnorm(k_flat, k_norm_, norm_eps_, k_flat);
   backend_.rope(q_out, k, meta.positions, inv_freq_);

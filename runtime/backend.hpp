@@ -91,9 +91,20 @@ class Backend {
   // write_kv; backends override it with one kernel.
   virtual void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
                                  const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) {
-    const int64_t n = q_out.size(0), num_heads = q_out.size(1), head_dim = q_out.size(2);
-    const int64_t num_kv_heads = k_cache.size(2), per_token = num_heads + 2 * num_kv_heads;
+    const int64_t n = q_out.size(0), num_kv_heads = k_cache.size(2), head_dim = q_out.size(2);
     if (n == 0) return;
+    Tensor k = empty(q_out.dtype(), {n, num_kv_heads, head_dim}), v = empty(q_out.dtype(), {n, num_kv_heads, head_dim});
+    split_qkv(qkv, q_out, k, v);
+    rope(q_out, k, positions, inv_freq);
+    write_kv(k_cache, k, slot_mapping);
+    write_kv(v_cache, v, slot_mapping);
+  }
+  // Splits the fused product's rows into dense heads with gather_rows. qkv: [n, (num_heads + 2 *
+  // num_kv_heads) * head_dim] (per row: q heads, k heads, v heads); q_out: [n, num_heads, head_dim];
+  // k, v: [n, num_kv_heads, head_dim].
+  void split_qkv(const Tensor& qkv, Tensor q_out, Tensor k, Tensor v) {
+    const int64_t n = q_out.size(0), num_heads = q_out.size(1), head_dim = q_out.size(2);
+    const int64_t num_kv_heads = k.size(1), per_token = num_heads + 2 * num_kv_heads;
     std::vector<int32_t> q_rows, k_rows, v_rows;  // rows of qkv seen as [n * per_token, head_dim]
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t h = 0; h < per_token; ++h) {
@@ -102,13 +113,9 @@ class Backend {
       }
     }
     const Tensor heads = qkv.reshape({n * per_token, head_dim});
-    Tensor k = empty(q_out.dtype(), {n, num_kv_heads, head_dim}), v = empty(q_out.dtype(), {n, num_kv_heads, head_dim});
     gather_rows(heads, q_rows, q_out.reshape({n * num_heads, head_dim}));
     gather_rows(heads, k_rows, k.reshape({n * num_kv_heads, head_dim}));
     gather_rows(heads, v_rows, v.reshape({n * num_kv_heads, head_dim}));
-    rope(q_out, k, positions, inv_freq);
-    write_kv(k_cache, k, slot_mapping);
-    write_kv(v_cache, v, slot_mapping);
   }
   // Causal paged attention over a batch: query token t of sequence s at position p attends to the
   // sequence's cached tokens [0, p] (its new K/V must already be written). GQA: query head h reads

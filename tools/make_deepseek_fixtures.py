@@ -30,7 +30,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixtures import MAX_NEW_TOKENS, PROMPT_LENGTHS, VOCAB, CHAT_TEMPLATE, randomize, train_tokenizer  # noqa: E402
+from make_fixtures import VOCAB, CHAT_TEMPLATE, randomize, record_oracle, train_tokenizer  # noqa: E402
 
 YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
         "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 0.707, "mscale_all_dim": 0.707}
@@ -168,23 +168,9 @@ def build(name, spec, tok, out_dir, device):
         quantize_folder(path, oracle_dir, config.num_hidden_layers, generator)
 
     model = cls_model.from_pretrained(oracle_dir, dtype=torch.float32).to(device).eval()
-    prompts = [torch.randint(0, VOCAB, (n,), generator=generator).tolist() for n in PROMPT_LENGTHS]
-    logits, greedy = {}, []
-    with torch.no_grad():
-        for i, prompt in enumerate(prompts):
-            ids = torch.tensor([prompt], device=device)
-            logits[f"logits.{i}"] = model(ids).logits[0].float().cpu().contiguous()
-            seq = list(prompt)
-            for _ in range(MAX_NEW_TOKENS):
-                out = model(torch.tensor([seq], device=device)).logits[0, -1]
-                seq.append(int(torch.argmax(out)))
-            greedy.append(seq[len(prompt):])
+    record_oracle(model, path, generator, device)
     if oracle_dir != path:
         shutil.rmtree(oracle_dir)
-    save_file(logits, os.path.join(path, "oracle_logits.safetensors"))
-    with open(os.path.join(path, "oracle.json"), "w") as f:
-        json.dump({"prompts": prompts, "greedy": greedy, "max_new_tokens": MAX_NEW_TOKENS,
-                   "transformers": transformers.__version__, "torch": torch.__version__}, f)
     print(name, "->", path, sorted(os.listdir(path)), flush=True)
 
 

@@ -91,6 +91,26 @@ def randomize(model, generator):
                 p.copy_(0.1 * torch.randn(p.shape, generator=generator))
 
 
+def record_oracle(model, path, generator, device):
+    """Saves the oracle of `model` (fp32, on `device`) beside its checkpoint in `path`: random
+    prompts, their logits at every position (oracle_logits.safetensors) and 32 greedy tokens."""
+    prompts = [torch.randint(0, VOCAB, (n,), generator=generator).tolist() for n in PROMPT_LENGTHS]
+    logits, greedy = {}, []
+    with torch.no_grad():
+        for i, prompt in enumerate(prompts):
+            ids = torch.tensor([prompt], device=device)
+            logits[f"logits.{i}"] = model(ids).logits[0].float().cpu().contiguous()
+            seq = list(prompt)
+            for _ in range(MAX_NEW_TOKENS):
+                out = model(torch.tensor([seq], device=device)).logits[0, -1]
+                seq.append(int(torch.argmax(out)))
+            greedy.append(seq[len(prompt):])
+    save_file(logits, os.path.join(path, "oracle_logits.safetensors"))
+    with open(os.path.join(path, "oracle.json"), "w") as f:
+        json.dump({"prompts": prompts, "greedy": greedy, "max_new_tokens": MAX_NEW_TOKENS,
+                   "transformers": transformers.__version__, "torch": torch.__version__}, f)
+
+
 def build(name, spec, tok, out_dir, device):
     generator = torch.Generator().manual_seed(1234 + len(name))
     cls_config = transformers.LlamaConfig if spec["arch"] == "llama" else transformers.Qwen2Config
@@ -113,21 +133,7 @@ def build(name, spec, tok, out_dir, device):
     # The oracle is transformers loading the saved checkpoint in fp32 (buffers such as RoPE's
     # inv_freq are then computed in fp32, as a user's fp32 load would).
     model = cls_model.from_pretrained(path, dtype=torch.float32).to(device).eval()
-    prompts = [torch.randint(0, VOCAB, (n,), generator=generator).tolist() for n in PROMPT_LENGTHS]
-    logits, greedy = {}, []
-    with torch.no_grad():
-        for i, prompt in enumerate(prompts):
-            ids = torch.tensor([prompt], device=device)
-            logits[f"logits.{i}"] = model(ids).logits[0].float().cpu().contiguous()
-            seq = list(prompt)
-            for _ in range(MAX_NEW_TOKENS):
-                out = model(torch.tensor([seq], device=device)).logits[0, -1]
-                seq.append(int(torch.argmax(out)))
-            greedy.append(seq[len(prompt):])
-    save_file(logits, os.path.join(path, "oracle_logits.safetensors"))
-    with open(os.path.join(path, "oracle.json"), "w") as f:
-        json.dump({"prompts": prompts, "greedy": greedy, "max_new_tokens": MAX_NEW_TOKENS,
-                   "transformers": transformers.__version__, "torch": torch.__version__}, f)
+    record_oracle(model, path, generator, device)
     print(name, "->", path, sorted(os.listdir(path)))
 
 
