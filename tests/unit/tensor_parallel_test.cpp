@@ -20,7 +20,7 @@ namespace {
 
 TEST(TensorParallel, ShardsMatchTheTransformersOracle) {
   int64_t num_checked = 0;
-  for (const auto& dir : fixture_dirs()) {
+  for (const auto& dir : fixture_dirs(FixtureSet::dense)) {
     auto full = ModelConfig::load(dir);
     ASSERT_TRUE(full.ok());
     const Oracle oracle = read_oracle(dir);
