@@ -34,6 +34,14 @@ class CpuBackend final : public Backend {
                          const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) override;
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
                        float scale, Tensor out) override;
+  bool supports_mla_moe() const override { return true; }
+  void rope_interleaved(Tensor x, const Tensor& positions, const Tensor& inv_freq, float scale) override;
+  void mla_write_latent(const Tensor& kv_a, const Tensor& norm_weight, float eps, const Tensor& positions,
+                        const Tensor& inv_freq, float scale, const Tensor& slot_mapping, Tensor cache) override;
+  void mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                           const AttentionMetadata& meta, float scale, Tensor out) override;
+  void add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
+                       Tensor out) override;
   void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
   void silu_and_mul_packed(const Tensor& gate_up, Tensor out) override;
   void copy(const Tensor& src, Tensor dst) override;

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "models/dummy_weights.hpp"
+#include "models/deepseek_model.hpp"
 #include "models/llama_model.hpp"
 #include "runtime/fp8_block.hpp"
 #include "runtime/weight_store.hpp"
@@ -44,10 +45,14 @@ Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const Weigh
     if (!model.ok()) return model.error();
     return std::unique_ptr<Model>(std::move(model.value()));
   }
-  // DeepSeek-V3's config, FP8 scales and MTP layout load; its MLA + MoE layers are the next step.
+  if (config.architecture == "DeepseekV3ForCausalLM") {
+    auto model = DeepseekModel::load(config, backend, range, weights);
+    if (!model.ok()) return model.error();
+    return std::unique_ptr<Model>(std::move(model.value()));
+  }
   return make_error(ErrorCode::unsupported, "architecture " + config.architecture +
-                                                " is parsed but has no model implementation yet (served: "
-                                                "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+                                                " has no model implementation (served: LlamaForCausalLM, "
+                                                "Qwen2ForCausalLM, Qwen3ForCausalLM, DeepseekV3ForCausalLM)");
 }
 
 Result<std::unique_ptr<Model>> load_model(const std::string& dir, Backend& backend, LayerRange range) {

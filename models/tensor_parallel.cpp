@@ -52,6 +52,10 @@ Tensor slice_cols(const Tensor& full, int64_t rank, int64_t size) {
 
 Result<ModelConfig> tensor_parallel_config(const ModelConfig& full, int64_t size) {
   if (size < 1) return make_error(ErrorCode::invalid_argument, "--tensor-parallel-size must be at least 1");
+  if (size > 1 && full.architecture == "DeepseekV3ForCausalLM")
+    return make_error(ErrorCode::unsupported, "--tensor-parallel-size " + std::to_string(size) +
+                                                  ": DeepseekV3ForCausalLM has no tensor-parallel split yet (MLA and "
+                                                  "the experts are unsharded); run it with --tensor-parallel-size 1");
   auto check = [&](int64_t value, const char* what) -> Status {
     if (value % size == 0) return Status::success();
     return make_error(ErrorCode::invalid_argument, "--tensor-parallel-size " + std::to_string(size) +

@@ -150,6 +150,41 @@ class Backend {
     silu_and_mul_packed(gate_up, act);
     linear(act, down_weight, down_bias, out);
   }
+  // DeepSeek-V3's ops (MLA with a latent cache, MoE combine). Only the CPU backend has them yet;
+  // a model needing them refuses to load where supports_mla_moe() is false, and the defaults do nothing.
+  virtual bool supports_mla_moe() const { return false; }
+  // Interleaved rotary embedding in place (transformers' apply_rotary_pos_emb_interleave) on the
+  // last rotary_dim = 2 * inv_freq.size dims of each head: with r = those dims, half = rotary_dim / 2,
+  // c_i = cos(pos * inv_freq[i]) * scale, s_i = sin(...) * scale, it writes
+  //   r'[i] = r[2i] * c_i - r[2i+1] * s_i,  r'[half + i] = r[2i+1] * c_i + r[2i] * s_i
+  // (de-interleaved then rotate_half; the result stays de-interleaved, as transformers leaves it).
+  // x: [n, num_heads, head_dim] fp32; positions: [n] i32; inv_freq: [rotary_dim / 2] fp32.
+  virtual void rope_interleaved(Tensor x, const Tensor& positions, const Tensor& inv_freq, float scale) {
+    (void)x, (void)positions, (void)inv_freq, (void)scale;
+  }
+  // MLA's cache write: per token t, kv_a[t] = [latent (kv_lora) | k_pe (rotary_dim)]; writes
+  // cache[slot_mapping[t]] = [rmsnorm(latent) * norm_weight | rope_interleaved(k_pe)] (formulas as
+  // rmsnorm and rope_interleaved). kv_a: [n, kv_lora + rotary_dim] fp32; norm_weight: [kv_lora];
+  // cache: [num_blocks, block_size, 1, kv_lora + rotary_dim].
+  virtual void mla_write_latent(const Tensor& kv_a, const Tensor& norm_weight, float eps, const Tensor& positions,
+                                const Tensor& inv_freq, float scale, const Tensor& slot_mapping, Tensor cache) {
+    (void)kv_a, (void)norm_weight, (void)eps, (void)positions, (void)inv_freq, (void)scale, (void)slot_mapping,
+        (void)cache;
+  }
+  // Causal paged MLA attention over the latent cache (see mla_write_latent). Per head h, a cached
+  // token j expands to k_j = [W_k_h @ latent_j | k_pe_j] and v_j = W_v_h @ latent_j, where
+  // kv_b_weight's rows are per head [k_nope rows (qk_nope) | v rows (v_dim)]; then as paged_attention.
+  // q: [n, num_heads, qk_nope + rotary_dim] (rope part last, already roped); kv_b_weight:
+  // [num_heads * (qk_nope + v_dim), kv_lora]; out: [n, num_heads, v_dim].
+  virtual void mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                                   const AttentionMetadata& meta, float scale, Tensor out) {
+    (void)q, (void)cache, (void)kv_b_weight, (void)meta, (void)scale, (void)out;
+  }
+  // MoE combine: out[rows[i], :] += weights[i] * x[i, :]. x: [rows.size(), d] fp32; out: [n, d] fp32.
+  virtual void add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
+                               Tensor out) {
+    (void)x, (void)rows, (void)weights, (void)out;
+  }
   // dst = src (same shape and dtype).
   virtual void copy(const Tensor& src, Tensor dst) = 0;
   // out = a + b, elementwise, same shapes; out may alias a or b.

@@ -15,22 +15,28 @@ namespace troupe {
 
 namespace fs = std::filesystem;
 
-// The DeepSeek-V3 fixtures (tools/make_deepseek_fixtures.py): their config and weights load
-// (deepseek_fixture_test.cpp); the MLA + MoE model they are oracles for is not built yet, so the
-// model-level fixture tests take the served architectures only, listed here.
+// The DeepSeek-V3 fixtures (tools/make_deepseek_fixtures.py): served by the CPU backend only
+// (the CUDA backend refuses the architecture, so the GPU tests skip them) and without tensor
+// parallelism.
 inline bool is_deepseek_fixture(const fs::path& dir) {
   return dir.filename().string().rfind("deepseek-v3", 0) == 0;
 }
 
-// Every folder under tests/fixtures/models that has an oracle.json, sorted; `deepseek` picks the
-// DeepSeek-V3 ones instead of the served architectures.
-inline std::vector<std::string> fixture_dirs(bool deepseek = false) {
+enum class FixtureSet {
+  all,       // every architecture the CPU backend serves
+  deepseek,  // the DeepSeek-V3 ones only
+  dense,     // the others (Llama / Qwen2 / Qwen3): tensor parallel and the GPU tests take these
+};
+
+// Every folder under tests/fixtures/models that has an oracle.json and belongs to `set`, sorted.
+inline std::vector<std::string> fixture_dirs(FixtureSet set = FixtureSet::all) {
   std::vector<std::string> dirs;
   const fs::path root = fs::path(TROUPE_SOURCE_DIR) / "tests/fixtures/models";
   if (!fs::exists(root)) return dirs;
   for (const auto& entry : fs::directory_iterator(root)) {
-    if (fs::exists(entry.path() / "oracle.json") && is_deepseek_fixture(entry.path()) == deepseek)
-      dirs.push_back(entry.path().string());
+    if (!fs::exists(entry.path() / "oracle.json")) continue;
+    const bool deepseek = is_deepseek_fixture(entry.path());
+    if (set == FixtureSet::all || (set == FixtureSet::deepseek) == deepseek) dirs.push_back(entry.path().string());
   }
   std::sort(dirs.begin(), dirs.end());
   return dirs;

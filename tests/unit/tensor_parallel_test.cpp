@@ -20,7 +20,7 @@ namespace {
 
 TEST(TensorParallel, ShardsMatchTheTransformersOracle) {
   int64_t num_checked = 0;
-  for (const auto& dir : fixture_dirs()) {
+  for (const auto& dir : fixture_dirs(FixtureSet::dense)) {
     auto full = ModelConfig::load(dir);
     ASSERT_TRUE(full.ok());
     const Oracle oracle = read_oracle(dir);
@@ -67,6 +67,18 @@ TEST(TensorParallel, SizesThatDoNotDivideTheHeadsAreRefusedByName) {
   auto four = tensor_parallel_config(full.value(), 4);  // 4 heads, but 2 key/value heads
   ASSERT_FALSE(four.ok());
   EXPECT_NE(four.error().message.find("num_key_value_heads"), std::string::npos) << four.error().message;
+}
+
+TEST(TensorParallel, DeepseekV3IsRefusedByName) {
+  for (const auto& dir : fixture_dirs(FixtureSet::deepseek)) {
+    auto full = ModelConfig::load(dir);
+    ASSERT_TRUE(full.ok());
+    EXPECT_TRUE(tensor_parallel_config(full.value(), 1).ok());
+    auto two = tensor_parallel_config(full.value(), 2);
+    ASSERT_FALSE(two.ok());
+    EXPECT_EQ(two.error().code, ErrorCode::unsupported);
+    EXPECT_NE(two.error().message.find("DeepseekV3ForCausalLM"), std::string::npos) << two.error().message;
+  }
 }
 
 TEST(TensorParallel, ARankThatNeverArrivesTimesOutInsteadOfHanging) {

@@ -1,0 +1,39 @@
+#pragma once
+// DeepseekV3ForCausalLM (one stage of it): embeddings on the first stage; decoder layers of MLA
+// (models/mla_attention.hpp) and a dense SwiGLU MLP (layers < first_k_dense_replace) or the routed
+// MoE (models/moe.hpp); final norm + LM head (never tied) on the last. The MTP layer stored at index
+// num_hidden_layers is never read. Runs on backends with supports_mla_moe() (the CPU backend) and
+// without tensor parallelism; elsewhere load refuses in one line.
+#include <memory>
+#include <vector>
+
+#include "models/llama_model.hpp"
+
+namespace troupe {
+
+class DeepseekModel final : public Model {
+ public:
+  static Result<std::unique_ptr<DeepseekModel>> load(const ModelConfig& config, Backend& backend, LayerRange range,
+                                                     const WeightLoader& weights);
+
+  const ModelConfig& config() const override { return config_; }
+  LayerRange layer_range() const override { return range_; }
+  KvCacheSpec kv_cache_spec(int64_t num_blocks, int64_t block_size) const override;
+  Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) override;
+  bool supports_step_graphs() const override { return false; }
+
+ private:
+  DeepseekModel(const ModelConfig& config, Backend& backend, LayerRange range)
+      : config_(config), backend_(backend), range_(range) {}
+  Status check_cache(const KvCache& cache) const;
+
+  ModelConfig config_;
+  Backend& backend_;
+  LayerRange range_;
+  Tensor embed_tokens_;  // [vocab, hidden], first stage
+  Tensor final_norm_;    // [hidden], last stage
+  Tensor lm_head_;       // [vocab, hidden], last stage
+  std::vector<DecoderLayer> layers_;
+};
+
+}  // namespace troupe

@@ -1,0 +1,65 @@
+#include "models/mla_attention.hpp"
+
+namespace troupe {
+
+Result<std::unique_ptr<MlaAttention>> MlaAttention::load(const ModelConfig& config, const std::string& prefix,
+                                                         const WeightLoader& weights, Backend& backend,
+                                                         Tensor inv_freq, float rope_scale, float softmax_scale) {
+  std::unique_ptr<MlaAttention> layer(new MlaAttention(backend));
+  const MlaConfig& m = config.mla;
+  layer->mla_ = m;
+  layer->num_heads_ = config.num_attention_heads;
+  layer->eps_ = float(config.rms_norm_eps);
+  layer->rope_scale_ = rope_scale;
+  layer->softmax_scale_ = softmax_scale;
+  layer->inv_freq_ = std::move(inv_freq);
+  const int64_t hidden = config.hidden_size, heads = config.num_attention_heads;
+  auto take = [&](const std::string& name, const std::vector<int64_t>& shape, Tensor* dst) -> Status {
+    auto w = load_weight(weights, backend, prefix + name, shape);
+    if (!w.ok()) return w.error();
+    *dst = std::move(w.value());
+    return Status::success();
+  };
+  if (m.q_lora_rank > 0) {
+    TROUPE_TRY(take("q_a_proj.weight", {m.q_lora_rank, hidden}, &layer->q_a_weight_));
+    TROUPE_TRY(take("q_a_layernorm.weight", {m.q_lora_rank}, &layer->q_a_norm_));
+    TROUPE_TRY(take("q_b_proj.weight", {heads * m.qk_head_dim(), m.q_lora_rank}, &layer->q_b_weight_));
+  } else {
+    TROUPE_TRY(take("q_proj.weight", {heads * m.qk_head_dim(), hidden}, &layer->q_weight_));
+  }
+  TROUPE_TRY(take("kv_a_proj_with_mqa.weight", {m.cache_entry(), hidden}, &layer->kv_a_weight_));
+  TROUPE_TRY(take("kv_a_layernorm.weight", {m.kv_lora_rank}, &layer->kv_a_norm_));
+  TROUPE_TRY(take("kv_b_proj.weight", {heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank},
+                  &layer->kv_b_weight_));
+  TROUPE_TRY(take("o_proj.weight", {hidden, heads * m.v_head_dim}, &layer->o_weight_));
+  return layer;
+}
+
+std::vector<KvComponentSpec> MlaAttention::kv_components() const { return {{"latent", 1, mla_.cache_entry()}}; }
+
+void MlaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
+                           Tensor out) {
+  const int64_t n = meta.num_tokens, qk_head = mla_.qk_head_dim();
+  Tensor q = backend_.empty(DType::f32, {n, num_heads_, qk_head});
+  const Tensor q_flat = q.reshape({n, num_heads_ * qk_head});
+  if (q_a_weight_.defined()) {
+    Tensor q_a = backend_.empty(DType::f32, {n, mla_.q_lora_rank});
+    backend_.linear(x, q_a_weight_, Tensor(), q_a);
+    Tensor q_a_normed = backend_.empty(backend_.matmul_input_dtype(), {n, mla_.q_lora_rank});
+    backend_.rmsnorm(q_a, q_a_norm_, eps_, q_a_normed);
+    backend_.linear(q_a_normed, q_b_weight_, Tensor(), q_flat);
+  } else {
+    backend_.linear(x, q_weight_, Tensor(), q_flat);
+  }
+  backend_.rope_interleaved(q, meta.positions, inv_freq_, rope_scale_);
+  Tensor kv_a = backend_.empty(DType::f32, {n, mla_.cache_entry()});
+  backend_.linear(x, kv_a_weight_, Tensor(), kv_a);
+  Tensor& latent_cache = cache.component(cache_layer, 0);
+  backend_.mla_write_latent(kv_a, kv_a_norm_, eps_, meta.positions, inv_freq_, rope_scale_, meta.slot_mapping,
+                            latent_cache);
+  Tensor attn = backend_.empty(DType::f32, {n, num_heads_, mla_.v_head_dim});
+  backend_.mla_paged_attention(q, latent_cache, kv_b_weight_, meta, softmax_scale_, attn);
+  backend_.linear(attn.reshape({n, num_heads_ * mla_.v_head_dim}), o_weight_, Tensor(), out);
+}
+
+}  // namespace troupe

@@ -1,0 +1,127 @@
+#include "models/moe.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "models/attention.hpp"
+
+namespace troupe {
+
+MoeRouting route_tokens(const float* logits, int64_t num_tokens, const std::vector<float>& bias,
+                        const MoeConfig& moe) {
+  const int64_t num_experts = moe.n_routed_experts, k = moe.num_experts_per_tok;
+  const int64_t num_groups = std::max<int64_t>(1, moe.n_group), per_group = num_experts / num_groups;
+  MoeRouting routing;
+  routing.experts.reserve(size_t(num_tokens * k));
+  routing.weights.reserve(size_t(num_tokens * k));
+  std::vector<float> s(static_cast<size_t>(num_experts)), choice(static_cast<size_t>(num_experts));
+  std::vector<float> group_score(static_cast<size_t>(num_groups));
+  std::vector<int32_t> order(static_cast<size_t>(std::max(num_experts, num_groups)));
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    for (int64_t e = 0; e < num_experts; ++e) {
+      s[size_t(e)] = 1.0f / (1.0f + std::exp(-logits[t * num_experts + e]));
+      choice[size_t(e)] = s[size_t(e)] + bias[size_t(e)];
+    }
+    for (int64_t g = 0; g < num_groups; ++g) {
+      // The sum of the group's top 2 (its only one when a group has one expert).
+      std::vector<float> members(choice.begin() + g * per_group, choice.begin() + (g + 1) * per_group);
+      std::partial_sort(members.begin(), members.begin() + std::min<int64_t>(2, per_group), members.end(),
+                        std::greater<float>());
+      group_score[size_t(g)] = members[0] + (per_group > 1 ? members[1] : 0.0f);
+    }
+    std::iota(order.begin(), order.begin() + num_groups, 0);
+    std::stable_sort(order.begin(), order.begin() + num_groups,
+                     [&](int32_t a, int32_t b) { return group_score[size_t(a)] > group_score[size_t(b)]; });
+    std::vector<bool> kept(static_cast<size_t>(num_groups), false);
+    for (int64_t i = 0; i < std::min(moe.topk_group, num_groups); ++i) kept[size_t(order[size_t(i)])] = true;
+    for (int64_t e = 0; e < num_experts; ++e) {
+      if (!kept[size_t(e / per_group)]) choice[size_t(e)] = -std::numeric_limits<float>::infinity();
+    }
+    std::iota(order.begin(), order.begin() + num_experts, 0);
+    std::stable_sort(order.begin(), order.begin() + num_experts,
+                     [&](int32_t a, int32_t b) { return choice[size_t(a)] > choice[size_t(b)]; });
+    float sum = 0.0f;
+    for (int64_t i = 0; i < k; ++i) sum += s[size_t(order[size_t(i)])];
+    for (int64_t i = 0; i < k; ++i) {
+      const int32_t e = order[size_t(i)];
+      float w = s[size_t(e)];
+      if (moe.norm_topk_prob) w /= sum;
+      routing.experts.push_back(e);
+      routing.weights.push_back(w * float(moe.routed_scaling_factor));
+    }
+  }
+  return routing;
+}
+
+Result<std::unique_ptr<MoeMlp>> MoeMlp::load(const ModelConfig& config, const std::string& prefix,
+                                             const WeightLoader& weights, Backend& backend) {
+  std::unique_ptr<MoeMlp> layer(new MoeMlp(backend));
+  const MoeConfig& moe = config.moe;
+  layer->moe_ = moe;
+  const int64_t hidden = config.hidden_size;
+  if (moe.n_group <= 0 || moe.n_routed_experts % moe.n_group != 0 || moe.num_experts_per_tok <= 0 ||
+      moe.num_experts_per_tok > moe.n_routed_experts || moe.topk_group > moe.n_group)
+    return make_error(ErrorCode::unsupported, prefix + ": n_routed_experts must split into n_group groups, with "
+                                                       "num_experts_per_tok <= n_routed_experts and topk_group <= n_group");
+  if (moe.topk_method != "noaux_tc" || moe.scoring_func != "sigmoid")
+    return make_error(ErrorCode::unsupported, prefix + ": only topk_method noaux_tc with sigmoid scores is supported");
+  auto gate = load_weight(weights, backend, prefix + "gate.weight", {moe.n_routed_experts, hidden});
+  if (!gate.ok()) return gate.error();
+  layer->gate_weight_ = std::move(gate.value());
+  auto bias = weights(prefix + "gate.e_score_correction_bias", {moe.n_routed_experts});
+  if (!bias.ok()) return bias.error();
+  layer->bias_.resize(size_t(moe.n_routed_experts));
+  if (!convert_to_f32(bias->dtype(), bias->raw(), layer->bias_.size(), layer->bias_.data()))
+    return make_error(ErrorCode::unsupported, prefix + "gate.e_score_correction_bias: not a float tensor");
+  ModelConfig expert_config = config;
+  expert_config.mlp_bias = false;
+  expert_config.intermediate_size = moe.moe_intermediate_size;
+  for (int64_t e = 0; e < moe.n_routed_experts; ++e) {
+    auto expert = LlamaMlp::load(expert_config, prefix + "experts." + std::to_string(e) + ".", weights, backend);
+    if (!expert.ok()) return expert.error();
+    layer->experts_.push_back(std::move(expert.value()));
+  }
+  if (moe.n_shared_experts > 0) {
+    expert_config.intermediate_size = moe.moe_intermediate_size * moe.n_shared_experts;
+    auto shared = LlamaMlp::load(expert_config, prefix + "shared_experts.", weights, backend);
+    if (!shared.ok()) return shared.error();
+    layer->shared_ = std::move(shared.value());
+  }
+  return layer;
+}
+
+void MoeMlp::forward(const Tensor& x, Tensor out) {
+  const int64_t n = x.size(0), hidden = x.size(1), num_experts = moe_.n_routed_experts;
+  const int64_t k = moe_.num_experts_per_tok;
+  if (shared_) {
+    shared_->forward(x, out);
+  } else {
+    Tensor zeros = Tensor::zeros(DType::f32, {n, hidden});
+    backend_.copy(zeros, out);
+  }
+  if (n == 0) return;
+  Tensor logits = backend_.empty(DType::f32, {n, num_experts});
+  backend_.linear(x, gate_weight_, Tensor(), logits);
+  const Tensor host_logits = backend_.to_host(logits);
+  const MoeRouting routing = route_tokens(host_logits.data<float>(), n, bias_, moe_);
+  for (int64_t e = 0; e < num_experts; ++e) {
+    std::vector<int32_t> rows;
+    std::vector<float> weights;
+    for (int64_t i = 0; i < n * k; ++i) {
+      if (routing.experts[size_t(i)] != e) continue;
+      rows.push_back(int32_t(i / k));
+      weights.push_back(routing.weights[size_t(i)]);
+    }
+    if (rows.empty()) continue;
+    const int64_t m = int64_t(rows.size());
+    Tensor picked = backend_.empty(x.dtype(), {m, hidden});
+    backend_.gather_rows(x, rows, picked);
+    Tensor y = backend_.empty(DType::f32, {m, hidden});
+    experts_[size_t(e)]->forward(picked, y);
+    backend_.add_rows_scaled(y, rows, weights, out);
+  }
+}
+
+}  // namespace troupe

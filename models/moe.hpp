@@ -1,0 +1,49 @@
+#pragma once
+// DeepSeek-V3's routed mixture of experts (noaux_tc, sigmoid scores, group-limited top-k).
+//
+//   s  = sigmoid(x @ gate^T)            fp32 router logits, [n, E]
+//   s' = s + e_score_correction_bias    used only to choose experts
+//   group score = sum of its top-2 s'; keep the topk_group best groups; experts of the other groups
+//   are masked with -inf (DeepSeek's reference; transformers masks with 0, the same whenever the
+//   kept scores are positive); take the num_experts_per_tok best experts by s'.
+//   w_i = s_i (not s'), / sum(w) when norm_topk_prob, * routed_scaling_factor
+//   out = sum_i w_i * expert_i(x) + shared_experts(x)
+// The router runs on the host (Backend::to_host): the CPU backend is the reference, and the model
+// refuses other backends until their kernels land.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/mlp.hpp"
+
+namespace troupe {
+
+// The experts chosen per token: experts[t * k + i] and their weights, k = num_experts_per_tok.
+struct MoeRouting {
+  std::vector<int32_t> experts;
+  std::vector<float> weights;
+};
+
+// logits: [num_tokens, n_routed_experts] row-major; bias: [n_routed_experts].
+MoeRouting route_tokens(const float* logits, int64_t num_tokens, const std::vector<float>& bias,
+                        const MoeConfig& moe);
+
+class MoeMlp final : public MlpLayer {
+ public:
+  // prefix: "model.layers.N.mlp."
+  static Result<std::unique_ptr<MoeMlp>> load(const ModelConfig& config, const std::string& prefix,
+                                              const WeightLoader& weights, Backend& backend);
+  void forward(const Tensor& x, Tensor out) override;
+
+ private:
+  explicit MoeMlp(Backend& backend) : backend_(backend) {}
+
+  Backend& backend_;
+  MoeConfig moe_;
+  Tensor gate_weight_;              // [E, hidden]
+  std::vector<float> bias_;         // [E], host
+  std::vector<std::unique_ptr<LlamaMlp>> experts_;
+  std::unique_ptr<LlamaMlp> shared_;  // intermediate moe_intermediate_size * n_shared_experts; null if none
+};
+
+}  // namespace troupe
