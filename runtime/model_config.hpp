@@ -15,8 +15,9 @@ struct RopeScaling {
   double high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
   // YaRN (DeepSeek-V3): frequency interpolation between the beta_fast / beta_slow correction range;
-  // cos/sin scaled by yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim).
-  double mscale = 1.0;
+  // cos/sin scaled by yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim) when both
+  // are given, else by yarn_mscale(factor, 1), as transformers does. 0: absent.
+  double mscale = 0.0;
   double mscale_all_dim = 0.0;
   double beta_fast = 32.0;
   double beta_slow = 1.0;

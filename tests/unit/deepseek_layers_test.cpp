@@ -102,6 +102,10 @@ TEST(DeepseekYarn, InvFreqAndAttentionFactorFollowTheFormula) {
   EXPECT_NEAR(yarn_attention_factor(factor, scaling), (0.1 * std::log(4.0) + 1) / (0.0707 * std::log(4.0) + 1), 1e-12);
   scaling.mscale_all_dim = 0.0;
   EXPECT_NEAR(yarn_attention_factor(factor, scaling), 0.1 * std::log(4.0) + 1, 1e-12);
+  // mscale_all_dim without mscale: transformers takes get_mscale(factor), no ratio.
+  scaling.mscale = 0.0;
+  scaling.mscale_all_dim = 0.707;
+  EXPECT_NEAR(yarn_attention_factor(factor, scaling), 0.1 * std::log(4.0) + 1, 1e-12);
   EXPECT_DOUBLE_EQ(yarn_mscale(1.0, 0.707), 1.0);
 }
 
