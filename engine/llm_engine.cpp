@@ -144,6 +144,7 @@ void LlmEngine::fail_engine(const std::string& why) {
   {
     std::lock_guard lock(mutex_);
     failure_ = why;
+    stats_.failure = why;  // before any request hears of it: a client that saw an error sees the failure
   }
   failed_ = true;
 }

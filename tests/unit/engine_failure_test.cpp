@@ -101,8 +101,10 @@ TEST(EngineFailure, AnOpFaultFailsEveryLiveRequestAndTheEngine) {
   ASSERT_TRUE(outcomes.wait(1));
   EXPECT_EQ(outcomes.last["healthy"].finish_reason, FinishReason::length);
 
-  f.device->arm({FaultSpec::Kind::op, 40});  // a few steps in
+  // Three long requests in, then the fault a few steps later (arming first could fail the engine
+  // before the last submit).
   for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(f.engine->submit(request(id, 64), outcomes.callback(id)).ok());
+  f.device->arm({FaultSpec::Kind::op, 40});
   ASSERT_TRUE(outcomes.wait(4));
   for (const char* id : {"a", "b", "c"}) {
     const GenerationOutput& out = outcomes.last[id];
