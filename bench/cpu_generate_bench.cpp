@@ -1,5 +1,8 @@
 // Greedy generation throughput of the CPU backend at batch 1 and 16 (prefill 32 tokens per
-// sequence, then decode steps), on a model folder (default: the llama-tiny fixture).
+// sequence, then decode steps), on a model folder (default: the llama-tiny fixture; the DeepSeek-V3
+// fixtures too). It also prints the KV-cache bytes per token of DeepSeek-R1's real config
+// (bench/models/deepseek-r1: 61 layers x 576 cached values with MLA) next to what plain multi-head
+// attention would cache (61 layers x 128 heads x (192 + 128) values), both in bf16.
 // usage: cpu_generate_bench [MODEL_DIR] [--threads N] [--decode-steps N] [--out PATH]
 // Run from the repository root. Prints a table and writes bench/results/cpu_generate_<date>.json
 // (or PATH).
@@ -12,6 +15,7 @@
 #include "runtime/bench_record.hpp"
 #include "backends/cpu_backend.hpp"
 #include "models/model_loader.hpp"
+#include "runtime/model_config.hpp"
 
 namespace {
 
@@ -97,6 +101,28 @@ int main(int argc, char** argv) {
                              " compute threads";
 
   std::vector<troupe::BenchRecord> records;
+  // DeepSeek-R1's KV cache per token: MLA's latent + k_pe against full K and V heads (bf16).
+  if (auto r1 = troupe::ModelConfig::load("bench/models/deepseek-r1"); r1.ok() && r1->mla.enabled()) {
+    const double layers = double(r1->num_hidden_layers), bf16 = 2.0;
+    const double mla = layers * double(r1->mla.cache_entry()) * bf16;
+    const double mha = layers * double(r1->num_attention_heads) *
+                       double(r1->mla.qk_head_dim() + r1->mla.v_head_dim) * bf16;
+    std::printf("DeepSeek-R1 KV cache per token (bf16): MLA %.0f bytes (%lld layers x %lld values), without MLA %.0f "
+                "bytes: %.1fx smaller\n",
+                mla, static_cast<long long>(r1->num_hidden_layers), static_cast<long long>(r1->mla.cache_entry()), mha,
+                mha / mla);
+    troupe::BenchRecord record;
+    record.metric = "deepseek_r1_kv_bytes_per_token_mla";
+    record.value = mla;
+    record.unit = "bytes";
+    record.limit = mha;
+    record.fraction_of_limit = mla / mha;
+    record.note = "bf16 KV cache of DeepSeek-R1 (bench/models/deepseek-r1): latent + k_pe per layer; limit = the "
+                  "same model caching full K and V heads; fraction = the share MLA keeps";
+    records.push_back(record);
+  } else {
+    std::fprintf(stderr, "cpu_generate_bench: bench/models/deepseek-r1 not readable (run from the repository root)\n");
+  }
   std::printf("%-6s %-22s %-22s\n", "batch", "prefill tokens/s", "decode tokens/s");
   for (int64_t batch : {1, 16}) {
     if (!run(*model.value(), backend, batch, prompt_len, 4).ok()) return 1;  // warm-up
