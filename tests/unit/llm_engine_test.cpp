@@ -41,9 +41,9 @@ struct Collector {
 };
 
 std::unique_ptr<LlmEngine> make_engine(int64_t num_kv_blocks, int64_t max_num_batched_tokens = 8192,
-                                       std::unique_ptr<Backend> backend = nullptr) {
+                                       std::unique_ptr<Backend> backend = nullptr, const std::string& model = kModel) {
   Config config;
-  config.model = kModel;
+  config.model = model;
   config.num_threads = 2;
   config.num_kv_blocks = num_kv_blocks;
   config.block_size = 4;
@@ -74,8 +74,9 @@ GenerationRequest greedy(const std::string& id, std::vector<int32_t> prompt, int
   return r;
 }
 
-std::vector<std::vector<int32_t>> run_alone(const std::vector<std::vector<int32_t>>& prompts, int64_t max_tokens) {
-  auto engine = make_engine(256);
+std::vector<std::vector<int32_t>> run_alone(const std::vector<std::vector<int32_t>>& prompts, int64_t max_tokens,
+                                            const std::string& model = kModel) {
+  auto engine = make_engine(256, 8192, nullptr, model);
   std::vector<std::vector<int32_t>> out;
   for (size_t i = 0; i < prompts.size(); ++i) {
     Collector c;
@@ -89,14 +90,15 @@ std::vector<std::vector<int32_t>> run_alone(const std::vector<std::vector<int32_
 
 // `graphs`: the engine runs on a backend claiming step graphs (its ops still run eagerly), so decode
 // steps go through GraphedModel's padding and scratch block.
-void expect_concurrent_matches_alone(int64_t num_kv_blocks, int64_t token_budget, bool graphs = false) {
+void expect_concurrent_matches_alone(int64_t num_kv_blocks, int64_t token_budget, bool graphs = false,
+                                     const std::string& model = kModel) {
   const auto prompts = random_prompts(24, 11);
   const int64_t max_tokens = 12;
-  const auto alone = run_alone(prompts, max_tokens);
+  const auto alone = run_alone(prompts, max_tokens, model);
 
   auto claiming = graphs ? std::make_unique<GraphClaimingBackend>() : nullptr;
   GraphClaimingBackend* claimed = claiming.get();
-  auto engine = make_engine(num_kv_blocks, token_budget, std::move(claiming));
+  auto engine = make_engine(num_kv_blocks, token_budget, std::move(claiming), model);
   Collector c;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const std::string id = "req-" + std::to_string(i);
@@ -120,6 +122,15 @@ void expect_concurrent_matches_alone(int64_t num_kv_blocks, int64_t token_budget
 }
 
 TEST(LlmEngine, ConcurrentRequestsMatchEachAlone) { expect_concurrent_matches_alone(256, 64); }
+
+// DeepSeek-V3 (MLA over the latent cache, MoE routing per token): a mixed batch of prefill chunks
+// and decodes gives each sequence what it gets alone, also with a cache that holds only a few
+// sequences at a time (fp32 weights).
+TEST(LlmEngine, DeepseekConcurrentRequestsMatchEachAlone) {
+  const std::string lite = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/deepseek-v3-lite-tiny";
+  expect_concurrent_matches_alone(256, 64, false, lite);
+  expect_concurrent_matches_alone(24, 64, false, lite);
+}
 
 TEST(LlmEngine, PreemptionUnderASmallCacheStillMatches) {
   // 24 requests of up to 42 tokens in 40 blocks of 4 tokens: the scheduler must preempt.
