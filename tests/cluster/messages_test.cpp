@@ -7,6 +7,7 @@
 #include <caf/all.hpp>
 
 #include "actors/messages.hpp"
+#include "tests/unit/unusual_engine_args.hpp"
 
 namespace troupe {
 namespace {
@@ -20,23 +21,6 @@ T round_trip(T value) {
   caf::binary_deserializer source{nullptr, buffer};
   EXPECT_FALSE(source(copy));
   return copy;
-}
-
-EngineArgs unusual_engine_args() {
-  EngineArgs args;
-  args.model = "/models/deepseek";
-  args.load_format = "dummy";
-  args.dtype = "bfloat16";
-  args.max_model_len = 4096;
-  args.max_num_seqs = 7;
-  args.max_num_batched_tokens = 333;
-  args.block_size = 64;
-  args.num_kv_blocks = 99;
-  args.gpu_memory_utilization = 0.55;
-  args.cpu_kv_cache_mb = 77;
-  args.seed = 1234;
-  args.tensor_parallel_size = 8;
-  return args;
 }
 
 TEST(ClusterMessages, EngineArgsRoundTripsThroughInspect) {

@@ -4,27 +4,10 @@
 #include "pipeline/stage_plan.hpp"
 #include "runtime/config.hpp"
 #include "runtime/engine_args.hpp"
+#include "tests/unit/unusual_engine_args.hpp"
 
 namespace troupe {
 namespace {
-
-// Every field away from its default, so a field left behind anywhere shows.
-EngineArgs unusual_engine_args() {
-  EngineArgs args;
-  args.model = "/models/deepseek";
-  args.load_format = "dummy";
-  args.dtype = "bfloat16";
-  args.max_model_len = 4096;
-  args.max_num_seqs = 7;
-  args.max_num_batched_tokens = 333;
-  args.block_size = 64;
-  args.num_kv_blocks = 99;
-  args.gpu_memory_utilization = 0.55;
-  args.cpu_kv_cache_mb = 77;
-  args.seed = 1234;
-  args.tensor_parallel_size = 8;
-  return args;
-}
 
 TEST(EngineArgs, DefaultsAndUnusualValuesAreValid) {
   EXPECT_TRUE(EngineArgs{}.validate().ok());
