@@ -86,7 +86,7 @@ TEST(DeepseekFixture, EveryTensorLoadsAndFp8OnesDequantize) {
       if (view->dtype != DType::f8_e4m3) continue;
       ++num_fp8;
       ASSERT_EQ(tensor->dtype(), DType::f32) << name;
-      // Dequantized values are finite and the block scale (amax / 448) bounds them.
+      // Dequantized values are finite (exactness is Fp8BlockTest's; the logits test covers the rest).
       const float* w = tensor->data<float>();
       for (int64_t i = 0; i < tensor->numel(); ++i) ASSERT_TRUE(std::isfinite(w[i])) << name << " at " << i;
     }
