@@ -1,7 +1,8 @@
 // DeepSeek-R1 chat end to end, real processes on loopback: the R1 serving fixture (real DeepSeek-V3
 // tokenizer, R1 chat template, random DeepSeek-V3 weights; tools/make_deepseek_r1_fixture.py)
-// through `troupe serve` and through a head whose group is two worker processes (PP=2 over UCX),
-// both with the deepseek_r1 reasoning parser. Every chat of the fixture's transformers oracle must
+// through `troupe serve`, through a head whose group is two worker processes (PP=2 over UCX), and
+// through two workers of two tensor-parallel ranks each (PP=2 x TP=2), all with the deepseek_r1
+// reasoning parser. Every chat of the fixture's transformers oracle must
 // come back as its greedy completion: the template opens <think>, so the whole text is
 // reasoning_content, streamed or not.
 #include <httplib.h>
@@ -119,6 +120,19 @@ TEST(DeepseekServing, R1ChatsMatchTransformersThroughServeAndATwoStagePipeline) 
   ASSERT_TRUE(wait_healthy(http, milliseconds(30000))) << cluster.log("head") << cluster.log("worker_a");
   EXPECT_NE(cluster.log("worker_a").find("loaded layers"), std::string::npos) << cluster.log("worker_a");
   expect_oracle_chats(http, "head + 2 workers, PP=2");
+}
+
+TEST(DeepseekServing, R1ChatsMatchTransformersThroughTwoStagesOfTwoTensorParallelRanks) {
+  ASSERT_TRUE(std::filesystem::exists(kModel + "/tokenizer.json"))
+      << kModel << "/tokenizer.json does not resolve: run tools/fetch-tokenizers";
+  Cluster cluster("deepseek-pp2tp2");
+  const int http = free_port();
+  cluster.start_serving_head(kModel, 2, 1, http, kToken, with_engine_flags({"--tensor-parallel-size", "2"}));
+  cluster.start_worker("worker_a", kToken, true, {"--num-threads", "2"});
+  cluster.start_worker("worker_b", kToken, true, {"--num-threads", "2"});
+  ASSERT_TRUE(wait_healthy(http, milliseconds(30000))) << cluster.log("head") << cluster.log("worker_a");
+  EXPECT_NE(cluster.log("worker_a").find("tensor parallel: 2 ranks"), std::string::npos) << cluster.log("worker_a");
+  expect_oracle_chats(http, "head + 2 workers, PP=2 x TP=2 (MLA heads and experts split)");
 }
 
 }  // namespace
