@@ -2,8 +2,8 @@
 // DeepseekV3ForCausalLM (one stage of it): embeddings on the first stage; decoder layers of MLA
 // (models/mla_attention.hpp) and a dense SwiGLU MLP (layers < first_k_dense_replace) or the routed
 // MoE (models/moe.hpp); final norm + LM head (never tied) on the last. The MTP layer stored at index
-// num_hidden_layers is never read. Runs on backends with supports_mla_moe() (the CPU backend) and
-// without tensor parallelism; elsewhere load refuses in one line.
+// num_hidden_layers is never read. Runs on backends with supports_mla_moe() (CPU and CUDA) and
+// without tensor parallelism or step graphs; elsewhere load refuses in one line.
 #include <memory>
 #include <vector>
 
