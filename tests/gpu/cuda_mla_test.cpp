@@ -199,7 +199,10 @@ Result<std::vector<std::vector<float>>> decode_prompt(Model& model, Backend& bac
 void check_deepseek_fixtures(DType weight_dtype, double tolerance, bool require_greedy) {
   auto gpu = CudaBackend::create(0, weight_dtype);
   ASSERT_TRUE(gpu.ok()) << gpu.error().message;
-  const auto dirs = fixture_dirs(FixtureSet::deepseek);
+  std::vector<std::string> dirs;  // under $TROUPE_SOURCE_DIR when set (the GPU bundle)
+  for (const auto& e : fs::directory_iterator(fs::path(troupe_source_dir()) / "tests/fixtures/models"))
+    if (fs::exists(e.path() / "oracle.json") && is_deepseek_fixture(e.path())) dirs.push_back(e.path().string());
+  std::sort(dirs.begin(), dirs.end());
   ASSERT_EQ(dirs.size(), 3u);
   for (const auto& dir : dirs) {
     SCOPED_TRACE(dir);
