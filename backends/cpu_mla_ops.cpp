@@ -1,72 +1,32 @@
 // CpuBackend's DeepSeek-V3 ops: interleaved rope, the MLA latent cache write, MLA paged attention
-// (the cached latents expanded with kv_b_proj per sequence, as transformers computes it), and the
-// MoE combine. fp32 throughout; contracts in runtime/backend.hpp.
+// (decode tokens in the absorbed form through kernels/mla_decode.hpp's references; prefill chunks
+// expanded with kv_b_proj per sequence, as transformers computes it), and the MoE combine. fp32
+// throughout; contracts in runtime/backend.hpp.
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "backends/cpu_backend.hpp"
+#include "kernels/mla_decode.hpp"
+#include "kernels/mla_latent.hpp"
+#include "kernels/scatter_rows.hpp"
 
 namespace troupe {
 
-namespace {
-
-// cos/sin of one position, times scale (fp32 angle, as transformers computes it).
-void cos_sin(int32_t pos, const float* inv_freq, int64_t half, float scale, float* cos_v, float* sin_v) {
-  for (int64_t i = 0; i < half; ++i) {
-    const float angle = float(pos) * inv_freq[i];
-    cos_v[i] = float(std::cos(double(angle))) * scale;
-    sin_v[i] = float(std::sin(double(angle))) * scale;
-  }
-}
-
-// r: 2 * half values, rotated in place (see Backend::rope_interleaved).
-void rotate_interleaved(float* r, const float* cos_v, const float* sin_v, int64_t half, float* tmp) {
-  for (int64_t i = 0; i < half; ++i) {
-    const float even = r[2 * i], odd = r[2 * i + 1];
-    tmp[i] = even * cos_v[i] - odd * sin_v[i];
-    tmp[half + i] = odd * cos_v[i] + even * sin_v[i];
-  }
-  std::memcpy(r, tmp, size_t(2 * half) * sizeof(float));
-}
-
-}  // namespace
-
+// The formulas of kernels/mla_latent.hpp and scatter_rows.hpp: the kernels' references, so the
+// CPU and CUDA backends compute the same thing.
 void CpuBackend::rope_interleaved(Tensor x, const Tensor& positions, const Tensor& inv_freq, float scale) {
-  const int64_t n = positions.numel(), half = inv_freq.numel(), head_dim = x.size(-1);
+  const int64_t n = positions.numel(), head_dim = x.size(-1);
   if (n == 0) return;
-  const int64_t num_heads = x.numel() / (n * head_dim);
-  const int32_t* pos = positions.data<int32_t>();
-  const float* freq = inv_freq.data<float>();
-  float* xp = x.data<float>();
-  for (int64_t t = 0; t < n; ++t) {
-    std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half)), tmp(static_cast<size_t>(2 * half));
-    cos_sin(pos[t], freq, half, scale, c.data(), s.data());
-    for (int64_t h = 0; h < num_heads; ++h)
-      rotate_interleaved(xp + (t * num_heads + h) * head_dim + head_dim - 2 * half, c.data(), s.data(), half, tmp.data());
-  }
+  kernels::rope_interleaved_ref(x.data<float>(), positions.data<int32_t>(), inv_freq.data<float>(), n,
+                                x.numel() / (n * head_dim), head_dim, inv_freq.numel(), scale);
 }
 
 void CpuBackend::mla_write_latent(const Tensor& kv_a, const Tensor& norm_weight, float eps, const Tensor& positions,
                                   const Tensor& inv_freq, float scale, const Tensor& slot_mapping, Tensor cache) {
-  const int64_t n = positions.numel(), half = inv_freq.numel(), entry = kv_a.size(-1), rank = entry - 2 * half;
-  const int32_t* pos = positions.data<int32_t>();
-  const int32_t* slots = slot_mapping.data<int32_t>();
-  const float* src = kv_a.data<float>();
-  const float* w = norm_weight.data<float>();
-  float* dst = cache.data<float>();
-  std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half)), tmp(static_cast<size_t>(2 * half));
-  for (int64_t t = 0; t < n; ++t) {
-    const float* row = src + t * entry;
-    float* out = dst + int64_t(slots[t]) * entry;
-    double sum_sq = 0.0;
-    for (int64_t i = 0; i < rank; ++i) sum_sq += double(row[i]) * double(row[i]);
-    const float inv = float(1.0 / std::sqrt(sum_sq / double(rank) + double(eps)));
-    for (int64_t i = 0; i < rank; ++i) out[i] = row[i] * inv * w[i];
-    std::memcpy(out + rank, row + rank, size_t(2 * half) * sizeof(float));
-    cos_sin(pos[t], inv_freq.data<float>(), half, scale, c.data(), s.data());
-    rotate_interleaved(out + rank, c.data(), s.data(), half, tmp.data());
-  }
+  kernels::mla_write_latent_ref(kv_a.data<float>(), norm_weight.data<float>(), eps, positions.data<int32_t>(),
+                                inv_freq.data<float>(), scale, slot_mapping.data<int32_t>(), positions.numel(),
+                                norm_weight.numel(), inv_freq.numel(), cache.data<float>());
 }
 
 void CpuBackend::mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
@@ -82,9 +42,36 @@ void CpuBackend::mla_paged_attention(const Tensor& q, const Tensor& cache, const
   const float* qp = q.data<float>();
   const float* cp = cache.data<float>();
   float* op = out.data<float>();
+  // Decode tokens (sequences with one new token): absorbed, one (token, head) per work item.
+  std::vector<int32_t> decode_tokens, seq_of_token(static_cast<size_t>(n));
+  for (int64_t s = 0; s < meta.num_seqs; ++s) {
+    for (int32_t t = query_start[s]; t < query_start[s + 1]; ++t) seq_of_token[size_t(t)] = int32_t(s);
+    if (query_start[s + 1] - query_start[s] == 1) decode_tokens.push_back(query_start[s]);
+  }
+  pool_.parallel_for(int64_t(decode_tokens.size()) * num_heads, [&](int64_t b, int64_t e) {
+    std::vector<float> q_abs(static_cast<size_t>(entry)), o_lat(static_cast<size_t>(rank));
+    for (int64_t item = b; item < e; ++item) {
+      const int32_t t = decode_tokens[size_t(item / num_heads)];
+      const int64_t h = item % num_heads;
+      const float* qh = qp + (t * num_heads + h) * qk_dim;
+      float* oh = op + (t * num_heads + h) * v_dim;
+      auto run = [&](const auto* w) {  // head h's rows of kv_b_proj: [W_UK_h | W_UV_h]
+        const auto* w_h = w + h * per_head * rank;
+        kernels::mla_absorb_q_ref(qh, w_h, q_abs.data(), 1, 1, nope, rope_dim, rank, v_dim);
+        kernels::mla_decode_ref(q_abs.data(), cp, meta.positions.data<int32_t>(), seq_of_token.data(), &t, 1, tables,
+                                meta.max_blocks_per_seq, block_size, 1, rank, rope_dim, scale, o_lat.data());
+        kernels::mla_unabsorb_out_ref(o_lat.data(), w_h, oh, 1, 1, nope, rank, v_dim);
+      };
+      if (kv_b_weight.dtype() == DType::bf16) {
+        run(kv_b_weight.data<uint16_t>());
+      } else {
+        run(kv_b_weight.data<float>());
+      }
+    }
+  }, 1);
   for (int64_t s = 0; s < meta.num_seqs; ++s) {
     const int64_t ctx = context_lens[s], begin = query_start[s], num_new = query_start[s + 1] - begin;
-    if (num_new == 0) continue;
+    if (num_new <= 1) continue;  // decode tokens are done
     const int32_t* table = tables + s * meta.max_blocks_per_seq;
     // The sequence's cached tokens: latents [ctx, rank] and k_pe [ctx, rope_dim], then per head
     // [k_nope | v] = kv_b_proj(latent): [ctx, num_heads * per_head].
@@ -132,14 +119,8 @@ void CpuBackend::mla_paged_attention(const Tensor& q, const Tensor& cache, const
 
 void CpuBackend::add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
                                  Tensor out) {
-  const int64_t d = out.size(-1);
-  const float* src = x.data<float>();
-  float* dst = out.data<float>();
-  for (size_t i = 0; i < rows.size(); ++i) {
-    float* o = dst + int64_t(rows[i]) * d;
-    const float* r = src + int64_t(i) * d;
-    for (int64_t k = 0; k < d; ++k) o[k] += weights[i] * r[k];
-  }
+  kernels::add_rows_scaled_ref(x.data<float>(), rows.data(), weights.data(), out.data<float>(), int64_t(rows.size()),
+                               out.size(-1));
 }
 
 }  // namespace troupe

@@ -15,7 +15,7 @@ Result<std::unique_ptr<DeepseekModel>> DeepseekModel::load(const ModelConfig& co
     return make_error(ErrorCode::unsupported, "DeepseekModel: unsupported architecture '" + config.architecture + "'");
   if (!backend.supports_mla_moe())
     return make_error(ErrorCode::unsupported,
-                      "DeepseekV3ForCausalLM runs on the CPU backend until its CUDA kernels land");
+                      "DeepseekV3ForCausalLM needs a backend with the MLA / MoE ops (cpu or cuda)");
   if (range.end < 0) range.end = config.num_hidden_layers;
   if (range.begin < 0 || range.begin > range.end || range.end > config.num_hidden_layers) {
     return make_error(ErrorCode::invalid_argument,

@@ -2,10 +2,10 @@
 // DeepseekV3ForCausalLM (one stage of it): embeddings on the first stage; decoder layers of MLA
 // (models/mla_attention.hpp) and a dense SwiGLU MLP (layers < first_k_dense_replace) or the routed
 // MoE (models/moe.hpp); final norm + LM head (never tied) on the last. The MTP layer stored at index
-// num_hidden_layers is never read. Runs on backends with supports_mla_moe() (the CPU backend);
-// elsewhere load refuses in one line. Tensor parallel (models/tensor_parallel.hpp): built from the
-// rank-local config, it all-reduces after o_proj and after every MLP / MoE; the latent KV cache,
-// embeddings and LM head are replicated.
+// num_hidden_layers is never read. Runs on backends with supports_mla_moe() (CPU and CUDA), without
+// step graphs; elsewhere load refuses in one line. Tensor parallel (models/tensor_parallel.hpp):
+// built from the rank-local config, it all-reduces after o_proj and after every MLP / MoE; the
+// latent KV cache, embeddings and LM head are replicated.
 #include <memory>
 #include <vector>
 

@@ -4,8 +4,8 @@
 //   q    = q_b_proj(rmsnorm_qa(q_a_proj(x)))  or q_proj(x) (q_lora_rank 0)  -> [n, H, qk_nope | qk_rope]
 //   kv_a = kv_a_proj_with_mqa(x)                                             -> [n, kv_lora | qk_rope]
 //   cache[slot] = [rmsnorm_kv(latent) | rope(k_pe)]   one component "latent", [1, kv_lora + qk_rope]
-//   attention: per cached token, [k_nope | v] per head = kv_b_proj(latent) (the expanded form, not
-//   the absorbed one: the CPU reference follows transformers), k = [k_nope | k_pe shared by heads]
+//   attention: per cached token, [k_nope | v] per head = kv_b_proj(latent) (the expanded form, as
+//   transformers), k = [k_nope | k_pe shared by heads]; backends run decode tokens absorbed
 //   out  = o_proj(attn)                                                      -> [n, hidden]
 // RoPE is interleaved (YaRN frequencies, cos/sin times the YaRN attention factor); the softmax
 // scale is 1/sqrt(qk_nope + qk_rope) * yarn_mscale(factor, mscale_all_dim)^2.

@@ -154,7 +154,7 @@ class Backend {
     silu_and_mul_packed(gate_up, act);
     linear(act, down_weight, down_bias, out);
   }
-  // DeepSeek-V3's ops (MLA with a latent cache, MoE combine). Only the CPU backend has them yet;
+  // DeepSeek-V3's ops (MLA with a latent cache, MoE combine). The CPU and CUDA backends have them;
   // a model needing them refuses to load where supports_mla_moe() is false, and the defaults do nothing.
   virtual bool supports_mla_moe() const { return false; }
   // Interleaved rotary embedding in place (transformers' apply_rotary_pos_emb_interleave) on the
@@ -178,8 +178,11 @@ class Backend {
   // Causal paged MLA attention over the latent cache (see mla_write_latent). Per head h, a cached
   // token j expands to k_j = [W_k_h @ latent_j | k_pe_j] and v_j = W_v_h @ latent_j, where
   // kv_b_weight's rows are per head [k_nope rows (qk_nope) | v rows (v_dim)]; then as paged_attention.
+  // Backends may compute it absorbed (the same sums reordered; kernels/mla_decode.hpp), as the CPU
+  // and CUDA ones do for sequences with one new token.
   // q: [n, num_heads, qk_nope + rotary_dim] (rope part last, already roped); kv_b_weight:
-  // [num_heads * (qk_nope + v_dim), kv_lora]; out: [n, num_heads, v_dim].
+  // [num_heads * (qk_nope + v_dim), kv_lora] (fp32, or bf16 where the backend keeps bf16
+  // matrices); cache fp32 or kv_cache_dtype(); out: [n, num_heads, v_dim].
   virtual void mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
                                    const AttentionMetadata& meta, float scale, Tensor out) {
     (void)q, (void)cache, (void)kv_b_weight, (void)meta, (void)scale, (void)out;

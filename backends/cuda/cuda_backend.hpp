@@ -31,6 +31,11 @@ class CudaBackend final : public Backend {
   // Attention: sequences with one new token run the fp32 split-KV kernel (attention_decode.hpp);
   // with bf16 weights, prefill chunks run the tensor-core kernel (attention_prefill.hpp, bf16
   // inputs, fp32 accumulation), with fp32 weights the fp32 kernel too (exact against the CPU).
+  // DeepSeek-V3's ops live in cuda_mla_ops.cpp: MLA decode tokens in the absorbed form (cuBLAS
+  // strided-batched products with kv_b_proj's per-head W_UK / W_UV views around
+  // kernels/mla_decode.hpp's split-KV kernel over the latent cache), prefill chunks expanded per
+  // sequence (kernels/mla_prefill.hpp), the interleaved rope and latent write
+  // (kernels/mla_latent.hpp), the MoE combine (kernels/scatter_rows.hpp). Not in step graphs.
   static Result<std::unique_ptr<CudaBackend>> create(int device_index = 0, DType weight_dtype = DType::f32);
   ~CudaBackend() override;
 
@@ -60,6 +65,14 @@ class CudaBackend final : public Backend {
                          const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) override;
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
                        float scale, Tensor out) override;
+  bool supports_mla_moe() const override { return true; }
+  void rope_interleaved(Tensor x, const Tensor& positions, const Tensor& inv_freq, float scale) override;
+  void mla_write_latent(const Tensor& kv_a, const Tensor& norm_weight, float eps, const Tensor& positions,
+                        const Tensor& inv_freq, float scale, const Tensor& slot_mapping, Tensor cache) override;
+  void mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                           const AttentionMetadata& meta, float scale, Tensor out) override;
+  void add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
+                       Tensor out) override;
   void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
   void silu_and_mul_packed(const Tensor& gate_up, Tensor out) override;
   // bf16 weights, no gate/up bias, more than kGemvMaxTokens tokens: the gate/up product and the
@@ -113,6 +126,17 @@ class CudaBackend final : public Backend {
   void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
                         float scale, const int32_t* tokens, int64_t num_tokens, int64_t max_context, Tensor out,
                         bool per_token_partitions = false);
+
+  // MLA (cuda_mla_ops.cpp). decode_tokens: the tokens of sequences with one new token (host).
+  void mla_decode_absorbed(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                           const AttentionMetadata& meta, float scale, const std::vector<int32_t>& decode_tokens,
+                           Tensor out);
+  // Sequence s's new tokens, expanded.
+  void mla_prefill_expanded(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                            const AttentionMetadata& meta, float scale, int64_t s, Tensor out);
+  // q_abs [n, H, kv_lora + rope] = [q_nope @ W_UK | q_pe]; out [n, H, v] = o_lat [n, H, kv_lora] @ W_UV^T.
+  void mla_absorb_q(const Tensor& q, const Tensor& kv_b_weight, Tensor q_abs);
+  void mla_unabsorb_out(const Tensor& o_lat, const Tensor& kv_b_weight, int64_t nope, Tensor out);
 
   void* cublas_ = nullptr;  // cublasHandle_t
   void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records

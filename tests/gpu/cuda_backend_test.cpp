@@ -359,7 +359,7 @@ TEST(CudaAttention, PrefillTilesCoverPrefillTokensOnly) {
 }
 
 // Whole models: logits vs transformers (fp32) and 32 greedy tokens, on every fixture of a served
-// architecture (the DeepSeek-V3 ones wait for its model).
+// dense architecture (the DeepSeek-V3 ones: cuda_mla_test.cpp).
 std::vector<std::string> fixture_dirs() {
   std::vector<std::string> dirs;
   for (const auto& e : fs::directory_iterator(fs::path(troupe_source_dir()) / "tests/fixtures/models"))

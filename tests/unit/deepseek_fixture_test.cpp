@@ -119,7 +119,7 @@ TEST(DeepseekFixture, LoadsOnTheCpuWithOneLatentCacheComponent) {
   }
 }
 
-// A backend without the MLA / MoE ops (every one but the CPU's, for now) is refused in one line.
+// A backend without the MLA / MoE ops (the CPU and CUDA backends have them) is refused in one line.
 class NoMlaBackend final : public Backend {
  public:
   Device device() const override { return inner_.device(); }
@@ -151,7 +151,7 @@ TEST(DeepseekFixture, BackendsWithoutItsKernelsRefuseItInOneLine) {
     auto model = load_model(dir, backend);
     ASSERT_FALSE(model.ok());
     EXPECT_EQ(model.error().code, ErrorCode::unsupported);
-    EXPECT_EQ(model.error().message, "DeepseekV3ForCausalLM runs on the CPU backend until its CUDA kernels land");
+    EXPECT_EQ(model.error().message, "DeepseekV3ForCausalLM needs a backend with the MLA / MoE ops (cpu or cuda)");
   }
 }
 

@@ -15,9 +15,9 @@ namespace troupe {
 
 namespace fs = std::filesystem;
 
-// The DeepSeek-V3 fixtures (tools/make_deepseek_fixtures.py): served by the CPU backend only
-// (the CUDA backend refuses the architecture, so the GPU tests skip them); their tensor-parallel
-// test is deepseek_tensor_parallel_test.cpp.
+// The DeepSeek-V3 fixtures (tools/make_deepseek_fixtures.py): served by the CPU and CUDA backends
+// (tests/gpu/cuda_mla_test.cpp takes them; the dense GPU fixture tests skip them); their
+// tensor-parallel test is deepseek_tensor_parallel_test.cpp.
 inline bool is_deepseek_fixture(const fs::path& dir) {
   return dir.filename().string().rfind("deepseek-v3", 0) == 0;
 }

@@ -1,0 +1,225 @@
+// CudaBackend's DeepSeek-V3 ops (contracts in runtime/backend.hpp): the interleaved rope, the MLA
+// latent cache write, MLA paged attention (decode tokens absorbed, prefill chunks expanded) and
+// the MoE combine. Weights fp32 (exact fp32 products) or bf16 (the products' inputs rounded to
+// bf16, fp32 accumulation); caches fp32 or bf16.
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+
+#include "backends/cuda/cuda_backend.hpp"
+#include "kernels/elementwise.hpp"
+#include "kernels/gather_rows.hpp"
+#include "kernels/mla_decode.hpp"
+#include "kernels/mla_latent.hpp"
+#include "kernels/mla_prefill.hpp"
+#include "kernels/scatter_rows.hpp"
+
+namespace troupe::cuda {
+using namespace kernels;
+
+void CudaBackend::rope_interleaved(Tensor x, const Tensor& positions, const Tensor& inv_freq, float scale) {
+  Tensor d_pos = on_device(positions);
+  if (replaying()) return;
+  const int64_t n = positions.numel(), head_dim = x.size(-1);
+  if (n == 0) return;
+  check(launch_rope_interleaved_f32(x.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(), n,
+                                    x.numel() / (n * head_dim), head_dim, inv_freq.numel(), scale, stream()),
+        "rope_interleaved");
+}
+
+void CudaBackend::mla_write_latent(const Tensor& kv_a, const Tensor& norm_weight, float eps, const Tensor& positions,
+                                   const Tensor& inv_freq, float scale, const Tensor& slot_mapping, Tensor cache) {
+  Tensor d_pos = on_device(positions), d_slots = on_device(slot_mapping);
+  if (replaying()) return;
+  const int64_t n = positions.numel(), kv_lora = norm_weight.numel(), half = inv_freq.numel();
+  if (cache.dtype() == DType::bf16) {
+    check(launch_mla_write_latent_f32(kv_a.data<float>(), norm_weight.data<float>(), eps, d_pos.data<int32_t>(),
+                                      inv_freq.data<float>(), scale, d_slots.data<int32_t>(), n, kv_lora, half,
+                                      cache.data<uint16_t>(), stream()),
+          "mla_write_latent");
+    return;
+  }
+  check(launch_mla_write_latent_f32(kv_a.data<float>(), norm_weight.data<float>(), eps, d_pos.data<int32_t>(),
+                                    inv_freq.data<float>(), scale, d_slots.data<int32_t>(), n, kv_lora, half,
+                                    cache.data<float>(), stream()),
+        "mla_write_latent");
+}
+
+void CudaBackend::mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                                      const AttentionMetadata& meta, float scale, Tensor out) {
+  if (meta.num_tokens == 0 || replaying()) return;
+  if (in_graph()) {
+    graphs_.fail("MLA attention is not recorded in step graphs");
+    return;
+  }
+  const int64_t num_seqs = meta.num_seqs, entry = cache.size(-1), kv_lora = kv_b_weight.size(1);
+  const int64_t rope = entry - kv_lora, nope = q.size(2) - rope, v_dim = out.size(2);
+  if ((cache.dtype() != DType::f32 && cache.dtype() != DType::bf16) ||
+      int64_t(query_start_host_.size()) != num_seqs + 1 || !mla_prefill_supports(nope, rope, v_dim)) {
+    check(cudaErrorInvalidValue, "mla_paged_attention (f32/bf16 cache, metadata from upload_metadata, qk and v "
+                                 "dims <= 256)");
+    return;
+  }
+  const bool absorbed = mla_decode_supports(kv_lora, rope);
+  std::vector<int32_t> decode_tokens;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int32_t begin = query_start_host_[size_t(s)], num_new = query_start_host_[size_t(s + 1)] - begin;
+    if (num_new == 1 && absorbed) {
+      decode_tokens.push_back(begin);
+    } else if (num_new > 0) {
+      mla_prefill_expanded(q, cache, kv_b_weight, meta, scale, s, out);
+    }
+  }
+  if (!decode_tokens.empty()) mla_decode_absorbed(q, cache, kv_b_weight, meta, scale, decode_tokens, out);
+}
+
+void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                                      const AttentionMetadata& meta, float scale,
+                                      const std::vector<int32_t>& decode_tokens, Tensor out) {
+  const int64_t num_heads = q.size(1), qk = q.size(2), v_dim = out.size(2), entry = cache.size(-1);
+  const int64_t kv_lora = kv_b_weight.size(1), rope = entry - kv_lora, nope = qk - rope;
+  const int64_t d = int64_t(decode_tokens.size());
+  const bool all = d == meta.num_tokens;  // then decode_tokens is 0 .. n-1
+  Tensor q_d = q, d_tokens;
+  if (!all) {
+    d_tokens = on_device(Tensor::from_i32(decode_tokens, {d}));
+    q_d = scratch(DType::f32, {d, num_heads, qk});
+    check(launch_gather_rows_f32(q.data<float>(), d_tokens.data<int32_t>(), q_d.data<float>(), d, num_heads * qk,
+                                 stream()),
+          "gather_rows");
+  }
+  Tensor q_abs = scratch(DType::f32, {d, num_heads, entry});
+  mla_absorb_q(q_d, kv_b_weight, q_abs);
+  int64_t max_context = 1;
+  for (size_t s = 0; s < context_lens_host_.size(); ++s)
+    if (query_start_host_[s + 1] - query_start_host_[s] == 1)
+      max_context = std::max<int64_t>(max_context, context_lens_host_[s]);
+  const int64_t parts = mla_decode_num_partitions(d, num_heads, max_context, num_sms_);
+  const int64_t floats = mla_decode_workspace_floats(d, num_heads, kv_lora, parts);
+  Tensor workspace = floats > 0 ? scratch(DType::f32, {floats}) : Tensor();
+  Tensor o_lat = scratch(DType::f32, {d, num_heads, kv_lora});
+  const int32_t* tokens = all ? nullptr : d_tokens.data<int32_t>();
+  auto run = [&](const auto* c) {
+    check(launch_mla_decode_f32(q_abs.data<float>(), c, meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
+                                tokens, d, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
+                                meta.block_size, num_heads, kv_lora, rope, scale, parts,
+                                mla_decode_partition_keys(max_context, parts),
+                                floats > 0 ? workspace.data<float>() : nullptr, o_lat.data<float>(), stream()),
+          "mla_decode");
+  };
+  if (cache.dtype() == DType::bf16) {
+    run(cache.data<uint16_t>());
+  } else {
+    run(cache.data<float>());
+  }
+  if (all) {
+    mla_unabsorb_out(o_lat, kv_b_weight, nope, out);
+    return;
+  }
+  Tensor out_d = scratch(DType::f32, {d, num_heads, v_dim});
+  mla_unabsorb_out(o_lat, kv_b_weight, nope, out_d);
+  check(launch_scatter_rows_f32(out_d.data<float>(), d_tokens.data<int32_t>(), out.data<float>(), d, num_heads * v_dim,
+                                stream()),
+        "scatter_rows");
+}
+
+void CudaBackend::mla_prefill_expanded(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                                       const AttentionMetadata& meta, float scale, int64_t s, Tensor out) {
+  const int64_t num_heads = q.size(1), qk = q.size(2), v_dim = out.size(2), entry = cache.size(-1);
+  const int64_t kv_lora = kv_b_weight.size(1), rope = entry - kv_lora, nope = qk - rope;
+  const int64_t ctx = context_lens_host_[size_t(s)], begin = query_start_host_[size_t(s)];
+  const int64_t num_new = query_start_host_[size_t(s + 1)] - begin;
+  // NOTE: kv holds ctx * H * (nope + v) floats (512 MiB at R1's dims and 4096 tokens); chunking the
+  // keys would bound it.
+  Tensor latent = scratch(DType::f32, {ctx, kv_lora}), k_pe = scratch(DType::f32, {ctx, rope});
+  const int32_t* table = meta.block_tables.data<int32_t>() + s * meta.max_blocks_per_seq;
+  if (cache.dtype() == DType::bf16) {
+    check(launch_mla_gather_latent_f32(cache.data<uint16_t>(), table, meta.block_size, ctx, kv_lora, rope,
+                                       latent.data<float>(), k_pe.data<float>(), stream()),
+          "mla_gather_latent");
+  } else {
+    check(launch_mla_gather_latent_f32(cache.data<float>(), table, meta.block_size, ctx, kv_lora, rope,
+                                       latent.data<float>(), k_pe.data<float>(), stream()),
+          "mla_gather_latent");
+  }
+  Tensor kv = scratch(DType::f32, {ctx, num_heads * (nope + v_dim)});
+  linear(latent, kv_b_weight, Tensor(), kv);
+  check(launch_mla_prefill_attention_f32(q.data<float>() + begin * num_heads * qk, kv.data<float>(),
+                                         k_pe.data<float>(), num_new, ctx, num_heads, nope, rope, v_dim, scale,
+                                         out.data<float>() + begin * num_heads * v_dim, stream()),
+        "mla_prefill_attention");
+}
+
+// Per head h (the batch of the strided products), column-major: q_abs_h^T [kv_lora, n] =
+// W_UK_h^T [kv_lora, nope] (row-major W_UK_h, ld kv_lora) @ q_nope_h^T [nope, n] (ld H * qk).
+void CudaBackend::mla_absorb_q(const Tensor& q, const Tensor& kv_b_weight, Tensor q_abs) {
+  const int64_t n = q.size(0), num_heads = q.size(1), qk = q.size(2), entry = q_abs.size(2);
+  const int64_t kv_lora = kv_b_weight.size(1), rope = entry - kv_lora, nope = qk - rope;
+  const int64_t per_head = kv_b_weight.size(0) / num_heads;  // nope + v
+  const float alpha = 1.0f, beta = 0.0f;
+  auto* h = static_cast<cublasHandle_t>(cublas_);
+  cublasStatus_t st;
+  if (kv_b_weight.dtype() == DType::bf16) {
+    Tensor q16 = scratch(DType::bf16, {n, num_heads, qk});
+    check(launch_f32_to_bf16(q.data<float>(), q16.data<uint16_t>(), q.numel(), stream()), "f32_to_bf16");
+    st = cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, int(kv_lora), int(n), int(nope), &alpha,
+                                    kv_b_weight.raw(), CUDA_R_16BF, int(kv_lora), per_head * kv_lora, q16.raw(),
+                                    CUDA_R_16BF, int(num_heads * qk), qk, &beta, q_abs.raw(), CUDA_R_32F,
+                                    int(num_heads * entry), entry, int(num_heads), CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT);
+  } else {
+    st = cublasSgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_N, int(kv_lora), int(n), int(nope), &alpha,
+                                   kv_b_weight.data<float>(), int(kv_lora), per_head * kv_lora, q.data<float>(),
+                                   int(num_heads * qk), qk, &beta, q_abs.data<float>(), int(num_heads * entry), entry,
+                                   int(num_heads));
+  }
+  check_cublas(int(st));
+  if (rope > 0)  // q_pe as it is, after the latent part
+    check(cudaMemcpy2DAsync(q_abs.data<float>() + kv_lora, size_t(entry) * sizeof(float), q.data<float>() + nope,
+                            size_t(qk) * sizeof(float), size_t(rope) * sizeof(float), size_t(n * num_heads),
+                            cudaMemcpyDeviceToDevice, stream()),
+          "mla q_pe copy");
+}
+
+// Per head h, column-major: out_h^T [v, n] = (W_UV_h^T)^T [v, kv_lora] (row-major W_UV_h, ld kv_lora,
+// transposed) @ o_lat_h^T [kv_lora, n] (ld H * kv_lora).
+void CudaBackend::mla_unabsorb_out(const Tensor& o_lat, const Tensor& kv_b_weight, int64_t nope, Tensor out) {
+  const int64_t n = o_lat.size(0), num_heads = o_lat.size(1), kv_lora = o_lat.size(2), v_dim = out.size(2);
+  const int64_t per_head = nope + v_dim;
+  const float alpha = 1.0f, beta = 0.0f;
+  auto* h = static_cast<cublasHandle_t>(cublas_);
+  cublasStatus_t st;
+  if (kv_b_weight.dtype() == DType::bf16) {
+    Tensor o16 = scratch(DType::bf16, {n, num_heads, kv_lora});
+    check(launch_f32_to_bf16(o_lat.data<float>(), o16.data<uint16_t>(), o_lat.numel(), stream()), "f32_to_bf16");
+    st = cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(v_dim), int(n), int(kv_lora), &alpha,
+                                    kv_b_weight.data<uint16_t>() + nope * kv_lora, CUDA_R_16BF, int(kv_lora),
+                                    per_head * kv_lora, o16.raw(), CUDA_R_16BF, int(num_heads * kv_lora), kv_lora,
+                                    &beta, out.raw(), CUDA_R_32F, int(num_heads * v_dim), v_dim, int(num_heads),
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  } else {
+    st = cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, int(v_dim), int(n), int(kv_lora), &alpha,
+                                   kv_b_weight.data<float>() + nope * kv_lora, int(kv_lora), per_head * kv_lora,
+                                   o_lat.data<float>(), int(num_heads * kv_lora), kv_lora, &beta, out.data<float>(),
+                                   int(num_heads * v_dim), v_dim, int(num_heads));
+  }
+  check_cublas(int(st));
+}
+
+void CudaBackend::add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
+                                  Tensor out) {
+  if (rows.empty()) return;
+  const int64_t m = int64_t(rows.size());
+  Tensor d_rows = on_device(Tensor::from_i32(rows, {m})), d_weights = on_device(Tensor::from_f32(weights, {m}));
+  Tensor dx = on_device(x);
+  if (replaying()) return;
+  std::vector<int32_t> sorted = rows;
+  std::sort(sorted.begin(), sorted.end());
+  const bool distinct = std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
+  check(launch_add_rows_scaled_f32(dx.data<float>(), d_rows.data<int32_t>(), d_weights.data<float>(),
+                                   out.data<float>(), m, out.size(-1), distinct, stream()),
+        "add_rows_scaled");
+}
+
+}  // namespace troupe::cuda

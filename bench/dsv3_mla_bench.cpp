@@ -1,0 +1,233 @@
+// DeepSeek-V3 (R1) MLA decode attention on device 0: the absorbed kernel (kernels/mla_decode.hpp)
+// alone, plus its combine when the keys are split, at R1's dims (128 heads, latent 512 + rope 64,
+// a bf16 latent cache in blocks of --block-size 64 shuffled over the cache) for batches 1, 64, 128
+// and contexts 1024, 4096. Each record's value is the achieved GB/s for the bytes the kernel must
+// move (every cached latent row once per token, q_abs and o_lat once), its limit the HBM bandwidth
+// measured in the same run. The cache is replicated so one timed launch's rows are not in L2 from
+// the one before. The absorption products (q_nope @ W_UK, o_lat @ W_UV^T: cuBLAS strided-batched
+// bf16, as CudaBackend runs them with bf16 weights) are timed separately against the time to read
+// their weights and activations at that bandwidth.
+//   dsv3_mla_bench [--reps N] [--block-size N] [--out PATH] [--time-limit S]
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/bench_log.hpp"
+#include "bench/device_ceilings.hpp"
+#include "kernels/mla_decode.hpp"
+#include "runtime/bench_record.hpp"
+
+namespace troupe {
+namespace {
+
+using bench::add_record;
+using bench::cuda_ok;
+using bench::say;
+
+constexpr int64_t kHeads = 128, kLora = 512, kRope = 64, kNope = 128, kV = 128, kEntry = kLora + kRope;
+
+struct Args {
+  int reps = 20;
+  int64_t block_size = 64;
+  std::string out;
+  double time_limit_s = 290;
+  std::string command;
+};
+
+bool parse(int argc, char** argv, Args& a) {
+  for (int i = 0; i < argc; ++i) a.command += (i ? " " : "") + std::string(argv[i]);
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    if (i + 1 >= argc) return false;
+    const std::string v = argv[++i];
+    if (k == "--reps") a.reps = std::max(1, std::atoi(v.c_str()));
+    else if (k == "--block-size") a.block_size = std::max(1, std::atoi(v.c_str()));
+    else if (k == "--out") a.out = v;
+    else if (k == "--time-limit") a.time_limit_s = std::atof(v.c_str());
+    else return false;
+  }
+  return true;
+}
+
+template <class T>
+T* device_alloc(size_t count) {
+  void* p = nullptr;
+  if (!cuda_ok(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)), "cudaMalloc")) return nullptr;
+  return static_cast<T*>(p);
+}
+
+template <class T>
+T* upload(const std::vector<T>& host) {
+  T* d = device_alloc<T>(host.size());
+  if (d) cuda_ok(cudaMemcpy(d, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
+  return d;
+}
+
+std::vector<float> random_floats(size_t count, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(count);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+// One (batch, context) point of the decode kernel; false on a CUDA error.
+bool bench_decode(const Args& args, int64_t batch, int64_t context, double hbm_gbs, int64_t l2_bytes, int num_sms,
+                  std::mt19937& rng) {
+  const int64_t bs = args.block_size, blocks_per_seq = (context + bs - 1) / bs, num_blocks = batch * blocks_per_seq;
+  const double cache_bytes = double(num_blocks * bs * kEntry) * 2;
+  // Copies of the cache so that the rows one launch reads were not read by the previous few.
+  const int64_t copies = std::clamp<int64_t>(int64_t(4.0 * double(l2_bytes) / cache_bytes) + 1, 1, 256);
+  uint16_t* cache = device_alloc<uint16_t>(size_t(copies * num_blocks * bs * kEntry));
+  if (!cache) return false;
+  // 0x3c3c: bf16 0.0115 everywhere (the kernel's work does not depend on the values).
+  if (!cuda_ok(cudaMemset(cache, 0x3c, size_t(copies * num_blocks * bs * kEntry) * 2), "cudaMemset")) return false;
+  std::vector<int32_t> ids(static_cast<size_t>(num_blocks));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  std::vector<int32_t> tables(size_t(copies * num_blocks));
+  for (int64_t k = 0; k < copies; ++k)
+    for (int64_t i = 0; i < num_blocks; ++i) tables[size_t(k * num_blocks + i)] = int32_t(k * num_blocks) + ids[size_t(i)];
+  std::vector<int32_t> positions(static_cast<size_t>(batch), int32_t(context - 1));
+  std::vector<int32_t> seq_of_token(static_cast<size_t>(batch));
+  std::iota(seq_of_token.begin(), seq_of_token.end(), 0);
+  int32_t* d_tables = upload(tables);
+  int32_t* d_pos = upload(positions);
+  int32_t* d_seq = upload(seq_of_token);
+  float* q_abs = upload(random_floats(size_t(batch * kHeads * kEntry), rng));
+  float* o_lat = device_alloc<float>(size_t(batch * kHeads * kLora));
+  const int64_t parts = kernels::mla_decode_num_partitions(batch, kHeads, context, num_sms);
+  const int64_t keys = kernels::mla_decode_partition_keys(context, parts);
+  const int64_t floats = kernels::mla_decode_workspace_floats(batch, kHeads, kLora, parts);
+  float* workspace = floats > 0 ? device_alloc<float>(size_t(floats)) : nullptr;
+  if (!d_tables || !d_pos || !d_seq || !q_abs || !o_lat || (floats > 0 && !workspace)) return false;
+  const float scale = 0.1352f;  // R1: 1/sqrt(192) * yarn mscale^2
+  int64_t launch = 0;
+  cudaError_t err = cudaSuccess;
+  auto run = [&] {
+    const int32_t* table = d_tables + (launch++ % copies) * num_blocks;
+    const cudaError_t e = kernels::launch_mla_decode_f32(q_abs, cache, d_pos, d_seq, nullptr, batch, table,
+                                                        blocks_per_seq, bs, kHeads, kLora, kRope, scale, parts, keys,
+                                                        workspace, o_lat, nullptr);
+    if (e != cudaSuccess) err = e;
+  };
+  const double ms = bench::time_events_ms(args.reps, run);
+  const bool ok = cuda_ok(err, "launch_mla_decode_f32") && cuda_ok(cudaDeviceSynchronize(), "mla_decode");
+  if (ok) {
+    const double bytes = cache_bytes + double(batch * kHeads) * (kEntry + kLora) * 4;
+    const double gbs = bytes / (ms * 1e-3) / 1e9;
+    char note[320];
+    std::snprintf(note, sizeof(note),
+                  "absorbed MLA decode kernel (+ combine), R1 dims, bf16 cache, block %lld, %lld partitions; bytes = "
+                  "latent rows read once per token + q_abs + o_lat; limit = measured HBM bandwidth; %.1f us",
+                  (long long)bs, (long long)parts, ms * 1e3);
+    BenchRecord r{"dsv3_mla_decode_b" + std::to_string(batch) + "_ctx" + std::to_string(context), gbs, "GB/s",
+                  hbm_gbs, gbs / hbm_gbs, note};
+    r.extra = {{"us", ms * 1e3}, {"partitions", double(parts)}, {"bytes", bytes}};
+    add_record(r);
+  }
+  for (void* p : {static_cast<void*>(cache), static_cast<void*>(d_tables), static_cast<void*>(d_pos),
+                  static_cast<void*>(d_seq), static_cast<void*>(q_abs), static_cast<void*>(o_lat),
+                  static_cast<void*>(workspace)})
+    if (p) cudaFree(p);
+  return ok;
+}
+
+// The two absorption products at one batch size, bf16 inputs, fp32 outputs (CudaBackend with bf16
+// weights). limit: reading W_UK (or W_UV) and the activations once, writing the output once, at
+// the measured bandwidth.
+bool bench_absorption(const Args& args, cublasHandle_t h, int64_t batch, double hbm_gbs) {
+  uint16_t* w = device_alloc<uint16_t>(size_t(kHeads * (kNope + kV) * kLora));
+  uint16_t* q16 = device_alloc<uint16_t>(size_t(batch * kHeads * (kNope + kRope)));
+  uint16_t* o16 = device_alloc<uint16_t>(size_t(batch * kHeads * kLora));
+  float* q_abs = device_alloc<float>(size_t(batch * kHeads * kEntry));
+  float* out = device_alloc<float>(size_t(batch * kHeads * kV));
+  if (!w || !q16 || !o16 || !q_abs || !out) return false;
+  cudaMemset(w, 0x3c, size_t(kHeads * (kNope + kV) * kLora) * 2);
+  cudaMemset(q16, 0x3c, size_t(batch * kHeads * (kNope + kRope)) * 2);
+  cudaMemset(o16, 0x3c, size_t(batch * kHeads * kLora) * 2);
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+  auto absorb = [&] {
+    st = cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, int(kLora), int(batch), int(kNope), &alpha, w,
+                                    CUDA_R_16BF, int(kLora), (kNope + kV) * kLora, q16, CUDA_R_16BF,
+                                    int(kHeads * (kNope + kRope)), kNope + kRope, &beta, q_abs, CUDA_R_32F,
+                                    int(kHeads * kEntry), kEntry, int(kHeads), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  };
+  auto unabsorb = [&] {
+    st = cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(kV), int(batch), int(kLora), &alpha,
+                                    w + kNope * kLora, CUDA_R_16BF, int(kLora), (kNope + kV) * kLora, o16, CUDA_R_16BF,
+                                    int(kHeads * kLora), kLora, &beta, out, CUDA_R_32F, int(kHeads * kV), kV,
+                                    int(kHeads), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  };
+  struct Product {
+    const char* name;
+    std::function<void()> fn;
+    double bytes;
+  };
+  const double w_bytes = double(kHeads * kNope * kLora) * 2;  // W_UK and W_UV are the same size (nope == v)
+  const Product products[] = {
+      {"absorb_q", absorb, w_bytes + double(batch * kHeads) * (kNope * 2 + kLora * 4)},
+      {"unabsorb_out", unabsorb, w_bytes + double(batch * kHeads) * (kLora * 2 + kV * 4)},
+  };
+  bool ok = true;
+  for (const Product& p : products) {
+    const double ms = bench::time_events_ms(args.reps, p.fn);
+    if (st != CUBLAS_STATUS_SUCCESS || !cuda_ok(cudaDeviceSynchronize(), p.name)) {
+      say("%s: cuBLAS status %d", p.name, int(st));
+      ok = false;
+      continue;
+    }
+    const double us = ms * 1e3, roof_us = p.bytes / (hbm_gbs * 1e9) * 1e6;
+    const double tflops = 2.0 * double(batch * kHeads) * kNope * kLora / (ms * 1e-3) / 1e12;
+    BenchRecord r{"dsv3_mla_" + std::string(p.name) + "_b" + std::to_string(batch), us, "us", roof_us, roof_us / us,
+                  "cublasGemmStridedBatchedEx bf16 -> fp32 over 128 heads (R1's kv_b_proj views, 33.5 MB of bf16 "
+                  "weights, L2 may hold part); limit = weights + activations at the measured HBM bandwidth"};
+    r.extra = {{"tflops", tflops}};
+    add_record(r);
+  }
+  for (void* p : {static_cast<void*>(w), static_cast<void*>(q16), static_cast<void*>(o16), static_cast<void*>(q_abs),
+                  static_cast<void*>(out)})
+    cudaFree(p);
+  return ok;
+}
+
+int run(int argc, char** argv) {
+  Args args;
+  if (!parse(argc, argv, args)) {
+    std::fprintf(stderr, "usage: dsv3_mla_bench [--reps N] [--block-size N] [--out PATH] [--time-limit S]\n");
+    return 2;
+  }
+  bench::init_log("dsv3_mla", args.out, args.command, args.time_limit_s);
+  bench::start_watchdog();
+  cudaDeviceProp prop{};
+  if (!cuda_ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties")) return 1;
+  bench::set_log_device(prop.name);
+  say("device %s, %d SMs, L2 %d MB", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  const double hbm_gbs = bench::measure_bandwidth();
+  if (hbm_gbs <= 0) return 1;
+  add_record({"hbm_bandwidth", hbm_gbs, "GB/s", {}, {}, "cudaMemcpy D2D of 2 GiB, (read+write)/time, median of 10"});
+  std::mt19937 rng(2024);
+  bool ok = true;
+  for (int64_t batch : {1, 64, 128})
+    for (int64_t context : {1024, 4096})
+      ok = bench_decode(args, batch, context, hbm_gbs, prop.l2CacheSize, prop.multiProcessorCount, rng) && ok;
+  cublasHandle_t h = nullptr;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return 1;
+  for (int64_t batch : {1, 64, 128}) ok = bench_absorption(args, h, batch, hbm_gbs) && ok;
+  cublasDestroy(h);
+  say("done in %.1f s", bench::elapsed_s());
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace troupe
+
+int main(int argc, char** argv) { troupe::bench::finish(troupe::run(argc, argv)); }

@@ -1,0 +1,85 @@
+#pragma once
+// MLA decode attention in the absorbed form, over the paged latent cache
+// [num_blocks, block_size, 1, kv_lora + rope] (entry = [latent | k_pe], runtime/kv_cache.hpp's
+// layout with one head). kv_b_proj's rows [H * (nope + v), kv_lora] are per head h
+// [W_UK_h (nope rows) | W_UV_h (v rows)]. With q = [q_nope | q_pe] per head:
+//   q_abs[i, h]  = [q_nope_h @ W_UK_h | q_pe_h]                                   (mla_absorb_q)
+//   o_lat[i, h]  = sum_j softmax_j(scale * q_abs[i, h] . entry_j) * latent_j        (this kernel)
+//   out[i, h]    = W_UV_h @ o_lat[i, h]                                           (mla_unabsorb_out)
+// which equals the expanded form (k_j = [W_UK_h latent_j | k_pe_j], v_j = W_UV_h latent_j).
+// Kernel: one CTA per (head tile of up to 64 heads, token, partition of the keys). It stages 16
+// cached entries at a time in shared memory (fp32), so each latent row is read from memory once
+// per head tile (once per token for H <= 64; the two tiles of H = 128 run back to back, the
+// second mostly from L2). Warp w owns 8 heads: scores, online softmax, and o_lat[8 heads, kv_lora]
+// in registers (lanes split kv_lora). Long contexts split into partitions whose partial
+// (max, sum, o_lat) a combine kernel merges, as attention_decode.hpp does. fp32 SIMT math.
+// Three layers: the kernels (mla_decode.cu), these launchers, and the CPU references
+// (mla_decode_ref.cpp: fp32 dot products, fp64 softmax sums; the absorption products too).
+#include <cstdint>
+
+#ifdef TROUPE_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace troupe::kernels {
+
+constexpr int64_t kMlaHeadTile = 64;         // heads per CTA
+constexpr int64_t kMlaKeyTile = 16;          // cached entries staged per step
+constexpr int64_t kMlaMinPartitionKeys = 64;
+constexpr int64_t kMlaMaxPartitions = 128;
+constexpr int64_t kMlaMaxLora = 512;
+
+// CPU references. q_abs: [num_tokens, H, kv_lora + rope] (i-th computed token); cache: [num_blocks,
+// block_size, 1, kv_lora + rope] fp32 or bf16 bits; positions, seq_of_token indexed by t = tokens[i]
+// (tokens nullptr: t = i); block_tables: [num_seqs, max_blocks]; o_lat: [num_tokens, H, kv_lora].
+// Token t attends to its sequence's cached positions [0, positions[t]].
+void mla_decode_ref(const float* q_abs, const float* cache, const int32_t* positions, const int32_t* seq_of_token,
+                    const int32_t* tokens, int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
+                    int64_t block_size, int64_t num_heads, int64_t kv_lora, int64_t rope, float scale, float* o_lat);
+void mla_decode_ref(const float* q_abs, const uint16_t* cache, const int32_t* positions, const int32_t* seq_of_token,
+                    const int32_t* tokens, int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
+                    int64_t block_size, int64_t num_heads, int64_t kv_lora, int64_t rope, float scale, float* o_lat);
+// q_abs[i, h] = [q[i, h, :nope] @ W_UK_h | q[i, h, nope:]]. q: [n, H, nope + rope]; kv_b_weight:
+// [H * (nope + v_dim), kv_lora] fp32 or bf16 bits; q_abs: [n, H, kv_lora + rope]. fp32 sums.
+void mla_absorb_q_ref(const float* q, const float* kv_b_weight, float* q_abs, int64_t n, int64_t num_heads,
+                      int64_t nope, int64_t rope, int64_t kv_lora, int64_t v_dim);
+void mla_absorb_q_ref(const float* q, const uint16_t* kv_b_weight, float* q_abs, int64_t n, int64_t num_heads,
+                      int64_t nope, int64_t rope, int64_t kv_lora, int64_t v_dim);
+// out[i, h, c] = W_UV_h[c, :] . o_lat[i, h, :]. o_lat: [n, H, kv_lora]; out: [n, H, v_dim].
+void mla_unabsorb_out_ref(const float* o_lat, const float* kv_b_weight, float* out, int64_t n, int64_t num_heads,
+                          int64_t nope, int64_t kv_lora, int64_t v_dim);
+void mla_unabsorb_out_ref(const float* o_lat, const uint16_t* kv_b_weight, float* out, int64_t n, int64_t num_heads,
+                          int64_t nope, int64_t kv_lora, int64_t v_dim);
+
+#ifdef TROUPE_HAVE_CUDA
+// kv_lora % 4 == 0, rope % 4 == 0, 4 <= kv_lora <= 512.
+bool mla_decode_supports(int64_t kv_lora, int64_t rope);
+// Partitions so that num_tokens * head tiles * partitions CTAs fill the GPU (one CTA per SM), none
+// shorter than kMlaMinPartitionKeys keys.
+int64_t mla_decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t max_context, int64_t num_sms);
+// Keys per partition: partition p covers keys [p * partition_keys, (p + 1) * partition_keys).
+int64_t mla_decode_partition_keys(int64_t max_context, int64_t num_partitions);
+// Floats of workspace (0 for one partition): [num_tokens, H, partitions, kv_lora] partial outputs,
+// then maxima and sums.
+int64_t mla_decode_workspace_floats(int64_t num_tokens, int64_t num_heads, int64_t kv_lora, int64_t num_partitions);
+
+// Device pointers, shapes as mla_decode_ref. partition_keys from the helper above with max_context
+// >= every computed token's position + 1, or 0: each token's context split evenly into the
+// partitions. workspace: mla_decode_workspace_floats floats (nullptr when 0). Unsupported shapes give
+// cudaErrorInvalidValue; num_tokens == 0 does nothing.
+cudaError_t launch_mla_decode_f32(const float* q_abs, const float* cache, const int32_t* positions,
+                                  const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
+                                  const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                  int64_t num_heads, int64_t kv_lora, int64_t rope, float scale,
+                                  int64_t num_partitions, int64_t partition_keys, float* workspace, float* o_lat,
+                                  cudaStream_t stream);
+// The same over a bf16 cache (widened exactly to fp32 in shared memory).
+cudaError_t launch_mla_decode_f32(const float* q_abs, const uint16_t* cache, const int32_t* positions,
+                                  const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
+                                  const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                  int64_t num_heads, int64_t kv_lora, int64_t rope, float scale,
+                                  int64_t num_partitions, int64_t partition_keys, float* workspace, float* o_lat,
+                                  cudaStream_t stream);
+#endif
+
+}  // namespace troupe::kernels

@@ -1,0 +1,104 @@
+// The interleaved rope and MLA latent cache write kernels (mla_latent.hpp).
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/cuda_common.cuh"
+#include "kernels/dependent_launch.cuh"
+#include "kernels/mla_latent.hpp"
+
+namespace troupe::kernels {
+namespace {
+
+__device__ __forceinline__ void cos_sin(int32_t pos, float inv_freq, float scale, float* c, float* s) {
+  const float angle = float(pos) * inv_freq;
+  *c = float(cos(double(angle))) * scale;
+  *s = float(sin(double(angle))) * scale;
+}
+
+// One block per (token, head): the rotary part is read whole into shared memory, then rewritten.
+__global__ void rope_interleaved_kernel(float* x, const int32_t* positions, const float* inv_freq, int64_t num_heads,
+                                        int64_t head_dim, int64_t half, float scale) {
+  allow_dependents();
+  wait_for_prerequisites();
+  extern __shared__ float r_s[];  // [2 * half]
+  const int64_t t = blockIdx.x, h = blockIdx.y;
+  float* r = x + (t * num_heads + h) * head_dim + head_dim - 2 * half;
+  for (int64_t i = threadIdx.x; i < 2 * half; i += blockDim.x) r_s[i] = r[i];
+  __syncthreads();
+  const int32_t pos = positions[t];
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    float c, s;
+    cos_sin(pos, inv_freq[i], scale, &c, &s);
+    const float even = r_s[2 * i], odd = r_s[2 * i + 1];
+    r[i] = even * c - odd * s;
+    r[half + i] = odd * c + even * s;
+  }
+}
+
+// One block per token: the RMS of the latent, then the normed latent and the roped k_pe.
+template <typename CacheT>
+__global__ void mla_write_latent_kernel(const float* kv_a, const float* weight, float eps, const int32_t* positions,
+                                        const float* inv_freq, float scale, const int32_t* slots, int64_t kv_lora,
+                                        int64_t half, CacheT* cache) {
+  allow_dependents();
+  wait_for_prerequisites();
+  const int64_t t = blockIdx.x, entry = kv_lora + 2 * half;
+  const float* row = kv_a + t * entry;
+  CacheT* out = cache + int64_t(slots[t]) * entry;
+  float sum_sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < kv_lora; i += kThreads) sum_sq += row[i] * row[i];
+  const float inv = rsqrtf(block_sum(sum_sq) / float(kv_lora) + eps);
+  for (int64_t i = threadIdx.x; i < kv_lora; i += kThreads) store(out + i, row[i] * inv * weight[i]);
+  const float* r = row + kv_lora;
+  const int32_t pos = positions[t];
+  for (int64_t i = threadIdx.x; i < half; i += kThreads) {
+    float c, s;
+    cos_sin(pos, inv_freq[i], scale, &c, &s);
+    const float even = r[2 * i], odd = r[2 * i + 1];
+    store(out + kv_lora + i, even * c - odd * s);
+    store(out + kv_lora + half + i, odd * c + even * s);
+  }
+}
+
+template <typename CacheT>
+cudaError_t launch_write(const float* kv_a, const float* weight, float eps, const int32_t* positions,
+                         const float* inv_freq, float scale, const int32_t* slots, int64_t n, int64_t kv_lora,
+                         int64_t half, CacheT* cache, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (bad_rows(n) || kv_lora <= 0 || half < 0) return cudaErrorInvalidValue;
+  return launch_dependent(mla_write_latent_kernel<CacheT>, dim3(unsigned(n)), dim3(kThreads), 0, stream, kv_a, weight,
+                          eps, positions, inv_freq, scale, slots, kv_lora, half, cache);
+}
+
+}  // namespace
+
+cudaError_t launch_rope_interleaved_f32(float* x, const int32_t* positions, const float* inv_freq, int64_t n,
+                                        int64_t num_heads, int64_t head_dim, int64_t half, float scale,
+                                        cudaStream_t stream) {
+  if (n == 0 || half == 0) return cudaSuccess;
+  if (bad_rows(n) || half < 0 || 2 * half > head_dim || num_heads <= 0 || num_heads > 65535 || half > 4096)
+    return cudaErrorInvalidValue;
+  const unsigned threads = unsigned(std::min<int64_t>((half + 31) / 32 * 32, kThreads));
+  return launch_dependent(rope_interleaved_kernel, dim3(unsigned(n), unsigned(num_heads)), dim3(threads),
+                          size_t(2 * half) * sizeof(float), stream, x, positions, inv_freq, num_heads, head_dim, half,
+                          scale);
+}
+
+cudaError_t launch_mla_write_latent_f32(const float* kv_a, const float* norm_weight, float eps,
+                                        const int32_t* positions, const float* inv_freq, float scale,
+                                        const int32_t* slots, int64_t n, int64_t kv_lora, int64_t half, float* cache,
+                                        cudaStream_t stream) {
+  return launch_write(kv_a, norm_weight, eps, positions, inv_freq, scale, slots, n, kv_lora, half, cache, stream);
+}
+
+cudaError_t launch_mla_write_latent_f32(const float* kv_a, const float* norm_weight, float eps,
+                                        const int32_t* positions, const float* inv_freq, float scale,
+                                        const int32_t* slots, int64_t n, int64_t kv_lora, int64_t half,
+                                        uint16_t* cache, cudaStream_t stream) {
+  return launch_write(kv_a, norm_weight, eps, positions, inv_freq, scale, slots, n, kv_lora, half,
+                      reinterpret_cast<__nv_bfloat16*>(cache), stream);
+}
+
+}  // namespace troupe::kernels
