@@ -7,7 +7,8 @@
 // so x[m, k] ~= x_fp8[m, k] * x_scale[kb, m]. Both divisions are single IEEE roundings on either
 // side, so the kernel and the reference (fp8_quant_ref.cpp) agree bit for bit.
 // NOTE: x_scale is stored K-block-major, [ceil(K / 128), M] (x_scale[kb * M + m]): a K step of the
-// GEMM reads the scales of consecutive tokens together (DeepGEMM's and cuBLASLt's VEC128 layout).
+// GEMM reads the scales of consecutive tokens together (DeepGEMM's layout; the fp8_block_gemm_lt op
+// table rows check that cuBLASLt's VEC128 mode reads it so).
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA
