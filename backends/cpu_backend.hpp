@@ -28,6 +28,8 @@ class CpuBackend final : public Backend {
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
   void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) override;
+  // Dequantizes 128 weight rows at a time into fp32, then one sgemm per block (cpu_fp8_ops.cpp).
+  void linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, const Tensor& scale_inv, Tensor out) override;
   void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
   void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
   void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,

@@ -1,5 +1,6 @@
 #include "bench/device_ceilings.hpp"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -170,6 +171,81 @@ void measure_gemv(const ModelConfig& c, double bw_gbs, int64_t l2_bytes) {
     }
     add_record(r);
   }
+}
+
+}  // namespace troupe::bench
+
+namespace troupe::bench {
+
+double measure_fp8_matmul(int runs) {
+  const int64_t n = 8192;
+  const size_t count = size_t(n * n);
+  uint8_t *a = nullptr, *b = nullptr;
+  uint16_t* d = nullptr;
+  float* scales = nullptr;
+  void* workspace = nullptr;
+  const size_t workspace_bytes = size_t(32) << 20;
+  cublasLtHandle_t lt = nullptr;
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  double best = 0;
+  auto ok = [](cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS; };
+  if (cuda_ok(cudaMalloc(&a, count), "malloc") && cuda_ok(cudaMalloc(&b, count), "malloc") &&
+      cuda_ok(cudaMalloc(&d, count * 2), "malloc") && cuda_ok(cudaMalloc(&scales, 16), "malloc") &&
+      cuda_ok(cudaMalloc(&workspace, workspace_bytes), "malloc") && ok(cublasLtCreate(&lt))) {
+    std::vector<uint8_t> host(count);
+    for (size_t i = 0; i < count; ++i) host[i] = uint8_t((i * 2654435761u) >> 24) & 0x77;  // finite e4m3, no NaN
+    cudaMemcpy(a, host.data(), count, cudaMemcpyHostToDevice);
+    cudaMemcpy(b, host.data(), count, cudaMemcpyHostToDevice);
+    const float ones[4] = {1, 1, 1, 1};
+    cudaMemcpy(scales, ones, sizeof(ones), cudaMemcpyHostToDevice);
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const float* sa = scales;
+    const float* sb = scales + 1;
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const uint64_t max_ws = workspace_bytes;
+    if (ok(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F)) &&
+        ok(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta))) &&
+        ok(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb))) &&
+        ok(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa))) &&
+        ok(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb))) &&
+        ok(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, n, n, n)) &&
+        ok(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, n, n, n)) &&
+        ok(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, n, n, n)) && ok(cublasLtMatmulPreferenceCreate(&pref)) &&
+        ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws,
+                                                sizeof(max_ws))) &&
+        ok(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, ld, ld, pref, 1, &result, &found)) && found > 0) {
+      const float alpha = 1.0f, beta = 0.0f;
+      cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+      const double flops = 2.0 * double(n) * double(n) * double(n);
+      for (int run = 0; run < runs; ++run) {
+        const double ms = time_events_ms(10, [&] {
+          const cublasStatus_t s = cublasLtMatmul(lt, op, &alpha, a, la, b, lb, &beta, d, ld, d, ld, &result.algo,
+                                                  workspace, workspace_bytes, nullptr);
+          if (s != CUBLAS_STATUS_SUCCESS) st = s;
+        });
+        if (st == CUBLAS_STATUS_SUCCESS && cuda_ok(cudaGetLastError(), "fp8 matmul") && ms > 0)
+          best = std::max(best, flops / (ms * 1e-3) / 1e12);
+      }
+      if (st != CUBLAS_STATUS_SUCCESS) say("cublasLtMatmul fp8 failed (status %d)", int(st));
+    } else {
+      say("cuBLASLt offers no per-tensor FP8 GEMM here");
+    }
+  }
+  if (pref) cublasLtMatmulPreferenceDestroy(pref);
+  if (ld) cublasLtMatrixLayoutDestroy(ld);
+  if (lb) cublasLtMatrixLayoutDestroy(lb);
+  if (la) cublasLtMatrixLayoutDestroy(la);
+  if (op) cublasLtMatmulDescDestroy(op);
+  if (lt) cublasLtDestroy(lt);
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(d);
+  cudaFree(scales);
+  cudaFree(workspace);
+  return best;
 }
 
 }  // namespace troupe::bench

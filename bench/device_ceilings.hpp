@@ -55,6 +55,9 @@ double measure_bandwidth();
 // (b) 8192^3 products: fp32 SGEMM in pedantic math and bf16 GemmEx with fp32 accumulation.
 // Returns {fp32, bf16} TFLOP/s.
 std::pair<double, double> measure_matmul();
+// (b3) FP8 dense peak: a per-tensor-scaled e4m3 cuBLASLt GEMM (TN, bf16 out, fp32 accumulation) at
+// 8192^3, the best of `runs` medians. TFLOP/s (0 on failure).
+double measure_fp8_matmul(int runs = 3);
 // (b2) The bf16 GEMV kernel alone at one token on each linear shape of `c`, one record per shape
 // against `bw_gbs`; weights span 4x `l2_bytes` so every launch reads HBM.
 void measure_gemv(const ModelConfig& c, double bw_gbs, int64_t l2_bytes);

@@ -79,6 +79,16 @@ class Backend {
   // out = x @ weight^T (+ bias). x: [n, in]; weight: [out_features, in]; bias: [out_features] or
   // undefined; out: [n, out_features] fp32. x fp32 or matmul_input_dtype().
   virtual void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) = 0;
+  // FP8 block-scaled linear (DeepSeek-V3/R1 checkpoints, runtime/fp8_block.hpp): out = x @ W^T with
+  // W[r, c] = weight_fp8[r, c] * scale_inv[r / 128, c / 128] (128 x 128 blocks, edge blocks partial).
+  // x: [n, in] fp32 or matmul_input_dtype(); weight_fp8: [out, in] f8_e4m3 and scale_inv:
+  // [ceil(out / 128), ceil(in / 128)] f32, both from upload_fp8_weight; out: [n, out] fp32. The
+  // default (runtime/backend_fp8.cpp) dequantizes W on the host and runs linear: slow, for
+  // backends without FP8 kernels.
+  virtual void linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, const Tensor& scale_inv, Tensor out);
+  // A host F8_E4M3 weight (its bytes kept as they are) or its F32 scale_inv (kept fp32) on this
+  // device, for linear_fp8_block. The default keeps host tensors on host backends.
+  virtual Result<Tensor> upload_fp8_weight(const Tensor& host_fp8);
   // Rotary embedding in place, neox style (rotate_half: pairs (i, i + rotary_dim/2)) on the first
   // rotary_dim = 2 * inv_freq.size dims of each head. q: [n, num_heads, head_dim];
   // k: [n, num_kv_heads, head_dim]; positions: [n] i32; inv_freq: [rotary_dim / 2] fp32.

@@ -59,6 +59,11 @@ class CudaBackend final : public Backend {
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
   void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) override;
+  // FP8 block-scaled linear (cuda_fp8_ops.cpp): up to kFp8GemvMaxTokens tokens the decode kernel
+  // (bf16 x, weights streamed once), more: x quantized per token and 128 channels, then the
+  // e4m3 tensor-core GEMM (kernels/fp8_block_gemm.hpp). upload_fp8_weight keeps the bytes as they are.
+  void linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, const Tensor& scale_inv, Tensor out) override;
+  Result<Tensor> upload_fp8_weight(const Tensor& host_fp8) override;
   void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
   void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
   void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,

@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "kernels/host_bf16.hpp"
+#include "kernels/host_fp8.hpp"
 
 namespace troupe::backend_ops {
 
@@ -59,6 +60,7 @@ const std::vector<OpCase>& op_table() {
     add_attention_cases(t);
     add_gemv_and_sampling_cases(t);
     add_mla_cases(t);
+    add_fp8_cases(t);
     return t;
   }();
   return table;
@@ -82,6 +84,7 @@ std::string fmt(double v) {
 size_t elem_bytes(Elem e) {
   switch (e) {
     case Elem::bf16: return 2;
+    case Elem::e4m3: return 1;
     case Elem::f64: return 8;
     default: return 4;
   }
@@ -93,6 +96,7 @@ double value_at(Elem e, const void* p, size_t i) {
     case Elem::bf16: return kernels::host_bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
     case Elem::i32: return static_cast<const int32_t*>(p)[i];
     case Elem::f64: return static_cast<const double*>(p)[i];
+    case Elem::e4m3: return kernels::host_e4m3_to_f32(static_cast<const uint8_t*>(p)[i]);
   }
   return NAN;
 }

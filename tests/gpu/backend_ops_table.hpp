@@ -38,7 +38,7 @@ constexpr double kBf16Tolerance = 1e-5;
 constexpr double kPrefillTolerance = 2e-4;
 constexpr double kExact = 0.0;
 
-enum class Elem { f32, bf16, i32, f64 };
+enum class Elem { f32, bf16, i32, f64, e4m3 };  // e4m3: FP8 bytes, compared as their values
 
 // One output of a row: where the kernel wrote it, and what the reference says.
 struct Output {
@@ -111,6 +111,7 @@ void add_rope_and_kv_cases(std::vector<OpCase>& table);
 void add_attention_cases(std::vector<OpCase>& table);
 void add_gemv_and_sampling_cases(std::vector<OpCase>& table);
 void add_mla_cases(std::vector<OpCase>& table);
+void add_fp8_cases(std::vector<OpCase>& table);
 
 // NMSE of one output; inf on a NaN/inf mismatch. `actual` holds the device bytes copied back.
 double nmse(const Output& out, const void* actual);

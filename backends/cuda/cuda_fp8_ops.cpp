@@ -1,0 +1,58 @@
+// CudaBackend's FP8 block-scaled linear layers (contracts in runtime/backend.hpp): the weights stay
+// e4m3 in HBM with their fp32 block scales; products run in kernels/fp8_block_gemm.hpp.
+#include <cuda_runtime_api.h>
+
+#include "backends/cuda/cuda_backend.hpp"
+#include "kernels/fp8_block_gemm.hpp"
+#include "kernels/fp8_quant.hpp"
+
+namespace troupe::cuda {
+using namespace kernels;
+
+Result<Tensor> CudaBackend::upload_fp8_weight(const Tensor& host_fp8) {
+  if (host_fp8.dtype() != DType::f8_e4m3 && host_fp8.dtype() != DType::f32)
+    return make_error(ErrorCode::unsupported, std::string("FP8 weights are F8_E4M3 bytes and F32 scales, not ") +
+                                                  std::string(dtype_name(host_fp8.dtype())));
+  const Tensor source = host_fp8.device() == Device::cuda ? to_host(host_fp8) : host_fp8;
+  try {
+    Tensor d = device_tensor(source.dtype(), source.shape());
+    if (cudaMemcpy(d.raw(), source.raw(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
+      return make_error(ErrorCode::out_of_resources, "uploading an FP8 weight to the GPU failed");
+    return d;
+  } catch (const std::bad_alloc&) {
+    return make_error(ErrorCode::out_of_resources, "uploading an FP8 weight to the GPU: " + fault_);
+  }
+}
+
+void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, const Tensor& scale_inv, Tensor out) {
+  Tensor dx = on_device(x);
+  if (replaying()) return;
+  const int64_t out_features = weight_fp8.size(0), in = weight_fp8.size(1), n = dx.numel() / in;
+  if (n == 0) return;
+  const uint8_t* w = weight_fp8.data<uint8_t>();
+  const float* w_scale = scale_inv.data<float>();
+  float* o = out.data<float>();
+  if (n <= kFp8GemvMaxTokens) {
+    const size_t work_bytes = fp8_block_gemv_workspace_bytes(n, out_features, in);
+    Tensor work = scratch(DType::u8, {int64_t(work_bytes)});
+    const cudaError_t err =
+        dx.dtype() == DType::bf16
+            ? launch_fp8_block_gemv(dx.data<uint16_t>(), w, w_scale, o, n, out_features, in, work.raw(), work_bytes,
+                                    stream())
+            : launch_fp8_block_gemv(dx.data<float>(), w, w_scale, o, n, out_features, in, work.raw(), work_bytes,
+                                    stream());
+    check(err, "fp8_block_gemv");
+    return;
+  }
+  Tensor xq = scratch(DType::f8_e4m3, {n, in});
+  Tensor xs = scratch(DType::f32, {fp8_num_blocks(in), n});  // [ceil(in / 128), n]
+  const cudaError_t qerr =
+      dx.dtype() == DType::bf16
+          ? launch_fp8_quant_bf16(dx.data<uint16_t>(), xq.data<uint8_t>(), xs.data<float>(), n, in, stream())
+          : launch_fp8_quant_f32(dx.data<float>(), xq.data<uint8_t>(), xs.data<float>(), n, in, stream());
+  check(qerr, "fp8_quant");
+  check(launch_fp8_block_gemm(xq.data<uint8_t>(), xs.data<float>(), w, w_scale, o, n, out_features, in, stream()),
+        "fp8_block_gemm");
+}
+
+}  // namespace troupe::cuda

@@ -1,0 +1,251 @@
+// Op table rows: FP8 block-scaled linear layers against their CPU references: the activation
+// quantization (bit-identical), the decode GEMV (bf16 x, fp32/bf16 out), the prefill GEMM (e4m3 x)
+// and cuBLASLt's block-scaled GEMM on the same inputs. Sizes: DeepSeek-V3 shapes cut down, one
+// token, K = 128, partial last K blocks, N not a multiple of 128 (partial scale rows), K % 16 != 0
+// and misaligned weights (the byte-load paths).
+#include <cublasLt.h>
+
+#include <cmath>
+
+#include "kernels/fp8_block_gemm.hpp"
+#include "kernels/fp8_quant.hpp"
+#include "kernels/host_bf16.hpp"
+#include "kernels/host_fp8.hpp"
+#include "tests/gpu/backend_ops_table.hpp"
+
+namespace troupe::backend_ops {
+using namespace kernels;
+namespace {
+
+// Decode: products are exact (bf16 x e4m3 fits fp32), only the order and the tensor cores' fp32
+// adds differ from the fp64 reference: NMSE ~1e-13 measured scale; 1e-9 leaves room, while a lost
+// K block (NMSE >= 1/num_kb) or a wrong scale is far above it.
+constexpr double kFp8GemvTolerance = 1e-9;
+// Prefill: e4m3 x e4m3 products are exact, but Hopper's FP8 tensor cores add inside an MMA with
+// fewer than fp32's bits (DeepSeek-V3 reports ~14), which the per-block promotion bounds to one
+// K block: relative error ~1e-4 per block sum, NMSE ~1e-8; one dropped element of K = 7168 is 1e-4.
+constexpr double kFp8GemmTolerance = 1e-6;
+
+struct Fp8Shape {
+  int64_t m, n, k, w_shift = 0;  // w_shift: bytes past a 256-byte aligned weight
+};
+
+std::string fp8_sizes(const Fp8Shape& c) {
+  std::string s = sizes({{"m", c.m}, {"n", c.n}, {"k", c.k}});
+  if (c.w_shift) s += " w+" + std::to_string(c.w_shift);
+  return s;
+}
+
+// Checkpoint-like weights: e4m3 of N(0, 1) * 64 (subnormals to +-448), block scales 2^-12..2^-6.
+void fill_fp8_weight(uint8_t* w, float* w_scale, const Fp8Shape& c, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 64.0f);
+  for (int64_t i = 0; i < c.n * c.k; ++i) w[i] = host_f32_to_e4m3(normal(rng));
+  std::uniform_real_distribution<float> u(6.0f, 12.0f);
+  for (int64_t i = 0; i < fp8_num_blocks(c.n) * fp8_num_blocks(c.k); ++i) w_scale[i] = std::exp2(-u(rng));
+}
+
+// Activations with a spread of magnitudes: token t scaled by 10^(t % 5 - 2); channel 3 of every
+// token zero, and the second K block of token 1 all zero (the amax guard).
+void fill_activations(float* x, int64_t m, int64_t k, std::mt19937& rng) {
+  fill_normal(x, size_t(m * k), rng);
+  for (int64_t t = 0; t < m; ++t) {
+    const float scale = std::pow(10.0f, float(t % 5 - 2));
+    for (int64_t i = 0; i < k; ++i) x[t * k + i] *= scale;
+    if (k > 3) x[t * k + 3] = 0.0f;
+    if (t == 1)
+      for (int64_t i = 128; i < std::min<int64_t>(k, 256); ++i) x[t * k + i] = 0.0f;
+  }
+}
+
+// The bf16 bits of x, and x itself rounded to them.
+uint16_t* to_bf16(OpRun& r, float* x, size_t count) {
+  uint16_t* bits = r.host<uint16_t>(count);
+  for (size_t i = 0; i < count; ++i) {
+    bits[i] = host_f32_to_bf16(x[i]);
+    x[i] = host_bf16_to_f32(bits[i]);
+  }
+  return bits;
+}
+
+OpCase quant_case(Fp8Shape c, bool bf16_x) {
+  return {"fp8_quant", bf16_x ? "bf16->e4m3" : "f32->e4m3", fp8_sizes(c), [=](std::mt19937& rng) {
+            OpRun r;
+            const size_t count = size_t(c.m * c.k), scales = size_t(fp8_num_blocks(c.k) * c.m);
+            float* x = r.host<float>(count);
+            fill_activations(x, c.m, c.k, rng);
+            uint8_t* q = r.poisoned<uint8_t>(count);
+            float* s = r.poisoned<float>(scales);
+            uint8_t* q_ref = r.host<uint8_t>(count);
+            float* s_ref = r.host<float>(scales);
+            if (bf16_x) {
+              const uint16_t* dx = r.device(to_bf16(r, x, count), count);
+              r.launch = [=](cudaStream_t st) { return launch_fp8_quant_bf16(dx, q, s, c.m, c.k, st); };
+            } else {
+              const float* dx = r.device(x, count);
+              r.launch = [=](cudaStream_t st) { return launch_fp8_quant_f32(dx, q, s, c.m, c.k, st); };
+            }
+            r.reference = [=] { fp8_quant_ref(x, q_ref, s_ref, c.m, c.k); };
+            r.expect("x_fp8", Elem::e4m3, q, q_ref, Elem::e4m3, count, kExact);
+            r.expect("x_scale", Elem::f32, s, s_ref, Elem::f32, scales, kExact);
+            r.bytes = double(count * (bf16_x ? 2 : 4) + count + scales * 4);
+            return r;
+          }};
+}
+
+// The weight and its scales on both sides; returns {device w, device w_scale}.
+std::pair<const uint8_t*, const float*> make_weight(OpRun& r, const Fp8Shape& c, std::mt19937& rng, uint8_t** w_host,
+                                                    float** scale_host) {
+  const size_t w_count = size_t(c.n * c.k), scale_count = size_t(fp8_num_blocks(c.n) * fp8_num_blocks(c.k));
+  *w_host = r.host<uint8_t>(w_count);
+  *scale_host = r.host<float>(scale_count);
+  fill_fp8_weight(*w_host, *scale_host, c, rng);
+  return {r.device(*w_host, w_count, size_t(c.w_shift)), r.device(*scale_host, scale_count)};
+}
+
+// Expected outputs: fp64 (fp32 out) or the fp64 result rounded to bf16 (bf16 out).
+void expect_out(OpRun& r, const void* out, bool bf16_out, const double* ref, uint16_t* ref_bf16, size_t count,
+                double tolerance) {
+  if (bf16_out) {
+    r.expect("out", Elem::bf16, out, ref_bf16, Elem::bf16, count, kBf16Tolerance);
+  } else {
+    r.expect("out", Elem::f32, out, ref, Elem::f64, count, tolerance);
+  }
+}
+
+void round_ref(const double* ref, uint16_t* ref_bf16, size_t count) {
+  for (size_t i = 0; i < count; ++i) ref_bf16[i] = host_f32_to_bf16(float(ref[i]));
+}
+
+OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out) {
+  const std::string variant = std::string(bf16_x ? "bf16 x" : "f32 x") + (bf16_out ? "->bf16" : "->f32");
+  return {"fp8_block_gemv", variant, fp8_sizes(c), [=](std::mt19937& rng) {
+            OpRun r;
+            const size_t x_count = size_t(c.m * c.k), out_count = size_t(c.m * c.n);
+            uint8_t* w = nullptr;
+            float* w_scale = nullptr;
+            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
+            float* x = r.host<float>(x_count);
+            fill_activations(x, c.m, c.k, rng);
+            const void* dx = nullptr;
+            if (bf16_x) {
+              dx = r.device(to_bf16(r, x, x_count), x_count);
+            } else {
+              dx = r.device(x, x_count);  // the kernel rounds to bf16; so does the reference's copy
+              float* rounded = r.host<float>(x_count);
+              for (size_t i = 0; i < x_count; ++i) rounded[i] = host_bf16_to_f32(host_f32_to_bf16(x[i]));
+              x = rounded;
+            }
+            const size_t ws_bytes = fp8_block_gemv_workspace_bytes(c.m, c.n, c.k);
+            void* ws = r.poisoned<unsigned char>(ws_bytes);
+            void* out = bf16_out ? static_cast<void*>(r.poisoned<uint16_t>(out_count))
+                                 : static_cast<void*>(r.poisoned<float>(out_count));
+            double* ref = r.host<double>(out_count);
+            uint16_t* ref_bf16 = r.host<uint16_t>(out_count);
+            r.launch = [=](cudaStream_t s) {
+              if (bf16_x && bf16_out)
+                return launch_fp8_block_gemv(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
+                                             c.m, c.n, c.k, ws, ws_bytes, s);
+              if (bf16_x)
+                return launch_fp8_block_gemv(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<float*>(out),
+                                             c.m, c.n, c.k, ws, ws_bytes, s);
+              if (bf16_out)
+                return launch_fp8_block_gemv(static_cast<const float*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
+                                             c.m, c.n, c.k, ws, ws_bytes, s);
+              return launch_fp8_block_gemv(static_cast<const float*>(dx), dw, d_scale, static_cast<float*>(out), c.m,
+                                           c.n, c.k, ws, ws_bytes, s);
+            };
+            r.reference = [=] {
+              fp8_block_gemm_ref(x, nullptr, w, w_scale, ref, c.m, c.n, c.k);
+              round_ref(ref, ref_bf16, out_count);
+            };
+            expect_out(r, out, bf16_out, ref, ref_bf16, out_count, kFp8GemvTolerance);
+            r.bytes = double(c.n * c.k + fp8_num_blocks(c.n) * fp8_num_blocks(c.k) * 4) +
+                      double(x_count * (bf16_x ? 2 : 4) + out_count * (bf16_out ? 2 : 4));
+            return r;
+          }};
+}
+
+cublasLtHandle_t lt_handle() {
+  static cublasLtHandle_t handle = [] {
+    cublasLtHandle_t h = nullptr;
+    return cublasLtCreate(&h) == CUBLAS_STATUS_SUCCESS ? h : nullptr;
+  }();
+  return handle;
+}
+
+// The prefill GEMM on host-quantized activations (fp8_quant_ref), so the row tests the GEMM alone.
+// cublaslt: cuBLASLt's block-scaled GEMM instead of the own kernel.
+OpCase gemm_case(Fp8Shape c, bool bf16_out, bool cublaslt) {
+  const std::string variant = std::string(cublaslt ? "cublaslt " : "") + (bf16_out ? "e4m3->bf16" : "e4m3->f32");
+  return {cublaslt ? "fp8_block_gemm_lt" : "fp8_block_gemm", variant, fp8_sizes(c), [=](std::mt19937& rng) {
+            OpRun r;
+            const size_t x_count = size_t(c.m * c.k), out_count = size_t(c.m * c.n);
+            const size_t xs_count = size_t(fp8_num_blocks(c.k) * c.m);
+            uint8_t* w = nullptr;
+            float* w_scale = nullptr;
+            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
+            float* x = r.host<float>(x_count);
+            fill_activations(x, c.m, c.k, rng);
+            uint8_t* xq = r.host<uint8_t>(x_count);
+            float* xs = r.host<float>(xs_count);
+            fp8_quant_ref(x, xq, xs, c.m, c.k);
+            for (size_t i = 0; i < x_count; ++i) x[i] = host_e4m3_to_f32(xq[i]);
+            const uint8_t* dxq = r.device(xq, x_count);
+            const float* dxs = r.device(xs, xs_count);
+            constexpr size_t kLtWorkspace = size_t(32) << 20;
+            void* ws = cublaslt ? r.poisoned<unsigned char>(kLtWorkspace) : nullptr;
+            void* out = bf16_out ? static_cast<void*>(r.poisoned<uint16_t>(out_count))
+                                 : static_cast<void*>(r.poisoned<float>(out_count));
+            double* ref = r.host<double>(out_count);
+            uint16_t* ref_bf16 = r.host<uint16_t>(out_count);
+            r.launch = [=](cudaStream_t s) {
+              if (cublaslt && bf16_out)
+                return launch_fp8_block_gemm_cublaslt(lt_handle(), dxq, dxs, dw, d_scale, static_cast<uint16_t*>(out),
+                                                      c.m, c.n, c.k, ws, kLtWorkspace, s);
+              if (cublaslt)
+                return launch_fp8_block_gemm_cublaslt(lt_handle(), dxq, dxs, dw, d_scale, static_cast<float*>(out),
+                                                      c.m, c.n, c.k, ws, kLtWorkspace, s);
+              if (bf16_out)
+                return launch_fp8_block_gemm(dxq, dxs, dw, d_scale, static_cast<uint16_t*>(out), c.m, c.n, c.k, s);
+              return launch_fp8_block_gemm(dxq, dxs, dw, d_scale, static_cast<float*>(out), c.m, c.n, c.k, s);
+            };
+            r.reference = [=] {
+              fp8_block_gemm_ref(x, xs, w, w_scale, ref, c.m, c.n, c.k);
+              round_ref(ref, ref_bf16, out_count);
+            };
+            expect_out(r, out, bf16_out, ref, ref_bf16, out_count, kFp8GemmTolerance);
+            r.bytes = double(c.n * c.k + x_count + out_count * (bf16_out ? 2 : 4));
+            return r;
+          }};
+}
+
+}  // namespace
+
+void add_fp8_cases(std::vector<OpCase>& t) {
+  const Fp8Shape quant[] = {{1, 0, 128}, {3, 0, 328}, {17, 0, 7168}, {130, 0, 200}, {5, 0, 99}};
+  for (const Fp8Shape& c : quant) t.push_back(quant_case(c, true));
+  for (const Fp8Shape& c : quant) t.push_back(quant_case(c, false));
+
+  // Decode: q_a, kv_a, expert down; a partial scale row (n 200, 130); partial last K block (328,
+  // 1000); K = 128; K % 16 != 0 (520 + 8) and a misaligned weight (the byte paths); every token
+  // tile count (1, 2, 4, 8 tiles of 8).
+  const Fp8Shape gemv[] = {{1, 1536, 7168},   {8, 576, 7168}, {64, 7168, 2048}, {3, 200, 328},
+                           {17, 130, 128},    {1, 128, 128},  {33, 300, 1000},  {64, 257, 520 + 8},
+                           {5, 384, 1024, 1}, {12, 2048, 512}};
+  for (const Fp8Shape& c : gemv) t.push_back(gemv_case(c, true, false));
+  for (const Fp8Shape& c : {gemv[0], gemv[3], gemv[6], gemv[8]}) t.push_back(gemv_case(c, true, true));
+  for (const Fp8Shape& c : {gemv[1], gemv[4], gemv[7]}) t.push_back(gemv_case(c, false, false));
+  t.push_back(gemv_case(gemv[3], false, true));
+
+  // Prefill: M = 1, 3, 17, 130 and tiles of 128; partial N and K blocks; K % 16 != 0 (328, 1000).
+  const Fp8Shape gemm[] = {{1, 200, 328},   {3, 256, 128},    {17, 130, 384},    {130, 576, 2048},
+                           {130, 200, 328}, {256, 1536, 512}, {64, 384, 1000},   {300, 520, 1024},
+                           {129, 129, 136, 1}};
+  for (const Fp8Shape& c : gemm) t.push_back(gemm_case(c, false, false));
+  for (const Fp8Shape& c : {gemm[0], gemm[3], gemm[7]}) t.push_back(gemm_case(c, true, false));
+  // cuBLASLt (sizes it is likely to take: K % 16 == 0, 16-byte aligned).
+  for (const Fp8Shape& c : {gemm[3], gemm[5], Fp8Shape{256, 512, 1024}}) t.push_back(gemm_case(c, false, true));
+  t.push_back(gemm_case(gemm[5], true, true));
+}
+
+}  // namespace troupe::backend_ops
