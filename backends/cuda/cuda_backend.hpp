@@ -64,6 +64,10 @@ class CudaBackend final : public Backend {
   // e4m3 tensor-core GEMM (kernels/fp8_block_gemm.hpp). upload_fp8_weight keeps the bytes as they are.
   void linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, const Tensor& scale_inv, Tensor out) override;
   Result<Tensor> upload_fp8_weight(const Tensor& host_fp8) override;
+  // With bf16 weights, FP8 block weights (Tensor::block_scale) stay FP8 in HBM with their scales
+  // and linear runs linear_fp8_block on them; with fp32 weights (exact against the CPU) they are
+  // dequantized at upload, as the CPU backend holds them.
+  bool keeps_fp8_weights() const override { return weight_dtype_ == DType::bf16; }
   void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
   void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
   void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
@@ -119,6 +123,8 @@ class CudaBackend final : public Backend {
   void check(int status, const char* what);
   void record_fault(const std::string& what);  // sets error_ and fault_ when empty
   Result<Tensor> upload_weight_or_throw(const Tensor& host);
+  Result<Tensor> upload_block_fp8_weight(const Tensor& host);  // a host weight with its block scale
+  void linear_fp8_weight(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out);
   void check_cublas(int status);  // a cublasStatus_t
   // linear with x already bf16 on the device: GEMV (n <= kGemvMaxTokens) or cuBLAS, no conversion.
   void linear_bf16_x(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out);

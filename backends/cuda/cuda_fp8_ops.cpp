@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include "backends/cuda/cuda_backend.hpp"
+#include "runtime/fp8_block.hpp"
 #include "kernels/fp8_block_gemm.hpp"
 #include "kernels/fp8_quant.hpp"
 
@@ -22,6 +23,33 @@ Result<Tensor> CudaBackend::upload_fp8_weight(const Tensor& host_fp8) {
   } catch (const std::bad_alloc&) {
     return make_error(ErrorCode::out_of_resources, "uploading an FP8 weight to the GPU: " + fault_);
   }
+}
+
+Result<Tensor> CudaBackend::upload_block_fp8_weight(const Tensor& host) {
+  if (!keeps_fp8_weights()) {
+    // fp32 compute (exact against the CPU): the weight dequantized, as the CPU backend holds it.
+    auto wide = dequantize_fp8_block(host, "weight");
+    if (!wide.ok()) return wide.error();
+    return upload_weight(wide.value());
+  }
+  auto weight = upload_fp8_weight(host);
+  if (!weight.ok()) return weight.error();
+  auto scale = upload_fp8_weight(host.block_scale());
+  if (!scale.ok()) return scale.error();
+  weight->set_block_scale(std::move(scale.value()));
+  return weight;
+}
+
+void CudaBackend::linear_fp8_weight(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) {
+  if (!weight.has_block_scale()) {
+    record_fault("linear: an F8_E4M3 weight without its block scale");
+    return;
+  }
+  if (bias.defined()) {
+    record_fault("linear: FP8 block weights take no bias");
+    return;
+  }
+  linear_fp8_block(x, weight, weight.block_scale(), out);
 }
 
 void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, const Tensor& scale_inv, Tensor out) {
