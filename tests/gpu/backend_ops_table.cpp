@@ -58,6 +58,7 @@ const std::vector<OpCase>& op_table() {
     add_rope_and_kv_cases(t);
     add_attention_cases(t);
     add_gemv_and_sampling_cases(t);
+    add_moe_cases(t);
     return t;
   }();
   return table;

@@ -110,6 +110,7 @@ void add_norm_and_elementwise_cases(std::vector<OpCase>& table);
 void add_rope_and_kv_cases(std::vector<OpCase>& table);
 void add_attention_cases(std::vector<OpCase>& table);
 void add_gemv_and_sampling_cases(std::vector<OpCase>& table);
+void add_moe_cases(std::vector<OpCase>& table);
 
 // NMSE of one output; inf on a NaN/inf mismatch. `actual` holds the device bytes copied back.
 double nmse(const Output& out, const void* actual);
