@@ -40,6 +40,7 @@ std::vector<OpProfile> ProfilingBackend::stop() {
     op.calls += 1;
     op.gpu_ms += double(ms);
     op.host_ms += c.host_ms;
+    op.weight_bytes += c.weight_bytes;
   }
   cudaGetLastError();  // an unusable event pair counts as 0 ms, not as a backend error
   return ops;
@@ -50,6 +51,12 @@ size_t ProfilingBackend::op_index(const std::string& name) {
     if (names_[i] == name) return i;
   names_.push_back(name);
   return names_.size() - 1;
+}
+
+void ProfilingBackend::reads(const Tensor& weight) {
+  if (!recording_ || !weight.defined()) return;
+  pending_bytes_ += double(weight.nbytes());
+  if (weight.has_block_scale()) pending_bytes_ += double(weight.block_scale().nbytes());
 }
 
 template <class Fn>
@@ -70,12 +77,14 @@ decltype(auto) ProfilingBackend::record(const std::string& name, Fn&& fn) {
     ProfilingBackend& self;
     size_t op, begin;
     Clock::time_point enter;
+    double bytes;
     ~Finish() {
       if (cudaEventRecord(event(self.events_[begin + 1]), nullptr) != cudaSuccess) cudaGetLastError();
       self.last_return_ = Clock::now();
-      self.calls_.push_back({op, begin, ms_between(enter, self.last_return_)});
+      self.calls_.push_back({op, begin, ms_between(enter, self.last_return_), bytes});
     }
-  } finish{*this, op_index(name), begin, enter};
+  } finish{*this, op_index(name), begin, enter, pending_bytes_};
+  pending_bytes_ = 0;
   return fn();
 }
 
@@ -113,7 +122,9 @@ void ProfilingBackend::add_rmsnorm(Tensor residual, const Tensor& x, const Tenso
 
 void ProfilingBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) {
   if (!recording_) return inner_.linear(x, weight, bias, out);
-  const std::string name = "linear " + std::to_string(weight.size(0)) + "x" + std::to_string(weight.size(1));
+  const std::string name = "linear " + std::to_string(weight.size(0)) + "x" + std::to_string(weight.size(1)) +
+                           (weight.dtype() == DType::f8_e4m3 ? " fp8" : "");
+  reads(weight);
   record(name, [&] { inner_.linear(x, weight, bias, out); });
 }
 
@@ -147,6 +158,8 @@ void ProfilingBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
 // The whole MLP as one op ("mlp"): the backend may fuse its products and activation.
 void ProfilingBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
                            const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
+  reads(gate_up_weight);
+  reads(down_weight);
   record("mlp", [&] { inner_.mlp(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out); });
 }
 
@@ -163,7 +176,35 @@ void ProfilingBackend::gather_rows(const Tensor& x, const std::vector<int32_t>& 
 }
 
 void ProfilingBackend::lm_head(const Tensor& hidden, const Tensor& weight, Tensor logits) {
+  reads(weight);
   record("lm_head", [&] { inner_.lm_head(hidden, weight, logits); });
+}
+
+void ProfilingBackend::rope_interleaved(Tensor x, const Tensor& positions, const Tensor& inv_freq, float scale) {
+  record("rope_interleaved", [&] { inner_.rope_interleaved(x, positions, inv_freq, scale); });
+}
+
+void ProfilingBackend::mla_write_latent(const Tensor& kv_a, const Tensor& norm_weight, float eps,
+                                        const Tensor& positions, const Tensor& inv_freq, float scale,
+                                        const Tensor& slot_mapping, Tensor cache) {
+  record("mla_write_latent",
+         [&] { inner_.mla_write_latent(kv_a, norm_weight, eps, positions, inv_freq, scale, slot_mapping, cache); });
+}
+
+void ProfilingBackend::mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                                           const AttentionMetadata& meta, float scale, Tensor out) {
+  reads(kv_b_weight);
+  record("mla_paged_attention", [&] { inner_.mla_paged_attention(q, cache, kv_b_weight, meta, scale, out); });
+}
+
+void ProfilingBackend::add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows,
+                                       const std::vector<float>& weights, Tensor out) {
+  record("add_rows_scaled", [&] { inner_.add_rows_scaled(x, rows, weights, out); });
+}
+
+bool ProfilingBackend::moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& params,
+                                 Tensor topk_ids, Tensor topk_weights) {
+  return record("moe_route", [&] { return inner_.moe_route(logits, bias, params, topk_ids, topk_weights); });
 }
 
 std::vector<int32_t> ProfilingBackend::argmax(const Tensor& logits) {

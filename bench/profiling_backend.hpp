@@ -18,6 +18,7 @@ struct OpProfile {
   int64_t calls = 0;
   double gpu_ms = 0;    // CUDA-event intervals, summed
   double host_ms = 0;   // host time inside the calls (launches, allocation, synchronous copies)
+  double weight_bytes = 0;  // bytes of the weights the calls read (linear, lm_head, mlp; FP8 with scales)
 };
 
 class ProfilingBackend final : public Backend {
@@ -50,6 +51,7 @@ class ProfilingBackend final : public Backend {
 
   Tensor empty(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> upload_weight(const Tensor& host) override;
+  bool keeps_fp8_weights() const override { return inner_.keeps_fp8_weights(); }
   Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override;
   AttentionMetadata upload_metadata(AttentionMetadata host) override;
   Tensor to_host(const Tensor& t) override;
@@ -72,6 +74,16 @@ class ProfilingBackend final : public Backend {
   void add(const Tensor& a, const Tensor& b, Tensor out) override;
   void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;
   void lm_head(const Tensor& hidden, const Tensor& weight, Tensor logits) override;
+  bool supports_mla_moe() const override { return inner_.supports_mla_moe(); }
+  void rope_interleaved(Tensor x, const Tensor& positions, const Tensor& inv_freq, float scale) override;
+  void mla_write_latent(const Tensor& kv_a, const Tensor& norm_weight, float eps, const Tensor& positions,
+                        const Tensor& inv_freq, float scale, const Tensor& slot_mapping, Tensor cache) override;
+  void mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                           const AttentionMetadata& meta, float scale, Tensor out) override;
+  void add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
+                       Tensor out) override;
+  bool moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& params, Tensor topk_ids,
+                 Tensor topk_weights) override;
   std::vector<int32_t> argmax(const Tensor& logits) override;
 
  private:
@@ -80,11 +92,14 @@ class ProfilingBackend final : public Backend {
     size_t op;           // index into names_
     size_t begin_event;  // index into events_; the end event is begin_event + 1
     double host_ms;
+    double weight_bytes;
   };
   // Runs `fn` as op `name`, bracketed by events while recording.
   template <class Fn>
   decltype(auto) record(const std::string& name, Fn&& fn);
   size_t op_index(const std::string& name);
+  // The bytes of `weight` (with its FP8 block scale), counted for the next recorded call.
+  void reads(const Tensor& weight);
 
   Backend& inner_;
   bool recording_ = false;
@@ -94,6 +109,7 @@ class ProfilingBackend final : public Backend {
   std::vector<Call> calls_;
   Clock::time_point last_return_;
   double host_gap_ms_ = 0;
+  double pending_bytes_ = 0;
 };
 
 }  // namespace troupe::bench

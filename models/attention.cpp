@@ -4,14 +4,19 @@
 #include <cmath>
 #include <cstring>
 
+#include "runtime/fp8_block.hpp"
 #include "runtime/tensor_view.hpp"
 
 namespace troupe {
 
 Result<Tensor> load_weight(const WeightLoader& weights, Backend& backend, const std::string& name,
-                           const std::vector<int64_t>& shape) {
+                           const std::vector<int64_t>& shape, bool allow_fp8) {
   auto host = weights(name, shape);
   if (!host.ok()) return host.error();
+  if (host->has_block_scale() && !(allow_fp8 && backend.keeps_fp8_weights())) {
+    host = dequantize_fp8_block(host.value(), name);
+    if (!host.ok()) return host.error();
+  }
   auto uploaded = backend.upload_weight(host.value());
   if (!uploaded.ok()) return make_error(uploaded.error().code, name + ": " + uploaded.error().message);
   return uploaded;
@@ -25,6 +30,29 @@ bool widen_to_f32(const Tensor& t, Tensor* out) {
   if (!convert_to_f32(t.dtype(), t.raw(), size_t(t.numel()), wide.data<float>())) return false;
   *out = std::move(wide);
   return true;
+}
+
+// FP8 block parts concatenated with their scale rows, or an error when they cannot be (then the
+// caller dequantizes). Every part but the last must have whole 128-row blocks.
+Result<Tensor> fuse_fp8_parts(const std::vector<Tensor>& parts, std::vector<int64_t> shape) {
+  int64_t scale_rows = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (!parts[i].has_block_scale() || parts[i].dim() != 2 ||
+        (i + 1 < parts.size() && parts[i].size(0) % kFp8BlockSize != 0))
+      return make_error(ErrorCode::unsupported, "FP8 parts not on 128-row block boundaries");
+    scale_rows += parts[i].block_scale().size(0);
+  }
+  Tensor fused = Tensor::empty(DType::f8_e4m3, shape);
+  Tensor scale = Tensor::empty(DType::f32, {scale_rows, parts[0].block_scale().size(1)});
+  size_t offset = 0, scale_offset = 0;
+  for (const auto& p : parts) {
+    std::memcpy(static_cast<char*>(fused.raw()) + offset, p.raw(), p.nbytes());
+    std::memcpy(static_cast<char*>(scale.raw()) + scale_offset, p.block_scale().raw(), p.block_scale().nbytes());
+    offset += p.nbytes();
+    scale_offset += p.block_scale().nbytes();
+  }
+  fused.set_block_scale(std::move(scale));
+  return fused;
 }
 
 std::string joined_names(const std::vector<WeightPart>& parts) {
@@ -48,16 +76,37 @@ Result<Tensor> load_fused_weight(const WeightLoader& weights, Backend& backend, 
     total_rows += p.shape[0];
   }
   shape[0] = total_rows;
-  Tensor fused;  // [total_rows, ...] on the host, the first part's dtype (fp32 once widened)
-  size_t offset = 0;  // bytes written so far
+  std::vector<Tensor> loaded;
+  bool all_fp8 = true;
   for (const auto& p : parts) {
     auto host = weights(p.name, p.shape);
     if (!host.ok()) return host.error();
-    Tensor part = std::move(host.value());
-    if (part.device() != Device::cpu) return make_error(ErrorCode::invalid_argument, p.name + ": not a host tensor");
-    if (part.shape() != p.shape)
+    if (host->device() != Device::cpu) return make_error(ErrorCode::invalid_argument, p.name + ": not a host tensor");
+    if (host->shape() != p.shape)
       return make_error(ErrorCode::invalid_argument, p.name + ": expected shape " + shape_to_string(p.shape) +
-                                                         ", got " + shape_to_string(part.shape()));
+                                                         ", got " + shape_to_string(host->shape()));
+    all_fp8 = all_fp8 && host->has_block_scale();
+    loaded.push_back(std::move(host.value()));
+  }
+  if (all_fp8 && backend.keeps_fp8_weights()) {
+    auto fused = fuse_fp8_parts(loaded, shape);
+    if (fused.ok()) {
+      auto uploaded = backend.upload_weight(fused.value());
+      if (!uploaded.ok())
+        return make_error(uploaded.error().code, joined_names(parts) + ": " + uploaded.error().message);
+      return uploaded;
+    }
+  }
+  Tensor fused;  // [total_rows, ...] on the host, the first part's dtype (fp32 once widened)
+  size_t offset = 0;  // bytes written so far
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const WeightPart& p = parts[i];
+    Tensor part = std::move(loaded[i]);
+    if (part.has_block_scale()) {
+      auto wide = dequantize_fp8_block(part, p.name);
+      if (!wide.ok()) return wide.error();
+      part = std::move(wide.value());
+    }
     if (!fused.defined()) fused = Tensor::empty(part.dtype(), shape);
     if (part.dtype() != fused.dtype()) {
       // Mixed dtypes: widen what is there and this part to fp32.

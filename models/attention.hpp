@@ -59,9 +59,11 @@ class LlamaAttention final : public AttentionLayer {
                                Tensor q_out);
 };
 
-// Loads one weight of `shape` and moves it to the backend; errors name the tensor.
+// Loads one weight of `shape` and moves it to the backend; errors name the tensor. An FP8 block
+// weight (Tensor::block_scale) stays FP8 where the backend keeps_fp8_weights() and `allow_fp8`,
+// and is dequantized to fp32 on the host otherwise (a weight an op other than linear reads).
 Result<Tensor> load_weight(const WeightLoader& weights, Backend& backend, const std::string& name,
-                           const std::vector<int64_t>& shape);
+                           const std::vector<int64_t>& shape, bool allow_fp8 = true);
 
 // One checkpoint tensor to concatenate: its HF name and shape.
 struct WeightPart {
@@ -71,7 +73,9 @@ struct WeightPart {
 
 // Loads `parts` (same shape past axis 0), concatenates them along axis 0 on the host and moves
 // the result to the backend as one weight (a fused projection). Parts of one dtype keep it;
-// mixed float dtypes are widened to fp32 first. Errors name the tensor.
+// mixed float dtypes are widened to fp32 first. FP8 block parts stay FP8 (their scale rows
+// concatenated) where the backend keeps FP8 and every part but the last has whole 128-row blocks;
+// otherwise they are dequantized first. Errors name the tensor.
 Result<Tensor> load_fused_weight(const WeightLoader& weights, Backend& backend, const std::vector<WeightPart>& parts);
 
 }  // namespace troupe

@@ -114,6 +114,11 @@ Status DeepseekModel::check_cache(const KvCache& cache) const {
   return Status::success();
 }
 
+Status DeepseekModel::set_tensor_parallel(Collective* collective) {
+  collective_ = (collective != nullptr && collective->size() > 1) ? collective : nullptr;
+  return Status::success();
+}
+
 Result<Tensor> DeepseekModel::forward(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) {
   TROUPE_TRY(check_cache(cache));
   auto meta_host = build_attention_metadata(batch, cache.block_size(), cache.num_blocks());
@@ -155,8 +160,10 @@ Result<Tensor> DeepseekModel::forward(const ForwardBatch& batch, KvCache& cache,
       backend_.rmsnorm(h, layer.input_norm, eps, normed);
     }
     layer.attention->forward(normed, meta, cache, int64_t(i), delta);
+    if (collective_) TROUPE_TRY(collective_->all_reduce_sum(delta));  // o_proj is row-parallel
     backend_.add_rmsnorm(h, delta, layer.post_attention_norm, eps, normed);
     layer.mlp->forward(normed, delta);
+    if (collective_) TROUPE_TRY(collective_->all_reduce_sum(delta));  // down_proj / local experts
     pending = true;
   }
   if (!is_last_stage()) {

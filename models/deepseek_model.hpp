@@ -2,8 +2,10 @@
 // DeepseekV3ForCausalLM (one stage of it): embeddings on the first stage; decoder layers of MLA
 // (models/mla_attention.hpp) and a dense SwiGLU MLP (layers < first_k_dense_replace) or the routed
 // MoE (models/moe.hpp); final norm + LM head (never tied) on the last. The MTP layer stored at index
-// num_hidden_layers is never read. Runs on backends with supports_mla_moe() (the CPU backend) and
-// without tensor parallelism; elsewhere load refuses in one line.
+// num_hidden_layers is never read. Runs on backends with supports_mla_moe() (the CPU backend);
+// elsewhere load refuses in one line. Tensor parallel (models/tensor_parallel.hpp): built from the
+// rank-local config, it all-reduces after o_proj and after every MLP / MoE; the latent KV cache,
+// embeddings and LM head are replicated.
 #include <memory>
 #include <vector>
 
@@ -20,6 +22,7 @@ class DeepseekModel final : public Model {
   LayerRange layer_range() const override { return range_; }
   KvCacheSpec kv_cache_spec(int64_t num_blocks, int64_t block_size) const override;
   Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) override;
+  Status set_tensor_parallel(Collective* collective) override;
   bool supports_step_graphs() const override { return false; }
 
  private:
@@ -34,6 +37,7 @@ class DeepseekModel final : public Model {
   Tensor final_norm_;    // [hidden], last stage
   Tensor lm_head_;       // [vocab, hidden], last stage
   std::vector<DecoderLayer> layers_;
+  Collective* collective_ = nullptr;  // tensor parallel: sums o_proj's and the MLP's partial outputs
 };
 
 }  // namespace troupe

@@ -25,6 +25,38 @@ void fill_range(float* out, uint64_t name_hash, int64_t begin, int64_t end, floa
   for (int64_t i = begin; i < end; ++i) out[i] = offset + scale * dummy_unit_value(name_hash, uint64_t(i));
 }
 
+// An FP8 projection weight? (what an fp8 checkpoint quantizes: the attention and MLP projections)
+bool is_fp8_projection(const std::string& name, const std::vector<int64_t>& shape) {
+  return shape.size() == 2 && (ends_with(name, "_proj.weight") || ends_with(name, "_proj_with_mqa.weight"));
+}
+
+// e4m3 bytes of magnitude 2^-3 .. 2^1 * 1.875 (exponent field 4..8), random sign and mantissa.
+void fill_fp8_range(uint8_t* out, uint64_t name_hash, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const uint64_t bits = mix64(name_hash ^ mix64(uint64_t(i)));
+    const uint8_t exponent = uint8_t(4 + (bits >> 8) % 5);
+    out[i] = uint8_t((bits & 0x80u) | (exponent << 3) | ((bits >> 16) & 0x7u));
+  }
+}
+
+Tensor fp8_block_weight(const std::vector<int64_t>& shape, uint64_t hash, float scale, int threads) {
+  Tensor t = Tensor::empty(DType::f8_e4m3, shape);
+  const int64_t n = t.numel();
+  uint8_t* out = t.data<uint8_t>();
+  std::vector<std::thread> pool;
+  const int64_t per = (n + threads - 1) / threads;
+  for (int w = 0; w < threads; ++w) {
+    const int64_t begin = std::min(n, w * per), end = std::min(n, begin + per);
+    pool.emplace_back(fill_fp8_range, out, hash, begin, end);
+  }
+  for (auto& th : pool) th.join();
+  const int64_t rows = (shape[0] + 127) / 128, cols = (shape[1] + 127) / 128;
+  Tensor s = Tensor::empty(DType::f32, {rows, cols});
+  for (int64_t i = 0; i < rows * cols; ++i) s.data<float>()[i] = scale / 2.0f;  // bytes up to 2: values up to scale
+  t.set_block_scale(std::move(s));
+  return t;
+}
+
 }  // namespace
 
 uint64_t dummy_name_hash(const std::string& name, uint64_t seed) {
@@ -46,9 +78,11 @@ WeightLoader dummy_weight_loader(DummyWeightOptions options) {
     for (int64_t d : shape) {
       if (d <= 0) return make_error(ErrorCode::invalid_argument, "dummy weight " + name + ": non-positive shape");
     }
+    const uint64_t hash = dummy_name_hash(name, options.seed);
+    if (options.fp8_blocks && is_fp8_projection(name, shape))
+      return fp8_block_weight(shape, hash, options.scale, threads);
     Tensor t = Tensor::empty(DType::f32, shape);
     const int64_t n = t.numel();
-    const uint64_t hash = dummy_name_hash(name, options.seed);
     const float offset = ends_with(name, "norm.weight") ? 1.0f : 0.0f;
     float* out = t.data<float>();
     const int64_t chunk = int64_t(1) << 20;

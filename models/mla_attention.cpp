@@ -14,8 +14,9 @@ Result<std::unique_ptr<MlaAttention>> MlaAttention::load(const ModelConfig& conf
   layer->softmax_scale_ = softmax_scale;
   layer->inv_freq_ = std::move(inv_freq);
   const int64_t hidden = config.hidden_size, heads = config.num_attention_heads;
-  auto take = [&](const std::string& name, const std::vector<int64_t>& shape, Tensor* dst) -> Status {
-    auto w = load_weight(weights, backend, prefix + name, shape);
+  auto take = [&](const std::string& name, const std::vector<int64_t>& shape, Tensor* dst,
+                  bool allow_fp8 = true) -> Status {
+    auto w = load_weight(weights, backend, prefix + name, shape, allow_fp8);
     if (!w.ok()) return w.error();
     *dst = std::move(w.value());
     return Status::success();
@@ -29,8 +30,9 @@ Result<std::unique_ptr<MlaAttention>> MlaAttention::load(const ModelConfig& conf
   }
   TROUPE_TRY(take("kv_a_proj_with_mqa.weight", {m.cache_entry(), hidden}, &layer->kv_a_weight_));
   TROUPE_TRY(take("kv_a_layernorm.weight", {m.kv_lora_rank}, &layer->kv_a_norm_));
+  // kv_b_proj is read by the attention op (expanded or absorbed), not by linear: never FP8.
   TROUPE_TRY(take("kv_b_proj.weight", {heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank},
-                  &layer->kv_b_weight_));
+                  &layer->kv_b_weight_, false));
   TROUPE_TRY(take("o_proj.weight", {hidden, heads * m.v_head_dim}, &layer->o_weight_));
   return layer;
 }

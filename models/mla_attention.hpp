@@ -9,6 +9,8 @@
 //   out  = o_proj(attn)                                                      -> [n, hidden]
 // RoPE is interleaved (YaRN frequencies, cos/sin times the YaRN attention factor); the softmax
 // scale is 1/sqrt(qk_nope + qk_rope) * yarn_mscale(factor, mscale_all_dim)^2.
+// Tensor parallel: H is the rank's heads (q/q_b and kv_b row blocks, o_proj a column block, its
+// output a partial sum); kv_a and the latent cache are replicated.
 #include <memory>
 #include <string>
 #include <vector>

@@ -10,8 +10,8 @@
 
 namespace troupe {
 
-WeightLoader weight_store_loader(const WeightStore& store, const QuantizationConfig& quantization) {
-  return [&store, quantization](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
+WeightLoader weight_store_loader(const WeightStore& store, const QuantizationConfig& quantization, Fp8Weights fp8) {
+  return [&store, quantization, fp8](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
     auto view = store.get(name, shape);
     if (!view.ok()) return view.error();
     if (view->dtype == DType::f8_e4m3) {
@@ -24,7 +24,15 @@ WeightLoader weight_store_loader(const WeightStore& store, const QuantizationCon
       if (!scale.ok())
         return make_error(ErrorCode::corrupt_data, "tensor '" + name + "' in " + view->file + " is F8_E4M3 without its '" +
                                                        fp8_scale_name(name) + "'");
-      return dequantize_fp8_block(view.value(), scale.value(), quantization.block_n, quantization.block_k);
+      if (fp8 == Fp8Weights::dequantize)
+        return dequantize_fp8_block(view.value(), scale.value(), quantization.block_n, quantization.block_k);
+      TROUPE_TRY(check_fp8_block_scale(view.value(), scale.value(), quantization.block_n, quantization.block_k));
+      Tensor weight = Tensor::empty(DType::f8_e4m3, view->shape);
+      std::memcpy(weight.raw(), view->data, view->nbytes);
+      Tensor scale_host = Tensor::empty(DType::f32, scale->shape);
+      std::memcpy(scale_host.raw(), scale->data, scale->nbytes);
+      weight.set_block_scale(std::move(scale_host));
+      return weight;
     }
     Tensor host = Tensor::empty(view->dtype, view->shape);
     std::memcpy(host.raw(), view->data, view->nbytes);
@@ -34,7 +42,8 @@ WeightLoader weight_store_loader(const WeightStore& store, const QuantizationCon
 
 Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightStore& store, Backend& backend,
                                           LayerRange range) {
-  return load_model(config, weight_store_loader(store, config.quantization), backend, range);
+  const Fp8Weights fp8 = backend.keeps_fp8_weights() ? Fp8Weights::keep : Fp8Weights::dequantize;
+  return load_model(config, weight_store_loader(store, config.quantization, fp8), backend, range);
 }
 
 Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightLoader& weights, Backend& backend,
@@ -71,7 +80,11 @@ Result<std::unique_ptr<Model>> load_model_with_format(const std::string& dir, co
   }
   auto config = ModelConfig::load(dir);
   if (!config.ok()) return config.error();
-  return load_model(config.value(), dummy_weight_loader(), backend, range);
+  DummyWeightOptions options;
+  // FP8 block weights for the projections of an fp8 config, where the backend keeps them (the
+  // memory and bytes of a real FP8 checkpoint); fp32 otherwise.
+  options.fp8_blocks = config->quantization.is_fp8() && backend.keeps_fp8_weights();
+  return load_model(config.value(), dummy_weight_loader(options), backend, range);
 }
 
 }  // namespace troupe

@@ -29,8 +29,16 @@ Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const Weigh
 Result<std::unique_ptr<Model>> load_model_with_format(const std::string& dir, const std::string& load_format,
                                                       Backend& backend, LayerRange range = {});
 
-// A WeightLoader over a WeightStore: copies each tensor to an owned host tensor in its dtype; an
-// F8_E4M3 weight of an fp8 checkpoint comes back dequantized to fp32 with its `_scale_inv` blocks.
-WeightLoader weight_store_loader(const WeightStore& store, const QuantizationConfig& quantization = {});
+// What a loader does with the F8_E4M3 weights of an fp8 checkpoint.
+enum class Fp8Weights {
+  dequantize,  // fp32 host tensors: fp8 * their `_scale_inv` blocks
+  keep,        // F8_E4M3 host tensors carrying their scale (Tensor::block_scale); load_weight
+               // dequantizes those a backend does not keep
+};
+
+// A WeightLoader over a WeightStore: copies each tensor to an owned host tensor in its dtype,
+// F8_E4M3 weights as `fp8` says. A scale of the wrong shape or a missing one is an error naming both.
+WeightLoader weight_store_loader(const WeightStore& store, const QuantizationConfig& quantization = {},
+                                 Fp8Weights fp8 = Fp8Weights::dequantize);
 
 }  // namespace troupe

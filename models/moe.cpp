@@ -65,6 +65,12 @@ Result<std::unique_ptr<MoeMlp>> MoeMlp::load(const ModelConfig& config, const st
       moe.num_experts_per_tok > moe.n_routed_experts || moe.topk_group > moe.n_group)
     return make_error(ErrorCode::unsupported, prefix + ": n_routed_experts must split into n_group groups, with "
                                                        "num_experts_per_tok <= n_routed_experts and topk_group <= n_group");
+  if (moe.expert_parallel_size < 1 || moe.expert_parallel_rank < 0 ||
+      moe.expert_parallel_rank >= moe.expert_parallel_size || moe.n_routed_experts % moe.expert_parallel_size != 0)
+    return make_error(ErrorCode::invalid_argument, prefix + ": expert-parallel rank " +
+                                                       std::to_string(moe.expert_parallel_rank) + " of " +
+                                                       std::to_string(moe.expert_parallel_size) +
+                                                       " does not split n_routed_experts evenly");
   if (moe.topk_method != "noaux_tc" || moe.scoring_func != "sigmoid")
     return make_error(ErrorCode::unsupported, prefix + ": only topk_method noaux_tc with sigmoid scores is supported");
   auto gate = load_weight(weights, backend, prefix + "gate.weight", {moe.n_routed_experts, hidden});
@@ -78,13 +84,13 @@ Result<std::unique_ptr<MoeMlp>> MoeMlp::load(const ModelConfig& config, const st
   ModelConfig expert_config = config;
   expert_config.mlp_bias = false;
   expert_config.intermediate_size = moe.moe_intermediate_size;
-  for (int64_t e = 0; e < moe.n_routed_experts; ++e) {
+  for (int64_t e = moe.local_expert_begin(); e < moe.local_expert_end(); ++e) {
     auto expert = LlamaMlp::load(expert_config, prefix + "experts." + std::to_string(e) + ".", weights, backend);
     if (!expert.ok()) return expert.error();
     layer->experts_.push_back(std::move(expert.value()));
   }
   if (moe.n_shared_experts > 0) {
-    expert_config.intermediate_size = moe.moe_intermediate_size * moe.n_shared_experts;
+    expert_config.intermediate_size = moe.shared_intermediate_size();
     auto shared = LlamaMlp::load(expert_config, prefix + "shared_experts.", weights, backend);
     if (!shared.ok()) return shared.error();
     layer->shared_ = std::move(shared.value());
@@ -118,7 +124,8 @@ void MoeMlp::forward(const Tensor& x, Tensor out) {
   Tensor logits = backend_.empty(DType::f32, {n, num_experts});
   backend_.linear(x, gate_weight_, Tensor(), logits);
   const MoeRouting routing = route(logits);
-  for (int64_t e = 0; e < num_experts; ++e) {
+  const int64_t first = moe_.local_expert_begin();
+  for (int64_t e = first; e < moe_.local_expert_end(); ++e) {
     std::vector<int32_t> rows;
     std::vector<float> weights;
     for (int64_t i = 0; i < n * k; ++i) {
@@ -131,7 +138,7 @@ void MoeMlp::forward(const Tensor& x, Tensor out) {
     Tensor picked = backend_.empty(x.dtype(), {m, hidden});
     backend_.gather_rows(x, rows, picked);
     Tensor y = backend_.empty(DType::f32, {m, hidden});
-    experts_[size_t(e)]->forward(picked, y);
+    experts_[size_t(e - first)]->forward(picked, y);
     backend_.add_rows_scaled(y, rows, weights, out);
   }
 }

@@ -13,6 +13,9 @@
 // logits come to the host and route_tokens (the reference) chooses. The per-expert row lists are
 // built on the host either way (until the grouped GEMM takes kernels/moe_align's device layout).
 // The CPU backend is the reference; the model refuses other backends until their MLA/MoE ops land.
+// Tensor parallel (MoeConfig::expert_parallel_*): every rank routes all tokens over all experts,
+// runs only its local experts (loaded whole) on the tokens routed to them and its slice of the
+// shared experts; `out` is then this rank's partial sum, completed by the all-reduce after the MLP.
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,8 +50,8 @@ class MoeMlp final : public MlpLayer {
   MoeConfig moe_;
   Tensor gate_weight_;              // [E, hidden]
   std::vector<float> bias_;         // [E], host
-  std::vector<std::unique_ptr<LlamaMlp>> experts_;
-  std::unique_ptr<LlamaMlp> shared_;  // intermediate moe_intermediate_size * n_shared_experts; null if none
+  std::vector<std::unique_ptr<LlamaMlp>> experts_;  // the local ones: [local_expert_begin, local_expert_end)
+  std::unique_ptr<LlamaMlp> shared_;  // intermediate moe_.shared_intermediate_size(); null if none
 };
 
 }  // namespace troupe

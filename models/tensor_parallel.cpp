@@ -1,6 +1,7 @@
 #include "models/tensor_parallel.hpp"
 
 #include <cstring>
+#include <string>
 
 #include "runtime/dtype.hpp"
 #include "models/dummy_weights.hpp"
@@ -12,17 +13,28 @@ namespace {
 
 enum class Split { rows, cols, rank0_only, none };
 
-bool ends_with(const std::string& s, const char* suffix) {
-  const size_t n = std::strlen(suffix);
-  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The module a tensor belongs to: "q_b_proj" for "model.layers.3.self_attn.q_b_proj.weight".
+std::string module_of(const std::string& name) {
+  const size_t end = name.rfind('.');
+  if (end == std::string::npos || end == 0) return "";
+  const size_t dot = name.rfind('.', end - 1);
+  const size_t begin = dot == std::string::npos ? 0 : dot + 1;
+  return name.substr(begin, end - begin);
 }
 
 Split split_of(const std::string& name) {
-  for (const char* p : {"q_proj.", "k_proj.", "v_proj.", "gate_proj.", "up_proj."})
-    if (name.find(p) != std::string::npos) return Split::rows;
-  for (const char* p : {"o_proj.", "down_proj."})
-    if (name.find(p) != std::string::npos) return ends_with(name, ".bias") ? Split::rank0_only : Split::cols;
-  return Split::none;
+  // Routed experts are expert-parallel: a rank loads its own whole and never asks for the others.
+  if (name.find(".mlp.experts.") != std::string::npos) return Split::none;
+  const std::string module = module_of(name);
+  for (const char* m : {"q_proj", "k_proj", "v_proj", "q_b_proj", "kv_b_proj", "gate_proj", "up_proj"})
+    if (module == m) return Split::rows;
+  for (const char* m : {"o_proj", "down_proj"})
+    if (module == m) return ends_with(name, ".bias") ? Split::rank0_only : Split::cols;
+  return Split::none;  // embeddings, norms, LM head, q_a_proj, kv_a_proj_with_mqa, the router
 }
 
 // Rows [r * rows / size, (r + 1) * rows / size) of a host tensor (any dtype; 1-D: elements).
@@ -50,25 +62,31 @@ Tensor slice_cols(const Tensor& full, int64_t rank, int64_t size) {
 
 }  // namespace
 
-Result<ModelConfig> tensor_parallel_config(const ModelConfig& full, int64_t size) {
+Result<ModelConfig> tensor_parallel_config(const ModelConfig& full, int64_t size, int64_t rank) {
   if (size < 1) return make_error(ErrorCode::invalid_argument, "--tensor-parallel-size must be at least 1");
-  if (size > 1 && full.architecture == "DeepseekV3ForCausalLM")
-    return make_error(ErrorCode::unsupported, "--tensor-parallel-size " + std::to_string(size) +
-                                                  ": DeepseekV3ForCausalLM has no tensor-parallel split yet (MLA and "
-                                                  "the experts are unsharded); run it with --tensor-parallel-size 1");
+  if (rank < 0 || rank >= size)
+    return make_error(ErrorCode::invalid_argument, "tensor-parallel rank " + std::to_string(rank) + " outside [0, " +
+                                                       std::to_string(size) + ")");
   auto check = [&](int64_t value, const char* what) -> Status {
     if (value % size == 0) return Status::success();
     return make_error(ErrorCode::invalid_argument, "--tensor-parallel-size " + std::to_string(size) +
                                                        " does not divide the model's " + what + " (" +
                                                        std::to_string(value) + ")");
   };
+  const MoeConfig& moe = full.moe;
   TROUPE_TRY(check(full.num_attention_heads, "num_attention_heads"));
   TROUPE_TRY(check(full.num_key_value_heads, "num_key_value_heads"));
-  TROUPE_TRY(check(full.intermediate_size, "intermediate_size"));
+  if (moe.has_dense_layers(full.num_hidden_layers)) TROUPE_TRY(check(full.intermediate_size, "intermediate_size"));
+  if (moe.enabled()) {
+    TROUPE_TRY(check(moe.n_routed_experts, "n_routed_experts"));
+    TROUPE_TRY(check(moe.moe_intermediate_size * moe.n_shared_experts, "moe_intermediate_size * n_shared_experts"));
+  }
   ModelConfig local = full;
   local.num_attention_heads /= size;
-  local.num_key_value_heads /= size;
-  local.intermediate_size /= size;
+  local.num_key_value_heads /= size;  // DeepSeek-V3: equal to the heads, as transformers sets it
+  if (moe.has_dense_layers(full.num_hidden_layers)) local.intermediate_size /= size;
+  local.moe.expert_parallel_rank = rank;
+  local.moe.expert_parallel_size = size;
   return local;
 }
 
@@ -104,7 +122,7 @@ Result<std::unique_ptr<Model>> load_model_shard(const std::string& dir, const st
     return make_error(ErrorCode::invalid_argument, "load format must be auto or dummy, got '" + load_format + "'");
   auto full = ModelConfig::load(dir);
   if (!full.ok()) return full.error();
-  auto local = tensor_parallel_config(full.value(), collective.size());
+  auto local = tensor_parallel_config(full.value(), collective.size(), collective.rank());
   if (!local.ok()) return local.error();
   std::unique_ptr<WeightStore> store;
   WeightLoader weights;

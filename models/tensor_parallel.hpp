@@ -1,13 +1,21 @@
 #pragma once
-// Tensor parallel sharding of a Llama/Qwen2 model over `size` ranks (Megatron style):
-//   column-parallel: q/k/v_proj, gate/up_proj (and their biases) -- each rank holds a row block
-//                    of the [out, in] weight: its attention heads, its slice of the MLP;
+// Tensor parallel sharding of a model over `size` ranks (Megatron style):
+//   column-parallel: q/k/v_proj, gate/up_proj (and their biases); DeepSeek-V3's q_proj or q_b_proj
+//                    and kv_b_proj -- each rank holds a row block of the [out, in] weight: its
+//                    attention heads (contiguous), its slice of the MLP;
 //   row-parallel:    o_proj, down_proj -- each rank holds a column block; the partial outputs
 //                    are summed by Collective::all_reduce_sum (their bias only on rank 0);
 //   replicated:      embeddings, norms, the LM head (each rank computes full logits; rank 0's
-//                    are sampled).
-// A rank's model is the ordinary model built from the rank-local config (heads and
-// intermediate size divided by `size`) over a loader that slices each full checkpoint tensor.
+//                    are sampled); MLA's q_a_proj, kv_a_proj_with_mqa and their norms, so every
+//                    rank writes the same full latent KV cache (vLLM's choice: per-rank cache
+//                    memory is the whole latent cache); the MoE router and its bias.
+//   expert-parallel: DeepSeek-V3's routed experts (".mlp.experts.N.") -- rank r loads experts
+//                    [r E / size, (r + 1) E / size) whole and never asks for the others; its
+//                    partial MoE output joins the sum after the MLP. The shared experts are
+//                    column/row-parallel like a dense MLP.
+// A rank's model is the ordinary model built from the rank-local config (heads, intermediate size
+// and the shared experts' intermediate divided by `size`; the expert range in MoeConfig) over a
+// loader that slices each full checkpoint tensor (FP8 ones are dequantized to fp32 before).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,9 +27,10 @@
 
 namespace troupe {
 
-// The config one rank's shard is built from. invalid_argument when the attention heads, the
-// key/value heads or the intermediate size do not divide by `size` (the message names which).
-Result<ModelConfig> tensor_parallel_config(const ModelConfig& full, int64_t size);
+// The config rank `rank`'s shard is built from. invalid_argument, naming the field, when the
+// attention heads, the key/value heads, the intermediate size (of dense MLP layers),
+// n_routed_experts or moe_intermediate_size * n_shared_experts do not divide by `size`.
+Result<ModelConfig> tensor_parallel_config(const ModelConfig& full, int64_t size, int64_t rank = 0);
 
 // Serves rank `rank`'s slice of every tensor `full` serves, for shapes the rank-local model asks.
 WeightLoader tensor_parallel_loader(WeightLoader full, int64_t rank, int64_t size);

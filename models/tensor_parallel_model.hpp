@@ -2,7 +2,7 @@
 // The ranks of one tensor-parallel stage driven in lockstep as one Model: rank 0 runs on the
 // caller's thread (the engine's); ranks 1..N-1 each run on a thread of their own (bound to their
 // device), woken with the step's batch -- one control message per step. Each rank keeps its own
-// KV-cache shard (its heads) with the same block ids; rank 0's is the one the engine allocates
+// KV-cache shard (its heads; DeepSeek-V3: a full copy of the latent cache) with the same block ids; rank 0's is the one the engine allocates
 // from kv_cache_spec(), the others are allocated alike on the first forward (and again when a
 // caller brings a cache of another size).
 //

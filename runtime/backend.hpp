@@ -42,6 +42,10 @@ class Backend {
   virtual Tensor empty(DType dtype, std::vector<int64_t> shape) = 0;
   // A host tensor (any float dtype) as a weight on this device, converted to the compute dtype.
   virtual Result<Tensor> upload_weight(const Tensor& host) = 0;
+  // Whether upload_weight keeps an F8_E4M3 weight carrying its block scale (Tensor::block_scale)
+  // as FP8 on the device, for linear to run block-scaled products on it. False (every backend by
+  // default): the loader hands such weights over dequantized to fp32.
+  virtual bool keeps_fp8_weights() const { return false; }
   virtual Result<KvCache> create_kv_cache(const KvCacheSpec& spec) = 0;
   // Metadata built on the host, moved where the ops read it (CPU: as is).
   virtual AttentionMetadata upload_metadata(AttentionMetadata host) { return host; }

@@ -14,6 +14,9 @@
 
 namespace troupe {
 
+// The only block size served (config.json's weight_block_size; others are refused).
+constexpr int64_t kFp8BlockSize = 128;
+
 // The scale tensor's name for a weight: "x.weight" -> "x.weight_scale_inv".
 std::string fp8_scale_name(const std::string& weight_name);
 
@@ -24,5 +27,13 @@ std::vector<int64_t> fp8_scale_shape(const std::vector<int64_t>& weight_shape, i
 // the tensor and the file: a weight that is not 2-D F8_E4M3, a scale of the wrong dtype or shape.
 Result<Tensor> dequantize_fp8_block(const TensorView& weight, const TensorView& scale_inv, int64_t block_n,
                                     int64_t block_k);
+
+// Checks that `scale_inv` is the F32 block-scale tensor of the 2-D F8_E4M3 `weight`; the error
+// names both tensors and their files.
+Status check_fp8_block_scale(const TensorView& weight, const TensorView& scale_inv, int64_t block_n, int64_t block_k);
+
+// The same from a host F8_E4M3 weight carrying its block scale (Tensor::block_scale, 128x128
+// blocks): an fp32 host tensor. `name` is for errors.
+Result<Tensor> dequantize_fp8_block(const Tensor& weight, const std::string& name);
 
 }  // namespace troupe

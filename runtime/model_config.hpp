@@ -51,9 +51,25 @@ struct MoeConfig {
   bool norm_topk_prob = true;
   int64_t first_k_dense_replace = 0;  // layers [0, k) use the dense MLP
   int64_t moe_layer_freq = 1;         // then every moe_layer_freq-th layer is MoE
+  // Tensor parallel (models/tensor_parallel.hpp): rank expert_parallel_rank of expert_parallel_size
+  // holds its block of routed experts whole and 1/size of the shared experts' intermediate; the
+  // router still scores all n_routed_experts. Defaults: one rank holding everything.
+  int64_t expert_parallel_rank = 0;
+  int64_t expert_parallel_size = 1;
   bool enabled() const { return n_routed_experts > 0; }
   bool is_moe_layer(int64_t layer) const {
     return enabled() && layer >= first_k_dense_replace && layer % moe_layer_freq == 0;
+  }
+  bool has_dense_layers(int64_t num_layers) const {
+    for (int64_t l = 0; l < num_layers; ++l)
+      if (!is_moe_layer(l)) return true;
+    return false;
+  }
+  // This rank's routed experts: [local_expert_begin(), local_expert_end()).
+  int64_t local_expert_begin() const { return expert_parallel_rank * n_routed_experts / expert_parallel_size; }
+  int64_t local_expert_end() const { return (expert_parallel_rank + 1) * n_routed_experts / expert_parallel_size; }
+  int64_t shared_intermediate_size() const {
+    return moe_intermediate_size * n_shared_experts / expert_parallel_size;
   }
 };
 

@@ -87,12 +87,14 @@ Tensor Tensor::rows(int64_t begin, int64_t count) const {
   Tensor t = *this;
   t.offset_ += size_t(begin * row_elems) * dtype_size(dtype_);
   t.shape_[0] = count;
+  t.block_scale_.reset();
   return t;
 }
 
 Tensor Tensor::clone() const {
   Tensor t = empty(dtype_, shape_);
   std::memcpy(t.raw(), raw(), nbytes());
+  t.block_scale_ = block_scale_;
   return t;
 }
 

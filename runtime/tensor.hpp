@@ -64,11 +64,19 @@ class Tensor {
   // Host copy of an fp32 tensor's values (for tests and logits).
   std::vector<float> to_f32_vector() const;
 
+  // FP8 block-quantized weights (runtime/fp8_block.hpp): an F8_E4M3 [rows, cols] weight carries its
+  // F32 scale_inv blocks [ceil(rows / 128), ceil(cols / 128)], on the same device. reshape and
+  // clone keep it; rows() drops it (a row slice no longer lines up with its blocks).
+  bool has_block_scale() const { return block_scale_ != nullptr; }
+  const Tensor& block_scale() const { return *block_scale_; }
+  void set_block_scale(Tensor scale) { block_scale_ = std::make_shared<const Tensor>(std::move(scale)); }
+
  private:
   std::shared_ptr<Storage> storage_;
   size_t offset_ = 0;  // bytes
   DType dtype_ = DType::f32;
   std::vector<int64_t> shape_;
+  std::shared_ptr<const Tensor> block_scale_;
 };
 
 int64_t numel_of(const std::vector<int64_t>& shape);

@@ -91,16 +91,19 @@ std::string token_ids_of(const std::string& output) {
 }
 
 TEST(Cli, GenerateWithTwoTensorParallelRanksMatchesOne) {
-  const std::string base = std::string("generate --model ") + TROUPE_SOURCE_DIR +
-                           "/tests/fixtures/models/llama-tiny --prompt-ids 1,2,3,4 --max-tokens 12 --temperature 0 "
-                           "--ignore-eos --json --device cpu";
-  CliRun one = run_troupe(base + " --tp 1");
-  CliRun two = run_troupe(base + " --tp 2");
-  ASSERT_EQ(one.exit_code, 0) << one.output;
-  ASSERT_EQ(two.exit_code, 0) << two.output;
-  EXPECT_NE(two.output.find("tensor parallel: 2 ranks"), std::string::npos) << "--tp 2 was ignored:\n" << two.output;
-  ASSERT_FALSE(token_ids_of(one.output).empty()) << one.output;
-  EXPECT_EQ(token_ids_of(two.output), token_ids_of(one.output));
+  for (const char* fixture : {"llama-tiny", "deepseek-v3-tiny"}) {
+    SCOPED_TRACE(fixture);
+    const std::string base = std::string("generate --model ") + TROUPE_SOURCE_DIR + "/tests/fixtures/models/" +
+                             fixture + " --prompt-ids 1,2,3,4 --max-tokens 12 --temperature 0 --ignore-eos --json "
+                             "--device cpu";
+    CliRun one = run_troupe(base + " --tp 1");
+    CliRun two = run_troupe(base + " --tp 2");
+    ASSERT_EQ(one.exit_code, 0) << one.output;
+    ASSERT_EQ(two.exit_code, 0) << two.output;
+    EXPECT_NE(two.output.find("tensor parallel: 2 ranks"), std::string::npos) << "--tp 2 was ignored:\n" << two.output;
+    ASSERT_FALSE(token_ids_of(one.output).empty()) << one.output;
+    EXPECT_EQ(token_ids_of(two.output), token_ids_of(one.output));
+  }
 }
 
 }  // namespace

@@ -16,8 +16,8 @@ namespace troupe {
 namespace fs = std::filesystem;
 
 // The DeepSeek-V3 fixtures (tools/make_deepseek_fixtures.py): served by the CPU backend only
-// (the CUDA backend refuses the architecture, so the GPU tests skip them) and without tensor
-// parallelism.
+// (the CUDA backend refuses the architecture, so the GPU tests skip them); their tensor-parallel
+// test is deepseek_tensor_parallel_test.cpp.
 inline bool is_deepseek_fixture(const fs::path& dir) {
   return dir.filename().string().rfind("deepseek-v3", 0) == 0;
 }
@@ -25,7 +25,7 @@ inline bool is_deepseek_fixture(const fs::path& dir) {
 enum class FixtureSet {
   all,       // every architecture the CPU backend serves
   deepseek,  // the DeepSeek-V3 ones only
-  dense,     // the others (Llama / Qwen2 / Qwen3): tensor parallel and the GPU tests take these
+  dense,     // the others (Llama / Qwen2 / Qwen3): tensor_parallel_test and the GPU tests take these
 };
 
 // Every folder under tests/fixtures/models that has an oracle.json and belongs to `set`, sorted.

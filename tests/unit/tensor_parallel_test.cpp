@@ -69,18 +69,6 @@ TEST(TensorParallel, SizesThatDoNotDivideTheHeadsAreRefusedByName) {
   EXPECT_NE(four.error().message.find("num_key_value_heads"), std::string::npos) << four.error().message;
 }
 
-TEST(TensorParallel, DeepseekV3IsRefusedByName) {
-  for (const auto& dir : fixture_dirs(FixtureSet::deepseek)) {
-    auto full = ModelConfig::load(dir);
-    ASSERT_TRUE(full.ok());
-    EXPECT_TRUE(tensor_parallel_config(full.value(), 1).ok());
-    auto two = tensor_parallel_config(full.value(), 2);
-    ASSERT_FALSE(two.ok());
-    EXPECT_EQ(two.error().code, ErrorCode::unsupported);
-    EXPECT_NE(two.error().message.find("DeepseekV3ForCausalLM"), std::string::npos) << two.error().message;
-  }
-}
-
 TEST(TensorParallel, ARankThatNeverArrivesTimesOutInsteadOfHanging) {
   auto ranks = make_thread_collectives(2, std::chrono::milliseconds(200));
   Tensor t = Tensor::from_f32({1, 2, 3}, {3});
