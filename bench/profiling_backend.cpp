@@ -202,6 +202,11 @@ void ProfilingBackend::add_rows_scaled(const Tensor& x, const std::vector<int32_
   record("add_rows_scaled", [&] { inner_.add_rows_scaled(x, rows, weights, out); });
 }
 
+bool ProfilingBackend::moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& params,
+                                 Tensor topk_ids, Tensor topk_weights) {
+  return record("moe_route", [&] { return inner_.moe_route(logits, bias, params, topk_ids, topk_weights); });
+}
+
 std::vector<int32_t> ProfilingBackend::argmax(const Tensor& logits) {
   return record("argmax", [&] { return inner_.argmax(logits); });
 }

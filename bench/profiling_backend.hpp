@@ -82,6 +82,8 @@ class ProfilingBackend final : public Backend {
                            const AttentionMetadata& meta, float scale, Tensor out) override;
   void add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
                        Tensor out) override;
+  bool moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& params, Tensor topk_ids,
+                 Tensor topk_weights) override;
   std::vector<int32_t> argmax(const Tensor& logits) override;
 
  private:

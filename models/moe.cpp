@@ -98,6 +98,19 @@ Result<std::unique_ptr<MoeMlp>> MoeMlp::load(const ModelConfig& config, const st
   return layer;
 }
 
+MoeRouting MoeMlp::route(const Tensor& logits) {
+  const int64_t n = logits.size(0), k = moe_.num_experts_per_tok;
+  Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});
+  if (backend_.moe_route(logits, Tensor::from_f32(bias_, {moe_.n_routed_experts}), MoeRouteParams::from(moe_), ids,
+                         weights)) {
+    const Tensor host_ids = backend_.to_host(ids), host_weights = backend_.to_host(weights);
+    return {std::vector<int32_t>(host_ids.data<int32_t>(), host_ids.data<int32_t>() + n * k),
+            std::vector<float>(host_weights.data<float>(), host_weights.data<float>() + n * k)};
+  }
+  const Tensor host_logits = backend_.to_host(logits);
+  return route_tokens(host_logits.data<float>(), n, bias_, moe_);
+}
+
 void MoeMlp::forward(const Tensor& x, Tensor out) {
   const int64_t n = x.size(0), hidden = x.size(1), num_experts = moe_.n_routed_experts;
   const int64_t k = moe_.num_experts_per_tok;
@@ -110,8 +123,7 @@ void MoeMlp::forward(const Tensor& x, Tensor out) {
   if (n == 0) return;
   Tensor logits = backend_.empty(DType::f32, {n, num_experts});
   backend_.linear(x, gate_weight_, Tensor(), logits);
-  const Tensor host_logits = backend_.to_host(logits);
-  const MoeRouting routing = route_tokens(host_logits.data<float>(), n, bias_, moe_);
+  const MoeRouting routing = route(logits);
   const int64_t first = moe_.local_expert_begin();
   for (int64_t e = first; e < moe_.local_expert_end(); ++e) {
     std::vector<int32_t> rows;

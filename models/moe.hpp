@@ -8,8 +8,11 @@
 //   kept scores are positive); take the num_experts_per_tok best experts by s'.
 //   w_i = s_i (not s'), / sum(w) when norm_topk_prob, * routed_scaling_factor
 //   out = sum_i w_i * expert_i(x) + shared_experts(x)
-// The router runs on the host (Backend::to_host): the CPU backend is the reference, and the model
-// refuses other backends until their kernels land.
+// The router runs on the device when the backend has Backend::moe_route (CUDA: kernels/moe_routing,
+// the same ids as route_tokens), and only the [n, k] ids and weights come to the host; otherwise the
+// logits come to the host and route_tokens (the reference) chooses. The per-expert row lists are
+// built on the host either way (until the grouped GEMM takes kernels/moe_align's device layout).
+// The CPU backend is the reference; the model refuses other backends until their MLA/MoE ops land.
 // Tensor parallel (MoeConfig::expert_parallel_*): every rank routes all tokens over all experts,
 // runs only its local experts (loaded whole) on the tokens routed to them and its slice of the
 // shared experts; `out` is then this rank's partial sum, completed by the all-reduce after the MLP.
@@ -40,6 +43,8 @@ class MoeMlp final : public MlpLayer {
 
  private:
   explicit MoeMlp(Backend& backend) : backend_(backend) {}
+  // Each token's experts and weights from the router logits [n, E] (on the device when it can).
+  MoeRouting route(const Tensor& logits);
 
   Backend& backend_;
   MoeConfig moe_;

@@ -11,6 +11,7 @@
 #include "runtime/attention_metadata.hpp"
 #include "runtime/device_sampling.hpp"
 #include "runtime/kv_cache.hpp"
+#include "runtime/moe_route_params.hpp"
 #include "runtime/result.hpp"
 #include "runtime/tensor.hpp"
 
@@ -201,6 +202,16 @@ class Backend {
   virtual void add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
                                Tensor out) {
     (void)x, (void)rows, (void)weights, (void)out;
+  }
+  // DeepSeek-V3's MoE router (noaux_tc), the choice models/moe.cpp route_tokens makes: per token
+  // the params.top_k experts and their weights. logits: [n, E] fp32; bias: [E] fp32 (host or
+  // device); topk_ids: [n, top_k] i32; topk_weights: [n, top_k] fp32, both from empty(). False when
+  // this backend (or these settings) has no kernel for it: nothing is written and the caller routes
+  // on the host. The CPU backend returns false (its host route is the reference).
+  virtual bool moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& params, Tensor topk_ids,
+                         Tensor topk_weights) {
+    (void)logits, (void)bias, (void)params, (void)topk_ids, (void)topk_weights;
+    return false;
   }
   // dst = src (same shape and dtype).
   virtual void copy(const Tensor& src, Tensor dst) = 0;

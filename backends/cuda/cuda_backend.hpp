@@ -97,6 +97,10 @@ class CudaBackend final : public Backend {
   // and for a row with a NaN or no finite maximum (the host sampler then reports it).
   bool sample_on_device(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
                         std::vector<int32_t>* ids) override;
+  // kernels/moe_routing.hpp (cuda_moe_ops.cpp): fp32 logits, E <= 512, n_group <= 32, top_k <= 32;
+  // false otherwise.
+  bool moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& params, Tensor topk_ids,
+                 Tensor topk_weights) override;
 
   bool supports_graphs() const override { return true; }
   Result<GraphPhase> begin_graph(int64_t key) override;

@@ -112,6 +112,7 @@ void add_attention_cases(std::vector<OpCase>& table);
 void add_gemv_and_sampling_cases(std::vector<OpCase>& table);
 void add_mla_cases(std::vector<OpCase>& table);
 void add_fp8_cases(std::vector<OpCase>& table);
+void add_moe_cases(std::vector<OpCase>& table);
 
 // NMSE of one output; inf on a NaN/inf mismatch. `actual` holds the device bytes copied back.
 double nmse(const Output& out, const void* actual);

@@ -10,6 +10,9 @@
 #include <string>
 
 #include "kernels/gemv.hpp"
+#include "kernels/moe_align.hpp"
+#include "kernels/moe_combine.hpp"
+#include "kernels/moe_routing.hpp"
 #include "kernels/qkv_rope.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "tests/gpu/backend_ops_table.hpp"
@@ -73,6 +76,24 @@ TEST(KernelLaunchers, RejectBadSizes) {
   EXPECT_EQ(launch_qkv_rope_write_kv_f32(some, i32, some, i32, some + 256, some + 256, some + 512, 1, 1, 1, 8, 8,
                                          nullptr),
             cudaErrorInvalidValue);
+
+  // The MoE router's limits: E 1..512, groups dividing E (<= 32), top_k 1..min(E, 32).
+  int32_t* ids = reinterpret_cast<int32_t*>(some + 768);
+  auto route = [&](MoeRouteParams p, int64_t n = 1) { return launch_moe_route_f32(some, some, ids, some + 512, n, p, nullptr); };
+  EXPECT_EQ(route({8, 4, 2, 2, true, 1.0f}, 0), cudaSuccess);
+  EXPECT_EQ(route({0, 1, 1, 1, true, 1.0f}), cudaErrorInvalidValue);
+  EXPECT_EQ(route({513, 1, 1, 8, true, 1.0f}), cudaErrorInvalidValue);
+  EXPECT_EQ(route({8, 3, 1, 2, true, 1.0f}), cudaErrorInvalidValue);
+  EXPECT_EQ(route({64, 64, 1, 2, true, 1.0f}), cudaErrorInvalidValue);
+  EXPECT_EQ(route({8, 4, 2, 0, true, 1.0f}), cudaErrorInvalidValue);
+  EXPECT_EQ(route({8, 4, 2, 9, true, 1.0f}), cudaErrorInvalidValue);
+  EXPECT_EQ(route({64, 1, 1, 33, true, 1.0f}), cudaErrorInvalidValue);
+  // The grouping's: E 1..512, pad_to >= 1, a capacity that holds the padded layout.
+  EXPECT_EQ(launch_moe_align(ids, 8, 513, 1, ids, ids, ids, 8, ids, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_moe_align(ids, 8, 8, 0, ids, ids, ids, 8, ids, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_moe_align(ids, 8, 8, 4, ids, ids, ids, 8, ids, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_moe_gather_f32(some, ids, some, 4, 0, 4, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_moe_combine_f32(some, ids, some, nullptr, some, -1, 2, 4, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaFree(some);
 }

@@ -1,0 +1,110 @@
+// MoeMlp's two routes: a backend with Backend::moe_route (here the CPU backend plus the router's CPU
+// reference, standing in for the CUDA kernel) gives the layer the same output as the host's
+// route_tokens, and the CPU backend itself keeps the host route.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "backends/cpu_backend.hpp"
+#include "kernels/moe_routing.hpp"
+#include "models/dummy_weights.hpp"
+#include "models/moe.hpp"
+
+namespace troupe {
+namespace {
+
+// The CPU backend's ops, plus moe_route through kernels::moe_route_ref.
+class RefRouteBackend final : public Backend {
+ public:
+  int num_routes = 0;
+
+  Device device() const override { return inner_.device(); }
+  std::string name() const override { return "cpu+moe_route_ref"; }
+  bool supports_mla_moe() const override { return true; }
+  Tensor empty(DType dtype, std::vector<int64_t> shape) override { return inner_.empty(dtype, std::move(shape)); }
+  Result<Tensor> upload_weight(const Tensor& host) override { return inner_.upload_weight(host); }
+  Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override { return inner_.create_kv_cache(spec); }
+  Tensor to_host(const Tensor& t) override { return inner_.to_host(t); }
+  void embedding(const Tensor& ids, const Tensor& table, Tensor out) override { inner_.embedding(ids, table, out); }
+  void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor out) override { inner_.rmsnorm(x, w, eps, out); }
+  void add_rmsnorm(Tensor r, const Tensor& x, const Tensor& w, float eps, Tensor out) override {
+    inner_.add_rmsnorm(r, x, w, eps, out);
+  }
+  void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor out) override { inner_.linear(x, w, b, out); }
+  void rope(Tensor q, Tensor k, const Tensor& pos, const Tensor& f) override { inner_.rope(q, k, pos, f); }
+  void write_kv(Tensor c, const Tensor& x, const Tensor& s) override { inner_.write_kv(c, x, s); }
+  void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMetadata& m, float scale,
+                       Tensor out) override {
+    inner_.paged_attention(q, k, v, m, scale, out);
+  }
+  void silu_and_mul(const Tensor& g, const Tensor& u, Tensor out) override { inner_.silu_and_mul(g, u, out); }
+  void silu_and_mul_packed(const Tensor& gu, Tensor out) override { inner_.silu_and_mul_packed(gu, out); }
+  void mlp(const Tensor& x, const Tensor& gu, const Tensor& gub, const Tensor& d, const Tensor& db, Tensor out) override {
+    inner_.mlp(x, gu, gub, d, db, out);
+  }
+  void add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& w,
+                       Tensor out) override {
+    inner_.add_rows_scaled(x, rows, w, out);
+  }
+  void copy(const Tensor& src, Tensor dst) override { inner_.copy(src, dst); }
+  void add(const Tensor& a, const Tensor& b, Tensor out) override { inner_.add(a, b, out); }
+  void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override {
+    inner_.gather_rows(x, rows, out);
+  }
+  std::vector<int32_t> argmax(const Tensor& logits) override { return inner_.argmax(logits); }
+  bool moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& p, Tensor ids,
+                 Tensor weights) override {
+    ++num_routes;
+    const kernels::MoeRouteParams kp{int32_t(p.num_experts), int32_t(p.num_groups), int32_t(p.topk_group),
+                                     int32_t(p.top_k), p.norm_topk_prob, p.routed_scaling_factor};
+    kernels::moe_route_ref(logits.data<float>(), bias.data<float>(), ids.data<int32_t>(), weights.data<float>(),
+                           logits.size(0), kp);
+    return true;
+  }
+
+ private:
+  CpuBackend inner_{1};
+};
+
+ModelConfig moe_model_config() {
+  ModelConfig c;
+  c.hidden_size = 24;
+  c.moe.n_routed_experts = 16;
+  c.moe.n_group = 4;
+  c.moe.topk_group = 2;
+  c.moe.num_experts_per_tok = 4;
+  c.moe.moe_intermediate_size = 8;
+  c.moe.n_shared_experts = 1;
+  c.moe.routed_scaling_factor = 2.5;
+  return c;
+}
+
+TEST(MoeMlpRoute, DeviceRouteGivesTheHostRoutesOutput) {
+  const ModelConfig config = moe_model_config();
+  const WeightLoader weights = dummy_weight_loader({.seed = 3, .scale = 0.5f});
+  CpuBackend cpu(1);
+  RefRouteBackend routed;
+  auto host_layer = MoeMlp::load(config, "model.layers.1.mlp.", weights, cpu);
+  auto device_layer = MoeMlp::load(config, "model.layers.1.mlp.", weights, routed);
+  ASSERT_TRUE(host_layer.ok()) << host_layer.error().message;
+  ASSERT_TRUE(device_layer.ok()) << device_layer.error().message;
+  for (int64_t n : {1, 3, 17}) {
+    std::mt19937 rng(static_cast<uint32_t>(n));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> values(static_cast<size_t>(n * config.hidden_size));
+    for (float& v : values) v = normal(rng);
+    const Tensor x = Tensor::from_f32(values, {n, config.hidden_size});
+    Tensor host_out = cpu.empty(DType::f32, {n, config.hidden_size});
+    Tensor device_out = routed.empty(DType::f32, {n, config.hidden_size});
+    host_layer.value()->forward(x, host_out);
+    device_layer.value()->forward(x, device_out);
+    const std::vector<float> a(host_out.data<float>(), host_out.data<float>() + host_out.numel());
+    const std::vector<float> b(device_out.data<float>(), device_out.data<float>() + device_out.numel());
+    EXPECT_EQ(a, b) << "n=" << n;
+  }
+  EXPECT_EQ(routed.num_routes, 3);
+  EXPECT_FALSE(cpu.moe_route(Tensor(), Tensor(), {}, Tensor(), Tensor()));  // the CPU keeps the host route
+}
+
+}  // namespace
+}  // namespace troupe
