@@ -1,0 +1,210 @@
+// dsv3_model_bench: a whole DeepSeek-R1 of the real shape with fewer layers on one GPU, dummy FP8
+// weights (the projections stay e4m3 in HBM with their 128x128 block scales; embeddings, LM head,
+// norms, router and kv_b_proj bf16), against its physical limits measured in the same run:
+//   dsv3_decode_b<B>: ms per decode step at context C against the bytes the step touches
+//     (every weight its ops read, FP8 with scales, summed over one profiled step -- so only the
+//     experts the router chose count -- plus the latent cache of the context) / HBM bandwidth;
+//   dsv3_prefill_<N>: one prefill of N tokens, FLOPs (2 x activated parameters x tokens + causal
+//     attention) against the measured FP8 dense peak;
+//   dsv3_decode_b1_share_*: the batch-1 step op by op.
+// usage: dsv3_model_bench [--config bench/models/deepseek-r1/config.json] [--dense-layers 3]
+//        [--moe-layers 8] [--context 1024] [--batches 1,64] [--prefill-tokens 4096]
+//        [--time-limit 290] [--out PATH]     (run from the repo root)
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/cuda/cuda_backend.hpp"
+#include "bench/bench_log.hpp"
+#include "bench/decode_steps.hpp"
+#include "bench/device_ceilings.hpp"
+#include "bench/profiling_backend.hpp"
+#include "models/model_loader.hpp"
+#include "runtime/model_config.hpp"
+
+namespace troupe {
+namespace {
+
+using bench::add_record;
+using bench::median;
+using bench::remaining_s;
+using bench::say;
+
+struct Args {
+  std::string config = "bench/models/deepseek-r1/config.json";
+  std::string out;
+  std::string command;
+  int64_t dense_layers = 3, moe_layers = 8, context = 1024, prefill_tokens = 4096;
+  std::vector<int64_t> batches = {1, 64};
+  double time_limit_s = 290;
+};
+
+bool parse_args(int argc, char** argv, Args& a) {
+  for (int i = 0; i < argc; ++i) a.command += (i ? " " : "") + std::string(argv[i]);
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    if (i + 1 >= argc) return false;
+    const std::string v = argv[++i];
+    if (k == "--config") a.config = v;
+    else if (k == "--out") a.out = v;
+    else if (k == "--dense-layers") a.dense_layers = std::atoll(v.c_str());
+    else if (k == "--moe-layers") a.moe_layers = std::atoll(v.c_str());
+    else if (k == "--context") a.context = std::atoll(v.c_str());
+    else if (k == "--prefill-tokens") a.prefill_tokens = std::atoll(v.c_str());
+    else if (k == "--time-limit") a.time_limit_s = std::atof(v.c_str());
+    else if (k == "--batches") {
+      a.batches.clear();
+      std::stringstream ss(v);
+      for (std::string item; std::getline(ss, item, ',');) a.batches.push_back(std::atoll(item.c_str()));
+    } else {
+      return false;
+    }
+  }
+  return a.dense_layers >= 0 && a.moe_layers >= 0 && a.dense_layers + a.moe_layers > 0 && a.context > 0;
+}
+
+// A folder holding R1's config.json with fewer layers (the first `dense` dense, then `moe` MoE).
+std::string reduced_config_dir(const Args& a) {
+  std::ifstream in(a.config);
+  nlohmann::json config = nlohmann::json::parse(in, nullptr, false);
+  if (config.is_discarded()) return "";
+  config["num_hidden_layers"] = a.dense_layers + a.moe_layers;
+  config["first_k_dense_replace"] = a.dense_layers;
+  const std::string dir = (std::filesystem::temp_directory_path() / "troupe_dsv3_model_bench").string();
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/config.json") << config.dump(2);
+  return dir;
+}
+
+// Parameters one token activates in the decoder layers (attention, dense MLP or shared + top-k
+// experts + router) and the LM head's.
+double activated_params(const ModelConfig& c) {
+  const MlaConfig& m = c.mla;
+  const double h = double(c.hidden_size), heads = double(c.num_attention_heads);
+  const double attention = h * double(m.q_lora_rank) + double(m.q_lora_rank) * heads * double(m.qk_head_dim()) +
+                           h * double(m.cache_entry()) +
+                           double(m.kv_lora_rank) * heads * double(m.qk_nope_head_dim + m.v_head_dim) +
+                           heads * double(m.v_head_dim) * h;
+  const double dense = 3.0 * h * double(c.intermediate_size);
+  const double moe = 3.0 * h * double(c.moe.moe_intermediate_size) *
+                         double(c.moe.num_experts_per_tok + c.moe.n_shared_experts) +
+                     h * double(c.moe.n_routed_experts);
+  double total = 0;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) total += attention + (c.moe.is_moe_layer(i) ? moe : dense);
+  return total;
+}
+
+double profiled_weight_bytes(const std::vector<bench::OpProfile>& ops) {
+  double bytes = 0;
+  for (const auto& op : ops) bytes += op.weight_bytes;
+  return bytes;
+}
+
+int run(int argc, char** argv) {
+  Args args;
+  if (!parse_args(argc, argv, args)) {
+    std::fprintf(stderr,
+                 "usage: dsv3_model_bench [--config FILE] [--dense-layers 3] [--moe-layers 8] [--context 1024]\n"
+                 "       [--batches 1,64] [--prefill-tokens 4096] [--time-limit 290] [--out PATH]\n");
+    return 2;
+  }
+  bench::init_log("dsv3_model", args.out, args.command, args.time_limit_s);
+  bench::start_watchdog();
+  const std::string dir = reduced_config_dir(args);
+  auto config = ModelConfig::load(dir);
+  if (dir.empty() || !config.ok()) {
+    say("config: %s", config.ok() ? "unreadable" : config.error().message.c_str());
+    return 1;
+  }
+  const ModelConfig& c = config.value();
+  const double bw_gbs = bench::measure_bandwidth();
+  const double fp8_tf = bench::measure_fp8_matmul();
+  say("HBM %.0f GB/s, FP8 dense %.0f TFLOP/s", bw_gbs, fp8_tf);
+  add_record({"hbm_bandwidth", bw_gbs, "GB/s", {}, {}, "device-to-device copy, this run"});
+  add_record({"matmul_fp8_tflops", fp8_tf, "TFLOP/s", {}, {}, "per-tensor FP8 cuBLASLt GEMM 8192^3, this run"});
+
+  auto backend = cuda::CudaBackend::create(0, DType::bf16);
+  if (!backend.ok()) {
+    say("cuda: %s", backend.error().message.c_str());
+    return 1;
+  }
+  bench::set_log_device(backend.value()->name());
+  bench::ProfilingBackend profiler(*backend.value());
+  say("loading %lld dense + %lld MoE layers of R1 with dummy FP8 weights", (long long)args.dense_layers,
+      (long long)args.moe_layers);
+  auto model = load_model_with_format(dir, "dummy", profiler);
+  if (!model.ok()) {
+    say("load: %s", model.error().message.c_str());
+    return 1;
+  }
+  size_t free_bytes = 0, total_bytes = 0;
+  backend.value()->memory_info(&free_bytes, &total_bytes);
+  say("loaded; %.1f GiB of %.1f GiB free", double(free_bytes) / (1 << 30), double(total_bytes) / (1 << 30));
+  const std::string shape = std::to_string(args.dense_layers) + " dense + " + std::to_string(args.moe_layers) +
+                            " MoE layers of R1, dummy FP8 block weights";
+  const double latent_bytes_per_token = double(c.num_hidden_layers * c.mla.cache_entry()) * 2.0;  // bf16 cache
+
+  for (int64_t batch : args.batches) {
+    if (remaining_s() < 40) break;
+    say("decode batch %lld at context %lld", (long long)batch, (long long)args.context);
+    bench::StepTimes t = bench::run_steps(*model.value(), profiler, batch, 1, args.context, 2, 10, 60);
+    if (!t.ok || t.ms.empty()) {
+      say("  decode failed");
+      continue;
+    }
+    std::vector<bench::OpProfile> ops;
+    bench::run_steps(*model.value(), profiler, batch, 1, args.context, 0, 1, 30, &profiler, &ops);
+    const double weights = profiled_weight_bytes(ops);
+    const double kv = double(batch) * double(args.context) * latent_bytes_per_token;
+    const double bytes = weights + kv;
+    const double ms = median(t.ms), limit_ms = bytes / (bw_gbs * 1e9) * 1e3;
+    std::ostringstream note;
+    note << shape << "; median of " << t.ms.size() << " steps, eager; limit = (weights the step's ops read, "
+         << weights / 1e9 << " GB, + latent cache " << kv / 1e9 << " GB) / measured HBM bandwidth";
+    add_record({"dsv3_decode_b" + std::to_string(batch), ms, "ms/step", limit_ms, limit_ms / ms, note.str()});
+    if (batch == 1 && remaining_s() > 60)
+      bench::profile_step(*model.value(), profiler, 1, args.context, 1, "dsv3_decode_b1_share_",
+                          "one batch-1 decode step of " + shape, ms);
+  }
+
+  if (remaining_s() > 60) {
+    const int64_t n = args.prefill_tokens;
+    say("prefill of %lld tokens", (long long)n);
+    bench::StepTimes pf = bench::run_steps(*model.value(), profiler, 1, n, n, 0, 1, 90);
+    if (pf.ok && !pf.ms.empty() && remaining_s() > 40) {
+      bench::StepTimes again = bench::run_steps(*model.value(), profiler, 1, n, n, 0, 1, 90);
+      if (again.ok && !again.ms.empty()) pf.ms[0] = std::min(pf.ms[0], again.ms[0]);
+    }
+    if (pf.ok && !pf.ms.empty()) {
+      const MlaConfig& m = c.mla;
+      const double attention_flops = double(c.num_hidden_layers) * 2.0 * double(c.num_attention_heads) *
+                                     double(m.qk_head_dim() + m.v_head_dim) * double(n) * double(n) / 2.0;
+      const double flops = 2.0 * activated_params(c) * double(n) + attention_flops +
+                           2.0 * double(c.vocab_size) * double(c.hidden_size);
+      const double tflops = flops / (pf.ms[0] * 1e-3) / 1e12;
+      std::ostringstream note;
+      note << shape << "; one forward of " << n << " tokens in " << pf.ms[0]
+           << " ms (the faster of two); FLOPs = 2 x activated params x tokens + causal attention + LM head "
+              "for the last token; limit = measured FP8 dense rate";
+      add_record({"dsv3_prefill_" + std::to_string(n), tflops, "TFLOP/s", fp8_tf, tflops / fp8_tf, note.str()});
+      if (remaining_s() > 45)
+        bench::profile_step(*model.value(), profiler, n, n, 0, "dsv3_prefill_" + std::to_string(n) + "_share_",
+                            "one prefill of " + std::to_string(n) + " tokens of " + shape, pf.ms[0]);
+    }
+  }
+  say("done in %.1f s", bench::elapsed_s());
+  return 0;
+}
+
+}  // namespace
+}  // namespace troupe
+
+int main(int argc, char** argv) { troupe::bench::finish(troupe::run(argc, argv)); }
