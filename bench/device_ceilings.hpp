@@ -56,7 +56,8 @@ double measure_bandwidth();
 // Returns {fp32, bf16} TFLOP/s.
 std::pair<double, double> measure_matmul();
 // (b3) FP8 dense peak: a per-tensor-scaled e4m3 cuBLASLt GEMM (TN, bf16 out, fp32 accumulation) at
-// 8192^3, the best of `runs` medians. TFLOP/s (0 on failure).
+// 8192^3, the best of `runs` medians; where cuBLASLt refuses it, its block-scaled e4m3 GEMM at the
+// same size (said in the log). TFLOP/s (0 on failure).
 double measure_fp8_matmul(int runs = 3);
 // (b2) The bf16 GEMV kernel alone at one token on each linear shape of `c`, one record per shape
 // against `bw_gbs`; weights span 4x `l2_bytes` so every launch reads HBM.

@@ -16,6 +16,11 @@ __global__ void f32_to_bf16_kernel(const float* x, __nv_bfloat16* out, int64_t c
   if (i < count) out[i] = __float2bfloat16_rn(x[i]);
 }
 
+__global__ void bf16_to_f32_kernel(const __nv_bfloat16* x, float* out, int64_t count) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) out[i] = __bfloat162float(x[i]);
+}
+
 __global__ void add_bias_kernel(float* out, const float* bias, int64_t rows, int64_t cols) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < rows * cols) out[i] += bias[i % cols];
@@ -83,6 +88,12 @@ cudaError_t launch_silu_and_mul_packed(const float* gate_up, OutT* out, int64_t 
 cudaError_t launch_f32_to_bf16(const float* x, uint16_t* out, int64_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   f32_to_bf16_kernel<<<blocks_for(count), kThreads, 0, stream>>>(x, reinterpret_cast<__nv_bfloat16*>(out), count);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_bf16_to_f32(const uint16_t* x, float* out, int64_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  bf16_to_f32_kernel<<<blocks_for(count), kThreads, 0, stream>>>(reinterpret_cast<const __nv_bfloat16*>(x), out, count);
   return cudaGetLastError();
 }
 

@@ -21,6 +21,7 @@ void silu_and_mul_packed_ref(const float* gate_up, uint16_t* out, int64_t n, int
 void add_ref(const float* a, const float* b, float* out, int64_t count);
 void add_bias_ref(float* out, const float* bias, int64_t rows, int64_t cols);
 void f32_to_bf16_ref(const float* x, uint16_t* out, int64_t count);
+void bf16_to_f32_ref(const uint16_t* x, float* out, int64_t count);
 
 #ifdef TROUPE_HAVE_CUDA
 // Device pointers, shapes as the references. count == 0 (or n == 0) does nothing.
@@ -38,6 +39,8 @@ cudaError_t launch_silu_and_mul_packed_f32_to_bf16(const float* gate_up, uint16_
 cudaError_t launch_add_bias_f32(float* out, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 // out[i] = bf16(x[i]), round to nearest even.
 cudaError_t launch_f32_to_bf16(const float* x, uint16_t* out, int64_t count, cudaStream_t stream);
+// out[i] = x[i] widened (exact).
+cudaError_t launch_bf16_to_f32(const uint16_t* x, float* out, int64_t count, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

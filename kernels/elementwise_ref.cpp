@@ -35,6 +35,10 @@ void add_bias_ref(float* out, const float* bias, int64_t rows, int64_t cols) {
     for (int64_t c = 0; c < cols; ++c) out[r * cols + c] += bias[c];
 }
 
+void bf16_to_f32_ref(const uint16_t* x, float* out, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) out[i] = host_bf16_to_f32(x[i]);
+}
+
 void f32_to_bf16_ref(const float* x, uint16_t* out, int64_t count) {
   for (int64_t i = 0; i < count; ++i) out[i] = host_f32_to_bf16(x[i]);
 }

@@ -253,7 +253,10 @@ cudaError_t plan_gemv(int64_t m, int64_t n, int64_t k, GemvPlan* plan) {
     cached_device = device;
   }
   GemvPlan p;
-  p.token_tiles = int((m + 7) / 8);
+  // The instantiated tile counts (launch_gemv): 1, 2, 4 or 8 tiles of 8 tokens. The staged x is
+  // sized for the instance's tiles, not m's (3 tiles run as 4).
+  const int64_t tiles = (m + 7) / 8;
+  p.token_tiles = tiles <= 2 ? int(tiles) : tiles <= 4 ? 4 : 8;
   const int64_t row_blocks = (n + kGemvRows - 1) / kGemvRows, num_kb = fp8_num_blocks(k);
   const int64_t block_bytes = int64_t(p.token_tiles) * 8 * kChunksPerRow * 16;  // staged x per K block
   const int64_t kb_cap = std::max<int64_t>(1, int64_t(kGemvSmemCap) / block_bytes);
@@ -307,7 +310,6 @@ cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT*
   switch (p.token_tiles) {
     case 1: err = launch_gemv_tiles<1>(vec, p, grid, x, w, w_scale, out, partial, mi, ni, k, num_kb, x_vec, stream); break;
     case 2: err = launch_gemv_tiles<2>(vec, p, grid, x, w, w_scale, out, partial, mi, ni, k, num_kb, x_vec, stream); break;
-    case 3:
     case 4: err = launch_gemv_tiles<4>(vec, p, grid, x, w, w_scale, out, partial, mi, ni, k, num_kb, x_vec, stream); break;
     default: err = launch_gemv_tiles<8>(vec, p, grid, x, w, w_scale, out, partial, mi, ni, k, num_kb, x_vec, stream); break;
   }

@@ -63,7 +63,6 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType
   if (cudaStreamCreate(&stream) != cudaSuccess) return make_error(ErrorCode::unavailable, "cudaStreamCreate failed");
   backend->stream_ = stream;
   cublasSetStream(h, stream);
-  constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
   if (cudaMalloc(&backend->cublas_workspace_, kCublasWorkspaceBytes) == cudaSuccess) {
     cublasSetWorkspace(h, backend->cublas_workspace_, kCublasWorkspaceBytes);
   } else {

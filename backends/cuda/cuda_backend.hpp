@@ -154,6 +154,7 @@ class CudaBackend final : public Backend {
   void mla_unabsorb_out(const Tensor& o_lat, const Tensor& kv_b_weight, int64_t nope, Tensor out);
 
   void* cublas_ = nullptr;  // cublasHandle_t
+  static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;  // shared by cuBLAS and cuBLASLt calls
   void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records
   CUstream_st* stream_ = nullptr;
   StepGraphs graphs_;

@@ -206,6 +206,24 @@ OpCase f32_to_bf16_case(int64_t count) {
           }};
 }
 
+OpCase bf16_to_f32_case(int64_t count) {
+  return {"convert", "bf16->f32", sizes({{"count", count}}), [=](std::mt19937& rng) {
+            OpRun r;
+            float* wide = r.host<float>(size_t(count));
+            fill_awkward(wide, size_t(count), rng);
+            uint16_t* x = r.host<uint16_t>(size_t(count));
+            f32_to_bf16_ref(wide, x, count);
+            const uint16_t* dx = r.device(x, size_t(count));
+            float* out = r.poisoned<float>(size_t(count));
+            float* ref = r.host<float>(size_t(count));
+            r.launch = [=](cudaStream_t s) { return launch_bf16_to_f32(dx, out, count, s); };
+            r.reference = [=] { bf16_to_f32_ref(x, ref, count); };
+            r.expect("out", Elem::f32, out, ref, Elem::f32, size_t(count), kExact);
+            r.bytes = double(count * 6);
+            return r;
+          }};
+}
+
 // TableT: float or uint16_t (a bf16 table, widened exactly).
 template <class TableT>
 OpCase embedding_case(int64_t n, int64_t hidden) {
@@ -324,6 +342,7 @@ void add_norm_and_elementwise_cases(std::vector<OpCase>& t) {
   for (int64_t rows : kTokens)
     for (int64_t cols : {7, 500}) t.push_back(add_bias_case(rows, cols));
   for (int64_t count : {1, 19 * 111, 989 * 4096}) t.push_back(f32_to_bf16_case(count));
+  for (int64_t count : {1, 19 * 111, 989 * 4096}) t.push_back(bf16_to_f32_case(count));
 
   for (int64_t n : kTokens)
     for (int64_t hidden : {111, 4096}) t.push_back(embedding_case<float>(n, hidden));
