@@ -243,9 +243,9 @@ void add_fp8_cases(std::vector<OpCase>& t) {
                            {129, 129, 136, 1}};
   for (const Fp8Shape& c : gemm) t.push_back(gemm_case(c, false, false));
   for (const Fp8Shape& c : {gemm[0], gemm[3], gemm[7]}) t.push_back(gemm_case(c, true, false));
-  // cuBLASLt (sizes it is likely to take: K % 16 == 0, 16-byte aligned), bf16 out only: on the H200
-  // (CUDA 13) it refuses an fp32 D with block scales (the launch returns an error).
-  for (const Fp8Shape& c : {gemm[3], gemm[5], Fp8Shape{256, 512, 1024}}) t.push_back(gemm_case(c, true, true));
+  // cuBLASLt, bf16 out only, at a size it takes: on the H200 (CUDA 13) it refuses an fp32 D with
+  // block scales and m = 130 (cudaErrorNotSupported; CudaBackend then runs the own kernel).
+  t.push_back(gemm_case(gemm[5], true, true));
 }
 
 }  // namespace troupe::backend_ops
