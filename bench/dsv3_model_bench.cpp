@@ -140,7 +140,8 @@ int run(int argc, char** argv) {
     say("cuda: %s", backend.error().message.c_str());
     return 1;
   }
-  bench::set_log_device(backend.value()->name());
+  cudaDeviceProp props{};
+  if (cudaGetDeviceProperties(&props, 0) == cudaSuccess) bench::set_log_device(props.name);
   bench::ProfilingBackend profiler(*backend.value());
   say("loading %lld dense + %lld MoE layers of R1 with dummy FP8 weights", (long long)args.dense_layers,
       (long long)args.moe_layers);

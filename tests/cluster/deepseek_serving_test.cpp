@@ -135,5 +135,43 @@ TEST(DeepseekServing, R1ChatsMatchTransformersThroughTwoStagesOfTwoTensorParalle
   expect_oracle_chats(http, "head + 2 workers, PP=2 x TP=2 (MLA heads and experts split)");
 }
 
+// The FP8 block checkpoint (partial 128-blocks, an MTP layer to skip) split over two worker
+// processes: greedy completions of the oracle's prompts equal `troupe serve`'s (which equal
+// transformers', tests/unit).
+TEST(DeepseekServing, AnFp8CheckpointInTwoStagesMatchesTheSingleProcessEngine) {
+  const std::string model = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/deepseek-v3-fp8-tiny";
+  const json oracle = json::parse(read_file(model + "/oracle.json"));
+  auto complete = [&](int port, const json& prompt) {
+    httplib::Client client("127.0.0.1", port);
+    client.set_read_timeout(120, 0);
+    const json body = {{"model", "deepseek-v3-fp8-tiny"}, {"prompt", prompt}, {"max_tokens", 16},
+                       {"temperature", 0}, {"ignore_eos", true}};
+    auto res = client.Post("/v1/completions", body.dump(), "application/json");
+    if (!res || res->status != 200) return std::string("<failed>");
+    return json::parse(res->body)["choices"][0]["text"].get<std::string>();
+  };
+  Cluster cluster("deepseek-fp8-pp2");
+  const std::vector<std::string> flags = {"--num-threads", "1", "--num-kv-blocks", "256", "--max-num-seqs", "8"};
+  std::vector<std::string> serve_args = {"serve", "--model", model, "--port", std::to_string(free_port())};
+  const int serve_port = std::stoi(serve_args.back());
+  for (const auto& f : flags) serve_args.push_back(f);
+  const pid_t serve = cluster.start("serve", serve_args, kToken);
+  ASSERT_TRUE(wait_healthy(serve_port, milliseconds(30000))) << cluster.log("serve");
+  std::vector<std::string> want;
+  for (const auto& prompt : oracle["prompts"]) want.push_back(complete(serve_port, prompt));
+  ::kill(serve, SIGTERM);
+  Cluster::wait_exit(serve, milliseconds(10000));
+
+  const int http = free_port();
+  cluster.start_serving_head(model, 2, 1, http, kToken, flags);
+  cluster.start_worker("worker_a", kToken, true, {"--num-threads", "1"});
+  cluster.start_worker("worker_b", kToken, true, {"--num-threads", "1"});
+  ASSERT_TRUE(wait_healthy(http, milliseconds(30000))) << cluster.log("head") << cluster.log("worker_a");
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_NE(want[i], "<failed>");
+    EXPECT_EQ(complete(http, oracle["prompts"][i]), want[i]) << "prompt " << i;
+  }
+}
+
 }  // namespace
 }  // namespace troupe::testing_cluster
