@@ -107,6 +107,32 @@ cudaError_t launch_gather(const CacheT* cache, const int32_t* table, int64_t blo
                           block_size, kv_lora, rope, latent, k_pe);
 }
 
+// One block per row of s: max, sum of exp and the normalized probabilities over the row's keys.
+__global__ void causal_softmax_kernel(float* __restrict__ s, int64_t num_new, int64_t ctx) {
+  __shared__ float reduce[32];
+  const int64_t r = blockIdx.x;
+  float* row = s + r * ctx;
+  const int64_t limit = ctx - num_new + r % num_new + 1;
+  const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32), num_warps = int(blockDim.x / 32);
+  float m = -FLT_MAX;
+  for (int64_t j = threadIdx.x; j < limit; j += blockDim.x) m = fmaxf(m, row[j]);
+  for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if (lane == 0) reduce[warp] = m;
+  __syncthreads();
+  m = -FLT_MAX;
+  for (int w = 0; w < num_warps; ++w) m = fmaxf(m, reduce[w]);
+  __syncthreads();
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j < limit; j += blockDim.x) sum += expf(row[j] - m);
+  for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (lane == 0) reduce[warp] = sum;
+  __syncthreads();
+  sum = 0.0f;
+  for (int w = 0; w < num_warps; ++w) sum += reduce[w];
+  const float inv = 1.0f / sum;
+  for (int64_t j = threadIdx.x; j < ctx; j += blockDim.x) row[j] = j < limit ? expf(row[j] - m) * inv : 0.0f;
+}
+
 }  // namespace
 
 bool mla_prefill_supports(int64_t nope, int64_t rope, int64_t v_dim) {
@@ -136,6 +162,13 @@ cudaError_t launch_mla_prefill_attention_f32(const float* q, const float* kv, co
     return cudaErrorInvalidValue;
   return launch_dependent(mla_prefill_attention_kernel, dim3(unsigned(num_new), unsigned(num_heads)), dim3(kThreads),
                           0, stream, q, kv, k_pe, num_new, ctx, num_heads, nope, rope, v_dim, scale, out);
+}
+
+cudaError_t launch_causal_softmax_f32(float* s, int64_t num_rows, int64_t num_new, int64_t ctx, cudaStream_t stream) {
+  if (num_rows == 0 || ctx == 0) return cudaSuccess;
+  if (!s || num_new <= 0 || num_new > ctx || num_rows < 0 || num_rows > INT32_MAX) return cudaErrorInvalidValue;
+  causal_softmax_kernel<<<unsigned(num_rows), 256, 0, stream>>>(s, num_new, ctx);
+  return cudaGetLastError();
 }
 
 }  // namespace troupe::kernels

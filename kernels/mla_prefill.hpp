@@ -26,6 +26,10 @@ void mla_gather_latent_ref(const uint16_t* cache, const int32_t* table, int64_t 
 // q: [num_new, H, nope + rope]; kv: [ctx, H * (nope + v_dim)]; k_pe: [ctx, rope]; out: [num_new, H, v_dim].
 void mla_prefill_attention_ref(const float* q, const float* kv, const float* k_pe, int64_t num_new, int64_t ctx,
                                int64_t num_heads, int64_t nope, int64_t rope, int64_t v_dim, float scale, float* out);
+// The causal softmax between the backend's two prefill products (scores = q k^T * scale by cuBLAS,
+// then probabilities @ v): s: [num_rows, ctx], row r is query i = r % num_new at position
+// ctx - num_new + i; in place, keys [0, that position] get softmax(s), the later ones 0.
+void causal_softmax_ref(float* s, int64_t num_rows, int64_t num_new, int64_t ctx);
 
 #ifdef TROUPE_HAVE_CUDA
 // nope + rope <= 256 and v_dim <= 256.
@@ -41,6 +45,8 @@ cudaError_t launch_mla_gather_latent_f32(const uint16_t* cache, const int32_t* t
 cudaError_t launch_mla_prefill_attention_f32(const float* q, const float* kv, const float* k_pe, int64_t num_new,
                                              int64_t ctx, int64_t num_heads, int64_t nope, int64_t rope,
                                              int64_t v_dim, float scale, float* out, cudaStream_t stream);
+// One block per row.
+cudaError_t launch_causal_softmax_f32(float* s, int64_t num_rows, int64_t num_new, int64_t ctx, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

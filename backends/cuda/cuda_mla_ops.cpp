@@ -145,10 +145,34 @@ void CudaBackend::mla_prefill_expanded(const Tensor& q, const Tensor& cache, con
   }
   Tensor kv = scratch(DType::f32, {ctx, num_heads * (nope + v_dim)});
   linear(latent, kv_b_weight, Tensor(), kv);
-  check(launch_mla_prefill_attention_f32(q.data<float>() + begin * num_heads * qk, kv.data<float>(),
-                                         k_pe.data<float>(), num_new, ctx, num_heads, nope, rope, v_dim, scale,
-                                         out.data<float>() + begin * num_heads * v_dim, stream()),
-        "mla_prefill_attention");
+  // Attention as three steps over chunks of heads (fp32 cuBLAS products, strided over heads):
+  // scores S_h = scale * (q_nope_h k_nope_h^T + q_pe_h k_pe^T) [num_new, ctx], the causal softmax
+  // (kernels/mla_prefill.hpp), out_h = P_h v_h. Column-major, S_h^T [ctx, num_new] = K_h Q_h^T.
+  const int64_t per_head = nope + v_dim, kv_ld = num_heads * per_head, q_ld = num_heads * qk;
+  const int64_t score_floats = num_new * ctx;
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(num_heads, (int64_t(128) << 20) / score_floats));
+  Tensor scores = scratch(DType::f32, {chunk * score_floats});
+  auto* h = static_cast<cublasHandle_t>(cublas_);
+  const float zero = 0.0f, one = 1.0f;
+  const float* q0 = q.data<float>() + begin * q_ld;
+  float* out0 = out.data<float>() + begin * num_heads * v_dim;
+  for (int64_t h0 = 0; h0 < num_heads; h0 += chunk) {
+    const int batch = int(std::min(chunk, num_heads - h0));
+    float* s_ptr = scores.data<float>();
+    check_cublas(int(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, int(ctx), int(num_new), int(nope), &scale,
+                                               kv.data<float>() + h0 * per_head, int(kv_ld), per_head,
+                                               q0 + h0 * qk, int(q_ld), qk, &zero, s_ptr, int(ctx), score_floats,
+                                               batch)));
+    if (rope > 0)
+      check_cublas(int(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, int(ctx), int(num_new), int(rope),
+                                                 &scale, k_pe.data<float>(), int(rope), 0, q0 + h0 * qk + nope,
+                                                 int(q_ld), qk, &one, s_ptr, int(ctx), score_floats, batch)));
+    check(launch_causal_softmax_f32(s_ptr, int64_t(batch) * num_new, num_new, ctx, stream()), "causal_softmax");
+    check_cublas(int(cublasSgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_N, int(v_dim), int(num_new), int(ctx), &one,
+                                               kv.data<float>() + h0 * per_head + nope, int(kv_ld), per_head, s_ptr,
+                                               int(ctx), score_floats, &zero, out0 + h0 * v_dim,
+                                               int(num_heads * v_dim), v_dim, batch)));
+  }
 }
 
 // Per head h (the batch of the strided products), column-major: q_abs_h^T [kv_lora, n] =
