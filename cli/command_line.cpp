@@ -46,6 +46,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   add_common_options(*serve, config);
   add_engine_options(*serve, config);
   add_http_options(*serve, config, "--port");
+  add_lifecycle_options(*serve, config);
   serve->add_option("--pipeline-parallel-size,--pp", config.pipeline_parallel_size,
                     "stages, all in this process (over loopback UCX)")
       ->capture_default_str();

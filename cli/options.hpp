@@ -22,6 +22,8 @@ void add_engine_options(CLI::App& app, Config& config);
 void add_http_options(CLI::App& app, Config& config, const std::string& port_flag);
 // Cluster flags: parallel sizes, replicas, token.
 void add_cluster_options(CLI::App& app, Config& config);
+// `troupe serve`: --shutdown-timeout, --max-waiting-requests, --request-timeout.
+void add_lifecycle_options(CLI::App& app, Config& config);
 // --heartbeat-ms, --heartbeat-timeout-ms (head and worker).
 void add_heartbeat_options(CLI::App& app, Config& config);
 // `troupe head`: --port, --request-wait-ms, --status-file.

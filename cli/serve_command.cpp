@@ -1,6 +1,13 @@
 // `troupe serve`: the engine and the OpenAI-compatible HTTP API in one process.
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <thread>
 
 #include "cli/commands.hpp"
 #include "pipeline/local_pipeline.hpp"
@@ -15,10 +22,36 @@
 namespace troupe::cli {
 namespace {
 
-http::Server* g_server = nullptr;
+// SIGINT/SIGTERM land in a handler that only writes the signal's number to a pipe (the one
+// async-signal-safe step); a watcher thread reads it and runs the shutdown as ordinary code.
+// NOTE: not sigwait(): threads started before run_serve (libraries' pools) would not block the
+// signals, and the kernel may hand a signal to any thread that does not block it.
+int g_signal_pipe[2] = {-1, -1};
 
-void on_signal(int) {
-  if (g_server) g_server->stop();
+void on_signal(int signal) {
+  const unsigned char byte = static_cast<unsigned char>(signal);
+  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &byte, 1);
+}
+
+void install_stop_handlers() {
+  if (::pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return;
+  struct sigaction action {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+// Waits for SIGINT/SIGTERM or `done`; returns the signal number or 0.
+int wait_for_stop(const std::atomic<bool>& done) {
+  while (!done.load()) {
+    pollfd p{g_signal_pipe[0], POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    unsigned char byte = 0;
+    if (::read(g_signal_pipe[0], &byte, 1) == 1) return byte;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -52,12 +85,22 @@ int run_serve(const Config& given) {
 
   http::Server server(config, engine, codec.value());
   if (Status status = server.bind(); !status.ok()) return report_error(status.error());
-  g_server = &server;
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
+  // Lifecycle: SIGTERM/SIGINT -> drain (503 to new work, in-flight requests finish or are aborted
+  // at --shutdown-timeout) -> the HTTP server stops -> the engine stops -> exit 0.
+  std::atomic<bool> done{false};
+  install_stop_handlers();
+  std::thread watcher([&] {
+    const int signal = wait_for_stop(done);
+    if (signal == 0) return;
+    log::get("http")->info("{}: shutting down", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    const auto timeout = std::chrono::duration<double>(config.shutdown_timeout_s);
+    server.drain(std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+    server.stop();
+  });
   log::get("http")->info("serving {} as '{}'", config.model, config.served_model_name);
   server.listen();
-  g_server = nullptr;
+  done = true;
+  watcher.join();
   engine->stop();
   log::get("http")->info("stopped");
   return 0;

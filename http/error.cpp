@@ -30,7 +30,9 @@ const char* error_type_of(int status) {
     case 404: return "NotFoundError";
     case 405: return "MethodNotAllowedError";
     case 413: return "RequestTooLargeError";
+    case 429: return "RateLimitError";
     case 503: return "ServiceUnavailableError";
+    case 504: return "TimeoutError";
     default: return status >= 500 ? "InternalServerError" : "BadRequestError";
   }
 }

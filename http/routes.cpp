@@ -11,6 +11,7 @@
 #include "http/generation_job.hpp"
 #include "http/openai_request.hpp"
 #include "http/openai_response.hpp"
+#include "http/peer_socket.hpp"
 #include "runtime/version.hpp"
 
 namespace troupe::http {
@@ -27,6 +28,8 @@ void send_json(httplib::Response& res, int status, const json& body) {
 ApiError bad_request(const Error& error, const std::string& param) { return api_error_of(error, param); }
 
 ApiError not_ready() { return ApiError{503, "the engine is not ready yet; retry shortly", ""}; }
+
+ApiError shutting_down() { return ApiError{503, "the server is shutting down; retry on another replica", ""}; }
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -45,17 +48,31 @@ json chat_delta(const ChoiceDelta& d) {
 
 void send_error(httplib::Response& res, const ApiError& error) {
   res.status = error.status;
-  if (error.status == 503) res.set_header("Retry-After", "1");
+  if (error.status == 503 || error.status == 429) res.set_header("Retry-After", "1");
   res.set_content(error_body(error), "application/json");
 }
 
 Routes::Routes(const Config& config, ServingEngine* engine, std::shared_ptr<const TextCodec> codec)
-    : config_(config), engine_(engine), codec_(std::move(codec)), id_salt_(std::random_device{}()) {
+    : config_(config),
+      engine_(engine),
+      codec_(std::move(codec)),
+      gate_(config.max_waiting_requests),
+      id_salt_(std::random_device{}()) {
   // A folder the engine loaded parses; a server without one (tests, a head before its model is
   // known) keeps OpenAI's defaults.
   if (!config_.model.empty()) {
     if (auto model = ModelConfig::load(config_.model); model.ok()) generation_defaults_ = model->generation_defaults;
   }
+}
+
+bool Routes::is_past_timeout(std::chrono::steady_clock::time_point started) const {
+  return config_.request_timeout_s > 0 &&
+         std::chrono::steady_clock::now() - started > std::chrono::duration<double>(config_.request_timeout_s);
+}
+
+ApiError Routes::timeout_error() const {
+  return ApiError{504, "the request ran past --request-timeout (" + std::to_string(config_.request_timeout_s) + " s)",
+                  ""};
 }
 
 int64_t Routes::max_model_len() const { return engine_ ? engine_->max_model_len() : config_.max_model_len; }
@@ -68,6 +85,8 @@ std::string Routes::next_id(const char* prefix) {
 }
 
 void Routes::health(const httplib::Request&, httplib::Response& res) {
+  // Readiness: a draining server takes no new work, so a load balancer sends it none.
+  if (gate_.is_draining()) return send_error(res, shutting_down());
   if (engine_) {
     // A failed engine stays failed: 503 with why, so an orchestrator restarts this process.
     if (std::string failure = engine_->failure(); !failure.empty())
@@ -130,6 +149,18 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   if (engine_ && !engine_->failure().empty())
     return send_error(res, ApiError{503, "the engine failed: " + engine_->failure(), ""});
   if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
+  std::shared_ptr<AdmissionGate::Ticket> ticket;
+  switch (gate_.admit(gate_.is_draining() ? 0 : engine_->stats().num_waiting, ticket)) {
+    case Admission::admitted: break;
+    case Admission::draining: return send_error(res, shutting_down());
+    case Admission::overloaded:
+      return send_error(res, ApiError{429,
+                                      "too many requests are waiting (--max-waiting-requests " +
+                                          std::to_string(config_.max_waiting_requests) + "); retry shortly",
+                                      ""});
+  }
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point started = Clock::now();
 
   // Prompt -> ids.
   JobSpec spec;
@@ -161,11 +192,32 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
     if (is_chat && error.param == "prompt") error.param = "messages";
     return send_error(res, error);
   }
+  ticket->submitted();
   ResponseHeader header{job->spec().id, unix_now(), config_.served_model_name};
 
   if (!request.stream) {
-    while (!job->is_finished() && !stopping_) job->poll(100ms);
-    if (!job->is_finished()) return send_error(res, ApiError{503, "the server is shutting down", ""});
+    // Cancelled (finish_reason "abort") on a drain's abort or past --request-timeout; dropped
+    // when the client hangs up. The socket is looked for only once a request outlives one poll.
+    bool cancelled = false, timed_out = false, looked_for_socket = false;
+    int socket = -1;
+    while (!job->is_finished() && !stopping_) {
+      job->poll(100ms);
+      if (job->is_finished() || cancelled) continue;
+      timed_out = is_past_timeout(started);
+      if (timed_out || gate_.is_aborting()) {
+        job->cancel();
+        cancelled = true;
+        continue;
+      }
+      if (!looked_for_socket) {
+        socket = find_connection_socket(req.remote_addr, req.remote_port, req.local_port);
+        looked_for_socket = true;
+      }
+      if (is_peer_closed(socket)) return job->cancel();  // nobody is left to answer
+    }
+    if (!job->is_finished()) return send_error(res, shutting_down());
+    if (timed_out)
+      return send_error(res, timeout_error());
     for (const ChoiceStream* c : job->choices())
       if (c->finish_reason() == FinishReason::error) return send_error(res, ApiError{500, "generation failed", ""});
     json usage = usage_json(job->num_prompt_tokens(), job->num_completion_tokens());
@@ -175,9 +227,11 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   }
 
   // Streaming: the provider runs on this HTTP thread until every choice ended or the client left.
-  using Clock = std::chrono::steady_clock;
+  // A drain's abort or --request-timeout cancels the job; its last chunk then carries "abort"
+  // (after an error event for a timeout) and [DONE] follows as always.
   struct StreamState {
     bool sent_roles = false;
+    bool cancelled = false;
     int64_t text_offset = 0;
     Clock::time_point last_write = Clock::now();
   };
@@ -185,7 +239,7 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, job, state, header, is_chat, request](size_t, httplib::DataSink& sink) {
+      [this, job, ticket, state, header, is_chat, request, started](size_t, httplib::DataSink& sink) {
         auto write = [&](const std::string& s) {
           state->last_write = Clock::now();
           return sink.write(s.data(), s.size());
@@ -197,6 +251,14 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
             if (!write(sse_event(chat_chunk_json(header, i, json{{"role", "assistant"}, {"content", ""}}, nullptr,
                                                  FinishReason::none, request.include_usage))))
               return false;
+        }
+        if (!state->cancelled && !job->is_finished()) {
+          const bool timed_out = is_past_timeout(started);
+          if (timed_out || gate_.is_aborting()) {
+            job->cancel();
+            state->cancelled = true;
+            if (timed_out && !write("data: " + error_body(timeout_error()) + "\n\n")) return false;
+          }
         }
         auto deltas = job->poll(50ms);
         for (const auto& [index, d] : deltas) {

@@ -2,10 +2,12 @@
 // The handlers behind each route. server.cpp registers them one per line; errors leave here as
 // ApiError and are written in the OpenAI error shape by one function.
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 
+#include "http/admission_gate.hpp"
 #include "http/error.hpp"
 #include "http/metrics.hpp"
 #include "http/text_codec.hpp"
@@ -39,17 +41,23 @@ class Routes {
   // Makes open streams and waiting requests end (their engine requests are cancelled); called
   // before the HTTP server stops.
   void stop() { stopping_ = true; }
+  // Admission (429 past --max-waiting-requests) and the graceful drain (Server::drain).
+  AdmissionGate& gate() { return gate_; }
 
  private:
   void generate(const httplib::Request& req, httplib::Response& res, bool is_chat);
   int64_t max_model_len() const;
   std::string next_id(const char* prefix);
+  // True when the request has run past --request-timeout.
+  bool is_past_timeout(std::chrono::steady_clock::time_point started) const;
+  ApiError timeout_error() const;
 
   const Config& config_;
   ServingEngine* engine_;
   std::shared_ptr<const TextCodec> codec_;
   GenerationDefaults generation_defaults_;  // the model's generation_config.json sampling defaults
   Metrics metrics_;
+  AdmissionGate gate_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_id_{0};
   uint64_t id_salt_;

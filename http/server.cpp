@@ -131,6 +131,20 @@ Status Server::bind() {
 
 void Server::listen() { server_->listen_after_bind(); }
 
+bool Server::drain(std::chrono::milliseconds timeout) {
+  AdmissionGate& gate = routes_->gate();
+  gate.begin_drain();
+  auto logger = log::get("http");
+  logger->info("draining: {} requests in flight, {} ms to finish", gate.num_in_flight(), timeout.count());
+  if (gate.wait_until_idle(timeout)) return true;
+  logger->warn("shutdown timeout: aborting {} requests", gate.num_in_flight());
+  gate.abort_all();
+  // NOTE: an aborted request ends within one engine step and one poll; a client that does not read
+  // is bounded by httplib's write timeout, then stop() drops what is left.
+  if (!gate.wait_until_idle(std::chrono::seconds(5))) logger->warn("{} requests did not end", gate.num_in_flight());
+  return false;
+}
+
 void Server::stop() {
   routes_->stop();
   server_->stop();

@@ -1,6 +1,7 @@
 #pragma once
 // The OpenAI-compatible HTTP server (cpp-httplib). Routes are registered one per line in
 // server.cpp; every handler's errors are mapped to the OpenAI error shape in one place.
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -31,6 +32,11 @@ class Server {
   // Serves until stop() is called (from another thread or a signal handler).
   void listen();
   void stop();
+  // The graceful half of a shutdown (SIGTERM): /health and new generation requests answer 503
+  // (Retry-After) at once; requests in flight run to their end for up to `timeout`, then the rest
+  // are aborted (finish_reason "abort", streams still end with [DONE]) and given a short grace to
+  // write it. Returns true when every request ended on its own. Call stop() afterwards.
+  bool drain(std::chrono::milliseconds timeout);
   int port() const { return port_; }
 
  private:

@@ -28,6 +28,9 @@ Status Config::validate() const {
   if (!reasoning_parser.empty() && reasoning_parser != "deepseek_r1")
     return bad("reasoning-parser", "only deepseek_r1 is known, got '" + reasoning_parser + "'");
   if (max_body_bytes < 1024) return bad("max-body-bytes", "must be >= 1024");
+  if (!(shutdown_timeout_s >= 0)) return bad("shutdown-timeout", "must be >= 0 seconds");
+  if (max_waiting_requests < 0) return bad("max-waiting-requests", "must be >= 0 (0: unbounded)");
+  if (!(request_timeout_s >= 0)) return bad("request-timeout", "must be >= 0 seconds (0: none)");
   if (!is_port(cluster_port)) return bad("cluster-port", "must be in [1, 65535]");
   if (pipeline_parallel_size < 1) return bad("pipeline-parallel-size", "must be >= 1");
   if (replicas < 1) return bad("replicas", "must be >= 1");

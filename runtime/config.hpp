@@ -26,6 +26,10 @@ struct Config : EngineArgs {
   std::string api_key;  // also TROUPE_API_KEY
   std::string reasoning_parser;  // "" | deepseek_r1
   int64_t max_body_bytes = 16 << 20;
+  // Lifecycle and overload (seconds may be fractional).
+  double shutdown_timeout_s = 30;     // on SIGTERM/SIGINT: in-flight requests get this long, then abort
+  int64_t max_waiting_requests = 0;   // engine requests waiting to be scheduled past this: 429; 0: unbounded
+  double request_timeout_s = 0;       // a request running longer ends with an error; 0: none
 
   // Cluster.
   int64_t cluster_port = 7400;  // `troupe head --port`

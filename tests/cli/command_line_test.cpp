@@ -107,5 +107,19 @@ TEST_F(CommandLineParse, BadValuesExitWithTwo) {
   EXPECT_EQ(parse_command_line({"troupe", "worker"}).exit_code, 2);
 }
 
+TEST(CommandLineFlags, ServeLifecycle) {
+  ParsedCommandLine defaults = parse_command_line({"troupe", "serve"});
+  ASSERT_FALSE(defaults.exit_code);
+  EXPECT_EQ(defaults.command.config.shutdown_timeout_s, 30);
+  EXPECT_EQ(defaults.command.config.max_waiting_requests, 0);
+  EXPECT_EQ(defaults.command.config.request_timeout_s, 0);
+  ParsedCommandLine given = parse_command_line({"troupe", "serve", "--shutdown-timeout", "7.5",
+                                                "--max-waiting-requests", "3", "--request-timeout", "60"});
+  ASSERT_FALSE(given.exit_code);
+  EXPECT_EQ(given.command.config.shutdown_timeout_s, 7.5);
+  EXPECT_EQ(given.command.config.max_waiting_requests, 3);
+  EXPECT_EQ(given.command.config.request_timeout_s, 60);
+}
+
 }  // namespace
 }  // namespace troupe::cli

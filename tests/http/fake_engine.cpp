@@ -85,9 +85,15 @@ void FakeEngine::run() {
   while (true) {
     wake_.wait(lock, [&] { return stopping_ || !live_.empty(); });
     if (stopping_) return;
+    int64_t num_stepped = 0;
     for (auto it = live_.begin(); it != live_.end();) {
       Live& live = it->second;
       GenerationOutput out;
+      if (!live.cancelled && options_.max_running > 0 && num_stepped >= options_.max_running) {
+        ++it;  // waiting for a slot
+        continue;
+      }
+      ++num_stepped;
       if (live.cancelled) {
         out.finish_reason = FinishReason::abort;
         out.num_prompt_tokens = int64_t(live.request.prompt_ids.size());
@@ -106,6 +112,10 @@ EngineStats FakeEngine::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   EngineStats s = totals_;
   s.num_running = int64_t(live_.size());
+  if (options_.max_running > 0 && s.num_running > options_.max_running) {
+    s.num_waiting = s.num_running - options_.max_running;
+    s.num_running = options_.max_running;
+  }
   s.num_kv_blocks_total = options_.num_kv_blocks_total;
   for (const auto& [id, live] : live_) s.num_kv_blocks_used += live.num_blocks;
   return s;

@@ -24,7 +24,8 @@ struct FakeEngineOptions {
   int64_t vocab_size = 256;  // FakeTextCodec's
   int64_t block_size = 4;
   int64_t num_kv_blocks_total = 4096;
-  int64_t fail_after = -1;  // >= 0: a request ends with FinishReason::error after this many tokens
+  int64_t fail_after = -1;
+  int64_t max_running = 0;  // > 0: requests past this many wait (stats().num_waiting), oldest first  // >= 0: a request ends with FinishReason::error after this many tokens
 };
 
 class FakeEngine final : public ServingEngine {

@@ -1,6 +1,6 @@
 // The HTTP server over the real engine (CPU backend) and the fixture model's real tokenizer:
 // 64 concurrent greedy streams give exactly what each gives alone, and clients that hang up
-// mid-stream leave no KV blocks behind (as /metrics shows).
+// mid-stream, or before a non-streaming answer, leave no KV blocks behind (as /metrics shows).
 #include <httplib.h>
 
 #include <atomic>
@@ -159,6 +159,34 @@ TEST(HttpRealEngine, ClientsHangingUpMidStreamLeakNoKvBlocks) {
   EXPECT_EQ(running, 0.0);
   EXPECT_EQ(server.engine().stats().num_kv_blocks_used, 0);
   // They were cut short, not run to their 480 tokens.
+  EXPECT_LT(server.engine().stats().num_generation_tokens_total, 8 * 480 / 2);
+}
+
+TEST(HttpRealEngine, NonStreamingClientsHangingUpLeakNoKvBlocks) {
+  RealEngineServer server;
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      auto c = server.client();
+      c.set_read_timeout(0, 100 * 1000);  // gives up after 0.1 s and closes the connection
+      json body = chat_body(i, false);
+      body["max_tokens"] = 480;
+      c.Post("/v1/chat/completions", body.dump(), "application/json");
+    });
+  }
+  for (auto& t : clients) t.join();
+  auto c = server.client();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  double usage = -1, running = -1;
+  while (std::chrono::steady_clock::now() < deadline) {
+    usage = metric(c, "troupe:kv_cache_usage_perc");
+    running = metric(c, "troupe:num_requests_running");
+    if (usage == 0 && running == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(usage, 0.0);
+  EXPECT_EQ(running, 0.0);
+  EXPECT_EQ(server.engine().stats().num_kv_blocks_used, 0);
   EXPECT_LT(server.engine().stats().num_generation_tokens_total, 8 * 480 / 2);
 }
 

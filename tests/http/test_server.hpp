@@ -55,6 +55,7 @@ class TestServer {
     return c;
   }
   FakeEngine& engine() { return engine_; }
+  http::Server& server() { return server_; }
   int port() const { return server_.port(); }
 
  private:
