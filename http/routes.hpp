@@ -2,12 +2,14 @@
 // The handlers behind each route. server.cpp registers them one per line; errors leave here as
 // ApiError and are written in the OpenAI error shape by one function.
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 
 #include "http/error.hpp"
 #include "http/metrics.hpp"
+#include "http/request_log.hpp"
 #include "http/text_codec.hpp"
 #include "runtime/config.hpp"
 #include "runtime/model_config.hpp"
@@ -21,6 +23,8 @@ struct Response;
 namespace troupe::http {
 
 void send_error(httplib::Response& res, const ApiError& error);
+
+class GenerationJob;
 
 class Routes {
  public:
@@ -44,12 +48,18 @@ class Routes {
   void generate(const httplib::Request& req, httplib::Response& res, bool is_chat);
   int64_t max_model_len() const;
   std::string next_id(const char* prefix);
+  // The request log's fields known on arrival; echoes the request id as X-Request-Id.
+  RequestRecord start_record(const httplib::Request& req, httplib::Response& res, const std::string& generated_id) const;
+  // Fills the outcome (job may be null: the request ended before one ran) and logs the line.
+  void log_request(RequestRecord& record, int status, const GenerationJob* job,
+                   std::chrono::steady_clock::time_point started) const;
 
   const Config& config_;
   ServingEngine* engine_;
   std::shared_ptr<const TextCodec> codec_;
   GenerationDefaults generation_defaults_;  // the model's generation_config.json sampling defaults
   Metrics metrics_;
+  RequestLog request_log_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_id_{0};
   uint64_t id_salt_;
