@@ -38,7 +38,13 @@ void add_engine_options(CLI::App& app, Config& config) {
 void add_http_options(CLI::App& app, Config& config, const std::string& port_flag) {
   app.add_option("--host", config.host, "address to listen on")->capture_default_str();
   app.add_option(port_flag, config.http_port, "HTTP port")->capture_default_str();
-  app.add_option("--api-key", config.api_key, "require `Authorization: Bearer KEY`")->envname("TROUPE_API_KEY");
+  app.add_option("--api-key", config.api_key, "require `Authorization: Bearer KEY`; KEY1,KEY2: any one of them")
+      ->envname("TROUPE_API_KEY");
+  app.add_flag("--protect-metrics", config.protect_metrics, "/metrics needs the API key too (open by default)");
+  app.add_option("--metrics-prefix", config.metrics_prefix, "prefix of the Prometheus names (vllm: for vLLM's)")
+      ->capture_default_str();
+  app.add_option("--log-format", config.log_format, "request log lines: text or json")->capture_default_str();
+  app.add_flag("--log-requests-content", config.log_requests_content, "request log lines carry prompt and output");
   app.add_option("--reasoning-parser", config.reasoning_parser, "deepseek_r1: split <think> into reasoning_content");
   app.add_option("--max-body-bytes", config.max_body_bytes, "largest request body")->capture_default_str();
 }

@@ -56,6 +56,7 @@ void GenerationJob::observe(size_t choice, const QueuedOutput& item) {
     if (!got_first_token_[choice]) {
       metrics_->observe_time_to_first_token(seconds_between(started_at_, item.at));
       got_first_token_[choice] = true;
+      if (first_token_at_ == Clock::time_point{} || item.at < first_token_at_) first_token_at_ = item.at;
       num_new -= 1;  // the first token has no inter-token latency
     }
     double per_token = num_new > 0 ? seconds_between(last_output_at_[choice], item.at) / double(num_new) : 0.0;
@@ -76,7 +77,7 @@ std::vector<std::pair<int, ChoiceDelta>> GenerationJob::poll(std::chrono::millis
     if (choices_[c]->is_finished()) {
       if (choices_[c]->needs_cancel()) engine_->cancel(engine_id(c));
       metrics_->observe_e2e_latency(seconds_between(started_at_, item.at));
-      metrics_->count_request(choices_[c]->finish_reason() != FinishReason::error);
+      metrics_->count_finished(choices_[c]->finish_reason());
     }
     deltas.emplace_back(int(c), std::move(delta));
   }
@@ -93,6 +94,7 @@ void GenerationJob::cancel() {
   for (size_t i = 0; i < choices_.size(); ++i)
     if (submitted_[i] && !choices_[i]->is_finished()) {
       engine_->cancel(engine_id(i));
+      metrics_->count_finished(FinishReason::abort);
       submitted_[i] = false;
     }
 }
@@ -101,6 +103,20 @@ std::vector<const ChoiceStream*> GenerationJob::choices() const {
   std::vector<const ChoiceStream*> out;
   for (const auto& c : choices_) out.push_back(c.get());
   return out;
+}
+
+double GenerationJob::time_to_first_token_ms() const {
+  if (first_token_at_ == Clock::time_point{}) return -1.0;
+  return seconds_between(started_at_, first_token_at_) * 1e3;
+}
+
+FinishReason GenerationJob::finish_reason() const {
+  FinishReason reason = FinishReason::none;
+  for (const auto& c : choices_) {
+    if (c->finish_reason() == FinishReason::error) return FinishReason::error;
+    if (reason == FinishReason::none) reason = c->finish_reason();
+  }
+  return reason;
 }
 
 int64_t GenerationJob::num_completion_tokens() const {

@@ -41,6 +41,10 @@ class GenerationJob {
   std::vector<const ChoiceStream*> choices() const;
   int64_t num_prompt_tokens() const { return int64_t(spec_.prompt_ids.size()); }
   int64_t num_completion_tokens() const;
+  // From the job's start to its earliest first token; -1 before any token came.
+  double time_to_first_token_ms() const;
+  // error when any choice failed, else the first choice's (none while it runs).
+  FinishReason finish_reason() const;
 
  private:
   std::string engine_id(size_t choice) const { return spec_.id + "-" + std::to_string(choice); }
@@ -55,6 +59,7 @@ class GenerationJob {
   std::vector<std::chrono::steady_clock::time_point> last_output_at_;  // [n]
   std::vector<bool> got_first_token_;
   std::chrono::steady_clock::time_point started_at_;
+  std::chrono::steady_clock::time_point first_token_at_{};  // {}: no token yet
 };
 
 }  // namespace troupe::http

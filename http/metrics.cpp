@@ -1,14 +1,15 @@
 #include "http/metrics.hpp"
 
-#include <cstdio>
+#include <charconv>
 
 namespace troupe::http {
 namespace {
 
+// The shortest text that reads back as v: le="0.1", not le="0.10000000000000001".
 std::string number(double v) {
   char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
-  return buf;
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  return ec == std::errc() ? std::string(buf, end) : std::string("NaN");
 }
 
 void header(std::string& out, const std::string& name, const char* type, const char* help) {
@@ -45,17 +46,19 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   sample(out, name + "_count", labels, double(count_));
 }
 
-Metrics::Metrics()
-    : time_to_first_token_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+Metrics::Metrics(std::string prefix)
+    : prefix_(std::move(prefix)),
+      time_to_first_token_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
                             2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0}),
       inter_token_latency_({0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
                             5.0, 7.5, 10.0, 20.0, 40.0, 80.0}),
       e2e_request_latency_({0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
                             50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0}) {}
 
-void Metrics::count_request(bool success) {
+void Metrics::count_finished(FinishReason reason) {
+  if (reason == FinishReason::none) return;
   std::lock_guard<std::mutex> lock(mutex_);
-  ++(success ? num_requests_success_ : num_requests_failed_);
+  ++num_requests_finished_[size_t(reason)];
 }
 
 std::string Metrics::render(const EngineStats& stats, const std::string& model_name) const {
@@ -79,50 +82,51 @@ std::string Metrics::render(const EngineStats& stats, const std::string& model_n
     header(out, name, "counter", help);
     sample(out, name, labels, v);
   };
-  gauge("troupe:num_requests_running", "Requests in the running batch.", double(stats.num_running));
-  gauge("troupe:num_requests_waiting", "Requests waiting to be scheduled.", double(stats.num_waiting));
+  gauge(prefix_ + "num_requests_running", "Requests in the running batch.", double(stats.num_running));
+  gauge(prefix_ + "num_requests_waiting", "Requests waiting to be scheduled.", double(stats.num_waiting));
   double usage = stats.num_kv_blocks_total > 0
                      ? double(stats.num_kv_blocks_used) / double(stats.num_kv_blocks_total)
                      : 0.0;
-  gauge("troupe:kv_cache_usage_perc", "KV-cache usage, 1 means 100 percent.", usage);
-  counter("troupe:prompt_tokens_total", "Prefill tokens processed.", double(stats.num_prompt_tokens_total));
-  counter("troupe:generation_tokens_total", "Generated tokens.", double(stats.num_generation_tokens_total));
-  counter("troupe:num_preemptions_total", "Preempted requests.", double(stats.num_preemptions_total));
-  gauge("troupe:engine_failed", "1 when the engine failed for good (a device fault); /health says why.",
+  gauge(prefix_ + "kv_cache_usage_perc", "KV-cache usage, 1 means 100 percent.", usage);
+  counter(prefix_ + "prompt_tokens_total", "Prefill tokens processed.", double(stats.num_prompt_tokens_total));
+  counter(prefix_ + "generation_tokens_total", "Generated tokens.", double(stats.num_generation_tokens_total));
+  counter(prefix_ + "num_preemptions_total", "Preempted requests.", double(stats.num_preemptions_total));
+  gauge(prefix_ + "engine_failed", "1 when the engine failed for good (a device fault); /health says why.",
         stats.failure.empty() ? 0.0 : 1.0);
   if (stats.cluster.enabled) {
     const ClusterStats& c = stats.cluster;
-    gauge("troupe:cluster_nodes", "Worker nodes joined and alive.", double(c.num_nodes));
-    gauge("troupe:cluster_groups_ready", "Serving groups ready for requests.", double(c.num_groups_ready));
-    counter("troupe:cluster_requests_resumed_total", "Requests moved to another group after a loss.",
+    gauge(prefix_ + "cluster_nodes", "Worker nodes joined and alive.", double(c.num_nodes));
+    gauge(prefix_ + "cluster_groups_ready", "Serving groups ready for requests.", double(c.num_groups_ready));
+    counter(prefix_ + "cluster_requests_resumed_total", "Requests moved to another group after a loss.",
             double(c.num_requests_resumed_total));
-    header(out, "troupe:cluster_group_epoch", "gauge", "Each group's epoch (+1 on every restart).");
+    header(out, prefix_ + "cluster_group_epoch", "gauge", "Each group's epoch (+1 on every restart).");
     for (const auto& g : c.groups)
-      sample(out, "troupe:cluster_group_epoch", labels + ",group=\"" + std::to_string(g.group_id) + "\"",
+      sample(out, prefix_ + "cluster_group_epoch", labels + ",group=\"" + std::to_string(g.group_id) + "\"",
              double(g.epoch));
-    header(out, "troupe:cluster_group_restarts_total", "counter", "Each group's restarts.");
+    header(out, prefix_ + "cluster_group_restarts_total", "counter", "Each group's restarts.");
     for (const auto& g : c.groups)
-      sample(out, "troupe:cluster_group_restarts_total", labels + ",group=\"" + std::to_string(g.group_id) + "\"",
+      sample(out, prefix_ + "cluster_group_restarts_total", labels + ",group=\"" + std::to_string(g.group_id) + "\"",
              double(g.num_restarts));
-    header(out, "troupe:cluster_group_ready", "gauge", "1 when the group is ready.");
+    header(out, prefix_ + "cluster_group_ready", "gauge", "1 when the group is ready.");
     for (const auto& g : c.groups)
-      sample(out, "troupe:cluster_group_ready", labels + ",group=\"" + std::to_string(g.group_id) + "\"",
+      sample(out, prefix_ + "cluster_group_ready", labels + ",group=\"" + std::to_string(g.group_id) + "\"",
              g.state == "ready" ? 1.0 : 0.0);
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    header(out, "troupe:request_success_total", "counter", "Requests finished, by outcome.");
-    sample(out, "troupe:request_success_total", labels + ",finished_reason=\"ok\"",
-           double(num_requests_success_));
-    sample(out, "troupe:request_success_total", labels + ",finished_reason=\"error\"",
-           double(num_requests_failed_));
+    // NOTE: vLLM's names and label values; one series per choice that ended.
+    const std::string name = prefix_ + "request_success_total";
+    header(out, name, "counter", "Finished requests, by finish reason.");
+    for (FinishReason reason : {FinishReason::stop, FinishReason::length, FinishReason::abort, FinishReason::error})
+      sample(out, name, labels + ",finished_reason=\"" + to_string(reason) + "\"",
+             double(num_requests_finished_[size_t(reason)]));
   }
-  header(out, "troupe:time_to_first_token_seconds", "histogram", "Time to first token in seconds.");
-  time_to_first_token_.render(out, "troupe:time_to_first_token_seconds", labels);
-  header(out, "troupe:inter_token_latency_seconds", "histogram", "Time between output chunks in seconds.");
-  inter_token_latency_.render(out, "troupe:inter_token_latency_seconds", labels);
-  header(out, "troupe:e2e_request_latency_seconds", "histogram", "Request latency in seconds.");
-  e2e_request_latency_.render(out, "troupe:e2e_request_latency_seconds", labels);
+  header(out, prefix_ + "time_to_first_token_seconds", "histogram", "Time to first token in seconds.");
+  time_to_first_token_.render(out, prefix_ + "time_to_first_token_seconds", labels);
+  header(out, prefix_ + "inter_token_latency_seconds", "histogram", "Time between output chunks in seconds.");
+  inter_token_latency_.render(out, prefix_ + "inter_token_latency_seconds", labels);
+  header(out, prefix_ + "e2e_request_latency_seconds", "histogram", "Request latency in seconds.");
+  e2e_request_latency_.render(out, prefix_ + "e2e_request_latency_seconds", labels);
   return out;
 }
 

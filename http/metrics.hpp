@@ -1,6 +1,7 @@
 #pragma once
 // Prometheus text exposition of the server's and the engine's counters, names prefixed `troupe:`
-// as vLLM prefixes `vllm:`. Latency histograms are observed by the HTTP side.
+// (--metrics-prefix) as vLLM prefixes `vllm:`. Latency histograms are observed by the HTTP side.
+#include <array>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -27,21 +28,22 @@ class Histogram {
 
 class Metrics {
  public:
-  Metrics();
+  explicit Metrics(std::string prefix = "troupe:");
   void observe_time_to_first_token(double seconds) { time_to_first_token_.observe(seconds); }
   void observe_inter_token_latency(double seconds) { inter_token_latency_.observe(seconds); }
   void observe_e2e_latency(double seconds) { e2e_request_latency_.observe(seconds); }
-  void count_request(bool success);
+  // One choice ended: request_success_total{finished_reason="stop|length|abort|error"}.
+  void count_finished(FinishReason reason);
 
   std::string render(const EngineStats& stats, const std::string& model_name) const;
 
  private:
+  std::string prefix_;
   Histogram time_to_first_token_;
   Histogram inter_token_latency_;
   Histogram e2e_request_latency_;
   mutable std::mutex mutex_;
-  uint64_t num_requests_success_ = 0;
-  uint64_t num_requests_failed_ = 0;
+  std::array<uint64_t, 5> num_requests_finished_{};  // by FinishReason
 };
 
 }  // namespace troupe::http

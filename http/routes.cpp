@@ -4,10 +4,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <random>
 
 #include <nlohmann/json.hpp>
 
+#include "http/auth.hpp"
 #include "http/generation_job.hpp"
 #include "http/openai_request.hpp"
 #include "http/openai_response.hpp"
@@ -56,7 +58,9 @@ Routes::Routes(const Config& config, ServingEngine* engine, std::shared_ptr<cons
     : config_(config),
       engine_(engine),
       codec_(std::move(codec)),
+      metrics_(config.metrics_prefix),
       gate_(config.max_waiting_requests),
+      request_log_(RequestLog::parse_format(config.log_format), config.log_requests_content),
       id_salt_(std::random_device{}()) {
   // A folder the engine loaded parses; a server without one (tests, a head before its model is
   // known) keeps OpenAI's defaults.
@@ -82,6 +86,43 @@ std::string Routes::next_id(const char* prefix) {
   std::snprintf(buf, sizeof(buf), "%s-%08llx%08llx", prefix, static_cast<unsigned long long>(id_salt_ & 0xffffffffu),
                 static_cast<unsigned long long>(next_id_.fetch_add(1)));
   return buf;
+}
+
+RequestRecord Routes::start_record(const httplib::Request& req, httplib::Response& res,
+                                   const std::string& generated_id) const {
+  RequestRecord record;
+  record.started_at = std::chrono::system_clock::now();
+  std::string client_id = req.get_header_value("X-Request-Id");
+  record.request_id = is_acceptable_request_id(client_id) ? client_id : generated_id;
+  res.set_header("X-Request-Id", record.request_id);
+  record.client = req.remote_addr + ":" + std::to_string(req.remote_port);
+  // NOTE: the handler runs only after auth passed, so the token is one of the keys.
+  if (!config_.api_key.empty()) record.key_id = api_key_id(bearer_token(req.get_header_value("Authorization")));
+  record.method = req.method;
+  record.path = req.path;
+  return record;
+}
+
+void Routes::log_request(RequestRecord& record, int status, const GenerationJob* job,
+                         std::chrono::steady_clock::time_point started) const {
+  record.status = status;
+  record.duration_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  if (job) {
+    record.num_prompt_tokens = job->num_prompt_tokens();
+    record.num_completion_tokens = job->num_completion_tokens();
+    record.ttft_ms = job->time_to_first_token_ms();
+    FinishReason reason = job->finish_reason();
+    // A job that never finished was cut short: the client left or the server stopped.
+    record.finish_reason = to_string(job->is_finished() ? reason : FinishReason::abort);
+    if (config_.log_requests_content) {
+      record.prompt = job->spec().prompt_text;
+      for (const ChoiceStream* c : job->choices()) {
+        if (!record.output.empty()) record.output += "\n";
+        record.output += c->reasoning() + c->content();
+      }
+    }
+  }
+  request_log_.write(record);
 }
 
 void Routes::health(const httplib::Request&, httplib::Response& res) {
@@ -136,6 +177,18 @@ void Routes::chat_completions(const httplib::Request& req, httplib::Response& re
 void Routes::completions(const httplib::Request& req, httplib::Response& res) { generate(req, res, false); }
 
 void Routes::generate(const httplib::Request& req, httplib::Response& res, bool is_chat) {
+  const auto started = std::chrono::steady_clock::now();
+  const std::string id = next_id(is_chat ? "chatcmpl" : "cmpl");
+  auto record = std::make_shared<RequestRecord>(start_record(req, res, id));
+  std::shared_ptr<GenerationJob> job;
+  // Logs the request when this returns, unless a stream took the record (it logs at its end).
+  struct LogAtExit {
+    std::function<void()> log;
+    ~LogAtExit() {
+      if (log) log();
+    }
+  } log_at_exit{[&] { log_request(*record, res.status, job.get(), started); }};
+
   Result<json> body = parse_json_body(req.body);
   if (!body.ok()) return send_error(res, bad_request(body.error(), ""));
   std::string param;
@@ -144,6 +197,7 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
               : parse_completion_request(body.value(), param, generation_defaults_);
   if (!parsed.ok()) return send_error(res, bad_request(parsed.error(), param));
   OpenAIRequest& request = parsed.value();
+  record->model = request.model;
   if (request.model != config_.served_model_name)
     return send_error(res, ApiError{404, "the model '" + request.model + "' does not exist", "model"});
   if (engine_ && !engine_->failure().empty())
@@ -160,7 +214,6 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
                                       ""});
   }
   using Clock = std::chrono::steady_clock;
-  const Clock::time_point started = Clock::now();
 
   // Prompt -> ids.
   JobSpec spec;
@@ -183,11 +236,12 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
     request.params.max_tokens = std::max<int64_t>(1, is_chat ? room : std::min<int64_t>(16, room));
   }
 
-  spec.id = next_id(is_chat ? "chatcmpl" : "cmpl");
+  spec.id = id;
   spec.request = request;
   spec.reasoning_parser = is_chat ? config_.reasoning_parser : "";
-  auto job = std::make_shared<GenerationJob>(*engine_, metrics_, *codec_, std::move(spec));
+  job = std::make_shared<GenerationJob>(*engine_, metrics_, *codec_, std::move(spec));
   if (Status status = job->submit(); !status.ok()) {
+    job.reset();  // never ran: logged without tokens or a finish reason
     ApiError error = api_error_of(status.error());
     if (is_chat && error.param == "prompt") error.param = "messages";
     return send_error(res, error);
@@ -236,6 +290,7 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
     Clock::time_point last_write = Clock::now();
   };
   auto state = std::make_shared<StreamState>();
+  log_at_exit.log = nullptr;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
@@ -291,7 +346,10 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
         if (Clock::now() - state->last_write > 2s && !write(": keep-alive\n\n")) return false;
         return sink.is_writable ? sink.is_writable() : true;
       },
-      [job](bool) { job->cancel(); });
+      [this, job, record, started](bool) {
+        job->cancel();
+        log_request(*record, 200, job.get(), started);
+      });
 }
 
 void Routes::tokenize(const httplib::Request& req, httplib::Response& res) {

@@ -10,6 +10,7 @@
 #include "http/admission_gate.hpp"
 #include "http/error.hpp"
 #include "http/metrics.hpp"
+#include "http/request_log.hpp"
 #include "http/text_codec.hpp"
 #include "runtime/config.hpp"
 #include "runtime/model_config.hpp"
@@ -23,6 +24,8 @@ struct Response;
 namespace troupe::http {
 
 void send_error(httplib::Response& res, const ApiError& error);
+
+class GenerationJob;
 
 class Routes {
  public:
@@ -51,6 +54,11 @@ class Routes {
   // True when the request has run past --request-timeout.
   bool is_past_timeout(std::chrono::steady_clock::time_point started) const;
   ApiError timeout_error() const;
+  // The request log's fields known on arrival; echoes the request id as X-Request-Id.
+  RequestRecord start_record(const httplib::Request& req, httplib::Response& res, const std::string& generated_id) const;
+  // Fills the outcome (job may be null: the request ended before one ran) and logs the line.
+  void log_request(RequestRecord& record, int status, const GenerationJob* job,
+                   std::chrono::steady_clock::time_point started) const;
 
   const Config& config_;
   ServingEngine* engine_;
@@ -58,6 +66,7 @@ class Routes {
   GenerationDefaults generation_defaults_;  // the model's generation_config.json sampling defaults
   Metrics metrics_;
   AdmissionGate gate_;
+  RequestLog request_log_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_id_{0};
   uint64_t id_salt_;

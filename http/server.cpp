@@ -10,6 +10,7 @@
 #include <exception>
 
 #include "http/auth.hpp"
+#include "http/request_log.hpp"
 #include "http/routes.hpp"
 #include "http/text_codec.hpp"
 #include "runtime/logging.hpp"
@@ -45,7 +46,8 @@ void Server::register_routes() {
   auto& s = *server_;
   Routes* routes = routes_.get();
   const Config* config = &config_;
-  // Every route but /health checks the API key; handlers never let an exception out.
+  // Every route but /health and /metrics checks the API key (--protect-metrics: /metrics too, as
+  // vLLM leaves both open); handlers never let an exception out.
   auto guarded = [routes, config](Handler handler, bool needs_auth) {
     return [routes, config, handler, needs_auth](const httplib::Request& req, httplib::Response& res) {
       if (needs_auth && !authorized(*config, req)) return send_error(res, unauthorized());
@@ -59,7 +61,7 @@ void Server::register_routes() {
   s.Get("/health", guarded(&Routes::health, false));
   s.Get("/version", guarded(&Routes::version, true));
   s.Get("/v1/models", guarded(&Routes::models, true));
-  s.Get("/metrics", guarded(&Routes::metrics, true));
+  s.Get("/metrics", guarded(&Routes::metrics, config_.protect_metrics));
   s.Post("/v1/chat/completions", guarded(&Routes::chat_completions, true));
   s.Post("/v1/completions", guarded(&Routes::completions, true));
   s.Post("/tokenize", guarded(&Routes::tokenize, true));
@@ -85,6 +87,11 @@ void Server::register_routes() {
     }
     return httplib::Server::HandlerResponse::Handled;
   }));
+  // A client's X-Request-Id comes back on every answer (generation routes set it themselves).
+  s.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.has_header("X-Request-Id") && is_acceptable_request_id(req.get_header_value("X-Request-Id")))
+      res.set_header("X-Request-Id", req.get_header_value("X-Request-Id"));
+  });
   s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
     send_error(res, ApiError{500, "internal error", ""});
   });

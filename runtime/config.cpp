@@ -1,5 +1,7 @@
 #include "runtime/config.hpp"
 
+#include <algorithm>
+
 #include "runtime/logging.hpp"
 
 namespace troupe {
@@ -17,6 +19,16 @@ bool one_of(const std::string& value, std::initializer_list<const char*> allowed
 
 bool is_port(int64_t port) { return port > 0 && port < 65536; }
 
+// A Prometheus metric name's start: [a-zA-Z_:][a-zA-Z0-9_:]*, or nothing.
+bool is_metrics_prefix(const std::string& prefix) {
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    char c = prefix[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' || (i > 0 && c >= '0' && c <= '9');
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 Status Config::validate() const {
@@ -27,6 +39,16 @@ Status Config::validate() const {
   if (!is_port(http_port)) return bad("port", "must be in [1, 65535], got " + std::to_string(http_port));
   if (!reasoning_parser.empty() && reasoning_parser != "deepseek_r1")
     return bad("reasoning-parser", "only deepseek_r1 is known, got '" + reasoning_parser + "'");
+  if (!api_key.empty()) {
+    for (size_t at = 0; at <= api_key.size();) {
+      size_t end = std::min(api_key.find(',', at), api_key.size());
+      if (end == at) return bad("api-key", "has an empty key in its comma-separated list");
+      at = end + 1;
+    }
+  }
+  if (!is_metrics_prefix(metrics_prefix))
+    return bad("metrics-prefix", "must match [a-zA-Z_:][a-zA-Z0-9_:]* or be empty, got '" + metrics_prefix + "'");
+  if (!one_of(log_format, {"text", "json"})) return bad("log-format", "must be text or json, got '" + log_format + "'");
   if (max_body_bytes < 1024) return bad("max-body-bytes", "must be >= 1024");
   if (!(shutdown_timeout_s >= 0)) return bad("shutdown-timeout", "must be >= 0 seconds");
   if (max_waiting_requests < 0) return bad("max-waiting-requests", "must be >= 0 (0: unbounded)");

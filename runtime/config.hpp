@@ -23,7 +23,11 @@ struct Config : EngineArgs {
   // HTTP front door.
   std::string host = "127.0.0.1";
   int64_t http_port = 8000;
-  std::string api_key;  // also TROUPE_API_KEY
+  std::string api_key;  // also TROUPE_API_KEY; comma-separated keys, any one authorizes
+  bool protect_metrics = false;  // /metrics needs the API key too (it is open by default, as vLLM's)
+  std::string metrics_prefix = "troupe:";  // of every Prometheus name; "vllm:" for vLLM's dashboards
+  std::string log_format = "text";         // request log lines: text | json
+  bool log_requests_content = false;       // request log lines carry the prompt and the output
   std::string reasoning_parser;  // "" | deepseek_r1
   int64_t max_body_bytes = 16 << 20;
   // Lifecycle and overload (seconds may be fractional).

@@ -100,6 +100,26 @@ TEST_F(CommandLineParse, SubcommandAndEngineArgsParse) {
   EXPECT_EQ(parsed.command.generate.prompt_ids, "1");
 }
 
+TEST_F(CommandLineParse, ObservabilityFlags) {
+  Config defaults = parse({"serve"});
+  EXPECT_FALSE(defaults.protect_metrics);
+  EXPECT_EQ(defaults.metrics_prefix, "troupe:");
+  EXPECT_EQ(defaults.log_format, "text");
+  EXPECT_FALSE(defaults.log_requests_content);
+  for (const char* sub : {"serve", "head"}) {
+    Config c = parse({sub, "--api-key", "k1,k2", "--protect-metrics", "--metrics-prefix", "vllm:", "--log-format",
+                      "json", "--log-requests-content"});
+    EXPECT_EQ(c.api_key, "k1,k2");
+    EXPECT_TRUE(c.protect_metrics);
+    EXPECT_EQ(c.metrics_prefix, "vllm:");
+    EXPECT_EQ(c.log_format, "json");
+    EXPECT_TRUE(c.log_requests_content);
+  }
+  EXPECT_EQ(parse_command_line({"troupe", "serve", "--log-format", "xml"}).exit_code, 2);
+  EXPECT_EQ(parse_command_line({"troupe", "serve", "--metrics-prefix", "a-b"}).exit_code, 2);
+  EXPECT_EQ(parse_command_line({"troupe", "serve", "--api-key", "k1,,k2"}).exit_code, 2);
+}
+
 TEST_F(CommandLineParse, BadValuesExitWithTwo) {
   EXPECT_EQ(parse_command_line({"troupe", "head", "--heartbeat-ms", "0"}).exit_code, 2);
   EXPECT_EQ(parse_command_line({"troupe", "head", "--request-wait-ms", "x"}).exit_code, 2);

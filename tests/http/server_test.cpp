@@ -265,7 +265,7 @@ TEST(HttpServer, EveryBadRequestGetsAnOpenAIError) {
   EXPECT_TRUE(server.engine().submitted().empty());
 }
 
-TEST(HttpServer, ApiKeyGuardsEveryRouteButHealth) {
+TEST(HttpServer, ApiKeyGuardsEveryRouteButHealthAndMetrics) {
   Config config = test_config();
   config.api_key = "sk-test";
   TestServer server({}, config);
@@ -273,7 +273,7 @@ TEST(HttpServer, ApiKeyGuardsEveryRouteButHealth) {
   httplib::Client wrong("127.0.0.1", server.port());
   wrong.set_bearer_token_auth("sk-wrong");
   for (httplib::Client* c : {&anonymous, &wrong}) {
-    for (const char* path : {"/v1/models", "/metrics", "/version", "/nope"}) {
+    for (const char* path : {"/v1/models", "/version", "/nope"}) {
       auto res = c->Get(path);
       ASSERT_TRUE(res) << path;
       EXPECT_EQ(res->status, 401) << path;
@@ -283,6 +283,7 @@ TEST(HttpServer, ApiKeyGuardsEveryRouteButHealth) {
     auto health = c->Get("/health");
     ASSERT_TRUE(health);
     EXPECT_EQ(health->status, 200);
+    EXPECT_EQ(c->Get("/metrics")->status, 200);  // open, as vLLM's; --protect-metrics closes it
   }
   auto ok = server.client();  // carries the key
   EXPECT_EQ(ok.Get("/v1/models")->status, 200);
