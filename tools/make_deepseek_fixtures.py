@@ -30,7 +30,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixtures import VOCAB, CHAT_TEMPLATE, randomize, record_oracle, train_tokenizer  # noqa: E402
+from make_fixtures import VOCAB, CHAT_TEMPLATE, PROMPT_LENGTHS, randomize, record_oracle, train_tokenizer  # noqa: E402
 
 YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
         "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 0.707, "mscale_all_dim": 0.707}
@@ -50,6 +50,14 @@ MODELS = {
                                              moe_intermediate_size=144, q_lora_rank=144, kv_lora_rank=136,
                                              qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
                                              num_hidden_layers=2)),
+    # DeepSeek-V3/R1's real per-head dims (qk 128 + 64, v 128, latent 512) and a 300-token prompt, so
+    # decode splits the context into partitions: the kernels that serve R1 against transformers.
+    "deepseek-v3-r1dims-tiny": dict(arch="deepseek_v3", dtype=torch.bfloat16, fp8=False,
+                                    prompt_lengths=[1, 19, 300],
+                                    config=dict(DEEPSEEK, hidden_size=256, intermediate_size=256,
+                                                moe_intermediate_size=64, q_lora_rank=256, kv_lora_rank=512,
+                                                qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+                                                num_hidden_layers=2, max_position_embeddings=512)),
     "qwen3-tiny": dict(arch="qwen3", dtype=torch.bfloat16, fp8=False, config=dict(
         hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         head_dim=32, max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1000000.0,
@@ -168,7 +176,7 @@ def build(name, spec, tok, out_dir, device):
         quantize_folder(path, oracle_dir, config.num_hidden_layers, generator)
 
     model = cls_model.from_pretrained(oracle_dir, dtype=torch.float32).to(device).eval()
-    record_oracle(model, path, generator, device)
+    record_oracle(model, path, generator, device, spec.get("prompt_lengths", PROMPT_LENGTHS))
     if oracle_dir != path:
         shutil.rmtree(oracle_dir)
     print(name, "->", path, sorted(os.listdir(path)), flush=True)

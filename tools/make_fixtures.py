@@ -91,10 +91,10 @@ def randomize(model, generator):
                 p.copy_(0.1 * torch.randn(p.shape, generator=generator))
 
 
-def record_oracle(model, path, generator, device):
+def record_oracle(model, path, generator, device, prompt_lengths=PROMPT_LENGTHS):
     """Saves the oracle of `model` (fp32, on `device`) beside its checkpoint in `path`: random
     prompts, their logits at every position (oracle_logits.safetensors) and 32 greedy tokens."""
-    prompts = [torch.randint(0, VOCAB, (n,), generator=generator).tolist() for n in PROMPT_LENGTHS]
+    prompts = [torch.randint(0, VOCAB, (n,), generator=generator).tolist() for n in prompt_lengths]
     logits, greedy = {}, []
     with torch.no_grad():
         for i, prompt in enumerate(prompts):
