@@ -11,6 +11,7 @@ int run_serve(const Config& config);
 int run_head(const Config& config);
 int run_worker(const Config& config);
 int run_generate(const Config& config, const GenerateOptions& options);
+int run_generate_batch(const Config& config, const GenerateOptions& options);  // --messages-jsonl
 int run_bench(const Config& config, const ServingBenchmarkOptions& options);
 int run_tokenize(const Config& config, const TokenizeOptions& options);
 

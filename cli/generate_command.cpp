@@ -15,8 +15,11 @@
 namespace troupe::cli {
 
 int run_generate(const Config& config, const GenerateOptions& options) {
-  if (options.prompt.empty() == options.prompt_ids.empty())
-    return report_error(make_error(ErrorCode::invalid_argument, "give exactly one of --prompt and --prompt-ids"));
+  const int given = int(!options.prompt.empty()) + int(!options.prompt_ids.empty()) + int(!options.messages_jsonl.empty());
+  if (given != 1)
+    return report_error(
+        make_error(ErrorCode::invalid_argument, "give exactly one of --prompt, --prompt-ids and --messages-jsonl"));
+  if (!options.messages_jsonl.empty()) return run_generate_batch(config, options);
 
   std::optional<Tokenizer> tokenizer;
   std::error_code ec;

@@ -101,6 +101,9 @@ void add_worker_options(CLI::App& app, Config& config) {
 void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--prompt", o.prompt, "prompt text (needs the model's tokenizer)");
   app.add_option("--prompt-ids", o.prompt_ids, "prompt as token ids, e.g. 1,2,3");
+  app.add_option("--messages-jsonl", o.messages_jsonl,
+                 "a file of chats, one {\"messages\": [...]} per line: all rendered with the chat template and "
+                 "generated together, one JSON line out per chat");
   app.add_option("--max-tokens", o.max_tokens, "tokens to generate")->capture_default_str();
   app.add_option("--temperature", o.temperature, "0: greedy")->capture_default_str();
   app.add_option("--top-p", o.top_p)->capture_default_str();

@@ -35,6 +35,7 @@ void add_worker_options(CLI::App& app, Config& config);
 struct GenerateOptions {
   std::string prompt;
   std::string prompt_ids;  // "1,2,3"
+  std::string messages_jsonl;  // one chat per line, all generated together
   int64_t max_tokens = 64;
   double temperature = 1.0;
   double top_p = 1.0;
