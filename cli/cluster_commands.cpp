@@ -3,6 +3,7 @@
 #include "cli/commands.hpp"
 
 #ifdef TROUPE_HAVE_ACTORS
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <thread>
@@ -40,8 +41,14 @@ int run_head(const Config& given) {
     listener = std::thread([&] { server->listen(); });
     return Status::success();
   };
+  // SIGTERM/SIGINT: the HTTP server drains first (503 to new work, requests in flight get
+  // --shutdown-timeout seconds through the still running cluster), then the head stops.
   services.stop = [&] {
-    if (server) server->stop();
+    if (server) {
+      const auto timeout = std::chrono::duration<double>(config.shutdown_timeout_s);
+      server->drain(std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+      server->stop();
+    }
     if (listener.joinable()) listener.join();
   };
   return run_head_node(config, services);

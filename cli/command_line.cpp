@@ -58,6 +58,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   add_common_options(*head, config);
   add_engine_options(*head, config);
   add_http_options(*head, config, "--http-port");
+  add_shutdown_option(*head, config);
   add_cluster_options(*head, config);
   add_head_options(*head, config);
   add_heartbeat_options(*head, config);

@@ -49,10 +49,14 @@ void add_http_options(CLI::App& app, Config& config, const std::string& port_fla
   app.add_option("--max-body-bytes", config.max_body_bytes, "largest request body")->capture_default_str();
 }
 
-void add_lifecycle_options(CLI::App& app, Config& config) {
+void add_shutdown_option(CLI::App& app, Config& config) {
   app.add_option("--shutdown-timeout", config.shutdown_timeout_s,
                  "on SIGTERM/SIGINT, seconds in-flight requests may run before they are aborted")
       ->capture_default_str();
+}
+
+void add_lifecycle_options(CLI::App& app, Config& config) {
+  add_shutdown_option(app, config);
   app.add_option("--max-waiting-requests", config.max_waiting_requests,
                  "answer 429 when this many requests wait to be scheduled (0: unbounded)")
       ->capture_default_str();

@@ -141,5 +141,15 @@ TEST(CommandLineFlags, ServeLifecycle) {
   EXPECT_EQ(given.command.config.request_timeout_s, 60);
 }
 
+TEST(CommandLineFlags, HeadShutdownTimeout) {
+  ParsedCommandLine defaults = parse_command_line({"troupe", "head"});
+  ASSERT_FALSE(defaults.exit_code);
+  EXPECT_EQ(defaults.command.config.shutdown_timeout_s, 30);
+  ParsedCommandLine given = parse_command_line({"troupe", "head", "--shutdown-timeout", "45"});
+  ASSERT_FALSE(given.exit_code);
+  EXPECT_EQ(given.command.config.shutdown_timeout_s, 45);
+  EXPECT_EQ(parse_command_line({"troupe", "head", "--shutdown-timeout", "-1"}).exit_code, 2);
+}
+
 }  // namespace
 }  // namespace troupe::cli

@@ -301,5 +301,37 @@ TEST(PipelineServing, AHungWorkerIsDetectedByHeartbeatAndLosesNoRequest) {
   lose_a_worker_under_load("SIGSTOP", SIGSTOP);
 }
 
+// SIGTERM to the head (Kubernetes stopping its pod): /health turns 503 at once, the streams in
+// flight run to their end through the still running cluster, then the head exits 0.
+TEST(PipelineServing, SigtermDrainsTheHeadsStreamsThenExits) {
+  Cluster cluster("head-drain");
+  const auto ps = prompts(4);
+  const int http = free_port();
+  const pid_t head = cluster.start_serving_head(kModel, 2, 1, http, kToken,
+                                                with_engine_flags({"--shutdown-timeout", "60"}));
+  cluster.start_worker("worker_a", kToken, true, {"--num-threads", "1"});
+  cluster.start_worker("worker_b", kToken, true, {"--num-threads", "1"});
+  ASSERT_TRUE(wait_healthy(http, milliseconds(30000))) << cluster.log("head");
+  bool saw_draining = false;
+  const auto results = stream_all(http, ps, 400, [&] {
+    ::kill(head, SIGTERM);
+    saw_draining = wait_until(
+        [&] {
+          httplib::Client client("127.0.0.1", http);
+          auto res = client.Get("/health");
+          return res && res->status == 503;
+        },
+        milliseconds(5000));
+  });
+  EXPECT_TRUE(saw_draining) << cluster.log("head");
+  for (size_t i = 0; i < results.size(); ++i) {
+    EXPECT_EQ(results[i].status, 200) << "stream " << i;
+    EXPECT_EQ(results[i].error, "") << "stream " << i;
+    EXPECT_EQ(results[i].finish_reason, "length") << "stream " << i << "\n" << cluster.log("head");
+  }
+  EXPECT_EQ(Cluster::wait_exit(head, milliseconds(20000)), 0) << cluster.log("head");
+  EXPECT_NE(cluster.log("head").find("draining"), std::string::npos) << cluster.log("head");
+}
+
 }  // namespace
 }  // namespace troupe::testing_cluster
