@@ -1,4 +1,5 @@
-// DeepSeek-V3 (R1) MLA decode attention on device 0: the absorbed kernel (kernels/mla_decode.hpp)
+// DeepSeek-V3 (R1) MLA decode attention on device 0: the absorbed kernel (kernels/mla_decode.hpp;
+// at these dims with a bf16 cache the tensor-core one, mla_decode_mma.cu, as the backend runs it)
 // alone, plus its combine when the keys are split, at R1's dims (128 heads, latent 512 + rope 64,
 // a bf16 latent cache in blocks of --block-size 64 shuffled over the cache) for batches 1, 64, 128
 // and contexts 1024, 4096. Each record's value is the achieved GB/s for the bytes the kernel must
@@ -123,11 +124,12 @@ bool bench_decode(const Args& args, int64_t batch, int64_t context, double hbm_g
   if (ok) {
     const double bytes = cache_bytes + double(batch * kHeads) * (kEntry + kLora) * 4;
     const double gbs = bytes / (ms * 1e-3) / 1e9;
-    char note[320];
+    const bool mma = kernels::mla_decode_kernel_for(kLora, kRope, true) == kernels::MlaDecodeKernel::mma_bf16;
+    char note[360];
     std::snprintf(note, sizeof(note),
-                  "absorbed MLA decode kernel (+ combine), R1 dims, bf16 cache, block %lld, %lld partitions; bytes = "
-                  "latent rows read once per token + q_abs + o_lat; limit = measured HBM bandwidth; %.1f us",
-                  (long long)bs, (long long)parts, ms * 1e3);
+                  "absorbed MLA decode kernel (%s, + combine), R1 dims, bf16 cache, block %lld, %lld partitions; "
+                  "bytes = latent rows read once per token + q_abs + o_lat; limit = measured HBM bandwidth; %.1f us",
+                  mma ? "tensor cores, mma.sync bf16" : "fp32 SIMT", (long long)bs, (long long)parts, ms * 1e3);
     BenchRecord r{"dsv3_mla_decode_b" + std::to_string(batch) + "_ctx" + std::to_string(context), gbs, "GB/s",
                   hbm_gbs, gbs / hbm_gbs, note};
     r.extra = {{"us", ms * 1e3}, {"partitions", double(parts)}, {"bytes", bytes}};

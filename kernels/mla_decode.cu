@@ -1,8 +1,11 @@
-// The absorbed MLA decode kernel and its combine kernel (mla_decode.hpp).
+// The absorbed MLA decode kernel (fp32 SIMT), its combine kernel, and the launcher that picks it or
+// the tensor-core kernel of mla_decode_mma.cu (mla_decode.hpp).
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_decode.hpp"
@@ -273,12 +276,22 @@ cudaError_t launch_decode(const float* q_abs, const CacheT* cache, const int32_t
   const size_t smem = smem_bytes(ht, int(entry));
   const dim3 grid(unsigned((num_heads + kMlaHeadTile - 1) / kMlaHeadTile), unsigned(num_tokens),
                   unsigned(num_partitions));
-  const cudaError_t err =
-      kv_lora <= 128
-          ? launch_tiles<1>(grid, smem, stream, q_abs, cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                            block_size, num_heads, kv_lora, entry, ht, scale, partition_keys, workspace, o_lat)
-          : launch_tiles<4>(grid, smem, stream, q_abs, cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                            block_size, num_heads, kv_lora, entry, ht, scale, partition_keys, workspace, o_lat);
+  bool use_mma = false;
+  if constexpr (std::is_same_v<CacheT, __nv_bfloat16>)
+    use_mma = mla_decode_kernel_for(kv_lora, rope, true) == MlaDecodeKernel::mma_bf16 &&
+              reinterpret_cast<uintptr_t>(cache) % 16 == 0 && reinterpret_cast<uintptr_t>(q_abs) % 16 == 0;
+  cudaError_t err;
+  if (use_mma) {
+    err = launch_mla_decode_mma_partials(q_abs, reinterpret_cast<const uint16_t*>(cache), positions, seq_of_token,
+                                         tokens, num_tokens, block_tables, max_blocks, block_size, num_heads, kv_lora,
+                                         rope, scale, num_partitions, partition_keys, workspace, o_lat, stream);
+  } else if (kv_lora <= 128) {
+    err = launch_tiles<1>(grid, smem, stream, q_abs, cache, positions, seq_of_token, tokens, block_tables, max_blocks,
+                          block_size, num_heads, kv_lora, entry, ht, scale, partition_keys, workspace, o_lat);
+  } else {
+    err = launch_tiles<4>(grid, smem, stream, q_abs, cache, positions, seq_of_token, tokens, block_tables, max_blocks,
+                          block_size, num_heads, kv_lora, entry, ht, scale, partition_keys, workspace, o_lat);
+  }
   if (err != cudaSuccess || num_partitions == 1) return err;
   return launch_dependent(mla_combine_kernel, dim3(unsigned(num_tokens), unsigned(num_heads)), dim3(128), 0, stream,
                           int(num_heads), int(kv_lora), int(num_partitions), static_cast<const float*>(workspace),
@@ -290,6 +303,10 @@ cudaError_t launch_decode(const float* q_abs, const CacheT* cache, const int32_t
 bool mla_decode_supports(int64_t kv_lora, int64_t rope) {
   return kv_lora >= 4 && kv_lora <= kMlaMaxLora && kv_lora % 4 == 0 && rope >= 0 && rope % 4 == 0 &&
          kv_lora + rope <= kMaxEntry;
+}
+
+MlaDecodeKernel mla_decode_kernel_for(int64_t kv_lora, int64_t rope, bool bf16_cache) {
+  return bf16_cache && mla_decode_mma_supports(kv_lora, rope) ? MlaDecodeKernel::mma_bf16 : MlaDecodeKernel::simt_f32;
 }
 
 int64_t mla_decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t max_context, int64_t num_sms) {

@@ -13,6 +13,8 @@
 // second mostly from L2). Warp w owns 8 heads: scores, online softmax, and o_lat[8 heads, kv_lora]
 // in registers (lanes split kv_lora). Long contexts split into partitions whose partial
 // (max, sum, o_lat) a combine kernel merges, as attention_decode.hpp does. fp32 SIMT math.
+// With a bf16 cache at DeepSeek's kv_lora 512 + rope 64 a tensor-core kernel with the same work
+// unit and partials runs instead (mla_decode_mma.cu; mla_decode_kernel_for picks).
 // Three layers: the kernels (mla_decode.cu), these launchers, and the CPU references
 // (mla_decode_ref.cpp: fp32 dot products, fp64 softmax sums; the absorption products too).
 #include <cstdint>
@@ -54,6 +56,13 @@ void mla_unabsorb_out_ref(const float* o_lat, const uint16_t* kv_b_weight, float
 #ifdef TROUPE_HAVE_CUDA
 // kv_lora % 4 == 0, rope % 4 == 0, 4 <= kv_lora <= 512.
 bool mla_decode_supports(int64_t kv_lora, int64_t rope);
+// The kernel launch_mla_decode_f32 runs: the tensor-core one (mla_decode_mma.cu: bf16 cache,
+// kv_lora 512, rope 64, 16-byte aligned q_abs and cache as cudaMalloc gives; q_abs and the
+// probabilities rounded to bf16, fp32 sums) or the fp32 SIMT one (mla_decode.cu: every other
+// supported shape, and any fp32 cache).
+enum class MlaDecodeKernel { simt_f32, mma_bf16 };
+bool mla_decode_mma_supports(int64_t kv_lora, int64_t rope);
+MlaDecodeKernel mla_decode_kernel_for(int64_t kv_lora, int64_t rope, bool bf16_cache);
 // Partitions so that num_tokens * head tiles * partitions CTAs fill the GPU (one CTA per SM), none
 // shorter than kMlaMinPartitionKeys keys.
 int64_t mla_decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t max_context, int64_t num_sms);
@@ -73,13 +82,22 @@ cudaError_t launch_mla_decode_f32(const float* q_abs, const float* cache, const 
                                   int64_t num_heads, int64_t kv_lora, int64_t rope, float scale,
                                   int64_t num_partitions, int64_t partition_keys, float* workspace, float* o_lat,
                                   cudaStream_t stream);
-// The same over a bf16 cache (widened exactly to fp32 in shared memory).
+// The same over a bf16 cache: the tensor-core kernel where mla_decode_kernel_for says so, else the
+// SIMT one (entries widened exactly to fp32 in shared memory).
 cudaError_t launch_mla_decode_f32(const float* q_abs, const uint16_t* cache, const int32_t* positions,
                                   const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
                                   const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                   int64_t num_heads, int64_t kv_lora, int64_t rope, float scale,
                                   int64_t num_partitions, int64_t partition_keys, float* workspace, float* o_lat,
                                   cudaStream_t stream);
+// The tensor-core kernel alone (mla_decode_mma.cu), arguments as above: o_lat for one partition,
+// else the workspace partials that launch_mla_decode_f32's combine kernel merges.
+cudaError_t launch_mla_decode_mma_partials(const float* q_abs, const uint16_t* cache, const int32_t* positions,
+                                           const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
+                                           const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                           int64_t num_heads, int64_t kv_lora, int64_t rope, float scale,
+                                           int64_t num_partitions, int64_t partition_keys, float* workspace,
+                                           float* o_lat, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -1,7 +1,8 @@
 // Op table rows: DeepSeek-V3's kernels. The absorbed MLA decode (fp32 and bf16 latent caches; the
 // fixtures' dims, R1's and its tensor-parallel head counts; contexts 1, block_size - 1, not a
 // multiple of the block size, past the split threshold; the partitions as the backend picks them,
-// split per token, and a subset of the batch's tokens), the expanded prefill (latent gather and
+// split per token, and a subset of the batch's tokens; the tensor-core kernel's rows at heads 1..128,
+// batches 1..64, forced partitions), the expanded prefill (latent gather and
 // attention), the interleaved rope, the latent cache write, and the row scatters.
 // The latent cache is built as the attention rows build theirs: blocks shuffled over a cache with
 // spare blocks, every slot no sequence owns NaN, block tables padded with -1.
@@ -26,6 +27,11 @@ namespace {
 // fp32 kernels against the fp32-dot / fp64-softmax references: summation order over up to 3000
 // keys and 576 dims, exp2f against exp: NMSE ~1e-12 (a bf16 cache is widened exactly on both sides).
 constexpr double kMlaF32Tolerance = 1e-9;
+// The tensor-core decode (bf16 cache at 512 + 64) rounds q_abs and the probabilities to bf16
+// (rms relative 2^-9 / sqrt(3) each): scores move by ~2e-3 (scale * sqrt(576) * 1.1e-3), each
+// weight by ~2e-3 relative, o_lat by ~2e-3 of its magnitude: NMSE ~5e-6. 1e-4 (rms relative error
+// 1e-2) is the bar; a wrong fragment layout, mask or rescale gives NMSE ~1e-1..1.
+constexpr double kMlaMmaTolerance = 1e-4;
 
 template <class CacheT>
 constexpr Elem cache_elem() {
@@ -94,15 +100,32 @@ struct MlaDecodeShape {
   int64_t num_heads, kv_lora, rope, qk_nope, block_size;
 };
 
+// by_max_context: partitions as the backend picks them (or `forced_parts` of the longest context's
+// keys: shorter contexts then have empty partitions); per_token: by the table width, each token's
+// context split evenly (a graph's); subset: the odd tokens only.
 enum class Split { by_max_context, per_token, subset };
 
+// `count` contexts cycling through 1 .. max_context (a batch of mixed lengths).
+std::vector<int32_t> mixed_contexts(int count, int32_t max_context) {
+  std::vector<int32_t> v;
+  for (int k = 0; k < count; ++k) v.push_back(1 + int32_t((int64_t(k) * 97 + k * k * 13) % max_context));
+  return v;
+}
+
 template <class CacheT>
-OpCase mla_decode_case(MlaDecodeShape c, Split split) {
+OpCase mla_decode_case(MlaDecodeShape c, Split split, int64_t forced_parts = 0) {
   std::string dims = "ctx=";
-  for (size_t i = 0; i < c.contexts.size(); ++i) dims += (i ? "," : "") + std::to_string(c.contexts[i]);
+  if (c.contexts.size() > 8) {
+    dims += std::to_string(c.contexts.size()) + " mixed";
+  } else {
+    for (size_t i = 0; i < c.contexts.size(); ++i) dims += (i ? "," : "") + std::to_string(c.contexts[i]);
+  }
   dims += " " + sizes({{"heads", c.num_heads}, {"lora", c.kv_lora}, {"rope", c.rope}, {"block", c.block_size}});
   if (split == Split::per_token) dims += " split=per-token";
   if (split == Split::subset) dims += " tokens=odd";
+  if (forced_parts > 0) dims += " parts=" + std::to_string(forced_parts);
+  const bool mma = mla_decode_kernel_for(c.kv_lora, c.rope, !std::is_same_v<CacheT, float>) == MlaDecodeKernel::mma_bf16;
+  if (mma) dims += " (tensor cores)";
   return {"mla_decode", cache_variant<CacheT>(), dims, [=](std::mt19937& rng) {
             OpRun r;
             const int64_t entry = c.kv_lora + c.rope, H = c.num_heads, n = int64_t(c.contexts.size());
@@ -133,7 +156,7 @@ OpCase mla_decode_case(MlaDecodeShape c, Split split) {
             // Partitions as the backend picks them, or by the table width split per token (a graph's).
             const bool per_token = split == Split::per_token;
             const int64_t context = per_token ? lc.max_blocks * c.block_size : lc.max_context;
-            const int64_t parts = mla_decode_num_partitions(m, H, context, num_sms());
+            const int64_t parts = forced_parts > 0 ? forced_parts : mla_decode_num_partitions(m, H, context, num_sms());
             const int64_t keys = per_token ? 0 : mla_decode_partition_keys(context, parts);
             const int64_t floats = mla_decode_workspace_floats(m, H, c.kv_lora, parts);
             float* workspace = floats > 0 ? r.poisoned<float>(size_t(floats)) : nullptr;
@@ -148,7 +171,7 @@ OpCase mla_decode_case(MlaDecodeShape c, Split split) {
               mla_decode_ref(q, cache, positions, seq_of_token, split == Split::subset ? tokens : nullptr, m,
                              lc.tables, max_blocks, bs, H, L, R, scale, ref);
             };
-            r.expect("o_lat", Elem::f32, out, ref, Elem::f32, out_count, kMlaF32Tolerance);
+            r.expect("o_lat", Elem::f32, out, ref, Elem::f32, out_count, mma ? kMlaMmaTolerance : kMlaF32Tolerance);
             // Bytes: each latent row once per token (the kernel's goal), q and o_lat once.
             double cache_bytes = 0;
             for (int32_t t : picked) cache_bytes += double(c.contexts[size_t(t)]) * entry * sizeof(CacheT);
@@ -379,6 +402,25 @@ void add_mla_cases(std::vector<OpCase>& t) {
   t.push_back(mla_decode_case<float>({{40, 5, 2500, 64}, 4, 32, 8, 16, 16}, Split::per_token));
   t.push_back(mla_decode_case<uint16_t>({{40, 5, 2500, 64, 9}, 16, 512, 64, 128, 64}, Split::subset));
   t.push_back(mla_decode_case<float>({{40, 5, 300, 64, 9}, 4, 136, 16, 32, 16}, Split::subset));
+  // The tensor-core kernel (bf16 cache, 512 + 64): heads 1, 16, 20, 48, 64, 128 (row tiles of 16,
+  // 32, 64, padded), contexts 1, 15, 17, 300, 4097 (partial key tiles), batches 1, 3, 64, block
+  // sizes 16 and 64, partitions forced past the backend's pick (empty ones, ones shorter than a tile).
+  const MlaDecodeShape tc[] = {
+      {{1}, 1, 512, 64, 128, 16},
+      {{15, 17, 1}, 16, 512, 64, 128, 16},
+      {{17, 300, 15}, 20, 512, 64, 128, 64},
+      {{300, 4097, 17}, 64, 512, 64, 128, 64},
+      {{4097}, 128, 512, 64, 128, 16},
+      {{1, 15, 4097}, 48, 512, 64, 128, 16},
+      {mixed_contexts(64, 300), 128, 512, 64, 128, 64},
+      {mixed_contexts(64, 200), 16, 512, 64, 128, 16},
+  };
+  for (const MlaDecodeShape& c : tc) t.push_back(mla_decode_case<uint16_t>(c, Split::by_max_context));
+  t.push_back(mla_decode_case<uint16_t>({{300, 15, 4097}, 128, 512, 64, 128, 16}, Split::by_max_context, 7));
+  t.push_back(mla_decode_case<uint16_t>({{17, 1, 300}, 1, 512, 64, 128, 64}, Split::by_max_context, 3));
+  t.push_back(mla_decode_case<uint16_t>({{4097, 64}, 64, 512, 64, 128, 64}, Split::by_max_context, kMlaMaxPartitions));
+  t.push_back(mla_decode_case<uint16_t>({{4097, 1, 17}, 16, 512, 64, 128, 16}, Split::per_token));
+  t.push_back(mla_decode_case<uint16_t>({mixed_contexts(3, 300), 128, 512, 64, 128, 16}, Split::subset));
   for (int32_t ctx : {1, 63, 300}) {
     t.push_back(mla_gather_case<float>(ctx, 32, 8, 16));
     t.push_back(mla_gather_case<uint16_t>(ctx, 512, 64, 64));
