@@ -34,14 +34,17 @@ Result<std::unique_ptr<DeepseekModel>> DeepseekModel::load(const ModelConfig& co
     if (!w.ok()) return w.error();
     model->embed_tokens_ = std::move(w.value());
   }
-  // RoPE over qk_rope_head_dim; YaRN as transformers computes it (factor from the position ratio).
+  // RoPE over qk_rope_head_dim; YaRN as transformers 5.17 computes it: the configured factor, or the
+  // position ratio (max_position_embeddings / original) where the config gives none. (Real R1
+  // configs have both equal: 163840 / 4096 = 40.)
   const RopeScaling& scaling = config.rope_scaling;
   std::vector<float> inv_freq_host;
   float rope_scale = 1.0f;
   double softmax_scale = 1.0 / std::sqrt(double(mla.qk_head_dim()));
   if (scaling.type == "yarn") {
-    const double factor =
-        double(config.max_position_embeddings) / double(scaling.original_max_position_embeddings);
+    const double factor = scaling.factor > 0.0 ? scaling.factor
+                                               : double(config.max_position_embeddings) /
+                                                     double(scaling.original_max_position_embeddings);
     inv_freq_host = yarn_inv_freq(mla.qk_rope_head_dim, config.rope_theta, factor, scaling);
     rope_scale = float(yarn_attention_factor(factor, scaling));
     // The softmax scale takes the configured factor (transformers' DeepseekV3Attention).

@@ -204,7 +204,7 @@ def chat(rng):
 
 TASKS = {"addition": addition, "subtraction": subtraction, "counting": counting, "reversal": reversal,
          "sorting": sorting, "chat": chat}
-TRAIN_MIX = {"addition": 0.22, "subtraction": 0.22, "counting": 0.16, "reversal": 0.14, "sorting": 0.2, "chat": 0.06}
+TRAIN_MIX = {"addition": 0.22, "subtraction": 0.23, "counting": 0.1, "reversal": 0.1, "sorting": 0.3, "chat": 0.05}
 EVAL_TASKS = ["addition", "subtraction", "counting", "reversal", "sorting"]
 
 

@@ -20,7 +20,7 @@ namespace {
 
 TEST(DeepseekFixture, ConfigsParseInBothSpellings) {
   const auto dirs = fixture_dirs(FixtureSet::deepseek);
-  ASSERT_EQ(dirs.size(), 3u) << "deepseek-v3-tiny, deepseek-v3-lite-tiny and deepseek-v3-fp8-tiny";
+  ASSERT_EQ(dirs.size(), 4u) << "deepseek-v3-tiny, -lite-tiny, -fp8-tiny and -r1dims-tiny";
   for (const auto& dir : dirs) {
     SCOPED_TRACE(dir);
     auto config = ModelConfig::load(dir);

@@ -64,7 +64,7 @@ std::string name_of(const std::string& dir) { return dir.substr(dir.rfind('/') +
 
 TEST(DeepseekTensorParallel, ShardsMatchOneRankAndTheTransformersOracle) {
   const auto dirs = fixture_dirs(FixtureSet::deepseek);
-  ASSERT_EQ(dirs.size(), 3u);
+  ASSERT_EQ(dirs.size(), 4u);
   for (const auto& dir : dirs) {
     auto full = ModelConfig::load(dir);
     ASSERT_TRUE(full.ok());

@@ -80,12 +80,15 @@ TEST(LlamaModelFixture, TwoStagesFromFilesMatchTheOracle) {
     auto first = load_model(dir, backend, LayerRange{0, 1});
     auto last = load_model(dir, backend, LayerRange{1, -1});
     ASSERT_TRUE(first.ok() && last.ok());
-    auto first_cache = backend.create_kv_cache(first.value()->kv_cache_spec(4, 16));
-    auto last_cache = backend.create_kv_cache(last.value()->kv_cache_spec(4, 16));
-    ASSERT_TRUE(first_cache.ok() && last_cache.ok());
     const Oracle oracle = read_oracle(dir);
     const auto& prompt = oracle.prompts.back();
-    std::vector<int32_t> table = {3, 1, 0, 2};
+    // Blocks of 16 in reverse order, so the table is not the identity.
+    const int64_t num_blocks = std::max<int64_t>(4, (int64_t(prompt.size()) + 15) / 16);
+    std::vector<int32_t> table;
+    for (int64_t b = num_blocks - 1; b >= 0; --b) table.push_back(int32_t(b));
+    auto first_cache = backend.create_kv_cache(first.value()->kv_cache_spec(num_blocks, 16));
+    auto last_cache = backend.create_kv_cache(last.value()->kv_cache_spec(num_blocks, 16));
+    ASSERT_TRUE(first_cache.ok() && last_cache.ok());
     ForwardBatch batch;
     batch.token_ids = prompt;
     for (size_t i = 0; i < prompt.size(); ++i) batch.positions.push_back(int32_t(i));
