@@ -203,7 +203,7 @@ void check_deepseek_fixtures(DType weight_dtype, double tolerance, bool require_
   for (const auto& e : fs::directory_iterator(fs::path(troupe_source_dir()) / "tests/fixtures/models"))
     if (fs::exists(e.path() / "oracle.json") && is_deepseek_fixture(e.path())) dirs.push_back(e.path().string());
   std::sort(dirs.begin(), dirs.end());
-  ASSERT_EQ(dirs.size(), 3u);
+  ASSERT_EQ(dirs.size(), 4u);
   for (const auto& dir : dirs) {
     SCOPED_TRACE(dir);
     const Oracle oracle = read_oracle(dir);
