@@ -290,8 +290,9 @@ TEST_F(DemoAccuracy, HeadWithTwoWorkersPp2AndServeWithTwoTensorParallelRanks) {
   EXPECT_NEAR(tp2.accuracy, cpu_figure_, kOnePoint);
 }
 
-TEST_F(DemoAccuracy, KillNineOfAWorkerWhileStreamsRunLosesNoAnswer) {
-  Cluster cluster("demo-kill9");
+// Two replicas of PP=2; `kill -9` of group 1's worker at `stage` once every lane streams.
+void kill_a_stage_while_streams_run(int stage, const json& ps, double figure) {
+  Cluster cluster("demo-kill9-stage" + std::to_string(stage));
   const int http = free_port();
   cluster.start_serving_head(kBf16, 2, 2, http, kToken, kEngineFlags);
   for (const char* worker : {"worker_a", "worker_b", "worker_c", "worker_d"})
@@ -301,20 +302,25 @@ TEST_F(DemoAccuracy, KillNineOfAWorkerWhileStreamsRunLosesNoAnswer) {
       << cluster.log("head");
   ASSERT_TRUE(wait_healthy(http, milliseconds(10000)));
   json victim;
-  const HttpRun run = stream_all(http, ps_, 48, [&] {
+  const HttpRun run = stream_all(http, ps, 48, [&] {
     const json status = cluster.status();
-    const json* node = node_at(status, 1, 1);
+    const json* node = node_at(status, 1, stage);
     ASSERT_NE(node, nullptr);
     victim = *node;
     ASSERT_EQ(::kill(victim["pid"].get<pid_t>(), SIGKILL), 0);
   });
   ASSERT_TRUE(victim.is_object()) << "the streams never all began";
-  std::printf("[ demo ] 2 replicas of PP=2, kill -9 of a worker mid-stream: %.3f exact, %d failed\n", run.accuracy,
-              run.failed);
+  std::printf("[ demo ] 2 replicas of PP=2, kill -9 of stage %d mid-stream: %.3f exact, %d failed, %.0f resumed\n",
+              stage, run.accuracy, run.failed, metric(http, "troupe:cluster_requests_resumed_total"));
   EXPECT_EQ(run.failed, 0) << cluster.log("head");
-  EXPECT_NEAR(run.accuracy, cpu_figure_, kOnePoint);
+  EXPECT_NEAR(run.accuracy, figure, kOnePoint);
   EXPECT_GT(metric(http, "troupe:cluster_requests_resumed_total"), 0) << "the loss hit no running request";
 }
+
+TEST_F(DemoAccuracy, KillNineOfTheLastStageWhileStreamsRunLosesNoAnswer) { kill_a_stage_while_streams_run(1, ps_, cpu_figure_); }
+
+// Stage 0 is the group's leader: it runs the group's scheduler.
+TEST_F(DemoAccuracy, KillNineOfStageZeroWhileStreamsRunLosesNoAnswer) { kill_a_stage_while_streams_run(0, ps_, cpu_figure_); }
 
 }  // namespace
 }  // namespace troupe::testing_cluster
