@@ -23,6 +23,13 @@ struct Wiring {
   bool wired_sent = false;
 };
 
+// A group leader's engine load, from its last heartbeat.
+struct LeaderLoad {
+  int64_t num_kv_blocks_used = 0;
+  int64_t num_kv_blocks_total = 0;
+  int64_t num_preemptions_total = 0;  // as the engine reported it (resets with a new engine)
+};
+
 struct HeadState {
   HeadOptions options;
   std::unique_ptr<cluster::Membership> membership;
@@ -30,6 +37,8 @@ struct HeadState {
   std::map<int64_t, Wiring> wiring;  // by group
   std::map<NodeId, caf::actor> agents;
   std::map<caf::actor_addr, NodeId> node_of;
+  std::map<NodeId, LeaderLoad> loads;                 // leaders' heartbeats
+  std::map<int64_t, int64_t> num_preemptions_total;  // by group, over all its epochs and engines
   std::shared_ptr<spdlog::logger> logger = log::get("cluster");
   static inline const char* name = "troupe.head";
 };
@@ -49,10 +58,29 @@ ClusterStats cluster_stats(const HeadState& s) {
     g.num_restarts = group.num_restarts;
     for (NodeId id : group.members) g.num_members += id != 0 ? 1 : 0;
     g.num_running = s.router->num_running_on(group.group_id);
+    auto load = group.members.empty() ? s.loads.end() : s.loads.find(group.members[0]);
+    if (load != s.loads.end() && group.state == cluster::GroupState::ready) {
+      g.num_kv_blocks_used = load->second.num_kv_blocks_used;
+      g.num_kv_blocks_total = load->second.num_kv_blocks_total;
+    }
+    auto preempted = s.num_preemptions_total.find(group.group_id);
+    if (preempted != s.num_preemptions_total.end()) g.num_preemptions_total = preempted->second;
     stats.num_groups_ready += group.state == cluster::GroupState::ready ? 1 : 0;
     stats.groups.push_back(g);
   }
   return stats;
+}
+
+// Keeps a leader's load; its preemption counter adds to its group's total (a new engine restarts
+// at 0, so a smaller value counts whole).
+void record_load(HeadState& s, const heartbeat& beat) {
+  const cluster::NodeInfo* node = s.membership->node(beat.node_id);
+  if (node == nullptr || node->group_id < 0 || node->stage_index != 0) return;
+  LeaderLoad& load = s.loads[beat.node_id];
+  const int64_t reported = beat.num_preemptions_total;
+  s.num_preemptions_total[node->group_id] +=
+      reported >= load.num_preemptions_total ? reported - load.num_preemptions_total : reported;
+  load = LeaderLoad{beat.num_kv_blocks_used, beat.num_kv_blocks_total, reported};
 }
 
 void publish_to_front_door(HeadActor* self) {
@@ -241,6 +269,7 @@ caf::behavior head_behavior(HeadActor* self, HeadOptions options) {
       [self](join_request& request) { return handle_join(self, request); },
       [self](const heartbeat& beat) {
         Status known = self->state.membership->heartbeat(beat.node_id, Clock::now());
+        if (known.ok()) record_load(self->state, beat);
         return heartbeat_ack{known.ok(), self->state.options.head_epoch};
       },
       [self](const stage_prepared& prepared) {

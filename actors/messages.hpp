@@ -5,7 +5,7 @@
 //   node_agent                                  head
 //      |--- join_request{token, host, ...} ------->|  wrong token: join_reply{accepted=false}
 //      |<-- join_reply{node_id, group, stage} -----|
-//      |--- heartbeat{node_id} (request) --------->|  every heartbeat interval
+//      |--- heartbeat{node_id, kv, preempts} ----->|  every heartbeat interval (kv: leaders only)
 //      |<-- heartbeat_ack{known} ------------------|  known=false: declared lost, join again
 //      |<-- start_group{group, epoch, spec} -------|  the group is full: a new epoch
 //      |--- stage_prepared{address, kv blocks} --->|  layers loaded, tensor listener open
@@ -78,7 +78,7 @@ typename Inspector::result_type inspect(Inspector& f, GenerationRequest& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GroupStats& x) {
   return f(caf::meta::type_name("troupe.group_stats"), x.group_id, x.state, x.epoch, x.num_restarts, x.num_members,
-           x.num_running);
+           x.num_running, x.num_kv_blocks_used, x.num_kv_blocks_total, x.num_preemptions_total);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ClusterStats& x) {
@@ -88,7 +88,7 @@ typename Inspector::result_type inspect(Inspector& f, ClusterStats& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GenerationOutput& x) {
   return f(caf::meta::type_name("troupe.generation_output"), x.new_token_ids, x.logprobs, x.top_logprobs,
-           x.finish_reason, x.error_message, x.num_prompt_tokens, x.num_generated_tokens);
+           x.finish_reason, x.error_message, x.num_prompt_tokens, x.num_generated_tokens, x.queue_time_s);
 }
 
 // Atoms for timers and queries (at most 10 characters each).
@@ -120,6 +120,10 @@ struct join_reply {
 
 struct heartbeat {
   uint64_t node_id = 0;
+  // A group leader's engine load (0 on other stages): what /metrics shows for its group.
+  int64_t num_kv_blocks_used = 0;
+  int64_t num_kv_blocks_total = 0;
+  int64_t num_preemptions_total = 0;  // of the engine of this epoch
 };
 
 struct heartbeat_ack {
@@ -212,7 +216,8 @@ typename Inspector::result_type inspect(Inspector& f, join_reply& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, heartbeat& x) {
-  return f(caf::meta::type_name("troupe.heartbeat"), x.node_id);
+  return f(caf::meta::type_name("troupe.heartbeat"), x.node_id, x.num_kv_blocks_used, x.num_kv_blocks_total,
+           x.num_preemptions_total);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, heartbeat_ack& x) {

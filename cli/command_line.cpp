@@ -46,6 +46,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   add_common_options(*serve, config);
   add_engine_options(*serve, config);
   add_http_options(*serve, config, "--port");
+  add_http_security_options(*serve, config);
   add_lifecycle_options(*serve, config);
   serve->add_option("--pipeline-parallel-size,--pp", config.pipeline_parallel_size,
                     "stages, all in this process (over loopback UCX)")
@@ -58,7 +59,8 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   add_common_options(*head, config);
   add_engine_options(*head, config);
   add_http_options(*head, config, "--http-port");
-  add_shutdown_option(*head, config);
+  add_http_security_options(*head, config);
+  add_lifecycle_options(*head, config);
   add_cluster_options(*head, config);
   add_head_options(*head, config);
   add_heartbeat_options(*head, config);

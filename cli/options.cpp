@@ -49,6 +49,16 @@ void add_http_options(CLI::App& app, Config& config, const std::string& port_fla
   app.add_option("--max-body-bytes", config.max_body_bytes, "largest request body")->capture_default_str();
 }
 
+void add_http_security_options(CLI::App& app, Config& config) {
+  app.add_option("--ssl-keyfile", config.ssl_keyfile, "TLS private key (PEM); with --ssl-certfile the server speaks HTTPS");
+  app.add_option("--ssl-certfile", config.ssl_certfile, "TLS certificate chain (PEM)");
+  app.add_option("--ssl-ca-certs", config.ssl_ca_certs, "CA file (PEM): require client certificates it signed");
+  app.add_option("--allowed-origins", config.allowed_origins,
+                 "CORS: comma-separated origins browsers may call from, * for any (default: none)");
+  app.add_option("--root-path", config.root_path, "prefix the server is mounted under behind a proxy, e.g. /llm; "
+                 "routes answer with and without it");
+}
+
 void add_shutdown_option(CLI::App& app, Config& config) {
   app.add_option("--shutdown-timeout", config.shutdown_timeout_s,
                  "on SIGTERM/SIGINT, seconds in-flight requests may run before they are aborted")

@@ -24,6 +24,8 @@ void add_http_options(CLI::App& app, Config& config, const std::string& port_fla
 void add_cluster_options(CLI::App& app, Config& config);
 // `troupe serve`: --shutdown-timeout, --max-waiting-requests, --request-timeout.
 // --shutdown-timeout alone (`troupe head`: its HTTP server drains on SIGTERM before the head stops).
+// TLS, CORS and --root-path: `serve` and `head`.
+void add_http_security_options(CLI::App& app, Config& config);
 void add_shutdown_option(CLI::App& app, Config& config);
 void add_lifecycle_options(CLI::App& app, Config& config);
 // --heartbeat-ms, --heartbeat-timeout-ms (head and worker).

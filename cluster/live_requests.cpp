@@ -41,6 +41,15 @@ void LiveRequests::publish(const ClusterStats& cluster, int64_t num_waiting) {
   stats_.cluster.enabled = true;
   stats_.num_waiting = num_waiting;
   stats_.num_running = int64_t(live_.size()) - num_waiting;
+  // The engines' load, summed over the groups (from their leaders' heartbeats).
+  stats_.num_kv_blocks_used = 0;
+  stats_.num_kv_blocks_total = 0;
+  stats_.num_preemptions_total = 0;
+  for (const GroupStats& g : cluster.groups) {
+    stats_.num_kv_blocks_used += g.num_kv_blocks_used;
+    stats_.num_kv_blocks_total += g.num_kv_blocks_total;
+    stats_.num_preemptions_total += g.num_preemptions_total;
+  }
 }
 
 void LiveRequests::fail_all(const std::string& message) {

@@ -188,6 +188,7 @@ Status LlmEngine::step() {
   ScheduledBatch batch = scheduler_->schedule();
   for (auto& seq : batch.finished) emit(*seq, {}, nullptr);
   if (batch.empty()) return Status::success();
+  observe_scheduled(batch);
   auto output = runner_->run(batch, scheduler_->block_manager());
   TROUPE_TRY(check_device("in the forward"));
   if (!output.ok()) {
@@ -224,6 +225,20 @@ Status LlmEngine::postprocess(const ScheduledBatch& batch, const ModelOutput& ou
   return Status::success();
 }
 
+void LlmEngine::observe_scheduled(const ScheduledBatch& batch) {
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& entry : batch.entries) {
+    auto it = live_.find(entry.seq->request_id);
+    if (it != live_.end() && it->second.queue_time_s < 0)
+      it->second.queue_time_s = std::chrono::duration<double>(now - it->second.added_at).count();
+  }
+  size_t bucket = 0;
+  while (bucket < kIterationTokensBounds.size() && batch.num_batched_tokens > kIterationTokensBounds[bucket]) ++bucket;
+  std::lock_guard lock(mutex_);
+  ++iteration_tokens_counts_[bucket];
+  iteration_tokens_sum_ += batch.num_batched_tokens;
+}
+
 void LlmEngine::emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vector<SampledToken>* sampled) {
   auto it = live_.find(seq.request_id);
   if (it == live_.end()) return;
@@ -238,6 +253,10 @@ void LlmEngine::emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vec
   out.finish_reason = seq.is_finished() ? seq.finish_reason : FinishReason::none;
   out.num_prompt_tokens = seq.num_prompt_tokens();
   out.num_generated_tokens = seq.num_output_tokens();
+  if (!it->second.queue_time_sent && it->second.queue_time_s >= 0) {
+    out.queue_time_s = it->second.queue_time_s;
+    it->second.queue_time_sent = true;
+  }
   it->second.on_output(out);
   if (out.finish_reason != FinishReason::none) {
     live_.erase(it);
@@ -275,6 +294,8 @@ void LlmEngine::publish_stats() {
   stats_.num_prompt_tokens_total = num_prompt_tokens_total_;
   stats_.num_generation_tokens_total = num_generation_tokens_total_;
   stats_.num_preemptions_total = scheduler_->num_preemptions_total();
+  stats_.iteration_tokens_counts = iteration_tokens_counts_;
+  stats_.iteration_tokens_sum = iteration_tokens_sum_;
   stats_.failure = failure_;
 }
 

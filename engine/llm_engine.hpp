@@ -14,6 +14,7 @@
 //   running --device fault / exception--> failed (thread ended; the process must restart)
 //      \--stop()--> stopped
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -70,6 +71,9 @@ class LlmEngine final : public ServingEngine {
   };
   struct Live {
     OutputCallback on_output;
+    std::chrono::steady_clock::time_point added_at = std::chrono::steady_clock::now();
+    double queue_time_s = -1;  // set at its first scheduled step, sent once with the next output
+    bool queue_time_sent = false;
   };
 
   LlmEngine() = default;
@@ -80,6 +84,8 @@ class LlmEngine final : public ServingEngine {
   Status postprocess(const ScheduledBatch& batch, const ModelOutput& output, const std::vector<SampledToken>& sampled);
   Status check_device(const char* during) const;
   void fail_engine(const std::string& why);
+  // Queue times of sequences scheduled for the first time; the step's batched tokens.
+  void observe_scheduled(const ScheduledBatch& batch);
   void emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vector<SampledToken>* sampled);
   void fail_all(const std::string& message);
   void publish_stats();
@@ -108,6 +114,8 @@ class LlmEngine final : public ServingEngine {
   EngineStats stats_;  // under mutex_
   int64_t num_prompt_tokens_total_ = 0;
   int64_t num_generation_tokens_total_ = 0;
+  std::array<int64_t, kIterationTokensBounds.size() + 1> iteration_tokens_counts_{};  // under mutex_
+  int64_t iteration_tokens_sum_ = 0;                                                  // under mutex_
 };
 
 }  // namespace troupe

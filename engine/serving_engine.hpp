@@ -1,6 +1,7 @@
 #pragma once
 // The engine's front door, as http/ (and the head's router) see it: token ids in, token ids out.
 // Text (chat template, tokenizer, stop strings, detokenization) is the caller's business.
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -32,6 +33,9 @@ struct GenerationOutput {
   std::string error_message;                        // with FinishReason::error
   int64_t num_prompt_tokens = 0;
   int64_t num_generated_tokens = 0;  // so far, including new_token_ids
+  // On the request's first output after its first scheduled step: the seconds it waited in the
+  // engine before that step (vLLM's queue time); -1 on every other output.
+  double queue_time_s = -1;
 };
 
 // Called on the engine's thread; must be quick and must not call back into the engine.
@@ -45,6 +49,10 @@ struct GroupStats {
   int64_t num_restarts = 0;
   int64_t num_members = 0;  // slots filled
   int64_t num_running = 0;  // requests routed to it now
+  // From its leader's heartbeats (stage 0's engine): KV blocks and preemptions.
+  int64_t num_kv_blocks_used = 0;
+  int64_t num_kv_blocks_total = 0;
+  int64_t num_preemptions_total = 0;  // summed over the group's epochs (a restart does not reset it)
 };
 
 struct ClusterStats {
@@ -55,6 +63,10 @@ struct ClusterStats {
   std::vector<GroupStats> groups;
 };
 
+// Upper bounds of the tokens-per-engine-step histogram (vLLM's iteration_tokens_total); the
+// last count is +Inf.
+inline constexpr std::array<int64_t, 12> kIterationTokensBounds = {1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+
 struct EngineStats {
   int64_t num_running = 0;
   int64_t num_waiting = 0;
@@ -63,6 +75,9 @@ struct EngineStats {
   int64_t num_prompt_tokens_total = 0;
   int64_t num_generation_tokens_total = 0;
   int64_t num_preemptions_total = 0;
+  // Engine steps by their batched tokens: counts per kIterationTokensBounds bucket (+Inf last).
+  std::array<int64_t, kIterationTokensBounds.size() + 1> iteration_tokens_counts{};
+  int64_t iteration_tokens_sum = 0;
   std::string failure;  // ServingEngine::failure()
   ClusterStats cluster;
 };

@@ -24,6 +24,7 @@ GenerationJob::GenerationJob(ServingEngine& engine, Metrics& metrics, const Text
   submitted_.assign(n, false);
   last_output_at_.assign(n, started_at_);
   got_first_token_.assign(n, false);
+  times_.assign(n, FinishedRequestTimes{});
 }
 
 GenerationJob::~GenerationJob() { cancel(); }
@@ -52,9 +53,14 @@ Status GenerationJob::submit() {
 
 void GenerationJob::observe(size_t choice, const QueuedOutput& item) {
   size_t num_new = item.output.new_token_ids.size();
+  FinishedRequestTimes& times = times_[choice];
+  if (item.output.queue_time_s >= 0) times.queue_s = item.output.queue_time_s;
+  times.num_prompt_tokens = item.output.num_prompt_tokens;
+  times.num_generation_tokens = item.output.num_generated_tokens;
   if (num_new > 0) {
     if (!got_first_token_[choice]) {
-      metrics_->observe_time_to_first_token(seconds_between(started_at_, item.at));
+      times.first_token_s = seconds_between(started_at_, item.at);
+      metrics_->observe_time_to_first_token(times.first_token_s);
       got_first_token_[choice] = true;
       if (first_token_at_ == Clock::time_point{} || item.at < first_token_at_) first_token_at_ = item.at;
       num_new -= 1;  // the first token has no inter-token latency
@@ -77,6 +83,8 @@ std::vector<std::pair<int, ChoiceDelta>> GenerationJob::poll(std::chrono::millis
     if (choices_[c]->is_finished()) {
       if (choices_[c]->needs_cancel()) engine_->cancel(engine_id(c));
       metrics_->observe_e2e_latency(seconds_between(started_at_, item.at));
+      times_[c].e2e_s = seconds_between(started_at_, item.at);
+      metrics_->observe_finished(times_[c]);
       metrics_->count_finished(choices_[c]->finish_reason());
     }
     deltas.emplace_back(int(c), std::move(delta));

@@ -58,6 +58,7 @@ class GenerationJob {
   std::vector<bool> submitted_;
   std::vector<std::chrono::steady_clock::time_point> last_output_at_;  // [n]
   std::vector<bool> got_first_token_;
+  std::vector<FinishedRequestTimes> times_;  // [n], filled as outputs come
   std::chrono::steady_clock::time_point started_at_;
   std::chrono::steady_clock::time_point first_token_at_{};  // {}: no token yet
 };

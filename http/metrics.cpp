@@ -1,5 +1,6 @@
 #include "http/metrics.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 namespace troupe::http {
@@ -46,14 +47,56 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   sample(out, name + "_count", labels, double(count_));
 }
 
-Metrics::Metrics(std::string prefix)
+namespace {
+
+// vLLM's request-time buckets (seconds) and token-count buckets (1, 2, 5, 10, 20, 50, ...).
+std::vector<double> request_time_buckets() {
+  return {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+          120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
+}
+
+std::vector<double> token_count_buckets() {
+  std::vector<double> bounds;
+  for (double base = 1; base <= 1e6; base *= 10)
+    for (double m : {1.0, 2.0, 5.0}) bounds.push_back(base * m);
+  return bounds;
+}
+
+}  // namespace
+
+Metrics::Metrics(std::string prefix, CacheConfigLabels cache)
     : prefix_(std::move(prefix)),
       time_to_first_token_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
                             2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0}),
       inter_token_latency_({0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
                             5.0, 7.5, 10.0, 20.0, 40.0, 80.0}),
-      e2e_request_latency_({0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
-                            50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0}) {}
+      e2e_request_latency_(request_time_buckets()),
+      cache_(std::move(cache)),
+      time_per_output_token_({0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
+                              7.5, 10.0, 20.0, 40.0, 80.0}),
+      queue_time_(request_time_buckets()),
+      prefill_time_(request_time_buckets()),
+      decode_time_(request_time_buckets()),
+      inference_time_(request_time_buckets()),
+      prompt_tokens_(token_count_buckets()),
+      generation_tokens_(token_count_buckets()) {}
+
+void Metrics::observe_finished(const FinishedRequestTimes& t) {
+  // NOTE: vLLM's split: queue (arrival to first scheduled step), prefill (to the first token),
+  // decode (first to last token), inference = prefill + decode. Arrival is the HTTP submit here.
+  const double queue = std::max(0.0, t.queue_s);
+  queue_time_.observe(queue);
+  if (t.first_token_s >= 0) {
+    const double prefill = std::max(0.0, t.first_token_s - queue);
+    const double decode = std::max(0.0, t.e2e_s - t.first_token_s);
+    prefill_time_.observe(prefill);
+    decode_time_.observe(decode);
+    inference_time_.observe(prefill + decode);
+    if (t.num_generation_tokens > 1) time_per_output_token_.observe(decode / double(t.num_generation_tokens - 1));
+  }
+  prompt_tokens_.observe(double(t.num_prompt_tokens));
+  generation_tokens_.observe(double(t.num_generation_tokens));
+}
 
 void Metrics::count_finished(FinishReason reason) {
   if (reason == FinishReason::none) return;
@@ -88,6 +131,13 @@ std::string Metrics::render(const EngineStats& stats, const std::string& model_n
                      ? double(stats.num_kv_blocks_used) / double(stats.num_kv_blocks_total)
                      : 0.0;
   gauge(prefix_ + "kv_cache_usage_perc", "KV-cache usage, 1 means 100 percent.", usage);
+  gauge(prefix_ + "gpu_cache_usage_perc", "KV-cache usage, 1 means 100 percent (vLLM's older name).", usage);
+  header(out, prefix_ + "cache_config_info", "gauge", "The KV cache's configuration, in labels.");
+  sample(out, prefix_ + "cache_config_info",
+         labels + ",block_size=\"" + std::to_string(cache_.block_size) + "\",num_gpu_blocks=\"" +
+             std::to_string(stats.num_kv_blocks_total) + "\",gpu_memory_utilization=\"" +
+             number(cache_.gpu_memory_utilization) + "\",device=\"" + cache_.device + "\"",
+         1.0);
   counter(prefix_ + "prompt_tokens_total", "Prefill tokens processed.", double(stats.num_prompt_tokens_total));
   counter(prefix_ + "generation_tokens_total", "Generated tokens.", double(stats.num_generation_tokens_total));
   counter(prefix_ + "num_preemptions_total", "Preempted requests.", double(stats.num_preemptions_total));
@@ -127,6 +177,30 @@ std::string Metrics::render(const EngineStats& stats, const std::string& model_n
   inter_token_latency_.render(out, prefix_ + "inter_token_latency_seconds", labels);
   header(out, prefix_ + "e2e_request_latency_seconds", "histogram", "Request latency in seconds.");
   e2e_request_latency_.render(out, prefix_ + "e2e_request_latency_seconds", labels);
+  auto histogram = [&](const Histogram& h, const std::string& name, const char* help) {
+    header(out, prefix_ + name, "histogram", help);
+    h.render(out, prefix_ + name, labels);
+  };
+  histogram(time_per_output_token_, "time_per_output_token_seconds", "Time per output token after the first, in seconds.");
+  histogram(queue_time_, "request_queue_time_seconds", "Time a request waited before its first engine step, in seconds.");
+  histogram(prefill_time_, "request_prefill_time_seconds", "Time from a request's first engine step to its first token.");
+  histogram(decode_time_, "request_decode_time_seconds", "Time from a request's first token to its last.");
+  histogram(inference_time_, "request_inference_time_seconds", "Prefill plus decode time of a request, in seconds.");
+  histogram(prompt_tokens_, "request_prompt_tokens", "Prompt tokens per finished request.");
+  histogram(generation_tokens_, "request_generation_tokens", "Generated tokens per finished request.");
+  {
+    const std::string name = prefix_ + "iteration_tokens_total";
+    header(out, name, "histogram", "Tokens per engine step.");
+    int64_t cumulative = 0, count = 0;
+    for (size_t i = 0; i < stats.iteration_tokens_counts.size(); ++i) {
+      cumulative += stats.iteration_tokens_counts[i];
+      std::string le = i < kIterationTokensBounds.size() ? std::to_string(kIterationTokensBounds[i]) : "+Inf";
+      sample(out, name + "_bucket", labels + ",le=\"" + le + "\"", double(cumulative));
+    }
+    count = cumulative;
+    sample(out, name + "_sum", labels, double(stats.iteration_tokens_sum));
+    sample(out, name + "_count", labels, double(count));
+  }
   return out;
 }
 

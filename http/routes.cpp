@@ -58,7 +58,7 @@ Routes::Routes(const Config& config, ServingEngine* engine, std::shared_ptr<cons
     : config_(config),
       engine_(engine),
       codec_(std::move(codec)),
-      metrics_(config.metrics_prefix),
+      metrics_(config.metrics_prefix, CacheConfigLabels{config.block_size, config.gpu_memory_utilization, config.device}),
       gate_(config.max_waiting_requests),
       request_log_(RequestLog::parse_format(config.log_format), config.log_requests_content),
       id_salt_(std::random_device{}()) {

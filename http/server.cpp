@@ -10,6 +10,7 @@
 #include <exception>
 
 #include "http/auth.hpp"
+#include "http/cors.hpp"
 #include "http/request_log.hpp"
 #include "http/routes.hpp"
 #include "http/text_codec.hpp"
@@ -26,14 +27,23 @@ bool authorized(const Config& config, const httplib::Request& req) {
 
 ApiError unauthorized() { return ApiError{401, "missing or wrong API key (Authorization: Bearer <key>)", ""}; }
 
+// HTTPS when a certificate is configured (Debian's httplib is built with OpenSSL); with a CA file,
+// a client must present a certificate it signed (SSL_VERIFY_FAIL_IF_NO_PEER_CERT).
+std::unique_ptr<httplib::Server> make_server(const Config& config) {
+  if (config.ssl_certfile.empty()) return std::make_unique<httplib::Server>();
+  return std::make_unique<httplib::SSLServer>(config.ssl_certfile.c_str(), config.ssl_keyfile.c_str(),
+                                              config.ssl_ca_certs.empty() ? nullptr : config.ssl_ca_certs.c_str());
+}
+
 }  // namespace
 
 Server::Server(Config config) : Server(std::move(config), nullptr, nullptr) {}
 
 Server::Server(Config config, ServingEngine* engine, std::shared_ptr<const TextCodec> codec)
     : config_(std::move(config)),
+      cors_(std::make_shared<const CorsPolicy>(config_.allowed_origins)),
       routes_(std::make_unique<Routes>(config_, engine, std::move(codec))),
-      server_(std::make_unique<httplib::Server>()) {
+      server_(make_server(config_)) {
   register_routes();
 }
 
@@ -58,14 +68,25 @@ void Server::register_routes() {
       }
     };
   };
-  s.Get("/health", guarded(&Routes::health, false));
-  s.Get("/version", guarded(&Routes::version, true));
-  s.Get("/v1/models", guarded(&Routes::models, true));
-  s.Get("/metrics", guarded(&Routes::metrics, config_.protect_metrics));
-  s.Post("/v1/chat/completions", guarded(&Routes::chat_completions, true));
-  s.Post("/v1/completions", guarded(&Routes::completions, true));
-  s.Post("/tokenize", guarded(&Routes::tokenize, true));
-  s.Post("/detokenize", guarded(&Routes::detokenize, true));
+  // --root-path /p: every route also answers under /p (a proxy that forwards the prefix as is).
+  const std::string root = config_.root_path;
+  auto get = [&s, &root](const std::string& path, httplib::Server::Handler handler) {
+    if (!root.empty()) s.Get(root + path, handler);
+    s.Get(path, std::move(handler));
+  };
+  auto post = [&s, &root](const std::string& path, httplib::Server::Handler handler) {
+    if (!root.empty()) s.Post(root + path, handler);
+    s.Post(path, std::move(handler));
+  };
+  get("/health", guarded(&Routes::health, false));
+  get("/version", guarded(&Routes::version, true));
+  get("/v1/models", guarded(&Routes::models, true));
+  get("/metrics", guarded(&Routes::metrics, config_.protect_metrics));
+  post("/v1/chat/completions", guarded(&Routes::chat_completions, true));
+  post("/v1/completions", guarded(&Routes::completions, true));
+  post("/tokenize", guarded(&Routes::tokenize, true));
+  post("/detokenize", guarded(&Routes::detokenize, true));
+  register_cors();
 
   // NOTE: a streaming request holds one HTTP thread for its whole life; httplib's default pool
   // (8 threads) would queue the 9th stream, so size the pool from the engine's batch limit.
@@ -87,13 +108,39 @@ void Server::register_routes() {
     }
     return httplib::Server::HandlerResponse::Handled;
   }));
-  // A client's X-Request-Id comes back on every answer (generation routes set it themselves).
-  s.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+  // A client's X-Request-Id comes back on every answer (generation routes set it themselves);
+  // an allowed Origin gets the CORS headers on every answer, errors included.
+  s.set_post_routing_handler([cors = cors_](const httplib::Request& req, httplib::Response& res) {
     if (!res.has_header("X-Request-Id") && is_acceptable_request_id(req.get_header_value("X-Request-Id")))
       res.set_header("X-Request-Id", req.get_header_value("X-Request-Id"));
+    const std::string origin = req.get_header_value("Origin");
+    if (cors->allows(origin) && !res.has_header("Access-Control-Allow-Origin")) {
+      res.set_header("Access-Control-Allow-Origin", cors->allow_origin_value(origin));
+      res.set_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+      if (cors->allow_origin_value(origin) != "*") res.set_header("Vary", "Origin");
+    }
   });
   s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
     send_error(res, ApiError{500, "internal error", ""});
+  });
+}
+
+void Server::register_cors() {
+  if (!cors_->is_enabled()) return;
+  // A preflight needs no API key (browsers send none); the answer it gets decides the real request.
+  server_->Options(".*", [cors = cors_](const httplib::Request& req, httplib::Response& res) {
+    const std::string origin = req.get_header_value("Origin");
+    if (!cors->allows(origin)) {
+      send_error(res, ApiError{400, "CORS: origin '" + origin + "' is not allowed (--allowed-origins)", ""});
+      return;
+    }
+    res.status = 204;
+    res.set_header("Access-Control-Allow-Origin", cors->allow_origin_value(origin));
+    res.set_header("Access-Control-Allow-Methods", CorsPolicy::allow_methods);
+    const std::string asked = req.get_header_value("Access-Control-Request-Headers");
+    res.set_header("Access-Control-Allow-Headers", asked.empty() ? CorsPolicy::default_allow_headers : asked);
+    res.set_header("Access-Control-Max-Age", CorsPolicy::max_age_seconds);
+    if (cors->allow_origin_value(origin) != "*") res.set_header("Vary", "Origin");
   });
 }
 
@@ -119,6 +166,12 @@ void widen_listen_backlog(int port) {
 }  // namespace
 
 Status Server::bind() {
+  if (!server_->is_valid())
+    return make_error(ErrorCode::invalid_argument,
+                      "TLS: cannot use --ssl-certfile " + config_.ssl_certfile + " with --ssl-keyfile " +
+                          config_.ssl_keyfile +
+                          (config_.ssl_ca_certs.empty() ? "" : " and --ssl-ca-certs " + config_.ssl_ca_certs) +
+                          " (missing, unreadable, not PEM, or the key does not match the certificate)");
   bool ok = false;
   if (config_.http_port == 0) {
     port_ = server_->bind_to_any_port(config_.host);
@@ -132,11 +185,14 @@ Status Server::bind() {
                                                   std::to_string(config_.http_port) +
                                                   " (address in use or not permitted)");
   widen_listen_backlog(port_);
-  log::get("http")->info("listening on http://{}:{}", config_.host, port_);
+  log::get("http")->info("listening on {}://{}:{}{}{}", config_.ssl_certfile.empty() ? "http" : "https", config_.host,
+                         port_, config_.root_path, config_.ssl_ca_certs.empty() ? "" : " (client certificates required)");
   return Status::success();
 }
 
 void Server::listen() { server_->listen_after_bind(); }
+
+bool Server::is_running() const { return server_->is_running(); }
 
 bool Server::drain(std::chrono::milliseconds timeout) {
   AdmissionGate& gate = routes_->gate();

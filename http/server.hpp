@@ -15,6 +15,7 @@ class Server;
 
 namespace troupe::http {
 
+class CorsPolicy;
 class Routes;
 class TextCodec;
 
@@ -27,7 +28,8 @@ class Server {
   Server(Config config, ServingEngine* engine, std::shared_ptr<const TextCodec> codec);
   ~Server();
 
-  // Binds host:http_port (0: an ephemeral port, see port()); an error names the address.
+  // Binds host:http_port (0: an ephemeral port, see port()); an error names the address, or the
+  // TLS files when they cannot be used (--ssl-certfile / --ssl-keyfile / --ssl-ca-certs).
   Status bind();
   // Serves until stop() is called (from another thread or a signal handler).
   void listen();
@@ -38,11 +40,15 @@ class Server {
   // write it. Returns true when every request ended on its own. Call stop() afterwards.
   bool drain(std::chrono::milliseconds timeout);
   int port() const { return port_; }
+  // True once listen() accepts connections.
+  bool is_running() const;
 
  private:
   void register_routes();
+  void register_cors();
 
   Config config_;
+  std::shared_ptr<const CorsPolicy> cors_;
   std::unique_ptr<Routes> routes_;
   std::unique_ptr<httplib::Server> server_;
   int port_ = 0;

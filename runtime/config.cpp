@@ -49,6 +49,13 @@ Status Config::validate() const {
   if (!is_metrics_prefix(metrics_prefix))
     return bad("metrics-prefix", "must match [a-zA-Z_:][a-zA-Z0-9_:]* or be empty, got '" + metrics_prefix + "'");
   if (!one_of(log_format, {"text", "json"})) return bad("log-format", "must be text or json, got '" + log_format + "'");
+  if (ssl_keyfile.empty() != ssl_certfile.empty())
+    return bad(ssl_keyfile.empty() ? "ssl-keyfile" : "ssl-certfile", "--ssl-keyfile and --ssl-certfile go together");
+  if (!ssl_ca_certs.empty() && ssl_certfile.empty())
+    return bad("ssl-ca-certs", "needs --ssl-keyfile and --ssl-certfile (client certificates need TLS)");
+  if (!root_path.empty() && (root_path[0] != '/' || root_path.back() == '/' ||
+                             root_path.find_first_of(" ?#\\\"") != std::string::npos))
+    return bad("root-path", "must start with '/', not end with '/' and hold no spaces, '?' or '#', got '" + root_path + "'");
   if (max_body_bytes < 1024) return bad("max-body-bytes", "must be >= 1024");
   if (!(shutdown_timeout_s >= 0)) return bad("shutdown-timeout", "must be >= 0 seconds");
   if (max_waiting_requests < 0) return bad("max-waiting-requests", "must be >= 0 (0: unbounded)");

@@ -30,6 +30,13 @@ struct Config : EngineArgs {
   bool log_requests_content = false;       // request log lines carry the prompt and the output
   std::string reasoning_parser;  // "" | deepseek_r1
   int64_t max_body_bytes = 16 << 20;
+  // TLS and browsers. Key and certificate (PEM) together turn on HTTPS; a CA file also requires
+  // client certificates signed by it (mutual TLS).
+  std::string ssl_keyfile;
+  std::string ssl_certfile;
+  std::string ssl_ca_certs;
+  std::string allowed_origins;  // CORS: comma-separated origins, "*" for any; "" answers no preflight
+  std::string root_path;        // "/prefix" the server is mounted under behind a proxy; routes answer both
   // Lifecycle and overload (seconds may be fractional).
   double shutdown_timeout_s = 30;     // on SIGTERM/SIGINT: in-flight requests get this long, then abort
   int64_t max_waiting_requests = 0;   // engine requests waiting to be scheduled past this: 429; 0: unbounded
