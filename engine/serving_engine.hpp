@@ -63,6 +63,8 @@ struct EngineStats {
   int64_t num_prompt_tokens_total = 0;
   int64_t num_generation_tokens_total = 0;
   int64_t num_preemptions_total = 0;
+  int64_t num_prefix_cache_queries_total = 0;  // prompt tokens looked up in the prefix cache
+  int64_t num_prefix_cache_hits_total = 0;     // of which found cached
   std::string failure;  // ServingEngine::failure()
   ClusterStats cluster;
 };
