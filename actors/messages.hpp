@@ -88,7 +88,7 @@ typename Inspector::result_type inspect(Inspector& f, ClusterStats& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GenerationOutput& x) {
   return f(caf::meta::type_name("troupe.generation_output"), x.new_token_ids, x.logprobs, x.top_logprobs,
-           x.finish_reason, x.error_message, x.num_prompt_tokens, x.num_generated_tokens);
+           x.finish_reason, x.error_message, x.num_prompt_tokens, x.num_generated_tokens, x.num_cached_tokens);
 }
 
 // Atoms for timers and queries (at most 10 characters each).

@@ -240,6 +240,7 @@ void LlmEngine::emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vec
   out.finish_reason = seq.is_finished() ? seq.finish_reason : FinishReason::none;
   out.num_prompt_tokens = seq.num_prompt_tokens();
   out.num_generated_tokens = seq.num_output_tokens();
+  out.num_cached_tokens = seq.num_cached_tokens;
   it->second.on_output(out);
   if (out.finish_reason != FinishReason::none) {
     live_.erase(it);

@@ -167,7 +167,7 @@ ScheduledBatch Scheduler::schedule() {
       num_prefix_cache_queries_total_ += seq->num_tokens();
       num_prefix_cache_hits_total_ += num_cached;
     }
-    seq->num_cached_tokens = num_cached;
+    if (seq->num_preemptions == 0) seq->num_cached_tokens = num_cached;
     seq->num_computed_tokens = num_cached;
     seq->status = SequenceStatus::running;
     batch.entries.push_back({seq, seq->id, num_cached, num_new, num_cached + num_new == seq->num_tokens()});

@@ -31,7 +31,7 @@ struct Sequence {
   // Keys of the full blocks of prompt + output so far (prefix caching; tokens never change, so
   // they survive preemption). Filled by the scheduler.
   std::vector<BlockHash> block_hashes;
-  int64_t num_cached_tokens = 0;  // prefix-cache hit at the last admission
+  int64_t num_cached_tokens = 0;  // prefix-cache hit at the first admission (vLLM's num_cached_tokens)
   SequenceRng rng;
   int64_t arrival = -1;     // admission order, assigned by Scheduler::add
   int64_t num_preemptions = 0;

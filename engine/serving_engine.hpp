@@ -32,6 +32,7 @@ struct GenerationOutput {
   std::string error_message;                        // with FinishReason::error
   int64_t num_prompt_tokens = 0;
   int64_t num_generated_tokens = 0;  // so far, including new_token_ids
+  int64_t num_cached_tokens = 0;     // prompt tokens found in the prefix cache at its first admission
 };
 
 // Called on the engine's thread; must be quick and must not call back into the engine.
