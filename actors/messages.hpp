@@ -43,7 +43,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, EngineArgs& x) {
   return f(caf::meta::type_name("troupe.engine_args"), x.model, x.load_format, x.dtype, x.max_model_len,
            x.max_num_seqs, x.max_num_batched_tokens, x.block_size, x.num_kv_blocks, x.gpu_memory_utilization,
-           x.cpu_kv_cache_mb, x.seed, x.tensor_parallel_size);
+           x.cpu_kv_cache_mb, x.seed, x.tensor_parallel_size, x.enable_prefix_caching);
 }
 
 }  // namespace troupe
@@ -88,7 +88,8 @@ typename Inspector::result_type inspect(Inspector& f, ClusterStats& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GenerationOutput& x) {
   return f(caf::meta::type_name("troupe.generation_output"), x.new_token_ids, x.logprobs, x.top_logprobs,
-           x.finish_reason, x.error_message, x.num_prompt_tokens, x.num_generated_tokens, x.queue_time_s);
+           x.finish_reason, x.error_message, x.num_prompt_tokens, x.num_generated_tokens, x.queue_time_s,
+           x.num_cached_tokens);
 }
 
 // Atoms for timers and queries (at most 10 characters each).

@@ -31,6 +31,8 @@ void add_engine_options(CLI::App& app, Config& config) {
       ->capture_default_str();
   app.add_option("--cpu-kv-cache-mb", config.cpu_kv_cache_mb, "KV-cache size on the CPU backend")
       ->capture_default_str();
+  app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", config.enable_prefix_caching,
+               "reuse the KV cache of shared prompt prefixes (on by default)");
   app.add_option("--num-threads", config.num_threads, "CPU backend threads (0: all cores)");
   app.add_flag("--enforce-eager", config.enforce_eager, "no CUDA graphs");
 }

@@ -27,6 +27,10 @@ void LiveRequests::deliver(const std::string& request_id, const GenerationOutput
     if (output.finish_reason == FinishReason::none) {
       callback = it->second;
     } else {
+      // The prefix cache as the groups saw it, counted once per request when it ends (the head
+      // sees no admissions; a resumed request counts its last attempt).
+      stats_.num_prefix_cache_queries_total += output.num_prompt_tokens;
+      stats_.num_prefix_cache_hits_total += output.num_cached_tokens;
       callback = std::move(it->second);
       live_.erase(it);
     }

@@ -40,14 +40,16 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
   sched.num_blocks = engine->num_kv_blocks_;
   sched.block_size = config.block_size;
   sched.max_model_len = engine->max_model_len_;
+  sched.enable_prefix_caching = config.enable_prefix_caching;
   for (int64_t id : model_config.eos_token_ids) sched.eos_token_ids.push_back(int32_t(id));
   TROUPE_TRY(sched.validate());
   engine->scheduler_ = std::make_unique<Scheduler>(sched);
   engine->runner_ = std::make_unique<ModelRunner>(*engine->model_, *engine->cache_);
   engine->sampling_ = std::make_unique<SamplingStep>(*engine->backend_, engine->vocab_size_);
-  log::get("engine")->info("{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}",
+  log::get("engine")->info("{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}, prefix caching {}",
                            model_config.architecture, engine->backend_->name(), model_config.num_hidden_layers,
-                           engine->num_kv_blocks_, config.block_size, engine->max_model_len_);
+                           engine->num_kv_blocks_, config.block_size, engine->max_model_len_,
+                           config.enable_prefix_caching ? "on" : "off");
   return engine;
 }
 
@@ -257,6 +259,7 @@ void LlmEngine::emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vec
     out.queue_time_s = it->second.queue_time_s;
     it->second.queue_time_sent = true;
   }
+  out.num_cached_tokens = seq.num_cached_tokens;
   it->second.on_output(out);
   if (out.finish_reason != FinishReason::none) {
     live_.erase(it);
@@ -296,6 +299,8 @@ void LlmEngine::publish_stats() {
   stats_.num_preemptions_total = scheduler_->num_preemptions_total();
   stats_.iteration_tokens_counts = iteration_tokens_counts_;
   stats_.iteration_tokens_sum = iteration_tokens_sum_;
+  stats_.num_prefix_cache_queries_total = scheduler_->num_prefix_cache_queries_total();
+  stats_.num_prefix_cache_hits_total = scheduler_->num_prefix_cache_hits_total();
   stats_.failure = failure_;
 }
 

@@ -24,7 +24,7 @@ int64_t ScheduledBatch::num_sampled() const {
 }
 
 Scheduler::Scheduler(SchedulerConfig config)
-    : config_(std::move(config)), blocks_(config_.num_blocks, config_.block_size) {
+    : config_(std::move(config)), blocks_(config_.num_blocks, config_.block_size, config_.enable_prefix_caching) {
   config_.max_num_seqs = std::max<int64_t>(config_.max_num_seqs, 1);
   config_.max_num_batched_tokens = std::max<int64_t>(config_.max_num_batched_tokens, 1);
 }
@@ -144,16 +144,33 @@ ScheduledBatch Scheduler::schedule() {
   while (batch.preempted.empty() && !waiting_.empty() && budget > 0 &&
          static_cast<int64_t>(running_.size()) < config_.max_num_seqs) {
     Sequence* seq = waiting_.front().get();
-    int64_t num_new = std::min(seq->num_uncomputed_tokens(), budget);
-    if (!blocks_.can_allocate(num_new)) {
-      // Admit a smaller chunk only when nothing runs, so an oversized recompute still progresses.
+    const int64_t block_size = blocks_.block_size();
+    std::vector<int32_t> cached;
+    if (blocks_.prefix_caching()) {
+      extend_block_hashes(seq->block_hashes, seq->tokens(), block_size);
+      // At most num_tokens - 1 cached tokens: the last one is computed to be sampled.
+      cached = blocks_.cached_prefix(seq->block_hashes, seq->tokens(), (seq->num_tokens() - 1) / block_size);
+    }
+    int64_t num_cached = int64_t(cached.size()) * block_size;
+    int64_t num_new = std::min(seq->num_tokens() - num_cached, budget);
+    if (!blocks_.can_allocate(num_cached + num_new, cached)) {
+      // Admit a smaller chunk only when nothing runs, so an oversized recompute still progresses
+      // (without the hit: its blocks count as free then).
       if (!running_.empty()) break;
-      num_new = std::min(num_new, blocks_.num_free_blocks() * blocks_.block_size());
+      cached.clear();
+      num_cached = 0;
+      num_new = std::min({seq->num_tokens(), budget, blocks_.num_free_blocks() * block_size});
       if (num_new <= 0) break;
     }
-    (void)blocks_.allocate(seq->id, num_new);
+    (void)blocks_.allocate(seq->id, num_cached + num_new, cached);
+    if (blocks_.prefix_caching()) {
+      num_prefix_cache_queries_total_ += seq->num_tokens();
+      num_prefix_cache_hits_total_ += num_cached;
+    }
+    if (seq->num_preemptions == 0) seq->num_cached_tokens = num_cached;
+    seq->num_computed_tokens = num_cached;
     seq->status = SequenceStatus::running;
-    batch.entries.push_back({seq, seq->id, 0, num_new, num_new == seq->num_tokens()});
+    batch.entries.push_back({seq, seq->id, num_cached, num_new, num_cached + num_new == seq->num_tokens()});
     budget -= num_new;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
@@ -179,6 +196,11 @@ Result<std::vector<std::unique_ptr<Sequence>>> Scheduler::postprocess(const Sche
     Sequence* seq = live->second;
     if (seq->status != SequenceStatus::running || seq->num_computed_tokens != entry.start_position) continue;
     seq->num_computed_tokens += entry.num_new_tokens;
+    if (blocks_.prefix_caching()) {
+      // Blocks this step filled are now in the cache (every stage's: same block ids).
+      extend_block_hashes(seq->block_hashes, seq->tokens(), blocks_.block_size());
+      blocks_.cache_full_blocks(seq->id, seq->block_hashes, seq->tokens(), seq->num_computed_tokens);
+    }
     if (!entry.produces_token) continue;
     seq->output_ids.push_back(token);
     FinishReason reason = FinishReason::none;

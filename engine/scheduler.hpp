@@ -1,5 +1,9 @@
 #pragma once
-// Continuous-batching scheduler with chunked prefill (nano-vllm / vLLM v1 policy, no model).
+// Continuous-batching scheduler with chunked prefill and automatic prefix caching (nano-vllm /
+// vLLM v1 policy, no model). Admission starts a sequence after the longest cached prefix of full
+// blocks (never the whole sequence: at least its last token is computed, so it can be sampled);
+// postprocess registers each block once its KV is computed, so only a finished step's blocks are
+// ever hit (a later step reads them).
 // The engine step is: batch = schedule(); run the model on batch.entries; sample one token per
 // entry with produces_token; finished = postprocess(batch, sampled_ids).
 //
@@ -25,6 +29,7 @@ struct SchedulerConfig {
   int64_t block_size = 16;                  // tokens per block
   int64_t max_model_len = 0;                // prompt + output; 0: only the KV cache limits
   std::vector<int32_t> eos_token_ids;
+  bool enable_prefix_caching = true;        // reuse cached full blocks of earlier sequences
 
   Status validate() const;
 };
@@ -72,6 +77,9 @@ class Scheduler {
   int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
   bool has_unfinished() const { return !waiting_.empty() || !running_.empty(); }
   int64_t num_preemptions_total() const { return num_preemptions_total_; }
+  // Prefix cache, in tokens as vLLM counts: tokens looked up at each admission, and those found.
+  int64_t num_prefix_cache_queries_total() const { return num_prefix_cache_queries_total_; }
+  int64_t num_prefix_cache_hits_total() const { return num_prefix_cache_hits_total_; }
   const BlockManager& block_manager() const { return blocks_; }
   const SchedulerConfig& config() const { return config_; }
   Sequence* find(const std::string& request_id);
@@ -92,6 +100,8 @@ class Scheduler {
   std::unordered_map<int64_t, Sequence*> by_id_;
   int64_t next_id_ = 0;
   int64_t num_preemptions_total_ = 0;
+  int64_t num_prefix_cache_queries_total_ = 0;
+  int64_t num_prefix_cache_hits_total_ = 0;
 };
 
 }  // namespace troupe

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/block_hash.hpp"
 #include "engine/finish_reason.hpp"
 #include "engine/sampler.hpp"
 #include "engine/sampling_params.hpp"
@@ -24,8 +25,13 @@ struct Sequence {
   std::vector<int32_t> output_ids;
   SamplingParams params;
   SequenceStatus status = SequenceStatus::waiting;
-  // Tokens whose KV is in the cache. Reset to 0 on preemption (prompt + output are recomputed).
+  // Tokens whose KV is in the cache. Reset to 0 on preemption (prompt + output are recomputed);
+  // on admission, the cached prefix's tokens (prefix caching).
   int64_t num_computed_tokens = 0;
+  // Keys of the full blocks of prompt + output so far (prefix caching; tokens never change, so
+  // they survive preemption). Filled by the scheduler.
+  std::vector<BlockHash> block_hashes;
+  int64_t num_cached_tokens = 0;  // prefix-cache hit at the first admission (vLLM's num_cached_tokens)
   SequenceRng rng;
   int64_t arrival = -1;     // admission order, assigned by Scheduler::add
   int64_t num_preemptions = 0;
@@ -50,6 +56,7 @@ struct Sequence {
   int32_t token_at(int64_t pos) const {
     return pos < num_prompt_tokens() ? prompt_ids[pos] : output_ids[pos - num_prompt_tokens()];
   }
+  TokenSpan tokens() const { return TokenSpan{&prompt_ids, &output_ids}; }
   int32_t last_token_id() const { return token_at(num_tokens() - 1); }
   // Sampler row borrowing this sequence's params, token history and RNG.
   SamplerRow sampler_row() { return SamplerRow{&params, &prompt_ids, &output_ids, &rng}; }

@@ -36,6 +36,7 @@ struct GenerationOutput {
   // On the request's first output after its first scheduled step: the seconds it waited in the
   // engine before that step (vLLM's queue time); -1 on every other output.
   double queue_time_s = -1;
+  int64_t num_cached_tokens = 0;     // prompt tokens found in the prefix cache at its first admission
 };
 
 // Called on the engine's thread; must be quick and must not call back into the engine.
@@ -78,6 +79,8 @@ struct EngineStats {
   // Engine steps by their batched tokens: counts per kIterationTokensBounds bucket (+Inf last).
   std::array<int64_t, kIterationTokensBounds.size() + 1> iteration_tokens_counts{};
   int64_t iteration_tokens_sum = 0;
+  int64_t num_prefix_cache_queries_total = 0;  // prompt tokens looked up in the prefix cache
+  int64_t num_prefix_cache_hits_total = 0;     // of which found cached
   std::string failure;  // ServingEngine::failure()
   ClusterStats cluster;
 };

@@ -141,6 +141,10 @@ std::string Metrics::render(const EngineStats& stats, const std::string& model_n
   counter(prefix_ + "prompt_tokens_total", "Prefill tokens processed.", double(stats.num_prompt_tokens_total));
   counter(prefix_ + "generation_tokens_total", "Generated tokens.", double(stats.num_generation_tokens_total));
   counter(prefix_ + "num_preemptions_total", "Preempted requests.", double(stats.num_preemptions_total));
+  counter(prefix_ + "prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
+          double(stats.num_prefix_cache_queries_total));
+  counter(prefix_ + "prefix_cache_hits_total", "Prompt tokens found in the prefix cache.",
+          double(stats.num_prefix_cache_hits_total));
   gauge(prefix_ + "engine_failed", "1 when the engine failed for good (a device fault); /health says why.",
         stats.failure.empty() ? 0.0 : 1.0);
   if (stats.cluster.enabled) {

@@ -27,6 +27,7 @@ struct EngineArgs {
   int64_t cpu_kv_cache_mb = 512;          // KV-cache size on the CPU backend
   int64_t seed = 0;
   int64_t tensor_parallel_size = 1;       // devices per stage
+  bool enable_prefix_caching = true;      // reuse the KV of cached prompt prefixes (full blocks)
 
   // Checks every field; the error names the flag and the bad value.
   Status validate() const;

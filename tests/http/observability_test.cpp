@@ -183,6 +183,9 @@ TEST(HttpMetrics, PrefixAndFinishedReasonsOverHttp) {
   EXPECT_NE(text.find(name + "\"abort\"} 0\n"), std::string::npos) << text;
   EXPECT_NE(text.find(name + "\"error\"} 0\n"), std::string::npos) << text;
   EXPECT_NE(text.find("vllm:time_to_first_token_seconds_bucket{model_name=\"tiny\",le=\"0.1\"}"), std::string::npos);
+  // Prefix caching, in tokens as vLLM counts (the fake engine caches nothing).
+  EXPECT_NE(text.find("# TYPE vllm:prefix_cache_queries_total counter\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("vllm:prefix_cache_hits_total{model_name=\"tiny\"} 0\n"), std::string::npos) << text;
 }
 
 TEST(HttpServer, ClientRequestIdIsEchoedOnOtherRoutes) {

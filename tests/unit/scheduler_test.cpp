@@ -64,7 +64,7 @@ TEST(Scheduler, MixesPrefillAndDecodeInOneStep) {
   ASSERT_EQ(batch.entries.size(), 1u);
   EXPECT_EQ(batch.entries[0].num_new_tokens, 10);
   EXPECT_TRUE(batch.entries[0].produces_token);
-  ASSERT_TRUE(s.add(make_seq("b", 20, 5)).ok());
+  ASSERT_TRUE(s.add(make_seq("b", 20, 5, 300)).ok());  // shares no prefix with a
   step(s, batch);
   ASSERT_EQ(batch.entries.size(), 2u);
   EXPECT_EQ(batch.entries[0].seq->request_id, "a");
@@ -80,7 +80,7 @@ TEST(Scheduler, MixesPrefillAndDecodeInOneStep) {
 TEST(Scheduler, ChunksLongPromptsWithinTheTokenBudget) {
   Scheduler s(make_config(100, 4, 16));
   ASSERT_TRUE(s.add(make_seq("long", 40, 3)).ok());
-  ASSERT_TRUE(s.add(make_seq("short", 5, 3)).ok());
+  ASSERT_TRUE(s.add(make_seq("short", 5, 3, 300)).ok());
   ScheduledBatch batch;
   step(s, batch);
   ASSERT_EQ(batch.entries.size(), 1u);  // the budget went to the first chunk
@@ -253,7 +253,7 @@ TEST(Scheduler, OutgrowingTheWholeCacheEndsWithLengthNotAHang) {
 
 // Randomized bounded simulation: arrivals, EOS, aborts and preemptions under a tight cache.
 TEST(Scheduler, RandomizedSimulationKeepsInvariants) {
-  int64_t num_preemptions = 0;
+  int64_t num_preemptions = 0, num_hits = 0;
   for (uint64_t trial = 0; trial < 6; ++trial) {
     std::mt19937_64 gen(trial);
     auto uniform = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
@@ -262,6 +262,8 @@ TEST(Scheduler, RandomizedSimulationKeepsInvariants) {
     const int64_t budget = uniform(4, 64);
     Scheduler s(make_config(num_blocks, block_size, budget, uniform(1, 8)));
     const int64_t capacity = num_blocks * block_size;
+    // What the model would find in the paged cache: the token whose KV each slot holds.
+    std::vector<int32_t> kv(capacity, -1);
     int64_t num_added = 0, num_done = 0;
     std::set<std::string> live;
     for (int step_no = 0; step_no < 5000; ++step_no) {  // arrivals for 300 steps, then drain
@@ -291,6 +293,17 @@ TEST(Scheduler, RandomizedSimulationKeepsInvariants) {
         ASSERT_EQ(s.block_manager().num_tokens(e.seq_id), e.start_position + e.num_new_tokens);
         ASSERT_GE(static_cast<int64_t>(s.block_manager().block_table(e.seq_id).size()) * block_size,
                   e.start_position + e.num_new_tokens);
+        // Every position before the chunk (computed, or a prefix-cache hit) holds this sequence's
+        // token; the chunk writes its own.
+        const auto& table = s.block_manager().block_table(e.seq_id);
+        for (int64_t pos = 0; pos < e.start_position + e.num_new_tokens; ++pos) {
+          int32_t& slot = kv[table[pos / block_size] * block_size + pos % block_size];
+          if (pos < e.start_position) {
+            ASSERT_EQ(slot, e.seq->token_at(pos)) << "stale KV at position " << pos << " of " << e.seq->request_id;
+          } else {
+            slot = e.seq->token_at(pos);
+          }
+        }
         sum += e.num_new_tokens;
       }
       ASSERT_EQ(sum, batch.num_batched_tokens);
@@ -321,8 +334,121 @@ TEST(Scheduler, RandomizedSimulationKeepsInvariants) {
     EXPECT_EQ(num_done, num_added);
     EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
     num_preemptions += s.num_preemptions_total();
+    num_hits += s.num_prefix_cache_hits_total();
   }
   EXPECT_GT(num_preemptions, 0) << "the simulation never exercised preemption";
+  EXPECT_GT(num_hits, 0) << "the simulation never hit the prefix cache";
+}
+
+TEST(SchedulerPrefixCache, ASharedPrefixStartsAfterItsCachedBlocks) {
+  Scheduler s(make_config(32, 4, 64));
+  ASSERT_TRUE(s.add(make_seq("a", 10, 3)).ok());
+  ScheduledBatch batch;
+  step(s, batch);  // a's prompt: blocks [0,4) [4,8) computed and cached
+  EXPECT_EQ(s.num_prefix_cache_queries_total(), 10);
+  EXPECT_EQ(s.num_prefix_cache_hits_total(), 0);
+  ASSERT_TRUE(s.add(make_seq("b", 13, 3)).ok());  // shares a's first 10 tokens
+  step(s, batch);
+  ASSERT_EQ(batch.entries.size(), 2u);
+  const ScheduledEntry& b = batch.entries[1];
+  EXPECT_EQ(b.seq->request_id, "b");
+  EXPECT_EQ(b.start_position, 8);
+  EXPECT_EQ(b.num_new_tokens, 5);
+  EXPECT_TRUE(b.produces_token);
+  EXPECT_EQ(b.seq->num_cached_tokens, 8);
+  EXPECT_EQ(s.num_prefix_cache_queries_total(), 23);
+  EXPECT_EQ(s.num_prefix_cache_hits_total(), 8);
+  EXPECT_EQ(s.block_manager().block_table(b.seq_id)[0], s.block_manager().block_table(batch.entries[0].seq_id)[0]);
+  // A prompt that is all cached still computes its last block's tokens.
+  ASSERT_TRUE(s.add(make_seq("c", 8, 3)).ok());
+  step(s, batch);
+  const ScheduledEntry& c = batch.entries.back();
+  EXPECT_EQ(c.seq->request_id, "c");
+  EXPECT_EQ(c.start_position, 4);
+  EXPECT_EQ(c.num_new_tokens, 4);
+}
+
+TEST(SchedulerPrefixCache, FinishedSequencesLeaveTheirBlocksCached) {
+  Scheduler s(make_config(16, 4, 64));
+  ASSERT_TRUE(s.add(make_seq("turn1", 9, 4)).ok());
+  ScheduledBatch batch;
+  std::unique_ptr<Sequence> turn1;
+  for (int i = 0; i < 10 && !turn1; ++i)
+    for (auto& f : step(s, batch)) turn1 = std::move(f);
+  ASSERT_TRUE(turn1);
+  EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
+  EXPECT_EQ(s.block_manager().num_free_blocks(), 16);
+  EXPECT_EQ(s.block_manager().num_cached_blocks(), 3);  // 12 of its 13 tokens had KV computed
+  // The next turn: the whole history plus new tokens.
+  std::vector<int32_t> history = turn1->prompt_ids;
+  history.insert(history.end(), turn1->output_ids.begin(), turn1->output_ids.end());
+  for (int32_t t : {7, 8, 9}) history.push_back(t);
+  SamplingParams p;
+  p.max_tokens = 2;
+  ASSERT_TRUE(s.add(Sequence("turn2", history, p)).ok());
+  step(s, batch);
+  ASSERT_EQ(batch.entries.size(), 1u);
+  EXPECT_EQ(batch.entries[0].start_position, 12);
+  EXPECT_EQ(batch.entries[0].num_new_tokens, 4);
+}
+
+TEST(SchedulerPrefixCache, HitsBlocksOfAPrefillStillInChunks) {
+  Scheduler s(make_config(32, 4, 8));  // 8 tokens per step
+  ASSERT_TRUE(s.add(make_seq("long", 20, 2)).ok());
+  ScheduledBatch batch;
+  step(s, batch);  // chunk [0, 8): blocks 0 and 1 cached
+  ASSERT_TRUE(s.add(make_seq("twin", 20, 2)).ok());
+  step(s, batch);  // long's chunk [8, 16) takes the whole budget
+  step(s, batch);  // long [16, 20); twin after 4 blocks cached by now (16 tokens)
+  ASSERT_EQ(batch.entries.size(), 2u);
+  EXPECT_EQ(batch.entries[1].seq->request_id, "twin");
+  EXPECT_EQ(batch.entries[1].start_position, 16);
+  EXPECT_EQ(batch.entries[1].num_new_tokens, 4);
+}
+
+TEST(SchedulerPrefixCache, APreemptedSequenceResumesFromItsCachedBlocks) {
+  Scheduler s(make_config(6, 4, 64));  // 24 token slots
+  ASSERT_TRUE(s.add(make_seq("old", 9, 7, 100)).ok());  // ends at 16 tokens: 4 blocks
+  ASSERT_TRUE(s.add(make_seq("new", 9, 10, 500)).ok());
+  ScheduledBatch batch;
+  step(s, batch);  // 3 + 3 blocks; positions 0..8 computed
+  step(s, batch);
+  step(s, batch);
+  step(s, batch);  // position 11: the third blocks are full and cached
+  step(s, batch);  // old needs a fourth block at position 12: new is preempted
+  ASSERT_EQ(batch.preempted.size(), 1u);
+  const Sequence* preempted = s.find("new");
+  ASSERT_EQ(preempted->num_computed_tokens, 0);
+  // old takes one block (new's tail, least recently used); new's first two blocks stay cached.
+  EXPECT_EQ(s.block_manager().num_cached_blocks(), 3 + 2);
+  std::map<std::string, std::unique_ptr<Sequence>> done;
+  int64_t resumed_at = -1;
+  for (int i = 0; i < 60 && s.has_unfinished(); ++i) {
+    for (auto& f : step(s, batch)) done[f->request_id] = std::move(f);
+    for (const auto& e : batch.entries)
+      if (e.seq->request_id == "new" && e.seq->num_preemptions == 1 && resumed_at < 0) resumed_at = e.start_position;
+  }
+  EXPECT_EQ(resumed_at, 8);
+  ASSERT_EQ(done.size(), 2u);
+  for (auto& [id, seq] : done) {
+    Sequence replay = make_seq(id, 9, id == "old" ? 7 : 10, id == "old" ? 100 : 500);
+    for (int k = 0; k < replay.params.max_tokens; ++k) replay.output_ids.push_back(fake_next(replay));
+    EXPECT_EQ(seq->output_ids, replay.output_ids) << id;
+  }
+}
+
+TEST(SchedulerPrefixCache, OffNeverHits) {
+  SchedulerConfig c = make_config(32, 4, 64);
+  c.enable_prefix_caching = false;
+  Scheduler s(c);
+  ASSERT_TRUE(s.add(make_seq("a", 10, 2)).ok());
+  ScheduledBatch batch;
+  step(s, batch);
+  ASSERT_TRUE(s.add(make_seq("b", 10, 2)).ok());
+  step(s, batch);
+  EXPECT_EQ(batch.entries.back().start_position, 0);
+  EXPECT_EQ(s.num_prefix_cache_queries_total(), 0);
+  EXPECT_EQ(s.block_manager().num_cached_blocks(), 0);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ inline EngineArgs unusual_engine_args() {
   args.cpu_kv_cache_mb = 77;
   args.seed = 1234;
   args.tensor_parallel_size = 8;
+  args.enable_prefix_caching = false;
   return args;
 }
 
