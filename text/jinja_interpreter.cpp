@@ -102,9 +102,15 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
       double q = std::floor(a.as_double() / b.as_double());
       return op == "//" ? Value(q) : Value(a.as_double() - q * b.as_double());
     }
-    if (a.as_int() == std::numeric_limits<int64_t>::min() && b.as_int() == -1) fail("integer overflow in '" + op + "'");
-    int64_t q = floor_div(a.as_int(), b.as_int());
-    return op == "//" ? Value(q) : Value(a.as_int() - q * b.as_int());
+    const int64_t x = a.as_int(), y = b.as_int();
+    if (op == "%") {  // Python's sign (the divisor's), without forming q * y, which can overflow
+      if (y == -1) return Value(int64_t{0});
+      int64_t r = x % y;
+      if (r != 0 && ((r < 0) != (y < 0))) r += y;
+      return Value(r);
+    }
+    if (x == std::numeric_limits<int64_t>::min() && y == -1) overflow("//");
+    return Value(floor_div(x, y));
   }
   if (op == "**") {
     if (!any_float && b.as_int() >= 0) return Value(int_pow(a.as_int(), b.as_int()));

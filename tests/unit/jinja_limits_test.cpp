@@ -101,6 +101,13 @@ TEST(JinjaLimits, IntegerOverflowIsAnErrorAndPowerIsFast) {
   expect_error(render("{{ 2 ** 64 }}"), ErrorCode::invalid_argument, "integer overflow in '**'");
   EXPECT_EQ(render("{{ 2 ** 62 }}").value(), "4611686018427387904");
   EXPECT_EQ(render("{{ (-2) ** 63 }}").value(), "-9223372036854775808");
+  // Found by tests/fuzz (fuzz_jinja, UBSan): `%` formed q * b, which overflows near int64's ends.
+  EXPECT_EQ(render("{{ -9223372036854775807 % 3 }}").value(), "2");
+  EXPECT_EQ(render("{{ 9223372036854775807 % -2 }}").value(), "-1");
+  EXPECT_EQ(render("{{ (-9223372036854775807 - 1) % -1 }}").value(), "0");
+  EXPECT_EQ(render("{{ -7 % 3 }}|{{ 7 % -3 }}|{{ -7 // 2 }}").value(), "2|-2|-4");
+  expect_error(render("{{ (-9223372036854775807 - 1) // -1 }}"), ErrorCode::invalid_argument,
+               "integer overflow in '//'");
   // Once a loop of 10^18 steps; now O(log n).
   EXPECT_EQ(render("{{ 1 ** 1000000000000000000 }}").value(), "1");
   EXPECT_EQ(render("{{ 0 ** 1000000000000000000 }}").value(), "0");
