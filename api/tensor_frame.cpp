@@ -63,10 +63,15 @@ Result<Tensor> decode_frame(const uint8_t* bytes, uint64_t num_bytes) {
   Tensor tensor;
   tensor.shape.resize(header.ndim);
   if (dims_bytes > 0) std::memcpy(tensor.shape.data(), body, dims_bytes);
-  const int64_t numel = tensor.numel();
-  if (numel < 0) return corrupt("negative dim");
+  // NOTE: the dims come off the wire: multiply with overflow checks (Tensor::numel() does not).
+  uint64_t numel = 1;
+  for (int64_t dim : tensor.shape) {
+    if (dim < 0) return corrupt("negative dim");
+    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(dim), &numel)) return corrupt("shape too large");
+  }
   const uint64_t data_bytes = body_bytes - dims_bytes;
-  if (data_bytes != static_cast<uint64_t>(numel) * sizeof(float))
+  uint64_t expected_bytes = 0;
+  if (__builtin_mul_overflow(numel, uint64_t{sizeof(float)}, &expected_bytes) || data_bytes != expected_bytes)
     return corrupt(std::to_string(data_bytes) + " data bytes for " + std::to_string(numel) + " floats");
   tensor.data.resize(static_cast<size_t>(numel));
   if (data_bytes > 0) std::memcpy(tensor.data.data(), body + dims_bytes, data_bytes);

@@ -93,6 +93,18 @@ void Server::register_routes() {
   size_t num_threads = size_t(std::clamp<int64_t>(config_.max_num_seqs + 16, 32, 1024));
   s.new_task_queue = [num_threads] { return new httplib::ThreadPool(num_threads); };
   s.set_payload_max_length(size_t(config_.max_body_bytes));
+  // NOTE: httplib enforces the limit only while reading the body (after its read timeout when a
+  // client announces more than it sends): refuse an announced oversized body from its headers,
+  // and close the connection instead of reading the body.
+  s.set_pre_routing_handler([config](const httplib::Request& req, httplib::Response& res) {
+    const std::string length = req.get_header_value("Content-Length");
+    if (length.empty() || length.size() > 19 || length.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoll(length) <= config->max_body_bytes)
+      return httplib::Server::HandlerResponse::Unhandled;
+    send_error(res, ApiError{413, "request body larger than " + std::to_string(config->max_body_bytes) + " bytes", ""});
+    res.set_header("Connection", "close");
+    return httplib::Server::HandlerResponse::Handled;
+  });
   s.set_tcp_nodelay(true);  // SSE chunks are small: no Nagle delay per token
   // Statuses set by httplib itself (no route, body too large, bad request line) get a JSON body.
   s.set_error_handler(httplib::Server::HandlerWithResponse([config](const httplib::Request& req, httplib::Response& res) {

@@ -31,6 +31,7 @@ struct LogitsHeader {
 };
 
 void append(std::vector<uint8_t>& out, const void* data, size_t bytes) {
+  if (bytes == 0) return;
   const auto* p = static_cast<const uint8_t*>(data);
   out.insert(out.end(), p, p + bytes);
 }
@@ -41,6 +42,7 @@ class Reader {
   explicit Reader(const std::vector<uint8_t>& bytes) : bytes_(bytes) {}
   bool read(void* out, size_t n) {
     if (n > bytes_.size() - offset_) return false;
+    if (n == 0) return true;  // `out` may be an empty vector's null data(): memcpy(nullptr, ..., 0) is UB
     std::memcpy(out, bytes_.data() + offset_, n);
     offset_ += n;
     return true;
@@ -96,21 +98,26 @@ Result<DecodedStep> decode_step(const std::vector<uint8_t>& bytes) {
   step.step_id = header.step_id;
   step.mode = header.mode == 1 ? LogitsMode::all_tokens : LogitsMode::last_token;
   const auto num_tokens = size_t(header.num_tokens), num_seqs = size_t(header.num_seqs);
-  if (num_tokens * 4 > in.remaining()) return malformed("positions cut short");
+  // NOTE: counts come off the wire: compare them by division so no product can overflow, and
+  // check the hidden states' size before allocating them.
+  if (num_tokens > in.remaining() / 4) return malformed("positions cut short");
   step.batch.positions.resize(num_tokens);
   in.read(step.batch.positions.data(), num_tokens * 4);
   step.batch.token_ids.assign(num_tokens, 0);  // later stages read hidden states, not ids
-  if (num_seqs * 16 > in.remaining()) return malformed("sequences cut short");
+  if (num_seqs > in.remaining() / 16) return malformed("sequences cut short");
   std::vector<int32_t> fields(num_seqs * 4);
   in.read(fields.data(), fields.size() * 4);
   step.tables.resize(num_seqs);
   int64_t num_ids = 0, num_new = 0;
   for (size_t s = 0; s < num_seqs; ++s) {
     if (fields[s * 4 + 3] < 0) return malformed("negative block table length");
+    if (fields[s * 4] < 0 || fields[s * 4 + 1] < fields[s * 4])
+      return malformed("sequence with num_new_tokens < 0 or context_len < num_new_tokens");
     num_ids += fields[s * 4 + 3];
     num_new += fields[s * 4];
   }
   if (num_ids != header.num_block_ids || num_new != header.num_tokens) return malformed("counts do not add up");
+  if (uint64_t(num_ids) > in.remaining() / 4) return malformed("block tables cut short");
   for (size_t s = 0; s < num_seqs; ++s) {
     auto& table = step.tables[s];
     table.resize(size_t(fields[s * 4 + 3]));
@@ -125,8 +132,12 @@ Result<DecodedStep> decode_step(const std::vector<uint8_t>& bytes) {
     step.batch.seqs.push_back(slice);
   }
   const DType dtype = DType(header.dtype);
+  uint64_t hidden_bytes = 0;
+  if (__builtin_mul_overflow(uint64_t(header.num_tokens), uint64_t(header.hidden_size), &hidden_bytes) ||
+      __builtin_mul_overflow(hidden_bytes, uint64_t(dtype_size(dtype)), &hidden_bytes) ||
+      in.remaining() != hidden_bytes)
+    return malformed("hidden states of the wrong size");
   Tensor hidden = Tensor::empty(dtype, {header.num_tokens, header.hidden_size});
-  if (in.remaining() != hidden.nbytes()) return malformed("hidden states of the wrong size");
   in.read(hidden.raw(), hidden.nbytes());
   step.batch.hidden_states = std::move(hidden);
   return step;
@@ -152,8 +163,11 @@ Result<Tensor> decode_logits(const std::vector<uint8_t>& bytes, uint64_t expecte
   if (header.step_id != expected_step_id)
     return make_error(ErrorCode::internal, "pipeline logits for step " + std::to_string(header.step_id) +
                                                " arrived while waiting for step " + std::to_string(expected_step_id));
+  uint64_t logits_bytes = 0;
+  if (__builtin_mul_overflow(uint64_t(header.rows), uint64_t(header.vocab), &logits_bytes) ||
+      __builtin_mul_overflow(logits_bytes, uint64_t{4}, &logits_bytes) || in.remaining() != logits_bytes)
+    return malformed("logits of the wrong size");
   Tensor logits = Tensor::empty(DType::f32, {header.rows, header.vocab});
-  if (in.remaining() != logits.nbytes()) return malformed("logits of the wrong size");
   in.read(logits.raw(), logits.nbytes());
   return logits;
 }

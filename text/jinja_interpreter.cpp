@@ -1,7 +1,9 @@
 #include "text/jinja_interpreter.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
+#include <limits>
 #include <unordered_map>
 
 #include "text/jinja_builtins.hpp"
@@ -23,12 +25,42 @@ int64_t floor_div(int64_t a, int64_t b) {
   fail("unsupported operand type(s) for " + op + ": '" + a.type_name() + "' and '" + b.type_name() + "'");
 }
 
+// Python's ints do not overflow; troupe's are int64, so overflow is an error, never UB.
+[[noreturn]] void overflow(const std::string& op) { fail("integer overflow in '" + op + "'"); }
+
+int64_t int_add(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r)) overflow("+");
+  return r;
+}
+int64_t int_sub(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (__builtin_sub_overflow(a, b, &r)) overflow("-");
+  return r;
+}
+int64_t int_mul(int64_t a, int64_t b, const char* op = "*") {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) overflow(op);
+  return r;
+}
+
+// Exponentiation by squaring: O(log exponent) steps, overflow checked.
+int64_t int_pow(int64_t base, int64_t exponent) {
+  int64_t r = 1;
+  while (exponent > 0) {
+    if (exponent & 1) r = int_mul(r, base, "**");
+    exponent >>= 1;
+    if (exponent > 0) base = int_mul(base, base, "**");
+  }
+  return r;
+}
+
 Value arithmetic(const std::string& op, const Value& a, const Value& b) {
   if (op == "~") return Value(a.str() + b.str());
   bool both_numbers = a.is_number() && b.is_number();
   bool any_float = a.kind() == Value::Kind::floating || b.kind() == Value::Kind::floating;
   if (op == "+") {
-    if (both_numbers) return any_float ? Value(a.as_double() + b.as_double()) : Value(a.as_int() + b.as_int());
+    if (both_numbers) return any_float ? Value(a.as_double() + b.as_double()) : Value(int_add(a.as_int(), b.as_int()));
     if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
     if (a.is_list() && b.is_list()) {
       ValueList items = a.as_list();
@@ -41,7 +73,7 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     bad_operands(op, a, b);
   }
   if (op == "*") {
-    if (both_numbers) return any_float ? Value(a.as_double() * b.as_double()) : Value(a.as_int() * b.as_int());
+    if (both_numbers) return any_float ? Value(a.as_double() * b.as_double()) : Value(int_mul(a.as_int(), b.as_int()));
     const Value* seq = a.is_string() || a.is_list() ? &a : (b.is_string() || b.is_list()) ? &b : nullptr;
     const Value* count = seq == &a ? &b : &a;
     if (seq && (count->kind() == Value::Kind::integer || count->kind() == Value::Kind::boolean)) {
@@ -59,7 +91,7 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     bad_operands(op, a, b);
   }
   if (!both_numbers) bad_operands(op, a, b);
-  if (op == "-") return any_float ? Value(a.as_double() - b.as_double()) : Value(a.as_int() - b.as_int());
+  if (op == "-") return any_float ? Value(a.as_double() - b.as_double()) : Value(int_sub(a.as_int(), b.as_int()));
   if (op == "/") {
     if (b.as_double() == 0) fail("division by zero");
     return Value(a.as_double() / b.as_double());
@@ -70,15 +102,18 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
       double q = std::floor(a.as_double() / b.as_double());
       return op == "//" ? Value(q) : Value(a.as_double() - q * b.as_double());
     }
-    int64_t q = floor_div(a.as_int(), b.as_int());
-    return op == "//" ? Value(q) : Value(a.as_int() - q * b.as_int());
-  }
-  if (op == "**") {
-    if (!any_float && b.as_int() >= 0) {
-      int64_t r = 1;
-      for (int64_t i = 0; i < b.as_int(); ++i) r *= a.as_int();
+    const int64_t x = a.as_int(), y = b.as_int();
+    if (op == "%") {  // Python's sign (the divisor's), without forming q * y, which can overflow
+      if (y == -1) return Value(int64_t{0});
+      int64_t r = x % y;
+      if (r != 0 && ((r < 0) != (y < 0))) r += y;
       return Value(r);
     }
+    if (x == std::numeric_limits<int64_t>::min() && y == -1) overflow("//");
+    return Value(floor_div(x, y));
+  }
+  if (op == "**") {
+    if (!any_float && b.as_int() >= 0) return Value(int_pow(a.as_int(), b.as_int()));
     return Value(std::pow(a.as_double(), b.as_double()));
   }
   fail("unknown operator " + op);
@@ -118,7 +153,8 @@ enum class Flow { normal, break_, continue_ };
 
 class Renderer {
  public:
-  Renderer(const std::string& source, const ValueDict& variables) : src_(source) {
+  Renderer(const std::string& source, const ValueDict& variables, const RenderLimits& limits)
+      : src_(source), limits_(limits) {
     frames_.emplace_back();
     for (const auto& [k, v] : variables.items) frames_.back()[k] = v;
   }
@@ -139,8 +175,8 @@ class Renderer {
 
   Flow exec(const Node& n) {
     switch (n.kind) {
-      case Node::Kind::text: out_ += n.text; return Flow::normal;
-      case Node::Kind::output: out_ += eval(*n.expr).str(); return Flow::normal;
+      case Node::Kind::text: write(n.text); return Flow::normal;
+      case Node::Kind::output: write(eval(*n.expr).str()); return Flow::normal;
       case Node::Kind::if_: return exec(eval(*n.expr).truthy() ? n.body : n.else_body);
       case Node::Kind::for_: return exec_for(n);
       case Node::Kind::set: assign(n, eval(*n.expr)); return Flow::normal;
@@ -159,6 +195,17 @@ class Renderer {
       case Node::Kind::scope: return exec(n.body);
     }
     return Flow::normal;
+  }
+
+  void write(const std::string& text) {
+    if (text.size() > limits_.max_output_bytes - std::min(out_.size(), limits_.max_output_bytes))
+      fail("output exceeds the limit of " + std::to_string(limits_.max_output_bytes) + " bytes");
+    out_ += text;
+  }
+
+  void count_iteration() {
+    if (++num_iterations_ > limits_.max_loop_iterations)
+      fail("loops ran more than the limit of " + std::to_string(limits_.max_loop_iterations) + " iterations");
   }
 
   void assign(const Node& n, const Value& value) {
@@ -190,6 +237,7 @@ class Renderer {
     if (n.filter) {
       std::vector<Value> kept;
       for (const Value& item : items) {
+        count_iteration();
         frames_.emplace_back();
         bind(n.targets, item, frames_.back());
         bool keep = eval(*n.filter).truthy();
@@ -201,6 +249,7 @@ class Renderer {
     if (items.empty()) return exec(n.else_body);
     const int64_t length = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < length; ++i) {
+      count_iteration();
       ValueDict loop;
       loop.set("index", Value(i + 1));
       loop.set("index0", Value(i));
@@ -230,7 +279,8 @@ class Renderer {
   Value make_macro(const Node& n) {
     const Node* macro = &n;
     return Value::function(n.text, [this, macro](const CallArgs& args) {
-      if (macro_depth_ >= kMaxMacroDepth) fail("macro '" + macro->text + "' nested deeper than " + std::to_string(kMaxMacroDepth));
+      if (macro_depth_ >= limits_.max_recursion)
+        fail("macro '" + macro->text + "' nested deeper than the limit of " + std::to_string(limits_.max_recursion));
       Frame locals;
       for (size_t i = 0; i < macro->params.size(); ++i) {
         const auto& [name, def] = macro->params[i];
@@ -269,7 +319,21 @@ class Renderer {
     return args;
   }
 
+  // Every sub-expression: bounded depth (the stack) and bounded string results (memory).
   Value eval(const Expr& e) {
+    struct DepthGuard {
+      int& depth;
+      ~DepthGuard() { --depth; }
+    } guard{++expression_depth_};
+    if (expression_depth_ > limits_.max_expression_depth)
+      fail("expressions nested deeper than the limit of " + std::to_string(limits_.max_expression_depth));
+    Value v = eval_inner(e);
+    if (v.is_string() && v.as_string().size() > limits_.max_output_bytes)
+      fail("a string exceeds the limit of " + std::to_string(limits_.max_output_bytes) + " bytes");
+    return v;
+  }
+
+  Value eval_inner(const Expr& e) {
     switch (e.kind) {
       case Expr::Kind::literal: return e.value;
       case Expr::Kind::name: return lookup(e.name);
@@ -313,7 +377,7 @@ class Renderer {
         v.require_defined();
         if (!v.is_number()) fail("bad operand type for unary " + e.name + ": '" + v.type_name() + "'");
         if (e.name == "+") return v.kind() == Value::Kind::floating ? v : Value(v.as_int());
-        return v.kind() == Value::Kind::floating ? Value(-v.as_double()) : Value(-v.as_int());
+        return v.kind() == Value::Kind::floating ? Value(-v.as_double()) : Value(int_sub(0, v.as_int()));
       }
       case Expr::Kind::binary: {
         Value a = eval(*e.args[0]);
@@ -364,11 +428,13 @@ class Renderer {
     fail("'" + target.type_name() + "' object is not subscriptable");
   }
 
-  static constexpr int kMaxMacroDepth = 100;
   const std::string& src_;
+  const RenderLimits limits_;
   std::vector<Frame> frames_;
   std::string out_;
   int macro_depth_ = 0;
+  int expression_depth_ = 0;
+  int64_t num_iterations_ = 0;
 };
 
 // Jinja resolves filter and test names when it compiles a template: so do we.
@@ -413,9 +479,9 @@ Result<std::shared_ptr<const Template>> Template::parse(const std::string& sourc
   return std::shared_ptr<const Template>(std::move(t));
 }
 
-Result<std::string> Template::render(const ValueDict& variables) const {
+Result<std::string> Template::render(const ValueDict& variables, const RenderLimits& limits) const {
   try {
-    return Renderer(source_, variables).run(nodes_);
+    return Renderer(source_, variables, limits).run(nodes_);
   } catch (const Failure& f) {
     if (f.from_template) return make_error(f.code, f.message);
     return make_error(f.code, "chat template: " + f.message);

@@ -64,6 +64,17 @@ class Parser {
     return next().text;
   }
 
+  // NOTE: recursive descent: bound the nesting so an untrusted template cannot exhaust the stack.
+  static constexpr int kMaxNesting = 100;
+  struct NestingGuard {
+    Parser& parser;
+    NestingGuard(Parser& p, const Token& t) : parser(p) {
+      if (++parser.nesting_ > kMaxNesting)
+        parser.unsupported("nesting deeper than " + std::to_string(kMaxNesting) + " levels", t);
+    }
+    ~NestingGuard() { --parser.nesting_; }
+  };
+
   // ---- statements ----
   NodeList parse_until(std::initializer_list<const char*> ends, std::string& which) {
     NodeList nodes;
@@ -106,6 +117,7 @@ class Parser {
   }
 
   NodePtr parse_statement() {
+    NestingGuard guard(*this, peek());
     const Token& t = peek();
     if (t.type != T::name) unsupported(describe(t) + " at the start of a block tag", t);
     std::string keyword = next().text;
@@ -234,6 +246,7 @@ class Parser {
   }
 
   ExprPtr parse_expr(bool with_cond) {
+    NestingGuard guard(*this, peek());
     ExprPtr e = parse_or();
     while (with_cond && is_name("if")) {
       auto c = make(Expr::Kind::cond, next().pos);
@@ -273,6 +286,7 @@ class Parser {
 
   ExprPtr parse_not() {
     if (is_name("not")) {
+      NestingGuard guard(*this, peek());
       auto e = make(Expr::Kind::unary, next().pos);
       e->name = "not";
       e->args.push_back(parse_not());
@@ -346,6 +360,7 @@ class Parser {
   ExprPtr parse_unary(bool with_filter) {
     ExprPtr e;
     if (is_op("-") || is_op("+")) {
+      NestingGuard guard(*this, peek());
       const Token& t = next();
       e = make(Expr::Kind::unary, t.pos);
       e->name = t.text;
@@ -548,6 +563,7 @@ class Parser {
   std::vector<Token> tokens_;
   size_t pos_ = 0;
   int loop_depth_ = 0;  // enclosing for loops (break/continue need one)
+  int nesting_ = 0;     // statements and expressions being parsed, inside one another
 };
 
 }  // namespace

@@ -2,6 +2,8 @@
 // request router, and two in-process stage hosts over loopback UCX against the whole model.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <future>
 #include <thread>
 
@@ -61,6 +63,23 @@ TEST(StagePlan, SpecsCarryTheHeadsLimitsAndKeepTheWorkersOwnSettings) {
   EXPECT_EQ(stage.max_model_len, 1000);
   EXPECT_EQ(stage.num_threads, 1);  // the worker's, not the head's
   EXPECT_EQ(stage.device, "cpu");
+}
+
+std::vector<uint8_t> base64_decode(const std::string& text) {
+  static const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::vector<uint8_t> out;
+  uint32_t bits = 0;
+  int num_bits = 0;
+  for (char c : text) {
+    if (c == '=') break;
+    bits = (bits << 6) | uint32_t(alphabet.find(c));
+    num_bits += 6;
+    if (num_bits >= 8) {
+      num_bits -= 8;
+      out.push_back(uint8_t(bits >> num_bits));
+    }
+  }
+  return out;
 }
 
 ForwardBatch sample_batch(std::vector<std::vector<int32_t>>& tables) {
@@ -128,6 +147,58 @@ TEST(StepCodec, TruncatedOrForeignBytesAreErrorsNotCrashes) {
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->data<float>()[5], 6.0f);
   EXPECT_EQ(decode_logits(logit_bytes, 10).error().code, ErrorCode::internal);
+}
+
+// Counts off the wire that once wrapped a size check (num_tokens * 4) or allocated before checking
+// (hidden_size: 6 x 2^40 floats), found by reading the codec for tests/fuzz; and a sequence whose
+// context_len is shorter than its new tokens, which the stage would have indexed the cache with.
+TEST(StepCodec, HostileCountsAreCorruptBeforeAnythingIsAllocated) {
+  std::vector<std::vector<int32_t>> tables;
+  ForwardBatch batch = sample_batch(tables);
+  const auto bytes = encode_step(1, batch, LogitsMode::last_token, Tensor::zeros(DType::f32, {6, 4}));
+  auto with = [&](size_t offset, int64_t value) {
+    std::vector<uint8_t> b = bytes;
+    std::memcpy(b.data() + offset, &value, sizeof(value));
+    return decode_step(b);
+  };
+  for (auto [offset, value] : {std::pair<size_t, int64_t>{16, int64_t{1} << 62}, {24, int64_t{1} << 60},
+                               {32, int64_t{1} << 40}, {32, int64_t{1} << 62}, {40, int64_t{1} << 40}}) {
+    auto step = with(offset, value);
+    ASSERT_FALSE(step.ok()) << "offset " << offset;
+    EXPECT_EQ(step.error().code, ErrorCode::corrupt_data);
+  }
+  std::vector<uint8_t> short_context = bytes;
+  const int32_t context_len = 0;  // sequence 0 has num_new_tokens > 0
+  std::memcpy(short_context.data() + 56 + 6 * 4 + 4, &context_len, 4);
+  EXPECT_FALSE(decode_step(short_context).ok());
+  std::vector<uint8_t> logits = encode_logits(3, Tensor::from_f32({1, 2}, {1, 2}));
+  const int64_t rows = int64_t{1} << 62;
+  std::memcpy(logits.data() + 16, &rows, 8);
+  EXPECT_EQ(decode_logits(logits, 3).error().code, ErrorCode::corrupt_data);
+}
+
+// Found by tests/fuzz (fuzz_step_codec, UBSan): a sequence with an empty block table was read
+// with memcpy into its empty vector's null data(), undefined even for 0 bytes.
+TEST(StepCodec, EmptyBlockTablesAndEmptyBatchesRoundTrip) {
+  const auto crash = base64_decode(
+      "AFBUU1QAAAAACQAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+      "AAAAAAAAAAAAAQAAAAUAAAAAAgAAAAAAAAAAAIA/AAAAQAAAQEAAAIBgAACgQAAAwEAAAOBAAAAAQQAAEEEAACAoAAAwQQ==");
+  (void)decode_step(std::vector<uint8_t>(crash.begin() + 1, crash.end()));  // byte 0 picked the decoder
+  std::vector<int32_t> empty;
+  ForwardBatch batch;
+  batch.token_ids = {5};
+  batch.positions = {0};
+  SequenceSlice slice;
+  slice.num_new_tokens = 1;
+  slice.context_len = 1;
+  slice.block_table = &empty;
+  batch.seqs.push_back(slice);
+  auto step = decode_step(encode_step(4, batch, LogitsMode::last_token, Tensor::zeros(DType::f32, {1, 2})));
+  ASSERT_TRUE(step.ok()) << step.error().message;
+  EXPECT_TRUE(step->batch.seqs[0].block_table->empty());
+  auto none = decode_step(encode_step(5, ForwardBatch{}, LogitsMode::last_token, Tensor::zeros(DType::f32, {0, 2})));
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_EQ(none->batch.num_seqs(), 0);
 }
 
 GenerationRequest request(const std::string& id, std::vector<int32_t> prompt, int64_t max_tokens) {
