@@ -49,7 +49,9 @@ class FieldReader {
     if (value->is_number_integer()) {
       *out = value->get<int64_t>();
     } else if (value->is_number_float() && std::nearbyint(value->get<double>()) == value->get<double>()) {
-      *out = int64_t(value->get<double>());
+      const double d = value->get<double>();  // outside int64's range the cast is undefined (fuzz_model_config)
+      if (!(d >= -0x1p63 && d < 0x1p63)) return error(key, "is out of range for an integer, got " + value->dump());
+      *out = int64_t(d);
     } else {
       return error(key, "must be an integer, got " + value->dump());
     }

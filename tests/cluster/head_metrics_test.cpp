@@ -48,29 +48,34 @@ TEST(HeadMetrics, KvUsageAndPreemptionsComeFromTheGroups) {
       << cluster.log("head");
   EXPECT_EQ(metric_value(scrape(http), "troupe:num_preemptions_total"), 0);
 
+  // A burst lasts about a second on an idle machine, a few heartbeats (200 ms here): bursts are
+  // repeated until a heartbeat has carried nonzero usage, at most 5.
   std::atomic<int> num_ok{0};
-  std::atomic<bool> done{false};
-  std::vector<std::thread> clients;
-  for (int i = 0; i < 8; ++i)
-    clients.emplace_back([&, i] {
-      httplib::Client client("127.0.0.1", http);
-      client.set_read_timeout(60, 0);
-      json body = {{"model", "llama-tiny"}, {"prompt", std::vector<int>{i + 1, 2 * i + 7, 3 * i + 11}},
-                   {"max_tokens", 150}, {"temperature", 0}, {"ignore_eos", true}};
-      auto res = client.Post("/v1/completions", body.dump(), "application/json");
-      if (res && res->status == 200) ++num_ok;
-    });
   double max_usage = 0;
-  std::thread watcher([&] {
-    while (!done) {
-      max_usage = std::max(max_usage, metric_value(scrape(http), "troupe:kv_cache_usage_perc"));
-      std::this_thread::sleep_for(milliseconds(20));
-    }
-  });
-  for (auto& t : clients) t.join();
-  done = true;
-  watcher.join();
-  EXPECT_EQ(num_ok, 8) << cluster.log("head");
+  for (int round = 0; round < 5 && max_usage == 0; ++round) {
+    std::atomic<bool> done{false};
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 8; ++i)
+      clients.emplace_back([&, i] {
+        httplib::Client client("127.0.0.1", http);
+        client.set_read_timeout(60, 0);
+        json body = {{"model", "llama-tiny"}, {"prompt", std::vector<int>{i + 1, 2 * i + 7, 3 * i + 11}},
+                     {"max_tokens", 150}, {"temperature", 0}, {"ignore_eos", true}};
+        auto res = client.Post("/v1/completions", body.dump(), "application/json");
+        if (res && res->status == 200) ++num_ok;
+      });
+    std::thread watcher([&] {
+      while (!done) {
+        max_usage = std::max(max_usage, metric_value(scrape(http), "troupe:kv_cache_usage_perc"));
+        std::this_thread::sleep_for(milliseconds(20));
+      }
+    });
+    for (auto& t : clients) t.join();
+    done = true;
+    watcher.join();
+    if (num_ok % 8 != 0) break;
+  }
+  EXPECT_TRUE(num_ok > 0 && num_ok % 8 == 0) << num_ok << " requests answered; head log:\n" << cluster.log("head");
   EXPECT_GT(max_usage, 0.0) << "KV usage never seen above 0 while requests ran";
   EXPECT_LE(max_usage, 1.0);
   // The last heartbeat after the burst carries the final count.

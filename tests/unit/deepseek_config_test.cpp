@@ -178,3 +178,20 @@ TEST(Qwen3Config, ParsesQkNormAndAnExplicitHeadDim) {
 
 }  // namespace
 }  // namespace troupe
+
+namespace troupe {
+namespace {
+
+// Found by fuzz_model_config: an integral float past int64's range was cast (undefined behaviour).
+TEST(DeepseekConfigFuzzRegression, AnIntegerFieldPastInt64IsRefusedNamingIt) {
+  for (const char* value : {"2.5e50", "-1e19", "9.3e18"}) {
+    json config = r1_config();
+    config["hidden_size"] = json::parse(value);
+    auto parsed = parse(config);
+    ASSERT_FALSE(parsed.ok()) << value;
+    EXPECT_NE(parsed.error().message.find("hidden_size"), std::string::npos) << parsed.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace troupe
