@@ -39,21 +39,6 @@ Result<std::vector<nlohmann::json>> read_chats(const std::string& path) {
   return chats;
 }
 
-SamplingParams sampling_params(const GenerateOptions& options) {
-  SamplingParams p;
-  p.max_tokens = options.max_tokens;
-  p.temperature = options.temperature;
-  p.top_p = options.top_p;
-  p.top_k = options.top_k;
-  p.min_p = options.min_p;
-  p.repetition_penalty = options.repetition_penalty;
-  p.presence_penalty = options.presence_penalty;
-  p.frequency_penalty = options.frequency_penalty;
-  p.seed = options.seed;
-  p.ignore_eos = options.ignore_eos;
-  return p;
-}
-
 }  // namespace
 
 int run_generate_batch(const Config& config, const GenerateOptions& options) {

@@ -3,6 +3,7 @@
 #include "cli/command_line.hpp"
 #include "cli/options.hpp"
 #include "cli/serving_benchmark.hpp"
+#include "engine/sampling_params.hpp"
 #include "runtime/config.hpp"
 
 namespace troupe::cli {
@@ -12,6 +13,8 @@ int run_head(const Config& config);
 int run_worker(const Config& config);
 int run_generate(const Config& config, const GenerateOptions& options);
 int run_generate_batch(const Config& config, const GenerateOptions& options);  // --messages-jsonl
+// The request sampling parameters that `troupe generate`'s flags set.
+SamplingParams sampling_params(const GenerateOptions& options);
 int run_bench(const Config& config, const ServingBenchmarkOptions& options);
 int run_tokenize(const Config& config, const TokenizeOptions& options);
 

@@ -14,6 +14,21 @@
 
 namespace troupe::cli {
 
+SamplingParams sampling_params(const GenerateOptions& options) {
+  SamplingParams p;
+  p.max_tokens = options.max_tokens;
+  p.temperature = options.temperature;
+  p.top_p = options.top_p;
+  p.top_k = options.top_k;
+  p.min_p = options.min_p;
+  p.repetition_penalty = options.repetition_penalty;
+  p.presence_penalty = options.presence_penalty;
+  p.frequency_penalty = options.frequency_penalty;
+  p.seed = options.seed;
+  p.ignore_eos = options.ignore_eos;
+  return p;
+}
+
 int run_generate(const Config& config, const GenerateOptions& options) {
   const int given = int(!options.prompt.empty()) + int(!options.prompt_ids.empty()) + int(!options.messages_jsonl.empty());
   if (given != 1)
@@ -41,17 +56,7 @@ int run_generate(const Config& config, const GenerateOptions& options) {
                                      "--prompt needs " + config.model + "/tokenizer.json; use --prompt-ids"));
     request.prompt_ids = tokenizer->encode(options.prompt, /*add_special_tokens=*/true);
   }
-  SamplingParams& p = request.params;
-  p.max_tokens = options.max_tokens;
-  p.temperature = options.temperature;
-  p.top_p = options.top_p;
-  p.top_k = options.top_k;
-  p.min_p = options.min_p;
-  p.repetition_penalty = options.repetition_penalty;
-  p.presence_penalty = options.presence_penalty;
-  p.frequency_penalty = options.frequency_penalty;
-  p.seed = options.seed;
-  p.ignore_eos = options.ignore_eos;
+  request.params = sampling_params(options);
 
   auto engine = backends::build_engine(config);  // --tensor-parallel-size ranks too
   if (!engine.ok()) return report_error(engine.error());

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 namespace troupe::testing_cluster {
@@ -168,6 +169,39 @@ class Cluster {
   std::vector<pid_t> pids_;
   pid_t head_pid_ = 0;
 };
+
+// HTTP helpers against a server on 127.0.0.1.
+inline bool wait_healthy(int port, milliseconds timeout) {
+  return wait_until(
+      [&] {
+        httplib::Client client("127.0.0.1", port);
+        client.set_connection_timeout(0, 200000);
+        auto res = client.Get("/health");
+        return res && res->status == 200;
+      },
+      timeout);
+}
+
+inline std::string scrape_metrics(int port) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(5, 0);
+  auto res = client.Get("/metrics");
+  return res && res->status == 200 ? res->body : "";
+}
+
+// The first sample of `name` (labelled or not) in a Prometheus text body; -1 when absent.
+inline double metric_in(const std::string& body, const std::string& name) {
+  for (size_t at = body.find("\n" + name); at != std::string::npos; at = body.find("\n" + name, at + 1)) {
+    const char next = body[at + 1 + name.size()];
+    if (next != ' ' && next != '{') continue;
+    const size_t end = body.find('\n', at + 1);
+    const std::string line = body.substr(at + 1, end - at - 1);
+    return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return -1;
+}
+
+inline double metric(int port, const std::string& name) { return metric_in(scrape_metrics(port), name); }
 
 // Status helpers.
 inline int64_t num_active(const nlohmann::json& s) { return s.is_object() ? s["num_active_nodes"].get<int64_t>() : 0; }

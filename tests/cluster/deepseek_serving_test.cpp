@@ -39,17 +39,6 @@ std::string expected_finish(const json& chat) {
   return !ids.empty() && ids.back() == 1 ? "stop" : "length";
 }
 
-bool wait_healthy(int port, milliseconds timeout) {
-  return wait_until(
-      [&] {
-        httplib::Client client("127.0.0.1", port);
-        client.set_connection_timeout(0, 200000);
-        auto res = client.Get("/health");
-        return res && res->status == 200;
-      },
-      timeout);
-}
-
 // Every oracle chat, whole and streamed, against the server on `port`.
 void expect_oracle_chats(int port, const std::string& where) {
   SCOPED_TRACE(where);

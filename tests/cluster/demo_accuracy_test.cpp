@@ -33,19 +33,16 @@ const std::vector<std::string> kEngineFlags = {"--num-threads", "1", "--max-num-
 
 json problems() { return json::parse(read_file(kProblems))["problems"]; }
 
-// The answer of an R1 completion: the text after </think>, trimmed.
-std::string answer_of(const std::string& text) {
-  const size_t end = text.rfind("</think>");
-  std::string answer = end == std::string::npos ? "" : text.substr(end + 8);
-  const size_t first = answer.find_first_not_of(" \n");
-  const size_t last = answer.find_last_not_of(" \n");
-  return first == std::string::npos ? "" : answer.substr(first, last - first + 1);
-}
-
 std::string trim(const std::string& s) {
   const size_t first = s.find_first_not_of(" \n");
   const size_t last = s.find_last_not_of(" \n");
   return first == std::string::npos ? "" : s.substr(first, last - first + 1);
+}
+
+// The answer of an R1 completion: the text after </think>, trimmed.
+std::string answer_of(const std::string& text) {
+  const size_t end = text.rfind("</think>");
+  return end == std::string::npos ? "" : trim(text.substr(end + 8));
 }
 
 // transformers' accuracy of a recorded completion field ("transformers_fp32", "..._fp8").
@@ -99,17 +96,6 @@ GenerateRun generate_all(const std::string& model, const json& ps, const std::st
   EXPECT_EQ(i, ps.size()) << "answers missing";
   run.accuracy = double(correct) / double(ps.size());
   return run;
-}
-
-bool wait_healthy(int port, milliseconds timeout) {
-  return wait_until(
-      [&] {
-        httplib::Client client("127.0.0.1", port);
-        client.set_connection_timeout(0, 200000);
-        auto res = client.Get("/health");
-        return res && res->status == 200;
-      },
-      timeout);
 }
 
 struct HttpRun {
@@ -186,17 +172,6 @@ HttpRun stream_all(int port, const json& ps, int lanes, const std::function<void
   run.failed = failed.load();
   run.with_reasoning = with_reasoning.load();
   return run;
-}
-
-double metric(int port, const std::string& name) {
-  httplib::Client client("127.0.0.1", port);
-  auto res = client.Get("/metrics");
-  if (!res) return -1;
-  const size_t at = res->body.find("\n" + name);
-  if (at == std::string::npos) return -1;
-  const size_t end = res->body.find('\n', at + 1);
-  const std::string line = res->body.substr(at + 1, end - at - 1);
-  return std::stod(line.substr(line.rfind(' ') + 1));
 }
 
 // ctest runs every test below in its own process. The CPU `troupe generate` run is the first

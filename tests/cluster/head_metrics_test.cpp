@@ -15,21 +15,6 @@ using nlohmann::json;
 const std::string kToken = "head-metrics-token";
 const std::string kModel = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny";
 
-double metric_value(const std::string& body, const std::string& name) {
-  size_t at = body.find("\n" + name + "{");
-  if (at == std::string::npos) return -1;
-  size_t end = body.find('\n', at + 1);
-  std::string line = body.substr(at + 1, end - at - 1);
-  return std::stod(line.substr(line.rfind(' ') + 1));
-}
-
-std::string scrape(int port) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_read_timeout(5, 0);
-  auto res = client.Get("/metrics");
-  return res && res->status == 200 ? res->body : "";
-}
-
 TEST(HeadMetrics, KvUsageAndPreemptionsComeFromTheGroups) {
   Cluster cluster("head_metrics");
   const int http = free_port();
@@ -46,7 +31,7 @@ TEST(HeadMetrics, KvUsageAndPreemptionsComeFromTheGroups) {
       },
       milliseconds(30000)))
       << cluster.log("head");
-  EXPECT_EQ(metric_value(scrape(http), "troupe:num_preemptions_total"), 0);
+  EXPECT_EQ(metric(http, "troupe:num_preemptions_total"), 0);
 
   // A burst lasts about a second on an idle machine, a few heartbeats (200 ms here): bursts are
   // repeated until a heartbeat has carried nonzero usage, at most 5.
@@ -66,7 +51,7 @@ TEST(HeadMetrics, KvUsageAndPreemptionsComeFromTheGroups) {
       });
     std::thread watcher([&] {
       while (!done) {
-        max_usage = std::max(max_usage, metric_value(scrape(http), "troupe:kv_cache_usage_perc"));
+        max_usage = std::max(max_usage, metric(http, "troupe:kv_cache_usage_perc"));
         std::this_thread::sleep_for(milliseconds(20));
       }
     });
@@ -80,13 +65,13 @@ TEST(HeadMetrics, KvUsageAndPreemptionsComeFromTheGroups) {
   EXPECT_LE(max_usage, 1.0);
   // The last heartbeat after the burst carries the final count.
   double preemptions = 0;
-  EXPECT_TRUE(wait_until([&] { return (preemptions = metric_value(scrape(http), "troupe:num_preemptions_total")) > 0; },
+  EXPECT_TRUE(wait_until([&] { return (preemptions = metric(http, "troupe:num_preemptions_total")) > 0; },
                          milliseconds(5000)))
       << "no preemption counted; head log:\n" << cluster.log("head");
-  const std::string body = scrape(http);
+  const std::string body = scrape_metrics(http);
   EXPECT_NE(body.find("troupe:cache_config_info{"), std::string::npos);
   EXPECT_EQ(body.find("num_gpu_blocks=\"0\""), std::string::npos) << "the groups' KV blocks are not counted";
-  EXPECT_GT(metric_value(body, "troupe:request_queue_time_seconds_count"), 0);
+  EXPECT_GT(metric_in(body, "troupe:request_queue_time_seconds_count"), 0);
 }
 
 }  // namespace

@@ -101,29 +101,6 @@ StreamResult stream_completion(int port, const json& body, const std::function<v
   return result;
 }
 
-// Waits until `port` answers /health with 200.
-bool wait_healthy(int port, milliseconds timeout) {
-  return wait_until(
-      [&] {
-        httplib::Client client("127.0.0.1", port);
-        client.set_connection_timeout(0, 200000);
-        auto res = client.Get("/health");
-        return res && res->status == 200;
-      },
-      timeout);
-}
-
-double metric(int port, const std::string& name) {
-  httplib::Client client("127.0.0.1", port);
-  auto res = client.Get("/metrics");
-  if (!res) return -1;
-  size_t at = res->body.find("\n" + name);
-  if (at == std::string::npos) return -1;
-  size_t end = res->body.find('\n', at + 1);
-  std::string line = res->body.substr(at + 1, end - at - 1);
-  return std::stod(line.substr(line.rfind(' ') + 1));
-}
-
 // The reference: the same prompts through `troupe serve` (one process, one engine).
 std::vector<std::string> reference_texts(Cluster& cluster, const std::vector<std::vector<int>>& ps, int max_tokens) {
   const int port = free_port();

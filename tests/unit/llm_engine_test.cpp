@@ -12,9 +12,12 @@
 #include "backends/build_engine.hpp"
 #include "engine/llm_engine.hpp"
 #include "tests/unit/graph_claiming_backend.hpp"
+#include "tests/unit/greedy_request.hpp"
 
 namespace troupe {
 namespace {
+
+using testing::greedy;
 
 const std::string kModel = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny";
 
@@ -64,15 +67,6 @@ std::vector<std::vector<int32_t>> random_prompts(size_t n, uint32_t seed) {
   return prompts;
 }
 
-GenerationRequest greedy(const std::string& id, std::vector<int32_t> prompt, int64_t max_tokens) {
-  GenerationRequest r;
-  r.request_id = id;
-  r.prompt_ids = std::move(prompt);
-  r.params.temperature = 0.0;
-  r.params.max_tokens = max_tokens;
-  r.params.ignore_eos = true;
-  return r;
-}
 
 std::vector<std::vector<int32_t>> run_alone(const std::vector<std::vector<int32_t>>& prompts, int64_t max_tokens,
                                             const std::string& model = kModel) {

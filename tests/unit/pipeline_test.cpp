@@ -15,6 +15,7 @@
 #include "backends/build_engine.hpp"
 #include "engine/llm_engine.hpp"
 #include "models/model_loader.hpp"
+#include "tests/unit/test_bytes.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -65,22 +66,6 @@ TEST(StagePlan, SpecsCarryTheHeadsLimitsAndKeepTheWorkersOwnSettings) {
   EXPECT_EQ(stage.device, "cpu");
 }
 
-std::vector<uint8_t> base64_decode(const std::string& text) {
-  static const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::vector<uint8_t> out;
-  uint32_t bits = 0;
-  int num_bits = 0;
-  for (char c : text) {
-    if (c == '=') break;
-    bits = (bits << 6) | uint32_t(alphabet.find(c));
-    num_bits += 6;
-    if (num_bits >= 8) {
-      num_bits -= 8;
-      out.push_back(uint8_t(bits >> num_bits));
-    }
-  }
-  return out;
-}
 
 ForwardBatch sample_batch(std::vector<std::vector<int32_t>>& tables) {
   tables = {{3, 1}, {7}, {2, 5, 9}};
@@ -180,7 +165,7 @@ TEST(StepCodec, HostileCountsAreCorruptBeforeAnythingIsAllocated) {
 // Found by tests/fuzz (fuzz_step_codec, UBSan): a sequence with an empty block table was read
 // with memcpy into its empty vector's null data(), undefined even for 0 bytes.
 TEST(StepCodec, EmptyBlockTablesAndEmptyBatchesRoundTrip) {
-  const auto crash = base64_decode(
+  const auto crash = testing::base64_decode(
       "AFBUU1QAAAAACQAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
       "AAAAAAAAAAAAAQAAAAUAAAAAAgAAAAAAAAAAAIA/AAAAQAAAQEAAAIBgAACgQAAAwEAAAOBAAAAAQQAAEEEAACAoAAAwQQ==");
   (void)decode_step(std::vector<uint8_t>(crash.begin() + 1, crash.end()));  // byte 0 picked the decoder

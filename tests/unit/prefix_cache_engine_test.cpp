@@ -15,9 +15,12 @@
 #include "backends/cpu_backend.hpp"
 #include "engine/llm_engine.hpp"
 #include "pipeline/local_pipeline.hpp"
+#include "tests/unit/greedy_request.hpp"
 
 namespace troupe {
 namespace {
+
+using testing::greedy;
 
 const std::string kLlama = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny";
 const std::string kDeepseek = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/deepseek-v3-tiny";
@@ -72,15 +75,6 @@ std::unique_ptr<LlmEngine> make_engine(const EngineOptions& o) {
   return std::move(engine.value());
 }
 
-GenerationRequest greedy(const std::string& id, std::vector<int32_t> prompt, int64_t max_tokens) {
-  GenerationRequest r;
-  r.request_id = id;
-  r.prompt_ids = std::move(prompt);
-  r.params.temperature = 0.0;
-  r.params.max_tokens = max_tokens;
-  r.params.ignore_eos = true;
-  return r;
-}
 
 // Runs the prompts one after another (so later ones can hit earlier ones' blocks) or all at once.
 std::vector<std::vector<int32_t>> run(ServingEngine& engine, const std::vector<std::vector<int32_t>>& prompts,

@@ -7,26 +7,11 @@
 #include <vector>
 
 #include "api/tensor_frame.hpp"
+#include "tests/unit/test_bytes.hpp"
 
 namespace troupe::api::detail {
 namespace {
 
-std::vector<uint8_t> from_base64(const std::string& text) {
-  static const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::vector<uint8_t> out;
-  uint32_t bits = 0;
-  int num_bits = 0;
-  for (char c : text) {
-    if (c == '=') break;
-    bits = (bits << 6) | uint32_t(alphabet.find(c));
-    num_bits += 6;
-    if (num_bits >= 8) {
-      num_bits -= 8;
-      out.push_back(uint8_t(bits >> num_bits));
-    }
-  }
-  return out;
-}
 
 TEST(TensorFrame, RoundTripsTensorsAndErrors) {
   Tensor tensor({2, 3}, {1, 2, 3, 4, 5, 6});
@@ -45,7 +30,7 @@ TEST(TensorFrame, RoundTripsTensorsAndErrors) {
 // Found by tests/fuzz (fuzz_step_codec): dims whose product overflows int64 were multiplied
 // unchecked (UB), and a product that wrapped to fit the data passed the size check.
 TEST(TensorFrame, DimsWhoseProductOverflowsAreCorruptNotUndefined) {
-  const auto crash = from_base64("SlRSUEYAAAAA/gAAVAMAAAAAAAAeUlBGAADw8PABAAAAAAAAHgAAAAAAIAAAAAAI");
+  const auto crash = testing::base64_decode("SlRSUEYAAAAA/gAAVAMAAAAAAAAeUlBGAADw8PABAAAAAAAAHgAAAAAAIAAAAAAI");
   const std::vector<uint8_t> frame(crash.begin() + 1, crash.end());  // byte 0 picked the decoder
   auto r = decode_frame(frame.data(), frame.size());
   ASSERT_FALSE(r.ok());
