@@ -1,11 +1,24 @@
 #pragma once
 // Per-request sampling parameters (OpenAI / vLLM names and meanings).
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "runtime/result.hpp"
 
 namespace troupe {
+
+// A constraint on the output (structured outputs, guided decoding, tool_choice required / named):
+// the engine compiles it into a grammar whose token mask applies before each sampling.
+struct OutputConstraint {
+  enum class Kind : uint8_t { none, json_object, json_schema, regex, choice };
+  Kind kind = Kind::none;
+  // json_schema: the schema as JSON text; regex: the pattern (ECMAScript-like, as vLLM's
+  // guided_regex); choice: a JSON array of the allowed strings; json_object and none: empty.
+  std::string spec;
+
+  bool is_none() const { return kind == Kind::none; }
+};
 
 struct SamplingParams {
   double temperature = 1.0;         // 0: greedy
@@ -20,6 +33,7 @@ struct SamplingParams {
   std::vector<int64_t> stop_token_ids;  // extra ids that end generation (besides EOS)
   bool ignore_eos = false;
   int64_t logprobs = -1;            // -1: none; else the number of top logprobs per token (0..20)
+  OutputConstraint constraint;      // none: unconstrained
 
   bool is_greedy() const { return temperature == 0.0; }
   // Errors name the parameter (OpenAI spelling) and the bad value.
