@@ -125,6 +125,9 @@ def run_cluster(troupe, model, device, problems, kill):
                                       stderr=subprocess.STDOUT))
     try:
         if not wait_healthy(http, 180):
+            for name in sorted(os.listdir(logs)):
+                with open(os.path.join(logs, name)) as f:
+                    print(f"--- {name} (last lines)\n" + "".join(f.readlines()[-15:]), file=sys.stderr)
             raise RuntimeError("cluster not healthy; logs in " + logs)
         lanes, begun, lock = 48, [0], threading.Lock()
         results = [None] * len(problems)

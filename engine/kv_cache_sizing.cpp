@@ -45,17 +45,25 @@ Result<int64_t> kv_cache_budget_bytes(const Config& config, Backend& backend, Mo
   const int64_t before = int64_t(total_bytes) - int64_t(free_bytes);
   TROUPE_TRY(warm_up(config, backend, model));
   backend.memory_info(&free_bytes, &total_bytes);
-  const int64_t used = int64_t(total_bytes) - int64_t(free_bytes);
-  const int64_t budget = int64_t(config.gpu_memory_utilization * double(total_bytes)) - used;
-  log::get("engine")->info("warm-up step: {} MiB in use before, {} MiB at its peak; the KV cache may take {} MiB "
-                           "(--gpu-memory-utilization {})",
-                           before >> 20, used >> 20, std::max<int64_t>(budget, 0) >> 20,
-                           config.gpu_memory_utilization);
+  // This process's own peak where the backend knows it (processes sharing a GPU each get their
+  // --gpu-memory-utilization share, as vLLM's instances do), else the device's whole use. Never
+  // more than is free now, less a margin for what the step graphs and libraries allocate later.
+  size_t held = 0;
+  const bool own = backend.memory_held(&held);
+  const int64_t used = own ? int64_t(held) : int64_t(total_bytes) - int64_t(free_bytes);
+  constexpr int64_t kFreeMargin = int64_t(512) << 20;
+  const int64_t budget = std::min(int64_t(config.gpu_memory_utilization * double(total_bytes)) - used,
+                                  int64_t(free_bytes) - kFreeMargin);
+  log::get("engine")->info("warm-up step: {} MiB in use on the device before, {} MiB {} at the peak, {} MiB free; "
+                           "the KV cache may take {} MiB (--gpu-memory-utilization {})",
+                           before >> 20, used >> 20, own ? "held by this process" : "in use", free_bytes >> 20,
+                           std::max<int64_t>(budget, 0) >> 20, config.gpu_memory_utilization);
   if (budget <= 0)
     return make_error(ErrorCode::out_of_resources,
                       "--gpu-memory-utilization " + std::to_string(config.gpu_memory_utilization) +
                           " leaves no room for the KV cache after the weights and a warm-up step (" +
-                          std::to_string(used >> 20) + " MiB in use)");
+                          std::to_string(used >> 20) + " MiB " + (own ? "held by this process" : "in use") + ", " +
+                          std::to_string(free_bytes >> 20) + " MiB free on the device)");
   return budget;
 }
 

@@ -58,8 +58,9 @@ cudaError_t launch_fp8_block_gemm(const uint8_t* x_fp8, const float* x_scale, co
 
 // cuBLASLt (fp8_block_gemm_lt.cu): the same product with A = W in CUBLASLT_MATMUL_MATRIX_SCALE_
 // BLK128x128_32F and B = x in VEC128_32F, D = out (seen column-major [n, m]). lt_handle: a
-// cublasLtHandle_t. cudaErrorNotSupported when cublasLtMatmulAlgoGetHeuristic offers no algorithm
-// (a cuBLAS before 12.9, a GPU other than sm_90, or sizes it refuses); cudaErrorUnknown for other
+// cublasLtHandle_t. cudaErrorNotSupported for shapes outside the checked ones (n % 128, k % 512 not
+// 0) and when cublasLtMatmulAlgoGetHeuristic offers no algorithm (a cuBLAS before 12.9, a GPU other
+// than sm_90, or sizes it refuses); cudaErrorUnknown for other
 // cuBLASLt failures.
 cudaError_t fp8_block_gemm_cublaslt_probe(void* lt_handle, int64_t m, int64_t n, int64_t k, bool bf16_out);
 cudaError_t launch_fp8_block_gemm_cublaslt(void* lt_handle, const uint8_t* x_fp8, const float* x_scale,

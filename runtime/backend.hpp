@@ -56,6 +56,13 @@ class Backend {
     (void)total_bytes;
     return false;
   }
+  // Device bytes this backend has held at its peak so far (tensors, workspaces, an estimate of its
+  // context); false where unknown (then the device's whole use counts). KV sizing budgets against
+  // it, so processes sharing one GPU each stay within their own --gpu-memory-utilization.
+  virtual bool memory_held(size_t* bytes) const {
+    (void)bytes;
+    return false;
+  }
 
   // The dtype of tensors whose only consumers are linear, lm_head and gather_rows: the normed
   // hidden states and the MLP activation. rmsnorm, add_rmsnorm and silu_and_mul_packed write

@@ -134,6 +134,22 @@ bool CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) const {
   return cudaMemGetInfo(free_bytes, total_bytes) == cudaSuccess;
 }
 
+bool CudaBackend::memory_held(size_t* bytes) const {
+  // Every tensor comes from the device's default pool (device_tensor), whose reserved high-water
+  // mark covers the weights and the warm-up's peak; beside it the cuBLAS workspace, the graph
+  // arena and the context with its libraries (an estimate: CUDA reports no per-process use).
+  constexpr size_t kContextBytes = size_t(768) << 20;
+  cudaMemPool_t pool = nullptr;
+  uint64_t high = 0;
+  if (cudaDeviceGetDefaultMemPool(&pool, device_index_) != cudaSuccess ||
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &high) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  *bytes = size_t(high) + (cublas_workspace_ ? kCublasWorkspaceBytes : 0) + graphs_.arena_bytes() + kContextBytes;
+  return true;
+}
+
 Tensor CudaBackend::empty(DType dtype, std::vector<int64_t> shape) {
   if (in_graph()) return graphs_.forward_tensor(dtype, std::move(shape));
   return device_tensor(dtype, std::move(shape));

@@ -114,6 +114,8 @@ struct StepGraphs::Arena {
   }
 };
 
+size_t StepGraphs::arena_bytes() const { return arena_ && arena_->base ? arena_->allocator.capacity() : 0; }
+
 StepGraphs::StepGraphs() = default;
 
 StepGraphs::~StepGraphs() {

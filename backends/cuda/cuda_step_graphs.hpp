@@ -54,6 +54,8 @@ class StepGraphs {
   void fail(const std::string& why);
 
   int64_t num_graphs() const { return int64_t(graphs_.size()); }
+  // Device bytes of the arena (0 before the first recording).
+  size_t arena_bytes() const;
   // Drops every recording (not while one is open).
   void clear();
 

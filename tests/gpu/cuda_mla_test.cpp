@@ -254,12 +254,9 @@ TEST(CudaMla, DeepseekFixturesMatchTransformers) {
   check_deepseek_fixtures(DType::f32, 1e-3, true);
 }
 
-// bf16 weights and cache: the dense fixtures' bound (0.1 on these O(1)-logit random models); the
-// router's top-k may flip on near-ties, so tokens may differ.
-TEST(CudaMla, DeepseekBf16StaysNearTransformers) {
-  TROUPE_REQUIRE_GPU();
-  check_deepseek_fixtures(DType::bf16, 0.1, false);
-}
+// bf16 weights and cache are judged by the trained troupe-demo (cuda_demo_test.cpp): these
+// random fixtures' router margins go down to 1e-5, so bf16 rounding flips their top-k and their
+// logits bound nothing (they moved up to 4.3 from transformers' while troupe-demo answered 0.995).
 
 // Shapes the MLA launchers refuse (nothing launched) or skip.
 TEST(CudaMla, LaunchersRefuseBadShapes) {
