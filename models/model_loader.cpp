@@ -5,7 +5,9 @@
 #include "models/dummy_weights.hpp"
 #include "models/deepseek_model.hpp"
 #include "models/llama_model.hpp"
+#include "runtime/file_prefetcher.hpp"
 #include "runtime/fp8_block.hpp"
+#include "runtime/load_progress.hpp"
 #include "runtime/weight_store.hpp"
 
 namespace troupe {
@@ -40,10 +42,55 @@ WeightLoader weight_store_loader(const WeightStore& store, const QuantizationCon
   };
 }
 
+namespace {
+
+// True when the stage `range` (end resolved) loads tensor `name`: its layers' tensors, the
+// embeddings on the first stage, the final norm and LM head (every other non-layer tensor) on the
+// last. Layers past the model's (DeepSeek's MTP layer) are never loaded.
+bool is_stage_tensor(const std::string& name, const ModelConfig& config, LayerRange range) {
+  const std::string marker = "layers.";
+  const size_t at = name.find(marker);
+  if (at != std::string::npos) {
+    size_t end = at + marker.size();
+    int64_t layer = 0;
+    bool digits = false;
+    while (end < name.size() && name[end] >= '0' && name[end] <= '9') {
+      layer = layer * 10 + (name[end++] - '0');
+      digits = true;
+      if (layer > (int64_t(1) << 40)) return false;
+    }
+    if (digits && end < name.size() && name[end] == '.') return layer >= range.begin && layer < range.end;
+  }
+  if (name.find("embed_tokens") != std::string::npos) return range.begin == 0;
+  return range.end == config.num_hidden_layers;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightStore& store, Backend& backend,
                                           LayerRange range) {
   const Fp8Weights fp8 = backend.keeps_fp8_weights() ? Fp8Weights::keep : Fp8Weights::dequantize;
-  return load_model(config, weight_store_loader(store, config.quantization, fp8), backend, range);
+  // What this stage reads is read ahead on several threads (FilePrefetcher) while the model copies
+  // and uploads it tensor by tensor; progress counts those bytes.
+  LayerRange stage = range;
+  if (stage.end < 0) stage.end = config.num_hidden_layers;
+  uint64_t total = 0;
+  FilePrefetcher prefetcher(
+      store.ranges_of([&](const std::string& name) { return is_stage_tensor(name, config, stage); }, &total), {});
+  LoadProgress progress = LoadProgress::to_terminal_or_log(total);
+  const WeightLoader inner = weight_store_loader(store, config.quantization, fp8);
+  const WeightLoader counted = [&](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
+    auto tensor = inner(name, shape);
+    uint64_t bytes = 0;
+    if (auto view = store.get(name); view.ok()) bytes += view->nbytes;
+    if (auto scale = store.get(fp8_scale_name(name)); scale.ok()) bytes += scale->nbytes;
+    progress.add(bytes);
+    prefetcher.consumed(progress.done_bytes());
+    return tensor;
+  };
+  auto model = load_model(config, counted, backend, range);
+  if (model.ok()) progress.finish();
+  return model;
 }
 
 Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightLoader& weights, Backend& backend,

@@ -32,6 +32,8 @@ class SafetensorsFile {
 
   const std::string& path() const { return path_; }
   size_t file_size() const { return size_; }
+  // The start of the mapping: a view's offset in the file is `data - mapping()`.
+  const void* mapping() const { return mapping_; }
   // The tensors in header order; `data` points into the mapping, valid while this object lives.
   const std::vector<TensorView>& tensors() const { return tensors_; }
   // The tensor named `name`, or nullptr.

@@ -1,6 +1,7 @@
 // The weights of a checkpoint folder: one `model.safetensors` or shards listed by an index.
 #include "runtime/weight_store.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -119,6 +120,31 @@ Result<WeightStore> WeightStore::open(const std::string& model_dir) {
     return make_error(ErrorCode::not_found, message);
   }
   return store;
+}
+
+std::vector<FilePrefetcher::Range> WeightStore::ranges_of(const std::function<bool(const std::string&)>& wanted,
+                                                          uint64_t* bytes) const {
+  std::vector<FilePrefetcher::Range> out;
+  uint64_t total = 0;
+  for (const auto& file : files_) {  // shards in name order: a checkpoint's layer order
+    std::vector<std::pair<uint64_t, uint64_t>> spans;
+    for (const TensorView& view : file->tensors()) {
+      if (!wanted(view.name)) continue;
+      const uint64_t begin = uint64_t(static_cast<const char*>(view.data) - static_cast<const char*>(file->mapping()));
+      spans.emplace_back(begin, begin + view.nbytes);
+      total += view.nbytes;
+    }
+    std::sort(spans.begin(), spans.end());
+    for (const auto& [begin, end] : spans) {
+      if (!out.empty() && out.back().path == file->path() && out.back().end == begin) {
+        out.back().end = end;
+      } else {
+        out.push_back(FilePrefetcher::Range{file->path(), begin, end});
+      }
+    }
+  }
+  if (bytes) *bytes = total;
+  return out;
 }
 
 bool WeightStore::has(const std::string& name) const { return tensors_.count(name) != 0; }

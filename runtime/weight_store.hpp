@@ -3,11 +3,13 @@
 // `model-0000X-of-0000N.safetensors` listed by `model.safetensors.index.json`. Files are
 // memory-mapped; a tensor's bytes are touched only when a caller reads them, so a pipeline stage
 // that reads only its layers' tensors pages in only those.
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "runtime/file_prefetcher.hpp"
 #include "runtime/result.hpp"
 #include "runtime/tensor_view.hpp"
 
@@ -35,6 +37,10 @@ class WeightStore {
   // The tensor converted to fp32 (checked against expected_shape when it is not empty).
   Result<std::vector<float>> read_f32(const std::string& name,
                                       const std::vector<int64_t>& expected_shape = {}) const;
+  // The bytes of the tensors `wanted` picks, as file ranges in (file, offset) order with
+  // neighbours merged: what loading them reads, for a FilePrefetcher. `bytes` gets their sum.
+  std::vector<FilePrefetcher::Range> ranges_of(const std::function<bool(const std::string&)>& wanted,
+                                               uint64_t* bytes = nullptr) const;
 
  private:
   std::string model_dir_;

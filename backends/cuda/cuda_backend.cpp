@@ -196,21 +196,44 @@ Result<Tensor> CudaBackend::upload_weight(const Tensor& host) {
 
 Result<Tensor> CudaBackend::upload_weight_or_throw(const Tensor& host) {
   Tensor source = host.device() == Device::cuda ? to_host(host) : host;
-  std::vector<float> values(size_t(source.numel()));
-  if (!convert_to_f32(source.dtype(), source.raw(), values.size(), values.data()))
-    return make_error(ErrorCode::unsupported, std::string("weights of dtype ") + std::string(dtype_name(source.dtype())) +
-                                                  " cannot be computed in fp32");
-  if (weight_dtype_ == DType::bf16 && source.dim() == 2) {
-    std::vector<uint16_t> bits(values.size());
-    for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
-    Tensor d = device_tensor(DType::bf16, source.shape());
-    if (cudaMemcpy(d.raw(), bits.data(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
-      return make_error(ErrorCode::out_of_resources, "uploading a weight to the GPU failed");
-    return d;
+  const DType source_dtype = source.dtype();
+  if (source_dtype != DType::f32 && source_dtype != DType::bf16 && source_dtype != DType::f16) {
+    float probe = 0;
+    if (!convert_to_f32(source_dtype, source.raw(), 0, &probe))
+      return make_error(ErrorCode::unsupported, std::string("weights of dtype ") + std::string(dtype_name(source_dtype)) +
+                                                    " cannot be computed in fp32");
   }
-  Tensor d = device_tensor(DType::f32, source.shape());
-  if (cudaMemcpy(d.raw(), values.data(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
-    return make_error(ErrorCode::out_of_resources, "uploading a weight to the GPU failed");
+  // Matrices are held in the backend's weight dtype, everything else in fp32. The bytes go up
+  // through pinned staging; a conversion (bf16 <- f32 / f16, f32 <- bf16 / f16) runs per chunk
+  // on the host while the previous chunk is in flight.
+  const DType target = weight_dtype_ == DType::bf16 && source.dim() == 2 ? DType::bf16 : DType::f32;
+  Tensor d = device_tensor(target, source.shape());
+  const auto* in = static_cast<const uint8_t*>(source.raw());
+  cudaError_t status = cudaSuccess;
+  if (source_dtype == target) {
+    status = pinned_upload_.copy(d.raw(), in, d.nbytes());
+  } else {
+    const size_t in_size = dtype_size(source_dtype), out_size = dtype_size(target);
+    std::vector<float> wide;
+    bool converted = true;
+    status = pinned_upload_.copy(d.raw(), d.nbytes(), [&](uint8_t* staging, size_t offset, size_t count) {
+      const size_t first = offset / out_size, n = count / out_size;
+      if (target == DType::f32) {
+        converted &= convert_to_f32(source_dtype, in + first * in_size, n, reinterpret_cast<float*>(staging));
+        return;
+      }
+      wide.resize(n);
+      converted &= convert_to_f32(source_dtype, in + first * in_size, n, wide.data());
+      auto* bits = reinterpret_cast<uint16_t*>(staging);
+      for (size_t i = 0; i < n; ++i) bits[i] = f32_to_bf16(wide[i]);
+    });
+    if (!converted)
+      return make_error(ErrorCode::unsupported, std::string("weights of dtype ") + std::string(dtype_name(source_dtype)) +
+                                                    " cannot be computed in fp32");
+  }
+  if (status != cudaSuccess)
+    return make_error(ErrorCode::out_of_resources, std::string("uploading a weight to the GPU failed: ") +
+                                                       cudaGetErrorString(status));
   return d;
 }
 

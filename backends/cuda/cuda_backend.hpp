@@ -13,6 +13,7 @@
 #include "runtime/backend.hpp"
 
 #include "backends/cuda/cuda_step_graphs.hpp"
+#include "backends/cuda/pinned_upload.hpp"
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 
@@ -159,6 +160,7 @@ class CudaBackend final : public Backend {
   void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records
   CUstream_st* stream_ = nullptr;
   StepGraphs graphs_;
+  PinnedUpload pinned_upload_;  // weights go up through its pinned buffers
   int device_index_ = 0;
   DType weight_dtype_ = DType::f32;
   Tensor seq_of_token_;     // [num_tokens] i32 of the current step's metadata

@@ -18,7 +18,7 @@ Result<Tensor> CudaBackend::upload_fp8_weight(const Tensor& host_fp8) {
   const Tensor source = host_fp8.device() == Device::cuda ? to_host(host_fp8) : host_fp8;
   try {
     Tensor d = device_tensor(source.dtype(), source.shape());
-    if (cudaMemcpy(d.raw(), source.raw(), d.nbytes(), cudaMemcpyHostToDevice) != cudaSuccess)
+    if (pinned_upload_.copy(d.raw(), source.raw(), d.nbytes()) != cudaSuccess)
       return make_error(ErrorCode::out_of_resources, "uploading an FP8 weight to the GPU failed");
     return d;
   } catch (const std::bad_alloc&) {
