@@ -113,12 +113,12 @@ def run_cluster(troupe, model, device, problems, kill):
     env["TROUPE_CLUSTER_STATUS_FILE"] = status_file
     logs = tempfile.mkdtemp()
     flags = ["--max-num-seqs", "64", "--reasoning-parser", "deepseek_r1", "--served-model-name", "troupe-demo"]
+    if device != "cpu":
+        flags += ["--gpu-memory-utilization", "0.15"]  # the head's engine arguments size every stage
     procs = [subprocess.Popen([troupe, "head", "--port", str(port), "--http-port", str(http), "--model", model,
                                "--pp", "2", "--replicas", "2"] + flags, env=env, start_new_session=True,
                               stdout=open(os.path.join(logs, "head.log"), "w"), stderr=subprocess.STDOUT)]
     worker_flags = ["--device", device] if device != "cpu" else ["--num-threads", "1"]
-    if device != "cpu":
-        worker_flags += ["--gpu-memory-utilization", "0.15"]
     for i in range(4):
         procs.append(subprocess.Popen([troupe, "worker", "--join", f"127.0.0.1:{port}"] + worker_flags, env=env,
                                       start_new_session=True, stdout=open(os.path.join(logs, f"w{i}.log"), "w"),

@@ -245,6 +245,7 @@ int run(int argc, char** argv) {
 
   troupe::Config config;
   config.device = a.device;
+  config.model = a.dir;  // weights held in the checkpoint's dtype (bf16), as `troupe serve` holds them
   auto backend = troupe::backends::make_backend(config);
   if (!backend.ok()) { std::fprintf(stderr, "backend: %s\n", backend.error().message.c_str()); return 1; }
   double cold = 0, warm = 0;

@@ -43,17 +43,18 @@ Result<int64_t> kv_cache_budget_bytes(const Config& config, Backend& backend, Mo
   size_t free_bytes = 0, total_bytes = 0;
   if (!backend.memory_info(&free_bytes, &total_bytes)) return config.cpu_kv_cache_mb << 20;
   const int64_t before = int64_t(total_bytes) - int64_t(free_bytes);
+  backend.reset_memory_peak();  // from the weights now held: not a previous epoch's cache
   TROUPE_TRY(warm_up(config, backend, model));
   backend.memory_info(&free_bytes, &total_bytes);
   // This process's own peak where the backend knows it (processes sharing a GPU each get their
   // --gpu-memory-utilization share, as vLLM's instances do), else the device's whole use. Never
   // more than is free now, less a margin for what the step graphs and libraries allocate later.
-  size_t held = 0;
-  const bool own = backend.memory_held(&held);
+  size_t held = 0, slack = 0;
+  const bool own = backend.memory_held(&held, &slack);
   const int64_t used = own ? int64_t(held) : int64_t(total_bytes) - int64_t(free_bytes);
   constexpr int64_t kFreeMargin = int64_t(512) << 20;
   const int64_t budget = std::min(int64_t(config.gpu_memory_utilization * double(total_bytes)) - used,
-                                  int64_t(free_bytes) - kFreeMargin);
+                                  int64_t(free_bytes + slack) - kFreeMargin);
   log::get("engine")->info("warm-up step: {} MiB in use on the device before, {} MiB {} at the peak, {} MiB free; "
                            "the KV cache may take {} MiB (--gpu-memory-utilization {})",
                            before >> 20, used >> 20, own ? "held by this process" : "in use", free_bytes >> 20,

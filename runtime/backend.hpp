@@ -56,13 +56,18 @@ class Backend {
     (void)total_bytes;
     return false;
   }
-  // Device bytes this backend has held at its peak so far (tensors, workspaces, an estimate of its
-  // context); false where unknown (then the device's whole use counts). KV sizing budgets against
-  // it, so processes sharing one GPU each stay within their own --gpu-memory-utilization.
-  virtual bool memory_held(size_t* bytes) const {
-    (void)bytes;
+  // Device bytes this backend has held at its peak since reset_memory_peak() (tensors, workspaces,
+  // an estimate of its context) into `peak`, and bytes it keeps reserved but does not use (free to
+  // reuse by itself alone) into `slack`; false where unknown (then the device's whole use counts).
+  // KV sizing budgets against it, so processes sharing one GPU each stay within their own
+  // --gpu-memory-utilization, and a stage restarted in the same process is not charged for the
+  // cache of its previous epoch.
+  virtual bool memory_held(size_t* peak, size_t* slack) const {
+    (void)peak;
+    (void)slack;
     return false;
   }
+  virtual void reset_memory_peak() {}
 
   // The dtype of tensors whose only consumers are linear, lm_head and gather_rows: the normed
   // hidden states and the MLP activation. rmsnorm, add_rmsnorm and silu_and_mul_packed write

@@ -134,20 +134,31 @@ bool CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) const {
   return cudaMemGetInfo(free_bytes, total_bytes) == cudaSuccess;
 }
 
-bool CudaBackend::memory_held(size_t* bytes) const {
-  // Every tensor comes from the device's default pool (device_tensor), whose reserved high-water
-  // mark covers the weights and the warm-up's peak; beside it the cuBLAS workspace, the graph
-  // arena and the context with its libraries (an estimate: CUDA reports no per-process use).
+bool CudaBackend::memory_held(size_t* peak, size_t* slack) const {
+  // Every tensor comes from the device's default pool (device_tensor), whose used high-water mark
+  // covers the weights and the warm-up's peak; beside it the cuBLAS workspace, the graph arena and
+  // the context with its libraries (an estimate: CUDA reports no per-process use).
   constexpr size_t kContextBytes = size_t(768) << 20;
   cudaMemPool_t pool = nullptr;
-  uint64_t high = 0;
+  uint64_t used_high = 0, used = 0, reserved = 0;
   if (cudaDeviceGetDefaultMemPool(&pool, device_index_) != cudaSuccess ||
-      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &high) != cudaSuccess) {
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &used_high) != cudaSuccess ||
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) != cudaSuccess ||
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
-  *bytes = size_t(high) + (cublas_workspace_ ? kCublasWorkspaceBytes : 0) + graphs_.arena_bytes() + kContextBytes;
+  *peak = size_t(used_high) + (cublas_workspace_ ? kCublasWorkspaceBytes : 0) + graphs_.arena_bytes() + kContextBytes;
+  *slack = reserved > used ? size_t(reserved - used) : 0;
   return true;
+}
+
+void CudaBackend::reset_memory_peak() {
+  cudaMemPool_t pool = nullptr;
+  uint64_t zero = 0;  // resets the mark to what is in use now
+  if (cudaDeviceGetDefaultMemPool(&pool, device_index_) != cudaSuccess ||
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero) != cudaSuccess)
+    cudaGetLastError();
 }
 
 Tensor CudaBackend::empty(DType dtype, std::vector<int64_t> shape) {

@@ -117,7 +117,8 @@ class CudaBackend final : public Backend {
   // nothing); the engine's loop catches it. upload_weight and create_kv_cache return it instead.
   Status status() const override;
   bool memory_info(size_t* free_bytes, size_t* total_bytes) const override;
-  bool memory_held(size_t* bytes) const override;
+  bool memory_held(size_t* peak, size_t* slack) const override;
+  void reset_memory_peak() override;
 
  private:
   CudaBackend() = default;

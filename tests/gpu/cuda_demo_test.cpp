@@ -61,7 +61,9 @@ void expect_demo_accuracy(const std::string& model_name, const std::string& orac
   std::string line;
   std::vector<std::string> texts(problems.size());
   while (std::getline(lines, line)) {
-    const json answer = json::parse(line);
+    const json answer = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(answer.is_discarded()) << "not a JSON line in troupe generate's output: " << line;
+    ASSERT_TRUE(answer.contains("index") && answer.contains("text")) << line;
     const size_t index = answer["index"].get<size_t>();
     ASSERT_LT(index, texts.size());
     texts[index] = answer["text"].get<std::string>();
