@@ -23,6 +23,12 @@ function reasoningText(response) {
   return item ? item.content.map((c) => c.text).join('') : '';
 }
 
+// The message's text from the output items (finalResponse() of openai@4 adds no output_text).
+function messageText(response) {
+  return response.output.filter((o) => o.type === 'message')
+    .flatMap((o) => o.content).filter((c) => c.type === 'output_text').map((c) => c.text).join('');
+}
+
 test('responses.create answers with a reasoning item and a message', async () => {
   const r = await client.responses.create({ model, input: question, max_output_tokens: 400, temperature: 0 });
   assert.match(r.id, /^resp_/);
@@ -35,6 +41,7 @@ test('responses.create answers with a reasoning item and a message', async () =>
   assert.equal(r.output[1].type, 'message');
   assert.equal(r.output[1].role, 'assistant');
   assert.equal(r.output_text.trim(), '5200');  // the client joins the output_text parts
+  assert.equal(messageText(r), r.output_text);
   assert.equal(r.usage.total_tokens, r.usage.input_tokens + r.usage.output_tokens);
   assert.ok(r.usage.output_tokens_details.reasoning_tokens > 0);
   assert.ok(r.usage.output_tokens_details.reasoning_tokens < r.usage.output_tokens);
@@ -73,7 +80,8 @@ test('responses.stream() accumulates the events into the final response', async 
   });
   const final = await stream.finalResponse();
   assert.equal(final.status, 'completed');
-  assert.equal(final.output_text.trim(), '5200');
+  assert.equal(messageText(final).trim(), '5200');
+  assert.match(reasoningText(final), /I add 4821 and 379 column by column/);
   assert.equal(final.instructions, 'You are a helpful assistant.');
 });
 
