@@ -1,7 +1,10 @@
 // POST /v1/responses over the FakeEngine: whole and streamed responses (reasoning item + message),
 // the token budget, field errors, auth, the request timeout, engine failures, the request log.
 #include <chrono>
+#include <future>
+#include <random>
 
+#include "http/responses_request.hpp"
 #include "tests/http/log_capture.hpp"
 #include "tests/http/responses_events.hpp"
 #include "tests/http/test_server.hpp"
@@ -23,6 +26,13 @@ json request(bool stream, int64_t max_output_tokens = 100) {
               {"input", json::array({{{"role", "user"}, {"content", {{{"type", "input_text"}, {"text", "hi"}}}}}})},
               {"max_output_tokens", max_output_tokens},
               {"stream", stream}};
+}
+
+// Letters at 10 ms a token.
+FakeEngineOptions slow_engine() {
+  FakeEngineOptions options;
+  options.step_delay = 10ms;
+  return options;
 }
 
 // The rendered prompt of request(): the fake template's "<|role|>content\n" lines.
@@ -159,7 +169,7 @@ TEST(HttpResponses, BadFieldsModelAndAuth) {
 TEST(HttpResponses, TimeoutAndEngineFailureEndStreamsWithFailed) {
   Config config = test_config();
   config.request_timeout_s = 0.2;
-  TestServer slow({.step_delay = 10ms}, config);
+  TestServer slow(slow_engine(), config);
   auto c = slow.client();
   expect_error_shape(post_json(c, "/v1/responses", request(false, 150)), 504);
   auto res = c.Post("/v1/responses", request(true, 150).dump(), "application/json");
@@ -172,7 +182,7 @@ TEST(HttpResponses, TimeoutAndEngineFailureEndStreamsWithFailed) {
             std::string::npos);
   EXPECT_TRUE(slow.engine().wait_until_idle(2s));
 
-  TestServer failing({.fail_after = 2});
+  TestServer failing({.script = "", .fail_after = 2});
   auto f = failing.client();
   expect_error_shape(post_json(f, "/v1/responses", request(false, 10)), 500);
   res = f.Post("/v1/responses", request(true, 10).dump(), "application/json");
@@ -181,6 +191,101 @@ TEST(HttpResponses, TimeoutAndEngineFailureEndStreamsWithFailed) {
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back()["type"], "response.failed") << res->body;
   EXPECT_EQ(events.back()["response"]["status"], "failed");
+}
+
+TEST(HttpResponses, DrainAbortCancelsAndAHangUpFreesTheGeneration) {
+  TestServer server(slow_engine());
+  auto streamed = std::async(std::launch::async, [&server] {
+    auto c = server.client();
+    return c.Post("/v1/responses", request(true, 150).dump(), "application/json");
+  });
+  auto plain = std::async(std::launch::async, [&server] {
+    auto c = server.client();
+    return post_json(c, "/v1/responses", request(false, 150));
+  });
+  for (int i = 0; i < 300 && server.engine().stats().num_running < 2; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(server.engine().stats().num_running, 2);
+  EXPECT_FALSE(server.server().drain(200ms));  // ~1.5 s of work: the abort comes first
+  auto res = streamed.get();
+  ASSERT_TRUE(res);
+  std::vector<json> events = parse_response_events(res->body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back()["type"], "response.incomplete") << res->body.substr(res->body.size() - 300);
+  EXPECT_EQ(events.back()["response"]["status"], "cancelled");
+  JsonReply answered = plain.get();
+  ASSERT_EQ(answered.status, 200) << answered.raw;
+  EXPECT_EQ(answered.body["status"], "cancelled");
+  EXPECT_TRUE(server.engine().wait_until_idle(2s));
+}
+
+TEST(HttpResponses, StreamClientHangingUpCancelsItsGeneration) {
+  TestServer server(slow_engine());
+  {
+    httplib::Client c("127.0.0.1", server.port());
+    c.set_read_timeout(10, 0);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/responses";
+    req.body = request(true, 200).dump();  // 2 s of tokens at 10 ms a step
+    req.set_header("Content-Type", "application/json");
+    int num_received = 0;
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++num_received < 4; };
+    c.send(req);
+    EXPECT_GE(num_received, 4);
+  }
+  EXPECT_TRUE(server.engine().wait_until_idle(5s)) << "the generation outlived its client";
+  EXPECT_LT(server.engine().stats().num_generation_tokens_total, 150);
+}
+
+TEST(HttpResponses, JsonSchemaFormatReachesTheEngineAndIgnoredFieldsAreLogged) {
+  LogCapture capture("http");
+  TestServer server({.script = "{\"n\": 4}"});
+  auto c = server.client();
+  json schema{{"type", "object"}, {"properties", {{"n", {{"type", "integer"}}}}}, {"required", {"n"}}};
+  json body = request(false);
+  body["text"] = {{"format", {{"type", "json_schema"}, {"name", "answer"}, {"schema", schema}, {"strict", true}}}};
+  body["truncation"] = "disabled";
+  body["frobnicate"] = true;
+  JsonReply reply = post_json(c, "/v1/responses", body);
+  ASSERT_EQ(reply.status, 200) << reply.raw;
+  EXPECT_EQ(reply.body["text"]["format"]["name"], "answer");
+  EXPECT_EQ(reply.body["output"][0]["content"][0]["text"], "{\"n\": 4}");
+  const auto submitted = server.engine().submitted();
+  ASSERT_EQ(submitted.size(), 1u);
+  EXPECT_EQ(submitted[0].params.constraint.kind, OutputConstraint::Kind::json_schema);
+  EXPECT_EQ(json::parse(submitted[0].params.constraint.spec), schema);
+  bool logged = false;
+  for (const std::string& line : capture.lines())
+    logged |= line.find("ignores the fields frobnicate (unknown), truncation") != std::string::npos;
+  EXPECT_TRUE(logged);
+}
+
+TEST(HttpResponses, JunkInEveryFieldGets4xxAndNeverReachesTheEngine) {
+  TestServer server;
+  auto c = server.client();
+  c.set_keep_alive(true);
+  std::mt19937 rng(2026);
+  const std::vector<json> junk = {true, -1, 1e308, "str", json::array(), json::object(), json::array({1, "a", nullptr}),
+                                  18446744073709551615ull, json::array({json::object()}),
+                                  json::array({{{"role", "user"}, {"content", {{{"type", "input_file"}}}}}})};
+  // Each field with values that are surely wrong for it (a legal value is skipped).
+  const std::vector<std::string> fields = {"model", "input", "instructions", "max_output_tokens", "temperature",
+                                           "top_p", "stream", "text", "store", "metadata", "user", "reasoning",
+                                           "tools", "previous_response_id", "background", "truncation"};
+  int num_checked = 0;
+  for (int i = 0; i < 300; ++i) {
+    const std::string field = fields[rng() % fields.size()];
+    json body = request(false, 4);
+    body[field] = junk[rng() % junk.size()];
+    std::string param;
+    if (http::parse_responses_request(body, param).ok()) continue;  // happened to be legal (an empty list of tools)
+    JsonReply reply = post_json(c, "/v1/responses", body);
+    ASSERT_EQ(reply.status, 400) << body.dump() << " -> " << reply.raw;
+    EXPECT_EQ(reply.body["error"]["param"].get<std::string>().rfind(field, 0), 0u) << body.dump() << " -> " << reply.raw;
+    ++num_checked;
+  }
+  EXPECT_GT(num_checked, 200);
+  EXPECT_TRUE(server.engine().submitted().empty());
 }
 
 TEST(HttpResponses, RequestLogAndMetricsCountIt) {
