@@ -39,8 +39,10 @@ const char* response_status_of(FinishReason reason) {
   return "failed";
 }
 
-json responses_usage_json(int64_t num_input_tokens, int64_t num_output_tokens, int64_t num_reasoning_tokens) {
+json responses_usage_json(int64_t num_input_tokens, int64_t num_output_tokens, int64_t num_reasoning_tokens,
+                          int64_t num_cached_tokens) {
   return json{{"input_tokens", num_input_tokens},
+              {"input_tokens_details", {{"cached_tokens", num_cached_tokens}}},
               {"output_tokens", num_output_tokens},
               {"output_tokens_details", {{"reasoning_tokens", num_reasoning_tokens}}},
               {"total_tokens", num_input_tokens + num_output_tokens}};

@@ -46,7 +46,7 @@ struct ResponseSkeleton {
 const char* response_status_of(FinishReason reason);
 
 nlohmann::json responses_usage_json(int64_t num_input_tokens, int64_t num_output_tokens,
-                                    int64_t num_reasoning_tokens);
+                                    int64_t num_reasoning_tokens, int64_t num_cached_tokens = 0);
 nlohmann::json reasoning_item_json(const std::string& id, const std::string& text, const char* status);
 nlohmann::json message_item_json(const std::string& id, const std::string& text, const char* status);
 

@@ -46,7 +46,8 @@ json usage_of(const GenerationJob& job, const TextCodec& codec) {
     if (!c->reasoning().empty()) num_reasoning += int64_t(codec.encode(c->reasoning(), false).size());
   const int64_t num_output = job.num_completion_tokens();
   // NOTE: the reasoning text re-encoded; its tags are not counted, so it stays below the output.
-  return responses_usage_json(job.num_prompt_tokens(), num_output, std::min(num_reasoning, num_output));
+  return responses_usage_json(job.num_prompt_tokens(), num_output, std::min(num_reasoning, num_output),
+                              job.num_cached_tokens());
 }
 
 }  // namespace

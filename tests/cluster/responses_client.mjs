@@ -68,6 +68,9 @@ test('streamed events carry the same reasoning and text', async () => {
   assert.equal(reasoning, reasoningText(whole));
   assert.equal(text.trim(), '5200');
   assert.equal(last.response.output[1].content[0].text, text);
+  // The same prompt ran before: its first full KV block came from the prefix cache.
+  assert.ok(whole.usage.input_tokens_details.cached_tokens > 0);
+  assert.equal(last.response.usage.input_tokens_details.cached_tokens, whole.usage.input_tokens_details.cached_tokens);
 });
 
 test('responses.stream() accumulates the events into the final response', async () => {

@@ -37,7 +37,7 @@ TEST(ResponsesResponse, ObjectEchoesTheRequestAndMapsStatus) {
   const ResponseSkeleton s = skeleton();
   EXPECT_EQ(s.item_id("msg"), "msg_00ab");
   EXPECT_EQ(s.item_id("rs"), "rs_00ab");
-  json usage = responses_usage_json(10, 7, 3);
+  json usage = responses_usage_json(10, 7, 3, 4);
   json out = json::array({message_item_json(s.item_id("msg"), "4", "completed")});
   json r = response_json(s, FinishReason::stop, out, usage);
   EXPECT_EQ(r["id"], "resp_00ab");
@@ -55,6 +55,7 @@ TEST(ResponsesResponse, ObjectEchoesTheRequestAndMapsStatus) {
   EXPECT_EQ(r["text"]["format"]["type"], "text");
   EXPECT_EQ(r["usage"]["total_tokens"], 17);
   EXPECT_EQ(r["usage"]["output_tokens_details"]["reasoning_tokens"], 3);
+  EXPECT_EQ(r["usage"]["input_tokens_details"]["cached_tokens"], 4);
   const json& part = r["output"][0]["content"][0];
   EXPECT_EQ(part, (json{{"type", "output_text"}, {"text", "4"}, {"annotations", json::array()}}));
 
