@@ -78,14 +78,11 @@ Result<json> input_message(const json& item, size_t index, std::string& param) {
   return json{{"role", role}, {"content", text}};
 }
 
-Result<json> read_messages(const json& body, std::string& param) {
-  json messages = json::array();
-  if (present(body, "instructions")) {
-    if (!body["instructions"].is_string()) return bad(param, "instructions", "must be a string");
-    messages.push_back(json{{"role", "system"}, {"content", body["instructions"]}});
-  }
+// The input as chat messages (instructions not included).
+Result<json> read_input(const json& body, std::string& param) {
   if (!present(body, "input")) return bad(param, "input", "is required (a string or a list of message items)");
   const json& input = body["input"];
+  json messages = json::array();
   if (input.is_string()) {
     messages.push_back(json{{"role", "user"}, {"content", input}});
   } else if (input.is_array() && !input.empty()) {
@@ -135,11 +132,15 @@ Status read_text_format(const json& body, ResponsesRequest& r, std::string& para
 
 // Checks the fields that are refused or only echoed; collects the ignored ones.
 Status read_other_fields(const json& body, ResponsesRequest& r, std::string& param) {
-  if (present(body, "previous_response_id"))
-    return bad(param, "previous_response_id",
-               "is not supported: troupe stores no responses; send the whole conversation in 'input'");
+  if (present(body, "previous_response_id")) {
+    const json& id = body["previous_response_id"];
+    if (!id.is_string() || id.get<std::string>().empty())
+      return bad(param, "previous_response_id", "must be a response id (a non-empty string)");
+    r.previous_response_id = id.get<std::string>();
+  }
   if (present(body, "conversation"))
-    return bad(param, "conversation", "is not supported: troupe stores no conversations; send it in 'input'");
+    return bad(param, "conversation",
+               "is not supported: use previous_response_id, or send the conversation in 'input'");
   if (present(body, "prompt"))
     return bad(param, "prompt", "(a stored prompt template) is not supported; send the text in 'input'");
   if (present(body, "background")) {
@@ -199,10 +200,16 @@ Result<ResponsesRequest> parse_responses_request(const json& body, std::string& 
   ResponsesRequest r;
   if (!body.contains("model") || !body["model"].is_string())
     return bad(param, "model", "is required and must be a string");
-  Result<json> messages = read_messages(body, param);
-  if (!messages.ok()) return messages.error();
+  if (present(body, "instructions") && !body["instructions"].is_string())
+    return bad(param, "instructions", "must be a string");
+  Result<json> input = read_input(body, param);
+  if (!input.ok()) return input.error();
+  r.input_messages = std::move(input).value();
+  json messages = json::array();
+  if (present(body, "instructions")) messages.push_back(json{{"role", "system"}, {"content", body["instructions"]}});
+  for (const json& m : r.input_messages) messages.push_back(m);
   // The chat body of the same request: one parser checks the sampling fields of both routes.
-  json chat{{"model", body["model"]}, {"messages", std::move(messages).value()}};
+  json chat{{"model", body["model"]}, {"messages", std::move(messages)}};
   for (const char* key : {"temperature", "top_p", "stream"})
     if (body.contains(key)) chat[key] = body[key];
   if (body.contains("max_output_tokens")) chat["max_tokens"] = body["max_output_tokens"];

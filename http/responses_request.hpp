@@ -4,10 +4,11 @@
 // `input` (a string, or message items whose content is a string or input_text / output_text
 // parts) the chat messages, `max_output_tokens` max_tokens, `text.format` json_object /
 // json_schema the output constraint. Every bad field gives invalid_argument naming the field
-// (`param`). Refused with a clear error: tools, images and files, previous_response_id and
-// conversation (nothing is stored), background. Known fields without effect here (store,
-// reasoning, include, truncation "disabled", ...) and unknown ones are accepted and listed in
-// `ignored_fields`, which the route logs once, as vLLM does.
+// (`param`). `previous_response_id` names a response the route continues (its bounded in-memory
+// store, response_store). Refused with a clear error: tools, images and files, conversation and
+// prompt references, background. Known fields without effect here (reasoning, include,
+// truncation, ...) and unknown ones are accepted and listed in `ignored_fields`, which the route
+// logs once, as vLLM does.
 #include <string>
 #include <vector>
 
@@ -21,12 +22,14 @@ namespace troupe::http {
 
 struct ResponsesRequest {
   OpenAIRequest chat;            // messages, sampling params, stream: what the chat path runs
+  nlohmann::json input_messages; // the input alone as chat messages (chat.messages less instructions)
+  std::string previous_response_id;  // "" when none
   nlohmann::json instructions;   // string or null, echoed in the response
   nlohmann::json metadata;       // object (may be empty), echoed
   nlohmann::json user;           // string or null, echoed
   nlohmann::json text_format;    // {"type": "text"} or the format given, echoed
   nlohmann::json reasoning;      // {"effort", "summary"}, echoed
-  bool store = false;            // accepted, never stored: the response says "store": false
+  bool store = true;             // OpenAI's default: kept for a later previous_response_id
   std::vector<std::string> ignored_fields;
 };
 

@@ -18,6 +18,9 @@ ResponseSkeleton ResponseSkeleton::of(const ResponsesRequest& request, std::stri
   s.text_format = request.text_format.is_object() ? request.text_format : json{{"type", "text"}};
   s.reasoning = request.reasoning.is_object() ? request.reasoning : json{{"effort", nullptr}, {"summary", nullptr}};
   s.max_output_tokens = request.chat.max_tokens_given ? json(request.chat.params.max_tokens) : json(nullptr);
+  s.previous_response_id =
+      request.previous_response_id.empty() ? json(nullptr) : json(request.previous_response_id);
+  s.store = request.store;
   s.temperature = request.chat.params.temperature;
   s.top_p = request.chat.params.top_p;
   return s;
@@ -78,9 +81,9 @@ json response_json(const ResponseSkeleton& s, FinishReason reason, const json& o
               {"model", s.model},
               {"output", output},
               {"parallel_tool_calls", false},
-              {"previous_response_id", nullptr},
+              {"previous_response_id", s.previous_response_id},
               {"reasoning", s.reasoning},
-              {"store", false},
+              {"store", s.store},
               {"temperature", s.temperature},
               {"text", {{"format", s.text_format}}},
               {"tool_choice", "none"},

@@ -35,6 +35,8 @@ struct ResponseSkeleton {
   std::string model;
   nlohmann::json instructions, metadata, user, text_format, reasoning;
   nlohmann::json max_output_tokens;  // integer or null
+  nlohmann::json previous_response_id;  // string or null
+  bool store = false;
   double temperature = 1.0, top_p = 1.0;
 
   static ResponseSkeleton of(const ResponsesRequest& request, std::string id, int64_t created_at, std::string model);

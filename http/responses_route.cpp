@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -50,6 +51,12 @@ json usage_of(const GenerationJob& job, const TextCodec& codec) {
                               job.num_cached_tokens());
 }
 
+// Keeps the conversation and its answer for a later previous_response_id.
+void remember(ResponseStore& store, const std::string& id, json conversation, const std::string& answer) {
+  conversation.push_back(json{{"role", "assistant"}, {"content", answer}});
+  store.put(id, std::move(conversation));
+}
+
 }  // namespace
 
 void Routes::responses(const httplib::Request& req, httplib::Response& res) {
@@ -76,6 +83,25 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
   record->model = request.chat.model;
   if (request.chat.model != config_.served_model_name)
     return send_error(res, ApiError{404, "the model '" + request.chat.model + "' does not exist", "model"});
+  // The conversation this response continues and, once answered, stores (store: true).
+  json conversation = json::array();
+  if (!request.previous_response_id.empty()) {
+    std::optional<json> previous = response_store_.get(request.previous_response_id);
+    if (!previous)
+      return send_error(res, ApiError{404,
+                                      "no response '" + request.previous_response_id +
+                                          "' is stored (troupe keeps the most recent ones in memory, none "
+                                          "across restarts, and none sent with store: false)",
+                                      "previous_response_id"});
+    conversation = std::move(*previous);
+    json messages = json::array();
+    if (request.instructions.is_string())
+      messages.push_back(json{{"role", "system"}, {"content", request.instructions}});
+    for (const json& m : conversation) messages.push_back(m);
+    for (const json& m : request.input_messages) messages.push_back(m);
+    request.chat.messages = std::move(messages);
+  }
+  for (const json& m : request.input_messages) conversation.push_back(m);
   if (engine_ && !engine_->failure().empty())
     return send_error(res, ApiError{503, "the engine failed: " + engine_->failure(), ""});
   if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
@@ -137,6 +163,7 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
     if (timed_out) return send_error(res, timeout_error());
     const ChoiceStream& choice = *job->choices().front();
     if (choice.finish_reason() == FinishReason::error) return send_error(res, ApiError{500, "generation failed", ""});
+    if (request.store) remember(response_store_, id, conversation, choice.content());
     res.status = 200;
     res.set_content(dump_json(response_of(skeleton, choice, usage_of(*job, *codec_))), "application/json");
     return;
@@ -154,7 +181,8 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, job, ticket, state, started](size_t, httplib::DataSink& sink) {
+      [this, job, ticket, state, started, id, conversation, store = request.store](size_t,
+                                                                                   httplib::DataSink& sink) {
         auto write = [&](const std::string& s) {
           if (s.empty()) return true;
           state->last_write = Clock::now();
@@ -188,7 +216,10 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
                 "server_error", d.error_message.empty() ? "generation failed" : d.error_message, usage_of(*job, *codec_)));
           if (!write(state->events.push(d))) return false;
         }
-        if (job->is_finished()) return end_with(state->events.finish(job->finish_reason(), usage_of(*job, *codec_)));
+        if (job->is_finished()) {
+          if (store) remember(response_store_, id, conversation, state->events.content());
+          return end_with(state->events.finish(job->finish_reason(), usage_of(*job, *codec_)));
+        }
         // NOTE: an SSE comment now and then finds a client that left while nothing was generated.
         if (Clock::now() - state->last_write > 2s && !write(": keep-alive\n\n")) return false;
         return sink.is_writable ? sink.is_writable() : true;

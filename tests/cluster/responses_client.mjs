@@ -88,6 +88,18 @@ test('responses.stream() accumulates the events into the final response', async 
   assert.equal(final.instructions, 'You are a helpful assistant.');
 });
 
+test('previous_response_id continues the conversation', async () => {
+  const first = await client.responses.create({ model, input: question, max_output_tokens: 400, temperature: 0 });
+  const second = await client.responses.create({
+    model, input: 'Reverse the word planet.', previous_response_id: first.id, max_output_tokens: 400, temperature: 0,
+  });
+  assert.equal(second.previous_response_id, first.id);
+  assert.equal(second.status, 'completed');
+  // The earlier turn (question and answer) is part of the prompt now.
+  assert.ok(second.usage.input_tokens > first.usage.input_tokens + messageText(first).length / 4);
+  assert.match(second.output_text, /tenalp/);  // the model's answer to the second question
+});
+
 test('a short budget ends incomplete', async () => {
   const r = await client.responses.create({ model, input: question, max_output_tokens: 5, temperature: 0 });
   assert.equal(r.status, 'incomplete');
@@ -98,7 +110,7 @@ test('a short budget ends incomplete', async () => {
 test('unsupported fields come back as 400 errors naming them', async () => {
   await assert.rejects(
     client.responses.create({ model, input: question, previous_response_id: 'resp_123' }),
-    (e) => e.status === 400 && e.param === 'previous_response_id',
+    (e) => e.status === 404 && e.param === 'previous_response_id',
   );
   await assert.rejects(
     client.responses.create({

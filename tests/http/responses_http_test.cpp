@@ -145,7 +145,9 @@ TEST(HttpResponses, BadFieldsModelAndAuth) {
   EXPECT_EQ(image.body["error"]["param"], "input[0].content[0]");
   body = request(false);
   body["previous_response_id"] = "resp_123";
-  EXPECT_EQ(post_json(c, "/v1/responses", body).body["error"]["param"], "previous_response_id");
+  JsonReply unknown = post_json(c, "/v1/responses", body);
+  expect_error_shape(unknown, 404);
+  EXPECT_EQ(unknown.body["error"]["param"], "previous_response_id");
   body = request(false);
   body["max_output_tokens"] = -3;
   JsonReply budget = post_json(c, "/v1/responses", body);
@@ -286,6 +288,39 @@ TEST(HttpResponses, JunkInEveryFieldGets4xxAndNeverReachesTheEngine) {
   }
   EXPECT_GT(num_checked, 200);
   EXPECT_TRUE(server.engine().submitted().empty());
+}
+
+TEST(HttpResponses, PreviousResponseIdContinuesAStoredConversation) {
+  TestServer server({.script = "ANSWER"});
+  auto c = server.client();
+  JsonReply first = post_json(c, "/v1/responses", request(false));
+  ASSERT_EQ(first.status, 200) << first.raw;
+  EXPECT_EQ(first.body["store"], true);
+  // A streamed follow-up with new instructions (the earlier ones are not carried over, as OpenAI).
+  json second = {{"model", "tiny"}, {"instructions", "new"}, {"input", "again"}, {"stream", true},
+                 {"previous_response_id", first.body["id"]}};
+  auto res = c.Post("/v1/responses", second.dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::vector<json> events = parse_response_events(res->body);
+  ASSERT_FALSE(events.empty());
+  ASSERT_EQ(events.back()["type"], "response.completed") << res->body;
+  EXPECT_EQ(events.back()["response"]["previous_response_id"], first.body["id"]);
+  // The streamed one is stored too: a third turn continues both, and store: false is not kept.
+  json third = {{"model", "tiny"}, {"input", "last"}, {"store", false},
+                {"previous_response_id", events.back()["response"]["id"]}};
+  JsonReply last = post_json(c, "/v1/responses", third);
+  ASSERT_EQ(last.status, 200) << last.raw;
+  EXPECT_EQ(last.body["store"], false);
+  const auto submitted = server.engine().submitted();
+  ASSERT_EQ(submitted.size(), 3u);
+  auto prompt_of = [&](size_t i) { return std::string(submitted[i].prompt_ids.begin(), submitted[i].prompt_ids.end()); };
+  EXPECT_EQ(prompt_of(1), "<|system|>new\n<|user|>hi\n<|assistant|>ANSWER\n<|user|>again\n<|assistant|>");
+  EXPECT_EQ(prompt_of(2), "<|user|>hi\n<|assistant|>ANSWER\n<|user|>again\n<|assistant|>ANSWER\n<|user|>last\n"
+                          "<|assistant|>");
+  third["previous_response_id"] = last.body["id"];
+  JsonReply after_unstored = post_json(c, "/v1/responses", third);
+  expect_error_shape(after_unstored, 404);
+  EXPECT_EQ(after_unstored.body["error"]["param"], "previous_response_id");
 }
 
 TEST(HttpResponses, RequestLogAndMetricsCountIt) {

@@ -44,6 +44,10 @@ TEST(ResponsesRequest, StringInputAndInstructionsBecomeChatMessages) {
   EXPECT_EQ(r->instructions, "Be brief.");
   EXPECT_TRUE(r->chat.params.constraint.is_none());
   EXPECT_TRUE(r->ignored_fields.empty());
+  EXPECT_TRUE(r->store);  // OpenAI's default
+  EXPECT_TRUE(r->previous_response_id.empty());
+  ASSERT_EQ(r->input_messages.size(), 1u);  // the input alone, for the stored conversation
+  EXPECT_EQ(r->input_messages[0]["content"], "What is 2 + 2?");
 }
 
 TEST(ResponsesRequest, MessageItemsWithPartsRolesAndReasoningItems) {
@@ -120,7 +124,8 @@ TEST(ResponsesRequest, EachBadFieldIsNamed) {
       {{{"text", {{"format", {{"type", "json_schema"}, {"schema", json::object()}}}}}}, "text.format.name"},
       {{{"text", {{"format", {{"type", "json_schema"}, {"name", "a"}, {"schema", json::object()}, {"strict", 1}}}}}},
        "text.format.strict"},
-      {{{"previous_response_id", "resp_1"}}, "previous_response_id"},
+      {{{"previous_response_id", 5}}, "previous_response_id"},
+      {{{"previous_response_id", ""}}, "previous_response_id"},
       {{{"conversation", "conv_1"}}, "conversation"},
       {{{"background", true}}, "background"},
       {{{"tools", {{{"type", "function"}, {"name", "f"}}}}}, "tools"},
@@ -148,7 +153,8 @@ TEST(ResponsesRequest, EachBadFieldIsNamed) {
 
 TEST(ResponsesRequest, StoreAndKnownFieldsAreAcceptedUnknownOnesListed) {
   json body = base();
-  body["store"] = true;
+  body["store"] = false;
+  body["previous_response_id"] = "resp_7";
   body["include"] = json::array();
   body["truncation"] = "disabled";
   body["tool_choice"] = "auto";
@@ -160,7 +166,8 @@ TEST(ResponsesRequest, StoreAndKnownFieldsAreAcceptedUnknownOnesListed) {
   std::string param;
   Result<ResponsesRequest> r = parse_responses_request(body, param);
   ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_TRUE(r->store);
+  EXPECT_FALSE(r->store);
+  EXPECT_EQ(r->previous_response_id, "resp_7");
   EXPECT_EQ(r->reasoning["effort"], "high");
   EXPECT_EQ(r->metadata["trace"], "t1");
   EXPECT_EQ(r->user, "u1");

@@ -51,7 +51,8 @@ TEST(ResponsesResponse, ObjectEchoesTheRequestAndMapsStatus) {
   EXPECT_EQ(r["max_output_tokens"], 64);
   EXPECT_EQ(r["metadata"]["k"], "v");
   EXPECT_EQ(r["temperature"], 0.0);
-  EXPECT_EQ(r["store"], false);
+  EXPECT_EQ(r["store"], true);  // the request's default
+  EXPECT_TRUE(r["previous_response_id"].is_null());
   EXPECT_EQ(r["text"]["format"]["type"], "text");
   EXPECT_EQ(r["usage"]["total_tokens"], 17);
   EXPECT_EQ(r["usage"]["output_tokens_details"]["reasoning_tokens"], 3);
