@@ -1,5 +1,7 @@
 #include "http/generation_job.hpp"
 
+#include <algorithm>
+
 namespace troupe::http {
 
 using Clock = std::chrono::steady_clock;
@@ -57,6 +59,7 @@ void GenerationJob::observe(size_t choice, const QueuedOutput& item) {
   if (item.output.queue_time_s >= 0) times.queue_s = item.output.queue_time_s;
   times.num_prompt_tokens = item.output.num_prompt_tokens;
   times.num_generation_tokens = item.output.num_generated_tokens;
+  num_cached_tokens_ = std::max(num_cached_tokens_, item.output.num_cached_tokens);
   if (num_new > 0) {
     if (!got_first_token_[choice]) {
       times.first_token_s = seconds_between(started_at_, item.at);

@@ -41,6 +41,8 @@ class GenerationJob {
   std::vector<const ChoiceStream*> choices() const;
   int64_t num_prompt_tokens() const { return int64_t(spec_.prompt_ids.size()); }
   int64_t num_completion_tokens() const;
+  // Prompt tokens the prefix cache held (the most any choice reported).
+  int64_t num_cached_tokens() const { return num_cached_tokens_; }
   // From the job's start to its earliest first token; -1 before any token came.
   double time_to_first_token_ms() const;
   // error when any choice failed, else the first choice's (none while it runs).
@@ -61,6 +63,7 @@ class GenerationJob {
   std::vector<FinishedRequestTimes> times_;  // [n], filled as outputs come
   std::chrono::steady_clock::time_point started_at_;
   std::chrono::steady_clock::time_point first_token_at_{};  // {}: no token yet
+  int64_t num_cached_tokens_ = 0;
 };
 
 }  // namespace troupe::http

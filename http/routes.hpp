@@ -11,6 +11,7 @@
 #include "http/error.hpp"
 #include "http/metrics.hpp"
 #include "http/request_log.hpp"
+#include "http/response_store.hpp"
 #include "http/text_codec.hpp"
 #include "runtime/config.hpp"
 #include "runtime/model_config.hpp"
@@ -38,6 +39,7 @@ class Routes {
   void metrics(const httplib::Request& req, httplib::Response& res);
   void chat_completions(const httplib::Request& req, httplib::Response& res);
   void completions(const httplib::Request& req, httplib::Response& res);
+  void responses(const httplib::Request& req, httplib::Response& res);  // http/responses_route.cpp
   void tokenize(const httplib::Request& req, httplib::Response& res);
   void detokenize(const httplib::Request& req, httplib::Response& res);
 
@@ -67,6 +69,7 @@ class Routes {
   Metrics metrics_;
   AdmissionGate gate_;
   RequestLog request_log_;
+  ResponseStore response_store_;  // /v1/responses' previous_response_id
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_id_{0};
   uint64_t id_salt_;

@@ -84,6 +84,7 @@ void Server::register_routes() {
   get("/metrics", guarded(&Routes::metrics, config_.protect_metrics));
   post("/v1/chat/completions", guarded(&Routes::chat_completions, true));
   post("/v1/completions", guarded(&Routes::completions, true));
+  post("/v1/responses", guarded(&Routes::responses, true));
   post("/tokenize", guarded(&Routes::tokenize, true));
   post("/detokenize", guarded(&Routes::detokenize, true));
   register_cors();

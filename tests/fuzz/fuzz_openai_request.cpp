@@ -6,6 +6,7 @@
 #include <string>
 
 #include "http/openai_request.hpp"
+#include "http/responses_request.hpp"
 #include "text/chat_template.hpp"
 #include "text/tokenizer.hpp"
 
@@ -37,6 +38,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (auto tokenize = parse_tokenize_request(json.value(), param); tokenize.ok() && tokenize->is_chat) {
     (void)model.chat_template.render(tokenize->messages, tokenize->add_generation_prompt, nullptr);
+  }
+  if (auto responses = parse_responses_request(json.value(), param, defaults); responses.ok()) {
+    auto prompt = model.chat_template.render(responses->chat.messages, true, nullptr);
+    if (prompt.ok()) model.tokenizer.encode(prompt.value(), false);
   }
   if (auto ids = parse_detokenize_request(json.value(), param); ids.ok()) {
     (void)model.tokenizer.decode(ids.value(), true);

@@ -49,6 +49,15 @@ def openai_request():
     write("openai_request", "completion.json",
           json.dumps({"model": "troupe-demo", "prompt": "Reverse the word planet.", "logprobs": 2, "echo": False}))
     write("openai_request", "completion_ids.json", json.dumps({"model": "m", "prompt": [1, 2, 3], "max_tokens": 3}))
+    responses = {"model": "troupe-demo", "instructions": "Be brief.",
+                 "input": [{"role": "developer", "content": "Answer."},
+                           {"type": "message", "role": "user",
+                            "content": [{"type": "input_text", "text": "What is 4821 + 379?"}]},
+                           {"type": "reasoning", "id": "rs_1", "summary": []}],
+                 "max_output_tokens": 64, "temperature": 0, "stream": True, "store": False,
+                 "text": {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}, "strict": True}},
+                 "reasoning": {"effort": "low"}, "metadata": {"k": "v"}}
+    write("openai_request", "responses.json", json.dumps(responses))
     write("openai_request", "tokenize.json",
           json.dumps({"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": True}))
     write("openai_request", "detokenize.json", json.dumps({"tokens": [5, 6, 7, 100000]}))

@@ -1,0 +1,233 @@
+// Routes::responses, `POST /v1/responses`: the Responses API over the chat path. The body parses
+// into the chat route's OpenAIRequest (responses_request), runs as one GenerationJob with the
+// same checks, admission gate, timeout, hang-up handling, metrics and request log, and comes back
+// as a response object or its stream of events (responses_response).
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "http/generation_job.hpp"
+#include "http/openai_response.hpp"
+#include "http/peer_socket.hpp"
+#include "http/responses_request.hpp"
+#include "http/responses_response.hpp"
+#include "http/routes.hpp"
+#include "runtime/logging.hpp"
+
+namespace troupe::http {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+ApiError not_ready() { return ApiError{503, "the engine is not ready yet; retry shortly", ""}; }
+
+ApiError shutting_down() { return ApiError{503, "the server is shutting down; retry on another replica", ""}; }
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& name : names) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
+json usage_of(const GenerationJob& job, const TextCodec& codec) {
+  int64_t num_reasoning = 0;
+  for (const ChoiceStream* c : job.choices())
+    if (!c->reasoning().empty()) num_reasoning += int64_t(codec.encode(c->reasoning(), false).size());
+  const int64_t num_output = job.num_completion_tokens();
+  // NOTE: the reasoning text re-encoded; its tags are not counted, so it stays below the output.
+  return responses_usage_json(job.num_prompt_tokens(), num_output, std::min(num_reasoning, num_output),
+                              job.num_cached_tokens());
+}
+
+// Keeps the conversation and its answer for a later previous_response_id.
+void remember(ResponseStore& store, const std::string& id, json conversation, const std::string& answer) {
+  conversation.push_back(json{{"role", "assistant"}, {"content", answer}});
+  store.put(id, std::move(conversation));
+}
+
+}  // namespace
+
+void Routes::responses(const httplib::Request& req, httplib::Response& res) {
+  const auto started = Clock::now();
+  std::string id = next_id("resp");
+  id[4] = '_';  // OpenAI spells it resp_<hex>
+  auto record = std::make_shared<RequestRecord>(start_record(req, res, id));
+  std::shared_ptr<GenerationJob> job;
+  struct LogAtExit {
+    std::function<void()> log;
+    ~LogAtExit() {
+      if (log) log();
+    }
+  } log_at_exit{[&] { log_request(*record, res.status, job.get(), started); }};
+
+  Result<json> body = parse_json_body(req.body);
+  if (!body.ok()) return send_error(res, api_error_of(body.error()));
+  std::string param;
+  Result<ResponsesRequest> parsed = parse_responses_request(body.value(), param, generation_defaults_);
+  if (!parsed.ok()) return send_error(res, api_error_of(parsed.error(), param));
+  ResponsesRequest& request = parsed.value();
+  if (!request.ignored_fields.empty())
+    log::get("http")->info("{}: /v1/responses ignores the fields {}", record->request_id, joined(request.ignored_fields));
+  record->model = request.chat.model;
+  if (request.chat.model != config_.served_model_name)
+    return send_error(res, ApiError{404, "the model '" + request.chat.model + "' does not exist", "model"});
+  // The conversation this response continues and, once answered, stores (store: true).
+  json conversation = json::array();
+  if (!request.previous_response_id.empty()) {
+    std::optional<json> previous = response_store_.get(request.previous_response_id);
+    if (!previous)
+      return send_error(res, ApiError{404,
+                                      "no response '" + request.previous_response_id +
+                                          "' is stored (troupe keeps the most recent ones in memory, none "
+                                          "across restarts, and none sent with store: false)",
+                                      "previous_response_id"});
+    conversation = std::move(*previous);
+    json messages = json::array();
+    if (request.instructions.is_string())
+      messages.push_back(json{{"role", "system"}, {"content", request.instructions}});
+    for (const json& m : conversation) messages.push_back(m);
+    for (const json& m : request.input_messages) messages.push_back(m);
+    request.chat.messages = std::move(messages);
+  }
+  for (const json& m : request.input_messages) conversation.push_back(m);
+  if (engine_ && !engine_->failure().empty())
+    return send_error(res, ApiError{503, "the engine failed: " + engine_->failure(), ""});
+  if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
+  std::shared_ptr<AdmissionGate::Ticket> ticket;
+  switch (gate_.admit(gate_.is_draining() ? 0 : engine_->stats().num_waiting, ticket)) {
+    case Admission::admitted: break;
+    case Admission::draining: return send_error(res, shutting_down());
+    case Admission::overloaded:
+      return send_error(res, ApiError{429,
+                                      "too many requests are waiting (--max-waiting-requests " +
+                                          std::to_string(config_.max_waiting_requests) + "); retry shortly",
+                                      ""});
+  }
+
+  JobSpec spec;
+  Result<std::string> rendered = codec_->render_chat(request.chat.messages, nullptr, true);
+  if (!rendered.ok()) return send_error(res, api_error_of(rendered.error(), "input"));
+  spec.prompt_text = std::move(rendered).value();
+  spec.prompt_ids = codec_->encode(spec.prompt_text, /*add_special_tokens=*/false);
+  if (!request.chat.max_tokens_given) {
+    const int64_t limit = max_model_len(), num_prompt = int64_t(spec.prompt_ids.size());
+    request.chat.params.max_tokens = std::max<int64_t>(1, limit > 0 ? limit - num_prompt : int64_t(1) << 30);
+  }
+  spec.id = id;
+  spec.request = request.chat;
+  spec.reasoning_parser = config_.reasoning_parser;
+  job = std::make_shared<GenerationJob>(*engine_, metrics_, *codec_, std::move(spec));
+  if (Status status = job->submit(); !status.ok()) {
+    job.reset();
+    ApiError error = api_error_of(status.error());
+    if (error.param == "prompt" || error.param == "messages") error.param = "input";
+    if (error.param == "max_tokens") error.param = "max_output_tokens";
+    return send_error(res, error);
+  }
+  ticket->submitted();
+  const ResponseSkeleton skeleton = ResponseSkeleton::of(request, id, unix_now(), config_.served_model_name);
+
+  if (!request.chat.stream) {
+    // As the chat route: cancelled on a drain's abort or past --request-timeout, dropped when
+    // the client hangs up.
+    bool cancelled = false, timed_out = false, looked_for_socket = false;
+    int socket = -1;
+    while (!job->is_finished() && !stopping_) {
+      job->poll(100ms);
+      if (job->is_finished() || cancelled) continue;
+      timed_out = is_past_timeout(started);
+      if (timed_out || gate_.is_aborting()) {
+        job->cancel();
+        cancelled = true;
+        continue;
+      }
+      if (!looked_for_socket) {
+        socket = find_connection_socket(req.remote_addr, req.remote_port, req.local_port);
+        looked_for_socket = true;
+      }
+      if (is_peer_closed(socket)) return job->cancel();
+    }
+    if (!job->is_finished()) return send_error(res, shutting_down());
+    if (timed_out) return send_error(res, timeout_error());
+    const ChoiceStream& choice = *job->choices().front();
+    if (choice.finish_reason() == FinishReason::error) return send_error(res, ApiError{500, "generation failed", ""});
+    if (request.store) remember(response_store_, id, conversation, choice.content());
+    res.status = 200;
+    res.set_content(dump_json(response_of(skeleton, choice, usage_of(*job, *codec_))), "application/json");
+    return;
+  }
+
+  struct StreamState {
+    explicit StreamState(ResponseSkeleton s) : events(std::move(s)) {}
+    ResponseEventStream events;
+    bool started = false;
+    bool cancelled = false;
+    Clock::time_point last_write = Clock::now();
+  };
+  auto state = std::make_shared<StreamState>(skeleton);
+  log_at_exit.log = nullptr;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, job, ticket, state, started, id, conversation, store = request.store](size_t,
+                                                                                   httplib::DataSink& sink) {
+        auto write = [&](const std::string& s) {
+          if (s.empty()) return true;
+          state->last_write = Clock::now();
+          return sink.write(s.data(), s.size());
+        };
+        auto end_with = [&](const std::string& s) {
+          if (!write(s)) return false;
+          sink.done();
+          return true;
+        };
+        if (stopping_) return false;
+        if (!state->started) {
+          state->started = true;
+          if (!write(state->events.start())) return false;
+        }
+        if (!state->cancelled && !job->is_finished()) {
+          if (is_past_timeout(started)) {
+            job->cancel();
+            state->cancelled = true;
+            return end_with(state->events.fail("timeout", timeout_error().message, usage_of(*job, *codec_)));
+          }
+          if (gate_.is_aborting()) {
+            job->cancel();  // the engine ends it with abort: the response ends "cancelled"
+            state->cancelled = true;
+          }
+        }
+        for (const auto& item : job->poll(50ms)) {
+          const ChoiceDelta& d = item.second;
+          if (d.finish_reason == FinishReason::error)
+            return end_with(state->events.fail(
+                "server_error", d.error_message.empty() ? "generation failed" : d.error_message, usage_of(*job, *codec_)));
+          if (!write(state->events.push(d))) return false;
+        }
+        if (job->is_finished()) {
+          if (store) remember(response_store_, id, conversation, state->events.content());
+          return end_with(state->events.finish(job->finish_reason(), usage_of(*job, *codec_)));
+        }
+        // NOTE: an SSE comment now and then finds a client that left while nothing was generated.
+        if (Clock::now() - state->last_write > 2s && !write(": keep-alive\n\n")) return false;
+        return sink.is_writable ? sink.is_writable() : true;
+      },
+      [this, job, record, started](bool) {
+        job->cancel();
+        log_request(*record, 200, job.get(), started);
+      });
+}
+
+}  // namespace troupe::http
