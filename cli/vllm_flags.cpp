@@ -88,7 +88,7 @@ void add_vllm_serve_options(CLI::App& app, Config& config, VllmFlags& flags) {
     if (f.takes_value) {
       app.add_option(f.name, flags.ignored_values[i], "vLLM's; accepted and ignored (a warning)")->group("vLLM");
     } else {
-      app.add_flag(f.name, "vLLM's; accepted and ignored (a warning)")->group("vLLM");
+      app.add_flag(std::string(f.name))->description("vLLM's; accepted and ignored (a warning)")->group("vLLM");
     }
   }
   flags.refused_values.resize(std::size(kRefusedFlags));
