@@ -29,7 +29,7 @@ TEST(HttpRequestFields, LogitBiasAndMinTokensReachTheEngine) {
   body["logit_bias"] = {{"65", 5}, {"7", -100.0}};
   body["min_tokens"] = 3;
   ASSERT_EQ(post_json(c, "/v1/chat/completions", body).status, 200);
-  const SamplingParams& p = server.engine().submitted().at(0).params;
+  const SamplingParams p = server.engine().submitted().at(0).params;  // a copy: submitted() is one
   ASSERT_EQ(p.logit_bias.size(), 2u);
   EXPECT_EQ(p.logit_bias[0].token_id, 65);
   EXPECT_FLOAT_EQ(p.logit_bias[0].bias, 5.0f);
@@ -147,7 +147,7 @@ TEST(HttpRequestFields, EchoOnCompletionsAndChat) {
   ASSERT_EQ(reply.status, 200) << reply.raw;
   EXPECT_EQ(reply.body["choices"][0]["message"]["content"], "One, XYZ");
   // The prompt ends inside that message (the fake template would close it with "\n").
-  const std::vector<int32_t>& prompt = server.engine().submitted().back().prompt_ids;
+  const std::vector<int32_t> prompt = server.engine().submitted().back().prompt_ids;
   EXPECT_EQ(std::string(prompt.end() - 5, prompt.end()), "One, ");
   // Streamed: the echo is the first content.
   conv["stream"] = true;
