@@ -34,7 +34,7 @@ struct ChoiceTextOptions {
   DecodeOptions decode;
   bool include_stop_str_in_output = false;  // stop strings and stop_token_ids' text stay in the output
   int64_t min_tokens = 0;                   // stop strings are looked for only after this many tokens
-  std::vector<int64_t> stop_token_ids;      // a final one is left out of the text unless included
+  std::vector<int64_t> stop_token_ids;      // stop ids and EOS: a final one's text is left out unless included
   std::string echo;                         // sent as content before the generated text
 };
 

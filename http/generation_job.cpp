@@ -35,7 +35,10 @@ ChoiceTextOptions GenerationJob::text_options() const {
   options.decode = spec_.request.decode;
   options.include_stop_str_in_output = spec_.request.include_stop_str_in_output;
   options.min_tokens = spec_.request.params.min_tokens;
+  // The ids whose final text vLLM leaves out: stop_token_ids, and EOS unless ignore_eos.
   options.stop_token_ids = spec_.request.params.stop_token_ids;
+  if (!spec_.request.params.ignore_eos)
+    options.stop_token_ids.insert(options.stop_token_ids.end(), spec_.eos_token_ids.begin(), spec_.eos_token_ids.end());
   options.echo = spec_.echo_text;
   return options;
 }

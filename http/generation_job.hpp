@@ -22,6 +22,7 @@ struct JobSpec {
   std::string prompt_text;  // rendered prompt (decides whether the template opened <think>)
   std::string reasoning_parser;
   std::string echo_text;  // echo: sent before each choice's generated text
+  std::vector<int64_t> eos_token_ids;  // the model's (a final one's text is left out)
 };
 
 class GenerationJob {

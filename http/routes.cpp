@@ -69,6 +69,7 @@ Routes::Routes(const Config& config, ServingEngine* engine, std::shared_ptr<cons
   // known) keeps OpenAI's defaults.
   if (!config_.model.empty()) {
     if (auto defaults = load_generation_defaults(config_); defaults.ok()) generation_defaults_ = defaults.value();
+    if (auto model = ModelConfig::load(config_.model); model.ok()) eos_token_ids_ = model->eos_token_ids;
   }
 }
 
@@ -307,6 +308,7 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   spec.id = id;
   spec.request = request;
   spec.reasoning_parser = is_chat ? config_.reasoning_parser : "";
+  spec.eos_token_ids = eos_token_ids_;
   job = std::make_shared<GenerationJob>(*engine_, metrics_, *codec_, std::move(spec));
   if (Status status = job->submit(); !status.ok()) {
     job.reset();  // never ran: logged without tokens or a finish reason

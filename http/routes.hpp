@@ -74,6 +74,7 @@ class Routes {
   ServingEngine* engine_;
   std::shared_ptr<const TextCodec> codec_;
   GenerationDefaults generation_defaults_;  // the model's generation_config.json sampling defaults
+  std::vector<int64_t> eos_token_ids_;      // the model's; their text ends no output (as vLLM's)
   Metrics metrics_;
   AdmissionGate gate_;
   RequestLog request_log_;

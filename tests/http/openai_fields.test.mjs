@@ -84,6 +84,12 @@ test('skip_special_tokens and spaces_between_special_tokens', async () => {
   assert.equal((await client.completions.create({ ...base, skip_special_tokens: false })).choices[0].text, `${h} ${h}`);
   const glued = await client.completions.create({ ...base, skip_special_tokens: false, spaces_between_special_tokens: false });
   assert.equal(glued.choices[0].text, `${h}${h}`);
+  // The EOS that ends the output is left out of it, as vLLM does, unless include_stop_str_in_output.
+  const eos = { model, prompt: 'Hi', temperature: 0, max_tokens: 4, skip_special_tokens: false, logit_bias: { [EOS[1]]: 100 } };
+  const ended = await client.completions.create(eos);
+  assert.equal(ended.choices[0].finish_reason, 'stop');
+  assert.equal(ended.choices[0].text, '');
+  assert.equal((await client.completions.create({ ...eos, include_stop_str_in_output: true })).choices[0].text, '<|eot_id|>');
 });
 
 test('echo puts the prompt before the completion', async () => {

@@ -2,6 +2,7 @@
 // what comes back, and a 400 naming the field for every bad value.
 #include <gtest/gtest.h>
 
+#include "http/choice_stream.hpp"
 #include "tests/http/log_capture.hpp"
 #include "tests/http/test_server.hpp"
 
@@ -229,6 +230,25 @@ TEST(HttpRequestFields, ServerSeedMakesUnseededRequestsRepeat) {
     EXPECT_EQ(seeds[3], 7);         // a request's own seed wins
     if (run == 0) first_run = seeds;
     else EXPECT_EQ(seeds, first_run);  // and a second run repeats the first
+  }
+}
+
+TEST(HttpRequestFields, AFinalStopTokensTextIsLeftOutUnlessIncluded) {
+  FakeTextCodec codec;
+  for (bool include : {false, true}) {
+    http::ChoiceStream choice(0, codec, {}, nullptr, false);
+    http::ChoiceTextOptions options;
+    options.stop_token_ids = {'!'};  // a stop id or an EOS (GenerationJob adds the model's)
+    options.include_stop_str_in_output = include;
+    choice.set_text_options(options);
+    GenerationOutput out;
+    out.new_token_ids = {'a', '!', 'b'};  // '!' inside the output is ordinary text
+    choice.push(out);
+    out.new_token_ids = {'c', '!'};
+    out.finish_reason = FinishReason::stop;
+    choice.push(out);
+    EXPECT_EQ(choice.content(), include ? "a!bc!" : "a!bc");
+    EXPECT_EQ(choice.num_completion_tokens(), 5);
   }
 }
 
