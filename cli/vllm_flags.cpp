@@ -47,6 +47,29 @@ constexpr RefusedFlag kRefusedFlags[] = {
 
 bool is_refused_short(const std::string& arg) { return arg == "-dp" || arg.rfind("-dp=", 0) == 0; }
 
+bool is_served_name_flag(const std::string& arg) {
+  return arg == "--served-model-name" || arg.rfind("--served-model-name=", 0) == 0;
+}
+
+// --served-model-name takes several values, so CLI11 would keep every occurrence: only the last
+// one stays (the command line's over the --config file's, which comes first).
+void keep_last_served_names(std::vector<std::string>& args) {
+  size_t last = args.size();
+  for (size_t i = 0; i < args.size(); ++i)
+    if (is_served_name_flag(args[i])) last = i;
+  for (size_t i = 0; i < last;) {
+    if (!is_served_name_flag(args[i])) {
+      ++i;
+      continue;
+    }
+    size_t end = i + 1;
+    if (args[i].find('=') == std::string::npos)
+      while (end < last && !args[end].empty() && args[end][0] != '-') ++end;
+    args.erase(args.begin() + std::ptrdiff_t(i), args.begin() + std::ptrdiff_t(end));
+    last -= end - i;
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> normalize_vllm_args(std::vector<std::string> args) {
@@ -63,6 +86,7 @@ std::vector<std::string> normalize_vllm_args(std::vector<std::string> args) {
     args[i] = rewrite(args[i], "-pp", "--pipeline-parallel-size");
     if (is_refused_short(args[i])) args[i] = "--data-parallel-size" + args[i].substr(3);
   }
+  keep_last_served_names(args);
   return args;
 }
 

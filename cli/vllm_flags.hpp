@@ -17,7 +17,8 @@ class App;
 namespace troupe::cli {
 
 // vLLM's short spellings CLI11 cannot declare ("-tp 8", "-pp=2", "-tp8"): rewritten to the
-// long flags. Everything else is left as it is.
+// long flags; of several --served-model-name occurrences only the last stays (the command line's
+// over the --config file's). Everything else is left as it is.
 std::vector<std::string> normalize_vllm_args(std::vector<std::string> args);
 
 // What vLLM-only flags left after parsing: values of harmless flags troupe ignores, refused ones.

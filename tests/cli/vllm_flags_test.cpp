@@ -39,6 +39,12 @@ TEST(VllmFlags, ShortParallelSpellings) {
   }
   // A value that is not a number stays an error.
   EXPECT_TRUE(parse({"serve", "m", "-tp", "x"}).exit_code);
+  // Several --served-model-name occurrences (a --config file's comes first): the last one wins.
+  EXPECT_EQ(normalize_vllm_args({"troupe", "serve", "--served-model-name=file", "--served-model-name", "a", "b", "m"}),
+            (std::vector<std::string>{"troupe", "serve", "--served-model-name", "a", "b", "m"}));
+  EXPECT_EQ(normalize_vllm_args({"troupe", "serve", "--served-model-name", "x", "y", "--port", "1",
+                                 "--served-model-name=z"}),
+            (std::vector<std::string>{"troupe", "serve", "--port", "1", "--served-model-name=z"}));
   // Other args are left alone.
   EXPECT_EQ(normalize_vllm_args({"troupe", "-tpx", "--tp", "-pp"}),
             (std::vector<std::string>{"troupe", "-tpx", "--tp", "--pipeline-parallel-size"}));
