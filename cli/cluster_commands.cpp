@@ -14,6 +14,7 @@
 #include "backends/backend_factory.hpp"
 #include "backends/stage_model_factory.hpp"
 #include "runtime/logging.hpp"
+#include "http/generation_config.hpp"
 #endif
 
 namespace troupe::cli {
@@ -28,6 +29,10 @@ int run_head(const Config& given) {
     auto loaded = http::HfTextCodec::load(config.model);
     if (!loaded.ok()) return report_error(loaded.error());
     codec = std::move(loaded.value());
+    if (!config.chat_template.empty())
+      if (Status replaced = codec->replace_chat_template(config.chat_template); !replaced.ok())
+        return report_error(replaced.error());
+    if (auto defaults = http::load_generation_defaults(config); !defaults.ok()) return report_error(defaults.error());
   }
   std::unique_ptr<http::Server> server;
   std::thread listener;

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "cli/config_file.hpp"
+#include "cli/vllm_flags.hpp"
 #include "cluster/address.hpp"
 #include "runtime/version.hpp"
 
@@ -42,9 +43,12 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   app.require_subcommand(1, 1);
   app.fallthrough(false);
 
+  VllmFlags vllm_flags;
   auto* serve = app.add_subcommand("serve", "run the whole engine and its HTTP API in one process");
   add_common_options(*serve, config);
   add_engine_options(*serve, config);
+  serve->add_option("model_tag", config.model, "the model folder, as `vllm serve MODEL` (or --model)");
+  add_vllm_serve_options(*serve, config, vllm_flags);
   add_http_options(*serve, config, "--port");
   add_http_security_options(*serve, config);
   add_lifecycle_options(*serve, config);
@@ -58,6 +62,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   auto* head = app.add_subcommand("head", "start a head node: registry, supervisor, router, HTTP API");
   add_common_options(*head, config);
   add_engine_options(*head, config);
+  add_vllm_serve_options(*head, config, vllm_flags);
   add_http_options(*head, config, "--http-port");
   add_http_security_options(*head, config);
   add_lifecycle_options(*head, config);
@@ -68,12 +73,14 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   auto* worker = app.add_subcommand("worker", "join this machine to a head node");
   add_common_options(*worker, config);
   add_engine_options(*worker, config);
+  add_served_model_name_option(*worker, config);
   add_worker_options(*worker, config);
   add_heartbeat_options(*worker, config);
 
   auto* generate = app.add_subcommand("generate", "generate from one prompt on this machine");
   add_common_options(*generate, config);
   add_engine_options(*generate, config);
+  add_served_model_name_option(*generate, config);
   generate->add_option("--tensor-parallel-size,--tp", config.tensor_parallel_size,
                        "devices (GPUs over NCCL; on the CPU, thread ranks)")
       ->capture_default_str();
@@ -114,7 +121,8 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
     parsed.exit_code = report_error(args.error());
     return parsed;
   }
-  std::vector<std::string> reversed(args->rbegin(), args->rend() - 1);
+  const std::vector<std::string> normalized = normalize_vllm_args(args.value());
+  std::vector<std::string> reversed(normalized.rbegin(), normalized.rend() - 1);
   try {
     app.parse(reversed);
   } catch (const CLI::CallForHelp& e) {
@@ -133,6 +141,15 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   }
 
   if (worker->parsed()) apply_lws_defaults(config);
+  if (serve->parsed() || head->parsed()) {
+    Result<std::vector<std::string>> warnings = check_vllm_flags(serve->parsed() ? *serve : *head, config, vllm_flags);
+    if (!warnings.ok()) {
+      parsed.exit_code = report_error(warnings.error());
+      return parsed;
+    }
+    for (const std::string& warning : warnings.value()) std::cerr << "troupe: warning: " << warning << "\n";
+    command.warnings = warnings.value();
+  }
   if (Status status = config.validate(); !status.ok()) {
     parsed.exit_code = report_error(status.error());
     return parsed;

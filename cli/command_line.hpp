@@ -19,6 +19,7 @@ struct CommandLine {
   GenerateOptions generate;
   TokenizeOptions tokenize;
   ServingBenchmarkOptions bench;
+  std::vector<std::string> warnings;  // vLLM flags accepted and ignored (printed already)
 };
 
 struct ParsedCommandLine {

@@ -15,8 +15,6 @@ void add_common_options(CLI::App& app, Config& config) {
 
 void add_engine_options(CLI::App& app, Config& config) {
   app.add_option("--model", config.model, "Hugging Face model folder (config.json + safetensors)");
-  app.add_option("--served-model-name", config.served_model_name,
-                 "name clients use as `model` (default: the model folder's name)");
   app.add_option("--load-format", config.load_format, "auto or dummy (random weights)")->capture_default_str();
   app.add_option("--device", config.device, "auto, cpu or cuda")->capture_default_str();
   app.add_option("--dtype", config.dtype, "GPU weights: auto (bfloat16 for bf16 checkpoints), float32 or bfloat16")
@@ -35,6 +33,11 @@ void add_engine_options(CLI::App& app, Config& config) {
                "reuse the KV cache of shared prompt prefixes (on by default)");
   app.add_option("--num-threads", config.num_threads, "CPU backend threads (0: all cores)");
   app.add_flag("--enforce-eager", config.enforce_eager, "no CUDA graphs");
+}
+
+void add_served_model_name_option(CLI::App& app, Config& config) {
+  app.add_option("--served-model-name", config.served_model_name,
+                 "name clients use as `model` (default: the model folder's name)");
 }
 
 void add_http_options(CLI::App& app, Config& config, const std::string& port_flag) {

@@ -16,8 +16,10 @@ namespace troupe::cli {
 
 // Flags every subcommand takes: --config, --log-level.
 void add_common_options(CLI::App& app, Config& config);
-// Model and engine flags: --model, --served-model-name, --max-num-seqs, ...
+// Model and engine flags: --model, --max-num-seqs, ...
 void add_engine_options(CLI::App& app, Config& config);
+// One --served-model-name (worker, generate; serve and head take several: vllm_flags.hpp).
+void add_served_model_name_option(CLI::App& app, Config& config);
 // HTTP flags; `port_flag` is "--port" for serve and "--http-port" for head.
 void add_http_options(CLI::App& app, Config& config, const std::string& port_flag);
 // Cluster flags: parallel sizes, replicas, token.

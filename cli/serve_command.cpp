@@ -11,6 +11,7 @@
 
 #include "cli/commands.hpp"
 #include "pipeline/local_pipeline.hpp"
+#include "http/generation_config.hpp"
 #include "http/hf_text_codec.hpp"
 #include "http/server.hpp"
 #include "backends/backend_factory.hpp"
@@ -58,12 +59,17 @@ int wait_for_stop(const std::atomic<bool>& done) {
 
 int run_serve(const Config& given) {
   Config config = given;
-  if (config.model.empty()) return report_error(make_error(ErrorCode::invalid_argument, "--model is required"));
+  if (config.model.empty())
+    return report_error(make_error(ErrorCode::invalid_argument, "a model folder is required (troupe serve MODEL, or --model)"));
   if (config.served_model_name.empty())
     config.served_model_name = std::filesystem::path(config.model).filename().string();
 
   auto codec = http::HfTextCodec::load(config.model);
   if (!codec.ok()) return report_error(codec.error());
+  if (!config.chat_template.empty())
+    if (Status replaced = codec.value()->replace_chat_template(config.chat_template); !replaced.ok())
+      return report_error(replaced.error());
+  if (auto defaults = http::load_generation_defaults(config); !defaults.ok()) return report_error(defaults.error());
   // --pipeline-parallel-size N: N stages in this process, wired over loopback UCX.
   std::unique_ptr<cluster::LocalPipeline> pipeline;
   std::unique_ptr<LlmEngine> single;

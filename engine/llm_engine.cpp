@@ -45,7 +45,7 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
   TROUPE_TRY(sched.validate());
   engine->scheduler_ = std::make_unique<Scheduler>(sched);
   engine->runner_ = std::make_unique<ModelRunner>(*engine->model_, *engine->cache_);
-  engine->sampling_ = std::make_unique<SamplingStep>(*engine->backend_, engine->vocab_size_);
+  engine->sampling_ = std::make_unique<SamplingStep>(*engine->backend_, engine->vocab_size_, sched.eos_token_ids);
   log::get("engine")->info("{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}, prefix caching {}",
                            model_config.architecture, engine->backend_->name(), model_config.num_hidden_layers,
                            engine->num_kv_blocks_, config.block_size, engine->max_model_len_,

@@ -79,6 +79,26 @@ Status Sampler::apply_penalties(const SamplerRow& row, int64_t vocab_size) {
   return Status::success();
 }
 
+Status Sampler::apply_bias_and_min_tokens(const SamplerRow& row, int64_t vocab_size) {
+  const SamplingParams& p = *row.params;
+  for (const LogitBias& b : p.logit_bias) {
+    if (b.token_id < 0 || b.token_id >= vocab_size)
+      return bad_row("logit_bias token id " + std::to_string(b.token_id) + " out of range [0, " +
+                     std::to_string(vocab_size) + ")");
+    work_[b.token_id] += b.bias;
+  }
+  const int64_t num_output = row.output_ids ? static_cast<int64_t>(row.output_ids->size()) : 0;
+  if (num_output < p.min_tokens) {
+    // As vLLM's MinTokensLogitsProcessor: every EOS id (even with ignore_eos) and stop_token_ids.
+    constexpr float kMasked = -std::numeric_limits<float>::infinity();
+    for (int32_t id : eos_token_ids_)
+      if (id >= 0 && id < vocab_size) work_[id] = kMasked;
+    for (int64_t id : p.stop_token_ids)
+      if (id >= 0 && id < vocab_size) work_[id] = kMasked;
+  }
+  return Status::success();
+}
+
 // order_ = the best k ids of x_ (higher logit, then lower id), sorted best-first.
 void Sampler::select_top(int64_t k) {
   const float* x = x_;
@@ -186,6 +206,8 @@ bool has_penalties(const SamplingParams& params) {
   return params.repetition_penalty != 1.0 || params.presence_penalty != 0.0 || params.frequency_penalty != 0.0;
 }
 
+bool has_logit_processors(const SamplingParams& params) { return !params.logit_bias.empty() || params.min_tokens > 0; }
+
 Result<SampledToken> Sampler::sample_row(const float* logits, int64_t vocab_size, const SamplerRow& row) {
   return sample_row_impl(logits, vocab_size, row, nullptr);
 }
@@ -203,9 +225,15 @@ Result<SampledToken> Sampler::sample_row_impl(const float* logits, int64_t vocab
   if (!params.is_greedy() && row.rng == nullptr && uniform == nullptr) return bad_row("sampling row has no RNG state");
   vocab_size_ = vocab_size;
   x_ = logits;
-  if (has_penalties(params)) {  // copy only when the logits change
+  if (has_penalties(params) || has_logit_processors(params)) {  // copy only when the logits change
     work_.assign(logits, logits + vocab_size);
-    TROUPE_TRY(apply_penalties(row, vocab_size));
+    TROUPE_TRY(apply_bias_and_min_tokens(row, vocab_size));
+    if (has_penalties(params)) {
+      TROUPE_TRY(apply_penalties(row, vocab_size));
+    } else {
+      TROUPE_TRY(check_ids(row.prompt_ids, "prompt", vocab_size));
+      TROUPE_TRY(check_ids(row.output_ids, "output", vocab_size));
+    }
     x_ = work_.data();
   } else {
     TROUPE_TRY(check_ids(row.prompt_ids, "prompt", vocab_size));

@@ -42,6 +42,9 @@ struct SampledToken {
 // NOTE: not thread-safe (reuses scratch buffers); use one Sampler per engine thread.
 class Sampler {
  public:
+  // The model's EOS ids, which min_tokens keeps from being sampled (with params.stop_token_ids).
+  void set_eos_token_ids(std::vector<int32_t> ids) { eos_token_ids_ = std::move(ids); }
+
   // logits: [num_seqs, vocab_size] row-major fp32. rows.size() == num_seqs.
   Result<std::vector<SampledToken>> sample(const float* logits, int64_t num_seqs, int64_t vocab_size,
                                            const std::vector<SamplerRow>& rows);
@@ -57,6 +60,8 @@ class Sampler {
   Result<SampledToken> sample_row_impl(const float* logits, int64_t vocab_size, const SamplerRow& row,
                                        const double* uniform);
   Status apply_penalties(const SamplerRow& row, int64_t vocab_size);
+  // logit_bias, then -inf on the stop ids while min_tokens is not reached (into work_).
+  Status apply_bias_and_min_tokens(const SamplerRow& row, int64_t vocab_size);
   int32_t pick(const SamplingParams& params, double uniform, float max_value, double full_sum);
   struct Softmax {
     float max_value;
@@ -74,10 +79,14 @@ class Sampler {
   std::vector<int32_t> counts_;    // [vocab] output-token counts, zero between rows
   std::vector<uint8_t> seen_;      // [vocab] seen in prompt or output, zero between rows
   std::vector<int32_t> order_;     // candidate ids
+  std::vector<int32_t> eos_token_ids_;
 };
 
 // True when the row's logits are changed by repetition, presence or frequency penalties.
 bool has_penalties(const SamplingParams& params);
+// True when logit_bias or min_tokens may change the row's logits (min_tokens > 0 counts always:
+// whether it still applies depends on the number of tokens generated).
+bool has_logit_processors(const SamplingParams& params);
 
 // True when `token_id` ends generation: one of params.stop_token_ids, or an EOS id unless
 // params.ignore_eos.

@@ -36,6 +36,18 @@ Status SamplingParams::validate() const {
   if (logprobs < -1 || logprobs > 20) return bad("logprobs", "must be -1 (none) or in [0, 20]", logprobs);
   for (int64_t id : stop_token_ids)
     if (id < 0) return bad("stop_token_ids", "ids must be >= 0", id);
+  TROUPE_TRY(validate_logit_bias());
+  if (min_tokens < 0 || min_tokens > max_tokens)
+    return bad("min_tokens", "must be in [0, max_tokens]", min_tokens);
+  return Status::success();
+}
+
+Status SamplingParams::validate_logit_bias() const {
+  for (const LogitBias& b : logit_bias) {
+    if (b.token_id < 0) return bad("logit_bias", "token ids must be >= 0", b.token_id);
+    if (!std::isfinite(b.bias) || b.bias < -100.0f || b.bias > 100.0f)
+      return bad("logit_bias", "biases must be in [-100, 100]", b.bias);
+  }
   return Status::success();
 }
 

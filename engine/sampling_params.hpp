@@ -20,6 +20,12 @@ struct OutputConstraint {
   bool is_none() const { return kind == Kind::none; }
 };
 
+// One entry of OpenAI's logit_bias: added to the token's logit before any other processing.
+struct LogitBias {
+  int32_t token_id = 0;
+  float bias = 0.0f;  // [-100, 100]
+};
+
 struct SamplingParams {
   double temperature = 1.0;         // 0: greedy
   double top_p = 1.0;               // (0, 1]
@@ -34,10 +40,13 @@ struct SamplingParams {
   bool ignore_eos = false;
   int64_t logprobs = -1;            // -1: none; else the number of top logprobs per token (0..20)
   OutputConstraint constraint;      // none: unconstrained
+  std::vector<LogitBias> logit_bias;  // applied to the raw logits, first
+  int64_t min_tokens = 0;           // EOS and stop_token_ids cannot be sampled before this many tokens
 
   bool is_greedy() const { return temperature == 0.0; }
   // Errors name the parameter (OpenAI spelling) and the bad value.
   Status validate() const;
+  Status validate_logit_bias() const;
 };
 
 }  // namespace troupe

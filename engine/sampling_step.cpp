@@ -14,7 +14,10 @@ bool SamplingStep::can_sample_on_device(const Tensor& logits, const std::vector<
   if (backend_->device() == Device::cpu || logits.dim() != 2 || logits.size(1) != vocab_size_) return false;
   for (const SamplerRow& row : rows) {
     const SamplingParams& p = *row.params;
-    if (has_penalties(p) || p.logprobs >= 0 || (!p.is_greedy() && row.rng == nullptr)) return false;
+    // NOTE: logit_bias and min_tokens rows fall back to the host Sampler (the device kernel takes
+    // no per-row logit edits); the batch then samples on the host, the same tokens either way.
+    if (has_penalties(p) || has_logit_processors(p) || p.logprobs >= 0 || (!p.is_greedy() && row.rng == nullptr))
+      return false;
   }
   return true;
 }

@@ -23,6 +23,10 @@ Status validate_generation_request(const GenerationRequest& request, const Reque
     return bad_request("prompt", "the prompt has " + std::to_string(num_prompt) + " tokens; " + context +
                                      " (the prompt and at least one generated token)");
   TROUPE_TRY(request.params.validate());
+  for (const LogitBias& b : request.params.logit_bias)
+    if (b.token_id >= limits.vocab_size)
+      return bad_request("logit_bias", "logit_bias token id " + std::to_string(b.token_id) +
+                                           " is outside the vocabulary [0, " + std::to_string(limits.vocab_size) + ")");
   const int64_t max_tokens = request.params.max_tokens;
   if (request.max_tokens_must_fit && num_prompt + max_tokens > limits.max_model_len)
     return bad_request("max_tokens", context + "; you requested " + std::to_string(num_prompt + max_tokens) + " (" +

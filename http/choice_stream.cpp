@@ -1,5 +1,7 @@
 #include "http/choice_stream.hpp"
 
+#include <algorithm>
+
 namespace troupe::http {
 
 ChoiceStream::ChoiceStream(int index, const TextCodec& codec, std::vector<std::string> stop_strings,
@@ -10,6 +12,12 @@ ChoiceStream::ChoiceStream(int index, const TextCodec& codec, std::vector<std::s
       stop_(std::move(stop_strings)),
       reasoning_parser_(std::move(reasoning_parser)),
       want_logprobs_(want_logprobs) {}
+
+void ChoiceStream::set_text_options(ChoiceTextOptions options) {
+  options_ = std::move(options);
+  detokenizer_ = codec_->make_detokenizer_with(options_.decode);
+  stop_ = StopStringMatcher(stop_.stop_strings(), options_.include_stop_str_in_output);
+}
 
 void ChoiceStream::emit(const std::string& text, ChoiceDelta& delta) {
   if (text.empty()) return;
@@ -29,6 +37,19 @@ ChoiceDelta ChoiceStream::push(const GenerationOutput& output) {
   ChoiceDelta delta;
   if (is_finished()) return delta;
   num_prompt_tokens_ = output.num_prompt_tokens;
+  if (!options_.echo.empty()) {  // echo: the prompt's text first, as content, outside reasoning
+    delta.content += options_.echo;
+    content_ += options_.echo;
+    options_.echo.clear();
+  }
+  // A stop token id that ended the choice: its text is left out unless include_stop_str_in_output.
+  size_t num_to_detokenize = output.new_token_ids.size();
+  if (output.finish_reason == FinishReason::stop && num_to_detokenize > 0 && !options_.include_stop_str_in_output) {
+    const int32_t last = output.new_token_ids.back();
+    if (std::find(options_.stop_token_ids.begin(), options_.stop_token_ids.end(), last) !=
+        options_.stop_token_ids.end())
+      --num_to_detokenize;
+  }
   for (size_t i = 0; i < output.new_token_ids.size() && !stop_.is_stopped(); ++i) {
     int32_t id = output.new_token_ids[i];
     ++num_completion_tokens_;
@@ -42,7 +63,8 @@ ChoiceDelta ChoiceStream::push(const GenerationOutput& output) {
       delta.logprobs.push_back(lp);
       logprobs_.push_back(std::move(lp));
     }
-    StopStringMatcher::Step step = stop_.push(detokenizer_->push(id));
+    if (i >= num_to_detokenize) break;
+    StopStringMatcher::Step step = stop_.push(detokenizer_->push(id), num_completion_tokens_ > options_.min_tokens);
     emit(step.text, delta);
   }
   bool done = stop_.is_stopped() || output.finish_reason != FinishReason::none;

@@ -29,11 +29,22 @@ struct ChoiceDelta {
   std::string error_message;                        // with FinishReason::error
 };
 
+// vLLM's per-request text fields of a choice.
+struct ChoiceTextOptions {
+  DecodeOptions decode;
+  bool include_stop_str_in_output = false;  // stop strings and stop_token_ids' text stay in the output
+  int64_t min_tokens = 0;                   // stop strings are looked for only after this many tokens
+  std::vector<int64_t> stop_token_ids;      // stop ids and EOS: a final one's text is left out unless included
+  std::string echo;                         // sent as content before the generated text
+};
+
 class ChoiceStream {
  public:
   ChoiceStream(int index, const TextCodec& codec, std::vector<std::string> stop_strings,
                std::unique_ptr<ReasoningParser> reasoning_parser, bool want_logprobs);
 
+  // Before the first push.
+  void set_text_options(ChoiceTextOptions options);
   ChoiceDelta push(const GenerationOutput& output);
 
   int index() const { return index_; }
@@ -57,6 +68,7 @@ class ChoiceStream {
   StopStringMatcher stop_;
   std::unique_ptr<ReasoningParser> reasoning_parser_;
   bool want_logprobs_;
+  ChoiceTextOptions options_;
   bool stopped_by_string_ = false;
   FinishReason finish_reason_ = FinishReason::none;
   int64_t num_completion_tokens_ = 0;

@@ -23,6 +23,7 @@ GenerationJob::GenerationJob(ServingEngine& engine, Metrics& metrics, const Text
     choices_.push_back(std::make_unique<ChoiceStream>(
         int(i), codec, spec_.request.stop, ReasoningParser::create(spec_.reasoning_parser, spec_.prompt_text),
         spec_.request.logprobs));
+  for (auto& choice : choices_) choice->set_text_options(text_options());
   submitted_.assign(n, false);
   last_output_at_.assign(n, started_at_);
   got_first_token_.assign(n, false);
@@ -30,6 +31,19 @@ GenerationJob::GenerationJob(ServingEngine& engine, Metrics& metrics, const Text
 }
 
 GenerationJob::~GenerationJob() { cancel(); }
+
+ChoiceTextOptions GenerationJob::text_options() const {
+  ChoiceTextOptions options;
+  options.decode = spec_.request.decode;
+  options.include_stop_str_in_output = spec_.request.include_stop_str_in_output;
+  options.min_tokens = spec_.request.params.min_tokens;
+  // The ids whose final text vLLM leaves out: stop_token_ids, and EOS unless ignore_eos.
+  options.stop_token_ids = spec_.request.params.stop_token_ids;
+  if (!spec_.request.params.ignore_eos)
+    options.stop_token_ids.insert(options.stop_token_ids.end(), spec_.eos_token_ids.begin(), spec_.eos_token_ids.end());
+  options.echo = spec_.echo_text;
+  return options;
+}
 
 Status GenerationJob::submit() {
   for (size_t i = 0; i < choices_.size(); ++i) {

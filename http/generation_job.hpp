@@ -21,6 +21,8 @@ struct JobSpec {
   std::vector<int32_t> prompt_ids;
   std::string prompt_text;  // rendered prompt (decides whether the template opened <think>)
   std::string reasoning_parser;
+  std::string echo_text;  // echo: sent before each choice's generated text
+  std::vector<int64_t> eos_token_ids;  // the model's (a final one's text is left out)
 };
 
 class GenerationJob {
@@ -49,6 +51,7 @@ class GenerationJob {
   FinishReason finish_reason() const;
 
  private:
+  ChoiceTextOptions text_options() const;
   std::string engine_id(size_t choice) const { return spec_.id + "-" + std::to_string(choice); }
   void observe(size_t choice, const QueuedOutput& item);
 

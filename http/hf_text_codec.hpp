@@ -18,6 +18,12 @@ class HfTextCodec final : public TextCodec {
                                   bool add_generation_prompt) const override;
   std::unique_ptr<TextDetokenizer> make_detokenizer() const override;
   int64_t vocab_size() const override;
+  std::string decode_with(const std::vector<int32_t>& ids, const DecodeOptions& options) const override;
+  std::unique_ptr<TextDetokenizer> make_detokenizer_with(const DecodeOptions& options) const override;
+  Result<std::string> render_chat_with(const nlohmann::json& messages, const nlohmann::json& tools,
+                                       const ChatRenderOptions& options) const override;
+  // --chat-template: a Jinja file or the template itself in place of the model's.
+  Status replace_chat_template(const std::string& file_or_template);
 
  private:
   Tokenizer tokenizer_;

@@ -1,7 +1,11 @@
 #include "http/openai_request.hpp"
 
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+
+#include "http/request_fields.hpp"
 
 namespace troupe::http {
 namespace {
@@ -122,6 +126,73 @@ Status read_common(const json& body, OpenAIRequest& r, std::string& param, const
   return Status::success();
 }
 
+// logit_bias: {"token id": bias in [-100, 100], ...} as OpenAI; ids past the vocabulary are
+// refused by the engine's request check, which knows the vocabulary.
+Status read_logit_bias(const json& body, SamplingParams& p, std::string& param) {
+  if (!present(body, "logit_bias")) return Status::success();
+  const json& bias = body["logit_bias"];
+  if (!bias.is_object()) return bad(param, "logit_bias", "must be an object of token id -> bias");
+  for (auto it = bias.begin(); it != bias.end(); ++it) {
+    const std::string& key = it.key();
+    char* end = nullptr;
+    errno = 0;
+    const long long id = key.empty() ? -1 : std::strtoll(key.c_str(), &end, 10);
+    if (key.empty() || errno != 0 || *end != '\0' || id < 0 || id > std::numeric_limits<int32_t>::max())
+      return bad(param, "logit_bias", "keys must be token ids (non-negative integers), got " + shown(key));
+    const json& v = it.value();
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < -100.0 || v.get<double>() > 100.0)
+      return bad(param, "logit_bias", "biases must be numbers in [-100, 100], got " + shown(v) + " for " + key);
+    p.logit_bias.push_back(LogitBias{int32_t(id), v.get<float>()});
+  }
+  return Status::success();
+}
+
+// vLLM's extra fields shared by chat and completions; `best_of` other than n is refused.
+Status read_vllm_fields(const json& body, OpenAIRequest& r, std::string& param) {
+  TROUPE_TRY(read_logit_bias(body, r.params, param));
+  TROUPE_TRY(read_int(body, "min_tokens", 0, std::numeric_limits<int32_t>::max(), r.params.min_tokens, param));
+  TROUPE_TRY(read_bool(body, "include_stop_str_in_output", r.include_stop_str_in_output, param));
+  TROUPE_TRY(read_bool(body, "skip_special_tokens", r.decode.skip_special_tokens, param));
+  TROUPE_TRY(read_bool(body, "spaces_between_special_tokens", r.decode.spaces_between_special_tokens, param));
+  TROUPE_TRY(read_bool(body, "echo", r.echo, param));
+  TROUPE_TRY(read_bool(body, "add_special_tokens", r.add_special_tokens, param));
+  TROUPE_TRY(read_int(body, "prompt_logprobs", 0, kMaxTopLogprobs, r.prompt_logprobs, param));
+  if (present(body, "user")) {
+    if (!body["user"].is_string()) return bad(param, "user", "must be a string");
+    r.user = body["user"].get<std::string>();
+  }
+  if (present(body, "best_of")) {
+    int64_t best_of = 0;
+    TROUPE_TRY(read_int(body, "best_of", 1, kMaxN, best_of, param));
+    if (best_of != r.n)
+      return bad(param, "best_of", "is not supported: troupe returns every sampled choice, so best_of must equal n (" +
+                                       std::to_string(r.n) + "), got " + std::to_string(best_of));
+  }
+  if (r.params.max_tokens < r.params.min_tokens && r.max_tokens_given)
+    return bad(param, "min_tokens", "must be <= max_tokens (" + std::to_string(r.params.max_tokens) + "), got " +
+                                        std::to_string(r.params.min_tokens));
+  r.ignored_fields = ignored_fields(body, r.endpoint);
+  return Status::success();
+}
+
+// Chat-only fields of vLLM: chat_template_kwargs, continue_final_message; a per-request
+// chat_template is refused (vLLM's default too: the server's --chat-template decides).
+Status read_chat_fields(const json& body, OpenAIRequest& r, std::string& param) {
+  if (present(body, "chat_template_kwargs")) {
+    if (!body["chat_template_kwargs"].is_object()) return bad(param, "chat_template_kwargs", "must be an object");
+    r.chat_template_kwargs = body["chat_template_kwargs"];
+  }
+  if (present(body, "chat_template"))
+    return bad(param, "chat_template", "is not accepted in a request; start the server with --chat-template");
+  TROUPE_TRY(read_bool(body, "continue_final_message", r.continue_final_message, param));
+  if (r.continue_final_message && r.add_generation_prompt)
+    return bad(param, "continue_final_message",
+               "and add_generation_prompt cannot both be true (send \"add_generation_prompt\": false)");
+  if (r.continue_final_message && r.messages.back().value("role", "") != "assistant")
+    return bad(param, "continue_final_message", "needs the final message to be the assistant's");
+  return Status::success();
+}
+
 Result<std::string> message_content(const json& message, size_t index, std::string& param) {
   const std::string name = "messages[" + std::to_string(index) + "].content";
   if (!message.contains("content") || message["content"].is_null()) return std::string();
@@ -129,11 +200,17 @@ Result<std::string> message_content(const json& message, size_t index, std::stri
   if (content.is_string()) return content.get<std::string>();
   if (!content.is_array()) return bad(param, name, "must be a string or a list of content parts");
   std::string text;
+  size_t k = 0;
   for (const json& part : content) {
+    if (part.is_object() && part.contains("type") && part["type"].is_string() && part["type"] != "text")
+      return bad(param, name + "[" + std::to_string(k) + "]",
+                 "has type '" + part["type"].get<std::string>() +
+                     "': troupe serves text-only models, so only \"text\" content parts are accepted");
     if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
         !part["text"].is_string())
       return bad(param, name, "parts must be {\"type\": \"text\", \"text\": string}");
     text += part["text"].get<std::string>();
+    ++k;
   }
   return text;
 }
@@ -197,6 +274,8 @@ Result<OpenAIRequest> parse_chat_request(const json& body, std::string& param, c
   }
   TROUPE_TRY(read_common(body, r, param, defaults));
   TROUPE_TRY(read_bool(body, "add_generation_prompt", r.add_generation_prompt, param));
+  TROUPE_TRY(read_vllm_fields(body, r, param));
+  TROUPE_TRY(read_chat_fields(body, r, param));
   TROUPE_TRY(read_bool(body, "logprobs", r.logprobs, param));
   if (present(body, "top_logprobs")) {
     TROUPE_TRY(read_int(body, "top_logprobs", 0, kMaxTopLogprobs, r.top_logprobs, param));
@@ -225,6 +304,9 @@ Result<OpenAIRequest> parse_completion_request(const json& body, std::string& pa
     return bad(param, "prompt", "must be a string or a non-empty list of token ids");
   }
   TROUPE_TRY(read_common(body, r, param, defaults));
+  r.add_special_tokens = true;
+  TROUPE_TRY(read_vllm_fields(body, r, param));
+  if (present(body, "suffix")) return bad(param, "suffix", "is not supported");
   if (present(body, "logprobs")) {
     TROUPE_TRY(read_int(body, "logprobs", 0, kMaxTopLogprobs, r.top_logprobs, param));
     r.logprobs = true;

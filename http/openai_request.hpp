@@ -12,6 +12,7 @@
 
 #include "runtime/result.hpp"
 #include "engine/sampling_params.hpp"
+#include "http/text_codec.hpp"
 
 namespace troupe::http {
 
@@ -37,6 +38,18 @@ struct OpenAIRequest {
   bool include_usage = false;
   bool logprobs = false;      // chat: logprobs; completion: logprobs != null
   int64_t top_logprobs = 0;   // chat: top_logprobs; completion: the logprobs integer
+
+  // vLLM's extra fields (logit_bias and min_tokens live in params).
+  bool include_stop_str_in_output = false;
+  DecodeOptions decode;        // skip_special_tokens, spaces_between_special_tokens
+  bool echo = false;           // completion: the prompt before the text; chat: the final assistant message
+  bool add_special_tokens = false;  // chat: false (the template has them); completion: true
+  nlohmann::json chat_template_kwargs;  // an object or null
+  bool continue_final_message = false;
+  int64_t prompt_logprobs = -1;  // -1: none; else top logprobs per prompt token
+  std::string user;
+  // Body fields troupe does not know (logged once per request, as vLLM does).
+  std::vector<std::string> ignored_fields;
 };
 
 struct TokenizeRequest {

@@ -73,6 +73,7 @@ std::string RequestLog::format(const RequestRecord& r) const {
               {"duration_ms", std::stod(milliseconds(r.duration_ms))},
               {"finish_reason", r.finish_reason.empty() ? json(nullptr) : json(r.finish_reason)},
               {"status", r.status}};
+    if (!r.user.empty()) line["user"] = r.user;
     if (include_content_) {
       line["prompt"] = r.prompt;
       line["output"] = r.output;
@@ -87,6 +88,7 @@ std::string RequestLog::format(const RequestRecord& r) const {
   field("method", text_value(r.method));
   field("path", text_value(r.path));
   field("model", r.model.empty() ? "-" : text_value(r.model));
+  if (!r.user.empty()) field("user", text_value(r.user));
   field("prompt_tokens", std::to_string(r.num_prompt_tokens));
   field("completion_tokens", std::to_string(r.num_completion_tokens));
   field("ttft_ms", r.ttft_ms < 0 ? "-" : milliseconds(r.ttft_ms));

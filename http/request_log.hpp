@@ -17,6 +17,7 @@ struct RequestRecord {
   std::string method;
   std::string path;
   std::string model;  // "" when the body did not parse
+  std::string user;   // the request's `user` field (first 128 bytes); "" when absent
   int64_t num_prompt_tokens = 0;
   int64_t num_completion_tokens = 0;
   double ttft_ms = -1.0;  // -1: no token came

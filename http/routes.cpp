@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -10,10 +11,12 @@
 #include <nlohmann/json.hpp>
 
 #include "http/auth.hpp"
+#include "http/generation_config.hpp"
 #include "http/generation_job.hpp"
 #include "http/openai_request.hpp"
 #include "http/openai_response.hpp"
 #include "http/peer_socket.hpp"
+#include "runtime/logging.hpp"
 #include "runtime/version.hpp"
 
 namespace troupe::http {
@@ -65,7 +68,8 @@ Routes::Routes(const Config& config, ServingEngine* engine, std::shared_ptr<cons
   // A folder the engine loaded parses; a server without one (tests, a head before its model is
   // known) keeps OpenAI's defaults.
   if (!config_.model.empty()) {
-    if (auto model = ModelConfig::load(config_.model); model.ok()) generation_defaults_ = model->generation_defaults;
+    if (auto defaults = load_generation_defaults(config_); defaults.ok()) generation_defaults_ = defaults.value();
+    if (auto model = ModelConfig::load(config_.model); model.ok()) eos_token_ids_ = model->eos_token_ids;
   }
 }
 
@@ -122,7 +126,7 @@ void Routes::log_request(RequestRecord& record, int status, const GenerationJob*
       }
     }
   }
-  request_log_.write(record);
+  if (!config_.disable_log_requests) request_log_.write(record);
 }
 
 void Routes::health(const httplib::Request&, httplib::Response& res) {
@@ -157,13 +161,65 @@ void Routes::version(const httplib::Request&, httplib::Response& res) {
 }
 
 void Routes::models(const httplib::Request&, httplib::Response& res) {
-  json model{{"id", config_.served_model_name},
-             {"object", "model"},
-             {"created", unix_now()},
-             {"owned_by", "troupe"},
-             {"root", config_.model},
-             {"max_model_len", max_model_len()}};
-  send_json(res, 200, json{{"object", "list"}, {"data", json::array({model})}});
+  // Every --served-model-name alias, as vLLM lists them.
+  json data = json::array();
+  for (const std::string& name : served_names())
+    data.push_back(json{{"id", name},
+                        {"object", "model"},
+                        {"created", unix_now()},
+                        {"owned_by", "troupe"},
+                        {"root", config_.model},
+                        {"max_model_len", max_model_len()}});
+  send_json(res, 200, json{{"object", "list"}, {"data", data}});
+}
+
+void Routes::ping(const httplib::Request&, httplib::Response& res) {
+  // SageMaker's (and vLLM's) liveness check: as /health, with an empty 200.
+  if (engine_ && engine_->is_ready() && engine_->failure().empty() && !gate_.is_draining()) {
+    res.status = 200;
+    return;
+  }
+  health(httplib::Request{}, res);
+}
+
+std::vector<std::string> Routes::served_names() const {
+  std::vector<std::string> names{config_.served_model_name};
+  for (const std::string& name : config_.served_model_names)
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  return names;
+}
+
+bool Routes::is_served_name(const std::string& name) const {
+  const std::vector<std::string> names = served_names();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+void Routes::log_ignored_fields(const std::vector<std::string>& fields, const std::string& request_id) const {
+  if (fields.empty()) return;
+  std::string list;
+  for (const std::string& f : fields) list += (list.empty() ? "" : ", ") + f.substr(0, 64);
+  log::get("http")->warn("request {}: the following fields were present in the request but ignored: {}", request_id,
+                         list);
+}
+
+// echo: completions give the prompt's text before the output; chat gives the final message when
+// it is the assistant's (what continue_final_message continues), as vLLM does.
+void Routes::apply_default_seed(SamplingParams& params) {
+  if (config_.default_request_seed < 0 || params.seed >= 0) return;
+  // splitmix64 of (seed, arrival): different requests differ, and a run repeats.
+  uint64_t z = uint64_t(config_.default_request_seed) + 0x9e3779b97f4a7c15ull * (num_unseeded_.fetch_add(1) + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  params.seed = int64_t((z ^ (z >> 31)) >> 1);
+}
+
+std::string Routes::echo_text(const OpenAIRequest& request, const JobSpec& spec) const {
+  if (!request.echo) return "";
+  if (request.endpoint == Endpoint::completion)
+    return request.prompt_is_ids ? codec_->decode_with(spec.prompt_ids, request.decode) : request.prompt_text;
+  const json& last = request.messages.back();
+  if (last.value("role", "") != "assistant") return "";
+  return last.value("content", "");
 }
 
 void Routes::metrics(const httplib::Request&, httplib::Response& res) {
@@ -198,8 +254,15 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   if (!parsed.ok()) return send_error(res, bad_request(parsed.error(), param));
   OpenAIRequest& request = parsed.value();
   record->model = request.model;
-  if (request.model != config_.served_model_name)
+  record->user = request.user.substr(0, 128);
+  log_ignored_fields(request.ignored_fields, record->request_id);
+  if (!is_served_name(request.model))
     return send_error(res, ApiError{404, "the model '" + request.model + "' does not exist", "model"});
+  if (request.prompt_logprobs >= 0 || (request.echo && !is_chat && request.logprobs))
+    return send_error(res, ApiError{400,
+                                    "prompt logprobs (prompt_logprobs, or echo with logprobs) are not supported "
+                                    "by this server yet",
+                                    request.prompt_logprobs >= 0 ? "prompt_logprobs" : "echo"});
   if (engine_ && !engine_->failure().empty())
     return send_error(res, ApiError{503, "the engine failed: " + engine_->failure(), ""});
   if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
@@ -218,16 +281,22 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   // Prompt -> ids.
   JobSpec spec;
   if (is_chat) {
-    Result<std::string> rendered = codec_->render_chat(request.messages, request.tools, request.add_generation_prompt);
+    ChatRenderOptions render;
+    render.add_generation_prompt = request.add_generation_prompt;
+    render.continue_final_message = request.continue_final_message;
+    render.template_kwargs = &request.chat_template_kwargs;
+    Result<std::string> rendered = codec_->render_chat_with(request.messages, request.tools, render);
     if (!rendered.ok()) return send_error(res, bad_request(rendered.error(), "messages"));
     spec.prompt_text = std::move(rendered).value();
-    spec.prompt_ids = codec_->encode(spec.prompt_text, /*add_special_tokens=*/false);
+    spec.prompt_ids = codec_->encode(spec.prompt_text, request.add_special_tokens);
   } else if (request.prompt_is_ids) {
     spec.prompt_ids = request.prompt_ids;
   } else {
     spec.prompt_text = request.prompt_text;
-    spec.prompt_ids = codec_->encode(spec.prompt_text, /*add_special_tokens=*/true);
+    spec.prompt_ids = codec_->encode(spec.prompt_text, request.add_special_tokens);
   }
+  spec.echo_text = echo_text(request, spec);
+  apply_default_seed(request.params);
   // The prompt, max_tokens and sampling parameters are checked once, by the engine's submit
   // (validate_generation_request); here only the OpenAI defaults are filled in.
   if (!request.max_tokens_given) {
@@ -239,6 +308,7 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   spec.id = id;
   spec.request = request;
   spec.reasoning_parser = is_chat ? config_.reasoning_parser : "";
+  spec.eos_token_ids = eos_token_ids_;
   job = std::make_shared<GenerationJob>(*engine_, metrics_, *codec_, std::move(spec));
   if (Status status = job->submit(); !status.ok()) {
     job.reset();  // never ran: logged without tokens or a finish reason
@@ -247,7 +317,7 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
     return send_error(res, error);
   }
   ticket->submitted();
-  ResponseHeader header{job->spec().id, unix_now(), config_.served_model_name};
+  ResponseHeader header{job->spec().id, unix_now(), config_.served_model_name};  // the first name, as vLLM
 
   if (!request.stream) {
     // Cancelled (finish_reason "abort") on a drain's abort or past --request-timeout; dropped
@@ -355,7 +425,7 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
 void Routes::tokenize(const httplib::Request& req, httplib::Response& res) {
   Result<json> body = parse_json_body(req.body);
   if (!body.ok()) return send_error(res, bad_request(body.error(), ""));
-  if (body->contains("model") && (*body)["model"] != config_.served_model_name)
+  if (body->contains("model") && (!(*body)["model"].is_string() || !is_served_name((*body)["model"].get<std::string>())))
     return send_error(res, ApiError{404, "the model does not exist", "model"});
   std::string param;
   Result<TokenizeRequest> parsed = parse_tokenize_request(body.value(), param);
@@ -374,7 +444,7 @@ void Routes::tokenize(const httplib::Request& req, httplib::Response& res) {
 void Routes::detokenize(const httplib::Request& req, httplib::Response& res) {
   Result<json> body = parse_json_body(req.body);
   if (!body.ok()) return send_error(res, bad_request(body.error(), ""));
-  if (body->contains("model") && (*body)["model"] != config_.served_model_name)
+  if (body->contains("model") && (!(*body)["model"].is_string() || !is_served_name((*body)["model"].get<std::string>())))
     return send_error(res, ApiError{404, "the model does not exist", "model"});
   std::string param;
   Result<std::vector<int32_t>> ids = parse_detokenize_request(body.value(), param);

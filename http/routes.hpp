@@ -27,6 +27,8 @@ namespace troupe::http {
 void send_error(httplib::Response& res, const ApiError& error);
 
 class GenerationJob;
+struct JobSpec;
+struct OpenAIRequest;
 
 class Routes {
  public:
@@ -36,6 +38,7 @@ class Routes {
   void health(const httplib::Request& req, httplib::Response& res);
   void version(const httplib::Request& req, httplib::Response& res);
   void models(const httplib::Request& req, httplib::Response& res);
+  void ping(const httplib::Request& req, httplib::Response& res);
   void metrics(const httplib::Request& req, httplib::Response& res);
   void chat_completions(const httplib::Request& req, httplib::Response& res);
   void completions(const httplib::Request& req, httplib::Response& res);
@@ -52,6 +55,13 @@ class Routes {
  private:
   void generate(const httplib::Request& req, httplib::Response& res, bool is_chat);
   int64_t max_model_len() const;
+  // --served-model-name's names, the first first; a request's `model` may be any of them.
+  std::vector<std::string> served_names() const;
+  bool is_served_name(const std::string& name) const;
+  void log_ignored_fields(const std::vector<std::string>& fields, const std::string& request_id) const;
+  std::string echo_text(const OpenAIRequest& request, const JobSpec& spec) const;
+  // --seed: a request without a seed gets one derived from it and the request's arrival order.
+  void apply_default_seed(SamplingParams& params);
   std::string next_id(const char* prefix);
   // True when the request has run past --request-timeout.
   bool is_past_timeout(std::chrono::steady_clock::time_point started) const;
@@ -66,12 +76,14 @@ class Routes {
   ServingEngine* engine_;
   std::shared_ptr<const TextCodec> codec_;
   GenerationDefaults generation_defaults_;  // the model's generation_config.json sampling defaults
+  std::vector<int64_t> eos_token_ids_;      // the model's; their text ends no output (as vLLM's)
   Metrics metrics_;
   AdmissionGate gate_;
   RequestLog request_log_;
   ResponseStore response_store_;  // /v1/responses' previous_response_id
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_id_{0};
+  std::atomic<uint64_t> num_unseeded_{0};
   uint64_t id_salt_;
 };
 

@@ -81,6 +81,8 @@ void Server::register_routes() {
   get("/health", guarded(&Routes::health, false));
   get("/version", guarded(&Routes::version, true));
   get("/v1/models", guarded(&Routes::models, true));
+  get("/ping", guarded(&Routes::ping, false));
+  post("/ping", guarded(&Routes::ping, false));
   get("/metrics", guarded(&Routes::metrics, config_.protect_metrics));
   post("/v1/chat/completions", guarded(&Routes::chat_completions, true));
   post("/v1/completions", guarded(&Routes::completions, true));

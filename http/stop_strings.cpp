@@ -4,20 +4,31 @@
 
 namespace troupe::http {
 
-StopStringMatcher::StopStringMatcher(std::vector<std::string> stop_strings) {
+StopStringMatcher::StopStringMatcher(std::vector<std::string> stop_strings, bool include_stop)
+    : include_stop_(include_stop) {
   for (auto& s : stop_strings)
     if (!s.empty()) stop_strings_.push_back(std::move(s));
 }
 
-StopStringMatcher::Step StopStringMatcher::push(const std::string& text) {
+StopStringMatcher::Step StopStringMatcher::push(const std::string& text, bool can_stop) {
   Step step;
   if (stopped_) return step;
   pending_ += text;
-  // Earliest match of any stop string wins.
-  size_t first = std::string::npos;
-  for (const auto& stop : stop_strings_) first = std::min(first, pending_.find(stop));
+  if (!can_stop) {
+    step.text.swap(pending_);
+    return step;
+  }
+  // Earliest match of any stop string wins (the first listed among those starting there).
+  size_t first = std::string::npos, length = 0;
+  for (const auto& stop : stop_strings_) {
+    const size_t at = pending_.find(stop);
+    if (at < first) {
+      first = at;
+      length = stop.size();
+    }
+  }
   if (first != std::string::npos) {
-    step.text = pending_.substr(0, first);
+    step.text = pending_.substr(0, include_stop_ ? first + length : first);
     step.stopped = stopped_ = true;
     pending_.clear();
     return step;

@@ -10,6 +10,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "runtime/result.hpp"
+#include "text/chat_template.hpp"
 
 namespace troupe::http {
 
@@ -19,6 +20,12 @@ class TextDetokenizer {
   virtual ~TextDetokenizer() = default;
   virtual std::string push(int32_t id) = 0;
   virtual std::string flush() = 0;
+};
+
+// vLLM's per-request detokenization fields.
+struct DecodeOptions {
+  bool skip_special_tokens = true;
+  bool spaces_between_special_tokens = true;  // only matters when special tokens are kept
 };
 
 class TextCodec {
@@ -32,6 +39,22 @@ class TextCodec {
                                           bool add_generation_prompt) const = 0;
   virtual std::unique_ptr<TextDetokenizer> make_detokenizer() const = 0;
   virtual int64_t vocab_size() const = 0;
+
+  // The same with a request's options. The defaults serve codecs without special tokens (tests):
+  // options that need the tokenizer or the template are ignored; continue_final_message cuts.
+  virtual std::string decode_with(const std::vector<int32_t>& ids, const DecodeOptions&) const { return decode(ids); }
+  virtual std::unique_ptr<TextDetokenizer> make_detokenizer_with(const DecodeOptions&) const {
+    return make_detokenizer();
+  }
+  virtual Result<std::string> render_chat_with(const nlohmann::json& messages, const nlohmann::json& tools,
+                                               const ChatRenderOptions& options) const {
+    if (options.continue_final_message && options.add_generation_prompt)
+      return make_error(ErrorCode::invalid_argument,
+                        "continue_final_message and add_generation_prompt cannot both be true");
+    Result<std::string> rendered = render_chat(messages, tools, options.add_generation_prompt);
+    if (!rendered.ok() || !options.continue_final_message) return rendered;
+    return cut_after_final_message(rendered.value(), messages);
+  }
 };
 
 }  // namespace troupe::http

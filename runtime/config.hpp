@@ -7,6 +7,7 @@
 // `config.block_size` reads as before; it is what a head sends its workers, whole.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "runtime/engine_args.hpp"
 #include "runtime/result.hpp"
@@ -16,6 +17,7 @@ namespace troupe {
 struct Config : EngineArgs {
   // Model and machine-local engine settings (the rest are EngineArgs').
   std::string served_model_name;  // name clients send as `model`; defaults to the folder name
+  std::vector<std::string> served_model_names;  // every --served-model-name (aliases); [0] is served_model_name
   std::string device = "auto";    // auto | cpu | cuda
   int64_t num_threads = 0;        // CPU backend threads; 0: all cores
   bool enforce_eager = false;     // no CUDA graphs
@@ -29,6 +31,12 @@ struct Config : EngineArgs {
   std::string log_format = "text";         // request log lines: text | json
   bool log_requests_content = false;       // request log lines carry the prompt and the output
   std::string reasoning_parser;  // "" | deepseek_r1
+  // vLLM's drop-in serve flags.
+  std::string chat_template;               // --chat-template: a Jinja file or template text; "": the model's
+  std::string generation_config = "auto";  // auto: the model folder's; vllm: none; else a folder
+  std::string override_generation_config;  // JSON object over the generation config's sampling defaults
+  int64_t default_request_seed = -1;       // --seed: requests without a seed derive one from it; -1: random
+  bool disable_log_requests = false;       // no request log lines
   int64_t max_body_bytes = 16 << 20;
   // TLS and browsers. Key and certificate (PEM) together turn on HTTPS; a CA file also requires
   // client certificates signed by it (mutual TLS).

@@ -122,6 +122,17 @@ Result<ChatTemplate> ChatTemplate::parse(const std::string& source, const std::s
 
 Result<std::string> ChatTemplate::render(const nlohmann::json& messages, bool add_generation_prompt,
                                          const nlohmann::json& tools) const {
+  ChatRenderOptions options;
+  options.add_generation_prompt = add_generation_prompt;
+  return render(messages, tools, options);
+}
+
+Result<std::string> ChatTemplate::render(const nlohmann::json& messages, const nlohmann::json& tools,
+                                         const ChatRenderOptions& options) const {
+  const bool add_generation_prompt = options.add_generation_prompt;
+  if (options.continue_final_message && add_generation_prompt)
+    return make_error(ErrorCode::invalid_argument,
+                      "continue_final_message and add_generation_prompt cannot both be true");
   if (!template_) return make_error(ErrorCode::internal, "chat template: render() on an empty ChatTemplate");
   if (!messages.is_array()) return make_error(ErrorCode::invalid_argument, "chat template: 'messages' must be an array");
   if (!tools.is_null() && !tools.is_array()) {
@@ -136,7 +147,31 @@ Result<std::string> ChatTemplate::render(const nlohmann::json& messages, bool ad
   vars.set("add_generation_prompt", jinja::Value(add_generation_prompt));
   if (!bos_token_.empty()) vars.set("bos_token", jinja::Value(bos_token_));
   if (!eos_token_.empty()) vars.set("eos_token", jinja::Value(eos_token_));
-  return template_->render(vars);
+  if (const nlohmann::json* kwargs = options.template_kwargs; kwargs != nullptr && !kwargs->is_null()) {
+    if (!kwargs->is_object())
+      return make_error(ErrorCode::invalid_argument, "chat template: 'chat_template_kwargs' must be an object");
+    for (auto it = kwargs->begin(); it != kwargs->end(); ++it)
+      if (it.key() != "messages") vars.set(it.key(), to_value(it.value()));
+  }
+  Result<std::string> rendered = template_->render(vars);
+  if (!rendered.ok() || !options.continue_final_message) return rendered;
+  return cut_after_final_message(rendered.value(), messages);
+}
+
+Result<std::string> cut_after_final_message(const std::string& rendered, const nlohmann::json& messages) {
+  if (!messages.is_array() || messages.empty() || !messages.back().is_object())
+    return make_error(ErrorCode::invalid_argument, "continue_final_message needs a final message");
+  const nlohmann::json& content = messages.back().contains("content") ? messages.back()["content"] : nlohmann::json();
+  const std::string final_message = content.is_string() ? content.get<std::string>() : std::string();
+  if (size_t at = rendered.rfind(final_message); at != std::string::npos) return rendered.substr(0, at + final_message.size());
+  const size_t begin = final_message.find_first_not_of(" \t\n\r");
+  const size_t end = final_message.find_last_not_of(" \t\n\r");
+  if (begin != std::string::npos) {
+    const std::string stripped = final_message.substr(begin, end - begin + 1);
+    if (size_t at = rendered.rfind(stripped); at != std::string::npos) return rendered.substr(0, at + stripped.size());
+  }
+  return make_error(ErrorCode::invalid_argument,
+                    "continue_final_message is set but the final message does not appear in the rendered chat");
 }
 
 }  // namespace troupe

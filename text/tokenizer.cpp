@@ -105,6 +105,28 @@ std::string TokenizerImpl::decode(const std::vector<int32_t>& ids, bool skip_spe
   return decoder_.decode(tokens);
 }
 
+std::string TokenizerImpl::decode_spaced(const std::vector<int32_t>& ids) const {
+  std::string text;
+  std::vector<int32_t> run;  // ordinary tokens since the last special one
+  auto add_piece = [&text](const std::string& piece) {
+    if (piece.empty()) return;
+    if (!text.empty()) text += ' ';
+    text += piece;
+  };
+  for (const int32_t id : ids) {
+    const auto added = added_by_id_.find(id);
+    if (added == added_by_id_.end() || !added->second.special) {
+      run.push_back(id);
+      continue;
+    }
+    add_piece(decode(run, false));
+    run.clear();
+    add_piece(added->second.content);
+  }
+  add_piece(decode(run, false));
+  return text;
+}
+
 // --- Tokenizer -----------------------------------------------------------------------------------
 
 Tokenizer::Tokenizer() = default;
@@ -138,8 +160,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
   return impl_ ? impl_->encode(text, add_special_tokens) : std::vector<int32_t>{};
 }
 
-std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
-  return impl_ ? impl_->decode(ids, skip_special_tokens) : std::string();
+std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens,
+                              bool spaces_between_special_tokens) const {
+  if (!impl_) return std::string();
+  if (spaces_between_special_tokens && !skip_special_tokens) return impl_->decode_spaced(ids);
+  return impl_->decode(ids, skip_special_tokens);
 }
 
 int64_t Tokenizer::vocab_size() const { return impl_ ? impl_->vocab_size_ : 0; }

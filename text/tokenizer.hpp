@@ -28,7 +28,11 @@ class Tokenizer {
   // add_special_tokens: apply the post-processor (e.g. prepend BOS) as HF's encode() does.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const;
   // Joins tokens through the decoder. skip_special_tokens drops added tokens marked special.
-  std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
+  // spaces_between_special_tokens (vLLM's request field; it matters only when special tokens are
+  // kept): each kept special token is its own piece and the pieces are joined with one space, as
+  // transformers' slow decode joins its sub-texts.
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false,
+                     bool spaces_between_special_tokens = false) const;
 
   int64_t vocab_size() const;  // including added tokens
   bool is_special(int32_t id) const;
@@ -47,13 +51,15 @@ class Tokenizer {
 // broken UTF-8 sequence; the concatenation of all outputs (plus flush()) equals decode(all ids).
 class IncrementalDetokenizer {
  public:
-  IncrementalDetokenizer(const Tokenizer& tokenizer, bool skip_special_tokens = true);
+  IncrementalDetokenizer(const Tokenizer& tokenizer, bool skip_special_tokens = true,
+                         bool spaces_between_special_tokens = false);
   std::string push(int32_t id);
   std::string flush();  // whatever is still held back (invalid tails become U+FFFD as decode does)
 
  private:
   const Tokenizer* tokenizer_;
   bool skip_special_tokens_;
+  bool spaces_between_special_tokens_;
   std::vector<int32_t> ids_;
   size_t prefix_offset_ = 0;  // ids_[prefix_offset_..read_offset_) give context for the next decode
   size_t read_offset_ = 0;

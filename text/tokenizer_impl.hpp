@@ -22,6 +22,8 @@ class TokenizerImpl {
 
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const;
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const;
+  // Kept special tokens as separate pieces joined by single spaces (see Tokenizer::decode).
+  std::string decode_spaced(const std::vector<int32_t>& ids) const;
 
   BpeModel model_;
   Normalizer normalizer_;

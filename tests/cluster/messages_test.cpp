@@ -65,5 +65,20 @@ TEST(ClusterMessages, FrontDoorMessagesRoundTrip) {
   EXPECT_EQ(round_trip(route).request.prompt_ids, route.request.prompt_ids);
 }
 
+TEST(ClusterMessages, RequestFieldsOfSamplingParamsTravelToWorkers) {
+  // logit_bias and min_tokens are applied by the leader's sampler: they must reach it.
+  route_request route;
+  route.request.params.logit_bias = {{7, -100.0f}, {42, 2.5f}};
+  route.request.params.min_tokens = 5;
+  route.request.params.stop_token_ids = {9};
+  const route_request copy = round_trip(route);
+  ASSERT_EQ(copy.request.params.logit_bias.size(), 2u);
+  EXPECT_EQ(copy.request.params.logit_bias[1].token_id, 42);
+  EXPECT_FLOAT_EQ(copy.request.params.logit_bias[1].bias, 2.5f);
+  EXPECT_FLOAT_EQ(copy.request.params.logit_bias[0].bias, -100.0f);
+  EXPECT_EQ(copy.request.params.min_tokens, 5);
+  EXPECT_EQ(copy.request.params.stop_token_ids, route.request.params.stop_token_ids);
+}
+
 }  // namespace
 }  // namespace troupe

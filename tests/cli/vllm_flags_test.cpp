@@ -1,0 +1,88 @@
+// `vllm serve` command lines parsed by troupe: positional model, -tp/-pp, several served names,
+// the drop-in serving flags, ignored flags (warnings) and refused ones (errors).
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "cli/command_line.hpp"
+#include "cli/vllm_flags.hpp"
+
+namespace troupe::cli {
+namespace {
+
+ParsedCommandLine parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "troupe");
+  return parse_command_line(args);
+}
+
+TEST(VllmFlags, PositionalModelTpAndSeveralServedNames) {
+  ParsedCommandLine p = parse({"serve", "/models/r1", "-tp", "1", "--served-model-name", "a", "b"});
+  ASSERT_FALSE(p.exit_code) << "parse failed";
+  const Config& c = p.command.config;
+  EXPECT_EQ(p.command.subcommand, Subcommand::serve);
+  EXPECT_EQ(c.model, "/models/r1");
+  EXPECT_EQ(c.tensor_parallel_size, 1);
+  EXPECT_EQ(c.served_model_name, "a");
+  EXPECT_EQ(c.served_model_names, (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(VllmFlags, ShortParallelSpellings) {
+  for (const auto& args : std::vector<std::vector<std::string>>{{"serve", "m", "-tp", "4", "-pp", "2"},
+                                                                {"serve", "m", "-tp=4", "-pp=2"},
+                                                                {"serve", "m", "-tp4", "-pp2"},
+                                                                {"serve", "--model", "m", "--tp", "4", "--pp", "2"}}) {
+    ParsedCommandLine p = parse(args);
+    ASSERT_FALSE(p.exit_code) << args[2];
+    EXPECT_EQ(p.command.config.tensor_parallel_size, 4);
+    EXPECT_EQ(p.command.config.pipeline_parallel_size, 2);
+  }
+  // A value that is not a number stays an error.
+  EXPECT_TRUE(parse({"serve", "m", "-tp", "x"}).exit_code);
+  // Several --served-model-name occurrences (a --config file's comes first): the last one wins.
+  EXPECT_EQ(normalize_vllm_args({"troupe", "serve", "--served-model-name=file", "--served-model-name", "a", "b", "m"}),
+            (std::vector<std::string>{"troupe", "serve", "--served-model-name", "a", "b", "m"}));
+  EXPECT_EQ(normalize_vllm_args({"troupe", "serve", "--served-model-name", "x", "y", "--port", "1",
+                                 "--served-model-name=z"}),
+            (std::vector<std::string>{"troupe", "serve", "--port", "1", "--served-model-name=z"}));
+  // Other args are left alone.
+  EXPECT_EQ(normalize_vllm_args({"troupe", "-tpx", "--tp", "-pp"}),
+            (std::vector<std::string>{"troupe", "-tpx", "--tp", "--pipeline-parallel-size"}));
+}
+
+TEST(VllmFlags, ServingFlagsReachTheConfig) {
+  ParsedCommandLine p = parse({"serve", "m", "--chat-template", "t.jinja", "--generation-config", "vllm",
+                               "--override-generation-config", "{\"temperature\": 0.5}", "--seed", "42",
+                               "--disable-log-requests"});
+  ASSERT_FALSE(p.exit_code);
+  const Config& c = p.command.config;
+  EXPECT_EQ(c.chat_template, "t.jinja");
+  EXPECT_EQ(c.generation_config, "vllm");
+  EXPECT_EQ(c.override_generation_config, "{\"temperature\": 0.5}");
+  EXPECT_EQ(c.default_request_seed, 42);
+  EXPECT_TRUE(c.disable_log_requests);
+  EXPECT_FALSE(parse({"serve", "m", "--enable-log-requests"}).command.config.disable_log_requests);
+  EXPECT_EQ(parse({"serve", "m"}).command.config.default_request_seed, -1);
+  // head takes them too.
+  ParsedCommandLine head = parse({"head", "--model", "m", "--served-model-name", "x", "y", "z"});
+  ASSERT_FALSE(head.exit_code);
+  EXPECT_EQ(head.command.config.served_model_names.size(), 3u);
+}
+
+TEST(VllmFlags, HarmlessFlagsWarnAndChangingFlagsAreRefused) {
+  ParsedCommandLine p = parse({"serve", "m", "--trust-remote-code", "--disable-log-stats", "--swap-space", "4"});
+  ASSERT_FALSE(p.exit_code);
+  ASSERT_EQ(p.command.warnings.size(), 3u);
+  EXPECT_NE(p.command.warnings[0].find("--trust-remote-code"), std::string::npos);
+  EXPECT_EQ(parse({"serve", "m", "--quantization", "awq"}).exit_code, 2);
+  EXPECT_EQ(parse({"serve", "m", "--kv-cache-dtype", "fp8"}).exit_code, 2);
+  EXPECT_EQ(parse({"serve", "m", "-dp", "2"}).exit_code, 2);
+  // Their default spellings pass.
+  EXPECT_FALSE(parse({"serve", "m", "--kv-cache-dtype", "auto"}).exit_code);
+  EXPECT_FALSE(parse({"serve", "m", "--data-parallel-size", "1"}).exit_code);
+  // A flag nobody knows is still an error.
+  EXPECT_EQ(parse({"serve", "m", "--no-such-flag"}).exit_code, 2);
+}
+
+}  // namespace
+}  // namespace troupe::cli
