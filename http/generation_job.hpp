@@ -21,6 +21,7 @@ struct JobSpec {
   std::vector<int32_t> prompt_ids;
   std::string prompt_text;  // rendered prompt (decides whether the template opened <think>)
   std::string reasoning_parser;
+  std::string tool_call_parser;  // --tool-call-parser, for tool_choice "auto"
 };
 
 class GenerationJob {

@@ -43,6 +43,7 @@ json chat_delta(const ChoiceDelta& d) {
   json delta = json::object();
   if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
   if (!d.content.empty()) delta["content"] = d.content;
+  if (!d.tool_calls.empty()) delta["tool_calls"] = tool_call_deltas_json(d.tool_calls);
   return delta;
 }
 
@@ -200,6 +201,11 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   record->model = request.model;
   if (request.model != config_.served_model_name)
     return send_error(res, ApiError{404, "the model '" + request.model + "' does not exist", "model"});
+  if (is_chat) {
+    Status tools = apply_tool_choice(request.tool_choice, request.tools, config_.enable_auto_tool_choice,
+                                     config_.tool_call_parser, request.params, param);
+    if (!tools.ok()) return send_error(res, bad_request(tools.error(), param));
+  }
   if (engine_ && !engine_->failure().empty())
     return send_error(res, ApiError{503, "the engine failed: " + engine_->failure(), ""});
   if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
@@ -238,7 +244,9 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
 
   spec.id = id;
   spec.request = request;
-  spec.reasoning_parser = is_chat ? config_.reasoning_parser : "";
+  // A call forced by constrained decoding is JSON from the first token: no <think> to split.
+  spec.reasoning_parser = is_chat && !is_forced(request.tool_choice) ? config_.reasoning_parser : "";
+  spec.tool_call_parser = config_.tool_call_parser;
   job = std::make_shared<GenerationJob>(*engine_, metrics_, *codec_, std::move(spec));
   if (Status status = job->submit(); !status.ok()) {
     job.reset();  // never ran: logged without tokens or a finish reason
@@ -322,12 +330,14 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
             if (!write("data: " + error_body(error) + "\n\n")) return false;
             continue;
           }
-          bool has_text = !d.content.empty() || !d.reasoning.empty();
+          bool has_text = !d.content.empty() || !d.reasoning.empty() || !d.tool_calls.empty();
           if (!has_text && d.finish_reason == FinishReason::none && d.logprobs.empty()) continue;
           json lp = nullptr;
           if (request.logprobs && !d.logprobs.empty())
             lp = is_chat ? chat_logprobs_json(d.logprobs) : completion_logprobs_json(d.logprobs, state->text_offset);
-          json chunk = is_chat ? chat_chunk_json(header, index, chat_delta(d), lp, d.finish_reason, request.include_usage)
+          const bool called_tools = is_chat && job->choices()[size_t(index)]->num_tool_calls_streamed() > 0;
+          json chunk = is_chat ? chat_chunk_json(header, index, chat_delta(d), lp, d.finish_reason, request.include_usage,
+                                                 called_tools)
                                : completion_chunk_json(header, index, d.content, lp, d.finish_reason,
                                                        request.include_usage);
           state->text_offset += int64_t(d.content.size());

@@ -29,6 +29,10 @@ struct Config : EngineArgs {
   std::string log_format = "text";         // request log lines: text | json
   bool log_requests_content = false;       // request log lines carry the prompt and the output
   std::string reasoning_parser;  // "" | deepseek_r1
+  // Tool calls (http/tool_parser): the model's tool-call text -> OpenAI tool_calls for
+  // tool_choice "auto", which needs both (vLLM's flags).
+  bool enable_auto_tool_choice = false;
+  std::string tool_call_parser;  // "" | deepseek_v3 | deepseek_v31 | hermes | llama3_json
   int64_t max_body_bytes = 16 << 20;
   // TLS and browsers. Key and certificate (PEM) together turn on HTTPS; a CA file also requires
   // client certificates signed by it (mutual TLS).
