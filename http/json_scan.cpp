@@ -1,6 +1,7 @@
 #include "http/json_scan.hpp"
 
 #include <algorithm>
+#include <cctype>
 
 #include <nlohmann/json.hpp>
 
@@ -10,6 +11,14 @@ namespace {
 constexpr int kMaxDepth = 64;
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// A complete string literal's value; false when it does not decode (a lone surrogate escape).
+bool decode_string(std::string_view literal, std::string& out) {
+  nlohmann::json parsed = nlohmann::json::parse(literal, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_string()) return false;
+  out = parsed.get<std::string>();
+  return true;
+}
 
 ScanResult incomplete(std::string_view text) { return {ScanStatus::incomplete, text.size()}; }
 ScanResult invalid(size_t at) { return {ScanStatus::invalid, at}; }
@@ -129,7 +138,8 @@ CallObject scan_call_object(std::string_view text, size_t pos, std::string_view 
     if (text[i] != '"') return stop(ScanStatus::invalid, i);
     ScanResult key = scan_string(text, i);
     if (key.status != ScanStatus::complete) return stop(key.status, key.end);
-    std::string key_text = nlohmann::json::parse(text.substr(i, key.end - i), nullptr, false).get<std::string>();
+    std::string key_text;
+    if (!decode_string(text.substr(i, key.end - i), key_text)) return stop(ScanStatus::invalid, i);
     i = skip_json_space(text, key.end);
     if (i >= text.size()) return stop(ScanStatus::incomplete, text.size());
     if (text[i] != ':') return stop(ScanStatus::invalid, i);
@@ -145,8 +155,8 @@ CallObject scan_call_object(std::string_view text, size_t pos, std::string_view 
     ScanResult value = scan_json_value(text, i);
     if (value.status != ScanStatus::complete) return stop(value.status, value.end);
     if (is_name) {
+      if (!decode_string(text.substr(i, value.end - i), call.name)) return stop(ScanStatus::invalid, i);
       call.has_name = true;
-      call.name = nlohmann::json::parse(text.substr(i, value.end - i), nullptr, false).get<std::string>();
     }
     if (is_args) call.args_end = value.end;
     i = skip_json_space(text, value.end);

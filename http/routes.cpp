@@ -224,7 +224,8 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   // Prompt -> ids.
   JobSpec spec;
   if (is_chat) {
-    Result<std::string> rendered = codec_->render_chat(request.messages, request.tools, request.add_generation_prompt);
+    Result<std::string> rendered =
+        render_chat_with_tools(*codec_, request.messages, request.tools, request.add_generation_prompt);
     if (!rendered.ok()) return send_error(res, bad_request(rendered.error(), "messages"));
     spec.prompt_text = std::move(rendered).value();
     spec.prompt_ids = codec_->encode(spec.prompt_text, /*add_special_tokens=*/false);
@@ -373,7 +374,7 @@ void Routes::tokenize(const httplib::Request& req, httplib::Response& res) {
   if (!codec_) return send_error(res, not_ready());
   std::string text = parsed->prompt;
   if (parsed->is_chat) {
-    Result<std::string> rendered = codec_->render_chat(parsed->messages, nullptr, parsed->add_generation_prompt);
+    Result<std::string> rendered = render_chat_with_tools(*codec_, parsed->messages, nullptr, parsed->add_generation_prompt);
     if (!rendered.ok()) return send_error(res, bad_request(rendered.error(), "messages"));
     text = std::move(rendered).value();
   }

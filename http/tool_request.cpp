@@ -161,6 +161,22 @@ Status apply_tool_choice(const ToolChoice& choice, const json& tools, bool enabl
   return Status::success();
 }
 
+Result<std::string> render_chat_with_tools(const TextCodec& codec, const json& messages, const json& tools,
+                                           bool add_generation_prompt) {
+  Result<std::string> rendered = codec.render_chat(messages, tools, add_generation_prompt);
+  if (rendered.ok() || !messages.is_array()) return rendered;
+  json with_empty = messages;
+  bool changed = false;
+  for (json& m : with_empty)
+    if (m.is_object() && m.value("role", "") == "assistant" && m.contains("content") && m["content"].is_null()) {
+      m["content"] = "";
+      changed = true;
+    }
+  if (!changed) return rendered;
+  Result<std::string> again = codec.render_chat(with_empty, tools, add_generation_prompt);
+  return again.ok() ? again : rendered;
+}
+
 std::unique_ptr<ToolParser> tool_parser_for(const ToolChoice& choice, const std::string& tool_call_parser) {
   switch (choice.mode) {
     case ToolChoice::Mode::none: return nullptr;

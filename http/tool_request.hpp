@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "http/text_codec.hpp"
 #include "http/tool_parser.hpp"
 #include "runtime/result.hpp"
 #include "engine/sampling_params.hpp"
@@ -54,6 +55,13 @@ Status apply_tool_choice(const ToolChoice& choice, const nlohmann::json& tools, 
 inline bool is_forced(const ToolChoice& choice) {
   return choice.mode == ToolChoice::Mode::required || choice.mode == ToolChoice::Mode::named;
 }
+
+// Renders the chat template. Assistant turns of tool calls alone keep content null, as
+// transformers passes them (DeepSeek-V3's template needs `content is none` to write the calls);
+// a template that raises on that (Qwen3's reads `'</think>' in content`) is rendered again with
+// those contents "", as vLLM passes them.
+Result<std::string> render_chat_with_tools(const TextCodec& codec, const nlohmann::json& messages,
+                                           const nlohmann::json& tools, bool add_generation_prompt);
 
 // The parser of this request's output: null for none (and for auto without a configured parser).
 std::unique_ptr<ToolParser> tool_parser_for(const ToolChoice& choice, const std::string& tool_call_parser);

@@ -39,7 +39,7 @@ ToolParse parse_marker_section(const MarkerFormat& format, std::string_view text
     if (starts_with_at(text, at, format.call_begin)) {
       CallRead read = format.read_call(text, at + format.call_begin.size(), is_final);
       if (read.status == ScanStatus::invalid || (read.status == ScanStatus::incomplete && is_final))
-        return malformed(at);
+        return malformed(parse.calls.empty() ? begin : at);
       parse.calls.push_back(std::move(read.call));
       if (read.status == ScanStatus::incomplete) return parse;
       parse.calls.back().is_complete = true;

@@ -105,6 +105,12 @@ CONVERSATIONS = [
 ]
 
 
+# NOTE: keys sorted. troupe holds request JSON in nlohmann::json, whose objects sort their keys,
+# so a template's `tools | tojson` writes them sorted where transformers keeps the client's order
+# (a known gap, docs/tool-calls.md); sorted inputs make both sides comparable everywhere else.
+CONVERSATIONS = json.loads(json.dumps(CONVERSATIONS, sort_keys=True))
+
+
 def special_token(config, field):
     value = config.get(field)
     if isinstance(value, dict):
