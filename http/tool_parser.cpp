@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <random>
 
+#include "http/json_scan.hpp"
+
 namespace troupe::http {
 
 const std::vector<std::string>& ToolParser::known_names() {
@@ -27,7 +29,9 @@ std::unique_ptr<ToolParser> ToolParser::create(const std::string& name) {
 ToolParse parse_tool_calls(const ToolParser& parser, std::string_view text) {
   ToolParse parse = parser.parse(text, /*is_final=*/true);
   bool all_complete = !parse.calls.empty();
-  for (const ParsedToolCall& call : parse.calls) all_complete = all_complete && call.is_complete && call.has_name;
+  // NOTE: the scanners check structure; nlohmann also refuses invalid UTF-8 inside strings.
+  for (const ParsedToolCall& call : parse.calls)
+    all_complete = all_complete && call.is_complete && call.has_name && is_json_object(call.arguments);
   if (parse.is_malformed || !all_complete) {
     ToolParse plain;
     plain.content = std::string(text);
