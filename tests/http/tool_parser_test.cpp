@@ -217,6 +217,14 @@ TEST(ToolParser, CallCutShortAfterItsNameWentOutEndsAsContent) {
   EXPECT_TRUE(parse_tool_calls(*make_hermes_tool_parser(), text).calls.empty());
 }
 
+TEST(ToolParser, InvalidUtf8InArgumentsIsContent) {
+  // Found by fuzz_tool_parser: the scanner passed a string with a stray byte, nlohmann refuses it.
+  const std::string text = "  {\"city\": \"Z\\u00fcri\xe3h\", \"n\": -0.5}";
+  ToolParse parse = parse_tool_calls(*make_named_tool_parser("f"), text);
+  EXPECT_TRUE(parse.calls.empty());
+  EXPECT_EQ(parse.content, text);
+}
+
 TEST(ToolParser, KnownNamesCreateParsers) {
   for (const std::string& name : ToolParser::known_names()) EXPECT_NE(ToolParser::create(name), nullptr) << name;
   EXPECT_EQ(ToolParser::create("mistral"), nullptr);
