@@ -52,6 +52,15 @@ void add_http_options(CLI::App& app, Config& config, const std::string& port_fla
   app.add_flag("--log-requests-content", config.log_requests_content, "request log lines carry prompt and output");
   app.add_option("--reasoning-parser", config.reasoning_parser, "deepseek_r1: split <think> into reasoning_content");
   app.add_option("--max-body-bytes", config.max_body_bytes, "largest request body")->capture_default_str();
+  add_tool_call_options(app, config);
+}
+
+void add_tool_call_options(CLI::App& app, Config& config) {
+  app.add_flag("--enable-auto-tool-choice", config.enable_auto_tool_choice,
+               "tool_choice \"auto\": parse the model's tool calls into tool_calls (needs --tool-call-parser)");
+  app.add_option("--tool-call-parser", config.tool_call_parser,
+                 "format of the model's tool calls: deepseek_v3 (V3, R1), deepseek_v31, hermes (Qwen2.5, Qwen3) or "
+                 "llama3_json (Llama-3.1)");
 }
 
 void add_http_security_options(CLI::App& app, Config& config) {

@@ -22,6 +22,8 @@ void add_engine_options(CLI::App& app, Config& config);
 void add_served_model_name_option(CLI::App& app, Config& config);
 // HTTP flags; `port_flag` is "--port" for serve and "--http-port" for head.
 void add_http_options(CLI::App& app, Config& config, const std::string& port_flag);
+// --enable-auto-tool-choice and --tool-call-parser (part of the HTTP options).
+void add_tool_call_options(CLI::App& app, Config& config);
 // Cluster flags: parallel sizes, replicas, token.
 void add_cluster_options(CLI::App& app, Config& config);
 // `troupe serve`: --shutdown-timeout, --max-waiting-requests, --request-timeout.

@@ -5,13 +5,16 @@
 namespace troupe::http {
 
 ChoiceStream::ChoiceStream(int index, const TextCodec& codec, std::vector<std::string> stop_strings,
-                           std::unique_ptr<ReasoningParser> reasoning_parser, bool want_logprobs)
+                           std::unique_ptr<ReasoningParser> reasoning_parser, bool want_logprobs,
+                           std::unique_ptr<ToolParser> tool_parser)
     : index_(index),
       codec_(&codec),
       detokenizer_(codec.make_detokenizer()),
       stop_(std::move(stop_strings)),
       reasoning_parser_(std::move(reasoning_parser)),
-      want_logprobs_(want_logprobs) {}
+      want_logprobs_(want_logprobs) {
+  if (tool_parser) tool_stream_ = std::make_unique<ToolCallStream>(std::move(tool_parser));
+}
 
 void ChoiceStream::set_text_options(ChoiceTextOptions options) {
   options_ = std::move(options);
@@ -19,18 +22,37 @@ void ChoiceStream::set_text_options(ChoiceTextOptions options) {
   stop_ = StopStringMatcher(stop_.stop_strings(), options_.include_stop_str_in_output);
 }
 
-void ChoiceStream::emit(const std::string& text, ChoiceDelta& delta) {
+void ChoiceStream::emit_content(const std::string& text, ChoiceDelta& delta) {
   if (text.empty()) return;
-  if (!reasoning_parser_) {
+  if (!tool_stream_) {
     delta.content += text;
     content_ += text;
     return;
   }
-  ReasoningDelta split = reasoning_parser_->push(text);
+  ToolStreamDelta split = tool_stream_->push(text);
   delta.content += split.content;
+  for (ToolCallDelta& call : split.tool_calls) delta.tool_calls.push_back(std::move(call));
+}
+
+void ChoiceStream::finish_tool_calls(ChoiceDelta& delta) {
+  if (!tool_stream_) return;
+  ToolStreamDelta rest = tool_stream_->finish();
+  delta.content += rest.content;
+  for (ToolCallDelta& call : rest.tool_calls) delta.tool_calls.push_back(std::move(call));
+  // The whole answer reads the whole text once: malformed calls come back as content.
+  ToolParse whole = parse_tool_calls(tool_stream_->parser(), tool_stream_->text());
+  content_ = whole.content;
+  for (ParsedToolCall& call : whole.calls)
+    tool_calls_.push_back(ToolCall{make_tool_call_id(), std::move(call.name), std::move(call.arguments)});
+}
+
+void ChoiceStream::emit(const std::string& text, ChoiceDelta& delta) {
+  if (text.empty()) return;
+  if (!reasoning_parser_) return emit_content(text, delta);
+  ReasoningDelta split = reasoning_parser_->push(text);
   delta.reasoning += split.reasoning;
-  content_ += split.content;
   reasoning_ += split.reasoning;
+  emit_content(split.content, delta);
 }
 
 ChoiceDelta ChoiceStream::push(const GenerationOutput& output) {
@@ -81,11 +103,11 @@ ChoiceDelta ChoiceStream::push(const GenerationOutput& output) {
   }
   if (reasoning_parser_) {
     ReasoningDelta rest = reasoning_parser_->flush();
-    delta.content += rest.content;
     delta.reasoning += rest.reasoning;
-    content_ += rest.content;
     reasoning_ += rest.reasoning;
+    emit_content(rest.content, delta);
   }
+  finish_tool_calls(delta);
   delta.finish_reason = finish_reason_;
   return delta;
 }

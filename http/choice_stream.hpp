@@ -1,5 +1,6 @@
 #pragma once
-// One choice's text pipeline: engine token ids -> detokenizer -> stop strings -> reasoning split.
+// One choice's text pipeline: engine token ids -> detokenizer -> stop strings -> reasoning split
+// -> tool calls (when a tool parser is given: the content after </think> is parsed).
 // Fed on the HTTP thread with the engine's outputs in order; yields the deltas to send.
 #include <cstdint>
 #include <memory>
@@ -9,6 +10,7 @@
 
 #include "http/reasoning_parser.hpp"
 #include "http/stop_strings.hpp"
+#include "http/tool_call_stream.hpp"
 #include "http/text_codec.hpp"
 #include "engine/serving_engine.hpp"
 
@@ -25,6 +27,7 @@ struct ChoiceDelta {
   std::string content;
   std::string reasoning;
   std::vector<TokenLogprob> logprobs;  // of the tokens consumed by this step
+  std::vector<ToolCallDelta> tool_calls;
   FinishReason finish_reason = FinishReason::none;  // set on the last delta
   std::string error_message;                        // with FinishReason::error
 };
@@ -41,7 +44,8 @@ struct ChoiceTextOptions {
 class ChoiceStream {
  public:
   ChoiceStream(int index, const TextCodec& codec, std::vector<std::string> stop_strings,
-               std::unique_ptr<ReasoningParser> reasoning_parser, bool want_logprobs);
+               std::unique_ptr<ReasoningParser> reasoning_parser, bool want_logprobs,
+               std::unique_ptr<ToolParser> tool_parser = nullptr);
 
   // Before the first push.
   void set_text_options(ChoiceTextOptions options);
@@ -58,9 +62,15 @@ class ChoiceStream {
   const std::string& reasoning() const { return reasoning_; }
   const std::vector<TokenLogprob>& logprobs() const { return logprobs_; }
   bool has_reasoning_parser() const { return reasoning_parser_ != nullptr; }
+  // Once finished: the calls of the whole content (none when it was malformed: then content()
+  // is all of it). A stream's deltas may have sent calls the whole parse refused (a call cut short).
+  const std::vector<ToolCall>& tool_calls() const { return tool_calls_; }
+  int num_tool_calls_streamed() const { return tool_stream_ ? tool_stream_->num_calls_sent() : 0; }
 
  private:
   void emit(const std::string& text, ChoiceDelta& delta);
+  void emit_content(const std::string& text, ChoiceDelta& delta);
+  void finish_tool_calls(ChoiceDelta& delta);
 
   int index_;
   const TextCodec* codec_;
@@ -76,6 +86,8 @@ class ChoiceStream {
   std::string content_;
   std::string reasoning_;
   std::vector<TokenLogprob> logprobs_;
+  std::unique_ptr<ToolCallStream> tool_stream_;
+  std::vector<ToolCall> tool_calls_;
 };
 
 }  // namespace troupe::http

@@ -22,7 +22,7 @@ GenerationJob::GenerationJob(ServingEngine& engine, Metrics& metrics, const Text
   for (size_t i = 0; i < n; ++i)
     choices_.push_back(std::make_unique<ChoiceStream>(
         int(i), codec, spec_.request.stop, ReasoningParser::create(spec_.reasoning_parser, spec_.prompt_text),
-        spec_.request.logprobs));
+        spec_.request.logprobs, tool_parser_for(spec_.request.tool_choice, spec_.tool_call_parser)));
   for (auto& choice : choices_) choice->set_text_options(text_options());
   submitted_.assign(n, false);
   last_output_at_.assign(n, started_at_);

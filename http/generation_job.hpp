@@ -23,6 +23,7 @@ struct JobSpec {
   std::string reasoning_parser;
   std::string echo_text;  // echo: sent before each choice's generated text
   std::vector<int64_t> eos_token_ids;  // the model's (a final one's text is left out)
+  std::string tool_call_parser;  // --tool-call-parser, for tool_choice "auto"
 };
 
 class GenerationJob {

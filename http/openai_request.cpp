@@ -229,8 +229,12 @@ Result<json> read_messages(const json& body, std::string& param) {
       return bad(param, name + ".role", "must be system, user, assistant, tool or developer, got " + shown(role));
     Result<std::string> content = message_content(m, i, param);
     if (!content.ok()) return content.error();
+    TROUPE_TRY(check_tool_message(m, name, param));
     json copy = m;
-    copy["content"] = content.value();
+    // An assistant turn of tool calls alone keeps content null: templates test `content is none`.
+    const bool calls_only = role == "assistant" && present(m, "tool_calls") && !m["tool_calls"].empty() &&
+                            !present(m, "content");
+    copy["content"] = calls_only ? json(nullptr) : json(content.value());
     messages.push_back(std::move(copy));
     ++i;
   }
@@ -268,10 +272,9 @@ Result<OpenAIRequest> parse_chat_request(const json& body, std::string& param, c
   Result<json> messages = read_messages(body, param);
   if (!messages.ok()) return messages.error();
   r.messages = std::move(messages).value();
-  if (present(body, "tools")) {
-    if (!body["tools"].is_array()) return bad(param, "tools", "must be a list");
-    r.tools = body["tools"];
-  }
+  Result<ToolChoice> tool_choice = read_tool_choice(body, r.tools, param);
+  if (!tool_choice.ok()) return tool_choice.error();
+  r.tool_choice = tool_choice.value();
   TROUPE_TRY(read_common(body, r, param, defaults));
   TROUPE_TRY(read_bool(body, "add_generation_prompt", r.add_generation_prompt, param));
   TROUPE_TRY(read_vllm_fields(body, r, param));

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "http/tool_request.hpp"
 #include "runtime/model_config.hpp"
 
 #include "runtime/result.hpp"
@@ -24,6 +25,7 @@ struct OpenAIRequest {
   // Chat: validated messages (content parts joined into one string), tools or null.
   nlohmann::json messages;
   nlohmann::json tools;
+  ToolChoice tool_choice;  // http/tool_request: tool_choice and its default
   bool add_generation_prompt = true;
   // Completion: a text prompt, or token ids when prompt_is_ids.
   std::string prompt_text;

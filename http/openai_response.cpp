@@ -13,7 +13,9 @@ json bytes_of(const std::string& s) {
 }
 
 // The one place a finish reason becomes OpenAI JSON.
-json reason_or_null(FinishReason finish_reason) {
+json reason_or_null(FinishReason finish_reason, bool called_tools = false) {
+  if (called_tools && (finish_reason == FinishReason::stop || finish_reason == FinishReason::length))
+    return "tool_calls";
   return finish_reason == FinishReason::none ? json(nullptr) : json(to_string(finish_reason));
 }
 
@@ -59,14 +61,17 @@ json chat_completion_json(const ResponseHeader& header, const std::vector<const 
                           bool want_logprobs, const json& usage) {
   json out_choices = json::array();
   for (const ChoiceStream* c : choices) {
-    json message{{"role", "assistant"}, {"content", c->content()}};
+    const bool called_tools = !c->tool_calls().empty();
+    // With tool calls and no text, content is null (OpenAI's shape).
+    json content = called_tools && c->content().empty() ? json(nullptr) : json(c->content());
+    json message{{"role", "assistant"}, {"content", content}};
     if (c->has_reasoning_parser())
       message["reasoning_content"] = c->reasoning().empty() ? json(nullptr) : json(c->reasoning());
-    message["tool_calls"] = json::array();
+    message["tool_calls"] = tool_calls_json(c->tool_calls());
     out_choices.push_back(json{{"index", c->index()},
                                {"message", message},
                                {"logprobs", want_logprobs ? chat_logprobs_json(c->logprobs()) : json(nullptr)},
-                               {"finish_reason", reason_or_null(c->finish_reason())}});
+                               {"finish_reason", reason_or_null(c->finish_reason(), called_tools)}});
   }
   return json{{"id", header.id},       {"object", "chat.completion"}, {"created", header.created},
               {"model", header.model}, {"choices", out_choices},      {"usage", usage}};
@@ -85,9 +90,37 @@ json completion_json(const ResponseHeader& header, const std::vector<const Choic
               {"model", header.model}, {"choices", out_choices},      {"usage", usage}};
 }
 
+json tool_calls_json(const std::vector<ToolCall>& calls) {
+  json out = json::array();
+  for (const ToolCall& call : calls)
+    out.push_back(json{{"id", call.id},
+                       {"type", "function"},
+                       {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+  return out;
+}
+
+json tool_call_deltas_json(const std::vector<ToolCallDelta>& deltas) {
+  json out = json::array();
+  for (const ToolCallDelta& d : deltas) {
+    json entry{{"index", d.index}};
+    if (d.is_first) {
+      entry["id"] = d.id;
+      entry["type"] = "function";
+      entry["function"] = json{{"name", d.name}, {"arguments", d.arguments}};
+    } else {
+      entry["function"] = json{{"arguments", d.arguments}};
+    }
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
 json chat_chunk_json(const ResponseHeader& header, int index, const json& delta, const json& logprobs,
-                     FinishReason finish_reason, bool include_usage) {
-  json choice{{"index", index}, {"delta", delta}, {"logprobs", logprobs}, {"finish_reason", reason_or_null(finish_reason)}};
+                     FinishReason finish_reason, bool include_usage, bool called_tools) {
+  json choice{{"index", index},
+              {"delta", delta},
+              {"logprobs", logprobs},
+              {"finish_reason", reason_or_null(finish_reason, called_tools)}};
   json chunk{{"id", header.id},       {"object", "chat.completion.chunk"}, {"created", header.created},
              {"model", header.model}, {"choices", json::array({choice})}};
   if (include_usage) chunk["usage"] = nullptr;

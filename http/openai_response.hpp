@@ -32,9 +32,16 @@ nlohmann::json chat_completion_json(const ResponseHeader& header, const std::vec
 nlohmann::json completion_json(const ResponseHeader& header, const std::vector<const ChoiceStream*>& choices,
                                bool want_logprobs, const nlohmann::json& usage);
 
-// Streaming chunks; FinishReason::none gives null. include_usage adds "usage": null.
+// Tool calls: whole ({id, type, function: {name, arguments}}) and streamed deltas (the first of a
+// call with id, type and name; then argument fragments).
+nlohmann::json tool_calls_json(const std::vector<ToolCall>& calls);
+nlohmann::json tool_call_deltas_json(const std::vector<ToolCallDelta>& deltas);
+
+// Streaming chunks; FinishReason::none gives null. include_usage adds "usage": null. called_tools:
+// a choice that sent tool calls ends with "tool_calls" instead of stop or length, as vLLM's.
 nlohmann::json chat_chunk_json(const ResponseHeader& header, int index, const nlohmann::json& delta,
-                               const nlohmann::json& logprobs, FinishReason finish_reason, bool include_usage);
+                               const nlohmann::json& logprobs, FinishReason finish_reason, bool include_usage,
+                               bool called_tools = false);
 nlohmann::json completion_chunk_json(const ResponseHeader& header, int index, const std::string& text,
                                      const nlohmann::json& logprobs, FinishReason finish_reason,
                                      bool include_usage);

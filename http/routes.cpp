@@ -46,6 +46,7 @@ json chat_delta(const ChoiceDelta& d) {
   json delta = json::object();
   if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
   if (!d.content.empty()) delta["content"] = d.content;
+  if (!d.tool_calls.empty()) delta["tool_calls"] = tool_call_deltas_json(d.tool_calls);
   return delta;
 }
 
@@ -263,6 +264,11 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
                                     "prompt logprobs (prompt_logprobs, or echo with logprobs) are not supported "
                                     "by this server yet",
                                     request.prompt_logprobs >= 0 ? "prompt_logprobs" : "echo"});
+  if (is_chat) {
+    Status tools = apply_tool_choice(request.tool_choice, request.tools, config_.enable_auto_tool_choice,
+                                     config_.tool_call_parser, request.params, param);
+    if (!tools.ok()) return send_error(res, bad_request(tools.error(), param));
+  }
   if (engine_ && !engine_->failure().empty())
     return send_error(res, ApiError{503, "the engine failed: " + engine_->failure(), ""});
   if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
@@ -285,7 +291,8 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
     render.add_generation_prompt = request.add_generation_prompt;
     render.continue_final_message = request.continue_final_message;
     render.template_kwargs = &request.chat_template_kwargs;
-    Result<std::string> rendered = codec_->render_chat_with(request.messages, request.tools, render);
+    // Assistant tool-call turns keep content null; templates that refuse null get "" (vLLM's).
+    Result<std::string> rendered = render_chat_with_tools(*codec_, request.messages, request.tools, render);
     if (!rendered.ok()) return send_error(res, bad_request(rendered.error(), "messages"));
     spec.prompt_text = std::move(rendered).value();
     spec.prompt_ids = codec_->encode(spec.prompt_text, request.add_special_tokens);
@@ -307,7 +314,9 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
 
   spec.id = id;
   spec.request = request;
-  spec.reasoning_parser = is_chat ? config_.reasoning_parser : "";
+  // A call forced by constrained decoding is JSON from the first token: no <think> to split.
+  spec.reasoning_parser = is_chat && !is_forced(request.tool_choice) ? config_.reasoning_parser : "";
+  spec.tool_call_parser = config_.tool_call_parser;
   spec.eos_token_ids = eos_token_ids_;
   job = std::make_shared<GenerationJob>(*engine_, metrics_, *codec_, std::move(spec));
   if (Status status = job->submit(); !status.ok()) {
@@ -392,12 +401,14 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
             if (!write("data: " + error_body(error) + "\n\n")) return false;
             continue;
           }
-          bool has_text = !d.content.empty() || !d.reasoning.empty();
+          bool has_text = !d.content.empty() || !d.reasoning.empty() || !d.tool_calls.empty();
           if (!has_text && d.finish_reason == FinishReason::none && d.logprobs.empty()) continue;
           json lp = nullptr;
           if (request.logprobs && !d.logprobs.empty())
             lp = is_chat ? chat_logprobs_json(d.logprobs) : completion_logprobs_json(d.logprobs, state->text_offset);
-          json chunk = is_chat ? chat_chunk_json(header, index, chat_delta(d), lp, d.finish_reason, request.include_usage)
+          const bool called_tools = is_chat && job->choices()[size_t(index)]->num_tool_calls_streamed() > 0;
+          json chunk = is_chat ? chat_chunk_json(header, index, chat_delta(d), lp, d.finish_reason, request.include_usage,
+                                                 called_tools)
                                : completion_chunk_json(header, index, d.content, lp, d.finish_reason,
                                                        request.include_usage);
           state->text_offset += int64_t(d.content.size());
@@ -433,7 +444,9 @@ void Routes::tokenize(const httplib::Request& req, httplib::Response& res) {
   if (!codec_) return send_error(res, not_ready());
   std::string text = parsed->prompt;
   if (parsed->is_chat) {
-    Result<std::string> rendered = codec_->render_chat(parsed->messages, nullptr, parsed->add_generation_prompt);
+    ChatRenderOptions render;
+    render.add_generation_prompt = parsed->add_generation_prompt;
+    Result<std::string> rendered = render_chat_with_tools(*codec_, parsed->messages, nullptr, render);
     if (!rendered.ok()) return send_error(res, bad_request(rendered.error(), "messages"));
     text = std::move(rendered).value();
   }

@@ -39,6 +39,12 @@ Status Config::validate() const {
   if (!is_port(http_port)) return bad("port", "must be in [1, 65535], got " + std::to_string(http_port));
   if (!reasoning_parser.empty() && reasoning_parser != "deepseek_r1")
     return bad("reasoning-parser", "only deepseek_r1 is known, got '" + reasoning_parser + "'");
+  if (!tool_call_parser.empty() &&
+      !one_of(tool_call_parser, {"deepseek_v3", "deepseek_v31", "hermes", "llama3_json"}))
+    return bad("tool-call-parser", "must be one of deepseek_v3, deepseek_v31, hermes, llama3_json, got '" +
+                                       tool_call_parser + "'");
+  if (enable_auto_tool_choice && tool_call_parser.empty())
+    return bad("enable-auto-tool-choice", "needs --tool-call-parser (deepseek_v3, deepseek_v31, hermes or llama3_json)");
   if (!api_key.empty()) {
     for (size_t at = 0; at <= api_key.size();) {
       size_t end = std::min(api_key.find(',', at), api_key.size());

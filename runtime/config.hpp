@@ -37,6 +37,10 @@ struct Config : EngineArgs {
   std::string override_generation_config;  // JSON object over the generation config's sampling defaults
   int64_t default_request_seed = -1;       // --seed: requests without a seed derive one from it; -1: random
   bool disable_log_requests = false;       // no request log lines
+  // Tool calls (http/tool_parser): the model's tool-call text -> OpenAI tool_calls for
+  // tool_choice "auto", which needs both (vLLM's flags).
+  bool enable_auto_tool_choice = false;
+  std::string tool_call_parser;  // "" | deepseek_v3 | deepseek_v31 | hermes | llama3_json
   int64_t max_body_bytes = 16 << 20;
   // TLS and browsers. Key and certificate (PEM) together turn on HTTPS; a CA file also requires
   // client certificates signed by it (mutual TLS).

@@ -151,5 +151,27 @@ TEST(CommandLineFlags, HeadShutdownTimeout) {
   EXPECT_EQ(parse_command_line({"troupe", "head", "--shutdown-timeout", "-1"}).exit_code, 2);
 }
 
+TEST(CommandLineFlags, ToolCallFlags) {
+  for (const char* sub : {"serve", "head"}) {
+    ParsedCommandLine given =
+        parse_command_line({"troupe", sub, "--enable-auto-tool-choice", "--tool-call-parser", "deepseek_v3"});
+    ASSERT_FALSE(given.exit_code) << sub;
+    EXPECT_TRUE(given.command.config.enable_auto_tool_choice);
+    EXPECT_EQ(given.command.config.tool_call_parser, "deepseek_v3");
+  }
+  ParsedCommandLine defaults = parse_command_line({"troupe", "serve"});
+  EXPECT_FALSE(defaults.command.config.enable_auto_tool_choice);
+  EXPECT_EQ(defaults.command.config.tool_call_parser, "");
+  EXPECT_EQ(parse_command_line({"troupe", "serve", "--tool-call-parser", "mistral"}).exit_code, 2);
+  EXPECT_EQ(parse_command_line({"troupe", "serve", "--enable-auto-tool-choice"}).exit_code, 2);
+  // Config file keys are the long flag names.
+  const std::string path = ::testing::TempDir() + "/tool_flags.toml";
+  std::ofstream(path) << "enable-auto-tool-choice = true\ntool-call-parser = \"hermes\"\n";
+  ParsedCommandLine from_file = parse_command_line({"troupe", "serve", "--config", path});
+  ASSERT_FALSE(from_file.exit_code);
+  EXPECT_TRUE(from_file.command.config.enable_auto_tool_choice);
+  EXPECT_EQ(from_file.command.config.tool_call_parser, "hermes");
+}
+
 }  // namespace
 }  // namespace troupe::cli

@@ -32,7 +32,7 @@ class FakeTextCodec final : public http::TextCodec {
                                   bool add_generation_prompt) const override {
     std::string text;
     for (const auto& m : messages) {
-      std::string content = m.value("content", "");
+      std::string content = m.contains("content") && m["content"].is_string() ? m["content"].get<std::string>() : "";
       if (content == "RAISE") return make_error(ErrorCode::invalid_argument, "template raised: roles must alternate");
       text += "<|" + m["role"].get<std::string>() + "|>" + content + "\n";
     }

@@ -24,6 +24,8 @@ TEST(Config, RejectsEachBadValueNamingTheFlag) {
       {[](Config& c) { c.join = "nohostport"; }, "--join"},
       {[](Config& c) { c.log_level = "loud"; }, "--log-level"},
       {[](Config& c) { c.reasoning_parser = "qwq"; }, "--reasoning-parser"},
+      {[](Config& c) { c.tool_call_parser = "mistral"; }, "--tool-call-parser"},
+      {[](Config& c) { c.enable_auto_tool_choice = true; }, "--enable-auto-tool-choice"},
       {[](Config& c) { c.tensor_parallel_size = 0; }, "--tensor-parallel-size"},
   };
   for (const auto& c : cases) {
