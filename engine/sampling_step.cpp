@@ -14,6 +14,7 @@ bool SamplingStep::can_sample_on_device(const Tensor& logits, const std::vector<
   if (backend_->device() == Device::cpu || logits.dim() != 2 || logits.size(1) != vocab_size_) return false;
   for (const SamplerRow& row : rows) {
     const SamplingParams& p = *row.params;
+    if (row.allowed != nullptr) return false;  // NOTE: kernels/token_mask is not wired into a backend yet
     if (has_penalties(p) || p.logprobs >= 0 || (!p.is_greedy() && row.rng == nullptr)) return false;
   }
   return true;

@@ -205,14 +205,33 @@ int32_t ByteAutomaton::intern(std::vector<int32_t> set) {
   return id;
 }
 
+// Fills the whole row of `state` at once: bytes with the same successor NFA states share one
+// closure (a string state's ~200 printable bytes lead to one place), so a cold row costs a few
+// closures, not 256.
 int32_t ByteAutomaton::fill(int32_t state, uint8_t b) {
+  std::map<std::vector<int32_t>, int32_t> row_memo;
   std::vector<int32_t> seeds;
-  for (int32_t x : dfa_sets_[state])
-    for (const Edge& edge : nfa_[x].edges)
-      if (edge.lo <= b && b <= edge.hi) seeds.push_back(edge.to);
-  const int32_t next = seeds.empty() ? kDead : intern(closure(std::move(seeds)));
-  table_[size_t(state) * 256 + b] = next;
-  return next;
+  const std::vector<int32_t> set = dfa_sets_[state];  // copy: intern() may grow dfa_sets_
+  for (int c = 0; c < 256; ++c) {
+    seeds.clear();
+    for (int32_t x : set)
+      for (const Edge& edge : nfa_[x].edges)
+        if (edge.lo <= c && c <= edge.hi) seeds.push_back(edge.to);
+    int32_t next = kDead;
+    if (!seeds.empty()) {
+      std::sort(seeds.begin(), seeds.end());
+      seeds.erase(std::unique(seeds.begin(), seeds.end()), seeds.end());
+      auto it = row_memo.find(seeds);
+      if (it != row_memo.end()) {
+        next = it->second;
+      } else {
+        next = intern(closure(seeds));
+        row_memo.emplace(seeds, next);
+      }
+    }
+    table_[size_t(state) * 256 + c] = next;
+  }
+  return table_[size_t(state) * 256 + b];
 }
 
 bool ByteAutomaton::has_next(int32_t state) {

@@ -1,5 +1,7 @@
 #include "http/openai_request.hpp"
 
+#include "http/structured_output_request.hpp"
+
 #include <cmath>
 #include <limits>
 
@@ -196,6 +198,7 @@ Result<OpenAIRequest> parse_chat_request(const json& body, std::string& param, c
     r.tools = body["tools"];
   }
   TROUPE_TRY(read_common(body, r, param, defaults));
+  TROUPE_TRY(read_structured_output(body, r.params.constraint, param));
   TROUPE_TRY(read_bool(body, "add_generation_prompt", r.add_generation_prompt, param));
   TROUPE_TRY(read_bool(body, "logprobs", r.logprobs, param));
   if (present(body, "top_logprobs")) {
@@ -225,6 +228,7 @@ Result<OpenAIRequest> parse_completion_request(const json& body, std::string& pa
     return bad(param, "prompt", "must be a string or a non-empty list of token ids");
   }
   TROUPE_TRY(read_common(body, r, param, defaults));
+  TROUPE_TRY(read_structured_output(body, r.params.constraint, param));
   if (present(body, "logprobs")) {
     TROUPE_TRY(read_int(body, "logprobs", 0, kMaxTopLogprobs, r.top_logprobs, param));
     r.logprobs = true;
