@@ -21,9 +21,7 @@ grammar::GrammarKind to_grammar_kind(OutputConstraint::Kind kind) {
 
 Status validate_output_constraint(const OutputConstraint& constraint) {
   if (constraint.is_none()) return Status::success();
-  auto compiled = grammar::compile_grammar(to_grammar_kind(constraint.kind), constraint.spec);
-  if (!compiled.ok()) return compiled.error();
-  return Status::success();
+  return grammar::check_grammar(to_grammar_kind(constraint.kind), constraint.spec);
 }
 
 ConstrainedDecoding::~ConstrainedDecoding() {

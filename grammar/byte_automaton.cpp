@@ -36,11 +36,16 @@ int64_t estimate_states(const Expr& e, int64_t limit) {
 
 }  // namespace
 
-Result<std::unique_ptr<ByteAutomaton>> ByteAutomaton::compile(const ExprPtr& expr, int64_t max_nfa_states) {
+Status ByteAutomaton::check_size(const ExprPtr& expr, int64_t max_nfa_states) {
   if (is_never(expr)) return make_error(ErrorCode::invalid_argument, "the grammar accepts no output at all");
   if (estimate_states(*expr, max_nfa_states) > max_nfa_states)
     return make_error(ErrorCode::invalid_argument, "the grammar is too large (over " + std::to_string(max_nfa_states) +
                                                        " automaton states); bound fewer repeats or lengths");
+  return Status::success();
+}
+
+Result<std::unique_ptr<ByteAutomaton>> ByteAutomaton::compile(const ExprPtr& expr, int64_t max_nfa_states) {
+  TROUPE_TRY(check_size(expr, max_nfa_states));
   std::unique_ptr<ByteAutomaton> a(new ByteAutomaton());
   a->max_nfa_states_ = max_nfa_states;
   Frag f = a->build(*expr);

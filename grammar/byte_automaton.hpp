@@ -21,6 +21,9 @@ class ByteAutomaton {
   // Errors when the NFA would pass `max_nfa_states` (a schema too large to compile).
   static Result<std::unique_ptr<ByteAutomaton>> compile(const ExprPtr& expr, int64_t max_nfa_states = 2'000'000);
 
+  // What compile() would say about the size, without building anything (cheap validation).
+  static Status check_size(const ExprPtr& expr, int64_t max_nfa_states = 2'000'000);
+
   int32_t start() const { return 0; }
   // The state after byte b, or kDead.
   int32_t step(int32_t state, uint8_t b) {

@@ -7,17 +7,31 @@
 
 namespace troupe::grammar {
 
+namespace {
+
+Result<ExprPtr> grammar_expr(GrammarKind kind, const std::string& spec, const JsonGrammarOptions& options) {
+  switch (kind) {
+    case GrammarKind::json_object: return any_json_object(options);
+    case GrammarKind::json_schema: return compile_json_schema(spec, options);
+    case GrammarKind::regex: return parse_regex(spec);
+    case GrammarKind::choice: return compile_choice(spec);
+  }
+  return make_error(ErrorCode::internal, "unknown grammar kind");
+}
+
+}  // namespace
+
 Result<std::unique_ptr<ByteAutomaton>> compile_grammar(GrammarKind kind, const std::string& spec,
                                                        const JsonGrammarOptions& options) {
-  Result<ExprPtr> expr = make_error(ErrorCode::internal, "unknown grammar kind");
-  switch (kind) {
-    case GrammarKind::json_object: expr = any_json_object(options); break;
-    case GrammarKind::json_schema: expr = compile_json_schema(spec, options); break;
-    case GrammarKind::regex: expr = parse_regex(spec); break;
-    case GrammarKind::choice: expr = compile_choice(spec); break;
-  }
+  auto expr = grammar_expr(kind, spec, options);
   if (!expr.ok()) return expr.error();
   return ByteAutomaton::compile(expr.value());
+}
+
+Status check_grammar(GrammarKind kind, const std::string& spec, const JsonGrammarOptions& options) {
+  auto expr = grammar_expr(kind, spec, options);
+  if (!expr.ok()) return expr.error();
+  return ByteAutomaton::check_size(expr.value());
 }
 
 CompiledGrammar::CompiledGrammar(std::unique_ptr<ByteAutomaton> automaton, std::shared_ptr<const TokenVocabulary> vocab,

@@ -25,6 +25,9 @@ enum class GrammarKind : uint8_t { json_object, json_schema, regex, choice };
 Result<std::unique_ptr<ByteAutomaton>> compile_grammar(GrammarKind kind, const std::string& spec,
                                                        const JsonGrammarOptions& options = {});
 
+// The same checks as compile_grammar without building the automaton (http's validation).
+Status check_grammar(GrammarKind kind, const std::string& spec, const JsonGrammarOptions& options = {});
+
 class CompiledGrammar {
  public:
   CompiledGrammar(std::unique_ptr<ByteAutomaton> automaton, std::shared_ptr<const TokenVocabulary> vocab,

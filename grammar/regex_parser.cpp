@@ -164,7 +164,7 @@ class Parser {
       fail(std::string("anchor '") + c + "' inside the pattern");
       return never();
     }
-    uint32_t cp;
+    uint32_t cp = 0;
     if (!next_code_point(&cp)) return never();
     return literal(utf8_encode(cp));
   }

@@ -198,3 +198,24 @@ TEST(GrammarJsonSchema, TooLargeSchemasAreRefusedNotBuilt) {
 
 }  // namespace
 }  // namespace troupe::grammar
+
+// kernels/token_mask_ref: the rule the device kernel follows (tests/gpu/token_mask_test.cpp).
+#include "kernels/token_mask.hpp"
+
+namespace troupe::kernels {
+namespace {
+
+TEST(TokenMaskRef, MaskedIdsBecomeMinusInfinityOnlyInMaskedRows) {
+  const int64_t vocab = 40;
+  std::vector<float> logits(3 * vocab, 1.5f);
+  const int32_t rows[] = {2};
+  const uint32_t mask[] = {0x5u, 0x80u};  // ids 0, 2 and 39
+  apply_token_mask_ref(logits.data(), vocab, rows, 1, mask, 2);
+  for (int64_t i = 0; i < vocab; ++i) {
+    EXPECT_EQ(logits[i], 1.5f);
+    EXPECT_EQ(logits[2 * vocab + i] == 1.5f, i == 0 || i == 2 || i == 39) << i;
+  }
+}
+
+}  // namespace
+}  // namespace troupe::kernels
