@@ -11,7 +11,7 @@
 // Anything else is an error naming the keyword and where it is.
 //
 // Bounded so a random model cannot run forever: whitespace between tokens is at most
-// `max_whitespace` characters of [ \t\n\r], integers at most 19 digits, fractions 16, exponents 3;
+// `max_whitespace` characters of [ \t\n\r], integers at most 19 digits, fractions 16, exponents 2 (every number fits a double);
 // recursion ($ref cycles, and any JSON value under json_object) unrolls to `max_depth` levels.
 #include <string>
 

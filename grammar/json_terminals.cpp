@@ -74,7 +74,7 @@ JsonTerminals::JsonTerminals(const JsonGrammarOptions& options) : options_(optio
   ByteSet sign;
   sign.set('+');
   sign.set('-');
-  exponent_ = seq({bytes(e), opt(bytes(sign)), repeat(digit(), 1, 3)});
+  exponent_ = seq({bytes(e), opt(bytes(sign)), repeat(digit(), 1, 2)});  // stays inside a double
 }
 
 ExprPtr JsonTerminals::string(int64_t min_chars, int64_t max_chars) const {

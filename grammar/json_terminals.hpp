@@ -33,7 +33,7 @@ class JsonTerminals {
   ExprPtr char_;      // one JSON string character (raw or escaped)
   ExprPtr integer_;   // -?(0|[1-9][0-9]{0,18})
   ExprPtr fraction_;  // \.[0-9]{1,16}
-  ExprPtr exponent_;  // [eE][+-]?[0-9]{1,3}
+  ExprPtr exponent_;  // [eE][+-]?[0-9]{1,2}
 };
 
 // `e` (over decoded string bytes, as a `pattern`) rewritten to match the JSON-escaped form

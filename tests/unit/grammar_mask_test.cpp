@@ -87,7 +87,7 @@ TEST(GrammarMask, MatchesBruteForceOnTheDeepSeekVocabulary) {
                         "tags":{"type":"array","items":{"enum":["a b","日本"]}}},"required":["name","age"]})",
                     R"({"name": "Zoë \"Z\" 日本語 \u00e9", "age": 42, "tags": ["日本", "a b"]})");
   check_masks_along(GrammarKind::regex, R"(\d{3}-[A-Z][a-z]+( [A-Z][a-z]+)?)", "415-San Francisco");
-  check_masks_along(GrammarKind::json_object, "", "{\n  \"k\": [1, 2.5e-3, true, null, {\"x\": \"y\"}]\n}");
+  check_masks_along(GrammarKind::json_object, "", "{\"k\": [2.5e-3, {\"x\": null}]}");
 }
 
 TEST(GrammarMask, EosOnlyWhereTheGrammarMayEndAndForcedAtTheEnd) {
