@@ -53,34 +53,34 @@ TEST(StructuredOutputRequest, EachFieldBecomesAConstraint) {
   EXPECT_EQ(json::parse(gc->params.constraint.spec), json({"yes", "no"}));
 
   std::string param;
-  auto completion = parse_completion_request({{"prompt", "x"}, {"guided_regex", "a|b"}}, param, GenerationDefaults{});
-  ASSERT_TRUE(completion.ok());
+  auto completion = parse_completion_request(json::parse(R"({"model":"m","prompt":"x","guided_regex":"a|b"})"), param,
+                                             GenerationDefaults{});
+  ASSERT_TRUE(completion.ok()) << completion.error().message;
   EXPECT_EQ(completion->params.constraint.kind, Kind::regex);
 }
 
 TEST(StructuredOutputRequest, BadOnesAre400sNamingTheField) {
   struct Bad {
-    json extra;
+    const char* extra;  // fields added to a valid chat request, as JSON
     const char* param;
     const char* needle;
   } bad[] = {
-      {{{"response_format", {{"type", "json_schema"}, {"json_schema", {{"schema", {{"type", "object"}, {"not", json::object()}}}}}}}}},
-       "response_format", "'not'"},
-      {{{"response_format", {{"type", "xml"}}}}, "response_format", "xml"},
-      {{{"response_format", {{"type", "json_schema"}}}}, "response_format", "json_schema"},
-      {{{"response_format", {{"type", "json_object"}}}, {"guided_regex", "a"}}, "guided_regex", "combined"},
-      {{{"structured_outputs", {{"regex", "a"}, {"choice", {"b"}}}}}, "structured_outputs", "only one"},
-      {{{"structured_outputs", {{"grammar", "root ::= x"}}}}, "structured_outputs.grammar", "not supported"},
-      {{{"guided_regex", "(a"}}, "guided_regex", "missing ')'"},
-      {{{"guided_choice", json::array()}}, "guided_choice", "non-empty"},
-      {{{"guided_json", "{not json"}}, "guided_json", "schema"},
-      {{{"guided_grammar", "x"}}, "guided_grammar", "not supported"},
+      {R"({"response_format":{"type":"json_schema","json_schema":{"schema":{"type":"object","not":{}}}}})", "response_format", "'not'"},
+      {R"({"response_format":{"type":"xml"}})", "response_format", "xml"},
+      {R"({"response_format":{"type":"json_schema"}})", "response_format", "json_schema"},
+      {R"({"response_format":{"type":"json_object"},"guided_regex":"a"})", "guided_regex", "combined"},
+      {R"({"structured_outputs":{"regex":"a","choice":["b"]}})", "structured_outputs", "only one"},
+      {R"({"structured_outputs":{"grammar":"root ::= x"}})", "structured_outputs.grammar", "not supported"},
+      {R"({"guided_regex":"(a"})", "guided_regex", "missing ')'"},
+      {R"({"guided_choice":[]})", "guided_choice", "non-empty"},
+      {R"({"guided_json":"{not json"})", "guided_json", "schema"},
+      {R"({"guided_grammar":"x"})", "guided_grammar", "not supported"},
   };
   for (const auto& b : bad) {
-    auto r = chat(b.extra);
-    ASSERT_FALSE(r.ok()) << b.extra.dump();
+    auto r = chat(json::parse(b.extra));
+    ASSERT_FALSE(r.ok()) << b.extra;
     EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
-    EXPECT_EQ(r.error().param, b.param) << b.extra.dump();
+    EXPECT_EQ(r.error().param, b.param) << b.extra;
     EXPECT_NE(r.error().message.find(b.needle), std::string::npos) << r.error().message;
   }
 }
