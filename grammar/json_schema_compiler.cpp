@@ -36,6 +36,10 @@ class SchemaCompiler {
 
   ExprPtr value(const json& s, const std::string& path) {
     if (!error_.empty()) return never();
+    // NOTE: $refs expand in place, so a chain of definitions each using the next twice doubles per
+    // link; a budget of subschemas keeps a hostile schema from building an exponential tree.
+    if (++num_subschemas_ > kMaxSubschemas)
+      return fail("", "too large: over " + std::to_string(kMaxSubschemas) + " subschemas once $refs are expanded");
     if (s.is_boolean()) return s.get<bool>() ? terms_.any_value(terms_.options().max_depth) : never();
     if (!s.is_object()) return fail(path, "a schema must be an object or a boolean");
     for (const auto& [key, _] : s.items())
@@ -278,8 +282,10 @@ class SchemaCompiler {
     return seq({literal("{"), terms_.ws(), body, terms_.ws(), literal("}")});
   }
 
+  static constexpr int64_t kMaxSubschemas = 20000;
   const json& root_;
   JsonTerminals terms_;
+  int64_t num_subschemas_ = 0;
   std::map<std::string, int> ref_depth_;
   std::string error_;
 };

@@ -189,6 +189,20 @@ TEST(GrammarJsonSchema, ErrorsNameTheKeywordAndPlace) {
   }
 }
 
+TEST(GrammarJsonSchema, RefChainsThatDoubleAreRefusedQuickly) {
+  nlohmann::json defs;
+  for (int i = 0; i < 40; ++i) {
+    const std::string next = "#/$defs/d" + std::to_string(i + 1);
+    defs["d" + std::to_string(i)] = {{"type", "object"},
+                                     {"properties", {{"a", {{"$ref", next}}}, {"b", {{"$ref", next}}}}}};
+  }
+  defs["d40"] = {{"type", "integer"}};
+  nlohmann::json schema = {{"$defs", defs}, {"$ref", "#/$defs/d0"}};
+  auto a = compile_grammar(GrammarKind::json_schema, schema.dump());
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(a.error().message.find("too large"), std::string::npos) << a.error().message;
+}
+
 TEST(GrammarJsonSchema, TooLargeSchemasAreRefusedNotBuilt) {
   auto a = compile_grammar(GrammarKind::json_schema,
                            R"({"type":"array","items":{"type":"array","items":{"type":"string","maxLength":1000},"maxItems":1000},"maxItems":1000})");
