@@ -70,10 +70,14 @@ typename Inspector::result_type inspect(Inspector& f, LogitBias& x) {
   return f(caf::meta::type_name("troupe.logit_bias"), x.token_id, x.bias);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, OutputConstraint& x) {
+  return f(caf::meta::type_name("troupe.output_constraint"), x.kind, x.spec);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, SamplingParams& x) {
   return f(caf::meta::type_name("troupe.sampling_params"), x.temperature, x.top_p, x.top_k, x.min_p,
            x.repetition_penalty, x.presence_penalty, x.frequency_penalty, x.seed, x.max_tokens, x.stop_token_ids,
-           x.ignore_eos, x.logprobs, x.logit_bias, x.min_tokens);
+           x.ignore_eos, x.logprobs, x.logit_bias, x.min_tokens, x.constraint);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GenerationRequest& x) {

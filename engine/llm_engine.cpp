@@ -46,6 +46,8 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
   engine->scheduler_ = std::make_unique<Scheduler>(sched);
   engine->runner_ = std::make_unique<ModelRunner>(*engine->model_, *engine->cache_);
   engine->sampling_ = std::make_unique<SamplingStep>(*engine->backend_, engine->vocab_size_, sched.eos_token_ids);
+  engine->constrained_ = std::make_unique<ConstrainedDecoding>(config.model + "/tokenizer.json", engine->vocab_size_,
+                                                               sched.eos_token_ids);
   log::get("engine")->info("{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}, prefix caching {}",
                            model_config.architecture, engine->backend_->name(), model_config.num_hidden_layers,
                            engine->num_kv_blocks_, config.block_size, engine->max_model_len_,
@@ -75,6 +77,11 @@ Status LlmEngine::submit(GenerationRequest request, OutputCallback on_output) {
   if (failed_) return make_error(ErrorCode::unavailable, "the engine failed: " + failure());
   if (!running_) return make_error(ErrorCode::unavailable, "the engine is not running");
   TROUPE_TRY(validate_generation_request(request, RequestLimits{vocab_size_, max_model_len_}));
+  if (Status c = validate_output_constraint(request.params.constraint); !c.ok()) {
+    Error e = c.error();
+    e.param = "response_format";
+    return e;
+  }
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return make_error(ErrorCode::unavailable, "the engine is stopping");
@@ -166,7 +173,13 @@ void LlmEngine::take_inbox() {
   for (auto& [seq, callback] : inbox.added) {
     const std::string request_id = seq.request_id;
     const int64_t num_prompt = seq.num_prompt_tokens();
-    auto added = scheduler_->add(std::move(seq));
+    Result<int64_t> added = make_error(ErrorCode::internal, "");
+    if (!seq.params.constraint.is_none()) {
+      auto matcher = constrained_->matcher_for(seq.params.constraint);
+      if (matcher.ok()) seq.matcher = std::move(matcher.value());
+      else added = matcher.error();
+    }
+    if (seq.params.constraint.is_none() || seq.matcher) added = scheduler_->add(std::move(seq));
     if (!added.ok()) {
       GenerationOutput out;
       out.finish_reason = FinishReason::error;
@@ -191,9 +204,13 @@ Status LlmEngine::step() {
   for (auto& seq : batch.finished) emit(*seq, {}, nullptr);
   if (batch.empty()) return Status::success();
   observe_scheduled(batch);
+  constrained_->start_masks(batch);  // on a helper thread while the forward runs
   auto output = runner_->run(batch, scheduler_->block_manager());
+  if (output.ok()) constrained_->finish_masks(output.value());
   TROUPE_TRY(check_device("in the forward"));
   if (!output.ok()) {
+    ModelOutput none;
+    constrained_->finish_masks(none);
     fail_all("model forward failed: " + output.error().message);
     return Status::success();
   }
@@ -210,6 +227,11 @@ Status LlmEngine::postprocess(const ScheduledBatch& batch, const ModelOutput& ou
                               const std::vector<SampledToken>& sampled) {
   std::vector<int32_t> ids;
   for (const auto& s : sampled) ids.push_back(s.token_id);
+  for (size_t k = 0; k < output.sequences.size() && k < ids.size(); ++k) {
+    Sequence* seq = output.sequences[k];
+    if (seq->matcher && !seq->matcher->accept_token(ids[k]))
+      log::get("engine")->warn("request {}: sampled token {} is outside its grammar", seq->request_id, ids[k]);
+  }
   auto finished = scheduler_->postprocess(batch, ids);
   if (!finished.ok()) {
     fail_all("scheduler failed: " + finished.error().message);

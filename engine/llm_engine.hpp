@@ -30,6 +30,7 @@
 #include "runtime/config.hpp"
 #include "runtime/kv_cache.hpp"
 #include "runtime/model.hpp"
+#include "engine/constrained_decoding.hpp"
 #include "engine/model_runner.hpp"
 #include "engine/sampling_step.hpp"
 #include "engine/scheduler.hpp"
@@ -96,6 +97,7 @@ class LlmEngine final : public ServingEngine {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<SamplingStep> sampling_;
+  std::unique_ptr<ConstrainedDecoding> constrained_;
   std::function<void(const std::string&)> on_failure_;
   int64_t max_model_len_ = 0;
   int64_t num_kv_blocks_ = 0;

@@ -99,6 +99,14 @@ Status Sampler::apply_bias_and_min_tokens(const SamplerRow& row, int64_t vocab_s
   return Status::success();
 }
 
+void Sampler::apply_mask(const SamplerRow& row, int64_t vocab_size) {
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < vocab_size; ++i) {
+    const int64_t w = i >> 5;
+    if (w >= row.num_allowed_words || !((row.allowed[w] >> (i & 31)) & 1)) work_[i] = minus_inf;
+  }
+}
+
 // order_ = the best k ids of x_ (higher logit, then lower id), sorted best-first.
 void Sampler::select_top(int64_t k) {
   const float* x = x_;
@@ -152,7 +160,7 @@ int32_t Sampler::pick(const SamplingParams& params, double uniform, float max_va
     for (int64_t i = 0; i < vocab_size; ++i) {
       if (!(x[i] >= threshold)) continue;
       acc += e[i];
-      last = static_cast<int32_t>(i);
+      if (e[i] > 0.0f) last = static_cast<int32_t>(i);  // never a masked (-inf) id
       if (acc > target) return last;
     }
     return last;
@@ -183,7 +191,9 @@ int32_t Sampler::pick(const SamplingParams& params, double uniform, float max_va
   }
   double total = 0.0;
   int64_t num_candidates = 0;
-  for (; num_candidates < num_keep && x[order_[num_candidates]] >= threshold; ++num_candidates)
+  for (; num_candidates < num_keep && x[order_[num_candidates]] >= threshold &&
+         (num_candidates == 0 || e[order_[num_candidates]] > 0.0f);
+       ++num_candidates)
     total += e[order_[num_candidates]];
   num_candidates = std::max<int64_t>(num_candidates, 1);
   const double target = uniform * total;
@@ -225,8 +235,9 @@ Result<SampledToken> Sampler::sample_row_impl(const float* logits, int64_t vocab
   if (!params.is_greedy() && row.rng == nullptr && uniform == nullptr) return bad_row("sampling row has no RNG state");
   vocab_size_ = vocab_size;
   x_ = logits;
-  if (has_penalties(params) || has_logit_processors(params)) {  // copy only when the logits change
+  if (has_penalties(params) || has_logit_processors(params) || row.allowed != nullptr) {  // copy only when the logits change
     work_.assign(logits, logits + vocab_size);
+    if (row.allowed != nullptr) apply_mask(row, vocab_size);  // the grammar first, as vLLM
     TROUPE_TRY(apply_bias_and_min_tokens(row, vocab_size));
     if (has_penalties(params)) {
       TROUPE_TRY(apply_penalties(row, vocab_size));

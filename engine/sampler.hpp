@@ -1,6 +1,6 @@
 #pragma once
 // Sampler: turns one row of fp32 logits per sequence into a token id, its logprob and (when asked)
-// the top logprobs. Processing order as vLLM: penalties -> temperature -> top-k -> top-p -> min-p
+// the top logprobs. Processing order as vLLM: the structured-output mask -> penalties -> temperature -> top-k -> top-p -> min-p
 // -> sample. Each sequence brings its own RNG, so a seeded request draws the same tokens whatever
 // else shares its batch.
 #include <cstdint>
@@ -28,6 +28,10 @@ struct SamplerRow {
   const std::vector<int32_t>* prompt_ids = nullptr;  // repetition penalty only; may be null
   const std::vector<int32_t>* output_ids = nullptr;  // all penalties; may be null
   SequenceRng* rng = nullptr;                        // required unless params->is_greedy()
+  // Structured outputs: bit i of allowed[i / 32] set iff id i may be sampled (the others' logits
+  // become -inf before anything else). Null: no constraint.
+  const uint32_t* allowed = nullptr;
+  int64_t num_allowed_words = 0;  // ceil(vocab / 32) when allowed is set
 };
 
 struct SampledToken {
@@ -62,6 +66,7 @@ class Sampler {
   Status apply_penalties(const SamplerRow& row, int64_t vocab_size);
   // logit_bias, then -inf on the stop ids while min_tokens is not reached (into work_).
   Status apply_bias_and_min_tokens(const SamplerRow& row, int64_t vocab_size);
+  void apply_mask(const SamplerRow& row, int64_t vocab_size);
   int32_t pick(const SamplingParams& params, double uniform, float max_value, double full_sum);
   struct Softmax {
     float max_value;

@@ -16,6 +16,7 @@ bool SamplingStep::can_sample_on_device(const Tensor& logits, const std::vector<
     const SamplingParams& p = *row.params;
     // NOTE: logit_bias and min_tokens rows fall back to the host Sampler (the device kernel takes
     // no per-row logit edits); the batch then samples on the host, the same tokens either way.
+    if (row.allowed != nullptr) return false;  // NOTE: kernels/token_mask is not wired into a backend yet
     if (has_penalties(p) || has_logit_processors(p) || p.logprobs >= 0 || (!p.is_greedy() && row.rng == nullptr))
       return false;
   }

@@ -7,7 +7,8 @@
 //           declined --> restore the drawn RNGs --+
 //   otherwise ---------------------------------------+--> to_host(logits) --> Sampler::sample
 //
-// So a seeded request gives the same tokens whichever side sampled.
+// So a seeded request gives the same tokens whichever side sampled. A step with a structured-output
+// mask (SamplerRow::allowed) samples on the host, where Sampler applies the mask first.
 #include <cstdint>
 #include <vector>
 

@@ -5,6 +5,7 @@
 //      ^                     |   \--abort----------> finished
 //      +------preempt--------+
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "engine/finish_reason.hpp"
 #include "engine/sampler.hpp"
 #include "engine/sampling_params.hpp"
+#include "grammar/grammar_matcher.hpp"
 
 namespace troupe {
 
@@ -36,6 +38,9 @@ struct Sequence {
   int64_t arrival = -1;     // admission order, assigned by Scheduler::add
   int64_t num_preemptions = 0;
   FinishReason finish_reason = FinishReason::none;  // none until finished; stop | length | abort
+  // Structured outputs: where the output stands in params.constraint's grammar (null: none).
+  // Survives preemption (a function of output_ids). See engine/constrained_decoding.hpp.
+  std::shared_ptr<grammar::GrammarMatcher> matcher;
 
   Sequence() = default;
   Sequence(std::string request_id_, std::vector<int32_t> prompt_ids_, SamplingParams params_)

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "http/request_fields.hpp"
+#include "http/structured_output_request.hpp"
 
 namespace troupe::http {
 namespace {
@@ -276,6 +277,7 @@ Result<OpenAIRequest> parse_chat_request(const json& body, std::string& param, c
   if (!tool_choice.ok()) return tool_choice.error();
   r.tool_choice = tool_choice.value();
   TROUPE_TRY(read_common(body, r, param, defaults));
+  TROUPE_TRY(read_structured_output(body, r.params.constraint, param));
   TROUPE_TRY(read_bool(body, "add_generation_prompt", r.add_generation_prompt, param));
   TROUPE_TRY(read_vllm_fields(body, r, param));
   TROUPE_TRY(read_chat_fields(body, r, param));
@@ -310,6 +312,7 @@ Result<OpenAIRequest> parse_completion_request(const json& body, std::string& pa
   r.add_special_tokens = true;
   TROUPE_TRY(read_vllm_fields(body, r, param));
   if (present(body, "suffix")) return bad(param, "suffix", "is not supported");
+  TROUPE_TRY(read_structured_output(body, r.params.constraint, param));
   if (present(body, "logprobs")) {
     TROUPE_TRY(read_int(body, "logprobs", 0, kMaxTopLogprobs, r.top_logprobs, param));
     r.logprobs = true;

@@ -10,14 +10,16 @@ namespace {
 
 // NOTE: a field is added here in the change that gives it a meaning (kept alphabetical).
 constexpr std::string_view kCommonFields[] = {
-    "add_special_tokens", "best_of", "echo", "frequency_penalty", "ignore_eos", "include_stop_str_in_output",
-    "logit_bias", "max_completion_tokens", "max_tokens", "min_p", "min_tokens", "model", "n", "presence_penalty",
-    "prompt_logprobs", "repetition_penalty", "seed", "skip_special_tokens", "spaces_between_special_tokens", "stop",
-    "stop_token_ids", "stream", "stream_options", "temperature", "top_k", "top_p", "user",
+    "add_special_tokens", "best_of", "echo", "frequency_penalty", "guided_choice", "guided_decoding_backend",
+    "guided_json", "guided_regex", "ignore_eos", "include_stop_str_in_output", "logit_bias",
+    "max_completion_tokens", "max_tokens", "min_p", "min_tokens", "model", "n", "presence_penalty",
+    "prompt_logprobs", "repetition_penalty", "response_format", "seed", "skip_special_tokens",
+    "spaces_between_special_tokens", "stop", "stop_token_ids", "stream", "stream_options", "structured_outputs",
+    "temperature", "top_k", "top_p", "user",
 };
 constexpr std::string_view kChatFields[] = {
     "add_generation_prompt", "chat_template", "chat_template_kwargs", "continue_final_message",
-    "logprobs", "messages", "tools", "top_logprobs",
+    "logprobs", "messages", "tool_choice", "tools", "top_logprobs",
 };
 constexpr std::string_view kCompletionFields[] = {"logprobs", "prompt", "suffix"};
 

@@ -80,5 +80,16 @@ TEST(ClusterMessages, RequestFieldsOfSamplingParamsTravelToWorkers) {
   EXPECT_EQ(copy.request.params.stop_token_ids, route.request.params.stop_token_ids);
 }
 
+// Structured outputs reach a head's workers: the constraint travels inside SamplingParams.
+TEST(ClusterMessages, TheOutputConstraintTravelsWithTheRequest) {
+  route_request route;
+  route.request.params.constraint = {OutputConstraint::Kind::json_schema, R"({"type":"object"})"};
+  route.request.params.max_tokens = 77;
+  const route_request copy = round_trip(route);
+  EXPECT_EQ(copy.request.params.constraint.kind, OutputConstraint::Kind::json_schema);
+  EXPECT_EQ(copy.request.params.constraint.spec, R"({"type":"object"})");
+  EXPECT_EQ(copy.request.params.max_tokens, 77);
+}
+
 }  // namespace
 }  // namespace troupe

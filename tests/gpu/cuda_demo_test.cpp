@@ -92,5 +92,28 @@ TEST(CudaDemo, Fp8CheckpointAnswersAsTransformers) {
   expect_demo_accuracy("troupe-demo-fp8", "transformers_fp8");
 }
 
+// Two replicas of PP=2, four worker processes on this one GPU (the head gives each stage 0.15 of
+// it), 48 streams at a time, kill -9 of a worker of group 1 once every lane streams: every stream
+// completes and the answers keep transformers' accuracy (bench/demo_accuracy_bench.py's cluster
+// path, which prints the record this reads).
+TEST(CudaDemo, KillNineOfAWorkerOnOneGpuLosesNoAnswer) {
+  TROUPE_REQUIRE_GPU();
+  const std::string root = troupe_source_dir();
+  const std::string out = ::testing::TempDir() + "/troupe_cuda_demo_kill_" + std::to_string(::getpid()) + ".json";
+  const std::string command = "python3 " + root + "/bench/demo_accuracy_bench.py --troupe " + troupe_binary() +
+                              " --out " + out + " cluster:" + root + "/tests/fixtures/models/troupe-demo:cuda:kill > " +
+                              out + ".log 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << std::ifstream(out + ".log").rdbuf();
+  const json records = json::parse(std::ifstream(out));  // a list of records
+  ASSERT_EQ(records.size(), 1u);
+  const json& r = records[0];
+  std::printf("%s\n", r.dump().c_str());
+  EXPECT_EQ(r["failed_streams"].get<int>(), 0);
+  EXPECT_GT(r["killed_worker_pid"].get<int>(), 0) << "the kill must have happened";
+  EXPECT_GE(r["value"].get<double>(), r["limit"].get<double>() - 0.01);
+  fs::remove(out);
+  fs::remove(out + ".log");
+}
+
 }  // namespace
 }  // namespace troupe
