@@ -76,7 +76,9 @@ Result<std::string> render(const TextCodec& codec, const json& conversation, con
   std::string param;
   Result<OpenAIRequest> request = parse_chat_request(body, param);
   if (!request.ok()) return request.error();
-  return render_chat_with_tools(codec, request->messages, request->tools, agp);
+  ChatRenderOptions options;
+  options.add_generation_prompt = agp;
+  return render_chat_with_tools(codec, request->messages, request->tools, options);
 }
 
 json load_fixture() {
