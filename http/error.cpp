@@ -18,6 +18,10 @@ int http_status_of(ErrorCode code) {
   return 500;
 }
 
+ApiError not_ready() { return ApiError{503, "the engine is not ready yet; retry shortly", ""}; }
+
+ApiError shutting_down() { return ApiError{503, "the server is shutting down; retry on another replica", ""}; }
+
 ApiError api_error_of(const Error& error, std::string param) {
   if (param.empty()) param = error.param;
   return ApiError{http_status_of(error.code), error.message, std::move(param)};

@@ -16,6 +16,9 @@ struct ApiError {
 int http_status_of(ErrorCode code);
 // `param` "": the error's own (Error::param).
 ApiError api_error_of(const Error& error, std::string param = "");
+// The 503s every generation route answers.
+ApiError not_ready();      // the engine is still loading
+ApiError shutting_down();  // the server drains (SIGTERM)
 // "BadRequestError", "NotFoundError", ... by status.
 const char* error_type_of(int status);
 // The JSON body, already serialized.

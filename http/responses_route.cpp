@@ -26,10 +26,6 @@ using nlohmann::json;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-ApiError not_ready() { return ApiError{503, "the engine is not ready yet; retry shortly", ""}; }
-
-ApiError shutting_down() { return ApiError{503, "the server is shutting down; retry on another replica", ""}; }
-
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -140,27 +136,12 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
   const ResponseSkeleton skeleton = ResponseSkeleton::of(request, id, unix_now(), config_.served_model_name);
 
   if (!request.chat.stream) {
-    // As the chat route: cancelled on a drain's abort or past --request-timeout, dropped when
-    // the client hangs up.
-    bool cancelled = false, timed_out = false, looked_for_socket = false;
-    int socket = -1;
-    while (!job->is_finished() && !stopping_) {
-      job->poll(100ms);
-      if (job->is_finished() || cancelled) continue;
-      timed_out = is_past_timeout(started);
-      if (timed_out || gate_.is_aborting()) {
-        job->cancel();
-        cancelled = true;
-        continue;
-      }
-      if (!looked_for_socket) {
-        socket = find_connection_socket(req.remote_addr, req.remote_port, req.local_port);
-        looked_for_socket = true;
-      }
-      if (is_peer_closed(socket)) return job->cancel();
+    switch (wait_whole(*job, req, started)) {
+      case WaitEnd::hung_up: return;
+      case WaitEnd::shutting_down: return send_error(res, shutting_down());
+      case WaitEnd::timed_out: return send_error(res, timeout_error());
+      case WaitEnd::finished: break;
     }
-    if (!job->is_finished()) return send_error(res, shutting_down());
-    if (timed_out) return send_error(res, timeout_error());
     const ChoiceStream& choice = *job->choices().front();
     if (choice.finish_reason() == FinishReason::error) return send_error(res, ApiError{500, "generation failed", ""});
     if (request.store) remember(response_store_, id, conversation, choice.content());

@@ -32,10 +32,6 @@ void send_json(httplib::Response& res, int status, const json& body) {
 
 ApiError bad_request(const Error& error, const std::string& param) { return api_error_of(error, param); }
 
-ApiError not_ready() { return ApiError{503, "the engine is not ready yet; retry shortly", ""}; }
-
-ApiError shutting_down() { return ApiError{503, "the server is shutting down; retry on another replica", ""}; }
-
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -77,6 +73,32 @@ Routes::Routes(const Config& config, ServingEngine* engine, std::shared_ptr<cons
 bool Routes::is_past_timeout(std::chrono::steady_clock::time_point started) const {
   return config_.request_timeout_s > 0 &&
          std::chrono::steady_clock::now() - started > std::chrono::duration<double>(config_.request_timeout_s);
+}
+
+Routes::WaitEnd Routes::wait_whole(GenerationJob& job, const httplib::Request& req,
+                                   std::chrono::steady_clock::time_point started) {
+  bool cancelled = false, timed_out = false, looked_for_socket = false;
+  int socket = -1;
+  while (!job.is_finished() && !stopping_) {
+    job.poll(100ms);
+    if (job.is_finished() || cancelled) continue;
+    timed_out = is_past_timeout(started);
+    if (timed_out || gate_.is_aborting()) {
+      job.cancel();
+      cancelled = true;
+      continue;
+    }
+    if (!looked_for_socket) {
+      socket = find_connection_socket(req.remote_addr, req.remote_port, req.local_port);
+      looked_for_socket = true;
+    }
+    if (is_peer_closed(socket)) {
+      job.cancel();
+      return WaitEnd::hung_up;
+    }
+  }
+  if (!job.is_finished()) return WaitEnd::shutting_down;
+  return timed_out ? WaitEnd::timed_out : WaitEnd::finished;
 }
 
 ApiError Routes::timeout_error() const {
@@ -329,28 +351,12 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   ResponseHeader header{job->spec().id, unix_now(), config_.served_model_name};  // the first name, as vLLM
 
   if (!request.stream) {
-    // Cancelled (finish_reason "abort") on a drain's abort or past --request-timeout; dropped
-    // when the client hangs up. The socket is looked for only once a request outlives one poll.
-    bool cancelled = false, timed_out = false, looked_for_socket = false;
-    int socket = -1;
-    while (!job->is_finished() && !stopping_) {
-      job->poll(100ms);
-      if (job->is_finished() || cancelled) continue;
-      timed_out = is_past_timeout(started);
-      if (timed_out || gate_.is_aborting()) {
-        job->cancel();
-        cancelled = true;
-        continue;
-      }
-      if (!looked_for_socket) {
-        socket = find_connection_socket(req.remote_addr, req.remote_port, req.local_port);
-        looked_for_socket = true;
-      }
-      if (is_peer_closed(socket)) return job->cancel();  // nobody is left to answer
+    switch (wait_whole(*job, req, started)) {
+      case WaitEnd::hung_up: return;  // nobody is left to answer
+      case WaitEnd::shutting_down: return send_error(res, shutting_down());
+      case WaitEnd::timed_out: return send_error(res, timeout_error());
+      case WaitEnd::finished: break;
     }
-    if (!job->is_finished()) return send_error(res, shutting_down());
-    if (timed_out)
-      return send_error(res, timeout_error());
     for (const ChoiceStream* c : job->choices())
       if (c->finish_reason() == FinishReason::error) return send_error(res, ApiError{500, "generation failed", ""});
     json usage = usage_json(job->num_prompt_tokens(), job->num_completion_tokens());

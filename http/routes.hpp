@@ -66,6 +66,11 @@ class Routes {
   // True when the request has run past --request-timeout.
   bool is_past_timeout(std::chrono::steady_clock::time_point started) const;
   ApiError timeout_error() const;
+  // A non-streaming job's wait: cancelled (finish_reason "abort") on a drain's abort or past
+  // --request-timeout, dropped when the client hangs up (the socket is looked for only once a
+  // request outlives one poll).
+  enum class WaitEnd { finished, hung_up, shutting_down, timed_out };
+  WaitEnd wait_whole(GenerationJob& job, const httplib::Request& req, std::chrono::steady_clock::time_point started);
   // The request log's fields known on arrival; echoes the request id as X-Request-Id.
   RequestRecord start_record(const httplib::Request& req, httplib::Response& res, const std::string& generated_id) const;
   // Fills the outcome (job may be null: the request ended before one ran) and logs the line.

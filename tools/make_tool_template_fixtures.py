@@ -26,6 +26,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oracle_chat_templates import default_template, special_token  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZERS = os.path.join(ROOT, ".cache", "tokenizers")
 OUT = os.path.join(ROOT, "tests", "fixtures", "chat", "tool_rendering.json")
@@ -111,13 +114,6 @@ CONVERSATIONS = [
 CONVERSATIONS = json.loads(json.dumps(CONVERSATIONS, sort_keys=True))
 
 
-def special_token(config, field):
-    value = config.get(field)
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) else None
-
-
 def load(name):
     import tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -130,9 +126,7 @@ def load(name):
         with open(os.path.join(ROOT, spec["template_file"]), encoding="utf-8") as f:
             template = f.read()
     else:
-        template = config["chat_template"]
-        if isinstance(template, list):
-            template = next(t["template"] for t in template if t.get("name") == "default")
+        template = default_template(config)
     kwargs = {}
     for field in ("bos_token", "eos_token"):
         token = special_token(config, field)

@@ -4,19 +4,7 @@
 // installed (tools/openai-client-test sets it), else a normal import.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-
-function loadOpenAI() {
-  const dir = process.env.TROUPE_NODE_MODULES;
-  const mod = dir ? createRequire(path.join(dir, 'noop.js'))('openai') : null;
-  return mod ? (mod.OpenAI ?? mod.default ?? mod) : import('openai').then((m) => m.default);
-}
-
-const OpenAI = await loadOpenAI();
-const baseURL = (process.env.TROUPE_URL ?? 'http://127.0.0.1:8000').replace(/\/$/, '') + '/v1';
-const model = process.env.TROUPE_MODEL ?? 'tiny';
-const client = new OpenAI({ baseURL, apiKey: process.env.TROUPE_API_KEY ?? 'none', maxRetries: 0, timeout: 60000 });
+import { OpenAI, client, model } from './openai_client_setup.mjs';
 const messages = [{ role: 'user', content: 'Say hello.' }];
 
 test('models lists the served model', async () => {

@@ -5,19 +5,7 @@
 // nothing, so each test forces tokens with logit_bias and checks what the fields do to them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-
-function loadOpenAI() {
-  const dir = process.env.TROUPE_NODE_MODULES;
-  const mod = dir ? createRequire(path.join(dir, 'noop.js'))('openai') : null;
-  return mod ? (mod.OpenAI ?? mod.default ?? mod) : import('openai').then((m) => m.default);
-}
-
-const OpenAI = await loadOpenAI();
-const root = (process.env.TROUPE_URL ?? 'http://127.0.0.1:8000').replace(/\/$/, '');
-const model = process.env.TROUPE_MODEL ?? 'tiny';
-const client = new OpenAI({ baseURL: root + '/v1', apiKey: process.env.TROUPE_API_KEY ?? 'none', maxRetries: 0, timeout: 60000 });
+import { client, model, root } from './openai_client_setup.mjs';
 const messages = [{ role: 'user', content: 'Say hello.' }];
 
 async function tokenIds(text) {

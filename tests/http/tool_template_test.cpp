@@ -5,7 +5,6 @@
 // tool-call turn parsed back with the matching --tool-call-parser gives the same calls.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <iostream>
 
 #include <cstdlib>
@@ -88,7 +87,6 @@ json load_fixture() {
   const fs::path path = fixture_path();
   if (!fs::exists(path)) {
     // NOTE: skipped (ctest shows it) until the GPU machine, the one with transformers, renders it.
-    std::fprintf(stderr, "%s", "");
     std::cerr << path << " is missing: run `python3 tools/make_tool_template_fixtures.py` (transformers 5.x, "
               << "no network) on a machine with transformers and commit its output\n";
     return nullptr;

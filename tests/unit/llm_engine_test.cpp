@@ -13,35 +13,16 @@
 #include "engine/llm_engine.hpp"
 #include "tests/unit/graph_claiming_backend.hpp"
 #include "tests/unit/greedy_request.hpp"
+#include "tests/unit/output_collector.hpp"
 
 namespace troupe {
 namespace {
 
 using testing::greedy;
+using Collector = testing::OutputCollector;
 
 const std::string kModel = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny";
 
-struct Collector {
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::map<std::string, std::vector<int32_t>> tokens;
-  std::map<std::string, std::string> finish;
-
-  OutputCallback callback(const std::string& id) {
-    return [this, id](const GenerationOutput& out) {
-      std::lock_guard lock(mutex);
-      for (int32_t t : out.new_token_ids) tokens[id].push_back(t);
-      if (out.finish_reason != FinishReason::none) {
-        finish[id] = to_string(out.finish_reason);
-        cv.notify_all();
-      }
-    };
-  }
-  bool wait_all(size_t n, std::chrono::seconds timeout = std::chrono::seconds(120)) {
-    std::unique_lock lock(mutex);
-    return cv.wait_for(lock, timeout, [&] { return finish.size() >= n; });
-  }
-};
 
 std::unique_ptr<LlmEngine> make_engine(int64_t num_kv_blocks, int64_t max_num_batched_tokens = 8192,
                                        std::unique_ptr<Backend> backend = nullptr, const std::string& model = kModel) {

@@ -16,38 +16,18 @@
 #include "engine/llm_engine.hpp"
 #include "pipeline/local_pipeline.hpp"
 #include "tests/unit/greedy_request.hpp"
+#include "tests/unit/output_collector.hpp"
 
 namespace troupe {
 namespace {
 
 using testing::greedy;
 
+using Collector = testing::OutputCollector;
+
 const std::string kLlama = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny";
 const std::string kDeepseek = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/deepseek-v3-tiny";
 
-struct Collector {
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::map<std::string, std::vector<int32_t>> tokens;
-  std::map<std::string, int64_t> num_cached;  // from the last output
-  size_t num_finished = 0;
-
-  OutputCallback callback(const std::string& id) {
-    return [this, id](const GenerationOutput& out) {
-      std::lock_guard lock(mutex);
-      for (int32_t t : out.new_token_ids) tokens[id].push_back(t);
-      num_cached[id] = out.num_cached_tokens;
-      if (out.finish_reason != FinishReason::none) {
-        ++num_finished;
-        cv.notify_all();
-      }
-    };
-  }
-  bool wait_all(size_t n) {
-    std::unique_lock lock(mutex);
-    return cv.wait_for(lock, std::chrono::seconds(120), [&] { return num_finished >= n; });
-  }
-};
 
 struct EngineOptions {
   std::string model = kLlama;

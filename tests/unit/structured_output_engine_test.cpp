@@ -16,33 +16,15 @@
 #include "engine/llm_engine.hpp"
 #include "grammar/token_vocabulary.hpp"
 #include "tests/unit/json_schema_check.hpp"
+#include "tests/unit/output_collector.hpp"
 
 namespace troupe {
 namespace {
 
+using Outputs = testing::OutputCollector;
+
 const std::string kModels = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/";
 
-struct Outputs {
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::map<std::string, std::vector<int32_t>> tokens;
-  std::map<std::string, std::string> finish;
-
-  OutputCallback callback(const std::string& id) {
-    return [this, id](const GenerationOutput& out) {
-      std::lock_guard lock(mutex);
-      for (int32_t t : out.new_token_ids) tokens[id].push_back(t);
-      if (out.finish_reason != FinishReason::none) {
-        finish[id] = to_string(out.finish_reason) + out.error_message;
-        cv.notify_all();
-      }
-    };
-  }
-  bool wait_all(size_t n) {
-    std::unique_lock lock(mutex);
-    return cv.wait_for(lock, std::chrono::seconds(120), [&] { return finish.size() >= n; });
-  }
-};
 
 std::unique_ptr<LlmEngine> make_engine(const std::string& model) {
   Config config;
@@ -113,7 +95,7 @@ void expect_schemas_hold(const std::string& model, int32_t eos, int64_t vocab_si
     for (int seed = 0; seed < num_seeds; ++seed) {
       const std::string id = std::to_string(s) + "/" + std::to_string(seed);
       const std::string text = text_of(*vocab.value(), out.tokens[id]);
-      EXPECT_EQ(out.finish[id], "stop") << id << ": " << text;
+      EXPECT_EQ(out.finish[id], "stop") << id << ": " << text << " " << out.errors[id];
       auto doc = nlohmann::json::parse(text, nullptr, false);
       ASSERT_FALSE(doc.is_discarded()) << id << " does not parse: " << text;
       EXPECT_EQ(check.check(doc), "") << id << ": " << text;
