@@ -4,16 +4,19 @@
 
 #include <atomic>
 #include <cstdio>
+#include <fstream>
 #include <csignal>
 #include <thread>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include "actors/head_actor.hpp"
 #include "actors/head_front_door.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_agent.hpp"
+#include "actors/openssl_error_queue.hpp"
 #include "cluster/address.hpp"
 #include "cluster/process_supervisor.hpp"
 #include "pipeline/stage_plan.hpp"
@@ -42,10 +45,42 @@ int fail(ErrorCode code, const std::string& message) {
   return code == ErrorCode::invalid_argument ? cluster::kPermanentExitCode : 1;
 }
 
+bool uses_cluster_tls(const Config& config) {
+  return !config.cluster_ssl_certfile.empty() || !config.cluster_ssl_keyfile.empty() ||
+         !config.cluster_ssl_ca_certs.empty();
+}
+
+// All three files or none, each readable: CAF's openssl module would otherwise fall back to
+// anonymous ciphers or fail at the first connection, far from the flag that caused it.
+Status check_cluster_tls(const Config& config) {
+  if (!uses_cluster_tls(config)) return Status::success();
+  const std::pair<const char*, const std::string*> files[] = {{"--cluster-ssl-certfile", &config.cluster_ssl_certfile},
+                                                              {"--cluster-ssl-keyfile", &config.cluster_ssl_keyfile},
+                                                              {"--cluster-ssl-ca-certs", &config.cluster_ssl_ca_certs}};
+  for (const auto& [flag, path] : files) {
+    if (path->empty())
+      return make_error(ErrorCode::invalid_argument,
+                        std::string(flag) + " is missing: control-plane TLS needs the certificate, key and CA");
+    if (!std::ifstream(*path).good())
+      return make_error(ErrorCode::invalid_argument, std::string(flag) + ": cannot read " + *path);
+  }
+  return Status::success();
+}
+
 // CAF settings shared by head and worker. NOTE: BASP heartbeats are off by default in CAF 0.17;
 // without them a hung peer (SIGSTOP) keeps its connection open forever.
-void configure(caf::actor_system_config& cfg, const Timing& timing) {
+void configure(caf::actor_system_config& cfg, const Timing& timing, const Config& config) {
   cfg.load<caf::io::middleman>();
+  if (uses_cluster_tls(config)) {
+    // Mutual TLS: each side presents its certificate and verifies the peer's against the CA.
+    cfg.load<caf::openssl::manager>();
+    cfg.openssl_certificate = config.cluster_ssl_certfile;
+    cfg.openssl_key = config.cluster_ssl_keyfile;
+    cfg.openssl_cafile = config.cluster_ssl_ca_certs;
+    if (!openssl_error_queue_is_cleared())
+      log::get("cluster")->warn("OpenSSL's error queue is not cleared before I/O: one failed handshake can drop "
+                                "other joined nodes");
+  }
   cfg.add_message_types<caf::id_block::troupe>();
   cfg.set("middleman.heartbeat-interval", caf::timespan{timing.interval});
   cfg.set("middleman.connection-timeout", caf::timespan{timing.timeout});
@@ -101,7 +136,7 @@ int run_worker_process(const Config& config, const cluster::HostPort& head, cons
                        const cluster::BackendFactory& make_backend, const cluster::ModelFactory& make_model) {
   const sigset_t signals = block_stop_signals();
   caf::actor_system_config cfg;
-  configure(cfg, timing);
+  configure(cfg, timing, config);
   caf::actor_system system{cfg};
   AgentOptions options;
   options.head = head;
@@ -162,10 +197,11 @@ int run_head_node(const Config& config, const HeadServices& services) {
     return fail(ErrorCode::invalid_argument, "--token (or TROUPE_TOKEN) is required: workers join with it");
   auto served = plan_model(config);
   if (!served.ok()) return fail(served.error().code, served.error().message);
+  if (Status tls = check_cluster_tls(config); !tls.ok()) return fail(tls.error().code, tls.error().message);
   const Timing timing = timing_of(config);
   const sigset_t signals = block_stop_signals();
   caf::actor_system_config cfg;
-  configure(cfg, timing);
+  configure(cfg, timing, config);
   caf::actor_system system{cfg};
   HeadOptions options;
   options.token = config.token;
@@ -192,14 +228,16 @@ int run_head_node(const Config& config, const HeadServices& services) {
   std::unique_ptr<HeadFrontDoor> frontend;
   if (front_door_mailbox)
     frontend = std::make_unique<HeadFrontDoor>(served->vocab_size, served->max_model_len, head, book);
-  auto port = system.middleman().publish(head, static_cast<uint16_t>(config.cluster_port), nullptr, true);
+  const auto cluster_port = static_cast<uint16_t>(config.cluster_port);
+  auto port = system.has_openssl_manager() ? caf::openssl::publish(head, cluster_port, nullptr, true)
+                                           : system.middleman().publish(head, cluster_port, nullptr, true);
   if (!port) {
     stop_actors();
     return fail(ErrorCode::unavailable, "cannot listen on cluster port " + std::to_string(config.cluster_port) +
                                             ": " + system.render(port.error()));
   }
-  log::get("cluster")->info("head listening on port {}: {} group(s) of {} stage(s), heartbeat {} ms, timeout {} ms",
-                            *port, config.replicas, config.pipeline_parallel_size, timing.interval.count(),
+  log::get("cluster")->info("head listening on port {}{}: {} group(s) of {} stage(s), heartbeat {} ms, timeout {} ms",
+                            *port, system.has_openssl_manager() ? " (mutual TLS)" : "", config.replicas, config.pipeline_parallel_size, timing.interval.count(),
                             timing.timeout.count());
   if (frontend && services.start) {
     Status started = services.start(*frontend);
@@ -231,6 +269,7 @@ int run_worker_node(const Config& config, const cluster::BackendFactory& make_ba
   if (!head.ok()) return fail(ErrorCode::invalid_argument, "--join: " + head.error().message);
   if (config.token.empty())
     return fail(ErrorCode::invalid_argument, "--token (or TROUPE_TOKEN) is required to join");
+  if (Status tls = check_cluster_tls(config); !tls.ok()) return fail(tls.error().code, tls.error().message);
   const Timing timing = timing_of(config);
   if (!config.supervise) return run_worker_process(config, *head, timing, make_backend, make_model);
   cluster::SupervisorReport report =

@@ -6,6 +6,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include "actors/messages.hpp"
 #include "cluster/process_supervisor.hpp"
@@ -208,7 +209,10 @@ void send_join(AgentActor* self) {
 void connect(AgentActor* self) {
   auto& s = self->state;
   const uint64_t session = s.session;
-  auto middleman = self->system().middleman().actor_handle();
+  // With control-plane TLS (CAF's openssl module loaded) the head is reached through its manager.
+  auto& system = self->system();
+  auto middleman = system.has_openssl_manager() ? system.openssl_manager().actor_handle()
+                                                : system.middleman().actor_handle();
   self->request(middleman, s.options.heartbeat_timeout, caf::connect_atom::value, s.options.head.host,
                 s.options.head.port)
       .then(

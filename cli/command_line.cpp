@@ -69,6 +69,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   add_cluster_options(*head, config);
   add_head_options(*head, config);
   add_heartbeat_options(*head, config);
+  add_cluster_tls_options(*head, config);
 
   auto* worker = app.add_subcommand("worker", "join this machine to a head node");
   add_common_options(*worker, config);
@@ -76,6 +77,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
   add_served_model_name_option(*worker, config);
   add_worker_options(*worker, config);
   add_heartbeat_options(*worker, config);
+  add_cluster_tls_options(*worker, config);
 
   auto* generate = app.add_subcommand("generate", "generate from one prompt on this machine");
   add_common_options(*generate, config);

@@ -96,6 +96,19 @@ void add_cluster_options(CLI::App& app, Config& config) {
   app.add_option("--token", config.token, "shared join token")->envname("TROUPE_TOKEN");
 }
 
+// Both head and worker: all three turn on mutual TLS for the control plane.
+void add_cluster_tls_options(CLI::App& app, Config& config) {
+  app.add_option("--cluster-ssl-certfile", config.cluster_ssl_certfile,
+                 "control-plane TLS: this node's certificate (PEM); with the key and CA, head and workers "
+                 "speak mutual TLS")
+      ->envname("TROUPE_CLUSTER_SSL_CERTFILE");
+  app.add_option("--cluster-ssl-keyfile", config.cluster_ssl_keyfile, "control-plane TLS: this node's private key")
+      ->envname("TROUPE_CLUSTER_SSL_KEYFILE");
+  app.add_option("--cluster-ssl-ca-certs", config.cluster_ssl_ca_certs,
+                 "control-plane TLS: the CA (PEM) that signed every node's certificate")
+      ->envname("TROUPE_CLUSTER_SSL_CA_CERTS");
+}
+
 void add_heartbeat_options(CLI::App& app, Config& config) {
   app.add_option("--heartbeat-ms", config.heartbeat_ms, "heartbeat interval")
       ->envname("TROUPE_HEARTBEAT_MS")

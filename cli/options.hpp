@@ -34,6 +34,7 @@ void add_shutdown_option(CLI::App& app, Config& config);
 void add_lifecycle_options(CLI::App& app, Config& config);
 // --heartbeat-ms, --heartbeat-timeout-ms (head and worker).
 void add_heartbeat_options(CLI::App& app, Config& config);
+void add_cluster_tls_options(CLI::App& app, Config& config);
 // `troupe head`: --port, --request-wait-ms, --status-file.
 void add_head_options(CLI::App& app, Config& config);
 // `troupe worker`: --join, --token, --worker-index, --advertise-host, --no-supervise.

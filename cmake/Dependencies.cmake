@@ -8,7 +8,7 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
-find_package(OpenSSL REQUIRED COMPONENTS Crypto)  # SHA-256 of API keys in request logs
+find_package(OpenSSL REQUIRED COMPONENTS Crypto SSL)  # SHA-256 of API keys in request logs; TLS
 pkg_check_modules(UCX REQUIRED IMPORTED_TARGET ucx)
 pkg_check_modules(ICU_UC REQUIRED IMPORTED_TARGET icu-uc)
 
@@ -16,6 +16,7 @@ pkg_check_modules(ICU_UC REQUIRED IMPORTED_TARGET icu-uc)
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
 find_library(CAF_CORE_LIBRARY caf_core REQUIRED)
 find_library(CAF_IO_LIBRARY caf_io REQUIRED)
+find_library(CAF_OPENSSL_LIBRARY caf_openssl REQUIRED)  # TLS on the cluster's control plane
 add_library(troupe_caf INTERFACE)
 target_include_directories(troupe_caf SYSTEM INTERFACE ${CAF_INCLUDE_DIR})
-target_link_libraries(troupe_caf INTERFACE ${CAF_CORE_LIBRARY} ${CAF_IO_LIBRARY} Threads::Threads)
+target_link_libraries(troupe_caf INTERFACE ${CAF_CORE_LIBRARY} ${CAF_IO_LIBRARY} ${CAF_OPENSSL_LIBRARY} Threads::Threads)

@@ -58,6 +58,11 @@ struct Config : EngineArgs {
   int64_t cluster_port = 7400;  // `troupe head --port`
   std::string join;             // `troupe worker --join HOST:PORT`, default $LWS_LEADER_ADDRESS:cluster_port
   std::string token;            // shared join token, also TROUPE_TOKEN
+  // Mutual TLS on the control plane (CAF's openssl module): head and workers each present a
+  // certificate signed by the CA and refuse peers without one. All three or none.
+  std::string cluster_ssl_certfile;
+  std::string cluster_ssl_keyfile;
+  std::string cluster_ssl_ca_certs;
   int64_t pipeline_parallel_size = 1;
   int64_t replicas = 1;
   int64_t worker_index = -1;  // default $LWS_WORKER_INDEX
