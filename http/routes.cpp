@@ -179,6 +179,14 @@ void Routes::health(const httplib::Request&, httplib::Response& res) {
                                   {"groups", groups}}}});
 }
 
+void Routes::live(const httplib::Request&, httplib::Response& res) {
+  if (engine_) {
+    if (std::string failure = engine_->failure(); !failure.empty())
+      return send_error(res, ApiError{503, "the engine failed: " + failure, ""});
+  }
+  send_json(res, 200, json{{"status", gate_.is_draining() ? "draining" : "alive"}});
+}
+
 void Routes::version(const httplib::Request&, httplib::Response& res) {
   send_json(res, 200, json{{"version", kVersion}});
 }

@@ -35,7 +35,12 @@ class Routes {
   // engine and codec may be null: generation and tokenizer routes then answer 503.
   Routes(const Config& config, ServingEngine* engine, std::shared_ptr<const TextCodec> codec);
 
+  // Readiness: 200 while a model can answer now; 503 while loading, while no group is ready and
+  // while draining.
   void health(const httplib::Request& req, httplib::Response& res);
+  // Liveness: 200 while this process can serve at all, loading, draining and group restarts
+  // included; 503 only when its engine failed for good (restarting the process is the cure).
+  void live(const httplib::Request& req, httplib::Response& res);
   void version(const httplib::Request& req, httplib::Response& res);
   void models(const httplib::Request& req, httplib::Response& res);
   void ping(const httplib::Request& req, httplib::Response& res);

@@ -79,6 +79,7 @@ void Server::register_routes() {
     s.Post(path, std::move(handler));
   };
   get("/health", guarded(&Routes::health, false));
+  get("/live", guarded(&Routes::live, false));
   get("/version", guarded(&Routes::version, true));
   get("/v1/models", guarded(&Routes::models, true));
   get("/ping", guarded(&Routes::ping, false));

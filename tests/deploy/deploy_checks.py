@@ -191,13 +191,15 @@ def check_semantics_of(docs, troupe):
             for m in c.get("volumeMounts", []):
                 if m["mountPath"].startswith("/models") and not m.get("readOnly"):
                     problems.append(f"{where}: the model volume must be mounted read-only")
-            for key in ("startupProbe", "readinessProbe", "livenessProbe"):
+            # Readiness and start-up ask /health (a model can answer now); liveness asks /live, which
+            # stays 200 through loading, draining and group restarts (only a failed engine is dead).
+            for key, path in (("startupProbe", "/health"), ("readinessProbe", "/health"), ("livenessProbe", "/live")):
                 probe = c.get(key)
                 if sub == "head" and not probe:
                     problems.append(f"{where}: no {key}")
-                if probe and (probe.get("httpGet", {}).get("path") != "/health" or
+                if probe and (probe.get("httpGet", {}).get("path") != path or
                               probe["httpGet"].get("port") not in ("http", HTTP_PORT)):
-                    problems.append(f"{where}: {key} must get /health on the HTTP port")
+                    problems.append(f"{where}: {key} must get {path} on the HTTP port")
     if len(heads) != 1 or heads[0][0] != "leader":
         problems.append("exactly one `troupe head`, in the leader pod")
     else:
@@ -295,6 +297,8 @@ def check_semantics(root, troupe):
         "HTTP on 127.0.0.1": lambda t: head(t).update(args=[a if not a.startswith("--host") else "--host=127.0.0.1"
                                                               for a in head(t)["args"]]),
         "a probe on /healthz": lambda t: head(t)["readinessProbe"]["httpGet"].update(path="/healthz"),
+        "liveness on /health (503 for minutes while a group reloads)":
+            lambda t: head(t)["livenessProbe"]["httpGet"].update(path="/health"),
         "RecreateGroupOnPodRestart": lambda t: t.update(restartPolicy="RecreateGroupOnPodRestart"),
         "a worker advertising its host name": lambda t: t["workerTemplate"]["spec"]["containers"][0].update(
             env=[e for e in t["workerTemplate"]["spec"]["containers"][0]["env"]

@@ -63,6 +63,9 @@ TEST(HttpEngineFailure, HealthAnswers503WithTheReasonAfterADeviceFault) {
   const std::string reason = json::parse(health->body)["error"]["message"];
   EXPECT_NE(reason.find("the engine failed"), std::string::npos) << reason;
   EXPECT_NE(reason.find("injected device fault (op 30)"), std::string::npos) << reason;
+  auto live = c.Get("/live");  // a failed engine stays failed: liveness asks for a restart
+  ASSERT_TRUE(live);
+  EXPECT_EQ(live->status, 503);
 
   const std::string metrics = c.Get("/metrics")->body;
   EXPECT_NE(metrics.find("troupe:engine_failed{model_name=\"tiny\"} 1"), std::string::npos) << metrics;

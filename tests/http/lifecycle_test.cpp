@@ -87,6 +87,10 @@ TEST(HttpLifecycle, DrainRefusesNewWorkWhileRequestsInFlightFinish) {
   }));
   expect_retry_after(c, 503);
   EXPECT_EQ(server.engine().stats().num_running, 2);  // the refused one never reached the engine
+  auto live = c.Get("/live");  // draining is not dying: liveness stays 200
+  ASSERT_TRUE(live);
+  EXPECT_EQ(live->status, 200);
+  EXPECT_EQ(json::parse(live->body)["status"], "draining");
 
   EXPECT_TRUE(drained.get());  // every request ended on its own
   JsonReply streamed = stream.get(), answered = plain.get();

@@ -48,6 +48,11 @@ TEST(HttpServer, NotReadyGives503WithRetryAfter) {
   EXPECT_EQ(health->get_header_value("Retry-After"), "1");
   auto reply = post_json(c, "/v1/chat/completions", chat_body("hi"));
   expect_error_shape(reply, 503);
+  // Loading is no reason to restart the process: liveness stays 200.
+  auto live = c.Get("/live");
+  ASSERT_TRUE(live);
+  EXPECT_EQ(live->status, 200);
+  EXPECT_EQ(json::parse(live->body)["status"], "alive");
 }
 
 TEST(HttpServer, ChatCompletionShapeAndUsage) {
