@@ -133,7 +133,8 @@ std::string advertise_host(const Config& config, const cluster::HostPort& head) 
 }
 
 int run_worker_process(const Config& config, const cluster::HostPort& head, const Timing& timing,
-                       const cluster::BackendFactory& make_backend, const cluster::ModelFactory& make_model) {
+                       const cluster::BackendFactory& make_backend, const cluster::ModelFactory& make_model,
+                       const WorkerServices& services) {
   const sigset_t signals = block_stop_signals();
   caf::actor_system_config cfg;
   configure(cfg, timing, config);
@@ -151,6 +152,7 @@ int run_worker_process(const Config& config, const cluster::HostPort& head, cons
   options.make_model = make_model;
   options.advertise_host = advertise_host(config, head);
   auto exit_code = options.exit_code;
+  std::shared_ptr<const cluster::WorkerStatus> status = options.status;
   auto done = std::make_shared<std::atomic<bool>>(false);
   caf::actor agent = spawn_node_agent(system, std::move(options));
   agent->attach_functor([done, &system](const caf::error& reason) {
@@ -159,8 +161,16 @@ int run_worker_process(const Config& config, const cluster::HostPort& head, cons
     done->store(true);
   });
   log::get("cluster")->info("worker pid {} joining the head at {}", ::getpid(), head.to_string());
+  if (services.start) {
+    Status started = services.start(status);
+    if (!started.ok()) {
+      caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
+      return fail(started.error().code, started.error().message);
+    }
+  }
   const int signal = wait_for_stop(signals, *done);
   if (signal != 0) log::get("cluster")->info("signal {}: leaving the cluster", signal);
+  if (services.stop) services.stop();
   caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
   agent = nullptr;
   return exit_code->load();
@@ -260,7 +270,7 @@ int run_head_node(const Config& config, const HeadServices& services) {
 }
 
 int run_worker_node(const Config& config, const cluster::BackendFactory& make_backend,
-                    const cluster::ModelFactory& make_model) {
+                    const cluster::ModelFactory& make_model, const WorkerServices& services) {
   std::string join = config.join;
   if (join.empty()) join = cluster::lws_join_address(cluster::process_env(), config.cluster_port).value_or("");
   if (join.empty())
@@ -271,9 +281,9 @@ int run_worker_node(const Config& config, const cluster::BackendFactory& make_ba
     return fail(ErrorCode::invalid_argument, "--token (or TROUPE_TOKEN) is required to join");
   if (Status tls = check_cluster_tls(config); !tls.ok()) return fail(tls.error().code, tls.error().message);
   const Timing timing = timing_of(config);
-  if (!config.supervise) return run_worker_process(config, *head, timing, make_backend, make_model);
+  if (!config.supervise) return run_worker_process(config, *head, timing, make_backend, make_model, services);
   cluster::SupervisorReport report =
-      cluster::supervise_process([&] { return run_worker_process(config, *head, timing, make_backend, make_model); }, {});
+      cluster::supervise_process([&] { return run_worker_process(config, *head, timing, make_backend, make_model, services); }, {});
   return report.exit_code;
 }
 

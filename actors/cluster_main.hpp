@@ -5,7 +5,9 @@
 // --heartbeat-timeout-ms, --request-wait-ms, --status-file, --advertise-host; each flag's
 // environment variable is its default, see cli/options.cpp).
 #include <functional>
+#include <memory>
 
+#include "cluster/worker_status.hpp"
 #include "pipeline/model_stage.hpp"
 #include "runtime/config.hpp"
 #include "engine/serving_engine.hpp"
@@ -24,9 +26,17 @@ struct HeadServices {
 // With config.model, groups load the model's stages and requests are routed to ready groups.
 int run_head_node(const Config& config, const HeadServices& services = {});
 
+// A worker process's own HTTP endpoints (`--health-port`): started once its node agent runs,
+// stopped before it exits; each restarted process starts them afresh.
+struct WorkerServices {
+  std::function<Status(std::shared_ptr<const cluster::WorkerStatus> status)> start;
+  std::function<void()> stop;
+};
+
 // Joins the head at config.join. With config.supervise, a parent process restarts the node
 // process when it crashes and forwards SIGINT/SIGTERM to it. Stages run on `make_backend`'s backend.
 int run_worker_node(const Config& config, const cluster::BackendFactory& make_backend,
-                    const cluster::ModelFactory& make_model = cluster::load_single_rank_model);
+                    const cluster::ModelFactory& make_model = cluster::load_single_rank_model,
+                    const WorkerServices& services = {});
 
 }  // namespace troupe

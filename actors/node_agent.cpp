@@ -68,6 +68,7 @@ void stop_work(AgentActor* self, const std::string& why) {
   if (a.running)
     self->state.logger->warn("stopping stage {} of group {}, epoch {}: {}", a.stage_index, a.group_id, a.epoch, why);
   a.running = false;
+  self->state.options.status->stage_stopped();
   release_stage(self, why);
 }
 
@@ -75,6 +76,7 @@ void start_stage(AgentActor* self, const start_group& start) {
   auto& s = self->state;
   release_stage(self, "a new epoch starts");
   if (start.spec.engine.model.empty()) {  // membership only: nothing to load
+    s.options.status->serving(start.epoch);
     if (s.head) self->send(s.head, group_loaded{s.node_id, start.group_id, start.epoch, ""});
     return;
   }
@@ -109,6 +111,7 @@ void on_prepared(AgentActor* self, uint64_t epoch, const std::string& error) {
     reply.max_kv_blocks = s.host->preparation().max_kv_blocks;
   } else {
     s.logger->error("stage {} of group {} failed to load: {}", s.assignment.stage_index, s.assignment.group_id, error);
+    s.options.status->failed(epoch, "load: " + error);
   }
   if (s.head) self->send(s.head, std::move(reply));
 }
@@ -129,10 +132,13 @@ void wire_stage(AgentActor* self, const wire_group& wire) {
 void on_wired(AgentActor* self, uint64_t epoch, const std::string& error) {
   auto& s = self->state;
   if (!s.assignment.running || epoch != s.assignment.epoch) return;
-  if (!error.empty())
+  if (!error.empty()) {
     s.logger->error("stage {} of group {} failed to wire: {}", s.assignment.stage_index, s.assignment.group_id, error);
-  else
+    s.options.status->failed(epoch, "wire: " + error);
+  } else {
     s.logger->info("stage {} of group {} epoch {} wired", s.assignment.stage_index, s.assignment.group_id, epoch);
+    s.options.status->serving(epoch);
+  }
   if (s.head) self->send(s.head, group_loaded{s.node_id, s.assignment.group_id, epoch, error});
 }
 
@@ -167,6 +173,7 @@ void lose_head(AgentActor* self, const std::string& why) {
   if (!s.head) return;
   s.logger->warn("head lost ({}); reconnecting", why);
   stop_work(self, "head lost");
+  s.options.status->connecting("head lost: " + why);
   s.assignment = Assignment{};  // a new head counts epochs afresh
   self->demonitor(s.head);
   s.head = nullptr;
@@ -195,6 +202,7 @@ void send_join(AgentActor* self) {
             st.node_id = reply.node_id;
             st.head_epoch = reply.head_epoch;
             st.backoff->reset();
+            st.options.status->joined(reply.node_id, reply.head_epoch);
             st.logger->info("joined as node {}: group {} stage {} (head epoch {})", reply.node_id, reply.group_id,
                             reply.stage_index, reply.head_epoch);
             self->delayed_send(self, st.options.heartbeat_interval, beat_atom::value, session);
@@ -219,6 +227,7 @@ void connect(AgentActor* self) {
           [self, session](const caf::node_id&, caf::strong_actor_ptr& remote, const std::set<std::string>&) {
             auto& st = self->state;
             if (session != st.session || st.head) return;
+            st.options.status->pulse();
             if (!remote) {
               st.logger->warn("nothing published at {}; retrying", st.options.head.to_string());
               retry_connect(self);
@@ -233,6 +242,7 @@ void connect(AgentActor* self) {
           [self, session](caf::error& error) {
             auto& st = self->state;
             if (session != st.session) return;
+            st.options.status->pulse();
             if (st.num_failed_connects++ % 10 == 0)
               st.logger->info("head at {} not reachable yet ({}); retrying", st.options.head.to_string(),
                               self->system().render(error));
@@ -267,6 +277,7 @@ void beat(AgentActor* self, uint64_t session) {
               send_join(self);
               return;
             }
+            st.options.status->pulse();
             self->delayed_send(self, st.options.heartbeat_interval, beat_atom::value, session);
           },
           [self, session](caf::error& error) {
@@ -281,6 +292,7 @@ void on_start_group(AgentActor* self, const start_group& start) {
   if (s.node_id == 0 || (start.group_id == s.assignment.group_id && start.epoch <= s.assignment.epoch)) return;
   s.assignment = Assignment{start.group_id, start.stage_index, start.epoch, true};
   s.logger->info("starting stage {} of group {}, epoch {}", start.stage_index, start.group_id, start.epoch);
+  s.options.status->loading(start.group_id, start.stage_index, start.epoch);
   start_stage(self, start);
   self->become(running(self));
 }

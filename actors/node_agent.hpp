@@ -29,6 +29,7 @@
 #include "cluster/address.hpp"
 #include "cluster/backoff.hpp"
 #include "cluster/membership.hpp"
+#include "cluster/worker_status.hpp"
 #include "pipeline/model_stage.hpp"
 #include "runtime/config.hpp"
 
@@ -51,6 +52,8 @@ struct AgentOptions {
   // Set before the agent quits on its own: kPermanentExitCode when the head refused the join, 1
   // when its stage's device failed (a fresh process may serve again).
   std::shared_ptr<std::atomic<int>> exit_code = std::make_shared<std::atomic<int>>(0);
+  // What this node is doing, for its health port (written by the agent, read by HTTP).
+  std::shared_ptr<cluster::WorkerStatus> status = std::make_shared<cluster::WorkerStatus>();
 };
 
 caf::actor spawn_node_agent(caf::actor_system& system, AgentOptions options);

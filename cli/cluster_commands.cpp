@@ -3,12 +3,14 @@
 #include "cli/commands.hpp"
 
 #ifdef TROUPE_HAVE_ACTORS
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <memory>
 #include <thread>
 
 #include "actors/cluster_main.hpp"
+#include "cli/worker_health_server.hpp"
 #include "http/hf_text_codec.hpp"
 #include "http/server.hpp"
 #include "backends/backend_factory.hpp"
@@ -60,8 +62,21 @@ int run_head(const Config& given) {
 }
 
 int run_worker(const Config& config) {
+  WorkerServices services;
+  std::unique_ptr<WorkerHealthServer> health;
+  if (config.worker_health_port >= 0) {
+    // A pulse older than three heartbeat timeouts (at least 15 s) means a hung node agent.
+    const auto stale_after = std::max(std::chrono::milliseconds(15000), 3 * std::chrono::milliseconds(config.heartbeat_timeout_ms));
+    services.start = [&config, &health, stale_after](std::shared_ptr<const cluster::WorkerStatus> status) -> Status {
+      health = std::make_unique<WorkerHealthServer>(std::move(status), config.metrics_prefix, stale_after);
+      TROUPE_TRY(health->start(config.host, static_cast<int>(config.worker_health_port)));
+      log::get("cluster")->info("worker health on http://{}:{} (/live, /health, /metrics)", config.host, health->port());
+      return Status::success();
+    };
+    services.stop = [&] { health.reset(); };
+  }
   return run_worker_node(
-      config, [](const Config& c) { return backends::make_backend(c); }, backends::load_stage_model);
+      config, [](const Config& c) { return backends::make_backend(c); }, backends::load_stage_model, services);
 }
 #else
 int run_head(const Config&) {

@@ -137,6 +137,10 @@ void add_worker_options(CLI::App& app, Config& config) {
                  "else the host name)")
       ->envname("TROUPE_ADVERTISE_HOST");
   app.add_flag("!--no-supervise", config.supervise, "do not restart the worker process when it crashes");
+  app.add_option("--health-port", config.worker_health_port,
+                 "serve this worker's /live, /health and /metrics on --host:PORT (0: any free port; default off)")
+      ->envname("TROUPE_WORKER_HEALTH_PORT");
+  app.add_option("--host", config.host, "address of the --health-port endpoints")->capture_default_str();
 }
 
 void add_generate_options(CLI::App& app, GenerateOptions& o) {

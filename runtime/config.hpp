@@ -68,6 +68,7 @@ struct Config : EngineArgs {
   int64_t worker_index = -1;  // default $LWS_WORKER_INDEX
   int64_t first_device = 0;   // GPU of tensor-parallel rank 0 (set per stage by `serve --pp`)
   bool supervise = true;      // `troupe worker` restarts its crashed child process
+  int64_t worker_health_port = -1;  // `troupe worker --health-port`: /live, /health, /metrics (-1: off, 0: any)
   int64_t heartbeat_ms = 1000;          // TROUPE_HEARTBEAT_MS: heartbeat interval, head and worker
   int64_t heartbeat_timeout_ms = 5000;  // TROUPE_HEARTBEAT_TIMEOUT_MS: silent this long = lost (>= 2 beats)
   int64_t request_wait_ms = 60000;      // TROUPE_REQUEST_WAIT_MS: a request waits this long for a ready group

@@ -197,9 +197,13 @@ def check_semantics_of(docs, troupe):
                 probe = c.get(key)
                 if sub == "head" and not probe:
                     problems.append(f"{where}: no {key}")
-                if probe and (probe.get("httpGet", {}).get("path") != path or
-                              probe["httpGet"].get("port") not in ("http", HTTP_PORT)):
+                if probe and sub == "head" and (probe.get("httpGet", {}).get("path") != path or
+                                                probe["httpGet"].get("port") not in ("http", HTTP_PORT)):
                     problems.append(f"{where}: {key} must get {path} on the HTTP port")
+                # A worker's probes ask its own --health-port (the HTTP port is the head's).
+                if probe and sub != "head" and (probe.get("httpGet", {}).get("path") != "/live" or key != "livenessProbe"
+                                                or "--health-port=8001" not in c.get("args", [])):
+                    problems.append(f"{where}: a worker probes only /live, on its --health-port=8001")
     if len(heads) != 1 or heads[0][0] != "leader":
         problems.append("exactly one `troupe head`, in the leader pod")
     else:
