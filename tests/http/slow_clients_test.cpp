@@ -30,8 +30,10 @@ bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds timeo
   return done();
 }
 
-int connect_to(int port) {
+// `receive_buffer` > 0: the socket's SO_RCVBUF, set before connecting (its TCP window).
+int connect_to(int port, int receive_buffer = 0) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd >= 0 && receive_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(uint16_t(port));
@@ -74,8 +76,9 @@ TEST(SlowClients, AStreamNobodyReadsIsCancelledAndTheOtherStreamsKeepTheirPace) 
   const auto [alone_content, alone_seconds] = timed_stream(c, kTokens);
   ASSERT_EQ(alone_content, size_t(kTokens));
 
-  // The hog asks for 500,000 tokens (over 8 minutes at one per ms) and never reads a byte.
-  const int hog = connect_to(server.port());
+  // The hog asks for 500,000 tokens (over 8 minutes at one per ms) and never reads a byte; its
+  // window is small (4 KiB), so the server's socket buffer fills within a second or so.
+  const int hog = connect_to(server.port(), 4096);
   ASSERT_GE(hog, 0);
   const std::string body = stream_body(500000).dump();
   const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
