@@ -110,6 +110,9 @@ void Server::register_routes() {
   // thousand idle sockets, so the pool grows a thread per connection up to kMaxHttpThreads.
   size_t num_threads = size_t(std::clamp<int64_t>(config_.max_num_seqs + 16, 32, 1024));
   s.new_task_queue = [num_threads] { return new ConnectionPool(num_threads, kMaxHttpThreads); };
+  // NOTE: httplib 0.11 waits for a connection's next request by polling it every ~10 ms, so an idle
+  // socket costs CPU until its keep-alive timeout: 2 s (httplib's 5) bounds what idle sockets cost.
+  s.set_keep_alive_timeout(2);
   s.set_payload_max_length(size_t(config_.max_body_bytes));
   // NOTE: httplib enforces the limit only while reading the body (after its read timeout when a
   // client announces more than it sends): refuse an announced oversized body from its headers,

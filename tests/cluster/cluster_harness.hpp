@@ -94,10 +94,8 @@ class Cluster {
   std::string log_path(const std::string& name) const { return dir_ + "/" + name + ".log"; }
   std::string log(const std::string& name) const { return read_file(log_path(name)); }
 
-  // Starts `troupe ARGS...` with stdout+stderr in log_path(name); returns its pid. `prefix` runs it
-  // through another program (`ip netns exec NS`), `env` adds variables.
-  pid_t start(const std::string& name, std::vector<std::string> args, const std::string& token,
-              std::vector<std::string> prefix = {}, std::vector<std::pair<std::string, std::string>> env = {}) {
+  // Starts `troupe ARGS...` with stdout+stderr in log_path(name); returns its pid.
+  pid_t start(const std::string& name, std::vector<std::string> args, const std::string& token) {
     const std::string log = log_path(name);
     const std::string status = status_path();
     const pid_t pid = ::fork();
@@ -110,14 +108,12 @@ class Cluster {
       ::setenv("TROUPE_HEARTBEAT_MS", "200", 1);
       ::setenv("TROUPE_HEARTBEAT_TIMEOUT_MS", "1500", 1);
       ::setenv("TROUPE_CLUSTER_STATUS_FILE", status.c_str(), 1);
-      for (const auto& [key, value] : env) ::setenv(key.c_str(), value.c_str(), 1);
       std::vector<char*> argv;
       std::string binary = TROUPE_BINARY;
-      for (std::string& word : prefix) argv.push_back(word.data());
       argv.push_back(binary.data());
       for (std::string& arg : args) argv.push_back(arg.data());
       argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
+      ::execv(binary.c_str(), argv.data());
       ::_exit(127);
     }
     ::setpgid(pid, pid);

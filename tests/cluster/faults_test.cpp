@@ -61,7 +61,7 @@ void run_stream(int port, CutStream& out, const std::atomic<int64_t>& cut_at_ns)
   request.method = "POST";
   request.path = "/v1/chat/completions";
   request.headers = {{"Content-Type", "application/json"}};
-  request.body = chat_body(4000, true).dump();
+  request.body = chat_body(1800, true).dump();  // the demo model's context is 2,048
   request.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
     out.begun = true;
     if (std::string(data, size).find("data: [DONE]") != std::string::npos) out.done = true;
@@ -69,6 +69,7 @@ void run_stream(int port, CutStream& out, const std::atomic<int64_t>& cut_at_ns)
   };
   auto res = client.send(request);
   out.answered = bool(res);
+  if (res) out.error = "HTTP " + std::to_string(res->status) + ": " + res->body.substr(0, 300);
   if (!res) out.error = httplib::to_string(res.error());
   const int64_t cut = cut_at_ns.load();
   if (cut > 0) out.seconds_after_cut = double(Clock::now().time_since_epoch().count() - cut) / 1e9;
@@ -97,11 +98,11 @@ TEST(Faults, HeadKilledMidStreamEndsItsStreamsAndWorkersRejoinTheRestartedHead) 
   ASSERT_TRUE(all_begun) << cluster.log("head");
   for (const CutStream& s : streams) {
     // A clear end: the connection closed at once (httplib: a read error), not the client's timeout.
-    EXPECT_FALSE(s.done) << "a stream of 4000 tokens finished although its head was killed";
-    EXPECT_GE(s.seconds_after_cut, 0);
+    EXPECT_FALSE(s.done) << "a stream of 1,800 tokens finished although its head was killed";
+    EXPECT_GE(s.seconds_after_cut, 0) << "it ended before the kill: " << s.error;
     EXPECT_LT(s.seconds_after_cut, 10.0) << "the stream hung until the client's read timeout";
     std::printf("[ faults ] stream cut by the head's kill -9: ended %.3f s later (%s)\n", s.seconds_after_cut,
-                s.answered ? "a response" : s.error.c_str());
+                s.error.c_str());
   }
   ASSERT_EQ(Cluster::wait_exit(cluster.head_pid(), milliseconds(5000)), 128 + SIGKILL);
 
@@ -150,13 +151,17 @@ TEST(Faults, AReceivingStageKilledMidTransferDoesNotHangItsSender) {
       const json body = res ? json::parse(res->body, nullptr, false) : json();
       if (body.is_object() && body.contains("usage")) completion_tokens[size_t(i)] = body["usage"]["completion_tokens"];
     });
-  ASSERT_TRUE(wait_until([&] { return metric(http, "troupe:num_requests_running") >= 1; }, milliseconds(10000)));
-  const json* receiver = node_at(cluster.status(), 0, 1);
-  ASSERT_NE(receiver, nullptr);
-  ASSERT_EQ(::kill((*receiver)["pid"].get<pid_t>(), SIGKILL), 0);
+  // Killed while the prompts' prefill flows from stage 0 to stage 1 (threads join on every path).
+  const bool running =
+      wait_until([&] { return metric(http, "troupe:num_requests_running") >= 1; }, milliseconds(10000));
+  const json status = cluster.status();
+  const json* receiver = node_at(status, 0, 1);
+  const bool killed_one = running && receiver != nullptr && ::kill((*receiver)["pid"].get<pid_t>(), SIGKILL) == 0;
   const auto killed = Clock::now();
   for (auto& client : clients) client.join();
   const double finished = seconds_since(killed);
+  ASSERT_TRUE(running) << "no request ran; statuses " << json(statuses).dump() << "\n" << cluster.log("head");
+  ASSERT_TRUE(killed_one) << status.dump();
   for (int i = 0; i < kRequests; ++i) {
     EXPECT_EQ(statuses[size_t(i)], 200) << cluster.log("head");
     EXPECT_EQ(completion_tokens[size_t(i)], kTokens);
@@ -182,11 +187,16 @@ TEST(Faults, AModelFolderGoneKeepsTheGroupDownWithTheReasonInHealth) {
   ASSERT_EQ(chat(http).first, 200);
 
   std::filesystem::rename(model, model + ".moved");
-  const json* victim = node_at(cluster.status(), 0, 1);
+  const json before = cluster.status();
+  const json* victim = node_at(before, 0, 1);
   ASSERT_NE(victim, nullptr);
   ASSERT_EQ(::kill((*victim)["pid"].get<pid_t>(), SIGKILL), 0);
   // Every reload fails: the group gives up after its restart intensity (5 in 60 s), then stays down.
-  ASSERT_TRUE(wait_until([&] { return cluster.status()["groups"][0]["state"] == "failed"; }, milliseconds(30000)))
+  auto is_failed = [&] {
+    const json s = cluster.status();
+    return s.is_object() && s["groups"][0]["state"] == "failed";
+  };
+  ASSERT_TRUE(wait_until(is_failed, milliseconds(30000)))
       << cluster.status().dump() << "\n" << cluster.log("head");
   const json failed = cluster.status();
   EXPECT_NE(failed["groups"][0]["last_error"].get<std::string>().find("stage failed to load"), std::string::npos)
