@@ -56,6 +56,7 @@ ClusterStats cluster_stats(const HeadState& s) {
     g.state = cluster::to_string(group.state);
     g.epoch = group.epoch;
     g.num_restarts = group.num_restarts;
+    g.last_error = group.last_error;
     for (NodeId id : group.members) g.num_members += id != 0 ? 1 : 0;
     g.num_running = s.router->num_running_on(group.group_id);
     auto load = group.members.empty() ? s.loads.end() : s.loads.find(group.members[0]);
@@ -182,7 +183,7 @@ void lose_node(HeadActor* self, NodeId node_id, const std::string& why) {
   if (node == nullptr) return;
   const auto silent_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - node->last_heartbeat).count();
-  auto loss = s.membership->mark_lost(node_id, Clock::now());
+  auto loss = s.membership->mark_lost(node_id, Clock::now(), why);
   if (!loss.ok()) return;
   s.logger->warn("node {} lost ({}); last heartbeat {} ms ago", node_id, why, silent_ms);
   if (auto agent = s.agents.find(node_id); agent != s.agents.end()) {

@@ -85,8 +85,8 @@ typename Inspector::result_type inspect(Inspector& f, GenerationRequest& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GroupStats& x) {
-  return f(caf::meta::type_name("troupe.group_stats"), x.group_id, x.state, x.epoch, x.num_restarts, x.num_members,
-           x.num_running, x.num_kv_blocks_used, x.num_kv_blocks_total, x.num_preemptions_total);
+  return f(caf::meta::type_name("troupe.group_stats"), x.group_id, x.state, x.epoch, x.num_restarts, x.last_error,
+           x.num_members, x.num_running, x.num_kv_blocks_used, x.num_kv_blocks_total, x.num_preemptions_total);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ClusterStats& x) {

@@ -43,7 +43,8 @@ struct AgentOptions {
   cluster::NodeResources resources;
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{5000};
-  cluster::BackoffPolicy reconnect{std::chrono::milliseconds(200), std::chrono::milliseconds(3000), 2.0, 0.2};
+  // NOTE: capped at 1 s, so workers rejoin a restarted head within a second of it listening.
+  cluster::BackoffPolicy reconnect{std::chrono::milliseconds(200), std::chrono::milliseconds(1000), 2.0, 0.2};
   Config local;                         // this worker's own settings (--device, --num-threads)
   cluster::BackendFactory make_backend;  // builds the backend a stage runs on
   cluster::ModelFactory make_model = cluster::load_single_rank_model;  // its layers (TP ranks too)

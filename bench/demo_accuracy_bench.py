@@ -8,8 +8,10 @@ Each path answers the 200 problems of tests/fixtures/demo/problems.json greedily
 
 Paths:
   generate:<model dir>[:<device>]    `troupe generate --messages-jsonl` (all problems batched)
-  cluster:<model dir>:<device>:kill  a head with 2 replicas of PP=2 (4 workers on this machine) over
-                                     HTTP, 48 streams at a time; `:kill` sends kill -9 to a worker of
+  cluster:<model dir>:<device>[:kill][:float32]
+                                     a head with 2 replicas of PP=2 (4 workers on this machine) over
+                                     HTTP, 48 streams at a time; `:float32` serves fp32 weights (the
+                                     record then lists every text, to compare runs); `:kill` sends kill -9 to a worker of
                                      group 1 once every lane streams (the streams must all finish)
 
 usage: bench/demo_accuracy_bench.py --troupe build/troupe --out bench/results/demo_accuracy.json \
@@ -70,7 +72,7 @@ def stream_chat(port, problem, on_first):
                        "temperature": 0, "stream": True}).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
                                      headers={"Content-Type": "application/json"})
-    content, done, tokens, first = "", False, 0, True
+    content, text, done, tokens, first = "", "", False, 0, True
     with urllib.request.urlopen(request, timeout=600) as response:
         for raw in response:
             line = raw.decode().strip()
@@ -80,16 +82,17 @@ def stream_chat(port, problem, on_first):
                 continue
             chunk = json.loads(line[6:])
             if "error" in chunk:
-                return None, 0
+                return None, 0, ""
             for choice in chunk.get("choices", []):
                 delta = choice.get("delta", {})
                 piece = (delta.get("content") or "") + (delta.get("reasoning_content") or "")
                 tokens += 1 if piece else 0
                 content += delta.get("content") or ""
+                text += (delta.get("reasoning_content") or "") + (delta.get("content") or "")
                 if first and piece:
                     first = False
                     on_first()
-    return (content.strip() if done else None), tokens
+    return (content.strip() if done else None), tokens, (text if done else None)
 
 
 def wait_healthy(port, seconds):
@@ -105,7 +108,7 @@ def wait_healthy(port, seconds):
     return False
 
 
-def run_cluster(troupe, model, device, problems, kill):
+def run_cluster(troupe, model, device, problems, kill, dtype=""):
     port, http = free_port(), free_port()
     token = "demo-bench"
     env = dict(os.environ, TROUPE_TOKEN=token, TROUPE_HEARTBEAT_MS="200", TROUPE_HEARTBEAT_TIMEOUT_MS="1500")
@@ -113,6 +116,8 @@ def run_cluster(troupe, model, device, problems, kill):
     env["TROUPE_CLUSTER_STATUS_FILE"] = status_file
     logs = tempfile.mkdtemp()
     flags = ["--max-num-seqs", "64", "--reasoning-parser", "deepseek_r1", "--served-model-name", "troupe-demo"]
+    if dtype:
+        flags += ["--dtype", dtype]
     if device != "cpu":
         flags += ["--gpu-memory-utilization", "0.15"]  # the head's engine arguments size every stage
     procs = [subprocess.Popen([troupe, "head", "--port", str(port), "--http-port", str(http), "--model", model,
@@ -132,6 +137,7 @@ def run_cluster(troupe, model, device, problems, kill):
         lanes, begun, lock = 48, [0], threading.Lock()
         results = [None] * len(problems)
         counts = [0] * len(problems)
+        texts = [None] * len(problems)
         next_index = [0]
 
         def lane():
@@ -146,7 +152,7 @@ def run_cluster(troupe, model, device, problems, kill):
                     with lock:
                         begun[0] += 1
                 try:
-                    results[i], counts[i] = stream_chat(http, problems[i], first)
+                    results[i], counts[i], texts[i] = stream_chat(http, problems[i], first)
                 except Exception:
                     results[i] = None
 
@@ -168,8 +174,11 @@ def run_cluster(troupe, model, device, problems, kill):
         seconds = time.time() - start
         failed = sum(r is None for r in results)
         correct = sum(r == p["answer"] for r, p in zip(results, problems))
-        return {"value": correct / len(problems), "failed_streams": failed, "killed_worker_pid": killed,
-                "tokens_per_second": sum(counts) / seconds, "seconds": seconds}
+        out = {"value": correct / len(problems), "failed_streams": failed, "killed_worker_pid": killed,
+               "tokens_per_second": sum(counts) / seconds, "seconds": seconds}
+        if dtype:
+            out["dtype"], out["texts"] = dtype, texts
+        return out
     finally:
         for p in procs:
             try:
@@ -200,10 +209,11 @@ def main():
         if kind == "generate":
             result = run_generate(args.troupe, model, device, problems)
         else:
-            result = run_cluster(args.troupe, model, device, problems, kill="kill" in rest)
+            result = run_cluster(args.troupe, model, device, problems, kill="kill" in rest,
+                                 dtype="float32" if "float32" in rest else "")
         limit = oracle_accuracy(problems, fp8)
         record = {"metric": f"demo_accuracy_{kind}_{os.path.basename(model.rstrip('/'))}_{device}"
-                            + ("_kill9" if "kill" in rest else ""),
+                            + ("_float32" if "float32" in rest else "") + ("_kill9" if "kill" in rest else ""),
                   "limit": limit, "fraction_of_limit": result["value"] / limit if limit else None,
                   "limit_meaning": "transformers' exact fraction on the same problems", **result,
                   "device": args.device_name or device, "date": datetime.date.today().isoformat(), "commit": commit}

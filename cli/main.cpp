@@ -13,6 +13,10 @@ int run(int argc, char** argv) {
   if (parsed.exit_code) return *parsed.exit_code;
   const CommandLine& command = parsed.command;
   log::set_level(command.config.log_level);
+  if (std::string error; !command.config.log_file.empty() && !log::set_file(command.config.log_file, &error)) {
+    std::cerr << "troupe: error: " << error << "\n";
+    return 1;
+  }
   switch (command.subcommand) {
     case Subcommand::serve: return run_serve(command.config);
     case Subcommand::head: return run_head(command.config);

@@ -11,6 +11,9 @@ void add_common_options(CLI::App& app, Config& config) {
   app.add_option("--config", config.config_file, "TOML config file; keys are the long flag names (flags override it)");
   app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
+  app.add_option("--log-file", config.log_file,
+                 "append logs to this file instead of stderr (a write that fails, a full disk, is told once on "
+                 "stderr; serving goes on)");
 }
 
 void add_engine_options(CLI::App& app, Config& config) {

@@ -86,7 +86,7 @@ std::vector<NodeId> Membership::expired(Clock::time_point now, std::chrono::mill
   return ids;
 }
 
-Result<LossResult> Membership::mark_lost(NodeId node_id, Clock::time_point now) {
+Result<LossResult> Membership::mark_lost(NodeId node_id, Clock::time_point now, const std::string& why) {
   auto it = nodes_.find(node_id);
   if (it == nodes_.end() || it->second.state != NodeState::active)
     return make_error(ErrorCode::not_found, "node " + std::to_string(node_id) + " is not an active member");
@@ -97,6 +97,7 @@ Result<LossResult> Membership::mark_lost(NodeId node_id, Clock::time_point now) 
   GroupInfo& group = groups_[static_cast<size_t>(node.group_id)];
   result.group_id = group.group_id;
   result.old_epoch = group.epoch;
+  group.last_error = "node " + std::to_string(node_id) + " lost" + (why.empty() ? "" : " (" + why + ")");
   group.members[static_cast<size_t>(node.stage_index)] = 0;
   std::fill(group.loaded.begin(), group.loaded.end(), false);
   for (NodeId other : group.members)

@@ -59,6 +59,7 @@ struct GroupInfo {
   std::vector<bool> loaded;     // [group_size], members that finished loading this epoch
   std::deque<Clock::time_point> restart_times;
   int64_t num_restarts = 0;
+  std::string last_error;  // why it last lost a member ("" until then); kept while it is ready again
   bool is_full() const;
 };
 
@@ -97,8 +98,9 @@ class Membership {
   // Active nodes whose last heartbeat is older than `timeout`.
   std::vector<NodeId> expired(Clock::time_point now, std::chrono::milliseconds timeout) const;
   // Marks a node lost, frees its slot and restarts its group (one_for_all); a waiting spare takes
-  // the slot at once. Unknown or already lost nodes give not_found.
-  Result<LossResult> mark_lost(NodeId node_id, Clock::time_point now);
+  // the slot at once; `why` becomes the group's last_error. Unknown or already lost nodes give
+  // not_found.
+  Result<LossResult> mark_lost(NodeId node_id, Clock::time_point now, const std::string& why = "");
   // A member finished loading `epoch`; returns true when this made the group ready.
   Result<bool> mark_loaded(NodeId node_id, uint64_t epoch);
 

@@ -27,7 +27,8 @@ std::string membership_to_json(const Membership& membership, uint64_t head_epoch
                       {"epoch", group.epoch},
                       {"state", to_string(group.state)},
                       {"members", group.members},
-                      {"num_restarts", group.num_restarts}});
+                      {"num_restarts", group.num_restarts},
+                      {"last_error", group.last_error}});
   }
   nlohmann::json out = {{"head_epoch", head_epoch},
                         {"num_active_nodes", membership.num_active_nodes()},

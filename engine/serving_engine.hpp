@@ -48,6 +48,7 @@ struct GroupStats {
   std::string state;  // forming | loading | ready | restarting | failed
   uint64_t epoch = 0;
   int64_t num_restarts = 0;
+  std::string last_error;   // why it last lost a member ("" until then)
   int64_t num_members = 0;  // slots filled
   int64_t num_running = 0;  // requests routed to it now
   // From its leader's heartbeats (stage 0's engine): KV blocks and preemptions.

@@ -131,6 +131,8 @@ std::string Metrics::render(const EngineStats& stats, const std::string& model_n
                      ? double(stats.num_kv_blocks_used) / double(stats.num_kv_blocks_total)
                      : 0.0;
   gauge(prefix_ + "kv_cache_usage_perc", "KV-cache usage, 1 means 100 percent.", usage);
+  gauge(prefix_ + "kv_cache_blocks_used", "KV-cache blocks in use (0 when idle: a leak shows here).",
+        double(stats.num_kv_blocks_used));
   gauge(prefix_ + "gpu_cache_usage_perc", "KV-cache usage, 1 means 100 percent (vLLM's older name).", usage);
   header(out, prefix_ + "cache_config_info", "gauge", "The KV cache's configuration, in labels.");
   sample(out, prefix_ + "cache_config_info",

@@ -160,8 +160,17 @@ void Routes::health(const httplib::Request&, httplib::Response& res) {
     if (std::string failure = engine_->failure(); !failure.empty())
       return send_error(res, ApiError{503, "the engine failed: " + failure, ""});
   }
-  if (!engine_ || !engine_->is_ready()) return send_error(res, not_ready());
+  if (!engine_) return send_error(res, not_ready());
   const EngineStats stats = engine_->stats();
+  if (!engine_->is_ready()) {
+    if (!stats.cluster.enabled) return send_error(res, not_ready());
+    // Cluster mode with no group ready: 503 that says why each group does not serve.
+    std::string why;
+    for (const auto& g : stats.cluster.groups)
+      why += (why.empty() ? "" : "; ") + ("group " + std::to_string(g.group_id) + " " + g.state) +
+             (g.last_error.empty() ? "" : ": " + g.last_error);
+    return send_error(res, ApiError{503, "no group is ready" + (why.empty() ? "" : " (" + why + ")"), ""});
+  }
   if (!stats.cluster.enabled) return send_json(res, 200, json::object());
   // Cluster mode: who serves. 200 while at least one group is ready.
   json groups = json::array();
@@ -170,6 +179,7 @@ void Routes::health(const httplib::Request&, httplib::Response& res) {
                           {"state", g.state},
                           {"epoch", g.epoch},
                           {"restarts", g.num_restarts},
+                          {"last_error", g.last_error},
                           {"members", g.num_members},
                           {"running", g.num_running}});
   send_json(res, 200,

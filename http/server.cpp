@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <httplib.h>
@@ -10,6 +11,7 @@
 #include <exception>
 
 #include "http/auth.hpp"
+#include "http/connection_pool.hpp"
 #include "http/cors.hpp"
 #include "http/request_log.hpp"
 #include "http/routes.hpp"
@@ -20,6 +22,18 @@ namespace troupe::http {
 namespace {
 
 using Handler = void (Routes::*)(const httplib::Request&, httplib::Response&);
+
+// Open connections served at once; more wait for a thread (each also takes a file descriptor:
+// raise_open_file_limit() lifts the soft limit to the hard one).
+constexpr size_t kMaxHttpThreads = 4096;
+
+// Thousands of connections need as many descriptors; a soft limit of 1024 is common.
+void raise_open_file_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  limit.rlim_cur = limit.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+}
 
 bool authorized(const Config& config, const httplib::Request& req) {
   return is_authorized(req.get_header_value("Authorization"), config.api_key);
@@ -92,10 +106,14 @@ void Server::register_routes() {
   post("/detokenize", guarded(&Routes::detokenize, true));
   register_cors();
 
-  // NOTE: a streaming request holds one HTTP thread for its whole life; httplib's default pool
-  // (8 threads) would queue the 9th stream, so size the pool from the engine's batch limit.
+  // NOTE: a connection holds one HTTP thread for its whole life (a stream, an idle keep-alive, a
+  // client trickling its headers); httplib's fixed pool would queue every client behind a few
+  // thousand idle sockets, so the pool grows a thread per connection up to kMaxHttpThreads.
   size_t num_threads = size_t(std::clamp<int64_t>(config_.max_num_seqs + 16, 32, 1024));
-  s.new_task_queue = [num_threads] { return new httplib::ThreadPool(num_threads); };
+  s.new_task_queue = [num_threads] { return new ConnectionPool(num_threads, kMaxHttpThreads); };
+  // NOTE: httplib 0.11 waits for a connection's next request by polling it every ~10 ms, so an idle
+  // socket costs CPU until its keep-alive timeout: 2 s (httplib's 5) bounds what idle sockets cost.
+  s.set_keep_alive_timeout(2);
   s.set_payload_max_length(size_t(config_.max_body_bytes));
   // NOTE: httplib enforces the limit only while reading the body (after its read timeout when a
   // client announces more than it sends): refuse an announced oversized body from its headers,
@@ -201,6 +219,7 @@ Status Server::bind() {
                                                   std::to_string(config_.http_port) +
                                                   " (address in use or not permitted)");
   widen_listen_backlog(port_);
+  raise_open_file_limit();
   log::get("http")->info("listening on {}://{}:{}{}{}", config_.ssl_certfile.empty() ? "http" : "https", config_.host,
                          port_, config_.root_path, config_.ssl_ca_certs.empty() ? "" : " (client certificates required)");
   return Status::success();

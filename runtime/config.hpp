@@ -77,6 +77,7 @@ struct Config : EngineArgs {
                                // ("": 127.0.0.1 when the head is on loopback, else the host name)
 
   std::string log_level = "info";
+  std::string log_file;     // "": stderr; a write that fails there is told once on stderr
   std::string config_file;  // the --config file these values came from, if any
 
   const EngineArgs& engine() const { return *this; }

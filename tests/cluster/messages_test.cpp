@@ -50,13 +50,14 @@ TEST(ClusterMessages, FrontDoorMessagesRoundTrip) {
   publish_cluster state;
   state.cluster.enabled = true;
   state.cluster.num_nodes = 4;
-  state.cluster.groups.push_back(GroupStats{1, "ready", 2, 1, 2, 5});
+  state.cluster.groups.push_back(GroupStats{1, "ready", 2, 1, "node 3 lost (connection lost)", 2, 5});
   state.num_waiting = 3;
   publish_cluster copy = round_trip(state);
   EXPECT_EQ(copy.cluster.num_nodes, 4);
   ASSERT_EQ(copy.cluster.groups.size(), 1u);
   EXPECT_EQ(copy.cluster.groups[0].state, "ready");
   EXPECT_EQ(copy.cluster.groups[0].num_running, 5);
+  EXPECT_EQ(copy.cluster.groups[0].last_error, "node 3 lost (connection lost)");
   EXPECT_EQ(copy.num_waiting, 3);
 
   route_request route;

@@ -115,5 +115,34 @@ TEST(CudaDemo, KillNineOfAWorkerOnOneGpuLosesNoAnswer) {
   fs::remove(out + ".log");
 }
 
+// The same cluster with fp32 weights, once without and once with the kill -9: a resumed greedy
+// request continues from its prompt plus the tokens already streamed, so in fp32 (no bf16
+// rounding that a different batch could flip) every text equals the run without the kill.
+TEST(CudaDemo, KillNineWithFp32WeightsChangesNoText) {
+  TROUPE_REQUIRE_GPU();
+  const std::string root = troupe_source_dir();
+  const std::string model = root + "/tests/fixtures/models/troupe-demo";
+  const std::string out = ::testing::TempDir() + "/troupe_cuda_demo_fp32_" + std::to_string(::getpid()) + ".json";
+  const std::string command = "python3 " + root + "/bench/demo_accuracy_bench.py --troupe " + troupe_binary() +
+                              " --out " + out + " cluster:" + model + ":cuda:float32 cluster:" + model +
+                              ":cuda:kill:float32 > " + out + ".log 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << std::ifstream(out + ".log").rdbuf();
+  const json records = json::parse(std::ifstream(out));
+  ASSERT_EQ(records.size(), 2u);
+  const json &plain = records[0], &killed = records[1];
+  EXPECT_EQ(killed["failed_streams"].get<int>(), 0);
+  EXPECT_GT(killed["killed_worker_pid"].get<int>(), 0) << "the kill must have happened";
+  ASSERT_EQ(plain["texts"].size(), killed["texts"].size());
+  int equal = 0;
+  for (size_t i = 0; i < plain["texts"].size(); ++i) {
+    EXPECT_EQ(plain["texts"][i], killed["texts"][i]) << "problem " << i;
+    equal += plain["texts"][i] == killed["texts"][i];
+  }
+  std::printf("fp32, kill -9 of a worker: %d/%zu texts equal to the run without the kill\n", equal,
+              plain["texts"].size());
+  fs::remove(out);
+  fs::remove(out + ".log");
+}
+
 }  // namespace
 }  // namespace troupe

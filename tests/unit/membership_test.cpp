@@ -69,6 +69,17 @@ TEST(Membership, LosingAMemberRestartsTheWholeGroupWithANewEpoch) {
   EXPECT_TRUE(*m.mark_loaded(c, 2));
 }
 
+TEST(Membership, AGroupKeepsWhyItLastLostAMemberInItsStatus) {
+  Membership m(1, 2);
+  NodeId a = join(m).node_id;
+  join(m);
+  EXPECT_EQ(m.group(0).last_error, "");
+  ASSERT_TRUE(m.mark_lost(a, t0, "stage failed to load: no config.json in /models/x").ok());
+  EXPECT_EQ(m.group(0).last_error, "node 1 lost (stage failed to load: no config.json in /models/x)");
+  const nlohmann::json status = nlohmann::json::parse(membership_to_json(m, 7));
+  EXPECT_EQ(status["groups"][0]["last_error"], "node 1 lost (stage failed to load: no config.json in /models/x)");
+}
+
 TEST(Membership, AWaitingSpareTakesAFreedSlotAtOnce) {
   Membership m(1, 2);
   NodeId a = join(m).node_id, b = join(m).node_id;
