@@ -148,8 +148,10 @@ ScheduledBatch Scheduler::schedule() {
     std::vector<int32_t> cached;
     if (blocks_.prefix_caching()) {
       extend_block_hashes(seq->block_hashes, seq->tokens(), block_size);
-      // At most num_tokens - 1 cached tokens: the last one is computed to be sampled.
-      cached = blocks_.cached_prefix(seq->block_hashes, seq->tokens(), (seq->num_tokens() - 1) / block_size);
+      // At most num_tokens - 1 cached tokens: the last one is computed to be sampled. None while
+      // prompt logprobs are wanted: they need the logits of every prompt position (as vLLM).
+      const int64_t max_blocks = seq->needs_prompt_logprobs() ? 0 : (seq->num_tokens() - 1) / block_size;
+      cached = blocks_.cached_prefix(seq->block_hashes, seq->tokens(), max_blocks);
     }
     int64_t num_cached = int64_t(cached.size()) * block_size;
     int64_t num_new = std::min(seq->num_tokens() - num_cached, budget);
