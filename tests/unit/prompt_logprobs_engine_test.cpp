@@ -93,7 +93,7 @@ std::vector<double> log_softmax(const float* row, int64_t vocab) {
   const double max_value = *std::max_element(row, row + vocab);
   double sum = 0.0;
   for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - max_value);
-  std::vector<double> out(size_t(vocab));
+  std::vector<double> out(static_cast<size_t>(vocab));
   for (int64_t v = 0; v < vocab; ++v) out[size_t(v)] = double(row[v]) - max_value - std::log(sum);
   return out;
 }
