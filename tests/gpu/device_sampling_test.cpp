@@ -168,8 +168,8 @@ TEST_F(CudaSampling, MaskedRowsMatchTheHostSamplerAndNeverPickAMaskedId) {
     std::vector<float> logits(size_t(num_rows * vocab));
     std::normal_distribution<float> normal(0.0f, 2.0f);
     for (float& x : logits) x = normal(rng);
-    std::vector<std::vector<uint32_t>> masks(size_t(num_rows));
-    std::vector<SamplingParams> params(size_t(num_rows));
+    std::vector<std::vector<uint32_t>> masks(static_cast<size_t>(num_rows));
+    std::vector<SamplingParams> params(static_cast<size_t>(num_rows));
     std::vector<DeviceSampleRow> rows;
     for (int64_t r = 0; r < num_rows; ++r) {
       SamplingParams& p = params[size_t(r)];
