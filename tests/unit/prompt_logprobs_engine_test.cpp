@@ -1,4 +1,4 @@
-// prompt_logprobs through the whole engine on the CPU backend (llama-tiny): every prompt position's
+// prompt_logprobs through the whole engine on the CPU backend (llama-tiny, deepseek-v3-tiny): every prompt position's
 // logprob, rank and top tokens agree with transformers' logits (oracle_logits.safetensors), with
 // chunked prefill and a prefix cache that already holds the prompt (which a prompt-logprobs request
 // must not use), under preemption (each position once), and through two pipeline stages.
@@ -23,10 +23,11 @@ namespace troupe {
 namespace {
 
 const std::string kLlama = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny";
+const std::string kDeepseek = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/deepseek-v3-tiny";
 
-Config engine_config(int64_t num_kv_blocks, int64_t max_num_batched_tokens) {
+Config engine_config(int64_t num_kv_blocks, int64_t max_num_batched_tokens, const std::string& model = kLlama) {
   Config config;
-  config.model = kLlama;
+  config.model = model;
   config.num_threads = 2;
   config.num_kv_blocks = num_kv_blocks;
   config.block_size = 4;
@@ -35,8 +36,9 @@ Config engine_config(int64_t num_kv_blocks, int64_t max_num_batched_tokens) {
   return config;
 }
 
-std::unique_ptr<LlmEngine> make_engine(int64_t num_kv_blocks, int64_t max_num_batched_tokens) {
-  auto engine = backends::build_engine(engine_config(num_kv_blocks, max_num_batched_tokens));
+std::unique_ptr<LlmEngine> make_engine(int64_t num_kv_blocks, int64_t max_num_batched_tokens,
+                                       const std::string& model = kLlama) {
+  auto engine = backends::build_engine(engine_config(num_kv_blocks, max_num_batched_tokens, model));
   EXPECT_TRUE(engine.ok()) << engine.error().message;
   if (!engine.ok()) return nullptr;
   (*engine)->start();
@@ -130,11 +132,11 @@ void expect_matches_oracle(const std::vector<int32_t>& prompt, const std::vector
   }
 }
 
-TEST(PromptLogprobsEngine, MatchTheOracleWithChunksAndACachedPrompt) {
-  const Oracle oracle = read_oracle(kLlama);
-  auto file = SafetensorsFile::open(kLlama + "/oracle_logits.safetensors");
+void expect_oracle_with_chunks_and_a_cached_prompt(const std::string& model) {
+  const Oracle oracle = read_oracle(model);
+  auto file = SafetensorsFile::open(model + "/oracle_logits.safetensors");
   ASSERT_TRUE(file.ok()) << file.error().message;
-  auto engine = make_engine(256, 8);  // 8-token chunks
+  auto engine = make_engine(256, 8, model);  // 8-token chunks
   ASSERT_TRUE(engine);
   const int64_t vocab = engine->model_config().vocab_size;
   // Every prompt is in the prefix cache first.
@@ -162,6 +164,11 @@ TEST(PromptLogprobsEngine, MatchTheOracleWithChunksAndACachedPrompt) {
   auto again = run(*engine, {testing::greedy("again", oracle.prompts.back(), 1)});
   EXPECT_GT(again["again"].num_cached_tokens, 0);
 }
+
+TEST(PromptLogprobsEngine, MatchTheOracleWithChunksAndACachedPrompt) { expect_oracle_with_chunks_and_a_cached_prompt(kLlama); }
+
+// DeepSeek-V3 (MLA latent cache, MoE): the same rows through its own LM-head gather.
+TEST(PromptLogprobsEngine, DeepseekMatchesTheOracle) { expect_oracle_with_chunks_and_a_cached_prompt(kDeepseek); }
 
 TEST(PromptLogprobsEngine, ZeroTopGivesOnlyThePromptToken) {
   const Oracle oracle = read_oracle(kLlama);
