@@ -1,7 +1,8 @@
-// prompt_logprobs through the whole engine on the CPU backend (llama-tiny, deepseek-v3-tiny): every prompt position's
-// logprob, rank and top tokens agree with transformers' logits (oracle_logits.safetensors), with
-// chunked prefill and a prefix cache that already holds the prompt (which a prompt-logprobs request
-// must not use), under preemption (each position once), and through two pipeline stages.
+// prompt_logprobs through the whole engine on the CPU backend (llama-tiny, deepseek-v3-tiny):
+// every prompt position's logprob, rank and top tokens agree with transformers' logits
+// (oracle_logits.safetensors), with chunked prefill and a prefix cache that already holds the
+// prompt (which a prompt-logprobs request must not use), under preemption (each position once),
+// and through two pipeline stages.
 #include <gtest/gtest.h>
 
 #include <algorithm>
