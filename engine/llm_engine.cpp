@@ -41,6 +41,9 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
   sched.block_size = config.block_size;
   sched.max_model_len = engine->max_model_len_;
   sched.enable_prefix_caching = config.enable_prefix_caching;
+  // Prompt-logprobs rows of one step at most 512 MiB of fp32 logits (1,038 tokens of DeepSeek-V3's
+  // vocabulary); the tiny fixtures are not limited by it.
+  sched.max_prompt_logits_tokens = std::max<int64_t>(1, (int64_t(1) << 27) / std::max<int64_t>(1, model_config.vocab_size));
   for (int64_t id : model_config.eos_token_ids) sched.eos_token_ids.push_back(int32_t(id));
   TROUPE_TRY(sched.validate());
   engine->scheduler_ = std::make_unique<Scheduler>(sched);
