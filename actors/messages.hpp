@@ -77,7 +77,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, SamplingParams& x) {
   return f(caf::meta::type_name("troupe.sampling_params"), x.temperature, x.top_p, x.top_k, x.min_p,
            x.repetition_penalty, x.presence_penalty, x.frequency_penalty, x.seed, x.max_tokens, x.stop_token_ids,
-           x.ignore_eos, x.logprobs, x.logit_bias, x.min_tokens, x.constraint);
+           x.ignore_eos, x.logprobs, x.logit_bias, x.min_tokens, x.constraint, x.prompt_logprobs);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GenerationRequest& x) {
@@ -94,10 +94,14 @@ typename Inspector::result_type inspect(Inspector& f, ClusterStats& x) {
            x.num_requests_resumed_total, x.groups);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, PromptLogprob& x) {
+  return f(caf::meta::type_name("troupe.prompt_logprob"), x.token_id, x.logprob, x.rank, x.top);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GenerationOutput& x) {
   return f(caf::meta::type_name("troupe.generation_output"), x.new_token_ids, x.logprobs, x.top_logprobs,
            x.finish_reason, x.error_message, x.num_prompt_tokens, x.num_generated_tokens, x.queue_time_s,
-           x.num_cached_tokens);
+           x.num_cached_tokens, x.prompt_logprobs);
 }
 
 // Atoms for timers and queries (at most 10 characters each).

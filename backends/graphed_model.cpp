@@ -32,7 +32,9 @@ int64_t GraphedModel::bucket_for(const ForwardBatch& batch, LogitsMode mode) con
       !inner_->is_last_stage() || options_.max_model_len <= 0)
     return 0;
   for (const SequenceSlice& seq : batch.seqs)
-    if (seq.num_new_tokens != 1 || !seq.needs_logits || seq.context_len > options_.max_model_len) return 0;
+    if (seq.num_new_tokens != 1 || !seq.needs_logits || seq.num_prompt_logits != 0 ||
+        seq.context_len > options_.max_model_len)
+      return 0;
   const int64_t bucket = *std::lower_bound(buckets_.begin(), buckets_.end(), n);
   return dropped_.count(bucket) ? 0 : bucket;
 }

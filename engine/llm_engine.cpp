@@ -41,10 +41,13 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
   sched.block_size = config.block_size;
   sched.max_model_len = engine->max_model_len_;
   sched.enable_prefix_caching = config.enable_prefix_caching;
+  // Prompt-logprobs rows of one step at most 512 MiB of fp32 logits (1,038 tokens of DeepSeek-V3's
+  // vocabulary); the tiny fixtures are not limited by it.
+  sched.max_prompt_logits_tokens = std::max<int64_t>(1, (int64_t(1) << 27) / std::max<int64_t>(1, model_config.vocab_size));
   for (int64_t id : model_config.eos_token_ids) sched.eos_token_ids.push_back(int32_t(id));
   TROUPE_TRY(sched.validate());
   engine->scheduler_ = std::make_unique<Scheduler>(sched);
-  engine->runner_ = std::make_unique<ModelRunner>(*engine->model_, *engine->cache_);
+  engine->runner_ = std::make_unique<ModelRunner>(*engine->model_, *engine->cache_, *engine->backend_);
   engine->sampling_ = std::make_unique<SamplingStep>(*engine->backend_, engine->vocab_size_, sched.eos_token_ids);
   engine->constrained_ = std::make_unique<ConstrainedDecoding>(config.model + "/tokenizer.json", engine->vocab_size_,
                                                                sched.eos_token_ids);
@@ -275,6 +278,12 @@ void LlmEngine::emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vec
     }
   }
   out.finish_reason = seq.is_finished() ? seq.finish_reason : FinishReason::none;
+  if (seq.params.prompt_logprobs >= 0 && !seq.prompt_logprobs_sent &&
+      (out.finish_reason != FinishReason::none || (!out.new_token_ids.empty() && !seq.needs_prompt_logprobs()))) {
+    out.prompt_logprobs = std::move(seq.prompt_logprobs);
+    seq.prompt_logprobs.clear();
+    seq.prompt_logprobs_sent = true;
+  }
   out.num_prompt_tokens = seq.num_prompt_tokens();
   out.num_generated_tokens = seq.num_output_tokens();
   if (!it->second.queue_time_sent && it->second.queue_time_s >= 0) {

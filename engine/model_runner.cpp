@@ -1,9 +1,15 @@
 #include "engine/model_runner.hpp"
 
+#include <algorithm>
+#include <string>
+
+#include "engine/prompt_logprobs.hpp"
+
 namespace troupe {
 
 Result<ModelOutput> ModelRunner::run(const ScheduledBatch& batch, const BlockManager& blocks) {
   ModelOutput out;
+  std::vector<PromptRows> prompt_rows;
   ForwardBatch forward;
   forward.token_ids.reserve(size_t(batch.num_batched_tokens));
   forward.positions.reserve(size_t(batch.num_batched_tokens));
@@ -17,6 +23,14 @@ Result<ModelOutput> ModelRunner::run(const ScheduledBatch& batch, const BlockMan
     slice.context_len = int32_t(entry.start_position + entry.num_new_tokens);
     slice.block_table = &blocks.block_table(entry.seq_id);
     slice.needs_logits = entry.produces_token;
+    if (entry.seq->needs_prompt_logprobs()) {
+      // Positions before the prompt's last give the logprobs of the prompt tokens after them.
+      const int64_t end = std::min(entry.start_position + entry.num_new_tokens, entry.seq->num_prompt_tokens() - 1);
+      if (end > entry.start_position) {
+        slice.num_prompt_logits = int32_t(end - entry.start_position);
+        prompt_rows.push_back({entry.seq, entry.start_position, end - entry.start_position});
+      }
+    }
     forward.seqs.push_back(slice);
     if (entry.produces_token) {
       out.rows.push_back(entry.seq->sampler_row());
@@ -25,8 +39,36 @@ Result<ModelOutput> ModelRunner::run(const ScheduledBatch& batch, const BlockMan
   }
   auto logits = model_->forward(forward, *cache_, LogitsMode::last_token);
   if (!logits.ok()) return logits.error();
-  out.logits = std::move(logits.value());
+  const int64_t num_sampled = int64_t(out.rows.size());
+  if (prompt_rows.empty()) {
+    out.logits = std::move(logits.value());
+    return out;
+  }
+  // The sampler's rows come first, then each sequence's prompt rows (AttentionMetadata).
+  int64_t num_prompt_rows = 0;
+  for (const PromptRows& span : prompt_rows) num_prompt_rows += span.count;
+  const Tensor& all = logits.value();
+  if (all.dim() != 2 || all.size(0) != num_sampled + num_prompt_rows)
+    return make_error(ErrorCode::internal, "model forward returned " + std::to_string(all.dim() == 2 ? all.size(0) : -1) +
+                                               " logits rows, expected " + std::to_string(num_sampled + num_prompt_rows));
+  append_prompt_logprobs(backend_->to_host(all.rows(num_sampled, num_prompt_rows)), prompt_rows);
+  out.logits = all.rows(0, num_sampled);
   return out;
+}
+
+void ModelRunner::append_prompt_logprobs(const Tensor& logits, const std::vector<PromptRows>& spans) {
+  const int64_t vocab = logits.size(1);
+  const float* row = logits.data<float>();
+  for (const PromptRows& span : spans) {
+    Sequence& seq = *span.seq;
+    for (int64_t i = 0; i < span.count; ++i, row += vocab) {
+      const int64_t position = span.first_position + i;
+      // A recompute after preemption runs positions whose entries were already made: keep the first.
+      if (position != int64_t(seq.prompt_logprobs.size())) continue;
+      seq.prompt_logprobs.push_back(
+          compute_prompt_logprob(row, vocab, seq.prompt_ids[size_t(position + 1)], seq.params.prompt_logprobs));
+    }
+  }
 }
 
 Result<GreedyResult> greedy_generate(Model& model, Backend& backend, const std::vector<int32_t>& prompt,

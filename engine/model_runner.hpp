@@ -24,14 +24,24 @@ struct ModelOutput {
 
 class ModelRunner {
  public:
-  ModelRunner(Model& model, KvCache& cache) : model_(&model), cache_(&cache) {}
+  ModelRunner(Model& model, KvCache& cache, Backend& backend) : model_(&model), cache_(&cache), backend_(&backend) {}
 
-  // The batch's new tokens through the model. Errors are the model's (forward failed).
+  // The batch's new tokens through the model. Errors are the model's (forward failed). Sequences
+  // that still need prompt logprobs get the entries of this step's positions appended
+  // (Sequence::prompt_logprobs; engine/prompt_logprobs.hpp).
   Result<ModelOutput> run(const ScheduledBatch& batch, const BlockManager& blocks);
 
  private:
+  struct PromptRows {
+    Sequence* seq;
+    int64_t first_position;  // the logits of positions [first_position, + count) give the
+    int64_t count;           // logprobs of prompt tokens first_position + 1 ...
+  };
+  void append_prompt_logprobs(const Tensor& logits, const std::vector<PromptRows>& spans);
+
   Model* model_;
   KvCache* cache_;
+  Backend* backend_;
 };
 
 struct GreedyResult {

@@ -34,6 +34,8 @@ Status SamplingParams::validate() const {
     return bad("frequency_penalty", "must be in [-2, 2]", frequency_penalty);
   if (max_tokens < 1) return bad("max_tokens", "must be >= 1", max_tokens);
   if (logprobs < -1 || logprobs > 20) return bad("logprobs", "must be -1 (none) or in [0, 20]", logprobs);
+  if (prompt_logprobs < -1 || prompt_logprobs > 20)
+    return bad("prompt_logprobs", "must be -1 (none) or in [0, 20]", prompt_logprobs);
   for (int64_t id : stop_token_ids)
     if (id < 0) return bad("stop_token_ids", "ids must be >= 0", id);
   TROUPE_TRY(validate_logit_bias());

@@ -42,6 +42,7 @@ struct SamplingParams {
   OutputConstraint constraint;      // none: unconstrained
   std::vector<LogitBias> logit_bias;  // applied to the raw logits, first
   int64_t min_tokens = 0;           // EOS and stop_token_ids cannot be sampled before this many tokens
+  int64_t prompt_logprobs = -1;     // -1: none; else the top logprobs per prompt token (0..20), vLLM's
 
   bool is_greedy() const { return temperature == 0.0; }
   // Errors name the parameter (OpenAI spelling) and the bad value.

@@ -16,7 +16,6 @@ bool SamplingStep::can_sample_on_device(const Tensor& logits, const std::vector<
     const SamplingParams& p = *row.params;
     // NOTE: logit_bias and min_tokens rows fall back to the host Sampler (the device kernel takes
     // no per-row logit edits); the batch then samples on the host, the same tokens either way.
-    if (row.allowed != nullptr) return false;  // NOTE: kernels/token_mask is not wired into a backend yet
     if (has_penalties(p) || has_logit_processors(p) || p.logprobs >= 0 || (!p.is_greedy() && row.rng == nullptr))
       return false;
   }
@@ -31,6 +30,8 @@ bool SamplingStep::sample_on_device(const Tensor& logits, const std::vector<Samp
   for (const SamplerRow& row : rows) {
     const SamplingParams& p = *row.params;
     DeviceSampleRow d{p.temperature, p.top_k, p.top_p, p.min_p, 0.0};
+    d.allowed = row.allowed;  // structured outputs: the backend masks before it samples
+    d.num_allowed_words = row.num_allowed_words;
     if (!p.is_greedy()) {
       saved.push_back(*row.rng);
       d.uniform = row.rng->next_uniform();

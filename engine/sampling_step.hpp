@@ -7,8 +7,9 @@
 //           declined --> restore the drawn RNGs --+
 //   otherwise ---------------------------------------+--> to_host(logits) --> Sampler::sample
 //
-// So a seeded request gives the same tokens whichever side sampled. A step with a structured-output
-// mask (SamplerRow::allowed) samples on the host, where Sampler applies the mask first.
+// So a seeded request gives the same tokens whichever side sampled. A structured-output mask
+// (SamplerRow::allowed) goes with its row: the device applies it first (kernels/token_mask), as
+// the host Sampler does.
 #include <cstdint>
 #include <vector>
 

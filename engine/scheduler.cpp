@@ -104,13 +104,18 @@ void Scheduler::preempt(std::unique_ptr<Sequence> seq, ScheduledBatch& batch) {
 ScheduledBatch Scheduler::schedule() {
   ScheduledBatch batch;
   int64_t budget = config_.max_num_batched_tokens;
+  // The step's tokens of sequences still needing prompt logprobs (SchedulerConfig).
+  int64_t logits_budget = config_.max_prompt_logits_tokens > 0 ? config_.max_prompt_logits_tokens : budget;
+  auto limited = [&](const Sequence& seq, int64_t num_new) {
+    return seq.needs_prompt_logprobs() ? std::min(num_new, logits_budget) : num_new;
+  };
 
   // 1. Running sequences, oldest first: a decode token or the next prefill chunk each. When blocks
   //    run out, the newest running sequence is preempted (possibly the current one).
   size_t i = 0;
   while (i < running_.size() && budget > 0) {
     Sequence* seq = running_[i].get();
-    const int64_t num_new = std::min(seq->num_uncomputed_tokens(), budget);
+    const int64_t num_new = limited(*seq, std::min(seq->num_uncomputed_tokens(), budget));
     if (num_new <= 0) {
       ++i;
       continue;
@@ -137,6 +142,7 @@ ScheduledBatch Scheduler::schedule() {
     (void)blocks_.append_slot(seq->id, target);
     batch.entries.push_back({seq, seq->id, seq->num_computed_tokens, num_new, target == seq->num_tokens()});
     budget -= num_new;
+    if (seq->needs_prompt_logprobs()) logits_budget -= num_new;
     ++i;
   }
 
@@ -148,18 +154,21 @@ ScheduledBatch Scheduler::schedule() {
     std::vector<int32_t> cached;
     if (blocks_.prefix_caching()) {
       extend_block_hashes(seq->block_hashes, seq->tokens(), block_size);
-      // At most num_tokens - 1 cached tokens: the last one is computed to be sampled.
-      cached = blocks_.cached_prefix(seq->block_hashes, seq->tokens(), (seq->num_tokens() - 1) / block_size);
+      // At most num_tokens - 1 cached tokens: the last one is computed to be sampled. None while
+      // prompt logprobs are wanted: they need the logits of every prompt position (as vLLM).
+      const int64_t max_blocks = seq->needs_prompt_logprobs() ? 0 : (seq->num_tokens() - 1) / block_size;
+      cached = blocks_.cached_prefix(seq->block_hashes, seq->tokens(), max_blocks);
     }
     int64_t num_cached = int64_t(cached.size()) * block_size;
-    int64_t num_new = std::min(seq->num_tokens() - num_cached, budget);
+    int64_t num_new = limited(*seq, std::min(seq->num_tokens() - num_cached, budget));
+    if (num_new <= 0) break;  // no prompt-logits room left this step
     if (!blocks_.can_allocate(num_cached + num_new, cached)) {
       // Admit a smaller chunk only when nothing runs, so an oversized recompute still progresses
       // (without the hit: its blocks count as free then).
       if (!running_.empty()) break;
       cached.clear();
       num_cached = 0;
-      num_new = std::min({seq->num_tokens(), budget, blocks_.num_free_blocks() * block_size});
+      num_new = limited(*seq, std::min({seq->num_tokens(), budget, blocks_.num_free_blocks() * block_size}));
       if (num_new <= 0) break;
     }
     (void)blocks_.allocate(seq->id, num_cached + num_new, cached);
@@ -172,6 +181,7 @@ ScheduledBatch Scheduler::schedule() {
     seq->status = SequenceStatus::running;
     batch.entries.push_back({seq, seq->id, num_cached, num_new, num_cached + num_new == seq->num_tokens()});
     budget -= num_new;
+    if (seq->needs_prompt_logprobs()) logits_budget -= num_new;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }

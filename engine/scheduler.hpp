@@ -30,6 +30,10 @@ struct SchedulerConfig {
   int64_t max_model_len = 0;                // prompt + output; 0: only the KV cache limits
   std::vector<int32_t> eos_token_ids;
   bool enable_prefix_caching = true;        // reuse cached full blocks of earlier sequences
+  // Prompt tokens per step of the sequences that still need prompt logprobs, together: each
+  // returns a row of logits per position ([tokens, vocab] fp32), so the engine bounds them by
+  // memory. 0: no limit beyond max_num_batched_tokens.
+  int64_t max_prompt_logits_tokens = 0;
 
   Status validate() const;
 };

@@ -12,6 +12,7 @@
 
 #include "engine/block_hash.hpp"
 #include "engine/finish_reason.hpp"
+#include "engine/prompt_logprobs.hpp"
 #include "engine/sampler.hpp"
 #include "engine/sampling_params.hpp"
 #include "grammar/grammar_matcher.hpp"
@@ -41,6 +42,10 @@ struct Sequence {
   // Structured outputs: where the output stands in params.constraint's grammar (null: none).
   // Survives preemption (a function of output_ids). See engine/constrained_decoding.hpp.
   std::shared_ptr<grammar::GrammarMatcher> matcher;
+  // params.prompt_logprobs >= 0: entry j for prompt token j + 1, filled as prefill chunks run;
+  // sent with the first output after they are complete (engine/prompt_logprobs.hpp).
+  std::vector<PromptLogprob> prompt_logprobs;
+  bool prompt_logprobs_sent = false;
 
   Sequence() = default;
   Sequence(std::string request_id_, std::vector<int32_t> prompt_ids_, SamplingParams params_)
@@ -50,6 +55,11 @@ struct Sequence {
         rng(params.seed) {}
 
   int64_t num_prompt_tokens() const { return static_cast<int64_t>(prompt_ids.size()); }
+  // Asks prompt logprobs and some are not computed yet: its prefill must run every prompt position.
+  bool needs_prompt_logprobs() const {
+    return params.prompt_logprobs >= 0 && !prompt_logprobs_sent &&
+           int64_t(prompt_logprobs.size()) < num_prompt_tokens() - 1;
+  }
   int64_t num_output_tokens() const { return static_cast<int64_t>(output_ids.size()); }
   int64_t num_tokens() const { return num_prompt_tokens() + num_output_tokens(); }
   // Tokens still to be run through the model before the next token can be sampled.

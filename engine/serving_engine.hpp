@@ -10,6 +10,7 @@
 
 #include "runtime/result.hpp"
 #include "engine/finish_reason.hpp"
+#include "engine/prompt_logprobs.hpp"
 #include "engine/sampling_params.hpp"
 
 namespace troupe {
@@ -37,6 +38,9 @@ struct GenerationOutput {
   // engine before that step (vLLM's queue time); -1 on every other output.
   double queue_time_s = -1;
   int64_t num_cached_tokens = 0;     // prompt tokens found in the prefix cache at its first admission
+  // params.prompt_logprobs >= 0: one entry per prompt token after the first, all in one output
+  // (the first with a token, or the last); empty in every other output.
+  std::vector<PromptLogprob> prompt_logprobs;
 };
 
 // Called on the engine's thread; must be quick and must not call back into the engine.

@@ -20,6 +20,7 @@ void ChoiceStream::set_text_options(ChoiceTextOptions options) {
   options_ = std::move(options);
   detokenizer_ = codec_->make_detokenizer_with(options_.decode);
   stop_ = StopStringMatcher(stop_.stop_strings(), options_.include_stop_str_in_output);
+  if (tool_stream_) tool_stream_->set_max_calls(options_.max_tool_calls);
 }
 
 void ChoiceStream::emit_content(const std::string& text, ChoiceDelta& delta) {
@@ -42,6 +43,8 @@ void ChoiceStream::finish_tool_calls(ChoiceDelta& delta) {
   // The whole answer reads the whole text once: malformed calls come back as content.
   ToolParse whole = parse_tool_calls(tool_stream_->parser(), tool_stream_->text());
   content_ = whole.content;
+  if (options_.max_tool_calls >= 0 && whole.calls.size() > size_t(options_.max_tool_calls))
+    whole.calls.resize(size_t(options_.max_tool_calls));
   for (ParsedToolCall& call : whole.calls)
     tool_calls_.push_back(ToolCall{make_tool_call_id(), std::move(call.name), std::move(call.arguments)});
 }
@@ -59,6 +62,7 @@ ChoiceDelta ChoiceStream::push(const GenerationOutput& output) {
   ChoiceDelta delta;
   if (is_finished()) return delta;
   num_prompt_tokens_ = output.num_prompt_tokens;
+  if (!output.prompt_logprobs.empty()) prompt_logprobs_ = output.prompt_logprobs;
   if (!options_.echo.empty()) {  // echo: the prompt's text first, as content, outside reasoning
     delta.content += options_.echo;
     content_ += options_.echo;

@@ -39,6 +39,7 @@ struct ChoiceTextOptions {
   int64_t min_tokens = 0;                   // stop strings are looked for only after this many tokens
   std::vector<int64_t> stop_token_ids;      // stop ids and EOS: a final one's text is left out unless included
   std::string echo;                         // sent as content before the generated text
+  int max_tool_calls = -1;                  // parallel_tool_calls: false gives 1 (later calls dropped)
 };
 
 class ChoiceStream {
@@ -61,6 +62,8 @@ class ChoiceStream {
   const std::string& content() const { return content_; }
   const std::string& reasoning() const { return reasoning_; }
   const std::vector<TokenLogprob>& logprobs() const { return logprobs_; }
+  // prompt_logprobs: the engine's entries (one per prompt token after the first), once they came.
+  const std::vector<PromptLogprob>& prompt_logprobs() const { return prompt_logprobs_; }
   bool has_reasoning_parser() const { return reasoning_parser_ != nullptr; }
   // Once finished: the calls of the whole content (none when it was malformed: then content()
   // is all of it). A stream's deltas may have sent calls the whole parse refused (a call cut short).
@@ -86,6 +89,7 @@ class ChoiceStream {
   std::string content_;
   std::string reasoning_;
   std::vector<TokenLogprob> logprobs_;
+  std::vector<PromptLogprob> prompt_logprobs_;
   std::unique_ptr<ToolCallStream> tool_stream_;
   std::vector<ToolCall> tool_calls_;
 };

@@ -42,6 +42,7 @@ ChoiceTextOptions GenerationJob::text_options() const {
   if (!spec_.request.params.ignore_eos)
     options.stop_token_ids.insert(options.stop_token_ids.end(), spec_.eos_token_ids.begin(), spec_.eos_token_ids.end());
   options.echo = spec_.echo_text;
+  if (!spec_.request.tool_choice.parallel) options.max_tool_calls = 1;
   return options;
 }
 

@@ -158,6 +158,7 @@ Status read_vllm_fields(const json& body, OpenAIRequest& r, std::string& param) 
   TROUPE_TRY(read_bool(body, "echo", r.echo, param));
   TROUPE_TRY(read_bool(body, "add_special_tokens", r.add_special_tokens, param));
   TROUPE_TRY(read_int(body, "prompt_logprobs", 0, kMaxTopLogprobs, r.prompt_logprobs, param));
+  r.params.prompt_logprobs = r.prompt_logprobs;
   if (present(body, "user")) {
     if (!body["user"].is_string()) return bad(param, "user", "must be a string");
     r.user = body["user"].get<std::string>();

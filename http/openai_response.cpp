@@ -43,6 +43,24 @@ json chat_logprobs_json(const std::vector<TokenLogprob>& logprobs) {
   return json{{"content", content}};
 }
 
+json prompt_logprobs_json(const std::vector<int32_t>& prompt_ids, const std::vector<PromptLogprob>& entries,
+                          const TextCodec& codec) {
+  json out = json::array();
+  if (prompt_ids.empty()) return out;
+  out.push_back(nullptr);
+  for (const PromptLogprob& entry : entries) {
+    json position = json::object();
+    for (size_t k = 0; k < entry.top.size(); ++k) {
+      const auto& [id, logprob] = entry.top[k];
+      position[std::to_string(id)] = {{"logprob", logprob}, {"rank", int64_t(k) + 1}, {"decoded_token", codec.decode({id})}};
+    }
+    position[std::to_string(entry.token_id)] = {
+        {"logprob", entry.logprob}, {"rank", entry.rank}, {"decoded_token", codec.decode({entry.token_id})}};
+    out.push_back(std::move(position));
+  }
+  return out;
+}
+
 json completion_logprobs_json(const std::vector<TokenLogprob>& logprobs, int64_t text_offset) {
   json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
   for (const TokenLogprob& lp : logprobs) {

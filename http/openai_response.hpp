@@ -26,6 +26,11 @@ nlohmann::json usage_json(int64_t num_prompt_tokens, int64_t num_completion_toke
 nlohmann::json chat_logprobs_json(const std::vector<TokenLogprob>& logprobs);
 nlohmann::json completion_logprobs_json(const std::vector<TokenLogprob>& logprobs, int64_t text_offset);
 
+// vLLM's prompt_logprobs: null for the first prompt token, then per token a map from token id
+// (a string) to {logprob, rank, decoded_token}: the prompt's token and the top ones.
+nlohmann::json prompt_logprobs_json(const std::vector<int32_t>& prompt_ids, const std::vector<PromptLogprob>& entries,
+                                    const TextCodec& codec);
+
 // Whole responses, one entry per choice (in index order).
 nlohmann::json chat_completion_json(const ResponseHeader& header, const std::vector<const ChoiceStream*>& choices,
                                     bool want_logprobs, const nlohmann::json& usage);

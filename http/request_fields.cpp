@@ -19,7 +19,7 @@ constexpr std::string_view kCommonFields[] = {
 };
 constexpr std::string_view kChatFields[] = {
     "add_generation_prompt", "chat_template", "chat_template_kwargs", "continue_final_message",
-    "logprobs", "messages", "tool_choice", "tools", "top_logprobs",
+    "logprobs", "messages", "parallel_tool_calls", "tool_choice", "tools", "top_logprobs",
 };
 constexpr std::string_view kCompletionFields[] = {"logprobs", "prompt", "suffix"};
 

@@ -5,8 +5,11 @@
 // parts) the chat messages, `max_output_tokens` max_tokens, `text.format` json_object /
 // json_schema the output constraint. Every bad field gives invalid_argument naming the field
 // (`param`). `previous_response_id` names a response the route continues (its bounded in-memory
-// store, response_store). Refused with a clear error: tools, images and files, conversation and
-// prompt references, background. Known fields without effect here (reasoning, include,
+// store, response_store). Function tools ({type: function, name, description?, parameters?,
+// strict?}), tool_choice and parallel_tool_calls become the chat route's; function_call and
+// function_call_output input items become the assistant's tool calls and the tool messages.
+// Refused with a clear error: other tools, images and files, conversation and prompt references,
+// background. Known fields without effect here (reasoning, include,
 // truncation, ...) and unknown ones are accepted and listed in `ignored_fields`, which the route
 // logs once, as vLLM does.
 #include <string>
@@ -30,6 +33,9 @@ struct ResponsesRequest {
   nlohmann::json text_format;    // {"type": "text"} or the format given, echoed
   nlohmann::json reasoning;      // {"effort", "summary"}, echoed
   bool store = true;             // OpenAI's default: kept for a later previous_response_id
+  nlohmann::json tools;          // the function tools as given (echoed); chat.tools holds them in chat form
+  nlohmann::json tool_choice;    // as given, or auto (with tools) / none; echoed
+  bool parallel_tool_calls = true;
   std::vector<std::string> ignored_fields;
 };
 

@@ -23,6 +23,9 @@ ResponseSkeleton ResponseSkeleton::of(const ResponsesRequest& request, std::stri
   s.store = request.store;
   s.temperature = request.chat.params.temperature;
   s.top_p = request.chat.params.top_p;
+  s.tools = request.tools.is_array() ? request.tools : json::array();
+  s.tool_choice = request.tool_choice.is_null() ? json("none") : request.tool_choice;
+  s.parallel_tool_calls = request.parallel_tool_calls;
   return s;
 }
 
@@ -66,6 +69,11 @@ json message_item_json(const std::string& id, const std::string& text, const cha
   return json{{"id", id}, {"type", "message"}, {"role", "assistant"}, {"status", status}, {"content", content}};
 }
 
+json function_call_item_json(const std::string& id, const ToolCall& call, const char* status) {
+  return json{{"id", id},           {"type", "function_call"},      {"call_id", call.id},
+              {"name", call.name}, {"arguments", call.arguments}, {"status", status}};
+}
+
 json response_json(const ResponseSkeleton& s, FinishReason reason, const json& output, const json& usage,
                    const json& error) {
   json incomplete = nullptr;
@@ -80,14 +88,14 @@ json response_json(const ResponseSkeleton& s, FinishReason reason, const json& o
               {"max_output_tokens", s.max_output_tokens},
               {"model", s.model},
               {"output", output},
-              {"parallel_tool_calls", false},
+              {"parallel_tool_calls", s.parallel_tool_calls},
               {"previous_response_id", s.previous_response_id},
               {"reasoning", s.reasoning},
               {"store", s.store},
               {"temperature", s.temperature},
               {"text", {{"format", s.text_format}}},
-              {"tool_choice", "none"},
-              {"tools", json::array()},
+              {"tool_choice", s.tool_choice},
+              {"tools", s.tools},
               {"top_p", s.top_p},
               {"truncation", "disabled"},
               {"usage", usage},
@@ -100,8 +108,14 @@ json response_of(const ResponseSkeleton& s, const ChoiceStream& choice, const js
   const char* item_status = reason == FinishReason::stop ? "completed" : "incomplete";
   json output = json::array();
   if (!choice.reasoning().empty()) output.push_back(reasoning_item_json(s.item_id("rs"), choice.reasoning(), "completed"));
-  output.push_back(message_item_json(s.item_id("msg"), choice.content(), item_status));
-  return response_json(s, reason, output, usage);
+  const std::vector<ToolCall>& calls = choice.tool_calls();
+  if (calls.empty() || !choice.content().empty())
+    output.push_back(message_item_json(s.item_id("msg"), choice.content(), calls.empty() ? item_status : "completed"));
+  for (size_t i = 0; i < calls.size(); ++i)
+    output.push_back(function_call_item_json(s.item_id("fc") + "_" + std::to_string(i), calls[i], "completed"));
+  // NOTE: calls parsed whole complete the response, whatever ended the text after them (as chat's
+  // finish_reason "tool_calls").
+  return response_json(s, calls.empty() ? reason : FinishReason::stop, output, usage);
 }
 
 ResponseEventStream::ResponseEventStream(ResponseSkeleton skeleton)
@@ -212,7 +226,7 @@ std::string ResponseEventStream::push(const ChoiceDelta& delta) {
                         {"delta", delta.reasoning}});
     }
   }
-  if (!delta.content.empty() && !message_done_) {
+  if (!delta.content.empty() && !message_done_ && calls_.empty()) {
     if (!message_open_) out += open_message();
     content_ += delta.content;
     out += event(json{{"type", "response.output_text.delta"},
@@ -222,13 +236,55 @@ std::string ResponseEventStream::push(const ChoiceDelta& delta) {
                       {"delta", delta.content},
                       {"logprobs", json::array()}});
   }
+  for (const ToolCallDelta& call : delta.tool_calls) out += push_tool_call(call);
   return out;
+}
+
+std::string ResponseEventStream::call_item_id(size_t index) const { return skeleton_.item_id("fc") + "_" + std::to_string(index); }
+
+std::string ResponseEventStream::push_tool_call(const ToolCallDelta& delta) {
+  std::string out;
+  if (delta.is_first) {
+    if (call_open_) out += close_call();
+    if (reasoning_open_) out += close_reasoning();
+    if (message_open_) out += close_message("completed");
+    calls_.push_back(ToolCall{delta.id, delta.name, ""});
+    call_open_ = true;
+    call_output_index_.push_back(++output_index_);
+    out += event(json{{"type", "response.output_item.added"},
+                      {"output_index", output_index_},
+                      {"item", function_call_item_json(call_item_id(calls_.size() - 1), calls_.back(), "in_progress")}});
+  }
+  const size_t index = size_t(delta.index);
+  if (index >= calls_.size() || delta.arguments.empty()) return out;
+  calls_[index].arguments += delta.arguments;
+  out += event(json{{"type", "response.function_call_arguments.delta"},
+                    {"item_id", call_item_id(index)},
+                    {"output_index", call_output_index_[index]},
+                    {"delta", delta.arguments}});
+  return out;
+}
+
+std::string ResponseEventStream::close_call() {
+  call_open_ = false;
+  const size_t index = calls_.size() - 1;
+  const ToolCall& call = calls_[index];
+  return events({json{{"type", "response.function_call_arguments.done"},
+                      {"item_id", call_item_id(index)},
+                      {"output_index", call_output_index_[index]},
+                      {"name", call.name},
+                      {"arguments", call.arguments}},
+                 json{{"type", "response.output_item.done"},
+                      {"output_index", call_output_index_[index]},
+                      {"item", function_call_item_json(call_item_id(index), call, "completed")}}});
 }
 
 json ResponseEventStream::output(const char* message_status) const {
   json items = json::array();
   if (reasoning_done_) items.push_back(reasoning_item_json(reasoning_id_, reasoning_, "completed"));
-  if (message_done_) items.push_back(message_item_json(message_id_, content_, message_status));
+  if (message_done_) items.push_back(message_item_json(message_id_, content_, calls_.empty() ? message_status : "completed"));
+  for (size_t i = 0; i < calls_.size(); ++i)
+    items.push_back(function_call_item_json(call_item_id(i), calls_[i], "completed"));
   return items;
 }
 
@@ -236,7 +292,9 @@ std::string ResponseEventStream::finish(FinishReason reason, const json& usage) 
   const char* item_status = reason == FinishReason::stop ? "completed" : "incomplete";
   std::string out;
   if (reasoning_open_) out += close_reasoning();
-  if (!message_open_ && !message_done_) out += open_message();
+  if (call_open_) out += close_call();
+  if (!calls_.empty() && (reason == FinishReason::length || reason == FinishReason::stop)) reason = FinishReason::stop;
+  if (!message_open_ && !message_done_ && calls_.empty()) out += open_message();
   if (message_open_) out += close_message(item_status);
   // NOTE: a drain's abort (status cancelled) has no event of its own in OpenAI's list.
   const char* type = reason == FinishReason::stop ? "response.completed" : "response.incomplete";

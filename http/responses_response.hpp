@@ -2,7 +2,8 @@
 // Response objects and streaming events of `POST /v1/responses` (OpenAI's Responses API, text).
 //
 // A response's output: a reasoning item (rs_...) when the reasoning parser found reasoning, then
-// always one message item (msg_...) with one output_text part. Status: completed; incomplete
+// one message item (msg_...) with one output_text part (left out when the model only called
+// tools), then one function_call item (fc_...) per tool call. Status: completed; incomplete
 // (incomplete_details.reason "max_output_tokens") when the token budget or the context ended it;
 // cancelled when the server aborted it (drain); failed with an error.
 //
@@ -15,6 +16,8 @@
 //   [message]    response.output_item.added, response.content_part.added (output_text),
 //                response.output_text.delta..., response.output_text.done,
 //                response.content_part.done, response.output_item.done,
+//   [per call]   response.output_item.added (function_call), response.function_call_arguments.delta...,
+//                response.function_call_arguments.done, response.output_item.done,
 //   response.completed | response.incomplete
 // or, on a failure, `error` then response.failed. No `data: [DONE]` (OpenAI sends none).
 #include <cstdint>
@@ -38,6 +41,8 @@ struct ResponseSkeleton {
   nlohmann::json previous_response_id;  // string or null
   bool store = false;
   double temperature = 1.0, top_p = 1.0;
+  nlohmann::json tools = nlohmann::json::array(), tool_choice = "none";
+  bool parallel_tool_calls = true;
 
   static ResponseSkeleton of(const ResponsesRequest& request, std::string id, int64_t created_at, std::string model);
   // "rs_<hex>" / "msg_<hex>": the response id's digits under another prefix.
@@ -51,6 +56,7 @@ nlohmann::json responses_usage_json(int64_t num_input_tokens, int64_t num_output
                                     int64_t num_reasoning_tokens, int64_t num_cached_tokens = 0);
 nlohmann::json reasoning_item_json(const std::string& id, const std::string& text, const char* status);
 nlohmann::json message_item_json(const std::string& id, const std::string& text, const char* status);
+nlohmann::json function_call_item_json(const std::string& id, const ToolCall& call, const char* status);
 
 // A response object; `error` null unless failed.
 nlohmann::json response_json(const ResponseSkeleton& skeleton, FinishReason reason, const nlohmann::json& output,
@@ -75,6 +81,7 @@ class ResponseEventStream {
   int64_t num_events() const { return sequence_number_; }
   const std::string& reasoning() const { return reasoning_; }
   const std::string& content() const { return content_; }
+  const std::vector<ToolCall>& tool_calls() const { return calls_; }
 
  private:
   std::string event(nlohmann::json body);
@@ -83,6 +90,9 @@ class ResponseEventStream {
   std::string close_reasoning();
   std::string open_message();
   std::string close_message(const char* status);
+  std::string push_tool_call(const ToolCallDelta& delta);
+  std::string close_call();
+  std::string call_item_id(size_t index) const;
   nlohmann::json output(const char* message_status) const;
 
   ResponseSkeleton skeleton_;
@@ -92,6 +102,9 @@ class ResponseEventStream {
   bool reasoning_open_ = false, reasoning_done_ = false;
   bool message_open_ = false, message_done_ = false;
   std::string reasoning_, content_;
+  std::vector<ToolCall> calls_;          // sent so far; the last is open while call_open_
+  std::vector<int> call_output_index_;   // [calls_]
+  bool call_open_ = false;
 };
 
 }  // namespace troupe::http

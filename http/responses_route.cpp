@@ -17,6 +17,7 @@
 #include "http/responses_request.hpp"
 #include "http/responses_response.hpp"
 #include "http/routes.hpp"
+#include "http/tool_request.hpp"
 #include "runtime/logging.hpp"
 
 namespace troupe::http {
@@ -47,9 +48,16 @@ json usage_of(const GenerationJob& job, const TextCodec& codec) {
                               job.num_cached_tokens());
 }
 
-// Keeps the conversation and its answer for a later previous_response_id.
-void remember(ResponseStore& store, const std::string& id, json conversation, const std::string& answer) {
-  conversation.push_back(json{{"role", "assistant"}, {"content", answer}});
+// Keeps the conversation and its answer (text, and the calls it made) for a later
+// previous_response_id.
+void remember(ResponseStore& store, const std::string& id, json conversation, const std::string& answer,
+              const std::vector<ToolCall>& calls) {
+  json message{{"role", "assistant"}, {"content", answer}};
+  if (!calls.empty()) {
+    if (answer.empty()) message["content"] = nullptr;
+    message["tool_calls"] = tool_calls_json(calls);
+  }
+  conversation.push_back(std::move(message));
   store.put(id, std::move(conversation));
 }
 
@@ -98,6 +106,12 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
     request.chat.messages = std::move(messages);
   }
   for (const json& m : request.input_messages) conversation.push_back(m);
+  Status tools = apply_tool_choice(request.chat.tool_choice, request.chat.tools, config_.enable_auto_tool_choice,
+                                   config_.tool_call_parser, request.chat.params, param);
+  if (!tools.ok()) {
+    if (param == "tool_choice.function.name") param = "tool_choice.name";
+    return send_error(res, api_error_of(tools.error(), param));
+  }
   if (engine_ && !engine_->failure().empty())
     return send_error(res, ApiError{503, "the engine failed: " + engine_->failure(), ""});
   if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
@@ -113,7 +127,9 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
   }
 
   JobSpec spec;
-  Result<std::string> rendered = codec_->render_chat(request.chat.messages, nullptr, true);
+  ChatRenderOptions render;
+  render.add_generation_prompt = true;
+  Result<std::string> rendered = render_chat_with_tools(*codec_, request.chat.messages, request.chat.tools, render);
   if (!rendered.ok()) return send_error(res, api_error_of(rendered.error(), "input"));
   spec.prompt_text = std::move(rendered).value();
   spec.prompt_ids = codec_->encode(spec.prompt_text, /*add_special_tokens=*/false);
@@ -123,7 +139,8 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
   }
   spec.id = id;
   spec.request = request.chat;
-  spec.reasoning_parser = config_.reasoning_parser;
+  spec.reasoning_parser = is_forced(request.chat.tool_choice) ? "" : config_.reasoning_parser;
+  spec.tool_call_parser = config_.tool_call_parser;
   job = std::make_shared<GenerationJob>(*engine_, metrics_, *codec_, std::move(spec));
   if (Status status = job->submit(); !status.ok()) {
     job.reset();
@@ -144,7 +161,7 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
     }
     const ChoiceStream& choice = *job->choices().front();
     if (choice.finish_reason() == FinishReason::error) return send_error(res, ApiError{500, "generation failed", ""});
-    if (request.store) remember(response_store_, id, conversation, choice.content());
+    if (request.store) remember(response_store_, id, conversation, choice.content(), choice.tool_calls());
     res.status = 200;
     res.set_content(dump_json(response_of(skeleton, choice, usage_of(*job, *codec_))), "application/json");
     return;
@@ -198,7 +215,7 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
           if (!write(state->events.push(d))) return false;
         }
         if (job->is_finished()) {
-          if (store) remember(response_store_, id, conversation, state->events.content());
+          if (store) remember(response_store_, id, conversation, state->events.content(), state->events.tool_calls());
           return end_with(state->events.finish(job->finish_reason(), usage_of(*job, *codec_)));
         }
         // NOTE: an SSE comment now and then finds a client that left while nothing was generated.

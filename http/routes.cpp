@@ -299,11 +299,13 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
   log_ignored_fields(request.ignored_fields, record->request_id);
   if (!is_served_name(request.model))
     return send_error(res, ApiError{404, "the model '" + request.model + "' does not exist", "model"});
-  if (request.prompt_logprobs >= 0 || (request.echo && !is_chat && request.logprobs))
+  if (request.prompt_logprobs >= 0 && request.stream)  // as vLLM
+    return send_error(res, ApiError{400, "prompt_logprobs are not available when stream is true", "prompt_logprobs"});
+  if (request.echo && !is_chat && request.logprobs)
     return send_error(res, ApiError{400,
-                                    "prompt logprobs (prompt_logprobs, or echo with logprobs) are not supported "
-                                    "by this server yet",
-                                    request.prompt_logprobs >= 0 ? "prompt_logprobs" : "echo"});
+                                    "echo with logprobs is not supported by this server yet (prompt_logprobs gives "
+                                    "the prompt's logprobs)",
+                                    "echo"});
   if (is_chat) {
     Status tools = apply_tool_choice(request.tool_choice, request.tools, config_.enable_auto_tool_choice,
                                      config_.tool_call_parser, request.params, param);
@@ -380,6 +382,12 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
     json usage = usage_json(job->num_prompt_tokens(), job->num_completion_tokens());
     json out = is_chat ? chat_completion_json(header, job->choices(), request.logprobs, usage)
                        : completion_json(header, job->choices(), request.logprobs, usage);
+    if (request.prompt_logprobs >= 0) {  // vLLM: the response's for chat, each choice's for completions
+      const std::vector<const ChoiceStream*> choices = job->choices();
+      if (is_chat) out["prompt_logprobs"] = prompt_logprobs_json(job->spec().prompt_ids, choices[0]->prompt_logprobs(), *codec_);
+      for (size_t i = 0; !is_chat && i < choices.size(); ++i)
+        out["choices"][i]["prompt_logprobs"] = prompt_logprobs_json(job->spec().prompt_ids, choices[i]->prompt_logprobs(), *codec_);
+    }
     return send_json(res, 200, out);
   }
 

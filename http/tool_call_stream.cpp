@@ -53,7 +53,7 @@ ToolStreamDelta ToolCallStream::send(const ToolParse& snapshot, bool is_final) {
   }
   for (size_t i = 0; i < snapshot.calls.size(); ++i) {
     const ParsedToolCall& call = snapshot.calls[i];
-    if (!call.has_name) break;
+    if (!call.has_name || (max_calls_ >= 0 && int(i) >= max_calls_)) break;
     const bool whole = is_final || call.is_complete;
     if (i >= sent_.size()) {
       std::string args = call.arguments.substr(0, whole ? call.arguments.size() : utf8_complete_length(call.arguments, 0));

@@ -35,6 +35,9 @@ struct ToolStreamDelta {
 class ToolCallStream {
  public:
   explicit ToolCallStream(std::unique_ptr<ToolParser> parser);
+  // parallel_tool_calls: false sets 1: calls past the first are not sent (-1: no limit).
+  void set_max_calls(int max_calls) { max_calls_ = max_calls; }
+  int max_calls() const { return max_calls_; }
 
   ToolStreamDelta push(const std::string& text);
   // The text ended: sends what is left (an unfinished call makes the rest content).
@@ -50,6 +53,7 @@ class ToolCallStream {
   std::unique_ptr<ToolParser> parser_;
   std::string text_;
   bool passthrough_ = false;
+  int max_calls_ = -1;
   size_t content_sent_ = 0;  // bytes of the snapshot's content sent
   std::vector<ToolCall> sent_;  // per call: id, name and the arguments sent so far
 };

@@ -48,6 +48,10 @@ Result<ToolChoice> read_tool_choice(const json& body, json& tools, std::string& 
   }
   ToolChoice choice;
   choice.mode = tools.is_null() ? ToolChoice::Mode::none : ToolChoice::Mode::auto_;
+  if (present(body, "parallel_tool_calls")) {
+    if (!body["parallel_tool_calls"].is_boolean()) return bad(param, "parallel_tool_calls", "must be a boolean");
+    choice.parallel = body["parallel_tool_calls"].get<bool>();
+  }
   if (!present(body, "tool_choice")) return choice;
   choice.given = true;
   const json& value = body["tool_choice"];
@@ -133,6 +137,7 @@ Result<OutputConstraint> tool_choice_constraint(const ToolChoice& choice, const 
                           {"required", {"name", "parameters"}}});
   }
   json schema{{"type", "array"}, {"minItems", 1}, {"items", {{"type", "object"}, {"anyOf", any_of}}}};
+  if (!choice.parallel) schema["maxItems"] = 1;
   if (!defs.empty()) schema["$defs"] = defs;
   constraint.kind = OutputConstraint::Kind::json_schema;
   constraint.spec = schema.dump();

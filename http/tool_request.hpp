@@ -20,6 +20,7 @@ struct ToolChoice {
   Mode mode = Mode::none;
   std::string name;     // named: the function
   bool given = false;   // the request named a tool_choice (else the OpenAI default)
+  bool parallel = true;  // parallel_tool_calls: false allows at most one call (as vLLM)
 };
 
 // tools: a list of {"type": "function", "function": {"name", "description"?, "parameters"?,

@@ -3,7 +3,7 @@
 //   logits[rows[k], i] = -inf unless bit (i % 32) of masks[k * num_words + i / 32] is set.
 // Three layers: the __global__ kernel (token_mask.cu: a 2-D grid, x over the vocabulary, y over
 // the masked rows), this launcher, and the CPU reference with the same rule (token_mask_ref.cpp).
-// NOTE: not yet called by a backend (engine/sampling_step.hpp samples masked rows on the host).
+// Called by CudaBackend::sample_on_device for rows with a DeviceSampleRow::allowed mask.
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA

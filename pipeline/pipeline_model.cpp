@@ -73,7 +73,10 @@ Result<Tensor> PipelineModel::forward(const ForwardBatch& batch, KvCache& cache,
   if (broken_.load()) return make_error(ErrorCode::unavailable, "pipeline broken by an earlier step");
   const size_t num_seqs = batch.seqs.size();
   if (num_seqs == 0) return make_error(ErrorCode::invalid_argument, "forward batch: no sequences");
-  const bool split = batch.num_tokens() >= options_.min_tokens_to_split;
+  // NOTE: a batch with prompt logits is one part: the parts' logits are concatenated, which would
+  // put a part's prompt rows before the next part's sampler rows (see AttentionMetadata).
+  bool split = batch.num_tokens() >= options_.min_tokens_to_split;
+  for (const SequenceSlice& seq : batch.seqs) split = split && seq.num_prompt_logits == 0;
   const size_t num_parts =
       split ? std::min<size_t>(num_seqs, size_t(std::max<int64_t>(1, options_.max_micro_batches))) : 1;
   const uint64_t first_step = next_step_id_;

@@ -76,7 +76,8 @@ std::vector<uint8_t> encode_step(uint64_t step_id, const ForwardBatch& batch, Lo
   append(out, &header, sizeof(header));
   append(out, batch.positions.data(), batch.positions.size() * sizeof(int32_t));
   for (const auto& seq : batch.seqs) {
-    const int32_t fields[4] = {seq.num_new_tokens, seq.context_len, seq.needs_logits ? 1 : 0,
+    // Field 2: bit 0 needs_logits, the bits above it num_prompt_logits.
+    const int32_t fields[4] = {seq.num_new_tokens, seq.context_len, (seq.needs_logits ? 1 : 0) | (seq.num_prompt_logits << 1),
                                int32_t(seq.block_table ? seq.block_table->size() : 0)};
     append(out, fields, sizeof(fields));
   }
@@ -113,6 +114,8 @@ Result<DecodedStep> decode_step(const std::vector<uint8_t>& bytes) {
     if (fields[s * 4 + 3] < 0) return malformed("negative block table length");
     if (fields[s * 4] < 0 || fields[s * 4 + 1] < fields[s * 4])
       return malformed("sequence with num_new_tokens < 0 or context_len < num_new_tokens");
+    if (fields[s * 4 + 2] < 0 || (fields[s * 4 + 2] >> 1) > fields[s * 4])
+      return malformed("sequence with num_prompt_logits outside [0, num_new_tokens]");
     num_ids += fields[s * 4 + 3];
     num_new += fields[s * 4];
   }
@@ -127,7 +130,8 @@ Result<DecodedStep> decode_step(const std::vector<uint8_t>& bytes) {
     SequenceSlice slice;
     slice.num_new_tokens = fields[s * 4];
     slice.context_len = fields[s * 4 + 1];
-    slice.needs_logits = fields[s * 4 + 2] != 0;
+    slice.needs_logits = (fields[s * 4 + 2] & 1) != 0;
+    slice.num_prompt_logits = fields[s * 4 + 2] >> 1;
     slice.block_table = &step.tables[s];
     step.batch.seqs.push_back(slice);
   }

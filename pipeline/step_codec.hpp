@@ -6,8 +6,8 @@
 // stage's block manager decides them).
 //
 // Layout (host byte order: every stage runs the same build):
-//   StepHeader | positions i32[num_tokens] | per seq {num_new, context_len, needs_logits,
-//   table_len} i32[4] | block ids i32[sum table_len] | hidden bytes [num_tokens, hidden] dtype
+//   StepHeader | positions i32[num_tokens] | per seq {num_new, context_len,
+//   needs_logits | num_prompt_logits << 1, table_len} i32[4] | block ids i32[sum table_len] | hidden bytes [num_tokens, hidden] dtype
 //   LogitsHeader | logits f32[rows, vocab]
 #include <cstdint>
 #include <vector>

@@ -69,7 +69,14 @@ Result<AttentionMetadata> build_attention_metadata(const ForwardBatch& batch, in
       }
       slots[size_t(token)] = (*seq.block_table)[size_t(pos / block_size)] * int32_t(block_size) + pos % int32_t(block_size);
     }
+    if (seq.num_prompt_logits < 0 || seq.num_prompt_logits > seq.num_new_tokens)
+      return bad_batch(name + ": num_prompt_logits outside [0, num_new_tokens]");
     if (seq.needs_logits) meta.logits_rows.push_back(int32_t(token - 1));
+  }
+  for (int64_t s = 0, begin = 0; s < num_seqs; ++s) {
+    const SequenceSlice& seq = batch.seqs[size_t(s)];
+    for (int32_t i = 0; i < seq.num_prompt_logits; ++i) meta.logits_rows.push_back(int32_t(begin + i));
+    begin += seq.num_new_tokens;
   }
   if (token != num_tokens) return bad_batch("sequences hold fewer tokens than the batch");
   query_start[size_t(num_seqs)] = int32_t(token);

@@ -21,7 +21,9 @@ struct AttentionMetadata {
   Tensor query_start;   // [num_seqs + 1] i32: sequence s owns tokens [query_start[s], query_start[s+1])
   Tensor context_lens;  // [num_seqs] i32
   Tensor block_tables;  // [num_seqs, max_blocks_per_seq] i32, padded with -1
-  std::vector<int32_t> logits_rows;  // token indices whose logits are wanted (needs_logits seqs)
+  // Token indices whose logits are wanted: first each needs_logits sequence's last token (the
+  // sampler's rows, in batch order), then each sequence's first num_prompt_logits tokens.
+  std::vector<int32_t> logits_rows;
 };
 
 // Validates the batch (token counts add up, positions match context lengths, block tables cover

@@ -237,7 +237,8 @@ class Backend {
   // Per row, the index of the largest value (the first on ties). logits: [n, vocab].
   virtual std::vector<int32_t> argmax(const Tensor& logits) = 0;
   // Samples one token per row on the device, so the logits stay there: ids[r] is the token
-  // Sampler::sample_row picks for rows[r] (temperature, top-k, top-p, min-p, rows[r].uniform).
+  // Sampler::sample_row picks for rows[r] (temperature, top-k, top-p, min-p, rows[r].uniform),
+  // after the row's token mask (rows[r].allowed: the masked-out logits are set to -inf in place).
   // logits: [rows.size(), vocab] fp32. False when not supported (the caller samples on the host).
   virtual bool sample_on_device(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
                                 std::vector<int32_t>* ids) {

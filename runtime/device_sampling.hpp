@@ -13,6 +13,10 @@ struct DeviceSampleRow {
   double top_p = 1.0;        // (0, 1]
   double min_p = 0.0;        // [0, 1]
   double uniform = 0.0;      // [0, 1): picks the token as Sampler::sample_row does
+  // Structured outputs (host memory, borrowed for the call): bit i of allowed[i / 32] set iff id i
+  // may be sampled; the others' logits become -inf first, as the host Sampler masks. Null: none.
+  const uint32_t* allowed = nullptr;
+  int64_t num_allowed_words = 0;  // ceil(vocab / 32) when allowed is set
 };
 
 }  // namespace troupe

@@ -16,6 +16,9 @@ struct SequenceSlice {
   // context_len tokens. Valid for the duration of the forward call.
   const std::vector<int32_t>* block_table = nullptr;
   bool needs_logits = true;  // the last token's logits are returned (the sampler needs them)
+  // The logits of this slice's first num_prompt_logits tokens are returned too (prompt logprobs),
+  // after every sequence's last-token row: see AttentionMetadata::logits_rows.
+  int32_t num_prompt_logits = 0;
 };
 
 struct ForwardBatch {

@@ -22,6 +22,7 @@
 #include "kernels/rmsnorm.hpp"
 #include "kernels/rope.hpp"
 #include "kernels/sampling.hpp"
+#include "kernels/token_mask.hpp"
 #include "runtime/logging.hpp"
 
 namespace troupe::cuda {
@@ -640,6 +641,35 @@ std::vector<int32_t> CudaBackend::argmax(const Tensor& logits) {
   return std::vector<int32_t>(h.data<int32_t>(), h.data<int32_t>() + rows);
 }
 
+bool CudaBackend::apply_token_masks(const Tensor& logits, const std::vector<DeviceSampleRow>& rows) {
+  const int64_t vocab = logits.size(1), num_words = (vocab + 31) / 32;
+  std::vector<int32_t> masked_rows;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (rows[r].allowed == nullptr) continue;
+    if (rows[r].num_allowed_words < num_words) return false;  // a mask too short for the vocabulary
+    masked_rows.push_back(int32_t(r));
+  }
+  if (masked_rows.empty()) return true;
+  const int64_t num_masked = int64_t(masked_rows.size());
+  // The masks, one row of words each, uploaded once: [num_masked, num_words].
+  Tensor host_masks = Tensor::empty(DType::i32, {num_masked, num_words});
+  uint32_t* words = static_cast<uint32_t*>(host_masks.raw());
+  for (int64_t k = 0; k < num_masked; ++k)
+    std::copy_n(rows[size_t(masked_rows[size_t(k)])].allowed, num_words, words + k * num_words);
+  const Tensor d_masks = on_device(host_masks);
+  const Tensor d_rows = on_device(Tensor::from_i32(masked_rows, {num_masked}));
+  // NOTE: the logits are the step's own; the mask writes -inf into them, as the host Sampler's
+  // copy would be masked (a later host fallback masks them again, to the same values).
+  float* data = static_cast<float*>(const_cast<void*>(logits.raw()));
+  const cudaError_t err = launch_apply_token_mask_f32(data, vocab, d_rows.data<int32_t>(), num_masked,
+                                                      static_cast<const uint32_t*>(d_masks.raw()), num_words, stream());
+  if (err != cudaSuccess) {
+    check(err, "token mask");
+    return false;
+  }
+  return true;
+}
+
 bool CudaBackend::sample_on_device(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
                                    std::vector<int32_t>* ids) {
   if (ids == nullptr || !logits.defined() || logits.device() != Device::cuda || logits.dtype() != DType::f32 ||
@@ -653,6 +683,7 @@ bool CudaBackend::sample_on_device(const Tensor& logits, const std::vector<Devic
   const int64_t num_rows = logits.size(0), vocab = logits.size(1);
   ids->clear();
   if (num_rows == 0) return true;
+  if (!apply_token_masks(logits, rows)) return false;
   std::vector<SampleRow> kernel_rows;
   kernel_rows.reserve(rows.size());
   for (const DeviceSampleRow& r : rows) kernel_rows.push_back(SampleRow{r.temperature, r.top_k, r.top_p, r.min_p, r.uniform});

@@ -94,8 +94,9 @@ class CudaBackend final : public Backend {
   void add(const Tensor& a, const Tensor& b, Tensor out) override;
   void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;
   std::vector<int32_t> argmax(const Tensor& logits) override;
-  // kernels/sampling.hpp on logits already on this GPU (fp32 [rows.size(), vocab]); false otherwise,
-  // and for a row with a NaN or no finite maximum (the host sampler then reports it).
+  // kernels/sampling.hpp on logits already on this GPU (fp32 [rows.size(), vocab]), after each
+  // masked row's kernels/token_mask (structured outputs); false otherwise, and for a row with a
+  // NaN or no finite maximum (the host sampler then reports it).
   bool sample_on_device(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
                         std::vector<int32_t>* ids) override;
   // kernels/moe_routing.hpp (cuda_moe_ops.cpp): fp32 logits, E <= 512, n_group <= 32, top_k <= 32;
@@ -124,6 +125,8 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   Tensor on_device(const Tensor& t);  // t itself when already on the GPU, else an uploaded copy
   Tensor scratch(DType dtype, std::vector<int64_t> shape);  // an op's own temporary
+  // The rows' token masks into the logits (-inf where not allowed); false: a mask too short.
+  bool apply_token_masks(const Tensor& logits, const std::vector<DeviceSampleRow>& rows);
   Tensor device_tensor(DType dtype, std::vector<int64_t> shape);  // stream-ordered from the pool
   bool in_graph() const { return graphs_.mode() != StepGraphs::Mode::eager; }
   bool replaying() const { return graphs_.replaying(); }

@@ -92,5 +92,22 @@ TEST(ClusterMessages, TheOutputConstraintTravelsWithTheRequest) {
   EXPECT_EQ(copy.request.params.max_tokens, 77);
 }
 
+// prompt_logprobs: asked in the request, answered in the leader's output to the head.
+TEST(ClusterMessages, PromptLogprobsTravelBothWays) {
+  route_request route;
+  route.request.params.prompt_logprobs = 3;
+  EXPECT_EQ(round_trip(route).request.params.prompt_logprobs, 3);
+  deliver_output out;
+  out.request_id = "r1";
+  out.output.prompt_logprobs.push_back(PromptLogprob{17, -1.25f, 4, {{3, -0.5f}, {9, -0.75f}}});
+  const deliver_output copy = round_trip(out);
+  ASSERT_EQ(copy.output.prompt_logprobs.size(), 1u);
+  const PromptLogprob& entry = copy.output.prompt_logprobs[0];
+  EXPECT_EQ(entry.token_id, 17);
+  EXPECT_FLOAT_EQ(entry.logprob, -1.25f);
+  EXPECT_EQ(entry.rank, 4);
+  EXPECT_EQ(entry.top, (std::vector<std::pair<int32_t, float>>{{3, -0.5f}, {9, -0.75f}}));
+}
+
 }  // namespace
 }  // namespace troupe

@@ -156,5 +156,66 @@ TEST_F(CudaSampling, SampleOnDeviceMatchesHostSampler) {
       << "host logits are not the device's";
 }
 
+// Structured outputs on the device: rows with a token mask (DeviceSampleRow::allowed) pick what
+// the host Sampler picks with the same mask (SamplerRow::allowed), never a masked-out id; rows
+// without a mask share the batch. A mask shorter than the vocabulary is declined.
+TEST_F(CudaSampling, MaskedRowsMatchTheHostSamplerAndNeverPickAMaskedId) {
+  std::mt19937 rng(99);
+  Sampler sampler;
+  for (const int64_t vocab : {int64_t(33), int64_t(1000), int64_t(129280)}) {
+    const int64_t num_words = (vocab + 31) / 32;
+    const int64_t num_rows = 12;
+    std::vector<float> logits(size_t(num_rows * vocab));
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    for (float& x : logits) x = normal(rng);
+    std::vector<std::vector<uint32_t>> masks(static_cast<size_t>(num_rows));
+    std::vector<SamplingParams> params(static_cast<size_t>(num_rows));
+    std::vector<DeviceSampleRow> rows;
+    for (int64_t r = 0; r < num_rows; ++r) {
+      SamplingParams& p = params[size_t(r)];
+      p.temperature = r % 3 == 0 ? 0.0 : 0.8;
+      p.top_p = r % 4 == 1 ? 0.9 : 1.0;
+      DeviceSampleRow d{p.temperature, p.top_k, p.top_p, p.min_p, SequenceRng(r).next_uniform()};
+      if (r % 2 == 0) {  // every other row masked: a few allowed ids, never the row's argmax
+        std::vector<uint32_t>& mask = masks[size_t(r)];
+        mask.assign(size_t(num_words), 0u);
+        const float* row = logits.data() + r * vocab;
+        const int64_t best = std::max_element(row, row + vocab) - row;
+        for (int k = 0; k < 5; ++k) {
+          int64_t id = int64_t(rng() % uint32_t(vocab));
+          if (id == best) id = (id + 1) % vocab;
+          mask[size_t(id / 32)] |= 1u << (id % 32);
+        }
+        d.allowed = mask.data();
+        d.num_allowed_words = num_words;
+      }
+      rows.push_back(d);
+    }
+    std::vector<int32_t> ids;
+    ASSERT_TRUE(gpu_->sample_on_device(up(Tensor::from_f32(logits, {num_rows, vocab})), rows, &ids))
+        << "vocab " << vocab << ": " << gpu_->take_error();
+    ASSERT_EQ(ids.size(), size_t(num_rows));
+    for (int64_t r = 0; r < num_rows; ++r) {
+      SamplerRow sr;
+      sr.params = &params[size_t(r)];
+      if (!masks[size_t(r)].empty()) {
+        sr.allowed = masks[size_t(r)].data();
+        sr.num_allowed_words = num_words;
+        const int32_t id = ids[size_t(r)];
+        EXPECT_TRUE(masks[size_t(r)][size_t(id / 32)] >> (id % 32) & 1u) << "vocab " << vocab << " row " << r << " picked masked id " << id;
+      }
+      auto host = sampler.sample_row_with_uniform(logits.data() + r * vocab, vocab, sr, rows[size_t(r)].uniform);
+      ASSERT_TRUE(host.ok()) << host.error().message;
+      EXPECT_EQ(ids[size_t(r)], host.value().token_id) << "vocab " << vocab << " row " << r;
+    }
+  }
+  std::vector<uint32_t> short_mask(1, ~0u);
+  DeviceSampleRow row;
+  row.allowed = short_mask.data();
+  row.num_allowed_words = 1;  // 64 ids need 2 words
+  std::vector<int32_t> ids;
+  EXPECT_FALSE(gpu_->sample_on_device(up(Tensor::zeros(DType::f32, {1, 64})), {row}, &ids));
+}
+
 }  // namespace
 }  // namespace troupe::cuda

@@ -1,7 +1,8 @@
 #pragma once
 // One token per byte (id = byte value, vocab 256); chat messages render as "<|role|>content\n"
-// and the generation prompt as "<|assistant|>" (+ "<think>\n" when opens_think). A message whose
-// content is "RAISE" makes the template raise, as a Jinja raise_exception would.
+// and the generation prompt as "<|assistant|>" (+ "<think>\n" when opens_think); an assistant's
+// tool calls follow its content as "<call NAME ARGUMENTS>". A message whose content is "RAISE"
+// makes the template raise, as a Jinja raise_exception would.
 #include <nlohmann/json.hpp>
 
 #include "http/text_codec.hpp"
@@ -34,7 +35,12 @@ class FakeTextCodec final : public http::TextCodec {
     for (const auto& m : messages) {
       std::string content = m.contains("content") && m["content"].is_string() ? m["content"].get<std::string>() : "";
       if (content == "RAISE") return make_error(ErrorCode::invalid_argument, "template raised: roles must alternate");
-      text += "<|" + m["role"].get<std::string>() + "|>" + content + "\n";
+      text += "<|" + m["role"].get<std::string>() + "|>" + content;
+      if (m.contains("tool_calls") && m["tool_calls"].is_array())
+        for (const auto& call : m["tool_calls"])
+          text += "<call " + call["function"]["name"].get<std::string>() + " " +
+                  call["function"]["arguments"].get<std::string>() + ">";
+      text += "\n";
     }
     if (add_generation_prompt) text += opens_think_ ? "<|assistant|><think>\n" : "<|assistant|>";
     return text;

@@ -105,7 +105,7 @@ test('chat_template_kwargs reach the --chat-template', async () => {
   assert.ok(thinking.usage.prompt_tokens > plain.usage.prompt_tokens);
 });
 
-test('user and unknown fields are accepted; best_of, images and prompt_logprobs are clear 400s', async () => {
+test('user and unknown fields are accepted; best_of, images and streamed prompt_logprobs are clear 400s', async () => {
   const r = await client.chat.completions.create({ model, messages, ...greedy, user: 'alice', some_future_field: 1 });
   assert.equal(r.choices.length, 1);
   await assert.rejects(client.completions.create({ model, prompt: 'Hi', ...greedy, best_of: 3 }),
@@ -113,6 +113,23 @@ test('user and unknown fields are accepted; best_of, images and prompt_logprobs 
   const image = [{ role: 'user', content: [{ type: 'text', text: 'what?' }, { type: 'image_url', image_url: { url: 'http://x/y.png' } }] }];
   await assert.rejects(client.chat.completions.create({ model, messages: image, ...greedy }),
     (e) => e.status === 400 && /image_url/.test(e.message));
-  await assert.rejects(client.completions.create({ model, prompt: 'Hi', ...greedy, prompt_logprobs: 1 }),
+  await assert.rejects(client.completions.create({ model, prompt: 'Hi', ...greedy, prompt_logprobs: 1, stream: true }),
     (e) => e.status === 400 && e.error?.param === 'prompt_logprobs');
+});
+
+test('prompt_logprobs: one entry per prompt token, the first null, the prompt token and the top k', async () => {
+  const prompt = await tokenIds('The quick brown fox');
+  const r = await client.completions.create({ model, prompt, ...greedy, prompt_logprobs: 2 });
+  const entries = r.choices[0].prompt_logprobs;
+  assert.equal(entries.length, prompt.length);
+  assert.equal(entries[0], null);
+  for (let j = 1; j < prompt.length; ++j) {
+    const own = entries[j][String(prompt[j])];
+    assert.ok(own && own.logprob <= 0 && own.rank >= 1 && typeof own.decoded_token === 'string');
+    const ranks = Object.values(entries[j]).map((e) => e.rank).sort((a, b) => a - b);
+    assert.deepEqual(ranks.slice(0, 2), [1, 2]);
+  }
+  const chat = await client.chat.completions.create({ model, messages, ...greedy, prompt_logprobs: 0 });
+  assert.equal(chat.prompt_logprobs.length, chat.usage.prompt_tokens);
+  assert.ok(chat.prompt_logprobs.slice(1).every((e) => Object.keys(e).length === 1));
 });

@@ -135,3 +135,50 @@ test('tool_choice "required": at least one call, whole and streamed', async () =
     assert.equal(call.function.arguments, calls[i].function.arguments);
   });
 });
+
+// Needs the grammar engine: "required"'s array is limited to one item.
+test('parallel_tool_calls false with "required": exactly one call', async () => {
+  const params = { model, messages, tools, tool_choice: 'required', parallel_tool_calls: false, max_tokens: 300, temperature: 0 };
+  const r = await client.chat.completions.create(params);
+  assert.equal(r.choices[0].finish_reason, 'tool_calls');
+  assert.equal(r.choices[0].message.tool_calls.length, 1);
+  checkCall(r.choices[0].message.tool_calls[0]);
+  const s = await streamCalls(params);
+  assert.equal(s.calls.length, 1);
+});
+
+// The Responses API's flat function tools, a named tool_choice (constrained decoding), and the
+// next turn with the call and its output as input items.
+test('responses.create with a function tool: a function_call item, whole and streamed, then its output', async () => {
+  const flat = tools.map((t) => ({ type: 'function', ...t.function }));
+  const params = { model, input: 'Which unit?', tools: flat, tool_choice: { type: 'function', name: 'set_unit' }, max_output_tokens: 200, temperature: 0 };
+  const r = await client.responses.create(params);
+  assert.equal(r.status, 'completed');
+  const call = r.output.find((item) => item.type === 'function_call');
+  assert.ok(call, JSON.stringify(r.output));
+  assert.equal(call.name, 'set_unit');
+  assert.match(call.id, /^fc_/);
+  assert.equal(call.status, 'completed');
+  checkCall({ function: { name: call.name, arguments: call.arguments } });
+  assert.deepEqual(r.tools.map((t) => t.name), ['set_unit', 'set_flag']);
+
+  const stream = await client.responses.create({ ...params, stream: true });
+  let args = '';
+  const types = [];
+  let done = null;
+  for await (const event of stream) {
+    types.push(event.type);
+    if (event.type === 'response.function_call_arguments.delta') args += event.delta;
+    if (event.type === 'response.completed') done = event.response;
+  }
+  assert.ok(types.includes('response.function_call_arguments.done'), types.join(' '));
+  assert.equal(args, call.arguments);
+  assert.equal(done.output.find((item) => item.type === 'function_call').arguments, call.arguments);
+
+  const next = await client.responses.create({
+    model, tools: flat, tool_choice: 'none', max_output_tokens: 4, temperature: 0,
+    input: [{ role: 'user', content: 'Which unit?' }, call, { type: 'function_call_output', call_id: call.call_id, output: 'ok' }],
+  });
+  assert.ok(['completed', 'incomplete'].includes(next.status), next.status);
+  assert.equal(next.output.at(-1).type, 'message');
+});

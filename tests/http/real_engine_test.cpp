@@ -1,10 +1,14 @@
 // The HTTP server over the real engine (CPU backend) and the fixture model's real tokenizer:
 // 64 concurrent greedy streams give exactly what each gives alone, and clients that hang up
-// mid-stream, or before a non-streaming answer, leave no KV blocks behind (as /metrics shows).
+// mid-stream, or before a non-streaming answer, leave no KV blocks behind (as /metrics shows);
+// prompt_logprobs as vLLM shapes them, checked against transformers' logits and teacher forcing.
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +20,7 @@
 #include "http/server.hpp"
 #include "backends/build_engine.hpp"
 #include "engine/llm_engine.hpp"
+#include "runtime/safetensors_file.hpp"
 #include "tests/http/test_server.hpp"
 
 namespace troupe::testing {
@@ -184,6 +189,93 @@ TEST(HttpRealEngine, NonStreamingClientsHangingUpLeakNoKvBlocks) {
   // Not all ran to their 480 tokens. (How far they got before the hang-up was seen depends on the
   // machine's speed: an idle one reaches about half in 0.1 s, so half is no bound here.)
   EXPECT_LT(server.engine().stats().num_generation_tokens_total, 8 * 480);
+}
+
+// vLLM's shape: one entry per prompt token, the first null, each other a map from token id to
+// {logprob, rank, decoded_token} holding the prompt's token and the top k; values from
+// transformers' logits of the same positions (oracle_logits.safetensors).
+TEST(HttpRealEngine, PromptLogprobsOnCompletionsMatchTransformers) {
+  RealEngineServer server;
+  auto oracle = nlohmann::json::parse(std::ifstream(kModel + "/oracle.json"));
+  const std::vector<int32_t> prompt = oracle["prompts"][2].get<std::vector<int32_t>>();
+  auto file = SafetensorsFile::open(kModel + "/oracle_logits.safetensors");
+  ASSERT_TRUE(file.ok()) << file.error().message;
+  const TensorView* logits = file.value()->find("logits.2");
+  ASSERT_NE(logits, nullptr);
+  const int64_t vocab = logits->shape[1];
+  auto c = server.client();
+  JsonReply reply = post_json(c, "/v1/completions",
+                              json{{"model", "tiny"}, {"prompt", prompt}, {"max_tokens", 2}, {"temperature", 0},
+                                   {"prompt_logprobs", 2}});
+  ASSERT_EQ(reply.status, 200) << reply.raw;
+  const json& entries = reply.body["choices"][0]["prompt_logprobs"];
+  ASSERT_TRUE(entries.is_array()) << reply.raw;
+  ASSERT_EQ(entries.size(), prompt.size());
+  EXPECT_TRUE(entries[0].is_null());
+  for (size_t j = 1; j < prompt.size(); ++j) {
+    SCOPED_TRACE("position " + std::to_string(j));
+    const json& entry = entries[j];
+    ASSERT_TRUE(entry.is_object());
+    EXPECT_GE(entry.size(), 2u);  // the top 2, and the prompt's token when it is not among them
+    EXPECT_LE(entry.size(), 3u);
+    const float* row = static_cast<const float*>(logits->data) + int64_t(j - 1) * vocab;
+    const double max_value = *std::max_element(row, row + vocab);
+    double sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - max_value);
+    const std::string key = std::to_string(prompt[j]);
+    ASSERT_TRUE(entry.contains(key)) << entry.dump();
+    EXPECT_NEAR(entry[key]["logprob"].get<double>(), double(row[prompt[j]]) - max_value - std::log(sum), 3e-3);
+    EXPECT_GE(entry[key]["rank"].get<int64_t>(), 1);
+    EXPECT_TRUE(entry[key]["decoded_token"].is_string());
+    int num_top = 0;
+    for (const auto& [id, value] : entry.items()) num_top += value["rank"].get<int64_t>() <= 2 ? 1 : 0;
+    EXPECT_GE(num_top, 2);
+  }
+}
+
+// Teacher forcing: the logprob the sampler gave a generated token is the prompt logprob of the
+// same token once it is appended to the prompt; chat puts prompt_logprobs at the top level;
+// streaming is refused as vLLM refuses it.
+TEST(HttpRealEngine, PromptLogprobsAgreeWithTeacherForcingAndChat) {
+  RealEngineServer server;
+  auto c = server.client();
+  auto oracle = nlohmann::json::parse(std::ifstream(kModel + "/oracle.json"));
+  const std::vector<int32_t> prompt = oracle["prompts"][1].get<std::vector<int32_t>>();
+  const int32_t next = oracle["greedy"][1][0].get<int32_t>();  // transformers' greedy choice
+  JsonReply sampled = post_json(c, "/v1/completions",
+                                json{{"model", "tiny"}, {"prompt", prompt}, {"max_tokens", 1}, {"temperature", 0},
+                                     {"logprobs", 0}});
+  ASSERT_EQ(sampled.status, 200) << sampled.raw;
+  std::vector<int32_t> forced = prompt;
+  forced.push_back(next);
+  JsonReply scored = post_json(c, "/v1/completions",
+                               json{{"model", "tiny"}, {"prompt", forced}, {"max_tokens", 1}, {"temperature", 0},
+                                    {"prompt_logprobs", 0}});
+  ASSERT_EQ(scored.status, 200) << scored.raw;
+  const json& last = scored.body["choices"][0]["prompt_logprobs"].back();
+  ASSERT_EQ(last.size(), 1u) << last.dump();  // k = 0: the prompt's token alone
+  const json& entry = last[std::to_string(next)];
+  EXPECT_NEAR(entry["logprob"].get<double>(),
+              sampled.body["choices"][0]["logprobs"]["token_logprobs"][0].get<double>(), 1e-4);
+  EXPECT_EQ(entry["rank"], 1);  // it was the greedy choice
+  EXPECT_EQ(entry["decoded_token"], sampled.body["choices"][0]["text"]);
+
+  json chat = chat_body(0, false);
+  chat["prompt_logprobs"] = 1;
+  JsonReply reply = post_json(c, "/v1/chat/completions", chat);
+  ASSERT_EQ(reply.status, 200) << reply.raw;
+  const json& entries = reply.body["prompt_logprobs"];
+  ASSERT_TRUE(entries.is_array()) << reply.raw;
+  EXPECT_EQ(int64_t(entries.size()), reply.body["usage"]["prompt_tokens"].get<int64_t>());
+  EXPECT_TRUE(entries[0].is_null());
+  for (size_t j = 1; j < entries.size(); ++j) {
+    EXPECT_GE(entries[j].size(), 1u);
+    EXPECT_LE(entries[j].size(), 2u);
+  }
+  chat["stream"] = true;
+  JsonReply streamed = post_json(c, "/v1/chat/completions", chat);
+  EXPECT_EQ(streamed.status, 400) << streamed.raw;
+  EXPECT_EQ(streamed.body["error"]["param"], "prompt_logprobs");
 }
 
 }  // namespace

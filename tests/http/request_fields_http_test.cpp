@@ -55,7 +55,8 @@ TEST(HttpRequestFields, BadValuesAre400sNamingTheField) {
       {"min_tokens", -1, "/v1/chat/completions"},
       {"min_tokens", 9, "/v1/chat/completions"},  // > max_tokens (5)
       {"best_of", 2, "/v1/completions"},
-      {"prompt_logprobs", 1, "/v1/completions"},
+      {"prompt_logprobs", -1, "/v1/completions"},
+      {"prompt_logprobs", "2", "/v1/completions"},
       {"prompt_logprobs", 50, "/v1/chat/completions"},
       {"skip_special_tokens", "yes", "/v1/chat/completions"},
       {"spaces_between_special_tokens", 1, "/v1/completions"},

@@ -323,6 +323,151 @@ TEST(HttpResponses, PreviousResponseIdContinuesAStoredConversation) {
   EXPECT_EQ(after_unstored.body["error"]["param"], "previous_response_id");
 }
 
+Config tools_config() {
+  Config config = test_config();
+  config.enable_auto_tool_choice = true;
+  config.tool_call_parser = "hermes";
+  return config;
+}
+
+const json kWeatherTool = {{"type", "function"},
+                           {"name", "get_weather"},
+                           {"description", "Weather in a city"},
+                           {"parameters", {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}}}};
+// Keys not sorted: the arguments come back as the model wrote them.
+const std::string kArgs = R"({"zone": "CET", "city": "Oslo"})";
+const std::string kCallScript = "Let me look.<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " + kArgs + "}\n</tool_call>";
+
+json tools_request(bool stream) {
+  return json{{"model", "tiny"}, {"input", "weather in Oslo?"}, {"tools", {kWeatherTool}}, {"stream", stream}};
+}
+
+// Function tools: the model's call becomes a function_call item after the message, whole and as
+// its events; the tools and tool_choice are echoed.
+TEST(HttpResponses, FunctionToolCallsBecomeFunctionCallItems) {
+  TestServer server({.script = kCallScript, .tokens_per_step = 3}, tools_config());
+  auto c = server.client();
+  JsonReply reply = post_json(c, "/v1/responses", tools_request(false));
+  ASSERT_EQ(reply.status, 200) << reply.raw;
+  const json& r = reply.body;
+  EXPECT_EQ(r["status"], "completed");
+  EXPECT_EQ(r["tools"], json::array({kWeatherTool}));
+  EXPECT_EQ(r["tool_choice"], "auto");
+  EXPECT_EQ(r["parallel_tool_calls"], true);
+  ASSERT_EQ(r["output"].size(), 2u) << r;
+  EXPECT_EQ(r["output"][0]["type"], "message");
+  EXPECT_EQ(r["output"][0]["content"][0]["text"], "Let me look.");
+  const json& call = r["output"][1];
+  EXPECT_EQ(call["type"], "function_call");
+  EXPECT_EQ(call["id"].get<std::string>().rfind("fc_", 0), 0u) << call;
+  EXPECT_FALSE(call["call_id"].get<std::string>().empty());
+  EXPECT_EQ(call["name"], "get_weather");
+  EXPECT_EQ(call["arguments"], kArgs);
+  EXPECT_EQ(call["status"], "completed");
+
+  auto res = c.Post("/v1/responses", tools_request(true).dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  std::vector<json> events = parse_response_events(res->body);
+  std::string arguments;
+  std::vector<std::string> call_events;
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i]["sequence_number"], int64_t(i));
+    const std::string type = events[i]["type"];
+    const bool is_call = type.find("function_call") != std::string::npos ||
+                         (events[i].contains("item") && events[i]["item"]["type"] == "function_call");
+    if (is_call) call_events.push_back(type);
+    if (type == "response.function_call_arguments.delta") arguments += events[i]["delta"].get<std::string>();
+    if (type == "response.function_call_arguments.done") {
+      EXPECT_EQ(events[i]["arguments"], kArgs);
+      EXPECT_EQ(events[i]["output_index"], 1);
+    }
+    if (type == "response.output_item.added" && events[i]["item"]["type"] == "function_call") {
+      EXPECT_EQ(events[i]["item"]["status"], "in_progress");
+      EXPECT_EQ(events[i]["item"]["name"], "get_weather");
+    }
+  }
+  EXPECT_EQ(arguments, kArgs);
+  ASSERT_GE(call_events.size(), 4u) << res->body;
+  EXPECT_EQ(call_events.front(), "response.output_item.added");
+  EXPECT_EQ(call_events[call_events.size() - 2], "response.function_call_arguments.done");
+  EXPECT_EQ(call_events.back(), "response.output_item.done");
+  const json& done = events.back();
+  ASSERT_EQ(done["type"], "response.completed") << res->body;
+  ASSERT_EQ(done["response"]["output"].size(), 2u);
+  EXPECT_EQ(done["response"]["output"][1]["arguments"], kArgs);
+  EXPECT_TRUE(done["response"]["output"][1]["call_id"].is_string());
+}
+
+// tool_choice: a named function is forced by the grammar (its parameters' schema), required too;
+// auto without the server's flags is refused as on chat; parallel_tool_calls false keeps one call.
+TEST(HttpResponses, ToolChoiceAndParallelToolCalls) {
+  TestServer server({.script = R"({"city": "Lima"})"});
+  auto c = server.client();
+  json named = tools_request(false);
+  named["tool_choice"] = {{"type", "function"}, {"name", "get_weather"}};
+  JsonReply reply = post_json(c, "/v1/responses", named);
+  ASSERT_EQ(reply.status, 200) << reply.raw;
+  ASSERT_EQ(reply.body["output"].size(), 1u) << reply.raw;
+  EXPECT_EQ(reply.body["output"][0]["type"], "function_call");
+  EXPECT_EQ(reply.body["output"][0]["arguments"], R"({"city": "Lima"})");
+  EXPECT_EQ(reply.body["tool_choice"], named["tool_choice"]);
+  const OutputConstraint constraint = server.engine().submitted().back().params.constraint;
+  ASSERT_EQ(constraint.kind, OutputConstraint::Kind::json_schema);
+  EXPECT_EQ(json::parse(constraint.spec), kWeatherTool["parameters"]);
+  json required = tools_request(false);
+  required["tool_choice"] = "required";
+  required["parallel_tool_calls"] = false;
+  ASSERT_EQ(post_json(c, "/v1/responses", required).status, 200);
+  EXPECT_EQ(json::parse(server.engine().submitted().back().params.constraint.spec)["maxItems"], 1);
+  JsonReply no_flags = post_json(c, "/v1/responses", tools_request(false));
+  expect_error_shape(no_flags, 400);
+  EXPECT_EQ(no_flags.body["error"]["param"], "tool_choice");
+
+  const std::string two = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\"}}\n</tool_call>"
+                          "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"B\"}}\n</tool_call>";
+  TestServer parallel({.script = two, .tokens_per_step = 4}, tools_config());
+  auto p = parallel.client();
+  JsonReply both = post_json(p, "/v1/responses", tools_request(false));
+  ASSERT_EQ(both.status, 200) << both.raw;
+  ASSERT_EQ(both.body["output"].size(), 2u) << both.raw;  // two calls, no message
+  EXPECT_EQ(both.body["output"][1]["arguments"], R"({"city": "B"})");
+  EXPECT_NE(both.body["output"][0]["id"], both.body["output"][1]["id"]);
+  json one = tools_request(true);
+  one["parallel_tool_calls"] = false;
+  auto res = p.Post("/v1/responses", one.dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::vector<json> events = parse_response_events(res->body);
+  ASSERT_EQ(events.back()["type"], "response.completed") << res->body;
+  ASSERT_EQ(events.back()["response"]["output"].size(), 1u) << res->body;
+  EXPECT_EQ(events.back()["response"]["parallel_tool_calls"], false);
+}
+
+// The next turn: function_call and function_call_output items render as the assistant's call and
+// the tool message; a stored response's calls continue through previous_response_id.
+TEST(HttpResponses, FunctionCallOutputsContinueTheConversation) {
+  TestServer server({.script = kCallScript, .tokens_per_step = 5}, tools_config());
+  auto c = server.client();
+  JsonReply first = post_json(c, "/v1/responses", tools_request(false));
+  ASSERT_EQ(first.status, 200) << first.raw;
+  const json call = first.body["output"][1];
+  json replay = tools_request(false);
+  replay["input"] = json::array({{{"role", "user"}, {"content", "weather in Oslo?"}},
+                                 call,
+                                 {{"type", "function_call_output"}, {"call_id", call["call_id"]}, {"output", "sunny"}}});
+  ASSERT_EQ(post_json(c, "/v1/responses", replay).status, 200);
+  json continued = tools_request(false);
+  continued["previous_response_id"] = first.body["id"];
+  continued["input"] = json::array({{{"type", "function_call_output"}, {"call_id", call["call_id"]}, {"output", "sunny"}}});
+  ASSERT_EQ(post_json(c, "/v1/responses", continued).status, 200);
+  const auto submitted = server.engine().submitted();
+  ASSERT_EQ(submitted.size(), 3u);
+  auto prompt_of = [&](size_t i) { return std::string(submitted[i].prompt_ids.begin(), submitted[i].prompt_ids.end()); };
+  EXPECT_EQ(prompt_of(1), "<|user|>weather in Oslo?\n<|assistant|><call get_weather " + kArgs + ">\n<|tool|>sunny\n<|assistant|>");
+  EXPECT_EQ(prompt_of(2), "<|user|>weather in Oslo?\n<|assistant|>Let me look.<call get_weather " + kArgs +
+                              ">\n<|tool|>sunny\n<|assistant|>");
+}
+
 TEST(HttpResponses, RequestLogAndMetricsCountIt) {
   LogCapture capture("request");
   TestServer server;

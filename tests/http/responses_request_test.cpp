@@ -92,6 +92,48 @@ TEST(ResponsesRequest, TextFormatBecomesTheOutputConstraint) {
   EXPECT_TRUE(r->chat.params.constraint.is_none());
 }
 
+// Flat function tools, tool_choice and parallel_tool_calls become the chat route's; function_call
+// and function_call_output items become the assistant's calls (one turn for adjacent calls) and
+// the tool messages.
+TEST(ResponsesRequest, FunctionToolsAndCallItemsBecomeChatTools) {
+  json params{{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}};
+  json body = base();
+  body["tools"] = json::array({{{"type", "function"}, {"name", "get_weather"}, {"description", "Weather"},
+                                {"parameters", params}, {"strict", true}}});
+  body["tool_choice"] = {{"type", "function"}, {"name", "get_weather"}};
+  body["parallel_tool_calls"] = false;
+  body["input"] = json::array(
+      {{{"role", "user"}, {"content", "Weather in Oslo and Rome?"}},
+       {{"type", "function_call"}, {"id", "fc_1"}, {"call_id", "call_a"}, {"name", "get_weather"},
+        {"arguments", R"({"city": "Oslo"})"}, {"status", "completed"}},
+       {{"type", "function_call"}, {"call_id", "call_b"}, {"name", "get_weather"}, {"arguments", R"({"city": "Rome"})"}},
+       {{"type", "function_call_output"}, {"call_id", "call_a"}, {"output", "sunny"}},
+       {{"type", "function_call_output"}, {"call_id", "call_b"}, {"output", {{{"type", "input_text"}, {"text", "rain"}}}}}});
+  std::string param;
+  Result<ResponsesRequest> r = parse_responses_request(body, param);
+  ASSERT_TRUE(r.ok()) << r.error().message << " (" << param << ")";
+  ASSERT_EQ(r->chat.tools.size(), 1u);
+  EXPECT_EQ(r->chat.tools[0], (json{{"type", "function"},
+                                    {"function", {{"name", "get_weather"}, {"description", "Weather"},
+                                                  {"parameters", params}, {"strict", true}}}}));
+  EXPECT_EQ(r->chat.tool_choice.mode, ToolChoice::Mode::named);
+  EXPECT_EQ(r->chat.tool_choice.name, "get_weather");
+  EXPECT_FALSE(r->chat.tool_choice.parallel);
+  EXPECT_FALSE(r->parallel_tool_calls);
+  EXPECT_EQ(r->tools, body["tools"]);  // echoed as given
+  const json& m = r->chat.messages;
+  ASSERT_EQ(m.size(), 4u) << m.dump();
+  EXPECT_EQ(m[1]["role"], "assistant");
+  EXPECT_TRUE(m[1]["content"].is_null());
+  ASSERT_EQ(m[1]["tool_calls"].size(), 2u);
+  EXPECT_EQ(m[1]["tool_calls"][0], (json{{"id", "call_a"}, {"type", "function"},
+                                         {"function", {{"name", "get_weather"}, {"arguments", R"({"city": "Oslo"})"}}}}));
+  EXPECT_EQ(m[1]["tool_calls"][1]["id"], "call_b");
+  EXPECT_EQ(m[2], (json{{"role", "tool"}, {"tool_call_id", "call_a"}, {"content", "sunny"}}));
+  EXPECT_EQ(m[3], (json{{"role", "tool"}, {"tool_call_id", "call_b"}, {"content", "rain"}}));
+  EXPECT_TRUE(r->ignored_fields.empty());
+}
+
 TEST(ResponsesRequest, EachBadFieldIsNamed) {
   struct Case {
     json patch;
@@ -111,7 +153,10 @@ TEST(ResponsesRequest, EachBadFieldIsNamed) {
       {{{"input", {{{"role", "user"}, {"content", {{{"type", "input_image"}, {"image_url", "x"}}}}}}}},
        "input[0].content[0]"},
       {{{"input", {{{"role", "user"}, {"content", {{{"type", "video"}}}}}}}}, "input[0].content[0].type"},
-      {{{"input", {{{"type", "function_call_output"}, {"call_id", "c"}, {"output", "x"}}}}}, "input[0].type"},
+      {{{"input", {{{"type", "file_search_call"}, {"id", "c"}}}}}, "input[0].type"},
+      {{{"input", {{{"type", "function_call_output"}, {"output", "x"}}}}}, "input[0].call_id"},
+      {{{"input", {{{"type", "function_call_output"}, {"call_id", "c"}, {"output", 5}}}}}, "input[0].output"},
+      {{{"input", {{{"type", "function_call"}, {"call_id", "c"}, {"name", "f"}}}}}, "input[0].arguments"},
       {{{"instructions", 1}}, "instructions"},
       {{{"max_output_tokens", 0}}, "max_output_tokens"},
       {{{"max_output_tokens", "many"}}, "max_output_tokens"},
@@ -128,7 +173,13 @@ TEST(ResponsesRequest, EachBadFieldIsNamed) {
       {{{"previous_response_id", ""}}, "previous_response_id"},
       {{{"conversation", "conv_1"}}, "conversation"},
       {{{"background", true}}, "background"},
-      {{{"tools", {{{"type", "function"}, {"name", "f"}}}}}, "tools"},
+      {{{"tools", {{{"type", "web_search"}}}}}, "tools[0].type"},
+      {{{"tools", {{{"type", "function"}}}}}, "tools[0].name"},
+      {{{"tools", {{{"type", "function"}, {"name", "f"}, {"parameters", "x"}}}}}, "tools[0].parameters"},
+      {{{"tools", {{{"type", "function"}, {"name", "f"}}}}, {"tool_choice", {{"type", "function"}, {"name", "g"}}}},
+       "tool_choice.name"},
+      {{{"tool_choice", {{"type", "file_search"}}}}, "tool_choice"},
+      {{{"parallel_tool_calls", "no"}}, "parallel_tool_calls"},
       {{{"tool_choice", "required"}}, "tool_choice"},
       {{{"store", "no"}}, "store"},
       {{{"metadata", {{"k", 1}}}}, "metadata.k"},
@@ -171,7 +222,7 @@ TEST(ResponsesRequest, StoreAndKnownFieldsAreAcceptedUnknownOnesListed) {
   EXPECT_EQ(r->reasoning["effort"], "high");
   EXPECT_EQ(r->metadata["trace"], "t1");
   EXPECT_EQ(r->user, "u1");
-  const std::vector<std::string> expected = {"frobnicate (unknown)", "include", "tool_choice", "truncation"};
+  const std::vector<std::string> expected = {"frobnicate (unknown)", "include", "truncation"};
   EXPECT_EQ(r->ignored_fields, expected);
 }
 

@@ -226,6 +226,54 @@ TEST(HttpToolCalls, NamedFunctionIsConstrainedAndParsed) {
   EXPECT_EQ(s.finish_reason, "tool_calls");
 }
 
+// parallel_tool_calls: false: at most one call, whole and streamed (vLLM); "required" asks the
+// grammar for one.
+TEST(HttpToolCalls, ParallelToolCallsFalseKeepsTheFirstCall) {
+  const std::string two = "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}\n</tool_call>\n"
+                          "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n</tool_call>";
+  TestServer server(script(two, 3), tools_config("hermes"));
+  auto c = server.client();
+  json body = tools_body(false);
+  ASSERT_EQ(post_json(c, "/v1/chat/completions", body).body["choices"][0]["message"]["tool_calls"].size(), 2u);
+  body["parallel_tool_calls"] = false;
+  auto reply = post_json(c, "/v1/chat/completions", body);
+  ASSERT_EQ(reply.status, 200) << reply.raw;
+  const json& calls = reply.body["choices"][0]["message"]["tool_calls"];
+  ASSERT_EQ(calls.size(), 1u) << reply.raw;
+  EXPECT_EQ(calls[0]["function"]["name"], "add");
+  EXPECT_EQ(reply.body["choices"][0]["finish_reason"], "tool_calls");
+  json streamed = tools_body(true);
+  streamed["parallel_tool_calls"] = false;
+  StreamedChat s = stream_chat(c, streamed);
+  ASSERT_EQ(s.calls.size(), 1u);
+  EXPECT_EQ(s.calls[0]["name"], "add");
+  EXPECT_EQ(s.calls[0]["arguments"], R"({"a": 1, "b": 2})");
+  EXPECT_EQ(s.finish_reason, "tool_calls");
+
+  json required = tools_body(false, "required");
+  required["parallel_tool_calls"] = false;
+  ASSERT_EQ(post_json(c, "/v1/chat/completions", required).status, 200);
+  EXPECT_EQ(json::parse(server.engine().submitted().back().params.constraint.spec)["maxItems"], 1);
+  required["parallel_tool_calls"] = "no";
+  auto bad = post_json(c, "/v1/chat/completions", required);
+  expect_error_shape(bad, 400);
+  EXPECT_EQ(bad.body["error"]["param"], "parallel_tool_calls");
+}
+
+// Arguments are the model's text: keys in its order (not sorted), its spacing and escapes.
+TEST(HttpToolCalls, ArgumentsKeepTheModelsKeyOrderAndText) {
+  const std::string args = R"({"zone": "CET",  "city": "Z\u00fcrich", "days": [3, 1], "b": {"y": 1, "a": 2}})";
+  TestServer server(script("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " + args + "}\n</tool_call>", 2),
+                    tools_config("hermes"));
+  auto c = server.client();
+  auto reply = post_json(c, "/v1/chat/completions", tools_body(false));
+  ASSERT_EQ(reply.status, 200) << reply.raw;
+  EXPECT_EQ(reply.body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], args);
+  StreamedChat s = stream_chat(c, tools_body(true));
+  ASSERT_EQ(s.calls.size(), 1u);
+  EXPECT_EQ(s.calls[0]["arguments"], args);
+}
+
 TEST(HttpToolCalls, BadToolFieldsAre400NamingTheField) {
   TestServer server(script(""), tools_config("hermes"));
   auto c = server.client();

@@ -81,6 +81,7 @@ ForwardBatch sample_batch(std::vector<std::vector<int32_t>>& tables) {
     slice.context_len = contexts[s];
     slice.block_table = &tables[size_t(s)];
     slice.needs_logits = s != 1;
+    slice.num_prompt_logits = s == 0 ? 2 : 0;  // prompt logprobs of a prefill chunk
     batch.seqs.push_back(slice);
   }
   return batch;
@@ -103,6 +104,7 @@ TEST(StepCodec, RoundTripsTheBatchTablesAndHiddenStates) {
     EXPECT_EQ(step->batch.seqs[s].num_new_tokens, batch.seqs[s].num_new_tokens);
     EXPECT_EQ(step->batch.seqs[s].context_len, batch.seqs[s].context_len);
     EXPECT_EQ(step->batch.seqs[s].needs_logits, batch.seqs[s].needs_logits);
+    EXPECT_EQ(step->batch.seqs[s].num_prompt_logits, batch.seqs[s].num_prompt_logits);
     EXPECT_EQ(*step->batch.seqs[s].block_table, tables[s]);
   }
   // Moving the decoded step keeps its block-table pointers valid.

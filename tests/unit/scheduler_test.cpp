@@ -453,3 +453,40 @@ TEST(SchedulerPrefixCache, OffNeverHits) {
 
 }  // namespace
 }  // namespace troupe
+
+namespace troupe {
+namespace {
+
+// Sequences still needing prompt logprobs share max_prompt_logits_tokens per step (their logits
+// rows); the others take the rest of the token budget as before.
+TEST(Scheduler, PromptLogprobsChunksShareTheirOwnBudget) {
+  SchedulerConfig config = make_config(100, 4, 64);
+  config.max_prompt_logits_tokens = 5;
+  Scheduler s(config);
+  Sequence scored = make_seq("scored", 12, 2);
+  scored.params.prompt_logprobs = 0;
+  Sequence other_scored = make_seq("other", 12, 2);
+  other_scored.params.prompt_logprobs = 1;
+  ASSERT_TRUE(s.add(std::move(scored)).ok());
+  ASSERT_TRUE(s.add(std::move(other_scored)).ok());
+  ASSERT_TRUE(s.add(make_seq("plain", 20, 2)).ok());
+  ScheduledBatch batch;
+  step(s, batch);
+  // "scored" takes the 5, "other" waits (admission is in order), so "plain" waits behind it.
+  ASSERT_EQ(batch.entries.size(), 1u);
+  EXPECT_EQ(batch.entries[0].num_new_tokens, 5);
+  EXPECT_FALSE(batch.entries[0].produces_token);
+  int64_t num_steps = 1;
+  while (s.num_running() + s.num_waiting() > 0 && num_steps < 50) {
+    step(s, batch);
+    ++num_steps;
+    int64_t scored_tokens = 0;
+    for (const ScheduledEntry& e : batch.entries)
+      if (e.seq->params.prompt_logprobs >= 0 && e.num_new_tokens > 1) scored_tokens += e.num_new_tokens;
+    EXPECT_LE(scored_tokens, 5) << "step " << num_steps;
+  }
+  EXPECT_EQ(s.num_running() + s.num_waiting(), 0);
+}
+
+}  // namespace
+}  // namespace troupe
