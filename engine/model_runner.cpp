@@ -3,7 +3,23 @@
 namespace troupe {
 
 Result<ModelOutput> ModelRunner::run(const ScheduledBatch& batch, const BlockManager& blocks) {
-  ModelOutput out;
+  auto started = start(batch, blocks);
+  if (!started.ok()) return started.error();
+  return finish(std::move(started.value()));
+}
+
+Result<ModelOutput> ModelRunner::finish(StartedStep step) {
+  if (!step.done) {
+    auto logits = async_->finish_step(step.ticket);
+    if (!logits.ok()) return logits.error();
+    step.output.logits = std::move(logits.value());
+  }
+  return std::move(step.output);
+}
+
+Result<StartedStep> ModelRunner::start(const ScheduledBatch& batch, const BlockManager& blocks) {
+  StartedStep step;
+  ModelOutput& out = step.output;
   ForwardBatch forward;
   forward.token_ids.reserve(size_t(batch.num_batched_tokens));
   forward.positions.reserve(size_t(batch.num_batched_tokens));
@@ -23,10 +39,17 @@ Result<ModelOutput> ModelRunner::run(const ScheduledBatch& batch, const BlockMan
       out.sequences.push_back(entry.seq);
     }
   }
+  if (async_) {
+    auto ticket = async_->start_step(forward, *cache_, LogitsMode::last_token);
+    if (!ticket.ok()) return ticket.error();
+    step.ticket = ticket.value();
+    return step;
+  }
   auto logits = model_->forward(forward, *cache_, LogitsMode::last_token);
   if (!logits.ok()) return logits.error();
   out.logits = std::move(logits.value());
-  return out;
+  step.done = true;
+  return step;
 }
 
 Result<GreedyResult> greedy_generate(Model& model, Backend& backend, const std::vector<int32_t>& prompt,

@@ -75,7 +75,23 @@ std::unique_ptr<Sequence> Scheduler::take(int64_t seq_id) {
   }
   by_request_.erase(out->request_id);
   by_id_.erase(out->id);
+  in_flight_.erase(out->id);
   return out;
+}
+
+size_t Scheduler::newest_idle() const {
+  for (size_t i = running_.size(); i > 0; --i)
+    if (!in_flight_.count(running_[i - 1]->id)) return i - 1;
+  return running_.size();
+}
+
+bool Scheduler::is_in_flight(const std::string& request_id) const {
+  auto it = by_request_.find(request_id);
+  return it != by_request_.end() && in_flight_.count(it->second->id) > 0;
+}
+
+void Scheduler::forget(const ScheduledBatch& batch) {
+  for (const ScheduledEntry& entry : batch.entries) in_flight_.erase(entry.seq_id);
 }
 
 std::unique_ptr<Sequence> Scheduler::finish(std::unique_ptr<Sequence> seq, FinishReason reason) {
@@ -101,15 +117,22 @@ void Scheduler::preempt(std::unique_ptr<Sequence> seq, ScheduledBatch& batch) {
   waiting_.push_front(std::move(seq));
 }
 
-ScheduledBatch Scheduler::schedule() {
+ScheduledBatch Scheduler::schedule(int64_t max_seqs) {
   ScheduledBatch batch;
   int64_t budget = config_.max_num_batched_tokens;
+  const size_t cap = max_seqs > 0 ? size_t(max_seqs) : running_.size() + waiting_.size();
+  auto full = [&] { return batch.entries.size() >= cap; };
 
-  // 1. Running sequences, oldest first: a decode token or the next prefill chunk each. When blocks
-  //    run out, the newest running sequence is preempted (possibly the current one).
+  // 1. Running sequences not in flight, oldest first: a decode token or the next prefill chunk
+  //    each. When blocks run out, the newest running sequence not in flight is preempted
+  //    (possibly the current one).
   size_t i = 0;
-  while (i < running_.size() && budget > 0) {
+  while (i < running_.size() && budget > 0 && !full()) {
     Sequence* seq = running_[i].get();
+    if (in_flight_.count(seq->id)) {
+      ++i;
+      continue;
+    }
     const int64_t num_new = std::min(seq->num_uncomputed_tokens(), budget);
     if (num_new <= 0) {
       ++i;
@@ -124,8 +147,9 @@ ScheduledBatch Scheduler::schedule() {
         scheduled = false;
         break;
       }
-      std::unique_ptr<Sequence> newest = std::move(running_.back());
-      running_.pop_back();
+      const size_t victim = newest_idle();  // >= i: seq itself is not in flight
+      std::unique_ptr<Sequence> newest = std::move(running_[victim]);
+      running_.erase(running_.begin() + long(victim));
       const bool is_self = newest.get() == seq;
       preempt(std::move(newest), batch);
       if (is_self) {
@@ -133,7 +157,7 @@ ScheduledBatch Scheduler::schedule() {
         break;
       }
     }
-    if (!scheduled) break;  // seq was the newest, so nothing after it is left
+    if (!scheduled) break;  // seq was the newest not in flight, so nothing after it is left
     (void)blocks_.append_slot(seq->id, target);
     batch.entries.push_back({seq, seq->id, seq->num_computed_tokens, num_new, target == seq->num_tokens()});
     budget -= num_new;
@@ -141,7 +165,7 @@ ScheduledBatch Scheduler::schedule() {
   }
 
   // 2. Waiting sequences in order, unless this step had to preempt.
-  while (batch.preempted.empty() && !waiting_.empty() && budget > 0 &&
+  while (batch.preempted.empty() && !waiting_.empty() && budget > 0 && !full() &&
          static_cast<int64_t>(running_.size()) < config_.max_num_seqs) {
     Sequence* seq = waiting_.front().get();
     const int64_t block_size = blocks_.block_size();
@@ -176,11 +200,13 @@ ScheduledBatch Scheduler::schedule() {
     waiting_.pop_front();
   }
   batch.num_batched_tokens = config_.max_num_batched_tokens - budget;
+  for (const ScheduledEntry& entry : batch.entries) in_flight_.insert(entry.seq_id);
   return batch;
 }
 
 Result<std::vector<std::unique_ptr<Sequence>>> Scheduler::postprocess(const ScheduledBatch& batch,
                                                                       const std::vector<int32_t>& sampled_token_ids) {
+  forget(batch);  // even when refused below: the batch's flight is over
   if (static_cast<int64_t>(sampled_token_ids.size()) != batch.num_sampled())
     return bad("postprocess got " + std::to_string(sampled_token_ids.size()) + " sampled ids for " +
                std::to_string(batch.num_sampled()) + " sampling entries");
@@ -234,6 +260,11 @@ Status Scheduler::check_invariants() const {
   }
   if (by_id_.size() != running_.size() + waiting_.size() || by_request_.size() != by_id_.size())
     return broken("lookup maps out of sync");
+  for (int64_t id : in_flight_) {
+    auto it = by_id_.find(id);
+    if (it == by_id_.end() || it->second->status != SequenceStatus::running)
+      return broken("sequence " + std::to_string(id) + " is in flight but not running");
+  }
   return Status::success();
 }
 
