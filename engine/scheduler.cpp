@@ -79,6 +79,7 @@ std::unique_ptr<Sequence> Scheduler::take(int64_t seq_id) {
   return out;
 }
 
+// Idle: neither in a batch in flight nor in the one being scheduled (both are in in_flight_).
 size_t Scheduler::newest_idle() const {
   for (size_t i = running_.size(); i > 0; --i)
     if (!in_flight_.count(running_[i - 1]->id)) return i - 1;
@@ -123,45 +124,55 @@ ScheduledBatch Scheduler::schedule(int64_t max_seqs) {
   const size_t cap = max_seqs > 0 ? size_t(max_seqs) : running_.size() + waiting_.size();
   auto full = [&] { return batch.entries.size() >= cap; };
 
-  // 1. Running sequences not in flight, oldest first: a decode token or the next prefill chunk
-  //    each. When blocks run out, the newest running sequence not in flight is preempted
-  //    (possibly the current one).
-  size_t i = 0;
-  while (i < running_.size() && budget > 0 && !full()) {
-    Sequence* seq = running_[i].get();
-    if (in_flight_.count(seq->id)) {
-      ++i;
-      continue;
-    }
-    const int64_t num_new = std::min(seq->num_uncomputed_tokens(), budget);
-    if (num_new <= 0) {
-      ++i;
-      continue;
-    }
-    const int64_t target = seq->num_computed_tokens + num_new;
-    bool scheduled = true;
-    while (!blocks_.can_append(seq->id, target)) {
-      if (running_.size() == 1) {
-        // Alone and still short: it outgrew the whole KV cache.
-        batch.finished.push_back(finish(take(seq->id), FinishReason::length));
-        scheduled = false;
+  // 1. Running sequences not in flight, oldest first, decodes before prefill chunks: a decode
+  //    token each, then the next chunk of each partial prefill from what the budget leaves (so a
+  //    long prompt never holds a decode back a step: running streams keep their pace). When
+  //    blocks run out, the newest running sequence that is neither in flight nor in this batch is
+  //    preempted (possibly the current one), and nothing more runs this step.
+  bool stopped = false;
+  for (int pass = 0; pass < 2 && !stopped; ++pass) {
+    const bool decodes = pass == 0;
+    size_t i = 0;
+    while (i < running_.size() && budget > 0 && !full()) {
+      Sequence* seq = running_[i].get();
+      if (in_flight_.count(seq->id) || seq->is_prefill() == decodes) {
+        ++i;
+        continue;
+      }
+      const int64_t num_new = std::min(seq->num_uncomputed_tokens(), budget);
+      if (num_new <= 0) {
+        ++i;
+        continue;
+      }
+      const int64_t target = seq->num_computed_tokens + num_new;
+      bool scheduled = true;
+      while (!blocks_.can_append(seq->id, target)) {
+        if (running_.size() == 1) {
+          // Alone and still short: it outgrew the whole KV cache.
+          batch.finished.push_back(finish(take(seq->id), FinishReason::length));
+          scheduled = false;
+          break;
+        }
+        const size_t victim = newest_idle();  // >= i: seq itself is idle
+        std::unique_ptr<Sequence> newest = std::move(running_[victim]);
+        running_.erase(running_.begin() + long(victim));
+        const bool is_self = newest.get() == seq;
+        preempt(std::move(newest), batch);
+        if (is_self) {
+          scheduled = false;
+          break;
+        }
+      }
+      if (!scheduled) {
+        stopped = true;  // seq was the newest idle one
         break;
       }
-      const size_t victim = newest_idle();  // >= i: seq itself is not in flight
-      std::unique_ptr<Sequence> newest = std::move(running_[victim]);
-      running_.erase(running_.begin() + long(victim));
-      const bool is_self = newest.get() == seq;
-      preempt(std::move(newest), batch);
-      if (is_self) {
-        scheduled = false;
-        break;
-      }
+      (void)blocks_.append_slot(seq->id, target);
+      batch.entries.push_back({seq, seq->id, seq->num_computed_tokens, num_new, target == seq->num_tokens()});
+      in_flight_.insert(seq->id);
+      budget -= num_new;
+      ++i;
     }
-    if (!scheduled) break;  // seq was the newest not in flight, so nothing after it is left
-    (void)blocks_.append_slot(seq->id, target);
-    batch.entries.push_back({seq, seq->id, seq->num_computed_tokens, num_new, target == seq->num_tokens()});
-    budget -= num_new;
-    ++i;
   }
 
   // 2. Waiting sequences in order, unless this step had to preempt.
@@ -196,11 +207,11 @@ ScheduledBatch Scheduler::schedule(int64_t max_seqs) {
     seq->status = SequenceStatus::running;
     batch.entries.push_back({seq, seq->id, num_cached, num_new, num_cached + num_new == seq->num_tokens()});
     budget -= num_new;
+    in_flight_.insert(seq->id);
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
   batch.num_batched_tokens = config_.max_num_batched_tokens - budget;
-  for (const ScheduledEntry& entry : batch.entries) in_flight_.insert(entry.seq_id);
   return batch;
 }
 

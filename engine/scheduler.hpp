@@ -50,7 +50,7 @@ struct ScheduledEntry {
 };
 
 struct ScheduledBatch {
-  std::vector<ScheduledEntry> entries;  // running decodes/partial prefills first, then admissions
+  std::vector<ScheduledEntry> entries;  // running decodes, then partial prefills' chunks, then admissions
   std::vector<Sequence*> preempted;     // moved back to the front of the waiting queue this step
   // Ended while scheduling because they outgrew the whole KV cache (FinishReason::length).
   std::vector<std::unique_ptr<Sequence>> finished;
@@ -104,7 +104,8 @@ class Scheduler {
   void preempt(std::unique_ptr<Sequence> seq, ScheduledBatch& batch);
   std::unique_ptr<Sequence> finish(std::unique_ptr<Sequence> seq, FinishReason reason);
   std::unique_ptr<Sequence> take(int64_t seq_id);
-  // Index in running_ of the newest sequence that is not in flight (running_.size() if none).
+  // Index in running_ of the newest sequence not in flight nor in the batch being scheduled
+  // (running_.size() if none).
   size_t newest_idle() const;
 
   SchedulerConfig config_;

@@ -341,6 +341,43 @@ TEST(Scheduler, RandomizedSimulationKeepsInvariants) {
   EXPECT_GT(num_hits, 0) << "the simulation never hit the prefix cache";
 }
 
+// Chunked prefill under decode load: a long prompt arriving while 8 streams decode is cut into
+// chunks of what their decode tokens leave of the budget; every step stays within the budget and
+// every decoding sequence gets its token every step until the prompt is done.
+TEST(Scheduler, DecodesRunEveryStepWhileALongPromptIsChunked) {
+  const int64_t budget = 24;
+  Scheduler s(make_config(400, 4, budget, 16));
+  for (int k = 0; k < 8; ++k) ASSERT_TRUE(s.add(make_seq("d" + std::to_string(k), 3, 200, 100 + 10 * k)).ok());
+  ScheduledBatch batch;
+  step(s, batch);  // the 8 prompts (24 tokens)
+  ASSERT_TRUE(s.add(make_seq("long", 600, 2, 300)).ok());
+  int64_t num_chunks = 0, num_prompt_done = 0;
+  while (s.find("long") && s.find("long")->num_output_tokens() == 0) {
+    std::set<int64_t> decoding;
+    for (int k = 0; k < 8; ++k)
+      if (Sequence* seq = s.find("d" + std::to_string(k)); seq && !seq->is_prefill()) decoding.insert(seq->id);
+    ASSERT_EQ(decoding.size(), 8u);
+    batch = s.schedule();
+    ASSERT_TRUE(s.check_invariants().ok()) << s.check_invariants().error().message;
+    ASSERT_LE(batch.num_batched_tokens, budget);
+    int64_t sum = 0, long_chunk = 0;
+    for (const auto& e : batch.entries) {
+      sum += e.num_new_tokens;
+      decoding.erase(e.seq_id);
+      if (e.seq->request_id == "long") long_chunk = e.num_new_tokens;
+    }
+    ASSERT_EQ(sum, batch.num_batched_tokens);
+    EXPECT_TRUE(decoding.empty()) << decoding.size() << " decoding sequences left out of step " << num_chunks;
+    EXPECT_EQ(long_chunk, std::min<int64_t>(budget - 8, 600 - num_prompt_done)) << "chunk " << num_chunks;
+    num_prompt_done += long_chunk;
+    ++num_chunks;
+    auto done = s.postprocess(batch, fake_sample(batch));
+    ASSERT_TRUE(done.ok());
+    ASSERT_LT(num_chunks, 200) << "the prompt never finished";
+  }
+  EXPECT_EQ(num_chunks, (600 + budget - 9) / (budget - 8));
+}
+
 // Two batches in flight at once (a two-stage pipeline's engine): each batch takes at most half
 // the live sequences, the batches in flight never share a sequence, a sequence in flight is never
 // preempted, a batch reads only KV written by steps scheduled before it, and every finished
