@@ -48,13 +48,15 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
   TROUPE_TRY(sched.validate());
   engine->scheduler_ = std::make_unique<Scheduler>(sched);
   engine->runner_ = std::make_unique<ModelRunner>(*engine->model_, *engine->cache_, *engine->backend_);
+  engine->max_steps_in_flight_ = std::max<int64_t>(1, engine->runner_->max_steps_in_flight());
   engine->sampling_ = std::make_unique<SamplingStep>(*engine->backend_, engine->vocab_size_, sched.eos_token_ids);
   engine->constrained_ = std::make_unique<ConstrainedDecoding>(config.model + "/tokenizer.json", engine->vocab_size_,
                                                                sched.eos_token_ids);
-  log::get("engine")->info("{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}, prefix caching {}",
-                           model_config.architecture, engine->backend_->name(), model_config.num_hidden_layers,
-                           engine->num_kv_blocks_, config.block_size, engine->max_model_len_,
-                           config.enable_prefix_caching ? "on" : "off");
+  log::get("engine")->info(
+      "{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}, prefix caching {}, {} step(s) in flight",
+      model_config.architecture, engine->backend_->name(), model_config.num_hidden_layers, engine->num_kv_blocks_,
+      config.block_size, engine->max_model_len_, config.enable_prefix_caching ? "on" : "off",
+      engine->max_steps_in_flight_);
   return engine;
 }
 
@@ -197,33 +199,82 @@ void LlmEngine::take_inbox() {
     std::lock_guard lock(mutex_);
     num_prompt_tokens_total_ += num_prompt;
   }
-  for (const auto& request_id : inbox.cancelled) {
-    if (auto seq = scheduler_->abort(request_id)) emit(*seq, {}, nullptr);
+  for (const auto& request_id : inbox.cancelled) cancel_now_or_later(request_id);
+}
+
+void LlmEngine::cancel_now_or_later(const std::string& request_id) {
+  if (scheduler_->is_in_flight(request_id)) {
+    deferred_cancels_.push_back(request_id);
+    return;
+  }
+  if (auto seq = scheduler_->abort(request_id)) emit(*seq, {}, nullptr);
+}
+
+void LlmEngine::drain_in_flight() {
+  while (!in_flight_.empty()) {
+    InFlight step = std::move(in_flight_.front());
+    in_flight_.pop_front();
+    // A healthy pipeline still sends these logits: take them, so later steps find theirs.
+    if (!failed_) (void)runner_->finish(std::move(step.started));
+    ModelOutput none;
+    if (step.masks_started) constrained_->finish_masks(none);
+    scheduler_->forget(step.batch);
   }
 }
 
 Status LlmEngine::step() {
-  ScheduledBatch batch = scheduler_->schedule();
-  for (auto& seq : batch.finished) emit(*seq, {}, nullptr);
-  if (batch.empty()) return Status::success();
-  observe_scheduled(batch);
-  constrained_->start_masks(batch);  // on a helper thread while the forward runs
-  auto output = runner_->run(batch, scheduler_->block_manager());
+  // Fill: up to max_steps_in_flight_ batches of different sequences started.
+  while (int64_t(in_flight_.size()) < max_steps_in_flight_) {
+    const int64_t k = max_steps_in_flight_;
+    const int64_t live = scheduler_->num_running() + scheduler_->num_waiting();
+    ScheduledBatch batch = scheduler_->schedule(k > 1 ? std::max<int64_t>(1, (live + k - 1) / k) : 0);
+    for (auto& seq : batch.finished) emit(*seq, {}, nullptr);
+    if (batch.empty()) break;
+    observe_scheduled(batch);
+    // Masks on a helper thread while the forward runs; one batch's at a time (the oldest's).
+    const bool masks_now = in_flight_.empty();
+    if (masks_now) constrained_->start_masks(batch);
+    auto started = runner_->start(batch, scheduler_->block_manager());
+    TROUPE_TRY(check_device("in the forward"));
+    if (!started.ok()) {
+      ModelOutput none;
+      if (masks_now) constrained_->finish_masks(none);
+      scheduler_->forget(batch);
+      fail_all("model forward failed: " + started.error().message);
+      return Status::success();
+    }
+    if (!in_flight_.empty()) num_overlapped_steps_.fetch_add(1);
+    in_flight_.push_back(InFlight{std::move(batch), std::move(started.value()), masks_now});
+  }
+  if (in_flight_.empty()) return Status::success();
+
+  // Finish the oldest: its logits, sampled, postprocessed.
+  InFlight step = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  if (!step.masks_started) constrained_->start_masks(step.batch);
+  auto output = runner_->finish(std::move(step.started));
   if (output.ok()) constrained_->finish_masks(output.value());
   TROUPE_TRY(check_device("in the forward"));
   if (!output.ok()) {
     ModelOutput none;
     constrained_->finish_masks(none);
+    scheduler_->forget(step.batch);
     fail_all("model forward failed: " + output.error().message);
     return Status::success();
   }
   auto sampled = sampling_->sample(output->logits, output->rows);
   TROUPE_TRY(check_device("while sampling"));
   if (!sampled.ok()) {
+    scheduler_->forget(step.batch);
     fail_all("sampling failed: " + sampled.error().message);
     return Status::success();
   }
-  return postprocess(batch, output.value(), sampled.value());
+  Status done = postprocess(step.batch, output.value(), sampled.value());
+  // Cancels that waited for this batch (those still in flight wait on).
+  std::vector<std::string> cancels;
+  std::swap(cancels, deferred_cancels_);
+  for (const auto& request_id : cancels) cancel_now_or_later(request_id);
+  return done;
 }
 
 Status LlmEngine::postprocess(const ScheduledBatch& batch, const ModelOutput& output,
@@ -300,6 +351,8 @@ void LlmEngine::emit(Sequence& seq, std::vector<int32_t> new_ids, const std::vec
 }
 
 void LlmEngine::fail_all(const std::string& message) {
+  drain_in_flight();
+  deferred_cancels_.clear();
   if (!live_.empty()) log::get("engine")->error("{}; ending {} requests", message, live_.size());
   std::vector<std::string> ids;
   for (const auto& [id, live] : live_) ids.push_back(id);

@@ -4,6 +4,18 @@
 // postprocess; outputs go to each request's callback. Implements the ServingEngine front door
 // (thread-safe submit/cancel/stats).
 //
+// Steps in flight: over a model that takes k steps at once (a pipeline of k stages, see
+// runtime/async_steps.hpp), the loop keeps up to k batches of different sequences started (vLLM's
+// virtual engines): each batch holds at most ceil(live sequences / k) of them, so the running
+// sequences fall into k sets, and a set's next step is scheduled once its previous step's logits
+// came back and were sampled. Every stage then works on every step:
+//
+//   fill: while fewer than k started: schedule (skips sequences in flight) -> ModelRunner::start
+//   then: ModelRunner::finish(oldest) -> sample -> postprocess -> fill again
+//
+// A cancel of a sequence in flight waits for its batch's postprocess (its Sequence stays alive
+// while the step uses it).
+//
 // The error boundary: after the forward and after sampling the engine reads Backend::status();
 // a device fault there, or an exception on the loop thread (std::bad_alloc from a device
 // allocation), fails every live request (FinishReason::error, the message naming the op), marks
@@ -63,6 +75,9 @@ class LlmEngine final : public ServingEngine {
   std::string failure() const override;
 
   const ModelConfig& model_config() const { return model_->config(); }
+  int64_t max_steps_in_flight() const { return max_steps_in_flight_; }
+  // Steps started while an earlier one was still in flight (0 when one at a time).
+  int64_t num_overlapped_steps() const { return num_overlapped_steps_.load(); }
   int64_t num_kv_blocks() const { return num_kv_blocks_; }
 
  private:
@@ -77,10 +92,22 @@ class LlmEngine final : public ServingEngine {
     bool queue_time_sent = false;
   };
 
+  // A started step, oldest first in in_flight_.
+  struct InFlight {
+    ScheduledBatch batch;
+    StartedStep started;
+    bool masks_started = false;  // ConstrainedDecoding::start_masks ran for this batch
+  };
+
   LlmEngine() = default;
   void loop();
   void take_inbox();
-  // The four calls of a step. An error is fatal: the device failed.
+  // Aborts the request now, or after its batch when it is in flight.
+  void cancel_now_or_later(const std::string& request_id);
+  // Finishes (or, with the engine failed, drops) every step in flight without using its output.
+  void drain_in_flight();
+  // Starts steps up to max_steps_in_flight_, then finishes the oldest: schedule, run, sample,
+  // postprocess. An error is fatal: the device failed.
   Status step();
   Status postprocess(const ScheduledBatch& batch, const ModelOutput& output, const std::vector<SampledToken>& sampled);
   Status check_device(const char* during) const;
@@ -103,6 +130,10 @@ class LlmEngine final : public ServingEngine {
   int64_t num_kv_blocks_ = 0;
   int64_t vocab_size_ = 0;
   std::unordered_map<std::string, Live> live_;  // engine thread only
+  int64_t max_steps_in_flight_ = 1;
+  std::deque<InFlight> in_flight_;               // engine thread only
+  std::atomic<int64_t> num_overlapped_steps_{0};
+  std::vector<std::string> deferred_cancels_;    // engine thread only: cancelled while in flight
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;

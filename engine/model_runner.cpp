@@ -8,8 +8,36 @@
 namespace troupe {
 
 Result<ModelOutput> ModelRunner::run(const ScheduledBatch& batch, const BlockManager& blocks) {
-  ModelOutput out;
-  std::vector<PromptRows> prompt_rows;
+  auto started = start(batch, blocks);
+  if (!started.ok()) return started.error();
+  return finish(std::move(started.value()));
+}
+
+Result<ModelOutput> ModelRunner::finish(StartedStep step) {
+  if (!step.done) {
+    auto logits = async_->finish_step(step.ticket);
+    if (!logits.ok()) return logits.error();
+    step.output.logits = std::move(logits.value());
+  }
+  ModelOutput& out = step.output;
+  const int64_t num_sampled = int64_t(out.rows.size());
+  if (step.prompt_rows.empty()) return std::move(out);
+  // The sampler's rows come first, then each sequence's prompt rows (AttentionMetadata).
+  int64_t num_prompt_rows = 0;
+  for (const PromptRows& span : step.prompt_rows) num_prompt_rows += span.count;
+  const Tensor all = std::move(out.logits);
+  if (all.dim() != 2 || all.size(0) != num_sampled + num_prompt_rows)
+    return make_error(ErrorCode::internal, "model forward returned " + std::to_string(all.dim() == 2 ? all.size(0) : -1) +
+                                               " logits rows, expected " + std::to_string(num_sampled + num_prompt_rows));
+  append_prompt_logprobs(backend_->to_host(all.rows(num_sampled, num_prompt_rows)), step.prompt_rows);
+  out.logits = all.rows(0, num_sampled);
+  return std::move(out);
+}
+
+Result<StartedStep> ModelRunner::start(const ScheduledBatch& batch, const BlockManager& blocks) {
+  StartedStep step;
+  ModelOutput& out = step.output;
+  std::vector<PromptRows>& prompt_rows = step.prompt_rows;
   ForwardBatch forward;
   forward.token_ids.reserve(size_t(batch.num_batched_tokens));
   forward.positions.reserve(size_t(batch.num_batched_tokens));
@@ -37,23 +65,17 @@ Result<ModelOutput> ModelRunner::run(const ScheduledBatch& batch, const BlockMan
       out.sequences.push_back(entry.seq);
     }
   }
+  if (async_) {
+    auto ticket = async_->start_step(forward, *cache_, LogitsMode::last_token);
+    if (!ticket.ok()) return ticket.error();
+    step.ticket = ticket.value();
+    return step;
+  }
   auto logits = model_->forward(forward, *cache_, LogitsMode::last_token);
   if (!logits.ok()) return logits.error();
-  const int64_t num_sampled = int64_t(out.rows.size());
-  if (prompt_rows.empty()) {
-    out.logits = std::move(logits.value());
-    return out;
-  }
-  // The sampler's rows come first, then each sequence's prompt rows (AttentionMetadata).
-  int64_t num_prompt_rows = 0;
-  for (const PromptRows& span : prompt_rows) num_prompt_rows += span.count;
-  const Tensor& all = logits.value();
-  if (all.dim() != 2 || all.size(0) != num_sampled + num_prompt_rows)
-    return make_error(ErrorCode::internal, "model forward returned " + std::to_string(all.dim() == 2 ? all.size(0) : -1) +
-                                               " logits rows, expected " + std::to_string(num_sampled + num_prompt_rows));
-  append_prompt_logprobs(backend_->to_host(all.rows(num_sampled, num_prompt_rows)), prompt_rows);
-  out.logits = all.rows(0, num_sampled);
-  return out;
+  out.logits = std::move(logits.value());
+  step.done = true;
+  return step;
 }
 
 void ModelRunner::append_prompt_logprobs(const Tensor& logits, const std::vector<PromptRows>& spans) {

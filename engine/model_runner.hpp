@@ -1,7 +1,8 @@
 #pragma once
 // ModelRunner: the engine step's `run`: builds the ForwardBatch of a scheduled batch (tokens,
 // positions, block tables) and runs the model over the engine's KV cache, returning the logits of
-// the rows to sample with their sequences.
+// the rows to sample with their sequences. A model that is an AsyncSteps (a pipeline) runs a step
+// in two halves, start and finish, so the engine can keep several steps in flight.
 //
 // greedy_generate: a minimal single-sequence greedy generator over a whole model (one stage): prefill the prompt,
 // then decode one token per step, with the sequence's blocks allocated in order from a private
@@ -9,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/async_steps.hpp"
 #include "runtime/backend.hpp"
 #include "runtime/model.hpp"
 #include "engine/scheduler.hpp"
@@ -22,26 +24,43 @@ struct ModelOutput {
   std::vector<Sequence*> sequences;  // rows[k] belongs to sequences[k]
 };
 
+// A sequence's prompt positions whose logits a step computes for its prompt logprobs.
+struct PromptRows {
+  Sequence* seq;
+  int64_t first_position;  // the logits of positions [first_position, + count) give the
+  int64_t count;           // logprobs of prompt tokens first_position + 1 ...
+};
+
+// A step between start and finish: the rows to sample now, the logits once finished.
+struct StartedStep {
+  ModelOutput output;
+  std::vector<PromptRows> prompt_rows;  // after the sampler's rows in the logits
+  uint64_t ticket = 0;  // the AsyncSteps model's
+  bool done = false;    // output.logits are there (a model that is not an AsyncSteps ran it whole)
+};
+
 class ModelRunner {
  public:
-  ModelRunner(Model& model, KvCache& cache, Backend& backend) : model_(&model), cache_(&cache), backend_(&backend) {}
+  ModelRunner(Model& model, KvCache& cache, Backend& backend)
+      : model_(&model), cache_(&cache), backend_(&backend), async_(dynamic_cast<AsyncSteps*>(&model)) {}
 
+  // Steps that may be started before the first is finished: 1 unless the model is an AsyncSteps.
+  int64_t max_steps_in_flight() const { return async_ ? async_->max_steps_in_flight() : 1; }
   // The batch's new tokens through the model. Errors are the model's (forward failed). Sequences
   // that still need prompt logprobs get the entries of this step's positions appended
-  // (Sequence::prompt_logprobs; engine/prompt_logprobs.hpp).
+  // (Sequence::prompt_logprobs; engine/prompt_logprobs.hpp) when the step finishes.
   Result<ModelOutput> run(const ScheduledBatch& batch, const BlockManager& blocks);
+  // run in two halves; steps are finished in the order they were started.
+  Result<StartedStep> start(const ScheduledBatch& batch, const BlockManager& blocks);
+  Result<ModelOutput> finish(StartedStep step);
 
  private:
-  struct PromptRows {
-    Sequence* seq;
-    int64_t first_position;  // the logits of positions [first_position, + count) give the
-    int64_t count;           // logprobs of prompt tokens first_position + 1 ...
-  };
   void append_prompt_logprobs(const Tensor& logits, const std::vector<PromptRows>& spans);
 
   Model* model_;
   KvCache* cache_;
   Backend* backend_;
+  AsyncSteps* async_;  // model_ as an AsyncSteps, or null
 };
 
 struct GreedyResult {

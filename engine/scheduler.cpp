@@ -75,7 +75,24 @@ std::unique_ptr<Sequence> Scheduler::take(int64_t seq_id) {
   }
   by_request_.erase(out->request_id);
   by_id_.erase(out->id);
+  in_flight_.erase(out->id);
   return out;
+}
+
+// Idle: neither in a batch in flight nor in the one being scheduled (both are in in_flight_).
+size_t Scheduler::newest_idle() const {
+  for (size_t i = running_.size(); i > 0; --i)
+    if (!in_flight_.count(running_[i - 1]->id)) return i - 1;
+  return running_.size();
+}
+
+bool Scheduler::is_in_flight(const std::string& request_id) const {
+  auto it = by_request_.find(request_id);
+  return it != by_request_.end() && in_flight_.count(it->second->id) > 0;
+}
+
+void Scheduler::forget(const ScheduledBatch& batch) {
+  for (const ScheduledEntry& entry : batch.entries) in_flight_.erase(entry.seq_id);
 }
 
 std::unique_ptr<Sequence> Scheduler::finish(std::unique_ptr<Sequence> seq, FinishReason reason) {
@@ -101,7 +118,7 @@ void Scheduler::preempt(std::unique_ptr<Sequence> seq, ScheduledBatch& batch) {
   waiting_.push_front(std::move(seq));
 }
 
-ScheduledBatch Scheduler::schedule() {
+ScheduledBatch Scheduler::schedule(int64_t max_seqs) {
   ScheduledBatch batch;
   int64_t budget = config_.max_num_batched_tokens;
   // The step's tokens of sequences still needing prompt logprobs (SchedulerConfig).
@@ -110,44 +127,63 @@ ScheduledBatch Scheduler::schedule() {
     return seq.needs_prompt_logprobs() ? std::min(num_new, logits_budget) : num_new;
   };
 
-  // 1. Running sequences, oldest first: a decode token or the next prefill chunk each. When blocks
-  //    run out, the newest running sequence is preempted (possibly the current one).
-  size_t i = 0;
-  while (i < running_.size() && budget > 0) {
-    Sequence* seq = running_[i].get();
-    const int64_t num_new = limited(*seq, std::min(seq->num_uncomputed_tokens(), budget));
-    if (num_new <= 0) {
+  const size_t cap = max_seqs > 0 ? size_t(max_seqs) : running_.size() + waiting_.size();
+  auto full = [&] { return batch.entries.size() >= cap; };
+
+  // 1. Running sequences not in flight, oldest first, decodes before prefill chunks: a decode
+  //    token each, then the next chunk of each partial prefill from what the budget leaves (so a
+  //    long prompt never holds a decode back a step: running streams keep their pace). When
+  //    blocks run out, the newest running sequence that is neither in flight nor in this batch is
+  //    preempted (possibly the current one), and nothing more runs this step.
+  bool stopped = false;
+  for (int pass = 0; pass < 2 && !stopped; ++pass) {
+    const bool decodes = pass == 0;
+    size_t i = 0;
+    while (i < running_.size() && budget > 0 && !full()) {
+      Sequence* seq = running_[i].get();
+      if (in_flight_.count(seq->id) || seq->is_prefill() == decodes) {
+        ++i;
+        continue;
+      }
+      const int64_t num_new = limited(*seq, std::min(seq->num_uncomputed_tokens(), budget));
+      if (num_new <= 0) {
+        ++i;
+        continue;
+      }
+      const int64_t target = seq->num_computed_tokens + num_new;
+      bool scheduled = true;
+      while (!blocks_.can_append(seq->id, target)) {
+        if (running_.size() == 1) {
+          // Alone and still short: it outgrew the whole KV cache.
+          batch.finished.push_back(finish(take(seq->id), FinishReason::length));
+          scheduled = false;
+          break;
+        }
+        const size_t victim = newest_idle();  // >= i: seq itself is idle
+        std::unique_ptr<Sequence> newest = std::move(running_[victim]);
+        running_.erase(running_.begin() + long(victim));
+        const bool is_self = newest.get() == seq;
+        preempt(std::move(newest), batch);
+        if (is_self) {
+          scheduled = false;
+          break;
+        }
+      }
+      if (!scheduled) {
+        stopped = true;  // seq was the newest idle one
+        break;
+      }
+      (void)blocks_.append_slot(seq->id, target);
+      batch.entries.push_back({seq, seq->id, seq->num_computed_tokens, num_new, target == seq->num_tokens()});
+      in_flight_.insert(seq->id);
+      budget -= num_new;
+      if (seq->needs_prompt_logprobs()) logits_budget -= num_new;
       ++i;
-      continue;
     }
-    const int64_t target = seq->num_computed_tokens + num_new;
-    bool scheduled = true;
-    while (!blocks_.can_append(seq->id, target)) {
-      if (running_.size() == 1) {
-        // Alone and still short: it outgrew the whole KV cache.
-        batch.finished.push_back(finish(take(seq->id), FinishReason::length));
-        scheduled = false;
-        break;
-      }
-      std::unique_ptr<Sequence> newest = std::move(running_.back());
-      running_.pop_back();
-      const bool is_self = newest.get() == seq;
-      preempt(std::move(newest), batch);
-      if (is_self) {
-        scheduled = false;
-        break;
-      }
-    }
-    if (!scheduled) break;  // seq was the newest, so nothing after it is left
-    (void)blocks_.append_slot(seq->id, target);
-    batch.entries.push_back({seq, seq->id, seq->num_computed_tokens, num_new, target == seq->num_tokens()});
-    budget -= num_new;
-    if (seq->needs_prompt_logprobs()) logits_budget -= num_new;
-    ++i;
   }
 
   // 2. Waiting sequences in order, unless this step had to preempt.
-  while (batch.preempted.empty() && !waiting_.empty() && budget > 0 &&
+  while (batch.preempted.empty() && !waiting_.empty() && budget > 0 && !full() &&
          static_cast<int64_t>(running_.size()) < config_.max_num_seqs) {
     Sequence* seq = waiting_.front().get();
     const int64_t block_size = blocks_.block_size();
@@ -182,6 +218,7 @@ ScheduledBatch Scheduler::schedule() {
     batch.entries.push_back({seq, seq->id, num_cached, num_new, num_cached + num_new == seq->num_tokens()});
     budget -= num_new;
     if (seq->needs_prompt_logprobs()) logits_budget -= num_new;
+    in_flight_.insert(seq->id);
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
@@ -191,6 +228,7 @@ ScheduledBatch Scheduler::schedule() {
 
 Result<std::vector<std::unique_ptr<Sequence>>> Scheduler::postprocess(const ScheduledBatch& batch,
                                                                       const std::vector<int32_t>& sampled_token_ids) {
+  forget(batch);  // even when refused below: the batch's flight is over
   if (static_cast<int64_t>(sampled_token_ids.size()) != batch.num_sampled())
     return bad("postprocess got " + std::to_string(sampled_token_ids.size()) + " sampled ids for " +
                std::to_string(batch.num_sampled()) + " sampling entries");
@@ -244,6 +282,11 @@ Status Scheduler::check_invariants() const {
   }
   if (by_id_.size() != running_.size() + waiting_.size() || by_request_.size() != by_id_.size())
     return broken("lookup maps out of sync");
+  for (int64_t id : in_flight_) {
+    auto it = by_id_.find(id);
+    if (it == by_id_.end() || it->second->status != SequenceStatus::running)
+      return broken("sequence " + std::to_string(id) + " is in flight but not running");
+  }
   return Status::success();
 }
 

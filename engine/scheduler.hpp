@@ -7,13 +7,20 @@
 // The engine step is: batch = schedule(); run the model on batch.entries; sample one token per
 // entry with produces_token; finished = postprocess(batch, sampled_ids).
 //
-// NOTE: Sequence* in a ScheduledBatch stay valid until the next schedule(), or until abort() of
-// that sequence; call abort() between steps, not between schedule() and postprocess().
+// Steps in flight (a pipeline: see engine/llm_engine.hpp): schedule() may be called again before
+// the previous batch is postprocessed. A scheduled sequence is in flight until its batch is
+// postprocessed (or forgotten): later batches skip it and never preempt it, so batches in flight
+// hold different sequences; postprocess the batches in the order they were scheduled.
+// schedule(max_seqs) caps a batch's sequences, which partitions the running ones into sets.
+//
+// NOTE: Sequence* in a ScheduledBatch stay valid until that batch is postprocessed, or until
+// abort() of that sequence; the engine aborts a sequence in flight only after its batch.
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/block_manager.hpp"
@@ -47,7 +54,7 @@ struct ScheduledEntry {
 };
 
 struct ScheduledBatch {
-  std::vector<ScheduledEntry> entries;  // running decodes/partial prefills first, then admissions
+  std::vector<ScheduledEntry> entries;  // running decodes, then partial prefills' chunks, then admissions
   std::vector<Sequence*> preempted;     // moved back to the front of the waiting queue this step
   // Ended while scheduling because they outgrew the whole KV cache (FinishReason::length).
   std::vector<std::unique_ptr<Sequence>> finished;
@@ -69,13 +76,19 @@ class Scheduler {
   // Removes a live request, frees its blocks at once; FinishReason::abort. nullptr if unknown.
   std::unique_ptr<Sequence> abort(const std::string& request_id);
 
-  ScheduledBatch schedule();
+  // max_seqs > 0: at most that many sequences in this batch (besides config.max_num_seqs).
+  ScheduledBatch schedule(int64_t max_seqs = 0);
   // sampled_token_ids: one per entry with produces_token, in entry order. Advances
   // num_computed_tokens, appends tokens, checks stop conditions ("stop": EOS / stop ids,
   // "length": max_tokens or max_model_len), frees finished sequences' blocks at once and returns
   // them (ownership moves to the caller).
   Result<std::vector<std::unique_ptr<Sequence>>> postprocess(const ScheduledBatch& batch,
                                                               const std::vector<int32_t>& sampled_token_ids);
+  // A batch that will never be postprocessed (its step failed): its sequences are no longer in
+  // flight; their progress stays as it was before the batch.
+  void forget(const ScheduledBatch& batch);
+  bool is_in_flight(const std::string& request_id) const;
+  int64_t num_in_flight() const { return static_cast<int64_t>(in_flight_.size()); }
 
   int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
   int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
@@ -95,6 +108,9 @@ class Scheduler {
   void preempt(std::unique_ptr<Sequence> seq, ScheduledBatch& batch);
   std::unique_ptr<Sequence> finish(std::unique_ptr<Sequence> seq, FinishReason reason);
   std::unique_ptr<Sequence> take(int64_t seq_id);
+  // Index in running_ of the newest sequence not in flight nor in the batch being scheduled
+  // (running_.size() if none).
+  size_t newest_idle() const;
 
   SchedulerConfig config_;
   BlockManager blocks_;
@@ -102,6 +118,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;  // oldest admission first
   std::unordered_map<std::string, Sequence*> by_request_;
   std::unordered_map<int64_t, Sequence*> by_id_;
+  std::unordered_set<int64_t> in_flight_;  // ids of sequences in a batch not yet postprocessed
   int64_t next_id_ = 0;
   int64_t num_preemptions_total_ = 0;
   int64_t num_prefix_cache_queries_total_ = 0;

@@ -8,7 +8,8 @@
 namespace troupe::cluster {
 
 Result<std::unique_ptr<LocalPipeline>> LocalPipeline::start(const Config& config, const BackendFactory& make_backend,
-                                                           const ModelFactory& make_model) {
+                                                           const ModelFactory& make_model,
+                                                           int64_t max_steps_in_flight) {
   auto model = ModelConfig::load(config.model);
   if (!model.ok()) return model.error();
   auto specs = plan_stages(config, model->num_hidden_layers);
@@ -21,6 +22,7 @@ Result<std::unique_ptr<LocalPipeline>> LocalPipeline::start(const Config& config
     placed.first_device = config.first_device + spec.stage_index * std::max<int64_t>(1, config.tensor_parallel_size);
     auto host = ModelStage::prepare(spec, placed, make_backend, "127.0.0.1", make_model);
     if (!host.ok()) return host.error();
+    host.value()->set_max_steps_in_flight(max_steps_in_flight);
     addresses.push_back(host.value()->preparation().data_address);
     const int64_t fit = host.value()->preparation().max_kv_blocks;
     num_blocks = num_blocks == 0 ? fit : std::min(num_blocks, fit);

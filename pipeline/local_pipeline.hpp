@@ -14,8 +14,10 @@ class LocalPipeline {
  public:
   // Loads config.model split into config.pipeline_parallel_size stages and starts the first
   // stage's engine; the group takes the smallest KV block count any stage can hold.
+  // `max_steps_in_flight`: see ModelStage::set_max_steps_in_flight (0: one per stage).
   static Result<std::unique_ptr<LocalPipeline>> start(const Config& config, const BackendFactory& make_backend,
-                                                      const ModelFactory& make_model = load_single_rank_model);
+                                                      const ModelFactory& make_model = load_single_rank_model,
+                                                      int64_t max_steps_in_flight = 0);
   ~LocalPipeline();
 
   LlmEngine& engine() { return *hosts_.front()->engine(); }

@@ -109,8 +109,10 @@ Status ModelStage::wire_first(const std::vector<std::string>& addresses, int64_t
     auto back = from_last.get();
     if (!to_next.ok()) return to_next.error();
     if (!back.ok()) return back.error();
+    PipelineModelOptions options;
+    options.max_steps_in_flight = max_steps_in_flight_ > 0 ? max_steps_in_flight_ : spec_.num_stages;
     auto pipeline = std::make_unique<PipelineModel>(std::move(model), *backend_, std::move(to_next.value()),
-                                                    std::move(back.value()));
+                                                    std::move(back.value()), options);
     std::lock_guard lock(pipeline_mutex_);
     pipeline_ = pipeline.get();
     model = std::move(pipeline);

@@ -58,6 +58,9 @@ class ModelStage {
   Status wire(const std::vector<std::string>& data_addresses, int64_t num_kv_blocks,
               std::chrono::milliseconds timeout);
 
+  // Set before wire() on the first stage: pipeline steps of different sequences the engine keeps
+  // in flight; 0 (default): one per stage; 1: one step at a time.
+  void set_max_steps_in_flight(int64_t steps) { max_steps_in_flight_ = steps; }
   // Set before wire(): called at most once, from the engine's or runner's thread.
   void set_on_failure(std::function<void(const std::string& why)> on_failure) { on_failure_ = std::move(on_failure); }
 
@@ -91,6 +94,7 @@ class ModelStage {
   std::mutex pipeline_mutex_;
   PipelineModel* pipeline_ = nullptr;  // owned by engine_
   std::function<void(const std::string&)> on_failure_;
+  int64_t max_steps_in_flight_ = 0;
 };
 
 }  // namespace troupe::cluster

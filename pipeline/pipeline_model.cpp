@@ -1,5 +1,6 @@
 #include "pipeline/pipeline_model.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -53,9 +54,20 @@ PipelineModel::PipelineModel(std::unique_ptr<Model> first, Backend& backend, Ten
       backend_(backend),
       to_next_(std::move(to_next)),
       from_last_(std::move(from_last)),
-      options_(options) {}
+      options_(options) {
+  options_.max_steps_in_flight = std::max<int64_t>(1, options_.max_steps_in_flight);
+  receiver_ = std::thread([this] { receive_loop(); });
+}
 
-PipelineModel::~PipelineModel() = default;
+PipelineModel::~PipelineModel() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  aborted_.store(true);  // a receive in progress gives up within a poll
+  changed_.notify_all();
+  if (receiver_.joinable()) receiver_.join();
+}
 
 void PipelineModel::abort(const std::string& why) {
   if (aborted_.load()) return;
@@ -68,9 +80,35 @@ Error PipelineModel::fail(const std::string& why) {
   return make_error(ErrorCode::unavailable, "pipeline broken: " + why);
 }
 
+void PipelineModel::receive_loop() {
+  for (;;) {
+    uint64_t step_id = 0;
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return stopping_ || !to_receive_.empty(); });
+      if (stopping_) return;
+      step_id = to_receive_.front();
+      to_receive_.pop_front();
+    }
+    auto bytes = receive_message(from_last_, step_id, options_.step_timeout, aborted_);
+    Result<Tensor> logits = bytes.ok() ? decode_logits(bytes.value(), step_id) : Result<Tensor>(bytes.error());
+    // The steps after a lost one can not come either: theirs fail at once.
+    if (!logits.ok()) aborted_.store(true);
+    std::lock_guard lock(mutex_);
+    received_.emplace(step_id, std::move(logits));
+    changed_.notify_all();
+  }
+}
+
 Result<Tensor> PipelineModel::forward(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) {
-  if (aborted_.load()) return fail("aborted: " + abort_reason_);
+  auto ticket = start_step(batch, cache, mode);
+  if (!ticket.ok()) return ticket.error();
+  return finish_step(ticket.value());
+}
+
+Result<uint64_t> PipelineModel::start_step(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) {
   if (broken_.load()) return make_error(ErrorCode::unavailable, "pipeline broken by an earlier step");
+  if (aborted_.load()) return fail("aborted: " + abort_reason_);
   const size_t num_seqs = batch.seqs.size();
   if (num_seqs == 0) return make_error(ErrorCode::invalid_argument, "forward batch: no sequences");
   // NOTE: a batch with prompt logits is one part: the parts' logits are concatenated, which would
@@ -81,24 +119,12 @@ Result<Tensor> PipelineModel::forward(const ForwardBatch& batch, KvCache& cache,
       split ? std::min<size_t>(num_seqs, size_t(std::max<int64_t>(1, options_.max_micro_batches))) : 1;
   const uint64_t first_step = next_step_id_;
   next_step_id_ += num_parts;
-
-  // The parts' logits. With several parts a receiver thread takes them while this thread computes
-  // and sends the rest (the last stage blocks sending part 1's logits until someone receives
-  // them); a single part is received here once it is sent, with no thread per step.
-  std::vector<Result<Tensor>> received(num_parts, make_error(ErrorCode::internal, "not received"));
-  auto receive_all = [&] {
-    for (size_t part = 0; part < num_parts; ++part) {
-      auto bytes = receive_message(from_last_, first_step + part, options_.step_timeout, aborted_);
-      if (!bytes.ok()) {
-        received[part] = bytes.error();
-        return;
-      }
-      received[part] = decode_logits(bytes.value(), first_step + part);
-      if (!received[part].ok()) return;
-    }
-  };
-  std::thread receiver;
-  if (num_parts > 1) receiver = std::thread(receive_all);
+  {
+    // Queued before the first part is sent: the receiver waits for its logits from then on.
+    std::lock_guard lock(mutex_);
+    for (size_t part = 0; part < num_parts; ++part) to_receive_.push_back(first_step + part);
+  }
+  changed_.notify_all();
 
   Status sent = Status::success();
   for (size_t part = 0; part < num_parts && sent.ok(); ++part) {
@@ -114,18 +140,38 @@ Result<Tensor> PipelineModel::forward(const ForwardBatch& batch, KvCache& cache,
     const std::vector<uint8_t> bytes = encode_step(first_step + part, piece, mode, host);
     sent = to_next_.send(first_step + part, bytes.data(), bytes.size(), options_.step_timeout);
   }
-  if (!sent.ok()) aborted_.store(true);  // no one may wait for logits that never come
-  if (receiver.joinable()) receiver.join();
-  else if (sent.ok()) receive_all();
-  if (!sent.ok()) return fail("sending to " + to_next_.peer() + ": " + sent.error().message);
+  if (!sent.ok()) {
+    aborted_.store(true);  // no one may wait for logits that never come
+    return fail("sending to " + to_next_.peer() + ": " + sent.error().message);
+  }
+  started_[first_step] = Started{first_step, num_parts};
+  return first_step;
+}
 
+Result<Tensor> PipelineModel::finish_step(uint64_t ticket) {
+  auto it = started_.find(ticket);
+  if (it == started_.end())
+    return make_error(ErrorCode::internal, "pipeline: no step in flight under ticket " + std::to_string(ticket));
+  const Started step = it->second;
+  started_.erase(it);
+  std::vector<Result<Tensor>> received;
+  {
+    std::unique_lock lock(mutex_);
+    for (size_t part = 0; part < step.num_parts; ++part) {
+      const uint64_t id = step.first_id + part;
+      changed_.wait(lock, [&] { return received_.count(id) > 0; });
+      auto got = received_.find(id);
+      received.push_back(std::move(got->second));
+      received_.erase(got);
+    }
+  }
   int64_t rows = 0, vocab = 0;
   for (auto& part : received) {
     if (!part.ok()) return fail("receiving logits from " + from_last_.peer() + ": " + part.error().message);
     rows += part->size(0);
     vocab = part->size(1);
   }
-  if (num_parts == 1) return std::move(received[0].value());
+  if (received.size() == 1) return std::move(received[0].value());
   Tensor logits = Tensor::empty(DType::f32, {rows, vocab});
   size_t offset = 0;
   for (auto& part : received) {

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <deque>
 #include <map>
 #include <random>
 #include <set>
@@ -338,6 +339,136 @@ TEST(Scheduler, RandomizedSimulationKeepsInvariants) {
   }
   EXPECT_GT(num_preemptions, 0) << "the simulation never exercised preemption";
   EXPECT_GT(num_hits, 0) << "the simulation never hit the prefix cache";
+}
+
+// Chunked prefill under decode load: a long prompt arriving while 8 streams decode is cut into
+// chunks of what their decode tokens leave of the budget; every step stays within the budget and
+// every decoding sequence gets its token every step until the prompt is done.
+TEST(Scheduler, DecodesRunEveryStepWhileALongPromptIsChunked) {
+  const int64_t budget = 24;
+  Scheduler s(make_config(400, 4, budget, 16));
+  for (int k = 0; k < 8; ++k) ASSERT_TRUE(s.add(make_seq("d" + std::to_string(k), 3, 200, 100 + 10 * k)).ok());
+  ScheduledBatch batch;
+  step(s, batch);  // the 8 prompts (24 tokens)
+  ASSERT_TRUE(s.add(make_seq("long", 600, 2, 300)).ok());
+  int64_t num_chunks = 0, num_prompt_done = 0;
+  while (s.find("long") && s.find("long")->num_output_tokens() == 0) {
+    std::set<int64_t> decoding;
+    for (int k = 0; k < 8; ++k)
+      if (Sequence* seq = s.find("d" + std::to_string(k)); seq && !seq->is_prefill()) decoding.insert(seq->id);
+    ASSERT_EQ(decoding.size(), 8u);
+    batch = s.schedule();
+    ASSERT_TRUE(s.check_invariants().ok()) << s.check_invariants().error().message;
+    ASSERT_LE(batch.num_batched_tokens, budget);
+    int64_t sum = 0, long_chunk = 0;
+    for (const auto& e : batch.entries) {
+      sum += e.num_new_tokens;
+      decoding.erase(e.seq_id);
+      if (e.seq->request_id == "long") long_chunk = e.num_new_tokens;
+    }
+    ASSERT_EQ(sum, batch.num_batched_tokens);
+    EXPECT_TRUE(decoding.empty()) << decoding.size() << " decoding sequences left out of step " << num_chunks;
+    EXPECT_EQ(long_chunk, std::min<int64_t>(budget - 8, 600 - num_prompt_done)) << "chunk " << num_chunks;
+    num_prompt_done += long_chunk;
+    ++num_chunks;
+    auto done = s.postprocess(batch, fake_sample(batch));
+    ASSERT_TRUE(done.ok());
+    ASSERT_LT(num_chunks, 200) << "the prompt never finished";
+  }
+  EXPECT_EQ(num_chunks, (600 + budget - 9) / (budget - 8));
+}
+
+// Two batches in flight at once (a two-stage pipeline's engine): each batch takes at most half
+// the live sequences, the batches in flight never share a sequence, a sequence in flight is never
+// preempted, a batch reads only KV written by steps scheduled before it, and every finished
+// sequence's tokens match an uninterrupted run; aborts wait until a sequence is out of flight.
+TEST(Scheduler, BatchesInFlightHoldDifferentSequences) {
+  int64_t num_preemptions = 0, num_both_busy = 0;
+  for (uint64_t trial = 0; trial < 6; ++trial) {
+    std::mt19937_64 gen(100 + trial);
+    auto uniform = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
+    const int64_t block_size = int64_t{1} << uniform(0, 3);
+    const int64_t num_blocks = uniform(8, 40);
+    const int64_t budget = uniform(4, 64);
+    Scheduler s(make_config(num_blocks, block_size, budget, uniform(2, 8)));
+    const int64_t capacity = num_blocks * block_size;
+    std::vector<int32_t> kv(capacity, -1);
+    std::deque<ScheduledBatch> in_flight;
+    int64_t num_added = 0, num_done = 0;
+    std::set<std::string> live;
+    for (int step_no = 0; step_no < 8000; ++step_no) {
+      if (step_no < 300 && uniform(0, 2) == 0) {
+        const std::string id = "f" + std::to_string(trial) + "-" + std::to_string(num_added++);
+        ASSERT_TRUE(s.add(make_seq(id, uniform(1, std::min<int64_t>(capacity, 40)), uniform(1, 25),
+                                   static_cast<int32_t>(uniform(100, 900))))
+                        .ok());
+        live.insert(id);
+      }
+      if (!live.empty() && uniform(0, 15) == 0) {
+        auto it = std::next(live.begin(), uniform(0, static_cast<int64_t>(live.size()) - 1));
+        if (!s.is_in_flight(*it)) {
+          ASSERT_NE(s.abort(*it), nullptr);
+          live.erase(it);
+          ++num_done;
+        }
+      }
+      // Fill: up to two batches, each at most half the live sequences.
+      while (in_flight.size() < 2) {
+        const int64_t cap = std::max<int64_t>(1, (s.num_running() + s.num_waiting() + 1) / 2);
+        std::set<int64_t> busy;
+        for (const auto& b : in_flight)
+          for (const auto& e : b.entries) busy.insert(e.seq_id);
+        ScheduledBatch batch = s.schedule(cap);
+        ASSERT_TRUE(s.check_invariants().ok()) << s.check_invariants().error().message;
+        ASSERT_LE(int64_t(batch.entries.size()), cap);
+        ASSERT_LE(batch.num_batched_tokens, budget);
+        for (const Sequence* p : batch.preempted) ASSERT_EQ(busy.count(p->id), 0u) << "preempted in flight";
+        for (const auto& e : batch.entries) {
+          ASSERT_TRUE(busy.insert(e.seq_id).second) << "sequence in two batches in flight";
+          const auto& table = s.block_manager().block_table(e.seq_id);
+          for (int64_t pos = 0; pos < e.start_position + e.num_new_tokens; ++pos) {
+            int32_t& slot = kv[table[pos / block_size] * block_size + pos % block_size];
+            if (pos < e.start_position) {
+              ASSERT_EQ(slot, e.seq->token_at(pos)) << "stale KV at position " << pos << " of " << e.seq->request_id;
+            } else {
+              slot = e.seq->token_at(pos);
+            }
+          }
+        }
+        for (auto& f : batch.finished) {
+          ASSERT_EQ(live.erase(f->request_id), 1u);
+          ++num_done;
+        }
+        if (batch.empty()) break;
+        in_flight.push_back(std::move(batch));
+      }
+      if (in_flight.size() == 2) ++num_both_busy;
+      if (in_flight.empty()) {
+        ASSERT_FALSE(s.has_unfinished() && step_no >= 300) << "stalled at step " << step_no;
+        if (step_no >= 300) break;
+        continue;
+      }
+      ScheduledBatch batch = std::move(in_flight.front());
+      in_flight.pop_front();
+      auto done = s.postprocess(batch, fake_sample(batch, 23));
+      ASSERT_TRUE(done.ok()) << done.error().message;
+      ASSERT_TRUE(s.check_invariants().ok()) << s.check_invariants().error().message;
+      for (auto& f : *done) {
+        ASSERT_EQ(live.erase(f->request_id), 1u);
+        ++num_done;
+        Sequence replay(f->request_id, f->prompt_ids, f->params);
+        for (int64_t k = 0; k < f->num_output_tokens(); ++k) replay.output_ids.push_back(fake_next(replay, 23));
+        ASSERT_EQ(f->output_ids, replay.output_ids);
+      }
+    }
+    EXPECT_FALSE(s.has_unfinished()) << "trial " << trial << " did not drain";
+    EXPECT_EQ(num_done, num_added);
+    EXPECT_EQ(s.num_in_flight(), 0);
+    EXPECT_EQ(s.block_manager().num_used_blocks(), 0);
+    num_preemptions += s.num_preemptions_total();
+  }
+  EXPECT_GT(num_preemptions, 0) << "the simulation never exercised preemption";
+  EXPECT_GT(num_both_busy, 100) << "two batches were rarely in flight together";
 }
 
 TEST(SchedulerPrefixCache, ASharedPrefixStartsAfterItsCachedBlocks) {
