@@ -196,17 +196,25 @@ TEST(GrafanaDashboard, PrometheusScrapesALiveServerAndEveryPanelHasData) {
     ::_exit(127);
   }
   ASSERT_GT(pid, 0);
-  // Requests keep flowing across several scrapes, so every rate() sees increases.
+  // Requests keep flowing across several scrapes, so every rate() sees increases. Prometheus may
+  // start slowly on a loaded machine: up to a minute for three scrapes.
   auto c = server.client();
   bool scraped = false;
-  for (int i = 0; i < 80 && !scraped; ++i) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (int i = 1; !scraped && std::chrono::steady_clock::now() < deadline; ++i) {
     post_json(c, "/v1/chat/completions",
               json{{"model", "tiny"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 4}});
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (i >= 40 && i % 10 == 0)  // after 4 s: have at least three scrapes landed?
+    if (i % 10 == 0)  // once a second: have three scrapes landed?
       scraped = run_and_read("timeout 10 " + promtool + " query instant -o json http://" + web +
                              " 'count_over_time(up[1m]) >= 3' 2>/dev/null")
                     .find("\"value\"") != std::string::npos;
+  }
+  // Two more scrapes with traffic between them, so rates over the last ones are not zero.
+  for (int i = 0; i < 20; ++i) {
+    post_json(c, "/v1/chat/completions",
+              json{{"model", "tiny"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 4}});
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(scraped) << "Prometheus did not scrape the server";
   int num_queried = 0;
