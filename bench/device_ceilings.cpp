@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -12,10 +13,53 @@
 #include "bench/bench_log.hpp"
 #include "kernels/fp8_block_gemm.hpp"
 #include "kernels/gemv.hpp"
+#include "kernels/stream_read.hpp"
 
 namespace troupe::bench {
 
-// (a) Device-to-device copy of 2 GiB: bytes read + written per second, GB/s.
+namespace {
+
+// Device-to-device copy of `bytes`: (read + written) bytes per second, GB/s.
+double copy_bandwidth(void* src, void* dst, size_t bytes) {
+  const double ms = time_events_ms(10, [&] { cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice); });
+  if (!cuda_ok(cudaGetLastError(), "bandwidth copy") || ms <= 0) return 0;
+  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
+}
+
+// The read-only streaming kernel over `bytes`: bytes read per second, GB/s (the best of a few grid
+// sizes, each a median of 10).
+double read_bandwidth(const void* src, size_t bytes) {
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  uint32_t* partials = nullptr;
+  if (sms <= 0 || !cuda_ok(cudaMalloc(&partials, 65535 * sizeof(uint32_t)), "cudaMalloc partials")) return 0;
+  double best = 0;
+  for (int per_sm : {2, 4, 8}) {
+    const int blocks = std::min(65535, per_sm * sms);
+    cudaError_t launch = cudaSuccess;
+    const double ms = time_events_ms(10, [&] {
+      const cudaError_t e = kernels::launch_stream_read(src, bytes / 16, partials, blocks, nullptr);
+      if (e != cudaSuccess) launch = e;
+    });
+    if (launch == cudaSuccess && cuda_ok(cudaGetLastError(), "stream_read") && ms > 0)
+      best = std::max(best, double(bytes) / (ms * 1e-3) / 1e9);
+  }
+  cudaFree(partials);
+  return best;
+}
+
+}  // namespace
+
+double datasheet_bandwidth() {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return 0;
+  const std::string name = prop.name;
+  if (name.find("H200") != std::string::npos) return 4800;
+  if (name.find("H100") != std::string::npos) return name.find("PCIe") != std::string::npos ? 2000 : 3350;
+  if (name.find("A100") != std::string::npos) return prop.totalGlobalMem > (size_t(60) << 30) ? 2039 : 1555;
+  return 0;
+}
+
 double measure_bandwidth() {
   const size_t bytes = size_t(2) << 30;
   void *src = nullptr, *dst = nullptr;
@@ -24,11 +68,25 @@ double measure_bandwidth() {
     return 0;
   }
   cudaMemset(src, 1, bytes);
-  const double ms = time_events_ms(10, [&] { cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice); });
+  const double copy = copy_bandwidth(src, dst, bytes);
+  const double read = read_bandwidth(src, bytes);
   cudaFree(src);
   cudaFree(dst);
-  if (!cuda_ok(cudaGetLastError(), "bandwidth copy") || ms <= 0) return 0;
-  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
+  const double sheet = datasheet_bandwidth();
+  if (copy > 0)
+    add_record({"hbm_copy_bandwidth", copy, "GB/s", sheet > 0 ? sheet : std::optional<double>(),
+                sheet > 0 ? copy / sheet : std::optional<double>(),
+                "cudaMemcpy D2D of 2 GiB, (read + written bytes) / time, median of 10; limit = datasheet"});
+  if (read > 0)
+    add_record({"hbm_read_bandwidth", read, "GB/s", sheet > 0 ? sheet : std::optional<double>(),
+                sheet > 0 ? read / sheet : std::optional<double>(),
+                "read-only streaming kernel (kernels/stream_read) over 2 GiB, bytes read / time, best grid of 2/4/8 "
+                "blocks per SM, median of 10 each; limit = datasheet"});
+  if (sheet > 0)
+    add_record({"hbm_datasheet_bandwidth", sheet, "GB/s", {}, {}, "the vendor's figure for this device"});
+  say("HBM: copy %.0f GB/s, read-only stream %.0f GB/s, datasheet %.0f GB/s; limit = %.0f GB/s", copy, read, sheet,
+      std::max(copy, read));
+  return std::max(copy, read);
 }
 
 // (b) 8192^3 products: fp32 SGEMM in pedantic math (the backend's mode) and bf16 GemmEx with fp32

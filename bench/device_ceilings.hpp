@@ -50,8 +50,15 @@ double time_events_ms(int reps, Fn fn) {
   return median(ms);
 }
 
-// (a) Device-to-device copy of 2 GiB: bytes read + written per second, GB/s (0 on failure).
+// (a) The HBM bandwidth limit, GB/s (0 on failure): the better of a device-to-device copy of 2 GiB
+// ((read + written bytes) / time) and a read-only streaming kernel over 2 GiB (kernels/stream_read:
+// bytes read / time), both measured here. Weight-streaming kernels only read, and beat the copy, so
+// the copy alone is not the ceiling (bench/README.md). Writes the records hbm_copy_bandwidth,
+// hbm_read_bandwidth and, where the device is known, hbm_datasheet_bandwidth.
 double measure_bandwidth();
+// The datasheet HBM bandwidth of the device this process runs on (device 0), GB/s: 4,800 for an
+// H200, 3,350 for an H100 SXM; 0 where the name is not known.
+double datasheet_bandwidth();
 // (b) 8192^3 products: fp32 SGEMM in pedantic math and bf16 GemmEx with fp32 accumulation.
 // Returns {fp32, bf16} TFLOP/s.
 std::pair<double, double> measure_matmul();

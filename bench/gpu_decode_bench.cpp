@@ -86,6 +86,25 @@ ParamCount count_params(const ModelConfig& c) {
 }
 
 
+// The bytes of every weight as the device holds it (Backend::weight_dtype, or e4m3 with fp32 block
+// scales), the embedding table apart unless tied (a decode step reads one row per token of it).
+struct WeightBytes {
+  int64_t read_per_step = 0;
+  bool fp8 = false;
+  void add(const std::string& name, const Tensor& host, DType weight_dtype) {
+    int64_t bytes = 0;
+    if (host.dtype() == DType::f8_e4m3) {
+      fp8 = true;
+      bytes = host.numel() + (host.has_block_scale() ? host.block_scale().numel() * 4 : 0);
+    } else {
+      bytes = host.numel() * int64_t(dtype_size(weight_dtype));
+    }
+    if (name == "model.embed_tokens.weight" && !tied) return;
+    read_per_step += bytes;
+  }
+  bool tied = false;
+};
+
 std::string metric_suffix(const std::string& dir) {
   std::string name = dir;
   while (!name.empty() && name.back() == '/') name.pop_back();
@@ -187,7 +206,10 @@ int run(int argc, char** argv) {
 
   // (a) + (b) before the model takes the memory.
   const double bw_gbs = bench::measure_bandwidth();
-  if (bw_gbs > 0) add_record({"hbm_bandwidth", bw_gbs, "GB/s", {}, {}, "cudaMemcpy D2D of 2 GiB, (read+write)/time, median of 10"});
+  if (bw_gbs > 0)
+    add_record({"hbm_bandwidth", bw_gbs, "GB/s", {}, {},
+                "the HBM limit of every bytes figure here: the better of hbm_copy_bandwidth and hbm_read_bandwidth"});
+  const double sheet_gbs = bench::datasheet_bandwidth();
   const auto [fp32_tf, bf16_tf] = bench::measure_matmul();
   if (fp32_tf > 0) add_record({"matmul_fp32_tflops", fp32_tf, "TFLOP/s", {}, {}, "cublasSgemm 8192^3, pedantic fp32 (no TF32), median of 10"});
   if (bf16_tf > 0) add_record({"matmul_bf16_tflops", bf16_tf, "TFLOP/s", {}, {}, "cublasGemmEx bf16 in/out 8192^3, CUBLAS_COMPUTE_32F, median of 10"});
@@ -219,18 +241,27 @@ int run(int argc, char** argv) {
   // The model runs on a pass-through ProfilingBackend, so one step can be profiled op by op (c2).
   bench::ProfilingBackend profiler(*backend.value());
   std::unique_ptr<Model> model;
+  WeightBytes weight_bytes;
+  weight_bytes.tied = config->tie_word_embeddings;
   try {
     // The dummy loader, printing progress every few layers.
-    WeightLoader dummy = dummy_weight_loader();
+    // FP8 block checkpoints (quantization_config fp8) get FP8 projections with 128x128 scales, as
+    // `--load-format dummy` gives them.
+    DummyWeightOptions dummy_options;
+    dummy_options.fp8_blocks = config->quantization.is_fp8() && backend.value()->keeps_fp8_weights();
+    if (dummy_options.fp8_blocks) say("FP8 block weights (quantization_config fp8): projections stay e4m3 in HBM");
+    WeightLoader dummy = dummy_weight_loader(dummy_options);
     const int64_t num_layers = config->num_hidden_layers;
     WeightLoader loader = [&](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
+      auto weight = dummy(name, shape);
+      if (weight.ok()) weight_bytes.add(name, weight.value(), backend.value()->weight_dtype());
       const std::string tag = ".input_layernorm.weight";
       if (name.size() > tag.size() && name.compare(name.size() - tag.size(), tag.size(), tag) == 0) {
         const size_t dot = name.find('.', 13);  // "model.layers.<i>."
         const int64_t layer = std::atoll(name.substr(13, dot - 13).c_str());
         if (layer % 4 == 0) say("  loading layer %lld / %lld", (long long)layer, (long long)num_layers);
       }
-      return dummy(name, shape);
+      return weight;
     };
     auto loaded = load_model(config.value(), loader, profiler);
     if (!loaded.ok()) {
@@ -254,31 +285,36 @@ int run(int argc, char** argv) {
   Model& eager = graphed.inner();
   Model& decoder = g_args.enforce_eager ? eager : static_cast<Model&>(graphed);
 
-  // Bytes one decode step must read: every weight but the embedding table (one row per token),
-  // plus the KV cache of the context (2 x layers x kv_heads x head_dim per token).
+  // Bytes one decode step must read: every weight as it is stored on the device (bf16, or e4m3 plus
+  // its fp32 block scales), but the embedding table (one row per token), plus the KV cache of the
+  // context (2 x layers x kv_heads x head_dim per token, bf16).
   const ModelConfig& c = config.value();
-  const int64_t read_params = params.total - (c.tie_word_embeddings ? 0 : params.embedding);
   const double kv_elems = 2.0 * double(c.num_hidden_layers * c.num_key_value_heads * c.head_dim) * double(g_args.context);
-  const double bytes_bf16 = 2.0 * (double(read_params) + kv_elems);
-  const double bytes_fp32 = 4.0 * (double(read_params) + kv_elems);
+  const double step_bytes = double(weight_bytes.read_per_step) + 2.0 * kv_elems;
+  const double bytes_fp32 = 4.0 * (double(params.total - (c.tie_word_embeddings ? 0 : params.embedding)) + kv_elems);
+  say("one decode step reads %.2f GB of weights (%s) + %.3f GB of KV per sequence", double(weight_bytes.read_per_step) / 1e9,
+      weight_bytes.fp8 ? "FP8 projections" : "bf16", 2.0 * kv_elems / 1e9);
   double decode_b1_ms = 0;
   say("decode batch 1, context %lld, %lld timed steps", (long long)g_args.context, (long long)g_args.decode_steps);
   StepTimes b1 = run_steps(decoder, profiler, 1, 1, g_args.context, 3, g_args.decode_steps, 60);
   if (b1.ok && !b1.ms.empty()) {
     decode_b1_ms = median(b1.ms);
-    const double roof_bf16 = bw_gbs > 0 ? bytes_bf16 / (bw_gbs * 1e9) * 1e3 : 0;
+    const double roof_bf16 = bw_gbs > 0 ? step_bytes / (bw_gbs * 1e9) * 1e3 : 0;
     const double roof_fp32 = bw_gbs > 0 ? bytes_fp32 / (bw_gbs * 1e9) * 1e3 : 0;
     std::ostringstream note;
     note << "median of " << b1.ms.size() << " steps at context " << g_args.context
          << (g_args.enforce_eager ? ", eager (--enforce-eager)" : ", CUDA graphs")
-         << "; limit = bf16 (checkpoint dtype) weights except the embedding table + bf16 KV reads / measured HBM bandwidth ("
-         << bytes_bf16 / 1e9 << " GB); fp32 roofline (what the fp32 backend reads) " << roof_fp32 << " ms";
+         << "; limit = the weights as held on the device (bf16, or e4m3 + block scales) except the embedding table + bf16 KV reads / HBM limit ("
+         << step_bytes / 1e9 << " GB); fp32 roofline (what the fp32 backend reads) " << roof_fp32 << " ms";
     BenchRecord r{"decode_b1_" + suffix, decode_b1_ms, "ms/token", {}, {}, note.str()};
     if (roof_bf16 > 0) {
       r.limit = roof_bf16;
       r.fraction_of_limit = roof_bf16 / decode_b1_ms;
     }
     add_record(r);
+    if (sheet_gbs > 0)
+      add_record({"decode_b1_" + suffix + "_vs_datasheet", decode_b1_ms, "ms/token", step_bytes / (sheet_gbs * 1e9) * 1e3,
+                  step_bytes / (sheet_gbs * 1e9) * 1e3 / decode_b1_ms, "the same step against the datasheet bandwidth"});
     add_record({"decode_b1_" + suffix + "_host", median(b1.host_ms), "ms", decode_b1_ms, median(b1.host_ms) / decode_b1_ms,
                 "host time until forward returns (the model's host code, staging and the launch), median; the GPU "
                 "waits for it at each step since the step's inputs come after the previous step's sync"});
@@ -369,6 +405,17 @@ int run(int argc, char** argv) {
     StepTimes t = (batch == 1 && decode_b1_ms > 0) ? b1 : run_steps(decoder, profiler, batch, 1, g_args.context, 2, 10, 60);
     if (!t.ok || t.ms.empty()) continue;
     const double ms = median(t.ms);
+    if (batch > 1 && bw_gbs > 0) {
+      // Weights once for the batch, each sequence's own KV.
+      const double bytes = double(weight_bytes.read_per_step) + double(batch) * 2.0 * kv_elems;
+      const double roof = bytes / (bw_gbs * 1e9) * 1e3;
+      add_record({"decode_b" + std::to_string(batch) + "_" + suffix, ms, "ms/step", roof, roof / ms,
+                  "median step at context " + std::to_string(g_args.context) + (g_args.enforce_eager ? ", eager" : ", CUDA graphs") +
+                      "; limit = (weights once + every sequence's KV) bytes / HBM limit (" + std::to_string(bytes / 1e9) + " GB)"});
+      if (sheet_gbs > 0)
+        add_record({"decode_b" + std::to_string(batch) + "_" + suffix + "_vs_datasheet", ms, "ms/step",
+                    bytes / (sheet_gbs * 1e9) * 1e3, bytes / (sheet_gbs * 1e9) * 1e3 / ms, "against the datasheet bandwidth"});
+    }
     add_record({"decode_throughput_b" + std::to_string(batch), double(batch) * 1e3 / ms, "tokens/s", {}, {},
                 "median step " + std::to_string(ms) + " ms over " + std::to_string(t.ms.size()) + " steps, context " +
                     std::to_string(g_args.context) + ", " + suffix + " dummy weights" +
