@@ -170,10 +170,10 @@ std::string metric_name(std::string op) {
 }  // namespace
 
 void profile_step(Model& model, ProfilingBackend& profiler, int64_t num_new, int64_t context, int64_t warm,
-                  const std::string& prefix, const std::string& what, double unprofiled_ms) {
+                  const std::string& prefix, const std::string& what, double unprofiled_ms, int64_t num_seqs) {
   say("%s, op by op (CUDA events around every backend call):", what.c_str());
   std::vector<OpProfile> ops;
-  StepTimes t = run_steps(model, profiler, 1, num_new, context, warm, 1, 30, &profiler, &ops);
+  StepTimes t = run_steps(model, profiler, num_seqs, num_new, context, warm, 1, 30, &profiler, &ops);
   if (!t.ok || t.ms.empty() || ops.empty()) {
     say("  profile failed");
     return;

@@ -31,11 +31,11 @@ StepTimes run_steps(Model& model, Backend& backend, int64_t num_seqs, int64_t nu
 // account for, or 0 on failure.
 double linear_ms_per_step(cuda::CudaBackend& backend, const ModelConfig& c, double bw_gbs);
 
-// (c2) Runs `warm` unprofiled steps of one sequence of `num_new` tokens at `context`, then records
+// (c2) Runs `warm` unprofiled steps of `num_seqs` sequences of `num_new` tokens at `context`, then records
 // one step (forward + argmax) through `profiler` and writes one record per op (`prefix` + op name):
 // its CUDA-event time summed over the step against the profiled step's wall time, plus the time no
 // op accounts for and the host gaps.
 void profile_step(Model& model, ProfilingBackend& profiler, int64_t num_new, int64_t context, int64_t warm,
-                  const std::string& prefix, const std::string& what, double unprofiled_ms);
+                  const std::string& prefix, const std::string& what, double unprofiled_ms, int64_t num_seqs = 1);
 
 }  // namespace troupe::bench

@@ -415,6 +415,12 @@ int run(int argc, char** argv) {
       if (sheet_gbs > 0)
         add_record({"decode_b" + std::to_string(batch) + "_" + suffix + "_vs_datasheet", ms, "ms/step",
                     bytes / (sheet_gbs * 1e9) * 1e3, bytes / (sheet_gbs * 1e9) * 1e3 / ms, "against the datasheet bandwidth"});
+      // The largest batch, op by op: where a batched step's time goes.
+      if (batch == g_args.batches.back() && remaining_s() > 40)
+        bench::profile_step(eager, profiler, 1, g_args.context, 2, "decode_b" + std::to_string(batch) + "_share_",
+                            "one batch-" + std::to_string(batch) + " decode step (forward + argmax) at context " +
+                                std::to_string(g_args.context),
+                            ms, batch);
     }
     add_record({"decode_throughput_b" + std::to_string(batch), double(batch) * 1e3 / ms, "tokens/s", {}, {},
                 "median step " + std::to_string(ms) + " ms over " + std::to_string(t.ms.size()) + " steps, context " +
