@@ -31,8 +31,8 @@ struct RefusedFlag {
   const char* why;
 };
 constexpr RefusedFlag kRefusedFlags[] = {
-    {"--quantization", "troupe serves the checkpoint's own weights (bf16/fp32, or FP8 with block scales as "
-                       "DeepSeek ships them); no other quantization"},
+    {"--quantization", "troupe serves the checkpoint's own weights (bf16/fp32, or FP8 with 128x128 block, per-tensor "
+                       "or per-channel scales); no other quantization"},
     {"--kv-cache-dtype", "the KV cache keeps the model's dtype"},
     {"--tokenizer", "troupe reads the tokenizer from the model folder"},
     {"--revision", "troupe serves a local folder; check out the revision there"},

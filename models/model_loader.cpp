@@ -7,6 +7,7 @@
 #include "models/llama_model.hpp"
 #include "runtime/file_prefetcher.hpp"
 #include "runtime/fp8_block.hpp"
+#include "runtime/fp8_scales.hpp"
 #include "runtime/load_progress.hpp"
 #include "runtime/weight_store.hpp"
 
@@ -22,6 +23,13 @@ WeightLoader weight_store_loader(const WeightStore& store, const QuantizationCon
       if (!quantization.is_fp8())
         return make_error(ErrorCode::corrupt_data, "tensor '" + name + "' in " + view->file +
                                                        " is F8_E4M3 but config.json has no fp8 quantization_config");
+      if (quantization.weight_scale != "block") {  // one scale per tensor or per output channel
+        auto scale = store.get(fp8_weight_scale_name(name));
+        if (!scale.ok())
+          return make_error(ErrorCode::corrupt_data, "tensor '" + name + "' in " + view->file +
+                                                         " is F8_E4M3 without its '" + fp8_weight_scale_name(name) + "'");
+        return fp8_scaled_weight(view.value(), scale.value(), quantization.weight_scale, fp8 == Fp8Weights::keep);
+      }
       auto scale = store.get(fp8_scale_name(name));
       if (!scale.ok())
         return make_error(ErrorCode::corrupt_data, "tensor '" + name + "' in " + view->file + " is F8_E4M3 without its '" +

@@ -73,11 +73,15 @@ struct MoeConfig {
   }
 };
 
-// `quantization_config` of an FP8 block checkpoint (DeepSeek-V3/R1, Qwen3-FP8): each quantized
-// linear weight W [out, in] is F8_E4M3 with W_scale_inv F32 [ceil(out/bn), ceil(in/bk)]; the
-// weight is fp8 * scale_inv. method "": not quantized.
+// `quantization_config` of an FP8 checkpoint; method "": not quantized. Each quantized linear
+// weight W [out, in] is F8_E4M3 with, by weight_scale:
+//   "block"   (DeepSeek-V3/R1, Qwen3-FP8): W_scale_inv F32 [ceil(out/bn), ceil(in/bk)];
+//   "tensor"  (AutoFP8 `fp8` without weight_block_size, compressed-tensors "tensor"): W_scale, one value;
+//   "channel" (compressed-tensors "channel", fbgemm_fp8): W_scale [out] or [out, 1];
+// the weight is fp8 times its scale (runtime/fp8_block.hpp, runtime/fp8_scales.hpp).
 struct QuantizationConfig {
-  std::string method;  // "" | "fp8"
+  std::string method;  // "" | "fp8" (also for compressed-tensors and fbgemm_fp8)
+  std::string weight_scale = "block";  // "block" | "tensor" | "channel"
   std::string fmt = "e4m3";
   int64_t block_n = 128;  // weight_block_size [block_n, block_k]
   int64_t block_k = 128;

@@ -89,6 +89,45 @@ Status parse_deepseek_v3(const FieldReader& field, ModelConfig* config) {
   return Status::success();
 }
 
+namespace {
+
+// compressed-tensors (llm-compressor, RedHatAI's FP8 checkpoints): every config group must quantize
+// weights to 8-bit floats with one strategy, "tensor" or "channel".
+Status parse_compressed_tensors(const FieldReader& quant, QuantizationConfig* out) {
+  auto groups = quant.find_object("config_groups");
+  if (!groups.ok()) return groups.error();
+  if (groups.value() == nullptr || groups.value()->empty())
+    return quant.error("config_groups", "is missing or empty");
+  std::string strategy;
+  for (const auto& [group_name, group] : groups.value()->items()) {
+    const std::string where = "config_groups." + group_name + ".weights";
+    const json* weights = group.is_object() ? &group : nullptr;
+    if (weights) weights = weights->contains("weights") ? &(*weights)["weights"] : nullptr;
+    if (!weights || !weights->is_object()) return quant.error(where.c_str(), "is missing");
+    auto text = [&](const char* key) {
+      const auto it = weights->find(key);
+      return it != weights->end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    const auto bits_it = weights->find("num_bits");
+    const int64_t bits = bits_it != weights->end() && bits_it->is_number_integer() ? bits_it->get<int64_t>() : 0;
+    const std::string type = text("type"), group_strategy = text("strategy");
+    if (type != "float" || bits != 8)
+      return quant.unsupported(where.c_str(), "type '" + type + "' with " + std::to_string(bits) +
+                                                  " bits is not supported (supported: 8-bit float, FP8 e4m3)");
+    if (group_strategy != "tensor" && group_strategy != "channel")
+      return quant.unsupported(where.c_str(), "strategy '" + group_strategy +
+                                                  "' is not supported (supported: tensor, channel; DeepSeek-style "
+                                                  "128x128 blocks as quant_method fp8)");
+    if (!strategy.empty() && strategy != group_strategy)
+      return quant.unsupported(where.c_str(), "mixes strategies '" + strategy + "' and '" + group_strategy + "'");
+    strategy = group_strategy;
+  }
+  out->weight_scale = strategy;
+  return Status::success();
+}
+
+}  // namespace
+
 Status parse_quantization(const FieldReader& field, QuantizationConfig* out) {
   auto found = field.find_object("quantization_config");
   if (!found.ok()) return found.error();
@@ -97,16 +136,35 @@ Status parse_quantization(const FieldReader& field, QuantizationConfig* out) {
   std::string method;
   TROUPE_TRY(quant.read_string("quant_method", &method));
   if (method.empty()) return quant.error("quant_method", "is missing");
+  // Every FP8 format troupe reads ends up as method "fp8" with its weight scales' layout.
+  if (method == "compressed-tensors") {
+    TROUPE_TRY(parse_compressed_tensors(quant, out));
+    out->method = "fp8";
+    return Status::success();
+  }
+  if (method == "fbgemm_fp8") {  // per-channel weight scales, dynamic per-token activation scales
+    out->method = "fp8";
+    out->weight_scale = "channel";
+    return Status::success();
+  }
   if (method != "fp8")
-    return quant.unsupported("quant_method", "'" + method + "' is not supported (supported: fp8 with 128x128 blocks)");
+    return quant.unsupported("quant_method", "'" + method +
+                                                 "' is not supported (supported: fp8 (128x128 blocks or one scale "
+                                                 "per tensor), compressed-tensors FP8 (tensor or channel), fbgemm_fp8)");
   out->method = method;
   TROUPE_TRY(quant.read_string("fmt", &out->fmt));
   if (out->fmt != "e4m3") return quant.unsupported("fmt", "'" + out->fmt + "' is not supported (supported: e4m3)");
   TROUPE_TRY(quant.read_string("activation_scheme", &out->activation_scheme));
-  if (out->activation_scheme != "dynamic")
-    return quant.unsupported("activation_scheme", "'" + out->activation_scheme + "' is not supported (supported: dynamic)");
+  // "static" checkpoints carry input scales; troupe quantizes activations per token and 128
+  // channels at run time instead (finer), so they are not read.
+  if (out->activation_scheme != "dynamic" && out->activation_scheme != "static")
+    return quant.unsupported("activation_scheme",
+                             "'" + out->activation_scheme + "' is not supported (supported: dynamic, static)");
   const json* block = quant.find("weight_block_size");
-  if (!block) return quant.unsupported("weight_block_size", "is missing: only block-wise FP8 (128x128) is supported");
+  if (!block) {  // AutoFP8's format: one weight_scale per tensor
+    out->weight_scale = "tensor";
+    return Status::success();
+  }
   if (!block->is_array() || block->size() != 2 || !(*block)[0].is_number_integer() || !(*block)[1].is_number_integer())
     return quant.error("weight_block_size", "must be a list of two integers, got " + block->dump());
   out->block_n = (*block)[0].get<int64_t>();
