@@ -6,6 +6,7 @@
 //   - the group restarts at a new epoch on the survivor and the spare, their tensor channel
 //     crossing the veth pairs (the workers advertise the address that routes to the head);
 //   - every request finishes whole: none lost, none cut short;
+//   - the drop rule holds: nothing from the cut namespace joins while it stands (4 s at least);
 //   - once the partition heals, the old worker joins again as a new node (its old node id is
 //     refused: the head declared it lost) and the serving group is not disturbed.
 // Skips, saying why, where the machine forbids namespaces (not root, no `ip`, no veth support).
@@ -152,18 +153,22 @@ TEST(Partition, AWorkerCutOffFromTheHeadIsFoundItsGroupRestartsOnTheSpareAndNoRe
   EXPECT_TRUE(wait_until([&] { return clients.whole.load() >= whole_at_restart + 4; }, milliseconds(30000)))
       << all_logs();
 
+  // The drop rule holds: nothing from the cut namespace gets back in while it stands (at least 4 s).
+  auto joined_from_cut = [&] {
+    for (const auto& [id, pid] : active_nodes(cluster.status()))
+      if (lab.namespace_of(pid) == cut) return true;
+    return false;
+  };
+  const auto held = partitioned + milliseconds(4000);
+  if (Clock::now() < held) std::this_thread::sleep_until(held);
+  EXPECT_FALSE(joined_from_cut()) << "a node of the cut namespace is active during the partition: "
+                                  << cluster.status().dump();
+
   // Healed: the old worker notices the head lost, joins again as a new node; the group stays put.
+  const auto healed = Clock::now();  // before the command: packets may flow before it returns
   const std::string heal_error = lab.heal(cut);
   ASSERT_EQ(heal_error, "");
-  const auto healed = Clock::now();
-  const bool rejoined = wait_until(
-      [&] {
-        const json s = cluster.status();
-        for (const auto& [id, pid] : active_nodes(s))
-          if (id != victim_id && lab.namespace_of(pid) == cut) return true;
-        return false;
-      },
-      milliseconds(15000));
+  const bool rejoined = wait_until(joined_from_cut, milliseconds(15000));
   const double rejoined_after = seconds_since(healed);
   EXPECT_TRUE(rejoined) << cluster.status().dump() << "\n" << cluster.log("worker_" + std::to_string(cut));
   clients.join();
