@@ -127,9 +127,17 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1" || host == "[::1]";
 }
 
+// --advertise-host when given; 127.0.0.1 with a loopback head; else the address of the interface
+// that routes to the head (the host name only when that fails: it often resolves to 127.0.0.1).
 std::string advertise_host(const Config& config, const cluster::HostPort& head) {
   if (!config.advertise_host.empty()) return config.advertise_host;
-  return is_loopback(head.host) ? "127.0.0.1" : host_name();
+  if (is_loopback(head.host)) return "127.0.0.1";
+  auto toward_head = cluster::local_address_toward(head);
+  if (toward_head.ok()) return toward_head.value();
+  const std::string name = host_name();
+  log::get("cluster")->warn("{}; advertising the host name {} for the tensor listener (--advertise-host sets it)",
+                            toward_head.error().message, name);
+  return name;
 }
 
 int run_worker_process(const Config& config, const cluster::HostPort& head, const Timing& timing,

@@ -137,7 +137,7 @@ void add_worker_options(CLI::App& app, Config& config) {
   app.add_option("--worker-index", config.worker_index, "this worker's index")->envname("LWS_WORKER_INDEX");
   app.add_option("--advertise-host", config.advertise_host,
                  "the name other workers reach this one by (default: 127.0.0.1 with a loopback head, "
-                 "else the host name)")
+                 "else the address of the interface that routes to the head)")
       ->envname("TROUPE_ADVERTISE_HOST");
   app.add_flag("!--no-supervise", config.supervise, "do not restart the worker process when it crashes");
   app.add_option("--health-port", config.worker_health_port,

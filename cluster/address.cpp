@@ -1,6 +1,13 @@
 #include "cluster/address.hpp"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 
 namespace troupe::cluster {
 
@@ -37,6 +44,44 @@ Result<HostPort> parse_host_port(std::string_view text) {
   }
   if (value < 1 || value > 65535) return bad("port must be a number in [1, 65535]");
   return HostPort{std::string(host), static_cast<uint16_t>(value)};
+}
+
+Result<std::string> local_address_toward(const HostPort& peer) {
+  const std::string what = "the local address toward " + peer.to_string();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(peer.port == 0 ? 9 : peer.port);
+  if (const int rc = ::getaddrinfo(peer.host.c_str(), port.c_str(), &hints, &found); rc != 0)
+    return make_error(ErrorCode::unavailable, what + ": cannot resolve '" + peer.host + "' (" + ::gai_strerror(rc) + ")");
+  std::string last_error = "no address";
+  for (addrinfo* at = found; at != nullptr; at = at->ai_next) {
+    const int fd = ::socket(at->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      last_error = std::strerror(errno);
+      continue;
+    }
+    sockaddr_storage local{};
+    socklen_t length = sizeof(local);
+    const bool ok = ::connect(fd, at->ai_addr, at->ai_addrlen) == 0 &&
+                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0;
+    if (!ok) last_error = std::strerror(errno);
+    ::close(fd);
+    if (!ok) continue;
+    char text[INET6_ADDRSTRLEN] = {};
+    const void* address = local.ss_family == AF_INET6
+                              ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6&>(local).sin6_addr)
+                              : static_cast<const void*>(&reinterpret_cast<const sockaddr_in&>(local).sin_addr);
+    if (::inet_ntop(local.ss_family, address, text, sizeof(text)) == nullptr) {
+      last_error = std::strerror(errno);
+      continue;
+    }
+    ::freeaddrinfo(found);
+    return std::string(text);
+  }
+  ::freeaddrinfo(found);
+  return make_error(ErrorCode::unavailable, what + ": " + last_error);
 }
 
 EnvLookup process_env() {

@@ -19,6 +19,13 @@ struct HostPort {
 // Parses `HOST:PORT`; the error names the text and what is wrong with it.
 Result<HostPort> parse_host_port(std::string_view text);
 
+// The numeric address of this machine's interface that routes to `peer` (a UDP connect, which sends
+// nothing, then getsockname): the address a worker advertises for its tensor listener, since that
+// interface reaches the head and so, most likely, the other workers. The host name is no substitute:
+// it often resolves to 127.0.0.1 (Debian's /etc/hosts), which other machines or network namespaces
+// cannot reach. Errors when `peer` does not resolve or no route leads to it.
+Result<std::string> local_address_toward(const HostPort& peer);
+
 // Reads one environment variable; nullptr when unset. Tests pass their own.
 using EnvLookup = std::function<const char*(const char*)>;
 EnvLookup process_env();

@@ -94,8 +94,11 @@ class Cluster {
   std::string log_path(const std::string& name) const { return dir_ + "/" + name + ".log"; }
   std::string log(const std::string& name) const { return read_file(log_path(name)); }
 
-  // Starts `troupe ARGS...` with stdout+stderr in log_path(name); returns its pid.
-  pid_t start(const std::string& name, std::vector<std::string> args, const std::string& token) {
+  // Starts `troupe ARGS...` with stdout+stderr in log_path(name); returns its pid. A `wrapper`
+  // (an absolute path, then its arguments) runs it instead: `WRAPPER... troupe ARGS...`, e.g. inside
+  // a network namespace (tests/cluster/network_lab.hpp); it must exec troupe, not fork it.
+  pid_t start(const std::string& name, std::vector<std::string> args, const std::string& token,
+              std::vector<std::string> wrapper = {}) {
     const std::string log = log_path(name);
     const std::string status = status_path();
     const pid_t pid = ::fork();
@@ -110,10 +113,11 @@ class Cluster {
       ::setenv("TROUPE_CLUSTER_STATUS_FILE", status.c_str(), 1);
       std::vector<char*> argv;
       std::string binary = TROUPE_BINARY;
+      for (std::string& arg : wrapper) argv.push_back(arg.data());
       argv.push_back(binary.data());
       for (std::string& arg : args) argv.push_back(arg.data());
       argv.push_back(nullptr);
-      ::execv(binary.c_str(), argv.data());
+      ::execv(argv[0], argv.data());
       ::_exit(127);
     }
     ::setpgid(pid, pid);

@@ -37,6 +37,24 @@ TEST(Address, BadInputNamesTheTextAndTheProblem) {
   }
 }
 
+TEST(Address, TheLocalAddressTowardAPeerIsThatOfTheRoutingInterface) {
+  auto loopback = local_address_toward(HostPort{"127.0.0.1", 7400});
+  ASSERT_TRUE(loopback.ok()) << loopback.error().message;
+  EXPECT_EQ(loopback.value(), "127.0.0.1");
+  // 127.0.0.2 is on lo as well: the kernel picks a loopback source address toward it.
+  auto other = local_address_toward(HostPort{"127.0.0.2", 7400});
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  EXPECT_EQ(other.value().rfind("127.", 0), 0u) << other.value();
+}
+
+TEST(Address, NoLocalAddressTowardAPeerThatDoesNotResolve) {
+  auto none = local_address_toward(HostPort{"no-such-host.invalid", 7400});
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ErrorCode::unavailable);
+  EXPECT_NE(none.error().message.find("no-such-host.invalid"), std::string::npos) << none.error().message;
+  EXPECT_NE(none.error().message.find("cannot resolve"), std::string::npos) << none.error().message;
+}
+
 TEST(Address, LwsDefaultsFromTheEnvironment) {
   std::map<std::string, std::string> vars;
   EnvLookup env = [&](const char* name) -> const char* {
