@@ -1,17 +1,28 @@
 // Tensor-core MLA prefill (mla_prefill.hpp): flash attention over the expanded keys and values of
 // DeepSeek-V2/V3/R1 (qk = nope 128 + rope 64, v 128), causal, many sequences per launch.
 //
-// Work unit: one CTA (kWarps = 4 warps) per (query tile of up to 64 rows of one sequence, head).
-// Warp w owns query rows [16 w, 16 w + 16) of the tile; its Q fragments (rounded to bf16 once) stay
-// in registers. Per tile of kKeys = 64 keys:
-//   1. cp.async copies K = [k_nope (from kv) | k_pe] (64 x 192 bf16) and V (64 x 128 bf16) into one
-//      of two shared buffers (tile t + 1 is in flight while tile t computes); keys past the tile's
-//      last visible key are zero-filled.
-//   2. S = Q K^T [16, 64] per warp on mma.sync m16n8k16 (bf16 in, fp32 accumulate), K by ldmatrix.
-//   3. Causal mask (only on tiles that reach past the tile's first query position), online softmax
+// Work unit: one CTA (kWarps = 4 warps) per (query tile of one sequence, head); kM m16 row tiles
+// per warp: kM = 1 (64-row tiles, 64-key K/V tiles; the warp's Q fragments, rounded to bf16 once,
+// stay in registers) or kM = 2 (128-row tiles, 32-key K/V tiles; Q fragments come from shared memory
+// at each k step, and each K / V fragment feeds two MMAs). Per K/V tile:
+//   1. cp.async copies K = [k_nope (from kv) | k_pe] (kKeys x 192 bf16) and V (kKeys x 128 bf16)
+//      into one of two shared buffers (tile t + 1 is in flight while tile t computes); keys past
+//      the tile's last visible key are zero-filled.
+//   2. S = Q K^T [16 kM, kKeys] per warp on mma.sync m16n8k16 (bf16 in, fp32 accumulate), K by
+//      ldmatrix.
+//   3. Causal mask (only on tiles that reach past the warp's first query position), online softmax
 //      in fp32, log2 domain; each row's max and sum stay in the 4 threads of its quad.
-//   4. O [16, 128] += P V: P straight from the S accumulators (rounded to bf16), V by ldmatrix.trans.
-// Barriers per key tile: two (tile landed; everyone done with it before it is overwritten).
+//   4. O [16 kM, 128] += P V: P straight from the S accumulators (rounded to bf16), V by
+//      ldmatrix.trans.
+// Barriers per K/V tile: two (tile landed; everyone done with it before it is overwritten).
+//
+// Resources (sm_90a, ptxas -v): 254-255 registers for both variants (one of them spills 52 bytes),
+// shared memory 106,496 (kM 1) / 90,112 (kM 2) bytes: two CTAs per SM. Measured on an H200
+// (dsv3_mla_bench, 4,096 tokens x 128 heads): 3.36 ms = 0.26 of the bf16 cuBLAS rate (kM 1),
+// 2.88 ms = 0.30 (kM 2); at 1,024 tokens both 0.19. Every warp reads all of K and V from shared
+// memory through ldmatrix (kM 1: 256 bytes per MMA), so shared-memory bandwidth bounds it; next:
+// wgmma with K/V read by the tensor cores from shared memory (FA3 / FlashMLA), or kM 2 with fewer
+// registers (Q fragments for two k steps at a time).
 //
 // Precision: q, K, V and P are bf16 (relative 2^-9 each), every sum fp32: the output differs from
 // the fp32 reference by ~1e-3 of its magnitude (NMSE ~1e-5).

@@ -10,7 +10,7 @@ namespace troupe::kernels {
 namespace {
 
 TEST(MlaPrefillMma, TilesCoverEveryRowLongestFirst) {
-  const std::vector<int32_t> tiles = mla_prefill_tiles({{0, 65, 65, 0}, {70, 3, 200, 65}, {73, 1, 1, 265}});
+  const std::vector<int32_t> tiles = mla_prefill_tiles({{0, 65, 65, 0}, {70, 3, 200, 65}, {73, 1, 1, 265}}, 64);
   ASSERT_EQ(tiles.size(), 4u * 4);
   // {token0, num_rows, pos0, key0}: (0, 64, 0, 0), (64, 1, 64, 0), (70, 3, 197, 65), (73, 1, 0, 265);
   // ordered by last visible key: 200, 65, 64, 1.
