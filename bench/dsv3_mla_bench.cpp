@@ -8,6 +8,11 @@
 // the one before. The absorption products (q_nope @ W_UK, o_lat @ W_UV^T: cuBLAS strided-batched
 // bf16, as CudaBackend runs them with bf16 weights) are timed separately against the time to read
 // their weights and activations at that bandwidth.
+// Prefill (dsv3_mla_prefill_ctx<N>, N = 1024, 4096: one sequence of N new tokens, all 128 heads, one
+// layer): the tensor-core flash kernel (kernels/mla_prefill_mma.cu) alone, its causal FLOPs
+// (2 H (192 + 128) per visible (query, key) pair) against the bf16 matmul rate measured in the same
+// run; the K/V expansion (latent @ kv_b_proj^T, bf16 GEMM) counted and timed separately
+// (dsv3_mla_prefill_expand_ctx<N>).
 //   dsv3_mla_bench [--reps N] [--block-size N] [--out PATH] [--time-limit S]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -24,6 +29,7 @@
 #include "bench/bench_log.hpp"
 #include "bench/device_ceilings.hpp"
 #include "kernels/mla_decode.hpp"
+#include "kernels/mla_prefill.hpp"
 #include "runtime/bench_record.hpp"
 
 namespace troupe {
@@ -201,6 +207,82 @@ bool bench_absorption(const Args& args, cublasHandle_t h, int64_t batch, double 
   return ok;
 }
 
+// One prefill of `context` new tokens (no cached context), R1 dims: the expansion GEMM and the
+// attention kernel, each against the bf16 matmul rate `bf16_tflops`.
+bool bench_prefill(const Args& args, cublasHandle_t h, int64_t context, double bf16_tflops, std::mt19937& rng) {
+  const int64_t kv_width = kHeads * (kNope + kV);
+  float* q = upload(random_floats(size_t(context * kHeads * (kNope + kRope)), rng));
+  uint16_t* latent = device_alloc<uint16_t>(size_t(context * kLora));
+  uint16_t* w = device_alloc<uint16_t>(size_t(kv_width * kLora));
+  uint16_t* kv = device_alloc<uint16_t>(size_t(context * kv_width));
+  uint16_t* k_pe = device_alloc<uint16_t>(size_t(context * kRope));
+  float* out = device_alloc<float>(size_t(context * kHeads * kV));
+  if (!q || !latent || !w || !kv || !k_pe || !out) return false;
+  // 0x3c3c: bf16 0.0115 (the work does not depend on the values; uniform keys keep exp finite).
+  cudaMemset(latent, 0x3c, size_t(context * kLora) * 2);
+  cudaMemset(w, 0x3c, size_t(kv_width * kLora) * 2);
+  cudaMemset(k_pe, 0x3c, size_t(context * kRope) * 2);
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+  auto expand = [&] {
+    st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(kv_width), int(context), int(kLora), &alpha, w, CUDA_R_16BF,
+                      int(kLora), latent, CUDA_R_16BF, int(kLora), &beta, kv, CUDA_R_16BF, int(kv_width),
+                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  };
+  const double expand_ms = bench::time_events_ms(args.reps, expand);
+  bool ok = st == CUBLAS_STATUS_SUCCESS && cuda_ok(cudaDeviceSynchronize(), "expand");
+  const double pairs = double(context) * double(context + 1) / 2;
+  const double flops = 2.0 * double(kHeads) * double(kNope + kRope + kV) * pairs;
+  // The backend's tiles (kMlaPrefillTileRows) under the plain name, the other variant suffixed.
+  for (int64_t rows : {int64_t(64), int64_t(128)}) {
+    const std::vector<int32_t> tiles = kernels::mla_prefill_tiles({{0, context, context, 0}}, rows);
+    int32_t* d_tiles = upload(tiles);
+    if (!d_tiles) return false;
+    cudaError_t err = cudaSuccess;
+    const int64_t num_tiles = int64_t(tiles.size()) / 4;
+    const float scale = 0.1352f;
+    auto attend = [&] {
+      const cudaError_t e = kernels::launch_mla_prefill_mma(q, kv, k_pe, d_tiles, num_tiles, rows, kHeads, kNope,
+                                                            kRope, kV, scale, out, nullptr);
+      if (e != cudaSuccess) err = e;
+    };
+    const double ms = bench::time_events_ms(args.reps, attend);
+    ok = ok && cuda_ok(err, "launch_mla_prefill_mma") && cuda_ok(cudaDeviceSynchronize(), "mla_prefill_mma");
+    cudaFree(d_tiles);
+    if (!ok) break;
+    const double tflops = flops / (ms * 1e-3) / 1e12;
+    char note[400];
+    std::snprintf(note, sizeof(note),
+                  "tensor-core MLA prefill kernel (mma.sync bf16, flash, %lld-row tiles%s), one sequence of %lld "
+                  "new tokens, 128 heads, qk 192 v 128; FLOPs = 2 H (192 + 128) x visible pairs = %.3g; limit = "
+                  "bf16 cuBLAS GEMM rate at 8192^3, this run; %.1f us",
+                  (long long)rows, rows == kernels::kMlaPrefillTileRows ? ", the backend's" : "", (long long)context,
+                  flops, ms * 1e3);
+    std::string metric = "dsv3_mla_prefill_ctx" + std::to_string(context);
+    if (rows != kernels::kMlaPrefillTileRows) metric += "_tile" + std::to_string(rows);
+    BenchRecord r{metric, tflops, "TFLOP/s", bf16_tflops, tflops / bf16_tflops, note};
+    r.extra = {{"us", ms * 1e3}, {"flops", flops}};
+    add_record(r);
+  }
+  if (ok) {
+    char note[400];
+    const double expand_flops = 2.0 * double(context) * double(kLora) * double(kv_width);
+    const double expand_tflops = expand_flops / (expand_ms * 1e-3) / 1e12;
+    std::snprintf(note, sizeof(note),
+                  "K/V expansion before the prefill kernel: latent [%lld, 512] @ kv_b_proj^T [512, 32768], "
+                  "cublasGemmEx bf16 -> bf16; limit = bf16 cuBLAS GEMM rate at 8192^3, this run; %.1f us",
+                  (long long)context, expand_ms * 1e3);
+    BenchRecord e{"dsv3_mla_prefill_expand_ctx" + std::to_string(context), expand_tflops, "TFLOP/s", bf16_tflops,
+                  expand_tflops / bf16_tflops, note};
+    e.extra = {{"us", expand_ms * 1e3}, {"flops", expand_flops}};
+    add_record(e);
+  }
+  for (void* p : {static_cast<void*>(q), static_cast<void*>(latent), static_cast<void*>(w), static_cast<void*>(kv),
+                  static_cast<void*>(k_pe), static_cast<void*>(out)})
+    cudaFree(p);
+  return ok;
+}
+
 int run(int argc, char** argv) {
   Args args;
   if (!parse(argc, argv, args)) {
@@ -224,6 +306,10 @@ int run(int argc, char** argv) {
   cublasHandle_t h = nullptr;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return 1;
   for (int64_t batch : {1, 64, 128}) ok = bench_absorption(args, h, batch, hbm_gbs) && ok;
+  const double bf16_tflops = bench::measure_matmul().second;
+  add_record({"matmul_bf16_tflops", bf16_tflops, "TFLOP/s", {}, {}, "cublasGemmEx bf16, fp32 accumulation, 8192^3"});
+  if (bf16_tflops > 0)
+    for (int64_t context : {1024, 4096}) ok = bench_prefill(args, h, context, bf16_tflops, rng) && ok;
   cublasDestroy(h);
   say("done in %.1f s", bench::elapsed_s());
   return ok ? 0 : 1;

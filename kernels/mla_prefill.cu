@@ -1,8 +1,10 @@
-// MLA prefill kernels: the latent gather and the expanded attention (mla_prefill.hpp).
+// MLA prefill kernels: the latent gather and the fp32 SIMT expanded attention (mla_prefill.hpp;
+// the tensor-core one is mla_prefill_mma.cu).
 #include <cuda_bf16.h>
 
 #include <cfloat>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda_common.cuh"
 #include "kernels/dependent_launch.cuh"
@@ -14,16 +16,25 @@ namespace {
 constexpr int kMaxDimsPerLane = 8;  // qk and v dims <= 256
 constexpr int kAttentionWarps = kThreads / 32;
 
+template <typename OutT, typename InT>
+__device__ __forceinline__ OutT convert(InT v) {
+  if constexpr (std::is_same_v<OutT, InT>) {
+    return v;
+  } else {
+    return load(&v);  // bf16 -> fp32
+  }
+}
+
 // One block per cached position j.
-template <typename CacheT>
+template <typename CacheT, typename OutT>
 __global__ void mla_gather_latent_kernel(const CacheT* cache, const int32_t* table, int64_t block_size,
-                                         int64_t kv_lora, int64_t rope, float* latent, float* k_pe) {
+                                         int64_t kv_lora, int64_t rope, OutT* latent, OutT* k_pe) {
   allow_dependents();
   wait_for_prerequisites();
   const int64_t j = blockIdx.x, entry = kv_lora + rope;
   const CacheT* e = cache + (int64_t(table[j / block_size]) * block_size + j % block_size) * entry;
   for (int64_t c = threadIdx.x; c < entry; c += blockDim.x) {
-    const float v = load(e + c);
+    const OutT v = convert<OutT>(e[c]);
     if (c < kv_lora) {
       latent[j * kv_lora + c] = v;
     } else {
@@ -98,39 +109,13 @@ __global__ void mla_prefill_attention_kernel(const float* q, const float* kv, co
   }
 }
 
-template <typename CacheT>
+template <typename CacheT, typename OutT>
 cudaError_t launch_gather(const CacheT* cache, const int32_t* table, int64_t block_size, int64_t ctx, int64_t kv_lora,
-                          int64_t rope, float* latent, float* k_pe, cudaStream_t stream) {
+                          int64_t rope, OutT* latent, OutT* k_pe, cudaStream_t stream) {
   if (ctx == 0) return cudaSuccess;
   if (bad_rows(ctx) || block_size <= 0 || kv_lora <= 0 || rope < 0) return cudaErrorInvalidValue;
-  return launch_dependent(mla_gather_latent_kernel<CacheT>, dim3(unsigned(ctx)), dim3(128), 0, stream, cache, table,
+  return launch_dependent(mla_gather_latent_kernel<CacheT, OutT>, dim3(unsigned(ctx)), dim3(128), 0, stream, cache, table,
                           block_size, kv_lora, rope, latent, k_pe);
-}
-
-// One block per row of s: max, sum of exp and the normalized probabilities over the row's keys.
-__global__ void causal_softmax_kernel(float* __restrict__ s, int64_t num_new, int64_t ctx) {
-  __shared__ float reduce[32];
-  const int64_t r = blockIdx.x;
-  float* row = s + r * ctx;
-  const int64_t limit = ctx - num_new + r % num_new + 1;
-  const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32), num_warps = int(blockDim.x / 32);
-  float m = -FLT_MAX;
-  for (int64_t j = threadIdx.x; j < limit; j += blockDim.x) m = fmaxf(m, row[j]);
-  for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if (lane == 0) reduce[warp] = m;
-  __syncthreads();
-  m = -FLT_MAX;
-  for (int w = 0; w < num_warps; ++w) m = fmaxf(m, reduce[w]);
-  __syncthreads();
-  float sum = 0.0f;
-  for (int64_t j = threadIdx.x; j < limit; j += blockDim.x) sum += expf(row[j] - m);
-  for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  if (lane == 0) reduce[warp] = sum;
-  __syncthreads();
-  sum = 0.0f;
-  for (int w = 0; w < num_warps; ++w) sum += reduce[w];
-  const float inv = 1.0f / sum;
-  for (int64_t j = threadIdx.x; j < ctx; j += blockDim.x) row[j] = j < limit ? expf(row[j] - m) * inv : 0.0f;
 }
 
 }  // namespace
@@ -164,11 +149,11 @@ cudaError_t launch_mla_prefill_attention_f32(const float* q, const float* kv, co
                           0, stream, q, kv, k_pe, num_new, ctx, num_heads, nope, rope, v_dim, scale, out);
 }
 
-cudaError_t launch_causal_softmax_f32(float* s, int64_t num_rows, int64_t num_new, int64_t ctx, cudaStream_t stream) {
-  if (num_rows == 0 || ctx == 0) return cudaSuccess;
-  if (!s || num_new <= 0 || num_new > ctx || num_rows < 0 || num_rows > INT32_MAX) return cudaErrorInvalidValue;
-  causal_softmax_kernel<<<unsigned(num_rows), 256, 0, stream>>>(s, num_new, ctx);
-  return cudaGetLastError();
+cudaError_t launch_mla_gather_latent_bf16(const uint16_t* cache, const int32_t* table, int64_t block_size,
+                                          int64_t ctx, int64_t kv_lora, int64_t rope, uint16_t* latent,
+                                          uint16_t* k_pe, cudaStream_t stream) {
+  return launch_gather(reinterpret_cast<const __nv_bfloat16*>(cache), table, block_size, ctx, kv_lora, rope,
+                       reinterpret_cast<__nv_bfloat16*>(latent), reinterpret_cast<__nv_bfloat16*>(k_pe), stream);
 }
 
 }  // namespace troupe::kernels

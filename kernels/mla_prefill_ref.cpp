@@ -67,16 +67,4 @@ void mla_prefill_attention_ref(const float* q, const float* kv, const float* k_p
   }
 }
 
-void causal_softmax_ref(float* s, int64_t num_rows, int64_t num_new, int64_t ctx) {
-  for (int64_t r = 0; r < num_rows; ++r) {
-    float* row = s + r * ctx;
-    const int64_t limit = ctx - num_new + r % num_new + 1;
-    float max_v = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < limit; ++j) max_v = std::max(max_v, row[j]);
-    double sum = 0;
-    for (int64_t j = 0; j < limit; ++j) sum += std::exp(double(row[j] - max_v));
-    for (int64_t j = 0; j < ctx; ++j) row[j] = j < limit ? float(std::exp(double(row[j] - max_v)) / sum) : 0.0f;
-  }
-}
-
 }  // namespace troupe::kernels

@@ -34,9 +34,10 @@ class CudaBackend final : public Backend {
   // inputs, fp32 accumulation), with fp32 weights the fp32 kernel too (exact against the CPU).
   // DeepSeek-V3's ops live in cuda_mla_ops.cpp: MLA decode tokens in the absorbed form (cuBLAS
   // strided-batched products with kv_b_proj's per-head W_UK / W_UV views around
-  // kernels/mla_decode.hpp's split-KV kernel over the latent cache), prefill chunks expanded per
-  // sequence (kernels/mla_prefill.hpp), the interleaved rope and latent write
-  // (kernels/mla_latent.hpp), the MoE combine (kernels/scatter_rows.hpp). Not in step graphs.
+  // kernels/mla_decode.hpp's split-KV kernel over the latent cache), prefill chunks expanded
+  // (kernels/mla_prefill.hpp: R1's dims with bf16 on one tensor-core flash launch, else per
+  // sequence in fp32), the interleaved rope and latent write (kernels/mla_latent.hpp), the MoE
+  // combine (kernels/scatter_rows.hpp). Not in step graphs.
   static Result<std::unique_ptr<CudaBackend>> create(int device_index = 0, DType weight_dtype = DType::f32);
   ~CudaBackend() override;
 
@@ -152,9 +153,15 @@ class CudaBackend final : public Backend {
   void mla_decode_absorbed(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
                            const AttentionMetadata& meta, float scale, const std::vector<int32_t>& decode_tokens,
                            Tensor out);
-  // Sequence s's new tokens, expanded.
+  // The new tokens of sequences `seqs` (more than one new token each), expanded: the tensor-core
+  // flash kernel over all of them (R1's dims, bf16 weights and cache), else the SIMT one per sequence.
   void mla_prefill_expanded(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
-                            const AttentionMetadata& meta, float scale, int64_t s, Tensor out);
+                            const AttentionMetadata& meta, float scale, const std::vector<int32_t>& seqs, Tensor out);
+  void mla_prefill_tensor_cores(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                                const AttentionMetadata& meta, float scale, const std::vector<int32_t>& seqs,
+                                Tensor out);
+  void mla_prefill_simt(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight, const AttentionMetadata& meta,
+                        float scale, int64_t s, Tensor out);
   // q_abs [n, H, kv_lora + rope] = [q_nope @ W_UK | q_pe]; out [n, H, v] = o_lat [n, H, kv_lora] @ W_UV^T.
   void mla_absorb_q(const Tensor& q, const Tensor& kv_b_weight, Tensor q_abs);
   void mla_unabsorb_out(const Tensor& o_lat, const Tensor& kv_b_weight, int64_t nope, Tensor out);

@@ -1,5 +1,6 @@
 // CudaBackend's DeepSeek-V3 ops (contracts in runtime/backend.hpp): the interleaved rope, the MLA
-// latent cache write, MLA paged attention (decode tokens absorbed, prefill chunks expanded) and
+// latent cache write, MLA paged attention (decode tokens absorbed, prefill chunks expanded: R1's
+// dims with bf16 weights on the tensor-core flash kernel, the rest on the fp32 SIMT one) and
 // the MoE combine. Weights fp32 (exact fp32 products) or bf16 (the products' inputs rounded to
 // bf16, fp32 accumulation); caches fp32 or bf16.
 #include <cublas_v2.h>
@@ -62,15 +63,16 @@ void CudaBackend::mla_paged_attention(const Tensor& q, const Tensor& cache, cons
     return;
   }
   const bool absorbed = mla_decode_supports(kv_lora, rope);
-  std::vector<int32_t> decode_tokens;
+  std::vector<int32_t> decode_tokens, prefill_seqs;
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int32_t begin = query_start_host_[size_t(s)], num_new = query_start_host_[size_t(s + 1)] - begin;
     if (num_new == 1 && absorbed) {
       decode_tokens.push_back(begin);
     } else if (num_new > 0) {
-      mla_prefill_expanded(q, cache, kv_b_weight, meta, scale, s, out);
+      prefill_seqs.push_back(int32_t(s));
     }
   }
+  if (!prefill_seqs.empty()) mla_prefill_expanded(q, cache, kv_b_weight, meta, scale, prefill_seqs, out);
   if (!decode_tokens.empty()) mla_decode_absorbed(q, cache, kv_b_weight, meta, scale, decode_tokens, out);
 }
 
@@ -125,13 +127,78 @@ void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, cons
 }
 
 void CudaBackend::mla_prefill_expanded(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
-                                       const AttentionMetadata& meta, float scale, int64_t s, Tensor out) {
+                                       const AttentionMetadata& meta, float scale, const std::vector<int32_t>& seqs,
+                                       Tensor out) {
+  const int64_t qk = q.size(2), v_dim = out.size(2), entry = cache.size(-1);
+  const int64_t kv_lora = kv_b_weight.size(1), rope = entry - kv_lora, nope = qk - rope;
+  if (cache.dtype() == DType::bf16 && kv_b_weight.dtype() == DType::bf16 && mla_prefill_mma_supports(nope, rope, v_dim)) {
+    mla_prefill_tensor_cores(q, cache, kv_b_weight, meta, scale, seqs, out);
+    return;
+  }
+  for (int32_t s : seqs) mla_prefill_simt(q, cache, kv_b_weight, meta, scale, s, out);
+}
+
+// R1's dims with bf16 weights and cache: the sequences' cached latents gathered (bf16) into one
+// dense block per group, expanded by one bf16 GEMM into kv [keys, H * (nope + v)] bf16, then one
+// flash-attention launch over every query tile of the group (kernels/mla_prefill_mma.cu).
+void CudaBackend::mla_prefill_tensor_cores(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                                           const AttentionMetadata& meta, float scale,
+                                           const std::vector<int32_t>& seqs, Tensor out) {
+  // NOTE: the expanded keys cost H * (nope + v) * 2 bytes each (64 KiB at R1's dims): groups of
+  // sequences hold at most this many keys (1 GiB), one longer sequence goes alone.
+  constexpr int64_t kMaxExpandedKeys = 16384;
+  const int64_t num_heads = q.size(1), qk = q.size(2), v_dim = out.size(2), entry = cache.size(-1);
+  const int64_t kv_lora = kv_b_weight.size(1), rope = entry - kv_lora, nope = qk - rope;
+  const int64_t kv_width = num_heads * (nope + v_dim);
+  auto* h = static_cast<cublasHandle_t>(cublas_);
+  size_t next = 0;
+  while (next < seqs.size()) {
+    std::vector<MlaPrefillSeq> group;
+    int64_t num_keys = 0;
+    for (; next < seqs.size(); ++next) {
+      const size_t s = size_t(seqs[next]);
+      const int64_t ctx = context_lens_host_[s];
+      if (!group.empty() && num_keys + ctx > kMaxExpandedKeys) break;
+      group.push_back({query_start_host_[s], query_start_host_[s + 1] - query_start_host_[s], ctx, num_keys});
+      num_keys += ctx;
+    }
+    Tensor latent = scratch(DType::bf16, {num_keys, kv_lora}), k_pe = scratch(DType::bf16, {num_keys, rope});
+    for (size_t k = 0; k < group.size(); ++k) {
+      const int64_t s = seqs[next - group.size() + k];
+      const int32_t* table = meta.block_tables.data<int32_t>() + s * meta.max_blocks_per_seq;
+      check(launch_mla_gather_latent_bf16(cache.data<uint16_t>(), table, meta.block_size, group[k].ctx, kv_lora,
+                                          rope, latent.data<uint16_t>() + group[k].key_begin * kv_lora,
+                                          k_pe.data<uint16_t>() + group[k].key_begin * rope, stream()),
+            "mla_gather_latent");
+    }
+    // Row-major kv [keys, H (nope + v)] = latent [keys, kv_lora] @ W^T: column-major kv^T = W^T(op T) latent^T.
+    Tensor kv = scratch(DType::bf16, {num_keys, kv_width});
+    const float alpha = 1.0f, beta = 0.0f;
+    check_cublas(int(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(kv_width), int(num_keys), int(kv_lora), &alpha,
+                                  kv_b_weight.raw(), CUDA_R_16BF, int(kv_lora), latent.raw(), CUDA_R_16BF,
+                                  int(kv_lora), &beta, kv.raw(), CUDA_R_16BF, int(kv_width), CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT)));
+    const std::vector<int32_t> tiles = mla_prefill_tiles(group);
+    if (tiles.empty()) {
+      check(cudaErrorInvalidValue, "mla_prefill_tiles (a sequence with more new tokens than context)");
+      return;
+    }
+    const int64_t num_tiles = int64_t(tiles.size()) / 4;
+    Tensor d_tiles = on_device(Tensor::from_i32(tiles, {num_tiles * 4}));
+    check(launch_mla_prefill_mma(q.data<float>(), kv.data<uint16_t>(), k_pe.data<uint16_t>(), d_tiles.data<int32_t>(),
+                                 num_tiles, kMlaPrefillTileRows, num_heads, nope, rope, v_dim, scale,
+                                 out.data<float>(), stream()),
+          "mla_prefill_mma");
+  }
+}
+
+// Other dims, or fp32 weights / cache: one sequence at a time, fp32 kv, the SIMT kernel (exact fp32).
+void CudaBackend::mla_prefill_simt(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
+                                   const AttentionMetadata& meta, float scale, int64_t s, Tensor out) {
   const int64_t num_heads = q.size(1), qk = q.size(2), v_dim = out.size(2), entry = cache.size(-1);
   const int64_t kv_lora = kv_b_weight.size(1), rope = entry - kv_lora, nope = qk - rope;
   const int64_t ctx = context_lens_host_[size_t(s)], begin = query_start_host_[size_t(s)];
   const int64_t num_new = query_start_host_[size_t(s + 1)] - begin;
-  // NOTE: kv holds ctx * H * (nope + v) floats (512 MiB at R1's dims and 4096 tokens); chunking the
-  // keys would bound it.
   Tensor latent = scratch(DType::f32, {ctx, kv_lora}), k_pe = scratch(DType::f32, {ctx, rope});
   const int32_t* table = meta.block_tables.data<int32_t>() + s * meta.max_blocks_per_seq;
   if (cache.dtype() == DType::bf16) {
@@ -145,34 +212,10 @@ void CudaBackend::mla_prefill_expanded(const Tensor& q, const Tensor& cache, con
   }
   Tensor kv = scratch(DType::f32, {ctx, num_heads * (nope + v_dim)});
   linear(latent, kv_b_weight, Tensor(), kv);
-  // Attention as three steps over chunks of heads (fp32 cuBLAS products, strided over heads):
-  // scores S_h = scale * (q_nope_h k_nope_h^T + q_pe_h k_pe^T) [num_new, ctx], the causal softmax
-  // (kernels/mla_prefill.hpp), out_h = P_h v_h. Column-major, S_h^T [ctx, num_new] = K_h Q_h^T.
-  const int64_t per_head = nope + v_dim, kv_ld = num_heads * per_head, q_ld = num_heads * qk;
-  const int64_t score_floats = num_new * ctx;
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(num_heads, (int64_t(128) << 20) / score_floats));
-  Tensor scores = scratch(DType::f32, {chunk * score_floats});
-  auto* h = static_cast<cublasHandle_t>(cublas_);
-  const float zero = 0.0f, one = 1.0f;
-  const float* q0 = q.data<float>() + begin * q_ld;
-  float* out0 = out.data<float>() + begin * num_heads * v_dim;
-  for (int64_t h0 = 0; h0 < num_heads; h0 += chunk) {
-    const int batch = int(std::min(chunk, num_heads - h0));
-    float* s_ptr = scores.data<float>();
-    check_cublas(int(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, int(ctx), int(num_new), int(nope), &scale,
-                                               kv.data<float>() + h0 * per_head, int(kv_ld), per_head,
-                                               q0 + h0 * qk, int(q_ld), qk, &zero, s_ptr, int(ctx), score_floats,
-                                               batch)));
-    if (rope > 0)
-      check_cublas(int(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, int(ctx), int(num_new), int(rope),
-                                                 &scale, k_pe.data<float>(), int(rope), 0, q0 + h0 * qk + nope,
-                                                 int(q_ld), qk, &one, s_ptr, int(ctx), score_floats, batch)));
-    check(launch_causal_softmax_f32(s_ptr, int64_t(batch) * num_new, num_new, ctx, stream()), "causal_softmax");
-    check_cublas(int(cublasSgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_N, int(v_dim), int(num_new), int(ctx), &one,
-                                               kv.data<float>() + h0 * per_head + nope, int(kv_ld), per_head, s_ptr,
-                                               int(ctx), score_floats, &zero, out0 + h0 * v_dim,
-                                               int(num_heads * v_dim), v_dim, batch)));
-  }
+  check(launch_mla_prefill_attention_f32(q.data<float>() + begin * num_heads * qk, kv.data<float>(),
+                                         k_pe.data<float>(), num_new, ctx, num_heads, nope, rope, v_dim, scale,
+                                         out.data<float>() + begin * num_heads * v_dim, stream()),
+        "mla_prefill_attention");
 }
 
 // Per head h (the batch of the strided products), column-major: q_abs_h^T [kv_lora, n] =

@@ -2,8 +2,8 @@
 // fixtures' dims, R1's and its tensor-parallel head counts; contexts 1, block_size - 1, not a
 // multiple of the block size, past the split threshold; the partitions as the backend picks them,
 // split per token, and a subset of the batch's tokens; the tensor-core kernel's rows at heads 1..128,
-// batches 1..64, forced partitions), the expanded prefill (latent gather and
-// attention), the interleaved rope, the latent cache write, and the row scatters.
+// batches 1..64, forced partitions), the expanded prefill (latent gather and the fp32 SIMT
+// attention; the tensor-core one is backend_ops_mla_prefill.cpp's), the interleaved rope, the latent cache write, and the row scatters.
 // The latent cache is built as the attention rows build theirs: blocks shuffled over a cache with
 // spare blocks, every slot no sequence owns NaN, block tables padded with -1.
 #include <cuda_runtime_api.h>
@@ -243,27 +243,6 @@ OpCase mla_prefill_case(MlaPrefillShape c) {
           }};
 }
 
-// The causal softmax between the prefill products: rows of heads x queries over ctx keys.
-OpCase causal_softmax_case(int64_t num_rows, int64_t num_new, int64_t ctx) {
-  return {"causal_softmax", "f32", sizes({{"rows", num_rows}, {"new", num_new}, {"ctx", ctx}}),
-          [=](std::mt19937& rng) {
-            OpRun r;
-            const size_t count = size_t(num_rows * ctx);
-            float* s = r.host<float>(count);
-            fill_normal(s, count, rng, 3.0f);
-            float* d = r.device(s, count);
-            float* ref = r.host<float>(count);
-            r.launch = [=](cudaStream_t st) { return launch_causal_softmax_f32(d, num_rows, num_new, ctx, st); };
-            r.reference = [=] {
-              std::copy(s, s + count, ref);
-              causal_softmax_ref(ref, num_rows, num_new, ctx);
-            };
-            r.expect("probabilities", Elem::f32, d, ref, Elem::f32, count, kMlaF32Tolerance);
-            r.bytes = double(count) * 8;
-            return r;
-          }};
-}
-
 // inv_freq[i] = 10000^(-2i / rotary_dim) and a YaRN-like cos/sin factor; positions up to 4096.
 float* make_inv_freq(OpRun& r, int64_t half) {
   float* f = r.host<float>(size_t(half));
@@ -428,9 +407,6 @@ void add_mla_cases(std::vector<OpCase>& t) {
   const MlaPrefillShape prefill[] = {{19, 19, 4, 16, 8, 16}, {1, 1, 4, 16, 8, 16},     {45, 300, 4, 32, 16, 32},
                                      {99, 99, 16, 128, 64, 128}, {7, 130, 128, 128, 64, 128}};
   for (const MlaPrefillShape& c : prefill) t.push_back(mla_prefill_case(c));
-  t.push_back(causal_softmax_case(4 * 19, 19, 19));
-  t.push_back(causal_softmax_case(3 * 7, 7, 130));
-  t.push_back(causal_softmax_case(8 * 99, 99, 3000));
   for (int64_t n : {1, 19, 99}) {
     t.push_back(rope_interleaved_case(n, 4, 24, 4));      // the fixtures' q: nope 16 + rope 8
     t.push_back(rope_interleaved_case(n, 128, 192, 32));  // R1's q: nope 128 + rope 64

@@ -60,6 +60,7 @@ const std::vector<OpCase>& op_table() {
     add_attention_cases(t);
     add_gemv_and_sampling_cases(t);
     add_mla_cases(t);
+    add_mla_prefill_cases(t);
     add_fp8_cases(t);
     add_moe_cases(t);
     return t;
