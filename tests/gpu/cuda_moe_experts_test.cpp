@@ -1,0 +1,179 @@
+// CudaBackend::pack_moe_experts + moe_experts (the grouped FP8 experts of decode batches, no host
+// sync) against a CPU reference of the whole routed half of the MoE layer: per token,
+//   out[t] = shared[t] + sum_i w[t, i] * down_e(bf16(silu(g) * u)),  [g | u] = gate_up_e(bf16(x[t]))
+// with e4m3 weights and 128 x 128 block scales, the experts' sums in fp64. Batches 1, 8, 64, 256;
+// partial 128-blocks (hidden 320, inter 192); experts with no token; every token on the same
+// experts; expert parallel (only the local half of the experts added). Tolerance: the device's act
+// is rounded to bf16 from fp32 sums (the reference's from fp64 sums), so an act value may sit one
+// bf16 ulp (2^-8 relative) away where a rounding boundary falls between: max |diff| <= 4e-3 of the
+// largest |out - shared| bounds that with room (a wrong scale, token or expert is off by O(1)).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "backends/cuda/cuda_backend.hpp"
+#include "kernels/host_bf16.hpp"
+#include "kernels/host_fp8.hpp"
+#include "kernels/moe_grouped_gemv.hpp"
+#include "tests/gpu/gpu_test_support.hpp"
+
+namespace troupe::cuda {
+namespace {
+
+struct HostWeight {
+  Tensor t;                  // host e4m3 with its block scale
+  std::vector<float> dense;  // dequantized, [rows, cols]
+};
+
+HostWeight random_fp8(int64_t rows, int64_t cols, std::mt19937& rng) {
+  const int64_t rb = (rows + 127) / 128, cb = (cols + 127) / 128;
+  HostWeight h;
+  h.t = Tensor::empty(DType::f8_e4m3, {rows, cols});
+  auto* bytes = h.t.data<uint8_t>();
+  std::normal_distribution<float> normal(0.0f, 64.0f);
+  for (int64_t i = 0; i < rows * cols; ++i) bytes[i] = kernels::host_f32_to_e4m3(normal(rng));
+  Tensor scale = Tensor::empty(DType::f32, {rb, cb});
+  std::uniform_real_distribution<float> unit(0.5f / 1024, 2.0f / 1024);
+  for (int64_t i = 0; i < rb * cb; ++i) scale.data<float>()[i] = unit(rng);
+  h.dense.resize(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      h.dense[size_t(r * cols + c)] =
+          kernels::host_e4m3_to_f32(bytes[r * cols + c]) * scale.data<float>()[(r / 128) * cb + c / 128];
+  h.t.set_block_scale(std::move(scale));
+  return h;
+}
+
+struct Case {
+  int64_t n;
+  int32_t experts, k, begin, local;
+  bool same_experts = false;  // every token routed to experts 0..k-1 (of the local ones)
+};
+
+TEST(CudaMoeExperts, GroupedExpertsMatchTheReferenceOnDecodeBatches) {
+  TROUPE_REQUIRE_GPU();
+  auto created = CudaBackend::create(0, DType::bf16);
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  CudaBackend& gpu = *created.value();
+  constexpr int64_t kHidden = 320, kInter = 192;
+  std::mt19937 rng(21);
+  constexpr int32_t kExperts = 32;
+  std::vector<HostWeight> gate_up, down;
+  std::vector<Tensor> dev_gate_up, dev_down;
+  for (int32_t e = 0; e < kExperts; ++e) {
+    gate_up.push_back(random_fp8(2 * kInter, kHidden, rng));
+    down.push_back(random_fp8(kHidden, kInter, rng));
+    auto gu = gpu.upload_weight(gate_up.back().t);
+    auto dn = gpu.upload_weight(down.back().t);
+    ASSERT_TRUE(gu.ok() && dn.ok());
+    dev_gate_up.push_back(gu.value());
+    dev_down.push_back(dn.value());
+  }
+  const Case cases[] = {{1, 32, 8, 0, 32},  {8, 32, 8, 0, 32},  {64, 32, 8, 0, 32},   {256, 32, 8, 0, 32},
+                        {3, 32, 4, 16, 16}, {64, 32, 8, 8, 16}, {64, 32, 8, 0, 32, true}, {1, 32, 2, 0, 32}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE("n " + std::to_string(c.n) + " k " + std::to_string(c.k) + " local [" + std::to_string(c.begin) +
+                 ", " + std::to_string(c.begin + c.local) + ")" + (c.same_experts ? " same experts" : ""));
+    auto packed = gpu.pack_moe_experts(
+        std::vector<Tensor>(dev_gate_up.begin() + c.begin, dev_gate_up.begin() + c.begin + c.local),
+        std::vector<Tensor>(dev_down.begin() + c.begin, dev_down.begin() + c.begin + c.local));
+    ASSERT_TRUE(packed.ok()) << packed.error().message;
+    // Inputs: bf16 x, k distinct experts per token, weights, the shared result.
+    Tensor x = Tensor::empty(DType::bf16, {c.n, kHidden});
+    std::vector<float> xf(size_t(c.n * kHidden));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (size_t i = 0; i < xf.size(); ++i) {
+      x.data<uint16_t>()[i] = kernels::host_f32_to_bf16(normal(rng));
+      xf[i] = kernels::host_bf16_to_f32(x.data<uint16_t>()[i]);
+    }
+    std::vector<int32_t> ids(size_t(c.n * c.k)), perm(size_t(c.experts));
+    std::vector<float> weights(ids.size()), shared(size_t(c.n * kHidden));
+    std::iota(perm.begin(), perm.end(), 0);
+    for (int64_t t = 0; t < c.n; ++t) {
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int32_t i = 0; i < c.k; ++i) ids[size_t(t * c.k + i)] = c.same_experts ? i : perm[size_t(i)];
+    }
+    std::uniform_real_distribution<float> wdist(0.1f, 1.0f);
+    for (auto& w : weights) w = wdist(rng);
+    for (auto& s : shared) s = normal(rng);
+    Tensor d_ids = gpu.empty(DType::i32, {c.n, c.k}), d_weights = gpu.empty(DType::f32, {c.n, c.k});
+    Tensor out = gpu.empty(DType::f32, {c.n, kHidden});
+    gpu.copy(Tensor::from_i32(ids, {c.n, c.k}), d_ids);
+    gpu.copy(Tensor::from_f32(weights, {c.n, c.k}), d_weights);
+    gpu.copy(Tensor::from_f32(shared, {c.n, kHidden}), out);
+    ASSERT_TRUE(gpu.moe_experts(x, d_ids, d_weights, packed.value(), c.begin, c.experts, out));
+    const Tensor got = gpu.to_host(out);
+    ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
+
+    double max_routed = 0, max_diff = 0;
+    std::vector<double> gu(size_t(2 * kInter));
+    std::vector<float> act(static_cast<size_t>(kInter));
+    for (int64_t t = 0; t < c.n; ++t) {
+      std::vector<double> want(size_t(kHidden), 0.0);
+      for (int32_t i = 0; i < c.k; ++i) {
+        const int32_t e = ids[size_t(t * c.k + i)];
+        if (e < c.begin || e >= c.begin + c.local) continue;  // another rank's expert
+        const std::vector<float>& wgu = gate_up[size_t(e)].dense;
+        const std::vector<float>& wdn = down[size_t(e)].dense;
+        for (int64_t r = 0; r < 2 * kInter; ++r) {
+          double s = 0;
+          for (int64_t j = 0; j < kHidden; ++j) s += double(xf[size_t(t * kHidden + j)]) * wgu[size_t(r * kHidden + j)];
+          gu[size_t(r)] = s;
+        }
+        for (int64_t j = 0; j < kInter; ++j) {
+          const double g = gu[size_t(j)], u = gu[size_t(kInter + j)];
+          act[size_t(j)] = kernels::host_bf16_to_f32(kernels::host_f32_to_bf16(float(g / (1.0 + std::exp(-g)) * u)));
+        }
+        for (int64_t r = 0; r < kHidden; ++r) {
+          double s = 0;
+          for (int64_t j = 0; j < kInter; ++j) s += double(act[size_t(j)]) * wdn[size_t(r * kInter + j)];
+          want[size_t(r)] += double(weights[size_t(t * c.k + i)]) * s;
+        }
+      }
+      for (int64_t r = 0; r < kHidden; ++r) {
+        max_routed = std::max(max_routed, std::abs(want[size_t(r)]));
+        const double expected = double(shared[size_t(t * kHidden + r)]) + want[size_t(r)];
+        max_diff = std::max(max_diff, std::abs(expected - double(got.data<float>()[t * kHidden + r])));
+      }
+    }
+    EXPECT_GT(max_routed, 0.1);  // the experts added something
+    EXPECT_LE(max_diff, 4e-3 * max_routed);
+    std::printf("n %lld k %d local %d: max |routed| %.3g, max |diff| %.3g (%.2e of it)\n", (long long)c.n, c.k,
+                c.local, max_routed, max_diff, max_diff / max_routed);
+  }
+}
+
+// Prefill-sized batches are not the grouped path's: false, nothing written (the model's loop runs).
+TEST(CudaMoeExperts, RefusesPrefillBatchesAndNonFp8Experts) {
+  TROUPE_REQUIRE_GPU();
+  auto created = CudaBackend::create(0, DType::bf16);
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  CudaBackend& gpu = *created.value();
+  std::mt19937 rng(5);
+  HostWeight gu = random_fp8(256, 128, rng), dn = random_fp8(128, 128, rng);
+  auto dgu = gpu.upload_weight(gu.t), ddn = gpu.upload_weight(dn.t);
+  ASSERT_TRUE(dgu.ok() && ddn.ok());
+  auto packed = gpu.pack_moe_experts({dgu.value()}, {ddn.value()});
+  ASSERT_TRUE(packed.ok()) << packed.error().message;
+  const int64_t n = CudaBackend::kMoeExpertsMaxTokens + 1;
+  Tensor x = gpu.empty(DType::bf16, {n, 128});
+  Tensor ids = gpu.empty(DType::i32, {n, 1}), w = gpu.empty(DType::f32, {n, 1}), out = gpu.empty(DType::f32, {n, 128});
+  EXPECT_FALSE(gpu.moe_experts(x, ids, w, packed.value(), 0, 1, out));
+  // Shapes that do not agree (down [128, 64] with gate_up [256, 128]) and bf16 weights are refused.
+  HostWeight bad = random_fp8(128, 64, rng);
+  auto dbad = gpu.upload_weight(bad.t);
+  ASSERT_TRUE(dbad.ok());
+  EXPECT_FALSE(gpu.pack_moe_experts({dgu.value()}, {dbad.value()}).ok());
+  Tensor dense = Tensor::from_f32(std::vector<float>(256 * 128, 0.5f), {256, 128});
+  auto ddense = gpu.upload_weight(dense);
+  ASSERT_TRUE(ddense.ok());
+  EXPECT_FALSE(gpu.pack_moe_experts({ddense.value()}, {ddn.value()}).ok());
+  EXPECT_TRUE(gpu.status().ok());
+}
+
+}  // namespace
+}  // namespace troupe::cuda
