@@ -83,6 +83,27 @@ __device__ __forceinline__ uint16_t to_bf16_bits(float v) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 0. The local ids (and the shared expert's slot): one thread per output slot.
+
+__global__ void local_ids_kernel(const int32_t* __restrict__ ids, const float* __restrict__ weights, int64_t n,
+                                 int top_k, int begin, int num_local, int with_shared, int32_t* __restrict__ ids_out,
+                                 float* __restrict__ weights_out) {
+  const int out_k = top_k + with_shared;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * out_k) return;
+  const int64_t t = i / out_k;
+  const int s = int(i % out_k);
+  if (s < top_k) {
+    const int id = ids[t * top_k + s];
+    ids_out[i] = id >= begin && id < begin + num_local ? id - begin : -1;
+    weights_out[i] = weights[t * top_k + s];
+  } else {
+    ids_out[i] = num_local;
+    weights_out[i] = 1.0f;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // 1. The active experts: one CTA of 512 threads, thread e for local expert e.
 
 __global__ void active_experts_kernel(const int32_t* __restrict__ ids, int num_slots, const int32_t* __restrict__ counts,
@@ -127,22 +148,50 @@ __global__ void active_experts_kernel(const int32_t* __restrict__ ids, int num_s
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. The gather, scaled to bf16 * 2^64: one CTA per position.
+// 2. The gather, scaled to bf16 * 2^64: CTA (position, column chunk), 8 columns a thread.
 
 __device__ __forceinline__ float load_value(const float* x, int64_t i) { return __ldg(x + i); }
 __device__ __forceinline__ float load_value(const uint16_t* x, int64_t i) {
   return __uint_as_float(uint32_t(__ldg(x + i)) << 16);
 }
 
+__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(p)), b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load8(const uint16_t* p, float (&v)[8]) {
+  const uint4 a = __ldg(reinterpret_cast<const uint4*>(p));
+  const uint32_t words[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    v[2 * j] = __uint_as_float(words[j] << 16);
+    v[2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+  }
+}
+
+constexpr int kGatherThreads = 128;
+
+// vec: 16-byte loads of x (k % 8 == 0, x 16-byte aligned).
 template <typename XT>
 __global__ void gather_scaled_kernel(const XT* __restrict__ x, const int32_t* __restrict__ sorted_slots, int slot_div,
-                                     uint16_t* __restrict__ x_perm, int64_t k, int64_t x_stride) {
+                                     uint16_t* __restrict__ x_perm, int64_t k, int64_t x_stride, bool vec) {
   const int64_t p = blockIdx.x;
+  const int64_t c0 = 8 * (int64_t(blockIdx.y) * kGatherThreads + threadIdx.x);
+  if (c0 >= x_stride) return;
   const int slot = sorted_slots[p];
-  uint16_t* dst = x_perm + p * x_stride;
   const XT* src = x + (slot >= 0 ? int64_t(slot / slot_div) * k : 0);
-  for (int64_t c = threadIdx.x; c < x_stride; c += blockDim.x)
-    dst[c] = slot >= 0 && c < k ? to_bf16_bits(load_value(src, c) * kMoeXShift) : uint16_t(0);
+  float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (slot >= 0 && vec && c0 + 8 <= k) {
+    load8(src + c0, v);
+  } else if (slot >= 0) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = c0 + j < k ? load_value(src, c0 + j) : 0.0f;
+  }
+  uint32_t w[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    w[j] = uint32_t(to_bf16_bits(v[2 * j] * kMoeXShift)) | (uint32_t(to_bf16_bits(v[2 * j + 1] * kMoeXShift)) << 16);
+  *reinterpret_cast<uint4*>(x_perm + p * x_stride + c0) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,8 +205,11 @@ __global__ void __launch_bounds__(kThreads)
                         const float* const* __restrict__ scale_of, const int32_t* __restrict__ num_active,
                         const int32_t* __restrict__ active_expert, const int32_t* __restrict__ active_begin,
                         void* __restrict__ out_raw, int64_t out_stride, int w_rows, int out_cols, int64_t k) {
-  const int j = int(blockIdx.y);
-  if (j >= *num_active) return;  // the whole CTA, before any barrier
+  // The active experts in reverse: the last one (the shared expert when it rides along, the one
+  // with every token and so the most passes) is dispatched first, not left as the launch's tail.
+  const int count = *num_active;
+  if (int(blockIdx.y) >= count) return;  // the whole CTA, before any barrier
+  const int j = count - 1 - int(blockIdx.y);
   const int expert = active_expert[j], p_begin = active_begin[j], p_end = active_begin[j + 1];
   const uint8_t* w = w_of[expert];
   const float* w_scale = scale_of[expert];
@@ -206,13 +258,6 @@ __global__ void __launch_bounds__(kThreads)
     if (num_kb > 1) load_block(w1, 1);
     for (int i = 0; i < num_kb; ++i) {
       if (i + 2 < num_kb) load_block(w2, i + 2);
-      uint4 xv[kTiles][4];
-#pragma unroll
-      for (int mt = 0; mt < kTiles; ++mt)
-#pragma unroll
-        for (int p = 0; p < 4; ++p)
-          xv[mt][p] = mt < tiles && xrow[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + int64_t(i) * 128) + p)
-                                             : zero4();
       float block[kTiles][4];
 #pragma unroll
       for (int mt = 0; mt < kTiles; ++mt) block[mt][0] = block[mt][1] = block[mt][2] = block[mt][3] = 0.0f;
@@ -227,8 +272,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int mt = 0; mt < kTiles; ++mt) {
           if (mt >= tiles) continue;  // uniform over the CTA
-          mma_bf16(block[mt], s0a0, s0a1, s0a2, s0a3, xv[mt][p].x, xv[mt][p].y);
-          mma_bf16(block[mt], s1a0, s1a1, s1a2, s1a3, xv[mt][p].z, xv[mt][p].w);
+          const uint4 xv =
+              xrow[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + int64_t(i) * 128) + p) : zero4();
+          mma_bf16(block[mt], s0a0, s0a1, s0a2, s0a3, xv.x, xv.y);
+          mma_bf16(block[mt], s1a0, s1a1, s1a2, s1a3, xv.z, xv.w);
         }
       }
       const float sa = __ldg(scale_a + i) * kPromote, sb = __ldg(scale_b + i) * kPromote;
@@ -305,8 +352,9 @@ cudaError_t launch_grouped(const uint16_t* x_perm, int64_t x_stride, const uint8
   // No expert has more tokens than the batch (a token's experts are distinct), so small batches
   // take the kernel with fewer accumulator tiles (fewer registers, more warps per SM).
   const bool vec = k % 16 == 0;
+  // Up to 64 tokens an expert holds ~2 on average with R1's 256 experts and top-8 (rarely over 16).
   const auto kernel = max_tokens <= 8    ? (vec ? grouped_gemv_kernel<1, true, SILU> : grouped_gemv_kernel<1, false, SILU>)
-                      : max_tokens <= 16 ? (vec ? grouped_gemv_kernel<2, true, SILU> : grouped_gemv_kernel<2, false, SILU>)
+                      : max_tokens <= 64 ? (vec ? grouped_gemv_kernel<2, true, SILU> : grouped_gemv_kernel<2, false, SILU>)
                                          : (vec ? grouped_gemv_kernel<kMaxTiles, true, SILU>
                                                 : grouped_gemv_kernel<kMaxTiles, false, SILU>);
   kernel<<<grid, kThreads, 0, stream>>>(x_perm, x_stride, w, w_scale, num_active, active_expert, active_begin, out,
@@ -315,6 +363,19 @@ cudaError_t launch_grouped(const uint16_t* x_perm, int64_t x_stride, const uint8
 }
 
 }  // namespace
+
+cudaError_t launch_moe_local_ids(const int32_t* ids, const float* weights, int64_t n, int32_t top_k,
+                                 int32_t expert_begin, int32_t num_local, bool with_shared, int32_t* ids_out,
+                                 float* weights_out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (n < 0 || top_k < 1 || num_local < 1 || expert_begin < 0 || n * (top_k + 1) > INT32_MAX || !ids || !weights ||
+      !ids_out || !weights_out)
+    return cudaErrorInvalidValue;
+  const int64_t count = n * (top_k + (with_shared ? 1 : 0));
+  local_ids_kernel<<<unsigned((count + 255) / 256), 256, 0, stream>>>(ids, weights, n, top_k, expert_begin, num_local,
+                                                                      with_shared ? 1 : 0, ids_out, weights_out);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_moe_active_experts(const int32_t* ids, int64_t num_slots, int32_t num_experts,
                                       const int32_t* counts, const int32_t* offsets, int32_t expert_begin,
@@ -334,10 +395,13 @@ template <typename XT>
 cudaError_t launch_gather(const XT* x, const int32_t* sorted_slots, int32_t slot_div, uint16_t* x_perm,
                           int64_t num_positions, int64_t k, int64_t x_stride, cudaStream_t stream) {
   if (num_positions == 0) return cudaSuccess;
-  if (num_positions < 0 || num_positions > INT32_MAX || k <= 0 || x_stride < moe_perm_stride(k) || slot_div < 1 ||
-      !x || !sorted_slots || !x_perm)
+  if (num_positions < 0 || num_positions > INT32_MAX || k <= 0 || x_stride < moe_perm_stride(k) || x_stride % 8 != 0 ||
+      slot_div < 1 || !x || !sorted_slots || !x_perm || !aligned16(x_perm))
     return cudaErrorInvalidValue;
-  gather_scaled_kernel<<<unsigned(num_positions), 256, 0, stream>>>(x, sorted_slots, slot_div, x_perm, k, x_stride);
+  const bool vec = k % 8 == 0 && aligned16(x);
+  const int64_t chunks = (x_stride / 8 + kGatherThreads - 1) / kGatherThreads;
+  const dim3 grid{unsigned(num_positions), unsigned(chunks)};
+  gather_scaled_kernel<<<grid, kGatherThreads, 0, stream>>>(x, sorted_slots, slot_div, x_perm, k, x_stride, vec);
   return cudaGetLastError();
 }
 

@@ -4,6 +4,10 @@
 // each chosen expert's FP8 block-scaled weights once for all its tokens (kernels/fp8_block_gemm.hpp
 // has the formula and the e4m3 x bf16 mma trick). Steps, over moe_align.hpp's layout with
 // pad_to 1 (position p holds slot sorted_slots[p], expert e's positions are contiguous):
+//   0. moe_local_ids: the router's [n, top_k] choice in local expert ids (id - expert_begin, -1 for
+//      another rank's expert), plus, with a shared expert, a slot top_k per token on expert
+//      num_local with weight 1 (the shared expert runs in the same grouped launches, and the
+//      combine then writes out = shared + routed).
 //   1. moe_active_experts: the local experts with at least one slot, compacted:
 //        active_expert[j], active_begin[j] (= offsets[expert]), active_begin[num_active] = the total;
 //        slot_pos[s] = -1 for slots routed to another rank's experts (so the combine skips them).
@@ -43,6 +47,9 @@ inline int64_t moe_max_active(int64_t num_local, int64_t num_slots) {
 }
 
 // CPU references.
+// ids, weights: [n, top_k]; ids_out, weights_out: [n, top_k + with_shared].
+void moe_local_ids_ref(const int32_t* ids, const float* weights, int64_t n, int32_t top_k, int32_t expert_begin,
+                       int32_t num_local, bool with_shared, int32_t* ids_out, float* weights_out);
 // ids: [num_slots] (global expert ids); counts, offsets: moe_align_ref's over num_experts (global E);
 // local experts are [expert_begin, expert_begin + num_local). active_expert: [max_active] (local
 // index), active_begin: [max_active + 1]; slot_pos updated in place.
@@ -61,6 +68,11 @@ void moe_expert_silu_ref(const float* x, int64_t x_stride, const uint8_t* gate_u
                          double* act, int64_t m, int64_t inter, int64_t k);
 
 #ifdef TROUPE_HAVE_CUDA
+// Device pointers, shapes as moe_local_ids_ref. n == 0 does nothing; cudaErrorInvalidValue for
+// n < 0, n * (top_k + 1) > INT32_MAX, top_k < 1, num_local < 1 or expert_begin < 0.
+cudaError_t launch_moe_local_ids(const int32_t* ids, const float* weights, int64_t n, int32_t top_k,
+                                 int32_t expert_begin, int32_t num_local, bool with_shared, int32_t* ids_out,
+                                 float* weights_out, cudaStream_t stream);
 // Device pointers, shapes as the references. max_active = moe_max_active(num_local, num_slots).
 // cudaErrorInvalidValue, nothing launched: num_slots < 0 or > INT32_MAX, num_experts outside
 // 1..512, num_local < 1, expert_begin < 0 or expert_begin + num_local > num_experts.

@@ -8,6 +8,22 @@
 
 namespace troupe::kernels {
 
+void moe_local_ids_ref(const int32_t* ids, const float* weights, int64_t n, int32_t top_k, int32_t expert_begin,
+                       int32_t num_local, bool with_shared, int32_t* ids_out, float* weights_out) {
+  const int64_t out_k = top_k + (with_shared ? 1 : 0);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int32_t s = 0; s < top_k; ++s) {
+      const int32_t id = ids[t * top_k + s];
+      ids_out[t * out_k + s] = id >= expert_begin && id < expert_begin + num_local ? id - expert_begin : -1;
+      weights_out[t * out_k + s] = weights[t * top_k + s];
+    }
+    if (with_shared) {
+      ids_out[t * out_k + top_k] = num_local;
+      weights_out[t * out_k + top_k] = 1.0f;
+    }
+  }
+}
+
 void moe_active_experts_ref(const int32_t* ids, int64_t num_slots, const int32_t* counts, const int32_t* offsets,
                             int32_t expert_begin, int32_t num_local, int32_t* num_active, int32_t* active_expert,
                             int32_t* active_begin, int32_t* slot_pos) {

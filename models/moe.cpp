@@ -89,6 +89,12 @@ Result<std::unique_ptr<MoeMlp>> MoeMlp::load(const ModelConfig& config, const st
     if (!expert.ok()) return expert.error();
     layer->experts_.push_back(std::move(expert.value()));
   }
+  if (moe.n_shared_experts > 0) {
+    expert_config.intermediate_size = moe.shared_intermediate_size();
+    auto shared = LlamaMlp::load(expert_config, prefix + "shared_experts.", weights, backend);
+    if (!shared.ok()) return shared.error();
+    layer->shared_ = std::move(shared.value());
+  }
   layer->grouped_ = dynamic_cast<MoeExpertsBackend*>(&backend);
   if (layer->grouped_ && backend.keeps_fp8_weights() && !layer->experts_.empty()) {
     std::vector<Tensor> gate_up, down;
@@ -96,41 +102,44 @@ Result<std::unique_ptr<MoeMlp>> MoeMlp::load(const ModelConfig& config, const st
       gate_up.push_back(expert->gate_up_weight());
       down.push_back(expert->down_weight());
     }
-    auto packed = layer->grouped_->pack_moe_experts(gate_up, down);
+    const Tensor shared_gate_up = layer->shared_ ? layer->shared_->gate_up_weight() : Tensor();
+    const Tensor shared_down = layer->shared_ ? layer->shared_->down_weight() : Tensor();
+    auto packed = layer->grouped_->pack_moe_experts(gate_up, down, shared_gate_up, shared_down);
     if (packed.ok()) layer->packed_ = std::move(packed.value());  // else: the host loop
-  }
-  if (moe.n_shared_experts > 0) {
-    expert_config.intermediate_size = moe.shared_intermediate_size();
-    auto shared = LlamaMlp::load(expert_config, prefix + "shared_experts.", weights, backend);
-    if (!shared.ok()) return shared.error();
-    layer->shared_ = std::move(shared.value());
   }
   return layer;
 }
 
-void MoeMlp::forward(const Tensor& x, Tensor out) {
-  const int64_t n = x.size(0), hidden = x.size(1), num_experts = moe_.n_routed_experts;
-  const int64_t k = moe_.num_experts_per_tok;
+void MoeMlp::run_shared(const Tensor& x, Tensor out) {
   if (shared_) {
     shared_->forward(x, out);
   } else {
-    Tensor zeros = Tensor::zeros(DType::f32, {n, hidden});
+    Tensor zeros = Tensor::zeros(DType::f32, {x.size(0), x.size(1)});
     backend_.copy(zeros, out);
   }
-  if (n == 0) return;
+}
+
+void MoeMlp::forward(const Tensor& x, Tensor out) {
+  const int64_t n = x.size(0), num_experts = moe_.n_routed_experts;
+  const int64_t k = moe_.num_experts_per_tok;
+  if (n == 0) return run_shared(x, out);
   Tensor logits = backend_.empty(DType::f32, {n, num_experts});
   backend_.linear(x, gate_weight_, Tensor(), logits);
   Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});
   if (backend_.moe_route(logits, Tensor::from_f32(bias_, {num_experts}), MoeRouteParams::from(moe_), ids, weights)) {
+    // With the shared expert packed, moe_experts writes out = shared + routed; else it adds.
+    if (!packed_.has_shared) run_shared(x, out);
     if (packed_.defined() &&
         grouped_->moe_experts(x, ids, weights, packed_, moe_.local_expert_begin(), num_experts, out))
       return;
+    if (packed_.has_shared) run_shared(x, out);
     const Tensor host_ids = backend_.to_host(ids), host_weights = backend_.to_host(weights);
     const MoeRouting routing{std::vector<int32_t>(host_ids.data<int32_t>(), host_ids.data<int32_t>() + n * k),
                              std::vector<float>(host_weights.data<float>(), host_weights.data<float>() + n * k)};
     run_experts_on_host(x, routing, out);
     return;
   }
+  run_shared(x, out);
   const Tensor host_logits = backend_.to_host(logits);
   run_experts_on_host(x, route_tokens(host_logits.data<float>(), n, bias_, moe_), out);
 }

@@ -46,6 +46,8 @@ class MoeMlp final : public MlpLayer {
 
  private:
   explicit MoeMlp(Backend& backend) : backend_(backend) {}
+  // out = the shared experts' result (zeros when none).
+  void run_shared(const Tensor& x, Tensor out);
   // The host loop: each local expert on the rows routed to it, added into out.
   void run_experts_on_host(const Tensor& x, const MoeRouting& routing, Tensor out);
 

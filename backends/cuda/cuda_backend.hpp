@@ -110,7 +110,8 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   // takes up to kMoeExpertsMaxTokens tokens (more: false, the caller's per-expert loop with the
   // prefill GEMMs).
   static constexpr int64_t kMoeExpertsMaxTokens = 512;
-  Result<MoeExperts> pack_moe_experts(const std::vector<Tensor>& gate_up, const std::vector<Tensor>& down) override;
+  Result<MoeExperts> pack_moe_experts(const std::vector<Tensor>& gate_up, const std::vector<Tensor>& down,
+                                      const Tensor& shared_gate_up, const Tensor& shared_down) override;
   bool moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExperts& experts,
                    int64_t expert_begin, int64_t num_experts, Tensor out) override;
 

@@ -1,5 +1,5 @@
-// Op table rows: the grouped FP8 experts of decode batches (kernels/moe_grouped_gemv): the active
-// expert list, the scaled gather, the fused gate/up + silu and the down GEMV. Tokens 1, 8, 64, 256
+// Op table rows: the grouped FP8 experts of decode batches (kernels/moe_grouped_gemv): the local
+// ids (with the shared expert's slot), the active expert list, the scaled gather, the fused gate/up + silu and the down GEMV. Tokens 1, 8, 64, 256
 // (top-8 of E experts); awkward sizes: k and inter not multiples of 128 (partial scale blocks) or
 // of 16 (byte loads), experts with no token (E much larger than the slots), every slot on one
 // expert (more than one 32-token pass over its weights), other ranks' experts (expert parallel).
@@ -103,6 +103,33 @@ OpCase active_experts_case(int64_t m, int32_t experts, int32_t k, int32_t begin,
             r.expect("active_begin", Elem::i32, active_begin, ref_begin, Elem::i32, size_t(max_active + 1), kExact);
             r.expect("slot_pos", Elem::i32, d_pos, ref_pos, Elem::i32, size_t(slots), kExact);
             r.bytes = double(slots * 12 + int64_t(experts) * 8);
+            return r;
+          }};
+}
+
+OpCase local_ids_case(int64_t m, int32_t experts, int32_t k, int32_t begin, int32_t local, bool with_shared) {
+  return {"moe_local_ids", "i32", sizes({{"m", m}, {"E", experts}, {"k", k}, {"begin", begin}, {"local", local}}) +
+                                      (with_shared ? " shared" : ""),
+          [=](std::mt19937& rng) {
+            OpRun r;
+            const int64_t slots = m * k, out_slots = m * (k + (with_shared ? 1 : 0));
+            int32_t* ids = r.host<int32_t>(size_t(slots));
+            random_ids(ids, m, k, experts, rng, -1);
+            float* weights = r.host<float>(size_t(slots));
+            fill_normal(weights, size_t(slots), rng);
+            const int32_t* d_ids = r.device(ids, size_t(slots));
+            const float* d_weights = r.device(weights, size_t(slots));
+            int32_t* out_ids = r.poisoned<int32_t>(size_t(out_slots));
+            float* out_weights = r.poisoned<float>(size_t(out_slots));
+            int32_t* ref_ids = r.host<int32_t>(size_t(out_slots));
+            float* ref_weights = r.host<float>(size_t(out_slots));
+            r.launch = [=](cudaStream_t s) {
+              return launch_moe_local_ids(d_ids, d_weights, m, k, begin, local, with_shared, out_ids, out_weights, s);
+            };
+            r.reference = [=] { moe_local_ids_ref(ids, weights, m, k, begin, local, with_shared, ref_ids, ref_weights); };
+            r.expect("ids", Elem::i32, out_ids, ref_ids, Elem::i32, size_t(out_slots), kExact);
+            r.expect("weights", Elem::f32, out_weights, ref_weights, Elem::f32, size_t(out_slots), kExact);
+            r.bytes = double(slots * 8 + out_slots * 8);
             return r;
           }};
 }
@@ -290,6 +317,8 @@ OpCase grouped_gemv_case(const GroupedShape& c) {
 
 void add_moe_expert_cases(std::vector<OpCase>& t) {
   for (int64_t m : {1, 8, 64, 256}) {
+    t.push_back(local_ids_case(m, 256, 8, 0, 256, true));
+    t.push_back(local_ids_case(m, 256, 8, 64, 64, m % 2 == 0));
     t.push_back(active_experts_case(m, 256, 8, 0, 256));
     t.push_back(active_experts_case(m, 256, 8, 64, 64));  // expert parallel: rank 1 of 4
   }

@@ -3,7 +3,8 @@
 //   out[t] = shared[t] + sum_i w[t, i] * down_e(bf16(silu(g) * u)),  [g | u] = gate_up_e(bf16(x[t]))
 // with e4m3 weights and 128 x 128 block scales, the experts' sums in fp64. Batches 1, 8, 64, 256;
 // partial 128-blocks (hidden 320, inter 192); experts with no token; every token on the same
-// experts; expert parallel (only the local half of the experts added). Tolerance: the device's act
+// experts; expert parallel (only the local experts added); the shared expert packed along (then
+// out = shared(x) + routed, written rather than added). Tolerance: the device's act
 // is rounded to bf16 from fp32 sums (the reference's from fp64 sums), so an act value may sit one
 // bf16 ulp (2^-8 relative) away where a rounding boundary falls between: max |diff| <= 4e-3 of the
 // largest |out - shared| bounds that with room (a wrong scale, token or expert is off by O(1)).
@@ -52,6 +53,7 @@ struct Case {
   int64_t n;
   int32_t experts, k, begin, local;
   bool same_experts = false;  // every token routed to experts 0..k-1 (of the local ones)
+  bool with_shared = false;   // the shared expert packed along
 };
 
 TEST(CudaMoeExperts, GroupedExpertsMatchTheReferenceOnDecodeBatches) {
@@ -73,15 +75,23 @@ TEST(CudaMoeExperts, GroupedExpertsMatchTheReferenceOnDecodeBatches) {
     dev_gate_up.push_back(gu.value());
     dev_down.push_back(dn.value());
   }
-  const Case cases[] = {{1, 32, 8, 0, 32},  {8, 32, 8, 0, 32},  {64, 32, 8, 0, 32},   {256, 32, 8, 0, 32},
-                        {3, 32, 4, 16, 16}, {64, 32, 8, 8, 16}, {64, 32, 8, 0, 32, true}, {1, 32, 2, 0, 32}};
+  const HostWeight shared_gate_up = random_fp8(2 * kInter, kHidden, rng), shared_down = random_fp8(kHidden, kInter, rng);
+  auto dev_shared_gate_up = gpu.upload_weight(shared_gate_up.t), dev_shared_down = gpu.upload_weight(shared_down.t);
+  ASSERT_TRUE(dev_shared_gate_up.ok() && dev_shared_down.ok());
+  const Case cases[] = {{1, 32, 8, 0, 32},          {8, 32, 8, 0, 32},         {64, 32, 8, 0, 32},
+                        {256, 32, 8, 0, 32},        {3, 32, 4, 16, 16},        {64, 32, 8, 8, 16},
+                        {64, 32, 8, 0, 32, true},   {1, 32, 2, 0, 32},         {1, 32, 8, 0, 32, false, true},
+                        {64, 32, 8, 0, 32, false, true}, {256, 32, 8, 0, 32, false, true}, {8, 32, 8, 8, 16, false, true}};
   for (const Case& c : cases) {
     SCOPED_TRACE("n " + std::to_string(c.n) + " k " + std::to_string(c.k) + " local [" + std::to_string(c.begin) +
-                 ", " + std::to_string(c.begin + c.local) + ")" + (c.same_experts ? " same experts" : ""));
+                 ", " + std::to_string(c.begin + c.local) + ")" + (c.same_experts ? " same experts" : "") +
+                 (c.with_shared ? " with shared" : ""));
     auto packed = gpu.pack_moe_experts(
         std::vector<Tensor>(dev_gate_up.begin() + c.begin, dev_gate_up.begin() + c.begin + c.local),
-        std::vector<Tensor>(dev_down.begin() + c.begin, dev_down.begin() + c.begin + c.local));
+        std::vector<Tensor>(dev_down.begin() + c.begin, dev_down.begin() + c.begin + c.local),
+        c.with_shared ? dev_shared_gate_up.value() : Tensor(), c.with_shared ? dev_shared_down.value() : Tensor());
     ASSERT_TRUE(packed.ok()) << packed.error().message;
+    ASSERT_EQ(packed->has_shared, c.with_shared);
     // Inputs: bf16 x, k distinct experts per token, weights, the shared result.
     Tensor x = Tensor::empty(DType::bf16, {c.n, kHidden});
     std::vector<float> xf(size_t(c.n * kHidden));
@@ -114,11 +124,13 @@ TEST(CudaMoeExperts, GroupedExpertsMatchTheReferenceOnDecodeBatches) {
     std::vector<float> act(static_cast<size_t>(kInter));
     for (int64_t t = 0; t < c.n; ++t) {
       std::vector<double> want(size_t(kHidden), 0.0);
-      for (int32_t i = 0; i < c.k; ++i) {
-        const int32_t e = ids[size_t(t * c.k + i)];
-        if (e < c.begin || e >= c.begin + c.local) continue;  // another rank's expert
-        const std::vector<float>& wgu = gate_up[size_t(e)].dense;
-        const std::vector<float>& wdn = down[size_t(e)].dense;
+      for (int32_t i = 0; i < c.k + (c.with_shared ? 1 : 0); ++i) {
+        const bool is_shared = i == c.k;
+        const int32_t e = is_shared ? -1 : ids[size_t(t * c.k + i)];
+        if (!is_shared && (e < c.begin || e >= c.begin + c.local)) continue;  // another rank's expert
+        const std::vector<float>& wgu = is_shared ? shared_gate_up.dense : gate_up[size_t(e)].dense;
+        const std::vector<float>& wdn = is_shared ? shared_down.dense : down[size_t(e)].dense;
+        const double weight = is_shared ? 1.0 : double(weights[size_t(t * c.k + i)]);
         for (int64_t r = 0; r < 2 * kInter; ++r) {
           double s = 0;
           for (int64_t j = 0; j < kHidden; ++j) s += double(xf[size_t(t * kHidden + j)]) * wgu[size_t(r * kHidden + j)];
@@ -131,12 +143,12 @@ TEST(CudaMoeExperts, GroupedExpertsMatchTheReferenceOnDecodeBatches) {
         for (int64_t r = 0; r < kHidden; ++r) {
           double s = 0;
           for (int64_t j = 0; j < kInter; ++j) s += double(act[size_t(j)]) * wdn[size_t(r * kInter + j)];
-          want[size_t(r)] += double(weights[size_t(t * c.k + i)]) * s;
+          want[size_t(r)] += weight * s;
         }
       }
       for (int64_t r = 0; r < kHidden; ++r) {
         max_routed = std::max(max_routed, std::abs(want[size_t(r)]));
-        const double expected = double(shared[size_t(t * kHidden + r)]) + want[size_t(r)];
+        const double expected = (c.with_shared ? 0.0 : double(shared[size_t(t * kHidden + r)])) + want[size_t(r)];
         max_diff = std::max(max_diff, std::abs(expected - double(got.data<float>()[t * kHidden + r])));
       }
     }
@@ -157,8 +169,9 @@ TEST(CudaMoeExperts, RefusesPrefillBatchesAndNonFp8Experts) {
   HostWeight gu = random_fp8(256, 128, rng), dn = random_fp8(128, 128, rng);
   auto dgu = gpu.upload_weight(gu.t), ddn = gpu.upload_weight(dn.t);
   ASSERT_TRUE(dgu.ok() && ddn.ok());
-  auto packed = gpu.pack_moe_experts({dgu.value()}, {ddn.value()});
+  auto packed = gpu.pack_moe_experts({dgu.value()}, {ddn.value()}, Tensor(), Tensor());
   ASSERT_TRUE(packed.ok()) << packed.error().message;
+  EXPECT_FALSE(packed->has_shared);
   const int64_t n = CudaBackend::kMoeExpertsMaxTokens + 1;
   Tensor x = gpu.empty(DType::bf16, {n, 128});
   Tensor ids = gpu.empty(DType::i32, {n, 1}), w = gpu.empty(DType::f32, {n, 1}), out = gpu.empty(DType::f32, {n, 128});
@@ -167,11 +180,15 @@ TEST(CudaMoeExperts, RefusesPrefillBatchesAndNonFp8Experts) {
   HostWeight bad = random_fp8(128, 64, rng);
   auto dbad = gpu.upload_weight(bad.t);
   ASSERT_TRUE(dbad.ok());
-  EXPECT_FALSE(gpu.pack_moe_experts({dgu.value()}, {dbad.value()}).ok());
+  EXPECT_FALSE(gpu.pack_moe_experts({dgu.value()}, {dbad.value()}, Tensor(), Tensor()).ok());
+  // A shared expert of other shapes stays out of the table (the model runs it itself).
+  auto without = gpu.pack_moe_experts({dgu.value()}, {ddn.value()}, dgu.value(), dbad.value());
+  ASSERT_TRUE(without.ok());
+  EXPECT_FALSE(without->has_shared);
   Tensor dense = Tensor::from_f32(std::vector<float>(256 * 128, 0.5f), {256, 128});
   auto ddense = gpu.upload_weight(dense);
   ASSERT_TRUE(ddense.ok());
-  EXPECT_FALSE(gpu.pack_moe_experts({ddense.value()}, {ddn.value()}).ok());
+  EXPECT_FALSE(gpu.pack_moe_experts({ddense.value()}, {ddn.value()}, Tensor(), Tensor()).ok());
   EXPECT_TRUE(gpu.status().ok());
 }
 
