@@ -1,16 +1,18 @@
-// DeepSeek-V3/R1's MoE layer on one GPU, the non-GEMM half for now (kernels/moe_routing, moe_align,
-// moe_combine) at R1's shapes (E=256 in 8 groups, keep 4, k=8, hidden 7168), per batch B of
-// decode tokens:
+// DeepSeek-V3/R1's MoE layer on one GPU at R1's shapes (E=256 in 8 groups, keep 4, k=8, hidden
+// 7168, moe_intermediate 2048, one shared expert), per batch B of decode tokens. Two parts:
 //
-//   logits [B, 256] --route--> ids, weights [B, 8] --align--> counts, offsets, sorted_slots, slot_pos
-//   x [B, 7168] bf16 --gather--> x_perm [capacity, 7168] bf16
-//   x_perm --[expert GEMMs: not here yet, see run_expert_gemms]--> y_perm [capacity, 7168] bf16
-//   y_perm, weights, shared [B, 7168] fp32 --combine--> out [B, 7168] fp32
-//
-// Records dsv3_moe_routing_b<B> (the four kernels back to back, microseconds; CUDA events, median
-// of --reps) and one per stage (_route, _align, _gather, _combine), each against the time its
-// bytes take at the HBM bandwidth measured here (limit, us; fraction_of_limit = limit / value).
-// First checks the device router and grouping against the CPU references on each batch.
+// (1) dsv3_moe_decode_b<B>: the whole routed layer as the model runs it through CudaBackend
+//     (bf16 weights mode, FP8 block-scaled experts) as models/moe does: router (linear over the
+//     bf16 gate), moe_route, and moe_experts with the shared expert packed along
+//     (kernels/moe_grouped_gemv: local ids, align, active experts, scaled gather, grouped gate/up +
+//     silu, grouped down, combine writing shared + routed), no host sync.
+//     limit = the bytes of the experts the router touched + the shared expert + the router's weight
+//     at the HBM bandwidth measured here; fraction_of_limit = limit / time. dsv3_moe_experts_b<B>:
+//     moe_experts alone against the touched + shared experts' bytes.
+// (2) dsv3_moe_routing_b<B>: the non-GEMM kernels (route, align pad 128, gather, combine) back to
+//     back and per stage (_route, _align, _gather, _combine), each against its bytes.
+// Times: CUDA events, median of --reps. Checks the device router and grouping against the CPU
+// references on each batch.
 //   dsv3_moe_bench [--reps N] [--batches 1,8,64,256] [--out PATH] [--time-limit S]
 #include <cuda_runtime.h>
 
@@ -25,6 +27,7 @@
 
 #include "bench/bench_log.hpp"
 #include "bench/device_ceilings.hpp"
+#include "backends/cuda/cuda_backend.hpp"
 #include "kernels/host_bf16.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
@@ -39,7 +42,7 @@ using bench::say;
 
 // R1's router and MoE shapes.
 constexpr int32_t kExperts = 256, kGroups = 8, kTopkGroup = 4, kTopK = 8;
-constexpr int64_t kHidden = 7168;
+constexpr int64_t kHidden = 7168, kInter = 2048;
 constexpr float kScaling = 2.5f;
 // Rows per expert are padded to the expert GEMM's M tile (a contiguous grouped GEMM's layout).
 constexpr int32_t kGemmRowBlock = 128;
@@ -96,12 +99,8 @@ struct Buffers {
   }
 };
 
-// The expert MLPs over the permuted rows: NOT IMPLEMENTED HERE YET. The FP8 grouped GEMMs (another
-// engineer's kernels) go here: gate_up = x_perm @ W_gate_up[e]^T per expert range
-// [offsets[e], offsets[e] + counts[e]) (padding rows skipped or computed and ignored), then
-// kernels/mlp_activation.hpp's launch_silu_and_mul_packed_bf16 over those rows (reuse it, do not
-// write another), then y_perm = act @ W_down[e]^T. Until then y_perm holds random values and the
-// timings below leave this stage out.
+// The expert MLPs over the padded layout: left out of this part (the decode layer of part (1) runs
+// the grouped expert kernels over moe_align's unpadded layout); y_perm holds random values.
 cudaError_t run_expert_gemms(const uint16_t* x_perm, const int32_t* counts, const int32_t* offsets, uint16_t* y_perm,
                              int64_t capacity, cudaStream_t stream) {
   (void)x_perm, (void)counts, (void)offsets, (void)y_perm, (void)capacity, (void)stream;
@@ -192,7 +191,7 @@ void bench_batch(int64_t b, const Args& args, double bw_gbs, std::mt19937& rng) 
   for (const Stage& stage : stages) {
     const double us = bench::time_events_ms(args.reps, [&] { stage.fn(); }) * 1e3;
     const double limit_us = bw_gbs > 0 ? stage.bytes / (bw_gbs * 1e9) * 1e6 : 0;
-    std::string note = stage.name[0] ? "one kernel" : "route + align + gather + combine back to back (no expert GEMMs yet)";
+    std::string note = stage.name[0] ? "one kernel" : "route + align(pad 128) + gather + combine back to back (no expert GEMMs: see dsv3_moe_decode_b*)";
     note += "; CUDA events, median of ";
     note += std::to_string(args.reps);
     note += "; limit = bytes it must move / measured HBM bandwidth";
@@ -200,6 +199,125 @@ void bench_batch(int64_t b, const Args& args, double bw_gbs, std::mt19937& rng) 
                   {{"tokens", double(b)}, {"bytes", stage.bytes}, {"ids_match_ref", ids_ok ? 1.0 : 0.0}}};
     add_record(std::move(r));
   }
+}
+
+// R1's routed experts, the shared expert and the router on the GPU (random values; every expert
+// its own FP8 allocations with their block scales, as the model's loader leaves them).
+struct DecodeLayer {
+  std::unique_ptr<cuda::CudaBackend> gpu;
+  std::vector<Tensor> gate_up, down;  // [2 I, hidden], [hidden, I] e4m3 with block scales
+  Tensor shared_gate_up, shared_down, router, bias;
+  MoeExperts packed;
+  double expert_bytes = 0;  // one expert's weights + scales
+};
+
+Tensor random_fp8_expert(cuda::CudaBackend& gpu, int64_t rows, int64_t cols, const Tensor& source, std::mt19937& rng) {
+  Tensor w = gpu.empty(DType::f8_e4m3, {rows, cols});
+  cudaMemcpy(w.raw(), source.raw(), size_t(rows * cols), cudaMemcpyDeviceToDevice);
+  const int64_t rb = (rows + 127) / 128, cb = (cols + 127) / 128;
+  std::uniform_real_distribution<float> unit(0.5f / 1024, 2.0f / 1024);
+  std::vector<float> scale(size_t(rb * cb));
+  for (float& v : scale) v = unit(rng);
+  Tensor s = gpu.empty(DType::f32, {rb, cb});
+  cudaMemcpy(s.raw(), scale.data(), scale.size() * 4, cudaMemcpyHostToDevice);
+  w.set_block_scale(std::move(s));
+  return w;
+}
+
+bool make_decode_layer(DecodeLayer& l, std::mt19937& rng) {
+  auto created = cuda::CudaBackend::create(0, DType::bf16);
+  if (!created.ok()) {
+    say("CudaBackend: %s", created.error().message.c_str());
+    return false;
+  }
+  l.gpu = std::move(created.value());
+  cuda::CudaBackend& gpu = *l.gpu;
+  // One random e4m3 pattern (no NaN) of the largest matrix, copied into every expert.
+  const int64_t biggest = 2 * kInter * kHidden;
+  std::vector<uint8_t> bytes(static_cast<size_t>(biggest));
+  for (auto& b : bytes) b = uint8_t((rng() % 0x7E) | (rng() % 2 ? 0x80 : 0));
+  Tensor source = gpu.empty(DType::u8, {biggest});
+  cudaMemcpy(source.raw(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
+  for (int32_t e = 0; e < kExperts; ++e) {
+    l.gate_up.push_back(random_fp8_expert(gpu, 2 * kInter, kHidden, source, rng));
+    l.down.push_back(random_fp8_expert(gpu, kHidden, kInter, source, rng));
+  }
+  l.shared_gate_up = random_fp8_expert(gpu, 2 * kInter, kHidden, source, rng);
+  l.shared_down = random_fp8_expert(gpu, kHidden, kInter, source, rng);
+  l.expert_bytes = double(3 * kInter * kHidden) + double(l.gate_up[0].block_scale().nbytes() +
+                                                         l.down[0].block_scale().nbytes());
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<uint16_t> router(size_t(kExperts * kHidden));
+  // Router logits ~N(0, 0.85) per expert and small biases: sigmoid scores spread over (0.2, 0.8),
+  // so each token's top-8 is its own (balanced routing, as R1's trained router gives); larger
+  // weights saturate the scores to 1.0, whose ties all go to the lowest experts.
+  for (auto& v : router) v = kernels::host_f32_to_bf16(0.01f * normal(rng));
+  l.router = gpu.empty(DType::bf16, {kExperts, kHidden});
+  cudaMemcpy(l.router.raw(), router.data(), router.size() * 2, cudaMemcpyHostToDevice);
+  std::vector<float> bias(kExperts);
+  for (float& v : bias) v = 0.01f * normal(rng);
+  l.bias = gpu.empty(DType::f32, {kExperts});
+  cudaMemcpy(l.bias.raw(), bias.data(), bias.size() * 4, cudaMemcpyHostToDevice);
+  auto packed = gpu.pack_moe_experts(l.gate_up, l.down, l.shared_gate_up, l.shared_down);
+  if (!packed.ok()) {
+    say("pack_moe_experts: %s", packed.error().message.c_str());
+    return false;
+  }
+  l.packed = std::move(packed.value());
+  if (!l.packed.has_shared) say("the shared expert was not packed along");
+  return bench::cuda_ok(cudaDeviceSynchronize(), "decode layer setup") && gpu.status().ok();
+}
+
+void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_gbs, std::mt19937& rng) {
+  cuda::CudaBackend& gpu = *l.gpu;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<uint16_t> xh(size_t(b * kHidden));
+  for (auto& v : xh) v = kernels::host_f32_to_bf16(normal(rng));
+  Tensor x = gpu.empty(DType::bf16, {b, kHidden});
+  cudaMemcpy(x.raw(), xh.data(), xh.size() * 2, cudaMemcpyHostToDevice);
+  Tensor logits = gpu.empty(DType::f32, {b, kExperts}), out = gpu.empty(DType::f32, {b, kHidden});
+  Tensor ids = gpu.empty(DType::i32, {b, kTopK}), weights = gpu.empty(DType::f32, {b, kTopK});
+  const MoeRouteParams params{kExperts, kGroups, kTopkGroup, kTopK, true, kScaling};
+  bool ok = true;
+  auto routed = [&] { ok = ok && gpu.moe_experts(x, ids, weights, l.packed, 0, kExperts, out); };
+  auto layer = [&] {
+    if (!l.packed.has_shared) gpu.mlp(x, l.shared_gate_up, Tensor(), l.shared_down, Tensor(), out);
+    gpu.linear(x, l.router, Tensor(), logits);
+    ok = ok && gpu.moe_route(logits, l.bias, params, ids, weights);
+    routed();
+  };
+  layer();
+  if (!bench::cuda_ok(cudaDeviceSynchronize(), "decode layer") || !ok || !gpu.status().ok()) {
+    say("B=%lld: the decode layer failed (%s)", (long long)b, ok ? gpu.take_error().c_str() : "an op refused");
+    return;
+  }
+  // The experts the router touched.
+  const Tensor host_ids = gpu.to_host(ids);
+  std::vector<bool> touched(kExperts, false);
+  for (int64_t i = 0; i < b * kTopK; ++i) touched[size_t(host_ids.data<int32_t>()[i])] = true;
+  const double num_touched = double(std::count(touched.begin(), touched.end(), true));
+  const double experts_bytes = (num_touched + (l.packed.has_shared ? 1 : 0)) * l.expert_bytes;
+  const double layer_bytes = (num_touched + 1) * l.expert_bytes + double(kExperts * kHidden * 2);
+  const double layer_us = bench::time_events_ms(args.reps, layer) * 1e3;
+  const double experts_us = bench::time_events_ms(args.reps, routed) * 1e3;
+  const double layer_limit = bw_gbs > 0 ? layer_bytes / (bw_gbs * 1e9) * 1e6 : 0;
+  const double experts_limit = bw_gbs > 0 ? experts_bytes / (bw_gbs * 1e9) * 1e6 : 0;
+  say("B=%lld: %.0f experts touched; layer %.1f us (%.2f of its bytes' time), routed experts %.1f us (%.2f)",
+      (long long)b, num_touched, layer_us, layer_us > 0 ? layer_limit / layer_us : 0, experts_us,
+      experts_us > 0 ? experts_limit / experts_us : 0);
+  const std::string reps = std::to_string(args.reps);
+  add_record({"dsv3_moe_decode_b" + std::to_string(b), layer_us, "us", layer_limit,
+              layer_us > 0 ? layer_limit / layer_us : 0,
+              "one R1 MoE layer through CudaBackend (bf16 mode, FP8 experts): router linear + moe_route + "
+              "moe_experts (grouped FP8 GEMVs over the chosen and the shared experts, no host sync); limit = (touched experts + shared expert + "
+              "router) bytes / measured HBM bandwidth; CUDA events, median of " + reps,
+              {{"tokens", double(b)}, {"experts_touched", num_touched}, {"bytes", layer_bytes}}});
+  add_record({"dsv3_moe_experts_b" + std::to_string(b), experts_us, "us", experts_limit,
+              experts_us > 0 ? experts_limit / experts_us : 0,
+              "CudaBackend::moe_experts alone (local ids, align, active experts, scaled gather, grouped "
+              "gate_up+silu, grouped down, combine; the shared expert in the table); limit = touched + shared "
+              "experts' FP8 weights + scales / measured HBM bandwidth; median of " + reps,
+              {{"tokens", double(b)}, {"experts_touched", num_touched}, {"bytes", experts_bytes}}});
 }
 
 int run(int argc, char** argv) {
@@ -219,6 +337,10 @@ int run(int argc, char** argv) {
       kTopkGroup, kTopK, (long long)kHidden);
   std::mt19937 rng(1234);
   for (int64_t b : args.batches) bench_batch(b, args, bw_gbs, rng);
+  DecodeLayer layer;
+  if (!make_decode_layer(layer, rng)) return 1;
+  say("decode layer: %d experts of %.1f MB each + a shared one, on the GPU", kExperts, layer.expert_bytes / 1e6);
+  for (int64_t b : args.batches) bench_decode_layer(b, layer, args, bw_gbs, rng);
   return 0;
 }
 

@@ -1,4 +1,5 @@
 // The MoE gather and combine kernels (moe_combine.hpp): one block per row.
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda_common.cuh"
@@ -52,26 +53,38 @@ template <class T, bool kWide>
 __global__ void __launch_bounds__(kRowThreads)
     moe_combine_kernel(const T* y_perm, const int32_t* slot_pos, const float* weights, const float* shared,
                        float* out, int32_t top_k, int64_t hidden) {
+  // Row t; blockIdx.y picks the block's columns (so a batch of one token still fills many SMs).
   const int64_t t = blockIdx.x;
   const int32_t* pos = slot_pos + t * top_k;
   const float* w = weights + t * top_k;
+  const int64_t step = int64_t(kRowThreads) * gridDim.y;
+  const int64_t first = int64_t(blockIdx.y) * kRowThreads + threadIdx.x;
   if constexpr (kWide) {
-    for (int64_t h = 4 * int64_t(threadIdx.x); h < hidden; h += 4 * kRowThreads) {
+    for (int64_t h = 4 * first; h < hidden; h += 4 * step) {
       float4 acc = shared ? *reinterpret_cast<const float4*>(shared + t * hidden + h) : make_float4(0, 0, 0, 0);
-      for (int32_t i = 0; i < top_k; ++i) {
-        const int32_t p = pos[i];
-        if (p < 0) continue;
-        const float wi = w[i];
-        const float4 y = load4(y_perm + int64_t(p) * hidden + h);
-        acc.x = fmaf(wi, y.x, acc.x);
-        acc.y = fmaf(wi, y.y, acc.y);
-        acc.z = fmaf(wi, y.z, acc.z);
-        acc.w = fmaf(wi, y.w, acc.w);
+      // Up to 8 slots' rows loaded before their fmas (one memory latency per 8 slots, not per slot);
+      // the fmas keep the slot order.
+      for (int32_t i0 = 0; i0 < top_k; i0 += 8) {
+        float4 y[8];
+#pragma unroll
+        for (int32_t j = 0; j < 8; ++j) {
+          const int32_t p = i0 + j < top_k ? pos[i0 + j] : -1;
+          y[j] = p >= 0 ? load4(y_perm + int64_t(p) * hidden + h) : make_float4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int32_t j = 0; j < 8; ++j) {
+          if (i0 + j >= top_k || pos[i0 + j] < 0) continue;
+          const float wi = w[i0 + j];
+          acc.x = fmaf(wi, y[j].x, acc.x);
+          acc.y = fmaf(wi, y[j].y, acc.y);
+          acc.z = fmaf(wi, y[j].z, acc.z);
+          acc.w = fmaf(wi, y[j].w, acc.w);
+        }
       }
       *reinterpret_cast<float4*>(out + t * hidden + h) = acc;
     }
   } else {
-    for (int64_t h = threadIdx.x; h < hidden; h += kRowThreads) {
+    for (int64_t h = first; h < hidden; h += step) {
       float acc = shared ? shared[t * hidden + h] : 0.0f;
       for (int32_t i = 0; i < top_k; ++i) {
         const int32_t p = pos[i];
@@ -89,12 +102,15 @@ cudaError_t launch_combine(const T* y_perm, const int32_t* slot_pos, const float
   if (num_tokens == 0 || hidden == 0) return cudaSuccess;
   // 16-byte fp32 rows; bf16 y rows of 4 values are 8 bytes (aligned when y_perm is 16-byte aligned).
   const bool wide = hidden % 4 == 0 && aligned16(y_perm) && aligned16(out) && (shared == nullptr || aligned16(shared));
+  // Enough column blocks that every thread has one or two groups of columns.
+  const int64_t per_block = int64_t(kRowThreads) * (wide ? 4 : 1);
+  const dim3 grid{unsigned(num_tokens), unsigned(std::min<int64_t>((hidden + per_block - 1) / per_block, 65535))};
   if (wide) {
-    moe_combine_kernel<T, true><<<unsigned(num_tokens), kRowThreads, 0, stream>>>(y_perm, slot_pos, weights, shared,
-                                                                                 out, top_k, hidden);
+    moe_combine_kernel<T, true><<<grid, kRowThreads, 0, stream>>>(y_perm, slot_pos, weights, shared, out, top_k,
+                                                                  hidden);
   } else {
-    moe_combine_kernel<T, false><<<unsigned(num_tokens), kRowThreads, 0, stream>>>(y_perm, slot_pos, weights, shared,
-                                                                                  out, top_k, hidden);
+    moe_combine_kernel<T, false><<<grid, kRowThreads, 0, stream>>>(y_perm, slot_pos, weights, shared, out, top_k,
+                                                                   hidden);
   }
   return cudaGetLastError();
 }

@@ -10,8 +10,8 @@
 //            or bf16 (widened exactly); out fp32 and may alias shared.
 // The expert MLP between them (gate/up GEMM, silu_and_mul: kernels/mlp_activation.hpp and
 // elementwise.hpp, down GEMM) lives elsewhere.
-// Three layers: the __global__ kernels (moe_combine.cu: one block per row, 16-byte accesses when
-// the rows allow), these raw-pointer launchers, and the CPU references (moe_combine_ref.cpp).
+// Three layers: the __global__ kernels (moe_combine.cu: one block per row (the combine: per row and
+// column chunk), 16-byte accesses when the rows allow), these raw-pointer launchers, and the CPU references (moe_combine_ref.cpp).
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA

@@ -24,6 +24,8 @@ class LlamaMlp final : public MlpLayer {
   static Result<std::unique_ptr<LlamaMlp>> load(const ModelConfig& config, const std::string& prefix,
                                                 const WeightLoader& weights, Backend& backend);
   void forward(const Tensor& x, Tensor out) override;
+  const Tensor& gate_up_weight() const { return gate_up_weight_; }  // for Backend::pack_moe_experts
+  const Tensor& down_weight() const { return down_weight_; }
 
  private:
   explicit LlamaMlp(Backend& backend) : backend_(backend) {}

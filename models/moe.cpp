@@ -95,35 +95,57 @@ Result<std::unique_ptr<MoeMlp>> MoeMlp::load(const ModelConfig& config, const st
     if (!shared.ok()) return shared.error();
     layer->shared_ = std::move(shared.value());
   }
+  layer->grouped_ = dynamic_cast<MoeExpertsBackend*>(&backend);
+  if (layer->grouped_ && backend.keeps_fp8_weights() && !layer->experts_.empty()) {
+    std::vector<Tensor> gate_up, down;
+    for (const auto& expert : layer->experts_) {
+      gate_up.push_back(expert->gate_up_weight());
+      down.push_back(expert->down_weight());
+    }
+    const Tensor shared_gate_up = layer->shared_ ? layer->shared_->gate_up_weight() : Tensor();
+    const Tensor shared_down = layer->shared_ ? layer->shared_->down_weight() : Tensor();
+    auto packed = layer->grouped_->pack_moe_experts(gate_up, down, shared_gate_up, shared_down);
+    if (packed.ok()) layer->packed_ = std::move(packed.value());  // else: the host loop
+  }
   return layer;
 }
 
-MoeRouting MoeMlp::route(const Tensor& logits) {
-  const int64_t n = logits.size(0), k = moe_.num_experts_per_tok;
-  Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});
-  if (backend_.moe_route(logits, Tensor::from_f32(bias_, {moe_.n_routed_experts}), MoeRouteParams::from(moe_), ids,
-                         weights)) {
-    const Tensor host_ids = backend_.to_host(ids), host_weights = backend_.to_host(weights);
-    return {std::vector<int32_t>(host_ids.data<int32_t>(), host_ids.data<int32_t>() + n * k),
-            std::vector<float>(host_weights.data<float>(), host_weights.data<float>() + n * k)};
-  }
-  const Tensor host_logits = backend_.to_host(logits);
-  return route_tokens(host_logits.data<float>(), n, bias_, moe_);
-}
-
-void MoeMlp::forward(const Tensor& x, Tensor out) {
-  const int64_t n = x.size(0), hidden = x.size(1), num_experts = moe_.n_routed_experts;
-  const int64_t k = moe_.num_experts_per_tok;
+void MoeMlp::run_shared(const Tensor& x, Tensor out) {
   if (shared_) {
     shared_->forward(x, out);
   } else {
-    Tensor zeros = Tensor::zeros(DType::f32, {n, hidden});
+    Tensor zeros = Tensor::zeros(DType::f32, {x.size(0), x.size(1)});
     backend_.copy(zeros, out);
   }
-  if (n == 0) return;
+}
+
+void MoeMlp::forward(const Tensor& x, Tensor out) {
+  const int64_t n = x.size(0), num_experts = moe_.n_routed_experts;
+  const int64_t k = moe_.num_experts_per_tok;
+  if (n == 0) return run_shared(x, out);
   Tensor logits = backend_.empty(DType::f32, {n, num_experts});
   backend_.linear(x, gate_weight_, Tensor(), logits);
-  const MoeRouting routing = route(logits);
+  Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});
+  if (backend_.moe_route(logits, Tensor::from_f32(bias_, {num_experts}), MoeRouteParams::from(moe_), ids, weights)) {
+    // With the shared expert packed, moe_experts writes out = shared + routed; else it adds.
+    if (!packed_.has_shared) run_shared(x, out);
+    if (packed_.defined() &&
+        grouped_->moe_experts(x, ids, weights, packed_, moe_.local_expert_begin(), num_experts, out))
+      return;
+    if (packed_.has_shared) run_shared(x, out);
+    const Tensor host_ids = backend_.to_host(ids), host_weights = backend_.to_host(weights);
+    const MoeRouting routing{std::vector<int32_t>(host_ids.data<int32_t>(), host_ids.data<int32_t>() + n * k),
+                             std::vector<float>(host_weights.data<float>(), host_weights.data<float>() + n * k)};
+    run_experts_on_host(x, routing, out);
+    return;
+  }
+  run_shared(x, out);
+  const Tensor host_logits = backend_.to_host(logits);
+  run_experts_on_host(x, route_tokens(host_logits.data<float>(), n, bias_, moe_), out);
+}
+
+void MoeMlp::run_experts_on_host(const Tensor& x, const MoeRouting& routing, Tensor out) {
+  const int64_t n = x.size(0), hidden = x.size(1), k = moe_.num_experts_per_tok;
   const int64_t first = moe_.local_expert_begin();
   for (int64_t e = first; e < moe_.local_expert_end(); ++e) {
     std::vector<int32_t> rows;

@@ -9,9 +9,11 @@
 //   w_i = s_i (not s'), / sum(w) when norm_topk_prob, * routed_scaling_factor
 //   out = sum_i w_i * expert_i(x) + shared_experts(x)
 // The router runs on the device when the backend has Backend::moe_route (CUDA: kernels/moe_routing,
-// the same ids as route_tokens), and only the [n, k] ids and weights come to the host; otherwise the
-// logits come to the host and route_tokens (the reference) chooses. The per-expert row lists are
-// built on the host either way (until the grouped GEMM takes kernels/moe_align's device layout).
+// the same ids as route_tokens). Where the backend also packed the experts at load
+// (MoeExpertsBackend::pack_moe_experts, runtime/moe_experts.hpp: CUDA with FP8 experts) and takes
+// the batch (moe_experts: decode-sized ones), the experts and the combine run there too, with no host sync. Otherwise the
+// [n, k] ids and weights come to the host (or the logits, and route_tokens, the reference, chooses)
+// and the experts run one by one on the host-built row lists (prefill chunks, the CPU backend).
 // The CPU backend is the reference; the model refuses other backends until their MLA/MoE ops land.
 // Tensor parallel (MoeConfig::expert_parallel_*): every rank routes all tokens over all experts,
 // runs only its local experts (loaded whole) on the tokens routed to them and its slice of the
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "models/mlp.hpp"
+#include "runtime/moe_experts.hpp"
 
 namespace troupe {
 
@@ -43,8 +46,10 @@ class MoeMlp final : public MlpLayer {
 
  private:
   explicit MoeMlp(Backend& backend) : backend_(backend) {}
-  // Each token's experts and weights from the router logits [n, E] (on the device when it can).
-  MoeRouting route(const Tensor& logits);
+  // out = the shared experts' result (zeros when none).
+  void run_shared(const Tensor& x, Tensor out);
+  // The host loop: each local expert on the rows routed to it, added into out.
+  void run_experts_on_host(const Tensor& x, const MoeRouting& routing, Tensor out);
 
   Backend& backend_;
   MoeConfig moe_;
@@ -52,6 +57,8 @@ class MoeMlp final : public MlpLayer {
   std::vector<float> bias_;         // [E], host
   std::vector<std::unique_ptr<LlamaMlp>> experts_;  // the local ones: [local_expert_begin, local_expert_end)
   std::unique_ptr<LlamaMlp> shared_;  // intermediate moe_.shared_intermediate_size(); null if none
+  MoeExpertsBackend* grouped_ = nullptr;  // backend_'s grouped experts, when it has them
+  MoeExperts packed_;                     // the local experts packed for it; undefined: none
 };
 
 }  // namespace troupe

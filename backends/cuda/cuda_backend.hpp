@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "runtime/backend.hpp"
+#include "runtime/moe_experts.hpp"
 
 #include "backends/cuda/cuda_step_graphs.hpp"
 #include "backends/cuda/pinned_upload.hpp"
@@ -19,7 +20,7 @@ struct CUstream_st;  // cudaStream_t is CUstream_st*
 
 namespace troupe::cuda {
 
-class CudaBackend final : public Backend {
+class CudaBackend final : public Backend, public MoeExpertsBackend {
  public:
   // Binds `device_index`; errors when no usable GPU is present. weight_dtype bf16 keeps matrices
   // (linear and embedding weights) in bf16: products of up to 8 tokens run in the GEMV kernel
@@ -104,6 +105,16 @@ class CudaBackend final : public Backend {
   // false otherwise.
   bool moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& params, Tensor topk_ids,
                  Tensor topk_weights) override;
+
+  // Grouped FP8 experts for decode-sized batches (cuda_moe_ops.cpp, kernels/moe_grouped_gemv.hpp):
+  // pack_moe_experts keeps device arrays of the experts' weight and scale pointers; moe_experts
+  // takes up to kMoeExpertsMaxTokens tokens (more: false, the caller's per-expert loop with the
+  // prefill GEMMs).
+  static constexpr int64_t kMoeExpertsMaxTokens = 512;
+  Result<MoeExperts> pack_moe_experts(const std::vector<Tensor>& gate_up, const std::vector<Tensor>& down,
+                                      const Tensor& shared_gate_up, const Tensor& shared_down) override;
+  bool moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExperts& experts,
+                   int64_t expert_begin, int64_t num_experts, Tensor out) override;
 
   bool supports_graphs() const override { return true; }
   Result<GraphPhase> begin_graph(int64_t key) override;

@@ -1,10 +1,15 @@
-// CudaBackend's MoE ops over kernels/moe_*.hpp (the device router; the grouping, gather and
-// combine follow with the grouped expert GEMM).
+// CudaBackend's MoE ops over kernels/moe_*.hpp: the device router, and the grouped FP8 experts of
+// decode-sized batches (align -> active experts -> scaled gather -> gate/up + silu -> down ->
+// combine, eight launches, nothing on the host; the shared expert rides in the grouped launches).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "backends/cuda/cuda_backend.hpp"
+#include "kernels/moe_align.hpp"
+#include "kernels/moe_combine.hpp"
+#include "kernels/moe_grouped_gemv.hpp"
 #include "kernels/moe_routing.hpp"
 
 namespace troupe::cuda {
@@ -35,6 +40,129 @@ bool CudaBackend::moe_route(const Tensor& logits, const Tensor& bias, const MoeR
   check(kernels::launch_moe_route_f32(d_logits.data<float>(), d_bias.data<float>(), topk_ids.data<int32_t>(),
                                       topk_weights.data<float>(), n, p, stream()),
         "moe_route");
+  return true;
+}
+
+namespace {
+
+// An FP8 block weight of `rows` x `cols` on the GPU with its [ceil(rows/128), ceil(cols/128)] scale.
+bool is_device_fp8_block(const Tensor& w, int64_t rows, int64_t cols) {
+  if (!w.defined() || w.dtype() != DType::f8_e4m3 || w.device() != Device::cuda || w.dim() != 2 ||
+      w.size(0) != rows || w.size(1) != cols || !w.has_block_scale())
+    return false;
+  const Tensor& s = w.block_scale();
+  return s.dtype() == DType::f32 && s.device() == Device::cuda && s.numel() == ((rows + 127) / 128) * ((cols + 127) / 128);
+}
+
+}  // namespace
+
+Result<MoeExperts> CudaBackend::pack_moe_experts(const std::vector<Tensor>& gate_up, const std::vector<Tensor>& down,
+                                                 const Tensor& shared_gate_up, const Tensor& shared_down) {
+  const int64_t num_local = int64_t(gate_up.size());
+  if (num_local < 1 || num_local >= kernels::kMoeGroupedMaxExperts || down.size() != gate_up.size() ||
+      !gate_up[0].defined() || gate_up[0].dim() != 2 || !down[0].defined() || down[0].dim() != 2)
+    return make_error(ErrorCode::unsupported, "grouped MoE experts: 1..511 experts with 2-D gate_up and down");
+  const int64_t hidden = gate_up[0].size(1), inter = down[0].size(1);
+  std::vector<Tensor> all_gate_up = gate_up, all_down = down;
+  const bool has_shared = is_device_fp8_block(shared_gate_up, 2 * inter, hidden) &&
+                          is_device_fp8_block(shared_down, hidden, inter);
+  if (has_shared) {
+    all_gate_up.push_back(shared_gate_up);
+    all_down.push_back(shared_down);
+  }
+  const int64_t count = int64_t(all_gate_up.size());
+  std::vector<uintptr_t> table(size_t(4 * count));  // gate_up w, gate_up scale, down w, down scale
+  MoeExperts packed;
+  for (int64_t e = 0; e < count; ++e) {
+    const Tensor &gu = all_gate_up[size_t(e)], &dn = all_down[size_t(e)];
+    if (!is_device_fp8_block(gu, 2 * inter, hidden) || !is_device_fp8_block(dn, hidden, inter))
+      return make_error(ErrorCode::unsupported, "grouped MoE experts: expert " + std::to_string(e) +
+                                                    " is not FP8 block weights of one shape on this GPU");
+    table[size_t(e)] = reinterpret_cast<uintptr_t>(gu.raw());
+    table[size_t(count + e)] = reinterpret_cast<uintptr_t>(gu.block_scale().raw());
+    table[size_t(2 * count + e)] = reinterpret_cast<uintptr_t>(dn.raw());
+    table[size_t(3 * count + e)] = reinterpret_cast<uintptr_t>(dn.block_scale().raw());
+    packed.weights.push_back(gu);
+    packed.weights.push_back(dn);
+  }
+  try {
+    packed.table = device_tensor(DType::u8, {int64_t(table.size() * sizeof(uintptr_t))});
+  } catch (const std::bad_alloc&) {
+    return make_error(ErrorCode::out_of_resources, "grouped MoE experts: " + fault_);
+  }
+  if (cudaMemcpy(packed.table.raw(), table.data(), table.size() * sizeof(uintptr_t), cudaMemcpyHostToDevice) !=
+      cudaSuccess)
+    return make_error(ErrorCode::out_of_resources, "grouped MoE experts: uploading the pointer table failed");
+  packed.num_local = num_local;
+  packed.hidden = hidden;
+  packed.intermediate = inter;
+  packed.has_shared = has_shared;
+  return packed;
+}
+
+bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
+                              const MoeExperts& experts, int64_t expert_begin, int64_t num_experts, Tensor out) {
+  using namespace kernels;
+  if (!experts.defined() || !x.defined() || x.dim() != 2 || !topk_ids.defined() || topk_ids.dim() != 2 ||
+      topk_ids.dtype() != DType::i32 || topk_ids.device() != Device::cuda || !topk_weights.defined() ||
+      topk_weights.dtype() != DType::f32 || topk_weights.device() != Device::cuda || !out.defined() ||
+      out.dtype() != DType::f32)
+    return false;
+  const int64_t n = x.size(0), hidden = experts.hidden, inter = experts.intermediate, k = topk_ids.size(1);
+  if (n > kMoeExpertsMaxTokens || x.size(1) != hidden || topk_ids.size(0) != n || topk_weights.numel() != n * k ||
+      out.numel() != n * hidden || (x.dtype() != DType::f32 && x.dtype() != DType::bf16) || num_experts < 1 ||
+      expert_begin < 0 || expert_begin + experts.num_local > num_experts)
+    return false;
+  const Tensor dx = on_device(x);
+  if (replaying() || n == 0) return true;
+  // Local ids: the table's experts are 0..num_local-1, the shared one num_local (a slot k per token).
+  const int64_t with_shared = experts.has_shared ? 1 : 0, table_size = experts.num_local + with_shared;
+  const int64_t slot_k = k + with_shared, slots = n * slot_k;
+  const int64_t max_active = moe_max_active(table_size, slots);
+  const int64_t x_stride = moe_perm_stride(hidden), act_stride = moe_perm_stride(inter);
+  Tensor ids = scratch(DType::i32, {n, slot_k}), weights = scratch(DType::f32, {n, slot_k});
+  Tensor counts = scratch(DType::i32, {table_size}), offsets = scratch(DType::i32, {table_size + 1});
+  Tensor sorted = scratch(DType::i32, {slots}), slot_pos = scratch(DType::i32, {slots});
+  Tensor num_active = scratch(DType::i32, {1}), active_expert = scratch(DType::i32, {max_active});
+  Tensor active_begin = scratch(DType::i32, {max_active + 1});
+  Tensor x_perm = scratch(DType::bf16, {slots, x_stride}), act = scratch(DType::bf16, {slots, act_stride});
+  Tensor y_perm = scratch(DType::f32, {slots, hidden});
+  check(launch_moe_local_ids(topk_ids.data<int32_t>(), topk_weights.data<float>(), n, int32_t(k),
+                             int32_t(expert_begin), int32_t(experts.num_local), with_shared != 0,
+                             ids.data<int32_t>(), weights.data<float>(), stream()),
+        "moe_local_ids");
+  check(launch_moe_align(ids.data<int32_t>(), slots, int32_t(table_size), 1, counts.data<int32_t>(),
+                         offsets.data<int32_t>(), sorted.data<int32_t>(), slots, slot_pos.data<int32_t>(), stream()),
+        "moe_align");
+  check(launch_moe_active_experts(ids.data<int32_t>(), slots, int32_t(table_size), counts.data<int32_t>(),
+                                  offsets.data<int32_t>(), 0, int32_t(table_size), num_active.data<int32_t>(),
+                                  active_expert.data<int32_t>(), active_begin.data<int32_t>(),
+                                  slot_pos.data<int32_t>(), stream()),
+        "moe_active_experts");
+  check(dx.dtype() == DType::bf16
+            ? launch_moe_gather_scaled(dx.data<uint16_t>(), sorted.data<int32_t>(), int32_t(slot_k),
+                                       x_perm.data<uint16_t>(), slots, hidden, x_stride, stream())
+            : launch_moe_gather_scaled(dx.data<float>(), sorted.data<int32_t>(), int32_t(slot_k),
+                                       x_perm.data<uint16_t>(), slots, hidden, x_stride, stream()),
+        "moe_gather_scaled");
+  const auto* table = static_cast<const uintptr_t*>(experts.table.raw());
+  const auto* gu_w = reinterpret_cast<const uint8_t* const*>(table);
+  const auto* gu_s = reinterpret_cast<const float* const*>(table + table_size);
+  const auto* dn_w = reinterpret_cast<const uint8_t* const*>(table + 2 * table_size);
+  const auto* dn_s = reinterpret_cast<const float* const*>(table + 3 * table_size);
+  check(launch_moe_grouped_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
+                                        active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
+                                        act.data<uint16_t>(), act_stride, inter, hidden, n, stream()),
+        "moe_grouped_gate_up_silu");
+  check(launch_moe_grouped_gemv(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
+                                active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
+                                y_perm.data<float>(), hidden, inter, n, stream()),
+        "moe_grouped_gemv");
+  // With the shared expert in the table the combine writes out; else it adds to the shared result.
+  check(launch_moe_combine_f32(y_perm.data<float>(), slot_pos.data<int32_t>(), weights.data<float>(),
+                               with_shared ? nullptr : out.data<float>(), out.data<float>(), n, int32_t(slot_k), hidden,
+                               stream()),
+        "moe_combine");
   return true;
 }
 

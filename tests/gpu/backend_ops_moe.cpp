@@ -216,6 +216,9 @@ OpCase moe_combine_case(int64_t m, int64_t hidden, bool with_shared) {
 
 }  // namespace
 
+// The grouped experts' rows (backend_ops_moe_experts.cpp).
+void add_moe_expert_cases(std::vector<OpCase>& table);
+
 void add_moe_cases(std::vector<OpCase>& t) {
   for (int64_t m : kMoeTokens) {
     t.push_back(moe_route_case(m, 8, 4, 2, 2));     // the DeepSeek fixture
@@ -252,6 +255,7 @@ void add_moe_cases(std::vector<OpCase>& t) {
       t.push_back(moe_combine_case<uint16_t>(m, hidden, m != 3));
     }
   }
+  add_moe_expert_cases(t);
 }
 
 }  // namespace troupe::backend_ops

@@ -1,0 +1,353 @@
+// Op table rows: the grouped FP8 experts of decode batches (kernels/moe_grouped_gemv): the local
+// ids (with the shared expert's slot), the active expert list, the scaled gather, the fused gate/up + silu and the down GEMV. Tokens 1, 8, 64, 256
+// (top-8 of E experts); awkward sizes: k and inter not multiples of 128 (partial scale blocks) or
+// of 16 (byte loads), experts with no token (E much larger than the slots), every slot on one
+// expert (more than one 32-token pass over its weights), other ranks' experts (expert parallel).
+// Tolerances: the GEMVs sum exact bf16 x e4m3 products in fp32 (kFp8GemvTolerance, as the dense
+// decode GEMV); the silu output is rounded to bf16 on both sides (kBf16Tolerance).
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/host_bf16.hpp"
+#include "kernels/host_fp8.hpp"
+#include "kernels/fp8_quant.hpp"
+#include "kernels/moe_align.hpp"
+#include "kernels/moe_grouped_gemv.hpp"
+#include "tests/gpu/backend_ops_table.hpp"
+
+namespace troupe::backend_ops {
+using namespace kernels;
+namespace {
+
+constexpr double kGroupedGemvTolerance = 1e-9;
+
+// Per token, k distinct experts of [0, experts); `hot` >= 0: every slot on that expert.
+void random_ids(int32_t* ids, int64_t m, int32_t k, int32_t experts, std::mt19937& rng, int32_t hot) {
+  std::vector<int32_t> perm(static_cast<size_t>(experts));
+  std::iota(perm.begin(), perm.end(), 0);
+  for (int64_t t = 0; t < m; ++t) {
+    for (int32_t i = 0; i < k; ++i) {
+      std::uniform_int_distribution<int32_t> pick(i, experts - 1);
+      std::swap(perm[size_t(i)], perm[size_t(pick(rng))]);
+      ids[t * k + i] = hot >= 0 ? hot : perm[size_t(i)];
+    }
+  }
+}
+
+// The grouping of a batch as the backend builds it (moe_align pad 1, then the active list), on the host.
+struct Plan {
+  int64_t slots = 0, max_active = 0;
+  int32_t* ids = nullptr;  // host [slots]
+  int32_t* sorted = nullptr;
+  int32_t* pos = nullptr;
+  int32_t num_active = 0;
+  int32_t* active_expert = nullptr;  // host [max_active]
+  int32_t* active_begin = nullptr;   // host [max_active + 1]
+};
+
+Plan make_plan(OpRun& r, int64_t m, int32_t k, int32_t experts, int32_t begin, int32_t local, int32_t hot,
+               std::mt19937& rng) {
+  Plan p;
+  p.slots = m * k;
+  p.max_active = moe_max_active(local, p.slots);
+  p.ids = r.host<int32_t>(size_t(p.slots));
+  random_ids(p.ids, m, k, experts, rng, hot);
+  int32_t* counts = r.host<int32_t>(size_t(experts));
+  int32_t* offsets = r.host<int32_t>(size_t(experts + 1));
+  p.sorted = r.host<int32_t>(size_t(p.slots));
+  p.pos = r.host<int32_t>(size_t(p.slots));
+  moe_align_ref(p.ids, p.slots, experts, 1, counts, offsets, p.sorted, p.slots, p.pos);
+  p.active_expert = r.host<int32_t>(size_t(p.max_active), -1);
+  p.active_begin = r.host<int32_t>(size_t(p.max_active + 1), -1);
+  moe_active_experts_ref(p.ids, p.slots, counts, offsets, begin, local, &p.num_active, p.active_expert,
+                         p.active_begin, p.pos);
+  return p;
+}
+
+OpCase active_experts_case(int64_t m, int32_t experts, int32_t k, int32_t begin, int32_t local, int32_t hot = -1) {
+  std::string dims = sizes({{"m", m}, {"E", experts}, {"k", k}, {"begin", begin}, {"local", local}});
+  if (hot >= 0) dims += " hot=" + std::to_string(hot);
+  return {"moe_active_experts", "i32", dims, [=](std::mt19937& rng) {
+            OpRun r;
+            const int64_t slots = m * k, max_active = moe_max_active(local, slots);
+            int32_t* ids = r.host<int32_t>(size_t(slots));
+            random_ids(ids, m, k, experts, rng, hot);
+            int32_t* counts = r.host<int32_t>(size_t(experts));
+            int32_t* offsets = r.host<int32_t>(size_t(experts + 1));
+            int32_t* sorted = r.host<int32_t>(size_t(slots));
+            int32_t* pos = r.host<int32_t>(size_t(slots));
+            moe_align_ref(ids, slots, experts, 1, counts, offsets, sorted, slots, pos);
+            const int32_t* d_ids = r.device(ids, size_t(slots));
+            const int32_t* d_counts = r.device(counts, size_t(experts));
+            const int32_t* d_offsets = r.device(offsets, size_t(experts + 1));
+            int32_t* d_pos = r.device(pos, size_t(slots));
+            int32_t* num_active = r.poisoned<int32_t>(1);
+            int32_t* active = r.poisoned<int32_t>(size_t(max_active));
+            int32_t* active_begin = r.poisoned<int32_t>(size_t(max_active + 1));
+            int32_t* ref_num = r.host<int32_t>(1);
+            int32_t* ref_active = r.host<int32_t>(size_t(max_active), -1);
+            int32_t* ref_begin = r.host<int32_t>(size_t(max_active + 1), -1);
+            int32_t* ref_pos = r.host<int32_t>(size_t(slots));
+            std::copy(pos, pos + slots, ref_pos);
+            r.launch = [=](cudaStream_t s) {
+              return launch_moe_active_experts(d_ids, slots, experts, d_counts, d_offsets, begin, local, num_active,
+                                               active, active_begin, d_pos, s);
+            };
+            r.reference = [=] {
+              moe_active_experts_ref(ids, slots, counts, offsets, begin, local, ref_num, ref_active, ref_begin,
+                                     ref_pos);
+            };
+            r.expect("num_active", Elem::i32, num_active, ref_num, Elem::i32, 1, kExact);
+            r.expect("active_expert", Elem::i32, active, ref_active, Elem::i32, size_t(max_active), kExact);
+            r.expect("active_begin", Elem::i32, active_begin, ref_begin, Elem::i32, size_t(max_active + 1), kExact);
+            r.expect("slot_pos", Elem::i32, d_pos, ref_pos, Elem::i32, size_t(slots), kExact);
+            r.bytes = double(slots * 12 + int64_t(experts) * 8);
+            return r;
+          }};
+}
+
+OpCase local_ids_case(int64_t m, int32_t experts, int32_t k, int32_t begin, int32_t local, bool with_shared) {
+  return {"moe_local_ids", "i32", sizes({{"m", m}, {"E", experts}, {"k", k}, {"begin", begin}, {"local", local}}) +
+                                      (with_shared ? " shared" : ""),
+          [=](std::mt19937& rng) {
+            OpRun r;
+            const int64_t slots = m * k, out_slots = m * (k + (with_shared ? 1 : 0));
+            int32_t* ids = r.host<int32_t>(size_t(slots));
+            random_ids(ids, m, k, experts, rng, -1);
+            float* weights = r.host<float>(size_t(slots));
+            fill_normal(weights, size_t(slots), rng);
+            const int32_t* d_ids = r.device(ids, size_t(slots));
+            const float* d_weights = r.device(weights, size_t(slots));
+            int32_t* out_ids = r.poisoned<int32_t>(size_t(out_slots));
+            float* out_weights = r.poisoned<float>(size_t(out_slots));
+            int32_t* ref_ids = r.host<int32_t>(size_t(out_slots));
+            float* ref_weights = r.host<float>(size_t(out_slots));
+            r.launch = [=](cudaStream_t s) {
+              return launch_moe_local_ids(d_ids, d_weights, m, k, begin, local, with_shared, out_ids, out_weights, s);
+            };
+            r.reference = [=] { moe_local_ids_ref(ids, weights, m, k, begin, local, with_shared, ref_ids, ref_weights); };
+            r.expect("ids", Elem::i32, out_ids, ref_ids, Elem::i32, size_t(out_slots), kExact);
+            r.expect("weights", Elem::f32, out_weights, ref_weights, Elem::f32, size_t(out_slots), kExact);
+            r.bytes = double(slots * 8 + out_slots * 8);
+            return r;
+          }};
+}
+
+template <class T>
+OpCase gather_scaled_case(int64_t m, int64_t hidden, int32_t slot_div) {
+  constexpr bool kF32 = std::is_same_v<T, float>;
+  return {"moe_gather_scaled", kF32 ? "f32->bf16" : "bf16",
+          sizes({{"m", m}, {"hidden", hidden}, {"k", 8}, {"slot_div", slot_div}}), [=](std::mt19937& rng) {
+            OpRun r;
+            const int32_t k = 8, experts = 256;
+            const int64_t slots = m * k, stride = moe_perm_stride(hidden), rows = slots / slot_div;
+            int32_t* ids = r.host<int32_t>(size_t(slots));
+            random_ids(ids, m, k, experts, rng, -1);
+            std::vector<int32_t> counts(static_cast<size_t>(experts)), offsets(static_cast<size_t>(experts + 1));
+            std::vector<int32_t> pos(static_cast<size_t>(slots));
+            int32_t* sorted = r.host<int32_t>(size_t(slots));
+            moe_align_ref(ids, slots, experts, 1, counts.data(), offsets.data(), sorted, slots, pos.data());
+            if (slot_div == 1)  // per-slot rows: drop a few slots (they read as -1: zero rows)
+              for (int64_t p = 5; p < slots; p += 11) sorted[p] = -1;
+            const size_t count = size_t(rows * hidden), out_count = size_t(slots * stride);
+            float* x = r.host<float>(count);
+            fill_normal(x, count, rng);
+            for (size_t i = 0; i < count; ++i) x[i] = host_bf16_to_f32(host_f32_to_bf16(x[i]));  // exact in bf16
+            const void* dx = nullptr;
+            if constexpr (kF32) {
+              dx = r.device(x, count);
+            } else {
+              uint16_t* xb = r.host<uint16_t>(count);
+              for (size_t i = 0; i < count; ++i) xb[i] = host_f32_to_bf16(x[i]);
+              dx = r.device(xb, count);
+            }
+            const int32_t* d_sorted = r.device(sorted, size_t(slots));
+            uint16_t* out = r.poisoned<uint16_t>(out_count);
+            uint16_t* ref = r.host<uint16_t>(out_count);
+            r.launch = [=](cudaStream_t s) {
+              return launch_moe_gather_scaled(static_cast<const T*>(dx), d_sorted, slot_div, out, slots, hidden,
+                                              stride, s);
+            };
+            r.reference = [=] {
+              std::vector<float> real(out_count);
+              moe_gather_scaled_ref(x, sorted, slot_div, real.data(), slots, hidden, stride);
+              for (size_t i = 0; i < out_count; ++i) ref[i] = host_f32_to_bf16(real[i] * kMoeXShift);
+            };
+            r.expect("x_perm", Elem::bf16, out, ref, Elem::bf16, out_count, kExact);
+            r.bytes = double(slots * hidden * int64_t(sizeof(T)) + int64_t(out_count) * 2);
+            return r;
+          }};
+}
+
+// The experts' weights: per local expert an e4m3 [rows, k] matrix and its block scales, each in
+// its own device allocation; the pointer tables on the device.
+struct Experts {
+  std::vector<const uint8_t*> w;      // host copies
+  std::vector<const float*> scale;
+  const uint8_t* const* d_w = nullptr;  // device tables
+  const float* const* d_scale = nullptr;
+};
+
+Experts make_experts(OpRun& r, int32_t local, int64_t rows, int64_t k, std::mt19937& rng) {
+  Experts ex;
+  std::vector<const uint8_t*> dw;
+  std::vector<const float*> ds;
+  std::normal_distribution<float> normal(0.0f, 0.6f);
+  std::uniform_real_distribution<float> unit(0.5f, 2.0f);
+  const int64_t num_scales = fp8_num_blocks(rows) * fp8_num_blocks(k);
+  for (int32_t e = 0; e < local; ++e) {
+    uint8_t* w = r.host<uint8_t>(size_t(rows * k));
+    for (int64_t i = 0; i < rows * k; ++i) w[i] = host_f32_to_e4m3(normal(rng) * 64.0f);
+    float* s = r.host<float>(size_t(num_scales));
+    for (int64_t i = 0; i < num_scales; ++i) s[i] = unit(rng) / 1024.0f;
+    ex.w.push_back(w);
+    ex.scale.push_back(s);
+    dw.push_back(r.device(w, size_t(rows * k)));
+    ds.push_back(r.device(s, size_t(num_scales)));
+  }
+  ex.d_w = r.device(dw.data(), dw.size());
+  ex.d_scale = r.device(ds.data(), ds.size());
+  return ex;
+}
+
+// The positions' activations: bf16 values (real in `x`, [slots, stride], zero past k) and the device's
+// bf16 * 2^64 bits.
+const uint16_t* make_x_perm(OpRun& r, int64_t slots, int64_t k, int64_t stride, std::mt19937& rng, float** x) {
+  const size_t count = size_t(slots * stride);
+  float* real = r.host<float>(count, 0.0f);
+  uint16_t* bits = r.host<uint16_t>(count, 0);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t p = 0; p < slots; ++p) {
+    for (int64_t c = 0; c < k; ++c) {
+      const float v = host_bf16_to_f32(host_f32_to_bf16(normal(rng)));
+      real[p * stride + c] = v;
+      bits[p * stride + c] = host_f32_to_bf16(v * kMoeXShift);
+    }
+  }
+  *x = real;
+  return r.device(bits, count);
+}
+
+struct GroupedShape {
+  int64_t m;
+  int32_t experts, k, begin, local;
+  int64_t hidden, inter;
+  int32_t hot = -1;
+};
+
+std::string grouped_sizes(const GroupedShape& c) {
+  std::string s = sizes({{"m", c.m}, {"E", c.experts}, {"k", c.k}, {"begin", c.begin}, {"local", c.local},
+                         {"hidden", c.hidden}, {"inter", c.inter}});
+  if (c.hot >= 0) s += " hot=" + std::to_string(c.hot);
+  return s;
+}
+
+OpCase gate_up_silu_case(const GroupedShape& c) {
+  return {"moe_grouped_gate_up_silu", "e4m3 x bf16->bf16", grouped_sizes(c), [=](std::mt19937& rng) {
+            OpRun r;
+            const Plan p = make_plan(r, c.m, c.k, c.experts, c.begin, c.local, c.hot, rng);
+            const Experts ex = make_experts(r, c.local, 2 * c.inter, c.hidden, rng);
+            const int64_t x_stride = moe_perm_stride(c.hidden), act_stride = moe_perm_stride(c.inter);
+            float* x = nullptr;
+            const uint16_t* d_x = make_x_perm(r, p.slots, c.hidden, x_stride, rng, &x);
+            const int32_t* d_num = r.device(&p.num_active, 1);
+            const int32_t* d_active = r.device(p.active_expert, size_t(p.max_active));
+            const int32_t* d_begin = r.device(p.active_begin, size_t(p.max_active + 1));
+            const size_t out_count = size_t(p.slots * act_stride);
+            uint16_t* act = r.poisoned<uint16_t>(out_count);
+            uint16_t* ref = r.host<uint16_t>(out_count, poison_value<uint16_t>());
+            const int64_t max_active = p.max_active, m = c.m;
+            r.launch = [=](cudaStream_t s) {
+              return launch_moe_grouped_gate_up_silu(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin,
+                                                     max_active, act, act_stride, c.inter, c.hidden, m, s);
+            };
+            r.reference = [=] {
+              for (int32_t j = 0; j < p.num_active; ++j) {
+                const int32_t e = p.active_expert[j], b = p.active_begin[j], cnt = p.active_begin[j + 1] - b;
+                std::vector<double> a(size_t(cnt * c.inter));
+                moe_expert_silu_ref(x + int64_t(b) * x_stride, x_stride, ex.w[size_t(e)], ex.scale[size_t(e)],
+                                    a.data(), cnt, c.inter, c.hidden);
+                for (int32_t q = 0; q < cnt; ++q)
+                  for (int64_t col = 0; col < act_stride; ++col)
+                    ref[size_t((b + q) * act_stride + col)] =
+                        col < c.inter ? host_f32_to_bf16(float(a[size_t(q * c.inter + col)]) * kMoeXShift) : 0;
+              }
+            };
+            r.expect("act_perm", Elem::bf16, act, ref, Elem::bf16, out_count, kBf16Tolerance);
+            r.bytes = double(p.num_active) * double(2 * c.inter * c.hidden);
+            return r;
+          }};
+}
+
+OpCase grouped_gemv_case(const GroupedShape& c) {
+  return {"moe_grouped_gemv", "e4m3 x bf16->f32", grouped_sizes(c), [=](std::mt19937& rng) {
+            OpRun r;
+            const Plan p = make_plan(r, c.m, c.k, c.experts, c.begin, c.local, c.hot, rng);
+            // The down projection: W [hidden, inter], x the activation [*, inter].
+            const Experts ex = make_experts(r, c.local, c.hidden, c.inter, rng);
+            const int64_t x_stride = moe_perm_stride(c.inter);
+            float* x = nullptr;
+            const uint16_t* d_x = make_x_perm(r, p.slots, c.inter, x_stride, rng, &x);
+            const int32_t* d_num = r.device(&p.num_active, 1);
+            const int32_t* d_active = r.device(p.active_expert, size_t(p.max_active));
+            const int32_t* d_begin = r.device(p.active_begin, size_t(p.max_active + 1));
+            const size_t out_count = size_t(p.slots * c.hidden);
+            float* y = r.poisoned<float>(out_count);
+            double* ref = r.host<double>(out_count, std::nan(""));
+            const int64_t max_active = p.max_active, m = c.m;
+            r.launch = [=](cudaStream_t s) {
+              return launch_moe_grouped_gemv(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin, max_active,
+                                             y, c.hidden, c.inter, m, s);
+            };
+            r.reference = [=] {
+              for (int32_t j = 0; j < p.num_active; ++j) {
+                const int32_t e = p.active_expert[j], b = p.active_begin[j], cnt = p.active_begin[j + 1] - b;
+                moe_expert_rows_ref(x + int64_t(b) * x_stride, x_stride, ex.w[size_t(e)], ex.scale[size_t(e)],
+                                    ref + int64_t(b) * c.hidden, cnt, c.hidden, c.inter);
+              }
+            };
+            r.expect("y_perm", Elem::f32, y, ref, Elem::f64, out_count, kGroupedGemvTolerance);
+            r.bytes = double(p.num_active) * double(c.hidden * c.inter);
+            return r;
+          }};
+}
+
+}  // namespace
+
+void add_moe_expert_cases(std::vector<OpCase>& t) {
+  for (int64_t m : {1, 8, 64, 256}) {
+    t.push_back(local_ids_case(m, 256, 8, 0, 256, true));
+    t.push_back(local_ids_case(m, 256, 8, 64, 64, m % 2 == 0));
+    t.push_back(active_experts_case(m, 256, 8, 0, 256));
+    t.push_back(active_experts_case(m, 256, 8, 64, 64));  // expert parallel: rank 1 of 4
+  }
+  t.push_back(active_experts_case(3, 8, 2, 0, 8));     // the DeepSeek fixture
+  t.push_back(active_experts_case(64, 256, 8, 0, 256, 5));  // every slot on expert 5
+  t.push_back(active_experts_case(257, 512, 8, 0, 512));
+
+  for (int64_t m : {1, 8, 257}) {
+    for (int64_t hidden : {111, 7168}) {
+      t.push_back(gather_scaled_case<float>(m, hidden, 8));
+      t.push_back(gather_scaled_case<uint16_t>(m, hidden, 8));
+    }
+    t.push_back(gather_scaled_case<uint16_t>(m, 1001, 1));
+  }
+
+  const GroupedShape shapes[] = {
+      {1, 8, 2, 0, 8, 256, 160},       // fixture-like E; partial 128-block of inter
+      {8, 8, 2, 0, 8, 200, 72},        // k % 16 != 0 (byte loads), partial blocks everywhere
+      {1, 256, 8, 0, 256, 384, 256},   // R1's router: 248 experts with no token
+      {8, 64, 8, 0, 64, 264, 136},
+      {64, 64, 8, 0, 64, 256, 128},    // 8 tokens an expert on average
+      {64, 64, 8, 16, 16, 256, 128},   // expert parallel: local experts 16..31
+      {256, 32, 8, 0, 32, 136, 96},    // 64 tokens an expert: two passes of 32
+      {64, 16, 8, 0, 16, 128, 64, 3},  // every slot on expert 3: 512 positions, 16 passes
+  };
+  for (const GroupedShape& c : shapes) {
+    t.push_back(gate_up_silu_case(c));
+    t.push_back(grouped_gemv_case(c));
+  }
+}
+
+}  // namespace troupe::backend_ops

@@ -1,0 +1,284 @@
+// CudaBackend::pack_moe_experts + moe_experts (the grouped FP8 experts of decode batches, no host
+// sync) against a CPU reference of the whole routed half of the MoE layer: per token,
+//   out[t] = shared[t] + sum_i w[t, i] * down_e(bf16(silu(g) * u)),  [g | u] = gate_up_e(bf16(x[t]))
+// with e4m3 weights and 128 x 128 block scales, the experts' sums in fp64. Batches 1, 8, 64, 256;
+// partial 128-blocks (hidden 320, inter 192); experts with no token; every token on the same
+// experts; expert parallel (only the local experts added); the shared expert packed along (then
+// out = shared(x) + routed, written rather than added). Tolerance: the device's act
+// is rounded to bf16 from fp32 sums (the reference's from fp64 sums), so an act value may sit one
+// bf16 ulp (2^-8 relative) away where a rounding boundary falls between: max |diff| <= 4e-3 of the
+// largest |out - shared| bounds that with room (a wrong scale, token or expert is off by O(1)).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "backends/cpu_backend.hpp"
+#include "backends/cuda/cuda_backend.hpp"
+#include "models/moe.hpp"
+#include "kernels/host_bf16.hpp"
+#include "kernels/host_fp8.hpp"
+#include "kernels/moe_grouped_gemv.hpp"
+#include "tests/gpu/gpu_test_support.hpp"
+
+namespace troupe::cuda {
+namespace {
+
+struct HostWeight {
+  Tensor t;                  // host e4m3 with its block scale
+  std::vector<float> dense;  // dequantized, [rows, cols]
+};
+
+HostWeight random_fp8(int64_t rows, int64_t cols, std::mt19937& rng) {
+  const int64_t rb = (rows + 127) / 128, cb = (cols + 127) / 128;
+  HostWeight h;
+  h.t = Tensor::empty(DType::f8_e4m3, {rows, cols});
+  auto* bytes = h.t.data<uint8_t>();
+  std::normal_distribution<float> normal(0.0f, 64.0f);
+  for (int64_t i = 0; i < rows * cols; ++i) bytes[i] = kernels::host_f32_to_e4m3(normal(rng));
+  Tensor scale = Tensor::empty(DType::f32, {rb, cb});
+  std::uniform_real_distribution<float> unit(0.5f / 1024, 2.0f / 1024);
+  for (int64_t i = 0; i < rb * cb; ++i) scale.data<float>()[i] = unit(rng);
+  h.dense.resize(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      h.dense[size_t(r * cols + c)] =
+          kernels::host_e4m3_to_f32(bytes[r * cols + c]) * scale.data<float>()[(r / 128) * cb + c / 128];
+  h.t.set_block_scale(std::move(scale));
+  return h;
+}
+
+struct Case {
+  int64_t n;
+  int32_t experts, k, begin, local;
+  bool same_experts = false;  // every token routed to experts 0..k-1 (of the local ones)
+  bool with_shared = false;   // the shared expert packed along
+};
+
+TEST(CudaMoeExperts, GroupedExpertsMatchTheReferenceOnDecodeBatches) {
+  TROUPE_REQUIRE_GPU();
+  auto created = CudaBackend::create(0, DType::bf16);
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  CudaBackend& gpu = *created.value();
+  constexpr int64_t kHidden = 320, kInter = 192;
+  std::mt19937 rng(21);
+  constexpr int32_t kExperts = 32;
+  std::vector<HostWeight> gate_up, down;
+  std::vector<Tensor> dev_gate_up, dev_down;
+  for (int32_t e = 0; e < kExperts; ++e) {
+    gate_up.push_back(random_fp8(2 * kInter, kHidden, rng));
+    down.push_back(random_fp8(kHidden, kInter, rng));
+    auto gu = gpu.upload_weight(gate_up.back().t);
+    auto dn = gpu.upload_weight(down.back().t);
+    ASSERT_TRUE(gu.ok() && dn.ok());
+    dev_gate_up.push_back(gu.value());
+    dev_down.push_back(dn.value());
+  }
+  const HostWeight shared_gate_up = random_fp8(2 * kInter, kHidden, rng), shared_down = random_fp8(kHidden, kInter, rng);
+  auto dev_shared_gate_up = gpu.upload_weight(shared_gate_up.t), dev_shared_down = gpu.upload_weight(shared_down.t);
+  ASSERT_TRUE(dev_shared_gate_up.ok() && dev_shared_down.ok());
+  const Case cases[] = {{1, 32, 8, 0, 32},          {8, 32, 8, 0, 32},         {64, 32, 8, 0, 32},
+                        {256, 32, 8, 0, 32},        {3, 32, 4, 16, 16},        {64, 32, 8, 8, 16},
+                        {64, 32, 8, 0, 32, true},   {1, 32, 2, 0, 32},         {1, 32, 8, 0, 32, false, true},
+                        {64, 32, 8, 0, 32, false, true}, {256, 32, 8, 0, 32, false, true}, {8, 32, 8, 8, 16, false, true}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE("n " + std::to_string(c.n) + " k " + std::to_string(c.k) + " local [" + std::to_string(c.begin) +
+                 ", " + std::to_string(c.begin + c.local) + ")" + (c.same_experts ? " same experts" : "") +
+                 (c.with_shared ? " with shared" : ""));
+    auto packed = gpu.pack_moe_experts(
+        std::vector<Tensor>(dev_gate_up.begin() + c.begin, dev_gate_up.begin() + c.begin + c.local),
+        std::vector<Tensor>(dev_down.begin() + c.begin, dev_down.begin() + c.begin + c.local),
+        c.with_shared ? dev_shared_gate_up.value() : Tensor(), c.with_shared ? dev_shared_down.value() : Tensor());
+    ASSERT_TRUE(packed.ok()) << packed.error().message;
+    ASSERT_EQ(packed->has_shared, c.with_shared);
+    // Inputs: bf16 x, k distinct experts per token, weights, the shared result.
+    Tensor x = Tensor::empty(DType::bf16, {c.n, kHidden});
+    std::vector<float> xf(size_t(c.n * kHidden));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (size_t i = 0; i < xf.size(); ++i) {
+      x.data<uint16_t>()[i] = kernels::host_f32_to_bf16(normal(rng));
+      xf[i] = kernels::host_bf16_to_f32(x.data<uint16_t>()[i]);
+    }
+    std::vector<int32_t> ids(size_t(c.n * c.k)), perm(size_t(c.experts));
+    std::vector<float> weights(ids.size()), shared(size_t(c.n * kHidden));
+    std::iota(perm.begin(), perm.end(), 0);
+    for (int64_t t = 0; t < c.n; ++t) {
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int32_t i = 0; i < c.k; ++i) ids[size_t(t * c.k + i)] = c.same_experts ? i : perm[size_t(i)];
+    }
+    std::uniform_real_distribution<float> wdist(0.1f, 1.0f);
+    for (auto& w : weights) w = wdist(rng);
+    for (auto& s : shared) s = normal(rng);
+    Tensor d_ids = gpu.empty(DType::i32, {c.n, c.k}), d_weights = gpu.empty(DType::f32, {c.n, c.k});
+    Tensor out = gpu.empty(DType::f32, {c.n, kHidden});
+    gpu.copy(Tensor::from_i32(ids, {c.n, c.k}), d_ids);
+    gpu.copy(Tensor::from_f32(weights, {c.n, c.k}), d_weights);
+    gpu.copy(Tensor::from_f32(shared, {c.n, kHidden}), out);
+    ASSERT_TRUE(gpu.moe_experts(x, d_ids, d_weights, packed.value(), c.begin, c.experts, out));
+    const Tensor got = gpu.to_host(out);
+    ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
+
+    double max_routed = 0, max_diff = 0;
+    std::vector<double> gu(size_t(2 * kInter));
+    std::vector<float> act(static_cast<size_t>(kInter));
+    for (int64_t t = 0; t < c.n; ++t) {
+      std::vector<double> want(size_t(kHidden), 0.0);
+      for (int32_t i = 0; i < c.k + (c.with_shared ? 1 : 0); ++i) {
+        const bool is_shared = i == c.k;
+        const int32_t e = is_shared ? -1 : ids[size_t(t * c.k + i)];
+        if (!is_shared && (e < c.begin || e >= c.begin + c.local)) continue;  // another rank's expert
+        const std::vector<float>& wgu = is_shared ? shared_gate_up.dense : gate_up[size_t(e)].dense;
+        const std::vector<float>& wdn = is_shared ? shared_down.dense : down[size_t(e)].dense;
+        const double weight = is_shared ? 1.0 : double(weights[size_t(t * c.k + i)]);
+        for (int64_t r = 0; r < 2 * kInter; ++r) {
+          double s = 0;
+          for (int64_t j = 0; j < kHidden; ++j) s += double(xf[size_t(t * kHidden + j)]) * wgu[size_t(r * kHidden + j)];
+          gu[size_t(r)] = s;
+        }
+        for (int64_t j = 0; j < kInter; ++j) {
+          const double g = gu[size_t(j)], u = gu[size_t(kInter + j)];
+          act[size_t(j)] = kernels::host_bf16_to_f32(kernels::host_f32_to_bf16(float(g / (1.0 + std::exp(-g)) * u)));
+        }
+        for (int64_t r = 0; r < kHidden; ++r) {
+          double s = 0;
+          for (int64_t j = 0; j < kInter; ++j) s += double(act[size_t(j)]) * wdn[size_t(r * kInter + j)];
+          want[size_t(r)] += weight * s;
+        }
+      }
+      for (int64_t r = 0; r < kHidden; ++r) {
+        max_routed = std::max(max_routed, std::abs(want[size_t(r)]));
+        const double expected = (c.with_shared ? 0.0 : double(shared[size_t(t * kHidden + r)])) + want[size_t(r)];
+        max_diff = std::max(max_diff, std::abs(expected - double(got.data<float>()[t * kHidden + r])));
+      }
+    }
+    EXPECT_GT(max_routed, 0.1);  // the experts added something
+    EXPECT_LE(max_diff, 4e-3 * max_routed);
+    std::printf("n %lld k %d local %d: max |routed| %.3g, max |diff| %.3g (%.2e of it)\n", (long long)c.n, c.k,
+                c.local, max_routed, max_diff, max_diff / max_routed);
+  }
+}
+
+// Prefill-sized batches are not the grouped path's: false, nothing written (the model's loop runs).
+TEST(CudaMoeExperts, RefusesPrefillBatchesAndNonFp8Experts) {
+  TROUPE_REQUIRE_GPU();
+  auto created = CudaBackend::create(0, DType::bf16);
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  CudaBackend& gpu = *created.value();
+  std::mt19937 rng(5);
+  HostWeight gu = random_fp8(256, 128, rng), dn = random_fp8(128, 128, rng);
+  auto dgu = gpu.upload_weight(gu.t), ddn = gpu.upload_weight(dn.t);
+  ASSERT_TRUE(dgu.ok() && ddn.ok());
+  auto packed = gpu.pack_moe_experts({dgu.value()}, {ddn.value()}, Tensor(), Tensor());
+  ASSERT_TRUE(packed.ok()) << packed.error().message;
+  EXPECT_FALSE(packed->has_shared);
+  const int64_t n = CudaBackend::kMoeExpertsMaxTokens + 1;
+  Tensor x = gpu.empty(DType::bf16, {n, 128});
+  Tensor ids = gpu.empty(DType::i32, {n, 1}), w = gpu.empty(DType::f32, {n, 1}), out = gpu.empty(DType::f32, {n, 128});
+  EXPECT_FALSE(gpu.moe_experts(x, ids, w, packed.value(), 0, 1, out));
+  // Shapes that do not agree (down [128, 64] with gate_up [256, 128]) and bf16 weights are refused.
+  HostWeight bad = random_fp8(128, 64, rng);
+  auto dbad = gpu.upload_weight(bad.t);
+  ASSERT_TRUE(dbad.ok());
+  EXPECT_FALSE(gpu.pack_moe_experts({dgu.value()}, {dbad.value()}, Tensor(), Tensor()).ok());
+  // A shared expert of other shapes stays out of the table (the model runs it itself).
+  auto without = gpu.pack_moe_experts({dgu.value()}, {ddn.value()}, dgu.value(), dbad.value());
+  ASSERT_TRUE(without.ok());
+  EXPECT_FALSE(without->has_shared);
+  Tensor dense = Tensor::from_f32(std::vector<float>(256 * 128, 0.5f), {256, 128});
+  auto ddense = gpu.upload_weight(dense);
+  ASSERT_TRUE(ddense.ok());
+  EXPECT_FALSE(gpu.pack_moe_experts({ddense.value()}, {ddn.value()}, Tensor(), Tensor()).ok());
+  EXPECT_TRUE(gpu.status().ok());
+}
+
+
+// The model's wiring: a MoeMlp on the CUDA backend (bf16 mode: FP8 experts packed, the shared
+// expert along, the grouped path) against the same layer on the CPU backend (the per-expert loop
+// over dequantized weights), on the same x (bf16 values). The router's logits are spaced 0.8 apart
+// per token (x's first E columns hold a permutation of ranks, the gate picks column e for expert e),
+// so both backends choose the same experts; what remains is the act rounding to bf16 and the
+// summation order: max |diff| <= 5e-3 of max |out| (a wrong expert, weight or a missing or doubled
+// shared expert is off by O(1)).
+TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
+  TROUPE_REQUIRE_GPU();
+  auto created = CudaBackend::create(0, DType::bf16);
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  CudaBackend& gpu = *created.value();
+  CpuBackend cpu(2);
+  constexpr int64_t kE = 16, kK = 4, kHidden = 160, kInter = 256;
+  ModelConfig config;
+  config.hidden_size = kHidden;
+  config.intermediate_size = 512;
+  config.moe.n_routed_experts = kE;
+  config.moe.n_shared_experts = 1;
+  config.moe.num_experts_per_tok = kK;
+  config.moe.moe_intermediate_size = kInter;
+  config.moe.n_group = 4;
+  config.moe.topk_group = 4;
+  config.moe.routed_scaling_factor = 2.5;
+  std::mt19937 rng(33);
+  std::map<std::string, Tensor> tensors;
+  const std::string prefix = "model.layers.1.mlp.";
+  auto add_expert = [&](const std::string& name) {
+    tensors[name + "gate_proj.weight"] = random_fp8(kInter, kHidden, rng).t;
+    tensors[name + "up_proj.weight"] = random_fp8(kInter, kHidden, rng).t;
+    tensors[name + "down_proj.weight"] = random_fp8(kHidden, kInter, rng).t;
+  };
+  for (int64_t e = 0; e < kE; ++e) add_expert(prefix + "experts." + std::to_string(e) + ".");
+  add_expert(prefix + "shared_experts.");
+  std::vector<float> gate(size_t(kE * kHidden), 0.0f);
+  for (int64_t e = 0; e < kE; ++e) gate[size_t(e * kHidden + e)] = 1.0f;
+  tensors[prefix + "gate.weight"] = Tensor::from_f32(gate, {kE, kHidden});
+  tensors[prefix + "gate.e_score_correction_bias"] = Tensor::from_f32(std::vector<float>(kE, 0.0f), {kE});
+  const WeightLoader loader = [&](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) return make_error(ErrorCode::not_found, "no tensor " + name);
+    if (it->second.shape() != shape) return make_error(ErrorCode::invalid_argument, "shape of " + name);
+    return it->second;
+  };
+  auto on_gpu = MoeMlp::load(config, prefix, loader, gpu);
+  ASSERT_TRUE(on_gpu.ok()) << on_gpu.error().message;
+  auto on_cpu = MoeMlp::load(config, prefix, loader, cpu);
+  ASSERT_TRUE(on_cpu.ok()) << on_cpu.error().message;
+  for (int64_t n : {1, 8, 64}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    std::vector<float> xf(size_t(n * kHidden));
+    std::vector<uint16_t> xb(xf.size());
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<int> ranks(kE);
+    std::iota(ranks.begin(), ranks.end(), 0);
+    for (int64_t t = 0; t < n; ++t) {
+      std::shuffle(ranks.begin(), ranks.end(), rng);
+      for (int64_t j = 0; j < kHidden; ++j) {
+        const float v = j < kE ? 0.8f * float(ranks[size_t(j)]) - 6.0f : normal(rng);
+        xb[size_t(t * kHidden + j)] = kernels::host_f32_to_bf16(v);
+        xf[size_t(t * kHidden + j)] = kernels::host_bf16_to_f32(xb[size_t(t * kHidden + j)]);
+      }
+    }
+    Tensor x_host = Tensor::empty(DType::bf16, {n, kHidden});
+    std::copy(xb.begin(), xb.end(), x_host.data<uint16_t>());
+    Tensor x_gpu = gpu.empty(DType::bf16, {n, kHidden}), out_gpu = gpu.empty(DType::f32, {n, kHidden});
+    gpu.copy(x_host, x_gpu);
+    (*on_gpu)->forward(x_gpu, out_gpu);
+    const Tensor got = gpu.to_host(out_gpu);
+    ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
+    Tensor out_cpu = Tensor::empty(DType::f32, {n, kHidden});
+    (*on_cpu)->forward(Tensor::from_f32(xf, {n, kHidden}), out_cpu);
+    double max_out = 0, max_diff = 0;
+    for (int64_t i = 0; i < n * kHidden; ++i) {
+      max_out = std::max(max_out, std::abs(double(out_cpu.data<float>()[i])));
+      max_diff = std::max(max_diff, std::abs(double(out_cpu.data<float>()[i]) - double(got.data<float>()[i])));
+    }
+    EXPECT_GT(max_out, 0.1);
+    EXPECT_LE(max_diff, 5e-3 * max_out);
+    std::printf("MoeMlp n %lld: max |out| %.3g, max |gpu - cpu| %.3g (%.2e of it)\n", (long long)n, max_out, max_diff,
+                max_diff / max_out);
+  }
+}
+
+}  // namespace
+}  // namespace troupe::cuda
