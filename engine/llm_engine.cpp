@@ -333,8 +333,6 @@ Status LlmEngine::postprocess(const ScheduledBatch& batch, const ModelOutput& ou
 
 Status LlmEngine::overlapped_step() {
   // NOTE: in_flight_ holds at most one step between calls: the one the worker runs (or ran).
-  // Grammar masks are one batch's at a time: a step with masks is finished before the next.
-  if (!in_flight_.empty() && in_flight_.front().masks_started) TROUPE_TRY(finish_on_worker());
   const ScheduledBatch* ahead_of = in_flight_.empty() ? nullptr : &in_flight_.front().batch;
   ScheduledBatch batch = scheduler_->schedule(0, ahead_of);
   for (auto& seq : batch.finished) emit(*seq, {}, nullptr);
@@ -357,6 +355,12 @@ void LlmEngine::start_on_worker(ScheduledBatch batch) {
   if (masks) {  // computed here, on the helper thread, while the step before runs; applied on the worker
     constrained_->start_masks(batch);
     constrained_->finish_masks(job->prepared.step.output);
+    // The next batch's masks reuse ConstrainedDecoding's buffer: this step keeps a copy of its own.
+    for (SamplerRow& row : job->prepared.step.output.rows) {
+      if (row.allowed == nullptr) continue;
+      job->masks.emplace_back(row.allowed, row.allowed + row.num_allowed_words);
+      row.allowed = job->masks.back().data();
+    }
   }
   WorkerJob* raw = job.get();
   std::future<void> done =

@@ -24,9 +24,10 @@
 //   -> wait for N -> postprocess N (stop checks, callbacks) -> schedule N+2 ...
 //
 // A sequence that stopped at N has its row of N+1 dropped (its Sequence kept alive until N+1 is
-// done). A step with grammar masks is waited for before the next is scheduled (one batch's masks
-// at a time), and sequences that need the host between steps run one step at a time
-// (Sequence::can_run_ahead), so every sequence is fed the same tokens as without overlap.
+// done). Sequences that need the host between steps (Sequence::can_run_ahead: a grammar's mask
+// needs the last token accepted) are scheduled one step later, so every sequence is fed the same
+// tokens as without overlap; a step's grammar masks are computed when it is scheduled and copied
+// into the step.
 //
 // The error boundary: after the forward and after sampling the engine reads Backend::status();
 // a device fault there, or an exception on the loop thread (std::bad_alloc from a device
@@ -120,6 +121,7 @@ class LlmEngine final : public ServingEngine {
     std::optional<Result<ModelOutput>> output;
     std::optional<Result<std::vector<SampledToken>>> sampled;
     Status device = Status::success();  // Backend::status() after the step, read on the worker
+    std::vector<std::vector<uint32_t>> masks;  // the rows' grammar masks (SamplerRow::allowed)
   };
 
   // A started step, oldest first in in_flight_.
