@@ -12,7 +12,7 @@
 // Smoke run on a CPU:
 //   overlap_host_gap_bench --model bench/models/llama-small-8k --device cpu --batches 1,4 --steps 16
 // Usage: overlap_host_gap_bench [--model DIR] [--device auto|cpu|cuda] [--batches 1,64] [--steps N]
-//                               [--warmup N] [--threads N] [--enforce-eager] [--out FILE]
+//                               [--warmup N] [--threads N] [--enforce-eager] [--on-first] [--out FILE]
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -45,6 +45,7 @@ struct Args {
   int64_t warmup = 16;   // decode steps before the window (graph captures, allocator warm-up)
   int64_t threads = 0;
   bool enforce_eager = false;
+  bool on_first = false;  // --on-first: the engine with overlap runs first (to see order effects)
   std::string out;
   std::string command;
 };
@@ -142,12 +143,14 @@ int main(int argc, char** argv) {
       else if (arg == "--warmup") a.warmup = std::stoll(value());
       else if (arg == "--threads") a.threads = std::stoll(value());
       else if (arg == "--enforce-eager") a.enforce_eager = true;
+      else if (arg == "--on-first") a.on_first = true;
       else if (arg == "--out") a.out = value();
       else die("unknown argument " + arg);
     } catch (const std::exception&) {
       die("bad value for " + arg);
     }
-    a.command += " " + arg + (arg == "--enforce-eager" ? "" : std::string(" ") + argv[i]);
+    const bool flag = arg == "--enforce-eager" || arg == "--on-first";
+    a.command += " " + arg + (flag ? "" : std::string(" ") + argv[i]);
   }
   if (a.batches.empty() || a.steps < 2 || a.warmup < 1 || a.threads < 0) die("bad sizes");
   for (int64_t b : a.batches)
@@ -158,7 +161,8 @@ int main(int argc, char** argv) {
   std::string device_name;
   std::printf("%-6s %-8s %14s %14s %10s %8s\n", "batch", "overlap", "host gap ms", "fwd+sample ms", "TPOT ms", "steps");
   std::vector<std::vector<Measured>> by_mode(2);
-  for (int overlap = 0; overlap < 2; ++overlap) {
+  for (int round = 0; round < 2; ++round) {
+    const int overlap = a.on_first ? 1 - round : round;
     Config config;
     config.model = a.model;
     config.load_format = "dummy";
@@ -178,7 +182,7 @@ int main(int argc, char** argv) {
     for (size_t k = 0; k < a.batches.size(); ++k) {
       const int64_t b = a.batches[k];
       const Measured m = measure(engine, b, a, uint32_t(1 + k));
-      by_mode[size_t(overlap)].push_back(m);
+      by_mode[size_t(overlap)].push_back(m);  // NOTE: in --batches order
       std::printf("%-6lld %-8s %14.3f %14.3f %10.3f %8lld\n", (long long)b, overlap ? "on" : "off", m.host_gap_ms,
                   m.busy_ms, m.tpot_ms, (long long)m.num_steps);
     }
