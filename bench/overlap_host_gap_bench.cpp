@@ -4,6 +4,9 @@
 //     thread without overlap, the StepWorker with it; LlmEngine::step_busy_seconds), at each
 //     --batches size with --async-scheduling off and on; and TPOT (wall time per decode token of
 //     a stream) beside it.
+// NOTE: the host work inside the forward (attention metadata, staging the inputs, the graph
+// launch) counts as busy in both modes: the worker does it after the step before was sampled, so
+// overlap does not hide it (only a device-side token feed would); TPOT shows all of it.
 // Records: overlap_host_gap_ms_b<B>_{off,on} (limit: the gap without overlap, so
 // fraction_of_limit is the share of it left) and tpot_ms_b<B>_{off,on} (limit: the forward and
 // sampling time per step, the TPOT of a host that cost nothing).
@@ -63,15 +66,16 @@ struct Measured {
   int64_t num_steps = 0;
 };
 
-// `batch` greedy streams of 16-token prompts decoding warmup + steps tokens; the window runs from
-// the moment every stream has `warmup` tokens to the moment the first has warmup + steps.
+// `batch` greedy streams of 16-token prompts; the window runs from the moment every stream has
+// `warmup` tokens (so every step in it decodes all of them: they were submitted one by one and
+// may be a few steps apart) for `steps` steps (until the one ahead has `steps` more).
 Measured measure(LlmEngine& engine, int64_t batch, const Args& a, uint32_t seed) {
   const int32_t vocab = int32_t(engine.model_config().vocab_size);
   std::mt19937 rng(seed);
   std::mutex mutex;
   std::condition_variable cv;
   std::vector<int64_t> counts(size_t(batch), 0);
-  int64_t num_at_warmup = 0, num_ended = 0;
+  int64_t num_at_warmup = 0, num_ended = 0, end_at = -1;
   Snapshot begin, end;
   bool have_end = false;
   std::string failure;
@@ -81,15 +85,18 @@ Measured measure(LlmEngine& engine, int64_t batch, const Args& a, uint32_t seed)
     r.request_id = "s" + std::to_string(seed) + "-" + std::to_string(i);
     for (int k = 0; k < 16; ++k) r.prompt_ids.push_back(int32_t(5 + rng() % uint32_t(vocab - 5)));
     r.params.temperature = 0.0;
-    r.params.max_tokens = a.warmup + a.steps + 8;
+    r.params.max_tokens = a.warmup + 2 * a.steps + 8;
     r.params.ignore_eos = true;
     Status s = engine.submit(r, [&, i](const GenerationOutput& o) {
       // The engine thread: snapshots between two steps.
       std::lock_guard lock(mutex);
       int64_t& n = counts[size_t(i)];
       n += int64_t(o.new_token_ids.size());
-      if (n == a.warmup && o.new_token_ids.size() == 1 && ++num_at_warmup == batch) begin = snapshot();
-      if (n == a.warmup + a.steps && !have_end) {
+      if (n == a.warmup && o.new_token_ids.size() == 1 && ++num_at_warmup == batch) {
+        begin = snapshot();
+        end_at = *std::max_element(counts.begin(), counts.end()) + a.steps;
+      }
+      if (n == end_at && !have_end) {
         end = snapshot();
         have_end = true;
       }
@@ -104,7 +111,7 @@ Measured measure(LlmEngine& engine, int64_t batch, const Args& a, uint32_t seed)
   std::unique_lock lock(mutex);
   cv.wait(lock, [&] { return num_ended == batch; });
   if (!failure.empty()) die("a stream failed: " + failure);
-  if (num_at_warmup != batch || !have_end) die("the window was not seen");
+  if (num_at_warmup != batch || !have_end) die("the window was not seen (streams more than --steps apart?)");
   Measured m;
   m.num_steps = end.num_steps - begin.num_steps;
   if (m.num_steps < 1) die("no steps in the window");
@@ -112,7 +119,7 @@ Measured measure(LlmEngine& engine, int64_t batch, const Args& a, uint32_t seed)
   const double busy_s = end.busy_s - begin.busy_s;
   m.host_gap_ms = 1e3 * std::max(0.0, wall_s - busy_s) / double(m.num_steps);
   m.busy_ms = 1e3 * busy_s / double(m.num_steps);
-  m.tpot_ms = 1e3 * wall_s / double(a.steps);
+  m.tpot_ms = 1e3 * wall_s / double(a.steps);  // the stream ahead got one token per step
   return m;
 }
 
