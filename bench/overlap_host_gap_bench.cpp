@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
     config.async_scheduling = overlap == 1;
     config.enable_prefix_caching = false;
     config.max_num_seqs = std::max<int64_t>(max_batch, 1);
-    config.max_model_len = 16 + a.warmup + a.steps + 16;
+    config.max_model_len = 16 + a.warmup + 2 * a.steps + 16;
     auto built = backends::build_engine(config);
     if (!built.ok()) die(built.error().message);
     LlmEngine& engine = **built;
