@@ -381,8 +381,12 @@ std::vector<int32_t> LlmEngine::run_on_worker(WorkerJob& job, const std::vector<
   job.output = launched.ok() ? runner_->finish(std::move(launched.value())) : Result<ModelOutput>(launched.error());
   job.device = backend_->status();
   num_steps_.fetch_add(1);
-  if (!job.output->ok() || !job.device.ok()) return {};
-  job.sampled = sampling_->sample(job.output->value().logits, job.output->value().rows);
+  if (!job.output->ok()) return {};
+  // NOTE: device memory is freed here, on the worker: the engine thread must not call the backend
+  // (its allocator, or a step graph being recorded) while a step runs.
+  Tensor logits = std::move(job.output->value().logits);
+  if (!job.device.ok()) return {};
+  job.sampled = sampling_->sample(logits, job.output->value().rows);
   job.device = backend_->status();
   std::vector<int32_t> ids;
   if (job.sampled->ok())
