@@ -36,6 +36,8 @@ void add_engine_options(CLI::App& app, Config& config) {
                "reuse the KV cache of shared prompt prefixes (on by default)");
   app.add_option("--num-threads", config.num_threads, "CPU backend threads (0: all cores)");
   app.add_flag("--enforce-eager", config.enforce_eager, "no CUDA graphs");
+  app.add_flag("--async-scheduling,!--no-async-scheduling", config.async_scheduling,
+               "schedule the next step while the device runs this one (off by default)");
 }
 
 void add_served_model_name_option(CLI::App& app, Config& config) {

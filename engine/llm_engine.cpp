@@ -52,11 +52,15 @@ Result<std::unique_ptr<LlmEngine>> LlmEngine::create(const Config& config, std::
   engine->sampling_ = std::make_unique<SamplingStep>(*engine->backend_, engine->vocab_size_, sched.eos_token_ids);
   engine->constrained_ = std::make_unique<ConstrainedDecoding>(config.model + "/tokenizer.json", engine->vocab_size_,
                                                                sched.eos_token_ids);
+  // A pipeline keeps its own steps in flight (AsyncSteps); overlap is for a model of one stage.
+  if (config.async_scheduling && engine->max_steps_in_flight_ == 1)
+    engine->worker_ = std::make_unique<StepWorker>(*engine->backend_);
   log::get("engine")->info(
-      "{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}, prefix caching {}, {} step(s) in flight",
+      "{} on {}: {} layers, {} KV blocks of {} tokens, max_model_len {}, prefix caching {}, {} step(s) in flight, "
+      "overlapped scheduling {}",
       model_config.architecture, engine->backend_->name(), model_config.num_hidden_layers, engine->num_kv_blocks_,
       config.block_size, engine->max_model_len_, config.enable_prefix_caching ? "on" : "off",
-      engine->max_steps_in_flight_);
+      engine->max_steps_in_flight_, engine->worker_ ? "on" : "off");
   return engine;
 }
 
@@ -132,7 +136,7 @@ void LlmEngine::loop() {
     Status stepped = Status::success();
     try {
       take_inbox();
-      if (scheduler_->has_unfinished()) stepped = step();
+      if (scheduler_->has_unfinished()) stepped = worker_ ? overlapped_step() : step();
     } catch (const std::exception& e) {
       stepped = check_device("before an exception");
       if (stepped.ok()) stepped = make_error(ErrorCode::internal, std::string("exception on the engine thread: ") + e.what());
@@ -204,6 +208,7 @@ void LlmEngine::take_inbox() {
 
 void LlmEngine::cancel_now_or_later(const std::string& request_id) {
   if (scheduler_->is_in_flight(request_id)) {
+    scheduler_->find(request_id)->is_cancelled = true;  // not scheduled again
     deferred_cancels_.push_back(request_id);
     return;
   }
@@ -214,8 +219,15 @@ void LlmEngine::drain_in_flight() {
   while (!in_flight_.empty()) {
     InFlight step = std::move(in_flight_.front());
     in_flight_.pop_front();
-    // A healthy pipeline still sends these logits: take them, so later steps find theirs.
-    if (!failed_) (void)runner_->finish(std::move(step.started));
+    if (step.done.valid()) {
+      try {
+        step.done.get();  // the worker is done with the step (and its sequences)
+      } catch (const std::exception&) {  // the engine fails or fails its requests anyway
+      }
+    } else if (!failed_) {
+      // A healthy pipeline still sends these logits: take them, so later steps find theirs.
+      (void)runner_->finish(std::move(step.started));
+    }
     ModelOutput none;
     if (step.masks_started) constrained_->finish_masks(none);
     scheduler_->forget(step.batch);
@@ -234,7 +246,9 @@ Status LlmEngine::step() {
     // Masks on a helper thread while the forward runs; one batch's at a time (the oldest's).
     const bool masks_now = in_flight_.empty();
     if (masks_now) constrained_->start_masks(batch);
+    const auto begin = std::chrono::steady_clock::now();
     auto started = runner_->start(batch, scheduler_->block_manager());
+    step_busy_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - begin).count());
     TROUPE_TRY(check_device("in the forward"));
     if (!started.ok()) {
       ModelOutput none;
@@ -244,7 +258,7 @@ Status LlmEngine::step() {
       return Status::success();
     }
     if (!in_flight_.empty()) num_overlapped_steps_.fetch_add(1);
-    in_flight_.push_back(InFlight{std::move(batch), std::move(started.value()), masks_now});
+    in_flight_.push_back(InFlight{std::move(batch), std::move(started.value()), masks_now, {}, {}, {}});
   }
   if (in_flight_.empty()) return Status::success();
 
@@ -252,6 +266,7 @@ Status LlmEngine::step() {
   InFlight step = std::move(in_flight_.front());
   in_flight_.pop_front();
   if (!step.masks_started) constrained_->start_masks(step.batch);
+  const auto begin = std::chrono::steady_clock::now();
   auto output = runner_->finish(std::move(step.started));
   if (output.ok()) constrained_->finish_masks(output.value());
   TROUPE_TRY(check_device("in the forward"));
@@ -263,6 +278,8 @@ Status LlmEngine::step() {
     return Status::success();
   }
   auto sampled = sampling_->sample(output->logits, output->rows);
+  step_busy_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - begin).count());
+  num_steps_.fetch_add(1);
   TROUPE_TRY(check_device("while sampling"));
   if (!sampled.ok()) {
     scheduler_->forget(step.batch);
@@ -278,12 +295,20 @@ Status LlmEngine::step() {
 }
 
 Status LlmEngine::postprocess(const ScheduledBatch& batch, const ModelOutput& output,
-                              const std::vector<SampledToken>& sampled) {
+                              const std::vector<SampledToken>& sampled,
+                              std::vector<std::unique_ptr<Sequence>>* finished_out) {
   std::vector<int32_t> ids;
   for (const auto& s : sampled) ids.push_back(s.token_id);
+  // Overlapped scheduling: rows of sequences that ended at the step before are dropped.
+  std::vector<bool> dropped(output.sequences.size());
+  int64_t num_dropped = 0;
+  for (size_t k = 0; k < output.sequences.size(); ++k) {
+    dropped[k] = output.sequences[k]->is_finished();
+    num_dropped += dropped[k] ? 1 : 0;
+  }
   for (size_t k = 0; k < output.sequences.size() && k < ids.size(); ++k) {
     Sequence* seq = output.sequences[k];
-    if (seq->matcher && !seq->matcher->accept_token(ids[k]))
+    if (!dropped[k] && seq->matcher && !seq->matcher->accept_token(ids[k]))
       log::get("engine")->warn("request {}: sampled token {} is outside its grammar", seq->request_id, ids[k]);
   }
   auto finished = scheduler_->postprocess(batch, ids);
@@ -293,14 +318,104 @@ Status LlmEngine::postprocess(const ScheduledBatch& batch, const ModelOutput& ou
   }
   {
     std::lock_guard lock(mutex_);
-    num_generation_tokens_total_ += int64_t(ids.size());
+    num_generation_tokens_total_ += int64_t(ids.size()) - num_dropped;
   }
   // Sequences that finished this step are owned by `finished` now; their pointers stay valid.
   for (size_t k = 0; k < output.sequences.size(); ++k) {
+    if (dropped[k]) continue;
     std::vector<SampledToken> one{sampled[k]};
     emit(*output.sequences[k], {ids[k]}, &one);
   }
+  if (finished_out)
+    for (auto& seq : finished.value()) finished_out->push_back(std::move(seq));
   return Status::success();
+}
+
+Status LlmEngine::overlapped_step() {
+  // NOTE: in_flight_ holds at most one step between calls: the one the worker runs (or ran).
+  const ScheduledBatch* ahead_of = in_flight_.empty() ? nullptr : &in_flight_.front().batch;
+  ScheduledBatch batch = scheduler_->schedule(0, ahead_of);
+  for (auto& seq : batch.finished) emit(*seq, {}, nullptr);
+  const bool started = !batch.empty();
+  if (started) {
+    observe_scheduled(batch);
+    if (!in_flight_.empty()) num_overlapped_steps_.fetch_add(1);
+    start_on_worker(std::move(batch));
+  }
+  // Postprocess the step before this one while this one runs (or the last one, when none started).
+  if (in_flight_.size() > 1 || (!started && !in_flight_.empty())) return finish_on_worker();
+  return Status::success();
+}
+
+void LlmEngine::start_on_worker(ScheduledBatch batch) {
+  auto job = std::make_unique<WorkerJob>();
+  job->prepared = runner_->prepare(batch, scheduler_->block_manager(), /*own_tables=*/true);
+  bool masks = false;
+  for (const ScheduledEntry& entry : batch.entries) masks = masks || (entry.produces_token && entry.seq->matcher);
+  if (masks) {  // computed here, on the helper thread, while the step before runs; applied on the worker
+    constrained_->start_masks(batch);
+    constrained_->finish_masks(job->prepared.step.output);
+    // The next batch's masks reuse ConstrainedDecoding's buffer: this step keeps a copy of its own.
+    for (SamplerRow& row : job->prepared.step.output.rows) {
+      if (row.allowed == nullptr) continue;
+      job->masks.emplace_back(row.allowed, row.allowed + row.num_allowed_words);
+      row.allowed = job->masks.back().data();
+    }
+  }
+  WorkerJob* raw = job.get();
+  std::future<void> done =
+      worker_->submit([this, raw](const std::vector<int32_t>& previous) { return run_on_worker(*raw, previous); });
+  in_flight_.push_back(InFlight{std::move(batch), StartedStep{}, masks, std::move(job), std::move(done), {}});
+}
+
+std::vector<int32_t> LlmEngine::run_on_worker(WorkerJob& job, const std::vector<int32_t>& previous_samples) {
+  PreparedStep& prepared = job.prepared;
+  for (const auto& input : prepared.inputs_from_previous) {
+    if (input.previous_row < 0 || size_t(input.previous_row) >= previous_samples.size()) {
+      job.output = make_error(ErrorCode::internal, "the step before did not sample this step's input tokens");
+      return {};
+    }
+    prepared.forward.token_ids[size_t(input.index)] = previous_samples[size_t(input.previous_row)];
+  }
+  auto launched = runner_->launch(prepared);
+  job.output = launched.ok() ? runner_->finish(std::move(launched.value())) : Result<ModelOutput>(launched.error());
+  job.device = backend_->status();
+  num_steps_.fetch_add(1);
+  if (!job.output->ok()) return {};
+  // NOTE: device memory is freed here, on the worker: the engine thread must not call the backend
+  // (its allocator, or a step graph being recorded) while a step runs.
+  Tensor logits = std::move(job.output->value().logits);
+  if (!job.device.ok()) return {};
+  job.sampled = sampling_->sample(logits, job.output->value().rows);
+  job.device = backend_->status();
+  std::vector<int32_t> ids;
+  if (job.sampled->ok())
+    for (const SampledToken& token : job.sampled->value()) ids.push_back(token.token_id);
+  return ids;
+}
+
+Status LlmEngine::finish_on_worker() {
+  InFlight step = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  step.done.get();  // an exception on the worker fails the engine (loop)
+  WorkerJob& job = *step.job;
+  if (!job.device.ok())
+    return make_error(job.device.error().code, backend_->name() + " device fault in the forward: " + job.device.error().message);
+  const char* failed = !job.output->ok() ? "model forward failed: " : !job.sampled->ok() ? "sampling failed: " : nullptr;
+  if (failed) {
+    scheduler_->forget(step.batch);
+    fail_all(failed + (!job.output->ok() ? job.output->error().message : job.sampled->error().message));
+    return Status::success();
+  }
+  std::vector<std::unique_ptr<Sequence>> finished;
+  Status done = postprocess(step.batch, job.output->value(), job.sampled->value(), &finished);
+  // Sequences the step in flight still reads stay alive until it is done.
+  if (!in_flight_.empty())
+    for (auto& seq : finished) in_flight_.front().keep_alive.push_back(std::move(seq));
+  std::vector<std::string> cancels;
+  std::swap(cancels, deferred_cancels_);
+  for (const auto& request_id : cancels) cancel_now_or_later(request_id);
+  return done;
 }
 
 void LlmEngine::observe_scheduled(const ScheduledBatch& batch) {

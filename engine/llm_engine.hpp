@@ -16,6 +16,19 @@
 // A cancel of a sequence in flight waits for its batch's postprocess (its Sequence stays alive
 // while the step uses it).
 //
+// Overlapped scheduling (Config::async_scheduling, a model of one stage): every forward and
+// sampling runs on a StepWorker thread (engine/step_worker.hpp), and the loop keeps one step
+// running there while it schedules the next and postprocesses the last:
+//
+//   schedule N+1 (its decodes take step N's samples: Scheduler::schedule's ahead_of) -> submit
+//   -> wait for N -> postprocess N (stop checks, callbacks) -> schedule N+2 ...
+//
+// A sequence that stopped at N has its row of N+1 dropped (its Sequence kept alive until N+1 is
+// done). Sequences that need the host between steps (Sequence::can_run_ahead: a grammar's mask
+// needs the last token accepted) are scheduled one step later, so every sequence is fed the same
+// tokens as without overlap; a step's grammar masks are computed when it is scheduled and copied
+// into the step.
+//
 // The error boundary: after the forward and after sampling the engine reads Backend::status();
 // a device fault there, or an exception on the loop thread (std::bad_alloc from a device
 // allocation), fails every live request (FinishReason::error, the message naming the op), marks
@@ -30,8 +43,10 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -47,6 +62,7 @@
 #include "engine/sampling_step.hpp"
 #include "engine/scheduler.hpp"
 #include "engine/serving_engine.hpp"
+#include "engine/step_worker.hpp"
 
 namespace troupe {
 
@@ -75,10 +91,17 @@ class LlmEngine final : public ServingEngine {
   std::string failure() const override;
 
   const ModelConfig& model_config() const { return model_->config(); }
+  std::string backend_name() const { return backend_->name(); }
   int64_t max_steps_in_flight() const { return max_steps_in_flight_; }
   // Steps started while an earlier one was still in flight (0 when one at a time).
   int64_t num_overlapped_steps() const { return num_overlapped_steps_.load(); }
   int64_t num_kv_blocks() const { return num_kv_blocks_; }
+  // Overlapped scheduling (Config::async_scheduling) is on: steps run on a StepWorker.
+  bool is_overlapping() const { return worker_ != nullptr; }
+  // Steps run, and the seconds spent running their forward and sampling (on the worker when
+  // overlapping, else on the loop thread): the rest of the wall time the device waited for the host.
+  int64_t num_steps() const { return num_steps_.load(); }
+  double step_busy_seconds() const { return worker_ ? worker_->busy_seconds() : step_busy_ns_.load() * 1e-9; }
 
  private:
   struct Inbox {
@@ -92,11 +115,24 @@ class LlmEngine final : public ServingEngine {
     bool queue_time_sent = false;
   };
 
+  // A step on the StepWorker (overlapped scheduling): its input, then (on the worker) its results.
+  struct WorkerJob {
+    PreparedStep prepared;
+    std::optional<Result<ModelOutput>> output;
+    std::optional<Result<std::vector<SampledToken>>> sampled;
+    Status device = Status::success();  // Backend::status() after the step, read on the worker
+    std::vector<std::vector<uint32_t>> masks;  // the rows' grammar masks (SamplerRow::allowed)
+  };
+
   // A started step, oldest first in in_flight_.
   struct InFlight {
     ScheduledBatch batch;
     StartedStep started;
     bool masks_started = false;  // ConstrainedDecoding::start_masks ran for this batch
+    // Overlapped scheduling: the step on the worker, and sequences that finished while it reads them.
+    std::unique_ptr<WorkerJob> job;
+    std::future<void> done;
+    std::vector<std::unique_ptr<Sequence>> keep_alive;
   };
 
   LlmEngine() = default;
@@ -109,7 +145,14 @@ class LlmEngine final : public ServingEngine {
   // Starts steps up to max_steps_in_flight_, then finishes the oldest: schedule, run, sample,
   // postprocess. An error is fatal: the device failed.
   Status step();
-  Status postprocess(const ScheduledBatch& batch, const ModelOutput& output, const std::vector<SampledToken>& sampled);
+  // Overlapped scheduling's step (see above); the next three are its parts.
+  Status overlapped_step();
+  void start_on_worker(ScheduledBatch batch);
+  Status finish_on_worker();  // waits for the oldest step, postprocesses it
+  std::vector<int32_t> run_on_worker(WorkerJob& job, const std::vector<int32_t>& previous_samples);  // worker thread
+  // finished: sequences that ended here are moved there when given (else they are destroyed).
+  Status postprocess(const ScheduledBatch& batch, const ModelOutput& output, const std::vector<SampledToken>& sampled,
+                     std::vector<std::unique_ptr<Sequence>>* finished = nullptr);
   Status check_device(const char* during) const;
   void fail_engine(const std::string& why);
   // Queue times of sequences scheduled for the first time; the step's batched tokens.
@@ -134,6 +177,9 @@ class LlmEngine final : public ServingEngine {
   std::deque<InFlight> in_flight_;               // engine thread only
   std::atomic<int64_t> num_overlapped_steps_{0};
   std::vector<std::string> deferred_cancels_;    // engine thread only: cancelled while in flight
+  std::atomic<int64_t> num_steps_{0};
+  std::atomic<int64_t> step_busy_ns_{0};         // without a worker
+  std::unique_ptr<StepWorker> worker_;           // overlapped scheduling; destroyed before the model
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -35,21 +35,37 @@ Result<ModelOutput> ModelRunner::finish(StartedStep step) {
 }
 
 Result<StartedStep> ModelRunner::start(const ScheduledBatch& batch, const BlockManager& blocks) {
-  StartedStep step;
+  PreparedStep prepared = prepare(batch, blocks);
+  return launch(prepared);
+}
+
+PreparedStep ModelRunner::prepare(const ScheduledBatch& batch, const BlockManager& blocks, bool own_tables) {
+  PreparedStep prepared;
+  StartedStep& step = prepared.step;
   ModelOutput& out = step.output;
   std::vector<PromptRows>& prompt_rows = step.prompt_rows;
-  ForwardBatch forward;
+  ForwardBatch& forward = prepared.forward;
   forward.token_ids.reserve(size_t(batch.num_batched_tokens));
   forward.positions.reserve(size_t(batch.num_batched_tokens));
+  if (own_tables) prepared.block_tables.reserve(batch.entries.size());  // NOTE: slices point into it
   for (const ScheduledEntry& entry : batch.entries) {
     for (int64_t i = 0; i < entry.num_new_tokens; ++i) {
-      forward.token_ids.push_back(entry.seq->token_at(entry.start_position + i));
+      if (entry.previous_row >= 0) {
+        prepared.inputs_from_previous.push_back({int64_t(forward.token_ids.size()), entry.previous_row});
+        forward.token_ids.push_back(-1);
+      } else {
+        forward.token_ids.push_back(entry.seq->token_at(entry.start_position + i));
+      }
       forward.positions.push_back(int32_t(entry.start_position + i));
     }
     SequenceSlice slice;
     slice.num_new_tokens = int32_t(entry.num_new_tokens);
     slice.context_len = int32_t(entry.start_position + entry.num_new_tokens);
     slice.block_table = &blocks.block_table(entry.seq_id);
+    if (own_tables) {
+      prepared.block_tables.push_back(*slice.block_table);
+      slice.block_table = &prepared.block_tables.back();
+    }
     slice.needs_logits = entry.produces_token;
     if (entry.seq->needs_prompt_logprobs()) {
       // Positions before the prompt's last give the logprobs of the prompt tokens after them.
@@ -65,17 +81,23 @@ Result<StartedStep> ModelRunner::start(const ScheduledBatch& batch, const BlockM
       out.sequences.push_back(entry.seq);
     }
   }
+  return prepared;
+}
+
+Result<StartedStep> ModelRunner::launch(PreparedStep& prepared) {
+  StartedStep& step = prepared.step;
+  const ForwardBatch& forward = prepared.forward;
   if (async_) {
     auto ticket = async_->start_step(forward, *cache_, LogitsMode::last_token);
     if (!ticket.ok()) return ticket.error();
     step.ticket = ticket.value();
-    return step;
+    return std::move(step);
   }
   auto logits = model_->forward(forward, *cache_, LogitsMode::last_token);
   if (!logits.ok()) return logits.error();
-  out.logits = std::move(logits.value());
+  step.output.logits = std::move(logits.value());
   step.done = true;
-  return step;
+  return std::move(step);
 }
 
 void ModelRunner::append_prompt_logprobs(const Tensor& logits, const std::vector<PromptRows>& spans) {

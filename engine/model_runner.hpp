@@ -39,6 +39,21 @@ struct StartedStep {
   bool done = false;    // output.logits are there (a model that is not an AsyncSteps ran it whole)
 };
 
+// A step's model input built on the engine thread, to be run (maybe on another thread) by launch.
+struct PreparedStep {
+  StartedStep step;
+  ForwardBatch forward;
+  // Own copies of the block tables (prepare's own_tables): the scheduler may grow them meanwhile.
+  std::vector<std::vector<int32_t>> block_tables;
+  // Overlapped scheduling: forward.token_ids[index] is the token sampled for `previous_row` of
+  // the step before (ScheduledEntry::previous_row); launch's caller fills them in first.
+  struct InputFromPrevious {
+    int64_t index;
+    int32_t previous_row;
+  };
+  std::vector<InputFromPrevious> inputs_from_previous;
+};
+
 class ModelRunner {
  public:
   ModelRunner(Model& model, KvCache& cache, Backend& backend)
@@ -53,6 +68,9 @@ class ModelRunner {
   // run in two halves; steps are finished in the order they were started.
   Result<StartedStep> start(const ScheduledBatch& batch, const BlockManager& blocks);
   Result<ModelOutput> finish(StartedStep step);
+  // start in two halves: the input on the engine thread, then the model.
+  PreparedStep prepare(const ScheduledBatch& batch, const BlockManager& blocks, bool own_tables = false);
+  Result<StartedStep> launch(PreparedStep& prepared);
 
  private:
   void append_prompt_logprobs(const Tensor& logits, const std::vector<PromptRows>& spans);

@@ -92,7 +92,10 @@ bool Scheduler::is_in_flight(const std::string& request_id) const {
 }
 
 void Scheduler::forget(const ScheduledBatch& batch) {
-  for (const ScheduledEntry& entry : batch.entries) in_flight_.erase(entry.seq_id);
+  for (const ScheduledEntry& entry : batch.entries) {
+    auto it = in_flight_.find(entry.seq_id);  // once: it may be in the next batch too
+    if (it != in_flight_.end()) in_flight_.erase(it);
+  }
 }
 
 std::unique_ptr<Sequence> Scheduler::finish(std::unique_ptr<Sequence> seq, FinishReason reason) {
@@ -118,7 +121,32 @@ void Scheduler::preempt(std::unique_ptr<Sequence> seq, ScheduledBatch& batch) {
   waiting_.push_front(std::move(seq));
 }
 
-ScheduledBatch Scheduler::schedule(int64_t max_seqs) {
+void Scheduler::schedule_ahead(const ScheduledBatch& ahead_of, ScheduledBatch& batch, int64_t& budget, size_t cap) {
+  int32_t row = -1;
+  for (const ScheduledEntry& prev : ahead_of.entries) {
+    if (!prev.produces_token) continue;
+    ++row;
+    if (budget <= 0 || batch.entries.size() >= cap) break;
+    auto live = by_id_.find(prev.seq_id);
+    if (live == by_id_.end()) continue;  // aborted since
+    Sequence* seq = live->second;
+    // After the batch in flight: its token appended, `start` tokens computed.
+    const int64_t start = prev.start_position + prev.num_new_tokens;
+    const int64_t num_tokens = start + 1;
+    if (seq->status != SequenceStatus::running || seq->num_tokens() != start || in_flight_.count(seq->id) != 1 ||
+        !seq->can_run_ahead() || seq->num_output_tokens() + 1 >= seq->params.max_tokens ||
+        (config_.max_model_len > 0 && num_tokens >= config_.max_model_len) || !blocks_.can_append(seq->id, num_tokens))
+      continue;
+    (void)blocks_.append_slot(seq->id, num_tokens);
+    ScheduledEntry entry{seq, seq->id, start, 1, true};
+    entry.previous_row = row;
+    batch.entries.push_back(entry);
+    in_flight_.insert(seq->id);
+    --budget;
+  }
+}
+
+ScheduledBatch Scheduler::schedule(int64_t max_seqs, const ScheduledBatch* ahead_of) {
   ScheduledBatch batch;
   int64_t budget = config_.max_num_batched_tokens;
   // The step's tokens of sequences still needing prompt logprobs (SchedulerConfig).
@@ -129,6 +157,7 @@ ScheduledBatch Scheduler::schedule(int64_t max_seqs) {
 
   const size_t cap = max_seqs > 0 ? size_t(max_seqs) : running_.size() + waiting_.size();
   auto full = [&] { return batch.entries.size() >= cap; };
+  if (ahead_of != nullptr) schedule_ahead(*ahead_of, batch, budget, cap);
 
   // 1. Running sequences not in flight, oldest first, decodes before prefill chunks: a decode
   //    token each, then the next chunk of each partial prefill from what the budget leaves (so a
@@ -141,7 +170,7 @@ ScheduledBatch Scheduler::schedule(int64_t max_seqs) {
     size_t i = 0;
     while (i < running_.size() && budget > 0 && !full()) {
       Sequence* seq = running_[i].get();
-      if (in_flight_.count(seq->id) || seq->is_prefill() == decodes) {
+      if (in_flight_.count(seq->id) || seq->is_cancelled || seq->is_prefill() == decodes) {
         ++i;
         continue;
       }

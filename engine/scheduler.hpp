@@ -13,6 +13,15 @@
 // hold different sequences; postprocess the batches in the order they were scheduled.
 // schedule(max_seqs) caps a batch's sequences, which partitions the running ones into sets.
 //
+// Overlapped scheduling (one device: engine/llm_engine.hpp): schedule(0, &batch_in_flight)
+// schedules the next step before the batch in flight is postprocessed. Each of its decodes (or
+// last prefill chunks) that can run ahead gets a decode entry one position further whose input
+// is that batch's sampled token (ScheduledEntry::previous_row); such a sequence is in flight in
+// both batches. It runs ahead only when its next step needs nothing from the host first: no
+// penalties, logit_bias, min_tokens, grammar or prompt logprobs, not ending at max_tokens or
+// max_model_len with the token in flight, and a free block without preempting (else it is
+// scheduled one step later, as before).
+//
 // NOTE: Sequence* in a ScheduledBatch stay valid until that batch is postprocessed, or until
 // abort() of that sequence; the engine aborts a sequence in flight only after its batch.
 #include <cstdint>
@@ -51,6 +60,10 @@ struct ScheduledEntry {
   int64_t start_position = 0;   // == seq->num_computed_tokens before this step
   int64_t num_new_tokens = 0;   // prefill chunk length, or 1 for a decode
   bool produces_token = false;  // last prefill chunk or decode: its last position is sampled
+  // Overlapped scheduling: >= 0 when this decode's input token is not known yet; it is the token
+  // sampled for row previous_row of the batch in flight before this one (read where it was
+  // sampled: engine/step_worker.hpp).
+  int32_t previous_row = -1;
 };
 
 struct ScheduledBatch {
@@ -77,7 +90,8 @@ class Scheduler {
   std::unique_ptr<Sequence> abort(const std::string& request_id);
 
   // max_seqs > 0: at most that many sequences in this batch (besides config.max_num_seqs).
-  ScheduledBatch schedule(int64_t max_seqs = 0);
+  // ahead_of: the batch in flight whose sampled tokens this one may take (overlapped scheduling).
+  ScheduledBatch schedule(int64_t max_seqs = 0, const ScheduledBatch* ahead_of = nullptr);
   // sampled_token_ids: one per entry with produces_token, in entry order. Advances
   // num_computed_tokens, appends tokens, checks stop conditions ("stop": EOS / stop ids,
   // "length": max_tokens or max_model_len), frees finished sequences' blocks at once and returns
@@ -111,6 +125,8 @@ class Scheduler {
   // Index in running_ of the newest sequence not in flight nor in the batch being scheduled
   // (running_.size() if none).
   size_t newest_idle() const;
+  // Overlapped scheduling: decode entries of the sequences of `ahead_of` that may run ahead.
+  void schedule_ahead(const ScheduledBatch& ahead_of, ScheduledBatch& batch, int64_t& budget, size_t cap);
 
   SchedulerConfig config_;
   BlockManager blocks_;
@@ -118,7 +134,8 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;  // oldest admission first
   std::unordered_map<std::string, Sequence*> by_request_;
   std::unordered_map<int64_t, Sequence*> by_id_;
-  std::unordered_set<int64_t> in_flight_;  // ids of sequences in a batch not yet postprocessed
+  // Ids of sequences in a batch not yet postprocessed, once per such batch.
+  std::unordered_multiset<int64_t> in_flight_;
   int64_t next_id_ = 0;
   int64_t num_preemptions_total_ = 0;
   int64_t num_prefix_cache_queries_total_ = 0;

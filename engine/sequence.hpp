@@ -46,6 +46,8 @@ struct Sequence {
   // sent with the first output after they are complete (engine/prompt_logprobs.hpp).
   std::vector<PromptLogprob> prompt_logprobs;
   bool prompt_logprobs_sent = false;
+  // Cancelled while in flight: the engine aborts it once its steps are done; never scheduled again.
+  bool is_cancelled = false;
 
   Sequence() = default;
   Sequence(std::string request_id_, std::vector<int32_t> prompt_ids_, SamplingParams params_)
@@ -75,6 +77,12 @@ struct Sequence {
   int32_t last_token_id() const { return token_at(num_tokens() - 1); }
   // Sampler row borrowing this sequence's params, token history and RNG.
   SamplerRow sampler_row() { return SamplerRow{&params, &prompt_ids, &output_ids, &rng}; }
+  // Its next step needs nothing from the host (output history, grammar, prompt logprobs), so it
+  // may be scheduled before its last sampled token is known (overlapped scheduling).
+  bool can_run_ahead() const {
+    return !has_penalties(params) && !has_logit_processors(params) && !matcher && params.prompt_logprobs < 0 &&
+           !is_cancelled;
+  }
 };
 
 }  // namespace troupe

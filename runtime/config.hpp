@@ -21,6 +21,10 @@ struct Config : EngineArgs {
   std::string device = "auto";    // auto | cpu | cuda
   int64_t num_threads = 0;        // CPU backend threads; 0: all cores
   bool enforce_eager = false;     // no CUDA graphs
+  // Overlapped scheduling on one device (vLLM's --async-scheduling): the host schedules step N+1
+  // and postprocesses step N-1 while step N runs. Off by default until measured on the GPU
+  // (bench/overlap_host_gap_bench); a pipeline of stages keeps its own steps in flight instead.
+  bool async_scheduling = false;
 
   // HTTP front door.
   std::string host = "127.0.0.1";

@@ -30,7 +30,8 @@ const std::string kModel = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/mod
 
 class RealEngineServer {
  public:
-  RealEngineServer() {
+  explicit RealEngineServer(bool async_scheduling = false) {
+    config_.async_scheduling = async_scheduling;
     config_.model = kModel;
     config_.served_model_name = "tiny";
     config_.http_port = 0;
@@ -143,6 +144,62 @@ TEST(HttpRealEngine, SixtyFourConcurrentStreamsMatchEachAlone) {
   JsonReply plain = post_json(c, "/v1/chat/completions", chat_body(3, false));
   ASSERT_EQ(plain.status, 200) << plain.raw;
   EXPECT_EQ(plain.body["choices"][0]["message"]["content"].get<std::string>(), alone[3]);
+}
+
+// Overlapped scheduling: a stop string found in step N's text cancels a request whose step N+1 is
+// already running; the text (streamed and whole) and the finish reason are those without overlap,
+// and no KV block is left behind. Each stop string is taken from the middle of a greedy answer.
+TEST(HttpRealEngine, StopStringsGiveTheSameTextWithOverlap) {
+  constexpr int kRequests = 12;
+  std::vector<json> bodies;
+  std::vector<std::string> streamed(kRequests), whole(kRequests), finish(kRequests);
+  {
+    RealEngineServer server(false);
+    for (int i = 0; i < kRequests; ++i) {
+      auto c = server.client();
+      json body = chat_body(i, true);
+      body["max_tokens"] = 24;
+      const std::string text = stream_text(c, body);
+      ASSERT_GE(text.size(), 8u) << text;
+      size_t at = text.size() / 2;  // two ASCII bytes (a whole UTF-8 string) from the middle on
+      while (at + 2 < text.size() && (uint8_t(text[at]) >= 0x80 || uint8_t(text[at + 1]) >= 0x80)) ++at;
+      ASSERT_LT(at + 2, text.size()) << "no ASCII pair in the second half of: " << text;
+      body["stop"] = json::array({text.substr(at, 2)});
+      bodies.push_back(body);
+      streamed[size_t(i)] = stream_text(c, body);
+      body["stream"] = false;
+      JsonReply plain = post_json(c, "/v1/chat/completions", body);
+      ASSERT_EQ(plain.status, 200) << plain.raw;
+      whole[size_t(i)] = plain.body["choices"][0]["message"]["content"].get<std::string>();
+      finish[size_t(i)] = plain.body["choices"][0]["finish_reason"].get<std::string>();
+      EXPECT_EQ(finish[size_t(i)], "stop") << i;
+      EXPECT_LT(whole[size_t(i)].size(), text.size()) << i;
+    }
+  }
+  RealEngineServer server(true);
+  ASSERT_TRUE(server.engine().is_overlapping());
+  std::vector<std::thread> clients;
+  std::vector<std::string> got_streamed(kRequests), got_whole(kRequests), got_finish(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    clients.emplace_back([&, i] {
+      auto c = server.client();
+      json body = bodies[size_t(i)];
+      got_streamed[size_t(i)] = stream_text(c, body);
+      body["stream"] = false;
+      JsonReply plain = post_json(c, "/v1/chat/completions", body);
+      if (plain.status != 200) return;
+      got_whole[size_t(i)] = plain.body["choices"][0]["message"]["content"].get<std::string>();
+      got_finish[size_t(i)] = plain.body["choices"][0]["finish_reason"].get<std::string>();
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < kRequests; ++i) {
+    EXPECT_EQ(got_streamed[size_t(i)], streamed[size_t(i)]) << i;
+    EXPECT_EQ(got_whole[size_t(i)], whole[size_t(i)]) << i;
+    EXPECT_EQ(got_finish[size_t(i)], finish[size_t(i)]) << i;
+  }
+  EXPECT_GT(server.engine().num_overlapped_steps(), 0);
+  expect_all_requests_gone(server);
 }
 
 TEST(HttpRealEngine, ClientsHangingUpMidStreamLeakNoKvBlocks) {

@@ -48,8 +48,9 @@ struct FaultyEngine {
   std::vector<std::string> failures;  // on_failure calls
 };
 
-void build(FaultyEngine& f) {
+void build(FaultyEngine& f, bool overlap = false) {
   Config config;
+  config.async_scheduling = overlap;
   config.model = kModel;
   config.num_threads = 2;
   config.num_kv_blocks = 64;
@@ -139,6 +140,39 @@ TEST(EngineFailure, AFailedDeviceAllocationIsCaughtOnTheEngineThread) {
       << outcomes.last["a"].error_message;
   EXPECT_NE(f.engine->failure().find("device allocation failed"), std::string::npos) << f.engine->failure();
   EXPECT_FALSE(f.engine->submit(request("b"), outcomes.callback("b")).ok());
+  f.engine->stop();
+}
+
+// Overlapped scheduling: the fault comes on the StepWorker, with the next step already queued;
+// every request ends with the fault's message, the engine fails once, nothing hangs.
+TEST(EngineFailure, FaultsOnTheStepWorkerFailTheEngineToo) {
+  {
+    FaultyEngine f;
+    build(f, true);
+    ASSERT_TRUE(f.engine->is_overlapping());
+    Outcomes outcomes;
+    for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(f.engine->submit(request(id, 64), outcomes.callback(id)).ok());
+    f.device->arm({FaultSpec::Kind::op, 40});
+    ASSERT_TRUE(outcomes.wait(3));
+    for (const char* id : {"a", "b", "c"}) {
+      EXPECT_EQ(outcomes.last[id].finish_reason, FinishReason::error) << id;
+      EXPECT_NE(outcomes.last[id].error_message.find("injected device fault (op 40)"), std::string::npos)
+          << outcomes.last[id].error_message;
+    }
+    EXPECT_NE(f.engine->failure().find(" failed: injected device fault"), std::string::npos) << f.engine->failure();
+    EXPECT_FALSE(f.engine->is_ready());
+    f.engine->stop();
+    std::lock_guard lock(f.mutex);
+    EXPECT_EQ(f.failures.size(), 1u);
+  }
+  FaultyEngine f;
+  build(f, true);
+  Outcomes outcomes;
+  f.device->arm({FaultSpec::Kind::alloc, 5});  // std::bad_alloc on the worker, rethrown on the loop thread
+  ASSERT_TRUE(f.engine->submit(request("a", 16), outcomes.callback("a")).ok());
+  ASSERT_TRUE(outcomes.wait(1));
+  EXPECT_EQ(outcomes.last["a"].finish_reason, FinishReason::error);
+  EXPECT_NE(f.engine->failure().find("device allocation failed"), std::string::npos) << f.engine->failure();
   f.engine->stop();
 }
 
