@@ -207,6 +207,38 @@ bool ProfilingBackend::moe_route(const Tensor& logits, const Tensor& bias, const
   return record("moe_route", [&] { return inner_.moe_route(logits, bias, params, topk_ids, topk_weights); });
 }
 
+Result<MoeExperts> ProfilingBackend::pack_moe_experts(const std::vector<Tensor>& gate_up,
+                                                      const std::vector<Tensor>& down, const Tensor& shared_gate_up,
+                                                      const Tensor& shared_down) {
+  auto* grouped = dynamic_cast<MoeExpertsBackend*>(&inner_);
+  if (!grouped) return make_error(ErrorCode::unsupported, "the profiled backend has no grouped MoE experts");
+  return grouped->pack_moe_experts(gate_up, down, shared_gate_up, shared_down);
+}
+
+bool ProfilingBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
+                                   const MoeExperts& experts, int64_t expert_begin, int64_t num_experts, Tensor out) {
+  auto* grouped = dynamic_cast<MoeExpertsBackend*>(&inner_);
+  if (!grouped) return false;
+  if (recording_) {
+    // The weights read: every local expert some token chose (weights holds gate_up, down per
+    // local expert, then the shared expert's pair).
+    const Tensor ids = inner_.to_host(topk_ids);
+    std::vector<bool> touched(size_t(experts.num_local), false);
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      const int64_t local = int64_t(ids.data<int32_t>()[i]) - expert_begin;
+      if (local >= 0 && local < experts.num_local) touched[size_t(local)] = true;
+    }
+    for (int64_t e = 0; e < experts.num_local; ++e)
+      if (touched[size_t(e)] && size_t(2 * e + 1) < experts.weights.size()) {
+        reads(experts.weights[size_t(2 * e)]);
+        reads(experts.weights[size_t(2 * e + 1)]);
+      }
+    for (size_t w = size_t(2 * experts.num_local); w < experts.weights.size(); ++w) reads(experts.weights[w]);
+  }
+  return record("moe_experts",
+                [&] { return grouped->moe_experts(x, topk_ids, topk_weights, experts, expert_begin, num_experts, out); });
+}
+
 std::vector<int32_t> ProfilingBackend::argmax(const Tensor& logits) {
   return record("argmax", [&] { return inner_.argmax(logits); });
 }

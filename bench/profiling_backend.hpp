@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/backend.hpp"
+#include "runtime/moe_experts.hpp"
 
 namespace troupe::bench {
 
@@ -21,7 +22,8 @@ struct OpProfile {
   double weight_bytes = 0;  // bytes of the weights the calls read (linear, lm_head, mlp; FP8 with scales)
 };
 
-class ProfilingBackend final : public Backend {
+// Also a MoeExpertsBackend when the wrapped backend is one (the grouped MoE path stays on).
+class ProfilingBackend final : public Backend, public MoeExpertsBackend {
  public:
   explicit ProfilingBackend(Backend& inner) : inner_(inner) {}
   ~ProfilingBackend() override;
@@ -85,6 +87,11 @@ class ProfilingBackend final : public Backend {
   bool moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& params, Tensor topk_ids,
                  Tensor topk_weights) override;
   std::vector<int32_t> argmax(const Tensor& logits) override;
+  Result<MoeExperts> pack_moe_experts(const std::vector<Tensor>& gate_up, const std::vector<Tensor>& down,
+                                      const Tensor& shared_gate_up, const Tensor& shared_down) override;
+  // Timed as "moe_experts"; while recording, the ids come to the host to count the experts read.
+  bool moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExperts& experts,
+                   int64_t expert_begin, int64_t num_experts, Tensor out) override;
 
  private:
   using Clock = std::chrono::steady_clock;
