@@ -92,12 +92,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int begin = part * keys, end = min(context, begin + keys);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 
-  // Copies keys [base, base + 64) into buffer `buf`: thread t copies chunks t % 4 + 4 k of key t / 4.
-  auto load_tile = [&](int base, int buf) {
-    const int key = threadIdx.x / 4, j = base + key;
+  // Copies keys [base, base + 64) into buffer `buf`: thread t copies chunks t % 4 + 4 k of key t / 4,
+  // from cache block `block` (block_of(base), read a tile ahead: the table's latency stays off the
+  // path from the tile barrier to the S phase).
+  const int load_key = threadIdx.x / 4;
+  auto block_of = [&](int base) {
+    const int j = base + load_key;
+    return j < end ? __ldg(table + j / block_size) : 0;
+  };
+  auto load_tile = [&](int base, int buf, int32_t block) {
+    const int key = load_key, j = base + key;
     const bool valid = j < end;
     const __nv_bfloat16* src = cache;
-    if (valid) src += (int64_t(table[j / block_size]) * block_size + j % block_size) * kEntry;
+    if (valid) src += (int64_t(block) * block_size + j % block_size) * kEntry;
     const uint32_t dst = k_addr + buf * Smem::kKBuffer;
 #pragma unroll
     for (int k = 0; k < kChunks / 4; ++k) {
@@ -106,20 +113,37 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     cp_async_commit();
   };
-  if (begin < end) load_tile(begin, 0);
+  int32_t next_block = 0;  // block_of(the next tile)
+  if (begin < end) {
+    load_tile(begin, 0, block_of(begin));
+    next_block = block_of(begin + kKeys);
+  }
 
-  // Q of the tile's heads as bf16 (rows past `heads` zero), while the first tile is in flight.
+  // Q of the tile's heads as bf16 (rows past `heads` zero), while the first tile is in flight: 18
+  // float4 pairs per thread, issued 6 at a time, so a CTA waits for 3 rounds of loads, not 18 (the
+  // whole of a B 1 launch's CTA otherwise, whose partition is one or two tiles).
+  constexpr int kQUnits = kRows * kChunks / kThreads, kQBatch = 6;
+  static_assert(kRows * kChunks % kThreads == 0 && kQUnits % kQBatch == 0, "Q's units split evenly");
   const float* q_src = q_abs + (int64_t(i) * num_heads + h0) * kEntry;
-  for (int u = threadIdx.x; u < kRows * kChunks; u += kThreads) {
-    const int r = u / kChunks, chunk = u % kChunks;
-    float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
-    if (r < heads) {
-      a = __ldg(reinterpret_cast<const float4*>(q_src + int64_t(r) * kEntry + chunk * 8));
-      b = __ldg(reinterpret_cast<const float4*>(q_src + int64_t(r) * kEntry + chunk * 8 + 4));
+#pragma unroll 1
+  for (int first = 0; first < kQUnits; first += kQBatch) {
+    float4 qa[kQBatch], qb[kQBatch];
+#pragma unroll
+    for (int k = 0; k < kQBatch; ++k) {
+      const int u = threadIdx.x + (first + k) * kThreads, r = u / kChunks, chunk = u % kChunks;
+      qa[k] = qb[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (r < heads) {
+        qa[k] = __ldg(reinterpret_cast<const float4*>(q_src + int64_t(r) * kEntry + chunk * 8));
+        qb[k] = __ldg(reinterpret_cast<const float4*>(q_src + int64_t(r) * kEntry + chunk * 8 + 4));
+      }
     }
-    const uint4 packed = make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y),
-                                    pack_bf16x2(b.z, b.w));
-    *reinterpret_cast<uint4*>(smem + Smem::kQ + swizzled(r, kRowBytes, chunk)) = packed;
+#pragma unroll
+    for (int k = 0; k < kQBatch; ++k) {
+      const int u = threadIdx.x + (first + k) * kThreads, r = u / kChunks, chunk = u % kChunks;
+      const uint4 packed = make_uint4(pack_bf16x2(qa[k].x, qa[k].y), pack_bf16x2(qa[k].z, qa[k].w),
+                                      pack_bf16x2(qb[k].x, qb[k].y), pack_bf16x2(qb[k].z, qb[k].w));
+      *reinterpret_cast<uint4*>(smem + Smem::kQ + swizzled(r, kRowBytes, chunk)) = packed;
+    }
   }
 
   // Warp roles. S: rows [32 mh, + 32) (m tiles mt = 0, 1), keys [32 kh, + 32) (n tiles 0..3), dims
@@ -144,7 +168,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int base = begin; base < end; base += kKeys, buf ^= 1) {
     cp_async_wait_all();  // this thread's copies of tile `base`
     __syncthreads();      // everyone's copies (and Q) visible; everyone done with the previous tile
-    if (base + kKeys < end) load_tile(base + kKeys, buf ^ 1);
+    if (base + kKeys < end) {
+      load_tile(base + kKeys, buf ^ 1, next_block);
+      next_block = block_of(base + 2 * kKeys);
+    }
     const uint32_t tile = k_addr + buf * Smem::kKBuffer;
 
     // 2. Partial S over this warp's half of the dims: 18 k16 steps.
