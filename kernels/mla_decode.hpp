@@ -14,7 +14,9 @@
 // in registers (lanes split kv_lora). Long contexts split into partitions whose partial
 // (max, sum, o_lat) a combine kernel merges, as attention_decode.hpp does. fp32 SIMT math.
 // With a bf16 cache at DeepSeek's kv_lora 512 + rope 64 a tensor-core kernel with the same work
-// unit and partials runs instead (mla_decode_mma.cu; mla_decode_kernel_for picks).
+// unit and partials runs instead (mla_decode_kernel_for picks): mla_decode_mma.cu for head tiles of
+// up to 32 heads, mla_decode_mma64.cu for 33..64 (R1's 128 heads: two tiles per token, launched
+// side by side so the second CTA reads each latent row from L2).
 // Three layers: the kernels (mla_decode.cu), these launchers, and the CPU references
 // (mla_decode_ref.cpp: fp32 dot products, fp64 softmax sums; the absorption products too).
 #include <cstdint>

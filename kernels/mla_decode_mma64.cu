@@ -22,7 +22,16 @@
 // exchanged, P written.
 //
 // Shared memory: Q 73,728 + 2 K tiles 147,456 + P 8,192 + statistics 2,560 = 231,936 bytes (one CTA
-// per SM). Precision as mla_decode_mma.cu: q_abs and P rounded to bf16, every sum in fp32.
+// per SM); 230 registers, no spills (sm_90a). Precision as mla_decode_mma.cu: q_abs and P rounded
+// to bf16, every sum in fp32 (op-table NMSE 5e-7..7e-6 against the fp32 reference).
+//
+// Measured on an H200 (dsv3_mla_bench, R1 dims, block 64, bench/results/dsv3_mla_decode_h200_
+// 2026-12-03.json): B 64 x ctx 4096 297-308 us (mla_decode_mma.cu's kM = 4 path: 355 us), ~245
+// TFLOP/s, 0.30 of max(bytes / HBM bandwidth, FLOPs / cuBLAS's bf16 rate 786 TFLOP/s); B 128 x 4096
+// 582-589 us. Nsight Compute at B 64 x 4096: tensor pipe 39% busy, issue slots 34%, 5.7 cycles
+// between a warp's instructions (2 warps per scheduler), a third of them fixed-latency dependencies:
+// latency-bound at 8 warps per SM, not bandwidth-bound. Next: wgmma with S of tile t + 1 issued while
+// P V of tile t runs (FlashMLA's two warp groups), which mma.sync's register-held operands rule out.
 #include <cuda_bf16.h>
 
 #include <algorithm>
