@@ -4,8 +4,12 @@
 // a bf16 latent cache in blocks of --block-size 64 shuffled over the cache) for batches 1, 64, 128
 // and contexts 1024, 4096. Each record's value is the achieved GB/s for the bytes the kernel must
 // move (every cached latent row once per token, q_abs and o_lat once), its limit the HBM bandwidth
-// measured in the same run. The cache is replicated so one timed launch's rows are not in L2 from
-// the one before. The absorption products (q_nope @ W_UK, o_lat @ W_UV^T: cuBLAS strided-batched
+// measured in the same run. With 128 heads the absorbed decode does ~240 FLOP per latent byte,
+// past the H200's bf16 ridge (~186), so it is compute-bound: a second record per point,
+// dsv3_mla_decode_b<B>_ctx<C>_vs_roofline, holds the time (us) against the larger of bytes /
+// bandwidth and FLOPs / the bf16 cuBLAS matmul rate at 8192^3 (both measured in the same run); its
+// fraction is "of the physical limit". The cache is replicated so one timed launch's rows are not in
+// L2 from the one before. The absorption products (q_nope @ W_UK, o_lat @ W_UV^T: cuBLAS strided-batched
 // bf16, as CudaBackend runs them with bf16 weights) are timed separately against the time to read
 // their weights and activations at that bandwidth.
 // Prefill (dsv3_mla_prefill_ctx<N>, N = 1024, 4096: one sequence of N new tokens, all 128 heads, one
@@ -86,8 +90,8 @@ std::vector<float> random_floats(size_t count, std::mt19937& rng) {
 }
 
 // One (batch, context) point of the decode kernel; false on a CUDA error.
-bool bench_decode(const Args& args, int64_t batch, int64_t context, double hbm_gbs, int64_t l2_bytes, int num_sms,
-                  std::mt19937& rng) {
+bool bench_decode(const Args& args, int64_t batch, int64_t context, double hbm_gbs, double bf16_tflops,
+                  int64_t l2_bytes, int num_sms, std::mt19937& rng) {
   const int64_t bs = args.block_size, blocks_per_seq = (context + bs - 1) / bs, num_blocks = batch * blocks_per_seq;
   const double cache_bytes = double(num_blocks * bs * kEntry) * 2;
   // Copies of the cache so that the rows one launch reads were not read by the previous few.
@@ -138,8 +142,23 @@ bool bench_decode(const Args& args, int64_t batch, int64_t context, double hbm_g
                   mma ? "tensor cores, mma.sync bf16" : "fp32 SIMT", (long long)bs, (long long)parts, ms * 1e3);
     BenchRecord r{"dsv3_mla_decode_b" + std::to_string(batch) + "_ctx" + std::to_string(context), gbs, "GB/s",
                   hbm_gbs, gbs / hbm_gbs, note};
-    r.extra = {{"us", ms * 1e3}, {"partitions", double(parts)}, {"bytes", bytes}};
+    // S = Q K^T over 576 dims and O = P V over 512, per head and cached row.
+    const double flops = 2.0 * double(batch * context) * kHeads * (kEntry + kLora);
+    const double tflops = flops / (ms * 1e-3) / 1e12;
+    r.extra = {{"us", ms * 1e3}, {"partitions", double(parts)}, {"bytes", bytes}, {"tflops", tflops}};
     add_record(r);
+    if (bf16_tflops > 0) {
+      const double bytes_us = bytes / (hbm_gbs * 1e9) * 1e6, flops_us = flops / (bf16_tflops * 1e12) * 1e6;
+      const double roof_us = std::max(bytes_us, flops_us), us = ms * 1e3;
+      std::snprintf(note, sizeof(note),
+                    "the same launch; limit = max(bytes / HBM bandwidth = %.1f us, FLOPs %.3g / bf16 matmul rate "
+                    "%.0f TFLOP/s = %.1f us); achieved %.0f TFLOP/s",
+                    bytes_us, flops, bf16_tflops, flops_us, tflops);
+      BenchRecord v{"dsv3_mla_decode_b" + std::to_string(batch) + "_ctx" + std::to_string(context) + "_vs_roofline",
+                    us, "us", roof_us, roof_us / us, note};
+      v.extra = {{"bytes_us", bytes_us}, {"flops_us", flops_us}, {"flops", flops}, {"tflops", tflops}};
+      add_record(v);
+    }
   }
   for (void* p : {static_cast<void*>(cache), static_cast<void*>(d_tables), static_cast<void*>(d_pos),
                   static_cast<void*>(d_seq), static_cast<void*>(q_abs), static_cast<void*>(o_lat),
@@ -298,11 +317,16 @@ int run(int argc, char** argv) {
   const double hbm_gbs = bench::measure_bandwidth();
   if (hbm_gbs <= 0) return 1;
   add_record({"hbm_bandwidth", hbm_gbs, "GB/s", {}, {}, "cudaMemcpy D2D of 2 GiB, (read+write)/time, median of 10"});
+  const double bf16_tflops = bench::measure_matmul().second;
+  if (bf16_tflops > 0)
+    add_record({"bf16_matmul_rate", bf16_tflops, "TFLOP/s", {}, {},
+                "cublasGemmEx bf16 -> fp32 accumulation at 8192^3, median of 10 (the decode's compute ceiling)"});
   std::mt19937 rng(2024);
   bool ok = true;
   for (int64_t batch : {1, 64, 128})
     for (int64_t context : {1024, 4096})
-      ok = bench_decode(args, batch, context, hbm_gbs, prop.l2CacheSize, prop.multiProcessorCount, rng) && ok;
+      ok = bench_decode(args, batch, context, hbm_gbs, bf16_tflops, prop.l2CacheSize, prop.multiProcessorCount, rng) &&
+           ok;
   cublasHandle_t h = nullptr;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return 1;
   for (int64_t batch : {1, 64, 128}) ok = bench_absorption(args, h, batch, hbm_gbs) && ok;

@@ -211,36 +211,66 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One block per (token i, head): merges the partitions' partial results (log2-domain maxima).
-__global__ void mla_combine_kernel(int num_heads, int kv_lora, int num_partitions, const float* __restrict__ workspace,
-                                   float* __restrict__ o_lat) {
+// One block of 128 threads per (token i, head): merges the partitions' partial results (log2-domain
+// maxima). Warp 0 takes the weights (lanes over partitions); then thread t sums columns t + 128 k
+// (k < 4: kv_lora <= 512) over the partitions, four partitions' loads in flight per column.
+constexpr int kCombineThreads = 128;
+constexpr int kCombineColumns = int(kMlaMaxLora) / kCombineThreads;
+__global__ void __launch_bounds__(kCombineThreads)
+    mla_combine_kernel(int num_heads, int kv_lora, int num_partitions, const float* __restrict__ workspace,
+                       float* __restrict__ o_lat) {
   allow_dependents();
   wait_for_prerequisites();
   __shared__ float w_s[kMlaMaxPartitions];
-  __shared__ float total_s;
+  __shared__ float inv_s;
   const int64_t item = int64_t(blockIdx.x) * num_heads + blockIdx.y;
   const int64_t stats = int64_t(gridDim.x) * num_heads * num_partitions;
   const float* maxima = workspace + stats * kv_lora + item * num_partitions;
   const float* sums = maxima + stats;
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
     float block_max = -INFINITY;
-    for (int p = 0; p < num_partitions; ++p) block_max = fmaxf(block_max, maxima[p]);
+    for (int p = lane; p < num_partitions; p += 32) block_max = fmaxf(block_max, maxima[p]);
+#pragma unroll
+    for (int k = 16; k > 0; k /= 2) block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, k));
     const float max_use = block_max == -INFINITY ? 0.0f : block_max;
     float total = 0.0f;
-    for (int p = 0; p < num_partitions; ++p) {
+    for (int p = lane; p < num_partitions; p += 32) {
       const float w = exp2f(maxima[p] - max_use);  // 0 for an empty partition
       total += sums[p] * w;
       w_s[p] = w;
     }
-    total_s = total;
+#pragma unroll
+    for (int k = 16; k > 0; k /= 2) total += __shfl_xor_sync(0xffffffffu, total, k);
+    if (lane == 0) inv_s = 1.0f / total;
   }
   __syncthreads();
-  const float inv = 1.0f / total_s;
+  const float inv = inv_s;
   const float* partial = workspace + item * num_partitions * kv_lora;
-  for (int c = threadIdx.x; c < kv_lora; c += blockDim.x) {
-    float value = 0.0f;
-    for (int p = 0; p < num_partitions; ++p) value += partial[int64_t(p) * kv_lora + c] * w_s[p];
-    o_lat[item * kv_lora + c] = value * inv;
+  float acc[kCombineColumns] = {};
+  int p = 0;
+  for (; p + 4 <= num_partitions; p += 4) {
+#pragma unroll
+    for (int k = 0; k < kCombineColumns; ++k) {
+      const int c = threadIdx.x + k * kCombineThreads;
+      if (c < kv_lora) {
+        const float* col = partial + int64_t(p) * kv_lora + c;
+        acc[k] += col[0] * w_s[p] + col[kv_lora] * w_s[p + 1] + col[2 * kv_lora] * w_s[p + 2] +
+                  col[3 * kv_lora] * w_s[p + 3];
+      }
+    }
+  }
+  for (; p < num_partitions; ++p) {
+#pragma unroll
+    for (int k = 0; k < kCombineColumns; ++k) {
+      const int c = threadIdx.x + k * kCombineThreads;
+      if (c < kv_lora) acc[k] += partial[int64_t(p) * kv_lora + c] * w_s[p];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kCombineColumns; ++k) {
+    const int c = threadIdx.x + k * kCombineThreads;
+    if (c < kv_lora) o_lat[item * kv_lora + c] = acc[k] * inv;
   }
 }
 
@@ -293,7 +323,8 @@ cudaError_t launch_decode(const float* q_abs, const CacheT* cache, const int32_t
                           block_size, num_heads, kv_lora, entry, ht, scale, partition_keys, workspace, o_lat);
   }
   if (err != cudaSuccess || num_partitions == 1) return err;
-  return launch_dependent(mla_combine_kernel, dim3(unsigned(num_tokens), unsigned(num_heads)), dim3(128), 0, stream,
+  return launch_dependent(mla_combine_kernel, dim3(unsigned(num_tokens), unsigned(num_heads)), dim3(kCombineThreads),
+                          0, stream,
                           int(num_heads), int(kv_lora), int(num_partitions), static_cast<const float*>(workspace),
                           o_lat);
 }
@@ -312,11 +343,23 @@ MlaDecodeKernel mla_decode_kernel_for(int64_t kv_lora, int64_t rope, bool bf16_c
 int64_t mla_decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t max_context, int64_t num_sms) {
   const int64_t items = num_tokens * ((num_heads + kMlaHeadTile - 1) / kMlaHeadTile);
   if (items <= 0 || max_context <= kMlaMinPartitionKeys) return 1;
-  const int64_t wanted = (std::max<int64_t>(1, num_sms) + items - 1) / items;
-  const int64_t by_length = (max_context + kMlaMinPartitionKeys - 1) / kMlaMinPartitionKeys;
-  const int64_t parts = std::clamp<int64_t>(std::min(wanted, by_length), 1, kMlaMaxPartitions);
-  const int64_t keys = mla_decode_partition_keys(max_context, parts);
-  return (max_context + keys - 1) / keys;  // none empty for the longest context
+  const int64_t sms = std::max<int64_t>(1, num_sms);
+  const int64_t by_length = std::min<int64_t>(max_context / kMlaMinPartitionKeys, kMlaMaxPartitions);
+  // Cost in key-rows of one SM: waves x (keys per CTA + a fixed cost of about one 64-key tile for
+  // loading Q and writing o_lat, + about two more for the fp32 partials and their combine).
+  int64_t best = 1;
+  double best_cost = 0;
+  for (int64_t p = 1; p <= by_length; ++p) {
+    const int64_t keys = mla_decode_partition_keys(max_context, p);
+    if (p > 1 && (max_context + keys - 1) / keys < p) continue;  // an empty partition for the longest context
+    const double waves = double((items * p + sms - 1) / sms);
+    const double cost = waves * double(keys + kMlaMinPartitionKeys + (p > 1 ? 2 * kMlaMinPartitionKeys : 0));
+    if (p == 1 || cost < best_cost) {
+      best = p;
+      best_cost = cost;
+    }
+  }
+  return best;
 }
 
 int64_t mla_decode_partition_keys(int64_t max_context, int64_t num_partitions) {

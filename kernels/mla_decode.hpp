@@ -14,7 +14,9 @@
 // in registers (lanes split kv_lora). Long contexts split into partitions whose partial
 // (max, sum, o_lat) a combine kernel merges, as attention_decode.hpp does. fp32 SIMT math.
 // With a bf16 cache at DeepSeek's kv_lora 512 + rope 64 a tensor-core kernel with the same work
-// unit and partials runs instead (mla_decode_mma.cu; mla_decode_kernel_for picks).
+// unit and partials runs instead (mla_decode_kernel_for picks): mla_decode_mma.cu for head tiles of
+// up to 32 heads, mla_decode_mma64.cu for 33..64 (R1's 128 heads: two tiles per token, launched
+// side by side so the second CTA reads each latent row from L2).
 // Three layers: the kernels (mla_decode.cu), these launchers, and the CPU references
 // (mla_decode_ref.cpp: fp32 dot products, fp64 softmax sums; the absorption products too).
 #include <cstdint>
@@ -63,8 +65,11 @@ bool mla_decode_supports(int64_t kv_lora, int64_t rope);
 enum class MlaDecodeKernel { simt_f32, mma_bf16 };
 bool mla_decode_mma_supports(int64_t kv_lora, int64_t rope);
 MlaDecodeKernel mla_decode_kernel_for(int64_t kv_lora, int64_t rope, bool bf16_cache);
-// Partitions so that num_tokens * head tiles * partitions CTAs fill the GPU (one CTA per SM), none
-// shorter than kMlaMinPartitionKeys keys.
+// Partitions of the longest context, none shorter than kMlaMinPartitionKeys keys: the count whose
+// num_tokens * head tiles * partitions CTAs (one per SM) finish soonest, counting the waves of
+// CTAs over num_sms, each CTA's keys, a fixed cost per CTA and, past one partition, the partials it
+// writes for the combine kernel; ties go to fewer partitions. R1 at 132 SMs: B 1 -> 16 (ctx 1024)
+// or 64 (ctx 4096), B 64 and 128 -> 1.
 int64_t mla_decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t max_context, int64_t num_sms);
 // Keys per partition: partition p covers keys [p * partition_keys, (p + 1) * partition_keys).
 int64_t mla_decode_partition_keys(int64_t max_context, int64_t num_partitions);
@@ -98,6 +103,13 @@ cudaError_t launch_mla_decode_mma_partials(const float* q_abs, const uint16_t* c
                                            int64_t num_heads, int64_t kv_lora, int64_t rope, float scale,
                                            int64_t num_partitions, int64_t partition_keys, float* workspace,
                                            float* o_lat, cudaStream_t stream);
+// Its 64-head kernel (mla_decode_mma64.cu), which launch_mla_decode_mma_partials runs when a head
+// tile holds more than 32 heads; no checks of its own (they are the caller's).
+cudaError_t launch_mla_decode_mma64(const float* q_abs, const uint16_t* cache, const int32_t* positions,
+                                    const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
+                                    const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                    int64_t num_heads, float scale, int64_t num_partitions, int64_t partition_keys,
+                                    float* workspace, float* o_lat, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -3,7 +3,10 @@
 //
 // Work unit: one CTA (8 warps) per (head tile of up to 64 heads, token, partition), as the SIMT
 // kernel (mla_decode.cu), whose combine kernel merges the partitions' (max, sum, o) partials.
-// kM = 1, 2 or 4 m16 row tiles (heads <= 16, <= 32, <= 64; rows past the tile's heads are zero).
+// kM = 1 or 2 m16 row tiles (heads <= 16, <= 32; rows past the tile's heads are zero). Tiles of 33..64
+// heads (R1's 128 heads: two per token) run mla_decode_mma64.cu's kernel instead, whose warps split
+// S into 32 x 32 blocks over half the dims each (the kM = 4 instance of this one fed 6 ldmatrix per 8
+// mma there, and reached 0.22 of HBM bandwidth at B 64 x ctx 4096 on an H200).
 // Per tile of kKeys = 64 keys:
 //   1. cp.async copies the 64 cache entries [latent 512 | k_pe 64] (bf16) into one of two shared
 //      buffers (tile t + 1 is in flight while tile t computes); keys past the partition's end are
@@ -18,12 +21,8 @@
 //      warp w owns columns [64 w, 64 w + 64) of every row, 32 kM fp32 accumulators per thread.
 // Barriers per tile: tile landed (also: everyone done with tile t - 1), maxima exchanged, P written.
 //
-// Resources (sm_90a, ptxas -v): 216 / 184 / 127 registers at kM = 4 / 2 / 1, no spills; shared
-// memory 230,912 / 189,696 / 169,088 bytes (one CTA per SM). Measured on an H200 (dsv3_mla_bench,
-// R1 dims, block 64): B 64 x ctx 4096 356 us = 0.22 of HBM bandwidth (SIMT: ~0.02), B 128 x 1024
-// 0.29. Unrolling the S or PV loops changes nothing (within 2%): the phases are barrier- and
-// latency-bound at 8 warps per SM. Next: wgmma from shared memory with two warp groups splitting O
-// (FlashMLA's layout), and S of tile t + 1 overlapped with P V of tile t.
+// Resources (sm_90a, ptxas -v): 184 / 127 registers at kM = 2 / 1, no spills; shared memory
+// 189,696 / 169,088 bytes (one CTA per SM).
 //
 // Precision: q_abs and P are rounded to bf16 (relative 2^-9 each; the cache is bf16 already), all
 // sums fp32: o_lat differs from the fp32 reference by ~1e-3..1e-2 of its magnitude (NMSE ~1e-5).
@@ -49,9 +48,12 @@
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_decode.hpp"
+#include "kernels/mma_sync.cuh"
 
 namespace troupe::kernels {
 namespace {
+
+using namespace mma;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
@@ -79,50 +81,7 @@ struct MmaSmem {
   static constexpr int kMax = kCorr + kRows * 4;                // [kRows] fp32 final maxima
   static constexpr int kBytes = kMax + kRows * 4;
 };
-static_assert(MmaSmem<4>::kBytes <= 227 * 1024, "more shared memory than one block may have");
-
-// Byte offset of 16-byte chunk `chunk` of `row` in a swizzled array of `row_bytes` rows.
-__device__ __forceinline__ uint32_t swizzled(int row, int row_bytes, int chunk) {
-  return uint32_t(row * row_bytes + ((chunk ^ (row & 7)) << 4));
-}
-
-__device__ __forceinline__ uint32_t smem_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// cp.async: 16 bytes global -> shared; src_bytes 0 writes zeros and reads nothing.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address)
-               : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address)
-               : "memory");
-}
-
-// c += a b for one 16x8x16 step.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as one bf16x2 register, lo in the low half (the lower column / key).
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
+static_assert(MmaSmem<2>::kBytes <= 227 * 1024, "more shared memory than one block may have");
 
 template <int kM>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -384,8 +343,8 @@ cudaError_t launch_mla_decode_mma_partials(const float* q_abs, const uint16_t* c
   if (tile_heads <= 32)
     return launch_m<2>(grid, stream, q_abs, c, positions, seq_of_token, tokens, block_tables, max_blocks, block_size,
                        num_heads, scale, partition_keys, workspace, o_lat);
-  return launch_m<4>(grid, stream, q_abs, c, positions, seq_of_token, tokens, block_tables, max_blocks, block_size,
-                     num_heads, scale, partition_keys, workspace, o_lat);
+  return launch_mla_decode_mma64(q_abs, cache, positions, seq_of_token, tokens, num_tokens, block_tables, max_blocks,
+                                 block_size, num_heads, scale, num_partitions, partition_keys, workspace, o_lat, stream);
 }
 
 }  // namespace troupe::kernels

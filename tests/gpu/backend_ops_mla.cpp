@@ -1,9 +1,10 @@
 // Op table rows: DeepSeek-V3's kernels. The absorbed MLA decode (fp32 and bf16 latent caches; the
 // fixtures' dims, R1's and its tensor-parallel head counts; contexts 1, block_size - 1, not a
 // multiple of the block size, past the split threshold; the partitions as the backend picks them,
-// split per token, and a subset of the batch's tokens; the tensor-core kernel's rows at heads 1..128,
-// batches 1..64, forced partitions), the expanded prefill (latent gather and the fp32 SIMT
-// attention; the tensor-core one is backend_ops_mla_prefill.cpp's), the interleaved rope, the latent cache write, and the row scatters.
+// split per token, and a subset of the batch's tokens; the tensor-core kernels' rows at heads 1..128,
+// batches 1..64, forced partitions, the 64-head kernel's tile edges), the expanded prefill (latent gather and
+// the fp32 SIMT attention; the tensor-core one is backend_ops_mla_prefill.cpp's), the interleaved rope, the
+// latent cache write, and the row scatters.
 // The latent cache is built as the attention rows build theirs: blocks shuffled over a cache with
 // spare blocks, every slot no sequence owns NaN, block tables padded with -1.
 #include <cuda_runtime_api.h>
@@ -400,6 +401,23 @@ void add_mla_cases(std::vector<OpCase>& t) {
   t.push_back(mla_decode_case<uint16_t>({{4097, 64}, 64, 512, 64, 128, 64}, Split::by_max_context, kMlaMaxPartitions));
   t.push_back(mla_decode_case<uint16_t>({{4097, 1, 17}, 16, 512, 64, 128, 16}, Split::per_token));
   t.push_back(mla_decode_case<uint16_t>({mixed_contexts(3, 300), 128, 512, 64, 128, 16}, Split::subset));
+  // The 64-head kernel (mla_decode_mma64.cu: tiles of 33..64 heads, R1's 128 as two): contexts at the
+  // 64-key tile edges, 1, the B 1 x 4096 point (one tile per partition), several sequences of
+  // different lengths, block sizes 16 and 64, heads 33, 64, 96 (a 32-head second tile), partitions
+  // forced past the pick (one shorter than a tile, empty ones). Tolerance kMlaMmaTolerance (NMSE).
+  const MlaDecodeShape wide[] = {
+      {{1, 64, 65, 127, 128, 129}, 128, 512, 64, 128, 16},
+      {{4096}, 128, 512, 64, 128, 64},
+      {{4095, 1, 1000, 63}, 128, 512, 64, 128, 64},
+      {mixed_contexts(16, 700), 128, 512, 64, 128, 16},
+      {{1}, 33, 512, 64, 128, 64},
+      {{200, 77}, 64, 512, 64, 128, 16},
+      {{129, 1, 1500}, 96, 512, 64, 128, 64},
+  };
+  for (const MlaDecodeShape& c : wide) t.push_back(mla_decode_case<uint16_t>(c, Split::by_max_context));
+  t.push_back(mla_decode_case<uint16_t>({{65, 4000}, 128, 512, 64, 128, 16}, Split::by_max_context, 2));
+  t.push_back(mla_decode_case<uint16_t>({{4000, 65, 1}, 128, 512, 64, 128, 64}, Split::by_max_context, 100));
+  t.push_back(mla_decode_case<uint16_t>({{1000, 1, 333}, 128, 512, 64, 128, 16}, Split::per_token));
   for (int32_t ctx : {1, 63, 300}) {
     t.push_back(mla_gather_case<float>(ctx, 32, 8, 16));
     t.push_back(mla_gather_case<uint16_t>(ctx, 512, 64, 64));

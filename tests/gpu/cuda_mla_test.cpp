@@ -258,6 +258,30 @@ TEST(CudaMla, DeepseekFixturesMatchTransformers) {
 // random fixtures' router margins go down to 1e-5, so bf16 rounding flips their top-k and their
 // logits bound nothing (they moved up to 4.3 from transformers' while troupe-demo answered 0.995).
 
+// The decode's split count: R1's points at an H200's 132 SMs, and for every batch and context the
+// partitions cover the longest context, none empty, none shorter than kMlaMinPartitionKeys keys
+// (unless there is one), never more than kMlaMaxPartitions.
+TEST(CudaMla, DecodePartitionsFillTheSmsWithoutEmptyOnes) {
+  using namespace kernels;
+  EXPECT_EQ(mla_decode_num_partitions(1, 128, 4096, 132), 64);   // 2 x 64 CTAs of one 64-key tile each
+  EXPECT_EQ(mla_decode_num_partitions(1, 128, 1024, 132), 16);   // as short as allowed
+  EXPECT_EQ(mla_decode_num_partitions(64, 128, 4096, 132), 1);   // 128 CTAs: one wave, no combine
+  EXPECT_EQ(mla_decode_num_partitions(128, 128, 4096, 132), 1);  // 256 CTAs: splitting adds waves
+  EXPECT_EQ(mla_decode_num_partitions(16, 128, 4096, 132), 4);
+  EXPECT_EQ(mla_decode_num_partitions(1, 128, 64, 132), 1);
+  for (int64_t tokens : {1, 2, 5, 16, 64, 65, 128, 300})
+    for (int64_t context : {1, 63, 64, 65, 129, 1000, 4096, 4097, 32768, 163840})
+      for (int64_t sms : {1, 78, 132}) {
+        const int64_t parts = mla_decode_num_partitions(tokens, 128, context, sms);
+        const int64_t keys = mla_decode_partition_keys(context, parts);
+        ASSERT_GE(parts, 1);
+        ASSERT_LE(parts, kMlaMaxPartitions);
+        EXPECT_GE(parts * keys, context) << tokens << " tokens, ctx " << context;
+        EXPECT_LT((parts - 1) * keys, context) << "an empty partition: " << tokens << " tokens, ctx " << context;
+        if (parts > 1) EXPECT_GE(keys, kMlaMinPartitionKeys) << tokens << " tokens, ctx " << context;
+      }
+}
+
 // Shapes the MLA launchers refuse (nothing launched) or skip.
 TEST(CudaMla, LaunchersRefuseBadShapes) {
   TROUPE_REQUIRE_GPU();
