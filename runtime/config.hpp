@@ -21,6 +21,9 @@ struct Config : EngineArgs {
   std::string device = "auto";    // auto | cpu | cuda
   int64_t num_threads = 0;        // CPU backend threads; 0: all cores
   bool enforce_eager = false;     // no CUDA graphs
+  // `troupe worker --gpu-memory-utilization` when given: the KV budget of this worker's stages,
+  // over the head's (vLLM users set it per node); 0: the head's value.
+  double worker_gpu_memory_utilization = 0;
 
   // HTTP front door.
   std::string host = "127.0.0.1";
