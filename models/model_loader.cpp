@@ -77,7 +77,8 @@ Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const Weigh
   if (stage.end < 0) stage.end = config.num_hidden_layers;
   uint64_t total = 0;
   FilePrefetcher prefetcher(
-      store.ranges_of([&](const std::string& name) { return is_stage_tensor(name, config, stage); }, &total), {});
+      store.ranges_of([&](const std::string& name) { return is_stage_tensor(name, config, stage); }, &total),
+      {.hint_only = true});
   LoadProgress progress = LoadProgress::to_terminal_or_log(total);
   const WeightLoader inner = weight_store_loader(store, config.quantization, fp8);
   const WeightLoader counted = [&](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
