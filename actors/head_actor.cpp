@@ -28,6 +28,14 @@ struct LeaderLoad {
   int64_t num_kv_blocks_used = 0;
   int64_t num_kv_blocks_total = 0;
   int64_t num_preemptions_total = 0;  // as the engine reported it (resets with a new engine)
+  std::vector<int64_t> iteration_tokens_counts;  // likewise
+  int64_t iteration_tokens_sum = 0;
+};
+
+// A group's engine-step histogram over all its epochs and engines.
+struct IterationTokens {
+  std::vector<int64_t> counts;  // by kIterationTokensBounds bucket, +Inf last
+  int64_t sum = 0;
 };
 
 struct HeadState {
@@ -39,6 +47,7 @@ struct HeadState {
   std::map<caf::actor_addr, NodeId> node_of;
   std::map<NodeId, LeaderLoad> loads;                 // leaders' heartbeats
   std::map<int64_t, int64_t> num_preemptions_total;  // by group, over all its epochs and engines
+  std::map<int64_t, IterationTokens> iteration_tokens;  // by group, likewise
   std::shared_ptr<spdlog::logger> logger = log::get("cluster");
   static inline const char* name = "troupe.head";
 };
@@ -66,14 +75,33 @@ ClusterStats cluster_stats(const HeadState& s) {
     }
     auto preempted = s.num_preemptions_total.find(group.group_id);
     if (preempted != s.num_preemptions_total.end()) g.num_preemptions_total = preempted->second;
+    auto steps = s.iteration_tokens.find(group.group_id);
+    if (steps != s.iteration_tokens.end()) {
+      g.iteration_tokens_counts = steps->second.counts;
+      g.iteration_tokens_sum = steps->second.sum;
+    }
     stats.num_groups_ready += group.state == cluster::GroupState::ready ? 1 : 0;
     stats.groups.push_back(g);
   }
   return stats;
 }
 
-// Keeps a leader's load; its preemption counter adds to its group's total (a new engine restarts
-// at 0, so a smaller value counts whole).
+// Adds what an engine's step histogram gained since `last` (a smaller bucket or sum: a new engine,
+// which restarts at 0, so it counts whole).
+void add_iteration_tokens(IterationTokens& total, const LeaderLoad& last, const heartbeat& beat) {
+  const std::vector<int64_t>& reported = beat.iteration_tokens_counts;
+  bool restarted = beat.iteration_tokens_sum < last.iteration_tokens_sum ||
+                   reported.size() != last.iteration_tokens_counts.size();
+  for (size_t i = 0; !restarted && i < reported.size(); ++i)
+    restarted = reported[i] < last.iteration_tokens_counts[i];
+  if (total.counts.size() < reported.size()) total.counts.resize(reported.size(), 0);
+  for (size_t i = 0; i < reported.size(); ++i)
+    total.counts[i] += restarted ? reported[i] : reported[i] - last.iteration_tokens_counts[i];
+  total.sum += restarted ? beat.iteration_tokens_sum : beat.iteration_tokens_sum - last.iteration_tokens_sum;
+}
+
+// Keeps a leader's load; its preemption counter and step histogram add to its group's totals (a
+// new engine restarts at 0, so a smaller value counts whole).
 void record_load(HeadState& s, const heartbeat& beat) {
   const cluster::NodeInfo* node = s.membership->node(beat.node_id);
   if (node == nullptr || node->group_id < 0 || node->stage_index != 0) return;
@@ -81,7 +109,9 @@ void record_load(HeadState& s, const heartbeat& beat) {
   const int64_t reported = beat.num_preemptions_total;
   s.num_preemptions_total[node->group_id] +=
       reported >= load.num_preemptions_total ? reported - load.num_preemptions_total : reported;
-  load = LeaderLoad{beat.num_kv_blocks_used, beat.num_kv_blocks_total, reported};
+  add_iteration_tokens(s.iteration_tokens[node->group_id], load, beat);
+  load = LeaderLoad{beat.num_kv_blocks_used, beat.num_kv_blocks_total, reported, beat.iteration_tokens_counts,
+                    beat.iteration_tokens_sum};
 }
 
 void publish_to_front_door(HeadActor* self) {

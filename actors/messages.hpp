@@ -5,7 +5,7 @@
 //   node_agent                                  head
 //      |--- join_request{token, host, ...} ------->|  wrong token: join_reply{accepted=false}
 //      |<-- join_reply{node_id, group, stage} -----|
-//      |--- heartbeat{node_id, kv, preempts} ----->|  every heartbeat interval (kv: leaders only)
+//      |--- heartbeat{node_id, kv, preempts, ...} >|  every heartbeat interval (load: leaders only)
 //      |<-- heartbeat_ack{known} ------------------|  known=false: declared lost, join again
 //      |<-- start_group{group, epoch, spec} -------|  the group is full: a new epoch
 //      |--- stage_prepared{address, kv blocks} --->|  layers loaded, tensor listener open
@@ -86,7 +86,8 @@ typename Inspector::result_type inspect(Inspector& f, GenerationRequest& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, GroupStats& x) {
   return f(caf::meta::type_name("troupe.group_stats"), x.group_id, x.state, x.epoch, x.num_restarts, x.last_error,
-           x.num_members, x.num_running, x.num_kv_blocks_used, x.num_kv_blocks_total, x.num_preemptions_total);
+           x.num_members, x.num_running, x.num_kv_blocks_used, x.num_kv_blocks_total, x.num_preemptions_total,
+           x.iteration_tokens_counts, x.iteration_tokens_sum);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ClusterStats& x) {
@@ -137,6 +138,8 @@ struct heartbeat {
   int64_t num_kv_blocks_used = 0;
   int64_t num_kv_blocks_total = 0;
   int64_t num_preemptions_total = 0;  // of the engine of this epoch
+  std::vector<int64_t> iteration_tokens_counts;  // of the engine of this epoch, by bucket (EngineStats')
+  int64_t iteration_tokens_sum = 0;
 };
 
 struct heartbeat_ack {
@@ -230,7 +233,7 @@ typename Inspector::result_type inspect(Inspector& f, join_reply& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, heartbeat& x) {
   return f(caf::meta::type_name("troupe.heartbeat"), x.node_id, x.num_kv_blocks_used, x.num_kv_blocks_total,
-           x.num_preemptions_total);
+           x.num_preemptions_total, x.iteration_tokens_counts, x.iteration_tokens_sum);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, heartbeat_ack& x) {

@@ -253,12 +253,15 @@ void connect(AgentActor* self) {
 void beat(AgentActor* self, uint64_t session) {
   auto& s = self->state;
   if (session != s.session || !s.head || s.node_id == 0) return;
-  heartbeat beat_msg{s.node_id};
+  heartbeat beat_msg;
+  beat_msg.node_id = s.node_id;
   if (s.host && s.wired && s.host->engine() != nullptr) {  // a group leader reports its engine's load
     const EngineStats load = s.host->engine()->stats();
     beat_msg.num_kv_blocks_used = load.num_kv_blocks_used;
     beat_msg.num_kv_blocks_total = load.num_kv_blocks_total;
     beat_msg.num_preemptions_total = load.num_preemptions_total;
+    beat_msg.iteration_tokens_counts.assign(load.iteration_tokens_counts.begin(), load.iteration_tokens_counts.end());
+    beat_msg.iteration_tokens_sum = load.iteration_tokens_sum;
   }
   self->request(s.head, s.options.heartbeat_timeout, beat_msg)
       .then(

@@ -33,11 +33,19 @@ Result<Tensor> CpuBackend::upload_weight(const Tensor& host) {
   if (host.device() != Device::cpu) return make_error(ErrorCode::unsupported, "cpu backend: weight not on the host");
   if (host.dtype() == DType::f32) return host;
   if (host.dtype() == DType::bf16 && keep_bf16_weights_ && host.dim() == 2) return host;
-  Tensor out = Tensor::empty(DType::f32, host.shape());
-  if (!convert_to_f32(host.dtype(), host.raw(), size_t(host.numel()), out.data<float>())) {
+  float probe = 0;
+  if (!convert_to_f32(host.dtype(), host.raw(), 0, &probe)) {
     return make_error(ErrorCode::unsupported,
                       "cpu backend: cannot convert dtype " + std::string(dtype_name(host.dtype())) + " to f32");
   }
+  // Widened on the pool's threads: a load converts every weight once.
+  Tensor out = Tensor::empty(DType::f32, host.shape());
+  const auto* in = static_cast<const uint8_t*>(host.raw());
+  const size_t in_size = dtype_size(host.dtype());
+  float* dst = out.data<float>();
+  pool_.parallel_for(host.numel(), [&](int64_t b, int64_t e) {
+    convert_to_f32(host.dtype(), in + size_t(b) * in_size, size_t(e - b), dst + b);
+  }, int64_t(1) << 18);
   return out;
 }
 

@@ -142,7 +142,11 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& argv) {
     return parsed;
   }
 
-  if (worker->parsed()) apply_lws_defaults(config);
+  if (worker->parsed()) {
+    apply_lws_defaults(config);
+    // Given on the command line or in --config: this worker's own, over the head's.
+    if (worker->count("--gpu-memory-utilization") > 0) config.worker_gpu_memory_utilization = config.gpu_memory_utilization;
+  }
   if (serve->parsed() || head->parsed()) {
     Result<std::vector<std::string>> warnings = check_vllm_flags(serve->parsed() ? *serve : *head, config, vllm_flags);
     if (!warnings.ok()) {

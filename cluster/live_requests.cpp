@@ -1,5 +1,7 @@
 #include "cluster/live_requests.hpp"
 
+#include <algorithm>
+
 namespace troupe::cluster {
 
 Status LiveRequests::add(const std::string& request_id, int64_t num_prompt_tokens,
@@ -49,10 +51,16 @@ void LiveRequests::publish(const ClusterStats& cluster, int64_t num_waiting) {
   stats_.num_kv_blocks_used = 0;
   stats_.num_kv_blocks_total = 0;
   stats_.num_preemptions_total = 0;
+  stats_.iteration_tokens_counts.fill(0);
+  stats_.iteration_tokens_sum = 0;
   for (const GroupStats& g : cluster.groups) {
     stats_.num_kv_blocks_used += g.num_kv_blocks_used;
     stats_.num_kv_blocks_total += g.num_kv_blocks_total;
     stats_.num_preemptions_total += g.num_preemptions_total;
+    // NOTE: buckets past the head's own (a worker of another version) count in +Inf.
+    for (size_t i = 0; i < g.iteration_tokens_counts.size(); ++i)
+      stats_.iteration_tokens_counts[std::min(i, stats_.iteration_tokens_counts.size() - 1)] += g.iteration_tokens_counts[i];
+    stats_.iteration_tokens_sum += g.iteration_tokens_sum;
   }
 }
 

@@ -55,10 +55,14 @@ struct GroupStats {
   std::string last_error;   // why it last lost a member ("" until then)
   int64_t num_members = 0;  // slots filled
   int64_t num_running = 0;  // requests routed to it now
-  // From its leader's heartbeats (stage 0's engine): KV blocks and preemptions.
+  // From its leader's heartbeats (stage 0's engine): KV blocks, preemptions, engine steps.
   int64_t num_kv_blocks_used = 0;
   int64_t num_kv_blocks_total = 0;
   int64_t num_preemptions_total = 0;  // summed over the group's epochs (a restart does not reset it)
+  // Engine steps by batched tokens, per kIterationTokensBounds bucket (+Inf last; empty before
+  // the first heartbeat), and their tokens; summed over the group's epochs as preemptions are.
+  std::vector<int64_t> iteration_tokens_counts;
+  int64_t iteration_tokens_sum = 0;
 };
 
 struct ClusterStats {

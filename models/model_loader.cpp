@@ -38,14 +38,15 @@ WeightLoader weight_store_loader(const WeightStore& store, const QuantizationCon
         return dequantize_fp8_block(view.value(), scale.value(), quantization.block_n, quantization.block_k);
       TROUPE_TRY(check_fp8_block_scale(view.value(), scale.value(), quantization.block_n, quantization.block_k));
       Tensor weight = Tensor::empty(DType::f8_e4m3, view->shape);
-      std::memcpy(weight.raw(), view->data, view->nbytes);
+      TROUPE_TRY(store.read_into(view.value(), weight.raw()));
       Tensor scale_host = Tensor::empty(DType::f32, scale->shape);
-      std::memcpy(scale_host.raw(), scale->data, scale->nbytes);
+      TROUPE_TRY(store.read_into(scale.value(), scale_host.raw()));
       weight.set_block_scale(std::move(scale_host));
       return weight;
     }
+    // Read straight into the owned tensor (parallel preads; no copy out of the mapping).
     Tensor host = Tensor::empty(view->dtype, view->shape);
-    std::memcpy(host.raw(), view->data, view->nbytes);
+    TROUPE_TRY(store.read_into(view.value(), host.raw()));
     return host;
   };
 }
@@ -84,7 +85,8 @@ Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const Weigh
   if (stage.end < 0) stage.end = config.num_hidden_layers;
   uint64_t total = 0;
   FilePrefetcher prefetcher(
-      store.ranges_of([&](const std::string& name) { return is_stage_tensor(name, config, stage); }, &total), {});
+      store.ranges_of([&](const std::string& name) { return is_stage_tensor(name, config, stage); }, &total),
+      {.hint_only = true});
   LoadProgress progress = LoadProgress::to_terminal_or_log(total);
   const WeightLoader inner = weight_store_loader(store, config.quantization, fp8);
   const WeightLoader counted = [&](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {

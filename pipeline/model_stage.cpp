@@ -58,9 +58,12 @@ Result<std::unique_ptr<ModelStage>> ModelStage::prepare_unguarded(const ModelSta
     host->listener_.emplace(std::move(listener.value()));
   }
   const LayerRange range = host->model_->layer_range();
-  log::get("cluster")->info("stage {}/{} loaded layers [{}, {}) of {} on {}; {} KV blocks fit{}{}", spec.stage_index,
-                            spec.num_stages, range.begin, range.end, spec.engine.model, host->backend_->name(),
-                            blocks.value(), host->preparation_.data_address.empty() ? "" : "; data at ",
+  log::get("cluster")->info("stage {}/{} loaded layers [{}, {}) of {} on {}; {} KV blocks fit "
+                            "(--gpu-memory-utilization {}, {}){}{}",
+                            spec.stage_index, spec.num_stages, range.begin, range.end, spec.engine.model,
+                            host->backend_->name(), blocks.value(), host->config_.gpu_memory_utilization,
+                            local.worker_gpu_memory_utilization > 0 ? "this worker's" : "the head's",
+                            host->preparation_.data_address.empty() ? "" : "; data at ",
                             host->preparation_.data_address);
   return host;
 }

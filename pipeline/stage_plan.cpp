@@ -38,6 +38,7 @@ Result<std::vector<ModelStageSpec>> plan_stages(const Config& head_config, int64
 Config stage_config(const ModelStageSpec& spec, const Config& local) {
   Config config = local;
   config.engine() = spec.engine;
+  if (local.worker_gpu_memory_utilization > 0) config.gpu_memory_utilization = local.worker_gpu_memory_utilization;
   config.pipeline_parallel_size = spec.num_stages;
   return config;
 }

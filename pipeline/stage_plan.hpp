@@ -35,7 +35,8 @@ Result<std::vector<LayerRange>> split_layers(int64_t num_layers, int64_t num_sta
 Result<std::vector<ModelStageSpec>> plan_stages(const Config& head_config, int64_t num_layers);
 
 // The Config a worker runs a stage with: the spec's EngineArgs over the worker's own (`local`:
-// --device, --num-threads, logging).
+// --device, --num-threads, logging), but the worker's own --gpu-memory-utilization where it gave
+// one (Config::worker_gpu_memory_utilization): each node sizes its KV cache by its own flag.
 Config stage_config(const ModelStageSpec& spec, const Config& local);
 
 }  // namespace troupe::cluster

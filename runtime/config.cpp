@@ -33,6 +33,7 @@ bool is_metrics_prefix(const std::string& prefix) {
 
 Status Config::validate() const {
   TROUPE_TRY(EngineArgs::validate());
+  if (worker_gpu_memory_utilization != 0) TROUPE_TRY(check_gpu_memory_utilization(worker_gpu_memory_utilization));
   if (!one_of(device, {"auto", "cpu", "cuda"}))
     return bad("device", "must be auto, cpu or cuda, got '" + device + "'");
   if (num_threads < 0) return bad("num-threads", "must be >= 0");

@@ -25,6 +25,9 @@ struct Config : EngineArgs {
   // and postprocesses step N-1 while step N runs. Off by default until measured on the GPU
   // (bench/overlap_host_gap_bench); a pipeline of stages keeps its own steps in flight instead.
   bool async_scheduling = false;
+  // `troupe worker --gpu-memory-utilization` when given: the KV budget of this worker's stages,
+  // over the head's (vLLM users set it per node); 0: the head's value.
+  double worker_gpu_memory_utilization = 0;
 
   // HTTP front door.
   std::string host = "127.0.0.1";

@@ -1,5 +1,7 @@
 #include "runtime/engine_args.hpp"
 
+#include <charconv>
+
 namespace troupe {
 namespace {
 
@@ -7,7 +9,19 @@ Status bad(const std::string& flag, const std::string& why) {
   return make_error(ErrorCode::invalid_argument, "--" + flag + ": " + why);
 }
 
+// The shortest text that reads back as v (1.5, not 1.500000).
+std::string shortest_number(double v) {
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  return ec == std::errc() ? std::string(buf, end) : std::string("NaN");
+}
+
 }  // namespace
+
+Status check_gpu_memory_utilization(double value) {
+  if (value > 0.0 && value <= 1.0) return Status::success();
+  return bad("gpu-memory-utilization", "must be in (0, 1], a fraction of the GPU's memory, got " + shortest_number(value));
+}
 
 Status EngineArgs::validate() const {
   if (load_format != "auto" && load_format != "dummy")
@@ -20,8 +34,7 @@ Status EngineArgs::validate() const {
   if (block_size < 1 || block_size > 1024 || (block_size & (block_size - 1)) != 0)
     return bad("block-size", "must be a power of two in [1, 1024], got " + std::to_string(block_size));
   if (num_kv_blocks < 0) return bad("num-kv-blocks", "must be >= 0");
-  if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0))
-    return bad("gpu-memory-utilization", "must be in (0, 1]");
+  TROUPE_TRY(check_gpu_memory_utilization(gpu_memory_utilization));
   if (cpu_kv_cache_mb < 1) return bad("cpu-kv-cache-mb", "must be >= 1");
   if (tensor_parallel_size < 1) return bad("tensor-parallel-size", "must be >= 1");
   return Status::success();

@@ -35,4 +35,7 @@ struct EngineArgs {
   bool operator==(const EngineArgs&) const = default;
 };
 
+// invalid_argument naming --gpu-memory-utilization and the value unless it is in (0, 1].
+Status check_gpu_memory_utilization(double value);
+
 }  // namespace troupe

@@ -49,7 +49,7 @@ void FilePrefetcher::wait_all() {
 }
 
 void FilePrefetcher::work() {
-  std::vector<char> scratch(options_.chunk_bytes);
+  std::vector<char> scratch(options_.hint_only ? 0 : options_.chunk_bytes);
   std::map<size_t, int> fds;  // range -> descriptor, this thread's own
   for (;;) {
     Chunk chunk;
@@ -66,10 +66,15 @@ void FilePrefetcher::work() {
     if (it == fds.end()) it = fds.emplace(chunk.range, ::open(ranges_[chunk.range].path.c_str(), O_RDONLY | O_CLOEXEC)).first;
     uint64_t done = 0;
     if (it->second >= 0) {
-      while (done < chunk.size) {
-        const ssize_t n = ::pread(it->second, scratch.data(), chunk.size - done, off_t(chunk.offset + done));
-        if (n <= 0) break;
-        done += uint64_t(n);
+      if (options_.hint_only) {
+        // The kernel reads the chunk into the page cache: no copy to a scratch buffer.
+        if (::posix_fadvise(it->second, off_t(chunk.offset), off_t(chunk.size), POSIX_FADV_WILLNEED) == 0) done = chunk.size;
+      } else {
+        while (done < chunk.size) {
+          const ssize_t n = ::pread(it->second, scratch.data(), chunk.size - done, off_t(chunk.offset + done));
+          if (n <= 0) break;
+          done += uint64_t(n);
+        }
       }
     }
     read_ += done;

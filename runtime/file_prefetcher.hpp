@@ -31,6 +31,10 @@ class FilePrefetcher {
     int num_threads = 8;
     uint64_t chunk_bytes = 16ull << 20;
     uint64_t window_bytes = 8ull << 30;
+    // posix_fadvise(WILLNEED) per chunk instead of a pread into scratch: the kernel starts the
+    // reads and nothing is copied (a consumer that preads itself, as load_model does, needs no
+    // more); bytes_read() then counts bytes asked for.
+    bool hint_only = false;
   };
 
   FilePrefetcher(std::vector<Range> ranges, Options options);

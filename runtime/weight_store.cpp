@@ -1,10 +1,17 @@
 // The weights of a checkpoint folder: one `model.safetensors` or shards listed by an index.
 #include "runtime/weight_store.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -52,6 +59,19 @@ Result<std::map<std::string, std::string>> read_weight_map(const std::string& in
     weight_map[it.key()] = it.value().get<std::string>();
   }
   return weight_map;
+}
+
+// Reads [offset, offset + nbytes) of `fd` into dst; "" or why not.
+std::string pread_all(int fd, uint64_t offset, size_t nbytes, char* dst) {
+  size_t done = 0;
+  while (done < nbytes) {
+    const ssize_t n = ::pread(fd, dst + done, nbytes - done, off_t(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::strerror(errno);
+    if (n == 0) return "the file ends early";
+    done += size_t(n);
+  }
+  return "";
 }
 
 }  // namespace
@@ -145,6 +165,45 @@ std::vector<FilePrefetcher::Range> WeightStore::ranges_of(const std::function<bo
   }
   if (bytes) *bytes = total;
   return out;
+}
+
+Status WeightStore::read_into(const TensorView& view, void* dst) const {
+  constexpr size_t kChunkBytes = size_t(16) << 20;
+  constexpr size_t kMaxThreads = 4;
+  const SafetensorsFile* file = nullptr;
+  for (const auto& f : files_)
+    if (f->path() == view.file) file = f.get();
+  const char* begin = file ? static_cast<const char*>(file->mapping()) : nullptr;
+  const char* at = static_cast<const char*>(view.data);
+  if (file == nullptr || at < begin || uint64_t(at - begin) + view.nbytes > file->file_size())
+    return make_error(ErrorCode::invalid_argument, "tensor '" + view.name + "' is not in this store's " + view.file);
+  const uint64_t offset = uint64_t(at - begin);
+  const int fd = ::open(view.file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return make_error(ErrorCode::not_found, "cannot open " + view.file + ": " + std::strerror(errno));
+  char* out = static_cast<char*>(dst);
+  const size_t num_chunks = (view.nbytes + kChunkBytes - 1) / kChunkBytes;
+  std::string error;
+  if (num_chunks <= 1) {
+    error = pread_all(fd, offset, view.nbytes, out);
+  } else {
+    std::atomic<size_t> next{0};
+    std::vector<std::string> errors(std::min(kMaxThreads, num_chunks));
+    std::vector<std::thread> threads;
+    for (size_t t = 0; t < errors.size(); ++t)
+      threads.emplace_back([&, t] {
+        for (size_t c; errors[t].empty() && (c = next++) < num_chunks;) {
+          const size_t from = c * kChunkBytes;
+          errors[t] = pread_all(fd, offset + from, std::min(kChunkBytes, view.nbytes - from), out + from);
+        }
+      });
+    for (auto& thread : threads) thread.join();
+    for (const std::string& e : errors)
+      if (error.empty()) error = e;
+  }
+  ::close(fd);
+  if (!error.empty())
+    return make_error(ErrorCode::corrupt_data, "reading tensor '" + view.name + "' from " + view.file + ": " + error);
+  return Status::success();
 }
 
 bool WeightStore::has(const std::string& name) const { return tensors_.count(name) != 0; }

@@ -173,5 +173,34 @@ TEST(CommandLineFlags, ToolCallFlags) {
   EXPECT_EQ(from_file.command.config.tool_call_parser, "hermes");
 }
 
+// A worker's own --gpu-memory-utilization (flag or config file) sizes its stages' KV cache; without
+// it the head's value does (worker_gpu_memory_utilization 0). Values outside (0, 1] are refused.
+TEST(CommandLineFlags, WorkerGpuMemoryUtilizationIsItsOwnWhenGiven) {
+  ParsedCommandLine absent = parse_command_line({"troupe", "worker"});
+  ASSERT_FALSE(absent.exit_code);
+  EXPECT_EQ(absent.command.config.worker_gpu_memory_utilization, 0);
+  ParsedCommandLine given = parse_command_line({"troupe", "worker", "--gpu-memory-utilization", "0.6"});
+  ASSERT_FALSE(given.exit_code);
+  EXPECT_EQ(given.command.config.worker_gpu_memory_utilization, 0.6);
+  const std::string path = ::testing::TempDir() + "/worker_gpu_memory.toml";
+  std::ofstream(path) << "gpu-memory-utilization = 0.75\n";
+  ParsedCommandLine from_file = parse_command_line({"troupe", "worker", "--config", path});
+  ASSERT_FALSE(from_file.exit_code);
+  EXPECT_EQ(from_file.command.config.worker_gpu_memory_utilization, 0.75);
+  // The head's flag is the head's: only a worker has an own value.
+  ParsedCommandLine head = parse_command_line({"troupe", "head", "--gpu-memory-utilization", "0.6"});
+  ASSERT_FALSE(head.exit_code);
+  EXPECT_EQ(head.command.config.gpu_memory_utilization, 0.6);
+  EXPECT_EQ(head.command.config.worker_gpu_memory_utilization, 0);
+  for (const char* bad : {"0", "-0.5", "1.01", "90"})
+    for (const char* sub : {"worker", "head", "serve"})
+      EXPECT_EQ(parse_command_line({"troupe", sub, "--gpu-memory-utilization", bad}).exit_code, 2) << sub << " " << bad;
+  Config config;
+  config.worker_gpu_memory_utilization = 1.5;
+  ASSERT_FALSE(config.validate().ok());
+  EXPECT_EQ(config.validate().error().message,
+            "--gpu-memory-utilization: must be in (0, 1], a fraction of the GPU's memory, got 1.5");
+}
+
 }  // namespace
 }  // namespace troupe::cli

@@ -1,6 +1,7 @@
-// `troupe head`'s /metrics: the groups' KV-cache usage and preemptions come from their leaders'
-// heartbeats (they read 0 before). A head with one worker and a KV cache too small for the
-// requests sent at once: usage is seen above 0 while they run, and preemptions are counted.
+// `troupe head`'s /metrics: the groups' KV-cache usage, preemptions and tokens-per-step histogram
+// come from their leaders' heartbeats (they read 0 before). A head with one worker and a KV cache
+// too small for the requests sent at once: usage is seen above 0 while they run, preemptions are
+// counted, and the engine steps that ran every token are in iteration_tokens_total.
 #include <httplib.h>
 
 #include <atomic>
@@ -32,6 +33,7 @@ TEST(HeadMetrics, KvUsageAndPreemptionsComeFromTheGroups) {
       milliseconds(30000)))
       << cluster.log("head");
   EXPECT_EQ(metric(http, "troupe:num_preemptions_total"), 0);
+  EXPECT_EQ(metric(http, "troupe:iteration_tokens_total_count"), 0);
 
   // A burst lasts about a second on an idle machine, a few heartbeats (200 ms here): bursts are
   // repeated until a heartbeat has carried nonzero usage, at most 5.
@@ -68,7 +70,21 @@ TEST(HeadMetrics, KvUsageAndPreemptionsComeFromTheGroups) {
   EXPECT_TRUE(wait_until([&] { return (preemptions = metric(http, "troupe:num_preemptions_total")) > 0; },
                          milliseconds(5000)))
       << "no preemption counted; head log:\n" << cluster.log("head");
+  // Every answered request ran 3 prompt tokens and 149 decode steps of one token at least (a
+  // preempted one runs more); each step counts once, so the sum is at least 152 per request.
+  const double min_tokens = double(num_ok) * 152;
+  double step_tokens = 0;
+  EXPECT_TRUE(wait_until([&] { return (step_tokens = metric(http, "troupe:iteration_tokens_total_sum")) >= min_tokens; },
+                         milliseconds(5000)))
+      << step_tokens << " tokens in engine steps, expected at least " << min_tokens;
   const std::string body = scrape_metrics(http);
+  const double steps = metric_in(body, "troupe:iteration_tokens_total_count");
+  EXPECT_GT(steps, 0);
+  EXPECT_LE(steps, metric_in(body, "troupe:iteration_tokens_total_sum")) << "a step has at least one token";
+  EXPECT_NE(body.find("troupe:iteration_tokens_total_bucket{model_name=\"llama-tiny\",le=\"+Inf\"} " +
+                      std::to_string(int64_t(steps)) + "\n"),
+            std::string::npos)
+      << "+Inf bucket is not the count:\n" << body;
   EXPECT_NE(body.find("troupe:cache_config_info{"), std::string::npos);
   EXPECT_EQ(body.find("num_gpu_blocks=\"0\""), std::string::npos) << "the groups' KV blocks are not counted";
   EXPECT_GT(metric_in(body, "troupe:request_queue_time_seconds_count"), 0);

@@ -49,5 +49,18 @@ TEST(EngineArgs, TravelsThroughModelStageSpecUnchanged) {
   }
 }
 
+TEST(EngineArgs, AWorkersOwnGpuMemoryUtilizationBeatsTheHeads) {
+  Config head;
+  head.gpu_memory_utilization = 0.5;
+  auto specs = cluster::plan_stages(head, 4);
+  ASSERT_TRUE(specs.ok()) << specs.error().message;
+  Config local;  // no flag: the head's
+  EXPECT_EQ(cluster::stage_config((*specs)[0], local).gpu_memory_utilization, 0.5);
+  local.worker_gpu_memory_utilization = 0.8;
+  const Config stage = cluster::stage_config((*specs)[0], local);
+  EXPECT_EQ(stage.gpu_memory_utilization, 0.8);
+  EXPECT_TRUE(stage.validate().ok());
+}
+
 }  // namespace
 }  // namespace troupe

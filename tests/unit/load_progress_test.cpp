@@ -88,9 +88,13 @@ bool wait_for(const std::function<bool()>& done) {
   return true;
 }
 
+// Both ways of reading ahead: preads into scratch, and WILLNEED hints (load_model's).
 TEST_F(FilePrefetcherTest, ReadsNoFurtherThanTheWindowAheadOfTheConsumer) {
+  for (bool hint_only : {false, true}) {
+  SCOPED_TRACE(hint_only ? "hint_only" : "pread");
   const std::string a = write_file("a", 1 << 20), b = write_file("b", 1 << 20);
   FilePrefetcher::Options options;
+  options.hint_only = hint_only;
   options.num_threads = 4;
   options.chunk_bytes = 64 << 10;
   options.window_bytes = 256 << 10;
@@ -104,6 +108,7 @@ TEST_F(FilePrefetcherTest, ReadsNoFurtherThanTheWindowAheadOfTheConsumer) {
   ASSERT_TRUE(wait_for([&] { return prefetcher.bytes_read() == (uint64_t(1280) << 10); }));
   prefetcher.consumed(prefetcher.total_bytes());
   ASSERT_TRUE(wait_for([&] { return prefetcher.bytes_read() == prefetcher.total_bytes(); }));
+  }
 }
 
 TEST_F(FilePrefetcherTest, AMissingFileIsSkippedAndTheDestructorJoinsEarly) {
@@ -111,6 +116,13 @@ TEST_F(FilePrefetcherTest, AMissingFileIsSkippedAndTheDestructorJoinsEarly) {
   FilePrefetcher::Options options;
   options.chunk_bytes = 4096;
   options.window_bytes = 8192;
+  for (bool hint_only : {true, false}) {
+    FilePrefetcher::Options hinting = options;
+    hinting.hint_only = hint_only;
+    FilePrefetcher prefetcher({{(dir_ / "gone").string(), 0, 50'000}, {a, 0, 100'000}}, hinting);
+    prefetcher.wait_all();
+    EXPECT_EQ(prefetcher.bytes_read(), 100'000u) << "the missing file's chunks read nothing; hint_only " << hint_only;
+  }
   {
     FilePrefetcher prefetcher({{(dir_ / "gone").string(), 0, 50'000}, {a, 0, 100'000}}, options);
     prefetcher.wait_all();

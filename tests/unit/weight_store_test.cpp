@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -188,6 +189,38 @@ TEST_F(WeightStoreTest, EmptyOrMissingFolder) {
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.error().code, ErrorCode::not_found);
   EXPECT_NE(store.error().message.find("does_not_exist"), std::string::npos);
+}
+
+// read_into: parallel preads give the mapped bytes exactly, for a tensor of several 16 MiB chunks
+// (and an odd tail) and a small one; a file cut short after opening is an error naming both.
+TEST_F(WeightStoreTest, ReadIntoCopiesTheBytesAndNamesTheTensorWhenTheFileIsShort) {
+  NamedTensor big{"big", DType::bf16, {int64_t(20) << 20, 1}, {}};  // 40 MiB: 3 chunks
+  big.bytes.resize(size_t(40) << 20);
+  for (size_t i = 0; i < big.bytes.size(); ++i) big.bytes[i] = uint8_t((i * 2654435761u) >> 13);
+  NamedTensor small{"small", DType::bf16, {3}, {1, 2, 3, 4, 5, 6}};
+  ASSERT_TRUE(write_safetensors(path("model.safetensors"), {small, big}).ok());
+  auto store = WeightStore::open(dir_.string());
+  ASSERT_TRUE(store.ok()) << store.error().message;
+  for (const char* name : {"big", "small"}) {
+    auto view = store->get(name);
+    ASSERT_TRUE(view.ok());
+    std::vector<uint8_t> out(view->nbytes + 1, 0xAB);
+    ASSERT_TRUE(store->read_into(view.value(), out.data()).ok()) << name;
+    const std::vector<uint8_t>& expected = std::string(name) == "big" ? big.bytes : small.bytes;
+    EXPECT_TRUE(std::equal(expected.begin(), expected.end(), out.begin())) << name;
+    EXPECT_EQ(out.back(), 0xAB) << name << ": wrote past the tensor";
+  }
+  auto view = store->get("big");
+  fs::resize_file(path("model.safetensors"), fs::file_size(path("model.safetensors")) - 1000);
+  std::vector<uint8_t> out(view->nbytes);
+  Status short_read = store->read_into(view.value(), out.data());
+  ASSERT_FALSE(short_read.ok());
+  EXPECT_NE(short_read.error().message.find("'big'"), std::string::npos) << short_read.error().message;
+  EXPECT_NE(short_read.error().message.find("model.safetensors"), std::string::npos) << short_read.error().message;
+  EXPECT_NE(short_read.error().message.find("ends early"), std::string::npos) << short_read.error().message;
+  TensorView foreign = view.value();
+  foreign.file = path("other.safetensors");
+  EXPECT_FALSE(store->read_into(foreign, out.data()).ok());
 }
 
 }  // namespace
