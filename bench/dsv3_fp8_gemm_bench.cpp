@@ -230,7 +230,7 @@ int run(const Args& args) {
 
   // (a)
   const double bw = bench::measure_bandwidth();
-  if (bw > 0) add_record({"hbm_bandwidth", bw, "GB/s", {}, {}, "cudaMemcpy D2D of 2 GiB, (read+write)/time, median of 10"});
+  if (bw > 0) add_record({"hbm_bandwidth", bw, "GB/s", {}, {}, "the HBM limit: the better of hbm_copy_bandwidth and hbm_read_bandwidth (bench/README.md)"});
   const double peak = bench::measure_fp8_matmul(3);
   if (peak > 0)
     add_record({"matmul_fp8_tflops", peak, "TFLOP/s", {}, {},

@@ -316,11 +316,12 @@ int run(int argc, char** argv) {
   say("device %s, %d SMs, L2 %d MB", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
   const double hbm_gbs = bench::measure_bandwidth();
   if (hbm_gbs <= 0) return 1;
-  add_record({"hbm_bandwidth", hbm_gbs, "GB/s", {}, {}, "cudaMemcpy D2D of 2 GiB, (read+write)/time, median of 10"});
+  add_record({"hbm_bandwidth", hbm_gbs, "GB/s", {}, {},
+              "the HBM limit: the better of hbm_copy_bandwidth and hbm_read_bandwidth (bench/README.md)"});
   const double bf16_tflops = bench::measure_matmul().second;
   if (bf16_tflops > 0)
     add_record({"bf16_matmul_rate", bf16_tflops, "TFLOP/s", {}, {},
-                "cublasGemmEx bf16 -> fp32 accumulation at 8192^3, median of 10 (the decode's compute ceiling)"});
+                "cublasGemmEx bf16 -> fp32 accumulation at 8192^3, median of 10 (the decode's compute ceiling and the prefill's limit)"});
   std::mt19937 rng(2024);
   bool ok = true;
   for (int64_t batch : {1, 64, 128})
@@ -330,8 +331,6 @@ int run(int argc, char** argv) {
   cublasHandle_t h = nullptr;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return 1;
   for (int64_t batch : {1, 64, 128}) ok = bench_absorption(args, h, batch, hbm_gbs) && ok;
-  const double bf16_tflops = bench::measure_matmul().second;
-  add_record({"matmul_bf16_tflops", bf16_tflops, "TFLOP/s", {}, {}, "cublasGemmEx bf16, fp32 accumulation, 8192^3"});
   if (bf16_tflops > 0)
     for (int64_t context : {1024, 4096}) ok = bench_prefill(args, h, context, bf16_tflops, rng) && ok;
   cublasDestroy(h);

@@ -332,7 +332,7 @@ int run(int argc, char** argv) {
   if (!bench::cuda_ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties")) return 1;
   bench::set_log_device(prop.name);
   const double bw_gbs = bench::measure_bandwidth();
-  if (bw_gbs > 0) add_record({"hbm_bandwidth", bw_gbs, "GB/s", {}, {}, "cudaMemcpy D2D of 2 GiB, (read+write)/time, median of 10"});
+  if (bw_gbs > 0) add_record({"hbm_bandwidth", bw_gbs, "GB/s", {}, {}, "the HBM limit: the better of hbm_copy_bandwidth and hbm_read_bandwidth (bench/README.md)"});
   say("%s, HBM %.0f GB/s; R1 MoE: E=%d, %d groups keep %d, k=%d, hidden %lld", prop.name, bw_gbs, kExperts, kGroups,
       kTopkGroup, kTopK, (long long)kHidden);
   std::mt19937 rng(1234);
