@@ -130,7 +130,7 @@ int run(int argc, char** argv) {
   const double bw_gbs = bench::measure_bandwidth();
   const double fp8_tf = bench::measure_fp8_matmul();
   say("HBM %.0f GB/s, FP8 dense %.0f TFLOP/s", bw_gbs, fp8_tf);
-  add_record({"hbm_bandwidth", bw_gbs, "GB/s", {}, {}, "device-to-device copy, this run"});
+  add_record({"hbm_bandwidth", bw_gbs, "GB/s", {}, {}, "the HBM limit: the better of hbm_copy_bandwidth and hbm_read_bandwidth (bench/README.md)"});
   add_record({"matmul_fp8_tflops", fp8_tf, "TFLOP/s", {}, {},
               "FP8 dense ceiling at 8192^3, this run (bench/device_ceilings: the per-tensor cuBLASLt GEMM, or "
               "its block-scaled GEMM where the per-tensor one is refused)"});
