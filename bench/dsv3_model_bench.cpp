@@ -9,7 +9,9 @@
 //   dsv3_decode_b1_share_*: the batch-1 step op by op.
 // usage: dsv3_model_bench [--config bench/models/deepseek-r1/config.json] [--dense-layers 3]
 //        [--moe-layers 8] [--context 1024] [--batches 1,64] [--prefill-tokens 4096]
-//        [--time-limit 290] [--out PATH]     (run from the repo root; --prefill-tokens 0: none)
+//        [--time-limit 290] [--out PATH] [--enforce-eager 1]  (from the repo root; --prefill-tokens 0: none)
+// Decode steps run as step graphs (CUDA graphs), as `troupe serve` runs them, unless --enforce-eager 1;
+// the profiled steps and the prefill run eagerly.
 // A 4,096-token prefill of 3 dense + 8 MoE layers does not fit beside their weights (about 92 GB):
 // the prefill runs on fewer MoE layers (--moe-layers 2 --batches "").
 #include <cuda_runtime.h>
@@ -25,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cuda/cuda_backend.hpp"
+#include "backends/graphed_model.hpp"
 #include "bench/bench_log.hpp"
 #include "bench/decode_steps.hpp"
 #include "bench/device_ceilings.hpp"
@@ -47,6 +50,7 @@ struct Args {
   int64_t dense_layers = 3, moe_layers = 8, context = 1024, prefill_tokens = 4096;
   std::vector<int64_t> batches = {1, 64};
   double time_limit_s = 290;
+  bool enforce_eager = false;
 };
 
 bool parse_args(int argc, char** argv, Args& a) {
@@ -62,6 +66,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--context") a.context = std::atoll(v.c_str());
     else if (k == "--prefill-tokens") a.prefill_tokens = std::atoll(v.c_str());
     else if (k == "--time-limit") a.time_limit_s = std::atof(v.c_str());
+    else if (k == "--enforce-eager") a.enforce_eager = v == "1" || v == "true";
     else if (k == "--batches") {
       a.batches.clear();
       std::stringstream ss(v);
@@ -153,6 +158,13 @@ int run(int argc, char** argv) {
   size_t free_bytes = 0, total_bytes = 0;
   backend.value()->memory_info(&free_bytes, &total_bytes);
   say("loaded; %.1f GiB of %.1f GiB free", double(free_bytes) / (1 << 30), double(total_bytes) / (1 << 30));
+  StepGraphOptions graph_options;
+  graph_options.max_batch = 256;
+  graph_options.max_model_len = args.context + 512;  // decode contexts only
+  GraphedModel graphed(std::move(model.value()), profiler, graph_options);
+  Model& eager = graphed.inner();
+  Model& decoder = args.enforce_eager ? eager : static_cast<Model&>(graphed);
+  const char* mode = args.enforce_eager ? "eager" : "CUDA graphs";
   const std::string shape = std::to_string(args.dense_layers) + " dense + " + std::to_string(args.moe_layers) +
                             " MoE layers of R1, dummy FP8 block weights";
   const double latent_bytes_per_token = double(c.num_hidden_layers * c.mla.cache_entry()) * 2.0;  // bf16 cache
@@ -160,32 +172,32 @@ int run(int argc, char** argv) {
   for (int64_t batch : args.batches) {
     if (remaining_s() < 40) break;
     say("decode batch %lld at context %lld", (long long)batch, (long long)args.context);
-    bench::StepTimes t = bench::run_steps(*model.value(), profiler, batch, 1, args.context, 2, 10, 60);
+    bench::StepTimes t = bench::run_steps(decoder, profiler, batch, 1, args.context, 2, 10, 60);
     if (!t.ok || t.ms.empty()) {
       say("  decode failed");
       continue;
     }
     std::vector<bench::OpProfile> ops;
-    bench::run_steps(*model.value(), profiler, batch, 1, args.context, 0, 1, 30, &profiler, &ops);
+    bench::run_steps(eager, profiler, batch, 1, args.context, 0, 1, 30, &profiler, &ops);
     const double weights = profiled_weight_bytes(ops);
     const double kv = double(batch) * double(args.context) * latent_bytes_per_token;
     const double bytes = weights + kv;
     const double ms = median(t.ms), limit_ms = bytes / (bw_gbs * 1e9) * 1e3;
     std::ostringstream note;
-    note << shape << "; median of " << t.ms.size() << " steps, eager; limit = (weights the step's ops read, "
+    note << shape << "; median of " << t.ms.size() << " steps, " << mode << "; limit = (weights the step's ops read, "
          << weights / 1e9 << " GB, + latent cache " << kv / 1e9 << " GB) / measured HBM bandwidth";
     add_record({"dsv3_decode_b" + std::to_string(batch), ms, "ms/step", limit_ms, limit_ms / ms, note.str()});
     if (batch == 1 && remaining_s() > 60)
-      bench::profile_step(*model.value(), profiler, 1, args.context, 1, "dsv3_decode_b1_share_",
+      bench::profile_step(eager, profiler, 1, args.context, 1, "dsv3_decode_b1_share_",
                           "one batch-1 decode step of " + shape, ms);
   }
 
   if (args.prefill_tokens > 0 && remaining_s() > 60) {
     const int64_t n = args.prefill_tokens;
     say("prefill of %lld tokens", (long long)n);
-    bench::StepTimes pf = bench::run_steps(*model.value(), profiler, 1, n, n, 0, 1, 90);
+    bench::StepTimes pf = bench::run_steps(eager, profiler, 1, n, n, 0, 1, 90);
     if (pf.ok && !pf.ms.empty() && remaining_s() > 40) {
-      bench::StepTimes again = bench::run_steps(*model.value(), profiler, 1, n, n, 0, 1, 90);
+      bench::StepTimes again = bench::run_steps(eager, profiler, 1, n, n, 0, 1, 90);
       if (again.ok && !again.ms.empty()) pf.ms[0] = std::min(pf.ms[0], again.ms[0]);
     }
     if (pf.ok && !pf.ms.empty()) {
@@ -201,10 +213,12 @@ int run(int argc, char** argv) {
               "for the last token; limit = measured FP8 dense rate";
       add_record({"dsv3_prefill_" + std::to_string(n), tflops, "TFLOP/s", fp8_tf, tflops / fp8_tf, note.str()});
       if (remaining_s() > 45)
-        bench::profile_step(*model.value(), profiler, n, n, 0, "dsv3_prefill_" + std::to_string(n) + "_share_",
+        bench::profile_step(eager, profiler, n, n, 0, "dsv3_prefill_" + std::to_string(n) + "_share_",
                             "one prefill of " + std::to_string(n) + " tokens of " + shape, pf.ms[0]);
     }
   }
+  say("step graphs: %lld recorded, %lld steps replayed, %lld buckets dropped", (long long)graphed.num_recorded(),
+      (long long)graphed.num_replayed(), (long long)graphed.num_dropped());
   say("done in %.1f s", bench::elapsed_s());
   return 0;
 }

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 
+#include "kernels/dependent_launch.cuh"
 #include "kernels/fp8_block_gemm.hpp"
 #include "kernels/fp8_quant.hpp"
+#include "kernels/fp8_stream.cuh"
 
 // Both kernels feed tensor cores through mma.sync and use one trick: inside an MMA the order of
 // the K elements does not matter as long as A and B agree. So each thread loads the bytes of W
@@ -15,38 +17,10 @@
 namespace troupe::kernels {
 namespace {
 
+using namespace fp8_stream;
+
 // ---------------------------------------------------------------------------------------------
 // Shared pieces.
-
-__device__ __forceinline__ uint4 zero4() { return make_uint4(0, 0, 0, 0); }
-
-// 16 bytes of a stream read once (not kept in L1); zeros when !valid.
-__device__ __forceinline__ uint4 load_stream16(const uint8_t* p, bool valid) {
-  uint4 v;
-  asm volatile(
-      "{\n"
-      "  .reg .pred p;\n"
-      "  setp.ne.b32 p, %5, 0;\n"
-      "  mov.b32 %0, 0;\n  mov.b32 %1, 0;\n  mov.b32 %2, 0;\n  mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-      "}\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "r"(int(valid)));
-  return v;
-}
-
-// 16 bytes from byte loads, zero past `limit` bytes (the unaligned path).
-__device__ __forceinline__ uint4 load_bytes16(const uint8_t* p, int64_t limit) {
-  uint32_t words[4] = {0, 0, 0, 0};
-#pragma unroll
-  for (int j = 0; j < 16; ++j)
-    if (j < limit) words[j / 4] |= uint32_t(__ldg(p + j)) << (8 * (j % 4));
-  return make_uint4(words[0], words[1], words[2], words[3]);
-}
-
-__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
 
 __device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_out(uint16_t* p, float v) {
@@ -73,22 +47,6 @@ constexpr float kPromoteShift = 281474976710656.0f;  // 2^48 = 2^112 / 2^64
 // The physical chunk of logical chunk c (8 bf16 of a token row): with the pad this keeps the
 // 16-byte B-fragment reads of a quarter warp on distinct banks.
 __device__ __forceinline__ int swizzle(int c) { return c ^ (((c >> 3) & 1) << 1); }
-
-// Two e4m3 (low byte first) to two bf16 holding value * 2^-112.
-__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2_shifted(uint32_t pair) {
-  uint32_t h;
-  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(static_cast<unsigned short>(pair & 0xffffu)));
-  return ((h >> 3) & 0x0fff0fffu) | (h & 0x80008000u);
-}
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 __device__ __forceinline__ void load_x8(const float* x, int64_t k0, int64_t k, bool vec, float (&v)[8]) {
   if (vec && k0 + 8 <= k) {
@@ -119,18 +77,6 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&p);
 }
 
-// The 32 bytes of a K block thread t reads from one row: 2 x 16 bytes.
-template <bool VEC>
-__device__ __forceinline__ void load_w_piece(const uint8_t* row, int64_t k0, int64_t k, uint4& lo, uint4& hi) {
-  if constexpr (VEC) {
-    lo = load_stream16(row + k0, k0 < k);
-    hi = load_stream16(row + k0 + 16, k0 + 16 < k);
-  } else {
-    lo = k0 < k ? load_bytes16(row + k0, k - k0) : zero4();
-    hi = k0 + 16 < k ? load_bytes16(row + k0 + 16, k - k0 - 16) : zero4();
-  }
-}
-
 // MT: token tiles of 8; VEC: 16-byte weight loads (k % 16 == 0, w aligned).
 template <int MT, bool VEC, typename XT, typename OT>
 __global__ void __launch_bounds__(kGemvThreads, MT <= 4 ? 2 : 1)
@@ -141,6 +87,27 @@ __global__ void __launch_bounds__(kGemvThreads, MT <= 4 ? 2 : 1)
   extern __shared__ uint4 x_smem[];  // [kb_local][kTokens][kChunksPerRow]
   const int nb = int(blockIdx.x), split = int(blockIdx.y);
   const int kb0 = split * kb_per_split, nkb = min(num_kb, kb0 + kb_per_split) - kb0;
+  allow_dependents();  // the next kernel may become resident and start on its own weights
+
+  // 0. The warp's first two K blocks of W are in flight before anything else: weights are never
+  // written by a kernel, so they may be read before the kernels this one depends on finish (the
+  // launch is a programmatic dependent one), and their latency overlaps the staging of x.
+  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32), g = lane / 4, t = lane % 4;
+  const int row0 = nb * kGemvRows + warp * 16;
+  const uint8_t* row_a = w + int64_t(min(row0 + g, n - 1)) * k;
+  const uint8_t* row_b = w + int64_t(min(row0 + g + 8, n - 1)) * k;
+  const int64_t piece = 32 * t;  // the thread's bytes within a K block
+  uint4 w0[4], w1[4], w2[4];  // K blocks i, i + 1, i + 2: {a lo, a hi, b lo, b hi}
+  auto load_block = [&](uint4 (&d)[4], int kb) {
+    const int64_t k0 = int64_t(kb) * kFp8BlockSize + piece;
+    load_w_piece<VEC>(row_a, k0, k, d[0], d[1]);
+    load_w_piece<VEC>(row_b, k0, k, d[2], d[3]);
+  };
+  if (row0 < n) {
+    load_block(w0, kb0);
+    if (nkb > 1) load_block(w1, kb0 + 1);
+  }
+  wait_for_prerequisites();  // x comes from the kernel before
 
   // 1. Stage x of the K range: bf16 * 2^64, zeros past m and k.
   const int num_chunks = nkb * kTokens * 16;
@@ -158,25 +125,12 @@ __global__ void __launch_bounds__(kGemvThreads, MT <= 4 ? 2 : 1)
   __syncthreads();
 
   // 2. Stream the warp's 16 rows.
-  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32), g = lane / 4, t = lane % 4;
-  const int row0 = nb * kGemvRows + warp * 16;
   if (row0 >= n) return;  // no barrier follows
-  const uint8_t* row_a = w + int64_t(min(row0 + g, n - 1)) * k;
-  const uint8_t* row_b = w + int64_t(min(row0 + g + 8, n - 1)) * k;
-  const int64_t piece = 32 * t;  // the thread's bytes within a K block
 
   float total[MT][4];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) total[mt][0] = total[mt][1] = total[mt][2] = total[mt][3] = 0.0f;
 
-  uint4 w0[4], w1[4], w2[4];  // K blocks i, i + 1, i + 2: {a lo, a hi, b lo, b hi}
-  auto load_block = [&](uint4 (&d)[4], int kb) {
-    const int64_t k0 = int64_t(kb) * kFp8BlockSize + piece;
-    load_w_piece<VEC>(row_a, k0, k, d[0], d[1]);
-    load_w_piece<VEC>(row_b, k0, k, d[2], d[3]);
-  };
-  load_block(w0, kb0);
-  if (nkb > 1) load_block(w1, kb0 + 1);
   const float* scale_row = w_scale + int64_t(nb) * num_kb + kb0;
 
   for (int i = 0; i < nkb; ++i) {
@@ -231,6 +185,8 @@ __global__ void __launch_bounds__(kGemvThreads, MT <= 4 ? 2 : 1)
 // out[i] = sum over splits of partial[s][i], in split order.
 template <typename OT>
 __global__ void sum_splits_kernel(const float* __restrict__ partial, OT* __restrict__ out, int64_t count, int splits) {
+  allow_dependents();
+  wait_for_prerequisites();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= count) return;
   float sum = 0.0f;
@@ -286,8 +242,8 @@ cudaError_t launch_gemv_tiles(bool vec, const GemvPlan& p, dim3 grid, const XT* 
         err != cudaSuccess)
       return err;
   }
-  kernel<<<grid, kGemvThreads, p.smem, stream>>>(x, w, w_scale, out, partial, m, n, k, num_kb, p.kb_per_split, x_vec);
-  return cudaGetLastError();
+  return launch_dependent(kernel, grid, dim3(kGemvThreads), p.smem, stream, x, w, w_scale, out, partial, m, n, k, num_kb,
+                          p.kb_per_split, x_vec);
 }
 
 template <typename XT, typename OT>
@@ -315,8 +271,8 @@ cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT*
   }
   if (err != cudaSuccess || !partial) return err;
   const int64_t count = m * n;
-  sum_splits_kernel<<<unsigned((count + 255) / 256), 256, 0, stream>>>(partial, out, count, p.splits);
-  return cudaGetLastError();
+  return launch_dependent(sum_splits_kernel<OT>, dim3(unsigned((count + 255) / 256)), dim3(256), 0, stream,
+                          static_cast<const float*>(partial), out, count, p.splits);
 }
 
 // ---------------------------------------------------------------------------------------------

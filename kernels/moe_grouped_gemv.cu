@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/fp8_quant.hpp"
+#include "kernels/fp8_stream.cuh"
 #include "kernels/moe_grouped_gemv.hpp"
 
 // The mma mapping is fp8_block_gemm.cu's decode one (see there): thread (g = lane / 4, t = lane % 4)
@@ -12,70 +13,13 @@
 namespace troupe::kernels {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
+using namespace fp8_stream;
+
+constexpr int kWarps = 4;  // row warps of a CTA (each K part has its own kWarps warps)
 constexpr int kRowsPerCta = kWarps * 16;   // plain: 64 W rows
 constexpr int kColsPerCta = kWarps / 2 * 16;  // gate/up + silu: 32 act columns
 constexpr int kMaxTiles = 4;  // 8-token mma tiles per pass over the weights (fewer: TILES)
 constexpr float kPromote = 281474976710656.0f;  // 2^48 = 2^112 / 2^64: w_scale times this
-constexpr float kUnshift = 5.42101086242752217e-20f;  // 2^-64
-
-__device__ __forceinline__ uint4 zero4() { return make_uint4(0, 0, 0, 0); }
-
-// 16 bytes of a stream read once (not kept in L1); zeros when !valid.
-__device__ __forceinline__ uint4 load_stream16(const uint8_t* p, bool valid) {
-  uint4 v;
-  asm volatile(
-      "{\n"
-      "  .reg .pred p;\n"
-      "  setp.ne.b32 p, %5, 0;\n"
-      "  mov.b32 %0, 0;\n  mov.b32 %1, 0;\n  mov.b32 %2, 0;\n  mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-      "}\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "r"(int(valid)));
-  return v;
-}
-
-// 16 bytes from byte loads, zero past `limit` bytes (k % 16 != 0).
-__device__ __forceinline__ uint4 load_bytes16(const uint8_t* p, int64_t limit) {
-  uint32_t words[4] = {0, 0, 0, 0};
-#pragma unroll
-  for (int j = 0; j < 16; ++j)
-    if (j < limit) words[j / 4] |= uint32_t(__ldg(p + j)) << (8 * (j % 4));
-  return make_uint4(words[0], words[1], words[2], words[3]);
-}
-
-__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
-// Two e4m3 (low byte first) to two bf16 holding value * 2^-112 (exact; never subnormal).
-__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2_shifted(uint32_t pair) {
-  uint32_t h;
-  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(static_cast<unsigned short>(pair & 0xffffu)));
-  return ((h >> 3) & 0x0fff0fffu) | (h & 0x80008000u);
-}
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-template <bool VEC>
-__device__ __forceinline__ void load_w_piece(const uint8_t* row, int64_t k0, int64_t k, uint4& lo, uint4& hi) {
-  if constexpr (VEC) {
-    lo = load_stream16(row + k0, k0 < k);
-    hi = load_stream16(row + k0 + 16, k0 + 16 < k);
-  } else {
-    lo = k0 < k ? load_bytes16(row + k0, k - k0) : zero4();
-    hi = k0 + 16 < k ? load_bytes16(row + k0 + 16, k - k0 - 16) : zero4();
-  }
-}
 
 __device__ __forceinline__ uint16_t to_bf16_bits(float v) {
   const __nv_bfloat16 b = __float2bfloat16_rn(v);
@@ -196,11 +140,15 @@ __global__ void gather_scaled_kernel(const XT* __restrict__ x, const int32_t* __
 
 // ---------------------------------------------------------------------------------------------
 // 3 and 4. The grouped GEMV. CTA (blockIdx.x, j): active expert j, W rows of tile blockIdx.x.
-// SILU: warps 0, 1 take gate rows c0 + 16 w, warps 2, 3 the up rows inter + c0 + 16 (w - 2), and the
-// CTA writes act columns c0 .. c0 + 31 through a shared-memory exchange of the up sums.
+// SILU: row warps 0, 1 take gate rows c0 + 16 w, row warps 2, 3 the up rows inter + c0 + 16 (w - 2),
+// and the CTA writes act columns c0 .. c0 + 31 through a shared-memory exchange of the up sums.
+// KSPLIT: the CTA has KSPLIT x kWarps warps; warp w takes row warp w % kWarps over K part w / kWarps
+// (a contiguous range of K blocks), and the parts' sums meet in shared memory before the epilogue.
+// Small batches touch few experts (R1 at batch 1: 9 of them, about 4 CTAs per SM), so without the
+// split too few loads are in flight to stream HBM at full rate.
 
-template <int TILES, bool VEC, bool SILU>
-__global__ void __launch_bounds__(kThreads)
+template <int TILES, int KSPLIT, bool VEC, bool SILU>
+__global__ void __launch_bounds__(KSPLIT * kWarps * 32)
     grouped_gemv_kernel(const uint16_t* __restrict__ x_perm, int64_t x_stride, const uint8_t* const* __restrict__ w_of,
                         const float* const* __restrict__ scale_of, const int32_t* __restrict__ num_active,
                         const int32_t* __restrict__ active_expert, const int32_t* __restrict__ active_begin,
@@ -215,7 +163,10 @@ __global__ void __launch_bounds__(kThreads)
   const float* w_scale = scale_of[expert];
   const int num_kb = int((k + 127) / 128);
 
-  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32), g = lane / 4, t = lane % 4;
+  const int lane = int(threadIdx.x % 32), g = lane / 4, t = lane % 4;
+  const int warp = int(threadIdx.x / 32) % kWarps, kpart = int(threadIdx.x / 32) / kWarps;
+  const int part_kb = (num_kb + KSPLIT - 1) / KSPLIT;
+  const int kb_begin = min(num_kb, kpart * part_kb), kb_end = min(num_kb, kb_begin + part_kb);
   int col0, row0;  // the warp's first output column and its first W row
   if constexpr (SILU) {
     col0 = int(blockIdx.x) * kColsPerCta + (warp % 2) * 16;
@@ -234,6 +185,7 @@ __global__ void __launch_bounds__(kThreads)
 
   constexpr int kTiles = TILES, kPassTokens = TILES * 8;
   __shared__ float up_sums[SILU ? kPassTokens : 1][SILU ? kColsPerCta : 1];
+  __shared__ float part_sums[KSPLIT > 1 ? KSPLIT - 1 : 1][kWarps][32][kTiles * 4];
 
   for (int pass = p_begin; pass < p_end; pass += kPassTokens) {
     const int tiles = min(kTiles, (p_end - pass + 7) / 8);
@@ -254,10 +206,10 @@ __global__ void __launch_bounds__(kThreads)
       load_w_piece<VEC>(row_a, k0, k, d[0], d[1]);
       load_w_piece<VEC>(row_b, k0, k, d[2], d[3]);
     };
-    load_block(w0, 0);
-    if (num_kb > 1) load_block(w1, 1);
-    for (int i = 0; i < num_kb; ++i) {
-      if (i + 2 < num_kb) load_block(w2, i + 2);
+    if (kb_begin < kb_end) load_block(w0, kb_begin);
+    if (kb_begin + 1 < kb_end) load_block(w1, kb_begin + 1);
+    for (int i = kb_begin; i < kb_end; ++i) {
+      if (i + 2 < kb_end) load_block(w2, i + 2);
       float block[kTiles][4];
 #pragma unroll
       for (int mt = 0; mt < kTiles; ++mt) block[mt][0] = block[mt][1] = block[mt][2] = block[mt][3] = 0.0f;
@@ -293,19 +245,38 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 
+    // The K parts' sums: parts 1.. hand theirs to part 0, whose warps finish the pass alone.
+    if constexpr (KSPLIT > 1) {
+      if (kpart > 0) {
+#pragma unroll
+        for (int mt = 0; mt < kTiles; ++mt)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) part_sums[kpart - 1][warp][lane][mt * 4 + q] = total[mt][q];
+      }
+      __syncthreads();
+      if (kpart == 0) {
+#pragma unroll
+        for (int part = 0; part < KSPLIT - 1; ++part)
+#pragma unroll
+          for (int mt = 0; mt < kTiles; ++mt)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) total[mt][q] += part_sums[part][warp][lane][mt * 4 + q];
+      }
+    }
+
     // c0, c1: column g of the warp's 16, tokens 2t, 2t + 1; c2, c3: column g + 8. Totals are the
-    // products times 2^64.
+    // real products: x 2^64 times w 2^-112 times w_scale 2^48 (kPromote) cancel out.
     if constexpr (SILU) {
       uint16_t* act = static_cast<uint16_t*>(out_raw);
-      if (warp >= 2) {
+      if (kpart == 0 && warp >= 2) {
 #pragma unroll
         for (int mt = 0; mt < kTiles; ++mt)
 #pragma unroll
           for (int q = 0; q < 4; ++q)
-            up_sums[mt * 8 + 2 * t + (q % 2)][(warp % 2) * 16 + g + (q >= 2 ? 8 : 0)] = total[mt][q] * kUnshift;
+            up_sums[mt * 8 + 2 * t + (q % 2)][(warp % 2) * 16 + g + (q >= 2 ? 8 : 0)] = total[mt][q];
       }
       __syncthreads();
-      if (warp < 2) {
+      if (kpart == 0 && warp < 2) {
 #pragma unroll
         for (int mt = 0; mt < kTiles; ++mt) {
 #pragma unroll
@@ -313,24 +284,27 @@ __global__ void __launch_bounds__(kThreads)
             const int tok = mt * 8 + 2 * t + (q % 2), local = (warp % 2) * 16 + g + (q >= 2 ? 8 : 0);
             const int p = pass + tok, col = col0 + g + (q >= 2 ? 8 : 0);
             if (mt >= tiles || p >= p_end) continue;
-            const float gate = total[mt][q] * kUnshift, up = up_sums[tok][local];
+            const float gate = total[mt][q], up = up_sums[tok][local];
             const float v = gate / (1.0f + expf(-gate)) * up;
             act[int64_t(p) * out_stride + col] = col < out_cols ? to_bf16_bits(v * kMoeXShift) : uint16_t(0);
           }
         }
       }
-      __syncthreads();  // up_sums is free for the next pass
+      __syncthreads();  // up_sums and part_sums are free for the next pass
     } else {
       float* y = static_cast<float*>(out_raw);
+      if (kpart == 0) {
 #pragma unroll
-      for (int mt = 0; mt < kTiles; ++mt) {
+        for (int mt = 0; mt < kTiles; ++mt) {
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int p = pass + mt * 8 + 2 * t + (q % 2), row = col0 + g + (q >= 2 ? 8 : 0);
-          if (mt >= tiles || p >= p_end || row >= out_cols) continue;
-          y[int64_t(p) * out_stride + row] = total[mt][q] * kUnshift;
+          for (int q = 0; q < 4; ++q) {
+            const int p = pass + mt * 8 + 2 * t + (q % 2), row = col0 + g + (q >= 2 ? 8 : 0);
+            if (mt >= tiles || p >= p_end || row >= out_cols) continue;
+            y[int64_t(p) * out_stride + row] = total[mt][q];
+          }
         }
       }
+      if constexpr (KSPLIT > 1) __syncthreads();  // part_sums is free for the next pass
     }
   }
 }
@@ -353,11 +327,13 @@ cudaError_t launch_grouped(const uint16_t* x_perm, int64_t x_stride, const uint8
   // take the kernel with fewer accumulator tiles (fewer registers, more warps per SM).
   const bool vec = k % 16 == 0;
   // Up to 64 tokens an expert holds ~2 on average with R1's 256 experts and top-8 (rarely over 16).
-  const auto kernel = max_tokens <= 8    ? (vec ? grouped_gemv_kernel<1, true, SILU> : grouped_gemv_kernel<1, false, SILU>)
-                      : max_tokens <= 64 ? (vec ? grouped_gemv_kernel<2, true, SILU> : grouped_gemv_kernel<2, false, SILU>)
-                                         : (vec ? grouped_gemv_kernel<kMaxTiles, true, SILU>
-                                                : grouped_gemv_kernel<kMaxTiles, false, SILU>);
-  kernel<<<grid, kThreads, 0, stream>>>(x_perm, x_stride, w, w_scale, num_active, active_expert, active_begin, out,
+  // Fewer tokens: fewer experts, so the K split adds the warps (and loads in flight) they lack.
+  const auto kernel = max_tokens <= 8    ? (vec ? grouped_gemv_kernel<1, 4, true, SILU> : grouped_gemv_kernel<1, 4, false, SILU>)
+                      : max_tokens <= 64 ? (vec ? grouped_gemv_kernel<2, 2, true, SILU> : grouped_gemv_kernel<2, 2, false, SILU>)
+                                         : (vec ? grouped_gemv_kernel<kMaxTiles, 1, true, SILU>
+                                                : grouped_gemv_kernel<kMaxTiles, 1, false, SILU>);
+  const int ksplit = max_tokens <= 8 ? 4 : max_tokens <= 64 ? 2 : 1;
+  kernel<<<grid, ksplit * kWarps * 32, 0, stream>>>(x_perm, x_stride, w, w_scale, num_active, active_expert, active_begin, out,
                                         out_stride, int(w_rows), int(out_cols), k);
   return cudaGetLastError();
 }

@@ -98,11 +98,10 @@ Result<std::unique_ptr<MoeMlp>> MoeMlp::load(const ModelConfig& config, const st
     if (!shared.ok()) return shared.error();
     layer->shared_ = std::move(shared.value());
   }
-  // The grouped path is off unless TROUPE_MOE_GROUPED=1: on the H200 its kernels fail their op
-  // tests (the output is not the experts' sum: NMSE 1.0), so serving keeps the per-expert loop until
-  // they are fixed. Its tests turn it on.
+  // TROUPE_MOE_GROUPED=0 keeps the per-expert loop where the grouped path would run: a diagnostic,
+  // for comparing the two paths' answers and speed (bench/dsv3_moe_bench, dsv3_model_bench).
   const char* grouped_env = std::getenv("TROUPE_MOE_GROUPED");
-  if (grouped_env && std::string(grouped_env) == "1") layer->grouped_ = dynamic_cast<MoeExpertsBackend*>(&backend);
+  if (!grouped_env || std::string(grouped_env) != "0") layer->grouped_ = dynamic_cast<MoeExpertsBackend*>(&backend);
   if (layer->grouped_ && backend.keeps_fp8_weights() && !layer->experts_.empty()) {
     std::vector<Tensor> gate_up, down;
     for (const auto& expert : layer->experts_) {

@@ -343,6 +343,7 @@ void add_moe_expert_cases(std::vector<OpCase>& t) {
       {64, 64, 8, 16, 16, 256, 128},   // expert parallel: local experts 16..31
       {256, 32, 8, 0, 32, 136, 96},    // 64 tokens an expert: two passes of 32
       {64, 16, 8, 0, 16, 128, 64, 3},  // every slot on expert 3: 512 positions, 16 passes
+      {1, 8, 8, 0, 8, 7168, 2048},     // R1's expert shapes: 56 and 16 K blocks over the K split of 4
   };
   for (const GroupedShape& c : shapes) {
     t.push_back(gate_up_silu_case(c));

@@ -206,7 +206,7 @@ TEST(CudaMoeExperts, RefusesPrefillBatchesAndNonFp8Experts) {
 // summation order: max |diff| <= 5e-3 of max |out| (a wrong expert, weight or a missing or doubled
 // shared expert is off by O(1)).
 TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
-  ::setenv("TROUPE_MOE_GROUPED", "1", 1);  // the grouped path is off by default (models/moe.cpp)
+  ::unsetenv("TROUPE_MOE_GROUPED");  // the default: the grouped path (models/moe.cpp)
   TROUPE_REQUIRE_GPU();
   auto created = CudaBackend::create(0, DType::bf16);
   ASSERT_TRUE(created.ok()) << created.error().message;

@@ -1,0 +1,74 @@
+#pragma once
+// Device pieces shared by the kernels that stream FP8 block-scaled weights through bf16 tensor-core
+// mma (fp8_block_gemm.cu's decode GEMV, moe_grouped_gemv.cu): 16-byte streaming loads that bypass
+// L1, the byte-load fallback for rows that are not 16-byte multiples, the exact e4m3 -> bf16 * 2^-112
+// widening, and mma.sync m16n8k16 bf16 with the A fragment as four registers.
+// The mapping both kernels use (the order of K inside one mma does not matter while A and B agree):
+// thread (g = lane / 4, t = lane % 4) at k16 step s of a 128-wide K block takes the slots
+// {2t, 2t+1, 2t+8, 2t+9} from bytes 32 t + 4 s + {0, 1, 2, 3} of its rows.
+#include <cstdint>
+
+namespace troupe::kernels::fp8_stream {
+
+__device__ __forceinline__ uint4 zero4() { return make_uint4(0, 0, 0, 0); }
+
+// 16 bytes of a stream read once (not kept in L1); zeros when !valid.
+__device__ __forceinline__ uint4 load_stream16(const uint8_t* p, bool valid) {
+  uint4 v;
+  asm volatile(
+      "{\n"
+      "  .reg .pred p;\n"
+      "  setp.ne.b32 p, %5, 0;\n"
+      "  mov.b32 %0, 0;\n  mov.b32 %1, 0;\n  mov.b32 %2, 0;\n  mov.b32 %3, 0;\n"
+      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+      "}\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "r"(int(valid)));
+  return v;
+}
+
+// 16 bytes from byte loads, zero past `limit` bytes (the unaligned path, k % 16 != 0).
+__device__ __forceinline__ uint4 load_bytes16(const uint8_t* p, int64_t limit) {
+  uint32_t words[4] = {0, 0, 0, 0};
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+    if (j < limit) words[j / 4] |= uint32_t(__ldg(p + j)) << (8 * (j % 4));
+  return make_uint4(words[0], words[1], words[2], words[3]);
+}
+
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// The 32 bytes of a K block a thread reads from one row, from byte k0: 2 x 16 bytes, zeros past k.
+// VEC: 16-byte loads (k % 16 == 0, the row 16-byte aligned).
+template <bool VEC>
+__device__ __forceinline__ void load_w_piece(const uint8_t* row, int64_t k0, int64_t k, uint4& lo, uint4& hi) {
+  if constexpr (VEC) {
+    lo = load_stream16(row + k0, k0 < k);
+    hi = load_stream16(row + k0 + 16, k0 + 16 < k);
+  } else {
+    lo = k0 < k ? load_bytes16(row + k0, k - k0) : zero4();
+    hi = k0 + 16 < k ? load_bytes16(row + k0 + 16, k - k0 - 16) : zero4();
+  }
+}
+
+// Two e4m3 (low byte first) to two bf16 holding value * 2^-112: cvt to f16, whose exponent field
+// is moved into bf16's (exact, and never subnormal).
+__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2_shifted(uint32_t pair) {
+  uint32_t h;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(static_cast<unsigned short>(pair & 0xffffu)));
+  return ((h >> 3) & 0x0fff0fffu) | (h & 0x80008000u);
+}
+
+// c += a b for one m16n8k16 bf16 step, fp32 accumulation.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+}  // namespace troupe::kernels::fp8_stream
