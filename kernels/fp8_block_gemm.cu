@@ -10,8 +10,9 @@
 // Both kernels feed tensor cores through mma.sync and use one trick: inside an MMA the order of
 // the K elements does not matter as long as A and B agree. So each thread loads the bytes of W
 // (and x) it needs contiguously and the fragment "slots" are mapped onto them:
-//   bf16 m16n8k16 (decode): thread (g = lane / 4, t = lane % 4) at k16 step s of a K block takes
-//     slots {2t, 2t+1, 2t+8, 2t+9} from bytes 32 t + 4 s + {0, 1, 2, 3} of its rows;
+//   bf16 m16n8k16 (decode): thread (g = lane / 4, t = lane % 4) takes 32 bytes of each K block of
+//     its rows, in two 16-byte halves that keep a warp's loads on whole sectors, and feeds them 4
+//     at a time to slots {2t, 2t+1, 2t+8, 2t+9} (kernels/fp8_stream.cuh has the offsets);
 //   e4m3 m16n8k32 (prefill): at k32 step s, slots {4t..4t+3, 16+4t..16+4t+3} from bytes
 //     32 s + 8 t + {0..7}.
 namespace troupe::kernels {
@@ -96,12 +97,11 @@ __global__ void __launch_bounds__(kGemvThreads, MT <= 4 ? 2 : 1)
   const int row0 = nb * kGemvRows + warp * 16;
   const uint8_t* row_a = w + int64_t(min(row0 + g, n - 1)) * k;
   const uint8_t* row_b = w + int64_t(min(row0 + g + 8, n - 1)) * k;
-  const int64_t piece = 32 * t;  // the thread's bytes within a K block
   uint4 w0[4], w1[4], w2[4];  // K blocks i, i + 1, i + 2: {a lo, a hi, b lo, b hi}
   auto load_block = [&](uint4 (&d)[4], int kb) {
-    const int64_t k0 = int64_t(kb) * kFp8BlockSize + piece;
-    load_w_piece<VEC>(row_a, k0, k, d[0], d[1]);
-    load_w_piece<VEC>(row_b, k0, k, d[2], d[3]);
+    const int64_t kb0 = int64_t(kb) * kFp8BlockSize;
+    load_w_piece<VEC>(row_a, kb0, t, k, d[0], d[1]);
+    load_w_piece<VEC>(row_b, kb0, t, k, d[2], d[3]);
   };
   if (row0 < n) {
     load_block(w0, kb0);
@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(kGemvThreads, MT <= 4 ? 2 : 1)
     for (int mt = 0; mt < MT; ++mt) block[mt][0] = block[mt][1] = block[mt][2] = block[mt][3] = 0.0f;
     const uint4* xk = x_smem + i * kTokens * kChunksPerRow;
 #pragma unroll
-    for (int p = 0; p < 4; ++p) {  // bytes 8p..8p+7 of the piece: k16 steps 2p and 2p + 1
+    for (int p = 0; p < 4; ++p) {  // piece p (fp8_stream.cuh): k16 steps 2p and 2p + 1
       const uint32_t a_lo = word_of(w0[p / 2], 2 * (p % 2)), a_hi = word_of(w0[p / 2], 2 * (p % 2) + 1);
       const uint32_t b_lo = word_of(w0[2 + p / 2], 2 * (p % 2)), b_hi = word_of(w0[2 + p / 2], 2 * (p % 2) + 1);
       const uint32_t s0a0 = e4m3x2_to_bf16x2_shifted(a_lo), s0a2 = e4m3x2_to_bf16x2_shifted(a_lo >> 16);
@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(kGemvThreads, MT <= 4 ? 2 : 1)
       const uint32_t s1a1 = e4m3x2_to_bf16x2_shifted(b_hi), s1a3 = e4m3x2_to_bf16x2_shifted(b_hi >> 16);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        const uint4 xv = xk[(mt * 8 + g) * kChunksPerRow + swizzle(4 * t + p)];
+        const uint4 xv = xk[(mt * 8 + g) * kChunksPerRow + swizzle(piece_offset(t, p) / 8)];
         mma_bf16(block[mt], s0a0, s0a1, s0a2, s0a3, xv.x, xv.y);
         mma_bf16(block[mt], s1a0, s1a1, s1a2, s1a3, xv.z, xv.w);
       }

@@ -4,8 +4,12 @@
 // L1, the byte-load fallback for rows that are not 16-byte multiples, the exact e4m3 -> bf16 * 2^-112
 // widening, and mma.sync m16n8k16 bf16 with the A fragment as four registers.
 // The mapping both kernels use (the order of K inside one mma does not matter while A and B agree):
-// thread (g = lane / 4, t = lane % 4) at k16 step s of a 128-wide K block takes the slots
-// {2t, 2t+1, 2t+8, 2t+9} from bytes 32 t + 4 s + {0, 1, 2, 3} of its rows.
+// thread (g = lane / 4, t = lane % 4) owns rows g and g + 8 of its warp's 16 and, of each 128-wide K
+// block, the 16 bytes at lo_offset(t) and the 16 at hi_offset(t); piece p (0..3, 8 bytes: k16 steps
+// 2p and 2p + 1) of them starts at piece_offset(t, p), and at each k16 step the thread feeds its 4
+// bytes to the mma slots {2t, 2t+1, 2t+8, 2t+9} and takes x at the same 4 K positions. With lo at
+// 16 t and hi at 64 + 16 t, each 16-byte load instruction of a warp covers 64 contiguous bytes (two
+// whole 32-byte sectors) of each of its 8 rows, so no sector is requested twice.
 #include <cstdint>
 
 namespace troupe::kernels::fp8_stream {
@@ -40,16 +44,21 @@ __device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// The 32 bytes of a K block a thread reads from one row, from byte k0: 2 x 16 bytes, zeros past k.
+__device__ __forceinline__ int lo_offset(int t) { return 16 * t; }
+__device__ __forceinline__ int hi_offset(int t) { return 64 + 16 * t; }
+__device__ __forceinline__ int piece_offset(int t, int p) { return p < 2 ? 16 * t + 8 * p : 64 + 16 * t + 8 * (p - 2); }
+
+// Thread t's 32 bytes of the K block starting at byte kb0 of a row: lo and hi, zeros past k.
 // VEC: 16-byte loads (k % 16 == 0, the row 16-byte aligned).
 template <bool VEC>
-__device__ __forceinline__ void load_w_piece(const uint8_t* row, int64_t k0, int64_t k, uint4& lo, uint4& hi) {
+__device__ __forceinline__ void load_w_piece(const uint8_t* row, int64_t kb0, int t, int64_t k, uint4& lo, uint4& hi) {
+  const int64_t k_lo = kb0 + lo_offset(t), k_hi = kb0 + hi_offset(t);
   if constexpr (VEC) {
-    lo = load_stream16(row + k0, k0 < k);
-    hi = load_stream16(row + k0 + 16, k0 + 16 < k);
+    lo = load_stream16(row + k_lo, k_lo < k);
+    hi = load_stream16(row + k_hi, k_hi < k);
   } else {
-    lo = k0 < k ? load_bytes16(row + k0, k - k0) : zero4();
-    hi = k0 + 16 < k ? load_bytes16(row + k0 + 16, k - k0 - 16) : zero4();
+    lo = k_lo < k ? load_bytes16(row + k_lo, k - k_lo) : zero4();
+    hi = k_hi < k ? load_bytes16(row + k_hi, k - k_hi) : zero4();
   }
 }
 

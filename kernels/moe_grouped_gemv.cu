@@ -6,10 +6,9 @@
 #include "kernels/fp8_stream.cuh"
 #include "kernels/moe_grouped_gemv.hpp"
 
-// The mma mapping is fp8_block_gemm.cu's decode one (see there): thread (g = lane / 4, t = lane % 4)
-// of a warp owns W rows g and g + 8 of the warp's 16 and, per 128-wide K block, bytes 32 t .. 32 t + 31
-// of them; at k16 step s it feeds bytes 4 s + {0..3} to the mma slots {2t, 2t+1, 2t+8, 2t+9}, and
-// takes the 4 bf16 of x at the same k (8 contiguous bytes of an x_perm row) as its B fragment.
+// The mma mapping is fp8_block_gemm.cu's decode one (kernels/fp8_stream.cuh): thread (g = lane / 4,
+// t = lane % 4) of a warp owns W rows g and g + 8 of the warp's 16 and 32 bytes of each 128-wide K
+// block of them, and takes the bf16 of x at the same K positions (an x_perm row) as its B fragment.
 namespace troupe::kernels {
 namespace {
 
@@ -181,7 +180,6 @@ __global__ void __launch_bounds__(KSPLIT * kWarps * 32)
   const uint8_t* row_b = w + int64_t(rb) * k;
   const float* scale_a = w_scale + int64_t(ra / 128) * num_kb;
   const float* scale_b = w_scale + int64_t(rb / 128) * num_kb;
-  const int64_t piece = 32 * t;
 
   constexpr int kTiles = TILES, kPassTokens = TILES * 8;
   __shared__ float up_sums[SILU ? kPassTokens : 1][SILU ? kColsPerCta : 1];
@@ -194,7 +192,7 @@ __global__ void __launch_bounds__(KSPLIT * kWarps * 32)
 #pragma unroll
     for (int mt = 0; mt < kTiles; ++mt) {
       const int p = pass + mt * 8 + g;
-      xrow[mt] = p < p_end ? x_perm + int64_t(p) * x_stride + piece : nullptr;
+      xrow[mt] = p < p_end ? x_perm + int64_t(p) * x_stride : nullptr;
     }
     float total[kTiles][4];
 #pragma unroll
@@ -202,9 +200,9 @@ __global__ void __launch_bounds__(KSPLIT * kWarps * 32)
 
     uint4 w0[4], w1[4], w2[4];  // K blocks i, i + 1, i + 2: {a lo, a hi, b lo, b hi}
     auto load_block = [&](uint4 (&d)[4], int kb) {
-      const int64_t k0 = int64_t(kb) * 128 + piece;
-      load_w_piece<VEC>(row_a, k0, k, d[0], d[1]);
-      load_w_piece<VEC>(row_b, k0, k, d[2], d[3]);
+      const int64_t kb0 = int64_t(kb) * 128;
+      load_w_piece<VEC>(row_a, kb0, t, k, d[0], d[1]);
+      load_w_piece<VEC>(row_b, kb0, t, k, d[2], d[3]);
     };
     if (kb_begin < kb_end) load_block(w0, kb_begin);
     if (kb_begin + 1 < kb_end) load_block(w1, kb_begin + 1);
@@ -214,7 +212,7 @@ __global__ void __launch_bounds__(KSPLIT * kWarps * 32)
 #pragma unroll
       for (int mt = 0; mt < kTiles; ++mt) block[mt][0] = block[mt][1] = block[mt][2] = block[mt][3] = 0.0f;
 #pragma unroll
-      for (int p = 0; p < 4; ++p) {  // bytes 8p..8p+7 of the piece: k16 steps 2p and 2p + 1
+      for (int p = 0; p < 4; ++p) {  // piece p (fp8_stream.cuh): k16 steps 2p and 2p + 1
         const uint32_t a_lo = word_of(w0[p / 2], 2 * (p % 2)), a_hi = word_of(w0[p / 2], 2 * (p % 2) + 1);
         const uint32_t b_lo = word_of(w0[2 + p / 2], 2 * (p % 2)), b_hi = word_of(w0[2 + p / 2], 2 * (p % 2) + 1);
         const uint32_t s0a0 = e4m3x2_to_bf16x2_shifted(a_lo), s0a2 = e4m3x2_to_bf16x2_shifted(a_lo >> 16);
@@ -225,7 +223,7 @@ __global__ void __launch_bounds__(KSPLIT * kWarps * 32)
         for (int mt = 0; mt < kTiles; ++mt) {
           if (mt >= tiles) continue;  // uniform over the CTA
           const uint4 xv =
-              xrow[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + int64_t(i) * 128) + p) : zero4();
+              xrow[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + int64_t(i) * 128 + piece_offset(t, p))) : zero4();
           mma_bf16(block[mt], s0a0, s0a1, s0a2, s0a3, xv.x, xv.y);
           mma_bf16(block[mt], s1a0, s1a1, s1a2, s1a3, xv.z, xv.w);
         }
@@ -328,11 +326,11 @@ cudaError_t launch_grouped(const uint16_t* x_perm, int64_t x_stride, const uint8
   const bool vec = k % 16 == 0;
   // Up to 64 tokens an expert holds ~2 on average with R1's 256 experts and top-8 (rarely over 16).
   // Fewer tokens: fewer experts, so the K split adds the warps (and loads in flight) they lack.
-  const auto kernel = max_tokens <= 8    ? (vec ? grouped_gemv_kernel<1, 4, true, SILU> : grouped_gemv_kernel<1, 4, false, SILU>)
+  const auto kernel = max_tokens <= 8    ? (vec ? grouped_gemv_kernel<1, 2, true, SILU> : grouped_gemv_kernel<1, 2, false, SILU>)
                       : max_tokens <= 64 ? (vec ? grouped_gemv_kernel<2, 2, true, SILU> : grouped_gemv_kernel<2, 2, false, SILU>)
                                          : (vec ? grouped_gemv_kernel<kMaxTiles, 1, true, SILU>
                                                 : grouped_gemv_kernel<kMaxTiles, 1, false, SILU>);
-  const int ksplit = max_tokens <= 8 ? 4 : max_tokens <= 64 ? 2 : 1;
+  const int ksplit = max_tokens <= 64 ? 2 : 1;
   kernel<<<grid, ksplit * kWarps * 32, 0, stream>>>(x_perm, x_stride, w, w_scale, num_active, active_expert, active_begin, out,
                                         out_stride, int(w_rows), int(out_cols), k);
   return cudaGetLastError();

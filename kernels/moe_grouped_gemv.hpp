@@ -24,7 +24,7 @@
 // Grid of 3 and 4: (row tiles, min(num_local, num_slots)); a CTA j >= num_active returns at once,
 // so an expert with no token costs nothing and a launch's shape depends on the batch size only
 // (step graphs). A CTA = 4 row warps x 16 rows (64 rows, or 32 act columns: 2 warps gate, 2 up),
-// times a K split of 4 (at most 8 tokens an expert), 2 (at most 64) or 1 whose partial sums meet in
+// times a K split of 2 (at most 64 tokens an expert, else 1) whose partial sums meet in
 // shared memory: few tokens touch few experts, and the split keeps enough loads in flight; its
 // expert's positions go through in passes of 32 tokens (4 mma tiles of 8), more passes when an
 // expert has more than 32 tokens (the weights are read again, mostly from L2).

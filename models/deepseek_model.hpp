@@ -23,7 +23,10 @@ class DeepseekModel final : public Model {
   KvCacheSpec kv_cache_spec(int64_t num_blocks, int64_t block_size) const override;
   Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) override;
   Status set_tensor_parallel(Collective* collective) override;
-  bool supports_step_graphs() const override { return false; }
+  // Decode steps record as step graphs on the CUDA backend when nothing in them reads the device
+  // on the host (the MoE layers on the grouped path; the MLA decode kernel splits each token's own
+  // context); a step that does (the per-expert loop) is dropped and runs eagerly.
+  bool supports_step_graphs() const override { return collective_ == nullptr; }
 
  private:
   DeepseekModel(const ModelConfig& config, Backend& backend, LayerRange range)

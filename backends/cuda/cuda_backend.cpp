@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 
 #include "runtime/dtype.hpp"
@@ -293,6 +294,13 @@ void CudaBackend::bind_thread() { check(cudaSetDevice(device_index_), "cudaSetDe
 Tensor CudaBackend::to_host(const Tensor& t) {
   if (!t.defined() || t.device() == Device::cpu) return t;
   Tensor h = Tensor::empty(t.dtype(), t.shape());
+  if (in_graph()) {
+    // A recorded step cannot wait for the device (the MoE per-expert loop reads its routing): the
+    // step is dropped and runs eagerly; the zeros returned are never used for an answer.
+    graphs_.fail("a step that reads device values on the host is not recorded");
+    std::memset(h.raw(), 0, h.nbytes());
+    return h;
+  }
   check(cudaMemcpy(h.raw(), t.raw(), t.nbytes(), cudaMemcpyDeviceToHost), "download");
   return h;
 }

@@ -161,9 +161,12 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
                         bool per_token_partitions = false);
 
   // MLA (cuda_mla_ops.cpp). decode_tokens: the tokens of sequences with one new token (host).
+  // per_token_partitions: each token's context split evenly into partitions counted from the block
+  // tables' width (a launch that does not depend on the contexts: step graphs), else from the
+  // longest context.
   void mla_decode_absorbed(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
                            const AttentionMetadata& meta, float scale, const std::vector<int32_t>& decode_tokens,
-                           Tensor out);
+                           Tensor out, bool per_token_partitions);
   // The new tokens of sequences `seqs` (more than one new token each), expanded: the tensor-core
   // flash kernel over all of them (R1's dims, bf16 weights and cache), else the SIMT one per sequence.
   void mla_prefill_expanded(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,

@@ -50,12 +50,26 @@ void CudaBackend::mla_write_latent(const Tensor& kv_a, const Tensor& norm_weight
 void CudaBackend::mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
                                       const AttentionMetadata& meta, float scale, Tensor out) {
   if (meta.num_tokens == 0 || replaying()) return;
-  if (in_graph()) {
-    graphs_.fail("MLA attention is not recorded in step graphs");
-    return;
-  }
   const int64_t num_seqs = meta.num_seqs, entry = cache.size(-1), kv_lora = kv_b_weight.size(1);
   const int64_t rope = entry - kv_lora, nope = q.size(2) - rope, v_dim = out.size(2);
+  if (in_graph()) {
+    // A recorded step holds only decode tokens (backends/graphed_model.hpp), and its launches may not
+    // depend on this step's contexts: the partitions split each token's own context evenly, their
+    // count set by the block tables' width (the graph's longest context).
+    for (size_t s = 0; s + 1 < query_start_host_.size(); ++s)
+      if (query_start_host_[s + 1] - query_start_host_[s] != 1) {
+        graphs_.fail("a recorded step holds a prefill");
+        return;
+      }
+    if (!mla_decode_supports(kv_lora, rope) || (cache.dtype() != DType::f32 && cache.dtype() != DType::bf16)) {
+      graphs_.fail("MLA attention of these dims is not recorded in step graphs");
+      return;
+    }
+    std::vector<int32_t> tokens(size_t(meta.num_tokens));
+    for (size_t t = 0; t < tokens.size(); ++t) tokens[t] = int32_t(t);
+    mla_decode_absorbed(q, cache, kv_b_weight, meta, scale, tokens, out, /*per_token_partitions=*/true);
+    return;
+  }
   if ((cache.dtype() != DType::f32 && cache.dtype() != DType::bf16) ||
       int64_t(query_start_host_.size()) != num_seqs + 1 || !mla_prefill_supports(nope, rope, v_dim)) {
     check(cudaErrorInvalidValue, "mla_paged_attention (f32/bf16 cache, metadata from upload_metadata, qk and v "
@@ -73,12 +87,14 @@ void CudaBackend::mla_paged_attention(const Tensor& q, const Tensor& cache, cons
     }
   }
   if (!prefill_seqs.empty()) mla_prefill_expanded(q, cache, kv_b_weight, meta, scale, prefill_seqs, out);
-  if (!decode_tokens.empty()) mla_decode_absorbed(q, cache, kv_b_weight, meta, scale, decode_tokens, out);
+  if (!decode_tokens.empty())
+    mla_decode_absorbed(q, cache, kv_b_weight, meta, scale, decode_tokens, out, /*per_token_partitions=*/false);
 }
 
 void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
                                       const AttentionMetadata& meta, float scale,
-                                      const std::vector<int32_t>& decode_tokens, Tensor out) {
+                                      const std::vector<int32_t>& decode_tokens, Tensor out,
+                                      bool per_token_partitions) {
   const int64_t num_heads = q.size(1), qk = q.size(2), v_dim = out.size(2), entry = cache.size(-1);
   const int64_t kv_lora = kv_b_weight.size(1), rope = entry - kv_lora, nope = qk - rope;
   const int64_t d = int64_t(decode_tokens.size());
@@ -94,9 +110,13 @@ void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, cons
   Tensor q_abs = scratch(DType::f32, {d, num_heads, entry});
   mla_absorb_q(q_d, kv_b_weight, q_abs);
   int64_t max_context = 1;
-  for (size_t s = 0; s < context_lens_host_.size(); ++s)
-    if (query_start_host_[s + 1] - query_start_host_[s] == 1)
-      max_context = std::max<int64_t>(max_context, context_lens_host_[s]);
+  if (per_token_partitions) {
+    max_context = std::max<int64_t>(1, meta.max_blocks_per_seq * meta.block_size);
+  } else {
+    for (size_t s = 0; s < context_lens_host_.size(); ++s)
+      if (query_start_host_[s + 1] - query_start_host_[s] == 1)
+        max_context = std::max<int64_t>(max_context, context_lens_host_[s]);
+  }
   const int64_t parts = mla_decode_num_partitions(d, num_heads, max_context, num_sms_);
   const int64_t floats = mla_decode_workspace_floats(d, num_heads, kv_lora, parts);
   Tensor workspace = floats > 0 ? scratch(DType::f32, {floats}) : Tensor();
@@ -106,7 +126,7 @@ void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, cons
     check(launch_mla_decode_f32(q_abs.data<float>(), c, meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
                                 tokens, d, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
                                 meta.block_size, num_heads, kv_lora, rope, scale, parts,
-                                mla_decode_partition_keys(max_context, parts),
+                                per_token_partitions ? 0 : mla_decode_partition_keys(max_context, parts),
                                 floats > 0 ? workspace.data<float>() : nullptr, o_lat.data<float>(), stream()),
           "mla_decode");
   };
