@@ -10,6 +10,10 @@
 // GQA groups of 2, 4 or 8 q heads (group * head_dim <= 1024) take one block per (query token, kv
 // head, partition) computing the whole group, so K/V are read once per group; other shapes take
 // one block per (query token, q head, partition).
+// These kernels compute in fp32 on CUDA cores: per key a warp-wide shuffle reduction per q head,
+// latency-bound rather than bandwidth-bound. A bf16 cache of GQA groups 1..16 at head_dim 64, 128,
+// 256 takes the tensor-core kernel of attention_decode_mma.hpp instead (the backend's dispatch),
+// which shares this header's partition contract, workspace layout and reduce kernel.
 // Three layers: the __global__ kernels (attention_decode.cu), these launchers, and the CPU
 // reference shared by every attention kernel, paged_attention_ref (paged_attention.hpp).
 #include <cstdint>
@@ -65,6 +69,14 @@ cudaError_t launch_decode_attention_f32(const float* q, const uint16_t* k_cache,
                                         int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
                                         int64_t head_dim, float scale, int64_t num_partitions,
                                         int64_t partition_keys, float* workspace, float* out, cudaStream_t stream);
+
+// The reduce kernel alone: merges the num_partitions > 1 partials of `workspace` (the layout above,
+// maxima and sums in the log2 domain) into out rows tokens[i] (or i). The launchers above run it
+// after their partition kernel, as launch_decode_attention_mma (attention_decode_mma.hpp) does.
+// num_partitions <= 1 or num_tokens == 0 does nothing.
+cudaError_t launch_decode_attention_reduce(const int32_t* tokens, int64_t num_tokens, int64_t num_heads,
+                                           int64_t head_dim, int64_t num_partitions, const float* workspace,
+                                           float* out, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

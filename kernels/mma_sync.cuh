@@ -1,7 +1,8 @@
 #pragma once
 // Warp-level tensor-core building blocks (sm_80+) shared by the MLA decode kernels
-// (mla_decode_mma.cu, mla_decode_mma64.cu): cp.async copies, ldmatrix, mma.sync m16n8k16 bf16 with
-// fp32 accumulation, bf16x2 packing, the 16-byte-chunk swizzle of shared rows, named barriers.
+// (mla_decode_mma.cu, mla_decode_mma64.cu) and the GQA decode kernel (attention_decode_mma.cu):
+// cp.async copies, ldmatrix, mma.sync m16n8k16 bf16 with fp32 accumulation, bf16x2 packing, the
+// 16-byte-chunk swizzle of shared rows, named barriers.
 //
 // Fragments of mma.sync.m16n8k16.row.col (PTX ISA "Matrix Fragments for mma.m16n8k16"), g = lane / 4,
 // c = lane % 4: A 16x16: a0 = (row g, cols 2c, 2c+1), a1 = (g + 8, 2c..), a2 = (g, 2c + 8..),
@@ -32,6 +33,11 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int sr
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// Waits until at most N of this thread's most recent commit groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"

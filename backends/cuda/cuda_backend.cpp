@@ -11,6 +11,7 @@
 
 #include "kernels/argmax.hpp"
 #include "kernels/attention_decode.hpp"
+#include "kernels/attention_decode_mma.hpp"
 #include "kernels/attention_prefill.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/embedding.hpp"
@@ -481,15 +482,30 @@ void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const
                                    bool per_token_partitions) {
   if (num_tokens == 0) return;
   const int64_t head_dim = q.size(-1), num_heads = q.numel() / (meta.num_tokens * head_dim);
-  const int64_t parts = decode_num_partitions(num_tokens, num_heads, k_cache.size(2), head_dim, max_context, num_sms_);
+  const int64_t num_kv_heads = k_cache.size(2);
+  // A bf16 cache of a supported GQA shape: the tensor-core kernel (same partition contract).
+  const bool tensor_cores =
+      k_cache.dtype() == DType::bf16 && decode_attention_mma_supports(num_heads, num_kv_heads, head_dim);
+  const int64_t parts = tensor_cores
+                            ? decode_mma_num_partitions(num_tokens, num_kv_heads, max_context, num_sms_)
+                            : decode_num_partitions(num_tokens, num_heads, num_kv_heads, head_dim, max_context, num_sms_);
   const int64_t floats = decode_workspace_floats(num_tokens, num_heads, head_dim, parts);
   Tensor workspace = floats > 0 ? scratch(DType::f32, {floats}) : Tensor();  // freed stream-ordered
+  const int64_t partition_keys = per_token_partitions ? 0 : decode_partition_keys(max_context, parts);
+  if (tensor_cores) {
+    check(launch_decode_attention_mma(q.data<float>(), k_cache.data<uint16_t>(), v_cache.data<uint16_t>(),
+                                      meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(), tokens,
+                                      num_tokens, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
+                                      meta.block_size, num_heads, num_kv_heads, head_dim, scale, parts, partition_keys,
+                                      floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
+          "decode_attention_mma");
+    return;
+  }
   auto run = [&](const auto* k, const auto* v) {
     check(launch_decode_attention_f32(q.data<float>(), k, v, meta.positions.data<int32_t>(),
                                       seq_of_token_.data<int32_t>(), tokens, num_tokens,
                                       meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size,
-                                      num_heads, k_cache.size(2), head_dim, scale, parts,
-                                      per_token_partitions ? 0 : decode_partition_keys(max_context, parts),
+                                      num_heads, num_kv_heads, head_dim, scale, parts, partition_keys,
                                       floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
           "decode_attention");
   };
@@ -501,7 +517,8 @@ void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const
 }
 
 // Prefill chunks (sequences with more than one new token) on tensor cores when the weights are
-// bf16, single tokens in the split-KV kernel; shapes neither supports in the reference kernel.
+// bf16, single tokens in the split-KV kernels (decode_attention); shapes neither supports in the
+// reference kernel.
 void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                   const AttentionMetadata& meta, float scale, Tensor out) {
   const int64_t n = meta.num_tokens, head_dim = q.size(-1);

@@ -152,8 +152,9 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   void linear_bf16_x(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out);
   // The step's prefill tiles of `tokens_per_tile` tokens and its decode tokens, uploaded into plan_.
   void build_attention_plan(int64_t tokens_per_tile);
-  // Split-KV fp32 attention for `num_tokens` tokens (indices in `tokens` on the device, or all
-  // tokens when nullptr) whose contexts are at most max_context long.
+  // Split-KV attention for `num_tokens` tokens (indices in `tokens` on the device, or all
+  // tokens when nullptr) whose contexts are at most max_context long: on tensor cores for a bf16
+  // cache of a shape attention_decode_mma takes, else the fp32 CUDA-core kernels.
   // per_token_partitions: each token's own context is split into the partitions (the kernel reads
   // it on the device), so the launch does not depend on the step's contexts (step graphs).
   void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,

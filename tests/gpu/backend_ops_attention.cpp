@@ -1,5 +1,6 @@
-// Op table rows: the three attention kernels (the paged_attention fallback, split-KV decode,
-// tensor-core prefill) over fp32 and bf16 caches, all against paged_attention_ref.
+// Op table rows: the four attention kernels (the paged_attention fallback, split-KV decode in fp32,
+// split-KV decode on tensor cores over a bf16 cache, tensor-core prefill) over fp32 and bf16 caches,
+// all against paged_attention_ref.
 // Each row builds a random paged cache: sequences of {context_len, num_new_tokens}, their blocks
 // shuffled over a cache with 5 spare blocks, every cached position filled with N(0, 1) values and
 // every slot no sequence owns NaN (so a kernel reading past a context shows); block tables padded
@@ -13,6 +14,7 @@
 #include <utility>
 
 #include "kernels/attention_decode.hpp"
+#include "kernels/attention_decode_mma.hpp"
 #include "kernels/attention_prefill.hpp"
 #include "kernels/host_bf16.hpp"
 #include "kernels/paged_attention.hpp"
@@ -25,13 +27,39 @@ namespace {
 // fp32 kernels against the fp32-dot / fp64-softmax reference: summation order over up to 2500 keys
 // and __expf (a few ulp): NMSE ~1e-12.
 constexpr double kAttentionF32Tolerance = 1e-9;
+// The tensor-core decode rounds q (scaled) and P to bf16, rms relative error ~1.6e-3 each (K and V
+// are the cache's bf16 values on both sides): scores move by ~1.6e-3, each key's weight by ~2.3e-3
+// relative, so outputs by ~2.3e-3 of their scale: NMSE ~5e-6. A host emulation of the kernel's
+// arithmetic (tiles, warps, partitions, bf16 q and P) against paged_attention_ref gave NMSE
+// 3e-6..5e-6 and a worst (token, head) row of 1.6e-5 on these shapes; with the last 64-key tile of
+// 1024 dropped, NMSE 6e-2 (worst row 0.2); without the running-max correction of O, 0.8. So NMSE
+// 1e-4 (20x), and 1e-3 per row: one wrong row fails even where the NMSE over all rows hides it.
+constexpr double kDecodeMmaTolerance = 1e-4;
+constexpr double kDecodeMmaRowTolerance = 1e-3;
 
 struct AttentionShape {
   std::vector<std::pair<int32_t, int32_t>> seqs;  // {context_len, num_new_tokens}
   int64_t num_heads, num_kv_heads, head_dim, block_size;
 };
 
-enum class Kernel { fallback, decode, decode_per_token_split, prefill };
+// decode_mma*: the tensor-core decode, with partitions by the longest context, per token (a recorded
+// graph's launch), the most partitions (kDecodeMaxPartitions: partitions of a few keys, many
+// empty), or over a `tokens` list of the batch's decode tokens (a mixed step's).
+enum class Kernel {
+  fallback,
+  decode,
+  decode_per_token_split,
+  prefill,
+  decode_mma,
+  decode_mma_per_token_split,
+  decode_mma_max_partitions,
+  decode_mma_listed
+};
+
+bool is_decode_mma(Kernel kernel) {
+  return kernel == Kernel::decode_mma || kernel == Kernel::decode_mma_per_token_split ||
+         kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_listed;
+}
 
 // Host and device inputs of one batch.
 template <class CacheT>
@@ -128,14 +156,27 @@ bool supports(Kernel kernel, const AttentionShape& c) {
     case Kernel::prefill:
       return prefill_attention_supports(c.head_dim, group) &&
              std::any_of(c.seqs.begin(), c.seqs.end(), [](const auto& s) { return s.second > 1; });
+    case Kernel::decode_mma:
+    case Kernel::decode_mma_per_token_split:
+    case Kernel::decode_mma_max_partitions:
+    case Kernel::decode_mma_listed: return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
   }
   return false;
 }
 
+// "seqs=300/45,1030/1"; past 8 sequences their count and distinct entries: "seqs=64x{1/1,17/1}".
 std::string shape_name(const AttentionShape& c) {
+  std::vector<std::pair<int32_t, int32_t>> shown = c.seqs;
+  if (c.seqs.size() > 8) {
+    shown.clear();
+    for (const auto& seq : c.seqs)
+      if (std::find(shown.begin(), shown.end(), seq) == shown.end()) shown.push_back(seq);
+  }
   std::string s = "seqs=";
-  for (size_t i = 0; i < c.seqs.size(); ++i)
-    s += (i ? "," : "") + std::to_string(c.seqs[i].first) + "/" + std::to_string(c.seqs[i].second);
+  if (c.seqs.size() > 8) s += std::to_string(c.seqs.size()) + "x{";
+  for (size_t i = 0; i < shown.size(); ++i)
+    s += (i ? "," : "") + std::to_string(shown[i].first) + "/" + std::to_string(shown[i].second);
+  if (c.seqs.size() > 8) s += "}";
   return s + " " +
          sizes({{"heads", c.num_heads}, {"kv_heads", c.num_kv_heads}, {"head_dim", c.head_dim},
                 {"block", c.block_size}});
@@ -143,11 +184,15 @@ std::string shape_name(const AttentionShape& c) {
 
 template <class CacheT>
 OpCase attention_case(Kernel kernel, AttentionShape c) {
-  const char* op = kernel == Kernel::fallback ? "paged_attention"
+  const char* op = kernel == Kernel::fallback  ? "paged_attention"
                    : kernel == Kernel::prefill ? "attention_prefill"
+                   : is_decode_mma(kernel)     ? "attention_decode_mma"
                                                : "attention_decode";
   std::string dims = shape_name(c);
-  if (kernel == Kernel::decode_per_token_split) dims += " split=per-token";
+  if (kernel == Kernel::decode_per_token_split || kernel == Kernel::decode_mma_per_token_split)
+    dims += " split=per-token";
+  if (kernel == Kernel::decode_mma_max_partitions) dims += " split=max";
+  if (kernel == Kernel::decode_mma_listed) dims += " tokens=decodes";
   const char* variant = std::is_same_v<CacheT, float> ? "f32 cache" : "bf16 cache";
   return {op, variant, dims, [=](std::mt19937& rng) {
             OpRun r;
@@ -179,6 +224,41 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
                 return launch_prefill_attention_bf16(b.d_q, b.d_k, b.d_v, b.d_positions, d_tiles, num_tiles,
                                                      b.d_tables, b.max_blocks, bs, H, KV, D, scale, out, s);
               };
+            } else if (is_decode_mma(kernel)) {
+              if constexpr (std::is_same_v<CacheT, uint16_t>) {
+                // The listed variant computes only the sequences with one new token, through the
+                // `tokens` list, as the backend's mixed steps do; the other rows stay poisoned.
+                const bool per_token = kernel == Kernel::decode_mma_per_token_split;
+                int64_t m = b.n, context = per_token ? b.max_blocks * bs : b.max_context;
+                const int32_t* d_list = nullptr;
+                if (kernel == Kernel::decode_mma_listed) {
+                  std::vector<int32_t> list;
+                  context = 0;
+                  for (int64_t s = 0; s < b.num_seqs; ++s) {
+                    if (c.seqs[size_t(s)].second != 1) continue;
+                    list.push_back(b.query_start[size_t(s)]);
+                    context = std::max<int64_t>(context, c.seqs[size_t(s)].first);
+                  }
+                  m = int64_t(list.size());
+                  int32_t* h_list = r.host<int32_t>(list.size());
+                  std::copy(list.begin(), list.end(), h_list);
+                  d_list = r.device(h_list, list.size());
+                  std::fill(written.begin(), written.end(), false);
+                  for (int32_t t : list) written[size_t(t)] = true;
+                }
+                const int64_t parts = kernel == Kernel::decode_mma_max_partitions
+                                          ? kDecodeMaxPartitions
+                                          : decode_mma_num_partitions(m, KV, context, num_sms());
+                const int64_t keys = per_token ? 0 : decode_partition_keys(context, parts);
+                const int64_t floats = decode_workspace_floats(m, H, D, parts);
+                float* workspace = floats > 0 ? r.poisoned<float>(size_t(floats)) : nullptr;
+                tolerance = kDecodeMmaTolerance;
+                r.launch = [=](cudaStream_t s) {
+                  return launch_decode_attention_mma(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, d_list, m,
+                                                     b.d_tables, b.max_blocks, bs, H, KV, D, scale, parts, keys,
+                                                     workspace, out, s);
+                };
+              }
             } else {
               // Partitions as the backend picks them: by the longest context, or (as a recorded
               // graph does) by the table width with each token's own context split evenly.
@@ -200,7 +280,12 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
               for (int64_t t = 0; t < b.n; ++t)  // rows the kernel must leave alone stay poisoned
                 if (!written[size_t(t)]) std::fill(ref + t * H * D, ref + (t + 1) * H * D, NAN);
             };
-            r.expect("out", Elem::f32, out, ref, Elem::f32, out_count, tolerance);
+            if (is_decode_mma(kernel)) {
+              r.expect_rows("out", Elem::f32, out, ref, Elem::f32, out_count, tolerance, size_t(D),
+                            kDecodeMmaRowTolerance);
+            } else {
+              r.expect("out", Elem::f32, out, ref, Elem::f32, out_count, tolerance);
+            }
             // Bytes: q and out once, K and V of every (token, kv head) once (what a GQA-grouped
             // kernel reads at best).
             double kv_bytes = 0;
@@ -250,6 +335,38 @@ const std::vector<AttentionShape>& bf16_cache_shapes() {
   return shapes;
 }
 
+// n decode sequences (one new token each) whose contexts cycle through `contexts`.
+std::vector<std::pair<int32_t, int32_t>> decodes(int n, std::initializer_list<int32_t> contexts) {
+  std::vector<std::pair<int32_t, int32_t>> seqs;
+  for (int i = 0; i < n; ++i) seqs.push_back({contexts.begin()[size_t(i) % contexts.size()], 1});
+  return seqs;
+}
+
+// The tensor-core decode (bf16 cache): Llama-3-8B's attention (32 q heads, 8 kv heads, head_dim
+// 128) at batch 1 and 64; groups 1, 3, 4, 8, 16; head_dim 64, 128, 256; contexts 1, 17, 1024, 3000
+// (tiles cut short; partitions empty for the shorter contexts of a batch); block sizes 8, 16, 32.
+const std::vector<AttentionShape>& mma_shapes() {
+  static const std::vector<AttentionShape> shapes = {
+      {{{1, 1}}, 8, 8, 64, 16},                                   // group 1, one key
+      {{{17, 1}}, 32, 8, 128, 16},                                // group 4
+      {{{1024, 1}}, 32, 8, 128, 16},                              // Llama-3-8B, batch 1
+      {{{3000, 1}}, 8, 1, 64, 16},                                // group 8
+      {{{17, 1}}, 16, 2, 128, 32},                                // group 8, block 32
+      {{{3000, 1}}, 4, 4, 128, 16},                               // group 1
+      {{{1024, 1}}, 16, 1, 64, 8},                                // group 16, block 8
+      {{{1, 1}, {700, 1}, {129, 1}}, 12, 4, 128, 16},             // group 3
+      {{{1, 1}}, 16, 1, 128, 16},                                 // group 16, one key
+      {{{530, 1}, {70, 1}}, 8, 2, 256, 16},                       // head_dim 256
+      {{{3000, 1}, {17, 1}}, 16, 1, 256, 16},                     // head_dim 256, group 16
+      {{{300, 45}, {1030, 1}, {17, 1}, {1, 1}}, 32, 8, 128, 16},  // beside a prefill chunk
+      {decodes(64, {1024}), 32, 8, 128, 16},                      // Llama-3-8B, batch 64
+      {decodes(64, {1, 17, 1024, 3000}), 8, 2, 64, 16},           // batch 64, group 4
+      {decodes(64, {3000, 1024, 17, 1}), 16, 2, 128, 16},         // batch 64, group 8
+      {decodes(64, {17, 3000, 1, 1024}), 4, 4, 64, 32},           // batch 64, group 1
+  };
+  return shapes;
+}
+
 }  // namespace
 
 void add_attention_cases(std::vector<OpCase>& t) {
@@ -265,6 +382,16 @@ void add_attention_cases(std::vector<OpCase>& t) {
       if (wanted(kernel, c)) t.push_back(attention_case<float>(kernel, c));
     for (const AttentionShape& c : bf16_cache_shapes())
       if (wanted(kernel, c)) t.push_back(attention_case<uint16_t>(kernel, c));
+  }
+  // The tensor-core decode: the per-token split on decode-only batches, the most partitions on
+  // the small ones, the token list where a prefill chunk shares the batch.
+  for (const AttentionShape& c : mma_shapes()) {
+    const bool decode_only = std::all_of(c.seqs.begin(), c.seqs.end(), [](const auto& s) { return s.second == 1; });
+    if (!supports(Kernel::decode_mma, c)) continue;
+    t.push_back(attention_case<uint16_t>(Kernel::decode_mma, c));
+    if (decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_per_token_split, c));
+    if (c.seqs.size() <= 4) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_max_partitions, c));
+    if (!decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_listed, c));
   }
 }
 

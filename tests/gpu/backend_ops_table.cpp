@@ -105,9 +105,11 @@ double value_at(Elem e, const void* p, size_t i) {
 
 }  // namespace
 
-double nmse(const Output& out, const void* actual) {
+double nmse(const Output& out, const void* actual) { return nmse(out, actual, 0, out.count); }
+
+double nmse(const Output& out, const void* actual, size_t first, size_t count) {
   double err = 0, ref = 0;
-  for (size_t i = 0; i < out.count; ++i) {
+  for (size_t i = first; i < first + count; ++i) {
     const double a = value_at(out.elem, actual, i), b = value_at(out.expected_elem, out.expected, i);
     if (std::isnan(b)) {
       if (!std::isnan(a)) return INFINITY;  // written where it must not be
@@ -144,6 +146,20 @@ std::string check_output(const Output& out, double* measured) {
   }
   if (!(e <= out.tolerance))
     return out.name + ": NMSE " + fmt(e) + " above " + fmt(out.tolerance);
+  if (out.row_size > 0) {
+    double worst = 0;
+    size_t worst_row = 0;
+    for (size_t first = 0; first + out.row_size <= out.count; first += out.row_size) {
+      const double row = nmse(out, actual.data(), first, out.row_size);
+      if (!(row <= worst)) {  // NaN counts as worst
+        worst = row;
+        worst_row = first / out.row_size;
+      }
+    }
+    if (!(worst <= out.row_tolerance))
+      return out.name + ": row " + std::to_string(worst_row) + " NMSE " + fmt(worst) + " above " +
+             fmt(out.row_tolerance);
+  }
   return "";
 }
 

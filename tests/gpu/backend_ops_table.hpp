@@ -6,7 +6,7 @@
 // bench/backend_ops_bench.cpp times the same rows (GB/s).
 //
 // One error measure: NMSE = sum((actual - expected)^2) / sum(expected^2) over an output, against
-// the row's stated tolerance. Tolerance 0 means bit-identical (copies, conversions, writes whose
+// the row's stated tolerance (and, where an output asks for it, over each of its rows too). Tolerance 0 means bit-identical (copies, conversions, writes whose
 // rounding is the same function on both sides, argmax ids). Where the expected value is NaN (a
 // poisoned slot the kernel must not touch, or a row it must not write) the actual must be NaN
 // too; an actual NaN or inf anywhere else fails the row.
@@ -49,6 +49,11 @@ struct Output {
   Elem expected_elem = Elem::f32;
   size_t count = 0;
   double tolerance = 0;            // NMSE; 0: bit-identical
+  // With row_size > 0, each run of row_size elements (one row, e.g. a (token, head) of attention)
+  // must also be within row_tolerance NMSE of its reference row: an error confined to one row is
+  // not averaged away by the others. Rows whose reference is all NaN are skipped.
+  size_t row_size = 0;
+  double row_tolerance = 0;
 };
 
 // A row, built: owns its host and device buffers.
@@ -85,6 +90,13 @@ struct OpRun {
               double tolerance) {
     outputs.push_back({std::move(name), elem, device, expected, expected_elem, count, tolerance});
   }
+  // expect() plus the per-row bound (Output::row_size).
+  void expect_rows(std::string name, Elem elem, const void* device, const void* expected, Elem expected_elem,
+                   size_t count, double tolerance, size_t row_size, double row_tolerance) {
+    expect(std::move(name), elem, device, expected, expected_elem, count, tolerance);
+    outputs.back().row_size = row_size;
+    outputs.back().row_tolerance = row_tolerance;
+  }
 
  private:
   void* device_bytes(size_t bytes);
@@ -117,6 +129,8 @@ void add_moe_cases(std::vector<OpCase>& table);
 
 // NMSE of one output; inf on a NaN/inf mismatch. `actual` holds the device bytes copied back.
 double nmse(const Output& out, const void* actual);
+// NMSE of elements [first, first + count) of an output, as nmse().
+double nmse(const Output& out, const void* actual, size_t first, size_t count);
 // Copies the output back and compares: "" when within tolerance, else what failed.
 std::string check_output(const Output& out, double* measured);
 

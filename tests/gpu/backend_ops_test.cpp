@@ -9,6 +9,8 @@
 #include <random>
 #include <string>
 
+#include "kernels/attention_decode.hpp"
+#include "kernels/attention_decode_mma.hpp"
 #include "kernels/gemv.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
@@ -94,8 +96,52 @@ TEST(KernelLaunchers, RejectBadSizes) {
   EXPECT_EQ(launch_moe_align(ids, 8, 8, 4, ids, ids, ids, 8, ids, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_moe_gather_f32(some, ids, some, 4, 0, 4, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_moe_combine_f32(some, ids, some, nullptr, some, -1, 2, 4, nullptr), cudaErrorInvalidValue);
+
+  // The tensor-core decode: groups 1..16, head_dim 64/128/256, 16-byte aligned q and caches, a
+  // workspace when partitioned.
+  auto decode_mma = [&](const float* q, const uint16_t* kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                        int64_t parts, float* workspace) {
+    return launch_decode_attention_mma(q, kv, kv, i32, i32, nullptr, 1, i32, 1, 16, heads, kv_heads, head_dim, 0.1f,
+                                       parts, 16, workspace, some + 512, nullptr);
+  };
+  EXPECT_EQ(launch_decode_attention_mma(some, w16, w16, i32, i32, nullptr, 0, i32, 1, 16, 32, 8, 128, 0.1f, 1, 16,
+                                        nullptr, some + 512, nullptr),
+            cudaSuccess);  // nothing to do
+  EXPECT_EQ(decode_mma(some, w16, 34, 2, 128, 1, nullptr), cudaErrorInvalidValue);  // group 17
+  EXPECT_EQ(decode_mma(some, w16, 12, 8, 128, 1, nullptr), cudaErrorInvalidValue);  // heads % kv_heads
+  EXPECT_EQ(decode_mma(some, w16, 32, 8, 96, 1, nullptr), cudaErrorInvalidValue);   // head_dim 96
+  EXPECT_EQ(decode_mma(some, w16, 32, 8, 32, 1, nullptr), cudaErrorInvalidValue);   // head_dim 32
+  EXPECT_EQ(decode_mma(some, w16, 32, 8, 128, 2, nullptr), cudaErrorInvalidValue);  // no workspace
+  EXPECT_EQ(decode_mma(some, w16, 32, 8, 128, kDecodeMaxPartitions + 1, some), cudaErrorInvalidValue);
+  EXPECT_EQ(decode_mma(some + 1, w16, 32, 8, 128, 1, nullptr), cudaErrorInvalidValue);  // q misaligned
+  EXPECT_EQ(decode_mma(some, w16 + 1, 32, 8, 128, 1, nullptr), cudaErrorInvalidValue);  // cache misaligned
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaFree(some);
+}
+
+// The tensor-core decode's partition counts (host arithmetic, no GPU needed): enough CTAs for two
+// per SM, none shorter than one 64-key tile, none empty for the longest context.
+TEST(KernelLaunchers, DecodeMmaPartitionCounts) {
+  using namespace kernels;
+  EXPECT_EQ(decode_mma_num_partitions(64, 8, 1024, 132), 1);   // batch 64: 512 CTAs already
+  EXPECT_EQ(decode_mma_num_partitions(1, 8, 1024, 132), 16);   // batch 1: one tile each
+  EXPECT_EQ(decode_mma_num_partitions(1, 8, 3000, 132), 33);   // 264 CTAs of 91 keys
+  EXPECT_EQ(decode_mma_num_partitions(16, 8, 4096, 132), 3);   // 384 CTAs
+  EXPECT_EQ(decode_mma_num_partitions(1, 8, 64, 132), 1);      // one tile
+  EXPECT_EQ(decode_mma_num_partitions(1, 1, 100000, 132), kDecodeMaxPartitions);
+  EXPECT_EQ(decode_mma_num_partitions(0, 8, 1024, 132), 1);
+  for (int64_t tokens : {1, 3, 16, 64, 200})
+    for (int64_t context : {1, 17, 65, 1024, 3000, 40000}) {
+      const int64_t parts = decode_mma_num_partitions(tokens, 8, context, 132);
+      ASSERT_GE(parts, 1);
+      ASSERT_LE(parts, kDecodeMaxPartitions);
+      const int64_t keys = decode_partition_keys(context, parts);
+      EXPECT_GE(keys * parts, context) << tokens << " x " << context;         // every key covered
+      EXPECT_LT(keys * (parts - 1), context) << tokens << " x " << context;   // the last one not empty
+      if (parts > 1) {
+        EXPECT_GE(keys, kDecodeMmaTileKeys) << tokens << " x " << context;  // no partition below a tile
+      }
+    }
 }
 
 }  // namespace
