@@ -3,8 +3,8 @@
 // alternative to the host-staged UCX tensor channel, `--stage-transport nccl|host`), as a state
 // machine over the NCCL calls (NcclLinkOps), so everything but NCCL itself runs in CPU tests:
 //
-//            create_id (first stage; the id travels to the others over CAF: stage_prepared ->
-//               |       head -> wire_group)
+//            create_id (first stage; the id is to travel to the others over CAF like the data
+//               |       addresses, stage_prepared -> head -> wire_group: not wired yet)
 //            connect(key, id, nranks, rank)
 //   idle ----------------------------> initializing --(init done)--> ready --send/recv--> ready
 //     ^                                    |                           |
