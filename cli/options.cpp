@@ -98,6 +98,9 @@ void add_cluster_options(CLI::App& app, Config& config) {
   app.add_option("--pipeline-parallel-size,--pp", config.pipeline_parallel_size, "stages per group")
       ->capture_default_str();
   app.add_option("--replicas", config.replicas, "groups serving the model")->capture_default_str();
+  app.add_option("--stage-transport", config.stage_transport,
+                 "hidden states between stages: host (UCX, staged through host memory) or nccl (GPU send/recv)")
+      ->capture_default_str();
   app.add_option("--token", config.token, "shared join token")->envname("TROUPE_TOKEN");
 }
 

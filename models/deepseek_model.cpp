@@ -27,13 +27,11 @@ Result<std::unique_ptr<DeepseekModel>> DeepseekModel::load(const ModelConfig& co
     return make_error(ErrorCode::unsupported, "DeepseekModel: needs kv_lora_rank > 0, an even qk_rope_head_dim and "
                                               "v_head_dim > 0");
   std::unique_ptr<DeepseekModel> model(new DeepseekModel(config, backend, range));
-  const int64_t hidden = config.hidden_size, vocab = config.vocab_size;
+  const int64_t hidden = config.hidden_size;
   const bool first = range.begin == 0, last = range.end == config.num_hidden_layers;
-  if (first) {
-    auto w = load_weight(weights, backend, "model.embed_tokens.weight", {vocab, hidden});
-    if (!w.ok()) return w.error();
-    model->embed_tokens_ = std::move(w.value());
-  }
+  auto vocab = VocabParallel::load(config, weights, backend, first, last);
+  if (!vocab.ok()) return vocab.error();
+  model->vocab_ = std::move(vocab.value());
   // RoPE over qk_rope_head_dim; YaRN as transformers 5.17 computes it: the configured factor, or the
   // position ratio (max_position_embeddings / original) where the config gives none. (Real R1
   // configs have both equal: 163840 / 4096 = 40.)
@@ -87,9 +85,6 @@ Result<std::unique_ptr<DeepseekModel>> DeepseekModel::load(const ModelConfig& co
     auto norm = load_weight(weights, backend, "model.norm.weight", {hidden});
     if (!norm.ok()) return norm.error();
     model->final_norm_ = std::move(norm.value());
-    auto head = load_weight(weights, backend, "lm_head.weight", {vocab, hidden});
-    if (!head.ok()) return head.error();
-    model->lm_head_ = std::move(head.value());
   }
   return model;
 }
@@ -119,6 +114,7 @@ Status DeepseekModel::check_cache(const KvCache& cache) const {
 
 Status DeepseekModel::set_tensor_parallel(Collective* collective) {
   collective_ = (collective != nullptr && collective->size() > 1) ? collective : nullptr;
+  TROUPE_TRY(vocab_.set_collective(collective_));
   return Status::success();
 }
 
@@ -142,7 +138,7 @@ Result<Tensor> DeepseekModel::forward(const ForwardBatch& batch, KvCache& cache,
                                                            std::to_string(config_.vocab_size));
       }
     }
-    backend_.embedding(Tensor::from_i32(batch.token_ids, {n}), embed_tokens_, h);
+    TROUPE_TRY(vocab_.embed(backend_, batch.token_ids, h));  // vocab-parallel: summed over the ranks
   } else {
     const Tensor& in = batch.hidden_states;
     if (!in.defined() || in.dim() != 2 || in.size(0) != n || in.size(1) != hidden) {
@@ -181,7 +177,7 @@ Result<Tensor> DeepseekModel::forward(const ForwardBatch& batch, KvCache& cache,
   const int64_t vocab = config_.vocab_size;
   if (mode == LogitsMode::all_tokens) {
     Tensor logits = backend_.empty(DType::f32, {n, vocab});
-    backend_.lm_head(normed, lm_head_, logits);
+    TROUPE_TRY(vocab_.lm_head(backend_, normed, logits));
     return logits;
   }
   const int64_t num_rows = int64_t(meta.logits_rows.size());
@@ -189,7 +185,7 @@ Result<Tensor> DeepseekModel::forward(const ForwardBatch& batch, KvCache& cache,
   if (num_rows == 0) return logits;
   Tensor selected = backend_.empty(normed.dtype(), {num_rows, hidden});
   backend_.gather_rows(normed, meta.logits_rows, selected);
-  backend_.lm_head(selected, lm_head_, logits);
+  TROUPE_TRY(vocab_.lm_head(backend_, selected, logits));
   return logits;
 }
 

@@ -5,7 +5,7 @@
 // num_hidden_layers is never read. Runs on backends with supports_mla_moe() (CPU and CUDA), without
 // step graphs; elsewhere load refuses in one line. Tensor parallel (models/tensor_parallel.hpp):
 // built from the rank-local config, it all-reduces after o_proj and after every MLP / MoE; the
-// latent KV cache, embeddings and LM head are replicated.
+// latent KV cache is replicated; embeddings and LM head are vocab-parallel (models/vocab_parallel.hpp).
 #include <memory>
 #include <vector>
 
@@ -36,9 +36,8 @@ class DeepseekModel final : public Model {
   ModelConfig config_;
   Backend& backend_;
   LayerRange range_;
-  Tensor embed_tokens_;  // [vocab, hidden], first stage
+  VocabParallel vocab_;  // embedding (first stage) and LM head (last stage), vocab-parallel under TP
   Tensor final_norm_;    // [hidden], last stage
-  Tensor lm_head_;       // [vocab, hidden], last stage
   std::vector<DecoderLayer> layers_;
   Collective* collective_ = nullptr;  // tensor parallel: sums o_proj's and the MLP's partial outputs
 };

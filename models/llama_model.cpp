@@ -23,13 +23,11 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelConfig& config, 
                                               "num_key_value_heads and head_dim even");
   }
   std::unique_ptr<LlamaModel> model(new LlamaModel(config, backend, range));
-  const int64_t hidden = config.hidden_size, vocab = config.vocab_size;
+  const int64_t hidden = config.hidden_size;
   const bool first = range.begin == 0, last = range.end == config.num_hidden_layers;
-  if (first || (last && config.tie_word_embeddings)) {
-    auto w = load_weight(weights, backend, "model.embed_tokens.weight", {vocab, hidden});
-    if (!w.ok()) return w.error();
-    model->embed_tokens_ = std::move(w.value());
-  }
+  auto vocab = VocabParallel::load(config, weights, backend, first, last);
+  if (!vocab.ok()) return vocab.error();
+  model->vocab_ = std::move(vocab.value());
   auto inv_freq_host = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling);
   auto inv_freq = backend.upload_weight(Tensor::from_f32(inv_freq_host, {int64_t(inv_freq_host.size())}));
   if (!inv_freq.ok()) return inv_freq.error();
@@ -54,13 +52,6 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelConfig& config, 
     auto norm = load_weight(weights, backend, "model.norm.weight", {hidden});
     if (!norm.ok()) return norm.error();
     model->final_norm_ = std::move(norm.value());
-    if (config.tie_word_embeddings) {
-      model->lm_head_ = model->embed_tokens_;
-    } else {
-      auto head = load_weight(weights, backend, "lm_head.weight", {vocab, hidden});
-      if (!head.ok()) return head.error();
-      model->lm_head_ = std::move(head.value());
-    }
   }
   return model;
 }
@@ -94,6 +85,7 @@ Status LlamaModel::check_cache(const KvCache& cache) const {
 
 Status LlamaModel::set_tensor_parallel(Collective* collective) {
   collective_ = (collective != nullptr && collective->size() > 1) ? collective : nullptr;
+  TROUPE_TRY(vocab_.set_collective(collective_));
   return Status::success();
 }
 
@@ -118,7 +110,7 @@ Result<Tensor> LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, Lo
                                                            std::to_string(config_.vocab_size));
       }
     }
-    backend_.embedding(Tensor::from_i32(batch.token_ids, {n}), embed_tokens_, h);
+    TROUPE_TRY(vocab_.embed(backend_, batch.token_ids, h));  // vocab-parallel: summed over the ranks
   } else {
     const Tensor& in = batch.hidden_states;
     if (!in.defined() || in.dim() != 2 || in.size(0) != n || in.size(1) != hidden) {
@@ -158,7 +150,7 @@ Result<Tensor> LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, Lo
   const int64_t vocab = config_.vocab_size;
   if (mode == LogitsMode::all_tokens) {
     Tensor logits = backend_.empty(DType::f32, {n, vocab});
-    backend_.lm_head(normed, lm_head_, logits);
+    TROUPE_TRY(vocab_.lm_head(backend_, normed, logits));
     return logits;
   }
   const int64_t num_rows = int64_t(meta.logits_rows.size());
@@ -167,12 +159,12 @@ Result<Tensor> LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, Lo
   bool every_token = num_rows == n;  // a decode step sampling every sequence: no rows to pick
   for (int64_t i = 0; every_token && i < num_rows; ++i) every_token = meta.logits_rows[size_t(i)] == i;
   if (every_token) {
-    backend_.lm_head(normed, lm_head_, logits);
+    TROUPE_TRY(vocab_.lm_head(backend_, normed, logits));
     return logits;
   }
   Tensor selected = backend_.empty(normed.dtype(), {num_rows, hidden});
   backend_.gather_rows(normed, meta.logits_rows, selected);
-  backend_.lm_head(selected, lm_head_, logits);
+  TROUPE_TRY(vocab_.lm_head(backend_, selected, logits));
   return logits;
 }
 

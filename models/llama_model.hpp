@@ -8,6 +8,7 @@
 #include "runtime/backend.hpp"
 #include "models/mlp.hpp"
 #include "runtime/model.hpp"
+#include "models/vocab_parallel.hpp"
 
 namespace troupe {
 
@@ -40,9 +41,8 @@ class LlamaModel final : public Model {
   ModelConfig config_;
   Backend& backend_;
   LayerRange range_;
-  Tensor embed_tokens_;  // [vocab, hidden], first stage (and last when tied)
+  VocabParallel vocab_;  // embedding (first stage) and LM head (last stage), vocab-parallel under TP
   Tensor final_norm_;    // [hidden], last stage
-  Tensor lm_head_;       // [vocab, hidden], last stage (shares embed_tokens_ when tied)
   std::vector<DecoderLayer> layers_;
   Collective* collective_ = nullptr;  // tensor parallel: sums the row-parallel outputs
 };

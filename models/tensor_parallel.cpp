@@ -6,12 +6,13 @@
 #include "runtime/dtype.hpp"
 #include "models/dummy_weights.hpp"
 #include "models/model_loader.hpp"
+#include "models/vocab_parallel.hpp"
 #include "runtime/weight_store.hpp"
 
 namespace troupe {
 namespace {
 
-enum class Split { rows, cols, rank0_only, none };
+enum class Split { rows, cols, rank0_only, vocab_rows, none };
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -34,7 +35,8 @@ Split split_of(const std::string& name) {
     if (module == m) return Split::rows;
   for (const char* m : {"o_proj", "down_proj"})
     if (module == m) return ends_with(name, ".bias") ? Split::rank0_only : Split::cols;
-  return Split::none;  // embeddings, norms, LM head, q_a_proj, kv_a_proj_with_mqa, the router
+  if (module == "embed_tokens" || module == "lm_head") return Split::vocab_rows;
+  return Split::none;  // norms, q_a_proj, kv_a_proj_with_mqa, the router
 }
 
 // Rows [r * rows / size, (r + 1) * rows / size) of a host tensor (any dtype; 1-D: elements).
@@ -57,6 +59,18 @@ Tensor slice_cols(const Tensor& full, int64_t rank, int64_t size) {
   for (int64_t r = 0; r < rows; ++r)
     std::memcpy(static_cast<char*>(out.raw()) + size_t(r * part) * elem,
                 static_cast<const char*>(full.raw()) + size_t(r * cols + rank * part) * elem, size_t(part) * elem);
+  return out;
+}
+
+// The rank's block of a vocabulary table [V, ...]: rows [shard.begin(), + num_rows), the rows past
+// V zero (padding).
+Tensor slice_vocab_rows(const Tensor& full, const VocabShard& shard) {
+  std::vector<int64_t> shape = full.shape();
+  shape[0] = shard.num_rows();
+  Tensor out = Tensor::zeros(full.dtype(), shape);
+  const size_t row_bytes = full.nbytes() / size_t(full.size(0));
+  std::memcpy(out.raw(), static_cast<const char*>(full.raw()) + size_t(shard.begin()) * row_bytes,
+              size_t(shard.num_real_rows()) * row_bytes);
   return out;
 }
 
@@ -87,14 +101,29 @@ Result<ModelConfig> tensor_parallel_config(const ModelConfig& full, int64_t size
   if (moe.has_dense_layers(full.num_hidden_layers)) local.intermediate_size /= size;
   local.moe.expert_parallel_rank = rank;
   local.moe.expert_parallel_size = size;
+  local.vocab_parallel_rank = rank;
+  local.vocab_parallel_size = size;
   return local;
 }
 
-WeightLoader tensor_parallel_loader(WeightLoader full, int64_t rank, int64_t size) {
-  return [full = std::move(full), rank, size](const std::string& name,
-                                              const std::vector<int64_t>& shape) -> Result<Tensor> {
+WeightLoader tensor_parallel_loader(WeightLoader full, int64_t rank, int64_t size, int64_t vocab_size) {
+  return [full = std::move(full), rank, size, vocab_size](const std::string& name,
+                                                          const std::vector<int64_t>& shape) -> Result<Tensor> {
     const Split split = split_of(name);
     if (split == Split::none || size == 1) return full(name, shape);
+    if (split == Split::vocab_rows) {
+      const VocabShard shard{vocab_size, rank, size};
+      if (shape.empty() || shape[0] != shard.num_rows())
+        return make_error(ErrorCode::internal, name + ": a vocabulary shard has " + std::to_string(shard.num_rows()) +
+                                                   " rows");
+      std::vector<int64_t> whole = shape;
+      whole[0] = vocab_size;
+      auto tensor = full(name, whole);
+      if (!tensor.ok()) return tensor.error();
+      if (tensor->has_block_scale())
+        return make_error(ErrorCode::unsupported, name + ": FP8 vocabulary tables are not sliced (dequantize first)");
+      return slice_vocab_rows(tensor.value(), shard);
+    }
     std::vector<int64_t> whole = shape;
     if (split == Split::rows) whole[0] *= size;
     if (split == Split::cols) {
@@ -110,6 +139,7 @@ WeightLoader tensor_parallel_loader(WeightLoader full, int64_t rank, int64_t siz
         // Added once after the sum: the other ranks add zeros.
         if (rank == 0) return tensor;
         return Tensor::zeros(tensor->dtype(), tensor->shape());
+      case Split::vocab_rows:
       case Split::none: break;
     }
     return tensor;
@@ -134,7 +164,8 @@ Result<std::unique_ptr<Model>> load_model_shard(const std::string& dir, const st
     store = std::make_unique<WeightStore>(std::move(opened.value()));
     weights = weight_store_loader(*store, full->quantization);
   }
-  auto model = load_model(local.value(), tensor_parallel_loader(weights, collective.rank(), collective.size()),
+  auto model = load_model(local.value(),
+                          tensor_parallel_loader(weights, collective.rank(), collective.size(), full->vocab_size),
                           backend, range);
   if (!model.ok()) return model.error();
   TROUPE_TRY(model.value()->set_tensor_parallel(&collective));

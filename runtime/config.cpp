@@ -69,6 +69,9 @@ Status Config::validate() const {
   if (!(request_timeout_s >= 0)) return bad("request-timeout", "must be >= 0 seconds (0: none)");
   if (!is_port(cluster_port)) return bad("cluster-port", "must be in [1, 65535]");
   if (pipeline_parallel_size < 1) return bad("pipeline-parallel-size", "must be >= 1");
+  if (!one_of(stage_transport, {"host", "nccl"}))
+    return bad("stage-transport", "must be host or nccl, got '" + stage_transport + "'");
+  if (stage_transport == "nccl" && device == "cpu") return bad("stage-transport", "nccl needs GPUs (--device cpu given)");
   if (replicas < 1) return bad("replicas", "must be >= 1");
   if (!join.empty() && join.find(':') == std::string::npos)
     return bad("join", "expected HOST:PORT, got '" + join + "'");

@@ -71,6 +71,10 @@ struct Config : EngineArgs {
   std::string cluster_ssl_keyfile;
   std::string cluster_ssl_ca_certs;
   int64_t pipeline_parallel_size = 1;
+  // How a stage hands hidden states to the next (runtime/nccl_stage_link.hpp): "host" (the UCX
+  // tensor channel, staged through host memory) or "nccl" (send/recv between the stages' GPUs).
+  // host until the two are measured against each other on GPUs.
+  std::string stage_transport = "host";
   int64_t replicas = 1;
   int64_t worker_index = -1;  // default $LWS_WORKER_INDEX
   int64_t first_device = 0;   // GPU of tensor-parallel rank 0 (set per stage by `serve --pp`)

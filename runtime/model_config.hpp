@@ -102,7 +102,11 @@ struct ModelConfig {
   // "LlamaForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM" | "DeepseekV3ForCausalLM"
   std::string architecture;
   std::string model_type;  // "llama" | "qwen2" | "qwen3" | "deepseek_v3"
-  int64_t vocab_size = 0;
+  int64_t vocab_size = 0;  // the whole vocabulary, also on a vocabulary-parallel rank
+  // Tensor parallel (models/vocab_parallel.hpp): rank vocab_parallel_rank of vocab_parallel_size
+  // holds its block of embedding and LM-head rows. Defaults: one rank holding all of them.
+  int64_t vocab_parallel_rank = 0;
+  int64_t vocab_parallel_size = 1;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_hidden_layers = 0;

@@ -7,7 +7,8 @@ namespace troupe {
 class ThreadCollectiveGroup {
  public:
   ThreadCollectiveGroup(int64_t size, std::chrono::milliseconds timeout)
-      : size_(size), timeout_(timeout), buffers_(size_t(size), nullptr) {}
+      : size_(size), timeout_(timeout), buffers_(size_t(size), nullptr), sources_(size_t(size), nullptr),
+        source_shapes_(size_t(size)) {}
 
   // Waits until every rank arrived at this barrier (or the group aborted / timed out).
   Status barrier() {
@@ -49,6 +50,25 @@ class ThreadCollectiveGroup {
     return barrier();  // every slice is written
   }
 
+  Status all_gather(int64_t rank, const Tensor& local, Tensor& out) {
+    if (local.device() != Device::cpu || out.device() != Device::cpu)
+      return make_error(ErrorCode::invalid_argument, "thread all-gather takes host tensors");
+    TROUPE_TRY(check_all_gather_shapes(local, out, size_));
+    sources_[size_t(rank)] = local.data<float>();
+    source_shapes_[size_t(rank)] = local.shape();
+    TROUPE_TRY(barrier());  // every rank's block is registered
+    for (int64_t r = 0; r < size_; ++r) {
+      if (source_shapes_[size_t(r)] != local.shape()) {
+        // Every rank sees the same mismatch, so all fail; the barrier keeps the blocks alive.
+        TROUPE_TRY(barrier());
+        return make_error(ErrorCode::invalid_argument, "all_gather: rank " + std::to_string(r) +
+                                                           " brought a block of another shape");
+      }
+    }
+    place_gathered_columns(sources_.data(), size_, local.size(0), local.size(1), out.data<float>(), out.size(1));
+    return barrier();  // nobody returns (and frees its block) before everyone has read it
+  }
+
   void abort(const std::string& why) {
     std::lock_guard lock(mutex_);
     if (abort_reason_.empty()) abort_reason_ = why.empty() ? "aborted" : why;
@@ -61,6 +81,8 @@ class ThreadCollectiveGroup {
   int64_t size_;
   std::chrono::milliseconds timeout_;
   std::vector<float*> buffers_;
+  std::vector<const float*> sources_;               // all_gather's blocks
+  std::vector<std::vector<int64_t>> source_shapes_;
   std::mutex mutex_;
   std::condition_variable wake_;
   int64_t arrived_ = 0;
@@ -77,6 +99,7 @@ class ThreadCollective final : public Collective {
   int64_t rank() const override { return rank_; }
   int64_t size() const override { return size_; }
   Status all_reduce_sum(Tensor& t) override { return group_->all_reduce_sum(rank_, t); }
+  Status all_gather(const Tensor& local, Tensor& out) override { return group_->all_gather(rank_, local, out); }
   void abort(const std::string& why) override { group_->abort(why); }
 
  private:

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 
@@ -47,11 +48,59 @@ class NcclCollective final : public Collective {
     return Status::success();
   }
 
+  // ncclAllGather into a rank-major staging buffer [size, rows, cols], then one strided copy per
+  // rank into its columns of `out` (NCCL gathers whole buffers, not column blocks).
+  Status all_gather(const Tensor& local, Tensor& out) override {
+    if (group_->aborted.load()) return make_error(ErrorCode::unavailable, "NCCL group aborted: " + group_->reason);
+    if (local.device() != Device::cuda || out.device() != Device::cuda)
+      return make_error(ErrorCode::invalid_argument, "NCCL all-gather takes device tensors");
+    TROUPE_TRY(check_all_gather_shapes(local, out, size()));
+    const int64_t rows = local.size(0), cols = local.size(1), width = out.size(1), n = size();
+    const size_t block = size_t(rows * cols);
+    TROUPE_TRY(reserve_staging(block * size_t(n) * sizeof(float)));
+    float* staging = static_cast<float*>(staging_);
+    const ncclResult_t result =
+        ncclAllGather(local.raw(), staging, block, ncclFloat, group_->comms[size_t(rank_)], nullptr);
+    if (result != ncclSuccess)
+      return make_error(ErrorCode::unavailable, std::string("ncclAllGather: ") + ncclGetErrorString(result));
+    float* dst = out.data<float>();
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t first = r * cols, count = std::min(cols, width - first);
+      if (count <= 0 || rows == 0) continue;  // a rank holding only padding
+      const cudaError_t copied =
+          cudaMemcpy2DAsync(dst + first, size_t(width) * sizeof(float), staging + size_t(r) * block,
+                            size_t(cols) * sizeof(float), size_t(count) * sizeof(float), size_t(rows),
+                            cudaMemcpyDeviceToDevice, nullptr);
+      if (copied != cudaSuccess)
+        return make_error(ErrorCode::unavailable, std::string("all_gather copy: ") + cudaGetErrorString(copied));
+    }
+    return Status::success();
+  }
+
   void abort(const std::string& why) override { group_->abort(why); }
 
+  ~NcclCollective() override {
+    if (staging_ != nullptr) cudaFree(staging_);
+  }
+
  private:
+  // Grows the gather's staging buffer on this rank's device (the thread is bound to it).
+  Status reserve_staging(size_t bytes) {
+    if (bytes <= staging_bytes_) return Status::success();
+    if (staging_ != nullptr) cudaFree(staging_);
+    staging_ = nullptr;
+    staging_bytes_ = 0;
+    const cudaError_t made = cudaMalloc(&staging_, bytes);
+    if (made != cudaSuccess)
+      return make_error(ErrorCode::out_of_resources, std::string("all_gather staging: ") + cudaGetErrorString(made));
+    staging_bytes_ = bytes;
+    return Status::success();
+  }
+
   std::shared_ptr<NcclGroup> group_;
   int64_t rank_;
+  void* staging_ = nullptr;
+  size_t staging_bytes_ = 0;
 };
 
 }  // namespace

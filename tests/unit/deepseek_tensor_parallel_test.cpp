@@ -166,13 +166,15 @@ TEST(DeepseekTensorParallel, TheLoaderSplitsByModuleNotBySubstring) {
       {"model.layers.1.mlp.experts.5.down_proj.weight", {64, 32}, {64, 32}},
       {"model.layers.1.mlp.shared_experts.up_proj.weight", {16, 64}, {32, 64}},
       {"model.layers.1.mlp.shared_experts.down_proj.weight", {64, 16}, {64, 32}},
+      {"model.embed_tokens.weight", {256, 64}, {512, 64}},  // vocab-parallel: half the rows
+      {"lm_head.weight", {256, 64}, {512, 64}},
   };
   std::vector<int64_t> asked;
   WeightLoader full = [&asked](const std::string&, const std::vector<int64_t>& shape) -> Result<Tensor> {
     asked = shape;
     return Tensor::zeros(DType::f32, shape);
   };
-  const WeightLoader rank1 = tensor_parallel_loader(full, 1, 2);
+  const WeightLoader rank1 = tensor_parallel_loader(full, 1, 2, 512);
   for (const Case& c : cases) {
     auto tensor = rank1(c.name, c.local);
     ASSERT_TRUE(tensor.ok()) << c.name << ": " << tensor.error().message;
@@ -205,7 +207,7 @@ TEST(DeepseekTensorParallel, ARankLoadsOnlyItsLocalExperts) {
       }
       return store_loader(name, shape);
     };
-    auto model = load_model(local.value(), tensor_parallel_loader(counting, rank, 2), backend, LayerRange{});
+    auto model = load_model(local.value(), tensor_parallel_loader(counting, rank, 2, full->vocab_size), backend, LayerRange{});
     ASSERT_TRUE(model.ok()) << model.error().message;
     EXPECT_EQ(experts, (std::set<int>{int(4 * rank), int(4 * rank + 1), int(4 * rank + 2), int(4 * rank + 3)}));
     EXPECT_EQ(num_expert_tensors, num_moe_layers * 4 * 3);  // 4 experts x gate / up / down per MoE layer
