@@ -26,6 +26,7 @@ Result<std::unique_ptr<Backend>> make_backend(const Config& config) { return mak
 Result<std::unique_ptr<Backend>> make_backend(const Config& config, int64_t rank, int64_t num_ranks) {
   auto backend = make_device_backend(config, rank, num_ranks);
   if (!backend.ok()) return backend;
+  TROUPE_TRY(backend.value()->set_fp8_kv_cache(config.fp8_kv_cache()));  // --kv-cache-dtype
   // Tests only: a device that fails on cue (backends/fault_injecting_backend.hpp).
   const char* inject = std::getenv("TROUPE_INJECT_FAULT");
   auto spec = parse_fault_spec(inject == nullptr ? "" : inject);

@@ -7,6 +7,11 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <vector>
+
+#include "kernels/host_fp8.hpp"
+#include "kernels/kv_write.hpp"
+#include "kernels/qkv_rope.hpp"
 
 namespace troupe {
 
@@ -50,7 +55,8 @@ Result<Tensor> CpuBackend::upload_weight(const Tensor& host) {
 }
 
 Result<KvCache> CpuBackend::create_kv_cache(const KvCacheSpec& spec) {
-  if (spec.dtype != DType::f32) return make_error(ErrorCode::unsupported, "cpu backend: KV cache must be f32");
+  if (spec.dtype != DType::f32 && spec.dtype != DType::f8_e4m3)
+    return make_error(ErrorCode::unsupported, "cpu backend: KV cache must be f32 or f8_e4m3");
   return KvCache::create(spec);
 }
 
@@ -157,6 +163,11 @@ void CpuBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor&
   const int64_t n = slot_mapping.numel();
   const int64_t entry = x.numel() / std::max<int64_t>(1, n);  // num_heads * head_dim
   const int32_t* slots = slot_mapping.data<int32_t>();
+  if (cache_component.dtype() == DType::f8_e4m3) {
+    kernels::write_kv_ref(cache_component.data<uint8_t>(), x.data<float>(), slots, n, entry,
+                          cache_component.tensor_scale());
+    return;
+  }
   const float* src = x.data<float>();
   float* dst = cache_component.data<float>();
   for (int64_t t = 0; t < n; ++t) {
@@ -168,6 +179,13 @@ void CpuBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, c
                                    const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) {
   const int64_t n = q_out.size(0), num_heads = q_out.size(1), head_dim = q_out.size(2);
   const int64_t num_kv_heads = k_cache.size(2), half = inv_freq.numel();
+  if (k_cache.dtype() == DType::f8_e4m3) {  // the kernels' reference, on one thread
+    kernels::qkv_rope_write_kv_ref(qkv.data<float>(), positions.data<int32_t>(), inv_freq.data<float>(),
+                                   slot_mapping.data<int32_t>(), k_cache.data<uint8_t>(), v_cache.data<uint8_t>(),
+                                   q_out.data<float>(), n, num_heads, num_kv_heads, head_dim, half,
+                                   k_cache.tensor_scale(), v_cache.tensor_scale());
+    return;
+  }
   const int64_t row_elems = (num_heads + 2 * num_kv_heads) * head_dim, kv_entry = num_kv_heads * head_dim;
   const int32_t* pos = positions.data<int32_t>();
   const int32_t* slots = slot_mapping.data<int32_t>();
@@ -203,24 +221,41 @@ void CpuBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, c
   }, min_rows(row_elems + 8 * half));
 }
 
-void CpuBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                                 const AttentionMetadata& meta, float scale, Tensor out) {
-  const int64_t n = meta.num_tokens, head_dim = q.size(-1), num_heads = q.numel() / (n * head_dim);
-  const int64_t num_kv_heads = k_cache.size(2), group = num_heads / num_kv_heads;
+namespace {
+
+// Cache elements as fp32: an fp32 cache as is, an fp8 one through a table of
+// e4m3_to_f32(byte) * scale (paged_attention_ref's widen, one multiply per byte value).
+struct F32Elements {
+  const float* data;
+  float operator[](int64_t i) const { return data[i]; }
+};
+struct Fp8Elements {
+  const uint8_t* data;
+  const float* table;  // [256]
+  float operator[](int64_t i) const { return table[data[i]]; }
+};
+
+std::vector<float> e4m3_table(float scale) {
+  std::vector<float> table(256);
+  for (int b = 0; b < 256; ++b) table[size_t(b)] = kernels::host_e4m3_to_f32(uint8_t(b)) * scale;
+  return table;
+}
+
+// paged_attention over (token, head) items split on the pool: fp32 dot products, fp64 softmax sums.
+template <typename Elements>
+void attend(ThreadPool& pool, const float* qp, Elements kc, Elements vc, const AttentionMetadata& meta,
+            int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale, float* op) {
+  const int64_t n = meta.num_tokens, group = num_heads / num_kv_heads;
   const int64_t block_size = meta.block_size, kv_entry = num_kv_heads * head_dim;
   const int32_t* query_start = meta.query_start.data<int32_t>();
   const int32_t* context_lens = meta.context_lens.data<int32_t>();
   const int32_t* tables = meta.block_tables.data<int32_t>();
-  const float* qp = q.data<float>();
-  const float* kc = k_cache.data<float>();
-  const float* vc = v_cache.data<float>();
-  float* op = out.data<float>();
   // token -> sequence, so work items (token, head) can be split evenly.
   std::vector<int32_t> seq_of(static_cast<size_t>(n));
   for (int64_t s = 0; s < meta.num_seqs; ++s) {
     for (int32_t t = query_start[s]; t < query_start[s + 1]; ++t) seq_of[size_t(t)] = int32_t(s);
   }
-  pool_.parallel_for(n * num_heads, [&](int64_t b, int64_t e) {
+  pool.parallel_for(n * num_heads, [&](int64_t b, int64_t e) {
     std::vector<float> scores(static_cast<size_t>(meta.max_context_len));
     std::vector<double> acc(static_cast<size_t>(head_dim));
     for (int64_t item = b; item < e; ++item) {
@@ -230,11 +265,14 @@ void CpuBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const T
       const int64_t pos = context_lens[s] - num_new + (t - query_start[s]);
       const int32_t* table = tables + s * meta.max_blocks_per_seq;
       const float* qh = qp + (t * num_heads + h) * head_dim;
+      auto row = [&](int64_t j) {  // element offset of position j's head g
+        return (int64_t(table[j / block_size]) * block_size + j % block_size) * kv_entry + g * head_dim;
+      };
       float max_score = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j <= pos; ++j) {
-        const float* kj = kc + (int64_t(table[j / block_size]) * block_size + j % block_size) * kv_entry + g * head_dim;
+        const int64_t kj = row(j);
         float dot = 0.0f;
-        for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kj[d];
+        for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * kc[kj + d];
         scores[size_t(j)] = dot * scale;
         max_score = std::max(max_score, scores[size_t(j)]);
       }
@@ -243,13 +281,30 @@ void CpuBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const T
       for (int64_t j = 0; j <= pos; ++j) {
         const double p = std::exp(double(scores[size_t(j)] - max_score));
         denom += p;
-        const float* vj = vc + (int64_t(table[j / block_size]) * block_size + j % block_size) * kv_entry + g * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) acc[size_t(d)] += p * double(vj[d]);
+        const int64_t vj = row(j);
+        for (int64_t d = 0; d < head_dim; ++d) acc[size_t(d)] += p * double(vc[vj + d]);
       }
       float* oh = op + (t * num_heads + h) * head_dim;
       for (int64_t d = 0; d < head_dim; ++d) oh[d] = float(acc[size_t(d)] / denom);
     }
   }, min_rows(2 * meta.max_context_len * head_dim));
+}
+
+}  // namespace
+
+void CpuBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                 const AttentionMetadata& meta, float scale, Tensor out) {
+  const int64_t n = meta.num_tokens, head_dim = q.size(-1), num_heads = q.numel() / (n * head_dim);
+  const int64_t num_kv_heads = k_cache.size(2);
+  if (k_cache.dtype() == DType::f8_e4m3) {
+    const std::vector<float> k_table = e4m3_table(k_cache.tensor_scale()), v_table = e4m3_table(v_cache.tensor_scale());
+    attend(pool_, q.data<float>(), Fp8Elements{k_cache.data<uint8_t>(), k_table.data()},
+           Fp8Elements{v_cache.data<uint8_t>(), v_table.data()}, meta, num_heads, num_kv_heads, head_dim, scale,
+           out.data<float>());
+    return;
+  }
+  attend(pool_, q.data<float>(), F32Elements{k_cache.data<float>()}, F32Elements{v_cache.data<float>()}, meta,
+         num_heads, num_kv_heads, head_dim, scale, out.data<float>());
 }
 
 void CpuBackend::silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) {

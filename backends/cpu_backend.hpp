@@ -22,6 +22,13 @@ class CpuBackend final : public Backend {
   Tensor empty(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> upload_weight(const Tensor& host) override;
   Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override;
+  // fp32, or f8_e4m3 with --kv-cache-dtype fp8 (written and read as kernels/kv_write.hpp's and
+  // paged_attention.hpp's references say).
+  DType kv_cache_dtype() const override { return fp8_kv_cache_ ? DType::f8_e4m3 : DType::f32; }
+  Status set_fp8_kv_cache(bool on) override {
+    fp8_kv_cache_ = on;
+    return Status::success();
+  }
   Tensor to_host(const Tensor& t) override { return t; }
 
   void embedding(const Tensor& ids, const Tensor& table, Tensor out) override;
@@ -54,6 +61,7 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   bool keep_bf16_weights_ = false;
+  bool fp8_kv_cache_ = false;
 };
 
 }  // namespace troupe

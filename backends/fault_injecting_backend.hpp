@@ -53,6 +53,7 @@ class FaultInjectingBackend final : public Backend {
   }
   DType matmul_input_dtype() const override { return inner_->matmul_input_dtype(); }
   DType kv_cache_dtype() const override { return inner_->kv_cache_dtype(); }
+  Status set_fp8_kv_cache(bool on) override { return inner_->set_fp8_kv_cache(on); }
 
   void embedding(const Tensor& ids, const Tensor& table, Tensor out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override;

@@ -57,6 +57,7 @@ struct Args {
   double time_limit_s = 290;
   bool cpu_check = false;  // run the step logic on the CPU backend (a small model), no GPU
   bool enforce_eager = false;  // decode without CUDA graphs
+  bool fp8_kv_cache = false;   // --kv-cache-dtype fp8: an e4m3 KV cache (scales 1), metrics suffixed _kvfp8
   std::string command;
 };
 
@@ -138,6 +139,8 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--cpu-check") a.cpu_check = true;
     else if (k == "--enforce-eager") a.enforce_eager = true;
     else if (k == "--weights" && value(v)) a.bf16_weights = v == "bf16";
+    else if (k == "--kv-cache-dtype" && value(v) && (v == "auto" || v == "fp8" || v == "fp8_e4m3"))
+      a.fp8_kv_cache = v != "auto";
     else if (k == "--prefill-sweep" && value(v)) {
       a.prefill_sweep.clear();
       std::stringstream ss(v);
@@ -150,7 +153,7 @@ bool parse_args(int argc, char** argv, Args& a) {
       std::fprintf(stderr,
                    "usage: gpu_decode_bench [--model DIR] [--out PATH] [--context 1024] [--decode-steps 20]\n"
                    "       [--prefill-tokens 4096] [--batches 1,8,32,64] [--time-limit 290] [--enforce-eager]\n"
-                   "       [--prefill-sweep 512,1024,2048,8192]\n");
+                   "       [--prefill-sweep 512,1024,2048,8192] [--kv-cache-dtype auto|fp8]\n");
       return false;
     }
   }
@@ -229,13 +232,20 @@ int run(int argc, char** argv) {
     say("CudaBackend: %s", backend.error().message.c_str());
     return 1;
   }
+  if (g_args.fp8_kv_cache) {
+    say("KV cache in fp8 (--kv-cache-dtype fp8, e4m3, scales 1)");
+    if (Status s = backend.value()->set_fp8_kv_cache(true); !s.ok()) {
+      say("--kv-cache-dtype fp8: %s", s.error().message.c_str());
+      return 1;
+    }
+  }
   auto config = ModelConfig::load(g_args.model);
   if (!config.ok()) {
     say("model config: %s", config.error().message.c_str());
     return 1;
   }
   const ParamCount params = count_params(config.value());
-  const std::string suffix = metric_suffix(g_args.model);
+  const std::string suffix = metric_suffix(g_args.model) + (g_args.fp8_kv_cache ? "_kvfp8" : "");
   say("loading %s with dummy weights: %.3f B parameters (%.1f GB in fp32)", suffix.c_str(), double(params.total) / 1e9,
       double(params.total) * 4 / 1e9);
   // The model runs on a pass-through ProfilingBackend, so one step can be profiled op by op (c2).
@@ -287,13 +297,14 @@ int run(int argc, char** argv) {
 
   // Bytes one decode step must read: every weight as it is stored on the device (bf16, or e4m3 plus
   // its fp32 block scales), but the embedding table (one row per token), plus the KV cache of the
-  // context (2 x layers x kv_heads x head_dim per token, bf16).
+  // context (2 x layers x kv_heads x head_dim per token, bf16; 1 byte each with --kv-cache-dtype fp8).
   const ModelConfig& c = config.value();
   const double kv_elems = 2.0 * double(c.num_hidden_layers * c.num_key_value_heads * c.head_dim) * double(g_args.context);
-  const double step_bytes = double(weight_bytes.read_per_step) + 2.0 * kv_elems;
+  const double kv_elem_bytes = g_args.fp8_kv_cache ? 1.0 : 2.0;
+  const double step_bytes = double(weight_bytes.read_per_step) + kv_elem_bytes * kv_elems;
   const double bytes_fp32 = 4.0 * (double(params.total - (c.tie_word_embeddings ? 0 : params.embedding)) + kv_elems);
   say("one decode step reads %.2f GB of weights (%s) + %.3f GB of KV per sequence", double(weight_bytes.read_per_step) / 1e9,
-      weight_bytes.fp8 ? "FP8 projections" : "bf16", 2.0 * kv_elems / 1e9);
+      weight_bytes.fp8 ? "FP8 projections" : "bf16", kv_elem_bytes * kv_elems / 1e9);
   double decode_b1_ms = 0;
   say("decode batch 1, context %lld, %lld timed steps", (long long)g_args.context, (long long)g_args.decode_steps);
   StepTimes b1 = run_steps(decoder, profiler, 1, 1, g_args.context, 3, g_args.decode_steps, 60);
@@ -407,7 +418,7 @@ int run(int argc, char** argv) {
     const double ms = median(t.ms);
     if (batch > 1 && bw_gbs > 0) {
       // Weights once for the batch, each sequence's own KV.
-      const double bytes = double(weight_bytes.read_per_step) + double(batch) * 2.0 * kv_elems;
+      const double bytes = double(weight_bytes.read_per_step) + double(batch) * kv_elem_bytes * kv_elems;
       const double roof = bytes / (bw_gbs * 1e9) * 1e3;
       add_record({"decode_b" + std::to_string(batch) + "_" + suffix, ms, "ms/step", roof, roof / ms,
                   "median step at context " + std::to_string(g_args.context) + (g_args.enforce_eager ? ", eager" : ", CUDA graphs") +

@@ -46,6 +46,7 @@ class ProfilingBackend final : public Backend, public MoeExpertsBackend {
 
   // Step graphs pass through (record a step eagerly to profile it: events can't join a graph).
   DType kv_cache_dtype() const override { return inner_.kv_cache_dtype(); }
+  Status set_fp8_kv_cache(bool on) override { return inner_.set_fp8_kv_cache(on); }
   bool supports_graphs() const override { return inner_.supports_graphs(); }
   Result<GraphPhase> begin_graph(int64_t key) override { return inner_.begin_graph(key); }
   Status end_graph(bool launch) override { return inner_.end_graph(launch); }

@@ -32,6 +32,11 @@ void add_engine_options(CLI::App& app, Config& config) {
       ->capture_default_str();
   app.add_option("--cpu-kv-cache-mb", config.cpu_kv_cache_mb, "KV-cache size on the CPU backend")
       ->capture_default_str();
+  app.add_option("--kv-cache-dtype", config.kv_cache_dtype,
+                 "auto (fp32 on the CPU, the weights' dtype on a GPU) or fp8 (alias fp8_e4m3: e4m3 with the "
+                 "checkpoint's per-layer k_scale/v_scale, else 1; half of bf16's bytes). Llama/Qwen2/Qwen3 only: "
+                 "DeepSeek's MLA cache refuses fp8 for now")
+      ->capture_default_str();
   app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", config.enable_prefix_caching,
                "reuse the KV cache of shared prompt prefixes (on by default)");
   app.add_option("--num-threads", config.num_threads, "CPU backend threads (0: all cores)");

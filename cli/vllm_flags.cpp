@@ -33,7 +33,6 @@ struct RefusedFlag {
 constexpr RefusedFlag kRefusedFlags[] = {
     {"--quantization", "troupe serves the checkpoint's own weights (bf16/fp32, or FP8 with 128x128 block, per-tensor "
                        "or per-channel scales); no other quantization"},
-    {"--kv-cache-dtype", "the KV cache keeps the model's dtype"},
     {"--tokenizer", "troupe reads the tokenizer from the model folder"},
     {"--revision", "troupe serves a local folder; check out the revision there"},
     {"--speculative-config", "speculative decoding is not implemented"},
@@ -126,8 +125,7 @@ Result<std::vector<std::string>> check_vllm_flags(const CLI::App& app, Config& c
     if (app.count(f.name) == 0) continue;
     const std::string& value = flags.refused_values[i];
     // The harmless spellings of the defaults pass.
-    if ((std::string(f.name) == "--kv-cache-dtype" && value == "auto") ||
-        (std::string(f.name) == "--data-parallel-size" && value == "1") ||
+    if ((std::string(f.name) == "--data-parallel-size" && value == "1") ||
         (std::string(f.name) == "--tokenizer" && value == config.model))
       continue;
     return make_error(ErrorCode::invalid_argument,

@@ -74,11 +74,18 @@ Result<int64_t> kv_blocks_that_fit(const Config& config, Backend& backend, Model
   if (config.num_kv_blocks > 0) return config.num_kv_blocks;
   auto budget = kv_cache_budget_bytes(config, backend, model);
   if (!budget.ok()) return budget.error();
-  const int64_t blocks = KvCacheSpec::blocks_for_bytes(model.kv_cache_spec(1, config.block_size), budget.value());
+  const KvCacheSpec shape = model.kv_cache_spec(1, config.block_size);
+  const int64_t blocks = KvCacheSpec::blocks_for_bytes(shape, budget.value());
   if (blocks < 1)
     return make_error(ErrorCode::out_of_resources,
                       "no memory is left for even one KV-cache block (raise --cpu-kv-cache-mb or "
                       "--gpu-memory-utilization)");
+  // The element type counts here: an fp8 cache (--kv-cache-dtype fp8) holds twice bf16's tokens.
+  const int64_t bytes_per_token = shape.bytes_per_token_per_layer() * shape.num_layers;
+  log::get("engine")->info("KV cache: {} ({} bytes per token over {} layers): {} blocks of {} = {} tokens fit in "
+                           "{} MiB",
+                           dtype_name(shape.dtype), bytes_per_token, shape.num_layers, blocks, config.block_size,
+                           blocks * config.block_size, budget.value() >> 20);
   return blocks;
 }
 

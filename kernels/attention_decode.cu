@@ -1,4 +1,5 @@
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 #include <algorithm>
 #include <cmath>
@@ -24,13 +25,26 @@ struct DecodeShape {
   static constexpr int kGroups = kWarps * kKeysPerWarp;  // lane groups of a block, one key each
 };
 
-// Four cache elements as fp32: one 16-byte load (fp32 cache) or one 8-byte load (bf16 cache,
-// widened exactly: a bf16 is the high half of its fp32).
+// Four cache elements as fp32: one 16-byte load (fp32 cache), one 8-byte load (bf16 cache,
+// widened exactly: a bf16 is the high half of its fp32) or one 4-byte load (fp8 cache, widened
+// exactly; its per-tensor scales are folded in by the launcher: k_scale into the score scale,
+// v_scale into out_scale).
 __device__ __forceinline__ float4 load4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
 __device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
   const uint2 bits = __ldg(reinterpret_cast<const uint2*>(p));
   return make_float4(__uint_as_float(bits.x << 16), __uint_as_float(bits.x & 0xffff0000u),
                      __uint_as_float(bits.y << 16), __uint_as_float(bits.y & 0xffff0000u));
+}
+
+__device__ __forceinline__ float e4m3_to_float(uint32_t byte) {
+  __nv_fp8_e4m3 v;
+  v.__x = __nv_fp8_storage_t(byte & 0xffu);
+  return static_cast<float>(v);
+}
+__device__ __forceinline__ float4 load4(const __nv_fp8_e4m3* p) {
+  const uint32_t bits = __ldg(reinterpret_cast<const unsigned int*>(p));  // p[0] in the low byte
+  return make_float4(e4m3_to_float(bits), e4m3_to_float(bits >> 8), e4m3_to_float(bits >> 16),
+                     e4m3_to_float(bits >> 24));
 }
 
 __device__ __forceinline__ float4 fma4(float4 acc, float c, float p, float4 v) {
@@ -45,7 +59,8 @@ __global__ void __launch_bounds__(kThreads)
                             const CacheT* __restrict__ v_cache, const int32_t* __restrict__ positions,
                             const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                             const int32_t* __restrict__ block_tables, int max_blocks, int block_size, int num_heads,
-                            int num_kv_heads, float scale_log2, int partition_keys, float* __restrict__ workspace,
+                            int num_kv_heads, float scale_log2, int partition_keys, float out_scale,
+                            float* __restrict__ workspace,
                             float* __restrict__ out) {
   allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
   wait_for_prerequisites();
@@ -140,7 +155,7 @@ __global__ void __launch_bounds__(kThreads)
     float value = 0.0f;
     for (int k = 0; k < S::kGroups; ++k) value += acc_s[k][c] * w_s[k];
     if (num_partitions == 1) {
-      out[(t * num_heads + h) * D + c] = value / total;
+      out[(t * num_heads + h) * D + c] = value / total * out_scale;
     } else {
       workspace[(item * num_partitions + part) * D + c] = value;
     }
@@ -164,7 +179,7 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
                                   const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                                   const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
                                   int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
-                                  float* __restrict__ workspace, float* __restrict__ out) {
+                                  float out_scale, float* __restrict__ workspace, float* __restrict__ out) {
   allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
   wait_for_prerequisites();
   using S = DecodeShape<D>;
@@ -297,7 +312,7 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
     for (int k = 0; k < S::kGroups; ++k) value += acc_s[k][hq][c] * w_s[hq][k];
     const int64_t h = h0 + hq;
     if (num_partitions == 1) {
-      out[(t * num_heads + h) * D + c] = value / total_s[hq];
+      out[(t * num_heads + h) * D + c] = value / total_s[hq] * out_scale;
     } else {
       workspace[((int64_t(i) * num_heads + h) * num_partitions + part) * D + c] = value;
     }
@@ -313,7 +328,8 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
 
 // One block per (query i, q head): merges the partitions' partial results.
 __global__ void decode_reduce_kernel(const int32_t* __restrict__ tokens, int num_heads, int head_dim,
-                                     int num_partitions, const float* __restrict__ workspace, float* __restrict__ out) {
+                                     int num_partitions, float out_scale, const float* __restrict__ workspace,
+                                     float* __restrict__ out) {
   allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
   wait_for_prerequisites();
   __shared__ float m_s[kDecodeMaxPartitions], w_s[kDecodeMaxPartitions];
@@ -343,7 +359,7 @@ __global__ void decode_reduce_kernel(const int32_t* __restrict__ tokens, int num
     total_s = total;
   }
   __syncthreads();
-  const float inv = 1.0f / total_s;
+  const float inv = out_scale / total_s;  // out_scale: an fp8 cache's v_scale, else 1
   const float* partial = workspace + item * num_partitions * head_dim;
   for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
     float value = 0.0f;
@@ -357,37 +373,41 @@ template <int D, typename CacheT>
 void launch(dim3 grid, cudaStream_t stream, const float* q, const CacheT* k_cache, const CacheT* v_cache,
             const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens, const int32_t* block_tables,
             int64_t max_blocks, int64_t block_size, int64_t num_heads, int64_t num_kv_heads, float scale,
-            int64_t partition_keys, float* workspace, float* out) {
+            int64_t partition_keys, float out_scale, float* workspace, float* out) {
   launch_dependent(decode_attention_kernel<D, CacheT>, grid, dim3(kThreads), 0, stream,
       q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, int(max_blocks), int(block_size),
-      int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
+      int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), out_scale, workspace, out);
 }
 
 template <int D, int G, typename CacheT>
 void launch_group(dim3 grid, cudaStream_t stream, const float* q, const CacheT* k_cache, const CacheT* v_cache,
                   const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
                   const int32_t* block_tables, int64_t max_blocks, int64_t block_size, int64_t num_heads,
-                  int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace, float* out) {
+                  int64_t num_kv_heads, float scale, int64_t partition_keys, float out_scale, float* workspace,
+                  float* out) {
   launch_dependent(decode_group_attention_kernel<D, G, CacheT>, grid, dim3(kThreads), 0, stream,
       q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, int(max_blocks), int(block_size),
-      int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
+      int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), out_scale, workspace, out);
 }
 
 template <int D, typename CacheT>
 void launch_group_d(int64_t group, dim3 grid, cudaStream_t stream, const float* q, const CacheT* k_cache,
                     const CacheT* v_cache, const int32_t* positions, const int32_t* seq_of_token,
                     const int32_t* tokens, const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
-                    int64_t num_heads, int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace,
-                    float* out) {
+                    int64_t num_heads, int64_t num_kv_heads, float scale, int64_t partition_keys, float out_scale,
+                    float* workspace, float* out) {
   if (group == 2) {
     launch_group<D, 2>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables,
-                       max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                       max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys, out_scale, workspace,
+                       out);
   } else if (group == 4) {
     launch_group<D, 4>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables,
-                       max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                       max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys, out_scale, workspace,
+                       out);
   } else if constexpr (D <= 128) {  // group 8 (decode_group_supported keeps G * D <= 1024)
     launch_group<D, 8>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables,
-                       max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                       max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys, out_scale, workspace,
+                       out);
   }
 }
 
@@ -444,7 +464,7 @@ cudaError_t launch_decode(const float* q, const CacheT* k_cache, const CacheT* v
                           const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
                           const int32_t* block_tables, int64_t max_blocks, int64_t block_size, int64_t num_heads,
                           int64_t num_kv_heads, int64_t head_dim, float scale, int64_t num_partitions,
-                          int64_t partition_keys, float* workspace, float* out, cudaStream_t stream) {
+                          int64_t partition_keys, float out_scale, float* workspace, float* out, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
   if (num_tokens < 0 || num_tokens > INT32_MAX || num_heads <= 0 || num_heads > 65535 || num_kv_heads <= 0 ||
       num_heads % num_kv_heads != 0 || block_size <= 0 || max_blocks <= 0 || !decode_attention_supports(head_dim) ||
@@ -461,50 +481,50 @@ cudaError_t launch_decode(const float* q, const CacheT* k_cache, const CacheT* v
       case 16:
         launch_group_d<16>(group, group_grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens,
                            block_tables, max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys,
-                           workspace, out);
+                           out_scale, workspace, out);
         break;
       case 32:
         launch_group_d<32>(group, group_grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens,
                            block_tables, max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys,
-                           workspace, out);
+                           out_scale, workspace, out);
         break;
       case 64:
         launch_group_d<64>(group, group_grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens,
                            block_tables, max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys,
-                           workspace, out);
+                           out_scale, workspace, out);
         break;
       case 128:
         launch_group_d<128>(group, group_grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens,
                             block_tables, max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys,
-                            workspace, out);
+                            out_scale, workspace, out);
         break;
       default:
         launch_group_d<256>(group, group_grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens,
                             block_tables, max_blocks, block_size, num_heads, num_kv_heads, scale, partition_keys,
-                            workspace, out);
+                            out_scale, workspace, out);
         break;
     }
   } else {
     switch (head_dim) {
       case 16:
         launch<16>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                   block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                   block_size, num_heads, num_kv_heads, scale, partition_keys, out_scale, workspace, out);
         break;
       case 32:
         launch<32>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                   block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                   block_size, num_heads, num_kv_heads, scale, partition_keys, out_scale, workspace, out);
         break;
       case 64:
         launch<64>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                   block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                   block_size, num_heads, num_kv_heads, scale, partition_keys, out_scale, workspace, out);
         break;
       case 128:
         launch<128>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                    block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                    block_size, num_heads, num_kv_heads, scale, partition_keys, out_scale, workspace, out);
         break;
       default:
         launch<256>(grid, stream, q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, max_blocks,
-                    block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                    block_size, num_heads, num_kv_heads, scale, partition_keys, out_scale, workspace, out);
         break;
     }
   }
@@ -524,7 +544,8 @@ cudaError_t launch_decode_attention_reduce(const int32_t* tokens, int64_t num_to
     return cudaErrorInvalidValue;
   return launch_dependent(decode_reduce_kernel,
                           dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads)), dim3(128), 0,
-                          stream, tokens, int(num_heads), int(head_dim), int(num_partitions), workspace, out);
+                          stream, tokens, int(num_heads), int(head_dim), int(num_partitions), out_scale, workspace,
+                          out);
 }
 
 cudaError_t launch_decode_attention_f32(const float* q, const float* k_cache, const float* v_cache,
@@ -534,8 +555,8 @@ cudaError_t launch_decode_attention_f32(const float* q, const float* k_cache, co
                                         int64_t head_dim, float scale, int64_t num_partitions,
                                         int64_t partition_keys, float* workspace, float* out, cudaStream_t stream) {
   return launch_decode(q, k_cache, v_cache, positions, seq_of_token, tokens, num_tokens, block_tables, max_blocks,
-                       block_size, num_heads, num_kv_heads, head_dim, scale, num_partitions, partition_keys, workspace,
-                       out, stream);
+                       block_size, num_heads, num_kv_heads, head_dim, scale, num_partitions, partition_keys, 1.0f,
+                       workspace, out, stream);
 }
 
 cudaError_t launch_decode_attention_f32(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
@@ -547,7 +568,20 @@ cudaError_t launch_decode_attention_f32(const float* q, const uint16_t* k_cache,
   return launch_decode(q, reinterpret_cast<const __nv_bfloat16*>(k_cache),
                        reinterpret_cast<const __nv_bfloat16*>(v_cache), positions, seq_of_token, tokens, num_tokens,
                        block_tables, max_blocks, block_size, num_heads, num_kv_heads, head_dim, scale, num_partitions,
-                       partition_keys, workspace, out, stream);
+                       partition_keys, 1.0f, workspace, out, stream);
+}
+
+cudaError_t launch_decode_attention_f32(const float* q, const uint8_t* k_cache, const uint8_t* v_cache,
+                                        const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
+                                        int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
+                                        int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
+                                        int64_t head_dim, float scale, float k_scale, float v_scale,
+                                        int64_t num_partitions, int64_t partition_keys, float* workspace, float* out,
+                                        cudaStream_t stream) {
+  return launch_decode(q, reinterpret_cast<const __nv_fp8_e4m3*>(k_cache),
+                       reinterpret_cast<const __nv_fp8_e4m3*>(v_cache), positions, seq_of_token, tokens, num_tokens,
+                       block_tables, max_blocks, block_size, num_heads, num_kv_heads, head_dim, scale * k_scale,
+                       num_partitions, partition_keys, v_scale, workspace, out, stream);
 }
 
 }  // namespace troupe::kernels

@@ -77,6 +77,17 @@ cudaError_t launch_decode_attention_f32(const float* q, const uint16_t* k_cache,
 cudaError_t launch_decode_attention_reduce(const int32_t* tokens, int64_t num_tokens, int64_t num_heads,
                                            int64_t head_dim, int64_t num_partitions, const float* workspace,
                                            float* out, cudaStream_t stream);
+
+// The same over an fp8 cache (e4m3 bytes, 4-byte loads of 4 elements, widened to fp32): k_scale
+// folds into the score scale and v_scale multiplies the output (the softmax weights sum to 1), so
+// the result is paged_attention_ref's over the dequantized cache up to fp32 rounding.
+cudaError_t launch_decode_attention_f32(const float* q, const uint8_t* k_cache, const uint8_t* v_cache,
+                                        const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
+                                        int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
+                                        int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
+                                        int64_t head_dim, float scale, float k_scale, float v_scale,
+                                        int64_t num_partitions, int64_t partition_keys, float* workspace, float* out,
+                                        cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -1,4 +1,5 @@
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <mma.h>
 
 #include <algorithm>
@@ -53,7 +54,8 @@ __device__ __forceinline__ void store_bf16x4(__nv_bfloat16* dst, float4 v) {
 }
 
 // Four cache elements in registers on their way to shared memory: fp32 (rounded to bf16 when
-// stored) or bf16 bits (copied as they are).
+// stored), bf16 bits (copied as they are) or e4m3 bytes (widened to bf16 exactly when stored: every
+// e4m3 is a bf16; the fp8 cache's scales are folded in by the launcher).
 template <typename CacheT>
 struct KvChunk;
 template <>
@@ -64,11 +66,27 @@ template <>
 struct KvChunk<__nv_bfloat16> {
   using Type = uint2;
 };
+template <>
+struct KvChunk<__nv_fp8_e4m3> {
+  using Type = uint32_t;
+};
 
 __device__ __forceinline__ float4 load_chunk(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
 __device__ __forceinline__ uint2 load_chunk(const __nv_bfloat16* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
 __device__ __forceinline__ void store_chunk(__nv_bfloat16* dst, float4 v) { store_bf16x4(dst, v); }
 __device__ __forceinline__ void store_chunk(__nv_bfloat16* dst, uint2 v) { *reinterpret_cast<uint2*>(dst) = v; }
+__device__ __forceinline__ uint32_t load_chunk(const __nv_fp8_e4m3* p) {
+  return __ldg(reinterpret_cast<const unsigned int*>(p));  // p[0] in the low byte
+}
+__device__ __forceinline__ float e4m3_to_float(uint32_t byte) {
+  __nv_fp8_e4m3 v;
+  v.__x = __nv_fp8_storage_t(byte & 0xffu);
+  return static_cast<float>(v);
+}
+__device__ __forceinline__ void store_chunk(__nv_bfloat16* dst, uint32_t v) {
+  store_bf16x4(dst, make_float4(e4m3_to_float(v), e4m3_to_float(v >> 8), e4m3_to_float(v >> 16),
+                                e4m3_to_float(v >> 24)));
+}
 
 // One K/V tile's chunks of this thread: key (i / (D / 4)), column (i % (D / 4)) * 4 for
 // i = threadIdx.x + it * kThreads; zero past num_keys.
@@ -145,7 +163,7 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads)
                              const CacheT* __restrict__ v_cache, const int32_t* __restrict__ positions,
                              const int32_t* __restrict__ tiles, const int32_t* __restrict__ block_tables,
                              int max_blocks, int block_size, int num_heads, int num_kv_heads, float scale_log2,
-                             float* __restrict__ out) {
+                             float out_scale, float* __restrict__ out) {
   using L = PrefillSmem<D>;
   constexpr int kVecs = D / 4;  // float4 per row
   constexpr int kRows = L::kRows, kThreads = L::kThreads;
@@ -298,7 +316,7 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads)
     if (gr >= num_rows) break;
     const int64_t t = token_begin + gr / group;
     const int64_t h = int64_t(kv_head) * group + gr % group;
-    const float inv = 1.0f / row_sum;
+    const float inv = out_scale / row_sum;  // out_scale: an fp8 cache's v_scale, else 1
     float* dst = out + (t * num_heads + h) * D;
     for (int c = lane; c < D; c += 32) dst[c] = o_s[gr * L::kLdO + c] * inv;
   }
@@ -355,7 +373,7 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
                                  const CacheT* __restrict__ v_cache, const int32_t* __restrict__ positions,
                                  const int32_t* __restrict__ tiles, const int32_t* __restrict__ block_tables,
                                  int max_blocks, int block_size, int num_heads, int num_kv_heads, float scale_log2,
-                                 float* __restrict__ out) {
+                                 float out_scale, float* __restrict__ out) {
   using L = PrefillSmem<D>;
   static_assert(L::kRows == 128 && L::kThreads == 256 && D % 32 == 0, "8 warps of 16 rows, D in 32-column steps");
   constexpr int kVecs = D / 4;         // float4 per row
@@ -540,7 +558,7 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
     if (r >= num_rows) continue;
     const int64_t t = token_begin + r / group;
     const int64_t h = int64_t(kv_head) * group + r % group;
-    const float inv = 1.0f / row_sum;
+    const float inv = out_scale / row_sum;  // out_scale: an fp8 cache's v_scale, else 1
     float* dst = out + (t * num_heads + h) * D + 2 * c;
 #pragma unroll
     for (int j = 0; j < kOTiles; ++j)
@@ -551,8 +569,8 @@ __global__ void __launch_bounds__(PrefillSmem<D>::kThreads, 1)
 template <int D, typename CacheT>
 cudaError_t launch(const float* q, const CacheT* k_cache, const CacheT* v_cache, const int32_t* positions,
                    const int32_t* tiles, int64_t num_tiles, const int32_t* block_tables, int64_t max_blocks,
-                   int64_t block_size, int64_t num_heads, int64_t num_kv_heads, float scale, float* out,
-                   cudaStream_t stream) {
+                   int64_t block_size, int64_t num_heads, int64_t num_kv_heads, float scale, float out_scale,
+                   float* out, cudaStream_t stream) {
   // Register-resident kernel where its fragments fit (K and V only in shared memory; two buffers of
   // them with a bf16 cache), else the shared-memory WMMA kernel.
   constexpr bool kMma = D == 32 || D == 64 || D == 128;
@@ -568,7 +586,8 @@ cudaError_t launch(const float* q, const CacheT* k_cache, const CacheT* v_cache,
     return err;
   const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>(num_kv_heads));
   kernel<<<grid, kThreads, kSmem, stream>>>(q, k_cache, v_cache, positions, tiles, block_tables, int(max_blocks),
-                                            int(block_size), int(num_heads), int(num_kv_heads), scale * kLog2e, out);
+                                            int(block_size), int(num_heads), int(num_kv_heads), scale * kLog2e,
+                                            out_scale, out);
   return cudaGetLastError();
 }
 
@@ -576,7 +595,7 @@ template <typename CacheT>
 cudaError_t launch_any(const float* q, const CacheT* k_cache, const CacheT* v_cache, const int32_t* positions,
                        const int32_t* tiles, int64_t num_tiles, const int32_t* block_tables, int64_t max_blocks,
                        int64_t block_size, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
-                       float* out, cudaStream_t stream) {
+                       float out_scale, float* out, cudaStream_t stream) {
   if (num_tiles == 0) return cudaSuccess;
   if (num_tiles < 0 || num_tiles > INT32_MAX || num_kv_heads <= 0 || num_kv_heads > 65535 ||
       num_heads % num_kv_heads != 0 || block_size <= 0 || max_blocks <= 0 ||
@@ -588,19 +607,19 @@ cudaError_t launch_any(const float* q, const CacheT* k_cache, const CacheT* v_ca
   switch (head_dim) {
     case 16:
       return launch<16>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
-                        num_heads, num_kv_heads, scale, out, stream);
+                        num_heads, num_kv_heads, scale, out_scale, out, stream);
     case 32:
       return launch<32>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
-                        num_heads, num_kv_heads, scale, out, stream);
+                        num_heads, num_kv_heads, scale, out_scale, out, stream);
     case 64:
       return launch<64>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
-                        num_heads, num_kv_heads, scale, out, stream);
+                        num_heads, num_kv_heads, scale, out_scale, out, stream);
     case 128:
       return launch<128>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
-                         num_heads, num_kv_heads, scale, out, stream);
+                         num_heads, num_kv_heads, scale, out_scale, out, stream);
     default:
       return launch<256>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size,
-                         num_heads, num_kv_heads, scale, out, stream);
+                         num_heads, num_kv_heads, scale, out_scale, out, stream);
   }
 }
 
@@ -648,7 +667,7 @@ cudaError_t launch_prefill_attention_bf16(const float* q, const float* k_cache, 
                                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
                                           float* out, cudaStream_t stream) {
   return launch_any(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks, block_size, num_heads,
-                    num_kv_heads, head_dim, scale, out, stream);
+                    num_kv_heads, head_dim, scale, 1.0f, out, stream);
 }
 
 cudaError_t launch_prefill_attention_bf16(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
@@ -658,7 +677,17 @@ cudaError_t launch_prefill_attention_bf16(const float* q, const uint16_t* k_cach
                                           float* out, cudaStream_t stream) {
   return launch_any(q, reinterpret_cast<const __nv_bfloat16*>(k_cache),
                     reinterpret_cast<const __nv_bfloat16*>(v_cache), positions, tiles, num_tiles, block_tables,
-                    max_blocks, block_size, num_heads, num_kv_heads, head_dim, scale, out, stream);
+                    max_blocks, block_size, num_heads, num_kv_heads, head_dim, scale, 1.0f, out, stream);
+}
+
+cudaError_t launch_prefill_attention_bf16(const float* q, const uint8_t* k_cache, const uint8_t* v_cache,
+                                          const int32_t* positions, const int32_t* tiles, int64_t num_tiles,
+                                          const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                          int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                                          float k_scale, float v_scale, float* out, cudaStream_t stream) {
+  return launch_any(q, reinterpret_cast<const __nv_fp8_e4m3*>(k_cache),
+                    reinterpret_cast<const __nv_fp8_e4m3*>(v_cache), positions, tiles, num_tiles, block_tables,
+                    max_blocks, block_size, num_heads, num_kv_heads, head_dim, scale * k_scale, v_scale, out, stream);
 }
 
 }  // namespace troupe::kernels

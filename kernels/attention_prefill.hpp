@@ -1,5 +1,5 @@
 #pragma once
-// Prefill attention on tensor cores: causal, GQA, K/V read from the paged fp32 or bf16 cache
+// Prefill attention on tensor cores: causal, GQA, K/V read from the paged fp32, bf16 or fp8 cache
 // (runtime/kv_cache.hpp layout), flash-style tiles with an online softmax, no [seq x seq] matrix.
 //
 // Work unit: one block per (query tile, kv head). A tile holds 128 rows (64 for head_dim 256),
@@ -62,6 +62,13 @@ cudaError_t launch_prefill_attention_bf16(const float* q, const uint16_t* k_cach
                                           const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
                                           float* out, cudaStream_t stream);
+// The same over an fp8 cache (e4m3 bytes, 4-byte loads widened to bf16 exactly in shared memory):
+// k_scale folds into the score scale and v_scale multiplies the output. Cache bases 16-byte aligned.
+cudaError_t launch_prefill_attention_bf16(const float* q, const uint8_t* k_cache, const uint8_t* v_cache,
+                                          const int32_t* positions, const int32_t* tiles, int64_t num_tiles,
+                                          const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                          int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                                          float k_scale, float v_scale, float* out, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -4,6 +4,7 @@
 // loads. NOTE: everything here has internal linkage (an unnamed namespace), so each .cu that includes
 // it gets its own copy, as when these lived in one file; include it from .cu files only.
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -50,9 +51,19 @@ __device__ __forceinline__ void store4(__nv_bfloat16* p, int64_t i, float4 v) {
   reinterpret_cast<uint2*>(p)[i] = bits;
 }
 
-// A cache element as fp32 (bf16 widens exactly).
+// A cache element as fp32 (bf16 and e4m3 widen exactly; an e4m3 cache's scale is the caller's).
 __device__ __forceinline__ float load(const float* p) { return *p; }
 __device__ __forceinline__ float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float load(const __nv_fp8_e4m3* p) { return static_cast<float>(*p); }
+
+// A KV cache element: fp32 and bf16 as store() (those caches have no scale); an fp8 cache
+// (runtime/kv_cache.hpp) holds e4m3(v / scale), nearest even, saturated to +-448 (host_fp8.hpp's
+// host_f32_to_e4m3 of the same quotient).
+__device__ __forceinline__ void store_kv(float* p, float v, float) { *p = v; }
+__device__ __forceinline__ void store_kv(__nv_bfloat16* p, float v, float) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void store_kv(__nv_fp8_e4m3* p, float v, float scale) {
+  p->__x = __nv_cvt_float_to_fp8(v / scale, __NV_SATFINITE, __NV_E4M3);
+}
 
 }  // namespace
 }  // namespace troupe::kernels

@@ -22,7 +22,7 @@ __global__ void paged_attention_kernel(const float* q, const CacheT* k_cache, co
                                        const int32_t* positions, const int32_t* seq_of_token,
                                        const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                        int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
-                                       float* out) {
+                                       float out_scale, float* out) {
   allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
   wait_for_prerequisites();
   __shared__ float part_max[kAttentionWarps], part_sum[kAttentionWarps];
@@ -74,7 +74,7 @@ __global__ void paged_attention_kernel(const float* q, const CacheT* k_cache, co
   for (int64_t dim = threadIdx.x; dim < head_dim; dim += kThreads) {
     float value = 0.0f;
     for (int w = 0; w < kAttentionWarps; ++w) value += warp_acc[w][dim] * __expf(part_max[w] - block_max);
-    oh[dim] = value / total;
+    oh[dim] = value / total * out_scale;  // out_scale: an fp8 cache's v_scale, else 1
   }
 }
 
@@ -82,7 +82,7 @@ template <typename CacheT>
 cudaError_t launch_paged_attention(const float* q, const CacheT* k_cache, const CacheT* v_cache,
                                    const int32_t* positions, const int32_t* seq_of_token, const int32_t* block_tables,
                                    int64_t max_blocks, int64_t block_size, int64_t n, int64_t num_heads,
-                                   int64_t num_kv_heads, int64_t head_dim, float scale, float* out,
+                                   int64_t num_kv_heads, int64_t head_dim, float scale, float out_scale, float* out,
                                    cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (head_dim > 32 * kMaxDimsPerLane || num_kv_heads <= 0 || num_heads % num_kv_heads != 0) return cudaErrorInvalidValue;
@@ -90,7 +90,7 @@ cudaError_t launch_paged_attention(const float* q, const CacheT* k_cache, const 
   if (num_blocks > INT32_MAX) return cudaErrorInvalidValue;
   paged_attention_kernel<<<unsigned(num_blocks), kThreads, 0, stream>>>(q, k_cache, v_cache, positions, seq_of_token,
                                                                         block_tables, max_blocks, block_size, num_heads,
-                                                                        num_kv_heads, head_dim, scale, out);
+                                                                        num_kv_heads, head_dim, scale, out_scale, out);
   return cudaGetLastError();
 }
 
@@ -102,7 +102,7 @@ cudaError_t launch_paged_attention_f32(const float* q, const float* k_cache, con
                                        int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
                                        float scale, float* out, cudaStream_t stream) {
   return launch_paged_attention(q, k_cache, v_cache, positions, seq_of_token, block_tables, max_blocks, block_size, n,
-                                num_heads, num_kv_heads, head_dim, scale, out, stream);
+                                num_heads, num_kv_heads, head_dim, scale, 1.0f, out, stream);
 }
 
 cudaError_t launch_paged_attention_f32(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
@@ -112,7 +112,18 @@ cudaError_t launch_paged_attention_f32(const float* q, const uint16_t* k_cache, 
                                        float scale, float* out, cudaStream_t stream) {
   return launch_paged_attention(q, reinterpret_cast<const __nv_bfloat16*>(k_cache),
                                 reinterpret_cast<const __nv_bfloat16*>(v_cache), positions, seq_of_token, block_tables,
-                                max_blocks, block_size, n, num_heads, num_kv_heads, head_dim, scale, out, stream);
+                                max_blocks, block_size, n, num_heads, num_kv_heads, head_dim, scale, 1.0f, out, stream);
+}
+
+cudaError_t launch_paged_attention_f32(const float* q, const uint8_t* k_cache, const uint8_t* v_cache,
+                                       const int32_t* positions, const int32_t* seq_of_token,
+                                       const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                       int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                       float scale, float k_scale, float v_scale, float* out, cudaStream_t stream) {
+  return launch_paged_attention(q, reinterpret_cast<const __nv_fp8_e4m3*>(k_cache),
+                                reinterpret_cast<const __nv_fp8_e4m3*>(v_cache), positions, seq_of_token, block_tables,
+                                max_blocks, block_size, n, num_heads, num_kv_heads, head_dim, scale * k_scale, v_scale,
+                                out, stream);
 }
 
 }  // namespace troupe::kernels

@@ -29,6 +29,12 @@ void paged_attention_ref(const float* q, const uint16_t* k_cache, const uint16_t
                          const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks,
                          int64_t block_size, int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
                          float scale, float* out);
+// An fp8 cache (runtime/kv_cache.hpp): element e of K reads as e4m3_to_f32(e) * k_scale, of V as
+// e4m3_to_f32(e) * v_scale; then the formula above.
+void paged_attention_ref(const float* q, const uint8_t* k_cache, const uint8_t* v_cache, const int32_t* positions,
+                         const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks,
+                         int64_t block_size, int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                         float scale, float k_scale, float v_scale, float* out);
 
 #ifdef TROUPE_HAVE_CUDA
 // Device pointers, shapes as paged_attention_ref. head_dim <= 256 and num_heads % num_kv_heads == 0
@@ -44,6 +50,13 @@ cudaError_t launch_paged_attention_f32(const float* q, const uint16_t* k_cache, 
                                        const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                        int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
                                        float scale, float* out, cudaStream_t stream);
+// The same over an fp8 cache (e4m3 bytes): k_scale folds into the score scale, v_scale multiplies
+// the output (the softmax weights sum to 1), the same sums as the reference's up to fp32 rounding.
+cudaError_t launch_paged_attention_f32(const float* q, const uint8_t* k_cache, const uint8_t* v_cache,
+                                       const int32_t* positions, const int32_t* seq_of_token,
+                                       const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                       int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                       float scale, float k_scale, float v_scale, float* out, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -4,20 +4,24 @@
 #include <vector>
 
 #include "kernels/host_bf16.hpp"
+#include "kernels/host_fp8.hpp"
 #include "kernels/paged_attention.hpp"
 
 namespace troupe::kernels {
 namespace {
 
-float widen(float v) { return v; }
-float widen(uint16_t bits) { return host_bf16_to_f32(bits); }
+// A cache element as fp32; `s` is an fp8 cache's per-tensor scale (fp32 and bf16 have none).
+float widen(float v, float) { return v; }
+float widen(uint16_t bits, float) { return host_bf16_to_f32(bits); }
+float widen(uint8_t bits, float s) { return host_e4m3_to_f32(bits) * s; }
 
 // The formula of every attention kernel: fp32 scores scale * (q . k), a softmax over [0, position]
-// with fp64 sums, fp64 weighted sum of v.
+// with fp64 sums, fp64 weighted sum of v. An fp8 cache's elements are dequantized first.
 template <typename CacheT>
 void attention(const float* q, const CacheT* k_cache, const CacheT* v_cache, const int32_t* positions,
                const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
-               int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale, float* out) {
+               int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale, float* out,
+               float k_scale = 1.0f, float v_scale = 1.0f) {
   const int64_t group = num_heads / num_kv_heads;
   std::vector<float> scores;
   std::vector<double> acc(static_cast<size_t>(head_dim));
@@ -36,7 +40,7 @@ void attention(const float* q, const CacheT* k_cache, const CacheT* v_cache, con
       for (int64_t j = 0; j <= last; ++j) {
         const CacheT* kj = row(k_cache, j);
         float dot = 0.0f;
-        for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * widen(kj[d]);
+        for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * widen(kj[d], k_scale);
         scores[size_t(j)] = dot * scale;
         max_score = std::max(max_score, scores[size_t(j)]);
       }
@@ -46,7 +50,7 @@ void attention(const float* q, const CacheT* k_cache, const CacheT* v_cache, con
         const double p = std::exp(double(scores[size_t(j)] - max_score));
         denom += p;
         const CacheT* vj = row(v_cache, j);
-        for (int64_t d = 0; d < head_dim; ++d) acc[size_t(d)] += p * double(widen(vj[d]));
+        for (int64_t d = 0; d < head_dim; ++d) acc[size_t(d)] += p * double(widen(vj[d], v_scale));
       }
       float* oh = out + (t * num_heads + h) * head_dim;
       for (int64_t d = 0; d < head_dim; ++d) oh[d] = float(acc[size_t(d)] / denom);
@@ -70,6 +74,14 @@ void paged_attention_ref(const float* q, const uint16_t* k_cache, const uint16_t
                          float scale, float* out) {
   attention(q, k_cache, v_cache, positions, seq_of_token, block_tables, max_blocks, block_size, n, num_heads,
             num_kv_heads, head_dim, scale, out);
+}
+
+void paged_attention_ref(const float* q, const uint8_t* k_cache, const uint8_t* v_cache, const int32_t* positions,
+                         const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks,
+                         int64_t block_size, int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                         float scale, float k_scale, float v_scale, float* out) {
+  attention(q, k_cache, v_cache, positions, seq_of_token, block_tables, max_blocks, block_size, n, num_heads,
+            num_kv_heads, head_dim, scale, out, k_scale, v_scale);
 }
 
 }  // namespace troupe::kernels

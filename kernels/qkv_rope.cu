@@ -1,4 +1,5 @@
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -23,8 +24,9 @@ __device__ Pack<V> load(const float* p) {
   return *reinterpret_cast<const Pack<V>*>(p);
 }
 
+// `scale` is an fp8 cache's; fp32 (q_out, an fp32 cache) and bf16 are stored unscaled.
 template <int V>
-__device__ void store(float* p, const Pack<V>& x) {
+__device__ void store(float* p, const Pack<V>& x, float) {
   *reinterpret_cast<Pack<V>*>(p) = x;
 }
 
@@ -35,17 +37,33 @@ struct alignas(2 * V) Bf16Pack {
 };
 
 template <int V>
-__device__ void store(__nv_bfloat16* p, const Pack<V>& x) {
+__device__ void store(__nv_bfloat16* p, const Pack<V>& x, float) {
   Bf16Pack<V> y;
 #pragma unroll
   for (int e = 0; e < V; ++e) y.v[e] = __float2bfloat16_rn(x.v[e]);
   *reinterpret_cast<Bf16Pack<V>*>(p) = y;
 }
 
+// V consecutive e4m3 bytes (an fp8 cache): e4m3(x / scale), nearest even, saturated to +-448 (the
+// reference's host_f32_to_e4m3 of the same quotient), as one 1, 2 or 4-byte store.
+template <int V>
+struct alignas(V) Fp8Pack {
+  __nv_fp8_storage_t v[V];
+};
+
+template <int V>
+__device__ void store(__nv_fp8_e4m3* p, const Pack<V>& x, float scale) {
+  Fp8Pack<V> y;
+#pragma unroll
+  for (int e = 0; e < V; ++e) y.v[e] = __nv_cvt_float_to_fp8(x.v[e] / scale, __NV_SATFINITE, __NV_E4M3);
+  *reinterpret_cast<Fp8Pack<V>*>(p) = y;
+}
+
 // Item i of a q or k head: i < half rotates dims [i, i + V) with their partners at + half; the
 // others copy dims [half + i, half + i + V) (past the rotary part).
 template <int V, typename T>
-__device__ void rope_item(const float* src, T* dst, int i, int half, const float* cos_table, const float* sin_table) {
+__device__ void rope_item(const float* src, T* dst, int i, int half, const float* cos_table, const float* sin_table,
+                          float scale) {
   if (i < half) {
     const Pack<V> x1 = load<V>(src + i), x2 = load<V>(src + i + half);
     const Pack<V> c = load<V>(cos_table + i), s = load<V>(sin_table + i);
@@ -55,10 +73,10 @@ __device__ void rope_item(const float* src, T* dst, int i, int half, const float
       o1.v[e] = x1.v[e] * c.v[e] - x2.v[e] * s.v[e];
       o2.v[e] = x2.v[e] * c.v[e] + x1.v[e] * s.v[e];
     }
-    store<V>(dst + i, o1);
-    store<V>(dst + i + half, o2);
+    store<V>(dst + i, o1, scale);
+    store<V>(dst + i + half, o2, scale);
   } else {
-    store<V>(dst + half + i, load<V>(src + half + i));
+    store<V>(dst + half + i, load<V>(src + half + i), scale);
   }
 }
 
@@ -66,12 +84,14 @@ __device__ void rope_item(const float* src, T* dst, int i, int half, const float
 // over the fused row (q heads, then k heads, then v heads). A q or k head is (head_dim - half) / V
 // items: item j < half / V rotates dims [jV, jV + V) with their partners at + half, the others copy
 // the dims past the rotary part. A v head is head_dim / V plain copies. Consecutive threads take
-// consecutive items of a head, so every access is coalesced. CacheT: float or bf16 (a bf16 cache).
+// consecutive items of a head, so every access is coalesced. CacheT: float, bf16 (a bf16 cache) or
+// e4m3 (an fp8 cache, k_scale and v_scale dividing what it stores).
 template <int V, typename CacheT>
 __global__ void qkv_rope_write_kv_kernel(const float* __restrict__ qkv, const int32_t* __restrict__ positions,
                                          const float* __restrict__ inv_freq, const int32_t* __restrict__ slot_mapping,
                                          CacheT* k_cache, CacheT* v_cache, float* q_out, int num_heads,
-                                         int num_kv_heads, int head_dim, int half, int heads_per_block) {
+                                         int num_kv_heads, int head_dim, int half, int heads_per_block, float k_scale,
+                                         float v_scale) {
   allow_dependents();
   wait_for_prerequisites();
   extern __shared__ float4 table_storage[];
@@ -97,10 +117,10 @@ __global__ void qkv_rope_write_kv_kernel(const float* __restrict__ qkv, const in
       const int h = h0 + idx / items, i = (idx % items) * V;
       const float* src = row + int64_t(h) * head_dim;
       if (h < num_heads) {
-        rope_item<V>(src, q_out + (t * num_heads + h) * head_dim, i, half, cos_table, sin_table);
+        rope_item<V>(src, q_out + (t * num_heads + h) * head_dim, i, half, cos_table, sin_table, 1.0f);
       } else {
         rope_item<V>(src, k_cache + (slot * num_kv_heads + (h - num_heads)) * head_dim, i, half, cos_table,
-                     sin_table);
+                     sin_table, k_scale);
       }
     }
   }
@@ -108,7 +128,7 @@ __global__ void qkv_rope_write_kv_kernel(const float* __restrict__ qkv, const in
   for (int idx = threadIdx.x; idx < (h1 - v_begin) * items; idx += blockDim.x) {
     const int h = v_begin + idx / items, i = (idx % items) * V;
     CacheT* dst = v_cache + (slot * num_kv_heads + (h - rope_heads)) * head_dim;
-    store<V>(dst + i, load<V>(row + int64_t(h) * head_dim + i));
+    store<V>(dst + i, load<V>(row + int64_t(h) * head_dim + i), v_scale);
   }
 }
 
@@ -117,7 +137,7 @@ bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t
 template <int V, typename CacheT>
 cudaError_t launch(const float* qkv, const int32_t* positions, const float* inv_freq, const int32_t* slot_mapping,
                    CacheT* k_cache, CacheT* v_cache, float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
-                   int64_t head_dim, int64_t half, cudaStream_t stream) {
+                   int64_t head_dim, int64_t half, float k_scale, float v_scale, cudaStream_t stream) {
   const int64_t total_heads = num_heads + 2 * num_kv_heads;
   // Few tokens (decode): a token's heads are split over several blocks, so even one token spreads
   // over SMs. Many tokens (prefill): one block per token, which computes its cos/sin table once.
@@ -130,16 +150,17 @@ cudaError_t launch(const float* qkv, const int32_t* positions, const float* inv_
   const size_t table_bytes = size_t(2 * half) * sizeof(float);
   return launch_dependent(qkv_rope_write_kv_kernel<V, CacheT>, grid, dim3(unsigned(threads)), table_bytes, stream,
                           qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, int(num_heads),
-                          int(num_kv_heads), int(head_dim), int(half), int(heads_per_block));
+                          int(num_kv_heads), int(head_dim), int(half), int(heads_per_block), k_scale, v_scale);
 }
 
 template <typename CacheT>
 cudaError_t launch_any(const float* qkv, const int32_t* positions, const float* inv_freq, const int32_t* slot_mapping,
                        CacheT* k_cache, CacheT* v_cache, float* q_out, int64_t n, int64_t num_heads,
-                       int64_t num_kv_heads, int64_t head_dim, int64_t half, cudaStream_t stream) {
+                       int64_t num_kv_heads, int64_t head_dim, int64_t half, float k_scale, float v_scale,
+                       cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (n < 0 || n > INT32_MAX || num_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0 || half < 0 ||
-      2 * half > head_dim || half > kMaxHalf)
+      2 * half > head_dim || half > kMaxHalf || !(k_scale > 0.0f) || !(v_scale > 0.0f))
     return cudaErrorInvalidValue;
   if ((num_heads + 2 * num_kv_heads) * head_dim > INT32_MAX) return cudaErrorInvalidValue;
   if (!qkv || !positions || !slot_mapping || !k_cache || !v_cache || !q_out || (half > 0 && !inv_freq))
@@ -150,12 +171,12 @@ cudaError_t launch_any(const float* qkv, const int32_t* positions, const float* 
   };
   if (head_dim % 4 == 0 && half % 4 == 0 && all_aligned(16))
     return launch<4>(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads,
-                     head_dim, half, stream);
+                     head_dim, half, k_scale, v_scale, stream);
   if (head_dim % 2 == 0 && half % 2 == 0 && all_aligned(8))
     return launch<2>(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads,
-                     head_dim, half, stream);
+                     head_dim, half, k_scale, v_scale, stream);
   return launch<1>(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads,
-                   head_dim, half, stream);
+                   head_dim, half, k_scale, v_scale, stream);
 }
 
 }  // namespace
@@ -165,7 +186,7 @@ cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positi
                                          int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
                                          int64_t half, cudaStream_t stream) {
   return launch_any(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads,
-                    head_dim, half, stream);
+                    head_dim, half, 1.0f, 1.0f, stream);
 }
 
 cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positions, const float* inv_freq,
@@ -174,7 +195,17 @@ cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positi
                                          int64_t head_dim, int64_t half, cudaStream_t stream) {
   return launch_any(qkv, positions, inv_freq, slot_mapping, reinterpret_cast<__nv_bfloat16*>(k_cache),
                     reinterpret_cast<__nv_bfloat16*>(v_cache), q_out, n, num_heads, num_kv_heads, head_dim, half,
-                    stream);
+                    1.0f, 1.0f, stream);
+}
+
+cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positions, const float* inv_freq,
+                                         const int32_t* slot_mapping, uint8_t* k_cache, uint8_t* v_cache,
+                                         float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
+                                         int64_t head_dim, int64_t half, float k_scale, float v_scale,
+                                         cudaStream_t stream) {
+  return launch_any(qkv, positions, inv_freq, slot_mapping, reinterpret_cast<__nv_fp8_e4m3*>(k_cache),
+                    reinterpret_cast<__nv_fp8_e4m3*>(v_cache), q_out, n, num_heads, num_kv_heads, head_dim, half,
+                    k_scale, v_scale, stream);
 }
 
 }  // namespace troupe::kernels

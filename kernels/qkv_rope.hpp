@@ -19,6 +19,12 @@ void qkv_rope_write_kv_ref(const float* qkv, const int32_t* positions, const flo
 void qkv_rope_write_kv_ref(const float* qkv, const int32_t* positions, const float* inv_freq,
                            const int32_t* slot_mapping, uint16_t* k_cache, uint16_t* v_cache, float* q_out, int64_t n,
                            int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t half);
+// The uint8_t overload writes an fp8 cache (kv_write.hpp): e4m3(rope(k) / k_scale) and
+// e4m3(v / v_scale), saturated.
+void qkv_rope_write_kv_ref(const float* qkv, const int32_t* positions, const float* inv_freq,
+                           const int32_t* slot_mapping, uint8_t* k_cache, uint8_t* v_cache, float* q_out, int64_t n,
+                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t half, float k_scale,
+                           float v_scale);
 
 #ifdef TROUPE_HAVE_CUDA
 // For each token t (all pointers on the device):
@@ -40,6 +46,13 @@ cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positi
                                          const int32_t* slot_mapping, uint16_t* k_cache, uint16_t* v_cache,
                                          float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
                                          int64_t head_dim, int64_t half, cudaStream_t stream);
+// The same into an fp8 cache (e4m3 bytes of rope(k) / k_scale and v / v_scale, saturated);
+// scales > 0.
+cudaError_t launch_qkv_rope_write_kv_f32(const float* qkv, const int32_t* positions, const float* inv_freq,
+                                         const int32_t* slot_mapping, uint8_t* k_cache, uint8_t* v_cache,
+                                         float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
+                                         int64_t head_dim, int64_t half, float k_scale, float v_scale,
+                                         cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

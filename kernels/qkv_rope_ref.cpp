@@ -2,29 +2,32 @@
 #include <vector>
 
 #include "kernels/host_bf16.hpp"
+#include "kernels/host_fp8.hpp"
 #include "kernels/qkv_rope.hpp"
 
 namespace troupe::kernels {
 namespace {
 
-void put(float* p, float v) { *p = v; }
-void put(uint16_t* p, float v) { *p = host_f32_to_bf16(v); }
+// A cache (or q_out) element; `scale` is an fp8 cache's (fp32 and bf16 are stored unscaled).
+void put(float* p, float v, float) { *p = v; }
+void put(uint16_t* p, float v, float) { *p = host_f32_to_bf16(v); }
+void put(uint8_t* p, float v, float scale) { *p = host_f32_to_e4m3(v / scale); }
 
 // rope.hpp's formula: an fp32 angle, cos/sin in double rounded to fp32, rotate_half on the first
 // 2 * half dims, the rest copied.
 template <typename CacheT>
 void qkv_rope(const float* qkv, const int32_t* positions, const float* inv_freq, const int32_t* slot_mapping,
               CacheT* k_cache, CacheT* v_cache, float* q_out, int64_t n, int64_t num_heads, int64_t num_kv_heads,
-              int64_t head_dim, int64_t half) {
+              int64_t head_dim, int64_t half, float k_scale = 1.0f, float v_scale = 1.0f) {
   const int64_t row_elems = (num_heads + 2 * num_kv_heads) * head_dim, kv_entry = num_kv_heads * head_dim;
   std::vector<float> cos_v(static_cast<size_t>(half)), sin_v(static_cast<size_t>(half));
-  auto rotate = [&](const float* in, auto* out) {
+  auto rotate = [&](const float* in, auto* out, float scale) {
     for (int64_t i = 0; i < half; ++i) {
       const float x1 = in[i], x2 = in[i + half];
-      put(out + i, x1 * cos_v[size_t(i)] - x2 * sin_v[size_t(i)]);
-      put(out + i + half, x2 * cos_v[size_t(i)] + x1 * sin_v[size_t(i)]);
+      put(out + i, x1 * cos_v[size_t(i)] - x2 * sin_v[size_t(i)], scale);
+      put(out + i + half, x2 * cos_v[size_t(i)] + x1 * sin_v[size_t(i)], scale);
     }
-    for (int64_t i = 2 * half; i < head_dim; ++i) put(out + i, in[i]);
+    for (int64_t i = 2 * half; i < head_dim; ++i) put(out + i, in[i], scale);
   };
   for (int64_t t = 0; t < n; ++t) {
     const float pos = float(positions[t]);
@@ -35,10 +38,11 @@ void qkv_rope(const float* qkv, const int32_t* positions, const float* inv_freq,
     }
     const float* row = qkv + t * row_elems;  // [q heads | k heads | v heads]
     const int64_t slot = slot_mapping[t];
-    for (int64_t h = 0; h < num_heads; ++h) rotate(row + h * head_dim, q_out + (t * num_heads + h) * head_dim);
+    for (int64_t h = 0; h < num_heads; ++h) rotate(row + h * head_dim, q_out + (t * num_heads + h) * head_dim, 1.0f);
     const float* k = row + num_heads * head_dim;
-    for (int64_t h = 0; h < num_kv_heads; ++h) rotate(k + h * head_dim, k_cache + slot * kv_entry + h * head_dim);
-    for (int64_t i = 0; i < kv_entry; ++i) put(v_cache + slot * kv_entry + i, k[kv_entry + i]);
+    for (int64_t h = 0; h < num_kv_heads; ++h)
+      rotate(k + h * head_dim, k_cache + slot * kv_entry + h * head_dim, k_scale);
+    for (int64_t i = 0; i < kv_entry; ++i) put(v_cache + slot * kv_entry + i, k[kv_entry + i], v_scale);
   }
 }
 
@@ -56,6 +60,14 @@ void qkv_rope_write_kv_ref(const float* qkv, const int32_t* positions, const flo
                            int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t half) {
   qkv_rope(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads, head_dim,
            half);
+}
+
+void qkv_rope_write_kv_ref(const float* qkv, const int32_t* positions, const float* inv_freq,
+                           const int32_t* slot_mapping, uint8_t* k_cache, uint8_t* v_cache, float* q_out, int64_t n,
+                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t half, float k_scale,
+                           float v_scale) {
+  qkv_rope(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, n, num_heads, num_kv_heads, head_dim,
+           half, k_scale, v_scale);
 }
 
 }  // namespace troupe::kernels

@@ -165,6 +165,11 @@ Result<std::unique_ptr<LlamaAttention>> LlamaAttention::load(const ModelConfig& 
     layer->k_norm_ = std::move(k_norm.value());
     layer->norm_eps_ = float(config.rms_norm_eps);
   }
+  if (backend.kv_cache_dtype() == DType::f8_e4m3) {
+    auto scales = load_kv_scales(weights, prefix);
+    if (!scales.ok()) return scales.error();
+    layer->kv_scales_ = scales.value();
+  }
   auto o = load_weight(weights, backend, prefix + "o_proj.weight", {hidden, q_dim});
   if (!o.ok()) return o.error();
   layer->o_weight_ = std::move(o.value());

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "models/kv_cache_scales.hpp"
 #include "runtime/attention_metadata.hpp"
 #include "runtime/backend.hpp"
 #include "runtime/kv_cache.hpp"
@@ -18,6 +19,8 @@ class AttentionLayer {
   virtual ~AttentionLayer() = default;
   // The cache entries one token needs in each layer.
   virtual std::vector<KvComponentSpec> kv_components() const = 0;
+  // The per-tensor scale of each kv_components() entry in an f8_e4m3 cache (1 each by default).
+  virtual std::vector<float> kv_cache_scales() const { return std::vector<float>(kv_components().size(), 1.0f); }
   // x: [num_tokens, hidden] (normed) -> out: [num_tokens, hidden]. Writes this step's K/V into
   // layer `cache_layer` of `cache`, then attends.
   virtual void forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
@@ -37,6 +40,8 @@ class LlamaAttention final : public AttentionLayer {
                                                       const WeightLoader& weights, Backend& backend, Tensor inv_freq);
 
   std::vector<KvComponentSpec> kv_components() const override;
+  // {k_scale, v_scale}: the checkpoint's (models/kv_cache_scales.hpp) with an f8_e4m3 cache, else 1.
+  std::vector<float> kv_cache_scales() const override { return {kv_scales_.k, kv_scales_.v}; }
   void forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
                Tensor out) override;
 
@@ -53,6 +58,7 @@ class LlamaAttention final : public AttentionLayer {
   Tensor inv_freq_;                                   // [head_dim / 2]
   Tensor q_norm_, k_norm_;  // [head_dim] (Qwen3) or undefined
   float norm_eps_ = 1e-6f;
+  KvScales kv_scales_;  // read only when the backend's cache is f8_e4m3 (vLLM ignores them otherwise)
 
   // Qwen3's path after the fused product: split q/k/v by rows, norm q and k per head, rope, write.
   void normed_qk_rope_write_kv(const Tensor& qkv, const AttentionMetadata& meta, Tensor k_cache, Tensor v_cache,

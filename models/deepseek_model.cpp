@@ -16,6 +16,10 @@ Result<std::unique_ptr<DeepseekModel>> DeepseekModel::load(const ModelConfig& co
   if (!backend.supports_mla_moe())
     return make_error(ErrorCode::unsupported,
                       "DeepseekV3ForCausalLM needs a backend with the MLA / MoE ops (cpu or cuda)");
+  if (backend.kv_cache_dtype() == DType::f8_e4m3)
+    return make_error(ErrorCode::unsupported,
+                      "--kv-cache-dtype fp8: DeepSeek's MLA latent cache has no fp8 path yet; use "
+                      "--kv-cache-dtype auto");
   if (range.end < 0) range.end = config.num_hidden_layers;
   if (range.begin < 0 || range.begin > range.end || range.end > config.num_hidden_layers) {
     return make_error(ErrorCode::invalid_argument,

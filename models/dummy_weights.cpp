@@ -5,6 +5,8 @@
 #include <thread>
 #include <vector>
 
+#include "models/kv_cache_scales.hpp"
+
 namespace troupe {
 namespace {
 
@@ -78,6 +80,10 @@ WeightLoader dummy_weight_loader(DummyWeightOptions options) {
     for (int64_t d : shape) {
       if (d <= 0) return make_error(ErrorCode::invalid_argument, "dummy weight " + name + ": non-positive shape");
     }
+    // A checkpoint without fp8 KV cache scales (random ones would be no scales at all): the
+    // model then uses 1, vLLM's default.
+    if (is_kv_cache_scale_name(name))
+      return make_error(ErrorCode::not_found, "dummy weights have no KV cache scale '" + name + "'");
     const uint64_t hash = dummy_name_hash(name, options.seed);
     if (options.fp8_blocks && is_fp8_projection(name, shape))
       return fp8_block_weight(shape, hash, options.scale, threads);

@@ -64,6 +64,12 @@ KvCacheSpec LlamaModel::kv_cache_spec(int64_t num_blocks, int64_t block_size) co
   spec.dtype = backend_.kv_cache_dtype();
   spec.components = {{"k", config_.num_key_value_heads, config_.head_dim},
                      {"v", config_.num_key_value_heads, config_.head_dim}};
+  if (spec.dtype == DType::f8_e4m3) {
+    for (const DecoderLayer& layer : layers_) {
+      const std::vector<float> scales = layer.attention->kv_cache_scales();
+      spec.scales.insert(spec.scales.end(), scales.begin(), scales.end());
+    }
+  }
   return spec;
 }
 

@@ -80,6 +80,15 @@ class Backend {
   // outputs other than the cache stay fp32. A backend with bf16 weights keeps a bf16 cache
   // (written rounded to nearest even); fp32 here (and on every backend by default).
   virtual DType kv_cache_dtype() const { return DType::f32; }
+  // --kv-cache-dtype fp8: `on` makes kv_cache_dtype() f8_e4m3 (per-tensor scaled, as
+  // runtime/kv_cache.hpp says): write_kv and qkv_rope_write_kv store e4m3(x / scale), paged_attention
+  // reads e4m3 * scale, the scale being the cache tensor's tensor_scale. unsupported (nothing
+  // changes) on a backend whose cache ops cannot; the CPU and CUDA backends can (dense attention
+  // only: MLA refuses an f8_e4m3 cache at load).
+  virtual Status set_fp8_kv_cache(bool on) {
+    if (!on) return Status::success();
+    return make_error(ErrorCode::unsupported, name() + " backend has no fp8 KV cache (--kv-cache-dtype fp8)");
+  }
 
   // out[t, :] = table[ids[t], :]. ids: [n] i32; table: [vocab, hidden]; out: [n, hidden].
   virtual void embedding(const Tensor& ids, const Tensor& table, Tensor out) = 0;
@@ -107,7 +116,8 @@ class Backend {
   // k: [n, num_kv_heads, head_dim]; positions: [n] i32; inv_freq: [rotary_dim / 2] fp32.
   virtual void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) = 0;
   // cache_component[slot_mapping[t]] = x[t] for each token. x: [n, num_heads, head_dim] matching the
-  // component's [num_blocks, block_size, num_heads, head_dim].
+  // component's [num_blocks, block_size, num_heads, head_dim]. An f8_e4m3 component stores
+  // e4m3(x / cache_component.tensor_scale()), saturated to +-448.
   virtual void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) = 0;
   // After the fused q/k/v projection: q_out = rope(q), k_cache[slot_mapping[t]] = rope(k_t),
   // v_cache[slot_mapping[t]] = v_t; rope and the writes exactly as rope and write_kv do.
@@ -147,7 +157,8 @@ class Backend {
   // Causal paged attention over a batch: query token t of sequence s at position p attends to the
   // sequence's cached tokens [0, p] (its new K/V must already be written). GQA: query head h reads
   // kv head h / (num_heads / num_kv_heads). q, out: [n, num_heads, head_dim]; k_cache, v_cache:
-  // [num_blocks, block_size, num_kv_heads, head_dim].
+  // [num_blocks, block_size, num_kv_heads, head_dim]; f8_e4m3 caches are read as e4m3 * their
+  // tensor_scale().
   virtual void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                const AttentionMetadata& meta, float scale, Tensor out) = 0;
   // out = silu(gate) * up. gate, up, out: [n, intermediate].

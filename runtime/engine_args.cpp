@@ -37,6 +37,8 @@ Status EngineArgs::validate() const {
   TROUPE_TRY(check_gpu_memory_utilization(gpu_memory_utilization));
   if (cpu_kv_cache_mb < 1) return bad("cpu-kv-cache-mb", "must be >= 1");
   if (tensor_parallel_size < 1) return bad("tensor-parallel-size", "must be >= 1");
+  if (kv_cache_dtype != "auto" && !fp8_kv_cache())
+    return bad("kv-cache-dtype", "must be auto, fp8 or fp8_e4m3, got '" + kv_cache_dtype + "'");
   return Status::success();
 }
 

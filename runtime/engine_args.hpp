@@ -28,6 +28,12 @@ struct EngineArgs {
   int64_t seed = 0;
   int64_t tensor_parallel_size = 1;       // devices per stage
   bool enable_prefix_caching = true;      // reuse the KV of cached prompt prefixes (full blocks)
+  // auto: the backend's cache dtype (fp32 on the CPU, the weights' on a GPU); fp8 (or fp8_e4m3):
+  // e4m3 with a per-tensor scale per layer for K and one for V (runtime/kv_cache.hpp), half the
+  // bytes of bf16. Dense attention (Llama, Qwen2, Qwen3) only: DeepSeek's MLA cache refuses fp8.
+  std::string kv_cache_dtype = "auto";
+
+  bool fp8_kv_cache() const { return kv_cache_dtype == "fp8" || kv_cache_dtype == "fp8_e4m3"; }
 
   // Checks every field; the error names the flag and the bad value.
   Status validate() const;

@@ -1,5 +1,6 @@
 #include "runtime/kv_cache.hpp"
 
+#include <cmath>
 #include <new>
 
 namespace troupe {
@@ -23,6 +24,9 @@ KvCache KvCache::wrap(const KvCacheSpec& spec, std::vector<Tensor> tensors) {
   KvCache cache;
   cache.spec_ = spec;
   cache.tensors_ = std::move(tensors);
+  const int64_t num_components = int64_t(spec.components.size());
+  for (size_t i = 0; i < cache.tensors_.size() && num_components > 0; ++i)
+    cache.tensors_[i].set_tensor_scale(spec.scale(int64_t(i) / num_components, int64_t(i) % num_components));
   return cache;
 }
 
@@ -38,20 +42,32 @@ Result<KvCache> KvCache::create(const KvCacheSpec& spec) {
       return make_error(ErrorCode::invalid_argument, "KV cache: component '" + c.name + "' has an empty shape");
     }
   }
-  KvCache cache;
-  cache.spec_ = spec;
+  TROUPE_TRY(check_scales(spec));
+  std::vector<Tensor> tensors;
   try {
     for (int64_t layer = 0; layer < spec.num_layers; ++layer) {
       for (const auto& c : spec.components) {
-        cache.tensors_.push_back(
-            Tensor::zeros(spec.dtype, {spec.num_blocks, spec.block_size, c.num_heads, c.head_dim}));
+        tensors.push_back(Tensor::zeros(spec.dtype, {spec.num_blocks, spec.block_size, c.num_heads, c.head_dim}));
       }
     }
   } catch (const std::bad_alloc&) {
     return make_error(ErrorCode::out_of_resources,
                       "KV cache: cannot allocate " + std::to_string(spec.total_bytes()) + " bytes");
   }
-  return cache;
+  return wrap(spec, std::move(tensors));
+}
+
+Status KvCache::check_scales(const KvCacheSpec& spec) {
+  if (!spec.scales.empty() && int64_t(spec.scales.size()) != spec.num_layers * int64_t(spec.components.size()))
+    return make_error(ErrorCode::invalid_argument, "KV cache: " + std::to_string(spec.scales.size()) +
+                                                       " scales for " + std::to_string(spec.num_layers) +
+                                                       " layers of " + std::to_string(spec.components.size()) +
+                                                       " components");
+  for (float s : spec.scales)
+    if (!(s > 0.0f) || !std::isfinite(s))
+      return make_error(ErrorCode::invalid_argument,
+                        "KV cache: a scale must be finite and positive, got " + std::to_string(s));
+  return Status::success();
 }
 
 int64_t KvCache::component_index(const std::string& name) const {

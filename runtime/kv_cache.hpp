@@ -7,8 +7,13 @@
 // Each layer holds one tensor per component of the spec (Llama: "k" and "v"; an MLA model: one
 // "latent" with num_heads 1), each contiguous, row-major:
 //     [num_blocks, block_size, num_heads, head_dim]   (spec.dtype: Backend::kv_cache_dtype, fp32
-//                                                      on the CPU backend, bf16 on CUDA with bf16 weights)
+//                                                      on the CPU backend, bf16 on CUDA with bf16 weights,
+//                                                      f8_e4m3 on either with --kv-cache-dtype fp8)
 // so one token's entry of one component is num_heads * head_dim contiguous elements.
+// An f8_e4m3 cache is per-tensor scaled, as vLLM's fp8 cache: each (layer, component) tensor has
+// one scale (spec.scales: the checkpoint's k_scale / v_scale, else 1), carried by the tensor
+// (Tensor::tensor_scale). Stored byte = e4m3(x / scale), saturated to +-448 (never NaN from a
+// finite x); read back as e4m3_to_f32(byte) * scale.
 // Block ids and tables are owned by the block manager; this class only holds the memory.
 #include <cstdint>
 #include <string>
@@ -31,6 +36,14 @@ struct KvCacheSpec {
   int64_t block_size = 16;
   DType dtype = DType::f32;
   std::vector<KvComponentSpec> components;  // the same for every layer
+  // Per-tensor scales of an f8_e4m3 cache, [layer][component] (num_layers * components.size()
+  // values), or empty: every scale 1. Other dtypes ignore them.
+  std::vector<float> scales;
+
+  float scale(int64_t layer, int64_t component_index) const {
+    const size_t i = size_t(layer * int64_t(components.size()) + component_index);
+    return i < scales.size() ? scales[i] : 1.0f;
+  }
 
   int64_t bytes_per_token_per_layer() const;
   int64_t total_bytes() const;
@@ -42,8 +55,12 @@ class KvCache {
  public:
   // Allocates zeroed host memory for every layer and component. Errors on a non-positive size.
   static Result<KvCache> create(const KvCacheSpec& spec);
-  // Adopts tensors allocated by a backend (device memory), ordered [layer][component].
+  // Adopts tensors allocated by a backend (device memory), ordered [layer][component], and sets
+  // their tensor_scale from spec.scales.
   static KvCache wrap(const KvCacheSpec& spec, std::vector<Tensor> tensors);
+  // invalid_argument unless spec.scales is empty or holds num_layers * components finite,
+  // positive values.
+  static Status check_scales(const KvCacheSpec& spec);
 
   const KvCacheSpec& spec() const { return spec_; }
   int64_t num_blocks() const { return spec_.num_blocks; }

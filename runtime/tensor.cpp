@@ -103,6 +103,7 @@ Tensor Tensor::clone() const {
   Tensor t = empty(dtype_, shape_);
   std::memcpy(t.raw(), raw(), nbytes());
   t.block_scale_ = block_scale_;
+  t.tensor_scale_ = tensor_scale_;
   return t;
 }
 

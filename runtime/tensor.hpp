@@ -71,12 +71,20 @@ class Tensor {
   const Tensor& block_scale() const { return *block_scale_; }
   void set_block_scale(Tensor scale) { block_scale_ = std::make_shared<const Tensor>(std::move(scale)); }
 
+  // A per-tensor scale: element i stands for element(i) * tensor_scale(). An F8_E4M3 KV cache
+  // component carries its layer's k_scale or v_scale here (runtime/kv_cache.hpp), so the cache ops
+  // read it with the tensor. 1 unless set; reshape, rows and clone keep it; ops on other dtypes
+  // ignore it.
+  float tensor_scale() const { return tensor_scale_; }
+  void set_tensor_scale(float scale) { tensor_scale_ = scale; }
+
  private:
   std::shared_ptr<Storage> storage_;
   size_t offset_ = 0;  // bytes
   DType dtype_ = DType::f32;
   std::vector<int64_t> shape_;
   std::shared_ptr<const Tensor> block_scale_;
+  float tensor_scale_ = 1.0f;
 };
 
 int64_t numel_of(const std::vector<int64_t>& shape);

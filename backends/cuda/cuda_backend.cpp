@@ -251,12 +251,18 @@ Result<Tensor> CudaBackend::upload_weight_or_throw(const Tensor& host) {
   return d;
 }
 
+namespace {
+// The element types this backend's dense cache ops read (f8_e4m3: --kv-cache-dtype fp8).
+bool is_kv_cache_dtype(DType dtype) { return dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f8_e4m3; }
+}  // namespace
+
 Result<KvCache> CudaBackend::create_kv_cache(const KvCacheSpec& spec) {
   if (spec.num_blocks <= 0 || spec.block_size <= 0 || spec.num_layers <= 0)
     return make_error(ErrorCode::invalid_argument, "KV cache: blocks, block size and layers must be positive");
-  if (spec.dtype != DType::f32 && spec.dtype != DType::bf16)
+  if (spec.dtype != DType::f32 && spec.dtype != DType::bf16 && spec.dtype != DType::f8_e4m3)
     return make_error(ErrorCode::invalid_argument, "KV cache: dtype " + std::string(dtype_name(spec.dtype)) +
-                                                       " is not supported on CUDA (f32 or bf16)");
+                                                       " is not supported on CUDA (f32, bf16 or f8_e4m3)");
+  TROUPE_TRY(KvCache::check_scales(spec));
   std::vector<Tensor> tensors;
   try {
     for (int64_t layer = 0; layer < spec.num_layers; ++layer) {
@@ -433,6 +439,12 @@ void CudaBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor
           "write_kv");
     return;
   }
+  if (cache_component.dtype() == DType::f8_e4m3) {
+    check(launch_write_kv_f32(cache_component.data<uint8_t>(), x.data<float>(), d_slots.data<int32_t>(), n,
+                              x.numel() / n, cache_component.tensor_scale(), stream()),
+          "write_kv");
+    return;
+  }
   check(launch_write_kv_f32(cache_component.data<float>(), x.data<float>(), d_slots.data<int32_t>(), n, x.numel() / n,
                             stream()),
         "write_kv");
@@ -444,8 +456,16 @@ void CudaBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, 
   if (n == 0) return;
   Tensor d_pos = on_device(positions), d_slots = on_device(slot_mapping);
   if (replaying()) return;
-  if (k_cache.dtype() != v_cache.dtype() || (k_cache.dtype() != DType::f32 && k_cache.dtype() != DType::bf16)) {
-    check(cudaErrorInvalidValue, "qkv_rope_write_kv (K and V caches must both be f32 or both bf16)");
+  if (k_cache.dtype() != v_cache.dtype() || !is_kv_cache_dtype(k_cache.dtype())) {
+    check(cudaErrorInvalidValue, "qkv_rope_write_kv (K and V caches must both be f32, bf16 or f8_e4m3)");
+    return;
+  }
+  if (k_cache.dtype() == DType::f8_e4m3) {
+    check(launch_qkv_rope_write_kv_f32(qkv.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(),
+                                       d_slots.data<int32_t>(), k_cache.data<uint8_t>(), v_cache.data<uint8_t>(),
+                                       q_out.data<float>(), n, q_out.size(1), k_cache.size(2), q_out.size(2),
+                                       inv_freq.numel(), k_cache.tensor_scale(), v_cache.tensor_scale(), stream()),
+          "qkv_rope_write_kv");
     return;
   }
   auto run = [&](auto* k, auto* v) {
@@ -509,6 +529,17 @@ void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const
                                       floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
           "decode_attention");
   };
+  if (k_cache.dtype() == DType::f8_e4m3) {  // the split-KV kernel reads e4m3 (fp8 KV cache)
+    check(launch_decode_attention_f32(q.data<float>(), k_cache.data<uint8_t>(), v_cache.data<uint8_t>(),
+                                      meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(), tokens,
+                                      num_tokens, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
+                                      meta.block_size, num_heads, k_cache.size(2), head_dim, scale,
+                                      k_cache.tensor_scale(), v_cache.tensor_scale(), parts,
+                                      per_token_partitions ? 0 : decode_partition_keys(max_context, parts),
+                                      floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
+          "decode_attention");
+    return;
+  }
   if (k_cache.dtype() == DType::bf16) {
     run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
   } else {
@@ -523,10 +554,11 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
                                   const AttentionMetadata& meta, float scale, Tensor out) {
   const int64_t n = meta.num_tokens, head_dim = q.size(-1);
   if (n == 0 || replaying()) return;
-  if (k_cache.dtype() != v_cache.dtype() || (k_cache.dtype() != DType::f32 && k_cache.dtype() != DType::bf16)) {
-    check(cudaErrorInvalidValue, "paged_attention (K and V caches must both be f32 or both bf16)");
+  if (k_cache.dtype() != v_cache.dtype() || !is_kv_cache_dtype(k_cache.dtype())) {
+    check(cudaErrorInvalidValue, "paged_attention (K and V caches must both be f32, bf16 or f8_e4m3)");
     return;
   }
+  const float k_scale = k_cache.tensor_scale(), v_scale = v_cache.tensor_scale();  // an fp8 cache's
   const int64_t num_heads = q.numel() / (n * head_dim), num_kv_heads = k_cache.size(2);
   const bool grouped = num_kv_heads > 0 && num_heads % num_kv_heads == 0;
   if (in_graph() && grouped && decode_attention_supports(head_dim)) {
@@ -546,7 +578,14 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
                                        scale, out.data<float>(), stream()),
             "paged_attention");
     };
-    if (k_cache.dtype() == DType::bf16) {
+    if (k_cache.dtype() == DType::f8_e4m3) {
+      check(launch_paged_attention_f32(q.data<float>(), k_cache.data<uint8_t>(), v_cache.data<uint8_t>(),
+                                       meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
+                                       meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq, meta.block_size, n,
+                                       num_heads, num_kv_heads, head_dim, scale, k_scale, v_scale, out.data<float>(),
+                                       stream()),
+            "paged_attention");
+    } else if (k_cache.dtype() == DType::bf16) {
       run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
     } else {
       run(k_cache.data<float>(), v_cache.data<float>());
@@ -565,7 +604,14 @@ void CudaBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const 
                                           out.data<float>(), stream()),
             "prefill_attention");
     };
-    if (k_cache.dtype() == DType::bf16) {
+    if (k_cache.dtype() == DType::f8_e4m3) {
+      check(launch_prefill_attention_bf16(q.data<float>(), k_cache.data<uint8_t>(), v_cache.data<uint8_t>(),
+                                          meta.positions.data<int32_t>(), plan, plan_tiles_,
+                                          meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
+                                          meta.block_size, num_heads, num_kv_heads, head_dim, scale, k_scale, v_scale,
+                                          out.data<float>(), stream()),
+            "prefill_attention");
+    } else if (k_cache.dtype() == DType::bf16) {
       run(k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
     } else {
       run(k_cache.data<float>(), v_cache.data<float>());

@@ -29,7 +29,8 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   // normed hidden states, the MLP activation) are bf16 too (matmul_input_dtype): rmsnorm,
   // add_rmsnorm and silu_and_mul_packed round once when writing them, so no product converts its
   // x. The residual stream, q/k/v and attention math stay fp32; the KV cache is bf16
-  // (kv_cache_dtype), written rounded to nearest even and widened exactly when read.
+  // (kv_cache_dtype), written rounded to nearest even and widened exactly when read; with
+  // --kv-cache-dtype fp8 it is e4m3 with per-tensor k/v scales (runtime/kv_cache.hpp).
   // Attention: sequences with one new token run the fp32 split-KV kernel (attention_decode.hpp);
   // with bf16 weights, prefill chunks run the tensor-core kernel (attention_prefill.hpp, bf16
   // inputs, fp32 accumulation), with fp32 weights the fp32 kernel too (exact against the CPU).
@@ -50,7 +51,16 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   DType matmul_input_dtype() const override { return weight_dtype_ == DType::bf16 ? DType::bf16 : DType::f32; }
   // bf16 with bf16 weights (half the bytes per decode step's K/V reads), fp32 with fp32 weights
   // (exact against the CPU). Every cache op dispatches on the cache tensor's dtype.
-  DType kv_cache_dtype() const override { return weight_dtype_ == DType::bf16 ? DType::bf16 : DType::f32; }
+  DType kv_cache_dtype() const override {
+    if (fp8_kv_cache_) return DType::f8_e4m3;
+    return weight_dtype_ == DType::bf16 ? DType::bf16 : DType::f32;
+  }
+  // --kv-cache-dtype fp8: the KV write kernels store e4m3 (kv_write.hpp, qkv_rope.hpp) and the
+  // split-KV, tensor-core prefill and fallback attention kernels read it.
+  Status set_fp8_kv_cache(bool on) override {
+    fp8_kv_cache_ = on;
+    return Status::success();
+  }
 
   Tensor empty(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> upload_weight(const Tensor& host) override;
@@ -191,6 +201,7 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   DType weight_dtype_ = DType::f32;
   Tensor seq_of_token_;     // [num_tokens] i32 of the current step's metadata
   int num_sms_ = 1;
+  bool fp8_kv_cache_ = false;          // --kv-cache-dtype fp8
   bool tensor_core_attention_ = false;  // prefill attention on bf16 tensor cores (bf16 weights)
   // The current step's attention work, from upload_metadata's host arrays.
   std::vector<int32_t> query_start_host_, context_lens_host_;

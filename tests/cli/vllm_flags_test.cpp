@@ -75,13 +75,23 @@ TEST(VllmFlags, HarmlessFlagsWarnAndChangingFlagsAreRefused) {
   ASSERT_EQ(p.command.warnings.size(), 3u);
   EXPECT_NE(p.command.warnings[0].find("--trust-remote-code"), std::string::npos);
   EXPECT_EQ(parse({"serve", "m", "--quantization", "awq"}).exit_code, 2);
-  EXPECT_EQ(parse({"serve", "m", "--kv-cache-dtype", "fp8"}).exit_code, 2);
   EXPECT_EQ(parse({"serve", "m", "-dp", "2"}).exit_code, 2);
   // Their default spellings pass.
-  EXPECT_FALSE(parse({"serve", "m", "--kv-cache-dtype", "auto"}).exit_code);
   EXPECT_FALSE(parse({"serve", "m", "--data-parallel-size", "1"}).exit_code);
   // A flag nobody knows is still an error.
   EXPECT_EQ(parse({"serve", "m", "--no-such-flag"}).exit_code, 2);
+}
+
+TEST(VllmFlags, KvCacheDtypeTakesAutoAndFp8AndRefusesTheRest) {
+  for (const char* value : {"auto", "fp8", "fp8_e4m3"}) {
+    ParsedCommandLine p = parse({"serve", "m", "--kv-cache-dtype", value});
+    ASSERT_FALSE(p.exit_code) << value;
+    EXPECT_EQ(p.command.config.kv_cache_dtype, value);
+  }
+  EXPECT_TRUE(parse({"serve", "m", "--kv-cache-dtype", "fp8"}).command.config.fp8_kv_cache());
+  EXPECT_EQ(parse({"serve", "m"}).command.config.kv_cache_dtype, "auto");
+  EXPECT_EQ(parse({"serve", "m", "--kv-cache-dtype", "fp9"}).exit_code, 2);
+  EXPECT_EQ(parse({"generate", "--model", "m", "--kv-cache-dtype", "fp8_e5m2"}).exit_code, 2);
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 // Op table rows: the four attention kernels (the paged_attention fallback, split-KV decode in fp32,
-// split-KV decode on tensor cores over a bf16 cache, tensor-core prefill) over fp32 and bf16 caches,
-// all against paged_attention_ref.
+// split-KV decode on tensor cores over a bf16 cache, tensor-core prefill) over fp32, bf16 and fp8
+// caches (the tensor-core decode: bf16 only), all against paged_attention_ref. An fp8 cache
+// (--kv-cache-dtype fp8) holds e4m3(x / scale) with per-tensor K and V scales; the kernels fold
+// k_scale into the score scale and v_scale into the output, the reference dequantizes first, so
+// they differ by fp32 rounding only and keep the fp32 (or prefill) tolerance.
 // Each row builds a random paged cache: sequences of {context_len, num_new_tokens}, their blocks
 // shuffled over a cache with 5 spare blocks, every cached position filled with N(0, 1) values and
 // every slot no sequence owns NaN (so a kernel reading past a context shows); block tables padded
@@ -17,6 +20,7 @@
 #include "kernels/attention_decode_mma.hpp"
 #include "kernels/attention_prefill.hpp"
 #include "kernels/host_bf16.hpp"
+#include "kernels/host_fp8.hpp"
 #include "kernels/paged_attention.hpp"
 #include "tests/gpu/backend_ops_table.hpp"
 
@@ -70,6 +74,7 @@ struct Batch {
   int32_t *positions = nullptr, *seq_of_token = nullptr, *tables = nullptr;
   std::vector<int32_t> query_start, context_lens;
   size_t cache_count = 0;
+  float k_scale = 1.0f, v_scale = 1.0f;  // an fp8 cache's (not powers of two; N(0, 1) values fit)
   const float* d_q = nullptr;
   const CacheT *d_k = nullptr, *d_v = nullptr;
   const int32_t *d_positions = nullptr, *d_seq_of_token = nullptr, *d_tables = nullptr;
@@ -124,6 +129,11 @@ Batch<CacheT> make_batch(OpRun& r, const AttentionShape& c, std::mt19937& rng) {
     if constexpr (std::is_same_v<CacheT, float>) {
       b.k[i] = k[i];
       b.v[i] = v[i];
+    } else if constexpr (std::is_same_v<CacheT, uint8_t>) {  // NaN (unowned slots) stays NaN (0x7f)
+      b.k_scale = 0.0191f;
+      b.v_scale = 0.0173f;
+      b.k[i] = host_f32_to_e4m3(k[i] / b.k_scale);
+      b.v[i] = host_f32_to_e4m3(v[i] / b.v_scale);
     } else {
       b.k[i] = host_f32_to_bf16(k[i]);
       b.v[i] = host_f32_to_bf16(v[i]);
@@ -193,7 +203,9 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
     dims += " split=per-token";
   if (kernel == Kernel::decode_mma_max_partitions) dims += " split=max";
   if (kernel == Kernel::decode_mma_listed) dims += " tokens=decodes";
-  const char* variant = std::is_same_v<CacheT, float> ? "f32 cache" : "bf16 cache";
+  const char* variant = std::is_same_v<CacheT, float>      ? "f32 cache"
+                        : std::is_same_v<CacheT, uint16_t> ? "bf16 cache"
+                                                           : "fp8 cache";
   return {op, variant, dims, [=](std::mt19937& rng) {
             OpRun r;
             const Batch<CacheT> b = make_batch<CacheT>(r, c, rng);
@@ -204,10 +216,16 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
             const int64_t H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim, bs = c.block_size;
             double tolerance = kAttentionF32Tolerance;
             std::vector<bool> written(static_cast<size_t>(b.n), true);
+            constexpr bool kFp8 = std::is_same_v<CacheT, uint8_t>;
             if (kernel == Kernel::fallback) {
               r.launch = [=](cudaStream_t s) {
-                return launch_paged_attention_f32(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, b.d_tables,
-                                                  b.max_blocks, bs, b.n, H, KV, D, scale, out, s);
+                if constexpr (kFp8)
+                  return launch_paged_attention_f32(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, b.d_tables,
+                                                    b.max_blocks, bs, b.n, H, KV, D, scale, b.k_scale, b.v_scale, out,
+                                                    s);
+                else
+                  return launch_paged_attention_f32(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, b.d_tables,
+                                                    b.max_blocks, bs, b.n, H, KV, D, scale, out, s);
               };
             } else if (kernel == Kernel::prefill) {
               const std::vector<int32_t> tiles = build_prefill_tiles(
@@ -221,8 +239,13 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
                 for (int32_t t = tiles[i]; t < tiles[i + 1]; ++t) written[size_t(t)] = true;
               tolerance = kPrefillTolerance;
               r.launch = [=](cudaStream_t s) {
-                return launch_prefill_attention_bf16(b.d_q, b.d_k, b.d_v, b.d_positions, d_tiles, num_tiles,
-                                                     b.d_tables, b.max_blocks, bs, H, KV, D, scale, out, s);
+                if constexpr (kFp8)
+                  return launch_prefill_attention_bf16(b.d_q, b.d_k, b.d_v, b.d_positions, d_tiles, num_tiles,
+                                                       b.d_tables, b.max_blocks, bs, H, KV, D, scale, b.k_scale,
+                                                       b.v_scale, out, s);
+                else
+                  return launch_prefill_attention_bf16(b.d_q, b.d_k, b.d_v, b.d_positions, d_tiles, num_tiles,
+                                                       b.d_tables, b.max_blocks, bs, H, KV, D, scale, out, s);
               };
             } else if (is_decode_mma(kernel)) {
               if constexpr (std::is_same_v<CacheT, uint16_t>) {
@@ -269,14 +292,23 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
               const int64_t floats = decode_workspace_floats(b.n, H, D, parts);
               float* workspace = floats > 0 ? r.poisoned<float>(size_t(floats)) : nullptr;
               r.launch = [=](cudaStream_t s) {
-                return launch_decode_attention_f32(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, nullptr, b.n,
-                                                   b.d_tables, b.max_blocks, bs, H, KV, D, scale, parts, keys,
-                                                   workspace, out, s);
+                if constexpr (kFp8)
+                  return launch_decode_attention_f32(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, nullptr,
+                                                     b.n, b.d_tables, b.max_blocks, bs, H, KV, D, scale, b.k_scale,
+                                                     b.v_scale, parts, keys, workspace, out, s);
+                else
+                  return launch_decode_attention_f32(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, nullptr,
+                                                     b.n, b.d_tables, b.max_blocks, bs, H, KV, D, scale, parts, keys,
+                                                     workspace, out, s);
               };
             }
             r.reference = [=] {
-              paged_attention_ref(b.q, b.k, b.v, b.positions, b.seq_of_token, b.tables, b.max_blocks, bs, b.n, H, KV,
-                                  D, scale, ref);
+              if constexpr (kFp8)
+                paged_attention_ref(b.q, b.k, b.v, b.positions, b.seq_of_token, b.tables, b.max_blocks, bs, b.n, H,
+                                    KV, D, scale, b.k_scale, b.v_scale, ref);
+              else
+                paged_attention_ref(b.q, b.k, b.v, b.positions, b.seq_of_token, b.tables, b.max_blocks, bs, b.n, H,
+                                    KV, D, scale, ref);
               for (int64_t t = 0; t < b.n; ++t)  // rows the kernel must leave alone stay poisoned
                 if (!written[size_t(t)]) std::fill(ref + t * H * D, ref + (t + 1) * H * D, NAN);
             };
@@ -382,6 +414,9 @@ void add_attention_cases(std::vector<OpCase>& t) {
       if (wanted(kernel, c)) t.push_back(attention_case<float>(kernel, c));
     for (const AttentionShape& c : bf16_cache_shapes())
       if (wanted(kernel, c)) t.push_back(attention_case<uint16_t>(kernel, c));
+    // The fp8 cache over the bf16 shapes: every kernel, grouped and not, split and not.
+    for (const AttentionShape& c : bf16_cache_shapes())
+      if (wanted(kernel, c)) t.push_back(attention_case<uint8_t>(kernel, c));
   }
   // The tensor-core decode: the per-token split on decode-only batches, the most partitions on
   // the small ones, the token list where a prefill chunk shares the batch.

@@ -1,5 +1,5 @@
-// Op table rows: rope, the fused qkv_rope_write_kv (fp32 and bf16 caches, aligned and not) and the
-// KV cache writes.
+// Op table rows: rope, the fused qkv_rope_write_kv (fp32, bf16 and fp8 caches, aligned and not) and
+// the KV cache writes.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -17,14 +17,22 @@ namespace {
 constexpr int64_t kTokens[] = {1, 19, 99, 989};
 constexpr int64_t kBlockSize = 16;
 
+// float: an fp32 cache; uint16_t: bf16 bits; uint8_t: e4m3 bytes (--kv-cache-dtype fp8) written as
+// e4m3(x / scale) with these per-tensor scales (not powers of two, so the division rounds).
 template <class CacheT>
 constexpr Elem cache_elem() {
-  return std::is_same_v<CacheT, float> ? Elem::f32 : Elem::bf16;
+  return std::is_same_v<CacheT, float> ? Elem::f32 : std::is_same_v<CacheT, uint16_t> ? Elem::bf16 : Elem::e4m3;
 }
 template <class CacheT>
 const char* cache_variant() {
-  return std::is_same_v<CacheT, float> ? "f32 cache" : "bf16 cache";
+  return std::is_same_v<CacheT, float> ? "f32 cache" : std::is_same_v<CacheT, uint16_t> ? "bf16 cache" : "fp8 cache";
 }
+constexpr float kFp8KScale = 0.037f, kFp8VScale = 0.0113f;
+// An fp8 cache written from fp32 values a few ulp apart (rope's products, fused or not): equal, or
+// one e4m3 step (2^-3 relative) apart where a rounding boundary falls between them (~1e-6 of the
+// values): NMSE ~1e-8. Truncating instead of rounding to nearest (~4e-3) or a wrong scale (~1)
+// crosses 1e-4.
+constexpr double kE4m3Tolerance = 1e-4;
 
 // inv_freq[i] = 10000^(-2i / rotary_dim), i < rotary_dim / 2.
 float* make_inv_freq(OpRun& r, int64_t rotary_dim) {
@@ -109,18 +117,33 @@ OpCase qkv_rope_case(QkvShape c, int64_t n, bool misaligned) {
             CacheT* k_ref = r.host<CacheT>(cache_count, poison_value<CacheT>());
             CacheT* v_ref = r.host<CacheT>(cache_count, poison_value<CacheT>());
             float* q_ref = r.host<float>(q_count, poison_value<float>());
-            r.launch = [=](cudaStream_t s) {
-              return launch_qkv_rope_write_kv_f32(d_qkv, d_pos, d_freq, d_slots, k_cache, v_cache, q, n, c.num_heads,
-                                                  c.num_kv_heads, c.head_dim, half, s);
-            };
-            r.reference = [=] {
-              qkv_rope_write_kv_ref(qkv, pos, inv_freq, slots, k_ref, v_ref, q_ref, n, c.num_heads, c.num_kv_heads,
-                                    c.head_dim, half);
-            };
-            constexpr double k_tolerance = std::is_same_v<CacheT, float> ? kF32Tolerance : kBf16Tolerance;
+            if constexpr (std::is_same_v<CacheT, uint8_t>) {
+              r.launch = [=](cudaStream_t s) {
+                return launch_qkv_rope_write_kv_f32(d_qkv, d_pos, d_freq, d_slots, k_cache, v_cache, q, n,
+                                                    c.num_heads, c.num_kv_heads, c.head_dim, half, kFp8KScale,
+                                                    kFp8VScale, s);
+              };
+              r.reference = [=] {
+                qkv_rope_write_kv_ref(qkv, pos, inv_freq, slots, k_ref, v_ref, q_ref, n, c.num_heads, c.num_kv_heads,
+                                      c.head_dim, half, kFp8KScale, kFp8VScale);
+              };
+            } else {
+              r.launch = [=](cudaStream_t s) {
+                return launch_qkv_rope_write_kv_f32(d_qkv, d_pos, d_freq, d_slots, k_cache, v_cache, q, n,
+                                                    c.num_heads, c.num_kv_heads, c.head_dim, half, s);
+              };
+              r.reference = [=] {
+                qkv_rope_write_kv_ref(qkv, pos, inv_freq, slots, k_ref, v_ref, q_ref, n, c.num_heads, c.num_kv_heads,
+                                      c.head_dim, half);
+              };
+            }
+            constexpr double k_tolerance = std::is_same_v<CacheT, float>      ? kF32Tolerance
+                                           : std::is_same_v<CacheT, uint16_t> ? kBf16Tolerance
+                                                                              : kE4m3Tolerance;
             r.expect("q", Elem::f32, q, q_ref, Elem::f32, q_count, kF32Tolerance);
             r.expect("k cache", cache_elem<CacheT>(), k_cache, k_ref, cache_elem<CacheT>(), cache_count, k_tolerance);
-            // v is copied (rounded to nearest even into a bf16 cache): the same bits.
+            // v is copied (rounded to nearest even into a bf16 cache, e4m3(v / scale) into an fp8 one,
+            // the same division and rounding on both sides): the same bits.
             r.expect("v cache", cache_elem<CacheT>(), v_cache, v_ref, cache_elem<CacheT>(), cache_count, kExact);
             r.bytes = double(size_t(n * row) * 4 + size_t(n) * 8 + q_count * 4 +
                              2 * size_t(n * c.num_kv_heads * c.head_dim) * sizeof(CacheT));
@@ -128,7 +151,8 @@ OpCase qkv_rope_case(QkvShape c, int64_t n, bool misaligned) {
           }};
 }
 
-// Awkward fp32 values (bf16 rounding ties, overflow to inf) into n shuffled slots.
+// Awkward fp32 values (bf16 rounding ties, overflow to inf: an fp8 cache saturates them to +-448
+// steps of its scale) into n shuffled slots.
 template <class CacheT>
 OpCase write_kv_case(int64_t n, int64_t entry) {
   return {"write_kv", cache_variant<CacheT>(), sizes({{"n", n}, {"entry", entry}}), [=](std::mt19937& rng) {
@@ -143,8 +167,15 @@ OpCase write_kv_case(int64_t n, int64_t entry) {
             const int32_t* d_slots = r.device(slots, size_t(n));
             CacheT* cache = r.poisoned<CacheT>(size_t(num_slots * entry));
             CacheT* ref = r.host<CacheT>(size_t(num_slots * entry), poison_value<CacheT>());
-            r.launch = [=](cudaStream_t s) { return launch_write_kv_f32(cache, dx, d_slots, n, entry, s); };
-            r.reference = [=] { write_kv_ref(ref, x, slots, n, entry); };
+            if constexpr (std::is_same_v<CacheT, uint8_t>) {
+              r.launch = [=](cudaStream_t s) {
+                return launch_write_kv_f32(cache, dx, d_slots, n, entry, kFp8KScale, s);
+              };
+              r.reference = [=] { write_kv_ref(ref, x, slots, n, entry, kFp8KScale); };
+            } else {
+              r.launch = [=](cudaStream_t s) { return launch_write_kv_f32(cache, dx, d_slots, n, entry, s); };
+              r.reference = [=] { write_kv_ref(ref, x, slots, n, entry); };
+            }
             r.expect("cache", cache_elem<CacheT>(), cache, ref, cache_elem<CacheT>(), size_t(num_slots * entry), kExact);
             r.bytes = double(size_t(n * entry) * (4 + sizeof(CacheT)) + size_t(n) * 4);
             return r;
@@ -171,6 +202,12 @@ void add_rope_and_kv_cases(std::vector<OpCase>& t) {
   }
   for (int64_t n : kTokens) t.push_back(write_kv_case<float>(n, 4 * 64));
   for (int64_t n : kTokens) t.push_back(write_kv_case<uint16_t>(n, 4 * 64));
+  // The fp8 cache (--kv-cache-dtype fp8): 4-, 2- and 1-byte stores of the fused write; saturation.
+  for (const QkvShape& c : shapes) {
+    for (int64_t n : {1, 19, 99}) t.push_back(qkv_rope_case<uint8_t>(c, n, false));
+    t.push_back(qkv_rope_case<uint8_t>(c, 19, true));
+  }
+  for (int64_t n : kTokens) t.push_back(write_kv_case<uint8_t>(n, 4 * 64));
 }
 
 }  // namespace troupe::backend_ops

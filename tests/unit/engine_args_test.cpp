@@ -22,6 +22,13 @@ TEST(EngineArgs, ValidateNamesTheFlag) {
   args = EngineArgs{};
   args.tensor_parallel_size = 0;
   EXPECT_NE(args.validate().error().message.find("--tensor-parallel-size"), std::string::npos);
+  args = EngineArgs{};
+  args.kv_cache_dtype = "fp9";  // the error lists the choices
+  EXPECT_EQ(args.validate().error().message, "--kv-cache-dtype: must be auto, fp8 or fp8_e4m3, got 'fp9'");
+  for (const char* ok : {"auto", "fp8", "fp8_e4m3"}) {
+    args.kv_cache_dtype = ok;
+    EXPECT_TRUE(args.validate().ok()) << ok;
+  }
   Config config;
   config.dtype = "float8";  // Config::validate checks its engine section too
   EXPECT_NE(config.validate().error().message.find("--dtype"), std::string::npos);

@@ -20,6 +20,7 @@ inline EngineArgs unusual_engine_args() {
   args.seed = 1234;
   args.tensor_parallel_size = 8;
   args.enable_prefix_caching = false;
+  args.kv_cache_dtype = "fp8_e4m3";
   return args;
 }
 
