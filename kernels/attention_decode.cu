@@ -459,6 +459,20 @@ int64_t decode_workspace_floats(int64_t num_tokens, int64_t num_heads, int64_t h
 
 namespace {
 
+// The reduce kernel over num_partitions > 1 partials; out_scale: an fp8 cache's v_scale, else 1.
+cudaError_t launch_reduce(const int32_t* tokens, int64_t num_tokens, int64_t num_heads, int64_t head_dim,
+                          int64_t num_partitions, float out_scale, const float* workspace, float* out,
+                          cudaStream_t stream) {
+  if (num_tokens == 0 || num_partitions <= 1) return cudaSuccess;
+  if (num_tokens < 0 || num_tokens > INT32_MAX || num_heads <= 0 || num_heads > 65535 || head_dim <= 0 ||
+      num_partitions > kDecodeMaxPartitions || workspace == nullptr)
+    return cudaErrorInvalidValue;
+  return launch_dependent(decode_reduce_kernel,
+                          dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads)), dim3(128), 0,
+                          stream, tokens, int(num_heads), int(head_dim), int(num_partitions), out_scale, workspace,
+                          out);
+}
+
 template <typename CacheT>
 cudaError_t launch_decode(const float* q, const CacheT* k_cache, const CacheT* v_cache, const int32_t* positions,
                           const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
@@ -529,8 +543,7 @@ cudaError_t launch_decode(const float* q, const CacheT* k_cache, const CacheT* v
     }
   }
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess || num_partitions == 1) return err;
-  return launch_decode_attention_reduce(tokens, num_tokens, num_heads, head_dim, num_partitions, workspace, out,
-                                        stream);
+  return launch_reduce(tokens, num_tokens, num_heads, head_dim, num_partitions, out_scale, workspace, out, stream);
 }
 
 }  // namespace
@@ -538,14 +551,7 @@ cudaError_t launch_decode(const float* q, const CacheT* k_cache, const CacheT* v
 cudaError_t launch_decode_attention_reduce(const int32_t* tokens, int64_t num_tokens, int64_t num_heads,
                                            int64_t head_dim, int64_t num_partitions, const float* workspace,
                                            float* out, cudaStream_t stream) {
-  if (num_tokens == 0 || num_partitions <= 1) return cudaSuccess;
-  if (num_tokens < 0 || num_tokens > INT32_MAX || num_heads <= 0 || num_heads > 65535 || head_dim <= 0 ||
-      num_partitions > kDecodeMaxPartitions || workspace == nullptr)
-    return cudaErrorInvalidValue;
-  return launch_dependent(decode_reduce_kernel,
-                          dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads)), dim3(128), 0,
-                          stream, tokens, int(num_heads), int(head_dim), int(num_partitions), out_scale, workspace,
-                          out);
+  return launch_reduce(tokens, num_tokens, num_heads, head_dim, num_partitions, 1.0f, workspace, out, stream);
 }
 
 cudaError_t launch_decode_attention_f32(const float* q, const float* k_cache, const float* v_cache,
