@@ -9,6 +9,7 @@
 #include "runtime/fp8_block.hpp"
 #include "runtime/fp8_scales.hpp"
 #include "runtime/load_progress.hpp"
+#include "runtime/logging.hpp"
 #include "runtime/weight_store.hpp"
 
 namespace troupe {
@@ -110,7 +111,13 @@ Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const Weigh
     return tensor;
   };
   auto model = load_model(config, counted, backend, range);
-  if (model.ok()) progress.finish();
+  if (model.ok()) {
+    progress.finish();
+    const ReadAhead& ahead = reader.read_ahead();
+    log::get("engine")->info("read ahead: {} items ({} in the reused ring, {} read on the loading thread); the loading "
+                             "thread waited {:.1f} s for reads",
+                             ahead.num_items(), ahead.num_in_ring(), ahead.num_read_by_consumer(), ahead.wait_seconds());
+  }
   return model;
 }
 

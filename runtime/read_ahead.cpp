@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <new>
 
@@ -175,6 +176,8 @@ void ReadAhead::work() {
 }
 
 Result<Tensor> ReadAhead::take(size_t index) {
+  const auto start = std::chrono::steady_clock::now();
+  auto add_wait = [&] { wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   std::unique_lock<std::mutex> lock(mutex_);
   if (index >= slots_.size())
     return make_error(ErrorCode::invalid_argument, "read-ahead: no item " + std::to_string(index));
@@ -193,6 +196,7 @@ Result<Tensor> ReadAhead::take(size_t index) {
       slot.state = State::taken;
       if (slot.counted) held_ -= slot.nbytes;
       slot.tensor = Tensor();
+      add_wait();
       lock.unlock();
       readers_cv_.notify_all();
       return tensor;
@@ -204,6 +208,7 @@ Result<Tensor> ReadAhead::take(size_t index) {
   Tensor tensor = std::move(slot.tensor);
   slot.tensor = Tensor();
   const std::string error = slot.error;
+  add_wait();
   lock.unlock();
   readers_cv_.notify_all();
   if (!error.empty()) return item_error(index, error);
@@ -257,6 +262,11 @@ uint64_t ReadAhead::peak_held_bytes() const {
 uint64_t ReadAhead::bytes_read() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return read_;
+}
+
+double ReadAhead::wait_seconds() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return wait_s_;
 }
 
 size_t ReadAhead::num_in_ring() const {

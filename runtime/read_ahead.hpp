@@ -81,6 +81,9 @@ class ReadAhead {
   size_t num_read_by_consumer() const;
   // Items read into the reused ring (the rest: fresh tensors).
   size_t num_in_ring() const;
+  // Seconds take() spent waiting for the readers or reading itself: near the load's time when
+  // the disk is the limit, near zero when the consumer is.
+  double wait_seconds() const;
 
  private:
   enum class State : uint8_t { pending, reading, ready, claimed, taken };
@@ -126,6 +129,7 @@ class ReadAhead {
   uint64_t read_ = 0;
   size_t read_by_consumer_ = 0;
   size_t in_ring_ = 0;
+  double wait_s_ = 0;
   bool stop_ = false;
   std::vector<std::thread> threads_;
 };
