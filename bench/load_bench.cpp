@@ -1,6 +1,6 @@
 // How fast a checkpoint loads against how fast its disk reads, measured in the same run.
 //
-//   1. writes a Llama-3-8B-shaped bf16 checkpoint of --layers layers (about 0.87 GB a layer plus
+//   1. writes a Llama-3-8B-shaped bf16 checkpoint of --layers layers (about 0.44 GB a layer plus
 //      2.1 GB of embeddings and LM head) in shards of about 2 GB, with an index, under --dir;
 //   2. evicts its files from the page cache (posix_fadvise DONTNEED; the resident share left is
 //      measured with mincore and printed: on tmpfs nothing can be evicted and the "disk" is RAM);

@@ -88,6 +88,18 @@ Result<Tensor> load_fused_weight(const WeightLoader& weights, Backend& backend, 
     all_fp8 = all_fp8 && host->has_block_scale();
     loaded.push_back(std::move(host.value()));
   }
+  // Parts read back to back into one buffer (StageReader's fused groups): that buffer is the
+  // fused weight; nothing to copy.
+  bool in_place = !loaded[0].has_block_scale();
+  for (size_t i = 0; in_place && i + 1 < loaded.size(); ++i)
+    in_place = loaded[i + 1].dtype() == loaded[0].dtype() && !loaded[i + 1].has_block_scale() &&
+               loaded[i].is_followed_by(loaded[i + 1]);
+  if (in_place) {
+    auto uploaded = backend.upload_weight(loaded[0].extended_to(shape));
+    if (!uploaded.ok())
+      return make_error(uploaded.error().code, joined_names(parts) + ": " + uploaded.error().message);
+    return uploaded;
+  }
   if (all_fp8 && backend.keeps_fp8_weights()) {
     auto fused = fuse_fp8_parts(loaded, shape);
     if (fused.ok()) {

@@ -5,49 +5,64 @@
 #include "models/dummy_weights.hpp"
 #include "models/deepseek_model.hpp"
 #include "models/llama_model.hpp"
-#include "runtime/file_prefetcher.hpp"
+#include "models/stage_reader.hpp"
 #include "runtime/fp8_block.hpp"
 #include "runtime/fp8_scales.hpp"
 #include "runtime/load_progress.hpp"
+#include "runtime/logging.hpp"
 #include "runtime/weight_store.hpp"
 
 namespace troupe {
 
-WeightLoader weight_store_loader(const WeightStore& store, const QuantizationConfig& quantization, Fp8Weights fp8) {
-  return [&store, quantization, fp8](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
+namespace {
+
+// `view` with its bytes in the host tensor `host` (read from the file) instead of the mapping.
+TensorView host_view(const TensorView& view, const Tensor& host) {
+  TensorView out = view;
+  out.data = host.raw();
+  return out;
+}
+
+}  // namespace
+
+WeightLoader weight_store_loader(const WeightStore& store, const QuantizationConfig& quantization, Fp8Weights fp8,
+                                 TensorReader read) {
+  if (!read) {
+    // Straight into an owned tensor (parallel preads; no page faults of the mapping).
+    read = [&store](const TensorView& view) -> Result<Tensor> {
+      Tensor host = Tensor::empty(view.dtype, view.shape);
+      TROUPE_TRY(store.read_into(view, host.raw()));
+      return host;
+    };
+  }
+  return [&store, quantization, fp8, read](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
     auto view = store.get(name, shape);
     if (!view.ok()) return view.error();
-    if (view->dtype == DType::f8_e4m3) {
-      // FP8 block weights dequantize exactly to fp32 on the host; the backend then stores them in
-      // its weight dtype.
-      if (!quantization.is_fp8())
-        return make_error(ErrorCode::corrupt_data, "tensor '" + name + "' in " + view->file +
-                                                       " is F8_E4M3 but config.json has no fp8 quantization_config");
-      if (quantization.weight_scale != "block") {  // one scale per tensor or per output channel
-        auto scale = store.get(fp8_weight_scale_name(name));
-        if (!scale.ok())
-          return make_error(ErrorCode::corrupt_data, "tensor '" + name + "' in " + view->file +
-                                                         " is F8_E4M3 without its '" + fp8_weight_scale_name(name) + "'");
-        return fp8_scaled_weight(view.value(), scale.value(), quantization.weight_scale, fp8 == Fp8Weights::keep);
-      }
-      auto scale = store.get(fp8_scale_name(name));
-      if (!scale.ok())
-        return make_error(ErrorCode::corrupt_data, "tensor '" + name + "' in " + view->file + " is F8_E4M3 without its '" +
-                                                       fp8_scale_name(name) + "'");
-      if (fp8 == Fp8Weights::dequantize)
-        return dequantize_fp8_block(view.value(), scale.value(), quantization.block_n, quantization.block_k);
-      TROUPE_TRY(check_fp8_block_scale(view.value(), scale.value(), quantization.block_n, quantization.block_k));
-      Tensor weight = Tensor::empty(DType::f8_e4m3, view->shape);
-      TROUPE_TRY(store.read_into(view.value(), weight.raw()));
-      Tensor scale_host = Tensor::empty(DType::f32, scale->shape);
-      TROUPE_TRY(store.read_into(scale.value(), scale_host.raw()));
-      weight.set_block_scale(std::move(scale_host));
-      return weight;
-    }
-    // Read straight into the owned tensor (parallel preads; no copy out of the mapping).
-    Tensor host = Tensor::empty(view->dtype, view->shape);
-    TROUPE_TRY(store.read_into(view.value(), host.raw()));
-    return host;
+    if (view->dtype != DType::f8_e4m3) return read(view.value());
+    // FP8 block weights dequantize exactly to fp32 on the host; the backend then stores them in
+    // its weight dtype.
+    if (!quantization.is_fp8())
+      return make_error(ErrorCode::corrupt_data, "tensor '" + name + "' in " + view->file +
+                                                     " is F8_E4M3 but config.json has no fp8 quantization_config");
+    const bool per_block = quantization.weight_scale == "block";
+    const std::string scale_name = per_block ? fp8_scale_name(name) : fp8_weight_scale_name(name);
+    auto scale = store.get(scale_name);
+    if (!scale.ok())
+      return make_error(ErrorCode::corrupt_data, "tensor '" + name + "' in " + view->file + " is F8_E4M3 without its '" +
+                                                     scale_name + "'");
+    if (per_block) TROUPE_TRY(check_fp8_block_scale(view.value(), scale.value(), quantization.block_n, quantization.block_k));
+    auto weight = read(view.value());
+    if (!weight.ok()) return weight.error();
+    auto scale_host = read(scale.value());
+    if (!scale_host.ok()) return scale_host.error();
+    const TensorView weight_bytes = host_view(view.value(), weight.value());
+    const TensorView scale_bytes = host_view(scale.value(), scale_host.value());
+    if (!per_block)  // one scale per tensor or per output channel
+      return fp8_scaled_weight(weight_bytes, scale_bytes, quantization.weight_scale, fp8 == Fp8Weights::keep);
+    if (fp8 == Fp8Weights::dequantize)
+      return dequantize_fp8_block(weight_bytes, scale_bytes, quantization.block_n, quantization.block_k);
+    weight->set_block_scale(std::move(scale_host.value()));
+    return weight;
   };
 }
 
@@ -79,27 +94,30 @@ bool is_stage_tensor(const std::string& name, const ModelConfig& config, LayerRa
 Result<std::unique_ptr<Model>> load_model(const ModelConfig& config, const WeightStore& store, Backend& backend,
                                           LayerRange range) {
   const Fp8Weights fp8 = backend.keeps_fp8_weights() ? Fp8Weights::keep : Fp8Weights::dequantize;
-  // What this stage reads is read ahead on several threads (FilePrefetcher) while the model copies
-  // and uploads it tensor by tensor; progress counts those bytes.
+  // What this stage reads is read ahead on a few threads (StageReader) while the model converts
+  // and uploads the tensors read before; progress counts those bytes.
   LayerRange stage = range;
   if (stage.end < 0) stage.end = config.num_hidden_layers;
-  uint64_t total = 0;
-  FilePrefetcher prefetcher(
-      store.ranges_of([&](const std::string& name) { return is_stage_tensor(name, config, stage); }, &total),
-      {.hint_only = true});
-  LoadProgress progress = LoadProgress::to_terminal_or_log(total);
-  const WeightLoader inner = weight_store_loader(store, config.quantization, fp8);
+  StageReader reader(store, [&](const std::string& name) { return is_stage_tensor(name, config, stage); });
+  LoadProgress progress = LoadProgress::to_terminal_or_log(reader.total_bytes());
+  const WeightLoader inner = weight_store_loader(store, config.quantization, fp8,
+                                                 [&reader](const TensorView& view) { return reader.read(view); });
   const WeightLoader counted = [&](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
     auto tensor = inner(name, shape);
     uint64_t bytes = 0;
     if (auto view = store.get(name); view.ok()) bytes += view->nbytes;
     if (auto scale = store.get(fp8_scale_name(name)); scale.ok()) bytes += scale->nbytes;
     progress.add(bytes);
-    prefetcher.consumed(progress.done_bytes());
     return tensor;
   };
   auto model = load_model(config, counted, backend, range);
-  if (model.ok()) progress.finish();
+  if (model.ok()) {
+    progress.finish();
+    const ReadAhead& ahead = reader.read_ahead();
+    log::get("engine")->info("read ahead: {} items ({} in the reused ring, {} read on the loading thread); the loading "
+                             "thread waited {:.1f} s for reads",
+                             ahead.num_items(), ahead.num_in_ring(), ahead.num_read_by_consumer(), ahead.wait_seconds());
+  }
   return model;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 // Builds the Model of a Hugging Face folder (config.json + safetensors) on a backend.
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -7,6 +8,7 @@
 #include "runtime/model.hpp"
 #include "runtime/model_config.hpp"
 #include "runtime/result.hpp"
+#include "runtime/tensor_view.hpp"
 
 namespace troupe {
 
@@ -36,9 +38,14 @@ enum class Fp8Weights {
                // dequantizes those a backend does not keep
 };
 
+// Reads a checkpoint tensor's bytes into an owned host tensor of its dtype and shape.
+using TensorReader = std::function<Result<Tensor>(const TensorView&)>;
+
 // A WeightLoader over a WeightStore: copies each tensor to an owned host tensor in its dtype,
-// F8_E4M3 weights as `fp8` says. A scale of the wrong shape or a missing one is an error naming both.
+// F8_E4M3 weights (and their scales) as `fp8` says. A scale of the wrong shape or a missing one
+// is an error naming both. `read` gets the bytes (load_model: a StageReader's read-ahead);
+// without it, WeightStore::read_into into a fresh tensor.
 WeightLoader weight_store_loader(const WeightStore& store, const QuantizationConfig& quantization = {},
-                                 Fp8Weights fp8 = Fp8Weights::dequantize);
+                                 Fp8Weights fp8 = Fp8Weights::dequantize, TensorReader read = {});
 
 }  // namespace troupe

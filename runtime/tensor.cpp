@@ -99,6 +99,19 @@ Tensor Tensor::rows(int64_t begin, int64_t count) const {
   return t;
 }
 
+bool Tensor::is_followed_by(const Tensor& next) const {
+  return storage_ != nullptr && storage_ == next.storage_ && offset_ + nbytes() == next.offset_;
+}
+
+Tensor Tensor::extended_to(std::vector<int64_t> shape) const {
+  if (storage_ == nullptr || offset_ + size_t(numel_of(shape)) * dtype_size(dtype_) > storage_->nbytes)
+    throw std::out_of_range("Tensor::extended_to: shape runs past the storage");
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  t.block_scale_.reset();
+  return t;
+}
+
 Tensor Tensor::clone() const {
   Tensor t = empty(dtype_, shape_);
   std::memcpy(t.raw(), raw(), nbytes());

@@ -59,6 +59,12 @@ class Tensor {
   Tensor reshape(std::vector<int64_t> shape) const;
   // Rows [begin, begin + count) of axis 0; shares storage.
   Tensor rows(int64_t begin, int64_t count) const;
+  // Whether `next` starts in this tensor's storage right where this tensor's bytes end (row slices
+  // of one buffer, as the loader reads a fused q/k/v or gate/up).
+  bool is_followed_by(const Tensor& next) const;
+  // This tensor's storage from its first byte seen as `shape` (same dtype): the bytes after it
+  // included. Throws std::out_of_range past the storage's end. Drops the block scale.
+  Tensor extended_to(std::vector<int64_t> shape) const;
   // A deep copy on the host.
   Tensor clone() const;
   // Host copy of an fp32 tensor's values (for tests and logits).

@@ -167,9 +167,7 @@ std::vector<FilePrefetcher::Range> WeightStore::ranges_of(const std::function<bo
   return out;
 }
 
-Status WeightStore::read_into(const TensorView& view, void* dst) const {
-  constexpr size_t kChunkBytes = size_t(16) << 20;
-  constexpr size_t kMaxThreads = 4;
+Result<uint64_t> WeightStore::offset_in_file(const TensorView& view) const {
   const SafetensorsFile* file = nullptr;
   for (const auto& f : files_)
     if (f->path() == view.file) file = f.get();
@@ -177,7 +175,15 @@ Status WeightStore::read_into(const TensorView& view, void* dst) const {
   const char* at = static_cast<const char*>(view.data);
   if (file == nullptr || at < begin || uint64_t(at - begin) + view.nbytes > file->file_size())
     return make_error(ErrorCode::invalid_argument, "tensor '" + view.name + "' is not in this store's " + view.file);
-  const uint64_t offset = uint64_t(at - begin);
+  return uint64_t(at - begin);
+}
+
+Status WeightStore::read_into(const TensorView& view, void* dst) const {
+  constexpr size_t kChunkBytes = size_t(16) << 20;
+  constexpr size_t kMaxThreads = 4;
+  auto where = offset_in_file(view);
+  if (!where.ok()) return where.error();
+  const uint64_t offset = where.value();
   const int fd = ::open(view.file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return make_error(ErrorCode::not_found, "cannot open " + view.file + ": " + std::strerror(errno));
   char* out = static_cast<char*>(dst);

@@ -41,6 +41,8 @@ class WeightStore {
   // 16 MiB on up to 4 threads: no page faults of the mapping, and several requests in flight on a
   // cold file. Errors (a short or failed read) name the tensor and the file.
   Status read_into(const TensorView& view, void* dst) const;
+  // Where `view` (a tensor of this store) starts in its file; invalid_argument when it is not one.
+  Result<uint64_t> offset_in_file(const TensorView& view) const;
   // The bytes of the tensors `wanted` picks, as file ranges in (file, offset) order with
   // neighbours merged: what loading them reads, for a FilePrefetcher. `bytes` gets their sum.
   std::vector<FilePrefetcher::Range> ranges_of(const std::function<bool(const std::string&)>& wanted,
