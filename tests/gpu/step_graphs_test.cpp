@@ -99,14 +99,17 @@ TEST(StepGraphs, ReplayedDecodeStepsMatchEagerSteps) {
 }
 
 // DeepSeek-V3 decode steps through graphs against eager ones. With FP8 experts on the bf16 backend
-// the MoE layers take the grouped path (nothing read on the host), so every decode step records;
+// (troupe-demo-fp8: moe_intermediate 128, so gate and up fuse into one block-scaled weight) the MoE
+// layers take the grouped path (nothing read on the host), so every decode step records;
 // the MLA decode kernel then splits each token's own context (eager: by the step's longest), which
-// reorders fp32 sums only: logits agree within 1e-3 of their largest magnitude (a wrong partition or
-// a lost key is off by O(1)). With bf16 experts the per-expert loop reads the routing on the host:
+// reorders fp32 sums, and on the bf16 backend such a difference can flip the bf16 rounding of an
+// activation between layers: logits agree within one bf16 rounding step (2^-8) of their largest
+// magnitude (a wrong partition or a lost key is off by O(1)). (A first bound of 1e-3, from fp32
+// reordering alone, failed on the H200 at up to 2.6e-3: it left out the bf16 activations.) With bf16 experts the per-expert loop reads the routing on the host:
 // those steps are dropped from recording and run eagerly, with the same answers.
 TEST(StepGraphs, DeepseekDecodeStepsReplayAsEagerOnes) {
   TROUPE_REQUIRE_GPU();
-  for (const char* name : {"deepseek-v3-fp8-tiny", "deepseek-v3-tiny"}) {
+  for (const char* name : {"troupe-demo-fp8", "deepseek-v3-tiny"}) {
     SCOPED_TRACE(name);
     const std::string dir = troupe_source_dir() + "/tests/fixtures/models/" + name;
     const bool grouped = std::string(name).find("fp8") != std::string::npos;
@@ -147,7 +150,7 @@ TEST(StepGraphs, DeepseekDecodeStepsReplayAsEagerOnes) {
         diff = std::max(diff, double(std::fabs(x[i] - y[i])));
         scale = std::max(scale, double(std::fabs(x[i])));
       }
-      EXPECT_LE(diff, 1e-3 * scale) << "step " << k;
+      EXPECT_LE(diff, 0x1p-8 * scale) << "step " << k;
       worst = std::max(worst, diff / std::max(scale, 1e-30));
       EXPECT_EQ(backend.take_error(), "");
     }
