@@ -216,33 +216,13 @@ cudaError_t plan_gemv(int64_t m, int64_t n, int64_t k, GemvPlan* plan) {
   const int64_t row_blocks = (n + kGemvRows - 1) / kGemvRows, num_kb = fp8_num_blocks(k);
   const int64_t block_bytes = int64_t(p.token_tiles) * 8 * kChunksPerRow * 16;  // staged x per K block
   const int64_t kb_cap = std::max<int64_t>(1, int64_t(kGemvSmemCap) / block_bytes);
-  // Two CTAs per SM (one at 8 token tiles: the kernel's launch bounds): the split of K whose grid
-  // finishes soonest, counting whole waves of CTAs over those slots, each CTA's K blocks plus a
-  // fixed cost of about two blocks (staging x, the first loads' latency, the partials), and one more for the sum of
-  // the partials when K is split. A grid one CTA past a whole wave costs a whole wave more (R1's
-  // o_proj: 56 row blocks x 5 splits = 280 CTAs on 264 slots ran at 0.40 of HBM), so the plan
-  // looks at waves, not only at filling the GPU. Ties go to fewer splits.
-  const int64_t slots = (p.token_tiles <= 4 ? 2 : 1) * int64_t(std::max(num_sms, 1));
-  constexpr int64_t kCtaCostBlocks = 2, kSumCostBlocks = 1;
-  int64_t splits = 1, kb_per_split = num_kb, best_cost = -1;
-  const int64_t max_splits = std::max<int64_t>(1, num_kb / 2);  // at least 2 blocks per split
-  for (int64_t s = 1; s <= max_splits; ++s) {
-    const int64_t per = (num_kb + s - 1) / s;
-    if (per > kb_cap) continue;
-    const int64_t used = (num_kb + per - 1) / per;
-    if (used != s) continue;  // the same plan as a smaller count
-    const int64_t waves = (row_blocks * used + slots - 1) / slots;
-    const int64_t cost = waves * (per + kCtaCostBlocks) + (used > 1 ? kSumCostBlocks : 0);
-    if (best_cost < 0 || cost < best_cost) {
-      best_cost = cost;
-      splits = used;
-      kb_per_split = per;
-    }
-  }
-  if (best_cost < 0) {  // every split over the shared-memory cap: the smallest that fits
-    kb_per_split = kb_cap;
-    splits = (num_kb + kb_per_split - 1) / kb_per_split;
-  }
+  // Two CTAs per SM: split K until the grid fills them, at most down to 2 blocks per split.
+  const int64_t target = 2 * int64_t(std::max(num_sms, 1));
+  int64_t splits = std::max<int64_t>((target + row_blocks - 1) / row_blocks, (num_kb + kb_cap - 1) / kb_cap);
+  splits = std::min(splits, std::max<int64_t>(1, num_kb / 2));
+  int64_t kb_per_split = (num_kb + splits - 1) / splits;
+  kb_per_split = std::min(kb_per_split, kb_cap);
+  splits = (num_kb + kb_per_split - 1) / kb_per_split;
   if (splits > 65535 || row_blocks > INT32_MAX) return cudaErrorInvalidValue;
   p.splits = int(splits);
   p.kb_per_split = int(kb_per_split);
