@@ -142,31 +142,6 @@ Result<WeightStore> WeightStore::open(const std::string& model_dir) {
   return store;
 }
 
-std::vector<FilePrefetcher::Range> WeightStore::ranges_of(const std::function<bool(const std::string&)>& wanted,
-                                                          uint64_t* bytes) const {
-  std::vector<FilePrefetcher::Range> out;
-  uint64_t total = 0;
-  for (const auto& file : files_) {  // shards in name order: a checkpoint's layer order
-    std::vector<std::pair<uint64_t, uint64_t>> spans;
-    for (const TensorView& view : file->tensors()) {
-      if (!wanted(view.name)) continue;
-      const uint64_t begin = uint64_t(static_cast<const char*>(view.data) - static_cast<const char*>(file->mapping()));
-      spans.emplace_back(begin, begin + view.nbytes);
-      total += view.nbytes;
-    }
-    std::sort(spans.begin(), spans.end());
-    for (const auto& [begin, end] : spans) {
-      if (!out.empty() && out.back().path == file->path() && out.back().end == begin) {
-        out.back().end = end;
-      } else {
-        out.push_back(FilePrefetcher::Range{file->path(), begin, end});
-      }
-    }
-  }
-  if (bytes) *bytes = total;
-  return out;
-}
-
 Result<uint64_t> WeightStore::offset_in_file(const TensorView& view) const {
   const SafetensorsFile* file = nullptr;
   for (const auto& f : files_)

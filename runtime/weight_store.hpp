@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "runtime/file_prefetcher.hpp"
 #include "runtime/result.hpp"
 #include "runtime/tensor_view.hpp"
 
@@ -43,10 +42,6 @@ class WeightStore {
   Status read_into(const TensorView& view, void* dst) const;
   // Where `view` (a tensor of this store) starts in its file; invalid_argument when it is not one.
   Result<uint64_t> offset_in_file(const TensorView& view) const;
-  // The bytes of the tensors `wanted` picks, as file ranges in (file, offset) order with
-  // neighbours merged: what loading them reads, for a FilePrefetcher. `bytes` gets their sum.
-  std::vector<FilePrefetcher::Range> ranges_of(const std::function<bool(const std::string&)>& wanted,
-                                               uint64_t* bytes = nullptr) const;
 
  private:
   std::string model_dir_;

@@ -45,6 +45,21 @@ ForwardBatch step_of(std::vector<Seq>& seqs, const std::vector<size_t>& active, 
   return batch;
 }
 
+// The largest |eager - replayed| logit of a step, and the largest |eager| logit.
+struct LogitGap {
+  double diff = 0, scale = 0;
+};
+LogitGap logit_gap(CudaBackend& backend, const Tensor& want, const Tensor& got) {
+  const std::vector<float> x = backend.to_host(want).to_f32_vector();
+  const std::vector<float> y = backend.to_host(got).to_f32_vector();
+  LogitGap gap;
+  for (size_t i = 0; i < x.size(); ++i) {
+    gap.diff = std::max(gap.diff, double(std::fabs(x[i] - y[i])));
+    gap.scale = std::max(gap.scale, double(std::fabs(x[i])));
+  }
+  return gap;
+}
+
 // Replayed steps against eager ones on the same batches, for fp32 and bf16 weights. Graph steps
 // split each context into partitions per token (eager ones by the step's longest context), so
 // fp32 sums are ordered differently: logits agree within 1e-3 (they are O(1) here).
@@ -81,10 +96,7 @@ TEST(StepGraphs, ReplayedDecodeStepsMatchEagerSteps) {
       auto got = graphed.forward(got_batch, graph_cache.value());
       ASSERT_TRUE(want.ok() && got.ok()) << "step " << k;
       ASSERT_EQ(got->shape(), want->shape());
-      const std::vector<float> x = backend.to_host(want.value()).to_f32_vector();
-      const std::vector<float> y = backend.to_host(got.value()).to_f32_vector();
-      double diff = 0;
-      for (size_t i = 0; i < x.size(); ++i) diff = std::max(diff, double(std::fabs(x[i] - y[i])));
+      const double diff = logit_gap(backend, want.value(), got.value()).diff;
       EXPECT_LE(diff, 1e-3) << dtype_name(dtype) << " step " << k;
       worst = std::max(worst, diff);
       EXPECT_EQ(backend.take_error(), "");
@@ -143,15 +155,9 @@ TEST(StepGraphs, DeepseekDecodeStepsReplayAsEagerOnes) {
       auto got = graphed.forward(got_batch, graph_cache.value());
       ASSERT_TRUE(want.ok() && got.ok()) << "step " << k;
       ASSERT_EQ(got->shape(), want->shape());
-      const std::vector<float> x = backend.to_host(want.value()).to_f32_vector();
-      const std::vector<float> y = backend.to_host(got.value()).to_f32_vector();
-      double diff = 0, scale = 0;
-      for (size_t i = 0; i < x.size(); ++i) {
-        diff = std::max(diff, double(std::fabs(x[i] - y[i])));
-        scale = std::max(scale, double(std::fabs(x[i])));
-      }
-      EXPECT_LE(diff, 0x1p-8 * scale) << "step " << k;
-      worst = std::max(worst, diff / std::max(scale, 1e-30));
+      const LogitGap gap = logit_gap(backend, want.value(), got.value());
+      EXPECT_LE(gap.diff, 0x1p-8 * gap.scale) << "step " << k;
+      worst = std::max(worst, gap.diff / std::max(gap.scale, 1e-30));
       EXPECT_EQ(backend.take_error(), "");
     }
     if (grouped) {
