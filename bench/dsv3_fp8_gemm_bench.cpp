@@ -6,15 +6,18 @@
 //       cuBLASLt; dsv3_fp8_gemm_<name> records the faster in TFLOP/s against the FP8 peak, with
 //       both rates, which one ran, and their largest relative difference;
 //   (d) decode at M = 1, 8, 64: dsv3_fp8_gemv_<name>_m<M>, weight (+ scale) bytes per second
-//       against the HBM bandwidth; weights span 4x the L2 so every launch reads HBM;
+//       against the HBM bandwidth; weights span 4x the L2 so every launch reads HBM; at M = 1 also
+//       dsv3_fp8_gemv_<name>_m1_tiles, the tensor-core kernel (TROUPE_FP8_GEMV_ROWS=0) beside the
+//       row-streaming one that M = 1 takes by default;
 //   (e) dsv3_fp8_gemm_prefill_geomean: the geometric mean fraction of (c).
 // A watchdog writes what was measured and exits at --time-limit (default 290 s).
-//   dsv3_fp8_gemm_bench [--m 4096] [--out PATH] [--time-limit S]
+//   dsv3_fp8_gemm_bench [--m 4096] [--decode-only 0|1] [--out PATH] [--time-limit S]
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -48,6 +51,7 @@ const Shape kShapes[] = {{"q_a", 1536, 7168},          {"q_b", 24576, 1536},    
 
 struct Args {
   int64_t m = 4096;
+  bool decode_only = false;
   std::string out;
   double time_limit_s = 290;
   std::string command;
@@ -147,7 +151,7 @@ double prefill(const Shape& s, int64_t m, double peak, bool lt_ok, cublasLtHandl
 
 // (d) One decode shape at m tokens: the weights in enough copies to span 4x the L2, used in turn;
 // three untimed launches before each timed one keep the GPU busy while the host enqueues.
-void decode(const Shape& s, int64_t m, double bw_gbs, int64_t l2_bytes, std::mt19937& rng) {
+void decode(const Shape& s, int64_t m, double bw_gbs, int64_t l2_bytes, std::mt19937& rng, const char* suffix = "") {
   const int64_t w_blocks = kernels::fp8_num_blocks(s.n) * kernels::fp8_num_blocks(s.k);
   const int64_t bytes = s.n * s.k + w_blocks * 4;
   const int64_t copies = std::clamp<int64_t>((4 * l2_bytes + bytes - 1) / bytes, 1, 64);
@@ -198,7 +202,8 @@ void decode(const Shape& s, int64_t m, double bw_gbs, int64_t l2_bytes, std::mt1
   note << "launch_fp8_block_gemv, bf16 x [" << m << " x " << s.k << "] -> bf16, W [" << s.n << " x " << s.k
        << "] e4m3 + scales (" << double(bytes) / 1e6 << " MB) from HBM (" << copies
        << " copies in turn), median of 25; limit = HBM bandwidth measured here";
-  BenchRecord r{std::string("dsv3_fp8_gemv_") + s.name + "_m" + std::to_string(m), gbs, "GB/s", {}, {}, note.str(),
+  BenchRecord r{std::string("dsv3_fp8_gemv_") + s.name + "_m" + std::to_string(m) + suffix, gbs, "GB/s", {}, {},
+                note.str() + (*suffix ? " (TROUPE_FP8_GEMV_ROWS=0: the tensor-core kernel)" : ""),
                 {{"us", ms * 1e3}, {"workspace_bytes", double(work_bytes)}}};
   if (bw_gbs > 0) {
     r.limit = bw_gbs;
@@ -213,6 +218,7 @@ Args parse(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     if (k == "--m") a.m = std::atoll(argv[i + 1]);
+    else if (k == "--decode-only") a.decode_only = std::atoi(argv[i + 1]) != 0;
     else if (k == "--out") a.out = argv[i + 1];
     else if (k == "--time-limit") a.time_limit_s = std::atof(argv[i + 1]);
     else say("unknown flag %s", k.c_str());
@@ -255,7 +261,7 @@ int run(const Args& args) {
   // (c) + (e)
   std::mt19937 rng(7);
   std::vector<double> fractions;
-  for (size_t i = 0; i < std::size(kShapes); ++i) {
+  for (size_t i = 0; i < std::size(kShapes) && !args.decode_only; ++i) {
     if (bench::remaining_s() < 60) break;
     const double f = prefill(kShapes[i], args.m, peak, lt_shape[i], lt, rng);
     if (f > 0) fractions.push_back(f);
@@ -273,6 +279,11 @@ int run(const Args& args) {
     for (int64_t m : {1, 8, 64}) {
       if (bench::remaining_s() < 20) break;
       decode(s, m, bw, int64_t(prop.l2CacheSize), rng);
+      if (m == 1) {
+        setenv("TROUPE_FP8_GEMV_ROWS", "0", 1);
+        decode(s, m, bw, int64_t(prop.l2CacheSize), rng, "_tiles");
+        unsetenv("TROUPE_FP8_GEMV_ROWS");
+      }
     }
   if (lt) cublasLtDestroy(lt);
   bench::finish(0);

@@ -1,9 +1,12 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/fp8_block_gemm.hpp"
+#include "kernels/fp8_gemv_rows.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/fp8_stream.cuh"
 
@@ -246,12 +249,21 @@ cudaError_t launch_gemv_tiles(bool vec, const GemvPlan& p, dim3 grid, const XT* 
                           p.kb_per_split, x_vec);
 }
 
+// One token takes the row-streaming kernel (fp8_gemv_rows.hpp) unless TROUPE_FP8_GEMV_ROWS=0, a
+// diagnostic for A/B runs (read at each call, so a benchmark can time both in one process).
+bool one_token_rows_path() {
+  const char* env = std::getenv("TROUPE_FP8_GEMV_ROWS");
+  return !env || std::strcmp(env, "0") != 0;
+}
+
 template <typename XT, typename OT>
 cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT* out, int64_t m, int64_t n, int64_t k,
                         void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (m == 0) return cudaSuccess;
   if (m < 0 || m > kFp8GemvMaxTokens || n <= 0 || k <= 0 || !x || !w || !w_scale || !out) return cudaErrorInvalidValue;
   if (n > INT32_MAX || k > INT32_MAX) return cudaErrorInvalidValue;
+  if (m == 1 && one_token_rows_path() && fp8_gemv_rows_supported(n, k, w))
+    return launch_fp8_gemv_rows(x, w, w_scale, out, n, k, stream);
   GemvPlan p;
   if (cudaError_t err = plan_gemv(m, n, k, &p); err != cudaSuccess) return err;
   if (p.workspace > 0 && (!workspace || workspace_bytes < p.workspace)) return cudaErrorInvalidValue;

@@ -2,7 +2,8 @@
 // Device pieces shared by the kernels that stream FP8 block-scaled weights through bf16 tensor-core
 // mma (fp8_block_gemm.cu's decode GEMV, moe_grouped_gemv.cu): 16-byte streaming loads that bypass
 // L1, the byte-load fallback for rows that are not 16-byte multiples, the exact e4m3 -> bf16 * 2^-112
-// widening, and mma.sync m16n8k16 bf16 with the A fragment as four registers.
+// widening, and mma.sync m16n8k16 bf16 with the A fragment as four registers; for the one-token
+// kernels on CUDA cores (fp8_gemv_rows.cu), the widening of e4m3 to fp32 * 2^-120 and a 16-byte dot.
 // The mapping both kernels use (the order of K inside one mma does not matter while A and B agree):
 // thread (g = lane / 4, t = lane % 4) owns rows g and g + 8 of its warp's 16 and, of each 128-wide K
 // block, the 16 bytes at lo_offset(t) and the 16 at hi_offset(t); piece p (0..3, 8 bytes: k16 steps
@@ -68,6 +69,30 @@ __device__ __forceinline__ uint32_t e4m3x2_to_bf16x2_shifted(uint32_t pair) {
   uint32_t h;
   asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(static_cast<unsigned short>(pair & 0xffffu)));
   return ((h >> 3) & 0x0fff0fffu) | (h & 0x80008000u);
+}
+
+// Byte J of v (e4m3: s eeee mmm) as an fp32 holding its value times 2^-120: moved to bits 27..20
+// by an arithmetic shift, which also copies s into bits 31..28; the mask keeps s in bit 31 and
+// eeee mmm in bits 26..20, so eeee lands in the low four bits of fp32's exponent and mmm at the top
+// of its mantissa. e4m3 subnormals (eeee = 0) become fp32 subnormals of the same 2^-120 scale, which
+// the FMA takes as they are (no flush to zero in this build). NaN bytes are not expected in weights.
+template <int J>
+__device__ __forceinline__ float e4m3_shifted(uint32_t v) {
+  return __int_as_float((int32_t(v << (24 - 8 * J)) >> 4) & int32_t(0x87f00000u));
+}
+
+// The 16 bytes of w (e4m3, each times 2^-120 as above) dotted with 16 x values, in order, fp32.
+__device__ __forceinline__ float dot16_shifted(const uint4& w, const float4 (&x)[4]) {
+  float d = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t v = word_of(w, i);
+    d = fmaf(e4m3_shifted<0>(v), x[i].x, d);
+    d = fmaf(e4m3_shifted<1>(v), x[i].y, d);
+    d = fmaf(e4m3_shifted<2>(v), x[i].z, d);
+    d = fmaf(e4m3_shifted<3>(v), x[i].w, d);
+  }
+  return d;
 }
 
 // c += a b for one m16n8k16 bf16 step, fp32 accumulation.

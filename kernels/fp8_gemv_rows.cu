@@ -1,0 +1,260 @@
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+
+#include "kernels/dependent_launch.cuh"
+#include "kernels/fp8_block_gemm.hpp"
+#include "kernels/fp8_gemv_rows.hpp"
+#include "kernels/fp8_quant.hpp"
+#include "kernels/fp8_stream.cuh"
+
+// Layout of one launch:
+//   - an "item" is R consecutive rows of W (R = 4, 2 or 1; R divides 128, so an item's rows share
+//     one scale row); a block takes items blockIdx.x, + gridDim.x, ... and the grid is sized to the
+//     blocks that fit the GPU at once, with R picked so the items divide evenly over them;
+//   - the block's warps split K: a "chunk" is 512 bytes of a row (lane l's 16 bytes at 16 l), and
+//     warp j takes chunks j, j + warps, ...; the warp count divides the chunk count where it can;
+//   - a lane keeps 8 16-byte loads in flight (R rows x 8 / R chunks) and loads the next step,
+//     or the next item's first, before it works on the current one;
+//   - x waits in shared memory as fp32 times 2^64, laid out so lane l's four float4 of a chunk are
+//     at float4 index q * 32 + l (conflict-free); the weights are widened to fp32 times 2^-120
+//     with integer operations (fp8_stream.cuh), so products are x w 2^-56 and stay in fp32's range;
+//     each K block's sum is promoted by w_scale 2^56, as in the tensor-core kernels;
+//   - per item the warps' sums meet in shared memory and are added in warp order (deterministic).
+namespace troupe::kernels {
+namespace {
+
+using fp8_stream::dot16_shifted;
+using fp8_stream::load_stream16;
+
+constexpr int kChunkBytes = 512;
+constexpr int kMaxWarps = 12;
+constexpr int kLoadsPerLane = 8;
+constexpr float kXShift = 18446744073709551616.0f;    // 2^64
+constexpr float kPromoteShift = 72057594037927936.0f;  // 2^56 = 2^120 / 2^64
+
+__device__ __forceinline__ float bf16_rounded(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+__device__ __forceinline__ float bf16_rounded(uint16_t v) { return __uint_as_float(uint32_t(v) << 16); }
+
+__device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_out(uint16_t* p, float v) {
+  *reinterpret_cast<__nv_bfloat16*>(p) = __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <int R, typename XT, typename OT>
+__global__ void __launch_bounds__(kMaxWarps * 32)
+    fp8_gemv_rows_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
+                         OT* __restrict__ out, int n, int k, int num_kb, int num_items) {
+  constexpr int U = kLoadsPerLane / R;  // chunks per step
+  extern __shared__ float4 x_smem[];    // [num_chunks][4][32] float4
+  __shared__ float sums[2][kMaxWarps][R];
+  const int warps = int(blockDim.x / 32), warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  const int num_chunks = (k + kChunkBytes - 1) / kChunkBytes, stride = U * warps;
+  allow_dependents();  // the next kernel may become resident and start on its own weights
+
+  // The weights of chunks c0, c0 + warps, ... (U of them) of item `item`; zeros past k.
+  uint4 next[U][R];
+  auto load_step = [&](int item, int c0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + u * warps;
+      const int64_t byte = int64_t(c) * kChunkBytes + 16 * lane;
+      const bool valid = c < num_chunks && byte < k;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int row = min(item * R + r, n - 1);
+        next[u][r] = load_stream16(w + int64_t(row) * k + (valid ? byte : 0), valid);
+      }
+    }
+  };
+  // Weights are never written by a kernel, so the first step may load before x is ready.
+  if (int(blockIdx.x) < num_items && warp < num_chunks) load_step(int(blockIdx.x), warp);
+  wait_for_prerequisites();
+
+  for (int i = int(threadIdx.x); i < num_chunks * kChunkBytes; i += int(blockDim.x)) {
+    const float v = i < k ? bf16_rounded(x[i]) * kXShift : 0.0f;
+    const int c = i / kChunkBytes, l = (i % kChunkBytes) / 16, q = (i % 16) / 4, e = i % 4;
+    reinterpret_cast<float*>(x_smem)[(c * 128 + q * 32 + l) * 4 + e] = v;
+  }
+  __syncthreads();
+
+  int parity = 0;
+  for (int item = int(blockIdx.x); item < num_items; item += int(gridDim.x), parity ^= 1) {
+    const float* scale_row = w_scale + int64_t(item * R / kFp8BlockSize) * num_kb;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    for (int c0 = warp; c0 < num_chunks; c0 += stride) {
+      uint4 cur[U][R];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int r = 0; r < R; ++r) cur[u][r] = next[u][r];
+      // The loads of the next step (or of the next item's first) go out before this step's math.
+      if (c0 + stride < num_chunks) {
+        load_step(item, c0 + stride);
+      } else if (item + int(gridDim.x) < num_items) {
+        load_step(item + int(gridDim.x), warp);
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + u * warps;
+        if (c >= num_chunks) break;
+        const float s = __ldg(scale_row + min(4 * c + lane / 8, num_kb - 1)) * kPromoteShift;
+        float4 xs[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) xs[q] = x_smem[c * 128 + q * 32 + lane];
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] = fmaf(dot16_shifted(cur[u][r], xs), s, acc[r]);
+      }
+    }
+    // sums[parity] was last read two items ago, before the barrier of the item in between.
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float total = warp_sum(acc[r]);
+      if (lane == 0) sums[parity][warp][r] = total;
+    }
+    __syncthreads();
+    if (int(threadIdx.x) < R) {
+      const int row = item * R + int(threadIdx.x);
+      if (row < n) {
+        float total = 0.0f;
+        for (int j = 0; j < warps; ++j) total += sums[parity][j][threadIdx.x];
+        store_out(out + row, total);
+      }
+    }
+  }
+}
+
+struct RowsPlan {
+  int rows_per_item = 1, warps = 1, grid = 1;
+  size_t smem = 0;
+  const void* kernel = nullptr;
+};
+
+// Warps per block: the count in 1..kMaxWarps (at most the chunk count) that splits the chunks most
+// evenly, the largest among equals.
+int pick_warps(int num_chunks) {
+  int best = 1;
+  double best_balance = 0.0;
+  for (int w = 1; w <= std::min(kMaxWarps, num_chunks); ++w) {
+    const int per_warp = (num_chunks + w - 1) / w;
+    const double balance = double(num_chunks) / double(w * per_warp);
+    if (balance >= best_balance - 1e-9) best = w, best_balance = balance;
+  }
+  return best;
+}
+
+// Blocks of `kernel` that fit one SM, cached per (device, kernel, threads, smem) for this host thread.
+cudaError_t blocks_per_sm(const void* kernel, int threads, size_t smem, int* blocks) {
+  int device = 0;
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
+  thread_local std::map<std::tuple<int, const void*, int, size_t>, int> cache;
+  const auto key = std::make_tuple(device, kernel, threads, smem);
+  if (auto it = cache.find(key); it != cache.end()) return *blocks = it->second, cudaSuccess;
+  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+      err != cudaSuccess)
+    return err;
+  if (cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, threads, smem);
+      err != cudaSuccess)
+    return err;
+  cache.emplace(key, *blocks);
+  return cudaSuccess;
+}
+
+int num_sms() {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 1;
+  thread_local int cached_device = -1, cached_sms = 1;
+  if (device != cached_device &&
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess) {
+    cached_device = device;
+    cached_sms = std::max(sms, 1);
+  }
+  return cached_sms;
+}
+
+// Rows per item: the R whose items take the fewest rows per block, counting whole rounds of the
+// blocks that fit at once; the larger R among equals (fewer barriers, x read once for more rows).
+template <typename XT, typename OT>
+cudaError_t plan_rows(int64_t n, int64_t k, RowsPlan* plan) {
+  const int num_chunks = int((k + kChunkBytes - 1) / kChunkBytes);
+  RowsPlan best;
+  int64_t best_cost = INT64_MAX;
+  const int warps = pick_warps(num_chunks);
+  const size_t smem = size_t(num_chunks) * kChunkBytes * sizeof(float);
+  const void* kernels[] = {reinterpret_cast<const void*>(fp8_gemv_rows_kernel<4, XT, OT>),
+                           reinterpret_cast<const void*>(fp8_gemv_rows_kernel<2, XT, OT>),
+                           reinterpret_cast<const void*>(fp8_gemv_rows_kernel<1, XT, OT>)};
+  for (int i = 0; i < 3; ++i) {
+    const int rows = 4 >> i;
+    int blocks = 0;
+    if (cudaError_t err = blocks_per_sm(kernels[i], warps * 32, smem, &blocks); err != cudaSuccess) return err;
+    if (blocks <= 0) continue;
+    const int64_t items = (n + rows - 1) / rows, slots = int64_t(blocks) * num_sms();
+    const int64_t cost = (items + slots - 1) / slots * rows;
+    if (cost < best_cost) {
+      best_cost = cost;
+      best = {rows, warps, int(std::min(items, slots)), smem, kernels[i]};
+    }
+  }
+  if (!best.kernel) return cudaErrorInvalidConfiguration;
+  *plan = best;
+  return cudaSuccess;
+}
+
+template <typename XT, typename OT>
+cudaError_t launch_rows(const XT* x, const uint8_t* w, const float* w_scale, OT* out, int64_t n, int64_t k,
+                        cudaStream_t stream) {
+  if (!x || !w || !w_scale || !out || !fp8_gemv_rows_supported(n, k, w)) return cudaErrorInvalidValue;
+  RowsPlan p;
+  if (cudaError_t err = plan_rows<XT, OT>(n, k, &p); err != cudaSuccess) return err;
+  const int items = int((n + p.rows_per_item - 1) / p.rows_per_item), ni = int(n), ki = int(k);
+  const int num_kb = int(fp8_num_blocks(k));
+  const dim3 grid{unsigned(p.grid)}, block{unsigned(p.warps * 32)};
+  switch (p.rows_per_item) {
+    case 4:
+      return launch_dependent(fp8_gemv_rows_kernel<4, XT, OT>, grid, block, p.smem, stream, x, w, w_scale, out, ni,
+                              ki, num_kb, items);
+    case 2:
+      return launch_dependent(fp8_gemv_rows_kernel<2, XT, OT>, grid, block, p.smem, stream, x, w, w_scale, out, ni,
+                              ki, num_kb, items);
+    default:
+      return launch_dependent(fp8_gemv_rows_kernel<1, XT, OT>, grid, block, p.smem, stream, x, w, w_scale, out, ni,
+                              ki, num_kb, items);
+  }
+}
+
+}  // namespace
+
+bool fp8_gemv_rows_supported(int64_t n, int64_t k, const void* w) {
+  return n > 0 && n <= INT32_MAX / 4 && k > 0 && k % 16 == 0 && k <= kFp8GemvRowsMaxK &&
+         reinterpret_cast<uintptr_t>(w) % 16 == 0;
+}
+
+cudaError_t launch_fp8_gemv_rows(const float* x, const uint8_t* w, const float* w_scale, float* out, int64_t n,
+                                 int64_t k, cudaStream_t stream) {
+  return launch_rows(x, w, w_scale, out, n, k, stream);
+}
+cudaError_t launch_fp8_gemv_rows(const uint16_t* x, const uint8_t* w, const float* w_scale, float* out, int64_t n,
+                                 int64_t k, cudaStream_t stream) {
+  return launch_rows(x, w, w_scale, out, n, k, stream);
+}
+cudaError_t launch_fp8_gemv_rows(const float* x, const uint8_t* w, const float* w_scale, uint16_t* out, int64_t n,
+                                 int64_t k, cudaStream_t stream) {
+  return launch_rows(x, w, w_scale, out, n, k, stream);
+}
+cudaError_t launch_fp8_gemv_rows(const uint16_t* x, const uint8_t* w, const float* w_scale, uint16_t* out, int64_t n,
+                                 int64_t k, cudaStream_t stream) {
+  return launch_rows(x, w, w_scale, out, n, k, stream);
+}
+
+}  // namespace troupe::kernels
