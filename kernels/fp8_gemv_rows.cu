@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <tuple>
+#include <utility>
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/fp8_block_gemm.hpp"
@@ -30,7 +31,7 @@ using fp8_stream::dot16_shifted;
 using fp8_stream::load_stream16;
 
 constexpr int kChunkBytes = 512;
-constexpr int kMaxWarps = 12;
+constexpr int kMaxWarps = 8;  // 12 left one block of 12 warps per SM at K = 18,432 (0.32 of HBM)
 constexpr int kLoadsPerLane = 8;
 constexpr float kXShift = 18446744073709551616.0f;    // 2^64
 constexpr float kPromoteShift = 72057594037927936.0f;  // 2^56 = 2^120 / 2^64
@@ -153,16 +154,25 @@ int pick_warps(int num_chunks) {
   return best;
 }
 
+constexpr size_t kMaxSmem = size_t(kFp8GemvRowsMaxK) * sizeof(float);
+
 // Blocks of `kernel` that fit one SM, cached per (device, kernel, threads, smem) for this host thread.
+// The dynamic shared memory limit is a property of the kernel, not of a launch, so it is raised to
+// the most any shape needs, once per kernel and device (set per shape, a smaller shape planned later
+// lowered it under a larger one's launch: cudaErrorInvalidValue).
 cudaError_t blocks_per_sm(const void* kernel, int threads, size_t smem, int* blocks) {
   int device = 0;
   if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
   thread_local std::map<std::tuple<int, const void*, int, size_t>, int> cache;
   const auto key = std::make_tuple(device, kernel, threads, smem);
   if (auto it = cache.find(key); it != cache.end()) return *blocks = it->second, cudaSuccess;
-  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-      err != cudaSuccess)
-    return err;
+  thread_local std::map<std::pair<int, const void*>, bool> raised;
+  if (!raised[{device, kernel}]) {
+    if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem));
+        err != cudaSuccess)
+      return err;
+    raised[{device, kernel}] = true;
+  }
   if (cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, threads, smem);
       err != cudaSuccess)
     return err;
@@ -236,7 +246,7 @@ cudaError_t launch_rows(const XT* x, const uint8_t* w, const float* w_scale, OT*
 }  // namespace
 
 bool fp8_gemv_rows_supported(int64_t n, int64_t k, const void* w) {
-  return n > 0 && n <= INT32_MAX / 4 && k > 0 && k % 16 == 0 && k <= kFp8GemvRowsMaxK &&
+  return n > 0 && n <= INT32_MAX / 4 && k >= kFp8GemvRowsMinK && k % 16 == 0 && k <= kFp8GemvRowsMaxK &&
          reinterpret_cast<uintptr_t>(w) % 16 == 0;
 }
 
