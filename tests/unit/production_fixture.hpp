@@ -23,6 +23,7 @@
 #include "runtime/model.hpp"
 #include "runtime/model_config.hpp"
 #include "runtime/safetensors_file.hpp"
+#include "tests/unit/bf16_rounded_weights.hpp"
 
 namespace troupe::production {
 
@@ -98,14 +99,16 @@ inline bool read_fixture(const std::string& dir, Fixture& out, std::string& why)
 }
 
 // The fixture's model on `backend` with its dummy weights; the names the loader asked for go to
-// `requested` (they must be exactly the parameters transformers holds).
-inline Result<std::unique_ptr<Model>> load(const Fixture& f, Backend& backend, std::set<std::string>* requested) {
+// `requested` (they must be exactly the parameters transformers holds). rounded_to_bf16: the values
+// a bf16 CudaBackend holds (bf16_rounded_weights.hpp), for fp32 references of the bf16 path.
+inline Result<std::unique_ptr<Model>> load(const Fixture& f, Backend& backend, std::set<std::string>* requested,
+                                           bool rounded_to_bf16 = false) {
   auto config = ModelConfig::load(f.dir);
   if (!config.ok()) return config.error();
   DummyWeightOptions options;
   options.seed = f.seed;
   options.scale = f.scale;
-  const WeightLoader dummy = dummy_weight_loader(options);
+  const WeightLoader dummy = rounded_to_bf16 ? bf16_rounded(dummy_weight_loader(options)) : dummy_weight_loader(options);
   WeightLoader loader = [&](const std::string& name, const std::vector<int64_t>& shape) {
     if (requested) requested->insert(name);
     return dummy(name, shape);
@@ -160,6 +163,26 @@ inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>
   return worst;
 }
 
+// `run` against the oracle: the max |logit diff| over the prompt positions and decode steps it keeps.
+inline double max_diff_to_oracle(const Prompt& p, const Run& run) {
+  double worst = 0;
+  for (size_t t = 0; t < p.prompt_logits.size(); ++t)
+    worst = std::max(worst, max_abs_diff(run.prompt_logits.at(size_t(p.logits_from) + t), p.prompt_logits[t]));
+  for (size_t s = 0; s < p.decode_logits.size(); ++s)
+    worst = std::max(worst, max_abs_diff(run.decode_logits.at(s), p.decode_logits[s]));
+  return worst;
+}
+
+// Two runs of one prompt: the max |logit diff| over every prompt position and decode step.
+inline double max_diff(const Run& a, const Run& b) {
+  if (a.prompt_logits.size() != b.prompt_logits.size() || a.decode_logits.size() != b.decode_logits.size())
+    return INFINITY;
+  double worst = 0;
+  for (size_t t = 0; t < a.prompt_logits.size(); ++t) worst = std::max(worst, max_abs_diff(a.prompt_logits[t], b.prompt_logits[t]));
+  for (size_t s = 0; s < a.decode_logits.size(); ++s) worst = std::max(worst, max_abs_diff(a.decode_logits[s], b.decode_logits[s]));
+  return worst;
+}
+
 inline double rms(const std::vector<std::vector<float>>& rows) {
   double sum = 0, n = 0;
   for (const auto& r : rows)
@@ -179,6 +202,22 @@ inline double top_margin(const std::vector<float>& row) {
 
 inline int64_t argmax(const std::vector<float>& row) {
   return int64_t(std::max_element(row.begin(), row.end()) - row.begin());
+}
+
+struct Agreement {
+  int judged = 0, agreed = 0;  // decode steps with a clear reference margin, and those picking its token
+};
+
+// Decode steps whose reference top-1 margin exceeds `margin`, and those where `run` picks the
+// reference's token. A run within margin / 2 of the reference everywhere must agree on all of them.
+inline Agreement agreement(const std::vector<std::vector<float>>& reference_decode, const Run& run, double margin) {
+  Agreement a;
+  for (size_t s = 0; s < reference_decode.size(); ++s) {
+    if (top_margin(reference_decode[s]) <= margin) continue;
+    ++a.judged;
+    a.agreed += s < run.decode_logits.size() && argmax(run.decode_logits[s]) == argmax(reference_decode[s]);
+  }
+  return a;
 }
 
 }  // namespace troupe::production
