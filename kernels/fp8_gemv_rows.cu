@@ -17,6 +17,8 @@
 //     blocks that fit the GPU at once, with R picked so the items divide evenly over them;
 //   - the block's warps split K: a "chunk" is 512 bytes of a row (lane l's 16 bytes at 16 l), and
 //     warp j takes chunks j, j + warps, ...; the warp count divides the chunk count where it can;
+//   - rows shorter than kFp8GemvRowsShareK have too few chunks to share (K = 1,536: 3): there each
+//     warp owns its items (items strided over all warps of the grid) and no barrier is needed;
 //   - a lane keeps 8 16-byte loads in flight (R rows x 8 / R chunks) and loads the next step,
 //     or the next item's first, before it works on the current one;
 //   - x waits in shared memory as fp32 times 2^64, laid out so lane l's four float4 of a chunk are
@@ -50,7 +52,9 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-template <int R, typename XT, typename OT>
+// OWN: each warp owns its items (rows shorter than 4,096 bytes: too few chunks to share); else the
+// block's warps share each item, splitting its chunks.
+template <int R, bool OWN, typename XT, typename OT>
 __global__ void __launch_bounds__(kMaxWarps * 32)
     fp8_gemv_rows_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
                          OT* __restrict__ out, int n, int k, int num_kb, int num_items) {
@@ -58,15 +62,19 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   extern __shared__ float4 x_smem[];    // [num_chunks][4][32] float4
   __shared__ float sums[2][kMaxWarps][R];
   const int warps = int(blockDim.x / 32), warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
-  const int num_chunks = (k + kChunkBytes - 1) / kChunkBytes, stride = U * warps;
+  const int num_chunks = (k + kChunkBytes - 1) / kChunkBytes;
+  // The warps that share an item, this warp's place among them, and the items it takes.
+  const int sharing = OWN ? 1 : warps, member = OWN ? 0 : warp, stride = U * sharing;
+  const int first_item = OWN ? int(blockIdx.x) * warps + warp : int(blockIdx.x);
+  const int item_step = OWN ? int(gridDim.x) * warps : int(gridDim.x);
   allow_dependents();  // the next kernel may become resident and start on its own weights
 
-  // The weights of chunks c0, c0 + warps, ... (U of them) of item `item`; zeros past k.
+  // The weights of chunks c0, c0 + sharing, ... (U of them) of item `item`; zeros past k.
   uint4 next[U][R];
   auto load_step = [&](int item, int c0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int c = c0 + u * warps;
+      const int c = c0 + u * sharing;
       const int64_t byte = int64_t(c) * kChunkBytes + 16 * lane;
       const bool valid = c < num_chunks && byte < k;
 #pragma unroll
@@ -77,7 +85,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
     }
   };
   // Weights are never written by a kernel, so the first step may load before x is ready.
-  if (int(blockIdx.x) < num_items && warp < num_chunks) load_step(int(blockIdx.x), warp);
+  if (first_item < num_items && member < num_chunks) load_step(first_item, member);
   wait_for_prerequisites();
 
   for (int i = int(threadIdx.x); i < num_chunks * kChunkBytes; i += int(blockDim.x)) {
@@ -88,12 +96,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   __syncthreads();
 
   int parity = 0;
-  for (int item = int(blockIdx.x); item < num_items; item += int(gridDim.x), parity ^= 1) {
+  for (int item = first_item; item < num_items; item += item_step, parity ^= 1) {
     const float* scale_row = w_scale + int64_t(item * R / kFp8BlockSize) * num_kb;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-    for (int c0 = warp; c0 < num_chunks; c0 += stride) {
+    for (int c0 = member; c0 < num_chunks; c0 += stride) {
       uint4 cur[U][R];
 #pragma unroll
       for (int u = 0; u < U; ++u)
@@ -102,12 +110,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
       // The loads of the next step (or of the next item's first) go out before this step's math.
       if (c0 + stride < num_chunks) {
         load_step(item, c0 + stride);
-      } else if (item + int(gridDim.x) < num_items) {
-        load_step(item + int(gridDim.x), warp);
+      } else if (item + item_step < num_items) {
+        load_step(item + item_step, member);
       }
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const int c = c0 + u * warps;
+        const int c = c0 + u * sharing;
         if (c >= num_chunks) break;
         const float s = __ldg(scale_row + min(4 * c + lane / 8, num_kb - 1)) * kPromoteShift;
         float4 xs[4];
@@ -117,19 +125,28 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
         for (int r = 0; r < R; ++r) acc[r] = fmaf(dot16_shifted(cur[u][r], xs), s, acc[r]);
       }
     }
-    // sums[parity] was last read two items ago, before the barrier of the item in between.
+    if constexpr (OWN) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const float total = warp_sum(acc[r]);
-      if (lane == 0) sums[parity][warp][r] = total;
-    }
-    __syncthreads();
-    if (int(threadIdx.x) < R) {
-      const int row = item * R + int(threadIdx.x);
-      if (row < n) {
-        float total = 0.0f;
-        for (int j = 0; j < warps; ++j) total += sums[parity][j][threadIdx.x];
-        store_out(out + row, total);
+      for (int r = 0; r < R; ++r) {
+        const float total = warp_sum(acc[r]);
+        const int row = item * R + r;
+        if (lane == 0 && row < n) store_out(out + row, total);
+      }
+    } else {
+      // sums[parity] was last read two items ago, before the barrier of the item in between.
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float total = warp_sum(acc[r]);
+        if (lane == 0) sums[parity][warp][r] = total;
+      }
+      __syncthreads();
+      if (int(threadIdx.x) < R) {
+        const int row = item * R + int(threadIdx.x);
+        if (row < n) {
+          float total = 0.0f;
+          for (int j = 0; j < warps; ++j) total += sums[parity][j][threadIdx.x];
+          store_out(out + row, total);
+        }
       }
     }
   }
@@ -137,12 +154,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
 
 struct RowsPlan {
   int rows_per_item = 1, warps = 1, grid = 1;
+  bool own = false;
   size_t smem = 0;
-  const void* kernel = nullptr;
 };
 
-// Warps per block: the count in 1..kMaxWarps (at most the chunk count) that splits the chunks most
-// evenly, the largest among equals.
+// Warps per block when they share items: the count in 1..kMaxWarps (at most the chunk count) that
+// splits the chunks most evenly, the largest among equals.
 int pick_warps(int num_chunks) {
   int best = 1;
   double best_balance = 0.0;
@@ -192,33 +209,50 @@ int num_sms() {
   return cached_sms;
 }
 
-// Rows per item: the R whose items take the fewest rows per block, counting whole rounds of the
-// blocks that fit at once; the larger R among equals (fewer barriers, x read once for more rows).
+template <int R, typename XT, typename OT>
+const void* kernel_of(bool own) {
+  return own ? reinterpret_cast<const void*>(fp8_gemv_rows_kernel<R, true, XT, OT>)
+             : reinterpret_cast<const void*>(fp8_gemv_rows_kernel<R, false, XT, OT>);
+}
+
+// Rows per item: the R whose items take the fewest rows per item-taker (a block, or a warp when
+// warps own items), counting whole rounds of the takers that fit at once; the larger R among equals
+// (fewer reductions, x read once for more rows).
 template <typename XT, typename OT>
 cudaError_t plan_rows(int64_t n, int64_t k, RowsPlan* plan) {
   const int num_chunks = int((k + kChunkBytes - 1) / kChunkBytes);
+  const bool own = k < kFp8GemvRowsShareK;
+  const int warps = own ? kMaxWarps : pick_warps(num_chunks);
+  const size_t smem = size_t(num_chunks) * kChunkBytes * sizeof(float);
+  const void* kernels[] = {kernel_of<4, XT, OT>(own), kernel_of<2, XT, OT>(own), kernel_of<1, XT, OT>(own)};
   RowsPlan best;
   int64_t best_cost = INT64_MAX;
-  const int warps = pick_warps(num_chunks);
-  const size_t smem = size_t(num_chunks) * kChunkBytes * sizeof(float);
-  const void* kernels[] = {reinterpret_cast<const void*>(fp8_gemv_rows_kernel<4, XT, OT>),
-                           reinterpret_cast<const void*>(fp8_gemv_rows_kernel<2, XT, OT>),
-                           reinterpret_cast<const void*>(fp8_gemv_rows_kernel<1, XT, OT>)};
   for (int i = 0; i < 3; ++i) {
     const int rows = 4 >> i;
     int blocks = 0;
     if (cudaError_t err = blocks_per_sm(kernels[i], warps * 32, smem, &blocks); err != cudaSuccess) return err;
     if (blocks <= 0) continue;
-    const int64_t items = (n + rows - 1) / rows, slots = int64_t(blocks) * num_sms();
-    const int64_t cost = (items + slots - 1) / slots * rows;
+    const int64_t items = (n + rows - 1) / rows, per_block = own ? warps : 1;
+    const int64_t takers = int64_t(blocks) * num_sms() * per_block;
+    const int64_t cost = (items + takers - 1) / takers * rows;
     if (cost < best_cost) {
       best_cost = cost;
-      best = {rows, warps, int(std::min(items, slots)), smem, kernels[i]};
+      const int64_t grid = std::min((items + per_block - 1) / per_block, int64_t(blocks) * num_sms());
+      best = {rows, warps, int(grid), own, smem};
     }
   }
-  if (!best.kernel) return cudaErrorInvalidConfiguration;
+  if (best_cost == INT64_MAX) return cudaErrorInvalidConfiguration;
   *plan = best;
   return cudaSuccess;
+}
+
+template <int R, typename XT, typename OT>
+cudaError_t launch_planned(const RowsPlan& p, const XT* x, const uint8_t* w, const float* w_scale, OT* out, int n,
+                           int k, cudaStream_t stream) {
+  const int items = (n + R - 1) / R, num_kb = int(fp8_num_blocks(k));
+  const dim3 grid{unsigned(p.grid)}, block{unsigned(p.warps * 32)};
+  const auto kernel = p.own ? fp8_gemv_rows_kernel<R, true, XT, OT> : fp8_gemv_rows_kernel<R, false, XT, OT>;
+  return launch_dependent(kernel, grid, block, p.smem, stream, x, w, w_scale, out, n, k, num_kb, items);
 }
 
 template <typename XT, typename OT>
@@ -227,26 +261,17 @@ cudaError_t launch_rows(const XT* x, const uint8_t* w, const float* w_scale, OT*
   if (!x || !w || !w_scale || !out || !fp8_gemv_rows_supported(n, k, w)) return cudaErrorInvalidValue;
   RowsPlan p;
   if (cudaError_t err = plan_rows<XT, OT>(n, k, &p); err != cudaSuccess) return err;
-  const int items = int((n + p.rows_per_item - 1) / p.rows_per_item), ni = int(n), ki = int(k);
-  const int num_kb = int(fp8_num_blocks(k));
-  const dim3 grid{unsigned(p.grid)}, block{unsigned(p.warps * 32)};
   switch (p.rows_per_item) {
-    case 4:
-      return launch_dependent(fp8_gemv_rows_kernel<4, XT, OT>, grid, block, p.smem, stream, x, w, w_scale, out, ni,
-                              ki, num_kb, items);
-    case 2:
-      return launch_dependent(fp8_gemv_rows_kernel<2, XT, OT>, grid, block, p.smem, stream, x, w, w_scale, out, ni,
-                              ki, num_kb, items);
-    default:
-      return launch_dependent(fp8_gemv_rows_kernel<1, XT, OT>, grid, block, p.smem, stream, x, w, w_scale, out, ni,
-                              ki, num_kb, items);
+    case 4: return launch_planned<4>(p, x, w, w_scale, out, int(n), int(k), stream);
+    case 2: return launch_planned<2>(p, x, w, w_scale, out, int(n), int(k), stream);
+    default: return launch_planned<1>(p, x, w, w_scale, out, int(n), int(k), stream);
   }
 }
 
 }  // namespace
 
 bool fp8_gemv_rows_supported(int64_t n, int64_t k, const void* w) {
-  return n > 0 && n <= INT32_MAX / 4 && k >= kFp8GemvRowsMinK && k % 16 == 0 && k <= kFp8GemvRowsMaxK &&
+  return n > 0 && n <= INT32_MAX / 4 && k > 0 && k % 16 == 0 && k <= kFp8GemvRowsMaxK &&
          reinterpret_cast<uintptr_t>(w) % 16 == 0;
 }
 

@@ -11,14 +11,15 @@
 
 namespace troupe::kernels {
 
-// The K range this kernel takes: x waits in shared memory as fp32 (at most 96 KB); below 4,096 a
-// row is too short for the warps of a block to share (on the H200 at one token: K = 1,536 ran at
-// 0.30 of HBM against the tensor-core kernel's 0.38, K = 512 at 0.16 against 0.27).
-constexpr int64_t kFp8GemvRowsMinK = 4096;
+// The largest K this kernel takes (x waits in shared memory as fp32: 96 KB).
 constexpr int64_t kFp8GemvRowsMaxK = 24576;
+// From this K up, a block's warps share each group of rows (splitting K); below it each warp owns
+// its rows: with the warps sharing, K = 1,536 ran at 0.30 of HBM on the H200 against the
+// tensor-core kernel's 0.38, and K = 512 at 0.16 against 0.27.
+constexpr int64_t kFp8GemvRowsShareK = 4096;
 
-// Whether launch_fp8_gemv_rows takes the shape: k % 16 == 0, kFp8GemvRowsMinK <= k <=
-// kFp8GemvRowsMaxK, w 16-byte aligned, n and k positive.
+// Whether launch_fp8_gemv_rows takes the shape: k % 16 == 0, k <= kFp8GemvRowsMaxK, w 16-byte
+// aligned, n and k positive.
 bool fp8_gemv_rows_supported(int64_t n, int64_t k, const void* w);
 
 // out[n] = sum_kb (sum_{k in kb} x[k] w[n, k]) w_scale[n / 128, kb], x rounded to bf16 (fp32 x is
