@@ -1,22 +1,19 @@
 #pragma once
 // Prefill attention on tensor cores: causal, GQA, K/V read from the paged fp32, bf16 or fp8 cache
-// (runtime/kv_cache.hpp layout), flash-style tiles with an online softmax, no [seq x seq] matrix.
+// (runtime/kv_cache.hpp layout), FlashAttention-2's forward pass (online softmax, no [seq x seq]
+// matrix) on mma.sync m16n8k16 with bf16 inputs and fp32 accumulation and softmax state.
 //
-// Work unit: one block per (query tile, kv head). A tile holds 128 rows (64 for head_dim 256),
-// each row one (token, q head of the kv head's group) pair, heads fastest: row r is token
-// first + r / group, head kv_head * group + r % group, so a K/V tile staged in shared memory
-// serves the whole GQA group. One warp per 16 rows. Q, K, V are rounded to bf16 in shared memory.
-// head_dim 32, 64, 128: S = Q K^T and O += P V run on mma.sync m16n8k16 (bf16 inputs, fp32
-// accumulation) with Q, S, P and O held in register fragments; only K and V live in shared memory
-// (34 KiB at head_dim 128), the online softmax runs on the S fragments, P is repacked to bf16 in
-// registers. head_dim 16 and 256: WMMA with S and O round-tripped through fp32 shared memory. The
-// next K/V tile's global loads are in flight (in registers; with a bf16 cache and head_dim 32,
-// 64, 128 as cp.async copies into a second shared buffer) while the current tile is multiplied;
-// tiles past a warp's last position are skipped and the causal mask is applied only on tiles that
-// cross a row's position. Tokens of a tile belong to one sequence and may start at any position
-// (chunked prefill): a query at position p sees keys [0, p] of its sequence, which must already be
-// cached.
-// Three layers: the __global__ kernels (attention_prefill.cu), these launchers, and the CPU
+// Work unit: one block of 4 warps per (query tile, kv head). A tile holds 128 rows (64 at head_dim
+// 256), each row one (token, q head of the kv head's group) pair, heads fastest: row r is token
+// first + r / group, head kv_head * group + r % group, so a K/V tile staged in shared memory serves
+// the whole GQA group. A warp owns 32 rows (16 at head_dim 256); its S, P and O stay in registers
+// and are written once at the end. Q, K and V are rounded to bf16 (Q after the scale); a bf16
+// cache's K/V tiles are double-buffered cp.async copies, an fp8 or fp32 cache's are copied as
+// stored and widened to bf16 in shared memory (exact for e4m3). Tiles past a warp's last position
+// are skipped and the causal mask is applied only on tiles that cross a row's position. Tokens of a
+// tile belong to one sequence and may start at any position (chunked prefill): a query at position
+// p sees keys [0, p] of its sequence, which must already be cached. Details in attention_prefill.cu.
+// Three layers: the __global__ kernel (attention_prefill.cu), these launchers, and the CPU
 // reference shared by every attention kernel, paged_attention_ref (paged_attention.hpp), which
 // computes in fp32/fp64 (this kernel's bf16 roundings are its only departure from it).
 #include <cstdint>
@@ -27,8 +24,6 @@
 #endif
 
 namespace troupe::kernels {
-
-constexpr int64_t kPrefillTileKeys = 64;  // keys per K/V tile
 
 #ifdef TROUPE_HAVE_CUDA
 // head_dim 16, 32, 64, 128 or 256 and a GQA group (num_heads / num_kv_heads) no larger than a
@@ -62,8 +57,9 @@ cudaError_t launch_prefill_attention_bf16(const float* q, const uint16_t* k_cach
                                           const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
                                           float* out, cudaStream_t stream);
-// The same over an fp8 cache (e4m3 bytes, 4-byte loads widened to bf16 exactly in shared memory):
-// k_scale folds into the score scale and v_scale multiplies the output. Cache bases 16-byte aligned.
+// The same over an fp8 cache (e4m3 bytes, copied as stored, widened to bf16 exactly in shared
+// memory): k_scale folds into the score scale and v_scale multiplies the output. Cache bases
+// 16-byte aligned.
 cudaError_t launch_prefill_attention_bf16(const float* q, const uint8_t* k_cache, const uint8_t* v_cache,
                                           const int32_t* positions, const int32_t* tiles, int64_t num_tiles,
                                           const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
