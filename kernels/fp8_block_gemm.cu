@@ -262,7 +262,7 @@ cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT*
   if (m == 0) return cudaSuccess;
   if (m < 0 || m > kFp8GemvMaxTokens || n <= 0 || k <= 0 || !x || !w || !w_scale || !out) return cudaErrorInvalidValue;
   if (n > INT32_MAX || k > INT32_MAX) return cudaErrorInvalidValue;
-  if (m == 1 && one_token_rows_path() && fp8_gemv_rows_supported(n, k, w))
+  if (m == 1 && one_token_rows_path() && fp8_gemv_rows_supported(n, k, x, w))
     return launch_fp8_gemv_rows(x, w, w_scale, out, n, k, stream);
   GemvPlan p;
   if (cudaError_t err = plan_gemv(m, n, k, &p); err != cudaSuccess) return err;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <map>
 #include <tuple>
-#include <utility>
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/fp8_block_gemm.hpp"
@@ -13,19 +12,21 @@
 
 // Layout of one launch:
 //   - an "item" is R consecutive rows of W (R = 4, 2 or 1; R divides 128, so an item's rows share
-//     one scale row); a block takes items blockIdx.x, + gridDim.x, ... and the grid is sized to the
-//     blocks that fit the GPU at once, with R picked so the items divide evenly over them;
-//   - the block's warps split K: a "chunk" is 512 bytes of a row (lane l's 16 bytes at 16 l), and
-//     warp j takes chunks j, j + warps, ...; the warp count divides the chunk count where it can;
-//   - rows shorter than kFp8GemvRowsShareK have too few chunks to share (K = 1,536: 3): there each
-//     warp owns its items (items strided over all warps of the grid) and no barrier is needed;
-//   - a lane keeps 8 16-byte loads in flight (R rows x 8 / R chunks) and loads the next step,
+//     one scale row); a "chunk" is 512 bytes of a row, lane l's 16 bytes at 16 l;
+//   - items are shared by the warps of a block, warp j taking chunks j, j + warps, ... (blocks take
+//     items blockIdx.x, + gridDim.x, ...), or owned by single warps (all of a row's chunks; items
+//     strided over every warp of the grid, no barrier); the plan picks R, the mode and the warps per
+//     block that leave the fewest loads on the busiest warp, counting whole rounds of the item-takers
+//     resident at once and steps that cannot fill a lane's loads;
+//   - a lane keeps 8 16-byte loads in flight (R rows x 8 / R chunks) and issues the next step,
 //     or the next item's first, before it works on the current one;
-//   - x waits in shared memory as fp32 times 2^64, laid out so lane l's four float4 of a chunk are
-//     at float4 index q * 32 + l (conflict-free); the weights are widened to fp32 times 2^-120
-//     with integer operations (fp8_stream.cuh), so products are x w 2^-56 and stay in fp32's range;
-//     each K block's sum is promoted by w_scale 2^56, as in the tensor-core kernels;
-//   - per item the warps' sums meet in shared memory and are added in warp order (deterministic).
+//   - x is read per chunk from global memory (L1-resident: every item of a block reads the same
+//     x), rounded to bf16 and scaled by 2^64; the weights are widened to fp32 times 2^-120 with
+//     integer operations (fp8_stream.cuh), so products are x w 2^-56 and stay in fp32's range;
+//     each K block's sum is promoted by w_scale 2^56, as in the tensor-core kernels. (Staging x in
+//     shared memory cost each block a serial pass over K before its first product and capped the
+//     blocks per SM at large K: R1's dense down, K = 18,432, ran at 0.42 of HBM);
+//   - shared items' warp sums meet in shared memory and are added in warp order (deterministic).
 namespace troupe::kernels {
 namespace {
 
@@ -33,13 +34,38 @@ using fp8_stream::dot16_shifted;
 using fp8_stream::load_stream16;
 
 constexpr int kChunkBytes = 512;
-constexpr int kMaxWarps = 8;  // 12 left one block of 12 warps per SM at K = 18,432 (0.32 of HBM)
+constexpr int kMaxWarps = 8;
 constexpr int kLoadsPerLane = 8;
 constexpr float kXShift = 18446744073709551616.0f;    // 2^64
 constexpr float kPromoteShift = 72057594037927936.0f;  // 2^56 = 2^120 / 2^64
 
-__device__ __forceinline__ float bf16_rounded(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
-__device__ __forceinline__ float bf16_rounded(uint16_t v) { return __uint_as_float(uint32_t(v) << 16); }
+// x[k0 .. k0 + 16) rounded to bf16 and times 2^64 (zeros when !valid), in the order dot16_shifted
+// takes them. k0 is a multiple of 16 and x 16-byte aligned.
+__device__ __forceinline__ void load_x16(const uint16_t* x, int64_t k0, bool valid, float4 (&xs)[4]) {
+  uint4 v[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+  if (valid) {
+    v[0] = __ldg(reinterpret_cast<const uint4*>(x + k0));
+    v[1] = __ldg(reinterpret_cast<const uint4*>(x + k0) + 1);
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t words[4] = {v[h].x, v[h].y, v[h].z, v[h].w};
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const uint32_t a = words[2 * j], b = words[2 * j + 1];
+      xs[2 * h + j] = make_float4(__uint_as_float(a << 16) * kXShift, __uint_as_float(a & 0xffff0000u) * kXShift,
+                                  __uint_as_float(b << 16) * kXShift, __uint_as_float(b & 0xffff0000u) * kXShift);
+    }
+  }
+}
+__device__ __forceinline__ float bf16_shifted(float v) { return __bfloat162float(__float2bfloat16_rn(v)) * kXShift; }
+__device__ __forceinline__ void load_x16(const float* x, int64_t k0, bool valid, float4 (&xs)[4]) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const float4 v = valid ? __ldg(reinterpret_cast<const float4*>(x + k0) + q) : make_float4(0, 0, 0, 0);
+    xs[q] = make_float4(bf16_shifted(v.x), bf16_shifted(v.y), bf16_shifted(v.z), bf16_shifted(v.w));
+  }
+}
 
 __device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_out(uint16_t* p, float v) {
@@ -59,7 +85,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
     fp8_gemv_rows_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
                          OT* __restrict__ out, int n, int k, int num_kb, int num_items) {
   constexpr int U = kLoadsPerLane / R;  // chunks per step
-  extern __shared__ float4 x_smem[];    // [num_chunks][4][32] float4
   __shared__ float sums[2][kMaxWarps][R];
   const int warps = int(blockDim.x / 32), warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const int num_chunks = (k + kChunkBytes - 1) / kChunkBytes;
@@ -88,13 +113,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   if (first_item < num_items && member < num_chunks) load_step(first_item, member);
   wait_for_prerequisites();
 
-  for (int i = int(threadIdx.x); i < num_chunks * kChunkBytes; i += int(blockDim.x)) {
-    const float v = i < k ? bf16_rounded(x[i]) * kXShift : 0.0f;
-    const int c = i / kChunkBytes, l = (i % kChunkBytes) / 16, q = (i % 16) / 4, e = i % 4;
-    reinterpret_cast<float*>(x_smem)[(c * 128 + q * 32 + l) * 4 + e] = v;
-  }
-  __syncthreads();
-
   int parity = 0;
   for (int item = first_item; item < num_items; item += item_step, parity ^= 1) {
     const float* scale_row = w_scale + int64_t(item * R / kFp8BlockSize) * num_kb;
@@ -117,10 +135,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
       for (int u = 0; u < U; ++u) {
         const int c = c0 + u * sharing;
         if (c >= num_chunks) break;
+        const int64_t k0 = int64_t(c) * kChunkBytes + 16 * lane;
         const float s = __ldg(scale_row + min(4 * c + lane / 8, num_kb - 1)) * kPromoteShift;
         float4 xs[4];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) xs[q] = x_smem[c * 128 + q * 32 + lane];
+        load_x16(x, k0, k0 < k, xs);
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[r] = fmaf(dot16_shifted(cur[u][r], xs), s, acc[r]);
       }
@@ -155,43 +173,17 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
 struct RowsPlan {
   int rows_per_item = 1, warps = 1, grid = 1;
   bool own = false;
-  size_t smem = 0;
 };
 
-// Warps per block when they share items: the count in 1..kMaxWarps (at most the chunk count) that
-// splits the chunks most evenly, the largest among equals.
-int pick_warps(int num_chunks) {
-  int best = 1;
-  double best_balance = 0.0;
-  for (int w = 1; w <= std::min(kMaxWarps, num_chunks); ++w) {
-    const int per_warp = (num_chunks + w - 1) / w;
-    const double balance = double(num_chunks) / double(w * per_warp);
-    if (balance >= best_balance - 1e-9) best = w, best_balance = balance;
-  }
-  return best;
-}
-
-constexpr size_t kMaxSmem = size_t(kFp8GemvRowsMaxK) * sizeof(float);
-
-// Blocks of `kernel` that fit one SM, cached per (device, kernel, threads, smem) for this host thread.
-// The dynamic shared memory limit is a property of the kernel, not of a launch, so it is raised to
-// the most any shape needs, once per kernel and device (set per shape, a smaller shape planned later
-// lowered it under a larger one's launch: cudaErrorInvalidValue).
-cudaError_t blocks_per_sm(const void* kernel, int threads, size_t smem, int* blocks) {
+// Blocks of `kernel` with `threads` threads that fit one SM, cached per (device, kernel, threads)
+// for this host thread.
+cudaError_t blocks_per_sm(const void* kernel, int threads, int* blocks) {
   int device = 0;
   if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  thread_local std::map<std::tuple<int, const void*, int, size_t>, int> cache;
-  const auto key = std::make_tuple(device, kernel, threads, smem);
+  thread_local std::map<std::tuple<int, const void*, int>, int> cache;
+  const auto key = std::make_tuple(device, kernel, threads);
   if (auto it = cache.find(key); it != cache.end()) return *blocks = it->second, cudaSuccess;
-  thread_local std::map<std::pair<int, const void*>, bool> raised;
-  if (!raised[{device, kernel}]) {
-    if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem));
-        err != cudaSuccess)
-      return err;
-    raised[{device, kernel}] = true;
-  }
-  if (cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, threads, smem);
-      err != cudaSuccess)
+  if (cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, threads, 0); err != cudaSuccess)
     return err;
   cache.emplace(key, *blocks);
   return cudaSuccess;
@@ -215,30 +207,43 @@ const void* kernel_of(bool own) {
              : reinterpret_cast<const void*>(fp8_gemv_rows_kernel<R, false, XT, OT>);
 }
 
-// Rows per item: the R whose items take the fewest rows per item-taker (a block, or a warp when
-// warps own items), counting whole rounds of the takers that fit at once; the larger R among equals
-// (fewer reductions, x read once for more rows).
+// Loads a warp issues for one item: R rows times its chunks, in whole steps of kLoadsPerLane.
+int64_t loads_per_item(int rows, int chunks_per_warp) {
+  const int per_step = kLoadsPerLane / rows;
+  return int64_t(rows) * ((chunks_per_warp + per_step - 1) / per_step) * per_step;
+}
+
+// For each R (4, 2, 1), mode (warps sharing items or owning them) and warps per block (8 down to
+// 2 when sharing, 8 down to 1 when owning), the loads on the busiest warp: rounds of the item-takers
+// resident at once (blocks when warps share items, warps when they own them; the occupancy of that
+// kernel at that block size) times the loads a warp issues per item. The cheapest wins; among equals
+// the first met: larger R (fewer reductions, x read once for more rows), sharing, more warps.
 template <typename XT, typename OT>
 cudaError_t plan_rows(int64_t n, int64_t k, RowsPlan* plan) {
   const int num_chunks = int((k + kChunkBytes - 1) / kChunkBytes);
-  const bool own = k < kFp8GemvRowsShareK;
-  const int warps = own ? kMaxWarps : pick_warps(num_chunks);
-  const size_t smem = size_t(num_chunks) * kChunkBytes * sizeof(float);
-  const void* kernels[] = {kernel_of<4, XT, OT>(own), kernel_of<2, XT, OT>(own), kernel_of<1, XT, OT>(own)};
+  const void* shared[] = {kernel_of<4, XT, OT>(false), kernel_of<2, XT, OT>(false), kernel_of<1, XT, OT>(false)};
+  const void* owned[] = {kernel_of<4, XT, OT>(true), kernel_of<2, XT, OT>(true), kernel_of<1, XT, OT>(true)};
   RowsPlan best;
   int64_t best_cost = INT64_MAX;
   for (int i = 0; i < 3; ++i) {
     const int rows = 4 >> i;
-    int blocks = 0;
-    if (cudaError_t err = blocks_per_sm(kernels[i], warps * 32, smem, &blocks); err != cudaSuccess) return err;
-    if (blocks <= 0) continue;
-    const int64_t items = (n + rows - 1) / rows, per_block = own ? warps : 1;
-    const int64_t takers = int64_t(blocks) * num_sms() * per_block;
-    const int64_t cost = (items + takers - 1) / takers * rows;
-    if (cost < best_cost) {
-      best_cost = cost;
-      const int64_t grid = std::min((items + per_block - 1) / per_block, int64_t(blocks) * num_sms());
-      best = {rows, warps, int(grid), own, smem};
+    const int64_t items = (n + rows - 1) / rows;
+    for (bool own : {false, true}) {
+      for (int warps = kMaxWarps; warps >= (own ? 1 : 2); --warps) {
+        const int64_t per_item = loads_per_item(rows, own ? num_chunks : (num_chunks + warps - 1) / warps);
+        int blocks = 0;
+        if (cudaError_t err = blocks_per_sm(own ? owned[i] : shared[i], warps * 32, &blocks); err != cudaSuccess)
+          return err;
+        if (blocks <= 0) continue;
+        const int64_t takers_per_block = own ? warps : 1, blocks_at_once = int64_t(blocks) * num_sms();
+        const int64_t takers = blocks_at_once * takers_per_block;
+        const int64_t cost = (items + takers - 1) / takers * per_item;
+        if (cost < best_cost) {
+          best_cost = cost;
+          const int64_t grid = std::min((items + takers_per_block - 1) / takers_per_block, blocks_at_once);
+          best = {rows, warps, int(grid), own};
+        }
+      }
     }
   }
   if (best_cost == INT64_MAX) return cudaErrorInvalidConfiguration;
@@ -252,13 +257,13 @@ cudaError_t launch_planned(const RowsPlan& p, const XT* x, const uint8_t* w, con
   const int items = (n + R - 1) / R, num_kb = int(fp8_num_blocks(k));
   const dim3 grid{unsigned(p.grid)}, block{unsigned(p.warps * 32)};
   const auto kernel = p.own ? fp8_gemv_rows_kernel<R, true, XT, OT> : fp8_gemv_rows_kernel<R, false, XT, OT>;
-  return launch_dependent(kernel, grid, block, p.smem, stream, x, w, w_scale, out, n, k, num_kb, items);
+  return launch_dependent(kernel, grid, block, 0, stream, x, w, w_scale, out, n, k, num_kb, items);
 }
 
 template <typename XT, typename OT>
 cudaError_t launch_rows(const XT* x, const uint8_t* w, const float* w_scale, OT* out, int64_t n, int64_t k,
                         cudaStream_t stream) {
-  if (!x || !w || !w_scale || !out || !fp8_gemv_rows_supported(n, k, w)) return cudaErrorInvalidValue;
+  if (!x || !w || !w_scale || !out || !fp8_gemv_rows_supported(n, k, x, w)) return cudaErrorInvalidValue;
   RowsPlan p;
   if (cudaError_t err = plan_rows<XT, OT>(n, k, &p); err != cudaSuccess) return err;
   switch (p.rows_per_item) {
@@ -270,9 +275,9 @@ cudaError_t launch_rows(const XT* x, const uint8_t* w, const float* w_scale, OT*
 
 }  // namespace
 
-bool fp8_gemv_rows_supported(int64_t n, int64_t k, const void* w) {
-  return n > 0 && n <= INT32_MAX / 4 && k > 0 && k % 16 == 0 && k <= kFp8GemvRowsMaxK &&
-         reinterpret_cast<uintptr_t>(w) % 16 == 0;
+bool fp8_gemv_rows_supported(int64_t n, int64_t k, const void* x, const void* w) {
+  return n > 0 && n <= INT32_MAX / 4 && k > 0 && k % 16 == 0 && k <= INT32_MAX - kChunkBytes &&
+         reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
 }
 
 cudaError_t launch_fp8_gemv_rows(const float* x, const uint8_t* w, const float* w_scale, float* out, int64_t n,

@@ -11,16 +11,9 @@
 
 namespace troupe::kernels {
 
-// The largest K this kernel takes (x waits in shared memory as fp32: 96 KB).
-constexpr int64_t kFp8GemvRowsMaxK = 24576;
-// From this K up, a block's warps share each group of rows (splitting K); below it each warp owns
-// its rows: with the warps sharing, K = 1,536 ran at 0.30 of HBM on the H200 against the
-// tensor-core kernel's 0.38, and K = 512 at 0.16 against 0.27.
-constexpr int64_t kFp8GemvRowsShareK = 4096;
-
-// Whether launch_fp8_gemv_rows takes the shape: k % 16 == 0, k <= kFp8GemvRowsMaxK, w 16-byte
-// aligned, n and k positive.
-bool fp8_gemv_rows_supported(int64_t n, int64_t k, const void* w);
+// Whether launch_fp8_gemv_rows takes the shape: n and k positive, k % 16 == 0, x and w 16-byte
+// aligned.
+bool fp8_gemv_rows_supported(int64_t n, int64_t k, const void* x, const void* w);
 
 // out[n] = sum_kb (sum_{k in kb} x[k] w[n, k]) w_scale[n / 128, kb], x rounded to bf16 (fp32 x is
 // rounded once, as the reference expects), fp32 sums. No workspace. cudaErrorInvalidValue when

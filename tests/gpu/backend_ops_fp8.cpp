@@ -228,15 +228,17 @@ void add_fp8_cases(std::vector<OpCase>& t) {
 
   // Decode: q_a, kv_a, expert down; a partial scale row (n 200, 130); partial last K block (328,
   // 1000); K = 128; K % 16 != 0 (520 + 8) and a misaligned weight (the byte paths); every token
-  // tile count (1, 2, 4, 8 tiles of 8). One token (fp8_gemv_rows.cu where k % 16 == 0), warps
-  // sharing rows: a last chunk of 16 bytes and a last item of one row (257 x 4112); 36 chunks over
-  // 6 warps and a partial scale row (520 x 18432); kv_a (576 x 7168); warps owning rows: one chunk
-  // partly used (128 x 128), q_b's K with a partial scale row (600 x 1536), kv_b's (300 x 512);
-  // K % 16 != 0 (200 x 328: the tensor-core kernel).
+  // tile count (1, 2, 4, 8 tiles of 8). One token (fp8_gemv_rows.cu where k % 16 == 0; the plan
+  // picks warps sharing or owning rows by shape and occupancy): a last chunk of 16 bytes and a last
+  // item of one row (257 x 4112); 36 chunks and a partial scale row (520 x 18432); kv_a (576 x
+  // 7168); one chunk partly used (128 x 128), q_b's K with a partial scale row (600 x 1536), kv_b's
+  // (300 x 512);
+  // K % 16 != 0 (200 x 328) and a misaligned weight (384 x 1024 w+1): the tensor-core kernel.
   const Fp8Shape gemv[] = {{1, 1536, 7168},   {8, 576, 7168},  {64, 7168, 2048}, {3, 200, 328},
                            {17, 130, 128},    {1, 128, 128},   {33, 300, 1000},  {64, 257, 520 + 8},
                            {5, 384, 1024, 1}, {12, 2048, 512}, {1, 257, 4112},   {1, 520, 18432},
-                           {1, 200, 328},     {1, 576, 7168},  {1, 600, 1536},   {1, 300, 512}};
+                           {1, 200, 328},     {1, 576, 7168},  {1, 600, 1536},   {1, 300, 512},
+                           {1, 384, 1024, 1}};
   for (const Fp8Shape& c : gemv) t.push_back(gemv_case(c, true, false));
   for (const Fp8Shape& c : {gemv[0], gemv[3], gemv[6], gemv[8], gemv[10]}) t.push_back(gemv_case(c, true, true));
   for (const Fp8Shape& c : {gemv[1], gemv[4], gemv[7], gemv[10], gemv[14]}) t.push_back(gemv_case(c, false, false));
