@@ -10,10 +10,12 @@
 // reads 512 contiguous bytes of one row per load (lane l: the 16 bytes at 16 l of a 512-byte chunk),
 // the products on CUDA cores with e4m3 widened by integer ops (fp8_stream.cuh).
 // Layout (moe_rows_gemv.cu): grid (G, max_active); block (x, j) works for active expert j (returns
-// at once when j >= num_active) on items x, x + G, ... of its rows, an item R rows (down: R
-// consecutive rows; gate_up: R / 2 act columns, i.e. gate rows c.. and up rows inter + c..); the
-// block's warps split K by 512-byte chunks, each lane keeping 8 16-byte loads in flight with the next
-// step prefetched; x waits in shared memory as fp32 (already times 2^64). G fills the GPU once.
+// at once when j >= num_active) on items of its rows, an item R rows (down: R consecutive rows;
+// gate_up: R / 2 act columns, i.e. gate rows c.. and up rows inter + c..); from K = 4,096 bytes on
+// the block takes items x, x + G, ... and its warps split K by 512-byte chunks, below that each
+// warp owns whole items (fp8_gemv_rows' measured split). A lane keeps 8 16-byte loads in flight with
+// the next step prefetched; x waits in shared memory as fp32 (already times 2^64). G fills the GPU
+// once over max_active experts.
 // An expert with more than one token is still computed right (its positions one after the other,
 // the weights read again), only not fast: the host takes this path for one-token batches only.
 // Launch shapes depend on max_active and the sizes only (step graphs); nothing comes to the host.

@@ -5,8 +5,9 @@
 // expert (more than one 32-token pass over its weights), other ranks' experts (expert parallel).
 // The one-token launches (kernels/moe_rows_gemv: moe_rows_*) on the same references: R1's shapes,
 // K with a partial last 512-byte chunk, inter off the 128-row scale grid (and not a multiple of 4),
-// each rows-per-item variant, an expert list with an inactive tail, the shared expert's slot, and a
-// 3-token batch (experts with more than one position still come out right).
+// each variant (warps sharing or owning items, rows per item), an expert list with an inactive
+// tail, the shared expert's slot, and 2- and 3-token batches (experts with more than one position
+// still come out right).
 // Tolerances: the GEMVs sum exact bf16 x e4m3 products in fp32 (kFp8GemvTolerance, as the dense
 // decode GEMV); the silu output is rounded to bf16 on both sides (kBf16Tolerance).
 #include <algorithm>
@@ -384,20 +385,24 @@ void add_moe_expert_cases(std::vector<OpCase>& t) {
     t.push_back(grouped_gemv_case(c));
   }
 
-  // The one-token launches (K a multiple of 16). Their variants, from the K chunks a warp gets
-  // (moe_rows_gemv.cu): gate_up items of 4/2/1 columns, down items of 8/4/2/1 rows.
+  // The one-token launches (K a multiple of 16). Their variants (moe_rows_gemv.cu): K < 4,096 bytes
+  // warps own items, else they share them; items of 8/4/2/1 down rows or 4/2/1 gate_up columns by
+  // the K chunks a warp gets. Each variant is named once below.
   const GroupedShape rows_shapes[] = {
-      {1, 8, 8, 0, 8, 7168, 2048, -1, true},    // R1: 9 experts; gate_up 2 columns an item, down 8 rows
-      {1, 8, 2, 0, 8, 400, 160, -1, true},      // one partial chunk and K block; up rows 160.. span scale rows 1, 2
+      {1, 8, 8, 0, 8, 7168, 2048, -1, true},    // R1, 9 experts: gate_up shared 2 columns, down owned 2 rows
+      {1, 8, 2, 0, 8, 400, 160, -1, true},      // one partial chunk and K block; up rows 160.. on scale rows 1, 2
       {1, 64, 8, 16, 16, 1040, 144, -1, true},  // expert parallel: an inactive tail; a 16-byte last chunk
-      {1, 32, 8, 0, 32, 528, 528},              // no shared expert; K = a chunk + 16 bytes both ways
-      {1, 8, 4, 0, 8, 256, 130, -1, true},      // inter % 4 == 2: gate_up items of 2 columns (no down row)
-      {1, 8, 4, 0, 8, 512, 99, -1, true},       // odd inter: items of 1 column (no down row)
-      {1, 4, 2, 0, 4, 6656, 48},                // 13 chunks on one warp: gate_up 1 column, 4 chunks a step
-      {1, 4, 2, 0, 4, 48, 6656},                // down 1 row, 8 chunks a step (n = 48 rows)
-      {1, 4, 2, 0, 4, 64, 7168},                // down 4 rows, 2 chunks a step (7 warps)
-      {1, 4, 2, 0, 4, 64, 24576},               // the largest K: 12 warps, 96 KB of x; down 2 rows an item
-      {3, 16, 4, 0, 16, 272, 176, -1, true},    // 3 tokens: the shared expert's weights read once a position
+      {1, 32, 8, 0, 32, 528, 528},              // no shared expert; K = a chunk + 16 bytes; down owned 4 rows
+      {1, 8, 4, 0, 8, 256, 130, -1, true},      // inter % 4 == 2: owned gate_up of 2 columns (no down row)
+      {1, 8, 4, 0, 8, 512, 99, -1, true},       // odd inter: owned gate_up of 1 column (no down row)
+      {1, 4, 2, 0, 4, 6656, 48},                // 13 chunks on one warp: shared gate_up of 1 column
+      {1, 4, 2, 0, 4, 48, 6656},                // shared down of 1 row, 8 chunks a step (n = 48)
+      {1, 4, 2, 0, 4, 64, 7168},                // shared down of 4 rows (7 warps)
+      {1, 4, 2, 0, 4, 64, 24576},               // the largest K (96 KB of x): shared down of 2 rows
+      {1, 4, 2, 0, 4, 4096, 4096},              // shared gate_up of 4 columns, down of 8 rows (8 warps)
+      {1, 4, 2, 0, 4, 3840, 3840},              // 8 chunks owned: gate_up of 1 column, down of 1 row
+      {2, 8, 2, 0, 8, 4608, 160, -1, true},     // 2 tokens, shared gate_up: the shared expert twice
+      {3, 16, 4, 0, 16, 272, 176, -1, true},    // 3 tokens, owned: weights read once a position
   };
   for (const GroupedShape& c : rows_shapes) {
     t.push_back(gate_up_silu_case(c, Path::rows));
