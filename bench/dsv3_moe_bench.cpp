@@ -8,7 +8,10 @@
 //     silu, grouped down, combine writing shared + routed), no host sync.
 //     limit = the bytes of the experts the router touched + the shared expert + the router's weight
 //     at the HBM bandwidth measured here; fraction_of_limit = limit / time. dsv3_moe_experts_b<B>:
-//     moe_experts alone against the touched + shared experts' bytes.
+//     moe_experts alone against the touched + shared experts' bytes. At B = 1 moe_experts takes the
+//     one-token launches (kernels/moe_rows_gemv); dsv3_moe_decode_b1_rows_off and
+//     dsv3_moe_experts_b1_rows_off time the same token and routing with TROUPE_MOE_ROWS=0 (the
+//     grouped kernels), so one run compares the two.
 // (2) dsv3_moe_routing_b<B>: the non-GEMM kernels (route, align pad 128, gather, combine) back to
 //     back and per stage (_route, _align, _gather, _combine), each against its bytes.
 // Times: CUDA events, median of --reps. Checks the device router and grouping against the CPU
@@ -268,7 +271,9 @@ bool make_decode_layer(DecodeLayer& l, std::mt19937& rng) {
   return bench::cuda_ok(cudaDeviceSynchronize(), "decode layer setup") && gpu.status().ok();
 }
 
-void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_gbs, std::mt19937& rng) {
+// suffix: appended to the records' names (a run under a diagnostic setting).
+void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_gbs, std::mt19937& rng,
+                        const std::string& suffix = "") {
   cuda::CudaBackend& gpu = *l.gpu;
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<uint16_t> xh(size_t(b * kHidden));
@@ -302,20 +307,23 @@ void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_g
   const double experts_us = bench::time_events_ms(args.reps, routed) * 1e3;
   const double layer_limit = bw_gbs > 0 ? layer_bytes / (bw_gbs * 1e9) * 1e6 : 0;
   const double experts_limit = bw_gbs > 0 ? experts_bytes / (bw_gbs * 1e9) * 1e6 : 0;
-  say("B=%lld: %.0f experts touched; layer %.1f us (%.2f of its bytes' time), routed experts %.1f us (%.2f)",
-      (long long)b, num_touched, layer_us, layer_us > 0 ? layer_limit / layer_us : 0, experts_us,
+  say("B=%lld%s: %.0f experts touched; layer %.1f us (%.2f of its bytes' time), routed experts %.1f us (%.2f)",
+      (long long)b, suffix.c_str(), num_touched, layer_us, layer_us > 0 ? layer_limit / layer_us : 0, experts_us,
       experts_us > 0 ? experts_limit / experts_us : 0);
   const std::string reps = std::to_string(args.reps);
-  add_record({"dsv3_moe_decode_b" + std::to_string(b), layer_us, "us", layer_limit,
+  const char* rows_env = std::getenv("TROUPE_MOE_ROWS");  // cuda_moe_ops.cpp's switch
+  const bool rows = b == 1 && !(rows_env && std::string(rows_env) == "0");
+  const std::string path = rows ? "one-token rows kernels" : "grouped FP8 GEMVs";
+  add_record({"dsv3_moe_decode_b" + std::to_string(b) + suffix, layer_us, "us", layer_limit,
               layer_us > 0 ? layer_limit / layer_us : 0,
               "one R1 MoE layer through CudaBackend (bf16 mode, FP8 experts): router linear + moe_route + "
-              "moe_experts (grouped FP8 GEMVs over the chosen and the shared experts, no host sync); limit = (touched experts + shared expert + "
+              "moe_experts (" + path + " over the chosen and the shared experts, no host sync); limit = (touched experts + shared expert + "
               "router) bytes / measured HBM bandwidth; CUDA events, median of " + reps,
               {{"tokens", double(b)}, {"experts_touched", num_touched}, {"bytes", layer_bytes}}});
-  add_record({"dsv3_moe_experts_b" + std::to_string(b), experts_us, "us", experts_limit,
+  add_record({"dsv3_moe_experts_b" + std::to_string(b) + suffix, experts_us, "us", experts_limit,
               experts_us > 0 ? experts_limit / experts_us : 0,
-              "CudaBackend::moe_experts alone (local ids, align, active experts, scaled gather, grouped "
-              "gate_up+silu, grouped down, combine; the shared expert in the table); limit = touched + shared "
+              "CudaBackend::moe_experts alone (local ids, align, active experts, scaled gather, " + path +
+                  " gate_up+silu and down, combine; the shared expert in the table); limit = touched + shared "
               "experts' FP8 weights + scales / measured HBM bandwidth; median of " + reps,
               {{"tokens", double(b)}, {"experts_touched", num_touched}, {"bytes", experts_bytes}}});
 }
@@ -340,7 +348,18 @@ int run(int argc, char** argv) {
   DecodeLayer layer;
   if (!make_decode_layer(layer, rng)) return 1;
   say("decode layer: %d experts of %.1f MB each + a shared one, on the GPU", kExperts, layer.expert_bytes / 1e6);
-  for (int64_t b : args.batches) bench_decode_layer(b, layer, args, bw_gbs, rng);
+  for (int64_t b : args.batches) {
+    const std::mt19937 same_token = rng;  // the A/B run below gets the same x and routing
+    bench_decode_layer(b, layer, args, bw_gbs, rng);
+    if (b != 1) continue;
+    const char* before = std::getenv("TROUPE_MOE_ROWS");
+    const std::string saved = before ? before : "";
+    ::setenv("TROUPE_MOE_ROWS", "0", 1);
+    std::mt19937 again = same_token;
+    bench_decode_layer(b, layer, args, bw_gbs, again, "_rows_off");
+    if (before) ::setenv("TROUPE_MOE_ROWS", saved.c_str(), 1);
+    else ::unsetenv("TROUPE_MOE_ROWS");
+  }
   return 0;
 }
 

@@ -17,6 +17,8 @@
 //      inter + c of expert e's gate_up W [2 inter, k] times x_perm[p]; columns [inter, act_stride) 0.
 //   4. moe_grouped_gemv: y_perm[p, r] = (W_e x_perm[p])[r] / 2^64 for the down W [n, k] (fp32).
 //   5. the combine (moe_combine.hpp, launch_moe_combine_f32 with slot_pos and the router weights).
+// A one-token batch runs 3 and 4 through moe_rows_gemv.hpp's launchers instead (same inputs and
+// outputs; W streamed row by row on CUDA cores).
 // The 2^64 keeps tiny activations times tiny weights inside fp32's normal range in the mma (the
 // weights are widened to bf16 * 2^-112); the kernels take it out again.
 // Weights: device arrays of per-expert pointers, w[e] e4m3 [rows, k] row-major and w_scale[e] fp32

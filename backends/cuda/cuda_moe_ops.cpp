@@ -1,16 +1,20 @@
 // CudaBackend's MoE ops over kernels/moe_*.hpp: the device router, and the grouped FP8 experts of
 // decode-sized batches (align -> active experts -> scaled gather -> gate/up + silu -> down ->
 // combine, eight launches, nothing on the host; the shared expert rides in the grouped launches).
+// A one-token batch takes kernels/moe_rows_gemv for gate/up and down instead (one token an expert).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "backends/cuda/cuda_backend.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
 #include "kernels/moe_grouped_gemv.hpp"
 #include "kernels/moe_routing.hpp"
+#include "kernels/moe_rows_gemv.hpp"
 
 namespace troupe::cuda {
 
@@ -54,6 +58,18 @@ bool is_device_fp8_block(const Tensor& w, int64_t rows, int64_t cols) {
   return s.dtype() == DType::f32 && s.device() == Device::cuda && s.numel() == ((rows + 127) / 128) * ((cols + 127) / 128);
 }
 
+// A batch of one token gives every active expert one token (its top_k experts are distinct, the
+// shared expert is one more slot), the case kernels/moe_rows_gemv streams W for: chosen from the
+// batch size and the shapes only (step graphs). TROUPE_MOE_ROWS=0 keeps the grouped kernels, a
+// diagnostic for A/B runs (read at each call, so a benchmark can time both in one process).
+bool one_token_rows_path(int64_t n, int64_t hidden, int64_t inter) {
+  if (n != 1 || !kernels::moe_rows_supported(hidden) || !kernels::moe_rows_supported(inter)) return false;
+  const char* env = std::getenv("TROUPE_MOE_ROWS");
+  return !env || std::strcmp(env, "0") != 0;
+}
+
+bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
+
 }  // namespace
 
 Result<MoeExperts> CudaBackend::pack_moe_experts(const std::vector<Tensor>& gate_up, const std::vector<Tensor>& down,
@@ -78,6 +94,10 @@ Result<MoeExperts> CudaBackend::pack_moe_experts(const std::vector<Tensor>& gate
     if (!is_device_fp8_block(gu, 2 * inter, hidden) || !is_device_fp8_block(dn, hidden, inter))
       return make_error(ErrorCode::unsupported, "grouped MoE experts: expert " + std::to_string(e) +
                                                     " is not FP8 block weights of one shape on this GPU");
+    // The kernels' 16-byte weight loads (rows of a multiple of 16 bytes) need 16-byte aligned bases.
+    if (!aligned16(gu) || !aligned16(dn))
+      return make_error(ErrorCode::unsupported, "grouped MoE experts: expert " + std::to_string(e) +
+                                                    "'s weights are not 16-byte aligned");
     table[size_t(e)] = reinterpret_cast<uintptr_t>(gu.raw());
     table[size_t(count + e)] = reinterpret_cast<uintptr_t>(gu.block_scale().raw());
     table[size_t(2 * count + e)] = reinterpret_cast<uintptr_t>(dn.raw());
@@ -150,14 +170,25 @@ bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Ten
   const auto* gu_s = reinterpret_cast<const float* const*>(table + table_size);
   const auto* dn_w = reinterpret_cast<const uint8_t* const*>(table + 2 * table_size);
   const auto* dn_s = reinterpret_cast<const float* const*>(table + 3 * table_size);
-  check(launch_moe_grouped_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
-                                        active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
-                                        act.data<uint16_t>(), act_stride, inter, hidden, n, stream()),
-        "moe_grouped_gate_up_silu");
-  check(launch_moe_grouped_gemv(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
-                                active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
-                                y_perm.data<float>(), hidden, inter, n, stream()),
-        "moe_grouped_gemv");
+  if (one_token_rows_path(n, hidden, inter)) {
+    check(launch_moe_rows_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
+                                       active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
+                                       act.data<uint16_t>(), act_stride, inter, hidden, stream()),
+          "moe_rows_gate_up_silu");
+    check(launch_moe_rows_gemv(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
+                               active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
+                               y_perm.data<float>(), hidden, inter, stream()),
+          "moe_rows_gemv");
+  } else {
+    check(launch_moe_grouped_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
+                                          active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
+                                          act.data<uint16_t>(), act_stride, inter, hidden, n, stream()),
+          "moe_grouped_gate_up_silu");
+    check(launch_moe_grouped_gemv(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
+                                  active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
+                                  y_perm.data<float>(), hidden, inter, n, stream()),
+          "moe_grouped_gemv");
+  }
   // With the shared expert in the table the combine writes out; else it adds to the shared result.
   check(launch_moe_combine_f32(y_perm.data<float>(), slot_pos.data<int32_t>(), weights.data<float>(),
                                with_shared ? nullptr : out.data<float>(), out.data<float>(), n, int32_t(slot_k), hidden,

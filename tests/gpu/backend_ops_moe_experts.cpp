@@ -3,6 +3,11 @@
 // (top-8 of E experts); awkward sizes: k and inter not multiples of 128 (partial scale blocks) or
 // of 16 (byte loads), experts with no token (E much larger than the slots), every slot on one
 // expert (more than one 32-token pass over its weights), other ranks' experts (expert parallel).
+// The one-token launches (kernels/moe_rows_gemv: moe_rows_*) on the same references: R1's shapes,
+// K with a partial last 512-byte chunk, inter off the 128-row scale grid (and not a multiple of 4),
+// each variant (warps sharing or owning items, rows per item), an expert list with an inactive
+// tail, the shared expert's slot, and 2- and 3-token batches (experts with more than one position
+// still come out right).
 // Tolerances: the GEMVs sum exact bf16 x e4m3 products in fp32 (kFp8GemvTolerance, as the dense
 // decode GEMV); the silu output is rounded to bf16 on both sides (kBf16Tolerance).
 #include <algorithm>
@@ -14,6 +19,7 @@
 #include "kernels/fp8_quant.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_grouped_gemv.hpp"
+#include "kernels/moe_rows_gemv.hpp"
 #include "tests/gpu/backend_ops_table.hpp"
 
 namespace troupe::backend_ops {
@@ -46,18 +52,33 @@ struct Plan {
   int32_t* active_begin = nullptr;   // host [max_active + 1]
 };
 
+// with_shared: as the backend groups with a shared expert: local ids first (another rank's experts
+// -1, the shared expert table entry `local` on one more slot of each token), moe_align over the
+// local + 1 entries, the active list over all of them.
 Plan make_plan(OpRun& r, int64_t m, int32_t k, int32_t experts, int32_t begin, int32_t local, int32_t hot,
-               std::mt19937& rng) {
+               bool with_shared, std::mt19937& rng) {
   Plan p;
   p.slots = m * k;
-  p.max_active = moe_max_active(local, p.slots);
   p.ids = r.host<int32_t>(size_t(p.slots));
   random_ids(p.ids, m, k, experts, rng, hot);
-  int32_t* counts = r.host<int32_t>(size_t(experts));
-  int32_t* offsets = r.host<int32_t>(size_t(experts + 1));
+  int32_t table = experts;
+  if (with_shared) {
+    const int64_t routed = p.slots;
+    const int32_t* global = p.ids;
+    p.slots = m * (k + 1);
+    p.ids = r.host<int32_t>(size_t(p.slots));
+    std::vector<float> weights(static_cast<size_t>(routed), 1.0f), weights_out(static_cast<size_t>(p.slots));
+    moe_local_ids_ref(global, weights.data(), m, k, begin, local, true, p.ids, weights_out.data());
+    table = local + 1;
+    begin = 0;
+    local = table;
+  }
+  p.max_active = moe_max_active(local, p.slots);
+  int32_t* counts = r.host<int32_t>(size_t(table));
+  int32_t* offsets = r.host<int32_t>(size_t(table + 1));
   p.sorted = r.host<int32_t>(size_t(p.slots));
   p.pos = r.host<int32_t>(size_t(p.slots));
-  moe_align_ref(p.ids, p.slots, experts, 1, counts, offsets, p.sorted, p.slots, p.pos);
+  moe_align_ref(p.ids, p.slots, table, 1, counts, offsets, p.sorted, p.slots, p.pos);
   p.active_expert = r.host<int32_t>(size_t(p.max_active), -1);
   p.active_begin = r.host<int32_t>(size_t(p.max_active + 1), -1);
   moe_active_experts_ref(p.ids, p.slots, counts, offsets, begin, local, &p.num_active, p.active_expert,
@@ -234,20 +255,26 @@ struct GroupedShape {
   int32_t experts, k, begin, local;
   int64_t hidden, inter;
   int32_t hot = -1;
+  bool with_shared = false;  // the shared expert as table entry `local`, on every token
 };
 
 std::string grouped_sizes(const GroupedShape& c) {
   std::string s = sizes({{"m", c.m}, {"E", c.experts}, {"k", c.k}, {"begin", c.begin}, {"local", c.local},
                          {"hidden", c.hidden}, {"inter", c.inter}});
   if (c.hot >= 0) s += " hot=" + std::to_string(c.hot);
+  if (c.with_shared) s += " shared";
   return s;
 }
 
-OpCase gate_up_silu_case(const GroupedShape& c) {
-  return {"moe_grouped_gate_up_silu", "e4m3 x bf16->bf16", grouped_sizes(c), [=](std::mt19937& rng) {
+// Which launchers a row runs: the grouped kernels or the one-token rows kernels.
+enum class Path { grouped, rows };
+
+OpCase gate_up_silu_case(const GroupedShape& c, Path path = Path::grouped) {
+  const char* op = path == Path::rows ? "moe_rows_gate_up_silu" : "moe_grouped_gate_up_silu";
+  return {op, "e4m3 x bf16->bf16", grouped_sizes(c), [=](std::mt19937& rng) {
             OpRun r;
-            const Plan p = make_plan(r, c.m, c.k, c.experts, c.begin, c.local, c.hot, rng);
-            const Experts ex = make_experts(r, c.local, 2 * c.inter, c.hidden, rng);
+            const Plan p = make_plan(r, c.m, c.k, c.experts, c.begin, c.local, c.hot, c.with_shared, rng);
+            const Experts ex = make_experts(r, c.local + (c.with_shared ? 1 : 0), 2 * c.inter, c.hidden, rng);
             const int64_t x_stride = moe_perm_stride(c.hidden), act_stride = moe_perm_stride(c.inter);
             float* x = nullptr;
             const uint16_t* d_x = make_x_perm(r, p.slots, c.hidden, x_stride, rng, &x);
@@ -259,6 +286,9 @@ OpCase gate_up_silu_case(const GroupedShape& c) {
             uint16_t* ref = r.host<uint16_t>(out_count, poison_value<uint16_t>());
             const int64_t max_active = p.max_active, m = c.m;
             r.launch = [=](cudaStream_t s) {
+              if (path == Path::rows)
+                return launch_moe_rows_gate_up_silu(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin,
+                                                    max_active, act, act_stride, c.inter, c.hidden, s);
               return launch_moe_grouped_gate_up_silu(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin,
                                                      max_active, act, act_stride, c.inter, c.hidden, m, s);
             };
@@ -280,12 +310,13 @@ OpCase gate_up_silu_case(const GroupedShape& c) {
           }};
 }
 
-OpCase grouped_gemv_case(const GroupedShape& c) {
-  return {"moe_grouped_gemv", "e4m3 x bf16->f32", grouped_sizes(c), [=](std::mt19937& rng) {
+OpCase grouped_gemv_case(const GroupedShape& c, Path path = Path::grouped) {
+  const char* op = path == Path::rows ? "moe_rows_gemv" : "moe_grouped_gemv";
+  return {op, "e4m3 x bf16->f32", grouped_sizes(c), [=](std::mt19937& rng) {
             OpRun r;
-            const Plan p = make_plan(r, c.m, c.k, c.experts, c.begin, c.local, c.hot, rng);
+            const Plan p = make_plan(r, c.m, c.k, c.experts, c.begin, c.local, c.hot, c.with_shared, rng);
             // The down projection: W [hidden, inter], x the activation [*, inter].
-            const Experts ex = make_experts(r, c.local, c.hidden, c.inter, rng);
+            const Experts ex = make_experts(r, c.local + (c.with_shared ? 1 : 0), c.hidden, c.inter, rng);
             const int64_t x_stride = moe_perm_stride(c.inter);
             float* x = nullptr;
             const uint16_t* d_x = make_x_perm(r, p.slots, c.inter, x_stride, rng, &x);
@@ -297,6 +328,9 @@ OpCase grouped_gemv_case(const GroupedShape& c) {
             double* ref = r.host<double>(out_count, std::nan(""));
             const int64_t max_active = p.max_active, m = c.m;
             r.launch = [=](cudaStream_t s) {
+              if (path == Path::rows)
+                return launch_moe_rows_gemv(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin, max_active, y,
+                                            c.hidden, c.inter, s);
               return launch_moe_grouped_gemv(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin, max_active,
                                              y, c.hidden, c.inter, m, s);
             };
@@ -344,10 +378,35 @@ void add_moe_expert_cases(std::vector<OpCase>& t) {
       {256, 32, 8, 0, 32, 136, 96},    // 64 tokens an expert: two passes of 32
       {64, 16, 8, 0, 16, 128, 64, 3},  // every slot on expert 3: 512 positions, 16 passes
       {1, 8, 8, 0, 8, 7168, 2048},     // R1's expert shapes: 56 and 16 K blocks over the K split of 4
+      {8, 16, 4, 0, 16, 256, 160, -1, true},  // the shared expert's table entry on every token
   };
   for (const GroupedShape& c : shapes) {
     t.push_back(gate_up_silu_case(c));
     t.push_back(grouped_gemv_case(c));
+  }
+
+  // The one-token launches (K a multiple of 16). Their variants (moe_rows_gemv.cu): K < 4,096 bytes
+  // warps own items, else they share them; items of 8/4/2/1 down rows or 4/2/1 gate_up columns by
+  // the K chunks a warp gets. Each variant is named once below.
+  const GroupedShape rows_shapes[] = {
+      {1, 8, 8, 0, 8, 7168, 2048, -1, true},    // R1, 9 experts: gate_up shared 2 columns, down owned 2 rows
+      {1, 8, 2, 0, 8, 400, 160, -1, true},      // one partial chunk and K block; up rows 160.. on scale rows 1, 2
+      {1, 64, 8, 16, 16, 1040, 144, -1, true},  // expert parallel: an inactive tail; a 16-byte last chunk
+      {1, 32, 8, 0, 32, 528, 528},              // no shared expert; K = a chunk + 16 bytes; down owned 4 rows
+      {1, 8, 4, 0, 8, 256, 130, -1, true},      // inter % 4 == 2: owned gate_up of 2 columns (no down row)
+      {1, 8, 4, 0, 8, 512, 99, -1, true},       // odd inter: owned gate_up of 1 column (no down row)
+      {1, 4, 2, 0, 4, 6656, 48},                // 13 chunks on one warp: shared gate_up of 1 column
+      {1, 4, 2, 0, 4, 48, 6656},                // shared down of 1 row, 8 chunks a step (n = 48)
+      {1, 4, 2, 0, 4, 64, 7168},                // shared down of 4 rows (7 warps)
+      {1, 4, 2, 0, 4, 64, 24576},               // the largest K (96 KB of x): shared down of 2 rows
+      {1, 4, 2, 0, 4, 4096, 4096},              // shared gate_up of 4 columns, down of 8 rows (8 warps)
+      {1, 4, 2, 0, 4, 3840, 3840},              // 8 chunks owned: gate_up of 1 column, down of 1 row
+      {2, 8, 2, 0, 8, 4608, 160, -1, true},     // 2 tokens, shared gate_up: the shared expert twice
+      {3, 16, 4, 0, 16, 272, 176, -1, true},    // 3 tokens, owned: weights read once a position
+  };
+  for (const GroupedShape& c : rows_shapes) {
+    t.push_back(gate_up_silu_case(c, Path::rows));
+    if (moe_rows_supported(c.inter)) t.push_back(grouped_gemv_case(c, Path::rows));
   }
 }
 

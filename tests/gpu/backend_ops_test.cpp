@@ -15,6 +15,7 @@
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
 #include "kernels/moe_routing.hpp"
+#include "kernels/moe_rows_gemv.hpp"
 #include "kernels/qkv_rope.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "tests/gpu/backend_ops_table.hpp"
@@ -96,6 +97,25 @@ TEST(KernelLaunchers, RejectBadSizes) {
   EXPECT_EQ(launch_moe_align(ids, 8, 8, 4, ids, ids, ids, 8, ids, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_moe_gather_f32(some, ids, some, 4, 0, 4, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_moe_combine_f32(some, ids, some, nullptr, some, -1, 2, 4, nullptr), cudaErrorInvalidValue);
+  // The one-token expert launchers: no byte-load path (k % 16 == 0), K up to kMoeRowsMaxK, a
+  // 16-byte aligned x_perm, an act stride of whole 128-blocks; max_active 0: nothing to do.
+  const auto* table_w = reinterpret_cast<const uint8_t* const*>(some);
+  const auto* table_s = reinterpret_cast<const float* const*>(some);
+  auto rows_down = [&](const uint16_t* x, int64_t stride, int64_t max_active, int64_t n, int64_t k) {
+    return launch_moe_rows_gemv(x, stride, table_w, table_s, ids, ids, ids, max_active, some, n, k, nullptr);
+  };
+  EXPECT_EQ(rows_down(w16, 128, 0, 64, 128), cudaSuccess);
+  EXPECT_EQ(rows_down(w16, 128, 9, 64, 120), cudaErrorInvalidValue);  // k % 16
+  EXPECT_EQ(rows_down(w16, 128, 9, 0, 128), cudaErrorInvalidValue);   // n
+  EXPECT_EQ(rows_down(w16, 64, 9, 64, 128), cudaErrorInvalidValue);   // x_stride < 128
+  EXPECT_EQ(rows_down(w16 + 1, 128, 9, 64, 128), cudaErrorInvalidValue);  // x_perm misaligned
+  EXPECT_EQ(rows_down(w16, kMoeRowsMaxK + 128, 9, 64, kMoeRowsMaxK + 16), cudaErrorInvalidValue);
+  EXPECT_EQ(rows_down(w16, 128, 65536, 64, 128), cudaErrorInvalidValue);
+  uint16_t* act16 = reinterpret_cast<uint16_t*>(some + 512);
+  EXPECT_EQ(launch_moe_rows_gate_up_silu(w16, 128, table_w, table_s, ids, ids, ids, 9, act16, 64, 100, 128, nullptr),
+            cudaErrorInvalidValue);  // act_stride < 128
+  EXPECT_EQ(launch_moe_rows_gate_up_silu(w16, 128, table_w, table_s, ids, ids, ids, 9, act16, 128, 0, 128, nullptr),
+            cudaErrorInvalidValue);  // inter
 
   // The tensor-core decode: groups 1..16, head_dim 64/128/256, 16-byte aligned q and caches, a
   // workspace when partitioned.

@@ -4,7 +4,8 @@
 // with e4m3 weights and 128 x 128 block scales, the experts' sums in fp64. Batches 1, 8, 64, 256;
 // partial 128-blocks (hidden 320, inter 192); experts with no token; every token on the same
 // experts; expert parallel (only the local experts added); the shared expert packed along (then
-// out = shared(x) + routed, written rather than added). Tolerance: the device's act
+// out = shared(x) + routed, written rather than added). The one-token batches take the one-token
+// launches (kernels/moe_rows_gemv; hidden and inter are multiples of 16). Tolerance: the device's act
 // is rounded to bf16 from fp32 sums (the reference's from fp64 sums), so an act value may sit one
 // bf16 ulp (2^-8 relative) away where a rounding boundary falls between: max |diff| <= 4e-3 of the
 // largest |out - shared| bounds that with room (a wrong scale, token or expert is off by O(1)).
@@ -25,6 +26,7 @@
 #include "kernels/host_bf16.hpp"
 #include "kernels/host_fp8.hpp"
 #include "kernels/moe_grouped_gemv.hpp"
+#include "kernels/moe_rows_gemv.hpp"
 #include "tests/gpu/gpu_test_support.hpp"
 
 namespace troupe::cuda {
@@ -62,11 +64,13 @@ struct Case {
 };
 
 TEST(CudaMoeExperts, GroupedExpertsMatchTheReferenceOnDecodeBatches) {
+  ::unsetenv("TROUPE_MOE_ROWS");  // the default: n == 1 on the one-token launches
   TROUPE_REQUIRE_GPU();
   auto created = CudaBackend::create(0, DType::bf16);
   ASSERT_TRUE(created.ok()) << created.error().message;
   CudaBackend& gpu = *created.value();
   constexpr int64_t kHidden = 320, kInter = 192;
+  ASSERT_TRUE(kernels::moe_rows_supported(kHidden) && kernels::moe_rows_supported(kInter));
   std::mt19937 rng(21);
   constexpr int32_t kExperts = 32;
   std::vector<HostWeight> gate_up, down;
@@ -199,14 +203,16 @@ TEST(CudaMoeExperts, RefusesPrefillBatchesAndNonFp8Experts) {
 
 
 // The model's wiring: a MoeMlp on the CUDA backend (bf16 mode: FP8 experts packed, the shared
-// expert along, the grouped path) against the same layer on the CPU backend (the per-expert loop
-// over dequantized weights), on the same x (bf16 values). The router's logits are spaced 0.8 apart
+// expert along, the grouped path; one token on the one-token launches, and once more with
+// TROUPE_MOE_ROWS=0 on the grouped ones) against the same layer on the CPU backend (the per-expert
+// loop over dequantized weights), on the same x (bf16 values). The router's logits are spaced 0.8 apart
 // per token (x's first E columns hold a permutation of ranks, the gate picks column e for expert e),
 // so both backends choose the same experts; what remains is the act rounding to bf16 and the
 // summation order: max |diff| <= 5e-3 of max |out| (a wrong expert, weight or a missing or doubled
 // shared expert is off by O(1)).
 TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
   ::unsetenv("TROUPE_MOE_GROUPED");  // the default: the grouped path (models/moe.cpp)
+  ::unsetenv("TROUPE_MOE_ROWS");     // the default: one token on kernels/moe_rows_gemv
   TROUPE_REQUIRE_GPU();
   auto created = CudaBackend::create(0, DType::bf16);
   ASSERT_TRUE(created.ok()) << created.error().message;
@@ -247,8 +253,15 @@ TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
   ASSERT_TRUE(on_gpu.ok()) << on_gpu.error().message;
   auto on_cpu = MoeMlp::load(config, prefix, loader, cpu);
   ASSERT_TRUE(on_cpu.ok()) << on_cpu.error().message;
-  for (int64_t n : {1, 8, 64}) {
-    SCOPED_TRACE("n " + std::to_string(n));
+  ASSERT_TRUE(kernels::moe_rows_supported(kHidden) && kernels::moe_rows_supported(kInter));
+  struct Run {
+    int64_t n;
+    bool rows_off;  // TROUPE_MOE_ROWS=0: one token on the grouped kernels
+  };
+  for (const Run run : {Run{1, false}, Run{1, true}, Run{8, false}, Run{64, false}}) {
+    const int64_t n = run.n;
+    SCOPED_TRACE("n " + std::to_string(n) + (run.rows_off ? " TROUPE_MOE_ROWS=0" : ""));
+    if (run.rows_off) ::setenv("TROUPE_MOE_ROWS", "0", 1);
     std::vector<float> xf(size_t(n * kHidden));
     std::vector<uint16_t> xb(xf.size());
     std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -267,6 +280,7 @@ TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
     Tensor x_gpu = gpu.empty(DType::bf16, {n, kHidden}), out_gpu = gpu.empty(DType::f32, {n, kHidden});
     gpu.copy(x_host, x_gpu);
     (*on_gpu)->forward(x_gpu, out_gpu);
+    ::unsetenv("TROUPE_MOE_ROWS");
     const Tensor got = gpu.to_host(out_gpu);
     ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
     Tensor out_cpu = Tensor::empty(DType::f32, {n, kHidden});
@@ -278,8 +292,8 @@ TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
     }
     EXPECT_GT(max_out, 0.1);
     EXPECT_LE(max_diff, 5e-3 * max_out);
-    std::printf("MoeMlp n %lld: max |out| %.3g, max |gpu - cpu| %.3g (%.2e of it)\n", (long long)n, max_out, max_diff,
-                max_diff / max_out);
+    std::printf("MoeMlp n %lld%s: max |out| %.3g, max |gpu - cpu| %.3g (%.2e of it)\n", (long long)n,
+                run.rows_off ? " (TROUPE_MOE_ROWS=0)" : "", max_out, max_diff, max_diff / max_out);
   }
 }
 
