@@ -4,6 +4,7 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -170,6 +171,11 @@ class CudaNcclLinkOps final : public NcclLinkOps {
 
 }  // namespace
 
-std::unique_ptr<NcclLinkOps> make_nccl_link_ops(int device) { return std::make_unique<CudaNcclLinkOps>(device); }
+std::unique_ptr<NcclLinkOps> make_nccl_link_ops(int device) {
+  // No NVLink multicast (NVLS) unless the operator asked for it: a 2-rank send/recv gains nothing
+  // from it, and it is off on the shared machines this runs on (before NCCL reads its environment).
+  ::setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
+  return std::make_unique<CudaNcclLinkOps>(device);
+}
 
 }  // namespace troupe::cuda
