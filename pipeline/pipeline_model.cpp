@@ -147,6 +147,7 @@ Result<uint64_t> PipelineModel::start_step(const ForwardBatch& batch, KvCache& c
   }
   if (!sent.ok()) {
     aborted_.store(true);  // no one may wait for logits that never come
+    from_last_->abort("the pipeline broke sending a step");  // a receive inside NCCL does not poll aborted_
     return fail("sending to " + to_next_->peer() + ": " + sent.error().message);
   }
   started_[first_step] = Started{first_step, num_parts};

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <thread>
 
 #include "backends/cpu_backend.hpp"
 #include "pipeline/local_pipeline.hpp"
@@ -102,6 +103,26 @@ TEST(NcclPipeline, ALinkThatFailsOnTheLastStageBreaksTheFirstStagesRequestsAtOnc
   EXPECT_EQ(c.finish["x"], "error");
   EXPECT_NE(c.errors["x"].find("pipeline broken"), std::string::npos) << c.errors["x"];
   EXPECT_EQ(gpus->counters[2]->aborts.load(), 1) << "the failed link's communicator is aborted";
+}
+
+TEST(NcclPipeline, ALinkThatFailsOnTheFirstStageAbortsBothOfItsLinks) {
+  auto gpus = std::make_shared<FakeGpuCluster>();
+  auto nccl = start("nccl", gpus);
+  ASSERT_TRUE(nccl.ok()) << nccl.error().message;
+  gpus->ops[0]->transfers_fail = true;  // stage 0's end toward stage 1 (the steps)
+  Collector c;
+  ASSERT_TRUE(nccl.value()->engine().submit(greedy("y", {4, 5, 6}, 8), c.callback("y")).ok());
+  ASSERT_TRUE(c.wait_all(1, std::chrono::seconds(20))) << "the request hung on a dead link";
+  EXPECT_EQ(c.finish["y"], "error");
+  EXPECT_NE(c.errors["y"].find("pipeline broken"), std::string::npos) << c.errors["y"];
+  EXPECT_EQ(gpus->counters[0]->aborts.load(), 1) << "the failed link";
+  // The logits link too, while the pipeline still lives: its receiver thread waits inside NCCL
+  // for a step that was never sent, and only an abort wakes it (not the 120 s step timeout). The
+  // receiver's own thread calls ncclCommAbort, within a poll.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (gpus->counters[1]->aborts.load() == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(gpus->counters[1]->aborts.load(), 1);
 }
 
 TEST(NcclPipeline, TwoStagesOnOneGpuAreRefusedBeforeAnyCommunicator) {
