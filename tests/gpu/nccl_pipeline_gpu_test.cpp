@@ -11,7 +11,9 @@
 
 #include "backends/backend_factory.hpp"
 #include "backends/stage_model_factory.hpp"
+#include "models/tensor_parallel.hpp"
 #include "pipeline/local_pipeline.hpp"
+#include "runtime/model_config.hpp"
 #include "tests/gpu/gpu_test_support.hpp"
 #include "tests/unit/fixture_oracle.hpp"
 #include "tests/unit/greedy_request.hpp"
@@ -20,12 +22,14 @@
 namespace troupe {
 namespace {
 
-Result<std::unique_ptr<cluster::LocalPipeline>> two_stages(const std::string& model, const std::string& transport) {
+Result<std::unique_ptr<cluster::LocalPipeline>> two_stages(const std::string& model, const std::string& transport,
+                                                            int64_t tensor_parallel_size = 1) {
   ::setenv("NCCL_NVLS_ENABLE", "0", 1);
   Config config;
   config.model = model;
   config.device = "cuda";
   config.pipeline_parallel_size = 2;
+  config.tensor_parallel_size = tensor_parallel_size;  // stage k on GPUs k*TP .. k*TP+TP-1
   config.stage_transport = transport;
   config.num_kv_blocks = 256;
   config.enforce_eager = true;
@@ -81,6 +85,29 @@ TEST(NcclPipelineGpu, TwoStagesOverNcclGenerateWhatTheHostTransportDoes) {
     nccl.value().reset();  // ncclCommAbort on every link, never a hang in ncclCommDestroy
     EXPECT_LT(std::chrono::steady_clock::now() - stopping, std::chrono::seconds(30));
   }
+}
+
+// PP=2 x TP=2 on 4 GPUs: the links run between the stages' rank-0 GPUs; the other rank of stage 1
+// reads the received hidden states peer to peer.
+TEST(NcclPipelineGpu, TwoStagesOfTwoTensorParallelRanksOverNccl) {
+  TROUPE_REQUIRE_GPU();
+  const int num_gpus = cuda::query_devices().num_devices;
+  if (num_gpus < 4) GTEST_SKIP() << "needs 4 GPUs (2 stages x 2 ranks); found " << num_gpus;
+  const std::string dir = troupe_source_dir() + "/tests/fixtures/models/llama-tiny";
+  auto model = ModelConfig::load(dir);
+  ASSERT_TRUE(model.ok());
+  ASSERT_TRUE(tensor_parallel_config(model.value(), 2).ok()) << "the fixture splits over 2 ranks";
+  const Oracle oracle = read_oracle(dir);
+  std::vector<std::vector<int32_t>> want;
+  {
+    auto host = two_stages(dir, "host", 2);
+    ASSERT_TRUE(host.ok()) << host.error().message;
+    want = generate(host.value()->engine(), oracle.prompts, oracle.max_new_tokens);
+  }
+  auto nccl = two_stages(dir, "nccl", 2);
+  ASSERT_TRUE(nccl.ok()) << nccl.error().message;
+  const auto got = generate(nccl.value()->engine(), oracle.prompts, oracle.max_new_tokens);
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i], want[i]) << "prompt " << i;
 }
 
 TEST(NcclPipelineGpu, TwoStagesOnOneGpuAreRefusedNotHung) {
