@@ -20,6 +20,8 @@ struct Wiring {
   uint64_t epoch = 0;
   std::vector<std::string> addresses;  // [group_size]
   std::vector<int64_t> max_kv_blocks;  // [group_size], 0 = not prepared yet
+  std::vector<std::vector<uint8_t>> nccl_unique_ids;  // [group_size] (--stage-transport nccl)
+  std::vector<std::string> device_ids;                // [group_size]
   bool wired_sent = false;
 };
 
@@ -139,6 +141,8 @@ void send_start(HeadActor* self, int64_t group_id) {
     if (agent == s.agents.end()) continue;
     start_group start{group_id, group.epoch, static_cast<int64_t>(stage), group.members, {}};
     if (!s.options.stage_specs.empty()) start.spec = s.options.stage_specs[stage];
+    start.spec.group_id = group_id;  // the key of this epoch's NCCL links
+    start.spec.epoch = group.epoch;
     self->send(agent->second, std::move(start));
   }
   Wiring& wiring = s.wiring[group_id];
@@ -146,6 +150,8 @@ void send_start(HeadActor* self, int64_t group_id) {
   wiring.epoch = group.epoch;
   wiring.addresses.assign(group.members.size(), "");
   wiring.max_kv_blocks.assign(group.members.size(), 0);
+  wiring.nccl_unique_ids.assign(group.members.size(), {});
+  wiring.device_ids.assign(group.members.size(), "");
 }
 
 void lose_node(HeadActor* self, NodeId node_id, const std::string& why);
@@ -201,9 +207,16 @@ void maybe_wire(HeadActor* self, int64_t group_id) {
   wiring.wired_sent = true;
   s.logger->info("group {} epoch {}: every stage prepared; wiring the pipeline with {} KV blocks", group_id,
                  group.epoch, blocks);
+  // The NCCL ids travel only when every stage made one (--stage-transport nccl).
+  bool nccl = !wiring.nccl_unique_ids.empty();
+  for (const auto& id : wiring.nccl_unique_ids) nccl = nccl && !id.empty();
+  wire_group wire{group_id, group.epoch, wiring.addresses, blocks, {}, {}};
+  if (nccl) {
+    wire.nccl_unique_ids = wiring.nccl_unique_ids;
+    wire.device_ids = wiring.device_ids;
+  }
   for (NodeId member : group.members)
-    if (auto agent = s.agents.find(member); agent != s.agents.end())
-      self->send(agent->second, wire_group{group_id, group.epoch, wiring.addresses, blocks});
+    if (auto agent = s.agents.find(member); agent != s.agents.end()) self->send(agent->second, wire);
 }
 
 // one_for_all: the lost node's group stops everywhere and waits for the slot to be filled again.
@@ -317,7 +330,17 @@ caf::behavior head_behavior(HeadActor* self, HeadOptions options) {
         if (it == st.wiring.end() || it->second.epoch != prepared.epoch) return;
         it->second.addresses[size_t(node->stage_index)] = prepared.data_address;
         it->second.max_kv_blocks[size_t(node->stage_index)] = prepared.max_kv_blocks;
+        it->second.nccl_unique_ids[size_t(node->stage_index)] = prepared.nccl_unique_id;
+        it->second.device_ids[size_t(node->stage_index)] = prepared.device_id;
         maybe_wire(self, prepared.group_id);
+      },
+      [self](const stage_failed& failed) {
+        auto& st = self->state;
+        const cluster::NodeInfo* node = st.membership->node(failed.node_id);
+        if (node == nullptr || node->group_id != failed.group_id ||
+            st.membership->group(failed.group_id).epoch != failed.epoch)
+          return;  // stale: an earlier epoch's link
+        lose_node(self, failed.node_id, "its stage failed: " + failed.reason);
       },
       [self](const group_loaded& loaded) {
         auto& st = self->state;

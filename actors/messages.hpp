@@ -8,8 +8,11 @@
 //      |--- heartbeat{node_id, kv, preempts, ...} >|  every heartbeat interval (load: leaders only)
 //      |<-- heartbeat_ack{known} ------------------|  known=false: declared lost, join again
 //      |<-- start_group{group, epoch, spec} -------|  the group is full: a new epoch
-//      |--- stage_prepared{address, kv blocks} --->|  layers loaded, tensor listener open
-//      |<-- wire_group{addresses, kv blocks} ------|  every stage prepared: connect the chain
+//      |--- stage_prepared{address, kv blocks, --->|  layers loaded, tensor listener open (host) or
+//      |       nccl id, device}                   |  the NCCL id of the link it sends on (nccl)
+//      |<-- wire_group{addresses, kv blocks, ------|  every stage prepared: connect the chain
+//      |       nccl ids, devices}                 |  (pipeline/stage_wiring.hpp)
+//      |--- stage_failed{node_id, group, epoch} -->|  a later stage's NCCL link failed: restart
 //      |--- group_loaded{node_id, group, epoch} -->|  all wired: the group is ready
 //      |<-- stop_group{group, epoch, reason} ------|  a member was lost (one_for_all)
 //
@@ -33,6 +36,7 @@
 
 #include "cluster/membership.hpp"
 #include "pipeline/stage_plan.hpp"
+#include "pipeline/stage_wiring.hpp"
 #include "engine/serving_engine.hpp"
 #include "runtime/engine_args.hpp"
 
@@ -54,7 +58,7 @@ namespace troupe::cluster {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ModelStageSpec& x) {
   return f(caf::meta::type_name("troupe.model_stage_spec"), x.engine, x.stage_index, x.num_stages, x.layer_begin,
-           x.layer_end);
+           x.layer_end, x.stage_transport, x.group_id, x.epoch);
 }
 
 template <class Inspector>
@@ -161,9 +165,13 @@ struct stage_prepared {
   uint64_t node_id = 0;
   int64_t group_id = -1;
   uint64_t epoch = 0;
-  std::string data_address;  // the stage's tensor listener, "host:port" ("" with one stage)
+  std::string data_address;  // the stage's tensor listener, "host:port" ("" with one stage or nccl)
   int64_t max_kv_blocks = 0;
   std::string error;  // not empty: loading failed
+  // --stage-transport nccl: the ncclUniqueId of the link this stage sends on (to stage k+1), made
+  // for this epoch, and the GPU it computes on ("<host>/pci:<bus id>"); empty with host.
+  std::vector<uint8_t> nccl_unique_id;
+  std::string device_id;
 };
 
 struct wire_group {
@@ -171,6 +179,28 @@ struct wire_group {
   uint64_t epoch = 0;
   std::vector<std::string> data_addresses;  // [group_size], by stage
   int64_t num_kv_blocks = 0;                // the minimum every stage can hold
+  std::vector<std::vector<uint8_t>> nccl_unique_ids;  // [group_size] with nccl, by stage; else empty
+  std::vector<std::string> device_ids;                // likewise
+};
+
+// What a stage wires with (ModelStage::wire checks it is of its own group epoch).
+inline cluster::StageWiring stage_wiring_of(const wire_group& wire) {
+  cluster::StageWiring wiring;
+  wiring.data_addresses = wire.data_addresses;
+  wiring.num_kv_blocks = wire.num_kv_blocks;
+  wiring.key = StageLinkKey{wire.group_id, wire.epoch};
+  wiring.nccl_unique_ids = wire.nccl_unique_ids;
+  wiring.device_ids = wire.device_ids;
+  return wiring;
+}
+
+// A member's stage failed while serving in a way only it sees (an NCCL link of a later stage):
+// the head restarts the group as for a lost member. Ignored unless of the group's current epoch.
+struct stage_failed {
+  uint64_t node_id = 0;
+  int64_t group_id = -1;
+  uint64_t epoch = 0;
+  std::string reason;
 };
 
 struct group_loaded {
@@ -251,11 +281,16 @@ typename Inspector::result_type inspect(Inspector& f, group_loaded& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stage_prepared& x) {
   return f(caf::meta::type_name("troupe.stage_prepared"), x.node_id, x.group_id, x.epoch, x.data_address,
-           x.max_kv_blocks, x.error);
+           x.max_kv_blocks, x.error, x.nccl_unique_id, x.device_id);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, wire_group& x) {
-  return f(caf::meta::type_name("troupe.wire_group"), x.group_id, x.epoch, x.data_addresses, x.num_kv_blocks);
+  return f(caf::meta::type_name("troupe.wire_group"), x.group_id, x.epoch, x.data_addresses, x.num_kv_blocks,
+           x.nccl_unique_ids, x.device_ids);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stage_failed& x) {
+  return f(caf::meta::type_name("troupe.stage_failed"), x.node_id, x.group_id, x.epoch, x.reason);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, generate_request& x) {
@@ -303,6 +338,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::stop_group))
   CAF_ADD_TYPE_ID(troupe, (troupe::stage_prepared))
   CAF_ADD_TYPE_ID(troupe, (troupe::wire_group))
+  CAF_ADD_TYPE_ID(troupe, (troupe::stage_failed))
   CAF_ADD_TYPE_ID(troupe, (troupe::generate_request))
   CAF_ADD_TYPE_ID(troupe, (troupe::generate_output))
   CAF_ADD_TYPE_ID(troupe, (troupe::cancel_generate))

@@ -96,7 +96,7 @@ void start_stage(AgentActor* self, const start_group& start) {
 void on_prepared(AgentActor* self, uint64_t epoch, const std::string& error) {
   auto& s = self->state;
   if (!s.assignment.running || epoch != s.assignment.epoch || !s.box) return;  // stale
-  stage_prepared reply{s.node_id, s.assignment.group_id, epoch, "", 0, error};
+  stage_prepared reply{s.node_id, s.assignment.group_id, epoch, "", 0, error, {}, ""};
   if (error.empty()) {
     s.host = s.box->host;
     // The stage's device failed: leave with exit code 1, so the process supervisor starts a fresh
@@ -107,8 +107,18 @@ void on_prepared(AgentActor* self, uint64_t epoch, const std::string& error) {
       exit_code->store(1);
       caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
     });
+    // A later stage's NCCL link failed: only this stage sees it, so the head hears it from us and
+    // restarts the group (this worker stays: its device is fine).
+    s.host->set_on_transport_failure([me, node_id = s.node_id, group = s.assignment.group_id, epoch,
+                                      logger = s.logger](const std::string& why) {
+      logger->error("stage of group {} epoch {} lost its NCCL link ({}); asking the head to restart the group",
+                    group, epoch, why);
+      caf::anon_send(me, stage_failed{node_id, group, epoch, why});
+    });
     reply.data_address = s.host->preparation().data_address;
     reply.max_kv_blocks = s.host->preparation().max_kv_blocks;
+    reply.nccl_unique_id = s.host->preparation().nccl_unique_id;
+    reply.device_id = s.host->preparation().device_id;
   } else {
     s.logger->error("stage {} of group {} failed to load: {}", s.assignment.stage_index, s.assignment.group_id, error);
     s.options.status->failed(epoch, "load: " + error);
@@ -123,9 +133,9 @@ void wire_stage(AgentActor* self, const wire_group& wire) {
     return;
   s.wired = true;
   caf::actor me = caf::actor_cast<caf::actor>(self);
-  std::thread([me, host = s.host, wire, timeout = s.options.wire_timeout] {
-    Status wired = host->wire(wire.data_addresses, wire.num_kv_blocks, timeout);
-    caf::anon_send(me, wired_atom::value, wire.epoch, wired.ok() ? std::string() : wired.error().message);
+  std::thread([me, host = s.host, wiring = stage_wiring_of(wire), epoch = wire.epoch, timeout = s.options.wire_timeout] {
+    Status wired = host->wire(wiring, timeout);
+    caf::anon_send(me, wired_atom::value, epoch, wired.ok() ? std::string() : wired.error().message);
   }).detach();
 }
 
@@ -312,6 +322,7 @@ caf::message_handler late_messages(AgentActor* self) {
       [](prepared_atom, uint64_t, const std::string&) {},
       [](const wire_group&) {},
       [](wired_atom, uint64_t, const std::string&) {},
+      [](const stage_failed&) {},
       [self](generate_request& request) { generate(self, request); },  // answers "does not lead"
       [](const cancel_generate&) {},
       [](const stop_group&) {},
@@ -346,6 +357,12 @@ caf::behavior running(AgentActor* self) {
       [self](prepared_atom, uint64_t epoch, const std::string& error) { on_prepared(self, epoch, error); },
       [self](const wire_group& wire) { wire_stage(self, wire); },
       [self](wired_atom, uint64_t epoch, const std::string& error) { on_wired(self, epoch, error); },
+      [self](const stage_failed& failed) {  // from this stage's runner thread: to the head, if still current
+        auto& st = self->state;
+        if (st.head && st.assignment.running && failed.epoch == st.assignment.epoch &&
+            failed.group_id == st.assignment.group_id)
+          self->send(st.head, failed);
+      },
       [self](generate_request& request) { generate(self, request); },
       [self](const cancel_generate& cancel) {
         auto& st = self->state;

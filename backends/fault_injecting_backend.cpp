@@ -4,6 +4,7 @@
 #include <new>
 
 #include "runtime/logging.hpp"
+#include "runtime/nccl_stage_link.hpp"
 
 namespace troupe::backends {
 
@@ -123,6 +124,10 @@ bool FaultInjectingBackend::sample_on_device(const Tensor& logits, const std::ve
 Result<GraphPhase> FaultInjectingBackend::begin_graph(int64_t key) {
   if (failed_) return make_error(ErrorCode::unavailable, "step graph: the device failed");
   return inner_->begin_graph(key);
+}
+
+Result<std::unique_ptr<NcclLinkOps>> FaultInjectingBackend::make_stage_link_ops() {
+  return inner_->make_stage_link_ops();
 }
 
 }  // namespace troupe::backends

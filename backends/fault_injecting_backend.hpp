@@ -48,6 +48,9 @@ class FaultInjectingBackend final : public Backend {
   Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override { return inner_->create_kv_cache(spec); }
   AttentionMetadata upload_metadata(AttentionMetadata host) override { return inner_->upload_metadata(std::move(host)); }
   Tensor to_host(const Tensor& t) override { return inner_->to_host(t); }
+  void synchronize() override { inner_->synchronize(); }
+  std::string device_id() const override { return inner_->device_id(); }
+  Result<std::unique_ptr<NcclLinkOps>> make_stage_link_ops() override;
   bool memory_info(size_t* free_bytes, size_t* total_bytes) const override {
     return inner_->memory_info(free_bytes, total_bytes);
   }

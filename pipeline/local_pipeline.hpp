@@ -1,8 +1,10 @@
 #pragma once
 // Every pipeline stage in this one process (`troupe serve --pipeline-parallel-size N`): the same
-// ModelStages the workers of a cluster run, wired over loopback UCX. Useful on one machine with
+// ModelStages the workers of a cluster run, wired over loopback UCX (or, with --stage-transport
+// nccl, over NCCL between their GPUs). Useful on one machine with
 // several GPUs (stage k computes on devices k*TP .. k*TP+TP-1), and the baseline the actor cluster is measured against (same stages, no actors).
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "pipeline/model_stage.hpp"
@@ -26,6 +28,11 @@ class LocalPipeline {
  private:
   LocalPipeline() = default;
   std::vector<std::unique_ptr<ModelStage>> hosts_;
+  struct FirstStage {  // shared with the later stages' failure callbacks, which may outlive it
+    std::mutex mutex;
+    ModelStage* stage = nullptr;
+  };
+  std::shared_ptr<FirstStage> first_ = std::make_shared<FirstStage>();
 };
 
 }  // namespace troupe::cluster

@@ -50,6 +50,11 @@ Result<std::vector<uint8_t>> receive_message(TensorChannel& channel, uint64_t ta
 
 PipelineModel::PipelineModel(std::unique_ptr<Model> first, Backend& backend, TensorChannel to_next,
                              TensorChannel from_last, PipelineModelOptions options)
+    : PipelineModel(std::move(first), backend, std::make_unique<HostStageTransport>(std::move(to_next)),
+                    std::make_unique<HostStageTransport>(std::move(from_last)), options) {}
+
+PipelineModel::PipelineModel(std::unique_ptr<Model> first, Backend& backend, std::unique_ptr<StageTransport> to_next,
+                             std::unique_ptr<StageTransport> from_last, PipelineModelOptions options)
     : first_(std::move(first)),
       backend_(backend),
       to_next_(std::move(to_next)),
@@ -65,6 +70,7 @@ PipelineModel::~PipelineModel() {
     stopping_ = true;
   }
   aborted_.store(true);  // a receive in progress gives up within a poll
+  from_last_->abort("the pipeline is stopping");  // one inside NCCL at once
   changed_.notify_all();
   if (receiver_.joinable()) receiver_.join();
 }
@@ -73,6 +79,8 @@ void PipelineModel::abort(const std::string& why) {
   if (aborted_.load()) return;
   abort_reason_ = why;
   aborted_.store(true);
+  to_next_->abort(why);
+  from_last_->abort(why);
 }
 
 Error PipelineModel::fail(const std::string& why) {
@@ -90,8 +98,7 @@ void PipelineModel::receive_loop() {
       step_id = to_receive_.front();
       to_receive_.pop_front();
     }
-    auto bytes = receive_message(from_last_, step_id, options_.step_timeout, aborted_);
-    Result<Tensor> logits = bytes.ok() ? decode_logits(bytes.value(), step_id) : Result<Tensor>(bytes.error());
+    Result<Tensor> logits = from_last_->receive_logits(step_id, options_.step_timeout, aborted_);
     // The steps after a lost one can not come either: theirs fail at once.
     if (!logits.ok()) aborted_.store(true);
     std::lock_guard lock(mutex_);
@@ -136,13 +143,12 @@ Result<uint64_t> PipelineModel::start_step(const ForwardBatch& batch, KvCache& c
       sent = hidden.error();
       break;
     }
-    const Tensor host = backend_.to_host(hidden.value());
-    const std::vector<uint8_t> bytes = encode_step(first_step + part, piece, mode, host);
-    sent = to_next_.send(first_step + part, bytes.data(), bytes.size(), options_.step_timeout);
+    sent = to_next_->send_step(first_step + part, piece, mode, hidden.value(), backend_, options_.step_timeout);
   }
   if (!sent.ok()) {
     aborted_.store(true);  // no one may wait for logits that never come
-    return fail("sending to " + to_next_.peer() + ": " + sent.error().message);
+    from_last_->abort("the pipeline broke sending a step");  // a receive inside NCCL does not poll aborted_
+    return fail("sending to " + to_next_->peer() + ": " + sent.error().message);
   }
   started_[first_step] = Started{first_step, num_parts};
   return first_step;
@@ -167,7 +173,7 @@ Result<Tensor> PipelineModel::finish_step(uint64_t ticket) {
   }
   int64_t rows = 0, vocab = 0;
   for (auto& part : received) {
-    if (!part.ok()) return fail("receiving logits from " + from_last_.peer() + ": " + part.error().message);
+    if (!part.ok()) return fail("receiving logits from " + from_last_->peer() + ": " + part.error().message);
     rows += part->size(0);
     vocab = part->size(1);
   }

@@ -1,7 +1,8 @@
 #pragma once
 // The first stage's view of a whole pipeline: a Model whose forward runs the local layers, sends
-// each micro-batch's hidden states down the chain (stage 1, 2, ...) over the tensor channel and
-// receives the logits back from the last stage. The engine on the first stage (scheduler, block
+// each micro-batch's hidden states down the chain (stage 1, 2, ...) over a stage transport (the
+// UCX tensor channel, or NCCL between the GPUs: stage_transport.hpp) and receives the logits back
+// from the last stage. The engine on the first stage (scheduler, block
 // manager, sampler) drives it like any model, or, as an AsyncSteps, keeps up to
 // max_steps_in_flight steps of different sequences in the pipeline at once (one per stage: while
 // stage 1 runs step N, stage 0 runs step N+1).
@@ -31,6 +32,7 @@
 #include <string>
 #include <thread>
 
+#include "pipeline/stage_transport.hpp"
 #include "pipeline/tensor_channel.hpp"
 #include "runtime/async_steps.hpp"
 #include "runtime/backend.hpp"
@@ -49,6 +51,9 @@ class PipelineModel final : public Model, public AsyncSteps {
  public:
   // `first` holds layers [0, k) (not the last stage); `to_next` reaches stage 1, `from_last`
   // comes from the last stage (for two stages, the same peer on its second channel).
+  PipelineModel(std::unique_ptr<Model> first, Backend& backend, std::unique_ptr<StageTransport> to_next,
+                std::unique_ptr<StageTransport> from_last, PipelineModelOptions options = {});
+  // Over the UCX tensor channel (HostStageTransport).
   PipelineModel(std::unique_ptr<Model> first, Backend& backend, TensorChannel to_next, TensorChannel from_last,
                 PipelineModelOptions options = {});
   ~PipelineModel() override;
@@ -80,8 +85,8 @@ class PipelineModel final : public Model, public AsyncSteps {
 
   std::unique_ptr<Model> first_;
   Backend& backend_;
-  TensorChannel to_next_;
-  TensorChannel from_last_;
+  std::unique_ptr<StageTransport> to_next_;
+  std::unique_ptr<StageTransport> from_last_;
   PipelineModelOptions options_;
   uint64_t next_step_id_ = 1;
   std::atomic<bool> broken_{false};

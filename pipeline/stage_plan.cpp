@@ -30,6 +30,7 @@ Result<std::vector<ModelStageSpec>> plan_stages(const Config& head_config, int64
     spec.num_stages = int64_t(ranges->size());
     spec.layer_begin = (*ranges)[stage].begin;
     spec.layer_end = (*ranges)[stage].end;
+    spec.stage_transport = head_config.stage_transport;
     specs.push_back(spec);
   }
   return specs;
@@ -40,6 +41,7 @@ Config stage_config(const ModelStageSpec& spec, const Config& local) {
   config.engine() = spec.engine;
   if (local.worker_gpu_memory_utilization > 0) config.gpu_memory_utilization = local.worker_gpu_memory_utilization;
   config.pipeline_parallel_size = spec.num_stages;
+  config.stage_transport = spec.stage_transport;
   return config;
 }
 

@@ -19,10 +19,17 @@ struct ModelStageSpec {
   int64_t num_stages = 1;
   int64_t layer_begin = 0;
   int64_t layer_end = -1;
+  // How hidden states reach the next stage: "host" (UCX) or "nccl" (the head's --stage-transport).
+  std::string stage_transport = "host";
+  // The group epoch this spec runs in (the head sets them in start_group): an NCCL link's key, so
+  // the wiring of another epoch is refused (pipeline/stage_wiring.hpp).
+  int64_t group_id = -1;
+  uint64_t epoch = 0;
 
   LayerRange layers() const { return LayerRange{layer_begin, layer_end}; }
   bool is_first() const { return stage_index == 0; }
   bool is_last() const { return stage_index == num_stages - 1; }
+  bool uses_nccl() const { return stage_transport == "nccl" && num_stages > 1; }
   bool operator==(const ModelStageSpec&) const = default;
 };
 

@@ -8,6 +8,13 @@ namespace troupe::cluster {
 
 StageRunner::StageRunner(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, KvCache cache,
                          TensorChannel from_prev, TensorChannel to_next, std::chrono::milliseconds send_timeout)
+    : StageRunner(std::move(backend), std::move(model), std::move(cache),
+                  std::make_unique<HostStageTransport>(std::move(from_prev)),
+                  std::make_unique<HostStageTransport>(std::move(to_next)), send_timeout) {}
+
+StageRunner::StageRunner(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, KvCache cache,
+                         std::unique_ptr<StageTransport> from_prev, std::unique_ptr<StageTransport> to_next,
+                         std::chrono::milliseconds send_timeout)
     : backend_(std::move(backend)),
       model_(std::move(model)),
       cache_(std::move(cache)),
@@ -25,6 +32,8 @@ void StageRunner::start() {
 
 void StageRunner::stop() {
   stopping_ = true;
+  from_prev_->abort("the stage is stopping");  // a receive inside NCCL returns at once
+  to_next_->abort("the stage is stopping");
   if (thread_.joinable()) thread_.join();
   running_ = false;
 }
@@ -34,24 +43,20 @@ std::string StageRunner::error() const {
   return error_;
 }
 
-Status StageRunner::run_step(uint64_t step_id, const std::vector<uint8_t>& bytes) {
-  auto step = decode_step(bytes);
-  if (!step.ok()) return step.error();
-  if (step->step_id != step_id)
-    return make_error(ErrorCode::internal, "step " + std::to_string(step->step_id) + " arrived under tag " +
-                                               std::to_string(step_id));
-  auto out = model_->forward(step->batch, cache_, step->mode);
+Status StageRunner::run_step(DecodedStep& step, bool* send_failed) {
+  auto out = model_->forward(step.batch, cache_, step.mode);
   if (!out.ok()) return out.error();
-  const Tensor host = backend_->to_host(out.value());
-  const std::vector<uint8_t> reply = model_->is_last_stage() ? encode_logits(step_id, host)
-                                                             : encode_step(step_id, step->batch, step->mode, host);
-  return to_next_.send(step_id, reply.data(), reply.size(), send_timeout_);
+  Status sent = model_->is_last_stage()
+                    ? to_next_->send_logits(step.step_id, out.value(), *backend_, send_timeout_)
+                    : to_next_->send_step(step.step_id, step.batch, step.mode, out.value(), *backend_, send_timeout_);
+  if (!sent.ok()) *send_failed = true;
+  return sent;
 }
 
-Status StageRunner::run_step_guarded(uint64_t step_id, const std::vector<uint8_t>& bytes, bool* device_failed) {
+Status StageRunner::run_step_guarded(DecodedStep& step, bool* device_failed, bool* send_failed) {
   Status done = Status::success();
   try {
-    done = run_step(step_id, bytes);
+    done = run_step(step, send_failed);
   } catch (const std::exception& e) {
     done = make_error(ErrorCode::internal, std::string("exception: ") + e.what());
     *device_failed = true;
@@ -66,20 +71,25 @@ Status StageRunner::run_step_guarded(uint64_t step_id, const std::vector<uint8_t
 void StageRunner::loop() {
   auto logger = log::get("cluster");
   const LayerRange range = model_->layer_range();
-  logger->info("stage with layers [{}, {}) running: from {} to {}", range.begin, range.end, from_prev_.peer(),
-               to_next_.peer());
+  logger->info("stage with layers [{}, {}) running: from {} to {}", range.begin, range.end, from_prev_->peer(),
+               to_next_->peer());
   std::string why;
-  bool device_failed = false;
+  bool device_failed = false, transport_failed = false;
   for (uint64_t step_id = 1; !stopping_.load(); ++step_id) {
     // Waits as long as it takes: an idle pipeline sends nothing. A dead peer ends the wait.
-    auto bytes = receive_message(from_prev_, step_id, std::chrono::hours(24 * 365), stopping_);
-    if (!bytes.ok()) {
-      if (!stopping_.load()) why = "receiving step " + std::to_string(step_id) + ": " + bytes.error().message;
+    auto step = from_prev_->receive_step(step_id, std::chrono::hours(24 * 365), stopping_);
+    if (!step.ok()) {
+      if (!stopping_.load()) {
+        why = "receiving step " + std::to_string(step_id) + " from " + from_prev_->peer() + ": " + step.error().message;
+        transport_failed = true;
+      }
       break;
     }
-    Status done = run_step_guarded(step_id, bytes.value(), &device_failed);
+    bool send_failed = false;
+    Status done = run_step_guarded(step.value(), &device_failed, &send_failed);
     if (!done.ok()) {
       why = "step " + std::to_string(step_id) + ": " + done.error().message;
+      transport_failed = send_failed && !stopping_.load();
       break;
     }
     num_steps_.fetch_add(1);
@@ -90,7 +100,11 @@ void StageRunner::loop() {
     error_ = why;
   }
   running_ = false;
-  if (device_failed && on_failure_) on_failure_(why);
+  if (device_failed && on_failure_) {
+    on_failure_(why);
+  } else if (transport_failed && on_transport_failure_) {
+    on_transport_failure_(why);
+  }
 }
 
 }  // namespace troupe::cluster

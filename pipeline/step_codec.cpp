@@ -59,9 +59,18 @@ Error malformed(const std::string& what) {
   return make_error(ErrorCode::corrupt_data, "malformed pipeline step message: " + what);
 }
 
+Result<DecodedStep> decode(const std::vector<uint8_t>& bytes, HiddenShape* shape);
+
 }  // namespace
 
 std::vector<uint8_t> encode_step(uint64_t step_id, const ForwardBatch& batch, LogitsMode mode, const Tensor& hidden) {
+  std::vector<uint8_t> out = encode_step_metadata(step_id, batch, mode, hidden, hidden.nbytes());
+  append(out, hidden.raw(), hidden.nbytes());
+  return out;
+}
+
+std::vector<uint8_t> encode_step_metadata(uint64_t step_id, const ForwardBatch& batch, LogitsMode mode,
+                                          const Tensor& hidden, size_t reserve_extra) {
   StepHeader header;
   header.step_id = step_id;
   header.mode = mode == LogitsMode::all_tokens ? 1 : 0;
@@ -72,7 +81,7 @@ std::vector<uint8_t> encode_step(uint64_t step_id, const ForwardBatch& batch, Lo
   for (const auto& seq : batch.seqs) header.num_block_ids += int64_t(seq.block_table ? seq.block_table->size() : 0);
   std::vector<uint8_t> out;
   out.reserve(sizeof(header) + size_t(header.num_tokens) * 4 + size_t(header.num_seqs) * 16 +
-              size_t(header.num_block_ids) * 4 + hidden.nbytes());
+              size_t(header.num_block_ids) * 4 + reserve_extra);
   append(out, &header, sizeof(header));
   append(out, batch.positions.data(), batch.positions.size() * sizeof(int32_t));
   for (const auto& seq : batch.seqs) {
@@ -83,11 +92,19 @@ std::vector<uint8_t> encode_step(uint64_t step_id, const ForwardBatch& batch, Lo
   }
   for (const auto& seq : batch.seqs)
     if (seq.block_table) append(out, seq.block_table->data(), seq.block_table->size() * sizeof(int32_t));
-  append(out, hidden.raw(), hidden.nbytes());
   return out;
 }
 
-Result<DecodedStep> decode_step(const std::vector<uint8_t>& bytes) {
+Result<DecodedStep> decode_step(const std::vector<uint8_t>& bytes) { return decode(bytes, nullptr); }
+
+Result<DecodedStep> decode_step_metadata(const std::vector<uint8_t>& bytes, HiddenShape* hidden) {
+  return decode(bytes, hidden);
+}
+
+namespace {
+
+// decode_step, or with `shape` set decode_step_metadata: no hidden bytes follow, their shape goes there.
+Result<DecodedStep> decode(const std::vector<uint8_t>& bytes, HiddenShape* shape) {
   Reader in(bytes);
   StepHeader header;
   if (!in.read(&header, sizeof(header))) return malformed("shorter than its header");
@@ -138,14 +155,21 @@ Result<DecodedStep> decode_step(const std::vector<uint8_t>& bytes) {
   const DType dtype = DType(header.dtype);
   uint64_t hidden_bytes = 0;
   if (__builtin_mul_overflow(uint64_t(header.num_tokens), uint64_t(header.hidden_size), &hidden_bytes) ||
-      __builtin_mul_overflow(hidden_bytes, uint64_t(dtype_size(dtype)), &hidden_bytes) ||
-      in.remaining() != hidden_bytes)
+      __builtin_mul_overflow(hidden_bytes, uint64_t(dtype_size(dtype)), &hidden_bytes))
     return malformed("hidden states of the wrong size");
+  if (shape != nullptr) {
+    if (in.remaining() != 0) return malformed("bytes after the step's metadata");
+    *shape = HiddenShape{dtype, header.num_tokens, header.hidden_size};
+    return step;
+  }
+  if (in.remaining() != hidden_bytes) return malformed("hidden states of the wrong size");
   Tensor hidden = Tensor::empty(dtype, {header.num_tokens, header.hidden_size});
   in.read(hidden.raw(), hidden.nbytes());
   step.batch.hidden_states = std::move(hidden);
   return step;
 }
+
+}  // namespace
 
 std::vector<uint8_t> encode_logits(uint64_t step_id, const Tensor& logits) {
   LogitsHeader header;

@@ -9,6 +9,8 @@
 //   StepHeader | positions i32[num_tokens] | per seq {num_new, context_len,
 //   needs_logits | num_prompt_logits << 1, table_len} i32[4] | block ids i32[sum table_len] | hidden bytes [num_tokens, hidden] dtype
 //   LogitsHeader | logits f32[rows, vocab]
+// The NCCL transport (nccl_stage_transport.hpp) sends the same bytes without the hidden states
+// (encode_step_metadata), then the hidden states from device memory.
 #include <cstdint>
 #include <vector>
 
@@ -37,6 +39,18 @@ struct DecodedStep {
 std::vector<uint8_t> encode_step(uint64_t step_id, const ForwardBatch& batch, LogitsMode mode, const Tensor& hidden);
 // corrupt_data when the bytes are short, the magic is wrong or the counts do not add up.
 Result<DecodedStep> decode_step(const std::vector<uint8_t>& bytes);
+
+// The same bytes without the hidden states, for a transport that moves them itself (NCCL, from
+// device memory): `hidden` only gives their dtype and shape (it may live on a GPU).
+std::vector<uint8_t> encode_step_metadata(uint64_t step_id, const ForwardBatch& batch, LogitsMode mode,
+                                          const Tensor& hidden, size_t reserve_extra = 0);
+struct HiddenShape {
+  DType dtype = DType::f32;
+  int64_t num_tokens = 0;
+  int64_t hidden_size = 0;
+};
+// decode_step of such bytes: batch.hidden_states stays undefined; *hidden says what is to come.
+Result<DecodedStep> decode_step_metadata(const std::vector<uint8_t>& bytes, HiddenShape* hidden);
 
 // `logits` is a host f32 tensor [rows, vocab].
 std::vector<uint8_t> encode_logits(uint64_t step_id, const Tensor& logits);

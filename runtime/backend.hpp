@@ -5,6 +5,7 @@
 // per step, so ops assume consistent shapes. Float tensors are fp32, except those the model
 // allocates with matmul_input_dtype() (inputs of products only); index tensors are i32.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,8 @@
 #include "runtime/tensor.hpp"
 
 namespace troupe {
+
+class NcclLinkOps;  // runtime/nccl_stage_link.hpp
 
 // What the ops of a forward do between Backend::begin_graph and end_graph.
 enum class GraphPhase {
@@ -258,6 +261,16 @@ class Backend {
     (void)ids;
     return false;
   }
+
+  // The pipeline's NCCL hand-off between stages (--stage-transport nccl, runtime/nccl_stage_link.hpp).
+  // Waits until every op enqueued so far has finished (a GPU's stream); host backends compute at once.
+  virtual void synchronize() {}
+  // The physical device this backend computes on, unique on its machine ("" for host memory):
+  // two stages on one device can not be ranks of one NCCL communicator.
+  virtual std::string device_id() const { return ""; }
+  // The NCCL calls of one link end on this backend's device (backend_stage_link.cpp: unsupported
+  // unless the backend is a GPU's).
+  virtual Result<std::unique_ptr<NcclLinkOps>> make_stage_link_ops();
 
   // Step graphs (CUDA graphs): the device work of one forward recorded once per `key` and replayed
   // with new inputs, so a decode step costs one launch. Between begin_graph and end_graph the

@@ -1,13 +1,22 @@
 #include "runtime/nccl_stage_link.hpp"
 
+#include "runtime/logging.hpp"
+
 namespace troupe {
+namespace {
+
+constexpr const char* kDestroyed = "link destroyed";
+constexpr int kControlSlot = 0;  // NcclLinkOps::buffer's slots
+constexpr int kTensorSlot = 1;
+
+}  // namespace
 
 NcclStageLink::NcclStageLink(std::unique_ptr<NcclLinkOps> ops) : NcclStageLink(std::move(ops), Timing{}) {}
 
 NcclStageLink::NcclStageLink(std::unique_ptr<NcclLinkOps> ops, Timing timing)
     : ops_(std::move(ops)), timing_(std::move(timing)) {}
 
-NcclStageLink::~NcclStageLink() { abort("link destroyed"); }
+NcclStageLink::~NcclStageLink() { abort(kDestroyed); }
 
 StageLinkKey NcclStageLink::key() const {
   std::lock_guard lock(mutex_);
@@ -45,6 +54,7 @@ Status NcclStageLink::connect(const StageLinkKey& key, const std::vector<uint8_t
     key_ = key;
     has_key_ = true;
     reason_.clear();
+    failed_ = false;
     abort_pending_ = false;
     state_ = State::initializing;
     waiting_ = true;  // from here on an abort is left to this thread
@@ -69,6 +79,60 @@ Status NcclStageLink::recv(Tensor& t, int peer, std::chrono::milliseconds timeou
   const Clock::time_point deadline = timing_.now() + timeout;
   return run([&] { return ops_->start_recv(t, peer); }, [this](std::string* e) { return ops_->poll_transfer(e); },
              deadline, "ncclRecv");
+}
+
+Status NcclStageLink::send_bytes(const void* data, size_t bytes, int peer, std::chrono::milliseconds timeout) {
+  TROUPE_TRY(begin_transfer());
+  const Clock::time_point deadline = timing_.now() + timeout;
+  Tensor staged;
+  return run(
+      [&]() -> Status {
+        auto buffer = ops_->buffer(kControlSlot, DType::u8, {int64_t(bytes)});
+        if (!buffer.ok()) return buffer.error();
+        staged = std::move(buffer.value());
+        TROUPE_TRY(ops_->copy_to_device(staged, data, bytes));
+        return ops_->start_send(staged, peer);
+      },
+      [this](std::string* e) { return ops_->poll_transfer(e); }, deadline, "ncclSend");
+}
+
+Status NcclStageLink::recv_bytes(void* data, size_t bytes, int peer, std::chrono::milliseconds timeout) {
+  TROUPE_TRY(begin_transfer());
+  const Clock::time_point deadline = timing_.now() + timeout;
+  Tensor staged;
+  return run(
+      [&]() -> Status {
+        auto buffer = ops_->buffer(kControlSlot, DType::u8, {int64_t(bytes)});
+        if (!buffer.ok()) return buffer.error();
+        staged = std::move(buffer.value());
+        return ops_->start_recv(staged, peer);
+      },
+      [&](std::string* e) {
+        // The copy to the host belongs to the transfer: still under waiting_, so no abort runs beside it.
+        const NcclLinkOps::Progress progress = ops_->poll_transfer(e);
+        if (progress != NcclLinkOps::Progress::done) return progress;
+        Status copied = ops_->copy_to_host(data, staged, bytes);
+        if (copied.ok()) return progress;
+        *e = copied.error().message;
+        return NcclLinkOps::Progress::failed;
+      },
+      deadline, "ncclRecv");
+}
+
+Result<Tensor> NcclStageLink::recv_tensor(DType dtype, std::vector<int64_t> shape, int peer,
+                                          std::chrono::milliseconds timeout) {
+  TROUPE_TRY(begin_transfer());
+  const Clock::time_point deadline = timing_.now() + timeout;
+  Tensor received;
+  TROUPE_TRY(run(
+      [&]() -> Status {
+        auto buffer = ops_->buffer(kTensorSlot, dtype, std::move(shape));
+        if (!buffer.ok()) return buffer.error();
+        received = std::move(buffer.value());
+        return ops_->start_recv(received, peer);
+      },
+      [this](std::string* e) { return ops_->poll_transfer(e); }, deadline, "ncclRecv"));
+  return received;
 }
 
 Status NcclStageLink::begin_transfer() {
@@ -100,8 +164,18 @@ void NcclStageLink::abort_locked(const std::string& why) {
     abort_pending_ = true;  // the polling thread calls ncclCommAbort
     return;
   }
+  log_abort();
   ops_->abort();
   ++num_aborts_;
+}
+
+void NcclStageLink::log_abort() const {
+  // A failure of this link is an error; an abort asked for (a stage stopping, a peer lost
+  // elsewhere) is told, and a link destroyed with its stage barely.
+  const auto level = failed_ ? spdlog::level::err : reason_ == kDestroyed ? spdlog::level::debug : spdlog::level::warn;
+  log::get("cluster")->log(level,
+                           "NCCL stage link of group {} epoch {}: ncclCommAbort ({})", key_.group_id, key_.epoch,
+                             reason_);
 }
 
 Status NcclStageLink::check_ready() {
@@ -137,12 +211,14 @@ Status NcclStageLink::run(const std::function<Status()>& start,
   std::lock_guard lock(mutex_);
   waiting_ = false;
   if (!result.ok() && state_.load() != State::aborted) {
+    failed_ = true;
     reason_ = result.error().message;
     state_ = State::aborted;
     abort_pending_ = true;
   }
   if (abort_pending_) {  // asked by another thread while this one called NCCL, or this call failed
     abort_pending_ = false;
+    log_abort();
     ops_->abort();
     ++num_aborts_;
   }

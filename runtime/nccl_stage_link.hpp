@@ -3,8 +3,8 @@
 // alternative to the host-staged UCX tensor channel, `--stage-transport nccl|host`), as a state
 // machine over the NCCL calls (NcclLinkOps), so everything but NCCL itself runs in CPU tests:
 //
-//            create_id (first stage; the id is to travel to the others over CAF like the data
-//               |       addresses, stage_prepared -> head -> wire_group: not wired yet)
+//            create_id (the sending end, in ModelStage::prepare; the id travels over CAF:
+//               |       stage_prepared -> head -> wire_group, pipeline/stage_wiring.hpp)
 //            connect(key, id, nranks, rank)
 //   idle ----------------------------> initializing --(init done)--> ready --send/recv--> ready
 //     ^                                    |                           |
@@ -12,9 +12,10 @@
 //     |   communicator is aborted first    | abort / peer lost          | abort / peer lost
 //     +------------------------------- aborted <-----------------------+
 //
-// One communicator per (group, epoch) over every GPU of the group (rank = stage * tp + tp_rank),
-// so a group restart (epoch + 1) never reuses a communicator a dead member belonged to. A
-// connect for an epoch older than the current one is refused (a stale wire_group).
+// One 2-rank communicator per link (stage k -> k+1, and the last stage -> the first for logits)
+// and (group, epoch): the sender is rank 0 and makes the id, the receiver rank 1; a group restart
+// (epoch + 1) makes new links with new ids, so it never reuses a communicator a dead member
+// belonged to. A connect for an epoch older than the current one is refused (a stale wire_group).
 // Failure model: every wait (init, send, recv) has a deadline and polls (nonblocking NCCL init,
 // an event query per transfer), so no stage hangs inside NCCL; a timeout, an NCCL error, abort()
 // or on_peer_lost() for the current key calls ncclCommAbort exactly once -- never
@@ -55,6 +56,14 @@ class NcclLinkOps {
   virtual Status start_recv(Tensor& t, int peer) = 0;
   virtual Progress poll_transfer(std::string* error) = 0;  // the stream's event, the async error
   virtual void abort() = 0;  // ncclCommAbort of the communicator started last (none: nothing)
+
+  // Device memory the ops own for one part of a message (`slot` 0: control bytes, 1: a tensor),
+  // grown as needed (never shrunk): a tensor of `shape` over it, valid until the next call for the
+  // same slot. Messages are received into it and control bytes staged through it (NCCL moves
+  // device memory only). Synchronous copies between such memory and the host:
+  virtual Result<Tensor> buffer(int slot, DType dtype, std::vector<int64_t> shape) = 0;
+  virtual Status copy_to_device(Tensor& dst, const void* src, size_t bytes) = 0;
+  virtual Status copy_to_host(void* dst, const Tensor& src, size_t bytes) = 0;
 };
 
 struct StageLinkKey {
@@ -82,9 +91,15 @@ class NcclStageLink {
   // an id of the wrong size or a key of another group / an older epoch than the current one.
   Status connect(const StageLinkKey& key, const std::vector<uint8_t>& unique_id, int nranks, int rank,
                  std::chrono::milliseconds timeout);
-  // The tensor's bytes to / from `peer` (a rank of the communicator).
+  // The tensor's bytes to / from `peer` (a rank of the communicator): device memory.
   Status send(const Tensor& t, int peer, std::chrono::milliseconds timeout);
   Status recv(Tensor& t, int peer, std::chrono::milliseconds timeout);
+  // Host bytes, staged through the ops' control buffer (a message's header and metadata).
+  Status send_bytes(const void* data, size_t bytes, int peer, std::chrono::milliseconds timeout);
+  Status recv_bytes(void* data, size_t bytes, int peer, std::chrono::milliseconds timeout);
+  // A tensor of `dtype` and `shape` received into the ops' tensor buffer: device memory valid
+  // until the next recv_tensor.
+  Result<Tensor> recv_tensor(DType dtype, std::vector<int64_t> shape, int peer, std::chrono::milliseconds timeout);
 
   // Thread-safe. Aborts the communicator when `key` is the current one (a member of this group
   // epoch is gone); a loss reported for another group or epoch changes nothing.
@@ -103,6 +118,7 @@ class NcclStageLink {
   Status begin_transfer();  // ready -> waiting_, else unavailable
   Status check_ready();
   void abort_locked(const std::string& why);  // mutex_ held
+  void log_abort() const;                      // mutex_ held: the one error line per ncclCommAbort
 
   std::unique_ptr<NcclLinkOps> ops_;
   Timing timing_;
@@ -110,6 +126,7 @@ class NcclStageLink {
   StageLinkKey key_;
   bool has_key_ = false;
   std::string reason_;
+  bool failed_ = false;         // aborted by a failure of its own (logged as an error)
   bool waiting_ = false;        // a thread is inside run(): it calls ops_->abort()
   bool abort_pending_ = false;  // asked while waiting_
   std::atomic<State> state_{State::idle};

@@ -67,6 +67,11 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override;
   AttentionMetadata upload_metadata(AttentionMetadata host) override;
   Tensor to_host(const Tensor& t) override;
+  // The NCCL stage hand-off (cuda_stage_link.cpp): the stream synchronized, the GPU's PCI bus id,
+  // and NCCL link ops on this backend's GPU.
+  void synchronize() override;
+  std::string device_id() const override;
+  Result<std::unique_ptr<NcclLinkOps>> make_stage_link_ops() override;
 
   void embedding(const Tensor& ids, const Tensor& table, Tensor out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override;

@@ -3,6 +3,8 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -80,6 +82,33 @@ class CudaNcclLinkOps final : public NcclLinkOps {
     return Progress::done;
   }
 
+  Result<Tensor> buffer(int slot, DType dtype, std::vector<int64_t> shape) override {
+    if (slot < 0 || slot >= kNumSlots) return make_error(ErrorCode::internal, "NCCL link buffer slot " + std::to_string(slot));
+    const size_t bytes = size_t(numel_of(shape)) * dtype_size(dtype);
+    std::shared_ptr<Storage>& storage = slots_[slot];
+    if (!storage || storage->nbytes < bytes) {
+      if (cudaSetDevice(device_) != cudaSuccess) return make_error(ErrorCode::unavailable, "cudaSetDevice failed");
+      storage.reset();  // cudaFree of the smaller one (its last reader synchronized before this receive)
+      void* data = nullptr;
+      const size_t rounded = std::max<size_t>(bytes, 256);
+      if (cudaMalloc(&data, rounded) != cudaSuccess)
+        return make_error(ErrorCode::out_of_resources, "NCCL link buffer: cudaMalloc of " + std::to_string(rounded) + " bytes failed");
+      storage = std::make_shared<Storage>();
+      storage->data = data;
+      storage->nbytes = rounded;
+      storage->device = Device::cuda;
+      storage->deleter = [](void* p) { cudaFree(p); };
+    }
+    return Tensor::wrap(storage, dtype, std::move(shape));
+  }
+
+  Status copy_to_device(Tensor& dst, const void* src, size_t bytes) override {
+    return copy(dst.raw(), src, bytes, cudaMemcpyHostToDevice, "copy to the device");
+  }
+  Status copy_to_host(void* dst, const Tensor& src, size_t bytes) override {
+    return copy(dst, src.raw(), bytes, cudaMemcpyDeviceToHost, "copy to the host");
+  }
+
   void abort() override {
     if (comm_ == nullptr) return;
     ncclCommAbort(comm_);
@@ -88,6 +117,21 @@ class CudaNcclLinkOps final : public NcclLinkOps {
   }
 
  private:
+  static constexpr int kNumSlots = 2;
+
+  // On this link's stream, waited for: the bytes are there (or gone) when it returns.
+  Status copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what) {
+    if (bytes == 0) return Status::success();
+    if (cudaSetDevice(device_) != cudaSuccess) return make_error(ErrorCode::unavailable, "cudaSetDevice failed");
+    if (stream_ == nullptr && cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking) != cudaSuccess)
+      return make_error(ErrorCode::unavailable, "cudaStreamCreate failed");
+    cudaError_t result = cudaMemcpyAsync(dst, src, bytes, kind, stream_);
+    if (result == cudaSuccess) result = cudaStreamSynchronize(stream_);
+    if (result != cudaSuccess)
+      return make_error(ErrorCode::unavailable, std::string("NCCL link ") + what + ": " + cudaGetErrorString(result));
+    return Status::success();
+  }
+
   Progress async_state(std::string* error) {
     if (comm_ == nullptr) {
       *error = "no communicator";
@@ -122,10 +166,16 @@ class CudaNcclLinkOps final : public NcclLinkOps {
   cudaStream_t stream_ = nullptr;
   cudaEvent_t event_ = nullptr;
   bool event_recorded_ = false;
+  std::shared_ptr<Storage> slots_[kNumSlots];
 };
 
 }  // namespace
 
-std::unique_ptr<NcclLinkOps> make_nccl_link_ops(int device) { return std::make_unique<CudaNcclLinkOps>(device); }
+std::unique_ptr<NcclLinkOps> make_nccl_link_ops(int device) {
+  // No NVLink multicast (NVLS) unless the operator asked for it: a 2-rank send/recv gains nothing
+  // from it, and it is off on the shared machines this runs on (before NCCL reads its environment).
+  ::setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
+  return std::make_unique<CudaNcclLinkOps>(device);
+}
 
 }  // namespace troupe::cuda

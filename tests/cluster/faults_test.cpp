@@ -2,7 +2,8 @@
 //   - the head killed (kill -9) while streams run, then restarted on the same ports;
 //   - the receiving stage killed while a long prefill's activations flow to it over UCX;
 //   - a model folder gone when a group restarts;
-//   - the log file on a full disk (/dev/full).
+//   - the log file on a full disk (/dev/full);
+//   - --stage-transport nccl on workers without GPUs.
 // Each asserts what a client sees: a clear end (never a hang), a reason in /health, answers.
 #include <httplib.h>
 
@@ -223,6 +224,33 @@ TEST(Faults, AModelFolderGoneKeepsTheGroupDownWithTheReasonInHealth) {
   EXPECT_EQ(workers_after.find("starting stage", workers_before.size()), std::string::npos)
       << workers_after.substr(workers_before.size());
   std::filesystem::remove_all(model + ".moved");
+}
+
+// --stage-transport nccl on workers that compute on the CPU: every stage refuses to load, naming
+// the flag to use, and the group ends failed with that reason (never a wait inside NCCL).
+TEST(Faults, NcclStagesOnCpuWorkersAreRefusedWithTheReasonInHealth) {
+  Cluster cluster("nccl_on_cpu");
+  const int http = free_port();
+  std::vector<std::string> flags = kEngineFlags;
+  flags.insert(flags.end(), {"--stage-transport", "nccl"});
+  cluster.start_serving_head(kDemo, 2, 1, http, kToken, flags);
+  cluster.start_worker("worker_a", kToken, true, {"--num-threads", "1", "--device", "cpu"});
+  cluster.start_worker("worker_b", kToken, true, {"--num-threads", "1", "--device", "cpu"});
+  auto is_failed = [&] {
+    const json s = cluster.status();
+    return s.is_object() && s["groups"][0]["state"] == "failed";
+  };
+  ASSERT_TRUE(wait_until(is_failed, milliseconds(60000))) << cluster.status().dump() << "\n" << cluster.log("head");
+  const std::string why = cluster.status()["groups"][0]["last_error"].get<std::string>();
+  EXPECT_NE(why.find("--stage-transport nccl needs a GPU backend"), std::string::npos) << why;
+  EXPECT_NE(why.find("--stage-transport host"), std::string::npos) << why;
+  httplib::Client client("127.0.0.1", http);
+  client.set_read_timeout(5, 0);
+  auto health = client.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+  EXPECT_NE(health->body.find("needs a GPU backend"), std::string::npos) << health->body;
+  std::printf("[ faults ] nccl on CPU workers: /health says %s\n", health->body.c_str());
 }
 
 TEST(Faults, ALogFileOnAFullDiskIsReportedOnceAndServingGoesOn) {

@@ -39,11 +39,62 @@ TEST(ClusterMessages, StartGroupCarriesTheStageSpecWhole) {
   start.spec.num_stages = 2;
   start.spec.layer_begin = 30;
   start.spec.layer_end = 61;
+  start.spec.stage_transport = "nccl";
+  start.spec.group_id = 3;
+  start.spec.epoch = 17;
   start_group copy = round_trip(start);
+  EXPECT_EQ(copy.spec.stage_transport, "nccl");
+  EXPECT_EQ(copy.spec.group_id, 3);
+  EXPECT_EQ(copy.spec.epoch, 17u);
   EXPECT_EQ(copy.spec, start.spec);
   EXPECT_EQ(copy.spec.engine, unusual_engine_args());
   EXPECT_EQ(copy.members, start.members);
   EXPECT_EQ(copy.epoch, 17u);
+}
+
+// Bytes of every value (0, 0xff, ...), as an ncclUniqueId's are.
+std::vector<uint8_t> nccl_id(uint8_t seed) {
+  std::vector<uint8_t> id(NcclLinkOps::kUniqueIdBytes);
+  for (size_t i = 0; i < id.size(); ++i) id[i] = uint8_t(i * 37 + seed);
+  return id;
+}
+
+TEST(ClusterMessages, TheNcclIdsTravelWholeFromStagePreparedThroughWireGroup) {
+  stage_prepared prepared{7, 3, 17, "", 512, "", nccl_id(1), "gpu-node-2/pci:0000:1b:00.0"};
+  stage_prepared got = round_trip(prepared);
+  EXPECT_EQ(got.nccl_unique_id, nccl_id(1));
+  EXPECT_EQ(got.device_id, "gpu-node-2/pci:0000:1b:00.0");
+  EXPECT_EQ(got.epoch, 17u);
+  EXPECT_EQ(got.max_kv_blocks, 512);
+
+  wire_group wire{3, 17, {"", ""}, 400, {nccl_id(1), nccl_id(200)}, {"a/pci:1", "b/pci:1"}};
+  wire_group copy = round_trip(wire);
+  ASSERT_EQ(copy.nccl_unique_ids.size(), 2u);
+  EXPECT_EQ(copy.nccl_unique_ids[0], nccl_id(1));
+  EXPECT_EQ(copy.nccl_unique_ids[1], nccl_id(200));
+  EXPECT_EQ(copy.device_ids, wire.device_ids);
+
+  // Stage 1 of group 3 epoch 17 wires with it; after a restart (epoch 18) the same message is refused.
+  cluster::ModelStageSpec spec;
+  spec.stage_index = 1;
+  spec.num_stages = 2;
+  spec.stage_transport = "nccl";
+  spec.group_id = 3;
+  spec.epoch = 17;
+  const cluster::StageWiring wiring = stage_wiring_of(copy);
+  EXPECT_EQ(wiring.key.epoch, 17u);
+  Status fits = cluster::check_stage_wiring(spec, wiring);
+  EXPECT_TRUE(fits.ok()) << fits.error().message;
+  spec.epoch = 18;
+  Status stale = cluster::check_stage_wiring(spec, wiring);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_NE(stale.error().message.find("epoch 17 reached a stage of group 3 epoch 18"), std::string::npos)
+      << stale.error().message;
+
+  stage_failed failed{7, 3, 17, "ncclSend: ncclRemoteError"};
+  stage_failed failed_copy = round_trip(failed);
+  EXPECT_EQ(failed_copy.reason, failed.reason);
+  EXPECT_EQ(failed_copy.epoch, 17u);
 }
 
 TEST(ClusterMessages, FrontDoorMessagesRoundTrip) {

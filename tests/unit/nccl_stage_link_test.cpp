@@ -1,6 +1,6 @@
 // The NCCL stage hand-off's logic without NCCL (runtime/nccl_stage_link.hpp): the unique id's
 // trip, epoch keying, timeouts, and ncclCommAbort on a peer's loss, over a fake NcclLinkOps whose
-// two ends move bytes through a shared mailbox. The real ops (backends/cuda/cuda_nccl_link_ops)
+// two ends move bytes through a shared mailbox (tests/unit/fake_nccl_link_ops.hpp). The real ops (backends/cuda/cuda_nccl_link_ops)
 // are compiled but not run here: NCCL refuses two ranks on one GPU and CI has none.
 #include <gtest/gtest.h>
 
@@ -12,101 +12,10 @@
 
 #include "runtime/config.hpp"
 #include "runtime/nccl_stage_link.hpp"
+#include "tests/unit/fake_nccl_link_ops.hpp"
 
 namespace troupe {
 namespace {
-
-// What the fake ends of one communicator share: per receiving rank, the messages sent to it.
-struct FakeWire {
-  std::mutex mutex;
-  std::map<int, std::deque<std::vector<uint8_t>>> inbox;
-};
-
-struct FakeCounters {
-  std::atomic<int> aborts{0};
-  std::atomic<int> inits{0};
-  std::atomic<bool> in_poll{false};
-  std::atomic<bool> abort_during_poll{false};
-  std::vector<uint8_t> last_id;
-};
-
-class FakeOps final : public NcclLinkOps {
- public:
-  FakeOps(std::shared_ptr<FakeWire> wire, std::shared_ptr<FakeCounters> counters)
-      : wire_(std::move(wire)), counters_(std::move(counters)) {}
-
-  int init_polls = 2;           // pendings before init is done; < 0: never
-  bool init_fails = false;
-  bool transfers_fail = false;
-
-  Result<std::vector<uint8_t>> make_unique_id() override {
-    std::vector<uint8_t> id(kUniqueIdBytes);
-    for (size_t i = 0; i < id.size(); ++i) id[i] = uint8_t(i * 7 + 3);
-    return id;
-  }
-  Status start_init(const std::vector<uint8_t>& id, int nranks, int rank) override {
-    counters_->last_id = id;
-    ++counters_->inits;
-    rank_ = rank;
-    (void)nranks;
-    polls_left_ = init_polls;
-    live_ = true;
-    return Status::success();
-  }
-  Progress poll_init(std::string* error) override {
-    PollGuard guard(*counters_);
-    if (init_fails) {
-      *error = "ncclSystemError";
-      return Progress::failed;
-    }
-    if (polls_left_ < 0) return Progress::pending;
-    return polls_left_-- > 0 ? Progress::pending : Progress::done;
-  }
-  Status start_send(const Tensor& t, int peer) override {
-    std::lock_guard lock(wire_->mutex);
-    const auto* p = static_cast<const uint8_t*>(t.raw());
-    wire_->inbox[peer].emplace_back(p, p + t.nbytes());
-    pending_recv_ = nullptr;
-    return Status::success();
-  }
-  Status start_recv(Tensor& t, int) override {
-    pending_recv_ = &t;
-    return Status::success();
-  }
-  Progress poll_transfer(std::string* error) override {
-    PollGuard guard(*counters_);
-    if (transfers_fail) {
-      *error = "ncclRemoteError";
-      return Progress::failed;
-    }
-    if (pending_recv_ == nullptr) return Progress::done;  // a send: done once queued
-    std::lock_guard lock(wire_->mutex);
-    auto& queue = wire_->inbox[rank_];
-    if (queue.empty()) return Progress::pending;
-    std::memcpy(pending_recv_->raw(), queue.front().data(), std::min(queue.front().size(), pending_recv_->nbytes()));
-    queue.pop_front();
-    pending_recv_ = nullptr;
-    return Progress::done;
-  }
-  void abort() override {
-    if (counters_->in_poll.load()) counters_->abort_during_poll = true;
-    if (live_) ++counters_->aborts;
-    live_ = false;
-  }
-
- private:
-  struct PollGuard {
-    explicit PollGuard(FakeCounters& c) : c_(c) { c_.in_poll = true; }
-    ~PollGuard() { c_.in_poll = false; }
-    FakeCounters& c_;
-  };
-  std::shared_ptr<FakeWire> wire_;
-  std::shared_ptr<FakeCounters> counters_;
-  int rank_ = -1;
-  int polls_left_ = 0;
-  bool live_ = false;
-  Tensor* pending_recv_ = nullptr;
-};
 
 // A clock that moves 10 ms on every pause: timeouts without waiting.
 NcclStageLink::Timing fake_time() {
