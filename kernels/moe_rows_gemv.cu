@@ -5,7 +5,6 @@
 #include <tuple>
 
 #include "kernels/dependent_launch.cuh"
-#include "kernels/fp8_gemv_rows.hpp"
 #include "kernels/fp8_stream.cuh"
 #include "kernels/moe_grouped_gemv.hpp"
 #include "kernels/moe_rows_gemv.hpp"
@@ -14,7 +13,7 @@
 // differs here: the grid's y is the active expert (its pointers and its x_perm row are read on the
 // device, after the earlier kernels are done), x_perm / act_perm already hold x * 2^64 (staged as
 // they are), and gate_up items pair gate and up rows so silu * up is computed in the epilogue.
-// As there, rows shorter than kFp8GemvRowsShareK (R1's down: 2,048) are too short for a block's
+// As there, rows shorter than kShareFromK (R1's down: 2,048) are too short for a block's
 // warps to share: each warp owns its items (no barrier); longer ones (gate_up: 7,168) are shared.
 // Scales: x * 2^64 times w * 2^-120 (fp8_stream.cuh: e4m3_shifted) is x w 2^-56 per product; each
 // K block's sum is promoted by w_scale * 2^56, so the sums are the real values. act_perm gets
@@ -27,7 +26,10 @@ using fp8_stream::load_stream16;
 using fp8_stream::zero4;
 
 constexpr int kChunkBytes = 512;  // a warp's load instruction: 16 bytes a lane
-constexpr int kMaxWarps = 8;  // fp8_gemv_rows.cu's: 12 left one block of 12 warps per SM (0.32 of HBM)
+constexpr int kMaxWarps = 8;  // fp8_gemv_rows.cu's first version: 12 left one block of 12 warps per SM
+// Below this K a warp owns whole items (a block's warps sharing so few chunks lost to the
+// tensor-core kernel in fp8_gemv_rows.cu's first version: K = 1,536 at 0.30 of HBM, against 0.38).
+constexpr int64_t kShareFromK = 4096;
 constexpr int kLoadsPerLane = 8;  // 16-byte weight loads a lane keeps in flight (ROWS x STEP chunks)
 constexpr float kPromote = 72057594037927936.0f;  // 2^56 = 2^120 / 2^64
 
@@ -269,7 +271,7 @@ cudaError_t launch_rows(const uint16_t* x_perm, int64_t x_stride, const uint8_t*
   // warp has (more would stay empty), ROWS = 8 / STEP. gate_up: C = ROWS / 2 columns, halved until
   // C divides inter (so no item's up rows cross a 128-row scale boundary).
   const int num_chunks = int((k + kChunkBytes - 1) / kChunkBytes);
-  const bool own = k < kFp8GemvRowsShareK;
+  const bool own = k < kShareFromK;
   const int warps = own ? kMaxWarps : pick_warps(num_chunks);
   const int per_warp = own ? num_chunks : (num_chunks + warps - 1) / warps;
   int rows = kLoadsPerLane / floor_pow2(std::min(SILU ? kLoadsPerLane / 2 : kLoadsPerLane, per_warp));
