@@ -9,9 +9,10 @@
 // dsv3_mla_decode_b<B>_ctx<C>_vs_roofline, holds the time (us) against the larger of bytes /
 // bandwidth and FLOPs / the bf16 cuBLAS matmul rate at 8192^3 (both measured in the same run); its
 // fraction is "of the physical limit". The cache is replicated so one timed launch's rows are not in
-// L2 from the one before. The absorption products (q_nope @ W_UK, o_lat @ W_UV^T: cuBLAS strided-batched
-// bf16, as CudaBackend runs them with bf16 weights) are timed separately against the time to read
-// their weights and activations at that bandwidth.
+// L2 from the one before. The absorption products (q_nope @ W_UK, o_lat @ W_UV^T, as CudaBackend
+// runs them with bf16 weights: kernels/mla_absorb.hpp's weight-streaming kernels up to 8 tokens,
+// cuBLAS strided-batched bf16 GEMMs past that, and at 1 and 8 tokens too as _cublas records) are
+// timed separately against the time to read their weights and activations at that bandwidth.
 // Prefill (dsv3_mla_prefill_ctx<N>, N = 1024, 4096: one sequence of N new tokens, all 128 heads, one
 // layer): the tensor-core flash kernel (kernels/mla_prefill_mma.cu) alone, its causal FLOPs
 // (2 H (192 + 128) per visible (query, key) pair) against the bf16 matmul rate measured in the same
@@ -32,6 +33,7 @@
 
 #include "bench/bench_log.hpp"
 #include "bench/device_ceilings.hpp"
+#include "kernels/mla_absorb.hpp"
 #include "kernels/mla_decode.hpp"
 #include "kernels/mla_prefill.hpp"
 #include "runtime/bench_record.hpp"
@@ -167,61 +169,112 @@ bool bench_decode(const Args& args, int64_t batch, int64_t context, double hbm_g
   return ok;
 }
 
-// The two absorption products at one batch size, bf16 inputs, fp32 outputs (CudaBackend with bf16
-// weights). limit: reading W_UK (or W_UV) and the activations once, writing the output once, at
-// the measured bandwidth.
-bool bench_absorption(const Args& args, cublasHandle_t h, int64_t batch, double hbm_gbs) {
-  uint16_t* w = device_alloc<uint16_t>(size_t(kHeads * (kNope + kV) * kLora));
+// The two absorption products at one batch size with R1's bf16 kv_b_proj (33.5 MB), fp32 outputs, as
+// CudaBackend runs them: up to 8 tokens the weight-streaming kernels (kernels/mla_absorb.hpp: fp32 q
+// and o_lat in, rounded to bf16 inside), recorded as dsv3_mla_{absorb_q,unabsorb_out}_b<B>; cuBLAS
+// strided-batched bf16 GEMMs (on bf16 copies of q and o_lat, the conversions not timed) past 8,
+// under the same name, and at B <= 8 as ..._b<B>_cublas for comparison. limit: reading W_UK (or
+// W_UV) and the activations once and writing the output once at the measured bandwidth. Each timed
+// rep is kLaunches launches in a row, each on the next of `copies` weight copies (over 4x the L2
+// together), so no launch finds its weights in L2; the per-launch time is the rep's / kLaunches.
+bool bench_absorption(const Args& args, cublasHandle_t h, int64_t batch, double hbm_gbs, int64_t l2_bytes) {
+  constexpr int kLaunches = 10;
+  const int64_t w_count = kHeads * (kNope + kV) * kLora;
+  const int64_t copies = std::clamp<int64_t>(4 * l2_bytes / (w_count * 2) + 1, 1, 64);
+  uint16_t* w = device_alloc<uint16_t>(size_t(copies * w_count));
   uint16_t* q16 = device_alloc<uint16_t>(size_t(batch * kHeads * (kNope + kRope)));
   uint16_t* o16 = device_alloc<uint16_t>(size_t(batch * kHeads * kLora));
+  float* q = device_alloc<float>(size_t(batch * kHeads * (kNope + kRope)));
+  float* o_lat = device_alloc<float>(size_t(batch * kHeads * kLora));
   float* q_abs = device_alloc<float>(size_t(batch * kHeads * kEntry));
   float* out = device_alloc<float>(size_t(batch * kHeads * kV));
-  if (!w || !q16 || !o16 || !q_abs || !out) return false;
-  cudaMemset(w, 0x3c, size_t(kHeads * (kNope + kV) * kLora) * 2);
+  if (!w || !q16 || !o16 || !q || !o_lat || !q_abs || !out) return false;
+  // 0x3c3c: bf16 0.0115 (fp32 0.0115 for the fp32 inputs); the work does not depend on the values.
+  cudaMemset(w, 0x3c, size_t(copies * w_count) * 2);
   cudaMemset(q16, 0x3c, size_t(batch * kHeads * (kNope + kRope)) * 2);
   cudaMemset(o16, 0x3c, size_t(batch * kHeads * kLora) * 2);
+  cudaMemset(q, 0x3c, size_t(batch * kHeads * (kNope + kRope)) * 4);
+  cudaMemset(o_lat, 0x3c, size_t(batch * kHeads * kLora) * 4);
   const float alpha = 1.0f, beta = 0.0f;
   cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-  auto absorb = [&] {
-    st = cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, int(kLora), int(batch), int(kNope), &alpha, w,
-                                    CUDA_R_16BF, int(kLora), (kNope + kV) * kLora, q16, CUDA_R_16BF,
-                                    int(kHeads * (kNope + kRope)), kNope + kRope, &beta, q_abs, CUDA_R_32F,
-                                    int(kHeads * kEntry), kEntry, int(kHeads), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  cudaError_t err = cudaSuccess;
+  int64_t launch = 0;
+  auto next_w = [&] { return w + (launch++ % copies) * w_count; };
+  auto absorb_cublas = [&] {
+    for (int k = 0; k < kLaunches; ++k)
+      st = cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, int(kLora), int(batch), int(kNope), &alpha, next_w(),
+                                      CUDA_R_16BF, int(kLora), (kNope + kV) * kLora, q16, CUDA_R_16BF,
+                                      int(kHeads * (kNope + kRope)), kNope + kRope, &beta, q_abs, CUDA_R_32F,
+                                      int(kHeads * kEntry), kEntry, int(kHeads), CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT);
   };
-  auto unabsorb = [&] {
-    st = cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(kV), int(batch), int(kLora), &alpha,
-                                    w + kNope * kLora, CUDA_R_16BF, int(kLora), (kNope + kV) * kLora, o16, CUDA_R_16BF,
-                                    int(kHeads * kLora), kLora, &beta, out, CUDA_R_32F, int(kHeads * kV), kV,
-                                    int(kHeads), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  auto unabsorb_cublas = [&] {
+    for (int k = 0; k < kLaunches; ++k)
+      st = cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(kV), int(batch), int(kLora), &alpha,
+                                      next_w() + kNope * kLora, CUDA_R_16BF, int(kLora), (kNope + kV) * kLora, o16,
+                                      CUDA_R_16BF, int(kHeads * kLora), kLora, &beta, out, CUDA_R_32F,
+                                      int(kHeads * kV), kV, int(kHeads), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  };
+  auto absorb_stream = [&] {
+    for (int k = 0; k < kLaunches; ++k) {
+      const cudaError_t e = kernels::launch_mla_absorb_q_bf16(q, nullptr, next_w(), q_abs, batch, kHeads, kNope, kRope,
+                                                              kLora, kV, nullptr);
+      if (e != cudaSuccess) err = e;
+    }
+  };
+  auto unabsorb_stream = [&] {
+    for (int k = 0; k < kLaunches; ++k) {
+      const cudaError_t e = kernels::launch_mla_unabsorb_out_bf16(o_lat, nullptr, next_w(), out, batch, kHeads, kNope,
+                                                                  kLora, kV, nullptr);
+      if (e != cudaSuccess) err = e;
+    }
   };
   struct Product {
-    const char* name;
+    std::string name;
     std::function<void()> fn;
     double bytes;
+    const char* how;
   };
   const double w_bytes = double(kHeads * kNope * kLora) * 2;  // W_UK and W_UV are the same size (nope == v)
-  const Product products[] = {
-      {"absorb_q", absorb, w_bytes + double(batch * kHeads) * (kNope * 2 + kLora * 4)},
-      {"unabsorb_out", unabsorb, w_bytes + double(batch * kHeads) * (kLora * 2 + kV * 4)},
-  };
+  const double absorb_cublas_bytes = w_bytes + double(batch * kHeads) * (kNope * 2 + kLora * 4);
+  const double unabsorb_cublas_bytes = w_bytes + double(batch * kHeads) * (kLora * 2 + kV * 4);
+  const char* cublas_how = "cublasGemmStridedBatchedEx bf16 -> fp32 over 128 heads (bf16 q / o_lat, converted untimed)";
+  const char* stream_how = "weight-streaming kernel (kernels/mla_absorb.cu, fp32 q / o_lat rounded to bf16 inside)";
+  const std::string b = "_b" + std::to_string(batch);
+  std::vector<Product> products;
+  if (kernels::mla_absorb_supports(w, batch, kNope, kRope, kLora, kV)) {
+    products.push_back({"absorb_q" + b, absorb_stream,
+                        w_bytes + double(batch * kHeads) * ((kNope + kRope) * 4 + kEntry * 4), stream_how});
+    products.push_back({"unabsorb_out" + b, unabsorb_stream, w_bytes + double(batch * kHeads) * (kLora + kV) * 4,
+                        stream_how});
+    products.push_back({"absorb_q" + b + "_cublas", absorb_cublas, absorb_cublas_bytes, cublas_how});
+    products.push_back({"unabsorb_out" + b + "_cublas", unabsorb_cublas, unabsorb_cublas_bytes, cublas_how});
+  } else {
+    products.push_back({"absorb_q" + b, absorb_cublas, absorb_cublas_bytes, cublas_how});
+    products.push_back({"unabsorb_out" + b, unabsorb_cublas, unabsorb_cublas_bytes, cublas_how});
+  }
   bool ok = true;
   for (const Product& p : products) {
-    const double ms = bench::time_events_ms(args.reps, p.fn);
-    if (st != CUBLAS_STATUS_SUCCESS || !cuda_ok(cudaDeviceSynchronize(), p.name)) {
-      say("%s: cuBLAS status %d", p.name, int(st));
+    const double ms = bench::time_events_ms(args.reps, p.fn) / kLaunches;
+    if (st != CUBLAS_STATUS_SUCCESS || !cuda_ok(err, p.name.c_str()) || !cuda_ok(cudaDeviceSynchronize(), p.name.c_str())) {
+      say("%s: cuBLAS status %d", p.name.c_str(), int(st));
       ok = false;
       continue;
     }
     const double us = ms * 1e3, roof_us = p.bytes / (hbm_gbs * 1e9) * 1e6;
     const double tflops = 2.0 * double(batch * kHeads) * kNope * kLora / (ms * 1e-3) / 1e12;
-    BenchRecord r{"dsv3_mla_" + std::string(p.name) + "_b" + std::to_string(batch), us, "us", roof_us, roof_us / us,
-                  "cublasGemmStridedBatchedEx bf16 -> fp32 over 128 heads (R1's kv_b_proj views, 33.5 MB of bf16 "
-                  "weights, L2 may hold part); limit = weights + activations at the measured HBM bandwidth"};
-    r.extra = {{"tflops", tflops}};
+    char note[400];
+    std::snprintf(note, sizeof(note),
+                  "%s; R1's kv_b_proj views (16.8 MB of bf16 weights per product), %lld weight copies rotated so "
+                  "L2 holds none, per launch of %d in a row; limit = %.3g bytes (weights + activations) at the "
+                  "measured HBM bandwidth",
+                  p.how, (long long)copies, kLaunches, p.bytes);
+    BenchRecord r{"dsv3_mla_" + p.name, us, "us", roof_us, roof_us / us, note};
+    r.extra = {{"tflops", tflops}, {"bytes", p.bytes}, {"gbs", p.bytes / (ms * 1e-3) / 1e9}};
     add_record(r);
   }
-  for (void* p : {static_cast<void*>(w), static_cast<void*>(q16), static_cast<void*>(o16), static_cast<void*>(q_abs),
-                  static_cast<void*>(out)})
+  for (void* p : {static_cast<void*>(w), static_cast<void*>(q16), static_cast<void*>(o16), static_cast<void*>(q),
+                  static_cast<void*>(o_lat), static_cast<void*>(q_abs), static_cast<void*>(out)})
     cudaFree(p);
   return ok;
 }
@@ -330,7 +383,7 @@ int run(int argc, char** argv) {
            ok;
   cublasHandle_t h = nullptr;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return 1;
-  for (int64_t batch : {1, 64, 128}) ok = bench_absorption(args, h, batch, hbm_gbs) && ok;
+  for (int64_t batch : {1, 8, 64, 128}) ok = bench_absorption(args, h, batch, hbm_gbs, prop.l2CacheSize) && ok;
   if (bf16_tflops > 0)
     for (int64_t context : {1024, 4096}) ok = bench_prefill(args, h, context, bf16_tflops, rng) && ok;
   cublasDestroy(h);

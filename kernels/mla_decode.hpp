@@ -18,7 +18,8 @@
 // up to 32 heads, mla_decode_mma64.cu for 33..64 (R1's 128 heads: two tiles per token, launched
 // side by side so the second CTA reads each latent row from L2).
 // Three layers: the kernels (mla_decode.cu), these launchers, and the CPU references
-// (mla_decode_ref.cpp: fp32 dot products, fp64 softmax sums; the absorption products too).
+// (mla_decode_ref.cpp: fp32 dot products, fp64 softmax sums; the absorption products too). On CUDA
+// with bf16 weights and up to 8 tokens the products run as kernels/mla_absorb.hpp's kernels.
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA

@@ -2,7 +2,8 @@
 // latent cache write, MLA paged attention (decode tokens absorbed, prefill chunks expanded: R1's
 // dims with bf16 weights on the tensor-core flash kernel, the rest on the fp32 SIMT one) and
 // the MoE combine. Weights fp32 (exact fp32 products) or bf16 (the products' inputs rounded to
-// bf16, fp32 accumulation); caches fp32 or bf16.
+// bf16, fp32 accumulation: at up to 8 decode tokens kernels/mla_absorb.hpp's weight-streaming
+// kernels, else cuBLAS); caches fp32 or bf16.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -11,6 +12,7 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/gather_rows.hpp"
+#include "kernels/mla_absorb.hpp"
 #include "kernels/mla_decode.hpp"
 #include "kernels/mla_latent.hpp"
 #include "kernels/mla_prefill.hpp"
@@ -99,16 +101,26 @@ void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, cons
   const int64_t kv_lora = kv_b_weight.size(1), rope = entry - kv_lora, nope = qk - rope;
   const int64_t d = int64_t(decode_tokens.size());
   const bool all = d == meta.num_tokens;  // then decode_tokens is 0 .. n-1
+  // Up to 8 tokens with a bf16 weight: kernels/mla_absorb.hpp's weight-streaming products, which
+  // read q and write out at the tokens' rows themselves (no gather, no scatter, no bf16 copies).
+  const bool streamed = kv_b_weight.dtype() == DType::bf16 &&
+                        mla_absorb_supports(kv_b_weight.raw(), d, nope, rope, kv_lora, v_dim);
   Tensor q_d = q, d_tokens;
-  if (!all) {
-    d_tokens = on_device(Tensor::from_i32(decode_tokens, {d}));
-    q_d = scratch(DType::f32, {d, num_heads, qk});
-    check(launch_gather_rows_f32(q.data<float>(), d_tokens.data<int32_t>(), q_d.data<float>(), d, num_heads * qk,
-                                 stream()),
-          "gather_rows");
-  }
+  if (!all) d_tokens = on_device(Tensor::from_i32(decode_tokens, {d}));
+  const int32_t* tokens = all ? nullptr : d_tokens.data<int32_t>();
   Tensor q_abs = scratch(DType::f32, {d, num_heads, entry});
-  mla_absorb_q(q_d, kv_b_weight, q_abs);
+  if (streamed) {
+    check(launch_mla_absorb_q_bf16(q.data<float>(), tokens, kv_b_weight.data<uint16_t>(), q_abs.data<float>(), d,
+                                   num_heads, nope, rope, kv_lora, v_dim, stream()),
+          "mla_absorb_q");
+  } else {
+    if (!all) {
+      q_d = scratch(DType::f32, {d, num_heads, qk});
+      check(launch_gather_rows_f32(q.data<float>(), tokens, q_d.data<float>(), d, num_heads * qk, stream()),
+            "gather_rows");
+    }
+    mla_absorb_q(q_d, kv_b_weight, q_abs);
+  }
   int64_t max_context = 1;
   if (per_token_partitions) {
     max_context = std::max<int64_t>(1, meta.max_blocks_per_seq * meta.block_size);
@@ -121,7 +133,6 @@ void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, cons
   const int64_t floats = mla_decode_workspace_floats(d, num_heads, kv_lora, parts);
   Tensor workspace = floats > 0 ? scratch(DType::f32, {floats}) : Tensor();
   Tensor o_lat = scratch(DType::f32, {d, num_heads, kv_lora});
-  const int32_t* tokens = all ? nullptr : d_tokens.data<int32_t>();
   auto run = [&](const auto* c) {
     check(launch_mla_decode_f32(q_abs.data<float>(), c, meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
                                 tokens, d, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
@@ -135,14 +146,19 @@ void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, cons
   } else {
     run(cache.data<float>());
   }
+  if (streamed) {
+    check(launch_mla_unabsorb_out_bf16(o_lat.data<float>(), tokens, kv_b_weight.data<uint16_t>(), out.data<float>(),
+                                       d, num_heads, nope, kv_lora, v_dim, stream()),
+          "mla_unabsorb_out");
+    return;
+  }
   if (all) {
     mla_unabsorb_out(o_lat, kv_b_weight, nope, out);
     return;
   }
   Tensor out_d = scratch(DType::f32, {d, num_heads, v_dim});
   mla_unabsorb_out(o_lat, kv_b_weight, nope, out_d);
-  check(launch_scatter_rows_f32(out_d.data<float>(), d_tokens.data<int32_t>(), out.data<float>(), d, num_heads * v_dim,
-                                stream()),
+  check(launch_scatter_rows_f32(out_d.data<float>(), tokens, out.data<float>(), d, num_heads * v_dim, stream()),
         "scatter_rows");
 }
 
@@ -238,8 +254,10 @@ void CudaBackend::mla_prefill_simt(const Tensor& q, const Tensor& cache, const T
         "mla_prefill_attention");
 }
 
-// Per head h (the batch of the strided products), column-major: q_abs_h^T [kv_lora, n] =
-// W_UK_h^T [kv_lora, nope] (row-major W_UK_h, ld kv_lora) @ q_nope_h^T [nope, n] (ld H * qk).
+// The cuBLAS products (fp32 weights, or more than 8 decode tokens; mla_decode_absorbed streams
+// bf16 weights itself below that). Per head h (the batch of the strided products), column-major:
+// q_abs_h^T [kv_lora, n] = W_UK_h^T [kv_lora, nope] (row-major W_UK_h, ld kv_lora) @ q_nope_h^T
+// [nope, n] (ld H * qk).
 void CudaBackend::mla_absorb_q(const Tensor& q, const Tensor& kv_b_weight, Tensor q_abs) {
   const int64_t n = q.size(0), num_heads = q.size(1), qk = q.size(2), entry = q_abs.size(2);
   const int64_t kv_lora = kv_b_weight.size(1), rope = entry - kv_lora, nope = qk - rope;

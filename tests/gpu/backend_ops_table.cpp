@@ -61,6 +61,7 @@ const std::vector<OpCase>& op_table() {
     add_gemv_and_sampling_cases(t);
     add_mla_cases(t);
     add_mla_prefill_cases(t);
+    add_mla_absorb_cases(t);
     add_fp8_cases(t);
     add_moe_cases(t);
     return t;

@@ -124,6 +124,7 @@ void add_attention_cases(std::vector<OpCase>& table);
 void add_gemv_and_sampling_cases(std::vector<OpCase>& table);
 void add_mla_cases(std::vector<OpCase>& table);
 void add_mla_prefill_cases(std::vector<OpCase>& table);
+void add_mla_absorb_cases(std::vector<OpCase>& table);
 void add_fp8_cases(std::vector<OpCase>& table);
 void add_moe_cases(std::vector<OpCase>& table);
 

@@ -14,6 +14,7 @@
 #include "backends/cpu_backend.hpp"
 #include "backends/cuda/cuda_backend.hpp"
 #include "engine/model_runner.hpp"
+#include "kernels/mla_absorb.hpp"
 #include "kernels/mla_decode.hpp"
 #include "models/model_loader.hpp"
 #include "runtime/attention_metadata.hpp"
@@ -297,6 +298,28 @@ TEST(CudaMla, LaunchersRefuseBadShapes) {
             cudaErrorInvalidValue);
   EXPECT_EQ(launch_mla_decode_f32(f, f, i, i, nullptr, 1, i, 1, 16, 4, 32, 8, 1.0f, 2, 0, nullptr, nullptr, nullptr),
             cudaErrorInvalidValue);  // two partitions need a workspace
+  // The weight-streaming absorption products: 1..8 tokens, nope <= 256, kv_lora a multiple of 8 up
+  // to 512, a 16-byte aligned weight (the backend takes cuBLAS otherwise). Refused: nothing read.
+  const auto* w = reinterpret_cast<const uint16_t*>(uintptr_t(4096));
+  EXPECT_TRUE(mla_absorb_supports(w, 1, 128, 64, 512, 128));
+  EXPECT_TRUE(mla_absorb_supports(w, 8, 256, 0, 8, 1));
+  EXPECT_FALSE(mla_absorb_supports(w, 9, 128, 64, 512, 128));
+  EXPECT_FALSE(mla_absorb_supports(w, 0, 128, 64, 512, 128));
+  EXPECT_FALSE(mla_absorb_supports(w, 1, 257, 64, 512, 128));
+  EXPECT_FALSE(mla_absorb_supports(w, 1, 128, 64, 516, 128));
+  EXPECT_FALSE(mla_absorb_supports(w, 1, 128, 64, 1024, 128));
+  EXPECT_FALSE(mla_absorb_supports(w, 1, 128, 64, 500, 128));
+  EXPECT_FALSE(mla_absorb_supports(w + 1, 1, 128, 64, 512, 128));
+  float* out = reinterpret_cast<float*>(uintptr_t(8192));
+  EXPECT_EQ(launch_mla_absorb_q_bf16(f, i, nullptr, nullptr, 0, 128, 128, 64, 512, 128, nullptr), cudaSuccess);
+  EXPECT_EQ(launch_mla_absorb_q_bf16(out, nullptr, w, out, 9, 128, 128, 64, 512, 128, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_absorb_q_bf16(out, nullptr, w + 4, out, 1, 128, 128, 64, 512, 128, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_absorb_q_bf16(out, nullptr, w, out, 1, 0, 128, 64, 512, 128, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_unabsorb_out_bf16(f, i, nullptr, nullptr, 0, 128, 128, 512, 128, nullptr), cudaSuccess);
+  EXPECT_EQ(launch_mla_unabsorb_out_bf16(out, nullptr, w, out, 9, 128, 128, 512, 128, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_unabsorb_out_bf16(out, nullptr, w, out, 1, 128, 128, 508, 128, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_unabsorb_out_bf16(out, nullptr, w, out, 1, 128, 128, 512, 0, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 

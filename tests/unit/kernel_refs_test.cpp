@@ -15,6 +15,7 @@
 #include "kernels/gemv.hpp"
 #include "kernels/host_bf16.hpp"
 #include "kernels/kv_write.hpp"
+#include "kernels/mla_absorb.hpp"
 #include "kernels/mlp_activation.hpp"
 #include "kernels/paged_attention.hpp"
 #include "kernels/qkv_rope.hpp"
@@ -242,6 +243,32 @@ TEST(KernelRefs, GemvBf16) {
   EXPECT_EQ(out[1], -1.5);
   EXPECT_EQ(abs_sum[0], 3.25);
   EXPECT_EQ(abs_sum[1], 2.5);
+}
+
+TEST(KernelRefs, MlaAbsorptionProductsRoundTheirInputsToNearestEven) {
+  // H 2, nope 2, rope 1, kv_lora 2, v_dim 1; per head rows [W_UK (2) | W_UV (1)]:
+  //   head 0: W_UK {1, 0.5}, {-1, 1}; W_UV {0.5, -1};  head 1: W_UK {0.5, 0.5}, {1, -1}; W_UV {1, 1}.
+  // One computed token, row 1 of q and out (row 0 NaN / untouched). Ties: 1 + 2^-8 rounds to 1 (even),
+  // 1 + 3 2^-8 to 1 + 2^-6 (even), 2^-7 being bf16's step at 1.
+  const uint16_t w[] = {kOne, kHalf, kMinusOne, kOne, kHalf, kMinusOne, kHalf, kHalf, kOne, kMinusOne, kOne, kOne};
+  const float tie_down = 1.0f + 0x1p-8f, tie_up = 1.0f + 3 * 0x1p-8f;
+  const float q[] = {NAN, NAN, NAN, NAN, NAN, NAN, tie_down, 2, 7, tie_up, -1, -3};  // [2 rows, 2 heads, 3]
+  const int32_t tokens[] = {1};
+  double q_abs[6];
+  mla_absorb_q_bf16_ref(q, tokens, w, q_abs, 1, 2, 2, 1, 2, 1);
+  EXPECT_EQ(q_abs[0], -1.0);  // 1 * 1 + 2 * -1
+  EXPECT_EQ(q_abs[1], 2.5);   // 1 * 0.5 + 2 * 1
+  EXPECT_EQ(q_abs[2], 7.0);   // q_pe as it is
+  EXPECT_EQ(q_abs[3], -0.5 + 0x1p-7);  // (1 + 2^-6) * 0.5 - 1
+  EXPECT_EQ(q_abs[4], 1.5 + 0x1p-7);   // (1 + 2^-6) * 0.5 + 1
+  EXPECT_EQ(q_abs[5], -3.0);
+  const float o_lat[] = {tie_down, 4, 2, tie_up};  // [1, 2 heads, 2]
+  double out[4] = {99, 99, 0, 0};                 // [2 rows, 2 heads, 1]
+  mla_unabsorb_out_bf16_ref(o_lat, tokens, w, out, 1, 2, 2, 2, 1);
+  EXPECT_EQ(out[0], 99.0);
+  EXPECT_EQ(out[1], 99.0);
+  EXPECT_EQ(out[2], -3.5);             // 0.5 * 1 - 4
+  EXPECT_EQ(out[3], 3.0 + 0x1p-6);     // 2 + 1 + 2^-6
 }
 
 }  // namespace
