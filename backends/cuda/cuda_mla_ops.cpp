@@ -101,9 +101,11 @@ void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, cons
   const int64_t kv_lora = kv_b_weight.size(1), rope = entry - kv_lora, nope = qk - rope;
   const int64_t d = int64_t(decode_tokens.size());
   const bool all = d == meta.num_tokens;  // then decode_tokens is 0 .. n-1
-  // Up to 8 tokens with a bf16 weight: kernels/mla_absorb.hpp's weight-streaming products, which
-  // read q and write out at the tokens' rows themselves (no gather, no scatter, no bf16 copies).
-  const bool streamed = kv_b_weight.dtype() == DType::bf16 &&
+  // One token with a bf16 weight: kernels/mla_absorb.hpp's weight-streaming products, which read q
+  // and write out at the tokens' rows themselves (no gather, no scatter, no bf16 copies). They take
+  // up to 8 tokens, but on the H200 at R1's shape cuBLAS was faster at 8 (absorb 8.2 us against
+  // 11.3, unabsorb 8.0 against 17.0) while they won at 1 (7.7 against 8.1, 6.8 against 8.1).
+  const bool streamed = d == 1 && kv_b_weight.dtype() == DType::bf16 &&
                         mla_absorb_supports(kv_b_weight.raw(), d, nope, rope, kv_lora, v_dim);
   Tensor q_d = q, d_tokens;
   if (!all) d_tokens = on_device(Tensor::from_i32(decode_tokens, {d}));
