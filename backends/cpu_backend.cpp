@@ -176,47 +176,28 @@ void CpuBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor&
 }
 
 void CpuBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
-                                   const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) {
+                                   const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out,
+                                   const QkNorm& qk_norm) {
   const int64_t n = q_out.size(0), num_heads = q_out.size(1), head_dim = q_out.size(2);
   const int64_t num_kv_heads = k_cache.size(2), half = inv_freq.numel();
-  if (k_cache.dtype() == DType::f8_e4m3) {  // the kernels' reference, on one thread
-    kernels::qkv_rope_write_kv_ref(qkv.data<float>(), positions.data<int32_t>(), inv_freq.data<float>(),
-                                   slot_mapping.data<int32_t>(), k_cache.data<uint8_t>(), v_cache.data<uint8_t>(),
-                                   q_out.data<float>(), n, num_heads, num_kv_heads, head_dim, half,
-                                   k_cache.tensor_scale(), v_cache.tensor_scale());
-    return;
-  }
-  const int64_t row_elems = (num_heads + 2 * num_kv_heads) * head_dim, kv_entry = num_kv_heads * head_dim;
-  const int32_t* pos = positions.data<int32_t>();
-  const int32_t* slots = slot_mapping.data<int32_t>();
-  const float* freq = inv_freq.data<float>();
-  const float* src = qkv.data<float>();
-  float* qp = q_out.data<float>();
-  float* kc = k_cache.data<float>();
-  float* vc = v_cache.data<float>();
+  const int64_t row_elems = (num_heads + 2 * num_kv_heads) * head_dim;
+  const kernels::HeadNorms norms{qk_norm.q_weight.defined() ? qk_norm.q_weight.data<float>() : nullptr,
+                                 qk_norm.k_weight.defined() ? qk_norm.k_weight.data<float>() : nullptr, qk_norm.eps};
+  const bool fp8 = k_cache.dtype() == DType::f8_e4m3;
+  // The kernels' reference on each thread's tokens: one formula for the CPU backend and the
+  // GPU's tests. Tokens write distinct cache slots, so the chunks never touch the same bytes.
   pool_.parallel_for(n, [&](int64_t b, int64_t e) {
-    std::vector<float> cos_v(static_cast<size_t>(half)), sin_v(static_cast<size_t>(half));
-    // rope's formula: rotate_half on the first 2 * half dims, the rest copied.
-    auto rotate = [&](const float* in, float* out) {
-      for (int64_t i = 0; i < half; ++i) {
-        const float x1 = in[i], x2 = in[i + half];
-        out[i] = x1 * cos_v[size_t(i)] - x2 * sin_v[size_t(i)];
-        out[i + half] = x2 * cos_v[size_t(i)] + x1 * sin_v[size_t(i)];
-      }
-      std::memcpy(out + 2 * half, in + 2 * half, size_t(head_dim - 2 * half) * sizeof(float));
-    };
-    for (int64_t t = b; t < e; ++t) {
-      for (int64_t i = 0; i < half; ++i) {
-        const float angle = float(pos[t]) * freq[i];
-        cos_v[size_t(i)] = float(std::cos(double(angle)));
-        sin_v[size_t(i)] = float(std::sin(double(angle)));
-      }
-      const float* row = src + t * row_elems;  // [q heads | k heads | v heads]
-      const int64_t slot = slots[t];
-      for (int64_t h = 0; h < num_heads; ++h) rotate(row + h * head_dim, qp + (t * num_heads + h) * head_dim);
-      const float* k = row + num_heads * head_dim;
-      for (int64_t h = 0; h < num_kv_heads; ++h) rotate(k + h * head_dim, kc + slot * kv_entry + h * head_dim);
-      std::memcpy(vc + slot * kv_entry, k + kv_entry, size_t(kv_entry) * sizeof(float));
+    const float* rows = qkv.data<float>() + b * row_elems;
+    const int32_t* pos = positions.data<int32_t>() + b;
+    const int32_t* slots = slot_mapping.data<int32_t>() + b;
+    float* q = q_out.data<float>() + b * num_heads * head_dim;
+    if (fp8) {
+      kernels::qkv_rope_write_kv_ref(rows, pos, inv_freq.data<float>(), slots, k_cache.data<uint8_t>(),
+                                     v_cache.data<uint8_t>(), q, e - b, num_heads, num_kv_heads, head_dim, half,
+                                     k_cache.tensor_scale(), v_cache.tensor_scale(), norms);
+    } else {
+      kernels::qkv_rope_write_kv_ref(rows, pos, inv_freq.data<float>(), slots, k_cache.data<float>(),
+                                     v_cache.data<float>(), q, e - b, num_heads, num_kv_heads, head_dim, half, norms);
     }
   }, min_rows(row_elems + 8 * half));
 }

@@ -39,8 +39,10 @@ class CpuBackend final : public Backend {
   void linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, const Tensor& scale_inv, Tensor out) override;
   void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
   void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
+  // kernels/qkv_rope.hpp's reference over each thread's tokens (fp32 or f8_e4m3 caches).
   void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
-                         const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) override;
+                         const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out,
+                         const QkNorm& qk_norm) override;
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
                        float scale, Tensor out) override;
   bool supports_mla_moe() const override { return true; }

@@ -137,9 +137,10 @@ void ProfilingBackend::write_kv(Tensor cache_component, const Tensor& x, const T
 }
 
 void ProfilingBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
-                                         const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) {
+                                         const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out,
+                                         const QkNorm& qk_norm) {
   record("qkv_rope_write_kv",
-         [&] { inner_.qkv_rope_write_kv(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out); });
+         [&] { inner_.qkv_rope_write_kv(qkv, positions, inv_freq, slot_mapping, k_cache, v_cache, q_out, qk_norm); });
 }
 
 void ProfilingBackend::paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,

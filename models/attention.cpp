@@ -173,9 +173,7 @@ Result<std::unique_ptr<LlamaAttention>> LlamaAttention::load(const ModelConfig& 
     if (!q_norm.ok()) return q_norm.error();
     auto k_norm = load_weight(weights, backend, prefix + "k_norm.weight", {config.head_dim});
     if (!k_norm.ok()) return k_norm.error();
-    layer->q_norm_ = std::move(q_norm.value());
-    layer->k_norm_ = std::move(k_norm.value());
-    layer->norm_eps_ = float(config.rms_norm_eps);
+    layer->qk_norm_ = {std::move(q_norm.value()), std::move(k_norm.value()), float(config.rms_norm_eps)};
   }
   if (backend.kv_cache_dtype() == DType::f8_e4m3) {
     auto scales = load_kv_scales(weights, prefix);
@@ -205,29 +203,10 @@ void LlamaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvC
   Tensor& k_cache = cache.component(cache_layer, 0);
   Tensor& v_cache = cache.component(cache_layer, 1);
   Tensor q = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
-  if (q_norm_.defined()) {
-    normed_qk_rope_write_kv(qkv, meta, k_cache, v_cache, q);
-  } else {
-    backend_.qkv_rope_write_kv(qkv, meta.positions, inv_freq_, meta.slot_mapping, k_cache, v_cache, q);
-  }
+  backend_.qkv_rope_write_kv(qkv, meta.positions, inv_freq_, meta.slot_mapping, k_cache, v_cache, q, qk_norm_);
   Tensor attn = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
   backend_.paged_attention(q, k_cache, v_cache, meta, scale_, attn);
   backend_.linear(attn.reshape({n, num_heads_ * head_dim_}), o_weight_, o_bias_, out);
-}
-
-void LlamaAttention::normed_qk_rope_write_kv(const Tensor& qkv, const AttentionMetadata& meta, Tensor k_cache,
-                                             Tensor v_cache, Tensor q_out) {
-  const int64_t n = meta.num_tokens;
-  Tensor k = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
-  Tensor v = backend_.empty(DType::f32, {n, num_kv_heads_, head_dim_});
-  backend_.split_qkv(qkv, q_out, k, v);
-  Tensor q_flat = q_out.reshape({n * num_heads_, head_dim_});
-  Tensor k_flat = k.reshape({n * num_kv_heads_, head_dim_});
-  backend_.rmsnorm(q_flat, q_norm_, norm_eps_, q_flat);  // per head: rows of head_dim
-  backend_.rmsnorm(k_flat, k_norm_, norm_eps_, k_flat);
-  backend_.rope(q_out, k, meta.positions, inv_freq_);
-  backend_.write_kv(k_cache, k, meta.slot_mapping);
-  backend_.write_kv(v_cache, v, meta.slot_mapping);
 }
 
 }  // namespace troupe

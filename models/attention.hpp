@@ -31,8 +31,8 @@ class AttentionLayer {
 // per head on q and k (q_norm, k_norm: [head_dim]) before RoPE, neox rotary, paged causal
 // attention with GQA, o projection. Cache components "k" and "v", [num_kv_heads, head_dim] each.
 // q/k/v are fused at load time into one [q_dim + 2 * kv_dim, hidden] weight: one linear per layer
-// gives [n, q_dim + 2 * kv_dim], then one qkv_rope_write_kv op ropes q into a dense [n, heads,
-// head_dim] tensor and writes rope(k) and v straight into the cache.
+// gives [n, q_dim + 2 * kv_dim], then one qkv_rope_write_kv op (Qwen3's q/k norms included) ropes
+// q into a dense [n, heads, head_dim] tensor and writes rope(k) and v straight into the cache.
 class LlamaAttention final : public AttentionLayer {
  public:
   // prefix: "model.layers.N.self_attn."; inv_freq: [head_dim / 2] on the backend.
@@ -56,13 +56,8 @@ class LlamaAttention final : public AttentionLayer {
   Tensor qkv_weight_, o_weight_;  // [q_dim + 2 * kv_dim, hidden] (q, k, v rows), [hidden, q_dim]
   Tensor qkv_bias_, o_bias_;      // [q_dim + 2 * kv_dim], [hidden] or undefined
   Tensor inv_freq_;                                   // [head_dim / 2]
-  Tensor q_norm_, k_norm_;  // [head_dim] (Qwen3) or undefined
-  float norm_eps_ = 1e-6f;
+  QkNorm qk_norm_;  // Qwen3's q_norm / k_norm weights ([head_dim]) and eps; undefined otherwise
   KvScales kv_scales_;  // read only when the backend's cache is f8_e4m3 (vLLM ignores them otherwise)
-
-  // Qwen3's path after the fused product: split q/k/v by rows, norm q and k per head, rope, write.
-  void normed_qk_rope_write_kv(const Tensor& qkv, const AttentionMetadata& meta, Tensor k_cache, Tensor v_cache,
-                               Tensor q_out);
 };
 
 // Loads one weight of `shape` and moves it to the backend; errors name the tensor. An FP8 block

@@ -27,6 +27,15 @@ enum class GraphPhase {
             // end_graph launches the recording
 };
 
+// Qwen3's RMSNorm of each q and k head before rope (Backend::qkv_rope_write_kv): a head x becomes
+// x / sqrt(mean over head_dim of x^2 + eps) * weight. Weights [head_dim] fp32 on the backend; an
+// undefined one leaves those heads unnormed (Llama, Qwen2: both undefined).
+struct QkNorm {
+  Tensor q_weight;
+  Tensor k_weight;
+  float eps = 0.0f;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -122,19 +131,30 @@ class Backend {
   // component's [num_blocks, block_size, num_heads, head_dim]. An f8_e4m3 component stores
   // e4m3(x / cache_component.tensor_scale()), saturated to +-448.
   virtual void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) = 0;
-  // After the fused q/k/v projection: q_out = rope(q), k_cache[slot_mapping[t]] = rope(k_t),
-  // v_cache[slot_mapping[t]] = v_t; rope and the writes exactly as rope and write_kv do.
-  // qkv: [n, (num_heads + 2 * num_kv_heads) * head_dim] (per row: q heads, k heads, v heads, the
-  // fused weight's row order); q_out: [n, num_heads, head_dim]; k_cache, v_cache:
-  // [num_blocks, block_size, num_kv_heads, head_dim]; positions, slot_mapping: [n] i32;
-  // inv_freq: [rotary_dim / 2] fp32. The default splits qkv with gather_rows, then runs rope and
-  // write_kv; backends override it with one kernel.
+  // After the fused q/k/v projection: q_out = rope(q_norm(q)), k_cache[slot_mapping[t]] =
+  // rope(k_norm(k_t)), v_cache[slot_mapping[t]] = v_t; norms, rope and the writes exactly as
+  // rmsnorm (per head: rows of head_dim), rope and write_kv do, a norm skipped where qk_norm's
+  // weight is undefined. qkv: [n, (num_heads + 2 * num_kv_heads) * head_dim] (per row: q heads,
+  // k heads, v heads, the fused weight's row order); q_out: [n, num_heads, head_dim]; k_cache,
+  // v_cache: [num_blocks, block_size, num_kv_heads, head_dim]; positions, slot_mapping: [n] i32;
+  // inv_freq: [rotary_dim / 2] fp32. The default splits qkv with gather_rows, then runs rmsnorm,
+  // rope and write_kv; backends override it with one kernel.
   virtual void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
-                                 const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) {
-    const int64_t n = q_out.size(0), num_kv_heads = k_cache.size(2), head_dim = q_out.size(2);
+                                 const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out,
+                                 const QkNorm& qk_norm) {
+    const int64_t n = q_out.size(0), num_heads = q_out.size(1), num_kv_heads = k_cache.size(2);
+    const int64_t head_dim = q_out.size(2);
     if (n == 0) return;
     Tensor k = empty(q_out.dtype(), {n, num_kv_heads, head_dim}), v = empty(q_out.dtype(), {n, num_kv_heads, head_dim});
     split_qkv(qkv, q_out, k, v);
+    if (qk_norm.q_weight.defined()) {
+      Tensor heads = q_out.reshape({n * num_heads, head_dim});
+      rmsnorm(heads, qk_norm.q_weight, qk_norm.eps, heads);
+    }
+    if (qk_norm.k_weight.defined()) {
+      Tensor heads = k.reshape({n * num_kv_heads, head_dim});
+      rmsnorm(heads, qk_norm.k_weight, qk_norm.eps, heads);
+    }
     rope(q_out, k, positions, inv_freq);
     write_kv(k_cache, k, slot_mapping);
     write_kv(v_cache, v, slot_mapping);

@@ -451,7 +451,8 @@ void CudaBackend::write_kv(Tensor cache_component, const Tensor& x, const Tensor
 }
 
 void CudaBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
-                                    const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) {
+                                    const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out,
+                                    const QkNorm& qk_norm) {
   const int64_t n = q_out.size(0);
   if (n == 0) return;
   Tensor d_pos = on_device(positions), d_slots = on_device(slot_mapping);
@@ -460,18 +461,27 @@ void CudaBackend::qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, 
     check(cudaErrorInvalidValue, "qkv_rope_write_kv (K and V caches must both be f32, bf16 or f8_e4m3)");
     return;
   }
+  for (const Tensor* w : {&qk_norm.q_weight, &qk_norm.k_weight}) {
+    if (w->defined() && (w->dtype() != DType::f32 || w->numel() != q_out.size(2))) {
+      check(cudaErrorInvalidValue, "qkv_rope_write_kv (q/k norm weights must be f32 [head_dim])");
+      return;
+    }
+  }
+  const HeadNorms norms{qk_norm.q_weight.defined() ? qk_norm.q_weight.data<float>() : nullptr,
+                        qk_norm.k_weight.defined() ? qk_norm.k_weight.data<float>() : nullptr, qk_norm.eps};
   if (k_cache.dtype() == DType::f8_e4m3) {
     check(launch_qkv_rope_write_kv_f32(qkv.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(),
                                        d_slots.data<int32_t>(), k_cache.data<uint8_t>(), v_cache.data<uint8_t>(),
                                        q_out.data<float>(), n, q_out.size(1), k_cache.size(2), q_out.size(2),
-                                       inv_freq.numel(), k_cache.tensor_scale(), v_cache.tensor_scale(), stream()),
+                                       inv_freq.numel(), k_cache.tensor_scale(), v_cache.tensor_scale(), norms,
+                                       stream()),
           "qkv_rope_write_kv");
     return;
   }
   auto run = [&](auto* k, auto* v) {
     check(launch_qkv_rope_write_kv_f32(qkv.data<float>(), d_pos.data<int32_t>(), inv_freq.data<float>(),
                                        d_slots.data<int32_t>(), k, v, q_out.data<float>(), n, q_out.size(1),
-                                       k_cache.size(2), q_out.size(2), inv_freq.numel(), stream()),
+                                       k_cache.size(2), q_out.size(2), inv_freq.numel(), norms, stream()),
           "qkv_rope_write_kv");
   };
   if (k_cache.dtype() == DType::bf16) {

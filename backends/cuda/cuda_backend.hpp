@@ -89,7 +89,8 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
   void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
   void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
-                         const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out) override;
+                         const Tensor& slot_mapping, Tensor k_cache, Tensor v_cache, Tensor q_out,
+                         const QkNorm& qk_norm) override;
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionMetadata& meta,
                        float scale, Tensor out) override;
   bool supports_mla_moe() const override { return true; }

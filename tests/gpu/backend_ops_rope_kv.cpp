@@ -1,5 +1,5 @@
-// Op table rows: rope, the fused qkv_rope_write_kv (fp32, bf16 and fp8 caches, aligned and not) and
-// the KV cache writes.
+// Op table rows: rope, the fused qkv_rope_write_kv (fp32, bf16 and fp8 caches, aligned and not, with
+// and without Qwen3's per-head q/k norms) and the KV cache writes.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -84,16 +84,35 @@ struct QkvShape {
   int64_t num_heads, num_kv_heads, head_dim, rotary_dim;
 };
 
+// Which heads the fused op norms (HeadNorms): none (Llama), q and k (Qwen3), or k alone (a null
+// q weight beside a k weight, in the same blocks).
+enum class QkNorms { none, q_and_k, k_only };
+
+// Qwen3's eps. The rows' heads are scaled by 10^u, u uniform in [-4, 1] (scale_heads): a norm that
+// read another head's sum would be off by orders of magnitude, and in the smallest heads (mean
+// square ~1e-7) eps weighs ~10x the mean square, so dropping it shows too.
+constexpr float kQkNormEps = 1e-6f;
+
+void scale_heads(float* qkv, int64_t num_heads_total, int64_t head_dim, std::mt19937& rng) {
+  std::uniform_real_distribution<float> exponent(-4.0f, 1.0f);
+  for (int64_t h = 0; h < num_heads_total; ++h) {
+    const float factor = std::pow(10.0f, exponent(rng));
+    for (int64_t i = 0; i < head_dim; ++i) qkv[h * head_dim + i] *= factor;
+  }
+}
+
 // misaligned: qkv one float off a 16-byte boundary (the scalar path).
 template <class CacheT>
-OpCase qkv_rope_case(QkvShape c, int64_t n, bool misaligned) {
+OpCase qkv_rope_case(QkvShape c, int64_t n, bool misaligned, QkNorms norms = QkNorms::none) {
   std::string dims = sizes({{"n", n},
                             {"heads", c.num_heads},
                             {"kv_heads", c.num_kv_heads},
                             {"head_dim", c.head_dim},
                             {"rotary", c.rotary_dim}});
   if (misaligned) dims += " qkv+1";
-  return {"qkv_rope_write_kv", cache_variant<CacheT>(), dims, [=](std::mt19937& rng) {
+  if (norms == QkNorms::k_only) dims += " k only";
+  const std::string variant = std::string(cache_variant<CacheT>()) + (norms == QkNorms::none ? "" : " qk-norm");
+  return {"qkv_rope_write_kv", variant, dims, [=](std::mt19937& rng) {
             OpRun r;
             const int64_t row = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim, half = c.rotary_dim / 2;
             const int64_t num_blocks = (2 * n + kBlockSize - 1) / kBlockSize + 1;
@@ -101,6 +120,19 @@ OpCase qkv_rope_case(QkvShape c, int64_t n, bool misaligned) {
             const size_t q_count = size_t(n * c.num_heads * c.head_dim);
             float* qkv = r.host<float>(size_t(n * row));
             fill_normal(qkv, size_t(n * row), rng, 3.0f);
+            HeadNorms h_norms, d_norms;  // host (the reference's) and device (the kernel's) weights
+            if (norms != QkNorms::none) {
+              scale_heads(qkv, n * (c.num_heads + 2 * c.num_kv_heads), c.head_dim, rng);
+              float* q_w = r.host<float>(size_t(c.head_dim));
+              float* k_w = r.host<float>(size_t(c.head_dim));
+              fill_normal(q_w, size_t(c.head_dim), rng);
+              fill_normal(k_w, size_t(c.head_dim), rng);
+              if (norms == QkNorms::q_and_k) h_norms.q_weight = q_w;
+              h_norms.k_weight = k_w;
+              h_norms.eps = d_norms.eps = kQkNormEps;
+              if (h_norms.q_weight) d_norms.q_weight = r.device(q_w, size_t(c.head_dim));
+              d_norms.k_weight = r.device(k_w, size_t(c.head_dim));
+            }
             int32_t* pos = r.host<int32_t>(size_t(n));
             for (int64_t t = 0; t < n; ++t) pos[t] = int32_t(rng() % 8192);
             const float* inv_freq = make_inv_freq(r, c.rotary_dim);
@@ -121,20 +153,20 @@ OpCase qkv_rope_case(QkvShape c, int64_t n, bool misaligned) {
               r.launch = [=](cudaStream_t s) {
                 return launch_qkv_rope_write_kv_f32(d_qkv, d_pos, d_freq, d_slots, k_cache, v_cache, q, n,
                                                     c.num_heads, c.num_kv_heads, c.head_dim, half, kFp8KScale,
-                                                    kFp8VScale, s);
+                                                    kFp8VScale, d_norms, s);
               };
               r.reference = [=] {
                 qkv_rope_write_kv_ref(qkv, pos, inv_freq, slots, k_ref, v_ref, q_ref, n, c.num_heads, c.num_kv_heads,
-                                      c.head_dim, half, kFp8KScale, kFp8VScale);
+                                      c.head_dim, half, kFp8KScale, kFp8VScale, h_norms);
               };
             } else {
               r.launch = [=](cudaStream_t s) {
                 return launch_qkv_rope_write_kv_f32(d_qkv, d_pos, d_freq, d_slots, k_cache, v_cache, q, n,
-                                                    c.num_heads, c.num_kv_heads, c.head_dim, half, s);
+                                                    c.num_heads, c.num_kv_heads, c.head_dim, half, d_norms, s);
               };
               r.reference = [=] {
                 qkv_rope_write_kv_ref(qkv, pos, inv_freq, slots, k_ref, v_ref, q_ref, n, c.num_heads, c.num_kv_heads,
-                                      c.head_dim, half);
+                                      c.head_dim, half, h_norms);
               };
             }
             constexpr double k_tolerance = std::is_same_v<CacheT, float>      ? kF32Tolerance
@@ -208,6 +240,18 @@ void add_rope_and_kv_cases(std::vector<OpCase>& t) {
     t.push_back(qkv_rope_case<uint8_t>(c, 19, true));
   }
   for (int64_t n : kTokens) t.push_back(write_kv_case<uint8_t>(n, 4 * 64));
+  // Qwen3's per-head q/k norms in the fused op: Qwen3-8B's heads (32/8 x 128: float4, one pass of a
+  // warp's lanes over a head), 256-dim heads with a partial rotary part (two passes; normed copied
+  // dims), 10 and 6 (float2 and scalar, lanes idle), misaligned (scalar at 128: four passes), k alone.
+  const QkvShape norm_shapes[] = {{32, 8, 128, 128}, {8, 2, 256, 64}, {3, 1, 10, 4}, {3, 3, 6, 2}};
+  for (const QkvShape& c : norm_shapes) {
+    for (int64_t n : kTokens) t.push_back(qkv_rope_case<float>(c, n, false, QkNorms::q_and_k));
+    t.push_back(qkv_rope_case<float>(c, 19, true, QkNorms::q_and_k));
+    for (int64_t n : {1, 19, 99}) t.push_back(qkv_rope_case<uint16_t>(c, n, false, QkNorms::q_and_k));
+    for (int64_t n : {1, 19, 99}) t.push_back(qkv_rope_case<uint8_t>(c, n, false, QkNorms::q_and_k));
+    t.push_back(qkv_rope_case<uint8_t>(c, 19, true, QkNorms::q_and_k));
+  }
+  for (int64_t n : {1, 99}) t.push_back(qkv_rope_case<float>({32, 8, 128, 128}, n, false, QkNorms::k_only));
 }
 
 }  // namespace troupe::backend_ops

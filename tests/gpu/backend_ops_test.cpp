@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -77,7 +78,14 @@ TEST(KernelLaunchers, RejectBadSizes) {
   // A rotary part wider than the head (2 * half > head_dim) is refused, not run.
   const int32_t* i32 = reinterpret_cast<const int32_t*>(some);
   EXPECT_EQ(launch_qkv_rope_write_kv_f32(some, i32, some, i32, some + 256, some + 256, some + 512, 1, 1, 1, 8, 8,
-                                         nullptr),
+                                         HeadNorms{}, nullptr),
+            cudaErrorInvalidValue);
+  // A q/k norm with a negative or NaN eps is refused; without a norm weight eps is not read.
+  EXPECT_EQ(launch_qkv_rope_write_kv_f32(some, i32, some, i32, some + 256, some + 256, some + 512, 1, 1, 1, 8, 4,
+                                         HeadNorms{nullptr, some + 768, -1e-6f}, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(launch_qkv_rope_write_kv_f32(some, i32, some, i32, some + 256, some + 256, some + 512, 1, 1, 1, 8, 4,
+                                         HeadNorms{some + 768, nullptr, NAN}, nullptr),
             cudaErrorInvalidValue);
 
   // The MoE router's limits: E 1..512, groups dividing E (<= 32), top_k 1..min(E, 32).

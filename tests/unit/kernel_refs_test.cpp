@@ -151,7 +151,7 @@ TEST(KernelRefs, QkvRopeWritesQAndTheSlot) {
   const int32_t pos[] = {1}, slot[] = {2};
   const float inv_freq[] = {1.0f, 0.5f};
   std::vector<float> k(12, -1), v(12, -1), q(4, -1);
-  qkv_rope_write_kv_ref(qkv, pos, inv_freq, slot, k.data(), v.data(), q.data(), 1, 1, 1, 4, 2);
+  qkv_rope_write_kv_ref(qkv, pos, inv_freq, slot, k.data(), v.data(), q.data(), 1, 1, 1, 4, 2, {});
   EXPECT_NEAR(q[0], std::cos(1.0f), kTol);
   EXPECT_NEAR(q[2], std::sin(1.0f), kTol);
   EXPECT_NEAR(k[8 + 1], std::cos(0.5f), kTol);
@@ -160,10 +160,42 @@ TEST(KernelRefs, QkvRopeWritesQAndTheSlot) {
   EXPECT_EQ(k[0], -1.0f);  // other slots untouched
   EXPECT_EQ(v[7], -1.0f);
   std::vector<uint16_t> k16(12, 0xffff), v16(12, 0xffff);
-  qkv_rope_write_kv_ref(qkv, pos, inv_freq, slot, k16.data(), v16.data(), q.data(), 1, 1, 1, 4, 2);
+  qkv_rope_write_kv_ref(qkv, pos, inv_freq, slot, k16.data(), v16.data(), q.data(), 1, 1, 1, 4, 2, {});
   EXPECT_EQ(std::vector<uint16_t>(v16.begin() + 8, v16.end()), (std::vector<uint16_t>{0x40a0, 0x40c0, 0x40e0, 0x4100}));
   EXPECT_EQ(k16[8 + 1], host_f32_to_bf16(std::cos(0.5f)));
   EXPECT_EQ(k16[0], 0xffff);
+}
+
+// Qwen3's head norms by hand: x * inv_rms * w per head (inv_rms = 1 / sqrt(mean(x^2) + eps)),
+// applied before the rotation (so w scales the dims it belongs to, not their rotated partners);
+// v stays as it is.
+TEST(KernelRefs, QkvRopeNormsEachHeadBeforeRotating) {
+  // One token, 1 q head, 1 kv head, head_dim 4, half 2, eps 3: the q head's mean square is 1
+  // (inv_rms 1/2), the k head's 13 (inv_rms 1/4).
+  const float qkv[] = {0, 0, 0, 2, /*k*/ 6, 4, 0, 0, /*v*/ 5, 6, 7, 8};
+  const float q_w[] = {1, 1, 1, 1.5f}, k_w[] = {1, 0.5f, 1, 1};
+  const int32_t pos[] = {1}, slot[] = {0};
+  const float inv_freq[] = {1.0f, 0.5f};
+  std::vector<float> k(4, -1), v(4, -1), q(4, -1);
+  qkv_rope_write_kv_ref(qkv, pos, inv_freq, slot, k.data(), v.data(), q.data(), 1, 1, 1, 4, 2, {q_w, k_w, 3.0f});
+  // q normed {0, 0, 0, 1.5}; k normed {1.5, 0.5, 0, 0}; pair (i, i + 2) rotated by pos * inv_freq[i].
+  EXPECT_NEAR(q[0], 0.0f, kTol);
+  EXPECT_NEAR(q[1], -1.5f * std::sin(0.5f), kTol);
+  EXPECT_NEAR(q[2], 0.0f, kTol);
+  EXPECT_NEAR(q[3], 1.5f * std::cos(0.5f), kTol);
+  EXPECT_NEAR(k[0], 1.5f * std::cos(1.0f), kTol);
+  EXPECT_NEAR(k[1], 0.5f * std::cos(0.5f), kTol);
+  EXPECT_NEAR(k[2], 1.5f * std::sin(1.0f), kTol);
+  EXPECT_NEAR(k[3], 0.5f * std::sin(0.5f), kTol);
+  EXPECT_EQ(v, (std::vector<float>{5, 6, 7, 8}));
+  // Dims past the rotary part (half 1: dims 2 and 3) are normed too; a null weight leaves its
+  // heads unnormed.
+  const float qkv_tail[] = {0, 0, 0, 2, /*k*/ 0, 0, 6, 4, /*v*/ 5, 6, 7, 8};
+  const float inv_freq1[] = {1.0f};
+  qkv_rope_write_kv_ref(qkv_tail, pos, inv_freq1, slot, k.data(), v.data(), q.data(), 1, 1, 1, 4, 1,
+                        {nullptr, k_w, 3.0f});
+  EXPECT_EQ(q, (std::vector<float>{0, 0, 0, 2}));
+  EXPECT_EQ(k, (std::vector<float>{0, 0, 1.5f, 1}));
 }
 
 TEST(KernelRefs, WriteKv) {

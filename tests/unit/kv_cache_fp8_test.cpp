@@ -100,34 +100,40 @@ TEST(KvCacheFp8, CpuWriteReadRoundTripWithinE4m3Rounding) {
 }
 
 // The fused write after the QKV projection stores what write_kv of rope(k) and v would, and q
-// exactly as the fp32 path.
+// exactly as the fp32 path; with Qwen3's q/k norms too.
 TEST(KvCacheFp8, CpuFusedQkvWriteMatchesRopeThenWrite) {
-  CpuBackend plain(1), fp8(1);
+  CpuBackend plain(1), fp8(2);
   ASSERT_TRUE(fp8.set_fp8_kv_cache(true).ok());
   const int64_t n = 5, heads = 4, kv_heads = 2, dim = 16, half = 8;
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> qkv(static_cast<size_t>(n * (heads + 2 * kv_heads) * dim)), freq(half);
+  std::vector<float> qkv(static_cast<size_t>(n * (heads + 2 * kv_heads) * dim)), freq(half), q_w(dim), k_w(dim);
   for (float& v : qkv) v = normal(rng);
+  for (float& w : q_w) w = 1.0f + 0.5f * normal(rng);
+  for (float& w : k_w) w = 1.0f + 0.5f * normal(rng);
   for (int64_t i = 0; i < half; ++i) freq[size_t(i)] = std::pow(10000.0f, -float(i) / float(half));
   const Tensor qkv_t = Tensor::from_f32(qkv, {n, (heads + 2 * kv_heads) * dim});
   const Tensor pos = Tensor::from_i32({0, 3, 9, 17, 40}, {n}), slots = Tensor::from_i32({7, 0, 3, 12, 5}, {n});
   const Tensor inv_freq = Tensor::from_f32(freq, {half});
-  KvCacheSpec spec{1, 4, 4, DType::f32, {{"k", kv_heads, dim}, {"v", kv_heads, dim}}};
-  auto ref = plain.create_kv_cache(spec);
-  spec.dtype = DType::f8_e4m3;
-  spec.scales = {0.25f, 0.125f};
-  auto got = fp8.create_kv_cache(spec);
-  ASSERT_TRUE(ref.ok() && got.ok());
-  Tensor q_ref = Tensor::empty(DType::f32, {n, heads, dim}), q_got = Tensor::empty(DType::f32, {n, heads, dim});
-  plain.qkv_rope_write_kv(qkv_t, pos, inv_freq, slots, ref->component(0, 0), ref->component(0, 1), q_ref);
-  fp8.qkv_rope_write_kv(qkv_t, pos, inv_freq, slots, got->component(0, 0), got->component(0, 1), q_got);
-  EXPECT_EQ(q_ref.to_f32_vector(), q_got.to_f32_vector());
-  for (int64_t c = 0; c < 2; ++c) {
-    const float* want = ref->component(0, c).data<float>();
-    const uint8_t* bytes = got->component(0, c).data<uint8_t>();
-    for (int64_t i = 0; i < ref->component(0, c).numel(); ++i)
-      EXPECT_EQ(bytes[i], kernels::host_f32_to_e4m3(want[i] / spec.scales[size_t(c)])) << c << ", " << i;
+  const QkNorm qwen3_norms{Tensor::from_f32(q_w, {dim}), Tensor::from_f32(k_w, {dim}), 1e-6f};
+  for (const QkNorm& qk_norm : {QkNorm{}, qwen3_norms}) {
+    SCOPED_TRACE(qk_norm.q_weight.defined() ? "q/k normed" : "no norms");
+    KvCacheSpec spec{1, 4, 4, DType::f32, {{"k", kv_heads, dim}, {"v", kv_heads, dim}}};
+    auto ref = plain.create_kv_cache(spec);
+    spec.dtype = DType::f8_e4m3;
+    spec.scales = {0.25f, 0.125f};
+    auto got = fp8.create_kv_cache(spec);
+    ASSERT_TRUE(ref.ok() && got.ok());
+    Tensor q_ref = Tensor::empty(DType::f32, {n, heads, dim}), q_got = Tensor::empty(DType::f32, {n, heads, dim});
+    plain.qkv_rope_write_kv(qkv_t, pos, inv_freq, slots, ref->component(0, 0), ref->component(0, 1), q_ref, qk_norm);
+    fp8.qkv_rope_write_kv(qkv_t, pos, inv_freq, slots, got->component(0, 0), got->component(0, 1), q_got, qk_norm);
+    EXPECT_EQ(q_ref.to_f32_vector(), q_got.to_f32_vector());
+    for (int64_t c = 0; c < 2; ++c) {
+      const float* want = ref->component(0, c).data<float>();
+      const uint8_t* bytes = got->component(0, c).data<uint8_t>();
+      for (int64_t i = 0; i < ref->component(0, c).numel(); ++i)
+        EXPECT_EQ(bytes[i], kernels::host_f32_to_e4m3(want[i] / spec.scales[size_t(c)])) << c << ", " << i;
+    }
   }
 }
 
