@@ -11,7 +11,8 @@
 //       row-streaming one that M = 1 takes by default;
 //   (e) dsv3_fp8_gemm_prefill_geomean: the geometric mean fraction of (c).
 // A watchdog writes what was measured and exits at --time-limit (default 290 s).
-//   dsv3_fp8_gemm_bench [--m 4096] [--decode-only 0|1] [--out PATH] [--time-limit S]
+//   dsv3_fp8_gemm_bench [--m 4096] [--decode-only 0|1] [--decode-shapes q_a,o,...] [--out PATH]
+//                       [--time-limit S]
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -52,6 +53,7 @@ const Shape kShapes[] = {{"q_a", 1536, 7168},          {"q_b", 24576, 1536},    
 struct Args {
   int64_t m = 4096;
   bool decode_only = false;
+  std::string decode_shapes;  // comma-separated names for (d); empty: all
   std::string out;
   double time_limit_s = 290;
   std::string command;
@@ -219,6 +221,7 @@ Args parse(int argc, char** argv) {
     const std::string k = argv[i];
     if (k == "--m") a.m = std::atoll(argv[i + 1]);
     else if (k == "--decode-only") a.decode_only = std::atoi(argv[i + 1]) != 0;
+    else if (k == "--decode-shapes") a.decode_shapes = "," + std::string(argv[i + 1]) + ",";
     else if (k == "--out") a.out = argv[i + 1];
     else if (k == "--time-limit") a.time_limit_s = std::atof(argv[i + 1]);
     else say("unknown flag %s", k.c_str());
@@ -277,6 +280,8 @@ int run(const Args& args) {
   // (d)
   for (const Shape& s : kShapes)
     for (int64_t m : {1, 8, 64}) {
+      if (!args.decode_shapes.empty() && args.decode_shapes.find("," + std::string(s.name) + ",") == std::string::npos)
+        continue;
       if (bench::remaining_s() < 20) break;
       decode(s, m, bw, int64_t(prop.l2CacheSize), rng);
       if (m == 1) {
