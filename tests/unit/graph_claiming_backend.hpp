@@ -6,42 +6,13 @@
 #include <set>
 #include <vector>
 
-#include "runtime/backend.hpp"
-#include "backends/cpu_backend.hpp"
+#include "tests/unit/cpu_forwarding_backend.hpp"
 
 namespace troupe {
 
-class GraphClaimingBackend final : public Backend {
+class GraphClaimingBackend final : public CpuForwardingBackend {
  public:
-  Device device() const override { return cpu_.device(); }
   std::string name() const override { return "graph-claiming cpu"; }
-  Tensor empty(DType dtype, std::vector<int64_t> shape) override { return cpu_.empty(dtype, std::move(shape)); }
-  Result<Tensor> upload_weight(const Tensor& host) override { return cpu_.upload_weight(host); }
-  Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override { return cpu_.create_kv_cache(spec); }
-  AttentionMetadata upload_metadata(AttentionMetadata host) override { return cpu_.upload_metadata(std::move(host)); }
-  Tensor to_host(const Tensor& t) override { return cpu_.to_host(t); }
-  void embedding(const Tensor& ids, const Tensor& table, Tensor out) override { cpu_.embedding(ids, table, out); }
-  void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor out) override { cpu_.rmsnorm(x, w, eps, out); }
-  void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& w, float eps, Tensor out) override {
-    cpu_.add_rmsnorm(residual, x, w, eps, out);
-  }
-  void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor out) override { cpu_.linear(x, w, b, out); }
-  void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override {
-    cpu_.rope(q, k, positions, inv_freq);
-  }
-  void write_kv(Tensor cache, const Tensor& x, const Tensor& slots) override { cpu_.write_kv(cache, x, slots); }
-  void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMetadata& meta, float scale,
-                       Tensor out) override {
-    cpu_.paged_attention(q, k, v, meta, scale, out);
-  }
-  void silu_and_mul(const Tensor& g, const Tensor& u, Tensor out) override { cpu_.silu_and_mul(g, u, out); }
-  void silu_and_mul_packed(const Tensor& gu, Tensor out) override { cpu_.silu_and_mul_packed(gu, out); }
-  void copy(const Tensor& src, Tensor dst) override { cpu_.copy(src, dst); }
-  void add(const Tensor& a, const Tensor& b, Tensor out) override { cpu_.add(a, b, out); }
-  void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override {
-    cpu_.gather_rows(x, rows, out);
-  }
-  std::vector<int32_t> argmax(const Tensor& logits) override { return cpu_.argmax(logits); }
 
   bool supports_graphs() const override { return true; }
   Result<GraphPhase> begin_graph(int64_t key) override {
@@ -67,7 +38,6 @@ class GraphClaimingBackend final : public Backend {
   int fail_ends = 0, drops = 0;
 
  private:
-  CpuBackend cpu_{1};
   std::set<int64_t> recorded_;
   bool open_ = false;
 };
