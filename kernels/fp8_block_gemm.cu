@@ -6,6 +6,7 @@
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/fp8_block_gemm.hpp"
+#include "kernels/sm_count.hpp"
 #include "kernels/fp8_gemv_rows.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/fp8_stream.cuh"
@@ -203,14 +204,8 @@ struct GemvPlan {
 };
 
 cudaError_t plan_gemv(int64_t m, int64_t n, int64_t k, GemvPlan* plan) {
-  int device = 0;
-  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  thread_local int cached_device = -1, num_sms = 0;  // per host thread: no locking
-  if (device != cached_device) {
-    if (cudaError_t err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device); err != cudaSuccess)
-      return err;
-    cached_device = device;
-  }
+  int num_sms = 1;
+  if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
   GemvPlan p;
   // The instantiated tile counts (launch_gemv): 1, 2, 4 or 8 tiles of 8 tokens. The staged x is
   // sized for the instance's tiles, not m's (3 tiles run as 4).

@@ -9,6 +9,7 @@
 #include "kernels/fp8_gemv_rows.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/fp8_stream.cuh"
+#include "kernels/sm_count.hpp"
 
 // Layout of one launch:
 //   - an "item" is R consecutive rows of W (R = 4, 2 or 1; R divides 128, so an item's rows share
@@ -189,18 +190,6 @@ cudaError_t blocks_per_sm(const void* kernel, int threads, int* blocks) {
   return cudaSuccess;
 }
 
-int num_sms() {
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 1;
-  thread_local int cached_device = -1, cached_sms = 1;
-  if (device != cached_device &&
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess) {
-    cached_device = device;
-    cached_sms = std::max(sms, 1);
-  }
-  return cached_sms;
-}
-
 template <int R, typename XT, typename OT>
 const void* kernel_of(bool own) {
   return own ? reinterpret_cast<const void*>(fp8_gemv_rows_kernel<R, true, XT, OT>)
@@ -221,6 +210,8 @@ int64_t loads_per_item(int rows, int chunks_per_warp) {
 template <typename XT, typename OT>
 cudaError_t plan_rows(int64_t n, int64_t k, RowsPlan* plan) {
   const int num_chunks = int((k + kChunkBytes - 1) / kChunkBytes);
+  int num_sms = 1;
+  if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
   const void* shared[] = {kernel_of<4, XT, OT>(false), kernel_of<2, XT, OT>(false), kernel_of<1, XT, OT>(false)};
   const void* owned[] = {kernel_of<4, XT, OT>(true), kernel_of<2, XT, OT>(true), kernel_of<1, XT, OT>(true)};
   RowsPlan best;
@@ -235,7 +226,7 @@ cudaError_t plan_rows(int64_t n, int64_t k, RowsPlan* plan) {
         if (cudaError_t err = blocks_per_sm(own ? owned[i] : shared[i], warps * 32, &blocks); err != cudaSuccess)
           return err;
         if (blocks <= 0) continue;
-        const int64_t takers_per_block = own ? warps : 1, blocks_at_once = int64_t(blocks) * num_sms();
+        const int64_t takers_per_block = own ? warps : 1, blocks_at_once = int64_t(blocks) * num_sms;
         const int64_t takers = blocks_at_once * takers_per_block;
         const int64_t cost = (items + takers - 1) / takers * per_item;
         if (cost < best_cost) {

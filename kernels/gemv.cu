@@ -1,8 +1,10 @@
 #include <algorithm>
 #include <utility>
 
+#include "kernels/bf16_stream.cuh"
 #include "kernels/dependent_launch.cuh"
 #include "kernels/gemv.hpp"
+#include "kernels/sm_count.hpp"
 
 // Layout of one launch (see launch_gemv_bf16 for how the numbers are picked):
 //   - a warp owns kRowsPerWarp consecutive weight rows (a "row group") and accumulates all n tokens
@@ -21,54 +23,14 @@
 namespace troupe::kernels {
 namespace {
 
+using namespace bf16_stream;
+
 constexpr int kRowsPerWarp = 4;
 // Chunks a warp loads before using them; one at 5-8 tokens, whose sums fill the registers.
 __host__ __device__ constexpr int unroll_for(int num_tokens) { return num_tokens <= 4 ? 2 : 1; }
 constexpr int kMaxWarps = 8;
 constexpr int kChunkVec = 256;    // elements a warp covers per step, 16-byte path
 constexpr int kChunkScalar = 32;  // elements a warp covers per step, scalar path
-constexpr unsigned kFullMask = 0xffffffffu;
-
-__host__ __device__ constexpr int next_pow2(int v) { return v <= 1 ? 1 : 2 * next_pow2((v + 1) / 2); }
-
-// 16 bytes of W when `valid` (else the result is unspecified and must not be used): read once,
-// so not kept in L1 (which holds x). Predicated, so a step's loads issue back to back.
-__device__ __forceinline__ uint4 load_weights(const uint16_t* p, bool valid) {
-  uint4 v;
-  asm("{\n"
-      "  .reg .pred p;\n"
-      "  setp.ne.b32 p, %5, 0;\n"
-      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-      "}\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "r"(int(valid)));
-  return v;
-}
-
-// A 32-bit word holds two bf16: the lower address (element 2i) in the low half.
-__device__ __forceinline__ float bf16_lo(uint32_t word) { return __uint_as_float(word << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t word) { return __uint_as_float(word & 0xffff0000u); }
-
-// Sums v[i] over the 32 lanes for every i < C (a power of two <= 32). Afterwards v[0] of lane l
-// holds the total of index l / (32 / C): each stage halves the values a lane keeps, trading the
-// other half with its partner lane ^ OFFSET, so C values cost C - 1 + (5 - log2 C) shuffles
-// instead of 5 C. Templates keep every index a compile-time constant (registers, no local memory).
-template <int HALF, int OFFSET, int C>
-__device__ __forceinline__ void reduce_scatter(float (&v)[C], int lane) {
-  if constexpr (HALF >= 1) {
-    const bool upper = (lane & OFFSET) != 0;
-#pragma unroll
-    for (int j = 0; j < HALF; ++j) {
-      const float send = upper ? v[j] : v[j + HALF];
-      const float keep = upper ? v[j + HALF] : v[j];
-      v[j] = keep + __shfl_xor_sync(kFullMask, send, OFFSET);
-    }
-    reduce_scatter<HALF / 2, OFFSET / 2>(v, lane);
-  } else if constexpr (OFFSET >= 1) {
-    v[0] += __shfl_xor_sync(kFullMask, v[0], OFFSET);
-    reduce_scatter<0, OFFSET / 2>(v, lane);
-  }
-}
 
 // Eight activations x[0..7] (16-byte aligned) as fp32: two float4 loads, or one 16-byte load of bf16.
 __device__ __forceinline__ void load_x8(const float* x, float (&xs)[8]) {
@@ -77,13 +39,7 @@ __device__ __forceinline__ void load_x8(const float* x, float (&xs)[8]) {
   xs[0] = a.x, xs[1] = a.y, xs[2] = a.z, xs[3] = a.w, xs[4] = b.x, xs[5] = b.y, xs[6] = b.z, xs[7] = b.w;
 }
 __device__ __forceinline__ void load_x8(const uint16_t* x, float (&xs)[8]) {
-  const uint4 v = __ldg(reinterpret_cast<const uint4*>(x));
-  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    xs[2 * k] = bf16_lo(words[k]);
-    xs[2 * k + 1] = bf16_hi(words[k]);
-  }
+  widen8(__ldg(reinterpret_cast<const uint4*>(x)), xs);
 }
 __device__ __forceinline__ float load_x(const float* x) { return *x; }
 __device__ __forceinline__ float load_x(const uint16_t* x) { return __uint_as_float(uint32_t(*x) << 16); }
@@ -235,14 +191,8 @@ cudaError_t launch_gemv(const XT* x, const uint16_t* weight, const float* bias, 
   // over 2, 4 or 8 warps while the total stays within that wave and every warp gets a chunk.
   // Llama-3-8B on 132 SMs: k/v_proj (256 row groups) 8 ways, q/o/down_proj (1024) 2 ways,
   // gate/up (3584) and lm_head (32064) not split.
-  int device = 0;
-  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  thread_local int cached_device = -1, num_sms = 0;  // per host thread: no locking
-  if (device != cached_device) {
-    if (cudaError_t err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device); err != cudaSuccess)
-      return err;
-    cached_device = device;
-  }
+  int num_sms = 1;
+  if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
   const int64_t target_warps = 16 * int64_t(std::max(num_sms, 1));
   const int64_t row_groups = (out_features + kRowsPerWarp - 1) / kRowsPerWarp;
   const int64_t chunk = vec ? kChunkVec : kChunkScalar;

@@ -1,5 +1,6 @@
 #include <cuda_bf16.h>
 
+#include "kernels/bf16_stream.cuh"
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_absorb.hpp"
 
@@ -15,7 +16,7 @@
 namespace troupe::kernels {
 namespace {
 
-constexpr unsigned kFullMask = 0xffffffffu;
+using namespace bf16_stream;
 
 constexpr int kAbsorbWarps = 4;
 constexpr int kAbsorbGroups = 8;        // lane groups of a warp: rows g, g + 8, g + 16, ...
@@ -28,66 +29,8 @@ constexpr int kUnabsorbRowsPerWarp = 4;
 constexpr int kUnabsorbRowsPerBlock = kUnabsorbWarps * kUnabsorbRowsPerWarp;
 constexpr int kUnabsorbUnroll = 2;  // 256-column chunks a step loads
 
-__host__ __device__ constexpr int next_pow2(int v) { return v <= 1 ? 1 : 2 * next_pow2((v + 1) / 2); }
-
-// 16 bytes of a weight read once (not kept in L1), zeros when !valid. Not volatile: weights are
-// written by no kernel, so the compiler may issue these early (also before griddepcontrol.wait).
-__device__ __forceinline__ uint4 load_weights(const uint16_t* p, bool valid) {
-  uint4 v;
-  asm("{\n"
-      "  .reg .pred p;\n"
-      "  setp.ne.b32 p, %5, 0;\n"
-      "  mov.b32 %0, 0;\n  mov.b32 %1, 0;\n  mov.b32 %2, 0;\n  mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-      "}\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "r"(int(valid)));
-  return v;
-}
-
-// A 32-bit word holds two bf16: the lower address (element 2i) in the low half.
-__device__ __forceinline__ float bf16_lo(uint32_t word) { return __uint_as_float(word << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t word) { return __uint_as_float(word & 0xffff0000u); }
-
-__device__ __forceinline__ void widen8(const uint4& v, float (&f)[8]) {
-  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    f[2 * k] = bf16_lo(words[k]);
-    f[2 * k + 1] = bf16_hi(words[k]);
-  }
-}
-
 // x rounded to bf16 (nearest even), as f32_to_bf16 rounds the cuBLAS path's inputs.
 __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
-
-// One stage of a reduce-scatter over the lanes l and l ^ OFFSET: both hold v[0, 2 HALF); the lane
-// with the OFFSET bit set keeps the upper half, its partner the lower, each adding the other's
-// copy: afterwards v[j] (j < HALF) is the pair's sum of index j + (upper ? HALF : 0).
-template <int HALF, int N>
-__device__ __forceinline__ void fold_half(float (&v)[N], int lane, int offset) {
-  static_assert(2 * HALF <= N, "two halves");
-  const bool upper = (lane & offset) != 0;
-#pragma unroll
-  for (int j = 0; j < HALF; ++j) {
-    const float send = upper ? v[j] : v[j + HALF];
-    const float keep = upper ? v[j + HALF] : v[j];
-    v[j] = keep + __shfl_xor_sync(kFullMask, send, offset);
-  }
-}
-
-// Sums v[i] over the 32 lanes for every i < C (a power of two <= 32); afterwards v[0] of lane l
-// holds the total of index l / (32 / C) (gemv.cu's reduce-scatter: C - 1 + 5 - log2 C shuffles).
-template <int HALF, int OFFSET, int C>
-__device__ __forceinline__ void reduce_scatter(float (&v)[C], int lane) {
-  if constexpr (HALF >= 1) {
-    fold_half<HALF>(v, lane, OFFSET);
-    reduce_scatter<HALF / 2, OFFSET / 2>(v, lane);
-  } else if constexpr (OFFSET >= 1) {
-    v[0] += __shfl_xor_sync(kFullMask, v[0], OFFSET);
-    reduce_scatter<0, OFFSET / 2>(v, lane);
-  }
-}
 
 // q: [*, H, nope + rope] fp32; w: kv_b bf16 bits; q_abs: [NT, H, kv_lora + rope].
 template <int NT>
