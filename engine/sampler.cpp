@@ -239,16 +239,11 @@ Result<SampledToken> Sampler::sample_row_impl(const float* logits, int64_t vocab
     work_.assign(logits, logits + vocab_size);
     if (row.allowed != nullptr) apply_mask(row, vocab_size);  // the grammar first, as vLLM
     TROUPE_TRY(apply_bias_and_min_tokens(row, vocab_size));
-    if (has_penalties(params)) {
-      TROUPE_TRY(apply_penalties(row, vocab_size));
-    } else {
-      TROUPE_TRY(check_ids(row.prompt_ids, "prompt", vocab_size));
-      TROUPE_TRY(check_ids(row.output_ids, "output", vocab_size));
-    }
+    // NOTE: the token ids are read (and checked) only by the penalties. A row without them may
+    // belong to a sequence that runs ahead (overlapped scheduling): the engine thread appends to
+    // its output_ids while this step samples on the worker, so reading them here would race.
+    if (has_penalties(params)) TROUPE_TRY(apply_penalties(row, vocab_size));
     x_ = work_.data();
-  } else {
-    TROUPE_TRY(check_ids(row.prompt_ids, "prompt", vocab_size));
-    TROUPE_TRY(check_ids(row.output_ids, "output", vocab_size));
   }
   const float* x = x_;
   // One pass: NaN check, maximum and its lowest index.

@@ -258,10 +258,17 @@ TEST(Sampler, BadInputsAreErrors) {
   SequenceRng rng(1);
   const std::vector<float> logits = {0.0f, 1.0f};
   const std::vector<int32_t> bad_ids = {2};
-  auto r = sampler.sample_row(logits.data(), 2, SamplerRow{&p, &bad_ids, nullptr, &rng});
+  SamplingParams penalised = p;  // the ids are read only by the penalties
+  penalised.repetition_penalty = 1.5;
+  auto r = sampler.sample_row(logits.data(), 2, SamplerRow{&penalised, &bad_ids, nullptr, &rng});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
   EXPECT_NE(r.error().message.find("prompt token id 2"), std::string::npos) << r.error().message;
+  penalised.repetition_penalty = 1.0;
+  penalised.frequency_penalty = 0.5;
+  r = sampler.sample_row(logits.data(), 2, SamplerRow{&penalised, nullptr, &bad_ids, &rng});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("output token id 2"), std::string::npos) << r.error().message;
   EXPECT_FALSE(sampler.sample_row(logits.data(), 2, SamplerRow{&p, nullptr, nullptr, nullptr}).ok());  // no rng
   EXPECT_FALSE(sampler.sample_row(logits.data(), 2, SamplerRow{}).ok());                                // no params
   const std::vector<float> nan_logits = {0.0f, std::numeric_limits<float>::quiet_NaN()};
