@@ -48,7 +48,7 @@ typename Inspector::result_type inspect(Inspector& f, EngineArgs& x) {
   return f(caf::meta::type_name("troupe.engine_args"), x.model, x.load_format, x.dtype, x.max_model_len,
            x.max_num_seqs, x.max_num_batched_tokens, x.block_size, x.num_kv_blocks, x.gpu_memory_utilization,
            x.cpu_kv_cache_mb, x.seed, x.tensor_parallel_size, x.enable_prefix_caching,
-           x.kv_cache_dtype);
+           x.kv_cache_dtype, x.all2all_backend);
 }
 
 }  // namespace troupe

@@ -41,12 +41,14 @@ Result<std::unique_ptr<Model>> load_stage_model(const Config& config, Backend& b
   }
   for (int64_t r = 0; r < size; ++r) {
     Backend& on = r == 0 ? backend : *ranks[size_t(r)].backend;
-    auto shard = load_model_shard(config.model, config.load_format, on, range, *collectives[size_t(r)]);
+    auto shard = load_model_shard(config.model, config.load_format, on, range, *collectives[size_t(r)],
+                                  config.all2all_backend == "all_to_all");
     if (!shard.ok()) return shard.error();
     ranks[size_t(r)].model = std::move(shard.value());
     ranks[size_t(r)].collective = std::move(collectives[size_t(r)]);
   }
-  log::get("engine")->info("tensor parallel: {} ranks on {}", size, backend.name());
+  log::get("engine")->info("tensor parallel: {} ranks on {}; routed experts: {}", size, backend.name(),
+                           config.all2all_backend);
   return std::unique_ptr<Model>(std::make_unique<TensorParallelModel>(std::move(ranks)));
 }
 

@@ -37,6 +37,11 @@ void add_engine_options(CLI::App& app, Config& config) {
                  "checkpoint's per-layer k_scale/v_scale, else 1; half of bf16's bytes). Llama/Qwen2/Qwen3 only: "
                  "DeepSeek's MLA cache refuses fp8 for now")
       ->capture_default_str();
+  app.add_option("--all2all-backend", config.all2all_backend,
+                 "DeepSeek's routed experts under -tp: allgather_reducescatter (every rank routes every token over "
+                 "its experts; the partial sums join the MLP's all-reduce) or all_to_all (each rank sends its share "
+                 "of the tokens to their experts' ranks and takes the results back)")
+      ->capture_default_str();
   app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", config.enable_prefix_caching,
                "reuse the KV cache of shared prompt prefixes (on by default)");
   app.add_option("--num-threads", config.num_threads, "CPU backend threads (0: all cores)");

@@ -23,6 +23,7 @@ constexpr IgnoredFlag kIgnoredFlags[] = {
     {"--max-seq-len-to-capture", true},      {"--compilation-config", true},
     {"--collect-detailed-traces", true},     {"--otlp-traces-endpoint", true},
     {"--response-role", true},               {"--task", true},
+    {"--enable-expert-parallel", false},  // troupe's routed experts are always expert-parallel under -tp
 };
 
 // vLLM flags that would change what the model computes or serves: refused. {flag, why}.

@@ -77,10 +77,12 @@ Result<std::unique_ptr<DeepseekModel>> DeepseekModel::load(const ModelConfig& co
     if (config.moe.is_moe_layer(i)) {
       auto moe = MoeMlp::load(config, prefix + "mlp.", weights, backend);
       if (!moe.ok()) return moe.error();
+      model->moe_layers_.push_back(moe.value().get());
       layer.mlp = std::move(moe.value());
     } else {
       auto mlp = LlamaMlp::load(dense_config, prefix + "mlp.", weights, backend);
       if (!mlp.ok()) return mlp.error();
+      model->moe_layers_.push_back(nullptr);
       layer.mlp = std::move(mlp.value());
     }
     model->layers_.push_back(std::move(layer));
@@ -165,7 +167,11 @@ Result<Tensor> DeepseekModel::forward(const ForwardBatch& batch, KvCache& cache,
     layer.attention->forward(normed, meta, cache, int64_t(i), delta);
     if (collective_) TROUPE_TRY(collective_->all_reduce_sum(delta));  // o_proj is row-parallel
     backend_.add_rmsnorm(h, delta, layer.post_attention_norm, eps, normed);
-    layer.mlp->forward(normed, delta);
+    if (collective_ && config_.moe.dispatch_tokens && moe_layers_[i]) {
+      TROUPE_TRY(moe_layers_[i]->forward_dispatched(normed, delta, *collective_));
+    } else {
+      layer.mlp->forward(normed, delta);
+    }
     if (collective_) TROUPE_TRY(collective_->all_reduce_sum(delta));  // down_proj / local experts
     pending = true;
   }

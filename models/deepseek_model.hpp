@@ -6,12 +6,16 @@
 // step graphs; elsewhere load refuses in one line. Tensor parallel (models/tensor_parallel.hpp):
 // built from the rank-local config, it all-reduces after o_proj and after every MLP / MoE; the
 // latent KV cache is replicated; embeddings and LM head are vocab-parallel (models/vocab_parallel.hpp).
+// With MoeConfig::dispatch_tokens the MoE layers send tokens to their experts' ranks and back
+// (MoeMlp::forward_dispatched) before that all-reduce.
 #include <memory>
 #include <vector>
 
 #include "models/llama_model.hpp"
 
 namespace troupe {
+
+class MoeMlp;
 
 class DeepseekModel final : public Model {
  public:
@@ -39,6 +43,7 @@ class DeepseekModel final : public Model {
   VocabParallel vocab_;  // embedding (first stage) and LM head (last stage), vocab-parallel under TP
   Tensor final_norm_;    // [hidden], last stage
   std::vector<DecoderLayer> layers_;
+  std::vector<MoeMlp*> moe_layers_;  // [layers]: the layer's MoE (owned by layers_), null where dense
   Collective* collective_ = nullptr;  // tensor parallel: sums o_proj's and the MLP's partial outputs
 };
 

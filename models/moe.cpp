@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "models/attention.hpp"
+#include "models/moe_dispatch.hpp"
 
 namespace troupe {
 
@@ -148,6 +149,65 @@ void MoeMlp::forward(const Tensor& x, Tensor out) {
   run_shared(x, out);
   const Tensor host_logits = backend_.to_host(logits);
   run_experts_on_host(x, route_tokens(host_logits.data<float>(), n, bias_, moe_), out);
+}
+
+MoeRouting MoeMlp::route_on_host(const Tensor& x) {
+  const int64_t n = x.size(0), num_experts = moe_.n_routed_experts, k = moe_.num_experts_per_tok;
+  MoeRouting routing;
+  if (n == 0) return routing;
+  Tensor logits = backend_.empty(DType::f32, {n, num_experts});
+  backend_.linear(x, gate_weight_, Tensor(), logits);
+  Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});
+  if (backend_.moe_route(logits, Tensor::from_f32(bias_, {num_experts}), MoeRouteParams::from(moe_), ids, weights)) {
+    const Tensor host_ids = backend_.to_host(ids), host_weights = backend_.to_host(weights);
+    routing.experts.assign(host_ids.data<int32_t>(), host_ids.data<int32_t>() + n * k);
+    routing.weights.assign(host_weights.data<float>(), host_weights.data<float>() + n * k);
+    return routing;
+  }
+  const Tensor host_logits = backend_.to_host(logits);
+  return route_tokens(host_logits.data<float>(), n, bias_, moe_);
+}
+
+Status MoeMlp::forward_dispatched(const Tensor& x, Tensor out, Collective& collective) {
+  const int64_t n = x.size(0), hidden = x.size(1), k = moe_.num_experts_per_tok;
+  const int64_t size = collective.size();
+  if (size != moe_.expert_parallel_size || collective.rank() != moe_.expert_parallel_rank)
+    return make_error(ErrorCode::internal, "MoE dispatch: the collective is not the experts' rank group");
+  run_shared(x, out);  // this rank's slice of the shared experts, every token
+  if (n == 0) return Status::success();
+  const TokenShare own = token_share(n, collective.rank(), size);
+  const MoeRouting routing = own.count > 0 ? route_on_host(x.rows(own.first, own.count)) : MoeRouting{};
+  const MoeDispatchPlan plan =
+      plan_moe_dispatch(routing, own.first, own.count, k, moe_.n_routed_experts, size);
+  auto recv_rows = collective.all_to_all_counts(plan.send_rows);
+  if (!recv_rows.ok()) return recv_rows.error();
+  const int64_t num_sent = int64_t(plan.token_of_row.size());
+  int64_t num_received = 0;
+  for (int64_t c : recv_rows.value()) num_received += c;
+
+  // Dispatch: the rows, then their (expert, weight) pairs.
+  Tensor send = backend_.empty(x.dtype(), {num_sent, hidden});
+  if (num_sent > 0) backend_.gather_rows(x, plan.token_of_row, send);
+  Tensor send_pairs = backend_.empty(DType::f32, {num_sent, 2 * k});
+  if (num_sent > 0) backend_.copy(Tensor::from_f32(plan.pairs, {num_sent, 2 * k}), send_pairs);
+  Tensor received = backend_.empty(x.dtype(), {num_received, hidden});
+  Tensor received_pairs = backend_.empty(DType::f32, {num_received, 2 * k});
+  TROUPE_TRY(collective.all_to_all(send, plan.send_rows, received, recv_rows.value()));
+  TROUPE_TRY(collective.all_to_all(send_pairs, plan.send_rows, received_pairs, recv_rows.value()));
+
+  // The local experts on the rows that came: one weighted sum per row.
+  Tensor sums = backend_.empty(DType::f32, {num_received, hidden});
+  if (num_received > 0) {
+    backend_.copy(Tensor::zeros(DType::f32, {num_received, hidden}), sums);
+    const Tensor host_pairs = backend_.to_host(received_pairs);
+    run_experts_on_host(received, routing_of_pairs(host_pairs.data<float>(), num_received, k), sums);
+  }
+
+  // Combine: the sums go back in the order their rows came; each lands on its token's row.
+  Tensor back = backend_.empty(DType::f32, {num_sent, hidden});
+  TROUPE_TRY(collective.all_to_all(sums, recv_rows.value(), back, plan.send_rows));
+  if (num_sent > 0) backend_.add_rows_scaled(back, plan.token_of_row, std::vector<float>(size_t(num_sent), 1.0f), out);
+  return Status::success();
 }
 
 void MoeMlp::run_experts_on_host(const Tensor& x, const MoeRouting& routing, Tensor out) {

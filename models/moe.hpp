@@ -18,11 +18,14 @@
 // Tensor parallel (MoeConfig::expert_parallel_*): every rank routes all tokens over all experts,
 // runs only its local experts (loaded whole) on the tokens routed to them and its slice of the
 // shared experts; `out` is then this rank's partial sum, completed by the all-reduce after the MLP.
+// With MoeConfig::dispatch_tokens (forward_dispatched, models/moe_dispatch.hpp) each rank routes
+// only its share of the tokens and sends them to the ranks of their experts instead.
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "models/mlp.hpp"
+#include "runtime/collective.hpp"
 #include "runtime/moe_experts.hpp"
 
 namespace troupe {
@@ -43,11 +46,18 @@ class MoeMlp final : public MlpLayer {
   static Result<std::unique_ptr<MoeMlp>> load(const ModelConfig& config, const std::string& prefix,
                                               const WeightLoader& weights, Backend& backend);
   void forward(const Tensor& x, Tensor out) override;
+  // Expert parallel with token dispatch: routes this rank's share of x's tokens, sends each to the
+  // ranks of its experts, runs the local experts on the rows that came, sends the sums back. `out`
+  // (every token) is then this rank's shared-expert slice plus its own tokens' routed sums, for the
+  // all-reduce after the MLP. Every rank of `collective` must call it with the same x rows.
+  Status forward_dispatched(const Tensor& x, Tensor out, Collective& collective);
 
  private:
   explicit MoeMlp(Backend& backend) : backend_(backend) {}
   // out = the shared experts' result (zeros when none).
   void run_shared(const Tensor& x, Tensor out);
+  // The routing of x's tokens on the host (the device router's choice when the backend has one).
+  MoeRouting route_on_host(const Tensor& x);
   // The host loop: each local expert on the rows routed to it, added into out.
   void run_experts_on_host(const Tensor& x, const MoeRouting& routing, Tensor out);
 

@@ -147,13 +147,15 @@ WeightLoader tensor_parallel_loader(WeightLoader full, int64_t rank, int64_t siz
 }
 
 Result<std::unique_ptr<Model>> load_model_shard(const std::string& dir, const std::string& load_format,
-                                                Backend& backend, LayerRange range, Collective& collective) {
+                                                Backend& backend, LayerRange range, Collective& collective,
+                                                bool dispatch_tokens) {
   if (load_format != "auto" && load_format != "dummy")
     return make_error(ErrorCode::invalid_argument, "load format must be auto or dummy, got '" + load_format + "'");
   auto full = ModelConfig::load(dir);
   if (!full.ok()) return full.error();
   auto local = tensor_parallel_config(full.value(), collective.size(), collective.rank());
   if (!local.ok()) return local.error();
+  local->moe.dispatch_tokens = dispatch_tokens;
   std::unique_ptr<WeightStore> store;
   WeightLoader weights;
   if (load_format == "dummy") {

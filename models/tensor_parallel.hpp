@@ -42,8 +42,11 @@ Result<ModelConfig> tensor_parallel_config(const ModelConfig& full, int64_t size
 WeightLoader tensor_parallel_loader(WeightLoader full, int64_t rank, int64_t size, int64_t vocab_size);
 
 // Rank `collective.rank()`'s shard of layers `range` of the model in `dir` ("auto" or "dummy"
-// weights), all-reducing through `collective`, which must outlive the model.
+// weights), all-reducing through `collective`, which must outlive the model. dispatch_tokens:
+// MoE layers send tokens to their experts' ranks (MoeConfig::dispatch_tokens,
+// --all2all-backend all_to_all).
 Result<std::unique_ptr<Model>> load_model_shard(const std::string& dir, const std::string& load_format,
-                                                Backend& backend, LayerRange range, Collective& collective);
+                                                Backend& backend, LayerRange range, Collective& collective,
+                                                bool dispatch_tokens = false);
 
 }  // namespace troupe

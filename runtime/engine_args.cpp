@@ -39,6 +39,9 @@ Status EngineArgs::validate() const {
   if (tensor_parallel_size < 1) return bad("tensor-parallel-size", "must be >= 1");
   if (kv_cache_dtype != "auto" && !fp8_kv_cache())
     return bad("kv-cache-dtype", "must be auto, fp8 or fp8_e4m3, got '" + kv_cache_dtype + "'");
+  if (all2all_backend != "allgather_reducescatter" && all2all_backend != "all_to_all")
+    return bad("all2all-backend", "must be allgather_reducescatter or all_to_all, got '" + all2all_backend +
+                                      "' (vLLM's pplx, deepep_* and naive kernels are not built)");
   return Status::success();
 }
 

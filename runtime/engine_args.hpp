@@ -33,6 +33,13 @@ struct EngineArgs {
   // bytes of bf16. Dense attention (Llama, Qwen2, Qwen3) only: DeepSeek's MLA cache refuses fp8.
   std::string kv_cache_dtype = "auto";
 
+  // DeepSeek's routed experts under -tp (always expert-parallel), as vLLM's --all2all-backend:
+  // allgather_reducescatter: every rank routes every token over its own experts, the partial sums
+  // join the all-reduce after the MLP (an all-reduce is a reduce-scatter and an all-gather);
+  // all_to_all: each rank routes its share of the tokens and sends them to their experts' ranks and
+  // the results back (models/moe_dispatch.hpp).
+  std::string all2all_backend = "allgather_reducescatter";
+
   bool fp8_kv_cache() const { return kv_cache_dtype == "fp8" || kv_cache_dtype == "fp8_e4m3"; }
 
   // Checks every field; the error names the flag and the bad value.

@@ -56,6 +56,10 @@ struct MoeConfig {
   // router still scores all n_routed_experts. Defaults: one rank holding everything.
   int64_t expert_parallel_rank = 0;
   int64_t expert_parallel_size = 1;
+  // --all2all-backend all_to_all: each rank routes its share of the tokens and sends them to their
+  // experts' ranks (models/moe_dispatch.hpp); false: every rank routes every token over its own
+  // experts and the partial sums join the all-reduce after the MLP.
+  bool dispatch_tokens = false;
   bool enabled() const { return n_routed_experts > 0; }
   bool is_moe_layer(int64_t layer) const {
     return enabled() && layer >= first_k_dense_replace && layer % moe_layer_freq == 0;

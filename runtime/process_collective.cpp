@@ -15,11 +15,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-enum class Op : uint64_t { all_reduce_sum = 1, all_gather = 2 };
+enum class Op : uint64_t { all_reduce_sum = 1, all_gather = 2, all_to_all_counts = 3, all_to_all = 4 };
 
 struct Header {
   uint64_t op = 0;
-  uint64_t numel = 0;  // floats that follow
+  uint64_t numel = 0;  // floats that follow (bytes for the all-to-all ops)
 };
 
 class ProcessCollective final : public Collective {
@@ -75,6 +75,98 @@ class ProcessCollective final : public Collective {
     std::vector<const float*> starts(static_cast<size_t>(size_));
     for (int64_t r = 0; r < size_; ++r) starts[size_t(r)] = blocks.data() + r * block;
     place_gathered_columns(starts.data(), size_, local.size(0), local.size(1), out.data<float>(), out.size(1));
+    return Status::success();
+  }
+
+  // Every rank > 0 sends its counts to rank 0, which sends the whole [size, size] matrix back.
+  Result<std::vector<int64_t>> all_to_all_counts(const std::vector<int64_t>& send_rows) override {
+    if (int64_t(send_rows.size()) != size_)
+      return fail(make_error(ErrorCode::invalid_argument, "all_to_all_counts: one count per rank"));
+    const Clock::time_point deadline = Clock::now() + timeout_;
+    std::vector<int64_t> matrix(static_cast<size_t>(size_ * size_));  // [sender][receiver]
+    const size_t row = size_t(size_) * sizeof(int64_t);
+    if (rank_ != 0) {
+      TROUPE_TRY(send_bytes(fds_[0], Op::all_to_all_counts, send_rows.data(), row, deadline));
+      TROUPE_TRY(recv_bytes(fds_[0], Op::all_to_all_counts, matrix.data(), row * size_t(size_), deadline));
+    } else {
+      std::memcpy(matrix.data(), send_rows.data(), row);
+      for (int64_t r = 1; r < size_; ++r)
+        TROUPE_TRY(recv_bytes(fds_[size_t(r)], Op::all_to_all_counts, matrix.data() + r * size_, row, deadline));
+      for (int64_t r = 1; r < size_; ++r)
+        TROUPE_TRY(send_bytes(fds_[size_t(r)], Op::all_to_all_counts, matrix.data(), row * size_t(size_), deadline));
+    }
+    std::vector<int64_t> recv_rows(static_cast<size_t>(size_));
+    for (int64_t s = 0; s < size_; ++s) recv_rows[size_t(s)] = matrix[size_t(s * size_ + rank_)];
+    return recv_rows;
+  }
+
+  // Every rank > 0 sends rank 0 its row width, both count vectors and its rows; rank 0 checks
+  // the whole count matrix (a mismatch aborts the group), then sends each rank its blocks from
+  // every rank, in rank order.
+  Status all_to_all(const Tensor& send, const std::vector<int64_t>& send_rows, Tensor& recv,
+                    const std::vector<int64_t>& recv_rows) override {
+    if (send.device() != Device::cpu || recv.device() != Device::cpu)
+      return fail(make_error(ErrorCode::invalid_argument, "process all-to-all takes host tensors"));
+    Status shapes = check_all_to_all_shapes(send, send_rows, recv, recv_rows, size_);
+    if (!shapes.ok()) return fail(shapes.error());
+    const Clock::time_point deadline = Clock::now() + timeout_;
+    const size_t row_bytes = size_t(send.size(1)) * dtype_size(send.dtype());
+    // The head of a rank's message: row_bytes, send_rows[size], recv_rows[size].
+    const size_t head_words = 1 + 2 * size_t(size_);
+    auto head_of = [&](const std::vector<int64_t>& sends, const std::vector<int64_t>& recvs) {
+      std::vector<int64_t> head{int64_t(row_bytes)};
+      head.insert(head.end(), sends.begin(), sends.end());
+      head.insert(head.end(), recvs.begin(), recvs.end());
+      return head;
+    };
+    if (rank_ != 0) {
+      const std::vector<int64_t> head = head_of(send_rows, recv_rows);
+      TROUPE_TRY(send_bytes(fds_[0], Op::all_to_all, head.data(), head.size() * sizeof(int64_t), deadline));
+      TROUPE_TRY(send_bytes(fds_[0], Op::all_to_all, send.raw(), send.nbytes(), deadline));
+      return recv_bytes(fds_[0], Op::all_to_all, recv.raw(), recv.nbytes(), deadline);
+    }
+    std::vector<std::vector<int64_t>> heads(static_cast<size_t>(size_));
+    std::vector<std::vector<uint8_t>> rows(static_cast<size_t>(size_));
+    heads[0] = head_of(send_rows, recv_rows);
+    for (int64_t r = 1; r < size_; ++r) {
+      heads[size_t(r)].resize(head_words);
+      TROUPE_TRY(recv_bytes(fds_[size_t(r)], Op::all_to_all, heads[size_t(r)].data(), head_words * sizeof(int64_t),
+                            deadline));
+      int64_t total = 0;
+      for (int64_t d = 0; d < size_; ++d) total += heads[size_t(r)][size_t(1 + d)];
+      if (heads[size_t(r)][0] != int64_t(row_bytes) || total < 0)
+        return fail(make_error(ErrorCode::invalid_argument, "all_to_all: rank " + std::to_string(r) +
+                                                                " sends rows of " +
+                                                                std::to_string(heads[size_t(r)][0]) +
+                                                                " bytes, rank 0 of " + std::to_string(row_bytes)));
+      rows[size_t(r)].resize(size_t(total) * row_bytes);
+      TROUPE_TRY(recv_bytes(fds_[size_t(r)], Op::all_to_all, rows[size_t(r)].data(), rows[size_t(r)].size(), deadline));
+    }
+    for (int64_t s = 0; s < size_; ++s)
+      for (int64_t d = 0; d < size_; ++d) {
+        const int64_t sent = heads[size_t(s)][size_t(1 + d)], expected = heads[size_t(d)][size_t(1 + size_ + s)];
+        if (sent != expected)
+          return fail(make_error(ErrorCode::invalid_argument,
+                                 "all_to_all: rank " + std::to_string(s) + " sends rank " + std::to_string(d) + " " +
+                                     std::to_string(sent) + " rows; it expects " + std::to_string(expected)));
+      }
+    const uint8_t* own = static_cast<const uint8_t*>(send.raw());
+    std::vector<uint8_t> reply;
+    for (int64_t d = 0; d < size_; ++d) {
+      reply.clear();
+      for (int64_t s = 0; s < size_; ++s) {
+        const uint8_t* from = s == 0 ? own : rows[size_t(s)].data();
+        int64_t first = 0;
+        for (int64_t k = 0; k < d; ++k) first += heads[size_t(s)][size_t(1 + k)];
+        const int64_t count = heads[size_t(s)][size_t(1 + d)];
+        reply.insert(reply.end(), from + size_t(first) * row_bytes, from + size_t(first + count) * row_bytes);
+      }
+      if (d == 0) {
+        if (!reply.empty()) std::memcpy(recv.raw(), reply.data(), reply.size());
+      } else {
+        TROUPE_TRY(send_bytes(fds_[size_t(d)], Op::all_to_all, reply.data(), reply.size(), deadline));
+      }
+    }
     return Status::success();
   }
 
@@ -144,6 +236,25 @@ class ProcessCollective final : public Collective {
     const Header header{uint64_t(op), uint64_t(numel)};
     TROUPE_TRY(write_all(fd, &header, sizeof(header), deadline));
     return write_all(fd, data, size_t(numel) * sizeof(float), deadline);
+  }
+
+  // A block of `bytes` bytes of `op` (the header counts bytes, not floats).
+  Status send_bytes(int fd, Op op, const void* data, size_t bytes, Clock::time_point deadline) {
+    const Header header{uint64_t(op), uint64_t(bytes)};
+    TROUPE_TRY(write_all(fd, &header, sizeof(header), deadline));
+    return write_all(fd, data, bytes, deadline);
+  }
+
+  // Reads a block of exactly `bytes` bytes of `op`; anything else aborts the group.
+  Status recv_bytes(int fd, Op op, void* data, size_t bytes, Clock::time_point deadline) {
+    Header header;
+    TROUPE_TRY(read_all(fd, &header, sizeof(header), deadline));
+    if (header.op != uint64_t(op) || header.numel != uint64_t(bytes))
+      return fail(make_error(ErrorCode::invalid_argument,
+                             "tensor-parallel ranks called different collectives (op " + std::to_string(header.op) +
+                                 " of " + std::to_string(header.numel) + " bytes, expected op " +
+                                 std::to_string(uint64_t(op)) + " of " + std::to_string(bytes) + ")"));
+    return read_all(fd, data, bytes, deadline);
   }
 
   // Reads a block of exactly `numel` floats of `op`; anything else aborts the group.

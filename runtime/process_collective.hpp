@@ -9,6 +9,9 @@
 //   all_reduce_sum: adds the buffers in rank order starting from zero (ThreadCollective's order,
 //                   so both give bit-identical sums) and sends the sum back;
 //   all_gather:     sends every rank's block back, rank-major; each rank places them in columns.
+//   all_to_all:     every rank sends its row width, both count vectors and its rows; rank 0
+//                   checks the whole count matrix, then sends each rank its rows from every rank
+//                   (all_to_all_counts: the count matrix gathered and sent back whole).
 // Failure model: every read and write waits at most `timeout` (timeout; the group then aborts);
 // a peer gone reads as EOF / EPIPE (unavailable; the group aborts); a mismatched call aborts the
 // group (invalid_argument). abort() shuts the sockets down, which wakes a rank blocked in poll,

@@ -8,7 +8,7 @@ class ThreadCollectiveGroup {
  public:
   ThreadCollectiveGroup(int64_t size, std::chrono::milliseconds timeout)
       : size_(size), timeout_(timeout), buffers_(size_t(size), nullptr), sources_(size_t(size), nullptr),
-        source_shapes_(size_t(size)) {}
+        source_shapes_(size_t(size)), exchanges_(size_t(size)) {}
 
   // Waits until every rank arrived at this barrier (or the group aborted / timed out).
   Status barrier() {
@@ -69,6 +69,57 @@ class ThreadCollectiveGroup {
     return barrier();  // nobody returns (and frees its block) before everyone has read it
   }
 
+  Result<std::vector<int64_t>> all_to_all_counts(int64_t rank, const std::vector<int64_t>& send_rows) {
+    if (int64_t(send_rows.size()) != size_) {  // the others would wait for this rank: abort them
+      abort("all_to_all_counts: one count per rank");
+      return make_error(ErrorCode::invalid_argument, "all_to_all_counts: one count per rank");
+    }
+    exchanges_[size_t(rank)].send_rows = &send_rows;
+    TROUPE_TRY(barrier());  // every rank's counts are registered
+    std::vector<int64_t> recv_rows(static_cast<size_t>(size_));
+    for (int64_t s = 0; s < size_; ++s) recv_rows[size_t(s)] = (*exchanges_[size_t(s)].send_rows)[size_t(rank)];
+    TROUPE_TRY(barrier());  // nobody returns (and frees its counts) before everyone has read them
+    return recv_rows;
+  }
+
+  Status all_to_all(int64_t rank, const Tensor& send, const std::vector<int64_t>& send_rows, Tensor& recv,
+                    const std::vector<int64_t>& recv_rows) {
+    if (send.device() != Device::cpu || recv.device() != Device::cpu)
+      return make_error(ErrorCode::invalid_argument, "thread all-to-all takes host tensors");
+    Status shapes = check_all_to_all_shapes(send, send_rows, recv, recv_rows, size_);
+    if (!shapes.ok()) {  // the others would wait for this rank: abort them
+      abort(shapes.error().message);
+      return shapes;
+    }
+    const size_t row_bytes = size_t(send.size(1)) * dtype_size(send.dtype());
+    exchanges_[size_t(rank)] = Exchange{static_cast<const uint8_t*>(send.raw()), &send_rows, &recv_rows, row_bytes};
+    TROUPE_TRY(barrier());  // every rank's rows and counts are registered
+    // Every rank checks the whole matrix, so a mismatch fails all of them alike.
+    for (int64_t s = 0; s < size_; ++s) {
+      for (int64_t d = 0; d < size_; ++d) {
+        const Exchange& from = exchanges_[size_t(s)];
+        const Exchange& to = exchanges_[size_t(d)];
+        if (from.row_bytes == to.row_bytes && (*from.send_rows)[size_t(d)] == (*to.recv_rows)[size_t(s)]) continue;
+        TROUPE_TRY(barrier());
+        return make_error(ErrorCode::invalid_argument,
+                          "all_to_all: rank " + std::to_string(s) + " sends rank " + std::to_string(d) + " " +
+                              std::to_string((*from.send_rows)[size_t(d)]) + " rows of " +
+                              std::to_string(from.row_bytes) + " bytes; it expects " +
+                              std::to_string((*to.recv_rows)[size_t(s)]) + " of " + std::to_string(to.row_bytes));
+      }
+    }
+    uint8_t* out = static_cast<uint8_t*>(recv.raw());
+    for (int64_t s = 0; s < size_; ++s) {
+      const Exchange& from = exchanges_[size_t(s)];
+      int64_t first = 0;  // rows of s's send before its block for this rank
+      for (int64_t d = 0; d < rank; ++d) first += (*from.send_rows)[size_t(d)];
+      const size_t bytes = size_t(recv_rows[size_t(s)]) * row_bytes;
+      if (bytes > 0) std::memcpy(out, from.rows + size_t(first) * row_bytes, bytes);
+      out += bytes;
+    }
+    return barrier();  // nobody returns (and frees its rows) before everyone has read them
+  }
+
   void abort(const std::string& why) {
     std::lock_guard lock(mutex_);
     if (abort_reason_.empty()) abort_reason_ = why.empty() ? "aborted" : why;
@@ -83,6 +134,13 @@ class ThreadCollectiveGroup {
   std::vector<float*> buffers_;
   std::vector<const float*> sources_;               // all_gather's blocks
   std::vector<std::vector<int64_t>> source_shapes_;
+  struct Exchange {  // all_to_all's registration of one rank
+    const uint8_t* rows = nullptr;
+    const std::vector<int64_t>* send_rows = nullptr;
+    const std::vector<int64_t>* recv_rows = nullptr;
+    size_t row_bytes = 0;
+  };
+  std::vector<Exchange> exchanges_;
   std::mutex mutex_;
   std::condition_variable wake_;
   int64_t arrived_ = 0;
@@ -100,6 +158,13 @@ class ThreadCollective final : public Collective {
   int64_t size() const override { return size_; }
   Status all_reduce_sum(Tensor& t) override { return group_->all_reduce_sum(rank_, t); }
   Status all_gather(const Tensor& local, Tensor& out) override { return group_->all_gather(rank_, local, out); }
+  Result<std::vector<int64_t>> all_to_all_counts(const std::vector<int64_t>& send_rows) override {
+    return group_->all_to_all_counts(rank_, send_rows);
+  }
+  Status all_to_all(const Tensor& send, const std::vector<int64_t>& send_rows, Tensor& recv,
+                    const std::vector<int64_t>& recv_rows) override {
+    return group_->all_to_all(rank_, send, send_rows, recv, recv_rows);
+  }
   void abort(const std::string& why) override { group_->abort(why); }
 
  private:

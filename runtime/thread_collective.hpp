@@ -1,7 +1,8 @@
 #pragma once
 // A Collective whose ranks are threads of one process holding host (CPU backend) tensors. The
 // sum is split by slices: each rank adds up its slice of every rank's buffer, then writes it back
-// into all of them (three barriers per all-reduce).
+// into all of them (three barriers per all-reduce). all_to_all: each rank registers its rows and
+// counts, checks the whole count matrix, copies its blocks from every rank (two barriers).
 #include <chrono>
 #include <condition_variable>
 #include <memory>

@@ -77,6 +77,60 @@ class NcclCollective final : public Collective {
     return Status::success();
   }
 
+  // The counts go through ncclAllGather of [size] int64 (one small device buffer), then to the host.
+  Result<std::vector<int64_t>> all_to_all_counts(const std::vector<int64_t>& send_rows) override {
+    if (group_->aborted.load()) return make_error(ErrorCode::unavailable, "NCCL group aborted: " + group_->reason);
+    const int64_t n = size();
+    if (int64_t(send_rows.size()) != n)
+      return make_error(ErrorCode::invalid_argument, "all_to_all_counts: one count per rank");
+    const size_t row = size_t(n) * sizeof(int64_t);
+    TROUPE_TRY(reserve_staging(row * size_t(n + 1)));
+    int64_t* matrix = static_cast<int64_t*>(staging_);  // [n][n], then this rank's row
+    int64_t* mine = matrix + n * n;
+    cudaError_t copied = cudaMemcpy(mine, send_rows.data(), row, cudaMemcpyHostToDevice);
+    if (copied != cudaSuccess)
+      return make_error(ErrorCode::unavailable, std::string("all_to_all_counts: ") + cudaGetErrorString(copied));
+    const ncclResult_t result =
+        ncclAllGather(mine, matrix, size_t(n), ncclInt64, group_->comms[size_t(rank_)], nullptr);
+    if (result != ncclSuccess)
+      return make_error(ErrorCode::unavailable, std::string("ncclAllGather: ") + ncclGetErrorString(result));
+    std::vector<int64_t> host(static_cast<size_t>(n * n));
+    copied = cudaMemcpy(host.data(), matrix, row * size_t(n), cudaMemcpyDeviceToHost);  // waits for the gather
+    if (copied != cudaSuccess)
+      return make_error(ErrorCode::unavailable, std::string("all_to_all_counts: ") + cudaGetErrorString(copied));
+    std::vector<int64_t> recv_rows(static_cast<size_t>(n));
+    for (int64_t s = 0; s < n; ++s) recv_rows[size_t(s)] = host[size_t(s * n + rank_)];
+    return recv_rows;
+  }
+
+  // One ncclSend and one ncclRecv per peer in a group (bytes: any dtype). Counts that disagree
+  // with their sender cannot be seen here: callers take recv_rows from all_to_all_counts.
+  Status all_to_all(const Tensor& send, const std::vector<int64_t>& send_rows, Tensor& recv,
+                    const std::vector<int64_t>& recv_rows) override {
+    if (group_->aborted.load()) return make_error(ErrorCode::unavailable, "NCCL group aborted: " + group_->reason);
+    if (send.device() != Device::cuda || recv.device() != Device::cuda)
+      return make_error(ErrorCode::invalid_argument, "NCCL all-to-all takes device tensors");
+    TROUPE_TRY(check_all_to_all_shapes(send, send_rows, recv, recv_rows, size()));
+    const size_t row_bytes = size_t(send.size(1)) * dtype_size(send.dtype());
+    ncclComm_t comm = group_->comms[size_t(rank_)];
+    const uint8_t* from = static_cast<const uint8_t*>(send.raw());
+    uint8_t* to = static_cast<uint8_t*>(recv.raw());
+    ncclResult_t result = ncclGroupStart();
+    for (int64_t peer = 0; peer < size() && result == ncclSuccess; ++peer) {
+      const size_t out_bytes = size_t(send_rows[size_t(peer)]) * row_bytes;
+      const size_t in_bytes = size_t(recv_rows[size_t(peer)]) * row_bytes;
+      if (out_bytes > 0) result = ncclSend(from, out_bytes, ncclUint8, int(peer), comm, nullptr);
+      if (result == ncclSuccess && in_bytes > 0) result = ncclRecv(to, in_bytes, ncclUint8, int(peer), comm, nullptr);
+      from += out_bytes;
+      to += in_bytes;
+    }
+    const ncclResult_t ended = ncclGroupEnd();
+    if (result == ncclSuccess) result = ended;
+    if (result != ncclSuccess)
+      return make_error(ErrorCode::unavailable, std::string("NCCL all-to-all: ") + ncclGetErrorString(result));
+    return Status::success();
+  }
+
   void abort(const std::string& why) override { group_->abort(why); }
 
   ~NcclCollective() override {
@@ -84,7 +138,8 @@ class NcclCollective final : public Collective {
   }
 
  private:
-  // Grows the gather's staging buffer on this rank's device (the thread is bound to it).
+  // Grows the staging buffer (all_gather's blocks, all_to_all_counts' matrix) on this rank's
+  // device (the thread is bound to it).
   Status reserve_staging(size_t bytes) {
     if (bytes <= staging_bytes_) return Status::success();
     if (staging_ != nullptr) cudaFree(staging_);

@@ -94,5 +94,21 @@ TEST(VllmFlags, KvCacheDtypeTakesAutoAndFp8AndRefusesTheRest) {
   EXPECT_EQ(parse({"generate", "--model", "m", "--kv-cache-dtype", "fp8_e5m2"}).exit_code, 2);
 }
 
+TEST(VllmFlags, All2AllBackendTakesTroupesTwoModesAndNamesWhatIsNotBuilt) {
+  EXPECT_EQ(parse({"serve", "m"}).command.config.all2all_backend, "allgather_reducescatter");
+  for (const char* value : {"allgather_reducescatter", "all_to_all"}) {
+    ParsedCommandLine p = parse({"serve", "m", "-tp", "2", "--all2all-backend", value});
+    ASSERT_FALSE(p.exit_code) << value;
+    EXPECT_EQ(p.command.config.all2all_backend, value);
+  }
+  for (const char* value : {"deepep_low_latency", "pplx", "naive"})
+    EXPECT_EQ(parse({"serve", "m", "--all2all-backend", value}).exit_code, 2) << value;
+  // Expert parallel is how troupe splits routed experts anyway: vLLM's switch only warns.
+  ParsedCommandLine p = parse({"serve", "m", "-tp", "2", "--enable-expert-parallel"});
+  EXPECT_FALSE(p.exit_code);
+  ASSERT_EQ(p.command.warnings.size(), 1u);
+  EXPECT_NE(p.command.warnings[0].find("--enable-expert-parallel"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace troupe::cli

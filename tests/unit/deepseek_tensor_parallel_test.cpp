@@ -2,6 +2,8 @@
 // heads and the dense / shared-expert MLPs split Megatron-style, routed experts expert-parallel.
 // Every DeepSeek fixture over 2 and 4 ranks must match its transformers oracle as TP=1 does and
 // stay within kTpVsOneRank of TP=1's logits (fp32; only the order of the sums differs).
+// Both --all2all-backend modes: the partial sums of every rank's experts (allgather_reducescatter)
+// and each rank's tokens dispatched to their experts and back (all_to_all).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,8 +34,10 @@ struct GreedyRuns {
   std::vector<std::vector<int32_t>> tokens;
 };
 
-GreedyRuns run_prompts(const std::string& dir, const std::string& load_format, int64_t size, const Oracle& oracle) {
+GreedyRuns run_prompts(const std::string& dir, const std::string& load_format, int64_t size, const Oracle& oracle,
+                       const std::string& all2all_backend = "allgather_reducescatter") {
   Config config;
+  config.all2all_backend = all2all_backend;
   config.model = dir;
   config.load_format = load_format;
   config.tensor_parallel_size = size;
@@ -62,7 +66,7 @@ float max_diff(const std::vector<float>& got, const float* want) {
 
 std::string name_of(const std::string& dir) { return dir.substr(dir.rfind('/') + 1); }
 
-TEST(DeepseekTensorParallel, ShardsMatchOneRankAndTheTransformersOracle) {
+void expect_shards_match(const std::string& all2all_backend) {
   const auto dirs = fixture_dirs(FixtureSet::deepseek);
   ASSERT_EQ(dirs.size(), 4u);
   for (const auto& dir : dirs) {
@@ -75,8 +79,8 @@ TEST(DeepseekTensorParallel, ShardsMatchOneRankAndTheTransformersOracle) {
     const GreedyRuns one = run_prompts(dir, "auto", 1, oracle);
     ASSERT_EQ(one.logits.size(), oracle.prompts.size()) << dir;
     for (int64_t size : {2, 4}) {
-      SCOPED_TRACE(dir + " TP=" + std::to_string(size));
-      const GreedyRuns tp = run_prompts(dir, "auto", size, oracle);
+      SCOPED_TRACE(dir + " TP=" + std::to_string(size) + " " + all2all_backend);
+      const GreedyRuns tp = run_prompts(dir, "auto", size, oracle, all2all_backend);
       ASSERT_EQ(tp.logits.size(), oracle.prompts.size());
       float vs_oracle = 0.0f, vs_one = 0.0f;
       for (size_t i = 0; i < oracle.prompts.size(); ++i) {
@@ -89,11 +93,17 @@ TEST(DeepseekTensorParallel, ShardsMatchOneRankAndTheTransformersOracle) {
       }
       EXPECT_LE(vs_oracle, kVsOracle);
       EXPECT_LE(vs_one, kTpVsOneRank);
-      std::printf("%s TP=%lld: max |logit diff| vs transformers %.2e, vs TP=1 %.2e\n", name_of(dir).c_str(),
-                  static_cast<long long>(size), double(vs_oracle), double(vs_one));
+      std::printf("%s TP=%lld %s: max |logit diff| vs transformers %.2e, vs TP=1 %.2e\n", name_of(dir).c_str(),
+                  static_cast<long long>(size), all2all_backend.c_str(), double(vs_oracle), double(vs_one));
     }
   }
 }
+
+TEST(DeepseekTensorParallel, ShardsMatchOneRankAndTheTransformersOracle) { expect_shards_match("allgather_reducescatter"); }
+
+// --all2all-backend all_to_all: each rank routes its share of the tokens and sends them to their
+// experts' ranks (models/moe_dispatch.hpp); same bounds.
+TEST(DeepseekTensorParallel, DispatchedTokensMatchOneRankAndTheTransformersOracle) { expect_shards_match("all_to_all"); }
 
 TEST(DeepseekTensorParallel, DummyWeightsShardLikeOneRank) {
   const std::string dir = std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/deepseek-v3-tiny";

@@ -29,6 +29,11 @@ TEST(EngineArgs, ValidateNamesTheFlag) {
     args.kv_cache_dtype = ok;
     EXPECT_TRUE(args.validate().ok()) << ok;
   }
+  args = EngineArgs{};
+  args.all2all_backend = "deepep_low_latency";
+  EXPECT_EQ(args.validate().error().message,
+            "--all2all-backend: must be allgather_reducescatter or all_to_all, got 'deepep_low_latency' (vLLM's "
+            "pplx, deepep_* and naive kernels are not built)");
   Config config;
   config.dtype = "float8";  // Config::validate checks its engine section too
   EXPECT_NE(config.validate().error().message.find("--dtype"), std::string::npos);

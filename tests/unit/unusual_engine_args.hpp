@@ -21,6 +21,7 @@ inline EngineArgs unusual_engine_args() {
   args.tensor_parallel_size = 8;
   args.enable_prefix_caching = false;
   args.kv_cache_dtype = "fp8_e4m3";
+  args.all2all_backend = "all_to_all";
   return args;
 }
 
