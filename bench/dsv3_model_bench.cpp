@@ -18,16 +18,13 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/graphed_model.hpp"
+#include "bench/bench_args.hpp"
 #include "bench/bench_log.hpp"
 #include "bench/decode_steps.hpp"
 #include "bench/device_ceilings.hpp"
@@ -67,28 +64,15 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--prefill-tokens") a.prefill_tokens = std::atoll(v.c_str());
     else if (k == "--time-limit") a.time_limit_s = std::atof(v.c_str());
     else if (k == "--enforce-eager") a.enforce_eager = v == "1" || v == "true";
-    else if (k == "--batches") {
-      a.batches.clear();
-      std::stringstream ss(v);
-      for (std::string item; std::getline(ss, item, ',');) a.batches.push_back(std::atoll(item.c_str()));
-    } else {
-      return false;
-    }
+    else if (k == "--batches") a.batches = bench::parse_int_list(v);
+    else return false;
   }
   return a.dense_layers >= 0 && a.moe_layers >= 0 && a.dense_layers + a.moe_layers > 0 && a.context > 0;
 }
 
 // A folder holding R1's config.json with fewer layers (the first `dense` dense, then `moe` MoE).
 std::string reduced_config_dir(const Args& a) {
-  std::ifstream in(a.config);
-  nlohmann::json config = nlohmann::json::parse(in, nullptr, false);
-  if (config.is_discarded()) return "";
-  config["num_hidden_layers"] = a.dense_layers + a.moe_layers;
-  config["first_k_dense_replace"] = a.dense_layers;
-  const std::string dir = (std::filesystem::temp_directory_path() / "troupe_dsv3_model_bench").string();
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir + "/config.json") << config.dump(2);
-  return dir;
+  return bench::reduced_deepseek_config_dir(a.config, a.dense_layers, a.moe_layers, "troupe_dsv3_model_bench");
 }
 
 // Parameters one token activates in the decoder layers (attention, dense MLP or shared + top-k

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_args.hpp"
 #include "bench/bench_log.hpp"
 #include "bench/device_ceilings.hpp"
 #include "backends/cuda/cuda_backend.hpp"
@@ -70,13 +71,8 @@ bool parse_args(int argc, char** argv, Args& a) {
     if (k == "--reps") a.reps = std::max(1, std::atoi(v.c_str()));
     else if (k == "--out") a.out = v;
     else if (k == "--time-limit") a.time_limit_s = std::atof(v.c_str());
-    else if (k == "--batches") {
-      a.batches.clear();
-      std::stringstream ss(v);
-      for (std::string item; std::getline(ss, item, ',');) a.batches.push_back(std::atoll(item.c_str()));
-    } else {
-      return false;
-    }
+    else if (k == "--batches") a.batches = bench::parse_int_list(v);
+    else return false;
   }
   return true;
 }

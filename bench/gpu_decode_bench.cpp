@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_args.hpp"
 #include "bench/bench_log.hpp"
 #include "bench/decode_steps.hpp"
 #include "bench/device_ceilings.hpp"
@@ -141,15 +142,9 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--weights" && value(v)) a.bf16_weights = v == "bf16";
     else if (k == "--kv-cache-dtype" && value(v) && (v == "auto" || v == "fp8" || v == "fp8_e4m3"))
       a.fp8_kv_cache = v != "auto";
-    else if (k == "--prefill-sweep" && value(v)) {
-      a.prefill_sweep.clear();
-      std::stringstream ss(v);
-      for (std::string item; std::getline(ss, item, ',');) a.prefill_sweep.push_back(std::atoll(item.c_str()));
-    } else if (k == "--batches" && value(v)) {
-      a.batches.clear();
-      std::stringstream ss(v);
-      for (std::string item; std::getline(ss, item, ',');) a.batches.push_back(std::atoll(item.c_str()));
-    } else {
+    else if (k == "--prefill-sweep" && value(v)) a.prefill_sweep = bench::parse_int_list(v);
+    else if (k == "--batches" && value(v)) a.batches = bench::parse_int_list(v);
+    else {
       std::fprintf(stderr,
                    "usage: gpu_decode_bench [--model DIR] [--out PATH] [--context 1024] [--decode-steps 20]\n"
                    "       [--prefill-tokens 4096] [--batches 1,8,32,64] [--time-limit 290] [--enforce-eager]\n"

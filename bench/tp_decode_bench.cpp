@@ -14,16 +14,12 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "backends/backend_factory.hpp"
 #include "backends/stage_model_factory.hpp"
+#include "bench/bench_args.hpp"
 #include "bench/bench_log.hpp"
 #include "bench/decode_steps.hpp"
 #include "bench/device_ceilings.hpp"
@@ -58,13 +54,8 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--dense-layers") a.dense_layers = std::atoll(v.c_str());
     else if (k == "--moe-layers") a.moe_layers = std::atoll(v.c_str());
     else if (k == "--time-limit") a.time_limit_s = std::atof(v.c_str());
-    else if (k == "--batches") {
-      a.batches.clear();
-      std::stringstream ss(v);
-      for (std::string item; std::getline(ss, item, ',');) a.batches.push_back(std::atoll(item.c_str()));
-    } else {
-      return false;
-    }
+    else if (k == "--batches") a.batches = bench::parse_int_list(v);
+    else return false;
   }
   return a.context > 0 && a.tp >= 0 && (a.dense_layers < 0) == (a.moe_layers < 0);
 }
@@ -72,15 +63,8 @@ bool parse_args(int argc, char** argv, Args& a) {
 // The model folder, or a copy of its config.json with fewer layers (DeepSeek).
 std::string model_dir(const Args& a) {
   if (a.dense_layers < 0) return a.model;
-  std::ifstream in(a.model + "/config.json");
-  nlohmann::json config = nlohmann::json::parse(in, nullptr, false);
-  if (config.is_discarded()) return "";
-  config["num_hidden_layers"] = a.dense_layers + a.moe_layers;
-  config["first_k_dense_replace"] = a.dense_layers;
-  const std::string dir = (std::filesystem::temp_directory_path() / "troupe_tp_decode_bench").string();
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir + "/config.json") << config.dump(2);
-  return dir;
+  return bench::reduced_deepseek_config_dir(a.model + "/config.json", a.dense_layers, a.moe_layers,
+                                            "troupe_tp_decode_bench");
 }
 
 // Median ms of a decode step at batch `batch` on `tp` GPUs (0 when it could not run).

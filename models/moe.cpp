@@ -109,8 +109,10 @@ Result<std::unique_ptr<MoeMlp>> MoeMlp::load(const ModelConfig& config, const st
       gate_up.push_back(expert->gate_up_weight());
       down.push_back(expert->down_weight());
     }
-    const Tensor shared_gate_up = layer->shared_ ? layer->shared_->gate_up_weight() : Tensor();
-    const Tensor shared_down = layer->shared_ ? layer->shared_->down_weight() : Tensor();
+    // Dispatching tokens, the experts run on rows from other ranks: the shared expert stays out.
+    const bool with_shared = layer->shared_ && !moe.dispatch_tokens;
+    const Tensor shared_gate_up = with_shared ? layer->shared_->gate_up_weight() : Tensor();
+    const Tensor shared_down = with_shared ? layer->shared_->down_weight() : Tensor();
     auto packed = layer->grouped_->pack_moe_experts(gate_up, down, shared_gate_up, shared_down);
     if (packed.ok()) layer->packed_ = std::move(packed.value());  // else: the host loop
   }
@@ -140,32 +142,33 @@ void MoeMlp::forward(const Tensor& x, Tensor out) {
         grouped_->moe_experts(x, ids, weights, packed_, moe_.local_expert_begin(), num_experts, out))
       return;
     if (packed_.has_shared) run_shared(x, out);
-    const Tensor host_ids = backend_.to_host(ids), host_weights = backend_.to_host(weights);
-    const MoeRouting routing{std::vector<int32_t>(host_ids.data<int32_t>(), host_ids.data<int32_t>() + n * k),
-                             std::vector<float>(host_weights.data<float>(), host_weights.data<float>() + n * k)};
-    run_experts_on_host(x, routing, out);
+    run_experts_on_host(x, host_routing(logits, &ids, &weights), out);
     return;
   }
   run_shared(x, out);
-  const Tensor host_logits = backend_.to_host(logits);
-  run_experts_on_host(x, route_tokens(host_logits.data<float>(), n, bias_, moe_), out);
+  run_experts_on_host(x, host_routing(logits, nullptr, nullptr), out);
+}
+
+MoeRouting MoeMlp::host_routing(const Tensor& logits, const Tensor* ids, const Tensor* weights) {
+  const int64_t n = logits.size(0), k = moe_.num_experts_per_tok;
+  if (ids == nullptr) {
+    const Tensor host_logits = backend_.to_host(logits);
+    return route_tokens(host_logits.data<float>(), n, bias_, moe_);
+  }
+  const Tensor host_ids = backend_.to_host(*ids), host_weights = backend_.to_host(*weights);
+  return MoeRouting{std::vector<int32_t>(host_ids.data<int32_t>(), host_ids.data<int32_t>() + n * k),
+                    std::vector<float>(host_weights.data<float>(), host_weights.data<float>() + n * k)};
 }
 
 MoeRouting MoeMlp::route_on_host(const Tensor& x) {
   const int64_t n = x.size(0), num_experts = moe_.n_routed_experts, k = moe_.num_experts_per_tok;
-  MoeRouting routing;
-  if (n == 0) return routing;
+  if (n == 0) return MoeRouting{};
   Tensor logits = backend_.empty(DType::f32, {n, num_experts});
   backend_.linear(x, gate_weight_, Tensor(), logits);
   Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});
-  if (backend_.moe_route(logits, Tensor::from_f32(bias_, {num_experts}), MoeRouteParams::from(moe_), ids, weights)) {
-    const Tensor host_ids = backend_.to_host(ids), host_weights = backend_.to_host(weights);
-    routing.experts.assign(host_ids.data<int32_t>(), host_ids.data<int32_t>() + n * k);
-    routing.weights.assign(host_weights.data<float>(), host_weights.data<float>() + n * k);
-    return routing;
-  }
-  const Tensor host_logits = backend_.to_host(logits);
-  return route_tokens(host_logits.data<float>(), n, bias_, moe_);
+  const bool on_device =
+      backend_.moe_route(logits, Tensor::from_f32(bias_, {num_experts}), MoeRouteParams::from(moe_), ids, weights);
+  return on_device ? host_routing(logits, &ids, &weights) : host_routing(logits, nullptr, nullptr);
 }
 
 Status MoeMlp::forward_dispatched(const Tensor& x, Tensor out, Collective& collective) {
@@ -195,12 +198,22 @@ Status MoeMlp::forward_dispatched(const Tensor& x, Tensor out, Collective& colle
   TROUPE_TRY(collective.all_to_all(send, plan.send_rows, received, recv_rows.value()));
   TROUPE_TRY(collective.all_to_all(send_pairs, plan.send_rows, received_pairs, recv_rows.value()));
 
-  // The local experts on the rows that came: one weighted sum per row.
+  // The local experts on the rows that came: one weighted sum per row (grouped on the device
+  // where the backend packed them; the -1 experts are no local one's).
   Tensor sums = backend_.empty(DType::f32, {num_received, hidden});
   if (num_received > 0) {
     backend_.copy(Tensor::zeros(DType::f32, {num_received, hidden}), sums);
     const Tensor host_pairs = backend_.to_host(received_pairs);
-    run_experts_on_host(received, routing_of_pairs(host_pairs.data<float>(), num_received, k), sums);
+    const MoeRouting arrived = routing_of_pairs(host_pairs.data<float>(), num_received, k);
+    bool grouped = false;
+    if (packed_.defined() && !packed_.has_shared) {
+      Tensor ids = backend_.empty(DType::i32, {num_received, k}), weights = backend_.empty(DType::f32, {num_received, k});
+      backend_.copy(Tensor::from_i32(arrived.experts, {num_received, k}), ids);
+      backend_.copy(Tensor::from_f32(arrived.weights, {num_received, k}), weights);
+      grouped = grouped_->moe_experts(received, ids, weights, packed_, moe_.local_expert_begin(),
+                                      moe_.n_routed_experts, sums);
+    }
+    if (!grouped) run_experts_on_host(received, arrived, sums);
   }
 
   // Combine: the sums go back in the order their rows came; each lands on its token's row.

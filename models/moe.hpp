@@ -58,6 +58,9 @@ class MoeMlp final : public MlpLayer {
   void run_shared(const Tensor& x, Tensor out);
   // The routing of x's tokens on the host (the device router's choice when the backend has one).
   MoeRouting route_on_host(const Tensor& x);
+  // The router's choice on the host: the device's ids and weights when given (moe_route ran),
+  // else route_tokens over the logits.
+  MoeRouting host_routing(const Tensor& logits, const Tensor* ids, const Tensor* weights);
   // The host loop: each local expert on the rows routed to it, added into out.
   void run_experts_on_host(const Tensor& x, const MoeRouting& routing, Tensor out);
 

@@ -19,7 +19,7 @@ enum class Op : uint64_t { all_reduce_sum = 1, all_gather = 2, all_to_all_counts
 
 struct Header {
   uint64_t op = 0;
-  uint64_t numel = 0;  // floats that follow (bytes for the all-to-all ops)
+  uint64_t bytes = 0;  // that follow
 };
 
 class ProcessCollective final : public Collective {
@@ -232,13 +232,7 @@ class ProcessCollective final : public Collective {
     return Status::success();
   }
 
-  Status send_block(int fd, Op op, const float* data, int64_t numel, Clock::time_point deadline) {
-    const Header header{uint64_t(op), uint64_t(numel)};
-    TROUPE_TRY(write_all(fd, &header, sizeof(header), deadline));
-    return write_all(fd, data, size_t(numel) * sizeof(float), deadline);
-  }
-
-  // A block of `bytes` bytes of `op` (the header counts bytes, not floats).
+  // A block of `bytes` bytes of `op`.
   Status send_bytes(int fd, Op op, const void* data, size_t bytes, Clock::time_point deadline) {
     const Header header{uint64_t(op), uint64_t(bytes)};
     TROUPE_TRY(write_all(fd, &header, sizeof(header), deadline));
@@ -249,24 +243,19 @@ class ProcessCollective final : public Collective {
   Status recv_bytes(int fd, Op op, void* data, size_t bytes, Clock::time_point deadline) {
     Header header;
     TROUPE_TRY(read_all(fd, &header, sizeof(header), deadline));
-    if (header.op != uint64_t(op) || header.numel != uint64_t(bytes))
+    if (header.op != uint64_t(op) || header.bytes != uint64_t(bytes))
       return fail(make_error(ErrorCode::invalid_argument,
                              "tensor-parallel ranks called different collectives (op " + std::to_string(header.op) +
-                                 " of " + std::to_string(header.numel) + " bytes, expected op " +
+                                 " of " + std::to_string(header.bytes) + " bytes, expected op " +
                                  std::to_string(uint64_t(op)) + " of " + std::to_string(bytes) + ")"));
     return read_all(fd, data, bytes, deadline);
   }
 
-  // Reads a block of exactly `numel` floats of `op`; anything else aborts the group.
+  Status send_block(int fd, Op op, const float* data, int64_t numel, Clock::time_point deadline) {
+    return send_bytes(fd, op, data, size_t(numel) * sizeof(float), deadline);
+  }
   Status recv_block(int fd, Op op, float* data, int64_t numel, Clock::time_point deadline) {
-    Header header;
-    TROUPE_TRY(read_all(fd, &header, sizeof(header), deadline));
-    if (header.op != uint64_t(op) || header.numel != uint64_t(numel))
-      return fail(make_error(ErrorCode::invalid_argument,
-                             "tensor-parallel ranks called different collectives (op " + std::to_string(header.op) +
-                                 " of " + std::to_string(header.numel) + " floats, expected op " +
-                                 std::to_string(uint64_t(op)) + " of " + std::to_string(numel) + ")"));
-    return read_all(fd, data, size_t(numel) * sizeof(float), deadline);
+    return recv_bytes(fd, op, data, size_t(numel) * sizeof(float), deadline);
   }
 
   std::vector<int> fds_;  // rank 0: [size], fds_[r] to rank r; others: [1], to rank 0

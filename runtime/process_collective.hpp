@@ -4,7 +4,7 @@
 // socket to rank 0. The sockets are made before the ranks fork (make_socket_star); each process
 // then takes its ends (make_process_collective).
 //
-// Wire, per call: every rank > 0 sends {op, numel} and its buffer to rank 0; rank 0 checks that
+// Wire, per call: every rank > 0 sends {op, bytes} and its buffer to rank 0; rank 0 checks that
 // every rank called the same op with the same size, then
 //   all_reduce_sum: adds the buffers in rank order starting from zero (ThreadCollective's order,
 //                   so both give bit-identical sums) and sends the sum back;

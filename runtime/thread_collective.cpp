@@ -100,12 +100,15 @@ class ThreadCollectiveGroup {
         const Exchange& from = exchanges_[size_t(s)];
         const Exchange& to = exchanges_[size_t(d)];
         if (from.row_bytes == to.row_bytes && (*from.send_rows)[size_t(d)] == (*to.recv_rows)[size_t(s)]) continue;
+        // Said before the barrier: past it the other ranks return and free their counts.
+        Error mismatch = make_error(ErrorCode::invalid_argument,
+                                    "all_to_all: rank " + std::to_string(s) + " sends rank " + std::to_string(d) +
+                                        " " + std::to_string((*from.send_rows)[size_t(d)]) + " rows of " +
+                                        std::to_string(from.row_bytes) + " bytes; it expects " +
+                                        std::to_string((*to.recv_rows)[size_t(s)]) + " of " +
+                                        std::to_string(to.row_bytes));
         TROUPE_TRY(barrier());
-        return make_error(ErrorCode::invalid_argument,
-                          "all_to_all: rank " + std::to_string(s) + " sends rank " + std::to_string(d) + " " +
-                              std::to_string((*from.send_rows)[size_t(d)]) + " rows of " +
-                              std::to_string(from.row_bytes) + " bytes; it expects " +
-                              std::to_string((*to.recv_rows)[size_t(s)]) + " of " + std::to_string(to.row_bytes));
+        return mismatch;
       }
     }
     uint8_t* out = static_cast<uint8_t*>(recv.raw());

@@ -22,6 +22,7 @@
 
 #include "backends/cpu_backend.hpp"
 #include "backends/cuda/cuda_backend.hpp"
+#include "backends/cuda/cuda_nccl_collective.hpp"
 #include "models/moe.hpp"
 #include "kernels/host_bf16.hpp"
 #include "kernels/host_fp8.hpp"
@@ -202,14 +203,86 @@ TEST(CudaMoeExperts, RefusesPrefillBatchesAndNonFp8Experts) {
 }
 
 
+// A MoE layer for the model-wiring tests below: 16 FP8 experts (top 4) and one shared expert,
+// hidden 160, inter 256. The router's logits are spaced 0.8 apart per token (x's first E columns
+// hold a permutation of ranks, the gate picks column e for expert e), so every backend chooses the
+// same experts.
+struct MoeLayerSetup {
+  static constexpr int64_t kE = 16, kK = 4, kHidden = 160, kInter = 256;
+  ModelConfig config;
+  std::map<std::string, Tensor> tensors;
+  const std::string prefix = "model.layers.1.mlp.";
+  std::mt19937 rng{33};
+
+  MoeLayerSetup() {
+    config.hidden_size = kHidden;
+    config.intermediate_size = 512;
+    config.moe.n_routed_experts = kE;
+    config.moe.n_shared_experts = 1;
+    config.moe.num_experts_per_tok = kK;
+    config.moe.moe_intermediate_size = kInter;
+    config.moe.n_group = 4;
+    config.moe.topk_group = 4;
+    config.moe.routed_scaling_factor = 2.5;
+    auto add_expert = [&](const std::string& name) {
+      tensors[name + "gate_proj.weight"] = random_fp8(kInter, kHidden, rng).t;
+      tensors[name + "up_proj.weight"] = random_fp8(kInter, kHidden, rng).t;
+      tensors[name + "down_proj.weight"] = random_fp8(kHidden, kInter, rng).t;
+    };
+    for (int64_t e = 0; e < kE; ++e) add_expert(prefix + "experts." + std::to_string(e) + ".");
+    add_expert(prefix + "shared_experts.");
+    std::vector<float> gate(size_t(kE * kHidden), 0.0f);
+    for (int64_t e = 0; e < kE; ++e) gate[size_t(e * kHidden + e)] = 1.0f;
+    tensors[prefix + "gate.weight"] = Tensor::from_f32(gate, {kE, kHidden});
+    tensors[prefix + "gate.e_score_correction_bias"] = Tensor::from_f32(std::vector<float>(kE, 0.0f), {kE});
+  }
+
+  WeightLoader loader() const {
+    return [this](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
+      auto it = tensors.find(name);
+      if (it == tensors.end()) return make_error(ErrorCode::not_found, "no tensor " + name);
+      if (it->second.shape() != shape) return make_error(ErrorCode::invalid_argument, "shape of " + name);
+      return it->second;
+    };
+  }
+
+  // n tokens of bf16 values: as a host bf16 tensor and widened to fp32.
+  std::pair<Tensor, std::vector<float>> tokens(int64_t n) {
+    std::vector<float> xf(size_t(n * kHidden));
+    Tensor xb = Tensor::empty(DType::bf16, {n, kHidden});
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<int> ranks(kE);
+    std::iota(ranks.begin(), ranks.end(), 0);
+    for (int64_t t = 0; t < n; ++t) {
+      std::shuffle(ranks.begin(), ranks.end(), rng);
+      for (int64_t j = 0; j < kHidden; ++j) {
+        const float v = j < kE ? 0.8f * float(ranks[size_t(j)]) - 6.0f : normal(rng);
+        const uint16_t b = kernels::host_f32_to_bf16(v);
+        xb.data<uint16_t>()[t * kHidden + j] = b;
+        xf[size_t(t * kHidden + j)] = kernels::host_bf16_to_f32(b);
+      }
+    }
+    return {xb, xf};
+  }
+};
+
+// max |a - b| over max |b| (printed), and max |b| > 0.1.
+double relative_diff(const Tensor& a, const Tensor& b) {
+  double max_out = 0, max_diff = 0;
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    max_out = std::max(max_out, std::abs(double(b.data<float>()[i])));
+    max_diff = std::max(max_diff, std::abs(double(b.data<float>()[i]) - double(a.data<float>()[i])));
+  }
+  EXPECT_GT(max_out, 0.1);
+  return max_diff / std::max(max_out, 1e-30);
+}
+
 // The model's wiring: a MoeMlp on the CUDA backend (bf16 mode: FP8 experts packed, the shared
 // expert along, the grouped path; one token on the one-token launches, and once more with
 // TROUPE_MOE_ROWS=0 on the grouped ones) against the same layer on the CPU backend (the per-expert
-// loop over dequantized weights), on the same x (bf16 values). The router's logits are spaced 0.8 apart
-// per token (x's first E columns hold a permutation of ranks, the gate picks column e for expert e),
-// so both backends choose the same experts; what remains is the act rounding to bf16 and the
-// summation order: max |diff| <= 5e-3 of max |out| (a wrong expert, weight or a missing or doubled
-// shared expert is off by O(1)).
+// loop over dequantized weights), on the same x (bf16 values). Both choose the same experts
+// (MoeLayerSetup); what remains is the act rounding to bf16 and the summation order: max |diff|
+// <= 5e-3 of max |out| (a wrong expert, weight or a missing or doubled shared expert is off by O(1)).
 TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
   ::unsetenv("TROUPE_MOE_GROUPED");  // the default: the grouped path (models/moe.cpp)
   ::unsetenv("TROUPE_MOE_ROWS");     // the default: one token on kernels/moe_rows_gemv
@@ -218,42 +291,13 @@ TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
   ASSERT_TRUE(created.ok()) << created.error().message;
   CudaBackend& gpu = *created.value();
   CpuBackend cpu(2);
-  constexpr int64_t kE = 16, kK = 4, kHidden = 160, kInter = 256;
-  ModelConfig config;
-  config.hidden_size = kHidden;
-  config.intermediate_size = 512;
-  config.moe.n_routed_experts = kE;
-  config.moe.n_shared_experts = 1;
-  config.moe.num_experts_per_tok = kK;
-  config.moe.moe_intermediate_size = kInter;
-  config.moe.n_group = 4;
-  config.moe.topk_group = 4;
-  config.moe.routed_scaling_factor = 2.5;
-  std::mt19937 rng(33);
-  std::map<std::string, Tensor> tensors;
-  const std::string prefix = "model.layers.1.mlp.";
-  auto add_expert = [&](const std::string& name) {
-    tensors[name + "gate_proj.weight"] = random_fp8(kInter, kHidden, rng).t;
-    tensors[name + "up_proj.weight"] = random_fp8(kInter, kHidden, rng).t;
-    tensors[name + "down_proj.weight"] = random_fp8(kHidden, kInter, rng).t;
-  };
-  for (int64_t e = 0; e < kE; ++e) add_expert(prefix + "experts." + std::to_string(e) + ".");
-  add_expert(prefix + "shared_experts.");
-  std::vector<float> gate(size_t(kE * kHidden), 0.0f);
-  for (int64_t e = 0; e < kE; ++e) gate[size_t(e * kHidden + e)] = 1.0f;
-  tensors[prefix + "gate.weight"] = Tensor::from_f32(gate, {kE, kHidden});
-  tensors[prefix + "gate.e_score_correction_bias"] = Tensor::from_f32(std::vector<float>(kE, 0.0f), {kE});
-  const WeightLoader loader = [&](const std::string& name, const std::vector<int64_t>& shape) -> Result<Tensor> {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) return make_error(ErrorCode::not_found, "no tensor " + name);
-    if (it->second.shape() != shape) return make_error(ErrorCode::invalid_argument, "shape of " + name);
-    return it->second;
-  };
-  auto on_gpu = MoeMlp::load(config, prefix, loader, gpu);
+  MoeLayerSetup setup;
+  constexpr int64_t kHidden = MoeLayerSetup::kHidden;
+  auto on_gpu = MoeMlp::load(setup.config, setup.prefix, setup.loader(), gpu);
   ASSERT_TRUE(on_gpu.ok()) << on_gpu.error().message;
-  auto on_cpu = MoeMlp::load(config, prefix, loader, cpu);
+  auto on_cpu = MoeMlp::load(setup.config, setup.prefix, setup.loader(), cpu);
   ASSERT_TRUE(on_cpu.ok()) << on_cpu.error().message;
-  ASSERT_TRUE(kernels::moe_rows_supported(kHidden) && kernels::moe_rows_supported(kInter));
+  ASSERT_TRUE(kernels::moe_rows_supported(kHidden) && kernels::moe_rows_supported(MoeLayerSetup::kInter));
   struct Run {
     int64_t n;
     bool rows_off;  // TROUPE_MOE_ROWS=0: one token on the grouped kernels
@@ -262,21 +306,7 @@ TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
     const int64_t n = run.n;
     SCOPED_TRACE("n " + std::to_string(n) + (run.rows_off ? " TROUPE_MOE_ROWS=0" : ""));
     if (run.rows_off) ::setenv("TROUPE_MOE_ROWS", "0", 1);
-    std::vector<float> xf(size_t(n * kHidden));
-    std::vector<uint16_t> xb(xf.size());
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::vector<int> ranks(kE);
-    std::iota(ranks.begin(), ranks.end(), 0);
-    for (int64_t t = 0; t < n; ++t) {
-      std::shuffle(ranks.begin(), ranks.end(), rng);
-      for (int64_t j = 0; j < kHidden; ++j) {
-        const float v = j < kE ? 0.8f * float(ranks[size_t(j)]) - 6.0f : normal(rng);
-        xb[size_t(t * kHidden + j)] = kernels::host_f32_to_bf16(v);
-        xf[size_t(t * kHidden + j)] = kernels::host_bf16_to_f32(xb[size_t(t * kHidden + j)]);
-      }
-    }
-    Tensor x_host = Tensor::empty(DType::bf16, {n, kHidden});
-    std::copy(xb.begin(), xb.end(), x_host.data<uint16_t>());
+    auto [x_host, xf] = setup.tokens(n);
     Tensor x_gpu = gpu.empty(DType::bf16, {n, kHidden}), out_gpu = gpu.empty(DType::f32, {n, kHidden});
     gpu.copy(x_host, x_gpu);
     (*on_gpu)->forward(x_gpu, out_gpu);
@@ -285,15 +315,49 @@ TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
     ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
     Tensor out_cpu = Tensor::empty(DType::f32, {n, kHidden});
     (*on_cpu)->forward(Tensor::from_f32(xf, {n, kHidden}), out_cpu);
-    double max_out = 0, max_diff = 0;
-    for (int64_t i = 0; i < n * kHidden; ++i) {
-      max_out = std::max(max_out, std::abs(double(out_cpu.data<float>()[i])));
-      max_diff = std::max(max_diff, std::abs(double(out_cpu.data<float>()[i]) - double(got.data<float>()[i])));
-    }
-    EXPECT_GT(max_out, 0.1);
-    EXPECT_LE(max_diff, 5e-3 * max_out);
-    std::printf("MoeMlp n %lld%s: max |out| %.3g, max |gpu - cpu| %.3g (%.2e of it)\n", (long long)n,
-                run.rows_off ? " (TROUPE_MOE_ROWS=0)" : "", max_out, max_diff, max_diff / max_out);
+    const double diff = relative_diff(got, out_cpu);
+    EXPECT_LE(diff, 5e-3);
+    std::printf("MoeMlp n %lld%s: max |gpu - cpu| %.2e of max |out|\n", (long long)n,
+                run.rows_off ? " (TROUPE_MOE_ROWS=0)" : "", diff);
+  }
+}
+
+// --all2all-backend all_to_all on the GPU: the layer loaded to dispatch tokens (the shared expert
+// left out of the packed table), over an NCCL group of one rank (the only size one GPU allows:
+// counts through ncclAllGather, rows through ncclSend/ncclRecv to itself, the received rows on the
+// grouped experts), against the CPU loop; bound as above.
+TEST(CudaMoeExperts, MoeLayerDispatchingTokensOverOneNcclRankMatchesTheCpuLoop) {
+  ::unsetenv("TROUPE_MOE_GROUPED");
+  ::unsetenv("TROUPE_MOE_ROWS");
+  TROUPE_REQUIRE_GPU();
+  auto created = CudaBackend::create(0, DType::bf16);
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  CudaBackend& gpu = *created.value();
+  auto ranks = make_nccl_collectives({gpu.device_index()});
+  ASSERT_TRUE(ranks.ok()) << ranks.error().message;
+  CpuBackend cpu(2);
+  MoeLayerSetup setup;
+  constexpr int64_t kHidden = MoeLayerSetup::kHidden;
+  ModelConfig dispatching = setup.config;
+  dispatching.moe.dispatch_tokens = true;
+  auto on_gpu = MoeMlp::load(dispatching, setup.prefix, setup.loader(), gpu);
+  ASSERT_TRUE(on_gpu.ok()) << on_gpu.error().message;
+  auto on_cpu = MoeMlp::load(setup.config, setup.prefix, setup.loader(), cpu);
+  ASSERT_TRUE(on_cpu.ok()) << on_cpu.error().message;
+  for (int64_t n : {1, 8, 64}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    auto [x_host, xf] = setup.tokens(n);
+    Tensor x_gpu = gpu.empty(DType::bf16, {n, kHidden}), out_gpu = gpu.empty(DType::f32, {n, kHidden});
+    gpu.copy(x_host, x_gpu);
+    const Status dispatched = (*on_gpu)->forward_dispatched(x_gpu, out_gpu, *ranks.value()[0]);
+    ASSERT_TRUE(dispatched.ok()) << dispatched.error().message;
+    const Tensor got = gpu.to_host(out_gpu);
+    ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
+    Tensor out_cpu = Tensor::empty(DType::f32, {n, kHidden});
+    (*on_cpu)->forward(Tensor::from_f32(xf, {n, kHidden}), out_cpu);
+    const double diff = relative_diff(got, out_cpu);
+    EXPECT_LE(diff, 5e-3);
+    std::printf("MoeMlp dispatching n %lld: max |gpu - cpu| %.2e of max |out|\n", (long long)n, diff);
   }
 }
 
