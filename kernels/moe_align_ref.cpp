@@ -1,6 +1,7 @@
 // The MoE token grouping's CPU reference (moe_align.hpp): a stable counting sort by expert.
 #include "kernels/moe_align.hpp"
 
+#include <cstddef>
 #include <vector>
 
 namespace troupe::kernels {
