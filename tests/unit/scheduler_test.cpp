@@ -609,7 +609,7 @@ TEST(Scheduler, PromptLogprobsChunksShareTheirOwnBudget) {
   EXPECT_FALSE(batch.entries[0].produces_token);
   int64_t num_steps = 1;
   while (s.num_running() + s.num_waiting() > 0 && num_steps < 50) {
-    step(s, batch);
+    const auto finished = step(s, batch);  // kept: the batch's entries still point at them
     ++num_steps;
     int64_t scored_tokens = 0;
     for (const ScheduledEntry& e : batch.entries)
