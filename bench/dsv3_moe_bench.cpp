@@ -14,12 +14,19 @@
 //     grouped kernels), so one run compares the two.
 // (2) dsv3_moe_routing_b<B>: the non-GEMM kernels (route, align pad 128, gather, combine) back to
 //     back and per stage (_route, _align, _gather, _combine), each against its bytes.
+// (3) dsv3_moe_prefill_<N> (--prefill N, default 4096; 0: none): the routed layer's experts at a
+//     prefill of N tokens (CudaBackend::moe_experts over kMoeExpertsMaxTokens: the tokens sorted by
+//     expert, quantized, one FP8 block GEMM per active expert for gate_up and down, the combine),
+//     the FLOPs of the chosen and the shared experts' products against the FP8 dense peak measured
+//     here (measure_fp8_matmul); fraction_of_limit = limit / time. dsv3_moe_prefill_<N>_streams_off:
+//     the same tokens with the experts' GEMMs on one stream (TROUPE_MOE_STREAMS=0).
 // Times: CUDA events, median of --reps. Checks the device router and grouping against the CPU
 // references on each batch.
-//   dsv3_moe_bench [--reps N] [--batches 1,8,64,256] [--out PATH] [--time-limit S]
+//   dsv3_moe_bench [--reps N] [--batches 1,8,64,256] [--prefill N] [--out PATH] [--time-limit S]
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -54,6 +61,7 @@ constexpr int32_t kGemmRowBlock = 128;
 struct Args {
   int reps = 50;
   std::vector<int64_t> batches = {1, 8, 64, 256};
+  int64_t prefill = 4096;
   std::string out;
   std::string command;
   double time_limit_s = 290;
@@ -72,6 +80,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--out") a.out = v;
     else if (k == "--time-limit") a.time_limit_s = std::atof(v.c_str());
     else if (k == "--batches") a.batches = bench::parse_int_list(v);
+    else if (k == "--prefill") a.prefill = std::max<int64_t>(0, std::atoll(v.c_str()));
     else return false;
   }
   return true;
@@ -324,10 +333,65 @@ void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_g
               {{"tokens", double(b)}, {"experts_touched", num_touched}, {"bytes", experts_bytes}}});
 }
 
+
+// (3) The routed experts of one layer at a prefill of n tokens, against the FP8 dense peak.
+void bench_prefill_layer(int64_t n, DecodeLayer& l, const Args& args, double fp8_tflops, std::mt19937& rng,
+                         const std::string& suffix = "") {
+  cuda::CudaBackend& gpu = *l.gpu;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<uint16_t> xh(size_t(n * kHidden));
+  for (auto& v : xh) v = kernels::host_f32_to_bf16(normal(rng));
+  Tensor x = gpu.empty(DType::bf16, {n, kHidden});
+  cudaMemcpy(x.raw(), xh.data(), xh.size() * 2, cudaMemcpyHostToDevice);
+  Tensor logits = gpu.empty(DType::f32, {n, kExperts}), out = gpu.empty(DType::f32, {n, kHidden});
+  Tensor ids = gpu.empty(DType::i32, {n, kTopK}), weights = gpu.empty(DType::f32, {n, kTopK});
+  const MoeRouteParams params{kExperts, kGroups, kTopkGroup, kTopK, true, kScaling};
+  gpu.linear(x, l.router, Tensor(), logits);
+  bool ok = gpu.moe_route(logits, l.bias, params, ids, weights);
+  auto routed = [&] { ok = ok && gpu.moe_experts(x, ids, weights, l.packed, 0, kExperts, out); };
+  routed();
+  if (!bench::cuda_ok(cudaDeviceSynchronize(), "prefill layer") || !ok || !gpu.status().ok()) {
+    say("prefill %lld: the experts failed (%s)", (long long)n, ok ? gpu.take_error().c_str() : "an op refused");
+    return;
+  }
+  const Tensor host_ids = gpu.to_host(ids);
+  std::vector<int64_t> rows(kExperts, 0);
+  for (int64_t i = 0; i < n * kTopK; ++i) ++rows[size_t(host_ids.data<int32_t>()[i])];
+  const double active = double(std::count_if(rows.begin(), rows.end(), [](int64_t r) { return r > 0; }));
+  const int64_t most = *std::max_element(rows.begin(), rows.end());
+  // gate_up 2 x (2 I) x hidden and down 2 x hidden x I FLOPs a row; the shared expert takes every token.
+  const double slots = double(n * kTopK + (l.packed.has_shared ? n : 0));
+  const double flops = slots * 6.0 * double(kInter) * double(kHidden);
+  const int reps = std::max(3, args.reps / 5);
+  const double ms = bench::time_events_ms(reps, routed);
+  // The host's share: the wall time of the call (launches and the one sync), the GPU idle before it.
+  std::vector<double> host;
+  for (int i = 0; i < reps; ++i) {
+    cudaDeviceSynchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    routed();
+    host.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  cudaDeviceSynchronize();
+  const double host_ms = bench::median(host);
+  const double limit_ms = fp8_tflops > 0 ? flops / (fp8_tflops * 1e12) * 1e3 : 0;
+  say("prefill %lld tokens%s: %.0f experts active (most rows %lld), experts %.3f ms (the call on the host %.3f ms), "
+      "%.0f TFLOP/s (%.3f of the FP8 peak)",
+      (long long)n, suffix.c_str(), active, (long long)most, ms, host_ms, ms > 0 ? flops / (ms * 1e-3) / 1e12 : 0, ms > 0 ? limit_ms / ms : 0);
+  add_record({"dsv3_moe_prefill_" + std::to_string(n) + suffix, ms, "ms", limit_ms, ms > 0 ? limit_ms / ms : 0,
+              "CudaBackend::moe_experts at a prefill (local ids, align, one host sync for the row counts, gather + "
+              "FP8 quantization in expert order, one cuBLASLt block-scaled GEMM per active expert for gate_up and for "
+              "down, silu*up + quantization, combine; the shared expert as one more expert of every token); limit = "
+              "the chosen and shared experts' FLOPs / the FP8 dense peak measured here; CUDA events, median of " +
+                  std::to_string(reps),
+              {{"tokens", double(n)}, {"experts_active", active}, {"most_rows", double(most)}, {"flops", flops},
+               {"host_ms", host_ms}}});
+}
+
 int run(int argc, char** argv) {
   Args args;
   if (!parse_args(argc, argv, args)) {
-    std::fprintf(stderr, "usage: dsv3_moe_bench [--reps N] [--batches 1,8,64,256] [--out PATH] [--time-limit S]\n");
+    std::fprintf(stderr, "usage: dsv3_moe_bench [--reps N] [--batches 1,8,64,256] [--prefill N] [--out PATH] [--time-limit S]\n");
     return 2;
   }
   bench::init_log("dsv3_moe", args.out, args.command, args.time_limit_s);
@@ -355,6 +419,20 @@ int run(int argc, char** argv) {
     bench_decode_layer(b, layer, args, bw_gbs, again, "_rows_off");
     if (before) ::setenv("TROUPE_MOE_ROWS", saved.c_str(), 1);
     else ::unsetenv("TROUPE_MOE_ROWS");
+  }
+  if (args.prefill > 0) {
+    const double fp8_tflops = bench::measure_fp8_matmul();
+    if (fp8_tflops > 0) add_record({"matmul_fp8_tflops", fp8_tflops, "TFLOP/s", {}, {}, "the FP8 dense peak (bench/device_ceilings.hpp)"});
+    const std::mt19937 same_tokens = rng;
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, rng);
+    // The same tokens with the experts' GEMMs on one stream (TROUPE_MOE_STREAMS=0, a diagnostic).
+    const char* before = std::getenv("TROUPE_MOE_STREAMS");
+    const std::string saved = before ? before : "";
+    ::setenv("TROUPE_MOE_STREAMS", "0", 1);
+    std::mt19937 again = same_tokens;
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_streams_off");
+    if (before) ::setenv("TROUPE_MOE_STREAMS", saved.c_str(), 1);
+    else ::unsetenv("TROUPE_MOE_STREAMS");
   }
   return 0;
 }

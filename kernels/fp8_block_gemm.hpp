@@ -63,6 +63,8 @@ cudaError_t launch_fp8_block_gemm(const uint8_t* x_fp8, const float* x_scale, co
 // than sm_90, or sizes it refuses); cudaErrorUnknown for other
 // cuBLASLt failures.
 cudaError_t fp8_block_gemm_cublaslt_probe(void* lt_handle, int64_t m, int64_t n, int64_t k, bool bf16_out);
+// The shapes the wrapper passes to cuBLASLt (the others give cudaErrorNotSupported at once).
+bool fp8_block_gemm_cublaslt_shape(int64_t n, int64_t k);
 cudaError_t launch_fp8_block_gemm_cublaslt(void* lt_handle, const uint8_t* x_fp8, const float* x_scale,
                                            const uint8_t* w, const float* w_scale, float* out, int64_t m, int64_t n,
                                            int64_t k, void* workspace, size_t workspace_bytes, cudaStream_t stream);

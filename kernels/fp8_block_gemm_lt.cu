@@ -6,6 +6,10 @@
 // cuBLASLt reads them that way.
 #include <cublasLt.h>
 
+#include <functional>
+#include <memory>
+#include <unordered_map>
+
 #include "kernels/fp8_block_gemm.hpp"
 
 namespace troupe::kernels {
@@ -25,8 +29,11 @@ struct LtDescs {
 bool ok(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS; }
 
 // Builds the descriptors and asks for one algorithm. cudaErrorNotSupported when none is offered.
+// alignment: the bytes every operand's address is a multiple of (up to 256, cuBLASLt's default
+// assumption; an expert's rows inside a larger buffer may start at less).
 cudaError_t plan(cublasLtHandle_t handle, int64_t m, int64_t n, int64_t k, bool bf16_out, const float* x_scale,
-                 const float* w_scale, size_t workspace_bytes, LtDescs& desc, cublasLtMatmulAlgo_t* algo) {
+                 const float* w_scale, size_t workspace_bytes, uint32_t alignment, LtDescs& desc,
+                 cublasLtMatmulAlgo_t* algo) {
   const cudaDataType_t out_type = bf16_out ? CUDA_R_16BF : CUDA_R_32F;
   if (!ok(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F))) return cudaErrorUnknown;
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
@@ -47,6 +54,9 @@ cudaError_t plan(cublasLtHandle_t handle, int64_t m, int64_t n, int64_t k, bool 
   const uint64_t max_workspace = workspace_bytes;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_workspace,
                                        sizeof(max_workspace));
+  for (const auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                          CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    cublasLtMatmulPreferenceSetAttribute(pref, attr, &alignment, sizeof(alignment));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   const cublasStatus_t s =
@@ -64,6 +74,64 @@ cudaError_t plan(cublasLtHandle_t handle, int64_t m, int64_t n, int64_t k, bool 
 // of n or k cuBLASLt mishandles is not yet isolated (tests/gpu/cuda_fp8_linear_test.cpp).
 bool is_lt_shape(int64_t n, int64_t k) { return n % 128 == 0 && k % 128 == 0 && (k / 128) % 4 == 0; }
 
+// A plan per (handle, m, n, k, out type, workspace), kept per thread: cublasLtMatmulAlgoGetHeuristic
+// costs tens of microseconds of host time, as much as a whole expert's GEMM in a prefill, which
+// runs one product per expert of every MoE layer. Only the scale pointers change between calls (set
+// on the thread's own descriptor just before its cublasLtMatmul). Bounded: cleared past 4,096.
+struct PlanKey {
+  const void* handle;
+  int64_t m, n, k;
+  bool bf16_out;
+  size_t workspace_bytes;
+  uint32_t alignment;
+  bool operator==(const PlanKey& o) const {
+    return handle == o.handle && m == o.m && n == o.n && k == o.k && bf16_out == o.bf16_out &&
+           workspace_bytes == o.workspace_bytes && alignment == o.alignment;
+  }
+};
+
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& key) const {
+    size_t h = std::hash<const void*>()(key.handle);
+    for (int64_t v : {key.m, key.n, key.k, int64_t(key.bf16_out), int64_t(key.workspace_bytes), int64_t(key.alignment)})
+      h = h * 1000003u ^ std::hash<int64_t>()(v);
+    return h;
+  }
+};
+
+struct Plan {
+  LtDescs desc;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+constexpr size_t kMaxPlans = 4096;
+
+// The thread's plan for the key (made on first use, with these scale pointers), or an error.
+cudaError_t cached_plan(cublasLtHandle_t handle, const PlanKey& key, const float* x_scale, const float* w_scale,
+                        Plan** out) {
+  thread_local std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;
+  auto it = plans.find(key);
+  if (it != plans.end()) {
+    Plan& p = *it->second;
+    if (!ok(cublasLtMatmulDescSetAttribute(p.desc.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale,
+                                           sizeof(w_scale))) ||
+        !ok(cublasLtMatmulDescSetAttribute(p.desc.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale,
+                                           sizeof(x_scale))))
+      return cudaErrorUnknown;
+    *out = &p;
+    return cudaSuccess;
+  }
+  auto p = std::make_unique<Plan>();
+  if (cudaError_t err = plan(handle, key.m, key.n, key.k, key.bf16_out, x_scale, w_scale, key.workspace_bytes,
+                             key.alignment, p->desc, &p->algo);
+      err != cudaSuccess)
+    return err;
+  if (plans.size() >= kMaxPlans) plans.clear();
+  *out = p.get();
+  plans.emplace(key, std::move(p));
+  return cudaSuccess;
+}
+
 template <typename OT>
 cudaError_t run(void* lt_handle, const uint8_t* x, const float* x_scale, const uint8_t* w, const float* w_scale,
                 OT* out, int64_t m, int64_t n, int64_t k, void* workspace, size_t workspace_bytes,
@@ -73,19 +141,26 @@ cudaError_t run(void* lt_handle, const uint8_t* x, const float* x_scale, const u
     return cudaErrorInvalidValue;
   if (!is_lt_shape(n, k)) return cudaErrorNotSupported;
   const auto handle = static_cast<cublasLtHandle_t>(lt_handle);
-  LtDescs desc;
-  cublasLtMatmulAlgo_t algo;
-  if (cudaError_t err = plan(handle, m, n, k, sizeof(OT) == 2, x_scale, w_scale, workspace ? workspace_bytes : 0,
-                             desc, &algo);
+  const size_t bytes = workspace ? workspace_bytes : 0;
+  // The largest power of two (<= 256) that divides every operand's address.
+  uintptr_t bits = 256;
+  for (const void* ptr : {static_cast<const void*>(x), static_cast<const void*>(w), static_cast<const void*>(out)})
+    bits |= reinterpret_cast<uintptr_t>(ptr);
+  const uint32_t alignment = uint32_t(bits & (~bits + 1));
+  Plan* p = nullptr;
+  if (cudaError_t err = cached_plan(handle, PlanKey{lt_handle, m, n, k, sizeof(OT) == 2, bytes, alignment}, x_scale,
+                                    w_scale, &p);
       err != cudaSuccess)
     return err;
   const float alpha = 1.0f, beta = 0.0f;
-  const cublasStatus_t s = cublasLtMatmul(handle, desc.op, &alpha, w, desc.a, x, desc.b, &beta, out, desc.d, out,
-                                          desc.d, &algo, workspace, workspace ? workspace_bytes : 0, stream);
+  const cublasStatus_t s = cublasLtMatmul(handle, p->desc.op, &alpha, w, p->desc.a, x, p->desc.b, &beta, out,
+                                          p->desc.d, out, p->desc.d, &p->algo, workspace, bytes, stream);
   return ok(s) ? cudaSuccess : cudaErrorUnknown;
 }
 
 }  // namespace
+
+bool fp8_block_gemm_cublaslt_shape(int64_t n, int64_t k) { return n > 0 && k > 0 && is_lt_shape(n, k); }
 
 cudaError_t fp8_block_gemm_cublaslt_probe(void* lt_handle, int64_t m, int64_t n, int64_t k, bool bf16_out) {
   if (!lt_handle || m <= 0 || n <= 0 || k <= 0) return cudaErrorInvalidValue;
@@ -97,7 +172,7 @@ cudaError_t fp8_block_gemm_cublaslt_probe(void* lt_handle, int64_t m, int64_t n,
   cublasLtMatmulAlgo_t algo;
   const cudaError_t err = plan(static_cast<cublasLtHandle_t>(lt_handle), m, n, k, bf16_out,
                                static_cast<const float*>(scales), static_cast<const float*>(scales) + 32,
-                               size_t(32) << 20, desc, &algo);
+                               size_t(32) << 20, 256, desc, &algo);
   cudaFree(scales);
   return err;
 }

@@ -151,7 +151,8 @@ bool CudaBackend::memory_held(size_t* peak, size_t* slack) const {
     cudaGetLastError();
     return false;
   }
-  *peak = size_t(used_high) + (cublas_workspace_ ? kCublasWorkspaceBytes : 0) + graphs_.arena_bytes() + kContextBytes;
+  *peak = size_t(used_high) + (cublas_workspace_ ? kCublasWorkspaceBytes : 0) + expert_streams_.bytes() +
+          graphs_.arena_bytes() + kContextBytes;
   *slack = reserved > used ? size_t(reserved - used) : 0;
   return true;
 }
@@ -655,9 +656,10 @@ void CudaBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
 void CudaBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
                       const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
   const int64_t n = out.size(0), inter = down_weight.size(1);
+  if (mlp_fp8_block(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out)) return;
   // Decode sizes: the default's GEMVs with the bf16 activation between them (a down GEMV computing
   // silu(g) * u itself reads 8x the activation bytes and was slower on the H100).
-  // (FP8 weights take the default too: its two linear calls run the FP8 kernels.)
+  // (Other FP8 weights take the default too: its two linear calls run the FP8 kernels.)
   if (n <= kGemvMaxTokens || gate_up_weight.dtype() != DType::bf16 || down_weight.dtype() != DType::bf16 ||
       gate_up_bias.defined()) {
     Backend::mlp(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out);

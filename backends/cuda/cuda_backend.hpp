@@ -14,6 +14,7 @@
 #include "runtime/moe_experts.hpp"
 
 #include "backends/cuda/cuda_step_graphs.hpp"
+#include "backends/cuda/expert_streams.hpp"
 #include "backends/cuda/pinned_upload.hpp"
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
@@ -122,10 +123,11 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   bool moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& params, Tensor topk_ids,
                  Tensor topk_weights) override;
 
-  // Grouped FP8 experts for decode-sized batches (cuda_moe_ops.cpp, kernels/moe_grouped_gemv.hpp):
-  // pack_moe_experts keeps device arrays of the experts' weight and scale pointers; moe_experts
-  // takes up to kMoeExpertsMaxTokens tokens (more: false, the caller's per-expert loop with the
-  // prefill GEMMs).
+  // Grouped FP8 experts (cuda_moe_ops.cpp): pack_moe_experts keeps device arrays of the experts'
+  // weight and scale pointers; moe_experts takes batches of up to kMoeExpertsMaxTokens tokens on the
+  // grouped GEMVs (kernels/moe_grouped_gemv.hpp, no host sync, step graphs), larger ones on
+  // moe_experts_prefill (cuda_moe_prefill.cpp: one FP8 GEMM per active expert over the
+  // expert-sorted rows; one host sync for the experts' row counts; false while a graph records).
   static constexpr int64_t kMoeExpertsMaxTokens = 512;
   Result<MoeExperts> pack_moe_experts(const std::vector<Tensor>& gate_up, const std::vector<Tensor>& down,
                                       const Tensor& shared_gate_up, const Tensor& shared_down) override;
@@ -163,6 +165,23 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   Result<Tensor> upload_weight_or_throw(const Tensor& host);
   Result<Tensor> upload_block_fp8_weight(const Tensor& host);  // a host weight with its block scale
   void linear_fp8_weight(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out);
+  // out[m, n] (bf16) = x_fp8 [m, k] (scales [ceil(k/128), m], fp8_quant's) times the FP8 block
+  // weight w [n, k] (scales w_scale [ceil(n/128), ceil(k/128)]): cuBLASLt's block-scaled GEMM where
+  // it takes the shape, else the own kernel.
+  void fp8_block_product_bf16(const uint8_t* x_fp8, const float* x_scale, const uint8_t* w, const float* w_scale,
+                              uint16_t* out, int64_t m, int64_t n, int64_t k);
+  // The same on any thread: with a cuBLASLt handle, a stream and a workspace; a cudaError_t.
+  static int launch_fp8_product_bf16(void* lt_handle, const uint8_t* x_fp8, const float* x_scale, const uint8_t* w,
+                                     const float* w_scale, uint16_t* out, int64_t m, int64_t n, int64_t k,
+                                     CUstream_st* on, void* workspace, size_t workspace_bytes);
+  // mlp for prefill-sized steps with FP8 block weights of cuBLASLt's shapes (cuda_fp8_ops.cpp):
+  // x quantized, gate_up in bf16, silu * up quantized in one pass (kernels/moe_segment_quant, one
+  // segment), down in bf16, widened into out. False (nothing done) for other steps and weights.
+  bool mlp_fp8_block(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
+                     const Tensor& down_weight, const Tensor& down_bias, Tensor out);
+  // moe_experts for more than kMoeExpertsMaxTokens tokens (cuda_moe_prefill.cpp).
+  bool moe_experts_prefill(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
+                           const MoeExperts& experts, int64_t expert_begin, Tensor out);
   void check_cublas(int status);  // a cublasStatus_t
   // linear with x already bf16 on the device: GEMV (n <= kGemvMaxTokens) or cuBLAS, no conversion.
   void linear_bf16_x(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out);
@@ -201,6 +220,7 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;  // shared by cuBLAS and cuBLASLt calls
   void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records
   CUstream_st* stream_ = nullptr;
+  ExpertStreams expert_streams_;  // a prefill's MoE expert GEMMs: side streams and the threads that fill them
   StepGraphs graphs_;
   PinnedUpload pinned_upload_;  // weights go up through its pinned buffers
   int device_index_ = 0;

@@ -7,6 +7,7 @@
 #include "kernels/elementwise.hpp"
 #include "kernels/fp8_block_gemm.hpp"
 #include "kernels/fp8_quant.hpp"
+#include "kernels/moe_segment_quant.hpp"
 
 namespace troupe::cuda {
 using namespace kernels;
@@ -81,7 +82,7 @@ void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, co
           : launch_fp8_quant_f32(dx.data<float>(), xq.data<uint8_t>(), xs.data<float>(), n, in, stream());
   check(qerr, "fp8_quant");
   // cuBLASLt's block-scaled GEMM (5x the own mma.sync kernel on the H200: bench/dsv3_fp8_gemm_bench)
-  // writes bf16 only; widened to the fp32 out. Where it refuses the sizes, the own kernel.
+  // writes bf16 only; widened to the fp32 out. Where it refuses the sizes, the own kernel (fp32 out).
   {
     Tensor y = scratch(DType::bf16, {n, out_features});
     const cudaError_t lt = launch_fp8_block_gemm_cublaslt(
@@ -98,6 +99,55 @@ void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, co
   }
   check(launch_fp8_block_gemm(xq.data<uint8_t>(), xs.data<float>(), w, w_scale, o, n, out_features, in, stream()),
         "fp8_block_gemm");
+}
+
+void CudaBackend::fp8_block_product_bf16(const uint8_t* x_fp8, const float* x_scale, const uint8_t* w,
+                                         const float* w_scale, uint16_t* out, int64_t m, int64_t n, int64_t k) {
+  check(launch_fp8_product_bf16(cublas_, x_fp8, x_scale, w, w_scale, out, m, n, k, stream(), cublas_workspace_,
+                                cublas_workspace_ ? kCublasWorkspaceBytes : 0),
+        "fp8_block_product");
+}
+
+int CudaBackend::launch_fp8_product_bf16(void* lt_handle, const uint8_t* x_fp8, const float* x_scale,
+                                         const uint8_t* w, const float* w_scale, uint16_t* out, int64_t m, int64_t n,
+                                         int64_t k, CUstream_st* on, void* workspace, size_t workspace_bytes) {
+  const cudaError_t lt = launch_fp8_block_gemm_cublaslt(lt_handle, x_fp8, x_scale, w, w_scale, out, m, n, k,
+                                                        workspace, workspace_bytes, on);
+  if (lt != cudaErrorNotSupported) return lt;
+  // Where cuBLASLt refuses the sizes, the own kernel.
+  return launch_fp8_block_gemm(x_fp8, x_scale, w, w_scale, out, m, n, k, on);
+}
+
+bool CudaBackend::mlp_fp8_block(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
+                                const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
+  const int64_t n = out.size(0), inter = down_weight.size(1), hidden = down_weight.size(0);
+  if (n <= kFp8GemvMaxTokens || gate_up_bias.defined() || down_bias.defined() ||
+      gate_up_weight.dtype() != DType::f8_e4m3 || down_weight.dtype() != DType::f8_e4m3 ||
+      !gate_up_weight.has_block_scale() || !down_weight.has_block_scale() || gate_up_weight.dim() != 2 ||
+      gate_up_weight.size(0) != 2 * inter || gate_up_weight.size(1) != hidden || out.dtype() != DType::f32 ||
+      !fp8_block_gemm_cublaslt_shape(2 * inter, hidden) || !fp8_block_gemm_cublaslt_shape(hidden, inter))
+    return false;
+  Tensor dx = on_device(x);
+  // One segment of n rows for silu_quant: the activation's scales are fp8_quant's [ceil(inter / 128), n].
+  const Tensor rows = on_device(Tensor::from_i32({0, int32_t(n)}, {2}));
+  if (replaying()) return true;
+  Tensor xq = scratch(DType::f8_e4m3, {n, hidden}), xs = scratch(DType::f32, {fp8_num_blocks(hidden), n});
+  check(dx.dtype() == DType::bf16
+            ? launch_fp8_quant_bf16(dx.data<uint16_t>(), xq.data<uint8_t>(), xs.data<float>(), n, hidden, stream())
+            : launch_fp8_quant_f32(dx.data<float>(), xq.data<uint8_t>(), xs.data<float>(), n, hidden, stream()),
+        "fp8_quant");
+  Tensor gate_up = scratch(DType::bf16, {n, 2 * inter});
+  fp8_block_product_bf16(xq.data<uint8_t>(), xs.data<float>(), gate_up_weight.data<uint8_t>(),
+                         gate_up_weight.block_scale().data<float>(), gate_up.data<uint16_t>(), n, 2 * inter, hidden);
+  Tensor aq = scratch(DType::f8_e4m3, {n, inter}), as = scratch(DType::f32, {fp8_num_blocks(inter), n});
+  check(launch_moe_silu_quant(gate_up.data<uint16_t>(), rows.data<int32_t>(), 1, aq.data<uint8_t>(),
+                              as.data<float>(), n, inter, stream()),
+        "silu_quant");
+  Tensor y = scratch(DType::bf16, {n, hidden});
+  fp8_block_product_bf16(aq.data<uint8_t>(), as.data<float>(), down_weight.data<uint8_t>(),
+                         down_weight.block_scale().data<float>(), y.data<uint16_t>(), n, hidden, inter);
+  check(launch_bf16_to_f32(y.data<uint16_t>(), out.data<float>(), n * hidden, stream()), "bf16_to_f32");
+  return true;
 }
 
 }  // namespace troupe::cuda

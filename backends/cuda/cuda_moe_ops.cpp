@@ -1,6 +1,7 @@
 // CudaBackend's MoE ops over kernels/moe_*.hpp: the device router, and the grouped FP8 experts of
 // decode-sized batches (align -> active experts -> scaled gather -> gate/up + silu -> down ->
-// combine, eight launches, nothing on the host; the shared expert rides in the grouped launches).
+// combine, eight launches, nothing on the host; the shared expert rides in the grouped launches;
+// prefill-sized batches: cuda_moe_prefill.cpp).
 // A one-token batch takes kernels/moe_rows_gemv for gate/up and down instead (one token an expert).
 #include <cuda_runtime_api.h>
 
@@ -129,10 +130,11 @@ bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Ten
       out.dtype() != DType::f32)
     return false;
   const int64_t n = x.size(0), hidden = experts.hidden, inter = experts.intermediate, k = topk_ids.size(1);
-  if (n > kMoeExpertsMaxTokens || x.size(1) != hidden || topk_ids.size(0) != n || topk_weights.numel() != n * k ||
+  if (x.size(1) != hidden || topk_ids.size(0) != n || topk_weights.numel() != n * k ||
       out.numel() != n * hidden || (x.dtype() != DType::f32 && x.dtype() != DType::bf16) || num_experts < 1 ||
       expert_begin < 0 || expert_begin + experts.num_local > num_experts)
     return false;
+  if (n > kMoeExpertsMaxTokens) return moe_experts_prefill(x, topk_ids, topk_weights, experts, expert_begin, out);
   const Tensor dx = on_device(x);
   if (replaying() || n == 0) return true;
   // Local ids: the table's experts are 0..num_local-1, the shared one num_local (a slot k per token).

@@ -12,6 +12,8 @@
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
 #include "kernels/moe_routing.hpp"
+#include "kernels/moe_segment_quant.hpp"
+#include "kernels/fp8_quant.hpp"
 #include "tests/gpu/backend_ops_table.hpp"
 
 namespace troupe::backend_ops {
@@ -130,21 +132,23 @@ OpCase moe_align_case(int64_t m, int32_t experts, int32_t k, int32_t pad_to, int
 // A layout from random ids (moe_align_ref), for the gather and combine rows.
 struct Layout {
   int64_t slots = 0, capacity = 0;
-  int32_t* sorted = nullptr;  // host [capacity]
-  int32_t* pos = nullptr;     // host [slots]
+  int32_t* sorted = nullptr;   // host [capacity]
+  int32_t* pos = nullptr;      // host [slots]
+  int32_t* offsets = nullptr;  // host [experts + 1]
 };
 
-Layout make_layout(OpRun& r, int64_t m, int32_t k, int32_t experts, int32_t pad_to, bool foreign, std::mt19937& rng) {
+Layout make_layout(OpRun& r, int64_t m, int32_t k, int32_t experts, int32_t pad_to, bool foreign, std::mt19937& rng,
+                   int32_t hot = -1) {
   Layout l;
   l.slots = m * k;
   l.capacity = moe_align_capacity(l.slots, experts, pad_to);
   int32_t* ids = r.host<int32_t>(size_t(l.slots));
-  fill_topk_ids(ids, m, k, experts, rng, -1, foreign);
+  fill_topk_ids(ids, m, k, experts, rng, hot, foreign);
   int32_t* counts = r.host<int32_t>(size_t(experts));
-  int32_t* offsets = r.host<int32_t>(size_t(experts + 1));
+  l.offsets = r.host<int32_t>(size_t(experts + 1));
   l.sorted = r.host<int32_t>(size_t(l.capacity));
   l.pos = r.host<int32_t>(size_t(l.slots));
-  moe_align_ref(ids, l.slots, experts, pad_to, counts, offsets, l.sorted, l.capacity, l.pos);
+  moe_align_ref(ids, l.slots, experts, pad_to, counts, l.offsets, l.sorted, l.capacity, l.pos);
   return l;
 }
 
@@ -214,6 +218,86 @@ OpCase moe_combine_case(int64_t m, int64_t hidden, bool with_shared) {
           }};
 }
 
+
+// The grouped prefill's quantized rows (moe_segment_quant.hpp) over a layout without padding: x's
+// rows gathered in expert order, or silu * up of a gate_up, quantized per row and 128 channels,
+// each expert's scales as its own [nkb, count] block. `hot` >= 0: every slot on that expert (the
+// others empty); `foreign`: every 7th slot another rank's (dropped). gather_quant is the formula of
+// fp8_quant bit for bit; silu_quant's device expf may move an activation one bf16 ulp, and then its
+// e4m3 code one step: NMSE bounds (a wrong segment or row is O(1)).
+template <class T>
+OpCase moe_gather_quant_case(int64_t m, int64_t hidden, int32_t experts, int32_t hot, bool foreign) {
+  constexpr bool kF32 = std::is_same_v<T, float>;
+  std::string dims = sizes({{"m", m}, {"hidden", hidden}, {"E", experts}, {"k", 8}});
+  if (hot >= 0) dims += " hot=" + std::to_string(hot);
+  if (foreign) dims += " foreign";
+  return {"moe_gather_quant", kF32 ? "f32->e4m3" : "bf16->e4m3", dims, [=](std::mt19937& rng) {
+            OpRun r;
+            const int32_t k = 8;
+            const Layout l = make_layout(r, m, k, experts, 1, foreign, rng, hot);
+            const int64_t rows = l.offsets[experts], blocks = kernels::fp8_num_blocks(hidden);
+            const size_t count = size_t(m * hidden), out_count = size_t(rows * hidden);
+            const size_t scale_count = size_t(blocks * rows);
+            T* x = r.host<T>(count);
+            if constexpr (kF32) fill_normal(x, count, rng, 3.0f);
+            else fill_bf16_normal(x, count, rng);
+            const T* dx = r.device(x, count);
+            const int32_t* d_sorted = r.device(l.sorted, size_t(std::max<int64_t>(rows, 1)));
+            const int32_t* d_offsets = r.device(l.offsets, size_t(experts + 1));
+            uint8_t* q = r.poisoned<uint8_t>(out_count);
+            float* scale = r.poisoned<float>(scale_count);
+            float* gathered = r.host<float>(out_count);
+            uint8_t* ref_q = r.host<uint8_t>(out_count);
+            float* ref_scale = r.host<float>(scale_count);
+            const int32_t* sorted = l.sorted;
+            const int32_t* offsets = l.offsets;
+            r.launch = [=](cudaStream_t s) {
+              return launch_moe_gather_quant(dx, d_sorted, k, d_offsets, experts, q, scale, rows, hidden, s);
+            };
+            r.reference = [=] {
+              for (int64_t p = 0; p < rows; ++p)
+                for (int64_t c = 0; c < hidden; ++c) {
+                  const T v = x[int64_t(sorted[p] / k) * hidden + c];
+                  if constexpr (kF32) gathered[p * hidden + c] = v;
+                  else gathered[p * hidden + c] = kernels::host_bf16_to_f32(v);
+                }
+              moe_segment_quant_ref(gathered, offsets, experts, ref_q, ref_scale, rows, hidden);
+            };
+            r.expect("x_fp8", Elem::e4m3, q, ref_q, Elem::e4m3, out_count, kExact);
+            r.expect("x_scale", Elem::f32, scale, ref_scale, Elem::f32, scale_count, kExact);
+            r.bytes = double(size_t(rows * hidden) * (sizeof(T) + 1) + scale_count * 4 + size_t(rows) * 4);
+            return r;
+          }};
+}
+
+OpCase moe_silu_quant_case(int64_t m, int64_t inter, int32_t experts, int32_t hot) {
+  std::string dims = sizes({{"m", m}, {"inter", inter}, {"E", experts}, {"k", 8}});
+  if (hot >= 0) dims += " hot=" + std::to_string(hot);
+  return {"moe_silu_quant", "bf16->e4m3", dims, [=](std::mt19937& rng) {
+            OpRun r;
+            const Layout l = make_layout(r, m, 8, experts, 1, false, rng, hot);
+            const int64_t rows = l.offsets[experts], blocks = kernels::fp8_num_blocks(inter);
+            const size_t in_count = size_t(rows * 2 * inter), out_count = size_t(rows * inter);
+            const size_t scale_count = size_t(blocks * rows);
+            uint16_t* gate_up = r.host<uint16_t>(in_count);
+            fill_bf16_normal(gate_up, in_count, rng, 2.0f);
+            const uint16_t* d_gate_up = r.device(gate_up, in_count);
+            const int32_t* d_offsets = r.device(l.offsets, size_t(experts + 1));
+            uint8_t* q = r.poisoned<uint8_t>(out_count);
+            float* scale = r.poisoned<float>(scale_count);
+            uint8_t* ref_q = r.host<uint8_t>(out_count);
+            float* ref_scale = r.host<float>(scale_count);
+            const int32_t* offsets = l.offsets;
+            r.launch = [=](cudaStream_t s) {
+              return launch_moe_silu_quant(d_gate_up, d_offsets, experts, q, scale, rows, inter, s);
+            };
+            r.reference = [=] { moe_silu_quant_ref(gate_up, offsets, experts, ref_q, ref_scale, rows, inter); };
+            r.expect("act_fp8", Elem::e4m3, q, ref_q, Elem::e4m3, out_count, 1e-4);
+            r.expect("act_scale", Elem::f32, scale, ref_scale, Elem::f32, scale_count, kBf16Tolerance);
+            r.bytes = double(in_count * 2 + out_count + scale_count * 4);
+            return r;
+          }};
+}
 }  // namespace
 
 // The grouped experts' rows (backend_ops_moe_experts.cpp).
@@ -255,6 +339,14 @@ void add_moe_cases(std::vector<OpCase>& t) {
       t.push_back(moe_combine_case<uint16_t>(m, hidden, m != 3));
     }
   }
+  for (int64_t m : {3, 257, 600}) {
+    t.push_back(moe_gather_quant_case<uint16_t>(m, 7168, 257, -1, false));  // R1 + the shared expert
+    t.push_back(moe_gather_quant_case<float>(m, 320, 16, -1, m != 3));        // a partial 128-block
+    t.push_back(moe_silu_quant_case(m, 2048, 257, -1));
+    t.push_back(moe_silu_quant_case(m, 192, 16, -1));
+  }
+  t.push_back(moe_gather_quant_case<uint16_t>(257, 7168, 257, 5, false));  // every slot on expert 5
+  t.push_back(moe_silu_quant_case(257, 2048, 257, 200));
   add_moe_expert_cases(t);
 }
 
