@@ -18,8 +18,10 @@
 //     prefill of N tokens (CudaBackend::moe_experts over kMoeExpertsMaxTokens: the tokens sorted by
 //     expert, quantized, one FP8 block GEMM per active expert for gate_up and down, the combine),
 //     the FLOPs of the chosen and the shared experts' products against the FP8 dense peak measured
-//     here (measure_fp8_matmul); fraction_of_limit = limit / time. dsv3_moe_prefill_<N>_streams_off:
-//     the same tokens with the experts' GEMMs on one stream (TROUPE_MOE_STREAMS=0).
+//     here (measure_fp8_matmul); fraction_of_limit = limit / time. The same tokens on the diagnostic
+//     paths: dsv3_moe_prefill_<N>_wgmma_off (TROUPE_MOE_WGMMA=0: one cuBLASLt GEMM per expert,
+//     enqueued by four threads on eight streams) and _wgmma_streams_off (those on one stream and
+//     thread, + TROUPE_MOE_STREAMS=0).
 // Times: CUDA events, median of --reps. Checks the device router and grouping against the CPU
 // references on each batch.
 //   dsv3_moe_bench [--reps N] [--batches 1,8,64,256] [--prefill N] [--out PATH] [--time-limit S]
@@ -380,8 +382,9 @@ void bench_prefill_layer(int64_t n, DecodeLayer& l, const Args& args, double fp8
       (long long)n, suffix.c_str(), active, (long long)most, ms, host_ms, ms > 0 ? flops / (ms * 1e-3) / 1e12 : 0, ms > 0 ? limit_ms / ms : 0);
   add_record({"dsv3_moe_prefill_" + std::to_string(n) + suffix, ms, "ms", limit_ms, ms > 0 ? limit_ms / ms : 0,
               "CudaBackend::moe_experts at a prefill (local ids, align, one host sync for the row counts, gather + "
-              "FP8 quantization in expert order, one cuBLASLt block-scaled GEMM per active expert for gate_up and for "
-              "down, silu*up + quantization, combine; the shared expert as one more expert of every token); limit = "
+              "FP8 quantization in expert order, gate_up and down as grouped FP8 GEMMs (kernels/moe_grouped_gemm, or "
+              "one cuBLASLt GEMM per expert on the diagnostic paths), silu*up + quantization, combine; the shared "
+              "expert as one more expert of every token); limit = "
               "the chosen and shared experts' FLOPs / the FP8 dense peak measured here; CUDA events, median of " +
                   std::to_string(reps),
               {{"tokens", double(n)}, {"experts_active", active}, {"most_rows", double(most)}, {"flops", flops},
@@ -425,14 +428,23 @@ int run(int argc, char** argv) {
     if (fp8_tflops > 0) add_record({"matmul_fp8_tflops", fp8_tflops, "TFLOP/s", {}, {}, "the FP8 dense peak (bench/device_ceilings.hpp)"});
     const std::mt19937 same_tokens = rng;
     bench_prefill_layer(args.prefill, layer, args, fp8_tflops, rng);
-    // The same tokens with the experts' GEMMs on one stream (TROUPE_MOE_STREAMS=0, a diagnostic).
-    const char* before = std::getenv("TROUPE_MOE_STREAMS");
-    const std::string saved = before ? before : "";
-    ::setenv("TROUPE_MOE_STREAMS", "0", 1);
+    // The same tokens on the diagnostic paths: one cuBLASLt GEMM per expert from four threads
+    // (TROUPE_MOE_WGMMA=0), and those on the backend's one stream and thread (+ TROUPE_MOE_STREAMS=0).
+    std::vector<std::pair<std::string, std::string>> saved;
+    for (const char* name : {"TROUPE_MOE_WGMMA", "TROUPE_MOE_STREAMS"}) {
+      const char* v = std::getenv(name);
+      saved.emplace_back(name, v ? v : "\x01");
+    }
+    ::setenv("TROUPE_MOE_WGMMA", "0", 1);
     std::mt19937 again = same_tokens;
-    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_streams_off");
-    if (before) ::setenv("TROUPE_MOE_STREAMS", saved.c_str(), 1);
-    else ::unsetenv("TROUPE_MOE_STREAMS");
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_wgmma_off");
+    ::setenv("TROUPE_MOE_STREAMS", "0", 1);
+    again = same_tokens;
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_wgmma_streams_off");
+    for (const auto& [name, value] : saved) {
+      if (value == "\x01") ::unsetenv(name.c_str());
+      else ::setenv(name.c_str(), value.c_str(), 1);
+    }
   }
   return 0;
 }

@@ -1,9 +1,10 @@
 // CudaBackend::moe_experts_prefill: the grouped FP8 experts of prefill-sized batches. The tokens'
 // slots are sorted by expert (kernels/moe_align, no padding), gathered and quantized in that order
 // with each expert's scales laid out as its own operand (kernels/moe_segment_quant), and then each
-// expert with rows runs as two FP8 block GEMMs on its contiguous rows (gate_up, then silu * up
-// quantized in one pass over every row, then down; cuBLASLt's block-scaled GEMM at R1's shapes;
-// the experts' GEMMs enqueued by ExpertStreams' worker threads on their side streams),
+// expert's contiguous rows go through two FP8 block GEMMs (gate_up, then silu * up quantized in one
+// pass over every row, then down): on Hopper one grouped wgmma launch per product over all the
+// experts' 128-row tiles (kernels/moe_grouped_gemm); elsewhere one GEMM per expert (cuBLASLt's
+// block-scaled GEMM at R1's shapes) enqueued by ExpertStreams' worker threads on their side streams),
 // and one combine writes the weighted sums. The rows' counts come to the host once a layer (the GEMM
 // sizes); no other host work, and an expert with no row launches nothing. The shared expert, when
 // packed, is one more expert with every token.
@@ -19,6 +20,7 @@
 #include "kernels/fp8_quant.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
+#include "kernels/moe_grouped_gemm.hpp"
 #include "kernels/moe_grouped_gemv.hpp"
 #include "kernels/moe_segment_quant.hpp"
 
@@ -62,6 +64,45 @@ bool CudaBackend::moe_experts_prefill(const Tensor& x, const Tensor& topk_ids, c
                                       offsets.data<int32_t>(), int32_t(table_size), x_fp8.data<uint8_t>(),
                                       x_scale.data<float>(), rows, hidden, stream()),
         "moe_gather_quant");
+  // Hopper: both products as one grouped launch each over the experts' 128-row tiles
+  // (kernels/moe_grouped_gemm, wgmma). TROUPE_MOE_WGMMA=0 takes the per-expert GEMMs below instead:
+  // a diagnostic for A/B runs (bench/dsv3_moe_bench), read at each call.
+  const char* wgmma_env = std::getenv("TROUPE_MOE_WGMMA");
+  if (!(wgmma_env && std::strcmp(wgmma_env, "0") == 0) && moe_grouped_gemm_supported(2 * inter, hidden) &&
+      moe_grouped_gemm_supported(hidden, inter)) {
+    static_assert(sizeof(MoeGemmTile) == 5 * sizeof(int32_t), "tiles travel as i32 words");
+    const std::vector<MoeGemmTile> tiles = moe_gemm_tiles(off, int32_t(table_size));
+    std::vector<int32_t> tile_words(tiles.size() * 5);
+    std::memcpy(tile_words.data(), tiles.data(), tile_words.size() * sizeof(int32_t));
+    const Tensor d_tiles = on_device(Tensor::from_i32(tile_words, {int64_t(tile_words.size())}));
+    const auto* table = static_cast<const uintptr_t*>(experts.table.raw());
+    const auto* gu_w = reinterpret_cast<const uint8_t* const*>(table);
+    const auto* gu_s = reinterpret_cast<const float* const*>(table + table_size);
+    const auto* dn_w = reinterpret_cast<const uint8_t* const*>(table + 2 * table_size);
+    const auto* dn_s = reinterpret_cast<const float* const*>(table + 3 * table_size);
+    const auto* tile_ptr = reinterpret_cast<const MoeGemmTile*>(d_tiles.raw());
+    const cudaError_t first = launch_moe_grouped_gemm(x_fp8.data<uint8_t>(), x_scale.data<float>(), gu_w, gu_s,
+                                                      tile_ptr, int32_t(tiles.size()), gate_up.data<uint16_t>(),
+                                                      2 * inter, hidden, stream());
+    if (first == cudaSuccess) {
+      check(launch_moe_silu_quant(gate_up.data<uint16_t>(), offsets.data<int32_t>(), int32_t(table_size),
+                                  act_fp8.data<uint8_t>(), act_scale.data<float>(), rows, inter, stream()),
+            "moe_silu_quant");
+      check(launch_moe_grouped_gemm(act_fp8.data<uint8_t>(), act_scale.data<float>(), dn_w, dn_s, tile_ptr,
+                                    int32_t(tiles.size()), y.data<uint16_t>(), hidden, inter, stream()),
+            "moe_grouped_gemm down");
+      check(launch_moe_combine_bf16(y.data<uint16_t>(), slot_pos.data<int32_t>(), weights.data<float>(),
+                                    with_shared ? nullptr : out.data<float>(), out.data<float>(), n,
+                                    int32_t(slot_k), hidden, stream()),
+            "moe_combine");
+      return true;
+    }
+    if (first != cudaErrorNotSupported) {
+      check(first, "moe_grouped_gemm gate_up");
+      return true;
+    }
+    cudaGetLastError();  // another GPU than sm_90: the per-expert GEMMs
+  }
   // The experts with rows, most rows first, dealt round ExpertStreams' workers and their streams
   // (one GEMM of ~128 rows fills a quarter of an H200; one thread cannot enqueue them fast enough).
   std::vector<int64_t> order;

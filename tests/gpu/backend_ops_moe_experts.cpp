@@ -18,6 +18,7 @@
 #include "kernels/host_fp8.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/moe_align.hpp"
+#include "kernels/moe_grouped_gemm.hpp"
 #include "kernels/moe_grouped_gemv.hpp"
 #include "kernels/moe_rows_gemv.hpp"
 #include "tests/gpu/backend_ops_table.hpp"
@@ -347,9 +348,76 @@ OpCase grouped_gemv_case(const GroupedShape& c, Path path = Path::grouped) {
           }};
 }
 
+
+// The grouped prefill GEMM (kernels/moe_grouped_gemm): experts with the given row counts (0: an
+// expert with no row, none past one 128-row tile, several tiles, a last partial one), x already
+// e4m3 with moe_segment_quant's segmented scales, against moe_grouped_gemm_ref (fp64). The device
+// sums each 128-wide K block on FP8 tensor cores and rounds the output to bf16: kBf16Tolerance,
+// per row too (a wrong tile, row or scale moves a whole row).
+OpCase grouped_gemm_case(std::vector<int32_t> rows, int64_t n, int64_t k) {
+  std::string dims = sizes({{"n", n}, {"k", k}}) + " rows=";
+  for (size_t i = 0; i < rows.size(); ++i) dims += (i ? "," : "") + std::to_string(rows[i]);
+  return {"moe_grouped_gemm", "e4m3->bf16", dims, [=](std::mt19937& rng) {
+            OpRun r;
+            const int32_t experts = int32_t(rows.size());
+            int32_t* offsets = r.host<int32_t>(size_t(experts + 1));
+            offsets[0] = 0;
+            for (int32_t e = 0; e < experts; ++e) offsets[e + 1] = offsets[e] + rows[size_t(e)];
+            const int64_t total = offsets[experts], num_kb = fp8_num_blocks(k), n_blocks = n / 128;
+            uint8_t* xq = r.host<uint8_t>(size_t(total * k));
+            float* x = r.host<float>(size_t(total * k));
+            float* x_scale = r.host<float>(size_t(num_kb * total));
+            std::uniform_real_distribution<float> value(-448.0f, 448.0f), scale(0.5f / 448, 2.0f / 448);
+            for (int64_t i = 0; i < total * k; ++i) {
+              xq[i] = host_f32_to_e4m3(value(rng));
+              x[i] = host_e4m3_to_f32(xq[i]);
+            }
+            for (int64_t i = 0; i < num_kb * total; ++i) x_scale[i] = scale(rng);
+            const size_t num = static_cast<size_t>(experts);
+            std::vector<const uint8_t*> w_host(num), w_dev(num);
+            std::vector<const float*> ws_host(num), ws_dev(num);
+            for (int32_t e = 0; e < experts; ++e) {
+              uint8_t* w = r.host<uint8_t>(size_t(n * k));
+              float* ws = r.host<float>(size_t(n_blocks * num_kb));
+              for (int64_t i = 0; i < n * k; ++i) w[i] = host_f32_to_e4m3(value(rng));
+              for (int64_t i = 0; i < n_blocks * num_kb; ++i) ws[i] = scale(rng);
+              w_host[size_t(e)] = w;
+              ws_host[size_t(e)] = ws;
+              w_dev[size_t(e)] = r.device(w, size_t(n * k));
+              ws_dev[size_t(e)] = r.device(ws, size_t(n_blocks * num_kb));
+            }
+            const std::vector<MoeGemmTile> tiles = moe_gemm_tiles(offsets, experts);
+            MoeGemmTile* tiles_host = r.host<MoeGemmTile>(std::max<size_t>(tiles.size(), 1));
+            std::copy(tiles.begin(), tiles.end(), tiles_host);
+            const MoeGemmTile* d_tiles = r.device(tiles_host, std::max<size_t>(tiles.size(), 1));
+            const uint8_t* const* d_w = r.device(w_dev.data(), w_dev.size());
+            const float* const* d_ws = r.device(ws_dev.data(), ws_dev.size());
+            const uint8_t* d_x = r.device(xq, size_t(total * k));
+            const float* d_scale = r.device(x_scale, size_t(num_kb * total));
+            uint16_t* out = r.poisoned<uint16_t>(size_t(total * n));
+            double* ref = r.host<double>(size_t(total * n));
+            const int32_t num_tiles = int32_t(tiles.size());
+            const uint8_t** w_keep = r.host<const uint8_t*>(num);
+            std::copy(w_host.begin(), w_host.end(), w_keep);
+            const float** ws_keep = r.host<const float*>(num);
+            std::copy(ws_host.begin(), ws_host.end(), ws_keep);
+            r.launch = [=](cudaStream_t st) {
+              return launch_moe_grouped_gemm(d_x, d_scale, d_w, d_ws, d_tiles, num_tiles, out, n, k, st);
+            };
+            r.reference = [=] { moe_grouped_gemm_ref(x, x_scale, w_keep, ws_keep, offsets, experts, ref, n, k); };
+            r.expect_rows("out", Elem::bf16, out, ref, Elem::f64, size_t(total * n), kBf16Tolerance, size_t(n),
+                          kBf16Tolerance);
+            r.bytes = double(total * k + experts * n * k + total * n * 2);
+            return r;
+          }};
+}
 }  // namespace
 
 void add_moe_expert_cases(std::vector<OpCase>& t) {
+  t.push_back(grouped_gemm_case({0, 1, 130, 257, 64}, 256, 512));  // empty, one row, partial and several tiles
+  t.push_back(grouped_gemm_case({3, 129}, 512, 7168));             // R1's expert K (56 blocks)
+  t.push_back(grouped_gemm_case({40, 0, 200}, 4096, 256));         // R1's gate_up N (32 tiles)
+  t.push_back(grouped_gemm_case({77}, 7168, 2048));                // R1's down N and K
   for (int64_t m : {1, 8, 64, 256}) {
     t.push_back(local_ids_case(m, 256, 8, 0, 256, true));
     t.push_back(local_ids_case(m, 256, 8, 64, 64, m % 2 == 0));

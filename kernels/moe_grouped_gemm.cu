@@ -1,0 +1,154 @@
+// moe_grouped_gemm.hpp's kernel: a CTA per (128-column N tile, M tile of one expert), 256 threads
+// = two warpgroups, each the 64 rows [64 g, 64 g + 64) of the tile (a warpgroup whose rows are all
+// past the tile's end only loads). Per 128-wide K block: the A (x) and B (W) tiles, 128 rows x 128
+// bytes each, land in shared memory by cp.async in the 128-byte swizzle (16-byte chunk c of row r at
+// chunk c ^ (r % 8); tiles 1024-byte aligned), 4 stages deep; four wgmma m64n128k32 e4m3 products
+// sum the block into `part`, which is then promoted into `acc` with the row's x scale times the
+// tile's W scale (one scale per CTA: the N tile is one 128-row W block).
+#include <cuda_bf16.h>
+
+#include "kernels/moe_grouped_gemm.hpp"
+
+namespace troupe::kernels {
+namespace {
+
+constexpr int kBM = 128, kBN = 128, kBK = 128, kStages = 4, kThreads = 256;
+constexpr int kTileBytes = kBM * kBK;  // one stage's A tile (and B tile): 16 KB of e4m3
+constexpr int kStageBytes = 2 * kTileBytes;
+constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + slack to align to 1024
+
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
+  uint64_t d = uint64_t((addr & 0x3FFFF) >> 4);
+  d |= uint64_t(1) << 16;           // leading byte offset: unused for K-major swizzled tiles
+  d |= uint64_t(1024 >> 4) << 32;   // stride byte offset: 8 rows x 128 bytes
+  d |= uint64_t(1) << 62;           // 128-byte swizzle
+  return d;
+}
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  const int bytes = valid ? 16 : 0;  // 0: zero-fill
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// d[64] (+)= A[64 x 32] . B[128 x 32]^T, e4m3 in, fp32 accumulate; accumulate = 0 overwrites d.
+__device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    moe_grouped_gemm_kernel(const uint8_t* __restrict__ x, const float* __restrict__ x_scale,
+                            const uint8_t* const* __restrict__ w_table, const float* const* __restrict__ ws_table,
+                            const MoeGemmTile* __restrict__ tiles, uint16_t* __restrict__ out, int64_t n, int64_t k) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t smem_base = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
+  const MoeGemmTile tile = tiles[blockIdx.y];
+  const int64_t n0 = int64_t(blockIdx.x) * kBN;
+  const uint8_t* w = w_table[tile.expert];
+  const float* ws = ws_table[tile.expert];
+  const int tid = int(threadIdx.x), g = tid / 128, lane = tid % 32, warp_in_g = (tid % 128) / 32;
+  const int64_t num_kb = k / kBK;
+  const bool active = g * 64 < tile.rows;
+
+  auto load_stage = [&](int stage, int64_t kb) {
+    const uint32_t a_base = smem_base + uint32_t(stage * kStageBytes), b_base = a_base + kTileBytes;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int q = tid + kThreads * i, row = q / 8, c = q % 8;
+      const uint32_t off = uint32_t(row * 128 + ((c ^ (row & 7)) * 16));
+      const bool valid = row < tile.rows;
+      const uint8_t* src_a = x + (int64_t(tile.row_begin) + (valid ? row : 0)) * k + kb * kBK + c * 16;
+      cp_async16(a_base + off, src_a, valid);
+      cp_async16(b_base + off, w + (n0 + row) * k + kb * kBK + c * 16, true);
+    }
+  };
+
+  float acc[64], part[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  // This thread's two rows of the tile (the wgmma accumulator layout) and their scales' base.
+  const int r0 = g * 64 + warp_in_g * 16 + lane / 4, r1 = r0 + 8;
+  const bool v0 = r0 < tile.rows, v1 = r1 < tile.rows;
+  const float* s0 = x_scale + num_kb * int64_t(tile.seg_first) + (int64_t(tile.row_begin) + r0 - tile.seg_first);
+  const float* s1 = s0 + 8;
+  const float* w_scale_row = ws + (n0 / kBN) * num_kb;
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < num_kb) load_stage(s, s);
+    cp_async_commit();
+  }
+  for (int64_t kb = 0; kb < num_kb; ++kb) {
+    cp_async_wait<kStages - 2>();
+    fence_proxy_async();
+    __syncthreads();
+    const int64_t next = kb + kStages - 1;
+    if (next < num_kb) load_stage(int(next % kStages), next);
+    cp_async_commit();
+    if (active) {
+      const uint32_t a_base = smem_base + uint32_t((kb % kStages) * kStageBytes) + uint32_t(g * 64 * 128);
+      const uint32_t b_base = smem_base + uint32_t((kb % kStages) * kStageBytes) + kTileBytes;
+      wgmma_fence();
+#pragma unroll
+      for (int j = 0; j < kBK / 32; ++j)
+        wgmma_m64n128k32(part, smem_desc(a_base + 32 * j), smem_desc(b_base + 32 * j), j > 0 ? 1 : 0);
+      wgmma_commit();
+      wgmma_wait0();
+      const float sb = w_scale_row[kb];
+      const float sa0 = v0 ? s0[kb * tile.seg_count] * sb : 0.0f, sa1 = v1 ? s1[kb * tile.seg_count] * sb : 0.0f;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1, acc[4 * j + 3]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+  if (!active) return;
+  __nv_bfloat162* o0 = reinterpret_cast<__nv_bfloat162*>(out + (int64_t(tile.row_begin) + r0) * n + n0);
+  __nv_bfloat162* o1 = reinterpret_cast<__nv_bfloat162*>(out + (int64_t(tile.row_begin) + r1) * n + n0);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const int col2 = (8 * j + 2 * (lane % 4)) / 2;
+    if (v0) o0[col2] = __floats2bfloat162_rn(acc[4 * j + 0], acc[4 * j + 1]);
+    if (v1) o1[col2] = __floats2bfloat162_rn(acc[4 * j + 2], acc[4 * j + 3]);
+  }
+#endif
+}
+
+}  // namespace
+
+cudaError_t launch_moe_grouped_gemm(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
+                                    const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
+                                    uint16_t* out, int64_t n, int64_t k, cudaStream_t stream) {
+  if (!moe_grouped_gemm_supported(n, k) || num_tiles < 0 || n / kBN > 65535) return cudaErrorInvalidValue;
+  if (num_tiles == 0) return cudaSuccess;
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+    return cudaErrorUnknown;
+  if (major != 9 || minor != 0) return cudaErrorNotSupported;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(moe_grouped_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid(unsigned(n / kBN), unsigned(num_tiles));
+  moe_grouped_gemm_kernel<<<grid, kThreads, kSmemBytes, stream>>>(x_fp8, x_scale, w_table, w_scale_table, tiles, out,
+                                                                   n, k);
+  return cudaGetLastError();
+}
+
+}  // namespace troupe::kernels

@@ -1,0 +1,54 @@
+#pragma once
+// The grouped FP8 block GEMM of a prefill's MoE experts, one launch for every expert: over
+// moe_segment_quant.hpp's rows (each expert's rows contiguous, its x scales its own [nkb, count]
+// block),
+//   out[p, :] = x[p, :] . W_e^T   for every row p of expert e's segment, with fp8_block_gemm.hpp's
+//   block formula (128x128 weight scales, 1x128 row scales, each K block's sum promoted in fp32)
+// and bf16 out. The M tiles (MoeGemmTile, up to 128 rows of one expert) come from the host, which
+// knows the segments (moe_gemm_tiles); an expert with no row has no tile.
+// Three layers: the __global__ kernel (moe_grouped_gemm.cu: Hopper wgmma, m64n128k32 e4m3 from
+// shared memory in the 128-byte swizzle, a CTA of two warpgroups per 128x128 output tile, a
+// 4-stage cp.async pipeline, DeepGEMM's per-K-block promotion; sm_90a only), this raw-pointer
+// launcher, and the CPU reference (moe_grouped_gemm_ref.cpp: fp8_block_gemm_ref per segment).
+#include <cstdint>
+#include <vector>
+
+#ifdef TROUPE_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace troupe::kernels {
+
+// Rows [row_begin, row_begin + rows) (rows 1..128) of expert `expert`, whose segment is
+// [seg_first, seg_first + seg_count).
+struct MoeGemmTile {
+  int32_t expert, row_begin, rows, seg_first, seg_count;
+};
+
+constexpr int64_t kMoeGemmTileRows = 128;
+
+// The tiles of moe_align's offsets ([num_segments + 1], pad_to 1): each segment cut into runs of
+// up to 128 rows.
+std::vector<MoeGemmTile> moe_gemm_tiles(const int32_t* offsets, int32_t num_segments);
+
+// The shapes the kernel takes: whole 128-blocks in n and k.
+inline bool moe_grouped_gemm_supported(int64_t n, int64_t k) {
+  return n > 0 && k > 0 && n % 128 == 0 && k % 128 == 0;
+}
+
+// CPU reference, fp64. x: [P, k] real values (the e4m3 values); x_scale: moe_segment_quant's layout;
+// w[e]: [n, k] e4m3 bits, w_scale[e]: [n / 128, k / 128]; out: [P, n].
+void moe_grouped_gemm_ref(const float* x, const float* x_scale, const uint8_t* const* w, const float* const* w_scale,
+                          const int32_t* offsets, int32_t num_segments, double* out, int64_t n, int64_t k);
+
+#ifdef TROUPE_HAVE_CUDA
+// Device pointers: x_fp8 [P, k], x_scale as above, w_table / w_scale_table: [experts] pointers on the
+// device, tiles [num_tiles] on the device, out [P, n] bf16 bits (rows outside every tile untouched).
+// x_fp8 and every W 16-byte aligned. cudaErrorInvalidValue for shapes moe_grouped_gemm_supported
+// refuses or num_tiles < 0; cudaErrorNotSupported on a GPU other than sm_90.
+cudaError_t launch_moe_grouped_gemm(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
+                                    const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
+                                    uint16_t* out, int64_t n, int64_t k, cudaStream_t stream);
+#endif
+
+}  // namespace troupe::kernels
