@@ -19,7 +19,9 @@
 //     expert, quantized, one FP8 block GEMM per active expert for gate_up and down, the combine),
 //     the FLOPs of the chosen and the shared experts' products against the FP8 dense peak measured
 //     here (measure_fp8_matmul); fraction_of_limit = limit / time. The same tokens on the diagnostic
-//     paths: dsv3_moe_prefill_<N>_wgmma_off (TROUPE_MOE_WGMMA=0: one cuBLASLt GEMM per expert,
+//     paths: dsv3_moe_prefill_<N>_overlap_on (TROUPE_MOE_GEMM_OVERLAP=1: the next K block's
+//     products run while one is promoted), _tile128 (TROUPE_MOE_GEMM_TILE=128: the grouped GEMM's 128-row
+//     tiles), dsv3_moe_prefill_<N>_wgmma_off (TROUPE_MOE_WGMMA=0: one cuBLASLt GEMM per expert,
 //     enqueued by four threads on eight streams) and _wgmma_streams_off (those on one stream and
 //     thread, + TROUPE_MOE_STREAMS=0).
 // Times: CUDA events, median of --reps. Checks the device router and grouping against the CPU
@@ -431,12 +433,20 @@ int run(int argc, char** argv) {
     // The same tokens on the diagnostic paths: one cuBLASLt GEMM per expert from four threads
     // (TROUPE_MOE_WGMMA=0), and those on the backend's one stream and thread (+ TROUPE_MOE_STREAMS=0).
     std::vector<std::pair<std::string, std::string>> saved;
-    for (const char* name : {"TROUPE_MOE_WGMMA", "TROUPE_MOE_STREAMS"}) {
+    for (const char* name : {"TROUPE_MOE_WGMMA", "TROUPE_MOE_STREAMS", "TROUPE_MOE_GEMM_TILE", "TROUPE_MOE_GEMM_OVERLAP"}) {
       const char* v = std::getenv(name);
       saved.emplace_back(name, v ? v : "\x01");
     }
-    ::setenv("TROUPE_MOE_WGMMA", "0", 1);
+    ::setenv("TROUPE_MOE_GEMM_OVERLAP", "1", 1);
     std::mt19937 again = same_tokens;
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_overlap_on");
+    ::unsetenv("TROUPE_MOE_GEMM_OVERLAP");
+    ::setenv("TROUPE_MOE_GEMM_TILE", "128", 1);
+    again = same_tokens;
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_tile128");
+    ::unsetenv("TROUPE_MOE_GEMM_TILE");
+    ::setenv("TROUPE_MOE_WGMMA", "0", 1);
+    again = same_tokens;
     bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_wgmma_off");
     ::setenv("TROUPE_MOE_STREAMS", "0", 1);
     again = same_tokens;

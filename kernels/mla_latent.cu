@@ -17,7 +17,8 @@ __device__ __forceinline__ void cos_sin(int32_t pos, float inv_freq, float scale
   *s = float(sin(double(angle))) * scale;
 }
 
-// One block per (token, head): the rotary part is read whole into shared memory, then rewritten.
+// More than 128 pairs: one block per (token, head); the rotary part is read whole into shared
+// memory, then rewritten.
 __global__ void rope_interleaved_kernel(float* x, const int32_t* positions, const float* inv_freq, int64_t num_heads,
                                         int64_t head_dim, int64_t half, float scale) {
   allow_dependents();
@@ -34,6 +35,39 @@ __global__ void rope_interleaved_kernel(float* x, const int32_t* positions, cons
     const float even = r_s[2 * i], odd = r_s[2 * i + 1];
     r[i] = even * c - odd * s;
     r[half + i] = odd * c + even * s;
+  }
+}
+
+// Up to 128 rotary pairs (R1: 32): one warp per (token, head) row, 8 rows a block. Each lane
+// holds its pairs in registers until the whole warp has read them, then writes (in place).
+constexpr int kRopeRowsPerBlock = 8, kRopeMaxPairsPerLane = 4;
+__global__ void rope_interleaved_rows_kernel(float* x, const int32_t* positions, const float* inv_freq, int64_t rows,
+                                             int64_t num_heads, int64_t head_dim, int64_t half, float scale) {
+  allow_dependents();
+  wait_for_prerequisites();
+  const int64_t row = int64_t(blockIdx.x) * kRopeRowsPerBlock + threadIdx.x / 32;
+  if (row >= rows) return;
+  const int lane = int(threadIdx.x % 32);
+  float* r = x + row * head_dim + head_dim - 2 * half;
+  const int32_t pos = positions[row / num_heads];
+  float even[kRopeMaxPairsPerLane], odd[kRopeMaxPairsPerLane];
+#pragma unroll
+  for (int j = 0; j < kRopeMaxPairsPerLane; ++j) {
+    const int64_t i = lane + 32 * j;
+    if (i < half) {
+      even[j] = r[2 * i];
+      odd[j] = r[2 * i + 1];
+    }
+  }
+  __syncwarp();
+#pragma unroll
+  for (int j = 0; j < kRopeMaxPairsPerLane; ++j) {
+    const int64_t i = lane + 32 * j;
+    if (i >= half) continue;
+    float c, s;
+    cos_sin(pos, inv_freq[i], scale, &c, &s);
+    r[i] = even[j] * c - odd[j] * s;
+    r[half + i] = odd[j] * c + even[j] * s;
   }
 }
 
@@ -80,6 +114,14 @@ cudaError_t launch_rope_interleaved_f32(float* x, const int32_t* positions, cons
   if (n == 0 || half == 0) return cudaSuccess;
   if (bad_rows(n) || half < 0 || 2 * half > head_dim || num_heads <= 0 || num_heads > 65535 || half > 4096)
     return cudaErrorInvalidValue;
+  if (half <= 32 * kRopeMaxPairsPerLane) {
+    // A block per (token, head) of 32 threads left the GPU mostly idle at prefill sizes (R1: 0.64 ms
+    // for 4,096 tokens x 128 heads on the H200); a warp per row, 8 rows a block.
+    const int64_t rows = n * num_heads, blocks = (rows + kRopeRowsPerBlock - 1) / kRopeRowsPerBlock;
+    if (blocks > INT32_MAX) return cudaErrorInvalidValue;
+    return launch_dependent(rope_interleaved_rows_kernel, dim3(unsigned(blocks)), dim3(32 * kRopeRowsPerBlock), 0,
+                            stream, x, positions, inv_freq, rows, num_heads, head_dim, half, scale);
+  }
   const unsigned threads = unsigned(std::min<int64_t>((half + 31) / 32 * 32, kThreads));
   return launch_dependent(rope_interleaved_kernel, dim3(unsigned(n), unsigned(num_heads)), dim3(threads),
                           size_t(2 * half) * sizeof(float), stream, x, positions, inv_freq, num_heads, head_dim, half,

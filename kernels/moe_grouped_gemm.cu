@@ -1,10 +1,11 @@
-// moe_grouped_gemm.hpp's kernel: a CTA per (128-column N tile, M tile of one expert), 256 threads
-// = two warpgroups, each the 64 rows [64 g, 64 g + 64) of the tile (a warpgroup whose rows are all
-// past the tile's end only loads). Per 128-wide K block: the A (x) and B (W) tiles, 128 rows x 128
-// bytes each, land in shared memory by cp.async in the 128-byte swizzle (16-byte chunk c of row r at
-// chunk c ^ (r % 8); tiles 1024-byte aligned), 4 stages deep; four wgmma m64n128k32 e4m3 products
-// sum the block into `part`, which is then promoted into `acc` with the row's x scale times the
-// tile's W scale (one scale per CTA: the N tile is one 128-row W block).
+// moe_grouped_gemm.hpp's kernel: a CTA per (128-column N tile, M tile of one expert) of kGroups
+// warpgroups (1: 64-row tiles, two or three CTAs an SM; 2: 128-row tiles, one CTA an SM), each the
+// 64 rows [64 g, 64 g + 64) of the tile (a warpgroup whose rows are all past the tile's end only
+// loads). Per 128-wide K block: the A (x) and B (W) tiles, rows of 128 bytes, land in shared memory
+// by cp.async in the 128-byte swizzle (16-byte chunk c of row r at chunk c ^ (r % 8); tiles
+// 1024-byte aligned), 4 stages deep; four wgmma m64n128k32 e4m3 products sum the block into `part`,
+// which is then promoted into `acc` with the row's x scale times the tile's W scale (one scale per
+// CTA: the N tile is one 128-row W block).
 #include <cuda_bf16.h>
 
 #include "kernels/moe_grouped_gemm.hpp"
@@ -12,10 +13,11 @@
 namespace troupe::kernels {
 namespace {
 
-constexpr int kBM = 128, kBN = 128, kBK = 128, kStages = 4, kThreads = 256;
-constexpr int kTileBytes = kBM * kBK;  // one stage's A tile (and B tile): 16 KB of e4m3
-constexpr int kStageBytes = 2 * kTileBytes;
-constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + slack to align to 1024
+constexpr int kBN = 128, kBK = 128, kStages = 4;
+constexpr int kBTileBytes = kBN * kBK;  // one stage's W tile: 16 KB of e4m3
+// Shared memory of a CTA of `groups` warpgroups: per stage the A tile (64 rows a group) and the W
+// tile, + slack to align to 1024.
+constexpr int smem_bytes(int groups) { return kStages * (groups * 64 * kBK + kBTileBytes) + 1024; }
 
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
   uint64_t d = uint64_t((addr & 0x3FFFF) >> 4);
@@ -36,6 +38,13 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
+// Keeps the compiler from reading (or writing) the registers across the wgmma fence or wait: they
+// are written asynchronously (CUTLASS's warpgroup_fence_operand).
+__device__ __forceinline__ void fence_operands(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
 
 // d[64] (+)= A[64 x 32] . B[128 x 32]^T, e4m3 in, fp32 accumulate; accumulate = 0 overwrites d.
 __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int accumulate) {
@@ -46,11 +55,21 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t desc_a
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
-__global__ void __launch_bounds__(kThreads, 1)
+__device__ __forceinline__ void store_pair(uint16_t* out, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162*>(out) = __floats2bfloat162_rn(a, b);
+}
+__device__ __forceinline__ void store_pair(float* out, float a, float b) { *reinterpret_cast<float2*>(out) = make_float2(a, b); }
+
+// kOverlap: two `part` buffers, so block kb's products run while block kb - 1 is promoted (the W and
+// x tiles then prefetched 2 blocks ahead instead of 3: a stage is free only once its products
+// have finished).
+template <int kGroups, typename OutT, bool kOverlap>
+__global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
     moe_grouped_gemm_kernel(const uint8_t* __restrict__ x, const float* __restrict__ x_scale,
                             const uint8_t* const* __restrict__ w_table, const float* const* __restrict__ ws_table,
-                            const MoeGemmTile* __restrict__ tiles, uint16_t* __restrict__ out, int64_t n, int64_t k) {
+                            const MoeGemmTile* __restrict__ tiles, OutT* __restrict__ out, int64_t n, int64_t k) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int kThreads = kGroups * 128, kATileBytes = kGroups * 64 * kBK, kStageBytes = kATileBytes + kBTileBytes;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t smem_base = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
   const MoeGemmTile tile = tiles[blockIdx.y];
@@ -62,15 +81,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   const bool active = g * 64 < tile.rows;
 
   auto load_stage = [&](int stage, int64_t kb) {
-    const uint32_t a_base = smem_base + uint32_t(stage * kStageBytes), b_base = a_base + kTileBytes;
+    const uint32_t a_base = smem_base + uint32_t(stage * kStageBytes), b_base = a_base + kATileBytes;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < kATileBytes / 16 / kThreads; ++i) {
       const int q = tid + kThreads * i, row = q / 8, c = q % 8;
-      const uint32_t off = uint32_t(row * 128 + ((c ^ (row & 7)) * 16));
       const bool valid = row < tile.rows;
-      const uint8_t* src_a = x + (int64_t(tile.row_begin) + (valid ? row : 0)) * k + kb * kBK + c * 16;
-      cp_async16(a_base + off, src_a, valid);
-      cp_async16(b_base + off, w + (n0 + row) * k + kb * kBK + c * 16, true);
+      const uint8_t* src = x + (int64_t(tile.row_begin) + (valid ? row : 0)) * k + kb * kBK + c * 16;
+      cp_async16(a_base + uint32_t(row * 128 + ((c ^ (row & 7)) * 16)), src, valid);
+    }
+#pragma unroll
+    for (int i = 0; i < kBTileBytes / 16 / kThreads; ++i) {
+      const int q = tid + kThreads * i, row = q / 8, c = q % 8;
+      const bool valid = n0 + row < n;  // a last N tile past n: zero rows, their columns not stored
+      cp_async16(b_base + uint32_t(row * 128 + ((c ^ (row & 7)) * 16)),
+                 w + (valid ? n0 + row : 0) * k + kb * kBK + c * 16, valid);
     }
   };
 
@@ -84,57 +108,109 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float* s1 = s0 + 8;
   const float* w_scale_row = ws + (n0 / kBN) * num_kb;
 
+  // Block kb's four products into d (d overwritten), committed as one group.
+  auto issue = [&](int64_t kb, float(&d)[64]) {
+    const uint32_t a_base = smem_base + uint32_t((kb % kStages) * kStageBytes) + uint32_t(g * 64 * 128);
+    const uint32_t b_base = smem_base + uint32_t((kb % kStages) * kStageBytes) + kATileBytes;
+    fence_operands(d);
+    wgmma_fence();
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+    for (int j = 0; j < kBK / 32; ++j)
+      wgmma_m64n128k32(d, smem_desc(a_base + 32 * j), smem_desc(b_base + 32 * j), j > 0 ? 1 : 0);
+    wgmma_commit();
+  };
+  // acc += block kb's sums (finished) x the rows' x scales x the tile's W scale.
+  auto promote = [&](int64_t kb, float(&d)[64]) {
+    fence_operands(d);
+    const float sb = w_scale_row[kb];
+    const float sa0 = v0 ? s0[kb * tile.seg_count] * sb : 0.0f, sa1 = v1 ? s1[kb * tile.seg_count] * sb : 0.0f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      acc[4 * j + 0] = fmaf(d[4 * j + 0], sa0, acc[4 * j + 0]);
+      acc[4 * j + 1] = fmaf(d[4 * j + 1], sa0, acc[4 * j + 1]);
+      acc[4 * j + 2] = fmaf(d[4 * j + 2], sa1, acc[4 * j + 2]);
+      acc[4 * j + 3] = fmaf(d[4 * j + 3], sa1, acc[4 * j + 3]);
+    }
+  };
+  constexpr int kAhead = kOverlap ? kStages - 2 : kStages - 1;  // blocks in flight before the first
+#pragma unroll
+  for (int s = 0; s < kAhead; ++s) {
     if (s < num_kb) load_stage(s, s);
     cp_async_commit();
   }
-  for (int64_t kb = 0; kb < num_kb; ++kb) {
-    cp_async_wait<kStages - 2>();
+  // Waits for block kb's tiles and starts loading block kb + kAhead (into the stage whose products
+  // have finished everywhere: the barrier).
+  auto next_block = [&](int64_t kb) {
+    cp_async_wait<kAhead - 1>();
     fence_proxy_async();
     __syncthreads();
-    const int64_t next = kb + kStages - 1;
+    const int64_t next = kb + kAhead;
     if (next < num_kb) load_stage(int(next % kStages), next);
     cp_async_commit();
-    if (active) {
-      const uint32_t a_base = smem_base + uint32_t((kb % kStages) * kStageBytes) + uint32_t(g * 64 * 128);
-      const uint32_t b_base = smem_base + uint32_t((kb % kStages) * kStageBytes) + kTileBytes;
-      wgmma_fence();
-#pragma unroll
-      for (int j = 0; j < kBK / 32; ++j)
-        wgmma_m64n128k32(part, smem_desc(a_base + 32 * j), smem_desc(b_base + 32 * j), j > 0 ? 1 : 0);
-      wgmma_commit();
-      wgmma_wait0();
-      const float sb = w_scale_row[kb];
-      const float sa0 = v0 ? s0[kb * tile.seg_count] * sb : 0.0f, sa1 = v1 ? s1[kb * tile.seg_count] * sb : 0.0f;
-#pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0, acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0, acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1, acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1, acc[4 * j + 3]);
+  };
+  if constexpr (!kOverlap) {
+    for (int64_t kb = 0; kb < num_kb; ++kb) {
+      next_block(kb);
+      if (active) {
+        issue(kb, part);
+        wgmma_wait0();
+        promote(kb, part);
       }
+    }
+  } else {
+    float part2[64];
+    // Block kb into cur; then block kb - 1 (in prev) is waited for and promoted.
+    auto step = [&](int64_t kb, float(&cur)[64], float(&prev)[64]) {
+      next_block(kb);
+      if (!active) return;
+      issue(kb, cur);
+      wgmma_wait1();
+      if (kb > 0) promote(kb - 1, prev);
+    };
+    for (int64_t kb = 0; kb < num_kb; kb += 2) {
+      step(kb, part, part2);
+      if (kb + 1 < num_kb) step(kb + 1, part2, part);
+    }
+    if (active) {
+      wgmma_wait0();
+      if ((num_kb - 1) % 2 == 0) promote(num_kb - 1, part);
+      else promote(num_kb - 1, part2);
     }
   }
   cp_async_wait<0>();
   if (!active) return;
-  __nv_bfloat162* o0 = reinterpret_cast<__nv_bfloat162*>(out + (int64_t(tile.row_begin) + r0) * n + n0);
-  __nv_bfloat162* o1 = reinterpret_cast<__nv_bfloat162*>(out + (int64_t(tile.row_begin) + r1) * n + n0);
+  OutT* o0 = out + (int64_t(tile.row_begin) + r0) * n + n0;
+  OutT* o1 = out + (int64_t(tile.row_begin) + r1) * n + n0;
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
-    const int col2 = (8 * j + 2 * (lane % 4)) / 2;
-    if (v0) o0[col2] = __floats2bfloat162_rn(acc[4 * j + 0], acc[4 * j + 1]);
-    if (v1) o1[col2] = __floats2bfloat162_rn(acc[4 * j + 2], acc[4 * j + 3]);
+    const int col = 8 * j + 2 * (lane % 4);
+    if (n0 + col >= n) continue;
+    if (v0) store_pair(o0 + col, acc[4 * j + 0], acc[4 * j + 1]);
+    if (v1) store_pair(o1 + col, acc[4 * j + 2], acc[4 * j + 3]);
   }
 #endif
 }
 
-}  // namespace
+template <int kGroups, typename OutT, bool kOverlap>
+cudaError_t launch_groups(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
+                          const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
+                          OutT* out, int64_t n, int64_t k, cudaStream_t stream) {
+  static const cudaError_t attr = cudaFuncSetAttribute(moe_grouped_gemm_kernel<kGroups, OutT, kOverlap>,
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes(kGroups));
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid(unsigned((n + kBN - 1) / kBN), unsigned(num_tiles));
+  moe_grouped_gemm_kernel<kGroups, OutT, kOverlap><<<grid, kGroups * 128, smem_bytes(kGroups), stream>>>(
+      x_fp8, x_scale, w_table, w_scale_table, tiles, out, n, k);
+  return cudaGetLastError();
+}
 
-cudaError_t launch_moe_grouped_gemm(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
-                                    const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
-                                    uint16_t* out, int64_t n, int64_t k, cudaStream_t stream) {
-  if (!moe_grouped_gemm_supported(n, k) || num_tiles < 0 || n / kBN > 65535) return cudaErrorInvalidValue;
+template <typename OutT>
+cudaError_t launch(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
+                   const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles, int64_t tile_rows,
+                   bool overlap, OutT* out, int64_t n, int64_t k, cudaStream_t stream) {
+  if (!moe_grouped_gemm_supported(n, k) || num_tiles < 0 || (n + kBN - 1) / kBN > 65535 ||
+      (tile_rows != 64 && tile_rows != 128))
+    return cudaErrorInvalidValue;
   if (num_tiles == 0) return cudaSuccess;
   int device = 0, major = 0, minor = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
@@ -142,13 +218,26 @@ cudaError_t launch_moe_grouped_gemm(const uint8_t* x_fp8, const float* x_scale, 
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
     return cudaErrorUnknown;
   if (major != 9 || minor != 0) return cudaErrorNotSupported;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(moe_grouped_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  if (attr != cudaSuccess) return attr;
-  const dim3 grid(unsigned(n / kBN), unsigned(num_tiles));
-  moe_grouped_gemm_kernel<<<grid, kThreads, kSmemBytes, stream>>>(x_fp8, x_scale, w_table, w_scale_table, tiles, out,
-                                                                   n, k);
-  return cudaGetLastError();
+  if (tile_rows == 128)
+    return launch_groups<2, OutT, false>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
+  return overlap ? launch_groups<1, OutT, true>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream)
+                 : launch_groups<1, OutT, false>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_moe_grouped_gemm(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
+                                    const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
+                                    int64_t tile_rows, uint16_t* out, int64_t n, int64_t k, cudaStream_t stream,
+                                    bool overlap) {
+  return launch(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, tile_rows, overlap, out, n, k, stream);
+}
+
+cudaError_t launch_moe_grouped_gemm(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
+                                    const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
+                                    int64_t tile_rows, float* out, int64_t n, int64_t k, cudaStream_t stream,
+                                    bool overlap) {
+  return launch(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, tile_rows, overlap, out, n, k, stream);
 }
 
 }  // namespace troupe::kernels

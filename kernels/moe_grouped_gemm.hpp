@@ -4,11 +4,12 @@
 // block),
 //   out[p, :] = x[p, :] . W_e^T   for every row p of expert e's segment, with fp8_block_gemm.hpp's
 //   block formula (128x128 weight scales, 1x128 row scales, each K block's sum promoted in fp32)
-// and bf16 out. The M tiles (MoeGemmTile, up to 128 rows of one expert) come from the host, which
+// and bf16 or fp32 out. One expert of every row is a dense linear layer (CudaBackend's prefill
+// linears that cuBLASLt refuses). The M tiles (MoeGemmTile, up to 128 rows of one expert) come from the host, which
 // knows the segments (moe_gemm_tiles); an expert with no row has no tile.
 // Three layers: the __global__ kernel (moe_grouped_gemm.cu: Hopper wgmma, m64n128k32 e4m3 from
-// shared memory in the 128-byte swizzle, a CTA of two warpgroups per 128x128 output tile, a
-// 4-stage cp.async pipeline, DeepGEMM's per-K-block promotion; sm_90a only), this raw-pointer
+// shared memory in the 128-byte swizzle, a CTA of one warpgroup per 64x128 output tile (or two per
+// 128x128), a 4-stage cp.async pipeline, DeepGEMM's per-K-block promotion; sm_90a only), this raw-pointer
 // launcher, and the CPU reference (moe_grouped_gemm_ref.cpp: fp8_block_gemm_ref per segment).
 #include <cstdint>
 #include <vector>
@@ -19,36 +20,50 @@
 
 namespace troupe::kernels {
 
-// Rows [row_begin, row_begin + rows) (rows 1..128) of expert `expert`, whose segment is
+// Rows [row_begin, row_begin + rows) (rows 1..tile_rows) of expert `expert`, whose segment is
 // [seg_first, seg_first + seg_count).
 struct MoeGemmTile {
   int32_t expert, row_begin, rows, seg_first, seg_count;
 };
 
-constexpr int64_t kMoeGemmTileRows = 128;
+// The default tile: 64 rows (one warpgroup a CTA; an expert of ~150 rows wastes less of its last
+// tile than with 128, and two CTAs share an SM).
+constexpr int64_t kMoeGemmTileRows = 64;
 
 // The tiles of moe_align's offsets ([num_segments + 1], pad_to 1): each segment cut into runs of
-// up to 128 rows.
-std::vector<MoeGemmTile> moe_gemm_tiles(const int32_t* offsets, int32_t num_segments);
+// up to tile_rows (64 or 128) rows.
+std::vector<MoeGemmTile> moe_gemm_tiles(const int32_t* offsets, int32_t num_segments,
+                                        int64_t tile_rows = kMoeGemmTileRows);
 
-// The shapes the kernel takes: whole 128-blocks in n and k.
+// The shapes the kernel takes: whole 128-blocks in k, n a multiple of 16 (a last partial 128-row
+// W block: R1's kv_a, n = 576).
 inline bool moe_grouped_gemm_supported(int64_t n, int64_t k) {
-  return n > 0 && k > 0 && n % 128 == 0 && k % 128 == 0;
+  return n > 0 && k > 0 && n % 16 == 0 && k % 128 == 0;
 }
 
 // CPU reference, fp64. x: [P, k] real values (the e4m3 values); x_scale: moe_segment_quant's layout;
-// w[e]: [n, k] e4m3 bits, w_scale[e]: [n / 128, k / 128]; out: [P, n].
+// w[e]: [n, k] e4m3 bits, w_scale[e]: [ceil(n / 128), k / 128]; out: [P, n].
 void moe_grouped_gemm_ref(const float* x, const float* x_scale, const uint8_t* const* w, const float* const* w_scale,
                           const int32_t* offsets, int32_t num_segments, double* out, int64_t n, int64_t k);
 
 #ifdef TROUPE_HAVE_CUDA
 // Device pointers: x_fp8 [P, k], x_scale as above, w_table / w_scale_table: [experts] pointers on the
-// device, tiles [num_tiles] on the device, out [P, n] bf16 bits (rows outside every tile untouched).
-// x_fp8 and every W 16-byte aligned. cudaErrorInvalidValue for shapes moe_grouped_gemm_supported
-// refuses or num_tiles < 0; cudaErrorNotSupported on a GPU other than sm_90.
+// device, tiles [num_tiles] on the device (moe_gemm_tiles with the same tile_rows), out [P, n] bf16
+// bits (rows outside every tile untouched). x_fp8 and every W 16-byte aligned.
+// cudaErrorInvalidValue for shapes moe_grouped_gemm_supported refuses, num_tiles < 0 or tile_rows
+// other than 64 and 128; cudaErrorNotSupported on a GPU other than sm_90. overlap (64-row tiles):
+// block kb's products run while block kb - 1 is promoted (two partial-sum buffers, 248 registers,
+// 2 blocks prefetched instead of 3): slower on the H200 (R1's MoE layer at 4,096 tokens 9.55 ms
+// against 9.08), so off by default.
 cudaError_t launch_moe_grouped_gemm(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
                                     const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
-                                    uint16_t* out, int64_t n, int64_t k, cudaStream_t stream);
+                                    int64_t tile_rows, uint16_t* out, int64_t n, int64_t k, cudaStream_t stream,
+                                    bool overlap = false);
+// fp32 out (the dense prefill linears cuBLASLt refuses: R1's kv_a).
+cudaError_t launch_moe_grouped_gemm(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
+                                    const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
+                                    int64_t tile_rows, float* out, int64_t n, int64_t k, cudaStream_t stream,
+                                    bool overlap = false);
 #endif
 
 }  // namespace troupe::kernels

@@ -5,12 +5,12 @@
 
 namespace troupe::kernels {
 
-std::vector<MoeGemmTile> moe_gemm_tiles(const int32_t* offsets, int32_t num_segments) {
+std::vector<MoeGemmTile> moe_gemm_tiles(const int32_t* offsets, int32_t num_segments, int64_t tile_rows) {
   std::vector<MoeGemmTile> tiles;
   for (int32_t e = 0; e < num_segments; ++e) {
     const int32_t first = offsets[e], count = offsets[e + 1] - offsets[e];
-    for (int32_t r = 0; r < count; r += int32_t(kMoeGemmTileRows)) {
-      const int32_t rows = count - r < int32_t(kMoeGemmTileRows) ? count - r : int32_t(kMoeGemmTileRows);
+    for (int32_t r = 0; r < count; r += int32_t(tile_rows)) {
+      const int32_t rows = count - r < int32_t(tile_rows) ? count - r : int32_t(tile_rows);
       tiles.push_back({e, first + r, rows, first, count});
     }
   }

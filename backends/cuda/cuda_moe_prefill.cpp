@@ -71,7 +71,14 @@ bool CudaBackend::moe_experts_prefill(const Tensor& x, const Tensor& topk_ids, c
   if (!(wgmma_env && std::strcmp(wgmma_env, "0") == 0) && moe_grouped_gemm_supported(2 * inter, hidden) &&
       moe_grouped_gemm_supported(hidden, inter)) {
     static_assert(sizeof(MoeGemmTile) == 5 * sizeof(int32_t), "tiles travel as i32 words");
-    const std::vector<MoeGemmTile> tiles = moe_gemm_tiles(off, int32_t(table_size));
+    // TROUPE_MOE_GEMM_TILE=128: 128-row tiles (two warpgroups a CTA), a diagnostic; else 64.
+    const char* tile_env = std::getenv("TROUPE_MOE_GEMM_TILE");
+    const int64_t tile_rows = tile_env && std::strcmp(tile_env, "128") == 0 ? 128 : kMoeGemmTileRows;
+    // TROUPE_MOE_GEMM_OVERLAP=1: the next K block's products run while one is promoted (a
+    // diagnostic: slower on the H200, moe_grouped_gemm.hpp).
+    const char* overlap_env = std::getenv("TROUPE_MOE_GEMM_OVERLAP");
+    const bool overlap = overlap_env && std::strcmp(overlap_env, "1") == 0;
+    const std::vector<MoeGemmTile> tiles = moe_gemm_tiles(off, int32_t(table_size), tile_rows);
     std::vector<int32_t> tile_words(tiles.size() * 5);
     std::memcpy(tile_words.data(), tiles.data(), tile_words.size() * sizeof(int32_t));
     const Tensor d_tiles = on_device(Tensor::from_i32(tile_words, {int64_t(tile_words.size())}));
@@ -82,14 +89,15 @@ bool CudaBackend::moe_experts_prefill(const Tensor& x, const Tensor& topk_ids, c
     const auto* dn_s = reinterpret_cast<const float* const*>(table + 3 * table_size);
     const auto* tile_ptr = reinterpret_cast<const MoeGemmTile*>(d_tiles.raw());
     const cudaError_t first = launch_moe_grouped_gemm(x_fp8.data<uint8_t>(), x_scale.data<float>(), gu_w, gu_s,
-                                                      tile_ptr, int32_t(tiles.size()), gate_up.data<uint16_t>(),
-                                                      2 * inter, hidden, stream());
+                                                      tile_ptr, int32_t(tiles.size()), tile_rows, gate_up.data<uint16_t>(),
+                                                      2 * inter, hidden, stream(), overlap);
     if (first == cudaSuccess) {
       check(launch_moe_silu_quant(gate_up.data<uint16_t>(), offsets.data<int32_t>(), int32_t(table_size),
                                   act_fp8.data<uint8_t>(), act_scale.data<float>(), rows, inter, stream()),
             "moe_silu_quant");
       check(launch_moe_grouped_gemm(act_fp8.data<uint8_t>(), act_scale.data<float>(), dn_w, dn_s, tile_ptr,
-                                    int32_t(tiles.size()), y.data<uint16_t>(), hidden, inter, stream()),
+                                    int32_t(tiles.size()), tile_rows, y.data<uint16_t>(), hidden, inter, stream(),
+                                    overlap),
             "moe_grouped_gemm down");
       check(launch_moe_combine_bf16(y.data<uint16_t>(), slot_pos.data<int32_t>(), weights.data<float>(),
                                     with_shared ? nullptr : out.data<float>(), out.data<float>(), n,

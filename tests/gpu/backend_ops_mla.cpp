@@ -428,6 +428,8 @@ void add_mla_cases(std::vector<OpCase>& t) {
   for (int64_t n : {1, 19, 99}) {
     t.push_back(rope_interleaved_case(n, 4, 24, 4));      // the fixtures' q: nope 16 + rope 8
     t.push_back(rope_interleaved_case(n, 128, 192, 32));  // R1's q: nope 128 + rope 64
+    t.push_back(rope_interleaved_case(n, 3, 400, 100));   // 4 pairs a lane, the last ones partial
+    t.push_back(rope_interleaved_case(n, 3, 400, 200));   // past 128 pairs: a block per (token, head)
     for (auto [lora, half] : {std::pair<int64_t, int64_t>{32, 4}, {136, 8}, {512, 32}}) {
       t.push_back(mla_write_latent_case<float>(n, lora, half));
       t.push_back(mla_write_latent_case<uint16_t>(n, lora, half));

@@ -354,16 +354,17 @@ OpCase grouped_gemv_case(const GroupedShape& c, Path path = Path::grouped) {
 // e4m3 with moe_segment_quant's segmented scales, against moe_grouped_gemm_ref (fp64). The device
 // sums each 128-wide K block on FP8 tensor cores and rounds the output to bf16: kBf16Tolerance,
 // per row too (a wrong tile, row or scale moves a whole row).
-OpCase grouped_gemm_case(std::vector<int32_t> rows, int64_t n, int64_t k) {
-  std::string dims = sizes({{"n", n}, {"k", k}}) + " rows=";
+OpCase grouped_gemm_case(std::vector<int32_t> rows, int64_t n, int64_t k, int64_t tile_rows, bool f32_out = false,
+                         bool overlap = false) {
+  std::string dims = sizes({{"n", n}, {"k", k}, {"tile", tile_rows}}) + (overlap ? " overlap" : "") + " rows=";
   for (size_t i = 0; i < rows.size(); ++i) dims += (i ? "," : "") + std::to_string(rows[i]);
-  return {"moe_grouped_gemm", "e4m3->bf16", dims, [=](std::mt19937& rng) {
+  return {"moe_grouped_gemm", f32_out ? "e4m3->f32" : "e4m3->bf16", dims, [=](std::mt19937& rng) {
             OpRun r;
             const int32_t experts = int32_t(rows.size());
             int32_t* offsets = r.host<int32_t>(size_t(experts + 1));
             offsets[0] = 0;
             for (int32_t e = 0; e < experts; ++e) offsets[e + 1] = offsets[e] + rows[size_t(e)];
-            const int64_t total = offsets[experts], num_kb = fp8_num_blocks(k), n_blocks = n / 128;
+            const int64_t total = offsets[experts], num_kb = fp8_num_blocks(k), n_blocks = fp8_num_blocks(n);
             uint8_t* xq = r.host<uint8_t>(size_t(total * k));
             float* x = r.host<float>(size_t(total * k));
             float* x_scale = r.host<float>(size_t(num_kb * total));
@@ -386,7 +387,7 @@ OpCase grouped_gemm_case(std::vector<int32_t> rows, int64_t n, int64_t k) {
               w_dev[size_t(e)] = r.device(w, size_t(n * k));
               ws_dev[size_t(e)] = r.device(ws, size_t(n_blocks * num_kb));
             }
-            const std::vector<MoeGemmTile> tiles = moe_gemm_tiles(offsets, experts);
+            const std::vector<MoeGemmTile> tiles = moe_gemm_tiles(offsets, experts, tile_rows);
             MoeGemmTile* tiles_host = r.host<MoeGemmTile>(std::max<size_t>(tiles.size(), 1));
             std::copy(tiles.begin(), tiles.end(), tiles_host);
             const MoeGemmTile* d_tiles = r.device(tiles_host, std::max<size_t>(tiles.size(), 1));
@@ -394,7 +395,8 @@ OpCase grouped_gemm_case(std::vector<int32_t> rows, int64_t n, int64_t k) {
             const float* const* d_ws = r.device(ws_dev.data(), ws_dev.size());
             const uint8_t* d_x = r.device(xq, size_t(total * k));
             const float* d_scale = r.device(x_scale, size_t(num_kb * total));
-            uint16_t* out = r.poisoned<uint16_t>(size_t(total * n));
+            uint16_t* out = f32_out ? nullptr : r.poisoned<uint16_t>(size_t(total * n));
+            float* out32 = f32_out ? r.poisoned<float>(size_t(total * n)) : nullptr;
             double* ref = r.host<double>(size_t(total * n));
             const int32_t num_tiles = int32_t(tiles.size());
             const uint8_t** w_keep = r.host<const uint8_t*>(num);
@@ -402,11 +404,20 @@ OpCase grouped_gemm_case(std::vector<int32_t> rows, int64_t n, int64_t k) {
             const float** ws_keep = r.host<const float*>(num);
             std::copy(ws_host.begin(), ws_host.end(), ws_keep);
             r.launch = [=](cudaStream_t st) {
-              return launch_moe_grouped_gemm(d_x, d_scale, d_w, d_ws, d_tiles, num_tiles, out, n, k, st);
+              if (f32_out)
+                return launch_moe_grouped_gemm(d_x, d_scale, d_w, d_ws, d_tiles, num_tiles, tile_rows, out32, n, k, st,
+                                               overlap);
+              return launch_moe_grouped_gemm(d_x, d_scale, d_w, d_ws, d_tiles, num_tiles, tile_rows, out, n, k, st,
+                                             overlap);
             };
             r.reference = [=] { moe_grouped_gemm_ref(x, x_scale, w_keep, ws_keep, offsets, experts, ref, n, k); };
-            r.expect_rows("out", Elem::bf16, out, ref, Elem::f64, size_t(total * n), kBf16Tolerance, size_t(n),
-                          kBf16Tolerance);
+            // fp32 out: only the tensor cores' sums within a block differ from fp64 (1e-6 as the
+            // own FP8 GEMM's fp32 rows).
+            if (f32_out)
+              r.expect_rows("out", Elem::f32, out32, ref, Elem::f64, size_t(total * n), 1e-6, size_t(n), 1e-6);
+            else
+              r.expect_rows("out", Elem::bf16, out, ref, Elem::f64, size_t(total * n), kBf16Tolerance, size_t(n),
+                            kBf16Tolerance);
             r.bytes = double(total * k + experts * n * k + total * n * 2);
             return r;
           }};
@@ -414,10 +425,17 @@ OpCase grouped_gemm_case(std::vector<int32_t> rows, int64_t n, int64_t k) {
 }  // namespace
 
 void add_moe_expert_cases(std::vector<OpCase>& t) {
-  t.push_back(grouped_gemm_case({0, 1, 130, 257, 64}, 256, 512));  // empty, one row, partial and several tiles
-  t.push_back(grouped_gemm_case({3, 129}, 512, 7168));             // R1's expert K (56 blocks)
-  t.push_back(grouped_gemm_case({40, 0, 200}, 4096, 256));         // R1's gate_up N (32 tiles)
-  t.push_back(grouped_gemm_case({77}, 7168, 2048));                // R1's down N and K
+  for (int64_t tile : {64, 128}) {
+    t.push_back(grouped_gemm_case({0, 1, 130, 257, 64}, 256, 512, tile));  // empty, one row, partial and several tiles
+    t.push_back(grouped_gemm_case({3, 129}, 512, 7168, tile));             // R1's expert K (56 blocks)
+    t.push_back(grouped_gemm_case({40, 0, 200}, 4096, 256, tile));         // R1's gate_up N (32 tiles)
+    t.push_back(grouped_gemm_case({77}, 7168, 2048, tile));                // R1's down N and K
+    t.push_back(grouped_gemm_case({300}, 576, 7168, tile, true));          // a dense linear: R1's kv_a, fp32 out
+    t.push_back(grouped_gemm_case({5, 70}, 144, 256, tile, true));         // n = 128 + 16
+  }
+  // 64-row tiles with the overlapped promotion (odd and even block counts: 1, 2, 3, 56) and without.
+  for (int64_t k : {128, 256, 384, 7168}) t.push_back(grouped_gemm_case({0, 1, 130, 64}, 256, k, 64, false, true));
+  for (int64_t k : {128, 384}) t.push_back(grouped_gemm_case({0, 1, 130, 64}, 256, k, 64));
   for (int64_t m : {1, 8, 64, 256}) {
     t.push_back(local_ids_case(m, 256, 8, 0, 256, true));
     t.push_back(local_ids_case(m, 256, 8, 64, 64, m % 2 == 0));
