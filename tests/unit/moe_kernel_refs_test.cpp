@@ -1,7 +1,8 @@
 // The CPU references of kernels/moe_{routing,align,combine} (the op table's expected values for the
 // MoE kernels, tests/gpu/backend_ops_moe.cpp): the router's reference against models/moe.cpp
 // route_tokens on random logits (bit-identical: the device router is tested against this
-// reference, so the pair stands for route_tokens), and the grouping and combine on hand-made cases.
+// reference, so the pair stands for route_tokens), and the grouping and combine on hand-made cases;
+// the prefill experts' segmented scales (moe_segment_quant) and GEMM tiles (moe_grouped_gemm).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +11,12 @@
 
 #include "kernels/host_bf16.hpp"
 #include "kernels/moe_align.hpp"
+#include "kernels/fp8_block_gemm.hpp"
+#include "kernels/fp8_quant.hpp"
+#include "kernels/host_fp8.hpp"
 #include "kernels/moe_combine.hpp"
+#include "kernels/moe_grouped_gemm.hpp"
+#include "kernels/moe_segment_quant.hpp"
 #include "kernels/moe_routing.hpp"
 #include "models/moe.hpp"
 #include "runtime/moe_route_params.hpp"
@@ -133,6 +139,67 @@ TEST(MoeKernelRefs, GatherAndCombineFollowTheLayout) {
   EXPECT_EQ(std::vector<float>(out, out + 4), (std::vector<float>{21.5f, 42.0f, 121.0f, 161.0f}));
   kernels::moe_combine_ref(y, slot_pos, w, nullptr, out, 2, 2, 2);
   EXPECT_EQ(std::vector<float>(out, out + 4), (std::vector<float>{20.5f, 41.0f, 120.0f, 160.0f}));
+}
+
+// Each expert's scales are its own fp8_quant block [nkb, count] at nkb * offsets[e]; an empty
+// expert takes no room. Segments {2, 0, 3} of 5 rows, k = 200 (two K blocks, the last partial).
+TEST(MoeKernelRefs, SegmentQuantLaysEachExpertsScalesOutAsItsOwnOperand) {
+  constexpr int64_t kRows = 5, kK = 200, kBlocks = 2;
+  const std::vector<int32_t> offsets = {0, 2, 2, 5};
+  std::vector<float> x(size_t(kRows * kK));
+  for (int64_t r = 0; r < kRows; ++r)
+    for (int64_t c = 0; c < kK; ++c) x[size_t(r * kK + c)] = float((r + 1) * (c < 128 ? 1 : 10)) * (c % 2 ? -1 : 1);
+  std::vector<uint8_t> q(x.size());
+  std::vector<float> scale(size_t(kBlocks * kRows), -1.0f);
+  kernels::moe_segment_quant_ref(x.data(), offsets.data(), 3, q.data(), scale.data(), kRows, kK);
+  // amax of row r, block kb: (r + 1) * (kb ? 10 : 1); scale = amax / 448.
+  auto want = [](int64_t r, int64_t kb) { return float((r + 1) * (kb ? 10 : 1)) / 448.0f; };
+  // expert 0: rows 0-1 at [0, 4): [kb][row]
+  EXPECT_FLOAT_EQ(scale[0], want(0, 0));
+  EXPECT_FLOAT_EQ(scale[1], want(1, 0));
+  EXPECT_FLOAT_EQ(scale[2], want(0, 1));
+  EXPECT_FLOAT_EQ(scale[3], want(1, 1));
+  // expert 2: rows 2-4 at [4, 10)
+  for (int64_t kb = 0; kb < kBlocks; ++kb)
+    for (int64_t r = 2; r < 5; ++r) EXPECT_FLOAT_EQ(scale[size_t(4 + kb * 3 + (r - 2))], want(r, kb));
+  // The values are fp8_quant's of each row (the layout of the scales is all that differs).
+  std::vector<uint8_t> q_row(static_cast<size_t>(kK));
+  std::vector<float> s_row(static_cast<size_t>(kBlocks));
+  for (int64_t r = 0; r < kRows; ++r) {
+    kernels::fp8_quant_ref(x.data() + r * kK, q_row.data(), s_row.data(), 1, kK);
+    for (int64_t c = 0; c < kK; ++c) ASSERT_EQ(q[size_t(r * kK + c)], q_row[size_t(c)]);
+  }
+}
+
+// Tiles cut each segment into runs of tile_rows; an empty expert has none; the grouped reference
+// is the block GEMM of each segment with its own weights.
+TEST(MoeKernelRefs, GroupedGemmTilesCoverEachSegmentAndTheReferenceUsesItsExpertsWeights) {
+  const std::vector<int32_t> offsets = {0, 130, 130, 131};
+  const auto tiles = kernels::moe_gemm_tiles(offsets.data(), 3, 64);
+  ASSERT_EQ(tiles.size(), 4u);  // 64 + 64 + 2 rows of expert 0, 1 row of expert 2
+  EXPECT_EQ(tiles[0].expert, 0);
+  EXPECT_EQ(tiles[2].row_begin, 128);
+  EXPECT_EQ(tiles[2].rows, 2);
+  EXPECT_EQ(tiles[2].seg_count, 130);
+  EXPECT_EQ(tiles[3].expert, 2);
+  EXPECT_EQ(tiles[3].row_begin, 130);
+  EXPECT_EQ(tiles[3].seg_first, 130);
+  EXPECT_EQ(kernels::moe_gemm_tiles(offsets.data(), 3, 128).size(), 3u);
+  EXPECT_FALSE(kernels::moe_grouped_gemm_supported(576, 7000));
+  EXPECT_TRUE(kernels::moe_grouped_gemm_supported(576, 7168));
+
+  // Two experts of one row each, k = n = 128, x = 1 everywhere; expert e's weights all 1 * (e + 1).
+  constexpr int64_t kN = 128, kK = 128;
+  const std::vector<int32_t> two = {0, 1, 2};
+  std::vector<float> x(size_t(2 * kK), 1.0f), x_scale = {1.0f, 1.0f};
+  std::vector<uint8_t> w0(size_t(kN * kK), kernels::host_f32_to_e4m3(1.0f)), w1 = w0;
+  std::vector<float> s0 = {1.0f}, s1 = {2.0f};
+  const uint8_t* w[] = {w0.data(), w1.data()};
+  const float* s[] = {s0.data(), s1.data()};
+  std::vector<double> out(size_t(2 * kN));
+  kernels::moe_grouped_gemm_ref(x.data(), x_scale.data(), w, s, two.data(), 2, out.data(), kN, kK);
+  EXPECT_DOUBLE_EQ(out[0], 128.0);
+  EXPECT_DOUBLE_EQ(out[kN], 256.0);
 }
 
 }  // namespace
