@@ -11,9 +11,11 @@
 // The router runs on the device when the backend has Backend::moe_route (CUDA: kernels/moe_routing,
 // the same ids as route_tokens). Where the backend also packed the experts at load
 // (MoeExpertsBackend::pack_moe_experts, runtime/moe_experts.hpp: CUDA with FP8 experts) and takes
-// the batch (moe_experts: decode-sized ones), the experts and the combine run there too, with no host sync. Otherwise the
-// [n, k] ids and weights come to the host (or the logits, and route_tokens, the reference, chooses)
-// and the experts run one by one on the host-built row lists (prefill chunks, the CPU backend).
+// the batch (moe_experts: CUDA takes any batch outside a graph recording; decode-sized ones with no
+// host sync, prefill-sized ones with one, for the experts' row counts), the experts and the combine
+// run there too. Otherwise the [n, k] ids and weights come to the host (or the logits, and
+// route_tokens, the reference, chooses) and the experts run one by one on the host-built row lists
+// (the CPU backend, experts the backend could not pack).
 // The CPU backend is the reference; the model refuses other backends until their MLA/MoE ops land.
 // Tensor parallel (MoeConfig::expert_parallel_*): every rank routes all tokens over all experts,
 // runs only its local experts (loaded whole) on the tokens routed to them and its slice of the

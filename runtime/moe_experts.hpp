@@ -5,7 +5,8 @@
 //
 //   load:     MoeExperts packed = pack_moe_experts(local experts, shared expert)   (once)
 //   forward:  moe_route (device ids) -> moe_experts(x, ids, weights, packed, ...)   (no host sync)
-//             false -> the ids come to the host and the loop runs (e.g. prefill-sized batches)
+//             false -> the ids come to the host and the loop runs (e.g. CUDA while a graph records
+//             a prefill-sized batch: its prefill path reads the experts' row counts on the host)
 //
 // MoeExperts is opaque to the model: `table` is the backend's own device data (CUDA: arrays of the
 // experts' weight and scale pointers, so the weights stay where the loader put them); `weights`
@@ -20,7 +21,7 @@ namespace troupe {
 
 struct MoeExperts {
   Tensor table;                 // undefined: not packed
-  std::vector<Tensor> weights;  // gate_up, then down, of every local expert
+  std::vector<Tensor> weights;  // gate_up, then down, of every local expert (then the shared one's when has_shared)
   int64_t num_local = 0;        // experts in the table: the layer's local ones, in order
   int64_t hidden = 0, intermediate = 0;
   bool has_shared = false;      // the shared expert rides along: moe_experts writes out = shared + routed
