@@ -208,7 +208,7 @@ template <typename OutT>
 cudaError_t launch(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
                    const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles, int64_t tile_rows,
                    bool overlap, OutT* out, int64_t n, int64_t k, cudaStream_t stream) {
-  if (!moe_grouped_gemm_supported(n, k) || num_tiles < 0 || (n + kBN - 1) / kBN > 65535 ||
+  if (!moe_grouped_gemm_supported(n, k) || num_tiles < 0 || num_tiles > 65535 || (n + kBN - 1) / kBN > INT32_MAX ||
       (tile_rows != 64 && tile_rows != 128))
     return cudaErrorInvalidValue;
   if (num_tiles == 0) return cudaSuccess;

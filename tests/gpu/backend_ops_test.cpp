@@ -16,7 +16,9 @@
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
 #include "kernels/moe_routing.hpp"
+#include "kernels/moe_grouped_gemm.hpp"
 #include "kernels/moe_rows_gemv.hpp"
+#include "kernels/moe_segment_quant.hpp"
 #include "kernels/qkv_rope.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "tests/gpu/backend_ops_table.hpp"
@@ -124,6 +126,23 @@ TEST(KernelLaunchers, RejectBadSizes) {
             cudaErrorInvalidValue);  // act_stride < 128
   EXPECT_EQ(launch_moe_rows_gate_up_silu(w16, 128, table_w, table_s, ids, ids, ids, 9, act16, 128, 0, 128, nullptr),
             cudaErrorInvalidValue);  // inter
+  // The prefill experts': k > 0, top_k >= 1, a segment; the grouped GEMM's whole 128-blocks of K, N a
+  // multiple of 16, 64- or 128-row tiles, at most 65,535 tiles; no tiles: nothing to do.
+  const auto* q8 = reinterpret_cast<const uint8_t*>(some);
+  auto* out8 = reinterpret_cast<uint8_t*>(some + 512);
+  EXPECT_EQ(launch_moe_gather_quant(some, ids, 8, ids, 4, out8, some, 4, 0, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_moe_gather_quant(some, ids, 0, ids, 4, out8, some, 4, 128, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_moe_silu_quant(w16, ids, 0, out8, some, 4, 128, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_moe_silu_quant(w16, ids, 4, out8, some, 0, 128, nullptr), cudaSuccess);
+  const auto* gemm_tiles = reinterpret_cast<const MoeGemmTile*>(ids);
+  auto grouped = [&](int32_t num_tiles, int64_t tile_rows, int64_t n, int64_t k) {
+    return launch_moe_grouped_gemm(q8, some, table_w, table_s, gemm_tiles, num_tiles, tile_rows, act16, n, k, nullptr);
+  };
+  EXPECT_EQ(grouped(0, 64, 256, 256), cudaSuccess);
+  EXPECT_EQ(grouped(1, 64, 100, 256), cudaErrorInvalidValue);    // n % 16
+  EXPECT_EQ(grouped(1, 64, 256, 200), cudaErrorInvalidValue);    // k % 128
+  EXPECT_EQ(grouped(1, 32, 256, 256), cudaErrorInvalidValue);    // tile rows
+  EXPECT_EQ(grouped(65536, 64, 256, 256), cudaErrorInvalidValue);  // the grid's y
 
   // The tensor-core decode: groups 1..16, head_dim 64/128/256, 16-byte aligned q and caches, a
   // workspace when partitioned.
