@@ -11,6 +11,7 @@
 // shared memory in the 128-byte swizzle, a CTA of one warpgroup per 64x128 output tile (or two per
 // 128x128), a 4-stage cp.async pipeline, DeepGEMM's per-K-block promotion; sm_90a only), this raw-pointer
 // launcher, and the CPU reference (moe_grouped_gemm_ref.cpp: fp8_block_gemm_ref per segment).
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 

@@ -1,3 +1,5 @@
+#include <cstddef>
+
 #include "kernels/fp8_block_gemm.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/host_fp8.hpp"

@@ -14,6 +14,7 @@
 // Three layers: the __global__ kernels (moe_segment_quant.cu: one warp per (row, K block), the
 // row's segment found by binary search in offsets), these raw-pointer launchers, and the CPU
 // references (moe_segment_quant_ref.cpp: the formula of fp8_quant_ref per segment, bit for bit).
+#include <cstddef>
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA
