@@ -101,7 +101,7 @@ TEST(HttpServer, SamplingParametersReachTheEngine) {
   body["repetition_penalty"] = 1.1;
   body["ignore_eos"] = true;
   ASSERT_EQ(post_json(c, "/v1/chat/completions", body).status, 200);
-  const SamplingParams& p = server.engine().submitted().at(0).params;
+  const SamplingParams p = server.engine().submitted().at(0).params;  // a copy: submitted() returns by value
   EXPECT_EQ(p.max_tokens, 4);
   EXPECT_DOUBLE_EQ(p.temperature, 0.5);
   EXPECT_DOUBLE_EQ(p.top_p, 0.9);
