@@ -305,8 +305,15 @@ bool bench_prefill(const Args& args, cublasHandle_t h, int64_t context, double b
   bool ok = st == CUBLAS_STATUS_SUCCESS && cuda_ok(cudaDeviceSynchronize(), "expand");
   const double pairs = double(context) * double(context + 1) / 2;
   const double flops = 2.0 * double(kHeads) * double(kNope + kRope + kV) * pairs;
-  // The backend's tiles (kMlaPrefillTileRows) under the plain name, the other variant suffixed.
-  for (int64_t rows : {int64_t(64), int64_t(128)}) {
+  // The backend's kernel (wgmma, kMlaPrefillWgmmaTileRows-row and 64-key tiles) under the plain name,
+  // the other variants suffixed: _wgmma_tile<R>_keys<K> and the mma.sync kernel's _mma_tile<R>.
+  struct Variant {
+    bool wgmma;
+    int64_t rows, keys;
+  };
+  const Variant variants[] = {{true, 128, 128}, {true, 128, 64}, {true, 64, 64}, {false, 128, 0}, {false, 64, 0}};
+  for (const Variant& v : variants) {
+    const int64_t rows = v.rows;
     const std::vector<int32_t> tiles = kernels::mla_prefill_tiles({{0, context, context, 0}}, rows);
     int32_t* d_tiles = upload(tiles);
     if (!d_tiles) return false;
@@ -314,24 +321,31 @@ bool bench_prefill(const Args& args, cublasHandle_t h, int64_t context, double b
     const int64_t num_tiles = int64_t(tiles.size()) / 4;
     const float scale = 0.1352f;
     auto attend = [&] {
-      const cudaError_t e = kernels::launch_mla_prefill_mma(q, kv, k_pe, d_tiles, num_tiles, rows, kHeads, kNope,
-                                                            kRope, kV, scale, out, nullptr);
+      const cudaError_t e =
+          v.wgmma ? kernels::launch_mla_prefill_wgmma(q, kv, k_pe, d_tiles, num_tiles, rows, kHeads, kNope, kRope, kV,
+                                                      scale, out, nullptr, v.keys)
+                  : kernels::launch_mla_prefill_mma(q, kv, k_pe, d_tiles, num_tiles, rows, kHeads, kNope, kRope, kV,
+                                                    scale, out, nullptr);
       if (e != cudaSuccess) err = e;
     };
     const double ms = bench::time_events_ms(args.reps, attend);
-    ok = ok && cuda_ok(err, "launch_mla_prefill_mma") && cuda_ok(cudaDeviceSynchronize(), "mla_prefill_mma");
+    ok = ok && cuda_ok(err, "launch_mla_prefill") && cuda_ok(cudaDeviceSynchronize(), "mla_prefill");
     cudaFree(d_tiles);
     if (!ok) break;
     const double tflops = flops / (ms * 1e-3) / 1e12;
-    char note[400];
+    const bool backends = v.wgmma && rows == kernels::kMlaPrefillWgmmaTileRows && v.keys == 64;
+    char note[440];
     std::snprintf(note, sizeof(note),
-                  "tensor-core MLA prefill kernel (mma.sync bf16, flash, %lld-row tiles%s), one sequence of %lld "
+                  "tensor-core MLA prefill kernel (%s bf16, flash, %lld-row tiles%s%s), one sequence of %lld "
                   "new tokens, 128 heads, qk 192 v 128; FLOPs = 2 H (192 + 128) x visible pairs = %.3g; limit = "
                   "bf16 cuBLAS GEMM rate at 8192^3, this run; %.1f us",
-                  (long long)rows, rows == kernels::kMlaPrefillTileRows ? ", the backend's" : "", (long long)context,
-                  flops, ms * 1e3);
+                  v.wgmma ? "wgmma" : "mma.sync", (long long)rows,
+                  v.wgmma ? (v.keys == 128 ? ", 128-key tiles" : ", 64-key tiles") : "",
+                  backends ? ", the backend's on Hopper" : "", (long long)context, flops, ms * 1e3);
     std::string metric = "dsv3_mla_prefill_ctx" + std::to_string(context);
-    if (rows != kernels::kMlaPrefillTileRows) metric += "_tile" + std::to_string(rows);
+    if (!backends)
+      metric += v.wgmma ? "_wgmma_tile" + std::to_string(rows) + "_keys" + std::to_string(v.keys)
+                        : "_mma_tile" + std::to_string(rows);
     BenchRecord r{metric, tflops, "TFLOP/s", bf16_tflops, tflops / bf16_tflops, note};
     r.extra = {{"us", ms * 1e3}, {"flops", flops}};
     add_record(r);

@@ -65,6 +65,21 @@ cudaError_t launch_prefill_attention_bf16(const float* q, const uint8_t* k_cache
                                           const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
                                           float k_scale, float v_scale, float* out, cudaStream_t stream);
+
+// Hopper (sm_90) only: the same attention over a bf16 cache on warpgroup MMA
+// (attention_prefill_wgmma.cu, flash_wgmma.cuh: two warpgroups a CTA, softmax overlapped with the
+// products), at head_dim 128, with the same tiles (prefill_tokens_per_tile). cta_rows: a tile's
+// rows per CTA, 64 (one warpgroup, two CTAs a tile and an SM) or 128 (two warpgroups); key_tile:
+// keys per K/V tile, 64 or 128 (128 only with 128 rows). 0 takes 64 rows and 64 keys.
+// cudaErrorInvalidValue where prefill_attention_wgmma_supports says no or for the sizes the
+// launchers above refuse; cudaErrorNotSupported on any GPU but sm_90.
+bool prefill_attention_wgmma_supports(int64_t head_dim, int64_t group);
+cudaError_t launch_prefill_attention_wgmma(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                                           const int32_t* positions, const int32_t* tiles, int64_t num_tiles,
+                                           const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                           int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float scale,
+                                           float* out, cudaStream_t stream, int64_t cta_rows = 0,
+                                           int64_t key_tile = 0);
 #endif
 
 }  // namespace troupe::kernels

@@ -6,7 +6,9 @@
 //      [k_nope | v]);
 //   3. causal attention of the sequence's num_new last tokens: k_j = [k_nope_j,h | k_pe_j],
 //      v_j = v_j,h; query i sits at position ctx - num_new + i and sees keys [0, that position].
-// Two attention kernels:
+// Three attention kernels:
+//   - Hopper warpgroup MMA (mla_prefill_wgmma.cu; R1's dims, the tensor-core kernel's arguments and
+//     tile list; the backend's on sm_90);
 //   - tensor cores (mla_prefill_mma.cu; R1's dims nope 128, rope 64, v 128; bf16 kv / k_pe, q fp32
 //     rounded to bf16 in the kernel): flash attention, one CTA per (tile of kMlaPrefillTileRows
 //     query rows of one sequence, head), many sequences per launch through a tile list;
@@ -27,6 +29,9 @@ namespace troupe::kernels {
 // Q fragments in registers) or 128 (32 rows per warp, Q from shared memory, each K / V fragment
 // used twice; the backend's: 2.88 ms against 3.36 ms for 4,096 tokens x 128 heads on an H200).
 constexpr int64_t kMlaPrefillTileRows = 128;
+// The same for the Hopper wgmma kernel (one warpgroup, 64-key tiles, two CTAs an SM): 442 TFLOP/s
+// at 4,096 tokens on the H200 against 420 for 128 rows and 128 keys (dsv3_mla_bench).
+constexpr int64_t kMlaPrefillWgmmaTileRows = 64;
 
 // CPU references. cache: [num_blocks, block_size, 1, kv_lora + rope] fp32 or bf16 bits; table: the
 // sequence's block ids; latent: [ctx, kv_lora]; k_pe: [ctx, rope].
@@ -75,6 +80,14 @@ cudaError_t launch_mla_prefill_attention_f32(const float* q, const float* kv, co
 cudaError_t launch_mla_prefill_mma(const float* q, const uint16_t* kv, const uint16_t* k_pe, const int32_t* tiles,
                                    int64_t num_tiles, int64_t tile_rows, int64_t num_heads, int64_t nope, int64_t rope,
                                    int64_t v_dim, float scale, float* out, cudaStream_t stream);
+// The same attention on Hopper's warpgroup MMA (mla_prefill_wgmma.cu), same arguments and tile
+// list (tile_rows 64: one warpgroup a CTA, 128: two); key_tile: keys per K/V tile, 64, or 128 with
+// 128-row tiles only, 0 the larger. cudaErrorNotSupported off sm_90 (the caller falls back to
+// launch_mla_prefill_mma).
+cudaError_t launch_mla_prefill_wgmma(const float* q, const uint16_t* kv, const uint16_t* k_pe, const int32_t* tiles,
+                                     int64_t num_tiles, int64_t tile_rows, int64_t num_heads, int64_t nope,
+                                     int64_t rope, int64_t v_dim, float scale, float* out, cudaStream_t stream,
+                                     int64_t key_tile = 0);
 #endif
 
 }  // namespace troupe::kernels

@@ -1,6 +1,7 @@
 #pragma once
 // Warp-level tensor-core building blocks (sm_80+) shared by the MLA decode kernels
-// (mla_decode_mma.cu, mla_decode_mma64.cu) and the GQA decode kernel (attention_decode_mma.cu):
+// (mla_decode_mma.cu, mla_decode_mma64.cu), the MLA prefill kernel (mla_prefill_mma.cu) and the GQA
+// kernels (attention_decode_mma.cu, attention_prefill.cu):
 // cp.async copies, ldmatrix, mma.sync m16n8k16 bf16 with fp32 accumulation, bf16x2 packing, the
 // 16-byte-chunk swizzle of shared rows, named barriers.
 //

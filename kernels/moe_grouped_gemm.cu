@@ -1,7 +1,8 @@
 // moe_grouped_gemm.hpp's kernel: a CTA per (128-column N tile, M tile of one expert) of kGroups
 // warpgroups (1: 64-row tiles, two or three CTAs an SM; 2: 128-row tiles, one CTA an SM), each the
-// 64 rows [64 g, 64 g + 64) of the tile (a warpgroup whose rows are all past the tile's end only
-// loads). Per 128-wide K block: the A (x) and B (W) tiles, rows of 128 bytes, land in shared memory
+// 64 rows [64 g, 64 g + 64) of the tile (a warpgroup whose rows are all past the tile's end
+// multiplies the zero-filled rows anyway: a wgmma under a per-warpgroup branch is serialized, ptxas
+// C7518). Per 128-wide K block: the A (x) and B (W) tiles, rows of 128 bytes, land in shared memory
 // by cp.async in the 128-byte swizzle (16-byte chunk c of row r at chunk c ^ (r % 8); tiles
 // 1024-byte aligned), 4 stages deep; four wgmma m64n128k32 e4m3 products sum the block into `part`,
 // which is then promoted into `acc` with the row's x scale times the tile's W scale (one scale per
@@ -9,6 +10,7 @@
 #include <cuda_bf16.h>
 
 #include "kernels/moe_grouped_gemm.hpp"
+#include "kernels/wgmma.cuh"
 
 namespace troupe::kernels {
 namespace {
@@ -19,32 +21,16 @@ constexpr int kBTileBytes = kBN * kBK;  // one stage's W tile: 16 KB of e4m3
 // tile, + slack to align to 1024.
 constexpr int smem_bytes(int groups) { return kStages * (groups * 64 * kBK + kBTileBytes) + 1024; }
 
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
-  uint64_t d = uint64_t((addr & 0x3FFFF) >> 4);
-  d |= uint64_t(1) << 16;           // leading byte offset: unused for K-major swizzled tiles
-  d |= uint64_t(1024 >> 4) << 32;   // stride byte offset: 8 rows x 128 bytes
-  d |= uint64_t(1) << 62;           // 128-byte swizzle
-  return d;
-}
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  const int bytes = valid ? 16 : 0;  // 0: zero-fill
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
-// Keeps the compiler from reading (or writing) the registers across the wgmma fence or wait: they
-// are written asynchronously (CUTLASS's warpgroup_fence_operand).
-__device__ __forceinline__ void fence_operands(float (&d)[64]) {
-#pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
+using wgmma::cp_async16;
+using wgmma::cp_async_commit;
+using wgmma::cp_async_wait;
+using wgmma::fence_operands;
+using wgmma::fence_proxy_async;
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) { return wgmma::desc_kmajor_sw128(addr); }
+__device__ __forceinline__ void wgmma_fence() { wgmma::fence(); }
+__device__ __forceinline__ void wgmma_commit() { wgmma::commit(); }
+__device__ __forceinline__ void wgmma_wait0() { wgmma::wait<0>(); }
+__device__ __forceinline__ void wgmma_wait1() { wgmma::wait<1>(); }
 
 // d[64] (+)= A[64 x 32] . B[128 x 32]^T, e4m3 in, fp32 accumulate; accumulate = 0 overwrites d.
 __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int accumulate) {
@@ -78,24 +64,24 @@ __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
   const float* ws = ws_table[tile.expert];
   const int tid = int(threadIdx.x), g = tid / 128, lane = tid % 32, warp_in_g = (tid % 128) / 32;
   const int64_t num_kb = k / kBK;
-  const bool active = g * 64 < tile.rows;
 
+  // Copies, addresses hoisted out of the K loop: thread tid copies chunk tid % 8 of rows tid / 8 +
+  // kRowStep i of both tiles (every such row has the same row % 8, so the swizzled destination
+  // moves by a constant per i); rows past the tile's (or n's) end are zero-filled, not read.
+  constexpr int kRowStep = kThreads / 8;
+  const int row_first = tid / 8, chunk = tid % 8;
+  const uint32_t dst_first = uint32_t(row_first * 128 + ((chunk ^ (row_first & 7)) * 16));
+  const uint8_t* const a_src = x + (int64_t(tile.row_begin) + row_first) * k + chunk * 16;
+  const uint8_t* const b_src = w + (n0 + row_first) * k + chunk * 16;
+  const int64_t src_step = int64_t(kRowStep) * k;
   auto load_stage = [&](int stage, int64_t kb) {
-    const uint32_t a_base = smem_base + uint32_t(stage * kStageBytes), b_base = a_base + kATileBytes;
+    const uint32_t a_base = smem_base + uint32_t(stage * kStageBytes) + dst_first, b_base = a_base + kATileBytes;
 #pragma unroll
-    for (int i = 0; i < kATileBytes / 16 / kThreads; ++i) {
-      const int q = tid + kThreads * i, row = q / 8, c = q % 8;
-      const bool valid = row < tile.rows;
-      const uint8_t* src = x + (int64_t(tile.row_begin) + (valid ? row : 0)) * k + kb * kBK + c * 16;
-      cp_async16(a_base + uint32_t(row * 128 + ((c ^ (row & 7)) * 16)), src, valid);
-    }
+    for (int i = 0; i < kATileBytes / 16 / kThreads; ++i)
+      cp_async16(a_base + i * kRowStep * 128, a_src + kb * kBK + i * src_step, row_first + i * kRowStep < tile.rows);
 #pragma unroll
-    for (int i = 0; i < kBTileBytes / 16 / kThreads; ++i) {
-      const int q = tid + kThreads * i, row = q / 8, c = q % 8;
-      const bool valid = n0 + row < n;  // a last N tile past n: zero rows, their columns not stored
-      cp_async16(b_base + uint32_t(row * 128 + ((c ^ (row & 7)) * 16)),
-                 w + (valid ? n0 + row : 0) * k + kb * kBK + c * 16, valid);
-    }
+    for (int i = 0; i < kBTileBytes / 16 / kThreads; ++i)  // a last N tile past n: zero rows, columns not stored
+      cp_async16(b_base + i * kRowStep * 128, b_src + kb * kBK + i * src_step, n0 + row_first + i * kRowStep < n);
   };
 
   float acc[64], part[64];
@@ -151,34 +137,35 @@ __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
   if constexpr (!kOverlap) {
     for (int64_t kb = 0; kb < num_kb; ++kb) {
       next_block(kb);
-      if (active) {
-        issue(kb, part);
-        wgmma_wait0();
-        promote(kb, part);
-      }
+      issue(kb, part);
+      wgmma_wait0();
+      promote(kb, part);
     }
   } else {
+    // Block kb into one buffer while block kb - 1, in the other, is waited for and promoted. num_kb
+    // is even (the launcher's condition), so the loop needs no branch around a wgmma.
     float part2[64];
-    // Block kb into cur; then block kb - 1 (in prev) is waited for and promoted.
-    auto step = [&](int64_t kb, float(&cur)[64], float(&prev)[64]) {
+    next_block(0);
+    issue(0, part);
+    int64_t kb = 1;
+    for (; kb < num_kb - 1; kb += 2) {
       next_block(kb);
-      if (!active) return;
-      issue(kb, cur);
+      issue(kb, part2);
       wgmma_wait1();
-      if (kb > 0) promote(kb - 1, prev);
-    };
-    for (int64_t kb = 0; kb < num_kb; kb += 2) {
-      step(kb, part, part2);
-      if (kb + 1 < num_kb) step(kb + 1, part2, part);
+      promote(kb - 1, part);
+      next_block(kb + 1);
+      issue(kb + 1, part);
+      wgmma_wait1();
+      promote(kb, part2);
     }
-    if (active) {
-      wgmma_wait0();
-      if ((num_kb - 1) % 2 == 0) promote(num_kb - 1, part);
-      else promote(num_kb - 1, part2);
-    }
+    next_block(kb);
+    issue(kb, part2);
+    wgmma_wait1();
+    promote(kb - 1, part);
+    wgmma_wait0();
+    promote(kb, part2);
   }
   cp_async_wait<0>();
-  if (!active) return;
   OutT* o0 = out + (int64_t(tile.row_begin) + r0) * n + n0;
   OutT* o1 = out + (int64_t(tile.row_begin) + r1) * n + n0;
 #pragma unroll
@@ -218,8 +205,10 @@ cudaError_t launch(const uint8_t* x_fp8, const float* x_scale, const uint8_t* co
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
     return cudaErrorUnknown;
   if (major != 9 || minor != 0) return cudaErrorNotSupported;
+  overlap = overlap && (k / kBK) % 2 == 0;
   if (tile_rows == 128)
-    return launch_groups<2, OutT, false>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
+    return overlap ? launch_groups<2, OutT, true>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream)
+                   : launch_groups<2, OutT, false>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
   return overlap ? launch_groups<1, OutT, true>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream)
                  : launch_groups<1, OutT, false>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
 }

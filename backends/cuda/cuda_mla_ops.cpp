@@ -8,6 +8,8 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "backends/cuda/cuda_backend.hpp"
 #include "kernels/elementwise.hpp"
@@ -178,7 +180,8 @@ void CudaBackend::mla_prefill_expanded(const Tensor& q, const Tensor& cache, con
 
 // R1's dims with bf16 weights and cache: the sequences' cached latents gathered (bf16) into one
 // dense block per group, expanded by one bf16 GEMM into kv [keys, H * (nope + v)] bf16, then one
-// flash-attention launch over every query tile of the group (kernels/mla_prefill_mma.cu).
+// flash-attention launch over every query tile of the group (kernels/mla_prefill_wgmma.cu on
+// Hopper, kernels/mla_prefill_mma.cu elsewhere).
 void CudaBackend::mla_prefill_tensor_cores(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
                                            const AttentionMetadata& meta, float scale,
                                            const std::vector<int32_t>& seqs, Tensor out) {
@@ -216,17 +219,30 @@ void CudaBackend::mla_prefill_tensor_cores(const Tensor& q, const Tensor& cache,
                                   kv_b_weight.raw(), CUDA_R_16BF, int(kv_lora), latent.raw(), CUDA_R_16BF,
                                   int(kv_lora), &beta, kv.raw(), CUDA_R_16BF, int(kv_width), CUBLAS_COMPUTE_32F,
                                   CUBLAS_GEMM_DEFAULT)));
-    const std::vector<int32_t> tiles = mla_prefill_tiles(group);
-    if (tiles.empty()) {
-      check(cudaErrorInvalidValue, "mla_prefill_tiles (a sequence with more new tokens than context)");
-      return;
+    // Hopper: the wgmma kernel over 64-row tiles. Elsewhere, or with TROUPE_MLA_PREFILL_WGMMA=0 (a
+    // diagnostic for A/B runs, read at each call), the mma.sync kernel over 128-row tiles.
+    const char* wgmma_env = std::getenv("TROUPE_MLA_PREFILL_WGMMA");
+    const bool try_wgmma = !(wgmma_env && std::strcmp(wgmma_env, "0") == 0);
+    cudaError_t err = cudaErrorNotSupported;
+    for (const bool wgmma : {true, false}) {
+      if (wgmma && !try_wgmma) continue;
+      const int64_t rows = wgmma ? kMlaPrefillWgmmaTileRows : kMlaPrefillTileRows;
+      const std::vector<int32_t> tiles = mla_prefill_tiles(group, rows);
+      if (tiles.empty()) {
+        check(cudaErrorInvalidValue, "mla_prefill_tiles (a sequence with more new tokens than context)");
+        return;
+      }
+      const int64_t num_tiles = int64_t(tiles.size()) / 4;
+      Tensor d_tiles = on_device(Tensor::from_i32(tiles, {num_tiles * 4}));
+      err = wgmma ? launch_mla_prefill_wgmma(q.data<float>(), kv.data<uint16_t>(), k_pe.data<uint16_t>(),
+                                             d_tiles.data<int32_t>(), num_tiles, rows, num_heads, nope, rope, v_dim,
+                                             scale, out.data<float>(), stream())
+                  : launch_mla_prefill_mma(q.data<float>(), kv.data<uint16_t>(), k_pe.data<uint16_t>(),
+                                           d_tiles.data<int32_t>(), num_tiles, rows, num_heads, nope, rope, v_dim,
+                                           scale, out.data<float>(), stream());
+      if (err != cudaErrorNotSupported) break;
     }
-    const int64_t num_tiles = int64_t(tiles.size()) / 4;
-    Tensor d_tiles = on_device(Tensor::from_i32(tiles, {num_tiles * 4}));
-    check(launch_mla_prefill_mma(q.data<float>(), kv.data<uint16_t>(), k_pe.data<uint16_t>(), d_tiles.data<int32_t>(),
-                                 num_tiles, kMlaPrefillTileRows, num_heads, nope, rope, v_dim, scale,
-                                 out.data<float>(), stream()),
-          "mla_prefill_mma");
+    check(err, "mla_prefill_attention");
   }
 }
 

@@ -3,7 +3,7 @@
 // with each expert's scales laid out as its own operand (kernels/moe_segment_quant), and then each
 // expert's contiguous rows go through two FP8 block GEMMs (gate_up, then silu * up quantized in one
 // pass over every row, then down): on Hopper one grouped wgmma launch per product over all the
-// experts' 128-row tiles (kernels/moe_grouped_gemm); elsewhere one GEMM per expert (cuBLASLt's
+// experts' 64-row tiles (kernels/moe_grouped_gemm); elsewhere one GEMM per expert (cuBLASLt's
 // block-scaled GEMM at R1's shapes) enqueued by ExpertStreams' worker threads on their side streams),
 // and one combine writes the weighted sums. The rows' counts come to the host once a layer (the GEMM
 // sizes); no other host work, and an expert with no row launches nothing. The shared expert, when
@@ -64,7 +64,7 @@ bool CudaBackend::moe_experts_prefill(const Tensor& x, const Tensor& topk_ids, c
                                       offsets.data<int32_t>(), int32_t(table_size), x_fp8.data<uint8_t>(),
                                       x_scale.data<float>(), rows, hidden, stream()),
         "moe_gather_quant");
-  // Hopper: both products as one grouped launch each over the experts' 128-row tiles
+  // Hopper: both products as one grouped launch each over the experts' 64-row tiles
   // (kernels/moe_grouped_gemm, wgmma). TROUPE_MOE_WGMMA=0 takes the per-expert GEMMs below instead:
   // a diagnostic for A/B runs (bench/dsv3_moe_bench), read at each call.
   const char* wgmma_env = std::getenv("TROUPE_MOE_WGMMA");
@@ -74,10 +74,10 @@ bool CudaBackend::moe_experts_prefill(const Tensor& x, const Tensor& topk_ids, c
     // TROUPE_MOE_GEMM_TILE=128: 128-row tiles (two warpgroups a CTA), a diagnostic; else 64.
     const char* tile_env = std::getenv("TROUPE_MOE_GEMM_TILE");
     const int64_t tile_rows = tile_env && std::strcmp(tile_env, "128") == 0 ? 128 : kMoeGemmTileRows;
-    // TROUPE_MOE_GEMM_OVERLAP=1: the next K block's products run while one is promoted (a
-    // diagnostic: slower on the H200, moe_grouped_gemm.hpp).
+    // The next K block's products run while one is promoted (moe_grouped_gemm.hpp);
+    // TROUPE_MOE_GEMM_OVERLAP=0 turns that off (a diagnostic for A/B runs).
     const char* overlap_env = std::getenv("TROUPE_MOE_GEMM_OVERLAP");
-    const bool overlap = overlap_env && std::strcmp(overlap_env, "1") == 0;
+    const bool overlap = !(overlap_env && std::strcmp(overlap_env, "0") == 0);
     const std::vector<MoeGemmTile> tiles = moe_gemm_tiles(off, int32_t(table_size), tile_rows);
     std::vector<int32_t> tile_words(tiles.size() * 5);
     std::memcpy(tile_words.data(), tiles.data(), tile_words.size() * sizeof(int32_t));

@@ -172,7 +172,8 @@ TEST(PipelineServing, TwoStagesAcrossTwoWorkersMatchTheSingleProcessEngine) {
   ASSERT_TRUE(state.contains("cluster")) << health->body;
   EXPECT_EQ(state["cluster"]["num_nodes"], 2);
   EXPECT_EQ(state["cluster"]["groups"][0]["state"], "ready");
-  EXPECT_EQ(state["cluster"]["groups"][0]["epoch"], 1);
+  // >= 1: a group restarted during start-up (the supervisor working) serves at a later epoch.
+  EXPECT_GE(state["cluster"]["groups"][0]["epoch"].get<int64_t>(), 1);
   EXPECT_EQ(metric(http, "troupe:cluster_groups_ready"), 1);
   EXPECT_EQ(metric(http, "troupe:cluster_nodes"), 2);
 

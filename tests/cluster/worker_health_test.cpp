@@ -40,11 +40,12 @@ TEST(WorkerHealth, ServingThenConnectingAfterTheHeadDiesWhileLiveStays) {
   EXPECT_EQ(state["state"], "serving");
   EXPECT_EQ(state["group_id"], 0);
   EXPECT_EQ(state["stage_index"], 0);
-  EXPECT_EQ(state["epoch"], 1);
+  // >= 1: a stage restarted during start-up (the supervisor working) serves at a later epoch.
+  EXPECT_GE(state["epoch"].get<int64_t>(), 1);
   EXPECT_EQ(get(health, "/live").status, 200);
   const std::string metrics = get(health, "/metrics").body;
   EXPECT_EQ(metric_in("\n" + metrics, "troupe:worker_state{state=\"serving\"}"), 1) << metrics;
-  EXPECT_EQ(metric_in("\n" + metrics, "troupe:worker_stage_starts_total"), 1) << metrics;
+  EXPECT_GE(metric_in("\n" + metrics, "troupe:worker_stage_starts_total"), 1) << metrics;
 
   ::kill(cluster.head_pid(), SIGKILL);
   ASSERT_TRUE(wait_until([&] { return get(health, "/health").status == 503; }, milliseconds(10000)))

@@ -62,6 +62,9 @@ enum class Kernel {
   decode,
   decode_per_token_split,
   prefill,
+  prefill_wgmma,                // Hopper's kernel: 64 rows a CTA, 64-key tiles
+  prefill_wgmma_rows128,        // 128 rows a CTA, 128-key tiles
+  prefill_wgmma_rows128_keys64, // 128 rows, 64 keys
   decode_mma,
   decode_mma_per_token_split,
   decode_mma_max_partitions,
@@ -174,6 +177,11 @@ bool supports(Kernel kernel, const AttentionShape& c) {
     case Kernel::prefill:
       return prefill_attention_supports(c.head_dim, group) &&
              std::any_of(c.seqs.begin(), c.seqs.end(), [](const auto& s) { return s.second > 1; });
+    case Kernel::prefill_wgmma:
+    case Kernel::prefill_wgmma_rows128:
+    case Kernel::prefill_wgmma_rows128_keys64:
+      return prefill_attention_wgmma_supports(c.head_dim, group) &&
+             std::any_of(c.seqs.begin(), c.seqs.end(), [](const auto& s) { return s.second > 1; });
     case Kernel::decode_mma:
     case Kernel::decode_mma_per_token_split:
     case Kernel::decode_mma_max_partitions:
@@ -202,7 +210,13 @@ std::string shape_name(const AttentionShape& c) {
 
 template <class CacheT>
 OpCase attention_case(Kernel kernel, AttentionShape c) {
+  const bool wgmma = kernel == Kernel::prefill_wgmma || kernel == Kernel::prefill_wgmma_rows128 ||
+                     kernel == Kernel::prefill_wgmma_rows128_keys64;
+  const int64_t cta_rows = kernel == Kernel::prefill_wgmma ? 64 : 128;
+  const int64_t key_tile = kernel == Kernel::prefill_wgmma_rows128 ? 128 : 64;
+  const bool prefill = kernel == Kernel::prefill || wgmma;
   const char* op = kernel == Kernel::fallback  ? "paged_attention"
+                   : wgmma                     ? "attention_prefill_wgmma"
                    : kernel == Kernel::prefill ? "attention_prefill"
                    : is_decode_mma(kernel)     ? "attention_decode_mma"
                                                : "attention_decode";
@@ -211,6 +225,7 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
     dims += " split=per-token";
   if (kernel == Kernel::decode_mma_max_partitions) dims += " split=max";
   if (kernel == Kernel::decode_mma_listed) dims += " tokens=decodes";
+  if (wgmma) dims += " rows=" + std::to_string(cta_rows) + " keys=" + std::to_string(key_tile);
   const char* variant = std::is_same_v<CacheT, float>      ? "f32 cache"
                         : std::is_same_v<CacheT, uint16_t> ? "bf16 cache"
                                                            : "fp8 cache";
@@ -235,7 +250,7 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
                   return launch_paged_attention_f32(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, b.d_tables,
                                                     b.max_blocks, bs, b.n, H, KV, D, scale, out, s);
               };
-            } else if (kernel == Kernel::prefill) {
+            } else if (prefill) {
               const std::vector<int32_t> tiles = build_prefill_tiles(
                   b.query_start.data(), b.context_lens.data(), b.num_seqs, prefill_tokens_per_tile(D, H / KV));
               int32_t* h_tiles = r.host<int32_t>(tiles.size());
@@ -247,6 +262,11 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
                 for (int32_t t = tiles[i]; t < tiles[i + 1]; ++t) written[size_t(t)] = true;
               tolerance = kPrefillTolerance;
               r.launch = [=](cudaStream_t s) {
+                if constexpr (std::is_same_v<CacheT, uint16_t>)
+                  if (wgmma)
+                    return launch_prefill_attention_wgmma(b.d_q, b.d_k, b.d_v, b.d_positions, d_tiles, num_tiles,
+                                                          b.d_tables, b.max_blocks, bs, H, KV, D, scale, out, s,
+                                                          cta_rows, key_tile);
                 if constexpr (kFp8)
                   return launch_prefill_attention_bf16(b.d_q, b.d_k, b.d_v, b.d_positions, d_tiles, num_tiles,
                                                        b.d_tables, b.max_blocks, bs, H, KV, D, scale, b.k_scale,
@@ -320,9 +340,9 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
               for (int64_t t = 0; t < b.n; ++t)  // rows the kernel must leave alone stay poisoned
                 if (!written[size_t(t)]) std::fill(ref + t * H * D, ref + (t + 1) * H * D, NAN);
             };
-            if (is_decode_mma(kernel) || kernel == Kernel::prefill) {
+            if (is_decode_mma(kernel) || prefill) {
               r.expect_rows("out", Elem::f32, out, ref, Elem::f32, out_count, tolerance, size_t(D),
-                            kernel == Kernel::prefill ? kPrefillRowTolerance : kDecodeMmaRowTolerance);
+                            prefill ? kPrefillRowTolerance : kDecodeMmaRowTolerance);
             } else {
               r.expect("out", Elem::f32, out, ref, Elem::f32, out_count, tolerance);
             }
@@ -432,6 +452,10 @@ void add_attention_cases(std::vector<OpCase>& t) {
     for (const AttentionShape& c : bf16_cache_shapes())
       if (wanted(kernel, c)) t.push_back(attention_case<uint8_t>(kernel, c));
   }
+  // Hopper's prefill kernel (bf16 cache, head_dim 128), its three variants.
+  for (Kernel kernel : {Kernel::prefill_wgmma, Kernel::prefill_wgmma_rows128, Kernel::prefill_wgmma_rows128_keys64})
+    for (const AttentionShape& c : bf16_cache_shapes())
+      if (wanted(kernel, c)) t.push_back(attention_case<uint16_t>(kernel, c));
   // The tensor-core decode: the per-token split on decode-only batches, the most partitions on
   // the small ones, the token list where a prefill chunk shares the batch.
   for (const AttentionShape& c : mma_shapes()) {

@@ -1,4 +1,4 @@
-// Op table rows: the tensor-core MLA prefill (kernels/mla_prefill_mma.cu) at R1's head dims
+// Op table rows: the tensor-core MLA prefills (kernels/mla_prefill_mma.cu, mla_prefill_wgmma.cu) at R1's head dims
 // (nope 128, rope 64, v 128) against mla_prefill_attention_ref per sequence. Awkward sizes: a single
 // token (ctx 1), contexts 63, 65, 1000 (not multiples of the 64-key / 64-row tiles), chunks after a
 // cached context (ctx > num_new, keys of earlier chunks visible to every new row), a one-token
@@ -28,11 +28,14 @@ struct PrefillSeq {
   int64_t ctx, num_new;
 };
 
-OpCase mla_prefill_mma_case(int64_t tile_rows, int64_t num_heads, std::vector<PrefillSeq> seqs) {
+// key_tile 0: the mma.sync kernel; 64 or 128: the wgmma kernel with that many keys per K/V tile.
+OpCase mla_prefill_mma_case(int64_t tile_rows, int64_t key_tile, int64_t num_heads, std::vector<PrefillSeq> seqs) {
   std::string dims = "heads=" + std::to_string(num_heads) + " seqs(ctx/new)=";
   for (size_t i = 0; i < seqs.size(); ++i)
     dims += (i ? "," : "") + std::to_string(seqs[i].ctx) + "/" + std::to_string(seqs[i].num_new);
-  return {"mla_prefill_mma", "bf16 kv, " + std::to_string(tile_rows) + "-row tiles", dims, [=](std::mt19937& rng) {
+  const std::string variant = "bf16 kv, " + std::to_string(tile_rows) + "-row tiles" +
+                              (key_tile ? ", " + std::to_string(key_tile) + "-key tiles" : "");
+  return {key_tile ? "mla_prefill_wgmma" : "mla_prefill_mma", variant, dims, [=](std::mt19937& rng) {
             OpRun r;
             const int64_t H = num_heads, gap = seqs.size() > 1 ? 1 : 0;  // unowned tokens between sequences
             std::vector<MlaPrefillSeq> plan;
@@ -64,7 +67,10 @@ OpCase mla_prefill_mma_case(int64_t tile_rows, int64_t num_heads, std::vector<Pr
             float* pe_f = r.host<float>(pe_count);
             const float scale = 0.1352f;  // R1: 1 / sqrt(192) * yarn mscale^2
             r.launch = [=](cudaStream_t s) {
-              return launch_mla_prefill_mma(d_q, d_kv, d_pe, d_tiles, num_tiles, tile_rows, H, kNope, kRope, kV, scale, out, s);
+              return key_tile ? launch_mla_prefill_wgmma(d_q, d_kv, d_pe, d_tiles, num_tiles, tile_rows, H, kNope, kRope,
+                                                         kV, scale, out, s, key_tile)
+                              : launch_mla_prefill_mma(d_q, d_kv, d_pe, d_tiles, num_tiles, tile_rows, H, kNope, kRope,
+                                                       kV, scale, out, s);
             };
             r.reference = [=] {
               for (size_t i = 0; i < kv_count; ++i) kv_f[i] = host_bf16_to_f32(kv[i]);
@@ -94,8 +100,10 @@ void add_mla_prefill_cases(std::vector<OpCase>& t) {
       {128, {{128, 128}, {700, 70}}},                               // all R1 heads, two sequences
       {1, {{4097, 130}}},                                           // a long cached context, one head
   };
-  for (int64_t rows : {int64_t(64), int64_t(128)})
-    for (const auto& [heads, seqs] : shapes) t.push_back(mla_prefill_mma_case(rows, heads, seqs));
+  // {tile rows, key tile}: the mma.sync kernel's two (key tile 0), the wgmma kernel's three.
+  const std::vector<std::pair<int64_t, int64_t>> variants = {{64, 0}, {128, 0}, {64, 64}, {128, 64}, {128, 128}};
+  for (const auto& [rows, keys] : variants)
+    for (const auto& [heads, seqs] : shapes) t.push_back(mla_prefill_mma_case(rows, keys, heads, seqs));
 }
 
 }  // namespace troupe::backend_ops

@@ -433,8 +433,10 @@ void add_moe_expert_cases(std::vector<OpCase>& t) {
     t.push_back(grouped_gemm_case({300}, 576, 7168, tile, true));          // a dense linear: R1's kv_a, fp32 out
     t.push_back(grouped_gemm_case({5, 70}, 144, 256, tile, true));         // n = 128 + 16
   }
-  // 64-row tiles with the overlapped promotion (odd and even block counts: 1, 2, 3, 56) and without.
-  for (int64_t k : {128, 256, 384, 7168}) t.push_back(grouped_gemm_case({0, 1, 130, 64}, 256, k, 64, false, true));
+  // The overlapped promotion (even block counts 2, 56; odd ones 1, 3 take the plain loop) with 64-
+  // and 128-row tiles, and without.
+  for (int64_t tile : {64, 128})
+    for (int64_t k : {128, 256, 384, 7168}) t.push_back(grouped_gemm_case({0, 1, 130, 64}, 256, k, tile, false, true));
   for (int64_t k : {128, 384}) t.push_back(grouped_gemm_case({0, 1, 130, 64}, 256, k, 64));
   for (int64_t m : {1, 8, 64, 256}) {
     t.push_back(local_ids_case(m, 256, 8, 0, 256, true));

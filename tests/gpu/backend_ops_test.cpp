@@ -39,7 +39,13 @@ TEST_P(BackendOps, MatchesCpuReference) {
     const std::string what = c.op + " [" + c.variant + "] " + c.sizes;
     OpRun run = c.make(rng);
     ASSERT_EQ(run.error, "") << what;
-    ASSERT_EQ(run.launch(nullptr), cudaSuccess) << what;
+    const cudaError_t launched = run.launch(nullptr);
+    if (launched == cudaErrorNotSupported) {  // a Hopper-only kernel on another GPU: said, not failed
+      std::printf("%-20s %-12s %-58s not run: %s\n", c.op.c_str(), c.variant.c_str(), c.sizes.c_str(),
+                  cudaGetErrorString(launched));
+      continue;
+    }
+    ASSERT_EQ(launched, cudaSuccess) << what;
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
     run.reference();
     for (const Output& out : run.outputs) {

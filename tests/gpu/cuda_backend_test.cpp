@@ -329,6 +329,24 @@ TEST(CudaAttention, PartitionCountsAgreeAndBadShapesAreRefused) {
   EXPECT_EQ(launch_prefill_attention_bf16(f, f, f, i32, i32, 1, i32, 1, 16, 130, 1, 64, 0.1f, o, nullptr),
             cudaErrorInvalidValue);  // group of 130 > 128 rows per tile
   EXPECT_EQ(launch_prefill_attention_bf16(f, f, f, i32, i32, 0, i32, 1, 16, 8, 2, 64, 0.1f, o, nullptr), cudaSuccess);
+  // Hopper's kernel: head_dim 128 only, key tiles 64 / 128, every pointer given; nothing to do is done.
+  const auto* b16 = reinterpret_cast<const uint16_t*>(f);
+  EXPECT_FALSE(prefill_attention_wgmma_supports(64, 4));
+  EXPECT_TRUE(prefill_attention_wgmma_supports(128, 4));
+  EXPECT_EQ(launch_prefill_attention_wgmma(f, b16, b16, i32, i32, 1, i32, 1, 16, 8, 2, 64, 0.1f, o, nullptr),
+            cudaErrorInvalidValue);  // head_dim 64
+  EXPECT_EQ(launch_prefill_attention_wgmma(f, b16, b16, i32, i32, 1, i32, 1, 16, 8, 2, 128, 0.1f, o, nullptr, 128, 32),
+            cudaErrorInvalidValue);  // 32-key tiles
+  EXPECT_EQ(launch_prefill_attention_wgmma(f, b16, b16, i32, i32, 1, i32, 1, 16, 8, 2, 128, 0.1f, o, nullptr, 64, 128),
+            cudaErrorInvalidValue);  // 64 rows with 128 keys: not built
+  EXPECT_EQ(launch_prefill_attention_wgmma(f, b16, b16, i32, i32, 1, i32, 1, 16, 8, 2, 128, 0.1f, o, nullptr, 32),
+            cudaErrorInvalidValue);  // 32 rows a CTA
+  EXPECT_EQ(launch_prefill_attention_wgmma(f, nullptr, b16, i32, i32, 1, i32, 1, 16, 8, 2, 128, 0.1f, o, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(launch_prefill_attention_wgmma(f, b16, b16, i32, i32, 1, i32, 1, 16, 8, 3, 128, 0.1f, o, nullptr),
+            cudaErrorInvalidValue);  // 8 heads over 3 kv heads
+  EXPECT_EQ(launch_prefill_attention_wgmma(f, b16, b16, i32, i32, 0, i32, 1, 16, 8, 2, 128, 0.1f, o, nullptr),
+            cudaSuccess);
   EXPECT_EQ(gpu.take_error(), "");
 }
 

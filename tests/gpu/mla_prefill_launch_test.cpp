@@ -38,5 +38,31 @@ TEST(MlaPrefillMma, LauncherRefusesBadShapes) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
+TEST(MlaPrefillWgmma, LauncherRefusesBadShapes) {
+  TROUPE_REQUIRE_GPU();
+  const float* f = nullptr;
+  const uint16_t* b = nullptr;
+  const int32_t* i = nullptr;
+  EXPECT_EQ(launch_mla_prefill_wgmma(f, b, b, i, 0, 128, 128, 128, 64, 128, 1.0f, nullptr, nullptr), cudaSuccess);
+  EXPECT_EQ(launch_mla_prefill_wgmma(f, b, b, i, 1, 128, 128, 16, 8, 16, 1.0f, nullptr, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_prefill_wgmma(f, b, b, i, 1, 128, 128, 128, 64, 128, 1.0f, nullptr, nullptr),
+            cudaErrorInvalidValue);  // null pointers
+  float* o = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&o), 4), cudaSuccess);
+  const float* q = o;
+  const uint16_t* kv = reinterpret_cast<const uint16_t*>(o);
+  const int32_t* t = reinterpret_cast<const int32_t*>(o);
+  EXPECT_EQ(launch_mla_prefill_wgmma(q, kv, kv, t, 1, 96, 128, 128, 64, 128, 1.0f, o, nullptr),
+            cudaErrorInvalidValue);  // tile rows 64 or 128 only
+  EXPECT_EQ(launch_mla_prefill_wgmma(q, kv, kv, t, 1, 128, 128, 128, 64, 128, 1.0f, o, nullptr, 32),
+            cudaErrorInvalidValue);  // key tiles 64 or 128 only
+  EXPECT_EQ(launch_mla_prefill_wgmma(q, kv, kv, t, 1, 64, 128, 128, 64, 128, 1.0f, o, nullptr, 128),
+            cudaErrorInvalidValue);  // 128-key tiles need 128-row tiles
+  EXPECT_EQ(launch_mla_prefill_wgmma(q, kv, kv, t, 1, 128, 0, 128, 64, 128, 1.0f, o, nullptr),
+            cudaErrorInvalidValue);  // no heads
+  EXPECT_EQ(cudaFree(o), cudaSuccess);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
 }  // namespace
 }  // namespace troupe::kernels
