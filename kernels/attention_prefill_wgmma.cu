@@ -56,26 +56,23 @@ __global__ void __launch_bounds__(128 * kGroups, kGroups == 1 ? 2 : 1)
   // Tile t's K (or V) rows: thread tid copies chunk tid % 16 of keys tid / 16 + 16 i (every such
   // key has the same row % 8, so the swizzled destination moves by a constant per i); the key's
   // (table entry, offset in block) advance without a division per copy.
+  // NOTE: a copy is an asm with a memory clobber, so each table read waits for the copy before it;
+  // reading the tile's entries first, then issuing the copies, is the next thing to measure.
   constexpr int kStep = kThreads / kChunks;
   const int key_first = tid / kChunks, chunk = tid % kChunks;
   const uint32_t dst_first = (chunk / 8) * L::kKBlock + swizzled(key_first, chunk % 8);
-  // The rows' table entries are read first, all of them, and only then the copies issued (a copy
-  // is an asm with a memory clobber: a table read after it would wait for the one before).
   auto load_rows = [&](const __nv_bfloat16* cache, int t, uint32_t dst) {
     int j = t * kKeys + key_first;
     int block = j / block_size, in_block = j - block * block_size;
-    int64_t rows[kKeys / kStep];
 #pragma unroll
     for (int i = 0; i < kKeys / kStep; ++i) {
-      rows[i] = j + i * kStep < num_keys
-                    ? (int64_t(__ldg(table + block)) * block_size + in_block) * num_kv_heads + kv_head
-                    : -1;
+      const bool valid = j < num_keys;
+      int64_t row = 0;  // a valid address even when nothing is read
+      if (valid) row = (int64_t(table[block]) * block_size + in_block) * num_kv_heads + kv_head;
+      wgmma::cp_async16(dst + dst_first + i * kStep * 128, cache + row * kD + chunk * 8, valid);
+      j += kStep;
       for (in_block += kStep; in_block >= block_size; in_block -= block_size) ++block;
     }
-#pragma unroll
-    for (int i = 0; i < kKeys / kStep; ++i)  // rows[i] < 0: past the last key, zero-filled, nothing read
-      wgmma::cp_async16(dst + dst_first + i * kStep * 128, cache + max(rows[i], int64_t(0)) * kD + chunk * 8,
-                        rows[i] >= 0);
   };
   auto load_k = [&](int t) { load_rows(k_cache, t, L::k_stage(base, t)); };
   auto load_v = [&](int t) { load_rows(v_cache, t, L::v_stage(base, t)); };
