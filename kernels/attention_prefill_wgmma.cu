@@ -168,12 +168,7 @@ cudaError_t launch_prefill_attention_wgmma(const float* q, const uint16_t* k_cac
     return cudaErrorInvalidValue;
   if (reinterpret_cast<uintptr_t>(k_cache) % 16 != 0 || reinterpret_cast<uintptr_t>(v_cache) % 16 != 0)
     return cudaErrorInvalidValue;
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
-    return cudaErrorUnknown;
-  if (major != 9 || minor != 0) return cudaErrorNotSupported;
+  if (const cudaError_t arch = wgmma::require_sm90(); arch != cudaSuccess) return arch;
   if (cta_rows == 64)
     return launch_variant<1, 64>(q, k_cache, v_cache, positions, tiles, num_tiles, block_tables, max_blocks,
                                  block_size, num_heads, num_kv_heads, scale, out, stream);

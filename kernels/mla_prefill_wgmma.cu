@@ -159,12 +159,7 @@ cudaError_t launch_mla_prefill_wgmma(const float* q, const uint16_t* kv, const u
       (key_tile != 64 && key_tile != 128) || (tile_rows == 64 && key_tile == 128) || num_tiles < 0 || num_tiles > INT32_MAX || num_heads <= 0 ||
       num_heads > 65535 || !q || !kv || !k_pe || !tiles || !out)
     return cudaErrorInvalidValue;
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
-    return cudaErrorUnknown;
-  if (major != 9 || minor != 0) return cudaErrorNotSupported;
+  if (const cudaError_t arch = wgmma::require_sm90(); arch != cudaSuccess) return arch;
   if (tile_rows == 64) return launch_variant<1, 64>(q, kv, k_pe, tiles, num_tiles, num_heads, scale, out, stream);
   return key_tile == 64 ? launch_variant<2, 64>(q, kv, k_pe, tiles, num_tiles, num_heads, scale, out, stream)
                         : launch_variant<2, 128>(q, kv, k_pe, tiles, num_tiles, num_heads, scale, out, stream);

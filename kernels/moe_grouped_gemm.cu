@@ -199,12 +199,7 @@ cudaError_t launch(const uint8_t* x_fp8, const float* x_scale, const uint8_t* co
       (tile_rows != 64 && tile_rows != 128))
     return cudaErrorInvalidValue;
   if (num_tiles == 0) return cudaSuccess;
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
-    return cudaErrorUnknown;
-  if (major != 9 || minor != 0) return cudaErrorNotSupported;
+  if (const cudaError_t arch = wgmma::require_sm90(); arch != cudaSuccess) return arch;
   overlap = overlap && (k / kBK) % 2 == 0;
   if (tile_rows == 128)
     return overlap ? launch_groups<2, OutT, true>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream)

@@ -14,9 +14,22 @@
 //   - N-major (B with N contiguous, wgmma's imm-trans-b 1; 16-bit types only): a row is 64 N
 //     values of one k; 8 k rows are an atom (SBO 1,024 between 8-k groups), and the next 64 N
 //     values sit in another block `leading` bytes away (the leading byte offset).
+#include <cuda_runtime_api.h>
+
 #include <cstdint>
 
 namespace troupe::kernels::wgmma {
+
+// For the launchers: cudaSuccess on an sm_90 device (these kernels are built for sm_90a only),
+// cudaErrorNotSupported on any other, cudaErrorUnknown when the device can't be asked.
+inline cudaError_t require_sm90() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+    return cudaErrorUnknown;
+  return major == 9 && minor == 0 ? cudaSuccess : cudaErrorNotSupported;
+}
 
 __device__ __forceinline__ uint64_t desc_kmajor_sw128(uint32_t smem_addr) {
   uint64_t d = uint64_t((smem_addr & 0x3FFFF) >> 4);
