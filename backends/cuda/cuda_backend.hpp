@@ -21,6 +21,9 @@ struct CUstream_st;  // cudaStream_t is CUstream_st*
 
 namespace troupe::cuda {
 
+// The element types CudaBackend's dense cache ops read (f8_e4m3: --kv-cache-dtype fp8).
+bool is_kv_cache_dtype(DType dtype);
+
 class CudaBackend final : public Backend, public MoeExpertsBackend {
  public:
   // Binds `device_index`; errors when no usable GPU is present. weight_dtype bf16 keeps matrices
