@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(128 * kGroups, kGroups == 1 ? 2 : 1)
                                    float* __restrict__ out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using L = flash_wgmma::Layout<kGroups, kKeys, kDBlocks>;
-  constexpr int kThreads = L::kThreads, kRows = L::kRows, kS = L::kScores;
+  constexpr int kThreads = L::kThreads, kRows = L::kRows;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (wgmma::smem_address(smem_raw) + 1023u) & ~1023u;
   uint8_t* const smem = smem_raw + (base - wgmma::smem_address(smem_raw));
@@ -100,18 +100,8 @@ __global__ void __launch_bounds__(128 * kGroups, kGroups == 1 ? 2 : 1)
     const int r = r0 + 8 * half;
     row_pos[half] = r < num_rows ? positions[token_begin + r / group] : -1;
   }
-  const int min_pos = min(row_pos[0], row_pos[1]);
-  auto mask = [&](int t, float (&s)[kS]) {
-    const int kbase = t * kKeys;
-    if (kbase + kKeys - 1 <= min_pos) return;
-#pragma unroll
-    for (int n = 0; n < kKeys / 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        if (kbase + 8 * n + 2 * c + (e & 1) > row_pos[e >> 1]) s[4 * n + e] = -INFINITY;
-  };
   float o[64], l_run[2];
-  flash_wgmma::attend<kGroups, kKeys, kDBlocks>(base, g, num_tiles, scale_log2, load_q, load_k, load_v, mask, o, l_run);
+  flash_wgmma::attend<kGroups, kKeys, kDBlocks>(base, g, num_tiles, scale_log2, load_q, load_k, load_v, row_pos, o, l_run);
 
   // out = O / sum: the quad's partial sums add up to the row's.
 #pragma unroll

@@ -3,7 +3,7 @@
 // (mla_prefill_wgmma.cu: q.k over 192 dims) and the GQA prefill kernel (attention_prefill_wgmma.cu:
 // 128): online softmax over K/V tiles of kKeys keys for kGroups warpgroups of 64 query rows each, V
 // and O 128 wide. The caller stages Q and the tiles (its own addressing) through the callbacks and
-// masks the scores (its own positions); everything else is here.
+// gives its rows' positions for the causal mask; everything else is here.
 //
 // Shared memory (1,024-aligned base): Q as kQkBlocks column blocks of 64 dims (rows of 128 bytes in
 // the 128-byte swizzle, wgmma.cuh), then two stages, each K (kQkBlocks blocks, K-major) and V (two
@@ -72,14 +72,17 @@ struct ScoreOps<64> {
 // Runs the loop for this thread's warpgroup g over num_tiles (>= 1) K/V tiles; every thread of the
 // CTA calls it. load_q() stores Q (bf16, swizzled, at Layout::kQ) while tile 0 is in flight;
 // load_k(t) / load_v(t) issue the cp.async copies of tile t's K / V into Layout::k_stage / v_stage
-// (no commit); mask(t, s) sets the scores of keys a row must not see to -inf (raw q.k; the softmax
-// multiplies by scale_log2, log2(e) / sqrt(d) or 1 when Q was scaled). o and l_run: O and the rows'
-// partial sums over this thread's columns (quads add them up), unnormalized.
-template <int kGroups, int kKeys, int kQkBlocks, class LoadQ, class LoadK, class LoadV, class Mask>
+// (no commit). row_pos: the positions of this thread's two rows (16 w + l / 4 and + 8 of its
+// warpgroup; -1 for a padding row); a row sees keys [0, its position]. The softmax multiplies q.k by
+// scale_log2 (log2(e) / sqrt(d)). o and l_run: O and the rows' partial sums over this thread's
+// columns (quads add them up), unnormalized.
+template <int kGroups, int kKeys, int kQkBlocks, class LoadQ, class LoadK, class LoadV>
 __device__ __forceinline__ void attend(uint32_t base, int g, int num_tiles, float scale_log2, LoadQ load_q,
-                                       LoadK load_k, LoadV load_v, Mask mask, float (&o)[64], float (&l_run)[2]) {
+                                       LoadK load_k, LoadV load_v, const int (&row_pos)[2], float (&o)[64],
+                                       float (&l_run)[2]) {
   using L = Layout<kGroups, kKeys, kQkBlocks>;
   constexpr int kS = L::kScores;
+  const int c = int(threadIdx.x % 4), min_pos = min(row_pos[0], row_pos[1]);
   load_k(0);
   wgmma::cp_async_commit();
   load_q();
@@ -122,7 +125,14 @@ __device__ __forceinline__ void attend(uint32_t base, int g, int num_tiles, floa
   };
   // The online softmax of S_t in place (probabilities, unrounded), corr: O's rescale per row half.
   auto softmax = [&](int t, float (&s)[kS], float (&corr)[2]) {
-    mask(t, s);
+    const int kbase = t * kKeys;
+    if (kbase + kKeys - 1 > min_pos) {  // the tile reaches past a row's position: the causal mask
+#pragma unroll
+      for (int n = 0; n < kKeys / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (kbase + 8 * n + 2 * c + (e & 1) > row_pos[e >> 1]) s[4 * n + e] = -INFINITY;
+    }
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float mx = -INFINITY;

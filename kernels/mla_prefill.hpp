@@ -53,6 +53,20 @@ struct MlaPrefillSeq {
 std::vector<int32_t> mla_prefill_tiles(const std::vector<MlaPrefillSeq>& seqs,
                                        int64_t tile_rows = kMlaPrefillTileRows);
 
+#ifdef __CUDACC__
+// One entry of that list as the kernels read it (tiles[4 index ..]): query rows token0 .. token0 +
+// num_rows - 1, row r at position pos0 + r seeing keys key0 + [0, pos0 + r]; num_keys = pos0 +
+// num_rows, the keys some row sees.
+struct MlaPrefillTile {
+  int token0, num_rows, pos0, num_keys;
+  int64_t key0;
+};
+__device__ __forceinline__ MlaPrefillTile mla_prefill_tile(const int32_t* tiles, unsigned index) {
+  const int4 t = reinterpret_cast<const int4*>(tiles)[index];
+  return {t.x, t.y, t.z, t.z + t.y, t.w};
+}
+#endif
+
 #ifdef TROUPE_HAVE_CUDA
 // nope + rope <= 256 and v_dim <= 256 (the SIMT kernel).
 bool mla_prefill_supports(int64_t nope, int64_t rope, int64_t v_dim);

@@ -89,11 +89,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t base = smem_address(smem);
   const uint32_t q_addr = base + L::kQ, k_addr = base + L::kK, v_addr = base + L::kVOff;
-  const int4 tile = reinterpret_cast<const int4*>(tiles)[blockIdx.x];
-  const int token0 = tile.x, num_rows = tile.y, pos0 = tile.z;
-  const int64_t key0 = tile.w;
+  const MlaPrefillTile tile = mla_prefill_tile(tiles, blockIdx.x);
+  const int token0 = tile.token0, num_rows = tile.num_rows, pos0 = tile.pos0, num_keys = tile.num_keys;
+  const int64_t key0 = tile.key0;
   const int h = blockIdx.y;
-  const int num_keys = pos0 + num_rows;  // keys [0, num_keys) are visible to some row
   const int num_tiles = (num_keys + kKeys - 1) / kKeys;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int64_t kv_row = int64_t(num_heads) * (kNope + kV);

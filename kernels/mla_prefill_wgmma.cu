@@ -40,17 +40,16 @@ __global__ void __launch_bounds__(128 * kGroups, kGroups == 1 ? 2 : 1)
                              float scale_log2, float* __restrict__ out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using L = Layout<kGroups, kKeys>;
-  constexpr int kThreads = L::kThreads, kRows = L::kRows, kS = L::kScores;
+  constexpr int kThreads = L::kThreads, kRows = L::kRows;
   allow_dependents();
   wait_for_prerequisites();
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (wgmma::smem_address(smem_raw) + 1023u) & ~1023u;
   uint8_t* const smem = smem_raw + (base - wgmma::smem_address(smem_raw));
-  const int4 tile = reinterpret_cast<const int4*>(tiles)[blockIdx.x];
-  const int token0 = tile.x, num_rows = tile.y, pos0 = tile.z;
-  const int64_t key0 = tile.w;
+  const MlaPrefillTile tile = mla_prefill_tile(tiles, blockIdx.x);
+  const int token0 = tile.token0, num_rows = tile.num_rows, pos0 = tile.pos0, num_keys = tile.num_keys;
+  const int64_t key0 = tile.key0;
   const int h = blockIdx.y;
-  const int num_keys = pos0 + num_rows;  // keys [0, num_keys) are visible to some row
   const int num_tiles = (num_keys + kKeys - 1) / kKeys;
   const int tid = int(threadIdx.x), g = tid / 128, warp = (tid % 128) / 32, lane = tid % 32, c = lane % 4;
   const int64_t kv_row = int64_t(num_heads) * (kNope + kV);
@@ -101,21 +100,10 @@ __global__ void __launch_bounds__(128 * kGroups, kGroups == 1 ? 2 : 1)
           make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w));
     }
   };
-  const int warp_pos0 = pos0 + 64 * g + 16 * warp;  // the position of the warp's first row
-  const int row_in_warp = lane / 4;
-  auto mask = [&](int t, float (&s)[kS]) {
-    const int kbase = t * kKeys;
-    if (kbase + kKeys - 1 <= warp_pos0) return;
-#pragma unroll
-    for (int n = 0; n < kKeys / 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = kbase + 8 * n + 2 * c + (e & 1), pos = warp_pos0 + row_in_warp + (e >> 1) * 8;
-        if (key > pos) s[4 * n + e] = -INFINITY;
-      }
-  };
+  // This thread's two rows' positions (rows past num_rows see more keys than exist: never written).
+  const int row_pos[2] = {pos0 + 64 * g + 16 * warp + lane / 4, pos0 + 64 * g + 16 * warp + lane / 4 + 8};
   float o[64], l_run[2];
-  flash_wgmma::attend<kGroups, kKeys, kQkBlocks>(base, g, num_tiles, scale_log2, load_q, load_k, load_v, mask, o, l_run);
+  flash_wgmma::attend<kGroups, kKeys, kQkBlocks>(base, g, num_tiles, scale_log2, load_q, load_k, load_v, row_pos, o, l_run);
   if (!active) return;
 
 #pragma unroll
@@ -123,7 +111,7 @@ __global__ void __launch_bounds__(128 * kGroups, kGroups == 1 ? 2 : 1)
     float l = l_run[half];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int r = 64 * g + 16 * warp + row_in_warp + 8 * half;
+    const int r = 64 * g + 16 * warp + lane / 4 + 8 * half;
     if (r >= num_rows) continue;
     const float inv = 1.0f / l;
     float* dst = out + (int64_t(token0 + r) * num_heads + h) * kV + 2 * c;

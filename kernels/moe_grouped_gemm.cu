@@ -26,11 +26,6 @@ using wgmma::cp_async_commit;
 using wgmma::cp_async_wait;
 using wgmma::fence_operands;
 using wgmma::fence_proxy_async;
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) { return wgmma::desc_kmajor_sw128(addr); }
-__device__ __forceinline__ void wgmma_fence() { wgmma::fence(); }
-__device__ __forceinline__ void wgmma_commit() { wgmma::commit(); }
-__device__ __forceinline__ void wgmma_wait0() { wgmma::wait<0>(); }
-__device__ __forceinline__ void wgmma_wait1() { wgmma::wait<1>(); }
 
 // d[64] (+)= A[64 x 32] . B[128 x 32]^T, e4m3 in, fp32 accumulate; accumulate = 0 overwrites d.
 __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int accumulate) {
@@ -99,11 +94,11 @@ __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
     const uint32_t a_base = smem_base + uint32_t((kb % kStages) * kStageBytes) + uint32_t(g * 64 * 128);
     const uint32_t b_base = smem_base + uint32_t((kb % kStages) * kStageBytes) + kATileBytes;
     fence_operands(d);
-    wgmma_fence();
+    wgmma::fence();
 #pragma unroll
     for (int j = 0; j < kBK / 32; ++j)
-      wgmma_m64n128k32(d, smem_desc(a_base + 32 * j), smem_desc(b_base + 32 * j), j > 0 ? 1 : 0);
-    wgmma_commit();
+      wgmma_m64n128k32(d, wgmma::desc_kmajor_sw128(a_base + 32 * j), wgmma::desc_kmajor_sw128(b_base + 32 * j), j > 0 ? 1 : 0);
+    wgmma::commit();
   };
   // acc += block kb's sums (finished) x the rows' x scales x the tile's W scale.
   auto promote = [&](int64_t kb, float(&d)[64]) {
@@ -138,7 +133,7 @@ __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
     for (int64_t kb = 0; kb < num_kb; ++kb) {
       next_block(kb);
       issue(kb, part);
-      wgmma_wait0();
+      wgmma::wait<0>();
       promote(kb, part);
     }
   } else {
@@ -151,18 +146,18 @@ __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
     for (; kb < num_kb - 1; kb += 2) {
       next_block(kb);
       issue(kb, part2);
-      wgmma_wait1();
+      wgmma::wait<1>();
       promote(kb - 1, part);
       next_block(kb + 1);
       issue(kb + 1, part);
-      wgmma_wait1();
+      wgmma::wait<1>();
       promote(kb, part2);
     }
     next_block(kb);
     issue(kb, part2);
-    wgmma_wait1();
+    wgmma::wait<1>();
     promote(kb - 1, part);
-    wgmma_wait0();
+    wgmma::wait<0>();
     promote(kb, part2);
   }
   cp_async_wait<0>();

@@ -223,25 +223,24 @@ void CudaBackend::mla_prefill_tensor_cores(const Tensor& q, const Tensor& cache,
     // diagnostic for A/B runs, read at each call), the mma.sync kernel over 128-row tiles.
     const char* wgmma_env = std::getenv("TROUPE_MLA_PREFILL_WGMMA");
     const bool try_wgmma = !(wgmma_env && std::strcmp(wgmma_env, "0") == 0);
-    cudaError_t err = cudaErrorNotSupported;
-    for (const bool wgmma : {true, false}) {
-      if (wgmma && !try_wgmma) continue;
+    auto attend = [&](bool wgmma) {
       const int64_t rows = wgmma ? kMlaPrefillWgmmaTileRows : kMlaPrefillTileRows;
       const std::vector<int32_t> tiles = mla_prefill_tiles(group, rows);
-      if (tiles.empty()) {
+      if (tiles.empty()) {  // recorded as the step's fault; nothing launched
         check(cudaErrorInvalidValue, "mla_prefill_tiles (a sequence with more new tokens than context)");
-        return;
+        return cudaSuccess;
       }
       const int64_t num_tiles = int64_t(tiles.size()) / 4;
       Tensor d_tiles = on_device(Tensor::from_i32(tiles, {num_tiles * 4}));
-      err = wgmma ? launch_mla_prefill_wgmma(q.data<float>(), kv.data<uint16_t>(), k_pe.data<uint16_t>(),
-                                             d_tiles.data<int32_t>(), num_tiles, rows, num_heads, nope, rope, v_dim,
-                                             scale, out.data<float>(), stream())
-                  : launch_mla_prefill_mma(q.data<float>(), kv.data<uint16_t>(), k_pe.data<uint16_t>(),
-                                           d_tiles.data<int32_t>(), num_tiles, rows, num_heads, nope, rope, v_dim,
-                                           scale, out.data<float>(), stream());
-      if (err != cudaErrorNotSupported) break;
-    }
+      return wgmma ? launch_mla_prefill_wgmma(q.data<float>(), kv.data<uint16_t>(), k_pe.data<uint16_t>(),
+                                              d_tiles.data<int32_t>(), num_tiles, rows, num_heads, nope, rope, v_dim,
+                                              scale, out.data<float>(), stream())
+                   : launch_mla_prefill_mma(q.data<float>(), kv.data<uint16_t>(), k_pe.data<uint16_t>(),
+                                            d_tiles.data<int32_t>(), num_tiles, rows, num_heads, nope, rope, v_dim,
+                                            scale, out.data<float>(), stream());
+    };
+    cudaError_t err = try_wgmma ? attend(true) : cudaErrorNotSupported;
+    if (err == cudaErrorNotSupported) err = attend(false);
     check(err, "mla_prefill_attention");
   }
 }
