@@ -4,7 +4,7 @@
 // shared memory, the softmax of tile t overlapping P V of tile t - 1. A CTA of kGroups warpgroups
 // takes 64 kGroups rows of a tile: two warpgroups the whole tile, or one warpgroup each half
 // (blockIdx.y; two CTAs an SM). Head dim 128 over a bf16 cache; K and V come from the paged cache by cp.async (16-byte
-// chunks of a row, the tile's table entries read before its copies), keys past the tile's last position zero-filled
+// chunks of a row, the block table read per key), keys past the tile's last position zero-filled
 // (their table entries may be -1 and their slots NaN). Q is rounded to bf16 unscaled; the softmax
 // scales q.k by scale log2(e) in fp32. Precision as the mma.sync kernel: q, K, V and P bf16, every
 // sum fp32.
@@ -54,26 +54,25 @@ __global__ void __launch_bounds__(128 * kGroups, kGroups == 1 ? 2 : 1)
   const int tid = int(threadIdx.x), g = tid / 128, warp = (tid % 128) / 32, lane = tid % 32, c = lane % 4;
 
   // Tile t's K (or V) rows: thread tid copies chunk tid % 16 of keys tid / 16 + 16 i (every such
-  // key has the same row % 8, so the swizzled destination moves by a constant per i). The tile's
-  // table entries are read first, all in flight at once, and the copies issued after them: a copy
-  // is an asm with a memory clobber, so a table read placed after one would wait for it.
-  constexpr int kStep = kThreads / kChunks, kCopies = kKeys / kStep;
+  // key has the same row % 8, so the swizzled destination moves by a constant per i); the key's
+  // (table entry, offset in block) advance without a division per copy.
+  // NOTE: a copy is an asm with a memory clobber, so each table read waits for the copy before it;
+  // reading the tile's entries first, then issuing the copies, is the next thing to measure.
+  constexpr int kStep = kThreads / kChunks;
   const int key_first = tid / kChunks, chunk = tid % kChunks;
   const uint32_t dst_first = (chunk / 8) * L::kKBlock + swizzled(key_first, chunk % 8);
   auto load_rows = [&](const __nv_bfloat16* cache, int t, uint32_t dst) {
-    int64_t rows[kCopies];  // the key's row of the cache, -1 past num_keys
     int j = t * kKeys + key_first;
     int block = j / block_size, in_block = j - block * block_size;
 #pragma unroll
-    for (int i = 0; i < kCopies; ++i) {
-      rows[i] = j < num_keys ? (int64_t(__ldg(table + block)) * block_size + in_block) * num_kv_heads + kv_head : -1;
+    for (int i = 0; i < kKeys / kStep; ++i) {
+      const bool valid = j < num_keys;
+      int64_t row = 0;  // a valid address even when nothing is read
+      if (valid) row = (int64_t(table[block]) * block_size + in_block) * num_kv_heads + kv_head;
+      wgmma::cp_async16(dst + dst_first + i * kStep * 128, cache + row * kD + chunk * 8, valid);
       j += kStep;
       for (in_block += kStep; in_block >= block_size; in_block -= block_size) ++block;
     }
-#pragma unroll
-    for (int i = 0; i < kCopies; ++i)  // a valid address even when nothing is read
-      wgmma::cp_async16(dst + dst_first + i * kStep * 128, cache + max(rows[i], int64_t(0)) * kD + chunk * 8,
-                        rows[i] >= 0);
   };
   auto load_k = [&](int t) { load_rows(k_cache, t, L::k_stage(base, t)); };
   auto load_v = [&](int t) { load_rows(v_cache, t, L::v_stage(base, t)); };
