@@ -8,8 +8,7 @@
 //   (d) decode at M = 1, 8, 64: dsv3_fp8_gemv_<name>_m<M>, weight (+ scale) bytes per second
 //       against the HBM bandwidth; weights span 4x the L2 so every launch reads HBM; at M = 1 also
 //       dsv3_fp8_gemv_<name>_m1_tiles, the tensor-core kernel (TROUPE_FP8_GEMV_ROWS=0) beside the
-//       row-streaming one that M = 1 takes by default; at every M dsv3_fp8_gemv_<name>_m<M>_x8,
-//       kernels/fp8_gemv_x8 (x quantized to e4m3, the backend's default decode path);
+//       row-streaming one that M = 1 takes by default;
 //   (e) dsv3_fp8_gemm_prefill_geomean: the geometric mean fraction of (c).
 // A watchdog writes what was measured and exits at --time-limit (default 290 s).
 //   dsv3_fp8_gemm_bench [--m 4096] [--decode-only 0|1] [--decode-shapes q_a,o,...] [--out PATH]
@@ -30,7 +29,6 @@
 #include "bench/bench_log.hpp"
 #include "bench/device_ceilings.hpp"
 #include "kernels/fp8_block_gemm.hpp"
-#include "kernels/fp8_gemv_x8.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/host_bf16.hpp"
 #include "runtime/bench_record.hpp"
@@ -167,9 +165,7 @@ void decode(const Shape& s, int64_t m, double bw_gbs, int64_t l2_bytes, std::mt1
     fill_e4m3(w.back()->p, size_t(s.n * s.k), rng);
     fill_f32(ws.back()->p, size_t(w_blocks), 1.0f / 256);
   }
-  const bool x8 = std::string(suffix) == "_x8";  // kernels/fp8_gemv_x8 (x quantized) instead
-  const size_t work_bytes = x8 ? kernels::fp8_gemv_x8_workspace_bytes(m, s.n, s.k)
-                               : kernels::fp8_block_gemv_workspace_bytes(m, s.n, s.k);
+  const size_t work_bytes = kernels::fp8_block_gemv_workspace_bytes(m, s.n, s.k);
   DeviceBuffer x(size_t(m * s.k) * 2), out(size_t(m * s.n) * 2), work(work_bytes);
   std::vector<uint16_t> hx(size_t(m * s.k));
   for (auto& v : hx) v = kernels::host_f32_to_bf16(float(int(rng() % 2001) - 1000) * 1e-3f);
@@ -177,12 +173,9 @@ void decode(const Shape& s, int64_t m, double bw_gbs, int64_t l2_bytes, std::mt1
   int64_t next = 0;
   cudaError_t err = cudaSuccess;
   auto launch = [&] {
-    const cudaError_t e =
-        x8 ? kernels::launch_fp8_gemv_x8(x.as<uint16_t>(), w[size_t(next)]->as<uint8_t>(), ws[size_t(next)]->as<float>(),
-                                         out.as<uint16_t>(), m, s.n, s.k, work.p, work_bytes, nullptr)
-           : kernels::launch_fp8_block_gemv(x.as<uint16_t>(), w[size_t(next)]->as<uint8_t>(),
-                                            ws[size_t(next)]->as<float>(), out.as<uint16_t>(), m, s.n, s.k, work.p,
-                                            work_bytes, nullptr);
+    const cudaError_t e = kernels::launch_fp8_block_gemv(x.as<uint16_t>(), w[size_t(next)]->as<uint8_t>(),
+                                                         ws[size_t(next)]->as<float>(), out.as<uint16_t>(), m, s.n,
+                                                         s.k, work.p, work_bytes, nullptr);
     if (e != cudaSuccess) err = e;
     next = (next + 1) % copies;
   };
@@ -208,12 +201,11 @@ void decode(const Shape& s, int64_t m, double bw_gbs, int64_t l2_bytes, std::mt1
   if (!cuda_ok(err, "launch_fp8_block_gemv") || ms <= 0) return;
   const double gbs = double(bytes) / (ms * 1e-3) / 1e9;
   std::ostringstream note;
-  note << (x8 ? "launch_fp8_gemv_x8 (x quantized per 128 channels in the kernel)" : "launch_fp8_block_gemv")
-       << ", bf16 x [" << m << " x " << s.k << "] -> bf16, W [" << s.n << " x " << s.k
+  note << "launch_fp8_block_gemv, bf16 x [" << m << " x " << s.k << "] -> bf16, W [" << s.n << " x " << s.k
        << "] e4m3 + scales (" << double(bytes) / 1e6 << " MB) from HBM (" << copies
        << " copies in turn), median of 25; limit = HBM bandwidth measured here";
   BenchRecord r{std::string("dsv3_fp8_gemv_") + s.name + "_m" + std::to_string(m) + suffix, gbs, "GB/s", {}, {},
-                note.str() + (std::string(suffix) == "_tiles" ? " (TROUPE_FP8_GEMV_ROWS=0: the tensor-core kernel)" : ""),
+                note.str() + (*suffix ? " (TROUPE_FP8_GEMV_ROWS=0: the tensor-core kernel)" : ""),
                 {{"us", ms * 1e3}, {"workspace_bytes", double(work_bytes)}}};
   if (bw_gbs > 0) {
     r.limit = bw_gbs;
@@ -292,7 +284,6 @@ int run(const Args& args) {
         continue;
       if (bench::remaining_s() < 20) break;
       decode(s, m, bw, int64_t(prop.l2CacheSize), rng);
-      decode(s, m, bw, int64_t(prop.l2CacheSize), rng, "_x8");
       if (m == 1) {
         setenv("TROUPE_FP8_GEMV_ROWS", "0", 1);
         decode(s, m, bw, int64_t(prop.l2CacheSize), rng, "_tiles");

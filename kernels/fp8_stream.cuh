@@ -1,7 +1,6 @@
 #pragma once
-// Device pieces shared by the kernels that stream FP8 block-scaled weights through tensor-core mma
-// (fp8_block_gemm.cu's decode GEMV and moe_grouped_gemv.cu on bf16; fp8_gemv_x8.cu and the prefill
-// GEMM on e4m3, mma_e4m3): 16-byte streaming loads that bypass
+// Device pieces shared by the kernels that stream FP8 block-scaled weights through bf16 tensor-core
+// mma (fp8_block_gemm.cu's decode GEMV, moe_grouped_gemv.cu): 16-byte streaming loads that bypass
 // L1, the byte-load fallback for rows that are not 16-byte multiples, the exact e4m3 -> bf16 * 2^-112
 // widening, and mma.sync m16n8k16 bf16 with the A fragment as four registers; for the one-token
 // kernels on CUDA cores (fp8_gemv_rows.cu), the widening of e4m3 to fp32 * 2^-120 and a 16-byte dot.
@@ -104,16 +103,6 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// c += a b for one m16n8k32 e4m3 step (sm_89+), fp32 accumulation. a: rows g and g + 8 of K slots
-// {4t..4t+3} and {16+4t..16+4t+3} as {a0 (row g), a1 (row g + 8), a2 (row g), a3 (row g + 8)}.
-__device__ __forceinline__ void mma_e4m3(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 }  // namespace troupe::kernels::fp8_stream

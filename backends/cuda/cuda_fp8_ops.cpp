@@ -2,7 +2,6 @@
 // e4m3 in HBM with their fp32 block scales; products run in kernels/fp8_block_gemm.hpp.
 #include <cuda_runtime_api.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -10,7 +9,6 @@
 #include "runtime/fp8_block.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/fp8_block_gemm.hpp"
-#include "kernels/fp8_gemv_x8.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/moe_grouped_gemm.hpp"
 #include "kernels/moe_segment_quant.hpp"
@@ -60,16 +58,6 @@ void CudaBackend::linear_fp8_weight(const Tensor& x, const Tensor& weight, const
   linear_fp8_block(x, weight, weight.block_scale(), out);
 }
 
-namespace {
-// Decode-sized FP8 products quantize x (kernels/fp8_gemv_x8.hpp) unless TROUPE_FP8_GEMV_X8=0, a
-// diagnostic for A/B runs that keeps x bf16 (kernels/fp8_block_gemm.hpp's decode kernels); read
-// at each call.
-bool decode_x8() {
-  const char* env = std::getenv("TROUPE_FP8_GEMV_X8");
-  return !env || std::strcmp(env, "0") != 0;
-}
-}  // namespace
-
 void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, const Tensor& scale_inv, Tensor out) {
   Tensor dx = on_device(x);
   if (replaying()) return;
@@ -78,19 +66,6 @@ void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, co
   const uint8_t* w = weight_fp8.data<uint8_t>();
   const float* w_scale = scale_inv.data<float>();
   float* o = out.data<float>();
-  if (n <= kFp8GemvX8MaxTokens && decode_x8() && fp8_gemv_x8_supported(n, out_features, in, dx.raw(), w)) {
-    // Decode sizes with x quantized as prefill quantizes it, both operands e4m3 on tensor cores.
-    const size_t work_bytes = fp8_gemv_x8_workspace_bytes(n, out_features, in);
-    Tensor work = scratch(DType::u8, {int64_t(work_bytes)});
-    const cudaError_t err =
-        dx.dtype() == DType::bf16
-            ? launch_fp8_gemv_x8(dx.data<uint16_t>(), w, w_scale, o, n, out_features, in, work.raw(), work_bytes,
-                                 stream())
-            : launch_fp8_gemv_x8(dx.data<float>(), w, w_scale, o, n, out_features, in, work.raw(), work_bytes,
-                                 stream());
-    check(err, "fp8_gemv_x8");
-    return;
-  }
   if (n <= kFp8GemvMaxTokens) {
     const size_t work_bytes = fp8_block_gemv_workspace_bytes(n, out_features, in);
     Tensor work = scratch(DType::u8, {int64_t(work_bytes)});

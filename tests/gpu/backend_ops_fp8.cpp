@@ -8,7 +8,6 @@
 #include <cmath>
 
 #include "kernels/fp8_block_gemm.hpp"
-#include "kernels/fp8_gemv_x8.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/host_bf16.hpp"
 #include "kernels/host_fp8.hpp"
@@ -166,61 +165,6 @@ OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out) {
           }};
 }
 
-// The decode kernel that quantizes x itself (fp8_gemv_x8.hpp): the reference quantizes the same x
-// on the host (fp8_quant_ref: the kernel's quantization is bit-identical) and runs the prefill
-// formula, so the row checks both the in-kernel quantization and the e4m3 products.
-OpCase gemv_x8_case(Fp8Shape c, bool bf16_x, bool bf16_out) {
-  const std::string variant = std::string(bf16_x ? "bf16 x" : "f32 x") + (bf16_out ? "->bf16" : "->f32");
-  return {"fp8_gemv_x8", variant, fp8_sizes(c), [=](std::mt19937& rng) {
-            OpRun r;
-            const size_t x_count = size_t(c.m * c.k), out_count = size_t(c.m * c.n);
-            const size_t xs_count = size_t(fp8_num_blocks(c.k) * c.m);
-            uint8_t* w = nullptr;
-            float* w_scale = nullptr;
-            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
-            float* x = r.host<float>(x_count);
-            fill_activations(x, c.m, c.k, rng);
-            const void* dx = nullptr;
-            if (bf16_x) {
-              dx = r.device(to_bf16(r, x, x_count), x_count);  // x now holds the bf16 values
-            } else {
-              dx = r.device(x, x_count);
-            }
-            uint8_t* xq = r.host<uint8_t>(x_count);
-            float* xs = r.host<float>(xs_count);
-            float* x_dec = r.host<float>(x_count);
-            const size_t ws_bytes = fp8_gemv_x8_workspace_bytes(c.m, c.n, c.k);
-            void* ws = r.poisoned<unsigned char>(ws_bytes);
-            void* out = bf16_out ? static_cast<void*>(r.poisoned<uint16_t>(out_count))
-                                 : static_cast<void*>(r.poisoned<float>(out_count));
-            double* ref = r.host<double>(out_count);
-            uint16_t* ref_bf16 = r.host<uint16_t>(out_count);
-            r.launch = [=](cudaStream_t s) {
-              if (bf16_x && bf16_out)
-                return launch_fp8_gemv_x8(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
-                                          c.m, c.n, c.k, ws, ws_bytes, s);
-              if (bf16_x)
-                return launch_fp8_gemv_x8(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<float*>(out),
-                                          c.m, c.n, c.k, ws, ws_bytes, s);
-              if (bf16_out)
-                return launch_fp8_gemv_x8(static_cast<const float*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
-                                          c.m, c.n, c.k, ws, ws_bytes, s);
-              return launch_fp8_gemv_x8(static_cast<const float*>(dx), dw, d_scale, static_cast<float*>(out), c.m,
-                                        c.n, c.k, ws, ws_bytes, s);
-            };
-            r.reference = [=] {
-              fp8_quant_ref(x, xq, xs, c.m, c.k);
-              for (size_t i = 0; i < x_count; ++i) x_dec[i] = host_e4m3_to_f32(xq[i]);
-              fp8_block_gemm_ref(x_dec, xs, w, w_scale, ref, c.m, c.n, c.k);
-              round_ref(ref, ref_bf16, out_count);
-            };
-            expect_out(r, out, bf16_out, ref, ref_bf16, out_count, kFp8GemmTolerance);
-            r.bytes = double(c.n * c.k + fp8_num_blocks(c.n) * fp8_num_blocks(c.k) * 4) +
-                      double(x_count * (bf16_x ? 2 : 4) + out_count * (bf16_out ? 2 : 4));
-            return r;
-          }};
-}
-
 cublasLtHandle_t lt_handle() {
   static cublasLtHandle_t handle = [] {
     cublasLtHandle_t h = nullptr;
@@ -300,15 +244,6 @@ void add_fp8_cases(std::vector<OpCase>& t) {
   for (const Fp8Shape& c : {gemv[1], gemv[4], gemv[7], gemv[10], gemv[14]}) t.push_back(gemv_case(c, false, false));
   t.push_back(gemv_case(gemv[3], false, true));
   t.push_back(gemv_case(gemv[10], false, true));
-
-  // The x-quantizing decode kernel: the shapes it takes (k % 16 == 0, aligned), every token tile
-  // count, partial scale rows and K blocks, one and several K splits.
-  for (const Fp8Shape& c : {gemv[0], gemv[1], gemv[2], gemv[4], gemv[5], Fp8Shape{33, 300, 1008}, gemv[9], gemv[10], gemv[11],
-                            gemv[13], gemv[14], gemv[15], Fp8Shape{1, 36864 / 8, 7168}, Fp8Shape{64, 24576 / 8, 1536}})
-    t.push_back(gemv_x8_case(c, true, false));
-  for (const Fp8Shape& c : {gemv[0], gemv[2], gemv[10]}) t.push_back(gemv_x8_case(c, true, true));
-  for (const Fp8Shape& c : {gemv[1], gemv[4], gemv[11]}) t.push_back(gemv_x8_case(c, false, false));
-  t.push_back(gemv_x8_case(gemv[5], false, true));
 
   // Prefill: M = 1, 3, 17, 130 and tiles of 128; partial N and K blocks; K % 16 != 0 (328, 1000).
   const Fp8Shape gemm[] = {{1, 200, 328},   {3, 256, 128},    {17, 130, 384},    {130, 576, 2048},
