@@ -24,6 +24,13 @@ namespace troupe::kernels {
 
 // The most tokens the decode kernel takes.
 constexpr int64_t kFp8GemvMaxTokens = 64;
+// From this many tokens up to kFp8GemvMaxTokens, a linear layer whose shape cuBLASLt takes
+// (fp8_block_gemm_cublaslt_shape) runs the prefill path (x quantized per token and 128 channels,
+// cuBLASLt's block-scaled GEMM) instead of the decode kernel: the weights are read once either
+// way, and at these sizes the decode kernel's bf16 products are issue-bound (on the H200 at 64
+// tokens it streamed R1's o, dense gate_up and dense down at 0.15 of HBM bandwidth, cuBLASLt at
+// 128 tokens at 0.47 to 0.57).
+constexpr int64_t kFp8LtMinTokens = 17;
 
 // CPU reference in fp64 (the same block formula). x: [m, k] real values (bf16-rounded for the
 // decode kernel, the decoded e4m3 values for the prefill one); x_scale: [ceil(k/128), m] or
@@ -65,6 +72,12 @@ cudaError_t launch_fp8_block_gemm(const uint8_t* x_fp8, const float* x_scale, co
 cudaError_t fp8_block_gemm_cublaslt_probe(void* lt_handle, int64_t m, int64_t n, int64_t k, bool bf16_out);
 // The shapes the wrapper passes to cuBLASLt (the others give cudaErrorNotSupported at once).
 bool fp8_block_gemm_cublaslt_shape(int64_t n, int64_t k);
+// Whether CudaBackend::linear quantizes x for an [m, k] x [n, k]^T FP8 block product (the prefill
+// path) rather than reading it as it is (the decode kernel), given the first size that takes
+// cuBLASLt.
+inline bool fp8_linear_quantizes_x(int64_t m, int64_t n, int64_t k, int64_t lt_min_tokens = kFp8LtMinTokens) {
+  return m > kFp8GemvMaxTokens || (m >= lt_min_tokens && fp8_block_gemm_cublaslt_shape(n, k));
+}
 cudaError_t launch_fp8_block_gemm_cublaslt(void* lt_handle, const uint8_t* x_fp8, const float* x_scale,
                                            const uint8_t* w, const float* w_scale, float* out, int64_t m, int64_t n,
                                            int64_t k, void* workspace, size_t workspace_bytes, cudaStream_t stream);

@@ -82,8 +82,9 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) override;
   // FP8 block-scaled linear (cuda_fp8_ops.cpp): up to kFp8GemvMaxTokens tokens the decode kernel
-  // (bf16 x, weights streamed once), more: x quantized per token and 128 channels, then the
-  // e4m3 tensor-core GEMM (kernels/fp8_block_gemm.hpp). upload_fp8_weight keeps the bytes as they are.
+  // (bf16 x, weights streamed once), more (from kFp8LtMinTokens where cuBLASLt takes the shape:
+  // kernels/fp8_block_gemm.hpp's fp8_linear_quantizes_x): x quantized per token and 128 channels,
+  // then the e4m3 tensor-core GEMM. upload_fp8_weight keeps the bytes as they are.
   void linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, const Tensor& scale_inv, Tensor out) override;
   Result<Tensor> upload_fp8_weight(const Tensor& host_fp8) override;
   // With bf16 weights, FP8 block weights (Tensor::block_scale) stay FP8 in HBM with their scales

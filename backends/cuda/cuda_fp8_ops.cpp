@@ -2,6 +2,7 @@
 // e4m3 in HBM with their fp32 block scales; products run in kernels/fp8_block_gemm.hpp.
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -58,6 +59,16 @@ void CudaBackend::linear_fp8_weight(const Tensor& x, const Tensor& weight, const
   linear_fp8_block(x, weight, weight.block_scale(), out);
 }
 
+namespace {
+// The first decode size that takes cuBLASLt (kernels/fp8_block_gemm.hpp's kFp8LtMinTokens) unless
+// TROUPE_FP8_LT_MIN_TOKENS says otherwise, a diagnostic for A/B runs (65: never); read at each
+// call.
+int64_t lt_min_tokens() {
+  const char* env = std::getenv("TROUPE_FP8_LT_MIN_TOKENS");
+  return env && std::atoll(env) > 0 ? std::atoll(env) : kFp8LtMinTokens;
+}
+}  // namespace
+
 void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, const Tensor& scale_inv, Tensor out) {
   Tensor dx = on_device(x);
   if (replaying()) return;
@@ -66,7 +77,7 @@ void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, co
   const uint8_t* w = weight_fp8.data<uint8_t>();
   const float* w_scale = scale_inv.data<float>();
   float* o = out.data<float>();
-  if (n <= kFp8GemvMaxTokens) {
+  auto gemv = [&] {
     const size_t work_bytes = fp8_block_gemv_workspace_bytes(n, out_features, in);
     Tensor work = scratch(DType::u8, {int64_t(work_bytes)});
     const cudaError_t err =
@@ -76,8 +87,9 @@ void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, co
             : launch_fp8_block_gemv(dx.data<float>(), w, w_scale, o, n, out_features, in, work.raw(), work_bytes,
                                     stream());
     check(err, "fp8_block_gemv");
-    return;
-  }
+  };
+  const bool decode_size = n <= kFp8GemvMaxTokens;
+  if (!fp8_linear_quantizes_x(n, out_features, in, lt_min_tokens())) return gemv();
   Tensor xq = scratch(DType::f8_e4m3, {n, in});
   Tensor xs = scratch(DType::f32, {fp8_num_blocks(in), n});  // [ceil(in / 128), n]
   const cudaError_t qerr =
@@ -100,6 +112,7 @@ void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, co
       check(lt, "fp8_block_gemm_cublaslt");
       return;
     }
+    if (decode_size) return gemv();  // cuBLASLt refused this size: the decode kernel reads x as it is
   }
   // Then Hopper's grouped wgmma GEMM with the layer as its one expert (R1's kv_a, n = 576, 4,096
   // tokens: 0.18 ms against the own kernel's 0.34 on the H200), fp32 out; overlapped promotion, the

@@ -1,7 +1,8 @@
 // CudaBackend::linear on FP8 block weights kept in HBM, at the shapes of a real model, against the
 // CPU reference of the same formula: the GEMV (up to 64 tokens, activations as given) and the
 // prefill path (activations quantized per token and 128 channels, then cuBLASLt where it takes
-// the shape, else the own kernel). troupe-demo-fp8's shapes (k = 128, 256, 768; n = 80) are here
+// the shape, else the own kernel), which decode sizes from kFp8LtMinTokens take where cuBLASLt
+// takes the shape. troupe-demo-fp8's shapes (k = 128, 256, 768; n = 80) are here
 // because cuBLASLt once got them wrong while the op table checked only R1's.
 #include <gtest/gtest.h>
 
@@ -33,8 +34,9 @@ TEST(CudaFp8Linear, MatchesTheReferenceAtModelShapesOnBothPaths) {
       // troupe-demo-fp8: kv_a, q_b, expert down, dense gate_up, dense down; decode and prefill sizes
       {1, 80, 256},   {200, 80, 256}, {200, 384, 128}, {64, 384, 128}, {200, 256, 128},
       {65, 1536, 256}, {200, 256, 768},
-      // R1-like whole-block shapes that cuBLASLt takes
-      {200, 512, 512}, {300, 1536, 2048}};
+      // R1-like whole-block shapes that cuBLASLt takes, at prefill sizes and at the decode sizes
+      // that take it (kFp8LtMinTokens..64), and one below them
+      {200, 512, 512}, {300, 1536, 2048}, {17, 1536, 2048}, {64, 512, 512}, {16, 512, 512}};
   for (const Shape& s : shapes) {
     const int64_t kb = (s.k + 127) / 128, nb = (s.n + 127) / 128;
     Tensor w = Tensor::empty(DType::f8_e4m3, {s.n, s.k});
@@ -58,7 +60,7 @@ TEST(CudaFp8Linear, MatchesTheReferenceAtModelShapesOnBothPaths) {
 
     // The reference: the prefill path quantizes x as fp8_quant does; the GEMV reads it as it is.
     std::vector<double> ref(size_t(s.m * s.n));
-    if (s.m > kernels::kFp8GemvMaxTokens) {
+    if (kernels::fp8_linear_quantizes_x(s.m, s.n, s.k)) {
       std::vector<uint8_t> xq(size_t(s.m * s.k));
       std::vector<float> xs(size_t(kb * s.m)), xdec(size_t(s.m * s.k));
       kernels::fp8_quant_ref(x.data<float>(), xq.data(), xs.data(), s.m, s.k);
