@@ -24,13 +24,15 @@ namespace troupe::kernels {
 
 // The most tokens the decode kernel takes.
 constexpr int64_t kFp8GemvMaxTokens = 64;
-// From this many tokens up to kFp8GemvMaxTokens, a linear layer whose shape cuBLASLt takes
-// (fp8_block_gemm_cublaslt_shape) runs the prefill path (x quantized per token and 128 channels,
-// cuBLASLt's block-scaled GEMM) instead of the decode kernel: the weights are read once either
-// way, and at these sizes the decode kernel's bf16 products are issue-bound (on the H200 at 64
-// tokens it streamed R1's o, dense gate_up and dense down at 0.15 of HBM bandwidth, cuBLASLt at
-// 128 tokens at 0.47 to 0.57).
-constexpr int64_t kFp8LtMinTokens = 17;
+// From this many tokens up to kFp8GemvMaxTokens, in multiples of 16, a linear layer whose shape
+// cuBLASLt takes (fp8_block_gemm_cublaslt_shape) runs the prefill path (x quantized per token and
+// 128 channels, cuBLASLt's block-scaled GEMM) instead of the decode kernel: the weights are read
+// once either way, and at these sizes the decode kernel falls far behind (on the
+// H200 at 64 tokens it streamed R1's o, dense gate_up and dense down at 0.15 of HBM bandwidth,
+// cuBLASLt at 128 tokens at 0.47 to 0.57). Multiples of 16 only: at 17 tokens (n 1536, k 2048)
+// cuBLASLt's result was 2.5e-2 of max |out| off the quantized reference, at 16 and 64 within 1e-2.
+// Of the graphs' decode buckets (backends/graphed_model.cpp) 16, 32, 48 and 64 take it, 24 does not.
+constexpr int64_t kFp8LtMinTokens = 16;
 
 // CPU reference in fp64 (the same block formula). x: [m, k] real values (bf16-rounded for the
 // decode kernel, the decoded e4m3 values for the prefill one); x_scale: [ceil(k/128), m] or
@@ -76,7 +78,7 @@ bool fp8_block_gemm_cublaslt_shape(int64_t n, int64_t k);
 // path) rather than reading it as it is (the decode kernel), given the first size that takes
 // cuBLASLt.
 inline bool fp8_linear_quantizes_x(int64_t m, int64_t n, int64_t k, int64_t lt_min_tokens = kFp8LtMinTokens) {
-  return m > kFp8GemvMaxTokens || (m >= lt_min_tokens && fp8_block_gemm_cublaslt_shape(n, k));
+  return m > kFp8GemvMaxTokens || (m >= lt_min_tokens && m % 16 == 0 && fp8_block_gemm_cublaslt_shape(n, k));
 }
 cudaError_t launch_fp8_block_gemm_cublaslt(void* lt_handle, const uint8_t* x_fp8, const float* x_scale,
                                            const uint8_t* w, const float* w_scale, float* out, int64_t m, int64_t n,

@@ -36,7 +36,8 @@ TEST(CudaFp8Linear, MatchesTheReferenceAtModelShapesOnBothPaths) {
       {65, 1536, 256}, {200, 256, 768},
       // R1-like whole-block shapes that cuBLASLt takes, at prefill sizes and at the decode sizes
       // that take it (kFp8LtMinTokens..64), and one below them
-      {200, 512, 512}, {300, 1536, 2048}, {17, 1536, 2048}, {64, 512, 512}, {16, 512, 512}};
+      {200, 512, 512}, {300, 1536, 2048}, {16, 512, 512}, {17, 1536, 2048}, {32, 1536, 2048}, {48, 512, 512},
+      {64, 512, 512}, {64, 1536, 2048}};
   for (const Shape& s : shapes) {
     const int64_t kb = (s.k + 127) / 128, nb = (s.n + 127) / 128;
     Tensor w = Tensor::empty(DType::f8_e4m3, {s.n, s.k});
@@ -75,6 +76,9 @@ TEST(CudaFp8Linear, MatchesTheReferenceAtModelShapesOnBothPaths) {
       max_diff = std::max(max_diff, std::abs(ref[i] - double(got.data<float>()[i])));
     }
     // bf16 output of cuBLASLt: 2^-8 relative; the GEMV's bf16 weights-times-x rounding similar.
+    std::printf("m %lld n %lld k %lld (%s): max |diff| %.3g of max |ref| %.3g\n", (long long)s.m, (long long)s.n,
+                (long long)s.k, kernels::fp8_linear_quantizes_x(s.m, s.n, s.k) ? "x quantized" : "decode kernel",
+                max_diff, max_ref);
     EXPECT_LE(max_diff, 1e-2 * max_ref) << "m " << s.m << " n " << s.n << " k " << s.k << ": max |diff| "
                                          << max_diff << " of max |ref| " << max_ref;
   }
