@@ -111,6 +111,14 @@ cudaError_t launch_mla_decode_mma64(const float* q_abs, const uint16_t* cache, c
                                     const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                     int64_t num_heads, float scale, int64_t num_partitions, int64_t partition_keys,
                                     float* workspace, float* o_lat, cudaStream_t stream);
+// The same on Hopper warpgroup MMA (mla_decode_wgmma.cu), taken instead of the 64-head kernel when
+// TROUPE_MLA_DECODE_WGMMA=1 (read at each launch; an A/B switch while it is measured);
+// cudaErrorNotSupported off sm_90.
+cudaError_t launch_mla_decode_wgmma(const float* q_abs, const uint16_t* cache, const int32_t* positions,
+                                    const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
+                                    const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                    int64_t num_heads, float scale, int64_t num_partitions, int64_t partition_keys,
+                                    float* workspace, float* o_lat, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

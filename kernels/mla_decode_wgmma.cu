@@ -1,0 +1,329 @@
+// Hopper MLA decode for head tiles of 33..64 heads (mla_decode.hpp), mla_decode_mma64.cu's work
+// unit and partials on warpgroup MMA (sm_90a): one CTA of two warpgroups per (head tile, token,
+// partition of the keys), the 64 heads as the M of every product (zero rows past the tile's heads).
+// Roles (FlashMLA's split of the 512 latent columns between two warpgroups):
+//   - warpgroup 0 owns S = Q K^T [64 heads x 64 keys] over the 576 dims (36 SS wgmma k16 steps,
+//     Q and the tile in shared memory), the online softmax in registers, P to shared memory (bf16)
+//     with the rows' corrections, then O[:, 0:256] += P V on an RS wgmma (P from its registers);
+//   - warpgroup 1 copies the tiles (cp.async through the block table, two buffers: tile t + 2 is
+//     issued once tile t's buffer is free) and computes O[:, 256:512] += P V on an SS wgmma (P from
+//     shared memory), so its product of tile t runs beside warpgroup 0's S of tile t + 1.
+// V is the latent part of the same shared tile, read N-major. Named barriers, each between the two
+// warpgroups (one side arrives, the other waits), keep a single phase pending at a time:
+//   TILE (tile t landed: warpgroup 1 -> 0), P_READY (P_t and its corrections written: 0 -> 1),
+//   P_FREE (warpgroup 1's product of tile t done with P: 1 -> 0), BUF_FREE (warpgroup 0 done with
+//   tile t's buffer: 0 -> 1, before tile t + 2 is copied into it).
+// Shared memory (1,024-aligned): Q [9 blocks of 64 dims][64 rows], two tiles [9][64 keys], P [64 x
+// 64], the rows' corrections, maxima and sums: 230,144 bytes + alignment slack, one CTA per SM.
+// Every block is rows of 128 bytes in the 128-byte swizzle (wgmma.cuh). Precision as mla_decode_
+// mma64.cu: q_abs and P rounded to bf16, every sum in fp32.
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/dependent_launch.cuh"
+#include "kernels/flash_wgmma.cuh"
+#include "kernels/mla_decode.hpp"
+#include "kernels/wgmma.cuh"
+
+namespace troupe::kernels {
+namespace {
+
+using flash_wgmma::fast_exp2;
+using flash_wgmma::pack_bf16x2;
+using flash_wgmma::swizzled;
+
+constexpr int kThreads = 256, kRows = 64, kKeys = 64;
+constexpr int kLora = 512, kEntry = 576, kChunks = kEntry / 8;  // 16-byte chunks of an entry (72)
+constexpr int kBlock = 64 * 128;                                // one 64-dim block of 64 rows
+constexpr int kDimBlocks = kEntry / 64;                         // 9
+constexpr int kTile = kDimBlocks * kBlock;                      // a tile (or Q): 73,728 bytes
+constexpr float kLog2e = 1.4426950408889634f;
+static_assert(kRows == int(kMlaHeadTile), "one CTA per head tile");
+
+struct Smem {
+  static constexpr int kQ = 0;
+  static constexpr int kK = kQ + kTile;       // two tiles
+  static constexpr int kP = kK + 2 * kTile;   // [64 rows][64 keys] bf16, one block
+  static constexpr int kCorr = kP + kBlock;   // [64] fp32
+  static constexpr int kMax = kCorr + kRows * 4;
+  static constexpr int kSum = kMax + kRows * 4;
+  static constexpr int kBytes = kSum + kRows * 4 + 1024;  // + slack for the alignment
+};
+static_assert(Smem::kBytes <= 227 * 1024, "more shared memory than one block may have");
+
+enum Barrier : int { kTileReady = 1, kPReady = 2, kPFree = 3, kBufFree = 4, kQReady = 5 };
+__device__ __forceinline__ void bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void bar_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    mla_decode_wgmma_kernel(const float* __restrict__ q_abs, const __nv_bfloat16* __restrict__ cache,
+                            const int32_t* __restrict__ positions, const int32_t* __restrict__ seq_of_token,
+                            const int32_t* __restrict__ tokens, const int32_t* __restrict__ block_tables,
+                            int max_blocks, int block_size, int num_heads, float scale_log2, int partition_keys,
+                            float* __restrict__ workspace, float* __restrict__ o_lat) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  allow_dependents();
+  wait_for_prerequisites();
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t base = (wgmma::smem_address(smem_raw) + 1023u) & ~1023u;
+  uint8_t* const smem = smem_raw + (base - wgmma::smem_address(smem_raw));
+  float* const corr_s = reinterpret_cast<float*>(smem + Smem::kCorr);
+  float* const max_s = reinterpret_cast<float*>(smem + Smem::kMax);
+  float* const sum_s = reinterpret_cast<float*>(smem + Smem::kSum);
+
+  const int h0 = int(blockIdx.x) * kRows, i = int(blockIdx.y), part = int(blockIdx.z);
+  const int num_partitions = int(gridDim.z);
+  const int heads = min(kRows, num_heads - h0);
+  const int64_t t = tokens ? tokens[i] : i;
+  const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
+  const int context = positions[t] + 1;
+  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
+  const int begin = part * keys, end = min(context, begin + keys);
+  const int num_tiles = begin < end ? (end - begin + kKeys - 1) / kKeys : 0;
+  const int wg = int(threadIdx.x) / 128, tid = int(threadIdx.x) % 128;
+  const int warp = tid / 32, lane = tid % 32, c = lane % 4;
+  const int r0 = 16 * warp + lane / 4;  // this thread's rows r0 and r0 + 8 of every product
+  auto tile_addr = [&](int tile) { return base + Smem::kK + (tile & 1) * kTile; };
+
+  float o[128];  // O[:, 256 wg + 8 n + 2 c (+1)] of rows r0 (o[4n], o[4n+1]) and r0 + 8
+#pragma unroll
+  for (int n = 0; n < 128; ++n) o[n] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+
+  if (wg == 1) {
+    // Copies tile `tile` (keys begin + 64 tile ...): thread tid takes key tid / 2, chunks tid % 2 + 2 k;
+    // keys past the partition's end are zero-filled, never read (their table entries may be -1).
+    const int key = tid / 2;
+    auto load_tile = [&](int tile) {
+      const int j = begin + tile * kKeys + key;
+      const bool valid = j < end;
+      const __nv_bfloat16* src = cache;
+      if (valid) src += (int64_t(__ldg(table + j / block_size)) * block_size + j % block_size) * kEntry;
+      const uint32_t dst = tile_addr(tile);
+#pragma unroll
+      for (int k = 0; k < kChunks / 2; ++k) {
+        const int chunk = tid % 2 + 2 * k;
+        wgmma::cp_async16(dst + (chunk / 8) * kBlock + swizzled(key, chunk % 8), src + chunk * 8, valid);
+      }
+      wgmma::cp_async_commit();
+    };
+    if (num_tiles > 0) {
+      load_tile(0);
+      if (num_tiles > 1) {
+        load_tile(1);
+        wgmma::cp_async_wait<1>();  // tile 0
+      } else {
+        wgmma::cp_async_wait<0>();
+      }
+      wgmma::fence_proxy_async();
+      bar_arrive(kTileReady, kThreads);
+    }
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      bar_sync(kPReady, kThreads);  // P_t and its corrections are in shared memory
+      if (tile + 1 < num_tiles) {   // tile + 1 (copied since tile - 1) is the other warpgroup's next
+        wgmma::cp_async_wait<0>();
+        wgmma::fence_proxy_async();
+        bar_arrive(kTileReady, kThreads);
+      }
+      const float corr0 = corr_s[r0], corr1 = corr_s[r0 + 8];
+      wgmma::fence_operands(o);
+      if (__any_sync(0xffffffffu, corr0 != 1.0f || corr1 != 1.0f)) {
+#pragma unroll
+        for (int n = 0; n < 32; ++n) {
+          o[4 * n + 0] *= corr0;
+          o[4 * n + 1] *= corr0;
+          o[4 * n + 2] *= corr1;
+          o[4 * n + 3] *= corr1;
+        }
+      }
+      const uint32_t v = tile_addr(tile) + 4 * kBlock;  // latent dims 256..511
+      wgmma::fence();
+#pragma unroll
+      for (int kk = 0; kk < kKeys / 16; ++kk)
+        wgmma::wgmma_m64n256k16_bf16_ss_nmajor(o, wgmma::desc_kmajor_sw128(base + Smem::kP + kk * 32),
+                                               wgmma::desc_nmajor_sw128(v + kk * 16 * 128, kBlock), 1);
+      wgmma::commit();
+      wgmma::wait<0>();
+      wgmma::fence_operands(o);
+      if (tile + 2 < num_tiles) {
+        bar_sync(kBufFree, kThreads);  // warpgroup 0 is done with this buffer
+        load_tile(tile + 2);
+      }
+      if (tile + 1 < num_tiles) bar_arrive(kPFree, kThreads);
+    }
+  } else {
+    // Q of the tile's heads as bf16 (rows past `heads` zero), while the first tiles are in flight.
+    constexpr int kUnits = kRows * kChunks / 128, kBatch = 6;
+    static_assert(kRows * kChunks % 128 == 0 && kUnits % kBatch == 0, "Q's units split evenly");
+    const float* q_src = q_abs + (int64_t(i) * num_heads + h0) * kEntry;
+#pragma unroll 1
+    for (int first = 0; first < kUnits; first += kBatch) {
+      float4 qa[kBatch], qb[kBatch];
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int u = tid + (first + k) * 128, r = u / kChunks, chunk = u % kChunks;
+        qa[k] = qb[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < heads) {
+          qa[k] = __ldg(reinterpret_cast<const float4*>(q_src + int64_t(r) * kEntry + chunk * 8));
+          qb[k] = __ldg(reinterpret_cast<const float4*>(q_src + int64_t(r) * kEntry + chunk * 8 + 4));
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int u = tid + (first + k) * 128, r = u / kChunks, chunk = u % kChunks;
+        *reinterpret_cast<uint4*>(smem + Smem::kQ + (chunk / 8) * kBlock + swizzled(r, chunk % 8)) =
+            make_uint4(pack_bf16x2(qa[k].x, qa[k].y), pack_bf16x2(qa[k].z, qa[k].w), pack_bf16x2(qb[k].x, qb[k].y),
+                       pack_bf16x2(qb[k].z, qb[k].w));
+      }
+    }
+    wgmma::fence_proxy_async();
+    bar_sync(kQReady, 128);
+
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      bar_sync(kTileReady, kThreads);
+      const uint32_t k_base = tile_addr(tile);
+      float s[32];
+      wgmma::fence_operands(s);
+      wgmma::fence();
+#pragma unroll
+      for (int ks = 0; ks < kDimBlocks * 4; ++ks)
+        wgmma::wgmma_m64n64k16_bf16_ss(s, wgmma::desc_kmajor_sw128(base + Smem::kQ + (ks / 4) * kBlock + (ks % 4) * 32),
+                                       wgmma::desc_kmajor_sw128(k_base + (ks / 4) * kBlock + (ks % 4) * 32),
+                                       ks > 0 ? 1 : 0);
+      wgmma::commit();
+      wgmma::wait<0>();
+      wgmma::fence_operands(s);
+
+      // Online softmax, log2 domain; keys past the partition's end masked.
+      const int key0 = begin + tile * kKeys;
+      float corr[2];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& v = s[4 * n + 2 * half + e];
+            v = key0 + 8 * n + 2 * c + e < end ? v * scale_log2 : -INFINITY;
+            mx = fmaxf(mx, v);
+          }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[half], mx);  // finite: key key0 is valid
+        corr[half] = fast_exp2(m_run[half] - m_new);  // 0 on the first tile
+        m_run[half] = m_new;
+        float sum = 0.0f;
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& v = s[4 * n + 2 * half + e];
+            v = fast_exp2(v - m_new);
+            sum += v;
+          }
+        l_run[half] = l_run[half] * corr[half] + sum;
+      }
+      if (tile > 0) bar_sync(kPFree, kThreads);  // the other warpgroup's product of tile - 1 is done with P
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+          *reinterpret_cast<uint32_t*>(smem + Smem::kP + swizzled(r0 + 8 * half, n) + 4 * c) =
+              pack_bf16x2(s[4 * n + 2 * half], s[4 * n + 2 * half + 1]);
+      if (c == 0) {
+        corr_s[r0] = corr[0];
+        corr_s[r0 + 8] = corr[1];
+      }
+      wgmma::fence_proxy_async();
+      bar_arrive(kPReady, kThreads);
+
+      uint32_t p[kKeys / 16][4];  // P as the A fragments of the k16 steps (flash_wgmma.cuh's layout)
+#pragma unroll
+      for (int kk = 0; kk < kKeys / 16; ++kk) {
+        p[kk][0] = pack_bf16x2(s[8 * kk + 0], s[8 * kk + 1]);
+        p[kk][1] = pack_bf16x2(s[8 * kk + 2], s[8 * kk + 3]);
+        p[kk][2] = pack_bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
+        p[kk][3] = pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
+      }
+      wgmma::fence_operands(o);
+      if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+#pragma unroll
+        for (int n = 0; n < 32; ++n) {
+          o[4 * n + 0] *= corr[0];
+          o[4 * n + 1] *= corr[0];
+          o[4 * n + 2] *= corr[1];
+          o[4 * n + 3] *= corr[1];
+        }
+      }
+      wgmma::fence();
+#pragma unroll
+      for (int kk = 0; kk < kKeys / 16; ++kk)
+        wgmma::wgmma_m64n256k16_bf16_rs_nmajor(o, p[kk], wgmma::desc_nmajor_sw128(k_base + kk * 16 * 128, kBlock), 1);
+      wgmma::commit();
+      wgmma::wait<0>();
+      wgmma::fence_operands(o);
+      if (tile + 2 < num_tiles) bar_arrive(kBufFree, kThreads);
+    }
+    // The rows' sums (the quad's partials) and maxima for both warpgroups.
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float l = l_run[half];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      if (c == 0) {
+        sum_s[r0 + 8 * half] = l;
+        max_s[r0 + 8 * half] = m_run[half];
+      }
+    }
+  }
+  __syncthreads();
+
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = r0 + 8 * half;
+    if (row >= heads) continue;
+    const float sum = sum_s[row];
+    const int64_t item = int64_t(i) * num_heads + h0 + row;
+    const float inv = num_partitions == 1 ? 1.0f / sum : 1.0f;
+    float* dst = (num_partitions == 1 ? o_lat + item * kLora : workspace + (item * num_partitions + part) * kLora) +
+                 256 * wg + 2 * c;
+#pragma unroll
+    for (int n = 0; n < 32; ++n)
+      *reinterpret_cast<float2*>(dst + 8 * n) = make_float2(o[4 * n + 2 * half] * inv, o[4 * n + 2 * half + 1] * inv);
+    if (num_partitions > 1 && wg == 0 && c == 0) {
+      const int64_t stats = int64_t(gridDim.y) * num_heads * num_partitions;
+      float* maxima = workspace + stats * kLora;
+      maxima[item * num_partitions + part] = max_s[row];
+      maxima[stats + item * num_partitions + part] = sum;
+    }
+  }
+#endif
+}
+
+}  // namespace
+
+cudaError_t launch_mla_decode_wgmma(const float* q_abs, const uint16_t* cache, const int32_t* positions,
+                                    const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
+                                    const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
+                                    int64_t num_heads, float scale, int64_t num_partitions, int64_t partition_keys,
+                                    float* workspace, float* o_lat, cudaStream_t stream) {
+  if (const cudaError_t arch = wgmma::require_sm90(); arch != cudaSuccess) return arch;
+  auto kernel = mla_decode_wgmma_kernel;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid(unsigned((num_heads + kRows - 1) / kRows), unsigned(num_tokens), unsigned(num_partitions));
+  return launch_dependent(kernel, grid, dim3(kThreads), size_t(Smem::kBytes), stream, q_abs,
+                          reinterpret_cast<const __nv_bfloat16*>(cache), positions, seq_of_token, tokens, block_tables,
+                          int(max_blocks), int(block_size), int(num_heads), scale * kLog2e, int(partition_keys),
+                          workspace, o_lat);
+}
+
+}  // namespace troupe::kernels
