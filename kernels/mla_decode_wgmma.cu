@@ -316,9 +316,9 @@ cudaError_t launch_mla_decode_wgmma(const float* q_abs, const uint16_t* cache, c
                                     float* workspace, float* o_lat, cudaStream_t stream) {
   if (const cudaError_t arch = wgmma::require_sm90(); arch != cudaSuccess) return arch;
   auto kernel = mla_decode_wgmma_kernel;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);
-  if (attr != cudaSuccess) return attr;
+  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);
+      err != cudaSuccess)
+    return err;
   const dim3 grid(unsigned((num_heads + kRows - 1) / kRows), unsigned(num_tokens), unsigned(num_partitions));
   return launch_dependent(kernel, grid, dim3(kThreads), size_t(Smem::kBytes), stream, q_abs,
                           reinterpret_cast<const __nv_bfloat16*>(cache), positions, seq_of_token, tokens, block_tables,
