@@ -15,8 +15,8 @@
 // (max, sum, o_lat) a combine kernel merges, as attention_decode.hpp does. fp32 SIMT math.
 // With a bf16 cache at DeepSeek's kv_lora 512 + rope 64 a tensor-core kernel with the same work
 // unit and partials runs instead (mla_decode_kernel_for picks): mla_decode_mma.cu for head tiles of
-// up to 32 heads, mla_decode_mma64.cu for 33..64 (R1's 128 heads: two tiles per token, launched
-// side by side so the second CTA reads each latent row from L2).
+// up to 32 heads, mla_decode_wgmma.cu (Hopper) or mla_decode_mma64.cu for 33..64 (R1's 128 heads:
+// two tiles per token, launched side by side so the second CTA reads each latent row from L2).
 // Three layers: the kernels (mla_decode.cu), these launchers, and the CPU references
 // (mla_decode_ref.cpp: fp32 dot products, fp64 softmax sums; the absorption products too). On CUDA
 // with bf16 weights and up to 8 tokens the products run as kernels/mla_absorb.hpp's kernels.
@@ -111,9 +111,10 @@ cudaError_t launch_mla_decode_mma64(const float* q_abs, const uint16_t* cache, c
                                     const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                     int64_t num_heads, float scale, int64_t num_partitions, int64_t partition_keys,
                                     float* workspace, float* o_lat, cudaStream_t stream);
-// The same on Hopper warpgroup MMA (mla_decode_wgmma.cu), taken instead of the 64-head kernel when
-// TROUPE_MLA_DECODE_WGMMA=1 (read at each launch; an A/B switch while it is measured);
-// cudaErrorNotSupported off sm_90.
+// The same on Hopper warpgroup MMA (mla_decode_wgmma.cu), which launch_mla_decode_mma_partials takes
+// instead of the 64-head kernel on sm_90 unless TROUPE_MLA_DECODE_WGMMA=0 (read at each launch, the
+// A/B switch): on the H200 at R1's dims B 64 x ctx 4096 225 us against 308 (0.41 of the compute
+// roofline against 0.31). cudaErrorNotSupported off sm_90.
 cudaError_t launch_mla_decode_wgmma(const float* q_abs, const uint16_t* cache, const int32_t* positions,
                                     const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
                                     const int32_t* block_tables, int64_t max_blocks, int64_t block_size,

@@ -345,7 +345,7 @@ cudaError_t launch_mla_decode_mma_partials(const float* q_abs, const uint16_t* c
   if (tile_heads <= 32)
     return launch_m<2>(grid, stream, q_abs, c, positions, seq_of_token, tokens, block_tables, max_blocks, block_size,
                        num_heads, scale, partition_keys, workspace, o_lat);
-  if (const char* env = std::getenv("TROUPE_MLA_DECODE_WGMMA"); env && std::strcmp(env, "1") == 0) {
+  if (const char* env = std::getenv("TROUPE_MLA_DECODE_WGMMA"); !env || std::strcmp(env, "0") != 0) {
     const cudaError_t tried =
         launch_mla_decode_wgmma(q_abs, cache, positions, seq_of_token, tokens, num_tokens, block_tables, max_blocks,
                                 block_size, num_heads, scale, num_partitions, partition_keys, workspace, o_lat, stream);

@@ -17,6 +17,13 @@
 // 64], the rows' corrections, maxima and sums: 230,144 bytes + alignment slack, one CTA per SM.
 // Every block is rows of 128 bytes in the 128-byte swizzle (wgmma.cuh). Precision as mla_decode_
 // mma64.cu: q_abs and P rounded to bf16, every sum in fp32.
+//
+// Measured on an H200 (dsv3_mla_bench, R1 dims, block 64; bench/results/dsv3_mla_decode_h200_
+// 2026-12-04_wgmma.json against _mma64.json from the same build): B 64 x ctx 4096 225 us against
+// mla_decode_mma64.cu's 308 (0.41 of max(bytes / HBM bandwidth, FLOPs / bf16 rate) against 0.31),
+// B 128 x 4096 439 against 593, B 64 x 1024 72 against 90. Next: warpgroup 0's S of tile t + 1
+// issued before its own P V of tile t (FlashAttention-3's intra-warpgroup overlap), and the S
+// product split between both warpgroups so neither waits on the other's softmax.
 #include <cuda_bf16.h>
 
 #include <cmath>
