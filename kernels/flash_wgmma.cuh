@@ -54,6 +54,19 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// S's accumulators over kKeys keys (the m64 layout above), rounded to bf16, as the A fragments of P V's
+// k16 steps (keys [16 kk, + 16): S's n8 tiles 2 kk and 2 kk + 1).
+template <int kKeys>
+__device__ __forceinline__ void pack_p(const float (&s)[kKeys / 2], uint32_t (&p)[kKeys / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kKeys / 16; ++kk) {
+    p[kk][0] = pack_bf16x2(s[8 * kk + 0], s[8 * kk + 1]);
+    p[kk][1] = pack_bf16x2(s[8 * kk + 2], s[8 * kk + 3]);
+    p[kk][2] = pack_bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
+    p[kk][3] = pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+}
+
 template <int kKeys>
 struct ScoreOps;
 template <>
@@ -154,15 +167,6 @@ __device__ __forceinline__ void attend(uint32_t base, int g, int num_tiles, floa
       l_run[half] = l_run[half] * corr[half] + sum;
     }
   };
-  auto pack_p = [&](const float (&s)[kS]) {
-#pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk) {
-      p[kk][0] = pack_bf16x2(s[8 * kk + 0], s[8 * kk + 1]);
-      p[kk][1] = pack_bf16x2(s[8 * kk + 2], s[8 * kk + 3]);
-      p[kk][2] = pack_bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
-      p[kk][3] = pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
-    }
-  };
 
   {  // step 0: S_0 only (O is zero, nothing to rescale)
     load_step(0);
@@ -171,7 +175,7 @@ __device__ __forceinline__ void attend(uint32_t base, int g, int num_tiles, floa
     wgmma::wait<0>();
     wgmma::fence_operands(s);
     softmax(0, s, corr);
-    pack_p(s);
+    pack_p<kKeys>(s, p);
   }
   for (int t = 1; t < num_tiles; ++t) {
     load_step(t);
@@ -192,7 +196,7 @@ __device__ __forceinline__ void attend(uint32_t base, int g, int num_tiles, floa
         o[4 * n + 3] *= corr[1];
       }
     }
-    pack_p(s);
+    pack_p<kKeys>(s, p);
   }
   load_step(num_tiles);  // V of the last tile
   issue_pv(num_tiles - 1);

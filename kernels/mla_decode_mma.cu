@@ -50,6 +50,7 @@
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_decode.hpp"
+#include "kernels/mla_decode_tile.cuh"
 #include "kernels/mma_sync.cuh"
 
 namespace troupe::kernels {
@@ -65,7 +66,6 @@ constexpr int kChunks = kEntry / 8;              // 16-byte chunks per entry (72
 constexpr int kRowBytes = kEntry * 2;            // a Q row or cache entry in shared memory
 constexpr int kPRowBytes = kKeys * 2;            // a P row
 constexpr int kColsPerWarp = kLora / kWarps;     // O columns per warp (64)
-constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kChunks % 8 == 0, "the swizzle permutes chunks within aligned groups of 8");
 static_assert(kColsPerWarp == 64 && kKeys == 64, "O tiles and P rows below assume 64");
 
@@ -107,13 +107,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* corr_s = reinterpret_cast<float*>(smem + L::kCorr);
   float* max_s = reinterpret_cast<float*>(smem + L::kMax);
 
-  const int h0 = blockIdx.x * int(kMlaHeadTile), i = blockIdx.y, part = blockIdx.z, num_partitions = gridDim.z;
-  const int heads = min(kRows, num_heads - h0);
-  const int64_t t = tokens ? tokens[i] : i;
-  const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
-  const int context = positions[t] + 1;
-  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
-  const int begin = part * keys, end = min(context, begin + keys);
+  const mla_tile::Work w =
+      mla_tile::work_of_cta(positions, seq_of_token, tokens, block_tables, max_blocks, num_heads, partition_keys);
+  const int h0 = w.h0, i = w.i, heads = w.heads, begin = w.begin, end = w.end;  // heads <= kRows
+  const int32_t* table = w.table;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 
   // Copies keys [base, base + 64) into buffer `buf`: thread t copies chunks t % 4 + 4 k of key t / 4.
@@ -286,36 +283,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       float sum = 0.0f;
 #pragma unroll
       for (int k = 0; k < kGroups; ++k) sum += red_sum[(k * kM + mm) * 16 + g + 8 * r];
-      const int64_t item = int64_t(i) * num_heads + h0 + row;
-      const float inv = num_partitions == 1 ? 1.0f / sum : 1.0f;
-      float* dst = (num_partitions == 1 ? o_lat + item * kLora : workspace + (item * num_partitions + part) * kLora) +
-                   warp * kColsPerWarp + 2 * c;
+      float inv;
+      float* dst = mla_tile::row_out(w, num_heads, row, sum, workspace, o_lat, &inv) + warp * kColsPerWarp + 2 * c;
 #pragma unroll
       for (int n = 0; n < 8; ++n)
         *reinterpret_cast<float2*>(dst + 8 * n) = make_float2(o[mm][n][2 * r] * inv, o[mm][n][2 * r + 1] * inv);
-      if (num_partitions > 1 && warp == 0 && c == 0) {
-        const int64_t stats = int64_t(gridDim.y) * num_heads * num_partitions;
-        float* maxima = workspace + stats * kLora;
-        maxima[item * num_partitions + part] = max_s[row];
-        maxima[stats + item * num_partitions + part] = sum;
-      }
+      if (warp == 0 && c == 0) mla_tile::row_stats(w, num_heads, row, max_s[row], sum, workspace);
     }
   }
-}
-
-template <int kM>
-cudaError_t launch_m(dim3 grid, cudaStream_t stream, const float* q_abs, const __nv_bfloat16* cache,
-                     const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
-                     const int32_t* block_tables, int64_t max_blocks, int64_t block_size, int64_t num_heads,
-                     float scale, int64_t partition_keys, float* workspace, float* o_lat) {
-  auto kernel = mla_decode_mma_kernel<kM>;
-  constexpr int kSmem = MmaSmem<kM>::kBytes;
-  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-      err != cudaSuccess)
-    return err;
-  return launch_dependent(kernel, grid, dim3(kThreads), size_t(kSmem), stream, q_abs, cache, positions, seq_of_token,
-                          tokens, block_tables, int(max_blocks), int(block_size), int(num_heads), scale * kLog2e,
-                          int(partition_keys), workspace, o_lat);
 }
 
 }  // namespace
@@ -335,16 +310,14 @@ cudaError_t launch_mla_decode_mma_partials(const float* q_abs, const uint16_t* c
       (num_partitions > 1 && workspace == nullptr) || reinterpret_cast<uintptr_t>(cache) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(q_abs) % 16 != 0)
     return cudaErrorInvalidValue;
-  const dim3 grid(unsigned((num_heads + kMlaHeadTile - 1) / kMlaHeadTile), unsigned(num_tokens),
-                  unsigned(num_partitions));
-  const auto* c = reinterpret_cast<const __nv_bfloat16*>(cache);
   const int64_t tile_heads = std::min<int64_t>(num_heads, kMlaHeadTile);
-  if (tile_heads <= 16)
-    return launch_m<1>(grid, stream, q_abs, c, positions, seq_of_token, tokens, block_tables, max_blocks, block_size,
-                       num_heads, scale, partition_keys, workspace, o_lat);
-  if (tile_heads <= 32)
-    return launch_m<2>(grid, stream, q_abs, c, positions, seq_of_token, tokens, block_tables, max_blocks, block_size,
-                       num_heads, scale, partition_keys, workspace, o_lat);
+  if (tile_heads <= 32) {
+    const bool one = tile_heads <= 16;
+    return mla_tile::launch(one ? mla_decode_mma_kernel<1> : mla_decode_mma_kernel<2>, kThreads,
+                            one ? MmaSmem<1>::kBytes : MmaSmem<2>::kBytes, q_abs, cache, positions, seq_of_token,
+                            tokens, num_tokens, block_tables, max_blocks, block_size, num_heads, scale,
+                            num_partitions, partition_keys, workspace, o_lat, stream);
+  }
   if (const char* env = std::getenv("TROUPE_MLA_DECODE_WGMMA"); !env || std::strcmp(env, "0") != 0) {
     const cudaError_t tried =
         launch_mla_decode_wgmma(q_abs, cache, positions, seq_of_token, tokens, num_tokens, block_tables, max_blocks,

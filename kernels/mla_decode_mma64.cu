@@ -40,6 +40,7 @@
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_decode.hpp"
+#include "kernels/mla_decode_tile.cuh"
 #include "kernels/mma_sync.cuh"
 
 namespace troupe::kernels {
@@ -58,7 +59,6 @@ constexpr int kRowBytes = kEntry * 2;            // a Q row or cache entry in sh
 constexpr int kPRowBytes = kKeys * 2;            // a P row
 constexpr int kColsPerWarp = kLora / kWarps;     // O columns per warp (64)
 constexpr int kPairBytes = 2 * 2 * 32 * 16;      // one warp pair's exchange: 2 warps x 2 float4 x 32 lanes
-constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kRows == int(kMlaHeadTile), "one CTA per head tile");
 static_assert(kHalfChunks % 2 == 0 && kColsPerWarp == 64 && kKeys == 64, "the phases below assume these");
 
@@ -92,13 +92,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* corr_s = reinterpret_cast<float*>(smem + Smem::kCorr);
   float* max_s = reinterpret_cast<float*>(smem + Smem::kMax);
 
-  const int h0 = blockIdx.x * kRows, i = blockIdx.y, part = blockIdx.z, num_partitions = gridDim.z;
-  const int heads = min(kRows, num_heads - h0);
-  const int64_t t = tokens ? tokens[i] : i;
-  const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
-  const int context = positions[t] + 1;
-  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
-  const int begin = part * keys, end = min(context, begin + keys);
+  const mla_tile::Work w =
+      mla_tile::work_of_cta(positions, seq_of_token, tokens, block_tables, max_blocks, num_heads, partition_keys);
+  const int h0 = w.h0, i = w.i, heads = w.heads, begin = w.begin, end = w.end;
+  const int32_t* table = w.table;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 
   // Copies keys [base, base + 64) into buffer `buf`: thread t copies chunks t % 4 + 4 k of key t / 4,
@@ -131,29 +128,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Q of the tile's heads as bf16 (rows past `heads` zero), while the first tile is in flight: 18
   // float4 pairs per thread, issued 6 at a time, so a CTA waits for 3 rounds of loads, not 18 (the
   // whole of a B 1 launch's CTA otherwise, whose partition is one or two tiles).
-  constexpr int kQUnits = kRows * kChunks / kThreads, kQBatch = 6;
-  static_assert(kRows * kChunks % kThreads == 0 && kQUnits % kQBatch == 0, "Q's units split evenly");
-  const float* q_src = q_abs + (int64_t(i) * num_heads + h0) * kEntry;
-#pragma unroll 1
-  for (int first = 0; first < kQUnits; first += kQBatch) {
-    float4 qa[kQBatch], qb[kQBatch];
-#pragma unroll
-    for (int k = 0; k < kQBatch; ++k) {
-      const int u = threadIdx.x + (first + k) * kThreads, r = u / kChunks, chunk = u % kChunks;
-      qa[k] = qb[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (r < heads) {
-        qa[k] = __ldg(reinterpret_cast<const float4*>(q_src + int64_t(r) * kEntry + chunk * 8));
-        qb[k] = __ldg(reinterpret_cast<const float4*>(q_src + int64_t(r) * kEntry + chunk * 8 + 4));
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < kQBatch; ++k) {
-      const int u = threadIdx.x + (first + k) * kThreads, r = u / kChunks, chunk = u % kChunks;
-      const uint4 packed = make_uint4(pack_bf16x2(qa[k].x, qa[k].y), pack_bf16x2(qa[k].z, qa[k].w),
-                                      pack_bf16x2(qb[k].x, qb[k].y), pack_bf16x2(qb[k].z, qb[k].w));
-      *reinterpret_cast<uint4*>(smem + Smem::kQ + swizzled(r, kRowBytes, chunk)) = packed;
-    }
-  }
+  mla_tile::stage_q<kThreads, 6>(q_abs + (int64_t(i) * num_heads + h0) * kEntry, heads, int(threadIdx.x),
+                                 [&](int r, int chunk, uint4 packed) {
+                                   *reinterpret_cast<uint4*>(smem + Smem::kQ + swizzled(r, kRowBytes, chunk)) = packed;
+                                 });
 
   // Warp roles. S: rows [32 mh, + 32) (m tiles mt = 0, 1), keys [32 kh, + 32) (n tiles 0..3), dims
   // chunks [36 dh, + 36). After the exchange: the same rows, keys [32 kh + 16 dh, + 16).
@@ -350,19 +328,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       float sum = 0.0f;
 #pragma unroll
       for (int k = 0; k < 4; ++k) sum += red_sum[(row_half + 2 * (k & 1) + 4 * (k >> 1)) * 32 + local_row];
-      const int64_t item = int64_t(i) * num_heads + h0 + row;
-      const float inv = num_partitions == 1 ? 1.0f / sum : 1.0f;
-      float* dst = (num_partitions == 1 ? o_lat + item * kLora : workspace + (item * num_partitions + part) * kLora) +
-                   warp * kColsPerWarp + 2 * c;
+      float inv;
+      float* dst = mla_tile::row_out(w, num_heads, row, sum, workspace, o_lat, &inv) + warp * kColsPerWarp + 2 * c;
 #pragma unroll
       for (int n = 0; n < 8; ++n)
         *reinterpret_cast<float2*>(dst + 8 * n) = make_float2(o[mm][n][2 * r] * inv, o[mm][n][2 * r + 1] * inv);
-      if (num_partitions > 1 && warp == 0 && c == 0) {
-        const int64_t stats = int64_t(gridDim.y) * num_heads * num_partitions;
-        float* maxima = workspace + stats * kLora;
-        maxima[item * num_partitions + part] = max_s[row];
-        maxima[stats + item * num_partitions + part] = sum;
-      }
+      if (warp == 0 && c == 0) mla_tile::row_stats(w, num_heads, row, max_s[row], sum, workspace);
     }
   }
 }
@@ -374,15 +345,9 @@ cudaError_t launch_mla_decode_mma64(const float* q_abs, const uint16_t* cache, c
                                     const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                     int64_t num_heads, float scale, int64_t num_partitions, int64_t partition_keys,
                                     float* workspace, float* o_lat, cudaStream_t stream) {
-  auto kernel = mla_decode_mma64_kernel;
-  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);
-      err != cudaSuccess)
-    return err;
-  const dim3 grid(unsigned((num_heads + kRows - 1) / kRows), unsigned(num_tokens), unsigned(num_partitions));
-  return launch_dependent(kernel, grid, dim3(kThreads), size_t(Smem::kBytes), stream, q_abs,
-                          reinterpret_cast<const __nv_bfloat16*>(cache), positions, seq_of_token, tokens, block_tables,
-                          int(max_blocks), int(block_size), int(num_heads), scale * kLog2e, int(partition_keys),
-                          workspace, o_lat);
+  return mla_tile::launch(mla_decode_mma64_kernel, kThreads, Smem::kBytes, q_abs, cache, positions, seq_of_token,
+                          tokens, num_tokens, block_tables, max_blocks, block_size, num_heads, scale, num_partitions,
+                          partition_keys, workspace, o_lat, stream);
 }
 
 }  // namespace troupe::kernels

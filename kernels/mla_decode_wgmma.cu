@@ -32,6 +32,7 @@
 #include "kernels/dependent_launch.cuh"
 #include "kernels/flash_wgmma.cuh"
 #include "kernels/mla_decode.hpp"
+#include "kernels/mla_decode_tile.cuh"
 #include "kernels/wgmma.cuh"
 
 namespace troupe::kernels {
@@ -42,11 +43,10 @@ using flash_wgmma::pack_bf16x2;
 using flash_wgmma::swizzled;
 
 constexpr int kThreads = 256, kRows = 64, kKeys = 64;
-constexpr int kLora = 512, kEntry = 576, kChunks = kEntry / 8;  // 16-byte chunks of an entry (72)
+constexpr int kEntry = 576, kChunks = kEntry / 8;  // 16-byte chunks of an entry (72)
 constexpr int kBlock = 64 * 128;                                // one 64-dim block of 64 rows
 constexpr int kDimBlocks = kEntry / 64;                         // 9
 constexpr int kTile = kDimBlocks * kBlock;                      // a tile (or Q): 73,728 bytes
-constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kRows == int(kMlaHeadTile), "one CTA per head tile");
 
 struct Smem {
@@ -84,14 +84,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* const max_s = reinterpret_cast<float*>(smem + Smem::kMax);
   float* const sum_s = reinterpret_cast<float*>(smem + Smem::kSum);
 
-  const int h0 = int(blockIdx.x) * kRows, i = int(blockIdx.y), part = int(blockIdx.z);
-  const int num_partitions = int(gridDim.z);
-  const int heads = min(kRows, num_heads - h0);
-  const int64_t t = tokens ? tokens[i] : i;
-  const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
-  const int context = positions[t] + 1;
-  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
-  const int begin = part * keys, end = min(context, begin + keys);
+  const mla_tile::Work w =
+      mla_tile::work_of_cta(positions, seq_of_token, tokens, block_tables, max_blocks, num_heads, partition_keys);
+  const int h0 = w.h0, i = w.i, heads = w.heads, begin = w.begin, end = w.end;
+  const int32_t* table = w.table;
   const int num_tiles = begin < end ? (end - begin + kKeys - 1) / kKeys : 0;
   const int wg = int(threadIdx.x) / 128, tid = int(threadIdx.x) % 128;
   const int warp = tid / 32, lane = tid % 32, c = lane % 4;
@@ -166,29 +162,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   } else {
     // Q of the tile's heads as bf16 (rows past `heads` zero), while the first tiles are in flight.
-    constexpr int kUnits = kRows * kChunks / 128, kBatch = 6;
-    static_assert(kRows * kChunks % 128 == 0 && kUnits % kBatch == 0, "Q's units split evenly");
-    const float* q_src = q_abs + (int64_t(i) * num_heads + h0) * kEntry;
-#pragma unroll 1
-    for (int first = 0; first < kUnits; first += kBatch) {
-      float4 qa[kBatch], qb[kBatch];
-#pragma unroll
-      for (int k = 0; k < kBatch; ++k) {
-        const int u = tid + (first + k) * 128, r = u / kChunks, chunk = u % kChunks;
-        qa[k] = qb[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < heads) {
-          qa[k] = __ldg(reinterpret_cast<const float4*>(q_src + int64_t(r) * kEntry + chunk * 8));
-          qb[k] = __ldg(reinterpret_cast<const float4*>(q_src + int64_t(r) * kEntry + chunk * 8 + 4));
-        }
-      }
-#pragma unroll
-      for (int k = 0; k < kBatch; ++k) {
-        const int u = tid + (first + k) * 128, r = u / kChunks, chunk = u % kChunks;
-        *reinterpret_cast<uint4*>(smem + Smem::kQ + (chunk / 8) * kBlock + swizzled(r, chunk % 8)) =
-            make_uint4(pack_bf16x2(qa[k].x, qa[k].y), pack_bf16x2(qa[k].z, qa[k].w), pack_bf16x2(qb[k].x, qb[k].y),
-                       pack_bf16x2(qb[k].z, qb[k].w));
-      }
-    }
+    mla_tile::stage_q<128, 6>(q_abs + (int64_t(i) * num_heads + h0) * kEntry, heads, tid,
+                              [&](int r, int chunk, uint4 packed) {
+                                *reinterpret_cast<uint4*>(smem + Smem::kQ + (chunk / 8) * kBlock +
+                                                          swizzled(r, chunk % 8)) = packed;
+                              });
     wgmma::fence_proxy_async();
     bar_sync(kQReady, 128);
 
@@ -251,14 +229,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma::fence_proxy_async();
       bar_arrive(kPReady, kThreads);
 
-      uint32_t p[kKeys / 16][4];  // P as the A fragments of the k16 steps (flash_wgmma.cuh's layout)
-#pragma unroll
-      for (int kk = 0; kk < kKeys / 16; ++kk) {
-        p[kk][0] = pack_bf16x2(s[8 * kk + 0], s[8 * kk + 1]);
-        p[kk][1] = pack_bf16x2(s[8 * kk + 2], s[8 * kk + 3]);
-        p[kk][2] = pack_bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
-        p[kk][3] = pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
-      }
+      uint32_t p[kKeys / 16][4];  // P as the A fragments of the k16 steps
+      flash_wgmma::pack_p<kKeys>(s, p);
       wgmma::fence_operands(o);
       if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
 #pragma unroll
@@ -297,19 +269,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int row = r0 + 8 * half;
     if (row >= heads) continue;
     const float sum = sum_s[row];
-    const int64_t item = int64_t(i) * num_heads + h0 + row;
-    const float inv = num_partitions == 1 ? 1.0f / sum : 1.0f;
-    float* dst = (num_partitions == 1 ? o_lat + item * kLora : workspace + (item * num_partitions + part) * kLora) +
-                 256 * wg + 2 * c;
+    float inv;
+    float* dst = mla_tile::row_out(w, num_heads, row, sum, workspace, o_lat, &inv) + 256 * wg + 2 * c;
 #pragma unroll
     for (int n = 0; n < 32; ++n)
       *reinterpret_cast<float2*>(dst + 8 * n) = make_float2(o[4 * n + 2 * half] * inv, o[4 * n + 2 * half + 1] * inv);
-    if (num_partitions > 1 && wg == 0 && c == 0) {
-      const int64_t stats = int64_t(gridDim.y) * num_heads * num_partitions;
-      float* maxima = workspace + stats * kLora;
-      maxima[item * num_partitions + part] = max_s[row];
-      maxima[stats + item * num_partitions + part] = sum;
-    }
+    if (wg == 0 && c == 0) mla_tile::row_stats(w, num_heads, row, max_s[row], sum, workspace);
   }
 #endif
 }
@@ -322,15 +287,9 @@ cudaError_t launch_mla_decode_wgmma(const float* q_abs, const uint16_t* cache, c
                                     int64_t num_heads, float scale, int64_t num_partitions, int64_t partition_keys,
                                     float* workspace, float* o_lat, cudaStream_t stream) {
   if (const cudaError_t arch = wgmma::require_sm90(); arch != cudaSuccess) return arch;
-  auto kernel = mla_decode_wgmma_kernel;
-  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);
-      err != cudaSuccess)
-    return err;
-  const dim3 grid(unsigned((num_heads + kRows - 1) / kRows), unsigned(num_tokens), unsigned(num_partitions));
-  return launch_dependent(kernel, grid, dim3(kThreads), size_t(Smem::kBytes), stream, q_abs,
-                          reinterpret_cast<const __nv_bfloat16*>(cache), positions, seq_of_token, tokens, block_tables,
-                          int(max_blocks), int(block_size), int(num_heads), scale * kLog2e, int(partition_keys),
-                          workspace, o_lat);
+  return mla_tile::launch(mla_decode_wgmma_kernel, kThreads, Smem::kBytes, q_abs, cache, positions, seq_of_token,
+                          tokens, num_tokens, block_tables, max_blocks, block_size, num_heads, scale, num_partitions,
+                          partition_keys, workspace, o_lat, stream);
 }
 
 }  // namespace troupe::kernels
