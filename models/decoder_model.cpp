@@ -14,16 +14,19 @@ Status DecoderModel::resolve_range(const ModelConfig& config, LayerRange& range)
   return Status::success();
 }
 
-Status DecoderModel::load_stage_ends(const WeightLoader& weights) {
+Status DecoderModel::load_vocab(const WeightLoader& weights) {
   const bool first = range_.begin == 0, last = range_.end == config_.num_hidden_layers;
   auto vocab = VocabParallel::load(config_, weights, backend_, first, last);
   if (!vocab.ok()) return vocab.error();
   vocab_ = std::move(vocab.value());
-  if (last) {
-    auto norm = load_weight(weights, backend_, "model.norm.weight", {config_.hidden_size});
-    if (!norm.ok()) return norm.error();
-    final_norm_ = std::move(norm.value());
-  }
+  return Status::success();
+}
+
+Status DecoderModel::load_final_norm(const WeightLoader& weights) {
+  if (range_.end != config_.num_hidden_layers) return Status::success();
+  auto norm = load_weight(weights, backend_, "model.norm.weight", {config_.hidden_size});
+  if (!norm.ok()) return norm.error();
+  final_norm_ = std::move(norm.value());
   return Status::success();
 }
 

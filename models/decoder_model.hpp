@@ -36,8 +36,10 @@ class DecoderModel : public Model {
 
   // Resolves range.end < 0 to the last layer; an error names a range outside the model's layers.
   static Status resolve_range(const ModelConfig& config, LayerRange& range);
-  // The stage's ends: embeddings (first stage) and LM head (last), then the final norm (last).
-  Status load_stage_ends(const WeightLoader& weights);
+  // The stage's ends: embeddings (first stage) and LM head (last), loaded before the layers; the
+  // final norm (last stage) after them, so tensors are read in checkpoint order.
+  Status load_vocab(const WeightLoader& weights);
+  Status load_final_norm(const WeightLoader& weights);
   // Layer `prefix`'s two norms into `layer`.
   Status load_layer_norms(const WeightLoader& weights, const std::string& prefix, DecoderLayer& layer);
 

@@ -25,7 +25,7 @@ Result<std::unique_ptr<DeepseekModel>> DeepseekModel::load(const ModelConfig& co
     return make_error(ErrorCode::unsupported, "DeepseekModel: needs kv_lora_rank > 0, an even qk_rope_head_dim and "
                                               "v_head_dim > 0");
   std::unique_ptr<DeepseekModel> model(new DeepseekModel(config, backend, range));
-  TROUPE_TRY(model->load_stage_ends(weights));
+  TROUPE_TRY(model->load_vocab(weights));
   // RoPE over qk_rope_head_dim; YaRN as transformers 5.17 computes it: the configured factor, or the
   // position ratio (max_position_embeddings / original) where the config gives none. (Real R1
   // configs have both equal: 163840 / 4096 = 40.)
@@ -72,6 +72,7 @@ Result<std::unique_ptr<DeepseekModel>> DeepseekModel::load(const ModelConfig& co
     }
     model->layers_.push_back(std::move(layer));
   }
+  TROUPE_TRY(model->load_final_norm(weights));
   return model;
 }
 

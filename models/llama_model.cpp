@@ -17,7 +17,7 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelConfig& config, 
                                               "num_key_value_heads and head_dim even");
   }
   std::unique_ptr<LlamaModel> model(new LlamaModel(config, backend, range));
-  TROUPE_TRY(model->load_stage_ends(weights));
+  TROUPE_TRY(model->load_vocab(weights));
   auto inv_freq_host = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling);
   auto inv_freq = backend.upload_weight(Tensor::from_f32(inv_freq_host, {int64_t(inv_freq_host.size())}));
   if (!inv_freq.ok()) return inv_freq.error();
@@ -33,6 +33,7 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelConfig& config, 
     layer.mlp = std::move(mlp.value());
     model->layers_.push_back(std::move(layer));
   }
+  TROUPE_TRY(model->load_final_norm(weights));
   return model;
 }
 
