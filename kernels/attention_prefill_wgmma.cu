@@ -56,8 +56,12 @@ __global__ void __launch_bounds__(128 * kGroups, kGroups == 1 ? 2 : 1)
   // Tile t's K (or V) rows: thread tid copies chunk tid % 16 of keys tid / 16 + 16 i (every such
   // key has the same row % 8, so the swizzled destination moves by a constant per i); the key's
   // (table entry, offset in block) advance without a division per copy.
-  // NOTE: a copy is an asm with a memory clobber, so each table read waits for the copy before it;
-  // reading the tile's entries first, then issuing the copies, is the next thing to measure.
+  // A copy is an asm with a memory clobber, so each table read waits for the copy before it; reading
+  // the tile's entries first and then issuing the copies was measured on the H200 and was slower
+  // (Llama-3-8B's 4,096-token prefill attention 24.3 ms against 20.6 at 128 rows, 31.4 against 24.5
+  // at 64; bench/results/gpu_decode_llama3_8b_h200_2026-12-04_prefill_w*_tablefirst.json). Nsight
+  // Compute on the 128-row variant in that prefill: 549 us a layer, 2 warps per scheduler, 0.45 of
+  // them eligible, issue slots 34% busy (the mma.sync kernel: 510 us, 0.47 eligible).
   constexpr int kStep = kThreads / kChunks;
   const int key_first = tid / kChunks, chunk = tid % kChunks;
   const uint32_t dst_first = (chunk / 8) * L::kKBlock + swizzled(key_first, chunk % 8);
