@@ -49,10 +49,7 @@ __device__ __forceinline__ float fast_exp2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
 }
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
+using mma::pack_bf16x2;
 
 // S's accumulators over kKeys keys (the m64 layout above), rounded to bf16, as the A fragments of P V's
 // k16 steps (keys [16 kk, + 16): S's n8 tiles 2 kk and 2 kk + 1).
@@ -64,6 +61,20 @@ __device__ __forceinline__ void pack_p(const float (&s)[kKeys / 2], uint32_t (&p
     p[kk][1] = pack_bf16x2(s[8 * kk + 2], s[8 * kk + 3]);
     p[kk][2] = pack_bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
     p[kk][3] = pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+}
+
+// O (the m64 accumulator layout, N values a thread) times its rows' online-softmax corrections:
+// corr0 for row r, corr1 for row r + 8; skipped when no row of the warp moved its maximum.
+template <int N>
+__device__ __forceinline__ void rescale_rows(float (&o)[N], float corr0, float corr1) {
+  if (!__any_sync(0xffffffffu, corr0 != 1.0f || corr1 != 1.0f)) return;
+#pragma unroll
+  for (int n = 0; n < N / 4; ++n) {
+    o[4 * n + 0] *= corr0;
+    o[4 * n + 1] *= corr0;
+    o[4 * n + 2] *= corr1;
+    o[4 * n + 3] *= corr1;
   }
 }
 
@@ -187,15 +198,7 @@ __device__ __forceinline__ void attend(uint32_t base, int g, int num_tiles, floa
     softmax(t, s, corr);
     wgmma::wait<0>();  // O and P are free again
     wgmma::fence_operands(o);
-    if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {  // some row's maximum moved
-#pragma unroll
-      for (int n = 0; n < 16; ++n) {
-        o[4 * n + 0] *= corr[0];
-        o[4 * n + 1] *= corr[0];
-        o[4 * n + 2] *= corr[1];
-        o[4 * n + 3] *= corr[1];
-      }
-    }
+    rescale_rows(o, corr[0], corr[1]);
     pack_p<kKeys>(s, p);
   }
   load_step(num_tiles);  // V of the last tile

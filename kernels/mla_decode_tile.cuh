@@ -10,6 +10,7 @@
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_decode.hpp"
+#include "kernels/mma_sync.cuh"
 
 namespace troupe::kernels::mla_tile {
 
@@ -67,10 +68,7 @@ template <int kThreads, int kBatch, class Store>
 __device__ __forceinline__ void stage_q(const float* q_src, int heads, int tid, Store store) {
   constexpr int kEntry = 576, kChunks = kEntry / 8, kUnits = int(kMlaHeadTile) * kChunks / kThreads;
   static_assert(int(kMlaHeadTile) * kChunks % kThreads == 0 && kUnits % kBatch == 0, "Q's units split evenly");
-  auto pack = [](float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  };
+  using mma::pack_bf16x2;
 #pragma unroll 1
   for (int first = 0; first < kUnits; first += kBatch) {
     float4 qa[kBatch], qb[kBatch];
@@ -87,7 +85,8 @@ __device__ __forceinline__ void stage_q(const float* q_src, int heads, int tid, 
     for (int k = 0; k < kBatch; ++k) {
       const int u = tid + (first + k) * kThreads;
       store(u / kChunks, u % kChunks,
-            make_uint4(pack(qa[k].x, qa[k].y), pack(qa[k].z, qa[k].w), pack(qb[k].x, qb[k].y), pack(qb[k].z, qb[k].w)));
+            make_uint4(pack_bf16x2(qa[k].x, qa[k].y), pack_bf16x2(qa[k].z, qa[k].w), pack_bf16x2(qb[k].x, qb[k].y),
+                       pack_bf16x2(qb[k].z, qb[k].w)));
     }
   }
 }

@@ -61,12 +61,6 @@ struct Smem {
 static_assert(Smem::kBytes <= 227 * 1024, "more shared memory than one block may have");
 
 enum Barrier : int { kTileReady = 1, kPReady = 2, kPFree = 3, kBufFree = 4, kQReady = 5 };
-__device__ __forceinline__ void bar_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void bar_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
 
 __global__ void __launch_bounds__(kThreads, 1)
     mla_decode_wgmma_kernel(const float* __restrict__ q_abs, const __nv_bfloat16* __restrict__ cache,
@@ -97,7 +91,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   float o[128];  // O[:, 256 wg + 8 n + 2 c (+1)] of rows r0 (o[4n], o[4n+1]) and r0 + 8
 #pragma unroll
   for (int n = 0; n < 128; ++n) o[n] = 0.0f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
 
   if (wg == 1) {
     // Copies tile `tile` (keys begin + 64 tile ...): thread tid takes key tid / 2, chunks tid % 2 + 2 k;
@@ -125,26 +118,18 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmma::cp_async_wait<0>();
       }
       wgmma::fence_proxy_async();
-      bar_arrive(kTileReady, kThreads);
+      mma::named_barrier_arrive(kTileReady, kThreads);
     }
     for (int tile = 0; tile < num_tiles; ++tile) {
-      bar_sync(kPReady, kThreads);  // P_t and its corrections are in shared memory
+      mma::named_barrier(kPReady, kThreads);  // P_t and its corrections are in shared memory
       if (tile + 1 < num_tiles) {   // tile + 1 (copied since tile - 1) is the other warpgroup's next
         wgmma::cp_async_wait<0>();
         wgmma::fence_proxy_async();
-        bar_arrive(kTileReady, kThreads);
+        mma::named_barrier_arrive(kTileReady, kThreads);
       }
       const float corr0 = corr_s[r0], corr1 = corr_s[r0 + 8];
       wgmma::fence_operands(o);
-      if (__any_sync(0xffffffffu, corr0 != 1.0f || corr1 != 1.0f)) {
-#pragma unroll
-        for (int n = 0; n < 32; ++n) {
-          o[4 * n + 0] *= corr0;
-          o[4 * n + 1] *= corr0;
-          o[4 * n + 2] *= corr1;
-          o[4 * n + 3] *= corr1;
-        }
-      }
+      flash_wgmma::rescale_rows(o, corr0, corr1);
       const uint32_t v = tile_addr(tile) + 4 * kBlock;  // latent dims 256..511
       wgmma::fence();
 #pragma unroll
@@ -155,10 +140,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma::wait<0>();
       wgmma::fence_operands(o);
       if (tile + 2 < num_tiles) {
-        bar_sync(kBufFree, kThreads);  // warpgroup 0 is done with this buffer
+        mma::named_barrier(kBufFree, kThreads);  // warpgroup 0 is done with this buffer
         load_tile(tile + 2);
       }
-      if (tile + 1 < num_tiles) bar_arrive(kPFree, kThreads);
+      if (tile + 1 < num_tiles) mma::named_barrier_arrive(kPFree, kThreads);
     }
   } else {
     // Q of the tile's heads as bf16 (rows past `heads` zero), while the first tiles are in flight.
@@ -168,10 +153,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                                                           swizzled(r, chunk % 8)) = packed;
                               });
     wgmma::fence_proxy_async();
-    bar_sync(kQReady, 128);
+    mma::named_barrier(kQReady, 128);
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};  // the rows' running max and sum
 
     for (int tile = 0; tile < num_tiles; ++tile) {
-      bar_sync(kTileReady, kThreads);
+      mma::named_barrier(kTileReady, kThreads);
       const uint32_t k_base = tile_addr(tile);
       float s[32];
       wgmma::fence_operands(s);
@@ -215,7 +201,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         l_run[half] = l_run[half] * corr[half] + sum;
       }
-      if (tile > 0) bar_sync(kPFree, kThreads);  // the other warpgroup's product of tile - 1 is done with P
+      if (tile > 0) mma::named_barrier(kPFree, kThreads);  // the other warpgroup's product of tile - 1 is done with P
 #pragma unroll
       for (int n = 0; n < 8; ++n)
 #pragma unroll
@@ -227,20 +213,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         corr_s[r0 + 8] = corr[1];
       }
       wgmma::fence_proxy_async();
-      bar_arrive(kPReady, kThreads);
+      mma::named_barrier_arrive(kPReady, kThreads);
 
       uint32_t p[kKeys / 16][4];  // P as the A fragments of the k16 steps
       flash_wgmma::pack_p<kKeys>(s, p);
       wgmma::fence_operands(o);
-      if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
-#pragma unroll
-        for (int n = 0; n < 32; ++n) {
-          o[4 * n + 0] *= corr[0];
-          o[4 * n + 1] *= corr[0];
-          o[4 * n + 2] *= corr[1];
-          o[4 * n + 3] *= corr[1];
-        }
-      }
+      flash_wgmma::rescale_rows(o, corr[0], corr[1]);
       wgmma::fence();
 #pragma unroll
       for (int kk = 0; kk < kKeys / 16; ++kk)
@@ -248,7 +226,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma::commit();
       wgmma::wait<0>();
       wgmma::fence_operands(o);
-      if (tile + 2 < num_tiles) bar_arrive(kBufFree, kThreads);
+      if (tile + 2 < num_tiles) mma::named_barrier_arrive(kBufFree, kThreads);
     }
     // The rows' sums (the quad's partials) and maxima for both warpgroups.
 #pragma unroll

@@ -3,7 +3,8 @@
 // (mla_decode_mma.cu, mla_decode_mma64.cu), the MLA prefill kernel (mla_prefill_mma.cu) and the GQA
 // kernels (attention_decode_mma.cu, attention_prefill.cu):
 // cp.async copies, ldmatrix, mma.sync m16n8k16 bf16 with fp32 accumulation, bf16x2 packing, the
-// 16-byte-chunk swizzle of shared rows, named barriers.
+// 16-byte-chunk swizzle of shared rows, named barriers. The Hopper kernels (wgmma.cuh) take their
+// copies, packing and barriers from here too.
 //
 // Fragments of mma.sync.m16n8k16.row.col (PTX ISA "Matrix Fragments for mma.m16n8k16"), g = lane / 4,
 // c = lane % 4: A 16x16: a0 = (row g, cols 2c, 2c+1), a1 = (g + 8, 2c..), a2 = (g, 2c + 8..),
@@ -71,6 +72,11 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 // all reach it; orders their shared-memory accesses like __syncthreads.
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+// Arrives at barrier `id` without waiting: the producer's half of a handoff whose consumers wait
+// with named_barrier(id, threads); `threads` counts both sides.
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 }  // namespace troupe::kernels::mma

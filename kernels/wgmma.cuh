@@ -19,17 +19,31 @@
 
 #include <cstdint>
 
+#include "kernels/mma_sync.cuh"
+
 namespace troupe::kernels::wgmma {
 
+using mma::cp_async_commit;
+using mma::cp_async_wait;
+using mma::smem_address;
+
 // For the launchers: cudaSuccess on an sm_90 device (these kernels are built for sm_90a only),
-// cudaErrorNotSupported on any other, cudaErrorUnknown when the device can't be asked.
+// cudaErrorNotSupported on any other, cudaErrorUnknown when the device can't be asked. The answer
+// is kept per host thread and device (the decode launchers ask at every launch).
 inline cudaError_t require_sm90() {
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
-    return cudaErrorUnknown;
-  return major == 9 && minor == 0 ? cudaSuccess : cudaErrorNotSupported;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return cudaErrorUnknown;
+  thread_local int cached_device = -1;
+  thread_local cudaError_t cached = cudaErrorUnknown;
+  if (device != cached_device) {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+      return cudaErrorUnknown;
+    cached = major == 9 && minor == 0 ? cudaSuccess : cudaErrorNotSupported;
+    cached_device = device;
+  }
+  return cached;
 }
 
 __device__ __forceinline__ uint64_t desc_kmajor_sw128(uint32_t smem_addr) {
@@ -48,18 +62,9 @@ __device__ __forceinline__ uint64_t desc_nmajor_sw128(uint32_t smem_addr, uint32
   return d;
 }
 
-__device__ __forceinline__ uint32_t smem_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 // 16 bytes global -> shared; valid false writes zeros and reads nothing.
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  const int bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+  mma::cp_async16(dst, src, valid ? 16 : 0);
 }
 // Generic-proxy writes (cp.async, st.shared) made visible to the async proxy that wgmma reads with.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
