@@ -54,7 +54,7 @@ void moe_grouped_gemm_ref(const float* x, const float* x_scale, const uint8_t* c
 // cudaErrorInvalidValue for shapes moe_grouped_gemm_supported refuses, num_tiles < 0 or > 65535 (the
 // grid's y; 4.2M rows of 64) or tile_rows other than 64 and 128; cudaErrorNotSupported on a GPU other than sm_90. overlap (k / 128
 // even; else ignored): block kb's products run while block kb - 1 is promoted (two partial-sum
-// buffers, 2 blocks prefetched instead of 3): R1's MoE layer at 4,096 tokens 8.41 ms against 9.03
+// buffers, 2 blocks prefetched instead of 3): R1's MoE layer at 4,096 tokens 8.41 ms against 8.89
 // on the H200 (the backend's default; before its wgmma left a per-warpgroup branch it was slower).
 cudaError_t launch_moe_grouped_gemm(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
                                     const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,

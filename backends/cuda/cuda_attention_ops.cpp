@@ -70,9 +70,8 @@ void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const
     check(launch_decode_attention_f32(q.data<float>(), k_cache.data<uint8_t>(), v_cache.data<uint8_t>(),
                                       meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(), tokens,
                                       num_tokens, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
-                                      meta.block_size, num_heads, k_cache.size(2), head_dim, scale,
-                                      k_cache.tensor_scale(), v_cache.tensor_scale(), parts,
-                                      per_token_partitions ? 0 : decode_partition_keys(max_context, parts),
+                                      meta.block_size, num_heads, num_kv_heads, head_dim, scale,
+                                      k_cache.tensor_scale(), v_cache.tensor_scale(), parts, partition_keys,
                                       floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
           "decode_attention");
     return;
