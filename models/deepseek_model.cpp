@@ -102,8 +102,7 @@ Status DeepseekModel::check_cache(const KvCache& cache) const {
 Status DeepseekModel::mlp_step(size_t i, const Tensor& normed, Tensor delta) {
   if (collective_ && config_.moe.dispatch_tokens && moe_layers_[i])
     return moe_layers_[i]->forward_dispatched(normed, delta, *collective_);
-  layers_[i].mlp->forward(normed, delta);
-  return Status::success();
+  return DecoderModel::mlp_step(i, normed, delta);
 }
 
 }  // namespace troupe
