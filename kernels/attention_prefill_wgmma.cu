@@ -132,8 +132,10 @@ cudaError_t launch_variant(const float* q, const uint16_t* k_cache, const uint16
                         cudaStream_t stream) {
   auto* kernel = prefill_attention_wgmma_kernel<kGroups, kKeys>;
   constexpr int kBytes = flash_wgmma::Layout<kGroups, kKeys, kDBlocks>::kBytes;
-  static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
-  if (attr != cudaSuccess) return attr;
+  // Set at each launch: the attribute belongs to the current device (a process may drive several).
+  if (const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+      attr != cudaSuccess)
+    return attr;
   kernel<<<dim3(unsigned(num_tiles * num_kv_heads), kTileRows / (64 * kGroups)), 128 * kGroups, kBytes, stream>>>(
       q, reinterpret_cast<const __nv_bfloat16*>(k_cache), reinterpret_cast<const __nv_bfloat16*>(v_cache), positions,
       tiles, block_tables, int(max_blocks), int(block_size), int(num_heads), int(num_kv_heads), scale * kLog2e, out);

@@ -285,9 +285,11 @@ template <int kM, int kKeys>
 cudaError_t launch_variant(const float* q, const uint16_t* kv, const uint16_t* k_pe, const int32_t* tiles,
                            int64_t num_tiles, int64_t num_heads, float scale, float* out, cudaStream_t stream) {
   auto* kernel = mla_prefill_mma_kernel<kM, kKeys>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem<kM, kKeys>::kBytes);
-  if (attr != cudaSuccess) return attr;
+  // Set at each launch: the attribute belongs to the current device (a process may drive several).
+  if (const cudaError_t attr =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem<kM, kKeys>::kBytes);
+      attr != cudaSuccess)
+    return attr;
   return launch_dependent(kernel, dim3(unsigned(num_tiles), unsigned(num_heads)), dim3(kThreads),
                           size_t(Smem<kM, kKeys>::kBytes), stream, q, reinterpret_cast<const __nv_bfloat16*>(kv),
                           reinterpret_cast<const __nv_bfloat16*>(k_pe), tiles, int(num_heads), scale * kLog2e, out);

@@ -127,8 +127,10 @@ cudaError_t launch_variant(const float* q, const uint16_t* kv, const uint16_t* k
                            int64_t num_tiles, int64_t num_heads, float scale, float* out, cudaStream_t stream) {
   auto* kernel = mla_prefill_wgmma_kernel<kGroups, kKeys>;
   constexpr int kBytes = Layout<kGroups, kKeys>::kBytes;
-  static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
-  if (attr != cudaSuccess) return attr;
+  // Set at each launch: the attribute belongs to the current device (a process may drive several).
+  if (const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+      attr != cudaSuccess)
+    return attr;
   return launch_dependent(kernel, dim3(unsigned(num_tiles), unsigned(num_heads)), dim3(128 * kGroups), size_t(kBytes),
                           stream, q, reinterpret_cast<const __nv_bfloat16*>(kv),
                           reinterpret_cast<const __nv_bfloat16*>(k_pe), tiles, int(num_heads), scale * kLog2e, out);

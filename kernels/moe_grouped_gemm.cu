@@ -177,9 +177,11 @@ template <int kGroups, typename OutT, bool kOverlap>
 cudaError_t launch_groups(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
                           const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
                           OutT* out, int64_t n, int64_t k, cudaStream_t stream) {
-  static const cudaError_t attr = cudaFuncSetAttribute(moe_grouped_gemm_kernel<kGroups, OutT, kOverlap>,
-                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes(kGroups));
-  if (attr != cudaSuccess) return attr;
+  // Set at each launch: the attribute belongs to the current device (a process may drive several).
+  if (const cudaError_t attr = cudaFuncSetAttribute(moe_grouped_gemm_kernel<kGroups, OutT, kOverlap>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes(kGroups));
+      attr != cudaSuccess)
+    return attr;
   const dim3 grid(unsigned((n + kBN - 1) / kBN), unsigned(num_tiles));
   moe_grouped_gemm_kernel<kGroups, OutT, kOverlap><<<grid, kGroups * 128, smem_bytes(kGroups), stream>>>(
       x_fp8, x_scale, w_table, w_scale_table, tiles, out, n, k);
