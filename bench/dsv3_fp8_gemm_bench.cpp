@@ -6,9 +6,9 @@
 //       cuBLASLt; dsv3_fp8_gemm_<name> records the faster in TFLOP/s against the FP8 peak, with
 //       both rates, which one ran, and their largest relative difference;
 //   (d) decode at M = 1, 8, 64: dsv3_fp8_gemv_<name>_m<M>, weight (+ scale) bytes per second
-//       against the HBM bandwidth; weights span 4x the L2 so every launch reads HBM; at M = 1 also
-//       dsv3_fp8_gemv_<name>_m1_tiles, the tensor-core kernel (TROUPE_FP8_GEMV_ROWS=0) beside the
-//       row-streaming one that M = 1 takes by default;
+//       against the HBM bandwidth; weights span 4x the L2 so every launch reads HBM; at M = 1 and 8
+//       (the f16 kernel by default) also the kernels below it, through TROUPE_FP8_GEMV_KERNEL:
+//       dsv3_fp8_gemv_<name>_m1_rows (fp32 products on CUDA cores) and _m<M>_tiles (bf16 mma);
 //   (e) dsv3_fp8_gemm_prefill_geomean: the geometric mean fraction of (c).
 // A watchdog writes what was measured and exits at --time-limit (default 290 s).
 //   dsv3_fp8_gemm_bench [--m 4096] [--decode-only 0|1] [--decode-shapes q_a,o,...] [--out PATH]
@@ -205,7 +205,7 @@ void decode(const Shape& s, int64_t m, double bw_gbs, int64_t l2_bytes, std::mt1
        << "] e4m3 + scales (" << double(bytes) / 1e6 << " MB) from HBM (" << copies
        << " copies in turn), median of 25; limit = HBM bandwidth measured here";
   BenchRecord r{std::string("dsv3_fp8_gemv_") + s.name + "_m" + std::to_string(m) + suffix, gbs, "GB/s", {}, {},
-                note.str() + (*suffix ? " (TROUPE_FP8_GEMV_ROWS=0: the tensor-core kernel)" : ""),
+                note.str() + (*suffix ? std::string(" (TROUPE_FP8_GEMV_KERNEL=") + (suffix + 1) + ")" : std::string()),
                 {{"us", ms * 1e3}, {"workspace_bytes", double(work_bytes)}}};
   if (bw_gbs > 0) {
     r.limit = bw_gbs;
@@ -284,10 +284,11 @@ int run(const Args& args) {
         continue;
       if (bench::remaining_s() < 20) break;
       decode(s, m, bw, int64_t(prop.l2CacheSize), rng);
-      if (m == 1) {
-        setenv("TROUPE_FP8_GEMV_ROWS", "0", 1);
-        decode(s, m, bw, int64_t(prop.l2CacheSize), rng, "_tiles");
-        unsetenv("TROUPE_FP8_GEMV_ROWS");
+      for (const char* kernel : {"rows", "tiles"}) {
+        if (m > 8 || (m > 1 && std::string(kernel) == "rows")) continue;
+        setenv("TROUPE_FP8_GEMV_KERNEL", kernel, 1);
+        decode(s, m, bw, int64_t(prop.l2CacheSize), rng, (std::string("_") + kernel).c_str());
+        unsetenv("TROUPE_FP8_GEMV_KERNEL");
       }
     }
   if (lt) cublasLtDestroy(lt);

@@ -7,6 +7,7 @@
 #include "kernels/dependent_launch.cuh"
 #include "kernels/fp8_block_gemm.hpp"
 #include "kernels/sm_count.hpp"
+#include "kernels/fp8_gemv_f16.hpp"
 #include "kernels/fp8_gemv_rows.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/fp8_stream.cuh"
@@ -244,11 +245,16 @@ cudaError_t launch_gemv_tiles(bool vec, const GemvPlan& p, dim3 grid, const XT* 
                           p.kb_per_split, x_vec);
 }
 
-// One token takes the row-streaming kernel (fp8_gemv_rows.hpp) unless TROUPE_FP8_GEMV_ROWS=0, a
-// diagnostic for A/B runs (read at each call, so a benchmark can time both in one process).
-bool one_token_rows_path() {
-  const char* env = std::getenv("TROUPE_FP8_GEMV_ROWS");
-  return !env || std::strcmp(env, "0") != 0;
+// Up to kFp8GemvF16MaxTokens tokens take the f16 tensor-core kernel (fp8_gemv_f16.hpp) where it
+// takes the shape, one token next the row-streaming kernel (fp8_gemv_rows.hpp), the rest this
+// file's bf16 one. TROUPE_FP8_GEMV_KERNEL=rows or =tiles starts the choice lower, a diagnostic for
+// A/B runs (read at each call, so a benchmark can time them in one process).
+enum class SmallKernel { f16, rows, tiles };
+SmallKernel small_kernel_choice() {
+  const char* env = std::getenv("TROUPE_FP8_GEMV_KERNEL");
+  if (env && std::strcmp(env, "rows") == 0) return SmallKernel::rows;
+  if (env && std::strcmp(env, "tiles") == 0) return SmallKernel::tiles;
+  return SmallKernel::f16;
 }
 
 template <typename XT, typename OT>
@@ -257,7 +263,10 @@ cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT*
   if (m == 0) return cudaSuccess;
   if (m < 0 || m > kFp8GemvMaxTokens || n <= 0 || k <= 0 || !x || !w || !w_scale || !out) return cudaErrorInvalidValue;
   if (n > INT32_MAX || k > INT32_MAX) return cudaErrorInvalidValue;
-  if (m == 1 && one_token_rows_path() && fp8_gemv_rows_supported(n, k, x, w))
+  const SmallKernel choice = small_kernel_choice();
+  if (choice == SmallKernel::f16 && fp8_gemv_f16_supported(m, n, k, x, w))
+    return launch_fp8_gemv_f16(x, w, w_scale, out, m, n, k, stream);
+  if (m == 1 && choice != SmallKernel::tiles && fp8_gemv_rows_supported(n, k, x, w))
     return launch_fp8_gemv_rows(x, w, w_scale, out, n, k, stream);
   GemvPlan p;
   if (cudaError_t err = plan_gemv(m, n, k, &p); err != cudaSuccess) return err;

@@ -1,8 +1,9 @@
 #pragma once
-// Device pieces shared by the kernels that stream FP8 block-scaled weights through bf16 tensor-core
-// mma (fp8_block_gemm.cu's decode GEMV, moe_grouped_gemv.cu): 16-byte streaming loads that bypass
-// L1, the byte-load fallback for rows that are not 16-byte multiples, the exact e4m3 -> bf16 * 2^-112
-// widening, and mma.sync m16n8k16 bf16 with the A fragment as four registers; for the one-token
+// Device pieces shared by the kernels that stream FP8 block-scaled weights through tensor-core mma
+// (fp8_block_gemm.cu's decode GEMV, moe_grouped_gemv.cu on bf16; fp8_gemv_f16.cu on f16): 16-byte
+// streaming loads that bypass L1, the byte-load fallback for rows that are not 16-byte multiples,
+// the exact e4m3 -> bf16 * 2^-112 and e4m3 -> f16 widenings, and mma.sync m16n8k16 (bf16, f16) with
+// the A fragment as four registers; for the one-token
 // kernels on CUDA cores (fp8_gemv_rows.cu), the widening of e4m3 to fp32 * 2^-120 and a 16-byte dot.
 // The mapping both kernels use (the order of K inside one mma does not matter while A and B agree):
 // thread (g = lane / 4, t = lane % 4) owns rows g and g + 8 of its warp's 16 and, of each 128-wide K
@@ -71,6 +72,13 @@ __device__ __forceinline__ uint32_t e4m3x2_to_bf16x2_shifted(uint32_t pair) {
   return ((h >> 3) & 0x0fff0fffu) | (h & 0x80008000u);
 }
 
+// Two e4m3 (low byte first) to two f16 (exact: every e4m3 value is a normal f16).
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
+  uint32_t h;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(static_cast<unsigned short>(pair & 0xffffu)));
+  return h;
+}
+
 // Byte J of v (e4m3: s eeee mmm) as an fp32 holding its value times 2^-120: moved to bits 27..20
 // by an arithmetic shift, which also copies s into bits 31..28; the mask keeps s in bit 31 and
 // eeee mmm in bits 26..20, so eeee lands in the low four bits of fp32's exponent and mmm at the top
@@ -100,6 +108,16 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
                                          uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// c += a b for one m16n8k16 f16 step, fp32 accumulation.
+__device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                        uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));

@@ -28,11 +28,13 @@ constexpr double kFp8GemmTolerance = 1e-6;
 
 struct Fp8Shape {
   int64_t m, n, k, w_shift = 0;  // w_shift: bytes past a 256-byte aligned weight
+  int range_bits = 0;            // K blocks of x also scaled by 2^-r, 1, 2^r in turn (the f16 kernel's exponents)
 };
 
 std::string fp8_sizes(const Fp8Shape& c) {
   std::string s = sizes({{"m", c.m}, {"n", c.n}, {"k", c.k}});
   if (c.w_shift) s += " w+" + std::to_string(c.w_shift);
+  if (c.range_bits) s += " x*2^+-" + std::to_string(c.range_bits);
   return s;
 }
 
@@ -116,8 +118,11 @@ void round_ref(const double* ref, uint16_t* ref_bf16, size_t count) {
   for (size_t i = 0; i < count; ++i) ref_bf16[i] = host_f32_to_bf16(float(ref[i]));
 }
 
-OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out) {
-  const std::string variant = std::string(bf16_x ? "bf16 x" : "f32 x") + (bf16_out ? "->bf16" : "->f32");
+// kernel: nullptr for launch_fp8_block_gemv's own choice, else the TROUPE_FP8_GEMV_KERNEL value
+// that starts the choice lower ("rows", "tiles"), set around the launch.
+OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out, const char* kernel = nullptr) {
+  const std::string variant = std::string(bf16_x ? "bf16 x" : "f32 x") + (bf16_out ? "->bf16" : "->f32") +
+                              (kernel ? std::string(" [") + kernel + "]" : "");
   return {"fp8_block_gemv", variant, fp8_sizes(c), [=](std::mt19937& rng) {
             OpRun r;
             const size_t x_count = size_t(c.m * c.k), out_count = size_t(c.m * c.n);
@@ -126,6 +131,8 @@ OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out) {
             const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
             float* x = r.host<float>(x_count);
             fill_activations(x, c.m, c.k, rng);
+            for (int64_t i = 0; c.range_bits && i < c.m * c.k; ++i)
+              x[i] = std::ldexp(x[i], c.range_bits * int((i % c.k) / kFp8BlockSize % 3 - 1));
             const void* dx = nullptr;
             if (bf16_x) {
               dx = r.device(to_bf16(r, x, x_count), x_count);
@@ -141,7 +148,7 @@ OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out) {
                                  : static_cast<void*>(r.poisoned<float>(out_count));
             double* ref = r.host<double>(out_count);
             uint16_t* ref_bf16 = r.host<uint16_t>(out_count);
-            r.launch = [=](cudaStream_t s) {
+            auto launch = [=](cudaStream_t s) {
               if (bf16_x && bf16_out)
                 return launch_fp8_block_gemv(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
                                              c.m, c.n, c.k, ws, ws_bytes, s);
@@ -153,6 +160,13 @@ OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out) {
                                              c.m, c.n, c.k, ws, ws_bytes, s);
               return launch_fp8_block_gemv(static_cast<const float*>(dx), dw, d_scale, static_cast<float*>(out), c.m,
                                            c.n, c.k, ws, ws_bytes, s);
+            };
+            r.launch = [=](cudaStream_t s) {
+              if (!kernel) return launch(s);
+              setenv("TROUPE_FP8_GEMV_KERNEL", kernel, 1);
+              const cudaError_t err = launch(s);
+              unsetenv("TROUPE_FP8_GEMV_KERNEL");
+              return err;
             };
             r.reference = [=] {
               fp8_block_gemm_ref(x, nullptr, w, w_scale, ref, c.m, c.n, c.k);
@@ -228,22 +242,29 @@ void add_fp8_cases(std::vector<OpCase>& t) {
 
   // Decode: q_a, kv_a, expert down; a partial scale row (n 200, 130); partial last K block (328,
   // 1000); K = 128; K % 16 != 0 (520 + 8) and a misaligned weight (the byte paths); every token
-  // tile count (1, 2, 4, 8 tiles of 8). One token (fp8_gemv_rows.cu where k % 16 == 0; the plan
-  // picks warps sharing or owning rows by shape and occupancy): a last chunk of 16 bytes and a last
-  // item of one row (257 x 4112); 36 chunks and a partial scale row (520 x 18432); kv_a (576 x
-  // 7168); one chunk partly used (128 x 128), q_b's K with a partial scale row (600 x 1536), kv_b's
-  // (300 x 512);
-  // K % 16 != 0 (200 x 328) and a misaligned weight (384 x 1024 w+1): the tensor-core kernel.
+  // tile count (1, 2, 4, 8 tiles of 8). Up to 8 tokens with k % 16 == 0 take fp8_gemv_f16.cu (its
+  // plan picks 8, 4, 2 or 1 warps per 16-row tile by shape and occupancy): a last chunk of 16 bytes
+  // and a last tile of one row (257 x 4112); a partial scale row and 144 K blocks (520 x 18432);
+  // kv_a (576 x 7168); K = 128 (128 x 128); q_b's K with a partial scale row (600 x 1536); kv_b's
+  // (300 x 512); 6 tokens, a partial scale row and a last K block of 16 (130 x 4112); 360 K blocks,
+  // past 48 KB of staged x (64 x 46080); x blocks 2^40 apart (384 x 1536, 4 tokens). The same
+  // shapes through the kernels below it: one token on fp8_gemv_rows.cu ([rows]) and a few on this
+  // file's tensor-core kernel ([tiles]). K % 16 != 0 (200 x 328) and misaligned weights
+  // (384 x 1024 w+1) take the tensor-core kernel whatever the switch.
   const Fp8Shape gemv[] = {{1, 1536, 7168},   {8, 576, 7168},  {64, 7168, 2048}, {3, 200, 328},
                            {17, 130, 128},    {1, 128, 128},   {33, 300, 1000},  {64, 257, 520 + 8},
                            {5, 384, 1024, 1}, {12, 2048, 512}, {1, 257, 4112},   {1, 520, 18432},
                            {1, 200, 328},     {1, 576, 7168},  {1, 600, 1536},   {1, 300, 512},
-                           {1, 384, 1024, 1}};
+                           {1, 384, 1024, 1}, {6, 130, 4112},  {1, 64, 46080},   {4, 384, 1536, 0, 40}};
   for (const Fp8Shape& c : gemv) t.push_back(gemv_case(c, true, false));
-  for (const Fp8Shape& c : {gemv[0], gemv[3], gemv[6], gemv[8], gemv[10]}) t.push_back(gemv_case(c, true, true));
-  for (const Fp8Shape& c : {gemv[1], gemv[4], gemv[7], gemv[10], gemv[14]}) t.push_back(gemv_case(c, false, false));
+  for (const Fp8Shape& c : {gemv[0], gemv[3], gemv[6], gemv[8], gemv[10], gemv[17]}) t.push_back(gemv_case(c, true, true));
+  for (const Fp8Shape& c : {gemv[1], gemv[4], gemv[7], gemv[10], gemv[14], gemv[19]})
+    t.push_back(gemv_case(c, false, false));
   t.push_back(gemv_case(gemv[3], false, true));
   t.push_back(gemv_case(gemv[10], false, true));
+  for (const Fp8Shape& c : {gemv[10], gemv[11], gemv[13], gemv[5]}) t.push_back(gemv_case(c, true, false, "rows"));
+  t.push_back(gemv_case(gemv[10], false, true, "rows"));
+  for (const Fp8Shape& c : {gemv[1], gemv[17], gemv[0]}) t.push_back(gemv_case(c, true, false, "tiles"));
 
   // Prefill: M = 1, 3, 17, 130 and tiles of 128; partial N and K blocks; K % 16 != 0 (328, 1000).
   const Fp8Shape gemm[] = {{1, 200, 328},   {3, 256, 128},    {17, 130, 384},    {130, 576, 2048},
