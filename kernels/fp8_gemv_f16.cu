@@ -5,6 +5,7 @@
 #include <climits>
 #include <map>
 #include <tuple>
+#include <type_traits>
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/fp8_block_gemm.hpp"
@@ -44,18 +45,43 @@ __device__ __forceinline__ void store_out(uint16_t* p, float v) {
   *reinterpret_cast<__nv_bfloat16*>(p) = __float2bfloat16_rn(v);
 }
 
-// x[k0 .. k0 + 4) as floats holding bf16 values (fp32 x rounded to bf16); zeros when !valid.
-__device__ __forceinline__ void load_x4(const uint16_t* x, int64_t k0, bool valid, float (&v)[4]) {
-  uint2 u = make_uint2(0, 0);
-  if (valid) u = __ldg(reinterpret_cast<const uint2*>(x + k0));
-  v[0] = __uint_as_float(u.x << 16), v[1] = __uint_as_float(u.x & 0xffff0000u);
-  v[2] = __uint_as_float(u.y << 16), v[3] = __uint_as_float(u.y & 0xffff0000u);
+// x[k0 .. k0 + 16) as loaded (zeros when !valid), then as floats holding bf16 values (fp32 x
+// rounded to bf16). k0 is a multiple of 16 and x 16-byte aligned.
+struct Raw16 {
+  uint4 v[2];
+};
+struct RawF16 {
+  float4 v[4];
+};
+__device__ __forceinline__ void load_raw(const uint16_t* x, int64_t k0, bool valid, Raw16& r) {
+  r.v[0] = r.v[1] = make_uint4(0, 0, 0, 0);
+  if (valid) r.v[0] = __ldg(reinterpret_cast<const uint4*>(x + k0)), r.v[1] = __ldg(reinterpret_cast<const uint4*>(x + k0) + 1);
 }
-__device__ __forceinline__ void load_x4(const float* x, int64_t k0, bool valid, float (&v)[4]) {
-  const float4 f = valid ? __ldg(reinterpret_cast<const float4*>(x + k0)) : make_float4(0, 0, 0, 0);
-  v[0] = __bfloat162float(__float2bfloat16_rn(f.x)), v[1] = __bfloat162float(__float2bfloat16_rn(f.y));
-  v[2] = __bfloat162float(__float2bfloat16_rn(f.z)), v[3] = __bfloat162float(__float2bfloat16_rn(f.w));
+__device__ __forceinline__ void load_raw(const float* x, int64_t k0, bool valid, RawF16& r) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) r.v[q] = valid ? __ldg(reinterpret_cast<const float4*>(x + k0) + q) : make_float4(0, 0, 0, 0);
 }
+__device__ __forceinline__ void widen(const Raw16& r, float (&v)[16]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t words[4] = {r.v[h].x, r.v[h].y, r.v[h].z, r.v[h].w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      v[8 * h + 2 * j] = __uint_as_float(words[j] << 16);
+      v[8 * h + 2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+    }
+  }
+}
+__device__ __forceinline__ float bf16_rounded(float f) { return __bfloat162float(__float2bfloat16_rn(f)); }
+__device__ __forceinline__ void widen(const RawF16& r, float (&v)[16]) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    v[4 * q] = bf16_rounded(r.v[q].x), v[4 * q + 1] = bf16_rounded(r.v[q].y);
+    v[4 * q + 2] = bf16_rounded(r.v[q].z), v[4 * q + 3] = bf16_rounded(r.v[q].w);
+  }
+}
+template <typename XT>
+using RawOf = std::conditional_t<sizeof(XT) == 2, Raw16, RawF16>;
 
 __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);
@@ -113,24 +139,46 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   wait_for_prerequisites();
 
-  // Stage x: warp-wide items (token, K block), lane l's 4 values at 4 l.
-  for (int item = warp; item < m * num_kb; item += kWarps) {
-    const int tok = item / num_kb, kb = item % num_kb;
-    const int64_t k0 = int64_t(kb) * kFp8BlockSize + 4 * lane;
-    float v[4];
-    load_x4(x + int64_t(tok) * k, k0, k0 < k, v);
-    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+  // Stage x: items (token, K block) of 8 lanes each, lane l's 16 values at 16 (l % 8); a warp takes
+  // 4 items per pass and issues the loads of kBatch passes before it reduces any (the items' loads
+  // are independent; done one by one they cost a round trip each, several microseconds at K 14336).
+  constexpr int kBatch = sizeof(XT) == 2 ? 4 : 2;
+  const int items = m * num_kb, quad = lane / 8, eighth = lane % 8;
+  for (int base = warp * 4; base < items; base += kWarps * 4 * kBatch) {
+    RawOf<XT> raw[kBatch];
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-    // e: the largest |x| times 2^-e in [2^14, 2^15), inside f16's normal range; clamped so that
-    // both 2^e and 2^-e are normal floats (a block of zeros takes the clamp).
-    const int e = min(max(((__float_as_int(amax) >> 23) & 0xff) - 127 - 14, -100), 100);
-    const float down = __int_as_float((127 - e) << 23);
-    uint2 packed;
-    packed.x = pack_f16x2(v[0] * down, v[1] * down);
-    packed.y = pack_f16x2(v[2] * down, v[3] * down);
-    *reinterpret_cast<uint2*>(xs + int64_t(tok) * row_halves + kb * 128 + 4 * lane) = packed;
-    if (lane == 0) xe[tok * num_kb + kb] = __int_as_float((127 + e) << 23);
+    for (int b = 0; b < kBatch; ++b) {
+      const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
+      const int64_t k0 = int64_t(kb) * kFp8BlockSize + 16 * eighth;
+      load_raw(x + int64_t(min(tok, m - 1)) * k, k0, item < items && k0 < k, raw[b]);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
+      float v[16];
+      widen(raw[b], v);
+      float amax = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(v[i]));
+#pragma unroll
+      for (int offset = 4; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+      if (item >= items) continue;
+      // e: the largest |x| times 2^-e in [2^14, 2^15), inside f16's normal range; clamped so that
+      // both 2^e and 2^-e are normal floats (a block of zeros takes the clamp).
+      const int e = min(max(((__float_as_int(amax) >> 23) & 0xff) - 127 - 14, -100), 100);
+      const float down = __int_as_float((127 - e) << 23);
+      uint4 packed[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        packed[h].x = pack_f16x2(v[8 * h] * down, v[8 * h + 1] * down);
+        packed[h].y = pack_f16x2(v[8 * h + 2] * down, v[8 * h + 3] * down);
+        packed[h].z = pack_f16x2(v[8 * h + 4] * down, v[8 * h + 5] * down);
+        packed[h].w = pack_f16x2(v[8 * h + 6] * down, v[8 * h + 7] * down);
+      }
+      uint4* dst = reinterpret_cast<uint4*>(xs + int64_t(tok) * row_halves + kb * 128 + 16 * eighth);
+      dst[0] = packed[0], dst[1] = packed[1];
+      if (eighth == 0) xe[tok * num_kb + kb] = __int_as_float((127 + e) << 23);
+    }
   }
   __syncthreads();
   if (!working) return;  // no CTA-wide barrier follows
