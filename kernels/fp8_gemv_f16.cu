@@ -20,12 +20,12 @@
 //     S warps (S = 8, 4, 2 or 1 sharing a tile, 8 / S tiles at once per CTA), the S warps of a slot
 //     splitting the tile's K blocks (member j takes blocks j, j + S, ...); the CTA takes the slot
 //     groups blockIdx.x, + gridDim.x, ...; the plan picks S by the loads on the busiest warp;
-//   - x is staged in shared memory first, while the warp's first three K blocks of W are in flight:
+//   - x is staged in shared memory first, while the warp's first two K blocks of W are in flight:
 //     per token and K block the 128 values as f16 times 2^-e (e from the block's largest |x|) and
 //     2^e as a float; a token row is padded by 16 bytes so the B reads of different tokens fall on
 //     different banks;
 //   - per K block a lane loads 64 bytes of W (fp8_stream.cuh's lo / hi pieces of rows g and g + 8),
-//     issues the loads of the block three ahead (crossing into its next tile), widens and runs 8 mma
+//     issues the loads of the block two ahead (crossing into its next tile), widens and runs 8 mma
 //     into a zeroed block sum, then adds block * w_scale * 2^e per column to its total;
 //   - c0, c1 hold row g for tokens 2t, 2t + 1, c2, c3 row g + 8; shared tiles' warp sums meet in
 //     shared memory and are added in member order (deterministic).
@@ -39,12 +39,6 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kTileRows = 16;
 constexpr int kRowPad = 8;  // halves after each staged token row
 constexpr size_t kSmemCap = 100 << 10;
-// One CTA per SM: with two (each 8 warps of ~125 registers) the kernel filled the register file,
-// so under programmatic dependent launch neither the kernel after it nor the one before could be
-// resident beside it, and the decode step lost the weight prefetch across kernel boundaries
-// (Llama-3-8B FP8 b1: 3.96 ms per step against 3.51 with the row kernel, for a smaller sum of
-// isolated kernel times). The lost bytes in flight come back as a deeper ring (three K blocks).
-constexpr int kCtasPerSm = 1;
 
 __device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_out(uint16_t* p, float v) {
@@ -106,7 +100,7 @@ struct Cursor {
 };
 
 template <typename XT, typename OT>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(kThreads, 2)
     fp8_gemv_f16_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
                         OT* __restrict__ out, int m, int n, int k, int num_kb, int sharing) {
   extern __shared__ uint4 smem[];
@@ -131,18 +125,16 @@ __global__ void __launch_bounds__(kThreads, 1)
     load_w_piece<true>(w + int64_t(min(row, n - 1)) * k, kb0, t, k, d[0], d[1]);
     load_w_piece<true>(w + int64_t(min(row + 8, n - 1)) * k, kb0, t, k, d[2], d[3]);
   };
-  // Four buffers in a ring, three K blocks in flight while the fourth is multiplied; the loop below
+  // Three buffers in a ring, two K blocks in flight while the third is multiplied; the loop below
   // turns the ring by naming, never by copying registers whose loads may still be in flight.
-  uint4 wa[4], wb[4], wc[4], wd[4];
+  uint4 wa[4], wb[4], wc[4];
   const Cursor start{int(blockIdx.x) * slots + slot, member};
   Cursor ahead = start;
-  // Weights are never written by a kernel, so the first three blocks may load before x is ready.
+  // Weights are never written by a kernel, so the first two blocks may load before x is ready.
   if (working) {
     load_block(wa, ahead);
     ahead.advance(member, sharing, num_kb, tile_step);
     load_block(wb, ahead);
-    ahead.advance(member, sharing, num_kb, tile_step);
-    load_block(wc, ahead);
     ahead.advance(member, sharing, num_kb, tile_step);
   }
   wait_for_prerequisites();
@@ -226,7 +218,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int j = 0; j < 4; ++j) total[j] = 0.0f;
   };
 
-  // One K block: the block three ahead into `refill` (the buffer multiplied last), then `cur`
+  // One K block: the block two ahead into `refill` (the buffer multiplied last), then `cur`
   // multiplied and promoted. False when the warp has no block left.
   Cursor use = start;
   auto step = [&](uint4 (&refill)[4], const uint4 (&cur)[4]) {
@@ -255,7 +247,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     use.advance(member, sharing, num_kb, tile_step);
     return true;
   };
-  while (step(wd, wa) && step(wa, wb) && step(wb, wc) && step(wc, wd)) {
+  while (step(wc, wa) && step(wa, wb) && step(wb, wc)) {
   }
 }
 
@@ -299,7 +291,7 @@ cudaError_t plan_f16(const void* kernel, int64_t m, int64_t n, int64_t k, F16Pla
   if (cudaError_t err = ctas_per_sm(kernel, smem, &ctas); err != cudaSuccess) return err;
   if (ctas <= 0) return cudaErrorInvalidConfiguration;
   const int64_t tiles = (n + kTileRows - 1) / kTileRows, num_kb = fp8_num_blocks(k);
-  const int64_t at_once = int64_t(std::min(ctas, kCtasPerSm)) * num_sms;
+  const int64_t at_once = int64_t(ctas) * num_sms;
   int64_t best_cost = INT64_MAX;
   for (int sharing : {8, 4, 2, 1}) {
     const int64_t groups = (tiles + kWarps / sharing - 1) / (kWarps / sharing);

@@ -3,7 +3,7 @@
 // the decode step's linear layers at small batch. The formula and the reference are
 // fp8_block_gemm.hpp's. Each CTA stages x once, as f16 with one power-of-two exponent per token
 // and 128-wide K block (so x keeps bf16's range: the block's largest |x| lands in [2^14, 2^15)),
-// then its warps stream 16-row tiles of W with 16-byte loads three K blocks ahead, widen e4m3 to f16
+// then its warps stream 16-row tiles of W with 16-byte loads two K blocks ahead, widen e4m3 to f16
 // with one cvt per two bytes (exact) and run mma m16n8k16 with W as A and the tokens as B. The
 // block sums are promoted by w_scale times the block's x exponent, as in the other kernels.
 //
