@@ -270,7 +270,10 @@ cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT*
   int num_sms = 1;
   if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
   const bool few_tiles = m == 1 && n < 16 * int64_t(num_sms);
-  if (choice == SmallKernel::f16 && !few_tiles && fp8_gemv_f16_supported(m, n, k, x, w))
+  // TROUPE_FP8_GEMV_F16_MIN_MB: weights smaller than this skip the f16 kernel (a diagnostic).
+  const char* min_mb = std::getenv("TROUPE_FP8_GEMV_F16_MIN_MB");
+  const bool small = min_mb && double(n) * double(k) < std::atof(min_mb) * 1e6;
+  if (choice == SmallKernel::f16 && !few_tiles && !small && fp8_gemv_f16_supported(m, n, k, x, w))
     return launch_fp8_gemv_f16(x, w, w_scale, out, m, n, k, stream);
   if (m == 1 && choice != SmallKernel::tiles && fp8_gemv_rows_supported(n, k, x, w))
     return launch_fp8_gemv_rows(x, w, w_scale, out, n, k, stream);
