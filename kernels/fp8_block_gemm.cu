@@ -269,7 +269,8 @@ cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT*
   // HBM against 0.23, kv_a at 0.07 against 0.11.
   int num_sms = 1;
   if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
-  const bool few_tiles = m == 1 && n < 16 * int64_t(num_sms);
+  // Likewise rows shorter than 1,024 bytes (R1's kv_b, K = 512: 0.28 against 0.37).
+  const bool few_tiles = m == 1 && (n < 16 * int64_t(num_sms) || k < 1024);
   // TROUPE_FP8_GEMV_F16_MIN_MB: weights smaller than this skip the f16 kernel (a diagnostic).
   const char* min_mb = std::getenv("TROUPE_FP8_GEMV_F16_MIN_MB");
   const bool small = min_mb && double(n) * double(k) < std::atof(min_mb) * 1e6;
