@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <map>
 #include <tuple>
 #include <type_traits>
@@ -292,10 +293,15 @@ cudaError_t plan_f16(const void* kernel, int64_t m, int64_t n, int64_t k, F16Pla
   if (ctas <= 0) return cudaErrorInvalidConfiguration;
   const int64_t tiles = (n + kTileRows - 1) / kTileRows, num_kb = fp8_num_blocks(k);
   const int64_t at_once = int64_t(ctas) * num_sms;
+  // A shared tile also costs its members a barrier and a reduction: TROUPE_FP8_GEMV_F16_TILE_COST
+  // K blocks' worth per tile (a diagnostic, default 0).
+  const char* tile_cost_env = std::getenv("TROUPE_FP8_GEMV_F16_TILE_COST");
+  const int64_t tile_cost = tile_cost_env ? std::atoll(tile_cost_env) : 0;
   int64_t best_cost = INT64_MAX;
   for (int sharing : {8, 4, 2, 1}) {
     const int64_t groups = (tiles + kWarps / sharing - 1) / (kWarps / sharing);
-    const int64_t cost = (groups + at_once - 1) / at_once * ((num_kb + sharing - 1) / sharing);
+    const int64_t cost = (groups + at_once - 1) / at_once *
+                         ((num_kb + sharing - 1) / sharing + (sharing > 1 ? tile_cost : 0));
     if (cost < best_cost) {
       best_cost = cost;
       *plan = {sharing, int(std::min(groups, at_once)), smem};
