@@ -8,6 +8,7 @@
 // rope, attention, activation) call both first thing, so each is resident when its predecessor ends.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <utility>
 
 namespace troupe::kernels {
@@ -39,6 +40,14 @@ cudaError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, s
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = 1;
+  // TROUPE_SMEM_CARVEOUT=<percent>: every dependent kernel asks for that shared-memory carveout
+  // (a diagnostic: kernels that need different carveouts cannot share an SM, which defeats the
+  // early residency above).
+  static const int carveout = [] {
+    const char* env = std::getenv("TROUPE_SMEM_CARVEOUT");
+    return env ? std::atoi(env) : -1;
+  }();
+  if (carveout >= 0) cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout);
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
