@@ -6,10 +6,14 @@
 // kernel of the stream writes (weights). The decode step's GEMVs use this to start streaming
 // weights while the norm or attention kernel before them finishes; the step's other kernels (norms,
 // rope, attention, activation) call both first thing, so each is resident when its predecessor ends.
+// Every such launch also asks for the process-wide shared-memory carveout (kernels/smem_carveout.hpp).
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <unordered_map>
 #include <utility>
+
+#include "kernels/smem_carveout.hpp"
 
 namespace troupe::kernels {
 
@@ -23,6 +27,31 @@ __device__ __forceinline__ void wait_for_prerequisites() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+
+// The carveout every dependent kernel asks for (kernels/smem_carveout.hpp says why and who sets it).
+inline int dependent_smem_carveout() {
+  static const int forced = [] {
+    const char* env = std::getenv("TROUPE_SMEM_CARVEOUT");
+    return env ? std::atoi(env) : -2;
+  }();
+  return forced >= -1 ? forced : dependent_smem_carveout_setting().load(std::memory_order_relaxed);
+}
+// Sets `kernel`'s preferred carveout when it differs from what this host thread last set for it
+// on this device (the attribute belongs to the device; one driver call per kernel and change).
+inline void apply_dependent_smem_carveout(const void* kernel) {
+  const int percent = dependent_smem_carveout();
+  thread_local bool any_set = false;
+  if (percent == -1 && !any_set) return;  // the driver's choice, and nothing to undo
+  any_set = true;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return;
+  thread_local std::unordered_map<const void*, std::pair<int, int>> applied;  // kernel -> {device, percent}
+  auto it = applied.find(kernel);
+  if (it != applied.end() && it->second == std::make_pair(device, percent)) return;
+  if (it == applied.end() && percent == -1) return;  // never set: already the driver's choice
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, percent) == cudaSuccess)
+    applied[kernel] = {device, percent};
 }
 
 // Launches kernel<<<grid, block, smem_bytes, stream>>>(args...) as a programmatic dependent of the
@@ -40,14 +69,7 @@ cudaError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, s
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  // TROUPE_SMEM_CARVEOUT=<percent>: every dependent kernel asks for that shared-memory carveout
-  // (a diagnostic: kernels that need different carveouts cannot share an SM, which defeats the
-  // early residency above).
-  static const int carveout = [] {
-    const char* env = std::getenv("TROUPE_SMEM_CARVEOUT");
-    return env ? std::atoi(env) : -1;
-  }();
-  if (carveout >= 0) cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout);
+  apply_dependent_smem_carveout(reinterpret_cast<const void*>(kernel));
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 

@@ -13,6 +13,7 @@
 #include "engine/model_runner.hpp"
 #include "models/attention.hpp"
 #include "models/dummy_weights.hpp"
+#include "models/llama_model.hpp"
 #include "models/model_loader.hpp"
 #include "runtime/fp8_block.hpp"
 #include "runtime/model_config.hpp"
@@ -34,6 +35,9 @@ class Fp8KeepingBackend final : public Backend {
   bool supports_mla_moe() const override { return true; }
   int64_t num_fp8_uploads = 0;
   int64_t num_fp8_products = 0;
+  std::vector<bool> fp8_dense_decode_calls;  // prefer_fp8_dense_decode's arguments, in order
+
+  void prefer_fp8_dense_decode(bool on) override { fp8_dense_decode_calls.push_back(on); }
 
   Result<Tensor> upload_weight(const Tensor& host) override {
     if (host.has_block_scale()) {
@@ -171,6 +175,26 @@ TEST(Fp8Weights, AnFp8CheckpointGivesTheSameLogitsKeptOrDequantized) {
   EXPECT_GT(keeping.num_fp8_products, 0);
   EXPECT_EQ(a->tokens, b->tokens);
   EXPECT_EQ(a->prompt_logits, b->prompt_logits);  // the same dequantized values in the same products
+}
+
+// A dense model tells the backend whether its linear layers run on kept FP8 weights (CUDA then gives
+// the decode kernels one shared-memory carveout); DeepSeek's model does not ask.
+TEST(Fp8Weights, ADenseModelSaysWhetherItsDecodeRunsOnFp8Weights) {
+  auto config = ModelConfig::load(std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny");
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  Fp8KeepingBackend keeping;
+  DummyWeightOptions fp8;
+  fp8.fp8_blocks = true;
+  ModelConfig quantized = config.value();
+  quantized.quantization.method = "fp8";
+  ASSERT_TRUE(LlamaModel::load(quantized, keeping, LayerRange{}, dummy_weight_loader(fp8)).ok());
+  EXPECT_GT(keeping.num_fp8_uploads, 0);
+  ASSERT_TRUE(LlamaModel::load(config.value(), keeping, LayerRange{}, dummy_weight_loader()).ok());
+  EXPECT_EQ(keeping.fp8_dense_decode_calls, (std::vector<bool>{true, false}));
+  CpuBackend cpu(1);  // keeps no FP8: an FP8 checkpoint is dequantized at load, so the answer is no
+  ASSERT_TRUE(LlamaModel::load(quantized, cpu, LayerRange{}, dummy_weight_loader(fp8)).ok());
+  ASSERT_TRUE(load_model(kFp8Fixture, keeping, LayerRange{}).ok());
+  EXPECT_EQ(keeping.fp8_dense_decode_calls.size(), 2u) << "DeepseekModel asked";
 }
 
 TEST(Fp8Weights, DummyFp8ProjectionsCarryBlockScales) {
