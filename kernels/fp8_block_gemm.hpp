@@ -9,7 +9,9 @@
 //   - decode (m <= kFp8GemvMaxTokens): x stays bf16 (fp32 x is rounded to bf16 once), no x
 //     scale; W is streamed once for all m tokens with 16-byte loads and widened to bf16 in
 //     registers (exact), products on bf16 tensor cores (mma m16n8k16). K may be split over CTAs,
-//     whose partial sums meet in a workspace (fp8_block_gemv_workspace_bytes);
+//     whose partial sums meet in a workspace (fp8_block_gemv_workspace_bytes). Up to 8 tokens go
+//     to fp8_gemv_f16.hpp first (f16 tensor cores, x staged with per-block exponents), one token
+//     next to fp8_gemv_rows.hpp (CUDA cores), where they take the shape;
 //   - prefill: x quantized per token and 128 channels (fp8_quant.hpp), e4m3 x e4m3 tensor cores
 //     (mma m16n8k32, sm_89+), 128x128 output tiles, a 3-stage cp.async pipeline.
 // cuBLASLt's own block-scaled FP8 GEMM (CUDA 12.9+, sm_90 only) is wrapped in fp8_block_gemm_lt.cu.

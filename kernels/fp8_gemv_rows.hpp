@@ -4,7 +4,8 @@
 // reads 512 contiguous bytes of one row per load instruction, where fp8_block_gemm.cu's tensor-core
 // tile reads 64 bytes of each of 8 rows. With one token a tensor core has nothing to share, so the
 // products run on CUDA cores and the weights are widened to fp32 with integer operations.
-// launch_fp8_block_gemv takes this path for m == 1 when fp8_gemv_rows_supported says so.
+// launch_fp8_block_gemv takes this path for m == 1 when fp8_gemv_rows_supported says so and the f16
+// kernel (fp8_gemv_f16.hpp) does not take the shape or leaves SMs empty.
 #include <cstdint>
 
 #include <cuda_runtime_api.h>

@@ -3,9 +3,9 @@
 // (fp8_block_gemm.cu's decode GEMV, moe_grouped_gemv.cu on bf16; fp8_gemv_f16.cu on f16): 16-byte
 // streaming loads that bypass L1, the byte-load fallback for rows that are not 16-byte multiples,
 // the exact e4m3 -> bf16 * 2^-112 and e4m3 -> f16 widenings, and mma.sync m16n8k16 (bf16, f16) with
-// the A fragment as four registers; for the one-token
-// kernels on CUDA cores (fp8_gemv_rows.cu), the widening of e4m3 to fp32 * 2^-120 and a 16-byte dot.
-// The mapping both kernels use (the order of K inside one mma does not matter while A and B agree):
+// the A fragment as four registers; for the one-token kernels on CUDA cores (fp8_gemv_rows.cu), the
+// widening of e4m3 to fp32 * 2^-120 and a 16-byte dot.
+// The mapping the mma kernels use (the order of K inside one mma does not matter while A and B agree):
 // thread (g = lane / 4, t = lane % 4) owns rows g and g + 8 of its warp's 16 and, of each 128-wide K
 // block, the 16 bytes at lo_offset(t) and the 16 at hi_offset(t); piece p (0..3, 8 bytes: k16 steps
 // 2p and 2p + 1) of them starts at piece_offset(t, p), and at each k16 step the thread feeds its 4
