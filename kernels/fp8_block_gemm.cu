@@ -271,10 +271,7 @@ cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT*
   if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
   // Likewise rows shorter than 1,024 bytes (R1's kv_b, K = 512: 0.28 against 0.37).
   const bool few_tiles = m == 1 && (n < 16 * int64_t(num_sms) || k < 1024);
-  // TROUPE_FP8_GEMV_F16_MIN_MB: weights smaller than this skip the f16 kernel (a diagnostic).
-  const char* min_mb = std::getenv("TROUPE_FP8_GEMV_F16_MIN_MB");
-  const bool small = min_mb && double(n) * double(k) < std::atof(min_mb) * 1e6;
-  if (choice == SmallKernel::f16 && !few_tiles && !small && fp8_gemv_f16_supported(m, n, k, x, w))
+  if (choice == SmallKernel::f16 && !few_tiles && fp8_gemv_f16_supported(m, n, k, x, w))
     return launch_fp8_gemv_f16(x, w, w_scale, out, m, n, k, stream);
   if (m == 1 && choice != SmallKernel::tiles && fp8_gemv_rows_supported(n, k, x, w))
     return launch_fp8_gemv_rows(x, w, w_scale, out, n, k, stream);

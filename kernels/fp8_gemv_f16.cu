@@ -3,13 +3,11 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
 #include <map>
 #include <tuple>
 #include <type_traits>
 
 #include "kernels/dependent_launch.cuh"
-#include "kernels/fp8_block_gemm.hpp"
 #include "kernels/fp8_gemv_f16.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/fp8_stream.cuh"
@@ -28,8 +26,8 @@
 //   - per K block a lane loads 64 bytes of W (fp8_stream.cuh's lo / hi pieces of rows g and g + 8),
 //     issues the loads of the block two ahead (crossing into its next tile), widens and runs 8 mma
 //     into a zeroed block sum, then adds block * w_scale * 2^e per column to its total;
-//   - c0, c1 hold row g for tokens 2t, 2t + 1, c2, c3 row g + 8; shared tiles' warp sums meet in
-//     shared memory and are added in member order (deterministic).
+//   - c0, c1 hold row g for tokens 2t, 2t + 1, c2, c3 row g + 8; the members of a shared tile meet
+//     at their slot's named barrier and member 0 adds their sums in member order (deterministic).
 namespace troupe::kernels {
 namespace {
 
@@ -100,11 +98,12 @@ struct Cursor {
   }
 };
 
-// 96 registers: two CTAs of 8 warps take three quarters of an SM's register file, so the kernels
-// before and after it in a decode step stay resident beside it under programmatic dependent launch.
-// At 125 registers (the compiler's own choice) two CTAs filled the file: the next kernel could
-// not be placed until this one's CTAs left, and Llama-3-8B FP8's b1 step took 3.96 ms against
-// 3.51 with the row kernel although the isolated kernels summed lower (2.55 ms against 2.61).
+// 96 registers: two CTAs of 8 warps take three quarters of an SM's register file and leave room
+// for the kernels before and after it in a decode step (programmatic dependent launch). At the
+// compiler's 125 two CTAs filled the file; that alone was not what the Llama-3-8B FP8 b1 step lost
+// beside the row kernel (3.97 ms at 96, 4.03 at 125, 3.54 on the row kernel: the shared-memory
+// carveout was, kernels/smem_carveout.hpp), but the step that gained, 3.25 ms with the carveout,
+// was measured at 96; in isolation 125 streamed 2-5% faster (o 0.66 against 0.63 of HBM).
 template <typename XT, typename OT>
 __global__ void __maxnreg__(96)
     fp8_gemv_f16_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
@@ -298,16 +297,13 @@ cudaError_t plan_f16(const void* kernel, int64_t m, int64_t n, int64_t k, F16Pla
   if (cudaError_t err = ctas_per_sm(kernel, smem, &ctas); err != cudaSuccess) return err;
   if (ctas <= 0) return cudaErrorInvalidConfiguration;
   const int64_t tiles = (n + kTileRows - 1) / kTileRows, num_kb = fp8_num_blocks(k);
-  const int64_t at_once = int64_t(std::min(ctas, 2)) * num_sms;  // room for the neighbours (above)
-  // A shared tile also costs its members a barrier and a reduction: TROUPE_FP8_GEMV_F16_TILE_COST
-  // K blocks' worth per tile (a diagnostic, default 0).
-  const char* tile_cost_env = std::getenv("TROUPE_FP8_GEMV_F16_TILE_COST");
-  const int64_t tile_cost = tile_cost_env ? std::atoll(tile_cost_env) : 0;
+  const int64_t at_once = int64_t(std::min(ctas, 2)) * num_sms;  // two CTAs per SM (the kernel's comment)
+  // Shared tiles' barriers and reductions are not counted: weighing each as 4 K blocks changed
+  // nothing measurable, and owned tiles everywhere (S = 1) halved Llama-3-8B FP8's b1 step.
   int64_t best_cost = INT64_MAX;
   for (int sharing : {8, 4, 2, 1}) {
     const int64_t groups = (tiles + kWarps / sharing - 1) / (kWarps / sharing);
-    const int64_t cost = (groups + at_once - 1) / at_once *
-                         ((num_kb + sharing - 1) / sharing + (sharing > 1 ? tile_cost : 0));
+    const int64_t cost = (groups + at_once - 1) / at_once * ((num_kb + sharing - 1) / sharing);
     if (cost < best_cost) {
       best_cost = cost;
       *plan = {sharing, int(std::min(groups, at_once)), smem};
