@@ -264,13 +264,14 @@ cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT*
   if (m < 0 || m > kFp8GemvMaxTokens || n <= 0 || k <= 0 || !x || !w || !w_scale || !out) return cudaErrorInvalidValue;
   if (n > INT32_MAX || k > INT32_MAX) return cudaErrorInvalidValue;
   const SmallKernel choice = small_kernel_choice();
-  // One token with fewer 16-row tiles than SMs (R1's q_a, kv_a) leaves the f16 kernel's grid part
-  // empty, where the row kernel spreads rows over every warp: on the H200 q_a streamed at 0.18 of
-  // HBM against 0.23, kv_a at 0.07 against 0.11.
+  // Fewer 16-row tiles than SMs (R1's q_a, kv_a) leave the f16 kernel's grid part empty, where the
+  // row kernel spreads rows over every warp and the tile kernel splits K: on the H200 q_a streamed
+  // at 0.18 of HBM against 0.23 (one token) and 0.14 against 0.20 (8 tokens), kv_a at 0.07 against
+  // 0.11 and 0.08 against 0.10. One token over rows shorter than 1,024 bytes likewise (R1's kv_b,
+  // K = 512: 0.28 against 0.37; at 8 tokens the f16 kernel led, 0.28 against 0.25).
   int num_sms = 1;
   if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
-  // Likewise rows shorter than 1,024 bytes (R1's kv_b, K = 512: 0.28 against 0.37).
-  const bool few_tiles = m == 1 && (n < 16 * int64_t(num_sms) || k < 1024);
+  const bool few_tiles = n < 16 * int64_t(num_sms) || (m == 1 && k < 1024);
   if (choice == SmallKernel::f16 && !few_tiles && fp8_gemv_f16_supported(m, n, k, x, w))
     return launch_fp8_gemv_f16(x, w, w_scale, out, m, n, k, stream);
   if (m == 1 && choice != SmallKernel::tiles && fp8_gemv_rows_supported(n, k, x, w))

@@ -3,8 +3,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <map>
-#include <tuple>
 #include <type_traits>
 
 #include "kernels/dependent_launch.cuh"
@@ -267,21 +265,6 @@ struct F16Plan {
   size_t smem = 0;
 };
 
-// CTAs of `kernel` with `smem` dynamic bytes that fit one SM, cached per (device, kernel, smem) for
-// this host thread.
-cudaError_t ctas_per_sm(const void* kernel, size_t smem, int* ctas) {
-  int device = 0;
-  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  thread_local std::map<std::tuple<int, const void*, size_t>, int> cache;
-  const auto key = std::make_tuple(device, kernel, smem);
-  if (auto it = cache.find(key); it != cache.end()) return *ctas = it->second, cudaSuccess;
-  if (cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas, kernel, kThreads, smem);
-      err != cudaSuccess)
-    return err;
-  cache.emplace(key, *ctas);
-  return cudaSuccess;
-}
-
 // The sharing with the fewest K blocks on the busiest warp: rounds of the CTAs resident at once
 // times the blocks a member takes per tile; among equals the first met (more warps per tile: fewer
 // CTAs stage x).
@@ -289,12 +272,7 @@ cudaError_t plan_f16(const void* kernel, int64_t m, int64_t n, int64_t k, F16Pla
   int num_sms = 1, ctas = 0;
   if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
   const size_t smem = staged_bytes(m, k);
-  if (smem > 48 << 10) {
-    if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-        err != cudaSuccess)
-      return err;
-  }
-  if (cudaError_t err = ctas_per_sm(kernel, smem, &ctas); err != cudaSuccess) return err;
+  if (cudaError_t err = resident_blocks_per_sm(kernel, kThreads, smem, &ctas, kSmemCap); err != cudaSuccess) return err;
   if (ctas <= 0) return cudaErrorInvalidConfiguration;
   const int64_t tiles = (n + kTileRows - 1) / kTileRows, num_kb = fp8_num_blocks(k);
   const int64_t at_once = int64_t(std::min(ctas, 2)) * num_sms;  // two CTAs per SM (the kernel's comment)

@@ -1,8 +1,6 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <map>
-#include <tuple>
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/fp8_block_gemm.hpp"
@@ -176,20 +174,6 @@ struct RowsPlan {
   bool own = false;
 };
 
-// Blocks of `kernel` with `threads` threads that fit one SM, cached per (device, kernel, threads)
-// for this host thread.
-cudaError_t blocks_per_sm(const void* kernel, int threads, int* blocks) {
-  int device = 0;
-  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  thread_local std::map<std::tuple<int, const void*, int>, int> cache;
-  const auto key = std::make_tuple(device, kernel, threads);
-  if (auto it = cache.find(key); it != cache.end()) return *blocks = it->second, cudaSuccess;
-  if (cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, threads, 0); err != cudaSuccess)
-    return err;
-  cache.emplace(key, *blocks);
-  return cudaSuccess;
-}
-
 template <int R, typename XT, typename OT>
 const void* kernel_of(bool own) {
   return own ? reinterpret_cast<const void*>(fp8_gemv_rows_kernel<R, true, XT, OT>)
@@ -223,7 +207,7 @@ cudaError_t plan_rows(int64_t n, int64_t k, RowsPlan* plan) {
       for (int warps = kMaxWarps; warps >= (own ? 1 : 2); --warps) {
         const int64_t per_item = loads_per_item(rows, own ? num_chunks : (num_chunks + warps - 1) / warps);
         int blocks = 0;
-        if (cudaError_t err = blocks_per_sm(own ? owned[i] : shared[i], warps * 32, &blocks); err != cudaSuccess)
+        if (cudaError_t err = resident_blocks_per_sm(own ? owned[i] : shared[i], warps * 32, 0, &blocks); err != cudaSuccess)
           return err;
         if (blocks <= 0) continue;
         const int64_t takers_per_block = own ? warps : 1, blocks_at_once = int64_t(blocks) * num_sms;

@@ -1,13 +1,12 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <map>
-#include <tuple>
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/fp8_stream.cuh"
 #include "kernels/moe_grouped_gemv.hpp"
 #include "kernels/moe_rows_gemv.hpp"
+#include "kernels/sm_count.hpp"
 
 // The load layout and the scale math are fp8_gemv_rows.cu's (its header comment says why); what
 // differs here: the grid's y is the active expert (its pointers and its x_perm row are read on the
@@ -223,37 +222,6 @@ int floor_pow2(int v) {
   return p;
 }
 
-// Blocks of `kernel` that fit one SM, cached per (device, kernel, threads, smem) for this host
-// thread. Where the default 48 KB does not hold x the kernel's limit is raised to the largest x
-// (one value for every K, so a later launch with less never lowers it under an earlier one's).
-cudaError_t blocks_per_sm(RowsKernel kernel, int threads, size_t smem, int* blocks) {
-  int device = 0;
-  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  thread_local std::map<std::tuple<int, const void*, int, size_t>, int> cache;
-  const auto key = std::make_tuple(device, reinterpret_cast<const void*>(kernel), threads, smem);
-  if (auto it = cache.find(key); it != cache.end()) return *blocks = it->second, cudaSuccess;
-  constexpr int kLargestX = int(kMoeRowsMaxK * sizeof(float));
-  if (smem > 48 * 1024)
-    if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kLargestX);
-        err != cudaSuccess)
-      return err;
-  if (cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, threads, smem); err != cudaSuccess)
-    return err;
-  cache.emplace(key, *blocks);
-  return cudaSuccess;
-}
-
-int num_sms() {
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 1;
-  thread_local int cached_device = -1, cached_sms = 1;
-  if (device != cached_device && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess) {
-    cached_device = device;
-    cached_sms = std::max(sms, 1);
-  }
-  return cached_sms;
-}
-
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // out_rows: n (plain) or inter (SILU); out_stride: n or act_stride.
@@ -281,12 +249,15 @@ cudaError_t launch_rows(const uint16_t* x_perm, int64_t x_stride, const uint8_t*
   const RowsKernel kernel = own ? kernel_for<SILU, true>(rows) : kernel_for<SILU, false>(rows);
   const size_t smem = size_t(num_chunks) * kChunkBytes * sizeof(float);
   int blocks = 0;
-  if (cudaError_t err = blocks_per_sm(kernel, warps * 32, smem, &blocks); err != cudaSuccess) return err;
+  if (cudaError_t err = resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), warps * 32, smem, &blocks,
+                                                    size_t(kMoeRowsMaxK * sizeof(float))); err != cudaSuccess) return err;
   if (blocks <= 0) return cudaErrorInvalidConfiguration;
   // G blocks an expert: the blocks that fit the GPU at once over max_active experts, then as few
   // as take the same number of rounds of items (a block takes `takers` items a round).
   const int64_t takers = own ? warps : 1, max_grid = (num_items + takers - 1) / takers;
-  int64_t grid_x = std::clamp<int64_t>(int64_t(blocks) * num_sms() / max_active, 1, max_grid);
+  int num_sms = 1;
+  if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
+  int64_t grid_x = std::clamp<int64_t>(int64_t(blocks) * num_sms / max_active, 1, max_grid);
   const int64_t rounds = (num_items + grid_x * takers - 1) / (grid_x * takers);
   grid_x = (num_items + rounds * takers - 1) / (rounds * takers);
   const dim3 grid{unsigned(grid_x), unsigned(max_active)}, block{unsigned(warps * 32)};

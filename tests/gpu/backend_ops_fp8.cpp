@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "kernels/fp8_block_gemm.hpp"
+#include "kernels/fp8_gemv_f16.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/host_bf16.hpp"
 #include "kernels/host_fp8.hpp"
@@ -118,8 +119,9 @@ void round_ref(const double* ref, uint16_t* ref_bf16, size_t count) {
   for (size_t i = 0; i < count; ++i) ref_bf16[i] = host_f32_to_bf16(float(ref[i]));
 }
 
-// kernel: nullptr for launch_fp8_block_gemv's own choice, else the TROUPE_FP8_GEMV_KERNEL value
-// that starts the choice lower ("rows", "tiles"), set around the launch.
+// kernel: nullptr for launch_fp8_block_gemv's own choice; "f16" for launch_fp8_gemv_f16 itself
+// (its rows hold whatever the dispatch prefers on the GPU at hand); else the TROUPE_FP8_GEMV_KERNEL
+// value that starts the choice lower ("rows", "tiles"), set around the launch.
 OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out, const char* kernel = nullptr) {
   const std::string variant = std::string(bf16_x ? "bf16 x" : "f32 x") + (bf16_out ? "->bf16" : "->f32") +
                               (kernel ? std::string(" [") + kernel + "]" : "");
@@ -161,8 +163,22 @@ OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out, const char* kernel = nu
               return launch_fp8_block_gemv(static_cast<const float*>(dx), dw, d_scale, static_cast<float*>(out), c.m,
                                            c.n, c.k, ws, ws_bytes, s);
             };
+            auto launch_f16 = [=](cudaStream_t s) {
+              if (bf16_x && bf16_out)
+                return launch_fp8_gemv_f16(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
+                                           c.m, c.n, c.k, s);
+              if (bf16_x)
+                return launch_fp8_gemv_f16(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<float*>(out), c.m,
+                                           c.n, c.k, s);
+              if (bf16_out)
+                return launch_fp8_gemv_f16(static_cast<const float*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
+                                           c.m, c.n, c.k, s);
+              return launch_fp8_gemv_f16(static_cast<const float*>(dx), dw, d_scale, static_cast<float*>(out), c.m, c.n,
+                                         c.k, s);
+            };
             r.launch = [=](cudaStream_t s) {
               if (!kernel) return launch(s);
+              if (std::string(kernel) == "f16") return launch_f16(s);
               setenv("TROUPE_FP8_GEMV_KERNEL", kernel, 1);
               const cudaError_t err = launch(s);
               unsetenv("TROUPE_FP8_GEMV_KERNEL");
@@ -242,29 +258,39 @@ void add_fp8_cases(std::vector<OpCase>& t) {
 
   // Decode: q_a, kv_a, expert down; a partial scale row (n 200, 130); partial last K block (328,
   // 1000); K = 128; K % 16 != 0 (520 + 8) and a misaligned weight (the byte paths); every token
-  // tile count (1, 2, 4, 8 tiles of 8). Up to 8 tokens with k % 16 == 0 take fp8_gemv_f16.cu (its
-  // plan picks 8, 4, 2 or 1 warps per 16-row tile by shape and occupancy): a last chunk of 16 bytes
-  // and a last tile of one row (257 x 4112); a partial scale row and 144 K blocks (520 x 18432);
-  // kv_a (576 x 7168); K = 128 (128 x 128); q_b's K with a partial scale row (600 x 1536); kv_b's
-  // (300 x 512); 6 tokens, a partial scale row and a last K block of 16 (130 x 4112); 360 K blocks,
-  // past 48 KB of staged x (64 x 46080); x blocks 2^40 apart (384 x 1536, 4 tokens). The same
-  // shapes through the kernels below it: one token on fp8_gemv_rows.cu ([rows]) and a few on this
-  // file's tensor-core kernel ([tiles]). K % 16 != 0 (200 x 328) and misaligned weights
-  // (384 x 1024 w+1) take the tensor-core kernel whatever the switch.
+  // tile count (1, 2, 4, 8 tiles of 8). Up to 8 tokens with k % 16 == 0 may take fp8_gemv_f16.cu
+  // (its plan picks 8, 4, 2 or 1 warps per 16-row tile by shape and occupancy), where it has at
+  // least as many tiles as the GPU has SMs (4096 x 1024 at 1 token, 2200 x 2064 at 3: a partial
+  // tile, scale row and K block), one token next fp8_gemv_rows.cu, the rest this file's tensor-core
+  // kernel. The same shapes through each kernel in turn: [f16] launches fp8_gemv_f16 itself: a last
+  // chunk of 16 bytes and a last tile of one row (257 x 4112); a partial scale row and 144 K blocks
+  // (520 x 18432); kv_a (576 x 7168); K = 128 (128 x 128); q_b's K with a partial scale row
+  // (600 x 1536); kv_b's (300 x 512); 6 tokens, a partial scale row and a last K block of 16
+  // (130 x 4112); 360 K blocks, past 48 KB of staged x (64 x 46080; 8 tokens: 600 x 4096); x
+  // blocks 2^40 apart (384 x 1536, 4 tokens); [rows] and [tiles] start the dispatch lower. K % 16 != 0 (200 x 328) and
+  // misaligned weights (384 x 1024 w+1) take the tensor-core kernel whatever the switch.
   const Fp8Shape gemv[] = {{1, 1536, 7168},   {8, 576, 7168},  {64, 7168, 2048}, {3, 200, 328},
                            {17, 130, 128},    {1, 128, 128},   {33, 300, 1000},  {64, 257, 520 + 8},
                            {5, 384, 1024, 1}, {12, 2048, 512}, {1, 257, 4112},   {1, 520, 18432},
                            {1, 200, 328},     {1, 576, 7168},  {1, 600, 1536},   {1, 300, 512},
-                           {1, 384, 1024, 1}, {6, 130, 4112},  {1, 64, 46080},   {4, 384, 1536, 0, 40}};
+                           {1, 384, 1024, 1}, {6, 130, 4112},  {1, 64, 46080},   {4, 384, 1536, 0, 40},
+                           {1, 4096, 1024},   {3, 2200, 2064}, {8, 600, 4096}};
   for (const Fp8Shape& c : gemv) t.push_back(gemv_case(c, true, false));
-  for (const Fp8Shape& c : {gemv[0], gemv[3], gemv[6], gemv[8], gemv[10], gemv[17]}) t.push_back(gemv_case(c, true, true));
-  for (const Fp8Shape& c : {gemv[1], gemv[4], gemv[7], gemv[10], gemv[14], gemv[19]})
+  for (const Fp8Shape& c : {gemv[0], gemv[3], gemv[6], gemv[8], gemv[10], gemv[17], gemv[21]})
+    t.push_back(gemv_case(c, true, true));
+  for (const Fp8Shape& c : {gemv[1], gemv[4], gemv[7], gemv[10], gemv[14], gemv[19], gemv[20]})
     t.push_back(gemv_case(c, false, false));
   t.push_back(gemv_case(gemv[3], false, true));
   t.push_back(gemv_case(gemv[10], false, true));
-  for (const Fp8Shape& c : {gemv[10], gemv[11], gemv[13], gemv[5]}) t.push_back(gemv_case(c, true, false, "rows"));
+  for (const Fp8Shape& c : {gemv[0], gemv[22], gemv[5], gemv[10], gemv[11], gemv[13], gemv[14], gemv[15], gemv[17],
+                            gemv[18], gemv[19]})
+    t.push_back(gemv_case(c, true, false, "f16"));
+  t.push_back(gemv_case(gemv[10], false, true, "f16"));
+  t.push_back(gemv_case(gemv[17], true, true, "f16"));
+  t.push_back(gemv_case(gemv[19], false, false, "f16"));
+  for (const Fp8Shape& c : {gemv[10], gemv[11], gemv[13], gemv[5], gemv[20]}) t.push_back(gemv_case(c, true, false, "rows"));
   t.push_back(gemv_case(gemv[10], false, true, "rows"));
-  for (const Fp8Shape& c : {gemv[1], gemv[17], gemv[0]}) t.push_back(gemv_case(c, true, false, "tiles"));
+  for (const Fp8Shape& c : {gemv[1], gemv[17], gemv[0], gemv[21]}) t.push_back(gemv_case(c, true, false, "tiles"));
 
   // Prefill: M = 1, 3, 17, 130 and tiles of 128; partial N and K blocks; K % 16 != 0 (328, 1000).
   const Fp8Shape gemm[] = {{1, 200, 328},   {3, 256, 128},    {17, 130, 384},    {130, 576, 2048},
