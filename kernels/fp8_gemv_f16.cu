@@ -116,7 +116,6 @@ __global__ void __maxnreg__(96)
   const int num_tiles = (n + kTileRows - 1) / kTileRows, tile_step = int(gridDim.x) * slots;
   allow_dependents();  // the next kernel may become resident and start on its own weights
 
-
   // A warp's work: the tiles of its slot in turn, in each the K blocks of its member. Members past
   // the last K block (num_kb < sharing) have none and stay out of the slot's barriers.
   const int active = min(sharing, num_kb);

@@ -207,7 +207,8 @@ cudaError_t plan_rows(int64_t n, int64_t k, RowsPlan* plan) {
       for (int warps = kMaxWarps; warps >= (own ? 1 : 2); --warps) {
         const int64_t per_item = loads_per_item(rows, own ? num_chunks : (num_chunks + warps - 1) / warps);
         int blocks = 0;
-        if (cudaError_t err = resident_blocks_per_sm(own ? owned[i] : shared[i], warps * 32, 0, &blocks); err != cudaSuccess)
+        if (cudaError_t err = resident_blocks_per_sm(own ? owned[i] : shared[i], warps * 32, 0, &blocks);
+            err != cudaSuccess)
           return err;
         if (blocks <= 0) continue;
         const int64_t takers_per_block = own ? warps : 1, blocks_at_once = int64_t(blocks) * num_sms;

@@ -249,8 +249,11 @@ cudaError_t launch_rows(const uint16_t* x_perm, int64_t x_stride, const uint8_t*
   const RowsKernel kernel = own ? kernel_for<SILU, true>(rows) : kernel_for<SILU, false>(rows);
   const size_t smem = size_t(num_chunks) * kChunkBytes * sizeof(float);
   int blocks = 0;
-  if (cudaError_t err = resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), warps * 32, smem, &blocks,
-                                                    size_t(kMoeRowsMaxK * sizeof(float))); err != cudaSuccess) return err;
+  // The limit raised to the largest x (kMoeRowsMaxK) where the default 48 KB does not hold it.
+  const size_t largest_x = size_t(kMoeRowsMaxK) * sizeof(float);
+  if (cudaError_t err = resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), warps * 32, smem, &blocks, largest_x);
+      err != cudaSuccess)
+    return err;
   if (blocks <= 0) return cudaErrorInvalidConfiguration;
   // G blocks an expert: the blocks that fit the GPU at once over max_active experts, then as few
   // as take the same number of rounds of items (a block takes `takers` items a round).

@@ -4,9 +4,9 @@
 // different carveouts cannot share an SM: the SM drains before it is reconfigured, which defeats
 // programmatic dependent launch's early residency. A decode step whose FP8 linear layers run
 // fp8_gemv_f16 (shared memory for x) among kernels that need none paid that at each boundary:
-// Llama-3-8B FP8 b1 on the H200 took 3.99 ms per step with the driver's choice and 3.25 ms with 50
+// Llama-3-8B FP8 b1 on the H200 took 3.97 ms per step with the driver's choice and 3.25 ms with 50
 // for every kernel (3.38 at 25, 3.29 at 75, 3.99 at 100), while the bf16 model lost 4% at 50
-// (4.97 ms against 4.75). So the backend sets it per model (Backend::prefer_smem_carveout);
+// (4.97 ms against 4.75). So the backend sets it per model (Backend::prefer_fp8_dense_decode);
 // TROUPE_SMEM_CARVEOUT=<percent> overrides it for A/B runs. Process-wide.
 #include <atomic>
 

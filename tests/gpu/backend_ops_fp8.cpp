@@ -150,31 +150,20 @@ OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out, const char* kernel = nu
                                  : static_cast<void*>(r.poisoned<float>(out_count));
             double* ref = r.host<double>(out_count);
             uint16_t* ref_bf16 = r.host<uint16_t>(out_count);
+            // f(x, out) with x and out cast to the case's dtypes.
+            auto typed = [=](auto f) {
+              if (bf16_x && bf16_out) return f(static_cast<const uint16_t*>(dx), static_cast<uint16_t*>(out));
+              if (bf16_x) return f(static_cast<const uint16_t*>(dx), static_cast<float*>(out));
+              if (bf16_out) return f(static_cast<const float*>(dx), static_cast<uint16_t*>(out));
+              return f(static_cast<const float*>(dx), static_cast<float*>(out));
+            };
             auto launch = [=](cudaStream_t s) {
-              if (bf16_x && bf16_out)
-                return launch_fp8_block_gemv(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
-                                             c.m, c.n, c.k, ws, ws_bytes, s);
-              if (bf16_x)
-                return launch_fp8_block_gemv(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<float*>(out),
-                                             c.m, c.n, c.k, ws, ws_bytes, s);
-              if (bf16_out)
-                return launch_fp8_block_gemv(static_cast<const float*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
-                                             c.m, c.n, c.k, ws, ws_bytes, s);
-              return launch_fp8_block_gemv(static_cast<const float*>(dx), dw, d_scale, static_cast<float*>(out), c.m,
-                                           c.n, c.k, ws, ws_bytes, s);
+              return typed([&](auto xp, auto op) {
+                return launch_fp8_block_gemv(xp, dw, d_scale, op, c.m, c.n, c.k, ws, ws_bytes, s);
+              });
             };
             auto launch_f16 = [=](cudaStream_t s) {
-              if (bf16_x && bf16_out)
-                return launch_fp8_gemv_f16(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
-                                           c.m, c.n, c.k, s);
-              if (bf16_x)
-                return launch_fp8_gemv_f16(static_cast<const uint16_t*>(dx), dw, d_scale, static_cast<float*>(out), c.m,
-                                           c.n, c.k, s);
-              if (bf16_out)
-                return launch_fp8_gemv_f16(static_cast<const float*>(dx), dw, d_scale, static_cast<uint16_t*>(out),
-                                           c.m, c.n, c.k, s);
-              return launch_fp8_gemv_f16(static_cast<const float*>(dx), dw, d_scale, static_cast<float*>(out), c.m, c.n,
-                                         c.k, s);
+              return typed([&](auto xp, auto op) { return launch_fp8_gemv_f16(xp, dw, d_scale, op, c.m, c.n, c.k, s); });
             };
             r.launch = [=](cudaStream_t s) {
               if (!kernel) return launch(s);
