@@ -55,7 +55,7 @@ class ProfilingBackend final : public Backend, public MoeExpertsBackend {
   Tensor empty(DType dtype, std::vector<int64_t> shape) override;
   Result<Tensor> upload_weight(const Tensor& host) override;
   bool keeps_fp8_weights() const override { return inner_.keeps_fp8_weights(); }
-  void prefer_fp8_dense_decode(bool on) override { inner_.prefer_fp8_dense_decode(on); }
+  void prefer_fp8_decode(bool on) override { inner_.prefer_fp8_decode(on); }
   Result<KvCache> create_kv_cache(const KvCacheSpec& spec) override;
   AttentionMetadata upload_metadata(AttentionMetadata host) override;
   Tensor to_host(const Tensor& t) override;

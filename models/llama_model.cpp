@@ -34,9 +34,8 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const ModelConfig& config, 
     model->layers_.push_back(std::move(layer));
   }
   TROUPE_TRY(model->load_final_norm(weights));
-  // Measured on Llama-3-8B and Qwen3-8B FP8 (kernels/smem_carveout.hpp); DeepSeek's step, whose
-  // attention and experts need shared memory of their own, was not, so DeepseekModel does not ask.
-  backend.prefer_fp8_dense_decode(config.quantization.is_fp8() && backend.keeps_fp8_weights());
+  // Measured on Llama-3-8B and Qwen3-8B FP8 (kernels/smem_carveout.hpp).
+  backend.prefer_fp8_decode(config.quantization.is_fp8() && backend.keeps_fp8_weights());
   return model;
 }
 

@@ -58,10 +58,10 @@ class Backend {
   // as FP8 on the device, for linear to run block-scaled products on it. False (every backend by
   // default): the loader hands such weights over dequantized to fp32.
   virtual bool keeps_fp8_weights() const { return false; }
-  // A dense model whose linear layers run on FP8 weights kept as such (keeps_fp8_weights) says so
+  // A model whose linear layers run on FP8 weights kept as such (keeps_fp8_weights) says so
   // at load; the backend may arrange its decode kernels for it (CUDA: one shared-memory carveout
   // for every kernel of the step, kernels/smem_carveout.hpp). Process-wide; no-op by default.
-  virtual void prefer_fp8_dense_decode(bool on) { (void)on; }
+  virtual void prefer_fp8_decode(bool on) { (void)on; }
   virtual Result<KvCache> create_kv_cache(const KvCacheSpec& spec) = 0;
   // Metadata built on the host, moved where the ops read it (CPU: as is).
   virtual AttentionMetadata upload_metadata(AttentionMetadata host) { return host; }

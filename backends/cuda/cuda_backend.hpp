@@ -92,7 +92,7 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   // dequantized at upload, as the CPU backend holds them.
   bool keeps_fp8_weights() const override { return weight_dtype_ == DType::bf16; }
   // kernels::kFp8DecodeSmemCarveout for every dependent kernel when on, the driver's choice when off.
-  void prefer_fp8_dense_decode(bool on) override;
+  void prefer_fp8_decode(bool on) override;
   void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
   void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
   void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,

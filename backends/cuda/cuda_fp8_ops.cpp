@@ -18,7 +18,7 @@
 namespace troupe::cuda {
 using namespace kernels;
 
-void CudaBackend::prefer_fp8_dense_decode(bool on) { set_dependent_smem_carveout(on ? kFp8DecodeSmemCarveout : -1); }
+void CudaBackend::prefer_fp8_decode(bool on) { set_dependent_smem_carveout(on ? kFp8DecodeSmemCarveout : -1); }
 
 Result<Tensor> CudaBackend::upload_fp8_weight(const Tensor& host_fp8) {
   if (host_fp8.dtype() != DType::f8_e4m3 && host_fp8.dtype() != DType::f32)

@@ -35,9 +35,9 @@ class Fp8KeepingBackend final : public Backend {
   bool supports_mla_moe() const override { return true; }
   int64_t num_fp8_uploads = 0;
   int64_t num_fp8_products = 0;
-  std::vector<bool> fp8_dense_decode_calls;  // prefer_fp8_dense_decode's arguments, in order
+  std::vector<bool> fp8_decode_calls;  // prefer_fp8_decode's arguments, in order
 
-  void prefer_fp8_dense_decode(bool on) override { fp8_dense_decode_calls.push_back(on); }
+  void prefer_fp8_decode(bool on) override { fp8_decode_calls.push_back(on); }
 
   Result<Tensor> upload_weight(const Tensor& host) override {
     if (host.has_block_scale()) {
@@ -179,7 +179,7 @@ TEST(Fp8Weights, AnFp8CheckpointGivesTheSameLogitsKeptOrDequantized) {
 
 // A dense model tells the backend whether its linear layers run on kept FP8 weights (CUDA then gives
 // the decode kernels one shared-memory carveout); DeepSeek's model does not ask.
-TEST(Fp8Weights, ADenseModelSaysWhetherItsDecodeRunsOnFp8Weights) {
+TEST(Fp8Weights, AModelSaysWhetherItsDecodeRunsOnFp8Weights) {
   auto config = ModelConfig::load(std::string(TROUPE_SOURCE_DIR) + "/tests/fixtures/models/llama-tiny");
   ASSERT_TRUE(config.ok()) << config.error().message;
   Fp8KeepingBackend keeping;
@@ -190,11 +190,12 @@ TEST(Fp8Weights, ADenseModelSaysWhetherItsDecodeRunsOnFp8Weights) {
   ASSERT_TRUE(LlamaModel::load(quantized, keeping, LayerRange{}, dummy_weight_loader(fp8)).ok());
   EXPECT_GT(keeping.num_fp8_uploads, 0);
   ASSERT_TRUE(LlamaModel::load(config.value(), keeping, LayerRange{}, dummy_weight_loader()).ok());
-  EXPECT_EQ(keeping.fp8_dense_decode_calls, (std::vector<bool>{true, false}));
+  EXPECT_EQ(keeping.fp8_decode_calls, (std::vector<bool>{true, false}));
   CpuBackend cpu(1);  // keeps no FP8: an FP8 checkpoint is dequantized at load, so the answer is no
   ASSERT_TRUE(LlamaModel::load(quantized, cpu, LayerRange{}, dummy_weight_loader(fp8)).ok());
   ASSERT_TRUE(load_model(kFp8Fixture, keeping, LayerRange{}).ok());
-  EXPECT_EQ(keeping.fp8_dense_decode_calls.size(), 2u) << "DeepseekModel asked";
+  EXPECT_EQ(keeping.fp8_decode_calls, (std::vector<bool>{true, false, true})) << "DeepseekModel, FP8 kept";
+  ASSERT_TRUE(load_model(kFp8Fixture, cpu, LayerRange{}).ok());  // dequantized at load: nothing asked of it
 }
 
 TEST(Fp8Weights, DummyFp8ProjectionsCarryBlockScales) {
