@@ -137,11 +137,13 @@ bool bench_decode(const Args& args, int64_t batch, int64_t context, double hbm_g
     const double bytes = cache_bytes + double(batch * kHeads) * (kEntry + kLora) * 4;
     const double gbs = bytes / (ms * 1e-3) / 1e9;
     const bool mma = kernels::mla_decode_kernel_for(kLora, kRope, true) == kernels::MlaDecodeKernel::mma_bf16;
-    char note[360];
+    char note[400];
     std::snprintf(note, sizeof(note),
-                  "absorbed MLA decode kernel (%s, + combine), R1 dims, bf16 cache, block %lld, %lld partitions; "
-                  "bytes = latent rows read once per token + q_abs + o_lat; limit = measured HBM bandwidth; %.1f us",
-                  mma ? "tensor cores, mma.sync bf16" : "fp32 SIMT", (long long)bs, (long long)parts, ms * 1e3);
+                  "absorbed MLA decode kernel (%s, + combine), R1 dims, bf16 cache, block %lld, %lld-head tiles, "
+                  "%lld partitions; bytes = latent rows read once per token + q_abs + o_lat; limit = measured HBM "
+                  "bandwidth; %.1f us",
+                  mma ? "tensor cores" : "fp32 SIMT", (long long)bs,
+                  (long long)kernels::mla_decode_head_tile(batch, kHeads, num_sms), (long long)parts, ms * 1e3);
     BenchRecord r{"dsv3_mla_decode_b" + std::to_string(batch) + "_ctx" + std::to_string(context), gbs, "GB/s",
                   hbm_gbs, gbs / hbm_gbs, note};
     // S = Q K^T over 576 dims and O = P V over 512, per head and cached row.

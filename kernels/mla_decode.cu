@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/dependent_launch.cuh"
@@ -211,11 +212,13 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One block of 128 threads per (token i, head): merges the partitions' partial results (log2-domain
-// maxima). Warp 0 takes the weights (lanes over partitions); then thread t sums columns t + 128 k
-// (k < 4: kv_lora <= 512) over the partitions, four partitions' loads in flight per column.
+// One block of 128 threads per (token i, head, 128 columns): merges the partitions' partial results
+// (log2-domain maxima). Warp 0 takes the weights (lanes over partitions); then thread t sums its
+// column over the partitions, eight partitions' loads in flight. Spreading the columns over four
+// blocks (not four columns a thread) keeps batch-1 steps, whose 128 heads x up to 128 partitions
+// are all the combine has, from waiting on one SM's round trips per head.
 constexpr int kCombineThreads = 128;
-constexpr int kCombineColumns = int(kMlaMaxLora) / kCombineThreads;
+constexpr int kCombineUnroll = 8;
 __global__ void __launch_bounds__(kCombineThreads)
     mla_combine_kernel(int num_heads, int kv_lora, int num_partitions, const float* __restrict__ workspace,
                        float* __restrict__ o_lat) {
@@ -245,33 +248,20 @@ __global__ void __launch_bounds__(kCombineThreads)
     if (lane == 0) inv_s = 1.0f / total;
   }
   __syncthreads();
-  const float inv = inv_s;
-  const float* partial = workspace + item * num_partitions * kv_lora;
-  float acc[kCombineColumns] = {};
+  const int c = int(blockIdx.z) * kCombineThreads + int(threadIdx.x);
+  if (c >= kv_lora) return;
+  const float* col = workspace + item * num_partitions * kv_lora + c;
+  float acc = 0.0f;
   int p = 0;
-  for (; p + 4 <= num_partitions; p += 4) {
+  for (; p + kCombineUnroll <= num_partitions; p += kCombineUnroll) {
+    float v[kCombineUnroll];
 #pragma unroll
-    for (int k = 0; k < kCombineColumns; ++k) {
-      const int c = threadIdx.x + k * kCombineThreads;
-      if (c < kv_lora) {
-        const float* col = partial + int64_t(p) * kv_lora + c;
-        acc[k] += col[0] * w_s[p] + col[kv_lora] * w_s[p + 1] + col[2 * kv_lora] * w_s[p + 2] +
-                  col[3 * kv_lora] * w_s[p + 3];
-      }
-    }
-  }
-  for (; p < num_partitions; ++p) {
+    for (int k = 0; k < kCombineUnroll; ++k) v[k] = col[int64_t(p + k) * kv_lora];
 #pragma unroll
-    for (int k = 0; k < kCombineColumns; ++k) {
-      const int c = threadIdx.x + k * kCombineThreads;
-      if (c < kv_lora) acc[k] += partial[int64_t(p) * kv_lora + c] * w_s[p];
-    }
+    for (int k = 0; k < kCombineUnroll; ++k) acc += v[k] * w_s[p + k];
   }
-#pragma unroll
-  for (int k = 0; k < kCombineColumns; ++k) {
-    const int c = threadIdx.x + k * kCombineThreads;
-    if (c < kv_lora) o_lat[item * kv_lora + c] = acc[k] * inv;
-  }
+  for (; p < num_partitions; ++p) acc += col[int64_t(p) * kv_lora] * w_s[p];
+  o_lat[item * kv_lora + c] = acc * inv_s;
 }
 
 template <int kVec, typename CacheT>
@@ -323,8 +313,9 @@ cudaError_t launch_decode(const float* q_abs, const CacheT* cache, const int32_t
                           block_size, num_heads, kv_lora, entry, ht, scale, partition_keys, workspace, o_lat);
   }
   if (err != cudaSuccess || num_partitions == 1) return err;
-  return launch_dependent(mla_combine_kernel, dim3(unsigned(num_tokens), unsigned(num_heads)), dim3(kCombineThreads),
-                          0, stream,
+  const dim3 combine_grid(unsigned(num_tokens), unsigned(num_heads),
+                          unsigned((kv_lora + kCombineThreads - 1) / kCombineThreads));
+  return launch_dependent(mla_combine_kernel, combine_grid, dim3(kCombineThreads), 0, stream,
                           int(num_heads), int(kv_lora), int(num_partitions), static_cast<const float*>(workspace),
                           o_lat);
 }
@@ -340,8 +331,19 @@ MlaDecodeKernel mla_decode_kernel_for(int64_t kv_lora, int64_t rope, bool bf16_c
   return bf16_cache && mla_decode_mma_supports(kv_lora, rope) ? MlaDecodeKernel::mma_bf16 : MlaDecodeKernel::simt_f32;
 }
 
+int64_t mla_decode_head_tile(int64_t num_tokens, int64_t num_heads, int64_t num_sms) {
+  const int64_t whole = std::min(std::max<int64_t>(num_heads, 1), kMlaHeadTile);
+  if (const char* env = std::getenv("TROUPE_MLA_DECODE_HEAD_TILE")) {
+    const int64_t forced = std::atoll(env);
+    if (forced == 16 || forced == 32 || forced == 64) return std::min(forced, whole);
+  }
+  const int64_t tiles = num_tokens * ((num_heads + kMlaHeadTile - 1) / kMlaHeadTile);
+  return whole > kMlaSmallHeadTile && tiles * 8 <= num_sms ? kMlaSmallHeadTile : whole;
+}
+
 int64_t mla_decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t max_context, int64_t num_sms) {
-  const int64_t items = num_tokens * ((num_heads + kMlaHeadTile - 1) / kMlaHeadTile);
+  const int64_t tile = mla_decode_head_tile(num_tokens, num_heads, num_sms);
+  const int64_t items = num_tokens * ((num_heads + tile - 1) / tile);
   if (items <= 0 || max_context <= kMlaMinPartitionKeys) return 1;
   const int64_t sms = std::max<int64_t>(1, num_sms);
   const int64_t by_length = std::min<int64_t>(max_context / kMlaMinPartitionKeys, kMlaMaxPartitions);

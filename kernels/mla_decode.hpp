@@ -29,6 +29,7 @@
 namespace troupe::kernels {
 
 constexpr int64_t kMlaHeadTile = 64;         // heads per CTA
+constexpr int64_t kMlaSmallHeadTile = 16;    // heads per CTA of the tensor-core kernel at small batches
 constexpr int64_t kMlaKeyTile = 16;          // cached entries staged per step
 constexpr int64_t kMlaMinPartitionKeys = 64;
 constexpr int64_t kMlaMaxPartitions = 128;
@@ -66,11 +67,18 @@ bool mla_decode_supports(int64_t kv_lora, int64_t rope);
 enum class MlaDecodeKernel { simt_f32, mma_bf16 };
 bool mla_decode_mma_supports(int64_t kv_lora, int64_t rope);
 MlaDecodeKernel mla_decode_kernel_for(int64_t kv_lora, int64_t rope, bool bf16_cache);
+// Heads per CTA of the tensor-core kernel: min(num_heads, kMlaHeadTile), or kMlaSmallHeadTile when
+// the batch's 64-head tiles number at most num_sms / 8 (R1 on an H200: up to 8 tokens). Small batches
+// otherwise split contexts into many partitions to fill the SMs, each CTA computing 64 heads over
+// a few keys and writing 64 fp32 partial rows: at batch 1, ctx 1024 the 64-head kernel took 10.8 us
+// and the combine of its 4 MB of partials 7.7 us (ncu, H200). Sixteen-head tiles give 8 CTAs per
+// token, each re-reading the latent rows from L2. TROUPE_MLA_DECODE_HEAD_TILE=16|32|64 forces one.
+int64_t mla_decode_head_tile(int64_t num_tokens, int64_t num_heads, int64_t num_sms);
 // Partitions of the longest context, none shorter than kMlaMinPartitionKeys keys: the count whose
-// num_tokens * head tiles * partitions CTAs (one per SM) finish soonest, counting the waves of
+// num_tokens * head tiles (mla_decode_head_tile) * partitions CTAs (one per SM) finish soonest, counting the waves of
 // CTAs over num_sms, each CTA's keys, a fixed cost per CTA and, past one partition, the partials it
-// writes for the combine kernel; ties go to fewer partitions. R1 at 132 SMs: B 1 -> 16 (ctx 1024)
-// or 64 (ctx 4096), B 64 and 128 -> 1.
+// writes for the combine kernel; ties go to fewer partitions. R1 at 132 SMs: B 1 -> 16 (ctx 1024
+// and 4096, 16-head tiles), B 64 and 128 -> 1.
 int64_t mla_decode_num_partitions(int64_t num_tokens, int64_t num_heads, int64_t max_context, int64_t num_sms);
 // Keys per partition: partition p covers keys [p * partition_keys, (p + 1) * partition_keys).
 int64_t mla_decode_partition_keys(int64_t max_context, int64_t num_partitions);

@@ -52,6 +52,7 @@
 #include "kernels/mla_decode.hpp"
 #include "kernels/mla_decode_tile.cuh"
 #include "kernels/mma_sync.cuh"
+#include "kernels/sm_count.hpp"
 
 namespace troupe::kernels {
 namespace {
@@ -310,13 +311,15 @@ cudaError_t launch_mla_decode_mma_partials(const float* q_abs, const uint16_t* c
       (num_partitions > 1 && workspace == nullptr) || reinterpret_cast<uintptr_t>(cache) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(q_abs) % 16 != 0)
     return cudaErrorInvalidValue;
-  const int64_t tile_heads = std::min<int64_t>(num_heads, kMlaHeadTile);
+  int sms = 1;
+  if (cudaError_t err = current_sm_count(&sms); err != cudaSuccess) return err;
+  const int64_t tile_heads = mla_decode_head_tile(num_tokens, num_heads, sms);
   if (tile_heads <= 32) {
     const bool one = tile_heads <= 16;
     return mla_tile::launch(one ? mla_decode_mma_kernel<1> : mla_decode_mma_kernel<2>, kThreads,
                             one ? MmaSmem<1>::kBytes : MmaSmem<2>::kBytes, q_abs, cache, positions, seq_of_token,
                             tokens, num_tokens, block_tables, max_blocks, block_size, num_heads, scale,
-                            num_partitions, partition_keys, workspace, o_lat, stream);
+                            num_partitions, partition_keys, workspace, o_lat, stream, tile_heads);
   }
   if (const char* env = std::getenv("TROUPE_MLA_DECODE_WGMMA"); !env || std::strcmp(env, "0") != 0) {
     const cudaError_t tried =

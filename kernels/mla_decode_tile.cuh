@@ -17,7 +17,8 @@ namespace troupe::kernels::mla_tile {
 constexpr int kLora = 512;
 constexpr float kLog2e = 1.4426950408889634f;
 
-// CTA (blockIdx.x = head tile, .y = computed token i, .z = partition) of a launch over num_heads.
+// CTA (blockIdx.x = head tile, .y = computed token i, .z = partition) of a launch over num_heads,
+// whose gridDim.x tiles split the heads evenly (ceil(num_heads / gridDim.x) each, the last fewer).
 // Token t = tokens[i] (tokens nullptr: i) attends to keys [begin, end) of its context [0,
 // positions[t]]: partitions of partition_keys keys (0: its own context split evenly).
 struct Work {
@@ -28,11 +29,12 @@ __device__ __forceinline__ Work work_of_cta(const int32_t* positions, const int3
                                             const int32_t* tokens, const int32_t* block_tables, int max_blocks,
                                             int num_heads, int partition_keys) {
   Work w;
-  w.h0 = int(blockIdx.x) * int(kMlaHeadTile);
+  const int tile = (num_heads + int(gridDim.x) - 1) / int(gridDim.x);
+  w.h0 = int(blockIdx.x) * tile;
   w.i = int(blockIdx.y);
   w.part = int(blockIdx.z);
   w.num_partitions = int(gridDim.z);
-  w.heads = min(int(kMlaHeadTile), num_heads - w.h0);
+  w.heads = min(tile, num_heads - w.h0);
   const int64_t t = tokens ? tokens[w.i] : w.i;
   w.table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
@@ -91,19 +93,19 @@ __device__ __forceinline__ void stage_q(const float* q_src, int heads, int tid, 
   }
 }
 
-// Launches `kernel` (the parameters every one of them takes) over (head tiles, tokens,
-// partitions) with `smem_bytes` of dynamic shared memory, as a programmatic dependent.
+// Launches `kernel` (the parameters every one of them takes) over (head tiles of up to head_tile
+// heads, tokens, partitions) with `smem_bytes` of dynamic shared memory, as a programmatic dependent.
 using Kernel = void (*)(const float*, const __nv_bfloat16*, const int32_t*, const int32_t*, const int32_t*,
                         const int32_t*, int, int, int, float, int, float*, float*);
 inline cudaError_t launch(Kernel kernel, int threads, int smem_bytes, const float* q_abs, const uint16_t* cache,
                           const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
                           int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                           int64_t num_heads, float scale, int64_t num_partitions, int64_t partition_keys,
-                          float* workspace, float* o_lat, cudaStream_t stream) {
+                          float* workspace, float* o_lat, cudaStream_t stream, int64_t head_tile = kMlaHeadTile) {
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
       err != cudaSuccess)
     return err;
-  const dim3 grid(unsigned((num_heads + kMlaHeadTile - 1) / kMlaHeadTile), unsigned(num_tokens),
+  const dim3 grid(unsigned((num_heads + head_tile - 1) / head_tile), unsigned(num_tokens),
                   unsigned(num_partitions));
   return launch_dependent(kernel, grid, dim3(unsigned(threads)), size_t(smem_bytes), stream, q_abs,
                           reinterpret_cast<const __nv_bfloat16*>(cache), positions, seq_of_token, tokens, block_tables,

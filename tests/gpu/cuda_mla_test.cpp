@@ -264,7 +264,12 @@ TEST(CudaMla, DeepseekFixturesMatchTransformers) {
 // (unless there is one), never more than kMlaMaxPartitions.
 TEST(CudaMla, DecodePartitionsFillTheSmsWithoutEmptyOnes) {
   using namespace kernels;
-  EXPECT_EQ(mla_decode_num_partitions(1, 128, 4096, 132), 64);   // 2 x 64 CTAs of one 64-key tile each
+  EXPECT_EQ(mla_decode_head_tile(1, 128, 132), kMlaSmallHeadTile);  // 8 x 16 heads
+  EXPECT_EQ(mla_decode_head_tile(8, 128, 132), kMlaSmallHeadTile);
+  EXPECT_EQ(mla_decode_head_tile(9, 128, 132), kMlaHeadTile);
+  EXPECT_EQ(mla_decode_head_tile(1, 16, 132), 16);
+  EXPECT_EQ(mla_decode_head_tile(1, 24, 1), 24);  // one tile of them all where they fit
+  EXPECT_EQ(mla_decode_num_partitions(1, 128, 4096, 132), 16);   // 8 x 16 CTAs of 256 keys
   EXPECT_EQ(mla_decode_num_partitions(1, 128, 1024, 132), 16);   // as short as allowed
   EXPECT_EQ(mla_decode_num_partitions(64, 128, 4096, 132), 1);   // 128 CTAs: one wave, no combine
   EXPECT_EQ(mla_decode_num_partitions(128, 128, 4096, 132), 1);  // 256 CTAs: splitting adds waves
