@@ -15,8 +15,7 @@
 //      += P V with V by ldmatrix.trans, head_dim / 8 fp32 accumulator tiles per warp.
 // One barrier per tile (tile landed; everyone done with the stage the next copy overwrites). At
 // the end the 4 warps' (max, sum, O) merge through shared memory (the stage buffers, reused), and
-// the CTA writes out / 1 partition, or its partial (o, max, sum) to the workspace: for the last
-// partition of the (token, kv head) to arrive, which merges them (given `arrivals`), or for
+// the CTA writes out / 1 partition, or its partial (o, max, sum) to the workspace for
 // attention_decode.cu's reduce kernel.
 //
 // Resources: shared memory 4 KiB Q + 3 x 32 KiB stages at head_dim 128 (two CTAs per SM, four
@@ -80,7 +79,7 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
                                 const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                                 const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
                                 int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
-                                float* __restrict__ workspace, int32_t* __restrict__ arrivals, float* __restrict__ out) {
+                                float* __restrict__ workspace, float* __restrict__ out) {
   using L = DecodeMmaSmem<D>;
   constexpr int kStages = L::kStages, kChunks = L::kChunks, kRowBytes = L::kRowBytes;
   allow_dependents();  // the next kernel may become resident (the reduce, or a GEMV loading weights)
@@ -94,13 +93,7 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
   const int64_t t = tokens ? tokens[i] : i;
   const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  // partition_keys 0: the context split evenly, no partition shorter than a tile, so a short
-  // context leaves the last partitions empty.
-  const int keys = partition_keys > 0 ? partition_keys : max((context + num_partitions - 1) / num_partitions, kKeys);
-  const int active = (context + keys - 1) / keys;  // the token's partitions that hold keys
-  // Merged here (arrivals): an empty partition has nothing to add, and one holding every key writes out.
-  if (arrivals != nullptr && part >= active) return;
-  const bool direct = num_partitions == 1 || (arrivals != nullptr && active == 1);
+  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
   const int begin = part * keys, end = min(context, begin + keys);
   const int num_tiles = begin < end ? (end - begin + kKeys - 1) / kKeys : 0;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
@@ -291,7 +284,7 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
       total += sum_s[w][r] * weight;
     }
     const int64_t h = h0 + r;
-    if (direct) {
+    if (num_partitions == 1) {
       out[(t * num_heads + h) * D + col] = value / total;
     } else {
       const int64_t item = int64_t(i) * num_heads + h;
@@ -303,55 +296,6 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
       }
     }
   }
-  if (direct || arrivals == nullptr) return;
-
-  // The last of the token's active partitions to finish (per kv head) merges them all: the
-  // threadfence pattern (every CTA's partial is visible before its arrival counts), then reads
-  // through L2 (ld.cg). The counter goes back to 0 for the next launch.
-  __shared__ int last_s;
-  __shared__ float inv_s[kRows];
-  __threadfence();
-  __syncthreads();
-  const int64_t slot = int64_t(i) * num_kv_heads + kv_head;
-  if (threadIdx.x == 0) last_s = atomicAdd(arrivals + slot, 1) == active - 1;
-  __syncthreads();
-  if (!last_s) return;
-  __threadfence();
-  float* m_all = reinterpret_cast<float*>(smem + L::kKv);  // [group][active], then weights
-  float* l_all = m_all + kRows * kDecodeMaxPartitions;    // [group][active] sums
-  const float* maxima = workspace + stats * D;
-  for (int u = threadIdx.x; u < group * active; u += kThreads) {
-    const int r = u / active, p = u % active;
-    const int64_t at = (int64_t(i) * num_heads + h0 + r) * num_partitions + p;
-    m_all[u] = __ldcg(maxima + at);
-    l_all[u] = __ldcg(maxima + stats + at);
-  }
-  __syncthreads();
-  if (threadIdx.x < group) {
-    float* m_row = m_all + threadIdx.x * active;
-    const float* l_row = l_all + threadIdx.x * active;
-    float m = -INFINITY;
-    for (int p = 0; p < active; ++p) m = fmaxf(m, m_row[p]);
-    float total = 0.0f;
-    for (int p = 0; p < active; ++p) {
-      const float weight = exp2f(m_row[p] - m);  // every active partition saw a key: m is finite
-      total += l_row[p] * weight;
-      m_row[p] = weight;
-    }
-    inv_s[threadIdx.x] = 1.0f / total;
-  }
-  __syncthreads();
-  for (int u = threadIdx.x; u < group * D; u += kThreads) {
-    const int r = u / D, col = u % D;
-    const int64_t item = int64_t(i) * num_heads + h0 + r;
-    const float* partial = workspace + item * num_partitions * D + col;
-    const float* weights = m_all + r * active;
-    float value = 0.0f;
-#pragma unroll 8
-    for (int p = 0; p < active; ++p) value += __ldcg(partial + int64_t(p) * D) * weights[p];
-    out[(t * num_heads + h0 + r) * D + col] = value * inv_s[r];
-  }
-  if (threadIdx.x == 0) arrivals[slot] = 0;
 }
 
 template <int D>
@@ -359,7 +303,7 @@ cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_
                      const __nv_bfloat16* v_cache, const int32_t* positions, const int32_t* seq_of_token,
                      const int32_t* tokens, const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                      int64_t num_heads, int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace,
-                     int32_t* arrivals, float* out) {
+                     float* out) {
   auto kernel = decode_attention_mma_kernel<D>;
   constexpr int kSmem = DecodeMmaSmem<D>::kBytes;
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
@@ -367,7 +311,7 @@ cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_
     return err;
   return launch_dependent(kernel, grid, dim3(kThreads), size_t(kSmem), stream, q, k_cache, v_cache, positions,
                           seq_of_token, tokens, block_tables, int(max_blocks), int(block_size), int(num_heads),
-                          int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, arrivals, out);
+                          int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
 }
 
 }  // namespace
@@ -393,8 +337,7 @@ cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache,
                                         int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
                                         int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
                                         int64_t head_dim, float scale, int64_t num_partitions,
-                                        int64_t partition_keys, float* workspace, int32_t* arrivals, float* out,
-                                        cudaStream_t stream) {
+                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
   auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   if (!decode_attention_mma_supports(num_heads, num_kv_heads, head_dim) || num_tokens < 0 ||
@@ -411,18 +354,18 @@ cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache,
   switch (head_dim) {
     case 64:
       err = launch_d<64>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks, block_size,
-                         num_heads, num_kv_heads, scale, partition_keys, workspace, arrivals, out);
+                         num_heads, num_kv_heads, scale, partition_keys, workspace, out);
       break;
     case 128:
       err = launch_d<128>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks,
-                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, arrivals, out);
+                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
       break;
     default:
       err = launch_d<256>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks,
-                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, arrivals, out);
+                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
       break;
   }
-  if (err != cudaSuccess || num_partitions == 1 || arrivals != nullptr) return err;
+  if (err != cudaSuccess || num_partitions == 1) return err;
   return launch_decode_attention_reduce(tokens, num_tokens, num_heads, head_dim, num_partitions, workspace, out,
                                         stream);
 }

@@ -11,13 +11,8 @@
 // [16 w, 16 w + 16) of the tile: S = Q K^T (Q scaled by scale * log2 e, rounded to bf16 once),
 // an online softmax of its own in fp32 (log2 domain), P rounded to bf16 in registers, O += P V.
 // The warps' (max, sum, O) merge through shared memory at the end. Same partition contract and
-// workspace as launch_decode_attention_f32 (attention_decode.hpp), except that with partition_keys
-// 0 no partition is shorter than a tile (a short context leaves the last partitions empty).
-// Partitions merge in the kernel when given `arrivals` (one zeroed counter per (token, kv head):
-// the last partition of a token's kv head to finish merges the group's heads and puts its counter
-// back to 0; empty partitions exit at once, and a context that fits one partition writes out
-// directly), else in attention_decode.cu's reduce kernel, launched after it. The in-kernel merge
-// saves the reduce's launch and its wait at every decode layer.
+// workspace as launch_decode_attention_f32 (attention_decode.hpp), whose reduce kernel merges
+// the partitions.
 //
 // Precision: against paged_attention_ref (fp32 dots, fp64 softmax, the same bf16 K/V values) only
 // q and P are rounded to bf16 (rms relative error ~1.6e-3 each): outputs move by ~2e-3 of their
@@ -46,16 +41,14 @@ int64_t decode_mma_num_partitions(int64_t num_tokens, int64_t num_kv_heads, int6
 // num_heads, head_dim]; k_cache, v_cache bf16 bits [num_blocks, block_size, num_kv_heads,
 // head_dim]; num_partitions, partition_keys from decode_mma_num_partitions and
 // decode_partition_keys (or partition_keys 0: each token's context split evenly); workspace:
-// decode_workspace_floats floats (nullptr when 0); arrivals: num_tokens * num_kv_heads zeroed
-// counters, left zeroed (or nullptr: the separate reduce). q and the caches must be 16-byte
-// aligned. Unsupported shapes give cudaErrorInvalidValue; num_tokens == 0 does nothing.
+// decode_workspace_floats floats (nullptr when 0). q and the caches must be 16-byte aligned.
+// Unsupported shapes give cudaErrorInvalidValue; num_tokens == 0 does nothing.
 cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                                         const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
                                         int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
                                         int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
                                         int64_t head_dim, float scale, int64_t num_partitions,
-                                        int64_t partition_keys, float* workspace, int32_t* arrivals, float* out,
-                                        cudaStream_t stream);
+                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

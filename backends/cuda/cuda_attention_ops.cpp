@@ -50,20 +50,11 @@ void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const
   Tensor workspace = floats > 0 ? scratch(DType::f32, {floats}) : Tensor();  // freed stream-ordered
   const int64_t partition_keys = per_token_partitions ? 0 : decode_partition_keys(max_context, parts);
   if (tensor_cores) {
-    // Partitions merge in the kernel where the counters reach (every step of a served model);
-    // TROUPE_DECODE_ATTENTION_REDUCE_KERNEL=1 keeps the separate reduce kernel (the A/B switch).
-    static const bool reduce_kernel = [] {
-      const char* env = std::getenv("TROUPE_DECODE_ATTENTION_REDUCE_KERNEL");
-      return env && std::strcmp(env, "1") == 0;
-    }();
-    int32_t* arrivals =
-        !reduce_kernel && num_tokens * num_kv_heads <= kDecodeArrivalSlots ? decode_arrivals_ : nullptr;
     check(launch_decode_attention_mma(q.data<float>(), k_cache.data<uint16_t>(), v_cache.data<uint16_t>(),
                                       meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(), tokens,
                                       num_tokens, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
                                       meta.block_size, num_heads, num_kv_heads, head_dim, scale, parts, partition_keys,
-                                      floats > 0 ? workspace.data<float>() : nullptr, arrivals, out.data<float>(),
-                                      stream()),
+                                      floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
           "decode_attention_mma");
     return;
   }

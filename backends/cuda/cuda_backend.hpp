@@ -225,10 +225,6 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   void* cublas_ = nullptr;  // cublasHandle_t
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;  // shared by cuBLAS and cuBLASLt calls
   void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records
-  // Zeroed counters for decode attention's in-kernel merge (kernels/attention_decode_mma.hpp), one
-  // per (decode token, kv head); steps with more pairs use the separate reduce kernel.
-  static constexpr int64_t kDecodeArrivalSlots = 65536;
-  int32_t* decode_arrivals_ = nullptr;
   CUstream_st* stream_ = nullptr;
   ExpertStreams expert_streams_;  // a prefill's MoE expert GEMMs: side streams and the threads that fill them
   StepGraphs graphs_;

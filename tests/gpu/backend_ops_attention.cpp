@@ -56,9 +56,7 @@ struct AttentionShape {
 
 // decode_mma*: the tensor-core decode, with partitions by the longest context, per token (a recorded
 // graph's launch), the most partitions (kDecodeMaxPartitions: partitions of a few keys, many
-// empty), or over a `tokens` list of the batch's decode tokens (a mixed step's); each merging its
-// partitions in the kernel (the counters must come back zeroed), except decode_mma_reduce_kernel,
-// which leaves them to the separate reduce kernel.
+// empty), or over a `tokens` list of the batch's decode tokens (a mixed step's).
 enum class Kernel {
   fallback,
   decode,
@@ -70,14 +68,12 @@ enum class Kernel {
   decode_mma,
   decode_mma_per_token_split,
   decode_mma_max_partitions,
-  decode_mma_listed,
-  decode_mma_reduce_kernel
+  decode_mma_listed
 };
 
 bool is_decode_mma(Kernel kernel) {
   return kernel == Kernel::decode_mma || kernel == Kernel::decode_mma_per_token_split ||
-         kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_listed ||
-         kernel == Kernel::decode_mma_reduce_kernel;
+         kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_listed;
 }
 
 // Host and device inputs of one batch.
@@ -189,8 +185,7 @@ bool supports(Kernel kernel, const AttentionShape& c) {
     case Kernel::decode_mma:
     case Kernel::decode_mma_per_token_split:
     case Kernel::decode_mma_max_partitions:
-    case Kernel::decode_mma_listed:
-    case Kernel::decode_mma_reduce_kernel: return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
+    case Kernel::decode_mma_listed: return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
   }
   return false;
 }
@@ -230,7 +225,6 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
     dims += " split=per-token";
   if (kernel == Kernel::decode_mma_max_partitions) dims += " split=max";
   if (kernel == Kernel::decode_mma_listed) dims += " tokens=decodes";
-  if (kernel == Kernel::decode_mma_reduce_kernel) dims += " merge=reduce-kernel";
   if (wgmma) dims += " rows=" + std::to_string(cta_rows) + " keys=" + std::to_string(key_tile);
   const char* variant = std::is_same_v<CacheT, float>      ? "f32 cache"
                         : std::is_same_v<CacheT, uint16_t> ? "bf16 cache"
@@ -309,17 +303,11 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
                 const int64_t keys = per_token ? 0 : decode_partition_keys(context, parts);
                 const int64_t floats = decode_workspace_floats(m, H, D, parts);
                 float* workspace = floats > 0 ? r.poisoned<float>(size_t(floats)) : nullptr;
-                int32_t* arrivals = nullptr;
-                if (kernel != Kernel::decode_mma_reduce_kernel) {
-                  const int32_t* zeros = r.host<int32_t>(size_t(m * KV), 0);
-                  arrivals = r.device(zeros, size_t(m * KV));
-                  r.expect("arrivals", Elem::i32, arrivals, zeros, Elem::i32, size_t(m * KV), 0.0);
-                }
                 tolerance = kDecodeMmaTolerance;
                 r.launch = [=](cudaStream_t s) {
                   return launch_decode_attention_mma(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, d_list, m,
                                                      b.d_tables, b.max_blocks, bs, H, KV, D, scale, parts, keys,
-                                                     workspace, arrivals, out, s);
+                                                     workspace, out, s);
                 };
               }
             } else {
@@ -477,7 +465,6 @@ void add_attention_cases(std::vector<OpCase>& t) {
     if (decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_per_token_split, c));
     if (c.seqs.size() <= 4) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_max_partitions, c));
     if (!decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_listed, c));
-    t.push_back(attention_case<uint16_t>(Kernel::decode_mma_reduce_kernel, c));
   }
 }
 
