@@ -4,7 +4,8 @@
 // Work unit: one CTA (8 warps) per (head tile of up to 64 heads, token, partition), as the SIMT
 // kernel (mla_decode.cu), whose combine kernel merges the partitions' (max, sum, o) partials.
 // kM = 1 or 2 m16 row tiles (heads <= 16, <= 32; rows past the tile's heads are zero). Tiles of 33..64
-// heads (R1's 128 heads: two per token) run mla_decode_mma64.cu's kernel instead, whose warps split
+// heads (R1's 128 heads: two per token, unless mla_decode_head_tile gives this kernel 16-head
+// tiles at small batches) run mla_decode_mma64.cu's kernel instead, whose warps split
 // S into 32 x 32 blocks over half the dims each (the kM = 4 instance of this one fed 6 ldmatrix per 8
 // mma there, and reached 0.22 of HBM bandwidth at B 64 x ctx 4096 on an H200).
 // Per tile of kKeys = 64 keys:
