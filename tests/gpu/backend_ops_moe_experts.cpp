@@ -20,6 +20,7 @@
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_grouped_gemm.hpp"
 #include "kernels/moe_grouped_gemv.hpp"
+#include "kernels/moe_f16_gemv.hpp"
 #include "kernels/moe_rows_gemv.hpp"
 #include "tests/gpu/backend_ops_table.hpp"
 
@@ -268,10 +269,12 @@ std::string grouped_sizes(const GroupedShape& c) {
 }
 
 // Which launchers a row runs: the grouped kernels or the one-token rows kernels.
-enum class Path { grouped, rows };
+enum class Path { grouped, rows, f16 };
 
 OpCase gate_up_silu_case(const GroupedShape& c, Path path = Path::grouped) {
-  const char* op = path == Path::rows ? "moe_rows_gate_up_silu" : "moe_grouped_gate_up_silu";
+  const char* op = path == Path::rows  ? "moe_rows_gate_up_silu"
+                   : path == Path::f16 ? "moe_f16_gate_up_silu"
+                                       : "moe_grouped_gate_up_silu";
   return {op, "e4m3 x bf16->bf16", grouped_sizes(c), [=](std::mt19937& rng) {
             OpRun r;
             const Plan p = make_plan(r, c.m, c.k, c.experts, c.begin, c.local, c.hot, c.with_shared, rng);
@@ -287,6 +290,9 @@ OpCase gate_up_silu_case(const GroupedShape& c, Path path = Path::grouped) {
             uint16_t* ref = r.host<uint16_t>(out_count, poison_value<uint16_t>());
             const int64_t max_active = p.max_active, m = c.m;
             r.launch = [=](cudaStream_t s) {
+              if (path == Path::f16)
+                return launch_moe_f16_gate_up_silu(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin,
+                                                   max_active, act, act_stride, c.inter, c.hidden, s);
               if (path == Path::rows)
                 return launch_moe_rows_gate_up_silu(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin,
                                                     max_active, act, act_stride, c.inter, c.hidden, s);
@@ -312,7 +318,7 @@ OpCase gate_up_silu_case(const GroupedShape& c, Path path = Path::grouped) {
 }
 
 OpCase grouped_gemv_case(const GroupedShape& c, Path path = Path::grouped) {
-  const char* op = path == Path::rows ? "moe_rows_gemv" : "moe_grouped_gemv";
+  const char* op = path == Path::rows ? "moe_rows_gemv" : path == Path::f16 ? "moe_f16_gemv" : "moe_grouped_gemv";
   return {op, "e4m3 x bf16->f32", grouped_sizes(c), [=](std::mt19937& rng) {
             OpRun r;
             const Plan p = make_plan(r, c.m, c.k, c.experts, c.begin, c.local, c.hot, c.with_shared, rng);
@@ -329,6 +335,9 @@ OpCase grouped_gemv_case(const GroupedShape& c, Path path = Path::grouped) {
             double* ref = r.host<double>(out_count, std::nan(""));
             const int64_t max_active = p.max_active, m = c.m;
             r.launch = [=](cudaStream_t s) {
+              if (path == Path::f16)
+                return launch_moe_f16_gemv(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin, max_active, y,
+                                           c.hidden, c.inter, s);
               if (path == Path::rows)
                 return launch_moe_rows_gemv(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin, max_active, y,
                                             c.hidden, c.inter, s);
@@ -495,6 +504,14 @@ void add_moe_expert_cases(std::vector<OpCase>& t) {
   for (const GroupedShape& c : rows_shapes) {
     t.push_back(gate_up_silu_case(c, Path::rows));
     if (moe_rows_supported(c.inter)) t.push_back(grouped_gemv_case(c, Path::rows));
+  }
+  // The f16 tensor-core one-token launches (moe_f16_gemv.hpp) on the same shapes where they take
+  // them (inter % 8 == 0): gate_up tiles of 8 columns whose up rows start on another scale row, the
+  // partial last tile of a down (n % 16 != 0), several positions of one expert.
+  for (const GroupedShape& c : rows_shapes) {
+    if (!moe_f16_supported(c.hidden, c.inter)) continue;
+    t.push_back(gate_up_silu_case(c, Path::f16));
+    t.push_back(grouped_gemv_case(c, Path::f16));
   }
 }
 

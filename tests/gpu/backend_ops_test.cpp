@@ -17,6 +17,7 @@
 #include "kernels/moe_combine.hpp"
 #include "kernels/moe_routing.hpp"
 #include "kernels/moe_grouped_gemm.hpp"
+#include "kernels/moe_f16_gemv.hpp"
 #include "kernels/moe_rows_gemv.hpp"
 #include "kernels/moe_segment_quant.hpp"
 #include "kernels/qkv_rope.hpp"
@@ -132,6 +133,20 @@ TEST(KernelLaunchers, RejectBadSizes) {
             cudaErrorInvalidValue);  // act_stride < 128
   EXPECT_EQ(launch_moe_rows_gate_up_silu(w16, 128, table_w, table_s, ids, ids, ids, 9, act16, 128, 0, 128, nullptr),
             cudaErrorInvalidValue);  // inter
+  // Their f16 tensor-core twins: the same refusals, and gate_up tiles of 8 columns (inter % 8 == 0).
+  auto f16_down = [&](const uint16_t* x, int64_t stride, int64_t max_active, int64_t n, int64_t k) {
+    return launch_moe_f16_gemv(x, stride, table_w, table_s, ids, ids, ids, max_active, some, n, k, nullptr);
+  };
+  EXPECT_EQ(f16_down(w16, 128, 0, 64, 128), cudaSuccess);
+  EXPECT_EQ(f16_down(w16, 128, 9, 64, 120), cudaErrorInvalidValue);
+  EXPECT_EQ(f16_down(w16, 128, 9, 0, 128), cudaErrorInvalidValue);
+  EXPECT_EQ(f16_down(w16, 64, 9, 64, 128), cudaErrorInvalidValue);
+  EXPECT_EQ(f16_down(w16 + 1, 128, 9, 64, 128), cudaErrorInvalidValue);
+  EXPECT_EQ(f16_down(w16, 128, 65536, 64, 128), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_moe_f16_gate_up_silu(w16, 128, table_w, table_s, ids, ids, ids, 9, act16, 128, 100, 128, nullptr),
+            cudaErrorInvalidValue);  // inter % 8
+  EXPECT_FALSE(moe_f16_supported(128, 100));
+  EXPECT_TRUE(moe_f16_supported(7168, 2048));
   // The prefill experts': k > 0, top_k >= 1, a segment; the grouped GEMM's whole 128-blocks of K, N a
   // multiple of 16, 64- or 128-row tiles, at most 65,535 tiles; no tiles: nothing to do.
   const auto* q8 = reinterpret_cast<const uint8_t*>(some);

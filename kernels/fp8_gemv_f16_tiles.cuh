@@ -1,0 +1,300 @@
+#pragma once
+// The body of the f16 tensor-core FP8 GEMV (fp8_gemv_f16.hpp says what and why), shared by the
+// dense kernel (fp8_gemv_f16.cu) and the MoE experts' one-token kernel (moe_f16_gemv.cu), which
+// differ only in where a tile's rows come from and where its sums go (the Out policy below).
+//
+// Layout of one launch:
+//   - a "tile" is 16 rows of W (one warp's mma A); tiles are dealt to the CTA's 8 warps in slots of
+//     S warps (S = 8, 4, 2 or 1 sharing a tile, 8 / S tiles at once per CTA), the S warps of a slot
+//     splitting the tile's K blocks (member j takes blocks j, j + S, ...); the CTA takes the slot
+//     groups blockIdx.x, + gridDim.x, ...; the plan picks S by the loads on the busiest warp;
+//   - x is staged in shared memory first, while the warp's first two K blocks of W are in flight:
+//     per token and K block the 128 values as f16 times 2^-e (e from the block's largest |x|) and
+//     2^e as a float; a token row is padded by 16 bytes so the B reads of different tokens fall on
+//     different banks;
+//   - per K block a lane loads 64 bytes of W (fp8_stream.cuh's lo / hi pieces of rows g and g + 8),
+//     issues the loads of the block two ahead (crossing into its next tile), widens and runs 8 mma
+//     into a zeroed block sum, then adds block * w_scale * 2^e per column to its total;
+//   - c0, c1 hold row g for tokens 2t, 2t + 1, c2, c3 row g + 8; the members of a shared tile meet
+//     at their slot's named barrier and member 0 adds their sums in member order (deterministic).
+//
+// Out policy: kHalvesShareScale (rows g and g + 8 of every tile in one 128-row scale block);
+// row(tile, half, g): the weight row of row g (half 0) or g + 8 (half 1) of a tile, clamped inside
+// W; store(tile, g, t, m, total): the finished sums (c0, c1: row g, tokens 2t, 2t + 1; c2, c3:
+// row g + 8) to the output, for tokens < m.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/dependent_launch.cuh"
+#include "kernels/fp8_quant.hpp"
+#include "kernels/fp8_stream.cuh"
+#include "kernels/mma_sync.cuh"
+#include "kernels/sm_count.hpp"
+
+namespace troupe::kernels::f16_tiles {
+
+using namespace fp8_stream;
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTileRows = 16;
+constexpr int kRowPad = 8;  // halves after each staged token row
+constexpr size_t kSmemCap = 100 << 10;
+
+// x[k0 .. k0 + 16) as loaded (zeros when !valid), then as floats holding bf16 values (fp32 x
+// rounded to bf16). k0 is a multiple of 16 and x 16-byte aligned.
+struct Raw16 {
+  uint4 v[2];
+};
+struct RawF16 {
+  float4 v[4];
+};
+__device__ __forceinline__ void load_raw(const uint16_t* x, int64_t k0, bool valid, Raw16& r) {
+  r.v[0] = r.v[1] = make_uint4(0, 0, 0, 0);
+  if (valid) r.v[0] = __ldg(reinterpret_cast<const uint4*>(x + k0)), r.v[1] = __ldg(reinterpret_cast<const uint4*>(x + k0) + 1);
+}
+__device__ __forceinline__ void load_raw(const float* x, int64_t k0, bool valid, RawF16& r) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) r.v[q] = valid ? __ldg(reinterpret_cast<const float4*>(x + k0) + q) : make_float4(0, 0, 0, 0);
+}
+__device__ __forceinline__ void widen(const Raw16& r, float (&v)[16]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t words[4] = {r.v[h].x, r.v[h].y, r.v[h].z, r.v[h].w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      v[8 * h + 2 * j] = __uint_as_float(words[j] << 16);
+      v[8 * h + 2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+    }
+  }
+}
+__device__ __forceinline__ float bf16_rounded(float f) { return __bfloat162float(__float2bfloat16_rn(f)); }
+__device__ __forceinline__ void widen(const RawF16& r, float (&v)[16]) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    v[4 * q] = bf16_rounded(r.v[q].x), v[4 * q + 1] = bf16_rounded(r.v[q].y);
+    v[4 * q + 2] = bf16_rounded(r.v[q].z), v[4 * q + 3] = bf16_rounded(r.v[q].w);
+  }
+}
+template <typename XT>
+using RawOf = std::conditional_t<sizeof(XT) == 2, Raw16, RawF16>;
+
+__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// Where a warp is in its sequence of (tile, K block): the tiles of its slot in turn, in each the K
+// blocks of its member. valid() is false past the last tile (or when the member has no block).
+struct Cursor {
+  int tile, kb;
+  __device__ bool valid(int num_tiles, int num_kb) const { return tile < num_tiles && kb < num_kb; }
+  __device__ void advance(int member, int sharing, int num_kb, int tile_step) {
+    kb += sharing;
+    if (kb >= num_kb) kb = member, tile += tile_step;
+  }
+};
+
+// The tiles [blockIdx.x * slots, num_tiles) of W in steps of gridDim.x * slots, for m tokens of x
+// (rows x_stride apart); sharing: warps per tile (8, 4, 2 or 1). Weights are loaded before
+// wait_for_prerequisites (the caller may have waited already). A warp with no K block returns
+// early: no CTA-wide barrier may follow the call in such a launch.
+// Registers of the kernels that call it: the dense one caps them at 96, so two CTAs of 8 warps take
+// three quarters of an SM's register file and leave room for the kernels before and after it in a
+// decode step (programmatic dependent launch). At the compiler's 125 two CTAs filled the file; that
+// alone was not what the Llama-3-8B FP8 b1 step lost beside the row kernel (3.97 ms at 96, 4.03 at
+// 125, 3.54 on the row kernel: the shared-memory carveout was, kernels/smem_carveout.hpp), but the
+// step that gained, 3.25 ms with the carveout, was measured at 96; in isolation 125 streamed 2-5%
+// faster (o 0.66 against 0.63 of HBM). The MoE kernel, with its expert lookups and two scale rows
+// per tile, spilled at 96 and takes 112 (none).
+template <typename XT, class Out>
+__device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int64_t x_stride, const uint8_t* __restrict__ w,
+                                           const float* __restrict__ w_scale, int m, int num_tiles, int k, int num_kb,
+                                           int sharing, const Out& out) {
+  extern __shared__ uint4 smem[];
+  __shared__ float sums[2][kWarps][4][32];
+  const int row_halves = num_kb * 128 + kRowPad;
+  __half* xs = reinterpret_cast<__half*>(smem);                       // [m][row_halves]
+  float* xe = reinterpret_cast<float*>(xs + int64_t(m) * row_halves);  // [m][num_kb]: 2^e
+  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32), g = lane / 4, t = lane % 4;
+  const int slots = kWarps / sharing, slot = warp / sharing, member = warp % sharing;
+  const int tile_step = int(gridDim.x) * slots;
+  // A warp's work: the tiles of its slot in turn, in each the K blocks of its member. Members past
+  // the last K block (num_kb < sharing) have none and stay out of the slot's barriers.
+  const int active = min(sharing, num_kb);
+  const bool working = member < active;
+  auto load_block = [&](uint4 (&d)[4], const Cursor& c) {
+    if (!c.valid(num_tiles, num_kb)) return;
+    const int64_t kb0 = int64_t(c.kb) * kFp8BlockSize;
+    load_w_piece<true>(w + int64_t(out.row(c.tile, 0, g)) * k, kb0, t, k, d[0], d[1]);
+    load_w_piece<true>(w + int64_t(out.row(c.tile, 1, g)) * k, kb0, t, k, d[2], d[3]);
+  };
+  // Three buffers in a ring, two K blocks in flight while the third is multiplied; the loop below
+  // turns the ring by naming, never by copying registers whose loads may still be in flight.
+  uint4 wa[4], wb[4], wc[4];
+  const Cursor start{int(blockIdx.x) * slots + slot, member};
+  Cursor ahead = start;
+  // Weights are never written by a kernel, so the first two blocks may load before x is ready.
+  if (working) {
+    load_block(wa, ahead);
+    ahead.advance(member, sharing, num_kb, tile_step);
+    load_block(wb, ahead);
+    ahead.advance(member, sharing, num_kb, tile_step);
+  }
+  wait_for_prerequisites();
+
+  // Stage x: items (token, K block) of 8 lanes each, lane l's 16 values at 16 (l % 8); a warp takes
+  // 4 items per pass and issues the loads of kBatch passes before it reduces any (the items' loads
+  // are independent; done one by one they cost a round trip each, several microseconds at K 14336;
+  // more passes at once do not fit the 96 registers).
+  constexpr int kBatch = 2;
+  const int items = m * num_kb, quad = lane / 8, eighth = lane % 8;
+  for (int base = warp * 4; base < items; base += kWarps * 4 * kBatch) {
+    RawOf<XT> raw[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
+      const int64_t k0 = int64_t(kb) * kFp8BlockSize + 16 * eighth;
+      load_raw(x + int64_t(min(tok, m - 1)) * x_stride, k0, item < items && k0 < k, raw[b]);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
+      float v[16];
+      widen(raw[b], v);
+      float amax = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(v[i]));
+#pragma unroll
+      for (int offset = 4; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+      if (item >= items) continue;
+      // e: the largest |x| times 2^-e in [2^14, 2^15), inside f16's normal range; clamped so that
+      // both 2^e and 2^-e are normal floats (a block of zeros takes the clamp).
+      const int e = min(max(((__float_as_int(amax) >> 23) & 0xff) - 127 - 14, -100), 100);
+      const float down = __int_as_float((127 - e) << 23);
+      uint4 packed[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        packed[h].x = pack_f16x2(v[8 * h] * down, v[8 * h + 1] * down);
+        packed[h].y = pack_f16x2(v[8 * h + 2] * down, v[8 * h + 3] * down);
+        packed[h].z = pack_f16x2(v[8 * h + 4] * down, v[8 * h + 5] * down);
+        packed[h].w = pack_f16x2(v[8 * h + 6] * down, v[8 * h + 7] * down);
+      }
+      uint4* dst = reinterpret_cast<uint4*>(xs + int64_t(tok) * row_halves + kb * 128 + 16 * eighth);
+      dst[0] = packed[0], dst[1] = packed[1];
+      if (eighth == 0) xe[tok * num_kb + kb] = __int_as_float((127 + e) << 23);
+    }
+  }
+  __syncthreads();
+  if (!working) return;  // no CTA-wide barrier follows
+
+  const int xt = min(g, m - 1);  // the token of this lane's B column (column g; past m a copy)
+  const __half* x_row = xs + int64_t(xt) * row_halves;
+  const int tok_lo = min(2 * t, m - 1), tok_hi = min(2 * t + 1, m - 1);  // c0 / c2 and c1 / c3
+  float total[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  int parity = 0;
+
+  // The tile's sums (c0, c1: row g, tokens 2t, 2t + 1; c2, c3: row g + 8) to out; a shared tile's
+  // members meet at the slot's named barrier and member 0 adds them in member order. sums[parity]
+  // was last read two tiles ago, before the barrier of the tile in between.
+  auto finish_tile = [&](int tile) {
+    if (active > 1) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) sums[parity][warp][j][lane] = total[j];
+      mma::named_barrier(1 + slot, active * 32);
+      if (member == 0) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          float sum = 0.0f;
+          for (int mem = 0; mem < active; ++mem) sum += sums[parity][slot * sharing + mem][j][lane];
+          total[j] = sum;
+        }
+      }
+      parity ^= 1;
+    }
+    if (member == 0) out.store(tile, g, t, m, total);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) total[j] = 0.0f;
+  };
+
+  // One K block: the block two ahead into `refill` (the buffer multiplied last), then `cur`
+  // multiplied and promoted. False when the warp has no block left.
+  Cursor use = start;
+  auto step = [&](uint4 (&refill)[4], const uint4 (&cur)[4]) {
+    if (!use.valid(num_tiles, num_kb)) return false;
+    load_block(refill, ahead);
+    ahead.advance(member, sharing, num_kb, tile_step);
+    float block[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const __half* xk = x_row + use.kb * 128;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {  // piece p (fp8_stream.cuh): k16 steps 2p and 2p + 1
+      const uint4 xv = *reinterpret_cast<const uint4*>(xk + piece_offset(t, p));
+      const uint32_t a_lo = word_of(cur[p / 2], 2 * (p % 2)), a_hi = word_of(cur[p / 2], 2 * (p % 2) + 1);
+      const uint32_t b_lo = word_of(cur[2 + p / 2], 2 * (p % 2)), b_hi = word_of(cur[2 + p / 2], 2 * (p % 2) + 1);
+      mma_f16(block, e4m3x2_to_f16x2(a_lo), e4m3x2_to_f16x2(b_lo), e4m3x2_to_f16x2(a_lo >> 16),
+              e4m3x2_to_f16x2(b_lo >> 16), xv.x, xv.y);
+      mma_f16(block, e4m3x2_to_f16x2(a_hi), e4m3x2_to_f16x2(b_hi), e4m3x2_to_f16x2(a_hi >> 16),
+              e4m3x2_to_f16x2(b_hi >> 16), xv.z, xv.w);
+    }
+    // Rows g (c0, c1) and g + 8 (c2, c3) take the scales of their own 128-row blocks (one block
+    // for both except in Out layouts whose halves come from different places).
+    const float s_a = __ldg(w_scale + int64_t(out.row(use.tile, 0, 0) / kFp8BlockSize) * num_kb + use.kb);
+    const float s_b = Out::kHalvesShareScale
+                          ? s_a
+                          : __ldg(w_scale + int64_t(out.row(use.tile, 1, 0) / kFp8BlockSize) * num_kb + use.kb);
+    const float x_lo = xe[tok_lo * num_kb + use.kb], x_hi = xe[tok_hi * num_kb + use.kb];
+    total[0] = fmaf(block[0], s_a * x_lo, total[0]);
+    total[1] = fmaf(block[1], s_a * x_hi, total[1]);
+    total[2] = fmaf(block[2], s_b * x_lo, total[2]);
+    total[3] = fmaf(block[3], s_b * x_hi, total[3]);
+    if (use.kb + sharing >= num_kb) finish_tile(use.tile);
+    use.advance(member, sharing, num_kb, tile_step);
+    return true;
+  };
+  while (step(wc, wa) && step(wa, wb) && step(wb, wc)) {
+  }
+}
+
+inline size_t staged_bytes(int64_t m, int64_t k) {
+  const int64_t num_kb = fp8_num_blocks(k);
+  return size_t(m * (num_kb * 128 + kRowPad) * 2 + m * num_kb * 4);
+}
+
+struct F16Plan {
+  int sharing = 8, grid = 1;
+  size_t smem = 0;
+};
+
+// The sharing with the fewest K blocks on the busiest warp: rounds of the CTAs resident at once
+// (over `share` launches side by side: the MoE kernel's experts) times the blocks a member takes
+// per tile; among equals the first met (more warps per tile: fewer CTAs stage x).
+inline cudaError_t plan_f16(const void* kernel, int64_t m, int64_t tiles, int64_t k, int64_t share, F16Plan* plan) {
+  int num_sms = 1, ctas = 0;
+  if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
+  const size_t smem = staged_bytes(m, k);
+  if (cudaError_t err = resident_blocks_per_sm(kernel, kThreads, smem, &ctas, kSmemCap); err != cudaSuccess) return err;
+  if (ctas <= 0) return cudaErrorInvalidConfiguration;
+  const int64_t num_kb = fp8_num_blocks(k);
+  // Two CTAs per SM (the register comment above), split over the launches sharing the GPU.
+  const int64_t at_once = std::max<int64_t>(1, int64_t(std::min(ctas, 2)) * num_sms / std::max<int64_t>(1, share));
+  // Shared tiles' barriers and reductions are not counted: weighing each as 4 K blocks changed
+  // nothing measurable, and owned tiles everywhere (S = 1) halved Llama-3-8B FP8's b1 step.
+  int64_t best_cost = INT64_MAX;
+  for (int sharing : {8, 4, 2, 1}) {
+    const int64_t groups = (tiles + kWarps / sharing - 1) / (kWarps / sharing);
+    const int64_t cost = (groups + at_once - 1) / at_once * ((num_kb + sharing - 1) / sharing);
+    if (cost < best_cost) {
+      best_cost = cost;
+      *plan = {sharing, int(std::min(groups, at_once)), smem};
+    }
+  }
+  return cudaSuccess;
+}
+
+
+}  // namespace troupe::kernels::f16_tiles
