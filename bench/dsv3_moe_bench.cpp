@@ -9,7 +9,8 @@
 //     limit = the bytes of the experts the router touched + the shared expert + the router's weight
 //     at the HBM bandwidth measured here; fraction_of_limit = limit / time. dsv3_moe_experts_b<B>:
 //     moe_experts alone against the touched + shared experts' bytes. At B = 1 moe_experts takes the
-//     one-token launches (kernels/moe_rows_gemv); dsv3_moe_decode_b1_rows_off and
+//     one-token launches (kernels/moe_f16_gemv; kernels/moe_rows_gemv under
+//     TROUPE_MOE_ONE_TOKEN_KERNEL=rows, which the records' notes name); dsv3_moe_decode_b1_rows_off and
 //     dsv3_moe_experts_b1_rows_off time the same token and routing with TROUPE_MOE_ROWS=0 (the
 //     grouped kernels), so one run compares the two.
 // (2) dsv3_moe_routing_b<B>: the non-GEMM kernels (route, align pad 128, gather, combine) back to
@@ -322,7 +323,11 @@ void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_g
   const std::string reps = std::to_string(args.reps);
   const char* rows_env = std::getenv("TROUPE_MOE_ROWS");  // cuda_moe_ops.cpp's switch
   const bool rows = b == 1 && !(rows_env && std::string(rows_env) == "0");
-  const std::string path = rows ? "one-token rows kernels" : "grouped FP8 GEMVs";
+  const char* kernel_env = std::getenv("TROUPE_MOE_ONE_TOKEN_KERNEL");  // rows: the CUDA-core ones
+  const bool f16 = !(kernel_env && std::string(kernel_env) == "rows");
+  const std::string path = !rows ? "grouped FP8 GEMVs"
+                           : f16 ? "one-token f16 tensor-core kernels (kernels/moe_f16_gemv)"
+                                 : "one-token rows kernels (CUDA cores)";
   add_record({"dsv3_moe_decode_b" + std::to_string(b) + suffix, layer_us, "us", layer_limit,
               layer_us > 0 ? layer_limit / layer_us : 0,
               "one R1 MoE layer through CudaBackend (bf16 mode, FP8 experts): router linear + moe_route + "
