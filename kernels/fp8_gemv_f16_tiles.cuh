@@ -1,9 +1,8 @@
 #pragma once
-// The f16 tensor-core FP8 GEMV (fp8_gemv_f16.hpp says what and why): its staging helpers and
-// launch plan, shared by the dense kernel (fp8_gemv_f16.cu) and the MoE experts' one-token kernel
-// (moe_f16_gemv.cu), and the tile loop as gemv_tiles, whose Out policy says where a tile's rows
-// come from and where its sums go. The MoE kernel runs gemv_tiles; the dense kernel keeps its own
-// copy of the loop (its file says why: 3% of Llama-3-8B FP8's b1 step).
+// The f16 tensor-core FP8 GEMV (fp8_gemv_f16.hpp says what and why): the tile loop gemv_tiles, its
+// staging helpers and launch plan, shared by the dense kernel (fp8_gemv_f16.cu) and the MoE
+// experts' one-token kernel (moe_f16_gemv.cu) through an Out policy: where a tile's rows come from
+// and where its sums go.
 //
 // Layout of one launch:
 //   - a "tile" is 16 rows of W (one warp's mma A); tiles are dealt to the CTA's 8 warps in slots of
@@ -20,10 +19,10 @@
 //   - c0, c1 hold row g for tokens 2t, 2t + 1, c2, c3 row g + 8; the members of a shared tile meet
 //     at their slot's named barrier and member 0 adds their sums in member order (deterministic).
 //
-// Out policy: kHalvesShareScale (rows g and g + 8 of every tile in one 128-row scale block);
-// row(tile, half, g): the weight row of row g (half 0) or g + 8 (half 1) of a tile, clamped inside
-// W; store(tile, g, t, m, total): the finished sums (c0, c1: row g, tokens 2t, 2t + 1; c2, c3:
-// row g + 8) to the output, for tokens < m.
+// Out policy: num_tiles(); base_row(tile, g), then weight_row(base, half): the weight row of the
+// tile's row g (half 0) or g + 8 (half 1), clamped inside W; kHalvesShareScale: both in one 128-row scale block, scale_block(tile, 0) (else
+// scale_block(tile, 1) for row g + 8's); store(tile, g, t, m, total): the finished sums (c0, c1:
+// row g, tokens 2t, 2t + 1; c2, c3: row g + 8) to the output, for tokens < m.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -102,10 +101,41 @@ struct Cursor {
   }
 };
 
-// The tiles [blockIdx.x * slots, num_tiles) of W in steps of gridDim.x * slots, for m tokens of x
-// (rows x_stride apart); sharing: warps per tile (8, 4, 2 or 1). Weights are loaded before
-// wait_for_prerequisites (the caller may have waited already). A warp with no K block returns
-// early: no CTA-wide barrier may follow the call in such a launch.
+__device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_out(uint16_t* p, float v) {
+  *reinterpret_cast<__nv_bfloat16*>(p) = __float2bfloat16_rn(v);
+}
+
+// The Out policy of a plain product: tile r holds rows 16 r .. 16 r + 15 of W (n rows), the sums go
+// to out[token * n + row], times `scale` when SCALED (the MoE kernel's 2^-64).
+template <typename OT, bool SCALED>
+struct RowTiles {
+  static constexpr bool kHalvesShareScale = true;  // 16 rows never straddle a 128-row block
+  OT* out;
+  int n;
+  float scale;
+  __device__ int num_tiles() const { return (n + kTileRows - 1) / kTileRows; }
+  __device__ int base_row(int tile, int g) const { return tile * kTileRows + g; }
+  __device__ int weight_row(int base, int half) const { return min(base + 8 * half, n - 1); }
+  __device__ int64_t scale_block(int tile, int) const { return tile * kTileRows / kFp8BlockSize; }
+  __device__ void store(int tile, int g, int t, int m, const float (&total)[4]) const {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int row = tile * kTileRows + g + (j >= 2 ? 8 : 0), tok = 2 * t + (j % 2);
+      if (row < n && tok < m) store_out(out + int64_t(tok) * n + row, SCALED ? total[j] * scale : total[j]);
+    }
+  }
+};
+
+// The tiles [blockIdx.x * slots, out.num_tiles()) of W in steps of gridDim.x * slots, for m tokens
+// of x (rows x_stride apart); sharing: warps per tile (8, 4, 2 or 1). Signals the dependent launch
+// and loads its first weights before wait_for_prerequisites (the caller may have waited already).
+// A warp with no K block returns early: no CTA-wide barrier may follow the call in such a launch.
+// The dense kernel's arithmetic (row clamps, scale index, promotion) is written as its own loop
+// was before this function, whose PTX (sm_90a, all four instantiations) this matches instruction for
+// instruction: a first version that clamped the scale row and scaled the halves separately ran
+// Llama-3-8B FP8's b1 step 3% slower (3.30 against 3.20 ms, one H200 run,
+// bench/results/*2026-12-04_f16_tiles_shared_experiment*). Compare the PTX after changing it.
 // Registers of the kernels that call it: the dense one caps them at 96, so two CTAs of 8 warps take
 // three quarters of an SM's register file and leave room for the kernels before and after it in a
 // decode step (programmatic dependent launch). At the compiler's 125 two CTAs filled the file; that
@@ -115,9 +145,9 @@ struct Cursor {
 // faster (o 0.66 against 0.63 of HBM). The MoE kernel, with its expert lookups and two scale rows
 // per tile, spilled at 96 and takes 112 (none).
 template <typename XT, class Out>
-__device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int64_t x_stride, const uint8_t* __restrict__ w,
-                                           const float* __restrict__ w_scale, int m, int num_tiles, int k, int num_kb,
-                                           int sharing, const Out& out) {
+__device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_stride, const uint8_t* __restrict__ w,
+                                           const float* __restrict__ w_scale, int m, int k, int num_kb, int sharing,
+                                           const Out& out) {
   extern __shared__ uint4 smem[];
   __shared__ float sums[2][kWarps][4][32];
   const int row_halves = num_kb * 128 + kRowPad;
@@ -125,16 +155,18 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int64_t x_s
   float* xe = reinterpret_cast<float*>(xs + int64_t(m) * row_halves);  // [m][num_kb]: 2^e
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32), g = lane / 4, t = lane % 4;
   const int slots = kWarps / sharing, slot = warp / sharing, member = warp % sharing;
-  const int tile_step = int(gridDim.x) * slots;
+  const int num_tiles = out.num_tiles(), tile_step = int(gridDim.x) * slots;
+  allow_dependents();  // the next kernel may become resident and start on its own weights
   // A warp's work: the tiles of its slot in turn, in each the K blocks of its member. Members past
   // the last K block (num_kb < sharing) have none and stay out of the slot's barriers.
   const int active = min(sharing, num_kb);
   const bool working = member < active;
   auto load_block = [&](uint4 (&d)[4], const Cursor& c) {
     if (!c.valid(num_tiles, num_kb)) return;
+    const int row = out.base_row(c.tile, g);
     const int64_t kb0 = int64_t(c.kb) * kFp8BlockSize;
-    load_w_piece<true>(w + int64_t(out.row(c.tile, 0, g)) * k, kb0, t, k, d[0], d[1]);
-    load_w_piece<true>(w + int64_t(out.row(c.tile, 1, g)) * k, kb0, t, k, d[2], d[3]);
+    load_w_piece<true>(w + int64_t(out.weight_row(row, 0)) * k, kb0, t, k, d[0], d[1]);
+    load_w_piece<true>(w + int64_t(out.weight_row(row, 1)) * k, kb0, t, k, d[2], d[3]);
   };
   // Three buffers in a ring, two K blocks in flight while the third is multiplied; the loop below
   // turns the ring by naming, never by copying registers whose loads may still be in flight.
@@ -243,17 +275,20 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int64_t x_s
       mma_f16(block, e4m3x2_to_f16x2(a_hi), e4m3x2_to_f16x2(b_hi), e4m3x2_to_f16x2(a_hi >> 16),
               e4m3x2_to_f16x2(b_hi >> 16), xv.z, xv.w);
     }
-    // Rows g (c0, c1) and g + 8 (c2, c3) take the scales of their own 128-row blocks (one block
-    // for both except in Out layouts whose halves come from different places).
-    const float s_a = __ldg(w_scale + int64_t(out.row(use.tile, 0, 0) / kFp8BlockSize) * num_kb + use.kb);
-    const float s_b = Out::kHalvesShareScale
-                          ? s_a
-                          : __ldg(w_scale + int64_t(out.row(use.tile, 1, 0) / kFp8BlockSize) * num_kb + use.kb);
-    const float x_lo = xe[tok_lo * num_kb + use.kb], x_hi = xe[tok_hi * num_kb + use.kb];
-    total[0] = fmaf(block[0], s_a * x_lo, total[0]);
-    total[1] = fmaf(block[1], s_a * x_hi, total[1]);
-    total[2] = fmaf(block[2], s_b * x_lo, total[2]);
-    total[3] = fmaf(block[3], s_b * x_hi, total[3]);
+    // Rows g (c0, c1) and g + 8 (c2, c3) take the scales of their 128-row blocks: one for both
+    // unless the Out layout's halves come from different places.
+    const float s = __ldg(w_scale + int64_t(out.scale_block(use.tile, 0)) * num_kb + use.kb);
+    const float s_lo = s * xe[tok_lo * num_kb + use.kb], s_hi = s * xe[tok_hi * num_kb + use.kb];
+    total[0] = fmaf(block[0], s_lo, total[0]);
+    total[1] = fmaf(block[1], s_hi, total[1]);
+    if constexpr (Out::kHalvesShareScale) {
+      total[2] = fmaf(block[2], s_lo, total[2]);
+      total[3] = fmaf(block[3], s_hi, total[3]);
+    } else {
+      const float s8 = __ldg(w_scale + int64_t(out.scale_block(use.tile, 1)) * num_kb + use.kb);
+      total[2] = fmaf(block[2], s8 * xe[tok_lo * num_kb + use.kb], total[2]);
+      total[3] = fmaf(block[3], s8 * xe[tok_hi * num_kb + use.kb], total[3]);
+    }
     if (use.kb + sharing >= num_kb) finish_tile(use.tile);
     use.advance(member, sharing, num_kb, tile_step);
     return true;

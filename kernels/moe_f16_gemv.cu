@@ -23,7 +23,12 @@ struct SiluOut {
   uint16_t* act;
   int64_t act_stride;
   int inter;
-  __device__ int row(int tile, int half, int g) const { return half * inter + tile * kGateColumns + g; }
+  __device__ int num_tiles() const { return inter / kGateColumns; }
+  __device__ int base_row(int tile, int g) const { return tile * kGateColumns + g; }  // the gate row
+  __device__ int weight_row(int base, int half) const { return half * inter + base; }
+  __device__ int scale_block(int tile, int half) const {
+    return (half * inter + tile * kGateColumns) / int(kFp8BlockSize);
+  }
   __device__ void store(int tile, int g, int t, int m, const float (&total)[4]) const {
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
@@ -32,21 +37,6 @@ struct SiluOut {
       const float a = total[j] * kUnshift, b = total[2 + j] * kUnshift;  // gate, up
       const __nv_bfloat16 v = __float2bfloat16_rn(a / (1.0f + expf(-a)) * b * kMoeXShift);
       act[int64_t(tok) * act_stride + tile * kGateColumns + g] = *reinterpret_cast<const uint16_t*>(&v);
-    }
-  }
-};
-
-// down: tile r holds rows 16 r .. 16 r + 15; y gets the real sums.
-struct RowsOut {
-  static constexpr bool kHalvesShareScale = true;
-  float* y;
-  int n;
-  __device__ int row(int tile, int half, int g) const { return min(tile * kTileRows + 8 * half + g, n - 1); }
-  __device__ void store(int tile, int g, int t, int m, const float (&total)[4]) const {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int row = tile * kTileRows + g + (j >= 2 ? 8 : 0), tok = 2 * t + (j % 2);
-      if (row < n && tok < m) y[int64_t(tok) * n + row] = total[j] * kUnshift;
     }
   }
 };
@@ -67,7 +57,6 @@ __global__ void __maxnreg__(112)
   const int expert = active_expert[j], p_begin = active_begin[j], p_end = active_begin[j + 1];
   const uint8_t* w = w_of[expert];
   const float* w_scale = scale_of[expert];
-  const int num_tiles = SILU ? out_rows / kGateColumns : (out_rows + kTileRows - 1) / kTileRows;
   for (int p = p_begin; p < p_end; ++p) {
     if (p > p_begin) __syncthreads();  // every warp is done with the previous position's x
     if constexpr (SILU) {
@@ -75,11 +64,11 @@ __global__ void __maxnreg__(112)
       // act columns [inter, act_stride) are zero: the grouped down kernel reads them
       if (blockIdx.x == 0)
         for (int64_t col = out_rows + int(threadIdx.x); col < out_stride; col += blockDim.x) act[col] = 0;
-      gemv_tiles(x_perm + int64_t(p) * x_stride, x_stride, w, w_scale, 1, num_tiles, k, num_kb, sharing,
+      gemv_tiles(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
                  SiluOut{act, out_stride, out_rows});
     } else {
-      gemv_tiles(x_perm + int64_t(p) * x_stride, x_stride, w, w_scale, 1, num_tiles, k, num_kb, sharing,
-                 RowsOut{static_cast<float*>(out_raw) + int64_t(p) * out_stride, out_rows});
+      gemv_tiles(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
+                 RowTiles<float, true>{static_cast<float*>(out_raw) + int64_t(p) * out_stride, out_rows, kUnshift});
     }
   }
 }
