@@ -506,8 +506,10 @@ void add_moe_expert_cases(std::vector<OpCase>& t) {
     if (moe_rows_supported(c.inter)) t.push_back(grouped_gemv_case(c, Path::rows));
   }
   // The f16 tensor-core one-token launches (moe_f16_gemv.hpp) on the same shapes where they take
-  // them (inter % 8 == 0): gate_up tiles of 8 columns whose up rows start on another scale row, the
-  // partial last tile of a down (n % 16 != 0), several positions of one expert.
+  // them (inter % 8 == 0): gate_up tiles of 8 columns whose up rows lie on other scale rows than
+  // their gate rows (inter 144, 160, 176: not a multiple of 128), a single K block and partial ones
+  // (K 48, 400, 528), several positions of one expert (m 2, 3), an inactive tail of experts. A
+  // down's rows are the hidden size, a multiple of 16 on this path, so its tiles are whole.
   for (const GroupedShape& c : rows_shapes) {
     if (!moe_f16_supported(c.hidden, c.inter)) continue;
     t.push_back(gate_up_silu_case(c, Path::f16));
