@@ -47,6 +47,7 @@
 #include "kernels/host_bf16.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
+#include "kernels/moe_f16_gemv.hpp"
 #include "kernels/moe_routing.hpp"
 #include "runtime/bench_record.hpp"
 
@@ -324,7 +325,7 @@ void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_g
   const char* rows_env = std::getenv("TROUPE_MOE_ROWS");  // cuda_moe_ops.cpp's switch
   const bool rows = b == 1 && !(rows_env && std::string(rows_env) == "0");
   const char* kernel_env = std::getenv("TROUPE_MOE_ONE_TOKEN_KERNEL");  // rows: the CUDA-core ones
-  const bool f16 = !(kernel_env && std::string(kernel_env) == "rows");
+  const bool f16 = kernels::moe_f16_supported(kHidden, kInter) && !(kernel_env && std::string(kernel_env) == "rows");
   const std::string path = !rows ? "grouped FP8 GEMVs"
                            : f16 ? "one-token f16 tensor-core kernels (kernels/moe_f16_gemv)"
                                  : "one-token rows kernels (CUDA cores)";

@@ -49,7 +49,7 @@ __global__ void __maxnreg__(112)
                    const float* const* __restrict__ scale_of, const int32_t* __restrict__ num_active,
                    const int32_t* __restrict__ active_expert, const int32_t* __restrict__ active_begin,
                    void* __restrict__ out_raw, int64_t out_stride, int out_rows, int k, int num_kb, int sharing) {
-  allow_dependents();  // the next kernel may become resident; it waits for this one's writes
+  allow_dependents();  // the next kernel may become resident (gemv_tiles signals again, later: no-op)
   // The expert list and x_perm come from the kernels before: nothing, not even W, is known earlier.
   wait_for_prerequisites();
   const int j = int(blockIdx.y);
@@ -73,17 +73,15 @@ __global__ void __maxnreg__(112)
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 template <bool SILU>
 cudaError_t launch_moe_f16(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* w,
                            const float* const* w_scale, const int32_t* num_active, const int32_t* active_expert,
                            const int32_t* active_begin, int64_t max_active, void* out, int64_t out_stride,
                            int64_t out_rows, int64_t k, cudaStream_t stream) {
   if (max_active == 0) return cudaSuccess;
-  if (max_active < 0 || max_active > 65535 || !moe_rows_supported(k) || out_rows < 1 || out_rows > INT32_MAX / 4 ||
-      (SILU && out_rows % kGateColumns != 0) || x_stride < moe_perm_stride(k) || x_stride % 8 != 0 || !x_perm ||
-      !aligned16(x_perm) || !w || !w_scale || !num_active || !active_expert || !active_begin || !out)
+  if (!moe_one_token_args_valid(x_perm, x_stride, w, w_scale, num_active, active_expert, active_begin, max_active,
+                                out, out_rows, k) ||
+      (SILU && out_rows % kGateColumns != 0))
     return cudaErrorInvalidValue;
   const auto kernel = moe_f16_kernel<SILU>;
   const int64_t tiles = SILU ? out_rows / kGateColumns : (out_rows + kTileRows - 1) / kTileRows;

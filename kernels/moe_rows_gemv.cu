@@ -222,8 +222,6 @@ int floor_pow2(int v) {
   return p;
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // out_rows: n (plain) or inter (SILU); out_stride: n or act_stride.
 template <bool SILU>
 cudaError_t launch_rows(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* w, const float* const* w_scale,
@@ -231,9 +229,8 @@ cudaError_t launch_rows(const uint16_t* x_perm, int64_t x_stride, const uint8_t*
                         int64_t max_active, void* out, int64_t out_stride, int64_t out_rows, int64_t k,
                         cudaStream_t stream) {
   if (max_active == 0) return cudaSuccess;
-  if (max_active < 0 || max_active > 65535 || !moe_rows_supported(k) || out_rows < 1 || out_rows > INT32_MAX / 4 ||
-      x_stride < moe_perm_stride(k) || x_stride % 8 != 0 || !x_perm || !aligned16(x_perm) || !w || !w_scale ||
-      !num_active || !active_expert || !active_begin || !out)
+  if (!moe_one_token_args_valid(x_perm, x_stride, w, w_scale, num_active, active_expert, active_begin, max_active,
+                                out, out_rows, k))
     return cudaErrorInvalidValue;
   // Loads in flight: a warp's STEP chunks of each of an item's ROWS rows, STEP at most the chunks a
   // warp has (more would stay empty), ROWS = 8 / STEP. gate_up: C = ROWS / 2 columns, halved until

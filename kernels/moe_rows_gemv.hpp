@@ -19,11 +19,14 @@
 // An expert with more than one token is still computed right (its positions one after the other,
 // the weights read again), only not fast: the host takes this path for one-token batches only.
 // Launch shapes depend on max_active and the sizes only (step graphs); nothing comes to the host.
+#include <climits>
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #endif
+
+#include "kernels/moe_grouped_gemv.hpp"
 
 namespace troupe::kernels {
 
@@ -33,6 +36,19 @@ constexpr int64_t kMoeRowsMaxK = 24576;
 // Whether the launchers take a projection of K = k: k % 16 == 0 (whole 16-byte loads), 0 < k <=
 // kMoeRowsMaxK. Every expert's weight must also be 16-byte aligned (the caller's to ensure).
 inline bool moe_rows_supported(int64_t k) { return k > 0 && k % 16 == 0 && k <= kMoeRowsMaxK; }
+
+// The arguments every one-token launcher (these and moe_f16_gemv.hpp's) takes, max_active > 0:
+// max_active <= 65535, moe_rows_supported(k), 1 <= out_rows <= INT32_MAX / 4, x_stride a multiple
+// of 8 in [moe_perm_stride(k), INT32_MAX], x_perm 16-byte aligned, no null pointer.
+inline bool moe_one_token_args_valid(const uint16_t* x_perm, int64_t x_stride, const void* w, const void* w_scale,
+                                     const int32_t* num_active, const int32_t* active_expert,
+                                     const int32_t* active_begin, int64_t max_active, const void* out,
+                                     int64_t out_rows, int64_t k) {
+  return max_active > 0 && max_active <= 65535 && moe_rows_supported(k) && out_rows >= 1 &&
+         out_rows <= INT32_MAX / 4 && x_stride >= moe_perm_stride(k) && x_stride <= INT32_MAX && x_stride % 8 == 0 &&
+         x_perm && reinterpret_cast<uintptr_t>(x_perm) % 16 == 0 && w && w_scale && num_active && active_expert &&
+         active_begin && out;
+}
 
 #ifdef TROUPE_HAVE_CUDA
 // As launch_moe_grouped_gate_up_silu (gate_up[e] [2 inter, k] e4m3 with its 128x128 scales, x_perm

@@ -13,9 +13,9 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
+#include "kernels/moe_f16_gemv.hpp"
 #include "kernels/moe_grouped_gemv.hpp"
 #include "kernels/moe_routing.hpp"
-#include "kernels/moe_f16_gemv.hpp"
 #include "kernels/moe_rows_gemv.hpp"
 
 namespace troupe::cuda {
@@ -70,12 +70,19 @@ bool one_token_rows_path(int64_t n, int64_t hidden, int64_t inter) {
   return !env || std::strcmp(env, "0") != 0;
 }
 
-// On that path, the f16 tensor-core kernels (kernels/moe_f16_gemv) where they take the sizes;
-// TROUPE_MOE_ONE_TOKEN_KERNEL=rows keeps the CUDA-core row kernels (the A/B switch, read at each call).
-bool one_token_f16(int64_t hidden, int64_t inter) {
-  if (!kernels::moe_f16_supported(hidden, inter)) return false;
+// The one-token launchers: kernels/moe_f16_gemv's (f16 tensor cores) where they take the sizes,
+// else kernels/moe_rows_gemv's (CUDA cores), which TROUPE_MOE_ONE_TOKEN_KERNEL=rows also keeps (the
+// A/B switch, read at each call). Both pairs take the same arguments.
+struct OneTokenLaunchers {
+  decltype(&kernels::launch_moe_rows_gate_up_silu) gate_up_silu;
+  decltype(&kernels::launch_moe_rows_gemv) down;
+  const char* name;
+};
+OneTokenLaunchers one_token_launchers(int64_t hidden, int64_t inter) {
   const char* env = std::getenv("TROUPE_MOE_ONE_TOKEN_KERNEL");
-  return !env || std::strcmp(env, "rows") != 0;
+  if (kernels::moe_f16_supported(hidden, inter) && !(env && std::strcmp(env, "rows") == 0))
+    return {kernels::launch_moe_f16_gate_up_silu, kernels::launch_moe_f16_gemv, "moe_f16_gemv"};
+  return {kernels::launch_moe_rows_gate_up_silu, kernels::launch_moe_rows_gemv, "moe_rows_gemv"};
 }
 
 bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
@@ -181,24 +188,16 @@ bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Ten
   const auto* gu_s = reinterpret_cast<const float* const*>(table + table_size);
   const auto* dn_w = reinterpret_cast<const uint8_t* const*>(table + 2 * table_size);
   const auto* dn_s = reinterpret_cast<const float* const*>(table + 3 * table_size);
-  if (one_token_rows_path(n, hidden, inter) && one_token_f16(hidden, inter)) {
-    check(launch_moe_f16_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
-                                      active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
-                                      act.data<uint16_t>(), act_stride, inter, hidden, stream()),
-          "moe_f16_gate_up_silu");
-    check(launch_moe_f16_gemv(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
+  if (one_token_rows_path(n, hidden, inter)) {
+    const OneTokenLaunchers launch = one_token_launchers(hidden, inter);
+    check(launch.gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
                               active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
-                              y_perm.data<float>(), hidden, inter, stream()),
-          "moe_f16_gemv");
-  } else if (one_token_rows_path(n, hidden, inter)) {
-    check(launch_moe_rows_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
-                                       active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
-                                       act.data<uint16_t>(), act_stride, inter, hidden, stream()),
-          "moe_rows_gate_up_silu");
-    check(launch_moe_rows_gemv(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
-                               active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
-                               y_perm.data<float>(), hidden, inter, stream()),
-          "moe_rows_gemv");
+                              act.data<uint16_t>(), act_stride, inter, hidden, stream()),
+          launch.name);
+    check(launch.down(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
+                      active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active, y_perm.data<float>(),
+                      hidden, inter, stream()),
+          launch.name);
   } else {
     check(launch_moe_grouped_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
                                           active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
