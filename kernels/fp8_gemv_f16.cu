@@ -13,8 +13,8 @@ using namespace f16_tiles;
 template <typename XT, typename OT>
 __global__ void __maxnreg__(96)
     fp8_gemv_f16_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
-                        OT* __restrict__ out, int m, int n, int k, int num_kb, int sharing, int prefetch) {
-  gemv_tiles(x, k, w, w_scale, m, k, num_kb, sharing, prefetch, RowTiles<OT, false>{out, n, 1.0f});
+                        OT* __restrict__ out, int m, int n, int k, int num_kb, int sharing) {
+  gemv_tiles(x, k, w, w_scale, m, k, num_kb, sharing, RowTiles<OT, false>{out, n, 1.0f});
 }
 
 template <typename XT, typename OT>
@@ -27,7 +27,7 @@ cudaError_t launch_f16(const XT* x, const uint8_t* w, const float* w_scale, OT* 
       err != cudaSuccess)
     return err;
   return launch_dependent(kernel, dim3(unsigned(p.grid)), dim3(kThreads), p.smem, stream, x, w, w_scale, out, int(m),
-                          int(n), int(k), int(fp8_num_blocks(k)), p.sharing, prefetch_blocks());
+                          int(n), int(k), int(fp8_num_blocks(k)), p.sharing);
 }
 
 }  // namespace

@@ -28,7 +28,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
 #include <cstdint>
 #include <type_traits>
 
@@ -148,7 +147,7 @@ struct RowTiles {
 template <typename XT, class Out>
 __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_stride, const uint8_t* __restrict__ w,
                                            const float* __restrict__ w_scale, int m, int k, int num_kb, int sharing,
-                                           int prefetch, const Out& out) {
+                                           const Out& out) {
   extern __shared__ uint4 smem[];
   __shared__ float sums[2][kWarps][4][32];
   const int row_halves = num_kb * 128 + kRowPad;
@@ -169,33 +168,18 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     load_w_piece<true>(w + int64_t(out.weight_row(row, 0)) * k, kb0, t, k, d[0], d[1]);
     load_w_piece<true>(w + int64_t(out.weight_row(row, 1)) * k, kb0, t, k, d[2], d[3]);
   };
-  // The block `prefetch` steps past the register loads goes to L2 ahead of them: lanes 0..15 ask
-  // for one row's 128 bytes each (16 rows of a tile), so a warp keeps prefetch + 2 blocks of W in
-  // flight without holding registers for them.
-  auto prefetch_block = [&](const Cursor& c) {
-    if (lane >= kTileRows || !c.valid(num_tiles, num_kb)) return;
-    const int row = out.weight_row(out.base_row(c.tile, lane % 8), lane / 8);
-    const int64_t kb0 = int64_t(c.kb) * kFp8BlockSize;
-    prefetch_l2(w + int64_t(row) * k + kb0, uint32_t(min(int64_t(kFp8BlockSize), int64_t(k) - kb0)));
-  };
   // Three buffers in a ring, two K blocks in flight while the third is multiplied; the loop below
   // turns the ring by naming, never by copying registers whose loads may still be in flight.
   uint4 wa[4], wb[4], wc[4];
   const Cursor start{int(blockIdx.x) * slots + slot, member};
   Cursor ahead = start;
-  // Weights are never written by a kernel, so the first blocks may load before x is ready.
+  // Weights are never written by a kernel, so the first two blocks may load before x is ready.
   if (working) {
     load_block(wa, ahead);
     ahead.advance(member, sharing, num_kb, tile_step);
     load_block(wb, ahead);
     ahead.advance(member, sharing, num_kb, tile_step);
   }
-  Cursor fetch = ahead;  // the next block to prefetch: `prefetch` past `ahead` once the loop runs
-  if (working)
-    for (int i = 0; i < prefetch; ++i) {
-      prefetch_block(fetch);
-      fetch.advance(member, sharing, num_kb, tile_step);
-    }
   wait_for_prerequisites();
 
   // Stage x: items (token, K block) of 8 lanes each, lane l's 16 values at 16 (l % 8); a warp takes
@@ -279,10 +263,6 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     if (!use.valid(num_tiles, num_kb)) return false;
     load_block(refill, ahead);
     ahead.advance(member, sharing, num_kb, tile_step);
-    if (prefetch > 0) {
-      prefetch_block(fetch);
-      fetch.advance(member, sharing, num_kb, tile_step);
-    }
     float block[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     const __half* xk = x_row + use.kb * 128;
 #pragma unroll
@@ -315,17 +295,6 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
   };
   while (step(wc, wa) && step(wa, wb) && step(wb, wc)) {
   }
-}
-
-// How many K blocks past its register loads a warp prefetches into L2 (gemv_tiles' `prefetch`);
-// TROUPE_GEMV_PREFETCH=<blocks> overrides it for A/B runs (0: none). Read once per process.
-constexpr int kDefaultPrefetchBlocks = 4;
-inline int prefetch_blocks() {
-  static const int blocks = [] {
-    const char* env = std::getenv("TROUPE_GEMV_PREFETCH");
-    return env ? std::max(0, std::min(64, std::atoi(env))) : kDefaultPrefetchBlocks;
-  }();
-  return blocks;
 }
 
 inline size_t staged_bytes(int64_t m, int64_t k) {

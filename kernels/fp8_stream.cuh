@@ -42,14 +42,6 @@ __device__ __forceinline__ uint4 load_bytes16(const uint8_t* p, int64_t limit) {
   return make_uint4(words[0], words[1], words[2], words[3]);
 }
 
-// Asks L2 for `bytes` (a multiple of 16) at p (16-byte aligned), without waiting or holding
-// registers: sm_90's bulk prefetch; nothing on older devices.
-__device__ __forceinline__ void prefetch_l2(const uint8_t* p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
-
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
