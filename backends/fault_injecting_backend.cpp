@@ -97,6 +97,10 @@ void FaultInjectingBackend::silu_and_mul(const Tensor& gate, const Tensor& up, T
 void FaultInjectingBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
   if (admit("silu_and_mul_packed")) inner_->silu_and_mul_packed(gate_up, out);
 }
+void FaultInjectingBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Tensor& weight_b,
+                                        Tensor out_a, Tensor out_b) {
+  if (admit("linear_pair")) inner_->linear_pair(x, weight_a, weight_b, out_a, out_b);
+}
 void FaultInjectingBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
                                 const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
   if (admit("mlp")) inner_->mlp(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out);

@@ -156,6 +156,17 @@ void ProfilingBackend::silu_and_mul_packed(const Tensor& gate_up, Tensor out) {
   record("silu_and_mul", [&] { inner_.silu_and_mul_packed(gate_up, out); });
 }
 
+// Both products as one op ("linear_pair AxK+BxK"): the backend may run them in one launch.
+void ProfilingBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Tensor& weight_b, Tensor out_a,
+                                   Tensor out_b) {
+  if (!recording_) return inner_.linear_pair(x, weight_a, weight_b, out_a, out_b);
+  const std::string name = "linear_pair " + std::to_string(weight_a.size(0)) + "+" + std::to_string(weight_b.size(0)) +
+                           "x" + std::to_string(weight_a.size(1)) + (weight_a.dtype() == DType::f8_e4m3 ? " fp8" : "");
+  reads(weight_a);
+  reads(weight_b);
+  record(name, [&] { inner_.linear_pair(x, weight_a, weight_b, out_a, out_b); });
+}
+
 // The whole MLP as one op ("mlp"): the backend may fuse its products and activation.
 void ProfilingBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
                            const Tensor& down_weight, const Tensor& down_bias, Tensor out) {

@@ -73,6 +73,8 @@ class ProfilingBackend final : public Backend, public MoeExpertsBackend {
                        float scale, Tensor out) override;
   void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
   void silu_and_mul_packed(const Tensor& gate_up, Tensor out) override;
+  void linear_pair(const Tensor& x, const Tensor& weight_a, const Tensor& weight_b, Tensor out_a,
+                   Tensor out_b) override;
   void mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias, const Tensor& down_weight,
            const Tensor& down_bias, Tensor out) override;
   void copy(const Tensor& src, Tensor dst) override;

@@ -257,6 +257,22 @@ SmallKernel small_kernel_choice() {
   return SmallKernel::f16;
 }
 
+}  // namespace
+
+bool fp8_gemv_runs_f16(int64_t m, int64_t n, int64_t k, const void* x, const void* w) {
+  // Fewer 16-row tiles than SMs (R1's q_a, kv_a) leave the f16 kernel's grid part empty, where the
+  // row kernel spreads rows over every warp and the tile kernel splits K: on the H200 q_a streamed
+  // at 0.18 of HBM against 0.23 (one token) and 0.14 against 0.20 (8 tokens), kv_a at 0.07 against
+  // 0.11 and 0.08 against 0.10. One token over rows shorter than 1,024 bytes likewise (R1's kv_b,
+  // K = 512: 0.28 against 0.37; at 8 tokens the f16 kernel led, 0.28 against 0.25).
+  int num_sms = 1;
+  if (current_sm_count(&num_sms) != cudaSuccess) return false;
+  const bool few_tiles = n < 16 * int64_t(num_sms) || (m == 1 && k < 1024);
+  return small_kernel_choice() == SmallKernel::f16 && !few_tiles && fp8_gemv_f16_supported(m, n, k, x, w);
+}
+
+namespace {
+
 template <typename XT, typename OT>
 cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT* out, int64_t m, int64_t n, int64_t k,
                         void* workspace, size_t workspace_bytes, cudaStream_t stream) {
@@ -264,16 +280,7 @@ cudaError_t launch_gemv(const XT* x, const uint8_t* w, const float* w_scale, OT*
   if (m < 0 || m > kFp8GemvMaxTokens || n <= 0 || k <= 0 || !x || !w || !w_scale || !out) return cudaErrorInvalidValue;
   if (n > INT32_MAX || k > INT32_MAX) return cudaErrorInvalidValue;
   const SmallKernel choice = small_kernel_choice();
-  // Fewer 16-row tiles than SMs (R1's q_a, kv_a) leave the f16 kernel's grid part empty, where the
-  // row kernel spreads rows over every warp and the tile kernel splits K: on the H200 q_a streamed
-  // at 0.18 of HBM against 0.23 (one token) and 0.14 against 0.20 (8 tokens), kv_a at 0.07 against
-  // 0.11 and 0.08 against 0.10. One token over rows shorter than 1,024 bytes likewise (R1's kv_b,
-  // K = 512: 0.28 against 0.37; at 8 tokens the f16 kernel led, 0.28 against 0.25).
-  int num_sms = 1;
-  if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
-  const bool few_tiles = n < 16 * int64_t(num_sms) || (m == 1 && k < 1024);
-  if (choice == SmallKernel::f16 && !few_tiles && fp8_gemv_f16_supported(m, n, k, x, w))
-    return launch_fp8_gemv_f16(x, w, w_scale, out, m, n, k, stream);
+  if (fp8_gemv_runs_f16(m, n, k, x, w)) return launch_fp8_gemv_f16(x, w, w_scale, out, m, n, k, stream);
   if (m == 1 && choice != SmallKernel::tiles && fp8_gemv_rows_supported(n, k, x, w))
     return launch_fp8_gemv_rows(x, w, w_scale, out, n, k, stream);
   GemvPlan p;

@@ -36,4 +36,27 @@ cudaError_t launch_fp8_gemv_f16(const float* x, const uint8_t* w, const float* w
 cudaError_t launch_fp8_gemv_f16(const uint16_t* x, const uint8_t* w, const float* w_scale, uint16_t* out, int64_t m,
                                 int64_t n, int64_t k, cudaStream_t stream);
 
+// The MLP's gate_up with its activation: w [2 inter, k] (gate rows, then up rows) as above, and
+// act[t, c] = bf16(silu(g) * u) for g, u the fp32 sums of rows c and inter + c (silu(g) = g /
+// (1 + e^-g), as launch_silu_and_mul_packed_f32_to_bf16 forms it from the same sums). act: [m,
+// inter] bf16. cudaErrorInvalidValue when inter % 8 != 0, !fp8_gemv_f16_supported(m, 2 inter, k,
+// x, w) or a pointer is null. Launched as a programmatic dependent.
+cudaError_t launch_fp8_gemv_f16_silu(const float* x, const uint8_t* w, const float* w_scale, uint16_t* act, int64_t m,
+                                     int64_t inter, int64_t k, cudaStream_t stream);
+cudaError_t launch_fp8_gemv_f16_silu(const uint16_t* x, const uint8_t* w, const float* w_scale, uint16_t* act,
+                                     int64_t m, int64_t inter, int64_t k, cudaStream_t stream);
+
+// Two products of one x in one launch: w [n_a + n_b, k] holds W_a's rows then W_b's, w_scale their
+// scale rows in the same order (n_a a multiple of 128, so W_b's scale rows start a block);
+// out_a[m, n_a] = x W_a^T, out_b[m, n_b] = x W_b^T, fp32, each as launch_fp8_gemv_f16 computes
+// it. (DeepSeek's q_a and kv_a: 1,536 + 576 rows fill the grid that neither fills alone.)
+// cudaErrorInvalidValue when n_a % 128 != 0, n_a or n_b < 1, !fp8_gemv_f16_supported(m, n_a + n_b,
+// k, x, w) or a pointer is null. Launched as a programmatic dependent.
+cudaError_t launch_fp8_gemv_f16_split(const float* x, const uint8_t* w, const float* w_scale, float* out_a,
+                                      int64_t n_a, float* out_b, int64_t n_b, int64_t m, int64_t k,
+                                      cudaStream_t stream);
+cudaError_t launch_fp8_gemv_f16_split(const uint16_t* x, const uint8_t* w, const float* w_scale, float* out_a,
+                                      int64_t n_a, float* out_b, int64_t n_b, int64_t m, int64_t k,
+                                      cudaStream_t stream);
+
 }  // namespace troupe::kernels

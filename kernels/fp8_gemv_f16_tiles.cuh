@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstdint>
 #include <type_traits>
 
@@ -46,6 +47,7 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kTileRows = 16;
 constexpr int kRowPad = 8;  // halves after each staged token row
 constexpr size_t kSmemCap = 100 << 10;
+constexpr int kDefaultRing = 3;
 
 // x[k0 .. k0 + 16) as loaded (zeros when !valid), then as floats holding bf16 values (fp32 x
 // rounded to bf16). k0 is a multiple of 16 and x 16-byte aligned.
@@ -127,6 +129,39 @@ struct RowTiles {
   }
 };
 
+// The Out policy of a gate_up product [2 inter, k] whose sums leave as bf16(silu(gate) * up): tile r
+// holds gate rows 8 r .. 8 r + 7 (half 0) and their up rows inter + 8 r .. (half 1), so the lane
+// with row g's sums writes act column 8 r + g (tokens 2t, 2t + 1). Shift::kDown undoes the scale x
+// was given (the MoE kernel's x holds x 2^64) and Shift::kUp gives the result its own; the formula
+// is mlp_activation's, g / (1 + e^-g) * u from the fp32 sums.
+constexpr int kGateColumns = 8;  // act columns of a gate_up tile
+struct Unshifted {
+  static constexpr float kDown = 1.0f, kUp = 1.0f;
+};
+template <class Shift>
+struct SiluTiles {
+  static constexpr bool kHalvesShareScale = false;  // gate and up rows lie in different 128-row blocks
+  uint16_t* act;
+  int64_t act_stride;
+  int inter;
+  __device__ int num_tiles() const { return inter / kGateColumns; }
+  __device__ int base_row(int tile, int g) const { return tile * kGateColumns + g; }  // the gate row
+  __device__ int weight_row(int base, int half) const { return half * inter + base; }
+  __device__ int scale_block(int tile, int half) const {
+    return (half * inter + tile * kGateColumns) / int(kFp8BlockSize);
+  }
+  __device__ void store(int tile, int g, int t, int m, const float (&total)[4]) const {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int tok = 2 * t + j;
+      if (tok >= m) continue;
+      const float a = total[j] * Shift::kDown, b = total[2 + j] * Shift::kDown;  // gate, up
+      const __nv_bfloat16 v = __float2bfloat16_rn(a / (1.0f + expf(-a)) * b * Shift::kUp);
+      act[int64_t(tok) * act_stride + tile * kGateColumns + g] = *reinterpret_cast<const uint16_t*>(&v);
+    }
+  }
+};
+
 // The tiles [blockIdx.x * slots, out.num_tiles()) of W in steps of gridDim.x * slots, for m tokens
 // of x (rows x_stride apart); sharing: warps per tile (8, 4, 2 or 1). Signals the dependent launch
 // and loads its first weights before wait_for_prerequisites (the caller may have waited already).
@@ -144,7 +179,7 @@ struct RowTiles {
 // step that gained, 3.25 ms with the carveout, was measured at 96; in isolation 125 streamed 2-5%
 // faster (o 0.66 against 0.63 of HBM). The MoE kernel, with its expert lookups and two scale rows
 // per tile, spilled at 96 and takes 112 (none).
-template <typename XT, class Out>
+template <int kRing = 3, typename XT, class Out>
 __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_stride, const uint8_t* __restrict__ w,
                                            const float* __restrict__ w_scale, int m, int k, int num_kb, int sharing,
                                            const Out& out) {
@@ -168,17 +203,23 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     load_w_piece<true>(w + int64_t(out.weight_row(row, 0)) * k, kb0, t, k, d[0], d[1]);
     load_w_piece<true>(w + int64_t(out.weight_row(row, 1)) * k, kb0, t, k, d[2], d[3]);
   };
-  // Three buffers in a ring, two K blocks in flight while the third is multiplied; the loop below
-  // turns the ring by naming, never by copying registers whose loads may still be in flight.
-  uint4 wa[4], wb[4], wc[4];
+  // kRing buffers in a ring (3 or 4), kRing - 1 K blocks in flight while one is multiplied; the
+  // loop below turns the ring by naming, never by copying registers whose loads may still be in
+  // flight. Each buffer in flight is 16 registers a thread (kRingRegisters says what a kernel caps).
+  static_assert(kRing == 3 || kRing == 4, "ring of 3 or 4 buffers");
+  uint4 wa[4], wb[4], wc[4], wd[4];
   const Cursor start{int(blockIdx.x) * slots + slot, member};
   Cursor ahead = start;
-  // Weights are never written by a kernel, so the first two blocks may load before x is ready.
+  // Weights are never written by a kernel, so the first blocks may load before x is ready.
   if (working) {
     load_block(wa, ahead);
     ahead.advance(member, sharing, num_kb, tile_step);
     load_block(wb, ahead);
     ahead.advance(member, sharing, num_kb, tile_step);
+    if constexpr (kRing == 4) {
+      load_block(wc, ahead);
+      ahead.advance(member, sharing, num_kb, tile_step);
+    }
   }
   wait_for_prerequisites();
 
@@ -293,8 +334,28 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     use.advance(member, sharing, num_kb, tile_step);
     return true;
   };
-  while (step(wc, wa) && step(wa, wb) && step(wb, wc)) {
+  if constexpr (kRing == 3) {
+    while (step(wc, wa) && step(wa, wb) && step(wb, wc)) {
+    }
+  } else {
+    while (step(wd, wa) && step(wa, wb) && step(wb, wc) && step(wc, wd)) {
+    }
   }
+}
+
+// The registers a kernel running gemv_tiles<kRing> caps itself at: the comment above says why 96
+// at three buffers; a fourth holds 16 more.
+template <int kRing>
+constexpr int kRingRegisters = kRing == 3 ? 96 : 112;
+
+// The ring the decode kernels take (gemv_tiles' kRing); TROUPE_GEMV_RING=3|4 overrides it for A/B
+// runs. Read once per process.
+inline int ring_buffers() {
+  static const int ring = [] {
+    const char* env = std::getenv("TROUPE_GEMV_RING");
+    return env && std::atoi(env) == 4 ? 4 : env && std::atoi(env) == 3 ? 3 : kDefaultRing;
+  }();
+  return ring;
 }
 
 inline size_t staged_bytes(int64_t m, int64_t k) {

@@ -14,37 +14,17 @@ namespace {
 using namespace f16_tiles;
 
 constexpr float kUnshift = 1.0f / kMoeXShift;  // 2^-64
-constexpr int kGateColumns = 8;                // act columns of a gate_up tile
-
-// gate_up: tile r holds gate rows 8 r .. 8 r + 7 (half 0) and up rows inter + 8 r .. (half 1); the
-// lane with row g's sums writes act column 8 r + g.
-struct SiluOut {
-  static constexpr bool kHalvesShareScale = false;  // gate and up rows lie in different 128-row blocks
-  uint16_t* act;
-  int64_t act_stride;
-  int inter;
-  __device__ int num_tiles() const { return inter / kGateColumns; }
-  __device__ int base_row(int tile, int g) const { return tile * kGateColumns + g; }  // the gate row
-  __device__ int weight_row(int base, int half) const { return half * inter + base; }
-  __device__ int scale_block(int tile, int half) const {
-    return (half * inter + tile * kGateColumns) / int(kFp8BlockSize);
-  }
-  __device__ void store(int tile, int g, int t, int m, const float (&total)[4]) const {
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int tok = 2 * t + j;
-      if (tok >= m) continue;
-      const float a = total[j] * kUnshift, b = total[2 + j] * kUnshift;  // gate, up
-      const __nv_bfloat16 v = __float2bfloat16_rn(a / (1.0f + expf(-a)) * b * kMoeXShift);
-      act[int64_t(tok) * act_stride + tile * kGateColumns + g] = *reinterpret_cast<const uint16_t*>(&v);
-    }
-  }
+// x_perm holds x 2^64 and act_perm holds silu(g) u 2^64 (moe_grouped_gemv.hpp).
+struct MoeShift {
+  static constexpr float kDown = kUnshift, kUp = kMoeXShift;
 };
+using SiluOut = SiluTiles<MoeShift>;
 
 // Block (x, j): active expert j, its positions one at a time. out_rows: inter (SILU) or n;
 // out_stride: act_stride or n.
-template <bool SILU>
-__global__ void __maxnreg__(112)
+// 112 registers at three ring buffers (the loop's comment says why), 16 more for a fourth.
+template <bool SILU, int kRing>
+__global__ void __maxnreg__(kRingRegisters<kRing> + 16)
     moe_f16_kernel(const uint16_t* __restrict__ x_perm, int64_t x_stride, const uint8_t* const* __restrict__ w_of,
                    const float* const* __restrict__ scale_of, const int32_t* __restrict__ num_active,
                    const int32_t* __restrict__ active_expert, const int32_t* __restrict__ active_begin,
@@ -64,10 +44,10 @@ __global__ void __maxnreg__(112)
       // act columns [inter, act_stride) are zero: the grouped down kernel reads them
       if (blockIdx.x == 0)
         for (int64_t col = out_rows + int(threadIdx.x); col < out_stride; col += blockDim.x) act[col] = 0;
-      gemv_tiles(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
+      gemv_tiles<kRing>(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
                  SiluOut{act, out_stride, out_rows});
     } else {
-      gemv_tiles(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
+      gemv_tiles<kRing>(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
                  RowTiles<float, true>{static_cast<float*>(out_raw) + int64_t(p) * out_stride, out_rows, kUnshift});
     }
   }
@@ -83,7 +63,7 @@ cudaError_t launch_moe_f16(const uint16_t* x_perm, int64_t x_stride, const uint8
                                 out, out_rows, k) ||
       (SILU && out_rows % kGateColumns != 0))
     return cudaErrorInvalidValue;
-  const auto kernel = moe_f16_kernel<SILU>;
+  const auto kernel = ring_buffers() == 4 ? moe_f16_kernel<SILU, 4> : moe_f16_kernel<SILU, 3>;
   const int64_t tiles = SILU ? out_rows / kGateColumns : (out_rows + kTileRows - 1) / kTileRows;
   F16Plan p;
   if (cudaError_t err = plan_f16(reinterpret_cast<const void*>(kernel), 1, tiles, k, max_active, &p);

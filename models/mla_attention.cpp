@@ -1,5 +1,7 @@
 #include "models/mla_attention.hpp"
 
+#include "runtime/fp8_block.hpp"
+
 namespace troupe {
 
 Result<std::unique_ptr<MlaAttention>> MlaAttention::load(const ModelConfig& config, const std::string& prefix,
@@ -22,13 +24,30 @@ Result<std::unique_ptr<MlaAttention>> MlaAttention::load(const ModelConfig& conf
     return Status::success();
   };
   if (m.q_lora_rank > 0) {
-    TROUPE_TRY(take("q_a_proj.weight", {m.q_lora_rank, hidden}, &layer->q_a_weight_));
+    if (m.q_lora_rank % kFp8BlockSize == 0) {
+      // q_a and kv_a read the same x: loaded back to back (FP8 scale rows too, q_a being whole
+      // 128-row blocks), so a backend may run both products in one launch (Backend::linear_pair).
+      auto fused = load_fused_weight(weights, backend, {{prefix + "q_a_proj.weight", {m.q_lora_rank, hidden}},
+                                                        {prefix + "kv_a_proj_with_mqa.weight", {m.cache_entry(), hidden}}});
+      if (!fused.ok()) return fused.error();
+      layer->q_a_weight_ = fused->rows(0, m.q_lora_rank);
+      layer->kv_a_weight_ = fused->rows(m.q_lora_rank, m.cache_entry());
+      if (fused->has_block_scale()) {
+        const Tensor& scale = fused->block_scale();
+        const int64_t q_blocks = m.q_lora_rank / kFp8BlockSize;
+        layer->q_a_weight_.set_block_scale(scale.rows(0, q_blocks));
+        layer->kv_a_weight_.set_block_scale(scale.rows(q_blocks, scale.size(0) - q_blocks));
+      }
+    } else {
+      TROUPE_TRY(take("q_a_proj.weight", {m.q_lora_rank, hidden}, &layer->q_a_weight_));
+      TROUPE_TRY(take("kv_a_proj_with_mqa.weight", {m.cache_entry(), hidden}, &layer->kv_a_weight_));
+    }
     TROUPE_TRY(take("q_a_layernorm.weight", {m.q_lora_rank}, &layer->q_a_norm_));
     TROUPE_TRY(take("q_b_proj.weight", {heads * m.qk_head_dim(), m.q_lora_rank}, &layer->q_b_weight_));
   } else {
     TROUPE_TRY(take("q_proj.weight", {heads * m.qk_head_dim(), hidden}, &layer->q_weight_));
+    TROUPE_TRY(take("kv_a_proj_with_mqa.weight", {m.cache_entry(), hidden}, &layer->kv_a_weight_));
   }
-  TROUPE_TRY(take("kv_a_proj_with_mqa.weight", {m.cache_entry(), hidden}, &layer->kv_a_weight_));
   TROUPE_TRY(take("kv_a_layernorm.weight", {m.kv_lora_rank}, &layer->kv_a_norm_));
   // kv_b_proj is read by the attention op (expanded or absorbed), not by linear: never FP8.
   TROUPE_TRY(take("kv_b_proj.weight", {heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank},
@@ -44,18 +63,18 @@ void MlaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvCac
   const int64_t n = meta.num_tokens, qk_head = mla_.qk_head_dim();
   Tensor q = backend_.empty(DType::f32, {n, num_heads_, qk_head});
   const Tensor q_flat = q.reshape({n, num_heads_ * qk_head});
+  Tensor kv_a = backend_.empty(DType::f32, {n, mla_.cache_entry()});
   if (q_a_weight_.defined()) {
     Tensor q_a = backend_.empty(DType::f32, {n, mla_.q_lora_rank});
-    backend_.linear(x, q_a_weight_, Tensor(), q_a);
+    backend_.linear_pair(x, q_a_weight_, kv_a_weight_, q_a, kv_a);
     Tensor q_a_normed = backend_.empty(backend_.matmul_input_dtype(), {n, mla_.q_lora_rank});
     backend_.rmsnorm(q_a, q_a_norm_, eps_, q_a_normed);
     backend_.linear(q_a_normed, q_b_weight_, Tensor(), q_flat);
   } else {
     backend_.linear(x, q_weight_, Tensor(), q_flat);
+    backend_.linear(x, kv_a_weight_, Tensor(), kv_a);
   }
   backend_.rope_interleaved(q, meta.positions, inv_freq_, rope_scale_);
-  Tensor kv_a = backend_.empty(DType::f32, {n, mla_.cache_entry()});
-  backend_.linear(x, kv_a_weight_, Tensor(), kv_a);
   Tensor& latent_cache = cache.component(cache_layer, 0);
   backend_.mla_write_latent(kv_a, kv_a_norm_, eps_, meta.positions, inv_freq_, rope_scale_, meta.slot_mapping,
                             latent_cache);

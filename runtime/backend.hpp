@@ -206,6 +206,14 @@ class Backend {
   // fp32. The default runs linear, silu_and_mul_packed and linear with the gate/up product in fp32
   // and the activation in matmul_input_dtype(); a backend may pick other intermediate dtypes or
   // fuse the steps.
+  // Two linear layers of one input, no biases: out_a = x @ weight_a^T, out_b = x @ weight_b^T (each
+  // as linear). A backend may run them as one product where weight_b's rows follow weight_a's in
+  // one buffer (DeepSeek's q_a and kv_a, loaded that way): the default runs linear twice.
+  virtual void linear_pair(const Tensor& x, const Tensor& weight_a, const Tensor& weight_b, Tensor out_a,
+                           Tensor out_b) {
+    linear(x, weight_a, Tensor(), out_a);
+    linear(x, weight_b, Tensor(), out_b);
+  }
   virtual void mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias, const Tensor& down_weight,
                    const Tensor& down_bias, Tensor out) {
     const int64_t n = out.size(0), inter = down_weight.size(1);

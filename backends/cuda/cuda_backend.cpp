@@ -508,6 +508,7 @@ void CudaBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tenso
                       const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
   const int64_t n = out.size(0), inter = down_weight.size(1);
   if (mlp_fp8_block(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out)) return;
+  if (mlp_fp8_gemv_silu(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out)) return;
   // Decode sizes: the default's GEMVs with the bf16 activation between them (a down GEMV computing
   // silu(g) * u itself reads 8x the activation bytes and was slower on the H100).
   // (Other FP8 weights take the default too: its two linear calls run the FP8 kernels.)

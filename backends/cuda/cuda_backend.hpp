@@ -81,6 +81,11 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
   void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) override;
+  // FP8 block weights back to back (weight_b's rows and scale rows right after weight_a's, weight_a
+  // whole 128-row blocks) at decode sizes the f16 kernel takes: one launch for both
+  // (kernels/fp8_gemv_f16.hpp's split launch). Otherwise two linear calls.
+  void linear_pair(const Tensor& x, const Tensor& weight_a, const Tensor& weight_b, Tensor out_a,
+                   Tensor out_b) override;
   // FP8 block-scaled linear (cuda_fp8_ops.cpp): up to kFp8GemvMaxTokens tokens the decode kernel
   // (bf16 x, weights streamed once), more (from kFp8LtMinTokens where cuBLASLt takes the shape:
   // kernels/fp8_block_gemm.hpp's fp8_linear_quantizes_x): x quantized per token and 128 channels,
@@ -183,6 +188,11 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   // mlp for prefill-sized steps with FP8 block weights of cuBLASLt's shapes (cuda_fp8_ops.cpp):
   // x quantized, gate_up in bf16, silu * up quantized in one pass (kernels/moe_segment_quant, one
   // segment), down in bf16, widened into out. False (nothing done) for other steps and weights.
+  // mlp for decode sizes whose FP8 block gate_up runs on the f16 kernel: gate_up with the SiLU
+  // formed from its sums (kernels/fp8_gemv_f16.hpp), bf16 act, then the down linear; the default's
+  // numbers without its fp32 gate_up and activation kernel. False (nothing done) otherwise.
+  bool mlp_fp8_gemv_silu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
+                         const Tensor& down_weight, const Tensor& down_bias, Tensor out);
   bool mlp_fp8_block(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
                      const Tensor& down_weight, const Tensor& down_bias, Tensor out);
   // moe_experts for more than kMoeExpertsMaxTokens tokens (cuda_moe_prefill.cpp).

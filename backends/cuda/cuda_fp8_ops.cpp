@@ -10,6 +10,7 @@
 #include "runtime/fp8_block.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/fp8_block_gemm.hpp"
+#include "kernels/fp8_gemv_f16.hpp"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/moe_grouped_gemm.hpp"
 #include "kernels/moe_segment_quant.hpp"
@@ -193,6 +194,76 @@ bool CudaBackend::mlp_fp8_block(const Tensor& x, const Tensor& gate_up_weight, c
   fp8_block_product_bf16(aq.data<uint8_t>(), as.data<float>(), down_weight.data<uint8_t>(),
                          down_weight.block_scale().data<float>(), y.data<uint16_t>(), n, hidden, inter);
   check(launch_bf16_to_f32(y.data<uint16_t>(), out.data<float>(), n * hidden, stream()), "bf16_to_f32");
+  return true;
+}
+
+namespace {
+// TROUPE_DECODE_FUSION=0 keeps the decode step's products apart (linear_pair as two linear calls,
+// mlp's activation as its own kernel): a diagnostic for A/B runs, read once.
+bool decode_fusion_on() {
+  static const bool on = [] {
+    const char* env = std::getenv("TROUPE_DECODE_FUSION");
+    return !(env && std::strcmp(env, "0") == 0);
+  }();
+  return on;
+}
+}  // namespace
+
+void CudaBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Tensor& weight_b, Tensor out_a,
+                              Tensor out_b) {
+  const bool fp8 = weight_a.dtype() == DType::f8_e4m3 && weight_b.dtype() == DType::f8_e4m3 &&
+                   weight_a.has_block_scale() && weight_b.has_block_scale();
+  const int64_t k = weight_a.dim() == 2 ? weight_a.size(1) : 0;
+  const bool back_to_back = fp8 && weight_a.dim() == 2 && weight_b.dim() == 2 && weight_b.size(1) == k &&
+                            weight_a.size(0) % troupe::kFp8BlockSize == 0 && weight_a.is_followed_by(weight_b) &&
+                            weight_a.block_scale().is_followed_by(weight_b.block_scale());
+  const int64_t n = k > 0 ? x.numel() / k : 0;
+  if (!decode_fusion_on() || !back_to_back || n < 1 || n > kFp8GemvF16MaxTokens || out_a.dtype() != DType::f32 ||
+      out_b.dtype() != DType::f32 || (x.dtype() != DType::bf16 && x.dtype() != DType::f32)) {
+    Backend::linear_pair(x, weight_a, weight_b, out_a, out_b);
+    return;
+  }
+  Tensor dx = on_device(x);
+  const int64_t rows = weight_a.size(0) + weight_b.size(0);
+  if (fp8_linear_quantizes_x(n, rows, k, lt_min_tokens()) ||
+      !fp8_gemv_runs_f16(n, rows, k, dx.raw(), weight_a.raw())) {
+    Backend::linear_pair(dx, weight_a, weight_b, out_a, out_b);
+    return;
+  }
+  if (replaying()) return;
+  const uint8_t* w = weight_a.data<uint8_t>();
+  const float* w_scale = weight_a.block_scale().data<float>();
+  check(dx.dtype() == DType::bf16
+            ? launch_fp8_gemv_f16_split(dx.data<uint16_t>(), w, w_scale, out_a.data<float>(), weight_a.size(0),
+                                        out_b.data<float>(), weight_b.size(0), n, k, stream())
+            : launch_fp8_gemv_f16_split(dx.data<float>(), w, w_scale, out_a.data<float>(), weight_a.size(0),
+                                        out_b.data<float>(), weight_b.size(0), n, k, stream()),
+        "fp8_gemv_f16_split");
+}
+
+bool CudaBackend::mlp_fp8_gemv_silu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
+                                    const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
+  const int64_t n = out.size(0), inter = down_weight.size(1), hidden = gate_up_weight.size(-1);
+  if (!decode_fusion_on() || n < 1 || n > kFp8GemvF16MaxTokens || gate_up_bias.defined() ||
+      gate_up_weight.dtype() != DType::f8_e4m3 || !gate_up_weight.has_block_scale() || gate_up_weight.dim() != 2 ||
+      gate_up_weight.size(0) != 2 * inter || inter % 8 != 0 || matmul_input_dtype() != DType::bf16 ||
+      (x.dtype() != DType::bf16 && x.dtype() != DType::f32) || x.numel() != n * hidden ||
+      fp8_linear_quantizes_x(n, 2 * inter, hidden, lt_min_tokens()))
+    return false;
+  Tensor dx = on_device(x);
+  if (!fp8_gemv_runs_f16(n, 2 * inter, hidden, dx.raw(), gate_up_weight.raw())) return false;
+  Tensor act = empty(DType::bf16, {n, inter});  // read by the down projection only
+  if (!replaying()) {
+    const uint8_t* w = gate_up_weight.data<uint8_t>();
+    const float* w_scale = gate_up_weight.block_scale().data<float>();
+    check(dx.dtype() == DType::bf16
+              ? launch_fp8_gemv_f16_silu(dx.data<uint16_t>(), w, w_scale, act.data<uint16_t>(), n, inter, hidden,
+                                         stream())
+              : launch_fp8_gemv_f16_silu(dx.data<float>(), w, w_scale, act.data<uint16_t>(), n, inter, hidden,
+                                         stream()),
+          "fp8_gemv_f16_silu");
+  }
+  linear(act, down_weight, down_bias, out);
   return true;
 }
 

@@ -184,6 +184,92 @@ OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out, const char* kernel = nu
           }};
 }
 
+// x for a decode product (bf16 bits or fp32 on the device); `x` becomes the values the kernel
+// reads (rounded to bf16).
+const void* decode_x(OpRun& r, float*& x, size_t count, bool bf16_x) {
+  if (bf16_x) return r.device(to_bf16(r, x, count), count);
+  const void* dx = r.device(x, count);  // the kernel rounds to bf16; so does the reference's copy
+  float* rounded = r.host<float>(count);
+  for (size_t i = 0; i < count; ++i) rounded[i] = host_bf16_to_f32(host_f32_to_bf16(x[i]));
+  x = rounded;
+  return dx;
+}
+
+// The MLP's gate_up with its SiLU (launch_fp8_gemv_f16_silu): c.n = 2 inter rows (gate, then up);
+// act = bf16(g / (1 + e^-g) * u) of the fp64 sums, compared in bf16.
+OpCase gemv_silu_case(Fp8Shape c, bool bf16_x) {
+  return {"fp8_gemv_f16_silu", bf16_x ? "bf16 x->bf16 act" : "f32 x->bf16 act", fp8_sizes(c), [=](std::mt19937& rng) {
+            OpRun r;
+            const int64_t inter = c.n / 2;
+            const size_t x_count = size_t(c.m * c.k), act_count = size_t(c.m * inter);
+            uint8_t* w = nullptr;
+            float* w_scale = nullptr;
+            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
+            float* x = r.host<float>(x_count);
+            fill_activations(x, c.m, c.k, rng);
+            const void* dx = decode_x(r, x, x_count, bf16_x);
+            uint16_t* act = r.poisoned<uint16_t>(act_count);
+            double* gate_up = r.host<double>(size_t(c.m * c.n));
+            uint16_t* act_ref = r.host<uint16_t>(act_count);
+            r.launch = [=](cudaStream_t s) {
+              return bf16_x ? launch_fp8_gemv_f16_silu(static_cast<const uint16_t*>(dx), dw, d_scale, act, c.m, inter,
+                                                       c.k, s)
+                            : launch_fp8_gemv_f16_silu(static_cast<const float*>(dx), dw, d_scale, act, c.m, inter,
+                                                       c.k, s);
+            };
+            r.reference = [=] {
+              fp8_block_gemm_ref(x, nullptr, w, w_scale, gate_up, c.m, c.n, c.k);
+              for (int64_t t = 0; t < c.m; ++t)
+                for (int64_t j = 0; j < inter; ++j) {
+                  const double g = gate_up[t * c.n + j], u = gate_up[t * c.n + inter + j];
+                  act_ref[t * inter + j] = host_f32_to_bf16(float(g / (1.0 + std::exp(-g)) * u));
+                }
+            };
+            r.expect("act", Elem::bf16, act, act_ref, Elem::bf16, act_count, kBf16Tolerance);
+            r.bytes = double(c.n * c.k + x_count * (bf16_x ? 2 : 4) + act_count * 2);
+            return r;
+          }};
+}
+
+// Two products in one launch (launch_fp8_gemv_f16_split): rows [0, n_a) of the weight to out_a,
+// the rest to out_b, each against its columns of the full product.
+OpCase gemv_split_case(Fp8Shape c, int64_t n_a, bool bf16_x) {
+  return {"fp8_gemv_f16_split", std::string(bf16_x ? "bf16 x" : "f32 x") + "->f32 n_a " + std::to_string(n_a),
+          fp8_sizes(c), [=](std::mt19937& rng) {
+            OpRun r;
+            const int64_t n_b = c.n - n_a;
+            const size_t x_count = size_t(c.m * c.k);
+            uint8_t* w = nullptr;
+            float* w_scale = nullptr;
+            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
+            float* x = r.host<float>(x_count);
+            fill_activations(x, c.m, c.k, rng);
+            const void* dx = decode_x(r, x, x_count, bf16_x);
+            float* out_a = r.poisoned<float>(size_t(c.m * n_a));
+            float* out_b = r.poisoned<float>(size_t(c.m * n_b));
+            double* full = r.host<double>(size_t(c.m * c.n));
+            double* ref_a = r.host<double>(size_t(c.m * n_a));
+            double* ref_b = r.host<double>(size_t(c.m * n_b));
+            r.launch = [=](cudaStream_t s) {
+              return bf16_x ? launch_fp8_gemv_f16_split(static_cast<const uint16_t*>(dx), dw, d_scale, out_a, n_a,
+                                                        out_b, n_b, c.m, c.k, s)
+                            : launch_fp8_gemv_f16_split(static_cast<const float*>(dx), dw, d_scale, out_a, n_a,
+                                                        out_b, n_b, c.m, c.k, s);
+            };
+            r.reference = [=] {
+              fp8_block_gemm_ref(x, nullptr, w, w_scale, full, c.m, c.n, c.k);
+              for (int64_t t = 0; t < c.m; ++t) {
+                for (int64_t j = 0; j < n_a; ++j) ref_a[t * n_a + j] = full[t * c.n + j];
+                for (int64_t j = 0; j < n_b; ++j) ref_b[t * n_b + j] = full[t * c.n + n_a + j];
+              }
+            };
+            r.expect("out_a", Elem::f32, out_a, ref_a, Elem::f64, size_t(c.m * n_a), kFp8GemvTolerance);
+            r.expect("out_b", Elem::f32, out_b, ref_b, Elem::f64, size_t(c.m * n_b), kFp8GemvTolerance);
+            r.bytes = double(c.n * c.k + x_count * (bf16_x ? 2 : 4) + c.m * c.n * 4);
+            return r;
+          }};
+}
+
 cublasLtHandle_t lt_handle() {
   static cublasLtHandle_t handle = [] {
     cublasLtHandle_t h = nullptr;
@@ -280,6 +366,19 @@ void add_fp8_cases(std::vector<OpCase>& t) {
   for (const Fp8Shape& c : {gemv[10], gemv[11], gemv[13], gemv[5], gemv[20]}) t.push_back(gemv_case(c, true, false, "rows"));
   t.push_back(gemv_case(gemv[10], false, true, "rows"));
   for (const Fp8Shape& c : {gemv[1], gemv[17], gemv[0], gemv[21]}) t.push_back(gemv_case(c, true, false, "tiles"));
+
+  // The fused decode launches. SiLU: Llama's and R1's shared expert's sizes cut down (2 x 1024 x
+  // 1024, one token); gate rows ending inside a 128-row scale block, so up rows start mid-block,
+  // with a last K block of 16 (2 x 264 x 4112, 3 tokens); 8 tokens, 2 x 512 x 2048. Split: R1's
+  // q_a + kv_a (1536 + 576 x 7168, one token and 8), 128 + 72 rows with a partial K block (3
+  // tokens, K 336), 256 + 130 (a partial last scale row, 5 tokens).
+  for (const Fp8Shape& c : {Fp8Shape{1, 2048, 1024}, Fp8Shape{3, 528, 4112}, Fp8Shape{8, 1024, 2048}})
+    t.push_back(gemv_silu_case(c, true));
+  t.push_back(gemv_silu_case({3, 528, 4112}, false));
+  t.push_back(gemv_split_case({1, 2112, 7168}, 1536, true));
+  t.push_back(gemv_split_case({8, 2112, 7168}, 1536, true));
+  t.push_back(gemv_split_case({3, 200, 336}, 128, false));
+  t.push_back(gemv_split_case({5, 386, 1024}, 256, true));
 
   // Prefill: M = 1, 3, 17, 130 and tiles of 128; partial N and K blocks; K % 16 != 0 (328, 1000).
   const Fp8Shape gemm[] = {{1, 200, 328},   {3, 256, 128},    {17, 130, 384},    {130, 576, 2048},

@@ -84,5 +84,89 @@ TEST(CudaFp8Linear, MatchesTheReferenceAtModelShapesOnBothPaths) {
   }
 }
 
+// A random FP8 block weight [n, k] with its scales, uploaded.
+Tensor random_fp8_weight(CudaBackend& gpu, int64_t n, int64_t k, std::mt19937& rng) {
+  const int64_t kb = (k + 127) / 128, nb = (n + 127) / 128;
+  Tensor w = Tensor::empty(DType::f8_e4m3, {n, k});
+  for (int64_t i = 0; i < n * k; ++i) w.data<uint8_t>()[i] = uint8_t((rng() % 0x7E) | (rng() % 2 ? 0x80 : 0));
+  Tensor scale = Tensor::empty(DType::f32, {nb, kb});
+  std::uniform_real_distribution<float> scale_dist(0.5f / 256, 2.0f / 256);
+  for (int64_t i = 0; i < nb * kb; ++i) scale.data<float>()[i] = scale_dist(rng);
+  w.set_block_scale(std::move(scale));
+  auto uploaded = gpu.upload_weight(w);
+  EXPECT_TRUE(uploaded.ok()) << uploaded.error().message;
+  return uploaded.ok() ? uploaded.value() : Tensor();
+}
+
+Tensor random_x(int64_t m, int64_t k, std::mt19937& rng) {
+  Tensor x = Tensor::empty(DType::f32, {m, k});
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t i = 0; i < m * k; ++i) x.data<float>()[i] = normal(rng);
+  return x;
+}
+
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::abs(double(t.data<float>()[i])));
+  return m;
+}
+double max_diff(const Tensor& a, const Tensor& b) {
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    m = std::max(m, std::abs(double(a.data<float>()[i]) - double(b.data<float>()[i])));
+  return m;
+}
+
+// The decode step's fused launches against the ops they replace, on R1's q_a + kv_a (one buffer,
+// as MlaAttention loads them: 1,536 + 576 rows, views with their scale rows) and an MLP whose
+// gate_up takes the f16 kernel (2 x 1,536 rows): linear_pair against linear on each view, mlp
+// against linear, silu_and_mul_packed and linear. Both sides sum exact products in fp32 (different
+// kernels, different orders): 1e-5 of the largest output; the MLP's bf16 activation may round the
+// other way where the sums differ in their last bits, so 1e-3 there. A lost tile, K block or
+// scale row is far above either.
+TEST(CudaFp8Linear, FusedDecodeOpsMatchTheOpsTheyReplace) {
+  TROUPE_REQUIRE_GPU();
+  auto created = CudaBackend::create(0, DType::bf16);
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  CudaBackend& gpu = *created.value();
+  std::mt19937 rng(12);
+  const int64_t hidden = 7168, q_rows = 1536, kv_rows = 576;
+  const Tensor fused = random_fp8_weight(gpu, q_rows + kv_rows, hidden, rng);
+  ASSERT_TRUE(fused.defined());
+  Tensor q_a = fused.rows(0, q_rows), kv_a = fused.rows(q_rows, kv_rows);
+  q_a.set_block_scale(fused.block_scale().rows(0, q_rows / 128));
+  kv_a.set_block_scale(fused.block_scale().rows(q_rows / 128, fused.block_scale().size(0) - q_rows / 128));
+  for (int64_t m : {1, 3, 8}) {
+    const Tensor x = random_x(m, hidden, rng);
+    Tensor a = gpu.empty(DType::f32, {m, q_rows}), b = gpu.empty(DType::f32, {m, kv_rows});
+    Tensor ref_a = gpu.empty(DType::f32, {m, q_rows}), ref_b = gpu.empty(DType::f32, {m, kv_rows});
+    gpu.linear_pair(x, q_a, kv_a, a, b);
+    gpu.linear(x, q_a, Tensor(), ref_a);
+    gpu.linear(x, kv_a, Tensor(), ref_b);
+    const Tensor ha = gpu.to_host(a), hb = gpu.to_host(b), hra = gpu.to_host(ref_a), hrb = gpu.to_host(ref_b);
+    ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
+    EXPECT_LE(max_diff(ha, hra), 1e-5 * max_abs(hra)) << "q_a, m " << m;
+    EXPECT_LE(max_diff(hb, hrb), 1e-5 * max_abs(hrb)) << "kv_a, m " << m;
+  }
+
+  const int64_t mlp_hidden = 1024, inter = 1536;
+  const Tensor gate_up = random_fp8_weight(gpu, 2 * inter, mlp_hidden, rng);
+  const Tensor down = random_fp8_weight(gpu, mlp_hidden, inter, rng);
+  ASSERT_TRUE(gate_up.defined() && down.defined());
+  for (int64_t m : {1, 5}) {
+    const Tensor x = random_x(m, mlp_hidden, rng);
+    Tensor out = gpu.empty(DType::f32, {m, mlp_hidden}), ref = gpu.empty(DType::f32, {m, mlp_hidden});
+    gpu.mlp(x, gate_up, Tensor(), down, Tensor(), out);
+    Tensor gu = gpu.empty(DType::f32, {m, 2 * inter}), act = gpu.empty(DType::bf16, {m, inter});
+    gpu.linear(x, gate_up, Tensor(), gu);
+    gpu.silu_and_mul_packed(gu, act);
+    gpu.linear(act, down, Tensor(), ref);
+    const Tensor got = gpu.to_host(out), want = gpu.to_host(ref);
+    ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
+    EXPECT_LE(max_diff(got, want), 1e-3 * max_abs(want)) << "mlp, m " << m;
+    EXPECT_GT(max_abs(want), 0.0);
+  }
+}
+
 }  // namespace
 }  // namespace troupe::cuda
