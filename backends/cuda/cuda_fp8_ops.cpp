@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "backends/cuda/cuda_backend.hpp"
@@ -199,13 +200,14 @@ bool CudaBackend::mlp_fp8_block(const Tensor& x, const Tensor& gate_up_weight, c
 
 namespace {
 // TROUPE_DECODE_FUSION=0 keeps the decode step's products apart (linear_pair as two linear calls,
-// mlp's activation as its own kernel): a diagnostic for A/B runs, read once.
-bool decode_fusion_on() {
-  static const bool on = [] {
+// mlp's activation as its own kernel), =pair or =silu keeps only that one: a diagnostic for A/B
+// runs, read once.
+bool decode_fusion_on(const char* which) {
+  static const std::string setting = [] {
     const char* env = std::getenv("TROUPE_DECODE_FUSION");
-    return !(env && std::strcmp(env, "0") == 0);
+    return std::string(env ? env : "all");
   }();
-  return on;
+  return setting == "all" || setting == which;
 }
 }  // namespace
 
@@ -218,7 +220,7 @@ void CudaBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Ten
                             weight_a.size(0) % troupe::kFp8BlockSize == 0 && weight_a.is_followed_by(weight_b) &&
                             weight_a.block_scale().is_followed_by(weight_b.block_scale());
   const int64_t n = k > 0 ? x.numel() / k : 0;
-  if (!decode_fusion_on() || !back_to_back || n < 1 || n > kFp8GemvF16MaxTokens || out_a.dtype() != DType::f32 ||
+  if (!decode_fusion_on("pair") || !back_to_back || n < 1 || n > kFp8GemvF16MaxTokens || out_a.dtype() != DType::f32 ||
       out_b.dtype() != DType::f32 || (x.dtype() != DType::bf16 && x.dtype() != DType::f32)) {
     Backend::linear_pair(x, weight_a, weight_b, out_a, out_b);
     return;
@@ -244,7 +246,7 @@ void CudaBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Ten
 bool CudaBackend::mlp_fp8_gemv_silu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
                                     const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
   const int64_t n = out.size(0), inter = down_weight.size(1), hidden = gate_up_weight.size(-1);
-  if (!decode_fusion_on() || n < 1 || n > kFp8GemvF16MaxTokens || gate_up_bias.defined() ||
+  if (!decode_fusion_on("silu") || n < 1 || n > kFp8GemvF16MaxTokens || gate_up_bias.defined() ||
       gate_up_weight.dtype() != DType::f8_e4m3 || !gate_up_weight.has_block_scale() || gate_up_weight.dim() != 2 ||
       gate_up_weight.size(0) != 2 * inter || inter % 8 != 0 || matmul_input_dtype() != DType::bf16 ||
       (x.dtype() != DType::bf16 && x.dtype() != DType::f32) || x.numel() != n * hidden ||
