@@ -4,8 +4,7 @@
 #include "kernels/fp8_gemv_f16_tiles.cuh"
 
 // The dense launches of fp8_gemv_f16_tiles.cuh's tile loop: tiles of 16 rows (RowTiles, or
-// SplitRows for two products in one launch), or a gate_up product's 8 gate and 8 up rows with
-// silu(gate) * up formed from the sums (SiluTiles).
+// SplitRows for two products in one launch).
 namespace troupe::kernels {
 namespace {
 
@@ -17,15 +16,6 @@ __global__ void __maxnreg__(kRingRegisters<kRing>)
     fp8_gemv_f16_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
                         OT* __restrict__ out, int m, int n, int k, int num_kb, int sharing) {
   gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, RowTiles<OT, false>{out, n, 1.0f});
-}
-
-// gate_up [2 inter, k] with silu(gate) * up formed from the sums (SiluTiles): act [m, inter] bf16.
-template <typename XT, int kRing>
-__global__ void __maxnreg__(kRingRegisters<kRing>)
-    fp8_gemv_f16_silu_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w,
-                             const float* __restrict__ w_scale, uint16_t* __restrict__ act, int m, int inter, int k,
-                             int num_kb, int sharing) {
-  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, SiluTiles<Unshifted>{act, inter, inter});
 }
 
 // Two products of one x whose weights lie back to back in one [n, k] buffer and one scale table
@@ -80,15 +70,6 @@ cudaError_t launch_f16(const XT* x, const uint8_t* w, const float* w_scale, OT* 
   return launch_planned(kernel, (n + kTileRows - 1) / kTileRows, x, w, w_scale, out, m, n, k, stream);
 }
 
-template <typename XT>
-cudaError_t launch_f16_silu(const XT* x, const uint8_t* w, const float* w_scale, uint16_t* act, int64_t m,
-                            int64_t inter, int64_t k, cudaStream_t stream) {
-  if (!x || !w || !w_scale || !act || inter % kGateColumns != 0 || !fp8_gemv_f16_supported(m, 2 * inter, k, x, w))
-    return cudaErrorInvalidValue;
-  const auto kernel = ring_buffers() == 4 ? fp8_gemv_f16_silu_kernel<XT, 4> : fp8_gemv_f16_silu_kernel<XT, 3>;
-  return launch_planned(kernel, inter / kGateColumns, x, w, w_scale, act, m, inter, k, stream);
-}
-
 template <typename XT, typename OT>
 cudaError_t launch_f16_split(const XT* x, const uint8_t* w, const float* w_scale, OT* out_a, int64_t n_a, OT* out_b,
                              int64_t n_b, int64_t m, int64_t k, cudaStream_t stream) {
@@ -129,15 +110,6 @@ cudaError_t launch_fp8_gemv_f16(const float* x, const uint8_t* w, const float* w
 cudaError_t launch_fp8_gemv_f16(const uint16_t* x, const uint8_t* w, const float* w_scale, uint16_t* out, int64_t m,
                                 int64_t n, int64_t k, cudaStream_t stream) {
   return launch_f16(x, w, w_scale, out, m, n, k, stream);
-}
-
-cudaError_t launch_fp8_gemv_f16_silu(const float* x, const uint8_t* w, const float* w_scale, uint16_t* act, int64_t m,
-                                     int64_t inter, int64_t k, cudaStream_t stream) {
-  return launch_f16_silu(x, w, w_scale, act, m, inter, k, stream);
-}
-cudaError_t launch_fp8_gemv_f16_silu(const uint16_t* x, const uint8_t* w, const float* w_scale, uint16_t* act,
-                                     int64_t m, int64_t inter, int64_t k, cudaStream_t stream) {
-  return launch_f16_silu(x, w, w_scale, act, m, inter, k, stream);
 }
 
 cudaError_t launch_fp8_gemv_f16_split(const float* x, const uint8_t* w, const float* w_scale, float* out_a,

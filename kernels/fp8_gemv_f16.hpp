@@ -3,7 +3,7 @@
 // the decode step's linear layers at small batch. The formula and the reference are
 // fp8_block_gemm.hpp's. Each CTA stages x once, as f16 with one power-of-two exponent per token
 // and 128-wide K block (so x keeps bf16's range: the block's largest |x| lands in [2^14, 2^15)),
-// then its warps stream 16-row tiles of W with 16-byte loads two K blocks ahead, widen e4m3 to f16
+// then its warps stream 16-row tiles of W with 16-byte loads three K blocks ahead, widen e4m3 to f16
 // with one cvt per two bytes (exact) and run mma m16n8k16 with W as A and the tokens as B. The
 // block sums are promoted by w_scale times the block's x exponent, as in the other kernels.
 //
@@ -35,16 +35,6 @@ cudaError_t launch_fp8_gemv_f16(const float* x, const uint8_t* w, const float* w
                                 int64_t n, int64_t k, cudaStream_t stream);
 cudaError_t launch_fp8_gemv_f16(const uint16_t* x, const uint8_t* w, const float* w_scale, uint16_t* out, int64_t m,
                                 int64_t n, int64_t k, cudaStream_t stream);
-
-// The MLP's gate_up with its activation: w [2 inter, k] (gate rows, then up rows) as above, and
-// act[t, c] = bf16(silu(g) * u) for g, u the fp32 sums of rows c and inter + c (silu(g) = g /
-// (1 + e^-g), as launch_silu_and_mul_packed_f32_to_bf16 forms it from the same sums). act: [m,
-// inter] bf16. cudaErrorInvalidValue when inter % 8 != 0, !fp8_gemv_f16_supported(m, 2 inter, k,
-// x, w) or a pointer is null. Launched as a programmatic dependent.
-cudaError_t launch_fp8_gemv_f16_silu(const float* x, const uint8_t* w, const float* w_scale, uint16_t* act, int64_t m,
-                                     int64_t inter, int64_t k, cudaStream_t stream);
-cudaError_t launch_fp8_gemv_f16_silu(const uint16_t* x, const uint8_t* w, const float* w_scale, uint16_t* act,
-                                     int64_t m, int64_t inter, int64_t k, cudaStream_t stream);
 
 // Two products of one x in one launch: w [n_a + n_b, k] holds W_a's rows then W_b's, w_scale their
 // scale rows in the same order (n_a a multiple of 128, so W_b's scale rows start a block);

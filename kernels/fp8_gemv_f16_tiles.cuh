@@ -9,13 +9,14 @@
 //     S warps (S = 8, 4, 2 or 1 sharing a tile, 8 / S tiles at once per CTA), the S warps of a slot
 //     splitting the tile's K blocks (member j takes blocks j, j + S, ...); the CTA takes the slot
 //     groups blockIdx.x, + gridDim.x, ...; the plan picks S by the loads on the busiest warp;
-//   - x is staged in shared memory first, while the warp's first two K blocks of W are in flight:
+//   - x is staged in shared memory first, while the warp's first K blocks of W are in flight:
 //     per token and K block the 128 values as f16 times 2^-e (e from the block's largest |x|) and
 //     2^e as a float; a token row is padded by 16 bytes so the B reads of different tokens fall on
 //     different banks;
 //   - per K block a lane loads 64 bytes of W (fp8_stream.cuh's lo / hi pieces of rows g and g + 8),
-//     issues the loads of the block two ahead (crossing into its next tile), widens and runs 8 mma
-//     into a zeroed block sum, then adds block * w_scale * 2^e per column to its total;
+//     issues the loads of the block kRing - 1 ahead (three by default; crossing into its next
+//     tile), widens and runs 8 mma into a zeroed block sum, then adds block * w_scale * 2^e per
+//     column to its total;
 //   - c0, c1 hold row g for tokens 2t, 2t + 1, c2, c3 row g + 8; the members of a shared tile meet
 //     at their slot's named barrier and member 0 adds their sums in member order (deterministic).
 //
@@ -47,7 +48,7 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kTileRows = 16;
 constexpr int kRowPad = 8;  // halves after each staged token row
 constexpr size_t kSmemCap = 100 << 10;
-constexpr int kDefaultRing = 3;
+constexpr int kDefaultRing = 4;  // gemv_tiles' comment says why
 
 // x[k0 .. k0 + 16) as loaded (zeros when !valid), then as floats holding bf16 values (fp32 x
 // rounded to bf16). k0 is a multiple of 16 and x 16-byte aligned.
@@ -178,7 +179,10 @@ struct SiluTiles {
 // 125, 3.54 on the row kernel: the shared-memory carveout was, kernels/smem_carveout.hpp), but the
 // step that gained, 3.25 ms with the carveout, was measured at 96; in isolation 125 streamed 2-5%
 // faster (o 0.66 against 0.63 of HBM). The MoE kernel, with its expert lookups and two scale rows
-// per tile, spilled at 96 and takes 112 (none).
+// per tile, spilled at 96 and takes 112 (none). A fourth ring buffer (one more K block in flight a
+// warp, 16 registers) takes them to 112 and 128 (the MoE gate_up spills 4 bytes there), two CTAs
+// filling the file; the steps gained all the same (one H200 run, go52): Llama-3-8B FP8 b1 3.187
+// against 3.235 ms, R1's reduced shape 2.092 against 2.130 (bench/results/*2026-12-04_*ring*).
 template <int kRing = 3, typename XT, class Out>
 __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_stride, const uint8_t* __restrict__ w,
                                            const float* __restrict__ w_scale, int m, int k, int num_kb, int sharing,
@@ -297,7 +301,7 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     for (int j = 0; j < 4; ++j) total[j] = 0.0f;
   };
 
-  // One K block: the block two ahead into `refill` (the buffer multiplied last), then `cur`
+  // One K block: the block kRing - 1 ahead into `refill` (the buffer multiplied last), then `cur`
   // multiplied and promoted. False when the warp has no block left.
   Cursor use = start;
   auto step = [&](uint4 (&refill)[4], const uint4 (&cur)[4]) {
@@ -343,8 +347,8 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
   }
 }
 
-// The registers a kernel running gemv_tiles<kRing> caps itself at: the comment above says why 96
-// at three buffers; a fourth holds 16 more.
+// The registers a kernel running gemv_tiles<kRing> caps itself at: the comment on gemv_tiles says
+// why 96 at three buffers; a fourth holds 16 more.
 template <int kRing>
 constexpr int kRingRegisters = kRing == 3 ? 96 : 112;
 

@@ -508,9 +508,11 @@ void CudaBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tenso
                       const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
   const int64_t n = out.size(0), inter = down_weight.size(1);
   if (mlp_fp8_block(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out)) return;
-  if (mlp_fp8_gemv_silu(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out)) return;
   // Decode sizes: the default's GEMVs with the bf16 activation between them (a down GEMV computing
-  // silu(g) * u itself reads 8x the activation bytes and was slower on the H100).
+  // silu(g) * u itself reads 8x the activation bytes and was slower on the H100; an FP8 gate_up
+  // forming it from its sums, in the f16 kernel's 8 gate + 8 up row tiles, cost each step 1-2%
+  // on the H200: Llama-3-8B FP8 b1 3.262 against 3.235 ms, R1 reduced 2.187 against 2.130,
+  // bench/results/*2026-12-04_silu_fused_experiment*).
   // (Other FP8 weights take the default too: its two linear calls run the FP8 kernels.)
   if (n <= kGemvMaxTokens || gate_up_weight.dtype() != DType::bf16 || down_weight.dtype() != DType::bf16 ||
       gate_up_bias.defined()) {

@@ -188,11 +188,6 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   // mlp for prefill-sized steps with FP8 block weights of cuBLASLt's shapes (cuda_fp8_ops.cpp):
   // x quantized, gate_up in bf16, silu * up quantized in one pass (kernels/moe_segment_quant, one
   // segment), down in bf16, widened into out. False (nothing done) for other steps and weights.
-  // mlp for decode sizes whose FP8 block gate_up runs on the f16 kernel: gate_up with the SiLU
-  // formed from its sums (kernels/fp8_gemv_f16.hpp), bf16 act, then the down linear; the default's
-  // numbers without its fp32 gate_up and activation kernel. False (nothing done) otherwise.
-  bool mlp_fp8_gemv_silu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
-                         const Tensor& down_weight, const Tensor& down_bias, Tensor out);
   bool mlp_fp8_block(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
                      const Tensor& down_weight, const Tensor& down_bias, Tensor out);
   // moe_experts for more than kMoeExpertsMaxTokens tokens (cuda_moe_prefill.cpp).

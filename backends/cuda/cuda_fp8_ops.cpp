@@ -4,7 +4,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <string>
 #include <vector>
 
 #include "backends/cuda/cuda_backend.hpp"
@@ -199,15 +198,14 @@ bool CudaBackend::mlp_fp8_block(const Tensor& x, const Tensor& gate_up_weight, c
 }
 
 namespace {
-// TROUPE_DECODE_FUSION=0 keeps the decode step's products apart (linear_pair as two linear calls,
-// mlp's activation as its own kernel), =pair or =silu keeps only that one: a diagnostic for A/B
-// runs, read once.
-bool decode_fusion_on(const char* which) {
-  static const std::string setting = [] {
+// TROUPE_DECODE_FUSION=0 runs linear_pair as two linear calls: a diagnostic for A/B runs, read
+// once.
+bool decode_fusion_on() {
+  static const bool on = [] {
     const char* env = std::getenv("TROUPE_DECODE_FUSION");
-    return std::string(env ? env : "all");
+    return !(env && std::strcmp(env, "0") == 0);
   }();
-  return setting == "all" || setting == which;
+  return on;
 }
 }  // namespace
 
@@ -220,7 +218,7 @@ void CudaBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Ten
                             weight_a.size(0) % troupe::kFp8BlockSize == 0 && weight_a.is_followed_by(weight_b) &&
                             weight_a.block_scale().is_followed_by(weight_b.block_scale());
   const int64_t n = k > 0 ? x.numel() / k : 0;
-  if (!decode_fusion_on("pair") || !back_to_back || n < 1 || n > kFp8GemvF16MaxTokens || out_a.dtype() != DType::f32 ||
+  if (!decode_fusion_on() || !back_to_back || n < 1 || n > kFp8GemvF16MaxTokens || out_a.dtype() != DType::f32 ||
       out_b.dtype() != DType::f32 || (x.dtype() != DType::bf16 && x.dtype() != DType::f32)) {
     Backend::linear_pair(x, weight_a, weight_b, out_a, out_b);
     return;
@@ -241,32 +239,6 @@ void CudaBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Ten
             : launch_fp8_gemv_f16_split(dx.data<float>(), w, w_scale, out_a.data<float>(), weight_a.size(0),
                                         out_b.data<float>(), weight_b.size(0), n, k, stream()),
         "fp8_gemv_f16_split");
-}
-
-bool CudaBackend::mlp_fp8_gemv_silu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
-                                    const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
-  const int64_t n = out.size(0), inter = down_weight.size(1), hidden = gate_up_weight.size(-1);
-  if (!decode_fusion_on("silu") || n < 1 || n > kFp8GemvF16MaxTokens || gate_up_bias.defined() ||
-      gate_up_weight.dtype() != DType::f8_e4m3 || !gate_up_weight.has_block_scale() || gate_up_weight.dim() != 2 ||
-      gate_up_weight.size(0) != 2 * inter || inter % 8 != 0 || matmul_input_dtype() != DType::bf16 ||
-      (x.dtype() != DType::bf16 && x.dtype() != DType::f32) || x.numel() != n * hidden ||
-      fp8_linear_quantizes_x(n, 2 * inter, hidden, lt_min_tokens()))
-    return false;
-  Tensor dx = on_device(x);
-  if (!fp8_gemv_runs_f16(n, 2 * inter, hidden, dx.raw(), gate_up_weight.raw())) return false;
-  Tensor act = empty(DType::bf16, {n, inter});  // read by the down projection only
-  if (!replaying()) {
-    const uint8_t* w = gate_up_weight.data<uint8_t>();
-    const float* w_scale = gate_up_weight.block_scale().data<float>();
-    check(dx.dtype() == DType::bf16
-              ? launch_fp8_gemv_f16_silu(dx.data<uint16_t>(), w, w_scale, act.data<uint16_t>(), n, inter, hidden,
-                                         stream())
-              : launch_fp8_gemv_f16_silu(dx.data<float>(), w, w_scale, act.data<uint16_t>(), n, inter, hidden,
-                                         stream()),
-          "fp8_gemv_f16_silu");
-  }
-  linear(act, down_weight, down_bias, out);
-  return true;
 }
 
 }  // namespace troupe::cuda

@@ -195,42 +195,6 @@ const void* decode_x(OpRun& r, float*& x, size_t count, bool bf16_x) {
   return dx;
 }
 
-// The MLP's gate_up with its SiLU (launch_fp8_gemv_f16_silu): c.n = 2 inter rows (gate, then up);
-// act = bf16(g / (1 + e^-g) * u) of the fp64 sums, compared in bf16.
-OpCase gemv_silu_case(Fp8Shape c, bool bf16_x) {
-  return {"fp8_gemv_f16_silu", bf16_x ? "bf16 x->bf16 act" : "f32 x->bf16 act", fp8_sizes(c), [=](std::mt19937& rng) {
-            OpRun r;
-            const int64_t inter = c.n / 2;
-            const size_t x_count = size_t(c.m * c.k), act_count = size_t(c.m * inter);
-            uint8_t* w = nullptr;
-            float* w_scale = nullptr;
-            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
-            float* x = r.host<float>(x_count);
-            fill_activations(x, c.m, c.k, rng);
-            const void* dx = decode_x(r, x, x_count, bf16_x);
-            uint16_t* act = r.poisoned<uint16_t>(act_count);
-            double* gate_up = r.host<double>(size_t(c.m * c.n));
-            uint16_t* act_ref = r.host<uint16_t>(act_count);
-            r.launch = [=](cudaStream_t s) {
-              return bf16_x ? launch_fp8_gemv_f16_silu(static_cast<const uint16_t*>(dx), dw, d_scale, act, c.m, inter,
-                                                       c.k, s)
-                            : launch_fp8_gemv_f16_silu(static_cast<const float*>(dx), dw, d_scale, act, c.m, inter,
-                                                       c.k, s);
-            };
-            r.reference = [=] {
-              fp8_block_gemm_ref(x, nullptr, w, w_scale, gate_up, c.m, c.n, c.k);
-              for (int64_t t = 0; t < c.m; ++t)
-                for (int64_t j = 0; j < inter; ++j) {
-                  const double g = gate_up[t * c.n + j], u = gate_up[t * c.n + inter + j];
-                  act_ref[t * inter + j] = host_f32_to_bf16(float(g / (1.0 + std::exp(-g)) * u));
-                }
-            };
-            r.expect("act", Elem::bf16, act, act_ref, Elem::bf16, act_count, kBf16Tolerance);
-            r.bytes = double(c.n * c.k + x_count * (bf16_x ? 2 : 4) + act_count * 2);
-            return r;
-          }};
-}
-
 // Two products in one launch (launch_fp8_gemv_f16_split): rows [0, n_a) of the weight to out_a,
 // the rest to out_b, each against its columns of the full product.
 OpCase gemv_split_case(Fp8Shape c, int64_t n_a, bool bf16_x) {
@@ -367,14 +331,8 @@ void add_fp8_cases(std::vector<OpCase>& t) {
   t.push_back(gemv_case(gemv[10], false, true, "rows"));
   for (const Fp8Shape& c : {gemv[1], gemv[17], gemv[0], gemv[21]}) t.push_back(gemv_case(c, true, false, "tiles"));
 
-  // The fused decode launches. SiLU: Llama's and R1's shared expert's sizes cut down (2 x 1024 x
-  // 1024, one token); gate rows ending inside a 128-row scale block, so up rows start mid-block,
-  // with a last K block of 16 (2 x 264 x 4112, 3 tokens); 8 tokens, 2 x 512 x 2048. Split: R1's
-  // q_a + kv_a (1536 + 576 x 7168, one token and 6, the most whose x fits the staging), 128 + 72 rows with a partial K block (3
+  // Two products in one launch: R1's q_a + kv_a (1536 + 576 x 7168, one token and 6, the most whose x fits the staging), 128 + 72 rows with a partial K block (3
   // tokens, K 336), 256 + 130 (a partial last scale row, 5 tokens).
-  for (const Fp8Shape& c : {Fp8Shape{1, 2048, 1024}, Fp8Shape{3, 528, 4112}, Fp8Shape{8, 1024, 2048}})
-    t.push_back(gemv_silu_case(c, true));
-  t.push_back(gemv_silu_case({3, 528, 4112}, false));
   t.push_back(gemv_split_case({1, 2112, 7168}, 1536, true));
   t.push_back(gemv_split_case({6, 2112, 7168}, 1536, true));
   t.push_back(gemv_split_case({3, 200, 336}, 128, false));

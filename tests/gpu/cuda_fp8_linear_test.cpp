@@ -117,14 +117,12 @@ double max_diff(const Tensor& a, const Tensor& b) {
   return m;
 }
 
-// The decode step's fused launches against the ops they replace, on R1's q_a + kv_a (one buffer,
-// as MlaAttention loads them: 1,536 + 576 rows, views with their scale rows) and an MLP whose
-// gate_up takes the f16 kernel (2 x 1,536 rows): linear_pair against linear on each view, mlp
-// against linear, silu_and_mul_packed and linear. Both sides sum exact products in fp32 (different
-// kernels, different orders): 1e-5 of the largest output; the MLP's bf16 activation may round the
-// other way where the sums differ in their last bits, so 1e-3 there. A lost tile, K block or
-// scale row is far above either.
-TEST(CudaFp8Linear, FusedDecodeOpsMatchTheOpsTheyReplace) {
+// linear_pair against linear on each weight, on R1's q_a + kv_a in one buffer as MlaAttention
+// loads them (1,536 + 576 rows, views with their scale rows): one launch of the split f16 kernel
+// up to 6 tokens, two linear calls at 8 (x does not fit the kernel's staging). Both sides sum exact
+// products in fp32 (different kernels, different orders): 1e-5 of the largest output, far below a
+// lost tile, K block or scale row.
+TEST(CudaFp8Linear, LinearPairMatchesTwoLinearCalls) {
   TROUPE_REQUIRE_GPU();
   auto created = CudaBackend::create(0, DType::bf16);
   ASSERT_TRUE(created.ok()) << created.error().message;
@@ -136,7 +134,7 @@ TEST(CudaFp8Linear, FusedDecodeOpsMatchTheOpsTheyReplace) {
   Tensor q_a = fused.rows(0, q_rows), kv_a = fused.rows(q_rows, kv_rows);
   q_a.set_block_scale(fused.block_scale().rows(0, q_rows / 128));
   kv_a.set_block_scale(fused.block_scale().rows(q_rows / 128, fused.block_scale().size(0) - q_rows / 128));
-  for (int64_t m : {1, 3, 8}) {
+  for (int64_t m : {1, 6, 8}) {
     const Tensor x = random_x(m, hidden, rng);
     Tensor a = gpu.empty(DType::f32, {m, q_rows}), b = gpu.empty(DType::f32, {m, kv_rows});
     Tensor ref_a = gpu.empty(DType::f32, {m, q_rows}), ref_b = gpu.empty(DType::f32, {m, kv_rows});
@@ -147,24 +145,6 @@ TEST(CudaFp8Linear, FusedDecodeOpsMatchTheOpsTheyReplace) {
     ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
     EXPECT_LE(max_diff(ha, hra), 1e-5 * max_abs(hra)) << "q_a, m " << m;
     EXPECT_LE(max_diff(hb, hrb), 1e-5 * max_abs(hrb)) << "kv_a, m " << m;
-  }
-
-  const int64_t mlp_hidden = 1024, inter = 1536;
-  const Tensor gate_up = random_fp8_weight(gpu, 2 * inter, mlp_hidden, rng);
-  const Tensor down = random_fp8_weight(gpu, mlp_hidden, inter, rng);
-  ASSERT_TRUE(gate_up.defined() && down.defined());
-  for (int64_t m : {1, 5}) {
-    const Tensor x = random_x(m, mlp_hidden, rng);
-    Tensor out = gpu.empty(DType::f32, {m, mlp_hidden}), ref = gpu.empty(DType::f32, {m, mlp_hidden});
-    gpu.mlp(x, gate_up, Tensor(), down, Tensor(), out);
-    Tensor gu = gpu.empty(DType::f32, {m, 2 * inter}), act = gpu.empty(DType::bf16, {m, inter});
-    gpu.linear(x, gate_up, Tensor(), gu);
-    gpu.silu_and_mul_packed(gu, act);
-    gpu.linear(act, down, Tensor(), ref);
-    const Tensor got = gpu.to_host(out), want = gpu.to_host(ref);
-    ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
-    EXPECT_LE(max_diff(got, want), 1e-3 * max_abs(want)) << "mlp, m " << m;
-    EXPECT_GT(max_abs(want), 0.0);
   }
 }
 
