@@ -4,7 +4,6 @@
 
 #include "kernels/argmax.hpp"
 #include "kernels/cuda_common.cuh"
-#include "kernels/dependent_launch.cuh"
 
 namespace troupe::kernels {
 namespace {
@@ -12,8 +11,6 @@ namespace {
 __global__ void argmax_kernel(const float* logits, int32_t* out, int64_t vocab) {
   __shared__ float best_value[kThreads];
   __shared__ int32_t best_index[kThreads];
-  allow_dependents();
-  wait_for_prerequisites();  // the logits come from the LM head's GEMV
   const float* row = logits + blockIdx.x * vocab;
   float value = -FLT_MAX;
   int32_t index = 0x7fffffff;
@@ -45,7 +42,8 @@ __global__ void argmax_kernel(const float* logits, int32_t* out, int64_t vocab) 
 cudaError_t launch_argmax_f32(const float* logits, int32_t* out, int64_t rows, int64_t vocab, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   if (bad_rows(rows) || vocab <= 0) return cudaErrorInvalidValue;
-  return launch_dependent(argmax_kernel, dim3(unsigned(rows)), dim3(kThreads), 0, stream, logits, out, vocab);
+  argmax_kernel<<<unsigned(rows), kThreads, 0, stream>>>(logits, out, vocab);
+  return cudaGetLastError();
 }
 
 }  // namespace troupe::kernels

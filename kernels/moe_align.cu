@@ -2,7 +2,6 @@
 #include <cstdint>
 
 #include "kernels/cuda_common.cuh"
-#include "kernels/dependent_launch.cuh"
 #include "kernels/moe_align.hpp"
 
 namespace troupe::kernels {
@@ -25,8 +24,6 @@ __device__ __forceinline__ int warp_inclusive_scan(int v, int lane) {
 __global__ void __launch_bounds__(kAlignThreads)
     moe_align_kernel(const int32_t* ids, int64_t num_slots, int32_t num_experts, int32_t pad_to, int32_t* counts,
                      int32_t* offsets, int32_t* sorted_slots, int64_t capacity, int32_t* slot_pos) {
-  allow_dependents();  // the next kernel (the experts' products) may become resident
-  wait_for_prerequisites();
   extern __shared__ int smem[];
   int* count = smem;
   int* cursor = smem + num_experts;
@@ -102,8 +99,9 @@ cudaError_t launch_moe_align(const int32_t* ids, int64_t num_slots, int32_t num_
       capacity < moe_align_capacity(num_slots, num_experts, pad_to) || capacity > INT32_MAX)
     return cudaErrorInvalidValue;
   const size_t smem = size_t(num_experts) * (2 * sizeof(int) + kAlignWarps * sizeof(unsigned short));
-  return launch_dependent(moe_align_kernel, dim3(1), dim3(kAlignThreads), smem, stream, ids, num_slots, num_experts,
-                          pad_to, counts, offsets, sorted_slots, capacity, slot_pos);
+  moe_align_kernel<<<1, kAlignThreads, smem, stream>>>(ids, num_slots, num_experts, pad_to, counts, offsets,
+                                                       sorted_slots, capacity, slot_pos);
+  return cudaGetLastError();
 }
 
 }  // namespace troupe::kernels

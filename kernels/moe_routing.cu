@@ -3,7 +3,6 @@
 #include <cstdint>
 
 #include "kernels/cuda_common.cuh"
-#include "kernels/dependent_launch.cuh"
 #include "kernels/moe_routing.hpp"
 
 namespace troupe::kernels {
@@ -28,8 +27,6 @@ __global__ void __launch_bounds__(kRouteWarps * 32)
     moe_route_kernel(const float* logits, const float* bias, int32_t* ids, float* weights, int64_t num_tokens,
                      MoeRouteParams p) {
   __shared__ float group_score[kRouteWarps][kMoeRouteMaxGroups];
-  allow_dependents();  // the next kernel (the grouping) may become resident
-  wait_for_prerequisites();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t t = int64_t(blockIdx.x) * kRouteWarps + warp;
   if (t >= num_tokens) return;  // the whole warp
@@ -136,8 +133,8 @@ template <int kPerLane>
 cudaError_t launch(const float* logits, const float* bias, int32_t* ids, float* weights, int64_t num_tokens,
                    const MoeRouteParams& p, cudaStream_t stream) {
   const unsigned blocks = unsigned((num_tokens + kRouteWarps - 1) / kRouteWarps);
-  return launch_dependent(moe_route_kernel<kPerLane>, dim3(blocks), dim3(kRouteWarps * 32), 0, stream, logits, bias, ids,
-                          weights, num_tokens, p);
+  moe_route_kernel<kPerLane><<<blocks, kRouteWarps * 32, 0, stream>>>(logits, bias, ids, weights, num_tokens, p);
+  return cudaGetLastError();
 }
 
 }  // namespace
