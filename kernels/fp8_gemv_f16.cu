@@ -15,22 +15,17 @@ template <typename XT, typename OT, int kRing>
 __global__ void __maxnreg__(kRingRegisters<kRing>)
     fp8_gemv_f16_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
                         OT* __restrict__ out, int m, int n, int k, int num_kb, int sharing) {
-  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, RowTiles<OT, false>{out, n, 1.0f});
+  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, RowTiles<OT, false>{{n}, out, 1.0f});
 }
 
 // Two products of one x whose weights lie back to back in one [n, k] buffer and one scale table
 // (rows [0, n_a) then [n_a, n), n_a a multiple of 128): tiles as RowTiles over all n rows, row r's
 // sums to out_a[t, r] below n_a, else out_b[t, r - n_a].
 template <typename OT>
-struct SplitRows {
-  static constexpr bool kHalvesShareScale = true;  // 16 rows never straddle a 128-row block
+struct SplitRows : SixteenRowTiles {
   OT* out_a;
   OT* out_b;
-  int n_a, n;
-  __device__ int num_tiles() const { return (n + kTileRows - 1) / kTileRows; }
-  __device__ int base_row(int tile, int g) const { return tile * kTileRows + g; }
-  __device__ int weight_row(int base, int half) const { return min(base + 8 * half, n - 1); }
-  __device__ int64_t scale_block(int tile, int) const { return tile * kTileRows / kFp8BlockSize; }
+  int n_a;
   __device__ void store(int tile, int g, int t, int m, const float (&total)[4]) const {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
@@ -49,7 +44,7 @@ __global__ void __maxnreg__(kRingRegisters<kRing>)
     fp8_gemv_f16_split_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w,
                               const float* __restrict__ w_scale, OT* __restrict__ out_a, OT* __restrict__ out_b, int m,
                               int n_a, int n, int k, int num_kb, int sharing) {
-  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, SplitRows<OT>{out_a, out_b, n_a, n});
+  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, SplitRows<OT>{{n}, out_a, out_b, n_a});
 }
 
 template <typename Kernel, typename XT, typename OT>

@@ -109,18 +109,22 @@ __device__ __forceinline__ void store_out(uint16_t* p, float v) {
   *reinterpret_cast<__nv_bfloat16*>(p) = __float2bfloat16_rn(v);
 }
 
-// The Out policy of a plain product: tile r holds rows 16 r .. 16 r + 15 of W (n rows), the sums go
-// to out[token * n + row], times `scale` when SCALED (the MoE kernel's 2^-64).
-template <typename OT, bool SCALED>
-struct RowTiles {
+// The row layout of the Out policies below: tile r holds rows 16 r .. 16 r + 15 of W (n rows).
+struct SixteenRowTiles {
   static constexpr bool kHalvesShareScale = true;  // 16 rows never straddle a 128-row block
-  OT* out;
   int n;
-  float scale;
   __device__ int num_tiles() const { return (n + kTileRows - 1) / kTileRows; }
   __device__ int base_row(int tile, int g) const { return tile * kTileRows + g; }
   __device__ int weight_row(int base, int half) const { return min(base + 8 * half, n - 1); }
   __device__ int64_t scale_block(int tile, int) const { return tile * kTileRows / kFp8BlockSize; }
+};
+
+// The Out policy of a plain product: the sums go to out[token * n + row], times `scale` when SCALED
+// (the MoE kernel's 2^-64).
+template <typename OT, bool SCALED>
+struct RowTiles : SixteenRowTiles {
+  OT* out;
+  float scale;
   __device__ void store(int tile, int g, int t, int m, const float (&total)[4]) const {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {

@@ -48,7 +48,7 @@ __global__ void __maxnreg__(kRingRegisters<kRing> + 16)
                  SiluOut{act, out_stride, out_rows});
     } else {
       gemv_tiles<kRing>(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
-                 RowTiles<float, true>{static_cast<float*>(out_raw) + int64_t(p) * out_stride, out_rows, kUnshift});
+                 RowTiles<float, true>{{out_rows}, static_cast<float*>(out_raw) + int64_t(p) * out_stride, kUnshift});
     }
   }
 }
