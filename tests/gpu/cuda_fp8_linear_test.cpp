@@ -23,6 +23,26 @@ struct Shape {
   int64_t m, n, k;
 };
 
+// A random FP8 block weight [n, k] on the host with its scales: no NaN bytes, scales 2^-9..2^-7.
+Tensor random_fp8_weight(int64_t n, int64_t k, std::mt19937& rng) {
+  const int64_t kb = (k + 127) / 128, nb = (n + 127) / 128;
+  Tensor w = Tensor::empty(DType::f8_e4m3, {n, k});
+  for (int64_t i = 0; i < n * k; ++i) w.data<uint8_t>()[i] = uint8_t((rng() % 0x7E) | (rng() % 2 ? 0x80 : 0));
+  Tensor scale = Tensor::empty(DType::f32, {nb, kb});
+  std::uniform_real_distribution<float> scale_dist(0.5f / 256, 2.0f / 256);
+  for (int64_t i = 0; i < nb * kb; ++i) scale.data<float>()[i] = scale_dist(rng);
+  w.set_block_scale(std::move(scale));
+  return w;
+}
+
+// x [m, k] of N(0, 1) on the host.
+Tensor random_x(int64_t m, int64_t k, std::mt19937& rng) {
+  Tensor x = Tensor::empty(DType::f32, {m, k});
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t i = 0; i < m * k; ++i) x.data<float>()[i] = normal(rng);
+  return x;
+}
+
 TEST(CudaFp8Linear, MatchesTheReferenceAtModelShapesOnBothPaths) {
   TROUPE_REQUIRE_GPU();
   auto created = CudaBackend::create(0, DType::bf16);
@@ -39,21 +59,14 @@ TEST(CudaFp8Linear, MatchesTheReferenceAtModelShapesOnBothPaths) {
       {200, 512, 512}, {300, 1536, 2048}, {16, 512, 512}, {17, 1536, 2048}, {32, 1536, 2048}, {48, 512, 512},
       {64, 512, 512}, {64, 1536, 2048}};
   for (const Shape& s : shapes) {
-    const int64_t kb = (s.k + 127) / 128, nb = (s.n + 127) / 128;
-    Tensor w = Tensor::empty(DType::f8_e4m3, {s.n, s.k});
-    auto* wb = w.data<uint8_t>();
-    for (int64_t i = 0; i < s.n * s.k; ++i) wb[i] = uint8_t((rng() % 0x7E) | (rng() % 2 ? 0x80 : 0));  // no NaN
-    Tensor scale = Tensor::empty(DType::f32, {nb, kb});
-    std::uniform_real_distribution<float> scale_dist(0.5f / 256, 2.0f / 256);
-    for (int64_t i = 0; i < nb * kb; ++i) scale.data<float>()[i] = scale_dist(rng);
-    std::vector<float> w_scale(scale.data<float>(), scale.data<float>() + nb * kb);
-    w.set_block_scale(std::move(scale));
+    const int64_t kb = (s.k + 127) / 128;
+    const Tensor w = random_fp8_weight(s.n, s.k, rng);
+    const uint8_t* wb = w.data<uint8_t>();
+    const float* w_scale = w.block_scale().data<float>();
     auto uploaded = gpu.upload_weight(w);
     ASSERT_TRUE(uploaded.ok()) << uploaded.error().message;
 
-    Tensor x = Tensor::empty(DType::f32, {s.m, s.k});
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    for (int64_t i = 0; i < s.m * s.k; ++i) x.data<float>()[i] = normal(rng);
+    const Tensor x = random_x(s.m, s.k, rng);
     Tensor out = gpu.empty(DType::f32, {s.m, s.n});
     gpu.linear(x, uploaded.value(), Tensor(), out);
     const Tensor got = gpu.to_host(out);
@@ -66,9 +79,9 @@ TEST(CudaFp8Linear, MatchesTheReferenceAtModelShapesOnBothPaths) {
       std::vector<float> xs(size_t(kb * s.m)), xdec(size_t(s.m * s.k));
       kernels::fp8_quant_ref(x.data<float>(), xq.data(), xs.data(), s.m, s.k);
       for (size_t i = 0; i < xq.size(); ++i) xdec[i] = f8_e4m3_to_f32(xq[i]);
-      kernels::fp8_block_gemm_ref(xdec.data(), xs.data(), wb, w_scale.data(), ref.data(), s.m, s.n, s.k);
+      kernels::fp8_block_gemm_ref(xdec.data(), xs.data(), wb, w_scale, ref.data(), s.m, s.n, s.k);
     } else {
-      kernels::fp8_block_gemm_ref(x.data<float>(), nullptr, wb, w_scale.data(), ref.data(), s.m, s.n, s.k);
+      kernels::fp8_block_gemm_ref(x.data<float>(), nullptr, wb, w_scale, ref.data(), s.m, s.n, s.k);
     }
     double max_ref = 0, max_diff = 0;
     for (size_t i = 0; i < ref.size(); ++i) {
@@ -82,27 +95,6 @@ TEST(CudaFp8Linear, MatchesTheReferenceAtModelShapesOnBothPaths) {
     EXPECT_LE(max_diff, 1e-2 * max_ref) << "m " << s.m << " n " << s.n << " k " << s.k << ": max |diff| "
                                          << max_diff << " of max |ref| " << max_ref;
   }
-}
-
-// A random FP8 block weight [n, k] with its scales, uploaded.
-Tensor random_fp8_weight(CudaBackend& gpu, int64_t n, int64_t k, std::mt19937& rng) {
-  const int64_t kb = (k + 127) / 128, nb = (n + 127) / 128;
-  Tensor w = Tensor::empty(DType::f8_e4m3, {n, k});
-  for (int64_t i = 0; i < n * k; ++i) w.data<uint8_t>()[i] = uint8_t((rng() % 0x7E) | (rng() % 2 ? 0x80 : 0));
-  Tensor scale = Tensor::empty(DType::f32, {nb, kb});
-  std::uniform_real_distribution<float> scale_dist(0.5f / 256, 2.0f / 256);
-  for (int64_t i = 0; i < nb * kb; ++i) scale.data<float>()[i] = scale_dist(rng);
-  w.set_block_scale(std::move(scale));
-  auto uploaded = gpu.upload_weight(w);
-  EXPECT_TRUE(uploaded.ok()) << uploaded.error().message;
-  return uploaded.ok() ? uploaded.value() : Tensor();
-}
-
-Tensor random_x(int64_t m, int64_t k, std::mt19937& rng) {
-  Tensor x = Tensor::empty(DType::f32, {m, k});
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (int64_t i = 0; i < m * k; ++i) x.data<float>()[i] = normal(rng);
-  return x;
 }
 
 double max_abs(const Tensor& t) {
@@ -129,8 +121,9 @@ TEST(CudaFp8Linear, LinearPairMatchesTwoLinearCalls) {
   CudaBackend& gpu = *created.value();
   std::mt19937 rng(12);
   const int64_t hidden = 7168, q_rows = 1536, kv_rows = 576;
-  const Tensor fused = random_fp8_weight(gpu, q_rows + kv_rows, hidden, rng);
-  ASSERT_TRUE(fused.defined());
+  auto uploaded = gpu.upload_weight(random_fp8_weight(q_rows + kv_rows, hidden, rng));
+  ASSERT_TRUE(uploaded.ok()) << uploaded.error().message;
+  const Tensor& fused = uploaded.value();
   Tensor q_a = fused.rows(0, q_rows), kv_a = fused.rows(q_rows, kv_rows);
   q_a.set_block_scale(fused.block_scale().rows(0, q_rows / 128));
   kv_a.set_block_scale(fused.block_scale().rows(q_rows / 128, fused.block_scale().size(0) - q_rows / 128));
