@@ -25,7 +25,10 @@
 //     tiles), dsv3_moe_prefill_<N>_wgmma_off (TROUPE_MOE_WGMMA=0: one cuBLASLt GEMM per expert,
 //     enqueued by four threads on eight streams) and _wgmma_streams_off (those on one stream and
 //     thread, + TROUPE_MOE_STREAMS=0).
-// Times: CUDA events, median of --reps. Checks the device router and grouping against the CPU
+// Times: the decode layers (1) as decode steps run them, a step graph replayed --reps times back to
+// back per round, median of 5 rounds (records _eager beside: each call launched eagerly between CUDA
+// events and synchronized, median of --reps, which adds the host's launch time to the layer's); (2)
+// and (3) CUDA events, median of --reps. Checks the device router and grouping against the CPU
 // references on each batch.
 //   dsv3_moe_bench [--reps N] [--batches 1,8,64,256] [--prefill N] [--out PATH] [--time-limit S]
 #include <cuda_runtime.h>
@@ -282,6 +285,46 @@ bool make_decode_layer(DecodeLayer& l, std::mt19937& rng) {
   return bench::cuda_ok(cudaDeviceSynchronize(), "decode layer setup") && gpu.status().ok();
 }
 
+// `fn` as a decode step runs it (GraphedModel): recorded once as a step graph, then replayed;
+// `reps` replays enqueued back to back (the host's share of each, the ops' bookkeeping, overlaps
+// the device's previous replay, as in serving), total time / reps, the median of 5 such rounds.
+// 0 when the recording or a replay fails.
+double time_step_graph_us(cuda::CudaBackend& gpu, int64_t key, int reps, const std::function<bool()>& fn) {
+  bool ok = true;
+  auto step = [&] {
+    auto phase = gpu.begin_graph(key);
+    if (!phase.ok()) {
+      ok = false;
+      return;
+    }
+    const bool ran = fn();
+    ok = gpu.end_graph(ran).ok() && ran && ok;
+  };
+  step();  // records
+  step();  // the first replay
+  if (!bench::cuda_ok(cudaDeviceSynchronize(), "step graph") || !ok) {
+    gpu.drop_graphs();
+    return 0;
+  }
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  std::vector<double> rounds;
+  for (int r = 0; r < 5 && ok; ++r) {
+    cudaEventRecord(a, gpu.stream());
+    for (int i = 0; i < reps; ++i) step();
+    cudaEventRecord(b, gpu.stream());
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    rounds.push_back(double(ms) * 1e3 / reps);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  gpu.drop_graphs();
+  return ok ? bench::median(rounds) : 0;
+}
+
 // suffix: appended to the records' names (a run under a diagnostic setting).
 void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_gbs, std::mt19937& rng,
                         const std::string& suffix = "") {
@@ -314,13 +357,26 @@ void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_g
   const double num_touched = double(std::count(touched.begin(), touched.end(), true));
   const double experts_bytes = (num_touched + (l.packed.has_shared ? 1 : 0)) * l.expert_bytes;
   const double layer_bytes = (num_touched + 1) * l.expert_bytes + double(kExperts * kHidden * 2);
-  const double layer_us = bench::time_events_ms(args.reps, layer) * 1e3;
-  const double experts_us = bench::time_events_ms(args.reps, routed) * 1e3;
+  const double eager_layer_us = bench::time_events_ms(args.reps, layer) * 1e3;
+  const double eager_experts_us = bench::time_events_ms(args.reps, routed) * 1e3;
+  const double layer_us = time_step_graph_us(gpu, 1000 + b, args.reps, [&] {
+    layer();
+    return ok;
+  });
+  const double experts_us = time_step_graph_us(gpu, 2000 + b, args.reps, [&] {
+    routed();
+    return ok;
+  });
+  if (layer_us <= 0 || experts_us <= 0 || !ok) {
+    say("B=%lld: the layer failed as a step graph (%s)", (long long)b, gpu.take_error().c_str());
+    return;
+  }
   const double layer_limit = bw_gbs > 0 ? layer_bytes / (bw_gbs * 1e9) * 1e6 : 0;
   const double experts_limit = bw_gbs > 0 ? experts_bytes / (bw_gbs * 1e9) * 1e6 : 0;
-  say("B=%lld%s: %.0f experts touched; layer %.1f us (%.2f of its bytes' time), routed experts %.1f us (%.2f)",
-      (long long)b, suffix.c_str(), num_touched, layer_us, layer_us > 0 ? layer_limit / layer_us : 0, experts_us,
-      experts_us > 0 ? experts_limit / experts_us : 0);
+  say("B=%lld%s: %.0f experts touched; layer %.1f us (%.2f of its bytes' time), routed experts %.1f us (%.2f); "
+      "eager: layer %.1f us, experts %.1f us",
+      (long long)b, suffix.c_str(), num_touched, layer_us, layer_limit / layer_us, experts_us,
+      experts_limit / experts_us, eager_layer_us, eager_experts_us);
   const std::string reps = std::to_string(args.reps);
   const char* rows_env = std::getenv("TROUPE_MOE_ROWS");  // cuda_moe_ops.cpp's switch
   const bool rows = b == 1 && !(rows_env && std::string(rows_env) == "0");
@@ -329,18 +385,29 @@ void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_g
   const std::string path = !rows ? "grouped FP8 GEMVs"
                            : f16 ? "one-token f16 tensor-core kernels (kernels/moe_f16_gemv)"
                                  : "one-token rows kernels (CUDA cores)";
-  add_record({"dsv3_moe_decode_b" + std::to_string(b) + suffix, layer_us, "us", layer_limit,
-              layer_us > 0 ? layer_limit / layer_us : 0,
-              "one R1 MoE layer through CudaBackend (bf16 mode, FP8 experts): router linear + moe_route + "
-              "moe_experts (" + path + " over the chosen and the shared experts, no host sync); limit = (touched experts + shared expert + "
-              "router) bytes / measured HBM bandwidth; CUDA events, median of " + reps,
-              {{"tokens", double(b)}, {"experts_touched", num_touched}, {"bytes", layer_bytes}}});
-  add_record({"dsv3_moe_experts_b" + std::to_string(b) + suffix, experts_us, "us", experts_limit,
-              experts_us > 0 ? experts_limit / experts_us : 0,
-              "CudaBackend::moe_experts alone (local ids, align, active experts, scaled gather, " + path +
-                  " gate_up+silu and down, combine; the shared expert in the table); limit = touched + shared "
-              "experts' FP8 weights + scales / measured HBM bandwidth; median of " + reps,
-              {{"tokens", double(b)}, {"experts_touched", num_touched}, {"bytes", experts_bytes}}});
+  const std::string graph = "as a decode step runs it: a step graph, " + reps +
+                            " replays back to back per round, time / replays, median of 5 rounds";
+  const std::string eager = "eagerly launched: CUDA events around each call, synchronized, median of " + reps;
+  const std::string layer_note = "one R1 MoE layer through CudaBackend (bf16 mode, FP8 experts): router linear + "
+                                 "moe_route + moe_experts (" + path + " over the chosen and the shared experts, no "
+                                 "host sync); limit = (touched experts + shared expert + router) bytes / measured "
+                                 "HBM bandwidth; ";
+  const std::string experts_note = "CudaBackend::moe_experts alone (local ids, align, active experts, scaled gather, " +
+                                   path + " gate_up+silu and down, combine; the shared expert in the table); limit = "
+                                   "touched + shared experts' FP8 weights + scales / measured HBM bandwidth; ";
+  const std::string name = std::to_string(b) + suffix;
+  const std::vector<std::pair<std::string, double>> layer_extra = {
+      {"tokens", double(b)}, {"experts_touched", num_touched}, {"bytes", layer_bytes}};
+  const std::vector<std::pair<std::string, double>> experts_extra = {
+      {"tokens", double(b)}, {"experts_touched", num_touched}, {"bytes", experts_bytes}};
+  add_record({"dsv3_moe_decode_b" + name, layer_us, "us", layer_limit, layer_limit / layer_us, layer_note + graph,
+              layer_extra});
+  add_record({"dsv3_moe_experts_b" + name, experts_us, "us", experts_limit, experts_limit / experts_us,
+              experts_note + graph, experts_extra});
+  add_record({"dsv3_moe_decode_b" + name + "_eager", eager_layer_us, "us", layer_limit,
+              eager_layer_us > 0 ? layer_limit / eager_layer_us : 0, layer_note + eager, layer_extra});
+  add_record({"dsv3_moe_experts_b" + name + "_eager", eager_experts_us, "us", experts_limit,
+              eager_experts_us > 0 ? experts_limit / eager_experts_us : 0, experts_note + eager, experts_extra});
 }
 
 

@@ -15,8 +15,9 @@
 //      += P V with V by ldmatrix.trans, head_dim / 8 fp32 accumulator tiles per warp.
 // One barrier per tile (tile landed; everyone done with the stage the next copy overwrites). At
 // the end the 4 warps' (max, sum, O) merge through shared memory (the stage buffers, reused), and
-// the CTA writes out / 1 partition, or its partial (o, max, sum) to the workspace for
-// attention_decode.cu's reduce kernel.
+// the CTA writes out / 1 partition, or its partial (o, max, sum) to the workspace; then either
+// attention_decode.cu's reduce kernel merges the partials, or (given merge counters) the last CTA
+// of each (token, kv head) does, with the same sums, one kernel boundary fewer.
 //
 // Resources: shared memory 4 KiB Q + 3 x 32 KiB stages at head_dim 128 (two CTAs per SM, four
 // tiles = 128 KiB in flight per SM while they wait), 3 x 16 KiB at 64, 2 x 64 KiB at 256 (one CTA).
@@ -79,7 +80,8 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
                                 const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                                 const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
                                 int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
-                                float* __restrict__ workspace, float* __restrict__ out) {
+                                float* __restrict__ workspace, int32_t* __restrict__ merge_counters,
+                                float* __restrict__ out) {
   using L = DecodeMmaSmem<D>;
   constexpr int kStages = L::kStages, kChunks = L::kChunks, kRowBytes = L::kRowBytes;
   allow_dependents();  // the next kernel may become resident (the reduce, or a GEMV loading weights)
@@ -296,6 +298,56 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
       }
     }
   }
+  if (num_partitions == 1 || merge_counters == nullptr) return;
+
+  // The last CTA of (token, kv head) to finish merges the group's partitions: the reduce kernel's
+  // sums in its order (attention_decode.cu), so both give the same bits. Every thread's partials
+  // are made visible before thread 0 counts the CTA in; the last one resets the counter for the
+  // next launch (no other CTA of this launch touches it again).
+  __shared__ int last_s;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t* counter = merge_counters + int64_t(i) * num_kv_heads + kv_head;
+    last_s = atomicAdd(counter, 1) == num_partitions - 1;
+    if (last_s) *counter = 0;
+  }
+  __syncthreads();
+  if (!last_s) return;
+  __threadfence();
+  __shared__ float inv_s[kRows];
+  float* w_s = reinterpret_cast<float*>(smem + L::kKv);  // [group][num_partitions]: maxima, then weights
+  const float* maxima = workspace + stats * D;
+  const float* sums = maxima + stats;
+  const int64_t item0 = int64_t(i) * num_heads + h0;  // the group's heads are consecutive items
+  for (int u = threadIdx.x; u < group * num_partitions; u += kThreads)
+    w_s[u] = __ldcg(maxima + item0 * num_partitions + u);
+  __syncthreads();
+  if (threadIdx.x < group) {
+    const int r = threadIdx.x;
+    float* w_r = w_s + r * num_partitions;
+    const float* sums_r = sums + (item0 + r) * num_partitions;
+    float block_max = -INFINITY;
+    for (int p = 0; p < num_partitions; ++p) block_max = fmaxf(block_max, w_r[p]);
+    const float max_use = block_max == -INFINITY ? 0.0f : block_max;
+    float total = 0.0f;
+    for (int p = 0; p < num_partitions; ++p) {
+      const float w = exp2f(w_r[p] - max_use);
+      total += __ldcg(sums_r + p) * w;
+      w_r[p] = w;
+    }
+    inv_s[r] = 1.0f / total;
+  }
+  __syncthreads();
+  for (int u = threadIdx.x; u < group * D; u += kThreads) {
+    const int r = u / D, col = u % D;
+    const float* partial = workspace + (item0 + r) * num_partitions * D + col;
+    const float* w_r = w_s + r * num_partitions;
+    float value = 0.0f;
+#pragma unroll 8
+    for (int p = 0; p < num_partitions; ++p) value += __ldcg(partial + int64_t(p) * D) * w_r[p];
+    out[(t * num_heads + h0 + r) * D + col] = value * inv_s[r];
+  }
 }
 
 template <int D>
@@ -303,7 +355,7 @@ cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_
                      const __nv_bfloat16* v_cache, const int32_t* positions, const int32_t* seq_of_token,
                      const int32_t* tokens, const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                      int64_t num_heads, int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace,
-                     float* out) {
+                     int32_t* merge_counters, float* out) {
   auto kernel = decode_attention_mma_kernel<D>;
   constexpr int kSmem = DecodeMmaSmem<D>::kBytes;
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
@@ -311,7 +363,7 @@ cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_
     return err;
   return launch_dependent(kernel, grid, dim3(kThreads), size_t(kSmem), stream, q, k_cache, v_cache, positions,
                           seq_of_token, tokens, block_tables, int(max_blocks), int(block_size), int(num_heads),
-                          int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
+                          int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, merge_counters, out);
 }
 
 }  // namespace
@@ -337,7 +389,8 @@ cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache,
                                         int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
                                         int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
                                         int64_t head_dim, float scale, int64_t num_partitions,
-                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream) {
+                                        int64_t partition_keys, float* workspace, int32_t* merge_counters,
+                                        float* out, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
   auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   if (!decode_attention_mma_supports(num_heads, num_kv_heads, head_dim) || num_tokens < 0 ||
@@ -354,18 +407,18 @@ cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache,
   switch (head_dim) {
     case 64:
       err = launch_d<64>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks, block_size,
-                         num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                         num_heads, num_kv_heads, scale, partition_keys, workspace, merge_counters, out);
       break;
     case 128:
       err = launch_d<128>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks,
-                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, merge_counters, out);
       break;
     default:
       err = launch_d<256>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks,
-                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
+                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, merge_counters, out);
       break;
   }
-  if (err != cudaSuccess || num_partitions == 1) return err;
+  if (err != cudaSuccess || num_partitions == 1 || merge_counters != nullptr) return err;
   return launch_decode_attention_reduce(tokens, num_tokens, num_heads, head_dim, num_partitions, workspace, out,
                                         stream);
 }

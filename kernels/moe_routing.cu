@@ -1,6 +1,8 @@
-// The MoE router kernel (moe_routing.hpp): one warp per token.
+// The MoE router kernels (moe_routing.hpp): one block per token at decode sizes, one warp per token above.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/cuda_common.cuh"
 #include "kernels/moe_routing.hpp"
@@ -129,6 +131,99 @@ __global__ void __launch_bounds__(kRouteWarps * 32)
   }
 }
 
+// Decode sizes: one block per token, thread e holding expert e (blockDim.x = E rounded up to a
+// warp). The warp kernel above chains about 80 dependent shuffle rounds through one warp (the
+// group top-2 sums, then k argmax rounds); here the group sums are a short scan per group thread
+// and the top-k is each expert's rank among all (choice descending, the lower expert first on
+// ties): the same choice, ids and weights (NaN choices rank as -inf, so ranks 0..k-1 always exist).
+__global__ void __launch_bounds__(kMoeRouteMaxExperts)
+    moe_route_block_kernel(const float* logits, const float* bias, int32_t* ids, float* weights, MoeRouteParams p) {
+  __shared__ __align__(16) float choice_s[kMoeRouteMaxExperts];
+  __shared__ float group_s[kMoeRouteMaxGroups];
+  __shared__ float chosen_s[kMoeRouteMaxTopK];
+  __shared__ int32_t chosen_id[kMoeRouteMaxTopK];
+  __shared__ uint32_t kept_s;
+  const int64_t t = blockIdx.x;
+  const int e = threadIdx.x, num_experts = p.num_experts;
+  const int num_groups = p.num_groups > 1 ? p.num_groups : 1, per_group = num_experts / num_groups;
+  const bool valid = e < num_experts;
+  float s = 0.0f, choice = -INFINITY;
+  if (valid) {
+    s = 1.0f / (1.0f + expf(-logits[t * num_experts + e]));
+    choice = s + bias[e];
+    if (choice != choice) choice = -INFINITY;
+  }
+  choice_s[e] = choice;
+  __syncthreads();
+  if (e < 32) {  // groups: the sum of each one's top two, the topk_group best kept (lower group on ties)
+    uint32_t kept = p.topk_group >= 1 ? 1u : 0u;
+    if (num_groups > 1) {
+      if (e < num_groups) {
+        float first = -INFINITY, second = -INFINITY;
+        for (int i = e * per_group; i < (e + 1) * per_group; ++i) top2_insert(choice_s[i], first, second);
+        group_s[e] = first + (per_group > 1 ? second : 0.0f);
+      }
+      __syncwarp();
+      bool keep = false;
+      if (e < num_groups) {
+        const float mine = group_s[e];
+        int rank = 0;
+        for (int h = 0; h < num_groups; ++h) {
+          const float other = group_s[h];
+          rank += other > mine || (other == mine && h < e);
+        }
+        keep = rank < p.topk_group;
+      }
+      kept = __ballot_sync(kFull, keep);
+    }
+    if (e == 0) kept_s = kept;
+  }
+  __syncthreads();
+  if (valid && !((kept_s >> (e / per_group)) & 1u)) choice = -INFINITY;
+  __syncthreads();  // every group sum has read choice_s
+  choice_s[e] = choice;
+  __syncthreads();
+  if (valid) {
+    int rank = 0;
+    const float4* all = reinterpret_cast<const float4*>(choice_s);
+    for (int i = 0; i < num_experts / 4; ++i) {
+      const float4 c = all[i];
+      const int base = 4 * i;
+      rank += (c.x > choice || (c.x == choice && base < e)) + (c.y > choice || (c.y == choice && base + 1 < e)) +
+              (c.z > choice || (c.z == choice && base + 2 < e)) + (c.w > choice || (c.w == choice && base + 3 < e));
+    }
+    for (int i = num_experts & ~3; i < num_experts; ++i) {
+      const float c = choice_s[i];
+      rank += c > choice || (c == choice && i < e);
+    }
+    if (rank < p.top_k) {
+      chosen_s[rank] = s;
+      chosen_id[rank] = e;
+    }
+  }
+  __syncthreads();
+  if (e < p.top_k) {
+    float sum = 0.0f;  // in order, as the reference sums
+    for (int i = 0; i < p.top_k; ++i) sum += chosen_s[i];
+    float w = chosen_s[e];
+    if (p.norm_topk_prob) w = __fdiv_rn(w, sum);
+    ids[t * p.top_k + e] = chosen_id[e];
+    weights[t * p.top_k + e] = __fmul_rn(w, p.routed_scaling_factor);
+  }
+}
+
+// Tokens up to which moe_route_block_kernel runs (decode steps); the warp kernel, with 4 tokens a
+// block, above. TROUPE_MOE_ROUTE_KERNEL=warp keeps the warp kernel at every size (A/B runs).
+constexpr int64_t kBlockKernelMaxTokens = 64;
+
+bool block_kernel_wanted(int64_t num_tokens) {
+  static const bool warp_only = [] {
+    const char* env = std::getenv("TROUPE_MOE_ROUTE_KERNEL");
+    return env != nullptr && std::strcmp(env, "warp") == 0;
+  }();
+  return !warp_only && num_tokens <= kBlockKernelMaxTokens;
+}
+
 template <int kPerLane>
 cudaError_t launch(const float* logits, const float* bias, int32_t* ids, float* weights, int64_t num_tokens,
                    const MoeRouteParams& p, cudaStream_t stream) {
@@ -147,6 +242,11 @@ cudaError_t launch_moe_route_f32(const float* logits, const float* bias, int32_t
       params.top_k > num_experts || params.top_k > kMoeRouteMaxTopK)
     return cudaErrorInvalidValue;
   if (num_tokens == 0) return cudaSuccess;
+  if (block_kernel_wanted(num_tokens)) {
+    const unsigned threads = unsigned((num_experts + 31) / 32 * 32);
+    moe_route_block_kernel<<<unsigned(num_tokens), threads, 0, stream>>>(logits, bias, ids, weights, params);
+    return cudaGetLastError();
+  }
   if (num_experts <= 32) return launch<1>(logits, bias, ids, weights, num_tokens, params, stream);
   if (num_experts <= 64) return launch<2>(logits, bias, ids, weights, num_tokens, params, stream);
   if (num_experts <= 128) return launch<4>(logits, bias, ids, weights, num_tokens, params, stream);

@@ -9,9 +9,11 @@
 //   -inf ones too); ids[t, i] is the i-th of them.
 //   weights[t, i] = s_i / (s_0 + ... + s_{k-1}) (summed in that order) when norm_topk_prob, else
 //   s_i; then * routed_scaling_factor.
-// Three layers: the __global__ kernel (moe_routing.cu: one warp per token, experts e = j * 32 + lane
-// held in registers, warp shuffles for the group top-2 sums and the k argmax rounds), this
-// raw-pointer launcher, and the CPU reference (moe_routing_ref.cpp, route_tokens' own steps).
+// Three layers: the __global__ kernels (moe_routing.cu: up to 64 tokens one block per token, a
+// thread per expert, group sums by scans and the top-k by each expert's rank; above that one warp
+// per token, experts e = j * 32 + lane held in registers, warp shuffles for the group top-2 sums
+// and the k argmax rounds), this raw-pointer launcher, and the CPU reference (moe_routing_ref.cpp,
+// route_tokens' own steps).
 // NOTE: the device's expf and glibc's expf may differ by an ulp, so two experts whose choice values
 // are within an ulp or two of each other may order differently on the two sides (exact ties order
 // the same: equal logits give equal scores on each side). Ids are bit-identical otherwise.

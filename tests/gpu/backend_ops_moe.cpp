@@ -317,6 +317,11 @@ void add_moe_cases(std::vector<OpCase>& t) {
   }
   t.push_back(moe_route_case(257, 16, 8, 1, 4));  // k > the kept experts: -inf ones, lowest first
   t.push_back(moe_route_case(257, 24, 24, 3, 2));  // one expert a group
+  for (int64_t m : {64, 65})  // the last size of the block-per-token kernel, the first of the warp one
+    t.push_back(moe_route_case(m, 256, 8, 4, 8, Skew::ties));
+  t.push_back(moe_route_case(3, 512, 16, 4, 32));  // the largest block, k at its limit
+  t.push_back(moe_route_case(3, 24, 24, 3, 2));
+  t.push_back(moe_route_case(1, 16, 8, 1, 4));
 
   for (int64_t m : {1, 3, 257, 4096}) {
     t.push_back(moe_align_case(m, 256, 8, 1));
