@@ -73,6 +73,44 @@ struct DecodeMmaSmem {
   static_assert(kBytes <= 227 * 1024, "more shared memory than one block may have");
 };
 
+// The merging CTA's share: outputs u = threadIdx.x + kThreads (j0 + j), j < kOut, of the group's
+// [group][D] (partials [group][num_partitions][D], weights w_s [group][num_partitions]), each the
+// sum over the partitions in order (as the reduce kernel adds them), times inv_s of its head. The
+// loads of kBatch partitions of all kOut outputs are issued together (16 in flight a thread), so
+// the merge costs a few L2 round trips, not one per partition.
+template <int D, int kOut>
+__device__ __forceinline__ void merge_outputs(const float* __restrict__ partials, const float* w_s, const float* inv_s,
+                                              int group, int num_partitions, int j0, float* __restrict__ out_rows) {
+  constexpr int kBatch = 16 / kOut;
+  float acc[kOut];
+#pragma unroll
+  for (int j = 0; j < kOut; ++j) acc[j] = 0.0f;
+  for (int p0 = 0; p0 < num_partitions; p0 += kBatch) {
+    float v[kOut][kBatch];
+#pragma unroll
+    for (int j = 0; j < kOut; ++j) {
+      const int u = threadIdx.x + kThreads * (j0 + j), r = u / D, col = u % D;
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        v[j][b] = u < group * D && p0 + b < num_partitions
+                      ? __ldcg(partials + (int64_t(r) * num_partitions + p0 + b) * D + col)
+                      : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kOut; ++j) {
+      const int r = (threadIdx.x + kThreads * (j0 + j)) / D;
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        if (p0 + b < num_partitions && r < group) acc[j] += v[j][b] * w_s[r * num_partitions + p0 + b];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kOut; ++j) {
+    const int u = threadIdx.x + kThreads * (j0 + j);
+    if (u < group * D) out_rows[u] = acc[j] * inv_s[u / D];
+  }
+}
+
 template <int D>
 __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
     decode_attention_mma_kernel(const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_cache,
@@ -339,14 +377,15 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
     inv_s[r] = 1.0f / total;
   }
   __syncthreads();
-  for (int u = threadIdx.x; u < group * D; u += kThreads) {
-    const int r = u / D, col = u % D;
-    const float* partial = workspace + (item0 + r) * num_partitions * D + col;
-    const float* w_r = w_s + r * num_partitions;
-    float value = 0.0f;
-#pragma unroll 8
-    for (int p = 0; p < num_partitions; ++p) value += __ldcg(partial + int64_t(p) * D) * w_r[p];
-    out[(t * num_heads + h0 + r) * D + col] = value * inv_s[r];
+  const int per_thread = (group * D + kThreads - 1) / kThreads;
+  const float* partials = workspace + item0 * num_partitions * D;
+  float* out_rows = out + (t * num_heads + h0) * D;
+  if (per_thread == 1) {
+    merge_outputs<D, 1>(partials, w_s, inv_s, group, num_partitions, 0, out_rows);
+  } else if (per_thread == 2) {
+    merge_outputs<D, 2>(partials, w_s, inv_s, group, num_partitions, 0, out_rows);
+  } else {
+    for (int j0 = 0; j0 < per_thread; j0 += 4) merge_outputs<D, 4>(partials, w_s, inv_s, group, num_partitions, j0, out_rows);
   }
 }
 
