@@ -91,6 +91,100 @@ __global__ void active_experts_kernel(const int32_t* __restrict__ ids, int num_s
 }
 
 // ---------------------------------------------------------------------------------------------
+// 0 + align + 1 in one CTA (launch_moe_slots_one_block): thread s for slot s, thread e for table
+// expert e; two block-wide exclusive scans (slot counts, and experts with a slot).
+
+constexpr int kSlotsThreads = kMoeGroupedMaxExperts;  // >= kMoeSlotsOneBlockMax
+constexpr int kSlotsWarps = kSlotsThreads / 32;
+
+// Exclusive scans of a and b over the CTA (thread order); totals in *total_a, *total_b.
+__device__ __forceinline__ void block_exclusive_scan2(int& a, int& b, int* total_a, int* total_b) {
+  __shared__ int warp_a[kSlotsWarps], warp_b[kSlotsWarps];
+  const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32);
+  int ia = a, ib = b;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const int ya = __shfl_up_sync(0xffffffffu, ia, d), yb = __shfl_up_sync(0xffffffffu, ib, d);
+    if (lane >= d) ia += ya, ib += yb;
+  }
+  if (lane == 31) warp_a[warp] = ia, warp_b[warp] = ib;
+  __syncthreads();
+  if (warp == 0) {
+    int wa = lane < kSlotsWarps ? warp_a[lane] : 0, wb = lane < kSlotsWarps ? warp_b[lane] : 0;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int ya = __shfl_up_sync(0xffffffffu, wa, d), yb = __shfl_up_sync(0xffffffffu, wb, d);
+      if (lane >= d) wa += ya, wb += yb;
+    }
+    if (lane < kSlotsWarps) warp_a[lane] = wa, warp_b[lane] = wb;
+  }
+  __syncthreads();
+  a = ia - a + (warp > 0 ? warp_a[warp - 1] : 0);
+  b = ib - b + (warp > 0 ? warp_b[warp - 1] : 0);
+  *total_a = warp_a[kSlotsWarps - 1];
+  *total_b = warp_b[kSlotsWarps - 1];
+}
+
+__global__ void __launch_bounds__(kSlotsThreads)
+    slots_one_block_kernel(const int32_t* __restrict__ ids, const float* __restrict__ weights, int n, int top_k,
+                           int begin, int num_local, int with_shared, int32_t* __restrict__ ids_out,
+                           float* __restrict__ weights_out, int32_t* __restrict__ counts, int32_t* __restrict__ offsets,
+                           int32_t* __restrict__ sorted_slots, int32_t* __restrict__ slot_pos,
+                           int32_t* __restrict__ num_active, int32_t* __restrict__ active_expert,
+                           int32_t* __restrict__ active_begin) {
+  __shared__ int slot_id[kMoeSlotsOneBlockMax], count[kMoeGroupedMaxExperts], start[kMoeGroupedMaxExperts];
+  const int tid = int(threadIdx.x), out_k = top_k + with_shared, slots = n * out_k;
+  const int experts = num_local + with_shared;
+  if (tid < experts) count[tid] = 0;
+  if (tid < slots) {  // 0. local ids (moe_local_ids)
+    const int t = tid / out_k, j = tid % out_k;
+    int id = num_local;
+    float w = 1.0f;
+    if (j < top_k) {
+      const int global = ids[t * top_k + j];
+      id = global >= begin && global < begin + num_local ? global - begin : -1;
+      w = weights[t * top_k + j];
+    }
+    ids_out[tid] = id;
+    weights_out[tid] = w;
+    slot_id[tid] = id;
+  }
+  __syncthreads();
+  if (tid < slots && slot_id[tid] >= 0) atomicAdd(&count[slot_id[tid]], 1);
+  __syncthreads();
+  // align's offsets (pad 1) and the active experts' ranks.
+  const int mine = tid < experts ? count[tid] : 0;
+  int offset = mine, rank = mine > 0 ? 1 : 0, total = 0, total_active = 0;
+  block_exclusive_scan2(offset, rank, &total, &total_active);
+  if (tid < experts) {
+    counts[tid] = mine;
+    offsets[tid] = offset;
+    start[tid] = offset;
+    if (mine > 0) {
+      active_expert[rank] = tid;
+      active_begin[rank] = offset;
+    }
+  }
+  if (tid == 0) {
+    offsets[experts] = total;
+    *num_active = total_active;
+    active_begin[total_active] = total;
+  }
+  __syncthreads();
+  if (tid < slots) {  // positions in slot order within each expert; another rank's slots: -1
+    const int e = slot_id[tid];
+    int p = -1;
+    if (e >= 0) {
+      p = start[e];
+      for (int s = 0; s < tid; ++s) p += slot_id[s] == e;
+      sorted_slots[p] = tid;
+    }
+    slot_pos[tid] = p;
+  }
+  if (tid >= total && tid < slots) sorted_slots[tid] = -1;
+}
+
+// ---------------------------------------------------------------------------------------------
 // 2. The gather, scaled to bf16 * 2^64: CTA (position, column chunk), 8 columns a thread.
 
 __device__ __forceinline__ float load_value(const float* x, int64_t i) { return __ldg(x + i); }
@@ -348,6 +442,24 @@ cudaError_t launch_moe_local_ids(const int32_t* ids, const float* weights, int64
   const int64_t count = n * (top_k + (with_shared ? 1 : 0));
   local_ids_kernel<<<unsigned((count + 255) / 256), 256, 0, stream>>>(ids, weights, n, top_k, expert_begin, num_local,
                                                                       with_shared ? 1 : 0, ids_out, weights_out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_moe_slots_one_block(const int32_t* ids, const float* weights, int64_t n, int32_t top_k,
+                                       int32_t expert_begin, int32_t num_local, bool with_shared, int32_t* ids_out,
+                                       float* weights_out, int32_t* counts, int32_t* offsets, int32_t* sorted_slots,
+                                       int32_t* slot_pos, int32_t* num_active, int32_t* active_expert,
+                                       int32_t* active_begin, cudaStream_t stream) {
+  const int64_t slots = n * (top_k + (with_shared ? 1 : 0));
+  if (n < 0 || top_k < 1 || num_local < 1 || expert_begin < 0 || slots > kMoeSlotsOneBlockMax ||
+      int64_t(num_local) + (with_shared ? 1 : 0) > kMoeGroupedMaxExperts || !counts || !offsets || !num_active ||
+      !active_expert || !active_begin ||
+      (slots > 0 && (!ids || !weights || !ids_out || !weights_out || !sorted_slots || !slot_pos)))
+    return cudaErrorInvalidValue;
+  slots_one_block_kernel<<<1, kSlotsThreads, 0, stream>>>(ids, weights, int(n), top_k, expert_begin, num_local,
+                                                          with_shared ? 1 : 0, ids_out, weights_out, counts, offsets,
+                                                          sorted_slots, slot_pos, num_active, active_expert,
+                                                          active_begin);
   return cudaGetLastError();
 }
 

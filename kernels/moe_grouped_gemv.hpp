@@ -84,6 +84,20 @@ cudaError_t launch_moe_active_experts(const int32_t* ids, int64_t num_slots, int
                                       const int32_t* counts, const int32_t* offsets, int32_t expert_begin,
                                       int32_t num_local, int32_t* num_active, int32_t* active_expert,
                                       int32_t* active_begin, int32_t* slot_pos, cudaStream_t stream);
+// Steps 0 and 1 with moe_align between them (pad_to 1, capacity = the slots) in one launch, for
+// small batches: the same outputs as launch_moe_local_ids, launch_moe_align (ids_out, n * (top_k +
+// with_shared) slots, num_local + with_shared experts, pad_to 1, counts, offsets, sorted_slots,
+// capacity = the slots, slot_pos) and launch_moe_active_experts (ids_out, the slots, the same
+// experts, counts, offsets, expert_begin 0, all of them, ...), bit for bit. One CTA; a slot's
+// position is its expert's offset + its earlier slots of that expert (align's slot order).
+// cudaErrorInvalidValue, nothing launched: n < 0, top_k < 1, num_local < 1, expert_begin < 0,
+// more than kMoeSlotsOneBlockMax slots or more than kMoeGroupedMaxExperts experts with the shared one.
+constexpr int64_t kMoeSlotsOneBlockMax = 256;
+cudaError_t launch_moe_slots_one_block(const int32_t* ids, const float* weights, int64_t n, int32_t top_k,
+                                       int32_t expert_begin, int32_t num_local, bool with_shared, int32_t* ids_out,
+                                       float* weights_out, int32_t* counts, int32_t* offsets, int32_t* sorted_slots,
+                                       int32_t* slot_pos, int32_t* num_active, int32_t* active_expert,
+                                       int32_t* active_begin, cudaStream_t stream);
 // x: [num_tokens, k] fp32 or bf16 bits; x_perm: [num_positions, x_stride] bf16 bits (x * 2^64).
 // x_stride >= moe_perm_stride(k); slot_div >= 1 (top_k for the tokens' rows, 1 for per-slot rows).
 cudaError_t launch_moe_gather_scaled(const float* x, const int32_t* sorted_slots, int32_t slot_div,

@@ -85,6 +85,15 @@ OneTokenLaunchers one_token_launchers(int64_t hidden, int64_t inter) {
   return {kernels::launch_moe_rows_gate_up_silu, kernels::launch_moe_rows_gemv, "moe_rows_gemv"};
 }
 
+// Small batches group their slots in one CTA (kernels/moe_grouped_gemv.hpp's
+// launch_moe_slots_one_block: two launches fewer than local ids, align and the active list);
+// TROUPE_MOE_SLOTS_KERNEL=separate keeps the three launches (the A/B switch, read at each call).
+bool slots_in_one_block(int64_t slots, int64_t table_size) {
+  if (slots > kernels::kMoeSlotsOneBlockMax || table_size > kernels::kMoeGroupedMaxExperts) return false;
+  const char* env = std::getenv("TROUPE_MOE_SLOTS_KERNEL");
+  return !env || std::strcmp(env, "separate") != 0;
+}
+
 bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
 
 }  // namespace
@@ -165,18 +174,28 @@ bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Ten
   Tensor active_begin = scratch(DType::i32, {max_active + 1});
   Tensor x_perm = scratch(DType::bf16, {slots, x_stride}), act = scratch(DType::bf16, {slots, act_stride});
   Tensor y_perm = scratch(DType::f32, {slots, hidden});
-  check(launch_moe_local_ids(topk_ids.data<int32_t>(), topk_weights.data<float>(), n, int32_t(k),
-                             int32_t(expert_begin), int32_t(experts.num_local), with_shared != 0,
-                             ids.data<int32_t>(), weights.data<float>(), stream()),
-        "moe_local_ids");
-  check(launch_moe_align(ids.data<int32_t>(), slots, int32_t(table_size), 1, counts.data<int32_t>(),
-                         offsets.data<int32_t>(), sorted.data<int32_t>(), slots, slot_pos.data<int32_t>(), stream()),
-        "moe_align");
-  check(launch_moe_active_experts(ids.data<int32_t>(), slots, int32_t(table_size), counts.data<int32_t>(),
-                                  offsets.data<int32_t>(), 0, int32_t(table_size), num_active.data<int32_t>(),
-                                  active_expert.data<int32_t>(), active_begin.data<int32_t>(),
-                                  slot_pos.data<int32_t>(), stream()),
-        "moe_active_experts");
+  if (slots_in_one_block(slots, table_size)) {  // local ids, grouping and active list: one launch
+    check(launch_moe_slots_one_block(topk_ids.data<int32_t>(), topk_weights.data<float>(), n, int32_t(k),
+                                     int32_t(expert_begin), int32_t(experts.num_local), with_shared != 0,
+                                     ids.data<int32_t>(), weights.data<float>(), counts.data<int32_t>(),
+                                     offsets.data<int32_t>(), sorted.data<int32_t>(), slot_pos.data<int32_t>(),
+                                     num_active.data<int32_t>(), active_expert.data<int32_t>(),
+                                     active_begin.data<int32_t>(), stream()),
+          "moe_slots_one_block");
+  } else {
+    check(launch_moe_local_ids(topk_ids.data<int32_t>(), topk_weights.data<float>(), n, int32_t(k),
+                               int32_t(expert_begin), int32_t(experts.num_local), with_shared != 0,
+                               ids.data<int32_t>(), weights.data<float>(), stream()),
+          "moe_local_ids");
+    check(launch_moe_align(ids.data<int32_t>(), slots, int32_t(table_size), 1, counts.data<int32_t>(),
+                           offsets.data<int32_t>(), sorted.data<int32_t>(), slots, slot_pos.data<int32_t>(), stream()),
+          "moe_align");
+    check(launch_moe_active_experts(ids.data<int32_t>(), slots, int32_t(table_size), counts.data<int32_t>(),
+                                    offsets.data<int32_t>(), 0, int32_t(table_size), num_active.data<int32_t>(),
+                                    active_expert.data<int32_t>(), active_begin.data<int32_t>(),
+                                    slot_pos.data<int32_t>(), stream()),
+          "moe_active_experts");
+  }
   check(dx.dtype() == DType::bf16
             ? launch_moe_gather_scaled(dx.data<uint16_t>(), sorted.data<int32_t>(), int32_t(slot_k),
                                        x_perm.data<uint16_t>(), slots, hidden, x_stride, stream())

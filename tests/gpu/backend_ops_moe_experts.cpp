@@ -157,6 +157,67 @@ OpCase local_ids_case(int64_t m, int32_t experts, int32_t k, int32_t begin, int3
           }};
 }
 
+// launch_moe_slots_one_block against moe_local_ids_ref, moe_align_ref (pad 1) and
+// moe_active_experts_ref in turn, as the backend ran the three launches: every output bit for bit.
+OpCase slots_one_block_case(int64_t m, int32_t experts, int32_t k, int32_t begin, int32_t local, bool with_shared,
+                            int32_t hot = -1) {
+  std::string dims = sizes({{"m", m}, {"E", experts}, {"k", k}, {"begin", begin}, {"local", local}}) +
+                     (with_shared ? " shared" : "");
+  if (hot >= 0) dims += " hot=" + std::to_string(hot);
+  return {"moe_slots_one_block", "i32", dims, [=](std::mt19937& rng) {
+            OpRun r;
+            const int32_t table = local + (with_shared ? 1 : 0);
+            const int64_t in_slots = m * k, slots = m * (k + (with_shared ? 1 : 0));
+            const int64_t max_active = moe_max_active(table, slots);
+            int32_t* ids = r.host<int32_t>(size_t(in_slots));
+            random_ids(ids, m, k, experts, rng, hot);
+            float* weights = r.host<float>(size_t(in_slots));
+            fill_normal(weights, size_t(in_slots), rng);
+            const int32_t* d_ids = r.device(ids, size_t(in_slots));
+            const float* d_weights = r.device(weights, size_t(in_slots));
+            int32_t* out_ids = r.poisoned<int32_t>(size_t(slots));
+            float* out_weights = r.poisoned<float>(size_t(slots));
+            int32_t* counts = r.poisoned<int32_t>(size_t(table));
+            int32_t* offsets = r.poisoned<int32_t>(size_t(table + 1));
+            int32_t* sorted = r.poisoned<int32_t>(size_t(slots));
+            int32_t* pos = r.poisoned<int32_t>(size_t(slots));
+            int32_t* num_active = r.poisoned<int32_t>(1);
+            int32_t* active = r.poisoned<int32_t>(size_t(max_active));
+            int32_t* active_begin = r.poisoned<int32_t>(size_t(max_active + 1));
+            int32_t* ref_ids = r.host<int32_t>(size_t(slots));
+            float* ref_weights = r.host<float>(size_t(slots));
+            int32_t* ref_counts = r.host<int32_t>(size_t(table));
+            int32_t* ref_offsets = r.host<int32_t>(size_t(table + 1));
+            int32_t* ref_sorted = r.host<int32_t>(size_t(slots));
+            int32_t* ref_pos = r.host<int32_t>(size_t(slots), -1);
+            int32_t* ref_num = r.host<int32_t>(1);
+            int32_t* ref_active = r.host<int32_t>(size_t(max_active), -1);
+            int32_t* ref_begin = r.host<int32_t>(size_t(max_active + 1), -1);
+            r.launch = [=](cudaStream_t s) {
+              return launch_moe_slots_one_block(d_ids, d_weights, m, k, begin, local, with_shared, out_ids,
+                                                out_weights, counts, offsets, sorted, pos, num_active, active,
+                                                active_begin, s);
+            };
+            r.reference = [=] {
+              moe_local_ids_ref(ids, weights, m, k, begin, local, with_shared, ref_ids, ref_weights);
+              moe_align_ref(ref_ids, slots, table, 1, ref_counts, ref_offsets, ref_sorted, slots, ref_pos);
+              moe_active_experts_ref(ref_ids, slots, ref_counts, ref_offsets, 0, table, ref_num, ref_active,
+                                     ref_begin, ref_pos);
+            };
+            r.expect("ids", Elem::i32, out_ids, ref_ids, Elem::i32, size_t(slots), kExact);
+            r.expect("weights", Elem::f32, out_weights, ref_weights, Elem::f32, size_t(slots), kExact);
+            r.expect("counts", Elem::i32, counts, ref_counts, Elem::i32, size_t(table), kExact);
+            r.expect("offsets", Elem::i32, offsets, ref_offsets, Elem::i32, size_t(table + 1), kExact);
+            r.expect("sorted", Elem::i32, sorted, ref_sorted, Elem::i32, size_t(slots), kExact);
+            r.expect("slot_pos", Elem::i32, pos, ref_pos, Elem::i32, size_t(slots), kExact);
+            r.expect("num_active", Elem::i32, num_active, ref_num, Elem::i32, 1, kExact);
+            r.expect("active_expert", Elem::i32, active, ref_active, Elem::i32, size_t(max_active), kExact);
+            r.expect("active_begin", Elem::i32, active_begin, ref_begin, Elem::i32, size_t(max_active + 1), kExact);
+            r.bytes = double(in_slots * 8 + slots * 20 + int64_t(table) * 8);
+            return r;
+          }};
+}
+
 template <class T>
 OpCase gather_scaled_case(int64_t m, int64_t hidden, int32_t slot_div) {
   constexpr bool kF32 = std::is_same_v<T, float>;
@@ -456,6 +517,15 @@ void add_moe_expert_cases(std::vector<OpCase>& t) {
   t.push_back(active_experts_case(3, 8, 2, 0, 8));     // the DeepSeek fixture
   t.push_back(active_experts_case(64, 256, 8, 0, 256, 5));  // every slot on expert 5
   t.push_back(active_experts_case(257, 512, 8, 0, 512));
+  // The one-CTA bookkeeping of small batches: R1 with its shared expert (1 and 28 tokens: 9 and 252
+  // slots), a rank of four (others' experts -1), every slot on one expert, no shared expert,
+  // the DeepSeek fixture's 8 experts, and 511 local experts + the shared one (the table's limit).
+  for (int64_t m : {1, 3, 28}) t.push_back(slots_one_block_case(m, 256, 8, 0, 256, true));
+  t.push_back(slots_one_block_case(7, 256, 8, 64, 64, true));
+  t.push_back(slots_one_block_case(5, 256, 8, 0, 256, true, 5));
+  t.push_back(slots_one_block_case(6, 256, 8, 0, 256, false));
+  t.push_back(slots_one_block_case(3, 8, 2, 0, 8, true));
+  t.push_back(slots_one_block_case(2, 511, 8, 0, 511, true));
 
   for (int64_t m : {1, 8, 257}) {
     for (int64_t hidden : {111, 7168}) {
