@@ -15,9 +15,8 @@
 //      += P V with V by ldmatrix.trans, head_dim / 8 fp32 accumulator tiles per warp.
 // One barrier per tile (tile landed; everyone done with the stage the next copy overwrites). At
 // the end the 4 warps' (max, sum, O) merge through shared memory (the stage buffers, reused), and
-// the CTA writes out / 1 partition, or its partial (o, max, sum) to the workspace; then either
-// attention_decode.cu's reduce kernel merges the partials, or (given merge counters) the last CTA
-// of each (token, kv head) does, with the same sums, one kernel boundary fewer.
+// the CTA writes out / 1 partition, or its partial (o, max, sum) to the workspace for
+// attention_decode.cu's reduce kernel.
 //
 // Resources: shared memory 4 KiB Q + 3 x 32 KiB stages at head_dim 128 (two CTAs per SM, four
 // tiles = 128 KiB in flight per SM while they wait), 3 x 16 KiB at 64, 2 x 64 KiB at 256 (one CTA).
@@ -73,44 +72,6 @@ struct DecodeMmaSmem {
   static_assert(kBytes <= 227 * 1024, "more shared memory than one block may have");
 };
 
-// The merging CTA's share: outputs u = threadIdx.x + kThreads (j0 + j), j < kOut, of the group's
-// [group][D] (partials [group][num_partitions][D], weights w_s [group][num_partitions]), each the
-// sum over the partitions in order (as the reduce kernel adds them), times inv_s of its head. The
-// loads of kBatch partitions of all kOut outputs are issued together (16 in flight a thread), so
-// the merge costs a few L2 round trips, not one per partition.
-template <int D, int kOut>
-__device__ __forceinline__ void merge_outputs(const float* __restrict__ partials, const float* w_s, const float* inv_s,
-                                              int group, int num_partitions, int j0, float* __restrict__ out_rows) {
-  constexpr int kBatch = 16 / kOut;
-  float acc[kOut];
-#pragma unroll
-  for (int j = 0; j < kOut; ++j) acc[j] = 0.0f;
-  for (int p0 = 0; p0 < num_partitions; p0 += kBatch) {
-    float v[kOut][kBatch];
-#pragma unroll
-    for (int j = 0; j < kOut; ++j) {
-      const int u = threadIdx.x + kThreads * (j0 + j), r = u / D, col = u % D;
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b)
-        v[j][b] = u < group * D && p0 + b < num_partitions
-                      ? __ldcg(partials + (int64_t(r) * num_partitions + p0 + b) * D + col)
-                      : 0.0f;
-    }
-#pragma unroll
-    for (int j = 0; j < kOut; ++j) {
-      const int r = (threadIdx.x + kThreads * (j0 + j)) / D;
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b)
-        if (p0 + b < num_partitions && r < group) acc[j] += v[j][b] * w_s[r * num_partitions + p0 + b];
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < kOut; ++j) {
-    const int u = threadIdx.x + kThreads * (j0 + j);
-    if (u < group * D) out_rows[u] = acc[j] * inv_s[u / D];
-  }
-}
-
 template <int D>
 __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
     decode_attention_mma_kernel(const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_cache,
@@ -118,8 +79,7 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
                                 const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                                 const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
                                 int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
-                                float* __restrict__ workspace, int32_t* __restrict__ merge_counters,
-                                float* __restrict__ out) {
+                                float* __restrict__ workspace, float* __restrict__ out) {
   using L = DecodeMmaSmem<D>;
   constexpr int kStages = L::kStages, kChunks = L::kChunks, kRowBytes = L::kRowBytes;
   allow_dependents();  // the next kernel may become resident (the reduce, or a GEMV loading weights)
@@ -336,57 +296,6 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
       }
     }
   }
-  if (num_partitions == 1 || merge_counters == nullptr) return;
-
-  // The last CTA of (token, kv head) to finish merges the group's partitions: the reduce kernel's
-  // sums in its order (attention_decode.cu), so both give the same bits. Every thread's partials
-  // are made visible before thread 0 counts the CTA in; the last one resets the counter for the
-  // next launch (no other CTA of this launch touches it again).
-  __shared__ int last_s;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int32_t* counter = merge_counters + int64_t(i) * num_kv_heads + kv_head;
-    last_s = atomicAdd(counter, 1) == num_partitions - 1;
-    if (last_s) *counter = 0;
-  }
-  __syncthreads();
-  if (!last_s) return;
-  __threadfence();
-  __shared__ float inv_s[kRows];
-  float* w_s = reinterpret_cast<float*>(smem + L::kKv);  // [group][num_partitions]: maxima, then weights
-  const float* maxima = workspace + stats * D;
-  const float* sums = maxima + stats;
-  const int64_t item0 = int64_t(i) * num_heads + h0;  // the group's heads are consecutive items
-  for (int u = threadIdx.x; u < group * num_partitions; u += kThreads)
-    w_s[u] = __ldcg(maxima + item0 * num_partitions + u);
-  __syncthreads();
-  if (threadIdx.x < group) {
-    const int r = threadIdx.x;
-    float* w_r = w_s + r * num_partitions;
-    const float* sums_r = sums + (item0 + r) * num_partitions;
-    float block_max = -INFINITY;
-    for (int p = 0; p < num_partitions; ++p) block_max = fmaxf(block_max, w_r[p]);
-    const float max_use = block_max == -INFINITY ? 0.0f : block_max;
-    float total = 0.0f;
-    for (int p = 0; p < num_partitions; ++p) {
-      const float w = exp2f(w_r[p] - max_use);
-      total += __ldcg(sums_r + p) * w;
-      w_r[p] = w;
-    }
-    inv_s[r] = 1.0f / total;
-  }
-  __syncthreads();
-  const int per_thread = (group * D + kThreads - 1) / kThreads;
-  const float* partials = workspace + item0 * num_partitions * D;
-  float* out_rows = out + (t * num_heads + h0) * D;
-  if (per_thread == 1) {
-    merge_outputs<D, 1>(partials, w_s, inv_s, group, num_partitions, 0, out_rows);
-  } else if (per_thread == 2) {
-    merge_outputs<D, 2>(partials, w_s, inv_s, group, num_partitions, 0, out_rows);
-  } else {
-    for (int j0 = 0; j0 < per_thread; j0 += 4) merge_outputs<D, 4>(partials, w_s, inv_s, group, num_partitions, j0, out_rows);
-  }
 }
 
 template <int D>
@@ -394,7 +303,7 @@ cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_
                      const __nv_bfloat16* v_cache, const int32_t* positions, const int32_t* seq_of_token,
                      const int32_t* tokens, const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                      int64_t num_heads, int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace,
-                     int32_t* merge_counters, float* out) {
+                     float* out) {
   auto kernel = decode_attention_mma_kernel<D>;
   constexpr int kSmem = DecodeMmaSmem<D>::kBytes;
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
@@ -402,7 +311,7 @@ cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_
     return err;
   return launch_dependent(kernel, grid, dim3(kThreads), size_t(kSmem), stream, q, k_cache, v_cache, positions,
                           seq_of_token, tokens, block_tables, int(max_blocks), int(block_size), int(num_heads),
-                          int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, merge_counters, out);
+                          int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
 }
 
 }  // namespace
@@ -428,8 +337,7 @@ cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache,
                                         int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
                                         int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
                                         int64_t head_dim, float scale, int64_t num_partitions,
-                                        int64_t partition_keys, float* workspace, int32_t* merge_counters,
-                                        float* out, cudaStream_t stream) {
+                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
   auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   if (!decode_attention_mma_supports(num_heads, num_kv_heads, head_dim) || num_tokens < 0 ||
@@ -446,18 +354,18 @@ cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache,
   switch (head_dim) {
     case 64:
       err = launch_d<64>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks, block_size,
-                         num_heads, num_kv_heads, scale, partition_keys, workspace, merge_counters, out);
+                         num_heads, num_kv_heads, scale, partition_keys, workspace, out);
       break;
     case 128:
       err = launch_d<128>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks,
-                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, merge_counters, out);
+                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
       break;
     default:
       err = launch_d<256>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks,
-                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, merge_counters, out);
+                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
       break;
   }
-  if (err != cudaSuccess || num_partitions == 1 || merge_counters != nullptr) return err;
+  if (err != cudaSuccess || num_partitions == 1) return err;
   return launch_decode_attention_reduce(tokens, num_tokens, num_heads, head_dim, num_partitions, workspace, out,
                                         stream);
 }

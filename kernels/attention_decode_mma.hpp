@@ -12,7 +12,7 @@
 // an online softmax of its own in fp32 (log2 domain), P rounded to bf16 in registers, O += P V.
 // The warps' (max, sum, O) merge through shared memory at the end. Same partition contract and
 // workspace as launch_decode_attention_f32 (attention_decode.hpp), whose reduce kernel merges
-// the partitions, or the last CTA of each (token, kv head) does (merge_counters).
+// the partitions.
 //
 // Precision: against paged_attention_ref (fp32 dots, fp64 softmax, the same bf16 K/V values) only
 // q and P are rounded to bf16 (rms relative error ~1.6e-3 each): outputs move by ~2e-3 of their
@@ -41,18 +41,14 @@ int64_t decode_mma_num_partitions(int64_t num_tokens, int64_t num_kv_heads, int6
 // num_heads, head_dim]; k_cache, v_cache bf16 bits [num_blocks, block_size, num_kv_heads,
 // head_dim]; num_partitions, partition_keys from decode_mma_num_partitions and
 // decode_partition_keys (or partition_keys 0: each token's context split evenly); workspace:
-// decode_workspace_floats floats (nullptr when 0). merge_counters: nullptr, then a second kernel
-// (attention_decode.cu's reduce) merges the partitions; else num_tokens * num_kv_heads int32
-// zeros, and the last CTA of each (token, kv head) merges them in the same order (the same bits,
-// one launch fewer) and leaves its counter zero again for the next launch. q and the caches must
-// be 16-byte aligned. Unsupported shapes give cudaErrorInvalidValue; num_tokens == 0 does nothing.
+// decode_workspace_floats floats (nullptr when 0). q and the caches must be 16-byte aligned.
+// Unsupported shapes give cudaErrorInvalidValue; num_tokens == 0 does nothing.
 cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                                         const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
                                         int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
                                         int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
                                         int64_t head_dim, float scale, int64_t num_partitions,
-                                        int64_t partition_keys, float* workspace, int32_t* merge_counters,
-                                        float* out, cudaStream_t stream);
+                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -54,8 +54,7 @@ void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const
                                       meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(), tokens,
                                       num_tokens, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
                                       meta.block_size, num_heads, num_kv_heads, head_dim, scale, parts, partition_keys,
-                                      floats > 0 ? workspace.data<float>() : nullptr,
-                                      merge_counters(num_tokens * num_kv_heads), out.data<float>(), stream()),
+                                      floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
           "decode_attention_mma");
     return;
   }

@@ -4,7 +4,6 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <cmath>
 
@@ -69,17 +68,6 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType
     cudaGetLastError();
     backend->cublas_workspace_ = nullptr;
   }
-  const char* merge_env = std::getenv("TROUPE_DECODE_MERGE");
-  if (!(merge_env && std::strcmp(merge_env, "0") == 0)) {
-    void* counters = nullptr;
-    if (cudaMalloc(&counters, kMergeCounters * sizeof(int32_t)) == cudaSuccess &&
-        cudaMemset(counters, 0, kMergeCounters * sizeof(int32_t)) == cudaSuccess) {
-      backend->merge_counters_ = static_cast<int32_t*>(counters);
-    } else {
-      cudaGetLastError();
-      if (counters) cudaFree(counters);
-    }
-  }
   // Keep freed memory in the pool instead of returning it at every synchronization.
   cudaMemPool_t pool = nullptr;
   if (cudaDeviceGetDefaultMemPool(&pool, device_index) == cudaSuccess) {
@@ -93,7 +81,6 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (cublas_) cublasDestroy(handle(cublas_));
   if (cublas_workspace_) cudaFree(cublas_workspace_);
-  if (merge_counters_) cudaFree(merge_counters_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -160,8 +147,7 @@ bool CudaBackend::memory_held(size_t* peak, size_t* slack) const {
     cudaGetLastError();
     return false;
   }
-  *peak = size_t(used_high) + (cublas_workspace_ ? kCublasWorkspaceBytes : 0) +
-          (merge_counters_ ? size_t(kMergeCounters) * sizeof(int32_t) : 0) + expert_streams_.bytes() +
+  *peak = size_t(used_high) + (cublas_workspace_ ? kCublasWorkspaceBytes : 0) + expert_streams_.bytes() +
           graphs_.arena_bytes() + kContextBytes;
   *slack = reserved > used ? size_t(reserved - used) : 0;
   return true;

@@ -56,9 +56,7 @@ struct AttentionShape {
 
 // decode_mma*: the tensor-core decode, with partitions by the longest context, per token (a recorded
 // graph's launch), the most partitions (kDecodeMaxPartitions: partitions of a few keys, many
-// empty), or over a `tokens` list of the batch's decode tokens (a mixed step's); _merged: the
-// per-token split with the last CTA of each group merging (merge counters), launched twice with
-// the output poisoned between, so counters left nonzero by the first launch fail the second.
+// empty), or over a `tokens` list of the batch's decode tokens (a mixed step's).
 enum class Kernel {
   fallback,
   decode,
@@ -70,14 +68,12 @@ enum class Kernel {
   decode_mma,
   decode_mma_per_token_split,
   decode_mma_max_partitions,
-  decode_mma_listed,
-  decode_mma_merged
+  decode_mma_listed
 };
 
 bool is_decode_mma(Kernel kernel) {
   return kernel == Kernel::decode_mma || kernel == Kernel::decode_mma_per_token_split ||
-         kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_listed ||
-         kernel == Kernel::decode_mma_merged;
+         kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_listed;
 }
 
 // Host and device inputs of one batch.
@@ -189,8 +185,7 @@ bool supports(Kernel kernel, const AttentionShape& c) {
     case Kernel::decode_mma:
     case Kernel::decode_mma_per_token_split:
     case Kernel::decode_mma_max_partitions:
-    case Kernel::decode_mma_listed:
-    case Kernel::decode_mma_merged: return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
+    case Kernel::decode_mma_listed: return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
   }
   return false;
 }
@@ -228,7 +223,6 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
   std::string dims = shape_name(c);
   if (kernel == Kernel::decode_per_token_split || kernel == Kernel::decode_mma_per_token_split)
     dims += " split=per-token";
-  if (kernel == Kernel::decode_mma_merged) dims += " split=per-token merged";
   if (kernel == Kernel::decode_mma_max_partitions) dims += " split=max";
   if (kernel == Kernel::decode_mma_listed) dims += " tokens=decodes";
   if (wgmma) dims += " rows=" + std::to_string(cta_rows) + " keys=" + std::to_string(key_tile);
@@ -285,8 +279,7 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
               if constexpr (std::is_same_v<CacheT, uint16_t>) {
                 // The listed variant computes only the sequences with one new token, through the
                 // `tokens` list, as the backend's mixed steps do; the other rows stay poisoned.
-                const bool merged = kernel == Kernel::decode_mma_merged;
-                const bool per_token = kernel == Kernel::decode_mma_per_token_split || merged;
+                const bool per_token = kernel == Kernel::decode_mma_per_token_split;
                 int64_t m = b.n, context = per_token ? b.max_blocks * bs : b.max_context;
                 const int32_t* d_list = nullptr;
                 if (kernel == Kernel::decode_mma_listed) {
@@ -310,24 +303,11 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
                 const int64_t keys = per_token ? 0 : decode_partition_keys(context, parts);
                 const int64_t floats = decode_workspace_floats(m, H, D, parts);
                 float* workspace = floats > 0 ? r.poisoned<float>(size_t(floats)) : nullptr;
-                int32_t* counters = nullptr;
-                if (merged) {
-                  int32_t* zeros = r.host<int32_t>(size_t(m * KV), 0);
-                  counters = r.device(zeros, size_t(m * KV));
-                }
                 tolerance = kDecodeMmaTolerance;
                 r.launch = [=](cudaStream_t s) {
-                  auto once = [&] {
-                    return launch_decode_attention_mma(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, d_list,
-                                                       m, b.d_tables, b.max_blocks, bs, H, KV, D, scale, parts, keys,
-                                                       workspace, counters, out, s);
-                  };
-                  if (!merged) return once();
-                  if (cudaError_t err = once(); err != cudaSuccess) return err;
-                  if (cudaError_t err = cudaMemsetAsync(out, 0xff, size_t(out_count) * sizeof(float), s);
-                      err != cudaSuccess)
-                    return err;
-                  return once();
+                  return launch_decode_attention_mma(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, d_list, m,
+                                                     b.d_tables, b.max_blocks, bs, H, KV, D, scale, parts, keys,
+                                                     workspace, out, s);
                 };
               }
             } else {
@@ -483,7 +463,6 @@ void add_attention_cases(std::vector<OpCase>& t) {
     if (!supports(Kernel::decode_mma, c)) continue;
     t.push_back(attention_case<uint16_t>(Kernel::decode_mma, c));
     if (decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_per_token_split, c));
-    if (decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_merged, c));
     if (c.seqs.size() <= 4) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_max_partitions, c));
     if (!decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_listed, c));
   }

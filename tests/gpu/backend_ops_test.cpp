@@ -170,10 +170,10 @@ TEST(KernelLaunchers, RejectBadSizes) {
   auto decode_mma = [&](const float* q, const uint16_t* kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
                         int64_t parts, float* workspace) {
     return launch_decode_attention_mma(q, kv, kv, i32, i32, nullptr, 1, i32, 1, 16, heads, kv_heads, head_dim, 0.1f,
-                                       parts, 16, workspace, nullptr, some + 512, nullptr);
+                                       parts, 16, workspace, some + 512, nullptr);
   };
   EXPECT_EQ(launch_decode_attention_mma(some, w16, w16, i32, i32, nullptr, 0, i32, 1, 16, 32, 8, 128, 0.1f, 1, 16,
-                                        nullptr, nullptr, some + 512, nullptr),
+                                        nullptr, some + 512, nullptr),
             cudaSuccess);  // nothing to do
   EXPECT_EQ(decode_mma(some, w16, 34, 2, 128, 1, nullptr), cudaErrorInvalidValue);  // group 17
   EXPECT_EQ(decode_mma(some, w16, 12, 8, 128, 1, nullptr), cudaErrorInvalidValue);  // heads % kv_heads
