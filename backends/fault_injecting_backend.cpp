@@ -105,19 +105,6 @@ void FaultInjectingBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, c
                                 const Tensor& down_weight, const Tensor& down_bias, Tensor out) {
   if (admit("mlp")) inner_->mlp(x, gate_up_weight, gate_up_bias, down_weight, down_bias, out);
 }
-void FaultInjectingBackend::rmsnorm_linear(const Tensor& h, const Tensor& norm_weight, float eps, const Tensor& weight,
-                                           const Tensor& bias, Tensor out) {
-  if (admit("rmsnorm_linear")) inner_->rmsnorm_linear(h, norm_weight, eps, weight, bias, out);
-}
-void FaultInjectingBackend::linear_add(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor residual) {
-  if (admit("linear_add")) inner_->linear_add(x, weight, bias, residual);
-}
-void FaultInjectingBackend::mlp_residual(Tensor residual, const Tensor& norm_weight, float eps,
-                                         const Tensor& gate_up_weight, const Tensor& gate_up_bias,
-                                         const Tensor& down_weight, const Tensor& down_bias) {
-  if (admit("mlp_residual"))
-    inner_->mlp_residual(residual, norm_weight, eps, gate_up_weight, gate_up_bias, down_weight, down_bias);
-}
 void FaultInjectingBackend::copy(const Tensor& src, Tensor dst) {
   if (admit("copy")) inner_->copy(src, dst);
 }

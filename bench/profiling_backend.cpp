@@ -167,34 +167,6 @@ void ProfilingBackend::linear_pair(const Tensor& x, const Tensor& weight_a, cons
   record(name, [&] { inner_.linear_pair(x, weight_a, weight_b, out_a, out_b); });
 }
 
-// The residual forms as ops of their own ("rmsnorm_linear NxK", "linear_add NxK", "mlp_residual"):
-// the backend may run the norm and the add inside the products.
-void ProfilingBackend::rmsnorm_linear(const Tensor& h, const Tensor& norm_weight, float eps, const Tensor& weight,
-                                      const Tensor& bias, Tensor out) {
-  if (!recording_) return inner_.rmsnorm_linear(h, norm_weight, eps, weight, bias, out);
-  const std::string name = "rmsnorm_linear " + std::to_string(weight.size(0)) + "x" + std::to_string(weight.size(1)) +
-                           (weight.dtype() == DType::f8_e4m3 ? " fp8" : "");
-  reads(weight);
-  record(name, [&] { inner_.rmsnorm_linear(h, norm_weight, eps, weight, bias, out); });
-}
-
-void ProfilingBackend::linear_add(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor residual) {
-  if (!recording_) return inner_.linear_add(x, weight, bias, residual);
-  const std::string name = "linear_add " + std::to_string(weight.size(0)) + "x" + std::to_string(weight.size(1)) +
-                           (weight.dtype() == DType::f8_e4m3 ? " fp8" : "");
-  reads(weight);
-  record(name, [&] { inner_.linear_add(x, weight, bias, residual); });
-}
-
-void ProfilingBackend::mlp_residual(Tensor residual, const Tensor& norm_weight, float eps, const Tensor& gate_up_weight,
-                                    const Tensor& gate_up_bias, const Tensor& down_weight, const Tensor& down_bias) {
-  reads(gate_up_weight);
-  reads(down_weight);
-  record("mlp_residual", [&] {
-    inner_.mlp_residual(residual, norm_weight, eps, gate_up_weight, gate_up_bias, down_weight, down_bias);
-  });
-}
-
 // The whole MLP as one op ("mlp"): the backend may fuse its products and activation.
 void ProfilingBackend::mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias,
                            const Tensor& down_weight, const Tensor& down_bias, Tensor out) {

@@ -77,12 +77,6 @@ class ProfilingBackend final : public Backend, public MoeExpertsBackend {
                    Tensor out_b) override;
   void mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias, const Tensor& down_weight,
            const Tensor& down_bias, Tensor out) override;
-  bool fuses_residual_norms(int64_t num_tokens) const override { return inner_.fuses_residual_norms(num_tokens); }
-  void rmsnorm_linear(const Tensor& h, const Tensor& norm_weight, float eps, const Tensor& weight, const Tensor& bias,
-                      Tensor out) override;
-  void linear_add(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor residual) override;
-  void mlp_residual(Tensor residual, const Tensor& norm_weight, float eps, const Tensor& gate_up_weight,
-                    const Tensor& gate_up_bias, const Tensor& down_weight, const Tensor& down_bias) override;
   void copy(const Tensor& src, Tensor dst) override;
   void add(const Tensor& a, const Tensor& b, Tensor out) override;
   void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor out) override;

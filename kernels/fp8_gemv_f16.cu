@@ -47,36 +47,6 @@ __global__ void __maxnreg__(kRingRegisters<kRing>)
   gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, SplitRows<OT>{{n}, out_a, out_b, n_a});
 }
 
-// The product of the RMS-normed residual stream (fp32 x normed while staged, RowNorm).
-template <int kRing>
-__global__ void __maxnreg__(kRingRegisters<kRing>)
-    fp8_gemv_f16_normed_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w,
-                               const float* __restrict__ w_scale, float* __restrict__ out, int m, int n, int k,
-                               int num_kb, int sharing, const float* __restrict__ norm_weight, float eps) {
-  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, RowTiles<float, false>{{n}, out, 1.0f},
-                    RowNorm{norm_weight, eps});
-}
-
-// The Out policy of a product added to the residual stream: out[token * n + row] += sum (each row
-// has one writer, so the add is exact and ordered as add() would do it).
-struct AddRowTiles : SixteenRowTiles {
-  float* out;
-  __device__ void store(int tile, int g, int t, int m, const float (&total)[4]) const {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int row = tile * kTileRows + g + (j >= 2 ? 8 : 0), tok = 2 * t + (j % 2);
-      if (row < n && tok < m) out[int64_t(tok) * n + row] += total[j];
-    }
-  }
-};
-
-template <typename XT, int kRing>
-__global__ void __maxnreg__(kRingRegisters<kRing>)
-    fp8_gemv_f16_add_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
-                            float* __restrict__ residual, int m, int n, int k, int num_kb, int sharing) {
-  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, AddRowTiles{{n}, residual});
-}
-
 template <typename Kernel, typename XT, typename OT>
 cudaError_t launch_planned(Kernel kernel, int64_t tiles, const XT* x, const uint8_t* w, const float* w_scale, OT* out,
                            int64_t m, int64_t rows, int64_t k, cudaStream_t stream) {
@@ -112,39 +82,7 @@ cudaError_t launch_f16_split(const XT* x, const uint8_t* w, const float* w_scale
                           int(m), int(n_a), int(n_a + n_b), int(k), int(fp8_num_blocks(k)), p.sharing);
 }
 
-template <typename XT>
-cudaError_t launch_f16_add(const XT* x, const uint8_t* w, const float* w_scale, float* residual, int64_t m, int64_t n,
-                           int64_t k, cudaStream_t stream) {
-  if (!x || !w || !w_scale || !residual || !fp8_gemv_f16_supported(m, n, k, x, w)) return cudaErrorInvalidValue;
-  const auto kernel = ring_buffers() == 4 ? fp8_gemv_f16_add_kernel<XT, 4> : fp8_gemv_f16_add_kernel<XT, 3>;
-  return launch_planned(kernel, (n + kTileRows - 1) / kTileRows, x, w, w_scale, residual, m, n, k, stream);
-}
-
 }  // namespace
-
-cudaError_t launch_fp8_gemv_f16_normed(const float* x, const float* norm_weight, float eps, const uint8_t* w,
-                                       const float* w_scale, float* out, int64_t m, int64_t n, int64_t k,
-                                       cudaStream_t stream) {
-  if (!x || !norm_weight || !w || !w_scale || !out || !fp8_gemv_f16_supported(m, n, k, x, w) ||
-      reinterpret_cast<uintptr_t>(norm_weight) % 16 != 0)
-    return cudaErrorInvalidValue;
-  const auto kernel = ring_buffers() == 4 ? fp8_gemv_f16_normed_kernel<4> : fp8_gemv_f16_normed_kernel<3>;
-  F16Plan p;
-  if (cudaError_t err = plan_f16(reinterpret_cast<const void*>(kernel), m, (n + kTileRows - 1) / kTileRows, k, 1, &p);
-      err != cudaSuccess)
-    return err;
-  return launch_dependent(kernel, dim3(unsigned(p.grid)), dim3(kThreads), p.smem, stream, x, w, w_scale, out, int(m),
-                          int(n), int(k), int(fp8_num_blocks(k)), p.sharing, norm_weight, eps);
-}
-
-cudaError_t launch_fp8_gemv_f16_add(const float* x, const uint8_t* w, const float* w_scale, float* residual,
-                                    int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
-  return launch_f16_add(x, w, w_scale, residual, m, n, k, stream);
-}
-cudaError_t launch_fp8_gemv_f16_add(const uint16_t* x, const uint8_t* w, const float* w_scale, float* residual,
-                                    int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
-  return launch_f16_add(x, w, w_scale, residual, m, n, k, stream);
-}
 
 bool fp8_gemv_f16_supported(int64_t m, int64_t n, int64_t k, const void* x, const void* w) {
   return m >= 1 && m <= kFp8GemvF16MaxTokens && n >= 1 && n <= INT32_MAX - kTileRows && k > 0 && k % 16 == 0 &&

@@ -36,20 +36,6 @@ cudaError_t launch_fp8_gemv_f16(const float* x, const uint8_t* w, const float* w
 cudaError_t launch_fp8_gemv_f16(const uint16_t* x, const uint8_t* w, const float* w_scale, uint16_t* out, int64_t m,
                                 int64_t n, int64_t k, cudaStream_t stream);
 
-// The decode step's norm and residual add inside its products (Backend::rmsnorm_linear,
-// Backend::linear_add): out = (bf16(rmsnorm(x) * norm_weight)) W^T for an fp32 residual stream x,
-// the norm as kernels/rmsnorm.cu computes it (each CTA sums the squares itself while the first
-// weights stream; the order of that sum differs, so the scale may differ in its last bit); and
-// residual += x W^T (each output has one writer). Otherwise as launch_fp8_gemv_f16, whose shapes
-// they take; norm_weight [k] fp32, 16-byte aligned. Launched as programmatic dependents.
-cudaError_t launch_fp8_gemv_f16_normed(const float* x, const float* norm_weight, float eps, const uint8_t* w,
-                                       const float* w_scale, float* out, int64_t m, int64_t n, int64_t k,
-                                       cudaStream_t stream);
-cudaError_t launch_fp8_gemv_f16_add(const float* x, const uint8_t* w, const float* w_scale, float* residual,
-                                    int64_t m, int64_t n, int64_t k, cudaStream_t stream);
-cudaError_t launch_fp8_gemv_f16_add(const uint16_t* x, const uint8_t* w, const float* w_scale, float* residual,
-                                    int64_t m, int64_t n, int64_t k, cudaStream_t stream);
-
 // Two products of one x in one launch: w [n_a + n_b, k] holds W_a's rows then W_b's, w_scale their
 // scale rows in the same order (n_a a multiple of 128, so W_b's scale rows start a block);
 // out_a[m, n_a] = x W_a^T, out_b[m, n_b] = x W_b^T, fp32, each as launch_fp8_gemv_f16 computes

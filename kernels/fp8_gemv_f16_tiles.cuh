@@ -167,18 +167,6 @@ struct SiluTiles {
   }
 };
 
-// How x is staged: as given (NoNorm), or (RowNorm, fp32 x only) as rmsnorm(x) * weight first, the
-// formula and rounding of kernels/rmsnorm.cu (bf16(x * rsqrt(mean(x^2) + eps) * weight); the sum of
-// squares is added in another order, so the scale may differ from that kernel's in the last bit).
-struct NoNorm {
-  static constexpr bool kOn = false;
-};
-struct RowNorm {
-  static constexpr bool kOn = true;
-  const float* weight;  // [k]
-  float eps;
-};
-
 // The tiles [blockIdx.x * slots, out.num_tiles()) of W in steps of gridDim.x * slots, for m tokens
 // of x (rows x_stride apart); sharing: warps per tile (8, 4, 2 or 1). Signals the dependent launch
 // and loads its first weights before wait_for_prerequisites (the caller may have waited already).
@@ -199,11 +187,10 @@ struct RowNorm {
 // warp, 16 registers) takes them to 112 and 128 (the MoE gate_up spills 4 bytes there), two CTAs
 // filling the file; the steps gained all the same (one H200 run, go52): Llama-3-8B FP8 b1 3.187
 // against 3.235 ms, R1's reduced shape 2.092 against 2.130 (bench/results/*2026-12-04_*ring*).
-template <int kRing = 3, typename XT, class Out, class XNorm = NoNorm>
+template <int kRing = 3, typename XT, class Out>
 __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_stride, const uint8_t* __restrict__ w,
                                            const float* __restrict__ w_scale, int m, int k, int num_kb, int sharing,
-                                           const Out& out, const XNorm& norm = {}) {
-  static_assert(!XNorm::kOn || std::is_same_v<XT, float>, "a normed x is the fp32 residual stream");
+                                           const Out& out) {
   extern __shared__ uint4 smem[];
   __shared__ float sums[2][kWarps][4][32];
   const int row_halves = num_kb * 128 + kRowPad;
@@ -244,34 +231,6 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
   }
   wait_for_prerequisites();
 
-  // RowNorm: each token's 1 / rms (m <= 8 = kWarps tokens), the warps' column slices summed in
-  // warp order.
-  const float* inv_rms = nullptr;
-  if constexpr (XNorm::kOn) {
-    __shared__ float partial[kWarps][kWarps];
-    __shared__ float inv_s[kWarps];
-    for (int tok = 0; tok < m; ++tok) {
-      const float* row = reinterpret_cast<const float*>(x) + int64_t(tok) * x_stride;
-      float sum_sq = 0.0f;
-#pragma unroll 4
-      for (int i = 4 * int(threadIdx.x); i < k; i += 4 * kThreads) {
-        const float4 v = __ldg(reinterpret_cast<const float4*>(row + i));
-        sum_sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-      }
-#pragma unroll
-      for (int offset = 16; offset > 0; offset /= 2) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, offset);
-      if (lane == 0) partial[warp][tok] = sum_sq;
-    }
-    __syncthreads();
-    if (int(threadIdx.x) < m) {
-      float total = 0.0f;
-      for (int w8 = 0; w8 < kWarps; ++w8) total += partial[w8][threadIdx.x];
-      inv_s[threadIdx.x] = rsqrtf(total / float(k) + norm.eps);
-    }
-    __syncthreads();
-    inv_rms = inv_s;
-  }
-
   // Stage x: items (token, K block) of 8 lanes each, lane l's 16 values at 16 (l % 8); a warp takes
   // 4 items per pass and issues the loads of kBatch passes before it reduces any (the items' loads
   // are independent; done one by one they cost a round trip each, several microseconds at K 14336;
@@ -290,20 +249,7 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     for (int b = 0; b < kBatch; ++b) {
       const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
       float v[16];
-      if constexpr (XNorm::kOn) {
-        const int64_t k0 = int64_t(kb) * kFp8BlockSize + 16 * eighth;
-        const bool valid = item < items && k0 < k;
-        const float scale = inv_rms[min(tok, m - 1)];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const float4 g = valid ? __ldg(reinterpret_cast<const float4*>(norm.weight + k0) + q) : make_float4(0, 0, 0, 0);
-          const float4 h = raw[b].v[q];
-          v[4 * q] = bf16_rounded(h.x * scale * g.x), v[4 * q + 1] = bf16_rounded(h.y * scale * g.y);
-          v[4 * q + 2] = bf16_rounded(h.z * scale * g.z), v[4 * q + 3] = bf16_rounded(h.w * scale * g.w);
-        }
-      } else {
-        widen(raw[b], v);
-      }
+      widen(raw[b], v);
       float amax = 0.0f;
 #pragma unroll
       for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(v[i]));

@@ -195,31 +195,18 @@ std::vector<KvComponentSpec> LlamaAttention::kv_components() const {
   return {{"k", num_kv_heads_, head_dim_}, {"v", num_kv_heads_, head_dim_}};
 }
 
-Tensor LlamaAttention::attend(const Tensor& qkv, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer) {
-  const int64_t n = meta.num_tokens;
+void LlamaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
+                             Tensor out) {
+  const int64_t n = meta.num_tokens, qkv_dim = (num_heads_ + 2 * num_kv_heads_) * head_dim_;
+  Tensor qkv = backend_.empty(DType::f32, {n, qkv_dim});  // one product; rows [q heads | k heads | v heads]
+  backend_.linear(x, qkv_weight_, qkv_bias_, qkv);
   Tensor& k_cache = cache.component(cache_layer, 0);
   Tensor& v_cache = cache.component(cache_layer, 1);
   Tensor q = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
   backend_.qkv_rope_write_kv(qkv, meta.positions, inv_freq_, meta.slot_mapping, k_cache, v_cache, q, qk_norm_);
   Tensor attn = backend_.empty(DType::f32, {n, num_heads_, head_dim_});
   backend_.paged_attention(q, k_cache, v_cache, meta, scale_, attn);
-  return attn.reshape({n, num_heads_ * head_dim_});
-}
-
-void LlamaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
-                             Tensor out) {
-  const int64_t n = meta.num_tokens, qkv_dim = (num_heads_ + 2 * num_kv_heads_) * head_dim_;
-  Tensor qkv = backend_.empty(DType::f32, {n, qkv_dim});  // one product; rows [q heads | k heads | v heads]
-  backend_.linear(x, qkv_weight_, qkv_bias_, qkv);
-  backend_.linear(attend(qkv, meta, cache, cache_layer), o_weight_, o_bias_, out);
-}
-
-void LlamaAttention::forward_residual(Tensor h, const Tensor& norm_weight, float eps, const AttentionMetadata& meta,
-                                      KvCache& cache, int64_t cache_layer) {
-  const int64_t n = meta.num_tokens, qkv_dim = (num_heads_ + 2 * num_kv_heads_) * head_dim_;
-  Tensor qkv = backend_.empty(DType::f32, {n, qkv_dim});
-  backend_.rmsnorm_linear(h, norm_weight, eps, qkv_weight_, qkv_bias_, qkv);
-  backend_.linear_add(attend(qkv, meta, cache, cache_layer), o_weight_, o_bias_, h);
+  backend_.linear(attn.reshape({n, num_heads_ * head_dim_}), o_weight_, o_bias_, out);
 }
 
 }  // namespace troupe

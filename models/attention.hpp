@@ -25,14 +25,6 @@ class AttentionLayer {
   // layer `cache_layer` of `cache`, then attends.
   virtual void forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
                        Tensor out) = 0;
-  // The residual form (DecoderModel, where Backend::fuses_residual_norms): h += forward(rmsnorm(h)
-  // * norm_weight), the norm inside the first product (Backend::rmsnorm_linear) and the add
-  // inside the last (Backend::linear_add). Only layers whose norms_inside() is true are asked.
-  virtual bool norms_inside() const { return false; }
-  virtual void forward_residual(Tensor h, const Tensor& norm_weight, float eps, const AttentionMetadata& meta,
-                                KvCache& cache, int64_t cache_layer) {
-    (void)h, (void)norm_weight, (void)eps, (void)meta, (void)cache, (void)cache_layer;
-  }
 };
 
 // Llama / Qwen2 / Qwen3 self-attention: q/k/v projections (optional bias), for Qwen3 an RMSNorm
@@ -52,15 +44,9 @@ class LlamaAttention final : public AttentionLayer {
   std::vector<float> kv_cache_scales() const override { return {kv_scales_.k, kv_scales_.v}; }
   void forward(const Tensor& x, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer,
                Tensor out) override;
-  bool norms_inside() const override { return true; }
-  void forward_residual(Tensor h, const Tensor& norm_weight, float eps, const AttentionMetadata& meta, KvCache& cache,
-                        int64_t cache_layer) override;
 
  private:
   explicit LlamaAttention(Backend& backend) : backend_(backend) {}
-  // From the fused q/k/v product to the attention output [n, heads * head_dim] (rope, cache
-  // writes, attention): what both forms share.
-  Tensor attend(const Tensor& qkv, const AttentionMetadata& meta, KvCache& cache, int64_t cache_layer);
 
   Backend& backend_;
   int64_t num_heads_ = 0;

@@ -47,13 +47,6 @@ Status DecoderModel::set_tensor_parallel(Collective* collective) {
   return Status::success();
 }
 
-bool DecoderModel::norms_inside_products(int64_t num_tokens) const {
-  if (collective_ != nullptr || !backend_.fuses_residual_norms(num_tokens)) return false;
-  for (const DecoderLayer& layer : layers_)
-    if (!layer.attention->norms_inside() || !layer.mlp->norms_inside()) return false;
-  return true;
-}
-
 Status DecoderModel::mlp_step(size_t i, const Tensor& normed, Tensor delta) {
   layers_[i].mlp->forward(normed, delta);
   return Status::success();
@@ -94,14 +87,8 @@ Result<Tensor> DecoderModel::forward(const ForwardBatch& batch, KvCache& cache, 
   Tensor normed = backend_.empty(backend_.matmul_input_dtype(), {n, hidden});
   Tensor delta = backend_.empty(DType::f32, {n, hidden});  // a sublayer's output, added to h lazily
   bool pending = false;
-  const bool residual_forms = norms_inside_products(n);
   for (size_t i = 0; i < layers_.size(); ++i) {
     DecoderLayer& layer = layers_[i];
-    if (residual_forms) {  // h normed inside each sublayer's first product, added to inside its last
-      layer.attention->forward_residual(h, layer.input_norm, eps, meta, cache, int64_t(i));
-      layer.mlp->forward_residual(h, layer.post_attention_norm, eps);
-      continue;
-    }
     if (pending) {
       backend_.add_rmsnorm(h, delta, layer.input_norm, eps, normed);
     } else {

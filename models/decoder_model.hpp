@@ -3,9 +3,7 @@
 // embeddings or the previous stage's hidden states in, then per layer norm -> attention -> norm ->
 // MLP with the residual added lazily (add_rmsnorm), the tensor-parallel all-reduces after the
 // attention and the MLP, and on the last stage the final norm and the LM head over the rows asked
-// for. Where the backend fuses norms (Backend::fuses_residual_norms: CUDA's FP8 decode) and every
-// layer can, the sublayers' residual forms run instead: the norms inside the first products, the
-// adds inside the last, no norm kernel per sublayer. A model supplies its layers, its KV cache layout and, where it differs, its MLP step.
+// for. A model supplies its layers, its KV cache layout and, where it differs, its MLP step.
 #include <memory>
 #include <vector>
 
@@ -49,9 +47,6 @@ class DecoderModel : public Model {
   virtual Status check_cache(const KvCache& cache) const = 0;
   // Layer i's MLP on normed, written to delta (before the tensor-parallel all-reduce).
   virtual Status mlp_step(size_t i, const Tensor& normed, Tensor delta);
-  // Whether a forward of num_tokens runs the sublayers' residual forms (forward_residual): no
-  // tensor parallelism, the backend fuses norms at that size, every layer can.
-  bool norms_inside_products(int64_t num_tokens) const;
 
   ModelConfig config_;
   Backend& backend_;

@@ -32,8 +32,4 @@ void LlamaMlp::forward(const Tensor& x, Tensor out) {
   backend_.mlp(x, gate_up_weight_, gate_up_bias_, down_weight_, down_bias_, out);
 }
 
-void LlamaMlp::forward_residual(Tensor h, const Tensor& norm_weight, float eps) {
-  backend_.mlp_residual(h, norm_weight, eps, gate_up_weight_, gate_up_bias_, down_weight_, down_bias_);
-}
-
 }  // namespace troupe

@@ -14,10 +14,6 @@ class MlpLayer {
   virtual ~MlpLayer() = default;
   // x: [num_tokens, hidden] (normed) -> out: [num_tokens, hidden].
   virtual void forward(const Tensor& x, Tensor out) = 0;
-  // The residual form (as AttentionLayer's): h += forward(rmsnorm(h) * norm_weight), asked only of
-  // layers whose norms_inside() is true.
-  virtual bool norms_inside() const { return false; }
-  virtual void forward_residual(Tensor h, const Tensor& norm_weight, float eps) { (void)h, (void)norm_weight, (void)eps; }
 };
 
 // Llama / Qwen2 SwiGLU: down(silu(gate(x)) * up(x)); biases when config.mlp_bias. gate and up are
@@ -28,8 +24,6 @@ class LlamaMlp final : public MlpLayer {
   static Result<std::unique_ptr<LlamaMlp>> load(const ModelConfig& config, const std::string& prefix,
                                                 const WeightLoader& weights, Backend& backend);
   void forward(const Tensor& x, Tensor out) override;
-  bool norms_inside() const override { return true; }
-  void forward_residual(Tensor h, const Tensor& norm_weight, float eps) override;  // Backend::mlp_residual
   const Tensor& gate_up_weight() const { return gate_up_weight_; }  // for Backend::pack_moe_experts
   const Tensor& down_weight() const { return down_weight_; }
 

@@ -214,39 +214,6 @@ class Backend {
     linear(x, weight_a, Tensor(), out_a);
     linear(x, weight_b, Tensor(), out_b);
   }
-  // The decode step's residual stream with its norms and adds inside the products (DecoderModel
-  // takes this form where fuses_residual_norms says so, else add_rmsnorm's lazy adds):
-  //   rmsnorm_linear: out = linear(rmsnorm(h) * norm_weight), the normed rows as rmsnorm() writes
-  //     them in matmul_input_dtype(); h: [n, in] fp32;
-  //   linear_add: residual += linear(x) (an fp32 add per element, as add()); residual: [n, out] fp32;
-  //   mlp_residual: residual += mlp(rmsnorm(residual) * norm_weight), mlp as above.
-  // The defaults run those ops in turn (more launches than add_rmsnorm's lazy adds, hence false
-  // by default); a backend whose products norm their input and add to their output overrides
-  // them and says for which batch sizes.
-  virtual bool fuses_residual_norms(int64_t num_tokens) const {
-    (void)num_tokens;
-    return false;
-  }
-  virtual void rmsnorm_linear(const Tensor& h, const Tensor& norm_weight, float eps, const Tensor& weight,
-                              const Tensor& bias, Tensor out) {
-    Tensor normed = empty(matmul_input_dtype(), {h.size(0), h.size(1)});
-    rmsnorm(h, norm_weight, eps, normed);
-    linear(normed, weight, bias, out);
-  }
-  virtual void linear_add(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor residual) {
-    Tensor y = empty(DType::f32, {residual.size(0), residual.size(1)});
-    linear(x, weight, bias, y);
-    add(residual, y, residual);
-  }
-  virtual void mlp_residual(Tensor residual, const Tensor& norm_weight, float eps, const Tensor& gate_up_weight,
-                            const Tensor& gate_up_bias, const Tensor& down_weight, const Tensor& down_bias) {
-    const int64_t n = residual.size(0), inter = down_weight.size(1);
-    Tensor gate_up = empty(DType::f32, {n, 2 * inter});
-    rmsnorm_linear(residual, norm_weight, eps, gate_up_weight, gate_up_bias, gate_up);
-    Tensor act = empty(matmul_input_dtype(), {n, inter});  // read by the down projection only
-    silu_and_mul_packed(gate_up, act);
-    linear_add(act, down_weight, down_bias, residual);
-  }
   virtual void mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias, const Tensor& down_weight,
                    const Tensor& down_bias, Tensor out) {
     const int64_t n = out.size(0), inter = down_weight.size(1);

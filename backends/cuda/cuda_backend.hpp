@@ -98,14 +98,6 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   bool keeps_fp8_weights() const override { return weight_dtype_ == DType::bf16; }
   // kernels::kFp8DecodeSmemCarveout for every dependent kernel when on, the driver's choice when off.
   void prefer_fp8_decode(bool on) override;
-  // A model on kept FP8 weights (prefer_fp8_decode) at 1..kFp8GemvF16MaxTokens tokens: the norm
-  // staged inside kernels/fp8_gemv_f16's product (rmsnorm_linear) and its sums added to the
-  // residual stream (linear_add), so a layer has no norm kernel; shapes or weights the f16 kernel
-  // does not take run the Backend defaults. TROUPE_RESIDUAL_FUSION=0 keeps add_rmsnorm (A/B runs).
-  bool fuses_residual_norms(int64_t num_tokens) const override;
-  void rmsnorm_linear(const Tensor& h, const Tensor& norm_weight, float eps, const Tensor& weight, const Tensor& bias,
-                      Tensor out) override;
-  void linear_add(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor residual) override;
   void rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) override;
   void write_kv(Tensor cache_component, const Tensor& x, const Tensor& slot_mapping) override;
   void qkv_rope_write_kv(const Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
@@ -238,7 +230,12 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   void* cublas_ = nullptr;  // cublasHandle_t
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;  // shared by cuBLAS and cuBLASLt calls
   void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records
-  bool fp8_decode_ = false;  // prefer_fp8_decode's last word
+  // Zeros for the split decode kernels whose last CTA per item merges the partials (set once and
+  // left zero by every launch; kernels/attention_decode_mma.hpp), or nullptr (then a merge kernel
+  // runs). kMergeCounters items at most per launch; TROUPE_DECODE_MERGE=0 keeps them off (A/B).
+  static constexpr int64_t kMergeCounters = int64_t(1) << 16;
+  int32_t* merge_counters_ = nullptr;
+  int32_t* merge_counters(int64_t items) const { return items <= kMergeCounters ? merge_counters_ : nullptr; }
   CUstream_st* stream_ = nullptr;
   ExpertStreams expert_streams_;  // a prefill's MoE expert GEMMs: side streams and the threads that fill them
   StepGraphs graphs_;

@@ -19,10 +19,7 @@
 namespace troupe::cuda {
 using namespace kernels;
 
-void CudaBackend::prefer_fp8_decode(bool on) {
-  fp8_decode_ = on;
-  set_dependent_smem_carveout(on ? kFp8DecodeSmemCarveout : -1);
-}
+void CudaBackend::prefer_fp8_decode(bool on) { set_dependent_smem_carveout(on ? kFp8DecodeSmemCarveout : -1); }
 
 Result<Tensor> CudaBackend::upload_fp8_weight(const Tensor& host_fp8) {
   if (host_fp8.dtype() != DType::f8_e4m3 && host_fp8.dtype() != DType::f32)
@@ -242,70 +239,6 @@ void CudaBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Ten
             : launch_fp8_gemv_f16_split(dx.data<float>(), w, w_scale, out_a.data<float>(), weight_a.size(0),
                                         out_b.data<float>(), weight_b.size(0), n, k, stream()),
         "fp8_gemv_f16_split");
-}
-
-}  // namespace troupe::cuda
-
-namespace troupe::cuda {
-using namespace kernels;
-namespace {
-// TROUPE_RESIDUAL_FUSION=0 keeps the norms in add_rmsnorm (fuses_residual_norms false): a
-// diagnostic for A/B runs, read at each call (once a forward), so one process can run both.
-bool residual_fusion_on() {
-  const char* env = std::getenv("TROUPE_RESIDUAL_FUSION");
-  return !(env && std::strcmp(env, "0") == 0);
-}
-
-// Tokens of x for an FP8 block weight that kernels/fp8_gemv_f16 takes as launch_fp8_block_gemv
-// would (no bias, fp32 out), else 0.
-int64_t f16_product_tokens(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
-  if (weight.dtype() != DType::f8_e4m3 || !weight.has_block_scale() || weight.dim() != 2 || bias.defined() ||
-      out.dtype() != DType::f32 || (x.dtype() != DType::f32 && x.dtype() != DType::bf16))
-    return 0;
-  const int64_t rows = weight.size(0), k = weight.size(1), n = x.numel() / k;
-  if (n < 1 || n > kFp8GemvF16MaxTokens || x.numel() != n * k || out.numel() != n * rows ||
-      fp8_linear_quantizes_x(n, rows, k, lt_min_tokens()) || !fp8_gemv_runs_f16(n, rows, k, x.raw(), weight.raw()))
-    return 0;
-  return n;
-}
-}  // namespace
-
-bool CudaBackend::fuses_residual_norms(int64_t num_tokens) const {
-  return residual_fusion_on() && fp8_decode_ && num_tokens >= 1 && num_tokens <= kFp8GemvF16MaxTokens;
-}
-
-void CudaBackend::rmsnorm_linear(const Tensor& h, const Tensor& norm_weight, float eps, const Tensor& weight,
-                                 const Tensor& bias, Tensor out) {
-  const Tensor dh = on_device(h);
-  const int64_t n = dh.dtype() == DType::f32 ? f16_product_tokens(dh, weight, bias, out) : 0;
-  if (n == 0 || norm_weight.dtype() != DType::f32 || norm_weight.numel() != weight.size(1) ||
-      reinterpret_cast<uintptr_t>(norm_weight.raw()) % 16 != 0) {
-    Backend::rmsnorm_linear(dh, norm_weight, eps, weight, bias, out);
-    return;
-  }
-  if (replaying()) return;
-  check(launch_fp8_gemv_f16_normed(dh.data<float>(), norm_weight.data<float>(), eps, weight.data<uint8_t>(),
-                                   weight.block_scale().data<float>(), out.data<float>(), n, weight.size(0),
-                                   weight.size(1), stream()),
-        "fp8_gemv_f16_normed");
-}
-
-void CudaBackend::linear_add(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor residual) {
-  const Tensor dx = on_device(x);
-  const int64_t n = f16_product_tokens(dx, weight, bias, residual);
-  if (n == 0) {
-    Backend::linear_add(dx, weight, bias, residual);
-    return;
-  }
-  if (replaying()) return;
-  const uint8_t* w = weight.data<uint8_t>();
-  const float* w_scale = weight.block_scale().data<float>();
-  check(dx.dtype() == DType::bf16
-            ? launch_fp8_gemv_f16_add(dx.data<uint16_t>(), w, w_scale, residual.data<float>(), n, weight.size(0),
-                                      weight.size(1), stream())
-            : launch_fp8_gemv_f16_add(dx.data<float>(), w, w_scale, residual.data<float>(), n, weight.size(0),
-                                      weight.size(1), stream()),
-        "fp8_gemv_f16_add");
 }
 
 }  // namespace troupe::cuda
