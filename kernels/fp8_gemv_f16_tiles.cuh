@@ -31,6 +31,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstdint>
+#include <string_view>
 #include <type_traits>
 
 #include "kernels/dependent_launch.cuh"
@@ -390,11 +391,16 @@ inline cudaError_t plan_f16(const void* kernel, int64_t m, int64_t tiles, int64_
   const int64_t at_once = std::max<int64_t>(1, int64_t(std::min(ctas, 2)) * num_sms / std::max<int64_t>(1, share));
   // Shared tiles' barriers and reductions are not counted: weighing each as 4 K blocks changed
   // nothing measurable, and owned tiles everywhere (S = 1) halved Llama-3-8B FP8's b1 step.
+  // TROUPE_F16_TIES=later (A/B runs): among equal costs the later (fewer warps a tile) instead.
+  static const bool later_ties = [] {
+    const char* env = std::getenv("TROUPE_F16_TIES");
+    return env && std::string_view(env) == "later";
+  }();
   int64_t best_cost = INT64_MAX;
   for (int sharing : {8, 4, 2, 1}) {
     const int64_t groups = (tiles + kWarps / sharing - 1) / (kWarps / sharing);
     const int64_t cost = (groups + at_once - 1) / at_once * ((num_kb + sharing - 1) / sharing);
-    if (cost < best_cost) {
+    if (cost < best_cost || (later_ties && cost == best_cost)) {
       best_cost = cost;
       *plan = {sharing, int(std::min(groups, at_once)), smem};
     }
