@@ -379,7 +379,11 @@ struct F16Plan {
 
 // The sharing with the fewest K blocks on the busiest warp: rounds of the CTAs resident at once
 // (over `share` launches side by side: the MoE kernel's experts) times the blocks a member takes
-// per tile; among equals the first met (more warps per tile: fewer CTAs stage x).
+// per tile; among equals the last met (fewer warps a tile): R1's o and dense down then run 4 warps a
+// tile in one round on 224 of the 264 CTA slots instead of 8 in two rounds (the second on 184), its
+// MoE down 1 warp a tile, Llama's q/k/v 4; one H200 run: R1's reduced b1 step 2.032 against 2.063
+// ms, Llama-3-8B FP8 b1 3.100 / 3.102 against 3.156 / 3.117 (TROUPE_F16_TIES=first, the earlier
+// rule, for A/B runs; records *_2026-12-04_ties_*).
 inline cudaError_t plan_f16(const void* kernel, int64_t m, int64_t tiles, int64_t k, int64_t share, F16Plan* plan) {
   int num_sms = 1, ctas = 0;
   if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
@@ -391,10 +395,9 @@ inline cudaError_t plan_f16(const void* kernel, int64_t m, int64_t tiles, int64_
   const int64_t at_once = std::max<int64_t>(1, int64_t(std::min(ctas, 2)) * num_sms / std::max<int64_t>(1, share));
   // Shared tiles' barriers and reductions are not counted: weighing each as 4 K blocks changed
   // nothing measurable, and owned tiles everywhere (S = 1) halved Llama-3-8B FP8's b1 step.
-  // TROUPE_F16_TIES=later (A/B runs): among equal costs the later (fewer warps a tile) instead.
   static const bool later_ties = [] {
     const char* env = std::getenv("TROUPE_F16_TIES");
-    return env && std::string_view(env) == "later";
+    return !(env && std::string_view(env) == "first");
   }();
   int64_t best_cost = INT64_MAX;
   for (int sharing : {8, 4, 2, 1}) {
