@@ -135,39 +135,6 @@ struct RowTiles : SixteenRowTiles {
   }
 };
 
-// The Out policy of a gate_up product [2 inter, k] whose sums leave as bf16(silu(gate) * up): tile r
-// holds gate rows 8 r .. 8 r + 7 (half 0) and their up rows inter + 8 r .. (half 1), so the lane
-// with row g's sums writes act column 8 r + g (tokens 2t, 2t + 1). Shift::kDown undoes the scale x
-// was given (the MoE kernel's x holds x 2^64) and Shift::kUp gives the result its own; the formula
-// is mlp_activation's, g / (1 + e^-g) * u from the fp32 sums.
-constexpr int kGateColumns = 8;  // act columns of a gate_up tile
-struct Unshifted {
-  static constexpr float kDown = 1.0f, kUp = 1.0f;
-};
-template <class Shift>
-struct SiluTiles {
-  static constexpr bool kHalvesShareScale = false;  // gate and up rows lie in different 128-row blocks
-  uint16_t* act;
-  int64_t act_stride;
-  int inter;
-  __device__ int num_tiles() const { return inter / kGateColumns; }
-  __device__ int base_row(int tile, int g) const { return tile * kGateColumns + g; }  // the gate row
-  __device__ int weight_row(int base, int half) const { return half * inter + base; }
-  __device__ int scale_block(int tile, int half) const {
-    return (half * inter + tile * kGateColumns) / int(kFp8BlockSize);
-  }
-  __device__ void store(int tile, int g, int t, int m, const float (&total)[4]) const {
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int tok = 2 * t + j;
-      if (tok >= m) continue;
-      const float a = total[j] * Shift::kDown, b = total[2 + j] * Shift::kDown;  // gate, up
-      const __nv_bfloat16 v = __float2bfloat16_rn(a / (1.0f + expf(-a)) * b * Shift::kUp);
-      act[int64_t(tok) * act_stride + tile * kGateColumns + g] = *reinterpret_cast<const uint16_t*>(&v);
-    }
-  }
-};
-
 // The tiles [blockIdx.x * slots, out.num_tiles()) of W in steps of gridDim.x * slots, for m tokens
 // of x (rows x_stride apart); sharing: warps per tile (8, 4, 2 or 1). Signals the dependent launch
 // and loads its first weights before wait_for_prerequisites (the caller may have waited already).

@@ -14,11 +14,34 @@ namespace {
 using namespace f16_tiles;
 
 constexpr float kUnshift = 1.0f / kMoeXShift;  // 2^-64
-// x_perm holds x 2^64 and act_perm holds silu(g) u 2^64 (moe_grouped_gemv.hpp).
-struct MoeShift {
-  static constexpr float kDown = kUnshift, kUp = kMoeXShift;
+constexpr int kGateColumns = 8;                // act columns of a gate_up tile
+
+// The Out policy of gate_up [2 inter, k] (fp8_gemv_f16_tiles.cuh's Out contract): tile r holds gate
+// rows 8 r .. 8 r + 7 (half 0) and their up rows inter + 8 r .. (half 1), so the lane with row g's
+// sums writes act column 8 r + g (tokens 2t, 2t + 1): bf16(silu(g) u 2^64) from the real g and u
+// (the sums times 2^-64), mlp_activation's formula g / (1 + e^-g) * u.
+struct SiluOut {
+  static constexpr bool kHalvesShareScale = false;  // gate and up rows lie in different 128-row blocks
+  uint16_t* act;
+  int64_t act_stride;
+  int inter;
+  __device__ int num_tiles() const { return inter / kGateColumns; }
+  __device__ int base_row(int tile, int g) const { return tile * kGateColumns + g; }  // the gate row
+  __device__ int weight_row(int base, int half) const { return half * inter + base; }
+  __device__ int scale_block(int tile, int half) const {
+    return (half * inter + tile * kGateColumns) / int(kFp8BlockSize);
+  }
+  __device__ void store(int tile, int g, int t, int m, const float (&total)[4]) const {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int tok = 2 * t + j;
+      if (tok >= m) continue;
+      const float a = total[j] * kUnshift, b = total[2 + j] * kUnshift;  // gate, up
+      const __nv_bfloat16 v = __float2bfloat16_rn(a / (1.0f + expf(-a)) * b * kMoeXShift);
+      act[int64_t(tok) * act_stride + tile * kGateColumns + g] = *reinterpret_cast<const uint16_t*>(&v);
+    }
+  }
 };
-using SiluOut = SiluTiles<MoeShift>;
 
 // Block (x, j): active expert j, its positions one at a time. out_rows: inter (SILU) or n;
 // out_stride: act_stride or n.

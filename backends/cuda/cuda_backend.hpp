@@ -230,12 +230,6 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   void* cublas_ = nullptr;  // cublasHandle_t
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;  // shared by cuBLAS and cuBLASLt calls
   void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records
-  // Zeros for the split decode kernels whose last CTA per item merges the partials (set once and
-  // left zero by every launch; kernels/attention_decode_mma.hpp), or nullptr (then a merge kernel
-  // runs). kMergeCounters items at most per launch; TROUPE_DECODE_MERGE=0 keeps them off (A/B).
-  static constexpr int64_t kMergeCounters = int64_t(1) << 16;
-  int32_t* merge_counters_ = nullptr;
-  int32_t* merge_counters(int64_t items) const { return items <= kMergeCounters ? merge_counters_ : nullptr; }
   CUstream_st* stream_ = nullptr;
   ExpertStreams expert_streams_;  // a prefill's MoE expert GEMMs: side streams and the threads that fill them
   StepGraphs graphs_;
