@@ -14,8 +14,8 @@ using namespace f16_tiles;
 template <typename XT, typename OT, int kRing>
 __global__ void __maxnreg__(kRingRegisters<kRing>)
     fp8_gemv_f16_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
-                        OT* __restrict__ out, int m, int n, int k, int num_kb, int sharing, int rotation) {
-  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, RowTiles<OT, false>{{n}, out, 1.0f}, rotation);
+                        OT* __restrict__ out, int m, int n, int k, int num_kb, int sharing) {
+  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, RowTiles<OT, false>{{n}, out, 1.0f});
 }
 
 // Two products of one x whose weights lie back to back in one [n, k] buffer and one scale table
@@ -43,8 +43,8 @@ template <typename XT, typename OT, int kRing>
 __global__ void __maxnreg__(kRingRegisters<kRing>)
     fp8_gemv_f16_split_kernel(const XT* __restrict__ x, const uint8_t* __restrict__ w,
                               const float* __restrict__ w_scale, OT* __restrict__ out_a, OT* __restrict__ out_b, int m,
-                              int n_a, int n, int k, int num_kb, int sharing, int rotation) {
-  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, SplitRows<OT>{{n}, out_a, out_b, n_a}, rotation);
+                              int n_a, int n, int k, int num_kb, int sharing) {
+  gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, SplitRows<OT>{{n}, out_a, out_b, n_a});
 }
 
 template <typename Kernel, typename XT, typename OT>
@@ -54,7 +54,7 @@ cudaError_t launch_planned(Kernel kernel, int64_t tiles, const XT* x, const uint
   if (cudaError_t err = plan_f16(reinterpret_cast<const void*>(kernel), m, tiles, k, 1, &p); err != cudaSuccess)
     return err;
   return launch_dependent(kernel, dim3(unsigned(p.grid)), dim3(kThreads), p.smem, stream, x, w, w_scale, out, int(m),
-                          int(rows), int(k), int(fp8_num_blocks(k)), p.sharing, p.rotation);
+                          int(rows), int(k), int(fp8_num_blocks(k)), p.sharing);
 }
 
 template <typename XT, typename OT>
@@ -79,7 +79,7 @@ cudaError_t launch_f16_split(const XT* x, const uint8_t* w, const float* w_scale
       err != cudaSuccess)
     return err;
   return launch_dependent(kernel, dim3(unsigned(p.grid)), dim3(kThreads), p.smem, stream, x, w, w_scale, out_a, out_b,
-                          int(m), int(n_a), int(n_a + n_b), int(k), int(fp8_num_blocks(k)), p.sharing, p.rotation);
+                          int(m), int(n_a), int(n_a + n_b), int(k), int(fp8_num_blocks(k)), p.sharing);
 }
 
 }  // namespace

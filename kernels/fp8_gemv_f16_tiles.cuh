@@ -96,19 +96,12 @@ __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
 
 // Where a warp is in its sequence of (tile, K block): the tiles of its slot in turn, in each the K
 // blocks of its member. valid() is false past the last tile (or when the member has no block).
-// kb counts the member's blocks of a tile; pkb is the block read, kb turned by the tile's rotation
-// ((tile * rotation) % num_kb, so that tiles running at once read different columns of W).
 struct Cursor {
-  int tile, kb, pkb;
+  int tile, kb;
   __device__ bool valid(int num_tiles, int num_kb) const { return tile < num_tiles && kb < num_kb; }
-  __device__ static int turned(int tile, int kb, int num_kb, int rotation) {
-    return rotation == 0 ? kb : int((int64_t(tile) * rotation + kb) % num_kb);
-  }
-  __device__ void advance(int member, int sharing, int num_kb, int tile_step, int rotation) {
+  __device__ void advance(int member, int sharing, int num_kb, int tile_step) {
     kb += sharing;
-    pkb += sharing;
-    if (pkb >= num_kb) pkb -= num_kb;
-    if (kb >= num_kb) kb = member, tile += tile_step, pkb = turned(tile, member, num_kb, rotation);
+    if (kb >= num_kb) kb = member, tile += tile_step;
   }
 };
 
@@ -165,7 +158,7 @@ struct RowTiles : SixteenRowTiles {
 template <int kRing = 3, typename XT, class Out>
 __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_stride, const uint8_t* __restrict__ w,
                                            const float* __restrict__ w_scale, int m, int k, int num_kb, int sharing,
-                                           const Out& out, int rotation = 0) {
+                                           const Out& out) {
   extern __shared__ uint4 smem[];
   __shared__ float sums[2][kWarps][4][32];
   const int row_halves = num_kb * 128 + kRowPad;
@@ -182,7 +175,7 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
   auto load_block = [&](uint4 (&d)[4], const Cursor& c) {
     if (!c.valid(num_tiles, num_kb)) return;
     const int row = out.base_row(c.tile, g);
-    const int64_t kb0 = int64_t(c.pkb) * kFp8BlockSize;
+    const int64_t kb0 = int64_t(c.kb) * kFp8BlockSize;
     load_w_piece<true>(w + int64_t(out.weight_row(row, 0)) * k, kb0, t, k, d[0], d[1]);
     load_w_piece<true>(w + int64_t(out.weight_row(row, 1)) * k, kb0, t, k, d[2], d[3]);
   };
@@ -191,18 +184,17 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
   // flight. Each buffer in flight is 16 registers a thread (kRingRegisters says what a kernel caps).
   static_assert(kRing == 3 || kRing == 4, "ring of 3 or 4 buffers");
   uint4 wa[4], wb[4], wc[4], wd[4];
-  const int first_tile = int(blockIdx.x) * slots + slot;
-  const Cursor start{first_tile, member, Cursor::turned(first_tile, member, num_kb, rotation)};
+  const Cursor start{int(blockIdx.x) * slots + slot, member};
   Cursor ahead = start;
   // Weights are never written by a kernel, so the first blocks may load before x is ready.
   if (working) {
     load_block(wa, ahead);
-    ahead.advance(member, sharing, num_kb, tile_step, rotation);
+    ahead.advance(member, sharing, num_kb, tile_step);
     load_block(wb, ahead);
-    ahead.advance(member, sharing, num_kb, tile_step, rotation);
+    ahead.advance(member, sharing, num_kb, tile_step);
     if constexpr (kRing == 4) {
       load_block(wc, ahead);
-      ahead.advance(member, sharing, num_kb, tile_step, rotation);
+      ahead.advance(member, sharing, num_kb, tile_step);
     }
   }
   wait_for_prerequisites();
@@ -287,10 +279,9 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
   auto step = [&](uint4 (&refill)[4], const uint4 (&cur)[4]) {
     if (!use.valid(num_tiles, num_kb)) return false;
     load_block(refill, ahead);
-    ahead.advance(member, sharing, num_kb, tile_step, rotation);
+    ahead.advance(member, sharing, num_kb, tile_step);
     float block[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    const int pkb = use.pkb;
-    const __half* xk = x_row + pkb * 128;
+    const __half* xk = x_row + use.kb * 128;
 #pragma unroll
     for (int p = 0; p < 4; ++p) {  // piece p (fp8_stream.cuh): k16 steps 2p and 2p + 1
       const uint4 xv = *reinterpret_cast<const uint4*>(xk + piece_offset(t, p));
@@ -303,20 +294,20 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     }
     // Rows g (c0, c1) and g + 8 (c2, c3) take the scales of their 128-row blocks: one for both
     // unless the Out layout's halves come from different places.
-    const float s = __ldg(w_scale + int64_t(out.scale_block(use.tile, 0)) * num_kb + pkb);
-    const float s_lo = s * xe[tok_lo * num_kb + pkb], s_hi = s * xe[tok_hi * num_kb + pkb];
+    const float s = __ldg(w_scale + int64_t(out.scale_block(use.tile, 0)) * num_kb + use.kb);
+    const float s_lo = s * xe[tok_lo * num_kb + use.kb], s_hi = s * xe[tok_hi * num_kb + use.kb];
     total[0] = fmaf(block[0], s_lo, total[0]);
     total[1] = fmaf(block[1], s_hi, total[1]);
     if constexpr (Out::kHalvesShareScale) {
       total[2] = fmaf(block[2], s_lo, total[2]);
       total[3] = fmaf(block[3], s_hi, total[3]);
     } else {
-      const float s8 = __ldg(w_scale + int64_t(out.scale_block(use.tile, 1)) * num_kb + pkb);
-      total[2] = fmaf(block[2], s8 * xe[tok_lo * num_kb + pkb], total[2]);
-      total[3] = fmaf(block[3], s8 * xe[tok_hi * num_kb + pkb], total[3]);
+      const float s8 = __ldg(w_scale + int64_t(out.scale_block(use.tile, 1)) * num_kb + use.kb);
+      total[2] = fmaf(block[2], s8 * xe[tok_lo * num_kb + use.kb], total[2]);
+      total[3] = fmaf(block[3], s8 * xe[tok_hi * num_kb + use.kb], total[3]);
     }
     if (use.kb + sharing >= num_kb) finish_tile(use.tile);
-    use.advance(member, sharing, num_kb, tile_step, rotation);
+    use.advance(member, sharing, num_kb, tile_step);
     return true;
   };
   if constexpr (kRing == 3) {
@@ -351,17 +342,7 @@ inline size_t staged_bytes(int64_t m, int64_t k) {
 struct F16Plan {
   int sharing = 8, grid = 1;
   size_t smem = 0;
-  int rotation = 0;  // gemv_tiles' K rotation a tile (Cursor)
 };
-
-// TROUPE_F16_ROTATION=R: tile t reads its K blocks from (t * R) % num_kb on (0: in order). Read once.
-inline int kb_rotation() {
-  static const int rotation = [] {
-    const char* env = std::getenv("TROUPE_F16_ROTATION");
-    return env ? std::max(0, std::atoi(env)) : 0;
-  }();
-  return rotation;
-}
 
 // The sharing with the fewest K blocks on the busiest warp: rounds of the CTAs resident at once
 // (over `share` launches side by side: the MoE kernel's experts) times the blocks a member takes
@@ -391,7 +372,7 @@ inline cudaError_t plan_f16(const void* kernel, int64_t m, int64_t tiles, int64_
     const int64_t cost = (groups + at_once - 1) / at_once * ((num_kb + sharing - 1) / sharing);
     if (cost < best_cost || (later_ties && cost == best_cost)) {
       best_cost = cost;
-      *plan = {sharing, int(std::min(groups, at_once)), smem, kb_rotation()};
+      *plan = {sharing, int(std::min(groups, at_once)), smem};
     }
   }
   return cudaSuccess;

@@ -51,8 +51,7 @@ __global__ void __maxnreg__(kRingRegisters<kRing> + 16)
     moe_f16_kernel(const uint16_t* __restrict__ x_perm, int64_t x_stride, const uint8_t* const* __restrict__ w_of,
                    const float* const* __restrict__ scale_of, const int32_t* __restrict__ num_active,
                    const int32_t* __restrict__ active_expert, const int32_t* __restrict__ active_begin,
-                   void* __restrict__ out_raw, int64_t out_stride, int out_rows, int k, int num_kb, int sharing,
-                   int rotation) {
+                   void* __restrict__ out_raw, int64_t out_stride, int out_rows, int k, int num_kb, int sharing) {
   allow_dependents();  // the next kernel may become resident (gemv_tiles signals again, later: no-op)
   // The expert list and x_perm come from the kernels before: nothing, not even W, is known earlier.
   wait_for_prerequisites();
@@ -69,11 +68,10 @@ __global__ void __maxnreg__(kRingRegisters<kRing> + 16)
       if (blockIdx.x == 0)
         for (int64_t col = out_rows + int(threadIdx.x); col < out_stride; col += blockDim.x) act[col] = 0;
       gemv_tiles<kRing>(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
-                 SiluOut{act, out_stride, out_rows}, rotation);
+                 SiluOut{act, out_stride, out_rows});
     } else {
       gemv_tiles<kRing>(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
-                 RowTiles<float, true>{{out_rows}, static_cast<float*>(out_raw) + int64_t(p) * out_stride, kUnshift},
-                 rotation);
+                 RowTiles<float, true>{{out_rows}, static_cast<float*>(out_raw) + int64_t(p) * out_stride, kUnshift});
     }
   }
 }
@@ -97,7 +95,7 @@ cudaError_t launch_moe_f16(const uint16_t* x_perm, int64_t x_stride, const uint8
   const dim3 grid{unsigned(p.grid), unsigned(max_active)};
   return launch_dependent(kernel, grid, dim3(kThreads), p.smem, stream, x_perm, x_stride, w, w_scale, num_active,
                           active_expert, active_begin, out, out_stride, int(out_rows), int(k), int(fp8_num_blocks(k)),
-                          p.sharing, p.rotation);
+                          p.sharing);
 }
 
 }  // namespace
