@@ -85,18 +85,9 @@ bool stream_k_enabled() {
   return enabled;
 }
 
-// The fewest K blocks on stream-K's busiest warp (TROUPE_F16_STREAM_K_MIN for A/B runs; read once).
-int64_t stream_k_min_blocks() {
-  static const int64_t min_blocks = [] {
-    const char* env = std::getenv("TROUPE_F16_STREAM_K_MIN");
-    return env && std::atoll(env) > 0 ? std::atoll(env) : int64_t(8);
-  }();
-  return min_blocks;
-}
-
 // The kernel and plan for `tiles` x num_kb units: stream-K on every resident warp where its busiest
-// warp takes at least 10% fewer K blocks than the shared plan's and still stream_k_min_blocks() or
-// more, else the shared plan.
+// warp takes at least 10% fewer K blocks than the shared plan's and still 8 or more (fewer, and
+// the cut tiles' meetings cost more than the balance gains), else the shared plan.
 template <typename Planned, typename StreamK>
 cudaError_t choose(Planned planned, StreamK stream_k, int64_t m, int64_t tiles, int64_t k, const void** kernel,
                    F16Plan* plan) {
@@ -109,7 +100,7 @@ cudaError_t choose(Planned planned, StreamK stream_k, int64_t m, int64_t tiles, 
     return err;
   const int64_t warps = std::min<int64_t>(sk.at_once * kWarps, kStreamKMaxWarps);
   const int64_t units = tiles * fp8_num_blocks(k), busiest = (units + warps - 1) / warps;
-  if (busiest < stream_k_min_blocks() || busiest * 10 > plan->cost * 9) return cudaSuccess;
+  if (busiest < 8 || busiest * 10 > plan->cost * 9) return cudaSuccess;
   *kernel = reinterpret_cast<const void*>(stream_k);
   *plan = {1, int(warps / kWarps), sk.smem, busiest, sk.at_once};
   return cudaSuccess;

@@ -327,10 +327,10 @@ void add_fp8_cases(std::vector<OpCase>& t) {
   t.push_back(gemv_case(gemv[10], false, true, "f16"));
   t.push_back(gemv_case(gemv[17], true, true, "f16"));
   t.push_back(gemv_case(gemv[19], false, false, "f16"));
-  // Stream-K on GPUs of 100 SMs or more (Fp8GemvStreamK.TakesTheLargeShapes checks that it runs):
-  // R1's dense down (1 token), o (2 tokens, fp32 x) and o with a last tile of 8 rows (3 tokens, bf16
+  // Stream-K on GPUs of 100 SMs or more (FP8GemvF16.StreamKTakesTheLargeShapes checks that it runs):
+  // Llama-3-8B's gate_up (1 token; 2 with fp32 x), R1's o with a last tile of 8 rows (3 tokens, bf16
   // out, 99.9 KB of staged x).
-  const Fp8Shape stream_k[] = {{1, 7168, 18432}, {2, 7168, 16384}, {3, 7176, 16384}};
+  const Fp8Shape stream_k[] = {{1, 28672, 4096}, {2, 28672, 4096}, {3, 7176, 16384}};
   t.push_back(gemv_case(stream_k[0], true, false, "f16"));
   t.push_back(gemv_case(stream_k[1], false, false, "f16"));
   t.push_back(gemv_case(stream_k[2], true, true, "f16"));
