@@ -7,13 +7,6 @@
 // with one cvt per two bytes (exact) and run mma m16n8k16 with W as A and the tokens as B. The
 // block sums are promoted by w_scale times the block's x exponent, as in the other kernels.
 //
-// Work split: by default the warps of a 16-row tile split its K blocks (8, 4, 2 or 1 warps a tile,
-// f16_tiles::plan_f16). Where the tiles do not divide the resident warps well (Llama-3-8B's
-// gate_up: 1,792 tiles of 32 K blocks on 2,112 warps; R1's o, dense down and q_b), every warp takes
-// an equal run of (tile, K block) units instead (stream-K); the tiles that runs cut meet in a
-// device-wide scratch, added in run order by the last warp to arrive (deterministic).
-// TROUPE_F16_STREAM_K=0 keeps the shared plan everywhere (an A/B switch).
-//
 // Why f16 rather than fp32 products (fp8_gemv_rows.cu): widening e4m3 to fp32 and one FMA per
 // weight cost about four instructions per byte, which left R1's and Llama's one-token products
 // issue-bound at 0.3 to 0.7 of HBM bandwidth; here a byte costs about a quarter of an instruction.
@@ -29,10 +22,6 @@ constexpr int64_t kFp8GemvF16MaxTokens = 8;
 // Whether launch_fp8_gemv_f16 takes the shape: 1 <= m <= kFp8GemvF16MaxTokens, n >= 1, k % 16 == 0,
 // the staged x (m ceil(k / 128) blocks) within the kernel's shared memory, x and w 16-byte aligned.
 bool fp8_gemv_f16_supported(int64_t m, int64_t n, int64_t k, const void* x, const void* w);
-
-// Whether launch_fp8_gemv_f16 (or _split, over n_a + n_b rows) runs the shape as stream-K on the
-// current device.
-bool fp8_gemv_f16_stream_k(int64_t m, int64_t n, int64_t k);
 
 // out[m, n] = sum_kb (sum_{k in kb} x[m, k] w[n, k]) w_scale[n / 128, kb], x rounded to bf16 (fp32 x
 // is rounded once, as the reference expects; values below 2^-28 of their block's largest lose

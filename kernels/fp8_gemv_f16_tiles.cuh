@@ -135,71 +135,6 @@ struct RowTiles : SixteenRowTiles {
   }
 };
 
-// Stages x into shared memory (the layout comment at the top): every warp of the CTA takes part;
-// the caller syncs the CTA before reading xs / xe.
-template <typename XT>
-__device__ __forceinline__ void stage_x(const XT* __restrict__ x, int x_stride, int m, int k, int num_kb,
-                                        int row_halves, __half* xs, float* xe, int warp, int lane) {
-  // Stage x: items (token, K block) of 8 lanes each, lane l's 16 values at 16 (l % 8); a warp takes
-  // 4 items per pass and issues the loads of kBatch passes before it reduces any (the items' loads
-  // are independent; done one by one they cost a round trip each, several microseconds at K 14336;
-  // more passes at once do not fit the 96 registers).
-  constexpr int kBatch = 2;
-  const int items = m * num_kb, quad = lane / 8, eighth = lane % 8;
-  for (int base = warp * 4; base < items; base += kWarps * 4 * kBatch) {
-    RawOf<XT> raw[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
-      const int64_t k0 = int64_t(kb) * kFp8BlockSize + 16 * eighth;
-      load_raw(x + int64_t(min(tok, m - 1)) * x_stride, k0, item < items && k0 < k, raw[b]);
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
-      float v[16];
-      widen(raw[b], v);
-      float amax = 0.0f;
-#pragma unroll
-      for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(v[i]));
-#pragma unroll
-      for (int offset = 4; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-      if (item >= items) continue;
-      // e: the largest |x| times 2^-e in [2^14, 2^15), inside f16's normal range; clamped so that
-      // both 2^e and 2^-e are normal floats (a block of zeros takes the clamp).
-      const int e = min(max(((__float_as_int(amax) >> 23) & 0xff) - 127 - 14, -100), 100);
-      const float down = __int_as_float((127 - e) << 23);
-      uint4 packed[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        packed[h].x = pack_f16x2(v[8 * h] * down, v[8 * h + 1] * down);
-        packed[h].y = pack_f16x2(v[8 * h + 2] * down, v[8 * h + 3] * down);
-        packed[h].z = pack_f16x2(v[8 * h + 4] * down, v[8 * h + 5] * down);
-        packed[h].w = pack_f16x2(v[8 * h + 6] * down, v[8 * h + 7] * down);
-      }
-      uint4* dst = reinterpret_cast<uint4*>(xs + int64_t(tok) * row_halves + kb * 128 + 16 * eighth);
-      dst[0] = packed[0], dst[1] = packed[1];
-      if (eighth == 0) xe[tok * num_kb + kb] = __int_as_float((127 + e) << 23);
-    }
-  }
-}
-
-// One K block of a tile: the 16 rows' 128 weights (cur: this lane's 64 bytes, fp8_stream.cuh's
-// pieces) times the staged x of the block (xk), 8 mma into a zeroed block sum.
-__device__ __forceinline__ void block_product(const uint4 (&cur)[4], const __half* xk, int t, float (&block)[4]) {
-  block[0] = block[1] = block[2] = block[3] = 0.0f;
-#pragma unroll
-  for (int p = 0; p < 4; ++p) {  // piece p (fp8_stream.cuh): k16 steps 2p and 2p + 1
-    const uint4 xv = *reinterpret_cast<const uint4*>(xk + piece_offset(t, p));
-    const uint32_t a_lo = word_of(cur[p / 2], 2 * (p % 2)), a_hi = word_of(cur[p / 2], 2 * (p % 2) + 1);
-    const uint32_t b_lo = word_of(cur[2 + p / 2], 2 * (p % 2)), b_hi = word_of(cur[2 + p / 2], 2 * (p % 2) + 1);
-    mma_f16(block, e4m3x2_to_f16x2(a_lo), e4m3x2_to_f16x2(b_lo), e4m3x2_to_f16x2(a_lo >> 16),
-            e4m3x2_to_f16x2(b_lo >> 16), xv.x, xv.y);
-    mma_f16(block, e4m3x2_to_f16x2(a_hi), e4m3x2_to_f16x2(b_hi), e4m3x2_to_f16x2(a_hi >> 16),
-            e4m3x2_to_f16x2(b_hi >> 16), xv.z, xv.w);
-  }
-}
-
 // The tiles [blockIdx.x * slots, out.num_tiles()) of W in steps of gridDim.x * slots, for m tokens
 // of x (rows x_stride apart); sharing: warps per tile (8, 4, 2 or 1). Signals the dependent launch
 // and loads its first weights before wait_for_prerequisites (the caller may have waited already).
@@ -264,7 +199,48 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
   }
   wait_for_prerequisites();
 
-  stage_x(x, x_stride, m, k, num_kb, row_halves, xs, xe, warp, lane);
+  // Stage x: items (token, K block) of 8 lanes each, lane l's 16 values at 16 (l % 8); a warp takes
+  // 4 items per pass and issues the loads of kBatch passes before it reduces any (the items' loads
+  // are independent; done one by one they cost a round trip each, several microseconds at K 14336;
+  // more passes at once do not fit the 96 registers).
+  constexpr int kBatch = 2;
+  const int items = m * num_kb, quad = lane / 8, eighth = lane % 8;
+  for (int base = warp * 4; base < items; base += kWarps * 4 * kBatch) {
+    RawOf<XT> raw[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
+      const int64_t k0 = int64_t(kb) * kFp8BlockSize + 16 * eighth;
+      load_raw(x + int64_t(min(tok, m - 1)) * x_stride, k0, item < items && k0 < k, raw[b]);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
+      float v[16];
+      widen(raw[b], v);
+      float amax = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(v[i]));
+#pragma unroll
+      for (int offset = 4; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+      if (item >= items) continue;
+      // e: the largest |x| times 2^-e in [2^14, 2^15), inside f16's normal range; clamped so that
+      // both 2^e and 2^-e are normal floats (a block of zeros takes the clamp).
+      const int e = min(max(((__float_as_int(amax) >> 23) & 0xff) - 127 - 14, -100), 100);
+      const float down = __int_as_float((127 - e) << 23);
+      uint4 packed[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        packed[h].x = pack_f16x2(v[8 * h] * down, v[8 * h + 1] * down);
+        packed[h].y = pack_f16x2(v[8 * h + 2] * down, v[8 * h + 3] * down);
+        packed[h].z = pack_f16x2(v[8 * h + 4] * down, v[8 * h + 5] * down);
+        packed[h].w = pack_f16x2(v[8 * h + 6] * down, v[8 * h + 7] * down);
+      }
+      uint4* dst = reinterpret_cast<uint4*>(xs + int64_t(tok) * row_halves + kb * 128 + 16 * eighth);
+      dst[0] = packed[0], dst[1] = packed[1];
+      if (eighth == 0) xe[tok * num_kb + kb] = __int_as_float((127 + e) << 23);
+    }
+  }
   __syncthreads();
   if (!working) return;  // no CTA-wide barrier follows
 
@@ -304,8 +280,18 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     if (!use.valid(num_tiles, num_kb)) return false;
     load_block(refill, ahead);
     ahead.advance(member, sharing, num_kb, tile_step);
-    float block[4];
-    block_product(cur, x_row + use.kb * 128, t, block);
+    float block[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const __half* xk = x_row + use.kb * 128;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {  // piece p (fp8_stream.cuh): k16 steps 2p and 2p + 1
+      const uint4 xv = *reinterpret_cast<const uint4*>(xk + piece_offset(t, p));
+      const uint32_t a_lo = word_of(cur[p / 2], 2 * (p % 2)), a_hi = word_of(cur[p / 2], 2 * (p % 2) + 1);
+      const uint32_t b_lo = word_of(cur[2 + p / 2], 2 * (p % 2)), b_hi = word_of(cur[2 + p / 2], 2 * (p % 2) + 1);
+      mma_f16(block, e4m3x2_to_f16x2(a_lo), e4m3x2_to_f16x2(b_lo), e4m3x2_to_f16x2(a_lo >> 16),
+              e4m3x2_to_f16x2(b_lo >> 16), xv.x, xv.y);
+      mma_f16(block, e4m3x2_to_f16x2(a_hi), e4m3x2_to_f16x2(b_hi), e4m3x2_to_f16x2(a_hi >> 16),
+              e4m3x2_to_f16x2(b_hi >> 16), xv.z, xv.w);
+    }
     // Rows g (c0, c1) and g + 8 (c2, c3) take the scales of their 128-row blocks: one for both
     // unless the Out layout's halves come from different places.
     const float s = __ldg(w_scale + int64_t(out.scale_block(use.tile, 0)) * num_kb + use.kb);
@@ -322,132 +308,6 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     }
     if (use.kb + sharing >= num_kb) finish_tile(use.tile);
     use.advance(member, sharing, num_kb, tile_step);
-    return true;
-  };
-  if constexpr (kRing == 3) {
-    while (step(wc, wa) && step(wa, wb) && step(wb, wc)) {
-    }
-  } else {
-    while (step(wd, wa) && step(wa, wb) && step(wb, wc) && step(wc, wd)) {
-    }
-  }
-}
-
-// Where the sums of tiles that several warps share in gemv_stream_k meet: partials[warp][slot]
-// (4 x 32 floats a lane's total, slot 0 for the warp's first tile, 1 for its last) and a counter a
-// tile, zero between launches (the last warp to arrive at a tile sets it back).
-struct StreamKState {
-  int* counters;
-  float* partials;
-};
-
-// Stream-K: the grid's warps (gridDim.x * kWarps) split the out.num_tiles() x num_kb (tile, K
-// block) units of W in equal contiguous ranges, warp w units [w U / W, (w + 1) U / W), one warp a
-// tile at a time. A tile inside one range is stored as gemv_tiles stores it; a tile cut by ranges
-// leaves each warp's sums in state.partials, and the last warp to arrive adds them in range order
-// (deterministic) and stores them. Everything else (staging, the ring, the product, promotion) is
-// gemv_tiles' with one warp a tile. The busiest warp takes ceil(U / W) blocks where the shared plan
-// takes its rounds times its blocks a member (plan_f16).
-template <int kRing = 3, typename XT, class Out>
-__device__ __forceinline__ void gemv_stream_k(const XT* __restrict__ x, int x_stride, const uint8_t* __restrict__ w,
-                                              const float* __restrict__ w_scale, int m, int k, int num_kb,
-                                              const Out& out, StreamKState state) {
-  extern __shared__ uint4 smem[];
-  const int row_halves = num_kb * 128 + kRowPad;
-  __half* xs = reinterpret_cast<__half*>(smem);
-  float* xe = reinterpret_cast<float*>(xs + int64_t(m) * row_halves);
-  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32), g = lane / 4, t = lane % 4;
-  const int num_tiles = out.num_tiles();
-  // Units and warps fit 32 bits (the launcher's bounds); their products do not.
-  const int units = num_tiles * num_kb, warps = int(gridDim.x) * kWarps, me = int(blockIdx.x) * kWarps + warp;
-  const int u0 = int(int64_t(me) * units / warps), u1 = int(int64_t(me + 1) * units / warps);
-  const int first_tile = u0 / num_kb;
-  allow_dependents();
-  auto load_block = [&](uint4 (&d)[4], const Cursor& c, int unit) {
-    if (unit >= u1) return;
-    const int row = out.base_row(c.tile, g);
-    const int64_t kb0 = int64_t(c.kb) * kFp8BlockSize;
-    load_w_piece<true>(w + int64_t(out.weight_row(row, 0)) * k, kb0, t, k, d[0], d[1]);
-    load_w_piece<true>(w + int64_t(out.weight_row(row, 1)) * k, kb0, t, k, d[2], d[3]);
-  };
-  static_assert(kRing == 3 || kRing == 4, "ring of 3 or 4 buffers");
-  uint4 wa[4], wb[4], wc[4], wd[4];
-  const Cursor start{first_tile, u0 % num_kb};
-  Cursor ahead = start;
-  int ahead_unit = u0;
-  load_block(wa, ahead, ahead_unit++);
-  ahead.advance(0, 1, num_kb, 1);
-  load_block(wb, ahead, ahead_unit++);
-  ahead.advance(0, 1, num_kb, 1);
-  if constexpr (kRing == 4) {
-    load_block(wc, ahead, ahead_unit++);
-    ahead.advance(0, 1, num_kb, 1);
-  }
-  wait_for_prerequisites();
-  stage_x(x, x_stride, m, k, num_kb, row_halves, xs, xe, warp, lane);
-  __syncthreads();
-  if (u0 == u1) return;  // no CTA-wide barrier follows
-
-  const int xt = min(g, m - 1);
-  const __half* x_row = xs + int64_t(xt) * row_halves;
-  const int tok_lo = min(2 * t, m - 1), tok_hi = min(2 * t + 1, m - 1);
-  float total[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  // The warp whose range holds unit u.
-  auto owner = [&](int u) { return int((int64_t(u + 1) * warps - 1) / units); };
-  auto finish_tile = [&](int tile) {
-    const int begin = tile * num_kb, end = begin + num_kb;
-    if (begin >= u0 && end <= u1) {
-      out.store(tile, g, t, m, total);
-    } else {
-      float* mine = state.partials + int64_t(me * 2 + (tile == first_tile ? 0 : 1)) * 128;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) __stcg(mine + j * 32 + lane, total[j]);
-      __threadfence();
-      __syncwarp();
-      int arrived = 0;
-      if (lane == 0) arrived = atomicAdd(state.counters + tile, 1);
-      arrived = __shfl_sync(0xffffffffu, arrived, 0);
-      const int first = owner(begin), last = owner(end - 1);
-      if (arrived == last - first) {  // the last of the tile's warps: add them in range order
-        __threadfence();
-        float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int c = first; c <= last; ++c) {
-          const bool starts_here = int(int64_t(c) * units / warps) / num_kb == tile;
-          const float* theirs = state.partials + int64_t(c * 2 + (starts_here ? 0 : 1)) * 128;
-#pragma unroll
-          for (int j = 0; j < 4; ++j) sum[j] += __ldcg(theirs + j * 32 + lane);
-        }
-        out.store(tile, g, t, m, sum);
-        if (lane == 0) state.counters[tile] = 0;
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) total[j] = 0.0f;
-  };
-
-  Cursor use = start;
-  int use_unit = u0;
-  auto step = [&](uint4 (&refill)[4], const uint4 (&cur)[4]) {
-    if (use_unit >= u1) return false;
-    load_block(refill, ahead, ahead_unit++);
-    ahead.advance(0, 1, num_kb, 1);
-    float block[4];
-    block_product(cur, x_row + use.kb * 128, t, block);
-    const float s = __ldg(w_scale + int64_t(out.scale_block(use.tile, 0)) * num_kb + use.kb);
-    const float s_lo = s * xe[tok_lo * num_kb + use.kb], s_hi = s * xe[tok_hi * num_kb + use.kb];
-    total[0] = fmaf(block[0], s_lo, total[0]);
-    total[1] = fmaf(block[1], s_hi, total[1]);
-    if constexpr (Out::kHalvesShareScale) {
-      total[2] = fmaf(block[2], s_lo, total[2]);
-      total[3] = fmaf(block[3], s_hi, total[3]);
-    } else {
-      const float s8 = __ldg(w_scale + int64_t(out.scale_block(use.tile, 1)) * num_kb + use.kb);
-      total[2] = fmaf(block[2], s8 * xe[tok_lo * num_kb + use.kb], total[2]);
-      total[3] = fmaf(block[3], s8 * xe[tok_hi * num_kb + use.kb], total[3]);
-    }
-    if (use.kb == num_kb - 1 || use_unit == u1 - 1) finish_tile(use.tile);
-    use.advance(0, 1, num_kb, 1);
-    ++use_unit;
     return true;
   };
   if constexpr (kRing == 3) {
@@ -482,8 +342,6 @@ inline size_t staged_bytes(int64_t m, int64_t k) {
 struct F16Plan {
   int sharing = 8, grid = 1;
   size_t smem = 0;
-  int64_t cost = 0;     // K blocks on the busiest warp
-  int64_t at_once = 1;  // CTAs resident at once (over the launches sharing the GPU)
 };
 
 // The sharing with the fewest K blocks on the busiest warp: rounds of the CTAs resident at once
@@ -514,7 +372,7 @@ inline cudaError_t plan_f16(const void* kernel, int64_t m, int64_t tiles, int64_
     const int64_t cost = (groups + at_once - 1) / at_once * ((num_kb + sharing - 1) / sharing);
     if (cost < best_cost || (later_ties && cost == best_cost)) {
       best_cost = cost;
-      *plan = {sharing, int(std::min(groups, at_once)), smem, cost, at_once};
+      *plan = {sharing, int(std::min(groups, at_once)), smem};
     }
   }
   return cudaSuccess;

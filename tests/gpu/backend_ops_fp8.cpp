@@ -327,13 +327,6 @@ void add_fp8_cases(std::vector<OpCase>& t) {
   t.push_back(gemv_case(gemv[10], false, true, "f16"));
   t.push_back(gemv_case(gemv[17], true, true, "f16"));
   t.push_back(gemv_case(gemv[19], false, false, "f16"));
-  // Stream-K on GPUs of 100 SMs or more (FP8GemvF16.StreamKTakesTheLargeShapes checks that it runs):
-  // Llama-3-8B's gate_up (1 token; 2 with fp32 x), R1's o with a last tile of 8 rows (3 tokens, bf16
-  // out, 99.9 KB of staged x).
-  const Fp8Shape stream_k[] = {{1, 28672, 4096}, {2, 28672, 4096}, {3, 7176, 16384}};
-  t.push_back(gemv_case(stream_k[0], true, false, "f16"));
-  t.push_back(gemv_case(stream_k[1], false, false, "f16"));
-  t.push_back(gemv_case(stream_k[2], true, true, "f16"));
   for (const Fp8Shape& c : {gemv[10], gemv[11], gemv[13], gemv[5], gemv[20]}) t.push_back(gemv_case(c, true, false, "rows"));
   t.push_back(gemv_case(gemv[10], false, true, "rows"));
   for (const Fp8Shape& c : {gemv[1], gemv[17], gemv[0], gemv[21]}) t.push_back(gemv_case(c, true, false, "tiles"));
@@ -344,7 +337,6 @@ void add_fp8_cases(std::vector<OpCase>& t) {
   t.push_back(gemv_split_case({6, 2112, 7168}, 1536, true));
   t.push_back(gemv_split_case({3, 200, 336}, 128, false));
   t.push_back(gemv_split_case({5, 386, 1024}, 256, true));
-  t.push_back(gemv_split_case({2, 16904, 4096}, 16384, true));  // stream-K, a last tile of 8 rows
 
   // Prefill: M = 1, 3, 17, 130 and tiles of 128; partial N and K blocks; K % 16 != 0 (328, 1000).
   const Fp8Shape gemm[] = {{1, 200, 328},   {3, 256, 128},    {17, 130, 384},    {130, 576, 2048},
