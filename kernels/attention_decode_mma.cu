@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 #include "kernels/attention_decode.hpp"
 #include "kernels/attention_decode_mma.hpp"
@@ -327,7 +328,12 @@ int64_t decode_mma_num_partitions(int64_t num_tokens, int64_t num_kv_heads, int6
   if (items <= 0 || max_context <= kDecodeMmaTileKeys) return 1;
   const int64_t wanted = (2 * std::max<int64_t>(1, num_sms) + items - 1) / items;
   const int64_t by_length = max_context / kDecodeMmaTileKeys;  // so no partition is shorter than a tile
-  const int64_t parts = std::clamp<int64_t>(std::min(wanted, by_length), 1, kDecodeMaxPartitions);
+  // TROUPE_DECODE_PARTITIONS=P caps the partitions (an A/B switch; read once).
+  static const int64_t cap = [] {
+    const char* env = std::getenv("TROUPE_DECODE_PARTITIONS");
+    return env && std::atoll(env) > 0 ? std::min<int64_t>(std::atoll(env), kDecodeMaxPartitions) : kDecodeMaxPartitions;
+  }();
+  const int64_t parts = std::clamp<int64_t>(std::min(wanted, by_length), 1, cap);
   const int64_t keys = decode_partition_keys(max_context, parts);
   return (max_context + keys - 1) / keys;  // none empty for the longest context
 }

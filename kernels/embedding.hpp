@@ -1,7 +1,8 @@
 #pragma once
 // Token embedding: out[t, :] = table[ids[t], :], from an fp32 or a bf16 table (widened exactly).
-// Three layers: the __global__ kernels (embedding.cu: one block per token), these raw-pointer
-// launchers, and the CPU reference with the same formula (embedding_ref.cpp).
+// Three layers: the __global__ kernels (embedding.cu: a block per token, or per token and 2,048
+// values of a bf16 row), these raw-pointer launchers, and the CPU reference with the same formula
+// (embedding_ref.cpp).
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA
@@ -19,7 +20,8 @@ void embedding_ref(const int32_t* ids, const uint16_t* table, float* out, int64_
 // cudaErrorInvalidValue.
 cudaError_t launch_embedding_f32(const int32_t* ids, const float* table, float* out, int64_t n, int64_t hidden,
                                  cudaStream_t stream);
-// The same from a bf16 table (bf16 bits) into fp32 rows.
+// The same from a bf16 table (bf16 bits) into fp32 rows; hidden past 65,535 x 2,048 gives
+// cudaErrorInvalidValue.
 cudaError_t launch_embedding_bf16(const int32_t* ids, const uint16_t* table, float* out, int64_t n, int64_t hidden,
                                   cudaStream_t stream);
 #endif

@@ -347,7 +347,7 @@ void add_norm_and_elementwise_cases(std::vector<OpCase>& t) {
   for (int64_t n : kTokens)
     for (int64_t hidden : {111, 4096}) t.push_back(embedding_case<float>(n, hidden));
   for (int64_t n : kTokens)
-    for (int64_t hidden : {111, 4096}) t.push_back(embedding_case<uint16_t>(n, hidden));
+    for (int64_t hidden : {111, 4096, 7168 + 8}) t.push_back(embedding_case<uint16_t>(n, hidden));
   for (int64_t n : kTokens)
     for (int64_t dim : {111, 1001, 4096}) t.push_back(gather_rows_case<float>(n, dim));
   for (int64_t n : kTokens)
