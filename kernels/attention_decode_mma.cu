@@ -327,13 +327,13 @@ int64_t decode_mma_num_partitions(int64_t num_tokens, int64_t num_kv_heads, int6
   const int64_t items = num_tokens * num_kv_heads;  // CTAs per partition
   if (items <= 0 || max_context <= kDecodeMmaTileKeys) return 1;
   const int64_t wanted = (2 * std::max<int64_t>(1, num_sms) + items - 1) / items;
-  const int64_t by_length = max_context / kDecodeMmaTileKeys;  // so no partition is shorter than a tile
-  // TROUPE_DECODE_PARTITIONS=P caps the partitions (an A/B switch; read once).
-  static const int64_t cap = [] {
-    const char* env = std::getenv("TROUPE_DECODE_PARTITIONS");
-    return env && std::atoll(env) > 0 ? std::min<int64_t>(std::atoll(env), kDecodeMaxPartitions) : kDecodeMaxPartitions;
+  // No partition shorter than min_tiles tiles (TROUPE_DECODE_MIN_TILES=T for A/B runs; read once).
+  static const int64_t min_tiles = [] {
+    const char* env = std::getenv("TROUPE_DECODE_MIN_TILES");
+    return env && std::atoll(env) > 0 ? std::atoll(env) : int64_t(1);
   }();
-  const int64_t parts = std::clamp<int64_t>(std::min(wanted, by_length), 1, cap);
+  const int64_t by_length = max_context / (kDecodeMmaTileKeys * min_tiles);
+  const int64_t parts = std::clamp<int64_t>(std::min(wanted, by_length), 1, kDecodeMaxPartitions);
   const int64_t keys = decode_partition_keys(max_context, parts);
   return (max_context + keys - 1) / keys;  // none empty for the longest context
 }
