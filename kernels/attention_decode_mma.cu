@@ -330,7 +330,7 @@ int64_t decode_mma_num_partitions(int64_t num_tokens, int64_t num_kv_heads, int6
   // No partition shorter than min_tiles tiles (TROUPE_DECODE_MIN_TILES=T for A/B runs; read once).
   static const int64_t min_tiles = [] {
     const char* env = std::getenv("TROUPE_DECODE_MIN_TILES");
-    return env && std::atoll(env) > 0 ? std::atoll(env) : int64_t(1);
+    return env && std::atoll(env) > 0 ? std::atoll(env) : kDecodeMmaMinPartitionTiles;
   }();
   const int64_t by_length = max_context / (kDecodeMmaTileKeys * min_tiles);
   const int64_t parts = std::clamp<int64_t>(std::min(wanted, by_length), 1, kDecodeMaxPartitions);

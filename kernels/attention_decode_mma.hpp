@@ -25,7 +25,12 @@
 
 namespace troupe::kernels {
 
-constexpr int64_t kDecodeMmaTileKeys = 64;  // keys per K/V tile; also the shortest partition
+constexpr int64_t kDecodeMmaTileKeys = 64;  // keys per K/V tile
+// The shortest partition, in tiles: Llama-3-8B FP8 b1 at context 1,024 (8 partitions of 128 keys
+// rather than 16 of 64) 3.060 / 3.080 against 3.125 / 3.133 ms, Qwen3-8B FP8 3.203 against 3.301;
+// at context 2,048 3.229 against 3.219 (one H200 run, go67; TROUPE_DECODE_MIN_TILES=T overrides
+// it for A/B runs).
+constexpr int64_t kDecodeMmaMinPartitionTiles = 2;
 constexpr int64_t kDecodeMmaMaxGroup = 16;  // q heads per kv head (the MMA's 16 rows)
 
 #ifdef TROUPE_HAVE_CUDA
@@ -33,7 +38,8 @@ constexpr int64_t kDecodeMmaMaxGroup = 16;  // q heads per kv head (the MMA's 16
 bool decode_attention_mma_supports(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim);
 
 // Partitions per token so that num_tokens * num_kv_heads * partitions CTAs fill the GPU (two per
-// SM: the head_dim 128 kernel's shared memory lets two reside), none shorter than one tile. Any
+// SM: the head_dim 128 kernel's shared memory lets two reside), none shorter than
+// kDecodeMmaMinPartitionTiles tiles. Any
 // count up to kDecodeMaxPartitions is correct; this one is the fast one.
 int64_t decode_mma_num_partitions(int64_t num_tokens, int64_t num_kv_heads, int64_t max_context, int64_t num_sms);
 

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 
@@ -188,12 +189,14 @@ TEST(KernelLaunchers, RejectBadSizes) {
 }
 
 // The tensor-core decode's partition counts (host arithmetic, no GPU needed): enough CTAs for two
-// per SM, none shorter than one 64-key tile, none empty for the longest context.
+// per SM, none shorter than two 64-key tiles, none empty for the longest context.
 TEST(KernelLaunchers, DecodeMmaPartitionCounts) {
   using namespace kernels;
+  if (std::getenv("TROUPE_DECODE_MIN_TILES")) GTEST_SKIP() << "TROUPE_DECODE_MIN_TILES changes the counts";
   EXPECT_EQ(decode_mma_num_partitions(64, 8, 1024, 132), 1);   // batch 64: 512 CTAs already
-  EXPECT_EQ(decode_mma_num_partitions(1, 8, 1024, 132), 16);   // batch 1: one tile each
-  EXPECT_EQ(decode_mma_num_partitions(1, 8, 3000, 132), 33);   // 264 CTAs of 91 keys
+  EXPECT_EQ(decode_mma_num_partitions(1, 8, 1024, 132), 8);    // batch 1: two tiles each
+  EXPECT_EQ(decode_mma_num_partitions(1, 8, 3000, 132), 23);   // 184 CTAs of 131 keys
+  EXPECT_EQ(decode_mma_num_partitions(1, 8, 9000, 132), 33);   // 264 CTAs of 273 keys
   EXPECT_EQ(decode_mma_num_partitions(16, 8, 4096, 132), 3);   // 384 CTAs
   EXPECT_EQ(decode_mma_num_partitions(1, 8, 64, 132), 1);      // one tile
   EXPECT_EQ(decode_mma_num_partitions(1, 1, 100000, 132), kDecodeMaxPartitions);
@@ -207,7 +210,7 @@ TEST(KernelLaunchers, DecodeMmaPartitionCounts) {
       EXPECT_GE(keys * parts, context) << tokens << " x " << context;         // every key covered
       EXPECT_LT(keys * (parts - 1), context) << tokens << " x " << context;   // the last one not empty
       if (parts > 1) {
-        EXPECT_GE(keys, kDecodeMmaTileKeys) << tokens << " x " << context;  // no partition below a tile
+        EXPECT_GE(keys, kDecodeMmaMinPartitionTiles * kDecodeMmaTileKeys) << tokens << " x " << context;
       }
     }
 }
