@@ -1,0 +1,18 @@
+#pragma once
+// Kernel spans as the GPU ran them, CUDA graph nodes and programmatic dependent launches included,
+// from CUPTI's activity records (CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL): where a decode step's time
+// goes inside its graph, which per-op CUDA events (profiling_backend) cannot see and an isolated
+// kernel time (ncu) overstates, since each kernel's ramp overlaps its neighbours'. bench/step_trace
+// reads the spans.
+#include <vector>
+
+#include "bench/step_trace.hpp"
+
+namespace troupe::bench {
+
+// Starts recording every kernel of the process; false (with the reason said) when CUPTI refuses.
+bool start_kernel_trace();
+// Waits for the device, stops recording and returns the spans since start_kernel_trace, by start.
+std::vector<KernelSpan> stop_kernel_trace();
+
+}  // namespace troupe::bench

@@ -1,0 +1,71 @@
+// bench/step_trace: the arithmetic gpu_decode_bench --kernel-trace applies to CUPTI's kernel spans
+// (which step is the last, the span, the time some kernel ran, each name's summed and lone time).
+#include "bench/step_trace.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace troupe::bench {
+namespace {
+
+KernelSpan span(const char* name, uint64_t start_us, uint64_t end_us) { return {name, start_us * 1000, end_us * 1000}; }
+
+TEST(StepTrace, LastStepStartsAfterTheLastGap) {
+  const std::vector<KernelSpan> spans = {span("a", 0, 10), span("b", 12, 40), span("c", 20, 30),  // step 1
+                                         span("a", 140, 150), span("b", 145, 170)};                // step 2
+  const std::vector<KernelSpan> last = last_step(spans, 20000);
+  ASSERT_EQ(last.size(), 2u);
+  EXPECT_EQ(last[0].start_ns, 140000u);
+  // A gap measured from the latest end so far, not the previous span's: c ends before b does.
+  EXPECT_EQ(last_step({span("a", 0, 100), span("b", 10, 20), span("c", 110, 120)}, 20000).size(), 3u);
+  EXPECT_TRUE(last_step({}, 20000).empty());
+}
+
+TEST(StepTrace, SumsOverlapsAndLoneTime) {
+  // a [0, 10] and b [5, 20] overlap by 5; a again [30, 40]; nothing in (20, 30).
+  const StepTrace t = summarize({span("a", 0, 10), span("b", 5, 20), span("a", 30, 40)});
+  EXPECT_DOUBLE_EQ(t.span_us, 40.0);
+  EXPECT_DOUBLE_EQ(t.busy_us, 30.0);
+  ASSERT_EQ(t.by_name.size(), 2u);
+  EXPECT_EQ(t.by_name[0].name, "a");  // the longest sum first
+  EXPECT_EQ(t.by_name[0].count, 2);
+  EXPECT_DOUBLE_EQ(t.by_name[0].sum_us, 20.0);
+  EXPECT_DOUBLE_EQ(t.by_name[0].exposed_us, 15.0);  // [0, 5] and [30, 40]
+  EXPECT_EQ(t.by_name[1].name, "b");
+  EXPECT_DOUBLE_EQ(t.by_name[1].sum_us, 15.0);
+  EXPECT_DOUBLE_EQ(t.by_name[1].exposed_us, 10.0);  // [10, 20]
+}
+
+TEST(StepTrace, EmptyAndZeroLengthSpans) {
+  const StepTrace none = summarize({});
+  EXPECT_EQ(none.span_us, 0.0);
+  EXPECT_TRUE(none.by_name.empty());
+  const StepTrace t = summarize({span("a", 5, 5), span("b", 0, 10), span("c", 10, 10)});
+  EXPECT_DOUBLE_EQ(t.span_us, 10.0);
+  EXPECT_DOUBLE_EQ(t.busy_us, 10.0);
+  ASSERT_EQ(t.by_name.size(), 3u);
+  EXPECT_EQ(t.by_name[0].name, "b");
+  EXPECT_DOUBLE_EQ(t.by_name[0].exposed_us, 10.0);
+}
+
+TEST(StepTrace, WritesTheSpansAsCsv) {
+  const std::string path = (std::filesystem::temp_directory_path() / "troupe_step_trace_test.csv").string();
+  ASSERT_TRUE(write_spans_csv({span("void k<1, 2>(int, float)", 100, 104), span("b", 103, 110)}, path));
+  std::ifstream in(path);
+  std::string header, first, second;
+  std::getline(in, header);
+  std::getline(in, first);
+  std::getline(in, second);
+  EXPECT_EQ(header, "name,start_us,duration_us");
+  EXPECT_EQ(first, "void k<1; 2>(int; float),0,4");  // commas in names would split the columns
+  EXPECT_EQ(second, "b,3,7");
+  std::filesystem::remove(path);
+  EXPECT_FALSE(write_spans_csv({}, "/nonexistent-dir/x.csv"));
+}
+
+}  // namespace
+}  // namespace troupe::bench
