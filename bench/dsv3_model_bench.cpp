@@ -9,7 +9,8 @@
 //   dsv3_decode_b1_share_*: the batch-1 step op by op.
 // usage: dsv3_model_bench [--config bench/models/deepseek-r1/config.json] [--dense-layers 3]
 //        [--moe-layers 8] [--context 1024] [--batches 1,64] [--prefill-tokens 4096]
-//        [--time-limit 290] [--out PATH] [--enforce-eager 1]  (from the repo root; --prefill-tokens 0: none)
+//        [--time-limit 290] [--out PATH] [--enforce-eager 1] [--kernel-trace PATH]
+//        (from the repo root; --prefill-tokens 0: none)
 // Decode steps run as step graphs (CUDA graphs), as `troupe serve` runs them, unless --enforce-eager 1;
 // the profiled steps and the prefill run eagerly.
 // A 4,096-token prefill of 3 dense + 8 MoE layers does not fit beside their weights (about 92 GB):
@@ -28,6 +29,7 @@
 #include "bench/bench_log.hpp"
 #include "bench/decode_steps.hpp"
 #include "bench/device_ceilings.hpp"
+#include "bench/kernel_trace.hpp"
 #include "bench/profiling_backend.hpp"
 #include "models/model_loader.hpp"
 #include "runtime/model_config.hpp"
@@ -48,6 +50,7 @@ struct Args {
   std::vector<int64_t> batches = {1, 64};
   double time_limit_s = 290;
   bool enforce_eager = false;
+  std::string kernel_trace;  // --kernel-trace PATH: one batch-1 step's kernels as they ran (CUPTI), CSV
 };
 
 bool parse_args(int argc, char** argv, Args& a) {
@@ -65,6 +68,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--time-limit") a.time_limit_s = std::atof(v.c_str());
     else if (k == "--enforce-eager") a.enforce_eager = v == "1" || v == "true";
     else if (k == "--batches") a.batches = bench::parse_int_list(v);
+    else if (k == "--kernel-trace") a.kernel_trace = v;
     else return false;
   }
   return a.dense_layers >= 0 && a.moe_layers >= 0 && a.dense_layers + a.moe_layers > 0 && a.context > 0;
@@ -104,7 +108,8 @@ int run(int argc, char** argv) {
   if (!parse_args(argc, argv, args)) {
     std::fprintf(stderr,
                  "usage: dsv3_model_bench [--config FILE] [--dense-layers 3] [--moe-layers 8] [--context 1024]\n"
-                 "       [--batches 1,64] [--prefill-tokens 4096] [--time-limit 290] [--out PATH]\n");
+                 "       [--batches 1,64] [--prefill-tokens 4096] [--time-limit 290] [--out PATH]\n"
+                 "       [--kernel-trace PATH]\n");
     return 2;
   }
   bench::init_log("dsv3_model", args.out, args.command, args.time_limit_s);
@@ -175,6 +180,10 @@ int run(int argc, char** argv) {
     note << shape << "; median of " << t.ms.size() << " steps, " << mode << "; limit = (weights the step's ops read, "
          << weights / 1e9 << " GB, + latent cache " << kv / 1e9 << " GB) / measured HBM bandwidth";
     add_record({"dsv3_decode_b" + std::to_string(batch), ms, "ms/step", limit_ms, limit_ms / ms, note.str()});
+    if (batch == 1 && !args.kernel_trace.empty() && remaining_s() > 40) {
+      bench::record_traced_step([&] { return bench::run_steps(decoder, profiler, 1, 1, args.context, 2, 3, 20).ok; },
+                                "dsv3_decode_b1_in_graph", args.kernel_trace);
+    }
     if (batch == 1 && remaining_s() > 60)
       bench::profile_step(eager, profiler, 1, args.context, 1, "dsv3_decode_b1_share_",
                           "one batch-1 decode step of " + shape, ms);

@@ -194,55 +194,6 @@ int cpu_check() {
   return ok && pf.ok && pf.finite ? 0 : 1;
 }
 
-// A kernel's short name: the last identifier before its template or parameter list
-// ("void troupe::(anonymous namespace)::fp8_gemv_f16_kernel<...>(...)" -> fp8_gemv_f16_kernel).
-std::string short_kernel_name(const std::string& name) {
-  const size_t open = name.find_first_of("<(");
-  const std::string head = name.substr(0, open);
-  const size_t colon = head.rfind("::"), space = head.rfind(' ');
-  const size_t from = colon != std::string::npos ? colon + 2 : space != std::string::npos ? space + 1 : 0;
-  std::string out = head.substr(from);
-  for (char& ch : out)
-    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_') ch = '_';
-  return out.empty() ? "kernel" : out;
-}
-
-// --kernel-trace PATH: five more batch-1 steps under CUPTI; the last one's kernels as they ran
-// (graph nodes with their programmatic overlaps) to PATH, and records of its span, the time some
-// kernel ran, and the twelve longest kernel names (summed durations, the time each ran alone).
-void trace_b1_step(Model& decoder, Backend& backend, const std::string& suffix) {
-  if (!bench::start_kernel_trace()) return;
-  const StepTimes t = run_steps(decoder, backend, 1, 1, g_args.context, 2, 3, 20);
-  const std::vector<bench::KernelSpan> spans = bench::stop_kernel_trace();
-  // Steps are apart by the host's work (about 0.1 ms) and the sync; kernels of a step by < 20 us.
-  const std::vector<bench::KernelSpan> step = bench::last_step(spans, 20000);
-  if (!t.ok || step.empty()) {
-    say("kernel trace: %zu kernels recorded, no step", spans.size());
-    return;
-  }
-  if (!bench::write_spans_csv(step, g_args.kernel_trace)) say("kernel trace: cannot write %s", g_args.kernel_trace.c_str());
-  const bench::StepTrace trace = bench::summarize(step);
-  say("kernel trace: %zu kernels, span %.1f us, some kernel running %.1f us (CSV %s)", step.size(), trace.span_us,
-      trace.busy_us, g_args.kernel_trace.c_str());
-  const std::string stem = "decode_b1_" + suffix + "_in_graph";
-  add_record({stem + "_span", trace.span_us, "us", {}, {},
-              "one traced batch-1 step (CUPTI kernel records, a graph replay with its programmatic overlaps): first "
-              "kernel start to last kernel end",
-              {{"kernels", double(step.size())}}});
-  add_record({stem + "_busy", trace.busy_us, "us", trace.span_us, trace.span_us > 0 ? trace.busy_us / trace.span_us : 0.0,
-              "the time some kernel of the traced step ran (the union of their intervals); limit = its span"});
-  for (size_t i = 0; i < trace.by_name.size() && i < 12; ++i) {
-    const auto& share = trace.by_name[i];
-    say("  %-40s x%-4lld %8.1f us summed, %7.1f us alone", short_kernel_name(share.name).c_str(),
-        (long long)share.count, share.sum_us, share.exposed_us);
-    add_record({stem + "_" + short_kernel_name(share.name), share.sum_us, "us", trace.span_us,
-                trace.span_us > 0 ? share.sum_us / trace.span_us : 0.0,
-                "the traced step's kernels of this name, durations summed (neighbours overlap); limit = the step's "
-                "span. " + share.name.substr(0, 160),
-                {{"count", double(share.count)}, {"alone_us", share.exposed_us}}});
-  }
-}
-
 int run(int argc, char** argv) {
   if (!parse_args(argc, argv, g_args)) return 2;
   bench::init_log("gpu_decode", g_args.out, g_args.command, g_args.time_limit_s);
@@ -382,7 +333,10 @@ int run(int argc, char** argv) {
     }
   }
 
-  if (!g_args.kernel_trace.empty() && decode_b1_ms > 0 && remaining_s() > 30) trace_b1_step(decoder, profiler, suffix);
+  if (!g_args.kernel_trace.empty() && decode_b1_ms > 0 && remaining_s() > 30) {
+    bench::record_traced_step([&] { return run_steps(decoder, profiler, 1, 1, g_args.context, 2, 3, 20).ok; },
+                              "decode_b1_" + suffix + "_in_graph", g_args.kernel_trace);
+  }
 
   if (!g_args.enforce_eager && decode_b1_ms > 0 && remaining_s() > 100) {
     StepTimes e1 = run_steps(eager, profiler, 1, 1, g_args.context, 3, g_args.decode_steps, 60);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <string>
 
 #include "bench/bench_log.hpp"
 
@@ -62,6 +63,39 @@ std::vector<KernelSpan> stop_kernel_trace() {
   g_spans.clear();
   std::sort(spans.begin(), spans.end(), [](const KernelSpan& a, const KernelSpan& b) { return a.start_ns < b.start_ns; });
   return spans;
+}
+
+void record_traced_step(const std::function<bool()>& steps, const std::string& stem, const std::string& csv_path) {
+  if (!start_kernel_trace()) return;
+  const bool ok = steps();
+  const std::vector<KernelSpan> spans = stop_kernel_trace();
+  // Steps are apart by the host's work (about 0.1 ms) and the sync; kernels of a step by < 20 us.
+  const std::vector<KernelSpan> step = last_step(spans, 20000);
+  if (!ok || step.empty()) {
+    say("kernel trace: %zu kernels recorded, no step", spans.size());
+    return;
+  }
+  if (!write_spans_csv(step, csv_path)) say("kernel trace: cannot write %s", csv_path.c_str());
+  const StepTrace trace = summarize(step);
+  say("kernel trace: %zu kernels, span %.1f us, some kernel running %.1f us (CSV %s)", step.size(), trace.span_us,
+      trace.busy_us, csv_path.c_str());
+  add_record({stem + "_span", trace.span_us, "us", {}, {},
+              "one traced decode step (CUPTI kernel records, a graph replay with its programmatic overlaps): first "
+              "kernel start to last kernel end",
+              {{"kernels", double(step.size())}}});
+  add_record({stem + "_busy", trace.busy_us, "us", trace.span_us, trace.span_us > 0 ? trace.busy_us / trace.span_us : 0.0,
+              "the time some kernel of the traced step ran (the union of their intervals); limit = its span"});
+  for (size_t i = 0; i < trace.by_name.size() && i < 12; ++i) {
+    const StepTrace::Share& share = trace.by_name[i];
+    const std::string name = short_kernel_name(share.name);
+    say("  %-40s x%-4lld %8.1f us summed, %7.1f us alone", name.c_str(), (long long)share.count, share.sum_us,
+        share.exposed_us);
+    add_record({stem + "_" + name, share.sum_us, "us", trace.span_us,
+                trace.span_us > 0 ? share.sum_us / trace.span_us : 0.0,
+                "the traced step's kernels of this name, durations summed (neighbours overlap); limit = the step's "
+                "span. " + share.name.substr(0, 160),
+                {{"count", double(share.count)}, {"alone_us", share.exposed_us}}});
+  }
 }
 
 }  // namespace troupe::bench

@@ -4,6 +4,8 @@
 // goes inside its graph, which per-op CUDA events (profiling_backend) cannot see and an isolated
 // kernel time (ncu) overstates, since each kernel's ramp overlaps its neighbours'. bench/step_trace
 // reads the spans.
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "bench/step_trace.hpp"
@@ -14,5 +16,11 @@ namespace troupe::bench {
 bool start_kernel_trace();
 // Waits for the device, stops recording and returns the spans since start_kernel_trace, by start.
 std::vector<KernelSpan> stop_kernel_trace();
+
+// Runs `steps` (a few decode steps; false on failure) under the trace; the last step's kernels go to
+// `csv_path`, and records `<stem>_span` (first start to last end), `<stem>_busy` (the time some
+// kernel ran, against the span) and `<stem>_<kernel>` for the twelve longest kernel names
+// (durations summed, against the span; `alone_us`: the time it ran alone).
+void record_traced_step(const std::function<bool()>& steps, const std::string& stem, const std::string& csv_path);
 
 }  // namespace troupe::bench

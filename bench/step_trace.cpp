@@ -1,6 +1,10 @@
 #include "bench/step_trace.hpp"
 
+#include <cxxabi.h>
+
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 
@@ -57,6 +61,26 @@ StepTrace summarize(const std::vector<KernelSpan>& step) {
   for (auto& [name, share] : shares) t.by_name.push_back(share);
   std::sort(t.by_name.begin(), t.by_name.end(), [](const auto& a, const auto& b) { return a.sum_us > b.sum_us; });
   return t;
+}
+
+std::string short_kernel_name(const std::string& raw) {
+  std::string name = raw;
+  if (name.rfind("_Z", 0) == 0) {  // CUPTI may report the mangled name
+    int status = 0;
+    char* demangled = abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status);
+    if (status == 0 && demangled) name = demangled;
+    std::free(demangled);
+  }
+  for (const char* anonymous : {"(anonymous namespace)", "<unnamed>"})
+    for (size_t at = name.find(anonymous); at != std::string::npos; at = name.find(anonymous))
+      name.replace(at, std::string(anonymous).size(), "anonymous");
+  const std::string head = name.substr(0, name.find_first_of("<("));
+  const size_t colon = head.rfind("::"), space = head.rfind(' ');
+  const size_t from = colon != std::string::npos ? colon + 2 : space != std::string::npos ? space + 1 : 0;
+  std::string out = head.substr(from);
+  for (char& ch : out)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_') ch = '_';
+  return out.empty() ? "kernel" : out;
 }
 
 bool write_spans_csv(const std::vector<KernelSpan>& spans, const std::string& path) {

@@ -30,6 +30,11 @@ struct StepTrace {
 };
 StepTrace summarize(const std::vector<KernelSpan>& step);
 
+// A kernel's short name: the last identifier before its template or parameter list (a mangled
+// name demangled first), other characters as '_' ("void ns::(anonymous namespace)::gemv<1>(int)"
+// -> "gemv").
+std::string short_kernel_name(const std::string& name);
+
 // Writes the spans as CSV (name, start_us from the first, duration_us); false on failure.
 bool write_spans_csv(const std::vector<KernelSpan>& spans, const std::string& path);
 

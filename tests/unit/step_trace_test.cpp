@@ -67,5 +67,19 @@ TEST(StepTrace, WritesTheSpansAsCsv) {
   EXPECT_FALSE(write_spans_csv({}, "/nonexistent-dir/x.csv"));
 }
 
+TEST(StepTrace, ShortKernelNames) {
+  EXPECT_EQ(short_kernel_name("void troupe::kernels::(anonymous namespace)::fp8_gemv_f16_kernel<unsigned short, float, "
+                              "4>(const T1 *, const unsigned char *)"),
+            "fp8_gemv_f16_kernel");
+  EXPECT_EQ(short_kernel_name("troupe::kernels::(anonymous namespace)::decode_reduce_kernel(const int *, int)"),
+            "decode_reduce_kernel");
+  EXPECT_EQ(short_kernel_name("nvjet_sm90_qqtst_128x128_128x6_4x1_v_bz_coopA_algo2_Ablk128_Bvec128_TNN"),
+            "nvjet_sm90_qqtst_128x128_128x6_4x1_v_bz_coopA_algo2_Ablk128_Bvec128_TNN");
+  EXPECT_EQ(short_kernel_name("void cublasLt::splitKreduce_kernel<32, 16>(float)"), "splitKreduce_kernel");
+  EXPECT_EQ(short_kernel_name("_ZN6troupe12_GLOBAL__N_16gemv_kEPf"), "gemv_k");  // mangled: demangled first
+  EXPECT_EQ(short_kernel_name("_Znot_a_name"), "_Znot_a_name");
+  EXPECT_EQ(short_kernel_name("<lambda>"), "kernel");
+}
+
 }  // namespace
 }  // namespace troupe::bench
