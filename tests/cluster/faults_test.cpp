@@ -83,7 +83,7 @@ TEST(Faults, HeadKilledMidStreamEndsItsStreamsAndWorkersRejoinTheRestartedHead) 
   cluster.start_worker("worker_a", kToken, true, {"--num-threads", "1"});
   cluster.start_worker("worker_b", kToken, true, {"--num-threads", "1"});
   ASSERT_TRUE(wait_healthy(http, milliseconds(60000))) << cluster.log("head") << cluster.log("worker_a");
-  ASSERT_EQ(chat(http).first, 200);
+  ASSERT_EQ(chat(http).first, 200) << cluster.status().dump() << "\n" << cluster.log("head");
 
   constexpr int kStreams = 4;
   std::vector<CutStream> streams(kStreams);
@@ -187,7 +187,7 @@ TEST(Faults, AModelFolderGoneKeepsTheGroupDownWithTheReasonInHealth) {
   cluster.start_worker("worker_a", kToken, true, {"--num-threads", "1"});
   cluster.start_worker("worker_b", kToken, true, {"--num-threads", "1"});
   ASSERT_TRUE(wait_healthy(http, milliseconds(60000))) << cluster.log("head");
-  ASSERT_EQ(chat(http).first, 200);
+  ASSERT_EQ(chat(http).first, 200) << cluster.status().dump() << "\n" << cluster.log("head");
 
   std::filesystem::rename(model, model + ".moved");
   const json before = cluster.status();
