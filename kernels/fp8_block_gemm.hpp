@@ -50,8 +50,8 @@ void fp8_block_gemm_ref(const float* x, const float* x_scale, const uint8_t* w, 
 // cudaErrorInvalidValue.
 size_t fp8_block_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k);
 // Whether launch_fp8_block_gemv runs these sizes on the f16 tensor-core kernel (fp8_gemv_f16.hpp),
-// its first choice: then that file's fused launch (two products in one) runs
-// the same arithmetic, and a caller may take it instead.
+// its first choice: then that file's fused launch (two products in one) runs the same arithmetic,
+// and a caller may take it instead.
 bool fp8_gemv_runs_f16(int64_t m, int64_t n, int64_t k, const void* x, const void* w);
 cudaError_t launch_fp8_block_gemv(const float* x, const uint8_t* w, const float* w_scale, float* out, int64_t m,
                                   int64_t n, int64_t k, void* workspace, size_t workspace_bytes, cudaStream_t stream);

@@ -43,6 +43,24 @@ void random_ids(int32_t* ids, int64_t m, int32_t k, int32_t experts, std::mt1993
   }
 }
 
+// A router's output for m tokens: ids (random_ids) and N(0, 1) weights, on the host and the device.
+struct RoutedInput {
+  int32_t* ids;
+  float* weights;
+  const int32_t* d_ids;
+  const float* d_weights;
+};
+RoutedInput routed_input(OpRun& r, int64_t m, int32_t k, int32_t experts, int32_t hot, std::mt19937& rng) {
+  const size_t slots = size_t(m * k);
+  RoutedInput in{r.host<int32_t>(slots), nullptr, nullptr, nullptr};
+  random_ids(in.ids, m, k, experts, rng, hot);
+  in.weights = r.host<float>(slots);
+  fill_normal(in.weights, slots, rng);
+  in.d_ids = r.device(in.ids, slots);
+  in.d_weights = r.device(in.weights, slots);
+  return in;
+}
+
 // The grouping of a batch as the backend builds it (moe_align pad 1, then the active list), on the host.
 struct Plan {
   int64_t slots = 0, max_active = 0;
@@ -136,20 +154,18 @@ OpCase local_ids_case(int64_t m, int32_t experts, int32_t k, int32_t begin, int3
           [=](std::mt19937& rng) {
             OpRun r;
             const int64_t slots = m * k, out_slots = m * (k + (with_shared ? 1 : 0));
-            int32_t* ids = r.host<int32_t>(size_t(slots));
-            random_ids(ids, m, k, experts, rng, -1);
-            float* weights = r.host<float>(size_t(slots));
-            fill_normal(weights, size_t(slots), rng);
-            const int32_t* d_ids = r.device(ids, size_t(slots));
-            const float* d_weights = r.device(weights, size_t(slots));
+            const RoutedInput in = routed_input(r, m, k, experts, -1, rng);
             int32_t* out_ids = r.poisoned<int32_t>(size_t(out_slots));
             float* out_weights = r.poisoned<float>(size_t(out_slots));
             int32_t* ref_ids = r.host<int32_t>(size_t(out_slots));
             float* ref_weights = r.host<float>(size_t(out_slots));
             r.launch = [=](cudaStream_t s) {
-              return launch_moe_local_ids(d_ids, d_weights, m, k, begin, local, with_shared, out_ids, out_weights, s);
+              return launch_moe_local_ids(in.d_ids, in.d_weights, m, k, begin, local, with_shared, out_ids, out_weights,
+                                          s);
             };
-            r.reference = [=] { moe_local_ids_ref(ids, weights, m, k, begin, local, with_shared, ref_ids, ref_weights); };
+            r.reference = [=] {
+              moe_local_ids_ref(in.ids, in.weights, m, k, begin, local, with_shared, ref_ids, ref_weights);
+            };
             r.expect("ids", Elem::i32, out_ids, ref_ids, Elem::i32, size_t(out_slots), kExact);
             r.expect("weights", Elem::f32, out_weights, ref_weights, Elem::f32, size_t(out_slots), kExact);
             r.bytes = double(slots * 8 + out_slots * 8);
@@ -169,12 +185,7 @@ OpCase slots_one_block_case(int64_t m, int32_t experts, int32_t k, int32_t begin
             const int32_t table = local + (with_shared ? 1 : 0);
             const int64_t in_slots = m * k, slots = m * (k + (with_shared ? 1 : 0));
             const int64_t max_active = moe_max_active(table, slots);
-            int32_t* ids = r.host<int32_t>(size_t(in_slots));
-            random_ids(ids, m, k, experts, rng, hot);
-            float* weights = r.host<float>(size_t(in_slots));
-            fill_normal(weights, size_t(in_slots), rng);
-            const int32_t* d_ids = r.device(ids, size_t(in_slots));
-            const float* d_weights = r.device(weights, size_t(in_slots));
+            const RoutedInput in = routed_input(r, m, k, experts, hot, rng);
             int32_t* out_ids = r.poisoned<int32_t>(size_t(slots));
             float* out_weights = r.poisoned<float>(size_t(slots));
             int32_t* counts = r.poisoned<int32_t>(size_t(table));
@@ -194,12 +205,12 @@ OpCase slots_one_block_case(int64_t m, int32_t experts, int32_t k, int32_t begin
             int32_t* ref_active = r.host<int32_t>(size_t(max_active), -1);
             int32_t* ref_begin = r.host<int32_t>(size_t(max_active + 1), -1);
             r.launch = [=](cudaStream_t s) {
-              return launch_moe_slots_one_block(d_ids, d_weights, m, k, begin, local, with_shared, out_ids,
+              return launch_moe_slots_one_block(in.d_ids, in.d_weights, m, k, begin, local, with_shared, out_ids,
                                                 out_weights, counts, offsets, sorted, pos, num_active, active,
                                                 active_begin, s);
             };
             r.reference = [=] {
-              moe_local_ids_ref(ids, weights, m, k, begin, local, with_shared, ref_ids, ref_weights);
+              moe_local_ids_ref(in.ids, in.weights, m, k, begin, local, with_shared, ref_ids, ref_weights);
               moe_align_ref(ref_ids, slots, table, 1, ref_counts, ref_offsets, ref_sorted, slots, ref_pos);
               moe_active_experts_ref(ref_ids, slots, ref_counts, ref_offsets, 0, table, ref_num, ref_active,
                                      ref_begin, ref_pos);
