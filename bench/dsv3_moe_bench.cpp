@@ -12,7 +12,9 @@
 //     one-token launches (kernels/moe_f16_gemv; kernels/moe_rows_gemv under
 //     TROUPE_MOE_ONE_TOKEN_KERNEL=rows, which the records' notes name); dsv3_moe_decode_b1_rows_off and
 //     dsv3_moe_experts_b1_rows_off time the same token and routing with TROUPE_MOE_ROWS=0 (the
-//     grouped kernels), so one run compares the two.
+//     grouped kernels), so one run compares the two. Batches of 2..kMoeF16MaxTokens run moe_f16_gemv
+//     too (units of an expert's positions); _f16_off records time them on the grouped kernels
+//     (TROUPE_MOE_F16_BATCH=0).
 // (2) dsv3_moe_routing_b<B>: the non-GEMM kernels (route, align pad 128, gather, combine) back to
 //     back and per stage (_route, _align, _gather, _combine), each against its bytes.
 // (3) dsv3_moe_prefill_<N> (--prefill N, default 4096; 0: none): the routed layer's experts at a
@@ -378,13 +380,20 @@ void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_g
       (long long)b, suffix.c_str(), num_touched, layer_us, layer_limit / layer_us, experts_us,
       experts_limit / experts_us, eager_layer_us, eager_experts_us);
   const std::string reps = std::to_string(args.reps);
-  const char* rows_env = std::getenv("TROUPE_MOE_ROWS");  // cuda_moe_ops.cpp's switch
-  const bool rows = b == 1 && !(rows_env && std::string(rows_env) == "0");
-  const char* kernel_env = std::getenv("TROUPE_MOE_ONE_TOKEN_KERNEL");  // rows: the CUDA-core ones
-  const bool f16 = kernels::moe_f16_supported(kHidden, kInter) && !(kernel_env && std::string(kernel_env) == "rows");
-  const std::string path = !rows ? "grouped FP8 GEMVs"
-                           : f16 ? "one-token f16 tensor-core kernels (kernels/moe_f16_gemv)"
-                                 : "one-token rows kernels (CUDA cores)";
+  // cuda_moe_ops.cpp's choice (expert_kernels) and its switches.
+  auto env_is = [](const char* name, const char* value) {
+    const char* env = std::getenv(name);
+    return env && std::string(env) == value;
+  };
+  const bool f16_sizes = kernels::moe_f16_supported(kHidden, kInter);
+  const bool one = b == 1 && !env_is("TROUPE_MOE_ROWS", "0");
+  const bool f16 = one ? f16_sizes && !env_is("TROUPE_MOE_ONE_TOKEN_KERNEL", "rows")
+                       : b > 1 && b <= cuda::CudaBackend::kMoeF16MaxTokens && f16_sizes && !env_is("TROUPE_MOE_F16_BATCH", "0");
+  const std::string path = one && f16 ? "one-token f16 tensor-core kernels (kernels/moe_f16_gemv)"
+                           : one      ? "one-token rows kernels (CUDA cores)"
+                           : f16      ? "f16 tensor-core kernels over units of up to 3 (gate_up) / 8 (down) positions "
+                                        "of an expert (kernels/moe_f16_gemv)"
+                                      : "grouped FP8 GEMVs";
   const std::string graph = "as a decode step runs it: a step graph, " + reps +
                             " replays back to back per round, time / replays, median of 5 rounds";
   const std::string eager = "eagerly launched: CUDA events around each call, synchronized, median of " + reps;
@@ -489,14 +498,16 @@ int run(int argc, char** argv) {
   for (int64_t b : args.batches) {
     const std::mt19937 same_token = rng;  // the A/B run below gets the same x and routing
     bench_decode_layer(b, layer, args, bw_gbs, rng);
-    if (b != 1) continue;
-    const char* before = std::getenv("TROUPE_MOE_ROWS");
+    if (b > cuda::CudaBackend::kMoeF16MaxTokens) continue;
+    // The same tokens on the grouped kernels: _rows_off at one token, _f16_off above.
+    const char* name = b == 1 ? "TROUPE_MOE_ROWS" : "TROUPE_MOE_F16_BATCH";
+    const char* before = std::getenv(name);
     const std::string saved = before ? before : "";
-    ::setenv("TROUPE_MOE_ROWS", "0", 1);
+    ::setenv(name, "0", 1);
     std::mt19937 again = same_token;
-    bench_decode_layer(b, layer, args, bw_gbs, again, "_rows_off");
-    if (before) ::setenv("TROUPE_MOE_ROWS", saved.c_str(), 1);
-    else ::unsetenv("TROUPE_MOE_ROWS");
+    bench_decode_layer(b, layer, args, bw_gbs, again, b == 1 ? "_rows_off" : "_f16_off");
+    if (before) ::setenv(name, saved.c_str(), 1);
+    else ::unsetenv(name);
   }
   if (args.prefill > 0) {
     const double fp8_tflops = bench::measure_fp8_matmul();

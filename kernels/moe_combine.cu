@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "kernels/cuda_common.cuh"
+#include "kernels/dependent_launch.cuh"
 #include "kernels/moe_combine.hpp"
 
 namespace troupe::kernels {
@@ -53,6 +54,8 @@ template <class T, bool kWide>
 __global__ void __launch_bounds__(kRowThreads)
     moe_combine_kernel(const T* y_perm, const int32_t* slot_pos, const float* weights, const float* shared,
                        float* out, int32_t top_k, int64_t hidden) {
+  allow_dependents();  // a programmatic dependent (launch_dependent): nothing read before the wait
+  wait_for_prerequisites();
   // Row t; blockIdx.y picks the block's columns (so a batch of one token still fills many SMs).
   const int64_t t = blockIdx.x;
   const int32_t* pos = slot_pos + t * top_k;
@@ -105,14 +108,8 @@ cudaError_t launch_combine(const T* y_perm, const int32_t* slot_pos, const float
   // Enough column blocks that every thread has one or two groups of columns.
   const int64_t per_block = int64_t(kRowThreads) * (wide ? 4 : 1);
   const dim3 grid{unsigned(num_tokens), unsigned(std::min<int64_t>((hidden + per_block - 1) / per_block, 65535))};
-  if (wide) {
-    moe_combine_kernel<T, true><<<grid, kRowThreads, 0, stream>>>(y_perm, slot_pos, weights, shared, out, top_k,
-                                                                  hidden);
-  } else {
-    moe_combine_kernel<T, false><<<grid, kRowThreads, 0, stream>>>(y_perm, slot_pos, weights, shared, out, top_k,
-                                                                   hidden);
-  }
-  return cudaGetLastError();
+  return launch_dependent(wide ? moe_combine_kernel<T, true> : moe_combine_kernel<T, false>, grid, dim3(kRowThreads), 0,
+                          stream, y_perm, slot_pos, weights, shared, out, top_k, hidden);
 }
 
 }  // namespace

@@ -43,59 +43,130 @@ struct SiluOut {
   }
 };
 
-// Block (x, j): active expert j, its positions one at a time. out_rows: inter (SILU) or n;
-// out_stride: act_stride or n.
+// Where block row blockIdx.y works (chunk > 1): the u-th unit of the active list, each active
+// expert cut into units of at most `chunk` consecutive positions, in list order; false (the same
+// for every thread) when u is past the last unit. Every thread takes a run of up to three list
+// entries (the list holds at most 768: kMoeGroupedMaxExperts + the shared expert), the block scans
+// their unit counts, and the thread whose run holds u says where it lies.
+__device__ bool find_unit(const int32_t* __restrict__ active_begin, int num, int chunk, int u, int* entry,
+                          int* p_begin, int* p_end) {
+  __shared__ int warp_total[kWarps];
+  __shared__ int found[3];
+  const int tid = int(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  const int per = (num + kThreads - 1) / kThreads;
+  const int i0 = min(tid * per, num), i1 = min(i0 + per, num);
+  int mine = 0;
+  for (int i = i0; i < i1; ++i) mine += (active_begin[i + 1] - active_begin[i] + chunk - 1) / chunk;
+  int incl = mine;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  if (lane == 31) warp_total[warp] = incl;
+  __syncthreads();
+  int before = 0, total = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    before += w < warp ? warp_total[w] : 0;
+    total += warp_total[w];
+  }
+  int first = before + incl - mine;  // this thread's first unit
+  if (u >= first && u < first + mine) {
+    for (int i = i0; i < i1; ++i) {
+      const int b = active_begin[i], e = active_begin[i + 1], units = (e - b + chunk - 1) / chunk;
+      if (u < first + units) {
+        found[0] = i, found[1] = b + (u - first) * chunk, found[2] = min(e, b + (u - first + 1) * chunk);
+        break;
+      }
+      first += units;
+    }
+  }
+  __syncthreads();
+  if (u >= total) return false;
+  *entry = found[0], *p_begin = found[1], *p_end = found[2];
+  return true;
+}
+
+// Block (x, y): with chunk 1, active expert y, its positions one at a time; with chunk > 1, unit y
+// (find_unit): one pass over the unit's positions, the weights read once for all of them. out_rows:
+// inter (SILU) or n; out_stride: act_stride or n.
 // 112 registers at three ring buffers (the loop's comment says why), 16 more for a fourth.
 template <bool SILU, int kRing>
 __global__ void __maxnreg__(kRingRegisters<kRing> + 16)
     moe_f16_kernel(const uint16_t* __restrict__ x_perm, int64_t x_stride, const uint8_t* const* __restrict__ w_of,
                    const float* const* __restrict__ scale_of, const int32_t* __restrict__ num_active,
                    const int32_t* __restrict__ active_expert, const int32_t* __restrict__ active_begin,
-                   void* __restrict__ out_raw, int64_t out_stride, int out_rows, int k, int num_kb, int sharing) {
+                   void* __restrict__ out_raw, int64_t out_stride, int out_rows, int k, int num_kb, int sharing,
+                   int chunk) {
   allow_dependents();  // the next kernel may become resident (gemv_tiles signals again, later: no-op)
   // The expert list and x_perm come from the kernels before: nothing, not even W, is known earlier.
   wait_for_prerequisites();
-  const int j = int(blockIdx.y);
-  if (j >= *num_active) return;  // the whole block, before any barrier
-  const int expert = active_expert[j], p_begin = active_begin[j], p_end = active_begin[j + 1];
+  int j = int(blockIdx.y), p_begin = 0, p_end = 0;
+  if (chunk > 1) {
+    if (!find_unit(active_begin, *num_active, chunk, int(blockIdx.y), &j, &p_begin, &p_end)) return;  // whole block
+  } else {
+    if (j >= *num_active) return;  // the whole block, before any barrier
+    p_begin = active_begin[j], p_end = active_begin[j + 1];
+  }
+  const int expert = active_expert[j];
   const uint8_t* w = w_of[expert];
   const float* w_scale = scale_of[expert];
-  for (int p = p_begin; p < p_end; ++p) {
-    if (p > p_begin) __syncthreads();  // every warp is done with the previous position's x
+  for (int p = p_begin; p < p_end; p += chunk) {
+    if (p > p_begin) __syncthreads();  // every warp is done with the previous pass's x
+    const int m = min(chunk, p_end - p);
     if constexpr (SILU) {
       uint16_t* act = static_cast<uint16_t*>(out_raw) + int64_t(p) * out_stride;
       // act columns [inter, act_stride) are zero: the grouped down kernel reads them
       if (blockIdx.x == 0)
-        for (int64_t col = out_rows + int(threadIdx.x); col < out_stride; col += blockDim.x) act[col] = 0;
-      gemv_tiles<kRing>(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
-                 SiluOut{act, out_stride, out_rows});
+        for (int i = int(threadIdx.x); i < m * int(out_stride - out_rows); i += int(blockDim.x))
+          act[int64_t(i / int(out_stride - out_rows)) * out_stride + out_rows + i % int(out_stride - out_rows)] = 0;
+      gemv_tiles<kRing>(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, m, k, num_kb, sharing,
+                        SiluOut{act, out_stride, out_rows});
     } else {
-      gemv_tiles<kRing>(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, 1, k, num_kb, sharing,
-                 RowTiles<float, true>{{out_rows}, static_cast<float*>(out_raw) + int64_t(p) * out_stride, kUnshift});
+      gemv_tiles<kRing>(x_perm + int64_t(p) * x_stride, int(x_stride), w, w_scale, m, k, num_kb, sharing,
+                        RowTiles<float, true>{{out_rows}, static_cast<float*>(out_raw) + int64_t(p) * out_stride,
+                                              kUnshift});
     }
   }
+}
+
+// Positions a pass takes at K = k: the most (up to 8, the mma's N) whose staged x leaves room for
+// two CTAs an SM under the decode carveout (kernels/smem_carveout.hpp: 50%, about 114 KB of an
+// SM's shared memory, each CTA also holding gemv_tiles' 8 KB of sums). R1: 3 at 7,168, 8 at 2,048.
+constexpr size_t kStagedBudget = 48 << 10;
+int64_t moe_f16_chunk(int64_t k) {
+  int64_t chunk = 8;
+  while (chunk > 1 && staged_bytes(chunk, k) > kStagedBudget) --chunk;
+  return chunk;
 }
 
 template <bool SILU>
 cudaError_t launch_moe_f16(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* w,
                            const float* const* w_scale, const int32_t* num_active, const int32_t* active_expert,
-                           const int32_t* active_begin, int64_t max_active, void* out, int64_t out_stride,
-                           int64_t out_rows, int64_t k, cudaStream_t stream) {
+                           const int32_t* active_begin, int64_t max_active, int64_t max_positions, void* out,
+                           int64_t out_stride, int64_t out_rows, int64_t k, cudaStream_t stream) {
   if (max_active == 0) return cudaSuccess;
   if (!moe_one_token_args_valid(x_perm, x_stride, w, w_scale, num_active, active_expert, active_begin, max_active,
                                 out, out_rows, k) ||
-      (SILU && out_rows % kGateColumns != 0))
+      (SILU && out_rows % kGateColumns != 0) || max_positions < 0 || max_positions > INT32_MAX)
     return cudaErrorInvalidValue;
   const auto kernel = ring_buffers() == 4 ? moe_f16_kernel<SILU, 4> : moe_f16_kernel<SILU, 3>;
   const int64_t tiles = SILU ? out_rows / kGateColumns : (out_rows + kTileRows - 1) / kTileRows;
+  // Positions beyond one an expert: units of `chunk` positions, at most max_active + max_positions
+  // / chunk of them (an expert's units past its first hold `chunk` positions each).
+  const int64_t chunk = max_positions > max_active ? moe_f16_chunk(k) : 1;
+  const int64_t rows = chunk > 1 ? max_active + max_positions / chunk : max_active;
+  if (rows > 65535 || (chunk > 1 && max_active > 3 * kThreads)) return cudaErrorInvalidValue;  // find_unit's runs
   F16Plan p;
-  if (cudaError_t err = plan_f16(reinterpret_cast<const void*>(kernel), 1, tiles, k, max_active, &p);
+  // The CTAs are spread over max_active experts (the units past them are few at decode sizes).
+  if (cudaError_t err = plan_f16(reinterpret_cast<const void*>(kernel), chunk, tiles, k, max_active, &p);
       err != cudaSuccess)
     return err;
-  const dim3 grid{unsigned(p.grid), unsigned(max_active)};
+  const dim3 grid{unsigned(p.grid), unsigned(rows)};
   return launch_dependent(kernel, grid, dim3(kThreads), p.smem, stream, x_perm, x_stride, w, w_scale, num_active,
                           active_expert, active_begin, out, out_stride, int(out_rows), int(k), int(fp8_num_blocks(k)),
-                          p.sharing);
+                          p.sharing, int(chunk));
 }
 
 }  // namespace
@@ -107,19 +178,19 @@ bool moe_f16_supported(int64_t hidden, int64_t inter) {
 cudaError_t launch_moe_f16_gate_up_silu(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* gate_up,
                                         const float* const* gate_up_scale, const int32_t* num_active,
                                         const int32_t* active_expert, const int32_t* active_begin,
-                                        int64_t max_active, uint16_t* act_perm, int64_t act_stride, int64_t inter,
-                                        int64_t k, cudaStream_t stream) {
+                                        int64_t max_active, int64_t max_positions, uint16_t* act_perm,
+                                        int64_t act_stride, int64_t inter, int64_t k, cudaStream_t stream) {
   if (inter < 1 || act_stride < moe_perm_stride(inter)) return cudaErrorInvalidValue;
   return launch_moe_f16<true>(x_perm, x_stride, gate_up, gate_up_scale, num_active, active_expert, active_begin,
-                              max_active, act_perm, act_stride, inter, k, stream);
+                              max_active, max_positions, act_perm, act_stride, inter, k, stream);
 }
 
 cudaError_t launch_moe_f16_gemv(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* w,
                                 const float* const* w_scale, const int32_t* num_active, const int32_t* active_expert,
-                                const int32_t* active_begin, int64_t max_active, float* y_perm, int64_t n, int64_t k,
-                                cudaStream_t stream) {
+                                const int32_t* active_begin, int64_t max_active, int64_t max_positions, float* y_perm,
+                                int64_t n, int64_t k, cudaStream_t stream) {
   return launch_moe_f16<false>(x_perm, x_stride, w, w_scale, num_active, active_expert, active_begin, max_active,
-                               y_perm, n, n, k, stream);
+                               max_positions, y_perm, n, n, k, stream);
 }
 
 }  // namespace troupe::kernels

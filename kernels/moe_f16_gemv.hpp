@@ -6,14 +6,21 @@
 // fp32 and makes one FMA per weight, about four instructions a byte, as the dense row kernel did
 // before fp8_gemv_f16 (R1's expert gate_up at one token: 0.40 of HBM on the row kernel, 0.43 on
 // f16 tensor cores, per expert; the grouped launch streams 9 experts at once).
-// Layout (moe_f16_gemv.cu): block (x, j) works for active expert j (returns at once when j >=
-// num_active) on the tiles x, x + G, ... of its weight; gate_up tiles are 8 gate rows c.. and the 8
-// up rows inter + c.. (rows g and g + 8 of the mma), so silu(gate) * up is formed in the lane that
-// holds both sums; down tiles are 16 consecutive rows. x_perm rows (bf16 * 2^64) are staged as
-// f16 with a power-of-two exponent per 128-wide K block, the 2^64 leaving with the sums. G fills
-// two CTAs per SM over max_active experts. An expert with several positions takes them one at a
-// time (right, the weights read again; the host takes this path for one-token batches only).
-// Launch shapes depend on max_active and the sizes only (step graphs).
+// Layout (moe_f16_gemv.cu): block (x, y) works on the tiles x, x + G, ... of one expert's weight;
+// gate_up tiles are 8 gate rows c.. and the 8 up rows inter + c.. (rows g and g + 8 of the mma), so
+// silu(gate) * up is formed in the lane that holds both sums; down tiles are 16 consecutive rows.
+// x_perm rows (bf16 * 2^64) are staged as f16 with a power-of-two exponent per 128-wide K block,
+// the 2^64 leaving with the sums. G fills two CTAs per SM over max_active experts.
+// Which expert and positions block row y takes:
+//   - max_positions <= max_active (one-token batches: each expert one position): active expert y,
+//     its positions one at a time;
+//   - else the active list cut into units of at most `chunk` consecutive positions of one expert
+//     (chunk: up to 8 tokens, the mma's N, as many as leave two CTAs an SM their staged x: 3 at R1's
+//     K of 7,168, 8 at 2,048), unit y read in one pass: an expert's weights are read once for its
+//     first `chunk` positions and once more for each further unit (R1 at 64 tokens: the shared
+//     expert's 64 positions are 22 gate_up units, side by side, mostly from L2); max_active +
+//     max_positions / chunk block rows, those past the last unit returning at once.
+// Launch shapes depend on max_active, max_positions and the sizes only (step graphs).
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA
@@ -28,17 +35,19 @@ namespace troupe::kernels {
 bool moe_f16_supported(int64_t hidden, int64_t inter);
 
 #ifdef TROUPE_HAVE_CUDA
-// As launch_moe_rows_gate_up_silu; also cudaErrorInvalidValue when inter % 8 != 0.
+// As launch_moe_rows_gate_up_silu (any number of positions an expert), max_positions bounding
+// active_begin[num_active] (the slots); also cudaErrorInvalidValue when inter % 8 != 0,
+// max_positions < 0, or more than 65,535 block rows.
 cudaError_t launch_moe_f16_gate_up_silu(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* gate_up,
                                         const float* const* gate_up_scale, const int32_t* num_active,
                                         const int32_t* active_expert, const int32_t* active_begin,
-                                        int64_t max_active, uint16_t* act_perm, int64_t act_stride, int64_t inter,
-                                        int64_t k, cudaStream_t stream);
-// As launch_moe_rows_gemv.
+                                        int64_t max_active, int64_t max_positions, uint16_t* act_perm,
+                                        int64_t act_stride, int64_t inter, int64_t k, cudaStream_t stream);
+// As launch_moe_rows_gemv, max_positions as above.
 cudaError_t launch_moe_f16_gemv(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* w,
                                 const float* const* w_scale, const int32_t* num_active, const int32_t* active_expert,
-                                const int32_t* active_begin, int64_t max_active, float* y_perm, int64_t n, int64_t k,
-                                cudaStream_t stream);
+                                const int32_t* active_begin, int64_t max_active, int64_t max_positions, float* y_perm,
+                                int64_t n, int64_t k, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

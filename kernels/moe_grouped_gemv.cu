@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "kernels/dependent_launch.cuh"
 #include "kernels/fp8_quant.hpp"
 #include "kernels/fp8_stream.cuh"
 #include "kernels/moe_grouped_gemv.hpp"
@@ -31,6 +32,8 @@ __device__ __forceinline__ uint16_t to_bf16_bits(float v) {
 __global__ void local_ids_kernel(const int32_t* __restrict__ ids, const float* __restrict__ weights, int64_t n,
                                  int top_k, int begin, int num_local, int with_shared, int32_t* __restrict__ ids_out,
                                  float* __restrict__ weights_out) {
+  allow_dependents();  // a programmatic dependent (launch_dependent): nothing read before the wait
+  wait_for_prerequisites();
   const int out_k = top_k + with_shared;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n * out_k) return;
@@ -133,6 +136,8 @@ __global__ void __launch_bounds__(kSlotsThreads)
                            int32_t* __restrict__ num_active, int32_t* __restrict__ active_expert,
                            int32_t* __restrict__ active_begin) {
   __shared__ int slot_id[kMoeSlotsOneBlockMax], count[kMoeGroupedMaxExperts], start[kMoeGroupedMaxExperts];
+  allow_dependents();  // a programmatic dependent (launch_dependent): nothing read before the wait
+  wait_for_prerequisites();
   const int tid = int(threadIdx.x), out_k = top_k + with_shared, slots = n * out_k;
   const int experts = num_local + with_shared;
   if (tid < experts) count[tid] = 0;
@@ -212,6 +217,8 @@ constexpr int kGatherThreads = 128;
 template <typename XT>
 __global__ void gather_scaled_kernel(const XT* __restrict__ x, const int32_t* __restrict__ sorted_slots, int slot_div,
                                      uint16_t* __restrict__ x_perm, int64_t k, int64_t x_stride, bool vec) {
+  allow_dependents();  // a programmatic dependent (launch_dependent): nothing read before the wait
+  wait_for_prerequisites();
   const int64_t p = blockIdx.x;
   const int64_t c0 = 8 * (int64_t(blockIdx.y) * kGatherThreads + threadIdx.x);
   if (c0 >= x_stride) return;
@@ -440,9 +447,8 @@ cudaError_t launch_moe_local_ids(const int32_t* ids, const float* weights, int64
       !ids_out || !weights_out)
     return cudaErrorInvalidValue;
   const int64_t count = n * (top_k + (with_shared ? 1 : 0));
-  local_ids_kernel<<<unsigned((count + 255) / 256), 256, 0, stream>>>(ids, weights, n, top_k, expert_begin, num_local,
-                                                                      with_shared ? 1 : 0, ids_out, weights_out);
-  return cudaGetLastError();
+  return launch_dependent(local_ids_kernel, dim3(unsigned((count + 255) / 256)), dim3(256), 0, stream, ids, weights, n,
+                          int(top_k), int(expert_begin), int(num_local), with_shared ? 1 : 0, ids_out, weights_out);
 }
 
 cudaError_t launch_moe_slots_one_block(const int32_t* ids, const float* weights, int64_t n, int32_t top_k,
@@ -456,11 +462,9 @@ cudaError_t launch_moe_slots_one_block(const int32_t* ids, const float* weights,
       !active_expert || !active_begin ||
       (slots > 0 && (!ids || !weights || !ids_out || !weights_out || !sorted_slots || !slot_pos)))
     return cudaErrorInvalidValue;
-  slots_one_block_kernel<<<1, kSlotsThreads, 0, stream>>>(ids, weights, int(n), top_k, expert_begin, num_local,
-                                                          with_shared ? 1 : 0, ids_out, weights_out, counts, offsets,
-                                                          sorted_slots, slot_pos, num_active, active_expert,
-                                                          active_begin);
-  return cudaGetLastError();
+  return launch_dependent(slots_one_block_kernel, dim3(1), dim3(kSlotsThreads), 0, stream, ids, weights, int(n),
+                          int(top_k), int(expert_begin), int(num_local), with_shared ? 1 : 0, ids_out, weights_out,
+                          counts, offsets, sorted_slots, slot_pos, num_active, active_expert, active_begin);
 }
 
 cudaError_t launch_moe_active_experts(const int32_t* ids, int64_t num_slots, int32_t num_experts,
@@ -487,8 +491,8 @@ cudaError_t launch_gather(const XT* x, const int32_t* sorted_slots, int32_t slot
   const bool vec = k % 8 == 0 && aligned16(x);
   const int64_t chunks = (x_stride / 8 + kGatherThreads - 1) / kGatherThreads;
   const dim3 grid{unsigned(num_positions), unsigned(chunks)};
-  gather_scaled_kernel<<<grid, kGatherThreads, 0, stream>>>(x, sorted_slots, slot_div, x_perm, k, x_stride, vec);
-  return cudaGetLastError();
+  return launch_dependent(gather_scaled_kernel<XT>, grid, dim3(kGatherThreads), 0, stream, x, sorted_slots, int(slot_div),
+                          x_perm, k, x_stride, vec);
 }
 
 cudaError_t launch_moe_gather_scaled(const float* x, const int32_t* sorted_slots, int32_t slot_div, uint16_t* x_perm,

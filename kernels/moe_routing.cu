@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels/cuda_common.cuh"
+#include "kernels/dependent_launch.cuh"
 #include "kernels/moe_routing.hpp"
 
 namespace troupe::kernels {
@@ -147,10 +148,15 @@ __global__ void __launch_bounds__(kMoeRouteMaxExperts)
   const int e = threadIdx.x, num_experts = p.num_experts;
   const int num_groups = p.num_groups > 1 ? p.num_groups : 1, per_group = num_experts / num_groups;
   const bool valid = e < num_experts;
+  // A programmatic dependent of the router's linear: the bias (a weight) before the wait, the
+  // logits after it.
+  allow_dependents();
+  const float b = valid ? bias[e] : 0.0f;
+  wait_for_prerequisites();
   float s = 0.0f, choice = -INFINITY;
   if (valid) {
     s = 1.0f / (1.0f + expf(-logits[t * num_experts + e]));
-    choice = s + bias[e];
+    choice = s + b;
     if (choice != choice) choice = -INFINITY;
   }
   choice_s[e] = choice;
@@ -244,8 +250,8 @@ cudaError_t launch_moe_route_f32(const float* logits, const float* bias, int32_t
   if (num_tokens == 0) return cudaSuccess;
   if (block_kernel_wanted(num_tokens)) {
     const unsigned threads = unsigned((num_experts + 31) / 32 * 32);
-    moe_route_block_kernel<<<unsigned(num_tokens), threads, 0, stream>>>(logits, bias, ids, weights, params);
-    return cudaGetLastError();
+    return launch_dependent(moe_route_block_kernel, dim3(unsigned(num_tokens)), dim3(threads), 0, stream, logits, bias,
+                            ids, weights, params);
   }
   if (num_experts <= 32) return launch<1>(logits, bias, ids, weights, num_tokens, params, stream);
   if (num_experts <= 64) return launch<2>(logits, bias, ids, weights, num_tokens, params, stream);

@@ -85,6 +85,9 @@ Result<std::unique_ptr<MoeMlp>> MoeMlp::load(const ModelConfig& config, const st
   layer->bias_.resize(size_t(moe.n_routed_experts));
   if (!convert_to_f32(bias->dtype(), bias->raw(), layer->bias_.size(), layer->bias_.data()))
     return make_error(ErrorCode::unsupported, prefix + "gate.e_score_correction_bias: not a float tensor");
+  auto bias_weight = backend.upload_weight(Tensor::from_f32(layer->bias_, {moe.n_routed_experts}));
+  if (!bias_weight.ok()) return bias_weight.error();
+  layer->bias_weight_ = std::move(bias_weight.value());
   ModelConfig expert_config = config;
   expert_config.mlp_bias = false;
   expert_config.intermediate_size = moe.moe_intermediate_size;
@@ -135,7 +138,7 @@ void MoeMlp::forward(const Tensor& x, Tensor out) {
   Tensor logits = backend_.empty(DType::f32, {n, num_experts});
   backend_.linear(x, gate_weight_, Tensor(), logits);
   Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});
-  if (backend_.moe_route(logits, Tensor::from_f32(bias_, {num_experts}), MoeRouteParams::from(moe_), ids, weights)) {
+  if (backend_.moe_route(logits, bias_weight_, MoeRouteParams::from(moe_), ids, weights)) {
     // With the shared expert packed, moe_experts writes out = shared + routed; else it adds.
     if (!packed_.has_shared) run_shared(x, out);
     if (packed_.defined() &&
@@ -167,7 +170,7 @@ MoeRouting MoeMlp::route_on_host(const Tensor& x) {
   backend_.linear(x, gate_weight_, Tensor(), logits);
   Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});
   const bool on_device =
-      backend_.moe_route(logits, Tensor::from_f32(bias_, {num_experts}), MoeRouteParams::from(moe_), ids, weights);
+      backend_.moe_route(logits, bias_weight_, MoeRouteParams::from(moe_), ids, weights);
   return on_device ? host_routing(logits, &ids, &weights) : host_routing(logits, nullptr, nullptr);
 }
 

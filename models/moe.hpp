@@ -70,6 +70,9 @@ class MoeMlp final : public MlpLayer {
   MoeConfig moe_;
   Tensor gate_weight_;              // [E, hidden]
   std::vector<float> bias_;         // [E], host
+  // bias_ as a weight of the backend (fp32 [E]), uploaded once: the router reads it where it runs
+  // (a host tensor would be copied up at every call, a copy node in every decode step's graph).
+  Tensor bias_weight_;
   std::vector<std::unique_ptr<LlamaMlp>> experts_;  // the local ones: [local_expert_begin, local_expert_end)
   std::unique_ptr<LlamaMlp> shared_;  // intermediate moe_.shared_intermediate_size(); null if none
   MoeExpertsBackend* grouped_ = nullptr;  // backend_'s grouped experts, when it has them

@@ -135,11 +135,13 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
                  Tensor topk_weights) override;
 
   // Grouped FP8 experts (cuda_moe_ops.cpp): pack_moe_experts keeps device arrays of the experts'
-  // weight and scale pointers; moe_experts takes batches of up to kMoeExpertsMaxTokens tokens on the
-  // grouped GEMVs (kernels/moe_grouped_gemv.hpp, no host sync, step graphs), larger ones on
+  // weight and scale pointers; moe_experts takes batches of up to kMoeExpertsMaxTokens tokens with no
+  // host sync (step graphs): up to kMoeF16MaxTokens on kernels/moe_f16_gemv.hpp where it takes the
+  // sizes, else on the grouped GEMVs (kernels/moe_grouped_gemv.hpp); larger ones on
   // moe_experts_prefill (cuda_moe_prefill.cpp: one FP8 GEMM per active expert over the
   // expert-sorted rows; one host sync for the experts' row counts; false while a graph records).
   static constexpr int64_t kMoeExpertsMaxTokens = 512;
+  static constexpr int64_t kMoeF16MaxTokens = 64;
   Result<MoeExperts> pack_moe_experts(const std::vector<Tensor>& gate_up, const std::vector<Tensor>& down,
                                       const Tensor& shared_gate_up, const Tensor& shared_down) override;
   bool moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExperts& experts,

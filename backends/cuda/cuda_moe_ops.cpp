@@ -2,7 +2,7 @@
 // decode-sized batches (align -> active experts -> scaled gather -> gate/up + silu -> down ->
 // combine, eight launches, nothing on the host; the shared expert rides in the grouped launches;
 // prefill-sized batches: cuda_moe_prefill.cpp).
-// A one-token batch takes kernels/moe_rows_gemv for gate/up and down instead (one token an expert).
+// The experts' products: kernels/moe_f16_gemv where it takes the sizes (expert_kernels below).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -60,29 +60,29 @@ bool is_device_fp8_block(const Tensor& w, int64_t rows, int64_t cols) {
   return s.dtype() == DType::f32 && s.device() == Device::cuda && s.numel() == ((rows + 127) / 128) * ((cols + 127) / 128);
 }
 
-// A batch of one token gives every active expert one token (its top_k experts are distinct, the
-// shared expert is one more slot), the case kernels/moe_rows_gemv streams W for: chosen from the
-// batch size and the shapes only (step graphs). TROUPE_MOE_ROWS=0 keeps the grouped kernels, a
-// diagnostic for A/B runs (read at each call, so a benchmark can time both in one process).
-bool one_token_rows_path(int64_t n, int64_t hidden, int64_t inter) {
-  if (n != 1 || !kernels::moe_rows_supported(hidden) || !kernels::moe_rows_supported(inter)) return false;
-  const char* env = std::getenv("TROUPE_MOE_ROWS");
-  return !env || std::strcmp(env, "0") != 0;
+// Which kernels run the experts' two products, chosen from the batch size and the shapes only
+// (step graphs), with A/B switches read at each call (a benchmark times both in one process):
+//   - f16: kernels/moe_f16_gemv (f16 tensor cores; up to 3..8 positions of an expert in one pass)
+//     where it takes the sizes, up to kMoeF16MaxTokens tokens (R1 at 64: about 2 tokens an expert,
+//     so the weights are read about once; at 256 about 8, read 3 times in units of 3 positions at
+//     K 7,168, where the grouped kernels read them once for 32); TROUPE_MOE_F16_BATCH=0 keeps
+//     batches of more than one token on the grouped kernels;
+//   - rows: kernels/moe_rows_gemv (CUDA cores, one token an expert), for one-token batches whose
+//     sizes f16 does not take, or with TROUPE_MOE_ONE_TOKEN_KERNEL=rows;
+//   - grouped: kernels/moe_grouped_gemv's launchers; TROUPE_MOE_ROWS=0 keeps one-token batches there.
+enum class ExpertKernels { f16, rows, grouped };
+bool env_is(const char* name, const char* value) {
+  const char* env = std::getenv(name);
+  return env && std::strcmp(env, value) == 0;
 }
-
-// The one-token launchers: kernels/moe_f16_gemv's (f16 tensor cores) where they take the sizes,
-// else kernels/moe_rows_gemv's (CUDA cores), which TROUPE_MOE_ONE_TOKEN_KERNEL=rows also keeps (the
-// A/B switch, read at each call). Both pairs take the same arguments.
-struct OneTokenLaunchers {
-  decltype(&kernels::launch_moe_rows_gate_up_silu) gate_up_silu;
-  decltype(&kernels::launch_moe_rows_gemv) down;
-  const char* name;
-};
-OneTokenLaunchers one_token_launchers(int64_t hidden, int64_t inter) {
-  const char* env = std::getenv("TROUPE_MOE_ONE_TOKEN_KERNEL");
-  if (kernels::moe_f16_supported(hidden, inter) && !(env && std::strcmp(env, "rows") == 0))
-    return {kernels::launch_moe_f16_gate_up_silu, kernels::launch_moe_f16_gemv, "moe_f16_gemv"};
-  return {kernels::launch_moe_rows_gate_up_silu, kernels::launch_moe_rows_gemv, "moe_rows_gemv"};
+ExpertKernels expert_kernels(int64_t n, int64_t hidden, int64_t inter) {
+  const bool f16 = kernels::moe_f16_supported(hidden, inter);
+  if (n != 1)
+    return f16 && n <= CudaBackend::kMoeF16MaxTokens && !env_is("TROUPE_MOE_F16_BATCH", "0") ? ExpertKernels::f16
+                                                                             : ExpertKernels::grouped;
+  if (!kernels::moe_rows_supported(hidden) || !kernels::moe_rows_supported(inter) || env_is("TROUPE_MOE_ROWS", "0"))
+    return ExpertKernels::grouped;
+  return f16 && !env_is("TROUPE_MOE_ONE_TOKEN_KERNEL", "rows") ? ExpertKernels::f16 : ExpertKernels::rows;
 }
 
 // Small batches group their slots in one CTA (kernels/moe_grouped_gemv.hpp's
@@ -207,16 +207,25 @@ bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Ten
   const auto* gu_s = reinterpret_cast<const float* const*>(table + table_size);
   const auto* dn_w = reinterpret_cast<const uint8_t* const*>(table + 2 * table_size);
   const auto* dn_s = reinterpret_cast<const float* const*>(table + 3 * table_size);
-  if (one_token_rows_path(n, hidden, inter)) {
-    const OneTokenLaunchers launch = one_token_launchers(hidden, inter);
-    check(launch.gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
-                              active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
-                              act.data<uint16_t>(), act_stride, inter, hidden, stream()),
-          launch.name);
-    check(launch.down(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
-                      active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active, y_perm.data<float>(),
-                      hidden, inter, stream()),
-          launch.name);
+  const ExpertKernels path = expert_kernels(n, hidden, inter);
+  if (path == ExpertKernels::f16) {
+    check(launch_moe_f16_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
+                                      active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active, slots,
+                                      act.data<uint16_t>(), act_stride, inter, hidden, stream()),
+          "moe_f16_gate_up_silu");
+    check(launch_moe_f16_gemv(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
+                              active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active, slots,
+                              y_perm.data<float>(), hidden, inter, stream()),
+          "moe_f16_gemv");
+  } else if (path == ExpertKernels::rows) {
+    check(launch_moe_rows_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
+                                       active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
+                                       act.data<uint16_t>(), act_stride, inter, hidden, stream()),
+          "moe_rows_gate_up_silu");
+    check(launch_moe_rows_gemv(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
+                               active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,
+                               y_perm.data<float>(), hidden, inter, stream()),
+          "moe_rows_gemv");
   } else {
     check(launch_moe_grouped_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
                                           active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active,

@@ -360,11 +360,11 @@ OpCase gate_up_silu_case(const GroupedShape& c, Path path = Path::grouped) {
             const size_t out_count = size_t(p.slots * act_stride);
             uint16_t* act = r.poisoned<uint16_t>(out_count);
             uint16_t* ref = r.host<uint16_t>(out_count, poison_value<uint16_t>());
-            const int64_t max_active = p.max_active, m = c.m;
+            const int64_t max_active = p.max_active, m = c.m, slots = p.slots;
             r.launch = [=](cudaStream_t s) {
               if (path == Path::f16)
                 return launch_moe_f16_gate_up_silu(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin,
-                                                   max_active, act, act_stride, c.inter, c.hidden, s);
+                                                   max_active, slots, act, act_stride, c.inter, c.hidden, s);
               if (path == Path::rows)
                 return launch_moe_rows_gate_up_silu(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin,
                                                     max_active, act, act_stride, c.inter, c.hidden, s);
@@ -405,11 +405,11 @@ OpCase grouped_gemv_case(const GroupedShape& c, Path path = Path::grouped) {
             const size_t out_count = size_t(p.slots * c.hidden);
             float* y = r.poisoned<float>(out_count);
             double* ref = r.host<double>(out_count, std::nan(""));
-            const int64_t max_active = p.max_active, m = c.m;
+            const int64_t max_active = p.max_active, m = c.m, slots = p.slots;
             r.launch = [=](cudaStream_t s) {
               if (path == Path::f16)
-                return launch_moe_f16_gemv(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin, max_active, y,
-                                           c.hidden, c.inter, s);
+                return launch_moe_f16_gemv(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin, max_active,
+                                           slots, y, c.hidden, c.inter, s);
               if (path == Path::rows)
                 return launch_moe_rows_gemv(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin, max_active, y,
                                             c.hidden, c.inter, s);
@@ -593,6 +593,23 @@ void add_moe_expert_cases(std::vector<OpCase>& t) {
   // down's rows are the hidden size, a multiple of 16 on this path, so its tiles are whole.
   for (const GroupedShape& c : rows_shapes) {
     if (!moe_f16_supported(c.hidden, c.inter)) continue;
+    t.push_back(gate_up_silu_case(c, Path::f16));
+    t.push_back(grouped_gemv_case(c, Path::f16));
+  }
+  // The same launches on batches with more slots than experts (moe_f16_gemv.hpp: units of up to
+  // `chunk` positions of one expert, block rows past the last unit idle): 8 a pass at small K, 3 at
+  // R1's gate_up K of 7,168 (an expert's 8 positions as units of 3, 3 and 2; the shared expert
+  // on every token), every slot on one expert (512 positions, 64 units), experts with no token,
+  // expert parallel, partial K blocks with up rows on other scale rows.
+  const GroupedShape f16_batch_shapes[] = {
+      {64, 64, 8, 0, 64, 256, 128},
+      {64, 64, 8, 16, 16, 256, 128},
+      {64, 16, 8, 0, 16, 128, 64, 3},
+      {8, 16, 4, 0, 16, 256, 160, -1, true},
+      {8, 8, 2, 0, 8, 400, 160, -1, true},
+      {8, 8, 8, 0, 8, 7168, 2048, -1, true},
+  };
+  for (const GroupedShape& c : f16_batch_shapes) {
     t.push_back(gate_up_silu_case(c, Path::f16));
     t.push_back(grouped_gemv_case(c, Path::f16));
   }
