@@ -144,18 +144,18 @@ int64_t moe_f16_chunk(int64_t k) {
 template <bool SILU>
 cudaError_t launch_moe_f16(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* w,
                            const float* const* w_scale, const int32_t* num_active, const int32_t* active_expert,
-                           const int32_t* active_begin, int64_t max_active, int64_t max_positions, void* out,
-                           int64_t out_stride, int64_t out_rows, int64_t k, cudaStream_t stream) {
+                           const int32_t* active_begin, int64_t max_active, int64_t max_positions, int64_t tokens,
+                           void* out, int64_t out_stride, int64_t out_rows, int64_t k, cudaStream_t stream) {
   if (max_active == 0) return cudaSuccess;
   if (!moe_one_token_args_valid(x_perm, x_stride, w, w_scale, num_active, active_expert, active_begin, max_active,
                                 out, out_rows, k) ||
-      (SILU && out_rows % kGateColumns != 0) || max_positions < 0 || max_positions > INT32_MAX)
+      (SILU && out_rows % kGateColumns != 0) || max_positions < 0 || max_positions > INT32_MAX || tokens < 1)
     return cudaErrorInvalidValue;
   const auto kernel = ring_buffers() == 4 ? moe_f16_kernel<SILU, 4> : moe_f16_kernel<SILU, 3>;
   const int64_t tiles = SILU ? out_rows / kGateColumns : (out_rows + kTileRows - 1) / kTileRows;
-  // Positions beyond one an expert: units of `chunk` positions, at most max_active + max_positions
-  // / chunk of them (an expert's units past its first hold `chunk` positions each).
-  const int64_t chunk = max_positions > max_active ? moe_f16_chunk(k) : 1;
+  // Several tokens: units of `chunk` positions, at most max_active + max_positions / chunk of them
+  // (an expert's units past its first hold `chunk` positions each).
+  const int64_t chunk = tokens > 1 ? moe_f16_chunk(k) : 1;
   const int64_t rows = chunk > 1 ? max_active + max_positions / chunk : max_active;
   if (rows > 65535 || (chunk > 1 && max_active > 3 * kThreads)) return cudaErrorInvalidValue;  // find_unit's runs
   F16Plan p;
@@ -178,19 +178,20 @@ bool moe_f16_supported(int64_t hidden, int64_t inter) {
 cudaError_t launch_moe_f16_gate_up_silu(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* gate_up,
                                         const float* const* gate_up_scale, const int32_t* num_active,
                                         const int32_t* active_expert, const int32_t* active_begin,
-                                        int64_t max_active, int64_t max_positions, uint16_t* act_perm,
-                                        int64_t act_stride, int64_t inter, int64_t k, cudaStream_t stream) {
+                                        int64_t max_active, int64_t max_positions, int64_t tokens,
+                                        uint16_t* act_perm, int64_t act_stride, int64_t inter, int64_t k,
+                                        cudaStream_t stream) {
   if (inter < 1 || act_stride < moe_perm_stride(inter)) return cudaErrorInvalidValue;
   return launch_moe_f16<true>(x_perm, x_stride, gate_up, gate_up_scale, num_active, active_expert, active_begin,
-                              max_active, max_positions, act_perm, act_stride, inter, k, stream);
+                              max_active, max_positions, tokens, act_perm, act_stride, inter, k, stream);
 }
 
 cudaError_t launch_moe_f16_gemv(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* w,
                                 const float* const* w_scale, const int32_t* num_active, const int32_t* active_expert,
-                                const int32_t* active_begin, int64_t max_active, int64_t max_positions, float* y_perm,
-                                int64_t n, int64_t k, cudaStream_t stream) {
+                                const int32_t* active_begin, int64_t max_active, int64_t max_positions, int64_t tokens,
+                                float* y_perm, int64_t n, int64_t k, cudaStream_t stream) {
   return launch_moe_f16<false>(x_perm, x_stride, w, w_scale, num_active, active_expert, active_begin, max_active,
-                               max_positions, y_perm, n, n, k, stream);
+                               max_positions, tokens, y_perm, n, n, k, stream);
 }
 
 }  // namespace troupe::kernels

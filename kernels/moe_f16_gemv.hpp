@@ -12,15 +12,15 @@
 // x_perm rows (bf16 * 2^64) are staged as f16 with a power-of-two exponent per 128-wide K block,
 // the 2^64 leaving with the sums. G fills two CTAs per SM over max_active experts.
 // Which expert and positions block row y takes:
-//   - max_positions <= max_active (one-token batches: each expert one position): active expert y,
-//     its positions one at a time;
+//   - tokens == 1 (each expert one position: a token's experts are distinct): active expert y, its
+//     positions one at a time;
 //   - else the active list cut into units of at most `chunk` consecutive positions of one expert
 //     (chunk: up to 8 tokens, the mma's N, as many as leave two CTAs an SM their staged x: 3 at R1's
 //     K of 7,168, 8 at 2,048), unit y read in one pass: an expert's weights are read once for its
 //     first `chunk` positions and once more for each further unit (R1 at 64 tokens: the shared
 //     expert's 64 positions are 22 gate_up units, side by side, mostly from L2); max_active +
 //     max_positions / chunk block rows, those past the last unit returning at once.
-// Launch shapes depend on max_active, max_positions and the sizes only (step graphs).
+// Launch shapes depend on max_active, max_positions, tokens and the sizes only (step graphs).
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA
@@ -36,18 +36,20 @@ bool moe_f16_supported(int64_t hidden, int64_t inter);
 
 #ifdef TROUPE_HAVE_CUDA
 // As launch_moe_rows_gate_up_silu (any number of positions an expert), max_positions bounding
-// active_begin[num_active] (the slots); also cudaErrorInvalidValue when inter % 8 != 0,
-// max_positions < 0, or more than 65,535 block rows.
+// active_begin[num_active] (the slots) and tokens the positions of any one expert (the batch's
+// tokens); also cudaErrorInvalidValue when inter % 8 != 0, max_positions < 0, tokens < 1, or more
+// than 65,535 block rows.
 cudaError_t launch_moe_f16_gate_up_silu(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* gate_up,
                                         const float* const* gate_up_scale, const int32_t* num_active,
                                         const int32_t* active_expert, const int32_t* active_begin,
-                                        int64_t max_active, int64_t max_positions, uint16_t* act_perm,
-                                        int64_t act_stride, int64_t inter, int64_t k, cudaStream_t stream);
-// As launch_moe_rows_gemv, max_positions as above.
+                                        int64_t max_active, int64_t max_positions, int64_t tokens,
+                                        uint16_t* act_perm, int64_t act_stride, int64_t inter, int64_t k,
+                                        cudaStream_t stream);
+// As launch_moe_rows_gemv, max_positions and tokens as above.
 cudaError_t launch_moe_f16_gemv(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* w,
                                 const float* const* w_scale, const int32_t* num_active, const int32_t* active_expert,
-                                const int32_t* active_begin, int64_t max_active, int64_t max_positions, float* y_perm,
-                                int64_t n, int64_t k, cudaStream_t stream);
+                                const int32_t* active_begin, int64_t max_active, int64_t max_positions, int64_t tokens,
+                                float* y_perm, int64_t n, int64_t k, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -210,11 +210,11 @@ bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Ten
   const ExpertKernels path = expert_kernels(n, hidden, inter);
   if (path == ExpertKernels::f16) {
     check(launch_moe_f16_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
-                                      active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active, slots,
+                                      active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active, slots, n,
                                       act.data<uint16_t>(), act_stride, inter, hidden, stream()),
           "moe_f16_gate_up_silu");
     check(launch_moe_f16_gemv(act.data<uint16_t>(), act_stride, dn_w, dn_s, num_active.data<int32_t>(),
-                              active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active, slots,
+                              active_expert.data<int32_t>(), active_begin.data<int32_t>(), max_active, slots, n,
                               y_perm.data<float>(), hidden, inter, stream()),
           "moe_f16_gemv");
   } else if (path == ExpertKernels::rows) {

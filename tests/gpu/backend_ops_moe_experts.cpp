@@ -364,7 +364,7 @@ OpCase gate_up_silu_case(const GroupedShape& c, Path path = Path::grouped) {
             r.launch = [=](cudaStream_t s) {
               if (path == Path::f16)
                 return launch_moe_f16_gate_up_silu(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin,
-                                                   max_active, slots, act, act_stride, c.inter, c.hidden, s);
+                                                   max_active, slots, m, act, act_stride, c.inter, c.hidden, s);
               if (path == Path::rows)
                 return launch_moe_rows_gate_up_silu(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin,
                                                     max_active, act, act_stride, c.inter, c.hidden, s);
@@ -409,7 +409,7 @@ OpCase grouped_gemv_case(const GroupedShape& c, Path path = Path::grouped) {
             r.launch = [=](cudaStream_t s) {
               if (path == Path::f16)
                 return launch_moe_f16_gemv(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin, max_active,
-                                           slots, y, c.hidden, c.inter, s);
+                                           slots, m, y, c.hidden, c.inter, s);
               if (path == Path::rows)
                 return launch_moe_rows_gemv(d_x, x_stride, ex.d_w, ex.d_scale, d_num, d_active, d_begin, max_active, y,
                                             c.hidden, c.inter, s);

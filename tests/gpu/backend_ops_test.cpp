@@ -137,8 +137,8 @@ TEST(KernelLaunchers, RejectBadSizes) {
   // Their f16 tensor-core twins: the same refusals, and gate_up tiles of 8 columns (inter % 8 == 0).
   auto f16_down = [&](const uint16_t* x, int64_t stride, int64_t max_active, int64_t n, int64_t k,
                       int64_t max_positions = 9) {
-    return launch_moe_f16_gemv(x, stride, table_w, table_s, ids, ids, ids, max_active, max_positions, some, n, k,
-                               nullptr);
+    return launch_moe_f16_gemv(x, stride, table_w, table_s, ids, ids, ids, max_active, max_positions,
+                               max_positions > max_active ? 8 : 1, some, n, k, nullptr);
   };
   EXPECT_EQ(f16_down(w16, 128, 0, 64, 128), cudaSuccess);
   EXPECT_EQ(f16_down(w16, 128, 9, 64, 120), cudaErrorInvalidValue);
@@ -147,9 +147,11 @@ TEST(KernelLaunchers, RejectBadSizes) {
   EXPECT_EQ(f16_down(w16 + 1, 128, 9, 64, 128), cudaErrorInvalidValue);
   EXPECT_EQ(f16_down(w16, 128, 65536, 64, 128), cudaErrorInvalidValue);
   EXPECT_EQ(f16_down(w16, 128, 9, 64, 128, -1), cudaErrorInvalidValue);  // max_positions
+  EXPECT_EQ(launch_moe_f16_gemv(w16, 128, table_w, table_s, ids, ids, ids, 9, 9, 0, some, 64, 128, nullptr),
+            cudaErrorInvalidValue);  // tokens
   // Units of 8 positions at K 128: 9 + 600,000 / 8 block rows, past the grid's 65,535.
   EXPECT_EQ(f16_down(w16, 128, 9, 64, 128, 600000), cudaErrorInvalidValue);
-  EXPECT_EQ(launch_moe_f16_gate_up_silu(w16, 128, table_w, table_s, ids, ids, ids, 9, 9, act16, 128, 100, 128,
+  EXPECT_EQ(launch_moe_f16_gate_up_silu(w16, 128, table_w, table_s, ids, ids, ids, 9, 9, 1, act16, 128, 100, 128,
                                         nullptr),
             cudaErrorInvalidValue);  // inter % 8
   EXPECT_FALSE(moe_f16_supported(128, 100));
