@@ -68,7 +68,12 @@ cudaError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, s
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
-  config.numAttrs = 1;
+  // TROUPE_NO_PDL=1: plain launches (a diagnostic: the kernels' waits then return at once).
+  static const bool no_pdl = [] {
+    const char* env = std::getenv("TROUPE_NO_PDL");
+    return env && env[0] == '1';
+  }();
+  config.numAttrs = no_pdl ? 0 : 1;
   apply_dependent_smem_carveout(reinterpret_cast<const void*>(kernel));
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }

@@ -28,6 +28,7 @@ constexpr int kUnabsorbWarps = 8;
 constexpr int kUnabsorbRowsPerWarp = 4;
 constexpr int kUnabsorbRowsPerBlock = kUnabsorbWarps * kUnabsorbRowsPerWarp;
 constexpr int kUnabsorbUnroll = 2;  // 256-column chunks a step loads
+constexpr int kMergeUnroll = 8;     // partitions' loads in flight per merged column (the combine's)
 
 // x rounded to bf16 (nearest even), as f32_to_bf16 rounds the cuBLAS path's inputs.
 __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
@@ -113,9 +114,12 @@ __global__ void __launch_bounds__(kAbsorbWarps * 32)
 }
 
 // o_lat: [NT, H, kv_lora] fp32; w: kv_b bf16 bits; out: [*, H, v_dim], rows tokens[t] (or t).
+// With parts > 0, o_lat is mla_decode's split-KV workspace ([NT, H, parts, kv_lora] partial outputs,
+// then maxima and sums [NT, H, parts] each), merged here as mla_decode.cu's combine kernel merges it
+// (the same operations in the same order: the same fp32 values).
 template <int NT>
 __global__ void __launch_bounds__(kUnabsorbWarps * 32)
-    mla_unabsorb_out_kernel(const float* __restrict__ o_lat, const int32_t* __restrict__ tokens,
+    mla_unabsorb_out_kernel(const float* __restrict__ o_lat, int parts, const int32_t* __restrict__ tokens,
                             const uint16_t* __restrict__ w, float* __restrict__ out, int num_heads, int nope,
                             int kv_lora, int v_dim) {
   constexpr int kRows = kUnabsorbRowsPerWarp;
@@ -145,9 +149,51 @@ __global__ void __launch_bounds__(kUnabsorbWarps * 32)
     for (int r = 0; r < kRows; ++r) wv[u][r] = load_weights(rows[r] + v * 8, row_ok[r] && v < num_vecs);
   }
   wait_for_prerequisites();  // o_lat, tokens, and out's earlier readers
-  for (int i = int(threadIdx.x); i < NT * kv_lora; i += int(blockDim.x)) {
-    const int t = i / kv_lora, j = i % kv_lora;
-    o_s[i] = __bfloat16_as_ushort(__float2bfloat16_rn(o_lat[(int64_t(t) * num_heads + h) * kv_lora + j]));
+  if (parts > 0) {
+    // Warp t weighs token t's partitions (the combine's first warp), then every thread merges columns.
+    __shared__ float w_s[NT][kMlaAbsorbMaxPartitions];
+    __shared__ float inv_s[NT];
+    const int64_t stats = int64_t(NT) * num_heads * parts;
+    if (warp < NT) {
+      const int64_t item = int64_t(warp) * num_heads + h;
+      const float* maxima = o_lat + stats * kv_lora + item * parts;
+      const float* sums = maxima + stats;
+      float block_max = -INFINITY;
+      for (int p = lane; p < parts; p += 32) block_max = fmaxf(block_max, maxima[p]);
+#pragma unroll
+      for (int k = 16; k > 0; k /= 2) block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, k));
+      const float max_use = block_max == -INFINITY ? 0.0f : block_max;
+      float total = 0.0f;
+      for (int p = lane; p < parts; p += 32) {
+        const float wp = exp2f(maxima[p] - max_use);  // 0 for an empty partition
+        total += sums[p] * wp;
+        w_s[warp][p] = wp;
+      }
+#pragma unroll
+      for (int k = 16; k > 0; k /= 2) total += __shfl_xor_sync(0xffffffffu, total, k);
+      if (lane == 0) inv_s[warp] = 1.0f / total;
+    }
+    __syncthreads();
+    for (int i = int(threadIdx.x); i < NT * kv_lora; i += int(blockDim.x)) {
+      const int t = i / kv_lora, j = i % kv_lora;
+      const float* col = o_lat + (int64_t(t) * num_heads + h) * parts * kv_lora + j;
+      float acc = 0.0f;
+      int p = 0;
+      for (; p + kMergeUnroll <= parts; p += kMergeUnroll) {
+        float v[kMergeUnroll];
+#pragma unroll
+        for (int k = 0; k < kMergeUnroll; ++k) v[k] = col[int64_t(p + k) * kv_lora];
+#pragma unroll
+        for (int k = 0; k < kMergeUnroll; ++k) acc += v[k] * w_s[t][p + k];
+      }
+      for (; p < parts; ++p) acc += col[int64_t(p) * kv_lora] * w_s[t][p];
+      o_s[i] = __bfloat16_as_ushort(__float2bfloat16_rn(acc * inv_s[t]));
+    }
+  } else {
+    for (int i = int(threadIdx.x); i < NT * kv_lora; i += int(blockDim.x)) {
+      const int t = i / kv_lora, j = i % kv_lora;
+      o_s[i] = __bfloat16_as_ushort(__float2bfloat16_rn(o_lat[(int64_t(t) * num_heads + h) * kv_lora + j]));
+    }
   }
   __syncthreads();
 
@@ -205,10 +251,10 @@ cudaError_t absorb_tokens(dim3 grid, cudaStream_t stream, const float* q, const 
 }
 
 template <int NT>
-cudaError_t unabsorb_tokens(dim3 grid, cudaStream_t stream, const float* o_lat, const int32_t* tokens,
+cudaError_t unabsorb_tokens(dim3 grid, cudaStream_t stream, const float* o_lat, int parts, const int32_t* tokens,
                             const uint16_t* weight, float* out, int num_heads, int nope, int kv_lora, int v_dim) {
-  return launch_dependent(mla_unabsorb_out_kernel<NT>, grid, dim3(kUnabsorbWarps * 32), 0, stream, o_lat, tokens,
-                          weight, out, num_heads, nope, kv_lora, v_dim);
+  return launch_dependent(mla_unabsorb_out_kernel<NT>, grid, dim3(kUnabsorbWarps * 32), 0, stream, o_lat, parts,
+                          tokens, weight, out, num_heads, nope, kv_lora, v_dim);
 }
 
 bool bad_heads(int64_t num_heads, int64_t rows_per_head, int64_t kv_lora) {
@@ -239,27 +285,45 @@ cudaError_t launch_mla_absorb_q_bf16(const float* q, const int32_t* tokens, cons
   }
 }
 
-cudaError_t launch_mla_unabsorb_out_bf16(const float* o_lat, const int32_t* tokens, const uint16_t* weight,
-                                         float* out, int64_t n, int64_t num_heads, int64_t nope, int64_t kv_lora,
-                                         int64_t v_dim, cudaStream_t stream) {
+namespace {
+
+// parts: 0 for o_lat as it is, else the partitions of the workspace o_lat points at.
+cudaError_t unabsorb(const float* o_lat, int64_t parts, const int32_t* tokens, const uint16_t* weight, float* out,
+                     int64_t n, int64_t num_heads, int64_t nope, int64_t kv_lora, int64_t v_dim, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (!o_lat || !out || !mla_absorb_supports(weight, n, nope, 0, kv_lora, v_dim) ||
-      bad_heads(num_heads, nope + v_dim, kv_lora) || v_dim > INT32_MAX / 2)
+      bad_heads(num_heads, nope + v_dim, kv_lora) || v_dim > INT32_MAX / 2 || parts < 0 ||
+      parts > kMlaAbsorbMaxPartitions)
     return cudaErrorInvalidValue;
   const int64_t row_blocks = (v_dim + kUnabsorbRowsPerBlock - 1) / kUnabsorbRowsPerBlock;
   if (row_blocks > 65535) return cudaErrorInvalidValue;
   const dim3 grid{unsigned(num_heads), unsigned(row_blocks)};
-  const int H = int(num_heads), K = int(nope), L = int(kv_lora), V = int(v_dim);
+  const int H = int(num_heads), K = int(nope), L = int(kv_lora), V = int(v_dim), P = int(parts);
   switch (n) {
-    case 1: return unabsorb_tokens<1>(grid, stream, o_lat, tokens, weight, out, H, K, L, V);
-    case 2: return unabsorb_tokens<2>(grid, stream, o_lat, tokens, weight, out, H, K, L, V);
-    case 3: return unabsorb_tokens<3>(grid, stream, o_lat, tokens, weight, out, H, K, L, V);
-    case 4: return unabsorb_tokens<4>(grid, stream, o_lat, tokens, weight, out, H, K, L, V);
-    case 5: return unabsorb_tokens<5>(grid, stream, o_lat, tokens, weight, out, H, K, L, V);
-    case 6: return unabsorb_tokens<6>(grid, stream, o_lat, tokens, weight, out, H, K, L, V);
-    case 7: return unabsorb_tokens<7>(grid, stream, o_lat, tokens, weight, out, H, K, L, V);
-    default: return unabsorb_tokens<8>(grid, stream, o_lat, tokens, weight, out, H, K, L, V);
+    case 1: return unabsorb_tokens<1>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
+    case 2: return unabsorb_tokens<2>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
+    case 3: return unabsorb_tokens<3>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
+    case 4: return unabsorb_tokens<4>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
+    case 5: return unabsorb_tokens<5>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
+    case 6: return unabsorb_tokens<6>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
+    case 7: return unabsorb_tokens<7>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
+    default: return unabsorb_tokens<8>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
   }
+}
+
+}  // namespace
+
+cudaError_t launch_mla_unabsorb_out_bf16(const float* o_lat, const int32_t* tokens, const uint16_t* weight,
+                                         float* out, int64_t n, int64_t num_heads, int64_t nope, int64_t kv_lora,
+                                         int64_t v_dim, cudaStream_t stream) {
+  return unabsorb(o_lat, 0, tokens, weight, out, n, num_heads, nope, kv_lora, v_dim, stream);
+}
+
+cudaError_t launch_mla_unabsorb_partials_bf16(const float* workspace, int64_t num_partitions, const int32_t* tokens,
+                                              const uint16_t* weight, float* out, int64_t n, int64_t num_heads,
+                                              int64_t nope, int64_t kv_lora, int64_t v_dim, cudaStream_t stream) {
+  if (num_partitions < 2) return cudaErrorInvalidValue;
+  return unabsorb(workspace, num_partitions, tokens, weight, out, n, num_heads, nope, kv_lora, v_dim, stream);
 }
 
 }  // namespace troupe::kernels

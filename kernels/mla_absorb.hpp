@@ -33,6 +33,7 @@ namespace troupe::kernels {
 constexpr int64_t kMlaAbsorbMaxTokens = 8;
 constexpr int64_t kMlaAbsorbMaxNope = 256;  // q_nope rows staged in shared memory
 constexpr int64_t kMlaAbsorbMaxLora = 512;  // o_lat columns staged in shared memory
+constexpr int64_t kMlaAbsorbMaxPartitions = 128;  // mla_decode.hpp's kMlaMaxPartitions
 
 // Whether the launchers take these sizes: 1 <= n <= kMlaAbsorbMaxTokens, 1 <= nope <= 256,
 // rope >= 0, v_dim >= 1, kv_lora a multiple of 8 in [8, 512], the weight 16-byte aligned.
@@ -61,6 +62,15 @@ cudaError_t launch_mla_absorb_q_bf16(const float* q, const int32_t* tokens, cons
 cudaError_t launch_mla_unabsorb_out_bf16(const float* o_lat, const int32_t* tokens, const uint16_t* weight,
                                          float* out, int64_t n, int64_t num_heads, int64_t nope, int64_t kv_lora,
                                          int64_t v_dim, cudaStream_t stream);
+// The same with o_lat merged first from mla_decode's split-KV partials (the workspace that
+// launch_mla_decode_f32 leaves with merge_partials false: [n, H, num_partitions, kv_lora] partial
+// outputs, then maxima and sums [n, H, num_partitions] each, num_partitions in 2..128) by the
+// combine kernel's arithmetic in the same order, so `out` is bit for bit what the combine then
+// launch_mla_unabsorb_out_bf16 give, one launch fewer (the staging of o_lat does the merge: each
+// CTA's head, from L2). cudaErrorInvalidValue as above, or for num_partitions outside 2..128.
+cudaError_t launch_mla_unabsorb_partials_bf16(const float* workspace, int64_t num_partitions, const int32_t* tokens,
+                                              const uint16_t* weight, float* out, int64_t n, int64_t num_heads,
+                                              int64_t nope, int64_t kv_lora, int64_t v_dim, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -284,7 +284,8 @@ cudaError_t launch_decode(const float* q_abs, const CacheT* cache, const int32_t
                           const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
                           const int32_t* block_tables, int64_t max_blocks, int64_t block_size, int64_t num_heads,
                           int64_t kv_lora, int64_t rope, float scale, int64_t num_partitions,
-                          int64_t partition_keys, float* workspace, float* o_lat, cudaStream_t stream) {
+                          int64_t partition_keys, float* workspace, float* o_lat, cudaStream_t stream,
+                          bool merge_partials) {
   if (num_tokens == 0) return cudaSuccess;
   if (num_tokens < 0 || num_tokens > 65535 || num_heads <= 0 || num_heads > 65535 * kMlaHeadTile ||
       !mla_decode_supports(kv_lora, rope) || block_size <= 0 || max_blocks <= 0 || num_partitions < 1 ||
@@ -312,15 +313,23 @@ cudaError_t launch_decode(const float* q_abs, const CacheT* cache, const int32_t
     err = launch_tiles<4>(grid, smem, stream, q_abs, cache, positions, seq_of_token, tokens, block_tables, max_blocks,
                           block_size, num_heads, kv_lora, entry, ht, scale, partition_keys, workspace, o_lat);
   }
-  if (err != cudaSuccess || num_partitions == 1) return err;
-  const dim3 combine_grid(unsigned(num_tokens), unsigned(num_heads),
-                          unsigned((kv_lora + kCombineThreads - 1) / kCombineThreads));
-  return launch_dependent(mla_combine_kernel, combine_grid, dim3(kCombineThreads), 0, stream,
-                          int(num_heads), int(kv_lora), int(num_partitions), static_cast<const float*>(workspace),
-                          o_lat);
+  if (err != cudaSuccess || num_partitions == 1 || !merge_partials) return err;
+  return launch_mla_decode_combine_f32(workspace, num_tokens, num_heads, kv_lora, num_partitions, o_lat, stream);
 }
 
 }  // namespace
+
+cudaError_t launch_mla_decode_combine_f32(const float* workspace, int64_t num_tokens, int64_t num_heads,
+                                          int64_t kv_lora, int64_t num_partitions, float* o_lat, cudaStream_t stream) {
+  if (num_tokens == 0) return cudaSuccess;
+  if (!workspace || !o_lat || num_tokens < 0 || num_tokens > INT32_MAX || num_heads < 1 || num_heads > 65535 ||
+      kv_lora < 1 || kv_lora > kMlaMaxLora || num_partitions < 2 || num_partitions > kMlaMaxPartitions)
+    return cudaErrorInvalidValue;
+  const dim3 combine_grid(unsigned(num_tokens), unsigned(num_heads),
+                          unsigned((kv_lora + kCombineThreads - 1) / kCombineThreads));
+  return launch_dependent(mla_combine_kernel, combine_grid, dim3(kCombineThreads), 0, stream, int(num_heads),
+                          int(kv_lora), int(num_partitions), workspace, o_lat);
+}
 
 bool mla_decode_supports(int64_t kv_lora, int64_t rope) {
   return kv_lora >= 4 && kv_lora <= kMlaMaxLora && kv_lora % 4 == 0 && rope >= 0 && rope % 4 == 0 &&
@@ -379,10 +388,10 @@ cudaError_t launch_mla_decode_f32(const float* q_abs, const float* cache, const 
                                   const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                   int64_t num_heads, int64_t kv_lora, int64_t rope, float scale,
                                   int64_t num_partitions, int64_t partition_keys, float* workspace, float* o_lat,
-                                  cudaStream_t stream) {
+                                  cudaStream_t stream, bool merge_partials) {
   return launch_decode(q_abs, cache, positions, seq_of_token, tokens, num_tokens, block_tables, max_blocks,
                        block_size, num_heads, kv_lora, rope, scale, num_partitions, partition_keys, workspace, o_lat,
-                       stream);
+                       stream, merge_partials);
 }
 
 cudaError_t launch_mla_decode_f32(const float* q_abs, const uint16_t* cache, const int32_t* positions,
@@ -390,10 +399,10 @@ cudaError_t launch_mla_decode_f32(const float* q_abs, const uint16_t* cache, con
                                   const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                   int64_t num_heads, int64_t kv_lora, int64_t rope, float scale,
                                   int64_t num_partitions, int64_t partition_keys, float* workspace, float* o_lat,
-                                  cudaStream_t stream) {
+                                  cudaStream_t stream, bool merge_partials) {
   return launch_decode(q_abs, reinterpret_cast<const __nv_bfloat16*>(cache), positions, seq_of_token, tokens,
                        num_tokens, block_tables, max_blocks, block_size, num_heads, kv_lora, rope, scale,
-                       num_partitions, partition_keys, workspace, o_lat, stream);
+                       num_partitions, partition_keys, workspace, o_lat, stream, merge_partials);
 }
 
 }  // namespace troupe::kernels

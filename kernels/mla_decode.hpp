@@ -88,14 +88,17 @@ int64_t mla_decode_workspace_floats(int64_t num_tokens, int64_t num_heads, int64
 
 // Device pointers, shapes as mla_decode_ref. partition_keys from the helper above with max_context
 // >= every computed token's position + 1, or 0: each token's context split evenly into the
-// partitions. workspace: mla_decode_workspace_floats floats (nullptr when 0). Unsupported shapes give
-// cudaErrorInvalidValue; num_tokens == 0 does nothing.
+// partitions. workspace: mla_decode_workspace_floats floats (nullptr when 0). With more than one
+// partition and merge_partials false, the combine kernel is not launched: the partials stay in the
+// workspace for launch_mla_decode_combine_f32 or mla_absorb.hpp's launch_mla_unabsorb_partials_bf16
+// (o_lat is then not written). Unsupported shapes give cudaErrorInvalidValue; num_tokens == 0 does
+// nothing.
 cudaError_t launch_mla_decode_f32(const float* q_abs, const float* cache, const int32_t* positions,
                                   const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
                                   const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                   int64_t num_heads, int64_t kv_lora, int64_t rope, float scale,
                                   int64_t num_partitions, int64_t partition_keys, float* workspace, float* o_lat,
-                                  cudaStream_t stream);
+                                  cudaStream_t stream, bool merge_partials = true);
 // The same over a bf16 cache: the tensor-core kernel where mla_decode_kernel_for says so, else the
 // SIMT one (entries widened exactly to fp32 in shared memory).
 cudaError_t launch_mla_decode_f32(const float* q_abs, const uint16_t* cache, const int32_t* positions,
@@ -103,7 +106,11 @@ cudaError_t launch_mla_decode_f32(const float* q_abs, const uint16_t* cache, con
                                   const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                                   int64_t num_heads, int64_t kv_lora, int64_t rope, float scale,
                                   int64_t num_partitions, int64_t partition_keys, float* workspace, float* o_lat,
-                                  cudaStream_t stream);
+                                  cudaStream_t stream, bool merge_partials = true);
+// The combine kernel alone: o_lat [num_tokens, H, kv_lora] from the workspace partials of
+// num_partitions (2..kMlaMaxPartitions) partitions. cudaErrorInvalidValue otherwise.
+cudaError_t launch_mla_decode_combine_f32(const float* workspace, int64_t num_tokens, int64_t num_heads,
+                                          int64_t kv_lora, int64_t num_partitions, float* o_lat, cudaStream_t stream);
 // The tensor-core kernel alone (mla_decode_mma.cu), arguments as above: o_lat for one partition,
 // else the workspace partials that launch_mla_decode_f32's combine kernel merges.
 cudaError_t launch_mla_decode_mma_partials(const float* q_abs, const uint16_t* cache, const int32_t* positions,

@@ -21,6 +21,15 @@
 #include "kernels/scatter_rows.hpp"
 
 namespace troupe::cuda {
+namespace {
+
+// Whether the environment variable is set to "0" (A/B switches, read at each call).
+bool env_is_zero(const char* name) {
+  const char* env = std::getenv(name);
+  return env && std::strcmp(env, "0") == 0;
+}
+
+}  // namespace
 using namespace kernels;
 
 void CudaBackend::rope_interleaved(Tensor x, const Tensor& positions, const Tensor& inv_freq, float scale) {
@@ -137,18 +146,28 @@ void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, cons
   const int64_t floats = mla_decode_workspace_floats(d, num_heads, kv_lora, parts);
   Tensor workspace = floats > 0 ? scratch(DType::f32, {floats}) : Tensor();
   Tensor o_lat = scratch(DType::f32, {d, num_heads, kv_lora});
+  // Split contexts into the streamed unabsorb: its staging merges the partials (the combine kernel's
+  // arithmetic, one launch fewer a layer); TROUPE_MLA_MERGE_IN_UNABSORB=0 keeps the combine (A/B).
+  const bool merge_in_unabsorb = streamed && parts > 1 && !env_is_zero("TROUPE_MLA_MERGE_IN_UNABSORB");
   auto run = [&](const auto* c) {
     check(launch_mla_decode_f32(q_abs.data<float>(), c, meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
                                 tokens, d, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
                                 meta.block_size, num_heads, kv_lora, rope, scale, parts,
                                 per_token_partitions ? 0 : mla_decode_partition_keys(max_context, parts),
-                                floats > 0 ? workspace.data<float>() : nullptr, o_lat.data<float>(), stream()),
+                                floats > 0 ? workspace.data<float>() : nullptr, o_lat.data<float>(), stream(),
+                                !merge_in_unabsorb),
           "mla_decode");
   };
   if (cache.dtype() == DType::bf16) {
     run(cache.data<uint16_t>());
   } else {
     run(cache.data<float>());
+  }
+  if (merge_in_unabsorb) {
+    check(launch_mla_unabsorb_partials_bf16(workspace.data<float>(), parts, tokens, kv_b_weight.data<uint16_t>(),
+                                            out.data<float>(), d, num_heads, nope, kv_lora, v_dim, stream()),
+          "mla_unabsorb_out");
+    return;
   }
   if (streamed) {
     check(launch_mla_unabsorb_out_bf16(o_lat.data<float>(), tokens, kv_b_weight.data<uint16_t>(), out.data<float>(),

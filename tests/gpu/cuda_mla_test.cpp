@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <random>
 
 #include "backends/cpu_backend.hpp"
 #include "backends/cuda/cuda_backend.hpp"
 #include "engine/model_runner.hpp"
+#include "kernels/host_bf16.hpp"
 #include "kernels/mla_absorb.hpp"
 #include "kernels/mla_decode.hpp"
 #include "models/model_loader.hpp"
@@ -325,7 +327,96 @@ TEST(CudaMla, LaunchersRefuseBadShapes) {
   EXPECT_EQ(launch_mla_unabsorb_out_bf16(out, nullptr, w, out, 9, 128, 128, 512, 128, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_mla_unabsorb_out_bf16(out, nullptr, w, out, 1, 128, 128, 508, 128, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_mla_unabsorb_out_bf16(out, nullptr, w, out, 1, 128, 128, 512, 0, nullptr), cudaErrorInvalidValue);
+  // Its merging twin takes 2..128 partitions; the combine kernel alone the same.
+  EXPECT_EQ(launch_mla_unabsorb_partials_bf16(out, 1, nullptr, w, out, 1, 128, 128, 512, 128, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_unabsorb_partials_bf16(out, 129, nullptr, w, out, 1, 128, 128, 512, 128, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_unabsorb_partials_bf16(out, 16, nullptr, w, out, 9, 128, 128, 512, 128, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_decode_combine_f32(out, 1, 128, 512, 1, out, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_decode_combine_f32(out, 1, 128, 513, 16, out, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_decode_combine_f32(nullptr, 1, 128, 512, 16, out, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+// launch_mla_unabsorb_partials_bf16 merges the decode's split-KV partials while it stages o_lat,
+// with the combine kernel's arithmetic in the same order: its output equals the combine kernel then
+// launch_mla_unabsorb_out_bf16 bit for bit. R1's dims at batch 1 with the decode's 16 partitions
+// (context 1,024); 3 decode tokens at rows 6, 1, 4 of 7; 13 partitions (past the 8-wide unroll, not
+// a multiple of it); the most, 128; two; empty partitions (maximum -inf, sum 0, as a partition past a
+// short context leaves them).
+TEST(CudaMla, UnabsorbMergesPartialsAsTheCombineKernelDoes) {
+  TROUPE_REQUIRE_GPU();
+  using namespace kernels;
+  struct Case {
+    int64_t n, heads, nope, kv_lora, v_dim, parts;
+    std::vector<int32_t> tokens;
+    int64_t rows;
+  };
+  const std::vector<Case> cases = {{1, 128, 128, 512, 128, 16, {}, 1},
+                                   {3, 16, 128, 512, 128, 13, {6, 1, 4}, 7},
+                                   {2, 4, 32, 136, 20, 128, {}, 2},
+                                   {8, 16, 64, 256, 64, 2, {}, 8}};
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> positive(0.5f, 20.0f);
+  for (const Case& c : cases) {
+    SCOPED_TRACE("n " + std::to_string(c.n) + " heads " + std::to_string(c.heads) + " parts " +
+                 std::to_string(c.parts));
+    const int64_t stats = c.n * c.heads * c.parts;
+    std::vector<float> ws(size_t(stats * c.kv_lora + 2 * stats));
+    for (int64_t i = 0; i < stats * c.kv_lora; ++i) ws[size_t(i)] = normal(rng);
+    for (int64_t i = 0; i < stats; ++i) {
+      ws[size_t(stats * c.kv_lora + i)] = 4.0f * normal(rng);  // maxima (log2 domain)
+      ws[size_t(stats * c.kv_lora + stats + i)] = positive(rng);
+    }
+    for (int64_t item = 0; item < c.n * c.heads; item += 3) {  // the last partition of every third item empty
+      const int64_t p = item * c.parts + c.parts - 1;
+      for (int64_t j = 0; j < c.kv_lora; ++j) ws[size_t(p * c.kv_lora + j)] = 0.0f;
+      ws[size_t(stats * c.kv_lora + p)] = -INFINITY;
+      ws[size_t(stats * c.kv_lora + stats + p)] = 0.0f;
+    }
+    std::vector<uint16_t> weight(size_t(c.heads * (c.nope + c.v_dim) * c.kv_lora));
+    for (auto& v : weight) v = host_f32_to_bf16(0.05f * normal(rng));
+    const size_t out_count = size_t(c.rows * c.heads * c.v_dim), o_count = size_t(c.n * c.heads * c.kv_lora);
+    float *d_ws = nullptr, *d_o = nullptr, *d_a = nullptr, *d_b = nullptr;
+    uint16_t* d_w = nullptr;
+    int32_t* d_tokens = nullptr;
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_ws), ws.size() * 4), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_o), o_count * 4), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_a), out_count * 4), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_b), out_count * 4), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_w), weight.size() * 2), cudaSuccess);
+    if (!c.tokens.empty()) {
+      ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_tokens), c.tokens.size() * 4), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(d_tokens, c.tokens.data(), c.tokens.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+    ASSERT_EQ(cudaMemcpy(d_ws, ws.data(), ws.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(d_w, weight.data(), weight.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemset(d_a, 0, out_count * 4), cudaSuccess);
+    ASSERT_EQ(cudaMemset(d_b, 0xff, out_count * 4), cudaSuccess);  // NaN until written
+    EXPECT_EQ(launch_mla_decode_combine_f32(d_ws, c.n, c.heads, c.kv_lora, c.parts, d_o, nullptr), cudaSuccess);
+    EXPECT_EQ(launch_mla_unabsorb_out_bf16(d_o, d_tokens, d_w, d_a, c.n, c.heads, c.nope, c.kv_lora, c.v_dim, nullptr),
+              cudaSuccess);
+    EXPECT_EQ(launch_mla_unabsorb_partials_bf16(d_ws, c.parts, d_tokens, d_w, d_b, c.n, c.heads, c.nope, c.kv_lora,
+                                                c.v_dim, nullptr),
+              cudaSuccess);
+    std::vector<float> a(out_count), b(out_count);
+    ASSERT_EQ(cudaMemcpy(a.data(), d_a, out_count * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(b.data(), d_b, out_count * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    int64_t written = 0, differing = 0;
+    for (int64_t t = 0; t < c.n; ++t) {
+      const int64_t row = c.tokens.empty() ? t : c.tokens[size_t(t)];
+      for (int64_t i = row * c.heads * c.v_dim; i < (row + 1) * c.heads * c.v_dim; ++i) {
+        written += std::isfinite(b[size_t(i)]) && b[size_t(i)] != 0.0f;
+        differing += std::memcmp(&a[size_t(i)], &b[size_t(i)], 4) != 0;
+      }
+    }
+    EXPECT_EQ(differing, 0);
+    EXPECT_GT(written, c.n * c.heads * c.v_dim * 9 / 10);  // finite, and not left zero
+    cudaFree(d_ws), cudaFree(d_o), cudaFree(d_a), cudaFree(d_b), cudaFree(d_w), cudaFree(d_tokens);
+  }
 }
 
 }  // namespace
