@@ -391,6 +391,20 @@ int run(int argc, char** argv) {
       r.fraction_of_limit = tflops / bf16_tf;
     }
     add_record(r);
+    // The same forward with the causal attention's FLOPs counted as well (QK^T and PV over the keys
+    // each query sees: 4 x heads x head_dim x n (n + 1) / 2 a layer), the convention of MFU figures.
+    const double attention = 4.0 * double(c.num_hidden_layers * c.num_attention_heads * c.head_dim) * double(n) *
+                             double(n + 1) / 2.0;
+    const double with_attention = (flops + attention) / (pf.ms[0] * 1e-3) / 1e12;
+    BenchRecord ra{"prefill_" + std::to_string(n) + "_" + suffix + "_with_attention", with_attention, "TFLOP/s", {}, {},
+                   "the same forward; FLOPs = the linear layers' (above) + causal attention's " +
+                       std::to_string(attention / 1e12) + " TFLOP (4 x heads x head_dim x n (n + 1) / 2 a layer); "
+                       "limit = measured bf16 GemmEx rate"};
+    if (bf16_tf > 0) {
+      ra.limit = bf16_tf;
+      ra.fraction_of_limit = with_attention / bf16_tf;
+    }
+    add_record(ra);
     // (d2) The same prefill, op by op.
     if (profile && remaining_s() > 45)
       bench::profile_step(eager, profiler, n, n, 0, "prefill_" + std::to_string(n) + "_share_",

@@ -101,16 +101,18 @@ void record_traced_step(const std::function<bool()>& steps, const std::string& s
               {{"kernels", double(step.size())}}});
   add_record({stem + "_busy", trace.busy_us, "us", trace.span_us, trace.span_us > 0 ? trace.busy_us / trace.span_us : 0.0,
               "the time some kernel of the traced step ran (the union of their intervals); limit = its span"});
-  for (size_t i = 0; i < trace.by_name.size() && i < 12; ++i) {
+  for (size_t i = 0; i < trace.by_name.size() && i < 16; ++i) {
     const StepTrace::Share& share = trace.by_name[i];
     const std::string name = short_kernel_name(share.name);
-    say("  %-40s x%-4lld %8.1f us summed, %7.1f us alone", name.c_str(), (long long)share.count, share.sum_us,
-        share.exposed_us);
-    add_record({stem + "_" + name, share.sum_us, "us", trace.span_us,
-                trace.span_us > 0 ? share.sum_us / trace.span_us : 0.0,
-                "the traced step's kernels of this name, durations summed (neighbours overlap); limit = the step's "
-                "span. " + share.name.substr(0, 160),
-                {{"count", double(share.count)}, {"alone_us", share.exposed_us}}});
+    say("  %-40s x%-4lld %8.1f us marginal, %8.1f us summed, %7.1f us alone", name.c_str(), (long long)share.count,
+        share.marginal_us, share.sum_us, share.exposed_us);
+    add_record({stem + "_" + name, share.marginal_us, "us", trace.span_us,
+                trace.span_us > 0 ? share.marginal_us / trace.span_us : 0.0,
+                "the traced step's kernels of this name: how far each moved the step's end (its end past the "
+                "latest end before it; bench/step_trace.hpp), added; the names' values add up to the span, the "
+                "limit. sum_us: their durations added (a programmatic dependent's includes its wait). " +
+                    share.name.substr(0, 160),
+                {{"count", double(share.count)}, {"sum_us", share.sum_us}, {"alone_us", share.exposed_us}}});
   }
 }
 

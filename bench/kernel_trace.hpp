@@ -22,8 +22,9 @@ std::vector<KernelSpan> stop_kernel_trace();
 
 // Runs `steps` (a few decode steps; false on failure) under the trace; the last step's kernels go to
 // `csv_path`, and records `<stem>_span` (first start to last end), `<stem>_busy` (the time some
-// kernel ran, against the span) and `<stem>_<kernel>` for the twelve longest kernel names
-// (durations summed, against the span; `alone_us`: the time it ran alone).
+// kernel ran, against the span) and `<stem>_<kernel>` for the sixteen kernel names that moved the
+// step's end the most (bench/step_trace.hpp's marginal, against the span; `sum_us`: durations
+// summed, `alone_us`: the time it ran alone).
 void record_traced_step(const std::function<bool()>& steps, const std::string& stem, const std::string& csv_path);
 
 }  // namespace troupe::bench

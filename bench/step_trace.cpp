@@ -52,14 +52,27 @@ StepTrace summarize(const std::vector<KernelSpan>& step) {
     last = time;
   }
   t.span_us = double(last_end - first_start) / 1e3;
-  for (const KernelSpan& s : step) {
+  std::vector<size_t> by_start(step.size());
+  for (size_t i = 0; i < step.size(); ++i) by_start[i] = i;
+  std::stable_sort(by_start.begin(), by_start.end(),
+                   [&](size_t a, size_t b) { return step[a].start_ns < step[b].start_ns; });
+  uint64_t reach = first_start;  // the latest end so far
+  for (size_t i : by_start) {
+    const KernelSpan& s = step[i];
     StepTrace::Share& share = shares[s.name];
     share.name = s.name;
     share.count += 1;
-    share.sum_us += s.end_ns > s.start_ns ? double(s.end_ns - s.start_ns) / 1e3 : 0.0;
+    if (s.end_ns <= s.start_ns) continue;
+    share.sum_us += double(s.end_ns - s.start_ns) / 1e3;
+    if (s.end_ns > reach) {
+      share.marginal_us += double(s.end_ns - reach) / 1e3;
+      reach = s.end_ns;
+    }
   }
   for (auto& [name, share] : shares) t.by_name.push_back(share);
-  std::sort(t.by_name.begin(), t.by_name.end(), [](const auto& a, const auto& b) { return a.sum_us > b.sum_us; });
+  std::sort(t.by_name.begin(), t.by_name.end(), [](const auto& a, const auto& b) {
+    return a.marginal_us != b.marginal_us ? a.marginal_us > b.marginal_us : a.sum_us > b.sum_us;
+  });
   return t;
 }
 

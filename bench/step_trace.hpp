@@ -25,8 +25,13 @@ struct StepTrace {
     int64_t count = 0;
     double sum_us = 0;      // their durations added (neighbours overlap, so these can exceed busy_us)
     double exposed_us = 0;  // time when a kernel of this name was the only one running
+    // How far each of them moved the step's end: the kernels in start order, each one's end past
+    // the latest end before it (0 if none). The names' marginals add up to the span. Under
+    // programmatic dependent launch a kernel starts early and waits, so its duration overstates it
+    // and its lone time is about 0; the marginal is the time the step would lose without it.
+    double marginal_us = 0;
   };
-  std::vector<Share> by_name;  // the longest sum first
+  std::vector<Share> by_name;  // the largest marginal first
 };
 StepTrace summarize(const std::vector<KernelSpan>& step);
 

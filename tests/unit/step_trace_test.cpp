@@ -1,5 +1,5 @@
 // bench/step_trace: the arithmetic gpu_decode_bench --kernel-trace applies to CUPTI's kernel spans
-// (which step is the last, the span, the time some kernel ran, each name's summed and lone time).
+// (which step is the last, the span, the time some kernel ran, each name's summed, lone and marginal time).
 #include "bench/step_trace.hpp"
 
 #include <gtest/gtest.h>
@@ -38,6 +38,29 @@ TEST(StepTrace, SumsOverlapsAndLoneTime) {
   EXPECT_EQ(t.by_name[1].name, "b");
   EXPECT_DOUBLE_EQ(t.by_name[1].sum_us, 15.0);
   EXPECT_DOUBLE_EQ(t.by_name[1].exposed_us, 10.0);  // [10, 20]
+  // Marginals: a [0, 10] moves the end to 10, b to 20, a again to 40 (the idle (20, 30) with it).
+  EXPECT_DOUBLE_EQ(t.by_name[0].marginal_us, 30.0);
+  EXPECT_DOUBLE_EQ(t.by_name[1].marginal_us, 10.0);
+}
+
+TEST(StepTrace, MarginalsOfKernelsThatStartEarlyAndWait) {
+  // Programmatic dependents: each starts long before its predecessor ends and waits, so durations
+  // overlap and no kernel runs alone; the marginals still add up to the span and rank the kernels
+  // by how far each moved the step's end: gemv [0, 30], norm [2, 33], gemv [3, 60], tiny [40, 41].
+  const StepTrace t =
+      summarize({span("gemv", 0, 30), span("norm", 2, 33), span("gemv", 3, 60), span("tiny", 40, 41)});
+  EXPECT_DOUBLE_EQ(t.span_us, 60.0);
+  ASSERT_EQ(t.by_name.size(), 3u);
+  EXPECT_EQ(t.by_name[0].name, "gemv");
+  EXPECT_DOUBLE_EQ(t.by_name[0].marginal_us, 57.0);  // 30, then 60 - 33
+  EXPECT_DOUBLE_EQ(t.by_name[0].sum_us, 87.0);
+  EXPECT_EQ(t.by_name[1].name, "norm");
+  EXPECT_DOUBLE_EQ(t.by_name[1].marginal_us, 3.0);
+  EXPECT_EQ(t.by_name[2].name, "tiny");
+  EXPECT_DOUBLE_EQ(t.by_name[2].marginal_us, 0.0);  // inside the second gemv
+  double total = 0;
+  for (const auto& share : t.by_name) total += share.marginal_us;
+  EXPECT_DOUBLE_EQ(total, t.span_us);
 }
 
 TEST(StepTrace, EmptyAndZeroLengthSpans) {
