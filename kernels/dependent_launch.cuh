@@ -7,6 +7,7 @@
 // weights while the norm or attention kernel before them finishes; the step's other kernels (norms,
 // rope, attention, activation) call both first thing, so each is resident when its predecessor ends.
 // Every such launch also asks for the process-wide shared-memory carveout (kernels/smem_carveout.hpp).
+// TROUPE_NO_PDL=1 makes them plain launches (a diagnostic for ordering faults; read once).
 #include <cuda_runtime.h>
 
 #include <cstdlib>
