@@ -3,6 +3,7 @@
 #include "kernels/bf16_stream.cuh"
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_absorb.hpp"
+#include "kernels/mla_partials.cuh"
 
 // Layouts (mla_absorb.hpp has the formulas). R1: H 128, nope = v = 128, kv_lora 512, 132 SMs.
 //   absorb: grid (H, column blocks of 128), 4 warps of 32 columns. Lane l: group g = l / 4 (rows
@@ -28,7 +29,6 @@ constexpr int kUnabsorbWarps = 8;
 constexpr int kUnabsorbRowsPerWarp = 4;
 constexpr int kUnabsorbRowsPerBlock = kUnabsorbWarps * kUnabsorbRowsPerWarp;
 constexpr int kUnabsorbUnroll = 2;  // 256-column chunks a step loads
-constexpr int kMergeUnroll = 8;     // partitions' loads in flight per merged column (the combine's)
 
 // x rounded to bf16 (nearest even), as f32_to_bf16 rounds the cuBLAS path's inputs.
 __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
@@ -157,36 +157,14 @@ __global__ void __launch_bounds__(kUnabsorbWarps * 32)
     if (warp < NT) {
       const int64_t item = int64_t(warp) * num_heads + h;
       const float* maxima = o_lat + stats * kv_lora + item * parts;
-      const float* sums = maxima + stats;
-      float block_max = -INFINITY;
-      for (int p = lane; p < parts; p += 32) block_max = fmaxf(block_max, maxima[p]);
-#pragma unroll
-      for (int k = 16; k > 0; k /= 2) block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, k));
-      const float max_use = block_max == -INFINITY ? 0.0f : block_max;
-      float total = 0.0f;
-      for (int p = lane; p < parts; p += 32) {
-        const float wp = exp2f(maxima[p] - max_use);  // 0 for an empty partition
-        total += sums[p] * wp;
-        w_s[warp][p] = wp;
-      }
-#pragma unroll
-      for (int k = 16; k > 0; k /= 2) total += __shfl_xor_sync(0xffffffffu, total, k);
-      if (lane == 0) inv_s[warp] = 1.0f / total;
+      const float inv = mla_partials::weigh(maxima, maxima + stats, parts, lane, w_s[warp]);
+      if (lane == 0) inv_s[warp] = inv;
     }
     __syncthreads();
     for (int i = int(threadIdx.x); i < NT * kv_lora; i += int(blockDim.x)) {
       const int t = i / kv_lora, j = i % kv_lora;
-      const float* col = o_lat + (int64_t(t) * num_heads + h) * parts * kv_lora + j;
-      float acc = 0.0f;
-      int p = 0;
-      for (; p + kMergeUnroll <= parts; p += kMergeUnroll) {
-        float v[kMergeUnroll];
-#pragma unroll
-        for (int k = 0; k < kMergeUnroll; ++k) v[k] = col[int64_t(p + k) * kv_lora];
-#pragma unroll
-        for (int k = 0; k < kMergeUnroll; ++k) acc += v[k] * w_s[t][p + k];
-      }
-      for (; p < parts; ++p) acc += col[int64_t(p) * kv_lora] * w_s[t][p];
+      const float acc = mla_partials::merge_column(o_lat + (int64_t(t) * num_heads + h) * parts * kv_lora + j, kv_lora,
+                                                   parts, w_s[t]);
       o_s[i] = __bfloat16_as_ushort(__float2bfloat16_rn(acc * inv_s[t]));
     }
   } else {

@@ -10,6 +10,7 @@
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_decode.hpp"
+#include "kernels/mla_partials.cuh"
 
 namespace troupe::kernels {
 namespace {
@@ -218,7 +219,6 @@ __global__ void __launch_bounds__(kThreads)
 // blocks (not four columns a thread) keeps batch-1 steps, whose 128 heads x up to 128 partitions
 // are all the combine has, from waiting on one SM's round trips per head.
 constexpr int kCombineThreads = 128;
-constexpr int kCombineUnroll = 8;
 __global__ void __launch_bounds__(kCombineThreads)
     mla_combine_kernel(int num_heads, int kv_lora, int num_partitions, const float* __restrict__ workspace,
                        float* __restrict__ o_lat) {
@@ -231,36 +231,14 @@ __global__ void __launch_bounds__(kCombineThreads)
   const float* maxima = workspace + stats * kv_lora + item * num_partitions;
   const float* sums = maxima + stats;
   if (threadIdx.x < 32) {
-    const int lane = threadIdx.x;
-    float block_max = -INFINITY;
-    for (int p = lane; p < num_partitions; p += 32) block_max = fmaxf(block_max, maxima[p]);
-#pragma unroll
-    for (int k = 16; k > 0; k /= 2) block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, k));
-    const float max_use = block_max == -INFINITY ? 0.0f : block_max;
-    float total = 0.0f;
-    for (int p = lane; p < num_partitions; p += 32) {
-      const float w = exp2f(maxima[p] - max_use);  // 0 for an empty partition
-      total += sums[p] * w;
-      w_s[p] = w;
-    }
-#pragma unroll
-    for (int k = 16; k > 0; k /= 2) total += __shfl_xor_sync(0xffffffffu, total, k);
-    if (lane == 0) inv_s = 1.0f / total;
+    const float inv = mla_partials::weigh(maxima, sums, num_partitions, int(threadIdx.x), w_s);
+    if (threadIdx.x == 0) inv_s = inv;
   }
   __syncthreads();
   const int c = int(blockIdx.z) * kCombineThreads + int(threadIdx.x);
   if (c >= kv_lora) return;
-  const float* col = workspace + item * num_partitions * kv_lora + c;
-  float acc = 0.0f;
-  int p = 0;
-  for (; p + kCombineUnroll <= num_partitions; p += kCombineUnroll) {
-    float v[kCombineUnroll];
-#pragma unroll
-    for (int k = 0; k < kCombineUnroll; ++k) v[k] = col[int64_t(p + k) * kv_lora];
-#pragma unroll
-    for (int k = 0; k < kCombineUnroll; ++k) acc += v[k] * w_s[p + k];
-  }
-  for (; p < num_partitions; ++p) acc += col[int64_t(p) * kv_lora] * w_s[p];
+  const float acc =
+      mla_partials::merge_column(workspace + item * num_partitions * kv_lora + c, kv_lora, num_partitions, w_s);
   o_lat[item * kv_lora + c] = acc * inv_s;
 }
 
