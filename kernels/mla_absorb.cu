@@ -1,5 +1,7 @@
 #include <cuda_bf16.h>
 
+#include <type_traits>
+
 #include "kernels/bf16_stream.cuh"
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_absorb.hpp"
@@ -235,6 +237,23 @@ cudaError_t unabsorb_tokens(dim3 grid, cudaStream_t stream, const float* o_lat, 
                           tokens, weight, out, num_heads, nope, kv_lora, v_dim);
 }
 
+// f(std::integral_constant<int, n>{}) for n in 1..kMlaAbsorbMaxTokens: the kernels' token count is
+// a template parameter (their sums live in registers).
+template <typename F>
+cudaError_t by_tokens(int64_t n, F&& f) {
+  static_assert(kMlaAbsorbMaxTokens == 8, "one case a token count");
+  switch (n) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
 bool bad_heads(int64_t num_heads, int64_t rows_per_head, int64_t kv_lora) {
   return num_heads < 1 || num_heads > INT32_MAX || num_heads * rows_per_head * kv_lora > (int64_t(1) << 40);
 }
@@ -251,16 +270,9 @@ cudaError_t launch_mla_absorb_q_bf16(const float* q, const int32_t* tokens, cons
   const int64_t column_blocks = (kv_lora / 8 + kAbsorbPiecesPerBlock - 1) / kAbsorbPiecesPerBlock;
   const dim3 grid{unsigned(num_heads), unsigned(column_blocks)};
   const int H = int(num_heads), K = int(nope), R = int(rope), L = int(kv_lora), V = int(v_dim);
-  switch (n) {
-    case 1: return absorb_tokens<1>(grid, stream, q, tokens, weight, q_abs, H, K, R, L, V);
-    case 2: return absorb_tokens<2>(grid, stream, q, tokens, weight, q_abs, H, K, R, L, V);
-    case 3: return absorb_tokens<3>(grid, stream, q, tokens, weight, q_abs, H, K, R, L, V);
-    case 4: return absorb_tokens<4>(grid, stream, q, tokens, weight, q_abs, H, K, R, L, V);
-    case 5: return absorb_tokens<5>(grid, stream, q, tokens, weight, q_abs, H, K, R, L, V);
-    case 6: return absorb_tokens<6>(grid, stream, q, tokens, weight, q_abs, H, K, R, L, V);
-    case 7: return absorb_tokens<7>(grid, stream, q, tokens, weight, q_abs, H, K, R, L, V);
-    default: return absorb_tokens<8>(grid, stream, q, tokens, weight, q_abs, H, K, R, L, V);
-  }
+  return by_tokens(n, [&](auto nt) {
+    return absorb_tokens<decltype(nt)::value>(grid, stream, q, tokens, weight, q_abs, H, K, R, L, V);
+  });
 }
 
 namespace {
@@ -277,16 +289,9 @@ cudaError_t unabsorb(const float* o_lat, int64_t parts, const int32_t* tokens, c
   if (row_blocks > 65535) return cudaErrorInvalidValue;
   const dim3 grid{unsigned(num_heads), unsigned(row_blocks)};
   const int H = int(num_heads), K = int(nope), L = int(kv_lora), V = int(v_dim), P = int(parts);
-  switch (n) {
-    case 1: return unabsorb_tokens<1>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
-    case 2: return unabsorb_tokens<2>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
-    case 3: return unabsorb_tokens<3>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
-    case 4: return unabsorb_tokens<4>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
-    case 5: return unabsorb_tokens<5>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
-    case 6: return unabsorb_tokens<6>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
-    case 7: return unabsorb_tokens<7>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
-    default: return unabsorb_tokens<8>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
-  }
+  return by_tokens(n, [&](auto nt) {
+    return unabsorb_tokens<decltype(nt)::value>(grid, stream, o_lat, P, tokens, weight, out, H, K, L, V);
+  });
 }
 
 }  // namespace
