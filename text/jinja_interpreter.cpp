@@ -480,6 +480,7 @@ Result<std::shared_ptr<const Template>> Template::parse(const std::string& sourc
 }
 
 Result<std::string> Template::render(const ValueDict& variables, const RenderLimits& limits) const {
+  NamespaceScope namespaces;  // the namespaces' cycles end with the render
   try {
     return Renderer(source_, variables, limits).run(nodes_);
   } catch (const Failure& f) {

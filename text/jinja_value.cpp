@@ -62,9 +62,24 @@ Value Value::dict(ValueDict d) {
   return v;
 }
 
+namespace {
+thread_local std::vector<std::weak_ptr<ValueDict>>* g_namespaces = nullptr;  // the innermost NamespaceScope's
+}  // namespace
+
+NamespaceScope::NamespaceScope() : outer_(g_namespaces) { g_namespaces = &made_; }
+
+NamespaceScope::~NamespaceScope() {
+  g_namespaces = outer_;
+  for (const std::weak_ptr<ValueDict>& made : made_) {
+    // Moved out first: the items' destructors may end other namespaces of this list.
+    if (std::shared_ptr<ValueDict> d = made.lock()) std::vector<std::pair<std::string, Value>>().swap(d->items);
+  }
+}
+
 Value Value::ns(ValueDict d) {
   Value v = dict(std::move(d));
   v.kind_ = Kind::ns;
+  if (g_namespaces) g_namespaces->push_back(v.dict_);
   return v;
 }
 

@@ -94,6 +94,23 @@ class Value {
   std::shared_ptr<Callable> fn_;
 };
 
+// While one is alive on this thread, the namespaces created are remembered, and its end empties
+// them. A namespace is the one value a template can change after making it, so every cycle of
+// shared pointers runs through one (`{% set ns.self = ns %}`, or `ns.a = [ns]`): Python's collector
+// frees those, shared pointers never would. Template::render holds one; nothing made during a
+// render outlives it but the text.
+class NamespaceScope {
+ public:
+  NamespaceScope();
+  ~NamespaceScope();
+  NamespaceScope(const NamespaceScope&) = delete;
+  NamespaceScope& operator=(const NamespaceScope&) = delete;
+
+ private:
+  std::vector<std::weak_ptr<ValueDict>> made_;
+  std::vector<std::weak_ptr<ValueDict>>* outer_;
+};
+
 bool equals(const Value& a, const Value& b);  // Python ==
 int compare(const Value& a, const Value& b);  // Python <, >: -1/0/1, fails on mixed types
 std::string python_float_repr(double d);
