@@ -56,7 +56,7 @@ __device__ bool find_unit(const int32_t* __restrict__ active_begin, int num, int
   const int per = (num + kThreads - 1) / kThreads;
   const int i0 = min(tid * per, num), i1 = min(i0 + per, num);
   int mine = 0;
-  for (int i = i0; i < i1; ++i) mine += (active_begin[i + 1] - active_begin[i] + chunk - 1) / chunk;
+  for (int i = i0; i < i1; ++i) mine += (__ldcg(active_begin + i + 1) - __ldcg(active_begin + i) + chunk - 1) / chunk;
   int incl = mine;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
@@ -74,7 +74,7 @@ __device__ bool find_unit(const int32_t* __restrict__ active_begin, int num, int
   int first = before + incl - mine;  // this thread's first unit
   if (u >= first && u < first + mine) {
     for (int i = i0; i < i1; ++i) {
-      const int b = active_begin[i], e = active_begin[i + 1], units = (e - b + chunk - 1) / chunk;
+      const int b = __ldcg(active_begin + i), e = __ldcg(active_begin + i + 1), units = (e - b + chunk - 1) / chunk;
       if (u < first + units) {
         found[0] = i, found[1] = b + (u - first) * chunk, found[2] = min(e, b + (u - first + 1) * chunk);
         break;
@@ -102,14 +102,17 @@ __global__ void __maxnreg__(kRingRegisters<kRing> + 16)
   allow_dependents();  // the next kernel may become resident (gemv_tiles signals again, later: no-op)
   // The expert list and x_perm come from the kernels before: nothing, not even W, is known earlier.
   wait_for_prerequisites();
+  // The active list through L2 (ld.global.cg), never a line an earlier kernel left in this SM's L1:
+  // a guard while go70-72's fault (moe_f16_gemv.hpp) is not understood.
   int j = int(blockIdx.y), p_begin = 0, p_end = 0;
+  const int num = __ldcg(num_active);
   if (chunk > 1) {
-    if (!find_unit(active_begin, *num_active, chunk, int(blockIdx.y), &j, &p_begin, &p_end)) return;  // whole block
+    if (!find_unit(active_begin, num, chunk, int(blockIdx.y), &j, &p_begin, &p_end)) return;  // whole block
   } else {
-    if (j >= *num_active) return;  // the whole block, before any barrier
-    p_begin = active_begin[j], p_end = active_begin[j + 1];
+    if (j >= num) return;  // the whole block, before any barrier
+    p_begin = __ldcg(active_begin + j), p_end = __ldcg(active_begin + j + 1);
   }
-  const int expert = active_expert[j];
+  const int expert = __ldcg(active_expert + j);
   const uint8_t* w = w_of[expert];
   const float* w_scale = scale_of[expert];
   for (int p = p_begin; p < p_end; p += chunk) {

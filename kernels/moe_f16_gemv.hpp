@@ -21,6 +21,10 @@
 //     expert's 64 positions are 22 gate_up units, side by side, mostly from L2); max_active +
 //     max_positions / chunk block rows, those past the last unit returning at once.
 // Launch shapes depend on max_active, max_positions, tokens and the sizes only (step graphs).
+// Units are plain launches, one-token batches programmatic dependents: as programmatic dependents
+// the units failed the DeepSeek demo's 2-8 token step graphs with illegal addresses on the H200,
+// while compute-sanitizer runs and TROUPE_NO_PDL=1 runs passed (go70-go72); not understood. Both
+// read the active list through L2 (__ldcg) as a guard.
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA
