@@ -203,6 +203,14 @@ void ProfilingBackend::mla_write_latent(const Tensor& kv_a, const Tensor& norm_w
          [&] { inner_.mla_write_latent(kv_a, norm_weight, eps, positions, inv_freq, scale, slot_mapping, cache); });
 }
 
+void ProfilingBackend::mla_rope_and_write_latent(Tensor q, const Tensor& kv_a, const Tensor& norm_weight, float eps,
+                                                 const Tensor& positions, const Tensor& inv_freq, float scale,
+                                                 const Tensor& slot_mapping, Tensor cache) {
+  record("mla_rope_and_write_latent", [&] {
+    inner_.mla_rope_and_write_latent(q, kv_a, norm_weight, eps, positions, inv_freq, scale, slot_mapping, cache);
+  });
+}
+
 void ProfilingBackend::mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
                                            const AttentionMetadata& meta, float scale, Tensor out) {
   reads(kv_b_weight);

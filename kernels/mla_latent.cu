@@ -41,11 +41,11 @@ __global__ void rope_interleaved_kernel(float* x, const int32_t* positions, cons
 // Up to 128 rotary pairs (R1: 32): one warp per (token, head) row, 8 rows a block. Each lane
 // holds its pairs in registers until the whole warp has read them, then writes (in place).
 constexpr int kRopeRowsPerBlock = 8, kRopeMaxPairsPerLane = 4;
-__global__ void rope_interleaved_rows_kernel(float* x, const int32_t* positions, const float* inv_freq, int64_t rows,
-                                             int64_t num_heads, int64_t head_dim, int64_t half, float scale) {
-  allow_dependents();
-  wait_for_prerequisites();
-  const int64_t row = int64_t(blockIdx.x) * kRopeRowsPerBlock + threadIdx.x / 32;
+// Block `block`'s rows (after the wait). A warp past the last row returns.
+__device__ __forceinline__ void rope_rows(float* x, const int32_t* positions, const float* inv_freq, int64_t rows,
+                                          int64_t num_heads, int64_t head_dim, int64_t half, float scale,
+                                          int64_t block) {
+  const int64_t row = block * kRopeRowsPerBlock + threadIdx.x / 32;
   if (row >= rows) return;
   const int lane = int(threadIdx.x % 32);
   float* r = x + row * head_dim + head_dim - 2 * half;
@@ -71,14 +71,20 @@ __global__ void rope_interleaved_rows_kernel(float* x, const int32_t* positions,
   }
 }
 
-// One block per token: the RMS of the latent, then the normed latent and the roped k_pe.
-template <typename CacheT>
-__global__ void mla_write_latent_kernel(const float* kv_a, const float* weight, float eps, const int32_t* positions,
-                                        const float* inv_freq, float scale, const int32_t* slots, int64_t kv_lora,
-                                        int64_t half, CacheT* cache) {
+__global__ void rope_interleaved_rows_kernel(float* x, const int32_t* positions, const float* inv_freq, int64_t rows,
+                                             int64_t num_heads, int64_t head_dim, int64_t half, float scale) {
   allow_dependents();
   wait_for_prerequisites();
-  const int64_t t = blockIdx.x, entry = kv_lora + 2 * half;
+  rope_rows(x, positions, inv_freq, rows, num_heads, head_dim, half, scale, blockIdx.x);
+}
+
+// Token t's cache entry (after the wait; every thread of the block, kThreads of them): the RMS of
+// the latent, then the normed latent and the roped k_pe.
+template <typename CacheT>
+__device__ __forceinline__ void write_latent(const float* kv_a, const float* weight, float eps, const int32_t* positions,
+                                             const float* inv_freq, float scale, const int32_t* slots, int64_t kv_lora,
+                                             int64_t half, CacheT* cache, int64_t t) {
+  const int64_t entry = kv_lora + 2 * half;
   const float* row = kv_a + t * entry;
   CacheT* out = cache + int64_t(slots[t]) * entry;
   float sum_sq = 0.0f;
@@ -96,6 +102,34 @@ __global__ void mla_write_latent_kernel(const float* kv_a, const float* weight, 
   }
 }
 
+// One block per token.
+template <typename CacheT>
+__global__ void mla_write_latent_kernel(const float* kv_a, const float* weight, float eps, const int32_t* positions,
+                                        const float* inv_freq, float scale, const int32_t* slots, int64_t kv_lora,
+                                        int64_t half, CacheT* cache) {
+  allow_dependents();
+  wait_for_prerequisites();
+  write_latent(kv_a, weight, eps, positions, inv_freq, scale, slots, kv_lora, half, cache, blockIdx.x);
+}
+
+// Both in one launch: blocks [0, n) write the tokens' cache entries, the rest rope q's rows (the
+// rows kernel's blocks), kThreads threads each.
+static_assert(kThreads == 32 * kRopeRowsPerBlock, "one block size for both parts");
+template <typename CacheT>
+__global__ void mla_rope_write_latent_kernel(float* q, int64_t q_rows, int64_t q_heads, int64_t q_head_dim,
+                                             const float* kv_a, const float* weight, float eps,
+                                             const int32_t* positions, const float* inv_freq, float scale,
+                                             const int32_t* slots, int64_t n, int64_t kv_lora, int64_t half,
+                                             CacheT* cache) {
+  allow_dependents();
+  wait_for_prerequisites();
+  if (int64_t(blockIdx.x) < n) {
+    write_latent(kv_a, weight, eps, positions, inv_freq, scale, slots, kv_lora, half, cache, blockIdx.x);
+  } else {
+    rope_rows(q, positions, inv_freq, q_rows, q_heads, q_head_dim, half, scale, int64_t(blockIdx.x) - n);
+  }
+}
+
 template <typename CacheT>
 cudaError_t launch_write(const float* kv_a, const float* weight, float eps, const int32_t* positions,
                          const float* inv_freq, float scale, const int32_t* slots, int64_t n, int64_t kv_lora,
@@ -106,7 +140,39 @@ cudaError_t launch_write(const float* kv_a, const float* weight, float eps, cons
                           eps, positions, inv_freq, scale, slots, kv_lora, half, cache);
 }
 
+template <typename CacheT>
+cudaError_t launch_rope_write(float* q, int64_t q_heads, int64_t q_head_dim, const float* kv_a, const float* weight,
+                              float eps, const int32_t* positions, const float* inv_freq, float scale,
+                              const int32_t* slots, int64_t n, int64_t kv_lora, int64_t half, CacheT* cache,
+                              cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (bad_rows(n) || kv_lora <= 0 || half < 1 || half > 32 * kRopeMaxPairsPerLane || 2 * half > q_head_dim ||
+      q_heads <= 0 || q_heads > 65535 || !q || !kv_a || !weight || !positions || !inv_freq || !slots || !cache)
+    return cudaErrorInvalidValue;
+  const int64_t rows = n * q_heads, rope_blocks = (rows + kRopeRowsPerBlock - 1) / kRopeRowsPerBlock;
+  if (n + rope_blocks > INT32_MAX) return cudaErrorInvalidValue;
+  return launch_dependent(mla_rope_write_latent_kernel<CacheT>, dim3(unsigned(n + rope_blocks)), dim3(kThreads), 0,
+                          stream, q, rows, q_heads, q_head_dim, kv_a, weight, eps, positions, inv_freq, scale, slots, n,
+                          kv_lora, half, cache);
+}
+
 }  // namespace
+
+cudaError_t launch_mla_rope_write_latent_f32(float* q, int64_t q_heads, int64_t q_head_dim, const float* kv_a,
+                                             const float* norm_weight, float eps, const int32_t* positions,
+                                             const float* inv_freq, float scale, const int32_t* slots, int64_t n,
+                                             int64_t kv_lora, int64_t half, float* cache, cudaStream_t stream) {
+  return launch_rope_write(q, q_heads, q_head_dim, kv_a, norm_weight, eps, positions, inv_freq, scale, slots, n,
+                           kv_lora, half, cache, stream);
+}
+
+cudaError_t launch_mla_rope_write_latent_f32(float* q, int64_t q_heads, int64_t q_head_dim, const float* kv_a,
+                                             const float* norm_weight, float eps, const int32_t* positions,
+                                             const float* inv_freq, float scale, const int32_t* slots, int64_t n,
+                                             int64_t kv_lora, int64_t half, uint16_t* cache, cudaStream_t stream) {
+  return launch_rope_write(q, q_heads, q_head_dim, kv_a, norm_weight, eps, positions, inv_freq, scale, slots, n,
+                           kv_lora, half, reinterpret_cast<__nv_bfloat16*>(cache), stream);
+}
 
 cudaError_t launch_rope_interleaved_f32(float* x, const int32_t* positions, const float* inv_freq, int64_t n,
                                         int64_t num_heads, int64_t head_dim, int64_t half, float scale,

@@ -41,6 +41,19 @@ cudaError_t launch_mla_write_latent_f32(const float* kv_a, const float* norm_wei
                                         const int32_t* positions, const float* inv_freq, float scale,
                                         const int32_t* slots, int64_t n, int64_t kv_lora, int64_t half,
                                         uint16_t* cache, cudaStream_t stream);
+// Both in one launch (the decode step's MLA: one kernel boundary fewer): rope_interleaved of q
+// [n, q_heads, q_head_dim] (its last 2 * half dims) and the cache write of kv_a, the same
+// positions, inv_freq and scale for both, each as its launcher above computes it (the same device
+// code). Takes 1 <= half <= 128 (the rope's one-warp-a-row kernel; R1: 32); cudaErrorInvalidValue
+// otherwise, or for a null pointer, nothing launched; n == 0 does nothing.
+cudaError_t launch_mla_rope_write_latent_f32(float* q, int64_t q_heads, int64_t q_head_dim, const float* kv_a,
+                                             const float* norm_weight, float eps, const int32_t* positions,
+                                             const float* inv_freq, float scale, const int32_t* slots, int64_t n,
+                                             int64_t kv_lora, int64_t half, float* cache, cudaStream_t stream);
+cudaError_t launch_mla_rope_write_latent_f32(float* q, int64_t q_heads, int64_t q_head_dim, const float* kv_a,
+                                             const float* norm_weight, float eps, const int32_t* positions,
+                                             const float* inv_freq, float scale, const int32_t* slots, int64_t n,
+                                             int64_t kv_lora, int64_t half, uint16_t* cache, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -74,10 +74,9 @@ void MlaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvCac
     backend_.linear(x, q_weight_, Tensor(), q_flat);
     backend_.linear(x, kv_a_weight_, Tensor(), kv_a);
   }
-  backend_.rope_interleaved(q, meta.positions, inv_freq_, rope_scale_);
   Tensor& latent_cache = cache.component(cache_layer, 0);
-  backend_.mla_write_latent(kv_a, kv_a_norm_, eps_, meta.positions, inv_freq_, rope_scale_, meta.slot_mapping,
-                            latent_cache);
+  backend_.mla_rope_and_write_latent(q, kv_a, kv_a_norm_, eps_, meta.positions, inv_freq_, rope_scale_,
+                                     meta.slot_mapping, latent_cache);
   Tensor attn = backend_.empty(DType::f32, {n, num_heads_, mla_.v_head_dim});
   backend_.mla_paged_attention(q, latent_cache, kv_b_weight_, meta, softmax_scale_, attn);
   backend_.linear(attn.reshape({n, num_heads_ * mla_.v_head_dim}), o_weight_, Tensor(), out);

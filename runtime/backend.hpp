@@ -244,6 +244,15 @@ class Backend {
     (void)kv_a, (void)norm_weight, (void)eps, (void)positions, (void)inv_freq, (void)scale, (void)slot_mapping,
         (void)cache;
   }
+  // rope_interleaved(q, positions, inv_freq, scale), then mla_write_latent(kv_a, ...) with the same
+  // positions, inv_freq and scale: an MLA layer's two position-dependent steps, which a backend may
+  // run as one (CUDA: one launch).
+  virtual void mla_rope_and_write_latent(Tensor q, const Tensor& kv_a, const Tensor& norm_weight, float eps,
+                                         const Tensor& positions, const Tensor& inv_freq, float scale,
+                                         const Tensor& slot_mapping, Tensor cache) {
+    rope_interleaved(q, positions, inv_freq, scale);
+    mla_write_latent(kv_a, norm_weight, eps, positions, inv_freq, scale, slot_mapping, cache);
+  }
   // Causal paged MLA attention over the latent cache (see mla_write_latent). Per head h, a cached
   // token j expands to k_j = [W_k_h @ latent_j | k_pe_j] and v_j = W_v_h @ latent_j, where
   // kv_b_weight's rows are per head [k_nope rows (qk_nope) | v rows (v_dim)]; then as paged_attention.

@@ -109,6 +109,9 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   void rope_interleaved(Tensor x, const Tensor& positions, const Tensor& inv_freq, float scale) override;
   void mla_write_latent(const Tensor& kv_a, const Tensor& norm_weight, float eps, const Tensor& positions,
                         const Tensor& inv_freq, float scale, const Tensor& slot_mapping, Tensor cache) override;
+  void mla_rope_and_write_latent(Tensor q, const Tensor& kv_a, const Tensor& norm_weight, float eps,
+                                 const Tensor& positions, const Tensor& inv_freq, float scale,
+                                 const Tensor& slot_mapping, Tensor cache) override;
   void mla_paged_attention(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
                            const AttentionMetadata& meta, float scale, Tensor out) override;
   void add_rows_scaled(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& weights,

@@ -42,6 +42,35 @@ void CudaBackend::rope_interleaved(Tensor x, const Tensor& positions, const Tens
         "rope_interleaved");
 }
 
+// One launch for both where the rope takes its one-warp-a-row kernel (kernels/mla_latent.hpp);
+// TROUPE_MLA_ROPE_WRITE_FUSED=0 keeps the two (the A/B switch, read at each call).
+void CudaBackend::mla_rope_and_write_latent(Tensor q, const Tensor& kv_a, const Tensor& norm_weight, float eps,
+                                            const Tensor& positions, const Tensor& inv_freq, float scale,
+                                            const Tensor& slot_mapping, Tensor cache) {
+  const int64_t n = positions.numel(), half = inv_freq.numel(), head_dim = q.size(-1);
+  const bool fused = n > 0 && half >= 1 && half <= 128 && q.dtype() == DType::f32 && kv_a.dtype() == DType::f32 &&
+                     (cache.dtype() == DType::bf16 || cache.dtype() == DType::f32) &&
+                     !env_is_zero("TROUPE_MLA_ROPE_WRITE_FUSED");
+  if (!fused) {
+    Backend::mla_rope_and_write_latent(q, kv_a, norm_weight, eps, positions, inv_freq, scale, slot_mapping, cache);
+    return;
+  }
+  Tensor d_pos = on_device(positions), d_slots = on_device(slot_mapping);
+  if (replaying()) return;
+  const int64_t q_heads = q.numel() / (n * head_dim), kv_lora = norm_weight.numel();
+  const cudaError_t err =
+      cache.dtype() == DType::bf16
+          ? launch_mla_rope_write_latent_f32(q.data<float>(), q_heads, head_dim, kv_a.data<float>(),
+                                             norm_weight.data<float>(), eps, d_pos.data<int32_t>(),
+                                             inv_freq.data<float>(), scale, d_slots.data<int32_t>(), n, kv_lora, half,
+                                             cache.data<uint16_t>(), stream())
+          : launch_mla_rope_write_latent_f32(q.data<float>(), q_heads, head_dim, kv_a.data<float>(),
+                                             norm_weight.data<float>(), eps, d_pos.data<int32_t>(),
+                                             inv_freq.data<float>(), scale, d_slots.data<int32_t>(), n, kv_lora, half,
+                                             cache.data<float>(), stream());
+  check(err, "mla_rope_write_latent");
+}
+
 void CudaBackend::mla_write_latent(const Tensor& kv_a, const Tensor& norm_weight, float eps, const Tensor& positions,
                                    const Tensor& inv_freq, float scale, const Tensor& slot_mapping, Tensor cache) {
   Tensor d_pos = on_device(positions), d_slots = on_device(slot_mapping);

@@ -316,6 +316,56 @@ OpCase mla_write_latent_case(int64_t n, int64_t kv_lora, int64_t half) {
           }};
 }
 
+// Both in one launch (launch_mla_rope_write_latent_f32): q's rope and the cache write against the
+// two references, the same positions for both.
+template <class CacheT>
+OpCase mla_rope_write_latent_case(int64_t n, int64_t heads, int64_t head_dim, int64_t kv_lora, int64_t half) {
+  return {"mla_rope_write_latent", cache_variant<CacheT>(),
+          sizes({{"n", n}, {"heads", heads}, {"head_dim", head_dim}, {"lora", kv_lora}, {"rotary", 2 * half}}),
+          [=](std::mt19937& rng) {
+            OpRun r;
+            const size_t q_count = size_t(n * heads * head_dim);
+            float* q = r.host<float>(q_count);
+            fill_normal(q, q_count, rng);
+            const int64_t entry = kv_lora + 2 * half, num_slots = (2 * n + 15) / 16 * 16 + 16;
+            float* kv_a = r.host<float>(size_t(n * entry));
+            fill_normal(kv_a, size_t(n * entry), rng, 3.0f);
+            float* weight = r.host<float>(size_t(kv_lora));
+            fill_normal(weight, size_t(kv_lora), rng);
+            int32_t* pos = r.host<int32_t>(size_t(n));
+            for (int64_t t = 0; t < n; ++t) pos[t] = int32_t(rng() % 8192);
+            std::vector<int32_t> all(static_cast<size_t>(num_slots));
+            std::iota(all.begin(), all.end(), 0);
+            std::shuffle(all.begin(), all.end(), rng);
+            int32_t* slots = r.host<int32_t>(size_t(n));
+            std::copy(all.begin(), all.begin() + n, slots);
+            const float* inv_freq = make_inv_freq(r, half);
+            float* d_q = r.device(q, q_count);
+            const float* d_kv_a = r.device(kv_a, size_t(n * entry));
+            const float* d_weight = r.device(weight, size_t(kv_lora));
+            const int32_t* d_pos = r.device(pos, size_t(n));
+            const int32_t* d_slots = r.device(slots, size_t(n));
+            const float* d_freq = r.device(inv_freq, size_t(half));
+            const size_t cache_count = size_t(num_slots * entry);
+            CacheT* cache = r.poisoned<CacheT>(cache_count);
+            CacheT* ref = r.host<CacheT>(cache_count, poison_value<CacheT>());
+            constexpr float eps = 1e-6f;
+            r.launch = [=](cudaStream_t s) {
+              return launch_mla_rope_write_latent_f32(d_q, heads, head_dim, d_kv_a, d_weight, eps, d_pos, d_freq,
+                                                      kRopeScale, d_slots, n, kv_lora, half, cache, s);
+            };
+            r.reference = [=] {
+              rope_interleaved_ref(q, pos, inv_freq, n, heads, head_dim, half, kRopeScale);
+              mla_write_latent_ref(kv_a, weight, eps, pos, inv_freq, kRopeScale, slots, n, kv_lora, half, ref);
+            };
+            r.expect("q", Elem::f32, d_q, q, Elem::f32, q_count, kF32Tolerance);
+            constexpr double tolerance = std::is_same_v<CacheT, float> ? kF32Tolerance : kBf16Tolerance;
+            r.expect("cache", cache_elem<CacheT>(), cache, ref, cache_elem<CacheT>(), cache_count, tolerance);
+            r.bytes = double(q_count) * 8 + double(n * entry) * (4 + sizeof(CacheT));
+            return r;
+          }};
+}
+
 // scatter: rows distinct, the rest of out keeps its values. add: distinct rows or each row twice.
 OpCase scatter_case(bool add, bool repeated, int64_t num_rows, int64_t dim) {
   std::string dims = sizes({{"rows", num_rows}, {"dim", dim}});
@@ -434,6 +484,10 @@ void add_mla_cases(std::vector<OpCase>& t) {
       t.push_back(mla_write_latent_case<float>(n, lora, half));
       t.push_back(mla_write_latent_case<uint16_t>(n, lora, half));
     }
+    // One launch for both: the fixtures' dims, R1's (rope blocks after n write blocks), 100 pairs.
+    t.push_back(mla_rope_write_latent_case<float>(n, 4, 24, 32, 4));
+    t.push_back(mla_rope_write_latent_case<uint16_t>(n, 128, 192, 512, 32));
+    t.push_back(mla_rope_write_latent_case<uint16_t>(n, 3, 400, 136, 100));
   }
   for (int64_t dim : {7, 111, 7168}) {
     for (int64_t rows : {1, 19, 99}) {

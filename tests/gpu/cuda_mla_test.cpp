@@ -18,6 +18,7 @@
 #include "kernels/host_bf16.hpp"
 #include "kernels/mla_absorb.hpp"
 #include "kernels/mla_decode.hpp"
+#include "kernels/mla_latent.hpp"
 #include "models/model_loader.hpp"
 #include "runtime/attention_metadata.hpp"
 #include "runtime/safetensors_file.hpp"
@@ -327,6 +328,15 @@ TEST(CudaMla, LaunchersRefuseBadShapes) {
   EXPECT_EQ(launch_mla_unabsorb_out_bf16(out, nullptr, w, out, 9, 128, 128, 512, 128, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_mla_unabsorb_out_bf16(out, nullptr, w, out, 1, 128, 128, 508, 128, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_mla_unabsorb_out_bf16(out, nullptr, w, out, 1, 128, 128, 512, 0, nullptr), cudaErrorInvalidValue);
+  // The rope and cache write in one launch: 1..128 rotary pairs (the rope's one-warp-a-row kernel).
+  EXPECT_EQ(launch_mla_rope_write_latent_f32(out, 4, 400, out, out, 1e-6f, i, out, 1.0f, i, 1, 32, 129, out, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_rope_write_latent_f32(out, 4, 400, out, out, 1e-6f, i, out, 1.0f, i, 1, 32, 0, out, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(launch_mla_rope_write_latent_f32(out, 4, 16, out, out, 1e-6f, i, out, 1.0f, i, 1, 32, 9, out, nullptr),
+            cudaErrorInvalidValue);  // 2 * half > head_dim
+  EXPECT_EQ(launch_mla_rope_write_latent_f32(out, 4, 400, out, out, 1e-6f, i, out, 1.0f, i, 0, 32, 9, out, nullptr),
+            cudaSuccess);  // no token: nothing to do
   // Its merging twin takes 2..128 partitions; the combine kernel alone the same.
   EXPECT_EQ(launch_mla_unabsorb_partials_bf16(out, 1, nullptr, w, out, 1, 128, 128, 512, 128, nullptr),
             cudaErrorInvalidValue);
