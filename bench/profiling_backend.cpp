@@ -128,6 +128,15 @@ void ProfilingBackend::linear(const Tensor& x, const Tensor& weight, const Tenso
   record(name, [&] { inner_.linear(x, weight, bias, out); });
 }
 
+void ProfilingBackend::rmsnorm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
+                                      Tensor out) {
+  if (!recording_) return inner_.rmsnorm_linear(x, norm_weight, eps, weight, out);
+  const std::string name = "rmsnorm_linear " + std::to_string(weight.size(0)) + "x" + std::to_string(weight.size(1)) +
+                           (weight.dtype() == DType::f8_e4m3 ? " fp8" : "");
+  reads(weight);
+  record(name, [&] { inner_.rmsnorm_linear(x, norm_weight, eps, weight, out); });
+}
+
 void ProfilingBackend::rope(Tensor q, Tensor k, const Tensor& positions, const Tensor& inv_freq) {
   record("rope", [&] { inner_.rope(q, k, positions, inv_freq); });
 }

@@ -18,6 +18,16 @@ __global__ void __maxnreg__(kRingRegisters<kRing>)
   gemv_tiles<kRing>(x, k, w, w_scale, m, k, num_kb, sharing, RowTiles<OT, false>{{n}, out, 1.0f});
 }
 
+// x RMS-normed on the way in (gemv_tiles' kNorm): fp32 x, fp32 out.
+template <int kRing>
+__global__ void __maxnreg__(kRingRegisters<kRing>)
+    fp8_gemv_f16_norm_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w,
+                             const float* __restrict__ w_scale, float* __restrict__ out, int m, int n, int k,
+                             int num_kb, int sharing, const float* __restrict__ norm_weight, float eps) {
+  gemv_tiles<kRing, true>(x, k, w, w_scale, m, k, num_kb, sharing, RowTiles<float, false>{{n}, out, 1.0f},
+                          norm_weight, eps);
+}
+
 // Two products of one x whose weights lie back to back in one [n, k] buffer and one scale table
 // (rows [0, n_a) then [n_a, n), n_a a multiple of 128): tiles as RowTiles over all n rows, row r's
 // sums to out_a[t, r] below n_a, else out_b[t, r - n_a].
@@ -82,7 +92,26 @@ cudaError_t launch_f16_split(const XT* x, const uint8_t* w, const float* w_scale
                           int(m), int(n_a), int(n_a + n_b), int(k), int(fp8_num_blocks(k)), p.sharing);
 }
 
+cudaError_t launch_norm(const float* x, const float* norm_weight, float eps, const uint8_t* w, const float* w_scale,
+                        float* out, int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+  if (!x || !norm_weight || !w || !w_scale || !out || !fp8_gemv_f16_supported(m, n, k, x, w))
+    return cudaErrorInvalidValue;
+  const auto kernel = ring_buffers() == 4 ? fp8_gemv_f16_norm_kernel<4> : fp8_gemv_f16_norm_kernel<3>;
+  F16Plan p;
+  if (cudaError_t err = plan_f16(reinterpret_cast<const void*>(kernel), m, (n + kTileRows - 1) / kTileRows, k, 1, &p);
+      err != cudaSuccess)
+    return err;
+  return launch_dependent(kernel, dim3(unsigned(p.grid)), dim3(kThreads), p.smem, stream, x, w, w_scale, out, int(m),
+                          int(n), int(k), int(fp8_num_blocks(k)), p.sharing, norm_weight, eps);
+}
+
 }  // namespace
+
+cudaError_t launch_fp8_gemv_f16_rmsnorm(const float* x, const float* norm_weight, float eps, const uint8_t* w,
+                                        const float* w_scale, float* out, int64_t m, int64_t n, int64_t k,
+                                        cudaStream_t stream) {
+  return launch_norm(x, norm_weight, eps, w, w_scale, out, m, n, k, stream);
+}
 
 bool fp8_gemv_f16_supported(int64_t m, int64_t n, int64_t k, const void* x, const void* w) {
   return m >= 1 && m <= kFp8GemvF16MaxTokens && n >= 1 && n <= INT32_MAX - kTileRows && k > 0 && k % 16 == 0 &&

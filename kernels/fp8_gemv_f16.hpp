@@ -36,6 +36,15 @@ cudaError_t launch_fp8_gemv_f16(const float* x, const uint8_t* w, const float* w
 cudaError_t launch_fp8_gemv_f16(const uint16_t* x, const uint8_t* w, const float* w_scale, uint16_t* out, int64_t m,
                                 int64_t n, int64_t k, cudaStream_t stream);
 
+// out = rmsnorm(x) W^T: x [m, k] fp32 RMS-normed on the way in (rmsnorm's formula: x * rsqrt(mean
+// of x^2 over k + eps) * norm_weight [k]), one launch instead of rmsnorm's and this one's. The
+// normed x is not rounded to bf16 as rmsnorm's bf16 output is (fp8_gemv_f16_tiles.cuh's gemv_tiles
+// says how it stages). cudaErrorInvalidValue as launch_fp8_gemv_f16, or for a null norm_weight.
+// Launched as a programmatic dependent.
+cudaError_t launch_fp8_gemv_f16_rmsnorm(const float* x, const float* norm_weight, float eps, const uint8_t* w,
+                                        const float* w_scale, float* out, int64_t m, int64_t n, int64_t k,
+                                        cudaStream_t stream);
+
 // Two products of one x in one launch: w [n_a + n_b, k] holds W_a's rows then W_b's, w_scale their
 // scale rows in the same order (n_a a multiple of 128, so W_b's scale rows start a block);
 // out_a[m, n_a] = x W_a^T, out_b[m, n_b] = x W_b^T, fp32, each as launch_fp8_gemv_f16 computes

@@ -155,10 +155,16 @@ struct RowTiles : SixteenRowTiles {
 // warp, 16 registers) takes them to 112 and 128 (the MoE gate_up spills 4 bytes there), two CTAs
 // filling the file; the steps gained all the same (one H200 run, go52): Llama-3-8B FP8 b1 3.187
 // against 3.235 ms, R1's reduced shape 2.092 against 2.130 (bench/results/*2026-12-04_*ring*).
-template <int kRing = 3, typename XT, class Out>
+// With kNorm, x is RMS-normed on the way in (rmsnorm's formula, x * rsqrt(mean(x^2) + eps) *
+// norm_weight): the staging multiplies each value by norm_weight and adds the token's squares, and
+// the token's rsqrt then joins its blocks' 2^e, so the loop below is the plain one. Unlike
+// rmsnorm then this kernel, the normed x is not rounded to bf16 between them (x * w is rounded to
+// f16 with its block's exponent, 3 more bits).
+template <int kRing = 3, bool kNorm = false, typename XT, class Out>
 __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_stride, const uint8_t* __restrict__ w,
                                            const float* __restrict__ w_scale, int m, int k, int num_kb, int sharing,
-                                           const Out& out) {
+                                           const Out& out, const float* __restrict__ norm_weight = nullptr,
+                                           float eps = 0.0f) {
   extern __shared__ uint4 smem[];
   __shared__ float sums[2][kWarps][4][32];
   const int row_halves = num_kb * 128 + kRowPad;
@@ -203,8 +209,15 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
   // 4 items per pass and issues the loads of kBatch passes before it reduces any (the items' loads
   // are independent; done one by one they cost a round trip each, several microseconds at K 14336;
   // more passes at once do not fit the 96 registers).
-  constexpr int kBatch = 2;
+  // The norm's weights take the registers of a second pass (kBatch 1: one pass covers 32 items, R1's
+  // q_b at K 1,536 has 12 a token).
+  constexpr int kBatch = kNorm ? 1 : 2;
   const int items = m * num_kb, quad = lane / 8, eighth = lane % 8;
+  __shared__ float squares[kNorm ? 8 : 1];  // per token (m <= 8)
+  if constexpr (kNorm) {
+    if (threadIdx.x < 8) squares[threadIdx.x] = 0.0f;
+    __syncthreads();
+  }
   for (int base = warp * 4; base < items; base += kWarps * 4 * kBatch) {
     RawOf<XT> raw[kBatch];
 #pragma unroll
@@ -218,6 +231,18 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
       const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
       float v[16];
       widen(raw[b], v);
+      if constexpr (kNorm) {
+        const int64_t k0 = int64_t(kb) * kFp8BlockSize + 16 * eighth;
+        float square = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          square = fmaf(v[i], v[i], square);
+          v[i] *= item < items && k0 + i < k ? __ldg(norm_weight + k0 + i) : 0.0f;
+        }
+#pragma unroll
+        for (int offset = 4; offset > 0; offset /= 2) square += __shfl_xor_sync(0xffffffffu, square, offset);
+        if (eighth == 0 && item < items) atomicAdd(&squares[tok], square);
+      }
       float amax = 0.0f;
 #pragma unroll
       for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(v[i]));
@@ -242,6 +267,11 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     }
   }
   __syncthreads();
+  if constexpr (kNorm) {  // each token's rsqrt joins its blocks' 2^e
+    for (int i = int(threadIdx.x); i < items; i += kThreads)
+      xe[i] *= rsqrtf(squares[i / num_kb] / float(k) + eps);
+    __syncthreads();
+  }
   if (!working) return;  // no CTA-wide barrier follows
 
   const int xt = min(g, m - 1);  // the token of this lane's B column (column g; past m a copy)

@@ -67,9 +67,7 @@ void MlaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvCac
   if (q_a_weight_.defined()) {
     Tensor q_a = backend_.empty(DType::f32, {n, mla_.q_lora_rank});
     backend_.linear_pair(x, q_a_weight_, kv_a_weight_, q_a, kv_a);
-    Tensor q_a_normed = backend_.empty(backend_.matmul_input_dtype(), {n, mla_.q_lora_rank});
-    backend_.rmsnorm(q_a, q_a_norm_, eps_, q_a_normed);
-    backend_.linear(q_a_normed, q_b_weight_, Tensor(), q_flat);
+    backend_.rmsnorm_linear(q_a, q_a_norm_, eps_, q_b_weight_, q_flat);
   } else {
     backend_.linear(x, q_weight_, Tensor(), q_flat);
     backend_.linear(x, kv_a_weight_, Tensor(), kv_a);

@@ -117,6 +117,15 @@ class Backend {
   // out = x @ weight^T (+ bias). x: [n, in]; weight: [out_features, in]; bias: [out_features] or
   // undefined; out: [n, out_features] fp32. x fp32 or matmul_input_dtype().
   virtual void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) = 0;
+  // out = linear(rmsnorm(x, norm_weight, eps), weight), no bias: a norm whose output only this
+  // product reads (MLA's q_a_layernorm before q_b), which a backend may fuse into the product (CUDA:
+  // FP8 decode GEMVs). x: [n, in] fp32; the default rounds the normed x to matmul_input_dtype().
+  virtual void rmsnorm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
+                              Tensor out) {
+    Tensor normed = empty(matmul_input_dtype(), x.shape());
+    rmsnorm(x, norm_weight, eps, normed);
+    linear(normed, weight, Tensor(), out);
+  }
   // FP8 block-scaled linear (DeepSeek-V3/R1 checkpoints, runtime/fp8_block.hpp): out = x @ W^T with
   // W[r, c] = weight_fp8[r, c] * scale_inv[r / 128, c / 128] (128 x 128 blocks, edge blocks partial).
   // x: [n, in] fp32 or matmul_input_dtype(); weight_fp8: [out, in] f8_e4m3 and scale_inv:

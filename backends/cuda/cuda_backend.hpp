@@ -81,6 +81,8 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
   void add_rmsnorm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out) override;
+  void rmsnorm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
+                      Tensor out) override;
   // FP8 block weights back to back (weight_b's rows and scale rows right after weight_a's, weight_a
   // whole 128-row blocks) at decode sizes the f16 kernel takes: one launch for both
   // (kernels/fp8_gemv_f16.hpp's split launch). Otherwise two linear calls.

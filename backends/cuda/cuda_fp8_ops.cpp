@@ -63,6 +63,30 @@ void CudaBackend::linear_fp8_weight(const Tensor& x, const Tensor& weight, const
   linear_fp8_block(x, weight, weight.block_scale(), out);
 }
 
+// An FP8 block weight at decode sizes whose GEMV is the f16 tensor-core one takes the norm in its
+// staging (kernels/fp8_gemv_f16.hpp's launch_fp8_gemv_f16_rmsnorm): one launch, no normed copy.
+// TROUPE_FP8_NORM_FUSED=0 keeps rmsnorm then linear (the A/B switch, read at each call).
+void CudaBackend::rmsnorm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
+                                 Tensor out) {
+  const int64_t in = x.dim() == 2 ? x.size(1) : 0, n = x.dim() == 2 ? x.size(0) : 0;
+  const char* env = std::getenv("TROUPE_FP8_NORM_FUSED");
+  const bool fused = weight.dtype() == DType::f8_e4m3 && weight.has_block_scale() && x.dtype() == DType::f32 &&
+                     x.device() == Device::cuda && out.dtype() == DType::f32 && norm_weight.dtype() == DType::f32 &&
+                     norm_weight.device() == Device::cuda && norm_weight.numel() == in && weight.dim() == 2 &&
+                     weight.size(1) == in && n >= 1 &&
+                     fp8_gemv_runs_f16(n, weight.size(0), in, x.raw(), weight.raw()) &&
+                     !(env && std::strcmp(env, "0") == 0);
+  if (!fused) {
+    Backend::rmsnorm_linear(x, norm_weight, eps, weight, out);
+    return;
+  }
+  if (replaying()) return;
+  check(launch_fp8_gemv_f16_rmsnorm(x.data<float>(), norm_weight.data<float>(), eps, weight.data<uint8_t>(),
+                                    weight.block_scale().data<float>(), out.data<float>(), n, weight.size(0), in,
+                                    stream()),
+        "fp8_gemv_f16_rmsnorm");
+}
+
 namespace {
 // The first decode size that takes cuBLASLt (kernels/fp8_block_gemm.hpp's kFp8LtMinTokens) unless
 // TROUPE_FP8_LT_MIN_TOKENS says otherwise, a diagnostic for A/B runs (65: never); read at each

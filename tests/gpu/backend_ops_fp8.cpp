@@ -234,6 +234,48 @@ OpCase gemv_split_case(Fp8Shape c, int64_t n_a, bool bf16_x) {
           }};
 }
 
+// The product of an RMS-normed x (launch_fp8_gemv_f16_rmsnorm) against rmsnorm in fp64, not rounded,
+// then fp8_block_gemm_ref. The kernel rounds x * norm_weight to f16 with its block's exponent (11
+// bits, about 2^-12 relative a value), so the output's NMSE is about 1e-8; bounded at 1e-6, where a
+// wrong rsqrt, a token's squares summed into another's or a norm weight off by one column are O(1).
+// Tokens 10^-2..10^2 apart in scale (fill_activations), so each token's own rsqrt shows.
+constexpr double kFp8GemvNormTolerance = 1e-6;
+OpCase gemv_norm_case(Fp8Shape c) {
+  return {"fp8_gemv_f16_rmsnorm", "f32 x->f32", fp8_sizes(c), [=](std::mt19937& rng) {
+            OpRun r;
+            const size_t x_count = size_t(c.m * c.k), out_count = size_t(c.m * c.n);
+            uint8_t* w = nullptr;
+            float* w_scale = nullptr;
+            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
+            float* x = r.host<float>(x_count);
+            fill_activations(x, c.m, c.k, rng);
+            float* norm = r.host<float>(size_t(c.k));
+            std::normal_distribution<float> around_one(1.0f, 0.3f);
+            for (int64_t i = 0; i < c.k; ++i) norm[i] = around_one(rng);
+            constexpr float eps = 1e-6f;
+            const float* dx = r.device(x, x_count);
+            const float* d_norm = r.device(norm, size_t(c.k));
+            float* out = r.poisoned<float>(out_count);
+            float* normed = r.host<float>(x_count);
+            double* ref = r.host<double>(out_count);
+            r.launch = [=](cudaStream_t s) {
+              return launch_fp8_gemv_f16_rmsnorm(dx, d_norm, eps, dw, d_scale, out, c.m, c.n, c.k, s);
+            };
+            r.reference = [=] {
+              for (int64_t t = 0; t < c.m; ++t) {
+                double squares = 0;
+                for (int64_t i = 0; i < c.k; ++i) squares += double(x[t * c.k + i]) * x[t * c.k + i];
+                const double inv = 1.0 / std::sqrt(squares / double(c.k) + eps);
+                for (int64_t i = 0; i < c.k; ++i) normed[t * c.k + i] = float(x[t * c.k + i] * inv * norm[i]);
+              }
+              fp8_block_gemm_ref(normed, nullptr, w, w_scale, ref, c.m, c.n, c.k);
+            };
+            r.expect("out", Elem::f32, out, ref, Elem::f64, out_count, kFp8GemvNormTolerance);
+            r.bytes = double(c.n * c.k + x_count * 4 + out_count * 4);
+            return r;
+          }};
+}
+
 cublasLtHandle_t lt_handle() {
   static cublasLtHandle_t handle = [] {
     cublasLtHandle_t h = nullptr;
@@ -337,6 +379,13 @@ void add_fp8_cases(std::vector<OpCase>& t) {
   t.push_back(gemv_split_case({6, 2112, 7168}, 1536, true));
   t.push_back(gemv_split_case({3, 200, 336}, 128, false));
   t.push_back(gemv_split_case({5, 386, 1024}, 256, true));
+
+  // The norm in the staging: R1's q_b K (1,536) at 1 and 8 tokens; a partial tile, scale row and K
+  // block (3 tokens, 2200 x 2064); a last K block of 16 (1040); few tiles (the launcher takes them,
+  // the backend does not ask it to).
+  for (const Fp8Shape& c : std::vector<Fp8Shape>{{1, 4096, 1536}, {8, 4096, 1536}, {3, 2200, 2064}, {2, 2112, 1040},
+                                                 {5, 200, 336}})
+    t.push_back(gemv_norm_case(c));
 
   // Prefill: M = 1, 3, 17, 130 and tiles of 128; partial N and K blocks; K % 16 != 0 (328, 1000).
   const Fp8Shape gemm[] = {{1, 200, 328},   {3, 256, 128},    {17, 130, 384},    {130, 576, 2048},

@@ -13,6 +13,7 @@
 
 #include "kernels/attention_decode.hpp"
 #include "kernels/attention_decode_mma.hpp"
+#include "kernels/fp8_gemv_f16.hpp"
 #include "kernels/gemv.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
@@ -79,6 +80,14 @@ TEST(KernelLaunchers, RejectBadSizes) {
   EXPECT_EQ(launch_gemv_bf16(some, w16, nullptr, some + 512, 9, 4, 4, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_gemv_bf16(some, w16, nullptr, some + 512, 1, 0, 4, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_gemv_bf16(some, w16, nullptr, some + 512, 1, 4, 0, nullptr), cudaErrorInvalidValue);
+  // The FP8 GEMV with the norm in its staging: fp8_gemv_f16_supported's sizes and a norm weight.
+  const auto* w8 = reinterpret_cast<const uint8_t*>(some);
+  EXPECT_EQ(launch_fp8_gemv_f16_rmsnorm(some, nullptr, 1e-6f, w8, some, some + 512, 1, 16, 128, nullptr),
+            cudaErrorInvalidValue);  // no norm weight
+  EXPECT_EQ(launch_fp8_gemv_f16_rmsnorm(some, some, 1e-6f, w8, some, some + 512, 9, 16, 128, nullptr),
+            cudaErrorInvalidValue);  // 9 tokens
+  EXPECT_EQ(launch_fp8_gemv_f16_rmsnorm(some, some, 1e-6f, w8, some, some + 512, 1, 16, 120, nullptr),
+            cudaErrorInvalidValue);  // k % 16
   EXPECT_EQ(launch_gemv_bf16(nullptr, w16, nullptr, some + 512, 1, 4, 4, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_gemv_bf16_x16(w16, w16, nullptr, some + 512, 0, 4, 4, nullptr), cudaSuccess);
   EXPECT_EQ(launch_gemv_bf16_x16(w16, w16, nullptr, some + 512, 9, 4, 4, nullptr), cudaErrorInvalidValue);
