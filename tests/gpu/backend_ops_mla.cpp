@@ -275,29 +275,51 @@ OpCase rope_interleaved_case(int64_t n, int64_t heads, int64_t head_dim, int64_t
           }};
 }
 
+// A cache write's inputs on the host and the device: kv_a (values of scale 3), the norm weight,
+// positions up to 8,191, n distinct slots of a cache of num_slots entries, inv_freq.
+struct LatentWrite {
+  int64_t entry = 0, num_slots = 0;
+  float *kv_a = nullptr, *weight = nullptr;
+  int32_t *pos = nullptr, *slots = nullptr;
+  const float* inv_freq = nullptr;
+  const float *d_kv_a = nullptr, *d_weight = nullptr, *d_freq = nullptr;
+  const int32_t *d_pos = nullptr, *d_slots = nullptr;
+};
+LatentWrite latent_write(OpRun& r, int64_t n, int64_t kv_lora, int64_t half, std::mt19937& rng) {
+  LatentWrite in;
+  in.entry = kv_lora + 2 * half;
+  in.num_slots = (2 * n + 15) / 16 * 16 + 16;
+  in.kv_a = r.host<float>(size_t(n * in.entry));
+  fill_normal(in.kv_a, size_t(n * in.entry), rng, 3.0f);
+  in.weight = r.host<float>(size_t(kv_lora));
+  fill_normal(in.weight, size_t(kv_lora), rng);
+  in.pos = r.host<int32_t>(size_t(n));
+  for (int64_t t = 0; t < n; ++t) in.pos[t] = int32_t(rng() % 8192);
+  std::vector<int32_t> all(static_cast<size_t>(in.num_slots));
+  std::iota(all.begin(), all.end(), 0);
+  std::shuffle(all.begin(), all.end(), rng);
+  in.slots = r.host<int32_t>(size_t(n));
+  std::copy(all.begin(), all.begin() + n, in.slots);
+  in.inv_freq = make_inv_freq(r, half);
+  in.d_kv_a = r.device(in.kv_a, size_t(n * in.entry));
+  in.d_weight = r.device(in.weight, size_t(kv_lora));
+  in.d_pos = r.device(in.pos, size_t(n));
+  in.d_slots = r.device(in.slots, size_t(n));
+  in.d_freq = r.device(in.inv_freq, size_t(half));
+  return in;
+}
+
 template <class CacheT>
 OpCase mla_write_latent_case(int64_t n, int64_t kv_lora, int64_t half) {
   return {"mla_write_latent", cache_variant<CacheT>(), sizes({{"n", n}, {"lora", kv_lora}, {"rotary", 2 * half}}),
           [=](std::mt19937& rng) {
             OpRun r;
-            const int64_t entry = kv_lora + 2 * half, num_slots = (2 * n + 15) / 16 * 16 + 16;
-            float* kv_a = r.host<float>(size_t(n * entry));
-            fill_normal(kv_a, size_t(n * entry), rng, 3.0f);
-            float* weight = r.host<float>(size_t(kv_lora));
-            fill_normal(weight, size_t(kv_lora), rng);
-            int32_t* pos = r.host<int32_t>(size_t(n));
-            for (int64_t t = 0; t < n; ++t) pos[t] = int32_t(rng() % 8192);
-            std::vector<int32_t> all(static_cast<size_t>(num_slots));
-            std::iota(all.begin(), all.end(), 0);
-            std::shuffle(all.begin(), all.end(), rng);
-            int32_t* slots = r.host<int32_t>(size_t(n));
-            std::copy(all.begin(), all.begin() + n, slots);
-            const float* inv_freq = make_inv_freq(r, half);
-            const float* d_kv_a = r.device(kv_a, size_t(n * entry));
-            const float* d_weight = r.device(weight, size_t(kv_lora));
-            const int32_t* d_pos = r.device(pos, size_t(n));
-            const int32_t* d_slots = r.device(slots, size_t(n));
-            const float* d_freq = r.device(inv_freq, size_t(half));
+            const LatentWrite in = latent_write(r, n, kv_lora, half, rng);
+            const int64_t entry = in.entry, num_slots = in.num_slots;
+            const float *kv_a = in.kv_a, *weight = in.weight, *inv_freq = in.inv_freq;
+            const int32_t *pos = in.pos, *slots = in.slots;
+            const float *d_kv_a = in.d_kv_a, *d_weight = in.d_weight, *d_freq = in.d_freq;
+            const int32_t *d_pos = in.d_pos, *d_slots = in.d_slots;
             const size_t cache_count = size_t(num_slots * entry);
             CacheT* cache = r.poisoned<CacheT>(cache_count);
             CacheT* ref = r.host<CacheT>(cache_count, poison_value<CacheT>());
@@ -327,25 +349,13 @@ OpCase mla_rope_write_latent_case(int64_t n, int64_t heads, int64_t head_dim, in
             const size_t q_count = size_t(n * heads * head_dim);
             float* q = r.host<float>(q_count);
             fill_normal(q, q_count, rng);
-            const int64_t entry = kv_lora + 2 * half, num_slots = (2 * n + 15) / 16 * 16 + 16;
-            float* kv_a = r.host<float>(size_t(n * entry));
-            fill_normal(kv_a, size_t(n * entry), rng, 3.0f);
-            float* weight = r.host<float>(size_t(kv_lora));
-            fill_normal(weight, size_t(kv_lora), rng);
-            int32_t* pos = r.host<int32_t>(size_t(n));
-            for (int64_t t = 0; t < n; ++t) pos[t] = int32_t(rng() % 8192);
-            std::vector<int32_t> all(static_cast<size_t>(num_slots));
-            std::iota(all.begin(), all.end(), 0);
-            std::shuffle(all.begin(), all.end(), rng);
-            int32_t* slots = r.host<int32_t>(size_t(n));
-            std::copy(all.begin(), all.begin() + n, slots);
-            const float* inv_freq = make_inv_freq(r, half);
+            const LatentWrite in = latent_write(r, n, kv_lora, half, rng);
+            const int64_t entry = in.entry, num_slots = in.num_slots;
+            const float *kv_a = in.kv_a, *weight = in.weight, *inv_freq = in.inv_freq;
+            const int32_t *pos = in.pos, *slots = in.slots;
             float* d_q = r.device(q, q_count);
-            const float* d_kv_a = r.device(kv_a, size_t(n * entry));
-            const float* d_weight = r.device(weight, size_t(kv_lora));
-            const int32_t* d_pos = r.device(pos, size_t(n));
-            const int32_t* d_slots = r.device(slots, size_t(n));
-            const float* d_freq = r.device(inv_freq, size_t(half));
+            const float *d_kv_a = in.d_kv_a, *d_weight = in.d_weight, *d_freq = in.d_freq;
+            const int32_t *d_pos = in.d_pos, *d_slots = in.d_slots;
             const size_t cache_count = size_t(num_slots * entry);
             CacheT* cache = r.poisoned<CacheT>(cache_count);
             CacheT* ref = r.host<CacheT>(cache_count, poison_value<CacheT>());
