@@ -315,25 +315,21 @@ OpCase mla_write_latent_case(int64_t n, int64_t kv_lora, int64_t half) {
           [=](std::mt19937& rng) {
             OpRun r;
             const LatentWrite in = latent_write(r, n, kv_lora, half, rng);
-            const int64_t entry = in.entry, num_slots = in.num_slots;
-            const float *kv_a = in.kv_a, *weight = in.weight, *inv_freq = in.inv_freq;
-            const int32_t *pos = in.pos, *slots = in.slots;
-            const float *d_kv_a = in.d_kv_a, *d_weight = in.d_weight, *d_freq = in.d_freq;
-            const int32_t *d_pos = in.d_pos, *d_slots = in.d_slots;
-            const size_t cache_count = size_t(num_slots * entry);
+            const size_t cache_count = size_t(in.num_slots * in.entry);
             CacheT* cache = r.poisoned<CacheT>(cache_count);
             CacheT* ref = r.host<CacheT>(cache_count, poison_value<CacheT>());
             constexpr float eps = 1e-6f;
             r.launch = [=](cudaStream_t s) {
-              return launch_mla_write_latent_f32(d_kv_a, d_weight, eps, d_pos, d_freq, kRopeScale, d_slots, n, kv_lora,
-                                                 half, cache, s);
+              return launch_mla_write_latent_f32(in.d_kv_a, in.d_weight, eps, in.d_pos, in.d_freq, kRopeScale,
+                                                 in.d_slots, n, kv_lora, half, cache, s);
             };
             r.reference = [=] {
-              mla_write_latent_ref(kv_a, weight, eps, pos, inv_freq, kRopeScale, slots, n, kv_lora, half, ref);
+              mla_write_latent_ref(in.kv_a, in.weight, eps, in.pos, in.inv_freq, kRopeScale, in.slots, n, kv_lora, half,
+                                   ref);
             };
             constexpr double tolerance = std::is_same_v<CacheT, float> ? kF32Tolerance : kBf16Tolerance;
             r.expect("cache", cache_elem<CacheT>(), cache, ref, cache_elem<CacheT>(), cache_count, tolerance);
-            r.bytes = double(n * entry) * (4 + sizeof(CacheT));
+            r.bytes = double(n * in.entry) * (4 + sizeof(CacheT));
             return r;
           }};
 }
@@ -350,28 +346,24 @@ OpCase mla_rope_write_latent_case(int64_t n, int64_t heads, int64_t head_dim, in
             float* q = r.host<float>(q_count);
             fill_normal(q, q_count, rng);
             const LatentWrite in = latent_write(r, n, kv_lora, half, rng);
-            const int64_t entry = in.entry, num_slots = in.num_slots;
-            const float *kv_a = in.kv_a, *weight = in.weight, *inv_freq = in.inv_freq;
-            const int32_t *pos = in.pos, *slots = in.slots;
             float* d_q = r.device(q, q_count);
-            const float *d_kv_a = in.d_kv_a, *d_weight = in.d_weight, *d_freq = in.d_freq;
-            const int32_t *d_pos = in.d_pos, *d_slots = in.d_slots;
-            const size_t cache_count = size_t(num_slots * entry);
+            const size_t cache_count = size_t(in.num_slots * in.entry);
             CacheT* cache = r.poisoned<CacheT>(cache_count);
             CacheT* ref = r.host<CacheT>(cache_count, poison_value<CacheT>());
             constexpr float eps = 1e-6f;
             r.launch = [=](cudaStream_t s) {
-              return launch_mla_rope_write_latent_f32(d_q, heads, head_dim, d_kv_a, d_weight, eps, d_pos, d_freq,
-                                                      kRopeScale, d_slots, n, kv_lora, half, cache, s);
+              return launch_mla_rope_write_latent_f32(d_q, heads, head_dim, in.d_kv_a, in.d_weight, eps, in.d_pos,
+                                                      in.d_freq, kRopeScale, in.d_slots, n, kv_lora, half, cache, s);
             };
             r.reference = [=] {
-              rope_interleaved_ref(q, pos, inv_freq, n, heads, head_dim, half, kRopeScale);
-              mla_write_latent_ref(kv_a, weight, eps, pos, inv_freq, kRopeScale, slots, n, kv_lora, half, ref);
+              rope_interleaved_ref(q, in.pos, in.inv_freq, n, heads, head_dim, half, kRopeScale);
+              mla_write_latent_ref(in.kv_a, in.weight, eps, in.pos, in.inv_freq, kRopeScale, in.slots, n, kv_lora, half,
+                                   ref);
             };
             r.expect("q", Elem::f32, d_q, q, Elem::f32, q_count, kF32Tolerance);
             constexpr double tolerance = std::is_same_v<CacheT, float> ? kF32Tolerance : kBf16Tolerance;
             r.expect("cache", cache_elem<CacheT>(), cache, ref, cache_elem<CacheT>(), cache_count, tolerance);
-            r.bytes = double(q_count) * 8 + double(n * entry) * (4 + sizeof(CacheT));
+            r.bytes = double(q_count) * 8 + double(n * in.entry) * (4 + sizeof(CacheT));
             return r;
           }};
 }
