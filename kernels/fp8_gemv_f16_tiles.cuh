@@ -396,8 +396,16 @@ inline cudaError_t plan_f16(const void* kernel, int64_t m, int64_t tiles, int64_
     const char* env = std::getenv("TROUPE_F16_TIES");
     return !(env && std::string_view(env) == "first");
   }();
+  // TROUPE_F16_SHARING=8|4|2|1 forces the warps a tile for every launch (a diagnostic for A/B runs,
+  // read once: e.g. the MoE bench's experts, the only f16 launches of its layer).
+  static const int forced = [] {
+    const char* env = std::getenv("TROUPE_F16_SHARING");
+    const int v = env ? std::atoi(env) : 0;
+    return v == 8 || v == 4 || v == 2 || v == 1 ? v : 0;
+  }();
   int64_t best_cost = INT64_MAX;
   for (int sharing : {8, 4, 2, 1}) {
+    if (forced && sharing != forced) continue;
     const int64_t groups = (tiles + kWarps / sharing - 1) / (kWarps / sharing);
     const int64_t cost = (groups + at_once - 1) / at_once * ((num_kb + sharing - 1) / sharing);
     if (cost < best_cost || (later_ties && cost == best_cost)) {
