@@ -94,7 +94,7 @@ cudaError_t launch_f16_split(const XT* x, const uint8_t* w, const float* w_scale
 
 cudaError_t launch_norm(const float* x, const float* norm_weight, float eps, const uint8_t* w, const float* w_scale,
                         float* out, int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
-  if (!x || !norm_weight || !w || !w_scale || !out || !fp8_gemv_f16_supported(m, n, k, x, w))
+  if (!x || !norm_weight || !w || !w_scale || !out || !fp8_gemv_f16_rmsnorm_supported(m, n, k, x, w))
     return cudaErrorInvalidValue;
   const auto kernel = ring_buffers() == 4 ? fp8_gemv_f16_norm_kernel<4> : fp8_gemv_f16_norm_kernel<3>;
   F16Plan p;
@@ -111,6 +111,10 @@ cudaError_t launch_fp8_gemv_f16_rmsnorm(const float* x, const float* norm_weight
                                         const float* w_scale, float* out, int64_t m, int64_t n, int64_t k,
                                         cudaStream_t stream) {
   return launch_norm(x, norm_weight, eps, w, w_scale, out, m, n, k, stream);
+}
+
+bool fp8_gemv_f16_rmsnorm_supported(int64_t m, int64_t n, int64_t k, const void* x, const void* w) {
+  return fp8_gemv_f16_supported(m, n, k, x, w) && m <= kNormMaxTokens && m * fp8_num_blocks(k) <= kNormMaxItems;
 }
 
 bool fp8_gemv_f16_supported(int64_t m, int64_t n, int64_t k, const void* x, const void* w) {

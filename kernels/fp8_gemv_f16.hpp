@@ -36,11 +36,15 @@ cudaError_t launch_fp8_gemv_f16(const float* x, const uint8_t* w, const float* w
 cudaError_t launch_fp8_gemv_f16(const uint16_t* x, const uint8_t* w, const float* w_scale, uint16_t* out, int64_t m,
                                 int64_t n, int64_t k, cudaStream_t stream);
 
+// Whether launch_fp8_gemv_f16_rmsnorm takes the shape: fp8_gemv_f16_supported's (whose staged-x
+// bound keeps m times the K blocks under the 2,048 item sums the norm keeps).
+bool fp8_gemv_f16_rmsnorm_supported(int64_t m, int64_t n, int64_t k, const void* x, const void* w);
+
 // out = rmsnorm(x) W^T: x [m, k] fp32 RMS-normed on the way in (rmsnorm's formula: x * rsqrt(mean
-// of x^2 over k + eps) * norm_weight [k]), one launch instead of rmsnorm's and this one's. The
-// normed x is not rounded to bf16 as rmsnorm's bf16 output is (fp8_gemv_f16_tiles.cuh's gemv_tiles
-// says how it stages). cudaErrorInvalidValue as launch_fp8_gemv_f16, or for a null norm_weight.
-// Launched as a programmatic dependent.
+// of x^2 over k + eps) * norm_weight [k]), one launch instead of rmsnorm's and this one's. Neither
+// x nor the normed x is rounded to bf16 as rmsnorm's bf16 output and the plain launch's fp32 x are
+// (fp8_gemv_f16_tiles.cuh's gemv_tiles says how it stages); deterministic. cudaErrorInvalidValue
+// when !fp8_gemv_f16_rmsnorm_supported or a pointer is null. Launched as a programmatic dependent.
 cudaError_t launch_fp8_gemv_f16_rmsnorm(const float* x, const float* norm_weight, float eps, const uint8_t* w,
                                         const float* w_scale, float* out, int64_t m, int64_t n, int64_t k,
                                         cudaStream_t stream);

@@ -50,6 +50,10 @@ constexpr int kTileRows = 16;
 constexpr int kRowPad = 8;  // halves after each staged token row
 constexpr size_t kSmemCap = 100 << 10;
 constexpr int kDefaultRing = 4;  // gemv_tiles' comment says why
+constexpr int kNormMaxTokens = 8;                // gemv_tiles' kNorm: m
+constexpr int kNormMaxItems = 2 * kWarps * 4 * 32;  // and m * num_kb (its sums array)
+// A staged x of kSmemCap bytes holds fewer items (256 bytes each) than that.
+static_assert(kSmemCap / 256 <= kNormMaxItems, "the norm's item sums fit wherever x's staging does");
 
 // x[k0 .. k0 + 16) as loaded (zeros when !valid), then as floats holding bf16 values (fp32 x
 // rounded to bf16). k0 is a multiple of 16 and x 16-byte aligned.
@@ -79,6 +83,13 @@ __device__ __forceinline__ void widen(const Raw16& r, float (&v)[16]) {
   }
 }
 __device__ __forceinline__ float bf16_rounded(float f) { return __bfloat162float(__float2bfloat16_rn(f)); }
+// fp32 x as it is (the normed staging's input: rmsnorm reads fp32, and rounding x to bf16 before the
+// norm would add 2^-9 a value).
+__device__ __forceinline__ void widen_unrounded(const RawF16& r, float (&v)[16]) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) v[4 * q] = r.v[q].x, v[4 * q + 1] = r.v[q].y, v[4 * q + 2] = r.v[q].z, v[4 * q + 3] = r.v[q].w;
+}
+__device__ __forceinline__ void widen_unrounded(const Raw16& r, float (&v)[16]) { widen(r, v); }  // bf16: exact
 __device__ __forceinline__ void widen(const RawF16& r, float (&v)[16]) {
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
@@ -156,10 +167,11 @@ struct RowTiles : SixteenRowTiles {
 // filling the file; the steps gained all the same (one H200 run, go52): Llama-3-8B FP8 b1 3.187
 // against 3.235 ms, R1's reduced shape 2.092 against 2.130 (bench/results/*2026-12-04_*ring*).
 // With kNorm, x is RMS-normed on the way in (rmsnorm's formula, x * rsqrt(mean(x^2) + eps) *
-// norm_weight): the staging multiplies each value by norm_weight and adds the token's squares, and
-// the token's rsqrt then joins its blocks' 2^e, so the loop below is the plain one. Unlike
-// rmsnorm then this kernel, the normed x is not rounded to bf16 between them (x * w is rounded to
-// f16 with its block's exponent, 3 more bits).
+// norm_weight): the staging multiplies each value by norm_weight and keeps each item's sum of
+// squares (in `sums`, free until the loop below: m * num_kb <= kNormMaxItems), the token's sum is
+// then added in item order (deterministic), and its rsqrt joins its blocks' 2^e, so the loop below
+// is the plain one. Unlike rmsnorm then this kernel, x is not rounded to bf16 before the norm nor
+// after it (x * w is rounded to f16 with its block's exponent: 3 more bits).
 template <int kRing = 3, bool kNorm = false, typename XT, class Out>
 __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_stride, const uint8_t* __restrict__ w,
                                            const float* __restrict__ w_scale, int m, int k, int num_kb, int sharing,
@@ -213,11 +225,7 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
   // q_b at K 1,536 has 12 a token).
   constexpr int kBatch = kNorm ? 1 : 2;
   const int items = m * num_kb, quad = lane / 8, eighth = lane % 8;
-  __shared__ float squares[kNorm ? 8 : 1];  // per token (m <= 8)
-  if constexpr (kNorm) {
-    if (threadIdx.x < 8) squares[threadIdx.x] = 0.0f;
-    __syncthreads();
-  }
+  float* item_squares = &sums[0][0][0][0];  // kNorm: [items], until the loop below uses sums
   for (int base = warp * 4; base < items; base += kWarps * 4 * kBatch) {
     RawOf<XT> raw[kBatch];
 #pragma unroll
@@ -230,7 +238,11 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     for (int b = 0; b < kBatch; ++b) {
       const int item = base + b * kWarps * 4 + quad, tok = item / num_kb, kb = item % num_kb;
       float v[16];
-      widen(raw[b], v);
+      if constexpr (kNorm) {
+        widen_unrounded(raw[b], v);
+      } else {
+        widen(raw[b], v);
+      }
       if constexpr (kNorm) {
         const int64_t k0 = int64_t(kb) * kFp8BlockSize + 16 * eighth;
         float square = 0.0f;
@@ -241,7 +253,7 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
         }
 #pragma unroll
         for (int offset = 4; offset > 0; offset /= 2) square += __shfl_xor_sync(0xffffffffu, square, offset);
-        if (eighth == 0 && item < items) atomicAdd(&squares[tok], square);
+        if (eighth == 0 && item < items) item_squares[item] = square;
       }
       float amax = 0.0f;
 #pragma unroll
@@ -267,9 +279,15 @@ __device__ __forceinline__ void gemv_tiles(const XT* __restrict__ x, int x_strid
     }
   }
   __syncthreads();
-  if constexpr (kNorm) {  // each token's rsqrt joins its blocks' 2^e
-    for (int i = int(threadIdx.x); i < items; i += kThreads)
-      xe[i] *= rsqrtf(squares[i / num_kb] / float(k) + eps);
+  if constexpr (kNorm) {  // each token's squares in item order, then its rsqrt joins its blocks' 2^e
+    __shared__ float inv_rms[kNormMaxTokens];
+    if (int(threadIdx.x) < m) {
+      float total = 0.0f;
+      for (int kb = 0; kb < num_kb; ++kb) total += item_squares[int(threadIdx.x) * num_kb + kb];
+      inv_rms[threadIdx.x] = rsqrtf(total / float(k) + eps);
+    }
+    __syncthreads();
+    for (int i = int(threadIdx.x); i < items; i += kThreads) xe[i] *= inv_rms[i / num_kb];
     __syncthreads();
   }
   if (!working) return;  // no CTA-wide barrier follows

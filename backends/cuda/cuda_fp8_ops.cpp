@@ -75,6 +75,7 @@ void CudaBackend::rmsnorm_linear(const Tensor& x, const Tensor& norm_weight, flo
                      norm_weight.device() == Device::cuda && norm_weight.numel() == in && weight.dim() == 2 &&
                      weight.size(1) == in && n >= 1 &&
                      fp8_gemv_runs_f16(n, weight.size(0), in, x.raw(), weight.raw()) &&
+                     fp8_gemv_f16_rmsnorm_supported(n, weight.size(0), in, x.raw(), weight.raw()) &&
                      !(env && std::strcmp(env, "0") == 0);
   if (!fused) {
     Backend::rmsnorm_linear(x, norm_weight, eps, weight, out);
