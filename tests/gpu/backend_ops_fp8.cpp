@@ -105,6 +105,23 @@ std::pair<const uint8_t*, const float*> make_weight(OpRun& r, const Fp8Shape& c,
   return {r.device(*w_host, w_count, size_t(c.w_shift)), r.device(*scale_host, scale_count)};
 }
 
+// A decode product's inputs: the weight (make_weight), then x [m, k] on the host (fill_activations),
+// drawn in that order.
+struct DecodeProduct {
+  uint8_t* w = nullptr;
+  float* w_scale = nullptr;
+  const uint8_t* dw = nullptr;
+  const float* d_scale = nullptr;
+  float* x = nullptr;
+};
+DecodeProduct decode_product(OpRun& r, const Fp8Shape& c, std::mt19937& rng) {
+  DecodeProduct p;
+  std::tie(p.dw, p.d_scale) = make_weight(r, c, rng, &p.w, &p.w_scale);
+  p.x = r.host<float>(size_t(c.m * c.k));
+  fill_activations(p.x, c.m, c.k, rng);
+  return p;
+}
+
 // Expected outputs: fp64 (fp32 out) or the fp64 result rounded to bf16 (bf16 out).
 void expect_out(OpRun& r, const void* out, bool bf16_out, const double* ref, uint16_t* ref_bf16, size_t count,
                 double tolerance) {
@@ -128,11 +145,7 @@ OpCase gemv_case(Fp8Shape c, bool bf16_x, bool bf16_out, const char* kernel = nu
   return {"fp8_block_gemv", variant, fp8_sizes(c), [=](std::mt19937& rng) {
             OpRun r;
             const size_t x_count = size_t(c.m * c.k), out_count = size_t(c.m * c.n);
-            uint8_t* w = nullptr;
-            float* w_scale = nullptr;
-            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
-            float* x = r.host<float>(x_count);
-            fill_activations(x, c.m, c.k, rng);
+            auto [w, w_scale, dw, d_scale, x] = decode_product(r, c, rng);
             for (int64_t i = 0; c.range_bits && i < c.m * c.k; ++i)
               x[i] = std::ldexp(x[i], c.range_bits * int((i % c.k) / kFp8BlockSize % 3 - 1));
             const void* dx = nullptr;
@@ -203,11 +216,7 @@ OpCase gemv_split_case(Fp8Shape c, int64_t n_a, bool bf16_x) {
             OpRun r;
             const int64_t n_b = c.n - n_a;
             const size_t x_count = size_t(c.m * c.k);
-            uint8_t* w = nullptr;
-            float* w_scale = nullptr;
-            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
-            float* x = r.host<float>(x_count);
-            fill_activations(x, c.m, c.k, rng);
+            auto [w, w_scale, dw, d_scale, x] = decode_product(r, c, rng);
             const void* dx = decode_x(r, x, x_count, bf16_x);
             float* out_a = r.poisoned<float>(size_t(c.m * n_a));
             float* out_b = r.poisoned<float>(size_t(c.m * n_b));
@@ -245,11 +254,7 @@ OpCase gemv_norm_case(Fp8Shape c) {
   return {"fp8_gemv_f16_rmsnorm", "f32 x->f32", fp8_sizes(c), [=](std::mt19937& rng) {
             OpRun r;
             const size_t x_count = size_t(c.m * c.k), out_count = size_t(c.m * c.n);
-            uint8_t* w = nullptr;
-            float* w_scale = nullptr;
-            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
-            float* x = r.host<float>(x_count);
-            fill_activations(x, c.m, c.k, rng);
+            auto [w, w_scale, dw, d_scale, x] = decode_product(r, c, rng);
             float* norm = r.host<float>(size_t(c.k));
             std::normal_distribution<float> around_one(1.0f, 0.3f);
             for (int64_t i = 0; i < c.k; ++i) norm[i] = around_one(rng);
@@ -293,11 +298,7 @@ OpCase gemm_case(Fp8Shape c, bool bf16_out, bool cublaslt) {
             OpRun r;
             const size_t x_count = size_t(c.m * c.k), out_count = size_t(c.m * c.n);
             const size_t xs_count = size_t(fp8_num_blocks(c.k) * c.m);
-            uint8_t* w = nullptr;
-            float* w_scale = nullptr;
-            const auto [dw, d_scale] = make_weight(r, c, rng, &w, &w_scale);
-            float* x = r.host<float>(x_count);
-            fill_activations(x, c.m, c.k, rng);
+            auto [w, w_scale, dw, d_scale, x] = decode_product(r, c, rng);
             uint8_t* xq = r.host<uint8_t>(x_count);
             float* xs = r.host<float>(xs_count);
             fp8_quant_ref(x, xq, xs, c.m, c.k);
