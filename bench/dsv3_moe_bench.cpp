@@ -52,7 +52,6 @@
 #include "kernels/host_bf16.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
-#include "kernels/moe_f16_gemv.hpp"
 #include "kernels/moe_routing.hpp"
 #include "runtime/bench_record.hpp"
 
@@ -380,20 +379,7 @@ void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_g
       (long long)b, suffix.c_str(), num_touched, layer_us, layer_limit / layer_us, experts_us,
       experts_limit / experts_us, eager_layer_us, eager_experts_us);
   const std::string reps = std::to_string(args.reps);
-  // cuda_moe_ops.cpp's choice (expert_kernels) and its switches.
-  auto env_is = [](const char* name, const char* value) {
-    const char* env = std::getenv(name);
-    return env && std::string(env) == value;
-  };
-  const bool f16_sizes = kernels::moe_f16_supported(kHidden, kInter);
-  const bool one = b == 1 && !env_is("TROUPE_MOE_ROWS", "0");
-  const bool f16 = one ? f16_sizes && !env_is("TROUPE_MOE_ONE_TOKEN_KERNEL", "rows")
-                       : b > 1 && b <= cuda::CudaBackend::kMoeF16MaxTokens && f16_sizes && !env_is("TROUPE_MOE_F16_BATCH", "0");
-  const std::string path = one && f16 ? "one-token f16 tensor-core kernels (kernels/moe_f16_gemv)"
-                           : one      ? "one-token rows kernels (CUDA cores)"
-                           : f16      ? "f16 tensor-core kernels over units of up to 3 (gate_up) / 8 (down) positions "
-                                        "of an expert (kernels/moe_f16_gemv)"
-                                      : "grouped FP8 GEMVs";
+  const std::string path = cuda::CudaBackend::moe_decode_experts_path(b, kHidden, kInter);
   const std::string graph = "as a decode step runs it: a step graph, " + reps +
                             " replays back to back per round, time / replays, median of 5 rounds";
   const std::string eager = "eagerly launched: CUDA events around each call, synchronized, median of " + reps;

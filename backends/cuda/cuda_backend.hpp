@@ -147,6 +147,9 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   // expert-sorted rows; one host sync for the experts' row counts; false while a graph records).
   static constexpr int64_t kMoeExpertsMaxTokens = 512;
   static constexpr int64_t kMoeF16MaxTokens = 64;
+  // Which kernels moe_experts runs the experts' products on for n decode tokens of these sizes,
+  // in words (cuda_moe_ops.cpp's choice, its switches read now): what the benchmarks' notes name.
+  static const char* moe_decode_experts_path(int64_t n, int64_t hidden, int64_t inter);
   Result<MoeExperts> pack_moe_experts(const std::vector<Tensor>& gate_up, const std::vector<Tensor>& down,
                                       const Tensor& shared_gate_up, const Tensor& shared_down) override;
   bool moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExperts& experts,

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_backend.hpp"
+#include "backends/cuda/env_switch.hpp"
 #include "runtime/fp8_block.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/fp8_block_gemm.hpp"
@@ -69,14 +70,13 @@ void CudaBackend::linear_fp8_weight(const Tensor& x, const Tensor& weight, const
 void CudaBackend::rmsnorm_linear(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& weight,
                                  Tensor out) {
   const int64_t in = x.dim() == 2 ? x.size(1) : 0, n = x.dim() == 2 ? x.size(0) : 0;
-  const char* env = std::getenv("TROUPE_FP8_NORM_FUSED");
   const bool fused = weight.dtype() == DType::f8_e4m3 && weight.has_block_scale() && x.dtype() == DType::f32 &&
                      x.device() == Device::cuda && out.dtype() == DType::f32 && norm_weight.dtype() == DType::f32 &&
                      norm_weight.device() == Device::cuda && norm_weight.numel() == in && weight.dim() == 2 &&
                      weight.size(1) == in && n >= 1 &&
                      fp8_gemv_runs_f16(n, weight.size(0), in, x.raw(), weight.raw()) &&
                      fp8_gemv_f16_rmsnorm_supported(n, weight.size(0), in, x.raw(), weight.raw()) &&
-                     !(env && std::strcmp(env, "0") == 0);
+                     !env_is("TROUPE_FP8_NORM_FUSED", "0");
   if (!fused) {
     Backend::rmsnorm_linear(x, norm_weight, eps, weight, out);
     return;

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "backends/cuda/cuda_backend.hpp"
+#include "backends/cuda/env_switch.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/gather_rows.hpp"
 #include "kernels/mla_absorb.hpp"
@@ -21,15 +22,6 @@
 #include "kernels/scatter_rows.hpp"
 
 namespace troupe::cuda {
-namespace {
-
-// Whether the environment variable is set to "0" (A/B switches, read at each call).
-bool env_is_zero(const char* name) {
-  const char* env = std::getenv(name);
-  return env && std::strcmp(env, "0") == 0;
-}
-
-}  // namespace
 using namespace kernels;
 
 void CudaBackend::rope_interleaved(Tensor x, const Tensor& positions, const Tensor& inv_freq, float scale) {
@@ -50,7 +42,7 @@ void CudaBackend::mla_rope_and_write_latent(Tensor q, const Tensor& kv_a, const 
   const int64_t n = positions.numel(), half = inv_freq.numel(), head_dim = q.size(-1);
   const bool fused = n > 0 && half >= 1 && half <= 128 && q.dtype() == DType::f32 && kv_a.dtype() == DType::f32 &&
                      (cache.dtype() == DType::bf16 || cache.dtype() == DType::f32) &&
-                     !env_is_zero("TROUPE_MLA_ROPE_WRITE_FUSED");
+                     !env_is("TROUPE_MLA_ROPE_WRITE_FUSED", "0");
   if (!fused) {
     Backend::mla_rope_and_write_latent(q, kv_a, norm_weight, eps, positions, inv_freq, scale, slot_mapping, cache);
     return;
@@ -177,7 +169,7 @@ void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, cons
   Tensor o_lat = scratch(DType::f32, {d, num_heads, kv_lora});
   // Split contexts into the streamed unabsorb: its staging merges the partials (the combine kernel's
   // arithmetic, one launch fewer a layer); TROUPE_MLA_MERGE_IN_UNABSORB=0 keeps the combine (A/B).
-  const bool merge_in_unabsorb = streamed && parts > 1 && !env_is_zero("TROUPE_MLA_MERGE_IN_UNABSORB");
+  const bool merge_in_unabsorb = streamed && parts > 1 && !env_is("TROUPE_MLA_MERGE_IN_UNABSORB", "0");
   auto run = [&](const auto* c) {
     check(launch_mla_decode_f32(q_abs.data<float>(), c, meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(),
                                 tokens, d, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "backends/cuda/cuda_backend.hpp"
+#include "backends/cuda/env_switch.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
 #include "kernels/moe_f16_gemv.hpp"
@@ -71,10 +72,6 @@ bool is_device_fp8_block(const Tensor& w, int64_t rows, int64_t cols) {
 //     sizes f16 does not take, or with TROUPE_MOE_ONE_TOKEN_KERNEL=rows;
 //   - grouped: kernels/moe_grouped_gemv's launchers; TROUPE_MOE_ROWS=0 keeps one-token batches there.
 enum class ExpertKernels { f16, rows, grouped };
-bool env_is(const char* name, const char* value) {
-  const char* env = std::getenv(name);
-  return env && std::strcmp(env, value) == 0;
-}
 ExpertKernels expert_kernels(int64_t n, int64_t hidden, int64_t inter) {
   const bool f16 = kernels::moe_f16_supported(hidden, inter);
   if (n != 1)
@@ -84,6 +81,20 @@ ExpertKernels expert_kernels(int64_t n, int64_t hidden, int64_t inter) {
     return ExpertKernels::grouped;
   return f16 && !env_is("TROUPE_MOE_ONE_TOKEN_KERNEL", "rows") ? ExpertKernels::f16 : ExpertKernels::rows;
 }
+
+}  // namespace
+
+const char* CudaBackend::moe_decode_experts_path(int64_t n, int64_t hidden, int64_t inter) {
+  switch (expert_kernels(n, hidden, inter)) {
+    case ExpertKernels::f16:
+      return n == 1 ? "one-token f16 tensor-core kernels (kernels/moe_f16_gemv)"
+                    : "f16 tensor-core kernels over units of an expert's positions (kernels/moe_f16_gemv)";
+    case ExpertKernels::rows: return "one-token rows kernels (CUDA cores)";
+    default: return "grouped FP8 GEMVs";
+  }
+}
+
+namespace {
 
 // Small batches group their slots in one CTA (kernels/moe_grouped_gemv.hpp's
 // launch_moe_slots_one_block: two launches fewer than local ids, align and the active list);
