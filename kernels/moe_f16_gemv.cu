@@ -1,5 +1,7 @@
 #include <cuda_bf16.h>
 
+#include <cub/block/block_scan.cuh>
+
 #include "kernels/fp8_gemv_f16_tiles.cuh"
 #include "kernels/moe_f16_gemv.hpp"
 #include "kernels/moe_grouped_gemv.hpp"
@@ -46,32 +48,20 @@ struct SiluOut {
 // Where block row blockIdx.y works (chunk > 1): the u-th unit of the active list, each active
 // expert cut into units of at most `chunk` consecutive positions, in list order; false (the same
 // for every thread) when u is past the last unit. Every thread takes a run of up to three list
-// entries (the list holds at most 768: kMoeGroupedMaxExperts + the shared expert), the block scans
-// their unit counts, and the thread whose run holds u says where it lies.
+// entries (the list holds at most 768: kMoeGroupedMaxExperts + the shared expert), a block scan
+// (cub) counts the units before each run, and the thread whose run holds u says where it lies.
 __device__ bool find_unit(const int32_t* __restrict__ active_begin, int num, int chunk, int u, int* entry,
                           int* p_begin, int* p_end) {
-  __shared__ int warp_total[kWarps];
+  using Scan = cub::BlockScan<int, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
+  __shared__ typename Scan::TempStorage scan;
   __shared__ int found[3];
-  const int tid = int(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  const int tid = int(threadIdx.x);
   const int per = (num + kThreads - 1) / kThreads;
   const int i0 = min(tid * per, num), i1 = min(i0 + per, num);
   int mine = 0;
   for (int i = i0; i < i1; ++i) mine += (__ldcg(active_begin + i + 1) - __ldcg(active_begin + i) + chunk - 1) / chunk;
-  int incl = mine;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int v = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += v;
-  }
-  if (lane == 31) warp_total[warp] = incl;
-  __syncthreads();
-  int before = 0, total = 0;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    before += w < warp ? warp_total[w] : 0;
-    total += warp_total[w];
-  }
-  int first = before + incl - mine;  // this thread's first unit
+  int first = 0, total = 0;  // this thread's first unit; all of them
+  Scan(scan).ExclusiveSum(mine, first, total);
   if (u >= first && u < first + mine) {
     for (int i = i0; i < i1; ++i) {
       const int b = __ldcg(active_begin + i), e = __ldcg(active_begin + i + 1), units = (e - b + chunk - 1) / chunk;
