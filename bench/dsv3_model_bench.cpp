@@ -113,7 +113,6 @@ int run(int argc, char** argv) {
     return 2;
   }
   bench::init_log("dsv3_model", args.out, args.command, args.time_limit_s);
-  if (!args.kernel_trace.empty()) bench::start_kernel_trace_if_asked();
   bench::start_watchdog();
   const std::string dir = reduced_config_dir(args);
   auto config = ModelConfig::load(dir);

@@ -199,7 +199,6 @@ int run(int argc, char** argv) {
   bench::init_log("gpu_decode", g_args.out, g_args.command, g_args.time_limit_s);
   bench::start_watchdog();
   if (g_args.cpu_check) return cpu_check();
-  if (!g_args.kernel_trace.empty()) bench::start_kernel_trace_if_asked();
   cudaDeviceProp prop{};
   if (!cuda_ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties")) return 1;
   bench::set_log_device(prop.name);

@@ -15,7 +15,6 @@ namespace {
 
 std::mutex g_mutex;
 std::vector<KernelSpan> g_spans;
-bool g_recording = false;
 constexpr size_t kBufferBytes = size_t(8) << 20;
 
 void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
@@ -47,33 +46,18 @@ bool cupti_ok(CUptiResult r, const char* what) {
 }  // namespace
 
 bool start_kernel_trace() {
-  if (g_recording) {
-    // Already on (started before the graphs were made): drop what came before.
-    cudaDeviceSynchronize();
-    cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
-    std::lock_guard lock(g_mutex);
-    g_spans.clear();
-    return true;
-  }
   {
     std::lock_guard lock(g_mutex);
     g_spans.clear();
   }
-  g_recording = cupti_ok(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "register callbacks") &&
-                cupti_ok(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL), "enable kernel records");
-  return g_recording;
-}
-
-void start_kernel_trace_if_asked() {
-  const char* v = std::getenv("TROUPE_TRACE_FROM_START");
-  if (v && *v && *v != '0' && start_kernel_trace()) say("kernel trace: recording from the start (TROUPE_TRACE_FROM_START)");
+  return cupti_ok(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "register callbacks") &&
+         cupti_ok(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL), "enable kernel records");
 }
 
 std::vector<KernelSpan> stop_kernel_trace() {
   cudaDeviceSynchronize();
   cupti_ok(cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED), "flush");
   cupti_ok(cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL), "disable kernel records");
-  g_recording = false;
   std::lock_guard lock(g_mutex);
   std::vector<KernelSpan> spans = std::move(g_spans);
   g_spans.clear();

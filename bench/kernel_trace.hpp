@@ -14,9 +14,6 @@ namespace troupe::bench {
 
 // Starts recording every kernel of the process; false (with the reason said) when CUPTI refuses.
 bool start_kernel_trace();
-// With TROUPE_TRACE_FROM_START=1, starts recording now, before any graph is instantiated (should CUPTI
-// not see the nodes of graphs made before it started); the timed figures of such a run carry its cost.
-void start_kernel_trace_if_asked();
 // Waits for the device, stops recording and returns the spans since start_kernel_trace, by start.
 std::vector<KernelSpan> stop_kernel_trace();
 
