@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "kernels/bf16_stream.cuh"
 #include "kernels/cuda_common.cuh"
 #include "kernels/embedding.hpp"
 
@@ -27,14 +28,8 @@ __global__ void embedding_bf16_kernel(const int32_t* ids, const __nv_bfloat16* t
   const __nv_bfloat16* row = table + int64_t(ids[blockIdx.x]) * hidden + i;
   float* dst = out + int64_t(blockIdx.x) * hidden + i;
   if constexpr (VEC) {
-    const uint4 v = __ldg(reinterpret_cast<const uint4*>(row));
-    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
     float f[kPerThread];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      f[2 * j] = __uint_as_float(words[j] << 16);
-      f[2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
-    }
+    bf16_stream::widen8(__ldg(reinterpret_cast<const uint4*>(row)), f);
     reinterpret_cast<float4*>(dst)[0] = make_float4(f[0], f[1], f[2], f[3]);
     reinterpret_cast<float4*>(dst)[1] = make_float4(f[4], f[5], f[6], f[7]);
   } else {

@@ -245,9 +245,10 @@ OpCase gemv_split_case(Fp8Shape c, int64_t n_a, bool bf16_x) {
 
 // The product of an RMS-normed x (launch_fp8_gemv_f16_rmsnorm) against rmsnorm in fp64, not rounded,
 // then fp8_block_gemm_ref. The kernel rounds x * norm_weight to f16 with its block's exponent (at
-// most 2^-11 relative a value), so the output's NMSE is about 1e-7; bounded at 1e-6, where x
-// rounded to bf16 first (1.3e-6), a wrong rsqrt, a token's squares summed into another's or a norm
-// weight off by one column all fail.
+// most 2^-11 relative a value), so the output's NMSE should be about 1e-7 (an estimate from the
+// rounding's variance, not yet measured); bounded at 1e-6, which x rounded to bf16 first (about
+// 1.3e-6 by the same estimate), a wrong rsqrt, a token's squares summed into another's or a norm
+// weight off by one column would exceed.
 // Tokens 10^-2..10^2 apart in scale (fill_activations), so each token's own rsqrt shows.
 constexpr double kFp8GemvNormTolerance = 1e-6;
 OpCase gemv_norm_case(Fp8Shape c) {
