@@ -4,8 +4,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/dependent_launch.cuh"
 #include "kernels/attention_decode.hpp"
+#include "kernels/dependent_launch.cuh"
+#include "kernels/split_kv_partials.cuh"
 
 namespace troupe::kernels {
 namespace {
@@ -332,41 +333,23 @@ __global__ void decode_reduce_kernel(const int32_t* __restrict__ tokens, int num
                                      float* __restrict__ out) {
   allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
   wait_for_prerequisites();
-  __shared__ float m_s[kDecodeMaxPartitions], w_s[kDecodeMaxPartitions];
-  __shared__ float total_s;
+  __shared__ float w_s[kDecodeMaxPartitions];
+  __shared__ float inv_s;
   const int i = blockIdx.x, h = blockIdx.y;
   const int64_t t = tokens ? tokens[i] : i;
   const int64_t item = int64_t(i) * num_heads + h;
   const int64_t stats = int64_t(gridDim.x) * num_heads * num_partitions;
   const float* maxima = workspace + stats * head_dim + item * num_partitions;
-  const float* sums = maxima + stats;
-  // Stats loaded by all threads at once (one round trip), then combined by thread 0 from shared.
-  for (int p = threadIdx.x; p < num_partitions; p += blockDim.x) {
-    m_s[p] = maxima[p];
-    w_s[p] = sums[p];
+  // The first warp weighs the partitions (split_kv_partials.cuh, as the tensor-core kernel's last
+  // partition does), then every thread merges columns.
+  if (threadIdx.x < 32) {
+    const float inv = split_kv::weigh(maxima, maxima + stats, num_partitions, int(threadIdx.x), w_s);
+    if (threadIdx.x == 0) inv_s = inv * out_scale;  // out_scale: an fp8 cache's v_scale, else 1
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    float block_max = -INFINITY;
-    for (int p = 0; p < num_partitions; ++p) block_max = fmaxf(block_max, m_s[p]);
-    const float max_use = block_max == -INFINITY ? 0.0f : block_max;
-    float total = 0.0f;
-    for (int p = 0; p < num_partitions; ++p) {
-      const float w = exp2f(m_s[p] - max_use);
-      total += w_s[p] * w;
-      w_s[p] = w;
-    }
-    total_s = total;
-  }
-  __syncthreads();
-  const float inv = out_scale / total_s;  // out_scale: an fp8 cache's v_scale, else 1
   const float* partial = workspace + item * num_partitions * head_dim;
-  for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
-    float value = 0.0f;
-#pragma unroll 8
-    for (int p = 0; p < num_partitions; ++p) value += partial[int64_t(p) * head_dim + c] * w_s[p];
-    out[(t * num_heads + h) * head_dim + c] = value * inv;
-  }
+  for (int c = threadIdx.x; c < head_dim; c += blockDim.x)
+    out[(t * num_heads + h) * head_dim + c] = split_kv::merge_column(partial + c, head_dim, num_partitions, w_s) * inv_s;
 }
 
 template <int D, typename CacheT>

@@ -5,7 +5,7 @@
 #include "kernels/bf16_stream.cuh"
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_absorb.hpp"
-#include "kernels/mla_partials.cuh"
+#include "kernels/split_kv_partials.cuh"
 
 // Layouts (mla_absorb.hpp has the formulas). R1: H 128, nope = v = 128, kv_lora 512, 132 SMs.
 //   absorb: grid (H, column blocks of 128), 4 warps of 32 columns. Lane l: group g = l / 4 (rows
@@ -159,13 +159,13 @@ __global__ void __launch_bounds__(kUnabsorbWarps * 32)
     if (warp < NT) {
       const int64_t item = int64_t(warp) * num_heads + h;
       const float* maxima = o_lat + stats * kv_lora + item * parts;
-      const float inv = mla_partials::weigh(maxima, maxima + stats, parts, lane, w_s[warp]);
+      const float inv = split_kv::weigh(maxima, maxima + stats, parts, lane, w_s[warp]);
       if (lane == 0) inv_s[warp] = inv;
     }
     __syncthreads();
     for (int i = int(threadIdx.x); i < NT * kv_lora; i += int(blockDim.x)) {
       const int t = i / kv_lora, j = i % kv_lora;
-      const float acc = mla_partials::merge_column(o_lat + (int64_t(t) * num_heads + h) * parts * kv_lora + j, kv_lora,
+      const float acc = split_kv::merge_column(o_lat + (int64_t(t) * num_heads + h) * parts * kv_lora + j, kv_lora,
                                                    parts, w_s[t]);
       o_s[i] = __bfloat16_as_ushort(__float2bfloat16_rn(acc * inv_s[t]));
     }

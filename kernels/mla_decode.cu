@@ -10,7 +10,7 @@
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_decode.hpp"
-#include "kernels/mla_partials.cuh"
+#include "kernels/split_kv_partials.cuh"
 
 namespace troupe::kernels {
 namespace {
@@ -231,14 +231,14 @@ __global__ void __launch_bounds__(kCombineThreads)
   const float* maxima = workspace + stats * kv_lora + item * num_partitions;
   const float* sums = maxima + stats;
   if (threadIdx.x < 32) {
-    const float inv = mla_partials::weigh(maxima, sums, num_partitions, int(threadIdx.x), w_s);
+    const float inv = split_kv::weigh(maxima, sums, num_partitions, int(threadIdx.x), w_s);
     if (threadIdx.x == 0) inv_s = inv;
   }
   __syncthreads();
   const int c = int(blockIdx.z) * kCombineThreads + int(threadIdx.x);
   if (c >= kv_lora) return;
   const float acc =
-      mla_partials::merge_column(workspace + item * num_partitions * kv_lora + c, kv_lora, num_partitions, w_s);
+      split_kv::merge_column(workspace + item * num_partitions * kv_lora + c, kv_lora, num_partitions, w_s);
   o_lat[item * kv_lora + c] = acc * inv_s;
 }
 
