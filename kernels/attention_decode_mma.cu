@@ -16,9 +16,7 @@
 // One barrier per tile (tile landed; everyone done with the stage the next copy overwrites). At
 // the end the 4 warps' (max, sum, O) merge through shared memory (the stage buffers, reused), and
 // the CTA writes out / 1 partition, or its partial (o, max, sum) to the workspace for
-// attention_decode.cu's reduce kernel; given arrival counters, the group's last CTA to write its
-// partial merges them instead (one launch a layer fewer: the Llama-3-8B FP8 b1 trace of go69 gave
-// the reduce 4.2 us of each layer's 94).
+// attention_decode.cu's reduce kernel.
 //
 // Resources: shared memory 4 KiB Q + 3 x 32 KiB stages at head_dim 128 (two CTAs per SM, four
 // tiles = 128 KiB in flight per SM while they wait), 3 x 16 KiB at 64, 2 x 64 KiB at 256 (one CTA).
@@ -41,7 +39,6 @@
 #include "kernels/attention_decode_mma.hpp"
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mma_sync.cuh"
-#include "kernels/split_kv_partials.cuh"
 
 namespace troupe::kernels {
 namespace {
@@ -83,8 +80,7 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
                                 const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                                 const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
                                 int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
-                                float* __restrict__ workspace, int32_t* __restrict__ arrivals,
-                                float* __restrict__ out) {
+                                float* __restrict__ workspace, float* __restrict__ out) {
   using L = DecodeMmaSmem<D>;
   constexpr int kStages = L::kStages, kChunks = L::kChunks, kRowBytes = L::kRowBytes;
   allow_dependents();  // the next kernel may become resident (the reduce, or a GEMV loading weights)
@@ -301,40 +297,6 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
       }
     }
   }
-  if (num_partitions == 1 || arrivals == nullptr) return;
-
-  // The group's last partition to finish merges them all (the reduce kernel's work, in its
-  // arithmetic: split_kv_partials.cuh). Each thread's partial writes are made visible before the
-  // CTA's arrival is counted; the CTA that counts num_partitions reads the others' through L2 and
-  // zeroes the counter for the next launch (every partition has arrived by then).
-  __threadfence();
-  __syncthreads();
-  __shared__ int last_s;
-  if (threadIdx.x == 0) {
-    int32_t* arrival = arrivals + int64_t(i) * num_kv_heads + kv_head;
-    const int last = atomicAdd(arrival, 1) == num_partitions - 1;
-    if (last) {
-      *arrival = 0;
-      __threadfence();
-    }
-    last_s = last;
-  }
-  __syncthreads();
-  if (!last_s) return;
-  float* const w_warp = reinterpret_cast<float*>(smem + L::kKv) + warp * kDecodeMaxPartitions;  // O is done with
-  const float* const maxima = workspace + stats * D;
-  for (int r = warp; r < group; r += kWarps) {  // warp w merges heads w, w + kWarps, ...
-    const int64_t h = h0 + r, item = int64_t(i) * num_heads + h;
-    const float inv = split_kv::weigh<split_kv::L2Load>(maxima + item * num_partitions,
-                                                        maxima + stats + item * num_partitions, num_partitions,
-                                                        lane, w_warp);
-    __syncwarp();
-    const float* partial = workspace + item * num_partitions * D;
-    for (int col = lane; col < D; col += 32)
-      out[(t * num_heads + h) * D + col] =
-          split_kv::merge_column<split_kv::L2Load>(partial + col, D, num_partitions, w_warp) * inv;
-    __syncwarp();  // w_warp is rewritten for the next head
-  }
 }
 
 template <int D>
@@ -342,7 +304,7 @@ cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_
                      const __nv_bfloat16* v_cache, const int32_t* positions, const int32_t* seq_of_token,
                      const int32_t* tokens, const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
                      int64_t num_heads, int64_t num_kv_heads, float scale, int64_t partition_keys, float* workspace,
-                     int32_t* arrivals, float* out) {
+                     float* out) {
   auto kernel = decode_attention_mma_kernel<D>;
   constexpr int kSmem = DecodeMmaSmem<D>::kBytes;
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
@@ -350,7 +312,7 @@ cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_
     return err;
   return launch_dependent(kernel, grid, dim3(kThreads), size_t(kSmem), stream, q, k_cache, v_cache, positions,
                           seq_of_token, tokens, block_tables, int(max_blocks), int(block_size), int(num_heads),
-                          int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, arrivals, out);
+                          int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
 }
 
 }  // namespace
@@ -381,8 +343,7 @@ cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache,
                                         int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
                                         int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
                                         int64_t head_dim, float scale, int64_t num_partitions,
-                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream,
-                                        int32_t* arrivals) {
+                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream) {
   if (num_tokens == 0) return cudaSuccess;
   auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   if (!decode_attention_mma_supports(num_heads, num_kv_heads, head_dim) || num_tokens < 0 ||
@@ -393,25 +354,24 @@ cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache,
     return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_kv_heads),
                   static_cast<unsigned>(num_partitions));
-  int32_t* const merge = num_partitions > 1 ? arrivals : nullptr;  // the last partition merges
   const auto* k = reinterpret_cast<const __nv_bfloat16*>(k_cache);
   const auto* v = reinterpret_cast<const __nv_bfloat16*>(v_cache);
   cudaError_t err = cudaSuccess;
   switch (head_dim) {
     case 64:
       err = launch_d<64>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks, block_size,
-                         num_heads, num_kv_heads, scale, partition_keys, workspace, merge, out);
+                         num_heads, num_kv_heads, scale, partition_keys, workspace, out);
       break;
     case 128:
       err = launch_d<128>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks,
-                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, merge, out);
+                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
       break;
     default:
       err = launch_d<256>(grid, stream, q, k, v, positions, seq_of_token, tokens, block_tables, max_blocks,
-                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, merge, out);
+                          block_size, num_heads, num_kv_heads, scale, partition_keys, workspace, out);
       break;
   }
-  if (err != cudaSuccess || num_partitions == 1 || merge != nullptr) return err;
+  if (err != cudaSuccess || num_partitions == 1) return err;
   return launch_decode_attention_reduce(tokens, num_tokens, num_heads, head_dim, num_partitions, workspace, out,
                                         stream);
 }

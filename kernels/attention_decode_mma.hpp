@@ -12,7 +12,7 @@
 // an online softmax of its own in fp32 (log2 domain), P rounded to bf16 in registers, O += P V.
 // The warps' (max, sum, O) merge through shared memory at the end. Same partition contract and
 // workspace as launch_decode_attention_f32 (attention_decode.hpp), whose reduce kernel merges
-// the partitions, or (given arrival counters) the last partition of each group to finish.
+// the partitions.
 //
 // Precision: against paged_attention_ref (fp32 dots, fp64 softmax, the same bf16 K/V values) only
 // q and P are rounded to bf16 (rms relative error ~1.6e-3 each): outputs move by ~2e-3 of their
@@ -48,19 +48,13 @@ int64_t decode_mma_num_partitions(int64_t num_tokens, int64_t num_kv_heads, int6
 // head_dim]; num_partitions, partition_keys from decode_mma_num_partitions and
 // decode_partition_keys (or partition_keys 0: each token's context split evenly); workspace:
 // decode_workspace_floats floats (nullptr when 0). q and the caches must be 16-byte aligned.
-// arrivals: nullptr, or num_tokens * num_kv_heads i32 counters, all zero, that the launch leaves
-// zero: with more than one partition, the last CTA of each (token, kv head) to finish then merges
-// the group's partitions itself (the same fp32 values as the reduce kernel, split_kv_partials.cuh)
-// instead of a second launch running attention_decode.hpp's reduce kernel. Launches sharing one
-// counter array must not overlap (one stream).
 // Unsupported shapes give cudaErrorInvalidValue; num_tokens == 0 does nothing.
 cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                                         const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
                                         int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks,
                                         int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
                                         int64_t head_dim, float scale, int64_t num_partitions,
-                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream,
-                                        int32_t* arrivals = nullptr);
+                                        int64_t partition_keys, float* workspace, float* out, cudaStream_t stream);
 #endif
 
 }  // namespace troupe::kernels

@@ -1,13 +1,11 @@
 #pragma once
-// The merge of split-KV partials, shared by every kernel that merges them so that each gives the
-// same fp32 values: mla_decode.cu's combine and mla_absorb.cu's merging unabsorb (mla_decode.hpp's
-// workspace), attention_decode.cu's reduce and attention_decode_mma.cu's last partition of a group
-// (attention_decode.hpp's). Both layouts keep, per item (token, head) of P partitions, P partial
-// rows, then P maxima (log2 domain) and P sums: partition p weighs w_p = 2^(max_p - M) (M the
-// largest maximum; 0 for an empty partition, whose maximum is -inf), the merged row is
-// sum_p w_p row_p / sum_p w_p sum_p.
-// Load: how the partials are read. PlainLoad in a kernel launched after the one that wrote them;
-// L2Load (ld.global.cg) in the kernel that wrote them, where other SMs' writes are not in L1.
+// The merge of split-KV partials, shared by the kernels that merge them so that each gives the same
+// fp32 values: mla_decode.cu's combine and mla_absorb.cu's merging unabsorb (mla_decode.hpp's
+// workspace), attention_decode.cu's reduce kernel (attention_decode.hpp's). Both layouts keep, per
+// item (token, head) of P partitions, P partial rows, then P maxima (log2 domain) and P sums:
+// partition p weighs w_p = 2^(max_p - M) (M the largest maximum; 0 for an empty partition, whose
+// maximum is -inf), the merged row is sum_p w_p row_p / sum_p w_p sum_p. The partials are read
+// with plain loads: by a kernel launched after the one that wrote them.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -15,29 +13,20 @@
 
 namespace troupe::kernels::split_kv {
 
-struct PlainLoad {
-  __device__ __forceinline__ float operator()(const float* __restrict__ p) const { return *p; }
-};
-struct L2Load {
-  __device__ __forceinline__ float operator()(const float* __restrict__ p) const { return __ldcg(p); }
-};
-
 // One warp, every lane: w_s[p] for the item's partitions (lanes take p = lane, lane + 32, ...) and
-// the returned 1 / sum_p w_p sum_p (the same in every lane). The caller syncs the warp before
-// other lanes read w_s.
-template <class Load = PlainLoad>
+// the returned 1 / sum_p w_p sum_p (the same in every lane). Other lanes' w_s entries are read
+// after a barrier.
 __device__ __forceinline__ float weigh(const float* __restrict__ maxima, const float* __restrict__ sums, int parts,
                                        int lane, float* w_s) {
-  const Load load;
   float block_max = -INFINITY;
-  for (int p = lane; p < parts; p += 32) block_max = fmaxf(block_max, load(maxima + p));
+  for (int p = lane; p < parts; p += 32) block_max = fmaxf(block_max, maxima[p]);
 #pragma unroll
   for (int k = 16; k > 0; k /= 2) block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, k));
   const float max_use = block_max == -INFINITY ? 0.0f : block_max;
   float total = 0.0f;
   for (int p = lane; p < parts; p += 32) {
-    const float w = exp2f(load(maxima + p) - max_use);  // 0 for an empty partition
-    total += load(sums + p) * w;
+    const float w = exp2f(maxima[p] - max_use);  // 0 for an empty partition
+    total += sums[p] * w;
     w_s[p] = w;
   }
 #pragma unroll
@@ -46,21 +35,19 @@ __device__ __forceinline__ float weigh(const float* __restrict__ maxima, const f
 }
 
 // One merged column: sum_p col[p * stride] * w_s[p] in partition order, 8 loads in flight.
-template <class Load = PlainLoad>
 __device__ __forceinline__ float merge_column(const float* __restrict__ col, int64_t stride, int parts,
                                               const float* w_s) {
-  const Load load;
   constexpr int kUnroll = 8;
   float acc = 0.0f;
   int p = 0;
   for (; p + kUnroll <= parts; p += kUnroll) {
     float v[kUnroll];
 #pragma unroll
-    for (int k = 0; k < kUnroll; ++k) v[k] = load(col + int64_t(p + k) * stride);
+    for (int k = 0; k < kUnroll; ++k) v[k] = col[int64_t(p + k) * stride];
 #pragma unroll
     for (int k = 0; k < kUnroll; ++k) acc += v[k] * w_s[p + k];
   }
-  for (; p < parts; ++p) acc += load(col + int64_t(p) * stride) * w_s[p];
+  for (; p < parts; ++p) acc += col[int64_t(p) * stride] * w_s[p];
   return acc;
 }
 

@@ -10,7 +10,6 @@
 #include <cstring>
 
 #include "backends/cuda/cuda_backend.hpp"
-#include "backends/cuda/env_switch.hpp"
 #include "kernels/attention_decode.hpp"
 #include "kernels/attention_decode_mma.hpp"
 #include "kernels/attention_prefill.hpp"
@@ -51,16 +50,11 @@ void CudaBackend::decode_attention(const Tensor& q, const Tensor& k_cache, const
   Tensor workspace = floats > 0 ? scratch(DType::f32, {floats}) : Tensor();  // freed stream-ordered
   const int64_t partition_keys = per_token_partitions ? 0 : decode_partition_keys(max_context, parts);
   if (tensor_cores) {
-    // The last partition of each group merges them (no reduce launch) while the backend's counters
-    // cover the launch; TROUPE_DECODE_MERGE_IN_KERNEL=0 runs the reduce kernel instead (A/B).
-    const bool merge_in_kernel = decode_arrivals_ != nullptr && num_tokens * num_kv_heads <= kDecodeArrivalSlots &&
-                                 !env_is("TROUPE_DECODE_MERGE_IN_KERNEL", "0");
     check(launch_decode_attention_mma(q.data<float>(), k_cache.data<uint16_t>(), v_cache.data<uint16_t>(),
                                       meta.positions.data<int32_t>(), seq_of_token_.data<int32_t>(), tokens,
                                       num_tokens, meta.block_tables.data<int32_t>(), meta.max_blocks_per_seq,
                                       meta.block_size, num_heads, num_kv_heads, head_dim, scale, parts, partition_keys,
-                                      floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream(),
-                                      merge_in_kernel ? decode_arrivals_ : nullptr),
+                                      floats > 0 ? workspace.data<float>() : nullptr, out.data<float>(), stream()),
           "decode_attention_mma");
     return;
   }

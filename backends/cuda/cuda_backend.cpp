@@ -68,14 +68,6 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType
     cudaGetLastError();
     backend->cublas_workspace_ = nullptr;
   }
-  void* arrivals = nullptr;
-  if (cudaMalloc(&arrivals, kDecodeArrivalSlots * sizeof(int32_t)) == cudaSuccess &&
-      cudaMemset(arrivals, 0, kDecodeArrivalSlots * sizeof(int32_t)) == cudaSuccess) {
-    backend->decode_arrivals_ = static_cast<int32_t*>(arrivals);
-  } else {
-    cudaGetLastError();
-    if (arrivals) cudaFree(arrivals);
-  }
   // Keep freed memory in the pool instead of returning it at every synchronization.
   cudaMemPool_t pool = nullptr;
   if (cudaDeviceGetDefaultMemPool(&pool, device_index) == cudaSuccess) {
@@ -89,7 +81,6 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (cublas_) cublasDestroy(handle(cublas_));
   if (cublas_workspace_) cudaFree(cublas_workspace_);
-  if (decode_arrivals_) cudaFree(decode_arrivals_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 

@@ -237,10 +237,6 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   void mla_absorb_q(const Tensor& q, const Tensor& kv_b_weight, Tensor q_abs);
   void mla_unabsorb_out(const Tensor& o_lat, const Tensor& kv_b_weight, int64_t nope, Tensor out);
 
-  // Arrival counters of the tensor-core decode attention (kernels/attention_decode_mma.hpp), zeroed
-  // once at create and left zero by every launch: one per (token, kv head) of a launch.
-  static constexpr int64_t kDecodeArrivalSlots = int64_t(1) << 16;
-  int32_t* decode_arrivals_ = nullptr;  // nullptr: the reduce kernel merges the partitions
   void* cublas_ = nullptr;  // cublasHandle_t
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;  // shared by cuBLAS and cuBLASLt calls
   void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records

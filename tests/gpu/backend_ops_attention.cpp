@@ -68,15 +68,12 @@ enum class Kernel {
   decode_mma,
   decode_mma_per_token_split,
   decode_mma_max_partitions,
-  decode_mma_listed,
-  decode_mma_merged,     // decode_mma with arrival counters: the last partition merges
-  decode_mma_merged_max  // the same at the most partitions
+  decode_mma_listed
 };
 
 bool is_decode_mma(Kernel kernel) {
   return kernel == Kernel::decode_mma || kernel == Kernel::decode_mma_per_token_split ||
-         kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_listed ||
-         kernel == Kernel::decode_mma_merged || kernel == Kernel::decode_mma_merged_max;
+         kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_listed;
 }
 
 // Host and device inputs of one batch.
@@ -188,9 +185,7 @@ bool supports(Kernel kernel, const AttentionShape& c) {
     case Kernel::decode_mma:
     case Kernel::decode_mma_per_token_split:
     case Kernel::decode_mma_max_partitions:
-    case Kernel::decode_mma_listed:
-    case Kernel::decode_mma_merged:
-    case Kernel::decode_mma_merged_max: return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
+    case Kernel::decode_mma_listed: return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
   }
   return false;
 }
@@ -228,9 +223,8 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
   std::string dims = shape_name(c);
   if (kernel == Kernel::decode_per_token_split || kernel == Kernel::decode_mma_per_token_split)
     dims += " split=per-token";
-  if (kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_merged_max) dims += " split=max";
+  if (kernel == Kernel::decode_mma_max_partitions) dims += " split=max";
   if (kernel == Kernel::decode_mma_listed) dims += " tokens=decodes";
-  if (kernel == Kernel::decode_mma_merged || kernel == Kernel::decode_mma_merged_max) dims += " merge=last-partition";
   if (wgmma) dims += " rows=" + std::to_string(cta_rows) + " keys=" + std::to_string(key_tile);
   const char* variant = std::is_same_v<CacheT, float>      ? "f32 cache"
                         : std::is_same_v<CacheT, uint16_t> ? "bf16 cache"
@@ -303,21 +297,17 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
                   std::fill(written.begin(), written.end(), false);
                   for (int32_t t : list) written[size_t(t)] = true;
                 }
-                const bool max_parts =
-                    kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_merged_max;
-                const int64_t parts = max_parts ? kDecodeMaxPartitions : decode_mma_num_partitions(m, KV, context, num_sms());
+                const int64_t parts = kernel == Kernel::decode_mma_max_partitions
+                                          ? kDecodeMaxPartitions
+                                          : decode_mma_num_partitions(m, KV, context, num_sms());
                 const int64_t keys = per_token ? 0 : decode_partition_keys(context, parts);
                 const int64_t floats = decode_workspace_floats(m, H, D, parts);
                 float* workspace = floats > 0 ? r.poisoned<float>(size_t(floats)) : nullptr;
-                // Zeroed counters, which every launch (the bench repeats it) must leave zero.
-                int32_t* arrivals = nullptr;
-                if (kernel == Kernel::decode_mma_merged || kernel == Kernel::decode_mma_merged_max)
-                  arrivals = r.device(r.host<int32_t>(size_t(m * KV), 0), size_t(m * KV));
                 tolerance = kDecodeMmaTolerance;
                 r.launch = [=](cudaStream_t s) {
                   return launch_decode_attention_mma(b.d_q, b.d_k, b.d_v, b.d_positions, b.d_seq_of_token, d_list, m,
                                                      b.d_tables, b.max_blocks, bs, H, KV, D, scale, parts, keys,
-                                                     workspace, out, s, arrivals);
+                                                     workspace, out, s);
                 };
               }
             } else {
@@ -475,8 +465,6 @@ void add_attention_cases(std::vector<OpCase>& t) {
     if (decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_per_token_split, c));
     if (c.seqs.size() <= 4) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_max_partitions, c));
     if (!decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_listed, c));
-    t.push_back(attention_case<uint16_t>(Kernel::decode_mma_merged, c));
-    if (c.seqs.size() <= 4) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_merged_max, c));
   }
 }
 
