@@ -1,6 +1,8 @@
 #include <cuda_bf16.h>
-
 #include <cub/block/block_scan.cuh>
+
+#include <cstdlib>
+#include <string_view>
 
 #include "kernels/fp8_gemv_f16_tiles.cuh"
 #include "kernels/moe_f16_gemv.hpp"
@@ -157,7 +159,14 @@ cudaError_t launch_moe_f16(const uint16_t* x_perm, int64_t x_stride, const uint8
       err != cudaSuccess)
     return err;
   const dim3 grid{unsigned(p.grid), unsigned(rows)};
-  if (chunk > 1) {
+  // TROUPE_MOE_UNITS_PDL=1 launches the units as programmatic dependents too: the experiment that
+  // tells whether reading the active list through L2 (__ldcg, added after go72) cures the fault
+  // below (read once).
+  static const bool units_dependent = [] {
+    const char* env = std::getenv("TROUPE_MOE_UNITS_PDL");
+    return env && std::string_view(env) == "1";
+  }();
+  if (chunk > 1 && !units_dependent) {
     // Units: a plain launch, as the grouped kernels are. As programmatic dependents the DeepSeek
     // demo's decode steps (FP8 experts, 2 to 8 tokens) failed on the H200 with illegal addresses,
     // while the same steps passed under compute-sanitizer (memcheck, racecheck and initcheck found

@@ -24,7 +24,8 @@
 // Units are plain launches, one-token batches programmatic dependents: as programmatic dependents
 // the units failed the DeepSeek demo's 2-8 token step graphs with illegal addresses on the H200,
 // while compute-sanitizer runs and TROUPE_NO_PDL=1 runs passed (go70-go72); not understood. Both
-// read the active list through L2 (__ldcg) as a guard.
+// read the active list through L2 (__ldcg) as a guard; TROUPE_MOE_UNITS_PDL=1 launches the units
+// as dependents again, to test whether that guard is the cure.
 #include <cstdint>
 
 #ifdef TROUPE_HAVE_CUDA
