@@ -50,7 +50,7 @@ struct Args {
   std::vector<int64_t> batches = {1, 64};
   double time_limit_s = 290;
   bool enforce_eager = false;
-  std::string kernel_trace;  // --kernel-trace PATH: one batch-1 step's kernels as they ran (CUPTI), CSV
+  std::string kernel_trace;  // --kernel-trace PATH: one step's kernels of each batch as they ran (CUPTI), CSV
 };
 
 bool parse_args(int argc, char** argv, Args& a) {
@@ -180,9 +180,10 @@ int run(int argc, char** argv) {
     note << shape << "; median of " << t.ms.size() << " steps, " << mode << "; limit = (weights the step's ops read, "
          << weights / 1e9 << " GB, + latent cache " << kv / 1e9 << " GB) / measured HBM bandwidth";
     add_record({"dsv3_decode_b" + std::to_string(batch), ms, "ms/step", limit_ms, limit_ms / ms, note.str()});
-    if (batch == 1 && !args.kernel_trace.empty() && remaining_s() > 40) {
-      bench::record_traced_step([&] { return bench::run_steps(decoder, profiler, 1, 1, args.context, 2, 3, 20).ok; },
-                                "dsv3_decode_b1_in_graph", args.kernel_trace);
+    if (!args.kernel_trace.empty() && remaining_s() > 40) {
+      bench::record_traced_step(
+          [&] { return bench::run_steps(decoder, profiler, batch, 1, args.context, 2, 3, 20).ok; },
+          "dsv3_decode_b" + std::to_string(batch) + "_in_graph", bench::traced_csv_path(args.kernel_trace, batch));
     }
     if (batch == 1 && remaining_s() > 60)
       bench::profile_step(eager, profiler, 1, args.context, 1, "dsv3_decode_b1_share_",

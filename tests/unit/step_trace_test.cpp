@@ -104,5 +104,13 @@ TEST(StepTrace, ShortKernelNames) {
   EXPECT_EQ(short_kernel_name("<lambda>"), "kernel");
 }
 
+TEST(StepTrace, BatchTracePathsBesideTheGivenOne) {
+  EXPECT_EQ(traced_csv_path("out/trace.csv", 1), "out/trace.csv");
+  EXPECT_EQ(traced_csv_path("out/trace.csv", 64), "out/trace_b64.csv");
+  EXPECT_EQ(traced_csv_path("trace.csv.xz", 8), "trace_b8.csv.xz");
+  EXPECT_EQ(traced_csv_path("out.d/trace", 64), "out.d/trace_b64");  // a folder's dot is not the file's
+  EXPECT_EQ(traced_csv_path(".trace", 2), ".trace_b2");
+}
+
 }  // namespace
 }  // namespace troupe::bench
