@@ -47,6 +47,9 @@ struct Args {
   std::string out;
   std::string command;
   int64_t dense_layers = 3, moe_layers = 8, context = 1024, prefill_tokens = 4096;
+  // --max-model-len N: the recorded steps' block tables as wide as a server's with that limit (its
+  // split-KV partition count), the decode records suffixed _maxlen<N>; 0: context + 512.
+  int64_t max_model_len = 0;
   std::vector<int64_t> batches = {1, 64};
   double time_limit_s = 290;
   bool enforce_eager = false;
@@ -64,6 +67,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--dense-layers") a.dense_layers = std::atoll(v.c_str());
     else if (k == "--moe-layers") a.moe_layers = std::atoll(v.c_str());
     else if (k == "--context") a.context = std::atoll(v.c_str());
+    else if (k == "--max-model-len") a.max_model_len = std::atoll(v.c_str());
     else if (k == "--prefill-tokens") a.prefill_tokens = std::atoll(v.c_str());
     else if (k == "--time-limit") a.time_limit_s = std::atof(v.c_str());
     else if (k == "--enforce-eager") a.enforce_eager = v == "1" || v == "true";
@@ -71,7 +75,8 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--kernel-trace") a.kernel_trace = v;
     else return false;
   }
-  return a.dense_layers >= 0 && a.moe_layers >= 0 && a.dense_layers + a.moe_layers > 0 && a.context > 0;
+  return a.dense_layers >= 0 && a.moe_layers >= 0 && a.dense_layers + a.moe_layers > 0 && a.context > 0 &&
+         (a.max_model_len == 0 || a.max_model_len > a.context);
 }
 
 // A folder holding R1's config.json with fewer layers (the first `dense` dense, then `moe` MoE).
@@ -109,7 +114,7 @@ int run(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: dsv3_model_bench [--config FILE] [--dense-layers 3] [--moe-layers 8] [--context 1024]\n"
                  "       [--batches 1,64] [--prefill-tokens 4096] [--time-limit 290] [--out PATH]\n"
-                 "       [--kernel-trace PATH]\n");
+                 "       [--kernel-trace PATH] [--max-model-len N]\n");
     return 2;
   }
   bench::init_log("dsv3_model", args.out, args.command, args.time_limit_s);
@@ -149,7 +154,8 @@ int run(int argc, char** argv) {
   say("loaded; %.1f GiB of %.1f GiB free", double(free_bytes) / (1 << 30), double(total_bytes) / (1 << 30));
   StepGraphOptions graph_options;
   graph_options.max_batch = 256;
-  graph_options.max_model_len = args.context + 512;  // decode contexts only
+  graph_options.max_model_len = args.max_model_len > 0 ? args.max_model_len : args.context + 512;
+  const std::string maxlen = args.max_model_len > 0 ? "_maxlen" + std::to_string(args.max_model_len) : "";
   GraphedModel graphed(std::move(model.value()), profiler, graph_options);
   Model& eager = graphed.inner();
   Model& decoder = args.enforce_eager ? eager : static_cast<Model&>(graphed);
@@ -179,11 +185,12 @@ int run(int argc, char** argv) {
     std::ostringstream note;
     note << shape << "; median of " << t.ms.size() << " steps, " << mode << "; limit = (weights the step's ops read, "
          << weights / 1e9 << " GB, + latent cache " << kv / 1e9 << " GB) / measured HBM bandwidth";
-    add_record({"dsv3_decode_b" + std::to_string(batch), ms, "ms/step", limit_ms, limit_ms / ms, note.str()});
+    if (!maxlen.empty()) note << "; recorded steps' block tables " << graph_options.max_model_len << " tokens wide";
+    add_record({"dsv3_decode_b" + std::to_string(batch) + maxlen, ms, "ms/step", limit_ms, limit_ms / ms, note.str()});
     if (!args.kernel_trace.empty() && remaining_s() > 40) {
       bench::record_traced_step(
           [&] { return bench::run_steps(decoder, profiler, batch, 1, args.context, 2, 3, 20).ok; },
-          "dsv3_decode_b" + std::to_string(batch) + "_in_graph", bench::traced_csv_path(args.kernel_trace, batch));
+          "dsv3_decode_b" + std::to_string(batch) + maxlen + "_in_graph", bench::traced_csv_path(args.kernel_trace, batch));
     }
     if (batch == 1 && remaining_s() > 60)
       bench::profile_step(eager, profiler, 1, args.context, 1, "dsv3_decode_b1_share_",

@@ -61,6 +61,9 @@ struct Args {
   bool enforce_eager = false;  // decode without CUDA graphs
   bool fp8_kv_cache = false;   // --kv-cache-dtype fp8: an e4m3 KV cache (scales 1), metrics suffixed _kvfp8
   std::string kernel_trace;    // --kernel-trace PATH: one batch-1 step's kernels as they ran (CUPTI), CSV
+  // --max-model-len N: the recorded steps' block tables as wide as a server's with that limit (its
+  // split-KV partition count), the metrics suffixed _maxlen<N>; 0: context + 512.
+  int64_t max_model_len = 0;
   std::string command;
 };
 
@@ -136,6 +139,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     if (k == "--model" && value(v)) a.model = v;
     else if (k == "--out" && value(v)) a.out = v;
     else if (k == "--context" && value(v)) a.context = std::atoll(v.c_str());
+    else if (k == "--max-model-len" && value(v)) a.max_model_len = std::atoll(v.c_str());
     else if (k == "--decode-steps" && value(v)) a.decode_steps = std::atoll(v.c_str());
     else if (k == "--prefill-tokens" && value(v)) a.prefill_tokens = std::atoll(v.c_str());
     else if (k == "--time-limit" && value(v)) a.time_limit_s = std::atof(v.c_str());
@@ -151,11 +155,13 @@ bool parse_args(int argc, char** argv, Args& a) {
       std::fprintf(stderr,
                    "usage: gpu_decode_bench [--model DIR] [--out PATH] [--context 1024] [--decode-steps 20]\n"
                    "       [--prefill-tokens 4096] [--batches 1,8,32,64] [--time-limit 290] [--enforce-eager]\n"
-                   "       [--prefill-sweep 512,1024,2048,8192] [--kv-cache-dtype auto|fp8] [--kernel-trace PATH]\n");
+                   "       [--prefill-sweep 512,1024,2048,8192] [--kv-cache-dtype auto|fp8] [--kernel-trace PATH]\n"
+                   "       [--max-model-len N]\n");
       return false;
     }
   }
-  return a.context > 0 && a.decode_steps > 0 && a.prefill_tokens > 0;
+  return a.context > 0 && a.decode_steps > 0 && a.prefill_tokens > 0 &&
+         (a.max_model_len == 0 || a.max_model_len > a.context);
 }
 
 // --cpu-check: the decode and prefill steps of this program on the CPU backend (for a tiny model
@@ -243,7 +249,8 @@ int run(int argc, char** argv) {
     return 1;
   }
   const ParamCount params = count_params(config.value());
-  const std::string suffix = metric_suffix(g_args.model) + (g_args.fp8_kv_cache ? "_kvfp8" : "");
+  const std::string suffix = metric_suffix(g_args.model) + (g_args.fp8_kv_cache ? "_kvfp8" : "") +
+                             (g_args.max_model_len > 0 ? "_maxlen" + std::to_string(g_args.max_model_len) : "");
   say("loading %s with dummy weights: %.3f B parameters (%.1f GB in fp32)", suffix.c_str(), double(params.total) / 1e9,
       double(params.total) * 4 / 1e9);
   // The model runs on a pass-through ProfilingBackend, so one step can be profiled op by op (c2).
@@ -288,7 +295,7 @@ int run(int argc, char** argv) {
   // profiled steps run the model eagerly.
   StepGraphOptions graph_options;
   graph_options.max_batch = 256;
-  graph_options.max_model_len = g_args.context + 512;  // decode contexts only
+  graph_options.max_model_len = g_args.max_model_len > 0 ? g_args.max_model_len : g_args.context + 512;
   GraphedModel graphed(std::move(model), profiler, graph_options);
   Model& eager = graphed.inner();
   Model& decoder = g_args.enforce_eager ? eager : static_cast<Model&>(graphed);

@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t t = tokens ? tokens[i] : i;
   const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
+  const int keys = split_kv::partition_length(context, num_partitions, partition_keys, int(kDecodeMinPartitionKeys));
   const int begin = part * keys, end = min(context, begin + keys);
   const int kv_head = h / (num_heads / num_kv_heads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -191,7 +191,8 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
   const int64_t t = tokens ? tokens[i] : i;
   const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
+  const int keys =
+      split_kv::partition_length(context, num_partitions, partition_keys, int(kDecodeMinGroupPartitionKeys));
   const int begin = part * keys, end = min(context, begin + keys);
   const int h0 = kv_head * G;  // q heads h0 .. h0 + G - 1 share kv_head
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -335,21 +336,22 @@ __global__ void decode_reduce_kernel(const int32_t* __restrict__ tokens, int num
   wait_for_prerequisites();
   __shared__ float w_s[kDecodeMaxPartitions];
   __shared__ float inv_s;
+  __shared__ int used_s;
   const int i = blockIdx.x, h = blockIdx.y;
   const int64_t t = tokens ? tokens[i] : i;
   const int64_t item = int64_t(i) * num_heads + h;
   const int64_t stats = int64_t(gridDim.x) * num_heads * num_partitions;
   const float* maxima = workspace + stats * head_dim + item * num_partitions;
-  // The first warp weighs the partitions (split_kv_partials.cuh, as the tensor-core kernel's last
-  // partition does), then every thread merges columns.
+  // The first warp weighs the partitions (split_kv_partials.cuh, as MLA's combine does), then every
+  // thread merges columns over the partitions that hold keys.
   if (threadIdx.x < 32) {
-    const float inv = split_kv::weigh(maxima, maxima + stats, num_partitions, int(threadIdx.x), w_s);
-    if (threadIdx.x == 0) inv_s = inv * out_scale;  // out_scale: an fp8 cache's v_scale, else 1
+    const split_kv::Weights wt = split_kv::weigh(maxima, maxima + stats, num_partitions, int(threadIdx.x), w_s);
+    if (threadIdx.x == 0) inv_s = wt.inv * out_scale, used_s = wt.used;  // out_scale: an fp8 cache's v_scale, else 1
   }
   __syncthreads();
   const float* partial = workspace + item * num_partitions * head_dim;
   for (int c = threadIdx.x; c < head_dim; c += blockDim.x)
-    out[(t * num_heads + h) * head_dim + c] = split_kv::merge_column(partial + c, head_dim, num_partitions, w_s) * inv_s;
+    out[(t * num_heads + h) * head_dim + c] = split_kv::merge_column(partial + c, head_dim, used_s, w_s) * inv_s;
 }
 
 template <int D, typename CacheT>

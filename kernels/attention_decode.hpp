@@ -52,7 +52,10 @@ int64_t decode_workspace_floats(int64_t num_tokens, int64_t num_heads, int64_t h
 // i32; tokens: [num_tokens] i32, the token indices to compute (nullptr: tokens 0 .. num_tokens-1);
 // block_tables: [num_seqs, max_blocks] i32. num_partitions and partition_keys from the helpers
 // above with max_context >= every computed token's position + 1, or partition_keys 0: each token's
-// context split evenly into the partitions (a launch independent of the contexts); workspace: at least
+// context split evenly into the partitions, none shorter than kDecodeMinGroupPartitionKeys keys
+// (the grouped kernel) or kDecodeMinPartitionKeys (the other), so a short context leaves the last
+// partitions empty (a launch independent of the contexts: split_kv_partials.cuh's
+// partition_length); workspace: at least
 // decode_workspace_floats floats (nullptr when that is 0). Unsupported shapes give
 // cudaErrorInvalidValue; num_tokens == 0 does nothing.
 cudaError_t launch_decode_attention_f32(const float* q, const float* k_cache, const float* v_cache,

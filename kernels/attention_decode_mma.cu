@@ -39,6 +39,7 @@
 #include "kernels/attention_decode_mma.hpp"
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mma_sync.cuh"
+#include "kernels/split_kv_partials.cuh"
 
 namespace troupe::kernels {
 namespace {
@@ -80,7 +81,7 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
                                 const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                                 const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
                                 int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
-                                float* __restrict__ workspace, float* __restrict__ out) {
+                                int min_keys, float* __restrict__ workspace, float* __restrict__ out) {
   using L = DecodeMmaSmem<D>;
   constexpr int kStages = L::kStages, kChunks = L::kChunks, kRowBytes = L::kRowBytes;
   allow_dependents();  // the next kernel may become resident (the reduce, or a GEMV loading weights)
@@ -94,7 +95,7 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
   const int64_t t = tokens ? tokens[i] : i;
   const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
+  const int keys = split_kv::partition_length(context, num_partitions, partition_keys, min_keys);
   const int begin = part * keys, end = min(context, begin + keys);
   const int num_tiles = begin < end ? (end - begin + kKeys - 1) / kKeys : 0;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
@@ -299,6 +300,16 @@ __global__ void __launch_bounds__(kThreads, D > 128 ? 1 : 2)
   }
 }
 
+// The shortest partition, in keys: kDecodeMmaMinPartitionTiles tiles (TROUPE_DECODE_MIN_TILES=T
+// for A/B runs; read once), for the partition count and for each token's own split in a graph.
+int64_t min_partition_keys() {
+  static const int64_t min_tiles = [] {
+    const char* env = std::getenv("TROUPE_DECODE_MIN_TILES");
+    return env && std::atoll(env) > 0 ? std::atoll(env) : kDecodeMmaMinPartitionTiles;
+  }();
+  return kDecodeMmaTileKeys * min_tiles;
+}
+
 template <int D>
 cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_bfloat16* k_cache,
                      const __nv_bfloat16* v_cache, const int32_t* positions, const int32_t* seq_of_token,
@@ -312,7 +323,8 @@ cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_
     return err;
   return launch_dependent(kernel, grid, dim3(kThreads), size_t(kSmem), stream, q, k_cache, v_cache, positions,
                           seq_of_token, tokens, block_tables, int(max_blocks), int(block_size), int(num_heads),
-                          int(num_kv_heads), scale * kLog2e, int(partition_keys), workspace, out);
+                          int(num_kv_heads), scale * kLog2e, int(partition_keys), int(min_partition_keys()),
+                          workspace, out);
 }
 
 }  // namespace
@@ -327,12 +339,7 @@ int64_t decode_mma_num_partitions(int64_t num_tokens, int64_t num_kv_heads, int6
   const int64_t items = num_tokens * num_kv_heads;  // CTAs per partition
   if (items <= 0 || max_context <= kDecodeMmaTileKeys) return 1;
   const int64_t wanted = (2 * std::max<int64_t>(1, num_sms) + items - 1) / items;
-  // No partition shorter than min_tiles tiles (TROUPE_DECODE_MIN_TILES=T for A/B runs; read once).
-  static const int64_t min_tiles = [] {
-    const char* env = std::getenv("TROUPE_DECODE_MIN_TILES");
-    return env && std::atoll(env) > 0 ? std::atoll(env) : kDecodeMmaMinPartitionTiles;
-  }();
-  const int64_t by_length = max_context / (kDecodeMmaTileKeys * min_tiles);
+  const int64_t by_length = max_context / min_partition_keys();  // no partition shorter
   const int64_t parts = std::clamp<int64_t>(std::min(wanted, by_length), 1, kDecodeMaxPartitions);
   const int64_t keys = decode_partition_keys(max_context, parts);
   return (max_context + keys - 1) / keys;  // none empty for the longest context

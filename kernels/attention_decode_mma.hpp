@@ -46,7 +46,8 @@ int64_t decode_mma_num_partitions(int64_t num_tokens, int64_t num_kv_heads, int6
 // Arguments as launch_decode_attention_f32's (attention_decode.hpp): q, out fp32 [total_tokens,
 // num_heads, head_dim]; k_cache, v_cache bf16 bits [num_blocks, block_size, num_kv_heads,
 // head_dim]; num_partitions, partition_keys from decode_mma_num_partitions and
-// decode_partition_keys (or partition_keys 0: each token's context split evenly); workspace:
+// decode_partition_keys (or partition_keys 0: each token's context split evenly, none shorter than
+// kDecodeMmaMinPartitionTiles tiles: split_kv_partials.cuh's partition_length); workspace:
 // decode_workspace_floats floats (nullptr when 0). q and the caches must be 16-byte aligned.
 // Unsupported shapes give cudaErrorInvalidValue; num_tokens == 0 does nothing.
 cudaError_t launch_decode_attention_mma(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,

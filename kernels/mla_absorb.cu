@@ -155,18 +155,19 @@ __global__ void __launch_bounds__(kUnabsorbWarps * 32)
     // Warp t weighs token t's partitions (the combine's first warp), then every thread merges columns.
     __shared__ float w_s[NT][kMlaAbsorbMaxPartitions];
     __shared__ float inv_s[NT];
+    __shared__ int used_s[NT];
     const int64_t stats = int64_t(NT) * num_heads * parts;
     if (warp < NT) {
       const int64_t item = int64_t(warp) * num_heads + h;
       const float* maxima = o_lat + stats * kv_lora + item * parts;
-      const float inv = split_kv::weigh(maxima, maxima + stats, parts, lane, w_s[warp]);
-      if (lane == 0) inv_s[warp] = inv;
+      const split_kv::Weights wt = split_kv::weigh(maxima, maxima + stats, parts, lane, w_s[warp]);
+      if (lane == 0) inv_s[warp] = wt.inv, used_s[warp] = wt.used;
     }
     __syncthreads();
     for (int i = int(threadIdx.x); i < NT * kv_lora; i += int(blockDim.x)) {
       const int t = i / kv_lora, j = i % kv_lora;
       const float acc = split_kv::merge_column(o_lat + (int64_t(t) * num_heads + h) * parts * kv_lora + j, kv_lora,
-                                                   parts, w_s[t]);
+                                               used_s[t], w_s[t]);
       o_s[i] = __bfloat16_as_ushort(__float2bfloat16_rn(acc * inv_s[t]));
     }
   } else {

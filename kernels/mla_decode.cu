@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t t = tokens ? tokens[i] : i;
   const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int keys = partition_keys > 0 ? partition_keys : (context + num_partitions - 1) / num_partitions;
+  const int keys = split_kv::partition_length(context, num_partitions, partition_keys, int(kMlaMinPartitionKeys));
   const int begin = part * keys, end = min(context, begin + keys);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int units = kKeys * (entry / 4), row_units = entry / 4;
@@ -226,20 +226,21 @@ __global__ void __launch_bounds__(kCombineThreads)
   wait_for_prerequisites();
   __shared__ float w_s[kMlaMaxPartitions];
   __shared__ float inv_s;
+  __shared__ int used_s;
   const int64_t item = int64_t(blockIdx.x) * num_heads + blockIdx.y;
   const int64_t stats = int64_t(gridDim.x) * num_heads * num_partitions;
   const float* maxima = workspace + stats * kv_lora + item * num_partitions;
   const float* sums = maxima + stats;
   if (threadIdx.x < 32) {
-    const float inv = split_kv::weigh(maxima, sums, num_partitions, int(threadIdx.x), w_s);
-    if (threadIdx.x == 0) inv_s = inv;
+    const split_kv::Weights wt = split_kv::weigh(maxima, sums, num_partitions, int(threadIdx.x), w_s);
+    if (threadIdx.x == 0) inv_s = wt.inv, used_s = wt.used;
   }
   __syncthreads();
   const int c = int(blockIdx.z) * kCombineThreads + int(threadIdx.x);
   if (c >= kv_lora) return;
-  const float acc =
-      split_kv::merge_column(workspace + item * num_partitions * kv_lora + c, kv_lora, num_partitions, w_s);
-  o_lat[item * kv_lora + c] = acc * inv_s;
+  const float inv = inv_s;
+  const float acc = split_kv::merge_column(workspace + item * num_partitions * kv_lora + c, kv_lora, used_s, w_s);
+  o_lat[item * kv_lora + c] = acc * inv;
 }
 
 template <int kVec, typename CacheT>

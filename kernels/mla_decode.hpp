@@ -88,7 +88,8 @@ int64_t mla_decode_workspace_floats(int64_t num_tokens, int64_t num_heads, int64
 
 // Device pointers, shapes as mla_decode_ref. partition_keys from the helper above with max_context
 // >= every computed token's position + 1, or 0: each token's context split evenly into the
-// partitions. workspace: mla_decode_workspace_floats floats (nullptr when 0). With more than one
+// partitions, none shorter than kMlaMinPartitionKeys (split_kv_partials.cuh's partition_length: a
+// short context leaves the last partitions empty). workspace: mla_decode_workspace_floats floats (nullptr when 0). With more than one
 // partition and merge_partials false, the combine kernel is not launched: the partials stay in the
 // workspace for launch_mla_decode_combine_f32 or mla_absorb.hpp's launch_mla_unabsorb_partials_bf16
 // (o_lat is then not written). Unsupported shapes give cudaErrorInvalidValue; num_tokens == 0 does

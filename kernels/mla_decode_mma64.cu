@@ -94,6 +94,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const mla_tile::Work w =
       mla_tile::work_of_cta(positions, seq_of_token, tokens, block_tables, max_blocks, num_heads, partition_keys);
+  if (mla_tile::empty_partition(w, num_heads, workspace)) return;  // the whole CTA, before any barrier
   const int h0 = w.h0, i = w.i, heads = w.heads, begin = w.begin, end = w.end;
   const int32_t* table = w.table;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;

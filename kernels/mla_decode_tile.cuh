@@ -6,11 +6,13 @@
 // merges, with the row's maximum and sum), and the launch.
 #include <cuda_bf16.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/dependent_launch.cuh"
 #include "kernels/mla_decode.hpp"
 #include "kernels/mma_sync.cuh"
+#include "kernels/split_kv_partials.cuh"
 
 namespace troupe::kernels::mla_tile {
 
@@ -20,7 +22,8 @@ constexpr float kLog2e = 1.4426950408889634f;
 // CTA (blockIdx.x = head tile, .y = computed token i, .z = partition) of a launch over num_heads,
 // whose gridDim.x tiles split the heads evenly (ceil(num_heads / gridDim.x) each, the last fewer).
 // Token t = tokens[i] (tokens nullptr: i) attends to keys [begin, end) of its context [0,
-// positions[t]]: partitions of partition_keys keys (0: its own context split evenly).
+// positions[t]]: partitions of partition_keys keys (0: its own context split evenly, none shorter than
+// kMlaMinPartitionKeys: split_kv::partition_length).
 struct Work {
   int h0, i, part, num_partitions, heads, begin, end;
   const int32_t* table;  // the token's sequence's block table
@@ -38,7 +41,7 @@ __device__ __forceinline__ Work work_of_cta(const int32_t* positions, const int3
   const int64_t t = tokens ? tokens[w.i] : w.i;
   w.table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int keys = partition_keys > 0 ? partition_keys : (context + w.num_partitions - 1) / w.num_partitions;
+  const int keys = split_kv::partition_length(context, w.num_partitions, partition_keys, int(kMlaMinPartitionKeys));
   w.begin = w.part * keys;
   w.end = min(context, w.begin + keys);
   return w;
@@ -60,6 +63,17 @@ __device__ __forceinline__ void row_stats(const Work& w, int num_heads, int row,
   float* maxima = workspace + stats * kLora;
   maxima[item * w.num_partitions + w.part] = max;
   maxima[stats + item * w.num_partitions + w.part] = sum;
+}
+
+// Whether the CTA's partition holds no key (one past a short context: split_kv::partition_length);
+// then only its rows' maximum (-inf) and sum (0) are written, from which the merge knows to skip
+// its partial rows (split_kv::Weights::used), and the CTA returns before staging Q. Never with one
+// partition (every context holds a key).
+__device__ __forceinline__ bool empty_partition(const Work& w, int num_heads, float* workspace) {
+  if (w.begin < w.end) return false;
+  for (int row = int(threadIdx.x); row < w.heads; row += int(blockDim.x))
+    row_stats(w, num_heads, row, -INFINITY, 0.0f, workspace);
+  return true;
 }
 
 // The tile's Q rows (576 fp32 each at q_src; rows past `heads` zeros) rounded to bf16, 16 bytes at

@@ -218,9 +218,9 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
                         bool per_token_partitions = false);
 
   // MLA (cuda_mla_ops.cpp). decode_tokens: the tokens of sequences with one new token (host).
-  // per_token_partitions: each token's context split evenly into partitions counted from the block
-  // tables' width (a launch that does not depend on the contexts: step graphs), else from the
-  // longest context.
+  // per_token_partitions: each token's context split evenly into partitions (none shorter than the
+  // kernel's minimum) counted from the block tables' width (a launch that does not depend on the
+  // contexts: step graphs), else from the longest context.
   void mla_decode_absorbed(const Tensor& q, const Tensor& cache, const Tensor& kv_b_weight,
                            const AttentionMetadata& meta, float scale, const std::vector<int32_t>& decode_tokens,
                            Tensor out, bool per_token_partitions);

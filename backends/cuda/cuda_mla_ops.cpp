@@ -88,8 +88,9 @@ void CudaBackend::mla_paged_attention(const Tensor& q, const Tensor& cache, cons
   const int64_t rope = entry - kv_lora, nope = q.size(2) - rope, v_dim = out.size(2);
   if (in_graph()) {
     // A recorded step holds only decode tokens (backends/graphed_model.hpp), and its launches may not
-    // depend on this step's contexts: the partitions split each token's own context evenly, their
-    // count set by the block tables' width (the graph's longest context).
+    // depend on this step's contexts: the partitions split each token's own context evenly (none
+    // shorter than kMlaMinPartitionKeys), their count set by the block tables' width (the graph's
+    // longest context).
     for (size_t s = 0; s + 1 < query_start_host_.size(); ++s)
       if (query_start_host_[s + 1] - query_start_host_[s] != 1) {
         graphs_.fail("a recorded step holds a prefill");
