@@ -56,11 +56,14 @@ struct AttentionShape {
 
 // decode_mma*: the tensor-core decode, with partitions by the longest context, per token (a recorded
 // graph's launch), the most partitions (kDecodeMaxPartitions: partitions of a few keys, many
-// empty), or over a `tokens` list of the batch's decode tokens (a mixed step's).
+// empty), or over a `tokens` list of the batch's decode tokens (a mixed step's). *_server: per
+// token over block tables as wide as a server's max_model_len (kServerModelLen), as `troupe serve`
+// records its graphs: many partitions, each context filling only its first ones.
 enum class Kernel {
   fallback,
   decode,
   decode_per_token_split,
+  decode_per_token_server,
   prefill,
   prefill_wgmma,                // Hopper's kernel: 64 rows a CTA, 64-key tiles
   prefill_wgmma_rows128,        // 128 rows a CTA, 128-key tiles
@@ -68,12 +71,19 @@ enum class Kernel {
   decode_mma,
   decode_mma_per_token_split,
   decode_mma_max_partitions,
-  decode_mma_listed
+  decode_mma_listed,
+  decode_mma_per_token_server
 };
+constexpr int64_t kServerModelLen = 32768;
+
+bool is_server_width(Kernel kernel) {
+  return kernel == Kernel::decode_per_token_server || kernel == Kernel::decode_mma_per_token_server;
+}
 
 bool is_decode_mma(Kernel kernel) {
   return kernel == Kernel::decode_mma || kernel == Kernel::decode_mma_per_token_split ||
-         kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_listed;
+         kernel == Kernel::decode_mma_max_partitions || kernel == Kernel::decode_mma_listed ||
+         kernel == Kernel::decode_mma_per_token_server;
 }
 
 // Host and device inputs of one batch.
@@ -91,9 +101,11 @@ struct Batch {
   const int32_t *d_positions = nullptr, *d_seq_of_token = nullptr, *d_tables = nullptr;
 };
 
+// table_blocks: the block tables' least width (-1 past each sequence's blocks).
 template <class CacheT>
-Batch<CacheT> make_batch(OpRun& r, const AttentionShape& c, std::mt19937& rng) {
+Batch<CacheT> make_batch(OpRun& r, const AttentionShape& c, std::mt19937& rng, int64_t table_blocks = 0) {
   Batch<CacheT> b;
+  b.max_blocks = table_blocks;
   b.num_seqs = int64_t(c.seqs.size());
   int64_t blocks_needed = 0;
   for (const auto& [context, num_new] : c.seqs) {
@@ -173,7 +185,8 @@ bool supports(Kernel kernel, const AttentionShape& c) {
   switch (kernel) {
     case Kernel::fallback: return c.head_dim <= 256;
     case Kernel::decode:
-    case Kernel::decode_per_token_split: return decode_attention_supports(c.head_dim);
+    case Kernel::decode_per_token_split:
+    case Kernel::decode_per_token_server: return decode_attention_supports(c.head_dim);
     case Kernel::prefill:
       return prefill_attention_supports(c.head_dim, group) &&
              std::any_of(c.seqs.begin(), c.seqs.end(), [](const auto& s) { return s.second > 1; });
@@ -185,7 +198,8 @@ bool supports(Kernel kernel, const AttentionShape& c) {
     case Kernel::decode_mma:
     case Kernel::decode_mma_per_token_split:
     case Kernel::decode_mma_max_partitions:
-    case Kernel::decode_mma_listed: return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
+    case Kernel::decode_mma_listed:
+    case Kernel::decode_mma_per_token_server: return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
   }
   return false;
 }
@@ -223,6 +237,7 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
   std::string dims = shape_name(c);
   if (kernel == Kernel::decode_per_token_split || kernel == Kernel::decode_mma_per_token_split)
     dims += " split=per-token";
+  if (is_server_width(kernel)) dims += " split=per-token width=" + std::to_string(kServerModelLen);
   if (kernel == Kernel::decode_mma_max_partitions) dims += " split=max";
   if (kernel == Kernel::decode_mma_listed) dims += " tokens=decodes";
   if (wgmma) dims += " rows=" + std::to_string(cta_rows) + " keys=" + std::to_string(key_tile);
@@ -231,7 +246,8 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
                                                            : "fp8 cache";
   return {op, variant, dims, [=](std::mt19937& rng) {
             OpRun r;
-            const Batch<CacheT> b = make_batch<CacheT>(r, c, rng);
+            const Batch<CacheT> b =
+                make_batch<CacheT>(r, c, rng, is_server_width(kernel) ? kServerModelLen / c.block_size : 0);
             const size_t out_count = size_t(b.n * c.num_heads * c.head_dim);
             const float scale = 1.0f / std::sqrt(float(c.head_dim));
             float* out = r.poisoned<float>(out_count);
@@ -279,7 +295,8 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
               if constexpr (std::is_same_v<CacheT, uint16_t>) {
                 // The listed variant computes only the sequences with one new token, through the
                 // `tokens` list, as the backend's mixed steps do; the other rows stay poisoned.
-                const bool per_token = kernel == Kernel::decode_mma_per_token_split;
+                const bool per_token =
+                    kernel == Kernel::decode_mma_per_token_split || kernel == Kernel::decode_mma_per_token_server;
                 int64_t m = b.n, context = per_token ? b.max_blocks * bs : b.max_context;
                 const int32_t* d_list = nullptr;
                 if (kernel == Kernel::decode_mma_listed) {
@@ -313,7 +330,7 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
             } else {
               // Partitions as the backend picks them: by the longest context, or (as a recorded
               // graph does) by the table width with each token's own context split evenly.
-              const bool per_token = kernel == Kernel::decode_per_token_split;
+              const bool per_token = kernel == Kernel::decode_per_token_split || kernel == Kernel::decode_per_token_server;
               const int64_t context = per_token ? b.max_blocks * bs : b.max_context;
               const int64_t parts = decode_num_partitions(b.n, H, KV, D, context, num_sms());
               const int64_t keys = per_token ? 0 : decode_partition_keys(context, parts);
@@ -441,9 +458,11 @@ void add_attention_cases(std::vector<OpCase>& t) {
   // The per-token split (a recorded graph's launch) only on decode-only batches, as graphs hold.
   auto wanted = [](Kernel kernel, const AttentionShape& c) {
     const bool decode_only = std::all_of(c.seqs.begin(), c.seqs.end(), [](const auto& s) { return s.second == 1; });
-    return supports(kernel, c) && (kernel != Kernel::decode_per_token_split || decode_only);
+    const bool per_token = kernel == Kernel::decode_per_token_split || kernel == Kernel::decode_per_token_server;
+    return supports(kernel, c) && (!per_token || decode_only);
   };
-  for (Kernel kernel : {Kernel::fallback, Kernel::decode, Kernel::decode_per_token_split, Kernel::prefill}) {
+  for (Kernel kernel :
+       {Kernel::fallback, Kernel::decode, Kernel::decode_per_token_split, Kernel::decode_per_token_server, Kernel::prefill}) {
     for (const AttentionShape& c : f32_cache_shapes())
       if (wanted(kernel, c)) t.push_back(attention_case<float>(kernel, c));
     for (const AttentionShape& c : bf16_cache_shapes())
@@ -463,6 +482,7 @@ void add_attention_cases(std::vector<OpCase>& t) {
     if (!supports(Kernel::decode_mma, c)) continue;
     t.push_back(attention_case<uint16_t>(Kernel::decode_mma, c));
     if (decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_per_token_split, c));
+    if (decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_per_token_server, c));
     if (c.seqs.size() <= 4) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_max_partitions, c));
     if (!decode_only) t.push_back(attention_case<uint16_t>(Kernel::decode_mma_listed, c));
   }

@@ -103,8 +103,12 @@ struct MlaDecodeShape {
 
 // by_max_context: partitions as the backend picks them (or `forced_parts` of the longest context's
 // keys: shorter contexts then have empty partitions); per_token: by the table width, each token's
-// context split evenly (a graph's); subset: the odd tokens only.
-enum class Split { by_max_context, per_token, subset };
+// context split evenly (a graph's); per_token_server: the same with the tables padded to a server's
+// max_model_len of kServerModelLen (a graph's on `troupe serve`: many partitions, short contexts
+// filling the first ones, the empty rest leaving their partial rows unwritten, poisoned here);
+// subset: the odd tokens only.
+enum class Split { by_max_context, per_token, per_token_server, subset };
+constexpr int64_t kServerModelLen = 32768;
 
 // `count` contexts cycling through 1 .. max_context (a batch of mixed lengths).
 std::vector<int32_t> mixed_contexts(int count, int32_t max_context) {
@@ -123,6 +127,7 @@ OpCase mla_decode_case(MlaDecodeShape c, Split split, int64_t forced_parts = 0) 
   }
   dims += " " + sizes({{"heads", c.num_heads}, {"lora", c.kv_lora}, {"rope", c.rope}, {"block", c.block_size}});
   if (split == Split::per_token) dims += " split=per-token";
+  if (split == Split::per_token_server) dims += " split=per-token width=" + std::to_string(kServerModelLen);
   if (split == Split::subset) dims += " tokens=odd";
   if (forced_parts > 0) dims += " parts=" + std::to_string(forced_parts);
   const bool mma = mla_decode_kernel_for(c.kv_lora, c.rope, !std::is_same_v<CacheT, float>) == MlaDecodeKernel::mma_bf16;
@@ -152,25 +157,34 @@ OpCase mla_decode_case(MlaDecodeShape c, Split split, int64_t forced_parts = 0) 
             const CacheT* d_cache = r.device(cache, lc.count);
             const int32_t* d_pos = r.device(positions, size_t(n));
             const int32_t* d_seq = r.device(seq_of_token, size_t(n));
-            const int32_t* d_tables = r.device(lc.tables, size_t(lc.num_seqs * lc.max_blocks));
+            // A server's tables: the same blocks, then -1 up to max_model_len.
+            const bool server = split == Split::per_token_server;
+            const int64_t max_blocks = server ? kServerModelLen / c.block_size : lc.max_blocks;
+            int32_t* tables = lc.tables;
+            if (server) {
+              tables = r.host<int32_t>(size_t(lc.num_seqs * max_blocks), -1);
+              for (int64_t s = 0; s < lc.num_seqs; ++s)
+                std::copy(lc.tables + s * lc.max_blocks, lc.tables + (s + 1) * lc.max_blocks, tables + s * max_blocks);
+            }
+            const int32_t* d_tables = r.device(tables, size_t(lc.num_seqs * max_blocks));
             const int32_t* d_tokens = split == Split::subset ? r.device(tokens, size_t(m)) : nullptr;
             // Partitions as the backend picks them, or by the table width split per token (a graph's).
-            const bool per_token = split == Split::per_token;
-            const int64_t context = per_token ? lc.max_blocks * c.block_size : lc.max_context;
+            const bool per_token = split == Split::per_token || server;
+            const int64_t context = per_token ? max_blocks * c.block_size : lc.max_context;
             const int64_t parts = forced_parts > 0 ? forced_parts : mla_decode_num_partitions(m, H, context, num_sms());
             const int64_t keys = per_token ? 0 : mla_decode_partition_keys(context, parts);
             const int64_t floats = mla_decode_workspace_floats(m, H, c.kv_lora, parts);
             float* workspace = floats > 0 ? r.poisoned<float>(size_t(floats)) : nullptr;
             float* out = r.poisoned<float>(out_count);
             float* ref = r.host<float>(out_count);
-            const int64_t bs = c.block_size, L = c.kv_lora, R = c.rope, max_blocks = lc.max_blocks;
+            const int64_t bs = c.block_size, L = c.kv_lora, R = c.rope;
             r.launch = [=](cudaStream_t s) {
               return launch_mla_decode_f32(d_q, d_cache, d_pos, d_seq, d_tokens, m, d_tables, max_blocks, bs, H, L, R,
                                            scale, parts, keys, workspace, out, s);
             };
             r.reference = [=] {
               mla_decode_ref(q, cache, positions, seq_of_token, split == Split::subset ? tokens : nullptr, m,
-                             lc.tables, max_blocks, bs, H, L, R, scale, ref);
+                             tables, max_blocks, bs, H, L, R, scale, ref);
             };
             r.expect("o_lat", Elem::f32, out, ref, Elem::f32, out_count, mma ? kMlaMmaTolerance : kMlaF32Tolerance);
             // Bytes: each latent row once per token (the kernel's goal), q and o_lat once.
@@ -470,6 +484,12 @@ void add_mla_cases(std::vector<OpCase>& t) {
   t.push_back(mla_decode_case<uint16_t>({{65, 4000}, 128, 512, 64, 128, 16}, Split::by_max_context, 2));
   t.push_back(mla_decode_case<uint16_t>({{4000, 65, 1}, 128, 512, 64, 128, 64}, Split::by_max_context, 100));
   t.push_back(mla_decode_case<uint16_t>({{1000, 1, 333}, 128, 512, 64, 128, 16}, Split::per_token));
+  // A server's graphs (tables kServerModelLen wide): R1 at batch 1 (a 1,000-key context over many
+  // partitions of at least 64 keys), 16 heads (the 32-row kernel), a batch of 64, the SIMT kernel.
+  t.push_back(mla_decode_case<uint16_t>({{1000}, 128, 512, 64, 128, 64}, Split::per_token_server));
+  t.push_back(mla_decode_case<uint16_t>({{1, 200, 3000, 17}, 16, 512, 64, 128, 16}, Split::per_token_server));
+  t.push_back(mla_decode_case<uint16_t>({mixed_contexts(64, 700), 128, 512, 64, 128, 64}, Split::per_token_server));
+  t.push_back(mla_decode_case<float>({{40, 5, 2500, 64}, 4, 32, 8, 16, 16}, Split::per_token_server));
   for (int32_t ctx : {1, 63, 300}) {
     t.push_back(mla_gather_case<float>(ctx, 32, 8, 16));
     t.push_back(mla_gather_case<uint16_t>(ctx, 512, 64, 64));
