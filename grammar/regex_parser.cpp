@@ -6,6 +6,10 @@ namespace troupe::grammar {
 namespace {
 
 constexpr int64_t kMaxRepeat = 10000;
+// Groups nested deeper than this are refused: the parser and the automaton's builder recurse once
+// per level, and a client's pattern must not run them out of stack (JSON bodies nest at most 64
+// deep too: http/json_scan).
+constexpr int kMaxNesting = 64;
 
 // A character class as ASCII bits plus non-ASCII code points; `negated` complements both.
 struct CharClass {
@@ -81,25 +85,39 @@ class Parser {
     return seq(std::move(parts));
   }
 
+  // At most one quantifier, with an optional lazy `?` or possessive `+` suffix (the same language
+  // here). A second quantifier is Python's "multiple repeat" error (and would nest the expression a
+  // level deeper each time).
   ExprPtr parse_quantifiers(ExprPtr atom) {
-    while (!at_end() && error_.empty()) {
-      char c = peek();
-      int64_t lo, hi;
-      if (c == '?') {
-        lo = 0, hi = 1, ++pos_;
-      } else if (c == '*') {
-        lo = 0, hi = -1, ++pos_;
-      } else if (c == '+') {
-        lo = 1, hi = -1, ++pos_;
-      } else if (c == '{' && parse_braces(&lo, &hi)) {
-      } else {
-        break;
-      }
-      if (!error_.empty()) return never();
-      if (!at_end() && peek() == '?') ++pos_;  // lazy: same language
-      atom = repeat(atom, lo, hi);
+    int64_t lo = 0, hi = 0;
+    if (!quantifier(&lo, &hi)) return atom;
+    if (!error_.empty()) return never();
+    if (!at_end() && (peek() == '?' || peek() == '+')) ++pos_;
+    int64_t lo2 = 0, hi2 = 0;
+    const size_t second = pos_;
+    if (quantifier(&lo2, &hi2)) {
+      pos_ = second;
+      fail("multiple repeat");
+      return never();
     }
-    return atom;
+    return repeat(atom, lo, hi);
+  }
+
+  // A quantifier ? * + {m} {m,} {m,n} at pos_ (consumed, its bounds in lo and hi; hi -1: none);
+  // false when there is none.
+  bool quantifier(int64_t* lo, int64_t* hi) {
+    if (at_end()) return false;
+    const char c = peek();
+    if (c == '?') {
+      *lo = 0, *hi = 1, ++pos_;
+    } else if (c == '*') {
+      *lo = 0, *hi = -1, ++pos_;
+    } else if (c == '+') {
+      *lo = 1, *hi = -1, ++pos_;
+    } else if (c != '{' || !parse_braces(lo, hi)) {
+      return false;
+    }
+    return true;
   }
 
   // {m} {m,} {m,n}; false (pos_ unchanged) when `{` does not start a quantifier.
@@ -128,6 +146,10 @@ class Parser {
   ExprPtr parse_atom() {
     char c = peek();
     if (c == '(') {
+      if (++depth_ > kMaxNesting) {
+        fail("groups nested deeper than " + std::to_string(kMaxNesting));
+        return never();
+      }
       ++pos_;
       if (p_.compare(pos_, 2, "?:") == 0) {
         pos_ += 2;
@@ -141,6 +163,7 @@ class Parser {
         return never();
       }
       ++pos_;
+      --depth_;
       return inner;
     }
     if (c == '[') return parse_class();
@@ -307,6 +330,7 @@ class Parser {
 
   const std::string& p_;
   size_t pos_ = 0;
+  int depth_ = 0;  // groups open at pos_
   std::string error_;
 };
 

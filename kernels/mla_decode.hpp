@@ -89,11 +89,12 @@ int64_t mla_decode_workspace_floats(int64_t num_tokens, int64_t num_heads, int64
 // Device pointers, shapes as mla_decode_ref. partition_keys from the helper above with max_context
 // >= every computed token's position + 1, or 0: each token's context split evenly into the
 // partitions, none shorter than kMlaMinPartitionKeys (split_kv_partials.cuh's partition_length: a
-// short context leaves the last partitions empty). workspace: mla_decode_workspace_floats floats (nullptr when 0). With more than one
-// partition and merge_partials false, the combine kernel is not launched: the partials stay in the
-// workspace for launch_mla_decode_combine_f32 or mla_absorb.hpp's launch_mla_unabsorb_partials_bf16
-// (o_lat is then not written). Unsupported shapes give cudaErrorInvalidValue; num_tokens == 0 does
-// nothing.
+// short context leaves the last partitions empty, whose partial rows the tensor-core kernels leave
+// unwritten and the merges do not read). workspace: mla_decode_workspace_floats floats (nullptr
+// when 0). With more than one partition and merge_partials false, the combine kernel is not
+// launched: the partials stay in the workspace for launch_mla_decode_combine_f32 or mla_absorb.hpp's
+// launch_mla_unabsorb_partials_bf16 (o_lat is then not written). Unsupported shapes give
+// cudaErrorInvalidValue; num_tokens == 0 does nothing.
 cudaError_t launch_mla_decode_f32(const float* q_abs, const float* cache, const int32_t* positions,
                                   const int32_t* seq_of_token, const int32_t* tokens, int64_t num_tokens,
                                   const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
