@@ -190,7 +190,8 @@ int run(int argc, char** argv) {
     if (!args.kernel_trace.empty() && remaining_s() > 40) {
       bench::record_traced_step(
           [&] { return bench::run_steps(decoder, profiler, batch, 1, args.context, 2, 3, 20).ok; },
-          "dsv3_decode_b" + std::to_string(batch) + maxlen + "_in_graph", bench::traced_csv_path(args.kernel_trace, batch));
+          "dsv3_decode_b" + std::to_string(batch) + maxlen + "_in_graph",
+          bench::traced_csv_path(args.kernel_trace, batch));
     }
     if (batch == 1 && remaining_s() > 60)
       bench::profile_step(eager, profiler, 1, args.context, 1, "dsv3_decode_b1_share_",

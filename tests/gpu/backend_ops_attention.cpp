@@ -199,7 +199,8 @@ bool supports(Kernel kernel, const AttentionShape& c) {
     case Kernel::decode_mma_per_token_split:
     case Kernel::decode_mma_max_partitions:
     case Kernel::decode_mma_listed:
-    case Kernel::decode_mma_per_token_server: return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
+    case Kernel::decode_mma_per_token_server:
+      return decode_attention_mma_supports(c.num_heads, c.num_kv_heads, c.head_dim);
   }
   return false;
 }
@@ -330,7 +331,8 @@ OpCase attention_case(Kernel kernel, AttentionShape c) {
             } else {
               // Partitions as the backend picks them: by the longest context, or (as a recorded
               // graph does) by the table width with each token's own context split evenly.
-              const bool per_token = kernel == Kernel::decode_per_token_split || kernel == Kernel::decode_per_token_server;
+              const bool per_token =
+                  kernel == Kernel::decode_per_token_split || kernel == Kernel::decode_per_token_server;
               const int64_t context = per_token ? b.max_blocks * bs : b.max_context;
               const int64_t parts = decode_num_partitions(b.n, H, KV, D, context, num_sms());
               const int64_t keys = per_token ? 0 : decode_partition_keys(context, parts);
@@ -461,8 +463,8 @@ void add_attention_cases(std::vector<OpCase>& t) {
     const bool per_token = kernel == Kernel::decode_per_token_split || kernel == Kernel::decode_per_token_server;
     return supports(kernel, c) && (!per_token || decode_only);
   };
-  for (Kernel kernel :
-       {Kernel::fallback, Kernel::decode, Kernel::decode_per_token_split, Kernel::decode_per_token_server, Kernel::prefill}) {
+  for (Kernel kernel : {Kernel::fallback, Kernel::decode, Kernel::decode_per_token_split,
+                        Kernel::decode_per_token_server, Kernel::prefill}) {
     for (const AttentionShape& c : f32_cache_shapes())
       if (wanted(kernel, c)) t.push_back(attention_case<float>(kernel, c));
     for (const AttentionShape& c : bf16_cache_shapes())
