@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kThreads)
                             const CacheT* __restrict__ v_cache, const int32_t* __restrict__ positions,
                             const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                             const int32_t* __restrict__ block_tables, int max_blocks, int block_size, int num_heads,
-                            int num_kv_heads, float scale_log2, int partition_keys, float out_scale,
+                            int num_kv_heads, float scale_log2, int partition_keys, int min_keys, float out_scale,
                             float* __restrict__ workspace,
                             float* __restrict__ out) {
   allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t t = tokens ? tokens[i] : i;
   const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int keys = split_kv::partition_length(context, num_partitions, partition_keys, int(kDecodeMinPartitionKeys));
+  const int keys = split_kv::partition_length(context, num_partitions, partition_keys, min_keys);
   const int begin = part * keys, end = min(context, begin + keys);
   const int kv_head = h / (num_heads / num_kv_heads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
                                   const CacheT* __restrict__ v_cache, const int32_t* __restrict__ positions,
                                   const int32_t* __restrict__ seq_of_token, const int32_t* __restrict__ tokens,
                                   const int32_t* __restrict__ block_tables, int max_blocks, int block_size,
-                                  int num_heads, int num_kv_heads, float scale_log2, int partition_keys,
+                                  int num_heads, int num_kv_heads, float scale_log2, int partition_keys, int min_keys,
                                   float out_scale, float* __restrict__ workspace, float* __restrict__ out) {
   allow_dependents();  // the next kernel may become resident (a GEMV starts loading weights)
   wait_for_prerequisites();
@@ -191,8 +191,7 @@ __global__ void __launch_bounds__(kThreads, G * DecodeShape<D>::kVecs <= 4 ? 2 :
   const int64_t t = tokens ? tokens[i] : i;
   const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int keys =
-      split_kv::partition_length(context, num_partitions, partition_keys, int(kDecodeMinGroupPartitionKeys));
+  const int keys = split_kv::partition_length(context, num_partitions, partition_keys, min_keys);
   const int begin = part * keys, end = min(context, begin + keys);
   const int h0 = kv_head * G;  // q heads h0 .. h0 + G - 1 share kv_head
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -361,7 +360,8 @@ void launch(dim3 grid, cudaStream_t stream, const float* q, const CacheT* k_cach
             int64_t partition_keys, float out_scale, float* workspace, float* out) {
   launch_dependent(decode_attention_kernel<D, CacheT>, grid, dim3(kThreads), 0, stream,
       q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, int(max_blocks), int(block_size),
-      int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), out_scale, workspace, out);
+      int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys),
+      split_kv::split_min_keys(kDecodeMinPartitionKeys), out_scale, workspace, out);
 }
 
 template <int D, int G, typename CacheT>
@@ -372,7 +372,8 @@ void launch_group(dim3 grid, cudaStream_t stream, const float* q, const CacheT* 
                   float* out) {
   launch_dependent(decode_group_attention_kernel<D, G, CacheT>, grid, dim3(kThreads), 0, stream,
       q, k_cache, v_cache, positions, seq_of_token, tokens, block_tables, int(max_blocks), int(block_size),
-      int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys), out_scale, workspace, out);
+      int(num_heads), int(num_kv_heads), scale * kLog2e, int(partition_keys),
+      split_kv::split_min_keys(kDecodeMinGroupPartitionKeys), out_scale, workspace, out);
 }
 
 template <int D, typename CacheT>

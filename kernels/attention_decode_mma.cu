@@ -323,8 +323,8 @@ cudaError_t launch_d(dim3 grid, cudaStream_t stream, const float* q, const __nv_
     return err;
   return launch_dependent(kernel, grid, dim3(kThreads), size_t(kSmem), stream, q, k_cache, v_cache, positions,
                           seq_of_token, tokens, block_tables, int(max_blocks), int(block_size), int(num_heads),
-                          int(num_kv_heads), scale * kLog2e, int(partition_keys), int(min_partition_keys()),
-                          workspace, out);
+                          int(num_kv_heads), scale * kLog2e, int(partition_keys),
+                          split_kv::split_min_keys(min_partition_keys()), workspace, out);
 }
 
 }  // namespace

@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kThreads)
                       const int32_t* __restrict__ positions, const int32_t* __restrict__ seq_of_token,
                       const int32_t* __restrict__ tokens, const int32_t* __restrict__ block_tables, int max_blocks,
                       int block_size, int num_heads, int kv_lora, int entry, int ht, float scale_log2,
-                      int partition_keys, float* __restrict__ workspace, float* __restrict__ o_lat) {
+                      int partition_keys, int min_keys, float* __restrict__ workspace, float* __restrict__ o_lat) {
   allow_dependents();
   wait_for_prerequisites();
   extern __shared__ __align__(16) float smem[];
@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t t = tokens ? tokens[i] : i;
   const int32_t* table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int keys = split_kv::partition_length(context, num_partitions, partition_keys, int(kMlaMinPartitionKeys));
+  const int keys = split_kv::partition_length(context, num_partitions, partition_keys, min_keys);
   const int begin = part * keys, end = min(context, begin + keys);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int units = kKeys * (entry / 4), row_units = entry / 4;
@@ -255,7 +255,8 @@ cudaError_t launch_tiles(dim3 grid, size_t smem, cudaStream_t stream, const floa
     return err;
   return launch_dependent(kernel, grid, dim3(kThreads), smem, stream, q_abs, cache, positions, seq_of_token, tokens,
                           block_tables, int(max_blocks), int(block_size), int(num_heads), int(kv_lora), int(entry), ht,
-                          scale * kLog2e, int(partition_keys), workspace, o_lat);
+                          scale * kLog2e, int(partition_keys), split_kv::split_min_keys(kMlaMinPartitionKeys),
+                          workspace, o_lat);
 }
 
 template <typename CacheT>

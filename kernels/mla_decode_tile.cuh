@@ -23,14 +23,14 @@ constexpr float kLog2e = 1.4426950408889634f;
 // whose gridDim.x tiles split the heads evenly (ceil(num_heads / gridDim.x) each, the last fewer).
 // Token t = tokens[i] (tokens nullptr: i) attends to keys [begin, end) of its context [0,
 // positions[t]]: partitions of partition_keys keys (0: its own context split evenly, none shorter than
-// kMlaMinPartitionKeys: split_kv::partition_length).
+// min_keys, the launch's kMlaMinPartitionKeys: split_kv::partition_length).
 struct Work {
   int h0, i, part, num_partitions, heads, begin, end;
   const int32_t* table;  // the token's sequence's block table
 };
 __device__ __forceinline__ Work work_of_cta(const int32_t* positions, const int32_t* seq_of_token,
                                             const int32_t* tokens, const int32_t* block_tables, int max_blocks,
-                                            int num_heads, int partition_keys) {
+                                            int num_heads, int partition_keys, int min_keys) {
   Work w;
   const int tile = (num_heads + int(gridDim.x) - 1) / int(gridDim.x);
   w.h0 = int(blockIdx.x) * tile;
@@ -41,7 +41,7 @@ __device__ __forceinline__ Work work_of_cta(const int32_t* positions, const int3
   const int64_t t = tokens ? tokens[w.i] : w.i;
   w.table = block_tables + int64_t(seq_of_token[t]) * max_blocks;
   const int context = positions[t] + 1;
-  const int keys = split_kv::partition_length(context, w.num_partitions, partition_keys, int(kMlaMinPartitionKeys));
+  const int keys = split_kv::partition_length(context, w.num_partitions, partition_keys, min_keys);
   w.begin = w.part * keys;
   w.end = min(context, w.begin + keys);
   return w;
@@ -110,7 +110,7 @@ __device__ __forceinline__ void stage_q(const float* q_src, int heads, int tid, 
 // Launches `kernel` (the parameters every one of them takes) over (head tiles of up to head_tile
 // heads, tokens, partitions) with `smem_bytes` of dynamic shared memory, as a programmatic dependent.
 using Kernel = void (*)(const float*, const __nv_bfloat16*, const int32_t*, const int32_t*, const int32_t*,
-                        const int32_t*, int, int, int, float, int, float*, float*);
+                        const int32_t*, int, int, int, float, int, int, float*, float*);
 inline cudaError_t launch(Kernel kernel, int threads, int smem_bytes, const float* q_abs, const uint16_t* cache,
                           const int32_t* positions, const int32_t* seq_of_token, const int32_t* tokens,
                           int64_t num_tokens, const int32_t* block_tables, int64_t max_blocks, int64_t block_size,
@@ -124,7 +124,7 @@ inline cudaError_t launch(Kernel kernel, int threads, int smem_bytes, const floa
   return launch_dependent(kernel, grid, dim3(unsigned(threads)), size_t(smem_bytes), stream, q_abs,
                           reinterpret_cast<const __nv_bfloat16*>(cache), positions, seq_of_token, tokens, block_tables,
                           int(max_blocks), int(block_size), int(num_heads), scale * kLog2e, int(partition_keys),
-                          workspace, o_lat);
+                          split_kv::split_min_keys(kMlaMinPartitionKeys), workspace, o_lat);
 }
 
 }  // namespace troupe::kernels::mla_tile

@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                             const int32_t* __restrict__ positions, const int32_t* __restrict__ seq_of_token,
                             const int32_t* __restrict__ tokens, const int32_t* __restrict__ block_tables,
                             int max_blocks, int block_size, int num_heads, float scale_log2, int partition_keys,
-                            float* __restrict__ workspace, float* __restrict__ o_lat) {
+                            int min_keys, float* __restrict__ workspace, float* __restrict__ o_lat) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   allow_dependents();
   wait_for_prerequisites();
@@ -79,7 +79,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* const sum_s = reinterpret_cast<float*>(smem + Smem::kSum);
 
   const mla_tile::Work w =
-      mla_tile::work_of_cta(positions, seq_of_token, tokens, block_tables, max_blocks, num_heads, partition_keys);
+      mla_tile::work_of_cta(positions, seq_of_token, tokens, block_tables, max_blocks, num_heads, partition_keys,
+                            min_keys);
   if (mla_tile::empty_partition(w, num_heads, workspace)) return;  // the whole CTA, before any barrier
   const int h0 = w.h0, i = w.i, heads = w.heads, begin = w.begin, end = w.end;
   const int32_t* table = w.table;

@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 namespace troupe::kernels::split_kv {
 
@@ -23,6 +25,16 @@ namespace troupe::kernels::split_kv {
 // 1,000-key context, 16 keys each, for 64-key tiles). Partition p covers keys [p keys, (p + 1) keys).
 __device__ __forceinline__ int partition_length(int context, int num_partitions, int partition_keys, int min_keys) {
   return partition_keys > 0 ? partition_keys : max((context + num_partitions - 1) / num_partitions, min_keys);
+}
+
+// The min_keys a launcher passes its kernel: `kernel_min`, or 1 under TROUPE_SPLIT_MIN_KEYS=1
+// (before stop 40's rule: each context spread over every partition; an A/B switch, read once).
+inline int split_min_keys(int64_t kernel_min) {
+  static const bool spread = [] {
+    const char* env = std::getenv("TROUPE_SPLIT_MIN_KEYS");
+    return env != nullptr && std::string_view(env) == "1";
+  }();
+  return spread ? 1 : int(kernel_min);
 }
 
 // A merge's weights: 1 / sum_p w_p sum_p, and how many leading partitions hold keys (the others,
