@@ -90,8 +90,7 @@ class Parser {
   // level deeper each time).
   ExprPtr parse_quantifiers(ExprPtr atom) {
     int64_t lo = 0, hi = 0;
-    if (!quantifier(&lo, &hi)) return atom;
-    if (!error_.empty()) return never();
+    if (!quantifier(&lo, &hi)) return atom;  // none, or a bad {m,n} (error_ says which)
     if (!at_end() && (peek() == '?' || peek() == '+')) ++pos_;
     int64_t lo2 = 0, hi2 = 0;
     const size_t second = pos_;

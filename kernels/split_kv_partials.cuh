@@ -73,7 +73,8 @@ __device__ __forceinline__ Weights weigh(const float* __restrict__ maxima, const
 }
 
 // One merged column: sum_p col[p * stride] * w_s[p] over the `parts` partitions that hold keys
-// (Weights::used), in partition order, 8 loads in flight. (The empty ones would add 0 * 0.)
+// (Weights::used), in partition order, 8 loads in flight. The empty ones weigh 0 and are not read:
+// MLA's tensor-core kernels leave their rows unwritten.
 __device__ __forceinline__ float merge_column(const float* __restrict__ col, int64_t stride, int parts,
                                               const float* w_s) {
   constexpr int kUnroll = 8;
