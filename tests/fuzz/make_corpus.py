@@ -141,6 +141,22 @@ def config_toml():
                                        'name = "x"  # comment\n[section]\nkey = 1\n')
 
 
+def grammar():
+    """Byte 0: the kind (0 json_object, 1 json_schema, 2 regex, 3 choice); then the spec, then
+    optionally \x01 and text for the matcher to accept."""
+    schema = {"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0},
+        "tags": {"type": "array", "items": {"enum": ["a", "b", 3, None]}, "maxItems": 3},
+        "ref": {"$ref": "#/$defs/node"}},
+        "required": ["name"], "$defs": {"node": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/node"}]}}}
+    write("grammar", "json_object", b"\x00\x01{\"a\": [1, 2.5e3, true, null")
+    write("grammar", "json_schema", b"\x01" + json.dumps(schema).encode() + b"\x01{\"name\": \"x")
+    write("grammar", "regex", b"\x02(\\d{1,3}\\.){3}\\d{1,3}|[a-zA-Z_][\\w-]*?@(ab)+\x01192.16")
+    write("grammar", "regex_classes", b"\x02[^\\s\"]{2,5}\\b(?:x|y)*\\S+$")
+    write("grammar", "choice", b"\x03" + json.dumps(["yes", "no", "maybe \u00e9"]).encode() + b"\x01ma")
+
+
 openai_request()
 safetensors_corpus()
 model_config()
@@ -148,3 +164,4 @@ tokenizer()
 jinja()
 step_codec()
 config_toml()
+grammar()
