@@ -112,19 +112,8 @@ void Routes::responses(const httplib::Request& req, httplib::Response& res) {
     if (param == "tool_choice.function.name") param = "tool_choice.name";
     return send_error(res, api_error_of(tools.error(), param));
   }
-  if (engine_ && !engine_->failure().empty())
-    return send_error(res, ApiError{503, "the engine failed: " + engine_->failure(), ""});
-  if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
   std::shared_ptr<AdmissionGate::Ticket> ticket;
-  switch (gate_.admit(gate_.is_draining() ? 0 : engine_->stats().num_waiting, ticket)) {
-    case Admission::admitted: break;
-    case Admission::draining: return send_error(res, shutting_down());
-    case Admission::overloaded:
-      return send_error(res, ApiError{429,
-                                      "too many requests are waiting (--max-waiting-requests " +
-                                          std::to_string(config_.max_waiting_requests) + "); retry shortly",
-                                      ""});
-  }
+  if (auto refused = admit(ticket)) return send_error(res, *refused);
 
   JobSpec spec;
   ChatRenderOptions render;

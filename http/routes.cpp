@@ -75,6 +75,20 @@ bool Routes::is_past_timeout(std::chrono::steady_clock::time_point started) cons
          std::chrono::steady_clock::now() - started > std::chrono::duration<double>(config_.request_timeout_s);
 }
 
+std::optional<ApiError> Routes::admit(std::shared_ptr<AdmissionGate::Ticket>& ticket) {
+  if (engine_ && !engine_->failure().empty()) return ApiError{503, "the engine failed: " + engine_->failure(), ""};
+  if (!engine_ || !codec_ || !engine_->is_ready()) return not_ready();
+  switch (gate_.admit(gate_.is_draining() ? 0 : engine_->stats().num_waiting, ticket)) {
+    case Admission::admitted: return std::nullopt;
+    case Admission::draining: return shutting_down();
+    case Admission::overloaded: break;
+  }
+  return ApiError{429,
+                  "too many requests are waiting (--max-waiting-requests " +
+                      std::to_string(config_.max_waiting_requests) + "); retry shortly",
+                  ""};
+}
+
 Routes::WaitEnd Routes::wait_whole(GenerationJob& job, const httplib::Request& req,
                                    std::chrono::steady_clock::time_point started) {
   bool cancelled = false, timed_out = false, looked_for_socket = false;
@@ -311,19 +325,8 @@ void Routes::generate(const httplib::Request& req, httplib::Response& res, bool 
                                      config_.tool_call_parser, request.params, param);
     if (!tools.ok()) return send_error(res, bad_request(tools.error(), param));
   }
-  if (engine_ && !engine_->failure().empty())
-    return send_error(res, ApiError{503, "the engine failed: " + engine_->failure(), ""});
-  if (!engine_ || !codec_ || !engine_->is_ready()) return send_error(res, not_ready());
   std::shared_ptr<AdmissionGate::Ticket> ticket;
-  switch (gate_.admit(gate_.is_draining() ? 0 : engine_->stats().num_waiting, ticket)) {
-    case Admission::admitted: break;
-    case Admission::draining: return send_error(res, shutting_down());
-    case Admission::overloaded:
-      return send_error(res, ApiError{429,
-                                      "too many requests are waiting (--max-waiting-requests " +
-                                          std::to_string(config_.max_waiting_requests) + "); retry shortly",
-                                      ""});
-  }
+  if (auto refused = admit(ticket)) return send_error(res, *refused);
   using Clock = std::chrono::steady_clock;
 
   // Prompt -> ids.

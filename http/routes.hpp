@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "http/admission_gate.hpp"
@@ -70,6 +71,10 @@ class Routes {
   std::string next_id(const char* prefix);
   // True when the request has run past --request-timeout.
   bool is_past_timeout(std::chrono::steady_clock::time_point started) const;
+  // A generation's admission, after its request is valid: the engine's failure (503), still
+  // loading (503), draining (503) or --max-waiting-requests reached (429) as an error; else none,
+  // with `ticket` holding the request's place until it is released.
+  std::optional<ApiError> admit(std::shared_ptr<AdmissionGate::Ticket>& ticket);
   ApiError timeout_error() const;
   // A non-streaming job's wait: cancelled (finish_reason "abort") on a drain's abort or past
   // --request-timeout, dropped when the client hangs up (the socket is looked for only once a
