@@ -268,7 +268,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     l_part[r] += __shfl_xor_sync(0xffffffffu, l_part[r], 1);
     l_part[r] += __shfl_xor_sync(0xffffffffu, l_part[r], 2);
   }
-  __syncthreads();  // the last tile's readers of red_max are done (an empty partition: harmless)
+  __syncthreads();  // the last tile's readers of red_max are done
   if (c == 0) {
     red_sum[warp * 16 + g] = l_part[0];
     red_sum[warp * 16 + g + 8] = l_part[1];

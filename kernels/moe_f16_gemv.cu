@@ -153,6 +153,10 @@ cudaError_t launch_moe_f16(const uint16_t* x_perm, int64_t x_stride, const uint8
   const int64_t chunk = tokens > 1 ? moe_f16_chunk(k) : 1;
   const int64_t rows = chunk > 1 ? max_active + max_positions / chunk : max_active;
   if (rows > 65535 || (chunk > 1 && max_active > 3 * kThreads)) return cudaErrorInvalidValue;  // find_unit's runs
+  // One position a pass with several tokens (K past ~12,000) puts a barrier between gemv_tiles calls,
+  // which is safe only while every warp has a K block (gemv_tiles' early return): at least as many
+  // blocks as the 8 warps a tile can share. Always so there (94 or more); refused otherwise.
+  if (tokens > 1 && chunk == 1 && (k + 127) / 128 < 8) return cudaErrorInvalidValue;
   F16Plan p;
   // The CTAs are spread over max_active experts (the units past them are few at decode sizes).
   if (cudaError_t err = plan_f16(reinterpret_cast<const void*>(kernel), chunk, tiles, k, max_active, &p);
