@@ -1,5 +1,6 @@
 // moe_grouped_gemm.hpp's kernel: a CTA per (128-column N tile, M tile of one expert) of kGroups
-// warpgroups (1: 64-row tiles, two or three CTAs an SM; 2: 128-row tiles, one CTA an SM), each the
+// warpgroups (1: 64-row tiles, two or three CTAs an SM; 2: 128-row tiles, one CTA an SM; 3: 192-row
+// tiles, one CTA an SM, without the overlapped promotion: 3 x 128 threads leave 170 registers each), each the
 // 64 rows [64 g, 64 g + 64) of the tile (a warpgroup whose rows are all past the tile's end
 // multiplies the zero-filled rows anyway: a wgmma under a per-warpgroup branch is serialized, ptxas
 // C7518). Per 128-wide K block: the A (x) and B (W) tiles, rows of 128 bytes, land in shared memory
@@ -62,8 +63,10 @@ __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
 
   // Copies, addresses hoisted out of the K loop: thread tid copies chunk tid % 8 of rows tid / 8 +
   // kRowStep i of both tiles (every such row has the same row % 8, so the swizzled destination
-  // moves by a constant per i); rows past the tile's (or n's) end are zero-filled, not read.
-  constexpr int kRowStep = kThreads / 8;
+  // moves by a constant per i); rows past the tile's (or n's) end are zero-filled, not read. With
+  // three groups (48 rows a step) the W tile's 128 rows take two whole steps and a part of a third.
+  constexpr int kRowStep = kThreads / 8, kBSteps = (kBN + kRowStep - 1) / kRowStep;
+  static_assert(kRowStep % 8 == 0 && (kGroups * 64) % kRowStep == 0, "whole A steps, one swizzle phase");
   const int row_first = tid / 8, chunk = tid % 8;
   const uint32_t dst_first = uint32_t(row_first * 128 + ((chunk ^ (row_first & 7)) * 16));
   const uint8_t* const a_src = x + (int64_t(tile.row_begin) + row_first) * k + chunk * 16;
@@ -75,8 +78,9 @@ __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
     for (int i = 0; i < kATileBytes / 16 / kThreads; ++i)
       cp_async16(a_base + i * kRowStep * 128, a_src + kb * kBK + i * src_step, row_first + i * kRowStep < tile.rows);
 #pragma unroll
-    for (int i = 0; i < kBTileBytes / 16 / kThreads; ++i)  // a last N tile past n: zero rows, columns not stored
-      cp_async16(b_base + i * kRowStep * 128, b_src + kb * kBK + i * src_step, n0 + row_first + i * kRowStep < n);
+    for (int i = 0; i < kBSteps; ++i)  // a last N tile past n: zero rows, columns not stored
+      if (kBN % kRowStep == 0 || row_first + i * kRowStep < kBN)
+        cp_async16(b_base + i * kRowStep * 128, b_src + kb * kBK + i * src_step, n0 + row_first + i * kRowStep < n);
   };
 
   float acc[64], part[64];
@@ -193,11 +197,13 @@ cudaError_t launch(const uint8_t* x_fp8, const float* x_scale, const uint8_t* co
                    const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles, int64_t tile_rows,
                    bool overlap, OutT* out, int64_t n, int64_t k, cudaStream_t stream) {
   if (!moe_grouped_gemm_supported(n, k) || num_tiles < 0 || num_tiles > 65535 || (n + kBN - 1) / kBN > INT32_MAX ||
-      (tile_rows != 64 && tile_rows != 128))
+      (tile_rows != 64 && tile_rows != 128 && tile_rows != 192))
     return cudaErrorInvalidValue;
   if (num_tiles == 0) return cudaSuccess;
   if (const cudaError_t arch = wgmma::require_sm90(); arch != cudaSuccess) return arch;
   overlap = overlap && (k / kBK) % 2 == 0;
+  if (tile_rows == 192)  // never overlapped: two partial sums would not fit 170 registers
+    return launch_groups<3, OutT, false>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
   if (tile_rows == 128)
     return overlap ? launch_groups<2, OutT, true>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream)
                    : launch_groups<2, OutT, false>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);

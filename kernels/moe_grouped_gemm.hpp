@@ -9,7 +9,7 @@
 // knows the segments (moe_gemm_tiles); an expert with no row has no tile.
 // Three layers: the __global__ kernel (moe_grouped_gemm.cu: Hopper wgmma, m64n128k32 e4m3 from
 // shared memory in the 128-byte swizzle, a CTA of one warpgroup per 64x128 output tile (or two per
-// 128x128), a 4-stage cp.async pipeline, DeepGEMM's per-K-block promotion; sm_90a only), this raw-pointer
+// 128x128, three per 192x128), a 4-stage cp.async pipeline, DeepGEMM's per-K-block promotion; sm_90a only), this raw-pointer
 // launcher, and the CPU reference (moe_grouped_gemm_ref.cpp: fp8_block_gemm_ref per segment).
 #include <cstddef>
 #include <cstdint>
@@ -32,7 +32,7 @@ struct MoeGemmTile {
 constexpr int64_t kMoeGemmTileRows = 64;
 
 // The tiles of moe_align's offsets ([num_segments + 1], pad_to 1): each segment cut into runs of
-// up to tile_rows (64 or 128) rows.
+// up to tile_rows (64, 128 or 192) rows.
 std::vector<MoeGemmTile> moe_gemm_tiles(const int32_t* offsets, int32_t num_segments,
                                         int64_t tile_rows = kMoeGemmTileRows);
 
@@ -52,10 +52,13 @@ void moe_grouped_gemm_ref(const float* x, const float* x_scale, const uint8_t* c
 // device, tiles [num_tiles] on the device (moe_gemm_tiles with the same tile_rows), out [P, n] bf16
 // bits (rows outside every tile untouched). x_fp8 and every W 16-byte aligned.
 // cudaErrorInvalidValue for shapes moe_grouped_gemm_supported refuses, num_tiles < 0 or > 65535 (the
-// grid's y; 4.2M rows of 64) or tile_rows other than 64 and 128; cudaErrorNotSupported on a GPU other than sm_90. overlap (k / 128
-// even; else ignored): block kb's products run while block kb - 1 is promoted (two partial-sum
+// grid's y; 4.2M rows of 64) or tile_rows other than 64, 128 and 192; cudaErrorNotSupported on a GPU other than sm_90. overlap (k / 128
+// even; else ignored; never with 192-row tiles): block kb's products run while block kb - 1 is promoted (two partial-sum
 // buffers, 2 blocks prefetched instead of 3): R1's MoE layer at 4,096 tokens 8.41 ms against 8.89
 // on the H200 (the backend's default; before its wgmma left a per-warpgroup branch it was slower).
+// 192-row tiles (an experiment, not yet measured): an expert of R1's ~128-150 rows a 4,096-token
+// prefill is one tile, so its W tiles cross L2 once instead of three times (the 64-row tiles' loads
+// measured L2-bound), at the same tensor-core work as three 64-row tiles.
 cudaError_t launch_moe_grouped_gemm(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
                                     const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
                                     int64_t tile_rows, uint16_t* out, int64_t n, int64_t k, cudaStream_t stream,

@@ -71,9 +71,12 @@ bool CudaBackend::moe_experts_prefill(const Tensor& x, const Tensor& topk_ids, c
   if (!(wgmma_env && std::strcmp(wgmma_env, "0") == 0) && moe_grouped_gemm_supported(2 * inter, hidden) &&
       moe_grouped_gemm_supported(hidden, inter)) {
     static_assert(sizeof(MoeGemmTile) == 5 * sizeof(int32_t), "tiles travel as i32 words");
-    // TROUPE_MOE_GEMM_TILE=128: 128-row tiles (two warpgroups a CTA), a diagnostic; else 64.
+    // TROUPE_MOE_GEMM_TILE=128 or 192: 128- or 192-row tiles (two or three warpgroups a CTA), A/B
+    // switches for the bench; else 64.
     const char* tile_env = std::getenv("TROUPE_MOE_GEMM_TILE");
-    const int64_t tile_rows = tile_env && std::strcmp(tile_env, "128") == 0 ? 128 : kMoeGemmTileRows;
+    const int64_t tile_rows = tile_env && std::strcmp(tile_env, "128") == 0   ? 128
+                              : tile_env && std::strcmp(tile_env, "192") == 0 ? 192
+                                                                              : kMoeGemmTileRows;
     // The next K block's products run while one is promoted (moe_grouped_gemm.hpp);
     // TROUPE_MOE_GEMM_OVERLAP=0 turns that off (a diagnostic for A/B runs).
     const char* overlap_env = std::getenv("TROUPE_MOE_GEMM_OVERLAP");

@@ -506,7 +506,7 @@ OpCase grouped_gemm_case(std::vector<int32_t> rows, int64_t n, int64_t k, int64_
 }  // namespace
 
 void add_moe_expert_cases(std::vector<OpCase>& t) {
-  for (int64_t tile : {64, 128}) {
+  for (int64_t tile : {64, 128, 192}) {
     t.push_back(grouped_gemm_case({0, 1, 130, 257, 64}, 256, 512, tile));  // empty, one row, partial and several tiles
     t.push_back(grouped_gemm_case({3, 129}, 512, 7168, tile));             // R1's expert K (56 blocks)
     t.push_back(grouped_gemm_case({40, 0, 200}, 4096, 256, tile));         // R1's gate_up N (32 tiles)
@@ -519,6 +519,11 @@ void add_moe_expert_cases(std::vector<OpCase>& t) {
   for (int64_t tile : {64, 128})
     for (int64_t k : {128, 256, 384, 7168}) t.push_back(grouped_gemm_case({0, 1, 130, 64}, 256, k, tile, false, true));
   for (int64_t k : {128, 384}) t.push_back(grouped_gemm_case({0, 1, 130, 64}, 256, k, 64));
+  // 192-row tiles ask for the overlap and run without it; R1's prefill sizes (an expert of 140 rows
+  // one tile; 400 rows: 192 + 192 + 16) at both products' shapes.
+  t.push_back(grouped_gemm_case({0, 1, 130, 64}, 256, 256, 192, false, true));
+  t.push_back(grouped_gemm_case({140, 400, 0, 191}, 4096, 7168, 192, false, true));
+  t.push_back(grouped_gemm_case({140, 193}, 7168, 2048, 192, false, true));
   for (int64_t m : {1, 8, 64, 256}) {
     t.push_back(local_ids_case(m, 256, 8, 0, 256, true));
     t.push_back(local_ids_case(m, 256, 8, 64, 64, m % 2 == 0));

@@ -181,6 +181,7 @@ TEST(KernelLaunchers, RejectBadSizes) {
   EXPECT_EQ(grouped(1, 64, 100, 256), cudaErrorInvalidValue);    // n % 16
   EXPECT_EQ(grouped(1, 64, 256, 200), cudaErrorInvalidValue);    // k % 128
   EXPECT_EQ(grouped(1, 32, 256, 256), cudaErrorInvalidValue);    // tile rows
+  EXPECT_EQ(grouped(1, 256, 256, 256), cudaErrorInvalidValue);   // tile rows past three warpgroups
   EXPECT_EQ(grouped(65536, 64, 256, 256), cudaErrorInvalidValue);  // the grid's y
 
   // The tensor-core decode: groups 1..16, head_dim 64/128/256, 16-byte aligned q and caches, a

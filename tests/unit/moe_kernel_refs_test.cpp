@@ -185,6 +185,10 @@ TEST(MoeKernelRefs, GroupedGemmTilesCoverEachSegmentAndTheReferenceUsesItsExpert
   EXPECT_EQ(tiles[3].row_begin, 130);
   EXPECT_EQ(tiles[3].seg_first, 130);
   EXPECT_EQ(kernels::moe_gemm_tiles(offsets.data(), 3, 128).size(), 3u);
+  const auto big = kernels::moe_gemm_tiles(offsets.data(), 3, 192);  // expert 0 whole in one tile
+  ASSERT_EQ(big.size(), 2u);
+  EXPECT_EQ(big[0].rows, 130);
+  EXPECT_EQ(big[1].row_begin, 130);
   EXPECT_FALSE(kernels::moe_grouped_gemm_supported(576, 7000));
   EXPECT_TRUE(kernels::moe_grouped_gemm_supported(576, 7168));
 
