@@ -500,8 +500,9 @@ int run(int argc, char** argv) {
     if (fp8_tflops > 0) add_record({"matmul_fp8_tflops", fp8_tflops, "TFLOP/s", {}, {}, "the FP8 dense peak (bench/device_ceilings.hpp)"});
     const std::mt19937 same_tokens = rng;
     bench_prefill_layer(args.prefill, layer, args, fp8_tflops, rng);
-    // The same tokens on the diagnostic paths: one cuBLASLt GEMM per expert from four threads
-    // (TROUPE_MOE_WGMMA=0), and those on the backend's one stream and thread (+ TROUPE_MOE_STREAMS=0).
+    // The same tokens without the overlap, with 128- and 192-row tiles, and on the diagnostic paths:
+    // one cuBLASLt GEMM per expert from four threads (TROUPE_MOE_WGMMA=0), and those on the
+    // backend's one stream and thread (+ TROUPE_MOE_STREAMS=0).
     std::vector<std::pair<std::string, std::string>> saved;
     for (const char* name : {"TROUPE_MOE_WGMMA", "TROUPE_MOE_STREAMS", "TROUPE_MOE_GEMM_TILE", "TROUPE_MOE_GEMM_OVERLAP"}) {
       const char* v = std::getenv(name);
@@ -514,6 +515,9 @@ int run(int argc, char** argv) {
     ::setenv("TROUPE_MOE_GEMM_TILE", "128", 1);
     again = same_tokens;
     bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_tile128");
+    ::setenv("TROUPE_MOE_GEMM_TILE", "192", 1);  // three warpgroups a CTA, never overlapped
+    again = same_tokens;
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_tile192");
     ::unsetenv("TROUPE_MOE_GEMM_TILE");
     ::setenv("TROUPE_MOE_WGMMA", "0", 1);
     again = same_tokens;
