@@ -53,7 +53,7 @@ struct Args {
   std::vector<int64_t> batches = {1, 64};
   double time_limit_s = 290;
   bool enforce_eager = false;
-  std::string kernel_trace;  // --kernel-trace PATH: one step's kernels of each batch as they ran (CUPTI), CSV
+  std::string kernel_trace;  // --kernel-trace PATH: one step's kernels of each batch (and of the prefill) as they ran (CUPTI), CSV
 };
 
 bool parse_args(int argc, char** argv, Args& a) {
@@ -221,6 +221,13 @@ int run(int argc, char** argv) {
       if (remaining_s() > 45)
         bench::profile_step(eager, profiler, n, n, 0, "dsv3_prefill_" + std::to_string(n) + "_share_",
                             "one prefill of " + std::to_string(n) + " tokens of " + shape, pf.ms[0]);
+      // Its kernels as they ran, with PATH's name + _prefill<N>; one prefill, every kernel of it (a
+      // gap of a second never comes inside one).
+      if (!args.kernel_trace.empty() && remaining_s() > 40)
+        bench::record_traced_step(
+            [&] { return bench::run_steps(eager, profiler, 1, n, n, 0, 1, 90).ok; },
+            "dsv3_prefill_" + std::to_string(n) + "_traced",
+            bench::suffixed_path(args.kernel_trace, "_prefill" + std::to_string(n)), 1000000000ull);
     }
   }
   say("step graphs: %lld recorded, %lld steps replayed, %lld buckets dropped", (long long)graphed.num_recorded(),

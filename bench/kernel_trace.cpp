@@ -65,12 +65,13 @@ std::vector<KernelSpan> stop_kernel_trace() {
   return spans;
 }
 
-void record_traced_step(const std::function<bool()>& steps, const std::string& stem, const std::string& csv_path) {
+void record_traced_step(const std::function<bool()>& steps, const std::string& stem, const std::string& csv_path,
+                        uint64_t gap_ns) {
   if (!start_kernel_trace()) return;
   const bool ok = steps();
   const std::vector<KernelSpan> spans = stop_kernel_trace();
-  // Steps are apart by the host's work (about 0.1 ms) and the sync; kernels of a step by < 20 us.
-  const std::vector<KernelSpan> step = last_step(spans, 20000);
+  // Decode steps are apart by the host's work (about 0.1 ms) and the sync; kernels of a step by < 20 us.
+  const std::vector<KernelSpan> step = last_step(spans, gap_ns);
   if (!ok || step.empty()) {
     say("kernel trace: %zu kernels recorded, no step", spans.size());
     return;
@@ -80,8 +81,8 @@ void record_traced_step(const std::function<bool()>& steps, const std::string& s
   say("kernel trace: %zu kernels, span %.1f us, some kernel running %.1f us (CSV %s)", step.size(), trace.span_us,
       trace.busy_us, csv_path.c_str());
   add_record({stem + "_span", trace.span_us, "us", {}, {},
-              "one traced decode step (CUPTI kernel records, a graph replay with its programmatic overlaps): first "
-              "kernel start to last kernel end",
+              "one traced step (CUPTI kernel records; a decode step: a graph replay with its programmatic "
+              "overlaps): first kernel start to last kernel end",
               {{"kernels", double(step.size())}}});
   add_record({stem + "_busy", trace.busy_us, "us", trace.span_us, trace.span_us > 0 ? trace.busy_us / trace.span_us : 0.0,
               "the time some kernel of the traced step ran (the union of their intervals); limit = its span"});

@@ -110,14 +110,16 @@ bool write_spans_csv(const std::vector<KernelSpan>& spans, const std::string& pa
   return bool(out);
 }
 
-std::string traced_csv_path(const std::string& path, int64_t batch) {
-  if (batch == 1) return path;
+std::string suffixed_path(const std::string& path, const std::string& suffix) {
   const size_t slash = path.find_last_of('/');
   const size_t name = slash == std::string::npos ? 0 : slash + 1;
   const size_t dot = path.find('.', name + 1);  // a name's leading dot is no extension
-  const std::string suffix = "_b" + std::to_string(batch);
   if (dot == std::string::npos) return path + suffix;
   return path.substr(0, dot) + suffix + path.substr(dot);
+}
+
+std::string traced_csv_path(const std::string& path, int64_t batch) {
+  return batch == 1 ? path : suffixed_path(path, "_b" + std::to_string(batch));
 }
 
 }  // namespace troupe::bench

@@ -40,8 +40,10 @@ StepTrace summarize(const std::vector<KernelSpan>& step);
 // -> "gemv").
 std::string short_kernel_name(const std::string& name);
 
+// `path` with `suffix` before the file's extension ("t.csv", "_x" -> "t_x.csv"; none: appended).
+std::string suffixed_path(const std::string& path, const std::string& suffix);
 // Where the benchmarks write batch `batch`'s trace when asked for `path`: batch 1 at path itself,
-// others with "_b<batch>" before the file's extension ("t.csv" -> "t_b64.csv"; none: appended).
+// others with "_b<batch>" before the file's extension ("t.csv" -> "t_b64.csv").
 std::string traced_csv_path(const std::string& path, int64_t batch);
 
 // Writes the spans as CSV (name, start_us from the first, duration_us); false on failure.

@@ -110,6 +110,7 @@ TEST(StepTrace, BatchTracePathsBesideTheGivenOne) {
   EXPECT_EQ(traced_csv_path("trace.csv.xz", 8), "trace_b8.csv.xz");
   EXPECT_EQ(traced_csv_path("out.d/trace", 64), "out.d/trace_b64");  // a folder's dot is not the file's
   EXPECT_EQ(traced_csv_path(".trace", 2), ".trace_b2");
+  EXPECT_EQ(suffixed_path("out/trace.csv", "_prefill4096"), "out/trace_prefill4096.csv");
 }
 
 }  // namespace
