@@ -19,9 +19,9 @@ bool start_kernel_trace();
 std::vector<KernelSpan> stop_kernel_trace();
 
 // Runs `steps` (a few decode steps, or one prefill; false on failure) under the trace; the last
-// step's kernels (the run after the last gap of `gap_ns` or more between kernels: 20 us parts decode
-// steps; a prefill, whose MoE layers wait for the host, takes a larger one) go to `csv_path`, and records `<stem>_span` (first start to last end), `<stem>_busy` (the time some
-// kernel ran, against the span) and `<stem>_<kernel>` for the sixteen kernel names that moved the
+// step's kernels (those after the last gap of `gap_ns` or more between kernels: 20 us parts decode
+// steps; a prefill, whose MoE layers wait for the host, takes a larger one) go to `csv_path`, and
+// records `<stem>_span` (first start to last end), `<stem>_busy` (the time some kernel ran, against the span) and `<stem>_<kernel>` for the sixteen kernel names that moved the
 // step's end the most (bench/step_trace.hpp's marginal, against the span; `sum_us`: durations
 // summed, `alone_us`: the time it ran alone).
 void record_traced_step(const std::function<bool()>& steps, const std::string& stem, const std::string& csv_path,

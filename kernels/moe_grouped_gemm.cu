@@ -1,7 +1,7 @@
 // moe_grouped_gemm.hpp's kernel: a CTA per (128-column N tile, M tile of one expert) of kGroups
 // warpgroups (1: 64-row tiles, two or three CTAs an SM; 2: 128-row tiles, one CTA an SM; 3: 192-row
-// tiles, one CTA an SM, without the overlapped promotion: 3 x 128 threads leave 170 registers each), each the
-// 64 rows [64 g, 64 g + 64) of the tile (a warpgroup whose rows are all past the tile's end
+// tiles, one CTA an SM, without the overlapped promotion: 3 x 128 threads leave 170 registers
+// each), each the 64 rows [64 g, 64 g + 64) of the tile (a warpgroup whose rows are all past the tile's end
 // multiplies the zero-filled rows anyway: a wgmma under a per-warpgroup branch is serialized, ptxas
 // C7518). Per 128-wide K block: the A (x) and B (W) tiles, rows of 128 bytes, land in shared memory
 // by cp.async in the 128-byte swizzle (16-byte chunk c of row r at chunk c ^ (r % 8); tiles

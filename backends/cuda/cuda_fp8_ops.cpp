@@ -71,8 +71,9 @@ void CudaBackend::rmsnorm_linear(const Tensor& x, const Tensor& norm_weight, flo
                                  Tensor out) {
   const int64_t in = x.dim() == 2 ? x.size(1) : 0, n = x.dim() == 2 ? x.size(0) : 0;
   const bool fused = weight.dtype() == DType::f8_e4m3 && weight.has_block_scale() && x.dtype() == DType::f32 &&
-                     x.device() == Device::cuda && out.dtype() == DType::f32 && out.device() == Device::cuda && norm_weight.dtype() == DType::f32 &&
-                     norm_weight.device() == Device::cuda && norm_weight.numel() == in && weight.dim() == 2 &&
+                     x.device() == Device::cuda && out.dtype() == DType::f32 && out.device() == Device::cuda &&
+                     norm_weight.dtype() == DType::f32 && norm_weight.device() == Device::cuda &&
+                     norm_weight.numel() == in && weight.dim() == 2 &&
                      weight.size(1) == in && n >= 1 &&
                      fp8_gemv_runs_f16(n, weight.size(0), in, x.raw(), weight.raw()) &&
                      fp8_gemv_f16_rmsnorm_supported(n, weight.size(0), in, x.raw(), weight.raw()) &&
