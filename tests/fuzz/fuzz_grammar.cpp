@@ -54,7 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   GrammarMatcher matcher(grammar);
   if (!text.empty() && !matcher.accept_bytes(text)) matcher.reset();
   std::vector<uint32_t> mask(size_t(matcher.vocab().num_mask_words()));
-  // Follow the masks: each step the allowed id picked by the text's bytes (or the first one).
+  // Follow the masks: each step an allowed id picked by a hash of the text and the step number.
   uint32_t pick = 0;
   for (unsigned char c : text) pick = pick * 31u + c;
   for (int step = 0; step < 16 && !matcher.is_terminated(); ++step) {
