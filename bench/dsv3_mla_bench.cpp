@@ -14,10 +14,11 @@
 // cuBLAS strided-batched bf16 GEMMs past that, and at 1 and 8 tokens too as _cublas records) are
 // timed separately against the time to read their weights and activations at that bandwidth.
 // Prefill (dsv3_mla_prefill_ctx<N>, N = 1024, 4096: one sequence of N new tokens, all 128 heads, one
-// layer): the tensor-core flash kernel (kernels/mla_prefill_mma.cu) alone, its causal FLOPs
+// layer): the tensor-core flash kernel (kernels/mla_prefill_wgmma.cu on Hopper) alone, its causal FLOPs
 // (2 H (192 + 128) per visible (query, key) pair) against the bf16 matmul rate measured in the same
 // run; the K/V expansion (latent @ kv_b_proj^T, bf16 GEMM) counted and timed separately
-// (dsv3_mla_prefill_expand_ctx<N>).
+// (dsv3_mla_prefill_expand_ctx<N>). The cache, latent, weights and keys are random (fill_random):
+// before 2026-12-05 they were a memset, and the prefill kernel ran 1.5x faster than on real data.
 //   dsv3_mla_bench [--reps N] [--block-size N] [--out PATH] [--time-limit S]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -25,6 +26,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <numeric>
 #include <random>
@@ -91,6 +93,32 @@ std::vector<float> random_floats(size_t count, std::mt19937& rng) {
   return v;
 }
 
+// Fills `count` elements at d with normal values times `stddev` (bf16 or fp32 by T): one random
+// pattern of 2^20 elements copied over the whole buffer. Varied data, not a memset: the tensor
+// cores draw more power on random operands, and the H200's clocks follow (the prefill kernel took
+// about 1.5 ms a layer on uniform keys and 2.4 ms in the model's prefill on random weights).
+template <class T>
+bool fill_random(T* d, size_t count, std::mt19937& rng, float stddev) {
+  const size_t period = std::min<size_t>(count, size_t(1) << 20);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<T> pattern(period);
+  for (T& v : pattern) {
+    const float x = normal(rng);
+    if constexpr (sizeof(T) == 2) {
+      uint32_t bits;
+      std::memcpy(&bits, &x, 4);
+      v = T(bits >> 16);
+    } else {
+      v = x;
+    }
+  }
+  for (size_t at = 0; at < count; at += period)
+    if (!cuda_ok(cudaMemcpy(d + at, pattern.data(), std::min(period, count - at) * sizeof(T), cudaMemcpyHostToDevice),
+                 "cudaMemcpy"))
+      return false;
+  return true;
+}
+
 // One (batch, context) point of the decode kernel; false on a CUDA error.
 bool bench_decode(const Args& args, int64_t batch, int64_t context, double hbm_gbs, double bf16_tflops,
                   int64_t l2_bytes, int num_sms, std::mt19937& rng) {
@@ -100,8 +128,7 @@ bool bench_decode(const Args& args, int64_t batch, int64_t context, double hbm_g
   const int64_t copies = std::clamp<int64_t>(int64_t(4.0 * double(l2_bytes) / cache_bytes) + 1, 1, 256);
   uint16_t* cache = device_alloc<uint16_t>(size_t(copies * num_blocks * bs * kEntry));
   if (!cache) return false;
-  // 0x3c3c: bf16 0.0115 everywhere (the kernel's work does not depend on the values).
-  if (!cuda_ok(cudaMemset(cache, 0x3c, size_t(copies * num_blocks * bs * kEntry) * 2), "cudaMemset")) return false;
+  if (!fill_random(cache, size_t(copies * num_blocks * bs * kEntry), rng, 1.0f)) return false;
   std::vector<int32_t> ids(static_cast<size_t>(num_blocks));
   std::iota(ids.begin(), ids.end(), 0);
   std::shuffle(ids.begin(), ids.end(), rng);
@@ -292,10 +319,10 @@ bool bench_prefill(const Args& args, cublasHandle_t h, int64_t context, double b
   uint16_t* k_pe = device_alloc<uint16_t>(size_t(context * kRope));
   float* out = device_alloc<float>(size_t(context * kHeads * kV));
   if (!q || !latent || !w || !kv || !k_pe || !out) return false;
-  // 0x3c3c: bf16 0.0115 (the work does not depend on the values; uniform keys keep exp finite).
-  cudaMemset(latent, 0x3c, size_t(context * kLora) * 2);
-  cudaMemset(w, 0x3c, size_t(kv_width * kLora) * 2);
-  cudaMemset(k_pe, 0x3c, size_t(context * kRope) * 2);
+  // Random operands (fill_random's note); the expanded keys come out near unit variance.
+  if (!fill_random(latent, size_t(context * kLora), rng, 1.0f) ||
+      !fill_random(w, size_t(kv_width * kLora), rng, 0.044f) || !fill_random(k_pe, size_t(context * kRope), rng, 1.0f))
+    return false;
   const float alpha = 1.0f, beta = 0.0f;
   cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
   auto expand = [&] {

@@ -1,5 +1,5 @@
 // Elementwise kernels (elementwise.hpp): one thread per output, or per 4 outputs (float4) for the
-// packed activation on aligned rows.
+// packed activation on aligned rows, or per 8 for the bf16 widening of aligned buffers.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -19,6 +19,22 @@ __global__ void f32_to_bf16_kernel(const float* x, __nv_bfloat16* out, int64_t c
 __global__ void bf16_to_f32_kernel(const __nv_bfloat16* x, float* out, int64_t count) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < count) out[i] = __bfloat162float(x[i]);
+}
+
+// Eight values a thread (one 16-byte load, two 16-byte stores; both buffers 16-byte aligned), the
+// last count % 8 by the thread after the whole groups. A prefill widens GEMM outputs of hundreds
+// of MB this way (R1's q_b at 4,096 tokens: 0.6 GB moved; the one-value kernel ran at ~2 TB/s).
+__global__ void bf16_to_f32_vec_kernel(const uint16_t* x, float* out, int64_t count) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, groups = count / 8;
+  if (i < groups) {
+    const uint4 a = __ldg(reinterpret_cast<const uint4*>(x) + i);
+    auto wide = [](uint32_t bits) { return __uint_as_float(bits << 16); };
+    float4* dst = reinterpret_cast<float4*>(out) + 2 * i;
+    dst[0] = make_float4(wide(a.x & 0xffffu), wide(a.x >> 16), wide(a.y & 0xffffu), wide(a.y >> 16));
+    dst[1] = make_float4(wide(a.z & 0xffffu), wide(a.z >> 16), wide(a.w & 0xffffu), wide(a.w >> 16));
+  } else if (i == groups) {
+    for (int64_t j = 8 * groups; j < count; ++j) out[j] = __uint_as_float(uint32_t(x[j]) << 16);
+  }
 }
 
 __global__ void add_bias_kernel(float* out, const float* bias, int64_t rows, int64_t cols) {
@@ -93,6 +109,10 @@ cudaError_t launch_f32_to_bf16(const float* x, uint16_t* out, int64_t count, cud
 
 cudaError_t launch_bf16_to_f32(const uint16_t* x, float* out, int64_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
+  if (reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0) {
+    bf16_to_f32_vec_kernel<<<blocks_for(count / 8 + 1), kThreads, 0, stream>>>(x, out, count);
+    return cudaGetLastError();
+  }
   bf16_to_f32_kernel<<<blocks_for(count), kThreads, 0, stream>>>(reinterpret_cast<const __nv_bfloat16*>(x), out, count);
   return cudaGetLastError();
 }

@@ -11,8 +11,8 @@
 //   gather_quant: row p = x[sorted_slots[p] / top_k, :] (fp32 or bf16), quantized;
 //   silu_quant:   row p = bf16(silu(g) * u) of gate_up [P, 2 * inter] = [g | u] (bf16 bits; the
 //                 formula and rounding of mlp_activation.hpp), quantized.
-// Three layers: the __global__ kernels (moe_segment_quant.cu: one warp per (row, K block), the
-// row's segment found by binary search in offsets), these raw-pointer launchers, and the CPU
+// Three layers: the __global__ kernels (moe_segment_quant.cu: one warp per (row, two K blocks),
+// the row's segment found by binary search in offsets), these raw-pointer launchers, and the CPU
 // references (moe_segment_quant_ref.cpp: the formula of fp8_quant_ref per segment, bit for bit).
 #include <cstddef>
 #include <cstdint>

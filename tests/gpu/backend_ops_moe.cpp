@@ -352,6 +352,10 @@ void add_moe_cases(std::vector<OpCase>& t) {
   }
   t.push_back(moe_gather_quant_case<uint16_t>(257, 7168, 257, 5, false));  // every slot on expert 5
   t.push_back(moe_silu_quant_case(257, 2048, 257, 200));
+  // Widths not a multiple of 8: the element-by-element path (16-byte loads need k % 8 == 0).
+  t.push_back(moe_gather_quant_case<uint16_t>(257, 1001, 16, -1, true));
+  t.push_back(moe_gather_quant_case<float>(257, 300, 16, -1, false));
+  t.push_back(moe_silu_quant_case(257, 100, 16, -1));
   add_moe_expert_cases(t);
 }
 
