@@ -186,6 +186,17 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   Result<Tensor> upload_weight_or_throw(const Tensor& host);
   Result<Tensor> upload_block_fp8_weight(const Tensor& host);  // a host weight with its block scale
   void linear_fp8_weight(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor out);
+  // x [n, in] (device, bf16 or fp32) quantized per token and 128 channels (kernels/fp8_quant.hpp).
+  struct Fp8Rows {
+    Tensor x;      // [n, in] e4m3
+    Tensor scale;  // [ceil(in / 128), n]
+  };
+  Fp8Rows quantize_fp8_rows(const Tensor& dx, int64_t n, int64_t in);
+  // out [n, out_features] (fp32) = the quantized rows times an FP8 block weight: cuBLASLt, else the
+  // grouped wgmma GEMM, else the own kernel. False, with nothing done, where cuBLASLt refused the
+  // size and gemv_if_refused (the caller's decode GEMV reads x as it is).
+  bool fp8_block_from_quantized(const Fp8Rows& q, int64_t n, const Tensor& weight_fp8, const Tensor& scale_inv,
+                                Tensor out, bool gemv_if_refused);
   // out[m, n] (bf16) = x_fp8 [m, k] (scales [ceil(k/128), m], fp8_quant's) times the FP8 block
   // weight w [n, k] (scales w_scale [ceil(n/128), ceil(k/128)]): cuBLASLt's block-scaled GEMM where
   // it takes the shape, else the own kernel.

@@ -104,12 +104,12 @@ void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, co
   if (replaying()) return;
   const int64_t out_features = weight_fp8.size(0), in = weight_fp8.size(1), n = dx.numel() / in;
   if (n == 0) return;
-  const uint8_t* w = weight_fp8.data<uint8_t>();
-  const float* w_scale = scale_inv.data<float>();
-  float* o = out.data<float>();
   auto gemv = [&] {
     const size_t work_bytes = fp8_block_gemv_workspace_bytes(n, out_features, in);
     Tensor work = scratch(DType::u8, {int64_t(work_bytes)});
+    const uint8_t* w = weight_fp8.data<uint8_t>();
+    const float* w_scale = scale_inv.data<float>();
+    float* o = out.data<float>();
     const cudaError_t err =
         dx.dtype() == DType::bf16
             ? launch_fp8_block_gemv(dx.data<uint16_t>(), w, w_scale, o, n, out_features, in, work.raw(), work_bytes,
@@ -118,31 +118,46 @@ void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, co
                                     stream());
     check(err, "fp8_block_gemv");
   };
-  const bool decode_size = n <= kFp8GemvMaxTokens;
   if (!fp8_linear_quantizes_x(n, out_features, in, lt_min_tokens())) return gemv();
-  Tensor xq = scratch(DType::f8_e4m3, {n, in});
-  Tensor xs = scratch(DType::f32, {fp8_num_blocks(in), n});  // [ceil(in / 128), n]
+  const Fp8Rows q = quantize_fp8_rows(dx, n, in);
+  // cuBLASLt refused a decode size: the decode kernel reads x as it is.
+  if (!fp8_block_from_quantized(q, n, weight_fp8, scale_inv, out, n <= kFp8GemvMaxTokens)) gemv();
+}
+
+CudaBackend::Fp8Rows CudaBackend::quantize_fp8_rows(const Tensor& dx, int64_t n, int64_t in) {
+  Fp8Rows q{scratch(DType::f8_e4m3, {n, in}), scratch(DType::f32, {fp8_num_blocks(in), n})};  // xs: [ceil(in / 128), n]
   const cudaError_t qerr =
       dx.dtype() == DType::bf16
-          ? launch_fp8_quant_bf16(dx.data<uint16_t>(), xq.data<uint8_t>(), xs.data<float>(), n, in, stream())
-          : launch_fp8_quant_f32(dx.data<float>(), xq.data<uint8_t>(), xs.data<float>(), n, in, stream());
+          ? launch_fp8_quant_bf16(dx.data<uint16_t>(), q.x.data<uint8_t>(), q.scale.data<float>(), n, in, stream())
+          : launch_fp8_quant_f32(dx.data<float>(), q.x.data<uint8_t>(), q.scale.data<float>(), n, in, stream());
   check(qerr, "fp8_quant");
+  return q;
+}
+
+bool CudaBackend::fp8_block_from_quantized(const Fp8Rows& q, int64_t n, const Tensor& weight_fp8,
+                                           const Tensor& scale_inv, Tensor out, bool gemv_if_refused) {
+  const int64_t out_features = weight_fp8.size(0), in = weight_fp8.size(1);
+  const uint8_t* w = weight_fp8.data<uint8_t>();
+  const float* w_scale = scale_inv.data<float>();
+  const uint8_t* xq = q.x.data<uint8_t>();
+  const float* xs = q.scale.data<float>();
+  float* o = out.data<float>();
   // cuBLASLt's block-scaled GEMM (5x the own mma.sync kernel on the H200: bench/dsv3_fp8_gemm_bench)
   // writes bf16 only; widened to the fp32 out. Where it refuses the sizes, the own kernel (fp32 out).
   {
     Tensor y = scratch(DType::bf16, {n, out_features});
-    const cudaError_t lt = launch_fp8_block_gemm_cublaslt(
-        cublas_, xq.data<uint8_t>(), xs.data<float>(), w, w_scale, y.data<uint16_t>(), n, out_features, in,
-        cublas_workspace_, cublas_workspace_ ? kCublasWorkspaceBytes : 0, stream());
+    const cudaError_t lt =
+        launch_fp8_block_gemm_cublaslt(cublas_, xq, xs, w, w_scale, y.data<uint16_t>(), n, out_features, in,
+                                       cublas_workspace_, cublas_workspace_ ? kCublasWorkspaceBytes : 0, stream());
     if (lt == cudaSuccess) {
       check(launch_bf16_to_f32(y.data<uint16_t>(), o, n * out_features, stream()), "bf16_to_f32");
-      return;
+      return true;
     }
     if (lt != cudaErrorNotSupported) {
       check(lt, "fp8_block_gemm_cublaslt");
-      return;
+      return true;
     }
-    if (decode_size) return gemv();  // cuBLASLt refused this size: the decode kernel reads x as it is
+    if (gemv_if_refused) return false;
   }
   // Then Hopper's grouped wgmma GEMM with the layer as its one expert (R1's kv_a, n = 576, 4,096
   // tokens: 0.18 ms against the own kernel's 0.34 on the H200), fp32 out; overlapped promotion, the
@@ -160,18 +175,18 @@ void CudaBackend::linear_fp8_block(const Tensor& x, const Tensor& weight_fp8, co
     const int32_t* base = d_words.data<int32_t>();
     const auto* table = reinterpret_cast<const uintptr_t*>(base);
     const cudaError_t grouped = launch_moe_grouped_gemm(
-        xq.data<uint8_t>(), xs.data<float>(), reinterpret_cast<const uint8_t* const*>(table),
-        reinterpret_cast<const float* const*>(table + 1), reinterpret_cast<const MoeGemmTile*>(base + 4),
-        int32_t(tiles.size()), kMoeGemmTileRows, o, out_features, in, stream(), /*overlap=*/true);
-    if (grouped == cudaSuccess) return;
+        xq, xs, reinterpret_cast<const uint8_t* const*>(table), reinterpret_cast<const float* const*>(table + 1),
+        reinterpret_cast<const MoeGemmTile*>(base + 4), int32_t(tiles.size()), kMoeGemmTileRows, o, out_features, in,
+        stream(), /*overlap=*/true);
+    if (grouped == cudaSuccess) return true;
     if (grouped != cudaErrorNotSupported) {
       check(grouped, "moe_grouped_gemm (linear)");
-      return;
+      return true;
     }
     cudaGetLastError();
   }
-  check(launch_fp8_block_gemm(xq.data<uint8_t>(), xs.data<float>(), w, w_scale, o, n, out_features, in, stream()),
-        "fp8_block_gemm");
+  check(launch_fp8_block_gemm(xq, xs, w, w_scale, o, n, out_features, in, stream()), "fp8_block_gemm");
+  return true;
 }
 
 void CudaBackend::fp8_block_product_bf16(const uint8_t* x_fp8, const float* x_scale, const uint8_t* w,
@@ -244,6 +259,20 @@ void CudaBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Ten
                             weight_a.size(0) % troupe::kFp8BlockSize == 0 && weight_a.is_followed_by(weight_b) &&
                             weight_a.block_scale().is_followed_by(weight_b.block_scale());
   const int64_t n = k > 0 ? x.numel() / k : 0;
+  // Prefill sizes: x quantized once for both products (R1's q_a and kv_a read the same normed rows).
+  const bool both_quantize = fp8 && weight_a.dim() == 2 && weight_b.dim() == 2 && weight_b.size(1) == k && k > 0 &&
+                             n > kFp8GemvMaxTokens && x.numel() == n * k && out_a.dtype() == DType::f32 &&
+                             out_b.dtype() == DType::f32 && (x.dtype() == DType::bf16 || x.dtype() == DType::f32) &&
+                             fp8_linear_quantizes_x(n, weight_a.size(0), k, lt_min_tokens()) &&
+                             fp8_linear_quantizes_x(n, weight_b.size(0), k, lt_min_tokens());
+  if (both_quantize) {
+    Tensor dx = on_device(x);
+    if (replaying()) return;
+    const Fp8Rows q = quantize_fp8_rows(dx, n, k);
+    fp8_block_from_quantized(q, n, weight_a, weight_a.block_scale(), out_a, /*gemv_if_refused=*/false);
+    fp8_block_from_quantized(q, n, weight_b, weight_b.block_scale(), out_b, /*gemv_if_refused=*/false);
+    return;
+  }
   if (!decode_fusion_on() || !back_to_back || n < 1 || n > kFp8GemvF16MaxTokens || out_a.dtype() != DType::f32 ||
       out_b.dtype() != DType::f32 || (x.dtype() != DType::bf16 && x.dtype() != DType::f32)) {
     Backend::linear_pair(x, weight_a, weight_b, out_a, out_b);
