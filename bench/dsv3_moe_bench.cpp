@@ -406,9 +406,12 @@ void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_g
 }
 
 
-// (3) The routed experts of one layer at a prefill of n tokens, against the FP8 dense peak.
-void bench_prefill_layer(int64_t n, DecodeLayer& l, const Args& args, double fp8_tflops, std::mt19937& rng,
-                         const std::string& suffix = "") {
+// (3) The routed experts of one layer at a prefill of n tokens, against the FP8 dense peak; and
+// against its roofline, the larger of that and the bytes of every expert touched read once at the
+// measured bandwidth (at 4,096 tokens an expert gets ~130 rows: the layer's 11 GB of weights take
+// longer to read than its FLOPs to compute).
+void bench_prefill_layer(int64_t n, DecodeLayer& l, const Args& args, double fp8_tflops, double bw_gbs,
+                         std::mt19937& rng, const std::string& suffix = "") {
   cuda::CudaBackend& gpu = *l.gpu;
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<uint16_t> xh(size_t(n * kHidden));
@@ -459,6 +462,16 @@ void bench_prefill_layer(int64_t n, DecodeLayer& l, const Args& args, double fp8
                   std::to_string(reps),
               {{"tokens", double(n)}, {"experts_active", active}, {"most_rows", double(most)}, {"flops", flops},
                {"host_ms", host_ms}}});
+  const double bytes = (active + (l.packed.has_shared ? 1 : 0)) * l.expert_bytes;
+  const double bytes_ms = bw_gbs > 0 ? bytes / (bw_gbs * 1e9) * 1e3 : 0, roofline_ms = std::max(bytes_ms, limit_ms);
+  if (ms > 0 && roofline_ms > 0)
+    add_record({"dsv3_moe_prefill_" + std::to_string(n) + suffix + "_vs_roofline", ms, "ms", roofline_ms,
+                roofline_ms / ms,
+                "the same experts' time against the larger of their FLOPs at the FP8 dense peak (" +
+                    std::to_string(limit_ms) + " ms) and the bytes of every expert touched, read once at the HBM "
+                    "bandwidth measured here (" + std::to_string(bytes / 1e9) + " GB, " + std::to_string(bytes_ms) +
+                    " ms)",
+                {{"bytes", bytes}, {"bytes_ms", bytes_ms}, {"flops_ms", limit_ms}}});
 }
 
 int run(int argc, char** argv) {
@@ -499,7 +512,7 @@ int run(int argc, char** argv) {
     const double fp8_tflops = bench::measure_fp8_matmul();
     if (fp8_tflops > 0) add_record({"matmul_fp8_tflops", fp8_tflops, "TFLOP/s", {}, {}, "the FP8 dense peak (bench/device_ceilings.hpp)"});
     const std::mt19937 same_tokens = rng;
-    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, rng);
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, bw_gbs, rng);
     // The same tokens without the overlap, with 128- and 192-row tiles, and on the diagnostic paths:
     // one cuBLASLt GEMM per expert from four threads (TROUPE_MOE_WGMMA=0), and those on the
     // backend's one stream and thread (+ TROUPE_MOE_STREAMS=0).
@@ -510,21 +523,21 @@ int run(int argc, char** argv) {
     }
     ::setenv("TROUPE_MOE_GEMM_OVERLAP", "0", 1);
     std::mt19937 again = same_tokens;
-    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_overlap_off");
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, bw_gbs, again, "_overlap_off");
     ::unsetenv("TROUPE_MOE_GEMM_OVERLAP");
     ::setenv("TROUPE_MOE_GEMM_TILE", "128", 1);
     again = same_tokens;
-    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_tile128");
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, bw_gbs, again, "_tile128");
     ::setenv("TROUPE_MOE_GEMM_TILE", "192", 1);  // three warpgroups a CTA, never overlapped
     again = same_tokens;
-    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_tile192");
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, bw_gbs, again, "_tile192");
     ::unsetenv("TROUPE_MOE_GEMM_TILE");
     ::setenv("TROUPE_MOE_WGMMA", "0", 1);
     again = same_tokens;
-    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_wgmma_off");
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, bw_gbs, again, "_wgmma_off");
     ::setenv("TROUPE_MOE_STREAMS", "0", 1);
     again = same_tokens;
-    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, again, "_wgmma_streams_off");
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, bw_gbs, again, "_wgmma_streams_off");
     for (const auto& [name, value] : saved) {
       if (value == "\x01") ::unsetenv(name.c_str());
       else ::setenv(name.c_str(), value.c_str(), 1);
