@@ -38,44 +38,69 @@ __global__ void rope_interleaved_kernel(float* x, const int32_t* positions, cons
   }
 }
 
-// Up to 128 rotary pairs (R1: 32): one warp per (token, head) row, 8 rows a block. Each lane
-// holds its pairs in registers until the whole warp has read them, then writes (in place).
-constexpr int kRopeRowsPerBlock = 8, kRopeMaxPairsPerLane = 4;
-// Block `block`'s rows (after the wait). A warp past the last row returns.
+// Up to 128 rotary pairs (R1: 32): one warp per (token, head) row, 8 warps a block; from
+// kRopeManyTokens tokens on, kRopeRowsPerWarp rows a warp, one after the other, the rotation's
+// cos and sin kept in registers while the rows are the same token's (R1 has 128 heads a token: the
+// fp64 cos/sin once a warp of 8 heads instead of once a row). Each lane holds its pairs in
+// registers until the whole warp has read them, then writes (in place).
+constexpr int kRopeRowsPerBlock = 8, kRopeMaxPairsPerLane = 4, kRopeRowsPerWarp = 8;
+constexpr int64_t kRopeManyTokens = 64;
+// Block `block`'s rows (after the wait), rows_per_warp (1 or kRopeRowsPerWarp) a warp. A warp past
+// the last row returns.
 __device__ __forceinline__ void rope_rows(float* x, const int32_t* positions, const float* inv_freq, int64_t rows,
                                           int64_t num_heads, int64_t head_dim, int64_t half, float scale,
-                                          int64_t block) {
-  const int64_t row = block * kRopeRowsPerBlock + threadIdx.x / 32;
-  if (row >= rows) return;
+                                          int64_t block, int rows_per_warp) {
+  const int64_t first = (block * kRopeRowsPerBlock + threadIdx.x / 32) * rows_per_warp;
   const int lane = int(threadIdx.x % 32);
-  float* r = x + row * head_dim + head_dim - 2 * half;
-  const int32_t pos = positions[row / num_heads];
-  float even[kRopeMaxPairsPerLane], odd[kRopeMaxPairsPerLane];
+  int64_t token = -1;  // whose rotation c, s hold
+  float c[kRopeMaxPairsPerLane], s[kRopeMaxPairsPerLane];
+  for (int k = 0; k < rows_per_warp; ++k) {
+    const int64_t row = first + k;
+    if (row >= rows) return;  // the whole warp
+    if (row / num_heads != token) {
+      token = row / num_heads;
+      const int32_t pos = positions[token];
 #pragma unroll
-  for (int j = 0; j < kRopeMaxPairsPerLane; ++j) {
-    const int64_t i = lane + 32 * j;
-    if (i < half) {
-      even[j] = r[2 * i];
-      odd[j] = r[2 * i + 1];
+      for (int j = 0; j < kRopeMaxPairsPerLane; ++j) {
+        const int64_t i = lane + 32 * j;
+        if (i < half) cos_sin(pos, inv_freq[i], scale, &c[j], &s[j]);
+      }
     }
-  }
-  __syncwarp();
+    float* r = x + row * head_dim + head_dim - 2 * half;
+    float even[kRopeMaxPairsPerLane], odd[kRopeMaxPairsPerLane];
 #pragma unroll
-  for (int j = 0; j < kRopeMaxPairsPerLane; ++j) {
-    const int64_t i = lane + 32 * j;
-    if (i >= half) continue;
-    float c, s;
-    cos_sin(pos, inv_freq[i], scale, &c, &s);
-    r[i] = even[j] * c - odd[j] * s;
-    r[half + i] = odd[j] * c + even[j] * s;
+    for (int j = 0; j < kRopeMaxPairsPerLane; ++j) {
+      const int64_t i = lane + 32 * j;
+      if (i < half) {
+        even[j] = r[2 * i];
+        odd[j] = r[2 * i + 1];
+      }
+    }
+    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < kRopeMaxPairsPerLane; ++j) {
+      const int64_t i = lane + 32 * j;
+      if (i >= half) continue;
+      r[i] = even[j] * c[j] - odd[j] * s[j];
+      r[half + i] = odd[j] * c[j] + even[j] * s[j];
+    }
+    __syncwarp();  // this row's writes before the next row's reads (other rows: no overlap)
   }
 }
 
+// The rows a warp ropes for n tokens, and the blocks for `rows` rows.
+int rope_rows_per_warp(int64_t n) { return n >= kRopeManyTokens ? kRopeRowsPerWarp : 1; }
+int64_t rope_blocks(int64_t rows, int rows_per_warp) {
+  const int64_t per_block = int64_t(kRopeRowsPerBlock) * rows_per_warp;
+  return (rows + per_block - 1) / per_block;
+}
+
 __global__ void rope_interleaved_rows_kernel(float* x, const int32_t* positions, const float* inv_freq, int64_t rows,
-                                             int64_t num_heads, int64_t head_dim, int64_t half, float scale) {
+                                             int64_t num_heads, int64_t head_dim, int64_t half, float scale,
+                                             int rows_per_warp) {
   allow_dependents();
   wait_for_prerequisites();
-  rope_rows(x, positions, inv_freq, rows, num_heads, head_dim, half, scale, blockIdx.x);
+  rope_rows(x, positions, inv_freq, rows, num_heads, head_dim, half, scale, blockIdx.x, rows_per_warp);
 }
 
 // Token t's cache entry (after the wait; every thread of the block, kThreads of them): the RMS of
@@ -120,13 +145,14 @@ __global__ void mla_rope_write_latent_kernel(float* q, int64_t q_rows, int64_t q
                                              const float* kv_a, const float* weight, float eps,
                                              const int32_t* positions, const float* inv_freq, float scale,
                                              const int32_t* slots, int64_t n, int64_t kv_lora, int64_t half,
-                                             CacheT* cache) {
+                                             CacheT* cache, int rows_per_warp) {
   allow_dependents();
   wait_for_prerequisites();
   if (int64_t(blockIdx.x) < n) {
     write_latent(kv_a, weight, eps, positions, inv_freq, scale, slots, kv_lora, half, cache, blockIdx.x);
   } else {
-    rope_rows(q, positions, inv_freq, q_rows, q_heads, q_head_dim, half, scale, int64_t(blockIdx.x) - n);
+    rope_rows(q, positions, inv_freq, q_rows, q_heads, q_head_dim, half, scale, int64_t(blockIdx.x) - n,
+              rows_per_warp);
   }
 }
 
@@ -149,11 +175,12 @@ cudaError_t launch_rope_write(float* q, int64_t q_heads, int64_t q_head_dim, con
   if (bad_rows(n) || kv_lora <= 0 || half < 1 || half > 32 * kRopeMaxPairsPerLane || 2 * half > q_head_dim ||
       q_heads <= 0 || q_heads > 65535 || !q || !kv_a || !weight || !positions || !inv_freq || !slots || !cache)
     return cudaErrorInvalidValue;
-  const int64_t rows = n * q_heads, rope_blocks = (rows + kRopeRowsPerBlock - 1) / kRopeRowsPerBlock;
-  if (n + rope_blocks > INT32_MAX) return cudaErrorInvalidValue;
-  return launch_dependent(mla_rope_write_latent_kernel<CacheT>, dim3(unsigned(n + rope_blocks)), dim3(kThreads), 0,
+  const int rows_per_warp = rope_rows_per_warp(n);
+  const int64_t rows = n * q_heads, blocks = rope_blocks(rows, rows_per_warp);
+  if (n + blocks > INT32_MAX) return cudaErrorInvalidValue;
+  return launch_dependent(mla_rope_write_latent_kernel<CacheT>, dim3(unsigned(n + blocks)), dim3(kThreads), 0,
                           stream, q, rows, q_heads, q_head_dim, kv_a, weight, eps, positions, inv_freq, scale, slots, n,
-                          kv_lora, half, cache);
+                          kv_lora, half, cache, rows_per_warp);
 }
 
 }  // namespace
@@ -183,10 +210,11 @@ cudaError_t launch_rope_interleaved_f32(float* x, const int32_t* positions, cons
   if (half <= 32 * kRopeMaxPairsPerLane) {
     // A block per (token, head) of 32 threads left the GPU mostly idle at prefill sizes (R1: 0.64 ms
     // for 4,096 tokens x 128 heads on the H200); a warp per row, 8 rows a block.
-    const int64_t rows = n * num_heads, blocks = (rows + kRopeRowsPerBlock - 1) / kRopeRowsPerBlock;
+    const int rows_per_warp = rope_rows_per_warp(n);
+    const int64_t rows = n * num_heads, blocks = rope_blocks(rows, rows_per_warp);
     if (blocks > INT32_MAX) return cudaErrorInvalidValue;
     return launch_dependent(rope_interleaved_rows_kernel, dim3(unsigned(blocks)), dim3(32 * kRopeRowsPerBlock), 0,
-                            stream, x, positions, inv_freq, rows, num_heads, head_dim, half, scale);
+                            stream, x, positions, inv_freq, rows, num_heads, head_dim, half, scale, rows_per_warp);
   }
   const unsigned threads = unsigned(std::min<int64_t>((half + 31) / 32 * 32, kThreads));
   return launch_dependent(rope_interleaved_kernel, dim3(unsigned(n), unsigned(num_heads)), dim3(threads),
