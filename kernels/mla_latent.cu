@@ -209,7 +209,8 @@ cudaError_t launch_rope_interleaved_f32(float* x, const int32_t* positions, cons
     return cudaErrorInvalidValue;
   if (half <= 32 * kRopeMaxPairsPerLane) {
     // A block per (token, head) of 32 threads left the GPU mostly idle at prefill sizes (R1: 0.64 ms
-    // for 4,096 tokens x 128 heads on the H200); a warp per row, 8 rows a block.
+    // for 4,096 tokens x 128 heads on the H200); a warp per row (from 64 tokens, 8 rows in turn),
+    // 8 warps a block.
     const int rows_per_warp = rope_rows_per_warp(n);
     const int64_t rows = n * num_heads, blocks = rope_blocks(rows, rows_per_warp);
     if (blocks > INT32_MAX) return cudaErrorInvalidValue;

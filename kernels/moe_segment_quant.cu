@@ -67,7 +67,6 @@ bool bad_args(int64_t num_positions, int64_t k, int32_t num_segments) {
   return num_positions < 0 || k <= 0 || num_segments < 1 || bad_rows(num_positions);
 }
 
-
 template <typename XT>
 cudaError_t launch_gather(const XT* x, const int32_t* sorted_slots, int32_t top_k, const int32_t* offsets,
                           int32_t num_segments, uint8_t* x_fp8, float* x_scale, int64_t num_positions, int64_t k,

@@ -239,8 +239,8 @@ bool CudaBackend::mlp_fp8_block(const Tensor& x, const Tensor& gate_up_weight, c
 }
 
 namespace {
-// TROUPE_DECODE_FUSION=0 runs linear_pair as two linear calls: a diagnostic for A/B runs, read
-// once.
+// TROUPE_DECODE_FUSION=0 runs linear_pair at decode sizes as two linear calls: a diagnostic for A/B
+// runs, read once. (Prefill sizes quantize x once either way: the same products.)
 bool decode_fusion_on() {
   static const bool on = [] {
     const char* env = std::getenv("TROUPE_DECODE_FUSION");

@@ -206,14 +206,15 @@ OpCase f32_to_bf16_case(int64_t count) {
           }};
 }
 
-OpCase bf16_to_f32_case(int64_t count) {
-  return {"convert", "bf16->f32", sizes({{"count", count}}), [=](std::mt19937& rng) {
+// shift: x that many elements past an aligned address (1: not 16-byte aligned, the one-value kernel).
+OpCase bf16_to_f32_case(int64_t count, size_t shift = 0) {
+  return {"convert", "bf16->f32", sizes({{"count", count}, {"shift", int64_t(shift)}}), [=](std::mt19937& rng) {
             OpRun r;
             float* wide = r.host<float>(size_t(count));
             fill_awkward(wide, size_t(count), rng);
             uint16_t* x = r.host<uint16_t>(size_t(count));
             f32_to_bf16_ref(wide, x, count);
-            const uint16_t* dx = r.device(x, size_t(count));
+            const uint16_t* dx = r.device(x, size_t(count), shift);
             float* out = r.poisoned<float>(size_t(count));
             float* ref = r.host<float>(size_t(count));
             r.launch = [=](cudaStream_t s) { return launch_bf16_to_f32(dx, out, count, s); };
@@ -343,6 +344,7 @@ void add_norm_and_elementwise_cases(std::vector<OpCase>& t) {
     for (int64_t cols : {7, 500}) t.push_back(add_bias_case(rows, cols));
   for (int64_t count : {1, 19 * 111, 989 * 4096}) t.push_back(f32_to_bf16_case(count));
   for (int64_t count : {1, 19 * 111, 989 * 4096}) t.push_back(bf16_to_f32_case(count));
+  t.push_back(bf16_to_f32_case(4096, 1));
 
   for (int64_t n : kTokens)
     for (int64_t hidden : {111, 4096}) t.push_back(embedding_case<float>(n, hidden));

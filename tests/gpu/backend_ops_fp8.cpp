@@ -70,8 +70,11 @@ uint16_t* to_bf16(OpRun& r, float* x, size_t count) {
   return bits;
 }
 
-OpCase quant_case(Fp8Shape c, bool bf16_x) {
-  return {"fp8_quant", bf16_x ? "bf16->e4m3" : "f32->e4m3", fp8_sizes(c), [=](std::mt19937& rng) {
+// shift: x that many elements past an aligned address (1: the element-by-element path).
+OpCase quant_case(Fp8Shape c, bool bf16_x, size_t shift = 0) {
+  std::string dims = fp8_sizes(c);
+  if (shift > 0) dims += " x_shift=" + std::to_string(shift);
+  return {"fp8_quant", bf16_x ? "bf16->e4m3" : "f32->e4m3", dims, [=](std::mt19937& rng) {
             OpRun r;
             const size_t count = size_t(c.m * c.k), scales = size_t(fp8_num_blocks(c.k) * c.m);
             float* x = r.host<float>(count);
@@ -81,10 +84,10 @@ OpCase quant_case(Fp8Shape c, bool bf16_x) {
             uint8_t* q_ref = r.host<uint8_t>(count);
             float* s_ref = r.host<float>(scales);
             if (bf16_x) {
-              const uint16_t* dx = r.device(to_bf16(r, x, count), count);
+              const uint16_t* dx = r.device(to_bf16(r, x, count), count, shift);
               r.launch = [=](cudaStream_t st) { return launch_fp8_quant_bf16(dx, q, s, c.m, c.k, st); };
             } else {
-              const float* dx = r.device(x, count);
+              const float* dx = r.device(x, count, shift);
               r.launch = [=](cudaStream_t st) { return launch_fp8_quant_f32(dx, q, s, c.m, c.k, st); };
             }
             r.reference = [=] { fp8_quant_ref(x, q_ref, s_ref, c.m, c.k); };
@@ -339,6 +342,11 @@ void add_fp8_cases(std::vector<OpCase>& t) {
   const Fp8Shape quant[] = {{1, 0, 128}, {3, 0, 328}, {17, 0, 7168}, {130, 0, 200}, {5, 0, 99}};
   for (const Fp8Shape& c : quant) t.push_back(quant_case(c, true));
   for (const Fp8Shape& c : quant) t.push_back(quant_case(c, false));
+  // 16-byte loads need k % 8 == 0 and aligned rows: k = 300 (an odd 3 blocks) element by element,
+  // and aligned sizes at a shifted address.
+  t.push_back(quant_case({9, 0, 300}, true));
+  t.push_back(quant_case({9, 0, 328}, true, 1));
+  t.push_back(quant_case({9, 0, 328}, false, 1));
 
   // Decode: q_a, kv_a, expert down; a partial scale row (n 200, 130); partial last K block (328,
   // 1000); K = 128; K % 16 != 0 (520 + 8) and a misaligned weight (the byte paths); every token

@@ -356,6 +356,7 @@ void add_moe_cases(std::vector<OpCase>& t) {
   t.push_back(moe_gather_quant_case<uint16_t>(257, 1001, 16, -1, true));
   t.push_back(moe_gather_quant_case<float>(257, 300, 16, -1, false));
   t.push_back(moe_silu_quant_case(257, 100, 16, -1));
+  t.push_back(moe_silu_quant_case(257, 320, 16, -1));  // 16-byte loads, an odd 3 blocks
   add_moe_expert_cases(t);
 }
 

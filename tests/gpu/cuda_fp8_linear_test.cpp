@@ -111,9 +111,10 @@ double max_diff(const Tensor& a, const Tensor& b) {
 
 // linear_pair against linear on each weight, on R1's q_a + kv_a in one buffer as MlaAttention
 // loads them (1,536 + 576 rows, views with their scale rows): one launch of the split f16 kernel
-// up to 6 tokens, two linear calls at 8 (x does not fit the kernel's staging). Both sides sum exact
-// products in fp32 (different kernels, different orders): 1e-5 of the largest output, far below a
-// lost tile, K block or scale row.
+// up to 6 tokens, two linear calls at 8 (x does not fit the kernel's staging), and past 64 tokens x
+// quantized once for both products (the same GEMMs as linear's). Both sides sum exact products in
+// fp32 (different kernels, different orders): 1e-5 of the largest output, far below a lost tile,
+// K block or scale row.
 TEST(CudaFp8Linear, LinearPairMatchesTwoLinearCalls) {
   TROUPE_REQUIRE_GPU();
   auto created = CudaBackend::create(0, DType::bf16);
@@ -127,7 +128,7 @@ TEST(CudaFp8Linear, LinearPairMatchesTwoLinearCalls) {
   Tensor q_a = fused.rows(0, q_rows), kv_a = fused.rows(q_rows, kv_rows);
   q_a.set_block_scale(fused.block_scale().rows(0, q_rows / 128));
   kv_a.set_block_scale(fused.block_scale().rows(q_rows / 128, fused.block_scale().size(0) - q_rows / 128));
-  for (int64_t m : {1, 6, 8}) {
+  for (int64_t m : {1, 6, 8, 65, 256}) {
     const Tensor x = random_x(m, hidden, rng);
     Tensor a = gpu.empty(DType::f32, {m, q_rows}), b = gpu.empty(DType::f32, {m, kv_rows});
     Tensor ref_a = gpu.empty(DType::f32, {m, q_rows}), ref_b = gpu.empty(DType::f32, {m, kv_rows});
