@@ -17,8 +17,9 @@
 // layer): the tensor-core flash kernel (kernels/mla_prefill_wgmma.cu on Hopper) alone, its causal FLOPs
 // (2 H (192 + 128) per visible (query, key) pair) against the bf16 matmul rate measured in the same
 // run; the K/V expansion (latent @ kv_b_proj^T, bf16 GEMM) counted and timed separately
-// (dsv3_mla_prefill_expand_ctx<N>). The cache, latent, weights and keys are random (fill_random):
-// before 2026-12-05 they were a memset, and the prefill kernel ran 1.5x faster than on real data.
+// (dsv3_mla_prefill_expand_ctx<N>). The cache, latent, weights and keys are random (fill_random;
+// until 2026-12-05 a memset: the prefill kernel measured the same on both, 444 against 442 TFLOP/s
+// at 4,096 tokens on the H200).
 //   dsv3_mla_bench [--reps N] [--block-size N] [--out PATH] [--time-limit S]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -94,9 +95,10 @@ std::vector<float> random_floats(size_t count, std::mt19937& rng) {
 }
 
 // Fills `count` elements at d with normal values times `stddev` (bf16 or fp32 by T): one random
-// pattern of 2^20 elements copied over the whole buffer. Varied data, not a memset: the tensor
-// cores draw more power on random operands, and the H200's clocks follow (the prefill kernel took
-// about 1.5 ms a layer on uniform keys and 2.4 ms in the model's prefill on random weights).
+// pattern of 2^20 elements copied over the whole buffer. Varied data, as a model's: tensor cores
+// may draw more power on random operands than on a memset's uniform ones (on the H200 the prefill
+// kernel's time did not change; in the model's prefill it takes ~2.4 ms a layer against ~1.55 ms
+// here, a gap the data does not explain).
 template <class T>
 bool fill_random(T* d, size_t count, std::mt19937& rng, float stddev) {
   const size_t period = std::min<size_t>(count, size_t(1) << 20);
