@@ -17,9 +17,10 @@
 // layer): the tensor-core flash kernel (kernels/mla_prefill_wgmma.cu on Hopper) alone, its causal FLOPs
 // (2 H (192 + 128) per visible (query, key) pair) against the bf16 matmul rate measured in the same
 // run; the K/V expansion (latent @ kv_b_proj^T, bf16 GEMM) counted and timed separately
-// (dsv3_mla_prefill_expand_ctx<N>). The cache, latent, weights and keys are random (fill_random;
-// until 2026-12-05 a memset: the prefill kernel measured the same on both, 444 against 442 TFLOP/s
-// at 4,096 tokens on the H200).
+// (dsv3_mla_prefill_expand_ctx<N>). The decode cache and the prefill's latent, weights and keys
+// are random (fill_random; until 2026-12-05 a memset: the prefill kernel measured the same on both,
+// 444 against 442 TFLOP/s at 4,096 tokens on the H200); the absorption products, which stream
+// their weights, still read a memset.
 //   dsv3_mla_bench [--reps N] [--block-size N] [--out PATH] [--time-limit S]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

@@ -1,7 +1,8 @@
 #pragma once
 // Device pieces shared by the kernels that stream bf16 weights with 16-byte loads and sum on CUDA
 // cores (gemv.cu's decode GEMV, mla_absorb.cu's absorption products): the streaming weight load,
-// bf16 widening, and the lane reduce-scatter that leaves each lane one of a warp's C sums.
+// bf16 widening (also the FP8 quantizers' and bf16_to_f32's), and the lane reduce-scatter that
+// leaves each lane one of a warp's C sums.
 #include <cstdint>
 
 namespace troupe::kernels::bf16_stream {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "kernels/bf16_stream.cuh"
 #include "kernels/cuda_common.cuh"
 #include "kernels/dependent_launch.cuh"
 #include "kernels/elementwise.hpp"
@@ -27,13 +28,13 @@ __global__ void bf16_to_f32_kernel(const __nv_bfloat16* x, float* out, int64_t c
 __global__ void bf16_to_f32_vec_kernel(const uint16_t* x, float* out, int64_t count) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, groups = count / 8;
   if (i < groups) {
-    const uint4 a = __ldg(reinterpret_cast<const uint4*>(x) + i);
-    auto wide = [](uint32_t bits) { return __uint_as_float(bits << 16); };
+    float v[8];
+    bf16_stream::widen8(__ldg(reinterpret_cast<const uint4*>(x) + i), v);
     float4* dst = reinterpret_cast<float4*>(out) + 2 * i;
-    dst[0] = make_float4(wide(a.x & 0xffffu), wide(a.x >> 16), wide(a.y & 0xffffu), wide(a.y >> 16));
-    dst[1] = make_float4(wide(a.z & 0xffffu), wide(a.z >> 16), wide(a.w & 0xffffu), wide(a.w >> 16));
+    dst[0] = make_float4(v[0], v[1], v[2], v[3]);
+    dst[1] = make_float4(v[4], v[5], v[6], v[7]);
   } else if (i == groups) {
-    for (int64_t j = 8 * groups; j < count; ++j) out[j] = __uint_as_float(uint32_t(x[j]) << 16);
+    for (int64_t j = 8 * groups; j < count; ++j) out[j] = bf16_stream::bf16_lo(x[j]);
   }
 }
 

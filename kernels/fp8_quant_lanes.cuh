@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "kernels/bf16_stream.cuh"
 #include "kernels/fp8_quant.hpp"
 
 namespace troupe::kernels::fp8_lanes {
@@ -17,8 +18,6 @@ namespace troupe::kernels::fp8_lanes {
 constexpr int kFp8QuantWarpsPerBlock = 8;
 
 constexpr int kLaneChannels = 8;  // 16 lanes a 128-channel block, a warp two blocks
-
-__device__ __forceinline__ float bf16_bits_to_float(uint32_t bits) { return __uint_as_float(bits << 16); }
 
 // v = channels [c, c + 8) of row (zero past k). kVec: k % 8 == 0 and row 16-byte aligned, so the
 // eight are all in or all out.
@@ -41,15 +40,10 @@ __device__ __forceinline__ void load8(const uint16_t* row, int64_t c, int64_t k,
   if constexpr (kVec) {
     uint4 a = make_uint4(0u, 0u, 0u, 0u);
     if (c < k) a = __ldg(reinterpret_cast<const uint4*>(row + c));
-    const uint32_t w[4] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      v[2 * j] = bf16_bits_to_float(w[j] & 0xffffu);
-      v[2 * j + 1] = bf16_bits_to_float(w[j] >> 16);
-    }
+    bf16_stream::widen8(a, v);
   } else {
 #pragma unroll
-    for (int j = 0; j < kLaneChannels; ++j) v[j] = c + j < k ? bf16_bits_to_float(row[c + j]) : 0.0f;
+    for (int j = 0; j < kLaneChannels; ++j) v[j] = c + j < k ? bf16_stream::bf16_lo(row[c + j]) : 0.0f;
   }
 }
 

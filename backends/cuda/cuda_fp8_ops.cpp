@@ -255,17 +255,18 @@ void CudaBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Ten
   const bool fp8 = weight_a.dtype() == DType::f8_e4m3 && weight_b.dtype() == DType::f8_e4m3 &&
                    weight_a.has_block_scale() && weight_b.has_block_scale();
   const int64_t k = weight_a.dim() == 2 ? weight_a.size(1) : 0;
-  const bool back_to_back = fp8 && weight_a.dim() == 2 && weight_b.dim() == 2 && weight_b.size(1) == k &&
-                            weight_a.size(0) % troupe::kFp8BlockSize == 0 && weight_a.is_followed_by(weight_b) &&
+  // Both FP8 block weights of one K, x bf16 or fp32, both outputs fp32: what either path below takes.
+  const bool fp8_pair = fp8 && k > 0 && weight_b.dim() == 2 && weight_b.size(1) == k &&
+                        out_a.dtype() == DType::f32 && out_b.dtype() == DType::f32 &&
+                        (x.dtype() == DType::bf16 || x.dtype() == DType::f32);
+  const bool back_to_back = fp8_pair && weight_a.size(0) % troupe::kFp8BlockSize == 0 &&
+                            weight_a.is_followed_by(weight_b) &&
                             weight_a.block_scale().is_followed_by(weight_b.block_scale());
   const int64_t n = k > 0 ? x.numel() / k : 0;
   // Prefill sizes: x quantized once for both products (R1's q_a and kv_a read the same normed rows).
-  const bool both_quantize = fp8 && weight_a.dim() == 2 && weight_b.dim() == 2 && weight_b.size(1) == k && k > 0 &&
-                             n > kFp8GemvMaxTokens && x.numel() == n * k && out_a.dtype() == DType::f32 &&
-                             out_b.dtype() == DType::f32 && (x.dtype() == DType::bf16 || x.dtype() == DType::f32) &&
-                             fp8_linear_quantizes_x(n, weight_a.size(0), k, lt_min_tokens()) &&
-                             fp8_linear_quantizes_x(n, weight_b.size(0), k, lt_min_tokens());
-  if (both_quantize) {
+  if (fp8_pair && n > kFp8GemvMaxTokens && x.numel() == n * k &&
+      fp8_linear_quantizes_x(n, weight_a.size(0), k, lt_min_tokens()) &&
+      fp8_linear_quantizes_x(n, weight_b.size(0), k, lt_min_tokens())) {
     Tensor dx = on_device(x);
     if (replaying()) return;
     const Fp8Rows q = quantize_fp8_rows(dx, n, k);
@@ -273,8 +274,7 @@ void CudaBackend::linear_pair(const Tensor& x, const Tensor& weight_a, const Ten
     fp8_block_from_quantized(q, n, weight_b, weight_b.block_scale(), out_b, /*gemv_if_refused=*/false);
     return;
   }
-  if (!decode_fusion_on() || !back_to_back || n < 1 || n > kFp8GemvF16MaxTokens || out_a.dtype() != DType::f32 ||
-      out_b.dtype() != DType::f32 || (x.dtype() != DType::bf16 && x.dtype() != DType::f32)) {
+  if (!decode_fusion_on() || !back_to_back || n < 1 || n > kFp8GemvF16MaxTokens) {
     Backend::linear_pair(x, weight_a, weight_b, out_a, out_b);
     return;
   }
