@@ -40,6 +40,7 @@
 #include "kernels/mla_absorb.hpp"
 #include "kernels/mla_decode.hpp"
 #include "kernels/mla_prefill.hpp"
+#include "kernels/smem_carveout.hpp"
 #include "runtime/bench_record.hpp"
 
 namespace troupe {
@@ -338,14 +339,20 @@ bool bench_prefill(const Args& args, cublasHandle_t h, int64_t context, double b
   const double pairs = double(context) * double(context + 1) / 2;
   const double flops = 2.0 * double(kHeads) * double(kNope + kRope + kV) * pairs;
   // The backend's kernel (wgmma, kMlaPrefillWgmmaTileRows-row and 64-key tiles) under the plain name,
-  // the other variants suffixed: _wgmma_tile<R>_keys<K> and the mma.sync kernel's _mma_tile<R>.
+  // the other variants suffixed: _wgmma_tile<R>_keys<K> and the mma.sync kernel's _mma_tile<R>;
+  // _fp8_model_carveout: the backend's kernel with the carveout preference an FP8 model sets at load
+  // (kernels/smem_carveout.hpp: it held this kernel to one CTA an SM until the kernel asked for all
+  // of shared memory; TROUPE_SMEM_CARVEOUT=50 forces the old behaviour for an A/B run).
   struct Variant {
     bool wgmma;
     int64_t rows, keys;
+    bool fp8_model = false;
   };
-  const Variant variants[] = {{true, 128, 128}, {true, 128, 64}, {true, 64, 64}, {false, 128, 0}, {false, 64, 0}};
+  const Variant variants[] = {{true, 128, 128}, {true, 128, 64}, {true, 64, 64},
+                              {true, 64, 64, true}, {false, 128, 0}, {false, 64, 0}};
   for (const Variant& v : variants) {
     const int64_t rows = v.rows;
+    kernels::set_dependent_smem_carveout(v.fp8_model ? kernels::kFp8DecodeSmemCarveout : -1);
     const std::vector<int32_t> tiles = kernels::mla_prefill_tiles({{0, context, context, 0}}, rows);
     int32_t* d_tiles = upload(tiles);
     if (!d_tiles) return false;
@@ -361,21 +368,26 @@ bool bench_prefill(const Args& args, cublasHandle_t h, int64_t context, double b
       if (e != cudaSuccess) err = e;
     };
     const double ms = bench::time_events_ms(args.reps, attend);
+    kernels::set_dependent_smem_carveout(-1);
     ok = ok && cuda_ok(err, "launch_mla_prefill") && cuda_ok(cudaDeviceSynchronize(), "mla_prefill");
     cudaFree(d_tiles);
     if (!ok) break;
     const double tflops = flops / (ms * 1e-3) / 1e12;
     const bool backends = v.wgmma && rows == kernels::kMlaPrefillWgmmaTileRows && v.keys == 64;
-    char note[440];
+    char note[480];
     std::snprintf(note, sizeof(note),
-                  "tensor-core MLA prefill kernel (%s bf16, flash, %lld-row tiles%s%s), one sequence of %lld "
+                  "tensor-core MLA prefill kernel (%s bf16, flash, %lld-row tiles%s%s%s), one sequence of %lld "
                   "new tokens, 128 heads, qk 192 v 128; FLOPs = 2 H (192 + 128) x visible pairs = %.3g; limit = "
                   "bf16 cuBLAS GEMM rate at 8192^3, this run; %.1f us",
                   v.wgmma ? "wgmma" : "mma.sync", (long long)rows,
                   v.wgmma ? (v.keys == 128 ? ", 128-key tiles" : ", 64-key tiles") : "",
-                  backends ? ", the backend's on Hopper" : "", (long long)context, flops, ms * 1e3);
+                  backends ? ", the backend's on Hopper" : "",
+                  v.fp8_model ? ", under an FP8 model's decode carveout preference" : "", (long long)context, flops,
+                  ms * 1e3);
     std::string metric = "dsv3_mla_prefill_ctx" + std::to_string(context);
-    if (!backends)
+    if (v.fp8_model)
+      metric += "_fp8_model_carveout";
+    else if (!backends)
       metric += v.wgmma ? "_wgmma_tile" + std::to_string(rows) + "_keys" + std::to_string(v.keys)
                         : "_mma_tile" + std::to_string(rows);
     BenchRecord r{metric, tflops, "TFLOP/s", bf16_tflops, tflops / bf16_tflops, note};

@@ -6,7 +6,8 @@
 // kernel of the stream writes (weights). The decode step's GEMVs use this to start streaming
 // weights while the norm or attention kernel before them finishes; the step's other kernels (norms,
 // rope, attention, activation) call both first thing, so each is resident when its predecessor ends.
-// Every such launch also asks for the process-wide shared-memory carveout (kernels/smem_carveout.hpp).
+// Every such launch also asks for the process-wide shared-memory carveout (kernels/smem_carveout.hpp),
+// or all of shared memory where the kernel's occupancy needs it (launch_dependent_needing).
 // TROUPE_NO_PDL=1 makes them plain launches (a diagnostic for ordering faults; read once).
 #include <cuda_runtime.h>
 
@@ -30,18 +31,11 @@ __device__ __forceinline__ void wait_for_prerequisites() {
 #endif
 }
 
-// The carveout every dependent kernel asks for (kernels/smem_carveout.hpp says why and who sets it).
-inline int dependent_smem_carveout() {
-  static const int forced = [] {
-    const char* env = std::getenv("TROUPE_SMEM_CARVEOUT");
-    return env ? std::atoi(env) : -2;
-  }();
-  return forced >= -1 ? forced : dependent_smem_carveout_setting().load(std::memory_order_relaxed);
-}
-// Sets `kernel`'s preferred carveout when it differs from what this host thread last set for it
-// on this device (the attribute belongs to the device; one driver call per kernel and change).
-inline void apply_dependent_smem_carveout(const void* kernel) {
-  const int percent = dependent_smem_carveout();
+// Sets `kernel`'s preferred carveout to what `need` asks for (smem_carveout_for) when it differs
+// from what this host thread last set for it on this device (the attribute belongs to the device;
+// one driver call per kernel and change).
+inline void apply_dependent_smem_carveout(const void* kernel, SmemNeed need = SmemNeed::shared_preference) {
+  const int percent = smem_carveout_for(need);
   thread_local bool any_set = false;
   if (percent == -1 && !any_set) return;  // the driver's choice, and nothing to undo
   any_set = true;
@@ -56,10 +50,10 @@ inline void apply_dependent_smem_carveout(const void* kernel) {
 }
 
 // Launches kernel<<<grid, block, smem_bytes, stream>>>(args...) as a programmatic dependent of the
-// work before it in `stream`.
+// work before it in `stream`, at the carveout `need` asks for.
 template <typename... Params, typename... Args>
-cudaError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
-                             Args&&... args) {
+cudaError_t launch_dependent_needing(SmemNeed need, void (*kernel)(Params...), dim3 grid, dim3 block,
+                                     size_t smem_bytes, cudaStream_t stream, Args&&... args) {
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
@@ -75,8 +69,16 @@ cudaError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, s
     return env && env[0] == '1';
   }();
   config.numAttrs = no_pdl ? 0 : 1;
-  apply_dependent_smem_carveout(reinterpret_cast<const void*>(kernel));
+  apply_dependent_smem_carveout(reinterpret_cast<const void*>(kernel), need);
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+// The same at the process-wide preference (the decode step's kernels).
+template <typename... Params, typename... Args>
+cudaError_t launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                             Args&&... args) {
+  return launch_dependent_needing(SmemNeed::shared_preference, kernel, grid, block, smem_bytes, stream,
+                                  std::forward<Args>(args)...);
 }
 
 }  // namespace troupe::kernels

@@ -290,9 +290,12 @@ cudaError_t launch_variant(const float* q, const uint16_t* kv, const uint16_t* k
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem<kM, kKeys>::kBytes);
       attr != cudaSuccess)
     return attr;
-  return launch_dependent(kernel, dim3(unsigned(num_tiles), unsigned(num_heads)), dim3(kThreads),
-                          size_t(Smem<kM, kKeys>::kBytes), stream, q, reinterpret_cast<const __nv_bfloat16*>(kv),
-                          reinterpret_cast<const __nv_bfloat16*>(k_pe), tiles, int(num_heads), scale * kLog2e, out);
+  // Two CTAs an SM need all of shared memory, whatever the decode steps prefer (smem_carveout.hpp).
+  return launch_dependent_needing(SmemNeed::full, kernel, dim3(unsigned(num_tiles), unsigned(num_heads)),
+                                  dim3(kThreads), size_t(Smem<kM, kKeys>::kBytes), stream, q,
+                                  reinterpret_cast<const __nv_bfloat16*>(kv),
+                                  reinterpret_cast<const __nv_bfloat16*>(k_pe), tiles, int(num_heads),
+                                  scale * kLog2e, out);
 }
 
 }  // namespace

@@ -131,9 +131,13 @@ cudaError_t launch_variant(const float* q, const uint16_t* kv, const uint16_t* k
   if (const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
       attr != cudaSuccess)
     return attr;
-  return launch_dependent(kernel, dim3(unsigned(num_tiles), unsigned(num_heads)), dim3(128 * kGroups), size_t(kBytes),
-                          stream, q, reinterpret_cast<const __nv_bfloat16*>(kv),
-                          reinterpret_cast<const __nv_bfloat16*>(k_pe), tiles, int(num_heads), scale * kLog2e, out);
+  // All of shared memory, whatever the decode steps prefer: two 64-row CTAs an SM take 2 x 105 KB,
+  // and an FP8 model's 50% held them to one (smem_carveout.hpp).
+  return launch_dependent_needing(SmemNeed::full, kernel, dim3(unsigned(num_tiles), unsigned(num_heads)),
+                                  dim3(128 * kGroups), size_t(kBytes), stream, q,
+                                  reinterpret_cast<const __nv_bfloat16*>(kv),
+                                  reinterpret_cast<const __nv_bfloat16*>(k_pe), tiles, int(num_heads),
+                                  scale * kLog2e, out);
 }
 
 }  // namespace

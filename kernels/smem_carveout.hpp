@@ -9,14 +9,30 @@
 // (4.97 ms against 4.75); R1's reduced shape (3 dense + 4 MoE layers) at batch 1 took 2.44 ms with
 // the driver's choice and 2.21 ms with 50. So the backend sets it per model (Backend::prefer_fp8_decode);
 // TROUPE_SMEM_CARVEOUT=<percent> overrides it for A/B runs. Process-wide.
+//
+// The preference is honoured wherever one CTA fits it, so it also caps the CTAs an SM holds: 50%
+// of the H200's 228 KB rounds to 132 KB, one CTA of the MLA prefill kernels (about 105 KB each,
+// sized for two an SM). Those kernels ask for the whole of shared memory instead (SmemNeed::full):
+// in the FP8 model's prefill trace (stop 41) the wgmma kernel took 2.36-2.44 ms a layer against
+// 1.55 ms alone in dsv3_mla_bench, which never set the preference. Prefill kernels run long and
+// alone, so their own carveout costs one drain at each boundary.
 #include <atomic>
 
 namespace troupe::kernels {
 
 // What decode steps on FP8 weights ask for (measured above).
 constexpr int kFp8DecodeSmemCarveout = 50;
+constexpr int kFullSmemCarveout = 100;  // cudaSharedmemCarveoutMaxShared
 
 std::atomic<int>& dependent_smem_carveout_setting();
 inline void set_dependent_smem_carveout(int percent) { dependent_smem_carveout_setting().store(percent); }
+
+// What a dependent kernel needs of the carveout: the process-wide preference above (decode-step
+// kernels), or all of shared memory (kernels whose occupancy needs it: the MLA prefill kernels).
+enum class SmemNeed { shared_preference, full };
+// The percent a launch of such a kernel asks for: TROUPE_SMEM_CARVEOUT when set (every kernel
+// alike, read once: A/B runs, e.g. 50 to see the MLA prefill as it ran before), else the
+// preference or kFullSmemCarveout.
+int smem_carveout_for(SmemNeed need);
 
 }  // namespace troupe::kernels
