@@ -14,7 +14,9 @@
 //     dsv3_moe_experts_b1_rows_off time the same token and routing with TROUPE_MOE_ROWS=0 (the
 //     grouped kernels), so one run compares the two. Batches of 2..kMoeF16MaxTokens run moe_f16_gemv
 //     too (units of an expert's positions); _f16_off records time them on the grouped kernels
-//     (TROUPE_MOE_F16_BATCH=0).
+//     (TROUPE_MOE_F16_BATCH=0). Up to 8 tokens, _shared_ahead records time the layer with the shared
+//     expert started on a second stream beside the router and the routing
+//     (TROUPE_MOE_SHARED_AHEAD=1, CudaBackend::moe_shared_ahead).
 // (2) dsv3_moe_routing_b<B>: the non-GEMM kernels (route, align pad 128, gather, combine) back to
 //     back and per stage (_route, _align, _gather, _combine), each against its bytes.
 // (3) dsv3_moe_prefill_<N> (--prefill N, default 4096; 0: none): the routed layer's experts at a
@@ -49,6 +51,7 @@
 #include "bench/bench_log.hpp"
 #include "bench/device_ceilings.hpp"
 #include "backends/cuda/cuda_backend.hpp"
+#include "kernels/fp8_gemv_f16.hpp"
 #include "kernels/host_bf16.hpp"
 #include "kernels/moe_align.hpp"
 #include "kernels/moe_combine.hpp"
@@ -340,11 +343,13 @@ void bench_decode_layer(int64_t b, DecodeLayer& l, const Args& args, double bw_g
   const MoeRouteParams params{kExperts, kGroups, kTopkGroup, kTopK, true, kScaling};
   bool ok = true;
   auto routed = [&] { ok = ok && gpu.moe_experts(x, ids, weights, l.packed, 0, kExperts, out); };
-  auto layer = [&] {
+  auto layer = [&] {  // as models/moe.cpp's MoeMlp::forward
     if (!l.packed.has_shared) gpu.mlp(x, l.shared_gate_up, Tensor(), l.shared_down, Tensor(), out);
+    const bool ahead = l.packed.has_shared && gpu.moe_shared_ahead(x, l.packed, out);
     gpu.linear(x, l.router, Tensor(), logits);
     ok = ok && gpu.moe_route(logits, l.bias, params, ids, weights);
     routed();
+    if (ahead) gpu.moe_shared_join();  // no-op unless moe_experts refused
   };
   layer();
   if (!bench::cuda_ok(cudaDeviceSynchronize(), "decode layer") || !ok || !gpu.status().ok()) {
@@ -507,6 +512,12 @@ int run(int argc, char** argv) {
     bench_decode_layer(b, layer, args, bw_gbs, again, b == 1 ? "_rows_off" : "_f16_off");
     if (before) ::setenv(name, saved.c_str(), 1);
     else ::unsetenv(name);
+    if (b > kernels::kFp8GemvF16MaxTokens || std::getenv("TROUPE_MOE_SHARED_AHEAD")) continue;
+    // The same tokens with the shared expert started beside the routing (_shared_ahead).
+    ::setenv("TROUPE_MOE_SHARED_AHEAD", "1", 1);
+    std::mt19937 ahead = same_token;
+    bench_decode_layer(b, layer, args, bw_gbs, ahead, "_shared_ahead");
+    ::unsetenv("TROUPE_MOE_SHARED_AHEAD");
   }
   if (args.prefill > 0) {
     const double fp8_tflops = bench::measure_fp8_matmul();

@@ -268,6 +268,15 @@ bool ProfilingBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, cons
                 [&] { return grouped->moe_experts(x, topk_ids, topk_weights, experts, expert_begin, num_experts, out); });
 }
 
+bool ProfilingBackend::moe_shared_ahead(const Tensor& x, const MoeExperts& experts, Tensor out) {
+  auto* grouped = dynamic_cast<MoeExpertsBackend*>(&inner_);
+  return grouped && grouped->moe_shared_ahead(x, experts, out);
+}
+
+void ProfilingBackend::moe_shared_join() {
+  if (auto* grouped = dynamic_cast<MoeExpertsBackend*>(&inner_)) grouped->moe_shared_join();
+}
+
 std::vector<int32_t> ProfilingBackend::argmax(const Tensor& logits) {
   return record("argmax", [&] { return inner_.argmax(logits); });
 }

@@ -102,6 +102,9 @@ class ProfilingBackend final : public Backend, public MoeExpertsBackend {
   // Timed as "moe_experts"; while recording, the ids come to the host to count the experts read.
   bool moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExperts& experts,
                    int64_t expert_begin, int64_t num_experts, Tensor out) override;
+  // Passed through untimed: the work overlaps what follows; moe_experts' time includes the join.
+  bool moe_shared_ahead(const Tensor& x, const MoeExperts& experts, Tensor out) override;
+  void moe_shared_join() override;
 
  private:
   using Clock = std::chrono::steady_clock;

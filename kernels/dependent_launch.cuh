@@ -8,13 +8,15 @@
 // rope, attention, activation) call both first thing, so each is resident when its predecessor ends.
 // Every such launch also asks for the process-wide shared-memory carveout (kernels/smem_carveout.hpp),
 // or all of shared memory where the kernel's occupancy needs it (launch_dependent_needing).
-// TROUPE_NO_PDL=1 makes them plain launches (a diagnostic for ordering faults; read once).
+// TROUPE_NO_PDL=1 makes them plain launches (a diagnostic for ordering faults; read once), and so
+// does a PlainLaunches in scope on the launching thread (plain_launches.hpp).
 #include <cuda_runtime.h>
 
 #include <cstdlib>
 #include <unordered_map>
 #include <utility>
 
+#include "kernels/plain_launches.hpp"
 #include "kernels/smem_carveout.hpp"
 
 namespace troupe::kernels {
@@ -68,7 +70,7 @@ cudaError_t launch_dependent_needing(SmemNeed need, void (*kernel)(Params...), d
     const char* env = std::getenv("TROUPE_NO_PDL");
     return env && env[0] == '1';
   }();
-  config.numAttrs = no_pdl ? 0 : 1;
+  config.numAttrs = no_pdl || plain_launches_here() ? 0 : 1;  // plain_launches.hpp
   apply_dependent_smem_carveout(reinterpret_cast<const void*>(kernel), need);
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }

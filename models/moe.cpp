@@ -135,20 +135,31 @@ void MoeMlp::forward(const Tensor& x, Tensor out) {
   const int64_t n = x.size(0), num_experts = moe_.n_routed_experts;
   const int64_t k = moe_.num_experts_per_tok;
   if (n == 0) return run_shared(x, out);
+  // The packed shared expert may start first, beside the router and the routing
+  // (MoeExpertsBackend::moe_shared_ahead); out then holds its result once joined.
+  const bool shared_ahead = packed_.has_shared && grouped_->moe_shared_ahead(x, packed_, out);
   Tensor logits = backend_.empty(DType::f32, {n, num_experts});
   backend_.linear(x, gate_weight_, Tensor(), logits);
   Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});
+  // The shared expert's result in out before the host loop adds to it.
+  auto shared_first = [&] {
+    if (shared_ahead)
+      grouped_->moe_shared_join();
+    else
+      run_shared(x, out);
+  };
   if (backend_.moe_route(logits, bias_weight_, MoeRouteParams::from(moe_), ids, weights)) {
-    // With the shared expert packed, moe_experts writes out = shared + routed; else it adds.
+    // With the shared expert packed, moe_experts writes out = shared + routed (adds to it when
+    // the shared expert went ahead); else it adds.
     if (!packed_.has_shared) run_shared(x, out);
     if (packed_.defined() &&
         grouped_->moe_experts(x, ids, weights, packed_, moe_.local_expert_begin(), num_experts, out))
       return;
-    if (packed_.has_shared) run_shared(x, out);
+    if (packed_.has_shared) shared_first();
     run_experts_on_host(x, host_routing(logits, &ids, &weights), out);
     return;
   }
-  run_shared(x, out);
+  shared_first();
   run_experts_on_host(x, host_routing(logits, nullptr, nullptr), out);
 }
 

@@ -47,6 +47,17 @@ class MoeExpertsBackend {
   // (the routed sum is added). False, nothing written, for a batch it does not take.
   virtual bool moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
                            const MoeExperts& experts, int64_t expert_begin, int64_t num_experts, Tensor out) = 0;
+  // Starts out = the packed shared expert of x (experts.has_shared) beside what follows, so its
+  // weights stream while the router and the routing run: the next moe_experts call that returns
+  // true leaves the shared expert out of its launches and adds the routed sum to out once it is
+  // done; where none follows (a refusal, the host loop), moe_shared_join makes the backend's work
+  // wait for it (out then holds the shared result). False, nothing started, where the backend does
+  // not (the default; CUDA: decode batches behind its switch).
+  virtual bool moe_shared_ahead(const Tensor& x, const MoeExperts& experts, Tensor out) {
+    (void)x, (void)experts, (void)out;
+    return false;
+  }
+  virtual void moe_shared_join() {}
 };
 
 }  // namespace troupe

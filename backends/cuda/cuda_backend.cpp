@@ -79,6 +79,12 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
+  if (side_stream_) {
+    cudaStreamSynchronize(side_stream_);
+    cudaStreamDestroy(side_stream_);
+  }
+  if (side_fork_) cudaEventDestroy(side_fork_);
+  if (side_done_) cudaEventDestroy(side_done_);
   if (cublas_) cublasDestroy(handle(cublas_));
   if (cublas_workspace_) cudaFree(cublas_workspace_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -89,7 +95,10 @@ Result<GraphPhase> CudaBackend::begin_graph(int64_t key) {
   return graphs_.begin(key, stream_);
 }
 
-Status CudaBackend::end_graph(bool launch) { return graphs_.end(launch, stream_); }
+Status CudaBackend::end_graph(bool launch) {
+  join_side_stream();  // a capture ends joined (moe_shared_ahead's work left unjoined by a fault)
+  return graphs_.end(launch, stream_);
+}
 
 void CudaBackend::check(int status, const char* what) {
   if (status != 0 && in_graph()) {

@@ -18,6 +18,7 @@
 #include "backends/cuda/pinned_upload.hpp"
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
+struct CUevent_st;   // cudaEvent_t is CUevent_st*
 
 namespace troupe::cuda {
 
@@ -154,6 +155,11 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
                                       const Tensor& shared_gate_up, const Tensor& shared_down) override;
   bool moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExperts& experts,
                    int64_t expert_begin, int64_t num_experts, Tensor out) override;
+  // The packed shared expert of up to kFp8GemvF16MaxTokens tokens on a second stream, beside the
+  // router and the routing (cuda_moe_shared_ahead.cpp says why and how); behind
+  // TROUPE_MOE_SHARED_AHEAD=1, read at each call, until the H200 has timed it.
+  bool moe_shared_ahead(const Tensor& x, const MoeExperts& experts, Tensor out) override;
+  void moe_shared_join() override;
 
   bool supports_graphs() const override { return true; }
   Result<GraphPhase> begin_graph(int64_t key) override;
@@ -252,6 +258,15 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;  // shared by cuBLAS and cuBLASLt calls
   void* cublas_workspace_ = nullptr;  // set once, so cuBLAS allocates nothing while a graph records
   CUstream_st* stream_ = nullptr;
+  // moe_shared_ahead's stream (blocking, as stream_), the event it waits for and the one it
+  // records when done, made with the first layer packed with its shared expert; whether its work
+  // still awaits a join (moe_experts' combine, moe_shared_join, or end_graph).
+  CUstream_st* side_stream_ = nullptr;
+  CUevent_st* side_fork_ = nullptr;
+  CUevent_st* side_done_ = nullptr;
+  bool shared_ahead_pending_ = false;
+  int ensure_side_stream();     // a cudaError_t
+  void join_side_stream();      // stream_ waits for side_done_; the arena's held releases go
   ExpertStreams expert_streams_;  // a prefill's MoE expert GEMMs: side streams and the threads that fill them
   StepGraphs graphs_;
   PinnedUpload pinned_upload_;  // weights go up through its pinned buffers

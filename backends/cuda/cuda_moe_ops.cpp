@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/env_switch.hpp"
@@ -18,6 +19,7 @@
 #include "kernels/moe_grouped_gemv.hpp"
 #include "kernels/moe_routing.hpp"
 #include "kernels/moe_rows_gemv.hpp"
+#include "kernels/plain_launches.hpp"
 
 namespace troupe::cuda {
 
@@ -154,6 +156,9 @@ Result<MoeExperts> CudaBackend::pack_moe_experts(const std::vector<Tensor>& gate
   packed.hidden = hidden;
   packed.intermediate = inter;
   packed.has_shared = has_shared;
+  // moe_shared_ahead's stream, made now rather than under a step graph's recording; without it the
+  // shared expert rides in the grouped launches.
+  if (has_shared) ensure_side_stream();
   return packed;
 }
 
@@ -172,9 +177,17 @@ bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Ten
     return false;
   if (n > kMoeExpertsMaxTokens) return moe_experts_prefill(x, topk_ids, topk_weights, experts, expert_begin, out);
   const Tensor dx = on_device(x);
-  if (replaying() || n == 0) return true;
+  // The shared expert went ahead on the side stream (moe_shared_ahead): left out of the launches
+  // below, and joined before the combine, which then adds to its result.
+  const bool ahead = shared_ahead_pending_ && experts.has_shared;
+  if (replaying() || n == 0) {
+    if (ahead) join_side_stream();
+    return true;
+  }
   // Local ids: the table's experts are 0..num_local-1, the shared one num_local (a slot k per token).
-  const int64_t with_shared = experts.has_shared ? 1 : 0, table_size = experts.num_local + with_shared;
+  // The pointer table keeps the shared expert's entries (packed_size) whether or not it runs here.
+  const int64_t packed_size = experts.num_local + (experts.has_shared ? 1 : 0);
+  const int64_t with_shared = experts.has_shared && !ahead ? 1 : 0, table_size = experts.num_local + with_shared;
   const int64_t slot_k = k + with_shared, slots = n * slot_k;
   const int64_t max_active = moe_max_active(table_size, slots);
   const int64_t x_stride = moe_perm_stride(hidden), act_stride = moe_perm_stride(inter);
@@ -215,9 +228,9 @@ bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Ten
         "moe_gather_scaled");
   const auto* table = static_cast<const uintptr_t*>(experts.table.raw());
   const auto* gu_w = reinterpret_cast<const uint8_t* const*>(table);
-  const auto* gu_s = reinterpret_cast<const float* const*>(table + table_size);
-  const auto* dn_w = reinterpret_cast<const uint8_t* const*>(table + 2 * table_size);
-  const auto* dn_s = reinterpret_cast<const float* const*>(table + 3 * table_size);
+  const auto* gu_s = reinterpret_cast<const float* const*>(table + packed_size);
+  const auto* dn_w = reinterpret_cast<const uint8_t* const*>(table + 2 * packed_size);
+  const auto* dn_s = reinterpret_cast<const float* const*>(table + 3 * packed_size);
   const ExpertKernels path = expert_kernels(n, hidden, inter);
   if (path == ExpertKernels::f16) {
     check(launch_moe_f16_gate_up_silu(x_perm.data<uint16_t>(), x_stride, gu_w, gu_s, num_active.data<int32_t>(),
@@ -248,6 +261,12 @@ bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Ten
           "moe_grouped_gemv");
   }
   // With the shared expert in the table the combine writes out; else it adds to the shared result.
+  // After a join the combine waits on both streams: a plain launch (kernels/plain_launches.hpp).
+  std::optional<PlainLaunches> plain;
+  if (ahead) {
+    join_side_stream();
+    plain.emplace();
+  }
   check(launch_moe_combine_f32(y_perm.data<float>(), slot_pos.data<int32_t>(), weights.data<float>(),
                                with_shared ? nullptr : out.data<float>(), out.data<float>(), n, int32_t(slot_k), hidden,
                                stream()),

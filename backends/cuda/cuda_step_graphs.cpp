@@ -24,11 +24,23 @@ struct ArenaEntry {
 std::mutex g_arenas_mutex;
 std::vector<ArenaEntry> g_arenas;
 
-void release_arena_bytes(void* p) {
-  std::lock_guard lock(g_arenas_mutex);
+// hold_arena_releases' count and the releases it keeps back (under g_arenas_mutex).
+int g_release_holds = 0;
+std::vector<void*> g_held_releases;
+
+void release_locked(void* p) {
   char* c = static_cast<char*>(p);
   for (const ArenaEntry& a : g_arenas)
     if (c >= a.base && c < a.base + a.capacity) a.allocator->release(size_t(c - a.base));
+}
+
+void release_arena_bytes(void* p) {
+  std::lock_guard lock(g_arenas_mutex);
+  if (g_release_holds > 0) {
+    g_held_releases.push_back(p);
+    return;
+  }
+  release_locked(p);
 }
 
 void keep_bytes(void*) {}
@@ -67,6 +79,18 @@ Tensor wrap_device(void* data, size_t nbytes, void (*deleter)(void*), DType dtyp
 Error graph_error(const std::string& what) { return make_error(ErrorCode::unavailable, "step graph: " + what); }
 
 }  // namespace
+
+void hold_arena_releases() {
+  std::lock_guard lock(g_arenas_mutex);
+  ++g_release_holds;
+}
+
+void end_arena_release_hold() {
+  std::lock_guard lock(g_arenas_mutex);
+  if (g_release_holds == 0 || --g_release_holds > 0) return;
+  for (void* p : g_held_releases) release_locked(p);
+  g_held_releases.clear();
+}
 
 void free_pool_bytes(void* p) {
   {

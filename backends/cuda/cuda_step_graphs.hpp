@@ -24,6 +24,12 @@ namespace troupe::cuda {
 // recorded the free is deferred to the end of the recording: a free on the legacy stream would
 // join the recording stream's work and invalidate the recording.
 void free_pool_bytes(void* p);
+// While a hold is open (any backend), arena ranges that tensors release stay taken until the last
+// hold ends: work on a second stream (CudaBackend::moe_shared_ahead) may still use them after
+// the host let them go, and the first-fit arena would hand them to the backend stream's next
+// temporary. Holds nest.
+void hold_arena_releases();
+void end_arena_release_hold();
 
 class StepGraphs {
  public:

@@ -461,10 +461,13 @@ double relative_diff(const Tensor& a, const Tensor& b) {
 // (MoeLayerSetup); what remains is the act rounding to bf16 and the summation order: max |diff|
 // <= 5e-3 of max |out| (a wrong expert, weight or a missing or doubled shared expert is off by O(1)).
 // 600 tokens take the prefill path, whose x and act are e4m3 (2^-4 relative rounding per value, the
-// CPU loop keeps them exact): 5e-2 there.
+// CPU loop keeps them exact): 5e-2 there. With TROUPE_MOE_SHARED_AHEAD=1 (1 and 8 tokens) the shared
+// expert runs first on a second stream as a dense MLP (CudaBackend::moe_shared_ahead), eagerly and
+// under a step graph (recorded, then replayed over an out poisoned with 1e6): the same bound.
 TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
   ::unsetenv("TROUPE_MOE_GROUPED");  // the default: the grouped path (models/moe.cpp)
   ::unsetenv("TROUPE_MOE_ROWS");     // the default: one token on kernels/moe_rows_gemv
+  ::unsetenv("TROUPE_MOE_SHARED_AHEAD");  // the default: the shared expert in the grouped launches
   TROUPE_REQUIRE_GPU();
   auto created = CudaBackend::create(0, DType::bf16);
   ASSERT_TRUE(created.ok()) << created.error().message;
@@ -479,26 +482,48 @@ TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
   ASSERT_TRUE(kernels::moe_rows_supported(kHidden) && kernels::moe_rows_supported(MoeLayerSetup::kInter));
   struct Run {
     int64_t n;
-    bool rows_off;  // TROUPE_MOE_ROWS=0: one token on the grouped kernels
+    bool rows_off;        // TROUPE_MOE_ROWS=0: one token on the grouped kernels
+    bool ahead = false;   // TROUPE_MOE_SHARED_AHEAD=1: the shared expert on the side stream
+    bool graph = false;   // recorded as a step graph, then replayed over a poisoned out
   };
-  for (const Run run : {Run{1, false}, Run{1, true}, Run{8, false}, Run{64, false}, Run{600, false}}) {
+  for (const Run run : {Run{1, false}, Run{1, true}, Run{8, false}, Run{64, false}, Run{600, false},
+                        Run{1, false, true}, Run{8, false, true}, Run{1, false, true, true},
+                        Run{8, false, true, true}}) {
     const int64_t n = run.n;
-    SCOPED_TRACE("n " + std::to_string(n) + (run.rows_off ? " TROUPE_MOE_ROWS=0" : ""));
+    SCOPED_TRACE("n " + std::to_string(n) + (run.rows_off ? " TROUPE_MOE_ROWS=0" : "") +
+                 (run.ahead ? " TROUPE_MOE_SHARED_AHEAD=1" : "") + (run.graph ? " step graph" : ""));
     if (run.rows_off) ::setenv("TROUPE_MOE_ROWS", "0", 1);
+    if (run.ahead) ::setenv("TROUPE_MOE_SHARED_AHEAD", "1", 1);
     auto [x_host, xf] = setup.tokens(n);
     Tensor x_gpu = gpu.empty(DType::bf16, {n, kHidden}), out_gpu = gpu.empty(DType::f32, {n, kHidden});
     gpu.copy(x_host, x_gpu);
-    (*on_gpu)->forward(x_gpu, out_gpu);
+    if (run.graph) {
+      for (int pass = 0; pass < 2; ++pass) {  // records and runs, then replays what it recorded
+        if (pass == 1)
+          gpu.copy(Tensor::from_f32(std::vector<float>(size_t(n * kHidden), 1e6f), {n, kHidden}), out_gpu);
+        auto phase = gpu.begin_graph(9000 + n);
+        ASSERT_TRUE(phase.ok()) << phase.error().message;
+        EXPECT_EQ(phase.value(), pass == 0 ? GraphPhase::capture : GraphPhase::replay);
+        (*on_gpu)->forward(x_gpu, out_gpu);
+        const Status ended = gpu.end_graph(true);
+        ASSERT_TRUE(ended.ok()) << ended.error().message;
+      }
+    } else {
+      (*on_gpu)->forward(x_gpu, out_gpu);
+    }
     ::unsetenv("TROUPE_MOE_ROWS");
+    ::unsetenv("TROUPE_MOE_SHARED_AHEAD");
     const Tensor got = gpu.to_host(out_gpu);
     ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
     Tensor out_cpu = Tensor::empty(DType::f32, {n, kHidden});
     (*on_cpu)->forward(Tensor::from_f32(xf, {n, kHidden}), out_cpu);
     const double diff = relative_diff(got, out_cpu);
     EXPECT_LE(diff, n > CudaBackend::kMoeExpertsMaxTokens ? 5e-2 : 5e-3);
-    std::printf("MoeMlp n %lld%s: max |gpu - cpu| %.2e of max |out|\n", (long long)n,
-                run.rows_off ? " (TROUPE_MOE_ROWS=0)" : "", diff);
+    std::printf("MoeMlp n %lld%s%s%s: max |gpu - cpu| %.2e of max |out|\n", (long long)n,
+                run.rows_off ? " (TROUPE_MOE_ROWS=0)" : "", run.ahead ? " (shared ahead)" : "",
+                run.graph ? " (step graph replayed)" : "", diff);
   }
+  gpu.drop_graphs();
 }
 
 // --all2all-backend all_to_all on the GPU: the layer loaded to dispatch tokens (the shared expert

@@ -1,6 +1,8 @@
 // MoeMlp's two routes: a backend with Backend::moe_route (here the CPU backend plus the router's CPU
 // reference, standing in for the CUDA kernel) gives the layer the same output as the host's
-// route_tokens, and the CPU backend itself keeps the host route.
+// route_tokens, and the CPU backend itself keeps the host route. And MoeMlp's use of a grouped
+// backend's moe_shared_ahead (runtime/moe_experts.hpp): the shared expert computed once, joined
+// where moe_experts refuses, the output the host loop's.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -9,12 +11,13 @@
 #include "kernels/moe_routing.hpp"
 #include "models/dummy_weights.hpp"
 #include "models/moe.hpp"
+#include "runtime/moe_experts.hpp"
 
 namespace troupe {
 namespace {
 
 // The CPU backend's ops, plus moe_route through kernels::moe_route_ref.
-class RefRouteBackend final : public Backend {
+class RefRouteBackend : public Backend {
  public:
   int num_routes = 0;
 
@@ -62,8 +65,79 @@ class RefRouteBackend final : public Backend {
     return true;
   }
 
- private:
+ protected:
   CpuBackend inner_{1};
+};
+
+// RefRouteBackend as a grouped backend over the same CPU ops: moe_experts runs the experts the
+// host loop's way (the shared expert into out first when packed and not ahead, then each expert's
+// rows added in expert order, so the output is the host layer's bit for bit) or refuses;
+// moe_shared_ahead computes the shared expert at once and leaves it pending until moe_experts
+// or moe_shared_join takes it.
+class AheadBackend final : public RefRouteBackend, public MoeExpertsBackend {
+ public:
+  bool ahead = false, refuse = false;
+  bool pending = false;
+  int shared_runs = 0, joins = 0;  // the shared expert's MLP calls (any path), moe_shared_join calls
+
+  bool keeps_fp8_weights() const override { return true; }  // MoeMlp::load packs the experts
+  void mlp(const Tensor& x, const Tensor& gu, const Tensor& gub, const Tensor& d, const Tensor& db, Tensor out) override {
+    if (gu.raw() == shared_gate_up_.raw()) ++shared_runs;
+    inner_.mlp(x, gu, gub, d, db, out);
+  }
+  Result<MoeExperts> pack_moe_experts(const std::vector<Tensor>& gate_up, const std::vector<Tensor>& down,
+                                      const Tensor& shared_gate_up, const Tensor& shared_down) override {
+    MoeExperts packed;
+    packed.table = Tensor::zeros(DType::u8, {1});
+    for (size_t e = 0; e < gate_up.size(); ++e) packed.weights.insert(packed.weights.end(), {gate_up[e], down[e]});
+    packed.has_shared = shared_gate_up.defined();
+    if (packed.has_shared) packed.weights.insert(packed.weights.end(), {shared_gate_up, shared_down});
+    packed.num_local = int64_t(gate_up.size());
+    packed.hidden = gate_up[0].size(1);
+    packed.intermediate = down[0].size(1);
+    shared_gate_up_ = shared_gate_up;
+    return packed;
+  }
+  bool moe_shared_ahead(const Tensor& x, const MoeExperts& experts, Tensor out) override {
+    if (!ahead || pending) return false;
+    pending = true;
+    run_pair(x, experts, experts.num_local, out);
+    return true;
+  }
+  void moe_shared_join() override {
+    ++joins;
+    pending = false;
+  }
+  bool moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExperts& experts,
+                   int64_t expert_begin, int64_t num_experts, Tensor out) override {
+    (void)num_experts;
+    if (refuse) return false;
+    if (experts.has_shared && !pending) run_pair(x, experts, experts.num_local, out);
+    pending = false;
+    const int64_t n = x.size(0), k = topk_ids.size(1), hidden = x.size(1);
+    for (int64_t e = 0; e < experts.num_local; ++e) {
+      std::vector<int32_t> rows;
+      std::vector<float> weights;
+      for (int64_t i = 0; i < n * k; ++i)
+        if (topk_ids.data<int32_t>()[i] == expert_begin + e) {
+          rows.push_back(int32_t(i / k));
+          weights.push_back(topk_weights.data<float>()[i]);
+        }
+      if (rows.empty()) continue;
+      Tensor picked = inner_.empty(x.dtype(), {int64_t(rows.size()), hidden});
+      inner_.gather_rows(x, rows, picked);
+      Tensor y = inner_.empty(DType::f32, {int64_t(rows.size()), hidden});
+      run_pair(picked, experts, e, y);
+      inner_.add_rows_scaled(y, rows, weights, out);
+    }
+    return true;
+  }
+
+ private:
+  void run_pair(const Tensor& x, const MoeExperts& experts, int64_t e, Tensor out) {
+    mlp(x, experts.weights[size_t(2 * e)], Tensor(), experts.weights[size_t(2 * e + 1)], Tensor(), out);
+  }
+  Tensor shared_gate_up_;
 };
 
 ModelConfig moe_model_config() {
@@ -104,6 +178,40 @@ TEST(MoeMlpRoute, DeviceRouteGivesTheHostRoutesOutput) {
   }
   EXPECT_EQ(routed.num_routes, 3);
   EXPECT_FALSE(cpu.moe_route(Tensor(), Tensor(), {}, Tensor(), Tensor()));  // the CPU keeps the host route
+}
+
+TEST(MoeMlpRoute, SharedExpertAheadIsComputedOnceAndJoinedWhereTheGroupedPathRefuses) {
+  const ModelConfig config = moe_model_config();
+  const WeightLoader weights = dummy_weight_loader({.seed = 5, .scale = 0.5f});
+  CpuBackend cpu(1);
+  auto host_layer = MoeMlp::load(config, "model.layers.1.mlp.", weights, cpu);
+  ASSERT_TRUE(host_layer.ok()) << host_layer.error().message;
+  struct Case {
+    bool ahead, refuse;
+    int joins;  // moe_shared_join calls MoeMlp makes
+  };
+  for (const Case c : {Case{false, false, 0}, Case{true, false, 0}, Case{true, true, 1}, Case{false, true, 0}}) {
+    SCOPED_TRACE(std::string(c.ahead ? "ahead" : "not ahead") + (c.refuse ? ", moe_experts refuses" : ""));
+    AheadBackend grouped;
+    auto layer = MoeMlp::load(config, "model.layers.1.mlp.", weights, grouped);
+    ASSERT_TRUE(layer.ok()) << layer.error().message;
+    grouped.ahead = c.ahead;
+    grouped.refuse = c.refuse;
+    const int64_t n = 5;
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> values(static_cast<size_t>(n * config.hidden_size));
+    for (float& v : values) v = normal(rng);
+    const Tensor x = Tensor::from_f32(values, {n, config.hidden_size});
+    Tensor want = cpu.empty(DType::f32, {n, config.hidden_size}), got = grouped.empty(DType::f32, {n, config.hidden_size});
+    host_layer.value()->forward(x, want);
+    layer.value()->forward(x, got);
+    EXPECT_EQ(std::vector<float>(want.data<float>(), want.data<float>() + want.numel()),
+              std::vector<float>(got.data<float>(), got.data<float>() + got.numel()));
+    EXPECT_EQ(grouped.shared_runs, 1);
+    EXPECT_EQ(grouped.joins, c.joins);
+    EXPECT_FALSE(grouped.pending);
+  }
 }
 
 }  // namespace
