@@ -16,7 +16,9 @@
 //     too (units of an expert's positions); _f16_off records time them on the grouped kernels
 //     (TROUPE_MOE_F16_BATCH=0). Up to 8 tokens, _shared_ahead records time the layer with the shared
 //     expert started on a second stream beside the router and the routing
-//     (TROUPE_MOE_SHARED_AHEAD=1, CudaBackend::moe_shared_ahead).
+//     (TROUPE_MOE_SHARED_AHEAD=1, CudaBackend::moe_shared_ahead); from 9 tokens, _crowded_off records
+//     time it with one CTA a unit however many units there are (TROUPE_MOE_F16_CROWDED=0, the rule
+//     before kernels/moe_f16_gemv.cu's units_share).
 // (2) dsv3_moe_routing_b<B>: the non-GEMM kernels (route, align pad 128, gather, combine) back to
 //     back and per stage (_route, _align, _gather, _combine), each against its bytes.
 // (3) dsv3_moe_prefill_<N> (--prefill N, default 4096; 0: none): the routed layer's experts at a
@@ -512,6 +514,14 @@ int run(int argc, char** argv) {
     bench_decode_layer(b, layer, args, bw_gbs, again, b == 1 ? "_rows_off" : "_f16_off");
     if (before) ::setenv(name, saved.c_str(), 1);
     else ::unsetenv(name);
+    if (b > kernels::kFp8GemvF16MaxTokens && !std::getenv("TROUPE_MOE_F16_CROWDED")) {
+      // The same tokens with one CTA a unit however many units (_crowded_off: the rule before
+      // stop 43, kernels/moe_f16_gemv.cu's units_share).
+      ::setenv("TROUPE_MOE_F16_CROWDED", "0", 1);
+      std::mt19937 crowded = same_token;
+      bench_decode_layer(b, layer, args, bw_gbs, crowded, "_crowded_off");
+      ::unsetenv("TROUPE_MOE_F16_CROWDED");
+    }
     if (b > kernels::kFp8GemvF16MaxTokens || std::getenv("TROUPE_MOE_SHARED_AHEAD")) continue;
     // The same tokens with the shared expert started beside the routing (_shared_ahead).
     ::setenv("TROUPE_MOE_SHARED_AHEAD", "1", 1);

@@ -136,6 +136,30 @@ int64_t moe_f16_chunk(int64_t k) {
   return chunk;
 }
 
+// How many launches the CTAs of one unit's launch are shared with (plan_f16's `share`: the unit
+// takes 2 x SMs / share CTAs). By default the experts': the CTAs spread over max_active units,
+// which assumes the units past them few, as they are up to 8 tokens. A wide batch has more units
+// than resident CTAs: R1 at 64 tokens gives gate_up (3 positions a unit at K 7,168) up to 449
+// units, about 283 with random routing (my arithmetic: 221 experts touched, ~40 with 4 or more
+// tokens, the shared expert's 22), against 264 resident CTAs, so one CTA a unit leaves a second
+// wave of whole experts streamed by lone CTAs. Stop 41's b64 trace fits that: gate_up took 2.47 ms
+// for about 6.5 GB of weights, down (8 positions a unit: about 230 units, one wave) 0.92 ms for
+// 3.3 GB, 0.58 against 0.78 of the H200's bandwidth. Where the units' bound `rows` passes the
+// resident CTAs, each unit takes ceil(4 x resident / rows) CTAs instead, so the last wave holds
+// pieces of experts. TROUPE_MOE_F16_CROWDED=0 keeps max_active (A/B runs; read at each call).
+// Not yet timed on the GPU (stop 43 had none).
+cudaError_t units_share(int64_t chunk, int64_t rows, int64_t* share) {
+  const char* env = std::getenv("TROUPE_MOE_F16_CROWDED");
+  if (chunk <= 1 || (env && std::string_view(env) == "0")) return cudaSuccess;
+  int num_sms = 1;
+  if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
+  const int64_t resident = 2 * int64_t(num_sms);  // plan_f16's two CTAs an SM
+  if (rows <= resident) return cudaSuccess;
+  const int64_t per_unit = (4 * resident + rows - 1) / rows;
+  *share = std::max<int64_t>(1, resident / per_unit);
+  return cudaSuccess;
+}
+
 template <bool SILU>
 cudaError_t launch_moe_f16(const uint16_t* x_perm, int64_t x_stride, const uint8_t* const* w,
                            const float* const* w_scale, const int32_t* num_active, const int32_t* active_expert,
@@ -158,8 +182,9 @@ cudaError_t launch_moe_f16(const uint16_t* x_perm, int64_t x_stride, const uint8
   // blocks as the 8 warps a tile can share. Always so there (94 or more); refused otherwise.
   if (tokens > 1 && chunk == 1 && (k + 127) / 128 < 8) return cudaErrorInvalidValue;
   F16Plan p;
-  // The CTAs are spread over max_active experts (the units past them are few at decode sizes).
-  if (cudaError_t err = plan_f16(reinterpret_cast<const void*>(kernel), chunk, tiles, k, max_active, &p);
+  int64_t share = max_active;
+  if (cudaError_t err = units_share(chunk, rows, &share); err != cudaSuccess) return err;
+  if (cudaError_t err = plan_f16(reinterpret_cast<const void*>(kernel), chunk, tiles, k, share, &p);
       err != cudaSuccess)
     return err;
   const dim3 grid{unsigned(p.grid), unsigned(rows)};

@@ -21,7 +21,7 @@
 // streams (both are blocking streams).
 //
 // Behind TROUPE_MOE_SHARED_AHEAD=1 (read at each call) until the H200 has timed it against the
-// shared expert riding in the grouped launches (tools/gpu-pending shared_ahead).
+// shared expert riding in the grouped launches (tools/gpu-pending decode_new).
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
