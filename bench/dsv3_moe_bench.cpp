@@ -27,7 +27,8 @@
 //     the FLOPs of the chosen and the shared experts' products against the FP8 dense peak measured
 //     here (measure_fp8_matmul); fraction_of_limit = limit / time. The same tokens on the diagnostic
 //     paths: dsv3_moe_prefill_<N>_overlap_off (TROUPE_MOE_GEMM_OVERLAP=0: each K block's
-//     products waited for before their promotion), _tile128 (TROUPE_MOE_GEMM_TILE=128: the grouped GEMM's 128-row
+//     products waited for before their promotion), _overlap_serialized (=serialized: the overlap
+//     loop before stop 43, whose wgmma ptxas serialized), _tile128 (TROUPE_MOE_GEMM_TILE=128: the grouped GEMM's 128-row
 //     tiles), dsv3_moe_prefill_<N>_wgmma_off (TROUPE_MOE_WGMMA=0: one cuBLASLt GEMM per expert,
 //     enqueued by four threads on eight streams) and _wgmma_streams_off (those on one stream and
 //     thread, + TROUPE_MOE_STREAMS=0).
@@ -545,6 +546,9 @@ int run(int argc, char** argv) {
     ::setenv("TROUPE_MOE_GEMM_OVERLAP", "0", 1);
     std::mt19937 again = same_tokens;
     bench_prefill_layer(args.prefill, layer, args, fp8_tflops, bw_gbs, again, "_overlap_off");
+    ::setenv("TROUPE_MOE_GEMM_OVERLAP", "serialized", 1);  // the overlap loop before stop 43
+    again = same_tokens;
+    bench_prefill_layer(args.prefill, layer, args, fp8_tflops, bw_gbs, again, "_overlap_serialized");
     ::unsetenv("TROUPE_MOE_GEMM_OVERLAP");
     ::setenv("TROUPE_MOE_GEMM_TILE", "128", 1);
     again = same_tokens;

@@ -10,6 +10,9 @@
 // CTA: the N tile is one 128-row W block).
 #include <cuda_bf16.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "kernels/moe_grouped_gemm.hpp"
 #include "kernels/wgmma.cuh"
 
@@ -42,10 +45,17 @@ __device__ __forceinline__ void store_pair(uint16_t* out, float a, float b) {
 }
 __device__ __forceinline__ void store_pair(float* out, float a, float b) { *reinterpret_cast<float2*>(out) = make_float2(a, b); }
 
-// kOverlap: two `part` buffers, so block kb's products run while block kb - 1 is promoted (the W and
-// x tiles then prefetched 2 blocks ahead instead of 3: a stage is free only once its products
-// have finished).
-template <int kGroups, typename OutT, bool kOverlap>
+// kOverlap (two `part` buffers; the W and x tiles then prefetched 2 blocks ahead instead of 3: a
+// stage is free only once its products have finished):
+//   kPaired: blocks in pairs, kb + 1's products issued before kb's are waited for, so they run
+//     while kb is promoted; nothing is in flight at the pair's end. The default since stop 43.
+//   kSerialized: every block's products run while the one before is promoted, a group in flight
+//     across the loop's back edge, which ptxas cannot follow: it serializes every wgmma of the
+//     kernel (C7514, "wgmma.mma_async instructions are serialized"), the default until stop 43
+//     (then measured faster than no overlap: R1's MoE layer at 4,096 tokens 8.41 ms against 8.89;
+//     TROUPE_MOE_GEMM_OVERLAP=serialized keeps it for A/B runs). kPaired compiles without C7514.
+enum Overlap : int { kNoOverlap = 0, kPaired = 1, kSerialized = 2 };
+template <int kGroups, typename OutT, int kOverlap>
 __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
     moe_grouped_gemm_kernel(const uint8_t* __restrict__ x, const float* __restrict__ x_scale,
                             const uint8_t* const* __restrict__ w_table, const float* const* __restrict__ ws_table,
@@ -104,17 +114,24 @@ __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
       wgmma_m64n128k32(d, wgmma::desc_kmajor_sw128(a_base + 32 * j), wgmma::desc_kmajor_sw128(b_base + 32 * j), j > 0 ? 1 : 0);
     wgmma::commit();
   };
-  // acc += block kb's sums (finished) x the rows' x scales x the tile's W scale.
-  auto promote = [&](int64_t kb, float(&d)[64]) {
+  // Block kb's scales of this thread's two rows: x scale x the tile's W scale. Loaded when block kb
+  // is issued and used when it is promoted, an iteration later: the fences and waits between
+  // (memory clobbers) kept every load after the wgmma wait before its promotion, where its L2
+  // round trip (a new line each block: the x scales are [K block, row]) stalled the warpgroup
+  // with the tensor cores idle.
+  auto scales = [&](int64_t kb) {
+    const float sb = __ldg(w_scale_row + kb);
+    return make_float2(v0 ? __ldg(s0 + kb * tile.seg_count) * sb : 0.0f, v1 ? __ldg(s1 + kb * tile.seg_count) * sb : 0.0f);
+  };
+  // acc += block kb's sums (finished) x its scales.
+  auto promote = [&](float(&d)[64], float2 sc) {
     fence_operands(d);
-    const float sb = w_scale_row[kb];
-    const float sa0 = v0 ? s0[kb * tile.seg_count] * sb : 0.0f, sa1 = v1 ? s1[kb * tile.seg_count] * sb : 0.0f;
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      acc[4 * j + 0] = fmaf(d[4 * j + 0], sa0, acc[4 * j + 0]);
-      acc[4 * j + 1] = fmaf(d[4 * j + 1], sa0, acc[4 * j + 1]);
-      acc[4 * j + 2] = fmaf(d[4 * j + 2], sa1, acc[4 * j + 2]);
-      acc[4 * j + 3] = fmaf(d[4 * j + 3], sa1, acc[4 * j + 3]);
+      acc[4 * j + 0] = fmaf(d[4 * j + 0], sc.x, acc[4 * j + 0]);
+      acc[4 * j + 1] = fmaf(d[4 * j + 1], sc.x, acc[4 * j + 1]);
+      acc[4 * j + 2] = fmaf(d[4 * j + 2], sc.y, acc[4 * j + 2]);
+      acc[4 * j + 3] = fmaf(d[4 * j + 3], sc.y, acc[4 * j + 3]);
     }
   };
   constexpr int kAhead = kOverlap ? kStages - 2 : kStages - 1;  // blocks in flight before the first
@@ -133,36 +150,58 @@ __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
     if (next < num_kb) load_stage(int(next % kStages), next);
     cp_async_commit();
   };
-  if constexpr (!kOverlap) {
+  if constexpr (kOverlap == kNoOverlap) {
     for (int64_t kb = 0; kb < num_kb; ++kb) {
       next_block(kb);
+      const float2 sc = scales(kb);  // in flight while the products run
       issue(kb, part);
       wgmma::wait<0>();
-      promote(kb, part);
+      promote(part, sc);
+    }
+  } else if constexpr (kOverlap == kPaired) {
+    // A pair's second block runs while its first is promoted; a stage is refilled two blocks
+    // later, by when every warpgroup has waited for its products (the pair's wait<0>, then the
+    // barrier in next_block). num_kb is even (the launcher's condition).
+    float part2[64];
+    for (int64_t kb = 0; kb < num_kb; kb += 2) {
+      next_block(kb);
+      const float2 sc0 = scales(kb);
+      issue(kb, part);
+      next_block(kb + 1);
+      const float2 sc1 = scales(kb + 1);
+      issue(kb + 1, part2);
+      wgmma::wait<1>();
+      promote(part, sc0);
+      wgmma::wait<0>();
+      promote(part2, sc1);
     }
   } else {
     // Block kb into one buffer while block kb - 1, in the other, is waited for and promoted. num_kb
     // is even (the launcher's condition), so the loop needs no branch around a wgmma.
     float part2[64];
     next_block(0);
+    float2 sc_part = scales(0), sc_part2;  // the scales of the block each buffer holds
     issue(0, part);
     int64_t kb = 1;
     for (; kb < num_kb - 1; kb += 2) {
       next_block(kb);
       issue(kb, part2);
+      sc_part2 = scales(kb);
       wgmma::wait<1>();
-      promote(kb - 1, part);
+      promote(part, sc_part);
       next_block(kb + 1);
       issue(kb + 1, part);
+      sc_part = scales(kb + 1);
       wgmma::wait<1>();
-      promote(kb, part2);
+      promote(part2, sc_part2);
     }
     next_block(kb);
     issue(kb, part2);
+    sc_part2 = scales(kb);
     wgmma::wait<1>();
-    promote(kb - 1, part);
+    promote(part, sc_part);
     wgmma::wait<0>();
-    promote(kb, part2);
+    promote(part2, sc_part2);
   }
   cp_async_wait<0>();
   OutT* o0 = out + (int64_t(tile.row_begin) + r0) * n + n0;
@@ -177,7 +216,7 @@ __global__ void __launch_bounds__(kGroups * 128, kGroups == 1 ? 2 : 1)
 #endif
 }
 
-template <int kGroups, typename OutT, bool kOverlap>
+template <int kGroups, typename OutT, int kOverlap>
 cudaError_t launch_groups(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
                           const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles,
                           OutT* out, int64_t n, int64_t k, cudaStream_t stream) {
@@ -202,13 +241,29 @@ cudaError_t launch(const uint8_t* x_fp8, const float* x_scale, const uint8_t* co
   if (num_tiles == 0) return cudaSuccess;
   if (const cudaError_t arch = wgmma::require_sm90(); arch != cudaSuccess) return arch;
   overlap = overlap && (k / kBK) % 2 == 0;
+  // TROUPE_MOE_GEMM_OVERLAP=serialized: the overlap before stop 43 (kSerialized's comment), read at
+  // each call.
+  const char* env = std::getenv("TROUPE_MOE_GEMM_OVERLAP");
+  const bool serialized = env && std::strcmp(env, "serialized") == 0;
   if (tile_rows == 192)  // never overlapped: two partial sums would not fit 170 registers
-    return launch_groups<3, OutT, false>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
-  if (tile_rows == 128)
-    return overlap ? launch_groups<2, OutT, true>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream)
-                   : launch_groups<2, OutT, false>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
-  return overlap ? launch_groups<1, OutT, true>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream)
-                 : launch_groups<1, OutT, false>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
+    return launch_groups<3, OutT, kNoOverlap>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k,
+                                              stream);
+  if (tile_rows == 128) {
+    if (!overlap)
+      return launch_groups<2, OutT, kNoOverlap>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k,
+                                                stream);
+    return serialized ? launch_groups<2, OutT, kSerialized>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles,
+                                                            out, n, k, stream)
+                      : launch_groups<2, OutT, kPaired>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out,
+                                                        n, k, stream);
+  }
+  if (!overlap)
+    return launch_groups<1, OutT, kNoOverlap>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k,
+                                              stream);
+  return serialized ? launch_groups<1, OutT, kSerialized>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles,
+                                                          out, n, k, stream)
+                    : launch_groups<1, OutT, kPaired>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n,
+                                                      k, stream);
 }
 
 }  // namespace

@@ -53,9 +53,11 @@ void moe_grouped_gemm_ref(const float* x, const float* x_scale, const uint8_t* c
 // bits (rows outside every tile untouched). x_fp8 and every W 16-byte aligned.
 // cudaErrorInvalidValue for shapes moe_grouped_gemm_supported refuses, num_tiles < 0 or > 65535 (the
 // grid's y; 4.2M rows of 64) or tile_rows other than 64, 128 and 192; cudaErrorNotSupported on a GPU other than sm_90. overlap (k / 128
-// even; else ignored; never with 192-row tiles): block kb's products run while block kb - 1 is promoted (two partial-sum
-// buffers, 2 blocks prefetched instead of 3): R1's MoE layer at 4,096 tokens 8.41 ms against 8.89
-// on the H200 (the backend's default; before its wgmma left a per-warpgroup branch it was slower).
+// even; else ignored; never with 192-row tiles): K blocks in pairs, the second's products running while
+// the first is promoted (two partial-sum buffers, 2 blocks prefetched instead of 3; the backend's
+// default). The loop before stop 43 (every block overlapped with the next, which made ptxas
+// serialize every wgmma, C7514) measured R1's MoE layer at 4,096 tokens 8.41 ms against 8.89 with
+// no overlap on the H200; TROUPE_MOE_GEMM_OVERLAP=serialized still selects it (read at each call).
 // 192-row tiles (an experiment, not yet measured): an expert of R1's ~128-150 rows a 4,096-token
 // prefill is one tile, so its W tiles cross L2 once instead of three times (the 64-row tiles' loads
 // measured L2-bound), at the same tensor-core work as three 64-row tiles.

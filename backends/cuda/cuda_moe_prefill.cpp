@@ -78,7 +78,8 @@ bool CudaBackend::moe_experts_prefill(const Tensor& x, const Tensor& topk_ids, c
                               : tile_env && std::strcmp(tile_env, "192") == 0 ? 192
                                                                               : kMoeGemmTileRows;
     // The next K block's products run while one is promoted (moe_grouped_gemm.hpp);
-    // TROUPE_MOE_GEMM_OVERLAP=0 turns that off (a diagnostic for A/B runs).
+    // TROUPE_MOE_GEMM_OVERLAP=0 turns that off, =serialized takes the loop before stop 43
+    // (diagnostics for A/B runs).
     const char* overlap_env = std::getenv("TROUPE_MOE_GEMM_OVERLAP");
     const bool overlap = !(overlap_env && std::strcmp(overlap_env, "0") == 0);
     const std::vector<MoeGemmTile> tiles = moe_gemm_tiles(off, int32_t(table_size), tile_rows);
