@@ -146,8 +146,10 @@ int64_t moe_f16_chunk(int64_t k) {
 // for about 6.5 GB of weights, down (8 positions a unit: about 230 units, one wave) 0.92 ms for
 // 3.3 GB, 0.58 against 0.78 of the H200's bandwidth. Where the units' bound `rows` passes the
 // resident CTAs, each unit takes ceil(4 x resident / rows) CTAs instead, so the last wave holds
-// pieces of experts. TROUPE_MOE_F16_CROWDED=0 keeps max_active (A/B runs; read at each call).
-// Not yet timed on the GPU (stop 43 had none).
+// pieces of experts: 3 for gate_up at 64 tokens, and 4 for down, whose bound (329) passes too
+// though its units fit one wave (then only smaller pieces; whether that costs is for the A/B).
+// Assumes plan_f16's two CTAs an SM. TROUPE_MOE_F16_CROWDED=0 keeps max_active (A/B runs; read at
+// each call). Not yet timed on the GPU (stop 43 had none).
 cudaError_t units_share(int64_t chunk, int64_t rows, int64_t* share) {
   const char* env = std::getenv("TROUPE_MOE_F16_CROWDED");
   if (chunk <= 1 || (env && std::string_view(env) == "0")) return cudaSuccess;

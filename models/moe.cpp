@@ -138,6 +138,15 @@ void MoeMlp::forward(const Tensor& x, Tensor out) {
   // The packed shared expert may start first, beside the router and the routing
   // (MoeExpertsBackend::moe_shared_ahead); out then holds its result once joined.
   const bool shared_ahead = packed_.has_shared && grouped_->moe_shared_ahead(x, packed_, out);
+  // Joined on every way out, an exception's included (a no-op once moe_experts or shared_first
+  // has joined).
+  struct JoinOnExit {
+    MoeExpertsBackend* grouped;
+    bool ahead;
+    ~JoinOnExit() {
+      if (ahead) grouped->moe_shared_join();
+    }
+  } join_on_exit{grouped_, shared_ahead};
   Tensor logits = backend_.empty(DType::f32, {n, num_experts});
   backend_.linear(x, gate_weight_, Tensor(), logits);
   Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});

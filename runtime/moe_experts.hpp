@@ -51,8 +51,9 @@ class MoeExpertsBackend {
   // weights stream while the router and the routing run: the next moe_experts call that returns
   // true leaves the shared expert out of its launches and adds the routed sum to out once it is
   // done; where none follows (a refusal, the host loop), moe_shared_join makes the backend's work
-  // wait for it (out then holds the shared result). False, nothing started, where the backend does
-  // not (the default; CUDA: decode batches behind its switch).
+  // wait for it (out then holds the shared result; a no-op when nothing is pending). False,
+  // nothing started, where the backend does not (the default; CUDA: decode batches behind its
+  // switch).
   virtual bool moe_shared_ahead(const Tensor& x, const MoeExperts& experts, Tensor out) {
     (void)x, (void)experts, (void)out;
     return false;

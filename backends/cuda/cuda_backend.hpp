@@ -160,6 +160,7 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   // TROUPE_MOE_SHARED_AHEAD=1, read at each call, until the H200 has timed it.
   bool moe_shared_ahead(const Tensor& x, const MoeExperts& experts, Tensor out) override;
   void moe_shared_join() override;
+  int64_t shared_ahead_starts() const { return shared_ahead_starts_; }  // moe_shared_ahead's trues
 
   bool supports_graphs() const override { return true; }
   Result<GraphPhase> begin_graph(int64_t key) override;
@@ -265,6 +266,8 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   CUevent_st* side_fork_ = nullptr;
   CUevent_st* side_done_ = nullptr;
   bool shared_ahead_pending_ = false;
+  bool side_hold_ = false;  // graphs_.hold_releases() is open for it
+  int64_t shared_ahead_starts_ = 0;
   int ensure_side_stream();     // a cudaError_t
   void join_side_stream();      // stream_ waits for side_done_; the arena's held releases go
   ExpertStreams expert_streams_;  // a prefill's MoE expert GEMMs: side streams and the threads that fill them

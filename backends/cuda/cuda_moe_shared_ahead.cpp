@@ -15,14 +15,15 @@
 // branch of the graph. The side's kernels and that combine launch plainly (kernels/plain_launches.hpp):
 // each has a predecessor on the other stream.
 //
-// Memory: until the join no arena range is handed out again (hold_arena_releases): a range the
-// side's temporaries give back could otherwise go to the routing's next temporary while the side
-// stream still writes it. Eager tensors are freed on the legacy stream, which waits for both
-// streams (both are blocking streams).
+// Memory: while a step graph records, no range of its arena is handed out again until the join
+// (StepGraphs::hold_releases): a range the side's temporaries give back could otherwise go to the
+// routing's next temporary while the side stream still writes it. Eager tensors come from and go
+// back to the pool on the legacy stream, which waits for both (blocking) streams: safe, but the
+// router's first eager allocation then waits for the whole side MLP, so only step graphs (decode
+// steps, dsv3_moe_bench's graph-replayed records) overlap; its _eager records will not.
 //
 // Behind TROUPE_MOE_SHARED_AHEAD=1 (read at each call) until the H200 has timed it against the
 // shared expert riding in the grouped launches (tools/gpu-pending decode_new).
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include "backends/cuda/cuda_backend.hpp"
@@ -63,29 +64,30 @@ bool CudaBackend::moe_shared_ahead(const Tensor& x, const MoeExperts& experts, T
   const Tensor& gate_up = experts.weights[size_t(2 * experts.num_local)];
   const Tensor& down = experts.weights[size_t(2 * experts.num_local + 1)];
   shared_ahead_pending_ = true;
-  hold_arena_releases();
+  side_hold_ = graphs_.hold_releases();
+  ++shared_ahead_starts_;
   if (replaying()) {  // the recording's tensors in their order; the graph holds the launches
     mlp(x, gate_up, Tensor(), down, Tensor(), out);
     return true;
   }
   check(cudaEventRecord(side_fork_, stream_), "moe_shared_ahead (fork)");
   check(cudaStreamWaitEvent(side_stream_, side_fork_, 0), "moe_shared_ahead (fork)");
-  // The ops below launch on the side stream; the main one is restored however mlp leaves (it
-  // throws std::bad_alloc when an eager allocation fails).
-  struct OnSide {
-    CudaBackend& b;
-    CUstream_st* main;
-    ~OnSide() {
-      b.stream_ = main;
-      cublasSetStream(static_cast<cublasHandle_t>(b.cublas_), main);
-    }
-  } on_side{*this, stream_};
+  // The ops below launch on the side stream (cuBLAS keeps the backend's: at these sizes the FP8
+  // linears never call it, and cublasSetStream would reset its workspace). An exception out of
+  // mlp (std::bad_alloc from an eager allocation) leaves nothing pending: the side's work so far
+  // is joined, then it goes on.
+  CUstream_st* const main = stream_;
   stream_ = side_stream_;
-  cublasSetStream(static_cast<cublasHandle_t>(cublas_), side_stream_);
-  {
+  try {
     const kernels::PlainLaunches plain;  // the first one's predecessor is on the backend's stream
     mlp(x, gate_up, Tensor(), down, Tensor(), out);
+  } catch (...) {
+    stream_ = main;
+    cudaEventRecord(side_done_, side_stream_);
+    join_side_stream();
+    throw;
   }
+  stream_ = main;
   check(cudaEventRecord(side_done_, side_stream_), "moe_shared_ahead (done)");
   return true;
 }
@@ -96,7 +98,8 @@ void CudaBackend::join_side_stream() {
   if (!shared_ahead_pending_) return;
   shared_ahead_pending_ = false;
   if (!replaying()) check(cudaStreamWaitEvent(stream_, side_done_, 0), "moe_shared_ahead (join)");
-  end_arena_release_hold();
+  if (side_hold_) graphs_.end_hold();
+  side_hold_ = false;
 }
 
 }  // namespace troupe::cuda

@@ -16,31 +16,34 @@ constexpr size_t kStagingBytes = size_t(32) << 20;
 constexpr size_t kMinArenaBytes = size_t(16) << 20, kMaxArenaBytes = size_t(1) << 30;
 
 // Every live arena, so a tensor's deleter (a plain function) finds the one its bytes came from.
+// While an arena's holds are open (StepGraphs::hold_releases), its releases wait in `held`.
 struct ArenaEntry {
   char* base;
   size_t capacity;
   ArenaAllocator* allocator;
+  int holds = 0;
+  std::vector<size_t> held;  // offsets
 };
 std::mutex g_arenas_mutex;
 std::vector<ArenaEntry> g_arenas;
 
-// hold_arena_releases' count and the releases it keeps back (under g_arenas_mutex).
-int g_release_holds = 0;
-std::vector<void*> g_held_releases;
-
-void release_locked(void* p) {
-  char* c = static_cast<char*>(p);
-  for (const ArenaEntry& a : g_arenas)
-    if (c >= a.base && c < a.base + a.capacity) a.allocator->release(size_t(c - a.base));
-}
-
 void release_arena_bytes(void* p) {
   std::lock_guard lock(g_arenas_mutex);
-  if (g_release_holds > 0) {
-    g_held_releases.push_back(p);
-    return;
+  char* c = static_cast<char*>(p);
+  for (ArenaEntry& a : g_arenas) {
+    if (c < a.base || c >= a.base + a.capacity) continue;
+    if (a.holds > 0)
+      a.held.push_back(size_t(c - a.base));
+    else
+      a.allocator->release(size_t(c - a.base));
   }
-  release_locked(p);
+}
+
+// The entry of the arena at `base` (under g_arenas_mutex); nullptr when none.
+ArenaEntry* entry_of(const char* base) {
+  for (ArenaEntry& a : g_arenas)
+    if (a.base == base) return &a;
+  return nullptr;
 }
 
 void keep_bytes(void*) {}
@@ -79,18 +82,6 @@ Tensor wrap_device(void* data, size_t nbytes, void (*deleter)(void*), DType dtyp
 Error graph_error(const std::string& what) { return make_error(ErrorCode::unavailable, "step graph: " + what); }
 
 }  // namespace
-
-void hold_arena_releases() {
-  std::lock_guard lock(g_arenas_mutex);
-  ++g_release_holds;
-}
-
-void end_arena_release_hold() {
-  std::lock_guard lock(g_arenas_mutex);
-  if (g_release_holds == 0 || --g_release_holds > 0) return;
-  for (void* p : g_held_releases) release_locked(p);
-  g_held_releases.clear();
-}
 
 void free_pool_bytes(void* p) {
   {
@@ -137,6 +128,24 @@ struct StepGraphs::Arena {
     if (base) cudaFree(base);
   }
 };
+
+bool StepGraphs::hold_releases() {
+  if (mode_ != Mode::capture || !arena_ || !arena_->base) return false;
+  std::lock_guard lock(g_arenas_mutex);
+  ArenaEntry* entry = entry_of(arena_->base);
+  if (!entry) return false;
+  ++entry->holds;
+  return true;
+}
+
+void StepGraphs::end_hold() {
+  if (!arena_ || !arena_->base) return;
+  std::lock_guard lock(g_arenas_mutex);
+  ArenaEntry* entry = entry_of(arena_->base);
+  if (!entry || entry->holds == 0 || --entry->holds > 0) return;
+  for (size_t offset : entry->held) entry->allocator->release(offset);
+  entry->held.clear();
+}
 
 size_t StepGraphs::arena_bytes() const { return arena_ && arena_->base ? arena_->allocator.capacity() : 0; }
 

@@ -24,12 +24,6 @@ namespace troupe::cuda {
 // recorded the free is deferred to the end of the recording: a free on the legacy stream would
 // join the recording stream's work and invalidate the recording.
 void free_pool_bytes(void* p);
-// While a hold is open (any backend), arena ranges that tensors release stay taken until the last
-// hold ends: work on a second stream (CudaBackend::moe_shared_ahead) may still use them after
-// the host let them go, and the first-fit arena would hand them to the backend stream's next
-// temporary. Holds nest.
-void hold_arena_releases();
-void end_arena_release_hold();
 
 class StepGraphs {
  public:
@@ -62,6 +56,12 @@ class StepGraphs {
   int64_t num_graphs() const { return int64_t(graphs_.size()); }
   // Device bytes of the arena (0 before the first recording).
   size_t arena_bytes() const;
+  // While recording: until end_hold, the ranges this arena's tensors release stay taken. Work on
+  // a second stream (CudaBackend::moe_shared_ahead) may still use them after the host let them go,
+  // and the first-fit arena would hand them to the recording stream's next temporary. False (no
+  // hold to end) when not recording. Holds nest.
+  bool hold_releases();
+  void end_hold();
   // Drops every recording (not while one is open).
   void clear();
 

@@ -497,6 +497,7 @@ TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
     auto [x_host, xf] = setup.tokens(n);
     Tensor x_gpu = gpu.empty(DType::bf16, {n, kHidden}), out_gpu = gpu.empty(DType::f32, {n, kHidden});
     gpu.copy(x_host, x_gpu);
+    const int64_t starts = gpu.shared_ahead_starts();
     if (run.graph) {
       for (int pass = 0; pass < 2; ++pass) {  // records and runs, then replays what it recorded
         if (pass == 1)
@@ -513,6 +514,8 @@ TEST(CudaMoeExperts, MoeLayerOnTheGroupedPathMatchesTheCpuLoop) {
     }
     ::unsetenv("TROUPE_MOE_ROWS");
     ::unsetenv("TROUPE_MOE_SHARED_AHEAD");
+    // The switch took the second stream (once a forward: eager, or recorded then replayed).
+    EXPECT_EQ(gpu.shared_ahead_starts() - starts, run.ahead ? (run.graph ? 2 : 1) : 0);
     const Tensor got = gpu.to_host(out_gpu);
     ASSERT_TRUE(gpu.status().ok()) << gpu.status().error().message;
     Tensor out_cpu = Tensor::empty(DType::f32, {n, kHidden});

@@ -2,7 +2,7 @@
 // reference, standing in for the CUDA kernel) gives the layer the same output as the host's
 // route_tokens, and the CPU backend itself keeps the host route. And MoeMlp's use of a grouped
 // backend's moe_shared_ahead (runtime/moe_experts.hpp): the shared expert computed once, joined
-// where moe_experts refuses, the output the host loop's.
+// where moe_experts or moe_route refuses, the output the host loop's.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -20,6 +20,7 @@ namespace {
 class RefRouteBackend : public Backend {
  public:
   int num_routes = 0;
+  bool route_refuses = false;  // moe_route returns false (the host route then runs)
 
   Device device() const override { return inner_.device(); }
   std::string name() const override { return "cpu+moe_route_ref"; }
@@ -57,6 +58,7 @@ class RefRouteBackend : public Backend {
   std::vector<int32_t> argmax(const Tensor& logits) override { return inner_.argmax(logits); }
   bool moe_route(const Tensor& logits, const Tensor& bias, const MoeRouteParams& p, Tensor ids,
                  Tensor weights) override {
+    if (route_refuses) return false;
     ++num_routes;
     const kernels::MoeRouteParams kp{int32_t(p.num_experts), int32_t(p.num_groups), int32_t(p.topk_group),
                                      int32_t(p.top_k), p.norm_topk_prob, p.routed_scaling_factor};
@@ -78,7 +80,7 @@ class AheadBackend final : public RefRouteBackend, public MoeExpertsBackend {
  public:
   bool ahead = false, refuse = false;
   bool pending = false;
-  int shared_runs = 0, joins = 0;  // the shared expert's MLP calls (any path), moe_shared_join calls
+  int shared_runs = 0, joins = 0;  // the shared expert's MLP calls (any path), joins of pending work
 
   bool keeps_fp8_weights() const override { return true; }  // MoeMlp::load packs the experts
   void mlp(const Tensor& x, const Tensor& gu, const Tensor& gub, const Tensor& d, const Tensor& db, Tensor out) override {
@@ -105,7 +107,7 @@ class AheadBackend final : public RefRouteBackend, public MoeExpertsBackend {
     return true;
   }
   void moe_shared_join() override {
-    ++joins;
+    if (pending) ++joins;
     pending = false;
   }
   bool moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExperts& experts,
@@ -187,16 +189,19 @@ TEST(MoeMlpRoute, SharedExpertAheadIsComputedOnceAndJoinedWhereTheGroupedPathRef
   auto host_layer = MoeMlp::load(config, "model.layers.1.mlp.", weights, cpu);
   ASSERT_TRUE(host_layer.ok()) << host_layer.error().message;
   struct Case {
-    bool ahead, refuse;
-    int joins;  // moe_shared_join calls MoeMlp makes
+    bool ahead, refuse, route_refuses;
+    int joins;  // the pending work MoeMlp's moe_shared_join calls find
   };
-  for (const Case c : {Case{false, false, 0}, Case{true, false, 0}, Case{true, true, 1}, Case{false, true, 0}}) {
-    SCOPED_TRACE(std::string(c.ahead ? "ahead" : "not ahead") + (c.refuse ? ", moe_experts refuses" : ""));
+  for (const Case c : {Case{false, false, false, 0}, Case{true, false, false, 0}, Case{true, true, false, 1},
+                       Case{false, true, false, 0}, Case{true, false, true, 1}}) {
+    SCOPED_TRACE(std::string(c.ahead ? "ahead" : "not ahead") + (c.refuse ? ", moe_experts refuses" : "") +
+                 (c.route_refuses ? ", moe_route refuses" : ""));
     AheadBackend grouped;
     auto layer = MoeMlp::load(config, "model.layers.1.mlp.", weights, grouped);
     ASSERT_TRUE(layer.ok()) << layer.error().message;
     grouped.ahead = c.ahead;
     grouped.refuse = c.refuse;
+    grouped.route_refuses = c.route_refuses;
     const int64_t n = 5;
     std::mt19937 rng(7);
     std::normal_distribution<float> normal(0.0f, 1.0f);
