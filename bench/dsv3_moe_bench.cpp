@@ -506,29 +506,24 @@ int run(int argc, char** argv) {
     const std::mt19937 same_token = rng;  // the A/B run below gets the same x and routing
     bench_decode_layer(b, layer, args, bw_gbs, rng);
     if (b > cuda::CudaBackend::kMoeF16MaxTokens) continue;
-    // The same tokens on the grouped kernels: _rows_off at one token, _f16_off above.
-    const char* name = b == 1 ? "TROUPE_MOE_ROWS" : "TROUPE_MOE_F16_BATCH";
-    const char* before = std::getenv(name);
-    const std::string saved = before ? before : "";
-    ::setenv(name, "0", 1);
-    std::mt19937 again = same_token;
-    bench_decode_layer(b, layer, args, bw_gbs, again, b == 1 ? "_rows_off" : "_f16_off");
-    if (before) ::setenv(name, saved.c_str(), 1);
-    else ::unsetenv(name);
-    if (b > kernels::kFp8GemvF16MaxTokens && !std::getenv("TROUPE_MOE_F16_CROWDED")) {
-      // The same tokens with one CTA a unit however many units (_crowded_off: the rule before
-      // stop 43, kernels/moe_f16_gemv.cu's units_share).
-      ::setenv("TROUPE_MOE_F16_CROWDED", "0", 1);
-      std::mt19937 crowded = same_token;
-      bench_decode_layer(b, layer, args, bw_gbs, crowded, "_crowded_off");
-      ::unsetenv("TROUPE_MOE_F16_CROWDED");
-    }
-    if (b > kernels::kFp8GemvF16MaxTokens || std::getenv("TROUPE_MOE_SHARED_AHEAD")) continue;
-    // The same tokens with the shared expert started beside the routing (_shared_ahead).
-    ::setenv("TROUPE_MOE_SHARED_AHEAD", "1", 1);
-    std::mt19937 ahead = same_token;
-    bench_decode_layer(b, layer, args, bw_gbs, ahead, "_shared_ahead");
-    ::unsetenv("TROUPE_MOE_SHARED_AHEAD");
+    // The same tokens with `name`=`value` for one run, then as it was.
+    auto again_with = [&](const char* name, const char* value, const char* suffix) {
+      const char* before = std::getenv(name);
+      const std::string saved = before ? before : "";
+      ::setenv(name, value, 1);
+      std::mt19937 again = same_token;
+      bench_decode_layer(b, layer, args, bw_gbs, again, suffix);
+      if (before)
+        ::setenv(name, saved.c_str(), 1);
+      else
+        ::unsetenv(name);
+    };
+    // On the grouped kernels: _rows_off at one token, _f16_off above.
+    again_with(b == 1 ? "TROUPE_MOE_ROWS" : "TROUPE_MOE_F16_BATCH", "0", b == 1 ? "_rows_off" : "_f16_off");
+    if (b > kernels::kFp8GemvF16MaxTokens)  // one CTA a unit however many units (units_share's A/B)
+      again_with("TROUPE_MOE_F16_CROWDED", "0", "_crowded_off");
+    else  // the shared expert started beside the routing
+      again_with("TROUPE_MOE_SHARED_AHEAD", "1", "_shared_ahead");
   }
   if (args.prefill > 0) {
     const double fp8_tflops = bench::measure_fp8_matmul();

@@ -156,8 +156,8 @@ cudaError_t units_share(int64_t chunk, int64_t rows, int64_t* share) {
   int num_sms = 1;
   if (cudaError_t err = current_sm_count(&num_sms); err != cudaSuccess) return err;
   const int64_t resident = 2 * int64_t(num_sms);  // plan_f16's two CTAs an SM
-  if (rows <= resident) return cudaSuccess;
-  *share = std::max<int64_t>(1, resident / moe_f16_units_ctas(resident, rows, *share, true));
+  if (const int64_t per_unit = moe_f16_crowded_ctas(resident, rows); per_unit > 0)
+    *share = std::max<int64_t>(1, resident / per_unit);
   return cudaSuccess;
 }
 

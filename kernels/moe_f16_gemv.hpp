@@ -21,7 +21,7 @@
 //     expert's 64 positions are 22 gate_up units, side by side, mostly from L2); max_active +
 //     max_positions / chunk block rows, those past the last unit returning at once.
 // A unit's CTAs: two an SM spread over max_active units, or, where the units' bound passes the
-// resident CTAs (a wide batch), ceil(4 x resident / bound) a unit (moe_f16_units_ctas).
+// resident CTAs (a wide batch), ceil(4 x resident / bound) a unit (moe_f16_crowded_ctas).
 // Launch shapes depend on max_active, max_positions, tokens and the sizes only (step graphs).
 // Units are plain launches, one-token batches programmatic dependents: as programmatic dependents
 // the units failed the DeepSeek demo's 2-8 token step graphs with illegal addresses on the H200,
@@ -41,15 +41,12 @@ namespace troupe::kernels {
 // columns).
 bool moe_f16_supported(int64_t hidden, int64_t inter);
 
-// The CTAs each unit's launch may take (plan_f16's at_once before it caps them by the tiles), for
-// `resident` CTAs at once (two an SM), `bound` block rows (units at most) and `max_active` experts:
-// resident / max_active (at least 1), or where bound > resident, ceil(4 x resident / bound), so the
-// last wave of a wide batch holds pieces of experts rather than whole ones on lone CTAs
-// (moe_f16_gemv.cu's units_share says why). crowded false: the first rule only.
-inline int64_t moe_f16_units_ctas(int64_t resident, int64_t bound, int64_t max_active, bool crowded) {
-  if (crowded && bound > resident) return (4 * resident + bound - 1) / bound;
-  const int64_t spread = resident / (max_active > 0 ? max_active : 1);
-  return spread > 0 ? spread : 1;
+// The CTAs each unit takes in a wide batch, whose `bound` block rows (units at most) pass the
+// `resident` CTAs (two an SM): ceil(4 x resident / bound), so the last wave holds pieces of
+// experts rather than whole ones on lone CTAs (moe_f16_gemv.cu's units_share says why). 0 where
+// bound <= resident: the units then share the resident CTAs as plan_f16 spreads them.
+inline int64_t moe_f16_crowded_ctas(int64_t resident, int64_t bound) {
+  return bound > resident ? (4 * resident + bound - 1) / bound : 0;
 }
 
 #ifdef TROUPE_HAVE_CUDA

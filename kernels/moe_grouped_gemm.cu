@@ -231,6 +231,17 @@ cudaError_t launch_groups(const uint8_t* x_fp8, const float* x_scale, const uint
   return cudaGetLastError();
 }
 
+// launch_groups with the Overlap `mode` chosen at run time.
+template <int kGroups, typename OutT>
+cudaError_t launch_mode(int mode, const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
+                        const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles, OutT* out,
+                        int64_t n, int64_t k, cudaStream_t stream) {
+  auto* const chosen = mode == kPaired       ? launch_groups<kGroups, OutT, kPaired>
+                       : mode == kSerialized ? launch_groups<kGroups, OutT, kSerialized>
+                                             : launch_groups<kGroups, OutT, kNoOverlap>;
+  return chosen(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
+}
+
 template <typename OutT>
 cudaError_t launch(const uint8_t* x_fp8, const float* x_scale, const uint8_t* const* w_table,
                    const float* const* w_scale_table, const MoeGemmTile* tiles, int32_t num_tiles, int64_t tile_rows,
@@ -240,30 +251,18 @@ cudaError_t launch(const uint8_t* x_fp8, const float* x_scale, const uint8_t* co
     return cudaErrorInvalidValue;
   if (num_tiles == 0) return cudaSuccess;
   if (const cudaError_t arch = wgmma::require_sm90(); arch != cudaSuccess) return arch;
-  overlap = overlap && (k / kBK) % 2 == 0;
   // TROUPE_MOE_GEMM_OVERLAP=serialized: the overlap before stop 43 (kSerialized's comment), read at
   // each call.
   const char* env = std::getenv("TROUPE_MOE_GEMM_OVERLAP");
-  const bool serialized = env && std::strcmp(env, "serialized") == 0;
+  const int mode = !overlap || (k / kBK) % 2 != 0                ? kNoOverlap
+                   : env && std::strcmp(env, "serialized") == 0 ? kSerialized
+                                                                 : kPaired;
   if (tile_rows == 192)  // never overlapped: two partial sums would not fit 170 registers
     return launch_groups<3, OutT, kNoOverlap>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k,
                                               stream);
-  if (tile_rows == 128) {
-    if (!overlap)
-      return launch_groups<2, OutT, kNoOverlap>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k,
-                                                stream);
-    return serialized ? launch_groups<2, OutT, kSerialized>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles,
-                                                            out, n, k, stream)
-                      : launch_groups<2, OutT, kPaired>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out,
-                                                        n, k, stream);
-  }
-  if (!overlap)
-    return launch_groups<1, OutT, kNoOverlap>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k,
-                                              stream);
-  return serialized ? launch_groups<1, OutT, kSerialized>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles,
-                                                          out, n, k, stream)
-                    : launch_groups<1, OutT, kPaired>(x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n,
-                                                      k, stream);
+  return tile_rows == 128
+             ? launch_mode<2, OutT>(mode, x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream)
+             : launch_mode<1, OutT>(mode, x_fp8, x_scale, w_table, w_scale_table, tiles, num_tiles, out, n, k, stream);
 }
 
 }  // namespace

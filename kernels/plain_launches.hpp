@@ -9,9 +9,10 @@ namespace troupe::kernels {
 
 bool& plain_launches_here();  // this thread's switch (false by default)
 
+// on false: leaves the switch as it is (for a guard that applies only sometimes).
 class PlainLaunches {
  public:
-  PlainLaunches() : saved_(plain_launches_here()) { plain_launches_here() = true; }
+  explicit PlainLaunches(bool on = true) : saved_(plain_launches_here()) { plain_launches_here() = saved_ || on; }
   ~PlainLaunches() { plain_launches_here() = saved_; }
   PlainLaunches(const PlainLaunches&) = delete;
   PlainLaunches& operator=(const PlainLaunches&) = delete;

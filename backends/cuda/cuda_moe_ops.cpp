@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <optional>
 
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/env_switch.hpp"
@@ -262,11 +261,8 @@ bool CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_ids, const Ten
   }
   // With the shared expert in the table the combine writes out; else it adds to the shared result.
   // After a join the combine waits on both streams: a plain launch (kernels/plain_launches.hpp).
-  std::optional<PlainLaunches> plain;
-  if (ahead) {
-    join_side_stream();
-    plain.emplace();
-  }
+  if (ahead) join_side_stream();
+  const PlainLaunches plain(ahead);
   check(launch_moe_combine_f32(y_perm.data<float>(), slot_pos.data<int32_t>(), weights.data<float>(),
                                with_shared ? nullptr : out.data<float>(), out.data<float>(), n, int32_t(slot_k), hidden,
                                stream()),

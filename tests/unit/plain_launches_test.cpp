@@ -22,6 +22,15 @@ TEST(PlainLaunches, GuardsNestAndStayOnTheirThread) {
       EXPECT_TRUE(plain_launches_here());
     }
     EXPECT_TRUE(plain_launches_here());  // the inner guard found it set
+    {
+      const PlainLaunches off(false);  // leaves it as it is
+      EXPECT_TRUE(plain_launches_here());
+    }
+  }
+  EXPECT_FALSE(plain_launches_here());
+  {
+    const PlainLaunches off(false);
+    EXPECT_FALSE(plain_launches_here());
   }
   EXPECT_FALSE(plain_launches_here());
 }
