@@ -39,6 +39,13 @@ int64_t GraphedModel::bucket_for(const ForwardBatch& batch, LogitsMode mode) con
   return dropped_.count(bucket) ? 0 : bucket;
 }
 
+void GraphedModel::drop_recordings() {
+  backend_.drop_graphs();
+  recorded_.clear();
+  dropped_.clear();
+  cache_.clear();
+}
+
 Result<Tensor> GraphedModel::forward(const ForwardBatch& batch, KvCache& cache, LogitsMode mode) {
   const int64_t bucket = bucket_for(batch, mode);
   if (bucket == 0 || cache.num_blocks() < 2) return inner_->forward(batch, cache, mode);

@@ -43,6 +43,9 @@ class GraphedModel final : public Model {
   int64_t num_replayed() const { return num_replayed_; }
   int64_t num_recorded() const { return int64_t(recorded_.size()); }
   int64_t num_dropped() const { return int64_t(dropped_.size()); }
+  // Forgets every recording (and the backend's graphs): the next step of each bucket records again,
+  // under the backend's switches as they are then (a benchmark's in-process A/B runs).
+  void drop_recordings();
 
  private:
   // The bucket for `num_seqs` decode rows, or 0 when the step runs eagerly.

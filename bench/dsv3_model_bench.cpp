@@ -10,7 +10,9 @@
 // usage: dsv3_model_bench [--config bench/models/deepseek-r1/config.json] [--dense-layers 3]
 //        [--moe-layers 8] [--context 1024] [--batches 1,64] [--prefill-tokens 4096]
 //        [--time-limit 290] [--out PATH] [--enforce-eager 1] [--kernel-trace PATH]
-//        (from the repo root; --prefill-tokens 0: none)
+//        [--ab NAME=VALUE,...] (from the repo root; --prefill-tokens 0: none; --ab: each decode batch
+//        again with each switch set, then the default again, on the model loaded once: records
+//        dsv3_decode_b<B>_ab_<name>_<value> and _ab_baseline_again, bench/ab_switches.hpp)
 // Decode steps run as step graphs (CUDA graphs), as `troupe serve` runs them, unless --enforce-eager 1;
 // the profiled steps and the prefill run eagerly.
 // A 4,096-token prefill of 3 dense + 8 MoE layers does not fit beside their weights (about 92 GB):
@@ -27,6 +29,7 @@
 #include "backends/graphed_model.hpp"
 #include "bench/bench_args.hpp"
 #include "bench/bench_log.hpp"
+#include "bench/ab_switches.hpp"
 #include "bench/decode_steps.hpp"
 #include "bench/device_ceilings.hpp"
 #include "bench/kernel_trace.hpp"
@@ -51,6 +54,7 @@ struct Args {
   // split-KV partition count), the decode records suffixed _maxlen<N>; 0: context + 512.
   int64_t max_model_len = 0;
   std::vector<int64_t> batches = {1, 64};
+  std::vector<bench::AbSwitch> ab;  // --ab NAME=VALUE,...: B sides of each decode batch (bench/ab_switches.hpp)
   double time_limit_s = 290;
   bool enforce_eager = false;
   std::string kernel_trace;  // --kernel-trace PATH: one step's kernels of each batch (and of the prefill) as they ran (CUPTI), CSV
@@ -73,6 +77,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--enforce-eager") a.enforce_eager = v == "1" || v == "true";
     else if (k == "--batches") a.batches = bench::parse_int_list(v);
     else if (k == "--kernel-trace") a.kernel_trace = v;
+    else if (k == "--ab") a.ab = bench::parse_ab_switches(v);
     else return false;
   }
   return a.dense_layers >= 0 && a.moe_layers >= 0 && a.dense_layers + a.moe_layers > 0 && a.context > 0 &&
@@ -113,7 +118,7 @@ int run(int argc, char** argv) {
   if (!parse_args(argc, argv, args)) {
     std::fprintf(stderr,
                  "usage: dsv3_model_bench [--config FILE] [--dense-layers 3] [--moe-layers 8] [--context 1024]\n"
-                 "       [--batches 1,64] [--prefill-tokens 4096] [--time-limit 290] [--out PATH]\n"
+                 "       [--batches 1,64] [--prefill-tokens 4096] [--time-limit 290] [--out PATH] [--ab NAME=VALUE,...]\n"
                  "       [--kernel-trace PATH] [--max-model-len N]\n");
     return 2;
   }
@@ -193,6 +198,19 @@ int run(int argc, char** argv) {
           "dsv3_decode_b" + std::to_string(batch) + maxlen + "_in_graph",
           bench::traced_csv_path(args.kernel_trace, batch));
     }
+    bench::run_ab_sides(args.ab, [&] { graphed.drop_recordings(); }, [&](const std::string& suffix, const std::string& what) {
+      if (remaining_s() < 30) return;
+      bench::StepTimes b = bench::run_steps(decoder, profiler, batch, 1, args.context, 2, 10, 60);
+      if (!b.ok || b.ms.empty()) return;
+      const double b_ms = median(b.ms);
+      add_record({"dsv3_decode_b" + std::to_string(batch) + maxlen + suffix, b_ms, "ms/step", limit_ms, limit_ms / b_ms,
+                  "the step above with " + what + " (step graphs recorded again, same process)"});
+      if (!args.kernel_trace.empty() && suffix != "_ab_baseline_again" && remaining_s() > 40)
+        bench::record_traced_step(
+            [&] { return bench::run_steps(decoder, profiler, batch, 1, args.context, 2, 3, 20).ok; },
+            "dsv3_decode_b" + std::to_string(batch) + maxlen + suffix + "_in_graph",
+            bench::suffixed_path(bench::traced_csv_path(args.kernel_trace, batch), suffix));
+    });
     if (batch == 1 && remaining_s() > 60)
       bench::profile_step(eager, profiler, 1, args.context, 1, "dsv3_decode_b1_share_",
                           "one batch-1 decode step of " + shape, ms);

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/ab_switches.hpp"
 #include "bench/bench_args.hpp"
 #include "bench/bench_log.hpp"
 #include "bench/decode_steps.hpp"
@@ -61,6 +62,7 @@ struct Args {
   bool enforce_eager = false;  // decode without CUDA graphs
   bool fp8_kv_cache = false;   // --kv-cache-dtype fp8: an e4m3 KV cache (scales 1), metrics suffixed _kvfp8
   std::string kernel_trace;    // --kernel-trace PATH: one batch-1 step's kernels as they ran (CUPTI), CSV
+  std::vector<bench::AbSwitch> ab;  // --ab NAME=VALUE,...: the batch-1 step's B sides (bench/ab_switches.hpp)
   // --max-model-len N: the recorded steps' block tables as wide as a server's with that limit (its
   // split-KV partition count), the metrics suffixed _maxlen<N>; 0: context + 512.
   int64_t max_model_len = 0;
@@ -151,12 +153,13 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--prefill-sweep" && value(v)) a.prefill_sweep = bench::parse_int_list(v);
     else if (k == "--batches" && value(v)) a.batches = bench::parse_int_list(v);
     else if (k == "--kernel-trace" && value(v)) a.kernel_trace = v;
+    else if (k == "--ab" && value(v)) a.ab = bench::parse_ab_switches(v);
     else {
       std::fprintf(stderr,
                    "usage: gpu_decode_bench [--model DIR] [--out PATH] [--context 1024] [--decode-steps 20]\n"
                    "       [--prefill-tokens 4096] [--batches 1,8,32,64] [--time-limit 290] [--enforce-eager]\n"
                    "       [--prefill-sweep 512,1024,2048,8192] [--kv-cache-dtype auto|fp8] [--kernel-trace PATH]\n"
-                   "       [--max-model-len N]\n");
+                   "       [--max-model-len N] [--ab NAME=VALUE,...]\n");
       return false;
     }
   }
@@ -344,6 +347,25 @@ int run(int argc, char** argv) {
     bench::record_traced_step([&] { return run_steps(decoder, profiler, 1, 1, g_args.context, 2, 3, 20).ok; },
                               "decode_b1_" + suffix + "_in_graph", g_args.kernel_trace);
   }
+
+  // --ab: the batch-1 step again under each switch, then the default again (bench/ab_switches.hpp).
+  if (decode_b1_ms > 0)
+    bench::run_ab_sides(g_args.ab, [&] { graphed.drop_recordings(); }, [&](const std::string& ab, const std::string& what) {
+      if (remaining_s() < 30) return;
+      StepTimes t = run_steps(decoder, profiler, 1, 1, g_args.context, 3, g_args.decode_steps, 60);
+      if (!t.ok || t.ms.empty()) return;
+      const double ms = median(t.ms), roof = bw_gbs > 0 ? step_bytes / (bw_gbs * 1e9) * 1e3 : 0;
+      BenchRecord r{"decode_b1_" + suffix + ab, ms, "ms/token", {}, {},
+                    "the batch-1 step above with " + what + " (step graphs recorded again, same process)"};
+      if (roof > 0) {
+        r.limit = roof;
+        r.fraction_of_limit = roof / ms;
+      }
+      add_record(r);
+      if (!g_args.kernel_trace.empty() && ab != "_ab_baseline_again" && remaining_s() > 30)
+        bench::record_traced_step([&] { return run_steps(decoder, profiler, 1, 1, g_args.context, 2, 3, 20).ok; },
+                                  "decode_b1_" + suffix + ab + "_in_graph", bench::suffixed_path(g_args.kernel_trace, ab));
+    });
 
   if (!g_args.enforce_eager && decode_b1_ms > 0 && remaining_s() > 100) {
     StepTimes e1 = run_steps(eager, profiler, 1, 1, g_args.context, 3, g_args.decode_steps, 60);

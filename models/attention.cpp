@@ -200,6 +200,8 @@ void LlamaAttention::forward(const Tensor& x, const AttentionMetadata& meta, KvC
   const int64_t n = meta.num_tokens, qkv_dim = (num_heads_ + 2 * num_kv_heads_) * head_dim_;
   Tensor qkv = backend_.empty(DType::f32, {n, qkv_dim});  // one product; rows [q heads | k heads | v heads]
   backend_.linear(x, qkv_weight_, qkv_bias_, qkv);
+  // A few decode tokens' rope, attention and merge stream little: o's weight may move meanwhile.
+  if (n <= Backend::kPrefetchMaxTokens) backend_.prefetch_weight(o_weight_);
   Tensor& k_cache = cache.component(cache_layer, 0);
   Tensor& v_cache = cache.component(cache_layer, 1);
   Tensor q = backend_.empty(DType::f32, {n, num_heads_, head_dim_});

@@ -147,6 +147,11 @@ void MoeMlp::forward(const Tensor& x, Tensor out) {
       if (ahead) grouped->moe_shared_join();
     }
   } join_on_exit{grouped_, shared_ahead};
+  // Riding in the grouped launches instead, the shared expert's gate_up (first of its packed pair)
+  // may move into L2 beside the router and the routing, which stream little.
+  const size_t shared_gate_up = size_t(2 * packed_.num_local);
+  if (!shared_ahead && packed_.has_shared && n <= Backend::kPrefetchMaxTokens && shared_gate_up < packed_.weights.size())
+    backend_.prefetch_weight(packed_.weights[shared_gate_up]);
   Tensor logits = backend_.empty(DType::f32, {n, num_experts});
   backend_.linear(x, gate_weight_, Tensor(), logits);
   Tensor ids = backend_.empty(DType::i32, {n, k}), weights = backend_.empty(DType::f32, {n, k});

@@ -223,6 +223,11 @@ class Backend {
     linear(x, weight_a, Tensor(), out_a);
     linear(x, weight_b, Tensor(), out_b);
   }
+  // A hint: `weight` is read soon, after work queued since the last op that reads little memory
+  // (a decode step's attention). A backend may start moving it toward the compute beside that work;
+  // nothing is computed or changed, and ignoring the hint (the default) is always correct.
+  virtual void prefetch_weight(const Tensor& weight) { (void)weight; }
+  static constexpr int64_t kPrefetchMaxTokens = 8;  // decode batches whose attention and routing stream little
   virtual void mlp(const Tensor& x, const Tensor& gate_up_weight, const Tensor& gate_up_bias, const Tensor& down_weight,
                    const Tensor& down_bias, Tensor out) {
     const int64_t n = out.size(0), inter = down_weight.size(1);

@@ -62,6 +62,18 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType
   if (cudaStreamCreate(&stream) != cudaSuccess) return make_error(ErrorCode::unavailable, "cudaStreamCreate failed");
   backend->stream_ = stream;
   cublasSetStream(h, stream);
+  int l2_bytes = 0;
+  if (cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device_index) == cudaSuccess && l2_bytes > 0 &&
+      cudaStreamCreate(&stream) == cudaSuccess) {  // prefetch_weight's stream and events; none: no prefetches
+    backend->prefetch_stream_ = stream;
+    backend->l2_bytes_ = size_t(l2_bytes);
+    if (cudaEventCreateWithFlags(&backend->prefetch_fork_, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&backend->prefetch_done_, cudaEventDisableTiming) != cudaSuccess) {
+      cudaGetLastError();
+      backend->prefetch_stream_ = nullptr;  // the destructor frees what was made
+      if (stream) cudaStreamDestroy(stream);
+    }
+  }
   if (cudaMalloc(&backend->cublas_workspace_, kCublasWorkspaceBytes) == cudaSuccess) {
     cublasSetWorkspace(h, backend->cublas_workspace_, kCublasWorkspaceBytes);
   } else {
@@ -83,6 +95,12 @@ CudaBackend::~CudaBackend() {
     cudaStreamSynchronize(side_stream_);
     cudaStreamDestroy(side_stream_);
   }
+  if (prefetch_stream_) {
+    cudaStreamSynchronize(prefetch_stream_);
+    cudaStreamDestroy(prefetch_stream_);
+  }
+  if (prefetch_fork_) cudaEventDestroy(prefetch_fork_);
+  if (prefetch_done_) cudaEventDestroy(prefetch_done_);
   if (side_fork_) cudaEventDestroy(side_fork_);
   if (side_done_) cudaEventDestroy(side_done_);
   if (cublas_) cublasDestroy(handle(cublas_));
@@ -97,6 +115,7 @@ Result<GraphPhase> CudaBackend::begin_graph(int64_t key) {
 
 Status CudaBackend::end_graph(bool launch) {
   join_side_stream();  // a capture ends joined (moe_shared_ahead's work left unjoined by a fault)
+  join_prefetches();   // and prefetch_weight's, joined only here
   return graphs_.end(launch, stream_);
 }
 

@@ -161,6 +161,10 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   bool moe_shared_ahead(const Tensor& x, const MoeExperts& experts, Tensor out) override;
   void moe_shared_join() override;
   int64_t shared_ahead_starts() const { return shared_ahead_starts_; }  // moe_shared_ahead's trues
+  // Part of the weight read into L2 on a second stream while a step graph records, joined at the
+  // recording's end (cuda_weight_prefetch.cpp); behind TROUPE_L2_PREFETCH=1 until timed.
+  void prefetch_weight(const Tensor& weight) override;
+  int64_t prefetches_recorded() const { return prefetches_recorded_; }  // prefetch_weight's launches
 
   bool supports_graphs() const override { return true; }
   Result<GraphPhase> begin_graph(int64_t key) override;
@@ -270,6 +274,15 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   int64_t shared_ahead_starts_ = 0;
   int ensure_side_stream();     // a cudaError_t
   void join_side_stream();      // stream_ waits for side_done_; the arena's held releases go
+  // prefetch_weight's stream (made with the backend; null if that failed: no prefetches), its fork
+  // and join events, whether a recording holds prefetches not yet joined.
+  CUstream_st* prefetch_stream_ = nullptr;
+  CUevent_st* prefetch_fork_ = nullptr;
+  CUevent_st* prefetch_done_ = nullptr;
+  bool prefetch_pending_ = false;
+  int64_t prefetches_recorded_ = 0;
+  size_t l2_bytes_ = 0;
+  void join_prefetches();  // stream_ waits for the prefetch stream's work (end_graph)
   ExpertStreams expert_streams_;  // a prefill's MoE expert GEMMs: side streams and the threads that fill them
   StepGraphs graphs_;
   PinnedUpload pinned_upload_;  // weights go up through its pinned buffers

@@ -156,6 +156,9 @@ void CudaBackend::mla_decode_absorbed(const Tensor& q, const Tensor& cache, cons
     }
     mla_absorb_q(q_d, kv_b_weight, q_abs);
   }
+  // The latent attention streams little at decode sizes: the unabsorb's half of kv_b may move into
+  // L2 meanwhile (the absorb's half is there already). A no-op unless a step graph records.
+  if (d <= kPrefetchMaxTokens) prefetch_weight(kv_b_weight);
   int64_t max_context = 1;
   if (per_token_partitions) {
     max_context = std::max<int64_t>(1, meta.max_blocks_per_seq * meta.block_size);

@@ -66,10 +66,19 @@ LogitGap logit_gap(CudaBackend& backend, const Tensor& want, const Tensor& got) 
 // here); on the bf16 backend such a reordering can flip the bf16 rounding of an activation between
 // layers, so there they agree within one bf16 rounding step (2^-8) of the largest logit, the
 // DeepSeek test's bound below. (1e-3 for both failed on the H200 at 1.21e-3 for bf16, step 6, once
-// the prefill kernel's change moved the data.)
+// the prefill kernel's change moved the data.) bf16 once more with TROUPE_L2_PREFETCH=1: the o
+// weights' reads ahead on a second stream (CudaBackend::prefetch_weight) join the recordings, which
+// still replay to the eager logits.
 TEST(StepGraphs, ReplayedDecodeStepsMatchEagerSteps) {
   TROUPE_REQUIRE_GPU();
-  for (DType dtype : {DType::f32, DType::bf16}) {
+  struct Run {
+    DType dtype;
+    bool prefetch;
+  };
+  for (const Run run : {Run{DType::f32, false}, Run{DType::bf16, false}, Run{DType::bf16, true}}) {
+    const DType dtype = run.dtype;
+    SCOPED_TRACE(run.prefetch ? "TROUPE_L2_PREFETCH=1" : "no prefetch");
+    if (run.prefetch) ::setenv("TROUPE_L2_PREFETCH", "1", 1);
     auto gpu = CudaBackend::create(0, dtype);
     ASSERT_TRUE(gpu.ok()) << gpu.error().message;
     CudaBackend& backend = **gpu;
@@ -106,12 +115,21 @@ TEST(StepGraphs, ReplayedDecodeStepsMatchEagerSteps) {
       worst = std::max(worst, gap.diff);
       EXPECT_EQ(backend.take_error(), "");
     }
+    ::unsetenv("TROUPE_L2_PREFETCH");
     EXPECT_EQ(graphed.num_dropped(), 0);
     EXPECT_GE(graphed.num_recorded(), 4);  // buckets 4, 1, 8 (5 rows), 16 (9 and 10 rows), 2
     EXPECT_GE(graphed.num_replayed(), 3);
-    std::printf("%s: %lld graphs recorded, %lld steps replayed, max |logit diff| vs eager %.2e\n",
-                std::string(dtype_name(dtype)).c_str(), (long long)graphed.num_recorded(),
-                (long long)graphed.num_replayed(), worst);
+    // Each layer's o weight once a recording of up to Backend::kPrefetchMaxTokens rows (1, 2, 4, 8).
+    if (run.prefetch) {
+      EXPECT_GT(backend.prefetches_recorded(), 0);
+    } else {
+      EXPECT_EQ(backend.prefetches_recorded(), 0);
+    }
+    std::printf("%s%s: %lld graphs recorded, %lld steps replayed, %lld prefetches recorded, max |logit diff| vs eager "
+                "%.2e\n",
+                std::string(dtype_name(dtype)).c_str(), run.prefetch ? " (L2 prefetch)" : "",
+                (long long)graphed.num_recorded(), (long long)graphed.num_replayed(),
+                (long long)backend.prefetches_recorded(), worst);
   }
 }
 
@@ -123,11 +141,19 @@ TEST(StepGraphs, ReplayedDecodeStepsMatchEagerSteps) {
 // activation between layers: logits agree within one bf16 rounding step (2^-8) of their largest
 // magnitude (a wrong partition or a lost key is off by O(1)). (A first bound of 1e-3, from fp32
 // reordering alone, failed on the H200 at up to 2.6e-3: it left out the bf16 activations.) With bf16 experts the per-expert loop reads the routing on the host:
-// those steps are dropped from recording and run eagerly, with the same answers.
+// those steps are dropped from recording and run eagerly, with the same answers. The FP8 model once
+// more with TROUPE_L2_PREFETCH=1 (kv_b ahead of the unabsorb, the shared expert's gate_up beside
+// the routing): the same bound.
 TEST(StepGraphs, DeepseekDecodeStepsReplayAsEagerOnes) {
   TROUPE_REQUIRE_GPU();
-  for (const char* name : {"troupe-demo-fp8", "deepseek-v3-tiny"}) {
-    SCOPED_TRACE(name);
+  struct Run {
+    const char* name;
+    bool prefetch;
+  };
+  for (const Run run : {Run{"troupe-demo-fp8", false}, Run{"deepseek-v3-tiny", false}, Run{"troupe-demo-fp8", true}}) {
+    const char* name = run.name;
+    SCOPED_TRACE(std::string(name) + (run.prefetch ? " TROUPE_L2_PREFETCH=1" : ""));
+    if (run.prefetch) ::setenv("TROUPE_L2_PREFETCH", "1", 1);
     const std::string dir = troupe_source_dir() + "/tests/fixtures/models/" + name;
     const bool grouped = std::string(name).find("fp8") != std::string::npos;
     auto gpu = CudaBackend::create(0, DType::bf16);
@@ -165,6 +191,8 @@ TEST(StepGraphs, DeepseekDecodeStepsReplayAsEagerOnes) {
       worst = std::max(worst, gap.diff / std::max(gap.scale, 1e-30));
       EXPECT_EQ(backend.take_error(), "");
     }
+    ::unsetenv("TROUPE_L2_PREFETCH");
+    EXPECT_EQ(backend.prefetches_recorded() > 0, run.prefetch);
     if (grouped) {
       EXPECT_EQ(graphed.num_dropped(), 0);
       EXPECT_GE(graphed.num_replayed(), 3);
