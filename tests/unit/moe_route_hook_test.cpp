@@ -2,7 +2,8 @@
 // reference, standing in for the CUDA kernel) gives the layer the same output as the host's
 // route_tokens, and the CPU backend itself keeps the host route. And MoeMlp's use of a grouped
 // backend's moe_shared_ahead (runtime/moe_experts.hpp): the shared expert computed once, joined
-// where moe_experts or moe_route refuses, the output the host loop's.
+// where moe_experts or moe_route refuses, the output the host loop's; otherwise its gate_up hinted
+// (Backend::prefetch_weight) before the routing.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -81,6 +82,7 @@ class AheadBackend final : public RefRouteBackend, public MoeExpertsBackend {
   bool ahead = false, refuse = false;
   bool pending = false;
   int shared_runs = 0, joins = 0;  // the shared expert's MLP calls (any path), joins of pending work
+  int shared_prefetches = 0, other_prefetches = 0;  // prefetch_weight hints: the shared gate_up, others
 
   bool keeps_fp8_weights() const override { return true; }  // MoeMlp::load packs the experts
   void mlp(const Tensor& x, const Tensor& gu, const Tensor& gub, const Tensor& d, const Tensor& db, Tensor out) override {
@@ -99,6 +101,9 @@ class AheadBackend final : public RefRouteBackend, public MoeExpertsBackend {
     packed.intermediate = down[0].size(1);
     shared_gate_up_ = shared_gate_up;
     return packed;
+  }
+  void prefetch_weight(const Tensor& weight) override {
+    ++(weight.raw() == shared_gate_up_.raw() ? shared_prefetches : other_prefetches);
   }
   bool moe_shared_ahead(const Tensor& x, const MoeExperts& experts, Tensor out) override {
     if (!ahead || pending) return false;
@@ -216,6 +221,9 @@ TEST(MoeMlpRoute, SharedExpertAheadIsComputedOnceAndJoinedWhereTheGroupedPathRef
     EXPECT_EQ(grouped.shared_runs, 1);
     EXPECT_EQ(grouped.joins, c.joins);
     EXPECT_FALSE(grouped.pending);
+    // Not ahead, the shared gate_up is hinted once, before the routing (5 tokens: a decode batch).
+    EXPECT_EQ(grouped.shared_prefetches, c.ahead ? 0 : 1);
+    EXPECT_EQ(grouped.other_prefetches, 0);
   }
 }
 
