@@ -62,18 +62,12 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType
   if (cudaStreamCreate(&stream) != cudaSuccess) return make_error(ErrorCode::unavailable, "cudaStreamCreate failed");
   backend->stream_ = stream;
   cublasSetStream(h, stream);
+  // prefetch_weight's stream and events; without them (or an L2 size) it does nothing.
   int l2_bytes = 0;
   if (cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device_index) == cudaSuccess && l2_bytes > 0 &&
-      cudaStreamCreate(&stream) == cudaSuccess) {  // prefetch_weight's stream and events; none: no prefetches
-    backend->prefetch_stream_ = stream;
+      make_forked_stream(&backend->prefetch_stream_, &backend->prefetch_fork_, &backend->prefetch_done_) == cudaSuccess)
     backend->l2_bytes_ = size_t(l2_bytes);
-    if (cudaEventCreateWithFlags(&backend->prefetch_fork_, cudaEventDisableTiming) != cudaSuccess ||
-        cudaEventCreateWithFlags(&backend->prefetch_done_, cudaEventDisableTiming) != cudaSuccess) {
-      cudaGetLastError();
-      backend->prefetch_stream_ = nullptr;  // the destructor frees what was made
-      if (stream) cudaStreamDestroy(stream);
-    }
-  }
+  cudaGetLastError();
   if (cudaMalloc(&backend->cublas_workspace_, kCublasWorkspaceBytes) == cudaSuccess) {
     cublasSetWorkspace(h, backend->cublas_workspace_, kCublasWorkspaceBytes);
   } else {
@@ -87,6 +81,24 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device_index, DType
     cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold);
   }
   return backend;
+}
+
+int CudaBackend::make_forked_stream(CUstream_st** stream, CUevent_st** fork, CUevent_st** done) {
+  cudaStream_t s = nullptr;
+  cudaEvent_t f = nullptr, d = nullptr;
+  cudaError_t err = cudaStreamCreate(&s);
+  if (err == cudaSuccess) err = cudaEventCreateWithFlags(&f, cudaEventDisableTiming);
+  if (err == cudaSuccess) err = cudaEventCreateWithFlags(&d, cudaEventDisableTiming);
+  if (err != cudaSuccess) {
+    if (d) cudaEventDestroy(d);
+    if (f) cudaEventDestroy(f);
+    if (s) cudaStreamDestroy(s);
+    return err;
+  }
+  *stream = s;
+  *fork = f;
+  *done = d;
+  return cudaSuccess;
 }
 
 CudaBackend::~CudaBackend() {

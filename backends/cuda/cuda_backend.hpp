@@ -272,10 +272,13 @@ class CudaBackend final : public Backend, public MoeExpertsBackend {
   bool shared_ahead_pending_ = false;
   bool side_hold_ = false;  // graphs_.hold_releases() is open for it
   int64_t shared_ahead_starts_ = 0;
+  // A blocking stream with the event it waits for (fork) and the one it records when done (join),
+  // all or none made; a cudaError_t. moe_shared_ahead's and prefetch_weight's.
+  static int make_forked_stream(CUstream_st** stream, CUevent_st** fork, CUevent_st** done);
   int ensure_side_stream();     // a cudaError_t
   void join_side_stream();      // stream_ waits for side_done_; the arena's held releases go
   // prefetch_weight's stream (made with the backend; null if that failed: no prefetches), its fork
-  // and join events, whether a recording holds prefetches not yet joined.
+  // and join events, whether a recording holds prefetches not yet joined, the device's L2 bytes.
   CUstream_st* prefetch_stream_ = nullptr;
   CUevent_st* prefetch_fork_ = nullptr;
   CUevent_st* prefetch_done_ = nullptr;

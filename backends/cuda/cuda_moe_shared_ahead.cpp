@@ -36,21 +36,7 @@ namespace troupe::cuda {
 
 int CudaBackend::ensure_side_stream() {
   if (side_stream_) return cudaSuccess;
-  cudaStream_t stream = nullptr;
-  cudaEvent_t fork = nullptr, done = nullptr;
-  cudaError_t err = cudaStreamCreate(&stream);
-  if (err == cudaSuccess) err = cudaEventCreateWithFlags(&fork, cudaEventDisableTiming);
-  if (err == cudaSuccess) err = cudaEventCreateWithFlags(&done, cudaEventDisableTiming);
-  if (err != cudaSuccess) {
-    if (done) cudaEventDestroy(done);
-    if (fork) cudaEventDestroy(fork);
-    if (stream) cudaStreamDestroy(stream);
-    return err;
-  }
-  side_stream_ = stream;
-  side_fork_ = fork;
-  side_done_ = done;
-  return cudaSuccess;
+  return make_forked_stream(&side_stream_, &side_fork_, &side_done_);
 }
 
 bool CudaBackend::moe_shared_ahead(const Tensor& x, const MoeExperts& experts, Tensor out) {
